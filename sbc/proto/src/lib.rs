@@ -1,0 +1,10 @@
+//! Sans-IO signalling core of the SBC.
+//!
+//! Nothing in this crate owns a socket, a timer or a clock: bytes and the current time come in as arguments, and
+//! what to send and when to wake up come out as values. The tokio driver in the `sbc` crate moves the bytes.
+//!
+//! - [`msg`]: the zero-copy SIP message parser and serializer (RFC 3261 §7, §20, §25).
+//! - [`txn`]: the four transaction state machines of RFC 3261 §17, with timers as deadlines.
+
+pub mod msg;
+pub mod txn;

@@ -1,0 +1,123 @@
+//! name-addr and addr-spec values of From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
+
+use super::params::{header_params, Params};
+use super::scan::{class, trim, Cursor};
+use super::uri::Uri;
+use bytes::Bytes;
+
+/// `[display-name] <uri> *(;param)` or `uri *(;param)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// The display name as received: a quoted-string with its quotes, or space-separated tokens.
+    pub display: Option<Bytes>,
+    /// The URI.
+    pub uri: Uri,
+    /// Header parameters after the address (`;tag=…`, `;expires=…`, `;q=…`).
+    pub params: Params,
+}
+
+impl NameAddr {
+    /// Parses one element of an address header. When the URI is not in angle brackets, everything after the
+    /// first `;` is a header parameter (RFC 3261 §20.10).
+    pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
+        let mut c = Cursor::new(value);
+        c.skip_ws();
+        let mut display = None;
+        match c.peek() {
+            Some(b'"') => {
+                display = Some(c.quoted_string().ok_or("unterminated quoted display name")?);
+                c.skip_ws();
+            }
+            Some(b'<') => {}
+            Some(_) => {
+                // Tokens separated by white space are a display name if `<` follows (RFC 4475 §3.1.1.6: the
+                // white space before `<` may be missing); otherwise this is an addr-spec.
+                let start = c.pos();
+                while c.token().is_some() {
+                    c.skip_ws();
+                }
+                if c.peek() == Some(b'<') {
+                    let d = trim(value, start, c.pos());
+                    display = (!d.is_empty()).then_some(d);
+                } else {
+                    c.set_pos(start);
+                    let end = memchr::memchr(b';', c.rest()).map_or(value.len(), |i| start + i);
+                    let raw = trim(value, start, end);
+                    if raw.iter().any(|&b| class::is_ws(b)) {
+                        return Err("white space inside address");
+                    }
+                    let uri = Uri::parse(raw)?;
+                    c.set_pos(end);
+                    let params = header_params(&mut c)?;
+                    return Ok(Self { display: None, uri, params });
+                }
+            }
+            None => return Err("empty address"),
+        }
+        if !c.eat(b'<') {
+            return Err("expected '<' after display name");
+        }
+        let start = c.pos();
+        let close = memchr::memchr(b'>', c.rest()).ok_or("missing '>'")? + start;
+        let uri = Uri::parse(value.slice(start..close))?;
+        c.set_pos(close + 1);
+        let params = header_params(&mut c)?;
+        Ok(Self { display, uri, params })
+    }
+
+    /// The `tag` parameter (RFC 3261 §19.3).
+    pub fn tag(&self) -> Option<&Bytes> {
+        self.params.value("tag")
+    }
+
+    /// Writes the address as `"display" <uri>;params` (always with angle brackets, which is never wrong).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.uri.as_bytes().len() + 32);
+        if let Some(d) = &self.display {
+            out.extend_from_slice(d);
+            out.push(b' ');
+        }
+        out.push(b'<');
+        out.extend_from_slice(self.uri.as_bytes());
+        out.push(b'>');
+        self.params.write_to(&mut out);
+        out.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn na(s: &'static str) -> Result<NameAddr, &'static str> {
+        NameAddr::parse(&Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn forms_of_address() {
+        let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8").expect("quoted");
+        assert_eq!(&a.tag().expect("tag")[..], b"98asjd8");
+        let b = na("caller<sip:caller@example.com>;tag=323").expect("no space before <");
+        assert_eq!(&b.display.expect("display")[..], b"caller");
+        let c = na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
+        assert_eq!(&c.tag().expect("tag")[..], b"1918181833n");
+        assert_eq!(&c.uri.as_bytes()[..], b"sip:vivekg@chair-dnrc.example.com");
+        let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x").expect("token display");
+        assert_eq!(&d.display.expect("display")[..], b"token1~` token2'+_ token3*%!.-");
+    }
+
+    #[test]
+    fn malformed_addresses() {
+        assert!(na("\"Mr. J. User <sip:j.user@example.com>").is_err());
+        assert!(na("\"Joe\" <sip:joe@example.org>;;;;").is_err());
+        assert!(na("< sip:t.watson@example.org >").is_err());
+        assert!(na("<sip:x@y").is_err());
+        assert!(na("").is_err());
+    }
+
+    #[test]
+    fn round_trips_through_to_bytes() {
+        let a = na("\"A\" <sip:a@b;lr>;tag=1").expect("valid");
+        assert_eq!(NameAddr::parse(&a.to_bytes()).expect("reparse"), a);
+    }
+}

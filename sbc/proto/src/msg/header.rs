@@ -1,0 +1,283 @@
+//! Header names (with compact forms) and the ordered header list of a message (RFC 3261 §7.3, §20).
+
+use bytes::Bytes;
+use std::fmt;
+
+macro_rules! header_names {
+    ($( $variant:ident => $canon:literal $(, $compact:literal)? ; list: $list:literal ;)*) => {
+        /// A header name. Known names are matched case-insensitively and from their compact forms
+        /// (RFC 3261 §7.3.3), and always written in their canonical long form; any other name is kept as received.
+        #[derive(Debug, Clone)]
+        pub enum HeaderName {
+            $(
+                #[doc = concat!("`", $canon, "`")]
+                $variant,
+            )*
+            /// A header this parser does not know; its value stays opaque.
+            Other(Bytes),
+        }
+
+        impl HeaderName {
+            /// Maps a received header name (already checked to be a token) to a [`HeaderName`].
+            pub fn from_bytes(name: Bytes) -> Self {
+                if name.len() == 1 {
+                    let c = name[0].to_ascii_lowercase();
+                    $($( if c == $compact { return Self::$variant; } )?)*
+                    return Self::Other(name);
+                }
+                $( if name.eq_ignore_ascii_case($canon.as_bytes()) { return Self::$variant; } )*
+                Self::Other(name)
+            }
+
+            /// The canonical (long form) name, or the received name of an unknown header.
+            pub fn as_bytes(&self) -> &[u8] {
+                match self {
+                    $( Self::$variant => $canon.as_bytes(), )*
+                    Self::Other(n) => n,
+                }
+            }
+
+            /// The canonical name of a known header; `"extension"` for others.
+            pub fn canonical(&self) -> &'static str {
+                match self {
+                    $( Self::$variant => $canon, )*
+                    Self::Other(_) => "extension",
+                }
+            }
+
+            /// Whether values of this header are comma-separated lists that the parser splits into one entry
+            /// per element (RFC 3261 §7.3.1). Headers whose values contain commas for other reasons (Date,
+            /// WWW-Authenticate, Authorization) and unknown headers are never split.
+            pub fn is_list(&self) -> bool {
+                match self {
+                    $( Self::$variant => $list, )*
+                    Self::Other(_) => false,
+                }
+            }
+        }
+    };
+}
+
+header_names! {
+    Accept => "Accept"; list: true;
+    AcceptContact => "Accept-Contact", b'a'; list: true;
+    AcceptEncoding => "Accept-Encoding"; list: true;
+    AcceptLanguage => "Accept-Language"; list: true;
+    AlertInfo => "Alert-Info"; list: true;
+    Allow => "Allow"; list: true;
+    AllowEvents => "Allow-Events", b'u'; list: true;
+    AuthenticationInfo => "Authentication-Info"; list: false;
+    Authorization => "Authorization"; list: false;
+    CallId => "Call-ID", b'i'; list: false;
+    CallInfo => "Call-Info"; list: true;
+    Contact => "Contact", b'm'; list: true;
+    ContentDisposition => "Content-Disposition"; list: false;
+    ContentEncoding => "Content-Encoding", b'e'; list: true;
+    ContentLanguage => "Content-Language"; list: true;
+    ContentLength => "Content-Length", b'l'; list: false;
+    ContentType => "Content-Type", b'c'; list: false;
+    CSeq => "CSeq"; list: false;
+    Date => "Date"; list: false;
+    ErrorInfo => "Error-Info"; list: true;
+    Event => "Event", b'o'; list: false;
+    Expires => "Expires"; list: false;
+    From => "From", b'f'; list: false;
+    Identity => "Identity", b'y'; list: false;
+    InReplyTo => "In-Reply-To"; list: true;
+    MaxForwards => "Max-Forwards"; list: false;
+    MinExpires => "Min-Expires"; list: false;
+    MinSe => "Min-SE"; list: false;
+    MimeVersion => "MIME-Version"; list: false;
+    Organization => "Organization"; list: false;
+    PAssertedIdentity => "P-Asserted-Identity"; list: true;
+    PPreferredIdentity => "P-Preferred-Identity"; list: true;
+    Priority => "Priority"; list: false;
+    Privacy => "Privacy"; list: false;
+    ProxyAuthenticate => "Proxy-Authenticate"; list: false;
+    ProxyAuthorization => "Proxy-Authorization"; list: false;
+    ProxyRequire => "Proxy-Require"; list: true;
+    RAck => "RAck"; list: false;
+    Reason => "Reason"; list: true;
+    RecordRoute => "Record-Route"; list: true;
+    ReferTo => "Refer-To", b'r'; list: false;
+    ReferredBy => "Referred-By", b'b'; list: false;
+    RejectContact => "Reject-Contact", b'j'; list: true;
+    ReplyTo => "Reply-To"; list: false;
+    Require => "Require"; list: true;
+    RetryAfter => "Retry-After"; list: false;
+    Route => "Route"; list: true;
+    RSeq => "RSeq"; list: false;
+    Server => "Server"; list: false;
+    SessionExpires => "Session-Expires", b'x'; list: false;
+    Subject => "Subject", b's'; list: false;
+    SubscriptionState => "Subscription-State"; list: false;
+    Supported => "Supported", b'k'; list: true;
+    Timestamp => "Timestamp"; list: false;
+    To => "To", b't'; list: false;
+    Unsupported => "Unsupported"; list: true;
+    UserAgent => "User-Agent"; list: false;
+    Via => "Via", b'v'; list: true;
+    Warning => "Warning"; list: true;
+    WwwAuthenticate => "WWW-Authenticate"; list: false;
+}
+
+impl PartialEq for HeaderName {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Other(a), Self::Other(b)) => a.eq_ignore_ascii_case(b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for HeaderName {}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// One header field: a name and one value. A comma-separated list header arrives as one [`Header`] per element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The header's name.
+    pub name: HeaderName,
+    /// The value, unfolded and trimmed of surrounding white space; a view into the received buffer unless the
+    /// header was folded over several lines.
+    pub value: Bytes,
+}
+
+/// The headers of a message in the order received (RFC 3261 §7.3.1: order matters among same-named headers and
+/// is kept across all of them). Content-Length is not kept here: it is framing, and the serializer writes it from
+/// the body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<Header>);
+
+impl Headers {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    /// Appends a header. No validation: values built in code are trusted to be well formed.
+    pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.0.push(Header { name, value: value.into() });
+    }
+
+    /// Inserts a header before all others (used for Via, which is stacked on top).
+    pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.0.insert(0, Header { name, value: value.into() });
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &HeaderName) -> Option<&Bytes> {
+        self.0.iter().find(|h| &h.name == name).map(|h| &h.value)
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Bytes> + 'a {
+        self.0.iter().filter(move |h| &h.name == name).map(|h| &h.value)
+    }
+
+    /// How many values of `name` there are.
+    pub fn count(&self, name: &HeaderName) -> usize {
+        self.0.iter().filter(|h| &h.name == name).count()
+    }
+
+    /// Removes every value of `name`; returns how many were removed.
+    pub fn remove(&mut self, name: &HeaderName) -> usize {
+        let before = self.0.len();
+        self.0.retain(|h| &h.name != name);
+        before - self.0.len()
+    }
+
+    /// Replaces every value of `name` with one value, at the position of the first one (or at the end).
+    pub fn set(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let value = value.into();
+        match self.0.iter().position(|h| h.name == name) {
+            Some(i) => {
+                self.0[i].value = value;
+                let mut seen = 0;
+                self.0.retain(|h| {
+                    if h.name == name {
+                        seen += 1;
+                        seen == 1
+                    } else {
+                        true
+                    }
+                });
+            }
+            None => self.0.push(Header { name, value }),
+        }
+    }
+
+    /// Removes the first value of `name` and returns it (used to pop the top Via of a response).
+    pub fn remove_first(&mut self, name: &HeaderName) -> Option<Bytes> {
+        let i = self.0.iter().position(|h| &h.name == name)?;
+        Some(self.0.remove(i).value)
+    }
+
+    /// All headers in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
+        self.0.iter()
+    }
+
+    /// Number of header entries (list elements count separately).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Header;
+    type IntoIter = std::slice::Iter<'a, Header>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_and_case_insensitive_names() {
+        for (raw, want) in [
+            (&b"v"[..], HeaderName::Via),
+            (b"V", HeaderName::Via),
+            (b"vIa", HeaderName::Via),
+            (b"i", HeaderName::CallId),
+            (b"call-id", HeaderName::CallId),
+            (b"l", HeaderName::ContentLength),
+            (b"m", HeaderName::Contact),
+            (b"k", HeaderName::Supported),
+            (b"cseq", HeaderName::CSeq),
+        ] {
+            assert_eq!(HeaderName::from_bytes(Bytes::copy_from_slice(raw)), want, "{raw:?}");
+        }
+        let x = HeaderName::from_bytes(Bytes::from_static(b"X-Custom"));
+        assert_eq!(x, HeaderName::Other(Bytes::from_static(b"x-custom")));
+        assert_eq!(x.as_bytes(), b"X-Custom");
+    }
+
+    #[test]
+    fn set_replaces_all_values_in_place() {
+        let mut h = Headers::new();
+        h.push(HeaderName::Via, "a");
+        h.push(HeaderName::To, "t");
+        h.push(HeaderName::Via, "b");
+        h.set(HeaderName::Via, "c");
+        let names: Vec<_> = h.iter().map(|h| h.value.clone()).collect();
+        assert_eq!(names, vec![Bytes::from("c"), Bytes::from("t")]);
+    }
+}

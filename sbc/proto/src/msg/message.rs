@@ -1,0 +1,181 @@
+//! Requests, responses, and the typed accessors a B2BUA needs on their headers.
+
+use super::addr::NameAddr;
+use super::error::HeaderError;
+use super::header::{HeaderName, Headers};
+use super::method::Method;
+use super::uri::Uri;
+use super::values::{CSeq, Contacts, MediaType};
+use super::via::Via;
+use bytes::Bytes;
+
+/// A SIP request (RFC 3261 §7.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method of the Request-Line.
+    pub method: Method,
+    /// The Request-URI.
+    pub uri: Uri,
+    /// Headers in order, Content-Length excluded.
+    pub headers: Headers,
+    /// The body, exactly Content-Length bytes.
+    pub body: Bytes,
+}
+
+/// A SIP response (RFC 3261 §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code, 100..=699.
+    pub status: u16,
+    /// Reason phrase as received (may be empty, may be UTF-8).
+    pub reason: Bytes,
+    /// Headers in order, Content-Length excluded.
+    pub headers: Headers,
+    /// The body, exactly Content-Length bytes.
+    pub body: Bytes,
+}
+
+/// Either kind of message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A request.
+    Request(Request),
+    /// A response.
+    Response(Response),
+}
+
+impl Message {
+    /// The headers, whichever the kind.
+    pub fn headers(&self) -> &Headers {
+        match self {
+            Self::Request(r) => &r.headers,
+            Self::Response(r) => &r.headers,
+        }
+    }
+
+    /// The body, whichever the kind.
+    pub fn body(&self) -> &Bytes {
+        match self {
+            Self::Request(r) => &r.body,
+            Self::Response(r) => &r.body,
+        }
+    }
+}
+
+impl Request {
+    /// A request with no headers and no body; add headers with [`Headers::push`].
+    pub fn new(method: Method, uri: Uri) -> Self {
+        Self { method, uri, headers: Headers::new(), body: Bytes::new() }
+    }
+}
+
+impl Response {
+    /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy: every Via in order, From, To,
+    /// Call-ID and CSeq. The caller adds a To tag where one is needed, and anything else.
+    pub fn to_request(req: &Request, status: u16, reason: &'static str) -> Self {
+        let mut headers = Headers::with_capacity(req.headers.count(&HeaderName::Via) + 6);
+        for h in req.headers.iter() {
+            if matches!(h.name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq)
+            {
+                headers.push(h.name.clone(), h.value.clone());
+            }
+        }
+        Self { status, reason: Bytes::from_static(reason.as_bytes()), headers, body: Bytes::new() }
+    }
+
+    /// 1xx.
+    pub fn is_provisional(&self) -> bool {
+        self.status < 200
+    }
+
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+fn single<'a>(h: &'a Headers, name: &HeaderName) -> Result<&'a Bytes, HeaderError> {
+    h.get(name).ok_or(HeaderError::Missing(name.canonical()))
+}
+
+fn malformed(name: &HeaderName) -> impl Fn(&'static str) -> HeaderError + '_ {
+    move |what| HeaderError::Malformed { header: name.canonical(), what }
+}
+
+impl Headers {
+    /// Call-ID (RFC 3261 §20.8).
+    pub fn call_id(&self) -> Result<&Bytes, HeaderError> {
+        single(self, &HeaderName::CallId)
+    }
+
+    /// CSeq (§20.16).
+    pub fn cseq(&self) -> Result<CSeq, HeaderError> {
+        CSeq::parse(single(self, &HeaderName::CSeq)?).map_err(malformed(&HeaderName::CSeq))
+    }
+
+    /// From (§20.20).
+    pub fn from(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse(single(self, &HeaderName::From)?).map_err(malformed(&HeaderName::From))
+    }
+
+    /// To (§20.39).
+    pub fn to(&self) -> Result<NameAddr, HeaderError> {
+        NameAddr::parse(single(self, &HeaderName::To)?).map_err(malformed(&HeaderName::To))
+    }
+
+    /// The topmost Via (§20.42): the one this hop added or must answer to.
+    pub fn top_via(&self) -> Result<Via, HeaderError> {
+        Via::parse(single(self, &HeaderName::Via)?).map_err(malformed(&HeaderName::Via))
+    }
+
+    /// Every Via, top first.
+    pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
+        self.get_all(&HeaderName::Via)
+            .map(|v| Via::parse(v).map_err(malformed(&HeaderName::Via)))
+            .collect()
+    }
+
+    /// Max-Forwards (§20.22), absent in RFC 2543 requests.
+    pub fn max_forwards(&self) -> Result<Option<u32>, HeaderError> {
+        self.get(&HeaderName::MaxForwards)
+            .map(|v| {
+                super::scan::parse_u64(v, u64::from(u32::MAX))
+                    .map(|n| n as u32)
+                    .ok_or(HeaderError::Malformed { header: "Max-Forwards", what: "not a number" })
+            })
+            .transpose()
+    }
+
+    /// Contact (§20.10): `*` or addresses, in order.
+    pub fn contacts(&self) -> Result<Contacts, HeaderError> {
+        let mut addrs = Vec::new();
+        for v in self.get_all(&HeaderName::Contact) {
+            if &v[..] == b"*" {
+                return Ok(Contacts::Star);
+            }
+            addrs.push(NameAddr::parse(v).map_err(malformed(&HeaderName::Contact))?);
+        }
+        Ok(Contacts::Addrs(addrs))
+    }
+
+    /// Route (§20.34), in order.
+    pub fn routes(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        self.addr_list(&HeaderName::Route)
+    }
+
+    /// Record-Route (§20.30), in order.
+    pub fn record_routes(&self) -> Result<Vec<NameAddr>, HeaderError> {
+        self.addr_list(&HeaderName::RecordRoute)
+    }
+
+    fn addr_list(&self, name: &HeaderName) -> Result<Vec<NameAddr>, HeaderError> {
+        self.get_all(name).map(|v| NameAddr::parse(v).map_err(malformed(name))).collect()
+    }
+
+    /// Content-Type (§20.15), if present.
+    pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
+        self.get(&HeaderName::ContentType)
+            .map(|v| MediaType::parse(v).map_err(malformed(&HeaderName::ContentType)))
+            .transpose()
+    }
+}

@@ -1,0 +1,455 @@
+//! Parsing whole messages from datagrams and from framed stream data (RFC 3261 §7, §18.3).
+
+use super::addr::NameAddr;
+use super::error::{ParseError, ParseErrorKind as K};
+use super::header::{HeaderName, Headers};
+use super::message::{Message, Request, Response};
+use super::method::Method;
+use super::scan::{class, has_list_comma, parse_u64, split_commas, trim};
+use super::uri::Uri;
+use super::values::{check_call_id, CSeq, MediaType};
+use super::via::Via;
+use bytes::Bytes;
+
+/// Parses one message received as a datagram (UDP). Content-Length may be absent, in which case the body is the
+/// rest of the datagram; if present it may not exceed what arrived (RFC 4475 §3.1.2.2), and octets beyond it are
+/// ignored (RFC 3261 §18.3, RFC 4475 §3.1.1.8).
+pub fn parse_datagram(input: Bytes) -> Result<Message, ParseError> {
+    parse(input, Framing::Datagram)
+}
+
+/// Parses one message cut from a stream by [`frame`]: Content-Length is mandatory and exact.
+pub fn parse_stream(input: Bytes) -> Result<Message, ParseError> {
+    parse(input, Framing::Stream)
+}
+
+/// What [`frame`] found at the start of a stream buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framed {
+    /// A whole message occupies the first `n` bytes (leading CRLFs included); hand them to [`parse_stream`].
+    Message(usize),
+    /// The first `n` bytes are CRLFs: keep-alives (RFC 5626 §3.5.1) or inter-message padding; discard them.
+    KeepAlive(usize),
+    /// Not enough data yet.
+    Incomplete,
+}
+
+/// Finds the extent of the first message in a stream buffer (TCP, TLS), by the empty line ending the headers and
+/// Content-Length. Errors when the message would exceed `max` bytes or lacks a usable Content-Length: the
+/// connection cannot be resynchronised after that and should be closed.
+pub fn frame(buf: &[u8], max: usize) -> Result<Framed, ParseError> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    if start > 0 {
+        // `\r\n\r\n` is a keep-alive ping; a lone `\r\n` is its pong. Either way nothing to parse yet.
+        return Ok(Framed::KeepAlive(start));
+    }
+    let Some((head_end, body_start)) = find_head_end(buf) else {
+        if buf.len() > max {
+            return Err(ParseError::new(K::TooLarge { max }, buf, 0));
+        }
+        return Ok(Framed::Incomplete);
+    };
+    let len = content_length_of(&buf[..head_end]).map_err(|(kind, at)| ParseError::new(kind, buf, at))?;
+    let len = len.ok_or_else(|| ParseError::new(K::MissingContentLength, buf, 0))?;
+    let total = body_start.saturating_add(len);
+    if total > max {
+        return Err(ParseError::new(K::TooLarge { max }, buf, 0));
+    }
+    Ok(if buf.len() >= total { Framed::Message(total) } else { Framed::Incomplete })
+}
+
+/// Returns (end of the last header line, start of the body).
+fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    for nl in memchr::memchr_iter(b'\n', buf) {
+        let line = &buf[i..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() && i > 0 {
+            return Some((i, nl + 1));
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+/// A quick scan of raw header lines for Content-Length (long or compact form), for framing.
+fn content_length_of(head: &[u8]) -> Result<Option<usize>, (K, usize)> {
+    let mut found = None;
+    let mut off = 0;
+    for line in head.split(|&b| b == b'\n') {
+        let at = off;
+        off += line.len() + 1;
+        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let name = trim_ws(&line[..colon]);
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            let v = trim_ws(&line[colon + 1..]);
+            let v = v.strip_suffix(b"\r").map(trim_ws).unwrap_or(v);
+            let n = parse_u64(v, u64::from(u32::MAX)).ok_or((K::ContentLength("not a number"), at))? as usize;
+            if found.is_some_and(|f| f != n) {
+                return Err((K::ContentLength("conflicting values"), at));
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn trim_ws(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| !class::is_ws(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| !class::is_ws(b)).map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Datagram,
+    Stream,
+}
+
+/// Headers every message must have once (RFC 3261 §8.1.1, RFC 4475 §3.3.8).
+#[derive(Default)]
+struct Seen {
+    via: bool,
+    from: bool,
+    to: bool,
+    call_id: bool,
+    cseq: Option<CSeq>,
+    max_forwards: bool,
+    content_type: bool,
+    content_length: Option<usize>,
+}
+
+fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
+    let err = |kind, at| ParseError::new(kind, &input, at);
+    // RFC 3261 §7.5: CRLFs before the start line are ignored.
+    let start = input.iter().position(|&b| b != b'\r' && b != b'\n').ok_or_else(|| err(K::Empty, 0))?;
+    let mut lines = Lines { buf: &input, pos: start };
+    let (sl_at, sl_end) = lines.next().ok_or_else(|| err(K::NoEndOfHeaders, start))?;
+    let start_line = parse_start_line(&input, sl_at, sl_end)?;
+
+    let mut headers = Headers::with_capacity(16);
+    let mut seen = Seen::default();
+    // The header being assembled: (line offset, name end, value start, value end, folded value if any).
+    let mut cur: Option<(usize, Bytes, usize, usize, Option<Vec<u8>>)> = None;
+    let body_start = loop {
+        let (at, end) = lines.next().ok_or_else(|| err(K::NoEndOfHeaders, lines.pos))?;
+        if at == end {
+            if let Some(h) = cur.take() {
+                finish_header(&input, h, &mut headers, &mut seen)?;
+            }
+            break lines.pos;
+        }
+        let line = &input[at..end];
+        if class::is_ws(line[0]) {
+            let Some((_, _, vs, ve, folded)) = cur.as_mut() else {
+                return Err(err(K::HeaderLine("continuation line before any header"), at));
+            };
+            let f = folded.get_or_insert_with(|| input[*vs..*ve].to_vec());
+            let cont = trim_ws(line);
+            if !cont.is_empty() {
+                if !f.is_empty() {
+                    f.push(b' ');
+                }
+                f.extend_from_slice(cont);
+            }
+            continue;
+        }
+        if let Some(h) = cur.take() {
+            finish_header(&input, h, &mut headers, &mut seen)?;
+        }
+        let name_end = line.iter().position(|&b| !class::is_token(b)).unwrap_or(line.len());
+        if name_end == 0 {
+            return Err(err(K::HeaderLine("header name is not a token"), at));
+        }
+        let after = &line[name_end..];
+        let ws = after.iter().position(|&b| !class::is_ws(b)).unwrap_or(after.len());
+        if after.get(ws) != Some(&b':') {
+            return Err(err(K::HeaderLine("expected ':' after the header name"), at));
+        }
+        let vs = at + name_end + ws + 1;
+        cur = Some((at, input.slice(at..at + name_end), vs, end, None));
+    };
+
+    if let StartLine::Request(method, _) = &start_line {
+        if !seen.via || !seen.from || !seen.to || !seen.call_id || seen.cseq.is_none() {
+            return Err(err(K::MissingHeader(missing(&seen)), start));
+        }
+        if seen.cseq.as_ref().is_some_and(|c| &c.method != method) {
+            return Err(err(K::CSeqMethodMismatch, start));
+        }
+    } else if !seen.via || !seen.from || !seen.to || !seen.call_id || seen.cseq.is_none() {
+        return Err(err(K::MissingHeader(missing(&seen)), start));
+    }
+
+    let available = input.len() - body_start;
+    let body = match (seen.content_length, framing) {
+        (Some(n), _) if n > available => {
+            return Err(err(K::ContentLength("larger than the bytes received"), body_start));
+        }
+        (Some(n), _) => input.slice(body_start..body_start + n),
+        (None, Framing::Datagram) => input.slice(body_start..),
+        (None, Framing::Stream) => return Err(err(K::MissingContentLength, start)),
+    };
+    start_line.take_message(headers, body)
+}
+
+fn missing(seen: &Seen) -> &'static str {
+    match () {
+        _ if !seen.via => "Via",
+        _ if !seen.from => "From",
+        _ if !seen.to => "To",
+        _ if !seen.call_id => "Call-ID",
+        _ => "CSeq",
+    }
+}
+
+/// Iterates lines as (start, end-without-line-terminator); accepts CRLF and, leniently, bare LF.
+struct Lines<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Lines<'_> {
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let nl = memchr::memchr(b'\n', &self.buf[self.pos..])? + self.pos;
+        let start = self.pos;
+        let end = if nl > start && self.buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+        self.pos = nl + 1;
+        Some((start, end))
+    }
+}
+
+enum StartLine {
+    Request(Method, Uri),
+    Response(u16, Bytes),
+}
+
+impl StartLine {
+    fn take_message(self, headers: Headers, body: Bytes) -> Result<Message, ParseError> {
+        Ok(match self {
+            Self::Request(method, uri) => Message::Request(Request { method, uri, headers, body }),
+            Self::Response(status, reason) => Message::Response(Response { status, reason, headers, body }),
+        })
+    }
+}
+
+fn is_sip_version(v: &[u8]) -> Result<(), K> {
+    if v.len() >= 4 && v[..4].eq_ignore_ascii_case(b"SIP/") {
+        if &v[4..] == b"2.0" {
+            return Ok(());
+        }
+        let (major, minor) = v[4..].split_at(v[4..].iter().position(|&b| b == b'.').unwrap_or(v.len() - 4));
+        if !major.is_empty() && major.iter().all(u8::is_ascii_digit) && minor.len() > 1 {
+            return Err(K::UnsupportedVersion);
+        }
+    }
+    Err(K::StartLine("expected SIP-Version SIP/2.0"))
+}
+
+/// RFC 3261 §7.1 Request-Line and §7.2 Status-Line: elements separated by exactly one SP.
+fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, ParseError> {
+    let err = |kind, off| ParseError::new(kind, input, off);
+    let line = &input[at..end];
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        let sp = memchr::memchr(b' ', line).ok_or_else(|| err(K::StartLine("status line without status code"), at))?;
+        is_sip_version(&line[..sp]).map_err(|k| err(k, at))?;
+        let rest = &line[sp + 1..];
+        let code_len = rest.iter().position(|&b| !b.is_ascii_digit()).unwrap_or(rest.len());
+        if code_len != 3 {
+            return Err(err(K::StatusCode, at + sp + 1));
+        }
+        let status = parse_u64(&rest[..3], 699).filter(|&c| c >= 100).ok_or_else(|| err(K::StatusCode, at + sp + 1))?;
+        let reason = match &rest[3..] {
+            [] => Bytes::new(),
+            [b' ', ..] => input.slice(at + sp + 5..end),
+            _ => return Err(err(K::StatusCode, at + sp + 1)),
+        };
+        if reason.iter().any(|&b| b == b'\r') {
+            return Err(err(K::StartLine("CR in reason phrase"), at));
+        }
+        return Ok(StartLine::Response(status as u16, reason));
+    }
+    let sp1 = memchr::memchr(b' ', line).ok_or_else(|| err(K::StartLine("request line without Request-URI"), at))?;
+    let method = &line[..sp1];
+    if method.is_empty() || !method.iter().all(|&b| class::is_token(b)) {
+        return Err(err(K::StartLine("method is not a token"), at));
+    }
+    let sp2 = memchr::memrchr(b' ', line).filter(|&i| i > sp1).ok_or_else(|| {
+        err(K::StartLine("request line without SIP-Version"), at)
+    })?;
+    is_sip_version(&line[sp2 + 1..]).map_err(|k| err(k, at + sp2 + 1))?;
+    let uri = input.slice(at + sp1 + 1..at + sp2);
+    if uri.is_empty() || uri.iter().any(|&b| class::is_ws(b)) {
+        return Err(err(K::StartLine("Request-URI empty or with white space"), at + sp1 + 1));
+    }
+    let uri = Uri::parse(uri).map_err(|w| err(K::BadUri(w), at + sp1 + 1))?;
+    Ok(StartLine::Request(Method::from_token(input.slice(at..at + sp1)), uri))
+}
+
+fn finish_header(
+    input: &Bytes,
+    (at, name, vs, ve, folded): (usize, Bytes, usize, usize, Option<Vec<u8>>),
+    headers: &mut Headers,
+    seen: &mut Seen,
+) -> Result<(), ParseError> {
+    let err = |kind| ParseError::new(kind, input, at);
+    let name = HeaderName::from_bytes(name);
+    let value = match folded {
+        None => trim(input, vs, ve),
+        Some(f) => {
+            let f = Bytes::from(f);
+            let n = f.len();
+            trim(&f, 0, n)
+        }
+    };
+    let bad = |what| err(K::BadHeader { header: name.canonical(), what });
+    let once = |flag: &mut bool, n: &'static str| {
+        if std::mem::replace(flag, true) {
+            Err(err(K::DuplicateHeader(n)))
+        } else {
+            Ok(())
+        }
+    };
+    match name {
+        HeaderName::ContentLength => {
+            let n = parse_u64(&value, u64::from(u32::MAX))
+                .ok_or_else(|| err(K::ContentLength("not a number")))? as usize;
+            if seen.content_length.replace(n).is_some_and(|old| old != n) {
+                return Err(err(K::ContentLength("conflicting values")));
+            }
+            return Ok(());
+        }
+        HeaderName::From => {
+            once(&mut seen.from, "From")?;
+            NameAddr::parse(&value).map_err(bad)?;
+        }
+        HeaderName::To => {
+            once(&mut seen.to, "To")?;
+            NameAddr::parse(&value).map_err(bad)?;
+        }
+        HeaderName::CallId => {
+            once(&mut seen.call_id, "Call-ID")?;
+            check_call_id(&value).map_err(bad)?;
+        }
+        HeaderName::CSeq => {
+            let c = CSeq::parse(&value).map_err(bad)?;
+            if seen.cseq.replace(c).is_some() {
+                return Err(err(K::DuplicateHeader("CSeq")));
+            }
+        }
+        HeaderName::MaxForwards => {
+            once(&mut seen.max_forwards, "Max-Forwards")?;
+            parse_u64(&value, u64::from(u32::MAX)).ok_or_else(|| bad("not a number"))?;
+        }
+        HeaderName::ContentType => {
+            once(&mut seen.content_type, "Content-Type")?;
+            MediaType::parse(&value).map_err(bad)?;
+        }
+        HeaderName::Via => seen.via = true,
+        _ => {}
+    }
+    let validate = |v: &Bytes| -> Result<(), ParseError> {
+        match name {
+            HeaderName::Via => Via::parse(v).map(drop).map_err(bad),
+            HeaderName::Contact if &v[..] == b"*" => Ok(()),
+            HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
+                NameAddr::parse(v).map(drop).map_err(bad)
+            }
+            _ => Ok(()),
+        }
+    };
+    let strict_list = matches!(name, HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute);
+    if name.is_list() && has_list_comma(&value) {
+        for v in split_commas(&value) {
+            if v.is_empty() {
+                if strict_list {
+                    return Err(bad("empty list element"));
+                }
+                continue;
+            }
+            validate(&v)?;
+            headers.push(name.clone(), v);
+        }
+    } else {
+        if strict_list && value.is_empty() {
+            return Err(bad("empty value"));
+        }
+        validate(&value)?;
+        headers.push(name, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@198.18.2.10 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 198.18.1.10:5060;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@example.com>\r\n\
+From: Alice <sip:alice@example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@198.18.1.10>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\r\n";
+
+    fn req(raw: &'static [u8]) -> Request {
+        match parse_datagram(Bytes::from_static(raw)).expect("valid") {
+            Message::Request(r) => r,
+            Message::Response(_) => panic!("expected a request"),
+        }
+    }
+
+    #[test]
+    fn invite_with_typed_accessors() {
+        let r = req(INVITE);
+        assert_eq!(r.method, Method::Invite);
+        assert_eq!(&r.body[..], b"v=0\r");
+        assert_eq!(&r.headers.call_id().expect("call-id")[..], b"a84b4c76e66710@pc33.example.com");
+        assert_eq!(r.headers.cseq().expect("cseq").seq, 314159);
+        assert_eq!(&r.headers.from().expect("from").tag().expect("tag")[..], b"1928301774");
+        assert!(r.headers.to().expect("to").tag().is_none());
+        let via = r.headers.top_via().expect("via");
+        assert_eq!(&via.branch().expect("branch")[..], b"z9hG4bK776asdhds");
+        assert_eq!(r.headers.max_forwards().expect("mf"), Some(70));
+        assert!(r.headers.content_type().expect("ct").expect("present").is("application", "sdp"));
+        assert!(r.headers.get(&HeaderName::ContentLength).is_none(), "framing is not a header");
+    }
+
+    #[test]
+    fn response_and_errors_say_where() {
+        let ok = parse_datagram(Bytes::from_static(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .expect("valid");
+        assert!(matches!(ok, Message::Response(Response { status: 200, .. })));
+        let e = parse_datagram(Bytes::from_static(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom x\r\n\r\n"))
+            .expect_err("no colon");
+        assert_eq!((e.line, e.offset), (3, 44));
+        assert_eq!(e.kind, K::HeaderLine("expected ':' after the header name"));
+    }
+
+    #[test]
+    fn stream_framing() {
+        assert_eq!(frame(b"\r\n\r\nINV", 1000), Ok(Framed::KeepAlive(4)));
+        assert_eq!(frame(&INVITE[..100], 1000), Ok(Framed::Incomplete));
+        assert_eq!(frame(INVITE, 1000), Ok(Framed::Message(INVITE.len() - 1)));
+        let mut two = INVITE[..INVITE.len() - 1].to_vec();
+        two.extend_from_slice(INVITE);
+        assert_eq!(frame(&two, 1000), Ok(Framed::Message(INVITE.len() - 1)));
+        assert!(matches!(frame(INVITE, 100), Err(ParseError { kind: K::TooLarge { max: 100 }, .. })));
+        let no_cl = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n";
+        assert!(matches!(frame(no_cl, 1000), Err(ParseError { kind: K::MissingContentLength, .. })));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for junk in [&b""[..], b"\r\n", b"SIP/2.0", b"SIP/2.0 ", b"A B C\r\n\r\n", b"\xff\xfe\r\n\r\n", b" : \r\n\r\n"] {
+            assert!(parse_datagram(Bytes::copy_from_slice(junk)).is_err(), "{junk:?}");
+        }
+    }
+}

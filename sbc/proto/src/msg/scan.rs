@@ -1,0 +1,248 @@
+//! A cursor over a header value or URI, with the lexical rules of RFC 3261 §25.1.
+//!
+//! Header values reach the cursor already unfolded (folding replaced by a single SP), so linear white space here is
+//! only SP and HTAB. Every slice handed out is a `Bytes` view of the input: no copies.
+
+use bytes::Bytes;
+
+/// Classes of bytes, from RFC 3261 §25.1.
+pub(crate) mod class {
+    /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
+    pub const fn is_token(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+    }
+
+    /// `word` characters (Call-ID): token plus ( ) < > : \ " / [ ] ? { }.
+    pub const fn is_word(b: u8) -> bool {
+        is_token(b)
+            || matches!(b, b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}')
+    }
+
+    /// `unreserved`: alphanum / mark.
+    pub const fn is_unreserved(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+    }
+
+    pub const fn is_ws(b: u8) -> bool {
+        b == b' ' || b == b'\t'
+    }
+}
+
+/// A cursor over one header value (or URI) held in a `Bytes`.
+pub(crate) struct Cursor<'a> {
+    src: &'a Bytes,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(src: &'a Bytes) -> Self {
+        Self { src, pos: 0 }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub fn set_pos(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.src.len()
+    }
+
+    pub fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    pub fn rest(&self) -> &'a [u8] {
+        &self.src[self.pos.min(self.src.len())..]
+    }
+
+    pub fn slice(&self, start: usize, end: usize) -> Bytes {
+        self.src.slice(start..end)
+    }
+
+    /// Consumes `b` if it is next.
+    pub fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Skips SP and HTAB; returns whether any was skipped.
+    pub fn skip_ws(&mut self) -> bool {
+        let start = self.pos;
+        while self.peek().is_some_and(class::is_ws) {
+            self.pos += 1;
+        }
+        self.pos > start
+    }
+
+    /// Consumes `sep` surrounded by optional white space (RFC 3261 SEMI, EQUAL, SLASH, COLON, COMMA).
+    pub fn eat_sep(&mut self, sep: u8) -> bool {
+        let save = self.pos;
+        self.skip_ws();
+        if self.eat(sep) {
+            self.skip_ws();
+            true
+        } else {
+            self.pos = save;
+            false
+        }
+    }
+
+    /// Consumes bytes while `f` holds and returns them.
+    pub fn take_while(&mut self, f: impl Fn(u8) -> bool) -> Bytes {
+        let start = self.pos;
+        while self.peek().is_some_and(&f) {
+            self.pos += 1;
+        }
+        self.slice(start, self.pos)
+    }
+
+    /// A non-empty token.
+    pub fn token(&mut self) -> Option<Bytes> {
+        let t = self.take_while(class::is_token);
+        (!t.is_empty()).then_some(t)
+    }
+
+    /// A quoted-string (RFC 3261 §25.1), returned with its quotes, escapes untouched. `None` if the next byte is
+    /// not `"` or the string is unterminated.
+    pub fn quoted_string(&mut self) -> Option<Bytes> {
+        let start = self.pos;
+        if !self.eat(b'"') {
+            return None;
+        }
+        while let Some(b) = self.peek() {
+            self.pos += 1;
+            match b {
+                b'"' => return Some(self.slice(start, self.pos)),
+                // quoted-pair: any byte but CR and LF may follow the backslash.
+                b'\\' => {
+                    if matches!(self.peek(), None | Some(b'\r') | Some(b'\n')) {
+                        break;
+                    }
+                    self.pos += 1;
+                }
+                _ => {}
+            }
+        }
+        self.pos = start;
+        None
+    }
+}
+
+/// Splits a comma-separated header value into its elements, respecting quoted strings and `<...>` (RFC 3261 §7.3.1).
+/// Elements are trimmed of white space; empty elements are kept so the caller can reject them.
+pub(crate) fn split_commas(value: &Bytes) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    let v = &value[..];
+    let (mut in_quote, mut in_angle) = (false, false);
+    while i < v.len() {
+        match v[i] {
+            b'\\' if in_quote => i += 1,
+            b'"' if !in_angle => in_quote = !in_quote,
+            b'<' if !in_quote => in_angle = true,
+            b'>' if !in_quote => in_angle = false,
+            b',' if !in_quote && !in_angle => {
+                out.push(trim(value, start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(trim(value, start, v.len()));
+    out
+}
+
+/// Whether `value` holds a comma outside quotes and angle brackets, i.e. whether splitting would change it.
+pub(crate) fn has_list_comma(value: &[u8]) -> bool {
+    if memchr::memchr(b',', value).is_none() {
+        return false;
+    }
+    let (mut in_quote, mut in_angle) = (false, false);
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\\' if in_quote => i += 1,
+            b'"' if !in_angle => in_quote = !in_quote,
+            b'<' if !in_quote => in_angle = true,
+            b'>' if !in_quote => in_angle = false,
+            b',' if !in_quote && !in_angle => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// `value[start..end]` without leading and trailing SP/HTAB.
+pub(crate) fn trim(value: &Bytes, mut start: usize, mut end: usize) -> Bytes {
+    while start < end && class::is_ws(value[start]) {
+        start += 1;
+    }
+    while end > start && class::is_ws(value[end - 1]) {
+        end -= 1;
+    }
+    value.slice(start..end)
+}
+
+/// Parses an unsigned decimal of at most `max` value; `None` on anything else (sign, empty, overflow).
+pub(crate) fn parse_u64(digits: &[u8], max: u64) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    (n <= max).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_respects_quotes_and_angles() {
+        let v = Bytes::from_static(b"\"a, b\" <sip:x@y;p=1,2>;q=1 , <sip:z> ,");
+        let parts = split_commas(&v);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(&parts[0][..], b"\"a, b\" <sip:x@y;p=1,2>;q=1");
+        assert_eq!(&parts[1][..], b"<sip:z>");
+        assert_eq!(&parts[2][..], b"");
+    }
+
+    #[test]
+    fn quoted_string_with_escapes() {
+        let v = Bytes::from_static(b"\"J Rosenberg \\\\\\\"\" rest");
+        let mut c = Cursor::new(&v);
+        let q = c.quoted_string().expect("terminated");
+        assert_eq!(&q[..], b"\"J Rosenberg \\\\\\\"\"");
+        assert_eq!(c.rest(), b" rest");
+    }
+
+    #[test]
+    fn unterminated_quote_is_none() {
+        let v = Bytes::from_static(b"\"Mr. J. User <sip:j@x>");
+        assert!(Cursor::new(&v).quoted_string().is_none());
+    }
+
+    #[test]
+    fn numbers_reject_sign_and_overflow() {
+        assert_eq!(parse_u64(b"0009", u32::MAX.into()), Some(9));
+        assert_eq!(parse_u64(b"-999", u64::MAX), None);
+        assert_eq!(parse_u64(b"4294967296", u32::MAX.into()), None);
+        assert_eq!(parse_u64(b"", 10), None);
+    }
+}

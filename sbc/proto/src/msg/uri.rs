@@ -1,0 +1,253 @@
+//! SIP, SIPS and TEL URIs (RFC 3261 §19.1, §25.1; RFC 3966), zero-copy over the received bytes.
+
+use super::params::{check_escapes, uri_params, Params};
+use super::scan::class;
+use bytes::Bytes;
+use std::fmt;
+
+/// A URI as received, with its parsed parts. Equality compares the bytes as received (what a re-serialized
+/// message must reproduce); comparison by RFC 3261 §19.1.4 rules is a separate question for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    raw: Bytes,
+    kind: UriKind,
+}
+
+/// What kind of URI it is, with its parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UriKind {
+    /// `sip:` or `sips:`.
+    Sip(SipUri),
+    /// `tel:` (RFC 3966).
+    Tel(TelUri),
+    /// Any other absolute URI (`http:`, `isbn:`, `urn:`…): well formed but opaque (RFC 4475 §3.3.2, §3.3.4).
+    Other,
+}
+
+/// The parts of a `sip:`/`sips:` URI; every part is a view of the URI's bytes, escapes not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    /// `sips:` rather than `sip:`.
+    pub secure: bool,
+    /// The user part, if any (may be a telephone-subscriber with `;` parameters of its own).
+    pub user: Option<Bytes>,
+    /// The password, if any (deprecated by RFC 3261, still parsed).
+    pub password: Option<Bytes>,
+    /// Host name, IPv4 address, or IPv6 reference with its brackets.
+    pub host: Bytes,
+    /// The port, if given.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=tcp;lr`).
+    pub params: Params,
+    /// The raw `?`-headers part without the `?`, if any.
+    pub headers: Option<Bytes>,
+}
+
+/// The parts of a `tel:` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelUri {
+    /// The number, with visual separators as received.
+    pub number: Bytes,
+    /// Parameters (`;phone-context=…`).
+    pub params: Params,
+}
+
+impl Uri {
+    /// Parses a URI. `raw` must be the URI alone, without angle brackets or surrounding white space.
+    pub fn parse(raw: Bytes) -> Result<Self, &'static str> {
+        let colon = memchr::memchr(b':', &raw).ok_or("no scheme")?;
+        let scheme = &raw[..colon];
+        if scheme.is_empty()
+            || !scheme[0].is_ascii_alphabetic()
+            || !scheme.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return Err("bad scheme");
+        }
+        let rest = raw.slice(colon + 1..);
+        let kind = if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+            UriKind::Sip(parse_sip(rest, scheme.len() == 4)?)
+        } else if scheme.eq_ignore_ascii_case(b"tel") {
+            UriKind::Tel(parse_tel(rest)?)
+        } else {
+            if rest.is_empty() || !rest.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
+                return Err("bad character in absolute URI");
+            }
+            check_escapes(&rest)?;
+            UriKind::Other
+        };
+        Ok(Self { raw, kind })
+    }
+
+    /// The URI as received (or as built).
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The parsed parts.
+    pub fn kind(&self) -> &UriKind {
+        &self.kind
+    }
+
+    /// The SIP parts, if this is a `sip:`/`sips:` URI.
+    pub fn sip(&self) -> Option<&SipUri> {
+        match &self.kind {
+            UriKind::Sip(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The user part of a SIP URI or the number of a TEL URI: what routing matches on.
+    pub fn user(&self) -> Option<&Bytes> {
+        match &self.kind {
+            UriKind::Sip(s) => s.user.as_ref(),
+            UriKind::Tel(t) => Some(&t.number),
+            UriKind::Other => None,
+        }
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.raw))
+    }
+}
+
+const fn is_user_char(b: u8) -> bool {
+    class::is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+}
+
+const fn is_password_char(b: u8) -> bool {
+    class::is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+const fn is_header_char(b: u8) -> bool {
+    class::is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
+}
+
+fn parse_sip(rest: Bytes, secure: bool) -> Result<SipUri, &'static str> {
+    // `@` cannot occur unescaped after the userinfo, so the first one ends it (RFC 3261 §25.1).
+    let (user, password, hp_start) = match memchr::memchr(b'@', &rest) {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let (u_end, pw) = match memchr::memchr(b':', userinfo) {
+                Some(c) => (c, Some(rest.slice(c + 1..at))),
+                None => (at, None),
+            };
+            let user = rest.slice(..u_end);
+            if user.is_empty() || !user.iter().all(|&b| is_user_char(b)) {
+                return Err("bad user part");
+            }
+            check_escapes(&user)?;
+            if let Some(pw) = &pw {
+                if !pw.iter().all(|&b| is_password_char(b)) {
+                    return Err("bad password");
+                }
+                check_escapes(pw)?;
+            }
+            (Some(user), pw, at + 1)
+        }
+        None => (None, None, 0),
+    };
+    let tail = &rest[hp_start..];
+    let hp_len = tail.iter().position(|&b| b == b';' || b == b'?').unwrap_or(tail.len());
+    let (host, port) = host_port(&rest.slice(hp_start..hp_start + hp_len))?;
+    let mut i = hp_start + hp_len;
+    let mut params = Params::default();
+    if rest.get(i) == Some(&b';') {
+        let p_len = rest[i + 1..].iter().position(|&b| b == b'?').unwrap_or(rest.len() - i - 1);
+        params = uri_params(&rest.slice(i + 1..i + 1 + p_len))?;
+        i += 1 + p_len;
+    }
+    let headers = if rest.get(i) == Some(&b'?') {
+        let h = rest.slice(i + 1..);
+        if h.is_empty() || !h.iter().all(|&b| is_header_char(b)) {
+            return Err("bad URI headers");
+        }
+        check_escapes(&h)?;
+        Some(h)
+    } else {
+        None
+    };
+    Ok(SipUri { secure, user, password, host, port, params, headers })
+}
+
+/// Splits `host[:port]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
+pub(crate) fn host_port(hp: &Bytes) -> Result<(Bytes, Option<u16>), &'static str> {
+    let host_end = if hp.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', hp).ok_or("unterminated IPv6 reference")?;
+        if close < 3 || !hp[1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err("bad IPv6 reference");
+        }
+        close + 1
+    } else {
+        let n = hp.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hp.len());
+        if n == 0 {
+            return Err("empty host");
+        }
+        n
+    };
+    let port = match &hp[host_end..] {
+        [] => None,
+        [b':', digits @ ..] => {
+            let p = super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")?;
+            Some(p as u16)
+        }
+        _ => return Err("bad character in host"),
+    };
+    Ok((hp.slice(..host_end), port))
+}
+
+fn parse_tel(rest: Bytes) -> Result<TelUri, &'static str> {
+    let end = memchr::memchr(b';', &rest).unwrap_or(rest.len());
+    let number = rest.slice(..end);
+    let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w');
+    if number.is_empty() || !number.iter().all(|&b| ok(b.to_ascii_lowercase())) {
+        return Err("bad telephone number");
+    }
+    let params = if end < rest.len() { uri_params(&rest.slice(end + 1..))? } else { Params::default() };
+    Ok(TelUri { number, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &'static str) -> SipUri {
+        Uri::parse(Bytes::from_static(s.as_bytes())).expect(s).sip().expect("sip").clone()
+    }
+
+    #[test]
+    fn full_sip_uri() {
+        let u = sip("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
+        assert!(u.secure);
+        assert_eq!(&u.user.expect("user")[..], b"alice");
+        assert_eq!(&u.password.expect("pw")[..], b"secret");
+        assert_eq!(&u.host[..], b"[2001:db8::1]");
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.params.value("transport").map(|v| &v[..]), Some(&b"tls"[..]));
+        assert!(u.params.has("lr"));
+        assert_eq!(&u.headers.expect("headers")[..], b"Subject=hi&Priority=urgent");
+    }
+
+    #[test]
+    fn user_with_semicolon_and_escapes() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(&u.user.expect("user")[..], b"user;par=u%40example.net");
+        assert_eq!(&u.host[..], b"example.com");
+    }
+
+    #[test]
+    fn tel_and_other_schemes() {
+        let t = Uri::parse(Bytes::from_static(b"tel:+1-201-555-0123;phone-context=example.com")).expect("tel");
+        assert_eq!(&t.user().expect("number")[..], b"+1-201-555-0123");
+        let o = Uri::parse(Bytes::from_static(b"soap.beep://192.0.2.103:3002")).expect("other");
+        assert_eq!(o.kind(), &UriKind::Other);
+    }
+
+    #[test]
+    fn malformed_uris_are_rejected() {
+        for bad in ["sip:", "sip:user@", "sip:host:99999", "sip:ho st", "sip:a@b;;x", "sip:u%4@h", "nocolon", "1x:y"] {
+            assert!(Uri::parse(Bytes::from_static(bad.as_bytes())).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The Via header (RFC 3261 §20.42, §18.2.1 received/rport from RFC 3581).
+
+use super::params::{header_params, Params};
+use super::scan::Cursor;
+use super::uri::host_port;
+use bytes::Bytes;
+
+/// One Via value: `SIP/2.0/UDP host:port;branch=…;received=…;rport`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Protocol name (`SIP`).
+    pub protocol: Bytes,
+    /// Protocol version (`2.0`).
+    pub version: Bytes,
+    /// Transport token as received (`UDP`, `TCP`, `TLS`, `WS`, `SCTP`, or an extension).
+    pub transport: Bytes,
+    /// sent-by host.
+    pub host: Bytes,
+    /// sent-by port, if given.
+    pub port: Option<u16>,
+    /// Parameters.
+    pub params: Params,
+}
+
+/// The RFC 3261 magic cookie that marks a branch as globally unique (§8.1.1.7).
+pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
+
+impl Via {
+    /// Parses one Via value, allowing white space around `/`, `:` and `;` (RFC 4475 §3.1.1.1).
+    pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
+        let mut c = Cursor::new(value);
+        c.skip_ws();
+        let protocol = c.token().ok_or("missing protocol name")?;
+        if !c.eat_sep(b'/') {
+            return Err("expected '/' after protocol name");
+        }
+        let version = c.token().ok_or("missing protocol version")?;
+        if !c.eat_sep(b'/') {
+            return Err("expected '/' after protocol version");
+        }
+        let transport = c.token().ok_or("missing transport")?;
+        if !c.skip_ws() {
+            return Err("expected white space before sent-by");
+        }
+        let start = c.pos();
+        c.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
+        let mut end = c.pos();
+        // COLON may carry white space around it: `host : 5060`.
+        let save = c.pos();
+        if c.eat_sep(b':') {
+            let digits = c.take_while(|b| b.is_ascii_digit());
+            if digits.is_empty() {
+                c.set_pos(save);
+            } else {
+                end = c.pos();
+            }
+        }
+        let hp: Vec<u8> = value[start..end].iter().copied().filter(|b| *b != b' ' && *b != b'\t').collect();
+        let (host, port) = if hp.len() == end - start {
+            host_port(&value.slice(start..end))?
+        } else {
+            let (h, p) = host_port(&Bytes::from(hp))?;
+            (h, p)
+        };
+        let params = header_params(&mut c)?;
+        Ok(Self { protocol, version, transport, host, port, params })
+    }
+
+    /// The branch parameter.
+    pub fn branch(&self) -> Option<&Bytes> {
+        self.params.value("branch")
+    }
+
+    /// Whether the branch starts with the RFC 3261 magic cookie and has something after it (RFC 4475 §3.2.1:
+    /// a bare cookie is no identifier, so such requests are matched the RFC 2543 way).
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+    }
+
+    /// The `received` parameter.
+    pub fn received(&self) -> Option<&Bytes> {
+        self.params.value("received")
+    }
+
+    /// The `rport` parameter: `Some(None)` when present without a value (a request asking for it, RFC 3581),
+    /// `Some(Some(port))` when filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()))
+    }
+
+    /// Writes the value back (`SIP/2.0/UDP host:port;params`).
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(&self.protocol);
+        out.push(b'/');
+        out.extend_from_slice(&self.version);
+        out.push(b'/');
+        out.extend_from_slice(&self.transport);
+        out.push(b' ');
+        out.extend_from_slice(&self.host);
+        if let Some(p) = self.port {
+            out.extend_from_slice(format!(":{p}").as_bytes());
+        }
+        self.params.write_to(&mut out);
+        out.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn via(s: &'static str) -> Result<Via, &'static str> {
+        Via::parse(&Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn plain_via_with_rport() {
+        let v = via("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d87543;rport").expect("valid");
+        assert_eq!(&v.transport[..], b"UDP");
+        assert_eq!(&v.host[..], b"127.0.0.1");
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.rport(), Some(None));
+        assert!(v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn white_space_everywhere() {
+        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").expect("valid");
+        assert_eq!(&v.transport[..], b"TCP");
+        assert_eq!(&v.host[..], b"spindle.example.com");
+        assert_eq!(&v.branch().expect("branch")[..], b"z9hG4bK9ikj8");
+    }
+
+    #[test]
+    fn ipv6_sent_by_and_received() {
+        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5060;received=2001:db8::9:255;branch=z9hG4bKas3").expect("valid");
+        assert_eq!(&v.host[..], b"[2001:db8::9:1]");
+        assert_eq!(&v.received().expect("received")[..], b"2001:db8::9:255");
+    }
+
+    #[test]
+    fn bare_cookie_is_not_an_rfc3261_branch() {
+        assert!(!via("SIP/2.0/UDP h;branch=z9hG4bK").expect("valid").has_rfc3261_branch());
+    }
+
+    #[test]
+    fn malformed_vias() {
+        for bad in ["SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0 host", "", "SIP/2.0/UDP", "SIP/2.0/UDP host:99999"] {
+            assert!(via(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for the integration tests: network namespaces, SIPp, processes under test.
