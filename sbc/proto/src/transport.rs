@@ -1,0 +1,69 @@
+//! Where a message came from and where it goes: the transport-level addressing the core reasons about, without
+//! owning any socket.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// A SIP transport (RFC 3261 §18; RFC 7118 for WebSocket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP: unreliable, so transactions retransmit.
+    Udp,
+    /// TCP: reliable and stream-framed by Content-Length.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket (RFC 7118).
+    Ws,
+}
+
+impl Transport {
+    /// Whether the transport is reliable (RFC 3261 §17: no retransmission timers).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Self::Udp)
+    }
+
+    /// The Via transport token (RFC 3261 §20.42, RFC 7118 §5.2).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+            Self::Ws => "WS",
+        }
+    }
+
+    /// Lower-case name for logs, metrics and config (`udp`, `tcp`, `tls`, `ws`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection of a connection-oriented transport, numbered by the driver. Responses to a request received on a
+/// connection go back on that connection (RFC 3261 §18.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The two ends of a message on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The transport.
+    pub transport: Transport,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The other side's address.
+    pub remote: SocketAddr,
+    /// The connection, for connection-oriented transports, if one exists.
+    pub conn: Option<ConnId>,
+}
