@@ -1,1 +1,200 @@
-//! Shared helpers for the integration tests: network namespaces, SIPp, processes under test.
+//! Shared helpers for the integration tests: the `sbc` process under test, SIPp runs, tool checks.
+//!
+//! Every helper that starts something also stops it on drop, so a failing assertion cleans up too.
+
+use anyhow::{bail, Context, Result};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod sipp;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Fails with a clear message when an external tool is missing. `make test` installs them; a test run without it
+/// must say what to do rather than pass or skip silently.
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file());
+    match found {
+        Some(p) => p,
+        None => panic!(
+            "`{tool}` is not installed (Debian package `{package}`); run `make deps` as root, or `make test` which does{}",
+            if std::env::var("CI").as_deref() == Ok("true") { " (CI=true: this is a failure, not a skip)" } else { "" }
+        ),
+    }
+}
+
+/// The `sbc` binary of this workspace, built if missing.
+pub fn sbc_binary() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug").join("sbc");
+    if !bin.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "sbc", "--bin", "sbc"])
+            .current_dir(repo_root())
+            .status()
+            .context("running cargo build -p sbc")?;
+        if !status.success() {
+            bail!("cargo build -p sbc failed");
+        }
+    }
+    Ok(bin)
+}
+
+/// A free port on 127.0.0.1 for both UDP and TCP (bound and released; good enough for tests run serially per
+/// process, and each test uses its own ports).
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 after 100 tries");
+}
+
+/// A running `sbc`, killed on drop. Its stderr goes to a log file whose tail is printed if a test fails.
+#[derive(Debug)]
+pub struct Sbc {
+    child: Child,
+    /// SIP address (UDP and TCP) on loopback.
+    pub sip: SocketAddr,
+    /// Admin API address.
+    pub api: SocketAddr,
+    /// Where its log goes.
+    pub log: PathBuf,
+    dir: PathBuf,
+}
+
+impl Sbc {
+    /// Starts `sbc` with a config listening on fresh loopback ports, plus `extra` TOML appended, and waits until
+    /// `/health` answers.
+    pub fn start(name: &str, extra: &str) -> Result<Self> {
+        let sip_port = free_port();
+        let api_port = free_port();
+        let dir = std::env::temp_dir().join(format!("sbc-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("sbc.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n[log]\nlevel = \"info\"\n{extra}"
+            ),
+        )?;
+        let log = dir.join("sbc.log");
+        let child = Command::new(sbc_binary()?)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning sbc")?;
+        let mut sbc = Self {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = sbc.child.try_wait()? {
+                bail!("sbc exited early with {status}; log:\n{}", sbc.log_tail());
+            }
+            if sbc.http_get("/health").is_ok_and(|b| b.trim() == "ok") {
+                return Ok(sbc);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "sbc did not answer /health within 20 s; log:\n{}",
+            sbc.log_tail()
+        )
+    }
+
+    /// A plain HTTP/1.0 GET on the admin API; returns the body.
+    pub fn http_get(&self, path: &str) -> Result<String> {
+        let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.0\r\nHost: sbc\r\n\r\n").as_bytes(),
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
+        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_owned())
+    }
+
+    /// The value of a Prometheus sample whose line starts with `prefix` (name plus labels), summed over matches.
+    pub fn metric(&self, prefix: &str) -> Result<f64> {
+        let text = self.http_get("/metrics")?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// The last 40 lines of the log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<_> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// The working directory of this instance (config, log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns whether it exited with status 0.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("sbc did not exit within {timeout:?} of SIGTERM")
+    }
+}
+
+impl Drop for Sbc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- sbc log ({}) ---\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! - [`msg`]: the zero-copy SIP message parser and serializer (RFC 3261 §7, §20, §25).
 //! - [`txn`]: the four transaction state machines of RFC 3261 §17, with timers as deadlines.
 
-// pub mod endpoint; (enabled once txn lands)
+pub mod endpoint;
 pub mod msg;
 pub mod policy;
 pub mod transport;

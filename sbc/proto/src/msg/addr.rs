@@ -25,7 +25,10 @@ impl NameAddr {
         let mut display = None;
         match c.peek() {
             Some(b'"') => {
-                display = Some(c.quoted_string().ok_or("unterminated quoted display name")?);
+                display = Some(
+                    c.quoted_string()
+                        .ok_or("unterminated quoted display name")?,
+                );
                 c.skip_ws();
             }
             Some(b'<') => {}
@@ -49,7 +52,11 @@ impl NameAddr {
                     let uri = Uri::parse(raw)?;
                     c.set_pos(end);
                     let params = header_params(&mut c)?;
-                    return Ok(Self { display: None, uri, params });
+                    return Ok(Self {
+                        display: None,
+                        uri,
+                        params,
+                    });
                 }
             }
             None => return Err("empty address"),
@@ -62,7 +69,11 @@ impl NameAddr {
         let uri = Uri::parse(value.slice(start..close))?;
         c.set_pos(close + 1);
         let params = header_params(&mut c)?;
-        Ok(Self { display, uri, params })
+        Ok(Self {
+            display,
+            uri,
+            params,
+        })
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).
@@ -95,15 +106,21 @@ mod tests {
 
     #[test]
     fn forms_of_address() {
-        let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8").expect("quoted");
+        let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8")
+            .expect("quoted");
         assert_eq!(&a.tag().expect("tag")[..], b"98asjd8");
         let b = na("caller<sip:caller@example.com>;tag=323").expect("no space before <");
         assert_eq!(&b.display.expect("display")[..], b"caller");
-        let c = na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
+        let c =
+            na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
         assert_eq!(&c.tag().expect("tag")[..], b"1918181833n");
         assert_eq!(&c.uri.as_bytes()[..], b"sip:vivekg@chair-dnrc.example.com");
-        let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x").expect("token display");
-        assert_eq!(&d.display.expect("display")[..], b"token1~` token2'+_ token3*%!.-");
+        let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x")
+            .expect("token display");
+        assert_eq!(
+            &d.display.expect("display")[..],
+            b"token1~` token2'+_ token3*%!.-"
+        );
     }
 
     #[test]

@@ -166,12 +166,21 @@ impl Headers {
 
     /// Appends a header. No validation: values built in code are trusted to be well formed.
     pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.0.push(Header { name, value: value.into() });
+        self.0.push(Header {
+            name,
+            value: value.into(),
+        });
     }
 
     /// Inserts a header before all others (used for Via, which is stacked on top).
     pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.0.insert(0, Header { name, value: value.into() });
+        self.0.insert(
+            0,
+            Header {
+                name,
+                value: value.into(),
+            },
+        );
     }
 
     /// The first value of `name`.
@@ -181,7 +190,10 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.0.iter().filter(move |h| &h.name == name).map(|h| &h.value)
+        self.0
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| &h.value)
     }
 
     /// How many values of `name` there are.
@@ -263,7 +275,11 @@ mod tests {
             (b"k", HeaderName::Supported),
             (b"cseq", HeaderName::CSeq),
         ] {
-            assert_eq!(HeaderName::from_bytes(Bytes::copy_from_slice(raw)), want, "{raw:?}");
+            assert_eq!(
+                HeaderName::from_bytes(Bytes::copy_from_slice(raw)),
+                want,
+                "{raw:?}"
+            );
         }
         let x = HeaderName::from_bytes(Bytes::from_static(b"X-Custom"));
         assert_eq!(x, HeaderName::Other(Bytes::from_static(b"x-custom")));

@@ -65,7 +65,12 @@ impl Message {
 impl Request {
     /// A request with no headers and no body; add headers with [`Headers::push`].
     pub fn new(method: Method, uri: Uri) -> Self {
-        Self { method, uri, headers: Headers::new(), body: Bytes::new() }
+        Self {
+            method,
+            uri,
+            headers: Headers::new(),
+            body: Bytes::new(),
+        }
     }
 }
 
@@ -75,12 +80,23 @@ impl Response {
     pub fn to_request(req: &Request, status: u16, reason: &'static str) -> Self {
         let mut headers = Headers::with_capacity(req.headers.count(&HeaderName::Via) + 6);
         for h in req.headers.iter() {
-            if matches!(h.name, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq)
-            {
+            if matches!(
+                h.name,
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
+            ) {
                 headers.push(h.name.clone(), h.value.clone());
             }
         }
-        Self { status, reason: Bytes::from_static(reason.as_bytes()), headers, body: Bytes::new() }
+        Self {
+            status,
+            reason: Bytes::from_static(reason.as_bytes()),
+            headers,
+            body: Bytes::new(),
+        }
     }
 
     /// 1xx.
@@ -99,7 +115,10 @@ fn single<'a>(h: &'a Headers, name: &HeaderName) -> Result<&'a Bytes, HeaderErro
 }
 
 fn malformed(name: &HeaderName) -> impl Fn(&'static str) -> HeaderError + '_ {
-    move |what| HeaderError::Malformed { header: name.canonical(), what }
+    move |what| HeaderError::Malformed {
+        header: name.canonical(),
+        what,
+    }
 }
 
 impl Headers {
@@ -141,7 +160,10 @@ impl Headers {
             .map(|v| {
                 super::scan::parse_u64(v, u64::from(u32::MAX))
                     .map(|n| n as u32)
-                    .ok_or(HeaderError::Malformed { header: "Max-Forwards", what: "not a number" })
+                    .ok_or(HeaderError::Malformed {
+                        header: "Max-Forwards",
+                        what: "not a number",
+                    })
             })
             .transpose()
     }
@@ -169,7 +191,9 @@ impl Headers {
     }
 
     fn addr_list(&self, name: &HeaderName) -> Result<Vec<NameAddr>, HeaderError> {
-        self.get_all(name).map(|v| NameAddr::parse(v).map_err(malformed(name))).collect()
+        self.get_all(name)
+            .map(|v| NameAddr::parse(v).map_err(malformed(name)))
+            .collect()
     }
 
     /// Content-Type (§20.15), if present.

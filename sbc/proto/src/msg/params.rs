@@ -81,7 +81,9 @@ fn gen_value(c: &mut Cursor<'_>) -> Option<Bytes> {
         b'"' => c.quoted_string(),
         b'[' => {
             let start = c.pos();
-            let v = c.take_while(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.' || b == b'[' || b == b']');
+            let v = c.take_while(|b| {
+                b.is_ascii_hexdigit() || b == b':' || b == b'.' || b == b'[' || b == b']'
+            });
             (v.last() == Some(&b']') && v.len() > 2).then(|| c.slice(start, c.pos()))
         }
         // Unbracketed IPv6 occurs in Via `received` (RFC 3261 §20.42 via-received), hence ':' here.
@@ -115,9 +117,15 @@ pub(crate) fn uri_params(s: &Bytes) -> Result<Params, &'static str> {
                 if i == 0 || i + 1 == part.len() {
                     return Err("empty URI parameter name or value");
                 }
-                params.push(Param { name: part_b.slice(..i), value: Some(part_b.slice(i + 1..)) });
+                params.push(Param {
+                    name: part_b.slice(..i),
+                    value: Some(part_b.slice(i + 1..)),
+                });
             }
-            None => params.push(Param { name: part_b, value: None }),
+            None => params.push(Param {
+                name: part_b,
+                value: None,
+            }),
         }
     }
     Ok(Params(params))

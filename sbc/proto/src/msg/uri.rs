@@ -59,7 +59,9 @@ impl Uri {
         let scheme = &raw[..colon];
         if scheme.is_empty()
             || !scheme[0].is_ascii_alphabetic()
-            || !scheme.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            || !scheme
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         {
             return Err("bad scheme");
         }
@@ -69,7 +71,11 @@ impl Uri {
         } else if scheme.eq_ignore_ascii_case(b"tel") {
             UriKind::Tel(parse_tel(rest)?)
         } else {
-            if rest.is_empty() || !rest.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
+            if rest.is_empty()
+                || !rest
+                    .iter()
+                    .all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'))
+            {
                 return Err("bad character in absolute URI");
             }
             check_escapes(&rest)?;
@@ -113,7 +119,11 @@ impl fmt::Display for Uri {
 }
 
 const fn is_user_char(b: u8) -> bool {
-    class::is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+    class::is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        )
 }
 
 const fn is_password_char(b: u8) -> bool {
@@ -121,7 +131,11 @@ const fn is_password_char(b: u8) -> bool {
 }
 
 const fn is_header_char(b: u8) -> bool {
-    class::is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
+    class::is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
+        )
 }
 
 fn parse_sip(rest: Bytes, secure: bool) -> Result<SipUri, &'static str> {
@@ -149,12 +163,18 @@ fn parse_sip(rest: Bytes, secure: bool) -> Result<SipUri, &'static str> {
         None => (None, None, 0),
     };
     let tail = &rest[hp_start..];
-    let hp_len = tail.iter().position(|&b| b == b';' || b == b'?').unwrap_or(tail.len());
+    let hp_len = tail
+        .iter()
+        .position(|&b| b == b';' || b == b'?')
+        .unwrap_or(tail.len());
     let (host, port) = host_port(&rest.slice(hp_start..hp_start + hp_len))?;
     let mut i = hp_start + hp_len;
     let mut params = Params::default();
     if rest.get(i) == Some(&b';') {
-        let p_len = rest[i + 1..].iter().position(|&b| b == b'?').unwrap_or(rest.len() - i - 1);
+        let p_len = rest[i + 1..]
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(rest.len() - i - 1);
         params = uri_params(&rest.slice(i + 1..i + 1 + p_len))?;
         i += 1 + p_len;
     }
@@ -168,19 +188,34 @@ fn parse_sip(rest: Bytes, secure: bool) -> Result<SipUri, &'static str> {
     } else {
         None
     };
-    Ok(SipUri { secure, user, password, host, port, params, headers })
+    Ok(SipUri {
+        secure,
+        user,
+        password,
+        host,
+        port,
+        params,
+        headers,
+    })
 }
 
 /// Splits `host[:port]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
 pub(crate) fn host_port(hp: &Bytes) -> Result<(Bytes, Option<u16>), &'static str> {
     let host_end = if hp.first() == Some(&b'[') {
         let close = memchr::memchr(b']', hp).ok_or("unterminated IPv6 reference")?;
-        if close < 3 || !hp[1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if close < 3
+            || !hp[1..close]
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err("bad IPv6 reference");
         }
         close + 1
     } else {
-        let n = hp.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hp.len());
+        let n = hp
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+            .unwrap_or(hp.len());
         if n == 0 {
             return Err("empty host");
         }
@@ -200,11 +235,21 @@ pub(crate) fn host_port(hp: &Bytes) -> Result<(Bytes, Option<u16>), &'static str
 fn parse_tel(rest: Bytes) -> Result<TelUri, &'static str> {
     let end = memchr::memchr(b';', &rest).unwrap_or(rest.len());
     let number = rest.slice(..end);
-    let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w');
+    let ok = |b: u8| {
+        b.is_ascii_hexdigit()
+            || matches!(
+                b,
+                b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w'
+            )
+    };
     if number.is_empty() || !number.iter().all(|&b| ok(b.to_ascii_lowercase())) {
         return Err("bad telephone number");
     }
-    let params = if end < rest.len() { uri_params(&rest.slice(end + 1..))? } else { Params::default() };
+    let params = if end < rest.len() {
+        uri_params(&rest.slice(end + 1..))?
+    } else {
+        Params::default()
+    };
     Ok(TelUri { number, params })
 }
 
@@ -213,20 +258,31 @@ mod tests {
     use super::*;
 
     fn sip(s: &'static str) -> SipUri {
-        Uri::parse(Bytes::from_static(s.as_bytes())).expect(s).sip().expect("sip").clone()
+        Uri::parse(Bytes::from_static(s.as_bytes()))
+            .expect(s)
+            .sip()
+            .expect("sip")
+            .clone()
     }
 
     #[test]
     fn full_sip_uri() {
-        let u = sip("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
+        let u =
+            sip("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
         assert!(u.secure);
         assert_eq!(&u.user.expect("user")[..], b"alice");
         assert_eq!(&u.password.expect("pw")[..], b"secret");
         assert_eq!(&u.host[..], b"[2001:db8::1]");
         assert_eq!(u.port, Some(5061));
-        assert_eq!(u.params.value("transport").map(|v| &v[..]), Some(&b"tls"[..]));
+        assert_eq!(
+            u.params.value("transport").map(|v| &v[..]),
+            Some(&b"tls"[..])
+        );
         assert!(u.params.has("lr"));
-        assert_eq!(&u.headers.expect("headers")[..], b"Subject=hi&Priority=urgent");
+        assert_eq!(
+            &u.headers.expect("headers")[..],
+            b"Subject=hi&Priority=urgent"
+        );
     }
 
     #[test]
@@ -238,7 +294,10 @@ mod tests {
 
     #[test]
     fn tel_and_other_schemes() {
-        let t = Uri::parse(Bytes::from_static(b"tel:+1-201-555-0123;phone-context=example.com")).expect("tel");
+        let t = Uri::parse(Bytes::from_static(
+            b"tel:+1-201-555-0123;phone-context=example.com",
+        ))
+        .expect("tel");
         assert_eq!(&t.user().expect("number")[..], b"+1-201-555-0123");
         let o = Uri::parse(Bytes::from_static(b"soap.beep://192.0.2.103:3002")).expect("other");
         assert_eq!(o.kind(), &UriKind::Other);
@@ -246,8 +305,20 @@ mod tests {
 
     #[test]
     fn malformed_uris_are_rejected() {
-        for bad in ["sip:", "sip:user@", "sip:host:99999", "sip:ho st", "sip:a@b;;x", "sip:u%4@h", "nocolon", "1x:y"] {
-            assert!(Uri::parse(Bytes::from_static(bad.as_bytes())).is_err(), "{bad}");
+        for bad in [
+            "sip:",
+            "sip:user@",
+            "sip:host:99999",
+            "sip:ho st",
+            "sip:a@b;;x",
+            "sip:u%4@h",
+            "nocolon",
+            "1x:y",
+        ] {
+            assert!(
+                Uri::parse(Bytes::from_static(bad.as_bytes())).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -21,7 +21,8 @@ impl CSeq {
         let mut c = Cursor::new(value);
         c.skip_ws();
         let digits = c.take_while(|b| b.is_ascii_digit());
-        let seq = parse_u64(&digits, u64::from(u32::MAX)).ok_or("sequence number missing or above 2**32-1")?;
+        let seq = parse_u64(&digits, u64::from(u32::MAX))
+            .ok_or("sequence number missing or above 2**32-1")?;
         if !c.skip_ws() {
             return Err("expected white space after the sequence number");
         }
@@ -30,7 +31,10 @@ impl CSeq {
         if !c.at_end() {
             return Err("trailing characters after the method");
         }
-        Ok(Self { seq: seq as u32, method: Method::from_token(method) })
+        Ok(Self {
+            seq: seq as u32,
+            method: Method::from_token(method),
+        })
     }
 
     /// Writes `seq METHOD`.
@@ -64,12 +68,17 @@ impl MediaType {
         }
         let subtype = c.token().ok_or("missing media subtype")?;
         let params = header_params(&mut c)?;
-        Ok(Self { kind, subtype, params })
+        Ok(Self {
+            kind,
+            subtype,
+            params,
+        })
     }
 
     /// Whether this is `type/subtype`, compared case-insensitively.
     pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind.as_bytes()) && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
+        self.kind.eq_ignore_ascii_case(kind.as_bytes())
+            && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
     }
 }
 
@@ -109,9 +118,15 @@ mod tests {
 
     #[test]
     fn media_type() {
-        let m = MediaType::parse(&Bytes::from_static(b"multipart/mixed;boundary=7a9cbec02ceef655")).expect("valid");
+        let m = MediaType::parse(&Bytes::from_static(
+            b"multipart/mixed;boundary=7a9cbec02ceef655",
+        ))
+        .expect("valid");
         assert!(m.is("Multipart", "MIXED"));
-        assert_eq!(&m.params.value("boundary").expect("boundary")[..], b"7a9cbec02ceef655");
+        assert_eq!(
+            &m.params.value("boundary").expect("boundary")[..],
+            b"7a9cbec02ceef655"
+        );
     }
 
     #[test]

@@ -43,7 +43,9 @@ impl Via {
             return Err("expected white space before sent-by");
         }
         let start = c.pos();
-        c.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':'));
+        c.take_while(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
+        });
         let mut end = c.pos();
         // COLON may carry white space around it: `host : 5060`.
         let save = c.pos();
@@ -55,7 +57,11 @@ impl Via {
                 end = c.pos();
             }
         }
-        let hp: Vec<u8> = value[start..end].iter().copied().filter(|b| *b != b' ' && *b != b'\t').collect();
+        let hp: Vec<u8> = value[start..end]
+            .iter()
+            .copied()
+            .filter(|b| *b != b' ' && *b != b'\t')
+            .collect();
         let (host, port) = if hp.len() == end - start {
             host_port(&value.slice(start..end))?
         } else {
@@ -63,7 +69,14 @@ impl Via {
             (h, p)
         };
         let params = header_params(&mut c)?;
-        Ok(Self { protocol, version, transport, host, port, params })
+        Ok(Self {
+            protocol,
+            version,
+            transport,
+            host,
+            port,
+            params,
+        })
     }
 
     /// The branch parameter.
@@ -74,7 +87,8 @@ impl Via {
     /// Whether the branch starts with the RFC 3261 magic cookie and has something after it (RFC 4475 §3.2.1:
     /// a bare cookie is no identifier, so such requests are matched the RFC 2543 way).
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch().is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+        self.branch()
+            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
     }
 
     /// The `received` parameter.
@@ -128,7 +142,8 @@ mod tests {
 
     #[test]
     fn white_space_everywhere() {
-        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").expect("valid");
+        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8")
+            .expect("valid");
         assert_eq!(&v.transport[..], b"TCP");
         assert_eq!(&v.host[..], b"spindle.example.com");
         assert_eq!(&v.branch().expect("branch")[..], b"z9hG4bK9ikj8");
@@ -136,19 +151,28 @@ mod tests {
 
     #[test]
     fn ipv6_sent_by_and_received() {
-        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5060;received=2001:db8::9:255;branch=z9hG4bKas3").expect("valid");
+        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5060;received=2001:db8::9:255;branch=z9hG4bKas3")
+            .expect("valid");
         assert_eq!(&v.host[..], b"[2001:db8::9:1]");
         assert_eq!(&v.received().expect("received")[..], b"2001:db8::9:255");
     }
 
     #[test]
     fn bare_cookie_is_not_an_rfc3261_branch() {
-        assert!(!via("SIP/2.0/UDP h;branch=z9hG4bK").expect("valid").has_rfc3261_branch());
+        assert!(!via("SIP/2.0/UDP h;branch=z9hG4bK")
+            .expect("valid")
+            .has_rfc3261_branch());
     }
 
     #[test]
     fn malformed_vias() {
-        for bad in ["SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0 host", "", "SIP/2.0/UDP", "SIP/2.0/UDP host:99999"] {
+        for bad in [
+            "SIP/2.0/UDP 192.0.2.15;;",
+            "SIP/2.0 host",
+            "",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP host:99999",
+        ] {
             assert!(via(bad).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,303 @@
+//! The SBC's signalling core: takes received bytes and the time, decides everything, and hands back what to send.
+//!
+//! Call order, from the driver: [`Endpoint::handle_message`] for every message received and
+//! [`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is reached; after either, drain
+//! [`Endpoint::poll_output`] until it returns `None`. Nothing here reads a clock or touches a socket.
+//!
+//! Steps for one message, in this order (one obvious place for each):
+//! 1. parse (`msg`); malformed requests are answered 400/505 when addressable ([`reject`]);
+//! 2. the transaction layer (`txn`) absorbs retransmissions and matches responses;
+//! 3. what no transaction claimed is disposed of ([`answer`]): OPTIONS, 501, 481, 405, or a new call.
+
+pub mod answer;
+mod ids;
+pub mod reject;
+
+pub use ids::IdGenerator;
+
+use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Param, Request, Response};
+use crate::transport::{Peer, Transport};
+use crate::txn::{self, Transactions};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our Server header value (RFC 3261 §20.35) on responses we originate.
+    pub server: String,
+    /// Transaction timers (RFC 3261 §17, Table 4).
+    pub timers: txn::TimerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: format!("sbc/{}", env!("CARGO_PKG_VERSION")),
+            timers: txn::TimerConfig::default(),
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send these bytes.
+    Transmit {
+        /// To whom, from which of our addresses, on which connection.
+        peer: Peer,
+        /// One whole message.
+        bytes: Bytes,
+    },
+    /// Something happened worth counting; the driver turns these into metrics. The core stays free of any
+    /// metrics backend so that it can be tested by looking at these values.
+    Observe(Observation),
+}
+
+/// Countable events, for metrics. Label values are all `'static` and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Observation {
+    /// A request arrived (retransmissions included).
+    RequestIn { method: &'static str },
+    /// A response arrived.
+    ResponseIn { method: &'static str, status: u16 },
+    /// We sent a request.
+    RequestOut { method: &'static str },
+    /// We sent a response.
+    ResponseOut { method: &'static str, status: u16 },
+    /// A message could not be parsed.
+    ParseError {
+        transport: Transport,
+        reason: &'static str,
+    },
+    /// A transaction was created (`ict`, `nict`, `ist`, `nist`).
+    TransactionStarted { kind: &'static str },
+    /// A transaction ended.
+    TransactionEnded { kind: &'static str },
+    /// A message was retransmitted (`out`) or a retransmission was absorbed (`in`).
+    Retransmission { direction: &'static str },
+    /// A message was dropped on purpose.
+    Dropped { reason: &'static str },
+}
+
+/// The signalling core.
+#[derive(Debug)]
+pub struct Endpoint {
+    config: Config,
+    ids: IdGenerator,
+    txns: Transactions,
+    out: VecDeque<Output>,
+}
+
+impl Endpoint {
+    /// A core with `config`, its identifiers seeded by `seed` (the driver passes OS randomness).
+    pub fn new(config: Config, seed: u64) -> Self {
+        let txns = Transactions::new(config.timers.clone());
+        Self {
+            config,
+            ids: IdGenerator::new(seed),
+            txns,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// Handles one datagram or one framed stream message received at `now` from `peer`.
+    pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
+        let parsed = if peer.transport.is_reliable() {
+            parse_stream(bytes.clone())
+        } else {
+            parse_datagram(bytes.clone())
+        };
+        let msg = match parsed {
+            Ok(m) => m,
+            Err(e) => {
+                self.observe(Observation::ParseError {
+                    transport: peer.transport,
+                    reason: e.reason(),
+                });
+                // The error answer goes to where the bytes came from, never to a Via we cannot trust.
+                if let Some(resp) = reject::error_response(&bytes, &e, &self.config.server) {
+                    self.observe(Observation::ResponseOut {
+                        method: "unknown",
+                        status: e.status(),
+                    });
+                    self.out.push_back(Output::Transmit { peer, bytes: resp });
+                }
+                return;
+            }
+        };
+        match msg {
+            Message::Request(req) => {
+                self.observe(Observation::RequestIn {
+                    method: req.method.label(),
+                });
+                self.on_request(now, peer, req);
+            }
+            Message::Response(resp) => {
+                let method = resp
+                    .headers
+                    .cseq()
+                    .map(|c| c.method.label())
+                    .unwrap_or("unknown");
+                self.observe(Observation::ResponseIn {
+                    method,
+                    status: resp.status,
+                });
+                self.txns.handle_response(now, peer, resp);
+            }
+        }
+        self.drain_txns(now);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.txns.handle_timeout(now);
+        self.drain_txns(now);
+    }
+
+    /// The next instant [`Endpoint::handle_timeout`] must be called, if any timer runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.txns.poll_timeout()
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn observe(&mut self, o: Observation) {
+        self.out.push_back(Output::Observe(o));
+    }
+
+    fn on_request(&mut self, now: Instant, peer: Peer, mut req: Request) {
+        stamp_via(&mut req, &peer);
+        self.txns.handle_request(now, peer, req);
+    }
+
+    /// Takes what the transaction layer produced: transmissions go out, requests nobody else claimed get their
+    /// answer here.
+    fn drain_txns(&mut self, now: Instant) {
+        while let Some(ev) = self.txns.poll_event() {
+            match ev {
+                txn::Event::Request { key, request, .. } => self.on_new_request(now, key, request),
+                txn::Event::Transmit { peer, message } => {
+                    match &message {
+                        Message::Request(r) => self.observe(Observation::RequestOut {
+                            method: r.method.label(),
+                        }),
+                        Message::Response(r) => {
+                            let method = r
+                                .headers
+                                .cseq()
+                                .map(|c| c.method.label())
+                                .unwrap_or("unknown");
+                            self.observe(Observation::ResponseOut {
+                                method,
+                                status: r.status,
+                            });
+                        }
+                    }
+                    self.out.push_back(Output::Transmit {
+                        peer,
+                        bytes: message.to_bytes(),
+                    });
+                }
+                txn::Event::Observe(o) => self.observe(o),
+                txn::Event::Stray {
+                    message: Message::Request(_),
+                    ..
+                } => self.observe(Observation::Dropped {
+                    reason: "ack_without_dialog",
+                }),
+                txn::Event::Stray {
+                    message: Message::Response(_),
+                    ..
+                } => self.observe(Observation::Dropped {
+                    reason: "stray_response",
+                }),
+                // Client transactions arrive with the calls work; nothing sends requests yet.
+                txn::Event::Response { .. } | txn::Event::Timeout { .. } => {}
+                txn::Event::AckTimeout { .. } => self.observe(Observation::Dropped {
+                    reason: "ack_timeout",
+                }),
+            }
+        }
+    }
+
+    fn on_new_request(&mut self, now: Instant, key: txn::TransactionKey, req: Request) {
+        let resp = match answer::out_of_dialog(&req, &self.config.server) {
+            answer::Disposition::Respond(r) => r,
+            answer::Disposition::Absorb => {
+                self.observe(Observation::Dropped {
+                    reason: "ack_without_dialog",
+                });
+                return;
+            }
+            // Calls arrive with the trunks-and-routes work; until then no source is a known trunk.
+            answer::Disposition::NewCall => {
+                let mut r = Response::to_request(&req, 403, "Forbidden");
+                r.headers
+                    .push(HeaderName::Server, self.config.server.clone());
+                r
+            }
+        };
+        let resp = self.with_to_tag(resp);
+        if self.txns.respond(now, &key, resp).is_err() {
+            self.observe(Observation::Dropped {
+                reason: "response_without_transaction",
+            });
+        }
+    }
+
+    /// Adds our To tag to a final response that lacks one (RFC 3261 §8.2.6.2). The tag is appended to the value
+    /// as received, so the rest of the To header stays byte-identical.
+    fn with_to_tag(&mut self, mut resp: Response) -> Response {
+        if resp.status >= 200 && resp.headers.to().is_ok_and(|to| to.tag().is_none()) {
+            if let Some(to) = resp.headers.get(&HeaderName::To) {
+                let mut v = to.to_vec();
+                v.extend_from_slice(b";tag=");
+                v.extend_from_slice(self.ids.tag().as_bytes());
+                resp.headers.set(HeaderName::To, v);
+            }
+        }
+        resp
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: note on the top Via where the request really came from, so that responses
+/// find their way back through NAT.
+fn stamp_via(req: &mut Request, peer: &Peer) {
+    if peer.transport.is_reliable() {
+        return;
+    }
+    let Ok(mut via) = req.headers.top_via() else {
+        return;
+    };
+    let ip = peer.remote.ip().to_string();
+    let mut changed = false;
+    if via.host != ip.as_bytes() && via.received().is_none() {
+        via.params.0.push(Param {
+            name: Bytes::from_static(b"received"),
+            value: Some(Bytes::from(ip)),
+        });
+        changed = true;
+    }
+    if let Some(p) = via
+        .params
+        .0
+        .iter_mut()
+        .find(|p| p.name.eq_ignore_ascii_case(b"rport") && p.value.is_none())
+    {
+        p.value = Some(Bytes::from(peer.remote.port().to_string()));
+        changed = true;
+    }
+    if changed {
+        req.headers.remove_first(&HeaderName::Via);
+        req.headers.push_front(HeaderName::Via, via.to_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests;

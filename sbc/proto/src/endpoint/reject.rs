@@ -1,0 +1,120 @@
+//! Answering malformed requests (RFC 3261 §8.2, §21.4.1; RFC 4475 §3.1.2): a 400 (or 505, 513) that says what is
+//! wrong, built from whatever header lines can be salvaged from the raw bytes.
+
+use crate::msg::{ParseError, ParseErrorKind};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The header lines a response must echo (RFC 3261 §8.2.6.2), in long and compact form.
+const ECHOED: &[(&str, Option<&str>)] = &[
+    ("Via", Some("v")),
+    ("From", Some("f")),
+    ("To", Some("t")),
+    ("Call-ID", Some("i")),
+    ("CSeq", None),
+];
+
+/// Builds the error response to a request that failed to parse, or `None` when no answer is possible or
+/// appropriate: the message was a response (§18.1.2: dropped), or the header lines needed to address an answer
+/// are missing. `server` goes into the Server header.
+pub fn error_response(raw: &[u8], err: &ParseError, server: &str) -> Option<Bytes> {
+    let start = raw.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let raw = &raw[start..];
+    if raw.len() < 4 || raw[..4].eq_ignore_ascii_case(b"SIP/") {
+        return None;
+    }
+    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
+    let mut found: Vec<(&str, &[u8])> = Vec::new();
+    for line in raw[..head_end].split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = trim(&line[..colon]);
+        let Some((canon, _)) = ECHOED.iter().find(|(long, short)| {
+            name.eq_ignore_ascii_case(long.as_bytes())
+                || short.is_some_and(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+        }) else {
+            continue;
+        };
+        let value = trim(&line[colon + 1..]);
+        if value.is_empty() || value.iter().any(|&b| b < 0x20 && b != b'\t') {
+            continue;
+        }
+        found.push((canon, value));
+    }
+    for (canon, _) in ECHOED {
+        if !found.iter().any(|(c, _)| c == canon) {
+            return None;
+        }
+    }
+    let status = err.status();
+    let reason: &str = match status {
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        _ => "Bad Request",
+    };
+    let mut out = BytesMut::with_capacity(512);
+    out.put_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
+    for (canon, value) in &found {
+        out.put_slice(canon.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value);
+        out.put_slice(b"\r\n");
+    }
+    // RFC 3261 §20.43: 399 is the miscellaneous warning; the text tells the peer's engineer what to fix.
+    let text = err.to_string().replace(['"', '\\'], "'");
+    out.put_slice(format!("Warning: 399 sbc \"{text}\"\r\nServer: {server}\r\n").as_bytes());
+    if matches!(err.kind, ParseErrorKind::UnsupportedVersion) {
+        out.put_slice(b"Supported: \r\n");
+    }
+    out.put_slice(b"Content-Length: 0\r\n\r\n");
+    Some(out.freeze())
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{parse_datagram, Message};
+
+    #[test]
+    fn answers_a_cseq_mismatch_with_400_and_says_why() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nf: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\r\n";
+        let err = parse_datagram(Bytes::from_static(raw)).expect_err("mismatch");
+        let resp = error_response(raw, &err, "sbc").expect("answerable");
+        let Ok(Message::Response(r)) = parse_datagram(resp) else {
+            panic!("our 400 must parse")
+        };
+        assert_eq!(r.status, 400);
+        assert_eq!(&r.headers.call_id().expect("call-id")[..], b"c1");
+        let warning = r
+            .headers
+            .get(&crate::msg::HeaderName::Warning)
+            .expect("warning");
+        assert!(
+            String::from_utf8_lossy(warning).contains("CSeq method"),
+            "{warning:?}"
+        );
+    }
+
+    #[test]
+    fn no_answer_to_responses_or_unaddressable_requests() {
+        let resp = b"SIP/2.0 4294967301 Big\r\nVia: SIP/2.0/UDP h\r\n\r\n";
+        let err = parse_datagram(Bytes::from_static(resp)).expect_err("bad code");
+        assert!(error_response(resp, &err, "sbc").is_none());
+        let no_via = b"OPTIONS sip:a@b SIP/2.0\r\nFrom: <sip:x@y>\r\n\r\n";
+        let err = parse_datagram(Bytes::from_static(no_via)).expect_err("no via");
+        assert!(error_response(no_via, &err, "sbc").is_none());
+    }
+}

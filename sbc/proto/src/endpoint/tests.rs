@@ -1,0 +1,174 @@
+//! The core under simulated time: bytes in, bytes out.
+
+use super::*;
+use crate::msg::{parse_datagram, Message, Response};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+fn peer() -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        local: SocketAddr::from(([198, 18, 1, 1], 5060)),
+        remote: SocketAddr::from(([198, 18, 1, 10], 5062)),
+        conn: None,
+    }
+}
+
+fn request(method: &str, branch: &str, to_tag: Option<&str>) -> Bytes {
+    let to = to_tag.map_or(String::new(), |t| format!(";tag={t}"));
+    Bytes::from(format!(
+        "{method} sip:x@198.18.1.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5062;branch={branch};rport\r\n\
+         From: <sip:a@198.18.1.10>;tag=f1\r\nTo: <sip:x@198.18.1.1>{to}\r\nCall-ID: {branch}@test\r\n\
+         CSeq: 1 {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+/// Every transmitted message, parsed, with its destination; observations collected separately.
+fn drain(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>) {
+    let (mut sent, mut seen) = (Vec::new(), Vec::new());
+    while let Some(o) = ep.poll_output() {
+        match o {
+            Output::Transmit { peer, bytes } => {
+                sent.push((peer, parse_datagram(bytes).expect("we send valid SIP")))
+            }
+            Output::Observe(ob) => seen.push(ob),
+        }
+    }
+    (sent, seen)
+}
+
+fn only_response(sent: &[(Peer, Message)]) -> &Response {
+    assert_eq!(sent.len(), 1, "exactly one message sent: {sent:?}");
+    match &sent[0].1 {
+        Message::Response(r) => r,
+        Message::Request(r) => panic!("expected a response, sent {r:?}"),
+    }
+}
+
+#[test]
+fn options_answered_200_to_the_source_with_a_to_tag() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    ep.handle_message(
+        Instant::now(),
+        peer(),
+        request("OPTIONS", "z9hG4bKopt1", None),
+    );
+    let (sent, seen) = drain(&mut ep);
+    let r = only_response(&sent);
+    assert_eq!(r.status, 200);
+    assert_eq!(sent[0].0.remote, peer().remote);
+    assert!(r.headers.to().expect("to").tag().is_some());
+    assert!(r.headers.get(&HeaderName::Allow).is_some());
+    assert!(seen.contains(&Observation::RequestIn { method: "OPTIONS" }));
+    assert!(seen.contains(&Observation::ResponseOut {
+        method: "OPTIONS",
+        status: 200
+    }));
+}
+
+#[test]
+fn retransmitted_options_gets_the_same_answer_without_a_new_transaction() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let t0 = Instant::now();
+    ep.handle_message(t0, peer(), request("OPTIONS", "z9hG4bKopt2", None));
+    let (first, _) = drain(&mut ep);
+    ep.handle_message(
+        t0 + Duration::from_millis(500),
+        peer(),
+        request("OPTIONS", "z9hG4bKopt2", None),
+    );
+    let (second, seen) = drain(&mut ep);
+    assert_eq!(
+        only_response(&second),
+        only_response(&first),
+        "same To tag, same response"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|o| matches!(o, Observation::TransactionStarted { .. })),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn unknown_method_501_and_requests_outside_dialogs_481() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    ep.handle_message(
+        Instant::now(),
+        peer(),
+        request("FROBNICATE", "z9hG4bKu1", None),
+    );
+    assert_eq!(only_response(&drain(&mut ep).0).status, 501);
+    ep.handle_message(
+        Instant::now(),
+        peer(),
+        request("BYE", "z9hG4bKb1", Some("gone")),
+    );
+    assert_eq!(only_response(&drain(&mut ep).0).status, 481);
+}
+
+#[test]
+fn malformed_request_gets_400_naming_the_problem_and_is_counted() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let raw = String::from_utf8(request("OPTIONS", "z9hG4bKm1", None).to_vec())
+        .expect("utf8")
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+    ep.handle_message(Instant::now(), peer(), Bytes::from(raw));
+    let (sent, seen) = drain(&mut ep);
+    let r = only_response(&sent);
+    assert_eq!(r.status, 400);
+    assert!(seen.contains(&Observation::ParseError {
+        transport: Transport::Udp,
+        reason: "cseq_method"
+    }));
+}
+
+#[test]
+fn malformed_response_is_dropped_and_counted() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    ep.handle_message(
+        Instant::now(),
+        peer(),
+        Bytes::from_static(b"SIP/2.0 999 Nope\r\n\r\n"),
+    );
+    let (sent, seen) = drain(&mut ep);
+    assert!(sent.is_empty());
+    assert!(seen
+        .iter()
+        .any(|o| matches!(o, Observation::ParseError { .. })));
+}
+
+#[test]
+fn invite_without_trunks_is_refused_and_its_ack_absorbed() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let t0 = Instant::now();
+    ep.handle_message(t0, peer(), request("INVITE", "z9hG4bKinv1", None));
+    let (sent, _) = drain(&mut ep);
+    let r = only_response(&sent);
+    assert_eq!(r.status, 403);
+    let tag = r.headers.to().expect("to").tag().expect("tag").clone();
+    let ack = request(
+        "ACK",
+        "z9hG4bKinv1",
+        Some(std::str::from_utf8(&tag).expect("utf8")),
+    );
+    ep.handle_message(t0 + Duration::from_millis(10), peer(), ack);
+    let (sent, _) = drain(&mut ep);
+    assert!(
+        sent.is_empty(),
+        "the ACK ends the transaction, nothing is sent: {sent:?}"
+    );
+    // No retransmission of the 403 after the ACK.
+    ep.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(drain(&mut ep).0.is_empty());
+}
+
+#[test]
+fn stray_response_is_dropped() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let raw = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 198.18.1.1;branch=z9hG4bKnothing\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    ep.handle_message(Instant::now(), peer(), Bytes::from_static(raw));
+    let (sent, _) = drain(&mut ep);
+    assert!(sent.is_empty());
+}

@@ -1,0 +1,10 @@
+//! The `sbc` server: transports, the driver loop around `sbc-proto`, configuration, the admin API and metrics.
+
+pub mod admin;
+pub mod config;
+pub mod driver;
+pub mod lint;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod transport;

@@ -1,0 +1,95 @@
+//! Metric names, descriptions, and the small helpers the driver uses to record them.
+//!
+//! Label values are bounded: methods outside the known set are `other`, reasons are static strings.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// SIP messages received: `kind` = request|response, `method`, `status` (responses only).
+pub const MESSAGES_IN: &str = "sbc_sip_messages_in_total";
+/// SIP messages sent, same labels.
+pub const MESSAGES_OUT: &str = "sbc_sip_messages_out_total";
+/// Messages that failed to parse, by `transport` and `reason`.
+pub const PARSE_ERRORS: &str = "sbc_sip_parse_errors_total";
+/// Transactions created, by `kind` (ict, nict, ist, nist).
+pub const TRANSACTIONS: &str = "sbc_sip_transactions_total";
+/// Transactions alive now, by `kind`.
+pub const TRANSACTIONS_ACTIVE: &str = "sbc_sip_transactions_active";
+/// Retransmissions sent (`out`) and absorbed (`in`).
+pub const RETRANSMISSIONS: &str = "sbc_sip_retransmissions_total";
+/// Open TCP connections.
+pub const TCP_CONNECTIONS_ACTIVE: &str = "sbc_tcp_connections_active";
+/// TCP connections refused, by `reason`.
+pub const TCP_CONNECTIONS_REJECTED: &str = "sbc_tcp_connections_rejected_total";
+/// Messages dropped on purpose, by `reason`.
+pub const DROPPED: &str = "sbc_messages_dropped_total";
+
+/// Installs the Prometheus recorder and describes every metric. Call once, before anything records.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    describe_counter!(
+        MESSAGES_IN,
+        "SIP messages received, retransmissions included"
+    );
+    describe_counter!(MESSAGES_OUT, "SIP messages sent, retransmissions included");
+    describe_counter!(PARSE_ERRORS, "SIP messages that failed to parse");
+    describe_counter!(TRANSACTIONS, "SIP transactions created");
+    describe_gauge!(TRANSACTIONS_ACTIVE, "SIP transactions alive");
+    describe_counter!(
+        RETRANSMISSIONS,
+        "SIP retransmissions sent (out) or absorbed (in)"
+    );
+    describe_gauge!(TCP_CONNECTIONS_ACTIVE, "open SIP TCP connections");
+    describe_counter!(TCP_CONNECTIONS_REJECTED, "SIP TCP connections refused");
+    describe_counter!(DROPPED, "SIP messages dropped on purpose");
+    // Zero-valued series from the start, so dashboards and alerts see them before the first event.
+    counter!(DROPPED, "reason" => "udp_too_large").absolute(0);
+    gauge!(TCP_CONNECTIONS_ACTIVE).set(0.0);
+    Ok(handle)
+}
+
+/// A message received.
+pub fn message_in(method: &'static str, status: Option<u16>) {
+    message(MESSAGES_IN, method, status);
+}
+
+/// A message sent.
+pub fn message_out(method: &'static str, status: Option<u16>) {
+    message(MESSAGES_OUT, method, status);
+}
+
+fn message(name: &'static str, method: &'static str, status: Option<u16>) {
+    match status {
+        None => counter!(name, "kind" => "request", "method" => method).increment(1),
+        Some(s) => {
+            counter!(name, "kind" => "response", "method" => method, "status" => s.to_string())
+                .increment(1)
+        }
+    }
+}
+
+/// A parse error.
+pub fn parse_error(transport: &'static str, reason: &'static str) {
+    counter!(PARSE_ERRORS, "transport" => transport, "reason" => reason).increment(1);
+}
+
+/// A transaction created.
+pub fn transaction_started(kind: &'static str) {
+    counter!(TRANSACTIONS, "kind" => kind).increment(1);
+    gauge!(TRANSACTIONS_ACTIVE, "kind" => kind).increment(1.0);
+}
+
+/// A transaction ended.
+pub fn transaction_ended(kind: &'static str) {
+    gauge!(TRANSACTIONS_ACTIVE, "kind" => kind).decrement(1.0);
+}
+
+/// A retransmission.
+pub fn retransmission(direction: &'static str) {
+    counter!(RETRANSMISSIONS, "direction" => direction).increment(1);
+}
+
+/// A message dropped on purpose.
+pub fn dropped(reason: &'static str) {
+    counter!(DROPPED, "reason" => reason).increment(1);
+}

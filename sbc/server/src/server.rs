@@ -1,0 +1,96 @@
+//! Wiring: binds the listeners, starts the transports, the admin API and the driver, and stops them in order.
+
+use crate::config::Config;
+use crate::driver::{self, Sockets};
+use crate::transport::{tcp, udp, Inbound, Transport};
+use anyhow::{Context, Result};
+use sbc_proto::endpoint::{self, Endpoint};
+use std::future::Future;
+use tokio::sync::mpsc;
+
+/// Messages queued between the transports and the driver; beyond this, receivers wait (UDP: the kernel buffer
+/// absorbs the burst; TCP: back-pressure to the peer).
+const INBOUND_QUEUE: usize = 4096;
+
+/// Runs the SBC until `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
+    let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let mut sockets = Sockets::default();
+    let limits = tcp::Limits {
+        max_message_size: config.sip.max_message_size,
+        idle_timeout: config.sip.tcp_idle_timeout,
+        max_connections: config.sip.tcp_max_connections,
+    };
+    let mut tasks = Vec::new();
+    for l in &config.sip.listen {
+        match l.transport {
+            Transport::Udp => {
+                let sock = udp::bind(l.addr)
+                    .with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
+                sockets.udp.insert(sock.local_addr()?, sock.clone());
+                tasks.push(tokio::spawn(udp::receive(
+                    sock,
+                    config.sip.max_message_size,
+                    tx.clone(),
+                )));
+            }
+            Transport::Tcp => {
+                let listener = tokio::net::TcpListener::bind(l.addr)
+                    .await
+                    .with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
+                tasks.push(tokio::spawn(tcp::listen(
+                    listener,
+                    limits,
+                    sockets.tcp.clone(),
+                    tx.clone(),
+                )));
+            }
+            other => anyhow::bail!("sip.listen: transport {other} is not implemented yet"),
+        }
+        tracing::info!(listen = %format!("{}:{}", l.transport, l.addr), "SIP listening");
+    }
+    drop(tx);
+
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let admin = match &config.api {
+        Some(api) => {
+            let listener = tokio::net::TcpListener::bind(api.listen)
+                .await
+                .with_context(|| format!("binding api.listen {}", api.listen))?;
+            tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
+            Some(tokio::spawn(crate::admin::serve(
+                listener,
+                prometheus,
+                async {
+                    let _ = admin_stop_rx.await;
+                },
+            )))
+        }
+        None => None,
+    };
+
+    let core = endpoint::Config {
+        server: config.sip.user_agent.clone(),
+        ..Default::default()
+    };
+    let endpoint = Endpoint::new(core, seed());
+    driver::run(endpoint, sockets, rx, shutdown).await;
+
+    for t in &tasks {
+        t.abort();
+    }
+    let _ = admin_stop_tx.send(());
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Seed for the core's identifiers, from the process's hash randomness (std draws it from the OS).
+fn seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new()
+        .hash_one((std::process::id(), std::time::SystemTime::now()))
+}
