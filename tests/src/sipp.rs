@@ -100,7 +100,7 @@ pub fn uac(
         std::fs::read_to_string(&stat).with_context(|| format!("reading {}", stat.display()))?;
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().context("empty stat file")?;
-    let last = lines.last().context("stat file without samples")?;
+    let last = lines.next_back().context("stat file without samples")?;
     let stats = header
         .split(';')
         .map(str::to_owned)

@@ -149,8 +149,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
 
     let mut headers = Headers::with_capacity(16);
     let mut seen = Seen::default();
-    // The header being assembled: (line offset, name end, value start, value end, folded value if any).
-    let mut cur: Option<(usize, Bytes, usize, usize, Option<Vec<u8>>)> = None;
+    let mut cur: Option<Pending> = None;
     let body_start = loop {
         let (at, end) = lines
             .next()
@@ -163,13 +162,15 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         }
         let line = &input[at..end];
         if class::is_ws(line[0]) {
-            let Some((_, _, vs, ve, folded)) = cur.as_mut() else {
+            let Some(p) = cur.as_mut() else {
                 return Err(err(
                     K::HeaderLine("continuation line before any header"),
                     at,
                 ));
             };
-            let f = folded.get_or_insert_with(|| input[*vs..*ve].to_vec());
+            let f = p
+                .folded
+                .get_or_insert_with(|| input[p.value_start..p.value_end].to_vec());
             let cont = trim_ws(line);
             if !cont.is_empty() {
                 if !f.is_empty() {
@@ -198,7 +199,13 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
             return Err(err(K::HeaderLine("expected ':' after the header name"), at));
         }
         let vs = at + name_end + ws + 1;
-        cur = Some((at, input.slice(at..at + name_end), vs, end, None));
+        cur = Some(Pending {
+            at,
+            name: input.slice(at..at + name_end),
+            value_start: vs,
+            value_end: end,
+            folded: None,
+        });
     };
 
     if let StartLine::Request(method, _) = &start_line {
@@ -323,7 +330,7 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
             [b' ', ..] => input.slice(at + sp + 5..end),
             _ => return Err(err(K::StatusCode, at + sp + 1)),
         };
-        if reason.iter().any(|&b| b == b'\r') {
+        if reason.contains(&b'\r') {
             return Err(err(K::StartLine("CR in reason phrase"), at));
         }
         return Ok(StartLine::Response(status as u16, reason));
@@ -352,9 +359,26 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
     ))
 }
 
+/// A header being assembled from its line and any continuation lines.
+struct Pending {
+    /// Offset of its first line, for errors.
+    at: usize,
+    name: Bytes,
+    value_start: usize,
+    value_end: usize,
+    /// The unfolded value, once a continuation line was seen.
+    folded: Option<Vec<u8>>,
+}
+
 fn finish_header(
     input: &Bytes,
-    (at, name, vs, ve, folded): (usize, Bytes, usize, usize, Option<Vec<u8>>),
+    Pending {
+        at,
+        name,
+        value_start: vs,
+        value_end: ve,
+        folded,
+    }: Pending,
     headers: &mut Headers,
     seen: &mut Seen,
 ) -> Result<(), ParseError> {

@@ -1,0 +1,64 @@
+# The one place that knows apt, clang and the commands. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+CONFIG ?= config/sbc.toml
+# Debian packages the tests need: SIPp as a real SIP peer, iproute2 for network namespaces, clang/libbpf for eBPF.
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2
+FUZZ_SECONDS ?= 60
+
+.PHONY: help run build deps test unit lint fmt bench fuzz ebpf clean
+
+help:
+	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
+	@echo "make test    install test dependencies (Debian, as root) and run every test"
+	@echo "make lint    rustfmt check and clippy with warnings as errors"
+	@echo "make bench   criterion micro-benches (results under target/criterion)"
+	@echo "make fuzz    run the SIP parser fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+
+run:
+	$(CARGO) build --release -p sbc --bin sbc
+	exec target/release/sbc --config $(CONFIG)
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+deps:
+	@missing=(); for p in $(DEB_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing+=("$$p"); done; \
+	if [ $${#missing[@]} -gt 0 ]; then \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "missing Debian packages: $${missing[*]}; run 'make deps' as root" >&2; exit 1; fi; \
+	  echo "installing: $${missing[*]}"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
+	fi
+
+test: deps lint
+	$(CARGO) test --workspace --all-targets
+
+unit:
+	$(CARGO) test --workspace --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench -p sbc-bench --bench sip_parse
+
+# cargo-fuzz passes nightly-only -Z flags; RUSTC_BOOTSTRAP=1 lets the stable compiler accept them. That is fine
+# for a test-only build of the fuzzer and never used for release builds.
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p sbc/proto/fuzz/corpus/parse_message
+	if [ -d ../shared/corpus/rfc4475 ]; then find ../shared/corpus/rfc4475 -name '*.sip' -exec cp {} sbc/proto/fuzz/corpus/parse_message/ \; ; fi
+	cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_message corpus/parse_message -- -max_total_time=$(FUZZ_SECONDS)
+
+ebpf:
+	@echo "the XDP program lands with the XDP fast-path work; nothing to build yet"
+
+clean:
+	$(CARGO) clean
