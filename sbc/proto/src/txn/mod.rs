@@ -136,3 +136,6 @@ pub enum TxnError {
     #[error("request lacks {0}")]
     Malformed(&'static str),
 }
+
+#[cfg(test)]
+mod tests;
