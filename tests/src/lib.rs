@@ -33,23 +33,27 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
     }
 }
 
-/// The `sbc` binary of this workspace, built if missing.
+/// The `sbc` binary of this workspace, brought up to date once per test process (`cargo test` does not rebuild
+/// another package's binary, and a stale one would test old code).
 pub fn sbc_binary() -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let bin = target.join("debug").join("sbc");
-    if !bin.is_file() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sbc", "--bin", "sbc"])
-            .current_dir(repo_root())
-            .status()
-            .context("running cargo build -p sbc")?;
-        if !status.success() {
-            bail!("cargo build -p sbc failed");
-        }
-    }
-    Ok(bin)
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("target"));
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "sbc", "--bin", "sbc"])
+                .current_dir(repo_root())
+                .status()
+                .map_err(|e| format!("running cargo build -p sbc: {e}"))?;
+            if !status.success() {
+                return Err("cargo build -p sbc failed".to_owned());
+            }
+            Ok(target.join("debug").join("sbc"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 /// A free port on 127.0.0.1 for both UDP and TCP (bound and released; good enough for tests run serially per
