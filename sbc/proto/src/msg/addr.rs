@@ -1,9 +1,10 @@
 //! name-addr and addr-spec values of From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
 
-use super::params::{header_params, Params};
-use super::scan::{class, trim, Cursor};
-use super::uri::Uri;
+use super::params::{header_params, ParamRanges, Params};
+use super::scan::{class, trim_range, Cursor};
+use super::uri::{self, Uri};
 use bytes::Bytes;
+use std::ops::Range;
 
 /// `[display-name] <uri> *(;param)` or `uri *(;param)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,64 +17,69 @@ pub struct NameAddr {
     pub params: Params,
 }
 
-impl NameAddr {
-    /// Parses one element of an address header. When the URI is not in angle brackets, everything after the
-    /// first `;` is a header parameter (RFC 3261 §20.10).
-    pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut c = Cursor::new(value);
-        c.skip_ws();
-        let mut display = None;
-        match c.peek() {
-            Some(b'"') => {
-                display = Some(
-                    c.quoted_string()
-                        .ok_or("unterminated quoted display name")?,
-                );
+/// An address checked against its grammar, as ranges into the value.
+pub(crate) struct Lexed {
+    pub display: Option<Range<usize>>,
+    pub uri: Range<usize>,
+}
+
+/// Checks one element of an address header and hands its parameters to `sink`. When the URI is not in angle
+/// brackets, everything after the first `;` is a header parameter (RFC 3261 §20.10).
+pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
+    let mut c = Cursor::new(value);
+    c.skip_ws();
+    let mut display = None;
+    match c.peek() {
+        Some(b'"') => {
+            display = Some(c.quoted_string().ok_or("unterminated quoted display name")?);
+            c.skip_ws();
+        }
+        Some(b'<') => {}
+        Some(_) => {
+            // Tokens separated by white space are a display name if `<` follows (RFC 4475 §3.1.1.6: the white
+            // space before `<` may be missing); otherwise this is an addr-spec.
+            let start = c.pos();
+            while c.token().is_some() {
                 c.skip_ws();
             }
-            Some(b'<') => {}
-            Some(_) => {
-                // Tokens separated by white space are a display name if `<` follows (RFC 4475 §3.1.1.6: the
-                // white space before `<` may be missing); otherwise this is an addr-spec.
-                let start = c.pos();
-                while c.token().is_some() {
-                    c.skip_ws();
+            if c.peek() == Some(b'<') {
+                let d = trim_range(value, start, c.pos());
+                display = (!d.is_empty()).then_some(d);
+            } else {
+                let end = memchr::memchr(b';', &value[start..]).map_or(value.len(), |i| start + i);
+                let uri = trim_range(value, start, end);
+                if value[uri.clone()].iter().any(|&b| class::is_ws(b)) {
+                    return Err("white space inside address");
                 }
-                if c.peek() == Some(b'<') {
-                    let d = trim(value, start, c.pos());
-                    display = (!d.is_empty()).then_some(d);
-                } else {
-                    c.set_pos(start);
-                    let end = memchr::memchr(b';', c.rest()).map_or(value.len(), |i| start + i);
-                    let raw = trim(value, start, end);
-                    if raw.iter().any(|&b| class::is_ws(b)) {
-                        return Err("white space inside address");
-                    }
-                    let uri = Uri::parse(raw)?;
-                    c.set_pos(end);
-                    let params = header_params(&mut c)?;
-                    return Ok(Self {
-                        display: None,
-                        uri,
-                        params,
-                    });
-                }
+                uri::lex(&value[uri.clone()])?;
+                c.set_pos(end);
+                header_params(&mut c, sink)?;
+                return Ok(Lexed { display: None, uri });
             }
-            None => return Err("empty address"),
         }
-        if !c.eat(b'<') {
-            return Err("expected '<' after display name");
-        }
-        let start = c.pos();
-        let close = memchr::memchr(b'>', c.rest()).ok_or("missing '>'")? + start;
-        let uri = Uri::parse(value.slice(start..close))?;
-        c.set_pos(close + 1);
-        let params = header_params(&mut c)?;
-        Ok(Self {
-            display,
-            uri,
-            params,
-        })
+        None => return Err("empty address"),
+    }
+    if !c.eat(b'<') {
+        return Err("expected '<' after display name");
+    }
+    let start = c.pos();
+    let close = memchr::memchr(b'>', c.rest()).ok_or("missing '>'")? + start;
+    uri::lex(&value[start..close])?;
+    c.set_pos(close + 1);
+    header_params(&mut c, sink)?;
+    Ok(Lexed { display, uri: start..close })
+}
+
+impl NameAddr {
+    /// Parses one element of an address header (see [`lex`] for the grammar).
+    pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
+        let mut lexed = None;
+        let params = Params::collect(value, |sink| {
+            lexed = Some(lex(value, sink)?);
+            Ok::<_, &'static str>(())
+        })?;
+        let Lexed { display, uri } = lexed.ok_or("empty address")?;
+        Ok(Self { display: display.map(|d| value.slice(d)), uri: Uri::parse(value.slice(uri))?, params })
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).

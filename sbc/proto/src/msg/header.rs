@@ -20,13 +20,18 @@ macro_rules! header_names {
         impl HeaderName {
             /// Maps a received header name (already checked to be a token) to a [`HeaderName`].
             pub fn from_bytes(name: Bytes) -> Self {
+                Self::known(&name).unwrap_or(Self::Other(name))
+            }
+
+            /// The known header called `name` (long or compact form, any case), if any.
+            pub fn known(name: &[u8]) -> Option<Self> {
                 if name.len() == 1 {
                     let c = name[0].to_ascii_lowercase();
-                    $($( if c == $compact { return Self::$variant; } )?)*
-                    return Self::Other(name);
+                    $($( if c == $compact { return Some(Self::$variant); } )?)*
+                    return None;
                 }
-                $( if name.eq_ignore_ascii_case($canon.as_bytes()) { return Self::$variant; } )*
-                Self::Other(name)
+                $( if name.eq_ignore_ascii_case($canon.as_bytes()) { return Some(Self::$variant); } )*
+                None
             }
 
             /// The canonical (long form) name, or the received name of an unknown header.

@@ -2,6 +2,7 @@
 
 use super::scan::{class, Cursor};
 use bytes::Bytes;
+use std::ops::Range;
 
 /// One parameter. Names compare case-insensitively; values are kept as received (a quoted value keeps its quotes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,38 +54,45 @@ impl Params {
     }
 }
 
-/// Parses `*( SEMI generic-param )` with optional white space around `;` and `=`, up to the end of the cursor.
-/// `gen-value = token / host / quoted-string`; IPv6 references (`[...]`) are accepted as host.
-pub(crate) fn header_params(c: &mut Cursor<'_>) -> Result<Params, &'static str> {
-    let mut params = Vec::new();
+/// One lexed parameter: ranges into the value being lexed.
+pub(crate) type ParamRanges = (Range<usize>, Option<Range<usize>>);
+
+impl Params {
+    /// Builds the list by running `lex` with a sink that cuts each parameter out of `src`.
+    pub(crate) fn collect<E>(
+        src: &Bytes,
+        lex: impl FnOnce(&mut dyn FnMut(ParamRanges)) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let mut params = Vec::new();
+        lex(&mut |(n, v)| params.push(Param { name: src.slice(n), value: v.map(|v| src.slice(v)) }))?;
+        Ok(Self(params))
+    }
+}
+
+/// Lexes `*( SEMI generic-param )` with optional white space around `;` and `=`, up to the end of the cursor,
+/// handing each parameter to `sink`. `gen-value = token / host / quoted-string`.
+pub(crate) fn header_params(c: &mut Cursor<'_>, sink: &mut dyn FnMut(ParamRanges)) -> Result<(), &'static str> {
     loop {
         c.skip_ws();
         if c.at_end() {
-            return Ok(Params(params));
+            return Ok(());
         }
         if !c.eat(b';') {
             return Err("expected ';' before parameter");
         }
         c.skip_ws();
         let name = c.token().ok_or("empty parameter name")?;
-        let value = if c.eat_sep(b'=') {
-            Some(gen_value(c).ok_or("bad parameter value")?)
-        } else {
-            None
-        };
-        params.push(Param { name, value });
+        let value = if c.eat_sep(b'=') { Some(gen_value(c).ok_or("bad parameter value")?) } else { None };
+        sink((name, value));
     }
 }
 
-fn gen_value(c: &mut Cursor<'_>) -> Option<Bytes> {
+fn gen_value(c: &mut Cursor<'_>) -> Option<Range<usize>> {
     match c.peek()? {
         b'"' => c.quoted_string(),
         b'[' => {
-            let start = c.pos();
-            let v = c.take_while(|b| {
-                b.is_ascii_hexdigit() || b == b':' || b == b'.' || b == b'[' || b == b']'
-            });
-            (v.last() == Some(&b']') && v.len() > 2).then(|| c.slice(start, c.pos()))
+            let v = c.take_while(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.' || b == b'[' || b == b']');
+            (v.len() > 2 && c.whole()[v.end - 1] == b']').then_some(v)
         }
         // Unbracketed IPv6 occurs in Via `received` (RFC 3261 §20.42 via-received), hence ':' here.
         _ => {
@@ -99,12 +107,12 @@ const fn is_uri_paramchar(b: u8) -> bool {
     class::is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b'%')
 }
 
-/// Parses URI parameters from `s` (which starts right after the first `;`), with no white space allowed.
-pub(crate) fn uri_params(s: &Bytes) -> Result<Params, &'static str> {
-    let mut params = Vec::new();
-    for part in s.split(|&b| b == b';') {
-        let start = part.as_ptr() as usize - s.as_ptr() as usize;
-        let part_b = s.slice(start..start + part.len());
+/// Lexes URI parameters in `s[range]` (which starts right after the first `;`), no white space allowed.
+pub(crate) fn uri_params(s: &[u8], range: Range<usize>, sink: &mut dyn FnMut(ParamRanges)) -> Result<(), &'static str> {
+    let mut start = range.start;
+    loop {
+        let end = memchr::memchr(b';', &s[start..range.end]).map_or(range.end, |i| start + i);
+        let part = &s[start..end];
         if part.is_empty() {
             return Err("empty URI parameter");
         }
@@ -117,18 +125,15 @@ pub(crate) fn uri_params(s: &Bytes) -> Result<Params, &'static str> {
                 if i == 0 || i + 1 == part.len() {
                     return Err("empty URI parameter name or value");
                 }
-                params.push(Param {
-                    name: part_b.slice(..i),
-                    value: Some(part_b.slice(i + 1..)),
-                });
+                sink((start..start + i, Some(start + i + 1..end)));
             }
-            None => params.push(Param {
-                name: part_b,
-                value: None,
-            }),
+            None => sink((start..end, None)),
         }
+        if end == range.end {
+            return Ok(());
+        }
+        start = end + 1;
     }
-    Ok(Params(params))
 }
 
 /// Checks that every `%` is followed by two hex digits (RFC 3261 `escaped`).
@@ -151,20 +156,26 @@ pub(crate) fn check_escapes(s: &[u8]) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    fn hp(v: &'static [u8]) -> Result<Params, &'static str> {
+        let b = Bytes::from_static(v);
+        Params::collect(&b, |sink| header_params(&mut Cursor::new(v), sink))
+    }
+
     #[test]
     fn header_params_with_white_space() {
-        let v = Bytes::from_static(b" ;   tag    = 1918181833n ; q = 0.33; lr");
-        let p = header_params(&mut Cursor::new(&v)).expect("valid");
+        let p = hp(b" ;   tag    = 1918181833n ; q = 0.33; lr").expect("valid");
         assert_eq!(p.value("TAG").map(|v| &v[..]), Some(&b"1918181833n"[..]));
         assert_eq!(p.value("q").map(|v| &v[..]), Some(&b"0.33"[..]));
         assert!(p.has("lr"));
+        let p = hp(b";received=[2001:db8::1];maddr=2001:db8::2").expect("ipv6");
+        assert_eq!(p.value("received").map(|v| &v[..]), Some(&b"[2001:db8::1]"[..]));
     }
 
     #[test]
     fn empty_params_are_rejected() {
-        let v = Bytes::from_static(b";;");
-        assert!(header_params(&mut Cursor::new(&v)).is_err());
-        assert!(uri_params(&Bytes::from_static(b"lr;;x")).is_err());
+        assert!(hp(b";;").is_err());
+        assert!(uri_params(b"lr;;x", 0..5, &mut |_| {}).is_err());
+        assert!(uri_params(b"lr;x", 0..4, &mut |_| {}).is_ok());
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Parsing whole messages from datagrams and from framed stream data (RFC 3261 §7, §18.3).
 
-use super::addr::NameAddr;
+use super::addr;
 use super::error::{ParseError, ParseErrorKind as K};
 use super::header::{HeaderName, Headers};
 use super::message::{Message, Request, Response};
 use super::method::Method;
-use super::scan::{class, has_list_comma, parse_u64, split_commas, trim};
+use super::scan::{class, has_list_comma, parse_u64, trim_range, ListElements};
 use super::uri::Uri;
-use super::values::{check_call_id, CSeq, MediaType};
-use super::via::Via;
+use super::values::{check_call_id, lex_cseq, lex_media_type};
+use super::via;
 use bytes::Bytes;
 
 /// Parses one message received as a datagram (UDP). Content-Length may be absent, in which case the body is the
@@ -127,7 +127,7 @@ struct Seen {
     from: bool,
     to: bool,
     call_id: bool,
-    cseq: Option<CSeq>,
+    cseq: bool,
     max_forwards: bool,
     content_type: bool,
     content_length: Option<usize>,
@@ -147,6 +147,10 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
     let (sl_at, sl_end) = lines.next().ok_or_else(|| err(K::NoEndOfHeaders, start))?;
     let start_line = parse_start_line(&input, sl_at, sl_end)?;
 
+    let request_method = match &start_line {
+        StartLine::Request(m, _) => Some(m.as_bytes()),
+        StartLine::Response(..) => None,
+    };
     let mut headers = Headers::with_capacity(16);
     let mut seen = Seen::default();
     let mut cur: Option<Pending> = None;
@@ -156,7 +160,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
             .ok_or_else(|| err(K::NoEndOfHeaders, lines.pos))?;
         if at == end {
             if let Some(h) = cur.take() {
-                finish_header(&input, h, &mut headers, &mut seen)?;
+                finish_header(&input, h, &mut headers, &mut seen, request_method)?;
             }
             break lines.pos;
         }
@@ -181,7 +185,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
             continue;
         }
         if let Some(h) = cur.take() {
-            finish_header(&input, h, &mut headers, &mut seen)?;
+            finish_header(&input, h, &mut headers, &mut seen, request_method)?;
         }
         let name_end = line
             .iter()
@@ -201,21 +205,18 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         let vs = at + name_end + ws + 1;
         cur = Some(Pending {
             at,
-            name: input.slice(at..at + name_end),
+            name: at..at + name_end,
             value_start: vs,
             value_end: end,
             folded: None,
         });
     };
 
-    if let StartLine::Request(method, _) = &start_line {
-        if !seen.via || !seen.from || !seen.to || !seen.call_id || seen.cseq.is_none() {
+    if let StartLine::Request(..) = &start_line {
+        if !seen.via || !seen.from || !seen.to || !seen.call_id || !seen.cseq {
             return Err(err(K::MissingHeader(missing(&seen)), start));
         }
-        if seen.cseq.as_ref().is_some_and(|c| &c.method != method) {
-            return Err(err(K::CSeqMethodMismatch, start));
-        }
-    } else if !seen.via || !seen.from || !seen.to || !seen.call_id || seen.cseq.is_none() {
+    } else if !seen.via || !seen.from || !seen.to || !seen.call_id || !seen.cseq {
         return Err(err(K::MissingHeader(missing(&seen)), start));
     }
 
@@ -363,7 +364,7 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
 struct Pending {
     /// Offset of its first line, for errors.
     at: usize,
-    name: Bytes,
+    name: std::ops::Range<usize>,
     value_start: usize,
     value_end: usize,
     /// The unfolded value, once a continuation line was seen.
@@ -381,17 +382,20 @@ fn finish_header(
     }: Pending,
     headers: &mut Headers,
     seen: &mut Seen,
+    request_method: Option<&[u8]>,
 ) -> Result<(), ParseError> {
     let err = |kind| ParseError::new(kind, input, at);
-    let name = HeaderName::from_bytes(name);
-    let value = match folded {
-        None => trim(input, vs, ve),
+    let name = HeaderName::known(&input[name.clone()]).unwrap_or_else(|| HeaderName::Other(input.slice(name)));
+    // The bytes the value lives in: the message itself, or a copy when the header was folded.
+    let unfolded;
+    let (src, range) = match folded {
+        None => (input, trim_range(input, vs, ve)),
         Some(f) => {
-            let f = Bytes::from(f);
-            let n = f.len();
-            trim(&f, 0, n)
+            unfolded = Bytes::from(f);
+            (&unfolded, trim_range(&unfolded, 0, unfolded.len()))
         }
     };
+    let value = &src[range.clone()];
     let bad = |what| {
         err(K::BadHeader {
             header: name.canonical(),
@@ -407,7 +411,7 @@ fn finish_header(
     };
     match name {
         HeaderName::ContentLength => {
-            let n = parse_u64(&value, u64::from(u32::MAX))
+            let n = parse_u64(value, u64::from(u32::MAX))
                 .ok_or_else(|| err(K::ContentLength("not a number")))? as usize;
             if seen.content_length.replace(n).is_some_and(|old| old != n) {
                 return Err(err(K::ContentLength("conflicting values")));
@@ -416,64 +420,64 @@ fn finish_header(
         }
         HeaderName::From => {
             once(&mut seen.from, "From")?;
-            NameAddr::parse(&value).map_err(bad)?;
+            addr::lex(value, &mut |_| {}).map_err(bad)?;
         }
         HeaderName::To => {
             once(&mut seen.to, "To")?;
-            NameAddr::parse(&value).map_err(bad)?;
+            addr::lex(value, &mut |_| {}).map_err(bad)?;
         }
         HeaderName::CallId => {
             once(&mut seen.call_id, "Call-ID")?;
-            check_call_id(&value).map_err(bad)?;
+            check_call_id(value).map_err(bad)?;
         }
         HeaderName::CSeq => {
-            let c = CSeq::parse(&value).map_err(bad)?;
-            if seen.cseq.replace(c).is_some() {
+            let (_, method) = lex_cseq(value).map_err(bad)?;
+            if request_method.is_some_and(|m| m != &value[method]) {
+                return Err(err(K::CSeqMethodMismatch));
+            }
+            if std::mem::replace(&mut seen.cseq, true) {
                 return Err(err(K::DuplicateHeader("CSeq")));
             }
         }
         HeaderName::MaxForwards => {
             once(&mut seen.max_forwards, "Max-Forwards")?;
-            parse_u64(&value, u64::from(u32::MAX)).ok_or_else(|| bad("not a number"))?;
+            parse_u64(value, u64::from(u32::MAX)).ok_or_else(|| bad("not a number"))?;
         }
         HeaderName::ContentType => {
             once(&mut seen.content_type, "Content-Type")?;
-            MediaType::parse(&value).map_err(bad)?;
+            lex_media_type(value, &mut |_| {}).map_err(bad)?;
         }
         HeaderName::Via => seen.via = true,
         _ => {}
     }
-    let validate = |v: &Bytes| -> Result<(), ParseError> {
+    let validate = |v: &[u8]| -> Result<(), ParseError> {
         match name {
-            HeaderName::Via => Via::parse(v).map(drop).map_err(bad),
-            HeaderName::Contact if &v[..] == b"*" => Ok(()),
+            HeaderName::Via => via::lex(v, &mut |_| {}).map(drop).map_err(bad),
+            HeaderName::Contact if v == b"*" => Ok(()),
             HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
-                NameAddr::parse(v).map(drop).map_err(bad)
+                addr::lex(v, &mut |_| {}).map(drop).map_err(bad)
             }
             _ => Ok(()),
         }
     };
-    let strict_list = matches!(
-        name,
-        HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute
-    );
-    if name.is_list() && has_list_comma(&value) {
-        for v in split_commas(&value) {
-            if v.is_empty() {
+    let strict_list = matches!(name, HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute);
+    if name.is_list() && has_list_comma(value) {
+        for r in ListElements::new(src, range) {
+            if r.is_empty() {
                 if strict_list {
                     return Err(bad("empty list element"));
                 }
                 continue;
             }
-            validate(&v)?;
-            headers.push(name.clone(), v);
+            validate(&src[r.clone()])?;
+            headers.push(name.clone(), src.slice(r));
         }
     } else {
         if strict_list && value.is_empty() {
             return Err(bad("empty value"));
         }
-        validate(&value)?;
-        headers.push(name, value);
+        validate(value)?;
+        headers.push(name, src.slice(range));
     }
     Ok(())
 }

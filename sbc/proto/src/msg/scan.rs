@@ -3,62 +3,75 @@
 //! Header values reach the cursor already unfolded (folding replaced by a single SP), so linear white space here is
 //! only SP and HTAB. Every slice handed out is a `Bytes` view of the input: no copies.
 
+#[cfg(test)]
 use bytes::Bytes;
+use std::ops::Range;
 
-/// Classes of bytes, from RFC 3261 §25.1.
+/// Classes of bytes, from RFC 3261 §25.1, looked up in a table (these run once per byte of every message).
 pub(crate) mod class {
+    const TOKEN: u8 = 1;
+    const WORD: u8 = 2;
+    const UNRESERVED: u8 = 4;
+
+    const fn classify(b: u8) -> u8 {
+        let alnum = b.is_ascii_alphanumeric();
+        let token = alnum || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        let word = token
+            || matches!(b, b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}');
+        let unreserved = alnum || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')');
+        (if token { TOKEN } else { 0 }) | (if word { WORD } else { 0 }) | (if unreserved { UNRESERVED } else { 0 })
+    }
+
+    const CLASSES: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = classify(i as u8);
+            i += 1;
+        }
+        t
+    };
+
     /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
+    #[inline]
     pub const fn is_token(b: u8) -> bool {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            )
+        CLASSES[b as usize] & TOKEN != 0
     }
 
     /// `word` characters (Call-ID): token plus ( ) < > : \ " / [ ] ? { }.
+    #[inline]
     pub const fn is_word(b: u8) -> bool {
-        is_token(b)
-            || matches!(
-                b,
-                b'(' | b')'
-                    | b'<'
-                    | b'>'
-                    | b':'
-                    | b'\\'
-                    | b'"'
-                    | b'/'
-                    | b'['
-                    | b']'
-                    | b'?'
-                    | b'{'
-                    | b'}'
-            )
+        CLASSES[b as usize] & WORD != 0
     }
 
     /// `unreserved`: alphanum / mark.
+    #[inline]
     pub const fn is_unreserved(b: u8) -> bool {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-            )
+        CLASSES[b as usize] & UNRESERVED != 0
     }
 
+    #[inline]
     pub const fn is_ws(b: u8) -> bool {
         b == b' ' || b == b'\t'
     }
 }
 
-/// A cursor over one header value (or URI) held in a `Bytes`.
+/// A cursor over one header value (or URI). It hands out byte ranges, not `Bytes`: validating a message must not
+/// pay a reference-count round trip per token (that was a third of the parse time); callers that keep a value cut
+/// it from the message's `Bytes` with the range.
 pub(crate) struct Cursor<'a> {
-    src: &'a Bytes,
+    src: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(src: &'a Bytes) -> Self {
+    pub fn new(src: &'a [u8]) -> Self {
         Self { src, pos: 0 }
+    }
+
+    /// The whole input, for reading back a range.
+    pub fn whole(&self) -> &'a [u8] {
+        self.src
     }
 
     pub fn pos(&self) -> usize {
@@ -79,10 +92,6 @@ impl<'a> Cursor<'a> {
 
     pub fn rest(&self) -> &'a [u8] {
         &self.src[self.pos.min(self.src.len())..]
-    }
-
-    pub fn slice(&self, start: usize, end: usize) -> Bytes {
-        self.src.slice(start..end)
     }
 
     /// Consumes `b` if it is next.
@@ -117,24 +126,24 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Consumes bytes while `f` holds and returns them.
-    pub fn take_while(&mut self, f: impl Fn(u8) -> bool) -> Bytes {
+    /// Consumes bytes while `f` holds and returns their range.
+    pub fn take_while(&mut self, f: impl Fn(u8) -> bool) -> Range<usize> {
         let start = self.pos;
         while self.peek().is_some_and(&f) {
             self.pos += 1;
         }
-        self.slice(start, self.pos)
+        start..self.pos
     }
 
     /// A non-empty token.
-    pub fn token(&mut self) -> Option<Bytes> {
+    pub fn token(&mut self) -> Option<Range<usize>> {
         let t = self.take_while(class::is_token);
         (!t.is_empty()).then_some(t)
     }
 
-    /// A quoted-string (RFC 3261 §25.1), returned with its quotes, escapes untouched. `None` if the next byte is
-    /// not `"` or the string is unterminated.
-    pub fn quoted_string(&mut self) -> Option<Bytes> {
+    /// A quoted-string (RFC 3261 §25.1), its range including the quotes, escapes untouched. `None` if the next byte
+    /// is not `"` or the string is unterminated.
+    pub fn quoted_string(&mut self) -> Option<Range<usize>> {
         let start = self.pos;
         if !self.eat(b'"') {
             return None;
@@ -142,7 +151,7 @@ impl<'a> Cursor<'a> {
         while let Some(b) = self.peek() {
             self.pos += 1;
             match b {
-                b'"' => return Some(self.slice(start, self.pos)),
+                b'"' => return Some(start..self.pos),
                 // quoted-pair: any byte but CR and LF may follow the backslash.
                 b'\\' => {
                     if matches!(self.peek(), None | Some(b'\r') | Some(b'\n')) {
@@ -158,30 +167,65 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Splits a comma-separated header value into its elements, respecting quoted strings and `<...>` (RFC 3261 §7.3.1).
-/// Elements are trimmed of white space; empty elements are kept so the caller can reject them.
-pub(crate) fn split_commas(value: &Bytes) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    let v = &value[..];
-    let (mut in_quote, mut in_angle) = (false, false);
-    while i < v.len() {
-        match v[i] {
-            b'\\' if in_quote => i += 1,
-            b'"' if !in_angle => in_quote = !in_quote,
-            b'<' if !in_quote => in_angle = true,
-            b'>' if !in_quote => in_angle = false,
-            b',' if !in_quote && !in_angle => {
-                out.push(trim(value, start, i));
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
+/// `[start, end)` of `s` without leading and trailing SP/HTAB.
+pub(crate) fn trim_range(s: &[u8], mut start: usize, mut end: usize) -> Range<usize> {
+    while start < end && class::is_ws(s[start]) {
+        start += 1;
     }
-    out.push(trim(value, start, v.len()));
-    out
+    while end > start && class::is_ws(s[end - 1]) {
+        end -= 1;
+    }
+    start..end
+}
+
+/// The elements of a comma-separated header value in `s[range]`, respecting quoted strings and `<...>`
+/// (RFC 3261 §7.3.1), each trimmed of white space. Empty elements are yielded so the caller can reject them.
+pub(crate) struct ListElements<'a> {
+    s: &'a [u8],
+    pos: usize,
+    end: usize,
+    done: bool,
+}
+
+impl<'a> ListElements<'a> {
+    pub fn new(s: &'a [u8], range: Range<usize>) -> Self {
+        Self { s, pos: range.start, end: range.end, done: false }
+    }
+}
+
+impl Iterator for ListElements<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        if self.done {
+            return None;
+        }
+        let start = self.pos;
+        let (mut in_quote, mut in_angle) = (false, false);
+        let mut i = start;
+        while i < self.end {
+            match self.s[i] {
+                b'\\' if in_quote => i += 1,
+                b'"' if !in_angle => in_quote = !in_quote,
+                b'<' if !in_quote => in_angle = true,
+                b'>' if !in_quote => in_angle = false,
+                b',' if !in_quote && !in_angle => {
+                    self.pos = i + 1;
+                    return Some(trim_range(self.s, start, i));
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        self.done = true;
+        Some(trim_range(self.s, start, self.end))
+    }
+}
+
+/// Splits a comma-separated header value into its elements (see [`ListElements`]).
+#[cfg(test)]
+pub(crate) fn split_commas(value: &Bytes) -> Vec<Bytes> {
+    ListElements::new(value, 0..value.len()).map(|r| value.slice(r)).collect()
 }
 
 /// Whether `value` holds a comma outside quotes and angle brackets, i.e. whether splitting would change it.
@@ -205,16 +249,6 @@ pub(crate) fn has_list_comma(value: &[u8]) -> bool {
     false
 }
 
-/// `value[start..end]` without leading and trailing SP/HTAB.
-pub(crate) fn trim(value: &Bytes, mut start: usize, mut end: usize) -> Bytes {
-    while start < end && class::is_ws(value[start]) {
-        start += 1;
-    }
-    while end > start && class::is_ws(value[end - 1]) {
-        end -= 1;
-    }
-    value.slice(start..end)
-}
 
 /// Parses an unsigned decimal of at most `max` value; `None` on anything else (sign, empty, overflow).
 pub(crate) fn parse_u64(digits: &[u8], max: u64) -> Option<u64> {
@@ -247,17 +281,16 @@ mod tests {
 
     #[test]
     fn quoted_string_with_escapes() {
-        let v = Bytes::from_static(b"\"J Rosenberg \\\\\\\"\" rest");
-        let mut c = Cursor::new(&v);
+        let v = b"\"J Rosenberg \\\\\\\"\" rest";
+        let mut c = Cursor::new(v);
         let q = c.quoted_string().expect("terminated");
-        assert_eq!(&q[..], b"\"J Rosenberg \\\\\\\"\"");
+        assert_eq!(&v[q], b"\"J Rosenberg \\\\\\\"\"");
         assert_eq!(c.rest(), b" rest");
     }
 
     #[test]
     fn unterminated_quote_is_none() {
-        let v = Bytes::from_static(b"\"Mr. J. User <sip:j@x>");
-        assert!(Cursor::new(&v).quoted_string().is_none());
+        assert!(Cursor::new(b"\"Mr. J. User <sip:j@x>").quoted_string().is_none());
     }
 
     #[test]

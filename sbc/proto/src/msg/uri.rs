@@ -4,6 +4,7 @@ use super::params::{check_escapes, uri_params, Params};
 use super::scan::class;
 use bytes::Bytes;
 use std::fmt;
+use std::ops::Range;
 
 /// A URI as received, with its parsed parts. Equality compares the bytes as received (what a re-serialized
 /// message must reproduce); comparison by RFC 3261 §19.1.4 rules is a separate question for routing.
@@ -55,31 +56,27 @@ pub struct TelUri {
 impl Uri {
     /// Parses a URI. `raw` must be the URI alone, without angle brackets or surrounding white space.
     pub fn parse(raw: Bytes) -> Result<Self, &'static str> {
-        let colon = memchr::memchr(b':', &raw).ok_or("no scheme")?;
-        let scheme = &raw[..colon];
-        if scheme.is_empty()
-            || !scheme[0].is_ascii_alphabetic()
-            || !scheme
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
-            return Err("bad scheme");
-        }
-        let rest = raw.slice(colon + 1..);
-        let kind = if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-            UriKind::Sip(parse_sip(rest, scheme.len() == 4)?)
-        } else if scheme.eq_ignore_ascii_case(b"tel") {
-            UriKind::Tel(parse_tel(rest)?)
-        } else {
-            if rest.is_empty()
-                || !rest
-                    .iter()
-                    .all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'))
-            {
-                return Err("bad character in absolute URI");
-            }
-            check_escapes(&rest)?;
-            UriKind::Other
+        let kind = match lex(&raw)? {
+            Lexed::Sip { secure, user, password, host, port, params, headers } => UriKind::Sip(SipUri {
+                secure,
+                user: user.map(|r| raw.slice(r)),
+                password: password.map(|r| raw.slice(r)),
+                host: raw.slice(host),
+                port,
+                params: match params {
+                    Some(r) => Params::collect(&raw, |sink| uri_params(&raw, r, sink))?,
+                    None => Params::default(),
+                },
+                headers: headers.map(|r| raw.slice(r)),
+            }),
+            Lexed::Tel { number, params } => UriKind::Tel(TelUri {
+                number: raw.slice(number),
+                params: match params {
+                    Some(r) => Params::collect(&raw, |sink| uri_params(&raw, r, sink))?,
+                    None => Params::default(),
+                },
+            }),
+            Lexed::Other => UriKind::Other,
         };
         Ok(Self { raw, kind })
     }
@@ -138,119 +135,135 @@ const fn is_header_char(b: u8) -> bool {
         )
 }
 
-fn parse_sip(rest: Bytes, secure: bool) -> Result<SipUri, &'static str> {
+/// A URI checked against its grammar, as ranges into the input.
+pub(crate) enum Lexed {
+    Sip {
+        secure: bool,
+        user: Option<Range<usize>>,
+        password: Option<Range<usize>>,
+        host: Range<usize>,
+        port: Option<u16>,
+        params: Option<Range<usize>>,
+        headers: Option<Range<usize>>,
+    },
+    Tel {
+        number: Range<usize>,
+        params: Option<Range<usize>>,
+    },
+    Other,
+}
+
+/// Checks a URI against RFC 3261 §25.1 (sip, sips), RFC 3966 (tel) or the generic absoluteURI syntax.
+pub(crate) fn lex(raw: &[u8]) -> Result<Lexed, &'static str> {
+    let colon = memchr::memchr(b':', raw).ok_or("no scheme")?;
+    let scheme = &raw[..colon];
+    if scheme.is_empty()
+        || !scheme[0].is_ascii_alphabetic()
+        || !scheme.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    {
+        return Err("bad scheme");
+    }
+    let rest = colon + 1;
+    if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+        lex_sip(raw, rest, scheme.len() == 4)
+    } else if scheme.eq_ignore_ascii_case(b"tel") {
+        lex_tel(raw, rest)
+    } else {
+        let r = &raw[rest..];
+        if r.is_empty() || !r.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
+            return Err("bad character in absolute URI");
+        }
+        check_escapes(r)?;
+        Ok(Lexed::Other)
+    }
+}
+
+fn lex_sip(raw: &[u8], rest: usize, secure: bool) -> Result<Lexed, &'static str> {
     // `@` cannot occur unescaped after the userinfo, so the first one ends it (RFC 3261 §25.1).
-    let (user, password, hp_start) = match memchr::memchr(b'@', &rest) {
+    let (user, password, hp_start) = match memchr::memchr(b'@', &raw[rest..]) {
         Some(at) => {
-            let userinfo = &rest[..at];
-            let (u_end, pw) = match memchr::memchr(b':', userinfo) {
-                Some(c) => (c, Some(rest.slice(c + 1..at))),
+            let at = rest + at;
+            let (u_end, pw) = match memchr::memchr(b':', &raw[rest..at]) {
+                Some(c) => (rest + c, Some(rest + c + 1..at)),
                 None => (at, None),
             };
-            let user = rest.slice(..u_end);
+            let user = &raw[rest..u_end];
             if user.is_empty() || !user.iter().all(|&b| is_user_char(b)) {
                 return Err("bad user part");
             }
-            check_escapes(&user)?;
+            check_escapes(user)?;
             if let Some(pw) = &pw {
-                if !pw.iter().all(|&b| is_password_char(b)) {
+                let p = &raw[pw.clone()];
+                if !p.iter().all(|&b| is_password_char(b)) {
                     return Err("bad password");
                 }
-                check_escapes(pw)?;
+                check_escapes(p)?;
             }
-            (Some(user), pw, at + 1)
+            (Some(rest..u_end), pw, at + 1)
         }
-        None => (None, None, 0),
+        None => (None, None, rest),
     };
-    let tail = &rest[hp_start..];
-    let hp_len = tail
-        .iter()
-        .position(|&b| b == b';' || b == b'?')
-        .unwrap_or(tail.len());
-    let (host, port) = host_port(&rest.slice(hp_start..hp_start + hp_len))?;
-    let mut i = hp_start + hp_len;
-    let mut params = Params::default();
-    if rest.get(i) == Some(&b';') {
-        let p_len = rest[i + 1..]
-            .iter()
-            .position(|&b| b == b'?')
-            .unwrap_or(rest.len() - i - 1);
-        params = uri_params(&rest.slice(i + 1..i + 1 + p_len))?;
-        i += 1 + p_len;
+    let hp_end = raw[hp_start..].iter().position(|&b| b == b';' || b == b'?').map_or(raw.len(), |i| hp_start + i);
+    let (host, port) = host_port(raw, hp_start..hp_end)?;
+    let mut i = hp_end;
+    let mut params = None;
+    if raw.get(i) == Some(&b';') {
+        let p_end = raw[i + 1..].iter().position(|&b| b == b'?').map_or(raw.len(), |q| i + 1 + q);
+        uri_params(raw, i + 1..p_end, &mut |_| {})?;
+        params = Some(i + 1..p_end);
+        i = p_end;
     }
-    let headers = if rest.get(i) == Some(&b'?') {
-        let h = rest.slice(i + 1..);
+    let headers = if raw.get(i) == Some(&b'?') {
+        let h = &raw[i + 1..];
         if h.is_empty() || !h.iter().all(|&b| is_header_char(b)) {
             return Err("bad URI headers");
         }
-        check_escapes(&h)?;
-        Some(h)
+        check_escapes(h)?;
+        Some(i + 1..raw.len())
     } else {
         None
     };
-    Ok(SipUri {
-        secure,
-        user,
-        password,
-        host,
-        port,
-        params,
-        headers,
-    })
+    Ok(Lexed::Sip { secure, user, password, host, port, params, headers })
 }
 
-/// Splits `host[:port]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
-pub(crate) fn host_port(hp: &Bytes) -> Result<(Bytes, Option<u16>), &'static str> {
-    let host_end = if hp.first() == Some(&b'[') {
+/// Splits `host[:port]` in `s[range]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
+pub(crate) fn host_port(s: &[u8], range: Range<usize>) -> Result<(Range<usize>, Option<u16>), &'static str> {
+    let hp = &s[range.clone()];
+    let host_len = if hp.first() == Some(&b'[') {
         let close = memchr::memchr(b']', hp).ok_or("unterminated IPv6 reference")?;
-        if close < 3
-            || !hp[1..close]
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        if close < 3 || !hp[1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err("bad IPv6 reference");
         }
         close + 1
     } else {
-        let n = hp
-            .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
-            .unwrap_or(hp.len());
+        let n = hp.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hp.len());
         if n == 0 {
             return Err("empty host");
         }
         n
     };
-    let port = match &hp[host_end..] {
+    let port = match &hp[host_len..] {
         [] => None,
-        [b':', digits @ ..] => {
-            let p = super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")?;
-            Some(p as u16)
-        }
+        [b':', digits @ ..] => Some(super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")? as u16),
         _ => return Err("bad character in host"),
     };
-    Ok((hp.slice(..host_end), port))
+    Ok((range.start..range.start + host_len, port))
 }
 
-fn parse_tel(rest: Bytes) -> Result<TelUri, &'static str> {
-    let end = memchr::memchr(b';', &rest).unwrap_or(rest.len());
-    let number = rest.slice(..end);
-    let ok = |b: u8| {
-        b.is_ascii_hexdigit()
-            || matches!(
-                b,
-                b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w'
-            )
-    };
+fn lex_tel(raw: &[u8], rest: usize) -> Result<Lexed, &'static str> {
+    let end = memchr::memchr(b';', &raw[rest..]).map_or(raw.len(), |i| rest + i);
+    let number = &raw[rest..end];
+    let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w');
     if number.is_empty() || !number.iter().all(|&b| ok(b.to_ascii_lowercase())) {
         return Err("bad telephone number");
     }
-    let params = if end < rest.len() {
-        uri_params(&rest.slice(end + 1..))?
+    let params = if end < raw.len() {
+        uri_params(raw, end + 1..raw.len(), &mut |_| {})?;
+        Some(end + 1..raw.len())
     } else {
-        Params::default()
+        None
     };
-    Ok(TelUri { number, params })
+    Ok(Lexed::Tel { number: rest..end, params })
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 
 use super::addr::NameAddr;
 use super::method::Method;
-use super::params::{header_params, Params};
+use super::params::{header_params, ParamRanges, Params};
 use super::scan::{class, parse_u64, Cursor};
 use bytes::Bytes;
+use std::ops::Range;
 
 /// `CSeq: 4711 INVITE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,26 +16,28 @@ pub struct CSeq {
     pub method: Method,
 }
 
+/// Checks `1*DIGIT LWS Method` and returns the number and the method's range.
+pub(crate) fn lex_cseq(value: &[u8]) -> Result<(u32, Range<usize>), &'static str> {
+    let mut c = Cursor::new(value);
+    c.skip_ws();
+    let digits = c.take_while(|b| b.is_ascii_digit());
+    let seq = parse_u64(&value[digits], u64::from(u32::MAX)).ok_or("sequence number missing or above 2**32-1")?;
+    if !c.skip_ws() {
+        return Err("expected white space after the sequence number");
+    }
+    let method = c.token().ok_or("missing method")?;
+    c.skip_ws();
+    if !c.at_end() {
+        return Err("trailing characters after the method");
+    }
+    Ok((seq as u32, method))
+}
+
 impl CSeq {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut c = Cursor::new(value);
-        c.skip_ws();
-        let digits = c.take_while(|b| b.is_ascii_digit());
-        let seq = parse_u64(&digits, u64::from(u32::MAX))
-            .ok_or("sequence number missing or above 2**32-1")?;
-        if !c.skip_ws() {
-            return Err("expected white space after the sequence number");
-        }
-        let method = c.token().ok_or("missing method")?;
-        c.skip_ws();
-        if !c.at_end() {
-            return Err("trailing characters after the method");
-        }
-        Ok(Self {
-            seq: seq as u32,
-            method: Method::from_token(method),
-        })
+        let (seq, method) = lex_cseq(value)?;
+        Ok(Self { seq, method: Method::from_token(value.slice(method)) })
     }
 
     /// Writes `seq METHOD`.
@@ -57,22 +60,32 @@ pub struct MediaType {
     pub params: Params,
 }
 
+/// Checks `m-type SLASH m-subtype *(SEMI m-parameter)`; returns the type and subtype ranges.
+pub(crate) fn lex_media_type(
+    value: &[u8],
+    sink: &mut dyn FnMut(ParamRanges),
+) -> Result<(Range<usize>, Range<usize>), &'static str> {
+    let mut c = Cursor::new(value);
+    c.skip_ws();
+    let kind = c.token().ok_or("missing media type")?;
+    if !c.eat_sep(b'/') {
+        return Err("expected '/' in media type");
+    }
+    let subtype = c.token().ok_or("missing media subtype")?;
+    header_params(&mut c, sink)?;
+    Ok((kind, subtype))
+}
+
 impl MediaType {
     /// Parses `m-type SLASH m-subtype *(SEMI m-parameter)`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut c = Cursor::new(value);
-        c.skip_ws();
-        let kind = c.token().ok_or("missing media type")?;
-        if !c.eat_sep(b'/') {
-            return Err("expected '/' in media type");
-        }
-        let subtype = c.token().ok_or("missing media subtype")?;
-        let params = header_params(&mut c)?;
-        Ok(Self {
-            kind,
-            subtype,
-            params,
-        })
+        let mut lexed = None;
+        let params = Params::collect(value, |sink| {
+            lexed = Some(lex_media_type(value, sink)?);
+            Ok::<_, &'static str>(())
+        })?;
+        let (kind, subtype) = lexed.ok_or("empty media type")?;
+        Ok(Self { kind: value.slice(kind), subtype: value.slice(subtype), params })
     }
 
     /// Whether this is `type/subtype`, compared case-insensitively.

@@ -1,9 +1,10 @@
 //! The Via header (RFC 3261 §20.42, §18.2.1 received/rport from RFC 3581).
 
-use super::params::{header_params, Params};
-use super::scan::Cursor;
+use super::params::{header_params, ParamRanges, Params};
+use super::scan::{parse_u64, Cursor};
 use super::uri::host_port;
 use bytes::Bytes;
+use std::ops::Range;
 
 /// One Via value: `SIP/2.0/UDP host:port;branch=…;received=…;rport`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,56 +26,62 @@ pub struct Via {
 /// The RFC 3261 magic cookie that marks a branch as globally unique (§8.1.1.7).
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
+/// A Via value checked against its grammar, as ranges into the value.
+pub(crate) struct Lexed {
+    protocol: Range<usize>,
+    version: Range<usize>,
+    transport: Range<usize>,
+    host: Range<usize>,
+    port: Option<u16>,
+}
+
+/// Checks one Via value, allowing white space around `/`, `:` and `;` (RFC 4475 §3.1.1.1), and hands its
+/// parameters to `sink`.
+pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
+    let mut c = Cursor::new(value);
+    c.skip_ws();
+    let protocol = c.token().ok_or("missing protocol name")?;
+    if !c.eat_sep(b'/') {
+        return Err("expected '/' after protocol name");
+    }
+    let version = c.token().ok_or("missing protocol version")?;
+    if !c.eat_sep(b'/') {
+        return Err("expected '/' after protocol version");
+    }
+    let transport = c.token().ok_or("missing transport")?;
+    if !c.skip_ws() {
+        return Err("expected white space before sent-by");
+    }
+    let host = if c.peek() == Some(b'[') {
+        c.take_while(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'[' | b']'))
+    } else {
+        c.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+    };
+    let (host, mut port) = host_port(value, host)?;
+    // COLON may carry white space around it: `host : 5060` (a bracketed IPv6 host took its port already).
+    if port.is_none() && c.eat_sep(b':') {
+        let digits = c.take_while(|b| b.is_ascii_digit());
+        port = Some(parse_u64(&value[digits], u64::from(u16::MAX)).ok_or("bad port")? as u16);
+    }
+    header_params(&mut c, sink)?;
+    Ok(Lexed { protocol, version, transport, host, port })
+}
+
 impl Via {
-    /// Parses one Via value, allowing white space around `/`, `:` and `;` (RFC 4475 §3.1.1.1).
+    /// Parses one Via value (see [`lex`]).
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut c = Cursor::new(value);
-        c.skip_ws();
-        let protocol = c.token().ok_or("missing protocol name")?;
-        if !c.eat_sep(b'/') {
-            return Err("expected '/' after protocol name");
-        }
-        let version = c.token().ok_or("missing protocol version")?;
-        if !c.eat_sep(b'/') {
-            return Err("expected '/' after protocol version");
-        }
-        let transport = c.token().ok_or("missing transport")?;
-        if !c.skip_ws() {
-            return Err("expected white space before sent-by");
-        }
-        let start = c.pos();
-        c.take_while(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':')
-        });
-        let mut end = c.pos();
-        // COLON may carry white space around it: `host : 5060`.
-        let save = c.pos();
-        if c.eat_sep(b':') {
-            let digits = c.take_while(|b| b.is_ascii_digit());
-            if digits.is_empty() {
-                c.set_pos(save);
-            } else {
-                end = c.pos();
-            }
-        }
-        let hp: Vec<u8> = value[start..end]
-            .iter()
-            .copied()
-            .filter(|b| *b != b' ' && *b != b'\t')
-            .collect();
-        let (host, port) = if hp.len() == end - start {
-            host_port(&value.slice(start..end))?
-        } else {
-            let (h, p) = host_port(&Bytes::from(hp))?;
-            (h, p)
-        };
-        let params = header_params(&mut c)?;
+        let mut lexed = None;
+        let params = Params::collect(value, |sink| {
+            lexed = Some(lex(value, sink)?);
+            Ok::<_, &'static str>(())
+        })?;
+        let l = lexed.ok_or("empty Via")?;
         Ok(Self {
-            protocol,
-            version,
-            transport,
-            host,
-            port,
+            protocol: value.slice(l.protocol),
+            version: value.slice(l.version),
+            transport: value.slice(l.transport),
+            host: value.slice(l.host),
+            port: l.port,
             params,
         })
     }
