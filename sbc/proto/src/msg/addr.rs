@@ -31,7 +31,10 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
     let mut display = None;
     match c.peek() {
         Some(b'"') => {
-            display = Some(c.quoted_string().ok_or("unterminated quoted display name")?);
+            display = Some(
+                c.quoted_string()
+                    .ok_or("unterminated quoted display name")?,
+            );
             c.skip_ws();
         }
         Some(b'<') => {}
@@ -67,7 +70,10 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
     uri::lex(&value[start..close])?;
     c.set_pos(close + 1);
     header_params(&mut c, sink)?;
-    Ok(Lexed { display, uri: start..close })
+    Ok(Lexed {
+        display,
+        uri: start..close,
+    })
 }
 
 impl NameAddr {
@@ -79,7 +85,11 @@ impl NameAddr {
             Ok::<_, &'static str>(())
         })?;
         let Lexed { display, uri } = lexed.ok_or("empty address")?;
-        Ok(Self { display: display.map(|d| value.slice(d)), uri: Uri::parse(value.slice(uri))?, params })
+        Ok(Self {
+            display: display.map(|d| value.slice(d)),
+            uri: Uri::parse(value.slice(uri))?,
+            params,
+        })
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).

@@ -50,9 +50,9 @@ macro_rules! header_names {
                 }
             }
 
-            /// Whether values of this header are comma-separated lists that the parser splits into one entry
-            /// per element (RFC 3261 §7.3.1). Headers whose values contain commas for other reasons (Date,
-            /// WWW-Authenticate, Authorization) and unknown headers are never split.
+            /// Whether values of this header are comma-separated lists (RFC 3261 §7.3.1). Headers whose values
+            /// contain commas for other reasons (Date, WWW-Authenticate, Authorization) and unknown headers are
+            /// not. [`Headers::list`] splits any list header on demand.
             pub fn is_list(&self) -> bool {
                 match self {
                     $( Self::$variant => $list, )*
@@ -124,6 +124,23 @@ header_names! {
     Via => "Via", b'v'; list: true;
     Warning => "Warning"; list: true;
     WwwAuthenticate => "WWW-Authenticate"; list: false;
+}
+
+impl HeaderName {
+    /// Whether the parser splits this list header into one entry per element as it parses. These are the headers
+    /// whose elements the SBC reads or rewrites one by one; the other list headers (Allow, Supported, Accept, …)
+    /// are kept as received and split by [`Headers::list`] when asked, which keeps parsing cheap.
+    pub fn split_on_parse(&self) -> bool {
+        matches!(
+            self,
+            Self::Via
+                | Self::Contact
+                | Self::Route
+                | Self::RecordRoute
+                | Self::PAssertedIdentity
+                | Self::PPreferredIdentity
+        )
+    }
 }
 
 impl PartialEq for HeaderName {
@@ -199,6 +216,16 @@ impl Headers {
             .iter()
             .filter(move |h| &h.name == name)
             .map(|h| &h.value)
+    }
+
+    /// Every element of list header `name` across all its values, in order, split at commas outside quotes and
+    /// angle brackets, empty elements skipped (`Allow: INVITE, ACK` and `Allow: INVITE` + `Allow: ACK` read alike).
+    pub fn list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = Bytes> + 'a {
+        self.get_all(name).flat_map(|v| {
+            crate::msg::scan::ListElements::new(v, 0..v.len())
+                .filter(|r| !r.is_empty())
+                .map(move |r| v.slice(r))
+        })
     }
 
     /// How many values of `name` there are.
@@ -289,6 +316,18 @@ mod tests {
         let x = HeaderName::from_bytes(Bytes::from_static(b"X-Custom"));
         assert_eq!(x, HeaderName::Other(Bytes::from_static(b"x-custom")));
         assert_eq!(x.as_bytes(), b"X-Custom");
+    }
+
+    #[test]
+    fn list_splits_on_demand() {
+        let mut h = Headers::new();
+        h.push(HeaderName::Allow, "INVITE, ACK,BYE");
+        h.push(HeaderName::Allow, "\"odd, one\", OPTIONS");
+        let all: Vec<_> = h.list(&HeaderName::Allow).collect();
+        assert_eq!(
+            all,
+            ["INVITE", "ACK", "BYE", "\"odd, one\"", "OPTIONS"].map(Bytes::from)
+        );
     }
 
     #[test]

@@ -64,14 +64,22 @@ impl Params {
         lex: impl FnOnce(&mut dyn FnMut(ParamRanges)) -> Result<(), E>,
     ) -> Result<Self, E> {
         let mut params = Vec::new();
-        lex(&mut |(n, v)| params.push(Param { name: src.slice(n), value: v.map(|v| src.slice(v)) }))?;
+        lex(&mut |(n, v)| {
+            params.push(Param {
+                name: src.slice(n),
+                value: v.map(|v| src.slice(v)),
+            })
+        })?;
         Ok(Self(params))
     }
 }
 
 /// Lexes `*( SEMI generic-param )` with optional white space around `;` and `=`, up to the end of the cursor,
 /// handing each parameter to `sink`. `gen-value = token / host / quoted-string`.
-pub(crate) fn header_params(c: &mut Cursor<'_>, sink: &mut dyn FnMut(ParamRanges)) -> Result<(), &'static str> {
+pub(crate) fn header_params(
+    c: &mut Cursor<'_>,
+    sink: &mut dyn FnMut(ParamRanges),
+) -> Result<(), &'static str> {
     loop {
         c.skip_ws();
         if c.at_end() {
@@ -82,7 +90,11 @@ pub(crate) fn header_params(c: &mut Cursor<'_>, sink: &mut dyn FnMut(ParamRanges
         }
         c.skip_ws();
         let name = c.token().ok_or("empty parameter name")?;
-        let value = if c.eat_sep(b'=') { Some(gen_value(c).ok_or("bad parameter value")?) } else { None };
+        let value = if c.eat_sep(b'=') {
+            Some(gen_value(c).ok_or("bad parameter value")?)
+        } else {
+            None
+        };
         sink((name, value));
     }
 }
@@ -91,7 +103,9 @@ fn gen_value(c: &mut Cursor<'_>) -> Option<Range<usize>> {
     match c.peek()? {
         b'"' => c.quoted_string(),
         b'[' => {
-            let v = c.take_while(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.' || b == b'[' || b == b']');
+            let v = c.take_while(|b| {
+                b.is_ascii_hexdigit() || b == b':' || b == b'.' || b == b'[' || b == b']'
+            });
             (v.len() > 2 && c.whole()[v.end - 1] == b']').then_some(v)
         }
         // Unbracketed IPv6 occurs in Via `received` (RFC 3261 §20.42 via-received), hence ':' here.
@@ -108,7 +122,11 @@ const fn is_uri_paramchar(b: u8) -> bool {
 }
 
 /// Lexes URI parameters in `s[range]` (which starts right after the first `;`), no white space allowed.
-pub(crate) fn uri_params(s: &[u8], range: Range<usize>, sink: &mut dyn FnMut(ParamRanges)) -> Result<(), &'static str> {
+pub(crate) fn uri_params(
+    s: &[u8],
+    range: Range<usize>,
+    sink: &mut dyn FnMut(ParamRanges),
+) -> Result<(), &'static str> {
     let mut start = range.start;
     loop {
         let end = memchr::memchr(b';', &s[start..range.end]).map_or(range.end, |i| start + i);
@@ -168,7 +186,10 @@ mod tests {
         assert_eq!(p.value("q").map(|v| &v[..]), Some(&b"0.33"[..]));
         assert!(p.has("lr"));
         let p = hp(b";received=[2001:db8::1];maddr=2001:db8::2").expect("ipv6");
-        assert_eq!(p.value("received").map(|v| &v[..]), Some(&b"[2001:db8::1]"[..]));
+        assert_eq!(
+            p.value("received").map(|v| &v[..]),
+            Some(&b"[2001:db8::1]"[..])
+        );
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         StartLine::Request(m, _) => Some(m.as_bytes()),
         StartLine::Response(..) => None,
     };
-    let mut headers = Headers::with_capacity(16);
+    let mut headers = Headers::with_capacity(32);
     let mut seen = Seen::default();
     let mut cur: Option<Pending> = None;
     let body_start = loop {
@@ -385,7 +385,8 @@ fn finish_header(
     request_method: Option<&[u8]>,
 ) -> Result<(), ParseError> {
     let err = |kind| ParseError::new(kind, input, at);
-    let name = HeaderName::known(&input[name.clone()]).unwrap_or_else(|| HeaderName::Other(input.slice(name)));
+    let name = HeaderName::known(&input[name.clone()])
+        .unwrap_or_else(|| HeaderName::Other(input.slice(name)));
     // The bytes the value lives in: the message itself, or a copy when the header was folded.
     let unfolded;
     let (src, range) = match folded {
@@ -460,8 +461,11 @@ fn finish_header(
             _ => Ok(()),
         }
     };
-    let strict_list = matches!(name, HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute);
-    if name.is_list() && has_list_comma(value) {
+    let strict_list = matches!(
+        name,
+        HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute
+    );
+    if name.split_on_parse() && has_list_comma(value) {
         for r in ListElements::new(src, range) {
             if r.is_empty() {
                 if strict_list {

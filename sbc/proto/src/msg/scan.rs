@@ -15,11 +15,35 @@ pub(crate) mod class {
 
     const fn classify(b: u8) -> u8 {
         let alnum = b.is_ascii_alphanumeric();
-        let token = alnum || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~');
+        let token = alnum
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
         let word = token
-            || matches!(b, b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}');
-        let unreserved = alnum || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')');
-        (if token { TOKEN } else { 0 }) | (if word { WORD } else { 0 }) | (if unreserved { UNRESERVED } else { 0 })
+            || matches!(
+                b,
+                b'(' | b')'
+                    | b'<'
+                    | b'>'
+                    | b':'
+                    | b'\\'
+                    | b'"'
+                    | b'/'
+                    | b'['
+                    | b']'
+                    | b'?'
+                    | b'{'
+                    | b'}'
+            );
+        let unreserved = alnum
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            );
+        (if token { TOKEN } else { 0 })
+            | (if word { WORD } else { 0 })
+            | (if unreserved { UNRESERVED } else { 0 })
     }
 
     const CLASSES: [u8; 256] = {
@@ -189,7 +213,12 @@ pub(crate) struct ListElements<'a> {
 
 impl<'a> ListElements<'a> {
     pub fn new(s: &'a [u8], range: Range<usize>) -> Self {
-        Self { s, pos: range.start, end: range.end, done: false }
+        Self {
+            s,
+            pos: range.start,
+            end: range.end,
+            done: false,
+        }
     }
 }
 
@@ -225,7 +254,9 @@ impl Iterator for ListElements<'_> {
 /// Splits a comma-separated header value into its elements (see [`ListElements`]).
 #[cfg(test)]
 pub(crate) fn split_commas(value: &Bytes) -> Vec<Bytes> {
-    ListElements::new(value, 0..value.len()).map(|r| value.slice(r)).collect()
+    ListElements::new(value, 0..value.len())
+        .map(|r| value.slice(r))
+        .collect()
 }
 
 /// Whether `value` holds a comma outside quotes and angle brackets, i.e. whether splitting would change it.
@@ -248,7 +279,6 @@ pub(crate) fn has_list_comma(value: &[u8]) -> bool {
     }
     false
 }
-
 
 /// Parses an unsigned decimal of at most `max` value; `None` on anything else (sign, empty, overflow).
 pub(crate) fn parse_u64(digits: &[u8], max: u64) -> Option<u64> {
@@ -290,7 +320,9 @@ mod tests {
 
     #[test]
     fn unterminated_quote_is_none() {
-        assert!(Cursor::new(b"\"Mr. J. User <sip:j@x>").quoted_string().is_none());
+        assert!(Cursor::new(b"\"Mr. J. User <sip:j@x>")
+            .quoted_string()
+            .is_none());
     }
 
     #[test]

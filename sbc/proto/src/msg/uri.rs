@@ -1,6 +1,6 @@
 //! SIP, SIPS and TEL URIs (RFC 3261 §19.1, §25.1; RFC 3966), zero-copy over the received bytes.
 
-use super::params::{check_escapes, uri_params, Params};
+use super::params::{check_escapes, uri_params, ParamRanges, Params};
 use super::scan::class;
 use bytes::Bytes;
 use std::fmt;
@@ -56,25 +56,31 @@ pub struct TelUri {
 impl Uri {
     /// Parses a URI. `raw` must be the URI alone, without angle brackets or surrounding white space.
     pub fn parse(raw: Bytes) -> Result<Self, &'static str> {
-        let kind = match lex(&raw)? {
-            Lexed::Sip { secure, user, password, host, port, params, headers } => UriKind::Sip(SipUri {
+        let mut lexed = None;
+        let params = Params::collect(&raw, |sink| {
+            lexed = Some(lex_with(&raw, sink)?);
+            Ok::<_, &'static str>(())
+        })?;
+        let kind = match lexed.ok_or("empty URI")? {
+            Lexed::Sip {
+                secure,
+                user,
+                password,
+                host,
+                port,
+                headers,
+            } => UriKind::Sip(SipUri {
                 secure,
                 user: user.map(|r| raw.slice(r)),
                 password: password.map(|r| raw.slice(r)),
                 host: raw.slice(host),
                 port,
-                params: match params {
-                    Some(r) => Params::collect(&raw, |sink| uri_params(&raw, r, sink))?,
-                    None => Params::default(),
-                },
+                params,
                 headers: headers.map(|r| raw.slice(r)),
             }),
-            Lexed::Tel { number, params } => UriKind::Tel(TelUri {
+            Lexed::Tel { number } => UriKind::Tel(TelUri {
                 number: raw.slice(number),
-                params: match params {
-                    Some(r) => Params::collect(&raw, |sink| uri_params(&raw, r, sink))?,
-                    None => Params::default(),
-                },
+                params,
             }),
             Lexed::Other => UriKind::Other,
         };
@@ -143,34 +149,43 @@ pub(crate) enum Lexed {
         password: Option<Range<usize>>,
         host: Range<usize>,
         port: Option<u16>,
-        params: Option<Range<usize>>,
         headers: Option<Range<usize>>,
     },
     Tel {
         number: Range<usize>,
-        params: Option<Range<usize>>,
     },
     Other,
 }
 
 /// Checks a URI against RFC 3261 §25.1 (sip, sips), RFC 3966 (tel) or the generic absoluteURI syntax.
 pub(crate) fn lex(raw: &[u8]) -> Result<Lexed, &'static str> {
+    lex_with(raw, &mut |_| {})
+}
+
+/// [`lex`], handing the URI parameters to `sink`.
+fn lex_with(raw: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
     let colon = memchr::memchr(b':', raw).ok_or("no scheme")?;
     let scheme = &raw[..colon];
     if scheme.is_empty()
         || !scheme[0].is_ascii_alphabetic()
-        || !scheme.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        || !scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     {
         return Err("bad scheme");
     }
     let rest = colon + 1;
     if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-        lex_sip(raw, rest, scheme.len() == 4)
+        lex_sip(raw, rest, scheme.len() == 4, sink)
     } else if scheme.eq_ignore_ascii_case(b"tel") {
-        lex_tel(raw, rest)
+        lex_tel(raw, rest, sink)
     } else {
         let r = &raw[rest..];
-        if r.is_empty() || !r.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
+        if r.is_empty()
+            || !r
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'))
+        {
             return Err("bad character in absolute URI");
         }
         check_escapes(r)?;
@@ -178,7 +193,12 @@ pub(crate) fn lex(raw: &[u8]) -> Result<Lexed, &'static str> {
     }
 }
 
-fn lex_sip(raw: &[u8], rest: usize, secure: bool) -> Result<Lexed, &'static str> {
+fn lex_sip(
+    raw: &[u8],
+    rest: usize,
+    secure: bool,
+    sink: &mut dyn FnMut(ParamRanges),
+) -> Result<Lexed, &'static str> {
     // `@` cannot occur unescaped after the userinfo, so the first one ends it (RFC 3261 §25.1).
     let (user, password, hp_start) = match memchr::memchr(b'@', &raw[rest..]) {
         Some(at) => {
@@ -203,14 +223,18 @@ fn lex_sip(raw: &[u8], rest: usize, secure: bool) -> Result<Lexed, &'static str>
         }
         None => (None, None, rest),
     };
-    let hp_end = raw[hp_start..].iter().position(|&b| b == b';' || b == b'?').map_or(raw.len(), |i| hp_start + i);
+    let hp_end = raw[hp_start..]
+        .iter()
+        .position(|&b| b == b';' || b == b'?')
+        .map_or(raw.len(), |i| hp_start + i);
     let (host, port) = host_port(raw, hp_start..hp_end)?;
     let mut i = hp_end;
-    let mut params = None;
     if raw.get(i) == Some(&b';') {
-        let p_end = raw[i + 1..].iter().position(|&b| b == b'?').map_or(raw.len(), |q| i + 1 + q);
-        uri_params(raw, i + 1..p_end, &mut |_| {})?;
-        params = Some(i + 1..p_end);
+        let p_end = raw[i + 1..]
+            .iter()
+            .position(|&b| b == b'?')
+            .map_or(raw.len(), |q| i + 1 + q);
+        uri_params(raw, i + 1..p_end, sink)?;
         i = p_end;
     }
     let headers = if raw.get(i) == Some(&b'?') {
@@ -223,20 +247,37 @@ fn lex_sip(raw: &[u8], rest: usize, secure: bool) -> Result<Lexed, &'static str>
     } else {
         None
     };
-    Ok(Lexed::Sip { secure, user, password, host, port, params, headers })
+    Ok(Lexed::Sip {
+        secure,
+        user,
+        password,
+        host,
+        port,
+        headers,
+    })
 }
 
 /// Splits `host[:port]` in `s[range]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
-pub(crate) fn host_port(s: &[u8], range: Range<usize>) -> Result<(Range<usize>, Option<u16>), &'static str> {
+pub(crate) fn host_port(
+    s: &[u8],
+    range: Range<usize>,
+) -> Result<(Range<usize>, Option<u16>), &'static str> {
     let hp = &s[range.clone()];
     let host_len = if hp.first() == Some(&b'[') {
         let close = memchr::memchr(b']', hp).ok_or("unterminated IPv6 reference")?;
-        if close < 3 || !hp[1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if close < 3
+            || !hp[1..close]
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err("bad IPv6 reference");
         }
         close + 1
     } else {
-        let n = hp.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hp.len());
+        let n = hp
+            .iter()
+            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+            .unwrap_or(hp.len());
         if n == 0 {
             return Err("empty host");
         }
@@ -244,26 +285,35 @@ pub(crate) fn host_port(s: &[u8], range: Range<usize>) -> Result<(Range<usize>, 
     };
     let port = match &hp[host_len..] {
         [] => None,
-        [b':', digits @ ..] => Some(super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")? as u16),
+        [b':', digits @ ..] => {
+            Some(super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")? as u16)
+        }
         _ => return Err("bad character in host"),
     };
     Ok((range.start..range.start + host_len, port))
 }
 
-fn lex_tel(raw: &[u8], rest: usize) -> Result<Lexed, &'static str> {
+fn lex_tel(
+    raw: &[u8],
+    rest: usize,
+    sink: &mut dyn FnMut(ParamRanges),
+) -> Result<Lexed, &'static str> {
     let end = memchr::memchr(b';', &raw[rest..]).map_or(raw.len(), |i| rest + i);
     let number = &raw[rest..end];
-    let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w');
+    let ok = |b: u8| {
+        b.is_ascii_hexdigit()
+            || matches!(
+                b,
+                b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w'
+            )
+    };
     if number.is_empty() || !number.iter().all(|&b| ok(b.to_ascii_lowercase())) {
         return Err("bad telephone number");
     }
-    let params = if end < raw.len() {
-        uri_params(raw, end + 1..raw.len(), &mut |_| {})?;
-        Some(end + 1..raw.len())
-    } else {
-        None
-    };
-    Ok(Lexed::Tel { number: rest..end, params })
+    if end < raw.len() {
+        uri_params(raw, end + 1..raw.len(), sink)?;
+    }
+    Ok(Lexed::Tel { number: rest..end })
 }
 
 #[cfg(test)]

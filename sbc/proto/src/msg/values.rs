@@ -21,7 +21,8 @@ pub(crate) fn lex_cseq(value: &[u8]) -> Result<(u32, Range<usize>), &'static str
     let mut c = Cursor::new(value);
     c.skip_ws();
     let digits = c.take_while(|b| b.is_ascii_digit());
-    let seq = parse_u64(&value[digits], u64::from(u32::MAX)).ok_or("sequence number missing or above 2**32-1")?;
+    let seq = parse_u64(&value[digits], u64::from(u32::MAX))
+        .ok_or("sequence number missing or above 2**32-1")?;
     if !c.skip_ws() {
         return Err("expected white space after the sequence number");
     }
@@ -37,7 +38,10 @@ impl CSeq {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
         let (seq, method) = lex_cseq(value)?;
-        Ok(Self { seq, method: Method::from_token(value.slice(method)) })
+        Ok(Self {
+            seq,
+            method: Method::from_token(value.slice(method)),
+        })
     }
 
     /// Writes `seq METHOD`.
@@ -85,7 +89,11 @@ impl MediaType {
             Ok::<_, &'static str>(())
         })?;
         let (kind, subtype) = lexed.ok_or("empty media type")?;
-        Ok(Self { kind: value.slice(kind), subtype: value.slice(subtype), params })
+        Ok(Self {
+            kind: value.slice(kind),
+            subtype: value.slice(subtype),
+            params,
+        })
     }
 
     /// Whether this is `type/subtype`, compared case-insensitively.

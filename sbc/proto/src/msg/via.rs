@@ -64,7 +64,13 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
         port = Some(parse_u64(&value[digits], u64::from(u16::MAX)).ok_or("bad port")? as u16);
     }
     header_params(&mut c, sink)?;
-    Ok(Lexed { protocol, version, transport, host, port })
+    Ok(Lexed {
+        protocol,
+        version,
+        transport,
+        host,
+        port,
+    })
 }
 
 impl Via {
