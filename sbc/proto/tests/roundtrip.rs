@@ -19,10 +19,6 @@ struct Expect {
     cseq: u32,
 }
 
-fn token() -> impl Strategy<Value = String> {
-    "[A-Za-z0-9][A-Za-z0-9.!%*_+`'~-]{0,12}"
-}
-
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
