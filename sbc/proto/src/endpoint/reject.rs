@@ -15,7 +15,8 @@ const ECHOED: &[(&str, Option<&str>)] = &[
 
 /// Builds the error response to a request that failed to parse, or `None` when no answer is possible or
 /// appropriate: the message was a response (§18.1.2: dropped), or the header lines needed to address an answer
-/// are missing. `server` goes into the Server header.
+/// are missing or are themselves malformed (the answer would not parse either). `server` goes into the Server
+/// header.
 pub fn error_response(raw: &[u8], err: &ParseError, server: &str) -> Option<Bytes> {
     let start = raw.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let raw = &raw[start..];
@@ -68,7 +69,10 @@ pub fn error_response(raw: &[u8], err: &ParseError, server: &str) -> Option<Byte
         out.put_slice(b"Supported: \r\n");
     }
     out.put_slice(b"Content-Length: 0\r\n\r\n");
-    Some(out.freeze())
+    // When the very headers we must echo are the malformed ones, a response would carry the damage back and the
+    // peer could not match it to anything; send nothing rather than something broken.
+    let out = out.freeze();
+    crate::msg::parse_datagram(out.clone()).ok().map(|_| out)
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -113,6 +117,9 @@ mod tests {
         let resp = b"SIP/2.0 4294967301 Big\r\nVia: SIP/2.0/UDP h\r\n\r\n";
         let err = parse_datagram(Bytes::from_static(resp)).expect_err("bad code");
         assert!(error_response(resp, &err, "sbc").is_none());
+        let bad_from = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: Bell, Alexander <sip:x@y>\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let err = parse_datagram(Bytes::from_static(bad_from)).expect_err("bad display name");
+        assert!(error_response(bad_from, &err, "sbc").is_none(), "echoing the broken From would not parse");
         let no_via = b"OPTIONS sip:a@b SIP/2.0\r\nFrom: <sip:x@y>\r\n\r\n";
         let err = parse_datagram(Bytes::from_static(no_via)).expect_err("no via");
         assert!(error_response(no_via, &err, "sbc").is_none());
