@@ -58,11 +58,7 @@ Content-Length: 306\r\n\
 \r\n";
 
 fn message(head: &str) -> Bytes {
-    assert_eq!(
-        SDP.len(),
-        306,
-        "the Content-Length above must match the SDP"
-    );
+    assert_eq!(SDP.len(), 306, "the Content-Length above must match the SDP");
     Bytes::from(format!("{head}{SDP}"))
 }
 
@@ -81,10 +77,7 @@ fn ours(buf: &Bytes) -> Bytes {
 }
 
 fn ours_parse_only(buf: &Bytes) -> usize {
-    sbc_proto::msg::parse_datagram(buf.clone())
-        .expect("valid")
-        .headers()
-        .len()
+    sbc_proto::msg::parse_datagram(buf.clone()).expect("valid").headers().len()
 }
 
 mod ezk {
@@ -115,11 +108,7 @@ mod ezk {
             headers.insert(name, value);
         }
         let body = buf.slice(lines.head_end()..);
-        Parsed {
-            line,
-            headers,
-            body,
-        }
+        Parsed { line, headers, body }
     }
 
     pub fn parse_serialize(buf: &Bytes) -> Vec<u8> {
@@ -155,17 +144,13 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("parse+serialize/{name}"));
         g.throughput(Throughput::Bytes(buf.len() as u64));
         g.bench_function("sbc-proto", |b| b.iter(|| ours(black_box(&buf))));
-        g.bench_function("ezk-sip-types", |b| {
-            b.iter(|| ezk::parse_serialize(black_box(&buf)))
-        });
+        g.bench_function("ezk-sip-types", |b| b.iter(|| ezk::parse_serialize(black_box(&buf))));
         g.finish();
 
         let mut g = c.benchmark_group(format!("parse/{name}"));
         g.throughput(Throughput::Bytes(buf.len() as u64));
         g.bench_function("sbc-proto", |b| b.iter(|| ours_parse_only(black_box(&buf))));
-        g.bench_function("ezk-sip-types", |b| {
-            b.iter(|| ezk::parse_only(black_box(&buf)))
-        });
+        g.bench_function("ezk-sip-types", |b| b.iter(|| ezk::parse_only(black_box(&buf))));
         g.finish();
     }
 }

@@ -39,9 +39,8 @@ pub fn sbc_binary() -> Result<PathBuf> {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join("target"));
+            let target =
+                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
             let status = Command::new(env!("CARGO"))
                 .args(["build", "--quiet", "-p", "sbc", "--bin", "sbc"])
                 .current_dir(repo_root())
@@ -122,20 +121,14 @@ impl Sbc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!(
-            "sbc did not answer /health within 20 s; log:\n{}",
-            sbc.log_tail()
-        )
+        bail!("sbc did not answer /health within 20 s; log:\n{}", sbc.log_tail())
     }
 
     /// A plain HTTP/1.0 GET on the admin API; returns the body.
     pub fn http_get(&self, path: &str) -> Result<String> {
         let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        std::io::Write::write_all(
-            &mut s,
-            format!("GET {path} HTTP/1.0\r\nHost: sbc\r\n\r\n").as_bytes(),
-        )?;
+        std::io::Write::write_all(&mut s, format!("GET {path} HTTP/1.0\r\nHost: sbc\r\n\r\n").as_bytes())?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
         let (head, body) = out.split_once("\r\n\r\n").context("no HTTP header end")?;
@@ -192,11 +185,7 @@ impl Drop for Sbc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!(
-                "--- sbc log ({}) ---\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
+            eprintln!("--- sbc log ({}) ---\n{}", self.log.display(), self.log_tail());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -26,10 +26,7 @@ pub struct Run {
 impl Run {
     /// A cumulative counter from the stat file, e.g. `SuccessfulCall(C)`.
     pub fn count(&self, column: &str) -> u64 {
-        self.stats
-            .get(column)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(u64::MAX)
+        self.stats.get(column).and_then(|v| v.trim().parse().ok()).unwrap_or(u64::MAX)
     }
 }
 
@@ -46,34 +43,18 @@ pub fn uac(
     let sipp = crate::require_tool("sipp", "sip-tester");
     static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "sipp-{}-{n}-{}",
-        std::process::id(),
-        scenario_file.replace('.', "_")
-    ));
+    let dir = std::env::temp_dir().join(format!("sipp-{}-{n}-{}", std::process::id(), scenario_file.replace('.', "_")));
     std::fs::create_dir_all(&dir)?;
     let stat = dir.join("stat.csv");
     let mut child = Command::new(sipp)
         .arg(target.to_string())
         .args(["-sf"])
         .arg(scenario(scenario_file))
-        .args([
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-            "-t",
-            transport,
-        ])
+        .args(["-m", &calls.to_string(), "-r", &rate.to_string(), "-t", transport])
         .args(["-i", "127.0.0.1", "-p", &crate::free_port().to_string()])
         .args(["-trace_stat", "-fd", "1", "-stf"])
         .arg(&stat)
-        .args([
-            "-nostdin",
-            "-timeout",
-            &format!("{}s", limit.as_secs()),
-            "-timeout_error",
-        ])
+        .args(["-nostdin", "-timeout", &format!("{}s", limit.as_secs()), "-timeout_error"])
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -96,20 +77,11 @@ pub fn uac(
         use std::io::Read;
         let _ = e.read_to_string(&mut stderr);
     }
-    let csv =
-        std::fs::read_to_string(&stat).with_context(|| format!("reading {}", stat.display()))?;
+    let csv = std::fs::read_to_string(&stat).with_context(|| format!("reading {}", stat.display()))?;
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().context("empty stat file")?;
     let last = lines.next_back().context("stat file without samples")?;
-    let stats = header
-        .split(';')
-        .map(str::to_owned)
-        .zip(last.split(';').map(str::to_owned))
-        .collect();
+    let stats = header.split(';').map(str::to_owned).zip(last.split(';').map(str::to_owned)).collect();
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(Run {
-        exit_code: status.code().unwrap_or(-1),
-        stats,
-        stderr,
-    })
+    Ok(Run { exit_code: status.code().unwrap_or(-1), stats, stderr })
 }

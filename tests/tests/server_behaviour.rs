@@ -7,36 +7,23 @@ use std::time::Duration;
 use tests::{repo_root, sbc_binary, Sbc};
 
 fn sbc(args: &[&str]) -> std::process::Output {
-    Command::new(sbc_binary().expect("sbc built"))
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("runs")
+    Command::new(sbc_binary().expect("sbc built")).args(args).current_dir(repo_root()).output().expect("runs")
 }
 
 #[test]
 fn check_config_accepts_the_default_and_names_key_and_line_of_errors() {
     let ok = sbc(&["check-config", "config/sbc.toml"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let dir = std::env::temp_dir().join(format!("sbc-cc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[sip]\nlisten = [\"udp:127.0.0.1:5060\",\n  \"udp:nowhere\"]\n",
-    )
-    .expect("write");
+    std::fs::write(&bad, "[sip]\nlisten = [\"udp:127.0.0.1:5060\",\n  \"udp:nowhere\"]\n").expect("write");
     let out = sbc(&["check-config", bad.to_str().expect("utf8")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("bad.toml:3: sip.listen[1]"), "{err}");
     std::fs::write(&bad, "[sip]\nlisten = []\n[apii]\n").expect("write");
-    let err = String::from_utf8_lossy(&sbc(&["check-config", bad.to_str().expect("utf8")]).stderr)
-        .into_owned();
+    let err = String::from_utf8_lossy(&sbc(&["check-config", bad.to_str().expect("utf8")]).stderr).into_owned();
     assert!(err.contains("bad.toml:3:") && err.contains("apii"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -44,35 +31,23 @@ fn check_config_accepts_the_default_and_names_key_and_line_of_errors() {
 #[test]
 fn lint_sip_passes_valid_captures_and_fails_malformed_ones_with_the_line() {
     let corpus = repo_root().join("../shared/corpus/rfc4475");
-    assert!(
-        corpus.is_dir(),
-        "RFC 4475 corpus missing at {}",
-        corpus.display()
-    );
+    assert!(corpus.is_dir(), "RFC 4475 corpus missing at {}", corpus.display());
     let good = corpus.join("valid/wsinv.sip");
     let bad = corpus.join("invalid/badinv01.sip");
     let out = sbc(&["lint-sip", good.to_str().expect("utf8")]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (request INVITE"));
-    let out = sbc(&[
-        "lint-sip",
-        good.to_str().expect("utf8"),
-        bad.to_str().expect("utf8"),
-    ]);
+    let out = sbc(&["lint-sip", good.to_str().expect("utf8"), bad.to_str().expect("utf8")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("badinv01.sip:7: malformed Via header"),
-        "{text}"
-    );
+    assert!(text.contains("badinv01.sip:7: malformed Via header"), "{text}");
 }
 
 #[test]
 fn malformed_request_over_udp_gets_400_with_a_warning_and_is_counted() {
     let sbc = Sbc::start("malformed", "").expect("sbc starts");
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let local = sock.local_addr().expect("addr");
     let msg = format!(
         "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKbad1;rport\r\nFrom: <sip:t@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: bad1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
@@ -82,17 +57,11 @@ fn malformed_request_over_udp_gets_400_with_a_warning_and_is_counted() {
     let (n, _) = sock.recv_from(&mut buf).expect("an answer within 5 s");
     let resp = String::from_utf8_lossy(&buf[..n]);
     assert!(resp.starts_with("SIP/2.0 400 Bad Request\r\n"), "{resp}");
-    assert!(
-        resp.contains("Warning: 399 sbc \"line 1 (byte 0): CSeq method differs"),
-        "{resp}"
-    );
+    assert!(resp.contains("Warning: 399 sbc \"line 1 (byte 0): CSeq method differs"), "{resp}");
     // Garbage that is not even a request: counted, not answered, and the SBC carries on.
-    sock.send_to(b"\x16\x03\x01 this is not SIP\r\n\r\n", sbc.sip)
-        .expect("send");
+    sock.send_to(b"\x16\x03\x01 this is not SIP\r\n\r\n", sbc.sip).expect("send");
     std::thread::sleep(Duration::from_millis(200));
-    let errors = sbc
-        .metric("sbc_sip_parse_errors_total{transport=\"udp\"")
-        .expect("metrics");
+    let errors = sbc.metric("sbc_sip_parse_errors_total{transport=\"udp\"").expect("metrics");
     assert_eq!(errors, 2.0);
     assert_eq!(sbc.http_get("/health").expect("alive").trim(), "ok");
 }
@@ -101,20 +70,15 @@ fn malformed_request_over_udp_gets_400_with_a_warning_and_is_counted() {
 fn tcp_connection_sending_an_oversized_message_is_closed_and_others_carry_on() {
     let sbc = Sbc::start("tcp-oversize", "").expect("sbc starts");
     let mut s = TcpStream::connect(sbc.sip).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(b"OPTIONS sip:x@h SIP/2.0\r\nContent-Length: 900000\r\n\r\n")
-        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.write_all(b"OPTIONS sip:x@h SIP/2.0\r\nContent-Length: 900000\r\n\r\n").expect("write");
     let mut buf = [0u8; 16];
     let n = s.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "connection closed without an answer");
-    let errors = sbc
-        .metric("sbc_sip_parse_errors_total{transport=\"tcp\",reason=\"too_large\"")
-        .expect("metrics");
+    let errors = sbc.metric("sbc_sip_parse_errors_total{transport=\"tcp\",reason=\"too_large\"").expect("metrics");
     assert_eq!(errors, 1.0);
     let mut s = TcpStream::connect(sbc.sip).expect("connect again");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let local = s.local_addr().expect("addr");
     s.write_all(format!(
         "\r\n\r\nOPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp1\r\nFrom: <sip:t@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: tcp1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
@@ -129,10 +93,6 @@ fn sigterm_stops_the_sbc_cleanly() {
     let mut sbc = Sbc::start("sigterm", "").expect("sbc starts");
     assert!(sbc.is_running());
     let clean = sbc.terminate(Duration::from_secs(10)).expect("exits");
-    assert!(
-        clean,
-        "exit status 0 after SIGTERM; log:\n{}",
-        sbc.log_tail()
-    );
+    assert!(clean, "exit status 0 after SIGTERM; log:\n{}", sbc.log_tail());
     assert!(sbc.log_tail().contains("stopped"), "{}", sbc.log_tail());
 }

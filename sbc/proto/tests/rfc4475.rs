@@ -88,16 +88,12 @@ fn corpus_dir() -> PathBuf {
 }
 
 fn expected() -> BTreeMap<String, String> {
-    let tsv =
-        std::fs::read_to_string(corpus_dir().join("EXPECTED.tsv")).expect("read EXPECTED.tsv");
+    let tsv = std::fs::read_to_string(corpus_dir().join("EXPECTED.tsv")).expect("read EXPECTED.tsv");
     tsv.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let mut f = l.split('\t');
-            (
-                f.next().expect("file").to_owned(),
-                f.next().expect("outcome").to_owned(),
-            )
+            (f.next().expect("file").to_owned(), f.next().expect("outcome").to_owned())
         })
         .collect()
 }
@@ -108,21 +104,13 @@ fn load(name: &str) -> Bytes {
 }
 
 fn our_choice(name: &str) -> Outcome {
-    OUTCOMES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, o)| *o)
-        .unwrap_or_else(|| panic!("{name} not in OUTCOMES"))
+    OUTCOMES.iter().find(|(n, _)| *n == name).map(|(_, o)| *o).unwrap_or_else(|| panic!("{name} not in OUTCOMES"))
 }
 
 #[test]
 fn every_corpus_file_has_a_decision_compatible_with_the_rfc() {
     let exp = expected();
-    assert_eq!(
-        exp.len(),
-        OUTCOMES.len(),
-        "EXPECTED.tsv and OUTCOMES list different files"
-    );
+    assert_eq!(exp.len(), OUTCOMES.len(), "EXPECTED.tsv and OUTCOMES list different files");
     for (name, want) in &exp {
         let ours = our_choice(name);
         match want.as_str() {
@@ -167,84 +155,31 @@ fn err_kind(name: &str) -> ParseErrorKind {
 
 #[test]
 fn rejections_carry_the_right_reason() {
-    assert_eq!(
-        err_kind("invalid/badvers.sip"),
-        ParseErrorKind::UnsupportedVersion
-    );
-    assert_eq!(
-        parse_datagram(load("invalid/badvers.sip"))
-            .expect_err("505")
-            .status(),
-        505
-    );
+    assert_eq!(err_kind("invalid/badvers.sip"), ParseErrorKind::UnsupportedVersion);
+    assert_eq!(parse_datagram(load("invalid/badvers.sip")).expect_err("505").status(), 505);
     assert_eq!(err_kind("invalid/bigcode.sip"), ParseErrorKind::StatusCode);
-    assert!(matches!(
-        err_kind("invalid/clerr.sip"),
-        ParseErrorKind::ContentLength(_)
-    ));
-    assert!(matches!(
-        err_kind("invalid/ncl.sip"),
-        ParseErrorKind::ContentLength(_)
-    ));
-    assert!(matches!(
-        err_kind("semantic/mcl01.sip"),
-        ParseErrorKind::ContentLength(_)
-    ));
-    assert_eq!(
-        err_kind("invalid/mismatch01.sip"),
-        ParseErrorKind::CSeqMethodMismatch
-    );
-    assert_eq!(
-        err_kind("invalid/mismatch02.sip"),
-        ParseErrorKind::CSeqMethodMismatch
-    );
-    assert!(matches!(
-        err_kind("semantic/multi01.sip"),
-        ParseErrorKind::DuplicateHeader(_)
-    ));
-    assert!(matches!(
-        err_kind("semantic/insuf.sip"),
-        ParseErrorKind::MissingHeader(_)
-    ));
-    assert!(matches!(
-        err_kind("invalid/scalar02.sip"),
-        ParseErrorKind::BadHeader { header: "CSeq", .. }
-    ));
-    assert!(matches!(
-        err_kind("invalid/scalarlg.sip"),
-        ParseErrorKind::BadHeader { header: "CSeq", .. }
-    ));
-    assert!(matches!(
-        err_kind("invalid/quotbal.sip"),
-        ParseErrorKind::BadHeader { header: "To", .. }
-    ));
-    assert!(matches!(
-        err_kind("invalid/badinv01.sip"),
-        ParseErrorKind::BadHeader { header: "Via", .. }
-    ));
+    assert!(matches!(err_kind("invalid/clerr.sip"), ParseErrorKind::ContentLength(_)));
+    assert!(matches!(err_kind("invalid/ncl.sip"), ParseErrorKind::ContentLength(_)));
+    assert!(matches!(err_kind("semantic/mcl01.sip"), ParseErrorKind::ContentLength(_)));
+    assert_eq!(err_kind("invalid/mismatch01.sip"), ParseErrorKind::CSeqMethodMismatch);
+    assert_eq!(err_kind("invalid/mismatch02.sip"), ParseErrorKind::CSeqMethodMismatch);
+    assert!(matches!(err_kind("semantic/multi01.sip"), ParseErrorKind::DuplicateHeader(_)));
+    assert!(matches!(err_kind("semantic/insuf.sip"), ParseErrorKind::MissingHeader(_)));
+    assert!(matches!(err_kind("invalid/scalar02.sip"), ParseErrorKind::BadHeader { header: "CSeq", .. }));
+    assert!(matches!(err_kind("invalid/scalarlg.sip"), ParseErrorKind::BadHeader { header: "CSeq", .. }));
+    assert!(matches!(err_kind("invalid/quotbal.sip"), ParseErrorKind::BadHeader { header: "To", .. }));
+    assert!(matches!(err_kind("invalid/badinv01.sip"), ParseErrorKind::BadHeader { header: "Via", .. }));
     // The archived baddn lacks the final empty line; its unquoted display name is found first.
-    assert!(matches!(
-        err_kind("archive-only/baddn-archive.sip"),
-        ParseErrorKind::BadHeader { header: "From", .. }
-    ));
-    assert!(matches!(
-        err_kind("archive-only/test.sip"),
-        ParseErrorKind::StartLine(_)
-    ));
+    assert!(matches!(err_kind("archive-only/baddn-archive.sip"), ParseErrorKind::BadHeader { header: "From", .. }));
+    assert!(matches!(err_kind("archive-only/test.sip"), ParseErrorKind::StartLine(_)));
 }
 
 #[test]
 fn accepted_messages_mean_what_the_rfc_says() {
     // §3.1.1.1: 34 lines of white space abuse.
     let wsinv = request("valid/wsinv.sip");
-    assert_eq!(
-        &wsinv.headers.to().expect("to").tag().expect("tag")[..],
-        b"1918181833n"
-    );
-    assert_eq!(
-        &wsinv.headers.from().expect("from").tag().expect("tag")[..],
-        b"98asjd8"
-    );
+    assert_eq!(&wsinv.headers.to().expect("to").tag().expect("tag")[..], b"1918181833n");
+    assert_eq!(&wsinv.headers.from().expect("from").tag().expect("tag")[..], b"98asjd8");
     assert_eq!(wsinv.headers.max_forwards().expect("mf"), Some(68));
     assert_eq!(wsinv.headers.cseq().expect("cseq").seq, 9);
     let vias = wsinv.headers.vias().expect("vias");
@@ -254,14 +189,7 @@ fn accepted_messages_mean_what_the_rfc_says() {
     assert_eq!(wsinv.headers.count(&HeaderName::Subject), 1);
 
     // §3.1.1.7: 34 Via values across compact and odd-case names.
-    assert_eq!(
-        request("valid/longreq.sip")
-            .headers
-            .vias()
-            .expect("vias")
-            .len(),
-        34
-    );
+    assert_eq!(request("valid/longreq.sip").headers.vias().expect("vias").len(), 34);
 
     // §3.1.1.8: Content-Length 0 and trailing octets: one REGISTER with an empty body.
     let dbl = request("valid/dblreq.sip");
@@ -274,15 +202,9 @@ fn accepted_messages_mean_what_the_rfc_says() {
     assert!(mp.body.contains(&0));
 
     // §3.1.1.12/13: UTF-8 and empty reason phrases.
-    for (name, reason) in [
-        ("valid/unreason.sip", "= 2**3 * 5**2 "),
-        ("valid/noreason.sip", ""),
-    ] {
+    for (name, reason) in [("valid/unreason.sip", "= 2**3 * 5**2 "), ("valid/noreason.sip", "")] {
         match parse_datagram(load(name)).expect(name) {
-            Message::Response(r) => assert!(
-                String::from_utf8_lossy(&r.reason).contains(reason),
-                "{name}"
-            ),
+            Message::Response(r) => assert!(String::from_utf8_lossy(&r.reason).contains(reason), "{name}"),
             Message::Request(_) => panic!("{name}: expected a response"),
         }
     }

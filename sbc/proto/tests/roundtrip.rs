@@ -5,8 +5,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use sbc_proto::msg::{
-    frame, parse_datagram, parse_stream, Framed, HeaderName, Message, Method, Request, Response,
-    Uri,
+    frame, parse_datagram, parse_stream, Framed, HeaderName, Message, Method, Request, Response, Uri,
 };
 
 /// What a generated message must read back as.
@@ -22,8 +21,7 @@ struct Expect {
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
-        (0u8..=255, 0u8..=255, 0u8..=255, 1u8..=254)
-            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+        (0u8..=255, 0u8..=255, 0u8..=255, 1u8..=254).prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
         (1u16.., any::<u16>()).prop_map(|(a, b)| format!("[2001:db8::{a:x}:{b:x}]")),
     ]
 }
@@ -34,13 +32,7 @@ fn sip_uri() -> impl Strategy<Value = String> {
         prop::option::of("[a-zA-Z0-9+][a-zA-Z0-9._~+-]{0,15}"),
         host(),
         prop::option::of(1u16..),
-        prop::collection::vec(
-            (
-                "[a-z][a-z0-9-]{0,8}",
-                prop::option::of("[a-zA-Z0-9._-]{1,8}"),
-            ),
-            0..3,
-        ),
+        prop::collection::vec(("[a-z][a-z0-9-]{0,8}", prop::option::of("[a-zA-Z0-9._-]{1,8}")), 0..3),
     )
         .prop_map(|(secure, user, host, port, params)| {
             let mut u = String::from(if secure { "sips:" } else { "sip:" });
@@ -113,42 +105,34 @@ fn headers(expect: Expect, method: String) -> impl Strategy<Value = Vec<(HeaderN
         prop::collection::vec(("X-[A-Za-z0-9-]{1,10}", "[ -~]{0,30}"), 0..4),
         prop::option::of("(INVITE|ACK|BYE)(, (INVITE|ACK|BYE)){0,3}"),
     )
-        .prop_map(
-            move |(vhost, vport, more_vias, from, to, contacts, routes, mf, ext, allow)| {
-                let mut h = vec![];
-                let port = vport.map_or(String::new(), |p| format!(":{p}"));
-                h.push((
-                    HeaderName::Via,
-                    format!("SIP/2.0/UDP {vhost}{port};branch={};rport", expect.branch),
-                ));
-                for v in more_vias {
-                    h.push((
-                        HeaderName::Via,
-                        format!("SIP/2.0/TCP {v};received=198.18.0.1"),
-                    ));
-                }
-                h.push((HeaderName::From, from.clone()));
-                h.push((HeaderName::To, to.clone()));
-                h.push((HeaderName::CallId, expect.call_id.clone()));
-                h.push((HeaderName::CSeq, format!("{} {method}", expect.cseq)));
-                if let Some(mf) = mf {
-                    h.push((HeaderName::MaxForwards, mf.to_string()));
-                }
-                for c in contacts {
-                    h.push((HeaderName::Contact, c));
-                }
-                for r in routes {
-                    h.push((HeaderName::Route, format!("<{r};lr>")));
-                }
-                for (n, v) in ext {
-                    h.push((HeaderName::from_bytes(Bytes::from(n)), v.trim().to_owned()));
-                }
-                if let Some(a) = allow {
-                    h.push((HeaderName::Allow, a));
-                }
-                h
-            },
-        )
+        .prop_map(move |(vhost, vport, more_vias, from, to, contacts, routes, mf, ext, allow)| {
+            let mut h = vec![];
+            let port = vport.map_or(String::new(), |p| format!(":{p}"));
+            h.push((HeaderName::Via, format!("SIP/2.0/UDP {vhost}{port};branch={};rport", expect.branch)));
+            for v in more_vias {
+                h.push((HeaderName::Via, format!("SIP/2.0/TCP {v};received=198.18.0.1")));
+            }
+            h.push((HeaderName::From, from.clone()));
+            h.push((HeaderName::To, to.clone()));
+            h.push((HeaderName::CallId, expect.call_id.clone()));
+            h.push((HeaderName::CSeq, format!("{} {method}", expect.cseq)));
+            if let Some(mf) = mf {
+                h.push((HeaderName::MaxForwards, mf.to_string()));
+            }
+            for c in contacts {
+                h.push((HeaderName::Contact, c));
+            }
+            for r in routes {
+                h.push((HeaderName::Route, format!("<{r};lr>")));
+            }
+            for (n, v) in ext {
+                h.push((HeaderName::from_bytes(Bytes::from(n)), v.trim().to_owned()));
+            }
+            if let Some(a) = allow {
+                h.push((HeaderName::Allow, a));
+            }
+            h
+        })
 }
 
 fn expect() -> impl Strategy<Value = Expect> {
@@ -188,8 +172,7 @@ fn message() -> impl Strategy<Value = (Message, Expect)> {
                 let m = if is_request {
                     Message::Request(Request {
                         method: Method::from_token(Bytes::from(method.clone())),
-                        uri: Uri::parse(Bytes::from(uri.clone()))
-                            .expect("generated URIs are valid"),
+                        uri: Uri::parse(Bytes::from(uri.clone())).expect("generated URIs are valid"),
                         headers,
                         body,
                     })

@@ -13,11 +13,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(prometheus.render())),
-        );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .route("/metrics", get(move || std::future::ready(prometheus.render())));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

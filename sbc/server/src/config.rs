@@ -145,10 +145,8 @@ struct RawApi {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
@@ -156,12 +154,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().to_owned(),
-            }
+            ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().to_owned() }
         })?;
         let v = Validator { text, path };
         let sip = raw.sip.unwrap_or(RawSip {
@@ -173,14 +166,8 @@ impl Config {
         });
         let listen = match sip.listen {
             None => vec![
-                ListenAddr {
-                    transport: Transport::Udp,
-                    addr: SocketAddr::from(([127, 0, 0, 1], 5060)),
-                },
-                ListenAddr {
-                    transport: Transport::Tcp,
-                    addr: SocketAddr::from(([127, 0, 0, 1], 5060)),
-                },
+                ListenAddr { transport: Transport::Udp, addr: SocketAddr::from(([127, 0, 0, 1], 5060)) },
+                ListenAddr { transport: Transport::Tcp, addr: SocketAddr::from(([127, 0, 0, 1], 5060)) },
             ],
             Some(list) => {
                 if list.is_empty() {
@@ -189,8 +176,7 @@ impl Config {
                 list.iter()
                     .enumerate()
                     .map(|(i, s)| {
-                        parse_listen(s.get_ref())
-                            .map_err(|m| v.invalid(s.span(), &format!("sip.listen[{i}]"), &m))
+                        parse_listen(s.get_ref()).map_err(|m| v.invalid(s.span(), &format!("sip.listen[{i}]"), &m))
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -198,65 +184,39 @@ impl Config {
         let max_message_size = match sip.max_message_size {
             None => 65535,
             Some(s) if (1024..=1 << 20).contains(s.get_ref()) => *s.get_ref(),
-            Some(s) => {
-                return Err(v.invalid(
-                    s.span(),
-                    "sip.max_message_size",
-                    "must be between 1024 and 1048576",
-                ))
-            }
+            Some(s) => return Err(v.invalid(s.span(), "sip.max_message_size", "must be between 1024 and 1048576")),
         };
         let tcp_idle_timeout = match sip.tcp_idle_timeout {
             None => Duration::from_secs(300),
-            Some(s) => parse_duration(s.get_ref())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    v.invalid(
-                        s.span(),
-                        "sip.tcp_idle_timeout",
-                        "expected a duration like \"30s\", \"5m\", \"250ms\"",
-                    )
-                })?,
+            Some(s) => parse_duration(s.get_ref()).filter(|d| !d.is_zero()).ok_or_else(|| {
+                v.invalid(s.span(), "sip.tcp_idle_timeout", "expected a duration like \"30s\", \"5m\", \"250ms\"")
+            })?,
         };
         let tcp_max_connections = match sip.tcp_max_connections {
             None => 1024,
             Some(s) if *s.get_ref() > 0 => *s.get_ref(),
-            Some(s) => {
-                return Err(v.invalid(s.span(), "sip.tcp_max_connections", "must be at least 1"))
-            }
+            Some(s) => return Err(v.invalid(s.span(), "sip.tcp_max_connections", "must be at least 1")),
         };
-        let log = raw.log.map_or(
-            Ok(LogConfig {
-                format: LogFormat::Human,
-                level: "info".into(),
-            }),
-            |l| {
-                let level = match l.level {
-                    None => "info".to_owned(),
-                    Some(s) => {
-                        tracing_subscriber::EnvFilter::try_new(s.get_ref())
-                            .map_err(|e| v.invalid(s.span(), "log.level", &e.to_string()))?;
-                        s.into_inner()
-                    }
-                };
-                Ok(LogConfig {
-                    format: l.format.unwrap_or(LogFormat::Human),
-                    level,
-                })
-            },
-        )?;
+        let log = raw.log.map_or(Ok(LogConfig { format: LogFormat::Human, level: "info".into() }), |l| {
+            let level = match l.level {
+                None => "info".to_owned(),
+                Some(s) => {
+                    tracing_subscriber::EnvFilter::try_new(s.get_ref())
+                        .map_err(|e| v.invalid(s.span(), "log.level", &e.to_string()))?;
+                    s.into_inner()
+                }
+            };
+            Ok(LogConfig { format: l.format.unwrap_or(LogFormat::Human), level })
+        })?;
         let api = match raw.api {
             None => None,
             Some(a) => Some(ApiConfig {
                 listen: match a.listen {
                     None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-                    Some(s) => s.get_ref().parse().map_err(|_| {
-                        v.invalid(
-                            s.span(),
-                            "api.listen",
-                            "expected ADDRESS:PORT, e.g. 127.0.0.1:8080",
-                        )
-                    })?,
+                    Some(s) => s
+                        .get_ref()
+                        .parse()
+                        .map_err(|_| v.invalid(s.span(), "api.listen", "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))?,
                 },
             }),
         };
@@ -266,9 +226,7 @@ impl Config {
                 max_message_size,
                 tcp_idle_timeout,
                 tcp_max_connections,
-                user_agent: sip
-                    .user_agent
-                    .unwrap_or_else(|| format!("sbc/{}", env!("CARGO_PKG_VERSION"))),
+                user_agent: sip.user_agent.unwrap_or_else(|| format!("sbc/{}", env!("CARGO_PKG_VERSION"))),
             },
             log,
             api,
@@ -301,22 +259,16 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
-    let (t, addr) = s.split_once(':').ok_or_else(|| {
-        format!("\"{s}\": expected TRANSPORT:ADDRESS:PORT, e.g. udp:127.0.0.1:5060")
-    })?;
+    let (t, addr) = s
+        .split_once(':')
+        .ok_or_else(|| format!("\"{s}\": expected TRANSPORT:ADDRESS:PORT, e.g. udp:127.0.0.1:5060"))?;
     let transport = match t.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
-        "tls" | "ws" | "wss" => {
-            return Err(format!(
-                "\"{s}\": transport {t} is not implemented yet (udp and tcp are)"
-            ))
-        }
+        "tls" | "ws" | "wss" => return Err(format!("\"{s}\": transport {t} is not implemented yet (udp and tcp are)")),
         _ => return Err(format!("\"{s}\": unknown transport {t} (udp, tcp)")),
     };
-    let addr = addr
-        .parse()
-        .map_err(|_| format!("\"{s}\": \"{addr}\" is not ADDRESS:PORT (IPv6 as [::1]:5060)"))?;
+    let addr = addr.parse().map_err(|_| format!("\"{s}\": \"{addr}\" is not ADDRESS:PORT (IPv6 as [::1]:5060)"))?;
     Ok(ListenAddr { transport, addr })
 }
 
@@ -373,8 +325,7 @@ mod tests {
 
     #[test]
     fn bad_listen_names_the_element_and_line() {
-        let e = parse("[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  \"udp:127.0.0.1\",\n]\n")
-            .expect_err("no port");
+        let e = parse("[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  \"udp:127.0.0.1\",\n]\n").expect_err("no port");
         let s = e.to_string();
         assert!(s.starts_with("test.toml:4: sip.listen[1]:"), "{s}");
         let e = parse("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n").expect_err("tls");
@@ -388,10 +339,7 @@ mod tests {
             .to_string()
             .contains("test.toml:2: sip.tcp_idle_timeout"));
         assert!(parse("[sip]\nmax_message_size = 10\n").is_err());
-        assert!(parse("[api]\nlisten = \"localhost\"\n")
-            .expect_err("addr")
-            .to_string()
-            .contains("api.listen"));
+        assert!(parse("[api]\nlisten = \"localhost\"\n").expect_err("addr").to_string().contains("api.listen"));
         assert!(parse("[log]\nformat = \"xml\"\n").is_err());
     }
 

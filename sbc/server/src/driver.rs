@@ -74,11 +74,7 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets) {
 async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {
     match peer.transport {
         Transport::Udp => {
-            let Some(sock) = sockets
-                .udp
-                .get(&peer.local)
-                .or_else(|| sockets.udp.values().next())
-            else {
+            let Some(sock) = sockets.udp.get(&peer.local).or_else(|| sockets.udp.values().next()) else {
                 m::dropped("no_udp_socket");
                 return;
             };

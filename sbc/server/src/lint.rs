@@ -36,11 +36,7 @@ pub fn lint_files(files: &[PathBuf], out: &mut impl Write) -> std::io::Result<us
             )?,
             Err(e) => {
                 bad += 1;
-                writeln!(
-                    out,
-                    "{name}:{}: {} (byte offset {})",
-                    e.line, e.kind, e.offset
-                )?;
+                writeln!(out, "{name}:{}: {} (byte offset {})", e.line, e.kind, e.offset)?;
             }
         }
     }
@@ -62,17 +58,9 @@ mod tests {
             "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
         )
         .expect("write");
-        std::fs::write(
-            &bad_f,
-            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nbroken line\r\n\r\n",
-        )
-        .expect("write");
+        std::fs::write(&bad_f, "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nbroken line\r\n\r\n").expect("write");
         let mut out = Vec::new();
-        let n = lint_files(
-            &[good.clone(), bad_f.clone(), dir.join("missing.sip")],
-            &mut out,
-        )
-        .expect("io");
+        let n = lint_files(&[good.clone(), bad_f.clone(), dir.join("missing.sip")], &mut out).expect("io");
         let text = String::from_utf8(out).expect("utf8");
         assert_eq!(n, 2, "{text}");
         assert!(text.contains("good.sip: OK (request OPTIONS"), "{text}");

@@ -48,16 +48,14 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some(Command::LintSip { files }) => {
-            match sbc::lint::lint_files(&files, &mut std::io::stdout()) {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::from(1),
-                Err(e) => {
-                    eprintln!("sbc lint-sip: {e}");
-                    ExitCode::from(2)
-                }
+        Some(Command::LintSip { files }) => match sbc::lint::lint_files(&files, &mut std::io::stdout()) {
+            Ok(0) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("sbc lint-sip: {e}");
+                ExitCode::from(2)
             }
-        }
+        },
         None | Some(Command::Run) => {
             let config = match sbc::config::Config::load(&cli.config) {
                 Ok(c) => c,
@@ -93,14 +91,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

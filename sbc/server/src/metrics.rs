@@ -27,18 +27,12 @@ pub const DROPPED: &str = "sbc_messages_dropped_total";
 /// Installs the Prometheus recorder and describes every metric. Call once, before anything records.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let handle = PrometheusBuilder::new().install_recorder()?;
-    describe_counter!(
-        MESSAGES_IN,
-        "SIP messages received, retransmissions included"
-    );
+    describe_counter!(MESSAGES_IN, "SIP messages received, retransmissions included");
     describe_counter!(MESSAGES_OUT, "SIP messages sent, retransmissions included");
     describe_counter!(PARSE_ERRORS, "SIP messages that failed to parse");
     describe_counter!(TRANSACTIONS, "SIP transactions created");
     describe_gauge!(TRANSACTIONS_ACTIVE, "SIP transactions alive");
-    describe_counter!(
-        RETRANSMISSIONS,
-        "SIP retransmissions sent (out) or absorbed (in)"
-    );
+    describe_counter!(RETRANSMISSIONS, "SIP retransmissions sent (out) or absorbed (in)");
     describe_gauge!(TCP_CONNECTIONS_ACTIVE, "open SIP TCP connections");
     describe_counter!(TCP_CONNECTIONS_REJECTED, "SIP TCP connections refused");
     describe_counter!(DROPPED, "SIP messages dropped on purpose");
@@ -61,10 +55,7 @@ pub fn message_out(method: &'static str, status: Option<u16>) {
 fn message(name: &'static str, method: &'static str, status: Option<u16>) {
     match status {
         None => counter!(name, "kind" => "request", "method" => method).increment(1),
-        Some(s) => {
-            counter!(name, "kind" => "response", "method" => method, "status" => s.to_string())
-                .increment(1)
-        }
+        Some(s) => counter!(name, "kind" => "response", "method" => method, "status" => s.to_string()).increment(1),
     }
 }
 

@@ -26,25 +26,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     for l in &config.sip.listen {
         match l.transport {
             Transport::Udp => {
-                let sock = udp::bind(l.addr)
-                    .with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
+                let sock = udp::bind(l.addr).with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
                 sockets.udp.insert(sock.local_addr()?, sock.clone());
-                tasks.push(tokio::spawn(udp::receive(
-                    sock,
-                    config.sip.max_message_size,
-                    tx.clone(),
-                )));
+                tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, tx.clone())));
             }
             Transport::Tcp => {
                 let listener = tokio::net::TcpListener::bind(l.addr)
                     .await
                     .with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
-                tasks.push(tokio::spawn(tcp::listen(
-                    listener,
-                    limits,
-                    sockets.tcp.clone(),
-                    tx.clone(),
-                )));
+                tasks.push(tokio::spawn(tcp::listen(listener, limits, sockets.tcp.clone(), tx.clone())));
             }
             other => anyhow::bail!("sip.listen: transport {other} is not implemented yet"),
         }
@@ -59,21 +49,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
             tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(
-                listener,
-                prometheus,
-                async {
-                    let _ = admin_stop_rx.await;
-                },
-            )))
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, async {
+                let _ = admin_stop_rx.await;
+            })))
         }
         None => None,
     };
 
-    let core = endpoint::Config {
-        server: config.sip.user_agent.clone(),
-        ..Default::default()
-    };
+    let core = endpoint::Config { server: config.sip.user_agent.clone(), ..Default::default() };
     let endpoint = Endpoint::new(core, seed());
     driver::run(endpoint, sockets, rx, shutdown).await;
 
@@ -91,6 +74,5 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 /// Seed for the core's identifiers, from the process's hash randomness (std draws it from the OS).
 fn seed() -> u64 {
     use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new()
-        .hash_one((std::process::id(), std::time::SystemTime::now()))
+    std::collections::hash_map::RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
 }

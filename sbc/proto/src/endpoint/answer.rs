@@ -23,12 +23,7 @@ pub enum Disposition {
 
 /// Decides what to do with a request that matched no transaction and no dialog. `server` is our Server header.
 pub fn out_of_dialog(req: &Request, server: &str) -> Disposition {
-    let has_to_tag = req
-        .headers
-        .to()
-        .ok()
-        .and_then(|t| t.tag().cloned())
-        .is_some();
+    let has_to_tag = req.headers.to().ok().and_then(|t| t.tag().map(<[u8]>::to_vec)).is_some();
     let resp = |status, reason| {
         let mut r = Response::to_request(req, status, reason);
         r.headers.push(HeaderName::Server, server.to_owned());
@@ -70,11 +65,7 @@ mod tests {
     use bytes::Bytes;
 
     fn req(method: &str, to_tag: bool) -> Request {
-        let to = if to_tag {
-            "<sip:b@h>;tag=x"
-        } else {
-            "<sip:b@h>"
-        };
+        let to = if to_tag { "<sip:b@h>;tag=x" } else { "<sip:b@h>" };
         let raw = format!(
             "{method} sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10;branch=z9hG4bKa\r\nFrom: <sip:a@h>;tag=1\r\n\
              To: {to}\r\nCall-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
@@ -94,20 +85,12 @@ mod tests {
 
     #[test]
     fn options_gets_200_with_capabilities() {
-        let Disposition::Respond(r) = out_of_dialog(&req("OPTIONS", false), "sbc") else {
-            panic!("respond")
-        };
+        let Disposition::Respond(r) = out_of_dialog(&req("OPTIONS", false), "sbc") else { panic!("respond") };
         assert_eq!(r.status, 200);
-        assert_eq!(
-            r.headers.get(&HeaderName::Allow).map(|v| &v[..]),
-            Some(ALLOW.as_bytes())
-        );
+        assert_eq!(r.headers.get(&HeaderName::Allow).map(|v| &v[..]), Some(ALLOW.as_bytes()));
         assert!(r.headers.get(&HeaderName::Accept).is_some());
         assert!(r.headers.get(&HeaderName::Supported).is_some());
-        assert_eq!(
-            r.headers.call_id().expect("copied"),
-            &Bytes::from_static(b"c")
-        );
+        assert_eq!(r.headers.call_id().expect("copied"), &Bytes::from_static(b"c"));
     }
 
     #[test]
@@ -118,9 +101,6 @@ mod tests {
         assert_eq!(status(out_of_dialog(&req("INVITE", true), "sbc")), 481);
         assert_eq!(status(out_of_dialog(&req("REGISTER", false), "sbc")), 405);
         assert_eq!(out_of_dialog(&req("ACK", true), "sbc"), Disposition::Absorb);
-        assert_eq!(
-            out_of_dialog(&req("INVITE", false), "sbc"),
-            Disposition::NewCall
-        );
+        assert_eq!(out_of_dialog(&req("INVITE", false), "sbc"), Disposition::NewCall);
     }
 }

@@ -15,7 +15,7 @@ pub mod reject;
 
 pub use ids::IdGenerator;
 
-use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Param, Request, Response};
+use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Request, Response};
 use crate::transport::{Peer, Transport};
 use crate::txn::{self, Transactions};
 use bytes::Bytes;
@@ -33,10 +33,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            server: format!("sbc/{}", env!("CARGO_PKG_VERSION")),
-            timers: txn::TimerConfig::default(),
-        }
+        Self { server: format!("sbc/{}", env!("CARGO_PKG_VERSION")), timers: txn::TimerConfig::default() }
     }
 }
 
@@ -68,10 +65,7 @@ pub enum Observation {
     /// We sent a response.
     ResponseOut { method: &'static str, status: u16 },
     /// A message could not be parsed.
-    ParseError {
-        transport: Transport,
-        reason: &'static str,
-    },
+    ParseError { transport: Transport, reason: &'static str },
     /// A transaction was created (`ict`, `nict`, `ist`, `nist`).
     TransactionStarted { kind: &'static str },
     /// A transaction ended.
@@ -95,34 +89,20 @@ impl Endpoint {
     /// A core with `config`, its identifiers seeded by `seed` (the driver passes OS randomness).
     pub fn new(config: Config, seed: u64) -> Self {
         let txns = Transactions::new(config.timers.clone());
-        Self {
-            config,
-            ids: IdGenerator::new(seed),
-            txns,
-            out: VecDeque::new(),
-        }
+        Self { config, ids: IdGenerator::new(seed), txns, out: VecDeque::new() }
     }
 
     /// Handles one datagram or one framed stream message received at `now` from `peer`.
     pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
-        let parsed = if peer.transport.is_reliable() {
-            parse_stream(bytes.clone())
-        } else {
-            parse_datagram(bytes.clone())
-        };
+        let parsed =
+            if peer.transport.is_reliable() { parse_stream(bytes.clone()) } else { parse_datagram(bytes.clone()) };
         let msg = match parsed {
             Ok(m) => m,
             Err(e) => {
-                self.observe(Observation::ParseError {
-                    transport: peer.transport,
-                    reason: e.reason(),
-                });
+                self.observe(Observation::ParseError { transport: peer.transport, reason: e.reason() });
                 // The error answer goes to where the bytes came from, never to a Via we cannot trust.
                 if let Some(resp) = reject::error_response(&bytes, &e, &self.config.server) {
-                    self.observe(Observation::ResponseOut {
-                        method: "unknown",
-                        status: e.status(),
-                    });
+                    self.observe(Observation::ResponseOut { method: "unknown", status: e.status() });
                     self.out.push_back(Output::Transmit { peer, bytes: resp });
                 }
                 return;
@@ -130,21 +110,12 @@ impl Endpoint {
         };
         match msg {
             Message::Request(req) => {
-                self.observe(Observation::RequestIn {
-                    method: req.method.label(),
-                });
+                self.observe(Observation::RequestIn { method: req.method.label() });
                 self.on_request(now, peer, req);
             }
             Message::Response(resp) => {
-                let method = resp
-                    .headers
-                    .cseq()
-                    .map(|c| c.method.label())
-                    .unwrap_or("unknown");
-                self.observe(Observation::ResponseIn {
-                    method,
-                    status: resp.status,
-                });
+                let method = resp.headers.cseq().map(|c| c.method.label()).unwrap_or("unknown");
+                self.observe(Observation::ResponseIn { method, status: resp.status });
                 self.txns.handle_response(now, peer, resp);
             }
         }
@@ -184,44 +155,24 @@ impl Endpoint {
                 txn::Event::Request { key, request, .. } => self.on_new_request(now, key, request),
                 txn::Event::Transmit { peer, message } => {
                     match &message {
-                        Message::Request(r) => self.observe(Observation::RequestOut {
-                            method: r.method.label(),
-                        }),
+                        Message::Request(r) => self.observe(Observation::RequestOut { method: r.method.label() }),
                         Message::Response(r) => {
-                            let method = r
-                                .headers
-                                .cseq()
-                                .map(|c| c.method.label())
-                                .unwrap_or("unknown");
-                            self.observe(Observation::ResponseOut {
-                                method,
-                                status: r.status,
-                            });
+                            let method = r.headers.cseq().map(|c| c.method.label()).unwrap_or("unknown");
+                            self.observe(Observation::ResponseOut { method, status: r.status });
                         }
                     }
-                    self.out.push_back(Output::Transmit {
-                        peer,
-                        bytes: message.to_bytes(),
-                    });
+                    self.out.push_back(Output::Transmit { peer, bytes: message.to_bytes() });
                 }
                 txn::Event::Observe(o) => self.observe(o),
-                txn::Event::Stray {
-                    message: Message::Request(_),
-                    ..
-                } => self.observe(Observation::Dropped {
-                    reason: "ack_without_dialog",
-                }),
-                txn::Event::Stray {
-                    message: Message::Response(_),
-                    ..
-                } => self.observe(Observation::Dropped {
-                    reason: "stray_response",
-                }),
+                txn::Event::Stray { message: Message::Request(_), .. } => {
+                    self.observe(Observation::Dropped { reason: "ack_without_dialog" })
+                }
+                txn::Event::Stray { message: Message::Response(_), .. } => {
+                    self.observe(Observation::Dropped { reason: "stray_response" })
+                }
                 // Client transactions arrive with the calls work; nothing sends requests yet.
                 txn::Event::Response { .. } | txn::Event::Timeout { .. } => {}
-                txn::Event::AckTimeout { .. } => self.observe(Observation::Dropped {
-                    reason: "ack_timeout",
-                }),
+                txn::Event::AckTimeout { .. } => self.observe(Observation::Dropped { reason: "ack_timeout" }),
             }
         }
     }
@@ -230,24 +181,19 @@ impl Endpoint {
         let resp = match answer::out_of_dialog(&req, &self.config.server) {
             answer::Disposition::Respond(r) => r,
             answer::Disposition::Absorb => {
-                self.observe(Observation::Dropped {
-                    reason: "ack_without_dialog",
-                });
+                self.observe(Observation::Dropped { reason: "ack_without_dialog" });
                 return;
             }
             // Calls arrive with the trunks-and-routes work; until then no source is a known trunk.
             answer::Disposition::NewCall => {
                 let mut r = Response::to_request(&req, 403, "Forbidden");
-                r.headers
-                    .push(HeaderName::Server, self.config.server.clone());
+                r.headers.push(HeaderName::Server, self.config.server.clone());
                 r
             }
         };
         let resp = self.with_to_tag(resp);
         if self.txns.respond(now, &key, resp).is_err() {
-            self.observe(Observation::Dropped {
-                reason: "response_without_transaction",
-            });
+            self.observe(Observation::Dropped { reason: "response_without_transaction" });
         }
     }
 
@@ -278,19 +224,11 @@ fn stamp_via(req: &mut Request, peer: &Peer) {
     let ip = peer.remote.ip().to_string();
     let mut changed = false;
     if via.host != ip.as_bytes() && via.received().is_none() {
-        via.params.0.push(Param {
-            name: Bytes::from_static(b"received"),
-            value: Some(Bytes::from(ip)),
-        });
+        via.params.set("received", Some(ip.as_bytes()));
         changed = true;
     }
-    if let Some(p) = via
-        .params
-        .0
-        .iter_mut()
-        .find(|p| p.name.eq_ignore_ascii_case(b"rport") && p.value.is_none())
-    {
-        p.value = Some(Bytes::from(peer.remote.port().to_string()));
+    if via.rport() == Some(None) {
+        via.params.set("rport", Some(peer.remote.port().to_string().as_bytes()));
         changed = true;
     }
     if changed {

@@ -5,13 +5,8 @@ use crate::msg::{ParseError, ParseErrorKind};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The header lines a response must echo (RFC 3261 §8.2.6.2), in long and compact form.
-const ECHOED: &[(&str, Option<&str>)] = &[
-    ("Via", Some("v")),
-    ("From", Some("f")),
-    ("To", Some("t")),
-    ("Call-ID", Some("i")),
-    ("CSeq", None),
-];
+const ECHOED: &[(&str, Option<&str>)] =
+    &[("Via", Some("v")), ("From", Some("f")), ("To", Some("t")), ("Call-ID", Some("i")), ("CSeq", None)];
 
 /// Builds the error response to a request that failed to parse, or `None` when no answer is possible or
 /// appropriate: the message was a response (§18.1.2: dropped), or the header lines needed to address an answer
@@ -32,8 +27,7 @@ pub fn error_response(raw: &[u8], err: &ParseError, server: &str) -> Option<Byte
         };
         let name = trim(&line[..colon]);
         let Some((canon, _)) = ECHOED.iter().find(|(long, short)| {
-            name.eq_ignore_ascii_case(long.as_bytes())
-                || short.is_some_and(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+            name.eq_ignore_ascii_case(long.as_bytes()) || short.is_some_and(|s| name.eq_ignore_ascii_case(s.as_bytes()))
         }) else {
             continue;
         };
@@ -76,14 +70,8 @@ pub fn error_response(raw: &[u8], err: &ParseError, server: &str) -> Option<Byte
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |e| e + 1);
+    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
+    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -97,19 +85,11 @@ mod tests {
         let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nf: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n\r\n";
         let err = parse_datagram(Bytes::from_static(raw)).expect_err("mismatch");
         let resp = error_response(raw, &err, "sbc").expect("answerable");
-        let Ok(Message::Response(r)) = parse_datagram(resp) else {
-            panic!("our 400 must parse")
-        };
+        let Ok(Message::Response(r)) = parse_datagram(resp) else { panic!("our 400 must parse") };
         assert_eq!(r.status, 400);
         assert_eq!(&r.headers.call_id().expect("call-id")[..], b"c1");
-        let warning = r
-            .headers
-            .get(&crate::msg::HeaderName::Warning)
-            .expect("warning");
-        assert!(
-            String::from_utf8_lossy(warning).contains("CSeq method"),
-            "{warning:?}"
-        );
+        let warning = r.headers.get(&crate::msg::HeaderName::Warning).expect("warning");
+        assert!(String::from_utf8_lossy(warning).contains("CSeq method"), "{warning:?}");
     }
 
     #[test]

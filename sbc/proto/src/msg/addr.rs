@@ -1,6 +1,7 @@
 //! name-addr and addr-spec values of From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
 
 use super::params::{header_params, ParamRanges, Params};
+use super::scan::find;
 use super::scan::{class, trim_range, Cursor};
 use super::uri::{self, Uri};
 use bytes::Bytes;
@@ -21,6 +22,7 @@ pub struct NameAddr {
 pub(crate) struct Lexed {
     pub display: Option<Range<usize>>,
     pub uri: Range<usize>,
+    pub params: Range<usize>,
 }
 
 /// Checks one element of an address header and hands its parameters to `sink`. When the URI is not in angle
@@ -31,10 +33,7 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
     let mut display = None;
     match c.peek() {
         Some(b'"') => {
-            display = Some(
-                c.quoted_string()
-                    .ok_or("unterminated quoted display name")?,
-            );
+            display = Some(c.quoted_string().ok_or("unterminated quoted display name")?);
             c.skip_ws();
         }
         Some(b'<') => {}
@@ -49,7 +48,7 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
                 let d = trim_range(value, start, c.pos());
                 display = (!d.is_empty()).then_some(d);
             } else {
-                let end = memchr::memchr(b';', &value[start..]).map_or(value.len(), |i| start + i);
+                let end = find(b';', &value[start..]).map_or(value.len(), |i| start + i);
                 let uri = trim_range(value, start, end);
                 if value[uri.clone()].iter().any(|&b| class::is_ws(b)) {
                     return Err("white space inside address");
@@ -57,7 +56,7 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
                 uri::lex(&value[uri.clone()])?;
                 c.set_pos(end);
                 header_params(&mut c, sink)?;
-                return Ok(Lexed { display: None, uri });
+                return Ok(Lexed { display: None, uri, params: end..value.len() });
             }
         }
         None => return Err("empty address"),
@@ -66,34 +65,26 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
         return Err("expected '<' after display name");
     }
     let start = c.pos();
-    let close = memchr::memchr(b'>', c.rest()).ok_or("missing '>'")? + start;
+    let close = find(b'>', c.rest()).ok_or("missing '>'")? + start;
     uri::lex(&value[start..close])?;
     c.set_pos(close + 1);
     header_params(&mut c, sink)?;
-    Ok(Lexed {
-        display,
-        uri: start..close,
-    })
+    Ok(Lexed { display, uri: start..close, params: close + 1..value.len() })
 }
 
 impl NameAddr {
     /// Parses one element of an address header (see [`lex`] for the grammar).
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut lexed = None;
-        let params = Params::collect(value, |sink| {
-            lexed = Some(lex(value, sink)?);
-            Ok::<_, &'static str>(())
-        })?;
-        let Lexed { display, uri } = lexed.ok_or("empty address")?;
+        let Lexed { display, uri, params } = lex(value, &mut |_| {})?;
         Ok(Self {
             display: display.map(|d| value.slice(d)),
             uri: Uri::parse(value.slice(uri))?,
-            params,
+            params: Params::header(value.slice(params)),
         })
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).
-    pub fn tag(&self) -> Option<&Bytes> {
+    pub fn tag(&self) -> Option<&[u8]> {
         self.params.value("tag")
     }
 
@@ -122,21 +113,15 @@ mod tests {
 
     #[test]
     fn forms_of_address() {
-        let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8")
-            .expect("quoted");
+        let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8").expect("quoted");
         assert_eq!(&a.tag().expect("tag")[..], b"98asjd8");
         let b = na("caller<sip:caller@example.com>;tag=323").expect("no space before <");
         assert_eq!(&b.display.expect("display")[..], b"caller");
-        let c =
-            na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
+        let c = na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
         assert_eq!(&c.tag().expect("tag")[..], b"1918181833n");
         assert_eq!(&c.uri.as_bytes()[..], b"sip:vivekg@chair-dnrc.example.com");
-        let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x")
-            .expect("token display");
-        assert_eq!(
-            &d.display.expect("display")[..],
-            b"token1~` token2'+_ token3*%!.-"
-        );
+        let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x").expect("token display");
+        assert_eq!(&d.display.expect("display")[..], b"token1~` token2'+_ token3*%!.-");
     }
 
     #[test]

@@ -43,11 +43,7 @@ impl ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {} (byte {}): {}",
-            self.line, self.offset, self.kind
-        )
+        write!(f, "line {} (byte {}): {}", self.line, self.offset, self.kind)
     }
 }
 
@@ -131,9 +127,7 @@ impl fmt::Display for ParseErrorKind {
             Self::DuplicateHeader(h) => write!(f, "{h} header appears more than once"),
             Self::CSeqMethodMismatch => f.write_str("CSeq method differs from the request method"),
             Self::ContentLength(what) => write!(f, "bad Content-Length: {what}"),
-            Self::MissingContentLength => {
-                f.write_str("Content-Length is required on stream transports")
-            }
+            Self::MissingContentLength => f.write_str("Content-Length is required on stream transports"),
             Self::BadUri(what) => write!(f, "malformed URI: {what}"),
         }
     }

@@ -188,21 +188,12 @@ impl Headers {
 
     /// Appends a header. No validation: values built in code are trusted to be well formed.
     pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.0.push(Header {
-            name,
-            value: value.into(),
-        });
+        self.0.push(Header { name, value: value.into() });
     }
 
     /// Inserts a header before all others (used for Via, which is stacked on top).
     pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.0.insert(
-            0,
-            Header {
-                name,
-                value: value.into(),
-            },
-        );
+        self.0.insert(0, Header { name, value: value.into() });
     }
 
     /// The first value of `name`.
@@ -212,19 +203,14 @@ impl Headers {
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| &h.name == name)
-            .map(|h| &h.value)
+        self.0.iter().filter(move |h| &h.name == name).map(|h| &h.value)
     }
 
     /// Every element of list header `name` across all its values, in order, split at commas outside quotes and
     /// angle brackets, empty elements skipped (`Allow: INVITE, ACK` and `Allow: INVITE` + `Allow: ACK` read alike).
     pub fn list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = Bytes> + 'a {
         self.get_all(name).flat_map(|v| {
-            crate::msg::scan::ListElements::new(v, 0..v.len())
-                .filter(|r| !r.is_empty())
-                .map(move |r| v.slice(r))
+            crate::msg::scan::ListElements::new(v, 0..v.len()).filter(|r| !r.is_empty()).map(move |r| v.slice(r))
         })
     }
 
@@ -307,11 +293,7 @@ mod tests {
             (b"k", HeaderName::Supported),
             (b"cseq", HeaderName::CSeq),
         ] {
-            assert_eq!(
-                HeaderName::from_bytes(Bytes::copy_from_slice(raw)),
-                want,
-                "{raw:?}"
-            );
+            assert_eq!(HeaderName::from_bytes(Bytes::copy_from_slice(raw)), want, "{raw:?}");
         }
         let x = HeaderName::from_bytes(Bytes::from_static(b"X-Custom"));
         assert_eq!(x, HeaderName::Other(Bytes::from_static(b"x-custom")));
@@ -324,10 +306,7 @@ mod tests {
         h.push(HeaderName::Allow, "INVITE, ACK,BYE");
         h.push(HeaderName::Allow, "\"odd, one\", OPTIONS");
         let all: Vec<_> = h.list(&HeaderName::Allow).collect();
-        assert_eq!(
-            all,
-            ["INVITE", "ACK", "BYE", "\"odd, one\"", "OPTIONS"].map(Bytes::from)
-        );
+        assert_eq!(all, ["INVITE", "ACK", "BYE", "\"odd, one\"", "OPTIONS"].map(Bytes::from));
     }
 
     #[test]

@@ -65,12 +65,7 @@ impl Message {
 impl Request {
     /// A request with no headers and no body; add headers with [`Headers::push`].
     pub fn new(method: Method, uri: Uri) -> Self {
-        Self {
-            method,
-            uri,
-            headers: Headers::new(),
-            body: Bytes::new(),
-        }
+        Self { method, uri, headers: Headers::new(), body: Bytes::new() }
     }
 }
 
@@ -82,21 +77,12 @@ impl Response {
         for h in req.headers.iter() {
             if matches!(
                 h.name,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
+                HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
             ) {
                 headers.push(h.name.clone(), h.value.clone());
             }
         }
-        Self {
-            status,
-            reason: Bytes::from_static(reason.as_bytes()),
-            headers,
-            body: Bytes::new(),
-        }
+        Self { status, reason: Bytes::from_static(reason.as_bytes()), headers, body: Bytes::new() }
     }
 
     /// 1xx.
@@ -115,10 +101,7 @@ fn single<'a>(h: &'a Headers, name: &HeaderName) -> Result<&'a Bytes, HeaderErro
 }
 
 fn malformed(name: &HeaderName) -> impl Fn(&'static str) -> HeaderError + '_ {
-    move |what| HeaderError::Malformed {
-        header: name.canonical(),
-        what,
-    }
+    move |what| HeaderError::Malformed { header: name.canonical(), what }
 }
 
 impl Headers {
@@ -149,9 +132,7 @@ impl Headers {
 
     /// Every Via, top first.
     pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
-        self.get_all(&HeaderName::Via)
-            .map(|v| Via::parse(v).map_err(malformed(&HeaderName::Via)))
-            .collect()
+        self.get_all(&HeaderName::Via).map(|v| Via::parse(v).map_err(malformed(&HeaderName::Via))).collect()
     }
 
     /// Max-Forwards (§20.22), absent in RFC 2543 requests.
@@ -160,10 +141,7 @@ impl Headers {
             .map(|v| {
                 super::scan::parse_u64(v, u64::from(u32::MAX))
                     .map(|n| n as u32)
-                    .ok_or(HeaderError::Malformed {
-                        header: "Max-Forwards",
-                        what: "not a number",
-                    })
+                    .ok_or(HeaderError::Malformed { header: "Max-Forwards", what: "not a number" })
             })
             .transpose()
     }
@@ -191,9 +169,7 @@ impl Headers {
     }
 
     fn addr_list(&self, name: &HeaderName) -> Result<Vec<NameAddr>, HeaderError> {
-        self.get_all(name)
-            .map(|v| NameAddr::parse(v).map_err(malformed(name)))
-            .collect()
+        self.get_all(name).map(|v| NameAddr::parse(v).map_err(malformed(name))).collect()
     }
 
     /// Content-Type (§20.15), if present.

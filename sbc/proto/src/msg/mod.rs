@@ -24,7 +24,7 @@ pub use error::{HeaderError, ParseError, ParseErrorKind};
 pub use header::{Header, HeaderName, Headers};
 pub use message::{Message, Request, Response};
 pub use method::Method;
-pub use params::{Param, Params};
+pub use params::Params;
 pub use parse::{frame, parse_datagram, parse_stream, Framed};
 pub use uri::{SipUri, TelUri, Uri, UriKind};
 pub use values::{CSeq, Contacts, MediaType};

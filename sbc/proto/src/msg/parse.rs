@@ -38,10 +38,7 @@ pub enum Framed {
 /// Content-Length. Errors when the message would exceed `max` bytes or lacks a usable Content-Length: the
 /// connection cannot be resynchronised after that and should be closed.
 pub fn frame(buf: &[u8], max: usize) -> Result<Framed, ParseError> {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     if start > 0 {
         // `\r\n\r\n` is a keep-alive ping; a lone `\r\n` is its pong. Either way nothing to parse yet.
         return Ok(Framed::KeepAlive(start));
@@ -52,18 +49,13 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Framed, ParseError> {
         }
         return Ok(Framed::Incomplete);
     };
-    let len =
-        content_length_of(&buf[..head_end]).map_err(|(kind, at)| ParseError::new(kind, buf, at))?;
+    let len = content_length_of(&buf[..head_end]).map_err(|(kind, at)| ParseError::new(kind, buf, at))?;
     let len = len.ok_or_else(|| ParseError::new(K::MissingContentLength, buf, 0))?;
     let total = body_start.saturating_add(len);
     if total > max {
         return Err(ParseError::new(K::TooLarge { max }, buf, 0));
     }
-    Ok(if buf.len() >= total {
-        Framed::Message(total)
-    } else {
-        Framed::Incomplete
-    })
+    Ok(if buf.len() >= total { Framed::Message(total) } else { Framed::Incomplete })
 }
 
 /// Returns (end of the last header line, start of the body).
@@ -94,8 +86,7 @@ fn content_length_of(head: &[u8]) -> Result<Option<usize>, (K, usize)> {
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             let v = trim_ws(&line[colon + 1..]);
             let v = v.strip_suffix(b"\r").map(trim_ws).unwrap_or(v);
-            let n = parse_u64(v, u64::from(u32::MAX))
-                .ok_or((K::ContentLength("not a number"), at))? as usize;
+            let n = parse_u64(v, u64::from(u32::MAX)).ok_or((K::ContentLength("not a number"), at))? as usize;
             if found.is_some_and(|f| f != n) {
                 return Err((K::ContentLength("conflicting values"), at));
             }
@@ -107,10 +98,7 @@ fn content_length_of(head: &[u8]) -> Result<Option<usize>, (K, usize)> {
 
 fn trim_ws(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| !class::is_ws(b)).unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|&b| !class::is_ws(b))
-        .map_or(start, |e| e + 1);
+    let end = s.iter().rposition(|&b| !class::is_ws(b)).map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -136,14 +124,8 @@ struct Seen {
 fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
     let err = |kind, at| ParseError::new(kind, &input, at);
     // RFC 3261 §7.5: CRLFs before the start line are ignored.
-    let start = input
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .ok_or_else(|| err(K::Empty, 0))?;
-    let mut lines = Lines {
-        buf: &input,
-        pos: start,
-    };
+    let start = input.iter().position(|&b| b != b'\r' && b != b'\n').ok_or_else(|| err(K::Empty, 0))?;
+    let mut lines = Lines { buf: &input, pos: start };
     let (sl_at, sl_end) = lines.next().ok_or_else(|| err(K::NoEndOfHeaders, start))?;
     let start_line = parse_start_line(&input, sl_at, sl_end)?;
 
@@ -155,9 +137,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
     let mut seen = Seen::default();
     let mut cur: Option<Pending> = None;
     let body_start = loop {
-        let (at, end) = lines
-            .next()
-            .ok_or_else(|| err(K::NoEndOfHeaders, lines.pos))?;
+        let (at, end) = lines.next().ok_or_else(|| err(K::NoEndOfHeaders, lines.pos))?;
         if at == end {
             if let Some(h) = cur.take() {
                 finish_header(&input, h, &mut headers, &mut seen, request_method)?;
@@ -167,14 +147,9 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         let line = &input[at..end];
         if class::is_ws(line[0]) {
             let Some(p) = cur.as_mut() else {
-                return Err(err(
-                    K::HeaderLine("continuation line before any header"),
-                    at,
-                ));
+                return Err(err(K::HeaderLine("continuation line before any header"), at));
             };
-            let f = p
-                .folded
-                .get_or_insert_with(|| input[p.value_start..p.value_end].to_vec());
+            let f = p.folded.get_or_insert_with(|| input[p.value_start..p.value_end].to_vec());
             let cont = trim_ws(line);
             if !cont.is_empty() {
                 if !f.is_empty() {
@@ -187,29 +162,17 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         if let Some(h) = cur.take() {
             finish_header(&input, h, &mut headers, &mut seen, request_method)?;
         }
-        let name_end = line
-            .iter()
-            .position(|&b| !class::is_token(b))
-            .unwrap_or(line.len());
+        let name_end = line.iter().position(|&b| !class::is_token(b)).unwrap_or(line.len());
         if name_end == 0 {
             return Err(err(K::HeaderLine("header name is not a token"), at));
         }
         let after = &line[name_end..];
-        let ws = after
-            .iter()
-            .position(|&b| !class::is_ws(b))
-            .unwrap_or(after.len());
+        let ws = after.iter().position(|&b| !class::is_ws(b)).unwrap_or(after.len());
         if after.get(ws) != Some(&b':') {
             return Err(err(K::HeaderLine("expected ':' after the header name"), at));
         }
         let vs = at + name_end + ws + 1;
-        cur = Some(Pending {
-            at,
-            name: at..at + name_end,
-            value_start: vs,
-            value_end: end,
-            folded: None,
-        });
+        cur = Some(Pending { at, name: at..at + name_end, value_start: vs, value_end: end, folded: None });
     };
 
     if let StartLine::Request(..) = &start_line {
@@ -223,10 +186,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
     let available = input.len() - body_start;
     let body = match (seen.content_length, framing) {
         (Some(n), _) if n > available => {
-            return Err(err(
-                K::ContentLength("larger than the bytes received"),
-                body_start,
-            ));
+            return Err(err(K::ContentLength("larger than the bytes received"), body_start));
         }
         (Some(n), _) => input.slice(body_start..body_start + n),
         (None, Framing::Datagram) => input.slice(body_start..),
@@ -255,11 +215,7 @@ impl Lines<'_> {
     fn next(&mut self) -> Option<(usize, usize)> {
         let nl = memchr::memchr(b'\n', &self.buf[self.pos..])? + self.pos;
         let start = self.pos;
-        let end = if nl > start && self.buf[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
+        let end = if nl > start && self.buf[nl - 1] == b'\r' { nl - 1 } else { nl };
         self.pos = nl + 1;
         Some((start, end))
     }
@@ -273,18 +229,8 @@ enum StartLine {
 impl StartLine {
     fn take_message(self, headers: Headers, body: Bytes) -> Result<Message, ParseError> {
         Ok(match self {
-            Self::Request(method, uri) => Message::Request(Request {
-                method,
-                uri,
-                headers,
-                body,
-            }),
-            Self::Response(status, reason) => Message::Response(Response {
-                status,
-                reason,
-                headers,
-                body,
-            }),
+            Self::Request(method, uri) => Message::Request(Request { method, uri, headers, body }),
+            Self::Response(status, reason) => Message::Response(Response { status, reason, headers, body }),
         })
     }
 }
@@ -294,12 +240,7 @@ fn is_sip_version(v: &[u8]) -> Result<(), K> {
         if &v[4..] == b"2.0" {
             return Ok(());
         }
-        let (major, minor) = v[4..].split_at(
-            v[4..]
-                .iter()
-                .position(|&b| b == b'.')
-                .unwrap_or(v.len() - 4),
-        );
+        let (major, minor) = v[4..].split_at(v[4..].iter().position(|&b| b == b'.').unwrap_or(v.len() - 4));
         if !major.is_empty() && major.iter().all(u8::is_ascii_digit) && minor.len() > 1 {
             return Err(K::UnsupportedVersion);
         }
@@ -312,20 +253,14 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
     let err = |kind, off| ParseError::new(kind, input, off);
     let line = &input[at..end];
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = memchr::memchr(b' ', line)
-            .ok_or_else(|| err(K::StartLine("status line without status code"), at))?;
+        let sp = memchr::memchr(b' ', line).ok_or_else(|| err(K::StartLine("status line without status code"), at))?;
         is_sip_version(&line[..sp]).map_err(|k| err(k, at))?;
         let rest = &line[sp + 1..];
-        let code_len = rest
-            .iter()
-            .position(|&b| !b.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let code_len = rest.iter().position(|&b| !b.is_ascii_digit()).unwrap_or(rest.len());
         if code_len != 3 {
             return Err(err(K::StatusCode, at + sp + 1));
         }
-        let status = parse_u64(&rest[..3], 699)
-            .filter(|&c| c >= 100)
-            .ok_or_else(|| err(K::StatusCode, at + sp + 1))?;
+        let status = parse_u64(&rest[..3], 699).filter(|&c| c >= 100).ok_or_else(|| err(K::StatusCode, at + sp + 1))?;
         let reason = match &rest[3..] {
             [] => Bytes::new(),
             [b' ', ..] => input.slice(at + sp + 5..end),
@@ -336,8 +271,7 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
         }
         return Ok(StartLine::Response(status as u16, reason));
     }
-    let sp1 = memchr::memchr(b' ', line)
-        .ok_or_else(|| err(K::StartLine("request line without Request-URI"), at))?;
+    let sp1 = memchr::memchr(b' ', line).ok_or_else(|| err(K::StartLine("request line without Request-URI"), at))?;
     let method = &line[..sp1];
     if method.is_empty() || !method.iter().all(|&b| class::is_token(b)) {
         return Err(err(K::StartLine("method is not a token"), at));
@@ -348,16 +282,10 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
     is_sip_version(&line[sp2 + 1..]).map_err(|k| err(k, at + sp2 + 1))?;
     let uri = input.slice(at + sp1 + 1..at + sp2);
     if uri.is_empty() || uri.iter().any(|&b| class::is_ws(b)) {
-        return Err(err(
-            K::StartLine("Request-URI empty or with white space"),
-            at + sp1 + 1,
-        ));
+        return Err(err(K::StartLine("Request-URI empty or with white space"), at + sp1 + 1));
     }
     let uri = Uri::parse(uri).map_err(|w| err(K::BadUri(w), at + sp1 + 1))?;
-    Ok(StartLine::Request(
-        Method::from_token(input.slice(at..at + sp1)),
-        uri,
-    ))
+    Ok(StartLine::Request(Method::from_token(input.slice(at..at + sp1)), uri))
 }
 
 /// A header being assembled from its line and any continuation lines.
@@ -373,20 +301,13 @@ struct Pending {
 
 fn finish_header(
     input: &Bytes,
-    Pending {
-        at,
-        name,
-        value_start: vs,
-        value_end: ve,
-        folded,
-    }: Pending,
+    Pending { at, name, value_start: vs, value_end: ve, folded }: Pending,
     headers: &mut Headers,
     seen: &mut Seen,
     request_method: Option<&[u8]>,
 ) -> Result<(), ParseError> {
     let err = |kind| ParseError::new(kind, input, at);
-    let name = HeaderName::known(&input[name.clone()])
-        .unwrap_or_else(|| HeaderName::Other(input.slice(name)));
+    let name = HeaderName::known(&input[name.clone()]).unwrap_or_else(|| HeaderName::Other(input.slice(name)));
     // The bytes the value lives in: the message itself, or a copy when the header was folded.
     let unfolded;
     let (src, range) = match folded {
@@ -397,12 +318,7 @@ fn finish_header(
         }
     };
     let value = &src[range.clone()];
-    let bad = |what| {
-        err(K::BadHeader {
-            header: name.canonical(),
-            what,
-        })
-    };
+    let bad = |what| err(K::BadHeader { header: name.canonical(), what });
     let once = |flag: &mut bool, n: &'static str| {
         if std::mem::replace(flag, true) {
             Err(err(K::DuplicateHeader(n)))
@@ -412,8 +328,8 @@ fn finish_header(
     };
     match name {
         HeaderName::ContentLength => {
-            let n = parse_u64(value, u64::from(u32::MAX))
-                .ok_or_else(|| err(K::ContentLength("not a number")))? as usize;
+            let n =
+                parse_u64(value, u64::from(u32::MAX)).ok_or_else(|| err(K::ContentLength("not a number")))? as usize;
             if seen.content_length.replace(n).is_some_and(|old| old != n) {
                 return Err(err(K::ContentLength("conflicting values")));
             }
@@ -461,10 +377,8 @@ fn finish_header(
             _ => Ok(()),
         }
     };
-    let strict_list = matches!(
-        name,
-        HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute
-    );
+    let strict_list =
+        matches!(name, HeaderName::Via | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute);
     if name.split_on_parse() && has_list_comma(value) {
         for r in ListElements::new(src, range) {
             if r.is_empty() {
@@ -515,29 +429,15 @@ v=0\r\n";
         let r = req(INVITE);
         assert_eq!(r.method, Method::Invite);
         assert_eq!(&r.body[..], b"v=0\r");
-        assert_eq!(
-            &r.headers.call_id().expect("call-id")[..],
-            b"a84b4c76e66710@pc33.example.com"
-        );
+        assert_eq!(&r.headers.call_id().expect("call-id")[..], b"a84b4c76e66710@pc33.example.com");
         assert_eq!(r.headers.cseq().expect("cseq").seq, 314159);
-        assert_eq!(
-            &r.headers.from().expect("from").tag().expect("tag")[..],
-            b"1928301774"
-        );
+        assert_eq!(&r.headers.from().expect("from").tag().expect("tag")[..], b"1928301774");
         assert!(r.headers.to().expect("to").tag().is_none());
         let via = r.headers.top_via().expect("via");
         assert_eq!(&via.branch().expect("branch")[..], b"z9hG4bK776asdhds");
         assert_eq!(r.headers.max_forwards().expect("mf"), Some(70));
-        assert!(r
-            .headers
-            .content_type()
-            .expect("ct")
-            .expect("present")
-            .is("application", "sdp"));
-        assert!(
-            r.headers.get(&HeaderName::ContentLength).is_none(),
-            "framing is not a header"
-        );
+        assert!(r.headers.content_type().expect("ct").expect("present").is("application", "sdp"));
+        assert!(r.headers.get(&HeaderName::ContentLength).is_none(), "framing is not a header");
     }
 
     #[test]
@@ -546,14 +446,9 @@ v=0\r\n";
             b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
         ))
         .expect("valid");
-        assert!(matches!(
-            ok,
-            Message::Response(Response { status: 200, .. })
-        ));
-        let e = parse_datagram(Bytes::from_static(
-            b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom x\r\n\r\n",
-        ))
-        .expect_err("no colon");
+        assert!(matches!(ok, Message::Response(Response { status: 200, .. })));
+        let e = parse_datagram(Bytes::from_static(b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom x\r\n\r\n"))
+            .expect_err("no colon");
         assert_eq!((e.line, e.offset), (3, 44));
         assert_eq!(e.kind, K::HeaderLine("expected ':' after the header name"));
     }
@@ -566,38 +461,16 @@ v=0\r\n";
         let mut two = INVITE[..INVITE.len() - 1].to_vec();
         two.extend_from_slice(INVITE);
         assert_eq!(frame(&two, 1000), Ok(Framed::Message(INVITE.len() - 1)));
-        assert!(matches!(
-            frame(INVITE, 100),
-            Err(ParseError {
-                kind: K::TooLarge { max: 100 },
-                ..
-            })
-        ));
+        assert!(matches!(frame(INVITE, 100), Err(ParseError { kind: K::TooLarge { max: 100 }, .. })));
         let no_cl = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n";
-        assert!(matches!(
-            frame(no_cl, 1000),
-            Err(ParseError {
-                kind: K::MissingContentLength,
-                ..
-            })
-        ));
+        assert!(matches!(frame(no_cl, 1000), Err(ParseError { kind: K::MissingContentLength, .. })));
     }
 
     #[test]
     fn garbage_never_panics() {
-        for junk in [
-            &b""[..],
-            b"\r\n",
-            b"SIP/2.0",
-            b"SIP/2.0 ",
-            b"A B C\r\n\r\n",
-            b"\xff\xfe\r\n\r\n",
-            b" : \r\n\r\n",
-        ] {
-            assert!(
-                parse_datagram(Bytes::copy_from_slice(junk)).is_err(),
-                "{junk:?}"
-            );
+        for junk in [&b""[..], b"\r\n", b"SIP/2.0", b"SIP/2.0 ", b"A B C\r\n\r\n", b"\xff\xfe\r\n\r\n", b" : \r\n\r\n"]
+        {
+            assert!(parse_datagram(Bytes::copy_from_slice(junk)).is_err(), "{junk:?}");
         }
     }
 }

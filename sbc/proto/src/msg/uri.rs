@@ -2,6 +2,7 @@
 
 use super::params::{check_escapes, uri_params, ParamRanges, Params};
 use super::scan::class;
+use super::scan::find;
 use bytes::Bytes;
 use std::fmt;
 use std::ops::Range;
@@ -56,32 +57,18 @@ pub struct TelUri {
 impl Uri {
     /// Parses a URI. `raw` must be the URI alone, without angle brackets or surrounding white space.
     pub fn parse(raw: Bytes) -> Result<Self, &'static str> {
-        let mut lexed = None;
-        let params = Params::collect(&raw, |sink| {
-            lexed = Some(lex_with(&raw, sink)?);
-            Ok::<_, &'static str>(())
-        })?;
-        let kind = match lexed.ok_or("empty URI")? {
-            Lexed::Sip {
-                secure,
-                user,
-                password,
-                host,
-                port,
-                headers,
-            } => UriKind::Sip(SipUri {
+        let params = |r: Option<Range<usize>>| r.map_or_else(Params::default, |r| Params::uri(raw.slice(r)));
+        let kind = match lex(&raw)? {
+            Lexed::Sip { secure, user, password, host, port, params: p, headers } => UriKind::Sip(SipUri {
                 secure,
                 user: user.map(|r| raw.slice(r)),
                 password: password.map(|r| raw.slice(r)),
                 host: raw.slice(host),
                 port,
-                params,
+                params: params(p),
                 headers: headers.map(|r| raw.slice(r)),
             }),
-            Lexed::Tel { number } => UriKind::Tel(TelUri {
-                number: raw.slice(number),
-                params,
-            }),
+            Lexed::Tel { number, params: p } => UriKind::Tel(TelUri { number: raw.slice(number), params: params(p) }),
             Lexed::Other => UriKind::Other,
         };
         Ok(Self { raw, kind })
@@ -122,11 +109,7 @@ impl fmt::Display for Uri {
 }
 
 const fn is_user_char(b: u8) -> bool {
-    class::is_unreserved(b)
-        || matches!(
-            b,
-            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-        )
+    class::is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
 }
 
 const fn is_password_char(b: u8) -> bool {
@@ -134,11 +117,7 @@ const fn is_password_char(b: u8) -> bool {
 }
 
 const fn is_header_char(b: u8) -> bool {
-    class::is_unreserved(b)
-        || matches!(
-            b,
-            b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&'
-        )
+    class::is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
 }
 
 /// A URI checked against its grammar, as ranges into the input.
@@ -149,10 +128,13 @@ pub(crate) enum Lexed {
         password: Option<Range<usize>>,
         host: Range<usize>,
         port: Option<u16>,
+        /// From the `;` before the first parameter.
+        params: Option<Range<usize>>,
         headers: Option<Range<usize>>,
     },
     Tel {
         number: Range<usize>,
+        params: Option<Range<usize>>,
     },
     Other,
 }
@@ -164,13 +146,11 @@ pub(crate) fn lex(raw: &[u8]) -> Result<Lexed, &'static str> {
 
 /// [`lex`], handing the URI parameters to `sink`.
 fn lex_with(raw: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
-    let colon = memchr::memchr(b':', raw).ok_or("no scheme")?;
+    let colon = find(b':', raw).ok_or("no scheme")?;
     let scheme = &raw[..colon];
     if scheme.is_empty()
         || !scheme[0].is_ascii_alphabetic()
-        || !scheme
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        || !scheme.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     {
         return Err("bad scheme");
     }
@@ -181,11 +161,7 @@ fn lex_with(raw: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'st
         lex_tel(raw, rest, sink)
     } else {
         let r = &raw[rest..];
-        if r.is_empty()
-            || !r
-                .iter()
-                .all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"'))
-        {
+        if r.is_empty() || !r.iter().all(|&b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"')) {
             return Err("bad character in absolute URI");
         }
         check_escapes(r)?;
@@ -193,17 +169,12 @@ fn lex_with(raw: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'st
     }
 }
 
-fn lex_sip(
-    raw: &[u8],
-    rest: usize,
-    secure: bool,
-    sink: &mut dyn FnMut(ParamRanges),
-) -> Result<Lexed, &'static str> {
+fn lex_sip(raw: &[u8], rest: usize, secure: bool, sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
     // `@` cannot occur unescaped after the userinfo, so the first one ends it (RFC 3261 §25.1).
-    let (user, password, hp_start) = match memchr::memchr(b'@', &raw[rest..]) {
+    let (user, password, hp_start) = match find(b'@', &raw[rest..]) {
         Some(at) => {
             let at = rest + at;
-            let (u_end, pw) = match memchr::memchr(b':', &raw[rest..at]) {
+            let (u_end, pw) = match find(b':', &raw[rest..at]) {
                 Some(c) => (rest + c, Some(rest + c + 1..at)),
                 None => (at, None),
             };
@@ -223,18 +194,14 @@ fn lex_sip(
         }
         None => (None, None, rest),
     };
-    let hp_end = raw[hp_start..]
-        .iter()
-        .position(|&b| b == b';' || b == b'?')
-        .map_or(raw.len(), |i| hp_start + i);
+    let hp_end = raw[hp_start..].iter().position(|&b| b == b';' || b == b'?').map_or(raw.len(), |i| hp_start + i);
     let (host, port) = host_port(raw, hp_start..hp_end)?;
     let mut i = hp_end;
+    let mut params = None;
     if raw.get(i) == Some(&b';') {
-        let p_end = raw[i + 1..]
-            .iter()
-            .position(|&b| b == b'?')
-            .map_or(raw.len(), |q| i + 1 + q);
+        let p_end = raw[i + 1..].iter().position(|&b| b == b'?').map_or(raw.len(), |q| i + 1 + q);
         uri_params(raw, i + 1..p_end, sink)?;
+        params = Some(i..p_end);
         i = p_end;
     }
     let headers = if raw.get(i) == Some(&b'?') {
@@ -247,37 +214,20 @@ fn lex_sip(
     } else {
         None
     };
-    Ok(Lexed::Sip {
-        secure,
-        user,
-        password,
-        host,
-        port,
-        headers,
-    })
+    Ok(Lexed::Sip { secure, user, password, host, port, params, headers })
 }
 
 /// Splits `host[:port]` in `s[range]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
-pub(crate) fn host_port(
-    s: &[u8],
-    range: Range<usize>,
-) -> Result<(Range<usize>, Option<u16>), &'static str> {
+pub(crate) fn host_port(s: &[u8], range: Range<usize>) -> Result<(Range<usize>, Option<u16>), &'static str> {
     let hp = &s[range.clone()];
     let host_len = if hp.first() == Some(&b'[') {
-        let close = memchr::memchr(b']', hp).ok_or("unterminated IPv6 reference")?;
-        if close < 3
-            || !hp[1..close]
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
+        let close = find(b']', hp).ok_or("unterminated IPv6 reference")?;
+        if close < 3 || !hp[1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
             return Err("bad IPv6 reference");
         }
         close + 1
     } else {
-        let n = hp
-            .iter()
-            .position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
-            .unwrap_or(hp.len());
+        let n = hp.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hp.len());
         if n == 0 {
             return Err("empty host");
         }
@@ -285,35 +235,26 @@ pub(crate) fn host_port(
     };
     let port = match &hp[host_len..] {
         [] => None,
-        [b':', digits @ ..] => {
-            Some(super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")? as u16)
-        }
+        [b':', digits @ ..] => Some(super::scan::parse_u64(digits, u64::from(u16::MAX)).ok_or("bad port")? as u16),
         _ => return Err("bad character in host"),
     };
     Ok((range.start..range.start + host_len, port))
 }
 
-fn lex_tel(
-    raw: &[u8],
-    rest: usize,
-    sink: &mut dyn FnMut(ParamRanges),
-) -> Result<Lexed, &'static str> {
-    let end = memchr::memchr(b';', &raw[rest..]).map_or(raw.len(), |i| rest + i);
+fn lex_tel(raw: &[u8], rest: usize, sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
+    let end = find(b';', &raw[rest..]).map_or(raw.len(), |i| rest + i);
     let number = &raw[rest..end];
-    let ok = |b: u8| {
-        b.is_ascii_hexdigit()
-            || matches!(
-                b,
-                b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w'
-            )
-    };
+    let ok = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')' | b'p' | b'w');
     if number.is_empty() || !number.iter().all(|&b| ok(b.to_ascii_lowercase())) {
         return Err("bad telephone number");
     }
-    if end < raw.len() {
+    let params = if end < raw.len() {
         uri_params(raw, end + 1..raw.len(), sink)?;
-    }
-    Ok(Lexed::Tel { number: rest..end })
+        Some(end..raw.len())
+    } else {
+        None
+    };
+    Ok(Lexed::Tel { number: rest..end, params })
 }
 
 #[cfg(test)]
@@ -321,31 +262,20 @@ mod tests {
     use super::*;
 
     fn sip(s: &'static str) -> SipUri {
-        Uri::parse(Bytes::from_static(s.as_bytes()))
-            .expect(s)
-            .sip()
-            .expect("sip")
-            .clone()
+        Uri::parse(Bytes::from_static(s.as_bytes())).expect(s).sip().expect("sip").clone()
     }
 
     #[test]
     fn full_sip_uri() {
-        let u =
-            sip("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
+        let u = sip("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
         assert!(u.secure);
         assert_eq!(&u.user.expect("user")[..], b"alice");
         assert_eq!(&u.password.expect("pw")[..], b"secret");
         assert_eq!(&u.host[..], b"[2001:db8::1]");
         assert_eq!(u.port, Some(5061));
-        assert_eq!(
-            u.params.value("transport").map(|v| &v[..]),
-            Some(&b"tls"[..])
-        );
+        assert_eq!(u.params.value("transport"), Some(&b"tls"[..]));
         assert!(u.params.has("lr"));
-        assert_eq!(
-            &u.headers.expect("headers")[..],
-            b"Subject=hi&Priority=urgent"
-        );
+        assert_eq!(&u.headers.expect("headers")[..], b"Subject=hi&Priority=urgent");
     }
 
     #[test]
@@ -357,10 +287,7 @@ mod tests {
 
     #[test]
     fn tel_and_other_schemes() {
-        let t = Uri::parse(Bytes::from_static(
-            b"tel:+1-201-555-0123;phone-context=example.com",
-        ))
-        .expect("tel");
+        let t = Uri::parse(Bytes::from_static(b"tel:+1-201-555-0123;phone-context=example.com")).expect("tel");
         assert_eq!(&t.user().expect("number")[..], b"+1-201-555-0123");
         let o = Uri::parse(Bytes::from_static(b"soap.beep://192.0.2.103:3002")).expect("other");
         assert_eq!(o.kind(), &UriKind::Other);
@@ -368,20 +295,8 @@ mod tests {
 
     #[test]
     fn malformed_uris_are_rejected() {
-        for bad in [
-            "sip:",
-            "sip:user@",
-            "sip:host:99999",
-            "sip:ho st",
-            "sip:a@b;;x",
-            "sip:u%4@h",
-            "nocolon",
-            "1x:y",
-        ] {
-            assert!(
-                Uri::parse(Bytes::from_static(bad.as_bytes())).is_err(),
-                "{bad}"
-            );
+        for bad in ["sip:", "sip:user@", "sip:host:99999", "sip:ho st", "sip:a@b;;x", "sip:u%4@h", "nocolon", "1x:y"] {
+            assert!(Uri::parse(Bytes::from_static(bad.as_bytes())).is_err(), "{bad}");
         }
     }
 }

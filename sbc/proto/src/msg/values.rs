@@ -21,8 +21,7 @@ pub(crate) fn lex_cseq(value: &[u8]) -> Result<(u32, Range<usize>), &'static str
     let mut c = Cursor::new(value);
     c.skip_ws();
     let digits = c.take_while(|b| b.is_ascii_digit());
-    let seq = parse_u64(&value[digits], u64::from(u32::MAX))
-        .ok_or("sequence number missing or above 2**32-1")?;
+    let seq = parse_u64(&value[digits], u64::from(u32::MAX)).ok_or("sequence number missing or above 2**32-1")?;
     if !c.skip_ws() {
         return Err("expected white space after the sequence number");
     }
@@ -38,10 +37,7 @@ impl CSeq {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
         let (seq, method) = lex_cseq(value)?;
-        Ok(Self {
-            seq,
-            method: Method::from_token(value.slice(method)),
-        })
+        Ok(Self { seq, method: Method::from_token(value.slice(method)) })
     }
 
     /// Writes `seq METHOD`.
@@ -68,7 +64,7 @@ pub struct MediaType {
 pub(crate) fn lex_media_type(
     value: &[u8],
     sink: &mut dyn FnMut(ParamRanges),
-) -> Result<(Range<usize>, Range<usize>), &'static str> {
+) -> Result<(Range<usize>, Range<usize>, Range<usize>), &'static str> {
     let mut c = Cursor::new(value);
     c.skip_ws();
     let kind = c.token().ok_or("missing media type")?;
@@ -76,30 +72,21 @@ pub(crate) fn lex_media_type(
         return Err("expected '/' in media type");
     }
     let subtype = c.token().ok_or("missing media subtype")?;
+    let params = c.pos()..value.len();
     header_params(&mut c, sink)?;
-    Ok((kind, subtype))
+    Ok((kind, subtype, params))
 }
 
 impl MediaType {
     /// Parses `m-type SLASH m-subtype *(SEMI m-parameter)`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut lexed = None;
-        let params = Params::collect(value, |sink| {
-            lexed = Some(lex_media_type(value, sink)?);
-            Ok::<_, &'static str>(())
-        })?;
-        let (kind, subtype) = lexed.ok_or("empty media type")?;
-        Ok(Self {
-            kind: value.slice(kind),
-            subtype: value.slice(subtype),
-            params,
-        })
+        let (kind, subtype, params) = lex_media_type(value, &mut |_| {})?;
+        Ok(Self { kind: value.slice(kind), subtype: value.slice(subtype), params: Params::header(value.slice(params)) })
     }
 
     /// Whether this is `type/subtype`, compared case-insensitively.
     pub fn is(&self, kind: &str, subtype: &str) -> bool {
-        self.kind.eq_ignore_ascii_case(kind.as_bytes())
-            && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
+        self.kind.eq_ignore_ascii_case(kind.as_bytes()) && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
     }
 }
 
@@ -139,15 +126,9 @@ mod tests {
 
     #[test]
     fn media_type() {
-        let m = MediaType::parse(&Bytes::from_static(
-            b"multipart/mixed;boundary=7a9cbec02ceef655",
-        ))
-        .expect("valid");
+        let m = MediaType::parse(&Bytes::from_static(b"multipart/mixed;boundary=7a9cbec02ceef655")).expect("valid");
         assert!(m.is("Multipart", "MIXED"));
-        assert_eq!(
-            &m.params.value("boundary").expect("boundary")[..],
-            b"7a9cbec02ceef655"
-        );
+        assert_eq!(m.params.value("boundary").expect("boundary"), b"7a9cbec02ceef655");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub(crate) struct Lexed {
     transport: Range<usize>,
     host: Range<usize>,
     port: Option<u16>,
+    params: Range<usize>,
 }
 
 /// Checks one Via value, allowing white space around `/`, `:` and `;` (RFC 4475 §3.1.1.1), and hands its
@@ -63,49 +64,38 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
         let digits = c.take_while(|b| b.is_ascii_digit());
         port = Some(parse_u64(&value[digits], u64::from(u16::MAX)).ok_or("bad port")? as u16);
     }
+    let params = c.pos()..value.len();
     header_params(&mut c, sink)?;
-    Ok(Lexed {
-        protocol,
-        version,
-        transport,
-        host,
-        port,
-    })
+    Ok(Lexed { protocol, version, transport, host, port, params })
 }
 
 impl Via {
     /// Parses one Via value (see [`lex`]).
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let mut lexed = None;
-        let params = Params::collect(value, |sink| {
-            lexed = Some(lex(value, sink)?);
-            Ok::<_, &'static str>(())
-        })?;
-        let l = lexed.ok_or("empty Via")?;
+        let l = lex(value, &mut |_| {})?;
         Ok(Self {
             protocol: value.slice(l.protocol),
             version: value.slice(l.version),
             transport: value.slice(l.transport),
             host: value.slice(l.host),
             port: l.port,
-            params,
+            params: Params::header(value.slice(l.params)),
         })
     }
 
     /// The branch parameter.
-    pub fn branch(&self) -> Option<&Bytes> {
+    pub fn branch(&self) -> Option<&[u8]> {
         self.params.value("branch")
     }
 
     /// Whether the branch starts with the RFC 3261 magic cookie and has something after it (RFC 4475 §3.2.1:
     /// a bare cookie is no identifier, so such requests are matched the RFC 2543 way).
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch()
-            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+        self.branch().is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
     }
 
     /// The `received` parameter.
-    pub fn received(&self) -> Option<&Bytes> {
+    pub fn received(&self) -> Option<&[u8]> {
         self.params.value("received")
     }
 
@@ -114,7 +104,7 @@ impl Via {
     pub fn rport(&self) -> Option<Option<u16>> {
         self.params
             .get("rport")
-            .map(|v| v.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()))
+            .map(|v| v.and_then(|v| super::scan::parse_u64(v, u64::from(u16::MAX)).map(|p| p as u16)))
     }
 
     /// Writes the value back (`SIP/2.0/UDP host:port;params`).
@@ -155,8 +145,7 @@ mod tests {
 
     #[test]
     fn white_space_everywhere() {
-        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8")
-            .expect("valid");
+        let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").expect("valid");
         assert_eq!(&v.transport[..], b"TCP");
         assert_eq!(&v.host[..], b"spindle.example.com");
         assert_eq!(&v.branch().expect("branch")[..], b"z9hG4bK9ikj8");
@@ -164,28 +153,19 @@ mod tests {
 
     #[test]
     fn ipv6_sent_by_and_received() {
-        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5060;received=2001:db8::9:255;branch=z9hG4bKas3")
-            .expect("valid");
+        let v = via("SIP/2.0/UDP [2001:db8::9:1]:5060;received=2001:db8::9:255;branch=z9hG4bKas3").expect("valid");
         assert_eq!(&v.host[..], b"[2001:db8::9:1]");
         assert_eq!(&v.received().expect("received")[..], b"2001:db8::9:255");
     }
 
     #[test]
     fn bare_cookie_is_not_an_rfc3261_branch() {
-        assert!(!via("SIP/2.0/UDP h;branch=z9hG4bK")
-            .expect("valid")
-            .has_rfc3261_branch());
+        assert!(!via("SIP/2.0/UDP h;branch=z9hG4bK").expect("valid").has_rfc3261_branch());
     }
 
     #[test]
     fn malformed_vias() {
-        for bad in [
-            "SIP/2.0/UDP 192.0.2.15;;",
-            "SIP/2.0 host",
-            "",
-            "SIP/2.0/UDP",
-            "SIP/2.0/UDP host:99999",
-        ] {
+        for bad in ["SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0 host", "", "SIP/2.0/UDP", "SIP/2.0/UDP host:99999"] {
             assert!(via(bad).is_err(), "{bad}");
         }
     }

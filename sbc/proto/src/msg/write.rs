@@ -20,12 +20,7 @@ fn write_headers(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
 }
 
 fn estimate(headers: &Headers, body: &Bytes) -> usize {
-    headers
-        .iter()
-        .map(|h| h.name.as_bytes().len() + h.value.len() + 4)
-        .sum::<usize>()
-        + body.len()
-        + 64
+    headers.iter().map(|h| h.name.as_bytes().len() + h.value.len() + 4).sum::<usize>() + body.len() + 64
 }
 
 impl Request {
@@ -98,10 +93,7 @@ impl Digits {
 }
 
 fn itoa_buf(mut n: usize) -> Digits {
-    let mut d = Digits {
-        buf: [0; 20],
-        start: 20,
-    };
+    let mut d = Digits { buf: [0; 20], start: 20 };
     loop {
         d.start -= 1;
         d.buf[d.start] = b'0' + (n % 10) as u8;
@@ -131,15 +123,9 @@ mod tests {
 
     #[test]
     fn built_request_serializes() {
-        let mut r = Request::new(
-            Method::Bye,
-            Uri::parse(Bytes::from_static(b"sip:b@h")).expect("uri"),
-        );
+        let mut r = Request::new(Method::Bye, Uri::parse(Bytes::from_static(b"sip:b@h")).expect("uri"));
         r.headers.push(HeaderName::CallId, "c");
         r.body = Bytes::from_static(b"1234567890");
-        assert_eq!(
-            &r.to_bytes()[..],
-            b"BYE sip:b@h SIP/2.0\r\nCall-ID: c\r\nContent-Length: 10\r\n\r\n1234567890"
-        );
+        assert_eq!(&r.to_bytes()[..], b"BYE sip:b@h SIP/2.0\r\nCall-ID: c\r\nContent-Length: 10\r\n\r\n1234567890");
     }
 }

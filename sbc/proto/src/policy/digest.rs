@@ -192,12 +192,8 @@ impl Challenge {
             Some(_) => return Err(DigestError::Qop),
         };
         Ok(Self {
-            realm: get(&p, "realm")
-                .ok_or(DigestError::Missing("realm"))?
-                .to_owned(),
-            nonce: get(&p, "nonce")
-                .ok_or(DigestError::Missing("nonce"))?
-                .to_owned(),
+            realm: get(&p, "realm").ok_or(DigestError::Missing("realm"))?.to_owned(),
+            nonce: get(&p, "nonce").ok_or(DigestError::Missing("nonce"))?.to_owned(),
             opaque: get(&p, "opaque").map(str::to_owned),
             algorithm: parse_algorithm(get(&p, "algorithm"))?,
             qop_auth,
@@ -219,12 +215,7 @@ pub struct Client {
 impl Client {
     /// Prepares to answer `challenge` as `username`.
     pub fn new(challenge: Challenge, username: impl Into<String>, password: Secret) -> Self {
-        Self {
-            challenge,
-            username: username.into(),
-            password,
-            nc: 0,
-        }
+        Self { challenge, username: username.into(), password, nc: 0 }
     }
 
     /// The realm these credentials are for.
@@ -237,11 +228,7 @@ impl Client {
     pub fn authorize(&mut self, method: &str, uri: &str, cnonce: &str) -> String {
         let c = &self.challenge;
         let alg = c.algorithm;
-        let ha1 = alg.hash(&[
-            self.username.as_bytes(),
-            c.realm.as_bytes(),
-            self.password.expose().as_bytes(),
-        ]);
+        let ha1 = alg.hash(&[self.username.as_bytes(), c.realm.as_bytes(), self.password.expose().as_bytes()]);
         let ha2 = alg.hash(&[method.as_bytes(), uri.as_bytes()]);
         let mut v = format!(
             "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", algorithm={}",
@@ -255,14 +242,7 @@ impl Client {
             self.nc += 1;
             let nc = format!("{:08x}", self.nc);
             v.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
-            alg.hash(&[
-                ha1.as_bytes(),
-                c.nonce.as_bytes(),
-                nc.as_bytes(),
-                cnonce.as_bytes(),
-                b"auth",
-                ha2.as_bytes(),
-            ])
+            alg.hash(&[ha1.as_bytes(), c.nonce.as_bytes(), nc.as_bytes(), cnonce.as_bytes(), b"auth", ha2.as_bytes()])
         } else {
             alg.hash(&[ha1.as_bytes(), c.nonce.as_bytes(), ha2.as_bytes()])
         };
@@ -318,11 +298,7 @@ impl Credentials {
     /// timing reveals nothing about how much of the hash was right.
     pub fn verify(&self, method: &str, password: &Secret) -> bool {
         let alg = self.algorithm;
-        let ha1 = alg.hash(&[
-            self.username.as_bytes(),
-            self.realm.as_bytes(),
-            password.expose().as_bytes(),
-        ]);
+        let ha1 = alg.hash(&[self.username.as_bytes(), self.realm.as_bytes(), password.expose().as_bytes()]);
         let ha2 = alg.hash(&[method.as_bytes(), self.uri.as_bytes()]);
         let want = match &self.qop {
             Some((nc, cnonce)) => alg.hash(&[
@@ -335,10 +311,7 @@ impl Credentials {
             ]),
             None => alg.hash(&[ha1.as_bytes(), self.nonce.as_bytes(), ha2.as_bytes()]),
         };
-        let (a, b) = (
-            want.as_bytes(),
-            self.response.to_ascii_lowercase().into_bytes(),
-        );
+        let (a, b) = (want.as_bytes(), self.response.to_ascii_lowercase().into_bytes());
         a.len() == b.len() && a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
@@ -366,19 +339,13 @@ pub enum NonceCheck {
 impl NonceIssuer {
     /// An issuer with a secret and a nonce lifetime.
     pub fn new(secret: Secret, lifetime_secs: u64) -> Self {
-        Self {
-            secret,
-            lifetime_secs,
-        }
+        Self { secret, lifetime_secs }
     }
 
     /// A nonce for `now` (seconds since an epoch the caller chooses; the driver passes Unix time).
     pub fn issue(&self, now_secs: u64) -> String {
         let ts = now_secs.to_string();
-        format!(
-            "{ts}:{}",
-            Algorithm::Sha256.hash(&[self.secret.expose().as_bytes(), ts.as_bytes()])
-        )
+        format!("{ts}:{}", Algorithm::Sha256.hash(&[self.secret.expose().as_bytes(), ts.as_bytes()]))
     }
 
     /// Checks a nonce presented at `now_secs`.
@@ -400,13 +367,7 @@ impl NonceIssuer {
     }
 
     /// A challenge header value for `realm`.
-    pub fn challenge(
-        &self,
-        realm: &str,
-        algorithm: Algorithm,
-        now_secs: u64,
-        stale: bool,
-    ) -> String {
+    pub fn challenge(&self, realm: &str, algorithm: Algorithm, now_secs: u64, stale: bool) -> String {
         format!(
             "Digest realm=\"{realm}\", nonce=\"{}\", algorithm={}, qop=\"auth\"{}",
             self.issue(now_secs),
@@ -424,16 +385,11 @@ mod tests {
     fn rfc_2617_example_without_qop_matches_a_known_answer() {
         // RFC 2617 §3.5 uses qop=auth; this is the RFC 2069-style computation, its expected value computed
         // independently (Python hashlib): MD5(MD5("Mufasa:testrealm@host.com:Circle Of Life"):nonce:MD5("GET:/dir/index.html")).
-        let c = Challenge::parse(
-            "Digest realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\"",
-        )
-        .expect("challenge");
+        let c = Challenge::parse("Digest realm=\"testrealm@host.com\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\"")
+            .expect("challenge");
         let mut client = Client::new(c, "Mufasa", Secret::new("Circle Of Life"));
         let v = client.authorize("GET", "/dir/index.html", "unused");
-        assert!(
-            v.contains("response=\"670fd8c2df070c60b045671b8b24ff02\""),
-            "{v}"
-        );
+        assert!(v.contains("response=\"670fd8c2df070c60b045671b8b24ff02\""), "{v}");
     }
 
     #[test]
@@ -445,31 +401,18 @@ mod tests {
         let mut client = Client::new(c, "Mufasa", Secret::new("Circle Of Life"));
         let v = client.authorize("GET", "/dir/index.html", "0a4f113b");
         assert!(v.contains("nc=00000001"), "{v}");
-        assert!(
-            v.contains("response=\"6629fae49393a05397450978507c4ef1\""),
-            "{v}"
-        );
-        assert!(
-            v.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""),
-            "{v}"
-        );
-        assert!(
-            client
-                .authorize("GET", "/dir/index.html", "x")
-                .contains("nc=00000002"),
-            "nonce reused with nc+1"
-        );
+        assert!(v.contains("response=\"6629fae49393a05397450978507c4ef1\""), "{v}");
+        assert!(v.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\""), "{v}");
+        assert!(client.authorize("GET", "/dir/index.html", "x").contains("nc=00000002"), "nonce reused with nc+1");
     }
 
     #[test]
     fn server_verifies_sha256_and_rejects_wrong_password() {
         let issuer = NonceIssuer::new(Secret::new("k"), 300);
-        let ch = Challenge::parse(&issuer.challenge("sbc", Algorithm::Sha256, 1000, false))
-            .expect("ours parses");
+        let ch = Challenge::parse(&issuer.challenge("sbc", Algorithm::Sha256, 1000, false)).expect("ours parses");
         assert_eq!(ch.algorithm, Algorithm::Sha256);
         let mut client = Client::new(ch, "pbx", Secret::new("pw"));
-        let creds = Credentials::parse(&client.authorize("INVITE", "sip:+4930@sbc", "abc"))
-            .expect("parses");
+        let creds = Credentials::parse(&client.authorize("INVITE", "sip:+4930@sbc", "abc")).expect("parses");
         assert!(creds.verify("INVITE", &Secret::new("pw")));
         assert!(!creds.verify("INVITE", &Secret::new("wrong")));
         assert!(!creds.verify("BYE", &Secret::new("pw")));
@@ -490,25 +433,10 @@ mod tests {
 
     #[test]
     fn bad_challenges() {
-        assert_eq!(
-            Challenge::parse("Basic realm=\"x\""),
-            Err(DigestError::NotDigest)
-        );
-        assert_eq!(
-            Challenge::parse("Digest nonce=\"n\""),
-            Err(DigestError::Missing("realm"))
-        );
-        assert_eq!(
-            Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512"),
-            Err(DigestError::Algorithm)
-        );
-        assert_eq!(
-            Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""),
-            Err(DigestError::Qop)
-        );
-        assert_eq!(
-            Challenge::parse("Digest realm=\"r"),
-            Err(DigestError::Syntax)
-        );
+        assert_eq!(Challenge::parse("Basic realm=\"x\""), Err(DigestError::NotDigest));
+        assert_eq!(Challenge::parse("Digest nonce=\"n\""), Err(DigestError::Missing("realm")));
+        assert_eq!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512"), Err(DigestError::Algorithm));
+        assert_eq!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""), Err(DigestError::Qop));
+        assert_eq!(Challenge::parse("Digest realm=\"r"), Err(DigestError::Syntax));
     }
 }

@@ -36,23 +36,10 @@ pub(super) struct ClientTxn {
 }
 
 impl ClientTxn {
-    pub(super) fn new(
-        now: Instant,
-        peer: Peer,
-        request: Request,
-        cfg: &TimerConfig,
-        out: &mut Vec<Event>,
-    ) -> Self {
-        let kind = if request.method == Method::Invite {
-            Kind::Ict
-        } else {
-            Kind::Nict
-        };
+    pub(super) fn new(now: Instant, peer: Peer, request: Request, cfg: &TimerConfig, out: &mut Vec<Event>) -> Self {
+        let kind = if request.method == Method::Invite { Kind::Ict } else { Kind::Nict };
         let reliable = peer.transport.is_reliable();
-        out.push(Event::Transmit {
-            peer,
-            message: Message::Request(request.clone()),
-        });
+        out.push(Event::Transmit { peer, message: Message::Request(request.clone()) });
         Self {
             kind,
             state: State::Calling,
@@ -98,12 +85,8 @@ impl ClientTxn {
         cfg: &TimerConfig,
         out: &mut Vec<Event>,
     ) {
-        let pass = |resp: Response, out: &mut Vec<Event>| {
-            out.push(Event::Response {
-                key: key.clone(),
-                response: resp,
-            })
-        };
+        let pass =
+            |resp: Response, out: &mut Vec<Event>| out.push(Event::Response { key: key.clone(), response: resp });
         match (self.state, resp.status) {
             (State::Calling | State::Proceeding, 100..=199) => {
                 self.state = State::Proceeding;
@@ -127,10 +110,7 @@ impl ClientTxn {
                 self.end_at = Some(now + self.linger(cfg));
                 if self.kind == Kind::Ict {
                     let ack = ack_for(&self.request, &resp);
-                    out.push(Event::Transmit {
-                        peer: self.peer,
-                        message: Message::Request(ack.clone()),
-                    });
+                    out.push(Event::Transmit { peer: self.peer, message: Message::Request(ack.clone()) });
                     self.ack = Some(ack);
                 }
                 pass(resp, out);
@@ -138,37 +118,19 @@ impl ClientTxn {
             // 2xx retransmissions, or 2xx from other forks: the core ACKs them (§13.2.2.4).
             (State::Accepted, 200..=299) => pass(resp, out),
             (State::Completed, 300..=699) => {
-                out.push(Event::Observe(Observation::Retransmission {
-                    direction: "in",
-                }));
+                out.push(Event::Observe(Observation::Retransmission { direction: "in" }));
                 if let Some(ack) = &self.ack {
-                    out.push(Event::Transmit {
-                        peer: self.peer,
-                        message: Message::Request(ack.clone()),
-                    });
+                    out.push(Event::Transmit { peer: self.peer, message: Message::Request(ack.clone()) });
                 }
             }
-            _ => out.push(Event::Observe(Observation::Retransmission {
-                direction: "in",
-            })),
+            _ => out.push(Event::Observe(Observation::Retransmission { direction: "in" })),
         }
     }
 
-    pub(super) fn on_timer(
-        &mut self,
-        now: Instant,
-        key: &TransactionKey,
-        cfg: &TimerConfig,
-        out: &mut Vec<Event>,
-    ) {
+    pub(super) fn on_timer(&mut self, now: Instant, key: &TransactionKey, cfg: &TimerConfig, out: &mut Vec<Event>) {
         if self.resend_at.is_some_and(|t| t <= now) {
-            out.push(Event::Observe(Observation::Retransmission {
-                direction: "out",
-            }));
-            out.push(Event::Transmit {
-                peer: self.peer,
-                message: Message::Request(self.request.clone()),
-            });
+            out.push(Event::Observe(Observation::Retransmission { direction: "out" }));
+            out.push(Event::Transmit { peer: self.peer, message: Message::Request(self.request.clone()) });
             self.interval = match self.kind {
                 Kind::Ict => self.interval * 2,
                 _ if self.state == State::Proceeding => cfg.t2,
@@ -218,14 +180,7 @@ pub(super) fn ack_for(invite: &Request, resp: &Response) -> Request {
         ack.headers.push(HeaderName::CallId, v.clone());
     }
     if let Ok(c) = h.cseq() {
-        ack.headers.push(
-            HeaderName::CSeq,
-            CSeq {
-                seq: c.seq,
-                method: Method::Ack,
-            }
-            .to_bytes(),
-        );
+        ack.headers.push(HeaderName::CSeq, CSeq { seq: c.seq, method: Method::Ack }.to_bytes());
     }
     for r in h.get_all(&HeaderName::Route) {
         ack.headers.push(HeaderName::Route, r.clone());

@@ -78,32 +78,20 @@ impl TransactionKey {
             id.extend_from_slice(req.headers.get(&HeaderName::Via)?);
             id
         };
-        Some(Self {
-            side: Side::Server,
-            id: id.into(),
-            method,
-        })
+        Some(Self { side: Side::Server, id: id.into(), method })
     }
 
     /// The key of a client transaction for a request we send (its top Via must carry our branch).
     pub fn for_sent_request(req: &Request) -> Option<Self> {
         let via = req.headers.top_via().ok()?;
-        Some(Self {
-            side: Side::Client,
-            id: via.branch()?.clone(),
-            method: method_class(&req.method),
-        })
+        Some(Self { side: Side::Client, id: Bytes::copy_from_slice(via.branch()?), method: method_class(&req.method) })
     }
 
     /// The key of the client transaction a response belongs to (§17.1.3: branch and CSeq method).
     pub fn for_response(resp: &Response) -> Option<Self> {
         let via = resp.headers.top_via().ok()?;
         let method = resp.headers.cseq().ok()?.method;
-        Some(Self {
-            side: Side::Client,
-            id: via.branch()?.clone(),
-            method: method_class(&method),
-        })
+        Some(Self { side: Side::Client, id: Bytes::copy_from_slice(via.branch()?), method: method_class(&method) })
     }
 }
 
@@ -140,10 +128,7 @@ mod tests {
     fn same_branch_from_another_sent_by_is_another_transaction() {
         let a = msg("OPTIONS", "SIP/2.0/UDP h1:5060;branch=z9hG4bKa", "");
         let b = msg("OPTIONS", "SIP/2.0/UDP h2:5060;branch=z9hG4bKa", "");
-        assert_ne!(
-            TransactionKey::for_request(&a),
-            TransactionKey::for_request(&b)
-        );
+        assert_ne!(TransactionKey::for_request(&a), TransactionKey::for_request(&b));
     }
 
     #[test]
@@ -155,9 +140,8 @@ mod tests {
         assert_eq!(TransactionKey::for_request(&again), Some(k.clone()));
         assert_eq!(TransactionKey::for_request(&ack), Some(k));
         let bare_cookie = msg("INVITE", "SIP/2.0/UDP h:5060;branch=z9hG4bK", "");
-        assert!(String::from_utf8_lossy(
-            &TransactionKey::for_request(&bare_cookie).expect("key").id
-        )
-        .starts_with("2543|"));
+        assert!(
+            String::from_utf8_lossy(&TransactionKey::for_request(&bare_cookie).expect("key").id).starts_with("2543|")
+        );
     }
 }

@@ -57,28 +57,14 @@ pub(super) fn response_peer(peer: Peer, req: &Request) -> Peer {
 
 impl ServerTxn {
     pub(super) fn new(now: Instant, peer: Peer, request: Request, cfg: &TimerConfig) -> Self {
-        let kind = if request.method == Method::Invite {
-            Kind::Ist
-        } else {
-            Kind::Nist
-        };
+        let kind = if request.method == Method::Invite { Kind::Ist } else { Kind::Nist };
         let reliable = peer.transport.is_reliable();
         let peer = response_peer(peer, &request);
         let (state, resend_at) = match kind {
             Kind::Ist => (State::Proceeding, Some(now + cfg.trying_after)),
             _ => (State::Trying, None),
         };
-        Self {
-            kind,
-            state,
-            reliable,
-            peer,
-            request,
-            last: None,
-            g_interval: cfg.t1,
-            resend_at,
-            end_at: None,
-        }
+        Self { kind, state, reliable, peer, request, last: None, g_interval: cfg.t1, resend_at, end_at: None }
     }
 
     pub(super) fn kind(&self) -> Kind {
@@ -97,48 +83,29 @@ impl ServerTxn {
     }
 
     fn send(&self, resp: Response, out: &mut Vec<Event>) {
-        out.push(Event::Transmit {
-            peer: self.peer,
-            message: Message::Response(resp),
-        });
+        out.push(Event::Transmit { peer: self.peer, message: Message::Response(resp) });
     }
 
     fn resend_last(&self, out: &mut Vec<Event>) {
         if let Some(r) = &self.last {
-            out.push(Event::Observe(Observation::Retransmission {
-                direction: "out",
-            }));
+            out.push(Event::Observe(Observation::Retransmission { direction: "out" }));
             self.send(r.clone(), out);
         }
     }
 
     /// A retransmission of the request, or (IST) the ACK for our non-2xx final.
-    pub(super) fn on_request(
-        &mut self,
-        now: Instant,
-        req: &Request,
-        cfg: &TimerConfig,
-        out: &mut Vec<Event>,
-    ) {
+    pub(super) fn on_request(&mut self, now: Instant, req: &Request, cfg: &TimerConfig, out: &mut Vec<Event>) {
         if req.method == Method::Ack {
             if self.state == State::Completed {
                 self.state = State::Confirmed;
                 self.resend_at = None;
-                self.end_at = Some(
-                    now + if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        cfg.t4
-                    },
-                );
+                self.end_at = Some(now + if self.reliable { Duration::ZERO } else { cfg.t4 });
             }
             // ACKs in Confirmed are absorbed; an ACK in Accepted is for the 2xx and the core never sees it here
             // because it carries a new branch (§17.1.1.3).
             return;
         }
-        out.push(Event::Observe(Observation::Retransmission {
-            direction: "in",
-        }));
+        out.push(Event::Observe(Observation::Retransmission { direction: "in" }));
         match self.state {
             State::Proceeding | State::Completed => self.resend_last(out),
             State::Trying | State::Accepted | State::Confirmed | State::Terminated => {}
@@ -163,13 +130,7 @@ impl ServerTxn {
             }
             (Kind::Nist, State::Trying | State::Proceeding) => {
                 self.state = State::Completed;
-                self.end_at = Some(
-                    now + if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        64 * cfg.t1
-                    },
-                );
+                self.end_at = Some(now + if self.reliable { Duration::ZERO } else { 64 * cfg.t1 });
             }
             (Kind::Ist, State::Proceeding) if resp.is_success() => {
                 self.state = State::Accepted;

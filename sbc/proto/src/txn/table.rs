@@ -91,42 +91,21 @@ impl Transactions {
     /// A request received from `peer`.
     pub fn handle_request(&mut self, now: Instant, peer: Peer, req: Request) {
         let Some(key) = TransactionKey::for_request(&req) else {
-            self.events.push_back(Event::Stray {
-                peer,
-                message: Message::Request(req),
-            });
+            self.events.push_back(Event::Stray { peer, message: Message::Request(req) });
             return;
         };
         let mut out = std::mem::take(&mut self.scratch);
         match self.txns.get_mut(&key) {
-            Some(Entry {
-                txn: Txn::Server(t),
-                ..
-            }) => t.on_request(now, &req, &self.cfg, &mut out),
+            Some(Entry { txn: Txn::Server(t), .. }) => t.on_request(now, &req, &self.cfg, &mut out),
             _ if req.method == Method::Ack => {
                 // An ACK for a 2xx, or for a transaction long gone: the core's business (§17.2.3).
-                out.push(Event::Stray {
-                    peer,
-                    message: Message::Request(req),
-                });
+                out.push(Event::Stray { peer, message: Message::Request(req) });
             }
             _ => {
                 let t = ServerTxn::new(now, peer, req.clone(), &self.cfg);
-                out.push(Event::Observe(Observation::TransactionStarted {
-                    kind: t.kind().label(),
-                }));
-                out.push(Event::Request {
-                    key: key.clone(),
-                    peer,
-                    request: req,
-                });
-                self.txns.insert(
-                    key.clone(),
-                    Entry {
-                        txn: Txn::Server(t),
-                        scheduled: None,
-                    },
-                );
+                out.push(Event::Observe(Observation::TransactionStarted { kind: t.kind().label() }));
+                out.push(Event::Request { key: key.clone(), peer, request: req });
+                self.txns.insert(key.clone(), Entry { txn: Txn::Server(t), scheduled: None });
             }
         }
         self.finish(key, out);
@@ -135,39 +114,22 @@ impl Transactions {
     /// A response received.
     pub fn handle_response(&mut self, now: Instant, peer: Peer, resp: Response) {
         let Some(key) = TransactionKey::for_response(&resp) else {
-            self.events.push_back(Event::Stray {
-                peer,
-                message: Message::Response(resp),
-            });
+            self.events.push_back(Event::Stray { peer, message: Message::Response(resp) });
             return;
         };
         let mut out = std::mem::take(&mut self.scratch);
         match self.txns.get_mut(&key) {
-            Some(Entry {
-                txn: Txn::Client(t),
-                ..
-            }) => t.on_response(now, &key, resp, &self.cfg, &mut out),
-            _ => out.push(Event::Stray {
-                peer,
-                message: Message::Response(resp),
-            }),
+            Some(Entry { txn: Txn::Client(t), .. }) => t.on_response(now, &key, resp, &self.cfg, &mut out),
+            _ => out.push(Event::Stray { peer, message: Message::Response(resp) }),
         }
         self.finish(key, out);
     }
 
     /// The core's response on server transaction `key`.
-    pub fn respond(
-        &mut self,
-        now: Instant,
-        key: &TransactionKey,
-        resp: Response,
-    ) -> Result<(), TxnError> {
+    pub fn respond(&mut self, now: Instant, key: &TransactionKey, resp: Response) -> Result<(), TxnError> {
         let mut out = std::mem::take(&mut self.scratch);
         let r = match self.txns.get_mut(key) {
-            Some(Entry {
-                txn: Txn::Server(t),
-                ..
-            }) => t.respond(now, resp, &self.cfg, &mut out),
+            Some(Entry { txn: Txn::Server(t), .. }) => t.respond(now, resp, &self.cfg, &mut out),
             _ => Err(TxnError::Unknown),
         };
         self.finish(key.clone(), out);
@@ -175,51 +137,28 @@ impl Transactions {
     }
 
     /// Starts a client transaction for `req` (whose top Via carries a fresh branch) toward `peer`.
-    pub fn send_request(
-        &mut self,
-        now: Instant,
-        peer: Peer,
-        req: Request,
-    ) -> Result<TransactionKey, TxnError> {
+    pub fn send_request(&mut self, now: Instant, peer: Peer, req: Request) -> Result<TransactionKey, TxnError> {
         if req.method == Method::Ack {
-            return Err(TxnError::Malformed(
-                "a transaction: an ACK has none; use send_ack",
-            ));
+            return Err(TxnError::Malformed("a transaction: an ACK has none; use send_ack"));
         }
-        let key =
-            TransactionKey::for_sent_request(&req).ok_or(TxnError::Malformed("Via with branch"))?;
+        let key = TransactionKey::for_sent_request(&req).ok_or(TxnError::Malformed("Via with branch"))?;
         let mut out = std::mem::take(&mut self.scratch);
         let t = ClientTxn::new(now, peer, req, &self.cfg, &mut out);
-        out.push(Event::Observe(Observation::TransactionStarted {
-            kind: t.kind().label(),
-        }));
-        self.txns.insert(
-            key.clone(),
-            Entry {
-                txn: Txn::Client(t),
-                scheduled: None,
-            },
-        );
+        out.push(Event::Observe(Observation::TransactionStarted { kind: t.kind().label() }));
+        self.txns.insert(key.clone(), Entry { txn: Txn::Client(t), scheduled: None });
         self.finish(key.clone(), out);
         Ok(key)
     }
 
     /// Sends an ACK for a 2xx: it is not a transaction (§17.1.1.3), the core retransmits it per 2xx it receives.
     pub fn send_ack(&mut self, peer: Peer, ack: Request) {
-        self.events.push_back(Event::Transmit {
-            peer,
-            message: Message::Request(ack),
-        });
+        self.events.push_back(Event::Transmit { peer, message: Message::Request(ack) });
     }
 
     /// The transport could not deliver to the peer of client transaction `key` (§17.1.4).
     pub fn transport_error(&mut self, key: &TransactionKey) {
         let mut out = std::mem::take(&mut self.scratch);
-        if let Some(Entry {
-            txn: Txn::Client(t),
-            ..
-        }) = self.txns.get_mut(key)
-        {
+        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key) {
             t.on_transport_error(key, &mut out);
         }
         self.finish(key.clone(), out);
@@ -274,8 +213,7 @@ impl Transactions {
         if e.txn.is_terminated() {
             let kind = e.txn.kind_label();
             self.txns.remove(&key);
-            self.events
-                .push_back(Event::Observe(Observation::TransactionEnded { kind }));
+            self.events.push_back(Event::Observe(Observation::TransactionEnded { kind }));
             return;
         }
         let deadline = e.txn.deadline();

@@ -30,10 +30,7 @@ fn request(method: &str, branch: &str) -> Request {
 fn response(req: &Request, status: u16) -> Response {
     let mut r = Response::to_request(req, status, "X");
     if status >= 200 {
-        let to = format!(
-            "{};tag=t",
-            String::from_utf8_lossy(r.headers.get(&crate::msg::HeaderName::To).expect("to"))
-        );
+        let to = format!("{};tag=t", String::from_utf8_lossy(r.headers.get(&crate::msg::HeaderName::To).expect("to")));
         r.headers.set(crate::msg::HeaderName::To, to);
     }
     r
@@ -72,47 +69,27 @@ fn invite_client_retransmits_with_doubling_intervals_until_a_provisional() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
     let inv = request("INVITE", "z9hG4bKict1");
-    t.send_request(t0, peer(Transport::Udp), inv.clone())
-        .expect("sent");
+    t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
     assert_eq!(drain(&mut t).0.len(), 1);
-    let resent: Vec<_> = run_until(&mut t, t0, Duration::from_millis(3600))
-        .into_iter()
-        .map(|(d, _)| d.as_millis())
-        .collect();
-    assert_eq!(
-        resent,
-        vec![500, 1500, 3500],
-        "timer A: 0.5 s, then 1 s, then 2 s later"
-    );
-    t.handle_response(
-        t0 + Duration::from_millis(3600),
-        peer(Transport::Udp),
-        response(&inv, 180),
-    );
+    let resent: Vec<_> =
+        run_until(&mut t, t0, Duration::from_millis(3600)).into_iter().map(|(d, _)| d.as_millis()).collect();
+    assert_eq!(resent, vec![500, 1500, 3500], "timer A: 0.5 s, then 1 s, then 2 s later");
+    t.handle_response(t0 + Duration::from_millis(3600), peer(Transport::Udp), response(&inv, 180));
     let (_, ev) = drain(&mut t);
     assert!(matches!(&ev[..], [Event::Response { response, .. }] if response.status == 180));
-    assert!(
-        run_until(&mut t, t0, Duration::from_secs(20)).is_empty(),
-        "no retransmission after 180"
-    );
+    assert!(run_until(&mut t, t0, Duration::from_secs(20)).is_empty(), "no retransmission after 180");
 }
 
 #[test]
 fn timer_b_reports_a_timeout_after_64_t1() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
-    let key = t
-        .send_request(t0, peer(Transport::Udp), request("INVITE", "z9hG4bKict2"))
-        .expect("sent");
+    let key = t.send_request(t0, peer(Transport::Udp), request("INVITE", "z9hG4bKict2")).expect("sent");
     drain(&mut t);
     let mut timeout_at = None;
     while let Some(at) = t.poll_timeout() {
         t.handle_timeout(at);
-        if drain(&mut t)
-            .1
-            .iter()
-            .any(|e| matches!(e, Event::Timeout { key: k } if *k == key))
-        {
+        if drain(&mut t).1.iter().any(|e| matches!(e, Event::Timeout { key: k } if *k == key)) {
             timeout_at = Some(at - t0);
         }
     }
@@ -125,36 +102,19 @@ fn non_2xx_final_is_acked_once_per_received_final() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
     let inv = request("INVITE", "z9hG4bKict3");
-    t.send_request(t0, peer(Transport::Udp), inv.clone())
-        .expect("sent");
+    t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
     drain(&mut t);
     let busy = response(&inv, 486);
     for i in 0..3 {
-        t.handle_response(
-            t0 + Duration::from_millis(100 * (i + 1)),
-            peer(Transport::Udp),
-            busy.clone(),
-        );
+        t.handle_response(t0 + Duration::from_millis(100 * (i + 1)), peer(Transport::Udp), busy.clone());
         let (sent, ev) = drain(&mut t);
         assert_eq!(sent.len(), 1, "one ACK per 486 received");
-        let Message::Request(ack) = &sent[0] else {
-            panic!("ACK expected")
-        };
+        let Message::Request(ack) = &sent[0] else { panic!("ACK expected") };
         assert_eq!(ack.method, Method::Ack);
-        assert_eq!(
-            ack.headers.top_via().expect("via").branch(),
-            inv.headers.top_via().expect("via").branch()
-        );
+        assert_eq!(ack.headers.top_via().expect("via").branch(), inv.headers.top_via().expect("via").branch());
         assert_eq!(ack.headers.cseq().expect("cseq").seq, 7);
-        assert!(
-            ack.headers.to().expect("to").tag().is_some(),
-            "To from the response"
-        );
-        assert_eq!(
-            ev.len(),
-            usize::from(i == 0),
-            "only the first 486 reaches the core"
-        );
+        assert!(ack.headers.to().expect("to").tag().is_some(), "To from the response");
+        assert_eq!(ev.len(), usize::from(i == 0), "only the first 486 reaches the core");
     }
     run_until(&mut t, t0, Duration::from_secs(40));
     assert!(t.is_empty(), "timer D ended it");
@@ -165,32 +125,18 @@ fn non_invite_client_caps_at_t2_and_resends_every_t2_when_proceeding() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
     let opt = request("OPTIONS", "z9hG4bKnict1");
-    t.send_request(t0, peer(Transport::Udp), opt.clone())
-        .expect("sent");
+    t.send_request(t0, peer(Transport::Udp), opt.clone()).expect("sent");
     drain(&mut t);
-    let at: Vec<_> = run_until(&mut t, t0, Duration::from_millis(15600))
-        .into_iter()
-        .map(|(d, _)| d.as_millis())
-        .collect();
-    assert_eq!(
-        at,
-        vec![500, 1500, 3500, 7500, 11500, 15500],
-        "E doubles to T2 = 4 s, then stays"
-    );
+    let at: Vec<_> =
+        run_until(&mut t, t0, Duration::from_millis(15600)).into_iter().map(|(d, _)| d.as_millis()).collect();
+    assert_eq!(at, vec![500, 1500, 3500, 7500, 11500, 15500], "E doubles to T2 = 4 s, then stays");
     let mut t = Transactions::new(TimerConfig::default());
-    t.send_request(t0, peer(Transport::Udp), opt.clone())
-        .expect("sent");
+    t.send_request(t0, peer(Transport::Udp), opt.clone()).expect("sent");
     drain(&mut t);
-    t.handle_response(
-        t0 + Duration::from_millis(100),
-        peer(Transport::Udp),
-        response(&opt, 100),
-    );
+    t.handle_response(t0 + Duration::from_millis(100), peer(Transport::Udp), response(&opt, 100));
     drain(&mut t);
-    let at: Vec<_> = run_until(&mut t, t0, Duration::from_millis(9000))
-        .into_iter()
-        .map(|(d, _)| d.as_millis())
-        .collect();
+    let at: Vec<_> =
+        run_until(&mut t, t0, Duration::from_millis(9000)).into_iter().map(|(d, _)| d.as_millis()).collect();
     assert_eq!(at, vec![500, 4500, 8500], "in Proceeding, every T2");
 }
 
@@ -201,22 +147,13 @@ fn server_invite_resends_provisional_then_final_until_ack() {
     let inv = request("INVITE", "z9hG4bKist1");
     t.handle_request(t0, peer(Transport::Udp), inv.clone());
     let (_, ev) = drain(&mut t);
-    let Some(Event::Request { key, .. }) = ev.into_iter().next() else {
-        panic!("new request")
-    };
+    let Some(Event::Request { key, .. }) = ev.into_iter().next() else { panic!("new request") };
     // The core is slow: 100 Trying goes out by itself at 200 ms.
     let sent = run_until(&mut t, t0, Duration::from_millis(250));
-    assert!(
-        matches!(&sent[..], [(d, Message::Response(r))] if d.as_millis() == 200 && r.status == 100)
-    );
-    t.respond(t0 + Duration::from_millis(300), &key, response(&inv, 180))
-        .expect("180");
+    assert!(matches!(&sent[..], [(d, Message::Response(r))] if d.as_millis() == 200 && r.status == 100));
+    t.respond(t0 + Duration::from_millis(300), &key, response(&inv, 180)).expect("180");
     drain(&mut t);
-    t.handle_request(
-        t0 + Duration::from_millis(500),
-        peer(Transport::Udp),
-        inv.clone(),
-    );
+    t.handle_request(t0 + Duration::from_millis(500), peer(Transport::Udp), inv.clone());
     assert!(
         matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 180),
         "retransmitted INVITE gets the 180"
@@ -224,32 +161,19 @@ fn server_invite_resends_provisional_then_final_until_ack() {
     let t1 = t0 + Duration::from_secs(1);
     t.respond(t1, &key, response(&inv, 503)).expect("503");
     drain(&mut t);
-    let g: Vec<_> = run_until(&mut t, t1, Duration::from_millis(3600))
-        .into_iter()
-        .map(|(d, _)| d.as_millis())
-        .collect();
+    let g: Vec<_> =
+        run_until(&mut t, t1, Duration::from_millis(3600)).into_iter().map(|(d, _)| d.as_millis()).collect();
     assert_eq!(g, vec![500, 1500, 3500], "timer G");
     let ack = {
         let mut a = request("ACK", "z9hG4bKist1");
-        a.headers
-            .set(crate::msg::HeaderName::To, "<sip:b@198.18.2.10>;tag=t");
+        a.headers.set(crate::msg::HeaderName::To, "<sip:b@198.18.2.10>;tag=t");
         a
     };
-    t.handle_request(
-        t1 + Duration::from_millis(3700),
-        peer(Transport::Udp),
-        ack.clone(),
-    );
+    t.handle_request(t1 + Duration::from_millis(3700), peer(Transport::Udp), ack.clone());
     t.handle_request(t1 + Duration::from_millis(3800), peer(Transport::Udp), ack);
     let (sent, ev) = drain(&mut t);
-    assert!(
-        sent.is_empty() && ev.is_empty(),
-        "ACKs absorbed: {sent:?} {ev:?}"
-    );
-    assert!(
-        run_until(&mut t, t1, Duration::from_secs(20)).is_empty(),
-        "no more 503 after the ACK"
-    );
+    assert!(sent.is_empty() && ev.is_empty(), "ACKs absorbed: {sent:?} {ev:?}");
+    assert!(run_until(&mut t, t1, Duration::from_secs(20)).is_empty(), "no more 503 after the ACK");
     assert!(t.is_empty(), "timer I ended it");
 }
 
@@ -259,18 +183,13 @@ fn timer_h_fires_when_no_ack_comes() {
     let t0 = Instant::now();
     let inv = request("INVITE", "z9hG4bKist2");
     t.handle_request(t0, peer(Transport::Udp), inv.clone());
-    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else {
-        panic!("new")
-    };
+    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else { panic!("new") };
     t.respond(t0, &key, response(&inv, 404)).expect("404");
     drain(&mut t);
     let mut h = false;
     while let Some(at) = t.poll_timeout() {
         t.handle_timeout(at);
-        h |= drain(&mut t)
-            .1
-            .iter()
-            .any(|e| matches!(e, Event::AckTimeout { .. }));
+        h |= drain(&mut t).1.iter().any(|e| matches!(e, Event::AckTimeout { .. }));
     }
     assert!(h, "timer H reported");
 }
@@ -281,32 +200,18 @@ fn server_non_invite_answers_retransmissions_from_completed_and_absorbs_while_tr
     let t0 = Instant::now();
     let bye = request("BYE", "z9hG4bKnist1");
     t.handle_request(t0, peer(Transport::Udp), bye.clone());
-    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else {
-        panic!("new")
-    };
+    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else { panic!("new") };
     // Duplicate before the core answered: absorbed, not a new transaction.
-    t.handle_request(
-        t0 + Duration::from_millis(10),
-        peer(Transport::Udp),
-        bye.clone(),
-    );
+    t.handle_request(t0 + Duration::from_millis(10), peer(Transport::Udp), bye.clone());
     assert_eq!(drain(&mut t), (vec![], vec![]));
-    t.respond(t0 + Duration::from_millis(20), &key, response(&bye, 200))
-        .expect("200");
+    t.respond(t0 + Duration::from_millis(20), &key, response(&bye, 200)).expect("200");
     assert_eq!(drain(&mut t).0.len(), 1);
     // The 200 was lost twice; each retransmitted BYE gets it again.
     for ms in [500, 1500] {
-        t.handle_request(
-            t0 + Duration::from_millis(ms),
-            peer(Transport::Udp),
-            bye.clone(),
-        );
+        t.handle_request(t0 + Duration::from_millis(ms), peer(Transport::Udp), bye.clone());
         assert!(matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 200));
     }
-    assert_eq!(
-        t.respond(t0 + Duration::from_secs(2), &key, response(&bye, 500)),
-        Err(TxnError::State)
-    );
+    assert_eq!(t.respond(t0 + Duration::from_secs(2), &key, response(&bye, 500)), Err(TxnError::State));
     run_until(&mut t, t0, Duration::from_secs(40));
     assert!(t.is_empty(), "timer J ended it");
 }
@@ -319,9 +224,7 @@ fn lost_requests_and_duplicated_responses_still_complete() {
     let mut server = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
     let opt = request("OPTIONS", "z9hG4bKlossy");
-    client
-        .send_request(t0, peer(Transport::Udp), opt)
-        .expect("sent");
+    client.send_request(t0, peer(Transport::Udp), opt).expect("sent");
     let mut delivered = 0;
     let mut finals = 0;
     let mut now = t0;
@@ -335,9 +238,7 @@ fn lost_requests_and_duplicated_responses_still_complete() {
             server.handle_request(now, peer(Transport::Udp), r);
             for e in std::iter::from_fn(|| server.poll_event()).collect::<Vec<_>>() {
                 if let Event::Request { key, request, .. } = e {
-                    server
-                        .respond(now, &key, response(&request, 200))
-                        .expect("answer");
+                    server.respond(now, &key, response(&request, 200)).expect("answer");
                 }
             }
             for resp in drain(&mut server).0 {
@@ -347,10 +248,8 @@ fn lost_requests_and_duplicated_responses_still_complete() {
             }
         }
         let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
-        finals += events
-            .iter()
-            .filter(|e| matches!(e, Event::Response { response, .. } if response.status == 200))
-            .count();
+        finals +=
+            events.iter().filter(|e| matches!(e, Event::Response { response, .. } if response.status == 200)).count();
         if finals > 0 {
             break;
         }
@@ -361,20 +260,15 @@ fn lost_requests_and_duplicated_responses_still_complete() {
         client.handle_timeout(now);
     }
     assert_eq!(finals, 1, "exactly one 200 reached the core");
-    assert_eq!(
-        delivered, 3,
-        "two retransmissions made up for the two losses"
-    );
+    assert_eq!(delivered, 3, "two retransmissions made up for the two losses");
 }
 
 #[test]
 fn reliable_transports_do_not_retransmit() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
-    t.send_request(t0, peer(Transport::Tcp), request("OPTIONS", "z9hG4bKtcp1"))
-        .expect("sent");
-    t.send_request(t0, peer(Transport::Tcp), request("INVITE", "z9hG4bKtcp2"))
-        .expect("sent");
+    t.send_request(t0, peer(Transport::Tcp), request("OPTIONS", "z9hG4bKtcp1")).expect("sent");
+    t.send_request(t0, peer(Transport::Tcp), request("INVITE", "z9hG4bKtcp2")).expect("sent");
     drain(&mut t);
     let sent = run_until(&mut t, t0, Duration::from_secs(60));
     assert!(sent.is_empty(), "{sent:?}");
@@ -385,19 +279,13 @@ fn rfc2543_request_without_branch_is_matched_by_its_tuple() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
     let mut old = request("OPTIONS", "unused");
-    old.headers
-        .set(crate::msg::HeaderName::Via, "SIP/2.0/UDP 198.18.1.10:5060");
+    old.headers.set(crate::msg::HeaderName::Via, "SIP/2.0/UDP 198.18.1.10:5060");
     t.handle_request(t0, peer(Transport::Udp), old.clone());
-    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else {
-        panic!("new")
-    };
+    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else { panic!("new") };
     t.respond(t0, &key, response(&old, 200)).expect("200");
     drain(&mut t);
     t.handle_request(t0 + Duration::from_millis(500), peer(Transport::Udp), old);
-    assert!(
-        matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 200),
-        "matched, answered again"
-    );
+    assert!(matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 200), "matched, answered again");
 }
 
 #[test]

@@ -94,17 +94,10 @@ impl Connections {
     }
 
     /// Queues `bytes` on connection `conn` if it is open, else on any connection to `remote`.
-    pub fn send(
-        &self,
-        conn: Option<ConnId>,
-        remote: SocketAddr,
-        bytes: Bytes,
-    ) -> Result<(), SendError> {
+    pub fn send(&self, conn: Option<ConnId>, remote: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
         let tx = {
             let r = self.lock();
-            let id = conn
-                .filter(|c| r.by_id.contains_key(c))
-                .or_else(|| r.by_remote.get(&remote).copied());
+            let id = conn.filter(|c| r.by_id.contains_key(c)).or_else(|| r.by_remote.get(&remote).copied());
             id.and_then(|id| r.by_id.get(&id)).map(|c| c.tx.clone())
         };
         let tx = tx.ok_or(SendError::NoConnection(remote))?;
@@ -116,12 +109,7 @@ impl Connections {
 }
 
 /// Accepts connections until the channel to the driver closes.
-pub async fn listen(
-    listener: TcpListener,
-    limits: Limits,
-    conns: Connections,
-    tx: mpsc::Sender<Inbound>,
-) {
+pub async fn listen(listener: TcpListener, limits: Limits, conns: Connections, tx: mpsc::Sender<Inbound>) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
@@ -159,13 +147,7 @@ pub async fn connect(
     Ok(())
 }
 
-async fn serve(
-    stream: TcpStream,
-    remote: SocketAddr,
-    limits: Limits,
-    conns: Connections,
-    tx: mpsc::Sender<Inbound>,
-) {
+async fn serve(stream: TcpStream, remote: SocketAddr, limits: Limits, conns: Connections, tx: mpsc::Sender<Inbound>) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
         Ok(a) => a,
@@ -214,10 +196,7 @@ async fn serve(
 }
 
 /// Cuts every complete message off the front of `buf`, dropping keep-alive CRLFs.
-fn drain_messages(
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Vec<Bytes>, sbc_proto::msg::ParseError> {
+fn drain_messages(buf: &mut BytesMut, max: usize) -> Result<Vec<Bytes>, sbc_proto::msg::ParseError> {
     let mut out = Vec::new();
     loop {
         match frame(buf, max)? {
@@ -248,8 +227,7 @@ mod tests {
 
     #[test]
     fn oversized_message_is_an_error() {
-        let mut buf =
-            BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n"[..]);
+        let mut buf = BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n"[..]);
         assert!(drain_messages(&mut buf, 1000).is_err());
     }
 }
