@@ -204,9 +204,9 @@ proptest! {
         let m = parse_datagram(m.to_bytes()).expect("valid");
         let h = m.headers();
         let via = h.top_via().expect("via");
-        prop_assert_eq!(&via.branch().expect("branch")[..], e.branch.as_bytes());
+        prop_assert_eq!(via.branch().expect("branch"), e.branch.as_bytes());
         let from = h.from().expect("from");
-        prop_assert_eq!(&from.tag().expect("tag")[..], e.from_tag.as_bytes());
+        prop_assert_eq!(from.tag().expect("tag"), e.from_tag.as_bytes());
         prop_assert_eq!(h.to().expect("to").tag().map(|t| t.to_vec()), e.to_tag.map(String::into_bytes));
         prop_assert_eq!(&h.call_id().expect("call-id")[..], e.call_id.as_bytes());
         prop_assert_eq!(h.cseq().expect("cseq").seq, e.cseq);

@@ -114,11 +114,11 @@ mod tests {
     #[test]
     fn forms_of_address() {
         let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8").expect("quoted");
-        assert_eq!(&a.tag().expect("tag")[..], b"98asjd8");
+        assert_eq!(a.tag().expect("tag"), b"98asjd8");
         let b = na("caller<sip:caller@example.com>;tag=323").expect("no space before <");
         assert_eq!(&b.display.expect("display")[..], b"caller");
         let c = na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
-        assert_eq!(&c.tag().expect("tag")[..], b"1918181833n");
+        assert_eq!(c.tag().expect("tag"), b"1918181833n");
         assert_eq!(&c.uri.as_bytes()[..], b"sip:vivekg@chair-dnrc.example.com");
         let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x").expect("token display");
         assert_eq!(&d.display.expect("display")[..], b"token1~` token2'+_ token3*%!.-");

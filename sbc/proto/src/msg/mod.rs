@@ -26,6 +26,6 @@ pub use message::{Message, Request, Response};
 pub use method::Method;
 pub use params::Params;
 pub use parse::{frame, parse_datagram, parse_stream, Framed};
-pub use uri::{SipUri, TelUri, Uri, UriKind};
+pub use uri::{Scheme, SipUri, TelUri, Uri};
 pub use values::{CSeq, Contacts, MediaType};
 pub use via::{Via, MAGIC_COOKIE};

@@ -249,6 +249,25 @@ pub(crate) fn has_list_comma(value: &[u8]) -> bool {
     false
 }
 
+/// A compact `start..end` into a message or value (messages are far below 4 GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+impl From<Range<usize>> for Span {
+    fn from(r: Range<usize>) -> Self {
+        Self { start: r.start as u32, end: r.end as u32 }
+    }
+}
+
 /// Position of `b` in `s`. Header elements are tens of bytes long, where a plain loop beats `memchr`'s set-up
 /// (which showed as 13% of parse time).
 #[inline]

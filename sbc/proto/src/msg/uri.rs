@@ -1,55 +1,56 @@
 //! SIP, SIPS and TEL URIs (RFC 3261 §19.1, §25.1; RFC 3966), zero-copy over the received bytes.
 
 use super::params::{check_escapes, uri_params, ParamRanges, Params};
-use super::scan::class;
-use super::scan::find;
+use super::scan::{class, find, Span};
 use bytes::Bytes;
 use std::fmt;
 use std::ops::Range;
 
-/// A URI as received, with its parsed parts. Equality compares the bytes as received (what a re-serialized
-/// message must reproduce); comparison by RFC 3261 §19.1.4 rules is a separate question for routing.
+/// A URI as received, with the positions of its parts. Equality compares the bytes as received (what a
+/// re-serialized message must reproduce); comparison by RFC 3261 §19.1.4 rules is a separate question for routing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uri {
     raw: Bytes,
-    kind: UriKind,
+    parts: Lexed,
 }
 
-/// What kind of URI it is, with its parts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UriKind {
-    /// `sip:` or `sips:`.
-    Sip(SipUri),
+/// The scheme of a URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `sip:`.
+    Sip,
+    /// `sips:`.
+    Sips,
     /// `tel:` (RFC 3966).
-    Tel(TelUri),
+    Tel,
     /// Any other absolute URI (`http:`, `isbn:`, `urn:`…): well formed but opaque (RFC 4475 §3.3.2, §3.3.4).
     Other,
 }
 
-/// The parts of a `sip:`/`sips:` URI; every part is a view of the URI's bytes, escapes not decoded.
+/// The parts of a `sip:`/`sips:` URI, borrowed from the URI's bytes, escapes not decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SipUri {
+pub struct SipUri<'a> {
     /// `sips:` rather than `sip:`.
     pub secure: bool,
     /// The user part, if any (may be a telephone-subscriber with `;` parameters of its own).
-    pub user: Option<Bytes>,
+    pub user: Option<&'a [u8]>,
     /// The password, if any (deprecated by RFC 3261, still parsed).
-    pub password: Option<Bytes>,
+    pub password: Option<&'a [u8]>,
     /// Host name, IPv4 address, or IPv6 reference with its brackets.
-    pub host: Bytes,
+    pub host: &'a [u8],
     /// The port, if given.
     pub port: Option<u16>,
     /// URI parameters (`;transport=tcp;lr`).
     pub params: Params,
     /// The raw `?`-headers part without the `?`, if any.
-    pub headers: Option<Bytes>,
+    pub headers: Option<&'a [u8]>,
 }
 
-/// The parts of a `tel:` URI.
+/// The parts of a `tel:` URI, borrowed from the URI's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TelUri {
+pub struct TelUri<'a> {
     /// The number, with visual separators as received.
-    pub number: Bytes,
+    pub number: &'a [u8],
     /// Parameters (`;phone-context=…`).
     pub params: Params,
 }
@@ -57,21 +58,8 @@ pub struct TelUri {
 impl Uri {
     /// Parses a URI. `raw` must be the URI alone, without angle brackets or surrounding white space.
     pub fn parse(raw: Bytes) -> Result<Self, &'static str> {
-        let params = |r: Option<Range<usize>>| r.map_or_else(Params::default, |r| Params::uri(raw.slice(r)));
-        let kind = match lex(&raw)? {
-            Lexed::Sip { secure, user, password, host, port, params: p, headers } => UriKind::Sip(SipUri {
-                secure,
-                user: user.map(|r| raw.slice(r)),
-                password: password.map(|r| raw.slice(r)),
-                host: raw.slice(host),
-                port,
-                params: params(p),
-                headers: headers.map(|r| raw.slice(r)),
-            }),
-            Lexed::Tel { number, params: p } => UriKind::Tel(TelUri { number: raw.slice(number), params: params(p) }),
-            Lexed::Other => UriKind::Other,
-        };
-        Ok(Self { raw, kind })
+        let parts = lex(&raw)?;
+        Ok(Self { raw, parts })
     }
 
     /// The URI as received (or as built).
@@ -79,25 +67,47 @@ impl Uri {
         &self.raw
     }
 
-    /// The parsed parts.
-    pub fn kind(&self) -> &UriKind {
-        &self.kind
-    }
-
-    /// The SIP parts, if this is a `sip:`/`sips:` URI.
-    pub fn sip(&self) -> Option<&SipUri> {
-        match &self.kind {
-            UriKind::Sip(s) => Some(s),
-            _ => None,
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        match self.parts {
+            Lexed::Sip { secure: false, .. } => Scheme::Sip,
+            Lexed::Sip { secure: true, .. } => Scheme::Sips,
+            Lexed::Tel { .. } => Scheme::Tel,
+            Lexed::Other => Scheme::Other,
         }
     }
 
+    fn params(&self, p: Option<Span>) -> Params {
+        p.map_or_else(Params::default, |p| Params::uri(self.raw.slice(p.range())))
+    }
+
+    /// The SIP parts, if this is a `sip:`/`sips:` URI.
+    pub fn sip(&self) -> Option<SipUri<'_>> {
+        let Lexed::Sip { secure, user, password, host, port, params, headers } = self.parts else { return None };
+        let at = |s: Span| &self.raw[s.range()];
+        Some(SipUri {
+            secure,
+            user: user.map(at),
+            password: password.map(at),
+            host: at(host),
+            port,
+            params: self.params(params),
+            headers: headers.map(at),
+        })
+    }
+
+    /// The TEL parts, if this is a `tel:` URI.
+    pub fn tel(&self) -> Option<TelUri<'_>> {
+        let Lexed::Tel { number, params } = self.parts else { return None };
+        Some(TelUri { number: &self.raw[number.range()], params: self.params(params) })
+    }
+
     /// The user part of a SIP URI or the number of a TEL URI: what routing matches on.
-    pub fn user(&self) -> Option<&Bytes> {
-        match &self.kind {
-            UriKind::Sip(s) => s.user.as_ref(),
-            UriKind::Tel(t) => Some(&t.number),
-            UriKind::Other => None,
+    pub fn user(&self) -> Option<&[u8]> {
+        match self.parts {
+            Lexed::Sip { user, .. } => user.map(|u| &self.raw[u.range()]),
+            Lexed::Tel { number, .. } => Some(&self.raw[number.range()]),
+            Lexed::Other => None,
         }
     }
 }
@@ -120,21 +130,22 @@ const fn is_header_char(b: u8) -> bool {
     class::is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
 }
 
-/// A URI checked against its grammar, as ranges into the input.
+/// A URI checked against its grammar, with the positions of its parts (compact: a URI sits in every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lexed {
     Sip {
         secure: bool,
-        user: Option<Range<usize>>,
-        password: Option<Range<usize>>,
-        host: Range<usize>,
+        user: Option<Span>,
+        password: Option<Span>,
+        host: Span,
         port: Option<u16>,
         /// From the `;` before the first parameter.
-        params: Option<Range<usize>>,
-        headers: Option<Range<usize>>,
+        params: Option<Span>,
+        headers: Option<Span>,
     },
     Tel {
-        number: Range<usize>,
-        params: Option<Range<usize>>,
+        number: Span,
+        params: Option<Span>,
     },
     Other,
 }
@@ -214,7 +225,15 @@ fn lex_sip(raw: &[u8], rest: usize, secure: bool, sink: &mut dyn FnMut(ParamRang
     } else {
         None
     };
-    Ok(Lexed::Sip { secure, user, password, host, port, params, headers })
+    Ok(Lexed::Sip {
+        secure,
+        user: user.map(Span::from),
+        password: password.map(Span::from),
+        host: host.into(),
+        port,
+        params: params.map(Span::from),
+        headers: headers.map(Span::from),
+    })
 }
 
 /// Splits `host[:port]` in `s[range]`; hosts are host names, IPv4 addresses or bracketed IPv6 references.
@@ -254,43 +273,47 @@ fn lex_tel(raw: &[u8], rest: usize, sink: &mut dyn FnMut(ParamRanges)) -> Result
     } else {
         None
     };
-    Ok(Lexed::Tel { number: rest..end, params })
+    Ok(Lexed::Tel { number: (rest..end).into(), params: params.map(Span::from) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sip(s: &'static str) -> SipUri {
-        Uri::parse(Bytes::from_static(s.as_bytes())).expect(s).sip().expect("sip").clone()
+    fn uri(s: &'static str) -> Uri {
+        Uri::parse(Bytes::from_static(s.as_bytes())).expect(s)
     }
 
     #[test]
     fn full_sip_uri() {
-        let u = sip("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
+        let whole = uri("sips:alice:secret@[2001:db8::1]:5061;transport=tls;lr?Subject=hi&Priority=urgent");
+        assert_eq!(whole.scheme(), Scheme::Sips);
+        let u = whole.sip().expect("sip");
         assert!(u.secure);
-        assert_eq!(&u.user.expect("user")[..], b"alice");
-        assert_eq!(&u.password.expect("pw")[..], b"secret");
-        assert_eq!(&u.host[..], b"[2001:db8::1]");
+        assert_eq!(u.user.expect("user"), b"alice");
+        assert_eq!(u.password.expect("pw"), b"secret");
+        assert_eq!(u.host, b"[2001:db8::1]");
         assert_eq!(u.port, Some(5061));
         assert_eq!(u.params.value("transport"), Some(&b"tls"[..]));
         assert!(u.params.has("lr"));
-        assert_eq!(&u.headers.expect("headers")[..], b"Subject=hi&Priority=urgent");
+        assert_eq!(u.headers.expect("headers"), b"Subject=hi&Priority=urgent");
     }
 
     #[test]
     fn user_with_semicolon_and_escapes() {
-        let u = sip("sip:user;par=u%40example.net@example.com");
-        assert_eq!(&u.user.expect("user")[..], b"user;par=u%40example.net");
-        assert_eq!(&u.host[..], b"example.com");
+        let whole = uri("sip:user;par=u%40example.net@example.com");
+        let u = whole.sip().expect("sip");
+        assert_eq!(u.user.expect("user"), b"user;par=u%40example.net");
+        assert_eq!(u.host, b"example.com");
     }
 
     #[test]
     fn tel_and_other_schemes() {
         let t = Uri::parse(Bytes::from_static(b"tel:+1-201-555-0123;phone-context=example.com")).expect("tel");
-        assert_eq!(&t.user().expect("number")[..], b"+1-201-555-0123");
+        assert_eq!(t.user().expect("number"), b"+1-201-555-0123");
         let o = Uri::parse(Bytes::from_static(b"soap.beep://192.0.2.103:3002")).expect("other");
-        assert_eq!(o.kind(), &UriKind::Other);
+        assert_eq!(o.scheme(), Scheme::Other);
+        assert_eq!(t.tel().expect("tel").params.value("phone-context"), Some(&b"example.com"[..]));
     }
 
     #[test]

@@ -60,11 +60,11 @@ pub struct MediaType {
     pub params: Params,
 }
 
-/// Checks `m-type SLASH m-subtype *(SEMI m-parameter)`; returns the type and subtype ranges.
-pub(crate) fn lex_media_type(
-    value: &[u8],
-    sink: &mut dyn FnMut(ParamRanges),
-) -> Result<(Range<usize>, Range<usize>, Range<usize>), &'static str> {
+/// Type, subtype and parameter ranges of a media type.
+pub(crate) type MediaTypeRanges = (Range<usize>, Range<usize>, Range<usize>);
+
+/// Checks `m-type SLASH m-subtype *(SEMI m-parameter)`; returns the type, subtype and parameter ranges.
+pub(crate) fn lex_media_type(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<MediaTypeRanges, &'static str> {
     let mut c = Cursor::new(value);
     c.skip_ws();
     let kind = c.token().ok_or("missing media type")?;

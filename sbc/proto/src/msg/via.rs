@@ -148,14 +148,14 @@ mod tests {
         let v = via("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").expect("valid");
         assert_eq!(&v.transport[..], b"TCP");
         assert_eq!(&v.host[..], b"spindle.example.com");
-        assert_eq!(&v.branch().expect("branch")[..], b"z9hG4bK9ikj8");
+        assert_eq!(v.branch().expect("branch"), b"z9hG4bK9ikj8");
     }
 
     #[test]
     fn ipv6_sent_by_and_received() {
         let v = via("SIP/2.0/UDP [2001:db8::9:1]:5060;received=2001:db8::9:255;branch=z9hG4bKas3").expect("valid");
         assert_eq!(&v.host[..], b"[2001:db8::9:1]");
-        assert_eq!(&v.received().expect("received")[..], b"2001:db8::9:255");
+        assert_eq!(v.received().expect("received"), b"2001:db8::9:255");
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl TransactionKey {
             id.extend_from_slice(req.uri.as_bytes());
             id.push(b'|');
             if let Ok(from) = req.headers.from() {
-                id.extend_from_slice(from.tag().map_or(&b""[..], |t| &t[..]));
+                id.extend_from_slice(from.tag().map_or(&b""[..], |t| t));
             }
             id.push(b'|');
             id.extend_from_slice(req.headers.call_id().ok()?);

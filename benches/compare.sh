@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the parse benchmark several times (criterion's median per run) and prints the median ratio of the
+# reference parser's time to ours, per group. The machine is small and noisy: one run proves nothing.
+# Usage: benches/compare.sh [RUNS]   (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+cargo bench -p sbc-bench --bench sip_parse --no-run >/dev/null 2>&1
+bin=$(ls -t target/release/deps/sip_parse-* | grep -v '\.d$' | head -1)
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for _ in $(seq "$runs"); do
+  # Core 0 only, so a second core stays free for the rest of the system.
+  taskset -c 0 "$bin" --bench --warm-up-time 1 --measurement-time 2 2>/dev/null |
+    awk '/^(parse|parse\+serialize)\// {name=$1} /time:/ {v=$4; u=$5; if (u=="ns") v/=1000; if (u=="ms") v*=1000; print name, v}' >>"$out"
+done
+python3 - "$out" <<'PY'
+import sys, statistics, collections
+t = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    name, v = line.split()
+    t[name].append(float(v))
+groups = sorted({n.rsplit('/', 1)[0] for n in t})
+print(f"{'group':28} {'sbc-proto µs':>13} {'ezk-sip-types µs':>17} {'ratio (median of runs)':>23}")
+for g in groups:
+    ours, ref = t[g + '/sbc-proto'], t[g + '/ezk-sip-types']
+    ratios = [r / o for o, r in zip(ours, ref)]
+    print(f"{g:28} {statistics.median(ours):13.2f} {statistics.median(ref):17.2f} {statistics.median(ratios):22.2f}x")
+PY
