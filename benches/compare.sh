@@ -12,7 +12,10 @@ trap 'rm -f "$out"' EXIT
 for _ in $(seq "$runs"); do
   # Core 0 only, so a second core stays free for the rest of the system.
   taskset -c 0 "$bin" --bench --warm-up-time 1 --measurement-time 2 2>/dev/null |
-    awk '/^(parse|parse\+serialize)\// {name=$1} /time:/ {v=$4; u=$5; if (u=="ns") v/=1000; if (u=="ms") v*=1000; print name, v}' >>"$out"
+    awk '/^(parse|parse\+serialize)\// {name=$1}
+         /time:/ {for (i = 1; i <= NF; i++) if ($i == "time:") break; v = $(i + 3); u = $(i + 4);
+                  if (u != "ns" && u != "µs" && u != "ms") next;
+                  if (u == "ns") v /= 1000; if (u == "ms") v *= 1000; print name, v}' >>"$out"
 done
 python3 - "$out" <<'PY'
 import sys, statistics, collections

@@ -22,6 +22,8 @@ pub struct NameAddr {
 pub(crate) struct Lexed {
     pub display: Option<Range<usize>>,
     pub uri: Range<usize>,
+    /// The URI's parts, relative to `uri.start`.
+    pub uri_parts: uri::Lexed,
     pub params: Range<usize>,
 }
 
@@ -53,10 +55,10 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
                 if value[uri.clone()].iter().any(|&b| class::is_ws(b)) {
                     return Err("white space inside address");
                 }
-                uri::lex(&value[uri.clone()])?;
+                let uri_parts = uri::lex(&value[uri.clone()])?;
                 c.set_pos(end);
                 header_params(&mut c, sink)?;
-                return Ok(Lexed { display: None, uri, params: end..value.len() });
+                return Ok(Lexed { display: None, uri, uri_parts, params: end..value.len() });
             }
         }
         None => return Err("empty address"),
@@ -66,19 +68,19 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
     }
     let start = c.pos();
     let close = find(b'>', c.rest()).ok_or("missing '>'")? + start;
-    uri::lex(&value[start..close])?;
+    let uri_parts = uri::lex(&value[start..close])?;
     c.set_pos(close + 1);
     header_params(&mut c, sink)?;
-    Ok(Lexed { display, uri: start..close, params: close + 1..value.len() })
+    Ok(Lexed { display, uri: start..close, uri_parts, params: close + 1..value.len() })
 }
 
 impl NameAddr {
     /// Parses one element of an address header (see [`lex`] for the grammar).
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let Lexed { display, uri, params } = lex(value, &mut |_| {})?;
+        let Lexed { display, uri, uri_parts, params } = lex(value, &mut |_| {})?;
         Ok(Self {
             display: display.map(|d| value.slice(d)),
-            uri: Uri::parse(value.slice(uri))?,
+            uri: Uri::from_lexed(value.slice(uri), uri_parts),
             params: Params::header(value.slice(params)),
         })
     }

@@ -170,11 +170,6 @@ fn gen_value(c: &mut Cursor<'_>) -> Option<Range<usize>> {
     }
 }
 
-/// `paramchar` of a URI parameter: param-unreserved / unreserved / escaped (checked separately).
-const fn is_uri_paramchar(b: u8) -> bool {
-    class::is_unreserved(b) || matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b'%')
-}
-
 /// Lexes URI parameters in `s[range]` (which starts right after the first `;`), no white space allowed.
 pub(crate) fn uri_params(s: &[u8], range: Range<usize>, sink: &mut dyn FnMut(ParamRanges)) -> Result<(), &'static str> {
     let mut start = range.start;
@@ -184,7 +179,7 @@ pub(crate) fn uri_params(s: &[u8], range: Range<usize>, sink: &mut dyn FnMut(Par
         if part.is_empty() {
             return Err("empty URI parameter");
         }
-        if !part.iter().all(|&b| is_uri_paramchar(b) || b == b'=') {
+        if !part.iter().all(|&b| class::is_uri_param(b)) {
             return Err("invalid character in URI parameter");
         }
         check_escapes(part)?;

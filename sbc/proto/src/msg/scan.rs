@@ -11,7 +11,11 @@ use std::ops::Range;
 pub(crate) mod class {
     const TOKEN: u8 = 1;
     const WORD: u8 = 2;
-    const UNRESERVED: u8 = 4;
+    const USER: u8 = 8;
+    const PASSWORD: u8 = 16;
+    const URI_HEADER: u8 = 32;
+    const URI_PARAM: u8 = 64;
+    const HOST: u8 = 128;
 
     const fn classify(b: u8) -> u8 {
         let alnum = b.is_ascii_alphanumeric();
@@ -19,7 +23,35 @@ pub(crate) mod class {
         let word = token
             || matches!(b, b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}');
         let unreserved = alnum || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')');
-        (if token { TOKEN } else { 0 }) | (if word { WORD } else { 0 }) | (if unreserved { UNRESERVED } else { 0 })
+        // RFC 3261 §25.1: user, password, hnv-unreserved and paramchar, each with `escaped` (checked apart).
+        let user = unreserved || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/');
+        let password = unreserved || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',');
+        let header = unreserved || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&');
+        let param = unreserved || matches!(b, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b'=');
+        let host = alnum || matches!(b, b'-' | b'.');
+        let mut c = 0;
+        if token {
+            c |= TOKEN;
+        }
+        if word {
+            c |= WORD;
+        }
+        if user {
+            c |= USER;
+        }
+        if password {
+            c |= PASSWORD;
+        }
+        if header {
+            c |= URI_HEADER;
+        }
+        if param {
+            c |= URI_PARAM;
+        }
+        if host {
+            c |= HOST;
+        }
+        c
     }
 
     const CLASSES: [u8; 256] = {
@@ -32,6 +64,36 @@ pub(crate) mod class {
         t
     };
 
+    /// A URI user part character (with `%`).
+    #[inline]
+    pub const fn is_user(b: u8) -> bool {
+        CLASSES[b as usize] & USER != 0
+    }
+
+    /// A URI password character (with `%`).
+    #[inline]
+    pub const fn is_password(b: u8) -> bool {
+        CLASSES[b as usize] & PASSWORD != 0
+    }
+
+    /// A URI `?headers` character (with `%`, `=` and `&`).
+    #[inline]
+    pub const fn is_uri_header(b: u8) -> bool {
+        CLASSES[b as usize] & URI_HEADER != 0
+    }
+
+    /// A URI parameter character (paramchar with `%`, plus `=`).
+    #[inline]
+    pub const fn is_uri_param(b: u8) -> bool {
+        CLASSES[b as usize] & URI_PARAM != 0
+    }
+
+    /// A host name or IPv4 address character.
+    #[inline]
+    pub const fn is_host(b: u8) -> bool {
+        CLASSES[b as usize] & HOST != 0
+    }
+
     /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
     #[inline]
     pub const fn is_token(b: u8) -> bool {
@@ -42,12 +104,6 @@ pub(crate) mod class {
     #[inline]
     pub const fn is_word(b: u8) -> bool {
         CLASSES[b as usize] & WORD != 0
-    }
-
-    /// `unreserved`: alphanum / mark.
-    #[inline]
-    pub const fn is_unreserved(b: u8) -> bool {
-        CLASSES[b as usize] & UNRESERVED != 0
     }
 
     #[inline]

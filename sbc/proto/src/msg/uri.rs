@@ -62,6 +62,11 @@ impl Uri {
         Ok(Self { raw, parts })
     }
 
+    /// A URI whose bytes were already checked by [`lex`].
+    pub(crate) fn from_lexed(raw: Bytes, parts: Lexed) -> Self {
+        Self { raw, parts }
+    }
+
     /// The URI as received (or as built).
     pub fn as_bytes(&self) -> &Bytes {
         &self.raw
@@ -116,18 +121,6 @@ impl fmt::Display for Uri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&String::from_utf8_lossy(&self.raw))
     }
-}
-
-const fn is_user_char(b: u8) -> bool {
-    class::is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
-}
-
-const fn is_password_char(b: u8) -> bool {
-    class::is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
-}
-
-const fn is_header_char(b: u8) -> bool {
-    class::is_unreserved(b) || matches!(b, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'=' | b'&')
 }
 
 /// A URI checked against its grammar, with the positions of its parts (compact: a URI sits in every request).
@@ -190,13 +183,13 @@ fn lex_sip(raw: &[u8], rest: usize, secure: bool, sink: &mut dyn FnMut(ParamRang
                 None => (at, None),
             };
             let user = &raw[rest..u_end];
-            if user.is_empty() || !user.iter().all(|&b| is_user_char(b)) {
+            if user.is_empty() || !user.iter().all(|&b| class::is_user(b)) {
                 return Err("bad user part");
             }
             check_escapes(user)?;
             if let Some(pw) = &pw {
                 let p = &raw[pw.clone()];
-                if !p.iter().all(|&b| is_password_char(b)) {
+                if !p.iter().all(|&b| class::is_password(b)) {
                     return Err("bad password");
                 }
                 check_escapes(p)?;
@@ -217,7 +210,7 @@ fn lex_sip(raw: &[u8], rest: usize, secure: bool, sink: &mut dyn FnMut(ParamRang
     }
     let headers = if raw.get(i) == Some(&b'?') {
         let h = &raw[i + 1..];
-        if h.is_empty() || !h.iter().all(|&b| is_header_char(b)) {
+        if h.is_empty() || !h.iter().all(|&b| class::is_uri_header(b)) {
             return Err("bad URI headers");
         }
         check_escapes(h)?;
@@ -246,7 +239,7 @@ pub(crate) fn host_port(s: &[u8], range: Range<usize>) -> Result<(Range<usize>, 
         }
         close + 1
     } else {
-        let n = hp.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hp.len());
+        let n = hp.iter().position(|&b| !class::is_host(b)).unwrap_or(hp.len());
         if n == 0 {
             return Err("empty host");
         }
