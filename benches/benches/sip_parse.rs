@@ -147,6 +147,18 @@ fn bench(c: &mut Criterion) {
         g.bench_function("ezk-sip-types", |b| b.iter(|| ezk::parse_serialize(black_box(&buf))));
         g.finish();
 
+        let parsed = sbc_proto::msg::parse_datagram(buf.clone()).expect("valid");
+        let mut g = c.benchmark_group(format!("parts/{name}"));
+        g.bench_function("typed-accessors", |b| {
+            b.iter(|| {
+                let h = black_box(&parsed).headers();
+                (h.vias().map(|v| v.len()), h.from().is_ok(), h.to().is_ok(), h.cseq().is_ok(), h.contacts().is_ok())
+            })
+        });
+        g.bench_function("serialize", |b| b.iter(|| black_box(&parsed).to_bytes()));
+        g.bench_function("clone+drop", |b| b.iter(|| black_box(&parsed).clone()));
+        g.finish();
+
         let mut g = c.benchmark_group(format!("parse/{name}"));
         g.throughput(Throughput::Bytes(buf.len() as u64));
         g.bench_function("sbc-proto", |b| b.iter(|| ours_parse_only(black_box(&buf))));
