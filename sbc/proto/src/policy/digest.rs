@@ -4,7 +4,7 @@
 //! Passwords are held in [`Secret`], whose `Debug` prints nothing, so they cannot reach a log by accident.
 
 use md5::Md5;
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A password or shared secret. `Debug` and `Display` never show it.
@@ -39,30 +39,9 @@ pub enum Algorithm {
 
 impl Algorithm {
     fn hash(self, parts: &[&[u8]]) -> String {
-        fn hex(bytes: &[u8]) -> String {
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        }
         match self {
-            Self::Md5 => {
-                let mut h = Md5::new();
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0 {
-                        h.update(b":");
-                    }
-                    h.update(p);
-                }
-                hex(&h.finalize())
-            }
-            Self::Sha256 => {
-                let mut h = Sha256::new();
-                for (i, p) in parts.iter().enumerate() {
-                    if i > 0 {
-                        h.update(b":");
-                    }
-                    h.update(p);
-                }
-                hex(&h.finalize())
-            }
+            Self::Md5 => hash_with::<Md5>(parts),
+            Self::Sha256 => hash_with::<Sha256>(parts),
         }
     }
 
@@ -72,6 +51,18 @@ impl Algorithm {
             Self::Sha256 => "SHA-256",
         }
     }
+}
+
+/// Lower-case hex of `H(p1:p2:…)` (RFC 7616 §3.4.1 joins the parts with colons).
+fn hash_with<D: Digest>(parts: &[&[u8]]) -> String {
+    let mut h = D::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(p);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a challenge or credentials could not be used.

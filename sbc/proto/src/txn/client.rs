@@ -62,10 +62,7 @@ impl ClientTxn {
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        match (self.resend_at, self.end_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        super::earliest(self.resend_at, self.end_at)
     }
 
     fn linger(&self, cfg: &TimerConfig) -> Duration {

@@ -123,6 +123,14 @@ pub enum Event {
     Observe(Observation),
 }
 
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<std::time::Instant>, b: Option<std::time::Instant>) -> Option<std::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Why a call on [`Transactions`] was refused. These are mistakes of the caller (the core), not of peers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxnError {

@@ -76,10 +76,7 @@ impl ServerTxn {
     }
 
     pub(super) fn deadline(&self) -> Option<Instant> {
-        match (self.resend_at, self.end_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        super::earliest(self.resend_at, self.end_at)
     }
 
     fn send(&self, resp: Response, out: &mut Vec<Event>) {
