@@ -223,7 +223,7 @@ fn stamp_via(req: &mut Request, peer: &Peer) {
     };
     let ip = peer.remote.ip().to_string();
     let mut changed = false;
-    if via.host != ip.as_bytes() && via.received().is_none() {
+    if via.host() != ip.as_bytes() && via.received().is_none() {
         via.params.set("received", Some(ip.as_bytes()));
         changed = true;
     }

@@ -53,8 +53,8 @@ impl TransactionKey {
     fn server(req: &Request, method: Method) -> Option<Self> {
         let via = req.headers.top_via().ok()?;
         let sent_by = match via.port {
-            Some(p) => format!("{}:{p}", String::from_utf8_lossy(&via.host)),
-            None => String::from_utf8_lossy(&via.host).into_owned(),
+            Some(p) => format!("{}:{p}", String::from_utf8_lossy(via.host())),
+            None => String::from_utf8_lossy(via.host()).into_owned(),
         };
         let id = if via.has_rfc3261_branch() {
             let mut id = via.branch()?.to_vec();
