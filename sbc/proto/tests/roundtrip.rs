@@ -208,7 +208,7 @@ proptest! {
         let from = h.from().expect("from");
         prop_assert_eq!(from.tag().expect("tag"), e.from_tag.as_bytes());
         prop_assert_eq!(h.to().expect("to").tag().map(|t| t.to_vec()), e.to_tag.map(String::into_bytes));
-        prop_assert_eq!(&h.call_id().expect("call-id")[..], e.call_id.as_bytes());
+        prop_assert_eq!(h.call_id().expect("call-id"), e.call_id.as_bytes());
         prop_assert_eq!(h.cseq().expect("cseq").seq, e.cseq);
         prop_assert!(h.contacts().is_ok() && h.routes().is_ok() && h.max_forwards().is_ok());
     }

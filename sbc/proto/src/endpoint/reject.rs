@@ -87,7 +87,7 @@ mod tests {
         let resp = error_response(raw, &err, "sbc").expect("answerable");
         let Ok(Message::Response(r)) = parse_datagram(resp) else { panic!("our 400 must parse") };
         assert_eq!(r.status, 400);
-        assert_eq!(&r.headers.call_id().expect("call-id")[..], b"c1");
+        assert_eq!(r.headers.call_id().expect("call-id"), b"c1");
         let warning = r.headers.get(&crate::msg::HeaderName::Warning).expect("warning");
         assert!(String::from_utf8_lossy(warning).contains("CSeq method"), "{warning:?}");
     }

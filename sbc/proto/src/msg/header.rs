@@ -1,5 +1,6 @@
 //! Header names (with compact forms) and the ordered header list of a message (RFC 3261 §7.3, §20).
 
+use super::scan::Span;
 use bytes::Bytes;
 use std::fmt;
 
@@ -161,21 +162,40 @@ impl fmt::Display for HeaderName {
     }
 }
 
-/// One header field: a name and one value. A comma-separated list header arrives as one [`Header`] per element.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    /// The header's name.
-    pub name: HeaderName,
-    /// The value, unfolded and trimmed of surrounding white space; a view into the received buffer unless the
-    /// header was folded over several lines.
-    pub value: Bytes,
+/// Where a header value lives: in the received message, or in bytes of its own (built in code, or unfolded).
+#[derive(Debug, Clone)]
+enum Value {
+    /// A position in [`Headers::buf`]: no reference count per header, which was a fifth of the parse time.
+    In(Span),
+    Own(Bytes),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    name: HeaderName,
+    value: Value,
 }
 
 /// The headers of a message in the order received (RFC 3261 §7.3.1: order matters among same-named headers and
-/// is kept across all of them). Content-Length is not kept here: it is framing, and the serializer writes it from
-/// the body.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<Header>);
+/// is kept across all of them). Values are unfolded and trimmed of surrounding white space; a list header split
+/// at parse time ([`HeaderName::split_on_parse`]) has one entry per element. Content-Length is not kept here: it
+/// is framing, and the serializer writes it from the body.
+///
+/// Parsed values stay where they were received: `get` lends them as `&[u8]`; `get_bytes` hands out a `Bytes`
+/// view (one reference count) for values that must outlive the message.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    buf: Bytes,
+    entries: Vec<Entry>,
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl Eq for Headers {}
 
 impl Headers {
     /// An empty list.
@@ -183,58 +203,93 @@ impl Headers {
         Self::default()
     }
 
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
+    /// An empty list whose values will be positions in `buf` (the received message).
+    pub(crate) fn over(buf: Bytes, capacity: usize) -> Self {
+        Self { buf, entries: Vec::with_capacity(capacity) }
+    }
+
+    /// Appends a value received in the message, at `span` of the buffer.
+    pub(crate) fn push_span(&mut self, name: HeaderName, span: Span) {
+        self.entries.push(Entry { name, value: Value::In(span) });
+    }
+
+    fn value<'a>(&'a self, v: &'a Value) -> &'a [u8] {
+        match v {
+            Value::In(s) => &self.buf[s.range()],
+            Value::Own(b) => b,
+        }
+    }
+
+    fn value_bytes(&self, v: &Value) -> Bytes {
+        match v {
+            Value::In(s) => self.buf.slice(s.range()),
+            Value::Own(b) => b.clone(),
+        }
     }
 
     /// Appends a header. No validation: values built in code are trusted to be well formed.
     pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.0.push(Header { name, value: value.into() });
+        self.entries.push(Entry { name, value: Value::Own(value.into()) });
     }
 
     /// Inserts a header before all others (used for Via, which is stacked on top).
     pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.0.insert(0, Header { name, value: value.into() });
+        self.entries.insert(0, Entry { name, value: Value::Own(value.into()) });
+    }
+
+    /// The headers for which `keep` holds, in order, sharing this list's buffer.
+    pub(crate) fn subset(&self, keep: impl Fn(&HeaderName) -> bool) -> Headers {
+        Headers { buf: self.buf.clone(), entries: self.entries.iter().filter(|e| keep(&e.name)).cloned().collect() }
     }
 
     /// The first value of `name`.
-    pub fn get(&self, name: &HeaderName) -> Option<&Bytes> {
-        self.0.iter().find(|h| &h.name == name).map(|h| &h.value)
+    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.entries.iter().find(|h| &h.name == name).map(|h| self.value(&h.value))
+    }
+
+    /// The first value of `name`, as `Bytes` that can outlive the message.
+    pub fn get_bytes(&self, name: &HeaderName) -> Option<Bytes> {
+        self.entries.iter().find(|h| &h.name == name).map(|h| self.value_bytes(&h.value))
     }
 
     /// Every value of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.0.iter().filter(move |h| &h.name == name).map(|h| &h.value)
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.entries.iter().filter(move |h| &h.name == name).map(|h| self.value(&h.value))
+    }
+
+    /// Every value of `name`, in order, as `Bytes`.
+    pub fn get_all_bytes<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = Bytes> + 'a {
+        self.entries.iter().filter(move |h| &h.name == name).map(|h| self.value_bytes(&h.value))
     }
 
     /// Every element of list header `name` across all its values, in order, split at commas outside quotes and
     /// angle brackets, empty elements skipped (`Allow: INVITE, ACK` and `Allow: INVITE` + `Allow: ACK` read alike).
-    pub fn list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = Bytes> + 'a {
+    pub fn list<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.get_all(name).flat_map(|v| {
-            crate::msg::scan::ListElements::new(v, 0..v.len()).filter(|r| !r.is_empty()).map(move |r| v.slice(r))
+            crate::msg::scan::ListElements::new(v, 0..v.len()).filter(|r| !r.is_empty()).map(move |r| &v[r])
         })
     }
 
     /// How many values of `name` there are.
     pub fn count(&self, name: &HeaderName) -> usize {
-        self.0.iter().filter(|h| &h.name == name).count()
+        self.entries.iter().filter(|h| &h.name == name).count()
     }
 
     /// Removes every value of `name`; returns how many were removed.
     pub fn remove(&mut self, name: &HeaderName) -> usize {
-        let before = self.0.len();
-        self.0.retain(|h| &h.name != name);
-        before - self.0.len()
+        let before = self.entries.len();
+        self.entries.retain(|h| &h.name != name);
+        before - self.entries.len()
     }
 
     /// Replaces every value of `name` with one value, at the position of the first one (or at the end).
     pub fn set(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        let value = value.into();
-        match self.0.iter().position(|h| h.name == name) {
+        let value = Value::Own(value.into());
+        match self.entries.iter().position(|h| h.name == name) {
             Some(i) => {
-                self.0[i].value = value;
+                self.entries[i].value = value;
                 let mut seen = 0;
-                self.0.retain(|h| {
+                self.entries.retain(|h| {
                     if h.name == name {
                         seen += 1;
                         seen == 1
@@ -243,37 +298,30 @@ impl Headers {
                     }
                 });
             }
-            None => self.0.push(Header { name, value }),
+            None => self.entries.push(Entry { name, value }),
         }
     }
 
     /// Removes the first value of `name` and returns it (used to pop the top Via of a response).
     pub fn remove_first(&mut self, name: &HeaderName) -> Option<Bytes> {
-        let i = self.0.iter().position(|h| &h.name == name)?;
-        Some(self.0.remove(i).value)
+        let i = self.entries.iter().position(|h| &h.name == name)?;
+        let e = self.entries.remove(i);
+        Some(self.value_bytes(&e.value))
     }
 
-    /// All headers in order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Header> {
-        self.0.iter()
+    /// All headers in order, as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> + '_ {
+        self.entries.iter().map(|e| (&e.name, self.value(&e.value)))
     }
 
-    /// Number of header entries (list elements count separately).
+    /// Number of header entries (list elements split at parse time count separately).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<'a> IntoIterator for &'a Headers {
-    type Item = &'a Header;
-    type IntoIter = std::slice::Iter<'a, Header>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.entries.is_empty()
     }
 }
 
@@ -307,7 +355,7 @@ mod tests {
         h.push(HeaderName::Allow, "INVITE, ACK,BYE");
         h.push(HeaderName::Allow, "\"odd, one\", OPTIONS");
         let all: Vec<_> = h.list(&HeaderName::Allow).collect();
-        assert_eq!(all, ["INVITE", "ACK", "BYE", "\"odd, one\"", "OPTIONS"].map(Bytes::from));
+        assert_eq!(all, ["INVITE", "ACK", "BYE", "\"odd, one\"", "OPTIONS"].map(str::as_bytes));
     }
 
     #[test]
@@ -317,7 +365,7 @@ mod tests {
         h.push(HeaderName::To, "t");
         h.push(HeaderName::Via, "b");
         h.set(HeaderName::Via, "c");
-        let names: Vec<_> = h.iter().map(|h| h.value.clone()).collect();
-        assert_eq!(names, vec![Bytes::from("c"), Bytes::from("t")]);
+        let values: Vec<_> = h.iter().map(|(_, v)| v).collect();
+        assert_eq!(values, vec![&b"c"[..], &b"t"[..]]);
     }
 }

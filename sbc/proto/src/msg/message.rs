@@ -73,15 +73,9 @@ impl Response {
     /// A response to `req` with the headers RFC 3261 §8.2.6.2 says to copy: every Via in order, From, To,
     /// Call-ID and CSeq. The caller adds a To tag where one is needed, and anything else.
     pub fn to_request(req: &Request, status: u16, reason: &'static str) -> Self {
-        let mut headers = Headers::with_capacity(req.headers.count(&HeaderName::Via) + 6);
-        for h in req.headers.iter() {
-            if matches!(
-                h.name,
-                HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
-            ) {
-                headers.push(h.name.clone(), h.value.clone());
-            }
-        }
+        let headers = req.headers.subset(|n| {
+            matches!(n, HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq)
+        });
         Self { status, reason: Bytes::from_static(reason.as_bytes()), headers, body: Bytes::new() }
     }
 
@@ -96,8 +90,8 @@ impl Response {
     }
 }
 
-fn single<'a>(h: &'a Headers, name: &HeaderName) -> Result<&'a Bytes, HeaderError> {
-    h.get(name).ok_or(HeaderError::Missing(name.canonical()))
+fn single(h: &Headers, name: &HeaderName) -> Result<Bytes, HeaderError> {
+    h.get_bytes(name).ok_or(HeaderError::Missing(name.canonical()))
 }
 
 fn malformed(name: &HeaderName) -> impl Fn(&'static str) -> HeaderError + '_ {
@@ -106,33 +100,33 @@ fn malformed(name: &HeaderName) -> impl Fn(&'static str) -> HeaderError + '_ {
 
 impl Headers {
     /// Call-ID (RFC 3261 §20.8).
-    pub fn call_id(&self) -> Result<&Bytes, HeaderError> {
-        single(self, &HeaderName::CallId)
+    pub fn call_id(&self) -> Result<&[u8], HeaderError> {
+        self.get(&HeaderName::CallId).ok_or(HeaderError::Missing("Call-ID"))
     }
 
     /// CSeq (§20.16).
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
-        CSeq::parse(single(self, &HeaderName::CSeq)?).map_err(malformed(&HeaderName::CSeq))
+        CSeq::parse(&single(self, &HeaderName::CSeq)?).map_err(malformed(&HeaderName::CSeq))
     }
 
     /// From (§20.20).
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(single(self, &HeaderName::From)?).map_err(malformed(&HeaderName::From))
+        NameAddr::parse(&single(self, &HeaderName::From)?).map_err(malformed(&HeaderName::From))
     }
 
     /// To (§20.39).
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(single(self, &HeaderName::To)?).map_err(malformed(&HeaderName::To))
+        NameAddr::parse(&single(self, &HeaderName::To)?).map_err(malformed(&HeaderName::To))
     }
 
     /// The topmost Via (§20.42): the one this hop added or must answer to.
     pub fn top_via(&self) -> Result<Via, HeaderError> {
-        Via::parse(single(self, &HeaderName::Via)?).map_err(malformed(&HeaderName::Via))
+        Via::parse(&single(self, &HeaderName::Via)?).map_err(malformed(&HeaderName::Via))
     }
 
     /// Every Via, top first.
     pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
-        self.get_all(&HeaderName::Via).map(|v| Via::parse(v).map_err(malformed(&HeaderName::Via))).collect()
+        self.get_all_bytes(&HeaderName::Via).map(|v| Via::parse(&v).map_err(malformed(&HeaderName::Via))).collect()
     }
 
     /// Max-Forwards (§20.22), absent in RFC 2543 requests.
@@ -149,11 +143,11 @@ impl Headers {
     /// Contact (§20.10): `*` or addresses, in order.
     pub fn contacts(&self) -> Result<Contacts, HeaderError> {
         let mut addrs = Vec::new();
-        for v in self.get_all(&HeaderName::Contact) {
+        for v in self.get_all_bytes(&HeaderName::Contact) {
             if &v[..] == b"*" {
                 return Ok(Contacts::Star);
             }
-            addrs.push(NameAddr::parse(v).map_err(malformed(&HeaderName::Contact))?);
+            addrs.push(NameAddr::parse(&v).map_err(malformed(&HeaderName::Contact))?);
         }
         Ok(Contacts::Addrs(addrs))
     }
@@ -169,13 +163,13 @@ impl Headers {
     }
 
     fn addr_list(&self, name: &HeaderName) -> Result<Vec<NameAddr>, HeaderError> {
-        self.get_all(name).map(|v| NameAddr::parse(v).map_err(malformed(name))).collect()
+        self.get_all_bytes(name).map(|v| NameAddr::parse(&v).map_err(malformed(name))).collect()
     }
 
     /// Content-Type (§20.15), if present.
     pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
-        self.get(&HeaderName::ContentType)
-            .map(|v| MediaType::parse(v).map_err(malformed(&HeaderName::ContentType)))
+        self.get_bytes(&HeaderName::ContentType)
+            .map(|v| MediaType::parse(&v).map_err(malformed(&HeaderName::ContentType)))
             .transpose()
     }
 }

@@ -21,7 +21,7 @@ mod write;
 
 pub use addr::NameAddr;
 pub use error::{HeaderError, ParseError, ParseErrorKind};
-pub use header::{Header, HeaderName, Headers};
+pub use header::{HeaderName, Headers};
 pub use message::{Message, Request, Response};
 pub use method::Method;
 pub use params::Params;

@@ -133,7 +133,7 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         StartLine::Request(m, _) => Some(m.as_bytes()),
         StartLine::Response(..) => None,
     };
-    let mut headers = Headers::with_capacity(32);
+    let mut headers = Headers::over(input.clone(), 32);
     let mut seen = Seen::default();
     let mut cur: Option<Pending> = None;
     let body_start = loop {
@@ -308,14 +308,15 @@ fn finish_header(
 ) -> Result<(), ParseError> {
     let err = |kind| ParseError::new(kind, input, at);
     let name = HeaderName::known(&input[name.clone()]).unwrap_or_else(|| HeaderName::Other(input.slice(name)));
-    // The bytes the value lives in: the message itself, or a copy when the header was folded.
-    let unfolded;
-    let (src, range) = match folded {
+    // The bytes the value lives in: the message itself (`unfolded` is `None`), or a copy of a folded header.
+    let unfolded = folded.map(Bytes::from);
+    let (src, range) = match &unfolded {
         None => (input, trim_range(input, vs, ve)),
-        Some(f) => {
-            unfolded = Bytes::from(f);
-            (&unfolded, trim_range(&unfolded, 0, unfolded.len()))
-        }
+        Some(u) => (u, trim_range(u, 0, u.len())),
+    };
+    let keep = |headers: &mut Headers, name: HeaderName, r: std::ops::Range<usize>| match &unfolded {
+        None => headers.push_span(name, r.into()),
+        Some(u) => headers.push(name, u.slice(r)),
     };
     let value = &src[range.clone()];
     let bad = |what| err(K::BadHeader { header: name.canonical(), what });
@@ -388,14 +389,14 @@ fn finish_header(
                 continue;
             }
             validate(&src[r.clone()])?;
-            headers.push(name.clone(), src.slice(r));
+            keep(headers, name.clone(), r);
         }
     } else {
         if strict_list && value.is_empty() {
             return Err(bad("empty value"));
         }
         validate(value)?;
-        headers.push(name, src.slice(range));
+        keep(headers, name, range);
     }
     Ok(())
 }
@@ -429,7 +430,7 @@ v=0\r\n";
         let r = req(INVITE);
         assert_eq!(r.method, Method::Invite);
         assert_eq!(&r.body[..], b"v=0\r");
-        assert_eq!(&r.headers.call_id().expect("call-id")[..], b"a84b4c76e66710@pc33.example.com");
+        assert_eq!(r.headers.call_id().expect("call-id"), b"a84b4c76e66710@pc33.example.com");
         assert_eq!(r.headers.cseq().expect("cseq").seq, 314159);
         assert_eq!(r.headers.from().expect("from").tag().expect("tag"), b"1928301774");
         assert!(r.headers.to().expect("to").tag().is_none());

@@ -6,10 +6,10 @@ use super::message::{Message, Request, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 fn write_headers(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
-    for h in headers {
-        out.put_slice(h.name.as_bytes());
+    for (name, value) in headers.iter() {
+        out.put_slice(name.as_bytes());
         out.put_slice(b": ");
-        out.put_slice(&h.value);
+        out.put_slice(value);
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"Content-Length: ");
@@ -20,7 +20,7 @@ fn write_headers(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
 }
 
 fn estimate(headers: &Headers, body: &Bytes) -> usize {
-    headers.iter().map(|h| h.name.as_bytes().len() + h.value.len() + 4).sum::<usize>() + body.len() + 64
+    headers.iter().map(|(n, v)| n.as_bytes().len() + v.len() + 4).sum::<usize>() + body.len() + 64
 }
 
 impl Request {

@@ -161,26 +161,26 @@ impl ClientTxn {
 pub(super) fn ack_for(invite: &Request, resp: &Response) -> Request {
     let mut ack = Request::new(Method::Ack, invite.uri.clone());
     let h = &invite.headers;
-    if let Some(v) = h.get(&HeaderName::Via) {
-        ack.headers.push(HeaderName::Via, v.clone());
+    if let Some(v) = h.get_bytes(&HeaderName::Via) {
+        ack.headers.push(HeaderName::Via, v);
     }
     ack.headers.push(HeaderName::MaxForwards, "70");
     for name in [HeaderName::From] {
-        if let Some(v) = h.get(&name) {
-            ack.headers.push(name, v.clone());
+        if let Some(v) = h.get_bytes(&name) {
+            ack.headers.push(name, v);
         }
     }
-    if let Some(v) = resp.headers.get(&HeaderName::To) {
-        ack.headers.push(HeaderName::To, v.clone());
+    if let Some(v) = resp.headers.get_bytes(&HeaderName::To) {
+        ack.headers.push(HeaderName::To, v);
     }
-    if let Some(v) = h.get(&HeaderName::CallId) {
-        ack.headers.push(HeaderName::CallId, v.clone());
+    if let Some(v) = h.get_bytes(&HeaderName::CallId) {
+        ack.headers.push(HeaderName::CallId, v);
     }
     if let Ok(c) = h.cseq() {
         ack.headers.push(HeaderName::CSeq, CSeq { seq: c.seq, method: Method::Ack }.to_bytes());
     }
-    for r in h.get_all(&HeaderName::Route) {
-        ack.headers.push(HeaderName::Route, r.clone());
+    for r in h.get_all_bytes(&HeaderName::Route) {
+        ack.headers.push(HeaderName::Route, r);
     }
     ack
 }
