@@ -87,7 +87,7 @@ mod tests {
     fn options_gets_200_with_capabilities() {
         let Disposition::Respond(r) = out_of_dialog(&req("OPTIONS", false), "sbc") else { panic!("respond") };
         assert_eq!(r.status, 200);
-        assert_eq!(r.headers.get(&HeaderName::Allow).map(|v| v), Some(ALLOW.as_bytes()));
+        assert_eq!(r.headers.get(&HeaderName::Allow), Some(ALLOW.as_bytes()));
         assert!(r.headers.get(&HeaderName::Accept).is_some());
         assert!(r.headers.get(&HeaderName::Supported).is_some());
         assert_eq!(r.headers.call_id().expect("copied"), &Bytes::from_static(b"c"));
