@@ -224,11 +224,11 @@ fn stamp_via(req: &mut Request, peer: &Peer) {
     let ip = peer.remote.ip().to_string();
     let mut changed = false;
     if via.host() != ip.as_bytes() && via.received().is_none() {
-        via.params.set("received", Some(ip.as_bytes()));
+        via.set_param("received", Some(ip.as_bytes()));
         changed = true;
     }
     if via.rport() == Some(None) {
-        via.params.set("rport", Some(peer.remote.port().to_string().as_bytes()));
+        via.set_param("rport", Some(peer.remote.port().to_string().as_bytes()));
         changed = true;
     }
     if changed {

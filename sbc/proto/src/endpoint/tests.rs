@@ -53,8 +53,24 @@ fn options_answered_200_to_the_source_with_a_to_tag() {
     assert_eq!(sent[0].0.remote, peer().remote);
     assert!(r.headers.to().expect("to").tag().is_some());
     assert!(r.headers.get(&HeaderName::Allow).is_some());
+    let via = r.headers.top_via().expect("via");
+    assert_eq!(via.rport(), Some(Some(5062)), "rport filled in with the source port (RFC 3581)");
+    assert_eq!(via.received(), None, "sent-by already is the source address");
     assert!(seen.contains(&Observation::RequestIn { method: "OPTIONS" }));
     assert!(seen.contains(&Observation::ResponseOut { method: "OPTIONS", status: 200 }));
+}
+
+#[test]
+fn response_goes_to_the_source_address_with_received_when_sent_by_differs() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let mut from_nat = peer();
+    from_nat.remote = SocketAddr::from(([198, 18, 0, 77], 40000));
+    ep.handle_message(Instant::now(), from_nat, request("OPTIONS", "z9hG4bKnat1", None));
+    let (sent, _) = drain(&mut ep);
+    assert_eq!(sent[0].0.remote, from_nat.remote, "answered where the request came from");
+    let via = only_response(&sent).headers.top_via().expect("via");
+    assert_eq!(via.received(), Some(&b"198.18.0.77"[..]));
+    assert_eq!(via.rport(), Some(Some(40000)));
 }
 
 #[test]

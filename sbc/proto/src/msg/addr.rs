@@ -1,21 +1,21 @@
 //! name-addr and addr-spec values of From, To, Contact, Route, Record-Route (RFC 3261 §20.10, §25.1).
 
-use super::params::{header_params, ParamRanges, Params};
+use super::params::{self, header_params, ParamRanges, Params};
 use super::scan::find;
-use super::scan::{class, trim_range, Cursor};
+use super::scan::{class, trim_range, Cursor, Span};
 use super::uri::{self, Uri};
 use bytes::Bytes;
 use std::ops::Range;
 
-/// `[display-name] <uri> *(;param)` or `uri *(;param)`.
+/// `[display-name] <uri> *(;param)` or `uri *(;param)`. It keeps the value as received and the positions of its
+/// parts: reading the tag costs nothing, and the URI and parameter list are cut out only when asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
-    /// The display name as received: a quoted-string with its quotes, or space-separated tokens.
-    pub display: Option<Bytes>,
-    /// The URI.
-    pub uri: Uri,
-    /// Header parameters after the address (`;tag=…`, `;expires=…`, `;q=…`).
-    pub params: Params,
+    raw: Bytes,
+    display: Option<Span>,
+    uri: Span,
+    uri_parts: uri::Lexed,
+    params: Span,
 }
 
 /// An address checked against its grammar, as ranges into the value.
@@ -79,28 +79,55 @@ impl NameAddr {
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
         let Lexed { display, uri, uri_parts, params } = lex(value, &mut |_| {})?;
         Ok(Self {
-            display: display.map(|d| value.slice(d)),
-            uri: Uri::from_lexed(value.slice(uri), uri_parts),
-            params: Params::header(value.slice(params)),
+            raw: value.clone(),
+            display: display.map(Span::from),
+            uri: uri.into(),
+            uri_parts,
+            params: params.into(),
         })
+    }
+
+    /// The display name as received: a quoted-string with its quotes, or space-separated tokens.
+    pub fn display(&self) -> Option<&[u8]> {
+        self.display.map(|d| &self.raw[d.range()])
+    }
+
+    /// The URI.
+    pub fn uri(&self) -> Uri {
+        Uri::from_lexed(self.raw.slice(self.uri.range()), self.uri_parts)
+    }
+
+    /// The URI as received.
+    pub fn uri_bytes(&self) -> &[u8] {
+        &self.raw[self.uri.range()]
+    }
+
+    /// Header parameters after the address (`;tag=…`, `;expires=…`, `;q=…`).
+    pub fn params(&self) -> Params {
+        Params::header(self.raw.slice(self.params.range()))
+    }
+
+    /// The value of parameter `name`: `Some(None)` for a parameter without value, `None` if absent.
+    pub fn param(&self, name: &str) -> Option<Option<&[u8]>> {
+        params::lookup(&self.raw[self.params.range()], false, name)
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).
     pub fn tag(&self) -> Option<&[u8]> {
-        self.params.value("tag")
+        self.param("tag").flatten()
     }
 
     /// Writes the address as `"display" <uri>;params` (always with angle brackets, which is never wrong).
     pub fn to_bytes(&self) -> Bytes {
-        let mut out = Vec::with_capacity(self.uri.as_bytes().len() + 32);
-        if let Some(d) = &self.display {
+        let mut out = Vec::with_capacity(self.raw.len() + 8);
+        if let Some(d) = self.display() {
             out.extend_from_slice(d);
             out.push(b' ');
         }
         out.push(b'<');
-        out.extend_from_slice(self.uri.as_bytes());
+        out.extend_from_slice(self.uri_bytes());
         out.push(b'>');
-        self.params.write_to(&mut out);
+        self.params().write_to(&mut out);
         out.into()
     }
 }
@@ -118,12 +145,12 @@ mod tests {
         let a = na("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com> ; tag = 98asjd8").expect("quoted");
         assert_eq!(a.tag().expect("tag"), b"98asjd8");
         let b = na("caller<sip:caller@example.com>;tag=323").expect("no space before <");
-        assert_eq!(&b.display.expect("display")[..], b"caller");
+        assert_eq!(b.display().expect("display"), b"caller");
         let c = na("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").expect("addr-spec");
         assert_eq!(c.tag().expect("tag"), b"1918181833n");
-        assert_eq!(&c.uri.as_bytes()[..], b"sip:vivekg@chair-dnrc.example.com");
+        assert_eq!(c.uri_bytes(), b"sip:vivekg@chair-dnrc.example.com");
         let d = na("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=x").expect("token display");
-        assert_eq!(&d.display.expect("display")[..], b"token1~` token2'+_ token3*%!.-");
+        assert_eq!(d.display().expect("display"), b"token1~` token2'+_ token3*%!.-");
     }
 
     #[test]

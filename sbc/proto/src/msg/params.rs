@@ -36,33 +36,13 @@ impl Params {
     }
 
     /// Calls `f` with each parameter until it returns `true`.
-    fn find<'s>(&'s self, mut f: impl FnMut(&'s [u8], Option<&'s [u8]>) -> bool) {
-        let raw: &'s [u8] = &self.raw;
-        let mut done = false;
-        let mut sink = |(n, v): ParamRanges| {
-            if !done {
-                done = f(&raw[n], v.map(|v| &raw[v]));
-            }
-        };
-        // The span was validated when the params were built, so lexing cannot fail here.
-        let _ = match self.style {
-            Style::Header => header_params(&mut Cursor::new(raw), &mut sink),
-            Style::Uri if raw.len() > 1 => uri_params(raw, 1..raw.len(), &mut sink),
-            Style::Uri => Ok(()),
-        };
+    fn find<'s>(&'s self, f: impl FnMut(&'s [u8], Option<&'s [u8]>) -> bool) {
+        each(&self.raw, self.style == Style::Uri, f);
     }
 
     /// The value of parameter `name`: `Some(None)` for a parameter without value, `None` if absent.
     pub fn get(&self, name: &str) -> Option<Option<&[u8]>> {
-        let mut found = None;
-        self.find(|n, v| {
-            let hit = n.eq_ignore_ascii_case(name.as_bytes());
-            if hit {
-                found = Some(v);
-            }
-            hit
-        });
-        found
+        lookup(&self.raw, self.style == Style::Uri, name)
     }
 
     /// The value of `name` when it has one.
@@ -132,6 +112,36 @@ impl Params {
             false
         });
     }
+}
+
+/// Calls `f` with each parameter of an already validated span until it returns `true`. `uri` selects URI
+/// parameters (the span starts with `;`, no white space) over header parameters.
+pub(crate) fn each<'s>(raw: &'s [u8], uri: bool, mut f: impl FnMut(&'s [u8], Option<&'s [u8]>) -> bool) {
+    let mut done = false;
+    let mut sink = |(n, v): ParamRanges| {
+        if !done {
+            done = f(&raw[n], v.map(|v| &raw[v]));
+        }
+    };
+    // The span was validated when it was lexed the first time, so lexing cannot fail here.
+    let _ = match uri {
+        false => header_params(&mut Cursor::new(raw), &mut sink),
+        true if raw.len() > 1 => uri_params(raw, 1..raw.len(), &mut sink),
+        true => Ok(()),
+    };
+}
+
+/// The value of parameter `name` in an already validated span: `Some(None)` for a parameter without value.
+pub(crate) fn lookup<'s>(raw: &'s [u8], uri: bool, name: &str) -> Option<Option<&'s [u8]>> {
+    let mut found = None;
+    each(raw, uri, |n, v| {
+        let hit = n.eq_ignore_ascii_case(name.as_bytes());
+        if hit {
+            found = Some(v);
+        }
+        hit
+    });
+    found
 }
 
 /// One lexed parameter: ranges into the value being lexed.

@@ -1,6 +1,6 @@
 //! The Via header (RFC 3261 §20.42, §18.2.1 received/rport from RFC 3581).
 
-use super::params::{header_params, ParamRanges, Params};
+use super::params::{self, header_params, ParamRanges, Params};
 use super::scan::{parse_u64, Cursor, Span};
 use super::uri::host_port;
 use bytes::Bytes;
@@ -17,8 +17,7 @@ pub struct Via {
     host: Span,
     /// sent-by port, if given.
     pub port: Option<u16>,
-    /// Parameters.
-    pub params: Params,
+    params: Span,
 }
 
 /// The RFC 3261 magic cookie that marks a branch as globally unique (§8.1.1.7).
@@ -78,7 +77,7 @@ impl Via {
             transport: l.transport.into(),
             host: l.host.into(),
             port: l.port,
-            params: Params::header(value.slice(l.params)),
+            params: l.params.into(),
         })
     }
 
@@ -102,9 +101,31 @@ impl Via {
         &self.raw[self.host.range()]
     }
 
+    /// The value of parameter `name`: `Some(None)` for a parameter without value, `None` if absent.
+    pub fn param(&self, name: &str) -> Option<Option<&[u8]>> {
+        params::lookup(&self.raw[self.params.range()], false, name)
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> Params {
+        Params::header(self.raw.slice(self.params.range()))
+    }
+
+    /// Sets parameter `name` (replacing it in place, or appending it), as the transport layer does with
+    /// `received` and `rport` (RFC 3261 §18.2.1, RFC 3581 §4).
+    pub fn set_param(&mut self, name: &str, value: Option<&[u8]>) {
+        let mut p = self.params();
+        p.set(name, value);
+        let mut raw = self.raw[..self.params.range().start].to_vec();
+        let start = raw.len();
+        p.write_to(&mut raw);
+        self.params = (start..raw.len()).into();
+        self.raw = Bytes::from(raw);
+    }
+
     /// The branch parameter.
     pub fn branch(&self) -> Option<&[u8]> {
-        self.params.value("branch")
+        self.param("branch").flatten()
     }
 
     /// Whether the branch starts with the RFC 3261 magic cookie and has something after it (RFC 4475 §3.2.1:
@@ -115,15 +136,13 @@ impl Via {
 
     /// The `received` parameter.
     pub fn received(&self) -> Option<&[u8]> {
-        self.params.value("received")
+        self.param("received").flatten()
     }
 
     /// The `rport` parameter: `Some(None)` when present without a value (a request asking for it, RFC 3581),
     /// `Some(Some(port))` when filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .get("rport")
-            .map(|v| v.and_then(|v| super::scan::parse_u64(v, u64::from(u16::MAX)).map(|p| p as u16)))
+        self.param("rport").map(|v| v.and_then(|v| super::scan::parse_u64(v, u64::from(u16::MAX)).map(|p| p as u16)))
     }
 
     /// Writes the value back (`SIP/2.0/UDP host:port;params`).
@@ -139,7 +158,7 @@ impl Via {
         if let Some(p) = self.port {
             out.extend_from_slice(format!(":{p}").as_bytes());
         }
-        self.params.write_to(&mut out);
+        self.params().write_to(&mut out);
         out.into()
     }
 }
