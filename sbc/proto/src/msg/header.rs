@@ -31,7 +31,14 @@ macro_rules! header_names {
                     $($( if c == $compact { return Some(Self::$variant); } )?)*
                     return None;
                 }
-                $( if name.eq_ignore_ascii_case($canon.as_bytes()) { return Some(Self::$variant); } )*
+                let first = name.first().map_or(0, |b| b | 0x20);
+                // Length and first letter first: most candidates fail there without a call.
+                $( if name.len() == $canon.len()
+                    && first == ($canon.as_bytes()[0] | 0x20)
+                    && name.eq_ignore_ascii_case($canon.as_bytes())
+                {
+                    return Some(Self::$variant);
+                } )*
                 None
             }
 
@@ -209,6 +216,7 @@ impl Headers {
     }
 
     /// Appends a value received in the message, at `span` of the buffer.
+    #[inline]
     pub(crate) fn push_span(&mut self, name: HeaderName, span: Span) {
         self.entries.push(Entry { name, value: Value::In(span) });
     }

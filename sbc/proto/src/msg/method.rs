@@ -27,7 +27,12 @@ pub enum Method {
 impl Method {
     /// Maps a method token to a method; `token` must already be a valid RFC 3261 token.
     pub fn from_token(token: Bytes) -> Self {
-        match &token[..] {
+        Self::known(&token).unwrap_or(Self::Other(token))
+    }
+
+    /// The method called `token`, if it is one of the known ones.
+    pub fn known(token: &[u8]) -> Option<Self> {
+        Some(match token {
             b"INVITE" => Self::Invite,
             b"ACK" => Self::Ack,
             b"BYE" => Self::Bye,
@@ -42,8 +47,8 @@ impl Method {
             b"REFER" => Self::Refer,
             b"MESSAGE" => Self::Message,
             b"PUBLISH" => Self::Publish,
-            _ => Self::Other(token),
-        }
+            _ => return None,
+        })
     }
 
     /// The method as sent on the wire.

@@ -174,30 +174,38 @@ fn lex_with(raw: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'st
 }
 
 fn lex_sip(raw: &[u8], rest: usize, secure: bool, sink: &mut dyn FnMut(ParamRanges)) -> Result<Lexed, &'static str> {
-    // `@` cannot occur unescaped after the userinfo, so the first one ends it (RFC 3261 §25.1).
-    let (user, password, hp_start) = match find(b'@', &raw[rest..]) {
-        Some(at) => {
-            let at = rest + at;
-            let (u_end, pw) = match find(b':', &raw[rest..at]) {
-                Some(c) => (rest + c, Some(rest + c + 1..at)),
-                None => (at, None),
-            };
-            let user = &raw[rest..u_end];
-            if user.is_empty() || !user.iter().all(|&b| class::is_user(b)) {
-                return Err("bad user part");
+    // One pass over the user part: user characters never include `:` or `@` (RFC 3261 §25.1), so the first other
+    // character says whether a userinfo is there (`@`), maybe with a password (`:` … `@`), or not at all.
+    let mut i = rest;
+    let mut escaped = false;
+    while let Some(&b) = raw.get(i).filter(|&&b| class::is_user(b)) {
+        escaped |= b == b'%';
+        i += 1;
+    }
+    let (user, password, hp_start) = match raw.get(i) {
+        Some(b'@') => (Some(rest..i), None, i + 1),
+        Some(b':') => {
+            let mut j = i + 1;
+            while let Some(&b) = raw.get(j).filter(|&&b| class::is_password(b)) {
+                escaped |= b == b'%';
+                j += 1;
             }
-            check_escapes(user)?;
-            if let Some(pw) = &pw {
-                let p = &raw[pw.clone()];
-                if !p.iter().all(|&b| class::is_password(b)) {
-                    return Err("bad password");
-                }
-                check_escapes(p)?;
+            if raw.get(j) == Some(&b'@') {
+                (Some(rest..i), Some(i + 1..j), j + 1)
+            } else {
+                (None, None, rest)
             }
-            (Some(rest..u_end), pw, at + 1)
         }
-        None => (None, None, rest),
+        _ => (None, None, rest),
     };
+    if let Some(u) = &user {
+        if u.is_empty() {
+            return Err("bad user part");
+        }
+        if escaped {
+            check_escapes(&raw[u.start..hp_start - 1])?;
+        }
+    }
     let hp_end = raw[hp_start..].iter().position(|&b| b == b';' || b == b'?').map_or(raw.len(), |i| hp_start + i);
     let (host, port) = host_port(raw, hp_start..hp_end)?;
     let mut i = hp_end;

@@ -37,7 +37,10 @@ impl CSeq {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
         let (seq, method) = lex_cseq(value)?;
-        Ok(Self { seq, method: Method::from_token(value.slice(method)) })
+        Ok(Self {
+            seq,
+            method: Method::known(&value[method.clone()]).unwrap_or_else(|| Method::Other(value.slice(method))),
+        })
     }
 
     /// Writes `seq METHOD`.
