@@ -72,28 +72,51 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// A quick scan of raw header lines for Content-Length (long or compact form), for framing.
+/// A quick scan of raw header lines for Content-Length (long or compact form), for framing. Continuation lines
+/// belong to the header above them (RFC 3261 §7.3.1), as in [`parse`]: one reading `l: 5` is not a header, and a
+/// folded Content-Length has its value on the continuation line.
 fn content_length_of(head: &[u8]) -> Result<Option<usize>, (K, usize)> {
     let mut found = None;
+    // The Content-Length being read: where its line starts, and its value so far.
+    let mut cur: Option<(usize, &[u8])> = None;
     let mut off = 0;
     for line in head.split(|&b| b == b'\n') {
         let at = off;
         off += line.len() + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|&b| class::is_ws(b)) {
+            if let Some((_, v)) = &mut cur {
+                match (trim_ws(line), v.is_empty()) {
+                    ([], _) => {}
+                    (more, true) => *v = more,
+                    (_, false) => return Err((K::ContentLength("not a number"), at)),
+                }
+            }
+            continue;
+        }
+        if let Some((at, v)) = cur.take() {
+            found = Some(merge_content_length(found, v, at)?);
+        }
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let name = trim_ws(&line[..colon]);
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let v = trim_ws(&line[colon + 1..]);
-            let v = v.strip_suffix(b"\r").map(trim_ws).unwrap_or(v);
-            let n = parse_u64(v, u64::from(u32::MAX)).ok_or((K::ContentLength("not a number"), at))? as usize;
-            if found.is_some_and(|f| f != n) {
-                return Err((K::ContentLength("conflicting values"), at));
-            }
-            found = Some(n);
+            cur = Some((at, trim_ws(&line[colon + 1..])));
         }
     }
+    if let Some((at, v)) = cur {
+        found = Some(merge_content_length(found, v, at)?);
+    }
     Ok(found)
+}
+
+fn merge_content_length(found: Option<usize>, v: &[u8], at: usize) -> Result<usize, (K, usize)> {
+    let n = parse_u64(v, u64::from(u32::MAX)).ok_or((K::ContentLength("not a number"), at))? as usize;
+    if found.is_some_and(|f| f != n) {
+        return Err((K::ContentLength("conflicting values"), at));
+    }
+    Ok(n)
 }
 
 fn trim_ws(s: &[u8]) -> &[u8] {
@@ -465,6 +488,27 @@ v=0\r\n";
         assert!(matches!(frame(INVITE, 100), Err(ParseError { kind: K::TooLarge { max: 100 }, .. })));
         let no_cl = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n";
         assert!(matches!(frame(no_cl, 1000), Err(ParseError { kind: K::MissingContentLength, .. })));
+    }
+
+    #[test]
+    fn framing_reads_continuation_lines_as_the_parser_does() {
+        let head = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:x@y>;tag=1\r\n\
+                    To: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n";
+        // A continuation of Subject that reads like a compact Content-Length is not one.
+        let m = format!("{head}Subject: x\r\n l: 5\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(frame(m.as_bytes(), 1000), Ok(Framed::Message(m.len())));
+        assert_eq!(
+            parse_stream(Bytes::from(m)).expect("valid").headers().get(&HeaderName::Subject),
+            Some(&b"x l: 5"[..])
+        );
+        let m = format!("{head}Subject: x\r\n l: 5\r\n\r\nhello");
+        assert!(matches!(frame(m.as_bytes(), 1000), Err(ParseError { kind: K::MissingContentLength, .. })));
+        // A folded Content-Length has its value on the continuation line.
+        let m = format!("{head}Content-Length:\r\n 5\r\n\r\nhello");
+        assert_eq!(frame(m.as_bytes(), 1000), Ok(Framed::Message(m.len())));
+        assert_eq!(&parse_stream(Bytes::from(m)).expect("valid").body()[..], b"hello");
+        let m = format!("{head}Content-Length: 1\r\n 5\r\n\r\nhello");
+        assert!(matches!(frame(m.as_bytes(), 1000), Err(ParseError { kind: K::ContentLength(_), .. })));
     }
 
     #[test]
