@@ -12,10 +12,23 @@ use std::ops::Range;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
     raw: Bytes,
+    parts: Parts,
+}
+
+/// Where the parts of an address are, in its value: kept by the parser so that reading an address it validated
+/// does not lex it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parts {
     display: Option<Span>,
     uri: Span,
     uri_parts: uri::Lexed,
     params: Span,
+}
+
+impl From<Lexed> for Parts {
+    fn from(Lexed { display, uri, uri_parts, params }: Lexed) -> Self {
+        Self { display: display.map(Span::from), uri: uri.into(), uri_parts, params: params.into() }
+    }
 }
 
 /// An address checked against its grammar, as ranges into the value.
@@ -77,39 +90,37 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
 impl NameAddr {
     /// Parses one element of an address header (see [`lex`] for the grammar).
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let Lexed { display, uri, uri_parts, params } = lex(value, &mut |_| {})?;
-        Ok(Self {
-            raw: value.clone(),
-            display: display.map(Span::from),
-            uri: uri.into(),
-            uri_parts,
-            params: params.into(),
-        })
+        Ok(Self { raw: value.clone(), parts: lex(value, &mut |_| {})?.into() })
+    }
+
+    /// An address whose parts the parser found in `raw` already.
+    pub(crate) fn from_parts(raw: Bytes, parts: Parts) -> Self {
+        Self { raw, parts }
     }
 
     /// The display name as received: a quoted-string with its quotes, or space-separated tokens.
     pub fn display(&self) -> Option<&[u8]> {
-        self.display.map(|d| &self.raw[d.range()])
+        self.parts.display.map(|d| &self.raw[d.range()])
     }
 
     /// The URI.
     pub fn uri(&self) -> Uri {
-        Uri::from_lexed(self.raw.slice(self.uri.range()), self.uri_parts)
+        Uri::from_lexed(self.raw.slice(self.parts.uri.range()), self.parts.uri_parts)
     }
 
     /// The URI as received.
     pub fn uri_bytes(&self) -> &[u8] {
-        &self.raw[self.uri.range()]
+        &self.raw[self.parts.uri.range()]
     }
 
     /// Header parameters after the address (`;tag=…`, `;expires=…`, `;q=…`).
     pub fn params(&self) -> Params {
-        Params::header(self.raw.slice(self.params.range()))
+        Params::header(self.raw.slice(self.parts.params.range()))
     }
 
     /// The value of parameter `name`: `Some(None)` for a parameter without value, `None` if absent.
     pub fn param(&self, name: &str) -> Option<Option<&[u8]>> {
-        params::lookup(&self.raw[self.params.range()], false, name)
+        params::lookup(&self.raw[self.parts.params.range()], false, name)
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).

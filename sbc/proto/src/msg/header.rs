@@ -1,6 +1,7 @@
 //! Header names (with compact forms) and the ordered header list of a message (RFC 3261 §7.3, §20).
 
 use super::scan::Span;
+use super::{addr, via};
 use bytes::Bytes;
 use std::fmt;
 
@@ -31,15 +32,23 @@ macro_rules! header_names {
                     $($( if c == $compact { return Some(Self::$variant); } )?)*
                     return None;
                 }
-                let first = name.first().map_or(0, |b| b | 0x20);
-                // Length and first letter first: most candidates fail there without a call.
-                $( if name.len() == $canon.len()
-                    && first == ($canon.as_bytes()[0] | 0x20)
-                    && name.eq_ignore_ascii_case($canon.as_bytes())
-                {
-                    return Some(Self::$variant);
-                } )*
-                None
+                // The names of each length, so a lookup compares against two or three candidates, not sixty.
+                static BY_LEN: std::sync::LazyLock<Vec<Vec<(&'static [u8], HeaderName)>>> =
+                    std::sync::LazyLock::new(|| {
+                        let mut t: Vec<Vec<(&'static [u8], HeaderName)>> = Vec::new();
+                        $(
+                            if t.len() <= $canon.len() {
+                                t.resize($canon.len() + 1, Vec::new());
+                            }
+                            t[$canon.len()].push(($canon.as_bytes(), HeaderName::$variant));
+                        )*
+                        t
+                    });
+                BY_LEN
+                    .get(name.len())?
+                    .iter()
+                    .find(|(canon, _)| token_eq_ignore_case(name, canon))
+                    .map(|(_, h)| h.clone())
             }
 
             /// The canonical (long form) name, or the received name of an unknown header.
@@ -135,6 +144,28 @@ header_names! {
     WwwAuthenticate => "WWW-Authenticate"; list: false;
 }
 
+/// Case-insensitive equality of a token (`name`, already checked to be one) with a known header name, eight bytes
+/// at a time. Setting bit 5 folds case exactly here: known names hold only letters and `-`, and the only other
+/// byte that folds onto one of those is CR (onto `-`), which is no token character.
+fn token_eq_ignore_case(name: &[u8], canon: &[u8]) -> bool {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
+    if name.len() != canon.len() {
+        return false;
+    }
+    let (mut a, mut b) = (name, canon);
+    while a.len() >= 8 {
+        let (x, y) = (
+            u64::from_le_bytes(a[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+        );
+        if x | FOLD != y | FOLD {
+            return false;
+        }
+        (a, b) = (&a[8..], &b[8..]);
+    }
+    a.iter().zip(b).all(|(x, y)| x | 0x20 == y | 0x20)
+}
+
 impl HeaderName {
     /// Whether the parser splits this list header into one entry per element as it parses. These are the headers
     /// whose elements the SBC reads or rewrites one by one; the other list headers (Allow, Supported, Accept, …)
@@ -172,9 +203,18 @@ impl fmt::Display for HeaderName {
 /// Where a header value lives: in the received message, or in bytes of its own (built in code, or unfolded).
 #[derive(Debug, Clone)]
 enum Value {
-    /// A position in [`Headers::buf`]: no reference count per header, which was a fifth of the parse time.
-    In(Span),
+    /// A position in [`Headers::buf`]: no reference count per header, which was a fifth of the parse time. The
+    /// second field is 1 + the index in [`Headers::lexed`] of what the parser learnt about the value, or 0.
+    In(Span, u8),
     Own(Bytes),
+}
+
+/// The positions of the parts of a value, found while the parser validated it. The typed accessors start from
+/// them instead of lexing the value a second time (which cost a quarter of parse + accessors).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lexed {
+    Addr(addr::Parts),
+    Via(via::Parts),
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +234,9 @@ struct Entry {
 pub struct Headers {
     buf: Bytes,
     entries: Vec<Entry>,
+    /// Parts of received values, referred to from [`Value::In`]; entries move with their index, so editing the
+    /// list never invalidates it.
+    lexed: Vec<Lexed>,
 }
 
 impl PartialEq for Headers {
@@ -212,25 +255,55 @@ impl Headers {
 
     /// An empty list whose values will be positions in `buf` (the received message).
     pub(crate) fn over(buf: Bytes, capacity: usize) -> Self {
-        Self { buf, entries: Vec::with_capacity(capacity) }
+        Self { buf, entries: Vec::with_capacity(capacity), lexed: Vec::with_capacity(8) }
     }
 
-    /// Appends a value received in the message, at `span` of the buffer.
+    /// Appends a value received in the message, at `span` of the buffer, with the parts the parser found in it.
     #[inline]
-    pub(crate) fn push_span(&mut self, name: HeaderName, span: Span) {
-        self.entries.push(Entry { name, value: Value::In(span) });
+    pub(crate) fn push_span(&mut self, name: HeaderName, span: Span, lexed: Option<Lexed>) {
+        let tag = match lexed {
+            Some(l) if self.lexed.len() < usize::from(u8::MAX) => {
+                self.lexed.push(l);
+                self.lexed.len() as u8
+            }
+            _ => 0,
+        };
+        self.entries.push(Entry { name, value: Value::In(span, tag) });
+    }
+
+    fn lexed_of(&self, v: &Value) -> Option<Lexed> {
+        match v {
+            Value::In(_, tag) if *tag > 0 => self.lexed.get(usize::from(*tag) - 1).copied(),
+            _ => None,
+        }
+    }
+
+    /// The first value of `name` as `Bytes`, with the parts the parser found in it, if it did.
+    pub(crate) fn get_lexed(&self, name: &HeaderName) -> Option<(Bytes, Option<Lexed>)> {
+        self.entries.iter().find(|h| &h.name == name).map(|h| (self.value_bytes(&h.value), self.lexed_of(&h.value)))
+    }
+
+    /// [`Self::get_lexed`] for every value of `name`.
+    pub(crate) fn get_all_lexed<'a>(
+        &'a self,
+        name: &'a HeaderName,
+    ) -> impl Iterator<Item = (Bytes, Option<Lexed>)> + 'a {
+        self.entries
+            .iter()
+            .filter(move |h| &h.name == name)
+            .map(|h| (self.value_bytes(&h.value), self.lexed_of(&h.value)))
     }
 
     fn value<'a>(&'a self, v: &'a Value) -> &'a [u8] {
         match v {
-            Value::In(s) => &self.buf[s.range()],
+            Value::In(s, _) => &self.buf[s.range()],
             Value::Own(b) => b,
         }
     }
 
     fn value_bytes(&self, v: &Value) -> Bytes {
         match v {
-            Value::In(s) => self.buf.slice(s.range()),
+            Value::In(s, _) => self.buf.slice(s.range()),
             Value::Own(b) => b.clone(),
         }
     }
@@ -247,7 +320,11 @@ impl Headers {
 
     /// The headers for which `keep` holds, in order, sharing this list's buffer.
     pub(crate) fn subset(&self, keep: impl Fn(&HeaderName) -> bool) -> Headers {
-        Headers { buf: self.buf.clone(), entries: self.entries.iter().filter(|e| keep(&e.name)).cloned().collect() }
+        Headers {
+            buf: self.buf.clone(),
+            entries: self.entries.iter().filter(|e| keep(&e.name)).cloned().collect(),
+            lexed: self.lexed.clone(),
+        }
     }
 
     /// The first value of `name`.
@@ -355,6 +432,15 @@ mod tests {
         let x = HeaderName::from_bytes(Bytes::from_static(b"X-Custom"));
         assert_eq!(x, HeaderName::Other(Bytes::from_static(b"x-custom")));
         assert_eq!(x.as_bytes(), b"X-Custom");
+    }
+
+    #[test]
+    fn every_known_name_is_found_in_any_case() {
+        for h in [HeaderName::PPreferredIdentity, HeaderName::AuthenticationInfo, HeaderName::Via, HeaderName::RSeq] {
+            let lower = h.as_bytes().to_ascii_lowercase();
+            assert_eq!(HeaderName::known(&lower), Some(h.clone()), "{h}");
+        }
+        assert_eq!(HeaderName::known(b"X-Very-Long-Name-Beyond-Any-Known-One"), None);
     }
 
     #[test]

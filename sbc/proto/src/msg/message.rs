@@ -2,7 +2,7 @@
 
 use super::addr::NameAddr;
 use super::error::HeaderError;
-use super::header::{HeaderName, Headers};
+use super::header::{HeaderName, Headers, Lexed};
 use super::method::Method;
 use super::uri::Uri;
 use super::values::{CSeq, Contacts, MediaType};
@@ -94,6 +94,21 @@ fn single(h: &Headers, name: &HeaderName) -> Result<Bytes, HeaderError> {
     h.get_bytes(name).ok_or(HeaderError::Missing(name.canonical()))
 }
 
+/// An address from the parts the parser found, or parsed now for a value built in code.
+fn to_addr(name: &HeaderName, v: Bytes, lexed: Option<Lexed>) -> Result<NameAddr, HeaderError> {
+    match lexed {
+        Some(Lexed::Addr(p)) => Ok(NameAddr::from_parts(v, p)),
+        _ => NameAddr::parse(&v).map_err(malformed(name)),
+    }
+}
+
+fn to_via(v: Bytes, lexed: Option<Lexed>) -> Result<Via, HeaderError> {
+    match lexed {
+        Some(Lexed::Via(p)) => Ok(Via::from_parts(v, p)),
+        _ => Via::parse(&v).map_err(malformed(&HeaderName::Via)),
+    }
+}
+
 fn malformed(name: &HeaderName) -> impl Fn(&'static str) -> HeaderError + '_ {
     move |what| HeaderError::Malformed { header: name.canonical(), what }
 }
@@ -111,22 +126,28 @@ impl Headers {
 
     /// From (§20.20).
     pub fn from(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(&single(self, &HeaderName::From)?).map_err(malformed(&HeaderName::From))
+        self.addr(&HeaderName::From)
     }
 
     /// To (§20.39).
     pub fn to(&self) -> Result<NameAddr, HeaderError> {
-        NameAddr::parse(&single(self, &HeaderName::To)?).map_err(malformed(&HeaderName::To))
+        self.addr(&HeaderName::To)
+    }
+
+    fn addr(&self, name: &HeaderName) -> Result<NameAddr, HeaderError> {
+        let (v, lexed) = self.get_lexed(name).ok_or(HeaderError::Missing(name.canonical()))?;
+        to_addr(name, v, lexed)
     }
 
     /// The topmost Via (§20.42): the one this hop added or must answer to.
     pub fn top_via(&self) -> Result<Via, HeaderError> {
-        Via::parse(&single(self, &HeaderName::Via)?).map_err(malformed(&HeaderName::Via))
+        let (v, lexed) = self.get_lexed(&HeaderName::Via).ok_or(HeaderError::Missing("Via"))?;
+        to_via(v, lexed)
     }
 
     /// Every Via, top first.
     pub fn vias(&self) -> Result<Vec<Via>, HeaderError> {
-        self.get_all_bytes(&HeaderName::Via).map(|v| Via::parse(&v).map_err(malformed(&HeaderName::Via))).collect()
+        self.get_all_lexed(&HeaderName::Via).map(|(v, lexed)| to_via(v, lexed)).collect()
     }
 
     /// Max-Forwards (§20.22), absent in RFC 2543 requests.
@@ -143,11 +164,11 @@ impl Headers {
     /// Contact (§20.10): `*` or addresses, in order.
     pub fn contacts(&self) -> Result<Contacts, HeaderError> {
         let mut addrs = Vec::new();
-        for v in self.get_all_bytes(&HeaderName::Contact) {
+        for (v, lexed) in self.get_all_lexed(&HeaderName::Contact) {
             if &v[..] == b"*" {
                 return Ok(Contacts::Star);
             }
-            addrs.push(NameAddr::parse(&v).map_err(malformed(&HeaderName::Contact))?);
+            addrs.push(to_addr(&HeaderName::Contact, v, lexed)?);
         }
         Ok(Contacts::Addrs(addrs))
     }
@@ -163,7 +184,7 @@ impl Headers {
     }
 
     fn addr_list(&self, name: &HeaderName) -> Result<Vec<NameAddr>, HeaderError> {
-        self.get_all_bytes(name).map(|v| NameAddr::parse(&v).map_err(malformed(name))).collect()
+        self.get_all_lexed(name).map(|(v, lexed)| to_addr(name, v, lexed)).collect()
     }
 
     /// Content-Type (§20.15), if present.

@@ -2,7 +2,7 @@
 
 use super::addr;
 use super::error::{ParseError, ParseErrorKind as K};
-use super::header::{HeaderName, Headers};
+use super::header::{HeaderName, Headers, Lexed};
 use super::message::{Message, Request, Response};
 use super::method::Method;
 use super::scan::{class, has_list_comma, parse_u64, trim_range, ListElements};
@@ -308,7 +308,9 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
         return Err(err(K::StartLine("Request-URI empty or with white space"), at + sp1 + 1));
     }
     let uri = Uri::parse(uri).map_err(|w| err(K::BadUri(w), at + sp1 + 1))?;
-    Ok(StartLine::Request(Method::from_token(input.slice(at..at + sp1)), uri))
+    // A known method needs no view of the buffer (a reference count up and down per request).
+    let method = Method::known(method).unwrap_or_else(|| Method::Other(input.slice(at..at + sp1)));
+    Ok(StartLine::Request(method, uri))
 }
 
 /// A header being assembled from its line and any continuation lines.
@@ -337,8 +339,8 @@ fn finish_header(
         None => (input, trim_range(input, vs, ve)),
         Some(u) => (u, trim_range(u, 0, u.len())),
     };
-    let keep = |headers: &mut Headers, name: HeaderName, r: std::ops::Range<usize>| match &unfolded {
-        None => headers.push_span(name, r.into()),
+    let keep = |headers: &mut Headers, name: HeaderName, r: std::ops::Range<usize>, lexed| match &unfolded {
+        None => headers.push_span(name, r.into(), lexed),
         Some(u) => headers.push(name, u.slice(r)),
     };
     let value = &src[range.clone()];
@@ -359,14 +361,8 @@ fn finish_header(
             }
             return Ok(());
         }
-        HeaderName::From => {
-            once(&mut seen.from, "From")?;
-            addr::lex(value, &mut |_| {}).map_err(bad)?;
-        }
-        HeaderName::To => {
-            once(&mut seen.to, "To")?;
-            addr::lex(value, &mut |_| {}).map_err(bad)?;
-        }
+        HeaderName::From => once(&mut seen.from, "From")?,
+        HeaderName::To => once(&mut seen.to, "To")?,
         HeaderName::CallId => {
             once(&mut seen.call_id, "Call-ID")?;
             check_call_id(value).map_err(bad)?;
@@ -391,14 +387,15 @@ fn finish_header(
         HeaderName::Via => seen.via = true,
         _ => {}
     }
-    let validate = |v: &[u8]| -> Result<(), ParseError> {
+    // Checks a value (or list element) whose grammar the B2BUA relies on, keeping the positions of its parts.
+    let validate = |v: &[u8]| -> Result<Option<Lexed>, ParseError> {
         match name {
-            HeaderName::Via => via::lex(v, &mut |_| {}).map(drop).map_err(bad),
-            HeaderName::Contact if v == b"*" => Ok(()),
-            HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
-                addr::lex(v, &mut |_| {}).map(drop).map_err(bad)
+            HeaderName::Via => via::lex(v, &mut |_| {}).map(|l| Some(Lexed::Via(l.into()))).map_err(bad),
+            HeaderName::Contact if v == b"*" => Ok(None),
+            HeaderName::From | HeaderName::To | HeaderName::Contact | HeaderName::Route | HeaderName::RecordRoute => {
+                addr::lex(v, &mut |_| {}).map(|l| Some(Lexed::Addr(l.into()))).map_err(bad)
             }
-            _ => Ok(()),
+            _ => Ok(None),
         }
     };
     let strict_list =
@@ -411,15 +408,15 @@ fn finish_header(
                 }
                 continue;
             }
-            validate(&src[r.clone()])?;
-            keep(headers, name.clone(), r);
+            let lexed = validate(&src[r.clone()])?;
+            keep(headers, name.clone(), r, lexed);
         }
     } else {
         if strict_list && value.is_empty() {
             return Err(bad("empty value"));
         }
-        validate(value)?;
-        keep(headers, name, range);
+        let lexed = validate(value)?;
+        keep(headers, name, range, lexed);
     }
     Ok(())
 }
@@ -462,6 +459,36 @@ v=0\r\n";
         assert_eq!(r.headers.max_forwards().expect("mf"), Some(70));
         assert!(r.headers.content_type().expect("ct").expect("present").is("application", "sdp"));
         assert!(r.headers.get(&HeaderName::ContentLength).is_none(), "framing is not a header");
+    }
+
+    #[test]
+    fn accessors_from_parser_parts_equal_a_fresh_parse() {
+        use crate::msg::{Contacts, NameAddr, Via};
+        let raw = b"INVITE sip:bob@198.18.2.10 SIP/2.0\r\n\
+v: SIP/2.0/UDP 198.18.1.10:5060;branch=z9hG4bK1 , SIP/2.0/TCP [2001:db8::1]:5070;received=x;branch=z9hG4bK2\r\n\
+f: \"A, B\" <sip:alice@example.com;user=phone>;tag=1\r\nt: sip:bob@example.com;tag=2\r\n\
+i: c1\r\nCSeq: 1 INVITE\r\nm: <sip:a@198.18.1.10>;expires=60, sip:b@h;q=0.5\r\n\
+Route: <sip:p1;lr>, <sip:p2;lr>\r\nContact:\r\n <sip:folded@h>\r\n\r\n";
+        let h = req(raw).headers;
+        let fresh = |name| NameAddr::parse(&h.get_bytes(&name).expect("present")).expect("valid");
+        assert_eq!(h.from().expect("from"), fresh(HeaderName::From));
+        assert_eq!(h.to().expect("to"), fresh(HeaderName::To));
+        let vias: Vec<_> = h.get_all_bytes(&HeaderName::Via).map(|v| Via::parse(&v).expect("valid")).collect();
+        assert_eq!(h.vias().expect("vias"), vias);
+        assert_eq!(vias.len(), 2);
+        assert_eq!(h.top_via().expect("top"), vias[0]);
+        let contacts: Vec<_> =
+            h.get_all_bytes(&HeaderName::Contact).map(|v| NameAddr::parse(&v).expect("valid")).collect();
+        assert_eq!(contacts.len(), 3, "two split at parse time, one unfolded");
+        assert_eq!(h.contacts().expect("contacts"), Contacts::Addrs(contacts));
+        let routes: Vec<_> = h.get_all_bytes(&HeaderName::Route).map(|v| NameAddr::parse(&v).expect("valid")).collect();
+        assert_eq!(h.routes().expect("routes"), routes);
+        // Edits move entries and their parts together.
+        let mut h = h;
+        h.push_front(HeaderName::Via, "SIP/2.0/UDP 198.18.2.1;branch=z9hG4bK0");
+        h.remove(&HeaderName::To);
+        assert_eq!(h.vias().expect("vias")[1], vias[0]);
+        assert_eq!(h.from().expect("from").tag().expect("tag"), b"1");
     }
 
     #[test]

@@ -20,6 +20,31 @@ pub struct Via {
     params: Span,
 }
 
+/// Where the parts of a Via are, in its value: kept by the parser so that reading a Via it validated does not lex
+/// it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parts {
+    protocol: Span,
+    version: Span,
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+}
+
+impl From<Lexed> for Parts {
+    fn from(l: Lexed) -> Self {
+        Self {
+            protocol: l.protocol.into(),
+            version: l.version.into(),
+            transport: l.transport.into(),
+            host: l.host.into(),
+            port: l.port,
+            params: l.params.into(),
+        }
+    }
+}
+
 /// The RFC 3261 magic cookie that marks a branch as globally unique (§8.1.1.7).
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
@@ -69,16 +94,13 @@ pub(crate) fn lex(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) -> Result<Lex
 impl Via {
     /// Parses one Via value (see [`lex`]).
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
-        let l = lex(value, &mut |_| {})?;
-        Ok(Self {
-            raw: value.clone(),
-            protocol: l.protocol.into(),
-            version: l.version.into(),
-            transport: l.transport.into(),
-            host: l.host.into(),
-            port: l.port,
-            params: l.params.into(),
-        })
+        Ok(Self::from_parts(value.clone(), lex(value, &mut |_| {})?.into()))
+    }
+
+    /// A Via whose parts the parser found in `raw` already.
+    pub(crate) fn from_parts(raw: Bytes, p: Parts) -> Self {
+        let Parts { protocol, version, transport, host, port, params } = p;
+        Self { raw, protocol, version, transport, host, port, params }
     }
 
     /// Protocol name (`SIP`).
