@@ -4,10 +4,13 @@
 //! what to send and when to wake up come out as values. The tokio driver in the `sbc` crate moves the bytes.
 //!
 //! - [`msg`]: the zero-copy SIP message parser and serializer (RFC 3261 §7, §20, §25).
+//! - [`routing`]: carrier routing: prefix table (longest match), selection by priority and weight, failover
+//!   policy and attempts, gateway health from OPTIONS probes.
 //! - [`txn`]: the four transaction state machines of RFC 3261 §17, with timers as deadlines.
 
 pub mod endpoint;
 pub mod msg;
 pub mod policy;
+pub mod routing;
 pub mod transport;
 pub mod txn;
