@@ -6,6 +6,7 @@
 //!   priority, unusable trunks (down, disabled, over limits: the caller decides) left out with a [`SkipReason`].
 //! - [`Attempts`] and [`FailoverTriggers`] / [`FailoverLimits`]: which carrier to try next on a failure (408, 5xx,
 //!   timeout, transport error by default), when to give up, with which status; the attempts go into the CDR.
+//! - [`Plan`] and [`Trunk`]: the trunks and routes of the configuration, and which trunk a source belongs to.
 //! - [`GatewayHealth`]: up/down state of a gateway from OPTIONS probes, with hysteresis ([`ProbeConfig`]).
 //!
 //! How a call uses it, after leg A is identified and its number rules applied:
@@ -22,6 +23,7 @@ mod failover;
 mod health;
 mod prefix;
 mod select;
+mod trunk;
 
 pub use failover::{
     Attempt, Attempts, FailoverConfigError, FailoverLimits, FailoverTriggers, GiveUp, GiveUpReason, Next, Outcome,
@@ -30,6 +32,7 @@ pub use failover::{
 pub use health::{Change, GatewayHealth, HealthState, ProbeConfig};
 pub use prefix::{PrefixError, PrefixMatch, PrefixTable, PrefixTableBuilder};
 pub use select::{select, Candidate, Selection, SkipReason, Skipped, DEFAULT_WEIGHT};
+pub use trunk::{Credentials, Gateway, Limits, Plan, SourceMatch, Trunk, UnknownSource};
 
 use std::fmt;
 

@@ -1,0 +1,191 @@
+//! Trunks as typed objects (DESIGN.md principle 4): where calls come from, where they go, and the policy of each.
+//! The `sbc` crate builds these from `[[trunk]]` and `[[route]]` in the configuration and validates them there.
+
+use super::{Candidate, FailoverTriggers, PrefixTable, ProbeConfig, TrunkId};
+use crate::policy::digest::Secret;
+use crate::transport::Transport;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One trunk: a customer PBX or a carrier. A trunk may both send and receive calls.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    /// Its name in the configuration, for logs, metrics and CDRs.
+    pub name: String,
+    /// Source addresses recognised as this trunk for inbound calls. Empty: the trunk only receives calls.
+    pub sources: Vec<SourceMatch>,
+    /// Where calls to this trunk go, tried in order when one fails at transport level. Empty: the trunk only
+    /// sends calls.
+    pub gateways: Vec<Gateway>,
+    /// What sends a call on to the next carrier when this trunk fails it.
+    pub failover: FailoverTriggers,
+    /// Concurrent-call and call-rate limits, in both directions together.
+    pub limits: Limits,
+    /// OPTIONS probing of the gateways; `None`: not probed, always considered up.
+    pub probe: Option<ProbeConfig>,
+    /// Credentials to answer this trunk's 401/407 challenges with.
+    pub auth: Option<Credentials>,
+    /// Headers of the other leg copied onto requests towards this trunk, beyond what the B2BUA builds itself
+    /// (lower-case names). Default empty: nothing of one side's topology leaks to the other.
+    pub pass_headers: Vec<String>,
+    /// Whether 3xx from this trunk is followed (failover to the next carrier) rather than returned to the caller.
+    /// Default false: returned.
+    pub follow_redirects: bool,
+    /// Whether this trunk is disabled (no calls to it, calls from it refused with 403).
+    pub disabled: bool,
+}
+
+/// A source address or network, optionally with a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceMatch {
+    /// The network (`198.18.1.10/32`).
+    pub net: IpNet,
+    /// The source port, if the match is that narrow.
+    pub port: Option<u16>,
+}
+
+impl SourceMatch {
+    /// Whether `addr` matches.
+    pub fn matches(&self, addr: SocketAddr) -> bool {
+        self.net.contains(&addr.ip()) && self.port.is_none_or(|p| p == addr.port())
+    }
+}
+
+/// A gateway of a trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gateway {
+    /// The transport to use.
+    pub transport: Transport,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+/// Per-trunk limits. `None`: unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent calls.
+    pub calls: Option<u32>,
+    /// New calls per second.
+    pub cps: Option<u32>,
+}
+
+/// Digest credentials for a carrier that challenges.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The username.
+    pub username: String,
+    /// The password, never logged.
+    pub password: Secret,
+}
+
+/// What to do with an INVITE from a source that is no trunk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnknownSource {
+    /// Answer 403 Forbidden (default: the peer learns it is not configured, which helps bring-up).
+    #[default]
+    Reject,
+    /// Say nothing: scanners learn nothing.
+    Drop,
+}
+
+/// Everything the call path needs to steer calls: trunks, routes and the call-level limits.
+#[derive(Debug)]
+pub struct Plan {
+    /// The trunks; [`TrunkId`] is the index here.
+    pub trunks: Vec<Trunk>,
+    /// Routes by prefix of the called number: the candidates of each, in configuration order.
+    pub routes: PrefixTable<Vec<Candidate>>,
+    /// The route of numbers no prefix matches (`prefix = ""` in the configuration), if any.
+    pub catch_all: Option<Vec<Candidate>>,
+    /// What to do with calls from unknown sources.
+    pub unknown_source: UnknownSource,
+    /// Most carriers tried per call. Default 3.
+    pub max_tries: u32,
+    /// Longest time from the INVITE to an answer or the last failure before the call is given up. Default 30 s.
+    pub max_post_dial: Duration,
+}
+
+impl Plan {
+    /// The trunk `remote` belongs to: the one whose matching source is the most specific (longest prefix, then
+    /// with a port), so that a /32 entry wins over a /24 of another trunk.
+    pub fn identify(&self, remote: SocketAddr) -> Option<TrunkId> {
+        let mut best: Option<(TrunkId, (u8, bool))> = None;
+        for (i, t) in self.trunks.iter().enumerate() {
+            for s in t.sources.iter().filter(|s| s.matches(remote)) {
+                let rank = (s.net.prefix_len(), s.port.is_some());
+                if best.is_none_or(|(_, r)| rank > r) {
+                    best = Some((TrunkId(i as u32), rank));
+                }
+            }
+        }
+        best.map(|(id, _)| id)
+    }
+
+    /// The candidates for a normalised called number: the longest matching prefix's, else the catch-all route's.
+    /// Returns the matched prefix too (empty for the catch-all), for logs and CDRs.
+    pub fn route<'a>(&'a self, number: &'a str) -> Option<(&'a str, &'a [Candidate])> {
+        match self.routes.longest_match(number) {
+            Some(m) => Some((&number[..m.prefix_len], m.value)),
+            None => self.catch_all.as_deref().map(|c| ("", c)),
+        }
+    }
+
+    /// The trunk with this id.
+    pub fn trunk(&self, id: TrunkId) -> &Trunk {
+        &self.trunks[id.0 as usize]
+    }
+
+    /// The id of the trunk called `name`.
+    pub fn by_name(&self, name: &str) -> Option<TrunkId> {
+        self.trunks.iter().position(|t| t.name == name).map(|i| TrunkId(i as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::PrefixTableBuilder;
+
+    fn trunk(name: &str, sources: &[&str]) -> Trunk {
+        Trunk {
+            name: name.into(),
+            sources: sources
+                .iter()
+                .map(|s| match s.split_once(' ') {
+                    Some((net, port)) => SourceMatch { net: net.parse().unwrap(), port: Some(port.parse().unwrap()) },
+                    None => SourceMatch { net: s.parse().unwrap(), port: None },
+                })
+                .collect(),
+            gateways: vec![],
+            failover: FailoverTriggers::default(),
+            limits: Limits::default(),
+            probe: None,
+            auth: None,
+            pass_headers: vec![],
+            follow_redirects: false,
+            disabled: false,
+        }
+    }
+
+    #[test]
+    fn most_specific_source_identifies_the_trunk() {
+        let plan = Plan {
+            trunks: vec![
+                trunk("wide", &["198.18.1.0/24"]),
+                trunk("pbx", &["198.18.1.10/32"]),
+                trunk("pbx-port", &["198.18.1.10/32 5070"]),
+            ],
+            routes: PrefixTableBuilder::new().build().unwrap(),
+            catch_all: None,
+            unknown_source: UnknownSource::Reject,
+            max_tries: 3,
+            max_post_dial: Duration::from_secs(30),
+        };
+        assert_eq!(plan.identify("198.18.1.10:5060".parse().unwrap()), Some(TrunkId(1)));
+        assert_eq!(plan.identify("198.18.1.10:5070".parse().unwrap()), Some(TrunkId(2)));
+        assert_eq!(plan.identify("198.18.1.11:5060".parse().unwrap()), Some(TrunkId(0)));
+        assert_eq!(plan.identify("198.18.2.10:5060".parse().unwrap()), None);
+        assert_eq!(plan.by_name("pbx"), Some(TrunkId(1)));
+    }
+}
