@@ -8,6 +8,9 @@
 //!   policy and attempts, gateway health from OPTIONS probes.
 //! - [`txn`]: the four transaction state machines of RFC 3261 §17, with timers as deadlines.
 
+pub mod b2bua;
+pub mod cdr;
+pub mod dialog;
 pub mod endpoint;
 pub mod msg;
 pub mod policy;

@@ -24,6 +24,11 @@ impl IdGenerator {
         z ^ (z >> 31)
     }
 
+    /// 64 random bits, for weighted carrier selection.
+    pub fn random(&mut self) -> u64 {
+        self.next()
+    }
+
     /// A From/To tag: 64 random bits in hex (RFC 3261 §19.3 asks for at least 32).
     pub fn tag(&mut self) -> String {
         format!("{:016x}", self.next())

@@ -15,11 +15,15 @@ pub mod reject;
 
 pub use ids::IdGenerator;
 
-use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Request, Response};
+use crate::b2bua::{Calls, Ctx};
+use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Method, Request, Response};
+use crate::routing::Plan;
 use crate::transport::{Peer, Transport};
 use crate::txn::{self, Transactions};
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Settings of the core.
@@ -29,11 +33,20 @@ pub struct Config {
     pub server: String,
     /// Transaction timers (RFC 3261 §17, Table 4).
     pub timers: txn::TimerConfig,
+    /// Trunks and routes. Default: none, so every INVITE is from an unknown source.
+    pub plan: Arc<Plan>,
+    /// Our listen addresses, to send leg B from the one facing the carrier.
+    pub locals: Vec<(Transport, SocketAddr)>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { server: format!("sbc/{}", env!("CARGO_PKG_VERSION")), timers: txn::TimerConfig::default() }
+        Self {
+            server: format!("sbc/{}", env!("CARGO_PKG_VERSION")),
+            timers: txn::TimerConfig::default(),
+            plan: Arc::new(Plan::default()),
+            locals: Vec::new(),
+        }
     }
 }
 
@@ -50,6 +63,8 @@ pub enum Output {
     /// Something happened worth counting; the driver turns these into metrics. The core stays free of any
     /// metrics backend so that it can be tested by looking at these values.
     Observe(Observation),
+    /// A call ended: write its record.
+    Cdr(Box<crate::cdr::Cdr>),
 }
 
 /// Countable events, for metrics. Label values are all `'static` and bounded.
@@ -74,6 +89,24 @@ pub enum Observation {
     Retransmission { direction: &'static str },
     /// A message was dropped on purpose.
     Dropped { reason: &'static str },
+    /// An INVITE came from a source that is no trunk.
+    UnknownSource,
+    /// A call was refused or failed with this final status towards the caller.
+    CallRejected { status: u16 },
+    /// A call from this trunk was refused at one of its limits (`calls`, `cps`).
+    TrunkLimit { trunk: crate::routing::TrunkId, which: &'static str },
+    /// A route left this trunk out (`down`, `disabled`, `call_limit`, …).
+    TrunkSkipped { trunk: crate::routing::TrunkId, reason: &'static str },
+    /// A call came in on this trunk.
+    CallStarted { trunk: crate::routing::TrunkId },
+    /// A call was offered to this carrier trunk.
+    CallAttempt { trunk: crate::routing::TrunkId },
+    /// This carrier trunk answered a call.
+    CallAnswered { trunk: crate::routing::TrunkId },
+    /// This carrier trunk failed a call with this status (408 timeout, 503 transport error).
+    CallFailed { trunk: crate::routing::TrunkId, status: u16 },
+    /// A call on this trunk ended.
+    CallEnded { trunk: crate::routing::TrunkId },
 }
 
 /// The signalling core.
@@ -82,6 +115,7 @@ pub struct Endpoint {
     config: Config,
     ids: IdGenerator,
     txns: Transactions,
+    calls: Calls,
     out: VecDeque<Output>,
 }
 
@@ -89,7 +123,42 @@ impl Endpoint {
     /// A core with `config`, its identifiers seeded by `seed` (the driver passes OS randomness).
     pub fn new(config: Config, seed: u64) -> Self {
         let txns = Transactions::new(config.timers.clone());
-        Self { config, ids: IdGenerator::new(seed), txns, out: VecDeque::new() }
+        let calls = Calls::new(config.plan.clone(), config.locals.clone());
+        Self { config, ids: IdGenerator::new(seed), txns, calls, out: VecDeque::new() }
+    }
+
+    /// The calls in progress.
+    pub fn calls(&self) -> &Calls {
+        &self.calls
+    }
+
+    /// Marks a trunk usable or not, from its OPTIONS probes.
+    pub fn set_trunk_up(&mut self, trunk: crate::routing::TrunkId, up: bool) {
+        self.calls.set_trunk_up(trunk, up);
+    }
+
+    /// Ends every call (BYE to confirmed ones, 503 to those being set up), for a clean shutdown; their CDRs come
+    /// out of [`Endpoint::poll_output`].
+    pub fn shutdown(&mut self, now: Instant) {
+        let (mut ctx, calls) = self.ctx(now);
+        calls.shutdown(&mut ctx);
+        self.drain_txns(now);
+    }
+
+    /// The calls, and what they need of the rest of the endpoint for one input.
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Calls) {
+        (
+            Ctx {
+                now,
+                txns: &mut self.txns,
+                ids: &mut self.ids,
+                out: &mut self.out,
+                server: &self.config.server,
+                t1: self.config.timers.t1,
+                t2: self.config.timers.t2,
+            },
+            &mut self.calls,
+        )
     }
 
     /// Handles one datagram or one framed stream message received at `now` from `peer`.
@@ -126,11 +195,17 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txns.handle_timeout(now);
         self.drain_txns(now);
+        let (mut ctx, calls) = self.ctx(now);
+        calls.handle_timeout(&mut ctx);
+        self.drain_txns(now);
     }
 
     /// The next instant [`Endpoint::handle_timeout`] must be called, if any timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.txns.poll_timeout()
+        match (self.txns.poll_timeout(), self.calls.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next thing to do.
@@ -152,7 +227,7 @@ impl Endpoint {
     fn drain_txns(&mut self, now: Instant) {
         while let Some(ev) = self.txns.poll_event() {
             match ev {
-                txn::Event::Request { key, request, .. } => self.on_new_request(now, key, request),
+                txn::Event::Request { key, peer, request } => self.on_new_request(now, key, peer, request),
                 txn::Event::Transmit { peer, message } => {
                     match &message {
                         Message::Request(r) => self.observe(Observation::RequestOut { method: r.method.label() }),
@@ -164,31 +239,49 @@ impl Endpoint {
                     self.out.push_back(Output::Transmit { peer, bytes: message.to_bytes() });
                 }
                 txn::Event::Observe(o) => self.observe(o),
+                txn::Event::Stray { message, .. } if self.calls_take_stray(now, &message) => {}
                 txn::Event::Stray { message: Message::Request(_), .. } => {
                     self.observe(Observation::Dropped { reason: "ack_without_dialog" })
                 }
                 txn::Event::Stray { message: Message::Response(_), .. } => {
                     self.observe(Observation::Dropped { reason: "stray_response" })
                 }
-                // Client transactions arrive with the calls work; nothing sends requests yet.
-                txn::Event::Response { .. } | txn::Event::Timeout { .. } => {}
+                txn::Event::Response { key, response } => {
+                    let (mut ctx, calls) = self.ctx(now);
+                    calls.on_response(&mut ctx, key, response);
+                }
+                txn::Event::Timeout { key } => {
+                    let (mut ctx, calls) = self.ctx(now);
+                    calls.on_txn_timeout(&mut ctx, key);
+                }
                 txn::Event::AckTimeout { .. } => self.observe(Observation::Dropped { reason: "ack_timeout" }),
             }
         }
     }
 
-    fn on_new_request(&mut self, now: Instant, key: txn::TransactionKey, req: Request) {
+    fn calls_take_stray(&mut self, now: Instant, message: &Message) -> bool {
+        let (mut ctx, calls) = self.ctx(now);
+        calls.on_stray(&mut ctx, message)
+    }
+
+    fn on_new_request(&mut self, now: Instant, key: txn::TransactionKey, peer: Peer, req: Request) {
+        if req.method == Method::Cancel && self.calls.owns_cancel(&req) {
+            let (mut ctx, calls) = self.ctx(now);
+            return calls.on_cancel(&mut ctx, key, req);
+        }
+        if self.calls.owns_dialog(&req) {
+            let (mut ctx, calls) = self.ctx(now);
+            return calls.on_in_dialog(&mut ctx, key, req);
+        }
         let resp = match answer::out_of_dialog(&req, &self.config.server) {
             answer::Disposition::Respond(r) => r,
             answer::Disposition::Absorb => {
                 self.observe(Observation::Dropped { reason: "ack_without_dialog" });
                 return;
             }
-            // Calls arrive with the trunks-and-routes work; until then no source is a known trunk.
             answer::Disposition::NewCall => {
-                let mut r = Response::to_request(&req, 403, "Forbidden");
-                r.headers.push(HeaderName::Server, self.config.server.clone());
-                r
+                let (mut ctx, calls) = self.ctx(now);
+                return calls.new_invite(&mut ctx, key, peer, req);
             }
         };
         let resp = self.with_to_tag(resp);

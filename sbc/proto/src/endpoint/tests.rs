@@ -30,6 +30,7 @@ fn drain(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>) {
         match o {
             Output::Transmit { peer, bytes } => sent.push((peer, parse_datagram(bytes).expect("we send valid SIP"))),
             Output::Observe(ob) => seen.push(ob),
+            Output::Cdr(cdr) => panic!("no calls in these tests: {cdr:?}"),
         }
     }
     (sent, seen)

@@ -106,6 +106,20 @@ pub struct Plan {
     pub max_post_dial: Duration,
 }
 
+impl Default for Plan {
+    /// No trunks and no routes: every INVITE comes from an unknown source.
+    fn default() -> Self {
+        Self {
+            trunks: Vec::new(),
+            routes: PrefixTable::default(),
+            catch_all: None,
+            unknown_source: UnknownSource::Reject,
+            max_tries: 3,
+            max_post_dial: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Plan {
     /// The trunk `remote` belongs to: the one whose matching source is the most specific (longest prefix, then
     /// with a port), so that a /32 entry wins over a /24 of another trunk.

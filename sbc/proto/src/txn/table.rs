@@ -136,6 +136,14 @@ impl Transactions {
         r
     }
 
+    /// Forgets server transaction `key` without answering (a request from an unknown source that is dropped
+    /// silently: not even the automatic 100 Trying goes out).
+    pub fn abandon(&mut self, key: &TransactionKey) {
+        if let Some(e) = self.txns.remove(key) {
+            self.events.push_back(Event::Observe(Observation::TransactionEnded { kind: e.txn.kind_label() }));
+        }
+    }
+
     /// Starts a client transaction for `req` (whose top Via carries a fresh branch) toward `peer`.
     pub fn send_request(&mut self, now: Instant, peer: Peer, req: Request) -> Result<TransactionKey, TxnError> {
         if req.method == Method::Ack {

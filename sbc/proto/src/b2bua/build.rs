@@ -1,0 +1,165 @@
+//! The messages the B2BUA writes: leg B's INVITE, responses relayed to leg A, requests relayed across. Each
+//! builds its headers from our own dialog state; of the other leg only the body, its type and a trunk's allowlist
+//! of headers cross (topology hiding).
+
+use crate::dialog::{self, Dialog};
+use crate::msg::{HeaderName, Method, Request, Response, Uri};
+use crate::transport::Peer;
+use bytes::Bytes;
+
+/// Headers never copied by an allowlist: the B2BUA writes these itself, per leg.
+const OWN: &[&str] =
+    &["via", "from", "to", "call-id", "cseq", "contact", "route", "record-route", "max-forwards", "content-length"];
+
+/// Copies the body, its Content-Type, and headers named in `pass` (lower-case) from `src` to `dst`.
+pub(super) fn carry_body_and_allowed(
+    src_headers: &crate::msg::Headers,
+    body: &Bytes,
+    pass: &[String],
+    dst: &mut crate::msg::Headers,
+) {
+    for (name, value) in src_headers.iter() {
+        let lower = String::from_utf8_lossy(name.as_bytes()).to_ascii_lowercase();
+        if pass.contains(&lower) && !OWN.contains(&lower.as_str()) {
+            dst.push(name.clone(), Bytes::copy_from_slice(value));
+        }
+    }
+    if !body.is_empty() {
+        if let Some(ct) = src_headers.get_bytes(&HeaderName::ContentType) {
+            dst.push(HeaderName::ContentType, ct);
+        }
+    }
+}
+
+/// The user part of `uri` for a new From/To on the other leg, kept as presented.
+pub(super) fn user_of(uri: &Uri) -> String {
+    uri.user().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default()
+}
+
+/// A `sip:user@host` URI string; without user when `user` is empty.
+pub(super) fn sip_uri(user: &str, host: impl std::fmt::Display) -> String {
+    if user.is_empty() {
+        format!("sip:{host}")
+    } else {
+        format!("sip:{user}@{host}")
+    }
+}
+
+/// Leg B's initial INVITE: everything fresh (Call-ID, tags, Via, Contact), the called number towards the
+/// gateway, the calling number as presented from our address.
+pub(super) struct InviteB<'a> {
+    pub dialog: &'a Dialog,
+    pub branch: &'a str,
+    pub called: &'a str,
+    pub max_forwards: u32,
+    pub a_invite: &'a Request,
+    pub pass: &'a [String],
+    pub extra: Option<(HeaderName, String)>,
+}
+
+impl InviteB<'_> {
+    pub(super) fn build(self) -> Request {
+        let d = self.dialog;
+        let uri = Uri::parse(Bytes::from(sip_uri(self.called, d.peer.remote)))
+            .unwrap_or_else(|_| Uri::parse(Bytes::from(format!("sip:{}", d.peer.remote))).expect("an IP URI parses"));
+        let mut r = Request::new(Method::Invite, uri);
+        r.headers.push(HeaderName::Via, dialog::via(&d.peer, self.branch));
+        r.headers.push(HeaderName::MaxForwards, self.max_forwards.to_string());
+        r.headers.push(HeaderName::From, d.local_with_tag());
+        r.headers.push(HeaderName::To, d.remote_uri.clone());
+        r.headers.push(HeaderName::CallId, d.call_id.clone());
+        r.headers.push(HeaderName::CSeq, format!("{} INVITE", d.local_cseq));
+        r.headers.push(HeaderName::Contact, d.contact.clone());
+        r.headers.push(HeaderName::Allow, crate::endpoint::answer::ALLOW);
+        if let Some((name, value)) = self.extra {
+            r.headers.push(name, value);
+        }
+        carry_body_and_allowed(&self.a_invite.headers, &self.a_invite.body, self.pass, &mut r.headers);
+        r.body = self.a_invite.body.clone();
+        r
+    }
+}
+
+/// A response on leg A to A's `request`, relaying `status`/`reason` and the body of `from` (a response of the
+/// other leg, if any), with our To tag and Contact.
+pub(super) fn response_to(
+    request: &Request,
+    status: u16,
+    reason: Bytes,
+    a: &Dialog,
+    from: Option<&Response>,
+    pass: &[String],
+    server: &str,
+) -> Response {
+    let mut r = Response::to_request(request, status, "");
+    r.reason = reason;
+    if status > 100 && request.headers.to().is_ok_and(|t| t.tag().is_none()) {
+        let v = dialog::with_tag(request.headers.get(&HeaderName::To).unwrap_or_default(), Some(&a.local_tag));
+        r.headers.set(HeaderName::To, v);
+    }
+    if (101..300).contains(&status) && matches!(request.method, Method::Invite | Method::Update | Method::Subscribe) {
+        r.headers.push(HeaderName::Contact, a.contact.clone());
+    }
+    r.headers.push(HeaderName::Server, server.to_owned());
+    if let Some(src) = from {
+        carry_body_and_allowed(&src.headers, &src.body, pass, &mut r.headers);
+        r.body = src.body.clone();
+    }
+    r
+}
+
+/// A request on `to` relaying `src` (an in-dialog request of the other leg): method, body, allowed headers.
+pub(super) fn relay_request(src: &Request, to: &mut Dialog, branch: &str, pass: &[String]) -> Request {
+    let mut r = to.request(src.method.clone(), branch);
+    carry_body_and_allowed(&src.headers, &src.body, pass, &mut r.headers);
+    r.body = src.body.clone();
+    r
+}
+
+/// A CANCEL for our INVITE `invite` (§9.1): same Request-URI, top Via, Call-ID, From, To, CSeq number.
+pub(super) fn cancel_for(invite: &Request) -> Request {
+    let mut r = Request::new(Method::Cancel, invite.uri.clone());
+    let keep = |n: &HeaderName| {
+        matches!(
+            n,
+            HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::Route | HeaderName::MaxForwards
+        )
+    };
+    if let Some(via) = invite.headers.get_bytes(&HeaderName::Via) {
+        r.headers.push(HeaderName::Via, via);
+    }
+    for (n, v) in invite.headers.iter().filter(|(n, _)| keep(n)) {
+        r.headers.push(n.clone(), Bytes::copy_from_slice(v));
+    }
+    let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+    r.headers.push(HeaderName::CSeq, format!("{seq} CANCEL"));
+    r
+}
+
+/// The local address to send from towards `remote`: the listen address of that transport sharing the longest
+/// address prefix with it (the interface on the carrier's side), else the first of that transport.
+pub(super) fn pick_local(
+    locals: &[(crate::transport::Transport, std::net::SocketAddr)],
+    transport: crate::transport::Transport,
+    remote: std::net::SocketAddr,
+) -> Option<std::net::SocketAddr> {
+    let common = |a: std::net::SocketAddr| match (a.ip(), remote.ip()) {
+        (std::net::IpAddr::V4(x), std::net::IpAddr::V4(y)) => (u32::from(x) ^ u32::from(y)).leading_zeros(),
+        (std::net::IpAddr::V6(x), std::net::IpAddr::V6(y)) => (u128::from(x) ^ u128::from(y)).leading_zeros(),
+        _ => 0,
+    };
+    locals
+        .iter()
+        .filter(|(t, a)| *t == transport && a.is_ipv4() == remote.is_ipv4())
+        .max_by_key(|(_, a)| common(*a))
+        .map(|(_, a)| *a)
+}
+
+/// A peer for UDP sends from `local` to `remote`.
+pub(super) fn peer(
+    transport: crate::transport::Transport,
+    local: std::net::SocketAddr,
+    remote: std::net::SocketAddr,
+) -> Peer {
+    Peer { transport, local, remote, conn: None }
+}

@@ -1,0 +1,995 @@
+//! The B2BUA: a call is leg A (from the inbound trunk) plus leg B (the carrier now tried). This is the only
+//! module that sees both legs; each leg is its own [`Dialog`] with its own identifiers, and only bodies and a
+//! trunk's allowlisted headers cross between them.
+//!
+//! The [`Endpoint`](crate::endpoint::Endpoint) owns the transactions and hands this module what concerns calls:
+//! new INVITEs, CANCELs, in-dialog requests, client-transaction responses and timeouts, and ACKs and 2xx
+//! retransmissions that no transaction claims. Everything the calls want done comes back through [`Ctx`].
+//!
+//! One call, in order: [`Calls::new_invite`] identifies trunk A, checks its limits, routes the called number and
+//! starts leg B on the first carrier; [`Calls::on_response`] relays 18x, connects on 2xx (ACK to B, 200 to A,
+//! retransmitted until A's ACK), and fails over on the trunk's failover codes, on timeouts and transport errors;
+//! BYE from either side ends both legs; a CDR comes out when the call ends.
+
+mod build;
+mod limits;
+
+pub use limits::TrunkCounters;
+
+use crate::cdr::{Cdr, CdrAttempt};
+use crate::dialog::Dialog;
+use crate::endpoint::{IdGenerator, Observation, Output};
+use crate::msg::{HeaderName, Method, Request, Response};
+use crate::routing::{
+    select, Attempts, FailoverLimits, GiveUpReason, Next, Outcome, Plan, SkipReason, TrunkId, UnknownSource,
+};
+use crate::transport::{Peer, Transport};
+use crate::txn::{TransactionKey, Transactions};
+use bytes::Bytes;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the B2BUA needs from the endpoint for one input.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The current time.
+    pub now: Instant,
+    /// The transaction layer.
+    pub txns: &'a mut Transactions,
+    /// Tags, branches and Call-IDs.
+    pub ids: &'a mut IdGenerator,
+    /// Where outputs go.
+    pub out: &'a mut VecDeque<Output>,
+    /// Our Server header.
+    pub server: &'a str,
+    /// Timer T1, for retransmitting our 2xx (§13.3.1.4).
+    pub t1: Duration,
+    /// Timer T2.
+    pub t2: Duration,
+}
+
+impl Ctx<'_> {
+    fn observe(&mut self, o: Observation) {
+        self.out.push_back(Output::Observe(o));
+    }
+
+    fn respond(&mut self, key: &TransactionKey, resp: Response) {
+        if self.txns.respond(self.now, key, resp).is_err() {
+            self.observe(Observation::Dropped { reason: "response_without_transaction" });
+        }
+    }
+}
+
+/// A call, by a number of our own (never seen on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct CallRef(u64);
+
+/// Which leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Leg {
+    A,
+    B,
+}
+
+impl Leg {
+    fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::A => "a",
+            Self::B => "b",
+        }
+    }
+}
+
+/// What a client transaction of ours was for.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// Leg B's INVITE to the current carrier.
+    InviteB,
+    /// A CANCEL of leg B's INVITE.
+    Cancel,
+    /// A BYE we sent on a leg while ending the call.
+    Bye,
+    /// A request relayed from the other leg: its response goes back on server transaction `back`.
+    Relay { back: TransactionKey, request: Box<Request> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Leg B is being set up (possibly on a second or third carrier).
+    Routing,
+    /// A answered 2xx, both legs confirmed.
+    Confirmed,
+    /// Ending: BYEs are out, waiting for their answers.
+    Ending,
+}
+
+#[derive(Debug)]
+struct LegB {
+    dialog: Dialog,
+    trunk: TrunkId,
+    invite: Request,
+    invite_key: TransactionKey,
+    provisional: bool,
+    cancel_wanted: bool,
+    /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
+    ack: Option<Request>,
+}
+
+/// Our 2xx on leg A, retransmitted until A's ACK (§13.3.1.4).
+#[derive(Debug)]
+struct Pending2xx {
+    resp: Response,
+    interval: Duration,
+    next: Instant,
+    give_up: Instant,
+}
+
+#[derive(Debug)]
+struct Call {
+    state: State,
+    a: Dialog,
+    a_trunk: TrunkId,
+    a_invite: Request,
+    a_invite_key: TransactionKey,
+    b: Option<LegB>,
+    attempts: Attempts,
+    called_in: String,
+    called_out: String,
+    caller: String,
+    route_prefix: String,
+    cdr_attempts: Vec<CdrAttempt>,
+    setup: Instant,
+    ringing: Option<Instant>,
+    answer: Option<Instant>,
+    pending_2xx: Option<Pending2xx>,
+    /// Why and by whom the call ended, once it did.
+    release: Option<(&'static str, &'static str, u16)>,
+    /// Outstanding BYEs while ending.
+    byes: u8,
+}
+
+/// Timers of calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retransmit2xx,
+    PostDial,
+}
+
+/// Every call, and the indexes to find them by what arrives.
+#[derive(Debug)]
+pub struct Calls {
+    plan: Arc<Plan>,
+    locals: Vec<(Transport, SocketAddr)>,
+    calls: HashMap<CallRef, Call>,
+    next: u64,
+    /// (Call-ID, our tag) of each leg's dialog.
+    by_dialog: HashMap<(Bytes, Bytes), (CallRef, Leg)>,
+    /// Our client transactions.
+    by_client: HashMap<TransactionKey, (CallRef, Purpose)>,
+    /// Leg A's INVITE server transaction, for CANCEL.
+    by_invite: HashMap<TransactionKey, CallRef>,
+    timers: BinaryHeap<Reverse<(Instant, CallRef, Timer)>>,
+    counters: Vec<TrunkCounters>,
+    /// Whether each trunk is usable by its probes (all true until the driver says otherwise).
+    trunk_up: Vec<bool>,
+}
+
+impl Calls {
+    /// Calls routed by `plan`, sending from `locals` (our listen addresses).
+    pub fn new(plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>) -> Self {
+        let n = plan.trunks.len();
+        Self {
+            plan,
+            locals,
+            calls: HashMap::new(),
+            next: 1,
+            by_dialog: HashMap::new(),
+            by_client: HashMap::new(),
+            by_invite: HashMap::new(),
+            timers: BinaryHeap::new(),
+            counters: (0..n).map(|_| TrunkCounters::default()).collect(),
+            trunk_up: vec![true; n],
+        }
+    }
+
+    /// The routing plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Calls in progress.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Active calls on `trunk` (both directions).
+    pub fn active_on(&self, trunk: TrunkId) -> u32 {
+        self.counters.get(trunk.0 as usize).map_or(0, |c| c.active)
+    }
+
+    /// Marks a trunk usable or not (from its probes).
+    pub fn set_trunk_up(&mut self, trunk: TrunkId, up: bool) {
+        if let Some(u) = self.trunk_up.get_mut(trunk.0 as usize) {
+            *u = up;
+        }
+    }
+
+    /// The next instant [`Calls::handle_timeout`] must run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Whether an in-dialog request (with a To tag) belongs to one of our dialogs.
+    pub fn owns_dialog(&self, req: &Request) -> bool {
+        dialog_key(req).is_some_and(|k| self.by_dialog.contains_key(&k))
+    }
+
+    /// Whether a CANCEL targets one of our calls' INVITEs.
+    pub fn owns_cancel(&self, cancel: &Request) -> bool {
+        TransactionKey::cancelled_invite(cancel).is_some_and(|k| self.by_invite.contains_key(&k))
+    }
+
+    /// Whether a client transaction is ours.
+    pub fn owns_client(&self, key: &TransactionKey) -> bool {
+        self.by_client.contains_key(key)
+    }
+
+    /// A new INVITE (no To tag) on server transaction `key` from `peer`.
+    pub fn new_invite(&mut self, ctx: &mut Ctx, key: TransactionKey, peer: Peer, req: Request) {
+        let reply = |ctx: &mut Ctx, status: u16, reason: &'static str, extra: Option<(HeaderName, String)>| {
+            let mut r = Response::to_request(&req, status, reason);
+            if let Some(v) = req.headers.get(&HeaderName::To) {
+                r.headers.set(HeaderName::To, crate::dialog::with_tag(v, Some(ctx.ids.tag().as_bytes())));
+            }
+            r.headers.push(HeaderName::Server, ctx.server.to_owned());
+            if let Some((n, v)) = extra {
+                r.headers.push(n, v);
+            }
+            ctx.observe(Observation::CallRejected { status });
+            ctx.respond(&key, r);
+        };
+        let Some(a_trunk) = self.plan.identify(peer.remote) else {
+            ctx.observe(Observation::UnknownSource);
+            match self.plan.unknown_source {
+                UnknownSource::Reject => reply(ctx, 403, "Forbidden", None),
+                UnknownSource::Drop => ctx.txns.abandon(&key),
+            }
+            return;
+        };
+        let trunk = self.plan.trunk(a_trunk);
+        if trunk.disabled {
+            return reply(ctx, 403, "Forbidden", None);
+        }
+        if let Err(why) = self.counters[a_trunk.0 as usize].admit(&trunk.limits, ctx.now) {
+            ctx.observe(Observation::TrunkLimit { trunk: a_trunk, which: why.label() });
+            return reply(ctx, 503, "Service Unavailable", Some((HeaderName::RetryAfter, "1".into())));
+        }
+        if let Ok(Some(0)) = req.headers.max_forwards() {
+            return reply(ctx, 483, "Too Many Hops", None);
+        }
+        let called_in = build::user_of(&req.uri);
+        let called_out = normalise(&called_in);
+        let Some((prefix, candidates)) = self.plan.route(&called_out) else {
+            return reply(ctx, 404, "Not Found", None);
+        };
+        let prefix = prefix.to_owned();
+        let mut draws = || ctx.ids.random();
+        let selection = select(candidates, |t| self.usable(t, ctx.now), &mut draws);
+        for s in &selection.skipped {
+            ctx.observe(Observation::TrunkSkipped { trunk: s.candidate.trunk, reason: s.reason.label() });
+        }
+        let limits = FailoverLimits { max_tries: self.plan.max_tries, max_post_dial: self.plan.max_post_dial };
+        let (attempts, next) = Attempts::start(selection.ordered, limits, ctx.now);
+        let caller = req.headers.from().map(|f| build::user_of(&f.uri())).unwrap_or_default();
+
+        // Leg A's dialog, as the UAS (§12.1.1).
+        let from = req.headers.from().ok();
+        let a = Dialog {
+            call_id: req.headers.get_bytes(&HeaderName::CallId).unwrap_or_default(),
+            local_tag: Bytes::from(ctx.ids.tag()),
+            remote_tag: from.as_ref().and_then(|f| f.tag().map(Bytes::copy_from_slice)),
+            local_uri: strip_tag(req.headers.get(&HeaderName::To).unwrap_or_default()),
+            remote_uri: strip_tag(req.headers.get(&HeaderName::From).unwrap_or_default()),
+            remote_target: contact_uri(&req).unwrap_or_else(|| Bytes::from(format!("sip:{}", peer.remote))),
+            route_set: req.headers.get_all_bytes(&HeaderName::RecordRoute).collect(),
+            local_cseq: 0,
+            peer,
+            contact: Bytes::from(format!("<sip:{}{}>", peer.local, transport_param(peer.transport))),
+        };
+        // 100 at once: the caller's retransmissions stop while carriers are tried (§8.2.6.1).
+        ctx.respond(&key, build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server));
+
+        let id = CallRef(self.next);
+        self.next += 1;
+        self.by_dialog.insert((a.call_id.clone(), a.local_tag.clone()), (id, Leg::A));
+        self.by_invite.insert(key.clone(), id);
+        self.counters[a_trunk.0 as usize].start(ctx.now);
+        ctx.observe(Observation::CallStarted { trunk: a_trunk });
+        self.timers.push(Reverse((attempts.post_dial_deadline(), id, Timer::PostDial)));
+        let call = Call {
+            state: State::Routing,
+            a,
+            a_trunk,
+            a_invite: req,
+            a_invite_key: key,
+            b: None,
+            attempts,
+            called_in,
+            called_out,
+            caller,
+            route_prefix: prefix,
+            cdr_attempts: Vec::new(),
+            setup: ctx.now,
+            ringing: None,
+            answer: None,
+            pending_2xx: None,
+            release: None,
+            byes: 0,
+        };
+        self.calls.insert(id, call);
+        self.proceed(ctx, id, next);
+    }
+
+    fn usable(&self, t: TrunkId, now: Instant) -> Result<(), SkipReason> {
+        let trunk = self.plan.trunk(t);
+        if trunk.disabled {
+            return Err(SkipReason::Disabled);
+        }
+        if !self.trunk_up[t.0 as usize] {
+            return Err(SkipReason::Down);
+        }
+        self.counters[t.0 as usize].check(&trunk.limits, now).map_err(|w| w.skip_reason())
+    }
+
+    /// Acts on what the attempts say next.
+    fn proceed(&mut self, ctx: &mut Ctx, id: CallRef, next: Next) {
+        match next {
+            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk),
+            Next::Connected => {}
+            Next::GiveUp(g) => {
+                let status = if g.reason == GiveUpReason::NoCandidates { 503 } else { g.status };
+                self.fail_a(ctx, id, status, reason_for(status), "sbc");
+            }
+        }
+    }
+
+    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId) {
+        let trunk = self.plan.trunk(trunk_id);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let gw = trunk.gateways.first().copied();
+        let local = gw.and_then(|g| build::pick_local(&self.locals, g.transport, g.addr));
+        let (Some(gw), Some(local)) = (gw, local) else {
+            // No way to reach this carrier from our listeners: a transport error, so the next one is tried.
+            ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
+            let next = call.attempts.on_outcome(Outcome::TransportError, &trunk.failover, ctx.now);
+            return self.proceed(ctx, id, next);
+        };
+        let peer = build::peer(gw.transport, local, gw.addr);
+        let display = call.a_invite.headers.from().ok().and_then(|f| f.display().map(<[u8]>::to_vec));
+        let from_uri = build::sip_uri(&call.caller, local.ip());
+        let local_uri = match display {
+            Some(d) => format!("{} <{from_uri}>", String::from_utf8_lossy(&d)),
+            None => format!("<{from_uri}>"),
+        };
+        let dialog = Dialog {
+            call_id: Bytes::from(ctx.ids.call_id()),
+            local_tag: Bytes::from(ctx.ids.tag()),
+            remote_tag: None,
+            local_uri: Bytes::from(local_uri),
+            remote_uri: Bytes::from(format!("<{}>", build::sip_uri(&call.called_out, gw.addr.ip()))),
+            remote_target: Bytes::from(build::sip_uri(&call.called_out, gw.addr)),
+            route_set: Vec::new(),
+            local_cseq: 1,
+            peer,
+            contact: Bytes::from(format!("<sip:{local}{}>", transport_param(gw.transport))),
+        };
+        let branch = ctx.ids.branch();
+        let max_forwards = call.a_invite.headers.max_forwards().ok().flatten().map_or(69, |n| n.min(70) - 1);
+        let invite = build::InviteB {
+            dialog: &dialog,
+            branch: &branch,
+            called: &call.called_out,
+            max_forwards,
+            a_invite: &call.a_invite,
+            pass: &trunk.pass_headers,
+            extra: None,
+        }
+        .build();
+        let key = match ctx.txns.send_request(ctx.now, peer, invite.clone()) {
+            Ok(k) => k,
+            Err(_) => {
+                let next = call.attempts.on_outcome(Outcome::TransportError, &trunk.failover, ctx.now);
+                return self.proceed(ctx, id, next);
+            }
+        };
+        self.counters[trunk_id.0 as usize].start(ctx.now);
+        ctx.observe(Observation::CallAttempt { trunk: trunk_id });
+        self.by_dialog.insert((dialog.call_id.clone(), dialog.local_tag.clone()), (id, Leg::B));
+        self.by_client.insert(key.clone(), (id, Purpose::InviteB));
+        call.b = Some(LegB {
+            dialog,
+            trunk: trunk_id,
+            invite,
+            invite_key: key,
+            provisional: false,
+            cancel_wanted: false,
+            ack: None,
+        });
+    }
+
+    /// A response on one of our client transactions.
+    pub fn on_response(&mut self, ctx: &mut Ctx, key: TransactionKey, resp: Response) {
+        let Some((id, purpose)) = self.by_client.get(&key).cloned() else { return };
+        if resp.status >= 200 {
+            self.by_client.remove(&key);
+        }
+        match purpose {
+            Purpose::InviteB => self.on_invite_b_response(ctx, id, key, resp),
+            Purpose::Cancel => {}
+            Purpose::Bye => {
+                if resp.status >= 200 {
+                    self.bye_done(ctx, id);
+                }
+            }
+            Purpose::Relay { back, request } => self.relay_back(ctx, id, &back, &request, &resp),
+        }
+    }
+
+    /// Timer B/F of one of our client transactions: no final response.
+    pub fn on_txn_timeout(&mut self, ctx: &mut Ctx, key: TransactionKey) {
+        let Some((id, purpose)) = self.by_client.remove(&key) else { return };
+        match purpose {
+            Purpose::InviteB => self.b_failed(ctx, id, &key, Outcome::Timeout, None),
+            Purpose::Cancel => {}
+            Purpose::Bye => self.bye_done(ctx, id),
+            Purpose::Relay { back, request } => {
+                let timeout = Response::to_request(&request, 408, "Request Timeout");
+                self.relay_back(ctx, id, &back, &request, &timeout);
+            }
+        }
+    }
+
+    /// The transport could not reach the peer of client transaction `key`.
+    pub fn on_transport_error(&mut self, ctx: &mut Ctx, key: TransactionKey) {
+        if let Some((id, Purpose::InviteB)) = self.by_client.get(&key).cloned() {
+            self.by_client.remove(&key);
+            self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+        }
+    }
+
+    fn on_invite_b_response(&mut self, ctx: &mut Ctx, id: CallRef, key: TransactionKey, resp: Response) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(b) = call.b.as_mut().filter(|b| b.invite_key == key) else { return };
+        if resp.status == 100 {
+            b.provisional = true;
+            return self.maybe_cancel_b(ctx, id);
+        }
+        if resp.status < 200 {
+            b.provisional = true;
+            if b.dialog.remote_tag.is_none() {
+                b.dialog.remote_tag = resp.headers.to().ok().and_then(|t| t.tag().map(Bytes::copy_from_slice));
+            }
+            if call.state == State::Routing && !b.cancel_wanted {
+                if matches!(resp.status, 180 | 183) && call.ringing.is_none() {
+                    call.ringing = Some(ctx.now);
+                }
+                let pass = &self.plan.trunk(call.a_trunk).pass_headers;
+                let r = build::response_to(
+                    &call.a_invite,
+                    resp.status,
+                    resp.reason.clone(),
+                    &call.a,
+                    Some(&resp),
+                    pass,
+                    ctx.server,
+                );
+                ctx.respond(&call.a_invite_key, r);
+            }
+            return self.maybe_cancel_b(ctx, id);
+        }
+        if resp.is_success() {
+            return self.b_answered(ctx, id, resp);
+        }
+        let trunk = self.plan.trunk(b.trunk);
+        let outcome = if (300..400).contains(&resp.status) && trunk.follow_redirects {
+            // A redirect we follow is a failover to the next carrier: report it as a failure that triggers.
+            Outcome::TransportError
+        } else {
+            Outcome::Rejected(resp.status)
+        };
+        self.b_failed(ctx, id, &key, outcome, Some(resp));
+    }
+
+    /// Leg B's attempt ended without an answer: record it and try the next carrier or give up.
+    fn b_failed(&mut self, ctx: &mut Ctx, id: CallRef, key: &TransactionKey, outcome: Outcome, resp: Option<Response>) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(b) = call.b.take() else { return };
+        if &b.invite_key != key {
+            call.b = Some(b);
+            return;
+        }
+        self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+        self.counters[b.trunk.0 as usize].end();
+        let status = resp.as_ref().map_or(outcome.status(), |r| r.status);
+        ctx.observe(Observation::CallFailed { trunk: b.trunk, status });
+        call.cdr_attempts.push(CdrAttempt {
+            trunk: self.plan.trunk(b.trunk).name.clone(),
+            call_id: String::from_utf8_lossy(&b.dialog.call_id).into_owned(),
+            status,
+        });
+        if b.cancel_wanted {
+            // The caller cancelled: A has its 487 already; the call ends here.
+            call.attempts.on_outcome(Outcome::Cancelled, &self.plan.trunk(b.trunk).failover, ctx.now);
+            return self.finish(ctx, id);
+        }
+        let trunk = self.plan.trunk(b.trunk);
+        let next = call.attempts.on_outcome(outcome, &trunk.failover, ctx.now);
+        match next {
+            Next::GiveUp(g) if g.reason == GiveUpReason::NotRetryable => {
+                // The callee's own answer (busy, decline, not found): relay it as it came.
+                let reason = resp
+                    .as_ref()
+                    .map_or_else(|| Bytes::from_static(reason_for(status).as_bytes()), |r| r.reason.clone());
+                self.fail_a_with(ctx, id, status, reason, "b");
+            }
+            other => self.proceed(ctx, id, other),
+        }
+    }
+
+    fn b_answered(&mut self, ctx: &mut Ctx, id: CallRef, resp: Response) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(b) = call.b.as_mut() else { return };
+        let d = &mut b.dialog;
+        d.remote_tag = resp.headers.to().ok().and_then(|t| t.tag().map(Bytes::copy_from_slice));
+        if let Some(target) = contact_of_response(&resp) {
+            d.remote_target = target;
+        }
+        let mut rr: Vec<Bytes> = resp.headers.get_all_bytes(&HeaderName::RecordRoute).collect();
+        rr.reverse();
+        d.route_set = rr;
+        let ack = d.ack(1, &ctx.ids.branch());
+        ctx.txns.send_ack(d.peer, ack.clone());
+        b.ack = Some(ack);
+        let trunk = b.trunk;
+        call.attempts.on_outcome(Outcome::Answered, &self.plan.trunk(trunk).failover, ctx.now);
+        call.cdr_attempts.push(CdrAttempt {
+            trunk: self.plan.trunk(trunk).name.clone(),
+            call_id: String::from_utf8_lossy(&b.dialog.call_id).into_owned(),
+            status: resp.status,
+        });
+        if b.cancel_wanted || call.state != State::Routing {
+            // CANCEL raced the 200 (§9.1: the call is up on B's side): hang it up.
+            call.release.get_or_insert(("cancel", "a", 487));
+            return self.end_call(ctx, id, None);
+        }
+        ctx.observe(Observation::CallAnswered { trunk });
+        call.state = State::Confirmed;
+        call.answer = Some(ctx.now);
+        let pass = &self.plan.trunk(call.a_trunk).pass_headers;
+        let ok = build::response_to(
+            &call.a_invite,
+            resp.status,
+            resp.reason.clone(),
+            &call.a,
+            Some(&resp),
+            pass,
+            ctx.server,
+        );
+        ctx.respond(&call.a_invite_key, ok.clone());
+        call.pending_2xx =
+            Some(Pending2xx { resp: ok, interval: ctx.t1, next: ctx.now + ctx.t1, give_up: ctx.now + 64 * ctx.t1 });
+        self.timers.push(Reverse((ctx.now + ctx.t1, id, Timer::Retransmit2xx)));
+    }
+
+    /// Sends the CANCEL leg B is waiting to send, once B has answered provisionally (§9.1).
+    fn maybe_cancel_b(&mut self, ctx: &mut Ctx, id: CallRef) {
+        let Some(b) = self.calls.get_mut(&id).and_then(|c| c.b.as_mut()) else { return };
+        if !(b.cancel_wanted && b.provisional) {
+            return;
+        }
+        let cancel = build::cancel_for(&b.invite);
+        b.provisional = false; // one CANCEL
+        b.cancel_wanted = true;
+        let peer = b.dialog.peer;
+        if let Ok(k) = ctx.txns.send_request(ctx.now, peer, cancel) {
+            self.by_client.insert(k, (id, Purpose::Cancel));
+        }
+    }
+
+    /// A CANCEL for leg A's INVITE, on its own server transaction `key`.
+    pub fn on_cancel(&mut self, ctx: &mut Ctx, key: TransactionKey, cancel: Request) {
+        let Some(id) = TransactionKey::cancelled_invite(&cancel).and_then(|k| self.by_invite.get(&k).copied()) else {
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let ok = build::response_to(&cancel, 200, Bytes::from_static(b"OK"), &call.a, None, &[], ctx.server);
+        ctx.respond(&key, ok);
+        if call.state != State::Routing {
+            return;
+        }
+        call.release = Some(("cancel", "a", 487));
+        let r = build::response_to(
+            &call.a_invite,
+            487,
+            Bytes::from_static(b"Request Terminated"),
+            &call.a,
+            None,
+            &[],
+            ctx.server,
+        );
+        ctx.respond(&call.a_invite_key, r);
+        call.state = State::Ending;
+        match call.b.as_mut() {
+            Some(b) => {
+                b.cancel_wanted = true;
+                self.maybe_cancel_b(ctx, id);
+            }
+            None => self.finish(ctx, id),
+        }
+    }
+
+    /// An in-dialog request on server transaction `key`.
+    pub fn on_in_dialog(&mut self, ctx: &mut Ctx, key: TransactionKey, req: Request) {
+        let Some((id, leg)) = dialog_key(&req).and_then(|k| self.by_dialog.get(&k).copied()) else { return };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let from = if leg == Leg::A { &call.a } else { &call.b.as_ref().expect("leg b of a B dialog").dialog };
+        if req.method == Method::Bye {
+            let ok = build::response_to(&req, 200, Bytes::from_static(b"OK"), from, None, &[], ctx.server);
+            ctx.respond(&key, ok);
+            if call.state == State::Routing && leg == Leg::B {
+                // BYE on an early dialog of B: treat as a failure of that carrier.
+                return;
+            }
+            call.release.get_or_insert(("bye", leg.label(), 200));
+            return self.end_call(ctx, id, Some(leg));
+        }
+        if call.state != State::Confirmed {
+            // Mid-setup requests (PRACK, UPDATE on an early dialog) are not relayed yet: 491/500 tells the peer.
+            let r = build::response_to(
+                &req,
+                500,
+                Bytes::from_static(b"Server Internal Error"),
+                from,
+                None,
+                &[],
+                ctx.server,
+            );
+            let mut r = r;
+            r.headers.push(HeaderName::RetryAfter, "1");
+            return ctx.respond(&key, r);
+        }
+        // Relay across: a new request on the other leg's dialog, its answer back on this transaction.
+        let pass_to = match leg.other() {
+            Leg::A => self.plan.trunk(call.a_trunk).pass_headers.clone(),
+            Leg::B => call.b.as_ref().map(|b| self.plan.trunk(b.trunk).pass_headers.clone()).unwrap_or_default(),
+        };
+        let branch = ctx.ids.branch();
+        let to = match leg.other() {
+            Leg::A => &mut call.a,
+            Leg::B => &mut call.b.as_mut().expect("confirmed call has leg b").dialog,
+        };
+        let fwd = build::relay_request(&req, to, &branch, &pass_to);
+        let peer = to.peer;
+        match ctx.txns.send_request(ctx.now, peer, fwd) {
+            Ok(k) => {
+                self.by_client.insert(k, (id, Purpose::Relay { back: key, request: Box::new(req) }));
+            }
+            Err(_) => ctx.observe(Observation::Dropped { reason: "relay_failed" }),
+        }
+    }
+
+    fn relay_back(&mut self, ctx: &mut Ctx, id: CallRef, back: &TransactionKey, request: &Request, resp: &Response) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        // The requester's leg is the one whose dialog the request matched.
+        let req_leg = dialog_key(request).and_then(|k| self.by_dialog.get(&k).map(|(_, l)| *l)).unwrap_or(Leg::A);
+        let (here, there_trunk) = match req_leg {
+            Leg::A => (&call.a, call.a_trunk),
+            Leg::B => (&call.b.as_ref().expect("b").dialog, call.b.as_ref().expect("b").trunk),
+        };
+        let pass = &self.plan.trunk(there_trunk).pass_headers;
+        let r = build::response_to(request, resp.status, resp.reason.clone(), here, Some(resp), pass, ctx.server);
+        ctx.respond(back, r);
+        if resp.is_success() && request.method == Method::Invite {
+            // Our re-INVITE on the other leg was answered: ACK it there now; the requester ACKs ours to it.
+            let there = match req_leg.other() {
+                Leg::A => &mut call.a,
+                Leg::B => &mut call.b.as_mut().expect("b").dialog,
+            };
+            if let Ok(c) = resp.headers.cseq() {
+                let ack = there.ack(c.seq, &ctx.ids.branch());
+                ctx.txns.send_ack(there.peer, ack);
+            }
+        }
+    }
+
+    /// An ACK (for a 2xx) or a 2xx retransmission that no transaction claimed.
+    pub fn on_stray(&mut self, ctx: &mut Ctx, msg: &crate::msg::Message) -> bool {
+        match msg {
+            crate::msg::Message::Request(req) if req.method == Method::Ack => {
+                let Some((id, Leg::A)) = dialog_key(req).and_then(|k| self.by_dialog.get(&k).copied()) else {
+                    return dialog_key(req).is_some_and(|k| self.by_dialog.contains_key(&k));
+                };
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.pending_2xx = None;
+                }
+                true
+            }
+            crate::msg::Message::Response(resp) if resp.is_success() => {
+                // B retransmits its 2xx: our ACK was lost. Its dialog is keyed by its From tag (ours).
+                let call_id = resp.headers.get_bytes(&HeaderName::CallId).unwrap_or_default();
+                let tag =
+                    resp.headers.from().ok().and_then(|f| f.tag().map(Bytes::copy_from_slice)).unwrap_or_default();
+                let Some((id, Leg::B)) = self.by_dialog.get(&(call_id, tag)).copied() else { return false };
+                if let Some(b) = self.calls.get(&id).and_then(|c| c.b.as_ref()) {
+                    if let Some(ack) = &b.ack {
+                        ctx.txns.send_ack(b.dialog.peer, ack.clone());
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Fires call timers due at `now`.
+    pub fn handle_timeout(&mut self, ctx: &mut Ctx) {
+        while let Some(Reverse((at, id, timer))) = self.timers.peek().copied() {
+            if at > ctx.now {
+                break;
+            }
+            self.timers.pop();
+            let Some(call) = self.calls.get_mut(&id) else { continue };
+            match timer {
+                Timer::Retransmit2xx => {
+                    let Some(p) = call.pending_2xx.as_mut() else { continue };
+                    if ctx.now >= p.give_up {
+                        // No ACK for our 2xx: the caller is gone (§13.3.1.4): end the call.
+                        call.pending_2xx = None;
+                        call.release.get_or_insert(("ack_timeout", "sbc", 200));
+                        self.end_call(ctx, id, None);
+                        continue;
+                    }
+                    ctx.out.push_back(Output::Transmit { peer: call.a.peer, bytes: p.resp.to_bytes() });
+                    ctx.out.push_back(Output::Observe(Observation::Retransmission { direction: "out" }));
+                    p.interval = (p.interval * 2).min(ctx.t2);
+                    p.next = ctx.now + p.interval;
+                    let next = p.next;
+                    self.timers.push(Reverse((next, id, Timer::Retransmit2xx)));
+                }
+                Timer::PostDial => {
+                    if call.state != State::Routing {
+                        continue;
+                    }
+                    // Too long without an answer: cancel the carrier and answer the caller.
+                    call.release = Some(("post_dial_timeout", "sbc", 408));
+                    let r = build::response_to(
+                        &call.a_invite,
+                        408,
+                        Bytes::from_static(b"Request Timeout"),
+                        &call.a,
+                        None,
+                        &[],
+                        ctx.server,
+                    );
+                    ctx.respond(&call.a_invite_key, r);
+                    call.state = State::Ending;
+                    match call.b.as_mut() {
+                        Some(b) => {
+                            b.cancel_wanted = true;
+                            self.maybe_cancel_b(ctx, id);
+                        }
+                        None => self.finish(ctx, id),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers leg A with a final failure and ends the call.
+    fn fail_a(&mut self, ctx: &mut Ctx, id: CallRef, status: u16, reason: &'static str, by: &'static str) {
+        self.fail_a_with(ctx, id, status, Bytes::from_static(reason.as_bytes()), by)
+    }
+
+    fn fail_a_with(&mut self, ctx: &mut Ctx, id: CallRef, status: u16, reason: Bytes, by: &'static str) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.state == State::Routing {
+            let r = build::response_to(&call.a_invite, status, reason, &call.a, None, &[], ctx.server);
+            ctx.respond(&call.a_invite_key, r);
+            ctx.observe(Observation::CallRejected { status });
+        }
+        call.release.get_or_insert(("failed", by, status));
+        self.finish(ctx, id);
+    }
+
+    /// Ends a confirmed call: BYE on every leg but `from` (which sent one).
+    fn end_call(&mut self, ctx: &mut Ctx, id: CallRef, from: Option<Leg>) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.state = State::Ending;
+        call.pending_2xx = None;
+        let mut byes = Vec::new();
+        if from != Some(Leg::A) && call.answer.is_some() {
+            let branch = ctx.ids.branch();
+            byes.push((call.a.peer, call.a.request(Method::Bye, &branch)));
+        }
+        if from != Some(Leg::B) {
+            if let Some(b) = call.b.as_mut().filter(|b| b.dialog.remote_tag.is_some() && b.ack.is_some()) {
+                let branch = ctx.ids.branch();
+                byes.push((b.dialog.peer, b.dialog.request(Method::Bye, &branch)));
+            }
+        }
+        call.byes = 0;
+        for (peer, bye) in byes {
+            if let Ok(k) = ctx.txns.send_request(ctx.now, peer, bye) {
+                self.by_client.insert(k, (id, Purpose::Bye));
+                call.byes += 1;
+            }
+        }
+        if call.byes == 0 {
+            self.finish(ctx, id);
+        }
+    }
+
+    fn bye_done(&mut self, ctx: &mut Ctx, id: CallRef) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.byes = call.byes.saturating_sub(1);
+        if call.byes == 0 {
+            self.finish(ctx, id);
+        }
+    }
+
+    /// Removes the call and writes its CDR.
+    fn finish(&mut self, ctx: &mut Ctx, id: CallRef) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.by_invite.remove(&call.a_invite_key);
+        self.by_client.retain(|_, (c, _)| *c != id);
+        self.counters[call.a_trunk.0 as usize].end();
+        let mut b_call_id = None;
+        let mut trunk_out = None;
+        if let Some(b) = &call.b {
+            self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+            self.counters[b.trunk.0 as usize].end();
+            b_call_id = Some(String::from_utf8_lossy(&b.dialog.call_id).into_owned());
+            trunk_out = Some(self.plan.trunk(b.trunk).name.clone());
+            ctx.observe(Observation::CallEnded { trunk: b.trunk });
+        }
+        if trunk_out.is_none() {
+            if let Some(last) = call.cdr_attempts.last() {
+                trunk_out = Some(last.trunk.clone());
+                b_call_id = Some(last.call_id.clone());
+            }
+        }
+        ctx.observe(Observation::CallEnded { trunk: call.a_trunk });
+        let (cause, by, status) = call.release.unwrap_or(("unknown", "sbc", 500));
+        ctx.out.push_back(Output::Cdr(Box::new(Cdr {
+            a_call_id: String::from_utf8_lossy(&call.a.call_id).into_owned(),
+            b_call_id,
+            trunk_in: self.plan.trunk(call.a_trunk).name.clone(),
+            trunk_out,
+            caller: call.caller,
+            called_in: call.called_in,
+            called_out: call.called_out,
+            route_prefix: Some(call.route_prefix),
+            attempts: call.cdr_attempts,
+            setup: call.setup,
+            ringing: call.ringing,
+            answer: call.answer,
+            end: ctx.now,
+            status: if call.answer.is_some() { 200 } else { status },
+            release_cause: cause,
+            released_by: by,
+        })));
+    }
+
+    /// Ends every call (shutdown): BYE to both sides of confirmed calls, 503 to calls being set up. CDRs follow.
+    pub fn shutdown(&mut self, ctx: &mut Ctx) {
+        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+        for id in ids {
+            let Some(call) = self.calls.get_mut(&id) else { continue };
+            match call.state {
+                State::Routing => {
+                    call.release = Some(("shutdown", "sbc", 503));
+                    if let Some(b) = call.b.as_mut() {
+                        b.cancel_wanted = true;
+                    }
+                    self.maybe_cancel_b(ctx, id);
+                    self.fail_a(ctx, id, 503, "Service Unavailable", "sbc");
+                }
+                State::Confirmed => {
+                    call.release = Some(("shutdown", "sbc", 200));
+                    self.end_call(ctx, id, None);
+                }
+                State::Ending => self.finish(ctx, id),
+            }
+        }
+    }
+}
+
+/// (Call-ID, To tag) of a request: the key of our side of its dialog.
+fn dialog_key(req: &Request) -> Option<(Bytes, Bytes)> {
+    let call_id = req.headers.get_bytes(&HeaderName::CallId)?;
+    let tag = req.headers.to().ok()?.tag().map(Bytes::copy_from_slice)?;
+    Some((call_id, tag))
+}
+
+/// The called number as routes see it: visual separators removed (RFC 3966 §5.1.1).
+fn normalise(user: &str) -> String {
+    let user = user.split(';').next().unwrap_or_default();
+    user.chars().filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' ')).collect()
+}
+
+fn strip_tag(v: &[u8]) -> Bytes {
+    // Remove `;tag=…` from a From/To value, keeping the rest as received.
+    let lower = v.to_ascii_lowercase();
+    match find_sub(&lower, b";tag=") {
+        Some(i) => {
+            let end = v[i + 1..].iter().position(|&b| b == b';').map_or(v.len(), |j| i + 1 + j);
+            let mut out = v[..i].to_vec();
+            out.extend_from_slice(&v[end..]);
+            out.into()
+        }
+        None => Bytes::copy_from_slice(v),
+    }
+}
+
+fn find_sub(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}
+
+fn contact_uri(req: &Request) -> Option<Bytes> {
+    match req.headers.contacts().ok()? {
+        crate::msg::Contacts::Addrs(a) => a.first().map(|c| Bytes::copy_from_slice(c.uri_bytes())),
+        crate::msg::Contacts::Star => None,
+    }
+}
+
+fn contact_of_response(resp: &Response) -> Option<Bytes> {
+    match resp.headers.contacts().ok()? {
+        crate::msg::Contacts::Addrs(a) => a.first().map(|c| Bytes::copy_from_slice(c.uri_bytes())),
+        crate::msg::Contacts::Star => None,
+    }
+}
+
+fn transport_param(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+        Transport::Ws => ";transport=ws",
+    }
+}
+
+/// Reason phrases of the statuses we originate.
+fn reason_for(status: u16) -> &'static str {
+    match status {
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        500 => "Server Internal Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        603 => "Decline",
+        _ => "Failed",
+    }
+}
+
+#[cfg(test)]
+mod tests;

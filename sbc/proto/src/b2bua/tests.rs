@@ -1,0 +1,408 @@
+//! Calls through the whole core (endpoint, transactions, B2BUA) in simulated time, against scripted peers.
+
+use crate::cdr::Cdr;
+use crate::endpoint::{Config, Endpoint, Output};
+use crate::msg::{parse_datagram, HeaderName, Message, Method, Request, Response};
+use crate::routing::{
+    Candidate, FailoverTriggers, Gateway, Limits, Plan, PrefixTable, SourceMatch, Trunk, TrunkId, UnknownSource,
+};
+use crate::transport::{Peer, Transport};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const A: &str = "198.18.1.10:5060";
+const B: &str = "198.18.2.10:5060";
+const C: &str = "198.18.2.11:5060";
+const SBC_A: &str = "198.18.1.1:5060";
+const SBC_B: &str = "198.18.2.1:5060";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn trunk(name: &str, source: Option<&str>, gateway: Option<&str>) -> Trunk {
+    Trunk {
+        name: name.into(),
+        sources: source.map(|s| SourceMatch { net: s.parse().expect("net"), port: None }).into_iter().collect(),
+        gateways: gateway.map(|g| Gateway { transport: Transport::Udp, addr: addr(g) }).into_iter().collect(),
+        failover: FailoverTriggers::default(),
+        limits: Limits::default(),
+        probe: None,
+        auth: None,
+        pass_headers: vec![],
+        follow_redirects: false,
+        disabled: false,
+    }
+}
+
+/// The topology of DESIGN.md: customer at 198.18.1.10, carriers b and c, every number to b then c.
+fn world(limits: Limits) -> World {
+    let mut pbx = trunk("customer-pbx", Some("198.18.1.10/32"), None);
+    pbx.limits = limits;
+    let plan = Plan {
+        trunks: vec![pbx, trunk("carrier-b", None, Some(B)), trunk("carrier-c", None, Some(C))],
+        routes: PrefixTable::default(),
+        catch_all: Some(vec![Candidate::new(TrunkId(1), 1), Candidate::new(TrunkId(2), 2)]),
+        unknown_source: UnknownSource::Reject,
+        max_tries: 3,
+        max_post_dial: Duration::from_secs(60),
+    };
+    let config = Config {
+        plan: Arc::new(plan),
+        locals: vec![(Transport::Udp, addr(SBC_A)), (Transport::Udp, addr(SBC_B))],
+        ..Config::default()
+    };
+    World { ep: Endpoint::new(config, 42), now: Instant::now(), cdrs: Vec::new() }
+}
+
+struct World {
+    ep: Endpoint,
+    now: Instant,
+    cdrs: Vec<Cdr>,
+}
+
+impl World {
+    /// Delivers `raw` from `from` to our address `to`, returns what we sent, parsed, with its destination.
+    fn send(&mut self, from: &str, to: &str, raw: String) -> Vec<(SocketAddr, Message)> {
+        let peer = Peer { transport: Transport::Udp, local: addr(to), remote: addr(from), conn: None };
+        self.ep.handle_message(self.now, peer, Bytes::from(raw));
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<(SocketAddr, Message)> {
+        let mut sent = Vec::new();
+        while let Some(o) = self.ep.poll_output() {
+            match o {
+                Output::Transmit { peer, bytes } => {
+                    sent.push((peer.remote, parse_datagram(bytes).expect("we send valid SIP")));
+                }
+                Output::Observe(_) => {}
+                Output::Cdr(c) => self.cdrs.push(*c),
+            }
+        }
+        sent
+    }
+
+    fn advance(&mut self, d: Duration) -> Vec<(SocketAddr, Message)> {
+        let end = self.now + d;
+        let mut sent = Vec::new();
+        while let Some(t) = self.ep.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.ep.handle_timeout(self.now);
+            sent.extend(self.drain());
+        }
+        self.now = end;
+        sent
+    }
+}
+
+fn invite_from_a(call_id: &str) -> String {
+    let sdp =
+        "v=0\r\no=- 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:+493012345@198.18.1.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10:5060;branch=z9hG4bK-{call_id}\r\n\
+         Max-Forwards: 70\r\nFrom: \"Alice\" <sip:+4940111@198.18.1.10>;tag=a1\r\nTo: <sip:+493012345@198.18.1.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@198.18.1.10:5060>\r\n\
+         X-Internal: secret-topology\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+fn request(sent: &[(SocketAddr, Message)], to: &str, method: Method) -> Request {
+    sent.iter()
+        .find_map(|(a, m)| match m {
+            Message::Request(r) if *a == addr(to) && r.method == method => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {method} to {to} in {sent:#?}"))
+}
+
+fn response(sent: &[(SocketAddr, Message)], to: &str, status: u16) -> Response {
+    sent.iter()
+        .find_map(|(a, m)| match m {
+            Message::Response(r) if *a == addr(to) && r.status == status => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {status} to {to} in {sent:#?}"))
+}
+
+/// A response from a UAS to `req`, with `to_tag`, Contact at `contact`, and `body`.
+fn answer(req: &Request, status: u16, to_tag: &str, contact: &str, body: &str) -> String {
+    let mut r = Response::to_request(req, status, "Whatever");
+    if status > 100 {
+        let to = req.headers.get(&HeaderName::To).expect("to");
+        r.headers.set(HeaderName::To, format!("{};tag={to_tag}", String::from_utf8_lossy(to)));
+        r.headers.push(HeaderName::Contact, format!("<sip:{contact}>"));
+    }
+    if !body.is_empty() {
+        r.headers.push(HeaderName::ContentType, "application/sdp");
+        r.body = Bytes::from(body.to_owned());
+    }
+    String::from_utf8(r.to_bytes().to_vec()).expect("utf8")
+}
+
+/// An in-dialog request from a peer, built from a message of ours that carried the dialog's identifiers: for a
+/// response we sent, `from`/`to` as in it; for a request we sent, swapped.
+fn in_dialog(method: &str, uri: &str, from: &str, to: &str, call_id: &[u8], cseq: u32, via: &str) -> String {
+    format!(
+        "{method} sip:{uri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-{method}-{cseq}\r\nMax-Forwards: 70\r\n\
+         From: {from}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        String::from_utf8_lossy(call_id)
+    )
+}
+
+fn hv(r: &Request, n: HeaderName) -> String {
+    String::from_utf8_lossy(r.headers.get(&n).expect("header")).into_owned()
+}
+
+fn rv(r: &Response, n: HeaderName) -> String {
+    String::from_utf8_lossy(r.headers.get(&n).expect("header")).into_owned()
+}
+
+/// Sets a call up to the point where both legs are confirmed; returns leg B's INVITE and the 200 A got.
+fn connected(w: &mut World, call_id: &str) -> (Request, Response) {
+    let sent = w.send(A, SBC_A, invite_from_a(call_id));
+    response(&sent, A, 100);
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    response(&sent, A, 180);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    request(&sent, B, Method::Ack);
+    let ok = response(&sent, A, 200);
+    assert_eq!(&ok.body[..], b"v=0\r\n", "B's answer reaches A");
+    let ack = format!(
+        "ACK sip:{SBC_A} SIP/2.0\r\nVia: SIP/2.0/UDP {A};branch=z9hG4bK-ack\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        rv(&ok, HeaderName::From),
+        rv(&ok, HeaderName::To)
+    );
+    assert!(w.send(A, SBC_A, ack).is_empty(), "A's ACK is absorbed");
+    (inv_b, ok)
+}
+
+#[test]
+fn basic_call_hides_topology_and_bye_from_a_ends_both_legs() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("call-1"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let raw = String::from_utf8(inv_b.to_bytes().to_vec()).expect("utf8");
+    for leak in ["call-1", "198.18.1.10", "z9hG4bK-call-1", "secret-topology", "a1"] {
+        assert!(!raw.replace("v=0", "").split("\r\n\r\n").next().unwrap().contains(leak), "{leak} leaked: {raw}");
+    }
+    assert_eq!(inv_b.uri.user(), Some(&b"+493012345"[..]));
+    assert_eq!(inv_b.headers.from().expect("from").uri().user(), Some(&b"+4940111"[..]), "From user as presented");
+    assert!(inv_b.body.starts_with(b"v=0"), "the offer crosses");
+    assert_eq!(inv_b.headers.max_forwards().unwrap(), Some(69));
+    connected(&mut world(Limits::default()), "call-1b");
+}
+
+#[test]
+fn bye_from_a_then_from_b_each_end_the_call_with_one_cdr() {
+    for bye_from in ["a", "b"] {
+        let mut w = world(Limits::default());
+        let (inv_b, ok) = connected(&mut w, "call-2");
+        w.advance(Duration::from_secs(5));
+        let sent = if bye_from == "a" {
+            let bye = in_dialog("BYE", SBC_A, &rv(&ok, HeaderName::From), &rv(&ok, HeaderName::To), b"call-2", 2, A);
+            let sent = w.send(A, SBC_A, bye);
+            response(&sent, A, 200);
+            let bye_b = request(&sent, B, Method::Bye);
+            assert_eq!(bye_b.headers.get(&HeaderName::CallId), inv_b.headers.get(&HeaderName::CallId));
+            w.send(B, SBC_B, answer(&bye_b, 200, "b1", B, ""))
+        } else {
+            let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+            let bye = in_dialog(
+                "BYE",
+                SBC_B,
+                &from,
+                &hv(&inv_b, HeaderName::From),
+                inv_b.headers.get(&HeaderName::CallId).expect("call-id"),
+                7,
+                B,
+            );
+            let sent = w.send(B, SBC_B, bye);
+            response(&sent, B, 200);
+            let bye_a = request(&sent, A, Method::Bye);
+            assert_eq!(bye_a.headers.get(&HeaderName::CallId), Some(&b"call-2"[..]));
+            assert_eq!(bye_a.uri.as_bytes(), &b"sip:alice@198.18.1.10:5060"[..], "to A's Contact");
+            w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""))
+        };
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(w.cdrs.len(), 1, "one CDR for bye from {bye_from}");
+        let cdr = &w.cdrs[0];
+        assert_eq!((cdr.status, cdr.release_cause, cdr.released_by), (200, "bye", bye_from));
+        assert!((cdr.duration().expect("answered") - 5.0).abs() < 0.01);
+        assert_eq!(cdr.trunk_in, "customer-pbx");
+        assert_eq!(cdr.trunk_out.as_deref(), Some("carrier-b"));
+        assert_eq!(w.ep.calls().len(), 0);
+        // After the end, the dialog is gone: 481.
+        let late = in_dialog("BYE", SBC_A, &rv(&ok, HeaderName::From), &rv(&ok, HeaderName::To), b"call-2", 9, A);
+        let sent = w.send(A, SBC_A, late);
+        response(&sent, A, 481);
+    }
+}
+
+#[test]
+fn failover_to_second_carrier_on_503_and_cdr_lists_both() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("call-3"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 503, "b1", B, ""));
+    request(&sent, B, Method::Ack); // the transaction ACKs the failure
+    let inv_c = request(&sent, C, Method::Invite);
+    assert_ne!(inv_c.headers.get(&HeaderName::CallId), inv_b.headers.get(&HeaderName::CallId), "a fresh leg B");
+    assert!(!sent.iter().any(|(a, _)| *a == addr(A)), "A hears nothing of the failure");
+    let sent = w.send(C, SBC_B, answer(&inv_c, 200, "c1", C, "v=0\r\n"));
+    response(&sent, A, 200);
+    let ok = response(&sent, A, 200);
+    let bye = in_dialog("BYE", SBC_A, &rv(&ok, HeaderName::From), &rv(&ok, HeaderName::To), b"call-3", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    let bye_c = request(&sent, C, Method::Bye);
+    w.send(C, SBC_B, answer(&bye_c, 200, "c1", C, ""));
+    let cdr = &w.cdrs[0];
+    let tried: Vec<_> = cdr.attempts.iter().map(|a| (a.trunk.as_str(), a.status)).collect();
+    assert_eq!(tried, [("carrier-b", 503), ("carrier-c", 200)]);
+}
+
+#[test]
+fn busy_486_goes_back_to_a_without_failover() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("call-4"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 486, "b1", B, ""));
+    assert!(!sent.iter().any(|(a, _)| *a == addr(C)), "no failover on 486");
+    let busy = response(&sent, A, 486);
+    assert_eq!(&busy.reason[..], b"Whatever", "the carrier's reason phrase is relayed");
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].status, w.cdrs[0].released_by), (486, "b"));
+}
+
+#[test]
+fn timeout_of_first_carrier_fails_over_then_all_fail_gives_408() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("call-5"));
+    request(&sent, B, Method::Invite);
+    // Timer B: 64*T1 = 32 s without any answer from b.
+    let sent = w.advance(Duration::from_secs(33));
+    let inv_c = request(&sent, C, Method::Invite);
+    let sent = w.send(C, SBC_B, answer(&inv_c, 500, "c1", C, ""));
+    response(&sent, A, 500);
+    let tried: Vec<_> = w.cdrs[0].attempts.iter().map(|a| (a.trunk.as_str(), a.status)).collect();
+    assert_eq!(tried, [("carrier-b", 408), ("carrier-c", 500)]);
+}
+
+#[test]
+fn cancel_before_answer_reaches_the_carrier_and_a_gets_487() {
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("call-6");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    let sent = w.send(A, SBC_A, cancel);
+    response(&sent, A, 200);
+    response(&sent, A, 487);
+    let cancel_b = request(&sent, B, Method::Cancel);
+    assert_eq!(cancel_b.headers.top_via().unwrap().branch(), inv_b.headers.top_via().unwrap().branch());
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    let sent = w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    request(&sent, B, Method::Ack);
+    assert!(!sent.iter().any(|(a, _)| *a == addr(C)), "a cancelled call is not failed over");
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by, w.cdrs[0].status), ("cancel", "a", 487));
+}
+
+#[test]
+fn cancel_racing_200_hangs_up_the_carrier() {
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("call-7");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    w.send(A, SBC_A, cancel);
+    // B's 200 crossed our CANCEL.
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    request(&sent, B, Method::Ack);
+    let bye = request(&sent, B, Method::Bye);
+    assert!(!sent.iter().any(|(a, m)| *a == addr(A) && matches!(m, Message::Response(r) if r.status == 200)));
+    w.send(B, SBC_B, answer(&bye, 200, "b1", B, ""));
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!(w.cdrs[0].release_cause, "cancel");
+}
+
+#[test]
+fn early_media_183_with_sdp_reaches_a_then_200() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("call-8"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 183, "b1", B, "v=0\r\ns=early\r\n"));
+    let early = response(&sent, A, 183);
+    assert_eq!(&early.body[..], b"v=0\r\ns=early\r\n");
+    assert_eq!(rv(&early, HeaderName::ContentType), "application/sdp");
+    let tag183 = early.headers.to().unwrap().tag().map(<[u8]>::to_vec);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    let ok = response(&sent, A, 200);
+    assert_eq!(ok.headers.to().unwrap().tag().map(<[u8]>::to_vec), tag183, "one dialog towards A");
+    assert!(w.cdrs.is_empty());
+}
+
+#[test]
+fn reinvite_from_b_is_relayed_to_a_and_answered_back() {
+    let mut w = world(Limits::default());
+    let (inv_b, _ok) = connected(&mut w, "call-9");
+    let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+    let reinvite = in_dialog(
+        "INVITE",
+        SBC_B,
+        &from,
+        &hv(&inv_b, HeaderName::From),
+        inv_b.headers.get(&HeaderName::CallId).expect("call-id"),
+        3,
+        B,
+    );
+    let sent = w.send(B, SBC_B, reinvite);
+    let re_a = request(&sent, A, Method::Invite);
+    assert_eq!(re_a.headers.get(&HeaderName::CallId), Some(&b"call-9"[..]));
+    let sent = w.send(A, SBC_A, answer(&re_a, 200, "x", A, "v=0\r\n"));
+    request(&sent, A, Method::Ack);
+    let ok_b = response(&sent, B, 200);
+    assert_eq!(ok_b.headers.cseq().unwrap().seq, 3);
+    assert_eq!(&ok_b.body[..], b"v=0\r\n");
+}
+
+#[test]
+fn unknown_source_gets_403_and_lost_2xx_ack_ends_the_call() {
+    let mut w = world(Limits::default());
+    let sent = w.send("198.18.1.99:5060", SBC_A, invite_from_a("call-10"));
+    response(&sent, "198.18.1.99:5060", 403);
+    assert!(w.cdrs.is_empty(), "no call, no CDR");
+
+    // A never ACKs our 200: it is retransmitted, then the call is hung up on both sides.
+    let sent = w.send(A, SBC_A, invite_from_a("call-11"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    let sent = w.advance(Duration::from_secs(40));
+    let resent = sent.iter().filter(|(a, m)| *a == addr(A) && matches!(m, Message::Response(r) if r.status == 200));
+    assert!(resent.count() >= 5, "200 retransmitted with backoff");
+    let bye_b = request(&sent, B, Method::Bye);
+    w.send(B, SBC_B, answer(&bye_b, 200, "b1", B, ""));
+    let bye_a = request(&sent, A, Method::Bye);
+    w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!(w.cdrs[0].release_cause, "ack_timeout");
+}
+
+#[test]
+fn call_limit_answers_503_with_retry_after() {
+    let mut w = world(Limits { calls: Some(1), cps: None });
+    let sent = w.send(A, SBC_A, invite_from_a("call-12"));
+    request(&sent, B, Method::Invite);
+    let sent = w.send(A, SBC_A, invite_from_a("call-13"));
+    let r = response(&sent, A, 503);
+    assert_eq!(rv(&r, HeaderName::RetryAfter), "1");
+}
