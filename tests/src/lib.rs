@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod netns;
 pub mod sipp;
 
 /// The repository root.
@@ -34,8 +35,16 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 }
 
 /// The `sbc` binary of this workspace, brought up to date once per test process (`cargo test` does not rebuild
-/// another package's binary, and a stale one would test old code).
+/// another package's binary, and a stale one would test old code). `SBC_BINARY=/path/to/sbc` uses that binary
+/// instead, unbuilt (for CI jobs that test a release build, or while the workspace does not compile).
 pub fn sbc_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SBC_BINARY") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("SBC_BINARY={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
@@ -53,6 +62,17 @@ pub fn sbc_binary() -> Result<PathBuf> {
         })
         .clone()
         .map_err(anyhow::Error::msg)
+}
+
+/// The `netprobe` helper binary of this crate (UDP echo/ping, HTTP GET, run inside namespaces). Cargo builds it
+/// with the integration tests, next to their `deps/` directory.
+pub fn netprobe_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let candidates =
+        [exe.parent().map(|d| d.join("netprobe")), exe.parent().and_then(Path::parent).map(|d| d.join("netprobe"))];
+    candidates.into_iter().flatten().find(|p| p.is_file()).with_context(|| {
+        format!("the netprobe helper is not built next to {}; run `cargo build -p tests --bins`", exe.display())
+    })
 }
 
 /// A free port on 127.0.0.1 for both UDP and TCP (bound and released; good enough for tests run serially per
@@ -79,6 +99,8 @@ pub struct Sbc {
     /// Where its log goes.
     pub log: PathBuf,
     dir: PathBuf,
+    /// The network namespace it runs in, if any (the admin API is then reached from inside it).
+    netns: Option<String>,
 }
 
 impl Sbc {
@@ -110,14 +132,45 @@ impl Sbc {
             api: SocketAddr::from(([127, 0, 0, 1], api_port)),
             log,
             dir,
+            netns: None,
         };
+        sbc.wait_healthy()?;
+        Ok(sbc)
+    }
+
+    /// Starts `sbc` inside network namespace `netns` with the complete `config` (TOML, written as given), whose
+    /// SIP and admin API addresses the caller states as `sip` and `api` (both inside the namespace; the API is
+    /// queried from inside it). Waits until `/health` answers. For the topologies of [`netns::Topology`].
+    pub fn start_in(netns: &str, name: &str, config: &str, sip: SocketAddr, api: SocketAddr) -> Result<Self> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sbc-test-{name}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join("sbc.toml");
+        std::fs::write(&config_path, config)?;
+        let log = dir.join("sbc.log");
+        let child = netns::command(Some(netns), sbc_binary()?)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("spawning sbc in {netns}"))?;
+        let mut sbc = Self { child, sip, api, log, dir, netns: Some(netns.to_owned()) };
+        sbc.wait_healthy()?;
+        Ok(sbc)
+    }
+
+    fn wait_healthy(&mut self) -> Result<()> {
+        let sbc = self;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = sbc.child.try_wait()? {
                 bail!("sbc exited early with {status}; log:\n{}", sbc.log_tail());
             }
             if sbc.http_get("/health").is_ok_and(|b| b.trim() == "ok") {
-                return Ok(sbc);
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -126,6 +179,10 @@ impl Sbc {
 
     /// A plain HTTP/1.0 GET on the admin API; returns the body.
     pub fn http_get(&self, path: &str) -> Result<String> {
+        if let Some(ns) = &self.netns {
+            let probe = netprobe_binary()?;
+            return netns::run(netns::command(Some(ns), probe).args(["http-get", &self.api.to_string(), path]));
+        }
         let mut s = TcpStream::connect_timeout(&self.api, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         std::io::Write::write_all(&mut s, format!("GET {path} HTTP/1.0\r\nHost: sbc\r\n\r\n").as_bytes())?;

@@ -1,0 +1,465 @@
+//! Network-namespace topologies for tests that need real addresses (DESIGN.md, "Test topology"), and processes run
+//! inside them.
+//!
+//! The single-SBC topology, per test, with a unique tag `T` (see [`Topology::single_sbc`]):
+//!
+//! ```text
+//!   T-a  eth0 198.18.1.10/24 ── veth ── a0 198.18.1.1/24  T-sbc  b0 198.18.2.1/24 ──┐
+//!                                                                                    veth
+//!   T-sw  br0 (bridge; ports p-sbc, p-b, p-c) ─────────────────────────────────────────────┘
+//!     ├── veth ── eth0 198.18.2.10/24  T-b (carrier b)
+//!     └── veth ── eth0 198.18.2.11/24  T-c (carrier c)
+//! ```
+//!
+//! Side a is a direct veth pair (two hosts only); side b is shared by the SBC and both carriers, so it is a real L2
+//! segment: a Linux bridge in its own namespace `T-sw`. No forwarding is enabled anywhere, so side a and side b can
+//! only talk through a process in `T-sbc` (the SBC), as in production.
+//!
+//! Everything is torn down on drop (also when a test panics): processes still running in the namespaces are
+//! killed, then the namespaces are deleted, which deletes their veths and the bridge.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The caller (customer PBX / carrier A) on side a.
+pub const CALLER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+/// The SBC's side-a address (interface `a0`).
+pub const SBC_A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The SBC's side-b address (interface `b0`).
+pub const SBC_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// Carrier b on side b.
+pub const CARRIER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+/// Carrier c on side b.
+pub const CARRIER_C: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+
+/// Every tag starts with this, followed by the owning process id, `n` and a per-process counter (`sbt4711n0`).
+/// Namespace names are `<tag>-<host>`.
+pub const TAG_PREFIX: &str = "sbt";
+
+/// A host of the single-SBC topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// The caller, 198.18.1.10 (`<tag>-a`).
+    A,
+    /// The SBC, 198.18.1.1 on `a0` and 198.18.2.1 on `b0` (`<tag>-sbc`).
+    Sbc,
+    /// Carrier b, 198.18.2.10 (`<tag>-b`).
+    B,
+    /// Carrier c, 198.18.2.11 (`<tag>-c`).
+    C,
+    /// The side-b switch: bridge `br0` (`<tag>-sw`); no addresses.
+    Switch,
+}
+
+impl Host {
+    /// The namespace name suffix.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Host::A => "a",
+            Host::Sbc => "sbc",
+            Host::B => "b",
+            Host::C => "c",
+            Host::Switch => "sw",
+        }
+    }
+
+    /// The host's address (the side-a one for the SBC); `None` for the switch.
+    pub fn ip(self) -> Option<Ipv4Addr> {
+        match self {
+            Host::A => Some(CALLER),
+            Host::Sbc => Some(SBC_A),
+            Host::B => Some(CARRIER_B),
+            Host::C => Some(CARRIER_C),
+            Host::Switch => None,
+        }
+    }
+}
+
+/// A `Command` for `program`, run inside `netns` (via `ip netns exec`) when given, else directly.
+pub fn command(netns: Option<&str>, program: impl AsRef<OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Runs `ip ARGS` to completion; the error names the command and carries its stderr.
+pub fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Runs a command to completion (stdin closed); the error names the command and carries its stderr.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let shown = show(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run `{shown}` (is iproute2 installed? `make deps`)"))?;
+    if !out.status.success() {
+        bail!("`{shown}` failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn show(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+}
+
+/// The names of all network namespaces (`ip netns list`).
+pub fn list_namespaces() -> Result<Vec<String>> {
+    Ok(ip(&["netns", "list"])?.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
+}
+
+/// Whether a namespace of this name exists.
+pub fn namespace_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+/// Deletes namespaces left by earlier test processes that were killed before their `Drop` ran: those named
+/// `sbt<pid>n...` whose process no longer exists. Namespaces of live processes (tests running side by side) are
+/// left alone. Returns the names deleted.
+pub fn cleanup_stale() -> Vec<String> {
+    let mut removed = Vec::new();
+    for name in list_namespaces().unwrap_or_default() {
+        let Some(pid) =
+            name.strip_prefix(TAG_PREFIX).and_then(|r| r.split('n').next()).and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            kill_all_in(&name);
+            if ip(&["netns", "del", &name]).is_ok() {
+                removed.push(name);
+            }
+        }
+    }
+    removed
+}
+
+/// SIGKILLs every process in namespace `name` (only ever called on namespaces this crate created).
+fn kill_all_in(name: &str) {
+    if let Ok(pids) = ip(&["netns", "pids", name]) {
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// Fails with a clear message unless we may create namespaces (root, `ip` installed).
+pub fn require_netns() {
+    crate::require_tool("ip", "iproute2");
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    });
+    if uid != Some(0u32) {
+        panic!(
+            "network-namespace tests need root (CAP_SYS_ADMIN, CAP_NET_ADMIN); run them as root, e.g. `make test`{}",
+            if std::env::var("CI").as_deref() == Ok("true") { " (CI=true: this is a failure, not a skip)" } else { "" }
+        );
+    }
+}
+
+/// The single-SBC topology of DESIGN.md in its own namespaces; removed on drop.
+#[derive(Debug)]
+pub struct Topology {
+    tag: String,
+    /// Namespaces created so far, in creation order (deleted in reverse).
+    namespaces: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Topology {
+    /// Builds the single-SBC topology (see the module docs) under a fresh tag. Stale namespaces of killed earlier
+    /// runs are removed first (once per process). A failure says which command failed with its stderr; whatever
+    /// was created before it is removed again.
+    pub fn single_sbc() -> Result<Self> {
+        require_netns();
+        static CLEANED: std::sync::Once = std::sync::Once::new();
+        CLEANED.call_once(|| {
+            let removed = cleanup_stale();
+            if !removed.is_empty() {
+                eprintln!("removed stale test namespaces: {}", removed.join(" "));
+            }
+        });
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let tag = format!("{TAG_PREFIX}{}n{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("netns-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut topo = Self { tag, namespaces: Vec::new(), dir };
+        topo.build().with_context(|| format!("building the test topology {}", topo.tag))?;
+        Ok(topo)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        for host in [Host::A, Host::Sbc, Host::B, Host::C, Host::Switch] {
+            let ns = self.ns(host);
+            if namespace_exists(&ns) {
+                bail!("namespace {ns} exists already");
+            }
+            ip(&["netns", "add", &ns])?;
+            self.namespaces.push(ns.clone());
+            ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;
+        }
+        let (a, sbc, b, c, sw) =
+            (self.ns(Host::A), self.ns(Host::Sbc), self.ns(Host::B), self.ns(Host::C), self.ns(Host::Switch));
+
+        // Side a: a direct veth pair caller <-> sbc. The kernel creates each end directly in its target namespace,
+        // so equal names in different tests (or in the root namespace) never collide.
+        ip(&["link", "add", "eth0", "netns", &a, "type", "veth", "peer", "name", "a0", "netns", &sbc])?;
+        self.address(&a, "eth0", "198.18.1.10/24")?;
+        self.address(&sbc, "a0", "198.18.1.1/24")?;
+
+        // Side b: a bridge in the switch namespace with one port per host.
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "dev", "br0", "up"])?;
+        for (ns, port, dev, cidr) in [
+            (&sbc, "p-sbc", "b0", "198.18.2.1/24"),
+            (&b, "p-b", "eth0", "198.18.2.10/24"),
+            (&c, "p-c", "eth0", "198.18.2.11/24"),
+        ] {
+            ip(&["link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", &sw])?;
+            ip(&["-n", &sw, "link", "set", "dev", port, "master", "br0"])?;
+            ip(&["-n", &sw, "link", "set", "dev", port, "up"])?;
+            self.address(ns, dev, cidr)?;
+        }
+        Ok(())
+    }
+
+    fn address(&self, ns: &str, dev: &str, cidr: &str) -> Result<()> {
+        ip(&["-n", ns, "addr", "add", cidr, "dev", dev])?;
+        ip(&["-n", ns, "link", "set", "dev", dev, "up"])?;
+        Ok(())
+    }
+
+    /// The tag shared by this topology's namespaces.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// The namespace name of `host`: `<tag>-<suffix>`.
+    pub fn ns(&self, host: Host) -> String {
+        format!("{}-{}", self.tag, host.suffix())
+    }
+
+    /// The namespaces created, in creation order.
+    pub fn namespaces(&self) -> &[String] {
+        &self.namespaces
+    }
+
+    /// A scratch directory for this topology (process logs); removed on drop unless a test panicked.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `program args` inside `host` to completion; the error names the command and carries its stderr.
+    pub fn exec<S: AsRef<OsStr>>(&self, host: Host, program: &str, args: &[S]) -> Result<String> {
+        run(command(Some(&self.ns(host)), program).args(args))
+    }
+
+    /// Starts `program args` inside `host`, its stdout and stderr going to `<dir>/<name>.out` and `.err`; killed on
+    /// drop.
+    pub fn spawn<S: AsRef<OsStr>>(
+        &self,
+        host: Host,
+        name: &str,
+        program: impl AsRef<OsStr>,
+        args: &[S],
+    ) -> Result<Process> {
+        Process::spawn(Some(&self.ns(host)), name, program, args, &self.dir)
+    }
+
+    /// Waits until something in `host` listens on UDP `port` (per `ss`, from iproute2).
+    pub fn wait_udp_listening(&self, host: Host, port: u16, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.exec(host, "ss", &["-Hlun", "sport", "=", &format!(":{port}")])?;
+            if !out.trim().is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("nothing listens on UDP port {port} in {} after {timeout:?}", self.ns(host));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A real UDP round trip: an echo server on `to` in `to_host`, a client bound to `from` in `from_host` that
+    /// sends until it gets its datagram back from `to` (within `timeout`). Uses the `netprobe` helper binary.
+    pub fn udp_exchange(
+        &self,
+        from_host: Host,
+        from: Ipv4Addr,
+        to_host: Host,
+        to: SocketAddrV4,
+        timeout: Duration,
+    ) -> Result<()> {
+        let probe = crate::netprobe_binary()?;
+        let ms = timeout.as_millis().to_string();
+        let label = format!("echo-{}-{}", to.ip(), to.port());
+        let mut echo = self.spawn(to_host, &label, &probe, &["udp-echo", &to.to_string(), &ms])?;
+        let ping = self.exec(
+            from_host,
+            probe.to_str().context("netprobe path")?,
+            &["udp-ping", &from.to_string(), &to.to_string(), &ms],
+        );
+        let echoed = echo.wait_timeout(timeout + Duration::from_secs(2));
+        let out = ping.with_context(|| {
+            format!(
+                "no UDP exchange {from} ({}) -> {to} ({}); echo side: {}",
+                self.ns(from_host),
+                self.ns(to_host),
+                echo.output_tail()
+            )
+        })?;
+        let status = echoed?;
+        if !status.success() {
+            bail!("echo server on {to} ended with {status}: {}", echo.output_tail());
+        }
+        if !out.contains(&format!("reply from {to}")) {
+            bail!("unexpected udp-ping output: {out}");
+        }
+        Ok(())
+    }
+
+    /// Deletes everything now (what drop does), reporting the first failure.
+    pub fn remove(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let mut first_err = None;
+        while let Some(ns) = self.namespaces.pop() {
+            kill_all_in(&ns);
+            if let Err(e) = ip(&["netns", "del", &ns]) {
+                first_err.get_or_insert(e);
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("tearing down topology {}: {e:#}", self.tag);
+        }
+    }
+}
+
+/// A child process (optionally inside a namespace) with stdout and stderr in log files; killed on drop.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    name: String,
+    /// Its stdout.
+    pub stdout: PathBuf,
+    /// Its stderr.
+    pub stderr: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Process {
+    /// Starts `program args` in `netns` (or here), stdout and stderr to `<dir>/<name>.out` and `<dir>/<name>.err`.
+    /// `ip netns exec` execs the program, so [`Process::id`] is the program's own pid.
+    pub fn spawn<S: AsRef<OsStr>>(
+        netns: Option<&str>,
+        name: &str,
+        program: impl AsRef<OsStr>,
+        args: &[S],
+        dir: &Path,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let stdout = dir.join(format!("{name}.out"));
+        let stderr = dir.join(format!("{name}.err"));
+        let mut cmd = command(netns, program);
+        cmd.args(args);
+        let shown = show(&cmd);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout)?)
+            .stderr(File::create(&stderr)?)
+            .spawn()
+            .with_context(|| format!("spawning `{shown}`"))?;
+        Ok(Self { child, name: name.to_owned(), stdout, stderr, exited: None })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait()?;
+        }
+        Ok(self.exited)
+    }
+
+    /// Waits up to `limit` for it to exit; kills it and fails after that.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                bail!("{} did not exit within {limit:?}; output: {}", self.name, self.output_tail());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout`; SIGKILL after that. Returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(s) = self.try_wait()? {
+            return Ok(s);
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.id().to_string()]).status();
+        self.wait_timeout(timeout)
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
+    }
+
+    /// The last 40 lines of its stdout and stderr.
+    pub fn output_tail(&self) -> String {
+        let tail = |p: &Path| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let lines: Vec<_> = text.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        };
+        format!("[{} stdout]\n{}\n[{} stderr]\n{}", self.name, tail(&self.stdout), self.name, tail(&self.stderr))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The socket address `ip:port` (for building targets from the constants).
+pub fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ip, port))
+}
