@@ -138,7 +138,7 @@ pub(super) fn cancel_for(invite: &Request) -> Request {
 
 /// The local address to send from towards `remote`: the listen address of that transport sharing the longest
 /// address prefix with it (the interface on the carrier's side), else the first of that transport.
-pub(super) fn pick_local(
+pub fn pick_local(
     locals: &[(crate::transport::Transport, std::net::SocketAddr)],
     transport: crate::transport::Transport,
     remote: std::net::SocketAddr,

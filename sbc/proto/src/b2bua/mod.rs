@@ -14,6 +14,7 @@
 mod build;
 mod limits;
 
+pub use build::pick_local;
 pub use limits::TrunkCounters;
 
 use crate::cdr::{Cdr, CdrAttempt};
@@ -121,6 +122,8 @@ struct LegB {
     invite_key: TransactionKey,
     provisional: bool,
     cancel_wanted: bool,
+    /// Whether the INVITE was already resent with credentials (one try per challenge, no loops).
+    authed: bool,
     /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
     ack: Option<Request>,
 }
@@ -428,6 +431,7 @@ impl Calls {
             invite_key: key,
             provisional: false,
             cancel_wanted: false,
+            authed: false,
             ack: None,
         });
     }
@@ -506,6 +510,21 @@ impl Calls {
             return self.b_answered(ctx, id, resp);
         }
         let trunk = self.plan.trunk(b.trunk);
+        if matches!(resp.status, 401 | 407) && !b.authed && !b.cancel_wanted {
+            if let Some(retry) = authorized_retry(ctx, b, &resp, trunk) {
+                b.authed = true;
+                b.provisional = false;
+                b.invite = retry.clone();
+                match ctx.txns.send_request(ctx.now, b.dialog.peer, retry) {
+                    Ok(k) => {
+                        b.invite_key = k.clone();
+                        self.by_client.insert(k, (id, Purpose::InviteB));
+                        return;
+                    }
+                    Err(_) => ctx.observe(Observation::Dropped { reason: "auth_retry_failed" }),
+                }
+            }
+        }
         let outcome = if (300..400).contains(&resp.status) && trunk.follow_redirects {
             // A redirect we follow is a failover to the next carrier: report it as a failure that triggers.
             Outcome::TransportError
@@ -562,7 +581,7 @@ impl Calls {
         let mut rr: Vec<Bytes> = resp.headers.get_all_bytes(&HeaderName::RecordRoute).collect();
         rr.reverse();
         d.route_set = rr;
-        let ack = d.ack(1, &ctx.ids.branch());
+        let ack = d.ack(d.local_cseq, &ctx.ids.branch());
         ctx.txns.send_ack(d.peer, ack.clone());
         b.ack = Some(ack);
         let trunk = b.trunk;
@@ -896,6 +915,18 @@ impl Calls {
         })));
     }
 
+    /// Closes every remaining call's record without waiting for its peers any longer (the end of a shutdown's
+    /// grace time): their CDRs come out with what is known.
+    pub fn abandon_all(&mut self, ctx: &mut Ctx) {
+        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+        for id in ids {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.release.get_or_insert(("shutdown", "sbc", 503));
+            }
+            self.finish(ctx, id);
+        }
+    }
+
     /// Ends every call (shutdown): BYE to both sides of confirmed calls, 503 to calls being set up. CDRs follow.
     pub fn shutdown(&mut self, ctx: &mut Ctx) {
         let ids: Vec<CallRef> = self.calls.keys().copied().collect();
@@ -918,6 +949,31 @@ impl Calls {
             }
         }
     }
+}
+
+/// Leg B's INVITE again, answering the carrier's 401/407 challenge with the trunk's credentials (RFC 3261
+/// §22.2): same Call-ID and From tag, next CSeq, new branch. `None` when the trunk has no credentials or the
+/// challenge cannot be read; the 401/407 then ends the attempt like any failure.
+fn authorized_retry(ctx: &mut Ctx, b: &mut LegB, resp: &Response, trunk: &crate::routing::Trunk) -> Option<Request> {
+    use crate::policy::digest::{Challenge, Client};
+    let cred = trunk.auth.as_ref()?;
+    let (challenge_header, answer_header) = match resp.status {
+        401 => (HeaderName::WwwAuthenticate, HeaderName::Authorization),
+        _ => (HeaderName::ProxyAuthenticate, HeaderName::ProxyAuthorization),
+    };
+    let challenge =
+        resp.headers.get_all(&challenge_header).find_map(|v| Challenge::parse(std::str::from_utf8(v).ok()?).ok())?;
+    let mut client = Client::new(challenge, cred.username.clone(), cred.password.clone());
+    let uri = String::from_utf8_lossy(b.invite.uri.as_bytes()).into_owned();
+    let answer = client.authorize("INVITE", &uri, &ctx.ids.tag());
+    b.dialog.local_cseq += 1;
+    let mut r = b.invite.clone();
+    r.headers.remove(&HeaderName::Via);
+    r.headers.push_front(HeaderName::Via, crate::dialog::via(&b.dialog.peer, &ctx.ids.branch()));
+    r.headers.set(HeaderName::CSeq, format!("{} INVITE", b.dialog.local_cseq));
+    r.headers.remove(&answer_header);
+    r.headers.push(answer_header, answer);
+    Some(r)
 }
 
 /// (Call-ID, To tag) of a request: the key of our side of its dialog.

@@ -39,10 +39,25 @@ fn trunk(name: &str, source: Option<&str>, gateway: Option<&str>) -> Trunk {
 
 /// The topology of DESIGN.md: customer at 198.18.1.10, carriers b and c, every number to b then c.
 fn world(limits: Limits) -> World {
-    let mut pbx = trunk("customer-pbx", Some("198.18.1.10/32"), None);
-    pbx.limits = limits;
+    world_with(limits, None)
+}
+
+fn world_with(limits: Limits, probe_b: Option<crate::routing::ProbeConfig>) -> World {
+    world_tweaked(|t| {
+        t[0].limits = limits;
+        t[1].probe = probe_b;
+    })
+}
+
+fn world_tweaked(tweak: impl FnOnce(&mut Vec<Trunk>)) -> World {
+    let mut trunks = vec![
+        trunk("customer-pbx", Some("198.18.1.10/32"), None),
+        trunk("carrier-b", None, Some(B)),
+        trunk("carrier-c", None, Some(C)),
+    ];
+    tweak(&mut trunks);
     let plan = Plan {
-        trunks: vec![pbx, trunk("carrier-b", None, Some(B)), trunk("carrier-c", None, Some(C))],
+        trunks,
         routes: PrefixTable::default(),
         catch_all: Some(vec![Candidate::new(TrunkId(1), 1), Candidate::new(TrunkId(2), 2)]),
         unknown_source: UnknownSource::Reject,
@@ -405,4 +420,70 @@ fn call_limit_answers_503_with_retry_after() {
     let sent = w.send(A, SBC_A, invite_from_a("call-13"));
     let r = response(&sent, A, 503);
     assert_eq!(rv(&r, HeaderName::RetryAfter), "1");
+}
+
+#[test]
+fn carrier_down_by_probe_is_skipped_and_comes_back_after_answers() {
+    let probe = crate::routing::ProbeConfig {
+        interval: Duration::from_secs(1),
+        down_after: 2,
+        up_after: 1,
+        ..Default::default()
+    };
+    let mut w = world_with(Limits::default(), Some(probe));
+    let t0 = w.now;
+    w.ep.handle_timeout(t0);
+    let first = w.drain();
+    request(&first, B, Method::Options);
+    // b never answers: two probes unanswered when the next is due.
+    let sent = w.advance(Duration::from_millis(2500));
+    let probes: std::collections::HashSet<_> = sent
+        .iter()
+        .filter(|(a, _)| *a == addr(B))
+        .map(|(_, m)| m.headers().get(&HeaderName::CallId).map(<[u8]>::to_vec))
+        .collect();
+    assert_eq!(probes.len(), 3, "the first probe retransmitted, two more sent at 1 s and 2 s");
+    let sent = w.send(A, SBC_A, invite_from_a("call-14"));
+    request(&sent, C, Method::Invite);
+    assert!(!sent.iter().any(|(a, _)| *a == addr(B)), "b is down: straight to c");
+    // b answers a probe: up again.
+    let sent = w.advance(Duration::from_secs(1));
+    let probe = request(&sent, B, Method::Options);
+    w.send(B, SBC_B, answer(&probe, 200, "p", B, ""));
+    let sent = w.send(A, SBC_A, invite_from_a("call-15"));
+    request(&sent, B, Method::Invite);
+}
+
+#[test]
+fn carrier_challenge_407_is_answered_with_credentials_once() {
+    let mut w = world_tweaked(|trunks| {
+        trunks[1].auth = Some(crate::routing::Credentials {
+            username: "sbc".into(),
+            password: crate::policy::digest::Secret::new("s3cret"),
+        });
+    });
+    let sent = w.send(A, SBC_A, invite_from_a("call-16"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let challenge = answer(&inv_b, 407, "b1", B, "").replacen(
+        "\r\n\r\n",
+        "\r\nProxy-Authenticate: Digest realm=\"carrier\", nonce=\"abc\", qop=\"auth\", algorithm=MD5\r\n\r\n",
+        1,
+    );
+    let sent = w.send(B, SBC_B, challenge.clone());
+    request(&sent, B, Method::Ack);
+    let retry = request(&sent, B, Method::Invite);
+    assert_eq!(retry.headers.get(&HeaderName::CallId), inv_b.headers.get(&HeaderName::CallId));
+    assert_eq!(retry.headers.cseq().unwrap().seq, 2);
+    let auth = retry.headers.get(&HeaderName::ProxyAuthorization).expect("credentials");
+    let creds = crate::policy::digest::Credentials::parse(std::str::from_utf8(auth).unwrap()).expect("parses");
+    assert!(creds.verify("INVITE", &crate::policy::digest::Secret::new("s3cret")));
+    assert!(!String::from_utf8_lossy(auth).contains("s3cret"), "the password never travels");
+    // A second challenge is not answered again: it ends the attempt (407 is no failover code) towards A.
+    let again = answer(&retry, 407, "b2", B, "").replacen(
+        "\r\n\r\n",
+        "\r\nProxy-Authenticate: Digest realm=\"carrier\", nonce=\"def\", algorithm=MD5\r\n\r\n",
+        1,
+    );
+    let sent = w.send(B, SBC_B, again);
+    response(&sent, A, 407);
 }

@@ -11,6 +11,7 @@
 
 pub mod answer;
 mod ids;
+mod probes;
 pub mod reject;
 
 pub use ids::IdGenerator;
@@ -101,6 +102,8 @@ pub enum Observation {
     CallStarted { trunk: crate::routing::TrunkId },
     /// A call was offered to this carrier trunk.
     CallAttempt { trunk: crate::routing::TrunkId },
+    /// A trunk went up or down by its gateways' OPTIONS probes.
+    TrunkState { trunk: crate::routing::TrunkId, up: bool },
     /// This carrier trunk answered a call.
     CallAnswered { trunk: crate::routing::TrunkId },
     /// This carrier trunk failed a call with this status (408 timeout, 503 transport error).
@@ -116,6 +119,9 @@ pub struct Endpoint {
     ids: IdGenerator,
     txns: Transactions,
     calls: Calls,
+    probes: probes::Probes,
+    /// The latest time given to us, for deadlines that are "at once".
+    last_now: Option<Instant>,
     out: VecDeque<Output>,
 }
 
@@ -124,7 +130,8 @@ impl Endpoint {
     pub fn new(config: Config, seed: u64) -> Self {
         let txns = Transactions::new(config.timers.clone());
         let calls = Calls::new(config.plan.clone(), config.locals.clone());
-        Self { config, ids: IdGenerator::new(seed), txns, calls, out: VecDeque::new() }
+        let probes = probes::Probes::new(&config.plan, &config.locals);
+        Self { config, ids: IdGenerator::new(seed), txns, calls, probes, last_now: None, out: VecDeque::new() }
     }
 
     /// The calls in progress.
@@ -145,6 +152,12 @@ impl Endpoint {
         self.drain_txns(now);
     }
 
+    /// Closes the records of calls still waiting for their peers after [`Endpoint::shutdown`].
+    pub fn abandon_calls(&mut self, now: Instant) {
+        let (mut ctx, calls) = self.ctx(now);
+        calls.abandon_all(&mut ctx);
+    }
+
     /// The calls, and what they need of the rest of the endpoint for one input.
     fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Calls) {
         (
@@ -163,6 +176,7 @@ impl Endpoint {
 
     /// Handles one datagram or one framed stream message received at `now` from `peer`.
     pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
+        self.last_now = Some(now);
         let parsed =
             if peer.transport.is_reliable() { parse_stream(bytes.clone()) } else { parse_datagram(bytes.clone()) };
         let msg = match parsed {
@@ -193,7 +207,11 @@ impl Endpoint {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         self.txns.handle_timeout(now);
+        self.drain_txns(now);
+        let changes = self.probes.send_due(now, &mut self.txns, &mut self.ids, &self.config.server);
+        self.apply_trunk_changes(changes);
         self.drain_txns(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.handle_timeout(&mut ctx);
@@ -202,10 +220,15 @@ impl Endpoint {
 
     /// The next instant [`Endpoint::handle_timeout`] must be called, if any timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.txns.poll_timeout(), self.calls.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let probes = self.last_now.and_then(|now| self.probes.poll_timeout(now));
+        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes].into_iter().flatten().min()
+    }
+
+    fn apply_trunk_changes(&mut self, changes: Vec<(crate::routing::TrunkId, bool)>) {
+        for &(trunk, up) in &changes {
+            self.calls.set_trunk_up(trunk, up);
         }
+        probes::Probes::observe(&mut self.out, changes);
     }
 
     /// The next thing to do.
@@ -245,6 +268,14 @@ impl Endpoint {
                 }
                 txn::Event::Stray { message: Message::Response(_), .. } => {
                     self.observe(Observation::Dropped { reason: "stray_response" })
+                }
+                txn::Event::Response { key, response } if self.probes.owns(&key) => {
+                    let changes = self.probes.on_result(&key, Some(&response));
+                    self.apply_trunk_changes(changes);
+                }
+                txn::Event::Timeout { key } if self.probes.owns(&key) => {
+                    let changes = self.probes.on_result(&key, None);
+                    self.apply_trunk_changes(changes);
                 }
                 txn::Event::Response { key, response } => {
                     let (mut ctx, calls) = self.ctx(now);

@@ -1,0 +1,132 @@
+//! OPTIONS probes of carrier gateways (trunk health): one probe per gateway per interval; a probe still
+//! unanswered when the next one is due counts as failed, so a dead gateway is found after `down_after`
+//! intervals rather than after `down_after` expiries of timer F (32 s each).
+
+use super::{IdGenerator, Observation, Output};
+use crate::msg::{HeaderName, Method, Request, Response, Uri};
+use crate::routing::{GatewayHealth, Plan, TrunkId};
+use crate::transport::{Peer, Transport};
+use crate::txn::{TransactionKey, Transactions};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+#[derive(Debug)]
+struct Gw {
+    trunk: TrunkId,
+    peer: Peer,
+    health: GatewayHealth,
+    inflight: Option<TransactionKey>,
+}
+
+/// Every probed gateway.
+#[derive(Debug, Default)]
+pub(super) struct Probes {
+    gws: Vec<Gw>,
+    by_key: HashMap<TransactionKey, usize>,
+}
+
+impl Probes {
+    /// The gateways of every trunk with a `probe` setting, reachable from one of `locals`.
+    pub(super) fn new(plan: &Plan, locals: &[(Transport, SocketAddr)]) -> Self {
+        let mut gws = Vec::new();
+        for (i, t) in plan.trunks.iter().enumerate() {
+            let Some(cfg) = t.probe else { continue };
+            for g in &t.gateways {
+                let Some(local) = crate::b2bua::pick_local(locals, g.transport, g.addr) else { continue };
+                gws.push(Gw {
+                    trunk: TrunkId(i as u32),
+                    peer: Peer { transport: g.transport, local, remote: g.addr, conn: None },
+                    health: GatewayHealth::new(cfg),
+                    inflight: None,
+                });
+            }
+        }
+        Self { gws, by_key: HashMap::new() }
+    }
+
+    /// The next probe due. Gateways never probed are probed at the endpoint's first timeout, which the driver
+    /// runs at start.
+    pub(super) fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        self.gws.iter().map(|g| g.health.next_probe_at(now)).filter(|&t| t != now).min()
+    }
+
+    /// Whether `trunk` has a gateway up (trunks without probes are always up).
+    fn trunk_up(&self, trunk: TrunkId) -> bool {
+        let mut probed = self.gws.iter().filter(|g| g.trunk == trunk).peekable();
+        probed.peek().is_none() || probed.any(|g| g.health.is_up())
+    }
+
+    /// Sends the probes due at `now`; returns trunks whose state changed, with their new state.
+    pub(super) fn send_due(
+        &mut self,
+        now: Instant,
+        txns: &mut Transactions,
+        ids: &mut IdGenerator,
+        server: &str,
+    ) -> Vec<(TrunkId, bool)> {
+        let mut changed = Vec::new();
+        for i in 0..self.gws.len() {
+            if self.gws[i].health.next_probe_at(now) > now {
+                continue;
+            }
+            if let Some(old) = self.gws[i].inflight.take() {
+                self.by_key.remove(&old);
+                changed.extend(self.result(i, false));
+            }
+            let g = &mut self.gws[i];
+            let req = options(&g.peer, ids, server);
+            g.health.on_probe_sent(now);
+            if let Ok(k) = txns.send_request(now, g.peer, req) {
+                g.inflight = Some(k.clone());
+                self.by_key.insert(k, i);
+            }
+        }
+        changed
+    }
+
+    pub(super) fn owns(&self, key: &TransactionKey) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The answer (or `None`: timer F) to probe `key`.
+    pub(super) fn on_result(&mut self, key: &TransactionKey, resp: Option<&Response>) -> Vec<(TrunkId, bool)> {
+        if resp.is_some_and(Response::is_provisional) {
+            return Vec::new();
+        }
+        let Some(i) = self.by_key.remove(key) else { return Vec::new() };
+        self.gws[i].inflight = None;
+        // Any final answer means the gateway is alive, except 408 and 503, which say it cannot take calls.
+        let ok = resp.is_some_and(|r| r.status != 408 && r.status != 503);
+        self.result(i, ok).into_iter().collect()
+    }
+
+    fn result(&mut self, i: usize, ok: bool) -> Option<(TrunkId, bool)> {
+        let trunk = self.gws[i].trunk;
+        let before = self.trunk_up(trunk);
+        self.gws[i].health.on_probe_result(ok)?;
+        let after = self.trunk_up(trunk);
+        (before != after).then_some((trunk, after))
+    }
+
+    /// Reports trunk state changes.
+    pub(super) fn observe(out: &mut VecDeque<Output>, changes: Vec<(TrunkId, bool)>) {
+        for (trunk, up) in changes {
+            out.push_back(Output::Observe(Observation::TrunkState { trunk, up }));
+        }
+    }
+}
+
+fn options(peer: &Peer, ids: &mut IdGenerator, server: &str) -> Request {
+    let uri = Uri::parse(Bytes::from(format!("sip:{}", peer.remote))).expect("an IP URI parses");
+    let mut r = Request::new(Method::Options, uri);
+    r.headers.push(HeaderName::Via, crate::dialog::via(peer, &ids.branch()));
+    r.headers.push(HeaderName::MaxForwards, "70");
+    r.headers.push(HeaderName::From, format!("<sip:ping@{}>;tag={}", peer.local.ip(), ids.tag()));
+    r.headers.push(HeaderName::To, format!("<sip:{}>", peer.remote));
+    r.headers.push(HeaderName::CallId, ids.call_id());
+    r.headers.push(HeaderName::CSeq, "1 OPTIONS");
+    r.headers.push(HeaderName::UserAgent, server.to_owned());
+    r
+}
