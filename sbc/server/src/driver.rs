@@ -3,6 +3,7 @@
 //! One task owns the [`Endpoint`]; transports talk to it through one bounded channel, so the core is never
 //! shared and needs no locks. The loop sleeps until the next message or the core's next deadline.
 
+use crate::cdr_sink::CdrSink;
 use crate::metrics as m;
 use crate::transport::{tcp, Inbound, Transport};
 use sbc_proto::endpoint::{Endpoint, Observation, Output};
@@ -23,20 +24,48 @@ pub struct Sockets {
     pub tcp: tcp::Connections,
 }
 
-/// Runs the core until `shutdown` resolves or every transport has stopped.
+/// What the driver writes besides packets: CDRs, and the trunk names that label call metrics.
+#[derive(Debug)]
+pub struct Records {
+    /// Where CDRs go; `None`: to the log only.
+    pub cdr: Option<CdrSink>,
+    /// Trunk names by [`TrunkId`](sbc_proto::routing::TrunkId).
+    pub trunks: Vec<String>,
+}
+
+/// How long calls get at shutdown to exchange their BYEs before their records are closed regardless.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs the core until `shutdown` resolves or every transport has stopped, then ends every call (BYE to
+/// confirmed calls, 503 to those being set up) and writes every CDR.
 pub async fn run(
     mut endpoint: Endpoint,
     sockets: Sockets,
     mut rx: mpsc::Receiver<Inbound>,
     shutdown: impl std::future::Future<Output = ()>,
+    mut records: Records,
 ) {
     // Instants in the core are std; tokio's Instant converts losslessly.
     tokio::pin!(shutdown);
+    let mut stopping: Option<Instant> = None;
+    // Starts what runs on its own (gateway probes).
+    endpoint.handle_timeout(Instant::now().into_std());
     loop {
+        if let Some(since) = stopping {
+            if endpoint.calls().is_empty() || since.elapsed() >= SHUTDOWN_GRACE {
+                break;
+            }
+        }
         let deadline = endpoint.poll_timeout().map(Instant::from_std);
+        let grace_end = stopping.map(|s| s + SHUTDOWN_GRACE);
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if stopping.is_none() => {
+                tracing::info!(calls = endpoint.calls().len(), "stopping: ending calls");
+                endpoint.shutdown(Instant::now().into_std());
+                stopping = Some(Instant::now());
+            }
+            _ = sleep_until(grace_end), if stopping.is_some() => {}
             msg = rx.recv() => {
                 let Some(msg) = msg else { break };
                 let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
@@ -50,9 +79,13 @@ pub async fn run(
             }
             _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now().into_std()),
         }
-        flush(&mut endpoint, &sockets).await;
+        flush(&mut endpoint, &sockets, &mut records).await;
     }
-    flush(&mut endpoint, &sockets).await;
+    endpoint.abandon_calls(Instant::now().into_std());
+    flush(&mut endpoint, &sockets, &mut records).await;
+    if let Some(sink) = records.cdr.take() {
+        sink.close();
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -62,12 +95,24 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn flush(endpoint: &mut Endpoint, sockets: &Sockets) {
+async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records) {
     while let Some(out) = endpoint.poll_output() {
         match out {
             Output::Transmit { peer, bytes } => transmit(sockets, peer, bytes).await,
-            Output::Observe(o) => observe(o),
+            Output::Observe(o) => observe(o, &records.trunks),
+            Output::Cdr(cdr) => {
+                tracing::info!(
+                    a_call_id = %cdr.a_call_id, trunk_in = %cdr.trunk_in, trunk_out = ?cdr.trunk_out,
+                    status = cdr.status, cause = cdr.release_cause, by = cdr.released_by, "call ended"
+                );
+                if let Some(sink) = records.cdr.as_mut() {
+                    sink.record(&cdr);
+                }
+            }
         }
+    }
+    if let Some(sink) = records.cdr.as_mut().filter(|s| s.spilled() > 0) {
+        sink.offer();
     }
 }
 
@@ -92,8 +137,43 @@ async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {
     }
 }
 
-fn observe(o: Observation) {
+fn observe(o: Observation, trunks: &[String]) {
+    let name = |t: sbc_proto::routing::TrunkId| trunks.get(t.0 as usize).cloned().unwrap_or_default();
     match o {
+        Observation::CallStarted { trunk } => {
+            metrics::counter!(m::CALLS_IN, "trunk" => name(trunk)).increment(1);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk)).increment(1.0);
+        }
+        Observation::CallAttempt { trunk } => {
+            metrics::counter!(m::CALL_ATTEMPTS, "trunk" => name(trunk)).increment(1);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk)).increment(1.0);
+        }
+        Observation::CallAnswered { trunk } => {
+            metrics::counter!(m::CALLS_ANSWERED, "trunk" => name(trunk)).increment(1)
+        }
+        Observation::CallFailed { trunk, status } => {
+            metrics::counter!(m::CALLS_FAILED, "trunk" => name(trunk), "status" => status.to_string()).increment(1);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk)).decrement(1.0);
+        }
+        Observation::CallEnded { trunk } => metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk)).decrement(1.0),
+        Observation::CallRejected { status } => {
+            metrics::counter!(m::CALLS_REJECTED, "status" => status.to_string()).increment(1)
+        }
+        Observation::UnknownSource => metrics::counter!(m::UNKNOWN_SOURCE).increment(1),
+        Observation::TrunkState { trunk, up } => {
+            metrics::gauge!(m::TRUNK_UP, "trunk" => name(trunk)).set(if up { 1.0 } else { 0.0 });
+            if up {
+                tracing::info!(trunk = %name(trunk), "trunk up: a gateway answers its probes");
+            } else {
+                tracing::warn!(trunk = %name(trunk), "trunk down: no gateway answers its probes");
+            }
+        }
+        Observation::TrunkLimit { trunk, which } => {
+            metrics::counter!(m::TRUNK_LIMIT, "trunk" => name(trunk), "which" => which).increment(1)
+        }
+        Observation::TrunkSkipped { trunk, reason } => {
+            metrics::counter!(m::TRUNK_SKIPPED, "trunk" => name(trunk), "reason" => reason).increment(1)
+        }
         Observation::RequestIn { method } => m::message_in(method, None),
         Observation::ResponseIn { method, status } => m::message_in(method, Some(status)),
         Observation::RequestOut { method } => m::message_out(method, None),

@@ -84,3 +84,47 @@ pub fn retransmission(direction: &'static str) {
 pub fn dropped(reason: &'static str) {
     counter!(DROPPED, "reason" => reason).increment(1);
 }
+
+/// Calls in progress per trunk (inbound and outbound legs).
+pub const CALLS_ACTIVE: &str = "sbc_calls_active";
+/// Calls received per inbound trunk.
+pub const CALLS_IN: &str = "sbc_calls_in_total";
+/// Call attempts per carrier trunk (each failover is one more).
+pub const CALL_ATTEMPTS: &str = "sbc_call_attempts_total";
+/// Calls answered per carrier trunk. ASR = answered / attempts.
+pub const CALLS_ANSWERED: &str = "sbc_calls_answered_total";
+/// Attempts failed per carrier trunk, by final `status` (408 timeout, 503 transport error). NER counts the
+/// statuses that are the network's fault (408, 5xx) against attempts.
+pub const CALLS_FAILED: &str = "sbc_calls_failed_total";
+/// Final failures sent to callers, by `status`.
+pub const CALLS_REJECTED: &str = "sbc_calls_rejected_total";
+/// INVITEs from sources that are no trunk.
+pub const UNKNOWN_SOURCE: &str = "sbc_unknown_source_total";
+/// Calls refused at a trunk's limit, by `which` (calls, cps).
+pub const TRUNK_LIMIT: &str = "sbc_trunk_limit_total";
+/// Trunks a route left out, by `reason`.
+pub const TRUNK_SKIPPED: &str = "sbc_trunk_skipped_total";
+
+/// 1 while a trunk has a gateway answering its OPTIONS probes (or is not probed), else 0.
+pub const TRUNK_UP: &str = "sbc_trunk_up";
+
+/// Describes the call metrics and creates their zero series for every trunk.
+pub fn describe_calls(trunks: &[String]) {
+    describe_gauge!(CALLS_ACTIVE, "calls in progress per trunk");
+    describe_counter!(CALLS_IN, "calls received per inbound trunk");
+    describe_counter!(CALL_ATTEMPTS, "call attempts per carrier trunk");
+    describe_counter!(CALLS_ANSWERED, "calls answered per carrier trunk");
+    describe_counter!(CALLS_FAILED, "call attempts failed per carrier trunk, by final status");
+    describe_counter!(CALLS_REJECTED, "final failures sent to callers, by status");
+    describe_counter!(UNKNOWN_SOURCE, "INVITEs from sources that are no trunk");
+    describe_counter!(TRUNK_LIMIT, "calls refused at a trunk limit");
+    describe_counter!(TRUNK_SKIPPED, "trunks left out of a route");
+    counter!(UNKNOWN_SOURCE).absolute(0);
+    describe_gauge!(TRUNK_UP, "1 while a trunk answers its probes");
+    for t in trunks {
+        gauge!(TRUNK_UP, "trunk" => t.clone()).set(1.0);
+        gauge!(CALLS_ACTIVE, "trunk" => t.clone()).set(0.0);
+        counter!(CALL_ATTEMPTS, "trunk" => t.clone()).absolute(0);
+        counter!(CALLS_ANSWERED, "trunk" => t.clone()).absolute(0);
+    }
+}

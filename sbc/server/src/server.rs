@@ -23,11 +23,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         max_connections: config.sip.tcp_max_connections,
     };
     let mut tasks = Vec::new();
+    // Bound addresses (a configured port 0 becomes the real one), for leg B's Via and Contact.
+    let mut locals = Vec::new();
     for l in &config.sip.listen {
         match l.transport {
             Transport::Udp => {
                 let sock = udp::bind(l.addr).with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
                 sockets.udp.insert(sock.local_addr()?, sock.clone());
+                locals.push((sbc_proto::transport::Transport::Udp, sock.local_addr()?));
                 tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, tx.clone())));
             }
             Transport::Tcp => {
@@ -56,9 +59,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         None => None,
     };
 
-    let core = endpoint::Config { server: config.sip.user_agent.clone(), ..Default::default() };
+    let trunks: Vec<String> = config.plan.trunks.iter().map(|t| t.name.clone()).collect();
+    crate::metrics::describe_calls(&trunks);
+    let cdr = match &config.cdr_path {
+        Some(path) => {
+            Some(crate::cdr_sink::CdrSink::open(path).with_context(|| format!("opening cdr.path {}", path.display()))?)
+        }
+        None => None,
+    };
+    tracing::info!(trunks = trunks.len(), cdr = ?config.cdr_path, "routing plan loaded");
+    let core = endpoint::Config {
+        server: config.sip.user_agent.clone(),
+        plan: config.plan.clone(),
+        locals,
+        ..Default::default()
+    };
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown).await;
+    driver::run(endpoint, sockets, rx, shutdown, driver::Records { cdr, trunks }).await;
 
     for t in &tasks {
         t.abort();

@@ -1,13 +1,26 @@
 //! The configuration file: TOML into typed structs, validated at load. Unknown keys are errors; every error names
-//! the file, the line and the key. `config/README.md` documents every key; this file is the authority.
+//! the file, the line and the key. `config/README.md` documents every key; this module is the authority.
+//!
+//! This file holds the top level, `[sip]`, `[log]` and `[api]`. `trunk` validates each `[[trunk]]`; `routing`
+//! validates `[[route]]` and `[calls]` and builds the [`Plan`] from all three.
 
+mod routing;
+mod trunk;
+
+use sbc_proto::routing::Plan;
 use sbc_proto::transport::Transport;
 use serde::Deserialize;
+use std::cell::OnceCell;
+use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
+
+/// At most this many errors are printed by one [`ConfigError::Many`]; the rest are counted.
+const MAX_ERRORS_SHOWN: usize = 50;
 
 /// A configuration error: where, and what.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +57,47 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// More than one error, in file order (values are checked past the first error, so one run of `sbc
+    /// check-config` shows them all). Never holds another `Many`.
+    #[error("{}", ManyErrors(.0))]
+    Many(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// One error as itself, several as [`Many`](Self::Many) sorted by line. `errors` must not be empty.
+    fn from_list(mut errors: Vec<ConfigError>) -> Self {
+        if errors.len() == 1 {
+            return errors.remove(0);
+        }
+        errors.sort_by_key(ConfigError::line);
+        Self::Many(errors)
+    }
+
+    /// The line the error is on (0 when it has none).
+    pub fn line(&self) -> usize {
+        match self {
+            Self::Read { .. } => 0,
+            Self::Syntax { line, .. } | Self::Invalid { line, .. } => *line,
+            Self::Many(errors) => errors.first().map_or(0, ConfigError::line),
+        }
+    }
+}
+
+struct ManyErrors<'a>(&'a [ConfigError]);
+
+impl fmt::Display for ManyErrors<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().take(MAX_ERRORS_SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        if self.0.len() > MAX_ERRORS_SHOWN {
+            write!(f, "\n... and {} more errors", self.0.len() - MAX_ERRORS_SHOWN)?;
+        }
+        Ok(())
+    }
 }
 
 /// The whole configuration.
@@ -55,6 +109,13 @@ pub struct Config {
     pub log: LogConfig,
     /// `[api]`: the admin HTTP API; absent means no API.
     pub api: Option<ApiConfig>,
+    /// `[[trunk]]`, `[[route]]` and `[calls]`: trunks, routes and call limits. Default: no trunks and no routes,
+    /// so every call comes from an unknown source (answered 403 unless `calls.unknown_source = "drop"`).
+    /// Shared: the plan is immutable, and a reload builds a new one.
+    pub plan: Arc<Plan>,
+    /// `[cdr] path`: the file CDRs are appended to, one JSON object per line. Default: none, CDRs go to the log
+    /// only. A relative path is taken from the config file's directory.
+    pub cdr_path: Option<PathBuf>,
 }
 
 /// `[sip]`.
@@ -117,6 +178,18 @@ struct RawConfig {
     sip: Option<RawSip>,
     log: Option<RawLog>,
     api: Option<RawApi>,
+    #[serde(default)]
+    trunk: Vec<trunk::RawTrunk>,
+    #[serde(default)]
+    route: Vec<routing::RawRoute>,
+    calls: Option<routing::RawCalls>,
+    cdr: Option<RawCdr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCdr {
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,14 +223,41 @@ impl Config {
         Self::parse(&text, path)
     }
 
-    /// Parses and validates config text; `path` is only used in error messages.
+    /// Parses and validates config text; `path` names the file in error messages, and relative paths in it
+    /// (`password_file`) are taken from its directory.
+    ///
+    /// Each section is validated even when an earlier one has errors, and `[[trunk]]` / `[[route]]` check every
+    /// entry, so the error lists all it can find (TOML syntax and schema errors stop at the first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
             ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().to_owned() }
         })?;
-        let v = Validator { text, path };
-        let sip = raw.sip.unwrap_or(RawSip {
+        let v = Validator::new(text, path);
+        let mut errors = Vec::new();
+        let sip = keep(v.sip(raw.sip), &mut errors);
+        let log = keep(v.log(raw.log), &mut errors);
+        let api = keep(v.api(raw.api), &mut errors);
+        let plan = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
+        match (sip, log, api, plan) {
+            (Some(sip), Some(log), Some(api), Some(plan)) if errors.is_empty() => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path })
+            }
+            _ => Err(ConfigError::from_list(errors)),
+        }
+    }
+}
+
+fn keep<T>(result: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
+}
+
+impl Validator<'_> {
+    fn sip(&self, sip: Option<RawSip>) -> Result<SipConfig, ConfigError> {
+        let v = self;
+        let sip = sip.unwrap_or(RawSip {
             listen: None,
             max_message_size: None,
             tcp_idle_timeout: None,
@@ -188,65 +288,84 @@ impl Config {
         };
         let tcp_idle_timeout = match sip.tcp_idle_timeout {
             None => Duration::from_secs(300),
-            Some(s) => parse_duration(s.get_ref()).filter(|d| !d.is_zero()).ok_or_else(|| {
-                v.invalid(s.span(), "sip.tcp_idle_timeout", "expected a duration like \"30s\", \"5m\", \"250ms\"")
-            })?,
+            Some(s) => v.duration(&s, "sip.tcp_idle_timeout")?,
         };
         let tcp_max_connections = match sip.tcp_max_connections {
             None => 1024,
             Some(s) if *s.get_ref() > 0 => *s.get_ref(),
             Some(s) => return Err(v.invalid(s.span(), "sip.tcp_max_connections", "must be at least 1")),
         };
-        let log = raw.log.map_or(Ok(LogConfig { format: LogFormat::Human, level: "info".into() }), |l| {
-            let level = match l.level {
-                None => "info".to_owned(),
-                Some(s) => {
-                    tracing_subscriber::EnvFilter::try_new(s.get_ref())
-                        .map_err(|e| v.invalid(s.span(), "log.level", &e.to_string()))?;
-                    s.into_inner()
-                }
-            };
-            Ok(LogConfig { format: l.format.unwrap_or(LogFormat::Human), level })
-        })?;
-        let api = match raw.api {
-            None => None,
-            Some(a) => Some(ApiConfig {
-                listen: match a.listen {
-                    None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-                    Some(s) => s
-                        .get_ref()
-                        .parse()
-                        .map_err(|_| v.invalid(s.span(), "api.listen", "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))?,
-                },
-            }),
-        };
-        Ok(Config {
-            sip: SipConfig {
-                listen,
-                max_message_size,
-                tcp_idle_timeout,
-                tcp_max_connections,
-                user_agent: sip.user_agent.unwrap_or_else(|| format!("sbc/{}", env!("CARGO_PKG_VERSION"))),
-            },
-            log,
-            api,
+        Ok(SipConfig {
+            listen,
+            max_message_size,
+            tcp_idle_timeout,
+            tcp_max_connections,
+            user_agent: sip.user_agent.unwrap_or_else(|| format!("sbc/{}", env!("CARGO_PKG_VERSION"))),
         })
+    }
+
+    fn log(&self, log: Option<RawLog>) -> Result<LogConfig, ConfigError> {
+        let Some(l) = log else { return Ok(LogConfig { format: LogFormat::Human, level: "info".into() }) };
+        let level = match l.level {
+            None => "info".to_owned(),
+            Some(s) => {
+                tracing_subscriber::EnvFilter::try_new(s.get_ref())
+                    .map_err(|e| self.invalid(s.span(), "log.level", &e.to_string()))?;
+                s.into_inner()
+            }
+        };
+        Ok(LogConfig { format: l.format.unwrap_or(LogFormat::Human), level })
+    }
+
+    fn api(&self, api: Option<RawApi>) -> Result<Option<ApiConfig>, ConfigError> {
+        let Some(a) = api else { return Ok(None) };
+        let listen = match a.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(s) => s
+                .get_ref()
+                .parse()
+                .map_err(|_| self.invalid(s.span(), "api.listen", "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))?,
+        };
+        Ok(Some(ApiConfig { listen }))
     }
 }
 
+/// Turns spans into lines for error messages.
 struct Validator<'a> {
     text: &'a str,
     path: &'a Path,
+    /// Byte offset of the start of each line, computed at the first error: a file with a million routes and a
+    /// thousand bad ones must not scan the text a thousand times.
+    line_starts: OnceCell<Vec<usize>>,
 }
 
-impl Validator<'_> {
+impl<'a> Validator<'a> {
+    fn new(text: &'a str, path: &'a Path) -> Self {
+        Self { text, path, line_starts: OnceCell::new() }
+    }
+
+    /// 1-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        let starts = self
+            .line_starts
+            .get_or_init(|| std::iter::once(0).chain(self.text.match_indices('\n').map(|(i, _)| i + 1)).collect());
+        starts.partition_point(|&s| s <= offset)
+    }
+
     fn invalid(&self, span: Range<usize>, key: &str, message: &str) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
-            line: line_col(self.text, span.start).0,
+            line: self.line(span.start),
             key: key.to_owned(),
             message: message.to_owned(),
         }
+    }
+
+    /// A non-zero duration in the file's syntax (`"30s"`).
+    fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        parse_duration(s.get_ref())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| self.invalid(s.span(), key, "expected a non-zero duration like \"30s\", \"5m\", \"250ms\""))
     }
 }
 
@@ -341,6 +460,38 @@ mod tests {
         assert!(parse("[sip]\nmax_message_size = 10\n").is_err());
         assert!(parse("[api]\nlisten = \"localhost\"\n").expect_err("addr").to_string().contains("api.listen"));
         assert!(parse("[log]\nformat = \"xml\"\n").is_err());
+    }
+
+    #[test]
+    fn shipped_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let default = Config::load(&dir.join("sbc.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(default.plan.trunks.is_empty());
+        let c = Config::load(&dir.join("examples/carriers.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.sip.listen.len(), 4);
+        let names: Vec<&str> = c.plan.trunks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["customer-pbx", "carrier-b", "carrier-c"]);
+        let pbx = c.plan.identify("198.18.1.10:5060".parse().expect("addr")).expect("customer");
+        assert_eq!(c.plan.trunk(pbx).name, "customer-pbx");
+        for number in ["+4930123456", "+33123456"] {
+            let (_, to) = c.plan.route(number).expect("routed");
+            let order: Vec<(&str, u32)> =
+                to.iter().map(|t| (c.plan.trunk(t.trunk).name.as_str(), t.priority)).collect();
+            assert_eq!(order, [("carrier-b", 1), ("carrier-c", 2)], "{number}");
+        }
+        assert_eq!(c.plan.route("+4930123456").expect("routed").0, "+49");
+        assert_eq!(c.plan.route("+33123456").expect("routed").0, "");
+    }
+
+    #[test]
+    fn errors_in_several_sections_are_all_reported_in_line_order() {
+        let e =
+            parse("[[route]]\nprefix = \"1\"\nto = []\n[sip]\ntcp_idle_timeout = \"soon\"\n").expect_err("two errors");
+        assert!(matches!(e, ConfigError::Many(ref v) if v.len() == 2), "{e:?}");
+        assert_eq!(
+            e.to_string().lines().map(|l| l.split(' ').next().unwrap_or("")).collect::<Vec<_>>(),
+            ["test.toml:3:", "test.toml:5:"]
+        );
     }
 
     #[test]

@@ -1,0 +1,373 @@
+//! One `[[trunk]]`: sources, gateways, limits, probing, credentials and failover triggers, validated into
+//! [`sbc_proto::routing::Trunk`].
+
+use super::parse_listen;
+use super::routing::Check;
+use ipnet::IpNet;
+use sbc_proto::policy::digest::Secret;
+use sbc_proto::routing::{
+    Credentials, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, SourceMatch, StatusSet, Trunk,
+};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use toml::Spanned;
+
+/// Headers the B2BUA builds for each leg itself; copying them from the other leg would break the call or leak its
+/// topology, so `pass_headers` refuses them.
+const BUILT_HEADERS: [&str; 12] = [
+    "via",
+    "from",
+    "to",
+    "call-id",
+    "cseq",
+    "contact",
+    "route",
+    "record-route",
+    "max-forwards",
+    "content-length",
+    "content-type",
+    "authorization",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrunk {
+    pub(super) name: Spanned<String>,
+    #[serde(rename = "match")]
+    source_match: Option<RawMatch>,
+    gateways: Option<Vec<Spanned<String>>>,
+    limits: Option<RawLimits>,
+    probe: Option<Spanned<RawProbe>>,
+    auth: Option<Spanned<RawAuth>>,
+    failover_on: Option<Vec<Spanned<i64>>>,
+    failover_on_timeout: Option<bool>,
+    failover_on_transport_error: Option<bool>,
+    pass_headers: Option<Vec<Spanned<String>>>,
+    follow_redirects: Option<bool>,
+    disabled: Option<bool>,
+}
+
+impl RawTrunk {
+    /// Whether `gateways` lists any, valid or not (a route to a trunk with a bad gateway is not a second error).
+    pub(super) fn has_gateways(&self) -> bool {
+        self.gateways.as_ref().is_some_and(|g| !g.is_empty())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    source: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    calls: Option<Spanned<u32>>,
+    cps: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    options_every: Option<Spanned<String>>,
+    down_after: Option<Spanned<u32>>,
+    up_after: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    username: Spanned<String>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+}
+
+pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &Path) -> Trunk {
+    let name = raw.name.get_ref();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        c.error(
+            raw.name.span(),
+            &format!("trunk[{i}].name"),
+            &format!("\"{name}\": use letters, digits, '-', '_' and '.' (the name appears in metrics and the API)"),
+        );
+    }
+    let sources = raw.source_match.as_ref().map_or(&[][..], |m| &m.source[..]);
+    let sources = sources
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| {
+            parse_source(s.get_ref()).map_err(|m| c.error(s.span(), &format!("trunk[{i}].match.source[{j}]"), &m)).ok()
+        })
+        .collect();
+    let raw_gateways = raw.gateways.as_deref().unwrap_or_default();
+    let gateways: Vec<Gateway> = raw_gateways
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| {
+            parse_gateway(s.get_ref()).map_err(|m| c.error(s.span(), &format!("trunk[{i}].gateways[{j}]"), &m)).ok()
+        })
+        .collect();
+    let limits = raw.limits.as_ref().map_or(Limits::default(), |l| {
+        let mut at_least_one = |v: &Option<Spanned<u32>>, key: &str| match v {
+            Some(n) if *n.get_ref() == 0 => {
+                c.error(
+                    n.span(),
+                    &format!("trunk[{i}].limits.{key}"),
+                    "must be at least 1 (leave it out for no limit; `disabled = true` stops all calls)",
+                );
+                None
+            }
+            v => v.as_ref().map(|n| *n.get_ref()),
+        };
+        Limits { calls: at_least_one(&l.calls, "calls"), cps: at_least_one(&l.cps, "cps") }
+    });
+    let probe = raw.probe.as_ref().map(|p| {
+        if raw_gateways.is_empty() {
+            c.error(p.span(), &format!("trunk[{i}].probe"), "the trunk has no gateways to probe");
+        }
+        probe_config(c, i, p.get_ref())
+    });
+    let auth = raw.auth.as_ref().and_then(|a| credentials(c, i, a, base_dir));
+    let failover = FailoverTriggers {
+        codes: raw.failover_on.as_ref().map_or_else(default_codes, |list| failover_codes(c, i, list)),
+        timeout: raw.failover_on_timeout.unwrap_or(true),
+        transport_error: raw.failover_on_transport_error.unwrap_or(true),
+    };
+    let pass_headers = raw
+        .pass_headers
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, h)| {
+            pass_header(h.get_ref()).map_err(|m| c.error(h.span(), &format!("trunk[{i}].pass_headers[{j}]"), &m)).ok()
+        })
+        .collect();
+    Trunk {
+        name: name.clone(),
+        sources,
+        gateways,
+        failover,
+        limits,
+        probe,
+        auth,
+        pass_headers,
+        follow_redirects: raw.follow_redirects.unwrap_or(false),
+        disabled: raw.disabled.unwrap_or(false),
+    }
+}
+
+fn default_codes() -> StatusSet {
+    FailoverTriggers::default().codes
+}
+
+/// `failover_on`: each code a final non-2xx status (300-699), checked by [`StatusSet::from_codes`].
+fn failover_codes(c: &mut Check<'_, '_>, i: usize, list: &[Spanned<i64>]) -> StatusSet {
+    let mut codes = Vec::with_capacity(list.len());
+    for (j, s) in list.iter().enumerate() {
+        match u16::try_from(*s.get_ref()) {
+            Ok(code) => codes.push(code),
+            Err(_) => {
+                let message = format!("{} is not a SIP status code", s.get_ref());
+                c.error(s.span(), &format!("trunk[{i}].failover_on[{j}]"), &message);
+                return default_codes();
+            }
+        }
+    }
+    StatusSet::from_codes(&codes).unwrap_or_else(|e| {
+        let j = match e {
+            FailoverConfigError::NotAFailure(bad) => codes.iter().position(|&code| code == bad).unwrap_or(0),
+            _ => 0,
+        };
+        c.error(list[j].span(), &format!("trunk[{i}].failover_on[{j}]"), &e.to_string());
+        default_codes()
+    })
+}
+
+fn probe_config(c: &mut Check<'_, '_>, i: usize, p: &RawProbe) -> ProbeConfig {
+    let mut config = ProbeConfig::default();
+    if let Some(s) = &p.options_every {
+        match c.v.duration(s, &format!("trunk[{i}].probe.options_every")) {
+            Ok(d) => config.interval = d,
+            Err(e) => c.errors.push(e),
+        }
+    }
+    for (value, key, field) in
+        [(&p.down_after, "down_after", &mut config.down_after), (&p.up_after, "up_after", &mut config.up_after)]
+    {
+        match value {
+            Some(n) if *n.get_ref() == 0 => c.error(n.span(), &format!("trunk[{i}].probe.{key}"), "must be at least 1"),
+            Some(n) => *field = *n.get_ref(),
+            None => {}
+        }
+    }
+    config
+}
+
+/// Reads the password now, so that a missing one fails the load rather than the first challenge. Errors name the
+/// variable or file, never the value.
+fn credentials(c: &mut Check<'_, '_>, i: usize, auth: &Spanned<RawAuth>, base_dir: &Path) -> Option<Credentials> {
+    let a = auth.get_ref();
+    if a.username.get_ref().is_empty() {
+        c.error(a.username.span(), &format!("trunk[{i}].auth.username"), "must not be empty");
+    }
+    let password = match (&a.password_env, &a.password_file) {
+        (Some(var), None) => {
+            let key = format!("trunk[{i}].auth.password_env");
+            match std::env::var(var.get_ref()) {
+                Ok(p) if !p.is_empty() => Ok(p),
+                Ok(_) => Err((var.span(), key, format!("environment variable {} is empty", var.get_ref()))),
+                Err(std::env::VarError::NotPresent) => {
+                    Err((var.span(), key, format!("environment variable {} is not set", var.get_ref())))
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err((var.span(), key, format!("environment variable {} is not valid UTF-8", var.get_ref())))
+                }
+            }
+        }
+        (None, Some(file)) => {
+            let key = format!("trunk[{i}].auth.password_file");
+            let path = base_dir.join(file.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(p) => {
+                    // One trailing newline is the editor's or `echo`'s, not the password's.
+                    let p = p.strip_suffix('\n').map_or(&p[..], |p| p.strip_suffix('\r').unwrap_or(p));
+                    if p.is_empty() {
+                        Err((file.span(), key, format!("{} is empty", path.display())))
+                    } else {
+                        Ok(p.to_owned())
+                    }
+                }
+                // io::Error's text names the failure (not found, permission denied), never the content.
+                Err(e) => Err((file.span(), key, format!("cannot read {}: {e}", path.display()))),
+            }
+        }
+        (Some(_), Some(_)) => Err((
+            auth.span(),
+            format!("trunk[{i}].auth"),
+            "give either password_env or password_file, not both".to_owned(),
+        )),
+        (None, None) => Err((
+            auth.span(),
+            format!("trunk[{i}].auth"),
+            "needs password_env (an environment variable) or password_file (a file holding the password)".to_owned(),
+        )),
+    };
+    match password {
+        Ok(p) => Some(Credentials { username: a.username.get_ref().clone(), password: Secret::new(p) }),
+        Err((span, key, message)) => {
+            c.error(span, &key, &message);
+            None
+        }
+    }
+}
+
+/// A `match.source` entry: an address or network, optionally with a port.
+/// `198.18.1.10` (/32), `198.18.1.0/24`, `198.18.1.10:5070`, `198.18.1.0/24:5060`; IPv6 as `2001:db8::1` (/128),
+/// `2001:db8::/32`, or in brackets with a port: `[2001:db8::1]:5070`, `[2001:db8::/32]:5070`.
+fn parse_source(s: &str) -> Result<SourceMatch, String> {
+    let usage =
+        || format!("\"{s}\": expected ADDRESS, NETWORK/LEN, or either with :PORT (IPv6 in brackets with a port)");
+    let (net, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (net, after) = rest.split_once(']').ok_or_else(usage)?;
+        match after {
+            "" => (net, None),
+            _ => (net, Some(after.strip_prefix(':').ok_or_else(usage)?)),
+        }
+    } else if s.matches(':').count() == 1 {
+        let (net, port) = s.split_once(':').ok_or_else(usage)?;
+        (net, Some(port))
+    } else {
+        (s, None)
+    };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => Some(p),
+            _ => return Err(format!("\"{s}\": port \"{p}\" is not 1-65535")),
+        },
+    };
+    let net = if net.contains('/') {
+        let parsed: IpNet = net.parse().map_err(|_| usage())?;
+        if parsed.trunc() != parsed {
+            return Err(format!(
+                "\"{s}\": {parsed} has host bits set; write the network ({}) or a single address ({}/{})",
+                parsed.trunc(),
+                parsed.addr(),
+                parsed.max_prefix_len()
+            ));
+        }
+        parsed
+    } else {
+        IpNet::from(net.parse::<IpAddr>().map_err(|_| usage())?)
+    };
+    Ok(SourceMatch { net, port })
+}
+
+/// A gateway: `TRANSPORT:ADDRESS:PORT`, the syntax of `sip.listen`.
+fn parse_gateway(s: &str) -> Result<Gateway, String> {
+    let l = parse_listen(s)?;
+    if l.addr.ip().is_unspecified() || l.addr.ip().is_multicast() || l.addr.port() == 0 {
+        return Err(format!("\"{s}\": a gateway needs a unicast address and a port other than 0"));
+    }
+    Ok(Gateway { transport: l.transport, addr: SocketAddr::new(l.addr.ip(), l.addr.port()) })
+}
+
+/// A header name to copy to the other leg, lower-cased: an RFC 3261 §25.1 token, not one the B2BUA builds.
+fn pass_header(h: &str) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+    if h.is_empty() || !h.bytes().all(token) {
+        return Err(format!("\"{h}\" is not a header name"));
+    }
+    let lower = h.to_ascii_lowercase();
+    if BUILT_HEADERS.contains(&lower.as_str()) {
+        return Err(format!("{h} is built by the SBC for each leg and cannot be passed through"));
+    }
+    Ok(lower)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(s: &str) -> (String, Option<u16>) {
+        let m = parse_source(s).unwrap_or_else(|e| panic!("{e}"));
+        (m.net.to_string(), m.port)
+    }
+
+    #[test]
+    fn source_forms_with_and_without_port() {
+        assert_eq!(source("198.18.1.10"), ("198.18.1.10/32".into(), None));
+        assert_eq!(source("198.18.1.0/24"), ("198.18.1.0/24".into(), None));
+        assert_eq!(source("198.18.1.10:5070"), ("198.18.1.10/32".into(), Some(5070)));
+        assert_eq!(source("198.18.1.0/24:5060"), ("198.18.1.0/24".into(), Some(5060)));
+        assert_eq!(source("2001:db8::1"), ("2001:db8::1/128".into(), None));
+        assert_eq!(source("2001:db8::/32"), ("2001:db8::/32".into(), None));
+        assert_eq!(source("[2001:db8::1]:5070"), ("2001:db8::1/128".into(), Some(5070)));
+        assert_eq!(source("[2001:db8::/32]:5070"), ("2001:db8::/32".into(), Some(5070)));
+        assert_eq!(source("[2001:db8::1]"), ("2001:db8::1/128".into(), None));
+        for bad in ["", "198.18.1", "198.18.1.10:", "198.18.1.10:x", "[2001:db8::1]5070", "2001:db8::1/129", "host"] {
+            assert!(parse_source(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn gateways_need_a_unicast_address_and_a_port() {
+        let g = parse_gateway("tcp:[2001:db8::10]:5060").expect("valid");
+        assert_eq!((g.transport, g.addr.port()), (sbc_proto::transport::Transport::Tcp, 5060));
+        assert!(parse_gateway("udp:0.0.0.0:5060").is_err());
+        assert!(parse_gateway("udp:198.18.2.10:0").is_err());
+        assert!(parse_gateway("udp:224.0.0.1:5060").is_err());
+        assert!(parse_gateway("198.18.2.10:5060").is_err());
+    }
+
+    #[test]
+    fn pass_headers_are_lower_cased_tokens_the_sbc_does_not_build() {
+        assert_eq!(pass_header("X-Account-Code"), Ok("x-account-code".to_owned()));
+        assert!(pass_header("Call-ID").is_err());
+        assert!(pass_header("X:Y").is_err());
+        assert!(pass_header("").is_err());
+    }
+}
