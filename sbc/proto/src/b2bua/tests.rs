@@ -34,6 +34,10 @@ fn trunk(name: &str, source: Option<&str>, gateway: Option<&str>) -> Trunk {
         pass_headers: vec![],
         follow_redirects: false,
         disabled: false,
+        numbers_in: Default::default(),
+        numbers_out: Default::default(),
+        identity_in: Default::default(),
+        identity_out: Default::default(),
     }
 }
 

@@ -1,4 +1,17 @@
-//! Policy applied to calls at the trunk boundary: authentication, and (with the calls work) number rules, identity
-//! and rate limits.
+//! Policy applied to calls at the trunk boundary: authentication, number rules and identity (and, with the calls
+//! work, rate limits).
+//!
+//! - [`digest`]: HTTP Digest authentication (RFC 3261 §22): answering challenges, challenging customers.
+//! - [`numbers`]: per-trunk number rules ([`NumberRules`]): E.164 normalisation, prefix strip and add, regex
+//!   rewrites, in that order. A trunk's `numbers_in` apply to the numbers of calls from it (before routing),
+//!   its `numbers_out` to the numbers of calls to it.
+//! - [`identity`]: the calling identity across the B2BUA ([`identity::outbound`]): P-Asserted-Identity from a
+//!   trusted trunk or a verified number, removed at a trust boundary; Privacy honoured with an anonymous From; the
+//!   From user kept as presented (CLIP no screening) or replaced by the asserted number.
 
 pub mod digest;
+pub mod identity;
+pub mod numbers;
+
+pub use identity::{Cli, IdentityIn, IdentityOut, Outbound, Presented};
+pub use numbers::{Affix, DiallingPlan, NumberRuleError, NumberRules, Rewrite};

@@ -3,6 +3,7 @@
 
 use super::{Candidate, FailoverTriggers, PrefixTable, ProbeConfig, TrunkId};
 use crate::policy::digest::Secret;
+use crate::policy::{IdentityIn, IdentityOut, NumberRules};
 use crate::transport::Transport;
 use ipnet::IpNet;
 use std::net::SocketAddr;
@@ -34,6 +35,18 @@ pub struct Trunk {
     pub follow_redirects: bool,
     /// Whether this trunk is disabled (no calls to it, calls from it refused with 403).
     pub disabled: bool,
+    /// Number rules for calls *from* this trunk, applied to the called number (before routing) and to the calling
+    /// numbers (From user, P-Asserted-Identity) as presented. Default: no change.
+    pub numbers_in: NumberRules,
+    /// Number rules for calls *to* this trunk, applied to the called number (Request-URI and To) and to the calling
+    /// numbers sent to it (after [`identity::outbound`](crate::policy::identity::outbound)). Default: no change.
+    pub numbers_out: NumberRules,
+    /// Identity policy for calls from this trunk: whether its P-Asserted-Identity is believed, its verified number.
+    /// Default: untrusted, no verified number (an incoming PAI is ignored).
+    pub identity_in: IdentityIn,
+    /// Identity policy for calls to this trunk: whether it receives P-Asserted-Identity, what its From user is.
+    /// Default: untrusted (no PAI sent), From user as presented.
+    pub identity_out: IdentityOut,
 }
 
 /// A source address or network, optionally with a port.
@@ -179,6 +192,10 @@ mod tests {
             pass_headers: vec![],
             follow_redirects: false,
             disabled: false,
+            numbers_in: NumberRules::default(),
+            numbers_out: NumberRules::default(),
+            identity_in: IdentityIn::default(),
+            identity_out: IdentityOut::default(),
         }
     }
 

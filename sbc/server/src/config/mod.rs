@@ -473,6 +473,10 @@ mod tests {
         assert_eq!(names, ["customer-pbx", "carrier-b", "carrier-c"]);
         let pbx = c.plan.identify("198.18.1.10:5060".parse().expect("addr")).expect("customer");
         assert_eq!(c.plan.trunk(pbx).name, "customer-pbx");
+        assert_eq!(c.plan.trunk(pbx).numbers_in.apply("030123456"), "+4930123456");
+        assert_eq!(c.plan.trunk(pbx).identity_in.verified_number.as_deref(), Some("+4940123456"));
+        let trusted: Vec<bool> = c.plan.trunks.iter().map(|t| t.identity_out.trusted).collect();
+        assert_eq!(trusted, [false, true, false]);
         for number in ["+4930123456", "+33123456"] {
             let (_, to) = c.plan.route(number).expect("routed");
             let order: Vec<(&str, u32)> =

@@ -1,9 +1,12 @@
-//! One `[[trunk]]`: sources, gateways, limits, probing, credentials and failover triggers, validated into
-//! [`sbc_proto::routing::Trunk`].
+//! One `[[trunk]]`: sources, gateways, limits, probing, credentials, failover triggers, number rules and identity
+//! policy, validated into [`sbc_proto::routing::Trunk`]. `numbers` holds the number and identity keys.
+
+mod numbers;
 
 use super::parse_listen;
 use super::routing::Check;
 use ipnet::IpNet;
+use numbers::{RawCli, RawIdentity, RawNumbers};
 use sbc_proto::policy::digest::Secret;
 use sbc_proto::routing::{
     Credentials, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, SourceMatch, StatusSet, Trunk,
@@ -46,6 +49,11 @@ pub(super) struct RawTrunk {
     pass_headers: Option<Vec<Spanned<String>>>,
     follow_redirects: Option<bool>,
     disabled: Option<bool>,
+    numbers_in: Option<RawNumbers>,
+    numbers_out: Option<RawNumbers>,
+    trusted: Option<bool>,
+    verified_number: Option<Spanned<String>>,
+    cli: Option<RawCli>,
 }
 
 impl RawTrunk {
@@ -145,6 +153,10 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
             pass_header(h.get_ref()).map_err(|m| c.error(h.span(), &format!("trunk[{i}].pass_headers[{j}]"), &m)).ok()
         })
         .collect();
+    let numbers_in = numbers::number_rules(c, i, "numbers_in", raw.numbers_in.as_ref());
+    let numbers_out = numbers::number_rules(c, i, "numbers_out", raw.numbers_out.as_ref());
+    let identity = RawIdentity { trusted: raw.trusted, verified_number: raw.verified_number.as_ref(), cli: raw.cli };
+    let (identity_in, identity_out) = numbers::identity(c, i, identity);
     Trunk {
         name: name.clone(),
         sources,
@@ -156,6 +168,10 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
         pass_headers,
         follow_redirects: raw.follow_redirects.unwrap_or(false),
         disabled: raw.disabled.unwrap_or(false),
+        numbers_in,
+        numbers_out,
+        identity_in,
+        identity_out,
     }
 }
 
