@@ -272,3 +272,36 @@ fn ten_thousand_calls_at_200_per_second_with_a_cdr_each() {
     assert_eq!(ids.len(), CALLS as usize, "no CDR doubled");
     assert!(cdrs.iter().all(|c| c["status"] == 200 && c["release_cause"] == "bye"));
 }
+
+#[test]
+fn carrier_sees_number_rules_and_identity_policy_and_nothing_of_side_a() {
+    let pbx = "numbers_in = { country_code = \"49\" }\nverified_number = \"+4940123456\"";
+    let r = rig("identity", pbx, "trusted = true", "");
+    let uas = r.carrier(Host::B, Sipp::new("uas_check_identity.xml"), 3);
+    let uac = r
+        .caller(Sipp::new("uac_call_identity.xml").pause(Duration::from_millis(200)), 3, 5060)
+        .service("0301234567")
+        .run()
+        .expect("uac runs");
+    both_ok(uac, uas, 3);
+    let cdrs = r.cdrs(3);
+    assert!(cdrs.iter().all(|c| c["called_in"] == "0301234567" && c["called_out"] == "+49301234567"), "{cdrs:?}");
+}
+
+/// The checks of uas_check_identity.xml are real: with carrier-b untrusted (no PAI towards it) every call fails.
+#[test]
+fn identity_checks_fail_when_the_carrier_is_not_trusted() {
+    let pbx = "numbers_in = { country_code = \"49\" }\nverified_number = \"+4940123456\"";
+    let r = rig("identity-neg", pbx, "", "");
+    let uas = r.carrier(Host::B, Sipp::new("uas_check_identity.xml").limit(Duration::from_secs(10)), 2);
+    let uac = r
+        .caller(Sipp::new("uac_call_identity.xml"), 2, 5060)
+        .service("0301234567")
+        .limit(Duration::from_secs(10))
+        .run()
+        .expect("uac runs");
+    let uas = uas.wait().expect("uas finishes");
+    assert_eq!(uas.count("FailedCall(C)"), 2, "the carrier side fails both calls on its checks: no PAI");
+    // SIPp marks the call failed and carries on, so the caller side may well complete.
+    assert_eq!(uac.count("SuccessfulCall(C)") + uac.count("FailedCall(C)"), 2);
+}

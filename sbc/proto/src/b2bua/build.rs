@@ -54,7 +54,7 @@ pub(super) struct InviteB<'a> {
     pub max_forwards: u32,
     pub a_invite: &'a Request,
     pub pass: &'a [String],
-    pub extra: Option<(HeaderName, String)>,
+    pub extra: Vec<(HeaderName, String)>,
 }
 
 impl InviteB<'_> {
@@ -71,7 +71,7 @@ impl InviteB<'_> {
         r.headers.push(HeaderName::CSeq, format!("{} INVITE", d.local_cseq));
         r.headers.push(HeaderName::Contact, d.contact.clone());
         r.headers.push(HeaderName::Allow, crate::endpoint::answer::ALLOW);
-        if let Some((name, value)) = self.extra {
+        for (name, value) in self.extra {
             r.headers.push(name, value);
         }
         carry_body_and_allowed(&self.a_invite.headers, &self.a_invite.body, self.pass, &mut r.headers);

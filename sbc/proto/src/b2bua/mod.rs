@@ -21,6 +21,7 @@ use crate::cdr::{Cdr, CdrAttempt};
 use crate::dialog::Dialog;
 use crate::endpoint::{IdGenerator, Observation, Output};
 use crate::msg::{HeaderName, Method, Request, Response};
+use crate::policy::identity::{self, Presented};
 use crate::routing::{
     select, Attempts, FailoverLimits, GiveUpReason, Next, Outcome, Plan, SkipReason, TrunkId, UnknownSource,
 };
@@ -147,8 +148,12 @@ struct Call {
     b: Option<LegB>,
     attempts: Attempts,
     called_in: String,
+    /// The called number after trunk A's number rules: what routes match.
+    called_routed: String,
     called_out: String,
     caller: String,
+    /// The calling identity as leg A presented it, after trunk A's number rules.
+    presented: Presented,
     route_prefix: String,
     cdr_attempts: Vec<CdrAttempt>,
     setup: Instant,
@@ -286,8 +291,8 @@ impl Calls {
             return reply(ctx, 483, "Too Many Hops", None);
         }
         let called_in = build::user_of(&req.uri);
-        let called_out = normalise(&called_in);
-        let Some((prefix, candidates)) = self.plan.route(&called_out) else {
+        let called_routed = trunk.numbers_in.apply(&normalise(&called_in));
+        let Some((prefix, candidates)) = self.plan.route(&called_routed) else {
             return reply(ctx, 404, "Not Found", None);
         };
         let prefix = prefix.to_owned();
@@ -299,6 +304,8 @@ impl Calls {
         let limits = FailoverLimits { max_tries: self.plan.max_tries, max_post_dial: self.plan.max_post_dial };
         let (attempts, next) = Attempts::start(selection.ordered, limits, ctx.now);
         let caller = req.headers.from().map(|f| build::user_of(&f.uri())).unwrap_or_default();
+        let mut presented = presented_by(&req);
+        presented.rewrite(&trunk.numbers_in);
 
         // Leg A's dialog, as the UAS (§12.1.1).
         let from = req.headers.from().ok();
@@ -332,9 +339,11 @@ impl Calls {
             a_invite_key: key,
             b: None,
             attempts,
+            called_out: called_routed.clone(),
             called_in,
-            called_out,
+            called_routed,
             caller,
+            presented,
             route_prefix: prefix,
             cdr_attempts: Vec::new(),
             setup: ctx.now,
@@ -383,12 +392,27 @@ impl Calls {
             return self.proceed(ctx, id, next);
         };
         let peer = build::peer(gw.transport, local, gw.addr);
-        let display = call.a_invite.headers.from().ok().and_then(|f| f.display().map(<[u8]>::to_vec));
-        let from_uri = build::sip_uri(&call.caller, local.ip());
-        let local_uri = match display {
-            Some(d) => format!("{} <{from_uri}>", String::from_utf8_lossy(&d)),
+        // Identity and numbers towards this carrier (policy::identity documents the order).
+        let a_trunk = self.plan.trunk(call.a_trunk);
+        let mut identity = identity::outbound(&call.presented, &a_trunk.identity_in, &trunk.identity_out);
+        identity.rewrite(&trunk.numbers_out);
+        call.called_out = trunk.numbers_out.apply(&call.called_routed);
+        let from_uri = if identity.from_host_anonymous {
+            build::sip_uri(&identity.from_user, identity::ANONYMOUS_HOST)
+        } else {
+            build::sip_uri(&identity.from_user, local.ip())
+        };
+        let local_uri = match &identity.from_display {
+            Some(d) => format!("\"{}\" <{from_uri}>", d.replace(['"', '\\'], "")),
             None => format!("<{from_uri}>"),
         };
+        let mut extra = Vec::new();
+        if let Some(pai) = &identity.pai {
+            extra.push((HeaderName::PAssertedIdentity, format!("<{};user=phone>", build::sip_uri(pai, local.ip()))));
+        }
+        if let Some(privacy) = identity.privacy {
+            extra.push((HeaderName::Privacy, privacy.to_owned()));
+        }
         let dialog = Dialog {
             call_id: Bytes::from(ctx.ids.call_id()),
             local_tag: Bytes::from(ctx.ids.tag()),
@@ -410,7 +434,7 @@ impl Calls {
             max_forwards,
             a_invite: &call.a_invite,
             pass: &trunk.pass_headers,
-            extra: None,
+            extra,
         }
         .build();
         let key = match ctx.txns.send_request(ctx.now, peer, invite.clone()) {
@@ -981,6 +1005,26 @@ fn dialog_key(req: &Request) -> Option<(Bytes, Bytes)> {
     let call_id = req.headers.get_bytes(&HeaderName::CallId)?;
     let tag = req.headers.to().ok()?.tag().map(Bytes::copy_from_slice)?;
     Some((call_id, tag))
+}
+
+/// The calling identity of leg A's INVITE: From user and display name, the number of its first
+/// P-Asserted-Identity, and whether a Privacy header withholds it.
+fn presented_by(req: &Request) -> Presented {
+    let from = req.headers.from().ok();
+    let from_user = from.as_ref().map(|f| build::user_of(&f.uri())).unwrap_or_default();
+    let from_display = from
+        .as_ref()
+        .and_then(|f| f.display().map(|d| String::from_utf8_lossy(d).trim_matches('"').to_owned()))
+        .filter(|d| !d.is_empty());
+    let pai = req
+        .headers
+        .get_all_bytes(&HeaderName::PAssertedIdentity)
+        .find_map(|v| crate::msg::NameAddr::parse(&v).ok())
+        .map(|a| build::user_of(&a.uri()))
+        .filter(|u| !u.is_empty());
+    let privacy_id =
+        req.headers.get_all(&HeaderName::Privacy).any(|v| identity::privacy_requested(&String::from_utf8_lossy(v)));
+    Presented { from_user: from_user.clone(), from_display, pai, privacy_id: privacy_id || from_user == "anonymous" }
 }
 
 /// The called number as routes see it: visual separators removed (RFC 3966 §5.1.1).

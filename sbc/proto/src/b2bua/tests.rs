@@ -491,3 +491,35 @@ fn carrier_challenge_407_is_answered_with_credentials_once() {
     let sent = w.send(B, SBC_B, again);
     response(&sent, A, 407);
 }
+
+#[test]
+fn number_rules_and_identity_policy_shape_leg_b() {
+    use crate::policy::identity::{IdentityIn, IdentityOut};
+    use crate::policy::numbers::{DiallingPlan, NumberRules};
+    let mut w = world_tweaked(|t| {
+        t[0].numbers_in = NumberRules { e164: Some(DiallingPlan::with_defaults("49").unwrap()), ..Default::default() };
+        t[0].identity_in = IdentityIn { trusted: false, verified_number: Some("+4940123456".into()) };
+        t[1].identity_out = IdentityOut { trusted: true, ..Default::default() };
+    });
+    let national = invite_from_a("call-17")
+        .replace("sip:+493012345@198.18.1.1 SIP", "sip:0301234567@198.18.1.1 SIP")
+        .replace("<sip:+4940111@198.18.1.10>", "<sip:040111@198.18.1.10>");
+    let sent = w.send(A, SBC_A, national.replace("\r\n\r\nv=0", "\r\nP-Asserted-Identity: <sip:+999@x>\r\n\r\nv=0"));
+    let inv_b = request(&sent, B, Method::Invite);
+    assert_eq!(inv_b.uri.user(), Some(&b"+49301234567"[..]), "E.164 from the national number");
+    assert_eq!(inv_b.headers.from().unwrap().uri().user(), Some(&b"+4940111"[..]), "From kept as presented");
+    assert_eq!(hv(&inv_b, HeaderName::PAssertedIdentity), "<sip:+4940123456@198.18.2.1;user=phone>");
+    w.send(B, SBC_B, answer(&inv_b, 486, "b1", B, ""));
+
+    // Privacy: id towards an untrusted carrier (c): anonymous From, no PAI.
+    let mut w = world_tweaked(|t| {
+        t[0].identity_in = IdentityIn { trusted: false, verified_number: Some("+4940123456".into()) };
+        t[1].disabled = true;
+    });
+    let private = invite_from_a("call-18").replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nPrivacy: id\r\n");
+    let sent = w.send(A, SBC_A, private);
+    let inv_c = request(&sent, C, Method::Invite);
+    let from = hv(&inv_c, HeaderName::From);
+    assert!(from.starts_with("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="), "{from}");
+    assert!(inv_c.headers.get(&HeaderName::PAssertedIdentity).is_none(), "no PAI across the trust boundary");
+}
