@@ -24,6 +24,18 @@ pub(super) fn carry_body_and_allowed(
             dst.push(name.clone(), Bytes::copy_from_slice(value));
         }
     }
+    // Session timers (RFC 4028) pass through: the interval, its floor, and the `timer` option tag. Other option
+    // tags (100rel, replaces) name extensions this B2BUA does not carry end to end, so they are not advertised.
+    for name in [HeaderName::SessionExpires, HeaderName::MinSe] {
+        if let Some(v) = src_headers.get_bytes(&name) {
+            dst.push(name, v);
+        }
+    }
+    for name in [HeaderName::Supported, HeaderName::Require] {
+        if src_headers.list(&name).any(|t| t.eq_ignore_ascii_case(b"timer")) {
+            dst.push(name, "timer");
+        }
+    }
     if !body.is_empty() {
         if let Some(ct) = src_headers.get_bytes(&HeaderName::ContentType) {
             dst.push(HeaderName::ContentType, ct);

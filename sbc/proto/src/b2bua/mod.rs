@@ -103,6 +103,8 @@ enum Purpose {
     Bye,
     /// A request relayed from the other leg: its response goes back on server transaction `back`.
     Relay { back: TransactionKey, request: Box<Request> },
+    /// An in-dialog OPTIONS asking whether the peer of this leg still has the call.
+    Keepalive(Leg),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +166,10 @@ struct Call {
     release: Option<(&'static str, &'static str, u16)>,
     /// Outstanding BYEs while ending.
     byes: u8,
+    /// When the call's end began (BYE received or sent): the CDR's end, whatever the BYEs then take.
+    ended: Option<Instant>,
+    /// When the session interval runs out, if a session timer was negotiated (refreshes move it).
+    session_expiry: Option<Instant>,
 }
 
 /// Timers of calls.
@@ -171,6 +177,10 @@ struct Call {
 enum Timer {
     Retransmit2xx,
     PostDial,
+    MaxDuration,
+    Keepalive,
+    /// The negotiated session interval (RFC 4028) ran out without a refresh.
+    SessionExpiry,
 }
 
 /// Every call, and the indexes to find them by what arrives.
@@ -352,6 +362,8 @@ impl Calls {
             pending_2xx: None,
             release: None,
             byes: 0,
+            ended: None,
+            session_expiry: None,
         };
         self.calls.insert(id, call);
         self.proceed(ctx, id, next);
@@ -475,7 +487,22 @@ impl Calls {
                 }
             }
             Purpose::Relay { back, request } => self.relay_back(ctx, id, &back, &request, &resp),
+            Purpose::Keepalive(leg) => {
+                if matches!(resp.status, 408 | 481) {
+                    self.peer_gone(ctx, id, leg);
+                }
+            }
         }
+    }
+
+    /// The peer of `leg` no longer has the call (keepalive answered 481/408 or not at all): end it on both sides.
+    fn peer_gone(&mut self, ctx: &mut Ctx, id: CallRef, leg: Leg) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.state != State::Confirmed {
+            return;
+        }
+        call.release = Some(("peer_gone", leg.label(), 200));
+        self.end_call(ctx, id, None);
     }
 
     /// Timer B/F of one of our client transactions: no final response.
@@ -489,6 +516,7 @@ impl Calls {
                 let timeout = Response::to_request(&request, 408, "Request Timeout");
                 self.relay_back(ctx, id, &back, &request, &timeout);
             }
+            Purpose::Keepalive(leg) => self.peer_gone(ctx, id, leg),
         }
     }
 
@@ -637,6 +665,16 @@ impl Calls {
         call.pending_2xx =
             Some(Pending2xx { resp: ok, interval: ctx.t1, next: ctx.now + ctx.t1, give_up: ctx.now + 64 * ctx.t1 });
         self.timers.push(Reverse((ctx.now + ctx.t1, id, Timer::Retransmit2xx)));
+        if let Some(max) = self.plan.max_duration {
+            self.timers.push(Reverse((ctx.now + max, id, Timer::MaxDuration)));
+        }
+        if let Some(every) = self.plan.keepalive {
+            self.timers.push(Reverse((ctx.now + every, id, Timer::Keepalive)));
+        }
+        if let Some(at) = session_expiry(&resp, ctx.now) {
+            call.session_expiry = Some(at);
+            self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
+        }
     }
 
     /// Sends the CANCEL leg B is waiting to send, once B has answered provisionally (§9.1).
@@ -666,6 +704,7 @@ impl Calls {
             return;
         }
         call.release = Some(("cancel", "a", 487));
+        call.ended.get_or_insert(ctx.now);
         let r = build::response_to(
             &call.a_invite,
             487,
@@ -747,6 +786,13 @@ impl Calls {
         let pass = &self.plan.trunk(there_trunk).pass_headers;
         let r = build::response_to(request, resp.status, resp.reason.clone(), here, Some(resp), pass, ctx.server);
         ctx.respond(back, r);
+        if resp.is_success() && matches!(request.method, Method::Invite | Method::Update) {
+            // A session refresh (RFC 4028 §10): the interval starts again.
+            if let Some(at) = session_expiry(resp, ctx.now) {
+                call.session_expiry = Some(at);
+                self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
+            }
+        }
         if resp.is_success() && request.method == Method::Invite {
             // Our re-INVITE on the other leg was answered: ACK it there now; the requester ACKs ours to it.
             let there = match req_leg.other() {
@@ -814,12 +860,45 @@ impl Calls {
                     let next = p.next;
                     self.timers.push(Reverse((next, id, Timer::Retransmit2xx)));
                 }
+                Timer::MaxDuration => {
+                    if call.state == State::Confirmed {
+                        call.release = Some(("max_duration", "sbc", 200));
+                        self.end_call(ctx, id, None);
+                    }
+                }
+                Timer::SessionExpiry => {
+                    if call.state == State::Confirmed && call.session_expiry == Some(at) {
+                        call.release = Some(("session_expired", "sbc", 200));
+                        self.end_call(ctx, id, None);
+                    }
+                }
+                Timer::Keepalive => {
+                    if call.state != State::Confirmed {
+                        continue;
+                    }
+                    let mut probes = Vec::new();
+                    let branch = ctx.ids.branch();
+                    probes.push((Leg::A, call.a.peer, call.a.request(Method::Options, &branch)));
+                    if let Some(b) = call.b.as_mut() {
+                        let branch = ctx.ids.branch();
+                        probes.push((Leg::B, b.dialog.peer, b.dialog.request(Method::Options, &branch)));
+                    }
+                    for (leg, peer, req) in probes {
+                        if let Ok(k) = ctx.txns.send_request(ctx.now, peer, req) {
+                            self.by_client.insert(k, (id, Purpose::Keepalive(leg)));
+                        }
+                    }
+                    if let Some(every) = self.plan.keepalive {
+                        self.timers.push(Reverse((ctx.now + every, id, Timer::Keepalive)));
+                    }
+                }
                 Timer::PostDial => {
                     if call.state != State::Routing {
                         continue;
                     }
                     // Too long without an answer: cancel the carrier and answer the caller.
                     call.release = Some(("post_dial_timeout", "sbc", 408));
+                    call.ended.get_or_insert(ctx.now);
                     let r = build::response_to(
                         &call.a_invite,
                         408,
@@ -864,6 +943,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.state = State::Ending;
         call.pending_2xx = None;
+        call.ended.get_or_insert(ctx.now);
         let mut byes = Vec::new();
         if from != Some(Leg::A) && call.answer.is_some() {
             let branch = ctx.ids.branch();
@@ -932,7 +1012,7 @@ impl Calls {
             setup: call.setup,
             ringing: call.ringing,
             answer: call.answer,
-            end: ctx.now,
+            end: call.ended.unwrap_or(ctx.now),
             status: if call.answer.is_some() { 200 } else { status },
             release_cause: cause,
             released_by: by,
@@ -998,6 +1078,18 @@ fn authorized_retry(ctx: &mut Ctx, b: &mut LegB, resp: &Response, trunk: &crate:
     r.headers.remove(&answer_header);
     r.headers.push(answer_header, answer);
     Some(r)
+}
+
+/// When a session negotiated in `resp` (a 2xx with Session-Expires, RFC 4028 §4) expires, counted from `now`.
+/// The refresher refreshes at half the interval; a peer that stops refreshing has gone, and the call is ended at
+/// the full interval (a little later than §10's `interval - min(32 s, interval / 3)` for the non-refresher, so
+/// that a refresh in flight is never cut off).
+fn session_expiry(resp: &Response, now: Instant) -> Option<Instant> {
+    let v = resp.headers.get(&HeaderName::SessionExpires)?;
+    let digits: Vec<u8> =
+        v.iter().copied().skip_while(u8::is_ascii_whitespace).take_while(u8::is_ascii_digit).collect();
+    let secs: u64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
+    (secs >= 90).then(|| now + Duration::from_secs(secs))
 }
 
 /// (Call-ID, To tag) of a request: the key of our side of its dialog.

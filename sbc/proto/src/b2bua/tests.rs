@@ -54,6 +54,10 @@ fn world_with(limits: Limits, probe_b: Option<crate::routing::ProbeConfig>) -> W
 }
 
 fn world_tweaked(tweak: impl FnOnce(&mut Vec<Trunk>)) -> World {
+    world_planned(tweak, |_| {})
+}
+
+fn world_planned(tweak: impl FnOnce(&mut Vec<Trunk>), plan_tweak: impl FnOnce(&mut Plan)) -> World {
     let mut trunks = vec![
         trunk("customer-pbx", Some("198.18.1.10/32"), None),
         trunk("carrier-b", None, Some(B)),
@@ -67,7 +71,11 @@ fn world_tweaked(tweak: impl FnOnce(&mut Vec<Trunk>)) -> World {
         unknown_source: UnknownSource::Reject,
         max_tries: 3,
         max_post_dial: Duration::from_secs(60),
+        max_duration: None,
+        keepalive: None,
     };
+    let mut plan = plan;
+    plan_tweak(&mut plan);
     let config = Config {
         plan: Arc::new(plan),
         locals: vec![(Transport::Udp, addr(SBC_A)), (Transport::Udp, addr(SBC_B))],
@@ -522,4 +530,60 @@ fn number_rules_and_identity_policy_shape_leg_b() {
     let from = hv(&inv_c, HeaderName::From);
     assert!(from.starts_with("\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="), "{from}");
     assert!(inv_c.headers.get(&HeaderName::PAssertedIdentity).is_none(), "no PAI across the trust boundary");
+}
+
+#[test]
+fn max_duration_ends_the_call_with_bye_both_sides() {
+    let mut w = world_planned(|_| {}, |p| p.max_duration = Some(Duration::from_secs(60)));
+    connected(&mut w, "call-19");
+    let sent = w.advance(Duration::from_secs(61));
+    let bye_a = request(&sent, A, Method::Bye);
+    let bye_b = request(&sent, B, Method::Bye);
+    w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
+    w.send(B, SBC_B, answer(&bye_b, 200, "b1", B, ""));
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by), ("max_duration", "sbc"));
+    assert!((w.cdrs[0].duration().unwrap() - 60.0).abs() < 0.01);
+}
+
+#[test]
+fn dead_peer_found_by_keepalive_ends_the_call_with_bye_both_sides() {
+    let mut w = world_planned(|_| {}, |p| p.keepalive = Some(Duration::from_secs(30)));
+    connected(&mut w, "call-20");
+    let sent = w.advance(Duration::from_secs(31));
+    let ka_a = request(&sent, A, Method::Options);
+    let ka_b = request(&sent, B, Method::Options);
+    w.send(A, SBC_A, answer(&ka_a, 200, "x", A, ""));
+    // B lost the call (a restart): 481.
+    let sent = w.send(B, SBC_B, answer(&ka_b, 481, "b1", B, ""));
+    let bye_a = request(&sent, A, Method::Bye);
+    request(&sent, B, Method::Bye);
+    w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
+    w.advance(Duration::from_secs(40)); // B never answers its BYE: timer F ends it
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by), ("peer_gone", "b"));
+}
+
+#[test]
+fn session_timer_passes_through_and_a_missed_refresh_ends_the_call() {
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("call-21")
+        .replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSupported: timer, 100rel\r\nSession-Expires: 120\r\n");
+    let sent = w.send(A, SBC_A, invite);
+    let inv_b = request(&sent, B, Method::Invite);
+    assert_eq!(hv(&inv_b, HeaderName::SessionExpires), "120");
+    assert_eq!(hv(&inv_b, HeaderName::Supported), "timer", "only the extensions we carry end to end");
+    let ok = answer(&inv_b, 200, "b1", B, "v=0\r\n").replacen(
+        "\r\n\r\n",
+        "\r\nRequire: timer\r\nSession-Expires: 120;refresher=uac\r\n\r\n",
+        1,
+    );
+    let sent = w.send(B, SBC_B, ok);
+    let ok_a = response(&sent, A, 200);
+    assert_eq!(rv(&ok_a, HeaderName::SessionExpires), "120;refresher=uac");
+    assert_eq!(rv(&ok_a, HeaderName::Require), "timer");
+    // Nobody refreshes: at 120 s the SBC ends the call on both sides.
+    let sent = w.advance(Duration::from_secs(121));
+    request(&sent, B, Method::Bye);
+    let bye_a = request(&sent, A, Method::Bye);
+    assert_eq!(bye_a.headers.get(&HeaderName::CallId), Some(&b"call-21"[..]));
 }

@@ -117,6 +117,12 @@ pub struct Plan {
     pub max_tries: u32,
     /// Longest time from the INVITE to an answer or the last failure before the call is given up. Default 30 s.
     pub max_post_dial: Duration,
+    /// Longest an answered call may last; then the SBC ends it with BYE to both sides. Default `None`: no limit.
+    pub max_duration: Option<Duration>,
+    /// Interval of in-dialog OPTIONS to both sides of an answered call; a peer that answers 408 or 481, or not
+    /// at all, is gone and the call is ended with BYE to both sides. Default `None`: off (a negotiated session
+    /// timer, RFC 4028, still ends calls whose refreshes stop).
+    pub keepalive: Option<Duration>,
 }
 
 impl Default for Plan {
@@ -129,6 +135,8 @@ impl Default for Plan {
             unknown_source: UnknownSource::Reject,
             max_tries: 3,
             max_post_dial: Duration::from_secs(30),
+            max_duration: None,
+            keepalive: None,
         }
     }
 }
@@ -212,6 +220,8 @@ mod tests {
             unknown_source: UnknownSource::Reject,
             max_tries: 3,
             max_post_dial: Duration::from_secs(30),
+            max_duration: None,
+            keepalive: None,
         };
         assert_eq!(plan.identify("198.18.1.10:5060".parse().unwrap()), Some(TrunkId(1)));
         assert_eq!(plan.identify("198.18.1.10:5070".parse().unwrap()), Some(TrunkId(2)));

@@ -42,6 +42,8 @@ pub(super) struct RawCalls {
     unknown_source: Option<RawUnknownSource>,
     max_tries: Option<Spanned<u32>>,
     max_post_dial: Option<Spanned<String>>,
+    max_duration: Option<Spanned<String>>,
+    keepalive: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -93,12 +95,13 @@ pub(super) fn plan(
         built.push(trunk(&mut c, i, raw, base_dir));
     }
     let routes = route_table(&mut c, routes, trunks, &by_name);
+    let (max_duration, keepalive) = call_timers(&mut c, calls.as_ref());
     let (unknown_source, max_tries, max_post_dial) = call_limits(&mut c, calls);
     let (routes, catch_all) = routes?;
     if !c.errors.is_empty() {
         return None;
     }
-    Some(Plan { trunks: built, routes, catch_all, unknown_source, max_tries, max_post_dial })
+    Some(Plan { trunks: built, routes, catch_all, unknown_source, max_tries, max_post_dial, max_duration, keepalive })
 }
 
 type Routes = (PrefixTable<Vec<Candidate>>, Option<Vec<Candidate>>);
@@ -228,6 +231,21 @@ fn call_limits(c: &mut Check<'_, '_>, calls: Option<RawCalls>) -> (UnknownSource
         }),
     };
     (unknown_source, max_tries, max_post_dial)
+}
+
+/// `calls.max_duration` and `calls.keepalive`: optional durations, off when absent.
+fn call_timers(c: &mut Check<'_, '_>, calls: Option<&RawCalls>) -> (Option<Duration>, Option<Duration>) {
+    let mut one = |v: Option<&Spanned<String>>, key: &str| {
+        v.and_then(|s| match c.v.duration(s, key) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                c.errors.push(e);
+                None
+            }
+        })
+    };
+    let Some(calls) = calls else { return (None, None) };
+    (one(calls.max_duration.as_ref(), "calls.max_duration"), one(calls.keepalive.as_ref(), "calls.keepalive"))
 }
 
 #[cfg(test)]
