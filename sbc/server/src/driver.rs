@@ -160,6 +160,7 @@ fn observe(o: Observation, trunks: &[String]) {
             metrics::counter!(m::CALLS_REJECTED, "status" => status.to_string()).increment(1)
         }
         Observation::UnknownSource => metrics::counter!(m::UNKNOWN_SOURCE).increment(1),
+        Observation::AuthFailed { trunk } => metrics::counter!(m::AUTH_CHALLENGES, "trunk" => name(trunk)).increment(1),
         Observation::TrunkState { trunk, up } => {
             metrics::gauge!(m::TRUNK_UP, "trunk" => name(trunk)).set(if up { 1.0 } else { 0.0 });
             if up {

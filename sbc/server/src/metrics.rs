@@ -108,6 +108,9 @@ pub const TRUNK_SKIPPED: &str = "sbc_trunk_skipped_total";
 /// 1 while a trunk has a gateway answering its OPTIONS probes (or is not probed), else 0.
 pub const TRUNK_UP: &str = "sbc_trunk_up";
 
+/// INVITEs challenged (407) for missing, wrong or stale credentials, per trunk with `inbound_auth`.
+pub const AUTH_CHALLENGES: &str = "sbc_auth_challenges_total";
+
 /// Describes the call metrics and creates their zero series for every trunk.
 pub fn describe_calls(trunks: &[String]) {
     describe_gauge!(CALLS_ACTIVE, "calls in progress per trunk");
@@ -121,6 +124,7 @@ pub fn describe_calls(trunks: &[String]) {
     describe_counter!(TRUNK_SKIPPED, "trunks left out of a route");
     counter!(UNKNOWN_SOURCE).absolute(0);
     describe_gauge!(TRUNK_UP, "1 while a trunk answers its probes");
+    describe_counter!(AUTH_CHALLENGES, "INVITEs challenged for credentials");
     for t in trunks {
         gauge!(TRUNK_UP, "trunk" => t.clone()).set(1.0);
         gauge!(CALLS_ACTIVE, "trunk" => t.clone()).set(0.0);

@@ -8,8 +8,23 @@ use crate::transport::Peer;
 use bytes::Bytes;
 
 /// Headers never copied by an allowlist: the B2BUA writes these itself, per leg.
-const OWN: &[&str] =
-    &["via", "from", "to", "call-id", "cseq", "contact", "route", "record-route", "max-forwards", "content-length"];
+const OWN: &[&str] = &[
+    "via",
+    "from",
+    "to",
+    "call-id",
+    "cseq",
+    "contact",
+    "route",
+    "record-route",
+    "max-forwards",
+    "content-length",
+    // Credentials and challenges belong to one hop: never relayed.
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+];
 
 /// Copies the body, its Content-Type, and headers named in `pass` (lower-case) from `src` to `dst`.
 pub(super) fn carry_body_and_allowed(

@@ -21,7 +21,9 @@ use crate::cdr::{Cdr, CdrAttempt};
 use crate::dialog::Dialog;
 use crate::endpoint::{IdGenerator, Observation, Output};
 use crate::msg::{HeaderName, Method, Request, Response};
+use crate::policy::digest::{Algorithm, Credentials as DigestCredentials, NonceCheck, NonceIssuer, Secret};
 use crate::policy::identity::{self, Presented};
+use crate::routing::Credentials;
 use crate::routing::{
     select, Attempts, FailoverLimits, GiveUpReason, Next, Outcome, Plan, SkipReason, TrunkId, UnknownSource,
 };
@@ -200,7 +202,15 @@ pub struct Calls {
     counters: Vec<TrunkCounters>,
     /// Whether each trunk is usable by its probes (all true until the driver says otherwise).
     trunk_up: Vec<bool>,
+    /// Nonces for challenging trunks that must authenticate, made on first use.
+    nonces: Option<NonceIssuer>,
+    nonce_epoch: Option<Instant>,
 }
+
+/// Our digest realm.
+const REALM: &str = "sbc";
+/// How long a nonce we issued stays good: a client reuses it (with nc) for later INVITEs.
+const NONCE_LIFETIME_SECS: u64 = 300;
 
 impl Calls {
     /// Calls routed by `plan`, sending from `locals` (our listen addresses).
@@ -217,6 +227,8 @@ impl Calls {
             timers: BinaryHeap::new(),
             counters: (0..n).map(|_| TrunkCounters::default()).collect(),
             trunk_up: vec![true; n],
+            nonces: None,
+            nonce_epoch: None,
         }
     }
 
@@ -281,7 +293,21 @@ impl Calls {
             ctx.observe(Observation::CallRejected { status });
             ctx.respond(&key, r);
         };
-        let Some(a_trunk) = self.plan.identify(peer.remote) else {
+        let identified = self.plan.identify(peer.remote).or_else(|| {
+            let username = proxy_credentials(&req).map(|c| c.username)?;
+            self.plan.by_username(&username)
+        });
+        let Some(a_trunk) = identified else {
+            if self.plan.has_credential_trunks() {
+                // Perhaps a trunk that is known by its credentials: ask for them.
+                let challenge = self.challenge(ctx, false);
+                return reply(
+                    ctx,
+                    407,
+                    "Proxy Authentication Required",
+                    Some((HeaderName::ProxyAuthenticate, challenge)),
+                );
+            }
             ctx.observe(Observation::UnknownSource);
             match self.plan.unknown_source {
                 UnknownSource::Reject => reply(ctx, 403, "Forbidden", None),
@@ -289,7 +315,20 @@ impl Calls {
             }
             return;
         };
-        let trunk = self.plan.trunk(a_trunk);
+        let plan = Arc::clone(&self.plan);
+        let trunk = plan.trunk(a_trunk);
+        if let Some(expected) = &trunk.inbound_auth {
+            if let Err(stale) = self.check_credentials(ctx, &req, expected) {
+                ctx.observe(Observation::AuthFailed { trunk: a_trunk });
+                let challenge = self.challenge(ctx, stale);
+                return reply(
+                    ctx,
+                    407,
+                    "Proxy Authentication Required",
+                    Some((HeaderName::ProxyAuthenticate, challenge)),
+                );
+            }
+        }
         if trunk.disabled {
             return reply(ctx, 403, "Forbidden", None);
         }
@@ -367,6 +406,43 @@ impl Calls {
         };
         self.calls.insert(id, call);
         self.proceed(ctx, id, next);
+    }
+
+    /// Seconds on the nonce clock: since this table first challenged (nonces are checked against the same clock;
+    /// a restart invalidates them, which only costs the peer one more challenge).
+    fn nonce_secs(&mut self, ctx: &mut Ctx) -> u64 {
+        let epoch = *self.nonce_epoch.get_or_insert(ctx.now);
+        ctx.now.saturating_duration_since(epoch).as_secs() + 1
+    }
+
+    fn nonces(&mut self, ctx: &mut Ctx) -> &NonceIssuer {
+        self.nonces.get_or_insert_with(|| NonceIssuer::new(Secret::new(ctx.ids.call_id()), NONCE_LIFETIME_SECS))
+    }
+
+    /// A Proxy-Authenticate value with a fresh nonce.
+    fn challenge(&mut self, ctx: &mut Ctx, stale: bool) -> String {
+        let now = self.nonce_secs(ctx);
+        self.nonces(ctx).challenge(REALM, Algorithm::Md5, now, stale)
+    }
+
+    /// Checks the Proxy-Authorization of `req` against `expected`: `Err(true)` for a stale nonce (challenge again
+    /// with `stale=true`, the client retries without asking its user), `Err(false)` for anything else wrong.
+    fn check_credentials(&mut self, ctx: &mut Ctx, req: &Request, expected: &Credentials) -> Result<(), bool> {
+        let creds = proxy_credentials(req).ok_or(false)?;
+        if creds.username != expected.username || creds.realm != REALM {
+            return Err(false);
+        }
+        let now = self.nonce_secs(ctx);
+        match self.nonces(ctx).check(&creds.nonce, now) {
+            NonceCheck::Fresh => {}
+            NonceCheck::Stale => return Err(true),
+            NonceCheck::Invalid => return Err(false),
+        }
+        if creds.verify(&String::from_utf8_lossy(req.method.as_bytes()), &expected.password) {
+            Ok(())
+        } else {
+            Err(false)
+        }
     }
 
     fn usable(&self, t: TrunkId, now: Instant) -> Result<(), SkipReason> {
@@ -1090,6 +1166,13 @@ fn session_expiry(resp: &Response, now: Instant) -> Option<Instant> {
         v.iter().copied().skip_while(u8::is_ascii_whitespace).take_while(u8::is_ascii_digit).collect();
     let secs: u64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
     (secs >= 90).then(|| now + Duration::from_secs(secs))
+}
+
+/// The digest credentials in a request's Proxy-Authorization, if any parse.
+fn proxy_credentials(req: &Request) -> Option<DigestCredentials> {
+    req.headers
+        .get_all(&HeaderName::ProxyAuthorization)
+        .find_map(|v| DigestCredentials::parse(std::str::from_utf8(v).ok()?).ok())
 }
 
 /// (Call-ID, To tag) of a request: the key of our side of its dialog.

@@ -31,6 +31,7 @@ fn trunk(name: &str, source: Option<&str>, gateway: Option<&str>) -> Trunk {
         limits: Limits::default(),
         probe: None,
         auth: None,
+        inbound_auth: None,
         pass_headers: vec![],
         follow_redirects: false,
         disabled: false,
@@ -586,4 +587,36 @@ fn session_timer_passes_through_and_a_missed_refresh_ends_the_call() {
     request(&sent, B, Method::Bye);
     let bye_a = request(&sent, A, Method::Bye);
     assert_eq!(bye_a.headers.get(&HeaderName::CallId), Some(&b"call-21"[..]));
+}
+
+#[test]
+fn customer_trunk_with_inbound_auth_is_challenged_then_admitted() {
+    use crate::policy::digest::{Challenge, Client, Secret};
+    let mut w = world_tweaked(|t| {
+        t[0].inbound_auth = Some(crate::routing::Credentials { username: "pbx".into(), password: Secret::new("pw") });
+    });
+    let sent = w.send(A, SBC_A, invite_from_a("call-22"));
+    let challenge = response(&sent, A, 407);
+    assert!(!sent.iter().any(|(a, _)| *a == addr(B)), "nothing goes out before the caller is authenticated");
+    let ch = Challenge::parse(&rv(&challenge, HeaderName::ProxyAuthenticate)).expect("a challenge we can answer");
+    let mut client = Client::new(ch, "pbx", Secret::new("pw"));
+    let auth = client.authorize("INVITE", "sip:+493012345@198.18.1.1", "c0ffee");
+    let retry = invite_from_a("call-22")
+        .replace("branch=z9hG4bK-call-22", "branch=z9hG4bK-call-22b")
+        .replace("CSeq: 1 INVITE", &format!("CSeq: 2 INVITE\r\nProxy-Authorization: {auth}"));
+    let sent = w.send(A, SBC_A, retry);
+    let inv_b = request(&sent, B, Method::Invite);
+    assert!(inv_b.headers.get(&HeaderName::ProxyAuthorization).is_none(), "credentials stay on leg A");
+
+    // A wrong password is challenged again.
+    let mut client = Client::new(
+        Challenge::parse(&rv(&challenge, HeaderName::ProxyAuthenticate)).unwrap(),
+        "pbx",
+        Secret::new("wrong"),
+    );
+    let auth = client.authorize("INVITE", "sip:+493012345@198.18.1.1", "c0ffee");
+    let bad =
+        invite_from_a("call-23").replace("CSeq: 1 INVITE", &format!("CSeq: 1 INVITE\r\nProxy-Authorization: {auth}"));
+    let sent = w.send(A, SBC_A, bad);
+    response(&sent, A, 407);
 }

@@ -92,6 +92,8 @@ pub enum Observation {
     Dropped { reason: &'static str },
     /// An INVITE came from a source that is no trunk.
     UnknownSource,
+    /// An INVITE from this trunk lacked valid credentials and was challenged.
+    AuthFailed { trunk: crate::routing::TrunkId },
     /// A call was refused or failed with this final status towards the caller.
     CallRejected { status: u16 },
     /// A call from this trunk was refused at one of its limits (`calls`, `cps`).

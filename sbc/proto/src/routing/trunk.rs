@@ -27,6 +27,9 @@ pub struct Trunk {
     pub probe: Option<ProbeConfig>,
     /// Credentials to answer this trunk's 401/407 challenges with.
     pub auth: Option<Credentials>,
+    /// Credentials this trunk must present on its INVITEs (digest, RFC 3261 §22.3, challenged with 407). A trunk
+    /// with these and no `sources` is recognised by them alone, from any address.
+    pub inbound_auth: Option<Credentials>,
     /// Headers of the other leg copied onto requests towards this trunk, beyond what the B2BUA builds itself
     /// (lower-case names). Default empty: nothing of one side's topology leaks to the other.
     pub pass_headers: Vec<String>,
@@ -157,6 +160,20 @@ impl Plan {
         best.map(|(id, _)| id)
     }
 
+    /// The trunk whose inbound credentials carry `username` and that has no source addresses (recognised by its
+    /// credentials alone).
+    pub fn by_username(&self, username: &str) -> Option<TrunkId> {
+        self.trunks
+            .iter()
+            .position(|t| t.sources.is_empty() && t.inbound_auth.as_ref().is_some_and(|c| c.username == username))
+            .map(|i| TrunkId(i as u32))
+    }
+
+    /// Whether some trunk is recognised by credentials alone: then INVITEs from unknown sources are challenged.
+    pub fn has_credential_trunks(&self) -> bool {
+        self.trunks.iter().any(|t| t.sources.is_empty() && t.inbound_auth.is_some())
+    }
+
     /// The candidates for a normalised called number: the longest matching prefix's, else the catch-all route's.
     /// Returns the matched prefix too (empty for the catch-all), for logs and CDRs.
     pub fn route<'a>(&'a self, number: &'a str) -> Option<(&'a str, &'a [Candidate])> {
@@ -197,6 +214,7 @@ mod tests {
             limits: Limits::default(),
             probe: None,
             auth: None,
+            inbound_auth: None,
             pass_headers: vec![],
             follow_redirects: false,
             disabled: false,

@@ -43,6 +43,7 @@ pub(super) struct RawTrunk {
     limits: Option<RawLimits>,
     probe: Option<Spanned<RawProbe>>,
     auth: Option<Spanned<RawAuth>>,
+    inbound_auth: Option<Spanned<RawAuth>>,
     failover_on: Option<Vec<Spanned<i64>>>,
     failover_on_timeout: Option<bool>,
     failover_on_transport_error: Option<bool>,
@@ -137,7 +138,8 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
         }
         probe_config(c, i, p.get_ref())
     });
-    let auth = raw.auth.as_ref().and_then(|a| credentials(c, i, a, base_dir));
+    let auth = raw.auth.as_ref().and_then(|a| credentials(c, i, "auth", a, base_dir));
+    let inbound_auth = raw.inbound_auth.as_ref().and_then(|a| credentials(c, i, "inbound_auth", a, base_dir));
     let failover = FailoverTriggers {
         codes: raw.failover_on.as_ref().map_or_else(default_codes, |list| failover_codes(c, i, list)),
         timeout: raw.failover_on_timeout.unwrap_or(true),
@@ -165,6 +167,7 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
         limits,
         probe,
         auth,
+        inbound_auth,
         pass_headers,
         follow_redirects: raw.follow_redirects.unwrap_or(false),
         disabled: raw.disabled.unwrap_or(false),
@@ -224,14 +227,20 @@ fn probe_config(c: &mut Check<'_, '_>, i: usize, p: &RawProbe) -> ProbeConfig {
 
 /// Reads the password now, so that a missing one fails the load rather than the first challenge. Errors name the
 /// variable or file, never the value.
-fn credentials(c: &mut Check<'_, '_>, i: usize, auth: &Spanned<RawAuth>, base_dir: &Path) -> Option<Credentials> {
+fn credentials(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    field: &str,
+    auth: &Spanned<RawAuth>,
+    base_dir: &Path,
+) -> Option<Credentials> {
     let a = auth.get_ref();
     if a.username.get_ref().is_empty() {
-        c.error(a.username.span(), &format!("trunk[{i}].auth.username"), "must not be empty");
+        c.error(a.username.span(), &format!("trunk[{i}].{field}.username"), "must not be empty");
     }
     let password = match (&a.password_env, &a.password_file) {
         (Some(var), None) => {
-            let key = format!("trunk[{i}].auth.password_env");
+            let key = format!("trunk[{i}].{field}.password_env");
             match std::env::var(var.get_ref()) {
                 Ok(p) if !p.is_empty() => Ok(p),
                 Ok(_) => Err((var.span(), key, format!("environment variable {} is empty", var.get_ref()))),
@@ -244,7 +253,7 @@ fn credentials(c: &mut Check<'_, '_>, i: usize, auth: &Spanned<RawAuth>, base_di
             }
         }
         (None, Some(file)) => {
-            let key = format!("trunk[{i}].auth.password_file");
+            let key = format!("trunk[{i}].{field}.password_file");
             let path = base_dir.join(file.get_ref());
             match std::fs::read_to_string(&path) {
                 Ok(p) => {
@@ -262,12 +271,12 @@ fn credentials(c: &mut Check<'_, '_>, i: usize, auth: &Spanned<RawAuth>, base_di
         }
         (Some(_), Some(_)) => Err((
             auth.span(),
-            format!("trunk[{i}].auth"),
+            format!("trunk[{i}].{field}"),
             "give either password_env or password_file, not both".to_owned(),
         )),
         (None, None) => Err((
             auth.span(),
-            format!("trunk[{i}].auth"),
+            format!("trunk[{i}].{field}"),
             "needs password_env (an environment variable) or password_file (a file holding the password)".to_owned(),
         )),
     };
