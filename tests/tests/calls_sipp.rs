@@ -305,3 +305,36 @@ fn identity_checks_fail_when_the_carrier_is_not_trusted() {
     // SIPp marks the call failed and carries on, so the caller side may well complete.
     assert_eq!(uac.count("SuccessfulCall(C)") + uac.count("FailedCall(C)"), 2);
 }
+
+/// A customer trunk that must authenticate: SIPp answers our 407 with its own digest code and the calls go
+/// through; a wrong password gets nowhere.
+#[test]
+fn customer_trunk_authenticates_with_digest() {
+    let pw_file = std::env::temp_dir().join(format!("sbc-test-pbx-pw-{}", std::process::id()));
+    std::fs::write(&pw_file, "pbx-secret\n").expect("password file");
+    let pbx = format!("inbound_auth = {{ username = \"pbx\", password_file = \"{}\" }}", pw_file.display());
+    let r = rig("inbound-auth", &pbx, "", "");
+    let uas = r.carrier(Host::B, Sipp::new("uas_answer.xml"), 3);
+    let uac = r
+        .caller(Sipp::new("uac_auth.xml").pause(Duration::from_millis(200)), 3, 5060)
+        .arg("-au")
+        .arg("pbx")
+        .arg("-ap")
+        .arg("pbx-secret")
+        .run()
+        .expect("uac runs");
+    both_ok(uac, uas, 3);
+    let wrong = r
+        .caller(Sipp::new("uac_auth.xml"), 2, 5070)
+        .arg("-au")
+        .arg("pbx")
+        .arg("-ap")
+        .arg("guess")
+        .limit(Duration::from_secs(10))
+        .run()
+        .expect("uac runs");
+    assert_eq!(wrong.count("SuccessfulCall(C)"), 0, "a wrong password never gets a call through");
+    assert!(r.sbc.metric("sbc_auth_challenges_total{trunk=\"customer-pbx\"}").expect("metrics") >= 5.0);
+    assert_eq!(r.cdrs(3).len(), 3, "only the authenticated calls left CDRs");
+    let _ = std::fs::remove_file(pw_file);
+}
