@@ -1,5 +1,157 @@
-//! `sbc-bench`: the load-test harness. Its scenarios land with the load-test issue; today it only says so.
+//! `sbc-bench`: the load-test harness. Scenarios:
+//!
+//! - `cps --local`: the SBC's call-rate ceiling and INVITE→200 latency, next to SIPp UAC→UAS direct (see
+//!   benches/README.md and [`cps`]).
+//!
+//! The criterion micro-benches live under benches/benches (`cargo bench -p sbc-bench`).
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("sbc-bench scenarios are not implemented yet; see `cargo bench -p sbc-bench` for micro-benches")
+mod cps;
+mod stats;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+
+#[derive(Debug, Parser)]
+#[command(name = "sbc-bench", about = "Load-test harness for the SBC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Call-rate ceiling and INVITE->200 latency of the SBC, next to SIPp UAC->UAS direct, climbing a rate ladder.
+    Cps(CpsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CpsArgs {
+    /// Build the network-namespace topology on this machine and start our own `sbc` in it (needs root). Required:
+    /// remote targets (an SBC on another host) come with the load-test harness issue.
+    #[arg(long)]
+    local: bool,
+    /// Complete runs; the summary takes the median over them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// Seconds of traffic per step (each step places rate x step-secs calls).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=60))]
+    step_secs: u32,
+    /// The rate ladder in calls per second, comma-separated, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,1500,2000,2500,3000,3500,4000,4500,5000,6000")]
+    rates: Vec<u32>,
+    /// Where the JSON with every step's figures goes.
+    #[arg(long, default_value = "target/bench/cps.json")]
+    out: PathBuf,
+    /// The `sbc` binary to measure; default: `cargo build --release -p sbc` and target/release/sbc.
+    #[arg(long)]
+    sbc: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Scenario::Cps(args) => cps_main(args),
+    }
+}
+
+fn cps_main(args: CpsArgs) -> Result<()> {
+    if !args.local {
+        bail!(
+            "`cps` needs --local for now (build the netns topology here and start our own sbc); remote targets come \
+             with the load-test harness issue"
+        );
+    }
+    if args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
+        bail!("--rates must be positive and strictly ascending, e.g. 100,200,400");
+    }
+    let sbc_binary = prepare_binaries(args.sbc.as_deref())?;
+    watch_interrupts();
+    let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, sbc_binary };
+    let pinned = cps::pinning_possible();
+    let ladders = cps::run(&opts)?;
+    let summary = cps::summarize(&opts.rates, &ladders);
+    let json = serde_json::json!({
+        "scenario": "cps",
+        "mode": "local",
+        "options": opts,
+        "pinning": if pinned {
+            serde_json::json!({ "sbc_core": cps::SBC_CORE, "sipp_core": cps::SIPP_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "criterion": { "max_failed_pct": cps::MAX_FAILED_PCT, "max_p99_ms": cps::MAX_P99_MS },
+        "ladders": ladders,
+        "summary": summary,
+    });
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", cps::table(&opts, &summary, pinned));
+    println!("every step's figures: {}", args.out.display());
+    Ok(())
+}
+
+/// SIGINT/SIGTERM set [`cps::STOP`]: the run stops after the current step and tears everything down (a SIGINT
+/// from the terminal also reaches SIPp and the SBC, so the current step ends at once).
+fn watch_interrupts() {
+    std::thread::spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            cps::STOP.store(true, Ordering::SeqCst);
+            eprintln!("interrupted: stopping after the current step and tearing down");
+        });
+    });
+}
+
+/// Builds what the run needs and returns the `sbc` binary to measure: the `netprobe` helper in this binary's
+/// profile (the SBC helper polls `/health` with it inside the namespace; it must sit next to this binary) and,
+/// unless `sbc` is given, `sbc` in release mode. Points `SBC_BINARY` at the binary.
+fn prepare_binaries(sbc: Option<&Path>) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("current_exe")?;
+    let release = exe.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut builds = vec![vec!["build", "-p", "tests", "--bin", "netprobe"]];
+    if release {
+        builds[0].push("--release");
+    }
+    if sbc.is_none() {
+        if release {
+            builds[0].extend(["-p", "sbc", "--bin", "sbc"]);
+        } else {
+            builds.push(vec!["build", "--release", "-p", "sbc", "--bin", "sbc"]);
+        }
+    }
+    for args in builds {
+        eprintln!("building: cargo {}", args.join(" "));
+        let status =
+            Command::new(&cargo).args(&args).current_dir(tests::repo_root()).status().context("running cargo build")?;
+        if !status.success() {
+            bail!("`cargo {}` failed", args.join(" "));
+        }
+    }
+    let binary = match sbc {
+        Some(path) => path.to_owned(),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| tests::repo_root().join("target"))
+            .join("release")
+            .join("sbc"),
+    };
+    let binary = std::fs::canonicalize(&binary).with_context(|| format!("sbc binary {}", binary.display()))?;
+    // Edition 2021: setting the environment is safe; no other thread runs yet.
+    std::env::set_var("SBC_BINARY", &binary);
+    Ok(binary)
 }

@@ -212,6 +212,11 @@ impl Sbc {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The process id (`ip netns exec` execs `sbc`, so this is the SBC's own pid also inside a namespace).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The working directory of this instance (config, log).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -29,6 +29,10 @@ pub struct Run {
     /// The command line that ran, SIPp's error log (`-trace_err`), its `-trace_logs` log and the tail of the
     /// message trace (if enabled): for failure messages.
     pub diagnostics: String,
+    /// SIPp's working directory (its stat, error and log files, and any file it writes there itself, such as the
+    /// `-trace_rtt` CSV). Removed after a run that exited 0 unless [`Sipp::keep_files`] was set; the caller then
+    /// removes it.
+    pub dir: PathBuf,
 }
 
 impl Run {
@@ -86,6 +90,8 @@ pub struct Sipp {
     globals: Vec<(String, String)>,
     trace_msg: bool,
     extra: Vec<String>,
+    cpu: Option<usize>,
+    keep_files: bool,
 }
 
 impl Sipp {
@@ -109,6 +115,8 @@ impl Sipp {
             globals: Vec::new(),
             trace_msg: false,
             extra: Vec::new(),
+            cpu: None,
+            keep_files: false,
         }
     }
 
@@ -202,6 +210,20 @@ impl Sipp {
         self
     }
 
+    /// Pins SIPp to CPU core `core` (runs it under `taskset -c CORE`, which execs SIPp, so the pid stays SIPp's).
+    /// For load tests that keep the load generator off the cores of the system under test.
+    pub fn cpu(mut self, core: usize) -> Self {
+        self.cpu = Some(core);
+        self
+    }
+
+    /// Keeps SIPp's working directory ([`Run::dir`]) also after a successful run, for files the caller reads
+    /// itself (e.g. `-trace_rtt`); the caller removes it.
+    pub fn keep_files(mut self, keep: bool) -> Self {
+        self.keep_files = keep;
+        self
+    }
+
     /// The SIPp arguments (after the program name) for a run whose files go to `dir`.
     pub fn args(&self, dir: &Path) -> Vec<String> {
         let port = self.local_port.unwrap_or_else(|| if self.netns.is_some() { 5060 } else { crate::free_port() });
@@ -261,13 +283,20 @@ impl Sipp {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let args = self.args(&dir);
+        let mut args = self.args(&dir);
+        let mut program = sipp.into_os_string();
+        if let Some(core) = self.cpu {
+            let taskset = crate::require_tool("taskset", "util-linux");
+            args.splice(0..0, ["-c".to_owned(), core.to_string(), program.to_string_lossy().into_owned()]);
+            program = taskset.into_os_string();
+        }
         let command = format!(
-            "{}sipp {}",
+            "{}{} {}",
             self.netns.as_ref().map(|ns| format!("ip netns exec {ns} ")).unwrap_or_default(),
+            if self.cpu.is_some() { "taskset" } else { "sipp" },
             args.join(" ")
         );
-        let child = crate::netns::command(self.netns.as_deref(), sipp)
+        let child = crate::netns::command(self.netns.as_deref(), program)
             .args(&args)
             .current_dir(&dir)
             .stdin(Stdio::null())
@@ -275,7 +304,14 @@ impl Sipp {
             .stderr(std::fs::File::create(dir.join("stderr.log"))?)
             .spawn()
             .with_context(|| format!("spawning {command}"))?;
-        Ok(Running { child: Some(child), dir, command, limit: self.limit, started: Instant::now() })
+        Ok(Running {
+            child: Some(child),
+            dir,
+            command,
+            limit: self.limit,
+            started: Instant::now(),
+            keep_files: self.keep_files,
+        })
     }
 
     /// Runs SIPp to completion.
@@ -293,9 +329,16 @@ pub struct Running {
     pub command: String,
     limit: Duration,
     started: Instant,
+    keep_files: bool,
 }
 
 impl Running {
+    /// SIPp's working directory (stat, error and log files). Kept after drop (a killed run leaves it behind): a
+    /// caller that kills SIPp on purpose removes it.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Waits until something listens on UDP `port` in `ns` (a UAS ready for calls), failing early if SIPp exits.
     pub fn wait_listening(&mut self, ns: Option<&str>, port: u16, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
@@ -341,10 +384,10 @@ impl Running {
         let last = lines.next_back().context("stat file without samples")?;
         let stats = header.split(';').map(str::to_owned).zip(last.split(';').map(str::to_owned)).collect();
         let exit_code = status.code().unwrap_or(-1);
-        if exit_code == 0 {
+        if exit_code == 0 && !self.keep_files {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-        Ok(Run { exit_code, stats, stderr, diagnostics })
+        Ok(Run { exit_code, stats, stderr, diagnostics, dir: self.dir.clone() })
     }
 
     fn read(&self, name: &str) -> String {
