@@ -60,16 +60,21 @@ path = "{}"
 }
 
 impl Rig {
-    /// A SIPp UAS as carrier `host` (B or C), listening before this returns.
+    /// A SIPp UAS as carrier `host` (B or C), listening before this returns, stopped after [`LIMIT`].
     fn carrier(&self, host: Host, uas: Sipp, calls: u32) -> Running {
+        self.carrier_for(host, uas, calls, LIMIT)
+    }
+
+    fn carrier_for(&self, host: Host, uas: Sipp, calls: u32, limit: Duration) -> Running {
         let (ns, ip) = (self.topo.ns(host), host.ip().expect("carrier address"));
         let mut r = uas
             .netns(&ns)
             .local_ip(ip)
             .local_port(5060)
             .calls(calls)
-            .limit(LIMIT)
-            .trace_messages(true)
+            .limit(limit)
+            // Message traces help read a failure; for load they would only fill the disk.
+            .trace_messages(calls <= 100)
             .spawn()
             .expect("uas starts");
         r.wait_listening(Some(&ns), 5060, Duration::from_secs(5)).expect("uas listens");
@@ -257,7 +262,7 @@ fn limits_reached_give_503_with_retry_after() {
 fn ten_thousand_calls_at_200_per_second_with_a_cdr_each() {
     const CALLS: u32 = 10_000;
     let r = rig("load", "", "", "");
-    let uas = r.carrier(Host::B, Sipp::new("uas_answer.xml").limit(Duration::from_secs(120)), CALLS);
+    let uas = r.carrier_for(Host::B, Sipp::new("uas_answer.xml"), CALLS, Duration::from_secs(120));
     let uac = r
         .caller(Sipp::new("uac_call.xml").pause(Duration::from_secs(1)), CALLS, 5060)
         .rate(200)
