@@ -184,6 +184,7 @@ impl HeaderName {
 }
 
 impl PartialEq for HeaderName {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Other(a), Self::Other(b)) => a.eq_ignore_ascii_case(b),
@@ -397,6 +398,19 @@ impl Headers {
     /// All headers in order, as (name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> + '_ {
         self.entries.iter().map(|e| (&e.name, self.value(&e.value)))
+    }
+
+    /// Bytes the headers take when written, give or take: for a parsed message the size of what was received
+    /// (one pass less over the headers when serializing); for a built one, counted.
+    pub(crate) fn size_hint(&self) -> usize {
+        if self.buf.is_empty() {
+            self.iter().map(|(n, v)| n.as_bytes().len() + v.len() + 4).sum()
+        } else {
+            // Compact names grow when written in long form; edits add what they add.
+            self.buf.len()
+                + 128
+                + self.entries.iter().map(|e| if let Value::Own(b) = &e.value { b.len() } else { 0 }).sum::<usize>()
+        }
     }
 
     /// Number of header entries (list elements split at parse time count separately).

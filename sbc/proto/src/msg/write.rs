@@ -20,7 +20,7 @@ fn write_headers(headers: &Headers, body: &Bytes, out: &mut BytesMut) {
 }
 
 fn estimate(headers: &Headers, body: &Bytes) -> usize {
-    headers.iter().map(|(n, v)| n.as_bytes().len() + v.len() + 4).sum::<usize>() + body.len() + 64
+    headers.size_hint() + body.len() + 64
 }
 
 impl Request {
