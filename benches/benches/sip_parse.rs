@@ -8,9 +8,14 @@
 //! - `parts/{INVITE,200OK}`: pieces of sbc-proto's path (accessors, serialize, clone) on an already parsed message.
 //!
 //! `make bench` runs it; `benches/compare.sh` runs it several times and prints the median ratios.
+//!
+//! `--paired` (instead of criterion): ours and the reference alternate in short batches, hundreds of times, and
+//! the ratio is taken per pair of batches. On a small shared VM whose speed drifts by tens of percent from one
+//! second to the next, only batches measured side by side compare; criterion measures one function for seconds,
+//! then the other.
 
 use bytes::Bytes;
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{black_box, criterion_group, Criterion, Throughput};
 
 const INVITE: &str = "INVITE sip:+493012345678@198.18.2.10:5060;user=phone SIP/2.0\r\n\
 Via: SIP/2.0/UDP 198.18.1.10:5060;branch=z9hG4bK-524287-1---a8b2c3d4e5f60718;rport\r\n\
@@ -192,4 +197,62 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// Batches of `BATCH` calls, alternating ours and the reference (and which goes first), `ROUNDS` times.
+fn paired() {
+    const BATCH: u32 = 200;
+    const ROUNDS: usize = 400;
+    println!("{:28} {:>13} {:>17} {:>26}", "group", "sbc-proto µs", "ezk-sip-types µs", "ratio (median of pairs)");
+    for (name, head) in [("INVITE", INVITE), ("200OK", OK200)] {
+        let buf = message(head);
+        let time = |f: &dyn Fn()| {
+            let t = std::time::Instant::now();
+            for _ in 0..BATCH {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / f64::from(BATCH)
+        };
+        let ours_f = || {
+            black_box(ours(black_box(&buf)));
+        };
+        let ref_f = || {
+            black_box(ezk::parse_serialize(black_box(&buf)));
+        };
+        for _ in 0..20 {
+            time(&ours_f);
+            time(&ref_f);
+        }
+        let (mut o, mut r, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (a, b) = if round % 2 == 0 {
+                let a = time(&ours_f);
+                (a, time(&ref_f))
+            } else {
+                let b = time(&ref_f);
+                (time(&ours_f), b)
+            };
+            o.push(a);
+            r.push(b);
+            ratios.push(b / a);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "{:28} {:13.2} {:17.2} {:25.2}x",
+            format!("parse+serialize/{name}"),
+            median(&mut o),
+            median(&mut r),
+            median(&mut ratios)
+        );
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--paired") {
+        return paired();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
