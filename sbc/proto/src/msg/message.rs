@@ -121,7 +121,13 @@ impl Headers {
 
     /// CSeq (§20.16).
     pub fn cseq(&self) -> Result<CSeq, HeaderError> {
-        CSeq::parse(&single(self, &HeaderName::CSeq)?).map_err(malformed(&HeaderName::CSeq))
+        // Borrowed first: a known method needs no view of the buffer (a reference count up and down).
+        let v = self.get(&HeaderName::CSeq).ok_or(HeaderError::Missing("CSeq"))?;
+        let (seq, method) = super::values::lex_cseq(v).map_err(malformed(&HeaderName::CSeq))?;
+        match Method::known(&v[method.clone()]) {
+            Some(m) => Ok(CSeq { seq, method: m }),
+            None => CSeq::parse(&single(self, &HeaderName::CSeq)?).map_err(malformed(&HeaderName::CSeq)),
+        }
     }
 
     /// From (§20.20).
@@ -189,6 +195,12 @@ impl Headers {
 
     /// Content-Type (§20.15), if present.
     pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
+        let Some(v) = self.get(&HeaderName::ContentType) else { return Ok(None) };
+        // `application/sdp` is on nearly every message with a body: answered without views of the buffer (and
+        // byte for byte what parsing it would give).
+        if v == b"application/sdp" {
+            return Ok(Some(MediaType::sdp()));
+        }
         self.get_bytes(&HeaderName::ContentType)
             .map(|v| MediaType::parse(&v).map_err(malformed(&HeaderName::ContentType)))
             .transpose()

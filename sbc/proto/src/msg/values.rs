@@ -81,6 +81,15 @@ pub(crate) fn lex_media_type(value: &[u8], sink: &mut dyn FnMut(ParamRanges)) ->
 }
 
 impl MediaType {
+    /// `application/sdp` without parameters.
+    pub fn sdp() -> Self {
+        Self {
+            kind: Bytes::from_static(b"application"),
+            subtype: Bytes::from_static(b"sdp"),
+            params: Params::default(),
+        }
+    }
+
     /// Parses `m-type SLASH m-subtype *(SEMI m-parameter)`.
     pub fn parse(value: &Bytes) -> Result<Self, &'static str> {
         let (kind, subtype, params) = lex_media_type(value, &mut |_| {})?;
