@@ -9,7 +9,7 @@
 //! ladder stops at the first failing step.
 
 use crate::stats::{mean, median, percentile};
-use ::tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A, SBC_B};
+use ::tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A};
 use ::tests::sipp::{Run, Sipp};
 use ::tests::Sbc;
 use anyhow::{bail, Context, Result};
@@ -206,29 +206,8 @@ pub fn pinning_possible() -> bool {
 /// Starts a fresh `sbc` in the topology's SBC namespace (every number routes to carrier b) and pins all its
 /// threads to [`SBC_CORE`].
 fn start_sbc(topo: &Topology, run: u32, pin: bool) -> Result<Sbc> {
-    let config = format!(
-        r#"[sip]
-listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060"]
-
-[api]
-listen = "127.0.0.1:8080"
-
-[log]
-level = "info"
-
-[[trunk]]
-name = "customer-pbx"
-match = {{ source = ["{CALLER}/32"] }}
-
-[[trunk]]
-name = "carrier-b"
-gateways = ["udp:{CARRIER_B}:5060"]
-
-[[route]]
-prefix = ""
-to = [{{ trunk = "carrier-b", priority = 1 }}]
-"#
-    );
+    // Every number to carrier b only: the bench measures one carrier, and c is where the direct UAC sits.
+    let config = ::tests::netns::sbc_config("", "", "", false, None);
     let sbc = Sbc::start_in(
         &topo.ns(Host::Sbc),
         &format!("bench-cps-run{run}"),

@@ -463,3 +463,42 @@ impl Drop for Process {
 pub fn addr(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(ip, port))
 }
+
+/// The `sbc` configuration for [`Topology::single_sbc`]: listeners on both sides, the API on 127.0.0.1:8080 in
+/// the SBC's namespace, trunk `customer-pbx` (source 198.18.1.10), carriers `carrier-b` and `carrier-c`, and every
+/// number routed to b, then (with `failover_to_c`) to c. `pbx`, `b` and `c` are extra keys for each trunk; `cdr`
+/// is the CDR file, if any.
+pub fn sbc_config(pbx: &str, b: &str, c: &str, failover_to_c: bool, cdr: Option<&Path>) -> String {
+    let route_c = if failover_to_c { r#", { trunk = "carrier-c", priority = 2 }"# } else { "" };
+    let cdr = cdr.map(|p| format!("\n[cdr]\npath = \"{}\"\n", p.display())).unwrap_or_default();
+    format!(
+        r#"[sip]
+listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060"]
+
+[api]
+listen = "127.0.0.1:8080"
+
+[log]
+level = "info"
+
+[[trunk]]
+name = "customer-pbx"
+match = {{ source = ["{CALLER}/32"] }}
+{pbx}
+
+[[trunk]]
+name = "carrier-b"
+gateways = ["udp:{CARRIER_B}:5060"]
+{b}
+
+[[trunk]]
+name = "carrier-c"
+gateways = ["udp:{CARRIER_C}:5060"]
+{c}
+
+[[route]]
+prefix = ""
+to = [{{ trunk = "carrier-b", priority = 1 }}{route_c}]
+{cdr}"#
+    )
+}

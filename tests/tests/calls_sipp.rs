@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A, SBC_B};
+use tests::netns::{addr, sbc_config, Host, Topology, CALLER, SBC_A};
 use tests::sipp::{Run, Running, Sipp};
 use tests::Sbc;
 
@@ -20,40 +20,7 @@ struct Rig {
 fn rig(name: &str, pbx: &str, b: &str, c: &str) -> Rig {
     let topo = Topology::single_sbc().expect("topology");
     let cdr = topo.dir().join("cdr.jsonl");
-    let config = format!(
-        r#"[sip]
-listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060"]
-
-[api]
-listen = "127.0.0.1:8080"
-
-[log]
-level = "info"
-
-[[trunk]]
-name = "customer-pbx"
-match = {{ source = ["{CALLER}/32"] }}
-{pbx}
-
-[[trunk]]
-name = "carrier-b"
-gateways = ["udp:{CARRIER_B}:5060"]
-{b}
-
-[[trunk]]
-name = "carrier-c"
-gateways = ["udp:{CARRIER_C}:5060"]
-{c}
-
-[[route]]
-prefix = ""
-to = [{{ trunk = "carrier-b", priority = 1 }}, {{ trunk = "carrier-c", priority = 2 }}]
-
-[cdr]
-path = "{}"
-"#,
-        cdr.display()
-    );
+    let config = sbc_config(pbx, b, c, true, Some(&cdr));
     let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, 5060), addr([127, 0, 0, 1].into(), 8080))
         .expect("sbc starts");
     Rig { topo, sbc, cdr }

@@ -7,8 +7,9 @@ use crate::msg::{HeaderName, Method, Request, Response, Uri};
 use crate::transport::Peer;
 use bytes::Bytes;
 
-/// Headers never copied by an allowlist: the B2BUA writes these itself, per leg.
-const OWN: &[&str] = &[
+/// Headers the B2BUA writes itself for each leg (or carries by its own rules: the body's type, session timers),
+/// and credentials, which belong to one hop. A trunk's `pass_headers` may never name these (lower case).
+pub const BUILT_HEADERS: &[&str] = &[
     "via",
     "from",
     "to",
@@ -19,7 +20,11 @@ const OWN: &[&str] = &[
     "record-route",
     "max-forwards",
     "content-length",
-    // Credentials and challenges belong to one hop: never relayed.
+    "content-type",
+    "session-expires",
+    "min-se",
+    "supported",
+    "require",
     "authorization",
     "proxy-authorization",
     "www-authenticate",
@@ -33,10 +38,15 @@ pub(super) fn carry_body_and_allowed(
     pass: &[String],
     dst: &mut crate::msg::Headers,
 ) {
-    for (name, value) in src_headers.iter() {
-        let lower = String::from_utf8_lossy(name.as_bytes()).to_ascii_lowercase();
-        if pass.contains(&lower) && !OWN.contains(&lower.as_str()) {
-            dst.push(name.clone(), Bytes::copy_from_slice(value));
+    // Most trunks pass nothing: then no header is even looked at. Names compare without allocating (this runs
+    // for every relayed message).
+    if !pass.is_empty() {
+        let named = |list: &[&str], n: &[u8]| list.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(n));
+        for (name, value) in src_headers.iter() {
+            let n = name.as_bytes();
+            if pass.iter().any(|p| p.as_bytes().eq_ignore_ascii_case(n)) && !named(BUILT_HEADERS, n) {
+                dst.push(name.clone(), Bytes::copy_from_slice(value));
+            }
         }
     }
     // Session timers (RFC 4028) pass through: the interval, its floor, and the `timer` option tag. Other option

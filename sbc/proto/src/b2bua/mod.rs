@@ -14,7 +14,7 @@
 mod build;
 mod limits;
 
-pub use build::pick_local;
+pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
 
 use crate::cdr::{Cdr, CdrAttempt};
@@ -779,26 +779,7 @@ impl Calls {
         if call.state != State::Routing {
             return;
         }
-        call.release = Some(("cancel", "a", 487));
-        call.ended.get_or_insert(ctx.now);
-        let r = build::response_to(
-            &call.a_invite,
-            487,
-            Bytes::from_static(b"Request Terminated"),
-            &call.a,
-            None,
-            &[],
-            ctx.server,
-        );
-        ctx.respond(&call.a_invite_key, r);
-        call.state = State::Ending;
-        match call.b.as_mut() {
-            Some(b) => {
-                b.cancel_wanted = true;
-                self.maybe_cancel_b(ctx, id);
-            }
-            None => self.finish(ctx, id),
-        }
+        self.abort_setup(ctx, id, 487, "Request Terminated", ("cancel", "a"));
     }
 
     /// An in-dialog request on server transaction `key`.
@@ -973,28 +954,43 @@ impl Calls {
                         continue;
                     }
                     // Too long without an answer: cancel the carrier and answer the caller.
-                    call.release = Some(("post_dial_timeout", "sbc", 408));
-                    call.ended.get_or_insert(ctx.now);
-                    let r = build::response_to(
-                        &call.a_invite,
-                        408,
-                        Bytes::from_static(b"Request Timeout"),
-                        &call.a,
-                        None,
-                        &[],
-                        ctx.server,
-                    );
-                    ctx.respond(&call.a_invite_key, r);
-                    call.state = State::Ending;
-                    match call.b.as_mut() {
-                        Some(b) => {
-                            b.cancel_wanted = true;
-                            self.maybe_cancel_b(ctx, id);
-                        }
-                        None => self.finish(ctx, id),
-                    }
+                    self.abort_setup(ctx, id, 408, "Request Timeout", ("post_dial_timeout", "sbc"));
                 }
             }
+        }
+    }
+
+    /// Ends a call still being set up: the final `status` to A now, a CANCEL to the carrier being tried (sent
+    /// once it has answered provisionally); the call ends when that carrier's INVITE does.
+    fn abort_setup(
+        &mut self,
+        ctx: &mut Ctx,
+        id: CallRef,
+        status: u16,
+        reason: &'static str,
+        (cause, by): (&'static str, &'static str),
+    ) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.release = Some((cause, by, status));
+        call.ended.get_or_insert(ctx.now);
+        let r = build::response_to(
+            &call.a_invite,
+            status,
+            Bytes::from_static(reason.as_bytes()),
+            &call.a,
+            None,
+            &[],
+            ctx.server,
+        );
+        ctx.respond(&call.a_invite_key, r);
+        ctx.observe(Observation::CallRejected { status });
+        call.state = State::Ending;
+        match call.b.as_mut() {
+            Some(b) => {
+                b.cancel_wanted = true;
+                self.maybe_cancel_b(ctx, id);
+            }
+            None => self.finish(ctx, id),
         }
     }
 
@@ -1056,7 +1052,9 @@ impl Calls {
         let Some(call) = self.calls.remove(&id) else { return };
         self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         self.by_invite.remove(&call.a_invite_key);
-        self.by_client.retain(|_, (c, _)| *c != id);
+        // Client transactions still open for this call stay in `by_client` until they end (final response or
+        // timer B/F, at most 32 s): their events then find no call and do nothing. Call numbers are never reused,
+        // so they cannot reach another call, and no scan of every transaction is needed per call.
         self.counters[call.a_trunk.0 as usize].end();
         let mut b_call_id = None;
         let mut trunk_out = None;
@@ -1113,14 +1111,8 @@ impl Calls {
         for id in ids {
             let Some(call) = self.calls.get_mut(&id) else { continue };
             match call.state {
-                State::Routing => {
-                    call.release = Some(("shutdown", "sbc", 503));
-                    if let Some(b) = call.b.as_mut() {
-                        b.cancel_wanted = true;
-                    }
-                    self.maybe_cancel_b(ctx, id);
-                    self.fail_a(ctx, id, 503, "Service Unavailable", "sbc");
-                }
+                // The carrier gets its CANCEL (and an ACK + BYE should its 200 cross it) within the grace time.
+                State::Routing => self.abort_setup(ctx, id, 503, "Service Unavailable", ("shutdown", "sbc")),
                 State::Confirmed => {
                     call.release = Some(("shutdown", "sbc", 200));
                     self.end_call(ctx, id, None);

@@ -3,9 +3,7 @@
 use crate::cdr::Cdr;
 use crate::endpoint::{Config, Endpoint, Output};
 use crate::msg::{parse_datagram, HeaderName, Message, Method, Request, Response};
-use crate::routing::{
-    Candidate, FailoverTriggers, Gateway, Limits, Plan, PrefixTable, SourceMatch, Trunk, TrunkId, UnknownSource,
-};
+use crate::routing::{Candidate, Gateway, Limits, Plan, PrefixTable, SourceMatch, Trunk, TrunkId, UnknownSource};
 use crate::transport::{Peer, Transport};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -24,21 +22,9 @@ fn addr(s: &str) -> SocketAddr {
 
 fn trunk(name: &str, source: Option<&str>, gateway: Option<&str>) -> Trunk {
     Trunk {
-        name: name.into(),
         sources: source.map(|s| SourceMatch { net: s.parse().expect("net"), port: None }).into_iter().collect(),
         gateways: gateway.map(|g| Gateway { transport: Transport::Udp, addr: addr(g) }).into_iter().collect(),
-        failover: FailoverTriggers::default(),
-        limits: Limits::default(),
-        probe: None,
-        auth: None,
-        inbound_auth: None,
-        pass_headers: vec![],
-        follow_redirects: false,
-        disabled: false,
-        numbers_in: Default::default(),
-        numbers_out: Default::default(),
-        identity_in: Default::default(),
-        identity_out: Default::default(),
+        ..Trunk::new(name)
     }
 }
 
@@ -619,4 +605,16 @@ fn customer_trunk_with_inbound_auth_is_challenged_then_admitted() {
         invite_from_a("call-23").replace("CSeq: 1 INVITE", &format!("CSeq: 1 INVITE\r\nProxy-Authorization: {auth}"));
     let sent = w.send(A, SBC_A, bad);
     response(&sent, A, 407);
+}
+
+#[test]
+fn pass_headers_carry_only_the_allowlisted_headers_and_never_built_ones() {
+    let mut w = world_tweaked(|t| t[1].pass_headers = vec!["x-account".into(), "via".into(), "call-id".into()]);
+    let invite = invite_from_a("call-24").replace("X-Internal:", "X-Account: 42\r\nX-Internal:");
+    let sent = w.send(A, SBC_A, invite);
+    let inv_b = request(&sent, B, Method::Invite);
+    assert_eq!(inv_b.headers.get(&HeaderName::Other(Bytes::from_static(b"x-account"))), Some(&b"42"[..]));
+    assert!(inv_b.headers.get(&HeaderName::Other(Bytes::from_static(b"X-Internal"))).is_none());
+    assert_eq!(inv_b.headers.count(&HeaderName::Via), 1, "our Via only, whatever the allowlist says");
+    assert_ne!(inv_b.headers.get(&HeaderName::CallId), Some(&b"call-24"[..]));
 }

@@ -52,6 +52,30 @@ pub struct Trunk {
     pub identity_out: IdentityOut,
 }
 
+impl Trunk {
+    /// A trunk called `name` with every setting at its default: no sources, no gateways, default failover codes,
+    /// no limits, no probes, no credentials, nothing passed through, no number rules, untrusted.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            sources: Vec::new(),
+            gateways: Vec::new(),
+            failover: FailoverTriggers::default(),
+            limits: Limits::default(),
+            probe: None,
+            auth: None,
+            inbound_auth: None,
+            pass_headers: Vec::new(),
+            follow_redirects: false,
+            disabled: false,
+            numbers_in: NumberRules::default(),
+            numbers_out: NumberRules::default(),
+            identity_in: IdentityIn::default(),
+            identity_out: IdentityOut::default(),
+        }
+    }
+}
+
 /// A source address or network, optionally with a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceMatch {
@@ -200,29 +224,14 @@ mod tests {
     use crate::routing::PrefixTableBuilder;
 
     fn trunk(name: &str, sources: &[&str]) -> Trunk {
-        Trunk {
-            name: name.into(),
-            sources: sources
-                .iter()
-                .map(|s| match s.split_once(' ') {
-                    Some((net, port)) => SourceMatch { net: net.parse().unwrap(), port: Some(port.parse().unwrap()) },
-                    None => SourceMatch { net: s.parse().unwrap(), port: None },
-                })
-                .collect(),
-            gateways: vec![],
-            failover: FailoverTriggers::default(),
-            limits: Limits::default(),
-            probe: None,
-            auth: None,
-            inbound_auth: None,
-            pass_headers: vec![],
-            follow_redirects: false,
-            disabled: false,
-            numbers_in: NumberRules::default(),
-            numbers_out: NumberRules::default(),
-            identity_in: IdentityIn::default(),
-            identity_out: IdentityOut::default(),
-        }
+        let sources = sources
+            .iter()
+            .map(|s| match s.split_once(' ') {
+                Some((net, port)) => SourceMatch { net: net.parse().unwrap(), port: Some(port.parse().unwrap()) },
+                None => SourceMatch { net: s.parse().unwrap(), port: None },
+            })
+            .collect();
+        Trunk { sources, ..Trunk::new(name) }
     }
 
     #[test]

@@ -16,22 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use toml::Spanned;
 
-/// Headers the B2BUA builds for each leg itself; copying them from the other leg would break the call or leak its
-/// topology, so `pass_headers` refuses them.
-const BUILT_HEADERS: [&str; 12] = [
-    "via",
-    "from",
-    "to",
-    "call-id",
-    "cseq",
-    "contact",
-    "route",
-    "record-route",
-    "max-forwards",
-    "content-length",
-    "content-type",
-    "authorization",
-];
+// Headers the B2BUA builds for each leg itself (the one list lives next to the code that builds them): copying
+// them from the other leg would break the call or leak its topology, so `pass_headers` refuses them.
+use sbc_proto::b2bua::BUILT_HEADERS;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
