@@ -1,4 +1,17 @@
-//! Sans-IO media relay core.
+//! Sans-IO media relay core: what the relay decides, with no socket, timer or clock of its own (see DESIGN.md,
+//! "Principles"). Time comes in as arguments, packets as byte slices, decisions go out as values.
 //!
-//! Sessions, the port pool, SDP rewriting, latching and kernelize decisions land here with the media issue; this
-//! crate owns no socket, timer or clock (see DESIGN.md, "Principles").
+//! - [`ports`]: the pool of relay ports per interface (even RTP, odd RTCP, quarantine before reuse).
+//! - [`sdp`]: reading the media lines of an offer or answer, and rewriting it to the relay's addresses.
+//! - [`session`]: a call's media: both legs, their streams and relay endpoints; offer/answer in, data-plane
+//!   commands out.
+//! - [`flow`]: one relay endpoint in the data plane: latching, the strict source check, forward or drop.
+//! - [`stats`]: RTP/RTCP counters, per-SSRC loss and interarrival jitter (RFC 3550 A.3, A.8).
+//! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
+
+pub mod control;
+pub mod flow;
+pub mod ports;
+pub mod sdp;
+pub mod session;
+pub mod stats;
