@@ -1,3 +1,11 @@
-//! Media relay daemon: drives `relay-proto` with sockets and the XDP program.
+//! The media relay daemon: drives `relay-proto`'s data plane ([`relay_proto::flow::Table`]) with real sockets.
 //!
-//! Lands with the media and XDP issues; `sbc` will embed it in-process by default.
+//! - [`relay`]: the forwarding thread: one UDP socket per relay endpoint, batched receive (recvmmsg, GRO) and
+//!   send (GSO when a batch goes to one peer), the idle check, counters.
+//! - [`control`]: the control socket of a standalone relay: the same [`relay_proto::control`] commands and
+//!   events as JSON lines over TCP.
+//!
+//! `sbc` runs [`relay::Relay`] in-process by default; `media-relay` is the same relay as its own program.
+
+pub mod control;
+pub mod relay;

@@ -1,1 +1,174 @@
-//! Lands with the media issue.
+//! The commands and events between the signalling side (which owns sessions and decides) and the relay's data
+//! plane (which owns sockets and moves packets). The embedded relay gets them as values over a channel; a
+//! standalone `media-relay` gets the same values as JSON lines on its control socket.
+//!
+//! The signalling side allocates ports and writes SDP itself ([`crate::session`]), so a slow or dead remote relay
+//! never holds up a call's signalling: commands are fire-and-forget, and liveness is tracked with [`Command::Ping`].
+
+use crate::stats::FlowSummary;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// A call's media session, by the signalling side's number for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+/// Which leg of a call: A is the side the call came from, B the carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Leg {
+    /// The calling side.
+    A,
+    /// The called side (the carrier now tried).
+    B,
+}
+
+impl Leg {
+    /// The other leg.
+    pub fn other(self) -> Self {
+        match self {
+            Self::A => Self::B,
+            Self::B => Self::A,
+        }
+    }
+
+    /// 0 for A, 1 for B: an index into per-leg arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Self::A => 0,
+            Self::B => 1,
+        }
+    }
+}
+
+/// One relay socket and what to do with what arrives on it.
+///
+/// Packets arriving on `local` come from this leg's peer; they leave through `partner` (the socket of the same
+/// stream on the other leg) towards the peer latched there, or the address that leg's SDP gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// The call.
+    pub session: SessionId,
+    /// The leg this socket faces.
+    pub leg: Leg,
+    /// Index of the m= line.
+    pub stream: u16,
+    /// Whether this is the RTCP socket (RTP+1) of the stream.
+    pub rtcp: bool,
+    /// The relay's socket: an interface address and a port from the pool.
+    pub local: SocketAddr,
+    /// The socket on the other leg through which packets arriving here leave.
+    pub partner: SocketAddr,
+    /// Where this leg's peer said it receives (its SDP); `None` before its SDP is known, or on hold (0.0.0.0).
+    /// Confirmed or corrected by the peer's first packets (latching).
+    pub peer: Option<SocketAddr>,
+    /// Once latched, drop packets from any other source (no RTP injection or hijack).
+    pub strict: bool,
+    /// RTP clock rates by payload type from this peer's SDP, for jitter.
+    pub clock_rates: Vec<(u8, u32)>,
+}
+
+/// From the signalling side to the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Open the socket if new, and (re)configure it. A changed `peer` drops the latch.
+    Upsert(EndpointSpec),
+    /// Close every socket of the session; the relay answers with the session's final [`Event::Stats`].
+    Remove {
+        /// The call.
+        session: SessionId,
+    },
+    /// Are you there? Answered with [`Event::Pong`].
+    Ping {
+        /// Echoed back.
+        seq: u64,
+    },
+}
+
+/// Per-leg media figures: what the relay received from that leg's peer and sent to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegStats {
+    /// Received from this leg's peer (RTP and RTCP sockets together).
+    pub received: FlowSummary,
+    /// Packets sent towards this leg's peer.
+    pub sent: u64,
+    /// Packets from a source other than the latched peer, dropped in strict mode.
+    pub dropped_foreign: u64,
+    /// Packets that had nowhere to go yet (the other leg's peer unknown, or on hold).
+    pub dropped_no_target: u64,
+    /// The peer's RTP address as latched from its packets.
+    pub latched: Option<SocketAddr>,
+}
+
+/// A session's media figures, per leg (index with [`Leg::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SessionStats {
+    /// The call.
+    pub session: SessionId,
+    /// Leg A, then leg B.
+    pub legs: [LegStats; 2],
+}
+
+/// From the relay to the signalling side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// No packet arrived on any socket of the session for the relay's `rtp_timeout`: the call should end.
+    Idle {
+        /// The call.
+        session: SessionId,
+    },
+    /// Final figures of a removed session.
+    Stats(SessionStats),
+    /// A socket could not be opened (port taken by another program, address gone); that stream has no media.
+    BindFailed {
+        /// The call.
+        session: SessionId,
+        /// The socket that failed.
+        local: SocketAddr,
+        /// The OS error.
+        error: String,
+    },
+    /// Answer to [`Command::Ping`].
+    Pong {
+        /// The ping's number.
+        seq: u64,
+    },
+}
+
+/// A control message as one JSON line (no newline inside; the caller adds `\n`).
+pub fn encode<T: Serialize>(msg: &T) -> String {
+    serde_json::to_string(msg).expect("control messages always serialize")
+}
+
+/// A control message from one JSON line.
+pub fn decode<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_round_trip_as_json_lines() {
+        let spec = EndpointSpec {
+            session: SessionId(7),
+            leg: Leg::B,
+            stream: 0,
+            rtcp: false,
+            local: "198.18.2.1:30000".parse().unwrap(),
+            partner: "198.18.1.1:30002".parse().unwrap(),
+            peer: Some("198.18.2.10:6000".parse().unwrap()),
+            strict: true,
+            clock_rates: vec![(0, 8000)],
+        };
+        for cmd in [Command::Upsert(spec), Command::Remove { session: SessionId(7) }, Command::Ping { seq: 3 }] {
+            let line = encode(&cmd);
+            assert!(!line.contains('\n'));
+            assert_eq!(decode::<Command>(&line).unwrap(), cmd);
+        }
+        assert!(decode::<Command>(r#"{"cmd":"explode"}"#).is_err());
+    }
+}

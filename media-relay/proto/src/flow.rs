@@ -1,1 +1,390 @@
-//! Lands with the media issue.
+//! The relay's data plane, without its sockets: the table of relay endpoints, latching, the strict source check,
+//! forward-or-drop for every packet, per-leg figures and the idle check (`rtp_timeout`).
+//!
+//! The daemon owns one socket per endpoint; for each datagram it calls [`Table::on_packet`] and sends the bytes,
+//! untouched, from the socket and to the address the answer names. Commands from the signalling side come in
+//! through [`Table::apply`], which says which sockets to open and close.
+
+use crate::control::{Command, EndpointSpec, Event, Leg, LegStats, SessionId, SessionStats};
+use crate::stats::FlowStats;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Drop {
+    /// No endpoint on this socket (a packet racing the session's removal).
+    UnknownSocket,
+    /// From a source other than the latched peer, in strict mode.
+    ForeignSource,
+    /// The other leg's peer is not known yet, or is on hold.
+    NoTarget,
+}
+
+impl Drop {
+    /// A metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UnknownSocket => "unknown_socket",
+            Self::ForeignSource => "foreign_source",
+            Self::NoTarget => "no_target",
+        }
+    }
+}
+
+/// Where to send a packet that arrived: out of socket `from`, to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    /// The relay socket to send from (the partner endpoint).
+    pub from: SocketAddr,
+    /// The peer on the other leg.
+    pub to: SocketAddr,
+}
+
+/// What [`Table::apply`] asks of the daemon's sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketChange {
+    /// Bind a UDP socket on this address.
+    Open(SocketAddr),
+    /// Close the socket on this address.
+    Close(SocketAddr),
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    spec: EndpointSpec,
+    /// The peer as its packets showed it; `None` until the first packet (or after its SDP changed).
+    latched: Option<SocketAddr>,
+    stats: FlowStats,
+    sent: u64,
+    dropped_foreign: u64,
+    dropped_no_target: u64,
+}
+
+impl Endpoint {
+    /// Where packets leaving through this socket go: the latched peer, else what its SDP said.
+    fn target(&self) -> Option<SocketAddr> {
+        self.latched.or(self.spec.peer)
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    locals: Vec<SocketAddr>,
+    /// When the session was created or last saw a packet, as of the last idle check.
+    active: Instant,
+    idle_reported: bool,
+}
+
+/// Every relay endpoint, by its socket address.
+#[derive(Debug)]
+pub struct Table {
+    endpoints: HashMap<SocketAddr, Endpoint>,
+    sessions: HashMap<SessionId, Session>,
+    rtp_timeout: Duration,
+}
+
+impl Table {
+    /// An empty table; a session with no packet on any of its sockets for `rtp_timeout` is reported idle.
+    pub fn new(rtp_timeout: Duration) -> Self {
+        Self { endpoints: HashMap::new(), sessions: HashMap::new(), rtp_timeout }
+    }
+
+    /// Applies a command. Socket changes go into `sockets`; events (final stats, pongs) into `events`.
+    pub fn apply(&mut self, now: Instant, cmd: Command, sockets: &mut Vec<SocketChange>, events: &mut Vec<Event>) {
+        match cmd {
+            Command::Upsert(spec) => self.upsert(now, spec, sockets),
+            Command::Remove { session } => {
+                let Some(s) = self.sessions.get(&session) else { return };
+                events.push(Event::Stats(self.session_stats(session)));
+                for local in &s.locals {
+                    self.endpoints.remove(local);
+                    sockets.push(SocketChange::Close(*local));
+                }
+                self.sessions.remove(&session);
+            }
+            Command::Ping { seq } => events.push(Event::Pong { seq }),
+        }
+    }
+
+    fn upsert(&mut self, now: Instant, spec: EndpointSpec, sockets: &mut Vec<SocketChange>) {
+        let session = self.sessions.entry(spec.session).or_insert_with(|| Session {
+            locals: Vec::new(),
+            active: now,
+            idle_reported: false,
+        });
+        match self.endpoints.get_mut(&spec.local) {
+            Some(e) => {
+                // A new address from the peer's SDP (re-INVITE): what was latched belonged to the old one.
+                if e.spec.peer != spec.peer {
+                    e.latched = None;
+                }
+                e.spec = spec;
+            }
+            None => {
+                session.locals.push(spec.local);
+                sockets.push(SocketChange::Open(spec.local));
+                self.endpoints.insert(
+                    spec.local,
+                    Endpoint {
+                        spec,
+                        latched: None,
+                        stats: FlowStats::default(),
+                        sent: 0,
+                        dropped_foreign: 0,
+                        dropped_no_target: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    /// One datagram arrived on socket `local` from `src`: where to send it, or why not.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        src: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<Forward, Drop> {
+        let Some(e) = self.endpoints.get_mut(&local) else { return Err(Drop::UnknownSocket) };
+        match e.latched {
+            Some(l) if l == src => {}
+            Some(_) if e.spec.strict => {
+                e.dropped_foreign += 1;
+                return Err(Drop::ForeignSource);
+            }
+            // The first packet confirms the SDP's address or corrects it (symmetric RTP through NAT); without
+            // strictness the latch follows the peer.
+            _ => e.latched = Some(src),
+        }
+        let rates = &e.spec.clock_rates;
+        e.stats.on_packet(now, bytes, |pt| rates.iter().find(|(p, _)| *p == pt).map_or(8000, |(_, r)| *r));
+        let partner = e.spec.partner;
+        let Some(p) = self.endpoints.get_mut(&partner) else {
+            return Err(Drop::NoTarget);
+        };
+        match p.target() {
+            Some(to) => {
+                p.sent += 1;
+                Ok(Forward { from: partner, to })
+            }
+            None => {
+                if let Some(e) = self.endpoints.get_mut(&local) {
+                    e.dropped_no_target += 1;
+                }
+                Err(Drop::NoTarget)
+            }
+        }
+    }
+
+    /// A socket of `session` could not be opened: forget the endpoint and tell the signalling side.
+    pub fn bind_failed(&mut self, local: SocketAddr, error: String) -> Option<Event> {
+        let e = self.endpoints.remove(&local)?;
+        if let Some(s) = self.sessions.get_mut(&e.spec.session) {
+            s.locals.retain(|l| *l != local);
+        }
+        Some(Event::BindFailed { session: e.spec.session, local, error })
+    }
+
+    /// Sessions idle for `rtp_timeout` as of `now`, each reported once. Call it every second or so.
+    pub fn poll_idle(&mut self, now: Instant, events: &mut Vec<Event>) {
+        for (id, s) in &mut self.sessions {
+            let last = s.locals.iter().filter_map(|l| self.endpoints.get(l)?.stats.last_packet()).max();
+            if let Some(last) = last {
+                s.active = s.active.max(last);
+            }
+            if !s.idle_reported && now.saturating_duration_since(s.active) >= self.rtp_timeout {
+                s.idle_reported = true;
+                events.push(Event::Idle { session: *id });
+            }
+        }
+    }
+
+    /// The figures of `session` so far.
+    pub fn session_stats(&self, session: SessionId) -> SessionStats {
+        let mut legs = [LegStats::default(); 2];
+        if let Some(s) = self.sessions.get(&session) {
+            for e in s.locals.iter().filter_map(|l| self.endpoints.get(l)) {
+                let leg = &mut legs[e.spec.leg.index()];
+                leg.received.merge(&e.stats.summary());
+                leg.sent += e.sent;
+                leg.dropped_foreign += e.dropped_foreign;
+                leg.dropped_no_target += e.dropped_no_target;
+                if !e.spec.rtcp && e.spec.stream == 0 {
+                    leg.latched = e.latched;
+                }
+            }
+        }
+        SessionStats { session, legs }
+    }
+
+    /// How many sessions and endpoints the table holds.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sessions.len(), self.endpoints.len())
+    }
+
+    /// The sessions in the table.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions.keys().copied()
+    }
+
+    /// The leg an endpoint faces, if it exists.
+    pub fn leg_of(&self, local: SocketAddr) -> Option<Leg> {
+        self.endpoints.get(&local).map(|e| e.spec.leg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn spec(leg: Leg, local: &str, partner: &str, peer: Option<&str>, strict: bool) -> EndpointSpec {
+        EndpointSpec {
+            session: SessionId(1),
+            leg,
+            stream: 0,
+            rtcp: false,
+            local: sa(local),
+            partner: sa(partner),
+            peer: peer.map(sa),
+            strict,
+            clock_rates: vec![(0, 8000)],
+        }
+    }
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&[0xd5; 160]);
+        p
+    }
+
+    const A_SOCK: &str = "198.18.1.1:30000";
+    const B_SOCK: &str = "198.18.2.1:30000";
+
+    fn call(strict: bool) -> (Table, Instant) {
+        let now = Instant::now();
+        let mut t = Table::new(Duration::from_secs(10));
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        t.apply(
+            now,
+            Command::Upsert(spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:6000"), strict)),
+            &mut socks,
+            &mut ev,
+        );
+        t.apply(
+            now,
+            Command::Upsert(spec(Leg::B, B_SOCK, A_SOCK, Some("198.18.2.10:6000"), strict)),
+            &mut socks,
+            &mut ev,
+        );
+        assert_eq!(socks, vec![SocketChange::Open(sa(A_SOCK)), SocketChange::Open(sa(B_SOCK))]);
+        (t, now)
+    }
+
+    #[test]
+    fn packets_cross_to_the_other_legs_peer_from_the_partner_socket() {
+        let (mut t, now) = call(true);
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        assert_eq!(f, Forward { from: sa(B_SOCK), to: sa("198.18.2.10:6000") });
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(9)).unwrap();
+        assert_eq!(back, Forward { from: sa(A_SOCK), to: sa("198.18.1.10:6000") });
+        let st = t.session_stats(SessionId(1));
+        assert_eq!((st.legs[0].received.packets, st.legs[0].sent), (1, 1));
+        assert_eq!((st.legs[1].received.packets, st.legs[1].sent), (1, 1));
+    }
+
+    #[test]
+    fn nat_peer_is_latched_to_where_its_packets_come_from() {
+        let (mut t, now) = call(true);
+        // A's SDP said :6000, its packets come from the NAT's :41234; B's media must go back there.
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(1)).unwrap();
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1)).unwrap();
+        assert_eq!(back.to, sa("198.18.1.10:41234"));
+        assert_eq!(t.session_stats(SessionId(1)).legs[0].latched, Some(sa("198.18.1.10:41234")));
+    }
+
+    #[test]
+    fn strict_mode_drops_a_third_host_after_latching() {
+        let (mut t, now) = call(true);
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        for i in 0..5 {
+            assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.66:6000"), &rtp(i)), Err(Drop::ForeignSource));
+        }
+        assert_eq!(t.session_stats(SessionId(1)).legs[0].dropped_foreign, 5);
+        assert_eq!(t.session_stats(SessionId(1)).legs[1].sent, 1);
+    }
+
+    #[test]
+    fn without_strictness_the_latch_follows_the_peer() {
+        let (mut t, now) = call(false);
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:7000"), &rtp(2)).unwrap();
+        assert_eq!(t.session_stats(SessionId(1)).legs[0].latched, Some(sa("198.18.1.10:7000")));
+    }
+
+    #[test]
+    fn a_new_peer_address_by_reinvite_drops_the_latch() {
+        let (mut t, now) = call(true);
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        t.apply(
+            now,
+            Command::Upsert(spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:7000"), true)),
+            &mut socks,
+            &mut ev,
+        );
+        assert!(socks.is_empty(), "an existing socket is reconfigured, not reopened");
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:7000"), &rtp(2)).unwrap();
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1)).unwrap();
+        assert_eq!(back.to, sa("198.18.1.10:7000"));
+    }
+
+    #[test]
+    fn unknown_other_peer_means_no_target() {
+        let now = Instant::now();
+        let mut t = Table::new(Duration::from_secs(10));
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        t.apply(
+            now,
+            Command::Upsert(spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:6000"), true)),
+            &mut socks,
+            &mut ev,
+        );
+        t.apply(now, Command::Upsert(spec(Leg::B, B_SOCK, A_SOCK, None, true)), &mut socks, &mut ev);
+        assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)), Err(Drop::NoTarget));
+        assert_eq!(t.on_packet(now, sa("198.18.9.9:1"), sa("198.18.1.10:6000"), &rtp(1)), Err(Drop::UnknownSocket));
+        assert_eq!(t.session_stats(SessionId(1)).legs[0].dropped_no_target, 1);
+    }
+
+    #[test]
+    fn idle_session_is_reported_once_after_the_timeout() {
+        let (mut t, now) = call(true);
+        let mut ev = Vec::new();
+        t.on_packet(now + Duration::from_secs(5), sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.poll_idle(now + Duration::from_secs(14), &mut ev);
+        assert!(ev.is_empty(), "a packet at 5 s keeps it alive until 15 s");
+        t.poll_idle(now + Duration::from_secs(15), &mut ev);
+        t.poll_idle(now + Duration::from_secs(16), &mut ev);
+        assert_eq!(ev, vec![Event::Idle { session: SessionId(1) }]);
+    }
+
+    #[test]
+    fn removal_closes_every_socket_and_reports_final_stats() {
+        let (mut t, now) = call(true);
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        t.apply(now, Command::Remove { session: SessionId(1) }, &mut socks, &mut ev);
+        assert_eq!(socks.len(), 2);
+        assert!(matches!(&ev[..], [Event::Stats(s)] if s.legs[0].received.packets == 1));
+        assert_eq!(t.counts(), (0, 0));
+    }
+}

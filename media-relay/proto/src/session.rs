@@ -1,1 +1,349 @@
-//! Lands with the media issue.
+//! A call's media as the signalling side sees it: both legs, a stream per m= line, the relay ports of each leg
+//! on that leg's interface, and each peer's addresses from its SDP.
+//!
+//! Every SDP that crosses the B2BUA goes through [`Sessions::rewrite`], offer or answer alike: the peer's
+//! addresses are recorded for its leg, ports are allocated for both legs on first sight of a stream, and the SDP
+//! comes back carrying only the relay's address and ports on the other leg. The data plane learns the result as
+//! [`Command`]s, drained with [`Sessions::poll_command`].
+
+use crate::control::{Command, EndpointSpec, Leg, SessionId};
+use crate::ports::{PortPool, PortRangeError};
+use crate::sdp::{self, Anchor, SdpError};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// A relay interface: where one side's media is anchored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Its name in config and logs (`a`, `b`, `public`).
+    pub name: String,
+    /// The address the relay binds and writes into SDP.
+    pub address: IpAddr,
+}
+
+/// Settings of media anchoring.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Relay interfaces; a leg uses the one whose address is the SIP address facing it, else the first.
+    pub interfaces: Vec<Interface>,
+    /// The port range, shared by every interface (each has its own pool over it).
+    pub first_port: u16,
+    /// Last port of the range (inclusive).
+    pub last_port: u16,
+    /// How long released ports rest before reuse.
+    pub quarantine: Duration,
+    /// Drop packets from anything but the latched peer.
+    pub strict: bool,
+}
+
+/// Why an SDP could not be anchored; the B2BUA maps each to a SIP status (488, 503).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The body is not SDP we can read: answer 488 Not Acceptable Here.
+    #[error("unreadable SDP: {0}")]
+    Sdp(#[from] SdpError),
+    /// The interface's port pool is empty: answer 503 with Retry-After; the operator should widen `media.ports`.
+    #[error("no free media port on interface {0}")]
+    NoPorts(String),
+    /// No interface is configured.
+    #[error("no media interface configured")]
+    NoInterface,
+}
+
+/// A stream's relay port and peer on one leg.
+#[derive(Debug, Clone, Default)]
+struct Side {
+    port: u16,
+    peer_rtp: Option<SocketAddr>,
+    peer_rtcp: Option<SocketAddr>,
+    clock_rates: Vec<(u8, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct LegMedia {
+    iface: Option<usize>,
+    /// Per m= line; `None` for a rejected (port 0) stream.
+    streams: Vec<Option<Side>>,
+}
+
+#[derive(Debug, Default)]
+struct Session {
+    legs: [LegMedia; 2],
+}
+
+/// The media sessions of every call.
+#[derive(Debug)]
+pub struct Sessions {
+    config: MediaConfig,
+    pools: Vec<PortPool>,
+    sessions: HashMap<SessionId, Session>,
+    out: VecDeque<Command>,
+}
+
+impl Sessions {
+    /// Sessions over `config`'s interfaces and port range.
+    pub fn new(config: MediaConfig) -> Result<Self, PortRangeError> {
+        let pools = config
+            .interfaces
+            .iter()
+            .map(|_| PortPool::new(config.first_port, config.last_port, config.quarantine))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { config, pools, sessions: HashMap::new(), out: VecDeque::new() })
+    }
+
+    /// Anchors `sdp`, which came from leg `from` (offer or answer), for sending on the other leg. `sip_local` is our
+    /// SIP address facing each leg (A, B), to put each leg's media on the interface of the same address.
+    pub fn rewrite(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        from: Leg,
+        body: &[u8],
+        sip_local: [IpAddr; 2],
+    ) -> Result<String, MediaError> {
+        if self.config.interfaces.is_empty() {
+            return Err(MediaError::NoInterface);
+        }
+        let fresh = !self.sessions.contains_key(&session);
+        let result = self.anchor(now, session, from, body, sip_local);
+        if result.is_err() && fresh {
+            // Nothing was sent to the relay for a session that failed at its first SDP: only give the ports back.
+            if let Some(s) = self.sessions.remove(&session) {
+                self.release(&s, now);
+            }
+        }
+        result
+    }
+
+    fn anchor(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        from: Leg,
+        body: &[u8],
+        sip_local: [IpAddr; 2],
+    ) -> Result<String, MediaError> {
+        let lines = sdp::parse(body)?;
+        let to = from.other();
+        let s = self.sessions.entry(session).or_default();
+        for leg in [Leg::A, Leg::B] {
+            let l = &mut s.legs[leg.index()];
+            if l.iface.is_none() {
+                let ip = sip_local[leg.index()];
+                l.iface = Some(self.config.interfaces.iter().position(|i| i.address == ip).unwrap_or(0));
+            }
+        }
+        // Ports for both legs of every stream that is not rejected; the peer's addresses on its own leg.
+        for (i, line) in lines.iter().enumerate() {
+            for leg in [Leg::A, Leg::B] {
+                let l = &mut s.legs[leg.index()];
+                if l.streams.len() <= i {
+                    l.streams.resize(i + 1, None);
+                }
+                if line.port != 0 && l.streams[i].is_none() {
+                    let iface = l.iface.unwrap_or(0);
+                    let Some(port) = self.pools[iface].allocate(now) else {
+                        return Err(MediaError::NoPorts(self.config.interfaces[iface].name.clone()));
+                    };
+                    l.streams[i] = Some(Side { port, ..Side::default() });
+                }
+            }
+            if let Some(side) = s.legs[from.index()].streams[i].as_mut() {
+                let held = line.hold_address || line.port == 0;
+                // 0.0.0.0 is hold (RFC 2543) or, with ICE, "no address yet": either way nowhere to send.
+                side.peer_rtp = match line.address {
+                    Some(ip) if !held && !ip.is_unspecified() => Some(SocketAddr::new(ip, line.port)),
+                    _ => None,
+                };
+                side.peer_rtcp = match line.rtcp_address.or(line.address) {
+                    Some(ip) if !held && !ip.is_unspecified() => Some(SocketAddr::new(ip, line.rtcp_port)),
+                    _ => None,
+                };
+                side.clock_rates.clone_from(&line.clock_rates);
+            }
+        }
+        let to_leg = &s.legs[to.index()];
+        let address = self.config.interfaces[to_leg.iface.unwrap_or(0)].address;
+        let anchors: Vec<Option<Anchor>> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let side = to_leg.streams.get(i)?.as_ref().filter(|_| line.port != 0)?;
+                Some(Anchor { port: side.port, rtcp_port: side.port + 1 })
+            })
+            .collect();
+        let out = sdp::rewrite(body, address, &anchors, true)?;
+        self.emit(session);
+        Ok(out)
+    }
+
+    /// Upserts every endpoint of `session` (idempotent on the relay's side; a changed peer drops its latch).
+    fn emit(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.get(&session) else { return };
+        let addr = |leg: Leg| self.config.interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
+        for leg in [Leg::A, Leg::B] {
+            let other = leg.other();
+            let mine = &s.legs[leg.index()];
+            for (i, side) in mine.streams.iter().enumerate() {
+                let (Some(side), Some(Some(theirs))) = (side, s.legs[other.index()].streams.get(i)) else { continue };
+                for rtcp in [false, true] {
+                    let off = u16::from(rtcp);
+                    self.out.push_back(Command::Upsert(EndpointSpec {
+                        session,
+                        leg,
+                        stream: u16::try_from(i).unwrap_or(u16::MAX),
+                        rtcp,
+                        local: SocketAddr::new(addr(leg), side.port + off),
+                        partner: SocketAddr::new(addr(other), theirs.port + off),
+                        peer: if rtcp { side.peer_rtcp } else { side.peer_rtp },
+                        strict: self.config.strict,
+                        clock_rates: side.clock_rates.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The call ended: its ports go back to the pools (quarantined) and the relay closes its sockets.
+    pub fn remove(&mut self, now: Instant, session: SessionId) {
+        let Some(s) = self.sessions.remove(&session) else { return };
+        self.release(&s, now);
+        self.out.push_back(Command::Remove { session });
+    }
+
+    fn release(&mut self, s: &Session, now: Instant) {
+        for leg in &s.legs {
+            let pool = &mut self.pools[leg.iface.unwrap_or(0)];
+            for side in leg.streams.iter().flatten() {
+                pool.release(side.port, now);
+            }
+        }
+    }
+
+    /// Whether `session` has media.
+    pub fn contains(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// Upserts every endpoint of every session again: for a relay that restarted or reconnected.
+    pub fn replay(&mut self) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.emit(id);
+        }
+    }
+
+    /// The next command for the relay.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// Sessions held, and ports in use over all interfaces.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.sessions.len(), self.pools.iter().map(PortPool::in_use).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=pbx 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+a=candidate:1 1 UDP 2130706431 198.18.1.10 6000 typ host\r\na=sendrecv\r\n";
+    const ANSWER: &str = "v=0\r\no=carrier 5 5 IN IP4 198.18.2.10\r\ns=-\r\nc=IN IP4 198.18.2.10\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn sessions(first: u16, last: u16) -> Sessions {
+        Sessions::new(MediaConfig {
+            interfaces: vec![
+                Interface { name: "a".into(), address: ip("198.18.1.1") },
+                Interface { name: "b".into(), address: ip("198.18.2.1") },
+            ],
+            first_port: first,
+            last_port: last,
+            quarantine: Duration::from_secs(5),
+            strict: true,
+        })
+        .unwrap()
+    }
+
+    const LOCALS: [&str; 2] = ["198.18.1.1", "198.18.2.1"];
+
+    fn locals() -> [IpAddr; 2] {
+        LOCALS.map(ip)
+    }
+
+    fn drain(s: &mut Sessions) -> Vec<EndpointSpec> {
+        std::iter::from_fn(|| s.poll_command())
+            .filter_map(|c| match c {
+                Command::Upsert(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn offer_and_answer_carry_only_the_relays_addresses() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        assert!(!to_b.contains("198.18.1.10"), "{to_b}");
+        assert!(to_b.contains("c=IN IP4 198.18.2.1\r\n") && to_b.contains("m=audio 30000 "), "{to_b}");
+        assert!(!to_b.contains("candidate"), "ICE toward plain RTP is removed: {to_b}");
+        let to_a = s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals()).unwrap();
+        assert!(!to_a.contains("198.18.2.10"), "{to_a}");
+        assert!(to_a.contains("c=IN IP4 198.18.1.1\r\n") && to_a.contains("m=audio 30000 "), "{to_a}");
+        let specs = drain(&mut s);
+        let last_a_rtp = specs.iter().rev().find(|e| e.leg == Leg::A && !e.rtcp).unwrap();
+        assert_eq!(last_a_rtp.local, "198.18.1.1:30000".parse().unwrap());
+        assert_eq!(last_a_rtp.partner, "198.18.2.1:30000".parse().unwrap());
+        assert_eq!(last_a_rtp.peer, Some("198.18.1.10:6000".parse().unwrap()));
+        let last_b_rtcp = specs.iter().rev().find(|e| e.leg == Leg::B && e.rtcp).unwrap();
+        assert_eq!(last_b_rtcp.peer, Some("198.18.2.10:7001".parse().unwrap()));
+        assert_eq!(s.counts(), (1, 2));
+    }
+
+    #[test]
+    fn reoffer_keeps_ports_and_hold_clears_the_peer() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals()).unwrap();
+        drain(&mut s);
+        let hold = OFFER.replace("c=IN IP4 198.18.1.10", "c=IN IP4 0.0.0.0").replace("a=sendrecv", "a=sendonly");
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, hold.as_bytes(), locals()).unwrap();
+        assert!(to_b.contains("m=audio 30000 ") && to_b.contains("a=sendonly"), "{to_b}");
+        let a_rtp = drain(&mut s).into_iter().find(|e| e.leg == Leg::A && !e.rtcp).unwrap();
+        assert_eq!(a_rtp.peer, None, "no media is sent to a peer that holds with 0.0.0.0");
+        assert_eq!(s.counts(), (1, 2), "no new ports for the same stream");
+    }
+
+    #[test]
+    fn exhausted_pool_is_an_error_and_removal_quarantines() {
+        let mut s = sessions(30000, 30003);
+        let now = Instant::now();
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(2), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        assert!(matches!(
+            s.rewrite(now, SessionId(3), Leg::A, OFFER.as_bytes(), locals()),
+            Err(MediaError::NoPorts(_))
+        ));
+        s.remove(now, SessionId(1));
+        assert!(s.rewrite(now, SessionId(4), Leg::A, OFFER.as_bytes(), locals()).is_err(), "quarantined");
+        assert!(s.rewrite(now + Duration::from_secs(5), SessionId(4), Leg::A, OFFER.as_bytes(), locals()).is_ok());
+        assert!(std::iter::from_fn(|| s.poll_command()).any(|c| c == Command::Remove { session: SessionId(1) }));
+    }
+
+    #[test]
+    fn garbage_body_is_an_sdp_error() {
+        let mut s = sessions(30000, 30099);
+        assert!(matches!(s.rewrite(Instant::now(), SessionId(1), Leg::A, b"hello", locals()), Err(MediaError::Sdp(_))));
+    }
+}

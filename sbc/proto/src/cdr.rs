@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 /// One call, both legs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cdr {
     /// Leg A's Call-ID (as the caller sent it).
     pub a_call_id: String,
@@ -38,6 +38,11 @@ pub struct Cdr {
     pub release_cause: &'static str,
     /// Who ended it: `a` (caller), `b` (carrier) or `sbc`.
     pub released_by: &'static str,
+    /// The call's media session at the relay, if its media was anchored: the driver fills in [`Cdr::media`]
+    /// from the relay's final figures for it.
+    pub media_session: Option<relay_proto::control::SessionId>,
+    /// Per-leg media figures (received from and sent to each leg's peer), once the relay reported them.
+    pub media: Option<relay_proto::control::SessionStats>,
 }
 
 impl Cdr {

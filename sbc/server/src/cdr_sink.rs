@@ -176,6 +176,7 @@ pub fn to_json(c: &Cdr, anchor: (SystemTime, Instant)) -> String {
         "status": c.status,
         "release_cause": c.release_cause,
         "released_by": c.released_by,
+        "media": c.media.map(|m| serde_json::json!({ "a": m.legs[0], "b": m.legs[1] })),
     })
     .to_string()
 }
@@ -203,6 +204,8 @@ mod tests {
             status: 200,
             release_cause: "bye",
             released_by: "a",
+            media_session: None,
+            media: None,
         }
     }
 

@@ -4,8 +4,11 @@
 //! shared and needs no locks. The loop sleeps until the next message or the core's next deadline.
 
 use crate::cdr_sink::CdrSink;
+use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
 use crate::transport::{tcp, Inbound, Transport};
+use relay_proto::control::{Event as MediaEvent, SessionId};
+use sbc_proto::cdr::Cdr;
 use sbc_proto::endpoint::{Endpoint, Observation, Output};
 use sbc_proto::transport::Peer;
 use std::collections::HashMap;
@@ -31,6 +34,53 @@ pub struct Records {
     pub cdr: Option<CdrSink>,
     /// Trunk names by [`TrunkId`](sbc_proto::routing::TrunkId).
     pub trunks: Vec<String>,
+    /// The media relay, when media is anchored.
+    pub media: Option<MediaLink>,
+    /// CDRs of calls with media, waiting for the relay's final figures (at most [`MEDIA_STATS_WAIT`]).
+    pub pending: HashMap<SessionId, (Box<Cdr>, Instant)>,
+}
+
+/// How long a CDR waits for its media figures; after that it is written without them, and counted.
+const MEDIA_STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Records {
+    /// Records writing CDRs to `cdr`, naming `trunks`, with the relay `media`.
+    pub fn new(cdr: Option<CdrSink>, trunks: Vec<String>, media: Option<MediaLink>) -> Self {
+        Self { cdr, trunks, media, pending: HashMap::new() }
+    }
+
+    fn write(&mut self, cdr: &Cdr) {
+        tracing::info!(
+            a_call_id = %cdr.a_call_id, trunk_in = %cdr.trunk_in, trunk_out = ?cdr.trunk_out,
+            status = cdr.status, cause = cdr.release_cause, by = cdr.released_by, "call ended"
+        );
+        if let Some(sink) = self.cdr.as_mut() {
+            sink.record(cdr);
+        }
+    }
+
+    /// Writes CDRs whose media figures did not come in time (all of them with `all`).
+    fn expire_pending(&mut self, now: Instant, all: bool) {
+        let due: Vec<SessionId> =
+            self.pending.iter().filter(|(_, (_, at))| all || *at <= now).map(|(s, _)| *s).collect();
+        for s in due {
+            if let Some((cdr, _)) = self.pending.remove(&s) {
+                metrics::counter!("sbc_cdr_media_missing_total").increment(1);
+                self.write(&cdr);
+            }
+        }
+    }
+
+    fn next_pending(&self) -> Option<Instant> {
+        self.pending.values().map(|(_, at)| *at).min()
+    }
+}
+
+async fn media_event(media: &mut Option<MediaLink>) -> LinkEvent {
+    match media.as_mut() {
+        Some(m) => m.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long calls get at shutdown to exchange their BYEs before their records are closed regardless.
@@ -50,13 +100,18 @@ pub async fn run(
     let mut stopping: Option<Instant> = None;
     // Starts what runs on its own (gateway probes).
     endpoint.handle_timeout(Instant::now().into_std());
+    if let Some(m) = &records.media {
+        endpoint.set_media_available(m.initially_up());
+    }
+    let mut media_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         if let Some(since) = stopping {
             if endpoint.calls().is_empty() || since.elapsed() >= SHUTDOWN_GRACE {
                 break;
             }
         }
-        let deadline = endpoint.poll_timeout().map(Instant::from_std);
+        let deadline =
+            [endpoint.poll_timeout().map(Instant::from_std), records.next_pending()].into_iter().flatten().min();
         let grace_end = stopping.map(|s| s + SHUTDOWN_GRACE);
         tokio::select! {
             biased;
@@ -77,12 +132,26 @@ pub async fn run(
                     endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
                 }
             }
-            _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now().into_std()),
+            ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
+            _ = media_tick.tick() => export_relay_counters(&records),
+            _ = sleep_until(deadline) => {
+                endpoint.handle_timeout(Instant::now().into_std());
+                records.expire_pending(Instant::now(), false);
+            }
         }
         flush(&mut endpoint, &sockets, &mut records).await;
     }
     endpoint.abandon_calls(Instant::now().into_std());
     flush(&mut endpoint, &sockets, &mut records).await;
+    // The last calls' media figures: the relay answers a removal at once; wait a little, never long.
+    let until = Instant::now() + MEDIA_STATS_WAIT;
+    while !records.pending.is_empty() && Instant::now() < until {
+        tokio::select! {
+            ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
+            _ = tokio::time::sleep_until(until) => {}
+        }
+    }
+    records.expire_pending(Instant::now(), true);
     if let Some(sink) = records.cdr.take() {
         sink.close();
     }
@@ -100,19 +169,71 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
         match out {
             Output::Transmit { peer, bytes } => transmit(sockets, peer, bytes).await,
             Output::Observe(o) => observe(o, &records.trunks),
-            Output::Cdr(cdr) => {
-                tracing::info!(
-                    a_call_id = %cdr.a_call_id, trunk_in = %cdr.trunk_in, trunk_out = ?cdr.trunk_out,
-                    status = cdr.status, cause = cdr.release_cause, by = cdr.released_by, "call ended"
-                );
-                if let Some(sink) = records.cdr.as_mut() {
-                    sink.record(&cdr);
+            Output::Cdr(cdr) => match cdr.media_session.filter(|_| records.media.is_some()) {
+                Some(session) => {
+                    records.pending.insert(session, (cdr, Instant::now() + MEDIA_STATS_WAIT));
+                }
+                None => records.write(&cdr),
+            },
+            Output::Media(cmd) => {
+                if let Some(m) = &records.media {
+                    m.send(cmd);
                 }
             }
         }
     }
     if let Some(sink) = records.cdr.as_mut().filter(|s| s.spilled() > 0) {
         sink.offer();
+    }
+}
+
+fn on_media(endpoint: &mut Endpoint, records: &mut Records, ev: LinkEvent) {
+    let now = Instant::now();
+    match ev {
+        LinkEvent::Relay(e) if matches!(*e, MediaEvent::Stats(_)) => {
+            let MediaEvent::Stats(stats) = *e else { return };
+            if let Some((mut cdr, _)) = records.pending.remove(&stats.session) {
+                cdr.media = Some(stats);
+                records.write(&cdr);
+            }
+        }
+        LinkEvent::Relay(e) => {
+            let e = *e;
+            if let MediaEvent::BindFailed { local, error, .. } = &e {
+                tracing::warn!(%local, %error, "media socket could not be opened");
+            }
+            if let MediaEvent::Idle { session } = &e {
+                tracing::info!(session = session.0, "no media for rtp_timeout: ending the call");
+            }
+            endpoint.handle_media_event(now.into_std(), &e);
+        }
+        LinkEvent::Up => {
+            metrics::gauge!("sbc_media_relay_up").set(1.0);
+            endpoint.set_media_available(true);
+            endpoint.media_replay();
+        }
+        LinkEvent::Down => {
+            metrics::gauge!("sbc_media_relay_up").set(0.0);
+            endpoint.set_media_available(false);
+        }
+    }
+}
+
+fn export_relay_counters(records: &Records) {
+    let Some(c) = records.media.as_ref().and_then(MediaLink::counters) else { return };
+    metrics::gauge!("sbc_media_sessions").set(c.sessions as f64);
+    metrics::gauge!("sbc_media_sockets").set(c.sockets as f64);
+    metrics::counter!("sbc_media_packets_received_total").absolute(c.received);
+    metrics::counter!("sbc_media_packets_forwarded_total").absolute(c.forwarded);
+    metrics::counter!("sbc_media_bytes_forwarded_total").absolute(c.forwarded_bytes);
+    metrics::counter!("sbc_media_receive_calls_total").absolute(c.receive_calls);
+    metrics::counter!("sbc_media_send_errors_total").absolute(c.send_errors);
+    for (reason, n) in [
+        ("foreign_source", c.dropped_foreign),
+        ("no_target", c.dropped_no_target),
+        ("unknown_socket", c.dropped_unknown),
+    ] {
+        metrics::counter!("sbc_media_packets_dropped_total", "reason" => reason).absolute(n);
     }
 }
 
@@ -184,6 +305,10 @@ fn observe(o: Observation, trunks: &[String]) {
         Observation::TransactionEnded { kind } => m::transaction_ended(kind),
         Observation::Retransmission { direction } => m::retransmission(direction),
         Observation::Dropped { reason } => m::dropped(reason),
+        Observation::MediaError { reason } => {
+            metrics::counter!("sbc_media_errors_total", "reason" => reason).increment(1)
+        }
+        Observation::MediaTimeout => metrics::counter!("sbc_media_timeouts_total").increment(1),
         other => tracing::debug!(?other, "observation without a metric"),
     }
 }

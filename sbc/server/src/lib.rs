@@ -6,6 +6,7 @@ pub mod config;
 pub mod driver;
 pub mod lint;
 pub mod logging;
+pub mod media_link;
 pub mod metrics;
 pub mod server;
 pub mod transport;

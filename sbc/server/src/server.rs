@@ -72,10 +72,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         server: config.sip.user_agent.clone(),
         plan: config.plan.clone(),
         locals,
+        media: config.media.as_ref().map(|m| m.core.clone()),
         ..Default::default()
     };
+    let media = match &config.media {
+        Some(m) => {
+            let link = crate::media_link::MediaLink::start(m).context("starting the media relay")?;
+            let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();
+            tracing::info!(relay = ?m.relay, interfaces = ?ifaces, ports = %format!("{}-{}", m.core.first_port, m.core.last_port), "media anchored");
+            Some(link)
+        }
+        None => {
+            tracing::info!("no [media]: SDP crosses untouched, media is not anchored");
+            None
+        }
+    };
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records { cdr, trunks }).await;
+    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media)).await;
 
     for t in &tasks {
         t.abort();

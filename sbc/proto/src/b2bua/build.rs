@@ -90,6 +90,8 @@ pub(super) struct InviteB<'a> {
     pub called: &'a str,
     pub max_forwards: u32,
     pub a_invite: &'a Request,
+    /// A's body as it goes to B (its SDP anchored at the relay).
+    pub body: Bytes,
     pub pass: &'a [String],
     pub extra: Vec<(HeaderName, String)>,
 }
@@ -111,8 +113,8 @@ impl InviteB<'_> {
         for (name, value) in self.extra {
             r.headers.push(name, value);
         }
-        carry_body_and_allowed(&self.a_invite.headers, &self.a_invite.body, self.pass, &mut r.headers);
-        r.body = self.a_invite.body.clone();
+        carry_body_and_allowed(&self.a_invite.headers, &self.body, self.pass, &mut r.headers);
+        r.body = self.body;
         r
     }
 }

@@ -30,6 +30,8 @@ use crate::routing::{
 use crate::transport::{Peer, Transport};
 use crate::txn::{TransactionKey, Transactions};
 use bytes::Bytes;
+use relay_proto::control::{Event as MediaEvent, Leg as MediaLeg, SessionId};
+use relay_proto::session::{MediaError, Sessions};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -205,6 +207,10 @@ pub struct Calls {
     /// Nonces for challenging trunks that must authenticate, made on first use.
     nonces: Option<NonceIssuer>,
     nonce_epoch: Option<Instant>,
+    /// Media anchoring, when configured: every SDP crossing a call is rewritten to relay addresses.
+    media: Option<Sessions>,
+    /// Whether the relay answers (a remote one may not).
+    media_up: bool,
 }
 
 /// Our digest realm.
@@ -214,7 +220,7 @@ const NONCE_LIFETIME_SECS: u64 = 300;
 
 impl Calls {
     /// Calls routed by `plan`, sending from `locals` (our listen addresses).
-    pub fn new(plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>) -> Self {
+    pub fn new(plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>, media: Option<Sessions>) -> Self {
         let n = plan.trunks.len();
         Self {
             plan,
@@ -229,6 +235,92 @@ impl Calls {
             trunk_up: vec![true; n],
             nonces: None,
             nonce_epoch: None,
+            media,
+            media_up: true,
+        }
+    }
+
+    /// Marks the media relay reachable or not.
+    pub fn set_media_available(&mut self, up: bool) {
+        self.media_up = up;
+    }
+
+    /// Sends every media session to the relay again (it restarted or reconnected).
+    pub fn media_replay(&mut self, out: &mut VecDeque<Output>) {
+        if let Some(media) = self.media.as_mut() {
+            media.replay();
+            while let Some(cmd) = media.poll_command() {
+                out.push_back(Output::Media(cmd));
+            }
+        }
+    }
+
+    /// Media sessions held and relay ports in use, when media is anchored.
+    pub fn media_counts(&self) -> Option<(usize, usize)> {
+        self.media.as_ref().map(Sessions::counts)
+    }
+
+    /// Rewrites `body` (from `from`'s peer) for the other leg of call `id` when it is SDP and media is anchored;
+    /// otherwise returns it as is. The relay's commands go out at once, ahead of the message that carries the SDP.
+    fn anchor(
+        &mut self,
+        ctx: &mut Ctx,
+        id: CallRef,
+        from: Leg,
+        headers: &crate::msg::Headers,
+        body: &Bytes,
+        sip_local: [std::net::IpAddr; 2],
+    ) -> Result<Bytes, MediaError> {
+        let Some(media) = self.media.as_mut() else { return Ok(body.clone()) };
+        if body.is_empty() || !headers.is_sdp() {
+            return Ok(body.clone());
+        }
+        let leg = match from {
+            Leg::A => MediaLeg::A,
+            Leg::B => MediaLeg::B,
+        };
+        let result = media.rewrite(ctx.now, SessionId(id.0), leg, body, sip_local);
+        while let Some(cmd) = media.poll_command() {
+            ctx.out.push_back(Output::Media(cmd));
+        }
+        match &result {
+            Err(MediaError::NoPorts(_)) => ctx.observe(Observation::MediaError { reason: "no_ports" }),
+            Err(_) => ctx.observe(Observation::MediaError { reason: "sdp" }),
+            Ok(_) => {}
+        }
+        result.map(Bytes::from)
+    }
+
+    /// The SIP addresses facing leg A and leg B of a call (leg B's is A's until a carrier is tried).
+    fn sip_locals(call: &Call) -> [std::net::IpAddr; 2] {
+        let a = call.a.peer.local.ip();
+        [a, call.b.as_ref().map_or(a, |b| b.dialog.peer.local.ip())]
+    }
+
+    /// The status for an SDP we could not anchor.
+    fn media_status(e: &MediaError) -> (u16, &'static str) {
+        match e {
+            MediaError::Sdp(_) => (488, "Not Acceptable Here"),
+            _ => (503, "Service Unavailable"),
+        }
+    }
+
+    /// An event from the relay about one of our calls.
+    pub fn on_media_event(&mut self, ctx: &mut Ctx, event: &MediaEvent) {
+        match event {
+            MediaEvent::Idle { session } => {
+                let id = CallRef(session.0);
+                let Some(call) = self.calls.get_mut(&id) else { return };
+                // Ringing without early media is not a dead call; only an answered one is ended.
+                if call.state != State::Confirmed {
+                    return;
+                }
+                ctx.observe(Observation::MediaTimeout);
+                call.release = Some(("rtp_timeout", "sbc", 200));
+                self.end_call(ctx, id, None);
+            }
+            MediaEvent::BindFailed { .. } => ctx.observe(Observation::MediaError { reason: "bind_failed" }),
+            MediaEvent::Stats(_) | MediaEvent::Pong { .. } => {}
         }
     }
 
@@ -338,6 +430,11 @@ impl Calls {
         }
         if let Ok(Some(0)) = req.headers.max_forwards() {
             return reply(ctx, 483, "Too Many Hops", None);
+        }
+        if self.media.is_some() && !self.media_up {
+            // Setting the call up without its media would connect a silent call: refuse it now, clearly.
+            ctx.observe(Observation::MediaError { reason: "relay_down" });
+            return reply(ctx, 503, "Media Relay Unavailable", Some((HeaderName::RetryAfter, "5".into())));
         }
         let called_in = build::user_of(&req.uri);
         let called_routed = trunk.numbers_in.apply(&normalise(&called_in));
@@ -469,7 +566,8 @@ impl Calls {
     }
 
     fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId) {
-        let trunk = self.plan.trunk(trunk_id);
+        let plan = Arc::clone(&self.plan);
+        let trunk = plan.trunk(trunk_id);
         let Some(call) = self.calls.get_mut(&id) else { return };
         let gw = trunk.gateways.first().copied();
         let local = gw.and_then(|g| build::pick_local(&self.locals, g.transport, g.addr));
@@ -513,6 +611,16 @@ impl Calls {
             peer,
             contact: Bytes::from(format!("<sip:{local}{}>", transport_param(gw.transport))),
         };
+        let a_local = call.a.peer.local.ip();
+        let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
+        let body = match self.anchor(ctx, id, Leg::A, &a_headers, &a_body, [a_local, local.ip()]) {
+            Ok(b) => b,
+            Err(e) => {
+                let (status, reason) = Self::media_status(&e);
+                return self.fail_a(ctx, id, status, reason, "sbc");
+            }
+        };
+        let Some(call) = self.calls.get_mut(&id) else { return };
         let branch = ctx.ids.branch();
         let max_forwards = call.a_invite.headers.max_forwards().ok().flatten().map_or(69, |n| n.min(70) - 1);
         let invite = build::InviteB {
@@ -521,6 +629,7 @@ impl Calls {
             called: &call.called_out,
             max_forwards,
             a_invite: &call.a_invite,
+            body,
             pass: &trunk.pass_headers,
             extra,
         }
@@ -604,7 +713,22 @@ impl Calls {
         }
     }
 
-    fn on_invite_b_response(&mut self, ctx: &mut Ctx, id: CallRef, key: TransactionKey, resp: Response) {
+    fn on_invite_b_response(&mut self, ctx: &mut Ctx, id: CallRef, key: TransactionKey, mut resp: Response) {
+        let mut media_failed = None;
+        if (101..300).contains(&resp.status) && !resp.body.is_empty() {
+            let Some(call) = self.calls.get(&id).filter(|c| c.b.as_ref().is_some_and(|b| b.invite_key == key)) else {
+                return;
+            };
+            let locals = Self::sip_locals(call);
+            match self.anchor(ctx, id, Leg::B, &resp.headers, &resp.body, locals) {
+                Ok(body) => resp.body = body,
+                Err(e) => {
+                    // Never relay the carrier's addresses: an 18x goes on without its SDP, a 2xx ends the call.
+                    resp.body = Bytes::new();
+                    media_failed = Some(Self::media_status(&e));
+                }
+            }
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
         let Some(b) = call.b.as_mut().filter(|b| b.invite_key == key) else { return };
         if resp.status == 100 {
@@ -635,7 +759,7 @@ impl Calls {
             return self.maybe_cancel_b(ctx, id);
         }
         if resp.is_success() {
-            return self.b_answered(ctx, id, resp);
+            return self.b_answered(ctx, id, resp, media_failed);
         }
         let trunk = self.plan.trunk(b.trunk);
         if matches!(resp.status, 401 | 407) && !b.authed && !b.cancel_wanted {
@@ -698,7 +822,7 @@ impl Calls {
         }
     }
 
-    fn b_answered(&mut self, ctx: &mut Ctx, id: CallRef, resp: Response) {
+    fn b_answered(&mut self, ctx: &mut Ctx, id: CallRef, resp: Response, media_failed: Option<(u16, &'static str)>) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let Some(b) = call.b.as_mut() else { return };
         let d = &mut b.dialog;
@@ -722,6 +846,22 @@ impl Calls {
         if b.cancel_wanted || call.state != State::Routing {
             // CANCEL raced the 200 (§9.1: the call is up on B's side): hang it up.
             call.release.get_or_insert(("cancel", "a", 487));
+            return self.end_call(ctx, id, None);
+        }
+        if let Some((status, reason)) = media_failed {
+            // The carrier answered with SDP we cannot anchor: the caller gets the failure, the carrier a BYE.
+            let r = build::response_to(
+                &call.a_invite,
+                status,
+                Bytes::from_static(reason.as_bytes()),
+                &call.a,
+                None,
+                &[],
+                ctx.server,
+            );
+            ctx.respond(&call.a_invite_key, r);
+            ctx.observe(Observation::CallRejected { status });
+            call.release = Some(("media_error", "b", status));
             return self.end_call(ctx, id, None);
         }
         ctx.observe(Observation::CallAnswered { trunk });
@@ -812,6 +952,28 @@ impl Calls {
             r.headers.push(HeaderName::RetryAfter, "1");
             return ctx.respond(&key, r);
         }
+        // An offer or answer in the request (re-INVITE, UPDATE; hold, resume, a new address) is anchored first.
+        let locals = Self::sip_locals(call);
+        let mut req = req;
+        match self.anchor(ctx, id, leg, &req.headers, &req.body, locals) {
+            Ok(body) => req.body = body,
+            Err(e) => {
+                let Some(call) = self.calls.get(&id) else { return };
+                let from = if leg == Leg::A { &call.a } else { &call.b.as_ref().expect("leg b of a B dialog").dialog };
+                let (status, reason) = Self::media_status(&e);
+                let r = build::response_to(
+                    &req,
+                    status,
+                    Bytes::from_static(reason.as_bytes()),
+                    from,
+                    None,
+                    &[],
+                    ctx.server,
+                );
+                return ctx.respond(&key, r);
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
         // Relay across: a new request on the other leg's dialog, its answer back on this transaction.
         let pass_to = match leg.other() {
             Leg::A => self.plan.trunk(call.a_trunk).pass_headers.clone(),
@@ -833,9 +995,19 @@ impl Calls {
     }
 
     fn relay_back(&mut self, ctx: &mut Ctx, id: CallRef, back: &TransactionKey, request: &Request, resp: &Response) {
-        let Some(call) = self.calls.get_mut(&id) else { return };
         // The requester's leg is the one whose dialog the request matched.
         let req_leg = dialog_key(request).and_then(|k| self.by_dialog.get(&k).map(|(_, l)| *l)).unwrap_or(Leg::A);
+        let Some(call) = self.calls.get(&id) else { return };
+        let locals = Self::sip_locals(call);
+        let mut anchored = None;
+        if (101..300).contains(&resp.status) && !resp.body.is_empty() {
+            let body = self.anchor(ctx, id, req_leg.other(), &resp.headers, &resp.body, locals).unwrap_or_default();
+            let mut r = resp.clone();
+            r.body = body;
+            anchored = Some(r);
+        }
+        let resp = anchored.as_ref().unwrap_or(resp);
+        let Some(call) = self.calls.get_mut(&id) else { return };
         let (here, there_trunk) = match req_leg {
             Leg::A => (&call.a, call.a_trunk),
             Leg::B => (&call.b.as_ref().expect("b").dialog, call.b.as_ref().expect("b").trunk),
@@ -872,6 +1044,11 @@ impl Calls {
                 };
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.pending_2xx = None;
+                    if !req.body.is_empty() {
+                        // An answer in the ACK (the offer came in our 2xx): the relay learns A's media address.
+                        let locals = Self::sip_locals(call);
+                        let _ = self.anchor(ctx, id, Leg::A, &req.headers, &req.body, locals);
+                    }
                 }
                 true
             }
@@ -1072,6 +1249,15 @@ impl Calls {
             }
         }
         ctx.observe(Observation::CallEnded { trunk: call.a_trunk });
+        let mut media_session = None;
+        if let Some(media) = self.media.as_mut().filter(|m| m.contains(SessionId(id.0))) {
+            // Removal comes out before the CDR, so the driver has the relay's final figures when it writes it.
+            media.remove(ctx.now, SessionId(id.0));
+            while let Some(cmd) = media.poll_command() {
+                ctx.out.push_back(Output::Media(cmd));
+            }
+            media_session = Some(SessionId(id.0));
+        }
         let (cause, by, status) = call.release.unwrap_or(("unknown", "sbc", 500));
         ctx.out.push_back(Output::Cdr(Box::new(Cdr {
             a_call_id: String::from_utf8_lossy(&call.a.call_id).into_owned(),
@@ -1090,6 +1276,8 @@ impl Calls {
             status: if call.answer.is_some() { 200 } else { status },
             release_cause: cause,
             released_by: by,
+            media_session,
+            media: None,
         })));
     }
 

@@ -45,6 +45,14 @@ fn world_tweaked(tweak: impl FnOnce(&mut Vec<Trunk>)) -> World {
 }
 
 fn world_planned(tweak: impl FnOnce(&mut Vec<Trunk>), plan_tweak: impl FnOnce(&mut Plan)) -> World {
+    world_full(tweak, plan_tweak, None)
+}
+
+fn world_full(
+    tweak: impl FnOnce(&mut Vec<Trunk>),
+    plan_tweak: impl FnOnce(&mut Plan),
+    media: Option<relay_proto::session::MediaConfig>,
+) -> World {
     let mut trunks = vec![
         trunk("customer-pbx", Some("198.18.1.10/32"), None),
         trunk("carrier-b", None, Some(B)),
@@ -66,15 +74,32 @@ fn world_planned(tweak: impl FnOnce(&mut Vec<Trunk>), plan_tweak: impl FnOnce(&m
     let config = Config {
         plan: Arc::new(plan),
         locals: vec![(Transport::Udp, addr(SBC_A)), (Transport::Udp, addr(SBC_B))],
+        media,
         ..Config::default()
     };
-    World { ep: Endpoint::new(config, 42), now: Instant::now(), cdrs: Vec::new() }
+    World { ep: Endpoint::new(config, 42), now: Instant::now(), cdrs: Vec::new(), media: Vec::new() }
+}
+
+/// The DESIGN topology with media anchored on the relay's interfaces a (198.18.1.1) and b (198.18.2.1).
+fn world_with_media() -> World {
+    let media = Some(relay_proto::session::MediaConfig {
+        interfaces: vec![
+            relay_proto::session::Interface { name: "a".into(), address: "198.18.1.1".parse().unwrap() },
+            relay_proto::session::Interface { name: "b".into(), address: "198.18.2.1".parse().unwrap() },
+        ],
+        first_port: 40000,
+        last_port: 40099,
+        quarantine: Duration::from_secs(5),
+        strict: true,
+    });
+    world_full(|_| {}, |_| {}, media)
 }
 
 struct World {
     ep: Endpoint,
     now: Instant,
     cdrs: Vec<Cdr>,
+    media: Vec<relay_proto::control::Command>,
 }
 
 impl World {
@@ -94,6 +119,7 @@ impl World {
                 }
                 Output::Observe(_) => {}
                 Output::Cdr(c) => self.cdrs.push(*c),
+                Output::Media(m) => self.media.push(m),
             }
         }
         sent
@@ -617,4 +643,72 @@ fn pass_headers_carry_only_the_allowlisted_headers_and_never_built_ones() {
     assert!(inv_b.headers.get(&HeaderName::Other(Bytes::from_static(b"X-Internal"))).is_none());
     assert_eq!(inv_b.headers.count(&HeaderName::Via), 1, "our Via only, whatever the allowlist says");
     assert_ne!(inv_b.headers.get(&HeaderName::CallId), Some(&b"call-24"[..]));
+}
+
+const SDP_B: &str = "v=0\r\no=carrier 7 7 IN IP4 198.18.2.10\r\ns=-\r\nc=IN IP4 198.18.2.10\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+#[test]
+fn anchored_media_shows_each_side_only_relay_addresses_and_ends_with_the_call() {
+    use relay_proto::control::Command;
+    let mut w = world_with_media();
+    let sent = w.send(A, SBC_A, invite_from_a("call-m1"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let offer = String::from_utf8_lossy(&inv_b.body).into_owned();
+    assert!(!String::from_utf8_lossy(&inv_b.to_bytes()).contains("198.18.1.10"), "no address of side A: {offer}");
+    assert!(offer.contains("c=IN IP4 198.18.2.1\r\n") && offer.contains("m=audio 40000 RTP/AVP 0"), "{offer}");
+    assert!(w.media.iter().any(|c| matches!(c, Command::Upsert(e) if e.peer == Some(addr("198.18.1.10:30000")))));
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    let ok = response(&sent, A, 200);
+    let answer_a = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(!answer_a.contains("198.18.2.10"), "no address of the carrier: {answer_a}");
+    assert!(answer_a.contains("c=IN IP4 198.18.1.1\r\n") && answer_a.contains("m=audio 40000 "), "{answer_a}");
+    assert!(w.media.iter().any(|c| matches!(c, Command::Upsert(e) if e.peer == Some(addr("198.18.2.10:7000")))));
+    assert_eq!(w.ep.calls().media_counts(), Some((1, 2)));
+    let bye = in_dialog("BYE", SBC_A, &rv(&ok, HeaderName::From), &rv(&ok, HeaderName::To), b"call-m1", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    let bye_b = request(&sent, B, Method::Bye);
+    w.send(B, SBC_B, answer(&bye_b, 200, "b1", B, ""));
+    assert!(matches!(w.media.last(), Some(Command::Remove { .. })), "{:?}", w.media.last());
+    assert_eq!(w.cdrs.len(), 1);
+    assert!(w.cdrs[0].media_session.is_some());
+    assert_eq!(w.ep.calls().media_counts(), Some((0, 0)));
+}
+
+#[test]
+fn unreadable_offer_is_refused_488_and_a_silent_call_is_ended_by_rtp_timeout() {
+    let mut w = world_with_media();
+    let bad = invite_from_a("call-m2").replace("v=0\r\no=- 1 1", "v=9\r\no=- 1 1");
+    let sent = w.send(A, SBC_A, bad);
+    response(&sent, A, 488);
+    assert!(sent.iter().all(|(to, _)| *to != addr(B)), "nothing reaches the carrier");
+
+    let sent = w.send(A, SBC_A, invite_from_a("call-m3"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    response(&sent, A, 200);
+    let session = w
+        .media
+        .iter()
+        .find_map(|c| match c {
+            relay_proto::control::Command::Upsert(e) => Some(e.session),
+            _ => None,
+        })
+        .expect("a session");
+    w.ep.handle_media_event(w.now, &relay_proto::control::Event::Idle { session });
+    let sent = w.drain();
+    request(&sent, A, Method::Bye);
+    request(&sent, B, Method::Bye);
+}
+
+#[test]
+fn relay_down_refuses_new_calls_with_503() {
+    let mut w = world_with_media();
+    w.ep.set_media_available(false);
+    let sent = w.send(A, SBC_A, invite_from_a("call-m4"));
+    let r = response(&sent, A, 503);
+    assert!(r.headers.get(&HeaderName::RetryAfter).is_some());
+    w.ep.set_media_available(true);
+    let sent = w.send(A, SBC_A, invite_from_a("call-m5"));
+    request(&sent, B, Method::Invite);
 }

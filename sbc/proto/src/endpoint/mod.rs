@@ -38,6 +38,9 @@ pub struct Config {
     pub plan: Arc<Plan>,
     /// Our listen addresses, to send leg B from the one facing the carrier.
     pub locals: Vec<(Transport, SocketAddr)>,
+    /// Media anchoring: every SDP crossing the B2BUA is rewritten to relay addresses. `None`: bodies cross
+    /// untouched (signalling-only deployments, tests of signalling alone).
+    pub media: Option<relay_proto::session::MediaConfig>,
 }
 
 impl Default for Config {
@@ -47,12 +50,13 @@ impl Default for Config {
             timers: txn::TimerConfig::default(),
             plan: Arc::new(Plan::default()),
             locals: Vec::new(),
+            media: None,
         }
     }
 }
 
 /// Something the driver must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send these bytes.
     Transmit {
@@ -66,6 +70,9 @@ pub enum Output {
     Observe(Observation),
     /// A call ended: write its record.
     Cdr(Box<crate::cdr::Cdr>),
+    /// Tell the media relay (embedded or remote). Commands of a call come before its CDR, so the relay's final
+    /// figures for a removed session are known when the CDR is written.
+    Media(relay_proto::control::Command),
 }
 
 /// Countable events, for metrics. Label values are all `'static` and bounded.
@@ -112,6 +119,11 @@ pub enum Observation {
     CallFailed { trunk: crate::routing::TrunkId, status: u16 },
     /// A call on this trunk ended.
     CallEnded { trunk: crate::routing::TrunkId },
+    /// An SDP could not be anchored (`sdp`: unreadable, answered 488; `no_ports`: pool empty, answered 503;
+    /// `relay_down`: the remote relay is not answering, answered 503).
+    MediaError { reason: &'static str },
+    /// The relay saw no packet of a call for its `rtp_timeout`; the call was ended.
+    MediaTimeout,
 }
 
 /// The signalling core.
@@ -131,7 +143,12 @@ impl Endpoint {
     /// A core with `config`, its identifiers seeded by `seed` (the driver passes OS randomness).
     pub fn new(config: Config, seed: u64) -> Self {
         let txns = Transactions::new(config.timers.clone());
-        let calls = Calls::new(config.plan.clone(), config.locals.clone());
+        // The port range was checked when the config was loaded; an empty one here is a caller's bug.
+        let media = config
+            .media
+            .clone()
+            .map(|m| relay_proto::session::Sessions::new(m).expect("media.ports validated at config load"));
+        let calls = Calls::new(config.plan.clone(), config.locals.clone(), media);
         let probes = probes::Probes::new(&config.plan, &config.locals);
         Self { config, ids: IdGenerator::new(seed), txns, calls, probes, last_now: None, out: VecDeque::new() }
     }
@@ -144,6 +161,26 @@ impl Endpoint {
     /// Marks a trunk usable or not, from its OPTIONS probes.
     pub fn set_trunk_up(&mut self, trunk: crate::routing::TrunkId, up: bool) {
         self.calls.set_trunk_up(trunk, up);
+    }
+
+    /// An event from the media relay: an idle session ends its call (`rtp_timeout`); a socket that could not be
+    /// opened is counted. Figures and pongs are the driver's business.
+    pub fn handle_media_event(&mut self, now: Instant, event: &relay_proto::control::Event) {
+        self.last_now = Some(now);
+        let (mut ctx, calls) = self.ctx(now);
+        calls.on_media_event(&mut ctx, event);
+        self.drain_txns(now);
+    }
+
+    /// Whether the media relay answers. While it does not, calls that need media are refused with 503 at once
+    /// instead of being set up without it.
+    pub fn set_media_available(&mut self, up: bool) {
+        self.calls.set_media_available(up);
+    }
+
+    /// Re-sends every media session to the relay, after it came back.
+    pub fn media_replay(&mut self) {
+        self.calls.media_replay(&mut self.out);
     }
 
     /// Ends every call (BYE to confirmed ones, 503 to those being set up), for a clean shutdown; their CDRs come

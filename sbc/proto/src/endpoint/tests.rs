@@ -31,6 +31,7 @@ fn drain(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>) {
             Output::Transmit { peer, bytes } => sent.push((peer, parse_datagram(bytes).expect("we send valid SIP"))),
             Output::Observe(ob) => seen.push(ob),
             Output::Cdr(cdr) => panic!("no calls in these tests: {cdr:?}"),
+            Output::Media(cmd) => panic!("no media in these tests: {cmd:?}"),
         }
     }
     (sent, seen)

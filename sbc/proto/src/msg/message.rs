@@ -193,6 +193,11 @@ impl Headers {
         self.get_all_lexed(name).map(|(v, lexed)| to_addr(name, v, lexed)).collect()
     }
 
+    /// Whether the body is `application/sdp` (what media anchoring rewrites).
+    pub fn is_sdp(&self) -> bool {
+        self.content_type().ok().flatten().is_some_and(|t| t.is("application", "sdp"))
+    }
+
     /// Content-Type (§20.15), if present.
     pub fn content_type(&self) -> Result<Option<MediaType>, HeaderError> {
         let Some(v) = self.get(&HeaderName::ContentType) else { return Ok(None) };

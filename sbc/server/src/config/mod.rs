@@ -4,8 +4,11 @@
 //! This file holds the top level, `[sip]`, `[log]` and `[api]`. `trunk` validates each `[[trunk]]`; `routing`
 //! validates `[[route]]` and `[calls]` and builds the [`Plan`] from all three.
 
+mod media;
 mod routing;
 mod trunk;
+
+pub use media::{MediaSettings, RelayMode};
 
 use sbc_proto::routing::Plan;
 use sbc_proto::transport::Transport;
@@ -116,6 +119,8 @@ pub struct Config {
     /// `[cdr] path`: the file CDRs are appended to, one JSON object per line. Default: none, CDRs go to the log
     /// only. A relative path is taken from the config file's directory.
     pub cdr_path: Option<PathBuf>,
+    /// `[media]`: media anchoring through the relay; absent, SDP crosses untouched.
+    pub media: Option<MediaSettings>,
 }
 
 /// `[sip]`.
@@ -184,6 +189,7 @@ struct RawConfig {
     route: Vec<routing::RawRoute>,
     calls: Option<routing::RawCalls>,
     cdr: Option<RawCdr>,
+    media: Option<media::RawMedia>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,12 +244,13 @@ impl Config {
         let sip = keep(v.sip(raw.sip), &mut errors);
         let log = keep(v.log(raw.log), &mut errors);
         let api = keep(v.api(raw.api), &mut errors);
+        let media = keep(v.media(raw.media), &mut errors);
         let plan = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
-        match (sip, log, api, plan) {
-            (Some(sip), Some(log), Some(api), Some(plan)) if errors.is_empty() => {
+        match (sip, log, api, plan, media) {
+            (Some(sip), Some(log), Some(api), Some(plan), Some(media)) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path })
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media })
             }
             _ => Err(ConfigError::from_list(errors)),
         }

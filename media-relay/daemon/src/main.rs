@@ -1,0 +1,53 @@
+//! `media-relay`: the relay as its own program, steered by an `sbc` (or any controller) over its control socket.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use media_relay::relay::{Relay, RelayConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The SBC's media relay, standalone.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Where the controller connects (TCP, JSON lines). Keep it on loopback or a management network: it has no
+    /// authentication.
+    #[arg(long, default_value = "127.0.0.1:2223")]
+    control: SocketAddr,
+    /// A session with no packet this long is reported idle to the controller.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    rtp_timeout: std::time::Duration,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let config = RelayConfig { rtp_timeout: args.rtp_timeout, ..RelayConfig::default() };
+    let (relay, events) = Relay::start(config).context("starting the relay thread")?;
+    let relay = Arc::new(relay);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.control)
+            .await
+            .with_context(|| format!("binding --control {}", args.control))?;
+        tracing::info!(control = %args.control, rtp_timeout = ?args.rtp_timeout, "media relay ready");
+        let stop = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            _ = media_relay::control::serve(listener, relay.clone(), events) => {}
+            r = stop => r?,
+        }
+        tracing::info!("media relay stopping");
+        anyhow::Ok(())
+    })?;
+    drop(relay);
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! The forwarding thread. It owns the data-plane table and every relay socket, on one thread of its own so
+//! that media never waits behind signalling (and the reverse). Commands come in over a channel and never block
+//! the sender; events go back the same way.
+//!
+//! Each socket is read in batches (quinn-udp: recvmmsg, and GRO where the kernel coalesces); a batch that all
+//! goes to one peer leaves in one GSO send. Payloads are forwarded untouched.
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use relay_proto::control::{Command, Event};
+use relay_proto::flow::{Drop as DropReason, Forward, SocketChange, Table};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Settings of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// A session with no packet on any of its sockets this long is reported idle (its call is ended).
+    pub rtp_timeout: Duration,
+    /// How often the idle check runs.
+    pub idle_check: Duration,
+    /// Receive buffer of each relay socket, in bytes (absorbs bursts while the thread is busy).
+    pub socket_buffer: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { rtp_timeout: Duration::from_secs(60), idle_check: Duration::from_secs(1), socket_buffer: 256 * 1024 }
+    }
+}
+
+/// What the relay has done, for metrics. Read with [`Counters::snapshot`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams received on relay sockets.
+    pub received: AtomicU64,
+    /// Datagrams forwarded.
+    pub forwarded: AtomicU64,
+    /// Bytes forwarded.
+    pub forwarded_bytes: AtomicU64,
+    /// Dropped: from a source other than the latched peer (strict mode).
+    pub dropped_foreign: AtomicU64,
+    /// Dropped: the other leg's peer is not known yet or on hold.
+    pub dropped_no_target: AtomicU64,
+    /// Dropped: the socket's session is gone.
+    pub dropped_unknown: AtomicU64,
+    /// Sends that failed (full send buffer, unreachable network).
+    pub send_errors: AtomicU64,
+    /// Sessions held now.
+    pub sessions: AtomicU64,
+    /// Sockets open now.
+    pub sockets: AtomicU64,
+    /// recvmmsg calls that returned packets: `received / receive_calls` is the batch size achieved.
+    pub receive_calls: AtomicU64,
+}
+
+/// A copy of the counters at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct CounterSnapshot {
+    pub received: u64,
+    pub forwarded: u64,
+    pub forwarded_bytes: u64,
+    pub dropped_foreign: u64,
+    pub dropped_no_target: u64,
+    pub dropped_unknown: u64,
+    pub send_errors: u64,
+    pub sessions: u64,
+    pub sockets: u64,
+    pub receive_calls: u64,
+}
+
+impl Counters {
+    /// The counters now.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CounterSnapshot {
+            received: l(&self.received),
+            forwarded: l(&self.forwarded),
+            forwarded_bytes: l(&self.forwarded_bytes),
+            dropped_foreign: l(&self.dropped_foreign),
+            dropped_no_target: l(&self.dropped_no_target),
+            dropped_unknown: l(&self.dropped_unknown),
+            send_errors: l(&self.send_errors),
+            sessions: l(&self.sessions),
+            sockets: l(&self.sockets),
+            receive_calls: l(&self.receive_calls),
+        }
+    }
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A running relay: send it commands; its events come out of the receiver [`Relay::start`] returned.
+#[derive(Debug)]
+pub struct Relay {
+    tx: mpsc::UnboundedSender<Command>,
+    counters: Arc<Counters>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Starts the forwarding thread.
+    pub fn start(config: RelayConfig) -> io::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let c = counters.clone();
+        let thread = std::thread::Builder::new().name("media-relay".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(config, rx, ev_tx, c));
+        })?;
+        Ok((Self { tx, counters, thread: Some(thread) }, ev_rx))
+    }
+
+    /// Queues a command (never blocks). False if the relay thread has stopped.
+    pub fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    /// The relay's counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Stops the thread, closing every socket.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let (tx, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Sock {
+    io: Rc<UdpSocket>,
+    state: Rc<UdpSocketState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared {
+    table: RefCell<Table>,
+    socks: RefCell<HashMap<SocketAddr, Sock>>,
+    /// One set of receive buffers for every socket: the thread reads one socket at a time.
+    bufs: RefCell<Vec<Vec<u8>>>,
+    counters: Arc<Counters>,
+    events: mpsc::UnboundedSender<Event>,
+    socket_buffer: usize,
+}
+
+/// Large enough for a GRO batch of datagrams.
+const BUF_SIZE: usize = 64 * 1024;
+
+async fn run(
+    config: RelayConfig,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    counters: Arc<Counters>,
+) {
+    let shared = Rc::new(Shared {
+        table: RefCell::new(Table::new(config.rtp_timeout)),
+        socks: RefCell::new(HashMap::new()),
+        bufs: RefCell::new((0..BATCH_SIZE).map(|_| vec![0u8; BUF_SIZE]).collect()),
+        counters,
+        events,
+        socket_buffer: config.socket_buffer,
+    });
+    let mut tick = tokio::time::interval(config.idle_check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                apply(&shared, cmd);
+                while let Ok(cmd) = rx.try_recv() {
+                    apply(&shared, cmd);
+                }
+            }
+            _ = tick.tick() => {
+                let mut ev = Vec::new();
+                shared.table.borrow_mut().poll_idle(Instant::now(), &mut ev);
+                for e in ev {
+                    let _ = shared.events.send(e);
+                }
+            }
+        }
+    }
+    for (_, s) in shared.socks.borrow_mut().drain() {
+        s.task.abort();
+    }
+}
+
+fn apply(shared: &Rc<Shared>, cmd: Command) {
+    let (mut changes, mut events) = (Vec::new(), Vec::new());
+    shared.table.borrow_mut().apply(Instant::now(), cmd, &mut changes, &mut events);
+    for change in changes {
+        match change {
+            SocketChange::Open(local) => match open(local, shared.socket_buffer) {
+                Ok((io, state)) => {
+                    let (io, state) = (Rc::new(io), Rc::new(state));
+                    let task = tokio::task::spawn_local(receive(shared.clone(), local, io.clone(), state.clone()));
+                    shared.socks.borrow_mut().insert(local, Sock { io, state, task });
+                }
+                Err(e) => {
+                    tracing::warn!(%local, error = %e, "media socket could not be opened");
+                    if let Some(ev) = shared.table.borrow_mut().bind_failed(local, e.to_string()) {
+                        events.push(ev);
+                    }
+                }
+            },
+            SocketChange::Close(local) => {
+                if let Some(s) = shared.socks.borrow_mut().remove(&local) {
+                    s.task.abort();
+                }
+            }
+        }
+    }
+    let (sessions, _) = shared.table.borrow().counts();
+    shared.counters.sessions.store(sessions as u64, Ordering::Relaxed);
+    shared.counters.sockets.store(shared.socks.borrow().len() as u64, Ordering::Relaxed);
+    for e in events {
+        let _ = shared.events.send(e);
+    }
+}
+
+/// A non-blocking UDP socket on `local`. IP_FREEBIND lets a standby bind the service addresses it does not hold
+/// yet.
+fn open(local: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, UdpSocketState)> {
+    let s =
+        socket2::Socket::new(socket2::Domain::for_address(local), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    s.set_nonblocking(true)?;
+    let _ = s.set_freebind(true);
+    let _ = s.set_recv_buffer_size(buffer);
+    s.bind(&local.into())?;
+    let std: std::net::UdpSocket = s.into();
+    let state = UdpSocketState::new((&std).into())?;
+    Ok((UdpSocket::from_std(std)?, state))
+}
+
+async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state: Rc<UdpSocketState>) {
+    let mut meta = [RecvMeta::default(); BATCH_SIZE];
+    loop {
+        if io.readable().await.is_err() {
+            return;
+        }
+        // Drain the socket, a batch at a time, without awaiting while the shared buffers are borrowed.
+        loop {
+            let mut bufs = shared.bufs.borrow_mut();
+            let n = {
+                let mut it = bufs.iter_mut();
+                let mut iov: [IoSliceMut<'_>; BATCH_SIZE] =
+                    std::array::from_fn(|_| IoSliceMut::new(it.next().expect("BATCH_SIZE buffers")));
+                match io.try_io(Interest::READABLE, || state.recv((&*io).into(), &mut iov, &mut meta)) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!(%local, error = %e, "media receive error");
+                        break;
+                    }
+                }
+            };
+            add(&shared.counters.receive_calls, 1);
+            let now = Instant::now();
+            for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+                forward_datagrams(&shared, now, local, m, &buf[..m.len]);
+            }
+        }
+    }
+}
+
+/// Forwards the datagrams of one receive (several when GRO coalesced them, `stride` bytes each).
+fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvMeta, data: &[u8]) {
+    let stride = if m.stride == 0 { data.len().max(1) } else { m.stride };
+    let segments = data.len().div_ceil(stride);
+    add(&shared.counters.received, segments as u64);
+    let mut table = shared.table.borrow_mut();
+    let mut common: Option<Forward> = None;
+    let mut all_same = true;
+    let mut verdicts = Vec::with_capacity(if segments > 1 { segments } else { 0 });
+    for seg in data.chunks(stride) {
+        let v = table.on_packet(now, local, m.addr, seg);
+        match (&v, common) {
+            (Ok(f), None) => common = Some(*f),
+            (Ok(f), Some(c)) if *f == c => {}
+            _ => all_same = false,
+        }
+        if segments == 1 {
+            drop(table);
+            return send_one(shared, v, data);
+        }
+        verdicts.push(v);
+    }
+    drop(table);
+    match common {
+        // The whole batch goes to one peer: one GSO send, untouched, as it came in.
+        Some(f) if all_same && gso_ok(shared, f.from, segments) => send(shared, f, data, Some(stride)),
+        _ => {
+            for (v, seg) in verdicts.into_iter().zip(data.chunks(stride)) {
+                send_one(shared, v, seg);
+            }
+        }
+    }
+}
+
+fn gso_ok(shared: &Shared, from: SocketAddr, segments: usize) -> bool {
+    segments > 1 && shared.socks.borrow().get(&from).is_some_and(|s| s.state.max_gso_segments() >= segments)
+}
+
+fn send_one(shared: &Shared, v: Result<Forward, DropReason>, seg: &[u8]) {
+    match v {
+        Ok(f) => send(shared, f, seg, None),
+        Err(DropReason::ForeignSource) => add(&shared.counters.dropped_foreign, 1),
+        Err(DropReason::NoTarget) => add(&shared.counters.dropped_no_target, 1),
+        Err(_) => add(&shared.counters.dropped_unknown, 1),
+    }
+}
+
+fn send(shared: &Shared, f: Forward, contents: &[u8], segment_size: Option<usize>) {
+    let socks = shared.socks.borrow();
+    let Some(s) = socks.get(&f.from) else {
+        add(&shared.counters.dropped_unknown, 1);
+        return;
+    };
+    let n = segment_size.map_or(1, |s| contents.len().div_ceil(s)) as u64;
+    let t = Transmit { destination: f.to, ecn: None, contents, segment_size, src_ip: None };
+    match s.state.try_send((&*s.io).into(), &t) {
+        Ok(()) => {
+            add(&shared.counters.forwarded, n);
+            add(&shared.counters.forwarded_bytes, contents.len() as u64);
+        }
+        // A full send buffer: the packet is lost, as it would be on the wire; counted.
+        Err(_) => add(&shared.counters.send_errors, n),
+    }
+}

@@ -1,0 +1,162 @@
+//! `[media]`: media anchoring. Present: every call's media goes through the relay, and SDP carries only the
+//! relay's addresses. Absent: SDP crosses untouched (signalling only).
+
+use super::{ConfigError, Validator};
+use relay_proto::session::{Interface, MediaConfig};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Where the relay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// In the `sbc` process, on a thread of its own (the default).
+    Embedded,
+    /// A standalone `media-relay` at this control address.
+    Remote(SocketAddr),
+}
+
+/// `[media]`.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    /// `relay`: `"embedded"` (default) or `"tcp:ADDRESS:PORT"` of a standalone `media-relay --control`.
+    pub relay: RelayMode,
+    /// `interfaces`, `ports`, `quarantine`, `strict_source`: what the signalling side needs to anchor SDP.
+    pub core: MediaConfig,
+    /// `rtp_timeout`: a call with no packet on any of its media sockets this long is ended with BYE on both sides
+    /// (release cause `rtp_timeout`). Default 60 s, long enough for hold without RTCP on most phones.
+    pub rtp_timeout: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMedia {
+    relay: Option<Spanned<String>>,
+    interfaces: Option<Spanned<Vec<RawInterface>>>,
+    ports: Option<Spanned<String>>,
+    quarantine: Option<Spanned<String>>,
+    rtp_timeout: Option<Spanned<String>>,
+    strict_source: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: String,
+    address: Spanned<String>,
+}
+
+impl Validator<'_> {
+    pub(super) fn media(&self, raw: Option<RawMedia>) -> Result<Option<MediaSettings>, ConfigError> {
+        let Some(m) = raw else { return Ok(None) };
+        let relay = match &m.relay {
+            None => RelayMode::Embedded,
+            Some(s) if s.get_ref() == "embedded" => RelayMode::Embedded,
+            Some(s) => match s.get_ref().strip_prefix("tcp:").and_then(|a| a.parse().ok()) {
+                Some(addr) => RelayMode::Remote(addr),
+                None => {
+                    return Err(self.invalid(
+                        s.span(),
+                        "media.relay",
+                        "expected \"embedded\" or \"tcp:ADDRESS:PORT\" of a media-relay control socket",
+                    ))
+                }
+            },
+        };
+        let Some(list) = m.interfaces else {
+            return Err(self.invalid(0..0, "media.interfaces", "required: the relay's address on each side"));
+        };
+        if list.get_ref().is_empty() {
+            return Err(self.invalid(list.span(), "media.interfaces", "needs at least one interface"));
+        }
+        let mut interfaces = Vec::new();
+        for (i, raw) in list.get_ref().iter().enumerate() {
+            let address: IpAddr = raw.address.get_ref().parse().map_err(|_| {
+                self.invalid(raw.address.span(), &format!("media.interfaces[{i}].address"), "expected an IP address")
+            })?;
+            if address.is_unspecified() {
+                return Err(self.invalid(
+                    raw.address.span(),
+                    &format!("media.interfaces[{i}].address"),
+                    "must be a real address: it goes into SDP",
+                ));
+            }
+            interfaces.push(Interface { name: raw.name.clone(), address });
+        }
+        let (first_port, last_port) = match &m.ports {
+            None => (30000, 39999),
+            Some(s) => parse_ports(s.get_ref()).map_err(|e| self.invalid(s.span(), "media.ports", &e))?,
+        };
+        let quarantine = match &m.quarantine {
+            None => Duration::from_secs(5),
+            Some(s) => self.duration(s, "media.quarantine")?,
+        };
+        let rtp_timeout = match &m.rtp_timeout {
+            None => Duration::from_secs(60),
+            Some(s) => self.duration(s, "media.rtp_timeout")?,
+        };
+        let core =
+            MediaConfig { interfaces, first_port, last_port, quarantine, strict: m.strict_source.unwrap_or(true) };
+        Ok(Some(MediaSettings { relay, core, rtp_timeout }))
+    }
+}
+
+/// `"30000-39999"`: at least one even/odd pair, ports 1024 and up.
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("\"{s}\": expected FIRST-LAST, e.g. \"30000-39999\""))?;
+    let (a, b): (u16, u16) = match (a.trim().parse(), b.trim().parse()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err(format!("\"{s}\": ports are numbers from 1024 to 65535")),
+    };
+    if a < 1024 || b < a {
+        return Err(format!("\"{s}\": the range must start at 1024 or above and not be reversed"));
+    }
+    let first_even = a + (a % 2);
+    if first_even >= b {
+        return Err(format!("\"{s}\": holds no RTP/RTCP pair (an even port and the odd one after it)"));
+    }
+    Ok((a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn parse(t: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn media_section_with_defaults() {
+        let c = parse("[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\n").unwrap();
+        let m = c.media.expect("media on");
+        assert_eq!((m.core.first_port, m.core.last_port), (30000, 39999));
+        assert_eq!(m.relay, super::RelayMode::Embedded);
+        assert!(m.core.strict);
+        assert_eq!(m.rtp_timeout, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_media_values_name_their_key_and_line() {
+        for (text, key) in [
+            ("[media]\ninterfaces = []\n", "media.interfaces"),
+            ("[media]\ninterfaces = [{ name = \"a\", address = \"nope\" }]\n", "media.interfaces[0].address"),
+            ("[media]\ninterfaces = [{ name = \"a\", address = \"0.0.0.0\" }]\n", "media.interfaces[0].address"),
+            (
+                "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nports = \"40001-40001\"\n",
+                "media.ports",
+            ),
+            ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nports = \"100-200\"\n", "media.ports"),
+            (
+                "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nrelay = \"udp:1.2.3.4\"\n",
+                "media.relay",
+            ),
+            ("[media]\nports = \"30000-30010\"\n", "media.interfaces"),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The link from the driver to the media relay: the embedded relay thread, or a standalone `media-relay` over
+//! its control socket. Either way commands never block the driver, and what comes back arrives as
+//! [`LinkEvent`]s in the driver's loop.
+//!
+//! A remote relay is pinged every second; three seconds without a pong (or a lost connection) is
+//! [`LinkEvent::Down`], and new calls are refused with 503 until it is back ([`LinkEvent::Up`]), when the driver
+//! replays every session so that a restarted relay learns them again.
+
+use crate::config::{MediaSettings, RelayMode};
+use media_relay::relay::{CounterSnapshot, Relay, RelayConfig};
+use relay_proto::control::{self, Command, Event};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// What the relay side says.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// An event of the relay (boxed: final figures are large, Up/Down tiny).
+    Relay(Box<Event>),
+    /// The remote relay answers (again).
+    Up,
+    /// The remote relay stopped answering.
+    Down,
+}
+
+/// How often a remote relay is pinged, and how long it may stay silent.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+enum Kind {
+    Embedded(Relay),
+    Remote(mpsc::UnboundedSender<Command>),
+}
+
+/// The relay, as the driver sees it.
+#[derive(Debug)]
+pub struct MediaLink {
+    kind: Kind,
+    relay_events: Option<mpsc::UnboundedReceiver<Event>>,
+    link_events: Option<mpsc::UnboundedReceiver<LinkEvent>>,
+}
+
+impl MediaLink {
+    /// Starts the embedded relay thread, or the task that keeps a connection to the remote one.
+    pub fn start(settings: &MediaSettings) -> std::io::Result<Self> {
+        match settings.relay {
+            RelayMode::Embedded => {
+                let config = RelayConfig { rtp_timeout: settings.rtp_timeout, ..RelayConfig::default() };
+                let (relay, events) = Relay::start(config)?;
+                Ok(Self { kind: Kind::Embedded(relay), relay_events: Some(events), link_events: None })
+            }
+            RelayMode::Remote(addr) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+                tokio::spawn(remote(addr, rx, ev_tx));
+                Ok(Self { kind: Kind::Remote(tx), relay_events: None, link_events: Some(ev_rx) })
+            }
+        }
+    }
+
+    /// Whether the relay is usable from the start (a remote one is not until it answers).
+    pub fn initially_up(&self) -> bool {
+        matches!(self.kind, Kind::Embedded(_))
+    }
+
+    /// Queues a command for the relay.
+    pub fn send(&self, cmd: Command) {
+        let ok = match &self.kind {
+            Kind::Embedded(r) => r.send(cmd),
+            Kind::Remote(tx) => tx.send(cmd).is_ok(),
+        };
+        if !ok {
+            metrics::counter!("sbc_media_commands_lost_total").increment(1);
+        }
+    }
+
+    /// The next event; pending forever when there is none to come.
+    pub async fn recv(&mut self) -> LinkEvent {
+        if let Some(rx) = self.relay_events.as_mut() {
+            if let Some(e) = rx.recv().await {
+                return LinkEvent::Relay(Box::new(e));
+            }
+        }
+        if let Some(rx) = self.link_events.as_mut() {
+            if let Some(e) = rx.recv().await {
+                return e;
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// The embedded relay's counters.
+    pub fn counters(&self) -> Option<CounterSnapshot> {
+        match &self.kind {
+            Kind::Embedded(r) => Some(r.counters().snapshot()),
+            Kind::Remote(_) => None,
+        }
+    }
+}
+
+async fn remote(
+    addr: SocketAddr,
+    mut cmds: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) {
+    loop {
+        let conn = tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await;
+        let Ok(Ok(stream)) = conn else {
+            // While the relay is away, commands have nowhere to go; sessions are replayed when it is back.
+            while cmds.try_recv().is_ok() {
+                metrics::counter!("sbc_media_commands_lost_total").increment(1);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::info!(relay = %addr, "media relay connected");
+        if events.send(LinkEvent::Up).is_err() {
+            return;
+        }
+        let (r, mut w) = stream.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let mut tick = tokio::time::interval(PING_EVERY);
+        let mut last_pong = tokio::time::Instant::now();
+        let mut seq = 0u64;
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    let mut line = control::encode(&cmd);
+                    line.push('\n');
+                    if w.write_all(line.as_bytes()).await.is_err() { break }
+                }
+                line = lines.next_line() => match line {
+                    Ok(Some(l)) => match control::decode::<Event>(&l) {
+                        Ok(Event::Pong { .. }) => last_pong = tokio::time::Instant::now(),
+                        Ok(e) => { let _ = events.send(LinkEvent::Relay(Box::new(e))); }
+                        Err(e) => tracing::warn!(error = %e, "bad line from the media relay"),
+                    },
+                    _ => break,
+                },
+                _ = tick.tick() => {
+                    if last_pong.elapsed() > DEAD_AFTER { break }
+                    seq += 1;
+                    let mut line = control::encode(&Command::Ping { seq });
+                    line.push('\n');
+                    if w.write_all(line.as_bytes()).await.is_err() { break }
+                }
+            }
+        }
+        tracing::warn!(relay = %addr, "media relay lost: new calls are refused until it is back");
+        if events.send(LinkEvent::Down).is_err() {
+            return;
+        }
+    }
+}
