@@ -1,0 +1,278 @@
+//! Media through the SBC's embedded relay, with real RTP, in the single-SBC topology of DESIGN.md: SIPp places
+//! the call (caller 198.18.1.10 → SBC → carrier b 198.18.2.10), and an `rtpgen` on each side sends and checks RTP
+//! on the port its SDP names. Each side learns the relay's address for it from the SDP it received (SIPp's
+//! message log), as a phone would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A};
+use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
+use tests::sipp::{Running, Sipp};
+use tests::Sbc;
+
+const LIMIT: Duration = Duration::from_secs(40);
+/// The port each side's SDP names for RTP (SIPp's own -mp port stays 6000).
+const RTP_PORT: u16 = 7078;
+const SSRC_A: u32 = 0xA0A0_0001;
+const SSRC_B: u32 = 0xB0B0_0002;
+
+struct Rig {
+    topo: Topology,
+    sbc: Sbc,
+    cdr: PathBuf,
+}
+
+fn rig(name: &str, media_extra: &str) -> Rig {
+    let topo = Topology::single_sbc().expect("topology");
+    let cdr = topo.dir().join("cdr.jsonl");
+    let mut config = sbc_config("", "", "", false, Some(&cdr));
+    config.push_str(&format!(
+        "\n[media]\ninterfaces = [{{ name = \"a\", address = \"198.18.1.1\" }}, {{ name = \"b\", address = \"198.18.2.1\" }}]\n\
+         ports = \"30000-30999\"\n{media_extra}\n"
+    ));
+    let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, 5060), addr([127, 0, 0, 1].into(), 8080))
+        .expect("sbc starts");
+    Rig { topo, sbc, cdr }
+}
+
+impl Rig {
+    fn carrier(&self, scenario: &str) -> Running {
+        let ns = self.topo.ns(Host::B);
+        let mut r = Sipp::new(scenario)
+            .netns(&ns)
+            .local_ip(CARRIER_B)
+            .local_port(5060)
+            .key("rtp_port", &RTP_PORT.to_string())
+            .limit(LIMIT)
+            .trace_messages(true)
+            .spawn()
+            .expect("uas starts");
+        r.wait_listening(Some(&ns), 5060, Duration::from_secs(5)).expect("uas listens");
+        r
+    }
+
+    fn caller(&self, scenario: &str, hold: Duration) -> Running {
+        Sipp::new(scenario)
+            .netns(&self.topo.ns(Host::A))
+            .local_ip(CALLER)
+            .local_port(5060)
+            .target(addr(SBC_A, 5060))
+            .service("+4930123456")
+            .key("rtp_port", &RTP_PORT.to_string())
+            .pause(hold)
+            .limit(LIMIT)
+            .trace_messages(true)
+            .spawn()
+            .expect("uac starts")
+    }
+
+    fn rtp(&self, host: Host, name: &str, gen: Rtpgen) -> Process {
+        self.topo.spawn(host, name, rtpgen_binary().expect("rtpgen built"), &gen.args()).expect("rtpgen starts")
+    }
+
+    fn cdrs(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found: Vec<serde_json::Value> = std::fs::read_to_string(&self.cdr)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("CDR lines are JSON"))
+                .collect();
+            if found.len() >= n || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The relay's address in the SDP a SIPp side received: the `c=` line naming `relay_ip` and the `m=audio` port
+/// after it, waited for up to `timeout` in SIPp's message log.
+fn relay_address_in(sipp: &Running, relay_ip: &str, timeout: Duration) -> SocketAddr {
+    let log = sipp.dir().join("messages.log");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let needle = format!("c=IN IP4 {relay_ip}");
+        // The whole address: 198.18.1.1 must not match the caller's own 198.18.1.10.
+        let found = text
+            .match_indices(&needle)
+            .map(|(i, _)| i)
+            .find(|&i| !text[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit() || c == '.'));
+        if let Some(at) = found {
+            if let Some(m) = text[at..].find("m=audio ") {
+                let port: String = text[at + m + 8..].chars().take_while(char::is_ascii_digit).collect();
+                return format!("{relay_ip}:{port}").parse().expect("an address");
+            }
+        }
+        assert!(Instant::now() < deadline, "no SDP naming {relay_ip} in {}:\n{text}", log.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn write_target(path: &Path, target: SocketAddr) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{target}\n")).expect("write target");
+    std::fs::rename(&tmp, path).expect("rename target");
+}
+
+fn wait_report(p: &mut Process, path: &Path) -> Report {
+    let status = p.wait_timeout(LIMIT).expect("rtpgen ends");
+    assert!(status.success(), "rtpgen failed: {}", p.output_tail());
+    read_report(path).expect("rtpgen report")
+}
+
+fn messages(sipp: &Running) -> String {
+    std::fs::read_to_string(sipp.dir().join("messages.log")).unwrap_or_default()
+}
+
+/// 250 packets each way at 50/s (5 s of 20 ms audio) from `a_bind` (the SDP says 198.18.1.10:7078).
+fn media_call(name: &str, a_bind: SocketAddr) -> (Rig, Report, Report, Vec<serde_json::Value>) {
+    let rig = rig(name, "");
+    let uas = rig.carrier("uas_answer_rtp.xml");
+    let dir = rig.topo.dir().to_owned();
+    let (a_target, b_target) = (dir.join("a.target"), dir.join("b.target"));
+    let (a_report, b_report) = (dir.join("a.json"), dir.join("b.json"));
+    let stream = |bind, to: &Path, ssrc, expect, report: &Path| {
+        Rtpgen::new(bind)
+            .to_file(to)
+            .count(250)
+            .pps(50)
+            .ssrc(ssrc)
+            .expect_ssrc(expect)
+            .duration(Duration::from_secs(30))
+            .idle_exit(Duration::from_secs(2))
+            .report(report)
+    };
+    let mut b = rig.rtp(Host::B, "rtp-b", stream(addr(CARRIER_B, RTP_PORT), &b_target, SSRC_B, SSRC_A, &b_report));
+    let mut a = rig.rtp(Host::A, "rtp-a", stream(a_bind, &a_target, SSRC_A, SSRC_B, &a_report));
+    let uac = rig.caller("uac_call_rtp.xml", Duration::from_secs(9));
+    // Each side sends where the SDP it received points: B to the relay's b side, A to its a side.
+    write_target(&b_target, relay_address_in(&uas, "198.18.2.1", Duration::from_secs(10)));
+    write_target(&a_target, relay_address_in(&uac, "198.18.1.1", Duration::from_secs(10)));
+    let (ra, rb) = (wait_report(&mut a, &a_report), wait_report(&mut b, &b_report));
+    let uac_msgs = messages(&uac);
+    let uas_msgs = messages(&uas);
+    uac.wait().expect("uac runs").assert_all_successful(1).expect("the caller's call completes");
+    uas.wait().expect("uas runs").assert_all_successful(1).expect("the carrier's call completes");
+    // Topology hiding, SDP included: neither side ever sees the other's address.
+    assert!(!uas_msgs.contains("198.18.1.10"), "side A's address reached the carrier:\n{uas_msgs}");
+    assert!(!uac_msgs.contains("198.18.2.10"), "the carrier's address reached side A:\n{uac_msgs}");
+    let cdrs = rig.cdrs(1);
+    (rig, ra, rb, cdrs)
+}
+
+fn assert_clean(side: &str, r: &Report, count: u64) {
+    assert_eq!(r.sent, count, "{side} sent: {r:?}");
+    assert_eq!(r.received, count, "{side} received every packet: {r:?}");
+    assert_eq!((r.corrupt, r.reordered, r.duplicates, r.lost), (0, 0, 0, 0), "{side}: byte-identical, in order: {r:?}");
+    assert_eq!(r.seq_mismatch, 0, "{side}: RTP headers untouched: {r:?}");
+}
+
+#[test]
+fn rtp_both_ways_arrives_byte_identical_and_sdp_holds_only_relay_addresses() {
+    let (_rig, a, b, cdrs) = media_call("media-basic", addr(CALLER, RTP_PORT));
+    assert_clean("A", &a, 250);
+    assert_clean("B", &b, 250);
+    // Each side hears the relay, never the other side.
+    assert_eq!(a.sources.len(), 1, "{a:?}");
+    assert_eq!(a.sources[0].ip().to_string(), "198.18.1.1");
+    assert_eq!(b.sources[0].ip().to_string(), "198.18.2.1");
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    let media = &cdrs[0]["media"];
+    assert!(media["a"]["received"]["packets"].as_u64().unwrap_or(0) >= 250, "CDR media figures: {media}");
+    assert!(media["b"]["received"]["packets"].as_u64().unwrap_or(0) >= 250, "CDR media figures: {media}");
+    assert_eq!(media["a"]["received"]["lost"].as_i64(), Some(0), "{media}");
+}
+
+#[test]
+fn nat_caller_is_latched_and_a_third_host_injecting_is_dropped() {
+    let rig = rig("media-nat", "");
+    let uas = rig.carrier("uas_answer_rtp.xml");
+    let dir = rig.topo.dir().to_owned();
+    let (a_target, b_target) = (dir.join("a.target"), dir.join("b.target"));
+    let (a_report, b_report, x_report) = (dir.join("a.json"), dir.join("b.json"), dir.join("x.json"));
+    // A's SDP says :7078, its packets come from :41000 (a NAT's mapping): the relay must answer there.
+    let nat_port = 41000;
+    let mut b = rig.rtp(
+        Host::B,
+        "rtp-b",
+        Rtpgen::new(addr(CARRIER_B, RTP_PORT))
+            .to_file(&b_target)
+            .count(300)
+            .pps(50)
+            .ssrc(SSRC_B)
+            .expect_ssrc(SSRC_A)
+            .idle_exit(Duration::from_secs(2))
+            .report(&b_report),
+    );
+    let mut a = rig.rtp(
+        Host::A,
+        "rtp-a",
+        Rtpgen::new(addr(CALLER, nat_port))
+            .to_file(&a_target)
+            .count(300)
+            .pps(50)
+            .ssrc(SSRC_A)
+            .expect_ssrc(SSRC_B)
+            .idle_exit(Duration::from_secs(2))
+            .report(&a_report),
+    );
+    let uac = rig.caller("uac_call_rtp.xml", Duration::from_secs(10));
+    let relay_b = relay_address_in(&uas, "198.18.2.1", Duration::from_secs(10));
+    let relay_a = relay_address_in(&uac, "198.18.1.1", Duration::from_secs(10));
+    write_target(&b_target, relay_b);
+    write_target(&a_target, relay_a);
+    // Carrier c's host, once both sides are latched, sprays the relay's b-side port with another stream.
+    let mut x = rig.rtp(
+        Host::C,
+        "rtp-x",
+        Rtpgen::new(addr(CARRIER_C, RTP_PORT))
+            .to(relay_b)
+            .count(100)
+            .pps(50)
+            .ssrc(0x0BAD_0BAD)
+            .start_delay(Duration::from_secs(2))
+            .idle_exit(Duration::from_millis(500))
+            .report(&x_report),
+    );
+    let (ra, rb, rx) = (wait_report(&mut a, &a_report), wait_report(&mut b, &b_report), wait_report(&mut x, &x_report));
+    uac.wait().expect("uac runs").assert_all_successful(1).expect("call completes");
+    uas.wait().expect("uas runs").assert_all_successful(1).expect("call completes");
+    assert_clean("A behind NAT", &ra, 300);
+    assert_clean("B", &rb, 300);
+    assert_eq!(rx.sent, 100, "{rx:?}");
+    assert_eq!(ra.other_ssrc, 0, "nothing of the injected stream reached A: {ra:?}");
+    assert_eq!(rx.received, 0, "the injector got nothing back: {rx:?}");
+    let dropped = rig.sbc.metric("sbc_media_packets_dropped_total{reason=\"foreign_source\"}").unwrap_or(0.0);
+    assert!(dropped >= 100.0, "the relay counts the injected packets as dropped: {dropped}");
+    let cdrs = rig.cdrs(1);
+    let latched = cdrs[0]["media"]["a"]["latched"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(latched, format!("198.18.1.10:{nat_port}"), "{}", cdrs[0]);
+}
+
+#[test]
+fn silent_call_is_torn_down_after_rtp_timeout_with_bye_both_sides() {
+    let rig = rig("media-timeout", "rtp_timeout = \"3s\"");
+    let uas = rig.carrier("uas_answer.xml");
+    let started = Instant::now();
+    // The caller would hold for 30 s; the SBC must hang up first, and the caller's scenario expects that BYE.
+    let uac = Sipp::new("uac_call_remote_bye.xml")
+        .netns(&rig.topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5060)
+        .target(addr(SBC_A, 5060))
+        .service("+4930123456")
+        .limit(LIMIT)
+        .trace_messages(true)
+        .spawn()
+        .expect("uac starts");
+    uac.wait().expect("uac runs").assert_all_successful(1).expect("the caller gets a BYE");
+    uas.wait().expect("uas runs").assert_all_successful(1).expect("the carrier gets a BYE");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "torn down after about 3-4 s, took {took:?}");
+    let cdrs = rig.cdrs(1);
+    assert_eq!(cdrs[0]["release_cause"], "rtp_timeout", "{}", cdrs[0]);
+    assert_eq!(cdrs[0]["released_by"], "sbc");
+}
