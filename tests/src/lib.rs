@@ -39,30 +39,44 @@ pub fn require_tool(tool: &str, package: &str) -> PathBuf {
 /// another package's binary, and a stale one would test old code). `SBC_BINARY=/path/to/sbc` uses that binary
 /// instead, unbuilt (for CI jobs that test a release build, or while the workspace does not compile).
 pub fn sbc_binary() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("SBC_BINARY") {
+    workspace_binary("SBC_BINARY", "sbc", "sbc")
+}
+
+/// The standalone `media-relay` binary, built like [`sbc_binary`] (`MEDIA_RELAY_BINARY` overrides).
+pub fn media_relay_binary() -> Result<PathBuf> {
+    workspace_binary("MEDIA_RELAY_BINARY", "media-relay", "media-relay")
+}
+
+/// Binary `bin` of workspace package `package`, built (debug) once per test process unless the environment
+/// variable `env` names one.
+fn workspace_binary(env: &str, package: &'static str, bin: &'static str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         if !path.is_file() {
-            bail!("SBC_BINARY={} is not a file", path.display());
+            bail!("{env}={} is not a file", path.display());
         }
         return Ok(path);
     }
-    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let target =
-                std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "--quiet", "-p", "sbc", "--bin", "sbc"])
-                .current_dir(repo_root())
-                .status()
-                .map_err(|e| format!("running cargo build -p sbc: {e}"))?;
-            if !status.success() {
-                return Err("cargo build -p sbc failed".to_owned());
+    static BUILT: std::sync::Mutex<Vec<(&'static str, Result<PathBuf, String>)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, r)) = built.iter().find(|(p, _)| *p == package) {
+        return r.clone().map_err(anyhow::Error::msg);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let result = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(repo_root())
+        .status()
+        .map_err(|e| format!("running cargo build -p {package}: {e}"))
+        .and_then(|s| {
+            if s.success() {
+                Ok(target.join("debug").join(bin))
+            } else {
+                Err(format!("cargo build -p {package} failed"))
             }
-            Ok(target.join("debug").join("sbc"))
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
+        });
+    built.push((package, result.clone()));
+    result.map_err(anyhow::Error::msg)
 }
 
 /// The `netprobe` helper binary of this crate (UDP echo/ping, HTTP GET, run inside namespaces). Cargo builds it

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A};
 use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
 use tests::sipp::{Running, Sipp};
-use tests::Sbc;
+use tests::{media_relay_binary, Sbc};
 
 const LIMIT: Duration = Duration::from_secs(40);
 /// The port each side's SDP names for RTP (SIPp's own -mp port stays 6000).
@@ -127,13 +127,21 @@ fn messages(sipp: &Running) -> String {
     std::fs::read_to_string(sipp.dir().join("messages.log")).unwrap_or_default()
 }
 
-/// 250 packets each way at 50/s (5 s of 20 ms audio) from `a_bind` (the SDP says 198.18.1.10:7078).
+/// 250 packets each way at 50/s (5 s of 20 ms audio) from `a_bind` (the SDP says 198.18.1.10:7078), on a fresh
+/// rig; also returns the CDRs.
 fn media_call(name: &str, a_bind: SocketAddr) -> (Rig, Report, Report, Vec<serde_json::Value>) {
     let rig = rig(name, "");
+    let (ra, rb) = media_call_on(&rig, a_bind, "");
+    let cdrs = rig.cdrs(1);
+    (rig, ra, rb, cdrs)
+}
+
+/// One call with RTP both ways on `rig`; `tag` keeps file names apart when a rig places several.
+fn media_call_on(rig: &Rig, a_bind: SocketAddr, tag: &str) -> (Report, Report) {
     let uas = rig.carrier("uas_answer_rtp.xml");
     let dir = rig.topo.dir().to_owned();
-    let (a_target, b_target) = (dir.join("a.target"), dir.join("b.target"));
-    let (a_report, b_report) = (dir.join("a.json"), dir.join("b.json"));
+    let (a_target, b_target) = (dir.join(format!("a{tag}.target")), dir.join(format!("b{tag}.target")));
+    let (a_report, b_report) = (dir.join(format!("a{tag}.json")), dir.join(format!("b{tag}.json")));
     let stream = |bind, to: &Path, ssrc, expect, report: &Path| {
         Rtpgen::new(bind)
             .to_file(to)
@@ -159,8 +167,7 @@ fn media_call(name: &str, a_bind: SocketAddr) -> (Rig, Report, Report, Vec<serde
     // Topology hiding, SDP included: neither side ever sees the other's address.
     assert!(!uas_msgs.contains("198.18.1.10"), "side A's address reached the carrier:\n{uas_msgs}");
     assert!(!uac_msgs.contains("198.18.2.10"), "the carrier's address reached side A:\n{uac_msgs}");
-    let cdrs = rig.cdrs(1);
-    (rig, ra, rb, cdrs)
+    (ra, rb)
 }
 
 fn assert_clean(side: &str, r: &Report, count: u64) {
@@ -204,6 +211,9 @@ fn nat_caller_is_latched_and_a_third_host_injecting_is_dropped() {
             .pps(50)
             .ssrc(SSRC_B)
             .expect_ssrc(SSRC_A)
+            // Until A's first packet shows where its NAT maps it, the relay can only use A's SDP address, where
+            // nothing listens: B starts half a second after A, as a callee's audio follows the caller's.
+            .start_delay(Duration::from_millis(500))
             .idle_exit(Duration::from_secs(2))
             .report(&b_report),
     );
@@ -275,4 +285,104 @@ fn silent_call_is_torn_down_after_rtp_timeout_with_bye_both_sides() {
     let cdrs = rig.cdrs(1);
     assert_eq!(cdrs[0]["release_cause"], "rtp_timeout", "{}", cdrs[0]);
     assert_eq!(cdrs[0]["released_by"], "sbc");
+}
+
+/// Every `m=audio` port that follows a `c=` line naming exactly `relay_ip` in a SIPp message log.
+fn relay_ports_in(text: &str, relay_ip: &str) -> Vec<u16> {
+    let needle = format!("c=IN IP4 {relay_ip}");
+    text.match_indices(&needle)
+        .map(|(i, _)| i)
+        .filter(|&i| !text[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+        .filter_map(|i| {
+            let m = text[i..].find("m=audio ")?;
+            text[i + m + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn hold_then_resume_by_reinvite_keeps_media_flowing_on_the_same_relay_ports() {
+    let rig = rig("media-hold", "");
+    let uas = rig.carrier("uas_answer_rtp_hold.xml");
+    let dir = rig.topo.dir().to_owned();
+    let (a_target, b_target) = (dir.join("a.target"), dir.join("b.target"));
+    let (a_report, b_report) = (dir.join("a.json"), dir.join("b.json"));
+    // 8 s of audio each way across hold (3 s in) and resume (6 s in).
+    let stream = |bind, to: &Path, ssrc, expect, report: &Path| {
+        Rtpgen::new(bind)
+            .to_file(to)
+            .count(400)
+            .pps(50)
+            .ssrc(ssrc)
+            .expect_ssrc(expect)
+            .idle_exit(Duration::from_secs(2))
+            .report(report)
+    };
+    let mut b = rig.rtp(Host::B, "rtp-b", stream(addr(CARRIER_B, RTP_PORT), &b_target, SSRC_B, SSRC_A, &b_report));
+    let mut a = rig.rtp(Host::A, "rtp-a", stream(addr(CALLER, RTP_PORT), &a_target, SSRC_A, SSRC_B, &a_report));
+    let uac = rig.caller("uac_call_rtp_hold.xml", Duration::from_secs(1));
+    write_target(&b_target, relay_address_in(&uas, "198.18.2.1", Duration::from_secs(10)));
+    write_target(&a_target, relay_address_in(&uac, "198.18.1.1", Duration::from_secs(10)));
+    let (ra, rb) = (wait_report(&mut a, &a_report), wait_report(&mut b, &b_report));
+    let (uac_msgs, uas_msgs) = (messages(&uac), messages(&uas));
+    uac.wait().expect("uac runs").assert_all_successful(1).expect("hold, resume and BYE complete for the caller");
+    uas.wait().expect("uas runs").assert_all_successful(1).expect("hold, resume and BYE complete for the carrier");
+    assert_clean("A", &ra, 400);
+    assert_clean("B", &rb, 400);
+    // The carrier saw three offers (INVITE, hold, resume), all for the same relay port and none with A's address.
+    let ports = relay_ports_in(&uas_msgs, "198.18.2.1");
+    assert_eq!(ports.len(), 3, "three offers reached the carrier: {ports:?}\n{uas_msgs}");
+    assert!(ports.iter().all(|p| *p == ports[0]), "same relay port across re-INVITEs: {ports:?}");
+    assert!(uas_msgs.contains("a=sendonly"), "the hold reached the carrier");
+    assert!(!uas_msgs.contains("198.18.1.10") && !uac_msgs.contains("198.18.2.10"), "no address crossed");
+}
+
+/// Waits up to `timeout` for the SBC's gauge `sbc_media_relay_up` to read `want`.
+fn wait_relay_up(sbc: &Sbc, want: f64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = sbc.metric("sbc_media_relay_up").unwrap_or(-1.0);
+        if v == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "sbc_media_relay_up is {v}, not {want}, after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn standalone_relay_carries_media_and_its_loss_refuses_calls_with_503() {
+    let topo_rig = rig("media-remote", "relay = \"tcp:127.0.0.1:2223\"");
+    let mut relay = topo_rig
+        .topo
+        .spawn(
+            Host::Sbc,
+            "media-relay",
+            media_relay_binary().expect("media-relay built"),
+            &["--control", "127.0.0.1:2223"],
+        )
+        .expect("media-relay starts");
+    wait_relay_up(&topo_rig.sbc, 1.0, Duration::from_secs(10));
+    let (a, b) = media_call_on(&topo_rig, addr(CALLER, RTP_PORT), "-1");
+    assert_clean("A via the standalone relay", &a, 250);
+    assert_clean("B via the standalone relay", &b, 250);
+    let cdrs = topo_rig.cdrs(1);
+    assert!(cdrs[0]["media"]["a"]["received"]["packets"].as_u64().unwrap_or(0) >= 250, "{}", cdrs[0]);
+
+    // The relay dies: within its detection time the SBC refuses new calls at once with 503, not a silent call.
+    relay.kill();
+    wait_relay_up(&topo_rig.sbc, 0.0, Duration::from_secs(6));
+    let refused = Sipp::new("uac_expect_status.xml")
+        .netns(&topo_rig.topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5060)
+        .target(addr(SBC_A, 5060))
+        .service("+4930123456")
+        .set("expected", "503")
+        .limit(LIMIT)
+        .run()
+        .expect("uac runs");
+    refused.assert_all_successful(1).expect("the call is refused with 503");
+    let errors = topo_rig.sbc.metric("sbc_media_errors_total{reason=\"relay_down\"}").unwrap_or(0.0);
+    assert!(errors >= 1.0, "counted: {errors}");
 }
