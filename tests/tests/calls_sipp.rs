@@ -310,3 +310,15 @@ fn customer_trunk_authenticates_with_digest() {
     assert_eq!(r.cdrs(3).len(), 3, "only the authenticated calls left CDRs");
     let _ = std::fs::remove_file(pw_file);
 }
+
+#[test]
+fn reliable_183_with_prack_crosses_end_to_end() {
+    let r = rig("prack", "", "", "");
+    let uas = r.carrier(Host::B, Sipp::new("uas_answer_prack.xml"), 2);
+    let uac =
+        r.caller(Sipp::new("uac_call_prack.xml").pause(Duration::from_millis(300)), 2, 5060).run().expect("uac runs");
+    both_ok(uac, uas, 2);
+    let cdrs = r.cdrs(2);
+    assert_eq!(cdrs.len(), 2);
+    assert!(cdrs.iter().all(|c| c["status"] == 200 && c["release_cause"] == "bye"), "{cdrs:?}");
+}

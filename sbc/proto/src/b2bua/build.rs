@@ -49,22 +49,37 @@ pub(super) fn carry_body_and_allowed(
             }
         }
     }
-    // Session timers (RFC 4028) pass through: the interval, its floor, and the `timer` option tag. Other option
-    // tags (100rel, replaces) name extensions this B2BUA does not carry end to end, so they are not advertised.
+    // Session timers (RFC 4028) pass through: the interval, its floor, and the `timer` option tag; so does `100rel`
+    // (RFC 3262): reliable provisionals keep their RSeq across and PRACK is relayed with its RAck mapped to the
+    // other leg's INVITE. Other option tags (replaces) name extensions this B2BUA does not carry end to end.
     for name in [HeaderName::SessionExpires, HeaderName::MinSe] {
         if let Some(v) = src_headers.get_bytes(&name) {
             dst.push(name, v);
         }
     }
     for name in [HeaderName::Supported, HeaderName::Require] {
-        if src_headers.list(&name).any(|t| t.eq_ignore_ascii_case(b"timer")) {
-            dst.push(name, "timer");
+        for tag in ["timer", "100rel"] {
+            if src_headers.list(&name).any(|t| t.eq_ignore_ascii_case(tag.as_bytes())) {
+                dst.push(name.clone(), tag);
+            }
         }
     }
     if !body.is_empty() {
         if let Some(ct) = src_headers.get_bytes(&HeaderName::ContentType) {
             dst.push(HeaderName::ContentType, ct);
         }
+    }
+}
+
+/// A reliable provisional response (RFC 3262) of the other leg stays reliable on this one: its RSeq is relayed
+/// unchanged (each leg sees the same sequence, one for one), so a PRACK's RAck maps back by CSeq alone.
+pub(super) fn carry_reliable(src: &Response, dst: &mut Response) {
+    let reliable = src.headers.list(&HeaderName::Require).any(|t| t.eq_ignore_ascii_case(b"100rel"));
+    if let (true, Some(rseq)) = (reliable, src.headers.get_bytes(&HeaderName::RSeq)) {
+        if !dst.headers.list(&HeaderName::Require).any(|t| t.eq_ignore_ascii_case(b"100rel")) {
+            dst.headers.push(HeaderName::Require, "100rel");
+        }
+        dst.headers.push(HeaderName::RSeq, rseq);
     }
 }
 

@@ -739,13 +739,20 @@ impl Calls {
             b.provisional = true;
             if b.dialog.remote_tag.is_none() {
                 b.dialog.remote_tag = resp.headers.to().ok().and_then(|t| t.tag().map(Bytes::copy_from_slice));
+                // The early dialog's target and route set: PRACK and UPDATE before the answer go there (§12.1.2).
+                if let Some(target) = contact_of_response(&resp) {
+                    b.dialog.remote_target = target;
+                }
+                let mut rr: Vec<Bytes> = resp.headers.get_all_bytes(&HeaderName::RecordRoute).collect();
+                rr.reverse();
+                b.dialog.route_set = rr;
             }
             if call.state == State::Routing && !b.cancel_wanted {
                 if matches!(resp.status, 180 | 183) && call.ringing.is_none() {
                     call.ringing = Some(ctx.now);
                 }
                 let pass = &self.plan.trunk(call.a_trunk).pass_headers;
-                let r = build::response_to(
+                let mut r = build::response_to(
                     &call.a_invite,
                     resp.status,
                     resp.reason.clone(),
@@ -754,6 +761,7 @@ impl Calls {
                     pass,
                     ctx.server,
                 );
+                build::carry_reliable(&resp, &mut r);
                 ctx.respond(&call.a_invite_key, r);
             }
             return self.maybe_cancel_b(ctx, id);
@@ -937,8 +945,12 @@ impl Calls {
             call.release.get_or_insert(("bye", leg.label(), 200));
             return self.end_call(ctx, id, Some(leg));
         }
-        if call.state != State::Confirmed {
-            // Mid-setup requests (PRACK, UPDATE on an early dialog) are not relayed yet: 491/500 tells the peer.
+        // PRACK and UPDATE on the early dialog (RFC 3262, RFC 3311) cross once B has answered provisionally.
+        let early = call.state == State::Routing
+            && matches!(req.method, Method::Prack | Method::Update)
+            && call.b.as_ref().is_some_and(|b| b.dialog.remote_tag.is_some() && !b.cancel_wanted);
+        if call.state != State::Confirmed && !early {
+            // Other mid-setup requests (INFO, or PRACK/UPDATE before B has an early dialog): 500 + Retry-After.
             let r = build::response_to(
                 &req,
                 500,
@@ -980,11 +992,19 @@ impl Calls {
             Leg::B => call.b.as_ref().map(|b| self.plan.trunk(b.trunk).pass_headers.clone()).unwrap_or_default(),
         };
         let branch = ctx.ids.branch();
+        let b_invite_cseq = call.b.as_ref().and_then(|b| b.invite.headers.cseq().ok()).map_or(1, |c| c.seq);
         let to = match leg.other() {
             Leg::A => &mut call.a,
-            Leg::B => &mut call.b.as_mut().expect("confirmed call has leg b").dialog,
+            Leg::B => &mut call.b.as_mut().expect("a confirmed or early call has leg b").dialog,
         };
-        let fwd = build::relay_request(&req, to, &branch, &pass_to);
+        let mut fwd = build::relay_request(&req, to, &branch, &pass_to);
+        if req.method == Method::Prack {
+            // RAck names the reliable response's RSeq (relayed unchanged) and B's own INVITE CSeq.
+            if let Some(rseq) = req.headers.get(&HeaderName::RAck).and_then(|v| v.split(|c| *c == b' ').next()) {
+                let rseq = String::from_utf8_lossy(rseq).into_owned();
+                fwd.headers.set(HeaderName::RAck, format!("{rseq} {b_invite_cseq} INVITE"));
+            }
+        }
         let peer = to.peer;
         match ctx.txns.send_request(ctx.now, peer, fwd) {
             Ok(k) => {

@@ -712,3 +712,30 @@ fn relay_down_refuses_new_calls_with_503() {
     let sent = w.send(A, SBC_A, invite_from_a("call-m5"));
     request(&sent, B, Method::Invite);
 }
+
+#[test]
+fn reliable_183_and_prack_cross_end_to_end_with_rack_mapped_to_leg_b() {
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("call-p1").replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\r\nSupported: 100rel\r\n");
+    let sent = w.send(A, SBC_A, invite);
+    let inv_b = request(&sent, B, Method::Invite);
+    assert!(hv(&inv_b, HeaderName::Supported).contains("100rel"), "B is offered 100rel because A supports it");
+    let mut r183 = answer(&inv_b, 183, "b1", B, "v=0\r\n");
+    r183 = r183.replace("Content-Type:", "Require: 100rel\r\nRSeq: 7\r\nContent-Type:");
+    let sent = w.send(B, SBC_B, r183);
+    let early = response(&sent, A, 183);
+    assert_eq!(rv(&early, HeaderName::RSeq), "7");
+    assert!(rv(&early, HeaderName::Require).contains("100rel"));
+    let prack = in_dialog("PRACK", SBC_A, &rv(&early, HeaderName::From), &rv(&early, HeaderName::To), b"call-p1", 2, A)
+        .replace("Content-Length: 0", "RAck: 7 1 INVITE\r\nContent-Length: 0");
+    let sent = w.send(A, SBC_A, prack);
+    let prack_b = request(&sent, B, Method::Prack);
+    assert_eq!(prack_b.headers.get(&HeaderName::CallId), inv_b.headers.get(&HeaderName::CallId), "on B's dialog");
+    let b_cseq = inv_b.headers.cseq().unwrap().seq;
+    assert_eq!(hv(&prack_b, HeaderName::RAck), format!("7 {b_cseq} INVITE"));
+    let sent = w.send(B, SBC_B, answer(&prack_b, 200, "b1", B, ""));
+    let ok = response(&sent, A, 200);
+    assert_eq!(ok.headers.cseq().unwrap().method, Method::Prack, "the PRACK's 200 goes back to A");
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    response(&sent, A, 200);
+}
