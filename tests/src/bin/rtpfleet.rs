@@ -5,6 +5,7 @@
 //! ```text
 //! rtpfleet --bind ADDR:PORT --targets-file PATH --streams N --pps-per-stream R --seconds S --ssrc-base X
 //!          --report PATH [--expect-ssrc-base Y] [--payload BYTES] [--pt PT] [--duration-ms D] [--idle-exit-ms I]
+//!          [--rx-rt-priority P]
 //! ```
 //!
 //! - Waits (polling every 20 ms, within the duration) until PATH holds N lines `IP:PORT` (the test writes it, via a
@@ -13,9 +14,14 @@
 //!   packets/s in round robin, so stream i's packet k is due at `k / R + i / (N * R)` seconds: evenly spread over
 //!   each 1/R-second period like unsynchronised calls, not one burst of N packets per period. A late sender catches
 //!   up at once (what `max_send_lag_ms` reports). A failed send is counted in `send_errors` and skipped.
-//! - Receives everything arriving on the socket in a second thread and tracks it per SSRC (all SSRCs, or only
-//!   Y..Y+N with `--expect-ssrc-base`): distinct intact packets, corrupt payloads, duplicates, reordering, highest
-//!   index, and the one-way latency of every intact packet (the first million).
+//! - Receives everything arriving on the socket in a second thread, which only drains the socket (stamping the
+//!   receive time) and hands the datagrams to a third that tracks them per SSRC (all SSRCs, or only Y..Y+N with
+//!   `--expect-ssrc-base`): distinct intact packets, corrupt payloads, duplicates, reordering, highest index, and
+//!   the one-way latency of every intact packet (the first million). One socket stands in for N phones, each with
+//!   a socket buffer of its own: a relay that catches up after a stall sends all N calls' backlogs at once, which
+//!   one default-sized socket buffer cannot hold unless it is drained at once. So with `--rx-rt-priority P` (1..=99)
+//!   the draining thread runs SCHED_FIFO at priority P (via `chrt`; the outcome is in the report's `rx_priority`)
+//!   and polls the (then non-blocking) socket every millisecond instead of waking for every datagram.
 //! - Stops once sending is done and nothing arrived for I ms (default 1000), or after D ms in any case (default
 //!   120000, at most 600000).
 //! - Prints the report (JSON, see [`FleetReport`]) as one line on stdout and writes it to `--report PATH`.
@@ -29,13 +35,13 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tests::rtp::{self, Latency, RtpHeader};
 
 const USAGE: &str = "usage: rtpfleet --bind ADDR:PORT --targets-file PATH --streams N --pps-per-stream R --seconds S \
     --ssrc-base X --report PATH [--expect-ssrc-base Y] [--payload BYTES] [--pt PT] [--duration-ms D] \
-    [--idle-exit-ms I]";
+    [--idle-exit-ms I] [--rx-rt-priority P]";
 const MAX_DURATION_MS: u64 = 600_000;
 const MAX_STREAMS: usize = 10_000;
 const MAX_PPS: u32 = 1_000;
@@ -44,6 +50,8 @@ const MAX_LATENCY_SAMPLES: usize = 1_000_000;
 const MAX_INDEX: u64 = 1 << 24;
 /// How many of the weakest streams the report lists.
 const WORST: usize = 8;
+/// How many missing indices the report lists per stream.
+const MISSING_LISTED: usize = 32;
 const POLL: Duration = Duration::from_millis(20);
 /// The sender's sleep between checks of what is due.
 const TICK: Duration = Duration::from_millis(1);
@@ -80,6 +88,7 @@ struct Config {
     duration: Duration,
     idle_exit: Duration,
     report: PathBuf,
+    rx_rt_priority: u8,
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, String> {
@@ -106,7 +115,7 @@ impl Config {
     fn parse(args: &[String]) -> Result<Self, String> {
         let (mut bind, mut targets_file, mut streams, mut pps, mut seconds) = (None, None, None, 50u32, None);
         let (mut ssrc_base, mut expect_ssrc_base, mut report) = (None, None, None);
-        let (mut payload, mut pt) = (160usize, 0u8);
+        let (mut payload, mut pt, mut rx_rt_priority) = (160usize, 0u8, 0u8);
         let mut duration = Duration::from_millis(120_000);
         let mut idle_exit = Duration::from_millis(1_000);
         let mut it = args.iter();
@@ -128,6 +137,7 @@ impl Config {
                 "--duration-ms" => duration = parse_ms("--duration-ms", value)?,
                 "--idle-exit-ms" => idle_exit = parse_ms("--idle-exit-ms", value)?,
                 "--report" => report = Some(PathBuf::from(value)),
+                "--rx-rt-priority" => rx_rt_priority = parse("--rx-rt-priority", value)?,
                 other => return Err(format!("unknown option {other}")),
             }
         }
@@ -151,6 +161,9 @@ impl Config {
         if duration.is_zero() {
             return Err("--duration-ms must be above 0".to_owned());
         }
+        if rx_rt_priority > 99 {
+            return Err("--rx-rt-priority must be 0..=99".to_owned());
+        }
         Ok(Config {
             bind: bind.ok_or("--bind is required")?,
             targets_file: targets_file.ok_or("--targets-file is required")?,
@@ -164,6 +177,7 @@ impl Config {
             duration,
             idle_exit,
             report: report.ok_or("--report is required")?,
+            rx_rt_priority,
         })
     }
 
@@ -217,13 +231,28 @@ struct FleetReport {
     max_received_per_stream: u64,
     /// Distinct source addresses of all datagrams.
     sources: usize,
-    /// The streams with the fewest packets received: (ssrc, received, last_index).
-    worst_streams: Vec<(u32, u64, Option<u64>)>,
+    /// The streams with the fewest packets received.
+    worst_streams: Vec<StreamSummary>,
     /// One-way latency of intact packets, in microseconds.
     latency_us: Option<Latency>,
+    /// The receive thread's scheduling: `default`, `SCHED_FIFO P`, or why that could not be set.
+    rx_priority: String,
+    /// Receive errors other than timeouts.
+    recv_errors: u64,
     elapsed_ms: u64,
     /// `idle` or `duration`.
     exit_reason: String,
+}
+
+/// One stream in [`FleetReport::worst_streams`].
+#[derive(Debug, Serialize)]
+struct StreamSummary {
+    ssrc: u32,
+    received: u64,
+    last_index: Option<u64>,
+    /// The first indices below `per_stream` (this side's count: the peer is assumed to send as many) that did not
+    /// arrive intact, at most [`MISSING_LISTED`].
+    missing: Vec<u64>,
 }
 
 fn unix_ns() -> u64 {
@@ -242,16 +271,34 @@ fn run(config: &Config) -> Result<(), String> {
     let start = Instant::now();
     let deadline = start + config.duration;
     let sock = UdpSocket::bind(config.bind).map_err(|e| format!("bind {}: {e}", config.bind))?;
+    // One socket stands for 200 phones: give it room for their bursts. SO_RCVBUFFORCE (root) passes the
+    // host-wide rmem_max, which a test must not change; without root the default stays and drops show in the
+    // kernel's RcvbufErrors.
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20));
     let rx_sock = sock.try_clone().map_err(|e| format!("cloning the socket bound to {}: {e}", config.bind))?;
     rx_sock.set_read_timeout(Some(POLL)).map_err(|e| format!("setting a read timeout on {}: {e}", config.bind))?;
     let shared = Arc::new(Shared::default());
+    let (to_check, datagrams) = mpsc::channel::<Datagram>();
     let receiver = {
         let shared = Arc::clone(&shared);
-        let expect = config.expect_ssrc_base.map(|base| (base, config.streams));
+        let priority = config.rx_rt_priority;
         std::thread::Builder::new()
             .name("rtpfleet-rx".to_owned())
-            .spawn(move || receive(&rx_sock, expect, &shared, start))
+            .spawn(move || receive(&rx_sock, &to_check, &shared, start, priority))
             .map_err(|e| format!("starting the receive thread: {e}"))?
+    };
+    let checker = {
+        let expect = config.expect_ssrc_base.map(|base| (base, config.streams));
+        std::thread::Builder::new()
+            .name("rtpfleet-check".to_owned())
+            .spawn(move || {
+                let mut rx = Rx { expect, ..Rx::default() };
+                for d in datagrams {
+                    rx.datagram(&d.data, d.from, d.at_unix_ns);
+                }
+                rx
+            })
+            .map_err(|e| format!("starting the checking thread: {e}"))?
     };
 
     let targets = read_targets(&config.targets_file, config.streams, deadline);
@@ -284,9 +331,12 @@ fn run(config: &Config) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10).min(deadline - now));
     };
     shared.stop.store(true, Ordering::Relaxed);
-    let rx = receiver.join().map_err(|_| "the receive thread panicked".to_owned())?;
+    let (recv_errors, rx_priority) = receiver.join().map_err(|_| "the receive thread panicked".to_owned())?;
+    let rx = checker.join().map_err(|_| "the checking thread panicked".to_owned())?;
 
-    let report = rx.report(config, targets.map_or(0, |t| t.len()), tx, start.elapsed(), exit_reason);
+    let mut report = rx.report(config, targets.map_or(0, |t| t.len()), tx, start.elapsed(), exit_reason);
+    report.rx_priority = rx_priority;
+    report.recv_errors = recv_errors;
     let json = serde_json::to_string(&report).map_err(|e| format!("serialising the report: {e}"))?;
     println!("{json}");
     write_atomically(&config.report, &json)
@@ -358,7 +408,20 @@ fn send(sock: &UdpSocket, targets: &[SocketAddr], config: &Config, deadline: Ins
             let header = RtpHeader::for_packet(ssrc, config.pt, index, config.payload);
             let payload = rtp::build_payload(ssrc, index, unix_ns(), config.payload);
             let to = targets[stream];
-            match sock.send_to(&rtp::packet(&header, &payload), to) {
+            let packet = rtp::packet(&header, &payload);
+            let mut result = sock.send_to(&packet, to);
+            // The socket is non-blocking when the receiver polls: a full send buffer waits a little, as a
+            // blocking send would.
+            for _ in 0..1000 {
+                match &result {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_micros(100));
+                        result = sock.send_to(&packet, to);
+                    }
+                    _ => break,
+                }
+            }
+            match result {
                 Ok(_) => tx.sent += 1,
                 Err(e) => {
                     tx.errors += 1;
@@ -390,6 +453,10 @@ struct Stream {
 }
 
 impl Stream {
+    fn has(&self, index: u64) -> bool {
+        self.seen.get((index / 64) as usize).is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+
     /// Marks `index` received; false if it already was.
     fn insert(&mut self, index: u64) -> bool {
         let (word, bit) = ((index / 64) as usize, index % 64);
@@ -420,17 +487,37 @@ struct Rx {
     max_latency_us: u64,
 }
 
-fn receive(sock: &UdpSocket, expect: Option<(u32, usize)>, shared: &Shared, start: Instant) -> Rx {
-    let mut rx = Rx { expect, ..Rx::default() };
+/// A datagram as received, for the checking thread.
+#[derive(Debug)]
+struct Datagram {
+    data: Vec<u8>,
+    from: SocketAddr,
+    at_unix_ns: u64,
+}
+
+/// Drains the socket into `out` until told to stop; returns the number of receive errors and the thread's
+/// scheduling (see `--rx-rt-priority`).
+fn receive(
+    sock: &UdpSocket,
+    out: &mpsc::Sender<Datagram>,
+    shared: &Shared,
+    start: Instant,
+    rt_priority: u8,
+) -> (u64, String) {
+    // A real-time thread polls (drains the non-blocking socket every millisecond) rather than waking per packet,
+    // which would preempt the relay under test 10000 times a second.
+    let polling = rt_priority > 0 && sock.set_nonblocking(true).is_ok();
+    let priority = if polling { realtime(rt_priority) } else { "default".to_owned() };
     let mut buf = vec![0u8; 65_536];
     let mut recv_errors = 0u64;
     while !shared.stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
             Ok((n, from)) => {
-                let at = Instant::now();
-                shared.last_rx_ms.store(at.duration_since(start).as_millis() as u64 + 1, Ordering::Relaxed);
-                rx.datagram(&buf[..n], from, unix_ns());
+                let at_unix_ns = unix_ns();
+                shared.last_rx_ms.store(start.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+                let _ = out.send(Datagram { data: buf[..n].to_vec(), from, at_unix_ns });
             }
+            Err(e) if e.kind() == ErrorKind::WouldBlock && polling => std::thread::sleep(TICK),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(e) => {
                 recv_errors += 1;
@@ -441,7 +528,21 @@ fn receive(sock: &UdpSocket, expect: Option<(u32, usize)>, shared: &Shared, star
             }
         }
     }
-    rx
+    (recv_errors, priority)
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority` with `chrt` (its thread id from `/proc/thread-self`);
+/// says what came of it.
+fn realtime(priority: u8) -> String {
+    let tid = match std::fs::read_link("/proc/thread-self") {
+        Ok(link) => link.file_name().map(|t| t.to_string_lossy().into_owned()).unwrap_or_default(),
+        Err(e) => return format!("default (no /proc/thread-self: {e})"),
+    };
+    match std::process::Command::new("chrt").args(["-f", "-p", &priority.to_string(), &tid]).output() {
+        Ok(o) if o.status.success() => format!("SCHED_FIFO {priority}"),
+        Ok(o) => format!("default (chrt: {})", String::from_utf8_lossy(&o.stderr).trim()),
+        Err(e) => format!("default (chrt: {e})"),
+    }
 }
 
 impl Rx {
@@ -525,8 +626,22 @@ impl Rx {
             min_received_per_stream: per.first().map_or(0, |p| p.1),
             max_received_per_stream: per.last().map_or(0, |p| p.1),
             sources: self.sources.len(),
-            worst_streams: per.into_iter().take(WORST).collect(),
+            worst_streams: per
+                .into_iter()
+                .take(WORST)
+                .map(|(ssrc, received, last_index)| StreamSummary {
+                    ssrc,
+                    received,
+                    last_index,
+                    missing: (0..config.per_stream())
+                        .filter(|&i| !self.streams.get(&ssrc).is_some_and(|s| s.has(i)))
+                        .take(MISSING_LISTED)
+                        .collect(),
+                })
+                .collect(),
             latency_us,
+            rx_priority: String::new(),
+            recv_errors: 0,
             elapsed_ms: elapsed.as_millis() as u64,
             exit_reason: exit_reason.to_owned(),
         }

@@ -1,0 +1,309 @@
+//! Media under load through the SBC's embedded relay: 200 concurrent SIPp calls (caller 198.18.1.10 → SBC →
+//! carrier b 198.18.2.10, the topology of DESIGN.md), each with RTP both ways for 30 s at 50 packets/s, must lose
+//! under 0.01% of the packets.
+//!
+//! Every call's SDP names the same RTP address per side (SIPp's `-key rtp_port`), which is legal: the relay gives
+//! each call relay ports of its own. So one `rtpfleet` per side sends one stream per call, from that address, to
+//! the call's relay port (read from the SDP SIPp received, as a phone would), and tells the streams coming back
+//! apart by SSRC.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, SBC_A};
+use tests::rtp::rtpgen_binary;
+use tests::sipp::{Running, Sipp};
+use tests::Sbc;
+
+const CALLS: u32 = 200;
+/// Calls set up per second: the last call is up about 10 s after the first.
+const RATE: u32 = 20;
+const PPS: u64 = 50;
+const MEDIA_SECONDS: u64 = 30;
+/// Every call's hold time: the ramp (10 s), the media (30 s) and a margin, so that the first call is still up
+/// when the media ends.
+const HOLD: Duration = Duration::from_secs(50);
+/// The port every SDP names for RTP (SIPp's own -mp port stays 6000).
+const RTP_PORT: u16 = 7078;
+const SSRC_A: u32 = 0xA000_0000;
+const SSRC_B: u32 = 0xB000_0000;
+/// The acceptance bound: packets lost per packet sent, each direction.
+const MAX_LOSS: f64 = 1e-4;
+
+fn rtpfleet_binary() -> PathBuf {
+    let path = rtpgen_binary().expect("test helpers built").with_file_name("rtpfleet");
+    assert!(path.is_file(), "{} is not built; run `cargo build -p tests --bins`", path.display());
+    path
+}
+
+/// The relay ports in the SDP of the messages a SIPp side received: every `c=IN IP4 relay_ip` (the whole address:
+/// 198.18.1.1 must not match the caller's own 198.18.1.10) with the `m=audio` port after it, distinct, in order of
+/// appearance.
+fn relay_ports(log: &str, relay_ip: &str) -> Vec<u16> {
+    let needle = format!("c=IN IP4 {relay_ip}");
+    let mut seen = BTreeSet::new();
+    let mut ports = Vec::new();
+    for (at, _) in log.match_indices(&needle) {
+        let rest = &log[at + needle.len()..];
+        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            continue;
+        }
+        let Some(m) = rest.find("m=audio ") else { continue };
+        let port: String = rest[m + 8..].chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(port) = port.parse::<u16>() {
+            if seen.insert(port) {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
+/// Waits until both SIPp sides' message logs name `CALLS` distinct relay ports; writes each side's as its fleet's
+/// targets file (via a rename). Fails after `timeout` with what it found.
+fn write_targets(uac: &Running, uas: &Running, a_targets: &Path, b_targets: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let read = |s: &Running| std::fs::read_to_string(s.dir().join("messages.log")).unwrap_or_default();
+    loop {
+        let a = relay_ports(&read(uac), "198.18.1.1");
+        let b = relay_ports(&read(uas), "198.18.2.1");
+        if a.len() >= CALLS as usize && b.len() >= CALLS as usize {
+            for (path, ip, ports) in [(a_targets, "198.18.1.1", &a), (b_targets, "198.18.2.1", &b)] {
+                let text: String = ports.iter().take(CALLS as usize).map(|p| format!("{ip}:{p}\n")).collect();
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, text).expect("write targets");
+                std::fs::rename(&tmp, path).expect("rename targets");
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {timeout:?}, {} relay ports for side a and {} for side b (of {CALLS}); uac in {}, uas in {}",
+            a.len(),
+            b.len(),
+            uac.dir().display(),
+            uas.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn fleet(topo: &Topology, host: Host, name: &str, bind: std::net::SocketAddr, ssrc: u32, expect: u32) -> Process {
+    let dir = topo.dir();
+    let args = [
+        "--bind".to_owned(),
+        bind.to_string(),
+        "--targets-file".to_owned(),
+        dir.join(format!("{name}.targets")).display().to_string(),
+        "--streams".to_owned(),
+        CALLS.to_string(),
+        "--pps-per-stream".to_owned(),
+        PPS.to_string(),
+        "--seconds".to_owned(),
+        MEDIA_SECONDS.to_string(),
+        "--ssrc-base".to_owned(),
+        format!("{ssrc:#x}"),
+        "--expect-ssrc-base".to_owned(),
+        format!("{expect:#x}"),
+        // One socket stands in for 200 phones' socket buffers: drained at once, also while the relay catches up.
+        "--rx-rt-priority".to_owned(),
+        "10".to_owned(),
+        "--idle-exit-ms".to_owned(),
+        "2000".to_owned(),
+        "--duration-ms".to_owned(),
+        "120000".to_owned(),
+        "--report".to_owned(),
+        dir.join(format!("{name}.json")).display().to_string(),
+    ];
+    topo.spawn(host, name, rtpfleet_binary(), &args).expect("rtpfleet starts")
+}
+
+fn fleet_report(p: &mut Process, path: &Path) -> Value {
+    let status = p.wait_timeout(Duration::from_secs(150)).expect("rtpfleet ends");
+    assert!(status.success(), "rtpfleet failed: {}", p.output_tail());
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}; {}", path.display(), p.output_tail()));
+    serde_json::from_str(&text).expect("rtpfleet report is JSON")
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// One direction: what `tx` sent against what `rx` received. Prints the figures; returns the loss ratio.
+fn direction(label: &str, tx: &Value, rx: &Value) -> f64 {
+    let expected = u64::from(CALLS) * PPS * MEDIA_SECONDS;
+    let received = n(rx, "received");
+    let loss = expected.saturating_sub(received) as f64 / expected as f64;
+    let lat = &rx["latency_us"];
+    eprintln!(
+        "{label}: sent {}, received {received}, loss {:.5}% ({} packets), latency p50 {} us, p99 {} us, max {} us; \
+         streams seen {}, fewest packets on one stream {}, corrupt {}, duplicates {}, reordered {}, sender's worst \
+         lag {} ms, receiver {}",
+        tx["sent"],
+        loss * 100.0,
+        expected.saturating_sub(received),
+        lat["p50"],
+        lat["p99"],
+        lat["max"],
+        rx["ssrcs_seen"],
+        rx["min_received_per_stream"],
+        rx["corrupt"],
+        rx["duplicates"],
+        rx["reordered"],
+        tx["max_send_lag_ms"],
+        rx["rx_priority"],
+    );
+    loss
+}
+
+/// The verdict on one direction, after both were printed.
+fn assert_direction(label: &str, tx: &Value, rx: &Value, loss: f64) {
+    let expected = u64::from(CALLS) * PPS * MEDIA_SECONDS;
+    assert_eq!(n(tx, "sent"), expected, "{label}: the sender sent every packet: {tx}");
+    assert_eq!(n(tx, "send_errors"), 0, "{label}: {tx}");
+    assert!(n(rx, "received") <= expected, "{label}: more distinct packets than sent: {rx}");
+    assert_eq!(n(rx, "ssrcs_seen"), u64::from(CALLS), "{label}: every call's stream arrived: {rx}");
+    assert_eq!(n(rx, "corrupt"), 0, "{label}: byte-identical: {rx}");
+    assert_eq!(n(rx, "other_ssrc") + n(rx, "not_rtp"), 0, "{label}: nothing but the streams: {rx}");
+    // Every call is relayed from relay ports of its own.
+    assert_eq!(n(rx, "sources"), u64::from(CALLS), "{label}: one relay port per call: {rx}");
+    assert!(loss < MAX_LOSS, "{label}: loss {:.5}% is not under {}%: {rx}", loss * 100.0, MAX_LOSS * 100.0);
+}
+
+/// The kernel's UDP counters in `host`'s namespace (`/proc/net/snmp`), by name, for where packets were dropped.
+fn udp_counters(topo: &Topology, host: Host) -> String {
+    let snmp = topo.exec(host, "cat", &["/proc/net/snmp"]).unwrap_or_default();
+    let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+    match udp.as_slice() {
+        [names, values, ..] => names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+            .filter(|(k, _)| ["InDatagrams", "InErrors", "RcvbufErrors", "SndbufErrors"].contains(k))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "unavailable".to_owned(),
+    }
+}
+
+/// Packets dropped at the per-CPU input backlog (`netdev_max_backlog`), all CPUs, host-wide: the second column of
+/// `/proc/net/softnet_stat`.
+fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        .sum()
+}
+
+fn cdrs(path: &Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("CDR lines are JSON"))
+            .collect();
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_hundred_concurrent_calls_with_media_lose_under_one_in_ten_thousand() {
+    let started = Instant::now();
+    let topo = Topology::single_sbc().expect("topology");
+    let cdr = topo.dir().join("cdr.jsonl");
+    let mut config = sbc_config("", "", "", false, Some(&cdr));
+    config.push_str(
+        "\n[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }, { name = \"b\", address = \"198.18.2.1\" }]\n\
+         ports = \"30000-31999\"\n",
+    );
+    let sbc =
+        Sbc::start_in(&topo.ns(Host::Sbc), "media-load", &config, addr(SBC_A, 5060), addr([127, 0, 0, 1].into(), 8080))
+            .expect("sbc starts");
+
+    let ns_b = topo.ns(Host::B);
+    let mut uas = Sipp::new("uas_answer_rtp.xml")
+        .netns(&ns_b)
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .key("rtp_port", &RTP_PORT.to_string())
+        .calls(CALLS)
+        .limit(Duration::from_secs(100))
+        .trace_messages(true)
+        .spawn()
+        .expect("uas starts");
+    uas.wait_listening(Some(&ns_b), 5060, Duration::from_secs(5)).expect("uas listens");
+
+    let mut fleet_a = fleet(&topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), SSRC_A, SSRC_B);
+    let mut fleet_b = fleet(&topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), SSRC_B, SSRC_A);
+    let uac = Sipp::new("uac_call_rtp.xml")
+        .netns(&topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5060)
+        .target(addr(SBC_A, 5060))
+        .service("+4930123456")
+        .key("rtp_port", &RTP_PORT.to_string())
+        .calls(CALLS)
+        .rate(RATE)
+        .pause(HOLD)
+        .limit(Duration::from_secs(120))
+        .trace_messages(true)
+        .spawn()
+        .expect("uac starts");
+
+    // All calls up (10 s at 20/s): each side learns its relay ports from the SDP it received.
+    let dir = topo.dir().to_owned();
+    write_targets(&uac, &uas, &dir.join("fleet-a.targets"), &dir.join("fleet-b.targets"), Duration::from_secs(30));
+    let media_from = started.elapsed();
+    let backlog_before = backlog_drops();
+    let a = fleet_report(&mut fleet_a, &dir.join("fleet-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("fleet-b.json"));
+    let media_to = started.elapsed();
+    eprintln!(
+        "kernel: UDP in A: {}; in B: {}; in the SBC: {}; input backlog drops host-wide during the media: {}",
+        udp_counters(&topo, Host::A),
+        udp_counters(&topo, Host::B),
+        udp_counters(&topo, Host::Sbc),
+        backlog_drops() - backlog_before
+    );
+    let relay: Vec<String> = sbc
+        .http_get("/metrics")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("sbc_media_"))
+        .map(str::to_owned)
+        .collect();
+    eprintln!("media from {media_from:?} to {media_to:?} after the start; relay counters:\n{}", relay.join("\n"));
+
+    let loss_ab = direction("A -> B", &a, &b);
+    let loss_ba = direction("B -> A", &b, &a);
+    assert_direction("A -> B", &a, &b, loss_ab);
+    assert_direction("B -> A", &b, &a, loss_ba);
+
+    uac.wait().expect("uac runs").assert_all_successful(CALLS.into()).expect("every call completes for the caller");
+    uas.wait().expect("uas runs").assert_all_successful(CALLS.into()).expect("every call completes for the carrier");
+
+    let records = cdrs(&cdr, CALLS as usize);
+    assert_eq!(records.len(), CALLS as usize, "one CDR per call");
+    let min_packets = |leg: &str| {
+        records.iter().map(|r| r["media"][leg]["received"]["packets"].as_u64().unwrap_or(0)).min().unwrap_or(0)
+    };
+    // Each leg of each call received its stream: S * PPS packets less what was lost.
+    let least = PPS * MEDIA_SECONDS * 99 / 100;
+    for leg in ["a", "b"] {
+        let min = min_packets(leg);
+        assert!(min >= least, "every CDR has media figures for leg {leg} (at least {least} packets), fewest {min}");
+    }
+    eprintln!(
+        "{CALLS} calls with media passed in {:?}: loss A->B {:.5}%, B->A {:.5}%",
+        started.elapsed(),
+        loss_ab * 100.0,
+        loss_ba * 100.0
+    );
+}
