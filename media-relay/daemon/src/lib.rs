@@ -9,3 +9,4 @@
 
 pub mod control;
 pub mod relay;
+pub mod xdp;
