@@ -99,6 +99,9 @@ pub struct LegStats {
     pub dropped_no_target: u64,
     /// The peer's RTP address as latched from its packets.
     pub latched: Option<SocketAddr>,
+    /// Of `received.packets`, those the kernel fast path forwarded (user space saw the rest). Loss and jitter
+    /// cover only what user space saw.
+    pub kernel_packets: u64,
 }
 
 /// A session's media figures, per leg (index with [`Leg::index`]).

@@ -43,6 +43,31 @@ pub struct Forward {
     pub to: SocketAddr,
 }
 
+/// What the kernel fast path should hold for one endpoint (DESIGN.md "Media fast path"): user space holds the
+/// truth, the kernel only accelerates. An endpoint is handed to the kernel once its peer is confirmed by a real
+/// packet (latched) and the other leg's peer is known; every change of either takes it back first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelChange {
+    /// Forward packets arriving at `local` from `expect` out of `from` to `to`, in the kernel.
+    Install {
+        /// The relay socket the packets arrive at.
+        local: SocketAddr,
+        /// The only source forwarded (the latched peer); anything else goes up to user space.
+        expect: SocketAddr,
+        /// The relay socket on the other leg (the new source).
+        from: SocketAddr,
+        /// The other leg's peer (the new destination).
+        to: SocketAddr,
+    },
+    /// Stop forwarding `local` in the kernel, and why (`peer_changed`, `target_changed`, `teardown`, ...).
+    Remove {
+        /// The relay socket.
+        local: SocketAddr,
+        /// Why, for logs and metrics.
+        reason: &'static str,
+    },
+}
+
 /// What [`Table::apply`] asks of the daemon's sockets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketChange {
@@ -61,6 +86,12 @@ struct Endpoint {
     sent: u64,
     dropped_foreign: u64,
     dropped_no_target: u64,
+    /// What the kernel forwards for this endpoint: (expect, to), if installed.
+    kernel: Option<(SocketAddr, SocketAddr)>,
+    /// Packets and bytes the kernel forwarded for this endpoint (totals as last read), and its last packet.
+    kernel_packets: u64,
+    kernel_bytes: u64,
+    kernel_last: Option<Instant>,
 }
 
 impl Endpoint {
@@ -84,12 +115,81 @@ pub struct Table {
     endpoints: HashMap<SocketAddr, Endpoint>,
     sessions: HashMap<SessionId, Session>,
     rtp_timeout: Duration,
+    /// Whether a kernel fast path exists to hand confirmed flows to.
+    kernel: bool,
+    kernel_changes: Vec<KernelChange>,
 }
 
 impl Table {
     /// An empty table; a session with no packet on any of its sockets for `rtp_timeout` is reported idle.
     pub fn new(rtp_timeout: Duration) -> Self {
-        Self { endpoints: HashMap::new(), sessions: HashMap::new(), rtp_timeout }
+        Self {
+            endpoints: HashMap::new(),
+            sessions: HashMap::new(),
+            rtp_timeout,
+            kernel: false,
+            kernel_changes: Vec::new(),
+        }
+    }
+
+    /// Hands confirmed flows to a kernel fast path from now on; drain [`Table::poll_kernel`] after every call.
+    pub fn enable_kernel(&mut self) {
+        self.kernel = true;
+        let locals: Vec<SocketAddr> = self.endpoints.keys().copied().collect();
+        for l in locals {
+            self.reconsider(l, "target_changed");
+        }
+    }
+
+    /// Kernel changes to carry out, in order.
+    pub fn poll_kernel(&mut self) -> std::vec::Drain<'_, KernelChange> {
+        self.kernel_changes.drain(..)
+    }
+
+    /// Brings the kernel's entry for `local` in line with what user space knows; `reason` names why an entry goes.
+    fn reconsider(&mut self, local: SocketAddr, reason: &'static str) {
+        if !self.kernel {
+            return;
+        }
+        let Some(e) = self.endpoints.get(&local) else { return };
+        let partner = e.spec.partner;
+        let want = match (e.latched, self.endpoints.get(&partner).and_then(Endpoint::target)) {
+            (Some(expect), Some(to)) if expect.is_ipv4() == local.is_ipv4() && to.is_ipv4() == partner.is_ipv4() => {
+                Some((expect, to))
+            }
+            _ => None,
+        };
+        let Some(e) = self.endpoints.get_mut(&local) else { return };
+        if e.kernel == want {
+            return;
+        }
+        if e.kernel.is_some() {
+            self.kernel_changes.push(KernelChange::Remove { local, reason });
+        }
+        e.kernel = want;
+        if let Some((expect, to)) = want {
+            self.kernel_changes.push(KernelChange::Install { local, expect, from: partner, to });
+        }
+    }
+
+    /// The kernel's totals for `local` as just read (packets and bytes it forwarded, its last packet).
+    pub fn kernel_counters(&mut self, local: SocketAddr, packets: u64, bytes: u64, last: Option<Instant>) {
+        let Some(e) = self.endpoints.get_mut(&local) else { return };
+        let delta = packets.saturating_sub(e.kernel_packets);
+        e.kernel_packets = packets;
+        e.kernel_bytes = bytes;
+        if last.is_some() {
+            e.kernel_last = e.kernel_last.max(last);
+        }
+        let partner = e.spec.partner;
+        if let Some(p) = self.endpoints.get_mut(&partner) {
+            p.sent += delta;
+        }
+    }
+
+    /// Endpoints the kernel forwards now.
+    pub fn kernelized(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.endpoints.iter().filter(|(_, e)| e.kernel.is_some()).map(|(l, _)| *l)
     }
 
     /// Applies a command. Socket changes go into `sockets`; events (final stats, pongs) into `events`.
@@ -100,7 +200,11 @@ impl Table {
                 let Some(s) = self.sessions.get(&session) else { return };
                 events.push(Event::Stats(self.session_stats(session)));
                 for local in &s.locals {
-                    self.endpoints.remove(local);
+                    if let Some(e) = self.endpoints.remove(local) {
+                        if e.kernel.is_some() {
+                            self.kernel_changes.push(KernelChange::Remove { local: *local, reason: "teardown" });
+                        }
+                    }
                     sockets.push(SocketChange::Close(*local));
                 }
                 self.sessions.remove(&session);
@@ -115,13 +219,18 @@ impl Table {
             active: now,
             idle_reported: false,
         });
+        let (local, partner) = (spec.local, spec.partner);
         match self.endpoints.get_mut(&spec.local) {
             Some(e) => {
                 // A new address from the peer's SDP (re-INVITE): what was latched belonged to the old one.
-                if e.spec.peer != spec.peer {
+                let changed = e.spec.peer != spec.peer;
+                if changed {
                     e.latched = None;
                 }
                 e.spec = spec;
+                let reason = if changed { "peer_changed" } else { "reconfigured" };
+                self.reconsider(local, reason);
+                self.reconsider(partner, reason);
             }
             None => {
                 session.locals.push(spec.local);
@@ -135,8 +244,14 @@ impl Table {
                         sent: 0,
                         dropped_foreign: 0,
                         dropped_no_target: 0,
+                        kernel: None,
+                        kernel_packets: 0,
+                        kernel_bytes: 0,
+                        kernel_last: None,
                     },
                 );
+                self.reconsider(local, "reconfigured");
+                self.reconsider(partner, "target_changed");
             }
         }
     }
@@ -158,7 +273,14 @@ impl Table {
             }
             // The first packet confirms the SDP's address or corrects it (symmetric RTP through NAT); without
             // strictness the latch follows the peer.
-            _ => e.latched = Some(src),
+            _ => {
+                e.latched = Some(src);
+                let partner = e.spec.partner;
+                // Confirmed: this flow may go to the kernel, and the partner's (which sends here) must follow.
+                self.reconsider(local, "peer_changed");
+                self.reconsider(partner, "target_changed");
+                return self.on_packet(now, local, src, bytes);
+            }
         }
         let rates = &e.spec.clock_rates;
         e.stats.on_packet(now, bytes, |pt| rates.iter().find(|(p, _)| *p == pt).map_or(8000, |(_, r)| *r));
@@ -183,6 +305,9 @@ impl Table {
     /// A socket of `session` could not be opened: forget the endpoint and tell the signalling side.
     pub fn bind_failed(&mut self, local: SocketAddr, error: String) -> Option<Event> {
         let e = self.endpoints.remove(&local)?;
+        if e.kernel.is_some() {
+            self.kernel_changes.push(KernelChange::Remove { local, reason: "bind_failed" });
+        }
         if let Some(s) = self.sessions.get_mut(&e.spec.session) {
             s.locals.retain(|l| *l != local);
         }
@@ -192,7 +317,12 @@ impl Table {
     /// Sessions idle for `rtp_timeout` as of `now`, each reported once. Call it every second or so.
     pub fn poll_idle(&mut self, now: Instant, events: &mut Vec<Event>) {
         for (id, s) in &mut self.sessions {
-            let last = s.locals.iter().filter_map(|l| self.endpoints.get(l)?.stats.last_packet()).max();
+            let last = s
+                .locals
+                .iter()
+                .filter_map(|l| self.endpoints.get(l))
+                .filter_map(|e| e.stats.last_packet().max(e.kernel_last))
+                .max();
             if let Some(last) = last {
                 s.active = s.active.max(last);
             }
@@ -210,6 +340,10 @@ impl Table {
             for e in s.locals.iter().filter_map(|l| self.endpoints.get(l)) {
                 let leg = &mut legs[e.spec.leg.index()];
                 leg.received.merge(&e.stats.summary());
+                // Every packet once, whichever path carried it: the kernel's on top of what user space saw.
+                leg.received.packets += e.kernel_packets;
+                leg.received.bytes += e.kernel_bytes;
+                leg.kernel_packets += e.kernel_packets;
                 leg.sent += e.sent;
                 leg.dropped_foreign += e.dropped_foreign;
                 leg.dropped_no_target += e.dropped_no_target;
@@ -386,5 +520,53 @@ mod tests {
         assert_eq!(socks.len(), 2);
         assert!(matches!(&ev[..], [Event::Stats(s)] if s.legs[0].received.packets == 1));
         assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn confirmed_flows_go_to_the_kernel_and_come_back_with_a_reason() {
+        let (mut t, now) = call(true);
+        t.enable_kernel();
+        assert_eq!(t.poll_kernel().count(), 0, "nothing is confirmed before a packet");
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        let a_in = KernelChange::Install {
+            local: sa(A_SOCK),
+            expect: sa("198.18.1.10:6000"),
+            from: sa(B_SOCK),
+            to: sa("198.18.2.10:6000"),
+        };
+        assert_eq!(t.poll_kernel().collect::<Vec<_>>(), vec![a_in]);
+        // B latches behind a NAT: its own flow goes in, and A's flow now sends to where B really is.
+        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:40000"), &rtp(1)).unwrap();
+        let changes: Vec<_> = t.poll_kernel().collect();
+        assert!(changes.contains(&KernelChange::Remove { local: sa(A_SOCK), reason: "target_changed" }), "{changes:?}");
+        assert!(changes.contains(&KernelChange::Install {
+            local: sa(A_SOCK),
+            expect: sa("198.18.1.10:6000"),
+            from: sa(B_SOCK),
+            to: sa("198.18.2.10:40000"),
+        }));
+        assert_eq!(t.kernelized().count(), 2);
+        // A re-INVITE moves A: its flow leaves the kernel until a packet confirms the new address.
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        t.apply(
+            now,
+            Command::Upsert(spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:7000"), true)),
+            &mut socks,
+            &mut ev,
+        );
+        let changes: Vec<_> = t.poll_kernel().collect();
+        assert!(changes.contains(&KernelChange::Remove { local: sa(A_SOCK), reason: "peer_changed" }), "{changes:?}");
+        // The kernel's packets count once, in the leg's figures, and keep the session alive.
+        t.kernel_counters(sa(B_SOCK), 500, 86_000, Some(now + Duration::from_secs(9)));
+        let st = t.session_stats(SessionId(1));
+        assert_eq!((st.legs[1].received.packets, st.legs[1].kernel_packets), (501, 500));
+        assert_eq!(st.legs[0].sent, 501, "what the kernel forwarded from B went out towards A");
+        let mut idle = Vec::new();
+        t.poll_idle(now + Duration::from_secs(18), &mut idle);
+        assert!(idle.is_empty(), "the kernel's last packet at 9 s keeps the call alive until 19 s");
+        t.apply(now, Command::Remove { session: SessionId(1) }, &mut socks, &mut ev);
+        let changes: Vec<_> = t.poll_kernel().collect();
+        assert!(changes.iter().all(|c| matches!(c, KernelChange::Remove { reason: "teardown", .. })), "{changes:?}");
+        assert_eq!(changes.len(), 1, "only B was still in the kernel: {changes:?}");
     }
 }
