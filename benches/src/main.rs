@@ -2,10 +2,13 @@
 //!
 //! - `cps --local`: the SBC's call-rate ceiling and INVITE→200 latency, next to SIPp UAC→UAS direct (see
 //!   benches/README.md and [`cps`]).
+//! - `media --local`: the media relay's packet-rate ceiling under 0.1 % loss and its CPU per packet, next to plain
+//!   kernel IP forwarding (see benches/README.md and [`media`]).
 //!
 //! The criterion micro-benches live under benches/benches (`cargo bench -p sbc-bench`).
 
 mod cps;
+mod media;
 mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -25,6 +28,47 @@ struct Cli {
 enum Scenario {
     /// Call-rate ceiling and INVITE->200 latency of the SBC, next to SIPp UAC->UAS direct, climbing a rate ladder.
     Cps(CpsArgs),
+    /// Packet-rate ceiling (loss < 0.1 %) and CPU per packet of media-relay, next to kernel IP forwarding.
+    Media(MediaArgs),
+    /// Internal: run inside a namespace by `media`, copies stdin/stdout to and from a TCP address.
+    #[command(hide = true)]
+    ControlProxy {
+        /// The TCP address to connect to.
+        addr: std::net::SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct MediaArgs {
+    /// Build the network-namespace topology on this machine and start our own `media-relay` in it (needs root).
+    /// Required: remote targets come with the load-test harness issue.
+    #[arg(long)]
+    local: bool,
+    /// Complete runs; the summary takes the median over them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// Seconds of traffic per step (each step sends rate x step-secs packets).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=30))]
+    step_secs: u32,
+    /// The rate ladder in packets per second (all streams together), comma-separated, ascending.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10000,20000,30000,40000,50000,60000,80000,100000,150000,200000"
+    )]
+    rates: Vec<u32>,
+    /// Parallel streams (one rtpgen sender and sink each, one relayed stream each); the rate is split evenly.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    streams: u16,
+    /// RTP payload bytes per packet (160: G.711, 20 ms).
+    #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u16).range(16..=1400))]
+    payload: u16,
+    /// Where the JSON with every step's figures goes.
+    #[arg(long, default_value = "target/bench/media.json")]
+    out: PathBuf,
+    /// The `media-relay` binary to measure; default: `cargo build --release -p media-relay`.
+    #[arg(long)]
+    relay: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,7 +97,85 @@ struct CpsArgs {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Scenario::Cps(args) => cps_main(args),
+        Scenario::Media(args) => media_main(args),
+        Scenario::ControlProxy { addr } => media::control_proxy(addr),
     }
+}
+
+fn media_main(args: MediaArgs) -> Result<()> {
+    if !args.local {
+        bail!(
+            "`media` needs --local for now (build the netns topology here and start our own media-relay); remote \
+             targets come with the load-test harness issue"
+        );
+    }
+    if args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
+        bail!("--rates must be positive and strictly ascending, e.g. 10000,20000,40000");
+    }
+    let top = *args.rates.last().unwrap_or(&0);
+    if top.div_ceil(u32::from(args.streams)) > media::MAX_PPS_PER_STREAM {
+        bail!(
+            "{top} pps over {} stream(s) is above rtpgen's {} pps per stream: raise --streams",
+            args.streams,
+            media::MAX_PPS_PER_STREAM
+        );
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2)?.parse::<u32>().ok());
+    if root != Some(0) {
+        bail!(
+            "`media --local` builds network namespaces and needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): run it as root"
+        );
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        bail!("`media --local` needs `ip` (iproute2) for network namespaces: run `make deps` as root");
+    }
+    let (relay_binary, rtpgen_binary) = media::prepare_binaries(args.relay.as_deref())?;
+    watch_interrupts();
+    let opts = media::Options {
+        runs: args.runs,
+        step_secs: args.step_secs,
+        rates: args.rates,
+        streams: args.streams,
+        payload: usize::from(args.payload),
+        relay_binary,
+        rtpgen_binary,
+    };
+    let pinned = cps::pinning_possible();
+    let started = std::time::Instant::now();
+    let ladders = media::run(&opts)?;
+    let summary = media::summarize(&opts.rates, &ladders);
+    let json = serde_json::json!({
+        "scenario": "media",
+        "mode": "local",
+        "options": opts,
+        "pinning": if pinned {
+            serde_json::json!({ "relay_core": media::RELAY_CORE, "generator_core": media::GEN_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "criterion": { "max_loss_pct": media::MAX_LOSS_PCT },
+        "cpu": {
+            "relay": "media-relay utime+stime (/proc/PID/stat) over the step",
+            "kernel": "softirq time of the whole machine (si, /proc/stat) over the step",
+        },
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "ladders": ladders,
+        "summary": summary,
+    });
+    write_json(&args.out, &json)?;
+    println!("{}", media::table(&opts, &summary, pinned));
+    println!("every step's figures: {}", args.out.display());
+    Ok(())
+}
+
+fn write_json(out: &Path, json: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(json)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))
 }
 
 fn cps_main(args: CpsArgs) -> Result<()> {
