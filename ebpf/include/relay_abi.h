@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * relay_abi.h - the ONE definition of the ABI between the XDP fast path of the media relay
+ * (ebpf/src/relay_xdp.bpf.c) and its only map writer (media-relay/daemon/src/xdp/abi.rs, which mirrors
+ * every struct here with compile-time size and offset assertions: change both together).
+ *
+ * Byte order: addresses and ports are in NETWORK order (as on the wire), everything else in host order.
+ * Addresses are 16 bytes; an IPv4 address takes the first 4 bytes and the other 12 are zero.
+ * All structs are padded explicitly: no implicit holes, so a zeroed user-space value hashes the same as
+ * the kernel's key.
+ */
+#ifndef RELAY_ABI_H
+#define RELAY_ABI_H
+
+#include <linux/types.h>
+
+/* Map names (the ELF symbol names the loader looks up). */
+#define RELAY_MAP_FLOWS "relay_flows"
+#define RELAY_MAP_STATS "relay_stats"
+#define RELAY_MAP_ACTIONS "relay_actions"
+#define RELAY_MAP_DEVMAP "relay_devmap"
+/* Program names (the C function names). */
+#define RELAY_PROG_XDP "relay_xdp"
+#define RELAY_PROG_PASS "relay_pass"
+#define RELAY_PROG_BARE_REDIRECT "relay_bare_redirect"
+#define RELAY_MAP_BENCH_DEVMAP "relay_bench_devmap"
+
+/* Limits: max_entries of the maps. Override with -D at build time; the loader reads the real sizes from the
+ * object. */
+#ifndef RELAY_MAX_FLOWS
+#define RELAY_MAX_FLOWS 65536 /* relay_flows entries, and relay_stats slots (one per flow) */
+#endif
+#ifndef RELAY_MAX_IFACES
+#define RELAY_MAX_IFACES 64 /* relay_devmap entries: interfaces the program may redirect to */
+#endif
+
+/* relay_addr.family */
+#define RELAY_AF_INET 4
+#define RELAY_AF_INET6 6
+
+/* relay_target.flags */
+#define RELAY_F_STRICT (1U << 0) /* forward only packets whose source is relay_target.expect (strict latching) */
+
+/* An address and UDP port: the key of relay_flows (the relay's own address:port a packet arrives at), and the
+ * three endpoints of a relay_target. 20 bytes. */
+struct relay_addr {
+	__u8 addr[16];  /* IPv4: addr[0..4], addr[4..16] zero */
+	__be16 port;    /* network order */
+	__u8 family;    /* RELAY_AF_INET or RELAY_AF_INET6 */
+	__u8 pad;       /* zero */
+};
+
+/* The value of relay_flows: what to do with a packet that arrives at the key. 68 bytes. */
+struct relay_target {
+	struct relay_addr expect; /* the only source accepted when RELAY_F_STRICT (offset 0) */
+	struct relay_addr from;   /* new source: the relay's address:port on the other side (offset 20) */
+	struct relay_addr to;     /* new destination: the peer (offset 40) */
+	__u32 flags;              /* RELAY_F_* (offset 60) */
+	__u32 stats_index;        /* slot in relay_stats, < RELAY_MAX_FLOWS (offset 64) */
+};
+
+/* The value of relay_stats (per CPU; user space sums the CPUs). 24 bytes. */
+struct relay_flow_stats {
+	__u64 packets;      /* packets forwarded */
+	__u64 bytes;        /* UDP payload bytes forwarded (as the user-space relay counts) */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last forwarded packet, 0 = never */
+};
+
+/* Index into relay_actions (per-CPU __u64 packet counters): what the program did and why. */
+enum relay_action {
+	RELAY_ACT_REDIRECT = 0, /* rewritten and redirected to another interface (bpf_redirect_map) */
+	RELAY_ACT_TX = 1,       /* rewritten and sent back out of the ingress interface (XDP_TX) */
+	RELAY_ACT_PASS_MISS = 2,   /* UDP packet to an address:port with no flow */
+	RELAY_ACT_PASS_SOURCE = 3, /* strict flow, packet from another source than expect */
+	RELAY_ACT_PASS_FIB = 4,    /* bpf_fib_lookup did not succeed (no route/neighbour, forwarding off, MTU),
+	                            * or the egress interface is not in relay_devmap */
+	RELAY_ACT_PASS_TTL = 5,    /* TTL / hop limit <= 1 */
+	RELAY_ACT_PASS_FRAG = 6,   /* IPv4 fragment */
+	RELAY_ACT_PASS_OTHER = 7,  /* not IPv4/IPv6 UDP, truncated, IPv6 extension headers, cross-family target,
+	                            * IPv6 UDP checksum 0, VLAN-tagged packet that would leave by another interface */
+	RELAY_ACT_MAX = 8,
+};
+
+#endif /* RELAY_ABI_H */

@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * relay_xdp: the XDP fast path of the media relay (DESIGN.md "Media fast path").
+ *
+ * A UDP packet whose destination address:port is a relay endpoint with a flow in relay_flows (and, for a
+ * strict flow, whose source is the latched peer) is rewritten as the user-space relay would send it (new
+ * source = the relay's endpoint on the other side, new destination = the other peer, TTL/hop limit - 1,
+ * checksums updated incrementally), its MACs set from bpf_fib_lookup, and sent: XDP_TX when the egress
+ * interface is the ingress one, else bpf_redirect_map into relay_devmap.
+ *
+ * Everything else is XDP_PASS, untouched: every check (flow, source, TTL, route, neighbour, devmap) is done
+ * BEFORE the first write to the packet, so a passed packet is always the original. The program never drops.
+ *
+ * VLAN: one 802.1Q/802.1AD tag is parsed. A tagged packet is forwarded only when the egress interface is the
+ * ingress one (XDP_TX, tag kept: same VLAN out as in); a tagged packet that would leave by another interface
+ * (e.g. a VLAN sub-interface, whose tag we would have to rewrite) is passed (RELAY_ACT_PASS_OTHER). An
+ * untagged packet leaves untagged.
+ *
+ * Requirements on the host: forwarding enabled on the ingress interface (net.ipv4.conf.IF.forwarding /
+ * net.ipv6.conf.IF.forwarding), else bpf_fib_lookup answers FWD_DISABLED and every packet is passed; the peer
+ * must be in the neighbour table (else passed: the user-space send resolves it).
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "relay_abi.h"
+#include "csum.h"
+#include "parse.h"
+
+#define RELAY_SYS_AF_INET 2
+#define RELAY_SYS_AF_INET6 10
+
+/* relay_flows: relay address:port a packet arrives at -> where to send it (written only by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct relay_addr);
+	__type(value, struct relay_target);
+	__uint(max_entries, RELAY_MAX_FLOWS);
+} relay_flows SEC(".maps");
+
+/* relay_stats: per-CPU per-flow counters, slot = relay_target.stats_index (allocated by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct relay_flow_stats);
+	__uint(max_entries, RELAY_MAX_FLOWS);
+} relay_stats SEC(".maps");
+
+/* relay_actions: per-CPU packet counters per enum relay_action (what the program did and why). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, RELAY_ACT_MAX);
+} relay_actions SEC(".maps");
+
+/* relay_devmap: ifindex -> same ifindex, for every interface the program is attached to (redirect targets). */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+	__uint(max_entries, RELAY_MAX_IFACES);
+} relay_devmap SEC(".maps");
+
+static __always_inline void relay_count(__u32 act)
+{
+	__u64 *c = bpf_map_lookup_elem(&relay_actions, &act);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int relay_addr_eq4(const __u8 *a, __be32 b)
+{
+	return *(const __u32 *)a == b;
+}
+
+static __always_inline int relay_addr_eq6(const __u8 *a, const struct in6_addr *b)
+{
+	const __u32 *x = (const __u32 *)a;
+
+	return x[0] == b->in6_u.u6_addr32[0] && x[1] == b->in6_u.u6_addr32[1] &&
+	       x[2] == b->in6_u.u6_addr32[2] && x[3] == b->in6_u.u6_addr32[3];
+}
+
+/* Decides what to do with a parsed UDP packet; on a hit rewrites it and returns XDP_TX/XDP_REDIRECT with
+ * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). */
+static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
+{
+	struct bpf_fib_lookup fib = {};
+	struct relay_addr key = {};
+	struct relay_target *t;
+	struct udphdr *udp = p->udp;
+	__u32 ingress = ctx->ingress_ifindex;
+	__u32 egress, acc, slot;
+	__u16 check;
+
+	if (p->ip4)
+		__builtin_memcpy(key.addr, &p->ip4->daddr, 4);
+	else if (p->ip6)
+		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
+	else
+		goto other;
+	key.port = udp->dest;
+	key.family = p->family;
+
+	t = bpf_map_lookup_elem(&relay_flows, &key);
+	if (!t) {
+		*act = RELAY_ACT_PASS_MISS;
+		return XDP_PASS;
+	}
+	/* Same family in and out only. */
+	if (t->from.family != p->family || t->to.family != p->family)
+		goto other;
+
+	fib.ifindex = ingress;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = t->from.port;
+	fib.dport = t->to.port;
+
+	if (p->ip4) {
+		struct iphdr *ip = p->ip4;
+
+		if ((t->flags & RELAY_F_STRICT) &&
+		    (t->expect.family != RELAY_AF_INET || !relay_addr_eq4(t->expect.addr, ip->saddr) ||
+		     t->expect.port != udp->source)) {
+			*act = RELAY_ACT_PASS_SOURCE;
+			return XDP_PASS;
+		}
+		if (ip->ttl <= 1) {
+			*act = RELAY_ACT_PASS_TTL;
+			return XDP_PASS;
+		}
+		fib.family = RELAY_SYS_AF_INET;
+		fib.tos = ip->tos;
+		fib.tot_len = bpf_ntohs(ip->tot_len);
+		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
+	} else {
+		struct ipv6hdr *ip6 = p->ip6;
+
+		if (!ip6)
+			goto other;
+		if ((t->flags & RELAY_F_STRICT) &&
+		    (t->expect.family != RELAY_AF_INET6 || !relay_addr_eq6(t->expect.addr, &ip6->saddr) ||
+		     t->expect.port != udp->source)) {
+			*act = RELAY_ACT_PASS_SOURCE;
+			return XDP_PASS;
+		}
+		if (ip6->hop_limit <= 1) {
+			*act = RELAY_ACT_PASS_TTL;
+			return XDP_PASS;
+		}
+		/* A zero UDP checksum is invalid over IPv6 and cannot be updated incrementally. */
+		if (udp->check == 0)
+			goto other;
+		fib.family = RELAY_SYS_AF_INET6;
+		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
+		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
+		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
+		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
+	}
+
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+		*act = RELAY_ACT_PASS_FIB;
+		return XDP_PASS;
+	}
+	egress = fib.ifindex;
+	if (egress == ingress) {
+		*act = RELAY_ACT_TX;
+	} else {
+		/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
+		if (p->vlan)
+			goto other;
+		if (!bpf_map_lookup_elem(&relay_devmap, &egress)) {
+			*act = RELAY_ACT_PASS_FIB;
+			return XDP_PASS;
+		}
+		*act = RELAY_ACT_REDIRECT;
+	}
+
+	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
+	if (p->ip4) {
+		struct iphdr *ip = p->ip4;
+		__u16 old_ttl_word = *(__u16 *)&ip->ttl;
+
+		if (udp->check) {
+			acc = csum_start(udp->check);
+			acc = csum_acc32(acc, (const __u8 *)&ip->saddr, t->from.addr);
+			acc = csum_acc32(acc, (const __u8 *)&ip->daddr, t->to.addr);
+			acc = csum_acc16(acc, udp->source, t->from.port);
+			acc = csum_acc16(acc, udp->dest, t->to.port);
+			check = csum_finish(acc);
+			udp->check = check ? check : 0xffff;
+		}
+		acc = csum_start(ip->check);
+		acc = csum_acc32(acc, (const __u8 *)&ip->saddr, t->from.addr);
+		acc = csum_acc32(acc, (const __u8 *)&ip->daddr, t->to.addr);
+		ip->ttl--;
+		acc = csum_acc16(acc, old_ttl_word, *(__u16 *)&ip->ttl);
+		ip->check = csum_finish(acc);
+		__builtin_memcpy(&ip->saddr, t->from.addr, 4);
+		__builtin_memcpy(&ip->daddr, t->to.addr, 4);
+	} else {
+		struct ipv6hdr *ip6 = p->ip6;
+
+		if (!ip6)
+			goto other;
+		acc = csum_start(udp->check);
+		acc = csum_acc128(acc, (const __u8 *)&ip6->saddr, t->from.addr);
+		acc = csum_acc128(acc, (const __u8 *)&ip6->daddr, t->to.addr);
+		acc = csum_acc16(acc, udp->source, t->from.port);
+		acc = csum_acc16(acc, udp->dest, t->to.port);
+		check = csum_finish(acc);
+		udp->check = check ? check : 0xffff;
+		ip6->hop_limit--;
+		__builtin_memcpy(&ip6->saddr, t->from.addr, 16);
+		__builtin_memcpy(&ip6->daddr, t->to.addr, 16);
+	}
+	udp->source = t->from.port;
+	udp->dest = t->to.port;
+	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
+
+	slot = t->stats_index;
+	{
+		struct relay_flow_stats *s = bpf_map_lookup_elem(&relay_stats, &slot);
+
+		if (s) {
+			__u16 ulen = bpf_ntohs(udp->len);
+
+			s->packets += 1;
+			s->bytes += ulen > sizeof(struct udphdr) ? ulen - sizeof(struct udphdr) : 0;
+			s->last_seen_ns = bpf_ktime_get_ns();
+		}
+	}
+	if (*act == RELAY_ACT_TX)
+		return XDP_TX;
+	return bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
+
+other:
+	*act = RELAY_ACT_PASS_OTHER;
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int relay_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct relay_pkt p = {};
+	__u32 act;
+	int ret;
+
+	act = relay_parse(data, data_end, &p);
+	if (act) {
+		relay_count(act);
+		return XDP_PASS;
+	}
+	ret = relay_forward(ctx, &p, &act);
+	relay_count(act);
+	return ret;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,155 @@
+//! The Rust mirror of `ebpf/include/relay_abi.h`: the maps' keys and values, flags, names and action indices.
+//! Change both together; the assertions below catch a size or offset that drifts from the C layout.
+//!
+//! This is the one file of the crate with `unsafe`: aya reads and writes map values as raw bytes and so requires
+//! `unsafe impl aya::Pod` for them. That is sound for these types: they are `#[repr(C)]`, `Copy`, made only
+//! of integers and byte arrays (every bit pattern is valid) and have no implicit padding (the asserted sizes are
+//! the sums of their fields).
+#![allow(unsafe_code)]
+
+use std::mem::{offset_of, size_of};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+pub const MAP_FLOWS: &str = "relay_flows";
+pub const MAP_STATS: &str = "relay_stats";
+pub const MAP_ACTIONS: &str = "relay_actions";
+pub const MAP_DEVMAP: &str = "relay_devmap";
+pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";
+pub const PROG_XDP: &str = "relay_xdp";
+pub const PROG_PASS: &str = "relay_pass";
+pub const PROG_BARE_REDIRECT: &str = "relay_bare_redirect";
+
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+/// `RELAY_F_STRICT`: forward only packets whose source is `expect`.
+pub const F_STRICT: u32 = 1;
+
+/// `enum relay_action`: indices into `relay_actions`.
+pub const ACT_REDIRECT: u32 = 0;
+pub const ACT_TX: u32 = 1;
+pub const ACT_PASS_MISS: u32 = 2;
+pub const ACT_PASS_SOURCE: u32 = 3;
+pub const ACT_PASS_FIB: u32 = 4;
+pub const ACT_PASS_TTL: u32 = 5;
+pub const ACT_PASS_FRAG: u32 = 6;
+pub const ACT_PASS_OTHER: u32 = 7;
+pub const ACT_MAX: u32 = 8;
+
+/// `struct relay_addr`: address (IPv4 in the first 4 bytes) and port, both in network order, and family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RelayAddr {
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub family: u8,
+    pub pad: u8,
+}
+
+/// `struct relay_target`: the value of `relay_flows`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayTarget {
+    pub expect: RelayAddr,
+    pub from: RelayAddr,
+    pub to: RelayAddr,
+    pub flags: u32,
+    pub stats_index: u32,
+}
+
+/// `struct relay_flow_stats`: the per-CPU value of `relay_stats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayFlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_seen_ns: u64,
+}
+
+/// `struct bpf_devmap_val` (linux/bpf.h): the value of `relay_devmap` (aya writes it; mirrored for the size check).
+const DEVMAP_VAL_SIZE: usize = 8;
+
+const _: () = assert!(size_of::<RelayAddr>() == 20);
+const _: () = assert!(offset_of!(RelayAddr, port) == 16);
+const _: () = assert!(offset_of!(RelayAddr, family) == 18);
+const _: () = assert!(size_of::<RelayTarget>() == 68);
+const _: () = assert!(offset_of!(RelayTarget, expect) == 0);
+const _: () = assert!(offset_of!(RelayTarget, from) == 20);
+const _: () = assert!(offset_of!(RelayTarget, to) == 40);
+const _: () = assert!(offset_of!(RelayTarget, flags) == 60);
+const _: () = assert!(offset_of!(RelayTarget, stats_index) == 64);
+const _: () = assert!(size_of::<RelayFlowStats>() == 24);
+const _: () = assert!(offset_of!(RelayFlowStats, bytes) == 8);
+const _: () = assert!(offset_of!(RelayFlowStats, last_seen_ns) == 16);
+const _: () = assert!(DEVMAP_VAL_SIZE == 2 * size_of::<u32>());
+
+// SAFETY: see the module comment: repr(C), Copy, integer fields only, no padding.
+unsafe impl aya::Pod for RelayAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayTarget {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayFlowStats {}
+
+/// Canonical form of a socket address for the ABI: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a
+/// dual-stack socket reports) is the IPv4 address it maps, since that is what the packets carry.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+impl From<SocketAddr> for RelayAddr {
+    fn from(addr: SocketAddr) -> Self {
+        let addr = canonical(addr);
+        let mut out = RelayAddr { port: addr.port().to_be_bytes(), ..RelayAddr::default() };
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                out.addr[..4].copy_from_slice(&ip.octets());
+                out.family = AF_INET;
+            }
+            IpAddr::V6(ip) => {
+                out.addr = ip.octets();
+                out.family = AF_INET6;
+            }
+        }
+        out
+    }
+}
+
+impl RelayAddr {
+    /// Back to a socket address; `None` for an unknown family.
+    pub fn to_socket_addr(&self) -> Option<SocketAddr> {
+        let port = u16::from_be_bytes(self.port);
+        match self.family {
+            AF_INET => {
+                let ip = Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]);
+                Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+            }
+            AF_INET6 => Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(self.addr), port, 0, 0))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_round_trip_and_mapped_v4() {
+        let a: SocketAddr = "198.18.0.1:40000".parse().unwrap();
+        let r = RelayAddr::from(a);
+        assert_eq!(r.family, AF_INET);
+        assert_eq!(&r.addr[..4], &[198, 18, 0, 1]);
+        assert_eq!(&r.addr[4..], &[0; 12]);
+        assert_eq!(r.port, [0x9c, 0x40]);
+        assert_eq!(r.to_socket_addr(), Some(a));
+        let mapped: SocketAddr = "[::ffff:198.18.0.1]:40000".parse().unwrap();
+        assert_eq!(RelayAddr::from(mapped), r);
+        let v6: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
+        assert_eq!(RelayAddr::from(v6).to_socket_addr(), Some(v6));
+    }
+}

@@ -1,0 +1,418 @@
+//! Loading, attaching, and the map writer.
+
+use std::{collections::HashMap as StdHashMap, time::Duration};
+
+use aya::{
+    maps::{DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp as XdpProgram, XdpMode as AyaMode},
+    Ebpf, EbpfLoader,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    abi::{self, RelayAddr, RelayFlowStats, RelayTarget},
+    objects, ActionCounters, AttachedMode, FlowKey, FlowTarget, KernelCounters, XdpError, XdpMode,
+};
+
+/// The loaded relay program and its maps. See the [module docs](super).
+#[derive(Debug)]
+pub struct Xdp {
+    inner: Option<Inner>,
+    mode: AttachedMode,
+}
+
+struct Inner {
+    // Field order = drop order: the links (inside `ebpf`'s program) go first, detaching the program.
+    ebpf: Ebpf,
+    flows: HashMap<MapData, RelayAddr, RelayTarget>,
+    stats: PerCpuArray<MapData, RelayFlowStats>,
+    actions: PerCpuArray<MapData, u64>,
+    /// Filled at load; kept so the map is owned here with the others.
+    _devmap: DevMapHash<MapData>,
+    /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows`).
+    slots: StdHashMap<FlowKey, u32>,
+    free: Vec<u32>,
+    next_slot: u32,
+    capacity: u32,
+    cpus: usize,
+    attached: Vec<(String, XdpLinkId)>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("flows", &self.slots.len())
+            .field("capacity", &self.capacity)
+            .field("attached", &self.attached)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one `BPF_PROG_TEST_RUN` returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRunOutput {
+    /// The XDP action (`XDP_PASS` = 2, `XDP_TX` = 3, `XDP_REDIRECT` = 4).
+    pub action: u32,
+    /// The frame after the program ran (the last run's, with `repeat` > 1).
+    pub frame: Vec<u8>,
+    /// Mean run time per repetition, as the kernel measured it.
+    pub duration: Duration,
+}
+
+impl Xdp {
+    /// Loads the program and attaches it to `interfaces` (names) in `mode`; `Auto` tries native, then generic,
+    /// then off, and logs which. Fills `relay_devmap` with the interfaces' ifindexes (the redirect targets).
+    /// Nothing is pinned: bpffs is not needed and not mounted. Attaching uses `bpf_link` (aya falls back to
+    /// netlink only on kernels without XDP links, before 5.9).
+    pub fn attach(mode: XdpMode, interfaces: &[String]) -> Result<(Self, AttachedMode), XdpError> {
+        if mode == XdpMode::Off {
+            info!("xdp: off (configured); the user-space relay forwards everything");
+            return Ok((Self { inner: None, mode: AttachedMode::Off }, AttachedMode::Off));
+        }
+        if interfaces.is_empty() {
+            return Err(XdpError::NoInterfaces);
+        }
+        let tries: &[AttachedMode] = match mode {
+            XdpMode::Native => &[AttachedMode::Native],
+            XdpMode::Generic => &[AttachedMode::Generic],
+            XdpMode::Auto | XdpMode::Off => &[AttachedMode::Native, AttachedMode::Generic],
+        };
+        let mut inner = Inner::load(interfaces)?;
+        let mut last_err = None;
+        for &want in tries {
+            match inner.attach_all(want, interfaces) {
+                Ok(()) => {
+                    info!(mode = %want, ?interfaces, "xdp: relay_xdp attached");
+                    warn_forwarding(interfaces);
+                    return Ok((Self { inner: Some(inner), mode: want }, want));
+                }
+                Err(e) => {
+                    if mode == XdpMode::Auto {
+                        warn!(error = %e, "xdp: {want} attach failed");
+                    }
+                    last_err = Some(e);
+                }
+            }
+        }
+        match (mode, last_err) {
+            (XdpMode::Auto, _) => {
+                warn!("xdp: neither native nor generic XDP attached: off; the user-space relay forwards everything");
+                Ok((Self { inner: None, mode: AttachedMode::Off }, AttachedMode::Off))
+            }
+            (_, Some(e)) => Err(e),
+            (_, None) => Err(XdpError::NoInterfaces),
+        }
+    }
+
+    /// Loads the program and fills `relay_devmap` with `interfaces`, attaching nothing: for
+    /// [`Xdp::test_run`] (packet tests, benchmarks). [`Xdp::mode`] is `Off`, but flows can be installed.
+    pub fn load_unattached(interfaces: &[String]) -> Result<Self, XdpError> {
+        Ok(Self { inner: Some(Inner::load(interfaces)?), mode: AttachedMode::Off })
+    }
+
+    /// How the program is attached.
+    pub fn mode(&self) -> AttachedMode {
+        self.mode
+    }
+
+    fn inner(&self) -> Result<&Inner, XdpError> {
+        self.inner.as_ref().ok_or(XdpError::Off)
+    }
+
+    /// Installs (or replaces) the flow for `key`. A new flow gets a free counter slot, zeroed first; a replaced
+    /// one keeps its slot and counters.
+    pub fn install(&mut self, key: FlowKey, target: FlowTarget) -> Result<(), XdpError> {
+        let inner = self.inner.as_mut().ok_or(XdpError::Off)?;
+        let key = FlowKey { local: abi::canonical(key.local) };
+        let (expect, from, to) =
+            (RelayAddr::from(target.expect), RelayAddr::from(target.from), RelayAddr::from(target.to));
+        let kaddr = RelayAddr::from(key.local);
+        if from.family != kaddr.family || to.family != kaddr.family {
+            return Err(XdpError::CrossFamily { key: key.local, to: target.to });
+        }
+        let slot = match inner.slots.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let slot = match inner.free.pop() {
+                    Some(slot) => slot,
+                    None if inner.next_slot < inner.capacity => {
+                        inner.next_slot += 1;
+                        inner.next_slot - 1
+                    }
+                    None => return Err(XdpError::Full(inner.capacity)),
+                };
+                if let Err(e) = inner.zero_slot(slot) {
+                    inner.free.push(slot);
+                    return Err(e);
+                }
+                slot
+            }
+        };
+        let value =
+            RelayTarget { expect, from, to, flags: if target.strict { abi::F_STRICT } else { 0 }, stats_index: slot };
+        if let Err(source) = inner.flows.insert(kaddr, value, 0) {
+            if !inner.slots.contains_key(&key) {
+                inner.free.push(slot);
+            }
+            return Err(XdpError::Map { map: abi::MAP_FLOWS, source });
+        }
+        inner.slots.insert(key, slot);
+        debug!(local = %key.local, ?target, slot, "xdp: flow installed");
+        Ok(())
+    }
+
+    /// Removes the flow for `key`; returns its final counters (`None` if it was not installed).
+    pub fn remove(&mut self, key: &FlowKey) -> Result<Option<KernelCounters>, XdpError> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(None) };
+        let key = FlowKey { local: abi::canonical(key.local) };
+        let Some(&slot) = inner.slots.get(&key) else { return Ok(None) };
+        match inner.flows.remove(&RelayAddr::from(key.local)) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(XdpError::Map { map: abi::MAP_FLOWS, source }),
+        }
+        // Read after the delete: a packet in flight on another CPU may still count, which is what we want.
+        let counters = inner.read_slot(slot)?;
+        inner.slots.remove(&key);
+        inner.free.push(slot);
+        debug!(local = %key.local, ?counters, "xdp: flow removed");
+        Ok(Some(counters))
+    }
+
+    /// The counters of the flow for `key`, summed over CPUs (`None` if not installed or XDP is off).
+    pub fn counters(&self, key: &FlowKey) -> Result<Option<KernelCounters>, XdpError> {
+        let Some(inner) = self.inner.as_ref() else { return Ok(None) };
+        let key = FlowKey { local: abi::canonical(key.local) };
+        match inner.slots.get(&key) {
+            Some(&slot) => inner.read_slot(slot).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The program's action counters, summed over CPUs (all zero when off).
+    pub fn actions(&self) -> Result<ActionCounters, XdpError> {
+        let Some(inner) = self.inner.as_ref() else { return Ok(ActionCounters::default()) };
+        let get = |i: u32| -> Result<u64, XdpError> {
+            let values = inner.actions.get(&i, 0).map_err(|source| XdpError::Map { map: abi::MAP_ACTIONS, source })?;
+            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+        };
+        Ok(ActionCounters {
+            redirect: get(abi::ACT_REDIRECT)?,
+            tx: get(abi::ACT_TX)?,
+            pass_miss: get(abi::ACT_PASS_MISS)?,
+            pass_source: get(abi::ACT_PASS_SOURCE)?,
+            pass_fib: get(abi::ACT_PASS_FIB)?,
+            pass_ttl: get(abi::ACT_PASS_TTL)?,
+            pass_frag: get(abi::ACT_PASS_FRAG)?,
+            pass_other: get(abi::ACT_PASS_OTHER)?,
+        })
+    }
+
+    /// Runs the program once (or `repeat` times on the same buffer: a rewritten frame is fed back in) on
+    /// `frame` through `BPF_PROG_TEST_RUN`, as if received on `ingress_ifindex` (0 = none: then
+    /// `bpf_fib_lookup` fails and hits are passed). Counters and maps are the real ones.
+    pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32, repeat: u32) -> Result<TestRunOutput, XdpError> {
+        let inner = self.inner()?;
+        let prog = inner.program()?;
+        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+        let ctx: Vec<u8> =
+            [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            repeat: repeat.max(1),
+            ..TestRunOptions::default()
+        };
+        let res = prog.test_run(opts).map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
+        out.truncate(res.data_size_out as usize);
+        Ok(TestRunOutput { action: res.return_value, frame: out, duration: res.duration })
+    }
+}
+
+impl Drop for Xdp {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            let attached = std::mem::take(&mut inner.attached);
+            if let Ok(prog) = inner.program_mut() {
+                for (iface, link) in attached {
+                    match prog.detach(link) {
+                        Ok(()) => debug!(iface, "xdp: detached"),
+                        Err(e) => warn!(iface, error = %e, "xdp: detach failed"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn load(interfaces: &[String]) -> Result<Self, XdpError> {
+        let ifindexes = interfaces.iter().map(|name| ifindex(name)).collect::<Result<Vec<_>, _>>()?;
+        let mut ebpf = EbpfLoader::new().load(objects::RELAY_XDP).map_err(XdpError::Load)?;
+        let prog: &mut XdpProgram = ebpf
+            .program_mut(abi::PROG_XDP)
+            .ok_or(XdpError::Missing("program relay_xdp"))?
+            .try_into()
+            .map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
+        prog.load().map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(XdpError::Missing(name));
+        let map_err = |map: &'static str| move |source| XdpError::Map { map, source };
+        let flows = HashMap::try_from(take(abi::MAP_FLOWS)?).map_err(map_err(abi::MAP_FLOWS))?;
+        let stats: PerCpuArray<MapData, RelayFlowStats> =
+            PerCpuArray::try_from(take(abi::MAP_STATS)?).map_err(map_err(abi::MAP_STATS))?;
+        let actions = PerCpuArray::try_from(take(abi::MAP_ACTIONS)?).map_err(map_err(abi::MAP_ACTIONS))?;
+        let mut devmap = DevMapHash::try_from(take(abi::MAP_DEVMAP)?).map_err(map_err(abi::MAP_DEVMAP))?;
+        for (name, &index) in interfaces.iter().zip(&ifindexes) {
+            devmap.insert(index, index, None, 0).map_err(|source| XdpError::Devmap { iface: name.clone(), source })?;
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
+        let capacity = stats.len();
+        Ok(Self {
+            ebpf,
+            flows,
+            stats,
+            actions,
+            _devmap: devmap,
+            slots: StdHashMap::new(),
+            free: Vec::new(),
+            next_slot: 0,
+            capacity,
+            cpus,
+            attached: Vec::new(),
+        })
+    }
+
+    fn program(&self) -> Result<&XdpProgram, XdpError> {
+        self.ebpf
+            .program(abi::PROG_XDP)
+            .ok_or(XdpError::Missing("program relay_xdp"))?
+            .try_into()
+            .map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })
+    }
+
+    fn program_mut(&mut self) -> Result<&mut XdpProgram, XdpError> {
+        self.ebpf
+            .program_mut(abi::PROG_XDP)
+            .ok_or(XdpError::Missing("program relay_xdp"))?
+            .try_into()
+            .map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })
+    }
+
+    /// Attaches to every interface in `mode`, or to none (undoing the ones done) and returns the first error.
+    fn attach_all(&mut self, mode: AttachedMode, interfaces: &[String]) -> Result<(), XdpError> {
+        let mut done = Vec::new();
+        let prog = self.program_mut()?;
+        for iface in interfaces {
+            match attach_one(prog, iface, mode) {
+                Ok(link) => done.push((iface.clone(), link)),
+                Err(e) => {
+                    for (_, link) in done {
+                        let _ = prog.detach(link);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.attached = done;
+        Ok(())
+    }
+
+    fn zero_slot(&mut self, slot: u32) -> Result<(), XdpError> {
+        let zeros = PerCpuValues::try_from(vec![RelayFlowStats::default(); self.cpus])
+            .map_err(|e| XdpError::Cpus(e.to_string()))?;
+        self.stats.set(slot, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })
+    }
+
+    fn read_slot(&self, slot: u32) -> Result<KernelCounters, XdpError> {
+        let values = self.stats.get(&slot, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })?;
+        Ok(values.iter().fold(KernelCounters::default(), |acc, v| KernelCounters {
+            packets: acc.packets.wrapping_add(v.packets),
+            bytes: acc.bytes.wrapping_add(v.bytes),
+            last_seen_ns: acc.last_seen_ns.max(v.last_seen_ns),
+        }))
+    }
+}
+
+fn attach_one(prog: &mut XdpProgram, iface: &str, mode: AttachedMode) -> Result<XdpLinkId, XdpError> {
+    let (aya_mode, hint) = match mode {
+        AttachedMode::Native => (AyaMode::Driver, "try xdp = \"generic\" (this driver may have no native XDP)"),
+        _ => (AyaMode::Skb, "is another XDP program attached (`ip link show`)? or set xdp = \"off\""),
+    };
+    prog.attach(iface, aya_mode).map_err(|source| XdpError::Attach { mode, iface: iface.to_owned(), source, hint })
+}
+
+fn ifindex(name: &str) -> Result<u32, XdpError> {
+    nix::net::if_::if_nametoindex(name)
+        .map_err(|e| XdpError::UnknownInterface { name: name.to_owned(), source: std::io::Error::from(e) })
+}
+
+/// bpf_fib_lookup answers FWD_DISABLED (and every packet is passed) when forwarding is off on the ingress
+/// interface: say so once at attach.
+fn warn_forwarding(interfaces: &[String]) {
+    for iface in interfaces {
+        for fam in ["ipv4", "ipv6"] {
+            let path = format!("/proc/sys/net/{fam}/conf/{iface}/forwarding");
+            if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "0") {
+                warn!(
+                    iface,
+                    "xdp: {fam} forwarding is off on {iface}: the fast path will pass every {fam} packet \
+                              to user space; set net.{fam}.conf.{iface}.forwarding=1"
+                );
+            }
+        }
+    }
+}
+
+/// `relay_pass` (or `relay_bare_redirect`) attached to some interfaces, detached on drop. `relay_pass` goes on
+/// the PEER of a veth that `relay_xdp` redirects into: veth drops XDP_REDIRECTed frames unless its peer has an
+/// XDP program (or GRO on, which gives the peer NAPI).
+#[derive(Debug)]
+pub struct PassProgram {
+    ebpf: Ebpf,
+}
+
+impl PassProgram {
+    /// Attaches `relay_pass` to every interface in `interfaces`, in native mode, or generic if `generic`.
+    pub fn attach(interfaces: &[String], generic: bool) -> Result<Self, XdpError> {
+        Self::attach_prog(abi::PROG_PASS, interfaces, generic, None)
+    }
+
+    /// Attaches `relay_bare_redirect` to `ingress`, redirecting every packet to `egress` untouched (a
+    /// benchmark ceiling).
+    pub fn bare_redirect(ingress: &str, egress: &str, generic: bool) -> Result<Self, XdpError> {
+        Self::attach_prog(abi::PROG_BARE_REDIRECT, &[ingress.to_owned()], generic, Some(egress))
+    }
+
+    fn attach_prog(
+        name: &'static str,
+        interfaces: &[String],
+        generic: bool,
+        egress: Option<&str>,
+    ) -> Result<Self, XdpError> {
+        let mut ebpf = EbpfLoader::new().load(objects::PASS).map_err(XdpError::Load)?;
+        if let Some(egress) = egress {
+            let index = ifindex(egress)?;
+            let map = ebpf.map_mut(abi::MAP_BENCH_DEVMAP).ok_or(XdpError::Missing(abi::MAP_BENCH_DEVMAP))?;
+            let mut devmap = aya::maps::DevMap::try_from(map)
+                .map_err(|source| XdpError::Map { map: abi::MAP_BENCH_DEVMAP, source })?;
+            devmap.set(0, index, None, 0).map_err(|source| XdpError::Devmap { iface: egress.to_owned(), source })?;
+        }
+        let prog: &mut XdpProgram = ebpf
+            .program_mut(name)
+            .ok_or(XdpError::Missing("pass program"))?
+            .try_into()
+            .map_err(|source: ProgramError| XdpError::Program { name, source })?;
+        prog.load().map_err(|source| XdpError::Program { name, source })?;
+        let mode = if generic { AttachedMode::Generic } else { AttachedMode::Native };
+        for iface in interfaces {
+            attach_one(prog, iface, mode)?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// The loaded object (maps, program).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+}

@@ -1,0 +1,176 @@
+//! The XDP fast path: the loader of `ebpf/src/relay_xdp.bpf.c` and the ONLY writer of its maps.
+//!
+//! The relay's forwarding thread owns one [`Xdp`]: [`Xdp::attach`] at start, [`Xdp::install`] when a flow is
+//! kernelized, [`Xdp::counters`] to read what the kernel forwarded, [`Xdp::remove`] (returning the final
+//! counters) when it is not any more. Dropping it detaches the program (links are `bpf_link`s, so a killed
+//! process leaves nothing attached either). Nothing is pinned, so bpffs is not needed and not mounted.
+//!
+//! What the program forwards and what it passes to the kernel (and so to the user-space relay) is described
+//! at the top of the C file; the map layouts are in [`abi`] / `ebpf/include/relay_abi.h`.
+//!
+//! Host requirements for packets to be forwarded (else they are passed, counted in [`ActionCounters`]):
+//! forwarding enabled on the attached interfaces (`net.ipv4.conf.IF.forwarding=1`, and
+//! `net.ipv6.conf.IF.forwarding=1` for IPv6), the peers in the neighbour table. With veth, the PEER of every
+//! veth that packets are redirected into needs an XDP program ([`PassProgram`]) or GRO enabled (tested: without
+//! either, redirected frames are counted as redirected and silently lost).
+//!
+//! Known limit: a frame sent by a local socket over veth (another namespace or container on this host) is
+//! `CHECKSUM_PARTIAL`: its UDP checksum field holds only the pseudo-header sum, to be completed by "hardware".
+//! The program cannot tell, and its incremental update yields a bad UDP checksum that the receiver drops. Frames
+//! from a real NIC are complete. For same-host veth senders, turn off their tx checksum offload
+//! (`ethtool -K IF tx off`).
+
+pub mod abi;
+mod loader;
+
+use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+
+pub use loader::{PassProgram, TestRunOutput, Xdp};
+
+/// The embedded objects (built by `build.rs` from `ebpf/src`), for tests and benches that load them themselves.
+pub mod objects {
+    /// `relay_xdp.bpf.c`: the relay program `relay_xdp` and its maps.
+    pub static RELAY_XDP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay_xdp.bpf.o"));
+    /// `pass.bpf.c`: `relay_pass` (XDP_PASS) and `relay_bare_redirect` (everything to `relay_bench_devmap[0]`).
+    pub static PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pass.bpf.o"));
+}
+
+/// How to attach (the `xdp` setting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver (fastest); fails where the driver has no XDP support.
+    Native,
+    /// In the kernel's generic path (any interface; slower than native, still skips the socket path).
+    Generic,
+    /// No XDP: the user-space relay forwards everything.
+    Off,
+    /// Native, else generic, else off.
+    #[default]
+    Auto,
+}
+
+impl FromStr for XdpMode {
+    type Err = XdpError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "native" => Ok(Self::Native),
+            "generic" => Ok(Self::Generic),
+            "off" => Ok(Self::Off),
+            "auto" => Ok(Self::Auto),
+            other => Err(XdpError::BadMode(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Off => "off",
+            Self::Auto => "auto",
+        })
+    }
+}
+
+/// What [`Xdp::attach`] ended up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    Native,
+    Generic,
+    /// Nothing attached: [`Xdp::install`] fails with [`XdpError::Off`]; the user-space relay forwards everything.
+    Off,
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// Packets arriving at this relay address:port. An IPv4-mapped IPv6 address counts as the IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub local: SocketAddr,
+}
+
+/// Where the kernel sends packets for a [`FlowKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTarget {
+    /// The latched peer: with `strict`, packets from any other source are passed to user space.
+    pub expect: SocketAddr,
+    /// New source: the relay's address:port on the other side.
+    pub from: SocketAddr,
+    /// New destination: the other peer.
+    pub to: SocketAddr,
+    pub strict: bool,
+}
+
+/// A flow's counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// UDP payload bytes forwarded (as the user-space relay counts them).
+    pub bytes: u64,
+    /// `CLOCK_MONOTONIC` (ns) of the last packet forwarded, latest over CPUs; 0 = none yet.
+    pub last_seen_ns: u64,
+}
+
+impl KernelCounters {
+    /// `last_seen_ns` as a duration since boot on `CLOCK_MONOTONIC` (`None` if no packet yet).
+    pub fn last_seen(&self) -> Option<Duration> {
+        (self.last_seen_ns != 0).then(|| Duration::from_nanos(self.last_seen_ns))
+    }
+}
+
+/// What the program did with the packets it saw, summed over CPUs (`enum relay_action`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ActionCounters {
+    pub redirect: u64,
+    pub tx: u64,
+    pub pass_miss: u64,
+    pub pass_source: u64,
+    pub pass_fib: u64,
+    pub pass_ttl: u64,
+    pub pass_frag: u64,
+    pub pass_other: u64,
+}
+
+/// Errors of the XDP fast path; the messages say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("unknown xdp mode {0:?}: use \"native\", \"generic\", \"off\" or \"auto\"")]
+    BadMode(String),
+    #[error("XDP is off (not attached): the user-space relay forwards this flow")]
+    Off,
+    #[error("no interfaces given to attach XDP to: set the relay's XDP interfaces, or xdp = \"off\"")]
+    NoInterfaces,
+    #[error("no network interface {name:?} ({source}): check the relay's XDP interface names (`ip link`)")]
+    UnknownInterface { name: String, source: std::io::Error },
+    #[error(
+        "load the XDP program: {0}; this needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) and a kernel with BTF \
+         and XDP (5.10 or newer)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("the XDP object has no {0}: rebuild media-relay (ebpf/ and src/xdp/abi.rs out of step?)")]
+    Missing(&'static str),
+    #[error("XDP program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("attach {mode} XDP to {iface}: {source}; {hint}")]
+    Attach { mode: AttachedMode, iface: String, source: aya::programs::ProgramError, hint: &'static str },
+    #[error("BPF map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("add {iface} to relay_devmap: {source}")]
+    Devmap { iface: String, source: aya::maps::xdp::XdpMapError },
+    #[error("the XDP flow table is full ({0} flows): raise RELAY_MAX_FLOWS in ebpf/include/relay_abi.h")]
+    Full(u32),
+    #[error("flow {key} -> {to}: address families differ; the fast path only relays IPv4->IPv4 and IPv6->IPv6")]
+    CrossFamily { key: SocketAddr, to: SocketAddr },
+    #[error("count the CPUs: {0}")]
+    Cpus(String),
+}

@@ -1,0 +1,769 @@
+//! Packet tests of the XDP fast path through BPF_PROG_TEST_RUN, plus one real run over veth and a check that a
+//! SIGKILLed process leaves no program attached.
+//!
+//! Each test re-executes this binary (`--exact NAME`) under `ip netns exec` in a fresh network namespace it
+//! creates (veth pairs, addresses from 198.18.0.0/15 and 2001:db8::/32, static neighbours, forwarding on), so
+//! `bpf_fib_lookup` succeeds and the expected frames carry known MACs. Namespaces are named `xdpt-PID-N-*` and
+//! removed at the end, also on failure. Needs root: without it every test fails saying so (no silent skip).
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use media_relay::xdp::{ActionCounters, FlowKey, FlowTarget, PassProgram, Xdp, XdpMode};
+
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+// The namespace "relay" of the test_run tests: a0 (198.18.0.1, 2001:db8:a::1) <-> a1 and b0 (198.18.1.1,
+// 2001:db8:b::1) <-> b1, peers 198.18.0.2 / 198.18.1.2 as static neighbours behind a0 / b0.
+const MAC_A0: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x00];
+const MAC_A1: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x01];
+const MAC_B0: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x00];
+const MAC_B1: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+const MAC_PA: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x02];
+const MAC_PB: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x02];
+
+// ---------------------------------------------------------------------------------------------------------
+// Namespaces and re-execution.
+
+const ENV_ROLE: &str = "XDP_TEST_ROLE";
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2).map(str::to_owned)))
+        .flatten();
+    if uid.as_deref() != Some("0") {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        panic!(
+            "the XDP packet tests need root (network namespaces, BPF){}: run `sudo -E cargo test -p media-relay \
+             --test xdp_packets`",
+            if ci { " and CI=true: the CI runner must run as root" } else { "" }
+        );
+    }
+}
+
+/// Network namespaces that are deleted on drop.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(names: &[&str]) -> Self {
+        require_root();
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let mut me = Namespaces(Vec::new());
+        for name in names {
+            let full = format!("xdpt-{}-{n}-{name}", std::process::id());
+            sh(&["ip", "netns", "add", &full]);
+            me.0.push(full);
+        }
+        me
+    }
+    fn name(&self, i: usize) -> &str {
+        &self.0[i]
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// This binary running test `test` with `ENV_ROLE=role` inside namespace `ns`.
+fn reexec(ns: &str, test: &str, role: &str) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(exe).args(["--exact", test, "--nocapture", "--test-threads=1"]);
+    cmd.env(ENV_ROLE, role);
+    cmd
+}
+
+fn role() -> Option<String> {
+    std::env::var(ENV_ROLE).ok()
+}
+
+fn ip(ns: &str, args: &str) {
+    let mut v = vec!["ip", "-n", ns];
+    v.extend(args.split_whitespace());
+    sh(&v);
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The one-namespace "relay" setup of the test_run tests.
+fn setup_relay_ns(ns: &str) {
+    ip(ns, "link set lo up");
+    ip(ns, "link add a0 type veth peer name a1");
+    ip(ns, "link add b0 type veth peer name b1");
+    for (dev, m) in [("a0", MAC_A0), ("a1", MAC_A1), ("b0", MAC_B0), ("b1", MAC_B1)] {
+        ip(ns, &format!("link set {dev} address {} up", mac(m)));
+    }
+    ip(ns, "addr add 198.18.0.1/24 dev a0");
+    ip(ns, "addr add 198.18.1.1/24 dev b0");
+    ip(ns, "addr add 2001:db8:a::1/64 dev a0 nodad");
+    ip(ns, "addr add 2001:db8:b::1/64 dev b0 nodad");
+    ip(ns, &format!("neigh add 198.18.0.2 lladdr {} dev a0 nud permanent", mac(MAC_PA)));
+    ip(ns, &format!("neigh add 198.18.1.2 lladdr {} dev b0 nud permanent", mac(MAC_PB)));
+    ip(ns, &format!("neigh add 2001:db8:a::2 lladdr {} dev a0 nud permanent", mac(MAC_PA)));
+    ip(ns, &format!("neigh add 2001:db8:b::2 lladdr {} dev b0 nud permanent", mac(MAC_PB)));
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+}
+
+/// Runs the body of test `test` in a fresh relay namespace: returns true in the child (run the body), false in
+/// the parent after the child passed.
+fn in_relay_ns(test: &str) -> bool {
+    if role().as_deref() == Some("relay") {
+        return true;
+    }
+    let nss = Namespaces::new(&["relay"]);
+    setup_relay_ns(nss.name(0));
+    // The child's output is shown only on failure: its libtest summary lines would read as extra test runs.
+    let out = reexec(nss.name(0), test, "relay").output().expect("spawn ip netns exec");
+    assert!(
+        out.status.success(),
+        "{test} failed inside namespace {}:\n{}{}",
+        nss.name(0),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    false
+}
+
+fn ifindex(name: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).unwrap().trim().parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Frames, built from scratch with full (not incremental) checksums.
+
+/// RFC 1071 one's-complement sum, folded, not inverted.
+fn sum16(chunks: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in chunks {
+        for pair in c.chunks(2) {
+            let w = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
+            sum += u32::from(w);
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+#[derive(Clone, Debug)]
+struct Udp {
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    vlan: Option<u16>,
+    src: SocketAddr,
+    dst: SocketAddr,
+    ttl: u8,
+    proto: u8,
+    frag: u16,
+    ip_options: Vec<u8>,
+    zero_csum: bool,
+    payload: Vec<u8>,
+}
+
+impl Udp {
+    fn new(src: &str, dst: &str) -> Self {
+        Udp {
+            smac: MAC_PA,
+            dmac: MAC_A0,
+            vlan: None,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            ttl: 64,
+            proto: 17,
+            frag: 0,
+            ip_options: Vec::new(),
+            zero_csum: false,
+            payload: (0..172u8).collect(), // an RTP-sized payload (12 + 160)
+        }
+    }
+
+    fn build(&self) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dmac);
+        f.extend_from_slice(&self.smac);
+        if let Some(vid) = self.vlan {
+            f.extend_from_slice(&[0x81, 0x00]);
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        let ulen = (8 + self.payload.len()) as u16;
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&self.src.port().to_be_bytes());
+        udp.extend_from_slice(&self.dst.port().to_be_bytes());
+        udp.extend_from_slice(&ulen.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&self.payload);
+        match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f.extend_from_slice(&[0x08, 0x00]);
+                let hlen = 20 + self.ip_options.len();
+                assert_eq!(hlen % 4, 0);
+                let mut h = vec![(0x40 | (hlen / 4)) as u8, 0xb8];
+                h.extend_from_slice(&((hlen + udp.len()) as u16).to_be_bytes());
+                h.extend_from_slice(&[0x12, 0x34]);
+                h.extend_from_slice(&self.frag.to_be_bytes());
+                h.extend_from_slice(&[self.ttl, self.proto, 0, 0]);
+                h.extend_from_slice(&s.octets());
+                h.extend_from_slice(&d.octets());
+                h.extend_from_slice(&self.ip_options);
+                let c = !sum16(&[&h]);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+                if !self.zero_csum {
+                    let pseudo = [&s.octets()[..], &d.octets()[..], &[0, 17], &ulen.to_be_bytes()].concat();
+                    let c = match !sum16(&[&pseudo, &udp]) {
+                        0 => 0xffff,
+                        c => c,
+                    };
+                    udp[6..8].copy_from_slice(&c.to_be_bytes());
+                }
+                f.extend_from_slice(&h);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f.extend_from_slice(&[0x86, 0xdd]);
+                let mut h = vec![0x60, 0x00, 0x00, 0x00];
+                h.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+                h.extend_from_slice(&[self.proto, self.ttl]);
+                h.extend_from_slice(&s.octets());
+                h.extend_from_slice(&d.octets());
+                if !self.zero_csum {
+                    let pseudo =
+                        [&s.octets()[..], &d.octets()[..], &u32::from(ulen).to_be_bytes(), &[0, 0, 0, 17]].concat();
+                    let c = match !sum16(&[&pseudo, &udp]) {
+                        0 => 0xffff,
+                        c => c,
+                    };
+                    udp[6..8].copy_from_slice(&c.to_be_bytes());
+                }
+                f.extend_from_slice(&h);
+            }
+            _ => panic!("mixed families"),
+        }
+        f.extend_from_slice(&udp);
+        f
+    }
+
+    /// What the relay should send for this packet: new addresses, TTL - 1, MACs from the neighbour table.
+    fn relayed(&self, from: &str, to: &str, smac: [u8; 6], dmac: [u8; 6]) -> Self {
+        Udp { src: from.parse().unwrap(), dst: to.parse().unwrap(), ttl: self.ttl - 1, smac, dmac, ..self.clone() }
+    }
+}
+
+/// Independent check of the checksums of an output frame (sums over header / pseudo-header + datagram).
+fn verify_checksums(frame: &[u8]) {
+    let (mut off, mut et) = (14, u16::from_be_bytes([frame[12], frame[13]]));
+    if et == 0x8100 {
+        et = u16::from_be_bytes([frame[16], frame[17]]);
+        off = 18;
+    }
+    if et == 0x0800 {
+        let hlen = usize::from(frame[off] & 0xf) * 4;
+        let h = &frame[off..off + hlen];
+        assert_eq!(sum16(&[h]), 0xffff, "IPv4 header checksum");
+        let tot = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let udp = &frame[off + hlen..off + tot];
+        if udp[6..8] != [0, 0] {
+            let pseudo = [&h[12..20], &[0, 17], &udp[4..6]].concat();
+            assert_eq!(sum16(&[&pseudo, udp]), 0xffff, "UDP/IPv4 checksum");
+        }
+    } else {
+        let h = &frame[off..off + 40];
+        let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+        let udp = &frame[off + 40..off + 40 + plen];
+        assert_ne!(&udp[6..8], &[0, 0], "UDP/IPv6 checksum must not be 0");
+        let pseudo = [&h[8..40], &(plen as u32).to_be_bytes(), &[0, 0, 0, 17]].concat();
+        assert_eq!(sum16(&[&pseudo, udp]), 0xffff, "UDP/IPv6 checksum");
+    }
+}
+
+fn target(expect: &str, from: &str, to: &str, strict: bool) -> FlowTarget {
+    FlowTarget { expect: expect.parse().unwrap(), from: from.parse().unwrap(), to: to.parse().unwrap(), strict }
+}
+
+fn key(local: &str) -> FlowKey {
+    FlowKey { local: local.parse().unwrap() }
+}
+
+fn delta(after: ActionCounters, before: ActionCounters) -> [u64; 8] {
+    let a = |c: ActionCounters| {
+        [c.redirect, c.tx, c.pass_miss, c.pass_source, c.pass_fib, c.pass_ttl, c.pass_frag, c.pass_other]
+    };
+    let (x, y) = (a(after), a(before));
+    std::array::from_fn(|i| x[i] - y[i])
+}
+
+/// Which `relay_action` a case must count (index into [`delta`]).
+#[derive(Clone, Copy, Debug)]
+enum Why {
+    Redirect = 0,
+    Tx = 1,
+    Miss = 2,
+    Source = 3,
+    Ttl = 5,
+    Frag = 6,
+    Other = 7,
+}
+
+struct Case {
+    what: &'static str,
+    input: Vec<u8>,
+    action: u32,
+    why: Why,
+    /// `None`: the frame must come back unchanged.
+    output: Option<Vec<u8>>,
+}
+
+fn loaded() -> Xdp {
+    let mut xdp = Xdp::load_unattached(&["a0".to_owned(), "b0".to_owned()]).expect("load relay_xdp");
+    // IPv4: peer A 198.18.0.2:5000 -> relay 198.18.0.1:40000 ==> relay 198.18.1.1:40002 -> peer B 198.18.1.2:6000
+    xdp.install(key("198.18.0.1:40000"), target("198.18.0.2:5000", "198.18.1.1:40002", "198.18.1.2:6000", true))
+        .unwrap();
+    // Same-side hairpin (for VLAN and XDP_TX): 198.18.0.1:40010 ==> 198.18.0.1:40011 -> 198.18.0.2:5010
+    xdp.install(key("198.18.0.1:40010"), target("198.18.0.2:5000", "198.18.0.1:40011", "198.18.0.2:5010", true))
+        .unwrap();
+    // Non-strict: any source.
+    xdp.install(key("198.18.0.1:40020"), target("198.18.0.9:1", "198.18.1.1:40022", "198.18.1.2:6020", false)).unwrap();
+    // IPv6
+    xdp.install(
+        key("[2001:db8:a::1]:40000"),
+        target("[2001:db8:a::2]:5000", "[2001:db8:b::1]:40002", "[2001:db8:b::2]:6000", true),
+    )
+    .unwrap();
+    xdp
+}
+
+fn cases() -> Vec<Case> {
+    let v4 = Udp::new("198.18.0.2:5000", "198.18.0.1:40000");
+    let v4_out = v4.relayed("198.18.1.1:40002", "198.18.1.2:6000", MAC_B0, MAC_PB);
+    let v6 = Udp::new("[2001:db8:a::2]:5000", "[2001:db8:a::1]:40000");
+    let v6_out = v6.relayed("[2001:db8:b::1]:40002", "[2001:db8:b::2]:6000", MAC_B0, MAC_PB);
+    let mut cases = vec![
+        Case {
+            what: "IPv4 hit",
+            input: v4.build(),
+            action: XDP_REDIRECT,
+            why: Why::Redirect,
+            output: Some(v4_out.build()),
+        },
+        Case {
+            what: "IPv6 hit",
+            input: v6.build(),
+            action: XDP_REDIRECT,
+            why: Why::Redirect,
+            output: Some(v6_out.build()),
+        },
+    ];
+    let mut z = v4.clone();
+    z.zero_csum = true;
+    let mut z_out = v4_out.clone();
+    z_out.zero_csum = true;
+    cases.push(Case {
+        what: "IPv4 hit, UDP checksum 0 stays 0",
+        input: z.build(),
+        action: XDP_REDIRECT,
+        why: Why::Redirect,
+        output: Some(z_out.build()),
+    });
+    let mut o = v4.clone();
+    o.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
+    let mut o_out = v4_out.clone();
+    o_out.ip_options = o.ip_options.clone();
+    cases.push(Case {
+        what: "IPv4 with options hit",
+        input: o.build(),
+        action: XDP_REDIRECT,
+        why: Why::Redirect,
+        output: Some(o_out.build()),
+    });
+    let mut pad = v4.build();
+    pad.extend_from_slice(&[0; 20]);
+    let mut pad_out = v4_out.build();
+    pad_out.extend_from_slice(&[0; 20]);
+    cases.push(Case {
+        what: "IPv4 hit with Ethernet padding",
+        input: pad,
+        action: XDP_REDIRECT,
+        why: Why::Redirect,
+        output: Some(pad_out),
+    });
+    let mut t = Udp::new("198.18.0.2:5000", "198.18.0.1:40010");
+    t.vlan = Some(100);
+    let t_out = t.relayed("198.18.0.1:40011", "198.18.0.2:5010", MAC_A0, MAC_PA);
+    cases.push(Case {
+        what: "VLAN-tagged IPv4 hit (same interface: XDP_TX, tag kept)",
+        input: t.build(),
+        action: XDP_TX,
+        why: Why::Tx,
+        output: Some(t_out.build()),
+    });
+    let mut t2 = v4.clone();
+    t2.vlan = Some(100);
+    cases.push(Case {
+        what: "VLAN-tagged IPv4 hit, other egress -> PASS",
+        input: t2.build(),
+        action: XDP_PASS,
+        why: Why::Other,
+        output: None,
+    });
+    let u = Udp::new("198.18.0.2:5000", "198.18.0.1:40010");
+    let u_out = u.relayed("198.18.0.1:40011", "198.18.0.2:5010", MAC_A0, MAC_PA);
+    cases.push(Case {
+        what: "IPv4 hairpin hit (XDP_TX)",
+        input: u.build(),
+        action: XDP_TX,
+        why: Why::Tx,
+        output: Some(u_out.build()),
+    });
+    let ns = Udp::new("198.18.0.77:7777", "198.18.0.1:40020");
+    let ns_out = ns.relayed("198.18.1.1:40022", "198.18.1.2:6020", MAC_B0, MAC_PB);
+    cases.push(Case {
+        what: "non-strict flow, any source",
+        input: ns.build(),
+        action: XDP_REDIRECT,
+        why: Why::Redirect,
+        output: Some(ns_out.build()),
+    });
+    for (what, frame, why) in [
+        ("miss (port)", Udp::new("198.18.0.2:5000", "198.18.0.1:40001"), Why::Miss),
+        ("miss (address)", Udp::new("198.18.0.2:5000", "198.18.0.3:40000"), Why::Miss),
+        ("wrong source address, strict", Udp::new("198.18.0.3:5000", "198.18.0.1:40000"), Why::Source),
+        ("wrong source port, strict", Udp::new("198.18.0.2:5001", "198.18.0.1:40000"), Why::Source),
+        ("IPv6 wrong source, strict", Udp::new("[2001:db8:a::3]:5000", "[2001:db8:a::1]:40000"), Why::Source),
+        ("non-UDP (TCP)", Udp { proto: 6, ..v4.clone() }, Why::Other),
+        ("IPv6 non-UDP (extension header)", Udp { proto: 0, ..v6.clone() }, Why::Other),
+        ("IPv6 UDP checksum 0", Udp { zero_csum: true, ..v6.clone() }, Why::Other),
+        ("IPv4 fragment, MF", Udp { frag: 0x2000, ..v4.clone() }, Why::Frag),
+        ("IPv4 fragment, offset", Udp { frag: 0x0010, ..v4.clone() }, Why::Frag),
+        ("IPv4 DF is not a fragment", Udp { frag: 0x4000, ttl: 1, ..v4.clone() }, Why::Ttl),
+        ("TTL 1", Udp { ttl: 1, ..v4.clone() }, Why::Ttl),
+        ("TTL 0", Udp { ttl: 0, ..v4.clone() }, Why::Ttl),
+        ("IPv6 hop limit 1", Udp { ttl: 1, ..v6.clone() }, Why::Ttl),
+    ] {
+        cases.push(Case { what, input: frame.build(), action: XDP_PASS, why, output: None });
+    }
+    let mut arp = v4.build();
+    arp[12..14].copy_from_slice(&[0x08, 0x06]);
+    cases.push(Case { what: "ARP", input: arp, action: XDP_PASS, why: Why::Other, output: None });
+    let mut lenlie = v4.build();
+    lenlie[16..18].copy_from_slice(&1000u16.to_be_bytes()); // IPv4 total length beyond the frame
+    cases.push(Case {
+        what: "IPv4 total length > frame",
+        input: lenlie,
+        action: XDP_PASS,
+        why: Why::Other,
+        output: None,
+    });
+    cases
+}
+
+fn run_case(xdp: &Xdp, ingress: u32, c: &Case) {
+    let before = xdp.actions().unwrap();
+    let out = xdp.test_run(&c.input, ingress, 1).unwrap_or_else(|e| panic!("{}: test_run: {e}", c.what));
+    let d = delta(xdp.actions().unwrap(), before);
+    assert_eq!(out.action, c.action, "{}: action", c.what);
+    let mut want = [0u64; 8];
+    want[c.why as usize] = 1;
+    assert_eq!(d, want, "{}: action counters (redirect tx miss source fib ttl frag other)", c.what);
+    match &c.output {
+        Some(expected) => {
+            verify_checksums(&out.frame);
+            assert_eq!(out.frame, *expected, "{}: output frame", c.what);
+        }
+        None => assert_eq!(out.frame, c.input, "{}: a passed frame must be untouched", c.what),
+    }
+    eprintln!("ok: {}", c.what);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn packet_cases() {
+    if !in_relay_ns("packet_cases") {
+        return;
+    }
+    let xdp = loaded();
+    let a0 = ifindex("a0");
+    for c in cases() {
+        run_case(&xdp, a0, &c);
+    }
+    // The IPv4 hit was counted in its flow: 4 hits on 198.18.0.1:40000 (plain, zero checksum, options, padding).
+    let k = xdp.counters(&key("198.18.0.1:40000")).unwrap().expect("installed");
+    assert_eq!((k.packets, k.bytes), (4, 4 * 172));
+    assert!(k.last_seen_ns > 0);
+    let k6 = xdp.counters(&key("[2001:db8:a::1]:40000")).unwrap().expect("installed");
+    assert_eq!((k6.packets, k6.bytes), (1, 172));
+}
+
+#[test]
+fn truncated_frames_pass() {
+    if !in_relay_ns("truncated_frames_pass") {
+        return;
+    }
+    let xdp = loaded();
+    let a0 = ifindex("a0");
+    let mut frames = vec![
+        Udp::new("198.18.0.2:5000", "198.18.0.1:40000").build(),
+        Udp::new("[2001:db8:a::2]:5000", "[2001:db8:a::1]:40000").build(),
+        Udp { vlan: Some(7), ..Udp::new("198.18.0.2:5000", "198.18.0.1:40010") }.build(),
+        Udp { ip_options: vec![1; 40], ..Udp::new("198.18.0.2:5000", "198.18.0.1:40000") }.build(),
+    ];
+    for f in &mut frames {
+        // Keep the IP/UDP length fields as they are: every cut below is a truncated datagram.
+        let full = f.clone();
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header (EINVAL), so start there.
+        for len in 14..full.len() {
+            let cut = &full[..len];
+            let out = xdp.test_run(cut, a0, 1).unwrap_or_else(|e| panic!("len {len}: {e}"));
+            assert_eq!(out.action, XDP_PASS, "truncated to {len} of {}", full.len());
+            assert_eq!(out.frame, cut, "truncated frame {len} must be untouched");
+        }
+        let out = xdp.test_run(&full, a0, 1).unwrap();
+        assert_ne!(out.action, XDP_PASS, "the full frame is a hit");
+    }
+    let c = xdp.counters(&key("198.18.0.1:40000")).unwrap().unwrap();
+    assert_eq!(c.packets, 2, "only the two full IPv4 frames were forwarded");
+}
+
+#[test]
+fn install_remove_counters() {
+    if !in_relay_ns("install_remove_counters") {
+        return;
+    }
+    let mut xdp = loaded();
+    let a0 = ifindex("a0");
+    let frame = Udp::new("198.18.0.2:5000", "198.18.0.1:40000").build();
+    for _ in 0..3 {
+        assert_eq!(xdp.test_run(&frame, a0, 1).unwrap().action, XDP_REDIRECT);
+    }
+    let k = key("198.18.0.1:40000");
+    let fin = xdp.remove(&k).unwrap().expect("was installed");
+    assert_eq!((fin.packets, fin.bytes), (3, 3 * 172));
+    assert_eq!(xdp.remove(&k).unwrap(), None);
+    assert_eq!(xdp.counters(&k).unwrap(), None);
+    assert_eq!(xdp.test_run(&frame, a0, 1).unwrap().action, XDP_PASS, "removed: miss");
+    // Re-installed: a fresh (zeroed) slot, even though it reuses the freed one.
+    let mapped = FlowKey { local: "[::ffff:198.18.0.1]:40000".parse().unwrap() };
+    xdp.install(mapped, target("198.18.0.2:5000", "198.18.1.1:40002", "198.18.1.2:6000", true)).unwrap();
+    assert_eq!(xdp.counters(&k).unwrap().unwrap().packets, 0);
+    assert_eq!(xdp.test_run(&frame, a0, 1).unwrap().action, XDP_REDIRECT, "mapped v4 key = v4 key");
+    assert_eq!(xdp.counters(&k).unwrap().unwrap().packets, 1);
+    // Cross-family targets are refused.
+    let err = xdp.install(key("198.18.0.1:1"), target("198.18.0.2:1", "[2001:db8:b::1]:1", "[2001:db8:b::2]:1", true));
+    assert!(err.is_err());
+    // Mode parsing.
+    assert_eq!("native".parse::<XdpMode>().unwrap(), XdpMode::Native);
+    assert!("fast".parse::<XdpMode>().unwrap_err().to_string().contains("\"generic\""));
+}
+
+/// ns per packet from BPF_PROG_TEST_RUN's own timing. With `repeat` the kernel feeds the rewritten frame back
+/// in (and the TTL goes down each time), so the hit path is timed two ways: (1) the mean of the kernel-reported
+/// duration of 100,000 single runs; (2) repeat=250 on a TTL-255 frame and two flows that rewrite into each other.
+/// The miss path (frame unchanged) runs with repeat=1,000,000.
+#[test]
+fn test_run_timing() {
+    if !in_relay_ns("test_run_timing") {
+        return;
+    }
+    let mut xdp = loaded();
+    // Two flows that rewrite into each other, keyed on the peers' addresses (not local, so fib forwards):
+    // 198.18.1.1:40002 -> 198.18.0.2:5000  ==>  198.18.0.1:40000 -> 198.18.1.2:6000  ==>  back again.
+    xdp.install(key("198.18.0.2:5000"), target("198.18.1.1:40002", "198.18.0.1:40000", "198.18.1.2:6000", true))
+        .unwrap();
+    xdp.install(key("198.18.1.2:6000"), target("198.18.0.1:40000", "198.18.1.1:40002", "198.18.0.2:5000", true))
+        .unwrap();
+    let c = ifindex("b1"); // an ingress that is neither egress: every run redirects
+    let before = xdp.actions().unwrap();
+    const SINGLE: u32 = 100_000;
+    let frame = Udp::new("198.18.0.2:5000", "198.18.0.1:40000").build();
+    let mut total = Duration::ZERO;
+    for _ in 0..SINGLE {
+        let out = xdp.test_run(&frame, c, 1).unwrap();
+        assert_eq!(out.action, XDP_REDIRECT);
+        total += out.duration;
+    }
+    let looped = Udp { ttl: 255, ..Udp::new("198.18.1.1:40002", "198.18.0.2:5000") }.build();
+    const LOOP: u32 = 250;
+    let hit = xdp.test_run(&looped, c, LOOP).unwrap();
+    assert_eq!(hit.action, XDP_REDIRECT);
+    let d = delta(xdp.actions().unwrap(), before);
+    assert_eq!(d[0], u64::from(SINGLE + LOOP), "every run redirected (hit path)");
+    const N: u32 = 1_000_000;
+    let miss = xdp.test_run(&Udp::new("198.18.0.2:5000", "198.18.0.1:1").build(), c, N).unwrap();
+    assert_eq!(miss.action, XDP_PASS);
+    eprintln!(
+        "BPF_PROG_TEST_RUN: IPv4 hit (parse, lookup, fib, rewrite, redirect): {} ns/packet (mean of {SINGLE} single \
+         runs), {} ns/packet (repeat={LOOP}); miss: {} ns/packet (repeat={N})",
+        total.as_nanos() / u128::from(SINGLE),
+        hit.duration.as_nanos(),
+        miss.duration.as_nanos()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Real traffic over veth: namespaces A (peer, a1) <-> R (relay, a0 + b0) <-> B (peer, b1).
+
+fn wait_line(child: &mut Child, want: &str) -> String {
+    let out = child.stdout.as_mut().expect("piped");
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!("child exited before printing {want:?}");
+        }
+        if line.contains(want) {
+            return line.trim().to_owned();
+        }
+    }
+}
+
+#[test]
+fn veth_end_to_end() {
+    match role().as_deref() {
+        Some("relay") => {
+            let ifs = ["a0".to_owned(), "b0".to_owned()];
+            let (mut xdp, mode) = Xdp::attach(XdpMode::Native, &ifs).expect("attach native");
+            assert_eq!(mode, media_relay::xdp::AttachedMode::Native);
+            xdp.install(
+                key("198.18.0.1:40000"),
+                target("198.18.0.2:5000", "198.18.1.1:40002", "198.18.1.2:6000", true),
+            )
+            .unwrap();
+            println!("ready");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let c = xdp.counters(&key("198.18.0.1:40000")).unwrap().unwrap();
+                if c.packets >= 3 || Instant::now() > deadline {
+                    println!("counters {c:?} actions {:?}", xdp.actions().unwrap());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
+        Some("recv") => {
+            let peer = std::env::var("XDP_E2E_PEER").unwrap_or_else(|_| "pass".to_owned());
+            let _pass = (peer == "pass").then(|| PassProgram::attach(&["b1".to_owned()], false).expect("pass on b1"));
+            if peer == "gro" {
+                sh(&["ethtool", "-K", "b1", "gro", "on"]);
+            }
+            let s = UdpSocket::bind("198.18.1.2:6000").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            println!("ready");
+            let mut buf = [0u8; 2048];
+            let mut got = 0;
+            while got < 3 {
+                let Ok((n, from)) = s.recv_from(&mut buf) else { break };
+                println!("got {n} from {from} payload {:?}", std::str::from_utf8(&buf[..n]).unwrap_or("?"));
+                got += 1;
+            }
+            println!("done {got}");
+            return;
+        }
+        Some("send") => {
+            // A raw IPPROTO_UDP socket with the UDP checksum computed here: a plain UDP socket over veth leaves
+            // a CHECKSUM_PARTIAL frame (only the pseudo-header sum in the checksum field), which is not what a
+            // NIC delivers and which the fast path cannot complete (see the report / xdp module docs).
+            use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).unwrap();
+            let dst: SocketAddr = "198.18.0.1:0".parse().unwrap();
+            for i in 0..20 {
+                let mut u = Udp::new("198.18.0.2:5000", "198.18.0.1:40000");
+                u.payload = format!("rtp {i}").into_bytes();
+                let frame = u.build();
+                s.send_to(&frame[14 + 20..], &SockAddr::from(dst)).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
+        _ => {}
+    }
+    let nss = Namespaces::new(&["a", "r", "b"]);
+    let (a, r, b) = (nss.name(0), nss.name(1), nss.name(2));
+    for ns in [a, r, b] {
+        ip(ns, "link set lo up");
+    }
+    ip(r, &format!("link add a0 type veth peer name a1 netns {a}"));
+    ip(r, &format!("link add b0 type veth peer name b1 netns {b}"));
+    ip(r, &format!("link set a0 address {} up", mac(MAC_A0)));
+    ip(r, &format!("link set b0 address {} up", mac(MAC_B0)));
+    ip(a, &format!("link set a1 address {} up", mac(MAC_PA)));
+    ip(b, &format!("link set b1 address {} up", mac(MAC_PB)));
+    ip(r, "addr add 198.18.0.1/24 dev a0");
+    ip(r, "addr add 198.18.1.1/24 dev b0");
+    ip(a, "addr add 198.18.0.2/24 dev a1");
+    ip(b, "addr add 198.18.1.2/24 dev b1");
+    ip(r, &format!("neigh add 198.18.1.2 lladdr {} dev b0 nud permanent", mac(MAC_PB)));
+    ip(a, &format!("neigh add 198.18.0.1 lladdr {} dev a1 nud permanent", mac(MAC_A0)));
+    sh(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+
+    let mut relay =
+        reexec(r, "veth_end_to_end", "relay").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_line(&mut relay, "ready");
+    let mut recv = reexec(b, "veth_end_to_end", "recv").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_line(&mut recv, "ready");
+    let send = reexec(a, "veth_end_to_end", "send").output().unwrap();
+    assert!(send.status.success(), "sender: {}", String::from_utf8_lossy(&send.stdout));
+    let recv_out = recv.wait_with_output().unwrap();
+    let relay_out = relay.wait_with_output().unwrap();
+    let recv_text = String::from_utf8_lossy(&recv_out.stdout);
+    let relay_text = String::from_utf8_lossy(&relay_out.stdout);
+    eprintln!("receiver:\n{recv_text}relay:\n{relay_text}");
+    assert!(recv_out.status.success() && relay_out.status.success());
+    assert!(recv_text.contains("got 5 from 198.18.1.1:40002 payload \"rtp 0\""), "rewritten packet arrived at B");
+    assert!(recv_text.contains("done 3"));
+    assert!(relay_text.contains("packets: 3") || relay_text.contains("packets: 4"), "counted by the kernel");
+}
+
+/// A process holding the program attached through bpf_link is SIGKILLed: nothing stays attached.
+#[test]
+fn killed_process_leaves_no_xdp() {
+    if role().as_deref() == Some("relay") {
+        let (_xdp, _) = Xdp::attach(XdpMode::Native, &["a0".to_owned()]).expect("attach");
+        println!("ready");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let nss = Namespaces::new(&["kill"]);
+    let ns = nss.name(0);
+    setup_relay_ns(ns);
+    let mut child = reexec(ns, "killed_process_leaves_no_xdp", "relay")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_line(&mut child, "ready");
+    let show = || {
+        let o = Command::new("ip").args(["-n", ns, "link", "show", "a0"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(show().contains("xdp"), "attached while running: {}", show());
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while show().contains("xdp") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!show().contains("xdp"), "still attached after SIGKILL: {}", show());
+}
