@@ -25,6 +25,28 @@ pub enum LinkEvent {
     Down,
 }
 
+/// The network devices holding `addresses` (where the XDP program attaches), in order, without repeats. An
+/// address on no device is left out (the relay then serves it from user space only).
+pub fn devices_for(addresses: &[std::net::IpAddr]) -> Vec<String> {
+    let Ok(ifs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let ifs: Vec<_> = ifs.collect();
+    let mut out: Vec<String> = Vec::new();
+    for a in addresses {
+        let found = ifs.iter().find(|i| {
+            i.address.as_ref().is_some_and(|sa| {
+                sa.as_sockaddr_in().map(|v4| std::net::IpAddr::V4(v4.ip())) == Some(*a)
+                    || sa.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())) == Some(*a)
+            })
+        });
+        if let Some(i) = found {
+            if !out.contains(&i.interface_name) {
+                out.push(i.interface_name.clone());
+            }
+        }
+    }
+    out
+}
+
 /// How often a remote relay is pinged, and how long it may stay silent.
 const PING_EVERY: Duration = Duration::from_secs(1);
 const DEAD_AFTER: Duration = Duration::from_secs(3);

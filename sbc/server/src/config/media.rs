@@ -17,6 +17,19 @@ pub enum RelayMode {
     Remote(SocketAddr),
 }
 
+/// `xdp`: the kernel fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpSetting {
+    /// Native (driver) XDP, or fail to start.
+    Native,
+    /// Generic (skb) XDP, or fail to start.
+    Generic,
+    /// User space only.
+    Off,
+    /// Native, else generic, else user space only; the log and `sbc_media_xdp_mode` say which.
+    Auto,
+}
+
 /// `[media]`.
 #[derive(Debug, Clone)]
 pub struct MediaSettings {
@@ -27,6 +40,9 @@ pub struct MediaSettings {
     /// `rtp_timeout`: a call with no packet on any of its media sockets this long is ended with BYE on both sides
     /// (release cause `rtp_timeout`). Default 60 s, long enough for hold without RTCP on most phones.
     pub rtp_timeout: Duration,
+    /// `xdp`: `"auto"` (default), `"native"`, `"generic"` or `"off"`. The program attaches to the network devices
+    /// that hold the `interfaces` addresses (embedded relay only).
+    pub xdp: XdpSetting,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +54,7 @@ pub(super) struct RawMedia {
     quarantine: Option<Spanned<String>>,
     rtp_timeout: Option<Spanned<String>>,
     strict_source: Option<bool>,
+    xdp: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,9 +113,18 @@ impl Validator<'_> {
             None => Duration::from_secs(60),
             Some(s) => self.duration(s, "media.rtp_timeout")?,
         };
+        let xdp = match m.xdp.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+            None | Some(("auto", _)) => XdpSetting::Auto,
+            Some(("native", _)) => XdpSetting::Native,
+            Some(("generic", _)) => XdpSetting::Generic,
+            Some(("off", _)) => XdpSetting::Off,
+            Some((_, span)) => {
+                return Err(self.invalid(span, "media.xdp", "expected \"auto\", \"native\", \"generic\" or \"off\""))
+            }
+        };
         let core =
             MediaConfig { interfaces, first_port, last_port, quarantine, strict: m.strict_source.unwrap_or(true) };
-        Ok(Some(MediaSettings { relay, core, rtp_timeout }))
+        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp }))
     }
 }
 
@@ -154,6 +180,7 @@ mod tests {
                 "media.relay",
             ),
             ("[media]\nports = \"30000-30010\"\n", "media.interfaces"),
+            ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nxdp = \"fast\"\n", "media.xdp"),
         ] {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(key), "{text}: {e}");

@@ -8,7 +8,7 @@ mod media;
 mod routing;
 mod trunk;
 
-pub use media::{MediaSettings, RelayMode};
+pub use media::{MediaSettings, RelayMode, XdpSetting};
 
 use sbc_proto::routing::Plan;
 use sbc_proto::transport::Transport;
