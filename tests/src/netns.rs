@@ -262,6 +262,42 @@ impl Topology {
         &self.dir
     }
 
+    /// Prepares this topology for the relay's XDP fast path and returns the helper processes (stopped on drop):
+    /// - forwarding on the SBC's a0 and b0: bpf_fib_lookup answers "forwarding disabled" without it;
+    /// - full UDP checksums from the hosts' veths (`ethtool -K eth0 tx off`): a packet sent from a local socket
+    ///   carries only a partial checksum, which XDP cannot see or finish, so a rewritten one would arrive bad;
+    /// - an XDP_PASS program (`media-relay --pass-only`) on the veth peers the relay redirects into (A's eth0 and
+    ///   the switch's p-sbc): a veth drops redirected frames when its peer has no XDP program.
+    pub fn prepare_xdp(&self, media_relay: &Path) -> Result<Vec<Process>> {
+        for dev in ["a0", "b0"] {
+            self.exec(Host::Sbc, "sysctl", &["-qw", &format!("net.ipv4.conf.{dev}.forwarding=1")])?;
+        }
+        for host in [Host::A, Host::B, Host::C] {
+            self.exec(host, "ethtool", &["-K", "eth0", "tx", "off"])?;
+        }
+        let mut helpers = Vec::new();
+        for (host, dev) in [(Host::A, "eth0"), (Host::Switch, "p-sbc")] {
+            let p = self.spawn(host, &format!("xdp-pass-{dev}"), media_relay, &["--pass-only", "--interface", dev])?;
+            helpers.push(p);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let out = self.exec(host, "ip", &["link", "show", "dev", dev])?;
+                if out.contains("xdp") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "no XDP program on {dev} in {} after 10 s: {}",
+                        self.ns(host),
+                        helpers[helpers.len() - 1].output_tail()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(helpers)
+    }
+
     /// Runs `program args` inside `host` to completion; the error names the command and carries its stderr.
     pub fn exec<S: AsRef<OsStr>>(&self, host: Host, program: &str, args: &[S]) -> Result<String> {
         run(command(Some(&self.ns(host)), program).args(args))

@@ -386,3 +386,25 @@ fn standalone_relay_carries_media_and_its_loss_refuses_calls_with_503() {
     let errors = topo_rig.sbc.metric("sbc_media_errors_total{reason=\"relay_down\"}").unwrap_or(0.0);
     assert!(errors >= 1.0, "counted: {errors}");
 }
+
+#[test]
+fn xdp_native_forwards_established_media_and_user_space_sees_only_the_first_packets() {
+    let rig = rig("media-xdp", "xdp = \"native\"");
+    let _helpers = rig.topo.prepare_xdp(&media_relay_binary().expect("media-relay built")).expect("xdp path");
+    assert_eq!(rig.sbc.metric("sbc_media_xdp_mode").ok(), Some(2.0), "native XDP attached: {}", rig.sbc.log_tail());
+    let (a, b) = media_call_on(&rig, addr(CALLER, RTP_PORT), "");
+    assert_clean("A via XDP", &a, 250);
+    assert_clean("B via XDP", &b, 250);
+    let cdrs = rig.cdrs(1);
+    let media = &cdrs[0]["media"];
+    eprintln!("media figures of the call forwarded by XDP: {media}");
+    for leg in ["a", "b"] {
+        let received = media[leg]["received"]["packets"].as_u64().unwrap_or(0);
+        let kernel = media[leg]["kernel_packets"].as_u64().unwrap_or(0);
+        // Every packet counted once; user space saw only those before the flow was confirmed and kernelized.
+        assert!(received >= 250, "leg {leg}: {media}");
+        assert!(received - kernel <= 5, "leg {leg}: user space saw {} of {received}: {media}", received - kernel);
+    }
+    let kernel = rig.sbc.metric("sbc_media_kernel_packets_total").unwrap_or(0.0);
+    assert!(kernel >= 490.0, "the XDP program forwarded the established media: {kernel}");
+}

@@ -17,6 +17,16 @@ struct Args {
     /// A session with no packet this long is reported idle to the controller.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     rtp_timeout: std::time::Duration,
+    /// The kernel fast path: auto (native, else generic, else off), native, generic or off.
+    #[arg(long, default_value = "off")]
+    xdp: media_relay::xdp::XdpMode,
+    /// A network device to attach the XDP program to (repeat for each side).
+    #[arg(long = "interface")]
+    interfaces: Vec<String>,
+    /// Only attach an XDP_PASS program to the `--interface` devices and wait for SIGTERM: the veth peers of the
+    /// relay's interfaces need one for XDP redirects into them to arrive (containers, test namespaces).
+    #[arg(long)]
+    pass_only: bool,
 }
 
 fn main() -> Result<()> {
@@ -24,7 +34,15 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
-    let config = RelayConfig { rtp_timeout: args.rtp_timeout, ..RelayConfig::default() };
+    if args.pass_only {
+        return pass_only(&args.interfaces);
+    }
+    let config = RelayConfig {
+        rtp_timeout: args.rtp_timeout,
+        xdp: args.xdp,
+        xdp_interfaces: args.interfaces.clone(),
+        ..RelayConfig::default()
+    };
     let (relay, events) = Relay::start(config).context("starting the relay thread")?;
     let relay = Arc::new(relay);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -50,4 +68,19 @@ fn main() -> Result<()> {
     })?;
     drop(relay);
     Ok(())
+}
+
+fn pass_only(interfaces: &[String]) -> Result<()> {
+    let _pass = media_relay::xdp::PassProgram::attach(interfaces, false)
+        .with_context(|| format!("attaching the XDP_PASS program to {interfaces:?}"))?;
+    tracing::info!(?interfaces, "XDP_PASS attached; waiting for SIGTERM");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })
 }

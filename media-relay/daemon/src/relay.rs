@@ -5,9 +5,10 @@
 //! Each socket is read in batches (quinn-udp: recvmmsg, and GRO where the kernel coalesces); a batch that all
 //! goes to one peer leaves in one GSO send. Payloads are forwarded untouched.
 
+use crate::xdp::{AttachedMode, FlowKey, FlowTarget, KernelCounters, Xdp, XdpMode};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use relay_proto::control::{Command, Event};
-use relay_proto::flow::{Drop as DropReason, Forward, SocketChange, Table};
+use relay_proto::flow::{Drop as DropReason, Forward, KernelChange, SocketChange, Table};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -27,13 +28,24 @@ pub struct RelayConfig {
     pub rtp_timeout: Duration,
     /// How often the idle check runs.
     pub idle_check: Duration,
-    /// Receive buffer of each relay socket, in bytes (absorbs bursts while the thread is busy).
+    /// Receive buffer of each relay socket, in bytes (absorbs bursts while the thread is busy). Set with
+    /// SO_RCVBUFFORCE when the relay may (root), so the host's rmem_max does not cap it.
     pub socket_buffer: usize,
+    /// The kernel fast path: `Off` (default) forwards everything in user space.
+    pub xdp: XdpMode,
+    /// The network devices the XDP program attaches to (those holding the relay's addresses).
+    pub xdp_interfaces: Vec<String>,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { rtp_timeout: Duration::from_secs(60), idle_check: Duration::from_secs(1), socket_buffer: 256 * 1024 }
+        Self {
+            rtp_timeout: Duration::from_secs(60),
+            idle_check: Duration::from_secs(1),
+            socket_buffer: 4 * 1024 * 1024,
+            xdp: XdpMode::Off,
+            xdp_interfaces: Vec::new(),
+        }
     }
 }
 
@@ -60,6 +72,14 @@ pub struct Counters {
     pub sockets: AtomicU64,
     /// recvmmsg calls that returned packets: `received / receive_calls` is the batch size achieved.
     pub receive_calls: AtomicU64,
+    /// Packets the XDP program forwarded for flows in the table (as of the last counter read).
+    pub kernel_forwarded: AtomicU64,
+    /// Flows in the kernel now.
+    pub kernelized: AtomicU64,
+    /// Flow installs and removals the kernel refused.
+    pub kernel_errors: AtomicU64,
+    /// The XDP mode attached: 0 off, 1 generic, 2 native.
+    pub xdp_mode: AtomicU64,
 }
 
 /// A copy of the counters at one instant.
@@ -76,6 +96,10 @@ pub struct CounterSnapshot {
     pub sessions: u64,
     pub sockets: u64,
     pub receive_calls: u64,
+    pub kernel_forwarded: u64,
+    pub kernelized: u64,
+    pub kernel_errors: u64,
+    pub xdp_mode: u64,
 }
 
 impl Counters {
@@ -93,6 +117,10 @@ impl Counters {
             sessions: l(&self.sessions),
             sockets: l(&self.sockets),
             receive_calls: l(&self.receive_calls),
+            kernel_forwarded: l(&self.kernel_forwarded),
+            kernelized: l(&self.kernelized),
+            kernel_errors: l(&self.kernel_errors),
+            xdp_mode: l(&self.xdp_mode),
         }
     }
 }
@@ -110,18 +138,36 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Starts the forwarding thread.
+    /// Starts the forwarding thread, with the XDP program attached as `config.xdp` says. An explicit `native` or
+    /// `generic` that cannot attach is an error; `auto` falls back and says so in the log and in
+    /// [`Counters::xdp_mode`].
     pub fn start(config: RelayConfig) -> io::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let thread = std::thread::Builder::new().name("media-relay".into()).spawn(move || {
+            let xdp = match attach(&config) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(config, rx, ev_tx, c));
+            local.block_on(&rt, run(config, xdp, rx, ev_tx, c));
         })?;
-        Ok((Self { tx, counters, thread: Some(thread) }, ev_rx))
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok((Self { tx, counters, thread: Some(thread) }, ev_rx)),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(io::Error::other(e))
+            }
+            Err(_) => Err(io::Error::other("the relay thread ended before it was ready")),
+        }
     }
 
     /// Queues a command (never blocks). False if the relay thread has stopped.
@@ -160,8 +206,37 @@ struct Sock {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Loads and attaches the XDP program as configured; `None` when the fast path is off or fell back to off.
+fn attach(config: &RelayConfig) -> Result<Option<Xdp>, String> {
+    if config.xdp == XdpMode::Off {
+        tracing::info!("xdp off: the user-space relay forwards all media");
+        return Ok(None);
+    }
+    if config.xdp_interfaces.is_empty() {
+        tracing::warn!("xdp: no network device holds a relay address; user space forwards all media");
+        return Ok(None);
+    }
+    match Xdp::attach(config.xdp, &config.xdp_interfaces) {
+        Ok((_, AttachedMode::Off)) => {
+            tracing::warn!(interfaces = ?config.xdp_interfaces, "xdp: could not attach; user space forwards all media");
+            Ok(None)
+        }
+        Ok((x, mode)) => {
+            tracing::info!(%mode, interfaces = ?config.xdp_interfaces, "xdp attached: confirmed flows are forwarded in the kernel");
+            Ok(Some(x))
+        }
+        Err(e) if config.xdp == XdpMode::Auto => {
+            tracing::warn!(error = %e, "xdp: could not attach; user space forwards all media");
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 struct Shared {
     table: RefCell<Table>,
+    /// The kernel fast path, when attached: written only from this thread (the one map writer).
+    xdp: RefCell<Option<Xdp>>,
     socks: RefCell<HashMap<SocketAddr, Sock>>,
     /// One set of receive buffers for every socket: the thread reads one socket at a time.
     bufs: RefCell<Vec<Vec<u8>>>,
@@ -175,12 +250,19 @@ const BUF_SIZE: usize = 64 * 1024;
 
 async fn run(
     config: RelayConfig,
+    xdp: Option<Xdp>,
     mut rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
 ) {
+    let mut table = Table::new(config.rtp_timeout);
+    if let Some(x) = &xdp {
+        table.enable_kernel();
+        counters.xdp_mode.store(if x.mode() == AttachedMode::Native { 2 } else { 1 }, Ordering::Relaxed);
+    }
     let shared = Rc::new(Shared {
-        table: RefCell::new(Table::new(config.rtp_timeout)),
+        table: RefCell::new(table),
+        xdp: RefCell::new(xdp),
         socks: RefCell::new(HashMap::new()),
         bufs: RefCell::new((0..BATCH_SIZE).map(|_| vec![0u8; BUF_SIZE]).collect()),
         counters,
@@ -199,6 +281,11 @@ async fn run(
                 }
             }
             _ = tick.tick() => {
+                let locals: Vec<SocketAddr> = shared.table.borrow().kernelized().collect();
+                read_kernel(&shared, &locals);
+                if let Some(Ok(a)) = shared.xdp.borrow().as_ref().map(Xdp::actions) {
+                    shared.counters.kernel_forwarded.store(a.redirect + a.tx, Ordering::Relaxed);
+                }
                 let mut ev = Vec::new();
                 shared.table.borrow_mut().poll_idle(Instant::now(), &mut ev);
                 for e in ev {
@@ -210,9 +297,68 @@ async fn run(
     for (_, s) in shared.socks.borrow_mut().drain() {
         s.task.abort();
     }
+    // Dropping the program detaches it (bpf_link): nothing forwards to sessions that no longer exist.
+    shared.xdp.borrow_mut().take();
+}
+
+/// Reads the kernel's counters of `locals` into the table, so figures and the idle check count every packet.
+fn read_kernel(shared: &Shared, locals: &[SocketAddr]) {
+    let xdp = shared.xdp.borrow();
+    let Some(x) = xdp.as_ref() else { return };
+    let mut table = shared.table.borrow_mut();
+    for &local in locals {
+        if let Ok(Some(c)) = x.counters(&FlowKey { local }) {
+            table.kernel_counters(local, c.packets, c.bytes, last_seen(&c));
+        }
+    }
+}
+
+/// The kernel's last-seen time (CLOCK_MONOTONIC, as std's `Instant` on Linux) as an `Instant`.
+fn last_seen(c: &KernelCounters) -> Option<Instant> {
+    let seen = c.last_seen()?;
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    let now = Duration::new(u64::try_from(now.tv_sec()).ok()?, u32::try_from(now.tv_nsec()).ok()?);
+    Instant::now().checked_sub(now.saturating_sub(seen))
+}
+
+/// Carries out the table's kernel changes: the one place that installs and removes XDP flows.
+fn apply_kernel(shared: &Shared) {
+    let changes: Vec<KernelChange> = shared.table.borrow_mut().poll_kernel().collect();
+    if changes.is_empty() {
+        return;
+    }
+    let mut xdp = shared.xdp.borrow_mut();
+    let Some(x) = xdp.as_mut() else { return };
+    for change in changes {
+        let result = match change {
+            KernelChange::Install { local, expect, from, to } => {
+                x.install(FlowKey { local }, FlowTarget { expect, from, to, strict: true }).map(|()| None)
+            }
+            KernelChange::Remove { local, reason } => {
+                tracing::debug!(%local, reason, "flow back to user space");
+                x.remove(&FlowKey { local }).map(|c| c.map(|c| (local, c)))
+            }
+        };
+        match result {
+            Ok(Some((local, c))) => shared.table.borrow_mut().kernel_removed(local, c.packets, c.bytes, last_seen(&c)),
+            Ok(None) => {}
+            Err(e) => {
+                // The flow stays in user space, which still forwards it: slower, never broken.
+                add(&shared.counters.kernel_errors, 1);
+                tracing::warn!(error = %e, "xdp flow change refused");
+            }
+        }
+    }
+    let table = shared.table.borrow();
+    shared.counters.kernelized.store(table.kernelized().count() as u64, Ordering::Relaxed);
 }
 
 fn apply(shared: &Rc<Shared>, cmd: Command) {
+    if let Command::Remove { session } = &cmd {
+        // The kernel's last counts join the session's figures before they are final.
+        let locals = shared.table.borrow().locals_of(*session);
+        read_kernel(shared, &locals);
+    }
     let (mut changes, mut events) = (Vec::new(), Vec::new());
     shared.table.borrow_mut().apply(Instant::now(), cmd, &mut changes, &mut events);
     for change in changes {
@@ -237,6 +383,7 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
             }
         }
     }
+    apply_kernel(shared);
     let (sessions, _) = shared.table.borrow().counts();
     shared.counters.sessions.store(sessions as u64, Ordering::Relaxed);
     shared.counters.sockets.store(shared.socks.borrow().len() as u64, Ordering::Relaxed);
@@ -252,7 +399,9 @@ fn open(local: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, UdpSocketSta
         socket2::Socket::new(socket2::Domain::for_address(local), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.set_nonblocking(true)?;
     let _ = s.set_freebind(true);
-    let _ = s.set_recv_buffer_size(buffer);
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &buffer).is_err() {
+        let _ = s.set_recv_buffer_size(buffer);
+    }
     s.bind(&local.into())?;
     let std: std::net::UdpSocket = s.into();
     let state = UdpSocketState::new((&std).into())?;
@@ -286,6 +435,8 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
                 forward_datagrams(&shared, now, local, m, &buf[..m.len]);
             }
+            // A first packet may have confirmed a peer: hand the flow to the kernel now.
+            apply_kernel(&shared);
         }
     }
 }

@@ -88,7 +88,9 @@ struct Endpoint {
     dropped_no_target: u64,
     /// What the kernel forwards for this endpoint: (expect, to), if installed.
     kernel: Option<(SocketAddr, SocketAddr)>,
-    /// Packets and bytes the kernel forwarded for this endpoint (totals as last read), and its last packet.
+    /// Packets and bytes the kernel forwarded for this endpoint: of entries already removed, plus the current
+    /// entry's totals as last read; and its last packet.
+    kernel_done: (u64, u64),
     kernel_packets: u64,
     kernel_bytes: u64,
     kernel_last: Option<Instant>,
@@ -187,6 +189,23 @@ impl Table {
         }
     }
 
+    /// The kernel entry of `local` was removed with these final totals: they join what the endpoint's earlier
+    /// entries forwarded, and the next entry counts from zero.
+    pub fn kernel_removed(&mut self, local: SocketAddr, packets: u64, bytes: u64, last: Option<Instant>) {
+        self.kernel_counters(local, packets, bytes, last);
+        if let Some(e) = self.endpoints.get_mut(&local) {
+            e.kernel_done.0 += e.kernel_packets;
+            e.kernel_done.1 += e.kernel_bytes;
+            e.kernel_packets = 0;
+            e.kernel_bytes = 0;
+        }
+    }
+
+    /// The sockets of `session`.
+    pub fn locals_of(&self, session: SessionId) -> Vec<SocketAddr> {
+        self.sessions.get(&session).map(|s| s.locals.clone()).unwrap_or_default()
+    }
+
     /// Endpoints the kernel forwards now.
     pub fn kernelized(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.endpoints.iter().filter(|(_, e)| e.kernel.is_some()).map(|(l, _)| *l)
@@ -245,6 +264,7 @@ impl Table {
                         dropped_foreign: 0,
                         dropped_no_target: 0,
                         kernel: None,
+                        kernel_done: (0, 0),
                         kernel_packets: 0,
                         kernel_bytes: 0,
                         kernel_last: None,
@@ -341,9 +361,10 @@ impl Table {
                 let leg = &mut legs[e.spec.leg.index()];
                 leg.received.merge(&e.stats.summary());
                 // Every packet once, whichever path carried it: the kernel's on top of what user space saw.
-                leg.received.packets += e.kernel_packets;
-                leg.received.bytes += e.kernel_bytes;
-                leg.kernel_packets += e.kernel_packets;
+                let (kp, kb) = (e.kernel_done.0 + e.kernel_packets, e.kernel_done.1 + e.kernel_bytes);
+                leg.received.packets += kp;
+                leg.received.bytes += kb;
+                leg.kernel_packets += kp;
                 leg.sent += e.sent;
                 leg.dropped_foreign += e.dropped_foreign;
                 leg.dropped_no_target += e.dropped_no_target;

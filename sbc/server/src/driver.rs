@@ -228,6 +228,10 @@ fn export_relay_counters(records: &Records) {
     metrics::counter!("sbc_media_bytes_forwarded_total").absolute(c.forwarded_bytes);
     metrics::counter!("sbc_media_receive_calls_total").absolute(c.receive_calls);
     metrics::counter!("sbc_media_send_errors_total").absolute(c.send_errors);
+    metrics::counter!("sbc_media_kernel_packets_total").absolute(c.kernel_forwarded);
+    metrics::gauge!("sbc_media_kernel_flows").set(c.kernelized as f64);
+    metrics::counter!("sbc_media_kernel_errors_total").absolute(c.kernel_errors);
+    metrics::gauge!("sbc_media_xdp_mode").set(c.xdp_mode as f64);
     for (reason, n) in [
         ("foreign_source", c.dropped_foreign),
         ("no_target", c.dropped_no_target),

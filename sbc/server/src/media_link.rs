@@ -6,8 +6,9 @@
 //! [`LinkEvent::Down`], and new calls are refused with 503 until it is back ([`LinkEvent::Up`]), when the driver
 //! replays every session so that a restarted relay learns them again.
 
-use crate::config::{MediaSettings, RelayMode};
+use crate::config::{MediaSettings, RelayMode, XdpSetting};
 use media_relay::relay::{CounterSnapshot, Relay, RelayConfig};
+use media_relay::xdp::XdpMode;
 use relay_proto::control::{self, Command, Event};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,12 +27,13 @@ pub enum LinkEvent {
 }
 
 /// The network devices holding `addresses` (where the XDP program attaches), in order, without repeats. An
-/// address on no device is left out (the relay then serves it from user space only).
+/// address on no device, or on loopback, is left out (the relay then serves it from user space only).
 pub fn devices_for(addresses: &[std::net::IpAddr]) -> Vec<String> {
     let Ok(ifs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
     let ifs: Vec<_> = ifs.collect();
     let mut out: Vec<String> = Vec::new();
-    for a in addresses {
+    // Loopback carries no media worth a fast path (and has no native XDP).
+    for a in addresses.iter().filter(|a| !a.is_loopback()) {
         let found = ifs.iter().find(|i| {
             i.address.as_ref().is_some_and(|sa| {
                 sa.as_sockaddr_in().map(|v4| std::net::IpAddr::V4(v4.ip())) == Some(*a)
@@ -70,7 +72,18 @@ impl MediaLink {
     pub fn start(settings: &MediaSettings) -> std::io::Result<Self> {
         match settings.relay {
             RelayMode::Embedded => {
-                let config = RelayConfig { rtp_timeout: settings.rtp_timeout, ..RelayConfig::default() };
+                let addresses: Vec<std::net::IpAddr> = settings.core.interfaces.iter().map(|i| i.address).collect();
+                let config = RelayConfig {
+                    rtp_timeout: settings.rtp_timeout,
+                    xdp: match settings.xdp {
+                        XdpSetting::Native => XdpMode::Native,
+                        XdpSetting::Generic => XdpMode::Generic,
+                        XdpSetting::Off => XdpMode::Off,
+                        XdpSetting::Auto => XdpMode::Auto,
+                    },
+                    xdp_interfaces: devices_for(&addresses),
+                    ..RelayConfig::default()
+                };
                 let (relay, events) = Relay::start(config)?;
                 Ok(Self { kind: Kind::Embedded(relay), relay_events: Some(events), link_events: None })
             }
