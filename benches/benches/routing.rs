@@ -70,7 +70,7 @@ fn numbers(prefixes: &[String]) -> Vec<String> {
     (0..NUMBERS)
         .map(|_| {
             let mut n = String::with_capacity(16);
-            if next() % 4 == 0 {
+            if next().is_multiple_of(4) {
                 n.push('+');
                 digits(&mut next, &mut n, 12);
             } else {

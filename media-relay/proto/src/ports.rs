@@ -220,7 +220,7 @@ impl PortPool {
     }
 
     fn index_of(&self, rtp_port: u16) -> Option<usize> {
-        if rtp_port < self.base || rtp_port % 2 != 0 {
+        if rtp_port < self.base || !rtp_port.is_multiple_of(2) {
             return None;
         }
         let i = usize::from((rtp_port - self.base) / 2);

@@ -667,7 +667,7 @@ mod tests {
         let t0 = Instant::now() + Duration::from_millis(10);
         let mut flow = FlowStats::new();
         // Packet i is sent at 20i ms (timestamp 160i) and arrives 5 ms late on even i, 5 ms early on odd i.
-        let arrival_ms = |i: u32| 20.0 * f64::from(i) + if i % 2 == 0 { 5.0 } else { -5.0 };
+        let arrival_ms = |i: u32| 20.0 * f64::from(i) + if i.is_multiple_of(2) { 5.0 } else { -5.0 };
         for i in 0..100u32 {
             let at = if i % 2 == 0 {
                 t0 + Duration::from_millis(20 * u64::from(i) + 5)
