@@ -53,25 +53,35 @@ pub enum MediaError {
 }
 
 /// A stream's relay port and peer on one leg.
-#[derive(Debug, Clone, Default)]
-struct Side {
-    port: u16,
-    peer_rtp: Option<SocketAddr>,
-    peer_rtcp: Option<SocketAddr>,
-    clock_rates: Vec<(u8, u32)>,
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Side {
+    /// The relay's RTP port (RTCP is the next one).
+    pub port: u16,
+    /// Where the peer receives RTP, from its SDP.
+    pub peer_rtp: Option<SocketAddr>,
+    /// Where the peer receives RTCP.
+    pub peer_rtcp: Option<SocketAddr>,
+    /// RTP clock rates by payload type.
+    pub clock_rates: Vec<(u8, u32)>,
 }
 
-#[derive(Debug, Default)]
-struct LegMedia {
-    iface: Option<usize>,
+/// One leg's media.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegMedia {
+    /// Index of the interface in the config.
+    pub iface: Option<usize>,
     /// Per m= line; `None` for a rejected (port 0) stream.
-    streams: Vec<Option<Side>>,
+    pub streams: Vec<Option<Side>>,
 }
 
-#[derive(Debug, Default)]
-struct Session {
-    legs: [LegMedia; 2],
+/// A call's media as replicated to a standby (ports, peers, interfaces): enough to anchor it again there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    /// Leg A, then leg B.
+    pub legs: [LegMedia; 2],
 }
+
+type Session = SessionRecord;
 
 /// The media sessions of every call.
 #[derive(Debug)]
@@ -220,6 +230,36 @@ impl Sessions {
                 pool.release(side.port, now);
             }
         }
+    }
+
+    /// The media of `session`, for replication.
+    pub fn export(&self, session: SessionId) -> Option<SessionRecord> {
+        self.sessions.get(&session).cloned()
+    }
+
+    /// Takes over a replicated session: its ports are reserved in this box's pools and the relay is told to open
+    /// them (the service addresses have moved here). False if an interface or a port is not available here.
+    pub fn adopt(&mut self, now: Instant, session: SessionId, record: SessionRecord) -> bool {
+        let valid = |l: &LegMedia| l.iface.unwrap_or(0) < self.pools.len();
+        if self.sessions.contains_key(&session) || !record.legs.iter().all(valid) {
+            return false;
+        }
+        let mut taken: Vec<(usize, u16)> = Vec::new();
+        for leg in &record.legs {
+            let iface = leg.iface.unwrap_or(0);
+            for side in leg.streams.iter().flatten() {
+                if !self.pools[iface].reserve(side.port) {
+                    for (i, p) in taken {
+                        self.pools[i].release(p, now);
+                    }
+                    return false;
+                }
+                taken.push((iface, side.port));
+            }
+        }
+        self.sessions.insert(session, record);
+        self.emit(session);
+        true
     }
 
     /// Whether `session` has media.

@@ -12,6 +12,7 @@ pub mod b2bua;
 pub mod cdr;
 pub mod dialog;
 pub mod endpoint;
+pub mod ha;
 pub mod msg;
 pub mod policy;
 pub mod routing;

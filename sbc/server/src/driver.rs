@@ -175,6 +175,8 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
                 }
                 None => records.write(&cdr),
             },
+            // The pair's replication link is not built yet, and replication is never turned on without it.
+            Output::Replicate(_) => {}
             Output::Media(cmd) => {
                 if let Some(m) = &records.media {
                     m.send(cmd);
@@ -313,6 +315,10 @@ fn observe(o: Observation, trunks: &[String]) {
             metrics::counter!("sbc_media_errors_total", "reason" => reason).increment(1)
         }
         Observation::MediaTimeout => metrics::counter!("sbc_media_timeouts_total").increment(1),
+        Observation::CallAdopted { trunk_in, trunk_out } => {
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_in)).increment(1.0);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
+        }
         other => tracing::debug!(?other, "observation without a metric"),
     }
 }

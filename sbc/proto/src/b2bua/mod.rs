@@ -13,6 +13,7 @@
 
 mod build;
 mod limits;
+mod replicate;
 
 pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
@@ -174,6 +175,8 @@ struct Call {
     ended: Option<Instant>,
     /// When the session interval runs out, if a session timer was negotiated (refreshes move it).
     session_expiry: Option<Instant>,
+    /// Version of the last replication record of this call; 0 if never replicated.
+    ha_version: u64,
 }
 
 /// Timers of calls.
@@ -211,6 +214,10 @@ pub struct Calls {
     media: Option<Sessions>,
     /// Whether the relay answers (a remote one may not).
     media_up: bool,
+    /// Whether answered calls are replicated (a configured pair).
+    replicate: bool,
+    /// Calls of the active box, held by a standby until it takes over, by call number.
+    foreign: HashMap<u64, (crate::ha::Record, Instant)>,
 }
 
 /// Our digest realm.
@@ -237,6 +244,8 @@ impl Calls {
             nonce_epoch: None,
             media,
             media_up: true,
+            replicate: false,
+            foreign: HashMap::new(),
         }
     }
 
@@ -500,6 +509,7 @@ impl Calls {
             byes: 0,
             ended: None,
             session_expiry: None,
+            ha_version: 0,
         };
         self.calls.insert(id, call);
         self.proceed(ctx, id, next);
@@ -899,6 +909,7 @@ impl Calls {
             call.session_expiry = Some(at);
             self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
         }
+        self.replicate_call(ctx, id);
     }
 
     /// Sends the CANCEL leg B is waiting to send, once B has answered provisionally (§9.1).
@@ -1042,6 +1053,7 @@ impl Calls {
                 self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
             }
         }
+        let refreshed = resp.is_success() && matches!(request.method, Method::Invite | Method::Update);
         if resp.is_success() && request.method == Method::Invite {
             // Our re-INVITE on the other leg was answered: ACK it there now; the requester ACKs ours to it.
             let there = match req_leg.other() {
@@ -1052,6 +1064,10 @@ impl Calls {
                 let ack = there.ack(c.seq, &ctx.ids.branch());
                 ctx.txns.send_ack(there.peer, ack);
             }
+        }
+        if refreshed {
+            // New media addresses or a new session interval: the standby must know them.
+            self.replicate_call(ctx, id);
         }
     }
 
@@ -1247,6 +1263,7 @@ impl Calls {
     /// Removes the call and writes its CDR.
     fn finish(&mut self, ctx: &mut Ctx, id: CallRef) {
         let Some(call) = self.calls.remove(&id) else { return };
+        self.replicate_end(ctx, id, call.ha_version);
         self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
         self.by_invite.remove(&call.a_invite_key);
         // Client transactions still open for this call stay in `by_client` until they end (final response or

@@ -70,6 +70,8 @@ pub enum Output {
     Observe(Observation),
     /// A call ended: write its record.
     Cdr(Box<crate::cdr::Cdr>),
+    /// Send to the standby (hot-standby pair): a call answered, changed or ended.
+    Replicate(crate::ha::Record),
     /// Tell the media relay (embedded or remote). Commands of a call come before its CDR, so the relay's final
     /// figures for a removed session are known when the CDR is written.
     Media(relay_proto::control::Command),
@@ -124,6 +126,8 @@ pub enum Observation {
     MediaError { reason: &'static str },
     /// The relay saw no packet of a call for its `rtp_timeout`; the call was ended.
     MediaTimeout,
+    /// A standby took over a replicated call between these trunks.
+    CallAdopted { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
 }
 
 /// The signalling core.
@@ -176,6 +180,40 @@ impl Endpoint {
     /// instead of being set up without it.
     pub fn set_media_available(&mut self, up: bool) {
         self.calls.set_media_available(up);
+    }
+
+    /// Emits replication records ([`Output::Replicate`]) for answered calls from now on (the active of a pair).
+    pub fn set_replication(&mut self, on: bool) {
+        self.calls.set_replication(on);
+    }
+
+    /// Every answered call as a record: the snapshot for a standby that (re)connects.
+    pub fn snapshot(&self, now: Instant) -> Vec<crate::ha::Record> {
+        self.calls.snapshot(now)
+    }
+
+    /// A record from the active, received at `now` (the standby's side): kept until [`Endpoint::take_over`].
+    pub fn apply_record(&mut self, now: Instant, record: crate::ha::Record) {
+        self.calls.apply_record(now, record);
+    }
+
+    /// Calls held for the active.
+    pub fn foreign_calls(&self) -> usize {
+        self.calls.foreign_calls()
+    }
+
+    /// Forgets the foreign calls (before applying a fresh snapshot).
+    pub fn clear_foreign(&mut self) {
+        self.calls.clear_foreign();
+    }
+
+    /// The standby becomes active: every foreign call becomes ours (dialogs, timers, media). Returns how many.
+    pub fn take_over(&mut self, now: Instant) -> usize {
+        self.last_now = Some(now);
+        let (mut ctx, calls) = self.ctx(now);
+        let n = calls.take_over(&mut ctx);
+        self.drain_txns(now);
+        n
     }
 
     /// Re-sends every media session to the relay, after it came back.

@@ -32,6 +32,7 @@ fn drain(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>) {
             Output::Observe(ob) => seen.push(ob),
             Output::Cdr(cdr) => panic!("no calls in these tests: {cdr:?}"),
             Output::Media(cmd) => panic!("no media in these tests: {cmd:?}"),
+            Output::Replicate(r) => panic!("no replication in these tests: {r:?}"),
         }
     }
     (sent, seen)

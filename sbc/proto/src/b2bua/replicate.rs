@@ -1,0 +1,278 @@
+//! Hot standby, the calls' side: records out of the active core at a call's transitions, foreign calls held by
+//! the standby core, and the takeover that makes them its own (see [`crate::ha`]).
+
+use super::{Call, CallRef, Calls, Ctx, Leg, LegB, State, Timer};
+use crate::dialog::Dialog;
+use crate::endpoint::{Observation, Output};
+use crate::ha::{AttemptRecord, CallRecord, DialogRecord, Record, CSEQ_MARGIN};
+use crate::msg::{parse_datagram, Message, Request};
+use crate::transport::{Peer, Transport};
+use crate::txn::TransactionKey;
+use bytes::Bytes;
+use relay_proto::control::SessionId;
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+fn text(b: &Bytes) -> Option<String> {
+    String::from_utf8(b.to_vec()).ok()
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn dialog_record(d: &Dialog) -> Option<DialogRecord> {
+    Some(DialogRecord {
+        call_id: text(&d.call_id)?,
+        local_tag: text(&d.local_tag)?,
+        remote_tag: match &d.remote_tag {
+            Some(t) => Some(text(t)?),
+            None => None,
+        },
+        local_uri: text(&d.local_uri)?,
+        remote_uri: text(&d.remote_uri)?,
+        remote_target: text(&d.remote_target)?,
+        route_set: d.route_set.iter().map(text).collect::<Option<_>>()?,
+        local_cseq: d.local_cseq,
+        transport: d.peer.transport.as_str().to_owned(),
+        local: d.peer.local,
+        remote: d.peer.remote,
+        contact: text(&d.contact)?,
+    })
+}
+
+fn dialog_of(r: &DialogRecord) -> Option<Dialog> {
+    let transport = match r.transport.as_str() {
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
+        "tls" => Transport::Tls,
+        "ws" => Transport::Ws,
+        _ => return None,
+    };
+    Some(Dialog {
+        call_id: Bytes::from(r.call_id.clone()),
+        local_tag: Bytes::from(r.local_tag.clone()),
+        remote_tag: r.remote_tag.clone().map(Bytes::from),
+        local_uri: Bytes::from(r.local_uri.clone()),
+        remote_uri: Bytes::from(r.remote_uri.clone()),
+        remote_target: Bytes::from(r.remote_target.clone()),
+        route_set: r.route_set.iter().cloned().map(Bytes::from).collect(),
+        // Requests this box sends must be above whatever the old active sent since its last record.
+        local_cseq: r.local_cseq.saturating_add(CSEQ_MARGIN),
+        // A connection of the old box does not exist here; UDP needs none, TCP peers reconnect.
+        peer: Peer { transport, local: r.local, remote: r.remote, conn: None },
+        contact: Bytes::from(r.contact.clone()),
+    })
+}
+
+fn request_of(raw: &str) -> Option<Request> {
+    match parse_datagram(Bytes::from(raw.to_owned())).ok()? {
+        Message::Request(r) => Some(r),
+        Message::Response(_) => None,
+    }
+}
+
+impl Calls {
+    /// Turns replication records on: answered calls, their changes and their ends come out as
+    /// [`Output::Replicate`].
+    pub fn set_replication(&mut self, on: bool) {
+        self.replicate = on;
+    }
+
+    /// The record of call `id` now, if it is answered and its identifiers are text.
+    fn record(&self, id: CallRef, call: &Call, now: Instant) -> Option<CallRecord> {
+        let b = call.b.as_ref()?;
+        let ago = |t: Instant| ms(now.saturating_duration_since(t));
+        Some(CallRecord {
+            id: id.0,
+            version: call.ha_version,
+            a_invite: text(&call.a_invite.to_bytes())?,
+            a: dialog_record(&call.a)?,
+            a_trunk: self.plan.trunk(call.a_trunk).name.clone(),
+            b_invite: text(&b.invite.to_bytes())?,
+            b: dialog_record(&b.dialog)?,
+            b_trunk: self.plan.trunk(b.trunk).name.clone(),
+            b_ack: match &b.ack {
+                Some(a) => Some(text(&a.to_bytes())?),
+                None => None,
+            },
+            caller: call.caller.clone(),
+            called_in: call.called_in.clone(),
+            called_routed: call.called_routed.clone(),
+            called_out: call.called_out.clone(),
+            route_prefix: call.route_prefix.clone(),
+            attempts: call
+                .cdr_attempts
+                .iter()
+                .map(|a| AttemptRecord { trunk: a.trunk.clone(), call_id: a.call_id.clone(), status: a.status })
+                .collect(),
+            setup_ms_ago: ago(call.setup),
+            ringing_ms_ago: call.ringing.map(ago),
+            answer_ms_ago: ago(call.answer?),
+            session_expires_in_ms: call.session_expiry.map(|t| ms(t.saturating_duration_since(now))),
+            media: self.media.as_ref().and_then(|m| m.export(SessionId(id.0))),
+        })
+    }
+
+    /// Emits the current record of an answered call (a new version).
+    pub(super) fn replicate_call(&mut self, ctx: &mut Ctx, id: CallRef) {
+        if !self.replicate {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.state != State::Confirmed {
+            return;
+        }
+        call.ha_version += 1;
+        let Some(call) = self.calls.get(&id) else { return };
+        match self.record(id, call, ctx.now) {
+            Some(r) => ctx.out.push_back(Output::Replicate(Record::Call(Box::new(r)))),
+            None => ctx.observe(Observation::Dropped { reason: "call_not_replicable" }),
+        }
+    }
+
+    /// Emits the end of a call that was replicated.
+    pub(super) fn replicate_end(&mut self, ctx: &mut Ctx, id: CallRef, version: u64) {
+        if self.replicate && version > 0 {
+            ctx.out.push_back(Output::Replicate(Record::Ended { id: id.0, version: version + 1 }));
+        }
+    }
+
+    /// Every answered call, as records: the snapshot a standby gets when it (re)connects.
+    pub fn snapshot(&self, now: Instant) -> Vec<Record> {
+        let mut ids: Vec<&CallRef> = self.calls.keys().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| {
+                let call = self.calls.get(id).filter(|c| c.state == State::Confirmed)?;
+                self.record(*id, call, now).map(|r| Record::Call(Box::new(r)))
+            })
+            .collect()
+    }
+
+    /// A record from the active, received at `now`: kept as a foreign call if newer than what we hold. Its
+    /// "ago" times are taken from `now`, so the time until a takeover still counts.
+    pub fn apply_record(&mut self, now: Instant, record: Record) {
+        let id = record.id();
+        if self.foreign.get(&id).is_some_and(|(r, _)| r.version() >= record.version()) {
+            return;
+        }
+        self.foreign.insert(id, (record, now));
+    }
+
+    /// Foreign calls held, ended ones excluded.
+    pub fn foreign_calls(&self) -> usize {
+        self.foreign.values().filter(|(r, _)| matches!(r, Record::Call(_))).count()
+    }
+
+    /// Forgets every foreign call (before a resync from a new snapshot).
+    pub fn clear_foreign(&mut self) {
+        self.foreign.clear();
+    }
+
+    /// Takes over: every foreign call becomes ours, with its dialogs, timers, trunk counters and media. Returns how
+    /// many calls were adopted; the rest (a record that no longer fits this box's config) are counted as dropped.
+    pub fn take_over(&mut self, ctx: &mut Ctx) -> usize {
+        let mut records: Vec<(Record, Instant)> = self.foreign.drain().map(|(_, r)| r).collect();
+        records.sort_by_key(|(r, _)| r.id());
+        let mut adopted = 0;
+        for (r, received) in records {
+            let Record::Call(r) = r else { continue };
+            if self.adopt(ctx, &r, received).is_some() {
+                adopted += 1;
+            } else {
+                ctx.observe(Observation::Dropped { reason: "foreign_call_not_adoptable" });
+            }
+        }
+        adopted
+    }
+
+    fn adopt(&mut self, ctx: &mut Ctx, r: &CallRecord, received: Instant) -> Option<()> {
+        let id = CallRef(r.id);
+        if self.calls.contains_key(&id) {
+            return None;
+        }
+        let trunk = |name: &str| self.plan.trunks.iter().position(|t| t.name == name);
+        let a_trunk = crate::routing::TrunkId(u32::try_from(trunk(&r.a_trunk)?).ok()?);
+        let b_trunk = crate::routing::TrunkId(u32::try_from(trunk(&r.b_trunk)?).ok()?);
+        let a_invite = request_of(&r.a_invite)?;
+        let b_invite = request_of(&r.b_invite)?;
+        let a_invite_key = TransactionKey::for_request(&a_invite)?;
+        let (a, b) = (dialog_of(&r.a)?, dialog_of(&r.b)?);
+        let at = |ago: u64| received.checked_sub(Duration::from_millis(ago)).unwrap_or(received);
+        let answer = at(r.answer_ms_ago);
+        let plan = self.plan.clone();
+        let limits = crate::routing::FailoverLimits { max_tries: plan.max_tries, max_post_dial: plan.max_post_dial };
+        let (mut attempts, _) = crate::routing::Attempts::start(Vec::new(), limits, at(r.setup_ms_ago));
+        attempts.on_outcome(crate::routing::Outcome::Answered, &plan.trunk(b_trunk).failover, ctx.now);
+        let call = Call {
+            state: State::Confirmed,
+            a,
+            a_trunk,
+            a_invite,
+            a_invite_key,
+            b: Some(LegB {
+                dialog: b,
+                trunk: b_trunk,
+                invite: b_invite,
+                invite_key: TransactionKey::for_request(&request_of(&r.b_invite)?)?,
+                provisional: true,
+                cancel_wanted: false,
+                authed: true,
+                ack: r.b_ack.as_deref().and_then(request_of),
+            }),
+            attempts,
+            called_in: r.called_in.clone(),
+            called_routed: r.called_routed.clone(),
+            called_out: r.called_out.clone(),
+            caller: r.caller.clone(),
+            presented: Default::default(),
+            route_prefix: r.route_prefix.clone(),
+            cdr_attempts: r
+                .attempts
+                .iter()
+                .map(|a| crate::cdr::CdrAttempt {
+                    trunk: a.trunk.clone(),
+                    call_id: a.call_id.clone(),
+                    status: a.status,
+                })
+                .collect(),
+            setup: at(r.setup_ms_ago),
+            ringing: r.ringing_ms_ago.map(at),
+            answer: Some(answer),
+            pending_2xx: None,
+            release: None,
+            byes: 0,
+            ended: None,
+            session_expiry: r.session_expires_in_ms.map(|ms| received + Duration::from_millis(ms)),
+            ha_version: r.version,
+        };
+        if let Some(media) = &r.media {
+            let m = self.media.as_mut()?;
+            if !m.adopt(ctx.now, SessionId(r.id), media.clone()) {
+                ctx.observe(Observation::MediaError { reason: "adopt_failed" });
+            }
+            while let Some(cmd) = m.poll_command() {
+                ctx.out.push_back(Output::Media(cmd));
+            }
+        }
+        self.by_dialog.insert((call.a.call_id.clone(), call.a.local_tag.clone()), (id, Leg::A));
+        let b = call.b.as_ref()?;
+        self.by_dialog.insert((b.dialog.call_id.clone(), b.dialog.local_tag.clone()), (id, Leg::B));
+        self.counters[a_trunk.0 as usize].start(ctx.now);
+        self.counters[b_trunk.0 as usize].start(ctx.now);
+        ctx.observe(Observation::CallAdopted { trunk_in: a_trunk, trunk_out: b_trunk });
+        if let Some(max) = plan.max_duration {
+            self.timers.push(Reverse(((answer + max).max(ctx.now), id, Timer::MaxDuration)));
+        }
+        if let Some(every) = plan.keepalive {
+            self.timers.push(Reverse((ctx.now + every, id, Timer::Keepalive)));
+        }
+        if let Some(at) = call.session_expiry {
+            self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
+        }
+        self.next = self.next.max(r.id + 1);
+        self.calls.insert(id, call);
+        Some(())
+    }
+}
