@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// How far above the last replicated CSeq a standby starts each leg's requests after a takeover.
 pub const CSEQ_MARGIN: u32 = 1000;
@@ -132,5 +133,338 @@ impl Record {
             Self::Call(c) => c.version,
             Self::Ended { version, .. } => *version,
         }
+    }
+}
+
+/// The role of a box in the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Holds the peer's calls as foreign, serves nothing.
+    Standby,
+    /// Holds the service addresses and the calls.
+    Active,
+}
+
+/// What a box says about itself every heartbeat, on every path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The sender's node name.
+    pub node: String,
+    /// Its priority: higher is preferred as active; equal: the lower node name.
+    pub priority: u32,
+    /// Its role now.
+    pub role: Role,
+    /// It is giving up the active role on purpose (fire drill): the receiver takes over at once.
+    pub demoting: bool,
+}
+
+/// Settings of the pair's failure detection.
+#[derive(Debug, Clone)]
+pub struct PairConfig {
+    /// This box's name.
+    pub node: String,
+    /// This box's priority.
+    pub priority: u32,
+    /// How often heartbeats go out (default 100 ms).
+    pub heartbeat: Duration,
+    /// The peer is dead when no path has carried its heartbeat this long (default 300 ms).
+    pub dead_after: Duration,
+    /// At start, how long to listen for a peer before serving alone (default 1 s).
+    pub startup_wait: Duration,
+}
+
+/// Why the role changed, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    /// No peer answered at start.
+    Alone,
+    /// The peer went silent on every path for `dead_after`.
+    PeerDead,
+    /// The peer handed over (fire drill).
+    PeerDemoted,
+    /// Both were standby: this box is preferred.
+    Preferred,
+    /// Both were active: the peer is preferred, this box yields and resyncs from it.
+    SplitBrain,
+    /// Demoted on request (fire drill).
+    Demoted,
+}
+
+impl RoleChange {
+    /// A metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Alone => "alone",
+            Self::PeerDead => "peer_dead",
+            Self::PeerDemoted => "peer_demoted",
+            Self::Preferred => "preferred",
+            Self::SplitBrain => "split_brain",
+            Self::Demoted => "demoted",
+        }
+    }
+}
+
+/// What the pair logic asks of its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairOutput {
+    /// Send this heartbeat on every path.
+    Heartbeat(Heartbeat),
+    /// Become this role (take over, or yield).
+    Role(Role, RoleChange),
+}
+
+/// Failure detection and role decisions of one box (sans-IO: heartbeats and time in, outputs out).
+///
+/// Rules: both start standby. A box that hears nothing for `startup_wait` serves alone. Two standbys: the
+/// preferred one (priority, then name) becomes active. A standby whose active peer is silent on every path for
+/// `dead_after` takes over; a peer's `demoting` heartbeat hands over at once. Two actives (a healed partition): the
+/// one not preferred yields. No preemption: a preferred box that returns while the peer is active stays standby.
+#[derive(Debug)]
+pub struct Pair {
+    config: PairConfig,
+    role: Role,
+    started: Instant,
+    next_heartbeat: Instant,
+    /// The peer's last heartbeat: when, and what it said.
+    peer: Option<(Instant, Heartbeat)>,
+    /// After a demotion: stay standby until this time unless the peer is gone for good.
+    hold_standby_until: Option<Instant>,
+    demoting_until: Option<Instant>,
+    out: std::collections::VecDeque<PairOutput>,
+}
+
+impl Pair {
+    /// A box starting at `now`, standby.
+    pub fn new(config: PairConfig, now: Instant) -> Self {
+        Self {
+            config,
+            role: Role::Standby,
+            started: now,
+            next_heartbeat: now,
+            peer: None,
+            hold_standby_until: None,
+            demoting_until: None,
+            out: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The role now.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether the peer was heard within `dead_after`.
+    pub fn peer_alive(&self, now: Instant) -> bool {
+        self.peer.as_ref().is_some_and(|(at, _)| now.saturating_duration_since(*at) < self.config.dead_after)
+    }
+
+    fn preferred_over(&self, hb: &Heartbeat) -> bool {
+        (self.config.priority, std::cmp::Reverse(self.config.node.as_str()))
+            > (hb.priority, std::cmp::Reverse(hb.node.as_str()))
+    }
+
+    fn become_role(&mut self, role: Role, why: RoleChange) {
+        if self.role != role {
+            self.role = role;
+            self.out.push_back(PairOutput::Role(role, why));
+        }
+    }
+
+    /// A heartbeat from the peer arrived (on any path) at `now`.
+    pub fn handle_heartbeat(&mut self, now: Instant, hb: Heartbeat) {
+        if hb.node == self.config.node {
+            return;
+        }
+        let (peer_role, demoting) = (hb.role, hb.demoting);
+        let preferred = self.preferred_over(&hb);
+        self.peer = Some((now, hb));
+        match (self.role, peer_role) {
+            (Role::Standby, Role::Active) if demoting => {
+                self.hold_standby_until = None;
+                self.become_role(Role::Active, RoleChange::PeerDemoted);
+            }
+            // A demoting peer still says active until this box has the calls: that is a handover, not two actives.
+            (Role::Active, Role::Active) if !preferred && !demoting => {
+                self.become_role(Role::Standby, RoleChange::SplitBrain)
+            }
+            _ => {}
+        }
+        self.decide(now);
+    }
+
+    /// Gives up the active role on purpose (fire drill): the peer takes over; this box stays standby.
+    pub fn demote(&mut self, now: Instant) {
+        if self.role != Role::Active {
+            return;
+        }
+        self.hold_standby_until = Some(now + self.config.startup_wait.max(self.config.dead_after * 4));
+        self.demoting_until = Some(now + self.config.dead_after * 2);
+        self.become_role(Role::Standby, RoleChange::Demoted);
+        self.heartbeat(now, true);
+    }
+
+    fn heartbeat(&mut self, now: Instant, demoting: bool) {
+        self.out.push_back(PairOutput::Heartbeat(Heartbeat {
+            node: self.config.node.clone(),
+            priority: self.config.priority,
+            // A demoting box still says where the calls are until the peer has them.
+            role: if demoting { Role::Active } else { self.role },
+            demoting,
+        }));
+        self.next_heartbeat = now + self.config.heartbeat;
+    }
+
+    fn decide(&mut self, now: Instant) {
+        if self.role == Role::Active {
+            return;
+        }
+        if self.hold_standby_until.is_some_and(|t| now < t) {
+            return;
+        }
+        match &self.peer {
+            None if now.saturating_duration_since(self.started) >= self.config.startup_wait => {
+                self.become_role(Role::Active, RoleChange::Alone)
+            }
+            None => {}
+            Some((at, _)) if now.saturating_duration_since(*at) >= self.config.dead_after => {
+                self.become_role(Role::Active, RoleChange::PeerDead)
+            }
+            Some((_, hb)) if hb.role == Role::Standby && self.preferred_over(&hb.clone()) => {
+                self.become_role(Role::Active, RoleChange::Preferred)
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Sends heartbeats and checks the peer; call at [`Pair::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_heartbeat {
+            let demoting = self.demoting_until.is_some_and(|t| now < t);
+            self.heartbeat(now, demoting);
+        }
+        self.decide(now);
+    }
+
+    /// When to call [`Pair::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.next_heartbeat;
+        if let Some((at, _)) = &self.peer {
+            t = t.min(*at + self.config.dead_after);
+        } else {
+            t = t.min(self.started + self.config.startup_wait);
+        }
+        t
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<PairOutput> {
+        self.out.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(node: &str, priority: u32) -> PairConfig {
+        PairConfig {
+            node: node.into(),
+            priority,
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_millis(300),
+            startup_wait: Duration::from_secs(1),
+        }
+    }
+
+    /// Runs two boxes in simulated time, delivering heartbeats while `linked(t)` says the paths are up.
+    fn run(a: &mut Pair, b: &mut Pair, from: Instant, ms: u64, linked: impl Fn(u64) -> bool) -> Vec<(u64, String)> {
+        let mut log = Vec::new();
+        for t in 0..ms {
+            let now = from + Duration::from_millis(t);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            for dir in 0..2 {
+                let (src, dst, name) = if dir == 0 { (&mut *a, &mut *b, "a") } else { (&mut *b, &mut *a, "b") };
+                while let Some(o) = src.poll_output() {
+                    match o {
+                        PairOutput::Heartbeat(hb) if linked(t) => dst.handle_heartbeat(now, hb),
+                        PairOutput::Heartbeat(_) => {}
+                        PairOutput::Role(r, why) => log.push((t, format!("{name} {r:?} {}", why.label()))),
+                    }
+                }
+            }
+        }
+        log
+    }
+
+    #[test]
+    fn preferred_box_becomes_active_and_the_other_takes_over_within_dead_after() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Pair::new(cfg("sbc1", 200), t0), Pair::new(cfg("sbc2", 100), t0));
+        let log = run(&mut a, &mut b, t0, 500, |_| true);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].0 <= 1 && log[0].1 == "a Active preferred", "no waiting when both are up: {log:?}");
+        assert_eq!((a.role(), b.role()), (Role::Active, Role::Standby));
+        // a dies at 500 ms: b takes over after 300 ms of silence on every path.
+        let t1 = t0 + Duration::from_millis(500);
+        let mut dead = Pair::new(cfg("dead", 0), t1);
+        let mut log = Vec::new();
+        for t in 0..1000u64 {
+            let now = t1 + Duration::from_millis(t);
+            b.handle_timeout(now);
+            dead.poll_output();
+            while let Some(o) = b.poll_output() {
+                if let PairOutput::Role(r, why) = o {
+                    log.push((t, r, why));
+                }
+            }
+        }
+        assert_eq!(log.len(), 1);
+        assert_eq!((log[0].1, log[0].2), (Role::Active, RoleChange::PeerDead));
+        assert!(log[0].0 <= 300, "taken over {} ms after the last heartbeat", log[0].0);
+    }
+
+    #[test]
+    fn a_returning_preferred_box_does_not_preempt() {
+        let t0 = Instant::now();
+        let mut b = Pair::new(cfg("sbc2", 100), t0);
+        for t in 0..1100 {
+            b.handle_timeout(t0 + Duration::from_millis(t));
+            while b.poll_output().is_some() {}
+        }
+        assert_eq!(b.role(), Role::Active, "alone after the startup wait");
+        let t1 = t0 + Duration::from_millis(1100);
+        let mut a = Pair::new(cfg("sbc1", 200), t1);
+        let log = run(&mut a, &mut b, t1, 2000, |_| true);
+        assert!(log.is_empty(), "{log:?}");
+        assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active));
+    }
+
+    #[test]
+    fn a_cut_replication_link_is_not_a_dead_peer_but_a_healed_split_brain_converges() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Pair::new(cfg("sbc1", 200), t0), Pair::new(cfg("sbc2", 100), t0));
+        run(&mut a, &mut b, t0, 200, |_| true);
+        // Every path down for 1 s (a real partition): both serve, then the paths heal and b yields.
+        let t1 = t0 + Duration::from_millis(200);
+        let log = run(&mut a, &mut b, t1, 2000, |t| !(100..1100).contains(&t));
+        assert!(log.iter().any(|(_, l)| l == "b Active peer_dead"), "{log:?}");
+        assert!(log.iter().any(|(_, l)| l == "b Standby split_brain"), "{log:?}");
+        assert_eq!((a.role(), b.role()), (Role::Active, Role::Standby));
+    }
+
+    #[test]
+    fn fire_drill_demotion_hands_over_at_once() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Pair::new(cfg("sbc1", 200), t0), Pair::new(cfg("sbc2", 100), t0));
+        run(&mut a, &mut b, t0, 300, |_| true);
+        let t1 = t0 + Duration::from_millis(300);
+        a.demote(t1);
+        let log = run(&mut a, &mut b, t1, 3000, |_| true);
+        assert_eq!(log[0].1, "a Standby demoted", "{log:?}");
+        assert_eq!(log[1].1, "b Active peer_demoted", "{log:?}");
+        assert!(log[1].0 <= 1, "{log:?}");
+        assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active), "no flapping back: {log:?}");
     }
 }

@@ -187,6 +187,43 @@ impl Calls {
         adopted
     }
 
+    /// Gives the calls up (fire drill, or yielding after a split brain): answered calls become foreign again, as
+    /// the peer now owns them (no BYE, no CDR here; the peer writes it); calls still being set up are refused 503
+    /// and get their CDR. Their media sockets close. Returns how many answered calls were handed over.
+    pub fn demote(&mut self, ctx: &mut Ctx) -> usize {
+        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+        let mut handed = 0;
+        for id in ids {
+            let Some(call) = self.calls.get(&id) else { continue };
+            if call.state != State::Confirmed {
+                if call.state == State::Routing {
+                    self.abort_setup(ctx, id, 503, "Service Unavailable", ("demoted", "sbc"));
+                }
+                continue;
+            }
+            let Some(record) = self.record(id, call, ctx.now) else { continue };
+            let Some(call) = self.calls.remove(&id) else { continue };
+            self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+            self.by_invite.remove(&call.a_invite_key);
+            self.counters[call.a_trunk.0 as usize].end();
+            if let Some(b) = &call.b {
+                self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+                self.counters[b.trunk.0 as usize].end();
+                ctx.observe(Observation::CallEnded { trunk: b.trunk });
+            }
+            ctx.observe(Observation::CallEnded { trunk: call.a_trunk });
+            if let Some(m) = self.media.as_mut() {
+                m.remove(ctx.now, SessionId(id.0));
+                while let Some(cmd) = m.poll_command() {
+                    ctx.out.push_back(Output::Media(cmd));
+                }
+            }
+            self.foreign.insert(id.0, (Record::Call(Box::new(record)), ctx.now));
+            handed += 1;
+        }
+        handed
+    }
+
     fn adopt(&mut self, ctx: &mut Ctx, r: &CallRecord, received: Instant) -> Option<()> {
         let id = CallRef(r.id);
         if self.calls.contains_key(&id) {

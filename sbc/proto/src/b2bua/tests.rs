@@ -815,3 +815,19 @@ fn a_call_that_ends_on_the_active_is_forgotten_by_the_standby() {
     assert_eq!(standby.ep.foreign_calls(), 0);
     assert_eq!(standby.ep.take_over(standby.now), 0);
 }
+
+#[test]
+fn demoted_box_hands_its_answered_calls_back_as_foreign_without_bye_or_cdr() {
+    let mut w = world_with_media();
+    w.ep.set_replication(true);
+    let sent = w.send(A, SBC_A, invite_from_a("call-ha3"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    assert_eq!(w.ep.demote(w.now), 1);
+    let sent = w.drain();
+    assert!(sent.is_empty(), "no BYE: the peer owns the call now: {sent:?}");
+    assert!(w.cdrs.is_empty(), "no CDR here");
+    assert_eq!(w.ep.calls().len(), 0);
+    assert_eq!(w.ep.foreign_calls(), 1, "kept, in case this box has to take it back");
+    assert!(matches!(w.media.last(), Some(relay_proto::control::Command::Remove { .. })));
+}

@@ -216,6 +216,15 @@ impl Endpoint {
         n
     }
 
+    /// This box gives its calls up to the peer (fire drill, split brain): see `Calls::demote`.
+    pub fn demote(&mut self, now: Instant) -> usize {
+        self.last_now = Some(now);
+        let (mut ctx, calls) = self.ctx(now);
+        let n = calls.demote(&mut ctx);
+        self.drain_txns(now);
+        n
+    }
+
     /// Re-sends every media session to the relay, after it came back.
     pub fn media_replay(&mut self) {
         self.calls.media_replay(&mut self.out);
