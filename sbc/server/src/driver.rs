@@ -4,12 +4,14 @@
 //! shared and needs no locks. The loop sleeps until the next message or the core's next deadline.
 
 use crate::cdr_sink::CdrSink;
+use crate::ha::{HaEvent, HaHandle};
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
 use crate::transport::{tcp, Inbound, Transport};
 use relay_proto::control::{Event as MediaEvent, SessionId};
 use sbc_proto::cdr::Cdr;
 use sbc_proto::endpoint::{Endpoint, Observation, Output};
+use sbc_proto::ha::Role;
 use sbc_proto::transport::Peer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,6 +40,8 @@ pub struct Records {
     pub media: Option<MediaLink>,
     /// CDRs of calls with media, waiting for the relay's final figures (at most [`MEDIA_STATS_WAIT`]).
     pub pending: HashMap<SessionId, (Box<Cdr>, Instant)>,
+    /// The hot-standby pair, when configured.
+    pub ha: Option<HaHandle>,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -45,8 +49,8 @@ const MEDIA_STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Records {
     /// Records writing CDRs to `cdr`, naming `trunks`, with the relay `media`.
-    pub fn new(cdr: Option<CdrSink>, trunks: Vec<String>, media: Option<MediaLink>) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new() }
+    pub fn new(cdr: Option<CdrSink>, trunks: Vec<String>, media: Option<MediaLink>, ha: Option<HaHandle>) -> Self {
+        Self { cdr, trunks, media, pending: HashMap::new(), ha }
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -73,6 +77,55 @@ impl Records {
 
     fn next_pending(&self) -> Option<Instant> {
         self.pending.values().map(|(_, at)| *at).min()
+    }
+}
+
+async fn ha_event(ha: &mut Option<HaHandle>) -> HaEvent {
+    if let Some(h) = ha.as_mut() {
+        if let Some(e) = h.events.recv().await {
+            return e;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Carries out what the pair decided or received.
+fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
+    let now = Instant::now().into_std();
+    let Some(ha) = records.ha.as_ref() else { return };
+    match ev {
+        HaEvent::Role(Role::Active, why) => {
+            let adopted = endpoint.take_over(now);
+            endpoint.set_replication(true);
+            tracing::warn!(adopted, why = why.label(), "active: the service addresses and the calls are ours");
+        }
+        HaEvent::Role(Role::Standby, why) => {
+            endpoint.set_replication(false);
+            if matches!(why, sbc_proto::ha::RoleChange::Demoted | sbc_proto::ha::RoleChange::SplitBrain) {
+                let handed = endpoint.demote(now);
+                tracing::warn!(handed, why = why.label(), "standby: calls handed to the peer");
+            }
+        }
+        HaEvent::Record(r) => {
+            let active = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role == "active";
+            if active {
+                // Two actives: the pair logic settles it; records from the other one are not applied meanwhile.
+                metrics::counter!("sbc_ha_records_ignored_total").increment(1);
+            } else {
+                endpoint.apply_record(now, *r);
+            }
+        }
+        HaEvent::ResyncStart => endpoint.clear_foreign(),
+        HaEvent::NeedSnapshot => ha.snapshot(endpoint.snapshot(now)),
+    }
+    update_ha_status(endpoint, records);
+}
+
+fn update_ha_status(endpoint: &Endpoint, records: &Records) {
+    if let Some(ha) = &records.ha {
+        let mut s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.calls = endpoint.calls().len();
+        s.foreign_calls = endpoint.foreign_calls();
     }
 }
 
@@ -133,7 +186,11 @@ pub async fn run(
                 }
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
-            _ = media_tick.tick() => export_relay_counters(&records),
+            ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
+            _ = media_tick.tick() => {
+                export_relay_counters(&records);
+                update_ha_status(&endpoint, &records);
+            }
             _ = sleep_until(deadline) => {
                 endpoint.handle_timeout(Instant::now().into_std());
                 records.expire_pending(Instant::now(), false);
@@ -175,8 +232,11 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
                 }
                 None => records.write(&cdr),
             },
-            // The pair's replication link is not built yet, and replication is never turned on without it.
-            Output::Replicate(_) => {}
+            Output::Replicate(r) => {
+                if let Some(ha) = &records.ha {
+                    ha.replicate(r);
+                }
+            }
             Output::Media(cmd) => {
                 if let Some(m) = &records.media {
                     m.send(cmd);

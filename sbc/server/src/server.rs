@@ -45,6 +45,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     drop(tx);
 
+    let ha = match &config.ha {
+        Some(h) => {
+            let handle = crate::ha::start(h).context("starting the HA pair (ha.paths, ha.listen)")?;
+            tracing::info!(node = %h.node, priority = h.priority, peer = %h.peer, vips = h.vips.len(), "HA pair: starting as standby");
+            Some(handle)
+        }
+        None => None,
+    };
+    let ha_api = ha.as_ref().map(|h| crate::admin::HaApi { status: h.status.clone(), demote: h.demote.clone() });
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = match &config.api {
         Some(api) => {
@@ -52,7 +61,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
             tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, async {
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, async {
                 let _ = admin_stop_rx.await;
             })))
         }
@@ -88,7 +97,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     };
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media)).await;
+    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha)).await;
 
     for t in &tasks {
         t.abort();

@@ -4,10 +4,12 @@
 //! This file holds the top level, `[sip]`, `[log]` and `[api]`. `trunk` validates each `[[trunk]]`; `routing`
 //! validates `[[route]]` and `[calls]` and builds the [`Plan`] from all three.
 
+mod ha;
 mod media;
 mod routing;
 mod trunk;
 
+pub use ha::{HaSettings, HeartbeatPath, Vip};
 pub use media::{MediaSettings, RelayMode, XdpSetting};
 
 use sbc_proto::routing::Plan;
@@ -121,6 +123,8 @@ pub struct Config {
     pub cdr_path: Option<PathBuf>,
     /// `[media]`: media anchoring through the relay; absent, SDP crosses untouched.
     pub media: Option<MediaSettings>,
+    /// `[ha]`: a hot-standby pair; absent, the box serves alone.
+    pub ha: Option<HaSettings>,
 }
 
 /// `[sip]`.
@@ -190,6 +194,7 @@ struct RawConfig {
     calls: Option<routing::RawCalls>,
     cdr: Option<RawCdr>,
     media: Option<media::RawMedia>,
+    ha: Option<ha::RawHa>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,12 +250,13 @@ impl Config {
         let log = keep(v.log(raw.log), &mut errors);
         let api = keep(v.api(raw.api), &mut errors);
         let media = keep(v.media(raw.media), &mut errors);
+        let ha = keep(v.ha(raw.ha), &mut errors);
         let plan = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
-        match (sip, log, api, plan, media) {
-            (Some(sip), Some(log), Some(api), Some(plan), Some(media)) if errors.is_empty() => {
+        match (sip, log, api, plan, media, ha) {
+            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha)) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media })
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha })
             }
             _ => Err(ConfigError::from_list(errors)),
         }

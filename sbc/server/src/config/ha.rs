@@ -1,0 +1,167 @@
+//! `[ha]`: a hot-standby pair. Present, this box pairs with `peer`: the active replicates every answered call, the
+//! standby takes over the `vips` when the active falls silent on every heartbeat path.
+
+use super::{ConfigError, Validator};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+use toml::Spanned;
+
+/// One service address that moves with the active role: `198.18.1.1/24 dev a0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    /// Address with prefix length, as `ip addr add` takes it.
+    pub cidr: String,
+    /// The address alone (for gratuitous ARP).
+    pub address: std::net::IpAddr,
+    /// The network device.
+    pub dev: String,
+}
+
+/// A heartbeat path: UDP from `local` to `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatPath {
+    /// This box's address and port on that network.
+    pub local: SocketAddr,
+    /// The peer's.
+    pub peer: SocketAddr,
+}
+
+/// `[ha]`.
+#[derive(Debug, Clone)]
+pub struct HaSettings {
+    /// `node`: this box's name (logs, `/ha`, the tie-break on equal priority: the lower name wins).
+    pub node: String,
+    /// `priority`: higher is preferred as active when both boxes start together. Default 100. A returning box
+    /// never preempts an active peer.
+    pub priority: u32,
+    /// `listen`: where the peer's replication link connects (TCP).
+    pub listen: SocketAddr,
+    /// `peer`: the peer's replication address.
+    pub peer: SocketAddr,
+    /// `paths`: heartbeat paths, one per network (the replication link and each service network), so that a cut
+    /// replication link alone never looks like a dead peer.
+    pub paths: Vec<HeartbeatPath>,
+    /// `vips`: the service addresses the active holds.
+    pub vips: Vec<Vip>,
+    /// `heartbeat`: interval. Default 100 ms.
+    pub heartbeat: Duration,
+    /// `dead_after`: the peer is dead when no path carried its heartbeat this long. Default 300 ms.
+    pub dead_after: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHa {
+    node: Spanned<String>,
+    priority: Option<u32>,
+    listen: Spanned<String>,
+    peer: Spanned<String>,
+    #[serde(default)]
+    paths: Vec<RawPath>,
+    #[serde(default)]
+    vips: Vec<Spanned<String>>,
+    heartbeat: Option<Spanned<String>>,
+    dead_after: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPath {
+    local: Spanned<String>,
+    peer: Spanned<String>,
+}
+
+impl Validator<'_> {
+    fn socket(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
+        s.get_ref().parse().map_err(|_| self.invalid(s.span(), key, "expected ADDRESS:PORT"))
+    }
+
+    pub(super) fn ha(&self, raw: Option<RawHa>) -> Result<Option<HaSettings>, ConfigError> {
+        let Some(h) = raw else { return Ok(None) };
+        if h.node.get_ref().is_empty() {
+            return Err(self.invalid(h.node.span(), "ha.node", "must not be empty"));
+        }
+        let listen = self.socket(&h.listen, "ha.listen")?;
+        let peer = self.socket(&h.peer, "ha.peer")?;
+        let mut paths = vec![HeartbeatPath {
+            local: SocketAddr::new(listen.ip(), listen.port() + 1),
+            peer: SocketAddr::new(peer.ip(), peer.port() + 1),
+        }];
+        for (i, p) in h.paths.iter().enumerate() {
+            let path = HeartbeatPath {
+                local: self.socket(&p.local, &format!("ha.paths[{i}].local"))?,
+                peer: self.socket(&p.peer, &format!("ha.paths[{i}].peer"))?,
+            };
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+        let mut vips = Vec::new();
+        for (i, v) in h.vips.iter().enumerate() {
+            let key = format!("ha.vips[{i}]");
+            let bad = || {
+                self.invalid(v.span(), &key, "expected \"ADDRESS/PREFIX dev DEVICE\", e.g. \"198.18.1.1/24 dev a0\"")
+            };
+            let parts: Vec<&str> = v.get_ref().split_whitespace().collect();
+            let [cidr, "dev", dev] = parts[..] else { return Err(bad()) };
+            let net: ipnet::IpNet = cidr.parse().map_err(|_| bad())?;
+            vips.push(Vip { cidr: cidr.to_owned(), address: net.addr(), dev: dev.to_owned() });
+        }
+        let heartbeat = match &h.heartbeat {
+            None => Duration::from_millis(100),
+            Some(s) => self.duration(s, "ha.heartbeat")?,
+        };
+        let dead_after = match &h.dead_after {
+            None => Duration::from_millis(300),
+            Some(s) => self.duration(s, "ha.dead_after")?,
+        };
+        if dead_after < heartbeat * 2 {
+            let span = h.dead_after.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.invalid(span, "ha.dead_after", "must be at least twice ha.heartbeat"));
+        }
+        Ok(Some(HaSettings {
+            node: h.node.into_inner(),
+            priority: h.priority.unwrap_or(100),
+            listen,
+            peer,
+            paths,
+            vips,
+            heartbeat,
+            dead_after,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    const HA: &str =
+        "[ha]\nnode = \"sbc1\"\npriority = 200\nlisten = \"198.18.3.1:7070\"\npeer = \"198.18.3.2:7070\"\n\
+paths = [{ local = \"198.18.1.2:7071\", peer = \"198.18.1.3:7071\" }]\nvips = [\"198.18.1.1/24 dev a0\"]\n";
+
+    #[test]
+    fn ha_section_with_a_path_per_network() {
+        let c = Config::parse(HA, Path::new("t.toml")).unwrap();
+        let h = c.ha.expect("ha");
+        assert_eq!(h.paths.len(), 2, "the replication network is always a path (port + 1)");
+        assert_eq!(h.paths[0].peer, "198.18.3.2:7071".parse().unwrap());
+        assert_eq!(h.vips[0].dev, "a0");
+        assert_eq!(h.dead_after, std::time::Duration::from_millis(300));
+    }
+
+    #[test]
+    fn bad_ha_values_name_their_key() {
+        for (bad, key) in [
+            ("198.18.1.1/24 dev a0", "198.18.1.1 on a0"),
+            ("listen = \"198.18.3.1:7070\"", "listen = \"nowhere\""),
+            ("vips = [\"198.18.1.1/24 dev a0\"]", "vips = [\"198.18.1.1/24\"]\ndead_after = \"100ms\""),
+        ] {
+            let text = HA.replace(bad, key);
+            let e = Config::parse(&text, Path::new("t.toml")).expect_err(&text).to_string();
+            assert!(e.contains("ha."), "{text}: {e}");
+        }
+    }
+}

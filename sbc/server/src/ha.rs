@@ -1,0 +1,349 @@
+//! The pair at run time: heartbeats on every path and the role decisions ([`sbc_proto::ha::Pair`]), the
+//! replication link (the active streams records to the standby over TCP, a full snapshot first on every
+//! connection), and the service addresses (added with `ip addr`, announced with gratuitous ARP, removed on
+//! demotion and at start).
+//!
+//! The driver owns the calls; it hears from here through [`HaEvent`]s and answers through [`HaHandle`].
+
+use crate::config::{HaSettings, Vip};
+use sbc_proto::ha::{Heartbeat, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What `/ha` shows.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct HaStatus {
+    /// This box.
+    pub node: String,
+    /// `active` or `standby`.
+    pub role: &'static str,
+    /// Whether the peer was heard within `dead_after` on any path.
+    pub peer_alive: bool,
+    /// Calls this box owns.
+    pub calls: usize,
+    /// Calls held for the peer.
+    pub foreign_calls: usize,
+    /// Takeovers by this box since it started.
+    pub takeovers: u64,
+    /// Records sent to / received from the peer.
+    pub records_sent: u64,
+    /// Records received.
+    pub records_received: u64,
+    /// Why the role last changed.
+    pub last_change: &'static str,
+}
+
+/// From the pair to the driver.
+#[derive(Debug)]
+pub enum HaEvent {
+    /// This box's role changed.
+    Role(Role, RoleChange),
+    /// A record from the active.
+    Record(Box<Record>),
+    /// The active (re)connected: a full snapshot follows; forget the foreign calls held so far.
+    ResyncStart,
+    /// Our link to the standby is up: send the snapshot now ([`HaHandle::snapshot`]).
+    NeedSnapshot,
+}
+
+/// What the link task sends: records in order, a snapshot as one batch.
+#[derive(Debug)]
+enum Outgoing {
+    Snapshot(Vec<Record>),
+    Record(Box<Record>),
+}
+
+/// The driver's side of the pair.
+#[derive(Debug)]
+pub struct HaHandle {
+    /// Events for the driver.
+    pub events: mpsc::UnboundedReceiver<HaEvent>,
+    out: mpsc::Sender<Outgoing>,
+    /// Shared with `/ha`.
+    pub status: Arc<Mutex<HaStatus>>,
+    /// Fire drills: `/ha/demote` sends here.
+    pub demote: mpsc::Sender<()>,
+}
+
+/// Records queued for the link; beyond this the link is dropped and the standby resyncs from a new snapshot.
+const OUT_QUEUE: usize = 16_384;
+
+impl HaHandle {
+    /// Queues a record for the standby (never blocks). Dropped when no standby is connected; on a full queue the
+    /// link is restarted, so the standby resyncs.
+    pub fn replicate(&self, record: Record) {
+        match self.out.try_send(Outgoing::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(_) => metrics::counter!("sbc_ha_records_dropped_total").increment(1),
+        }
+    }
+
+    /// The snapshot for a standby that just connected.
+    pub fn snapshot(&self, records: Vec<Record>) {
+        if self.out.try_send(Outgoing::Snapshot(records)).is_err() {
+            metrics::counter!("sbc_ha_records_dropped_total").increment(1);
+        }
+    }
+}
+
+/// Starts the pair: heartbeats, the role logic, the replication link. Service addresses left over from an
+/// earlier run are removed first, so a restarted box never answers on them as a standby.
+pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
+    for vip in &settings.vips {
+        remove_vip(vip);
+    }
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+    let (demote_tx, demote_rx) = mpsc::channel(4);
+    let status = Arc::new(Mutex::new(HaStatus {
+        node: settings.node.clone(),
+        role: "standby",
+        last_change: "start",
+        ..HaStatus::default()
+    }));
+    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Standby);
+    let mut sockets = Vec::new();
+    for p in &settings.paths {
+        let s = std::net::UdpSocket::bind(p.local)?;
+        s.set_nonblocking(true)?;
+        sockets.push((Arc::new(UdpSocket::from_std(s)?), p.peer));
+    }
+    tokio::spawn(pair_task(settings.clone(), sockets, ev_tx.clone(), demote_rx, status.clone(), role_tx));
+    tokio::spawn(listen_task(settings.listen, ev_tx.clone(), status.clone()));
+    tokio::spawn(send_task(settings.peer, out_rx, ev_tx, role_rx, status.clone()));
+    Ok(HaHandle { events: ev_rx, out: out_tx, status, demote: demote_tx })
+}
+
+async fn pair_task(
+    settings: HaSettings,
+    sockets: Vec<(Arc<UdpSocket>, std::net::SocketAddr)>,
+    events: mpsc::UnboundedSender<HaEvent>,
+    mut demote: mpsc::Receiver<()>,
+    status: Arc<Mutex<HaStatus>>,
+    role_tx: tokio::sync::watch::Sender<Role>,
+) {
+    let config = PairConfig {
+        node: settings.node.clone(),
+        priority: settings.priority,
+        heartbeat: settings.heartbeat,
+        dead_after: settings.dead_after,
+        startup_wait: Duration::from_secs(1),
+    };
+    let mut pair = Pair::new(config, Instant::now().into_std());
+    let (hb_tx, mut hb_rx) = mpsc::unbounded_channel::<Heartbeat>();
+    for (sock, _) in &sockets {
+        let (sock, tx) = (sock.clone(), hb_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, _)) = sock.recv_from(&mut buf).await {
+                // Anything that is not a heartbeat is ignored (and never trusted).
+                if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&buf[..n]) {
+                    if tx.send(hb).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    loop {
+        let deadline = Instant::from_std(pair.poll_timeout());
+        tokio::select! {
+            hb = hb_rx.recv() => {
+                let Some(hb) = hb else { return };
+                pair.handle_heartbeat(Instant::now().into_std(), hb);
+            }
+            d = demote.recv() => {
+                if d.is_none() { return }
+                pair.demote(Instant::now().into_std());
+            }
+            _ = tokio::time::sleep_until(deadline) => pair.handle_timeout(Instant::now().into_std()),
+        }
+        while let Some(o) = pair.poll_output() {
+            match o {
+                PairOutput::Heartbeat(hb) => {
+                    let bytes = serde_json::to_vec(&hb).expect("heartbeats serialize");
+                    for (sock, peer) in &sockets {
+                        // A path that is down just loses its heartbeat; the others carry on.
+                        let _ = sock.try_send_to(&bytes, *peer);
+                    }
+                }
+                PairOutput::Role(role, why) => {
+                    tracing::warn!(node = %settings.node, ?role, why = why.label(), "HA role change");
+                    metrics::gauge!("sbc_ha_role").set(if role == Role::Active { 1.0 } else { 0.0 });
+                    if role == Role::Active {
+                        metrics::counter!("sbc_ha_takeovers_total").increment(1);
+                    }
+                    {
+                        let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        s.role = if role == Role::Active { "active" } else { "standby" };
+                        s.last_change = why.label();
+                        if role == Role::Active {
+                            s.takeovers += 1;
+                        }
+                    }
+                    let vips = settings.vips.clone();
+                    tokio::task::spawn_blocking(move || {
+                        for v in &vips {
+                            if role == Role::Active {
+                                add_vip(v);
+                            } else {
+                                remove_vip(v);
+                            }
+                        }
+                    });
+                    let _ = role_tx.send(role);
+                    let _ = events.send(HaEvent::Role(role, why));
+                }
+            }
+        }
+        let alive = pair.peer_alive(Instant::now().into_std());
+        status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).peer_alive = alive;
+        metrics::gauge!("sbc_ha_peer_alive").set(if alive { 1.0 } else { 0.0 });
+    }
+}
+
+/// The standby's side of the link: every connection from the active starts a resync.
+async fn listen_task(
+    listen: std::net::SocketAddr,
+    events: mpsc::UnboundedSender<HaEvent>,
+    status: Arc<Mutex<HaStatus>>,
+) {
+    let listener = match bind_listener(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%listen, error = %e, "ha.listen: cannot listen; this box can never be a standby");
+            return;
+        }
+    };
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        tracing::info!(%peer, "replication link from the active: resync");
+        let _ = stream.set_nodelay(true);
+        let (events, status) = (events.clone(), status.clone());
+        tokio::spawn(async move {
+            if events.send(HaEvent::ResyncStart).is_err() {
+                return;
+            }
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<Record>(&line) {
+                    Ok(r) => {
+                        metrics::counter!("sbc_ha_records_received_total").increment(1);
+                        status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records_received += 1;
+                        if events.send(HaEvent::Record(Box::new(r))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "bad replication record ignored"),
+                }
+            }
+            tracing::info!(%peer, "replication link from the active closed");
+        });
+    }
+}
+
+async fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(16)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
+}
+
+/// The active's side: while active, keep a connection to the standby, snapshot first, then live records.
+async fn send_task(
+    peer: std::net::SocketAddr,
+    mut out: mpsc::Receiver<Outgoing>,
+    events: mpsc::UnboundedSender<HaEvent>,
+    mut role: tokio::sync::watch::Receiver<Role>,
+    status: Arc<Mutex<HaStatus>>,
+) {
+    loop {
+        // Standby: nothing to send; what queues meanwhile is covered by the next snapshot.
+        while *role.borrow() != Role::Active {
+            while out.try_recv().is_ok() {}
+            if role.changed().await.is_err() {
+                return;
+            }
+        }
+        let conn = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(peer)).await;
+        let Ok(Ok(mut stream)) = conn else {
+            while out.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::info!(%peer, "replication link to the standby up: sending the snapshot");
+        // Records queued before the snapshot are in it (or ended): drop them, then ask for the snapshot.
+        while out.try_recv().is_ok() {}
+        if events.send(HaEvent::NeedSnapshot).is_err() {
+            return;
+        }
+        let mut got_snapshot = false;
+        loop {
+            tokio::select! {
+                o = out.recv() => {
+                    let Some(o) = o else { return };
+                    let records = match o {
+                        Outgoing::Snapshot(r) => { got_snapshot = true; r }
+                        Outgoing::Record(_) if !got_snapshot => continue,
+                        Outgoing::Record(r) => vec![*r],
+                    };
+                    let mut text = String::new();
+                    for r in &records {
+                        text.push_str(&serde_json::to_string(r).expect("records serialize"));
+                        text.push('\n');
+                    }
+                    if stream.write_all(text.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    metrics::counter!("sbc_ha_records_sent_total").increment(records.len() as u64);
+                    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records_sent += records.len() as u64;
+                }
+                r = role.changed() => {
+                    if r.is_err() || *role.borrow() != Role::Active { break }
+                }
+            }
+        }
+        tracing::info!(%peer, "replication link to the standby down");
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> bool {
+    match std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) => s.success(),
+        Err(e) => {
+            tracing::error!(program, error = %e, "cannot run {program}: install iproute2 / iputils-arping");
+            false
+        }
+    }
+}
+
+fn add_vip(v: &Vip) {
+    // "exists" is fine: the address may never have left.
+    run("ip", &["addr", "add", &v.cidr, "dev", &v.dev]);
+    let addr = v.address.to_string();
+    if v.address.is_ipv4() {
+        // Gratuitous ARP, so the neighbours send to this box now rather than after their cache times out.
+        if !run("arping", &["-U", "-c", "2", "-w", "1", "-I", &v.dev, &addr]) {
+            tracing::warn!(vip = %v.cidr, dev = %v.dev, "gratuitous ARP failed; neighbours learn the move late");
+        }
+    }
+    tracing::info!(vip = %v.cidr, dev = %v.dev, "service address added");
+}
+
+fn remove_vip(v: &Vip) {
+    if run("ip", &["addr", "del", &v.cidr, "dev", &v.dev]) {
+        tracing::info!(vip = %v.cidr, dev = %v.dev, "service address removed");
+    }
+}
