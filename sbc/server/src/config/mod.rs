@@ -480,6 +480,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let default = Config::load(&dir.join("sbc.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert!(default.plan.trunks.is_empty());
+        for (file, node) in [("examples/pair-1.toml", "sbc1"), ("examples/pair-2.toml", "sbc2")] {
+            let p = Config::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+            let ha = p.ha.unwrap_or_else(|| panic!("{file} has [ha]"));
+            assert_eq!((ha.node.as_str(), ha.paths.len(), ha.vips.len()), (node, 3, 2), "{file}");
+        }
         let c = Config::load(&dir.join("examples/carriers.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sip.listen.len(), 4);
         let names: Vec<&str> = c.plan.trunks.iter().map(|t| t.name.as_str()).collect();
