@@ -11,9 +11,22 @@
 //!     └── veth ── eth0 198.18.2.11/24  T-c (carrier c)
 //! ```
 //!
-//! Side a is a direct veth pair (two hosts only); side b is shared by the SBC and both carriers, so it is a real L2
-//! segment: a Linux bridge in its own namespace `T-sw`. No forwarding is enabled anywhere, so side a and side b can
-//! only talk through a process in `T-sbc` (the SBC), as in production.
+//! The hot-standby pair topology ([`Topology::pair`]): two SBC boxes on both service networks and a replication
+//! link between them; the service addresses (VIPs 198.18.1.1 and 198.18.2.1) are not configured by the topology
+//! but by whichever box is active:
+//!
+//! ```text
+//!   T-sw  bra (bridge, side a)                         brb (bridge, side b)
+//!     ├── eth0 198.18.1.10/24  T-a (caller)              ├── eth0 198.18.2.10/24  T-b (carrier b)
+//!     ├── a0 198.18.1.2/24  T-sbc1  b0 198.18.2.2/24 ────┤── eth0 198.18.2.11/24  T-c (carrier c)
+//!     └── a0 198.18.1.3/24  T-sbc2  b0 198.18.2.3/24 ────┘
+//!   T-sbc1 r0 198.18.3.1/24 ── veth ── r0 198.18.3.2/24 T-sbc2   (replication link)
+//! ```
+//!
+//! In the single-SBC topology, side a is a direct veth pair (two hosts only); side b is shared by the SBC and both
+//! carriers, so it is a real L2 segment: a Linux bridge in its own namespace `T-sw`. No forwarding is enabled
+//! anywhere, so side a and side b can only talk through a process in `T-sbc` (the SBC), as in production. The same
+//! holds for the pair, whose side a is a bridge too (three hosts).
 //!
 //! Everything is torn down on drop (also when a test panics): processes still running in the namespaces are
 //! killed, then the namespaces are deleted, which deletes their veths and the bridge.
@@ -37,12 +50,28 @@ pub const SBC_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 pub const CARRIER_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
 /// Carrier c on side b.
 pub const CARRIER_C: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+/// The pair's side-a service address (VIP), held by the active box on its `a0`.
+pub const VIP_A: Ipv4Addr = SBC_A;
+/// The pair's side-b service address (VIP), held by the active box on its `b0`.
+pub const VIP_B: Ipv4Addr = SBC_B;
+/// Box 1 of the pair: its own addresses on side a (`a0`), side b (`b0`) and the replication link (`r0`).
+pub const SBC1_A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// Box 1's side-b address.
+pub const SBC1_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
+/// Box 1's replication-link address.
+pub const SBC1_R: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 1);
+/// Box 2 of the pair: side a.
+pub const SBC2_A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
+/// Box 2's side-b address.
+pub const SBC2_B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 3);
+/// Box 2's replication-link address.
+pub const SBC2_R: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 2);
 
 /// Every tag starts with this, followed by the owning process id, `n` and a per-process counter (`sbt4711n0`).
 /// Namespace names are `<tag>-<host>`.
 pub const TAG_PREFIX: &str = "sbt";
 
-/// A host of the single-SBC topology.
+/// A host of the single-SBC topology (`Sbc`) or of the pair topology (`Sbc1`, `Sbc2`); the others are in both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
     /// The caller, 198.18.1.10 (`<tag>-a`).
@@ -53,8 +82,13 @@ pub enum Host {
     B,
     /// Carrier c, 198.18.2.11 (`<tag>-c`).
     C,
-    /// The side-b switch: bridge `br0` (`<tag>-sw`); no addresses.
+    /// The switch (`<tag>-sw`); no addresses. Bridge `br0` (side b) in the single-SBC topology, `bra` (side a) and
+    /// `brb` (side b) in the pair topology.
     Switch,
+    /// Box 1 of the pair: 198.18.1.2 on `a0`, 198.18.2.2 on `b0`, 198.18.3.1 on `r0` (`<tag>-sbc1`).
+    Sbc1,
+    /// Box 2 of the pair: 198.18.1.3 on `a0`, 198.18.2.3 on `b0`, 198.18.3.2 on `r0` (`<tag>-sbc2`).
+    Sbc2,
 }
 
 impl Host {
@@ -66,10 +100,13 @@ impl Host {
             Host::B => "b",
             Host::C => "c",
             Host::Switch => "sw",
+            Host::Sbc1 => "sbc1",
+            Host::Sbc2 => "sbc2",
         }
     }
 
-    /// The host's address (the side-a one for the SBC); `None` for the switch.
+    /// The host's address (the side-a one for an SBC box: its own, not the VIP, for the pair); `None` for the
+    /// switch.
     pub fn ip(self) -> Option<Ipv4Addr> {
         match self {
             Host::A => Some(CALLER),
@@ -77,6 +114,8 @@ impl Host {
             Host::B => Some(CARRIER_B),
             Host::C => Some(CARRIER_C),
             Host::Switch => None,
+            Host::Sbc1 => Some(SBC1_A),
+            Host::Sbc2 => Some(SBC2_A),
         }
     }
 }
@@ -183,6 +222,19 @@ impl Topology {
     /// runs are removed first (once per process). A failure says which command failed with its stderr; whatever
     /// was created before it is removed again.
     pub fn single_sbc() -> Result<Self> {
+        Self::create(Self::build)
+    }
+
+    /// Builds the hot-standby pair topology (see the module docs) under a fresh tag, like [`Topology::single_sbc`]:
+    /// namespaces `<tag>-{a,sbc1,sbc2,b,c,sw}`; bridges `bra` (side a: the caller and both boxes' `a0`) and `brb`
+    /// (side b: both carriers and both boxes' `b0`) in the switch; a veth `r0` straight between the boxes. No VIP
+    /// is configured: the active box adds 198.18.1.1/24 on `a0` and 198.18.2.1/24 on `b0` itself.
+    pub fn pair() -> Result<Self> {
+        Self::create(Self::build_pair)
+    }
+
+    /// A fresh tag and scratch directory, then `build`; removes whatever was created if that fails.
+    fn create(build: fn(&mut Self) -> Result<()>) -> Result<Self> {
         require_netns();
         static CLEANED: std::sync::Once = std::sync::Once::new();
         CLEANED.call_once(|| {
@@ -197,12 +249,13 @@ impl Topology {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut topo = Self { tag, namespaces: Vec::new(), dir };
-        topo.build().with_context(|| format!("building the test topology {}", topo.tag))?;
+        build(&mut topo).with_context(|| format!("building the test topology {}", topo.tag))?;
         Ok(topo)
     }
 
-    fn build(&mut self) -> Result<()> {
-        for host in [Host::A, Host::Sbc, Host::B, Host::C, Host::Switch] {
+    /// Creates the namespaces of `hosts` (loopback up), recording each for removal.
+    fn add_namespaces(&mut self, hosts: &[Host]) -> Result<()> {
+        for &host in hosts {
             let ns = self.ns(host);
             if namespace_exists(&ns) {
                 bail!("namespace {ns} exists already");
@@ -211,6 +264,11 @@ impl Topology {
             self.namespaces.push(ns.clone());
             ip(&["-n", &ns, "link", "set", "dev", "lo", "up"])?;
         }
+        Ok(())
+    }
+
+    fn build(&mut self) -> Result<()> {
+        self.add_namespaces(&[Host::A, Host::Sbc, Host::B, Host::C, Host::Switch])?;
         let (a, sbc, b, c, sw) =
             (self.ns(Host::A), self.ns(Host::Sbc), self.ns(Host::B), self.ns(Host::C), self.ns(Host::Switch));
 
@@ -233,6 +291,41 @@ impl Topology {
             ip(&["-n", &sw, "link", "set", "dev", port, "up"])?;
             self.address(ns, dev, cidr)?;
         }
+        Ok(())
+    }
+
+    fn build_pair(&mut self) -> Result<()> {
+        self.add_namespaces(&[Host::A, Host::Sbc1, Host::Sbc2, Host::B, Host::C, Host::Switch])?;
+        let (a, sbc1, sbc2, b, c, sw) = (
+            self.ns(Host::A),
+            self.ns(Host::Sbc1),
+            self.ns(Host::Sbc2),
+            self.ns(Host::B),
+            self.ns(Host::C),
+            self.ns(Host::Switch),
+        );
+        for bridge in ["bra", "brb"] {
+            ip(&["-n", &sw, "link", "add", bridge, "type", "bridge"])?;
+            ip(&["-n", &sw, "link", "set", "dev", bridge, "up"])?;
+        }
+        for (ns, dev, bridge, port, cidr) in [
+            (&a, "eth0", "bra", "pa-a", "198.18.1.10/24"),
+            (&sbc1, "a0", "bra", "pa-sbc1", "198.18.1.2/24"),
+            (&sbc2, "a0", "bra", "pa-sbc2", "198.18.1.3/24"),
+            (&sbc1, "b0", "brb", "pb-sbc1", "198.18.2.2/24"),
+            (&sbc2, "b0", "brb", "pb-sbc2", "198.18.2.3/24"),
+            (&b, "eth0", "brb", "pb-b", "198.18.2.10/24"),
+            (&c, "eth0", "brb", "pb-c", "198.18.2.11/24"),
+        ] {
+            ip(&["link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", &sw])?;
+            ip(&["-n", &sw, "link", "set", "dev", port, "master", bridge])?;
+            ip(&["-n", &sw, "link", "set", "dev", port, "up"])?;
+            self.address(ns, dev, cidr)?;
+        }
+        // The replication link: a veth straight from one box to the other.
+        ip(&["link", "add", "r0", "netns", &sbc1, "type", "veth", "peer", "name", "r0", "netns", &sbc2])?;
+        self.address(&sbc1, "r0", "198.18.3.1/24")?;
+        self.address(&sbc2, "r0", "198.18.3.2/24")?;
         Ok(())
     }
 
@@ -537,4 +630,65 @@ prefix = ""
 to = [{{ trunk = "carrier-b", priority = 1 }}{route_c}]
 {cdr}"#
     )
+}
+
+/// The `sbc` configuration of box `node` (1 or 2) of [`Topology::pair`] with HA `priority` (higher is preferred as
+/// active) and CDR file `cdr`: the trunks and route of [`sbc_config`] (carrier b only), SIP listeners and media
+/// interfaces on the VIPs (bound with IP_FREEBIND, so the standby binds them too), the API on 127.0.0.1:8080 in the
+/// box's namespace, relay ports 30000-31999 without XDP, and the `[ha]` section: the replication link on `r0`
+/// (TCP port 7070), UDP heartbeats every 100 ms on port 7071 of each path (replication link, side a, side b), the
+/// peer dead after 300 ms of silence on all paths, and the VIPs the active box adds.
+pub fn pair_sbc_config(node: u8, priority: u32, cdr: &Path) -> String {
+    let (me, peer) = match node {
+        1 => ([SBC1_R, SBC1_A, SBC1_B], [SBC2_R, SBC2_A, SBC2_B]),
+        2 => ([SBC2_R, SBC2_A, SBC2_B], [SBC1_R, SBC1_A, SBC1_B]),
+        _ => panic!("the pair has boxes 1 and 2, not {node}"),
+    };
+    let paths = me
+        .iter()
+        .zip(peer)
+        .map(|(l, p)| format!("  {{ local = \"{l}:7071\", peer = \"{p}:7071\" }},\n"))
+        .collect::<String>();
+    let mut config = sbc_config("", "", "", false, Some(cdr));
+    config.push_str(&format!(
+        r#"
+[media]
+interfaces = [{{ name = "a", address = "{VIP_A}" }}, {{ name = "b", address = "{VIP_B}" }}]
+ports = "30000-31999"
+xdp = "off"
+
+[ha]
+node = "sbc{node}"
+priority = {priority}
+listen = "{}:7070"
+peer = "{}:7070"
+paths = [
+{paths}]
+vips = ["{VIP_A}/24 dev a0", "{VIP_B}/24 dev b0"]
+heartbeat = "100ms"
+dead_after = "300ms"
+"#,
+        me[0], peer[0]
+    ));
+    config
+}
+
+/// An HTTP/1.0 request `method path` (no body) to `addr` from inside namespace `netns`, via bash's `/dev/tcp` (so it
+/// needs no tool beyond bash; bounded by `timeout` to 5 s). Returns the status code and the body, whatever the
+/// status.
+pub fn http_request(netns: &str, method: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    const SCRIPT: &str = r#"exec 3<>"/dev/tcp/$1/$2" || exit 3
+printf '%s %s HTTP/1.0\r\nHost: sbc\r\nContent-Length: 0\r\n\r\n' "$3" "$4" >&3
+cat <&3"#;
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let out =
+        run(command(Some(netns), "timeout").args(["5", "bash", "-c", SCRIPT, "http", &host, &port, method, path]))?;
+    let status = out
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("{method} {path} on {addr} in {netns}: no HTTP status line in {out:?}"))?;
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    Ok((status, body))
 }

@@ -157,6 +157,11 @@ pub struct Heartbeat {
     pub role: Role,
     /// It is giving up the active role on purpose (fire drill): the receiver takes over at once.
     pub demoting: bool,
+    /// The sender's incarnation (its start time) and a counter: the same heartbeat goes out on every path, and a
+    /// late copy on a slow path must not undo what a newer one said.
+    pub incarnation: u64,
+    /// Counts up with every heartbeat of one incarnation.
+    pub seq: u64,
 }
 
 /// Settings of the pair's failure detection.
@@ -172,6 +177,8 @@ pub struct PairConfig {
     pub dead_after: Duration,
     /// At start, how long to listen for a peer before serving alone (default 1 s).
     pub startup_wait: Duration,
+    /// Distinguishes this run from earlier ones of the same box (the driver passes its start time in ms).
+    pub incarnation: u64,
 }
 
 /// Why the role changed, for logs and metrics.
@@ -231,6 +238,9 @@ pub struct Pair {
     /// After a demotion: stay standby until this time unless the peer is gone for good.
     hold_standby_until: Option<Instant>,
     demoting_until: Option<Instant>,
+    seq: u64,
+    /// The newest (incarnation, seq) heard from the peer.
+    peer_seq: (u64, u64),
     out: std::collections::VecDeque<PairOutput>,
 }
 
@@ -245,6 +255,8 @@ impl Pair {
             peer: None,
             hold_standby_until: None,
             demoting_until: None,
+            seq: 0,
+            peer_seq: (0, 0),
             out: std::collections::VecDeque::new(),
         }
     }
@@ -273,9 +285,10 @@ impl Pair {
 
     /// A heartbeat from the peer arrived (on any path) at `now`.
     pub fn handle_heartbeat(&mut self, now: Instant, hb: Heartbeat) {
-        if hb.node == self.config.node {
+        if hb.node == self.config.node || (hb.incarnation, hb.seq) <= self.peer_seq {
             return;
         }
+        self.peer_seq = (hb.incarnation, hb.seq);
         let (peer_role, demoting) = (hb.role, hb.demoting);
         let preferred = self.preferred_over(&hb);
         self.peer = Some((now, hb));
@@ -311,7 +324,10 @@ impl Pair {
             // A demoting box still says where the calls are until the peer has them.
             role: if demoting { Role::Active } else { self.role },
             demoting,
+            incarnation: self.config.incarnation,
+            seq: self.seq,
         }));
+        self.seq += 1;
         self.next_heartbeat = now + self.config.heartbeat;
     }
 
@@ -374,6 +390,7 @@ mod tests {
             heartbeat: Duration::from_millis(100),
             dead_after: Duration::from_millis(300),
             startup_wait: Duration::from_secs(1),
+            incarnation: 1,
         }
     }
 
@@ -466,5 +483,35 @@ mod tests {
         assert_eq!(log[1].1, "b Active peer_demoted", "{log:?}");
         assert!(log[1].0 <= 1, "{log:?}");
         assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active), "no flapping back: {log:?}");
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[test]
+    fn a_late_copy_of_an_old_heartbeat_does_not_undo_a_handover() {
+        let t0 = Instant::now();
+        let cfg = |node: &str, priority| PairConfig {
+            node: node.into(),
+            priority,
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_millis(300),
+            startup_wait: Duration::from_secs(1),
+            incarnation: 7,
+        };
+        let mut b = Pair::new(cfg("sbc2", 100), t0);
+        let hb =
+            |seq, role, demoting| Heartbeat { node: "sbc1".into(), priority: 200, role, demoting, incarnation: 7, seq };
+        b.handle_heartbeat(t0, hb(1, Role::Active, false));
+        b.handle_heartbeat(t0, hb(2, Role::Active, true));
+        assert_eq!(b.role(), Role::Active, "handed over");
+        // The copy of heartbeat 1 that took the slow path arrives now: it is stale and changes nothing.
+        b.handle_heartbeat(t0, hb(1, Role::Active, false));
+        assert_eq!(b.role(), Role::Active);
+        // A restarted sbc1 (a later incarnation) counts from 0 again and is heard.
+        b.handle_heartbeat(t0, Heartbeat { incarnation: 8, ..hb(0, Role::Standby, false) });
+        assert!(b.peer_alive(t0));
     }
 }

@@ -97,10 +97,12 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
         HaEvent::Role(Role::Active, why) => {
             let adopted = endpoint.take_over(now);
             endpoint.set_replication(true);
+            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "active";
             tracing::warn!(adopted, why = why.label(), "active: the service addresses and the calls are ours");
         }
         HaEvent::Role(Role::Standby, why) => {
             endpoint.set_replication(false);
+            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "standby";
             if matches!(why, sbc_proto::ha::RoleChange::Demoted | sbc_proto::ha::RoleChange::SplitBrain) {
                 let handed = endpoint.demote(now);
                 tracing::warn!(handed, why = why.label(), "standby: calls handed to the peer");

@@ -132,6 +132,9 @@ async fn pair_task(
         heartbeat: settings.heartbeat,
         dead_after: settings.dead_after,
         startup_wait: Duration::from_secs(1),
+        incarnation: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     let mut pair = Pair::new(config, Instant::now().into_std());
     let (hb_tx, mut hb_rx) = mpsc::unbounded_channel::<Heartbeat>();
@@ -179,7 +182,7 @@ async fn pair_task(
                     }
                     {
                         let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        s.role = if role == Role::Active { "active" } else { "standby" };
+                        // `role` is set by the driver once the calls are adopted or handed over.
                         s.last_change = why.label();
                         if role == Role::Active {
                             s.takeovers += 1;
@@ -187,10 +190,16 @@ async fn pair_task(
                     }
                     let vips = settings.vips.clone();
                     tokio::task::spawn_blocking(move || {
-                        for v in &vips {
-                            if role == Role::Active {
+                        if role == Role::Active {
+                            // Every address first, then the announcements, which take a second each.
+                            for v in &vips {
                                 add_vip(v);
-                            } else {
+                            }
+                            for v in &vips {
+                                announce_vip(v);
+                            }
+                        } else {
+                            for v in &vips {
                                 remove_vip(v);
                             }
                         }
@@ -332,14 +341,29 @@ fn run(program: &str, args: &[&str]) -> bool {
 fn add_vip(v: &Vip) {
     // "exists" is fine: the address may never have left.
     run("ip", &["addr", "add", &v.cidr, "dev", &v.dev]);
+    tracing::info!(vip = %v.cidr, dev = %v.dev, "service address added");
+}
+
+/// Gratuitous ARP, so the neighbours send to this box now rather than when their cache times out: two
+/// announcements a second apart, in the background (every address is announced at once).
+fn announce_vip(v: &Vip) {
+    if !v.address.is_ipv4() {
+        return;
+    }
     let addr = v.address.to_string();
-    if v.address.is_ipv4() {
-        // Gratuitous ARP, so the neighbours send to this box now rather than after their cache times out.
-        if !run("arping", &["-U", "-c", "2", "-w", "1", "-I", &v.dev, &addr]) {
-            tracing::warn!(vip = %v.cidr, dev = %v.dev, "gratuitous ARP failed; neighbours learn the move late");
+    match std::process::Command::new("arping")
+        .args(["-U", "-c", "2", "-I", &v.dev, &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => {
+            tracing::warn!(vip = %v.cidr, error = %e, "gratuitous ARP failed (iputils-arping?); neighbours learn the move late")
         }
     }
-    tracing::info!(vip = %v.cidr, dev = %v.dev, "service address added");
 }
 
 fn remove_vip(v: &Vip) {

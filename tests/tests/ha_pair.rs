@@ -1,0 +1,752 @@
+//! The hot-standby pair (DESIGN.md, "Test topology"; issue 6) in [`Topology::pair`]: two `sbc` boxes on both
+//! service networks with a replication link between them, the service addresses (VIPs 198.18.1.1, 198.18.2.1) held
+//! by whichever is active. The caller and the carriers only ever talk to the VIPs.
+//!
+//! - the topology itself: every host reaches what it should;
+//! - killing the active box (SIGKILL) with calls up: the standby takes over within about a second, the calls' media
+//!   resumes, their BYEs complete, every call has exactly one CDR with its true duration, new calls work, and the
+//!   killed box comes back as standby (no preemption) holding the calls as foreign calls again;
+//! - a fire drill (`POST /ha/demote`) moves a call with its media to the other box;
+//! - cutting the replication link alone (the service networks still carry heartbeats) never leaves both active.
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tests::netns::{
+    self, addr, http_request, pair_sbc_config, Host, Process, Topology, CALLER, CARRIER_B, CARRIER_C, SBC1_A, SBC1_B,
+    SBC1_R, SBC2_A, SBC2_B, SBC2_R, VIP_A, VIP_B,
+};
+use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
+use tests::sipp::{Running, Sipp};
+use tests::Sbc;
+
+const WAIT: Duration = Duration::from_secs(3);
+/// The peer's death is noticed after 300 ms without heartbeats (the configs' `dead_after`).
+const DEAD_AFTER: Duration = Duration::from_millis(300);
+/// How long after the active box dies the standby must report active: "about a second" (dead_after, the VIPs,
+/// gratuitous ARP), with some room for a noisy 2-core machine.
+const TAKEOVER_LIMIT: Duration = Duration::from_millis(1500);
+/// The longest media gap (per stream, each direction) accepted across a takeover: the issue's target with the
+/// defaults (dead_after 300 ms, then the addresses move and are announced).
+const MAX_MEDIA_GAP: Duration = Duration::from_millis(1000);
+/// The port every SDP names for RTP (SIPp's own -mp port stays 6000).
+const RTP_PORT: u16 = 7078;
+const PPS: u64 = 50;
+const SSRC_A: u32 = 0xA000_0000;
+const SSRC_B: u32 = 0xB000_0000;
+const PRIORITY_1: u32 = 200;
+const PRIORITY_2: u32 = 100;
+
+fn api() -> SocketAddr {
+    addr([127, 0, 0, 1].into(), 8080)
+}
+
+fn host_of(node: u8) -> Host {
+    if node == 1 {
+        Host::Sbc1
+    } else {
+        Host::Sbc2
+    }
+}
+
+/// The pair topology with each box's CDR file (`<dir>/cdr-sbc1.jsonl`, `cdr-sbc2.jsonl`).
+struct Pair {
+    topo: Topology,
+    cdr: [PathBuf; 2],
+}
+
+impl Pair {
+    fn new() -> Self {
+        let topo = Topology::pair().expect("pair topology");
+        let cdr = [topo.dir().join("cdr-sbc1.jsonl"), topo.dir().join("cdr-sbc2.jsonl")];
+        Self { topo, cdr }
+    }
+
+    /// Starts box `node` (1 or 2) with its config; waits for `/health`.
+    fn start(&self, node: u8) -> Sbc {
+        let priority = if node == 1 { PRIORITY_1 } else { PRIORITY_2 };
+        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
+        Sbc::start_in(&self.topo.ns(host_of(node)), &format!("ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
+    }
+
+    /// Starts both boxes and waits until sbc1 (the higher priority) is active and sbc2 standby, each seeing the
+    /// other.
+    fn start_both(&self) -> (Sbc, Sbc) {
+        let sbc1 = self.start(1);
+        let sbc2 = self.start(2);
+        wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
+        (sbc1, sbc2)
+    }
+
+    /// The service addresses configured on box `node` (`ip -4 addr` of a0 and b0).
+    fn vips_on(&self, node: u8) -> Vec<String> {
+        let out = self.topo.exec(host_of(node), "ip", &["-4", "-o", "addr", "show"]).unwrap_or_default();
+        [VIP_A, VIP_B].iter().map(|v| format!("{v}/")).filter(|v| out.contains(v.as_str())).collect()
+    }
+
+    /// Waits until box `node` holds both VIPs (`want`) or none (`!want`); returns how long that took from `since`.
+    /// Fails after `limit` (from now).
+    fn wait_vips(&self, node: u8, want: bool, since: Instant, limit: Duration) -> Duration {
+        let deadline = Instant::now() + limit;
+        loop {
+            let held = self.vips_on(node);
+            if held.len() == if want { 2 } else { 0 } {
+                return since.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sbc{node} holds {held:?} {:?} after the event, want {}",
+                since.elapsed(),
+                if want { "both VIPs" } else { "none" }
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The carrier: SIPp UAS on 198.18.2.10:5060 answering `calls` calls with SDP naming `RTP_PORT`.
+    fn carrier(&self, calls: u32, limit: Duration) -> Running {
+        let ns = self.topo.ns(Host::B);
+        let mut r = Sipp::new("uas_answer_rtp.xml")
+            .netns(&ns)
+            .local_ip(CARRIER_B)
+            .local_port(5060)
+            .key("rtp_port", &RTP_PORT.to_string())
+            .calls(calls)
+            .limit(limit)
+            .trace_messages(true)
+            .spawn()
+            .expect("uas starts");
+        r.wait_listening(Some(&ns), 5060, Duration::from_secs(5)).expect("uas listens");
+        r
+    }
+
+    /// The caller: SIPp UAC from 198.18.1.10:`port` to the side-a VIP, `calls` calls at `rate`/s, each held `hold`,
+    /// SDP naming `rtp_port`.
+    fn caller(&self, port: u16, calls: u32, rate: u32, hold: Duration, rtp_port: u16, limit: Duration) -> Running {
+        Sipp::new("uac_call_rtp.xml")
+            .netns(&self.topo.ns(Host::A))
+            .local_ip(CALLER)
+            .local_port(port)
+            .target(addr(VIP_A, 5060))
+            .service("+4930123456")
+            .key("rtp_port", &rtp_port.to_string())
+            .calls(calls)
+            .rate(rate)
+            .pause(hold)
+            .limit(limit)
+            .trace_messages(true)
+            .spawn()
+            .expect("uac starts")
+    }
+
+    /// Every CDR line of both boxes' files.
+    fn cdrs(&self) -> Vec<Value> {
+        self.cdr
+            .iter()
+            .flat_map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("CDR lines are JSON"))
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
+    }
+
+    /// Waits up to 10 s for at least `n` CDRs across both boxes.
+    fn wait_cdrs(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.cdrs();
+            if found.len() >= n || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `GET /ha` of a box, parsed.
+fn ha(sbc: &Sbc) -> anyhow::Result<Value> {
+    let body = sbc.http_get("/ha")?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+fn role(state: &anyhow::Result<Value>) -> &str {
+    state.as_ref().ok().and_then(|v| v["role"].as_str()).unwrap_or("?")
+}
+
+fn shown(state: &anyhow::Result<Value>) -> String {
+    match state {
+        Ok(v) => v.to_string(),
+        Err(e) => format!("error: {e:#}"),
+    }
+}
+
+/// Waits until box 1 reports `want1` and box 2 `want2`, each with `peer_alive`; fails after `timeout` with both
+/// states and logs.
+fn wait_roles(sbc1: &Sbc, want1: &str, sbc2: &Sbc, want2: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (s1, s2) = (ha(sbc1), ha(sbc2));
+        let alive = |s: &anyhow::Result<Value>| s.as_ref().is_ok_and(|v| v["peer_alive"] == Value::Bool(true));
+        if role(&s1) == want1 && role(&s2) == want2 && alive(&s1) && alive(&s2) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {timeout:?}, want sbc1 {want1} and sbc2 {want2}, both seeing the peer; sbc1: {}; sbc2: {}\n\
+             --- sbc1 log ---\n{}\n--- sbc2 log ---\n{}",
+            shown(&s1),
+            shown(&s2),
+            sbc1.log_tail(),
+            sbc2.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `sbc` every 50 ms until it reports `want`; returns how long that took from `since`. Fails after `limit`.
+fn wait_role(sbc: &Sbc, name: &str, want: &str, since: Instant, limit: Duration) -> Duration {
+    let deadline = since + limit + Duration::from_secs(5);
+    loop {
+        let s = ha(sbc);
+        if role(&s) == want {
+            return since.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is not {want} {:?} after the event: {}\n--- {name} log ---\n{}",
+            since.elapsed(),
+            shown(&s),
+            sbc.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `sbc`'s `/ha` every 100 ms until `field` is at least `n`; fails after `timeout`.
+fn wait_ha_at_least(sbc: &Sbc, name: &str, field: &str, n: u64, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = ha(sbc);
+        if s.as_ref().ok().and_then(|v| v[field].as_u64()).is_some_and(|v| v >= n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s {field} is not {n} after {timeout:?}: {}\n--- {name} log ---\n{}",
+            shown(&s),
+            sbc.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The role changes in a box's log (`HA role change ... role=X why=Y`), as `X(Y)`, for the test's output: a
+/// takeover should be one change, not a flap.
+fn role_changes(sbc: &Sbc) -> Vec<String> {
+    let log = std::fs::read_to_string(&sbc.log).unwrap_or_default();
+    // Without the terminal colours (ESC [ ... m) the log has `key=value` fields.
+    let plain = |line: &str| {
+        let mut out = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                chars.by_ref().find(|&c| c == 'm');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let value = |line: &str, key: &str| {
+        let at = line.find(&format!(" {key}="))? + key.len() + 2;
+        Some(line[at..].split_whitespace().next()?.trim_matches('"').to_owned())
+    };
+    log.lines()
+        .filter(|l| l.contains("HA role change"))
+        .map(plain)
+        .map(|l| format!("{}({})", value(&l, "role").unwrap_or_default(), value(&l, "why").unwrap_or_default()))
+        .collect()
+}
+
+fn kill9(sbc: &Sbc) {
+    let status = Command::new("kill").args(["-KILL", &sbc.id().to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill -KILL {}", sbc.id());
+}
+
+fn messages(sipp: &Running) -> String {
+    std::fs::read_to_string(sipp.dir().join("messages.log")).unwrap_or_default()
+}
+
+/// The relay ports in the SDP of the messages a SIPp side received: every `c=IN IP4 relay_ip` (the whole address:
+/// 198.18.1.1 must not match 198.18.1.10) with the `m=audio` port after it, distinct, in order of appearance.
+fn relay_ports(log: &str, relay_ip: &str) -> Vec<u16> {
+    let needle = format!("c=IN IP4 {relay_ip}");
+    let mut seen = BTreeSet::new();
+    let mut ports = Vec::new();
+    for (at, _) in log.match_indices(&needle) {
+        let rest = &log[at + needle.len()..];
+        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            continue;
+        }
+        let Some(m) = rest.find("m=audio ") else { continue };
+        let port: String = rest[m + 8..].chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(port) = port.parse::<u16>() {
+            if seen.insert(port) {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
+/// Waits until both SIPp sides' message logs name `n` distinct relay ports; returns them (side a, side b).
+fn wait_relay_ports(uac: &Running, uas: &Running, n: usize, timeout: Duration) -> (Vec<u16>, Vec<u16>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let a = relay_ports(&messages(uac), &VIP_A.to_string());
+        let b = relay_ports(&messages(uas), &VIP_B.to_string());
+        if a.len() >= n && b.len() >= n {
+            return (a[..n].to_vec(), b[..n].to_vec());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {timeout:?}, {} relay ports for side a and {} for side b (of {n}); uac in {}, uas in {}",
+            a.len(),
+            b.len(),
+            uac.dir().display(),
+            uas.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn rtpfleet_binary() -> PathBuf {
+    let path = rtpgen_binary().expect("test helpers built").with_file_name("rtpfleet");
+    assert!(path.is_file(), "{} is not built; run `cargo build -p tests --bins`", path.display());
+    path
+}
+
+/// One side's `rtpfleet`: `streams` streams from `bind`, `seconds` at `PPS` each, to the addresses the test writes
+/// to `<dir>/<name>.targets`; report in `<dir>/<name>.json`.
+fn fleet(topo: &Topology, host: Host, name: &str, bind: SocketAddr, streams: u32, seconds: u64, ssrc: u32) -> Process {
+    let expect = if ssrc == SSRC_A { SSRC_B } else { SSRC_A };
+    let dir = topo.dir();
+    let args = [
+        "--bind".to_owned(),
+        bind.to_string(),
+        "--targets-file".to_owned(),
+        dir.join(format!("{name}.targets")).display().to_string(),
+        "--streams".to_owned(),
+        streams.to_string(),
+        "--pps-per-stream".to_owned(),
+        PPS.to_string(),
+        "--seconds".to_owned(),
+        seconds.to_string(),
+        "--ssrc-base".to_owned(),
+        format!("{ssrc:#x}"),
+        "--expect-ssrc-base".to_owned(),
+        format!("{expect:#x}"),
+        "--idle-exit-ms".to_owned(),
+        "2000".to_owned(),
+        "--duration-ms".to_owned(),
+        "120000".to_owned(),
+        "--report".to_owned(),
+        dir.join(format!("{name}.json")).display().to_string(),
+    ];
+    topo.spawn(host, name, rtpfleet_binary(), &args).expect("rtpfleet starts")
+}
+
+fn fleet_report(p: &mut Process, path: &Path) -> Value {
+    let status = p.wait_timeout(Duration::from_secs(150)).expect("rtpfleet ends");
+    assert!(status.success(), "rtpfleet failed: {}", p.output_tail());
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}; {}", path.display(), p.output_tail()));
+    serde_json::from_str(&text).expect("rtpfleet report is JSON")
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// One direction of the fleets across the takeover: every stream arrived intact, and the worst stream lost at most
+/// `MAX_MEDIA_GAP` worth of packets. rtpfleet has no per-stream gap figure, so the gap is bounded by the packets
+/// the worst stream lost: however they are spread, no silence lasted longer than (lost + 1) packet intervals.
+/// Returns that bound.
+fn assert_media_across_takeover(label: &str, tx: &Value, rx: &Value, streams: u32) -> Duration {
+    let per_stream = n(tx, "per_stream");
+    assert_eq!(n(tx, "sent"), u64::from(streams) * per_stream, "{label}: the sender sent every packet: {tx}");
+    assert_eq!(n(tx, "send_errors"), 0, "{label}: {tx}");
+    assert_eq!(n(rx, "ssrcs_seen"), u64::from(streams), "{label}: every call's stream arrived: {rx}");
+    assert_eq!(n(rx, "corrupt"), 0, "{label}: byte-identical: {rx}");
+    assert_eq!(n(rx, "other_ssrc") + n(rx, "not_rtp"), 0, "{label}: nothing but the streams: {rx}");
+    let worst_lost = per_stream.saturating_sub(n(rx, "min_received_per_stream"));
+    let gap = Duration::from_millis((worst_lost + 1) * 1000 / PPS);
+    let total_lost = (u64::from(streams) * per_stream).saturating_sub(n(rx, "received"));
+    eprintln!(
+        "{label}: sent {}, received {} (lost {total_lost}); worst stream lost {worst_lost} of {per_stream}: media gap \
+         at most {gap:?}; sources {}; worst streams {}",
+        tx["sent"], rx["received"], rx["sources"], rx["worst_streams"]
+    );
+    // Media resumed on every stream: the end of each arrived (the last index of the weakest streams is the last).
+    for w in rx["worst_streams"].as_array().into_iter().flatten() {
+        assert_eq!(
+            w["last_index"].as_u64(),
+            Some(per_stream - 1),
+            "{label}: the stream resumed after the takeover: {w}"
+        );
+    }
+    assert!(gap <= MAX_MEDIA_GAP, "{label}: a stream lost {worst_lost} packets ({gap:?} of media): {rx}");
+    gap
+}
+
+/// Every call exactly once across both boxes' CDRs (by the caller's Call-ID), answered; returns them by Call-ID.
+fn one_cdr_per_call(cdrs: &[Value], calls: usize) -> HashMap<String, Value> {
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    for c in cdrs {
+        let id = c["a_call_id"].as_str().unwrap_or_else(|| panic!("CDR without a_call_id: {c}")).to_owned();
+        if let Some(earlier) = by_id.insert(id.clone(), c.clone()) {
+            panic!("call {id} has two CDRs:\n{earlier}\n{c}");
+        }
+    }
+    assert_eq!(by_id.len(), calls, "one CDR per call: {} CDRs for {calls} calls: {cdrs:?}", cdrs.len());
+    by_id
+}
+
+#[test]
+fn pair_topology_connects_every_host() {
+    let topo = Topology::pair().expect("pair topology");
+    let names = topo.namespaces().to_vec();
+    assert_eq!(names.len(), 6, "{names:?}");
+    for (host, dev, cidr) in [
+        (Host::Sbc1, "a0", "198.18.1.2/24"),
+        (Host::Sbc1, "b0", "198.18.2.2/24"),
+        (Host::Sbc1, "r0", "198.18.3.1/24"),
+        (Host::Sbc2, "a0", "198.18.1.3/24"),
+        (Host::Sbc2, "b0", "198.18.2.3/24"),
+        (Host::Sbc2, "r0", "198.18.3.2/24"),
+        (Host::A, "eth0", "198.18.1.10/24"),
+        (Host::B, "eth0", "198.18.2.10/24"),
+        (Host::C, "eth0", "198.18.2.11/24"),
+    ] {
+        let out = topo.exec(host, "ip", &["-br", "-4", "addr", "show", "dev", dev]).expect("ip addr");
+        assert!(out.contains(cidr) && out.contains("UP"), "{dev} in {}: {out}", topo.ns(host));
+    }
+    // No VIP anywhere: the active box adds them.
+    for host in [Host::Sbc1, Host::Sbc2] {
+        let out = topo.exec(host, "ip", &["-4", "-o", "addr", "show"]).expect("ip addr");
+        assert!(!out.contains("198.18.1.1/") && !out.contains("198.18.2.1/"), "no VIP yet: {out}");
+    }
+    for (bridge, ports) in [("bra", 3), ("brb", 4)] {
+        let out = topo.exec(Host::Switch, "ip", &["-br", "link", "show", "master", bridge]).expect("bridge ports");
+        assert_eq!(out.lines().count(), ports, "{bridge}: {out}");
+    }
+
+    let x = |from: Host, from_ip, to: Host, to_ip, port| {
+        topo.udp_exchange(from, from_ip, to, SocketAddrV4::new(to_ip, port), WAIT)
+            .unwrap_or_else(|e| panic!("{from_ip} -> {to_ip}:{port}: {e:#}"));
+    };
+    // Side a: the caller and both boxes.
+    x(Host::A, CALLER, Host::Sbc1, SBC1_A, 7000);
+    x(Host::Sbc1, SBC1_A, Host::A, CALLER, 7000);
+    x(Host::A, CALLER, Host::Sbc2, SBC2_A, 7001);
+    x(Host::Sbc2, SBC2_A, Host::A, CALLER, 7001);
+    x(Host::Sbc1, SBC1_A, Host::Sbc2, SBC2_A, 7071);
+    // Side b: both carriers and both boxes.
+    x(Host::B, CARRIER_B, Host::Sbc1, SBC1_B, 7000);
+    x(Host::Sbc1, SBC1_B, Host::B, CARRIER_B, 7000);
+    x(Host::B, CARRIER_B, Host::Sbc2, SBC2_B, 7001);
+    x(Host::Sbc2, SBC2_B, Host::B, CARRIER_B, 7001);
+    x(Host::C, CARRIER_C, Host::Sbc2, SBC2_B, 7002);
+    x(Host::Sbc2, SBC2_B, Host::Sbc1, SBC1_B, 7071);
+    // The replication link, both ways.
+    x(Host::Sbc1, SBC1_R, Host::Sbc2, SBC2_R, 7070);
+    x(Host::Sbc2, SBC2_R, Host::Sbc1, SBC1_R, 7071);
+    // No forwarding: side a never reaches side b directly.
+    let leak =
+        topo.udp_exchange(Host::A, CALLER, Host::B, SocketAddrV4::new(CARRIER_B, 7003), Duration::from_millis(500));
+    assert!(leak.is_err(), "side a must not reach side b directly");
+
+    drop(topo);
+    let left: Vec<_> = names.iter().filter(|n| netns::namespace_exists(n)).collect();
+    assert!(left.is_empty(), "namespaces left after drop: {left:?}");
+}
+
+/// Calls of the kill test (`HA_CALLS` overrides).
+fn calls() -> u32 {
+    std::env::var("HA_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(50)
+}
+
+#[test]
+fn killing_the_active_keeps_calls_media_and_cdrs() {
+    const RATE: u32 = 10;
+    const HOLD: Duration = Duration::from_secs(30);
+    const MEDIA_SECONDS: u64 = 15;
+    const LIMIT: Duration = Duration::from_secs(90);
+    let calls = calls();
+    let pair = Pair::new();
+    let (sbc1, sbc2) = pair.start_both();
+    pair.wait_vips(1, true, Instant::now(), Duration::from_secs(5));
+    assert!(pair.vips_on(2).is_empty(), "the standby holds no VIP: {:?}", pair.vips_on(2));
+
+    // N calls (plus one placed after the takeover) with one RTP stream per call each way.
+    let uas = pair.carrier(calls + 1, LIMIT);
+    let mut fleet_a = fleet(&pair.topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), calls, MEDIA_SECONDS, SSRC_A);
+    let mut fleet_b = fleet(&pair.topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), calls, MEDIA_SECONDS, SSRC_B);
+    let started = Instant::now();
+    let uac = pair.caller(5060, calls, RATE, HOLD, RTP_PORT, LIMIT);
+    let (ports_a, ports_b) = wait_relay_ports(&uac, &uas, calls as usize, Duration::from_secs(30));
+    let dir = pair.topo.dir().to_owned();
+    for (name, ip, ports) in [("fleet-a", VIP_A, &ports_a), ("fleet-b", VIP_B, &ports_b)] {
+        let text: String = ports.iter().map(|p| format!("{ip}:{p}\n")).collect();
+        write_atomically(&dir.join(format!("{name}.targets")), &text);
+    }
+    let media_from = Instant::now();
+    eprintln!("{calls} calls up {:?} after the start; media flowing", started.elapsed());
+
+    // Every answered call reached the standby before the active dies.
+    wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", u64::from(calls), Duration::from_secs(5));
+    wait_ha_at_least(&sbc1, "sbc1", "calls", u64::from(calls), Duration::from_secs(5));
+    let sent = sbc1.metric("sbc_ha_records_sent_total").unwrap_or(0.0);
+    let received = sbc2.metric("sbc_ha_records_received_total").unwrap_or(0.0);
+    assert!(sent >= f64::from(calls) && received >= f64::from(calls), "records sent {sent}, received {received}");
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(media_from.elapsed()));
+
+    // The active box dies.
+    let killed_at = Instant::now();
+    kill9(&sbc1);
+    let took = wait_role(&sbc2, "sbc2", "active", killed_at, TAKEOVER_LIMIT);
+    eprintln!("sbc2 active {took:?} after sbc1 was killed ({:?} into the media)", killed_at - media_from);
+    // The role flips first; the driver adopts the foreign calls just after (tens of ms).
+    wait_ha_at_least(&sbc2, "sbc2", "calls", u64::from(calls), Duration::from_secs(2));
+    eprintln!("sbc2 owns the calls {:?} after the kill", killed_at.elapsed());
+    let state2 = ha(&sbc2).expect("sbc2 /ha");
+    assert!(took <= TAKEOVER_LIMIT, "sbc2 took over after {took:?}: {state2}\n{}", sbc2.log_tail());
+    assert_eq!(state2["peer_alive"], Value::Bool(false), "{state2}");
+    assert_eq!(state2["takeovers"].as_u64(), Some(1), "{state2}");
+    let vips_up = pair.wait_vips(2, true, killed_at, Duration::from_secs(3));
+    eprintln!("sbc2 held both VIPs {vips_up:?} after the kill");
+    assert_eq!(sbc2.metric("sbc_ha_role").ok(), Some(1.0));
+    assert!(sbc2.metric("sbc_ha_takeovers_total").unwrap_or(0.0) >= 1.0);
+
+    // A new call after the takeover succeeds (from another caller port, while the first calls are still up).
+    let new_hold = Duration::from_secs(2);
+    let new_call = pair.caller(5061, 1, 1, new_hold, 7090, Duration::from_secs(20));
+    new_call.wait().expect("new uac runs").assert_all_successful(1).expect("a call placed after the takeover");
+    eprintln!("a new call after the takeover completed {:?} after the kill", killed_at.elapsed());
+
+    // The killed box comes back: the peer is active, so it stays standby (no preemption, despite its priority) and
+    // takes the calls still up on sbc2 as foreign calls again.
+    let sbc1 = {
+        drop(sbc1);
+        pair.start(1)
+    };
+    wait_roles(&sbc1, "standby", &sbc2, "active", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (foreign, up) = loop {
+        let (s1, s2) = (ha(&sbc1), ha(&sbc2));
+        let foreign = s1.as_ref().ok().and_then(|v| v["foreign_calls"].as_u64());
+        let up = s2.as_ref().ok().and_then(|v| v["calls"].as_u64());
+        if foreign.is_some() && foreign == up && up.unwrap_or(0) >= u64::from(calls) {
+            break (foreign, up);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the returning sbc1 does not resync: sbc1 {}, sbc2 {}\n--- sbc1 log ---\n{}",
+            shown(&s1),
+            shown(&s2),
+            sbc1.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "sbc1 back as standby {:?} after the kill, holding {foreign:?} foreign calls of {up:?}",
+        killed_at.elapsed()
+    );
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let (s1, s2) = (ha(&sbc1), ha(&sbc2));
+        assert!(
+            role(&s1) == "standby" && role(&s2) == "active",
+            "no preemption: sbc1 {}, sbc2 {}",
+            shown(&s1),
+            shown(&s2)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pair.vips_on(1).is_empty(), "the returning standby holds no VIP: {:?}", pair.vips_on(1));
+
+    eprintln!("role changes of sbc2: {:?}", role_changes(&sbc2));
+    // Media resumed on every call; the BYEs (to the VIP, now sbc2) complete on both sides.
+    let a = fleet_report(&mut fleet_a, &dir.join("fleet-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("fleet-b.json"));
+    let gap_ab = assert_media_across_takeover("A -> B", &a, &b, calls);
+    let gap_ba = assert_media_across_takeover("B -> A", &b, &a, calls);
+    uac.wait().expect("uac runs").assert_all_successful(calls.into()).expect("every call completes for the caller");
+    uas.wait()
+        .expect("uas runs")
+        .assert_all_successful((calls + 1).into())
+        .expect("every call completes for the carrier");
+
+    // Exactly one CDR per call across both boxes, with the true duration (the hold), not the time since takeover.
+    let cdrs = pair.wait_cdrs(calls as usize + 1);
+    let by_id = one_cdr_per_call(&cdrs, calls as usize + 1);
+    let durations: Vec<f64> = by_id.values().filter_map(|c| c["duration_s"].as_f64()).collect();
+    assert_eq!(durations.len(), by_id.len(), "every call was answered: {cdrs:?}");
+    let long = durations.iter().filter(|d| (**d - HOLD.as_secs_f64()).abs() <= 1.5).count();
+    let short = durations.iter().filter(|d| (**d - new_hold.as_secs_f64()).abs() <= 1.5).count();
+    assert_eq!((long, short), (calls as usize, 1), "CDR durations against the holds: {durations:?}");
+    eprintln!(
+        "{calls} calls across a takeover in {:?}: takeover {took:?}, media gap at most {gap_ab:?} (A->B) and \
+         {gap_ba:?} (B->A); CDRs: {} from sbc1, {} from sbc2",
+        started.elapsed(),
+        std::fs::read_to_string(&pair.cdr[0]).unwrap_or_default().lines().count(),
+        std::fs::read_to_string(&pair.cdr[1]).unwrap_or_default().lines().count()
+    );
+}
+
+#[test]
+fn fire_drill_demotion_moves_the_calls() {
+    const HOLD: Duration = Duration::from_secs(16);
+    const COUNT: u64 = 600;
+    const LIMIT: Duration = Duration::from_secs(40);
+    let pair = Pair::new();
+    let (sbc1, sbc2) = pair.start_both();
+    let uas = pair.carrier(1, LIMIT);
+    let dir = pair.topo.dir().to_owned();
+    let stream = |bind, to: &Path, ssrc, expect, report: &Path| {
+        Rtpgen::new(bind)
+            .to_file(to)
+            .count(COUNT)
+            .pps(PPS as u32)
+            .ssrc(ssrc)
+            .expect_ssrc(expect)
+            .duration(Duration::from_secs(35))
+            .idle_exit(Duration::from_secs(2))
+            .report(report)
+    };
+    let rtpgen = rtpgen_binary().expect("rtpgen built");
+    let (a_target, b_target, a_report, b_report) =
+        (dir.join("a.target"), dir.join("b.target"), dir.join("a.json"), dir.join("b.json"));
+    let gen_b = stream(addr(CARRIER_B, RTP_PORT), &b_target, SSRC_B, SSRC_A, &b_report);
+    let gen_a = stream(addr(CALLER, RTP_PORT), &a_target, SSRC_A, SSRC_B, &a_report);
+    let mut rtp_b = pair.topo.spawn(Host::B, "rtp-b", &rtpgen, &gen_b.args()).expect("rtpgen b");
+    let mut rtp_a = pair.topo.spawn(Host::A, "rtp-a", &rtpgen, &gen_a.args()).expect("rtpgen a");
+    let uac = pair.caller(5060, 1, 1, HOLD, RTP_PORT, LIMIT);
+    let (pa, pb) = wait_relay_ports(&uac, &uas, 1, Duration::from_secs(10));
+    write_atomically(&b_target, &format!("{VIP_B}:{}\n", pb[0]));
+    write_atomically(&a_target, &format!("{VIP_A}:{}\n", pa[0]));
+    wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", 1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The fire drill: the active box is told to step down; the other takes over.
+    let demoted_at = Instant::now();
+    let (status, body) = http_request(&pair.topo.ns(Host::Sbc1), "POST", api(), "/ha/demote").expect("POST reaches");
+    assert!((200..300).contains(&status), "POST /ha/demote: {status} {body}\n{}", sbc1.log_tail());
+    let took = wait_role(&sbc2, "sbc2", "active", demoted_at, TAKEOVER_LIMIT);
+    wait_role(&sbc1, "sbc1", "standby", demoted_at, TAKEOVER_LIMIT);
+    eprintln!("sbc2 active {took:?} after the demotion of sbc1");
+    assert!(took <= TAKEOVER_LIMIT, "sbc2 took over after {took:?}");
+    wait_roles(&sbc1, "standby", &sbc2, "active", Duration::from_secs(3));
+    let vips_gone = pair.wait_vips(1, false, demoted_at, Duration::from_secs(3));
+    let vips_up = pair.wait_vips(2, true, demoted_at, Duration::from_secs(3));
+    eprintln!("sbc1 dropped the VIPs {vips_gone:?} after the demotion, sbc2 held both {vips_up:?} after it");
+
+    let status = rtp_a.wait_timeout(LIMIT).expect("rtpgen a ends");
+    assert!(status.success(), "{}", rtp_a.output_tail());
+    let status = rtp_b.wait_timeout(LIMIT).expect("rtpgen b ends");
+    assert!(status.success(), "{}", rtp_b.output_tail());
+    let (ra, rb): (Report, Report) = (read_report(&a_report).expect("a report"), read_report(&b_report).expect("b"));
+    eprintln!("media gap across the demotion: A heard {} ms, B heard {} ms", ra.max_gap_ms, rb.max_gap_ms);
+    for (side, r) in [("A", &ra), ("B", &rb)] {
+        assert_eq!(r.sent, COUNT, "{side}: {r:?}");
+        assert_eq!((r.corrupt, r.duplicates, r.seq_mismatch), (0, 0, 0), "{side}: {r:?}");
+        assert_eq!(r.last_index, Some(COUNT - 1), "{side}: media resumed after the demotion: {r:?}");
+        assert!(r.max_gap_ms <= MAX_MEDIA_GAP.as_secs_f64() * 1000.0, "{side}: gap {} ms: {r:?}", r.max_gap_ms);
+    }
+    uac.wait().expect("uac runs").assert_all_successful(1).expect("the caller's BYE completes");
+    uas.wait().expect("uas runs").assert_all_successful(1).expect("the carrier's BYE completes");
+    eprintln!("role changes: sbc1 {:?}, sbc2 {:?}", role_changes(&sbc1), role_changes(&sbc2));
+    let cdrs = pair.wait_cdrs(1);
+    let by_id = one_cdr_per_call(&cdrs, 1);
+    let d = by_id.values().next().and_then(|c| c["duration_s"].as_f64()).unwrap_or(-1.0);
+    assert!((d - HOLD.as_secs_f64()).abs() <= 1.5, "the CDR has the true duration: {d} s: {cdrs:?}");
+}
+
+#[test]
+fn replication_link_cut_does_not_make_both_active() {
+    let pair = Pair::new();
+    let (sbc1, sbc2) = pair.start_both();
+    pair.topo.exec(Host::Sbc1, "ip", &["link", "set", "dev", "r0", "down"]).expect("cut r0");
+    // Heartbeats still cross sides a and b: at no time may both be active for longer than dead_after (measured
+    // with this loop's resolution: both states are read one after the other).
+    let poll = Duration::from_millis(50);
+    let until = Instant::now() + Duration::from_secs(3);
+    let (mut both_since, mut worst) = (None::<Instant>, Duration::ZERO);
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        let (s1, s2) = (ha(&sbc1), ha(&sbc2));
+        let both = role(&s1) == "active" && role(&s2) == "active";
+        match (both, both_since) {
+            (true, None) => both_since = Some(Instant::now()),
+            (false, Some(t)) => {
+                worst = worst.max(t.elapsed());
+                both_since = None;
+            }
+            _ => {}
+        }
+        if let Some(t) = both_since {
+            worst = worst.max(t.elapsed());
+        }
+        let pair_roles = format!("{}/{}", role(&s1), role(&s2));
+        if seen.last() != Some(&pair_roles) {
+            seen.push(pair_roles);
+        }
+        std::thread::sleep(poll);
+    }
+    eprintln!("roles (sbc1/sbc2) while r0 was down: {seen:?}; both active at most {worst:?}");
+    eprintln!("role changes: sbc1 {:?}, sbc2 {:?}", role_changes(&sbc1), role_changes(&sbc2));
+    assert!(
+        worst <= DEAD_AFTER + poll,
+        "both boxes active for {worst:?} with only the replication link cut: {seen:?}\n--- sbc1 log ---\n{}\n\
+         --- sbc2 log ---\n{}",
+        sbc1.log_tail(),
+        sbc2.log_tail()
+    );
+
+    // Restored: they converge to one active and one standby, each seeing the other.
+    pair.topo.exec(Host::Sbc1, "ip", &["link", "set", "dev", "r0", "up"]).expect("restore r0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (s1, s2) = (ha(&sbc1), ha(&sbc2));
+        let roles = [role(&s1), role(&s2)];
+        let alive = |s: &anyhow::Result<Value>| s.as_ref().is_ok_and(|v| v["peer_alive"] == Value::Bool(true));
+        if (roles == ["active", "standby"] || roles == ["standby", "active"]) && alive(&s1) && alive(&s2) {
+            eprintln!("converged after r0 came back: sbc1 {}, sbc2 {}", shown(&s1), shown(&s2));
+            let active = if roles[0] == "active" { 1 } else { 2 };
+            pair.wait_vips(active, true, Instant::now(), Duration::from_secs(3));
+            pair.wait_vips(3 - active, false, Instant::now(), Duration::from_secs(3));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence 10 s after r0 came back: sbc1 {}, sbc2 {}\n--- sbc1 log ---\n{}\n--- sbc2 log ---\n{}",
+            shown(&s1),
+            shown(&s2),
+            sbc1.log_tail(),
+            sbc2.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
