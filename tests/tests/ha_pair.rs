@@ -750,3 +750,62 @@ fn replication_link_cut_does_not_make_both_active() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn keepalived_mode_follows_its_notifications_and_the_call_moves_with_the_addresses() {
+    const HOLD: Duration = Duration::from_secs(8);
+    const LIMIT: Duration = Duration::from_secs(30);
+    let pair = Pair::new();
+    // keepalived's role: it moves the addresses; sbc only hears about it through its notify scripts.
+    let start = |node: u8| {
+        let config =
+            pair_sbc_config(node, if node == 1 { PRIORITY_1 } else { PRIORITY_2 }, &pair.cdr[usize::from(node - 1)])
+                .replace("[ha]\n", "[ha]\nmode = \"keepalived\"\n");
+        Sbc::start_in(&pair.topo.ns(host_of(node)), &format!("ka-sbc{node}"), &config, addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
+    };
+    let (sbc1, sbc2) = (start(1), start(2));
+    let notify = |node: u8, state: &str| {
+        let (status, body) =
+            http_request(&pair.topo.ns(host_of(node)), "POST", api(), &format!("/ha/{state}")).expect("POST reaches");
+        assert!((200..300).contains(&status), "POST /ha/{state} to sbc{node}: {status} {body}");
+    };
+    let move_vips = |node: u8, add: bool| {
+        for (vip, dev) in [(VIP_A, "a0"), (VIP_B, "b0")] {
+            let cidr = format!("{vip}/24");
+            let verb = if add { "add" } else { "del" };
+            pair.topo.exec(host_of(node), "ip", &["addr", verb, &cidr, "dev", dev]).expect("ip addr");
+            if add {
+                let _ = pair.topo.exec(host_of(node), "arping", &["-U", "-c", "1", "-I", dev, &vip.to_string()]);
+            }
+        }
+    };
+    // No heartbeats in this mode (keepalived has its own), so no `peer_alive`: only the roles are waited for.
+    let roles = |want1: &str, want2: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while role(&ha(&sbc1)) != want1 || role(&ha(&sbc2)) != want2 {
+            assert!(Instant::now() < deadline, "want {want1}/{want2}: {} {}", shown(&ha(&sbc1)), shown(&ha(&sbc2)));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(role(&ha(&sbc1)), "standby", "no role of its own in keepalived mode: {}", shown(&ha(&sbc1)));
+    move_vips(1, true);
+    notify(1, "active");
+    notify(2, "standby");
+    roles("active", "standby");
+    let uas = pair.carrier(1, LIMIT);
+    let uac = pair.caller(5060, 1, 1, HOLD, RTP_PORT, LIMIT);
+    wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", 1, Duration::from_secs(10));
+    // keepalived fails over: BACKUP on sbc1, the addresses move, MASTER on sbc2.
+    notify(1, "standby");
+    move_vips(1, false);
+    move_vips(2, true);
+    notify(2, "active");
+    roles("standby", "active");
+    wait_ha_at_least(&sbc2, "sbc2", "calls", 1, Duration::from_secs(2));
+    uac.wait().expect("uac runs").assert_all_successful(1).expect("the caller's BYE completes via sbc2");
+    uas.wait().expect("uas runs").assert_all_successful(1).expect("the carrier's BYE completes");
+    let cdrs = pair.wait_cdrs(1);
+    one_cdr_per_call(&cdrs, 1);
+}

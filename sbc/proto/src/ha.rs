@@ -196,6 +196,8 @@ pub enum RoleChange {
     SplitBrain,
     /// Demoted on request (fire drill).
     Demoted,
+    /// Told by an outside manager (keepalived's notify scripts).
+    External,
 }
 
 impl RoleChange {
@@ -208,6 +210,7 @@ impl RoleChange {
             Self::Preferred => "preferred",
             Self::SplitBrain => "split_brain",
             Self::Demoted => "demoted",
+            Self::External => "external",
         }
     }
 }

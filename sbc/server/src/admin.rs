@@ -14,6 +14,8 @@ pub struct HaApi {
     pub status: Arc<Mutex<crate::ha::HaStatus>>,
     /// Where `/ha/demote` asks for a demotion.
     pub demote: tokio::sync::mpsc::Sender<()>,
+    /// keepalived mode: where `/ha/active` and `/ha/standby` set the role.
+    pub set_role: Option<tokio::sync::mpsc::Sender<sbc_proto::ha::Role>>,
 }
 
 /// Serves the admin API on `listener` until `shutdown` resolves.
@@ -27,7 +29,27 @@ pub async fn serve(
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(move || std::future::ready(prometheus.render())));
     if let Some(ha) = ha {
+        if let Some(set) = ha.set_role.clone() {
+            for (path, role) in
+                [("/ha/active", sbc_proto::ha::Role::Active), ("/ha/standby", sbc_proto::ha::Role::Standby)]
+            {
+                let set = set.clone();
+                app = app.route(
+                    path,
+                    post(move || {
+                        let set = set.clone();
+                        async move {
+                            match set.send(role).await {
+                                Ok(()) => "ok\n",
+                                Err(_) => "the HA task has stopped\n",
+                            }
+                        }
+                    }),
+                );
+            }
+        }
         let (status, demote) = (ha.status.clone(), ha.demote.clone());
+        let external = ha.set_role.is_some();
         app = app
             .route(
                 "/ha",
@@ -41,6 +63,9 @@ pub async fn serve(
                 post(move || {
                     let demote = demote.clone();
                     async move {
+                        if external {
+                            return "keepalived mode: keepalived decides; demote through it (or POST /ha/standby)\n";
+                        }
                         match demote.try_send(()) {
                             Ok(()) => "demoting: the peer takes over\n",
                             Err(_) => "a demotion is already under way\n",

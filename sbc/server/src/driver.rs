@@ -103,7 +103,12 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
         HaEvent::Role(Role::Standby, why) => {
             endpoint.set_replication(false);
             ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "standby";
-            if matches!(why, sbc_proto::ha::RoleChange::Demoted | sbc_proto::ha::RoleChange::SplitBrain) {
+            if matches!(
+                why,
+                sbc_proto::ha::RoleChange::Demoted
+                    | sbc_proto::ha::RoleChange::SplitBrain
+                    | sbc_proto::ha::RoleChange::External
+            ) {
                 let handed = endpoint.demote(now);
                 tracing::warn!(handed, why = why.label(), "standby: calls handed to the peer");
             }

@@ -5,7 +5,7 @@
 //!
 //! The driver owns the calls; it hears from here through [`HaEvent`]s and answers through [`HaHandle`].
 
-use crate::config::{HaSettings, Vip};
+use crate::config::{HaMode, HaSettings, Vip};
 use sbc_proto::ha::{Heartbeat, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,8 @@ pub struct HaHandle {
     pub status: Arc<Mutex<HaStatus>>,
     /// Fire drills: `/ha/demote` sends here.
     pub demote: mpsc::Sender<()>,
+    /// keepalived mode: the notify scripts' `POST /ha/active` and `/ha/standby` send here.
+    pub set_role: Option<mpsc::Sender<Role>>,
 }
 
 /// Records queued for the link; beyond this the link is dropped and the standby resyncs from a new snapshot.
@@ -93,8 +95,10 @@ impl HaHandle {
 /// Starts the pair: heartbeats, the role logic, the replication link. Service addresses left over from an
 /// earlier run are removed first, so a restarted box never answers on them as a standby.
 pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
-    for vip in &settings.vips {
-        remove_vip(vip);
+    if settings.mode == HaMode::Builtin {
+        for vip in &settings.vips {
+            remove_vip(vip);
+        }
     }
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
@@ -106,16 +110,23 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
         ..HaStatus::default()
     }));
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Standby);
-    let mut sockets = Vec::new();
-    for p in &settings.paths {
-        let s = std::net::UdpSocket::bind(p.local)?;
-        s.set_nonblocking(true)?;
-        sockets.push((Arc::new(UdpSocket::from_std(s)?), p.peer));
+    let mut set_role = None;
+    if settings.mode == HaMode::Keepalived {
+        let (tx, rx) = mpsc::channel(4);
+        set_role = Some(tx);
+        tokio::spawn(external_task(rx, ev_tx.clone(), status.clone(), role_tx));
+    } else {
+        let mut sockets = Vec::new();
+        for p in &settings.paths {
+            let s = std::net::UdpSocket::bind(p.local)?;
+            s.set_nonblocking(true)?;
+            sockets.push((Arc::new(UdpSocket::from_std(s)?), p.peer));
+        }
+        tokio::spawn(pair_task(settings.clone(), sockets, ev_tx.clone(), demote_rx, status.clone(), role_tx));
     }
-    tokio::spawn(pair_task(settings.clone(), sockets, ev_tx.clone(), demote_rx, status.clone(), role_tx));
     tokio::spawn(listen_task(settings.listen, ev_tx.clone(), status.clone()));
     tokio::spawn(send_task(settings.peer, out_rx, ev_tx, role_rx, status.clone()));
-    Ok(HaHandle { events: ev_rx, out: out_tx, status, demote: demote_tx })
+    Ok(HaHandle { events: ev_rx, out: out_tx, status, demote: demote_tx, set_role })
 }
 
 async fn pair_task(
@@ -212,6 +223,36 @@ async fn pair_task(
         let alive = pair.peer_alive(Instant::now().into_std());
         status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).peer_alive = alive;
         metrics::gauge!("sbc_ha_peer_alive").set(if alive { 1.0 } else { 0.0 });
+    }
+}
+
+/// keepalived mode: roles come from its notify scripts; keepalived itself moves the addresses.
+async fn external_task(
+    mut rx: mpsc::Receiver<Role>,
+    events: mpsc::UnboundedSender<HaEvent>,
+    status: Arc<Mutex<HaStatus>>,
+    role_tx: tokio::sync::watch::Sender<Role>,
+) {
+    let mut current = Role::Standby;
+    while let Some(role) = rx.recv().await {
+        if role == current {
+            continue;
+        }
+        current = role;
+        tracing::warn!(?role, "HA role change from keepalived");
+        metrics::gauge!("sbc_ha_role").set(if role == Role::Active { 1.0 } else { 0.0 });
+        {
+            let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.last_change = RoleChange::External.label();
+            if role == Role::Active {
+                s.takeovers += 1;
+                metrics::counter!("sbc_ha_takeovers_total").increment(1);
+            }
+        }
+        let _ = role_tx.send(role);
+        if events.send(HaEvent::Role(role, RoleChange::External)).is_err() {
+            return;
+        }
     }
 }
 

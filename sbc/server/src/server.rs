@@ -53,7 +53,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         None => None,
     };
-    let ha_api = ha.as_ref().map(|h| crate::admin::HaApi { status: h.status.clone(), demote: h.demote.clone() });
+    let ha_api = ha.as_ref().map(|h| crate::admin::HaApi {
+        status: h.status.clone(),
+        demote: h.demote.clone(),
+        set_role: h.set_role.clone(),
+    });
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let admin = match &config.api {
         Some(api) => {

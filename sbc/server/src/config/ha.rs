@@ -27,9 +27,21 @@ pub struct HeartbeatPath {
     pub peer: SocketAddr,
 }
 
+/// Who decides the roles and moves the addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaMode {
+    /// This pair: heartbeats, failure detection, addresses moved by `sbc` (the default).
+    Builtin,
+    /// keepalived moves the addresses and tells `sbc` through its notify scripts (`POST /ha/active`,
+    /// `POST /ha/standby`); `paths` and `vips` are not used.
+    Keepalived,
+}
+
 /// `[ha]`.
 #[derive(Debug, Clone)]
 pub struct HaSettings {
+    /// `mode`: `"builtin"` (default) or `"keepalived"`.
+    pub mode: HaMode,
     /// `node`: this box's name (logs, `/ha`, the tie-break on equal priority: the lower name wins).
     pub node: String,
     /// `priority`: higher is preferred as active when both boxes start together. Default 100. A returning box
@@ -53,6 +65,7 @@ pub struct HaSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHa {
+    mode: Option<Spanned<String>>,
     node: Spanned<String>,
     priority: Option<u32>,
     listen: Spanned<String>,
@@ -120,7 +133,13 @@ impl Validator<'_> {
             let span = h.dead_after.as_ref().map_or(0..0, Spanned::span);
             return Err(self.invalid(span, "ha.dead_after", "must be at least twice ha.heartbeat"));
         }
+        let mode = match h.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("builtin", _)) => HaMode::Builtin,
+            Some(("keepalived", _)) => HaMode::Keepalived,
+            Some((_, span)) => return Err(self.invalid(span, "ha.mode", "expected \"builtin\" or \"keepalived\"")),
+        };
         Ok(Some(HaSettings {
+            mode,
             node: h.node.into_inner(),
             priority: h.priority.unwrap_or(100),
             listen,

@@ -9,7 +9,7 @@ mod media;
 mod routing;
 mod trunk;
 
-pub use ha::{HaSettings, HeartbeatPath, Vip};
+pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip};
 pub use media::{MediaSettings, RelayMode, XdpSetting};
 
 use sbc_proto::routing::Plan;
