@@ -133,6 +133,8 @@ fn update_ha_status(endpoint: &Endpoint, records: &Records) {
         let mut s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.calls = endpoint.calls().len();
         s.foreign_calls = endpoint.foreign_calls();
+        s.lag_records = ha.lag();
+        metrics::gauge!("sbc_ha_lag_records").set(s.lag_records as f64);
     }
 }
 

@@ -35,6 +35,8 @@ pub struct HaStatus {
     pub records_received: u64,
     /// Why the role last changed.
     pub last_change: &'static str,
+    /// Replication lag on the active: records queued for the standby and not yet written to the link.
+    pub lag_records: usize,
 }
 
 /// From the pair to the driver.
@@ -82,6 +84,11 @@ impl HaHandle {
             Ok(()) => {}
             Err(_) => metrics::counter!("sbc_ha_records_dropped_total").increment(1),
         }
+    }
+
+    /// Records queued and not yet written to the link.
+    pub fn lag(&self) -> usize {
+        self.out.max_capacity() - self.out.capacity()
     }
 
     /// The snapshot for a standby that just connected.
