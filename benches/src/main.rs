@@ -2,14 +2,17 @@
 //!
 //! - `cps --local`: the SBC's call-rate ceiling and INVITE→200 latency, next to SIPp UAC→UAS direct (see
 //!   benches/README.md and [`cps`]).
-//! - `media --local`: the media relay's packet-rate ceiling under 0.1 % loss and its CPU per packet, next to plain
-//!   kernel IP forwarding (see benches/README.md and [`media`]).
+//! - `media --local`: the media relay's packet-rate ceiling under 0.1 % loss, CPU per packet and latency, user
+//!   space vs its XDP fast path, next to a bare XDP redirect and plain kernel IP forwarding (see
+//!   benches/README.md and [`media`]).
 //!
 //! The criterion micro-benches live under benches/benches (`cargo bench -p sbc-bench`).
 
+mod blast;
 mod cps;
 mod media;
 mod stats;
+mod xdp;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -28,7 +31,8 @@ struct Cli {
 enum Scenario {
     /// Call-rate ceiling and INVITE->200 latency of the SBC, next to SIPp UAC->UAS direct, climbing a rate ladder.
     Cps(CpsArgs),
-    /// Packet-rate ceiling (loss < 0.1 %) and CPU per packet of media-relay, next to kernel IP forwarding.
+    /// Packet-rate ceiling (loss < 0.1 %), CPU per packet and latency of media-relay (user space and XDP), a bare
+    /// XDP redirect and kernel IP forwarding.
     Media(MediaArgs),
     /// Internal: run inside a namespace by `media`, copies stdin/stdout to and from a TCP address.
     #[command(hide = true)]
@@ -36,6 +40,15 @@ enum Scenario {
         /// The TCP address to connect to.
         addr: std::net::SocketAddr,
     },
+    /// Internal: run in the SBC namespace by `media`, attaches the bare XDP redirect INGRESS -> EGRESS and waits.
+    #[command(hide = true)]
+    XdpBare { ingress: String, egress: String },
+    /// Internal: run in a scratch namespace by `media`, times the relay's XDP program with BPF_PROG_TEST_RUN.
+    #[command(hide = true)]
+    XdpTestRun,
+    /// Internal: run in A by `media`, the sendmmsg RTP sender (`--generator blast`).
+    #[command(hide = true)]
+    Blast(blast::BlastArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,7 +67,7 @@ struct MediaArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "10000,20000,30000,40000,50000,60000,80000,100000,150000,200000"
+        default_value = "10000,20000,40000,60000,80000,100000,120000,140000,160000,200000"
     )]
     rates: Vec<u32>,
     /// Parallel streams (one rtpgen sender and sink each, one relayed stream each); the rate is split evenly.
@@ -63,6 +76,14 @@ struct MediaArgs {
     /// RTP payload bytes per packet (160: G.711, 20 ms).
     #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u16).range(16..=1400))]
     payload: u16,
+    /// The paths to measure, comma-separated, in this order in every run: relay (user space), xdp (media-relay
+    /// with its XDP fast path), bare (a bare XDP redirect a0 -> b0, the ceiling), kernel (IP forwarding).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "relay,xdp,bare,kernel")]
+    paths: Vec<media::Target>,
+    /// The sender: blast (sbc-bench's own sendmmsg sender, batches of 32, no per-stream limit) or rtpgen (one
+    /// send and sleep per packet, at most 100 000 pps per stream). The sinks are rtpgen either way.
+    #[arg(long, value_enum, default_value = "blast")]
+    generator: media::Generator,
     /// Where the JSON with every step's figures goes.
     #[arg(long, default_value = "target/bench/media.json")]
     out: PathBuf,
@@ -99,6 +120,9 @@ fn main() -> Result<()> {
         Scenario::Cps(args) => cps_main(args),
         Scenario::Media(args) => media_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
+        Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
+        Scenario::XdpTestRun => xdp::test_run_main(),
+        Scenario::Blast(args) => blast::main(args),
     }
 }
 
@@ -113,7 +137,7 @@ fn media_main(args: MediaArgs) -> Result<()> {
         bail!("--rates must be positive and strictly ascending, e.g. 10000,20000,40000");
     }
     let top = *args.rates.last().unwrap_or(&0);
-    if top.div_ceil(u32::from(args.streams)) > media::MAX_PPS_PER_STREAM {
+    if args.generator == media::Generator::Rtpgen && top.div_ceil(u32::from(args.streams)) > media::MAX_PPS_PER_STREAM {
         bail!(
             "{top} pps over {} stream(s) is above rtpgen's {} pps per stream: raise --streams",
             args.streams,
@@ -141,25 +165,38 @@ fn media_main(args: MediaArgs) -> Result<()> {
         payload: usize::from(args.payload),
         relay_binary,
         rtpgen_binary,
+        generator: args.generator,
+        paths: {
+            let mut p = args.paths;
+            p.dedup();
+            p
+        },
     };
     let pinned = cps::pinning_possible();
     let started = std::time::Instant::now();
-    let ladders = media::run(&opts)?;
-    let summary = media::summarize(&opts.rates, &ladders);
+    let (ladders, test_runs) = media::run(&opts)?;
+    let summary = media::summarize(&opts.paths, &opts.rates, &ladders, &test_runs);
     let json = serde_json::json!({
         "scenario": "media",
         "mode": "local",
         "options": opts,
         "pinning": if pinned {
-            serde_json::json!({ "relay_core": media::RELAY_CORE, "generator_core": media::GEN_CORE })
+            serde_json::json!({ "relay_core": media::RELAY_CORE, "generator_core": media::GEN_CORE, "sink_core": media::SINK_CORE })
         } else {
             serde_json::Value::Null
         },
         "criterion": { "max_loss_pct": media::MAX_LOSS_PCT },
         "cpu": {
             "relay": "media-relay utime+stime (/proc/PID/stat) over the step",
+            "xdp": "media-relay utime+stime (/proc/PID/stat) over the step; total adds the machine's softirq time",
+            "bare": "the helper holding the program (utime+stime); total adds the machine's softirq time",
             "kernel": "softirq time of the whole machine (si, /proc/stat) over the step",
         },
+        "targets": {
+            "xdp_vs_relay_pkts_per_cpu_s_min": media::TARGET_CPU_RATIO,
+            "xdp_vs_bare_ceiling_min": media::TARGET_CEILING_SHARE,
+        },
+        "test_runs": test_runs,
         "wall_secs": started.elapsed().as_secs_f64(),
         "ladders": ladders,
         "summary": summary,

@@ -1,21 +1,32 @@
-//! `sbc-bench media --local`: the user-space relay's highest forwarded packets/s under 0.1 % loss and its
-//! CPU-seconds per million packets, next to plain kernel IP forwarding between the same namespaces, in the same run.
+//! `sbc-bench media --local`: the relay's highest forwarded packets/s under 0.1 % loss, its CPU-seconds per
+//! million packets and the one-way latency it adds, for the user-space relay, the relay with its XDP fast path, a
+//! bare XDP redirect (the ceiling) and plain kernel IP forwarding between the same namespaces, in the same run.
 //!
-//! One single-SBC topology ([`tests::netns::Topology::single_sbc`]) serves the whole invocation. Each run climbs
-//! the rate ladder twice with the same generator (`rtpgen`, one sender per stream in A, one sink per stream in B):
+//! One single-SBC topology ([`tests::netns::Topology::single_sbc`], prepared for XDP with
+//! [`tests::netns::Topology::prepare_xdp`] when `xdp` or `bare` is measured) serves the whole invocation. Each run
+//! climbs the rate ladder once per path (`--paths`) with the same generator (`sbc-bench blast` or `rtpgen`, one
+//! sender per stream in A; one `rtpgen` sink per stream in B):
 //!
 //! - `relay`: senders in A (198.18.1.10:7000+i) → `media-relay` in the SBC namespace (198.18.1.1:30000+2i in,
 //!   198.18.2.1:30000+2i out, one session per step with one relayed stream per `--streams`) → sinks in B
 //!   (198.18.2.10:7000+i). The relay's CPU is its process's utime + stime over the step.
+//! - `xdp`: the same with `media-relay --xdp native --interface a0 --interface b0`; B is latched with 3 packets
+//!   per stream before the load, so the XDP program carries all but A's first packet.
+//! - `bare`: `sbc-bench xdp-bare a0 b0` redirects every frame from a0 to b0 untouched; B's kernel drops them (not
+//!   its address), so they are counted at B's veth (rx_packets of B's eth0).
 //! - `kernel`: `net.ipv4.ip_forward=1` in the SBC namespace only, a route to 198.18.2.0/24 via 198.18.1.1 in A and
 //!   one to 198.18.1.0/24 via 198.18.2.1 in B (added for this ladder and removed after it); senders in A send
-//!   straight to the sinks in B. Forwarding runs in softirq context and is not separable per namespace: its CPU is
-//!   the whole machine's softirq time (`si` in /proc/stat) over the step.
+//!   straight to the sinks in B.
+//!
+//! XDP and kernel forwarding run in softirq context and are not separable per namespace: every step records the
+//! whole machine's softirq time (`si` in /proc/stat) next to the forwarder process's time.
 //!
 //! A step sends `rate × step_secs` packets (bounded) at `rate` packets/s, split evenly over the streams, and passes
-//! when less than 0.1 % of the packets sent did not arrive intact at the sinks. The ceiling of a ladder is its
-//! highest passing step; a ladder stops after two failing steps in a row. The relay runs on core 1, the senders and
-//! sinks on core 0 (`taskset`).
+//! when less than 0.1 % of the packets sent did not arrive intact at the sinks (bare: at B's veth) and the
+//! senders achieved 90 % of the rate; the "wire" criterion counts the loss at B's veth for every path. The
+//! ceiling of a ladder is its highest passing step; a ladder stops after three steps in a row failing both. The
+//! senders run on core 0, the relay on core 1, the sinks on core 1 except in the `relay` path (core 0)
+//! (`taskset`). Once per run, the XDP program's own ns/packet comes from `BPF_PROG_TEST_RUN` ([`crate::xdp`]).
 
 use crate::stats::median;
 use ::tests::netns::{Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
@@ -35,8 +46,24 @@ use std::time::{Duration, Instant};
 pub const MAX_LOSS_PCT: f64 = 0.1;
 /// The core `media-relay` runs on.
 pub const RELAY_CORE: usize = 1;
-/// The core every sender and sink runs on.
+/// The core every sender runs on (and, since they run where the packets are sent, the softirqs of XDP, the veths,
+/// the bridge and kernel forwarding).
 pub const GEN_CORE: usize = 0;
+/// The core the sinks run on in the paths without a busy user-space forwarder (xdp, kernel; bare has none): the
+/// relay's core, idle there, so that the generator's core is left to the senders and the softirqs (on the
+/// generator's core the sinks held the XDP path to about half the generator's rate). In the `relay` path they
+/// run on [`GEN_CORE`] instead, leaving core 1 to the relay (sharing it, they made the relay lose packets at
+/// 40 000 pps).
+pub const SINK_CORE: usize = 1;
+
+/// The core of the sinks of `target`.
+pub fn sink_core(target: Target) -> usize {
+    if target == Target::Relay {
+        GEN_CORE
+    } else {
+        SINK_CORE
+    }
+}
 /// No stream sends more packets per step than this, whatever rate × step length says.
 pub const MAX_PACKETS_PER_STREAM: u64 = 2_000_000;
 /// `rtpgen`'s limit of packets per second per process.
@@ -76,26 +103,44 @@ pub struct Options {
     pub relay_binary: PathBuf,
     /// The `rtpgen` binary used.
     pub rtpgen_binary: PathBuf,
+    /// The paths measured, in this order in every run.
+    pub paths: Vec<Target>,
+    /// The sender used.
+    pub generator: Generator,
+}
+
+/// The sender of every step (the sinks are always `rtpgen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Generator {
+    /// `sbc-bench blast`: sendmmsg in batches of 32, one sleep per batch.
+    Blast,
+    /// `rtpgen`: one send_to and one sleep per packet.
+    Rtpgen,
 }
 
 /// The forwarding path measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// A → `media-relay` in the SBC namespace → B.
+    /// A → `media-relay` (user space only) in the SBC namespace → B.
     Relay,
+    /// A → `media-relay --xdp native` in the SBC namespace → B: the first packet of each direction through user
+    /// space, the rest through the XDP program on a0.
+    Xdp,
+    /// A → a bare XDP redirect a0 → b0 (no lookup, no rewrite: the ceiling) → B's veth, counted there.
+    Bare,
     /// A → kernel IP forwarding in the SBC namespace → B.
     Kernel,
 }
 
 impl Target {
-    /// Both, in the order a run measures them.
-    pub const ALL: [Target; 2] = [Target::Relay, Target::Kernel];
-
     /// The name used in output and JSON.
     pub fn name(self) -> &'static str {
         match self {
             Target::Relay => "relay",
+            Target::Xdp => "xdp",
+            Target::Bare => "bare",
             Target::Kernel => "kernel",
         }
     }
@@ -121,10 +166,17 @@ pub struct Step {
     pub achieved_pps: Option<f64>,
     /// `received` over the time from the first to the last packet at the sinks.
     pub delivered_pps: Option<f64>,
+    /// Median of one-way latency (from the send timestamp in the payload), worst stream, microseconds.
+    pub latency_p50_us: Option<u64>,
     /// 99th percentile of one-way latency, worst stream, microseconds.
     pub latency_p99_us: Option<u64>,
-    /// Forwarder CPU time over the step, seconds: `media-relay`'s utime + stime (relay), the machine's softirq time
-    /// (kernel).
+    /// Packets B's veth (eth0) received during the step (its rx_packets counter): what reached B's interface,
+    /// whether or not a socket took it (the only delivery figure of `bare`).
+    pub wire_rx: Option<u64>,
+    /// `wire_rx` over the senders' sending time.
+    pub wire_pps: Option<f64>,
+    /// Forwarder CPU time over the step, seconds: `media-relay`'s utime + stime (relay, xdp), the bare-redirect
+    /// helper's (bare: it only holds the program), the machine's softirq time (kernel).
     pub cpu_s: Option<f64>,
     /// `cpu_s / (received / 1e6)`.
     pub cpu_s_per_mpkt: Option<f64>,
@@ -132,6 +184,10 @@ pub struct Step {
     pub softirq_s: Option<f64>,
     /// `softirq_s / (received / 1e6)`.
     pub softirq_s_per_mpkt: Option<f64>,
+    /// Forwarder process time plus the machine's softirq time (kernel: the softirq time alone), seconds.
+    pub total_s: Option<f64>,
+    /// `total_s / (received / 1e6)`.
+    pub total_s_per_mpkt: Option<f64>,
     /// Busy time (all but idle, iowait and steal) of the relay's core [`RELAY_CORE`] over the step, seconds: for
     /// `relay`, the relay process plus the kernel work of its sends done there (plus anything else the machine
     /// schedules there); for `kernel`, mostly other load (forwarding runs on the senders' core).
@@ -147,6 +203,8 @@ pub struct Step {
     pub relay_received: Option<u64>,
     pub relay_sent: Option<u64>,
     pub relay_dropped: Option<u64>,
+    /// Of `relay_received`, the packets the XDP program forwarded (the relay's `kernel_packets` of leg A).
+    pub kernel_packets: Option<u64>,
     /// Wall time of the step (senders started to sinks done), seconds.
     pub wall_secs: f64,
     /// Why the step could not be measured, if it could not.
@@ -155,6 +213,11 @@ pub struct Step {
     pub generator_limited: bool,
     /// Measured, something sent, loss < 0.1 %, and not generator-limited.
     pub pass: bool,
+    /// `1 - min(wire_rx, sent) / sent`, in percent: loss counted at B's veth (the forwarder's delivery to B,
+    /// whether or not the sinks kept up).
+    pub wire_loss_pct: Option<f64>,
+    /// Measured, something sent, wire loss < 0.1 %, and not generator-limited.
+    pub wire_pass: bool,
 }
 
 /// One target's ladder in one run.
@@ -171,11 +234,24 @@ pub struct Ladder {
     /// The highest delivered rate of any measured step with loss < 0.1 % (generator-limited steps included): the
     /// most packets/s this path forwarded within the loss criterion, independent of the ladder's spacing.
     pub best_delivered_pps: Option<f64>,
+    /// The highest rate passing with the loss counted at B's veth ([`Step::wire_pass`]).
+    pub wire_ceiling: Option<u32>,
+    /// The highest B-veth rate of any measured step with wire loss < 0.1 %.
+    pub best_wire_pps: Option<f64>,
 }
 
 impl Ladder {
     fn new(run: u32, target: Target) -> Self {
-        Self { run, target, steps: Vec::new(), ceiling: None, capped_by_ladder: false, best_delivered_pps: None }
+        Self {
+            run,
+            target,
+            steps: Vec::new(),
+            ceiling: None,
+            capped_by_ladder: false,
+            best_delivered_pps: None,
+            wire_ceiling: None,
+            best_wire_pps: None,
+        }
     }
 
     fn finish(&mut self, top: u32) {
@@ -187,11 +263,19 @@ impl Ladder {
             .filter(|s| s.error.is_none() && s.sent > 0 && s.loss_pct < MAX_LOSS_PCT)
             .filter_map(|s| s.delivered_pps)
             .reduce(f64::max);
+        self.wire_ceiling = self.steps.iter().filter(|s| s.wire_pass).map(|s| s.rate).max();
+        self.best_wire_pps = self
+            .steps
+            .iter()
+            .filter(|s| s.error.is_none() && s.wire_loss_pct.is_some_and(|l| l < MAX_LOSS_PCT))
+            .filter_map(|s| s.wire_pps)
+            .reduce(f64::max);
     }
 
     /// Whether the last [`FAILS_TO_STOP`] steps failed.
     fn should_stop(&self) -> bool {
-        self.steps.len() >= FAILS_TO_STOP && self.steps.iter().rev().take(FAILS_TO_STOP).all(|s| !s.pass)
+        self.steps.len() >= FAILS_TO_STOP
+            && self.steps.iter().rev().take(FAILS_TO_STOP).all(|s| !s.pass && !s.wire_pass)
     }
 }
 
@@ -202,35 +286,61 @@ fn check_stop() -> Result<()> {
     Ok(())
 }
 
-/// Runs the scenario and returns every ladder, in the order measured.
-pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
+/// Runs the scenario and returns every ladder, in the order measured, and the XDP program's `BPF_PROG_TEST_RUN`
+/// figures of every run (when `xdp` is measured).
+pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
     let topo = Topology::single_sbc().context("building the netns topology (needs root)")?;
+    // XDP needs the topology prepared (forwarding on a0/b0, checksum offload off at the senders, XDP_PASS on the
+    // veth peers of a0 and b0); it stays so for every path of the invocation, so all see the same topology.
+    let _xdp_helpers = if opts.paths.iter().any(|&p| matches!(p, Target::Xdp | Target::Bare)) {
+        eprintln!("preparing the topology for XDP (forwarding on a0/b0, tx checksum offload off, XDP_PASS on peers)");
+        Some(topo.prepare_xdp(&opts.relay_binary).context("preparing the topology for XDP")?)
+    } else {
+        None
+    };
     let pin = crate::cps::pinning_possible();
     if pin {
-        eprintln!("pinning: media-relay on core {RELAY_CORE}, rtpgen senders and sinks on core {GEN_CORE}");
+        eprintln!(
+            "pinning: media-relay and the sinks on core {RELAY_CORE}/{SINK_CORE}, the senders on core {GEN_CORE}"
+        );
     } else {
         eprintln!("pinning: off (fewer than 2 cores); figures are less comparable");
     }
     let top = *opts.rates.last().context("no rates")?;
     let mut ladders = Vec::new();
+    let mut test_runs = Vec::new();
     for run in 1..=opts.runs {
-        for target in Target::ALL {
+        for &target in &opts.paths {
             let mut ladder = Ladder::new(run, target);
             let result = match target {
-                Target::Relay => relay_ladder(&topo, opts, pin, &mut ladder),
+                Target::Relay => relay_ladder(&topo, opts, pin, &mut ladder, false),
+                Target::Xdp => relay_ladder(&topo, opts, pin, &mut ladder, true),
+                Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
                 Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
             };
             ladder.finish(top);
             ladders.push(ladder);
             result?;
         }
+        if opts.paths.contains(&Target::Xdp) {
+            check_stop()?;
+            let t = crate::xdp::test_run(topo.tag()).context("BPF_PROG_TEST_RUN timing")?;
+            eprintln!(
+                "[run {run}/{}] BPF_PROG_TEST_RUN: hit {:.0} ns/packet (mean of single runs), {:.0} ns/packet \
+                 (repeat), miss {:.0} ns/packet",
+                opts.runs, t.hit_single_ns, t.hit_repeat_ns, t.miss_ns
+            );
+            test_runs.push(t);
+        }
     }
+    drop(_xdp_helpers);
     topo.remove()?;
-    Ok(ladders)
+    Ok((ladders, test_runs))
 }
 
-/// The relay path: a fresh `media-relay` (pinned) for the ladder, one session per step.
-fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Result<()> {
+/// The relay path (or with `xdp`, the XDP path): a fresh `media-relay` (pinned) for the ladder, one session per
+/// step.
+fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder, xdp: bool) -> Result<()> {
     let mut args: Vec<String> = Vec::new();
     let program = if pin {
         args.extend(["-c".to_owned(), RELAY_CORE.to_string(), opts.relay_binary.display().to_string()]);
@@ -239,8 +349,11 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder)
         opts.relay_binary.clone()
     };
     args.extend(["--control".to_owned(), CONTROL.to_owned(), "--rtp-timeout".to_owned(), "60s".to_owned()]);
+    if xdp {
+        args.extend(["--xdp", "native", "--interface", "a0", "--interface", "b0"].map(str::to_owned));
+    }
     let mut relay = topo
-        .spawn(Host::Sbc, &format!("media-relay-run{}", ladder.run), program, &args)
+        .spawn(Host::Sbc, &format!("media-relay-{}-run{}", ladder.target.name(), ladder.run), program, &args)
         .context("starting media-relay")?;
     let mut ctl = Control::open(topo).context("connecting to media-relay's control socket")?;
     ctl.ping(Duration::from_secs(10))
@@ -248,7 +361,7 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder)
     for (i, &rate) in opts.rates.iter().enumerate() {
         check_stop()?;
         let session = SessionId(i as u64 + 1);
-        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate);
+        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate, xdp);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
         if relay.try_wait()?.is_some() {
@@ -272,7 +385,9 @@ fn relay_step(
     relay: &Process,
     session: SessionId,
     rate: u32,
+    xdp: bool,
 ) -> Step {
+    let target = if xdp { Target::Xdp } else { Target::Relay };
     let mut step = Step { rate, ..Step::default() };
     let result = (|| -> Result<()> {
         for i in 0..opts.streams {
@@ -294,12 +409,18 @@ fn relay_step(
                 }))?;
             }
         }
-        for i in 0..opts.streams {
-            wait_udp_sockets(topo, Host::Sbc, RELAY_PORT + 2 * i, 2, Duration::from_secs(5))?;
-        }
-        let targets: Vec<SocketAddr> = (0..opts.streams).map(|i| sock(SBC_A, RELAY_PORT + 2 * i)).collect();
-        let measured = measure(topo, opts, pin, &targets, Some(relay.id()), &mut step);
-        // Close the session whatever happened; its final figures say what the relay itself saw.
+        let measured = (|| -> Result<()> {
+            for i in 0..opts.streams {
+                wait_udp_sockets(topo, Host::Sbc, RELAY_PORT + 2 * i, 2, Duration::from_secs(10))?;
+            }
+            if xdp {
+                prime_b(topo, opts)?;
+            }
+            let targets: Vec<SocketAddr> = (0..opts.streams).map(|i| sock(SBC_A, RELAY_PORT + 2 * i)).collect();
+            measure(topo, opts, pin, &targets, Some(relay.id()), true, sink_core(target), &mut step)
+        })();
+        // Close the session whatever happened (also when its sockets were late: else they would block the next
+        // step's ports); its final figures say what the relay itself saw.
         ctl.send(&Command::Remove { session })?;
         let stats = ctl.wait_stats(session, Duration::from_secs(5))?;
         let a = &stats.legs[Leg::A.index()];
@@ -307,20 +428,84 @@ fn relay_step(
         step.relay_received = Some(a.received.packets);
         step.relay_sent = Some(b.sent);
         step.relay_dropped = Some(a.dropped_foreign + a.dropped_no_target + b.dropped_foreign + b.dropped_no_target);
+        step.kernel_packets = Some(a.kernel_packets);
         measured
     })();
     finish_step(&mut step, result);
     step
 }
 
+/// Latches B on every stream before the load (the XDP path installs a direction's flow only once both peers are
+/// latched): 3 packets from each sink's address to the relay's b side, which the relay forwards to A (nobody
+/// listens there).
+fn prime_b(topo: &Topology, opts: &Options) -> Result<()> {
+    let mut primers = Vec::new();
+    for i in 0..opts.streams {
+        let args = Rtpgen::new(sock(CARRIER_B, GEN_PORT + i))
+            .to(sock(SBC_B, RELAY_PORT + 2 * i))
+            .count(3)
+            .pps(100)
+            .expect_count(0)
+            .idle_exit(Duration::from_millis(100))
+            .duration(Duration::from_secs(3))
+            .args();
+        primers.push(topo.spawn(Host::B, &format!("primer{i}"), &opts.rtpgen_binary, &args)?);
+    }
+    for p in &mut primers {
+        p.wait_timeout(Duration::from_secs(10)).context("priming B")?;
+    }
+    // Let the relay see them and install A's flow before the load.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+/// The bare-redirect path: `sbc-bench xdp-bare a0 b0` in the SBC namespace for the ladder; A sends to the
+/// relay's addresses (with a static neighbour entry for 198.18.1.1, since ARP requests would be redirected too);
+/// what arrives at B's veth is counted.
+fn bare_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Result<()> {
+    let mac = topo.exec(Host::Sbc, "cat", &["/sys/class/net/a0/address"])?.trim().to_owned();
+    topo.exec(Host::A, "ip", &["neigh", "replace", "198.18.1.1", "lladdr", &mac, "dev", "eth0", "nud", "permanent"])?;
+    struct Neigh<'a>(&'a Topology);
+    impl Drop for Neigh<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.exec(Host::A, "ip", &["neigh", "del", "198.18.1.1", "dev", "eth0"]);
+        }
+    }
+    let _neigh = Neigh(topo);
+    let exe = std::env::current_exe().context("current_exe")?;
+    let mut helper = topo.spawn(Host::Sbc, &format!("xdp-bare-run{}", ladder.run), exe, &["xdp-bare", "a0", "b0"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !topo.exec(Host::Sbc, "ip", &["link", "show", "dev", "a0"])?.contains("xdp") {
+        if helper.try_wait()?.is_some() || Instant::now() > deadline {
+            bail!("the bare redirect did not attach to a0: {}", helper.output_tail());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let targets: Vec<SocketAddr> = (0..opts.streams).map(|i| sock(SBC_A, RELAY_PORT + 2 * i)).collect();
+    for &rate in &opts.rates {
+        check_stop()?;
+        let mut step = Step { rate, ..Step::default() };
+        let result = measure(topo, opts, pin, &targets, Some(helper.id()), false, SINK_CORE, &mut step);
+        finish_step(&mut step, result);
+        eprintln!("{}", progress(opts.runs, ladder, &step));
+        ladder.steps.push(step);
+        if ladder.should_stop() {
+            break;
+        }
+    }
+    let _ = helper.terminate(Duration::from_secs(5));
+    Ok(())
+}
+
 /// The kernel path: forwarding on in the SBC namespace and routes in A and B for the ladder, removed after it.
 fn kernel_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Result<()> {
-    let _forwarding = Forwarding::enable(topo)?;
+    let xdp_prepared = opts.paths.iter().any(|&p| matches!(p, Target::Xdp | Target::Bare));
+    let _forwarding = Forwarding::enable(topo, xdp_prepared)?;
     let targets: Vec<SocketAddr> = (0..opts.streams).map(|i| sock(CARRIER_B, GEN_PORT + i)).collect();
     for &rate in &opts.rates {
         check_stop()?;
         let mut step = Step { rate, ..Step::default() };
-        let result = measure(topo, opts, pin, &targets, None, &mut step);
+        let result = measure(topo, opts, pin, &targets, None, true, sink_core(Target::Kernel), &mut step);
         finish_step(&mut step, result);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
@@ -337,6 +522,14 @@ fn finish_step(step: &mut Step, result: Result<()>) {
     }
     step.generator_limited = step.achieved_pps.is_some_and(|a| a < MIN_ACHIEVED_SHARE * f64::from(step.rate));
     step.pass = step.error.is_none() && step.sent > 0 && step.loss_pct < MAX_LOSS_PCT && !step.generator_limited;
+    step.wire_loss_pct = step
+        .wire_rx
+        .filter(|_| step.sent > 0)
+        .map(|w| 100.0 * step.sent.saturating_sub(w.min(step.sent)) as f64 / step.sent as f64);
+    step.wire_pass = step.error.is_none()
+        && step.sent > 0
+        && step.wire_loss_pct.is_some_and(|l| l < MAX_LOSS_PCT)
+        && !step.generator_limited;
 }
 
 fn sock(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
@@ -346,11 +539,13 @@ fn sock(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
 /// IP forwarding in the SBC namespace and the routes A and B need to use it; undone on drop.
 struct Forwarding<'a> {
     topo: &'a Topology,
+    /// Turn forwarding on a0 and b0 back on afterwards (the XDP path needs it; `ip_forward=0` turns it off).
+    keep_xdp: bool,
 }
 
 impl<'a> Forwarding<'a> {
-    fn enable(topo: &'a Topology) -> Result<Self> {
-        let f = Self { topo };
+    fn enable(topo: &'a Topology, keep_xdp: bool) -> Result<Self> {
+        let f = Self { topo, keep_xdp };
         topo.exec(Host::Sbc, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
         topo.exec(Host::A, "ip", &["route", "add", "198.18.2.0/24", "via", "198.18.1.1"])?;
         topo.exec(Host::B, "ip", &["route", "add", "198.18.1.0/24", "via", "198.18.2.1"])?;
@@ -369,17 +564,26 @@ impl Drop for Forwarding<'_> {
         let _ = self.topo.exec(Host::A, "ip", &["route", "del", "198.18.2.0/24", "via", "198.18.1.1"]);
         let _ = self.topo.exec(Host::B, "ip", &["route", "del", "198.18.1.0/24", "via", "198.18.2.1"]);
         let _ = self.topo.exec(Host::Sbc, "sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+        if self.keep_xdp {
+            for dev in ["a0", "b0"] {
+                let _ = self.topo.exec(Host::Sbc, "sysctl", &["-qw", &format!("net.ipv4.conf.{dev}.forwarding=1")]);
+            }
+        }
     }
 }
 
-/// One step of traffic: a sink per stream in B, then a sender per stream in A towards `targets[i]`; waits for all,
-/// and fills in the step's figures. `relay_pid`: the process whose CPU time is the forwarder's.
+/// One step of traffic: a sink per stream in B (with `sinks`), then a sender per stream in A towards
+/// `targets[i]`; waits for all, and fills in the step's figures. `relay_pid`: the process whose CPU time is the
+/// forwarder's. Without sinks (the bare redirect), what arrived is B's veth's rx counter.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     topo: &Topology,
     opts: &Options,
     pin: bool,
     targets: &[SocketAddr],
     relay_pid: Option<u32>,
+    sinks_wanted: bool,
+    sinks_core: usize,
     step: &mut Step,
 ) -> Result<()> {
     let streams = u64::from(opts.streams);
@@ -389,10 +593,10 @@ fn measure(
     let send_ms = per_stream * 1000 / u64::from(per_stream_pps);
     let dir = topo.dir().to_owned();
     let rtpgen = opts.rtpgen_binary.display().to_string();
-    let spawn = |host: Host, name: &str, args: Vec<String>| -> Result<Process> {
+    let spawn = |host: Host, name: &str, args: Vec<String>, core: usize| -> Result<Process> {
         let mut full = Vec::new();
         let program = if pin {
-            full.extend(["-c".to_owned(), GEN_CORE.to_string(), rtpgen.clone()]);
+            full.extend(["-c".to_owned(), core.to_string(), rtpgen.clone()]);
             "taskset".to_owned()
         } else {
             rtpgen.clone()
@@ -402,7 +606,7 @@ fn measure(
     };
 
     let mut sinks = Vec::new();
-    for i in 0..opts.streams {
+    for i in (0..opts.streams).filter(|_| sinks_wanted) {
         let report = dir.join(format!("sink{i}.json"));
         let _ = std::fs::remove_file(&report);
         let args = Rtpgen::new(sock(CARRIER_B, GEN_PORT + i))
@@ -411,11 +615,12 @@ fn measure(
             .duration(Duration::from_millis(send_ms + 20_000))
             .report(&report)
             .args();
-        sinks.push((spawn(Host::B, &format!("sink{i}"), args)?, report));
+        sinks.push((spawn(Host::B, &format!("sink{i}"), args, sinks_core)?, report));
     }
-    for i in 0..opts.streams {
+    for i in (0..opts.streams).filter(|_| sinks_wanted) {
         wait_udp_sockets(topo, Host::B, GEN_PORT + i, 1, Duration::from_secs(5))?;
     }
+    let wire_before = wire_rx(topo);
 
     let snmp_before = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
     let cpu_before = relay_pid.and_then(process_ticks);
@@ -426,17 +631,44 @@ fn measure(
     for (i, &to) in targets.iter().enumerate() {
         let report = dir.join(format!("sender{i}.json"));
         let _ = std::fs::remove_file(&report);
-        let args = Rtpgen::new(sock(CALLER, GEN_PORT + i as u16))
-            .to(to)
-            .count(per_stream)
-            .pps(per_stream_pps)
-            .payload(opts.payload)
-            .expect_count(0)
-            .idle_exit(Duration::from_millis(SENDER_IDLE_MS))
-            .duration(Duration::from_millis(send_ms + 10_000))
-            .report(&report)
-            .args();
-        senders.push((spawn(Host::A, &format!("sender{i}"), args)?, report));
+        let name = format!("sender{i}");
+        let sender = match opts.generator {
+            Generator::Rtpgen => {
+                let args = Rtpgen::new(sock(CALLER, GEN_PORT + i as u16))
+                    .to(to)
+                    .count(per_stream)
+                    .pps(per_stream_pps)
+                    .payload(opts.payload)
+                    .expect_count(0)
+                    .idle_exit(Duration::from_millis(SENDER_IDLE_MS))
+                    .duration(Duration::from_millis(send_ms + 10_000))
+                    .report(&report)
+                    .args();
+                spawn(Host::A, &name, args, GEN_CORE)?
+            }
+            Generator::Blast => {
+                let exe = std::env::current_exe().context("current_exe")?.display().to_string();
+                let mut args: Vec<String> = Vec::new();
+                let program = if pin {
+                    args.extend(["-c".to_owned(), GEN_CORE.to_string(), exe]);
+                    "taskset".to_owned()
+                } else {
+                    exe
+                };
+                args.extend([
+                    "blast".to_owned(),
+                    format!("--bind={}", sock(CALLER, GEN_PORT + i as u16)),
+                    format!("--to={to}"),
+                    format!("--count={per_stream}"),
+                    format!("--pps={per_stream_pps}"),
+                    format!("--payload={}", opts.payload),
+                    format!("--idle-ms={SENDER_IDLE_MS}"),
+                    format!("--report={}", report.display()),
+                ]);
+                topo.spawn(Host::A, &name, program, &args)?
+            }
+        };
+        senders.push((sender, report));
     }
     let limit = Duration::from_millis(send_ms + 30_000);
     let mut sent_reports = Vec::new();
@@ -449,13 +681,31 @@ fn measure(
         p.wait_timeout(limit.saturating_sub(started.elapsed())).context("sink")?;
         sink_reports.push(rtp::read_report(report.as_path()).with_context(|| p.output_tail())?);
     }
+    if !sinks_wanted {
+        // Nothing to wait for: give the last packets time to cross.
+        std::thread::sleep(Duration::from_millis(200));
+    }
     step.wall_secs = started.elapsed().as_secs_f64();
+    let wire_after = wire_rx(topo);
     let si_after = softirq_ticks();
     let core_after = core_busy_ticks(RELAY_CORE);
     let cpu_after = relay_pid.and_then(process_ticks);
     let snmp_after = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
 
     fill(step, &sent_reports, &sink_reports);
+    step.wire_rx = wire_before.zip(wire_after).map(|(a, b)| b.saturating_sub(a));
+    let send_secs = step.achieved_pps.filter(|&a| a > 0.0).map(|a| step.sent as f64 / a);
+    step.wire_pps = step.wire_rx.zip(send_secs).map(|(n, s)| n as f64 / s);
+    if !sinks_wanted {
+        // The bare redirect: delivered = arrived at B's veth (a few stray frames, ARP or IPv6, may count too).
+        step.received = step.wire_rx.unwrap_or(0).min(step.sent);
+        step.loss_pct = if step.sent == 0 {
+            100.0
+        } else {
+            100.0 * step.sent.saturating_sub(step.received) as f64 / step.sent as f64
+        };
+        step.delivered_pps = step.wire_pps;
+    }
     let per_mpkt = |cpu: f64| (step.received > 0).then(|| cpu / (step.received as f64 / 1e6));
     if let (Some(a), Some(b)) = (si_before, si_after) {
         let s = b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC;
@@ -472,6 +722,11 @@ fn measure(
         None => step.softirq_s,
     };
     step.cpu_s_per_mpkt = step.cpu_s.and_then(per_mpkt);
+    step.total_s = match relay_pid {
+        Some(_) => step.cpu_s.zip(step.softirq_s).map(|(c, s)| c + s),
+        None => step.softirq_s,
+    };
+    step.total_s_per_mpkt = step.total_s.and_then(per_mpkt);
     let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
     step.sbc_rcvbuf_errors = delta(snmp_before.0, snmp_after.0);
     step.sink_rcvbuf_errors = delta(snmp_before.1, snmp_after.1);
@@ -493,7 +748,13 @@ fn fill(step: &mut Step, senders: &[Report], sinks: &[Report]) {
     let last = sinks.iter().filter_map(|r| r.last_rx_unix_ns).max();
     step.delivered_pps =
         first.zip(last).filter(|(f, l)| l > f).map(|(f, l)| step.received as f64 / ((l - f) as f64 / 1e9));
+    step.latency_p50_us = sinks.iter().filter_map(|r| r.latency_us.map(|l| l.p50)).max();
     step.latency_p99_us = sinks.iter().filter_map(|r| r.latency_us.map(|l| l.p99)).max();
+}
+
+/// rx_packets of B's eth0 (inside B's namespace).
+fn wire_rx(topo: &Topology) -> Option<u64> {
+    topo.exec(Host::B, "cat", &["/sys/class/net/eth0/statistics/rx_packets"]).ok()?.trim().parse().ok()
 }
 
 /// utime + stime of process `pid`, all threads, in clock ticks.
@@ -704,7 +965,7 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let f2 = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     let mut line = format!(
-        "[run {}/{runs}] {:<6} {:>7} pps: sent {:>8} (achieved {:>7}/s), received {:>8}, loss {:>7.3} %, delivered {:>7}/s, p99 {:>6} us, cpu {:>5} s = {:>5} s/Mpkt (si {:>5} s, core{RELAY_CORE} busy {:>5} s/Mpkt), rcvbuf drops sbc {:>5} sink {:>5}",
+        "[run {}/{runs}] {:<6} {:>7} pps: sent {:>8} (achieved {:>7}/s), received {:>8}, loss {:>7.3} %, delivered {:>7}/s (B veth {:>7}/s), p50/p99 {:>5}/{:>6} us, cpu {:>5} s = {:>5} s/Mpkt (si {:>5} s = {:>5} s/Mpkt, core{RELAY_CORE} busy {:>5} s/Mpkt), rcvbuf drops sbc {:>5} sink {:>5}",
         ladder.run,
         ladder.target.name(),
         s.rate,
@@ -713,16 +974,22 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
         s.received,
         s.loss_pct,
         f0(s.delivered_pps),
+        f0(s.wire_pps),
+        n(s.latency_p50_us),
         n(s.latency_p99_us),
         f2(s.cpu_s),
         f2(s.cpu_s_per_mpkt),
         f2(s.softirq_s),
+        f2(s.softirq_s_per_mpkt),
         f2(s.core_busy_s_per_mpkt),
         n(s.sbc_rcvbuf_errors),
         n(s.sink_rcvbuf_errors),
     );
     if let (Some(r), Some(t)) = (s.relay_received, s.relay_sent) {
         line.push_str(&format!(", relay in {r} out {t}"));
+    }
+    if let Some(k) = s.kernel_packets {
+        line.push_str(&format!(" (xdp {k})"));
     }
     line.push_str(match (s.pass, s.generator_limited) {
         (true, _) => " -> pass",
@@ -739,15 +1006,38 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub targets: Vec<TargetSummary>,
-    /// Median ceiling relay / kernel.
-    pub ceiling_ratio: Option<f64>,
-    /// Median best delivered pps relay / kernel.
-    pub best_delivered_ratio: Option<f64>,
-    /// The highest ladder rate at or below both targets' median ceilings: where CPU per packet is compared.
+    /// The highest ladder rate at or below the median ceilings of `relay` and `xdp` (of every path measured when
+    /// neither is): where CPU per packet and latency are compared.
     pub reference_rate: Option<u32>,
-    /// CPU-s per Mpkt at the reference rate, relay / kernel.
-    pub cpu_ratio: Option<f64>,
+    /// No step passed in a median run: the reference rate is the ladder's first rate instead.
+    pub reference_fallback: bool,
+    /// The highest rate the senders achieved in any step: the generator's own ceiling on this machine.
+    pub generator_max_achieved_pps: Option<f64>,
+    /// The XDP program's BPF_PROG_TEST_RUN figures, medians over runs, ns/packet.
+    pub test_run_hit_single_ns: Option<f64>,
+    pub test_run_hit_repeat_ns: Option<f64>,
+    pub test_run_miss_ns: Option<f64>,
+    /// Packets per relay-CPU-second, xdp / relay, at the reference rate, with CPU = process + the machine's
+    /// softirq time (the target's figure, >= 5).
+    pub xdp_vs_relay_pkts_per_cpu_s: Option<f64>,
+    /// The same with CPU = the relay process's time only (infinite, `None`, when the XDP relay used no tick).
+    pub xdp_vs_relay_pkts_per_cpu_s_process_only: Option<f64>,
+    /// The same with CPU = process + the softirq time above the bare path's at the same rate (an attribution
+    /// estimate: the bare path's softirq is the sender's, veths', bridge's and B's share that every path has).
+    pub xdp_vs_relay_pkts_per_cpu_s_above_bare: Option<f64>,
+    /// Relay process CPU per packet over the XDP program's own time per packet (BPF_PROG_TEST_RUN, single runs).
+    pub relay_process_vs_xdp_program: Option<f64>,
+    /// Median wire ceiling (loss counted at B's veth for both) xdp / bare (the target's figure, >= 0.8).
+    pub xdp_vs_bare_ceiling: Option<f64>,
+    /// Median best B-veth pps xdp / bare.
+    pub xdp_vs_bare_best_wire: Option<f64>,
+    /// Median ceiling relay / kernel.
+    pub relay_vs_kernel_ceiling: Option<f64>,
 }
+
+/// The XDP issue's targets.
+pub const TARGET_CPU_RATIO: f64 = 5.0;
+pub const TARGET_CEILING_SHARE: f64 = 0.8;
 
 /// One target over all runs.
 #[derive(Debug, Clone, Serialize)]
@@ -763,32 +1053,54 @@ pub struct TargetSummary {
     pub best_delivered_pps: Vec<Option<f64>>,
     /// Median of those over runs (a run without such a step counts as 0).
     pub median_best_delivered_pps: Option<f64>,
-    /// At the reference rate, medians over the runs that measured it: delivered pps, forwarder CPU-s per Mpkt,
-    /// machine softirq-s per Mpkt.
+    /// Per run, the ceiling with loss counted at B's veth, and its median (no passing step counts as 0).
+    pub wire_ceilings: Vec<Option<u32>>,
+    pub median_wire_ceiling: Option<f64>,
+    /// Median over runs of the highest B-veth pps of a step with wire loss < 0.1 %.
+    pub median_best_wire_pps: Option<f64>,
+    /// At the reference rate, medians over the runs that measured it.
     pub reference_delivered_pps: Option<f64>,
+    pub reference_wire_pps: Option<f64>,
+    pub reference_loss_pct: Option<f64>,
+    /// Forwarder process CPU-s per Mpkt (kernel: softirq).
     pub reference_cpu_s_per_mpkt: Option<f64>,
     pub reference_softirq_s_per_mpkt: Option<f64>,
+    /// Process + softirq CPU-s per Mpkt (kernel: softirq).
+    pub reference_total_s_per_mpkt: Option<f64>,
+    pub reference_latency_p50_us: Option<f64>,
+    pub reference_latency_p99_us: Option<f64>,
+    /// xdp: share of the relay's received packets that the XDP program forwarded, percent.
+    pub reference_kernel_share_pct: Option<f64>,
     /// How many runs measured the reference rate.
     pub reference_runs: usize,
 }
 
 /// Builds the summary of `ladders` (see [`Summary`]).
-pub fn summarize(rates: &[u32], ladders: &[Ladder]) -> Summary {
+pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs: &[crate::xdp::TestRun]) -> Summary {
     let of = |t: Target| ladders.iter().filter(move |l| l.target == t);
     let median_ceiling = |t: Target| median(&of(t).map(|l| f64::from(l.ceiling.unwrap_or(0))).collect::<Vec<_>>());
-    let floor = Target::ALL.iter().map(|&t| median_ceiling(t).unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
-    let reference_rate = rates.iter().copied().filter(|&r| f64::from(r) <= floor).max();
-    let at_ref = |t: Target, f: fn(&Step) -> Option<f64>| -> (Option<f64>, usize) {
+    let mut basis: Vec<Target> =
+        paths.iter().copied().filter(|t| matches!(t, Target::Relay | Target::Xdp)).collect::<Vec<_>>();
+    if basis.is_empty() {
+        basis = paths.to_vec();
+    }
+    let floor = basis.iter().map(|&t| median_ceiling(t).unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
+    let mut reference_rate = rates.iter().copied().filter(|&r| f64::from(r) <= floor).max();
+    let reference_fallback = reference_rate.is_none() && !rates.is_empty();
+    if reference_fallback {
+        reference_rate = rates.first().copied();
+    }
+    let at_ref = |t: Target, f: &dyn Fn(&Step) -> Option<f64>| -> (Option<f64>, usize) {
         let values: Vec<f64> = of(t)
             .filter_map(|l| l.steps.iter().find(|s| Some(s.rate) == reference_rate && s.error.is_none()))
             .filter_map(f)
             .collect();
         (median(&values), values.len())
     };
-    let targets: Vec<TargetSummary> = Target::ALL
+    let targets: Vec<TargetSummary> = paths
         .iter()
         .map(|&t| {
-            let (cpu, n) = at_ref(t, |s| s.cpu_s_per_mpkt);
+            let (cpu, n) = at_ref(t, &|s| s.cpu_s_per_mpkt);
             TargetSummary {
                 target: t,
                 ceilings: of(t).map(|l| l.ceiling).collect(),
@@ -798,19 +1110,67 @@ pub fn summarize(rates: &[u32], ladders: &[Ladder]) -> Summary {
                 median_best_delivered_pps: median(
                     &of(t).map(|l| l.best_delivered_pps.unwrap_or(0.0)).collect::<Vec<_>>(),
                 ),
-                reference_delivered_pps: at_ref(t, |s| s.delivered_pps).0,
+                wire_ceilings: of(t).map(|l| l.wire_ceiling).collect(),
+                median_wire_ceiling: median(&of(t).map(|l| f64::from(l.wire_ceiling.unwrap_or(0))).collect::<Vec<_>>()),
+                median_best_wire_pps: median(&of(t).map(|l| l.best_wire_pps.unwrap_or(0.0)).collect::<Vec<_>>()),
+                reference_delivered_pps: at_ref(t, &|s| s.delivered_pps).0,
+                reference_wire_pps: at_ref(t, &|s| s.wire_pps).0,
+                reference_loss_pct: at_ref(t, &|s| Some(s.loss_pct)).0,
                 reference_cpu_s_per_mpkt: cpu,
-                reference_softirq_s_per_mpkt: at_ref(t, |s| s.softirq_s_per_mpkt).0,
+                reference_softirq_s_per_mpkt: at_ref(t, &|s| s.softirq_s_per_mpkt).0,
+                reference_total_s_per_mpkt: at_ref(t, &|s| s.total_s_per_mpkt).0,
+                reference_latency_p50_us: at_ref(t, &|s| s.latency_p50_us.map(|v| v as f64)).0,
+                reference_latency_p99_us: at_ref(t, &|s| s.latency_p99_us.map(|v| v as f64)).0,
+                reference_kernel_share_pct: at_ref(t, &|s| {
+                    let r = s.relay_received.filter(|&r| r > 0)?;
+                    Some(100.0 * s.kernel_packets? as f64 / r as f64)
+                })
+                .0,
                 reference_runs: n,
             }
         })
         .collect();
+    let get = |t: Target| targets.iter().find(|s| s.target == t);
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|&(_, b)| b > 0.0).map(|(a, b)| a / b);
+    let (relay, xdp, bare, kernel) = (get(Target::Relay), get(Target::Xdp), get(Target::Bare), get(Target::Kernel));
+    let f = |s: Option<&TargetSummary>, g: fn(&TargetSummary) -> Option<f64>| s.and_then(g);
+    let tr = |g: fn(&crate::xdp::TestRun) -> f64| median(&test_runs.iter().map(g).collect::<Vec<_>>());
     Summary {
-        ceiling_ratio: ratio(targets[0].median_ceiling, targets[1].median_ceiling),
-        best_delivered_ratio: ratio(targets[0].median_best_delivered_pps, targets[1].median_best_delivered_pps),
         reference_rate,
-        cpu_ratio: ratio(targets[0].reference_cpu_s_per_mpkt, targets[1].reference_cpu_s_per_mpkt),
+        reference_fallback,
+        generator_max_achieved_pps: ladders
+            .iter()
+            .flat_map(|l| &l.steps)
+            .filter(|s| s.error.is_none())
+            .filter_map(|s| s.achieved_pps)
+            .reduce(f64::max),
+        test_run_hit_single_ns: tr(|t| t.hit_single_ns),
+        test_run_hit_repeat_ns: tr(|t| t.hit_repeat_ns),
+        test_run_miss_ns: tr(|t| t.miss_ns),
+        // Packets per CPU-second is the inverse of CPU-s per Mpkt: xdp / relay = relay's s/Mpkt / xdp's.
+        xdp_vs_relay_pkts_per_cpu_s: ratio(
+            f(relay, |s| s.reference_total_s_per_mpkt),
+            f(xdp, |s| s.reference_total_s_per_mpkt),
+        ),
+        xdp_vs_relay_pkts_per_cpu_s_process_only: ratio(
+            f(relay, |s| s.reference_cpu_s_per_mpkt),
+            f(xdp, |s| s.reference_cpu_s_per_mpkt),
+        ),
+        xdp_vs_relay_pkts_per_cpu_s_above_bare: {
+            let bare_si = f(bare, |s| s.reference_softirq_s_per_mpkt);
+            let above = |t: Option<&TargetSummary>| {
+                let t = t?;
+                Some(t.reference_cpu_s_per_mpkt? + (t.reference_softirq_s_per_mpkt? - bare_si?).max(0.0))
+            };
+            ratio(above(relay), above(xdp))
+        },
+        relay_process_vs_xdp_program: ratio(
+            f(relay, |s| s.reference_cpu_s_per_mpkt),
+            tr(|t| t.hit_single_ns).map(|ns| ns / 1000.0),
+        ),
+        xdp_vs_bare_ceiling: ratio(f(xdp, |s| s.median_wire_ceiling), f(bare, |s| s.median_wire_ceiling)),
+        xdp_vs_bare_best_wire: ratio(f(xdp, |s| s.median_best_wire_pps), f(bare, |s| s.median_best_wire_pps)),
+        relay_vs_kernel_ceiling: ratio(f(relay, |s| s.median_ceiling), f(kernel, |s| s.median_ceiling)),
         targets,
     }
 }
@@ -819,85 +1179,169 @@ pub fn summarize(rates: &[u32], ladders: &[Ladder]) -> Summary {
 pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "sbc-bench media --local: {} run(s), steps of {} s, {} stream(s), {}-byte RTP payloads, rates (pps) {:?}\n",
-        opts.runs, opts.step_secs, opts.streams, opts.payload, opts.rates
+        "sbc-bench media --local: {} run(s), paths {}, steps of {} s, {} stream(s), {}-byte RTP payloads, rates (pps) \
+         {:?}\n",
+        opts.runs,
+        opts.paths.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
+        opts.step_secs,
+        opts.streams,
+        opts.payload,
+        opts.rates
     ));
     out.push_str(&if pinned {
-        format!("pinning: media-relay on core {RELAY_CORE}, rtpgen senders and sinks on core {GEN_CORE}\n")
+        format!("pinning: media-relay and the sinks on core {RELAY_CORE}/{SINK_CORE}, the senders on core {GEN_CORE}\n")
     } else {
         "pinning: off (fewer than 2 cores)\n".to_owned()
     });
     out.push_str(&format!(
-        "a step passes with loss < {MAX_LOSS_PCT} % and the generator at >= 90 % of the offered rate; ceiling = highest passing rate;\ncpu: relay = media-relay utime+stime, kernel = whole-machine softirq\n\n"
+        "a step passes with loss < {MAX_LOSS_PCT} % (bare: counted at B's veth) and the generator at >= 90 % of the \
+         offered rate; ceiling = highest passing rate\n"
     ));
-    out.push_str(&format!("{:<22}", "ceiling (pps)"));
-    for r in 1..=opts.runs {
-        out.push_str(&format!("{:>10}", format!("run {r}")));
-    }
-    out.push_str(&format!("{:>10}\n", "median"));
-    for t in &summary.targets {
-        out.push_str(&format!("  {:<20}", t.target.name()));
-        for (c, capped) in t.ceilings.iter().zip(&t.capped_by_ladder) {
-            let cell = c.map_or("none".to_owned(), |c| format!("{c}{}", if *capped { "+" } else { "" }));
-            out.push_str(&format!("{cell:>10}"));
-        }
-        out.push_str(&format!("{:>10}\n", t.median_ceiling.map_or("-".to_owned(), |m| format!("{m:.0}"))));
-    }
+    let f = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
     out.push_str(&format!(
-        "  {:<20}{}\n",
-        "relay/kernel",
-        summary.ceiling_ratio.map_or("-".to_owned(), |r| format!("{r:.2}"))
+        "generator ceiling: the senders achieved at most {} pps in any step (one sender per stream, all on core \
+         {GEN_CORE}, where the softirqs run too); a path at that rate was limited by the generator, not by itself\n\n",
+        f(summary.generator_max_achieved_pps, 0)
     ));
-    out.push_str(&format!("{:<22}", "best delivered (pps)"));
-    for r in 1..=opts.runs {
-        out.push_str(&format!("{:>10}", format!("run {r}")));
-    }
-    out.push_str(&format!("{:>10}\n", "median"));
-    let f0 = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{v:.0}"));
-    for t in &summary.targets {
-        out.push_str(&format!("  {:<20}", t.target.name()));
-        for b in &t.best_delivered_pps {
-            out.push_str(&format!("{:>10}", f0(*b)));
+    for (title, get) in [
+        (
+            "ceiling (pps)",
+            (|t: &TargetSummary| (t.ceilings.iter().map(|c| c.map(f64::from)).collect(), t.median_ceiling))
+                as fn(&TargetSummary) -> (Vec<Option<f64>>, Option<f64>),
+        ),
+        ("best delivered (pps)", |t: &TargetSummary| (t.best_delivered_pps.clone(), t.median_best_delivered_pps)),
+        ("ceiling at B veth", |t: &TargetSummary| {
+            (t.wire_ceilings.iter().map(|c| c.map(f64::from)).collect(), t.median_wire_ceiling)
+        }),
+    ] {
+        out.push_str(&format!("{title:<22}"));
+        for r in 1..=opts.runs {
+            out.push_str(&format!("{:>10}", format!("run {r}")));
         }
-        out.push_str(&format!("{:>10}\n", f0(t.median_best_delivered_pps)));
+        out.push_str(&format!("{:>10}\n", "median"));
+        for t in &summary.targets {
+            out.push_str(&format!("  {:<20}", t.target.name()));
+            let (per_run, med) = get(t);
+            for (i, c) in per_run.iter().enumerate() {
+                let capped = title.starts_with("ceiling") && t.capped_by_ladder.get(i) == Some(&true);
+                let cell = c.map_or("none".to_owned(), |c| format!("{c:.0}{}", if capped { "+" } else { "" }));
+                out.push_str(&format!("{cell:>10}"));
+            }
+            out.push_str(&format!("{:>10}\n", f(med, 0)));
+        }
     }
-    out.push_str(&format!(
-        "  {:<20}{}\n",
-        "relay/kernel",
-        summary.best_delivered_ratio.map_or("-".to_owned(), |r| format!("{r:.2}"))
-    ));
-    out.push_str("  (highest delivered rate of any step with loss < 0.1 %, generator-limited steps included)\n");
+    out.push_str(
+        "  (ceiling: loss at the sinks (bare: at B's veth); best delivered: highest delivered rate of any step with\n   \
+         loss < 0.1 %, generator-limited included; ceiling at B veth: loss counted with B's eth0 rx counter for\n   \
+         every path, whether or not the sinks kept up)\n",
+    );
     if summary.targets.iter().any(|t| t.capped_by_ladder.iter().any(|&c| c)) {
         out.push_str("  (+: the top of the ladder passed; the real ceiling is at or above it: raise --rates)\n");
     }
     out.push('\n');
     let Some(rate) = summary.reference_rate else {
-        out.push_str("reference rate: none (a target passed no step in the median run)\n");
+        out.push_str("reference rate: none\n");
         return out;
     };
     out.push_str(&format!(
-        "at the reference rate {rate} pps (highest ladder rate within both median ceilings; medians over runs)\n"
+        "at the reference rate {rate} pps ({}; medians over runs)\n",
+        if summary.reference_fallback {
+            "no step of relay/xdp passed in the median run: the ladder's first rate"
+        } else {
+            "highest ladder rate within the median ceilings of relay and xdp"
+        }
     ));
     out.push_str(&format!(
-        "{:<22}{:>14}{:>16}{:>16}{:>7}\n",
-        "", "delivered/s", "cpu-s/Mpkt", "softirq-s/Mpkt", "runs"
+        "{:<10}{:>11}{:>11}{:>9}{:>11}{:>11}{:>13}{:>9}{:>9}{:>8}{:>6}\n",
+        "",
+        "delivered",
+        "at B veth",
+        "loss %",
+        "proc s/M",
+        "si s/M",
+        "proc+si s/M",
+        "p50 us",
+        "p99 us",
+        "xdp %",
+        "runs"
     ));
-    let f = |v: Option<f64>, p: usize| v.map_or("-".to_owned(), |v| format!("{v:.p$}"));
     for t in &summary.targets {
         out.push_str(&format!(
-            "  {:<20}{:>14}{:>16}{:>16}{:>7}\n",
+            "  {:<8}{:>11}{:>11}{:>9}{:>11}{:>11}{:>13}{:>9}{:>9}{:>8}{:>6}\n",
             t.target.name(),
             f(t.reference_delivered_pps, 0),
-            f(t.reference_cpu_s_per_mpkt, 2),
+            f(t.reference_wire_pps, 0),
+            f(t.reference_loss_pct, 3),
+            if t.target == Target::Kernel { "-".to_owned() } else { f(t.reference_cpu_s_per_mpkt, 2) },
             f(t.reference_softirq_s_per_mpkt, 2),
+            f(t.reference_total_s_per_mpkt, 2),
+            f(t.reference_latency_p50_us, 0),
+            f(t.reference_latency_p99_us, 0),
+            f(t.reference_kernel_share_pct, 2),
             t.reference_runs
         ));
     }
-    out.push_str(&format!("  {:<20}{:>14}{:>16}\n", "relay/kernel", "", f(summary.cpu_ratio, 2)));
     out.push_str(
-        "  (cpu-s/Mpkt: relay = media-relay process only; kernel = softirq of the whole machine, which for relay\n   \
-         steps is shown too: the relay's packets also cost kernel time outside its process)\n",
+        "  (s/M = CPU-seconds per million delivered packets: proc = the forwarder process (relay, xdp: media-relay;\n   \
+         bare: the helper holding the program), si = the whole machine's softirq time, which is where XDP, the\n   \
+         veths and the bridge run; kernel forwarding is softirq only. xdp % = packets the XDP program forwarded of\n   \
+         those the relay received. latency: one-way, send timestamp in the payload to the sink, worst stream)\n",
     );
+    if summary.test_run_hit_single_ns.is_some() {
+        out.push_str(&format!(
+            "\nBPF_PROG_TEST_RUN (the relay program alone, medians over runs): hit {} ns/packet (mean of single runs), \
+             {} ns/packet (repeat on a looped hit), miss {} ns/packet (repeat)\n",
+            f(summary.test_run_hit_single_ns, 0),
+            f(summary.test_run_hit_repeat_ns, 0),
+            f(summary.test_run_miss_ns, 0)
+        ));
+    }
+    let verdict = |v: Option<f64>, goal: f64| match v {
+        Some(v) if v >= goal => "met",
+        Some(_) => "NOT met",
+        None => "not measured",
+    };
+    out.push_str("\ntargets of the XDP issue\n");
+    out.push_str(&format!(
+        "  packets per relay-CPU-second, xdp / relay (process + softirq): {} (target >= {TARGET_CPU_RATIO}: {})\n",
+        f(summary.xdp_vs_relay_pkts_per_cpu_s, 2),
+        verdict(summary.xdp_vs_relay_pkts_per_cpu_s, TARGET_CPU_RATIO)
+    ));
+    out.push_str(&format!(
+        "  packets per relay-CPU-second, xdp / relay (process only): {}\n",
+        summary.xdp_vs_relay_pkts_per_cpu_s_process_only.map_or_else(
+            || "- (the XDP relay process used no measurable CPU, or not measured)".to_owned(),
+            |v| format!("{v:.1}")
+        )
+    ));
+    out.push_str(&format!(
+        "  packets per relay-CPU-second, xdp / relay (process + softirq above bare's): {}; relay process time per \
+         packet / the XDP program's (test run): {}\n",
+        f(summary.xdp_vs_relay_pkts_per_cpu_s_above_bare, 2),
+        f(summary.relay_process_vs_xdp_program, 1)
+    ));
+    out.push_str(&format!(
+        "  median ceiling at B veth, xdp / bare: {} (target >= {TARGET_CEILING_SHARE}: {}); best B-veth pps xdp / \
+         bare: {}\n",
+        f(summary.xdp_vs_bare_ceiling, 2),
+        verdict(summary.xdp_vs_bare_ceiling, TARGET_CEILING_SHARE),
+        f(summary.xdp_vs_bare_best_wire, 2)
+    ));
+    if let Some(g) = summary.generator_max_achieved_pps {
+        let limited: Vec<&str> = summary
+            .targets
+            .iter()
+            .filter(|t| t.median_wire_ceiling.is_some_and(|c| c > 0.0 && c >= 0.85 * g))
+            .map(|t| t.target.name())
+            .collect();
+        if !limited.is_empty() {
+            out.push_str(&format!(
+                "  note: the ceilings of {} are within 15 % of the generator's own ceiling ({g:.0} pps): there the \
+                 generator was the limit and the ratio of ceilings says little\n",
+                limited.join(", ")
+            ));
+        }
+    }
     out
 }
 
@@ -934,13 +1378,13 @@ mod tests {
             ladder(3, Target::Kernel, &[(100, true), (200, true), (300, true), (400, true)], 1.0),
         ];
         assert!(ladders[1].capped_by_ladder);
-        let s = summarize(&[100, 200, 300, 400], &ladders);
+        let s = summarize(&[Target::Relay, Target::Kernel], &[100, 200, 300, 400], &ladders, &[]);
         assert_eq!(s.targets[0].ceilings, vec![Some(200), Some(100), Some(300)]);
         assert_eq!(s.targets[0].median_ceiling, Some(200.0));
         assert_eq!(s.reference_rate, Some(200));
         assert_eq!(s.targets[0].reference_cpu_s_per_mpkt, Some(3.0));
-        assert_eq!(s.cpu_ratio, Some(3.0));
-        assert_eq!(s.ceiling_ratio, Some(0.5));
+        assert_eq!(s.relay_vs_kernel_ceiling, Some(0.5));
+        assert_eq!(s.xdp_vs_relay_pkts_per_cpu_s, None);
     }
 
     #[test]

@@ -1,0 +1,176 @@
+//! The XDP pieces of `sbc-bench media`: the bare-redirect ceiling program (hidden subcommand `xdp-bare`, run in the
+//! SBC namespace) and the program's own time per packet from `BPF_PROG_TEST_RUN` (hidden subcommand
+//! `xdp-test-run`, run in a scratch namespace set up like media-relay/daemon/tests/xdp_packets.rs does).
+
+use anyhow::{bail, Context, Result};
+use media_relay::xdp::{FlowKey, FlowTarget, PassProgram, Xdp};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+/// Single hit runs averaged (the kernel reports each run's time; their mean is the hit figure).
+const SINGLE_RUNS: u32 = 100_000;
+/// Repetitions of the looped hit frame (TTL 255, two flows rewriting into each other; TTL goes down per pass).
+const LOOP_REPEAT: u32 = 250;
+/// Repetitions of the miss frame (unchanged by the program).
+const MISS_REPEAT: u32 = 1_000_000;
+
+const MAC_A0: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x00];
+const MAC_A1: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x01];
+const MAC_B0: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x00];
+const MAC_B1: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+const MAC_PA: [u8; 6] = [0x02, 0, 0, 0, 0x0a, 0x02];
+const MAC_PB: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x02];
+
+/// `sbc-bench xdp-bare INGRESS EGRESS`: attaches the bare redirect (every frame from INGRESS to EGRESS, no lookup
+/// or rewrite) in native mode, prints `attached` and waits to be killed (the link goes with the process).
+pub fn bare_main(ingress: &str, egress: &str) -> Result<()> {
+    let _prog = PassProgram::bare_redirect(ingress, egress, false)
+        .with_context(|| format!("attaching the bare redirect {ingress} -> {egress}"))?;
+    println!("attached");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// What `xdp-test-run` measured, ns per packet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestRun {
+    /// IPv4 hit (parse, lookup, fib, rewrite, redirect): mean of [`SINGLE_RUNS`] single runs.
+    pub hit_single_ns: f64,
+    /// IPv4 hit, repeat = [`LOOP_REPEAT`] on a frame two flows rewrite into each other.
+    pub hit_repeat_ns: f64,
+    /// Miss (no flow: XDP_PASS), repeat = [`MISS_REPEAT`].
+    pub miss_ns: f64,
+}
+
+/// `sbc-bench xdp-test-run`, inside a namespace prepared by [`test_run`]: loads the relay program unattached,
+/// installs flows and prints one JSON line ([`TestRun`]).
+pub fn test_run_main() -> Result<()> {
+    let mut xdp = Xdp::load_unattached(&["a0".to_owned(), "b0".to_owned()]).context("loading relay_xdp")?;
+    let sa = |s: &str| -> SocketAddr { s.parse().expect("literal address") };
+    let flow = |key: &str, expect: &str, from: &str, to: &str| {
+        (FlowKey { local: sa(key) }, FlowTarget { expect: sa(expect), from: sa(from), to: sa(to), strict: true })
+    };
+    for (k, t) in [
+        // The relayed stream as in the bench: peer A -> relay a-side ==> relay b-side -> peer B.
+        flow("198.18.0.1:40000", "198.18.0.2:5000", "198.18.1.1:40002", "198.18.1.2:6000"),
+        // Two flows keyed on the peers' addresses that rewrite into each other (for repeat on a hit).
+        flow("198.18.0.2:5000", "198.18.1.1:40002", "198.18.0.1:40000", "198.18.1.2:6000"),
+        flow("198.18.1.2:6000", "198.18.0.1:40000", "198.18.1.1:40002", "198.18.0.2:5000"),
+    ] {
+        xdp.install(k, t).context("installing a flow")?;
+    }
+    // An ingress that is neither egress: every hit redirects.
+    let ingress: u32 = std::fs::read_to_string("/sys/class/net/b1/ifindex")?.trim().parse()?;
+    let hit = frame(sa("198.18.0.2:5000"), sa("198.18.0.1:40000"), 64);
+    let mut total = Duration::ZERO;
+    for _ in 0..SINGLE_RUNS {
+        let out = xdp.test_run(&hit, ingress, 1)?;
+        if out.action != XDP_REDIRECT {
+            bail!("the hit frame was not redirected (action {})", out.action);
+        }
+        total += out.duration;
+    }
+    let looped = xdp.test_run(&frame(sa("198.18.1.1:40002"), sa("198.18.0.2:5000"), 255), ingress, LOOP_REPEAT)?;
+    if looped.action != XDP_REDIRECT {
+        bail!("the looped hit frame was not redirected (action {})", looped.action);
+    }
+    let miss = xdp.test_run(&frame(sa("198.18.0.2:5000"), sa("198.18.0.1:1"), 64), ingress, MISS_REPEAT)?;
+    if miss.action != XDP_PASS {
+        bail!("the miss frame was not passed (action {})", miss.action);
+    }
+    let out = TestRun {
+        hit_single_ns: total.as_nanos() as f64 / f64::from(SINGLE_RUNS),
+        hit_repeat_ns: looped.duration.as_nanos() as f64,
+        miss_ns: miss.duration.as_nanos() as f64,
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+/// Builds a scratch namespace `<tag>-xdptr` like the packet tests' "relay" namespace (a0/a1, b0/b1 veths,
+/// 198.18.0.1/24 on a0, 198.18.1.1/24 on b0, static neighbours, forwarding on), runs `sbc-bench xdp-test-run`
+/// in it and removes it again.
+pub fn test_run(tag: &str) -> Result<TestRun> {
+    let ns = format!("{tag}-xdptr");
+    struct Guard(String);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    ::tests::netns::ip(&["netns", "add", &ns])?;
+    let _guard = Guard(ns.clone());
+    let mac = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let cmds = [
+        "link set lo up".to_owned(),
+        "link add a0 type veth peer name a1".to_owned(),
+        "link add b0 type veth peer name b1".to_owned(),
+        format!("link set a0 address {} up", mac(MAC_A0)),
+        format!("link set a1 address {} up", mac(MAC_A1)),
+        format!("link set b0 address {} up", mac(MAC_B0)),
+        format!("link set b1 address {} up", mac(MAC_B1)),
+        "addr add 198.18.0.1/24 dev a0".to_owned(),
+        "addr add 198.18.1.1/24 dev b0".to_owned(),
+        format!("neigh add 198.18.0.2 lladdr {} dev a0 nud permanent", mac(MAC_PA)),
+        format!("neigh add 198.18.1.2 lladdr {} dev b0 nud permanent", mac(MAC_PB)),
+    ];
+    for c in &cmds {
+        let mut args = vec!["-n", ns.as_str()];
+        args.extend(c.split_whitespace());
+        ::tests::netns::ip(&args)?;
+    }
+    ::tests::netns::run(::tests::netns::command(Some(&ns), "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
+    let exe = std::env::current_exe().context("current_exe")?;
+    let out = ::tests::netns::run(::tests::netns::command(Some(&ns), exe).arg("xdp-test-run"))
+        .context("running xdp-test-run")?;
+    let line = out.lines().rev().find(|l| l.starts_with('{')).context("no figures from xdp-test-run")?;
+    serde_json::from_str(line).context("parsing xdp-test-run's figures")
+}
+
+/// RFC 1071 one's-complement sum, folded, not inverted.
+fn sum16(chunks: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in chunks {
+        for pair in c.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// An Ethernet/IPv4/UDP frame (peer A's MAC to a0's) with an RTP-sized payload and full checksums.
+fn frame(src: SocketAddr, dst: SocketAddr, ttl: u8) -> Vec<u8> {
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else { unreachable!("IPv4 only") };
+    let payload: Vec<u8> = (0..172u8).collect();
+    let ulen = (8 + payload.len()) as u16;
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&src.port().to_be_bytes());
+    udp.extend_from_slice(&dst.port().to_be_bytes());
+    udp.extend_from_slice(&ulen.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(&payload);
+    let pseudo: Vec<u8> = [&s.octets()[..], &d.octets()[..], &[0, 17], &ulen.to_be_bytes()[..]].concat();
+    let c = !sum16(&[&pseudo, &udp]);
+    udp[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    let mut ip = vec![0x45, 0xb8];
+    ip.extend_from_slice(&(20 + udp.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34, 0, 0, ttl, 17, 0, 0]);
+    ip.extend_from_slice(&s.octets());
+    ip.extend_from_slice(&d.octets());
+    let c = !sum16(&[&ip]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = Vec::new();
+    f.extend_from_slice(&MAC_A0);
+    f.extend_from_slice(&MAC_PA);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&udp);
+    f
+}
