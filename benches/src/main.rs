@@ -10,6 +10,7 @@
 
 mod blast;
 mod cps;
+mod failover;
 mod media;
 mod stats;
 mod xdp;
@@ -31,6 +32,8 @@ struct Cli {
 enum Scenario {
     /// Call-rate ceiling and INVITE->200 latency of the SBC, next to SIPp UAC->UAS direct, climbing a rate ladder.
     Cps(CpsArgs),
+    /// Fire drills on a hot-standby pair: media gap, takeover time, calls surviving, CDRs lost or doubled.
+    Failover(FailoverArgs),
     /// Packet-rate ceiling (loss < 0.1 %), CPU per packet and latency of media-relay (user space and XDP), a bare
     /// XDP redirect and kernel IP forwarding.
     Media(MediaArgs),
@@ -93,6 +96,25 @@ struct MediaArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct FailoverArgs {
+    /// Build the two-box netns topology on this machine and start our own pair in it (needs root). Required.
+    #[arg(long)]
+    local: bool,
+    /// How many drills (one call with RTP both ways each).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    drills: u32,
+    /// `demote` (POST /ha/demote on the active) or `kill` (kill -9 of the active, which restarts as standby).
+    #[arg(long, value_enum, default_value = "demote")]
+    kind: failover::DrillKind,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/failover.json")]
+    out: PathBuf,
+    /// The `sbc` binary; default: `cargo build --release -p sbc`.
+    #[arg(long)]
+    sbc: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct CpsArgs {
     /// Build the network-namespace topology on this machine and start our own `sbc` in it (needs root). Required:
     /// remote targets (an SBC on another host) come with the load-test harness issue.
@@ -118,6 +140,7 @@ struct CpsArgs {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Scenario::Cps(args) => cps_main(args),
+        Scenario::Failover(args) => failover_main(args),
         Scenario::Media(args) => media_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
@@ -213,6 +236,27 @@ fn write_json(out: &Path, json: &serde_json::Value) -> Result<()> {
     }
     std::fs::write(out, serde_json::to_string_pretty(json)? + "\n")
         .with_context(|| format!("writing {}", out.display()))
+}
+
+fn failover_main(args: FailoverArgs) -> Result<()> {
+    if !args.local {
+        bail!("`failover` needs --local (it builds the two-box topology here and starts our own pair)");
+    }
+    prepare_binaries(args.sbc.as_deref())?;
+    let opts = failover::Options { drills: args.drills, kind: args.kind };
+    let drills = failover::run(&opts)?;
+    let s = failover::summarize(&drills);
+    write_json(
+        &args.out,
+        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": args.kind, "drills": drills, "summary": s }),
+    )?;
+    println!(
+        "{} {:?} drills: media gap p50 {:.0} ms, max {:.0} ms; takeover p50 {:.0} ms; calls surviving {}/{}; CDRs lost {}, \
+         doubled {}",
+        s.drills, args.kind, s.gap_p50_ms, s.gap_max_ms, s.takeover_p50_ms, s.survived, s.drills, s.cdrs_lost, s.cdrs_doubled
+    );
+    println!("every drill: {}", args.out.display());
+    Ok(())
 }
 
 fn cps_main(args: CpsArgs) -> Result<()> {

@@ -1,0 +1,360 @@
+//! `failover --local`: fire drills on a hot-standby pair. Each drill places one call with RTP both ways through
+//! the pair's service addresses, hands the active role over in the middle of it (a demotion through the admin API,
+//! or `kill -9` of the active box, which then restarts as standby), and measures what the call noticed: the
+//! media gap each way (the longest interval between consecutive packets at the receivers, from rtpgen's report),
+//! how long the takeover took, whether the call survived to its BYE on both sides, and whether it got exactly one
+//! CDR across both boxes.
+//!
+//! One pair topology ([`Topology::pair`]) serves the whole invocation; every wait is bounded.
+
+use crate::stats::median;
+use ::tests::netns::{addr, http_request, pair_sbc_config, Host, Topology, CALLER, CARRIER_B, VIP_A, VIP_B};
+use ::tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
+use ::tests::sipp::{Running, Sipp};
+use ::tests::Sbc;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How the active role is taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillKind {
+    /// `POST /ha/demote` on the active (a fire drill).
+    Demote,
+    /// `kill -9` of the active box (it restarts as standby before the next drill).
+    Kill,
+}
+
+/// What one drill measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drill {
+    /// 1-based.
+    pub index: u32,
+    /// The box that was active before the drill (1 or 2).
+    pub from: u8,
+    /// From the drill to the other box reporting active.
+    pub takeover_ms: f64,
+    /// Longest interval between packets at A and at B.
+    pub gap_a_ms: f64,
+    /// See `gap_a_ms`.
+    pub gap_b_ms: f64,
+    /// Every packet up to the last arrived (media resumed) and both SIPp sides completed the call.
+    pub survived: bool,
+    /// CDRs of this call across both boxes (1 is right).
+    pub cdrs: usize,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Options of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How many drills.
+    pub drills: u32,
+    /// Demote or kill.
+    pub kind: DrillKind,
+}
+
+const RTP_PORT: u16 = 7078;
+const PPS: u32 = 50;
+/// The call lasts HOLD; the drill comes DRILL_AT into it; media runs for COUNT packets at PPS.
+const HOLD: Duration = Duration::from_secs(7);
+const DRILL_AT: Duration = Duration::from_secs(3);
+const COUNT: u64 = 300;
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn api() -> std::net::SocketAddr {
+    addr([127, 0, 0, 1].into(), 8080)
+}
+
+fn host(node: u8) -> Host {
+    if node == 1 {
+        Host::Sbc1
+    } else {
+        Host::Sbc2
+    }
+}
+
+struct Pair {
+    topo: Topology,
+    boxes: [Option<Sbc>; 2],
+    cdr: [PathBuf; 2],
+}
+
+impl Pair {
+    fn start(&mut self, node: u8) -> Result<()> {
+        let priority = if node == 1 { 200 } else { 100 };
+        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
+        let sbc =
+            Sbc::start_in(&self.topo.ns(host(node)), &format!("bench-ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
+                .with_context(|| format!("starting sbc{node}"))?;
+        self.boxes[usize::from(node - 1)] = Some(sbc);
+        Ok(())
+    }
+
+    fn role(&self, node: u8) -> String {
+        let Some(sbc) = &self.boxes[usize::from(node - 1)] else { return "down".into() };
+        sbc.http_get("/ha")
+            .ok()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["role"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn field(&self, node: u8, key: &str) -> u64 {
+        let Some(sbc) = &self.boxes[usize::from(node - 1)] else { return 0 };
+        sbc.http_get("/ha")
+            .ok()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v[key].as_u64())
+            .unwrap_or(0)
+    }
+
+    fn active(&self) -> Option<u8> {
+        [1, 2].into_iter().find(|n| self.role(*n) == "active")
+    }
+
+    fn wait(&self, what: &str, timeout: Duration, ok: impl Fn(&Self) -> bool) -> Result<Duration> {
+        let start = Instant::now();
+        while !ok(self) {
+            if start.elapsed() > timeout {
+                bail!("{what}: not after {timeout:?} (roles: sbc1 {}, sbc2 {})", self.role(1), self.role(2));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(start.elapsed())
+    }
+
+    fn cdrs_with(&self, call_id_part: &str) -> usize {
+        self.cdr
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| l.contains(call_id_part)).count()
+            })
+            .sum()
+    }
+}
+
+fn relay_port(log: &str, relay_ip: &str) -> Option<u16> {
+    let needle = format!("c=IN IP4 {relay_ip}");
+    log.match_indices(&needle).find_map(|(at, _)| {
+        let rest = &log[at + needle.len()..];
+        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+            return None;
+        }
+        let m = rest.find("m=audio ")?;
+        rest[m + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+    })
+}
+
+fn messages(r: &Running) -> String {
+    std::fs::read_to_string(r.dir().join("messages.log")).unwrap_or_default()
+}
+
+fn write_target(path: &Path, target: String) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, target + "\n")?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Runs the drills; the namespaces and processes are gone when this returns, also on error.
+pub fn run(opts: &Options) -> Result<Vec<Drill>> {
+    let topo = Topology::pair().context("building the pair topology (needs root)")?;
+    let dir = topo.dir().to_owned();
+    let cdr = [dir.join("cdr-sbc1.jsonl"), dir.join("cdr-sbc2.jsonl")];
+    let mut pair = Pair { topo, boxes: [None, None], cdr };
+    pair.start(1)?;
+    pair.start(2)?;
+    pair.wait("a box active and the other standby", Duration::from_secs(10), |p| {
+        let (r1, r2) = (p.role(1), p.role(2));
+        (r1 == "active" && r2 == "standby") || (r1 == "standby" && r2 == "active")
+    })?;
+    let rtpgen = rtpgen_binary()?;
+    let mut drills = Vec::new();
+    for i in 1..=opts.drills {
+        let d = drill(&mut pair, &rtpgen, i, opts.kind, &dir).unwrap_or_else(|e| Drill {
+            index: i,
+            from: 0,
+            takeover_ms: f64::NAN,
+            gap_a_ms: f64::NAN,
+            gap_b_ms: f64::NAN,
+            survived: false,
+            cdrs: 0,
+            error: Some(format!("{e:#}")),
+        });
+        eprintln!(
+            "[drill {i}/{}] {:?} of sbc{}: takeover {:.0} ms, media gap A {:.0} ms / B {:.0} ms, survived {}, CDRs {}{}",
+            opts.drills,
+            opts.kind,
+            d.from,
+            d.takeover_ms,
+            d.gap_a_ms,
+            d.gap_b_ms,
+            d.survived,
+            d.cdrs,
+            d.error.as_deref().map(|e| format!(", error: {e}")).unwrap_or_default()
+        );
+        drills.push(d);
+    }
+    Ok(drills)
+}
+
+fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) -> Result<Drill> {
+    let from = pair.active().context("no active box before the drill")?;
+    let other = 3 - from;
+    // The standby must hold the calls before it can take them: wait until it has resynced.
+    pair.wait("the standby connected", Duration::from_secs(10), |p| p.role(other) == "standby")?;
+    let ns_b = pair.topo.ns(Host::B);
+    let mut uas = Sipp::new("uas_answer_rtp.xml")
+        .netns(&ns_b)
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .key("rtp_port", &RTP_PORT.to_string())
+        .limit(LIMIT)
+        .trace_messages(true)
+        .spawn()?;
+    uas.wait_listening(Some(&ns_b), 5060, Duration::from_secs(5))?;
+    let (a_target, b_target) = (dir.join(format!("a{i}.target")), dir.join(format!("b{i}.target")));
+    let (a_report, b_report) = (dir.join(format!("a{i}.json")), dir.join(format!("b{i}.json")));
+    let stream = |bind, to: &Path, ssrc, expect, report: &Path| {
+        Rtpgen::new(bind)
+            .to_file(to)
+            .count(COUNT)
+            .pps(PPS)
+            .ssrc(ssrc)
+            .expect_ssrc(expect)
+            .duration(LIMIT)
+            .idle_exit(Duration::from_secs(2))
+            .report(report)
+            .args()
+    };
+    let mut rtp_b = pair.topo.spawn(
+        Host::B,
+        &format!("rtp-b{i}"),
+        rtpgen,
+        &stream(addr(CARRIER_B, RTP_PORT), &b_target, 0xB000 + i, 0xA000 + i, &b_report),
+    )?;
+    let mut rtp_a = pair.topo.spawn(
+        Host::A,
+        &format!("rtp-a{i}"),
+        rtpgen,
+        &stream(addr(CALLER, RTP_PORT), &a_target, 0xA000 + i, 0xB000 + i, &a_report),
+    )?;
+    let uac = Sipp::new("uac_call_rtp.xml")
+        .netns(&pair.topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5060)
+        .target(addr(VIP_A, 5060))
+        .service("+4930123456")
+        .key("rtp_port", &RTP_PORT.to_string())
+        .pause(HOLD)
+        .limit(LIMIT)
+        .trace_messages(true)
+        .spawn()?;
+    let started = Instant::now();
+    let (mut pa, mut pb) = (None, None);
+    while pa.is_none() || pb.is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("no relay ports in the SIPp logs after 10 s");
+        }
+        pa = pa.or_else(|| relay_port(&messages(&uac), &VIP_A.to_string()));
+        pb = pb.or_else(|| relay_port(&messages(&uas), &VIP_B.to_string()));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write_target(&b_target, format!("{VIP_B}:{}", pb.unwrap_or_default()))?;
+    write_target(&a_target, format!("{VIP_A}:{}", pa.unwrap_or_default()))?;
+    pair.wait("the call replicated", Duration::from_secs(5), |p| p.field(other, "foreign_calls") >= 1)?;
+    std::thread::sleep(DRILL_AT.saturating_sub(started.elapsed()));
+
+    let at = Instant::now();
+    match kind {
+        DrillKind::Demote => {
+            let (status, body) = http_request(&pair.topo.ns(host(from)), "POST", api(), "/ha/demote")?;
+            if !(200..300).contains(&status) {
+                bail!("POST /ha/demote: {status} {body}");
+            }
+        }
+        DrillKind::Kill => {
+            let pid = pair.boxes[usize::from(from - 1)].as_ref().map(Sbc::id).context("no process")?;
+            std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+        }
+    }
+    pair.wait("the other box active", Duration::from_secs(5), |p| p.role(other) == "active")?;
+    let takeover = at.elapsed();
+    if kind == DrillKind::Kill {
+        pair.boxes[usize::from(from - 1)] = None;
+        pair.start(from)?;
+    }
+
+    for p in [&mut rtp_a, &mut rtp_b] {
+        p.wait_timeout(LIMIT)?;
+    }
+    let (ra, rb): (Report, Report) = (read_report(&a_report)?, read_report(&b_report)?);
+    let call_id = messages(&uac).lines().find_map(|l| l.trim().strip_prefix("Call-ID:").map(|v| v.trim().to_owned()));
+    let sipp_ok = uac.wait().and_then(|r| r.assert_all_successful(1)).is_ok()
+        && uas.wait().and_then(|r| r.assert_all_successful(1)).is_ok();
+    let resumed = |r: &Report| r.last_index == Some(COUNT - 1) && r.corrupt == 0;
+    // The CDRs that name this call's leg-A Call-ID (SIPp's, unique per drill), across both boxes.
+    let cdrs = match call_id {
+        Some(id) => {
+            let needle = format!("\"a_call_id\":\"{id}\"");
+            let until = Instant::now() + Duration::from_secs(3);
+            let mut n = pair.cdrs_with(&needle);
+            while n == 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(100));
+                n = pair.cdrs_with(&needle);
+            }
+            n
+        }
+        None => 0,
+    };
+    Ok(Drill {
+        index: i,
+        from,
+        takeover_ms: takeover.as_secs_f64() * 1000.0,
+        gap_a_ms: ra.max_gap_ms,
+        gap_b_ms: rb.max_gap_ms,
+        survived: sipp_ok && resumed(&ra) && resumed(&rb),
+        cdrs,
+        error: None,
+    })
+}
+
+/// The summary of all drills.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Drills run.
+    pub drills: usize,
+    /// Median over drills of the larger of the two directions' gaps.
+    pub gap_p50_ms: f64,
+    /// The largest gap seen.
+    pub gap_max_ms: f64,
+    /// Median takeover time.
+    pub takeover_p50_ms: f64,
+    /// Calls that survived.
+    pub survived: usize,
+    /// Calls without a CDR, and calls with more than one.
+    pub cdrs_lost: usize,
+    /// See `cdrs_lost`.
+    pub cdrs_doubled: usize,
+}
+
+/// Sums the drills up.
+pub fn summarize(drills: &[Drill]) -> Summary {
+    let mut gaps: Vec<f64> = drills.iter().map(|d| d.gap_a_ms.max(d.gap_b_ms)).filter(|g| g.is_finite()).collect();
+    let mut takeovers: Vec<f64> = drills.iter().map(|d| d.takeover_ms).filter(|t| t.is_finite()).collect();
+    gaps.sort_by(f64::total_cmp);
+    takeovers.sort_by(f64::total_cmp);
+    Summary {
+        drills: drills.len(),
+        gap_p50_ms: median(&gaps).unwrap_or(f64::NAN),
+        gap_max_ms: gaps.last().copied().unwrap_or(f64::NAN),
+        takeover_p50_ms: median(&takeovers).unwrap_or(f64::NAN),
+        survived: drills.iter().filter(|d| d.survived).count(),
+        cdrs_lost: drills.iter().filter(|d| d.cdrs == 0).count(),
+        cdrs_doubled: drills.iter().filter(|d| d.cdrs > 1).count(),
+    }
+}
