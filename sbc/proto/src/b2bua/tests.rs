@@ -831,3 +831,39 @@ fn demoted_box_hands_its_answered_calls_back_as_foreign_without_bye_or_cdr() {
     assert_eq!(w.ep.foreign_calls(), 1, "kept, in case this box has to take it back");
     assert!(matches!(w.media.last(), Some(relay_proto::control::Command::Remove { .. })));
 }
+
+#[test]
+fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
+    let mut active = world_with_media();
+    let mut standby = world_with_media();
+    active.ep.set_replication(true);
+    let sent = active.send(A, SBC_A, invite_from_a("call-ha4"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = active.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    let ok = response(&sent, A, 200);
+    for r in active.records.drain(..) {
+        standby.ep.apply_record(standby.now, r);
+    }
+    standby.now += Duration::from_secs(4);
+    assert_eq!(standby.ep.take_over(standby.now), 1);
+    standby.drain();
+    // The carrier hangs up on its dialog (our tag is its To tag): the standby answers it and ends leg A.
+    let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+    let bye = in_dialog(
+        "BYE",
+        SBC_B,
+        &from,
+        &hv(&inv_b, HeaderName::From),
+        inv_b.headers.get(&HeaderName::CallId).expect("call-id"),
+        5,
+        B,
+    );
+    let sent = standby.send(B, SBC_B, bye);
+    response(&sent, B, 200);
+    let bye_a = request(&sent, A, Method::Bye);
+    assert_eq!(bye_a.headers.get(&HeaderName::CallId), Some(&b"call-ha4"[..]));
+    assert_eq!(hv(&bye_a, HeaderName::From), rv(&ok, HeaderName::To), "our tag on leg A is the same");
+    standby.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
+    assert_eq!(standby.cdrs.len(), 1);
+    assert_eq!(standby.cdrs[0].released_by, "b");
+}
