@@ -9,13 +9,14 @@ CONFIG ?= config/sbc.toml
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping
 FUZZ_SECONDS ?= 60
 
-.PHONY: help run build deps test unit lint fmt bench fuzz ebpf clean
+.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz ebpf clean
 
 help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   criterion micro-benches (results under target/criterion)"
+	@echo "make bench   the load-test suite as root: cps, media (user space, XDP, bare), failover (target/bench/)"
+	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
 	@echo "make fuzz    run the SIP parser fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
 run:
@@ -46,7 +47,18 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-bench:
+# The default bench suite (as root, about 8 minutes on 2 cores): short ladders of every load scenario against our
+# own SBC in network namespaces, each next to its baseline in the same run, results under target/bench/.
+bench: deps
+	$(CARGO) build --release -p sbc-bench -p sbc -p media-relay -p tests --bins
+	mkdir -p target/bench
+	target/release/sbc-bench cps --local --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json
+	target/release/sbc-bench media --local --runs 1 --paths relay,xdp,bare --rates 10000,20000,40000,60000,80000 --out target/bench/media.json
+	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json
+	@echo "results: target/bench/cps.json media.json failover.json (and the tables above)"
+
+# The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
+bench-parse:
 	$(CARGO) bench -p sbc-bench --bench sip_parse
 
 # cargo-fuzz passes nightly-only -Z flags; RUSTC_BOOTSTRAP=1 lets the stable compiler accept them. That is fine
