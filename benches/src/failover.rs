@@ -10,8 +10,8 @@
 use crate::stats::median;
 use ::tests::netns::{addr, http_request, pair_sbc_config, Host, Topology, CALLER, CARRIER_B, VIP_A, VIP_B};
 use ::tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
-use ::tests::sipp::{Running, Sipp};
-use ::tests::Sbc;
+use ::tests::sipp::{sdp_ports, Sipp};
+use ::tests::{write_atomically, Sbc};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -137,29 +137,6 @@ impl Pair {
     }
 }
 
-fn relay_port(log: &str, relay_ip: &str) -> Option<u16> {
-    let needle = format!("c=IN IP4 {relay_ip}");
-    log.match_indices(&needle).find_map(|(at, _)| {
-        let rest = &log[at + needle.len()..];
-        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-            return None;
-        }
-        let m = rest.find("m=audio ")?;
-        rest[m + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
-    })
-}
-
-fn messages(r: &Running) -> String {
-    std::fs::read_to_string(r.dir().join("messages.log")).unwrap_or_default()
-}
-
-fn write_target(path: &Path, target: String) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, target + "\n")?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 /// Runs the drills; the namespaces and processes are gone when this returns, also on error.
 pub fn run(opts: &Options) -> Result<Vec<Drill>> {
     let topo = Topology::pair().context("building the pair topology (needs root)")?;
@@ -260,12 +237,12 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
         if started.elapsed() > Duration::from_secs(10) {
             bail!("no relay ports in the SIPp logs after 10 s");
         }
-        pa = pa.or_else(|| relay_port(&messages(&uac), &VIP_A.to_string()));
-        pb = pb.or_else(|| relay_port(&messages(&uas), &VIP_B.to_string()));
+        pa = pa.or_else(|| sdp_ports(&uac.messages(), &VIP_A.to_string()).first().copied());
+        pb = pb.or_else(|| sdp_ports(&uas.messages(), &VIP_B.to_string()).first().copied());
         std::thread::sleep(Duration::from_millis(20));
     }
-    write_target(&b_target, format!("{VIP_B}:{}", pb.unwrap_or_default()))?;
-    write_target(&a_target, format!("{VIP_A}:{}", pa.unwrap_or_default()))?;
+    write_atomically(&b_target, &format!("{VIP_B}:{}\n", pb.unwrap_or_default()))?;
+    write_atomically(&a_target, &format!("{VIP_A}:{}\n", pa.unwrap_or_default()))?;
     pair.wait("the call replicated", Duration::from_secs(5), |p| p.field(other, "foreign_calls") >= 1)?;
     std::thread::sleep(DRILL_AT.saturating_sub(started.elapsed()));
 
@@ -293,7 +270,7 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
         p.wait_timeout(LIMIT)?;
     }
     let (ra, rb): (Report, Report) = (read_report(&a_report)?, read_report(&b_report)?);
-    let call_id = messages(&uac).lines().find_map(|l| l.trim().strip_prefix("Call-ID:").map(|v| v.trim().to_owned()));
+    let call_id = uac.messages().lines().find_map(|l| l.trim().strip_prefix("Call-ID:").map(|v| v.trim().to_owned()));
     let sipp_ok = uac.wait().and_then(|r| r.assert_all_successful(1)).is_ok()
         && uas.wait().and_then(|r| r.assert_all_successful(1)).is_ok();
     let resumed = |r: &Report| r.last_index == Some(COUNT - 1) && r.corrupt == 0;

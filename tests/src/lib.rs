@@ -79,6 +79,13 @@ fn workspace_binary(env: &str, package: &'static str, bin: &'static str) -> Resu
     result.map_err(anyhow::Error::msg)
 }
 
+/// Writes `text` to `path` through a rename, so a process polling for the file never reads half of it.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
 /// The `netprobe` helper binary of this crate (UDP echo/ping, HTTP GET, run inside namespaces). Cargo builds it
 /// with the integration tests, next to their `deps/` directory.
 pub fn netprobe_binary() -> Result<PathBuf> {

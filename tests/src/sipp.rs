@@ -332,7 +332,34 @@ pub struct Running {
     keep_files: bool,
 }
 
+/// Every `m=audio` port whose SDP has a `c=` line naming exactly `ip`, in a SIPp message log, in order (repeats
+/// kept: a re-INVITE names its port again). `198.18.1.1` does not match the caller's own `198.18.1.10`.
+pub fn sdp_ports(log: &str, ip: &str) -> Vec<u16> {
+    let needle = format!("c=IN IP4 {ip}");
+    log.match_indices(&needle)
+        .filter_map(|(at, _)| {
+            let rest = &log[at + needle.len()..];
+            if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+                return None;
+            }
+            let m = rest.find("m=audio ")?;
+            rest[m + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+        })
+        .collect()
+}
+
+/// [`sdp_ports`] without repeats, in order of first appearance: one port per call.
+pub fn distinct_sdp_ports(log: &str, ip: &str) -> Vec<u16> {
+    let mut seen = std::collections::HashSet::new();
+    sdp_ports(log, ip).into_iter().filter(|p| seen.insert(*p)).collect()
+}
+
 impl Running {
+    /// The SIP messages this SIPp sent and received so far (`trace_messages(true)`), or "" before any.
+    pub fn messages(&self) -> String {
+        std::fs::read_to_string(self.dir().join("messages.log")).unwrap_or_default()
+    }
+
     /// SIPp's working directory (stat, error and log files). Kept after drop (a killed run leaves it behind): a
     /// caller that kills SIPp on purpose removes it.
     pub fn dir(&self) -> &Path {

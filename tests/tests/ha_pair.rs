@@ -10,7 +10,7 @@
 //! - cutting the replication link alone (the service networks still carry heartbeats) never leaves both active.
 
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +20,7 @@ use tests::netns::{
     SBC1_R, SBC2_A, SBC2_B, SBC2_R, VIP_A, VIP_B,
 };
 use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
-use tests::sipp::{Running, Sipp};
+use tests::sipp::{distinct_sdp_ports, Running, Sipp};
 use tests::Sbc;
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -280,38 +280,12 @@ fn kill9(sbc: &Sbc) {
     assert!(status.success(), "kill -KILL {}", sbc.id());
 }
 
-fn messages(sipp: &Running) -> String {
-    std::fs::read_to_string(sipp.dir().join("messages.log")).unwrap_or_default()
-}
-
-/// The relay ports in the SDP of the messages a SIPp side received: every `c=IN IP4 relay_ip` (the whole address:
-/// 198.18.1.1 must not match 198.18.1.10) with the `m=audio` port after it, distinct, in order of appearance.
-fn relay_ports(log: &str, relay_ip: &str) -> Vec<u16> {
-    let needle = format!("c=IN IP4 {relay_ip}");
-    let mut seen = BTreeSet::new();
-    let mut ports = Vec::new();
-    for (at, _) in log.match_indices(&needle) {
-        let rest = &log[at + needle.len()..];
-        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-            continue;
-        }
-        let Some(m) = rest.find("m=audio ") else { continue };
-        let port: String = rest[m + 8..].chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(port) = port.parse::<u16>() {
-            if seen.insert(port) {
-                ports.push(port);
-            }
-        }
-    }
-    ports
-}
-
 /// Waits until both SIPp sides' message logs name `n` distinct relay ports; returns them (side a, side b).
 fn wait_relay_ports(uac: &Running, uas: &Running, n: usize, timeout: Duration) -> (Vec<u16>, Vec<u16>) {
     let deadline = Instant::now() + timeout;
     loop {
-        let a = relay_ports(&messages(uac), &VIP_A.to_string());
-        let b = relay_ports(&messages(uas), &VIP_B.to_string());
+        let a = distinct_sdp_ports(&uac.messages(), &VIP_A.to_string());
+        let b = distinct_sdp_ports(&uas.messages(), &VIP_B.to_string());
         if a.len() >= n && b.len() >= n {
             return (a[..n].to_vec(), b[..n].to_vec());
         }
@@ -325,12 +299,6 @@ fn wait_relay_ports(uac: &Running, uas: &Running, n: usize, timeout: Duration) -
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn write_atomically(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
 }
 
 fn rtpfleet_binary() -> PathBuf {
@@ -510,7 +478,7 @@ fn killing_the_active_keeps_calls_media_and_cdrs() {
     let dir = pair.topo.dir().to_owned();
     for (name, ip, ports) in [("fleet-a", VIP_A, &ports_a), ("fleet-b", VIP_B, &ports_b)] {
         let text: String = ports.iter().map(|p| format!("{ip}:{p}\n")).collect();
-        write_atomically(&dir.join(format!("{name}.targets")), &text);
+        tests::write_atomically(&dir.join(format!("{name}.targets")), &text).expect("written");
     }
     let media_from = Instant::now();
     eprintln!("{calls} calls up {:?} after the start; media flowing", started.elapsed());
@@ -645,8 +613,8 @@ fn fire_drill_demotion_moves_the_calls() {
     let mut rtp_a = pair.topo.spawn(Host::A, "rtp-a", &rtpgen, &gen_a.args()).expect("rtpgen a");
     let uac = pair.caller(5060, 1, 1, HOLD, RTP_PORT, LIMIT);
     let (pa, pb) = wait_relay_ports(&uac, &uas, 1, Duration::from_secs(10));
-    write_atomically(&b_target, &format!("{VIP_B}:{}\n", pb[0]));
-    write_atomically(&a_target, &format!("{VIP_A}:{}\n", pa[0]));
+    tests::write_atomically(&b_target, &format!("{VIP_B}:{}\n", pb[0])).expect("written");
+    tests::write_atomically(&a_target, &format!("{VIP_A}:{}\n", pa[0])).expect("written");
     wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", 1, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(3));
 

@@ -8,13 +8,12 @@
 //! apart by SSRC.
 
 use serde_json::Value;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, SBC_A};
 use tests::rtp::rtpgen_binary;
-use tests::sipp::{Running, Sipp};
-use tests::Sbc;
+use tests::sipp::{distinct_sdp_ports, Running, Sipp};
+use tests::{write_atomically, Sbc};
 
 const CALLS: u32 = 200;
 /// Calls set up per second: the last call is up about 10 s after the first.
@@ -37,43 +36,17 @@ fn rtpfleet_binary() -> PathBuf {
     path
 }
 
-/// The relay ports in the SDP of the messages a SIPp side received: every `c=IN IP4 relay_ip` (the whole address:
-/// 198.18.1.1 must not match the caller's own 198.18.1.10) with the `m=audio` port after it, distinct, in order of
-/// appearance.
-fn relay_ports(log: &str, relay_ip: &str) -> Vec<u16> {
-    let needle = format!("c=IN IP4 {relay_ip}");
-    let mut seen = BTreeSet::new();
-    let mut ports = Vec::new();
-    for (at, _) in log.match_indices(&needle) {
-        let rest = &log[at + needle.len()..];
-        if rest.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-            continue;
-        }
-        let Some(m) = rest.find("m=audio ") else { continue };
-        let port: String = rest[m + 8..].chars().take_while(char::is_ascii_digit).collect();
-        if let Ok(port) = port.parse::<u16>() {
-            if seen.insert(port) {
-                ports.push(port);
-            }
-        }
-    }
-    ports
-}
-
 /// Waits until both SIPp sides' message logs name `CALLS` distinct relay ports; writes each side's as its fleet's
 /// targets file (via a rename). Fails after `timeout` with what it found.
 fn write_targets(uac: &Running, uas: &Running, a_targets: &Path, b_targets: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    let read = |s: &Running| std::fs::read_to_string(s.dir().join("messages.log")).unwrap_or_default();
     loop {
-        let a = relay_ports(&read(uac), "198.18.1.1");
-        let b = relay_ports(&read(uas), "198.18.2.1");
+        let a = distinct_sdp_ports(&uac.messages(), "198.18.1.1");
+        let b = distinct_sdp_ports(&uas.messages(), "198.18.2.1");
         if a.len() >= CALLS as usize && b.len() >= CALLS as usize {
             for (path, ip, ports) in [(a_targets, "198.18.1.1", &a), (b_targets, "198.18.2.1", &b)] {
                 let text: String = ports.iter().take(CALLS as usize).map(|p| format!("{ip}:{p}\n")).collect();
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, text).expect("write targets");
-                std::fs::rename(&tmp, path).expect("rename targets");
+                write_atomically(path, &text).expect("targets written");
             }
             return;
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A};
 use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
-use tests::sipp::{Running, Sipp};
+use tests::sipp::{sdp_ports, Running, Sipp};
 use tests::{media_relay_binary, Sbc};
 
 const LIMIT: Duration = Duration::from_secs(40);
@@ -87,44 +87,28 @@ impl Rig {
     }
 }
 
-/// The relay's address in the SDP a SIPp side received: the `c=` line naming `relay_ip` and the `m=audio` port
-/// after it, waited for up to `timeout` in SIPp's message log.
+/// The relay's address in the SDP a SIPp side received: the first `c=` naming `relay_ip` and its `m=audio` port,
+/// waited for up to `timeout` in SIPp's message log.
 fn relay_address_in(sipp: &Running, relay_ip: &str, timeout: Duration) -> SocketAddr {
-    let log = sipp.dir().join("messages.log");
     let deadline = Instant::now() + timeout;
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let needle = format!("c=IN IP4 {relay_ip}");
-        // The whole address: 198.18.1.1 must not match the caller's own 198.18.1.10.
-        let found = text
-            .match_indices(&needle)
-            .map(|(i, _)| i)
-            .find(|&i| !text[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit() || c == '.'));
-        if let Some(at) = found {
-            if let Some(m) = text[at..].find("m=audio ") {
-                let port: String = text[at + m + 8..].chars().take_while(char::is_ascii_digit).collect();
-                return format!("{relay_ip}:{port}").parse().expect("an address");
-            }
+        let text = sipp.messages();
+        if let Some(port) = sdp_ports(&text, relay_ip).first() {
+            return format!("{relay_ip}:{port}").parse().expect("an address");
         }
-        assert!(Instant::now() < deadline, "no SDP naming {relay_ip} in {}:\n{text}", log.display());
+        assert!(Instant::now() < deadline, "no SDP naming {relay_ip} in {}:\n{text}", sipp.dir().display());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn write_target(path: &Path, target: SocketAddr) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{target}\n")).expect("write target");
-    std::fs::rename(&tmp, path).expect("rename target");
+    tests::write_atomically(path, &format!("{target}\n")).expect("target written");
 }
 
 fn wait_report(p: &mut Process, path: &Path) -> Report {
     let status = p.wait_timeout(LIMIT).expect("rtpgen ends");
     assert!(status.success(), "rtpgen failed: {}", p.output_tail());
     read_report(path).expect("rtpgen report")
-}
-
-fn messages(sipp: &Running) -> String {
-    std::fs::read_to_string(sipp.dir().join("messages.log")).unwrap_or_default()
 }
 
 /// 250 packets each way at 50/s (5 s of 20 ms audio) from `a_bind` (the SDP says 198.18.1.10:7078), on a fresh
@@ -160,8 +144,8 @@ fn media_call_on(rig: &Rig, a_bind: SocketAddr, tag: &str) -> (Report, Report) {
     write_target(&b_target, relay_address_in(&uas, "198.18.2.1", Duration::from_secs(10)));
     write_target(&a_target, relay_address_in(&uac, "198.18.1.1", Duration::from_secs(10)));
     let (ra, rb) = (wait_report(&mut a, &a_report), wait_report(&mut b, &b_report));
-    let uac_msgs = messages(&uac);
-    let uas_msgs = messages(&uas);
+    let uac_msgs = uac.messages();
+    let uas_msgs = uas.messages();
     uac.wait().expect("uac runs").assert_all_successful(1).expect("the caller's call completes");
     uas.wait().expect("uas runs").assert_all_successful(1).expect("the carrier's call completes");
     // Topology hiding, SDP included: neither side ever sees the other's address.
@@ -287,19 +271,6 @@ fn silent_call_is_torn_down_after_rtp_timeout_with_bye_both_sides() {
     assert_eq!(cdrs[0]["released_by"], "sbc");
 }
 
-/// Every `m=audio` port that follows a `c=` line naming exactly `relay_ip` in a SIPp message log.
-fn relay_ports_in(text: &str, relay_ip: &str) -> Vec<u16> {
-    let needle = format!("c=IN IP4 {relay_ip}");
-    text.match_indices(&needle)
-        .map(|(i, _)| i)
-        .filter(|&i| !text[i + needle.len()..].starts_with(|c: char| c.is_ascii_digit() || c == '.'))
-        .filter_map(|i| {
-            let m = text[i..].find("m=audio ")?;
-            text[i + m + 8..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
-        })
-        .collect()
-}
-
 #[test]
 fn hold_then_resume_by_reinvite_keeps_media_flowing_on_the_same_relay_ports() {
     let rig = rig("media-hold", "");
@@ -324,13 +295,13 @@ fn hold_then_resume_by_reinvite_keeps_media_flowing_on_the_same_relay_ports() {
     write_target(&b_target, relay_address_in(&uas, "198.18.2.1", Duration::from_secs(10)));
     write_target(&a_target, relay_address_in(&uac, "198.18.1.1", Duration::from_secs(10)));
     let (ra, rb) = (wait_report(&mut a, &a_report), wait_report(&mut b, &b_report));
-    let (uac_msgs, uas_msgs) = (messages(&uac), messages(&uas));
+    let (uac_msgs, uas_msgs) = (uac.messages(), uas.messages());
     uac.wait().expect("uac runs").assert_all_successful(1).expect("hold, resume and BYE complete for the caller");
     uas.wait().expect("uas runs").assert_all_successful(1).expect("hold, resume and BYE complete for the carrier");
     assert_clean("A", &ra, 400);
     assert_clean("B", &rb, 400);
     // The carrier saw three offers (INVITE, hold, resume), all for the same relay port and none with A's address.
-    let ports = relay_ports_in(&uas_msgs, "198.18.2.1");
+    let ports = sdp_ports(&uas_msgs, "198.18.2.1");
     assert_eq!(ports.len(), 3, "three offers reached the carrier: {ports:?}\n{uas_msgs}");
     assert!(ports.iter().all(|p| *p == ports[0]), "same relay port across re-INVITEs: {ports:?}");
     assert!(uas_msgs.contains("a=sendonly"), "the hold reached the carrier");

@@ -213,7 +213,9 @@ fn attach(config: &RelayConfig) -> Result<Option<Xdp>, String> {
         return Ok(None);
     }
     if config.xdp_interfaces.is_empty() {
-        tracing::warn!("xdp: no network device holds a relay address; user space forwards all media");
+        tracing::warn!(
+            "xdp: no network device other than loopback holds a relay address; user space forwards all media"
+        );
         return Ok(None);
     }
     match Xdp::attach(config.xdp, &config.xdp_interfaces) {

@@ -622,8 +622,14 @@ impl Calls {
             contact: Bytes::from(format!("<sip:{local}{}>", transport_param(gw.transport))),
         };
         let a_local = call.a.peer.local.ip();
-        let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
-        let body = match self.anchor(ctx, id, Leg::A, &a_headers, &a_body, [a_local, local.ip()]) {
+        let body = if self.media.is_none() {
+            Ok(call.a_invite.body.clone())
+        } else {
+            // The INVITE lives in the call, which `anchor` may not borrow alongside: copies only when anchoring.
+            let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
+            self.anchor(ctx, id, Leg::A, &a_headers, &a_body, [a_local, local.ip()])
+        };
+        let body = match body {
             Ok(b) => b,
             Err(e) => {
                 let (status, reason) = Self::media_status(&e);
@@ -868,17 +874,7 @@ impl Calls {
         }
         if let Some((status, reason)) = media_failed {
             // The carrier answered with SDP we cannot anchor: the caller gets the failure, the carrier a BYE.
-            let r = build::response_to(
-                &call.a_invite,
-                status,
-                Bytes::from_static(reason.as_bytes()),
-                &call.a,
-                None,
-                &[],
-                ctx.server,
-            );
-            ctx.respond(&call.a_invite_key, r);
-            ctx.observe(Observation::CallRejected { status });
+            answer_a(ctx, call, status, Bytes::from_static(reason.as_bytes()));
             call.release = Some(("media_error", "b", status));
             return self.end_call(ctx, id, None);
         }
@@ -1186,17 +1182,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.release = Some((cause, by, status));
         call.ended.get_or_insert(ctx.now);
-        let r = build::response_to(
-            &call.a_invite,
-            status,
-            Bytes::from_static(reason.as_bytes()),
-            &call.a,
-            None,
-            &[],
-            ctx.server,
-        );
-        ctx.respond(&call.a_invite_key, r);
-        ctx.observe(Observation::CallRejected { status });
+        answer_a(ctx, call, status, Bytes::from_static(reason.as_bytes()));
         call.state = State::Ending;
         match call.b.as_mut() {
             Some(b) => {
@@ -1215,9 +1201,7 @@ impl Calls {
     fn fail_a_with(&mut self, ctx: &mut Ctx, id: CallRef, status: u16, reason: Bytes, by: &'static str) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         if call.state == State::Routing {
-            let r = build::response_to(&call.a_invite, status, reason, &call.a, None, &[], ctx.server);
-            ctx.respond(&call.a_invite_key, r);
-            ctx.observe(Observation::CallRejected { status });
+            answer_a(ctx, call, status, reason);
         }
         call.release.get_or_insert(("failed", by, status));
         self.finish(ctx, id);
@@ -1351,6 +1335,14 @@ impl Calls {
 /// Leg B's INVITE again, answering the carrier's 401/407 challenge with the trunk's credentials (RFC 3261
 /// §22.2): same Call-ID and From tag, next CSeq, new branch. `None` when the trunk has no credentials or the
 /// challenge cannot be read; the 401/407 then ends the attempt like any failure.
+/// Leg A's INVITE gets the final failure `status`: the one place a call is refused towards the caller once it
+/// exists.
+fn answer_a(ctx: &mut Ctx, call: &Call, status: u16, reason: Bytes) {
+    let r = build::response_to(&call.a_invite, status, reason, &call.a, None, &[], ctx.server);
+    ctx.respond(&call.a_invite_key, r);
+    ctx.observe(Observation::CallRejected { status });
+}
+
 fn authorized_retry(ctx: &mut Ctx, b: &mut LegB, resp: &Response, trunk: &crate::routing::Trunk) -> Option<Request> {
     use crate::policy::digest::{Challenge, Client};
     let cred = trunk.auth.as_ref()?;
