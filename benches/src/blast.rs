@@ -121,6 +121,7 @@ pub fn main(args: BlastArgs) -> Result<()> {
         first_rx_unix_ns: None,
         last_rx_unix_ns: None,
         max_gap_ms: 0.0,
+        jitter_us: None,
         elapsed_ms: started.elapsed().as_millis() as u64,
         exit_reason: "sent".to_owned(),
     };

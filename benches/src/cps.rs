@@ -1,21 +1,22 @@
-//! `sbc-bench cps --local`: the call-rate ceiling of the SBC and its INVITE→200 latency, next to SIPp UAC→UAS
-//! direct on the same machine in the same run.
+//! `sbc-bench cps`: the call-rate ceiling of a target and its post-dial delay, next to a second target measured in
+//! the same invocation (by default `direct`, SIPp UAC → UAS without an SBC: the harness's own ceiling).
 //!
-//! One single-SBC topology ([`tests::netns::Topology::single_sbc`]) serves the whole invocation. Each run starts a
-//! fresh `sbc` (pinned to core 1), then climbs the rate ladder for target `sbc` (UAC in A → 198.18.1.1:5060 → UAS
-//! in B) and then for target `direct` (UAC in C at 198.18.2.11 → UAS in B at 198.18.2.10:5060, no SBC). Both SIPp
-//! processes of a step run on core 0. A step places `rate × step_secs` calls with hold time 0 and passes when at
-//! most 0.1 % of them fail and the 99th percentile of SIPp's INVITE→200 response time is at most 200 ms; the
-//! ladder stops at the first failing step.
+//! The targets are those of [`crate::target`]: our `sbc` in the harness's netns topology (started fresh per ladder,
+//! pinned to core 1), another `sbc` build, SIPp direct, or an SBC already running at an address. Each run climbs the
+//! rate ladder for every target, the targets interleaved run by run (the second run measures them in the other
+//! order, so neither always goes first on a machine whose speed drifts). Both SIPp processes of a step run on core
+//! 0. A step places `rate × step_secs` calls with hold time 0 and passes when at most 0.1 % of them fail and the
+//! 99th percentile of the post-dial delay (INVITE → the first 180/183/200) is at most 200 ms; the ladder stops at the
+//! first failing step.
 
+use crate::calls::{self, cpu_ticks, CLOCK_TICKS_PER_SEC};
 use crate::stats::{mean, median, percentile};
-use ::tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A};
-use ::tests::sipp::{Run, Sipp};
+use crate::target::{CallPath, Harness, Target};
+use ::tests::sipp::Run;
 use ::tests::Sbc;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 
 /// A step passes with at most this share of failed calls, in percent.
 pub const MAX_FAILED_PCT: f64 = 0.1;
-/// A step passes with a 99th-percentile INVITE→200 time of at most this, in milliseconds.
+/// A step passes with a 99th-percentile post-dial delay of at most this, in milliseconds.
 pub const MAX_P99_MS: f64 = 200.0;
 /// No step places more calls than this, whatever rate × step length says.
 pub const MAX_CALLS_PER_STEP: u32 = 50_000;
@@ -38,45 +39,16 @@ pub const SIPP_CORE: usize = 0;
 /// What `cps` was asked to do.
 #[derive(Debug, Clone, Serialize)]
 pub struct Options {
-    /// Complete runs (each: the whole ladder for `sbc`, then for `direct`).
+    /// Complete runs (each: the whole ladder for every target).
     pub runs: u32,
     /// Seconds of traffic per step.
     pub step_secs: u32,
     /// The rate ladder, calls per second, ascending.
     pub rates: Vec<u32>,
-    /// The `sbc` binary used.
-    pub sbc_binary: PathBuf,
-}
-
-/// Where the calls of a step go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    /// UAC in A → the SBC (198.18.1.1:5060) → UAS in B.
-    Sbc,
-    /// UAC in C (198.18.2.11) → UAS in B (198.18.2.10:5060), no SBC.
-    Direct,
-}
-
-impl Target {
-    /// Both, in the order a run measures them.
-    pub const ALL: [Target; 2] = [Target::Sbc, Target::Direct];
-
-    /// The name used in output and JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Sbc => "sbc",
-            Target::Direct => "direct",
-        }
-    }
-
-    /// The UAC's host and address, and where it sends.
-    fn uac(self) -> (Host, std::net::Ipv4Addr, std::net::SocketAddr) {
-        match self {
-            Target::Sbc => (Host::A, CALLER, addr(SBC_A, 5060)),
-            Target::Direct => (Host::C, CARRIER_C, addr(CARRIER_B, 5060)),
-        }
-    }
+    /// The targets: the first is measured, the second (if any) is its baseline.
+    pub targets: Vec<Target>,
+    /// Their names in output, JSON and plots.
+    pub labels: Vec<String>,
 }
 
 /// The figures of one step.
@@ -98,15 +70,18 @@ pub struct Step {
     pub retransmissions: Option<u64>,
     /// The rate SIPp achieved (`CallRate(C)`): below the offered rate when the generator itself cannot keep up.
     pub achieved_cps: Option<f64>,
-    /// INVITE→200 response times measured (one per answered call).
+    /// Post-dial delays measured (one per call that heard a 180, 183 or 200).
     pub samples: usize,
-    /// Median INVITE→200, ms.
+    /// Post-dial delay (INVITE → first 180/183/200) median, 95th and 99th percentile, mean, ms.
     pub p50_ms: Option<f64>,
-    /// 99th percentile INVITE→200, ms.
+    pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
-    /// Mean INVITE→200, ms (finer than the percentiles: SIPp measures in whole milliseconds).
+    /// The mean is finer than the percentiles: SIPp measures in whole milliseconds.
     pub mean_ms: Option<f64>,
-    /// CPU time the `sbc` process used during the UAC run, in percent of one core (target `sbc` only): near 100
+    /// Setup time (INVITE → 200) median and 99th percentile, ms.
+    pub setup_p50_ms: Option<f64>,
+    pub setup_p99_ms: Option<f64>,
+    /// CPU time the `sbc` process used during the UAC run, in percent of one core (local targets only): near 100
     /// means the SBC's core was the limit.
     pub sbc_cpu_pct: Option<f64>,
     /// Wall time of the UAC run, seconds.
@@ -115,7 +90,7 @@ pub struct Step {
     pub sipp_exit: Option<i32>,
     /// Why the step could not be measured, if it could not.
     pub error: Option<String>,
-    /// Failures ≤ 0.1 % and p99 ≤ 200 ms.
+    /// Failures ≤ 0.1 % and p99 post-dial delay ≤ 200 ms.
     pub pass: bool,
 }
 
@@ -124,7 +99,8 @@ pub struct Step {
 pub struct Ladder {
     /// 1-based.
     pub run: u32,
-    pub target: Target,
+    /// The target's label (see [`Options::labels`]).
+    pub target: String,
     pub steps: Vec<Step>,
     /// The highest passing rate before the first failing step; `None` when the first step failed.
     pub ceiling: Option<u32>,
@@ -133,8 +109,8 @@ pub struct Ladder {
 }
 
 impl Ladder {
-    fn new(run: u32, target: Target) -> Self {
-        Self { run, target, steps: Vec::new(), ceiling: None, capped_by_ladder: false }
+    fn new(run: u32, target: &str) -> Self {
+        Self { run, target: target.to_owned(), steps: Vec::new(), ceiling: None, capped_by_ladder: false }
     }
 
     fn finish(&mut self, top: u32) {
@@ -143,28 +119,40 @@ impl Ladder {
     }
 }
 
-/// Runs the scenario and returns every ladder, in the order measured.
-pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
-    let topo = Topology::single_sbc().context("building the netns topology (needs root)")?;
+/// The order in which run `run` (1-based) measures the targets: as given in odd runs, reversed in even ones.
+pub fn order(run: u32, n: usize) -> Vec<usize> {
+    let mut o: Vec<usize> = (0..n).collect();
+    if run.is_multiple_of(2) {
+        o.reverse();
+    }
+    o
+}
+
+/// Runs the scenario and returns every ladder, in the order measured. `harness` is removed by the caller.
+pub fn run(opts: &Options, harness: &Harness) -> Result<Vec<Ladder>> {
     let pin = pinning_possible();
     if pin {
-        eprintln!("pinning: sbc on core {SBC_CORE}, SIPp (UAC and UAS) on core {SIPP_CORE}");
+        eprintln!("pinning: a local sbc on core {SBC_CORE}, SIPp (UAC and UAS) on core {SIPP_CORE}");
     } else {
         eprintln!("pinning: off (fewer than 2 cores); figures are less comparable");
     }
     let top = *opts.rates.last().context("no rates")?;
     let mut ladders = Vec::new();
     for run in 1..=opts.runs {
-        for target in Target::ALL {
-            let mut sbc = match target {
-                Target::Sbc => Some(start_sbc(&topo, run, pin)?),
-                Target::Direct => None,
+        for i in order(run, opts.targets.len()) {
+            let (target, label) = (&opts.targets[i], &opts.labels[i]);
+            let mut sbc = if target.is_local() {
+                let config = crate::target::local_config(false);
+                Some(harness.start_local(target, &format!("bench-cps-run{run}"), &config, pin.then_some(SBC_CORE))?)
+            } else {
+                None
             };
-            let mut ladder = Ladder::new(run, target);
+            let path = harness.path(target);
+            let mut ladder = Ladder::new(run, label);
             for &rate in &opts.rates {
                 check_stop()?;
                 std::thread::sleep(Duration::from_secs(1));
-                let step = step(&topo, target, rate, opts.step_secs, pin, sbc.as_ref().map(Sbc::id));
+                let step = step(&path, rate, opts.step_secs, pin, sbc.as_ref().map(Sbc::id));
                 eprintln!("{}", progress(opts.runs, &ladder, &step));
                 let pass = step.pass;
                 ladder.steps.push(step);
@@ -187,7 +175,6 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
             check_stop()?;
         }
     }
-    topo.remove()?;
     Ok(ladders)
 }
 
@@ -203,33 +190,8 @@ pub fn pinning_possible() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
 
-/// Starts a fresh `sbc` in the topology's SBC namespace (every number routes to carrier b) and pins all its
-/// threads to [`SBC_CORE`].
-fn start_sbc(topo: &Topology, run: u32, pin: bool) -> Result<Sbc> {
-    // Every number to carrier b only: the bench measures one carrier, and c is where the direct UAC sits.
-    let config = ::tests::netns::sbc_config("", "", "", false, None);
-    let sbc = Sbc::start_in(
-        &topo.ns(Host::Sbc),
-        &format!("bench-cps-run{run}"),
-        &config,
-        addr(SBC_A, 5060),
-        addr([127, 0, 0, 1].into(), 8080),
-    )
-    .context("starting sbc")?;
-    if pin {
-        let out = Command::new("taskset")
-            .args(["-a", "-cp", &SBC_CORE.to_string(), &sbc.id().to_string()])
-            .output()
-            .context("running taskset (util-linux)")?;
-        if !out.status.success() {
-            bail!("taskset -a -cp {SBC_CORE} {}: {}", sbc.id(), String::from_utf8_lossy(&out.stderr).trim());
-        }
-    }
-    Ok(sbc)
-}
-
-/// One step: a UAS in B for exactly this step's calls, then the UAC at `rate`; the UAS is killed afterwards.
-fn step(topo: &Topology, target: Target, rate: u32, step_secs: u32, pin: bool, sbc_pid: Option<u32>) -> Step {
+/// One step: a UAS for exactly this step's calls, then the UAC at `rate`; the UAS is killed afterwards.
+fn step(path: &CallPath, rate: u32, step_secs: u32, pin: bool, sbc_pid: Option<u32>) -> Step {
     let calls = rate.saturating_mul(step_secs).clamp(1, MAX_CALLS_PER_STEP);
     let mut step = Step {
         rate,
@@ -242,15 +204,18 @@ fn step(topo: &Topology, target: Target, rate: u32, step_secs: u32, pin: bool, s
         achieved_cps: None,
         samples: 0,
         p50_ms: None,
+        p95_ms: None,
         p99_ms: None,
         mean_ms: None,
+        setup_p50_ms: None,
+        setup_p99_ms: None,
         sbc_cpu_pct: None,
         wall_secs: 0.0,
         sipp_exit: None,
         error: None,
         pass: false,
     };
-    if let Err(e) = measure(topo, target, &mut step, step_secs, pin, sbc_pid) {
+    if let Err(e) = measure(path, &mut step, step_secs, pin, sbc_pid) {
         step.error = Some(format!("{e:#}"));
     }
     step.pass =
@@ -258,47 +223,18 @@ fn step(topo: &Topology, target: Target, rate: u32, step_secs: u32, pin: bool, s
     step
 }
 
-fn measure(
-    topo: &Topology,
-    target: Target,
-    step: &mut Step,
-    step_secs: u32,
-    pin: bool,
-    sbc_pid: Option<u32>,
-) -> Result<()> {
+fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, sbc_pid: Option<u32>) -> Result<()> {
     // SIPp gives up 20 s after the step should have ended (then the Sipp helper kills it 10 s later).
     let limit = Duration::from_secs(u64::from(step_secs) + 20);
-    let pinned = |s: Sipp| if pin { s.cpu(SIPP_CORE) } else { s };
-    let uas_ns = topo.ns(Host::B);
-    let mut uas = pinned(Sipp::new("uas_answer.xml"))
-        .netns(&uas_ns)
-        .local_ip(CARRIER_B)
-        .local_port(5060)
-        // Headroom: stray retransmissions after a call ended count as calls too, and a UAS that stopped at exactly
-        // `calls` would fail the last ones. It is killed after the UAC finishes.
-        .calls(step.calls.saturating_mul(2).saturating_add(1000))
-        .limit(limit + Duration::from_secs(5))
-        .spawn()
-        .context("starting the UAS in B")?;
-    uas.wait_listening(Some(&uas_ns), 5060, Duration::from_secs(5))?;
-
-    let (host, ip, to) = target.uac();
-    let uac = pinned(Sipp::new("uac_call.xml"))
-        .netns(&topo.ns(host))
-        .local_ip(ip)
-        .local_port(5060)
-        .target(to)
-        .service("+4930123456")
-        .calls(step.calls)
-        .rate(step.rate)
-        .pause(Duration::ZERO)
-        .limit(limit)
-        .keep_files(true)
-        .arg("-l")
-        .arg(&step.calls.to_string())
-        .arg("-trace_rtt")
-        .arg("-rtt_freq")
-        .arg("1");
+    let core = pin.then_some(SIPP_CORE);
+    // Headroom: stray retransmissions after a call ended count as calls too, and a UAS that stopped at exactly
+    // `calls` would fail the last ones. It is killed after the UAC finishes.
+    let mut uas =
+        calls::uas(path, step.calls.saturating_mul(2).saturating_add(1000), limit + Duration::from_secs(5), core)
+            .spawn()
+            .context("starting the UAS")?;
+    uas.wait_listening(path.uas.ns.as_deref(), path.uas.port, Duration::from_secs(5))?;
+    let uac = calls::uac(path, step.calls, step.rate, Duration::ZERO, limit, core);
     let cpu_before = sbc_pid.and_then(cpu_ticks);
     let started = Instant::now();
     let result = uac.run();
@@ -315,18 +251,6 @@ fn measure(
     figures
 }
 
-/// `USER_HZ`: the unit of utime and stime in /proc/PID/stat (100 on every Linux architecture in practice).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-/// utime + stime of process `pid`, all threads, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which is in parentheses and may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 fn read_figures(step: &mut Step, run: &Run) -> Result<()> {
     let opt = |column: &str| Some(run.count(column)).filter(|&n| n != u64::MAX);
     step.sipp_exit = Some(run.exit_code);
@@ -336,42 +260,23 @@ fn read_figures(step: &mut Step, run: &Run) -> Result<()> {
     step.sipp_failed = opt("FailedCall(C)");
     step.retransmissions = opt("Retransmissions(C)");
     step.achieved_cps = run.stats.get("CallRate(C)").and_then(|v| v.trim().parse().ok());
-    let times = response_times(&run.dir)?;
-    step.samples = times.len();
-    step.p50_ms = percentile(&times, 50.0);
-    step.p99_ms = percentile(&times, 99.0);
-    step.mean_ms = mean(&times);
+    let times = calls::response_times(&run.dir)?;
+    step.samples = times.pdd.len();
+    step.p50_ms = percentile(&times.pdd, 50.0);
+    step.p95_ms = percentile(&times.pdd, 95.0);
+    step.p99_ms = percentile(&times.pdd, 99.0);
+    step.mean_ms = mean(&times.pdd);
+    step.setup_p50_ms = percentile(&times.setup, 50.0);
+    step.setup_p99_ms = percentile(&times.setup, 99.0);
     Ok(())
-}
-
-/// Every INVITE→200 response time (ms) from the `-trace_rtt` file SIPp wrote in its working directory
-/// (`<scenario>_<pid>_rtt.csv`: `Date_ms;response_time_ms;rtd_no`).
-fn response_times(dir: &Path) -> Result<Vec<f64>> {
-    let file = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_rtt.csv")));
-    let Some(file) = file else {
-        return Ok(Vec::new());
-    };
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut cols = l.split(';');
-            let time = cols.nth(1)?.trim().parse::<f64>().ok()?;
-            (cols.next()?.trim() == "1").then_some(time)
-        })
-        .collect())
 }
 
 fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     let mut line = format!(
-        "[run {}/{runs}] {:<6} {:>5}/s: {:>5} calls, {:>5} failed ({:>6.2} %), p50 {:>3} ms, p99 {:>4} ms, mean {:>6} ms, achieved {:>7}/s, retrans {:>5}, sbc cpu {:>4} -> {}",
+        "[run {}/{runs}] {:<8} {:>5}/s: {:>5} calls, {:>5} failed ({:>6.2} %), pdd p50 {:>3} ms, p99 {:>4} ms, mean {:>6} ms, setup p99 {:>4} ms, achieved {:>7}/s, retrans {:>5}, sbc cpu {:>4} -> {}",
         ladder.run,
-        ladder.target.name(),
+        ladder.target,
         s.rate,
         s.calls,
         s.failed,
@@ -379,6 +284,7 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
         ms(s.p50_ms),
         ms(s.p99_ms),
         s.mean_ms.map_or("-".to_owned(), |v| format!("{v:.2}")),
+        ms(s.setup_p99_ms),
         s.achieved_cps.map_or("-".to_owned(), |v| format!("{v:.1}")),
         s.retransmissions.map_or("-".to_owned(), |v| v.to_string()),
         s.sbc_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
@@ -390,18 +296,20 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     line
 }
 
-/// The summary over runs: median ceilings, and latency at the reference rate.
+/// The summary over runs: median ceilings, and post-dial delay at the reference rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// In the order of [`Options::targets`].
     pub targets: Vec<TargetSummary>,
-    /// The highest ladder rate at or below both targets' median ceilings.
+    /// The highest ladder rate at or below every target's median ceiling.
     pub reference_rate: Option<u32>,
-    /// sbc / direct at the reference rate; `None` when direct's figure is below SIPp's resolution of 1 ms (the
-    /// ratio would divide by measurement noise).
+    /// With two targets: the first's figure over the second's, at the reference rate (`None` when the second's is
+    /// below SIPp's resolution of 1 ms: the ratio would divide by measurement noise); and of the median ceilings.
+    pub ratio_ceiling: Option<f64>,
     pub ratio_p50: Option<f64>,
     pub ratio_p99: Option<f64>,
     pub ratio_mean: Option<f64>,
-    /// sbc − direct at the reference rate, ms: the setup time the SBC adds.
+    /// First − second at the reference rate, ms: the delay the first adds.
     pub added_p50_ms: Option<f64>,
     pub added_p99_ms: Option<f64>,
     pub added_mean_ms: Option<f64>,
@@ -410,57 +318,65 @@ pub struct Summary {
 /// One target over all runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetSummary {
-    pub target: Target,
+    pub target: String,
     /// Per run, in order (`None`: the first step failed).
     pub ceilings: Vec<Option<u32>>,
     /// Per run: every step passed (the ceiling is the ladder's top, the real one may be higher).
     pub capped_by_ladder: Vec<bool>,
     /// Median over runs (a run whose first step failed counts as 0).
     pub median_ceiling: Option<f64>,
-    /// At the reference rate: medians over the runs that measured it.
+    /// Post-dial delay at the reference rate: medians over the runs that measured it.
     pub reference_p50_ms: Option<f64>,
     pub reference_p99_ms: Option<f64>,
     pub reference_mean_ms: Option<f64>,
+    /// Setup time (INVITE → 200) p99 at the reference rate, median over runs.
+    pub reference_setup_p99_ms: Option<f64>,
     /// How many runs measured the reference rate.
     pub reference_runs: usize,
 }
 
-/// Builds the summary of `ladders` (see [`Summary`]).
-pub fn summarize(rates: &[u32], ladders: &[Ladder]) -> Summary {
-    let of = |t: Target| ladders.iter().filter(move |l| l.target == t);
-    let median_ceiling = |t: Target| median(&of(t).map(|l| f64::from(l.ceiling.unwrap_or(0))).collect::<Vec<_>>());
-    let floor = Target::ALL.iter().map(|&t| median_ceiling(t).unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
+/// Builds the summary of `ladders` for the targets labelled `labels` (see [`Summary`]).
+pub fn summarize(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Summary {
+    let of = |t: &str| ladders.iter().filter(move |l| l.target == t).collect::<Vec<_>>();
+    let median_ceiling = |t: &str| median(&of(t).iter().map(|l| f64::from(l.ceiling.unwrap_or(0))).collect::<Vec<_>>());
+    let floor = labels.iter().map(|t| median_ceiling(t).unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
     let reference_rate = rates.iter().copied().filter(|&r| f64::from(r) <= floor).max();
-    let at_ref = |t: Target, f: fn(&Step) -> Option<f64>| -> (Option<f64>, usize) {
+    let at_ref = |t: &str, f: fn(&Step) -> Option<f64>| -> (Option<f64>, usize) {
         let values: Vec<f64> = of(t)
+            .iter()
             .filter_map(|l| l.steps.iter().find(|s| Some(s.rate) == reference_rate && s.error.is_none()))
             .filter_map(f)
             .collect();
         (median(&values), values.len())
     };
-    let targets: Vec<TargetSummary> = Target::ALL
+    let targets: Vec<TargetSummary> = labels
         .iter()
-        .map(|&t| {
+        .map(|t| {
             let (p50, n) = at_ref(t, |s| s.p50_ms);
             TargetSummary {
-                target: t,
-                ceilings: of(t).map(|l| l.ceiling).collect(),
-                capped_by_ladder: of(t).map(|l| l.capped_by_ladder).collect(),
+                target: t.clone(),
+                ceilings: of(t).iter().map(|l| l.ceiling).collect(),
+                capped_by_ladder: of(t).iter().map(|l| l.capped_by_ladder).collect(),
                 median_ceiling: median_ceiling(t),
                 reference_p50_ms: p50,
                 reference_p99_ms: at_ref(t, |s| s.p99_ms).0,
                 reference_mean_ms: at_ref(t, |s| s.mean_ms).0,
+                reference_setup_p99_ms: at_ref(t, |s| s.setup_p99_ms).0,
                 reference_runs: n,
             }
         })
         .collect();
     let ratio = |f: fn(&TargetSummary) -> Option<f64>| {
-        let (s, d) = (f(&targets[0])?, f(&targets[1])?);
+        let (s, d) = (f(targets.first()?)?, f(targets.get(1)?)?);
         (d >= SIPP_RESOLUTION_MS).then(|| s / d)
     };
-    let added = |f: fn(&TargetSummary) -> Option<f64>| Some(f(&targets[0])? - f(&targets[1])?);
+    let added = |f: fn(&TargetSummary) -> Option<f64>| Some(f(targets.first()?)? - f(targets.get(1)?)?);
     Summary {
         reference_rate,
+        ratio_ceiling: targets.get(1).and_then(|b| {
+            let (a, b) = (targets[0].median_ceiling?, b.median_ceiling?);
+            (b > 0.0).then(|| a / b)
+        }),
         ratio_p50: ratio(|t| t.reference_p50_ms),
         ratio_p99: ratio(|t| t.reference_p99_ms),
         ratio_mean: ratio(|t| t.reference_mean_ms),
@@ -476,29 +392,36 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
     let mut out = String::new();
     let runs = opts.runs as usize;
     out.push_str(&format!(
-        "sbc-bench cps --local: {} run(s), steps of {} s, rates {:?}\n",
-        opts.runs, opts.step_secs, opts.rates
+        "sbc-bench cps: {}; {} run(s), steps of {} s, rates {:?}\n",
+        opts.targets.iter().map(ToString::to_string).collect::<Vec<_>>().join(" vs "),
+        opts.runs,
+        opts.step_secs,
+        opts.rates
     ));
     out.push_str(&if pinned {
-        format!("pinning: sbc on core {SBC_CORE}, SIPp UAC and UAS on core {SIPP_CORE}\n")
+        format!("pinning: a local sbc on core {SBC_CORE}, SIPp UAC and UAS on core {SIPP_CORE}\n")
     } else {
         "pinning: off (fewer than 2 cores)\n".to_owned()
     });
     out.push_str(&format!(
-        "a step passes with failed <= {MAX_FAILED_PCT} % and p99(INVITE->200) <= {MAX_P99_MS} ms; ceiling = highest passing rate before the first failing step\n\n"
+        "a step passes with failed <= {MAX_FAILED_PCT} % and p99 post-dial delay (INVITE -> first 18x/200) <= {MAX_P99_MS} ms; ceiling = highest passing rate before the first failing step\n\n"
     ));
-    out.push_str(&format!("{:<22}", "ceiling (calls/s)"));
+    out.push_str(&format!("{:<32}", "ceiling (calls/s)"));
     for r in 1..=runs {
         out.push_str(&format!("{:>9}", format!("run {r}")));
     }
     out.push_str(&format!("{:>9}\n", "median"));
     for t in &summary.targets {
-        out.push_str(&format!("  {:<20}", t.target.name()));
+        out.push_str(&format!("  {:<30}", t.target));
         for (c, capped) in t.ceilings.iter().zip(&t.capped_by_ladder) {
             let cell = c.map_or("none".to_owned(), |c| format!("{c}{}", if *capped { "+" } else { "" }));
             out.push_str(&format!("{cell:>9}"));
         }
         out.push_str(&format!("{:>9}\n", t.median_ceiling.map_or("-".to_owned(), |m| format!("{m:.0}"))));
+    }
+    let pair = summary.targets.get(1).map(|b| format!("{}/{}", summary.targets[0].target, b.target));
+    if let (Some(pair), Some(r)) = (&pair, summary.ratio_ceiling) {
+        out.push_str(&format!("  {:<30}{:>width$.2}\n", pair, r, width = 9 * (runs + 1)));
     }
     if summary.targets.iter().any(|t| t.capped_by_ladder.iter().any(|&c| c)) {
         out.push_str("  (+: every step passed; the real ceiling is at or above the top of the ladder)\n");
@@ -509,41 +432,95 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         return out;
     };
     out.push_str(&format!(
-        "at the reference rate {rate}/s (highest ladder rate within both median ceilings; medians over runs)\n"
+        "at the reference rate {rate}/s (highest ladder rate within every median ceiling; medians over runs)\n"
     ));
-    out.push_str(&format!("{:<22}{:>9}{:>9}{:>10}{:>7}\n", "INVITE->200", "p50 ms", "p99 ms", "mean ms", "runs"));
+    out.push_str(&format!(
+        "{:<32}{:>9}{:>9}{:>10}{:>11}{:>7}\n",
+        "post-dial delay", "p50 ms", "p99 ms", "mean ms", "setup p99", "runs"
+    ));
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     let mean_ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     for t in &summary.targets {
         out.push_str(&format!(
-            "  {:<20}{:>9}{:>9}{:>10}{:>7}\n",
-            t.target.name(),
+            "  {:<30}{:>9}{:>9}{:>10}{:>11}{:>7}\n",
+            t.target,
             ms(t.reference_p50_ms),
             ms(t.reference_p99_ms),
             mean_ms(t.reference_mean_ms),
+            ms(t.reference_setup_p99_ms),
             t.reference_runs
         ));
     }
+    let Some(pair) = pair else {
+        return out;
+    };
     let ratio = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
     out.push_str(&format!(
-        "  {:<20}{:>9}{:>9}{:>10}\n",
-        "sbc/direct",
+        "  {:<30}{:>9}{:>9}{:>10}\n",
+        pair,
         ratio(summary.ratio_p50),
         ratio(summary.ratio_p99),
         ratio(summary.ratio_mean)
     ));
     let added = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:+.2}"));
     out.push_str(&format!(
-        "  {:<20}{:>9}{:>9}{:>10}\n",
-        "sbc - direct (ms)",
+        "  {:<30}{:>9}{:>9}{:>10}\n",
+        format!("{} (ms)", pair.replace('/', " - ")),
         added(summary.added_p50_ms),
         added(summary.added_p99_ms),
         added(summary.added_mean_ms)
     ));
     out.push_str(
-        "  (SIPp measures response times in whole milliseconds; a ratio is n/a when direct's figure is below 1 ms)\n",
+        "  (SIPp measures response times in whole milliseconds; a ratio is n/a when the baseline's figure is below 1 ms)\n",
     );
     out
+}
+
+/// The figure of a run: per target, post-dial delay p50 and p99 against the offered rate, and failed calls in
+/// percent against the offered rate (medians over the runs that measured each rate).
+pub fn plot(path: &Path, opts: &Options, ladders: &[Ladder]) -> Result<()> {
+    use crate::plot::{Panel, Series};
+    let per_rate = |label: &str, f: &dyn Fn(&Step) -> Option<f64>| -> Vec<(f64, f64)> {
+        opts.rates
+            .iter()
+            .filter_map(|&r| {
+                let v: Vec<f64> = ladders
+                    .iter()
+                    .filter(|l| l.target == label)
+                    .filter_map(|l| l.steps.iter().find(|s| s.rate == r && s.error.is_none()))
+                    .filter_map(f)
+                    .collect();
+                Some((f64::from(r), median(&v)?))
+            })
+            .collect()
+    };
+    let mut pdd = Vec::new();
+    let mut failed = Vec::new();
+    for label in &opts.labels {
+        pdd.push(Series::new(format!("{label} p50"), per_rate(label, &|s| s.p50_ms)));
+        pdd.push(Series { dashed: true, ..Series::new(format!("{label} p99"), per_rate(label, &|s| s.p99_ms)) });
+        failed.push(Series::new(label.clone(), per_rate(label, &|s| Some(s.failed_pct))));
+    }
+    crate::plot::write_svg(
+        path,
+        &format!("sbc-bench cps: {}", opts.labels.join(" vs ")),
+        &[
+            Panel {
+                title: "post-dial delay (INVITE -> first 18x/200), median over runs".into(),
+                x_label: "offered rate (calls/s)".into(),
+                y_label: "ms".into(),
+                log_y: false,
+                series: pdd,
+            },
+            Panel {
+                title: "failed calls (not completed), median over runs".into(),
+                x_label: "offered rate (calls/s)".into(),
+                y_label: "% of calls placed".into(),
+                log_y: false,
+                series: failed,
+            },
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -562,8 +539,11 @@ mod tests {
             achieved_cps: None,
             samples: 1,
             p50_ms: Some(p50),
+            p95_ms: Some(p50 * 1.5),
             p99_ms: Some(p50 * 2.0),
             mean_ms: Some(p50),
+            setup_p50_ms: Some(p50),
+            setup_p99_ms: Some(p50 * 2.0),
             sbc_cpu_pct: None,
             wall_secs: 5.0,
             sipp_exit: Some(0),
@@ -572,7 +552,7 @@ mod tests {
         }
     }
 
-    fn ladder(run: u32, target: Target, passes: &[(u32, bool)], p50: f64) -> Ladder {
+    fn ladder(run: u32, target: &str, passes: &[(u32, bool)], p50: f64) -> Ladder {
         let mut l = Ladder::new(run, target);
         l.steps = passes.iter().map(|&(r, p)| step(r, p, p50)).collect();
         l.finish(400);
@@ -583,16 +563,17 @@ mod tests {
     fn ceilings_and_reference() {
         let rates = [100, 200, 300, 400];
         let ladders = vec![
-            ladder(1, Target::Sbc, &[(100, true), (200, true), (300, false)], 2.0),
-            ladder(1, Target::Direct, &[(100, true), (200, true), (300, true), (400, true)], 1.0),
-            ladder(2, Target::Sbc, &[(100, true), (200, false)], 4.0),
-            ladder(2, Target::Direct, &[(100, true), (200, true), (300, true), (400, true)], 1.0),
-            ladder(3, Target::Sbc, &[(100, true), (200, true), (300, true), (400, false)], 3.0),
-            ladder(3, Target::Direct, &[(100, true), (200, true), (300, true), (400, true)], 1.0),
+            ladder(1, "sbc", &[(100, true), (200, true), (300, false)], 2.0),
+            ladder(1, "direct", &[(100, true), (200, true), (300, true), (400, true)], 1.0),
+            ladder(2, "sbc", &[(100, true), (200, false)], 4.0),
+            ladder(2, "direct", &[(100, true), (200, true), (300, true), (400, true)], 1.0),
+            ladder(3, "sbc", &[(100, true), (200, true), (300, true), (400, false)], 3.0),
+            ladder(3, "direct", &[(100, true), (200, true), (300, true), (400, true)], 1.0),
         ];
         assert_eq!(ladders[0].ceiling, Some(200));
         assert!(ladders[1].capped_by_ladder);
-        let s = summarize(&rates, &ladders);
+        let labels = ["sbc".to_owned(), "direct".to_owned()];
+        let s = summarize(&rates, &labels, &ladders);
         assert_eq!(s.targets[0].ceilings, vec![Some(200), Some(100), Some(300)]);
         assert_eq!(s.targets[0].median_ceiling, Some(200.0));
         assert_eq!(s.targets[1].median_ceiling, Some(400.0));
@@ -600,24 +581,34 @@ mod tests {
         // Runs 1 and 3 passed 200/s (p50 2 and 3), run 2 failed it (measured, p50 4): median 3.
         assert_eq!(s.targets[0].reference_p50_ms, Some(3.0));
         assert_eq!((s.ratio_p50, s.added_p50_ms), (Some(3.0), Some(2.0)));
+        assert_eq!(s.ratio_ceiling, Some(0.5));
+        // One target alone: no ratios.
+        let one = summarize(&rates, &labels[..1], &ladders);
+        assert_eq!((one.targets.len(), one.ratio_p50, one.ratio_ceiling), (1, None, None));
+        assert_eq!(one.reference_rate, Some(200));
         // Below SIPp's resolution there is no ratio, only the difference.
         let fast: Vec<Ladder> = ladders
             .iter()
             .cloned()
             .map(|mut l| {
-                if l.target == Target::Direct {
+                if l.target == "direct" {
                     l.steps.iter_mut().for_each(|s| s.p50_ms = Some(0.0));
                 }
                 l
             })
             .collect();
-        let s = summarize(&rates, &fast);
+        let s = summarize(&rates, &labels, &fast);
         assert_eq!((s.ratio_p50, s.added_p50_ms), (None, Some(3.0)));
     }
 
     #[test]
+    fn runs_alternate_the_order() {
+        assert_eq!((order(1, 2), order(2, 2), order(3, 1)), (vec![0, 1], vec![1, 0], vec![0]));
+    }
+
+    #[test]
     fn first_step_failing_means_no_ceiling() {
-        let l = ladder(1, Target::Sbc, &[(100, false)], 1.0);
+        let l = ladder(1, "sbc", &[(100, false)], 1.0);
         assert_eq!((l.ceiling, l.capped_by_ladder), (None, false));
     }
 }

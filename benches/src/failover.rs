@@ -185,10 +185,11 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
     // The standby must hold the calls before it can take them: wait until it has resynced.
     pair.wait("the standby connected", Duration::from_secs(10), |p| p.role(other) == "standby")?;
     let ns_b = pair.topo.ns(Host::B);
-    let mut uas = Sipp::new("uas_answer_rtp.xml")
+    let mut uas = Sipp::new(&crate::target::scenario("uas.xml"))
         .netns(&ns_b)
         .local_ip(CARRIER_B)
         .local_port(5060)
+        .key("rtp_ip", &CARRIER_B.to_string())
         .key("rtp_port", &RTP_PORT.to_string())
         .limit(LIMIT)
         .trace_messages(true)
@@ -220,12 +221,13 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
         rtpgen,
         &stream(addr(CALLER, RTP_PORT), &a_target, 0xA000 + i, 0xB000 + i, &a_report),
     )?;
-    let uac = Sipp::new("uac_call_rtp.xml")
+    let uac = Sipp::new(&crate::target::scenario("uac.xml"))
         .netns(&pair.topo.ns(Host::A))
         .local_ip(CALLER)
         .local_port(5060)
         .target(addr(VIP_A, 5060))
-        .service("+4930123456")
+        .service(crate::calls::DIALLED)
+        .key("rtp_ip", &CALLER.to_string())
         .key("rtp_port", &RTP_PORT.to_string())
         .pause(HOLD)
         .limit(LIMIT)
@@ -334,4 +336,24 @@ pub fn summarize(drills: &[Drill]) -> Summary {
         cdrs_lost: drills.iter().filter(|d| d.cdrs == 0).count(),
         cdrs_doubled: drills.iter().filter(|d| d.cdrs > 1).count(),
     }
+}
+/// The figure of a run: per drill, the media gap each way and the takeover time.
+pub fn plot(path: &Path, kind: DrillKind, drills: &[Drill]) -> Result<()> {
+    use crate::plot::{Panel, Series};
+    let per = |f: fn(&Drill) -> f64| drills.iter().map(|d| (f64::from(d.index), f(d))).collect::<Vec<_>>();
+    crate::plot::write_svg(
+        path,
+        &format!("sbc-bench failover: {kind:?} drills"),
+        &[Panel {
+            title: "media gap at each receiver and takeover time, per drill".into(),
+            x_label: "drill".into(),
+            y_label: "ms".into(),
+            log_y: false,
+            series: vec![
+                Series::new("A: gap receiving from B", per(|d| d.gap_a_ms)),
+                Series::new("B: gap receiving from A", per(|d| d.gap_b_ms)),
+                Series { dashed: true, ..Series::new("takeover (until /ha says active)", per(|d| d.takeover_ms)) },
+            ],
+        }],
+    )
 }

@@ -1,18 +1,26 @@
-//! `sbc-bench`: the load-test harness. Scenarios:
+//! `sbc-bench`: the load-test harness. Scenarios (see benches/README.md):
 //!
-//! - `cps --local`: the SBC's call-rate ceiling and INVITE→200 latency, next to SIPp UAC→UAS direct (see
-//!   benches/README.md and [`cps`]).
-//! - `media --local`: the media relay's packet-rate ceiling under 0.1 % loss, CPU per packet and latency, user
-//!   space vs its XDP fast path, next to a bare XDP redirect and plain kernel IP forwarding (see
-//!   benches/README.md and [`media`]).
+//! - `cps`: a target's call-rate ceiling and post-dial delay, next to SIPp direct or a second target ([`cps`]).
+//! - `concurrent`: ramp to N calls with RTP both ways and hold them ([`concurrent`]).
+//! - `media --local`: the media relay's packet-rate ceiling, CPU per packet and latency, user space vs its XDP fast
+//!   path, next to a bare XDP redirect and kernel IP forwarding ([`media`]).
+//! - `failover --local`: fire drills on a hot-standby pair ([`failover`]).
+//! - `soak`: a light constant load for hours, exported as Prometheus metrics ([`soak`]).
 //!
-//! The criterion micro-benches live under benches/benches (`cargo bench -p sbc-bench`).
+//! Targets (our SBC in namespaces the harness builds, SIPp direct, or any SBC by address) and the guard that keeps
+//! load on loopback unless told otherwise are in [`target`]. The criterion micro-benches live under benches/benches
+//! (`cargo bench -p sbc-bench`).
 
 mod blast;
+mod calls;
+mod concurrent;
 mod cps;
 mod failover;
 mod media;
+mod plot;
+mod soak;
 mod stats;
+mod target;
 mod xdp;
 
 use anyhow::{bail, Context, Result};
@@ -32,11 +40,17 @@ struct Cli {
 enum Scenario {
     /// Call-rate ceiling and INVITE->200 latency of the SBC, next to SIPp UAC->UAS direct, climbing a rate ladder.
     Cps(CpsArgs),
+    /// Ramps to N calls with media both ways and holds them: call setup, peak concurrent calls, packet loss,
+    /// one-way latency and jitter per direction, the SBC's CPU.
+    Concurrent(ConcurrentArgs),
     /// Fire drills on a hot-standby pair: media gap, takeover time, calls surviving, CDRs lost or doubled.
     Failover(FailoverArgs),
     /// Packet-rate ceiling (loss < 0.1 %), CPU per packet and latency of media-relay (user space and XDP), a bare
     /// XDP redirect and kernel IP forwarding.
     Media(MediaArgs),
+    /// A light constant call load for hours against one target (a canary): every interval's calls, failures and
+    /// post-dial delay as Prometheus metrics; exit status 1 when an interval failed.
+    Soak(SoakArgs),
     /// Internal: run inside a namespace by `media`, copies stdin/stdout to and from a TCP address.
     #[command(hide = true)]
     ControlProxy {
@@ -54,10 +68,73 @@ enum Scenario {
     Blast(blast::BlastArgs),
 }
 
+/// Where the calls go (every call scenario: cps, concurrent, soak). See target.rs.
+#[derive(Debug, Clone, clap::Args)]
+struct TargetArgs {
+    /// Shorthand for `--target local`.
+    #[arg(long)]
+    local: bool,
+    /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
+    /// sbc build, the same way), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an SBC's
+    /// `IP:PORT` (literal address; it must route every number to --uas). Default: local.
+    #[arg(long)]
+    target: Option<target::Target>,
+    /// A second target, measured in the same invocation, interleaved with the first (run by run), with ratios.
+    #[arg(long)]
+    compare: Option<target::Target>,
+    /// Without --compare, measure only the target (cps otherwise compares with `direct`).
+    #[arg(long)]
+    no_compare: bool,
+    /// The caller's address on this host (SIPp UAC and its RTP) for `IP:PORT` targets and `direct` without
+    /// namespaces.
+    #[arg(long, default_value = "127.0.0.1")]
+    uac_ip: std::net::IpAddr,
+    /// The caller's SIP port on this host.
+    #[arg(long, default_value_t = 5061)]
+    uac_port: u16,
+    /// Where the harness's callee (SIPp UAS and its RTP) listens on this host, for `IP:PORT` targets (which must
+    /// route the calls there) and `direct` without namespaces.
+    #[arg(long, default_value = "127.0.0.1:5070")]
+    uas: std::net::SocketAddr,
+    /// Allow targets (and the media addresses they name) outside loopback. Never point a load test at production.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+impl TargetArgs {
+    /// The targets in the order each run measures them: the target, then the comparison (`default_compare` when
+    /// none is given and --no-compare is not).
+    fn targets(&self, default_compare: Option<target::Target>) -> Result<Vec<target::Target>> {
+        if self.local && self.target.as_ref().is_some_and(|t| !t.is_local()) {
+            bail!(
+                "--local and --target {} contradict each other",
+                self.target.as_ref().map(ToString::to_string).unwrap_or_default()
+            );
+        }
+        let first = self.target.clone().unwrap_or(target::Target::Local(None));
+        let second = match (&self.compare, self.no_compare) {
+            (Some(_), true) => bail!("--compare and --no-compare contradict each other"),
+            (Some(c), false) => Some(c.clone()),
+            (None, true) => None,
+            (None, false) => default_compare,
+        };
+        Ok(std::iter::once(first).chain(second).collect())
+    }
+
+    fn here(&self) -> target::Here {
+        target::Here { uac_ip: self.uac_ip, uac_port: self.uac_port, uas: self.uas }
+    }
+
+    fn guard(&self) -> target::Guard {
+        target::Guard { allow_remote: self.allow_remote }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct MediaArgs {
     /// Build the network-namespace topology on this machine and start our own `media-relay` in it (needs root).
-    /// Required: remote targets come with the load-test harness issue.
+    /// Required: this scenario steers the relay over its control protocol (for media through any SBC by address,
+    /// see `concurrent`).
     #[arg(long)]
     local: bool,
     /// Complete runs; the summary takes the median over them.
@@ -116,32 +193,85 @@ struct FailoverArgs {
 
 #[derive(Debug, clap::Args)]
 struct CpsArgs {
-    /// Build the network-namespace topology on this machine and start our own `sbc` in it (needs root). Required:
-    /// remote targets (an SBC on another host) come with the load-test harness issue.
-    #[arg(long)]
-    local: bool,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Complete runs; the summary takes the median over them.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
-    /// Seconds of traffic per step (each step places rate x step-secs calls).
+    /// Seconds of traffic per step (each step places rate x step-secs calls, at most 50 000).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=60))]
     step_secs: u32,
     /// The rate ladder in calls per second, comma-separated, ascending.
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000,1500,2000,2500,3000,3500,4000,4500,5000,6000")]
     rates: Vec<u32>,
-    /// Where the JSON with every step's figures goes.
+    /// Where the JSON with every step's figures goes (the plot goes next to it, as .svg).
     #[arg(long, default_value = "target/bench/cps.json")]
     out: PathBuf,
-    /// The `sbc` binary to measure; default: `cargo build --release -p sbc` and target/release/sbc.
+}
+
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Calls per second, constant (at most 100: a soak is a light load).
+    #[arg(long, default_value_t = 2)]
+    rate: u32,
+    /// Seconds each answered call is held before the caller hangs up (at most 600).
+    #[arg(long, default_value_t = 10)]
+    hold_secs: u32,
+    /// How long calls are placed: `90s`, `30m`, `2h`, `1h30m` (at most 24h; rate x duration calls).
+    #[arg(long, default_value = "1h", value_parser = soak::parse_duration)]
+    duration: std::time::Duration,
+    /// The reporting period: one progress line, one set of metrics and one pass/fail verdict per interval.
+    /// Default: 60s, or the duration when that is shorter.
+    #[arg(long, value_parser = soak::parse_duration)]
+    interval: Option<std::time::Duration>,
+    /// Serve the soak's Prometheus metrics over HTTP on this address (e.g. 127.0.0.1:9899). Default: off.
     #[arg(long)]
-    sbc: Option<PathBuf>,
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Rewrite this file (Prometheus text format, atomically) after every interval, for node_exporter's textfile
+    /// collector (name it *.prom in the collector's directory). Default: off.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Where the JSON with every interval's figures goes (the plot goes next to it, as .svg).
+    #[arg(long, default_value = "target/bench/soak.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConcurrentArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Calls placed and then held together, each with one RTP stream each way.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    calls: u32,
+    /// Calls placed per second during the ramp.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    rate: u32,
+    /// Seconds of media once every call is up.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    hold_secs: u32,
+    /// RTP packets per second per call, each way (50: G.711 at 20 ms).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pps: u32,
+    /// RTP payload bytes per packet (160: G.711 at 20 ms).
+    #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u16).range(16..=1400))]
+    payload: u16,
+    /// Complete runs (each measures every target once); the summary takes the median over them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// Where the JSON with every run's figures goes (the plot goes next to it, as .svg).
+    #[arg(long, default_value = "target/bench/concurrent.json")]
+    out: PathBuf,
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Scenario::Cps(args) => cps_main(args),
+        Scenario::Concurrent(args) => concurrent_main(args),
         Scenario::Failover(args) => failover_main(args),
         Scenario::Media(args) => media_main(args),
+        Scenario::Soak(args) => soak_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
         Scenario::XdpTestRun => xdp::test_run_main(),
@@ -152,8 +282,8 @@ fn main() -> Result<()> {
 fn media_main(args: MediaArgs) -> Result<()> {
     if !args.local {
         bail!(
-            "`media` needs --local for now (build the netns topology here and start our own media-relay); remote \
-             targets come with the load-test harness issue"
+            "`media` needs --local: it measures our media-relay (user space, XDP) through its control protocol in \
+             namespaces it builds itself. For media through any SBC by address, use `concurrent --target IP:PORT`"
         );
     }
     if args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
@@ -225,8 +355,10 @@ fn media_main(args: MediaArgs) -> Result<()> {
         "summary": summary,
     });
     write_json(&args.out, &json)?;
+    let svg = args.out.with_extension("svg");
+    media::plot(&svg, &opts, &ladders)?;
     println!("{}", media::table(&opts, &summary, pinned));
-    println!("every step's figures: {}", args.out.display());
+    println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }
 
@@ -240,7 +372,10 @@ fn write_json(out: &Path, json: &serde_json::Value) -> Result<()> {
 
 fn failover_main(args: FailoverArgs) -> Result<()> {
     if !args.local {
-        bail!("`failover` needs --local (it builds the two-box topology here and starts our own pair)");
+        bail!(
+            "`failover` needs --local: a fire drill kills or demotes a box of the pair, so the harness builds the \
+             two-box topology here and starts our own pair"
+        );
     }
     prepare_binaries(args.sbc.as_deref())?;
     let opts = failover::Options { drills: args.drills, kind: args.kind };
@@ -255,46 +390,117 @@ fn failover_main(args: FailoverArgs) -> Result<()> {
          doubled {}",
         s.drills, args.kind, s.gap_p50_ms, s.gap_max_ms, s.takeover_p50_ms, s.survived, s.drills, s.cdrs_lost, s.cdrs_doubled
     );
-    println!("every drill: {}", args.out.display());
+    let svg = args.out.with_extension("svg");
+    failover::plot(&svg, args.kind, &drills)?;
+    println!("every drill: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }
 
 fn cps_main(args: CpsArgs) -> Result<()> {
-    if !args.local {
-        bail!(
-            "`cps` needs --local for now (build the netns topology here and start our own sbc); remote targets come \
-             with the load-test harness issue"
-        );
-    }
     if args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
         bail!("--rates must be positive and strictly ascending, e.g. 100,200,400");
     }
-    let sbc_binary = prepare_binaries(args.sbc.as_deref())?;
+    // The harness's own ceiling is the baseline unless told otherwise.
+    let targets = args.target.targets(Some(target::Target::Direct))?;
+    if targets.len() == 2 && targets[0] == targets[1] && !targets[0].is_local() {
+        bail!("--target and --compare are the same ({}): nothing to compare", targets[0]);
+    }
+    let harness_guard = args.target.guard();
+    // Guard first: nothing is built or sent before every address is accepted.
+    for t in &targets {
+        if let target::Target::Remote(a) = t {
+            harness_guard.check("target", a.ip())?;
+        }
+    }
+    if targets.iter().any(target::Target::is_local) {
+        target::require_root("`cps --target local`")?;
+        prepare_binaries(None)?;
+    }
     watch_interrupts();
-    let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, sbc_binary };
+    let labels = target::labels(&targets);
+    let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, targets, labels };
     let pinned = cps::pinning_possible();
-    let ladders = cps::run(&opts)?;
-    let summary = cps::summarize(&opts.rates, &ladders);
+    let harness = target::Harness::new(&opts.targets, args.target.here(), harness_guard)?;
+    let started = std::time::Instant::now();
+    let result = cps::run(&opts, &harness);
+    harness.remove()?;
+    let ladders = result?;
+    let summary = cps::summarize(&opts.rates, &opts.labels, &ladders);
     let json = serde_json::json!({
         "scenario": "cps",
-        "mode": "local",
         "options": opts,
+        "here": args.target.here(),
         "pinning": if pinned {
             serde_json::json!({ "sbc_core": cps::SBC_CORE, "sipp_core": cps::SIPP_CORE })
         } else {
             serde_json::Value::Null
         },
-        "criterion": { "max_failed_pct": cps::MAX_FAILED_PCT, "max_p99_ms": cps::MAX_P99_MS },
+        "criterion": { "max_failed_pct": cps::MAX_FAILED_PCT, "max_pdd_p99_ms": cps::MAX_P99_MS },
+        "wall_secs": started.elapsed().as_secs_f64(),
         "ladders": ladders,
         "summary": summary,
     });
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    write_json(&args.out, &json)?;
+    let svg = args.out.with_extension("svg");
+    cps::plot(&svg, &opts, &ladders)?;
     println!("{}", cps::table(&opts, &summary, pinned));
-    println!("every step's figures: {}", args.out.display());
+    println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
+    Ok(())
+}
+
+fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
+    let targets = args.target.targets(None)?;
+    let guard = args.target.guard();
+    // Guard first: nothing is built or sent before every address is accepted.
+    for t in &targets {
+        if let target::Target::Remote(a) = t {
+            guard.check("target", a.ip())?;
+        }
+    }
+    if targets.iter().any(target::Target::is_local) {
+        target::require_root("`concurrent --target local`")?;
+        prepare_binaries(None)?;
+    }
+    let rtpfleet = concurrent::prepare_rtpfleet()?;
+    watch_interrupts();
+    let opts = concurrent::Options {
+        labels: target::labels(&targets),
+        targets,
+        calls: args.calls,
+        rate: args.rate,
+        hold_secs: args.hold_secs,
+        pps: args.pps,
+        payload: args.payload,
+        runs: args.runs,
+        pinned: cps::pinning_possible(),
+        rtpfleet,
+    };
+    let harness = target::Harness::new(&opts.targets, args.target.here(), guard)?;
+    let started = std::time::Instant::now();
+    let result = concurrent::run(&harness, &opts);
+    harness.remove()?;
+    let measurements = result?;
+    let summary = concurrent::summarize(&opts.labels, &measurements);
+    let json = serde_json::json!({
+        "scenario": "concurrent",
+        "options": opts,
+        "here": args.target.here(),
+        "pinning": if opts.pinned {
+            serde_json::json!({ "sbc_core": concurrent::SBC_CORE, "sipp_and_rtpfleet_core": concurrent::SIPP_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "criterion": { "max_failed_calls": 0, "max_loss_pct": concurrent::MAX_LOSS_PCT },
+        "hold_per_call_secs": opts.hold().as_secs(),
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "measurements": measurements,
+        "summary": summary,
+    });
+    write_json(&args.out, &json)?;
+    let svg = args.out.with_extension("svg");
+    concurrent::plot(&svg, &opts, &measurements, &summary)?;
+    println!("{}", concurrent::table(&opts, &summary));
+    println!("every run's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }
 
@@ -357,4 +563,49 @@ fn prepare_binaries(sbc: Option<&Path>) -> Result<PathBuf> {
     // Edition 2021: setting the environment is safe; no other thread runs yet.
     std::env::set_var("SBC_BINARY", &binary);
     Ok(binary)
+}
+
+fn soak_main(args: SoakArgs) -> Result<()> {
+    let targets = args.target.targets(None)?;
+    let [target] = targets.as_slice() else {
+        bail!("`soak` measures one target: drop --compare (`cps` compares two)");
+    };
+    // Guard first: nothing is built or sent before every address is accepted.
+    let guard = args.target.guard();
+    if let target::Target::Remote(a) = target {
+        guard.check("target", a.ip())?;
+    }
+    let opts = soak::Options::new(
+        target,
+        args.rate,
+        args.hold_secs,
+        args.duration,
+        args.interval.unwrap_or(args.duration.min(std::time::Duration::from_secs(60))),
+        args.metrics_listen,
+        args.metrics_file.clone(),
+    )?;
+    if let target::Target::Local(binary) = target {
+        target::require_root("`soak --target local`")?;
+        prepare_binaries(binary.as_deref())?;
+    }
+    watch_interrupts();
+    let harness = target::Harness::new(&targets, args.target.here(), guard)?;
+    let report = soak::run(&harness, target, &opts);
+    let removed = harness.remove();
+    let report = report?;
+    removed?;
+    write_json(&args.out, &serde_json::to_value(&report)?)?;
+    let svg = args.out.with_extension("svg");
+    soak::plot(&svg, &report)?;
+    println!("{}", soak::table(&report));
+    println!("every interval: {}; plot: {}", args.out.display(), svg.display());
+    if let Some(dir) = &report.sipp_files {
+        println!("SIPp's files (stat, response times, errors): {}", dir.display());
+    }
+    if !report.passed {
+        // Everything is torn down and written: a plain message and exit status 1 for cron, not an error trace.
+        eprintln!("soak FAILED: {}", report.why.join("; "));
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -174,6 +174,9 @@ pub struct Step {
     pub latency_p50_us: Option<u64>,
     /// 99th percentile of one-way latency, worst stream, microseconds.
     pub latency_p99_us: Option<u64>,
+    /// RFC 3550 interarrival jitter at the end of the step (from the send timestamps in the payload), worst
+    /// stream, microseconds.
+    pub jitter_us: Option<f64>,
     /// Packets B's veth (eth0) received during the step (its rx_packets counter): what reached B's interface,
     /// whether or not a socket took it (the only delivery figure of `bare`).
     pub wire_rx: Option<u64>,
@@ -790,6 +793,7 @@ fn fill(step: &mut Step, senders: &[Report], sinks: &[Report]) {
         first.zip(last).filter(|(f, l)| l > f).map(|(f, l)| step.received as f64 / ((l - f) as f64 / 1e9));
     step.latency_p50_us = sinks.iter().filter_map(|r| r.latency_us.map(|l| l.p50)).max();
     step.latency_p99_us = sinks.iter().filter_map(|r| r.latency_us.map(|l| l.p99)).max();
+    step.jitter_us = sinks.iter().filter_map(|r| r.jitter_us).reduce(f64::max);
 }
 
 /// rx_packets of B's eth0 (inside B's namespace).
@@ -1005,7 +1009,7 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let f2 = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     let mut line = format!(
-        "[run {}/{runs}] {:<6} {:>7} pps: sent {:>8} (achieved {:>7}/s), received {:>8}, loss {:>7.3} %, delivered {:>7}/s (B veth {:>7}/s), p50/p99 {:>5}/{:>6} us, relay cpu {:>5} s/Mpkt (process {:>5} s = {:>5} s/Mpkt, prog {:>6} s = {:>4} ns/pkt; si {:>5} s = {:>5} s/Mpkt, core{RELAY_CORE} busy {:>5} s/Mpkt), rcvbuf drops sbc {:>5} sink {:>5}",
+        "[run {}/{runs}] {:<6} {:>7} pps: sent {:>8} (achieved {:>7}/s), received {:>8}, loss {:>7.3} %, delivered {:>7}/s (B veth {:>7}/s), p50/p99 {:>5}/{:>6} us, jitter {:>5} us, relay cpu {:>5} s/Mpkt (process {:>5} s = {:>5} s/Mpkt, prog {:>6} s = {:>4} ns/pkt; si {:>5} s = {:>5} s/Mpkt, core{RELAY_CORE} busy {:>5} s/Mpkt), rcvbuf drops sbc {:>5} sink {:>5}",
         ladder.run,
         ladder.target.name(),
         s.rate,
@@ -1017,6 +1021,7 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
         f0(s.wire_pps),
         n(s.latency_p50_us),
         n(s.latency_p99_us),
+        f0(s.jitter_us),
         f2(s.relay_cpu_s_per_mpkt),
         f2(s.cpu_s),
         f2(s.cpu_s_per_mpkt),
@@ -1122,6 +1127,8 @@ pub struct TargetSummary {
     pub reference_total_s_per_mpkt: Option<f64>,
     pub reference_latency_p50_us: Option<f64>,
     pub reference_latency_p99_us: Option<f64>,
+    /// RFC 3550 interarrival jitter at the reference rate, worst stream, µs.
+    pub reference_jitter_us: Option<f64>,
     /// xdp: share of the relay's received packets that the XDP program forwarded, percent.
     pub reference_kernel_share_pct: Option<f64>,
     /// How many runs measured the reference rate.
@@ -1176,6 +1183,7 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
                 reference_total_s_per_mpkt: at_ref(t, &|s| s.total_s_per_mpkt).0,
                 reference_latency_p50_us: at_ref(t, &|s| s.latency_p50_us.map(|v| v as f64)).0,
                 reference_latency_p99_us: at_ref(t, &|s| s.latency_p99_us.map(|v| v as f64)).0,
+                reference_jitter_us: at_ref(t, &|s| s.jitter_us).0,
                 reference_kernel_share_pct: at_ref(t, &|s| {
                     let r = s.relay_received.filter(|&r| r > 0)?;
                     Some(100.0 * s.kernel_packets? as f64 / r as f64)
@@ -1315,7 +1323,7 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         }
     ));
     out.push_str(&format!(
-        "{:<10}{:>11}{:>11}{:>9}{:>12}{:>9}{:>11}{:>11}{:>13}{:>9}{:>9}{:>8}{:>6}\n",
+        "{:<10}{:>11}{:>11}{:>9}{:>12}{:>9}{:>11}{:>11}{:>13}{:>9}{:>9}{:>10}{:>8}{:>6}\n",
         "",
         "delivered",
         "at B veth",
@@ -1327,12 +1335,13 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         "proc+si s/M",
         "p50 us",
         "p99 us",
+        "jitter us",
         "xdp %",
         "runs"
     ));
     for t in &summary.targets {
         out.push_str(&format!(
-            "  {:<8}{:>11}{:>11}{:>9}{:>12}{:>9}{:>11}{:>11}{:>13}{:>9}{:>9}{:>8}{:>6}\n",
+            "  {:<8}{:>11}{:>11}{:>9}{:>12}{:>9}{:>11}{:>11}{:>13}{:>9}{:>9}{:>10}{:>8}{:>6}\n",
             t.target.name(),
             f(t.reference_delivered_pps, 0),
             f(t.reference_wire_pps, 0),
@@ -1344,6 +1353,7 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
             f(t.reference_total_s_per_mpkt, 2),
             f(t.reference_latency_p50_us, 0),
             f(t.reference_latency_p99_us, 0),
+            f(t.reference_jitter_us, 0),
             f(t.reference_kernel_share_pct, 2),
             t.reference_runs
         ));
@@ -1356,7 +1366,7 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
          proc = the forwarder process alone; si = the whole machine's softirq time (XDP, the sender's sends, veths,\n   \
          bridge, B's receive path: mostly the same on every path); kernel forwarding is softirq only. xdp % =\n   \
          packets the XDP program forwarded of those the relay received. latency: one-way, send timestamp in the\n   \
-         payload to the sink, worst stream)\n",
+         payload to the sink, worst stream; jitter: RFC 3550 interarrival jitter, worst stream)\n",
     );
     if summary.test_run_hit_single_ns.is_some() {
         out.push_str(&format!(
@@ -1422,6 +1432,73 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         }
     }
     out
+}
+
+/// The figure of a run: per path, against the offered packet rate, loss at the sinks (log scale: 0 is drawn at the
+/// floor), one-way latency p50 and p99, and the relay's CPU per million packets (medians over the runs that
+/// measured each rate).
+pub fn plot(path: &std::path::Path, opts: &Options, ladders: &[Ladder]) -> Result<()> {
+    use crate::plot::{Panel, Series};
+    let per_rate = |t: Target, f: &dyn Fn(&Step) -> Option<f64>| -> Vec<(f64, f64)> {
+        opts.rates
+            .iter()
+            .filter_map(|&r| {
+                let v: Vec<f64> = ladders
+                    .iter()
+                    .filter(|l| l.target == t)
+                    .filter_map(|l| l.steps.iter().find(|s| s.rate == r))
+                    .filter_map(f)
+                    .collect();
+                Some((f64::from(r), crate::stats::median(&v)?))
+            })
+            .collect()
+    };
+    let (mut loss, mut latency, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for &t in &opts.paths {
+        let name = t.name();
+        // The bare redirect has no sinks: its packets are counted at B's veth.
+        let loss_of: &dyn Fn(&Step) -> Option<f64> =
+            if t == Target::Bare { &|s: &Step| s.wire_loss_pct } else { &|s: &Step| Some(s.loss_pct) };
+        loss.push(Series::new(name, per_rate(t, loss_of)));
+        if t != Target::Bare {
+            latency.push(Series::new(format!("{name} p50"), per_rate(t, &|s| s.latency_p50_us.map(|v| v as f64))));
+            latency.push(Series {
+                dashed: true,
+                ..Series::new(format!("{name} p99"), per_rate(t, &|s| s.latency_p99_us.map(|v| v as f64)))
+            });
+        }
+        if t != Target::Kernel {
+            cpu.push(Series::new(name, per_rate(t, &|s| s.relay_cpu_s_per_mpkt)));
+        }
+    }
+    let x = "offered rate (packets/s, all streams)";
+    crate::plot::write_svg(
+        path,
+        &format!("sbc-bench media: {}", opts.paths.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")),
+        &[
+            Panel {
+                title: format!("loss (at the sinks; bare: at B's veth); pass < {MAX_LOSS_PCT} %"),
+                x_label: x.into(),
+                y_label: "% of packets sent".into(),
+                log_y: true,
+                series: loss,
+            },
+            Panel {
+                title: "one-way latency (send timestamp in the payload)".into(),
+                x_label: x.into(),
+                y_label: "µs".into(),
+                log_y: true,
+                series: latency,
+            },
+            Panel {
+                title: "relay CPU (process + XDP program) per million packets".into(),
+                x_label: x.into(),
+                y_label: "CPU-s / Mpkt".into(),
+                log_y: true,
+                series: cpu,
+            },
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -164,6 +164,18 @@ impl Sbc {
     /// SIP and admin API addresses the caller states as `sip` and `api` (both inside the namespace; the API is
     /// queried from inside it). Waits until `/health` answers. For the topologies of [`netns::Topology`].
     pub fn start_in(netns: &str, name: &str, config: &str, sip: SocketAddr, api: SocketAddr) -> Result<Self> {
+        Self::start_binary_in(&sbc_binary()?, netns, name, config, sip, api)
+    }
+
+    /// [`Sbc::start_in`] with the `sbc` binary at `binary` (a load test comparing two builds).
+    pub fn start_binary_in(
+        binary: &Path,
+        netns: &str,
+        name: &str,
+        config: &str,
+        sip: SocketAddr,
+        api: SocketAddr,
+    ) -> Result<Self> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("sbc-test-{name}-{}-{n}", std::process::id()));
@@ -171,7 +183,7 @@ impl Sbc {
         let config_path = dir.join("sbc.toml");
         std::fs::write(&config_path, config)?;
         let log = dir.join("sbc.log");
-        let child = netns::command(Some(netns), sbc_binary()?)
+        let child = netns::command(Some(netns), binary)
             .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())

@@ -1,6 +1,7 @@
 //! Real RTP for the integration tests: the packet format of the `rtpgen` helper binary (one RTP endpoint per
 //! process, sending and receiving on one UDP socket, run inside namespaces with `ip netns exec NS rtpgen ...`), its
-//! JSON [`Report`], and [`Rtpgen`], a builder for its command line.
+//! JSON [`Report`], [`Rtpgen`], a builder for its command line, and [`Jitter`], the RFC 3550 interarrival jitter
+//! estimate that `rtpgen` and `rtpfleet` report.
 //!
 //! Packet format (what `rtpgen` sends and checks):
 //!
@@ -196,10 +197,47 @@ impl Latency {
     }
 }
 
+/// The interarrival jitter estimate of RFC 3550 §6.4.1, in microseconds, from the send time in each payload and
+/// the receive time, instead of RTP timestamps: for consecutive packets i, j in order of arrival,
+/// `D = (R_j - R_i) - (S_j - S_i)` and `J += (|D| - J) / 16`. A stream whose packets all take equally long has
+/// J = 0 whatever that time; J grows with the variation of the one-way delay from packet to packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Jitter {
+    /// J, microseconds.
+    estimate_us: f64,
+    /// The send and receive times of the previous packet, nanoseconds.
+    previous: Option<(u64, u64)>,
+    /// Whether J has been updated at least once (two packets seen).
+    updated: bool,
+}
+
+impl Jitter {
+    /// Feeds the next packet in order of arrival: its send time (from the payload) and receive time, both in
+    /// nanoseconds since the Unix epoch. Duplicates and corrupt packets should not be fed.
+    pub fn update(&mut self, send_unix_ns: u64, recv_unix_ns: u64) {
+        if let Some((send, recv)) = self.previous {
+            let transit_change =
+                (i128::from(recv_unix_ns) - i128::from(recv)) - (i128::from(send_unix_ns) - i128::from(send));
+            let d_us = transit_change.unsigned_abs() as f64 / 1_000.0;
+            self.estimate_us += (d_us - self.estimate_us) / 16.0;
+            self.updated = true;
+        }
+        self.previous = Some((send_unix_ns, recv_unix_ns));
+    }
+
+    /// J in microseconds; `None` before the second packet.
+    pub fn us(&self) -> Option<f64> {
+        self.updated.then_some(self.estimate_us)
+    }
+}
+
 /// What one `rtpgen` run saw: printed as one JSON object on stdout (its `.out` file under
 /// [`crate::netns::Topology::spawn`]) and written to `--report PATH`. The verdict is the test's.
 ///
 /// "The stream" is the packets whose SSRC is `expect_ssrc` (`--expect-ssrc`, or else the first SSRC seen).
+///
+/// `rtpgen` adds `jitter_us` to the JSON: the stream's interarrival [`Jitter`] in microseconds at the end of the run
+/// (`null` with fewer than two packets). Read it from the JSON value; parsing into `Report` ignores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The local address bound.
@@ -255,6 +293,10 @@ pub struct Report {
     /// The largest interval between consecutive intact packets of the stream, in milliseconds (0 with fewer than
     /// two).
     pub max_gap_ms: f64,
+    /// The stream's RFC 3550 interarrival jitter at the end, in microseconds (see [`Jitter`]); absent in reports
+    /// of senders.
+    #[serde(default)]
+    pub jitter_us: Option<f64>,
     /// How long the run took, in milliseconds.
     pub elapsed_ms: u64,
     /// Why it stopped: `expected-count`, `idle`, or `duration`.
@@ -530,6 +572,42 @@ mod tests {
     }
 
     #[test]
+    fn jitter_is_zero_for_constant_spacing_whatever_the_delay() {
+        let mut j = Jitter::default();
+        assert_eq!(j.us(), None);
+        for i in 0..1000u64 {
+            // Sent every 20 ms, each packet 3.5 ms in transit.
+            j.update(i * 20_000_000, i * 20_000_000 + 3_500_000);
+        }
+        assert_eq!(j.us(), Some(0.0));
+    }
+
+    #[test]
+    fn jitter_of_alternating_delays_converges_to_their_difference() {
+        // Transit alternates 1 ms / 3 ms: |D| is 2000 us for every packet after the first, so J after k updates is
+        // 2000 * (1 - (15/16)^k), and 2000 us in the steady state.
+        let mut j = Jitter::default();
+        let transit = |i: u64| if i.is_multiple_of(2) { 1_000_000 } else { 3_000_000 };
+        j.update(0, transit(0));
+        j.update(20_000_000, 20_000_000 + transit(1));
+        assert_eq!(j.us(), Some(2000.0 / 16.0));
+        for i in 2..=16u64 {
+            j.update(i * 20_000_000, i * 20_000_000 + transit(i));
+        }
+        let expected_16 = 2000.0 * (1.0 - (15.0f64 / 16.0).powi(16));
+        assert!((j.us().unwrap() - expected_16).abs() < 1e-6, "{:?} vs {expected_16}", j.us());
+        for i in 17..1000u64 {
+            j.update(i * 20_000_000, i * 20_000_000 + transit(i));
+        }
+        assert!((j.us().unwrap() - 2000.0).abs() < 1e-6, "{:?}", j.us());
+        // A packet that arrives before the previous one's receive time (reordering) counts by magnitude too.
+        let mut r = Jitter::default();
+        r.update(20_000_000, 25_000_000);
+        r.update(0, 21_000_000);
+        assert_eq!(r.us(), Some(16_000.0 / 16.0));
+    }
+
+    #[test]
     fn builder_args_and_report_parsing() {
         let args = Rtpgen::new("127.0.0.1:4000".parse().unwrap())
             .to("127.0.0.1:4002".parse().unwrap())
@@ -571,6 +649,7 @@ mod tests {
             first_rx_unix_ns: Some(1),
             last_rx_unix_ns: Some(2),
             max_gap_ms: 20.5,
+            jitter_us: Some(12.5),
             elapsed_ms: 100,
             exit_reason: "idle".to_owned(),
         };

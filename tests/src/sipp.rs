@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// A SIPp scenario file under tests/sipp/.
+/// A SIPp scenario file: a file name under tests/sipp/, or a path of its own (absolute, or with a directory, from
+/// the repository root: `benches/sipp/uac.xml`).
 pub fn scenario(name: &str) -> PathBuf {
-    crate::repo_root().join("tests/sipp").join(name)
+    if name.contains('/') {
+        crate::repo_root().join(name)
+    } else {
+        crate::repo_root().join("tests/sipp").join(name)
+    }
 }
 
 /// What a finished SIPp run reported.

@@ -17,7 +17,8 @@
 //! - Receives everything arriving on the socket in a second thread, which only drains the socket (stamping the
 //!   receive time) and hands the datagrams to a third that tracks them per SSRC (all SSRCs, or only Y..Y+N with
 //!   `--expect-ssrc-base`): distinct intact packets, corrupt payloads, duplicates, reordering, highest index, and
-//!   the one-way latency of every intact packet (the first million). One socket stands in for N phones, each with
+//!   the one-way latency of every intact packet (the first million), and each stream's RFC 3550 interarrival jitter
+//!   (`tests::rtp::Jitter`, from the send time in the payload and the receive time). One socket stands in for N phones, each with
 //!   a socket buffer of its own: a relay that catches up after a stall sends all N calls' backlogs at once, which
 //!   one default-sized socket buffer cannot hold unless it is drained at once. So with `--rx-rt-priority P` (1..=99)
 //!   the draining thread runs SCHED_FIFO at priority P (via `chrt`; the outcome is in the report's `rx_priority`)
@@ -37,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tests::rtp::{self, Latency, RtpHeader};
+use tests::rtp::{self, Jitter, Latency, RtpHeader};
 
 const USAGE: &str = "usage: rtpfleet --bind ADDR:PORT --targets-file PATH --streams N --pps-per-stream R --seconds S \
     --ssrc-base X --report PATH [--expect-ssrc-base Y] [--payload BYTES] [--pt PT] [--duration-ms D] \
@@ -235,6 +236,8 @@ struct FleetReport {
     worst_streams: Vec<StreamSummary>,
     /// One-way latency of intact packets, in microseconds.
     latency_us: Option<Latency>,
+    /// Interarrival jitter (RFC 3550 §6.4.1) at the end of the run, over the streams with two packets or more.
+    jitter_us: Option<JitterSummary>,
     /// The receive thread's scheduling: `default`, `SCHED_FIFO P`, or why that could not be set.
     rx_priority: String,
     /// Receive errors other than timeouts.
@@ -242,6 +245,29 @@ struct FleetReport {
     elapsed_ms: u64,
     /// `idle` or `duration`.
     exit_reason: String,
+}
+
+/// The streams' interarrival jitter estimates, microseconds.
+#[derive(Debug, Serialize)]
+struct JitterSummary {
+    /// Mean over the streams.
+    mean: f64,
+    /// The largest of any stream.
+    max: f64,
+    /// How many streams had an estimate (two packets or more).
+    streams: usize,
+}
+
+impl JitterSummary {
+    fn of(estimates: impl Iterator<Item = f64>) -> Option<Self> {
+        let (mut sum, mut max, mut streams) = (0.0, 0.0f64, 0usize);
+        for j in estimates {
+            sum += j;
+            max = max.max(j);
+            streams += 1;
+        }
+        (streams > 0).then(|| JitterSummary { mean: sum / streams as f64, max, streams })
+    }
 }
 
 /// One stream in [`FleetReport::worst_streams`].
@@ -450,6 +476,7 @@ struct Stream {
     prev_index: Option<u64>,
     last_index: Option<u64>,
     payload_len: Option<usize>,
+    jitter: Jitter,
 }
 
 impl Stream {
@@ -586,6 +613,7 @@ impl Rx {
         }
         stream.received += 1;
         stream.last_index = Some(stream.last_index.map_or(index, |l| l.max(index)));
+        stream.jitter.update(stamp.send_unix_ns, now_ns);
         let latency_us = now_ns.saturating_sub(stamp.send_unix_ns) / 1_000;
         if self.latencies_us.len() < MAX_LATENCY_SAMPLES {
             self.latencies_us.push(latency_us);
@@ -595,6 +623,7 @@ impl Rx {
 
     fn report(mut self, config: &Config, targets: usize, tx: Tx, elapsed: Duration, exit_reason: &str) -> FleetReport {
         let latency_us = Latency::of(&mut self.latencies_us).map(|l| Latency { max: self.max_latency_us, ..l });
+        let jitter_us = JitterSummary::of(self.streams.values().filter_map(|s| s.jitter.us()));
         // Per stream: (ssrc, received, last index); with expected SSRCs, also the ones that never appeared.
         let mut per: Vec<(u32, u64, Option<u64>)> = match self.expect {
             Some((base, n)) => (0..n as u32)
@@ -640,10 +669,23 @@ impl Rx {
                 })
                 .collect(),
             latency_us,
+            jitter_us,
             rx_priority: String::new(),
             recv_errors: 0,
             elapsed_ms: elapsed.as_millis() as u64,
             exit_reason: exit_reason.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn jitter_summary_is_mean_and_max_over_streams_with_an_estimate() {
+        assert!(JitterSummary::of(std::iter::empty()).is_none());
+        let s = JitterSummary::of([100.0, 300.0, 200.0].into_iter()).expect("three streams");
+        assert_eq!((s.mean, s.max, s.streams), (200.0, 300.0, 3));
     }
 }

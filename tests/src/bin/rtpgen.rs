@@ -20,7 +20,8 @@
 //! - Stops once sending is done and M distinct intact packets arrived (M defaults to N; 0 disables), or nothing
 //!   arrived for I ms (default 1000; counted from the later of the last datagram and the end of sending; with
 //!   N = 0 only after a first datagram), or after D ms in any case (default 30000, at most 600000).
-//! - Prints the report (`tests::rtp::Report`) as one JSON line on stdout, and writes it to `--report PATH`.
+//! - Prints the report (`tests::rtp::Report`, with `jitter_us`: the stream's RFC 3550 interarrival jitter in
+//!   microseconds, see `tests::rtp::Jitter`) as one JSON line on stdout, and writes it to `--report PATH`.
 //!
 //! Exits 0 after a run whatever it saw (the verdict is the test's), 2 on bad arguments, 1 on other errors (bind).
 //! SIGTERM ends it without a report.
@@ -33,7 +34,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tests::rtp::{self, Latency, Report, RtpHeader};
+use tests::rtp::{self, Jitter, Latency, Report, RtpHeader};
 
 const USAGE: &str = "usage: rtpgen --bind ADDR:PORT [--to ADDR:PORT | --to-file PATH] [--count N] [--pps R] \
     [--ssrc X] [--payload BYTES] [--pt PT] [--expect-ssrc Y] [--expect-count M] [--start-delay-ms S] \
@@ -361,6 +362,7 @@ struct Rx {
     last_rx_unix_ns: Option<u64>,
     last_rx: Option<Instant>,
     max_gap: Duration,
+    jitter: Jitter,
 }
 
 fn receive(sock: &UdpSocket, expect_ssrc: Option<u32>, shared: &Shared, start: Instant) -> Rx {
@@ -439,6 +441,7 @@ impl Rx {
             self.latencies_us.push(latency_us);
         }
         self.max_latency_us = self.max_latency_us.max(latency_us);
+        self.jitter.update(stamp.send_unix_ns, now_ns);
         self.first_rx_unix_ns.get_or_insert(now_ns);
         self.last_rx_unix_ns = Some(now_ns);
         if let Some(last) = self.last_rx {
@@ -482,6 +485,7 @@ impl Rx {
             first_rx_unix_ns: self.first_rx_unix_ns,
             last_rx_unix_ns: self.last_rx_unix_ns,
             max_gap_ms: (self.max_gap.as_micros() as f64) / 1_000.0,
+            jitter_us: self.jitter.us(),
             elapsed_ms: elapsed.as_millis() as u64,
             exit_reason: exit_reason.to_owned(),
         }

@@ -1,0 +1,367 @@
+//! Where a scenario's calls go, and the guard that keeps the load where it belongs.
+//!
+//! A target is named on the command line (`--target`, `--compare`):
+//!
+//! - `local` (or `local:PATH`, another `sbc` build): our `sbc`, started by the harness in the single-SBC netns
+//!   topology of DESIGN.md. Caller (SIPp UAC, RTP) in A 198.18.1.10 → the SBC at 198.18.1.1:5060 → carrier B
+//!   198.18.2.10:5060 (SIPp UAS, RTP).
+//! - `direct`: SIPp UAC straight to SIPp UAS, no SBC: the harness's own ceiling, so that a result can say which side
+//!   was the bottleneck. In the netns topology when one is built (UAC in C 198.18.2.11 → B), else on this host
+//!   (`--uac-ip` → `--uas`).
+//! - `ADDR:PORT`: an SBC already running (ours or another vendor's). The UAC here sends to ADDR:PORT from
+//!   `--uac-ip`; the SBC must route the calls (any number) to the UAS the harness runs at `--uas`. RTP endpoints sit
+//!   on the same addresses.
+//!
+//! A load test aimed at a production address is an outage, so the harness refuses every address outside loopback
+//! (and outside the namespaces it builds itself) unless it is given `--allow-remote`. The check covers the SIP
+//! target and every media address a target's SDP names. Names are not resolved: what is checked is what is used.
+
+use ::tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A};
+use ::tests::Sbc;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A target as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `local` / `local:PATH`: our `sbc` (the workspace's release build, or the binary at PATH) in the harness's
+    /// own namespaces.
+    Local(Option<PathBuf>),
+    /// `direct`: SIPp to SIPp, no SBC.
+    Direct,
+    /// `ADDR:PORT`: an SBC already running there.
+    Remote(SocketAddr),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(Target::Local(None)),
+            "direct" => Ok(Target::Direct),
+            _ => {
+                if let Some(path) = s.strip_prefix("local:") {
+                    return Ok(Target::Local(Some(PathBuf::from(path))));
+                }
+                s.parse::<SocketAddr>().map(Target::Remote).map_err(|_| {
+                    format!(
+                        "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `direct` or an SBC's IP:PORT \
+                         (a literal address: names are not resolved, so the address checked is the one loaded)"
+                    )
+                })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Local(None) => f.write_str("local"),
+            Target::Local(Some(path)) => write!(f, "local:{}", path.display()),
+            Target::Direct => f.write_str("direct"),
+            Target::Remote(addr) => write!(f, "{addr}"),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Target {
+    /// A short name for tables and plots: `local`, `local:<file name>`, `direct`, `ADDR:PORT`.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Local(Some(path)) => {
+                format!(
+                    "local:{}",
+                    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
+                )
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether the harness starts this target's SBC itself.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Target::Local(_))
+    }
+}
+
+/// Two labels must differ (two targets with the same file name get their run index appended by the caller).
+pub fn labels(targets: &[Target]) -> Vec<String> {
+    let mut out: Vec<String> = targets.iter().map(Target::label).collect();
+    for i in 0..out.len() {
+        if out[..i].contains(&out[i]) {
+            out[i] = format!("{} #{}", out[i], i + 1);
+        }
+    }
+    out
+}
+
+/// The refusal of addresses outside loopback and the harness's own namespaces.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Guard {
+    /// `--allow-remote`: the operator takes responsibility for the addresses given.
+    pub allow_remote: bool,
+}
+
+impl Guard {
+    /// Accepts `ip` as a destination of load (`what` names it in the error).
+    pub fn check(&self, what: &str, ip: IpAddr) -> Result<()> {
+        if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+            bail!("{what} {ip} is not a host address");
+        }
+        if ip.is_loopback() || self.allow_remote {
+            return Ok(());
+        }
+        bail!(
+            "{what} {ip} is outside loopback: sbc-bench sends load only to loopback and into the network namespaces \
+             it builds itself (--local), unless given --allow-remote. Aim it at a lab SBC, never at production: a \
+             load test is an outage for live calls"
+        )
+    }
+}
+
+/// Where the harness's own SIP and RTP endpoints sit for `direct` without namespaces and for remote targets: in the
+/// namespace the harness runs in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Here {
+    /// The caller's address (SIPp UAC, RTP), `--uac-ip`.
+    pub uac_ip: IpAddr,
+    /// The caller's SIP port, `--uac-port`.
+    pub uac_port: u16,
+    /// Where the callee (SIPp UAS) listens, `--uas`; its RTP endpoint takes the same address.
+    pub uas: SocketAddr,
+}
+
+/// One side of a call path: where a SIPp (and its RTP endpoint) runs.
+#[derive(Debug, Clone)]
+pub struct Side {
+    /// The network namespace, or `None` for the harness's own.
+    pub ns: Option<String>,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its SIP port.
+    pub port: u16,
+}
+
+/// Where one target's calls go: the caller, the address it dials, the callee.
+#[derive(Debug, Clone)]
+pub struct CallPath {
+    pub uac: Side,
+    /// Where the UAC sends its INVITEs.
+    pub to: SocketAddr,
+    pub uas: Side,
+    /// The address the caller's media goes to is the target's to choose (its SDP); in the netns topology it is
+    /// one of ours, elsewhere it is checked by the [`Guard`].
+    pub in_own_namespaces: bool,
+}
+
+/// What the targets of one invocation share: the netns topology (when any target is local), the endpoints here,
+/// the guard.
+pub struct Harness {
+    pub topo: Option<Topology>,
+    pub here: Here,
+    pub guard: Guard,
+}
+
+impl Harness {
+    /// Checks every target against the guard and builds the netns topology if a target needs it.
+    pub fn new(targets: &[Target], here: Here, guard: Guard) -> Result<Self> {
+        for t in targets {
+            if let Target::Remote(a) = t {
+                guard.check("target", a.ip())?;
+            }
+        }
+        let remote_or_direct_here =
+            targets.iter().any(|t| matches!(t, Target::Remote(_))) || !targets.iter().any(Target::is_local);
+        if remote_or_direct_here {
+            guard.check("--uas", here.uas.ip())?;
+            guard.check("--uac-ip", here.uac_ip)?;
+        }
+        let topo = if targets.iter().any(Target::is_local) {
+            require_root("a local target")?;
+            Some(Topology::single_sbc().context("building the netns topology (needs root)")?)
+        } else {
+            None
+        };
+        Ok(Self { topo, here, guard })
+    }
+
+    /// Where `target`'s calls go.
+    pub fn path(&self, target: &Target) -> CallPath {
+        let here = || CallPath {
+            uac: Side { ns: None, ip: self.here.uac_ip, port: self.here.uac_port },
+            to: self.here.uas,
+            uas: Side { ns: None, ip: self.here.uas.ip(), port: self.here.uas.port() },
+            in_own_namespaces: false,
+        };
+        match (target, &self.topo) {
+            (Target::Local(_), Some(topo)) => CallPath {
+                uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
+                to: addr(SBC_A, 5060),
+                uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
+                in_own_namespaces: true,
+            },
+            (Target::Direct, Some(topo)) => CallPath {
+                uac: Side { ns: Some(topo.ns(Host::C)), ip: CARRIER_C.into(), port: 5060 },
+                to: addr(CARRIER_B, 5060),
+                uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
+                in_own_namespaces: true,
+            },
+            (Target::Remote(to), _) => CallPath { to: *to, ..here() },
+            // `Harness::new` builds the topology whenever a target is local.
+            (Target::Local(_) | Target::Direct, _) => here(),
+        }
+    }
+
+    /// Starts a local target's `sbc` in the SBC namespace with `config` (from [`local_config`]), all its threads
+    /// pinned to `core` if given. `sbc` is the workspace's build (see `prepare_binaries` in main.rs) unless the
+    /// target names its own.
+    pub fn start_local(&self, target: &Target, name: &str, config: &str, core: Option<usize>) -> Result<Sbc> {
+        let (Target::Local(binary), Some(topo)) = (target, &self.topo) else {
+            bail!("{target} is not a local target");
+        };
+        let binary = match binary {
+            Some(path) => path.clone(),
+            None => ::tests::sbc_binary()?,
+        };
+        let binary = std::fs::canonicalize(&binary).with_context(|| format!("sbc binary {}", binary.display()))?;
+        let sbc = Sbc::start_binary_in(
+            &binary,
+            &topo.ns(Host::Sbc),
+            name,
+            config,
+            addr(SBC_A, 5060),
+            addr([127, 0, 0, 1].into(), 8080),
+        )
+        .with_context(|| format!("starting {}", binary.display()))?;
+        if let Some(core) = core {
+            pin(sbc.id(), core)?;
+        }
+        Ok(sbc)
+    }
+
+    /// Removes the namespaces, if any.
+    pub fn remove(self) -> Result<()> {
+        match self.topo {
+            Some(topo) => topo.remove(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The configuration of a local target: every number to carrier B, log level `info` as shipped, no CDR file;
+/// with `media`, the embedded relay anchors RTP on 198.18.1.1 / 198.18.2.1 (user space only: the XDP fast path is
+/// the `media` scenario's subject, and an XDP test needs the topology prepared for it).
+pub fn local_config(media: bool) -> String {
+    let mut config = ::tests::netns::sbc_config("", "", "", false, None);
+    if media {
+        config.push_str(&format!(
+            "\n[media]\ninterfaces = [{{ name = \"a\", address = \"{SBC_A}\" }}, {{ name = \"b\", address = \"{}\" }}]\n\
+             ports = \"30000-39999\"\nxdp = \"off\"\n",
+            ::tests::netns::SBC_B
+        ));
+    }
+    config
+}
+
+/// Pins every thread of process `pid` to `core` (taskset, util-linux).
+pub fn pin(pid: u32, core: usize) -> Result<()> {
+    let out = Command::new("taskset")
+        .args(["-a", "-cp", &core.to_string(), &pid.to_string()])
+        .output()
+        .context("running taskset (util-linux)")?;
+    if !out.status.success() {
+        bail!("taskset -a -cp {core} {pid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Fails unless the process runs as root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN).
+pub fn require_root(what: &str) -> Result<()> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2)?.parse::<u32>().ok());
+    if uid != Some(0) {
+        bail!("{what} builds network namespaces and needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN): run it as root");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        bail!("{what} needs `ip` (iproute2) for network namespaces: run `make deps` as root");
+    }
+    Ok(())
+}
+
+/// The bench's SIPp scenarios, under benches/sipp/ (relative to the repository root, as `tests::sipp` takes them).
+pub fn scenario(name: &str) -> String {
+    Path::new("benches/sipp").join(name).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("local".parse::<Target>().unwrap(), Target::Local(None));
+        assert_eq!("local:/opt/sbc".parse::<Target>().unwrap(), Target::Local(Some("/opt/sbc".into())));
+        assert_eq!("direct".parse::<Target>().unwrap(), Target::Direct);
+        assert_eq!("127.0.0.1:5060".parse::<Target>().unwrap(), Target::Remote("127.0.0.1:5060".parse().unwrap()));
+        assert_eq!("[::1]:5060".parse::<Target>().unwrap().to_string(), "[::1]:5060");
+        let e = "sbc.example.net:5060".parse::<Target>().unwrap_err();
+        assert!(e.contains("names are not resolved"), "{e}");
+        assert_eq!(
+            labels(&["local:/a/sbc".parse().unwrap(), "local:/b/sbc".parse().unwrap()]),
+            ["local:sbc", "local:sbc #2"]
+        );
+    }
+
+    #[test]
+    fn guard_refuses_what_is_not_loopback() {
+        let strict = Guard { allow_remote: false };
+        strict.check("target", "127.0.0.1".parse().unwrap()).unwrap();
+        strict.check("target", "127.5.6.7".parse().unwrap()).unwrap();
+        strict.check("target", "::1".parse().unwrap()).unwrap();
+        for ip in ["192.0.2.1", "10.0.0.1", "198.18.1.1", "2001:db8::1"] {
+            let e = strict.check("target", ip.parse().unwrap()).unwrap_err().to_string();
+            assert!(e.contains("--allow-remote") && e.contains(ip), "{e}");
+        }
+        let open = Guard { allow_remote: true };
+        open.check("target", "192.0.2.1".parse().unwrap()).unwrap();
+        for ip in ["0.0.0.0", "224.0.0.1", "255.255.255.255", "::"] {
+            assert!(open.check("target", ip.parse().unwrap()).is_err(), "{ip}");
+        }
+    }
+
+    #[test]
+    fn remote_targets_are_checked_before_anything_is_built() {
+        let here =
+            Here { uac_ip: "127.0.0.1".parse().unwrap(), uac_port: 5061, uas: "127.0.0.1:5070".parse().unwrap() };
+        let e = Harness::new(&["192.0.2.7:5060".parse().unwrap()], here.clone(), Guard { allow_remote: false })
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("192.0.2.7"), "{e}");
+        let e = Harness::new(
+            &["127.0.0.1:5060".parse().unwrap()],
+            Here { uas: "192.0.2.8:5070".parse().unwrap(), ..here.clone() },
+            Guard { allow_remote: false },
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("--uas 192.0.2.8"), "{e}");
+        let h = Harness::new(&["127.0.0.1:5060".parse().unwrap(), Target::Direct], here, Guard { allow_remote: false })
+            .expect("loopback is fine");
+        assert!(h.topo.is_none());
+        let p = h.path(&Target::Direct);
+        assert_eq!((p.to, p.uac.port), ("127.0.0.1:5070".parse().unwrap(), 5061));
+        assert_eq!(h.path(&"127.0.0.1:5060".parse().unwrap()).to, "127.0.0.1:5060".parse().unwrap());
+    }
+}
