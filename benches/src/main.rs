@@ -121,6 +121,22 @@ impl TargetArgs {
         Ok(std::iter::once(first).chain(second).collect())
     }
 
+    /// Before anything is built or sent: every address through the guard; then, for a local target, root and
+    /// the binaries it needs (`scenario` names the command in messages).
+    fn prepare(&self, targets: &[target::Target], scenario: &str) -> Result<()> {
+        let guard = self.guard();
+        for t in targets {
+            if let target::Target::Remote(a) = t {
+                guard.check("target", a.ip())?;
+            }
+        }
+        if targets.iter().any(target::Target::is_local) {
+            target::require_root(&format!("`{scenario} --target local`"))?;
+            prepare_binaries(None)?;
+        }
+        Ok(())
+    }
+
     fn here(&self) -> target::Here {
         target::Here { uac_ip: self.uac_ip, uac_port: self.uac_port, uas: self.uas }
     }
@@ -405,22 +421,12 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     if targets.len() == 2 && targets[0] == targets[1] && !targets[0].is_local() {
         bail!("--target and --compare are the same ({}): nothing to compare", targets[0]);
     }
-    let harness_guard = args.target.guard();
-    // Guard first: nothing is built or sent before every address is accepted.
-    for t in &targets {
-        if let target::Target::Remote(a) = t {
-            harness_guard.check("target", a.ip())?;
-        }
-    }
-    if targets.iter().any(target::Target::is_local) {
-        target::require_root("`cps --target local`")?;
-        prepare_binaries(None)?;
-    }
+    args.target.prepare(&targets, "cps")?;
     watch_interrupts();
     let labels = target::labels(&targets);
     let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, targets, labels };
     let pinned = cps::pinning_possible();
-    let harness = target::Harness::new(&opts.targets, args.target.here(), harness_guard)?;
+    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
     let started = std::time::Instant::now();
     let result = cps::run(&opts, &harness);
     harness.remove()?;
@@ -450,17 +456,7 @@ fn cps_main(args: CpsArgs) -> Result<()> {
 
 fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
     let targets = args.target.targets(None)?;
-    let guard = args.target.guard();
-    // Guard first: nothing is built or sent before every address is accepted.
-    for t in &targets {
-        if let target::Target::Remote(a) = t {
-            guard.check("target", a.ip())?;
-        }
-    }
-    if targets.iter().any(target::Target::is_local) {
-        target::require_root("`concurrent --target local`")?;
-        prepare_binaries(None)?;
-    }
+    args.target.prepare(&targets, "concurrent")?;
     let rtpfleet = concurrent::prepare_rtpfleet()?;
     watch_interrupts();
     let opts = concurrent::Options {
@@ -475,7 +471,7 @@ fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
         pinned: cps::pinning_possible(),
         rtpfleet,
     };
-    let harness = target::Harness::new(&opts.targets, args.target.here(), guard)?;
+    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
     let started = std::time::Instant::now();
     let result = concurrent::run(&harness, &opts);
     harness.remove()?;
@@ -570,11 +566,6 @@ fn soak_main(args: SoakArgs) -> Result<()> {
     let [target] = targets.as_slice() else {
         bail!("`soak` measures one target: drop --compare (`cps` compares two)");
     };
-    // Guard first: nothing is built or sent before every address is accepted.
-    let guard = args.target.guard();
-    if let target::Target::Remote(a) = target {
-        guard.check("target", a.ip())?;
-    }
     let opts = soak::Options::new(
         target,
         args.rate,
@@ -584,12 +575,9 @@ fn soak_main(args: SoakArgs) -> Result<()> {
         args.metrics_listen,
         args.metrics_file.clone(),
     )?;
-    if let target::Target::Local(binary) = target {
-        target::require_root("`soak --target local`")?;
-        prepare_binaries(binary.as_deref())?;
-    }
+    args.target.prepare(&targets, "soak")?;
     watch_interrupts();
-    let harness = target::Harness::new(&targets, args.target.here(), guard)?;
+    let harness = target::Harness::new(&targets, args.target.here(), args.target.guard())?;
     let report = soak::run(&harness, target, &opts);
     let removed = harness.remove();
     let report = report?;

@@ -20,7 +20,7 @@ use crate::calls::{self, cpu_ticks, ResponseTimes, CLOCK_TICKS_PER_SEC};
 use crate::cps::{MAX_FAILED_PCT, MAX_P99_MS, STOP};
 use crate::stats::{mean, percentile};
 use crate::target::{local_config, Harness, Target};
-use ::tests::sipp::Sipp;
+use ::tests::sipp::{Running, Sipp};
 use ::tests::Sbc;
 use anyhow::{bail, Context, Result};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -744,81 +744,42 @@ impl RttTail {
     }
 }
 
-/// The caller (SIPp UAC) of the whole soak. Spawned here from [`Sipp::args`] rather than with `Sipp::spawn`, whose
-/// `Running` can only be waited for to the end: the soak polls for the caller's exit every second and may ask it to
-/// stop placing calls (SIGUSR1: SIPp's smooth exit, the calls in progress end normally). Killed on drop.
-#[derive(Debug)]
+/// The caller (SIPp UAC) of the whole soak, polled for its exit every second; it may be asked to stop placing
+/// calls (SIGUSR1: SIPp's smooth exit, the calls in progress end normally). Killed on drop.
 struct Caller {
-    child: Child,
+    sipp: Running,
     dir: PathBuf,
-    command: String,
 }
 
 impl Caller {
-    fn spawn(sipp: &Sipp, netns: Option<&str>) -> Result<Self> {
-        let program = ::tests::require_tool("sipp", "sip-tester");
-        let dir = std::env::temp_dir().join(format!("sbc-bench-soak-{}-uac", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let args = sipp.args(&dir);
-        let command =
-            format!("{}sipp {}", netns.map(|ns| format!("ip netns exec {ns} ")).unwrap_or_default(), args.join(" "));
-        let child = ::tests::netns::command(netns, program)
-            .args(&args)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log"))?)
-            .spawn()
-            .with_context(|| format!("spawning {command}"))?;
-        Ok(Self { child, dir, command })
+    fn spawn(sipp: Sipp) -> Result<Self> {
+        let sipp = sipp.spawn()?;
+        Ok(Self { dir: sipp.dir().to_owned(), sipp })
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    fn signal(&self, name: &str) {
-        let _ = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
+        self.sipp.try_wait().ok().flatten()
     }
 
     /// SIGUSR1: place no more calls, exit when the calls in progress have ended.
     fn stop_placing(&self) {
-        self.signal("USR1");
+        self.sipp.signal("USR1");
     }
 
-    /// Ends it now: SIGTERM first (SIPp then writes its final statistics line at once), SIGKILL 3 s later.
+    /// Ends it now: SIGTERM first (SIPp then writes its final statistics line at once), SIGKILL (on drop) 3 s later.
     fn stop(&mut self) {
         if self.exited().is_none() {
-            self.signal("TERM");
+            self.sipp.signal("TERM");
             let deadline = Instant::now() + Duration::from_secs(3);
             while self.exited().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        self.kill();
+        self.sipp.signal("KILL");
     }
 
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// What SIPp said: its stderr and the tail of its error log.
     fn said(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        let errors = read("errors.log");
-        let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-        format!("{} {}\n[{}]", read("stderr.log").trim(), tail.join("\n"), self.command)
-    }
-}
-
-impl Drop for Caller {
-    fn drop(&mut self) {
-        self.kill();
+        self.sipp.said()
     }
 }
 
@@ -937,9 +898,8 @@ pub fn run(harness: &Harness, target: &Target, opts: &Options) -> Result<Report>
         .context("starting the callee (SIPp UAS)")?;
     let uas_dir = uas.dir().to_owned();
     uas.wait_listening(path.uas.ns.as_deref(), path.uas.port, Duration::from_secs(5))?;
-    let mut caller =
-        Caller::spawn(&calls::uac(&path, calls, opts.rate, opts.hold(), limit, None), path.uac.ns.as_deref())
-            .context("starting the caller (SIPp UAC)")?;
+    let mut caller = Caller::spawn(calls::uac(&path, calls, opts.rate, opts.hold(), limit, None))
+        .context("starting the caller (SIPp UAC)")?;
     let started = Instant::now();
     // `up` 1 only once the load runs: a soak that could not start leaves the last run's file as it was.
     exporter.started(opts)?;

@@ -422,6 +422,30 @@ impl Running {
         Ok(Run { exit_code, stats, stderr, diagnostics, dir: self.dir.clone() })
     }
 
+    /// Whether SIPp has exited, without waiting (`None`: still running; an error once [`Running::wait`]ed).
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.as_mut().context("already waited")?.try_wait()?)
+    }
+
+    /// Sends SIPp signal `name` (`USR1`: stop placing calls and exit once the calls in progress have ended;
+    /// `TERM`: exit now, writing the final statistics line). SIPp is the process spawned: `ip netns exec` and
+    /// `taskset` exec it.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+
+    /// What SIPp said: its stderr, the tail of its error log and its command line.
+    pub fn said(&self) -> String {
+        let errors = self.read("errors.log");
+        let tail: Vec<&str> = errors.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        format!("{} {}\n[{}]", self.read("stderr.log").trim(), tail.join("\n"), self.command)
+    }
+
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
