@@ -81,8 +81,8 @@ pub struct Step {
     /// Setup time (INVITE → 200) median and 99th percentile, ms.
     pub setup_p50_ms: Option<f64>,
     pub setup_p99_ms: Option<f64>,
-    /// CPU time the `sbc` process used during the UAC run, in percent of one core (local targets only): near 100
-    /// means the SBC's core was the limit.
+    /// CPU time the target used during the UAC run, in percent of one core (local targets: their `sbc`; targets by
+    /// address: the process given as `--target-pid`, if any): near 100 means the target's core was the limit.
     pub sbc_cpu_pct: Option<f64>,
     /// Wall time of the UAC run, seconds.
     pub wall_secs: f64,
@@ -128,31 +128,53 @@ pub fn order(run: u32, n: usize) -> Vec<usize> {
     o
 }
 
-/// Runs the scenario and returns every ladder, in the order measured. `harness` is removed by the caller.
-pub fn run(opts: &Options, harness: &Harness) -> Result<Vec<Ladder>> {
+/// What a run of the scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Every ladder, in the order measured (a ladder cut short by an interruption included, without the step in
+    /// progress, whose calls the interruption killed).
+    pub ladders: Vec<Ladder>,
+    /// Ctrl-C or SIGTERM ended the run early: what was measured before is kept, and said to be partial.
+    pub interrupted: bool,
+}
+
+/// Runs the scenario. `harness` is removed by the caller; `target_pid` is a process on this host whose CPU counts as
+/// an address target's (local targets: their `sbc`).
+pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result<Outcome> {
     let pin = pinning_possible();
-    if pin {
-        eprintln!("pinning: a local sbc on core {SBC_CORE}, SIPp (UAC and UAS) on core {SIPP_CORE}");
-    } else {
-        eprintln!("pinning: off (fewer than 2 cores); figures are less comparable");
+    let any_local = opts.targets.iter().any(Target::is_local);
+    match (pin, any_local) {
+        (true, true) => eprintln!("pinning: the local sbc on core {SBC_CORE}, SIPp (UAC and UAS) on core {SIPP_CORE}"),
+        (true, false) => eprintln!("pinning: SIPp (UAC and UAS) on core {SIPP_CORE}; targets by address as they run"),
+        (false, _) => eprintln!("pinning: off (fewer than 2 cores); figures are less comparable"),
     }
     let top = *opts.rates.last().context("no rates")?;
     let mut ladders = Vec::new();
-    for run in 1..=opts.runs {
+    'runs: for run in 1..=opts.runs {
         for i in order(run, opts.targets.len()) {
             let (target, label) = (&opts.targets[i], &opts.labels[i]);
+            if stopped() {
+                break 'runs;
+            }
             let mut sbc = if target.is_local() {
                 let config = crate::target::local_config(false);
                 Some(harness.start_local(target, &format!("bench-cps-run{run}"), &config, pin.then_some(SBC_CORE))?)
             } else {
                 None
             };
+            let pid = sbc.as_ref().map(Sbc::id).or(target_pid.filter(|_| matches!(target, Target::Remote(_))));
             let path = harness.path(target);
             let mut ladder = Ladder::new(run, label);
             for &rate in &opts.rates {
-                check_stop()?;
                 std::thread::sleep(Duration::from_secs(1));
-                let step = step(&path, rate, opts.step_secs, pin, sbc.as_ref().map(Sbc::id));
+                if stopped() {
+                    break;
+                }
+                let step = step(&path, rate, opts.step_secs, pin, pid);
+                if stopped() {
+                    eprintln!("[run {run}/{}] {label} {rate}/s: interrupted, step discarded", opts.runs);
+                    break;
+                }
                 eprintln!("{}", progress(opts.runs, &ladder, &step));
                 let pass = step.pass;
                 ladder.steps.push(step);
@@ -171,18 +193,16 @@ pub fn run(opts: &Options, harness: &Harness) -> Result<Vec<Ladder>> {
             }
             drop(sbc);
             ladder.finish(top);
-            ladders.push(ladder);
-            check_stop()?;
+            if !ladder.steps.is_empty() {
+                ladders.push(ladder);
+            }
         }
     }
-    Ok(ladders)
+    Ok(Outcome { ladders, interrupted: stopped() })
 }
 
-fn check_stop() -> Result<()> {
-    if STOP.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
+fn stopped() -> bool {
+    STOP.load(Ordering::SeqCst)
 }
 
 /// Whether there are cores [`SBC_CORE`] and [`SIPP_CORE`] (0 and 1) to pin to.
@@ -398,10 +418,11 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         opts.step_secs,
         opts.rates
     ));
-    out.push_str(&if pinned {
-        format!("pinning: a local sbc on core {SBC_CORE}, SIPp UAC and UAS on core {SIPP_CORE}\n")
-    } else {
-        "pinning: off (fewer than 2 cores)\n".to_owned()
+    let any_local = opts.targets.iter().any(Target::is_local);
+    out.push_str(&match (pinned, any_local) {
+        (true, true) => format!("pinning: the local sbc on core {SBC_CORE}, SIPp UAC and UAS on core {SIPP_CORE}\n"),
+        (true, false) => format!("pinning: SIPp UAC and UAS on core {SIPP_CORE}; targets by address as they run\n"),
+        (false, _) => "pinning: off (fewer than 2 cores)\n".to_owned(),
     });
     out.push_str(&format!(
         "a step passes with failed <= {MAX_FAILED_PCT} % and p99 post-dial delay (INVITE -> first 18x/200) <= {MAX_P99_MS} ms; ceiling = highest passing rate before the first failing step\n\n"

@@ -223,6 +223,10 @@ struct CpsArgs {
     /// Where the JSON with every step's figures goes (the plot goes next to it, as .svg).
     #[arg(long, default_value = "target/bench/cps.json")]
     out: PathBuf,
+    /// A process on this host whose CPU time (all its threads, not its children) counts as an `IP:PORT` target's:
+    /// the `sbc cpu` column for an SBC by address running here.
+    #[arg(long)]
+    target_pid: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -428,9 +432,12 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     let pinned = cps::pinning_possible();
     let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
     let started = std::time::Instant::now();
-    let result = cps::run(&opts, &harness);
+    let result = cps::run(&opts, &harness, args.target_pid);
     harness.remove()?;
-    let ladders = result?;
+    let cps::Outcome { ladders, interrupted } = result?;
+    if ladders.is_empty() {
+        bail!("interrupted before a step was measured");
+    }
     let summary = cps::summarize(&opts.rates, &opts.labels, &ladders);
     let json = serde_json::json!({
         "scenario": "cps",
@@ -443,6 +450,7 @@ fn cps_main(args: CpsArgs) -> Result<()> {
         },
         "criterion": { "max_failed_pct": cps::MAX_FAILED_PCT, "max_pdd_p99_ms": cps::MAX_P99_MS },
         "wall_secs": started.elapsed().as_secs_f64(),
+        "interrupted": interrupted,
         "ladders": ladders,
         "summary": summary,
     });
@@ -450,6 +458,9 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     let svg = args.out.with_extension("svg");
     cps::plot(&svg, &opts, &ladders)?;
     println!("{}", cps::table(&opts, &summary, pinned));
+    if interrupted {
+        println!("INTERRUPTED: the figures above are of the steps measured before Ctrl-C/SIGTERM");
+    }
     println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }
@@ -516,7 +527,7 @@ fn watch_interrupts() {
                 _ = term.recv() => {}
             }
             cps::STOP.store(true, Ordering::SeqCst);
-            eprintln!("interrupted: stopping after the current step and tearing down");
+            eprintln!("interrupted: stopping, writing what was measured and tearing down");
         });
     });
 }
