@@ -267,7 +267,7 @@ pub fn local_config(media: bool) -> String {
     if media {
         config.push_str(&format!(
             "\n[media]\ninterfaces = [{{ name = \"a\", address = \"{SBC_A}\" }}, {{ name = \"b\", address = \"{}\" }}]\n\
-             ports = \"30000-39999\"\nxdp = \"off\"\n",
+             ports = \"16384-32767\"\nxdp = \"off\"\n",
             ::tests::netns::SBC_B
         ));
     }

@@ -93,6 +93,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             let link = crate::media_link::MediaLink::start(m).context("starting the media relay")?;
             let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();
             tracing::info!(relay = ?m.relay, interfaces = ?ifaces, ports = %format!("{}-{}", m.core.first_port, m.core.last_port), "media anchored");
+            if m.relay == crate::config::RelayMode::Embedded {
+                warn_ephemeral_overlap(m.core.first_port, m.core.last_port);
+            }
             Some(link)
         }
         None => {
@@ -118,4 +121,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 fn seed() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
+}
+
+/// Warns when the embedded relay's port range lies in the host's ephemeral range: the kernel hands those ports to
+/// client sockets (ours and every other program's), and the relay then fails to bind some of its pool.
+fn warn_ephemeral_overlap(first: u16, last: u16) {
+    let Ok(range) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+        return;
+    };
+    if let Some((a, b)) = crate::config::ephemeral_overlap(first, last, &range) {
+        tracing::warn!(
+            ports = %format!("{first}-{last}"),
+            ephemeral = %range.split_whitespace().collect::<Vec<_>>().join("-"),
+            overlap = %format!("{a}-{b}"),
+            "media.ports overlaps the host's ephemeral port range (net.ipv4.ip_local_port_range): client sockets \
+             take ports from it and calls then fail with bind_failed; move media.ports below it (the default is \
+             16384-32767) or reserve the range (net.ipv4.ip_local_reserved_ports)"
+        );
+    }
 }

@@ -102,7 +102,7 @@ impl Validator<'_> {
             interfaces.push(Interface { name: raw.name.clone(), address });
         }
         let (first_port, last_port) = match &m.ports {
-            None => (30000, 39999),
+            None => DEFAULT_PORTS,
             Some(s) => parse_ports(s.get_ref()).map_err(|e| self.invalid(s.span(), "media.ports", &e))?,
         };
         let quarantine = match &m.quarantine {
@@ -128,9 +128,25 @@ impl Validator<'_> {
     }
 }
 
-/// `"30000-39999"`: at least one even/odd pair, ports 1024 and up.
+/// `ports` when not given: 8 192 port pairs below Linux's default ephemeral range (32768-60999), from which the
+/// host's client sockets take their ports: a pool inside it finds some of its ports taken (`bind_failed`).
+pub const DEFAULT_PORTS: (u16, u16) = (16384, 32767);
+
+/// The part of the relay's port range `first..=last` inside the host's ephemeral range, given as
+/// /proc/sys/net/ipv4/ip_local_port_range reads (`"32768\t60999"`); `None` when they do not overlap or the text
+/// does not parse.
+pub fn ephemeral_overlap(first: u16, last: u16, ip_local_port_range: &str) -> Option<(u16, u16)> {
+    let mut it = ip_local_port_range.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(lo)), Some(Ok(hi))) = (it.next(), it.next()) else {
+        return None;
+    };
+    let (a, b) = (first.max(lo), last.min(hi));
+    (a <= b).then_some((a, b))
+}
+
+/// `"16384-32767"`: at least one even/odd pair, ports 1024 and up.
 fn parse_ports(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("\"{s}\": expected FIRST-LAST, e.g. \"30000-39999\""))?;
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("\"{s}\": expected FIRST-LAST, e.g. \"16384-32767\""))?;
     let (a, b): (u16, u16) = match (a.trim().parse(), b.trim().parse()) {
         (Ok(a), Ok(b)) => (a, b),
         _ => return Err(format!("\"{s}\": ports are numbers from 1024 to 65535")),
@@ -155,10 +171,21 @@ mod tests {
     }
 
     #[test]
+    fn overlap_with_the_ephemeral_range() {
+        use super::{ephemeral_overlap, DEFAULT_PORTS};
+        let linux = "32768\t60999\n";
+        assert_eq!(ephemeral_overlap(DEFAULT_PORTS.0, DEFAULT_PORTS.1, linux), None);
+        assert_eq!(ephemeral_overlap(30000, 39999, linux), Some((32768, 39999)));
+        assert_eq!(ephemeral_overlap(40000, 49999, linux), Some((40000, 49999)));
+        assert_eq!(ephemeral_overlap(60000, 65535, linux), Some((60000, 60999)));
+        assert_eq!(ephemeral_overlap(30000, 39999, "garbage"), None);
+    }
+
+    #[test]
     fn media_section_with_defaults() {
         let c = parse("[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\n").unwrap();
         let m = c.media.expect("media on");
-        assert_eq!((m.core.first_port, m.core.last_port), (30000, 39999));
+        assert_eq!((m.core.first_port, m.core.last_port), (16384, 32767));
         assert_eq!(m.relay, super::RelayMode::Embedded);
         assert!(m.core.strict);
         assert_eq!(m.rtp_timeout, std::time::Duration::from_secs(60));

@@ -10,7 +10,7 @@ mod routing;
 mod trunk;
 
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip};
-pub use media::{MediaSettings, RelayMode, XdpSetting};
+pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 
 use sbc_proto::routing::Plan;
 use sbc_proto::transport::Transport;
