@@ -11,6 +11,7 @@
 //! load on loopback unless told otherwise are in [`target`]. The criterion micro-benches live under benches/benches
 //! (`cargo bench -p sbc-bench`).
 
+mod binaries;
 mod blast;
 mod calls;
 mod concurrent;
@@ -532,41 +533,14 @@ fn watch_interrupts() {
     });
 }
 
-/// Builds what the run needs and returns the `sbc` binary to measure: the `netprobe` helper in this binary's
-/// profile (the SBC helper polls `/health` with it inside the namespace; it must sit next to this binary) and,
-/// unless `sbc` is given, `sbc` in release mode. Points `SBC_BINARY` at the binary.
+/// Builds what the run needs ([`binaries::build`]) and returns the `sbc` binary to measure: `sbc` (the release
+/// build unless given). Points `SBC_BINARY` at it.
 fn prepare_binaries(sbc: Option<&Path>) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("current_exe")?;
-    let release = exe.parent().and_then(Path::file_name).is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut builds = vec![vec!["build", "-p", "tests", "--bin", "netprobe"]];
-    if release {
-        builds[0].push("--release");
-    }
-    if sbc.is_none() {
-        if release {
-            builds[0].extend(["-p", "sbc", "--bin", "sbc"]);
-        } else {
-            builds.push(vec!["build", "--release", "-p", "sbc", "--bin", "sbc"]);
-        }
-    }
-    for args in builds {
-        eprintln!("building: cargo {}", args.join(" "));
-        let status =
-            Command::new(&cargo).args(&args).current_dir(tests::repo_root()).status().context("running cargo build")?;
-        if !status.success() {
-            bail!("`cargo {}` failed", args.join(" "));
-        }
-    }
+    binaries::build()?;
     let binary = match sbc {
-        Some(path) => path.to_owned(),
-        None => std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| tests::repo_root().join("target"))
-            .join("release")
-            .join("sbc"),
+        Some(path) => std::fs::canonicalize(path).with_context(|| format!("sbc binary {}", path.display()))?,
+        None => binaries::binary(binaries::release_dir(), "sbc")?,
     };
-    let binary = std::fs::canonicalize(&binary).with_context(|| format!("sbc binary {}", binary.display()))?;
     // Edition 2021: setting the environment is safe; no other thread runs yet.
     std::env::set_var("SBC_BINARY", &binary);
     Ok(binary)

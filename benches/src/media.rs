@@ -979,29 +979,16 @@ fn pump(from: &mut impl std::io::Read, to: &mut impl Write) -> Result<()> {
     }
 }
 
-/// Builds `media-relay` (unless given) and `rtpgen` in release mode and returns their paths.
+/// Builds what the run needs ([`crate::binaries::build`]) and returns `media-relay` (the release build unless
+/// given) and the release `rtpgen`.
 pub fn prepare_binaries(relay: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut args = vec!["build", "--release", "-p", "tests", "--bin", "rtpgen"];
-    if relay.is_none() {
-        args.extend(["-p", "media-relay", "--bin", "media-relay"]);
-    }
-    eprintln!("building: cargo {}", args.join(" "));
-    let status = std::process::Command::new(&cargo)
-        .args(&args)
-        .current_dir(::tests::repo_root())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("`cargo {}` failed", args.join(" "));
-    }
-    let release = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| ::tests::repo_root().join("target"))
-        .join("release");
-    let canon = |p: PathBuf| std::fs::canonicalize(&p).with_context(|| format!("binary {}", p.display()));
-    let relay = canon(relay.map_or_else(|| release.join("media-relay"), Path::to_owned))?;
-    Ok((relay, canon(release.join("rtpgen"))?))
+    use crate::binaries::{binary, build, release_dir};
+    build()?;
+    let relay = match relay {
+        Some(path) => std::fs::canonicalize(path).with_context(|| format!("binary {}", path.display()))?,
+        None => binary(release_dir(), "media-relay")?,
+    };
+    Ok((relay, binary(release_dir(), "rtpgen")?))
 }
 
 fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {

@@ -282,27 +282,11 @@ pub(super) fn media_of(opts: &Options, streams: usize, segments: &[(FleetReport,
     }
 }
 
-/// Builds `rtpfleet` in this binary's profile (it must sit next to this binary) and returns its path.
+/// Builds what the run needs ([`crate::binaries::build`]) and returns `rtpfleet` in this binary's profile (it must
+/// sit next to this binary).
 pub fn prepare_rtpfleet() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("current_exe")?;
-    let dir = exe.parent().context("the directory of this binary")?;
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut args = vec!["build", "-p", "tests", "--bin", "rtpfleet"];
-    if release {
-        args.push("--release");
-    }
-    eprintln!("building: cargo {}", args.join(" "));
-    let status = std::process::Command::new(&cargo)
-        .args(&args)
-        .current_dir(::tests::repo_root())
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("`cargo {}` failed", args.join(" "));
-    }
-    let path = dir.join("rtpfleet");
-    std::fs::canonicalize(&path).with_context(|| format!("rtpfleet binary {}", path.display()))
+    crate::binaries::build()?;
+    crate::binaries::binary(crate::binaries::this_dir()?, "rtpfleet")
 }
 
 #[cfg(test)]
