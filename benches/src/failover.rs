@@ -69,14 +69,6 @@ fn api() -> std::net::SocketAddr {
     addr([127, 0, 0, 1].into(), 8080)
 }
 
-fn host(node: u8) -> Host {
-    if node == 1 {
-        Host::Sbc1
-    } else {
-        Host::Sbc2
-    }
-}
-
 struct Pair {
     topo: Topology,
     boxes: [Option<Sbc>; 2],
@@ -87,9 +79,14 @@ impl Pair {
     fn start(&mut self, node: u8) -> Result<()> {
         let priority = if node == 1 { 200 } else { 100 };
         let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
-        let sbc =
-            Sbc::start_in(&self.topo.ns(host(node)), &format!("bench-ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
-                .with_context(|| format!("starting sbc{node}"))?;
+        let sbc = Sbc::start_in(
+            &self.topo.ns(Host::pair_box(node)),
+            &format!("bench-ha-sbc{node}"),
+            &config,
+            addr(VIP_A, 5060),
+            api(),
+        )
+        .with_context(|| format!("starting sbc{node}"))?;
         self.boxes[usize::from(node - 1)] = Some(sbc);
         Ok(())
     }
@@ -251,7 +248,7 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
     let at = Instant::now();
     match kind {
         DrillKind::Demote => {
-            let (status, body) = http_request(&pair.topo.ns(host(from)), "POST", api(), "/ha/demote")?;
+            let (status, body) = http_request(&pair.topo.ns(Host::pair_box(from)), "POST", api(), "/ha/demote")?;
             if !(200..300).contains(&status) {
                 bail!("POST /ha/demote: {status} {body}");
             }

@@ -97,6 +97,36 @@ pub fn netprobe_binary() -> Result<PathBuf> {
     })
 }
 
+/// Every CDR in the JSON-lines files `paths`, in file order (a missing file has none). A line that is not JSON
+/// panics: the CDR writer never leaves one, even when killed (it writes whole lines).
+pub fn read_cdrs(paths: &[&Path]) -> Vec<serde_json::Value> {
+    paths
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("a CDR line of {} is not JSON: {e}", p.display()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// [`read_cdrs`], polling up to `limit` until there are at least `n` (CDRs are written when a call's media
+/// figures arrive, shortly after the BYE).
+pub fn wait_cdrs(paths: &[&Path], n: usize, limit: Duration) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let found = read_cdrs(paths);
+        if found.len() >= n || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A free port on 127.0.0.1 for both UDP and TCP (bound and released; good enough for tests run serially per
 /// process, and each test uses its own ports).
 pub fn free_port() -> u16 {

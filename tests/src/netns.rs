@@ -92,6 +92,15 @@ pub enum Host {
 }
 
 impl Host {
+    /// Box `node` (1 or 2) of the pair topology.
+    pub fn pair_box(node: u8) -> Host {
+        match node {
+            1 => Host::Sbc1,
+            2 => Host::Sbc2,
+            _ => panic!("the pair has boxes 1 and 2, not {node}"),
+        }
+    }
+
     /// The namespace name suffix.
     pub fn suffix(self) -> &'static str {
         match self {

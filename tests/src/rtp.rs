@@ -487,6 +487,133 @@ impl Rtpgen {
     }
 }
 
+/// The `rtpfleet` helper (tests/src/bin/rtpfleet.rs), next to `rtpgen`.
+pub fn rtpfleet_binary() -> Result<PathBuf> {
+    let path = rtpgen_binary()?.with_file_name("rtpfleet");
+    if !path.is_file() {
+        bail!("{} is not built; run `cargo build -p tests --bins`", path.display());
+    }
+    Ok(path)
+}
+
+/// Waits (at most `limit`) for the `rtpfleet` or `rtpgen` process `p` to end successfully and reads the report it
+/// wrote to `path`.
+pub fn wait_report(p: &mut crate::netns::Process, path: &Path, limit: Duration) -> Result<serde_json::Value> {
+    let status = p.wait_timeout(limit)?;
+    if !status.success() {
+        bail!("{} failed ({status}): {}", path.display(), p.output_tail());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}; {}", path.display(), p.output_tail()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+/// The command line of one `rtpfleet`: one side of `streams` calls, sending `pps_per_stream` packets a second for
+/// `seconds` on every stream to the addresses its targets file lists, and telling the streams it receives apart by
+/// SSRC. Unset options keep `rtpfleet`'s defaults.
+#[derive(Debug, Clone)]
+pub struct Rtpfleet {
+    bind: SocketAddr,
+    targets_file: PathBuf,
+    streams: usize,
+    pps_per_stream: u32,
+    seconds: u64,
+    ssrc_base: u32,
+    report: PathBuf,
+    expect_ssrc_base: Option<u32>,
+    payload: Option<usize>,
+    idle_exit: Option<Duration>,
+    duration: Option<Duration>,
+    rx_rt_priority: Option<u8>,
+}
+
+impl Rtpfleet {
+    /// A fleet bound to `bind`, waiting for `streams` addresses in `targets_file`, reporting to `report`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        bind: SocketAddr,
+        targets_file: impl Into<PathBuf>,
+        streams: usize,
+        pps_per_stream: u32,
+        seconds: u64,
+        ssrc_base: u32,
+        report: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            bind,
+            targets_file: targets_file.into(),
+            streams,
+            pps_per_stream,
+            seconds,
+            ssrc_base,
+            report: report.into(),
+            expect_ssrc_base: None,
+            payload: None,
+            idle_exit: None,
+            duration: None,
+            rx_rt_priority: None,
+        }
+    }
+
+    /// Track only the SSRCs `y..y + streams` (the other side's).
+    pub fn expect_ssrc_base(mut self, y: u32) -> Self {
+        self.expect_ssrc_base = Some(y);
+        self
+    }
+
+    /// RTP payload bytes (default 160).
+    pub fn payload(mut self, n: usize) -> Self {
+        self.payload = Some(n);
+        self
+    }
+
+    /// Stop once sending is done and nothing arrived for `d`.
+    pub fn idle_exit(mut self, d: Duration) -> Self {
+        self.idle_exit = Some(d);
+        self
+    }
+
+    /// Stop after `d` in any case.
+    pub fn duration(mut self, d: Duration) -> Self {
+        self.duration = Some(d);
+        self
+    }
+
+    /// Drain the socket from a SCHED_FIFO thread at priority `p` (1..=99).
+    pub fn rx_rt_priority(mut self, p: u8) -> Self {
+        self.rx_rt_priority = Some(p);
+        self
+    }
+
+    /// The arguments, without the program name.
+    pub fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            ("--bind", self.bind.to_string()),
+            ("--targets-file", self.targets_file.display().to_string()),
+            ("--streams", self.streams.to_string()),
+            ("--pps-per-stream", self.pps_per_stream.to_string()),
+            ("--seconds", self.seconds.to_string()),
+            ("--ssrc-base", format!("{:#x}", self.ssrc_base)),
+            ("--report", self.report.display().to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(f, v)| [f.to_owned(), v])
+        .collect();
+        let mut opt = |flag: &str, value: Option<String>| {
+            if let Some(v) = value {
+                a.push(flag.to_owned());
+                a.push(v);
+            }
+        };
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis().to_string());
+        opt("--expect-ssrc-base", self.expect_ssrc_base.map(|y| format!("{y:#x}")));
+        opt("--payload", self.payload.map(|x| x.to_string()));
+        opt("--idle-exit-ms", ms(self.idle_exit));
+        opt("--duration-ms", ms(self.duration));
+        opt("--rx-rt-priority", self.rx_rt_priority.map(|x| x.to_string()));
+        a
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 //! (SIPp UAC) at 198.18.1.10, the SBC on 198.18.1.1 / 198.18.2.1, carriers b (198.18.2.10) and c (198.18.2.11)
 //! as SIPp UAS. Every number routes to b, then c. Each test checks both SIPp sides and the CDR file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tests::netns::{addr, sbc_config, Host, Topology, CALLER, SBC_A};
 use tests::sipp::{Run, Running, Sipp};
@@ -63,23 +63,8 @@ impl Rig {
 
     /// The CDRs written so far, waiting up to 5 s for `n` of them.
     fn cdrs(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let found = read_cdrs(&self.cdr);
-            if found.len() >= n || Instant::now() > deadline {
-                return found;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        tests::wait_cdrs(&[&self.cdr], n, Duration::from_secs(5))
     }
-}
-
-fn read_cdrs(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("every CDR line is JSON"))
-        .collect()
 }
 
 fn both_ok(uac: Run, uas: Running, calls: u64) {

@@ -19,7 +19,7 @@ use tests::netns::{
     self, addr, http_request, pair_sbc_config, Host, Process, Topology, CALLER, CARRIER_B, CARRIER_C, SBC1_A, SBC1_B,
     SBC1_R, SBC2_A, SBC2_B, SBC2_R, VIP_A, VIP_B,
 };
-use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
+use tests::rtp::{read_report, rtpfleet_binary, rtpgen_binary, wait_report, Report, Rtpfleet, Rtpgen};
 use tests::sipp::{distinct_sdp_ports, Running, Sipp};
 use tests::Sbc;
 
@@ -34,7 +34,7 @@ const TAKEOVER_LIMIT: Duration = Duration::from_millis(1500);
 const MAX_MEDIA_GAP: Duration = Duration::from_millis(1000);
 /// The port every SDP names for RTP (SIPp's own -mp port stays 6000).
 const RTP_PORT: u16 = 7078;
-const PPS: u64 = 50;
+const PPS: u32 = 50;
 const SSRC_A: u32 = 0xA000_0000;
 const SSRC_B: u32 = 0xB000_0000;
 const PRIORITY_1: u32 = 200;
@@ -42,14 +42,6 @@ const PRIORITY_2: u32 = 100;
 
 fn api() -> SocketAddr {
     addr([127, 0, 0, 1].into(), 8080)
-}
-
-fn host_of(node: u8) -> Host {
-    if node == 1 {
-        Host::Sbc1
-    } else {
-        Host::Sbc2
-    }
 }
 
 /// The pair topology with each box's CDR file (`<dir>/cdr-sbc1.jsonl`, `cdr-sbc2.jsonl`).
@@ -69,7 +61,7 @@ impl Pair {
     fn start(&self, node: u8) -> Sbc {
         let priority = if node == 1 { PRIORITY_1 } else { PRIORITY_2 };
         let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
-        Sbc::start_in(&self.topo.ns(host_of(node)), &format!("ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
+        Sbc::start_in(&self.topo.ns(Host::pair_box(node)), &format!("ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
             .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
     }
 
@@ -84,7 +76,7 @@ impl Pair {
 
     /// The service addresses configured on box `node` (`ip -4 addr` of a0 and b0).
     fn vips_on(&self, node: u8) -> Vec<String> {
-        let out = self.topo.exec(host_of(node), "ip", &["-4", "-o", "addr", "show"]).unwrap_or_default();
+        let out = self.topo.exec(Host::pair_box(node), "ip", &["-4", "-o", "addr", "show"]).unwrap_or_default();
         [VIP_A, VIP_B].iter().map(|v| format!("{v}/")).filter(|v| out.contains(v.as_str())).collect()
     }
 
@@ -143,30 +135,9 @@ impl Pair {
             .expect("uac starts")
     }
 
-    /// Every CDR line of both boxes' files.
-    fn cdrs(&self) -> Vec<Value> {
-        self.cdr
-            .iter()
-            .flat_map(|p| {
-                std::fs::read_to_string(p)
-                    .unwrap_or_default()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).expect("CDR lines are JSON"))
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
-    }
-
     /// Waits up to 10 s for at least `n` CDRs across both boxes.
     fn wait_cdrs(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = self.cdrs();
-            if found.len() >= n || Instant::now() > deadline {
-                return found;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        tests::wait_cdrs(&[&self.cdr[0], &self.cdr[1]], n, Duration::from_secs(10))
     }
 }
 
@@ -301,47 +272,28 @@ fn wait_relay_ports(uac: &Running, uas: &Running, n: usize, timeout: Duration) -
     }
 }
 
-fn rtpfleet_binary() -> PathBuf {
-    let path = rtpgen_binary().expect("test helpers built").with_file_name("rtpfleet");
-    assert!(path.is_file(), "{} is not built; run `cargo build -p tests --bins`", path.display());
-    path
-}
-
 /// One side's `rtpfleet`: `streams` streams from `bind`, `seconds` at `PPS` each, to the addresses the test writes
 /// to `<dir>/<name>.targets`; report in `<dir>/<name>.json`.
 fn fleet(topo: &Topology, host: Host, name: &str, bind: SocketAddr, streams: u32, seconds: u64, ssrc: u32) -> Process {
     let expect = if ssrc == SSRC_A { SSRC_B } else { SSRC_A };
     let dir = topo.dir();
-    let args = [
-        "--bind".to_owned(),
-        bind.to_string(),
-        "--targets-file".to_owned(),
-        dir.join(format!("{name}.targets")).display().to_string(),
-        "--streams".to_owned(),
-        streams.to_string(),
-        "--pps-per-stream".to_owned(),
-        PPS.to_string(),
-        "--seconds".to_owned(),
-        seconds.to_string(),
-        "--ssrc-base".to_owned(),
-        format!("{ssrc:#x}"),
-        "--expect-ssrc-base".to_owned(),
-        format!("{expect:#x}"),
-        "--idle-exit-ms".to_owned(),
-        "2000".to_owned(),
-        "--duration-ms".to_owned(),
-        "120000".to_owned(),
-        "--report".to_owned(),
-        dir.join(format!("{name}.json")).display().to_string(),
-    ];
-    topo.spawn(host, name, rtpfleet_binary(), &args).expect("rtpfleet starts")
+    let fleet = Rtpfleet::new(
+        bind,
+        dir.join(format!("{name}.targets")),
+        streams as usize,
+        PPS,
+        seconds,
+        ssrc,
+        dir.join(format!("{name}.json")),
+    )
+    .expect_ssrc_base(expect)
+    .idle_exit(Duration::from_secs(2))
+    .duration(Duration::from_secs(120));
+    topo.spawn(host, name, rtpfleet_binary().expect("test helpers built"), &fleet.args()).expect("rtpfleet starts")
 }
 
 fn fleet_report(p: &mut Process, path: &Path) -> Value {
-    let status = p.wait_timeout(Duration::from_secs(150)).expect("rtpfleet ends");
-    assert!(status.success(), "rtpfleet failed: {}", p.output_tail());
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}; {}", path.display(), p.output_tail()));
-    serde_json::from_str(&text).expect("rtpfleet report is JSON")
+    wait_report(p, path, Duration::from_secs(150)).expect("rtpfleet report")
 }
 
 fn n(v: &Value, key: &str) -> u64 {
@@ -360,7 +312,7 @@ fn assert_media_across_takeover(label: &str, tx: &Value, rx: &Value, streams: u3
     assert_eq!(n(rx, "corrupt"), 0, "{label}: byte-identical: {rx}");
     assert_eq!(n(rx, "other_ssrc") + n(rx, "not_rtp"), 0, "{label}: nothing but the streams: {rx}");
     let worst_lost = per_stream.saturating_sub(n(rx, "min_received_per_stream"));
-    let gap = Duration::from_millis((worst_lost + 1) * 1000 / PPS);
+    let gap = Duration::from_millis((worst_lost + 1) * 1000 / u64::from(PPS));
     let total_lost = (u64::from(streams) * per_stream).saturating_sub(n(rx, "received"));
     eprintln!(
         "{label}: sent {}, received {} (lost {total_lost}); worst stream lost {worst_lost} of {per_stream}: media gap \
@@ -597,7 +549,7 @@ fn fire_drill_demotion_moves_the_calls() {
         Rtpgen::new(bind)
             .to_file(to)
             .count(COUNT)
-            .pps(PPS as u32)
+            .pps(PPS)
             .ssrc(ssrc)
             .expect_ssrc(expect)
             .duration(Duration::from_secs(35))
@@ -729,22 +681,22 @@ fn keepalived_mode_follows_its_notifications_and_the_call_moves_with_the_address
         let config =
             pair_sbc_config(node, if node == 1 { PRIORITY_1 } else { PRIORITY_2 }, &pair.cdr[usize::from(node - 1)])
                 .replace("[ha]\n", "[ha]\nmode = \"keepalived\"\n");
-        Sbc::start_in(&pair.topo.ns(host_of(node)), &format!("ka-sbc{node}"), &config, addr(VIP_A, 5060), api())
+        Sbc::start_in(&pair.topo.ns(Host::pair_box(node)), &format!("ka-sbc{node}"), &config, addr(VIP_A, 5060), api())
             .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
     };
     let (sbc1, sbc2) = (start(1), start(2));
     let notify = |node: u8, state: &str| {
-        let (status, body) =
-            http_request(&pair.topo.ns(host_of(node)), "POST", api(), &format!("/ha/{state}")).expect("POST reaches");
+        let (status, body) = http_request(&pair.topo.ns(Host::pair_box(node)), "POST", api(), &format!("/ha/{state}"))
+            .expect("POST reaches");
         assert!((200..300).contains(&status), "POST /ha/{state} to sbc{node}: {status} {body}");
     };
     let move_vips = |node: u8, add: bool| {
         for (vip, dev) in [(VIP_A, "a0"), (VIP_B, "b0")] {
             let cidr = format!("{vip}/24");
             let verb = if add { "add" } else { "del" };
-            pair.topo.exec(host_of(node), "ip", &["addr", verb, &cidr, "dev", dev]).expect("ip addr");
+            pair.topo.exec(Host::pair_box(node), "ip", &["addr", verb, &cidr, "dev", dev]).expect("ip addr");
             if add {
-                let _ = pair.topo.exec(host_of(node), "arping", &["-U", "-c", "1", "-I", dev, &vip.to_string()]);
+                let _ = pair.topo.exec(Host::pair_box(node), "arping", &["-U", "-c", "1", "-I", dev, &vip.to_string()]);
             }
         }
     };

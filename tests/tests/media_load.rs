@@ -8,17 +8,17 @@
 //! apart by SSRC.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, SBC_A};
-use tests::rtp::rtpgen_binary;
+use tests::rtp::{rtpfleet_binary, wait_report, Rtpfleet};
 use tests::sipp::{distinct_sdp_ports, Running, Sipp};
 use tests::{write_atomically, Sbc};
 
 const CALLS: u32 = 200;
 /// Calls set up per second: the last call is up about 10 s after the first.
 const RATE: u32 = 20;
-const PPS: u64 = 50;
+const PPS: u32 = 50;
 const MEDIA_SECONDS: u64 = 30;
 /// Every call's hold time: the ramp (10 s), the media (30 s) and a margin, so that the first call is still up
 /// when the media ends.
@@ -29,12 +29,6 @@ const SSRC_A: u32 = 0xA000_0000;
 const SSRC_B: u32 = 0xB000_0000;
 /// The acceptance bound: packets lost per packet sent, each direction.
 const MAX_LOSS: f64 = 1e-4;
-
-fn rtpfleet_binary() -> PathBuf {
-    let path = rtpgen_binary().expect("test helpers built").with_file_name("rtpfleet");
-    assert!(path.is_file(), "{} is not built; run `cargo build -p tests --bins`", path.display());
-    path
-}
 
 /// Waits until both SIPp sides' message logs name `CALLS` distinct relay ports; writes each side's as its fleet's
 /// targets file (via a rename). Fails after `timeout` with what it found.
@@ -64,39 +58,25 @@ fn write_targets(uac: &Running, uas: &Running, a_targets: &Path, b_targets: &Pat
 
 fn fleet(topo: &Topology, host: Host, name: &str, bind: std::net::SocketAddr, ssrc: u32, expect: u32) -> Process {
     let dir = topo.dir();
-    let args = [
-        "--bind".to_owned(),
-        bind.to_string(),
-        "--targets-file".to_owned(),
-        dir.join(format!("{name}.targets")).display().to_string(),
-        "--streams".to_owned(),
-        CALLS.to_string(),
-        "--pps-per-stream".to_owned(),
-        PPS.to_string(),
-        "--seconds".to_owned(),
-        MEDIA_SECONDS.to_string(),
-        "--ssrc-base".to_owned(),
-        format!("{ssrc:#x}"),
-        "--expect-ssrc-base".to_owned(),
-        format!("{expect:#x}"),
-        // One socket stands in for 200 phones' socket buffers: drained at once, also while the relay catches up.
-        "--rx-rt-priority".to_owned(),
-        "10".to_owned(),
-        "--idle-exit-ms".to_owned(),
-        "2000".to_owned(),
-        "--duration-ms".to_owned(),
-        "120000".to_owned(),
-        "--report".to_owned(),
-        dir.join(format!("{name}.json")).display().to_string(),
-    ];
-    topo.spawn(host, name, rtpfleet_binary(), &args).expect("rtpfleet starts")
+    let fleet = Rtpfleet::new(
+        bind,
+        dir.join(format!("{name}.targets")),
+        CALLS as usize,
+        PPS,
+        MEDIA_SECONDS,
+        ssrc,
+        dir.join(format!("{name}.json")),
+    )
+    .expect_ssrc_base(expect)
+    // One socket stands in for 200 phones' socket buffers: drained at once, also while the relay catches up.
+    .rx_rt_priority(10)
+    .idle_exit(Duration::from_secs(2))
+    .duration(Duration::from_secs(120));
+    topo.spawn(host, name, rtpfleet_binary().expect("test helpers built"), &fleet.args()).expect("rtpfleet starts")
 }
 
 fn fleet_report(p: &mut Process, path: &Path) -> Value {
-    let status = p.wait_timeout(Duration::from_secs(150)).expect("rtpfleet ends");
-    assert!(status.success(), "rtpfleet failed: {}", p.output_tail());
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}; {}", path.display(), p.output_tail()));
-    serde_json::from_str(&text).expect("rtpfleet report is JSON")
+    wait_report(p, path, Duration::from_secs(150)).expect("rtpfleet report")
 }
 
 fn n(v: &Value, key: &str) -> u64 {
@@ -105,7 +85,7 @@ fn n(v: &Value, key: &str) -> u64 {
 
 /// One direction: what `tx` sent against what `rx` received. Prints the figures; returns the loss ratio.
 fn direction(label: &str, tx: &Value, rx: &Value) -> f64 {
-    let expected = u64::from(CALLS) * PPS * MEDIA_SECONDS;
+    let expected = u64::from(CALLS) * u64::from(PPS) * MEDIA_SECONDS;
     let received = n(rx, "received");
     let loss = expected.saturating_sub(received) as f64 / expected as f64;
     let lat = &rx["latency_us"];
@@ -132,7 +112,7 @@ fn direction(label: &str, tx: &Value, rx: &Value) -> f64 {
 
 /// The verdict on one direction, after both were printed.
 fn assert_direction(label: &str, tx: &Value, rx: &Value, loss: f64) {
-    let expected = u64::from(CALLS) * PPS * MEDIA_SECONDS;
+    let expected = u64::from(CALLS) * u64::from(PPS) * MEDIA_SECONDS;
     assert_eq!(n(tx, "sent"), expected, "{label}: the sender sent every packet: {tx}");
     assert_eq!(n(tx, "send_errors"), 0, "{label}: {tx}");
     assert!(n(rx, "received") <= expected, "{label}: more distinct packets than sent: {rx}");
@@ -169,21 +149,6 @@ fn backlog_drops() -> u64 {
         .lines()
         .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
         .sum()
-}
-
-fn cdrs(path: &Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found: Vec<Value> = std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("CDR lines are JSON"))
-            .collect();
-        if found.len() >= n || Instant::now() > deadline {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -262,13 +227,13 @@ fn two_hundred_concurrent_calls_with_media_lose_under_one_in_ten_thousand() {
     uac.wait().expect("uac runs").assert_all_successful(CALLS.into()).expect("every call completes for the caller");
     uas.wait().expect("uas runs").assert_all_successful(CALLS.into()).expect("every call completes for the carrier");
 
-    let records = cdrs(&cdr, CALLS as usize);
+    let records = tests::wait_cdrs(&[&cdr], CALLS as usize, Duration::from_secs(10));
     assert_eq!(records.len(), CALLS as usize, "one CDR per call");
     let min_packets = |leg: &str| {
         records.iter().map(|r| r["media"][leg]["received"]["packets"].as_u64().unwrap_or(0)).min().unwrap_or(0)
     };
     // Each leg of each call received its stream: S * PPS packets less what was lost.
-    let least = PPS * MEDIA_SECONDS * 99 / 100;
+    let least = u64::from(PPS) * MEDIA_SECONDS * 99 / 100;
     for leg in ["a", "b"] {
         let min = min_packets(leg);
         assert!(min >= least, "every CDR has media figures for leg {leg} (at least {least} packets), fewest {min}");

@@ -72,18 +72,7 @@ impl Rig {
     }
 
     fn cdrs(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let found: Vec<serde_json::Value> = std::fs::read_to_string(&self.cdr)
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("CDR lines are JSON"))
-                .collect();
-            if found.len() >= n || Instant::now() > deadline {
-                return found;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        tests::wait_cdrs(&[&self.cdr], n, Duration::from_secs(5))
     }
 }
 

@@ -7,6 +7,7 @@ use crate::calls::{UAC_RTP_PORT, UAS_RTP_PORT};
 use crate::stats::median;
 use crate::target::{self, CallPath, Side};
 use ::tests::netns::Process;
+use ::tests::rtp::Rtpfleet;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -161,30 +162,13 @@ fn fleet(
 ) -> Result<(Process, PathBuf, PathBuf)> {
     let targets_file = scratch.join(format!("{name}.targets"));
     let report = scratch.join(format!("{name}.json"));
-    let args = [
-        "--bind".to_owned(),
-        SocketAddr::new(side.ip, port).to_string(),
-        "--targets-file".to_owned(),
-        targets_file.display().to_string(),
-        "--streams".to_owned(),
-        streams.to_string(),
-        "--pps-per-stream".to_owned(),
-        opts.pps.to_string(),
-        "--seconds".to_owned(),
-        secs.to_string(),
-        "--payload".to_owned(),
-        opts.payload.to_string(),
-        "--ssrc-base".to_owned(),
-        format!("{ssrc:#x}"),
-        "--expect-ssrc-base".to_owned(),
-        format!("{expect:#x}"),
-        "--idle-exit-ms".to_owned(),
-        FLEET_IDLE_MS.to_string(),
-        "--duration-ms".to_owned(),
-        (u64::from(secs) * 1000 + 5000).to_string(),
-        "--report".to_owned(),
-        report.display().to_string(),
-    ];
+    let args =
+        Rtpfleet::new(SocketAddr::new(side.ip, port), &targets_file, streams, opts.pps, u64::from(secs), ssrc, &report)
+            .payload(usize::from(opts.payload))
+            .expect_ssrc_base(expect)
+            .idle_exit(Duration::from_millis(FLEET_IDLE_MS))
+            .duration(Duration::from_secs(u64::from(secs) + 5))
+            .args();
     let p = Process::spawn(side.ns.as_deref(), name, &opts.rtpfleet, &args, scratch)
         .with_context(|| format!("starting rtpfleet {name}"))?;
     if opts.pinned {

@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -168,36 +168,14 @@ impl<'a> Message<'a> {
     }
 }
 
-/// The first audio stream of an SDP body (RFC 4566 §5.7, §5.14): its port and its connection address, the
-/// media-level `c=` line if it has one, else the session-level one. `None` without both, or for a held or
-/// rejected stream (address 0.0.0.0, port 0).
+/// The first audio stream of an SDP body, as the relay reads SDP ([`relay_proto::sdp::parse`]: the media-level
+/// `c=` line if it has one, else the session-level one). `None` without one, for an SDP that does not parse, or for
+/// a held or rejected stream (address 0.0.0.0, port 0).
 fn sdp_audio<'a>(lines: impl Iterator<Item = &'a str>) -> Option<SocketAddr> {
-    let conn = |line: &str| -> Option<IpAddr> {
-        let ip = line.strip_prefix("c=IN IP4 ").or_else(|| line.strip_prefix("c=IN IP6 "))?;
-        ip.split('/').next()?.trim().parse().ok()
-    };
-    let (mut session, mut media, mut port) = (None, None, None);
-    let mut section = None::<bool>; // Some(true) inside the first audio section, Some(false) in another one
-    for line in lines {
-        if let Some(rest) = line.strip_prefix("m=") {
-            if section == Some(true) {
-                break;
-            }
-            let audio = rest.starts_with("audio ") && port.is_none();
-            if audio {
-                port = rest["audio ".len()..].split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
-            }
-            section = Some(audio);
-        } else if line.starts_with("c=") {
-            match section {
-                None => session = session.or(conn(line)),
-                Some(true) => media = media.or(conn(line)),
-                Some(false) => {}
-            }
-        }
-    }
-    let addr = SocketAddr::new(media.or(session)?, port?);
-    (!addr.ip().is_unspecified() && addr.port() != 0).then_some(addr)
+    let body: String = lines.flat_map(|l| [l, "\r\n"]).collect();
+    let audio = relay_proto::sdp::parse(body.as_bytes()).ok()?.into_iter().find(|m| m.kind == "audio")?;
+    let addr = SocketAddr::new(audio.address?, audio.port);
+    (!audio.hold_address && !addr.ip().is_unspecified() && addr.port() != 0).then_some(addr)
 }
 
 /// The caller's SIPp counters from the last complete line of its stat file.
@@ -267,19 +245,20 @@ mod tests {
             entry(
                 false,
                 "INVITE sip:123@198.18.1.1:5060 SIP/2.0\nCall-ID: 1-9865@198.18.1.10\nCSeq: 1 INVITE\n\
-                 Content-Type: application/sdp\n\nv=0\nc=IN IP4 198.18.1.10\nm=audio 7078 RTP/AVP 0 8 101\n",
+                 Content-Type: application/sdp\n\nv=0\no=- 1 1 IN IP4 198.18.1.10\ns=-\nc=IN IP4 198.18.1.10\nt=0 0\n\
+                 m=audio 7078 RTP/AVP 0 8 101\n",
             ),
             entry(true, "SIP/2.0 180 Ringing\nCall-ID: 1-9865@198.18.1.10\nCSeq: 1 INVITE\nContent-Length: 0\n\n"),
             entry(
                 true,
                 "SIP/2.0 200 OK\nCall-ID: 1-9865@198.18.1.10\nCSeq: 1 INVITE\nContent-Type: application/sdp\n\n\
-                 v=0\no=- 98611 1 IN IP4 198.18.1.1\nc=IN IP4 198.18.1.1\nt=0 0\nm=audio 30000 RTP/AVP 0 101\n",
+                 v=0\no=- 98611 1 IN IP4 198.18.1.1\ns=-\nc=IN IP4 198.18.1.1\nt=0 0\nm=audio 30000 RTP/AVP 0 101\n",
             ),
             // Compact Call-ID; held session-level address, the media-level one wins; a video stream after it.
             entry(
                 true,
-                "SIP/2.0 200 OK\ni: 2-9865@198.18.1.10\nCSeq: 1 INVITE\n\nv=0\nc=IN IP4 0.0.0.0\n\
-                 m=audio 30002 RTP/AVP 0\nc=IN IP4 198.18.1.1\nm=video 30004 RTP/AVP 96\nc=IN IP4 198.18.1.9\n",
+                "SIP/2.0 200 OK\ni: 2-9865@198.18.1.10\nCSeq: 1 INVITE\n\nv=0\no=- 2 1 IN IP4 198.18.1.1\ns=-\n\
+                 c=IN IP4 0.0.0.0\nt=0 0\nm=audio 30002 RTP/AVP 0\nc=IN IP4 198.18.1.1\nm=video 30004 RTP/AVP 96\nc=IN IP4 198.18.1.9\n",
             ),
         ]
         .concat()
@@ -302,7 +281,8 @@ mod tests {
             // Another 200 for a call already up (a retransmission) adds nothing: the first address stays.
             pieces.feed(&entry(
                 true,
-                "SIP/2.0 200 OK\nCall-ID: 1-9865@198.18.1.10\nCSeq: 1 INVITE\n\nc=IN IP4 198.18.1.7\nm=audio 31000 RTP/AVP 0\n",
+                "SIP/2.0 200 OK\nCall-ID: 1-9865@198.18.1.10\nCSeq: 1 INVITE\n\nv=0\no=- 3 1 IN IP4 198.18.1.7\ns=-\n\
+                 c=IN IP4 198.18.1.7\nt=0 0\nm=audio 31000 RTP/AVP 0\n",
             ));
             assert_eq!(pieces.endpoints, expected, "cut at {cut}");
         }
@@ -317,16 +297,20 @@ mod tests {
 
     #[test]
     fn sdp_audio_endpoint() {
-        let sdp = |s: &str| sdp_audio(s.lines());
-        assert_eq!(sdp("v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 0"), Some("10.0.0.1:4000".parse().unwrap()));
-        assert_eq!(sdp("c=IN IP6 ::1\nm=audio 4000 RTP/AVP 0"), Some("[::1]:4000".parse().unwrap()));
+        // Session-level c= (or none), then the media sections.
+        let sdp = |session_c: &str, media: &str| {
+            sdp_audio(format!("v=0\no=- 1 1 IN IP4 10.0.0.9\ns=-\n{session_c}t=0 0\n{media}").lines())
+        };
+        assert_eq!(sdp("c=IN IP4 10.0.0.1\n", "m=audio 4000 RTP/AVP 0"), Some("10.0.0.1:4000".parse().unwrap()));
+        assert_eq!(sdp("c=IN IP6 ::1\n", "m=audio 4000 RTP/AVP 0"), Some("[::1]:4000".parse().unwrap()));
         assert_eq!(
-            sdp("m=video 5000 RTP/AVP 96\nc=IN IP4 10.0.0.2\nm=audio 4000 RTP/AVP 0\nc=IN IP4 10.0.0.3"),
+            sdp("", "m=video 5000 RTP/AVP 96\nc=IN IP4 10.0.0.2\nm=audio 4000 RTP/AVP 0\nc=IN IP4 10.0.0.3"),
             Some("10.0.0.3:4000".parse().unwrap())
         );
-        assert_eq!(sdp("c=IN IP4 10.0.0.1\nm=audio 0 RTP/AVP 0"), None, "rejected");
-        assert_eq!(sdp("c=IN IP4 0.0.0.0\nm=audio 4000 RTP/AVP 0"), None, "held");
-        assert_eq!(sdp("m=audio 4000 RTP/AVP 0"), None, "no address");
+        assert_eq!(sdp("c=IN IP4 10.0.0.1\n", "m=audio 0 RTP/AVP 0"), None, "rejected");
+        assert_eq!(sdp("c=IN IP4 0.0.0.0\n", "m=audio 4000 RTP/AVP 0"), None, "held");
+        assert_eq!(sdp("", "m=audio 4000 RTP/AVP 0"), None, "no address");
+        assert_eq!(sdp_audio("".lines()), None, "no body");
     }
 
     #[test]
