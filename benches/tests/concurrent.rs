@@ -11,13 +11,6 @@ use std::time::Instant;
 /// One at a time: both pin SIPp and the fleets to the same core, and a second load at once would show as loss.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2)?.parse::<u32>().ok())
-        == Some(0)
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sbc-bench-concurrent-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -68,13 +61,8 @@ fn assert_calls_and_media(json: &Value, target: &str, calls: u64) {
 
 #[test]
 fn twenty_calls_with_media_through_the_local_sbc_all_answered_and_under_one_percent_lost() {
-    if !is_root() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("`concurrent --target local` builds network namespaces and needs root: run the tests as root (CI=true: this is a failure, not a skip)");
-        }
-        eprintln!("skipped: `concurrent --target local` builds network namespaces and needs root");
-        return;
-    }
+    // Root for the namespaces: without it this fails (as every netns test does), it never passes unmeasured.
+    tests::netns::require_netns();
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = scratch("local");
     let (json, stdout) =
