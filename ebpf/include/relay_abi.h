@@ -19,9 +19,16 @@
 #define RELAY_MAP_STATS "relay_stats"
 #define RELAY_MAP_ACTIONS "relay_actions"
 #define RELAY_MAP_DEVMAP "relay_devmap"
+#define RELAY_MAP_DROPS "relay_drops"
 /* Program names (the C function names). */
 #define RELAY_PROG_XDP "relay_xdp"
 #define RELAY_PROG_PASS "relay_pass"
+/* The tracing programs that count frames the kernel failed to send after relay_xdp returned
+ * XDP_REDIRECT or XDP_TX (tp_btf on the xdp tracepoints; see struct relay_iface_drops). */
+#define RELAY_PROG_REDIRECT_ERR "relay_redirect_err"
+#define RELAY_PROG_DEVMAP_XMIT "relay_devmap_xmit"
+#define RELAY_PROG_BULK_TX "relay_bulk_tx"
+#define RELAY_PROG_EXCEPTION "relay_exception"
 #define RELAY_PROG_BARE_REDIRECT "relay_bare_redirect"
 #define RELAY_MAP_BENCH_DEVMAP "relay_bench_devmap"
 
@@ -72,13 +79,29 @@ enum relay_action {
 	RELAY_ACT_TX = 1,       /* rewritten and sent back out of the ingress interface (XDP_TX) */
 	RELAY_ACT_PASS_MISS = 2,   /* UDP packet to an address:port with no flow */
 	RELAY_ACT_PASS_SOURCE = 3, /* strict flow, packet from another source than expect */
-	RELAY_ACT_PASS_FIB = 4,    /* bpf_fib_lookup did not succeed (no route/neighbour, forwarding off, MTU),
-	                            * or the egress interface is not in relay_devmap */
+	RELAY_ACT_PASS_FIB = 4,    /* bpf_fib_lookup did not succeed (no route/neighbour, forwarding off, MTU) */
 	RELAY_ACT_PASS_TTL = 5,    /* TTL / hop limit <= 1 */
 	RELAY_ACT_PASS_FRAG = 6,   /* IPv4 fragment */
 	RELAY_ACT_PASS_OTHER = 7,  /* not IPv4/IPv6 UDP, truncated, IPv6 extension headers, cross-family target,
 	                            * IPv6 UDP checksum 0, VLAN-tagged packet that would leave by another interface */
-	RELAY_ACT_MAX = 8,
+	RELAY_ACT_PASS_EGRESS = 8, /* the egress interface is not in relay_devmap: one the program is not attached
+	                            * to, or one that cannot take XDP frames now (user space keeps in the map only
+	                            * the interfaces whose driver accepts them, e.g. a veth only while its peer has
+	                            * an XDP program or GRO on) */
+	RELAY_ACT_PASS_CSUM = 9,   /* the UDP checksum is partial (CHECKSUM_PARTIAL: sent by a socket on this host
+	                            * through a veth with tx checksum offload); only the kernel can complete it */
+	RELAY_ACT_MAX = 10,
+};
+
+/* The value of relay_drops (per CPU; key: the ifindex of an interface relay_xdp is attached to, inserted by user
+ * space, so events of other interfaces find no entry and are not counted). Frames relay_xdp handed to the kernel
+ * (counted as REDIRECT or TX) that the kernel then failed to send: without these the loss would be invisible.
+ * 32 bytes. */
+struct relay_iface_drops {
+	__u64 redirect_errors; /* xdp_redirect_err: the redirect itself failed (e.g. the target cannot take frames) */
+	__u64 xmit_drops;      /* xdp_devmap_xmit: frames the egress driver refused (ndo_xdp_xmit), from here */
+	__u64 tx_drops;        /* xdp_bulk_tx: XDP_TX frames the driver could not send back out */
+	__u64 exceptions;      /* xdp_exception: the driver dropped an XDP_TX or XDP_REDIRECT frame */
 };
 
 #endif /* RELAY_ABI_H */

@@ -8,8 +8,21 @@
  * checksums updated incrementally), its MACs set from bpf_fib_lookup, and sent: XDP_TX when the egress
  * interface is the ingress one, else bpf_redirect_map into relay_devmap.
  *
- * Everything else is XDP_PASS, untouched: every check (flow, source, TTL, route, neighbour, devmap) is done
- * BEFORE the first write to the packet, so a passed packet is always the original. The program never drops.
+ * Everything else is XDP_PASS, untouched: every check (flow, source, TTL, partial checksum, route, neighbour,
+ * devmap) is done BEFORE the first write to the packet, so a passed packet is always the original. The program
+ * never drops.
+ *
+ * The egress interface (also the ingress one, for XDP_TX) must be in relay_devmap, where user space keeps only
+ * the interfaces whose driver takes XDP frames now: a veth, for one, takes them only while its peer has an XDP
+ * program or GRO on, and silently drops them otherwise. The kernel may still fail to send a frame after we
+ * returned XDP_REDIRECT or XDP_TX (a full ring, a device that changed): the tracing programs at the end count
+ * those per interface in relay_drops, so that no loss is invisible.
+ *
+ * A packet sent by a socket on this host through a veth with tx checksum offload carries a partial UDP checksum
+ * (the pseudo-header sum only; CHECKSUM_PARTIAL, which XDP cannot see): rewritten and redirected, it would
+ * arrive with a bad checksum and be dropped by the receiver. Such a packet is recognised (its checksum field
+ * equals the pseudo-header sum; a complete checksum does so by chance once in 65535 packets, which then only
+ * takes the slower path) and passed.
  *
  * VLAN: one 802.1Q/802.1AD tag is parsed. A tagged packet is forwarded only when the egress interface is the
  * ingress one (XDP_TX, tag kept: same VLAN out as in); a tagged packet that would leave by another interface
@@ -55,7 +68,8 @@ struct {
 	__uint(max_entries, RELAY_ACT_MAX);
 } relay_actions SEC(".maps");
 
-/* relay_devmap: ifindex -> same ifindex, for every interface the program is attached to (redirect targets). */
+/* relay_devmap: ifindex -> same ifindex, for every interface the program is attached to that can take XDP frames
+ * now (redirect and XDP_TX targets; written only by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
 	__type(key, __u32);
@@ -132,6 +146,11 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 			*act = RELAY_ACT_PASS_TTL;
 			return XDP_PASS;
 		}
+		if (udp->check && udp->check == csum_pseudo4((const __u8 *)&ip->saddr, (const __u8 *)&ip->daddr,
+							      udp->len)) {
+			*act = RELAY_ACT_PASS_CSUM;
+			return XDP_PASS;
+		}
 		fib.family = RELAY_SYS_AF_INET;
 		fib.tos = ip->tos;
 		fib.tot_len = bpf_ntohs(ip->tot_len);
@@ -155,6 +174,10 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 		/* A zero UDP checksum is invalid over IPv6 and cannot be updated incrementally. */
 		if (udp->check == 0)
 			goto other;
+		if (udp->check == csum_pseudo6((const __u8 *)&ip6->saddr, (const __u8 *)&ip6->daddr, udp->len)) {
+			*act = RELAY_ACT_PASS_CSUM;
+			return XDP_PASS;
+		}
 		fib.family = RELAY_SYS_AF_INET6;
 		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
 		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
@@ -167,18 +190,15 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 		return XDP_PASS;
 	}
 	egress = fib.ifindex;
-	if (egress == ingress) {
-		*act = RELAY_ACT_TX;
-	} else {
-		/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
-		if (p->vlan)
-			goto other;
-		if (!bpf_map_lookup_elem(&relay_devmap, &egress)) {
-			*act = RELAY_ACT_PASS_FIB;
-			return XDP_PASS;
-		}
-		*act = RELAY_ACT_REDIRECT;
+	/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
+	if (p->vlan && egress != ingress)
+		goto other;
+	/* XDP_TX needs of the ingress what a redirect needs of the egress (a veth sends both to its peer). */
+	if (!bpf_map_lookup_elem(&relay_devmap, &egress)) {
+		*act = RELAY_ACT_PASS_EGRESS;
+		return XDP_PASS;
 	}
+	*act = egress == ingress ? RELAY_ACT_TX : RELAY_ACT_REDIRECT;
 
 	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
 	if (p->ip4) {
@@ -261,6 +281,77 @@ int relay_xdp(struct xdp_md *ctx)
 	ret = relay_forward(ctx, &p, &act);
 	relay_count(act);
 	return ret;
+}
+
+/* The kernel's side of a redirect or XDP_TX, after relay_xdp returned: tp_btf programs on the xdp tracepoints
+ * (arguments as in include/trace/events/xdp.h) count the frames it failed to send, per interface of ours. */
+
+/* Only the field we read; CO-RE (preserve_access_index) finds its offset in the running kernel's BTF. */
+struct net_device {
+	int ifindex;
+} __attribute__((preserve_access_index));
+
+/* relay_drops: ifindex of an interface relay_xdp is attached to -> frames lost after it (entries inserted only by
+ * user space; the tracing programs only add to them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, __u32);
+	__type(value, struct relay_iface_drops);
+	__uint(max_entries, RELAY_MAX_IFACES);
+} relay_drops SEC(".maps");
+
+static __always_inline struct relay_iface_drops *relay_drops_of(const struct net_device *dev)
+{
+	__u32 ifindex = dev->ifindex;
+
+	return bpf_map_lookup_elem(&relay_drops, &ifindex);
+}
+
+/* xdp_redirect_err(dev, xdp, tgt, err, map_type, map_id, index): the redirect from dev failed, one frame. */
+SEC("tp_btf/xdp_redirect_err")
+int relay_redirect_err(__u64 *ctx)
+{
+	struct relay_iface_drops *d = relay_drops_of((const struct net_device *)ctx[0]);
+
+	if (d)
+		d->redirect_errors += 1;
+	return 0;
+}
+
+/* xdp_devmap_xmit(from_dev, to_dev, sent, drops, err): a bulk of frames redirected from from_dev was sent. */
+SEC("tp_btf/xdp_devmap_xmit")
+int relay_devmap_xmit(__u64 *ctx)
+{
+	struct relay_iface_drops *d = relay_drops_of((const struct net_device *)ctx[0]);
+	int drops = (int)ctx[3];
+
+	if (d && drops > 0)
+		d->xmit_drops += drops;
+	return 0;
+}
+
+/* xdp_bulk_tx(dev, sent, drops, err): a bulk of XDP_TX frames was sent back out of dev. */
+SEC("tp_btf/xdp_bulk_tx")
+int relay_bulk_tx(__u64 *ctx)
+{
+	struct relay_iface_drops *d = relay_drops_of((const struct net_device *)ctx[0]);
+	int drops = (int)ctx[2];
+
+	if (d && drops > 0)
+		d->tx_drops += drops;
+	return 0;
+}
+
+/* xdp_exception(dev, xdp, act): the driver dropped a frame; ours return only PASS, TX and REDIRECT. */
+SEC("tp_btf/xdp_exception")
+int relay_exception(__u64 *ctx)
+{
+	struct relay_iface_drops *d = relay_drops_of((const struct net_device *)ctx[0]);
+	__u32 act = (__u32)ctx[2];
+
+	if (d && (act == XDP_TX || act == XDP_REDIRECT))
+		d->exceptions += 1;
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -5,7 +5,7 @@
 //! Each socket is read in batches (quinn-udp: recvmmsg, and GRO where the kernel coalesces); a batch that all
 //! goes to one peer leaves in one GSO send. Payloads are forwarded untouched.
 
-use crate::xdp::{AttachedMode, FlowKey, FlowTarget, KernelCounters, Xdp, XdpMode};
+use crate::xdp::{egress::FeatureWatch, AttachedMode, FlowKey, FlowTarget, KernelCounters, Xdp, XdpMode, DROP_REASONS};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use relay_proto::control::{Command, Event};
 use relay_proto::flow::{Drop as DropReason, Forward, KernelChange, SocketChange, Table};
@@ -78,6 +78,13 @@ pub struct Counters {
     pub kernelized: AtomicU64,
     /// Flow installs and removals the kernel refused.
     pub kernel_errors: AtomicU64,
+    /// Packets the XDP program passed to user space, by reason (in the order of [`crate::xdp::PASS_REASONS`]).
+    pub kernel_passed: [AtomicU64; 8],
+    /// Frames the kernel failed to send after the XDP program forwarded them, by reason (in the order of
+    /// [`DROP_REASONS`]): lost media, which must never go unseen.
+    pub kernel_dropped: [AtomicU64; 4],
+    /// Attached interfaces that cannot take XDP frames now: media through them stays in user space.
+    pub xdp_egress_blocked: AtomicU64,
     /// The XDP mode attached: 0 off, 1 generic, 2 native.
     pub xdp_mode: AtomicU64,
 }
@@ -99,6 +106,9 @@ pub struct CounterSnapshot {
     pub kernel_forwarded: u64,
     pub kernelized: u64,
     pub kernel_errors: u64,
+    pub kernel_passed: [u64; 8],
+    pub kernel_dropped: [u64; 4],
+    pub xdp_egress_blocked: u64,
     pub xdp_mode: u64,
 }
 
@@ -120,6 +130,9 @@ impl Counters {
             kernel_forwarded: l(&self.kernel_forwarded),
             kernelized: l(&self.kernelized),
             kernel_errors: l(&self.kernel_errors),
+            kernel_passed: self.kernel_passed.each_ref().map(l),
+            kernel_dropped: self.kernel_dropped.each_ref().map(l),
+            xdp_egress_blocked: l(&self.xdp_egress_blocked),
             xdp_mode: l(&self.xdp_mode),
         }
     }
@@ -271,6 +284,8 @@ async fn run(
         events,
         socket_buffer: config.socket_buffer,
     });
+    let watch = shared.xdp.borrow().as_ref().and_then(Xdp::feature_watch);
+    sync_egress(&shared);
     let mut tick = tokio::time::interval(config.idle_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -282,12 +297,13 @@ async fn run(
                     apply(&shared, cmd);
                 }
             }
+            () = feature_change(watch.as_ref()) => sync_egress(&shared),
             _ = tick.tick() => {
+                // Also here, in case a change notification was lost (a full netlink socket buffer).
+                sync_egress(&shared);
                 let locals: Vec<SocketAddr> = shared.table.borrow().kernelized().collect();
                 read_kernel(&shared, &locals);
-                if let Some(Ok(a)) = shared.xdp.borrow().as_ref().map(Xdp::actions) {
-                    shared.counters.kernel_forwarded.store(a.redirect + a.tx, Ordering::Relaxed);
-                }
+                read_xdp_counters(&shared);
                 let mut ev = Vec::new();
                 shared.table.borrow_mut().poll_idle(Instant::now(), &mut ev);
                 for e in ev {
@@ -301,6 +317,50 @@ async fn run(
     }
     // Dropping the program detaches it (bpf_link): nothing forwards to sessions that no longer exist.
     shared.xdp.borrow_mut().take();
+}
+
+/// A device changed (native XDP only); never resolves without a watch.
+async fn feature_change(watch: Option<&FeatureWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Keeps `relay_devmap` to the interfaces that take XDP frames now ([`Xdp::sync_egress`], which logs changes).
+fn sync_egress(shared: &Shared) {
+    let mut xdp = shared.xdp.borrow_mut();
+    let Some(x) = xdp.as_mut() else { return };
+    x.sync_egress();
+    shared.counters.xdp_egress_blocked.store(x.blocked_egress().len() as u64, Ordering::Relaxed);
+}
+
+/// The program's action counters and the frames lost after it, into [`Counters`].
+fn read_xdp_counters(shared: &Shared) {
+    let xdp = shared.xdp.borrow();
+    let Some(x) = xdp.as_ref() else { return };
+    let c = &shared.counters;
+    if let Ok(a) = x.actions() {
+        c.kernel_forwarded.store(a.redirect + a.tx, Ordering::Relaxed);
+        for (slot, n) in c.kernel_passed.iter().zip(a.passed()) {
+            slot.store(n, Ordering::Relaxed);
+        }
+    }
+    match x.drops() {
+        Ok(d) => {
+            for ((slot, reason), n) in c.kernel_dropped.iter().zip(DROP_REASONS).zip(d.by_reason()) {
+                let before = slot.swap(n, Ordering::Relaxed);
+                if n > before {
+                    tracing::warn!(
+                        frames = n - before,
+                        reason,
+                        "xdp: the kernel failed to send frames the XDP program forwarded (media lost)"
+                    );
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "xdp: drop counters unread"),
+    }
 }
 
 /// Reads the kernel's counters of `locals` into the table, so figures and the idle check count every packet.

@@ -8,6 +8,7 @@ use crate::ha::{HaEvent, HaHandle};
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
 use crate::transport::{tcp, Inbound, Transport};
+use media_relay::xdp::{DROP_REASONS, PASS_REASONS};
 use relay_proto::control::{Event as MediaEvent, SessionId};
 use sbc_proto::cdr::Cdr;
 use sbc_proto::endpoint::{Endpoint, Observation, Output};
@@ -302,6 +303,13 @@ fn export_relay_counters(records: &Records) {
     metrics::counter!("sbc_media_kernel_packets_total").absolute(c.kernel_forwarded);
     metrics::gauge!("sbc_media_kernel_flows").set(c.kernelized as f64);
     metrics::counter!("sbc_media_kernel_errors_total").absolute(c.kernel_errors);
+    for (reason, n) in PASS_REASONS.into_iter().zip(c.kernel_passed) {
+        metrics::counter!("sbc_media_kernel_passed_total", "reason" => reason).absolute(n);
+    }
+    for (reason, n) in DROP_REASONS.into_iter().zip(c.kernel_dropped) {
+        metrics::counter!("sbc_media_kernel_dropped_total", "reason" => reason).absolute(n);
+    }
+    metrics::gauge!("sbc_media_xdp_egress_blocked").set(c.xdp_egress_blocked as f64);
     metrics::gauge!("sbc_media_xdp_mode").set(c.xdp_mode as f64);
     for (reason, n) in [
         ("foreign_source", c.dropped_foreign),

@@ -14,10 +14,18 @@ pub const MAP_FLOWS: &str = "relay_flows";
 pub const MAP_STATS: &str = "relay_stats";
 pub const MAP_ACTIONS: &str = "relay_actions";
 pub const MAP_DEVMAP: &str = "relay_devmap";
+pub const MAP_DROPS: &str = "relay_drops";
 pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";
 pub const PROG_XDP: &str = "relay_xdp";
 pub const PROG_PASS: &str = "relay_pass";
 pub const PROG_BARE_REDIRECT: &str = "relay_bare_redirect";
+/// The tracing programs counting into `relay_drops`, each with the `xdp` tracepoint it attaches to.
+pub const PROGS_DROPS: [(&str, &str); 4] = [
+    ("relay_redirect_err", "xdp_redirect_err"),
+    ("relay_devmap_xmit", "xdp_devmap_xmit"),
+    ("relay_bulk_tx", "xdp_bulk_tx"),
+    ("relay_exception", "xdp_exception"),
+];
 
 pub const AF_INET: u8 = 4;
 pub const AF_INET6: u8 = 6;
@@ -33,7 +41,9 @@ pub const ACT_PASS_FIB: u32 = 4;
 pub const ACT_PASS_TTL: u32 = 5;
 pub const ACT_PASS_FRAG: u32 = 6;
 pub const ACT_PASS_OTHER: u32 = 7;
-pub const ACT_MAX: u32 = 8;
+pub const ACT_PASS_EGRESS: u32 = 8;
+pub const ACT_PASS_CSUM: u32 = 9;
+pub const ACT_MAX: u32 = 10;
 
 /// `struct relay_addr`: address (IPv4 in the first 4 bytes) and port, both in network order, and family.
 #[repr(C)]
@@ -65,6 +75,16 @@ pub struct RelayFlowStats {
     pub last_seen_ns: u64,
 }
 
+/// `struct relay_iface_drops`: the per-CPU value of `relay_drops`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayIfaceDrops {
+    pub redirect_errors: u64,
+    pub xmit_drops: u64,
+    pub tx_drops: u64,
+    pub exceptions: u64,
+}
+
 /// `struct bpf_devmap_val` (linux/bpf.h): the value of `relay_devmap` (aya writes it; mirrored for the size check).
 const DEVMAP_VAL_SIZE: usize = 8;
 
@@ -80,6 +100,10 @@ const _: () = assert!(offset_of!(RelayTarget, stats_index) == 64);
 const _: () = assert!(size_of::<RelayFlowStats>() == 24);
 const _: () = assert!(offset_of!(RelayFlowStats, bytes) == 8);
 const _: () = assert!(offset_of!(RelayFlowStats, last_seen_ns) == 16);
+const _: () = assert!(size_of::<RelayIfaceDrops>() == 32);
+const _: () = assert!(offset_of!(RelayIfaceDrops, xmit_drops) == 8);
+const _: () = assert!(offset_of!(RelayIfaceDrops, tx_drops) == 16);
+const _: () = assert!(offset_of!(RelayIfaceDrops, exceptions) == 24);
 const _: () = assert!(DEVMAP_VAL_SIZE == 2 * size_of::<u32>());
 
 // SAFETY: see the module comment: repr(C), Copy, integer fields only, no padding.
@@ -88,6 +112,8 @@ unsafe impl aya::Pod for RelayAddr {}
 unsafe impl aya::Pod for RelayTarget {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RelayFlowStats {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayIfaceDrops {}
 
 /// Canonical form of a socket address for the ABI: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a
 /// dual-stack socket reports) is the IPv4 address it maps, since that is what the packets carry.

@@ -3,15 +3,20 @@
 use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::{
-    maps::{DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{xdp::XdpLinkId, ProgramError, TestRun as _, TestRunOptions, Xdp as XdpProgram, XdpMode as AyaMode},
-    Ebpf, EbpfLoader,
+    maps::{DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{
+        xdp::XdpLinkId, BtfTracePoint, ProgramError, TestRun as _, TestRunOptions, Xdp as XdpProgram,
+        XdpMode as AyaMode,
+    },
+    Btf, Ebpf, EbpfLoader,
 };
 use tracing::{debug, info, warn};
 
 use super::{
-    abi::{self, RelayAddr, RelayFlowStats, RelayTarget},
-    objects, ActionCounters, AttachedMode, FlowKey, FlowTarget, KernelCounters, XdpError, XdpMode,
+    abi::{self, RelayAddr, RelayFlowStats, RelayIfaceDrops, RelayTarget},
+    egress::{FeatureWatch, NetdevFeatures},
+    objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters, XdpError,
+    XdpMode,
 };
 
 /// The loaded relay program and its maps. See the [module docs](super).
@@ -27,8 +32,16 @@ struct Inner {
     flows: HashMap<MapData, RelayAddr, RelayTarget>,
     stats: PerCpuArray<MapData, RelayFlowStats>,
     actions: PerCpuArray<MapData, u64>,
-    /// Filled at load; kept so the map is owned here with the others.
-    _devmap: DevMapHash<MapData>,
+    /// The interfaces that take XDP frames now (redirect and XDP_TX targets): see [`Xdp::sync_egress`].
+    devmap: DevMapHash<MapData>,
+    /// Frames lost after the program, per interface (entries inserted here, counted by the tracing programs).
+    drops: PerCpuHashMap<MapData, u32, RelayIfaceDrops>,
+    /// The interfaces given, in order, and whether each is in `devmap` now.
+    ifaces: Vec<Iface>,
+    /// Asks the kernel which interfaces take XDP frames (native mode only: the generic path sends through the
+    /// stack, which every device takes).
+    features: Option<NetdevFeatures>,
+    watch: Option<FeatureWatch>,
     /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows`).
     slots: StdHashMap<FlowKey, u32>,
     free: Vec<u32>,
@@ -36,6 +49,13 @@ struct Inner {
     capacity: u32,
     cpus: usize,
     attached: Vec<(String, XdpLinkId)>,
+}
+
+#[derive(Debug)]
+struct Iface {
+    name: String,
+    index: u32,
+    in_devmap: bool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -78,15 +98,18 @@ impl Xdp {
             XdpMode::Auto | XdpMode::Off => &[AttachedMode::Native, AttachedMode::Generic],
         };
         let mut inner = Inner::load(interfaces)?;
+        // Without the drop counters a loss after the program would be invisible: no attach without them.
+        inner.attach_drop_counters()?;
         let mut last_err = None;
         for &want in tries {
-            match inner.attach_all(want, interfaces) {
+            match inner.attach_all(want, interfaces).and_then(|()| inner.check_egress(mode, want)) {
                 Ok(()) => {
                     info!(mode = %want, ?interfaces, "xdp: relay_xdp attached");
                     warn_forwarding(interfaces);
                     return Ok((Self { inner: Some(inner), mode: want }, want));
                 }
                 Err(e) => {
+                    inner.detach_all();
                     if mode == XdpMode::Auto {
                         warn!(error = %e, "xdp: {want} attach failed");
                     }
@@ -113,6 +136,51 @@ impl Xdp {
     /// How the program is attached.
     pub fn mode(&self) -> AttachedMode {
         self.mode
+    }
+
+    /// Wakes up when an interface's XDP features may have changed (native mode on Linux 6.3 and newer): call
+    /// [`Xdp::sync_egress`] then.
+    pub fn feature_watch(&self) -> Option<FeatureWatch> {
+        self.inner.as_ref().and_then(|i| i.watch.clone())
+    }
+
+    /// Puts into `relay_devmap` exactly the attached interfaces that take XDP frames now, and returns what
+    /// changed (logged here). Flows out of an interface that is not in it are passed to user space
+    /// (`ACT_PASS_EGRESS`): slower, never lost. In generic mode every interface stays in (the kernel sends
+    /// generic XDP frames through the stack, which any device takes).
+    pub fn sync_egress(&mut self) -> Vec<EgressChange> {
+        let Some(inner) = self.inner.as_mut() else { return Vec::new() };
+        if self.mode != AttachedMode::Native {
+            return Vec::new();
+        }
+        inner.sync_egress()
+    }
+
+    /// The attached interfaces that cannot take XDP frames now (their flows stay in user space).
+    pub fn blocked_egress(&self) -> Vec<String> {
+        let Some(inner) = self.inner.as_ref() else { return Vec::new() };
+        inner.ifaces.iter().filter(|i| !i.in_devmap).map(|i| i.name.clone()).collect()
+    }
+
+    /// Frames the kernel failed to send after the program redirected or transmitted them, summed over the
+    /// attached interfaces and CPUs.
+    pub fn drops(&self) -> Result<DropCounters, XdpError> {
+        let Some(inner) = self.inner.as_ref() else { return Ok(DropCounters::default()) };
+        let mut total = DropCounters::default();
+        for iface in &inner.ifaces {
+            let values = match inner.drops.get(&iface.index, 0) {
+                Ok(v) => v,
+                Err(MapError::KeyNotFound) => continue,
+                Err(source) => return Err(XdpError::Map { map: abi::MAP_DROPS, source }),
+            };
+            for v in values.iter() {
+                total.redirect_errors = total.redirect_errors.wrapping_add(v.redirect_errors);
+                total.xmit_drops = total.xmit_drops.wrapping_add(v.xmit_drops);
+                total.tx_drops = total.tx_drops.wrapping_add(v.tx_drops);
+                total.exceptions = total.exceptions.wrapping_add(v.exceptions);
+            }
+        }
+        Ok(total)
     }
 
     fn inner(&self) -> Result<&Inner, XdpError> {
@@ -204,6 +272,8 @@ impl Xdp {
             pass_ttl: get(abi::ACT_PASS_TTL)?,
             pass_frag: get(abi::ACT_PASS_FRAG)?,
             pass_other: get(abi::ACT_PASS_OTHER)?,
+            pass_egress: get(abi::ACT_PASS_EGRESS)?,
+            pass_csum: get(abi::ACT_PASS_CSUM)?,
         })
     }
 
@@ -266,14 +336,24 @@ impl Inner {
         for (name, &index) in interfaces.iter().zip(&ifindexes) {
             devmap.insert(index, index, None, 0).map_err(|source| XdpError::Devmap { iface: name.clone(), source })?;
         }
+        let drops = PerCpuHashMap::try_from(take(abi::MAP_DROPS)?).map_err(map_err(abi::MAP_DROPS))?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let capacity = stats.len();
+        let ifaces = interfaces
+            .iter()
+            .zip(&ifindexes)
+            .map(|(name, &index)| Iface { name: name.clone(), index, in_devmap: true })
+            .collect();
         Ok(Self {
             ebpf,
             flows,
             stats,
             actions,
-            _devmap: devmap,
+            devmap,
+            drops,
+            ifaces,
+            features: None,
+            watch: None,
             slots: StdHashMap::new(),
             free: Vec::new(),
             next_slot: 0,
@@ -316,6 +396,121 @@ impl Inner {
         }
         self.attached = done;
         Ok(())
+    }
+
+    fn detach_all(&mut self) {
+        let attached = std::mem::take(&mut self.attached);
+        if let Ok(prog) = self.program_mut() {
+            for (_, link) in attached {
+                let _ = prog.detach(link);
+            }
+        }
+    }
+
+    /// Loads and attaches the tracing programs that count frames lost after relay_xdp, with a zeroed
+    /// `relay_drops` entry for every interface (events of other interfaces find none and are not counted).
+    fn attach_drop_counters(&mut self) -> Result<(), XdpError> {
+        let btf = Btf::from_sys_fs().map_err(|e| XdpError::Btf(e.to_string()))?;
+        for iface in &self.ifaces {
+            let zeros = PerCpuValues::try_from(vec![RelayIfaceDrops::default(); self.cpus])
+                .map_err(|e| XdpError::Cpus(e.to_string()))?;
+            self.drops.insert(iface.index, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_DROPS, source })?;
+        }
+        for (name, tracepoint) in abi::PROGS_DROPS {
+            let prog: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(XdpError::Missing(name))?
+                .try_into()
+                .map_err(|source| XdpError::Program { name, source })?;
+            prog.load(tracepoint, &btf).map_err(|source| XdpError::Program { name, source })?;
+            prog.attach().map_err(|source| XdpError::Program { name, source })?;
+        }
+        Ok(())
+    }
+
+    /// After attaching in `attached` mode (asked: `asked`): learns which interfaces take XDP frames and keeps
+    /// only those in `relay_devmap`. An explicit `native` refuses an interface that cannot (its media would
+    /// only go through user space, which is not what was asked for); `auto` keeps such flows in user space
+    /// and says so, and without the kernel's answer (before Linux 6.3) takes generic mode, which needs none.
+    fn check_egress(&mut self, asked: XdpMode, attached: AttachedMode) -> Result<(), XdpError> {
+        if attached != AttachedMode::Native {
+            for iface in &mut self.ifaces {
+                if !iface.in_devmap {
+                    self.devmap
+                        .insert(iface.index, iface.index, None, 0)
+                        .map_err(|source| XdpError::Devmap { iface: iface.name.clone(), source })?;
+                    iface.in_devmap = true;
+                }
+            }
+            return Ok(());
+        }
+        match NetdevFeatures::open() {
+            Ok((features, watch)) => {
+                self.features = Some(features);
+                self.watch = Some(watch);
+            }
+            Err(e) if asked == XdpMode::Auto => return Err(XdpError::Features(e.to_string())),
+            Err(e) => {
+                warn!(error = %e, "xdp: cannot learn which interfaces take XDP frames; assuming all do");
+                return Ok(());
+            }
+        }
+        self.sync_egress();
+        let blocked: Vec<&Iface> = self.ifaces.iter().filter(|i| !i.in_devmap).collect();
+        if asked == XdpMode::Native {
+            if let Some(iface) = blocked.first() {
+                return Err(XdpError::EgressNotReady { iface: iface.name.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_egress(&mut self) -> Vec<EgressChange> {
+        let Some(features) = self.features.as_ref() else { return Vec::new() };
+        let mut changes = Vec::new();
+        for iface in &mut self.ifaces {
+            let ready = match features.xmit_ready(iface.index) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    // Gone or unanswered: not a target until the kernel says it is.
+                    debug!(iface = iface.name, error = %e, "xdp: xdp-features unknown");
+                    false
+                }
+            };
+            if ready == iface.in_devmap {
+                continue;
+            }
+            let result = if ready {
+                self.devmap.insert(iface.index, iface.index, None, 0).map_err(|e| e.to_string())
+            } else {
+                match self.devmap.remove(iface.index) {
+                    Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            if let Err(e) = result {
+                warn!(iface = iface.name, error = %e, "xdp: relay_devmap not updated");
+                continue;
+            }
+            iface.in_devmap = ready;
+            if ready {
+                info!(
+                    iface = iface.name,
+                    "xdp: {} takes XDP frames now: its flows are forwarded in the kernel", iface.name
+                );
+            } else {
+                warn!(
+                    iface = iface.name,
+                    "xdp: {} cannot take XDP frames (for a veth: its peer has no XDP program and GRO off): media \
+                     through it stays in user space; an XDP program on the peer or `ethtool -K PEER gro on` \
+                     lets the kernel forward it",
+                    iface.name
+                );
+            }
+            changes.push(EgressChange { iface: iface.name.clone(), ready });
+        }
+        changes
     }
 
     fn zero_slot(&mut self, slot: u32) -> Result<(), XdpError> {

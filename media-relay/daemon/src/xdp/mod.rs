@@ -10,17 +10,23 @@
 //!
 //! Host requirements for packets to be forwarded (else they are passed, counted in [`ActionCounters`]):
 //! forwarding enabled on the attached interfaces (`net.ipv4.conf.IF.forwarding=1`, and
-//! `net.ipv6.conf.IF.forwarding=1` for IPv6), the peers in the neighbour table. With veth, the PEER of every
-//! veth that packets are redirected into needs an XDP program ([`PassProgram`]) or GRO enabled (tested: without
-//! either, redirected frames are counted as redirected and silently lost).
+//! `net.ipv6.conf.IF.forwarding=1` for IPv6), the peers in the neighbour table, and in native mode an egress
+//! interface that takes XDP frames. The last is asked of the kernel ([`egress`]) at attach and whenever it
+//! announces a device change: only such interfaces are in `relay_devmap`, and flows out of the others are
+//! passed (`pass_egress`). A veth takes them only while its PEER has an XDP program ([`PassProgram`]) or GRO
+//! on; without either it would drop every redirected frame, which is why an explicit `native` refuses to start
+//! on one and `auto` keeps its flows in user space. Frames the kernel fails to send after the program returned
+//! (a full ring, a device that changed in between) are counted per interface by tracing programs
+//! ([`Xdp::drops`]): no loss after the program is invisible.
 //!
-//! Known limit: a frame sent by a local socket over veth (another namespace or container on this host) is
+//! A frame sent by a local socket over veth (another namespace or container on this host) is
 //! `CHECKSUM_PARTIAL`: its UDP checksum field holds only the pseudo-header sum, to be completed by "hardware".
-//! The program cannot tell, and its incremental update yields a bad UDP checksum that the receiver drops. Frames
-//! from a real NIC are complete. For same-host veth senders, turn off their tx checksum offload
-//! (`ethtool -K IF tx off`).
+//! The program recognises it (the field equals the pseudo-header sum) and passes it (`pass_csum`): the kernel
+//! completes the checksum on the way through user space. Frames from a real NIC are complete. To have
+//! same-host veth senders forwarded by XDP, turn off their tx checksum offload (`ethtool -K IF tx off`).
 
 pub mod abi;
+pub mod egress;
 mod loader;
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
@@ -139,6 +145,66 @@ pub struct ActionCounters {
     pub pass_ttl: u64,
     pub pass_frag: u64,
     pub pass_other: u64,
+    /// The egress interface cannot take XDP frames now (or is not one of ours): the flow stays in user space.
+    pub pass_egress: u64,
+    /// A partial UDP checksum (a sender on this host with checksum offload): only the kernel can complete it.
+    pub pass_csum: u64,
+}
+
+/// Why the program passed packets to user space, as metrics label it: the order of [`ActionCounters::passed`].
+pub const PASS_REASONS: [&str; 8] = ["miss", "source", "fib", "ttl", "fragment", "other", "egress", "checksum"];
+
+impl ActionCounters {
+    /// The passed packets by reason, in the order of [`PASS_REASONS`].
+    pub fn passed(&self) -> [u64; 8] {
+        [
+            self.pass_miss,
+            self.pass_source,
+            self.pass_fib,
+            self.pass_ttl,
+            self.pass_frag,
+            self.pass_other,
+            self.pass_egress,
+            self.pass_csum,
+        ]
+    }
+}
+
+/// Frames the kernel failed to send after the program returned XDP_REDIRECT or XDP_TX, summed over the attached
+/// interfaces and CPUs (`struct relay_iface_drops`). A driver may report one lost frame under two reasons.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    /// The redirect itself failed (e.g. the target could not take XDP frames).
+    pub redirect_errors: u64,
+    /// The egress driver refused frames redirected to it.
+    pub xmit_drops: u64,
+    /// XDP_TX frames the driver could not send back out.
+    pub tx_drops: u64,
+    /// The driver dropped a frame it was told to send.
+    pub exceptions: u64,
+}
+
+/// Why the kernel lost frames after the program, as metrics label it: the order of [`DropCounters::by_reason`].
+pub const DROP_REASONS: [&str; 4] = ["redirect_error", "xmit", "tx", "exception"];
+
+impl DropCounters {
+    /// By reason, in the order of [`DROP_REASONS`].
+    pub fn by_reason(&self) -> [u64; 4] {
+        [self.redirect_errors, self.xmit_drops, self.tx_drops, self.exceptions]
+    }
+
+    /// Every reason together.
+    pub fn total(&self) -> u64 {
+        self.by_reason().iter().fold(0u64, |a, n| a.wrapping_add(*n))
+    }
+}
+
+/// An attached interface that started or stopped taking XDP frames ([`Xdp::sync_egress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressChange {
+    pub iface: String,
+    /// True: its flows are forwarded in the kernel again; false: they stay in user space.
+    pub ready: bool,
 }
 
 /// Errors of the XDP fast path; the messages say what to do.
@@ -173,4 +239,18 @@ pub enum XdpError {
     CrossFamily { key: SocketAddr, to: SocketAddr },
     #[error("count the CPUs: {0}")]
     Cpus(String),
+    #[error(
+        "read the kernel's BTF (/sys/kernel/btf/vmlinux): {0}; the XDP path counts the frames the kernel fails to \
+         send with BTF tracing programs and is not attached without them (a kernel with CONFIG_DEBUG_INFO_BTF)"
+    )]
+    Btf(String),
+    #[error("cannot learn which interfaces take XDP frames in native mode: {0}")]
+    Features(String),
+    #[error(
+        "{iface} cannot take XDP frames (its driver reports no ndo-xmit; for a veth: its peer has no XDP program \
+         and GRO off), so native XDP would lose the media it redirects there: attach an XDP program to the \
+         peer or run `ethtool -K PEER gro on`, or set xdp = \"auto\" (such flows stay in user space) or \
+         \"generic\""
+    )]
+    EgressNotReady { iface: String },
 }
