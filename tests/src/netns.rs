@@ -371,12 +371,8 @@ impl Topology {
     /// - an XDP_PASS program (`media-relay --pass-only`) on the veth peers the relay redirects into (A's eth0 and
     ///   the switch's p-sbc): a veth drops redirected frames when its peer has no XDP program.
     pub fn prepare_xdp(&self, media_relay: &Path) -> Result<Vec<Process>> {
-        for dev in ["a0", "b0"] {
-            self.exec(Host::Sbc, "sysctl", &["-qw", &format!("net.ipv4.conf.{dev}.forwarding=1")])?;
-        }
-        for host in [Host::A, Host::B, Host::C] {
-            self.exec(host, "ethtool", &["-K", "eth0", "tx", "off"])?;
-        }
+        self.enable_forwarding()?;
+        self.full_checksums()?;
         let mut helpers = Vec::new();
         for (host, dev) in [(Host::A, "eth0"), (Host::Switch, "p-sbc")] {
             let p = self.spawn(host, &format!("xdp-pass-{dev}"), media_relay, &["--pass-only", "--interface", dev])?;
@@ -398,6 +394,23 @@ impl Topology {
             }
         }
         Ok(helpers)
+    }
+
+    /// Forwarding on the SBC's a0 and b0, as on a router or a container host (bpf_fib_lookup needs it).
+    pub fn enable_forwarding(&self) -> Result<()> {
+        for dev in ["a0", "b0"] {
+            self.exec(Host::Sbc, "sysctl", &["-qw", &format!("net.ipv4.conf.{dev}.forwarding=1")])?;
+        }
+        Ok(())
+    }
+
+    /// Full UDP checksums from the hosts A, B and C (`ethtool -K eth0 tx off`), as a NIC delivers them: a veth
+    /// with tx checksum offload on leaves only the pseudo-header sum in a locally sent packet.
+    pub fn full_checksums(&self) -> Result<()> {
+        for host in [Host::A, Host::B, Host::C] {
+            self.exec(host, "ethtool", &["-K", "eth0", "tx", "off"])?;
+        }
+        Ok(())
     }
 
     /// Runs `program args` inside `host` to completion; the error names the command and carries its stderr.

@@ -24,7 +24,11 @@ struct Rig {
 }
 
 fn rig(name: &str, media_extra: &str) -> Rig {
-    let topo = Topology::single_sbc().expect("topology");
+    rig_on(Topology::single_sbc().expect("topology"), name, media_extra)
+}
+
+/// [`rig`] on a topology prepared beforehand.
+fn rig_on(topo: Topology, name: &str, media_extra: &str) -> Rig {
     let cdr = topo.dir().join("cdr.jsonl");
     let mut config = sbc_config("", "", "", false, Some(&cdr));
     config.push_str(&format!(
@@ -34,6 +38,34 @@ fn rig(name: &str, media_extra: &str) -> Rig {
     let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, 5060), addr([127, 0, 0, 1].into(), 8080))
         .expect("sbc starts");
     Rig { topo, sbc, cdr }
+}
+
+/// `config/examples/carriers.toml` exactly as shipped but for its CDR path (moved into the test's directory), and
+/// for `xdp` when given, started on the single-SBC topology it describes.
+fn carriers_example(name: &str, topo: Topology, xdp: Option<&str>) -> anyhow::Result<Rig> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/carriers.toml");
+    let text = std::fs::read_to_string(&shipped).expect("config/examples/carriers.toml");
+    let cdr = topo.dir().join("cdr.jsonl");
+    let mut config =
+        text.replace("path = \"/var/lib/sbc/cdr.jsonl\"", &format!("path = {:?}", cdr.display().to_string()));
+    assert_ne!(config, text, "carriers.toml's [cdr] path moved");
+    if let Some(mode) = xdp {
+        config.push_str(&format!("xdp = \"{mode}\"\n"));
+    }
+    let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, 5060), addr([127, 0, 0, 1].into(), 8080))?;
+    Ok(Rig { topo, sbc, cdr })
+}
+
+/// Waits up to 5 s for the metric `name` to reach `at_least`; returns its value.
+fn wait_metric(sbc: &Sbc, name: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = sbc.metric(name).unwrap_or(0.0);
+        if v >= at_least || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 impl Rig {
@@ -349,9 +381,11 @@ fn standalone_relay_carries_media_and_its_loss_refuses_calls_with_503() {
 
 #[test]
 fn xdp_native_forwards_established_media_and_user_space_sees_only_the_first_packets() {
-    let rig = rig("media-xdp", "xdp = \"native\"");
-    let _helpers = rig.topo.prepare_xdp(&media_relay_binary().expect("media-relay built")).expect("xdp path");
-    assert_eq!(rig.sbc.metric("sbc_media_xdp_mode").ok(), Some(2.0), "native XDP attached: {}", rig.sbc.log_tail());
+    let topo = Topology::single_sbc().expect("topology");
+    // The peers take XDP frames before the relay attaches: explicit native refuses interfaces that do not.
+    let _helpers = topo.prepare_xdp(&media_relay_binary().expect("media-relay built")).expect("xdp path");
+    let rig = rig_on(topo, "media-xdp", "xdp = \"native\"");
+    assert_eq!(wait_metric(&rig.sbc, "sbc_media_xdp_mode", 2.0), 2.0, "native XDP attached: {}", rig.sbc.log_tail());
     let (a, b) = media_call_on(&rig, addr(CALLER, RTP_PORT), "");
     assert_clean("A via XDP", &a, 250);
     assert_clean("B via XDP", &b, 250);
@@ -367,4 +401,69 @@ fn xdp_native_forwards_established_media_and_user_space_sees_only_the_first_pack
     }
     let kernel = rig.sbc.metric("sbc_media_kernel_packets_total").unwrap_or(0.0);
     assert!(kernel >= 490.0, "the XDP program forwarded the established media: {kernel}");
+}
+
+/// A container host: forwarding on, and the veth peers the relay would send into (A's eth0, the switch's port)
+/// have no XDP program and GRO off, so they cannot take XDP frames. The default `xdp = "auto"` attaches natively
+/// and must lose nothing: flows out of such an interface stay in user space, and it says so in the log and the
+/// metrics. `carriers.toml` as shipped, a SIPp call with RTP both ways.
+#[test]
+fn xdp_auto_on_a_container_host_keeps_media_in_user_space_and_loses_none() {
+    let topo = Topology::single_sbc().expect("topology");
+    topo.enable_forwarding().expect("forwarding on");
+    // Complete checksums, as from a NIC: the packets reach the egress check (a local sender's partial checksum
+    // would be passed earlier; the next test has those).
+    topo.full_checksums().expect("tx checksum offload off");
+    let rig = carriers_example("xdp-container", topo, None).expect("carriers.toml starts");
+    assert_eq!(wait_metric(&rig.sbc, "sbc_media_xdp_mode", 2.0), 2.0, "native XDP attached: {}", rig.sbc.log_tail());
+    assert_eq!(rig.sbc.metric("sbc_media_xdp_egress_blocked").ok(), Some(2.0), "a0 and b0 cannot take XDP frames");
+    let log = std::fs::read_to_string(&rig.sbc.log).unwrap_or_default();
+    assert!(log.contains("a0 cannot take XDP frames") && log.contains("b0 cannot take XDP frames"), "{log}");
+    let (a, b) = media_call_on(&rig, addr(CALLER, RTP_PORT), "");
+    assert_clean("A on a container host", &a, 250);
+    assert_clean("B on a container host", &b, 250);
+    let passed = wait_metric(&rig.sbc, "sbc_media_kernel_passed_total{reason=\"egress\"}", 400.0);
+    assert!(passed >= 400.0, "the program passed the kernelized flows' packets up (egress): {passed}");
+    assert_eq!(
+        rig.sbc.metric("sbc_media_kernel_packets_total").ok(),
+        Some(0.0),
+        "nothing redirected into a veth that drops"
+    );
+    assert_eq!(rig.sbc.metric("sbc_media_kernel_dropped_total").ok(), Some(0.0), "nothing lost after the program");
+}
+
+/// The same host where the peers take XDP frames (GRO on, so a redirect would be delivered) but the senders are
+/// local sockets whose veths leave partial UDP checksums: rewritten in XDP they would arrive with bad checksums
+/// and be dropped by the receivers, so the program passes them, and every packet arrives.
+#[test]
+fn xdp_auto_passes_partial_checksums_from_local_senders_and_loses_none() {
+    let topo = Topology::single_sbc().expect("topology");
+    topo.enable_forwarding().expect("forwarding on");
+    topo.exec(Host::A, "ethtool", &["-K", "eth0", "gro", "on"]).expect("gro on A's eth0");
+    topo.exec(Host::Switch, "ethtool", &["-K", "p-sbc", "gro", "on"]).expect("gro on the switch port");
+    let rig = carriers_example("xdp-csum", topo, None).expect("carriers.toml starts");
+    assert_eq!(wait_metric(&rig.sbc, "sbc_media_xdp_mode", 2.0), 2.0, "native XDP attached: {}", rig.sbc.log_tail());
+    assert_eq!(rig.sbc.metric("sbc_media_xdp_egress_blocked").ok(), Some(0.0), "{}", rig.sbc.log_tail());
+    let (a, b) = media_call_on(&rig, addr(CALLER, RTP_PORT), "");
+    assert_clean("A with partial checksums", &a, 250);
+    assert_clean("B with partial checksums", &b, 250);
+    let passed = wait_metric(&rig.sbc, "sbc_media_kernel_passed_total{reason=\"checksum\"}", 400.0);
+    assert!(passed >= 400.0, "partial checksums passed up: {passed}");
+    assert_eq!(rig.sbc.metric("sbc_media_kernel_dropped_total").ok(), Some(0.0), "nothing lost after the program");
+}
+
+/// An explicit `xdp = "native"` on interfaces that cannot take XDP frames would lose the media it redirects:
+/// the SBC refuses to start and says which interface and what to do.
+#[test]
+fn xdp_native_refuses_interfaces_that_cannot_take_frames() {
+    let topo = Topology::single_sbc().expect("topology");
+    topo.enable_forwarding().expect("forwarding on");
+    let Err(err) = carriers_example("xdp-native-refused", topo, Some("native")) else {
+        panic!("native must refuse interfaces that cannot take XDP frames");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("cannot take XDP frames") && err.contains("gro on") && err.contains("xdp = \"auto\""),
+        "{err}"
+    );
 }

@@ -58,20 +58,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         demote: h.demote.clone(),
         set_role: h.set_role.clone(),
     });
-    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let admin = match &config.api {
-        Some(api) => {
-            let listener = tokio::net::TcpListener::bind(api.listen)
-                .await
-                .with_context(|| format!("binding api.listen {}", api.listen))?;
-            tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, async {
-                let _ = admin_stop_rx.await;
-            })))
-        }
-        None => None,
-    };
-
     let trunks: Vec<String> = config.plan.trunks.iter().map(|t| t.name.clone()).collect();
     crate::metrics::describe_calls(&trunks);
     let cdr = match &config.cdr_path {
@@ -103,6 +89,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             None
         }
     };
+    let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // Last of the start: /health answers once everything above runs (a relay that fails to start must not
+    // have been reported healthy first).
+    let admin = match &config.api {
+        Some(api) => {
+            let listener = tokio::net::TcpListener::bind(api.listen)
+                .await
+                .with_context(|| format!("binding api.listen {}", api.listen))?;
+            tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, async {
+                let _ = admin_stop_rx.await;
+            })))
+        }
+        None => None,
+    };
+
     let endpoint = Endpoint::new(core, seed());
     driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha)).await;
 
