@@ -117,14 +117,7 @@ pub fn parse_rtt(text: &str) -> ResponseTimes {
     out
 }
 
-/// utime + stime of process `pid`, all threads, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command (which is in parentheses and may hold spaces): state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
+pub use tests::procfs::cpu_ticks;
 
 /// Every `(address, port)` of an audio stream in the SDP bodies of `log` (SIPp's message trace), without repeats,
 /// in order of first appearance: for a target whose media addresses the harness does not know in advance.

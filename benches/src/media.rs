@@ -651,7 +651,7 @@ fn measure(
     let wire_before = wire_rx(topo);
 
     let snmp_before = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
-    let cpu_before = relay_pid.and_then(process_ticks);
+    let cpu_before = relay_pid.and_then(tests::procfs::cpu_ticks);
     let prog_before = relay_pid.filter(|_| programs).and_then(crate::xdp::prog_stats);
     let si_before = softirq_ticks();
     let core_before = core_busy_ticks(RELAY_CORE);
@@ -718,7 +718,7 @@ fn measure(
     let wire_after = wire_rx(topo);
     let si_after = softirq_ticks();
     let core_after = core_busy_ticks(RELAY_CORE);
-    let cpu_after = relay_pid.and_then(process_ticks);
+    let cpu_after = relay_pid.and_then(tests::procfs::cpu_ticks);
     let prog_after = relay_pid.filter(|_| programs).and_then(crate::xdp::prog_stats);
     let snmp_after = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
 
@@ -799,14 +799,6 @@ fn fill(step: &mut Step, senders: &[Report], sinks: &[Report]) {
 /// rx_packets of B's eth0 (inside B's namespace).
 fn wire_rx(topo: &Topology) -> Option<u64> {
     topo.exec(Host::B, "cat", &["/sys/class/net/eth0/statistics/rx_packets"]).ok()?.trim().parse().ok()
-}
-
-/// utime + stime of process `pid`, all threads, in clock ticks.
-fn process_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// The whole machine's softirq time (`si`, the 7th value of the `cpu` line of /proc/stat), in clock ticks.

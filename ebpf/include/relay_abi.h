@@ -20,6 +20,9 @@
 #define RELAY_MAP_ACTIONS "relay_actions"
 #define RELAY_MAP_DEVMAP "relay_devmap"
 #define RELAY_MAP_DROPS "relay_drops"
+#define RELAY_MAP_BANS "relay_bans"
+#define RELAY_MAP_BAN_COUNT "relay_ban_count"
+#define RELAY_MAP_BAN_DROPS "relay_ban_drops"
 /* Program names (the C function names). */
 #define RELAY_PROG_XDP "relay_xdp"
 #define RELAY_PROG_PASS "relay_pass"
@@ -40,6 +43,12 @@
 #ifndef RELAY_MAX_IFACES
 #define RELAY_MAX_IFACES 64 /* relay_devmap entries: interfaces the program may redirect to */
 #endif
+#ifndef RELAY_MAX_BANS
+#define RELAY_MAX_BANS 65536 /* relay_bans entries: banned source addresses */
+#endif
+/* relay_ban_drops slots: the ban reason codes of the signalling side's edge guard (sbc-proto policy::edge
+ * BanReason: 1 rate, 2 auth failures, 3 malformed, 4 scanner; 0 none given); a larger code counts in slot 0. */
+#define RELAY_BAN_REASONS 8
 
 /* relay_addr.family */
 #define RELAY_AF_INET 4
@@ -56,6 +65,9 @@ struct relay_addr {
 	__u8 family;    /* RELAY_AF_INET or RELAY_AF_INET6 */
 	__u8 pad;       /* zero */
 };
+
+/* relay_bans is keyed by a struct relay_addr with port 0: every packet from that address is dropped (value: the
+ * ban's reason code, __u32). */
 
 /* The value of relay_flows: what to do with a packet that arrives at the key. 68 bytes. */
 struct relay_target {

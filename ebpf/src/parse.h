@@ -121,4 +121,45 @@ static __always_inline int relay_parse(void *data, void *data_end, struct relay_
 	return RELAY_ACT_PASS_OTHER;
 }
 
+/* The source address of an IPv4 or IPv6 packet (any protocol), as a relay_addr with port 0, for the ban map.
+ * Returns 0 when found, -1 for anything else (ARP, truncated). */
+static __always_inline int relay_parse_source(void *data, void *data_end, struct relay_addr *key)
+{
+	struct ethhdr *eth = data;
+	void *l3;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	proto = eth->h_proto;
+	l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct relay_vlan_hdr *vh = l3;
+
+		if ((void *)(vh + 1) > data_end)
+			return -1;
+		proto = vh->encap_proto;
+		l3 = vh + 1;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		__builtin_memcpy(key->addr, &ip->saddr, 4);
+		key->family = RELAY_AF_INET;
+		return 0;
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		__builtin_memcpy(key->addr, &ip6->saddr, 16);
+		key->family = RELAY_AF_INET6;
+		return 0;
+	}
+	return -1;
+}
+
 #endif /* RELAY_PARSE_H */

@@ -10,7 +10,9 @@
  *
  * Everything else is XDP_PASS, untouched: every check (flow, source, TTL, partial checksum, route, neighbour,
  * devmap) is done BEFORE the first write to the packet, so a passed packet is always the original. The program
- * never drops.
+ * drops only the packets of banned sources (relay_bans, written by user space from the signalling side's edge
+ * guard): a packet that is not forwarded is checked against it before it is passed, so a flood from a banned
+ * source costs the sockets and the processes nothing, and forwarded media costs no extra lookup.
  *
  * The egress interface (also the ingress one, for XDP_TX) must be in relay_devmap, where user space keeps only
  * the interfaces whose driver takes XDP frames now: a veth, for one, takes them only while its peer has an XDP
@@ -76,6 +78,53 @@ struct {
 	__type(value, struct bpf_devmap_val);
 	__uint(max_entries, RELAY_MAX_IFACES);
 } relay_devmap SEC(".maps");
+
+/* relay_bans: source address (port 0) -> ban reason code; its packets are dropped (written only by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct relay_addr);
+	__type(value, __u32);
+	__uint(max_entries, RELAY_MAX_BANS);
+} relay_bans SEC(".maps");
+
+/* relay_ban_count: slot 0 = entries in relay_bans (kept by user space), so no lookup is made while there are none. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} relay_ban_count SEC(".maps");
+
+/* relay_ban_drops: per-CPU packets dropped from banned sources, per reason code. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, RELAY_BAN_REASONS);
+} relay_ban_drops SEC(".maps");
+
+/* Whether the packet comes from a banned source; if so counts it under the ban's reason. */
+static __always_inline int relay_banned(void *data, void *data_end)
+{
+	struct relay_addr key = {};
+	__u32 zero = 0, slot;
+	__u32 *n, *reason;
+	__u64 *c;
+
+	n = bpf_map_lookup_elem(&relay_ban_count, &zero);
+	if (!n || *n == 0)
+		return 0;
+	if (relay_parse_source(data, data_end, &key))
+		return 0;
+	reason = bpf_map_lookup_elem(&relay_bans, &key);
+	if (!reason)
+		return 0;
+	slot = *reason < RELAY_BAN_REASONS ? *reason : 0;
+	c = bpf_map_lookup_elem(&relay_ban_drops, &slot);
+	if (c)
+		*c += 1;
+	return 1;
+}
 
 static __always_inline void relay_count(__u32 act)
 {
@@ -274,13 +323,18 @@ int relay_xdp(struct xdp_md *ctx)
 	int ret;
 
 	act = relay_parse(data, data_end, &p);
-	if (act) {
-		relay_count(act);
-		return XDP_PASS;
+	if (!act) {
+		ret = relay_forward(ctx, &p, &act);
+		if (ret != XDP_PASS) {
+			relay_count(act);
+			return ret;
+		}
 	}
-	ret = relay_forward(ctx, &p, &act);
+	/* Not forwarded: a banned source's packet goes no further (not counted as passed). */
+	if (relay_banned(data, data_end))
+		return XDP_DROP;
 	relay_count(act);
-	return ret;
+	return XDP_PASS;
 }
 
 /* The kernel's side of a redirect or XDP_TX, after relay_xdp returned: tp_btf programs on the xdp tracepoints

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod fleet;
 pub mod netns;
+pub mod procfs;
 pub mod rtp;
 pub mod sipp;
 

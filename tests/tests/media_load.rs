@@ -7,19 +7,18 @@
 //! the call's relay port (read from the SDP SIPp received, as a phone would), and tells the streams coming back
 //! apart by SSRC.
 
-use serde_json::Value;
-use std::path::Path;
 use std::time::{Duration, Instant};
-use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, SBC_A};
-use tests::rtp::{rtpfleet_binary, wait_report, Rtpfleet};
-use tests::sipp::{distinct_sdp_ports, Running, Sipp};
-use tests::{write_atomically, Sbc};
+use tests::fleet::{self, Media};
+use tests::netns::{addr, sbc_config, Host, Topology, CALLER, CARRIER_B, SBC_A};
+use tests::sipp::Sipp;
+use tests::Sbc;
 
 const CALLS: u32 = 200;
 /// Calls set up per second: the last call is up about 10 s after the first.
 const RATE: u32 = 20;
 const PPS: u32 = 50;
 const MEDIA_SECONDS: u64 = 30;
+const MEDIA: Media = Media { calls: CALLS, pps: PPS, seconds: MEDIA_SECONDS };
 /// Every call's hold time: the ramp (10 s), the media (30 s) and a margin, so that the first call is still up
 /// when the media ends.
 const HOLD: Duration = Duration::from_secs(50);
@@ -29,100 +28,6 @@ const SSRC_A: u32 = 0xA000_0000;
 const SSRC_B: u32 = 0xB000_0000;
 /// The acceptance bound: packets lost per packet sent, each direction.
 const MAX_LOSS: f64 = 1e-4;
-
-/// Waits until both SIPp sides' message logs name `CALLS` distinct relay ports; writes each side's as its fleet's
-/// targets file (via a rename). Fails after `timeout` with what it found.
-fn write_targets(uac: &Running, uas: &Running, a_targets: &Path, b_targets: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let a = distinct_sdp_ports(&uac.messages(), "198.18.1.1");
-        let b = distinct_sdp_ports(&uas.messages(), "198.18.2.1");
-        if a.len() >= CALLS as usize && b.len() >= CALLS as usize {
-            for (path, ip, ports) in [(a_targets, "198.18.1.1", &a), (b_targets, "198.18.2.1", &b)] {
-                let text: String = ports.iter().take(CALLS as usize).map(|p| format!("{ip}:{p}\n")).collect();
-                write_atomically(path, &text).expect("targets written");
-            }
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after {timeout:?}, {} relay ports for side a and {} for side b (of {CALLS}); uac in {}, uas in {}",
-            a.len(),
-            b.len(),
-            uac.dir().display(),
-            uas.dir().display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn fleet(topo: &Topology, host: Host, name: &str, bind: std::net::SocketAddr, ssrc: u32, expect: u32) -> Process {
-    let dir = topo.dir();
-    let fleet = Rtpfleet::new(
-        bind,
-        dir.join(format!("{name}.targets")),
-        CALLS as usize,
-        PPS,
-        MEDIA_SECONDS,
-        ssrc,
-        dir.join(format!("{name}.json")),
-    )
-    .expect_ssrc_base(expect)
-    // One socket stands in for 200 phones' socket buffers: drained at once, also while the relay catches up.
-    .rx_rt_priority(10)
-    .idle_exit(Duration::from_secs(2))
-    .duration(Duration::from_secs(120));
-    topo.spawn(host, name, rtpfleet_binary().expect("test helpers built"), &fleet.args()).expect("rtpfleet starts")
-}
-
-fn fleet_report(p: &mut Process, path: &Path) -> Value {
-    wait_report(p, path, Duration::from_secs(150)).expect("rtpfleet report")
-}
-
-fn n(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
-}
-
-/// One direction: what `tx` sent against what `rx` received. Prints the figures; returns the loss ratio.
-fn direction(label: &str, tx: &Value, rx: &Value) -> f64 {
-    let expected = u64::from(CALLS) * u64::from(PPS) * MEDIA_SECONDS;
-    let received = n(rx, "received");
-    let loss = expected.saturating_sub(received) as f64 / expected as f64;
-    let lat = &rx["latency_us"];
-    eprintln!(
-        "{label}: sent {}, received {received}, loss {:.5}% ({} packets), latency p50 {} us, p99 {} us, max {} us; \
-         streams seen {}, fewest packets on one stream {}, corrupt {}, duplicates {}, reordered {}, sender's worst \
-         lag {} ms, receiver {}",
-        tx["sent"],
-        loss * 100.0,
-        expected.saturating_sub(received),
-        lat["p50"],
-        lat["p99"],
-        lat["max"],
-        rx["ssrcs_seen"],
-        rx["min_received_per_stream"],
-        rx["corrupt"],
-        rx["duplicates"],
-        rx["reordered"],
-        tx["max_send_lag_ms"],
-        rx["rx_priority"],
-    );
-    loss
-}
-
-/// The verdict on one direction, after both were printed.
-fn assert_direction(label: &str, tx: &Value, rx: &Value, loss: f64) {
-    let expected = u64::from(CALLS) * u64::from(PPS) * MEDIA_SECONDS;
-    assert_eq!(n(tx, "sent"), expected, "{label}: the sender sent every packet: {tx}");
-    assert_eq!(n(tx, "send_errors"), 0, "{label}: {tx}");
-    assert!(n(rx, "received") <= expected, "{label}: more distinct packets than sent: {rx}");
-    assert_eq!(n(rx, "ssrcs_seen"), u64::from(CALLS), "{label}: every call's stream arrived: {rx}");
-    assert_eq!(n(rx, "corrupt"), 0, "{label}: byte-identical: {rx}");
-    assert_eq!(n(rx, "other_ssrc") + n(rx, "not_rtp"), 0, "{label}: nothing but the streams: {rx}");
-    // Every call is relayed from relay ports of its own.
-    assert_eq!(n(rx, "sources"), u64::from(CALLS), "{label}: one relay port per call: {rx}");
-    assert!(loss < MAX_LOSS, "{label}: loss {:.5}% is not under {}%: {rx}", loss * 100.0, MAX_LOSS * 100.0);
-}
 
 /// The kernel's UDP counters in `host`'s namespace (`/proc/net/snmp`), by name, for where packets were dropped.
 fn udp_counters(topo: &Topology, host: Host) -> String {
@@ -178,8 +83,8 @@ fn two_hundred_concurrent_calls_with_media_lose_under_one_in_ten_thousand() {
         .expect("uas starts");
     uas.wait_listening(Some(&ns_b), 5060, Duration::from_secs(5)).expect("uas listens");
 
-    let mut fleet_a = fleet(&topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), SSRC_A, SSRC_B);
-    let mut fleet_b = fleet(&topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), SSRC_B, SSRC_A);
+    let mut fleet_a = fleet::spawn(&topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), MEDIA, SSRC_A, SSRC_B);
+    let mut fleet_b = fleet::spawn(&topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), MEDIA, SSRC_B, SSRC_A);
     let uac = Sipp::new("uac_call_rtp.xml")
         .netns(&topo.ns(Host::A))
         .local_ip(CALLER)
@@ -197,11 +102,12 @@ fn two_hundred_concurrent_calls_with_media_lose_under_one_in_ten_thousand() {
 
     // All calls up (10 s at 20/s): each side learns its relay ports from the SDP it received.
     let dir = topo.dir().to_owned();
-    write_targets(&uac, &uas, &dir.join("fleet-a.targets"), &dir.join("fleet-b.targets"), Duration::from_secs(30));
+    let (a_targets, b_targets) = (dir.join("fleet-a.targets"), dir.join("fleet-b.targets"));
+    fleet::write_targets(&uac, &uas, CALLS, &a_targets, &b_targets, Duration::from_secs(30));
     let media_from = started.elapsed();
     let backlog_before = backlog_drops();
-    let a = fleet_report(&mut fleet_a, &dir.join("fleet-a.json"));
-    let b = fleet_report(&mut fleet_b, &dir.join("fleet-b.json"));
+    let a = fleet::report(&mut fleet_a, &dir.join("fleet-a.json"), MEDIA);
+    let b = fleet::report(&mut fleet_b, &dir.join("fleet-b.json"), MEDIA);
     let media_to = started.elapsed();
     eprintln!(
         "kernel: UDP in A: {}; in B: {}; in the SBC: {}; input backlog drops host-wide during the media: {}",
@@ -219,10 +125,10 @@ fn two_hundred_concurrent_calls_with_media_lose_under_one_in_ten_thousand() {
         .collect();
     eprintln!("media from {media_from:?} to {media_to:?} after the start; relay counters:\n{}", relay.join("\n"));
 
-    let loss_ab = direction("A -> B", &a, &b);
-    let loss_ba = direction("B -> A", &b, &a);
-    assert_direction("A -> B", &a, &b, loss_ab);
-    assert_direction("B -> A", &b, &a, loss_ba);
+    let loss_ab = fleet::direction("A -> B", &a, &b, MEDIA);
+    let loss_ba = fleet::direction("B -> A", &b, &a, MEDIA);
+    fleet::assert_direction("A -> B", &a, &b, loss_ab, MEDIA, MAX_LOSS);
+    fleet::assert_direction("B -> A", &b, &a, loss_ba, MEDIA, MAX_LOSS);
 
     uac.wait().expect("uac runs").assert_all_successful(CALLS.into()).expect("every call completes for the caller");
     uas.wait().expect("uas runs").assert_all_successful(CALLS.into()).expect("every call completes for the carrier");

@@ -85,6 +85,8 @@ pub struct Counters {
     pub kernel_dropped: [AtomicU64; 4],
     /// Attached interfaces that cannot take XDP frames now: media through them stays in user space.
     pub xdp_egress_blocked: AtomicU64,
+    /// Packets the XDP program dropped from banned sources, by ban reason code.
+    pub ban_drops: [AtomicU64; 8],
     /// The XDP mode attached: 0 off, 1 generic, 2 native.
     pub xdp_mode: AtomicU64,
 }
@@ -109,6 +111,7 @@ pub struct CounterSnapshot {
     pub kernel_passed: [u64; 8],
     pub kernel_dropped: [u64; 4],
     pub xdp_egress_blocked: u64,
+    pub ban_drops: [u64; 8],
     pub xdp_mode: u64,
 }
 
@@ -133,6 +136,7 @@ impl Counters {
             kernel_passed: self.kernel_passed.each_ref().map(l),
             kernel_dropped: self.kernel_dropped.each_ref().map(l),
             xdp_egress_blocked: l(&self.xdp_egress_blocked),
+            ban_drops: self.ban_drops.each_ref().map(l),
             xdp_mode: l(&self.xdp_mode),
         }
     }
@@ -346,6 +350,11 @@ fn read_xdp_counters(shared: &Shared) {
             slot.store(n, Ordering::Relaxed);
         }
     }
+    if let Ok(d) = x.ban_drops() {
+        for (slot, n) in c.ban_drops.iter().zip(d) {
+            slot.store(n, Ordering::Relaxed);
+        }
+    }
     match x.drops() {
         Ok(d) => {
             for ((slot, reason), n) in c.kernel_dropped.iter().zip(DROP_REASONS).zip(d.by_reason()) {
@@ -416,6 +425,11 @@ fn apply_kernel(shared: &Shared) {
 }
 
 fn apply(shared: &Rc<Shared>, cmd: Command) {
+    match &cmd {
+        Command::Ban { addr, reason } => return ban(shared, *addr, Some(*reason)),
+        Command::Unban { addr } => return ban(shared, *addr, None),
+        _ => {}
+    }
     if let Command::Remove { session } = &cmd {
         // The kernel's last counts join the session's figures before they are final.
         let locals = shared.table.borrow().locals_of(*session);
@@ -451,6 +465,20 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
     shared.counters.sockets.store(shared.socks.borrow().len() as u64, Ordering::Relaxed);
     for e in events {
         let _ = shared.events.send(e);
+    }
+}
+
+/// Bans `addr` in the kernel (`Some(reason)`) or lifts its ban (`None`).
+fn ban(shared: &Shared, addr: std::net::IpAddr, reason: Option<u32>) {
+    let mut xdp = shared.xdp.borrow_mut();
+    let Some(x) = xdp.as_mut() else { return };
+    let result = match reason {
+        Some(r) => x.ban(addr, r),
+        None => x.unban(addr),
+    };
+    if let Err(e) = result {
+        add(&shared.counters.kernel_errors, 1);
+        tracing::warn!(%addr, error = %e, "xdp ban map not updated; the ban holds in user space");
     }
 }
 

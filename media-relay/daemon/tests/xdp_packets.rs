@@ -645,6 +645,42 @@ fn egress_follows_the_veth_peer() {
     assert!(xdp.blocked_egress().is_empty());
 }
 
+/// A banned source's packets are dropped whatever they are (UDP to no flow, TCP, to a flow it is not the peer
+/// of) and counted under the ban's reason; other sources are untouched; lifting the ban lets it through again.
+#[test]
+fn banned_sources_are_dropped_and_counted_per_reason() {
+    if !in_relay_ns("banned_sources_are_dropped_and_counted_per_reason") {
+        return;
+    }
+    const XDP_DROP: u32 = 1;
+    let a0 = ifindex("a0");
+    let mut xdp = loaded();
+    let banned: IpAddr = "198.18.0.66".parse().unwrap();
+    let udp = Udp::new("198.18.0.66:5060", "198.18.0.1:5060").build();
+    let tcp = Udp { proto: 6, ..Udp::new("198.18.0.66:40000", "198.18.0.1:5060") }.build();
+    let to_flow = Udp::new("198.18.0.66:5000", "198.18.0.1:40000").build();
+    let other = Udp::new("198.18.0.67:5060", "198.18.0.1:5060").build();
+    assert_eq!(xdp.test_run(&udp, a0, 1).unwrap().action, XDP_PASS, "nobody banned yet");
+    xdp.ban(banned, 4).unwrap();
+    for (what, frame) in [("SIP over UDP", &udp), ("TCP", &tcp), ("to a flow of another peer", &to_flow)] {
+        assert_eq!(xdp.test_run(frame, a0, 1).unwrap().action, XDP_DROP, "{what} from a banned source");
+    }
+    assert_eq!(xdp.test_run(&other, a0, 1).unwrap().action, XDP_PASS, "another source");
+    // The flow's own peer is still forwarded (the hit path makes no ban lookup).
+    let hit = Udp::new("198.18.0.2:5000", "198.18.0.1:40000").build();
+    assert_eq!(xdp.test_run(&hit, a0, 1).unwrap().action, XDP_REDIRECT);
+    assert_eq!(xdp.ban_drops().unwrap()[4], 3, "counted under reason 4");
+    xdp.unban(banned).unwrap();
+    assert_eq!(xdp.test_run(&udp, a0, 1).unwrap().action, XDP_PASS, "ban lifted");
+    assert_eq!(xdp.ban_drops().unwrap()[4], 3);
+    // IPv6 too.
+    let v6: IpAddr = "2001:db8:a::66".parse().unwrap();
+    xdp.ban(v6, 1).unwrap();
+    let udp6 = Udp::new("[2001:db8:a::66]:5060", "[2001:db8:a::1]:5060").build();
+    assert_eq!(xdp.test_run(&udp6, a0, 1).unwrap().action, XDP_DROP);
+    assert_eq!(xdp.ban_drops().unwrap()[1], 1);
+}
+
 #[test]
 fn truncated_frames_pass() {
     if !in_relay_ns("truncated_frames_pass") {

@@ -84,6 +84,20 @@ pub enum Command {
         /// Echoed back.
         seq: u64,
     },
+    /// Drop every packet from `addr` (signalling and media, any port) in the kernel until [`Command::Unban`]: the
+    /// signalling side's edge guard banned it. `reason` is its reason code, under which the drops are counted.
+    /// A relay without XDP ignores it (the signalling side also drops the source's messages itself).
+    Ban {
+        /// The source.
+        addr: std::net::IpAddr,
+        /// The reason code (`sbc_proto::policy::BanReason::code`).
+        reason: u32,
+    },
+    /// The ban on `addr` ended.
+    Unban {
+        /// The source.
+        addr: std::net::IpAddr,
+    },
 }
 
 /// Per-leg media figures: what the relay received from that leg's peer and sent to it.

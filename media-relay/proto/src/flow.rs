@@ -229,6 +229,8 @@ impl Table {
                 self.sessions.remove(&session);
             }
             Command::Ping { seq } => events.push(Event::Pong { seq }),
+            // The kernel's business (the daemon's XDP map writer), not the table's.
+            Command::Ban { .. } | Command::Unban { .. } => {}
         }
     }
 

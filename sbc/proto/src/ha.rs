@@ -116,22 +116,34 @@ pub enum Record {
         /// Its last version + 1.
         version: u64,
     },
+    /// A source the active's edge guard banned (`policy::edge`), with what was left of the ban when sent. Not a
+    /// call: the standby's driver gives it to its own guard, so the ban holds after a takeover.
+    Ban {
+        /// The source.
+        addr: std::net::IpAddr,
+        /// `BanReason::label`.
+        reason: String,
+        /// Milliseconds left.
+        remaining_ms: u64,
+    },
 }
 
 impl Record {
-    /// The call the record is about.
+    /// The call the record is about (0 for a [`Record::Ban`], which is about no call).
     pub fn id(&self) -> u64 {
         match self {
             Self::Call(c) => c.id,
             Self::Ended { id, .. } => *id,
+            Self::Ban { .. } => 0,
         }
     }
 
-    /// Its version.
+    /// Its version (0 for a [`Record::Ban`]).
     pub fn version(&self) -> u64 {
         match self {
             Self::Call(c) => c.version,
             Self::Ended { version, .. } => *version,
+            Self::Ban { .. } => 0,
         }
     }
 }

@@ -4,21 +4,22 @@
 //! shared and needs no locks. The loop sleeps until the next message or the core's next deadline.
 
 use crate::cdr_sink::CdrSink;
+use crate::edge::EdgeGuard;
 use crate::ha::{HaEvent, HaHandle};
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
-use crate::transport::{tcp, Inbound, Transport};
+use crate::transport::{tcp, Inbound, Receivers, Transport};
 use media_relay::xdp::{DROP_REASONS, PASS_REASONS};
 use relay_proto::control::{Event as MediaEvent, SessionId};
 use sbc_proto::cdr::Cdr;
 use sbc_proto::endpoint::{Endpoint, Observation, Output};
-use sbc_proto::ha::Role;
+use sbc_proto::ha::{Record, Role};
+use sbc_proto::policy::{BanEvent, BanReason};
 use sbc_proto::transport::Peer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The sockets the driver sends on.
@@ -43,6 +44,8 @@ pub struct Records {
     pub pending: HashMap<SessionId, (Box<Cdr>, Instant)>,
     /// The hot-standby pair, when configured.
     pub ha: Option<HaHandle>,
+    /// The edge guard: told of offences, its ban events carried out here.
+    pub edge: EdgeGuard,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -50,8 +53,14 @@ const MEDIA_STATS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Records {
     /// Records writing CDRs to `cdr`, naming `trunks`, with the relay `media`.
-    pub fn new(cdr: Option<CdrSink>, trunks: Vec<String>, media: Option<MediaLink>, ha: Option<HaHandle>) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha }
+    pub fn new(
+        cdr: Option<CdrSink>,
+        trunks: Vec<String>,
+        media: Option<MediaLink>,
+        ha: Option<HaHandle>,
+        edge: EdgeGuard,
+    ) -> Self {
+        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge }
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -116,6 +125,11 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
         }
         HaEvent::Record(r) => {
             let active = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role == "active";
+            if let Record::Ban { addr, reason, remaining_ms } = &*r {
+                // The active's bans hold here too, so they survive a takeover.
+                records.edge.apply_replicated(*addr, reason, std::time::Duration::from_millis(*remaining_ms));
+                return carry_out_bans(records);
+            }
             if active {
                 // Two actives: the pair logic settles it; records from the other one are not applied meanwhile.
                 metrics::counter!("sbc_ha_records_ignored_total").increment(1);
@@ -124,7 +138,11 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             }
         }
         HaEvent::ResyncStart => endpoint.clear_foreign(),
-        HaEvent::NeedSnapshot => ha.snapshot(endpoint.snapshot(now)),
+        HaEvent::NeedSnapshot => {
+            let mut all = endpoint.snapshot(now);
+            all.extend(records.edge.bans().into_iter().map(|(addr, reason, left)| ban_record(addr, reason, left)));
+            ha.snapshot(all)
+        }
     }
     update_ha_status(endpoint, records);
 }
@@ -146,6 +164,73 @@ async fn media_event(media: &mut Option<MediaLink>) -> LinkEvent {
     }
 }
 
+fn ban_record(addr: std::net::IpAddr, reason: BanReason, left: std::time::Duration) -> Record {
+    Record::Ban { addr, reason: reason.label().to_owned(), remaining_ms: left.as_millis() as u64 }
+}
+
+/// Carries out the edge guard's ban changes: the kernel's ban map (through the relay), the standby, the log.
+fn carry_out_bans(records: &mut Records) {
+    for ev in records.edge.poll() {
+        match ev {
+            BanEvent::Banned { addr, reason, duration, replicated } => {
+                let origin = if replicated { "peer" } else { "local" };
+                metrics::counter!(crate::edge::BANS, "reason" => reason.label(), "origin" => origin).increment(1);
+                tracing::warn!(%addr, reason = reason.label(), secs = duration.as_secs(), origin, "source banned");
+                if let Some(m) = &records.media {
+                    m.send(relay_proto::control::Command::Ban { addr, reason: reason.code() });
+                }
+                if let (false, Some(ha)) = (replicated, &records.ha) {
+                    ha.replicate(ban_record(addr, reason, duration));
+                }
+            }
+            BanEvent::Lifted { addr } => {
+                tracing::info!(%addr, "ban lifted");
+                if let Some(m) = &records.media {
+                    m.send(relay_proto::control::Command::Unban { addr });
+                }
+            }
+        }
+    }
+}
+
+/// The driver's next inbound message, responses and in-dialog requests first; `None` when both queues are closed.
+async fn next_inbound(rx: &mut Receivers) -> Option<(Inbound, bool)> {
+    tokio::select! {
+        biased;
+        Some(m) = rx.high.recv() => Some((m, true)),
+        Some(m) = rx.low.recv() => Some((m, false)),
+        else => None,
+    }
+}
+
+/// Without waiting: the next queued message, high first.
+fn try_inbound(rx: &mut Receivers) -> Option<(Inbound, bool)> {
+    rx.high.try_recv().map(|m| (m, true)).or_else(|_| rx.low.try_recv().map(|m| (m, false))).ok()
+}
+
+/// One message to the core; a new request's wait in the queue is the overload signal.
+fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, worst_delay: &mut std::time::Duration) {
+    if !high {
+        let now = Instant::now();
+        let delay = now.saturating_duration_since(msg.at);
+        *worst_delay = (*worst_delay).max(delay);
+        endpoint.observe_queue_delay(now.into_std(), delay);
+    }
+    let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
+    endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
+}
+
+/// CPU used by this process (user + system), for overload control.
+fn process_cpu() -> std::time::Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(std::time::Duration::ZERO, |u| {
+        let tv = |t: nix::sys::time::TimeVal| {
+            std::time::Duration::new(t.tv_sec().max(0) as u64, (t.tv_usec().max(0) as u32) * 1000)
+        };
+        tv(u.user_time()) + tv(u.system_time())
+    })
+}
+
 /// How long calls get at shutdown to exchange their BYEs before their records are closed regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -154,7 +239,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 pub async fn run(
     mut endpoint: Endpoint,
     sockets: Sockets,
-    mut rx: mpsc::Receiver<Inbound>,
+    mut rx: Receivers,
     shutdown: impl std::future::Future<Output = ()>,
     mut records: Records,
 ) {
@@ -167,6 +252,10 @@ pub async fn run(
         endpoint.set_media_available(m.initially_up());
     }
     let mut media_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    // The edge guard's expiries and the overload's CPU sample.
+    let mut edge_tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut cpu_at = (Instant::now(), process_cpu());
+    let mut worst_delay = std::time::Duration::ZERO;
     loop {
         if let Some(since) = stopping {
             if endpoint.calls().is_empty() || since.elapsed() >= SHUTDOWN_GRACE {
@@ -184,22 +273,33 @@ pub async fn run(
                 stopping = Some(Instant::now());
             }
             _ = sleep_until(grace_end), if stopping.is_some() => {}
-            msg = rx.recv() => {
-                let Some(msg) = msg else { break };
-                let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
-                endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
+            msg = next_inbound(&mut rx) => {
+                let Some((msg, high)) = msg else { break };
+                deliver(&mut endpoint, msg, high, &mut worst_delay);
                 // Take whatever else is already queued before flushing: batches under load.
                 for _ in 0..64 {
-                    let Ok(msg) = rx.try_recv() else { break };
-                    let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
-                    endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
+                    let Some((msg, high)) = try_inbound(&mut rx) else { break };
+                    deliver(&mut endpoint, msg, high, &mut worst_delay);
                 }
+            }
+            _ = edge_tick.tick() => {
+                let now = Instant::now();
+                let cpu = process_cpu();
+                let wall = now.saturating_duration_since(cpu_at.0).as_secs_f64();
+                if wall > 0.0 {
+                    endpoint.observe_cpu(now.into_std(), cpu.saturating_sub(cpu_at.1).as_secs_f64() / wall);
+                }
+                cpu_at = (now, cpu);
+                carry_out_bans(&mut records);
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);
+                metrics::gauge!("sbc_overload_admission").set(endpoint.admission());
+                metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(worst_delay.as_secs_f64());
+                worst_delay = std::time::Duration::ZERO;
             }
             _ = sleep_until(deadline) => {
                 endpoint.handle_timeout(Instant::now().into_std());
@@ -232,6 +332,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records) {
+    let mut banned = false;
     while let Some(out) = endpoint.poll_output() {
         match out {
             Output::Transmit { peer, bytes } => transmit(sockets, peer, bytes).await,
@@ -252,7 +353,14 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
                     m.send(cmd);
                 }
             }
+            Output::Offence { source, offence } => {
+                records.edge.report(source, &offence);
+                banned = true;
+            }
         }
+    }
+    if banned {
+        carry_out_bans(records);
     }
     if let Some(sink) = records.cdr.as_mut().filter(|s| s.spilled() > 0) {
         sink.offer();
@@ -283,6 +391,12 @@ fn on_media(endpoint: &mut Endpoint, records: &mut Records, ev: LinkEvent) {
             metrics::gauge!("sbc_media_relay_up").set(1.0);
             endpoint.set_media_available(true);
             endpoint.media_replay();
+            // A (re)started relay knows no ban either.
+            if let Some(m) = &records.media {
+                for (addr, reason, _) in records.edge.bans() {
+                    m.send(relay_proto::control::Command::Ban { addr, reason: reason.code() });
+                }
+            }
         }
         LinkEvent::Down => {
             metrics::gauge!("sbc_media_relay_up").set(0.0);
@@ -308,6 +422,11 @@ fn export_relay_counters(records: &Records) {
     }
     for (reason, n) in DROP_REASONS.into_iter().zip(c.kernel_dropped) {
         metrics::counter!("sbc_media_kernel_dropped_total", "reason" => reason).absolute(n);
+    }
+    // Packets of banned sources dropped in the kernel, by the ban's reason.
+    for r in BanReason::ALL {
+        let n = c.ban_drops.get(r.code() as usize).copied().unwrap_or(0);
+        metrics::counter!("sbc_edge_kernel_dropped_total", "reason" => r.label()).absolute(n);
     }
     metrics::gauge!("sbc_media_xdp_egress_blocked").set(c.xdp_egress_blocked as f64);
     metrics::gauge!("sbc_media_xdp_mode").set(c.xdp_mode as f64);
@@ -396,6 +515,7 @@ fn observe(o: Observation, trunks: &[String]) {
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_in)).increment(1.0);
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
         }
+        Observation::OverloadRejected => metrics::counter!("sbc_overload_rejected_total").increment(1),
         other => tracing::debug!(?other, "observation without a metric"),
     }
 }

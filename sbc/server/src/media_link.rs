@@ -68,11 +68,14 @@ pub struct MediaLink {
 }
 
 impl MediaLink {
-    /// Starts the embedded relay thread, or the task that keeps a connection to the remote one.
-    pub fn start(settings: &MediaSettings) -> std::io::Result<Self> {
+    /// Starts the embedded relay thread, or the task that keeps a connection to the remote one. The embedded
+    /// relay's XDP program goes on the devices of the media interfaces and of `signalling` (the SIP listen
+    /// addresses), where it also drops the packets of banned sources.
+    pub fn start(settings: &MediaSettings, signalling: &[std::net::IpAddr]) -> std::io::Result<Self> {
         match settings.relay {
             RelayMode::Embedded => {
-                let addresses: Vec<std::net::IpAddr> = settings.core.interfaces.iter().map(|i| i.address).collect();
+                let mut addresses: Vec<std::net::IpAddr> = settings.core.interfaces.iter().map(|i| i.address).collect();
+                addresses.extend(signalling.iter().filter(|a| !a.is_unspecified()));
                 let config = RelayConfig {
                     rtp_timeout: settings.rtp_timeout,
                     xdp: match settings.xdp {

@@ -2,20 +2,16 @@
 
 use crate::config::Config;
 use crate::driver::{self, Sockets};
-use crate::transport::{tcp, udp, Inbound, Transport};
+use crate::transport::{tcp, udp, Transport};
 use anyhow::{Context, Result};
 use sbc_proto::endpoint::{self, Endpoint};
 use std::future::Future;
-use tokio::sync::mpsc;
-
-/// Messages queued between the transports and the driver; beyond this, receivers wait (UDP: the kernel buffer
-/// absorbs the burst; TCP: back-pressure to the peer).
-const INBOUND_QUEUE: usize = 4096;
 
 /// Runs the SBC until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
-    let (tx, rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (tx, rx) = crate::transport::queues();
+    let guard = crate::edge::EdgeGuard::new(config.edge.guard.clone(), config.plan.clone());
     let mut sockets = Sockets::default();
     let limits = tcp::Limits {
         max_message_size: config.sip.max_message_size,
@@ -31,13 +27,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 let sock = udp::bind(l.addr).with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
                 sockets.udp.insert(sock.local_addr()?, sock.clone());
                 locals.push((sbc_proto::transport::Transport::Udp, sock.local_addr()?));
-                tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, tx.clone())));
+                tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, guard.clone(), tx.clone())));
             }
             Transport::Tcp => {
                 let listener = tokio::net::TcpListener::bind(l.addr)
                     .await
                     .with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
-                tasks.push(tokio::spawn(tcp::listen(listener, limits, sockets.tcp.clone(), tx.clone())));
+                tasks.push(tokio::spawn(tcp::listen(listener, limits, sockets.tcp.clone(), guard.clone(), tx.clone())));
             }
             other => anyhow::bail!("sip.listen: transport {other} is not implemented yet"),
         }
@@ -72,11 +68,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         plan: config.plan.clone(),
         locals,
         media: config.media.as_ref().map(|m| m.core.clone()),
+        scanners: config.edge.scanners.clone(),
+        overload: config.edge.overload,
         ..Default::default()
     };
     let media = match &config.media {
         Some(m) => {
-            let link = crate::media_link::MediaLink::start(m).context("starting the media relay")?;
+            let signalling: Vec<std::net::IpAddr> = config.sip.listen.iter().map(|l| l.addr.ip()).collect();
+            let link = crate::media_link::MediaLink::start(m, &signalling).context("starting the media relay")?;
             let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();
             tracing::info!(relay = ?m.relay, interfaces = ?ifaces, ports = %format!("{}-{}", m.core.first_port, m.core.last_port), "media anchored");
             if m.relay == crate::config::RelayMode::Embedded {
@@ -106,7 +105,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha)).await;
+    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha, guard)).await;
 
     for t in &tasks {
         t.abort();

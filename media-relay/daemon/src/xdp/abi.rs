@@ -15,6 +15,11 @@ pub const MAP_STATS: &str = "relay_stats";
 pub const MAP_ACTIONS: &str = "relay_actions";
 pub const MAP_DEVMAP: &str = "relay_devmap";
 pub const MAP_DROPS: &str = "relay_drops";
+pub const MAP_BANS: &str = "relay_bans";
+pub const MAP_BAN_COUNT: &str = "relay_ban_count";
+pub const MAP_BAN_DROPS: &str = "relay_ban_drops";
+/// `RELAY_BAN_REASONS`: slots of `relay_ban_drops` (ban reason codes; a larger code counts in slot 0).
+pub const BAN_REASONS: u32 = 8;
 pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";
 pub const PROG_XDP: &str = "relay_xdp";
 pub const PROG_PASS: &str = "relay_pass";

@@ -3,7 +3,7 @@
 use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::{
-    maps::{DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, DevMapHash, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{
         xdp::XdpLinkId, BtfTracePoint, ProgramError, TestRun as _, TestRunOptions, Xdp as XdpProgram,
         XdpMode as AyaMode,
@@ -36,6 +36,12 @@ struct Inner {
     devmap: DevMapHash<MapData>,
     /// Frames lost after the program, per interface (entries inserted here, counted by the tracing programs).
     drops: PerCpuHashMap<MapData, u32, RelayIfaceDrops>,
+    /// Banned source addresses (port 0) and their reason codes; `ban_count` slot 0 is how many (the program
+    /// skips the lookup while there are none); `ban_drops` counts what was dropped per reason.
+    bans: HashMap<MapData, RelayAddr, u32>,
+    ban_count: Array<MapData, u32>,
+    ban_drops: PerCpuArray<MapData, u64>,
+    banned: std::collections::HashSet<std::net::IpAddr>,
     /// The interfaces given, in order, and whether each is in `devmap` now.
     ifaces: Vec<Iface>,
     /// Asks the kernel which interfaces take XDP frames (native mode only: the generic path sends through the
@@ -160,6 +166,43 @@ impl Xdp {
     pub fn blocked_egress(&self) -> Vec<String> {
         let Some(inner) = self.inner.as_ref() else { return Vec::new() };
         inner.ifaces.iter().filter(|i| !i.in_devmap).map(|i| i.name.clone()).collect()
+    }
+
+    /// Drops every packet from `addr` (any protocol, any port) in the kernel from now on, counted under `reason`
+    /// (a code below [`abi::BAN_REASONS`]). Without XDP attached this does nothing: the caller bans in user space
+    /// as well.
+    pub fn ban(&mut self, addr: std::net::IpAddr, reason: u32) -> Result<(), XdpError> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(()) };
+        let key = RelayAddr::from(std::net::SocketAddr::new(addr, 0));
+        inner.bans.insert(key, reason, 0).map_err(|source| XdpError::Map { map: abi::MAP_BANS, source })?;
+        inner.banned.insert(addr);
+        inner.set_ban_count()
+    }
+
+    /// Lifts the ban on `addr`.
+    pub fn unban(&mut self, addr: std::net::IpAddr) -> Result<(), XdpError> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(()) };
+        let key = RelayAddr::from(std::net::SocketAddr::new(addr, 0));
+        match inner.bans.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(XdpError::Map { map: abi::MAP_BANS, source }),
+        }
+        inner.banned.remove(&addr);
+        inner.set_ban_count()
+    }
+
+    /// Packets dropped from banned sources, per reason code (index), summed over CPUs.
+    pub fn ban_drops(&self) -> Result<[u64; abi::BAN_REASONS as usize], XdpError> {
+        let mut out = [0u64; abi::BAN_REASONS as usize];
+        let Some(inner) = self.inner.as_ref() else { return Ok(out) };
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = inner
+                .ban_drops
+                .get(&(i as u32), 0)
+                .map_err(|source| XdpError::Map { map: abi::MAP_BAN_DROPS, source })?;
+            *slot = values.iter().copied().fold(0u64, u64::wrapping_add);
+        }
+        Ok(out)
     }
 
     /// Frames the kernel failed to send after the program redirected or transmitted them, summed over the
@@ -337,6 +380,9 @@ impl Inner {
             devmap.insert(index, index, None, 0).map_err(|source| XdpError::Devmap { iface: name.clone(), source })?;
         }
         let drops = PerCpuHashMap::try_from(take(abi::MAP_DROPS)?).map_err(map_err(abi::MAP_DROPS))?;
+        let bans = HashMap::try_from(take(abi::MAP_BANS)?).map_err(map_err(abi::MAP_BANS))?;
+        let ban_count = Array::try_from(take(abi::MAP_BAN_COUNT)?).map_err(map_err(abi::MAP_BAN_COUNT))?;
+        let ban_drops = PerCpuArray::try_from(take(abi::MAP_BAN_DROPS)?).map_err(map_err(abi::MAP_BAN_DROPS))?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let capacity = stats.len();
         let ifaces = interfaces
@@ -351,6 +397,10 @@ impl Inner {
             actions,
             devmap,
             drops,
+            bans,
+            ban_count,
+            ban_drops,
+            banned: std::collections::HashSet::new(),
             ifaces,
             features: None,
             watch: None,
@@ -511,6 +561,11 @@ impl Inner {
             changes.push(EgressChange { iface: iface.name.clone(), ready });
         }
         changes
+    }
+
+    fn set_ban_count(&mut self) -> Result<(), XdpError> {
+        let n = u32::try_from(self.banned.len()).unwrap_or(u32::MAX);
+        self.ban_count.set(0, n, 0).map_err(|source| XdpError::Map { map: abi::MAP_BAN_COUNT, source })
     }
 
     fn zero_slot(&mut self, slot: u32) -> Result<(), XdpError> {

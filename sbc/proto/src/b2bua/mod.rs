@@ -63,6 +63,14 @@ impl Ctx<'_> {
         self.out.push_back(Output::Observe(o));
     }
 
+    /// Credentials in `req` from `source` were present and wrong: an offence towards a ban.
+    fn auth_failed(&mut self, source: std::net::SocketAddr, req: &Request) {
+        if let Some(creds) = proxy_credentials(req) {
+            let offence = crate::policy::Offence::AuthFailed { username: Some(creds.username) };
+            self.out.push_back(Output::Offence { source, offence });
+        }
+    }
+
     fn respond(&mut self, key: &TransactionKey, resp: Response) {
         if self.txns.respond(self.now, key, resp).is_err() {
             self.observe(Observation::Dropped { reason: "response_without_transaction" });
@@ -400,7 +408,9 @@ impl Calls {
         });
         let Some(a_trunk) = identified else {
             if self.plan.has_credential_trunks() {
-                // Perhaps a trunk that is known by its credentials: ask for them.
+                // Perhaps a trunk that is known by its credentials: ask for them (credentials for a username we do
+                // not know were a wrong guess).
+                ctx.auth_failed(peer.remote, &req);
                 let challenge = self.challenge(ctx, false);
                 return reply(
                     ctx,
@@ -421,6 +431,9 @@ impl Calls {
         if let Some(expected) = &trunk.inbound_auth {
             if let Err(stale) = self.check_credentials(ctx, &req, expected) {
                 ctx.observe(Observation::AuthFailed { trunk: a_trunk });
+                if !stale {
+                    ctx.auth_failed(peer.remote, &req);
+                }
                 let challenge = self.challenge(ctx, stale);
                 return reply(
                     ctx,

@@ -153,6 +153,9 @@ impl Calls {
     /// A record from the active, received at `now`: kept as a foreign call if newer than what we hold. Its
     /// "ago" times are taken from `now`, so the time until a takeover still counts.
     pub fn apply_record(&mut self, now: Instant, record: Record) {
+        if matches!(record, Record::Ban { .. }) {
+            return;
+        }
         let id = record.id();
         if self.foreign.get(&id).is_some_and(|(r, _)| r.version() >= record.version()) {
             return;

@@ -83,6 +83,7 @@ fn world_full(
         cdrs: Vec::new(),
         media: Vec::new(),
         records: Vec::new(),
+        offences: Vec::new(),
     }
 }
 
@@ -107,6 +108,7 @@ struct World {
     cdrs: Vec<Cdr>,
     media: Vec<relay_proto::control::Command>,
     records: Vec<crate::ha::Record>,
+    offences: Vec<(SocketAddr, crate::policy::Offence)>,
 }
 
 impl World {
@@ -128,6 +130,7 @@ impl World {
                 Output::Cdr(c) => self.cdrs.push(*c),
                 Output::Media(m) => self.media.push(m),
                 Output::Replicate(r) => self.records.push(r),
+                Output::Offence { source, offence } => self.offences.push((source, offence)),
             }
         }
         sent
@@ -639,6 +642,12 @@ fn customer_trunk_with_inbound_auth_is_challenged_then_admitted() {
         invite_from_a("call-23").replace("CSeq: 1 INVITE", &format!("CSeq: 1 INVITE\r\nProxy-Authorization: {auth}"));
     let sent = w.send(A, SBC_A, bad);
     response(&sent, A, 407);
+    // Only the wrong password is an offence of the source (the first INVITE without credentials is not).
+    assert_eq!(
+        w.offences,
+        vec![(addr(A), crate::policy::Offence::AuthFailed { username: Some("pbx".into()) })],
+        "offences reported for the edge guard"
+    );
 }
 
 #[test]

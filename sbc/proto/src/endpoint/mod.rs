@@ -4,10 +4,20 @@
 //! [`Endpoint::handle_timeout`] when [`Endpoint::poll_timeout`] is reached; after either, drain
 //! [`Endpoint::poll_output`] until it returns `None`. Nothing here reads a clock or touches a socket.
 //!
-//! Steps for one message, in this order (one obvious place for each):
-//! 1. parse (`msg`); malformed requests are answered 400/505 when addressable ([`reject`]);
-//! 2. the transaction layer (`txn`) absorbs retransmissions and matches responses;
-//! 3. what no transaction claimed is disposed of ([`answer`]): OPTIONS, 501, 481, 405, or a new call.
+//! Steps for one message, in this order (one obvious place for each; DESIGN.md "The public edge" has the checks
+//! the driver makes before: the XDP ban map, then the per-source ban and rate of `policy::edge`, right after the
+//! read):
+//! 1. parse (`msg`); malformed requests are answered 400/505 when addressable ([`reject`]), and every malformed
+//!    message is an offence of its source ([`Output::Offence`]);
+//! 2. a request whose User-Agent is a scanner's is dropped, an offence that bans its source;
+//! 3. a new call (INVITE without To tag, no transaction yet) while overloaded may be refused at once with a
+//!    stateless 503 and Retry-After (`policy::overload`): refused calls cost a parse and a response, nothing
+//!    more, and responses and in-dialog requests are never refused here;
+//! 4. the transaction layer (`txn`) absorbs retransmissions and matches responses;
+//! 5. what no transaction claimed is disposed of: requests in a dialog go to its call; with
+//!    `calls.unknown_source = "drop"` a request from a source that is no trunk gets no answer at all; the rest
+//!    is answered here ([`answer`]: OPTIONS, 501, 481, 405) or is a new call for the B2BUA, which identifies
+//!    the trunk, authenticates (a wrong credential is an offence), applies the trunk's limits and routes.
 
 pub mod answer;
 mod ids;
@@ -41,6 +51,10 @@ pub struct Config {
     /// Media anchoring: every SDP crossing the B2BUA is rewritten to relay addresses. `None`: bodies cross
     /// untouched (signalling-only deployments, tests of signalling alone).
     pub media: Option<relay_proto::session::MediaConfig>,
+    /// User-Agents of scanners: their requests are dropped and their sources reported.
+    pub scanners: crate::policy::Scanners,
+    /// Overload control of new calls.
+    pub overload: crate::policy::OverloadConfig,
 }
 
 impl Default for Config {
@@ -51,6 +65,8 @@ impl Default for Config {
             plan: Arc::new(Plan::default()),
             locals: Vec::new(),
             media: None,
+            scanners: crate::policy::Scanners::default(),
+            overload: crate::policy::OverloadConfig::default(),
         }
     }
 }
@@ -75,6 +91,13 @@ pub enum Output {
     /// Tell the media relay (embedded or remote). Commands of a call come before its CDR, so the relay's final
     /// figures for a removed session are known when the CDR is written.
     Media(relay_proto::control::Command),
+    /// A source did something that counts towards a ban: for the edge guard (`policy::Edge::report`).
+    Offence {
+        /// Who.
+        source: SocketAddr,
+        /// What.
+        offence: crate::policy::Offence,
+    },
 }
 
 /// Countable events, for metrics. Label values are all `'static` and bounded.
@@ -128,6 +151,8 @@ pub enum Observation {
     MediaTimeout,
     /// A standby took over a replicated call between these trunks.
     CallAdopted { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
+    /// A new call was refused with 503 by overload control.
+    OverloadRejected,
 }
 
 /// The signalling core.
@@ -138,6 +163,7 @@ pub struct Endpoint {
     txns: Transactions,
     calls: Calls,
     probes: probes::Probes,
+    overload: crate::policy::Overload,
     /// The latest time given to us, for deadlines that are "at once".
     last_now: Option<Instant>,
     out: VecDeque<Output>,
@@ -154,7 +180,33 @@ impl Endpoint {
             .map(|m| relay_proto::session::Sessions::new(m).expect("media.ports validated at config load"));
         let calls = Calls::new(config.plan.clone(), config.locals.clone(), media);
         let probes = probes::Probes::new(&config.plan, &config.locals);
-        Self { config, ids: IdGenerator::new(seed), txns, calls, probes, last_now: None, out: VecDeque::new() }
+        let overload = crate::policy::Overload::new(config.overload);
+        Self {
+            config,
+            ids: IdGenerator::new(seed),
+            txns,
+            calls,
+            probes,
+            overload,
+            last_now: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// A new request waited `delay` in the driver's queue before it reached us, at `now`: the overload signal.
+    pub fn observe_queue_delay(&mut self, now: Instant, delay: std::time::Duration) {
+        self.overload.on_delay(now, delay);
+    }
+
+    /// The process used `cpu` cores' worth of CPU lately (the driver samples it).
+    pub fn observe_cpu(&mut self, now: Instant, cpu: f64) {
+        self.overload.on_cpu(cpu);
+        self.overload.adjust(now);
+    }
+
+    /// The fraction of new calls admitted now (1.0: not overloaded).
+    pub fn admission(&self) -> f64 {
+        self.overload.fraction()
     }
 
     /// The calls in progress.
@@ -269,6 +321,7 @@ impl Endpoint {
             Ok(m) => m,
             Err(e) => {
                 self.observe(Observation::ParseError { transport: peer.transport, reason: e.reason() });
+                self.out.push_back(Output::Offence { source: peer.remote, offence: crate::policy::Offence::Malformed });
                 // The error answer goes to where the bytes came from, never to a Via we cannot trust.
                 if let Some(resp) = reject::error_response(&bytes, &e, &self.config.server) {
                     self.observe(Observation::ResponseOut { method: "unknown", status: e.status() });
@@ -327,8 +380,41 @@ impl Endpoint {
     }
 
     fn on_request(&mut self, now: Instant, peer: Peer, mut req: Request) {
+        if req.headers.get(&HeaderName::UserAgent).is_some_and(|ua| self.config.scanners.matches(ua)) {
+            self.observe(Observation::Dropped { reason: "scanner" });
+            self.out.push_back(Output::Offence { source: peer.remote, offence: crate::policy::Offence::Scanner });
+            return;
+        }
+        self.overload.adjust(now);
+        if req.method == Method::Invite
+            && self.overload.overloaded()
+            && self.is_new_call(&req)
+            && !self.overload.admit()
+        {
+            return self.refuse_overloaded(peer, &req);
+        }
         stamp_via(&mut req, &peer);
         self.txns.handle_request(now, peer, req);
+    }
+
+    /// An INVITE that starts a call: no To tag, and no transaction yet (a retransmission of an admitted call's
+    /// INVITE must reach its transaction).
+    fn is_new_call(&self, req: &Request) -> bool {
+        req.headers.to().is_ok_and(|to| to.tag().is_none())
+            && txn::TransactionKey::for_request(req).is_none_or(|k| !self.txns.contains(&k))
+    }
+
+    /// 503 with Retry-After, statelessly (RFC 3261 §8.2.7): no transaction, no call; a retransmitted INVITE gets
+    /// the same answer again, and the ACK is absorbed as one for a transaction long gone.
+    fn refuse_overloaded(&mut self, peer: Peer, req: &Request) {
+        let mut r = Response::to_request(req, 503, "Service Unavailable");
+        r.headers.push(HeaderName::RetryAfter, self.config.overload.retry_after.to_string());
+        r.headers.push(HeaderName::Server, self.config.server.clone());
+        let r = self.with_to_tag(r);
+        self.observe(Observation::OverloadRejected);
+        self.observe(Observation::CallRejected { status: 503 });
+        self.observe(Observation::ResponseOut { method: "INVITE", status: 503 });
+        self.out.push_back(Output::Transmit { peer, bytes: Message::Response(r).to_bytes() });
     }
 
     /// Takes what the transaction layer produced: transmissions go out, requests nobody else claimed get their
@@ -389,6 +475,19 @@ impl Endpoint {
         if self.calls.owns_dialog(&req) {
             let (mut ctx, calls) = self.ctx(now);
             return calls.on_in_dialog(&mut ctx, key, req);
+        }
+        if self.calls.plan().unknown_source == crate::routing::UnknownSource::Drop
+            && !self.calls.plan().is_known(peer.remote)
+            && !(req.method == Method::Invite && self.calls.plan().has_credential_trunks())
+        {
+            // Nothing for strangers: no answer at all, no transaction kept. (An INVITE still reaches the B2BUA
+            // when trunks are known by their credentials only: it must be challenged to be identified.)
+            self.txns.abandon(&key);
+            if req.method != Method::Ack {
+                self.observe(Observation::UnknownSource);
+                self.observe(Observation::Dropped { reason: "unknown_source" });
+            }
+            return;
         }
         let resp = match answer::out_of_dialog(&req, &self.config.server) {
             answer::Disposition::Respond(r) => r,

@@ -25,17 +25,25 @@ fn request(method: &str, branch: &str, to_tag: Option<&str>) -> Bytes {
 
 /// Every transmitted message, parsed, with its destination; observations collected separately.
 fn drain(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>) {
-    let (mut sent, mut seen) = (Vec::new(), Vec::new());
+    let (sent, seen, _) = drain_all(ep);
+    (sent, seen)
+}
+
+/// As [`drain`], with the offences reported.
+#[allow(clippy::type_complexity)]
+fn drain_all(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>, Vec<(SocketAddr, crate::policy::Offence)>) {
+    let (mut sent, mut seen, mut offences) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(o) = ep.poll_output() {
         match o {
             Output::Transmit { peer, bytes } => sent.push((peer, parse_datagram(bytes).expect("we send valid SIP"))),
             Output::Observe(ob) => seen.push(ob),
+            Output::Offence { source, offence } => offences.push((source, offence)),
             Output::Cdr(cdr) => panic!("no calls in these tests: {cdr:?}"),
             Output::Media(cmd) => panic!("no media in these tests: {cmd:?}"),
             Output::Replicate(r) => panic!("no replication in these tests: {r:?}"),
         }
     }
-    (sent, seen)
+    (sent, seen, offences)
 }
 
 fn only_response(sent: &[(Peer, Message)]) -> &Response {
@@ -144,4 +152,85 @@ fn stray_response_is_dropped() {
     ep.handle_message(Instant::now(), peer(), Bytes::from_static(raw));
     let (sent, _) = drain(&mut ep);
     assert!(sent.is_empty());
+}
+
+#[test]
+fn scanner_user_agent_gets_no_answer_and_its_source_is_reported() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let raw = String::from_utf8(request("OPTIONS", "z9hG4bKscan1", None).to_vec())
+        .expect("utf8")
+        .replace("Max-Forwards: 70", "Max-Forwards: 70\r\nUser-Agent: friendly-scanner");
+    ep.handle_message(Instant::now(), peer(), Bytes::from(raw));
+    let (sent, seen, offences) = drain_all(&mut ep);
+    assert!(sent.is_empty(), "a scanner learns nothing: {sent:?}");
+    assert!(seen.contains(&Observation::Dropped { reason: "scanner" }));
+    assert_eq!(offences, vec![(peer().remote, crate::policy::Offence::Scanner)]);
+}
+
+#[test]
+fn malformed_message_is_an_offence_of_its_source() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    ep.handle_message(Instant::now(), peer(), Bytes::from_static(b"\x16\x03\x01 garbage\r\n\r\n"));
+    let (_, _, offences) = drain_all(&mut ep);
+    assert_eq!(offences, vec![(peer().remote, crate::policy::Offence::Malformed)]);
+}
+
+/// A plan with one trunk known by its source (the caller of these tests) and the drop mode for strangers.
+fn dropping_plan() -> Config {
+    use crate::routing::{Plan, SourceMatch, Trunk, UnknownSource};
+    let pbx = Trunk {
+        sources: vec![SourceMatch { net: "198.18.1.10/32".parse().unwrap(), port: None }],
+        ..Trunk::new("pbx")
+    };
+    let plan = Plan { trunks: vec![pbx], unknown_source: UnknownSource::Drop, ..Plan::default() };
+    Config { plan: Arc::new(plan), ..Config::default() }
+}
+
+#[test]
+fn unknown_source_drop_answers_no_request_from_a_stranger() {
+    let mut ep = Endpoint::new(dropping_plan(), 1);
+    let mut stranger = peer();
+    stranger.remote = SocketAddr::from(([198, 18, 2, 66], 5060));
+    for (i, method) in ["OPTIONS", "REGISTER", "INVITE", "FROBNICATE", "SUBSCRIBE"].iter().enumerate() {
+        ep.handle_message(Instant::now(), stranger, request(method, &format!("z9hG4bKstr{i}"), None));
+        let (sent, seen) = drain(&mut ep);
+        assert!(sent.is_empty(), "{method} from a stranger is answered: {sent:?}");
+        assert!(seen.contains(&Observation::UnknownSource), "{method} counted: {seen:?}");
+    }
+    assert!(ep.txns.is_empty(), "no transaction kept for strangers");
+    // The trunk's OPTIONS still gets its 200.
+    ep.handle_message(Instant::now(), peer(), request("OPTIONS", "z9hG4bKpbx1", None));
+    assert_eq!(only_response(&drain(&mut ep).0).status, 200);
+}
+
+#[test]
+fn overload_refuses_new_calls_statelessly_and_keeps_answering_the_rest() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let t0 = Instant::now();
+    // Two seconds of 200 ms queueing.
+    for i in 0..=20 {
+        ep.observe_queue_delay(t0 + Duration::from_millis(100 * i), Duration::from_millis(200));
+    }
+    assert!(ep.admission() < 0.05, "admission {}", ep.admission());
+    let now = t0 + Duration::from_secs(2);
+    let mut refused = 0;
+    for i in 0..50 {
+        ep.handle_message(now, peer(), request("INVITE", &format!("z9hG4bKov{i}"), None));
+        let (sent, _) = drain(&mut ep);
+        let r = only_response(&sent);
+        if r.status == 503 {
+            refused += 1;
+            assert_eq!(r.headers.get(&HeaderName::RetryAfter), Some(&b"2"[..]));
+            assert!(r.headers.to().expect("to").tag().is_some(), "a To tag on the final response");
+        } else {
+            assert_eq!(r.status, 403, "admitted: refused further on for its unknown source");
+        }
+    }
+    assert!(refused >= 48, "{refused} of 50 refused at an admission of {}", ep.admission());
+    assert_eq!(ep.txns.len(), 50 - refused, "refused calls leave no transaction");
+    // In-dialog requests and other methods are not refused by overload control.
+    ep.handle_message(now, peer(), request("BYE", "z9hG4bKovbye", Some("gone")));
+    assert_eq!(only_response(&drain(&mut ep).0).status, 481);
+    ep.handle_message(now, peer(), request("OPTIONS", "z9hG4bKovopt", None));
+    assert_eq!(only_response(&drain(&mut ep).0).status, 200);
 }

@@ -13,6 +13,7 @@ mod message;
 mod method;
 mod params;
 mod parse;
+pub mod peek;
 pub(crate) mod scan;
 mod uri;
 mod values;

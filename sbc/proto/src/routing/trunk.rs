@@ -186,6 +186,14 @@ impl Plan {
 
     /// The trunk whose inbound credentials carry `username` and that has no source addresses (recognised by its
     /// credentials alone).
+    /// Whether `remote` is a peer of ours: a trunk's source (by [`Plan::identify`]), or the address of a carrier
+    /// gateway, any port (a carrier's requests may come from another port than the one we send to). Every other
+    /// source is unknown: `calls.unknown_source` and the edge's `rate_unknown` apply to it.
+    pub fn is_known(&self, remote: SocketAddr) -> bool {
+        self.identify(remote).is_some()
+            || self.trunks.iter().any(|t| t.gateways.iter().any(|g| g.addr.ip() == remote.ip()))
+    }
+
     pub fn by_username(&self, username: &str) -> Option<TrunkId> {
         self.trunks
             .iter()

@@ -4,11 +4,13 @@
 //! This file holds the top level, `[sip]`, `[log]` and `[api]`. `trunk` validates each `[[trunk]]`; `routing`
 //! validates `[[route]]` and `[calls]` and builds the [`Plan`] from all three.
 
+mod edge;
 mod ha;
 mod media;
 mod routing;
 mod trunk;
 
+pub use edge::EdgeSettings;
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 
@@ -125,6 +127,8 @@ pub struct Config {
     pub media: Option<MediaSettings>,
     /// `[ha]`: a hot-standby pair; absent, the box serves alone.
     pub ha: Option<HaSettings>,
+    /// `[edge]` and `[overload]`: per-source limits and bans, scanners, overload control.
+    pub edge: EdgeSettings,
 }
 
 /// `[sip]`.
@@ -195,6 +199,8 @@ struct RawConfig {
     cdr: Option<RawCdr>,
     media: Option<media::RawMedia>,
     ha: Option<ha::RawHa>,
+    edge: Option<edge::RawEdge>,
+    overload: Option<edge::RawOverload>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,12 +257,13 @@ impl Config {
         let api = keep(v.api(raw.api), &mut errors);
         let media = keep(v.media(raw.media), &mut errors);
         let ha = keep(v.ha(raw.ha), &mut errors);
+        let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
         let plan = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
-        match (sip, log, api, plan, media, ha) {
-            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha)) if errors.is_empty() => {
+        match (sip, log, api, plan, media, ha, edge) {
+            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge)) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha })
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge })
             }
             _ => Err(ConfigError::from_list(errors)),
         }

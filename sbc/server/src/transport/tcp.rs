@@ -1,7 +1,8 @@
 //! SIP over TCP: Content-Length framing, a maximum message size, a cap on connections, and idle reaping
 //! (RFC 3261 §18.3).
 
-use super::{ConnId, Inbound, Transport};
+use super::{ConnId, Inbound, Queues, Transport};
+use crate::edge::EdgeGuard;
 use bytes::{Bytes, BytesMut};
 use sbc_proto::msg::{frame, Framed};
 use std::collections::HashMap;
@@ -108,8 +109,8 @@ impl Connections {
     }
 }
 
-/// Accepts connections until the channel to the driver closes.
-pub async fn listen(listener: TcpListener, limits: Limits, conns: Connections, tx: mpsc::Sender<Inbound>) {
+/// Accepts connections until the driver is gone. A banned source is refused at accept.
+pub async fn listen(listener: TcpListener, limits: Limits, conns: Connections, guard: EdgeGuard, tx: Queues) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
@@ -123,13 +124,18 @@ pub async fn listen(listener: TcpListener, limits: Limits, conns: Connections, t
         if tx.is_closed() {
             return;
         }
+        if guard.banned(remote.ip()) {
+            metrics::counter!(crate::metrics::TCP_CONNECTIONS_REJECTED, "reason" => "banned").increment(1);
+            drop(stream);
+            continue;
+        }
         if conns.len() >= limits.max_connections {
             metrics::counter!(crate::metrics::TCP_CONNECTIONS_REJECTED, "reason" => "max_connections").increment(1);
             tracing::warn!(%remote, max = limits.max_connections, "tcp connection refused: too many connections");
             drop(stream);
             continue;
         }
-        tokio::spawn(serve(stream, remote, limits, conns.clone(), tx.clone()));
+        tokio::spawn(serve(stream, remote, limits, conns.clone(), guard.clone(), tx.clone()));
     }
 }
 
@@ -138,16 +144,24 @@ pub async fn connect(
     remote: SocketAddr,
     limits: Limits,
     conns: Connections,
-    tx: mpsc::Sender<Inbound>,
+    guard: EdgeGuard,
+    tx: Queues,
 ) -> std::io::Result<()> {
     let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(remote))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    tokio::spawn(serve(stream, remote, limits, conns, tx));
+    tokio::spawn(serve(stream, remote, limits, conns, guard, tx));
     Ok(())
 }
 
-async fn serve(stream: TcpStream, remote: SocketAddr, limits: Limits, conns: Connections, tx: mpsc::Sender<Inbound>) {
+async fn serve(
+    stream: TcpStream,
+    remote: SocketAddr,
+    limits: Limits,
+    conns: Connections,
+    guard: EdgeGuard,
+    tx: Queues,
+) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
         Ok(a) => a,
@@ -169,11 +183,19 @@ async fn serve(stream: TcpStream, remote: SocketAddr, limits: Limits, conns: Con
                 }
                 match drain_messages(&mut buf, limits.max_message_size) {
                     Ok(msgs) => {
+                        let mut banned = false;
                         for bytes in msgs {
-                            let m = Inbound { at: Instant::now(), transport: Transport::Tcp, local, remote, conn: Some(id), bytes };
-                            if tx.send(m).await.is_err() {
+                            if !guard.admit(remote) {
+                                banned = true;
                                 break;
                             }
+                            let m = Inbound { at: Instant::now(), transport: Transport::Tcp, local, remote, conn: Some(id), bytes };
+                            if tx.push(m, true).await.is_err() {
+                                break;
+                            }
+                        }
+                        if banned {
+                            break "edge";
                         }
                     }
                     Err(e) => {

@@ -1,12 +1,12 @@
 //! SIP over UDP: one socket per listen address; each datagram is one message (RFC 3261 §18.1.1, §18.2.1).
 
-use super::{Inbound, Transport};
+use super::{Inbound, Queues, Transport};
+use crate::edge::EdgeGuard;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Receive buffer asked of the kernel: a burst of a few thousand datagrams must not be dropped while the driver is
@@ -35,9 +35,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
     Ok(Arc::new(UdpSocket::from_std(sock.into())?))
 }
 
-/// Reads datagrams until the channel to the driver closes. A datagram longer than `max_message_size` is dropped
-/// and counted: it was truncated by the receive buffer, so its framing cannot be trusted.
-pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, tx: mpsc::Sender<Inbound>) {
+/// Reads datagrams until the driver is gone. First thing after the read, the edge guard decides (banned or
+/// over-rate sources are dropped there); a datagram longer than `max_message_size` is dropped and counted: it was
+/// truncated by the receive buffer, so its framing cannot be trusted. The rest is queued by its urgency.
+pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, guard: EdgeGuard, queues: Queues) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -55,6 +56,9 @@ pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, tx: mpsc::Se
                 continue;
             }
         };
+        if !guard.admit(remote) {
+            continue;
+        }
         if n > max_message_size {
             crate::metrics::dropped("udp_too_large");
             tracing::debug!(%local, %remote, "dropping datagram larger than {max_message_size} bytes");
@@ -72,7 +76,7 @@ pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, tx: mpsc::Se
             conn: None,
             bytes: Bytes::copy_from_slice(&buf[..n]),
         };
-        if tx.send(msg).await.is_err() {
+        if queues.push(msg, false).await.is_err() {
             return;
         }
     }
