@@ -117,7 +117,7 @@ pub fn parse_rtt(text: &str) -> ResponseTimes {
     out
 }
 
-pub use tests::procfs::cpu_ticks;
+pub use ::tests::procfs::cpu_ticks;
 
 /// Every `(address, port)` of an audio stream in the SDP bodies of `log` (SIPp's message trace), without repeats,
 /// in order of first appearance: for a target whose media addresses the harness does not know in advance.

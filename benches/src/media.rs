@@ -651,7 +651,7 @@ fn measure(
     let wire_before = wire_rx(topo);
 
     let snmp_before = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
-    let cpu_before = relay_pid.and_then(tests::procfs::cpu_ticks);
+    let cpu_before = relay_pid.and_then(::tests::procfs::cpu_ticks);
     let prog_before = relay_pid.filter(|_| programs).and_then(crate::xdp::prog_stats);
     let si_before = softirq_ticks();
     let core_before = core_busy_ticks(RELAY_CORE);
@@ -718,7 +718,7 @@ fn measure(
     let wire_after = wire_rx(topo);
     let si_after = softirq_ticks();
     let core_after = core_busy_ticks(RELAY_CORE);
-    let cpu_after = relay_pid.and_then(tests::procfs::cpu_ticks);
+    let cpu_after = relay_pid.and_then(::tests::procfs::cpu_ticks);
     let prog_after = relay_pid.filter(|_| programs).and_then(crate::xdp::prog_stats);
     let snmp_after = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
 

@@ -235,7 +235,7 @@ impl Meter<'_> {
                 iv.sbc_cpu_pct = Some(100.0 * after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_SEC / wall);
             }
             self.cpu_ticks = ticks;
-            iv.sbc_rss_mib = tests::procfs::rss_kib(sbc.id()).map(|k| k as f64 / 1024.0);
+            iv.sbc_rss_mib = ::tests::procfs::rss_kib(sbc.id()).map(|k| k as f64 / 1024.0);
             // One `netprobe` run each inside the SBC's namespace: cheap once an interval.
             iv.sbc_legs_active = sbc.metric("sbc_calls_active").ok();
             iv.sbc_transactions_active = sbc.metric("sbc_sip_transactions_active").ok();
