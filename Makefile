@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp as a real SIP peer, iproute2 for network namespaces, clang/libbpf for eBPF.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious
 FUZZ_SECONDS ?= 60
 
 .PHONY: help run build deps test unit lint fmt bench bench-parse fuzz ebpf clean
