@@ -254,7 +254,8 @@ fn flood_and_slowloris_from_one_source_hold_the_limits_while_a_tcp_trunk_calls()
         .spawn()
         .expect("uac starts");
 
-    // Slowloris first, so it holds the source's slots before the flood competes for them; the flood 2 s later.
+    // Slowloris first, so it holds the source's slots before the flood competes for them; the flood 3 s later
+    // (slowloris has its first 32 connections open by 1.6 s, with room for start-up delays under load).
     let target = addr(SBC_B, 5060).to_string();
     let (every, give_up) = ("200", (MESSAGE_TIMEOUT_MS * 3).to_string());
     let mut slow = topo
@@ -266,7 +267,7 @@ fn flood_and_slowloris_from_one_source_hold_the_limits_while_a_tcp_trunk_calls()
     while slow.try_wait().expect("slowloris").is_none()
         || flood.as_mut().is_none_or(|f: &mut tests::netns::Process| f.try_wait().expect("flood").is_none())
     {
-        if flood.is_none() && started.elapsed() >= Duration::from_secs(2) {
+        if flood.is_none() && started.elapsed() >= Duration::from_secs(3) {
             let args = ["flood", &target, &FLOOD.to_string(), "500", "1000"];
             flood = Some(topo.spawn(Host::C, "flood", &flood_bin, &args).expect("flood starts"));
         }

@@ -3,12 +3,11 @@
 //! buffer capped at the maximum message size, and a bounded write queue.
 
 use super::stream::{
-    Admitted, CloseReason, ConnClock, LogThrottle, Origin, Refusal, SourceClass, SourceTable, StreamLimits, Timeouts,
-    TrunkSources,
+    Admitted, CloseReason, ConnClock, Framer, LogThrottle, Origin, Refusal, SourceClass, SourceTable, StreamLimits,
+    Timeouts, TrunkSources,
 };
 use super::{ConnId, Inbound, Transport};
 use bytes::{BufMut, Bytes, BytesMut};
-use sbc_proto::msg::{frame, Framed};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -252,6 +251,7 @@ async fn serve(
     tracing::debug!(%remote, conn = id.0, "tcp connection open");
     let mut clock = ConnClock::new(origin, Instant::now().into_std(), Timeouts::from(&limits));
     let mut buf = BytesMut::new();
+    let mut framer = Framer::default();
     let reason = 'conn: loop {
         let (deadline, _) = clock.next_deadline();
         tokio::select! {
@@ -262,7 +262,7 @@ async fn serve(
                     Err(_) => break CloseReason::ReadError,
                     Ok(_) => {}
                 }
-                let msgs = match drain_messages(&mut buf, limits.max_message_size) {
+                let msgs = match framer.drain(&mut buf, limits.max_message_size) {
                     Ok(msgs) => msgs,
                     Err(e) => {
                         crate::metrics::parse_error("tcp", e.reason());
@@ -322,42 +322,5 @@ async fn read_capped(rd: &OwnedReadHalf, buf: &mut BytesMut, max: usize) -> std:
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             r => return r,
         }
-    }
-}
-
-/// Cuts every complete message off the front of `buf`, dropping keep-alive CRLFs.
-fn drain_messages(buf: &mut BytesMut, max: usize) -> Result<Vec<Bytes>, sbc_proto::msg::ParseError> {
-    let mut out = Vec::new();
-    loop {
-        match frame(buf, max)? {
-            Framed::Incomplete => return Ok(out),
-            Framed::KeepAlive(n) => drop(buf.split_to(n)),
-            Framed::Message(n) => out.push(buf.split_to(n).freeze()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drains_whole_messages_and_keeps_the_partial_one() {
-        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 3\r\n\r\nabc";
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(b"\r\n\r\n");
-        buf.extend_from_slice(msg);
-        buf.extend_from_slice(msg);
-        buf.extend_from_slice(&msg[..10]);
-        let got = drain_messages(&mut buf, 1000).expect("framed");
-        assert_eq!(got.len(), 2);
-        assert_eq!(&got[0][..], &msg[..]);
-        assert_eq!(&buf[..], &msg[..10]);
-    }
-
-    #[test]
-    fn oversized_message_is_an_error() {
-        let mut buf = BytesMut::from(&b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n"[..]);
-        assert!(drain_messages(&mut buf, 1000).is_err());
     }
 }

@@ -3,14 +3,17 @@
 //! was closed.
 //!
 //! Everything here is sans-IO, with time passed in: [`admission`] decides at accept ([`SourceTable`]),
-//! [`deadlines`] decides when a connection is over ([`ConnClock`]), [`LogThrottle`] keeps a flood of refusals from
-//! flooding the log. The transports only apply the decisions.
+//! [`deadlines`] decides when a connection is over ([`ConnClock`]), [`framer`] cuts messages out of the stream
+//! with work in proportion to what arrives ([`Framer`]), [`LogThrottle`] keeps a flood of refusals from flooding the
+//! log. The transports only apply the decisions.
 
 pub mod admission;
 pub mod deadlines;
+pub mod framer;
 
 pub use admission::{Admitted, Refusal, SourceClass, SourceKey, SourceTable, TrunkSources};
 pub use deadlines::{ConnClock, Origin, Timeouts};
+pub use framer::Framer;
 
 use std::time::{Duration, Instant};
 
