@@ -324,3 +324,64 @@ async fn read_capped(rd: &OwnedReadHalf, buf: &mut BytesMut, max: usize) -> std:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what} within 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn server(limits: Limits) -> (SocketAddr, Connections, mpsc::Receiver<Inbound>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let conns = Connections::default();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(listen(listener, limits, TrunkSources::default(), conns.clone(), tx));
+        (addr, conns, rx)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_closed_and_its_slot_released() {
+        let limits = Limits { message_timeout: Duration::from_secs(1), ..Limits::default() };
+        let (addr, conns, _rx) = server(limits).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let me = client.local_addr().expect("addr");
+        until("the connection is admitted", || conns.open_from(me.ip()) == 1).await;
+        // The client never reads, and we queue faster than the writer can write: the queue fills at once.
+        let big = Bytes::from(vec![b'x'; 64 * 1024]);
+        let queued = (0..2 * WRITE_QUEUE).take_while(|_| conns.send(None, me, big.clone()).is_ok()).count();
+        assert!(queued <= WRITE_QUEUE + 1, "{queued} messages queued for a peer that reads nothing");
+        assert!(matches!(conns.send(None, me, big.clone()), Err(SendError::Stuck(_) | SendError::NoConnection(_))));
+        // The stalled write then ends at the write deadline.
+        until("the stalled connection is closed and released", || conns.is_empty()).await;
+        assert!(matches!(conns.send(None, me, Bytes::from_static(b"x")), Err(SendError::NoConnection(_))));
+        drop(client.read(&mut [0u8; 16]).await);
+    }
+
+    #[tokio::test]
+    async fn a_read_buffer_never_grows_past_the_maximum_message_size() {
+        let limits = Limits { max_message_size: 2048, ..Limits::default() };
+        let (addr, conns, mut rx) = server(limits).await;
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        // Two messages in one write, then a head that never ends.
+        let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        client.write_all(&[&msg[..], &msg[..]].concat()).await.expect("write");
+        for _ in 0..2 {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("in time").expect("msg");
+            assert_eq!(&m.bytes[..], &msg[..]);
+        }
+        let mut sent = 0usize;
+        while sent < 1 << 20 && client.write_all(&[b'a'; 512]).await.is_ok() {
+            sent += 512;
+        }
+        until("the connection is closed as too large", || conns.is_empty()).await;
+        assert!(sent < 1 << 20, "1 MiB went into a connection whose messages are at most 2 KiB");
+    }
+}
