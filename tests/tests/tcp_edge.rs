@@ -152,6 +152,8 @@ fn an_oversized_message_closes_the_connection_as_too_large() {
     assert!(sent < 16 << 20, "the server took 16 MiB of headers with a 1 KiB maximum");
     assert_eq!(closes(&sbc, "too_large"), 2.0);
     assert_eq!(sbc.metric("sbc_sip_parse_errors_total{transport=\"tcp\",reason=\"too_large\"}").expect("m"), 2.0);
+    let logged = std::fs::read_to_string(&sbc.log).expect("log").matches("unframeable input").count();
+    assert_eq!(logged, 1, "two bad connections within 10 s make one log line");
 }
 
 #[test]

@@ -24,7 +24,8 @@ const WRITE_QUEUE: usize = 256;
 /// Bytes read at most per read call. A connection holds no read buffer until it has something to read, and gives
 /// back a buffer grown by a large message once that message is out.
 const READ_CHUNK: usize = 4096;
-/// At most one log line per refusal reason and listener in this time; each line counts the refusals left out.
+/// At most one log line per refusal reason and listener, and one for connections closed on bad input, in this time;
+/// each line counts the events left out.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The limits of TCP connections (shared with the other stream transports).
@@ -38,11 +39,24 @@ pub struct Connections {
     next_id: Arc<AtomicU64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Registry {
     by_id: HashMap<ConnId, Conn>,
     by_remote: HashMap<SocketAddr, ConnId>,
     sources: SourceTable,
+    /// One line per interval for connections closed on bad input, however many connections send it.
+    bad_input_log: LogThrottle,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            by_id: HashMap::new(),
+            by_remote: HashMap::new(),
+            sources: SourceTable::default(),
+            bad_input_log: LogThrottle::new(REFUSAL_LOG_EVERY),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -266,7 +280,14 @@ async fn serve(
                     Ok(msgs) => msgs,
                     Err(e) => {
                         crate::metrics::parse_error("tcp", e.reason());
-                        tracing::info!(%remote, error = %e, "closing tcp connection: unframeable input");
+                        let log = slot.conns.lock().bad_input_log.allow(Instant::now().into_std());
+                        if let Some(suppressed) = log {
+                            tracing::info!(
+                                %remote, error = %e, suppressed,
+                                "closing tcp connection: unframeable input (further ones are counted in \
+                                 sbc_sip_parse_errors_total, logged once per {REFUSAL_LOG_EVERY:?})"
+                            );
+                        }
                         break if matches!(e.kind, sbc_proto::msg::ParseErrorKind::TooLarge { .. }) {
                             CloseReason::TooLarge
                         } else {
