@@ -88,14 +88,18 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }
 
-/// The `netprobe` helper binary of this crate (UDP echo/ping, HTTP GET, run inside namespaces). Cargo builds it
-/// with the integration tests, next to their `deps/` directory.
+/// The `netprobe` helper binary of this crate (UDP echo/ping, HTTP GET, run inside namespaces).
 pub fn netprobe_binary() -> Result<PathBuf> {
+    helper_binary("netprobe")
+}
+
+/// A helper binary of this crate (`src/bin/NAME.rs`: `netprobe`, `tcpflood`, ...). Cargo builds them with the
+/// integration tests, next to their `deps/` directory.
+pub fn helper_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("current_exe")?;
-    let candidates =
-        [exe.parent().map(|d| d.join("netprobe")), exe.parent().and_then(Path::parent).map(|d| d.join("netprobe"))];
+    let candidates = [exe.parent().map(|d| d.join(name)), exe.parent().and_then(Path::parent).map(|d| d.join(name))];
     candidates.into_iter().flatten().find(|p| p.is_file()).with_context(|| {
-        format!("the netprobe helper is not built next to {}; run `cargo build -p tests --bins`", exe.display())
+        format!("the {name} helper is not built next to {}; run `cargo build -p tests --bins`", exe.display())
     })
 }
 
@@ -161,6 +165,11 @@ impl Sbc {
     /// Starts `sbc` with a config listening on fresh loopback ports, plus `extra` TOML appended, and waits until
     /// `/health` answers.
     pub fn start(name: &str, extra: &str) -> Result<Self> {
+        Self::start_with(name, "", extra)
+    }
+
+    /// [`Sbc::start`] with `sip_keys` (TOML lines) added to its `[sip]` table.
+    pub fn start_with(name: &str, sip_keys: &str, extra: &str) -> Result<Self> {
         let sip_port = free_port();
         let api_port = free_port();
         let dir = std::env::temp_dir().join(format!("sbc-test-{name}-{}", std::process::id()));
@@ -169,7 +178,7 @@ impl Sbc {
         std::fs::write(
             &config,
             format!(
-                "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n[log]\nlevel = \"info\"\n{extra}"
+                "[sip]\nlisten = [\"udp:127.0.0.1:{sip_port}\", \"tcp:127.0.0.1:{sip_port}\"]\n{sip_keys}\n\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\n[log]\nlevel = \"info\"\n{extra}"
             ),
         )?;
         let log = dir.join("sbc.log");

@@ -2,6 +2,7 @@
 //!
 //! Label values are bounded: methods outside the known set are `other`, reasons are static strings.
 
+use crate::transport::stream::{CloseReason, Refusal, SourceClass};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -19,8 +20,15 @@ pub const TRANSACTIONS_ACTIVE: &str = "sbc_sip_transactions_active";
 pub const RETRANSMISSIONS: &str = "sbc_sip_retransmissions_total";
 /// Open TCP connections.
 pub const TCP_CONNECTIONS_ACTIVE: &str = "sbc_tcp_connections_active";
-/// TCP connections refused, by `reason`.
+/// TCP connections refused at accept, by `reason` (`per_source`, `trunk_reserve`, `max_connections`).
 pub const TCP_CONNECTIONS_REJECTED: &str = "sbc_tcp_connections_rejected_total";
+/// TCP connections closed, by `reason` (`closed_by_peer`, `first_message_timeout`, `message_timeout`, `idle`, ...).
+pub const TCP_CONNECTIONS_CLOSED: &str = "sbc_tcp_connections_closed_total";
+/// Sources (IPv4 addresses, IPv6 /64s) with at least one open TCP connection.
+pub const TCP_SOURCES_ACTIVE: &str = "sbc_tcp_sources_active";
+/// The most TCP connections one source held open at once since the start, by `class` (`trunk`, `other`): shows
+/// that the per-source limits held.
+pub const TCP_SOURCE_PEAK: &str = "sbc_tcp_source_connections_peak";
 /// Messages dropped on purpose, by `reason`.
 pub const DROPPED: &str = "sbc_messages_dropped_total";
 
@@ -34,11 +42,24 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     describe_gauge!(TRANSACTIONS_ACTIVE, "SIP transactions alive");
     describe_counter!(RETRANSMISSIONS, "SIP retransmissions sent (out) or absorbed (in)");
     describe_gauge!(TCP_CONNECTIONS_ACTIVE, "open SIP TCP connections");
-    describe_counter!(TCP_CONNECTIONS_REJECTED, "SIP TCP connections refused");
+    describe_counter!(TCP_CONNECTIONS_REJECTED, "SIP TCP connections refused at accept, by reason");
+    describe_counter!(TCP_CONNECTIONS_CLOSED, "SIP TCP connections closed, by reason");
+    describe_gauge!(TCP_SOURCES_ACTIVE, "sources with an open SIP TCP connection");
+    describe_gauge!(TCP_SOURCE_PEAK, "most SIP TCP connections one source held at once, by class");
     describe_counter!(DROPPED, "SIP messages dropped on purpose");
     // Zero-valued series from the start, so dashboards and alerts see them before the first event.
     counter!(DROPPED, "reason" => "udp_too_large").absolute(0);
     gauge!(TCP_CONNECTIONS_ACTIVE).set(0.0);
+    gauge!(TCP_SOURCES_ACTIVE).set(0.0);
+    for r in Refusal::ALL {
+        counter!(TCP_CONNECTIONS_REJECTED, "reason" => r.label()).absolute(0);
+    }
+    for r in CloseReason::ALL {
+        counter!(TCP_CONNECTIONS_CLOSED, "reason" => r.label()).absolute(0);
+    }
+    for class in [SourceClass::Trunk, SourceClass::Other] {
+        gauge!(TCP_SOURCE_PEAK, "class" => class.label()).set(0.0);
+    }
     Ok(handle)
 }
 

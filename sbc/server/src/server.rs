@@ -13,11 +13,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let (tx, rx) = crate::transport::queues();
     let guard = crate::edge::EdgeGuard::new(config.edge.guard.clone(), config.plan.clone());
     let mut sockets = Sockets::default();
-    let limits = tcp::Limits {
-        max_message_size: config.sip.max_message_size,
-        idle_timeout: config.sip.tcp_idle_timeout,
-        max_connections: config.sip.tcp_max_connections,
-    };
+    let limits = config.sip.stream_limits();
+    let trunks = crate::transport::stream::TrunkSources::from_plan(&config.plan);
     let mut tasks = Vec::new();
     // Bound addresses (a configured port 0 becomes the real one), for leg B's Via and Contact.
     let mut locals = Vec::new();
@@ -33,7 +30,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 let listener = tokio::net::TcpListener::bind(l.addr)
                     .await
                     .with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
-                tasks.push(tokio::spawn(tcp::listen(listener, limits, sockets.tcp.clone(), guard.clone(), tx.clone())));
+                tasks.push(tokio::spawn(tcp::listen(
+                    listener,
+                    limits,
+                    trunks.clone(),
+                    sockets.tcp.clone(),
+                    guard.clone(),
+                    tx.clone(),
+                )));
             }
             other => anyhow::bail!("sip.listen: transport {other} is not implemented yet"),
         }

@@ -26,7 +26,7 @@ pub use header::{HeaderName, Headers};
 pub use message::{Message, Request, Response};
 pub use method::Method;
 pub use params::Params;
-pub use parse::{frame, parse_datagram, parse_stream, Framed};
+pub use parse::{frame, message_extent, parse_datagram, parse_stream, Framed};
 pub use uri::{Scheme, SipUri, TelUri, Uri};
 pub use values::{CSeq, Contacts, MediaType};
 pub use via::{Via, MAGIC_COOKIE};

@@ -43,11 +43,24 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Framed, ParseError> {
         // `\r\n\r\n` is a keep-alive ping; a lone `\r\n` is its pong. Either way nothing to parse yet.
         return Ok(Framed::KeepAlive(start));
     }
+    Ok(match message_extent(buf, max)? {
+        Some(total) if buf.len() >= total => Framed::Message(total),
+        _ => Framed::Incomplete,
+    })
+}
+
+/// How many bytes the first message of a stream buffer occupies, body included, once its head has arrived:
+/// `Ok(Some(total))`, whether the body is all there or not; `Ok(None)` while the empty line ending the head has not
+/// arrived. Errors as [`frame`]. `buf` starts with the message (no keep-alive CRLFs: [`frame`] handles those).
+///
+/// For a reader that gets a stream a few bytes at a time (a slow or hostile peer): knowing the length, it frames the
+/// message once its bytes are there instead of scanning the head again on every read.
+pub fn message_extent(buf: &[u8], max: usize) -> Result<Option<usize>, ParseError> {
     let Some((head_end, body_start)) = find_head_end(buf) else {
         if buf.len() > max {
             return Err(ParseError::new(K::TooLarge { max }, buf, 0));
         }
-        return Ok(Framed::Incomplete);
+        return Ok(None);
     };
     let len = content_length_of(&buf[..head_end]).map_err(|(kind, at)| ParseError::new(kind, buf, at))?;
     let len = len.ok_or_else(|| ParseError::new(K::MissingContentLength, buf, 0))?;
@@ -55,7 +68,7 @@ pub fn frame(buf: &[u8], max: usize) -> Result<Framed, ParseError> {
     if total > max {
         return Err(ParseError::new(K::TooLarge { max }, buf, 0));
     }
-    Ok(if buf.len() >= total { Framed::Message(total) } else { Framed::Incomplete })
+    Ok(Some(total))
 }
 
 /// Returns (end of the last header line, start of the body).
@@ -443,6 +456,16 @@ v=0\r\n";
             Message::Request(r) => r,
             Message::Response(_) => panic!("expected a request"),
         }
+    }
+
+    #[test]
+    fn message_extent_is_known_once_the_head_is_complete() {
+        // INVITE's body is "v=0\r\n", of which Content-Length 4 counts "v=0\r".
+        let (head, total) = (INVITE.len() - 5, INVITE.len() - 1);
+        assert_eq!(message_extent(&INVITE[..head - 1], 65535), Ok(None), "the empty line is not complete");
+        assert_eq!(message_extent(&INVITE[..head], 65535), Ok(Some(total)), "body not there yet");
+        assert_eq!(message_extent(INVITE, 65535), Ok(Some(total)));
+        assert!(message_extent(&INVITE[..head], total - 1).is_err(), "over the maximum");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub struct Threshold {
 /// The guard's settings (`[edge]` in the configuration, where every default is explained).
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
-    /// Never banned, never rate-limited (monitoring, the pair's peer, a carrier's whole range).
+    /// Never banned, never rate-limited (monitoring, the pair's peer, a carrier's whole range); loopback always.
     pub allow: Vec<IpNet>,
     /// Messages per second from one trunk's source address beyond which it is banned; `None`: unlimited.
     pub rate_trusted: Option<u32>,
@@ -270,9 +270,9 @@ impl Edge {
         &self.config
     }
 
-    /// Whether `addr` is on the allowlist.
+    /// Whether `addr` is on the allowlist. Loopback always is: it is this host (monitoring, a local proxy).
     pub fn allowed(&self, addr: IpAddr) -> bool {
-        self.config.allow.iter().any(|n| n.contains(&addr))
+        addr.is_loopback() || self.config.allow.iter().any(|n| n.contains(&addr))
     }
 
     /// Decides on one message from `src` at `now`; `trusted`: the source is a trunk's (its rate is

@@ -14,6 +14,7 @@ pub use edge::EdgeSettings;
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 
+use crate::transport::stream::StreamLimits;
 use sbc_proto::routing::Plan;
 use sbc_proto::transport::Transport;
 use serde::Deserialize;
@@ -145,8 +146,39 @@ pub struct SipConfig {
     pub tcp_idle_timeout: Duration,
     /// At most this many TCP connections at once; more are closed at accept. Default 1024.
     pub tcp_max_connections: usize,
+    /// At most this many TCP connections open from one source that is no trunk (an IPv4 address, an IPv6 /64);
+    /// more are reset at accept. Default 32: a PBX or a NAT with several devices fits, a flood does not.
+    pub tcp_max_connections_per_source: usize,
+    /// The same for an address of a trunk's `match.source`. Default 256: trunks are known peers that may spread
+    /// their calls over many connections.
+    pub tcp_max_connections_per_trunk_source: usize,
+    /// Of `tcp_max_connections`, how many are kept for trunk sources: others are refused once only these are
+    /// left, so a flood from many addresses cannot lock the trunks out. Default a quarter of the cap.
+    pub tcp_trunk_reserve: usize,
+    /// An accepted TCP connection must deliver a whole first message within this time. Default 10 s: a client
+    /// connects to send a request, so anything slower is a stalled or hostile peer.
+    pub tcp_first_message_timeout: Duration,
+    /// Once the first byte of a message arrived, the whole message must arrive within this time (slowloris); one
+    /// write to a peer must also complete within it. Default 5 s: a 64 KiB message at 128 kbit/s.
+    pub tcp_message_timeout: Duration,
     /// Our Server header. Default `sbc/<version>`.
     pub user_agent: String,
+}
+
+impl SipConfig {
+    /// The limits of stream connections (TCP; TLS and WebSocket when they come).
+    pub fn stream_limits(&self) -> StreamLimits {
+        StreamLimits {
+            max_message_size: self.max_message_size,
+            max_connections: self.tcp_max_connections,
+            max_per_source: self.tcp_max_connections_per_source,
+            max_per_trunk_source: self.tcp_max_connections_per_trunk_source,
+            trunk_reserve: self.tcp_trunk_reserve,
+            first_message_timeout: self.tcp_first_message_timeout,
+            message_timeout: self.tcp_message_timeout,
+            idle_timeout: self.tcp_idle_timeout,
+        }
+    }
 }
 
 /// One listen address.
@@ -216,6 +248,11 @@ struct RawSip {
     max_message_size: Option<Spanned<usize>>,
     tcp_idle_timeout: Option<Spanned<String>>,
     tcp_max_connections: Option<Spanned<usize>>,
+    tcp_max_connections_per_source: Option<Spanned<usize>>,
+    tcp_max_connections_per_trunk_source: Option<Spanned<usize>>,
+    tcp_trunk_reserve: Option<Spanned<usize>>,
+    tcp_first_message_timeout: Option<Spanned<String>>,
+    tcp_message_timeout: Option<Spanned<String>>,
     user_agent: Option<String>,
 }
 
@@ -282,6 +319,11 @@ impl Validator<'_> {
             max_message_size: None,
             tcp_idle_timeout: None,
             tcp_max_connections: None,
+            tcp_max_connections_per_source: None,
+            tcp_max_connections_per_trunk_source: None,
+            tcp_trunk_reserve: None,
+            tcp_first_message_timeout: None,
+            tcp_message_timeout: None,
             user_agent: None,
         });
         let listen = match sip.listen {
@@ -315,11 +357,44 @@ impl Validator<'_> {
             Some(s) if *s.get_ref() > 0 => *s.get_ref(),
             Some(s) => return Err(v.invalid(s.span(), "sip.tcp_max_connections", "must be at least 1")),
         };
+        let at_least_one = |s: Option<Spanned<usize>>, key: &str, default: usize| match s {
+            None => Ok(default),
+            Some(s) if *s.get_ref() > 0 => Ok(*s.get_ref()),
+            Some(s) => Err(v.invalid(s.span(), key, "must be at least 1")),
+        };
+        let tcp_max_connections_per_source =
+            at_least_one(sip.tcp_max_connections_per_source, "sip.tcp_max_connections_per_source", 32)?;
+        let tcp_max_connections_per_trunk_source =
+            at_least_one(sip.tcp_max_connections_per_trunk_source, "sip.tcp_max_connections_per_trunk_source", 256)?;
+        let tcp_trunk_reserve = match sip.tcp_trunk_reserve {
+            None => tcp_max_connections / 4,
+            Some(s) if *s.get_ref() < tcp_max_connections => *s.get_ref(),
+            Some(s) => {
+                return Err(v.invalid(
+                    s.span(),
+                    "sip.tcp_trunk_reserve",
+                    &format!("must be less than sip.tcp_max_connections ({tcp_max_connections})"),
+                ))
+            }
+        };
+        let tcp_first_message_timeout = match sip.tcp_first_message_timeout {
+            None => Duration::from_secs(10),
+            Some(s) => v.duration(&s, "sip.tcp_first_message_timeout")?,
+        };
+        let tcp_message_timeout = match sip.tcp_message_timeout {
+            None => Duration::from_secs(5),
+            Some(s) => v.duration(&s, "sip.tcp_message_timeout")?,
+        };
         Ok(SipConfig {
             listen,
             max_message_size,
             tcp_idle_timeout,
             tcp_max_connections,
+            tcp_max_connections_per_source,
+            tcp_max_connections_per_trunk_source,
+            tcp_trunk_reserve,
+            tcp_first_message_timeout,
+            tcp_message_timeout,
             user_agent: sip.user_agent.unwrap_or_else(|| format!("sbc/{}", env!("CARGO_PKG_VERSION"))),
         })
     }
@@ -440,6 +515,38 @@ mod tests {
         assert_eq!(c.sip.max_message_size, 65535);
         assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(300));
         assert!(c.api.is_none());
+    }
+
+    #[test]
+    fn stream_limits_default_to_the_shared_defaults_and_take_every_key() {
+        assert_eq!(parse("").expect("empty").sip.stream_limits(), StreamLimits::default());
+        let c = parse(
+            "[sip]\ntcp_max_connections = 100\ntcp_max_connections_per_source = 4\n\
+             tcp_max_connections_per_trunk_source = 50\ntcp_trunk_reserve = 10\n\
+             tcp_first_message_timeout = \"3s\"\ntcp_message_timeout = \"1500ms\"\n",
+        )
+        .expect("valid");
+        let l = c.sip.stream_limits();
+        assert_eq!((l.max_connections, l.max_per_source, l.max_per_trunk_source, l.trunk_reserve), (100, 4, 50, 10));
+        assert_eq!((l.first_message_timeout, l.message_timeout), (Duration::from_secs(3), Duration::from_millis(1500)));
+        assert_eq!(parse("[sip]\ntcp_max_connections = 100\n").expect("valid").sip.tcp_trunk_reserve, 25);
+    }
+
+    #[test]
+    fn bad_stream_limits_name_their_key() {
+        for (text, key) in [
+            ("[sip]\ntcp_max_connections_per_source = 0\n", "test.toml:2: sip.tcp_max_connections_per_source"),
+            (
+                "[sip]\ntcp_max_connections_per_trunk_source = 0\n",
+                "test.toml:2: sip.tcp_max_connections_per_trunk_source",
+            ),
+            ("[sip]\ntcp_max_connections = 8\ntcp_trunk_reserve = 8\n", "test.toml:3: sip.tcp_trunk_reserve"),
+            ("[sip]\ntcp_first_message_timeout = \"0s\"\n", "test.toml:2: sip.tcp_first_message_timeout"),
+            ("[sip]\ntcp_message_timeout = \"soon\"\n", "test.toml:2: sip.tcp_message_timeout"),
+        ] {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! Each transport turns what it receives into [`Inbound`] messages on one channel to the driver (UDP: one datagram;
 //! TCP: one message cut out of the stream by `sbc_proto::msg::frame`), and sends what the driver hands it. Parsing
-//! and every SIP decision happen in `sbc-proto`, driven by [`crate::driver`].
+//! and every SIP decision happen in `sbc-proto`, driven by [`crate::driver`]. The limits of connection-oriented
+//! transports (per-source caps, deadlines, message size) are decided in [`stream`], which has no I/O.
 
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 
