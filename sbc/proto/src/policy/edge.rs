@@ -28,6 +28,8 @@ pub struct Threshold {
 /// The guard's settings (`[edge]` in the configuration, where every default is explained).
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
+    /// Whether the guard works at all (off: every message passes, no offence counts; for measuring its cost).
+    pub enabled: bool,
     /// Never banned, never rate-limited (monitoring, the pair's peer, a carrier's whole range); loopback always.
     pub allow: Vec<IpNet>,
     /// Messages per second from one trunk's source address beyond which it is banned; `None`: unlimited.
@@ -47,6 +49,7 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             allow: Vec::new(),
             rate_trusted: None,
             rate_unknown: Some(30),
@@ -278,6 +281,9 @@ impl Edge {
     /// Decides on one message from `src` at `now`; `trusted`: the source is a trunk's (its rate is
     /// [`EdgeConfig::rate_trusted`]). The first thing after the read.
     pub fn check(&mut self, now: Instant, src: IpAddr, trusted: bool) -> Verdict {
+        if !self.config.enabled {
+            return Verdict::Pass;
+        }
         if let Some(ban) = self.bans.get(&src) {
             if ban.until > now {
                 return Verdict::Banned(ban.reason);
@@ -306,7 +312,7 @@ impl Edge {
     /// An offence by `src`: counted, and banned when over its threshold (a scanner at once). Returns the ban
     /// reason when this offence banned it.
     pub fn report(&mut self, now: Instant, src: IpAddr, offence: &Offence) -> Option<BanReason> {
-        if self.allowed(src) || self.banned(now, src).is_some() {
+        if !self.config.enabled || self.allowed(src) || self.banned(now, src).is_some() {
             return None;
         }
         let reason = match offence {
@@ -423,6 +429,7 @@ mod tests {
 
     fn edge() -> Edge {
         Edge::new(EdgeConfig {
+            enabled: true,
             allow: vec!["198.18.3.0/24".parse().unwrap()],
             rate_trusted: Some(1000),
             rate_unknown: Some(10),

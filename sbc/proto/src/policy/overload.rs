@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 /// Settings (`[overload]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OverloadConfig {
+    /// Whether new calls are ever refused (off: never; for measuring what overload does without it).
+    pub enabled: bool,
     /// The least wait of new requests in the driver's queue over an interval beyond which the SBC counts as
     /// overloaded (a standing queue).
     pub queue_delay: Duration,
@@ -35,6 +37,7 @@ pub struct OverloadConfig {
 impl Default for OverloadConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             queue_delay: Duration::from_millis(20),
             cpu: None,
             retry_after: 2,
@@ -85,6 +88,9 @@ impl Overload {
 
     /// Adjusts the fraction if an interval has passed (also called on every [`Overload::on_delay`]).
     pub fn adjust(&mut self, now: Instant) {
+        if !self.config.enabled {
+            return;
+        }
         let Some(due) = self.next_adjust else {
             self.next_adjust = Some(now + self.config.interval);
             return;

@@ -21,6 +21,7 @@ pub struct EdgeSettings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEdge {
+    enabled: Option<bool>,
     allow: Option<Vec<Spanned<String>>>,
     rate_trusted: Option<u32>,
     rate_unknown: Option<u32>,
@@ -36,6 +37,7 @@ pub(super) struct RawEdge {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOverload {
+    enabled: Option<bool>,
     queue_delay: Option<Spanned<String>>,
     cpu: Option<Spanned<f64>>,
     retry_after: Option<Spanned<u32>>,
@@ -50,6 +52,9 @@ impl Validator<'_> {
         let mut out = EdgeSettings::default();
         if let Some(e) = edge {
             let g = &mut out.guard;
+            if let Some(on) = e.enabled {
+                g.enabled = on;
+            }
             if let Some(list) = e.allow {
                 g.allow = list
                     .iter()
@@ -82,6 +87,10 @@ impl Validator<'_> {
             if let Some(list) = &e.scanners {
                 out.scanners = Scanners::new(list);
             }
+            if !g.enabled {
+                // Off means off: no scanner check either.
+                out.scanners = Scanners::new::<&str>(&[]);
+            }
             if let Some(s) = e.max_sources {
                 if !(16..=10_000_000).contains(s.get_ref()) {
                     return Err(self.invalid(s.span(), "edge.max_sources", "must be between 16 and 10000000"));
@@ -91,6 +100,9 @@ impl Validator<'_> {
         }
         if let Some(o) = overload {
             let c = &mut out.overload;
+            if let Some(on) = o.enabled {
+                c.enabled = on;
+            }
             if let Some(s) = &o.queue_delay {
                 c.queue_delay = self.duration(s, "overload.queue_delay")?;
             }
@@ -177,5 +189,12 @@ mod tests {
             assert!(e.contains(key), "{text}: {e}");
         }
         assert!(parse("[edge]\nfrobnicate = 1\n").expect_err("unknown key").contains("frobnicate"));
+    }
+
+    #[test]
+    fn both_can_be_switched_off() {
+        let c = parse("[edge]\nenabled = false\n[overload]\nenabled = false\n").expect("valid");
+        assert!(!c.edge.guard.enabled && !c.edge.overload.enabled);
+        assert!(!c.edge.scanners.matches(b"friendly-scanner"), "no scanner check with the guard off");
     }
 }
