@@ -729,3 +729,74 @@ fn keepalived_mode_follows_its_notifications_and_the_call_moves_with_the_address
     let cdrs = pair.wait_cdrs(1);
     one_cdr_per_call(&cdrs, 1);
 }
+
+/// `config/examples/pair-1.toml` and `pair-2.toml` start exactly as shipped (TCP and UDP listeners on service
+/// addresses the standby does not hold), the preferred box becomes active and carries a call, and when it is
+/// killed the survivor holds the service addresses alone within 3 s: the dead box's addresses expire by
+/// themselves, as nobody is left to renew them.
+#[test]
+fn pair_examples_start_as_shipped_and_a_killed_active_lets_go_of_its_addresses() {
+    let pair = Pair::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+    // The examples write their CDRs under /var/lib/sbc: leave nothing there that was not there before.
+    let cdr_files = [Path::new("/var/lib/sbc/cdr-sbc1.jsonl"), Path::new("/var/lib/sbc/cdr-sbc2.jsonl")];
+    let existed: Vec<bool> = cdr_files.iter().map(|p| p.exists()).collect();
+    struct Cleanup<'a>(&'a [&'a Path], Vec<bool>);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            for (p, existed) in self.0.iter().zip(&self.1) {
+                if !existed {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+    }
+    let _cleanup = Cleanup(&cdr_files, existed);
+    let start = |node: u8| {
+        let shipped = std::fs::read_to_string(examples.join(format!("pair-{node}.toml"))).expect("example");
+        Sbc::start_in(
+            &pair.topo.ns(Host::pair_box(node)),
+            &format!("example-sbc{node}"),
+            &shipped,
+            addr(VIP_A, 5060),
+            api(),
+        )
+        .unwrap_or_else(|e| panic!("pair-{node}.toml starts as shipped: {e:#}"))
+    };
+    let (sbc1, sbc2) = (start(1), start(2));
+    wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
+    pair.wait_vips(1, true, Instant::now(), WAIT);
+    assert!(pair.vips_on(2).is_empty(), "the standby holds no service address: {:?}", pair.vips_on(2));
+
+    let uas = Sipp::new("uas_answer.xml")
+        .netns(&pair.topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .calls(3)
+        .limit(Duration::from_secs(30))
+        .spawn()
+        .expect("uas starts");
+    let uac = Sipp::new("uac_call.xml")
+        .netns(&pair.topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5060)
+        .target(addr(VIP_A, 5060))
+        .service("030123456")
+        .calls(3)
+        .pause(Duration::from_millis(200))
+        .limit(Duration::from_secs(30))
+        .run()
+        .expect("uac runs");
+    uac.assert_all_successful(3).expect("calls through the shipped example");
+    uas.wait().expect("uas runs").assert_all_successful(3).expect("the carrier's side");
+
+    let killed = Instant::now();
+    kill9(&sbc1);
+    let took = wait_role(&sbc2, "sbc2", "active", killed, TAKEOVER_LIMIT);
+    pair.wait_vips(2, true, killed, WAIT);
+    let gone = pair.wait_vips(1, false, killed, WAIT);
+    eprintln!("sbc2 active {took:?} after the kill; the killed box's addresses expired {gone:?} after it");
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed()));
+    assert!(pair.vips_on(1).is_empty(), "3 s after the kill the dead box holds {:?}", pair.vips_on(1));
+    assert_eq!(pair.vips_on(2).len(), 2, "the survivor holds both service addresses");
+}

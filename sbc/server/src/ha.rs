@@ -155,6 +155,9 @@ async fn pair_task(
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     };
     let mut pair = Pair::new(config, Instant::now().into_std());
+    // While active, the service addresses are renewed well within their lifetime (see `add_vip`).
+    let mut active = false;
+    let mut renewed = Instant::now();
     let (hb_tx, mut hb_rx) = mpsc::unbounded_channel::<Heartbeat>();
     for (sock, _) in &sockets {
         let (sock, tx) = (sock.clone(), hb_tx.clone());
@@ -206,6 +209,8 @@ async fn pair_task(
                             s.takeovers += 1;
                         }
                     }
+                    active = role == Role::Active;
+                    renewed = Instant::now();
                     let vips = settings.vips.clone();
                     tokio::task::spawn_blocking(move || {
                         if role == Role::Active {
@@ -226,6 +231,11 @@ async fn pair_task(
                     let _ = events.send(HaEvent::Role(role, why));
                 }
             }
+        }
+        if active && renewed.elapsed() >= VIP_RENEW_EVERY {
+            renewed = Instant::now();
+            let vips = settings.vips.clone();
+            tokio::task::spawn_blocking(move || vips.iter().for_each(renew_vip));
         }
         let alive = pair.peer_alive(Instant::now().into_std());
         status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).peer_alive = alive;
@@ -386,10 +396,48 @@ fn run(program: &str, args: &[&str]) -> bool {
     }
 }
 
+/// A service address lives this long unless the active renews it: a killed or hung active lets go of its
+/// addresses by itself, within this time of its last renewal, without anyone removing them.
+const VIP_LIFETIME_SECS: &str = "2";
+/// How often the active renews its addresses (from the pair's own loop, so a wedged process stops renewing).
+const VIP_RENEW_EVERY: Duration = Duration::from_millis(400);
+
 fn add_vip(v: &Vip) {
-    // "exists" is fine: the address may never have left.
-    run("ip", &["addr", "add", &v.cidr, "dev", &v.dev]);
-    tracing::info!(vip = %v.cidr, dev = %v.dev, "service address added");
+    // `replace`: the address may never have left (then only its lifetime is renewed).
+    run(
+        "ip",
+        &[
+            "addr",
+            "replace",
+            &v.cidr,
+            "dev",
+            &v.dev,
+            "valid_lft",
+            VIP_LIFETIME_SECS,
+            "preferred_lft",
+            VIP_LIFETIME_SECS,
+        ],
+    );
+    tracing::info!(vip = %v.cidr, dev = %v.dev, lifetime_s = VIP_LIFETIME_SECS, "service address added");
+}
+
+fn renew_vip(v: &Vip) {
+    if !run(
+        "ip",
+        &[
+            "addr",
+            "replace",
+            &v.cidr,
+            "dev",
+            &v.dev,
+            "valid_lft",
+            VIP_LIFETIME_SECS,
+            "preferred_lft",
+            VIP_LIFETIME_SECS,
+        ],
+    ) {
+        tracing::warn!(vip = %v.cidr, dev = %v.dev, "service address could not be renewed");
+    }
 }
 
 /// Gratuitous ARP, so the neighbours send to this box now rather than when their cache times out: two

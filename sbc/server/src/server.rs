@@ -27,9 +27,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, guard.clone(), tx.clone())));
             }
             Transport::Tcp => {
-                let listener = tokio::net::TcpListener::bind(l.addr)
-                    .await
-                    .with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
+                let listener = tcp::bind(l.addr).with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
                 tasks.push(tokio::spawn(tcp::listen(
                     listener,
                     limits,

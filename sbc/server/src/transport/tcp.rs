@@ -178,6 +178,24 @@ impl Drop for Slot {
     }
 }
 
+/// A listening socket for SIP over TCP. `IP_FREEBIND` lets a standby bind a service address it does not hold yet
+/// (it serves it the moment the address moves here), as the UDP sockets do.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+        sock.set_freebind_ipv6(true)?;
+    } else {
+        sock.set_freebind(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
 /// Accepts connections until the driver is gone. A connection from a banned source, or over a limit, is reset
 /// right after accept (no read, no task), counted by reason and logged at most once per [`REFUSAL_LOG_EVERY`] per
 /// reason (bans are logged when they are made).
