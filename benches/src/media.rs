@@ -429,6 +429,7 @@ fn relay_step(
                     local: sock(local, port),
                     partner: sock(partner, port),
                     peer: Some(peer),
+                    latched: None,
                     strict: true,
                     clock_rates: vec![(0, 8000)],
                 }))?;

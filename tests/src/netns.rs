@@ -375,25 +375,42 @@ impl Topology {
         self.full_checksums()?;
         let mut helpers = Vec::new();
         for (host, dev) in [(Host::A, "eth0"), (Host::Switch, "p-sbc")] {
-            let p = self.spawn(host, &format!("xdp-pass-{dev}"), media_relay, &["--pass-only", "--interface", dev])?;
-            helpers.push(p);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let out = self.exec(host, "ip", &["link", "show", "dev", dev])?;
-                if out.contains("xdp") {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "no XDP program on {dev} in {} after 10 s: {}",
-                        self.ns(host),
-                        helpers[helpers.len() - 1].output_tail()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            helpers.push(self.pass_program(host, dev, media_relay)?);
         }
         Ok(helpers)
+    }
+
+    /// Prepares the pair topology for the relay's XDP fast path on both boxes, as [`Topology::prepare_xdp`] does
+    /// for the single SBC: forwarding on each box's a0 and b0, full checksums from the hosts, and an XDP_PASS
+    /// program on the bridge ports the boxes' a0 and b0 send into (their veth peers in the switch).
+    pub fn prepare_xdp_pair(&self, media_relay: &Path) -> Result<Vec<Process>> {
+        for host in [Host::Sbc1, Host::Sbc2] {
+            for dev in ["a0", "b0"] {
+                self.exec(host, "sysctl", &["-qw", &format!("net.ipv4.conf.{dev}.forwarding=1")])?;
+            }
+        }
+        self.full_checksums()?;
+        let mut helpers = Vec::new();
+        for dev in ["pa-sbc1", "pa-sbc2", "pb-sbc1", "pb-sbc2"] {
+            helpers.push(self.pass_program(Host::Switch, dev, media_relay)?);
+        }
+        Ok(helpers)
+    }
+
+    /// `media-relay --pass-only` on `dev` in `host`, waited for until the device shows the program.
+    fn pass_program(&self, host: Host, dev: &str, media_relay: &Path) -> Result<Process> {
+        let p = self.spawn(host, &format!("xdp-pass-{dev}"), media_relay, &["--pass-only", "--interface", dev])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.exec(host, "ip", &["link", "show", "dev", dev])?;
+            if out.contains("xdp") {
+                return Ok(p);
+            }
+            if Instant::now() > deadline {
+                bail!("no XDP program on {dev} in {} after 10 s: {}", self.ns(host), p.output_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Forwarding on the SBC's a0 and b0, as on a router or a container host (bpf_fib_lookup needs it).

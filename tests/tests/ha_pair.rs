@@ -59,8 +59,14 @@ impl Pair {
 
     /// Starts box `node` (1 or 2) with its config; waits for `/health`.
     fn start(&self, node: u8) -> Sbc {
+        self.start_xdp(node, "off")
+    }
+
+    /// [`Pair::start`] with `[media] xdp = xdp`.
+    fn start_xdp(&self, node: u8, xdp: &str) -> Sbc {
         let priority = if node == 1 { PRIORITY_1 } else { PRIORITY_2 };
-        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
+        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)])
+            .replace("xdp = \"off\"", &format!("xdp = \"{xdp}\""));
         Sbc::start_in(&self.topo.ns(Host::pair_box(node)), &format!("ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
             .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
     }
@@ -799,4 +805,62 @@ fn pair_examples_start_as_shipped_and_a_killed_active_lets_go_of_its_addresses()
     std::thread::sleep(Duration::from_secs(3).saturating_sub(killed.elapsed()));
     assert!(pair.vips_on(1).is_empty(), "3 s after the kill the dead box holds {:?}", pair.vips_on(1));
     assert_eq!(pair.vips_on(2).len(), 2, "the survivor holds both service addresses");
+}
+
+/// With native XDP on both boxes, a kill -9 of the active: the new active's relay learns the calls' latched peers
+/// from the replicated records and hands their flows to the kernel at the takeover, so its XDP program forwards the
+/// media from the first packets after the takeover and user space sees at most a couple of packets per flow (those
+/// that wait for the neighbour of a peer this box never talked to).
+#[test]
+fn xdp_pair_forwards_media_in_the_kernel_from_the_first_packets_after_a_takeover() {
+    const CALLS: u32 = 10;
+    const MEDIA_SECONDS: u64 = 12;
+    let pair = Pair::new();
+    let _helpers = pair.topo.prepare_xdp_pair(&tests::media_relay_binary().expect("media-relay built")).expect("xdp");
+    let sbc1 = pair.start_xdp(1, "native");
+    let sbc2 = pair.start_xdp(2, "native");
+    wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
+    assert_eq!(sbc2.metric("sbc_media_xdp_mode").ok(), Some(2.0), "native XDP on the standby: {}", sbc2.log_tail());
+    pair.wait_vips(1, true, Instant::now(), Duration::from_secs(5));
+
+    let uas = pair.carrier(CALLS, Duration::from_secs(60));
+    let mut fleet_a = fleet(&pair.topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), CALLS, MEDIA_SECONDS, SSRC_A);
+    let mut fleet_b = fleet(&pair.topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), CALLS, MEDIA_SECONDS, SSRC_B);
+    let uac = pair.caller(5060, CALLS, 10, Duration::from_secs(MEDIA_SECONDS + 8), RTP_PORT, Duration::from_secs(60));
+    let (ports_a, ports_b) = wait_relay_ports(&uac, &uas, CALLS as usize, Duration::from_secs(30));
+    let dir = pair.topo.dir().to_owned();
+    for (name, ip, ports) in [("fleet-a", VIP_A, &ports_a), ("fleet-b", VIP_B, &ports_b)] {
+        let text: String = ports.iter().map(|p| format!("{ip}:{p}\n")).collect();
+        tests::write_atomically(&dir.join(format!("{name}.targets")), &text).expect("written");
+    }
+    // The active forwards in the kernel, and every latch reached the standby.
+    wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", u64::from(CALLS), Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(3));
+    let kernel1 = sbc1.metric("sbc_media_kernel_packets_total").unwrap_or(0.0);
+    assert!(kernel1 > 0.0, "the active forwards in the kernel: {}", sbc1.log_tail());
+    let user_before = sbc2.metric("sbc_media_packets_received_total").unwrap_or(0.0);
+    assert_eq!(user_before, 0.0, "the standby relays nothing");
+
+    let killed = Instant::now();
+    kill9(&sbc1);
+    wait_role(&sbc2, "sbc2", "active", killed, TAKEOVER_LIMIT);
+    wait_ha_at_least(&sbc2, "sbc2", "calls", u64::from(CALLS), Duration::from_secs(2));
+    let a = fleet_report(&mut fleet_a, &dir.join("fleet-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("fleet-b.json"));
+    let gap_ab = assert_media_across_takeover("A -> B", &a, &b, CALLS);
+    let gap_ba = assert_media_across_takeover("B -> A", &b, &a, CALLS);
+    // Counters are exported every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let user = sbc2.metric("sbc_media_packets_received_total").unwrap_or(0.0);
+    let kernel = sbc2.metric("sbc_media_kernel_packets_total").unwrap_or(0.0);
+    let flows = f64::from(2 * CALLS);
+    eprintln!(
+        "after the takeover sbc2's XDP program forwarded {kernel} packets, user space saw {user} ({:.1} per flow); \
+         media gap at most {gap_ab:?} A->B, {gap_ba:?} B->A",
+        user / flows
+    );
+    assert!(kernel > 0.0, "the new active forwards in the kernel");
+    assert!(user <= 2.0 * flows, "user space saw at most 2 packets per flow: {user} for {flows} flows");
+    uac.wait().expect("uac runs").assert_all_successful(CALLS.into()).expect("every call completes");
+    uas.wait().expect("uas runs").assert_all_successful(CALLS.into()).expect("every call completes at the carrier");
 }

@@ -525,8 +525,12 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
                 forward_datagrams(&shared, now, local, m, &buf[..m.len]);
             }
-            // A first packet may have confirmed a peer: hand the flow to the kernel now.
+            // A first packet may have confirmed a peer: hand the flow to the kernel now, and tell the signalling
+            // side (it replicates latches to the standby of a pair).
             apply_kernel(&shared);
+            while let Some(ev) = shared.table.borrow_mut().poll_event() {
+                let _ = shared.events.send(ev);
+            }
         }
     }
 }

@@ -62,6 +62,11 @@ pub struct EndpointSpec {
     /// Where this leg's peer said it receives (its SDP); `None` before its SDP is known, or on hold (0.0.0.0).
     /// Confirmed or corrected by the peer's first packets (latching).
     pub peer: Option<SocketAddr>,
+    /// The peer as a relay already latched it (after a takeover: on the box that had the call before): trusted
+    /// as latched at once, so the flow can go to the kernel before its first packet here. A packet from another
+    /// source still re-latches when not strict, and is dropped when strict, as with any latch.
+    #[serde(default)]
+    pub latched: Option<SocketAddr>,
     /// Once latched, drop packets from any other source (no RTP injection or hijack).
     pub strict: bool,
     /// RTP clock rates by payload type from this peer's SDP, for jitter.
@@ -147,6 +152,16 @@ pub enum Event {
         /// The OS error.
         error: String,
     },
+    /// The relay latched a peer on one of its sockets (its first packet, or a new source when not strict): the
+    /// signalling side keeps it in the call's replication record.
+    Latched {
+        /// The call.
+        session: SessionId,
+        /// The relay socket.
+        local: SocketAddr,
+        /// Where the peer's packets come from.
+        peer: SocketAddr,
+    },
     /// Answer to [`Command::Ping`].
     Pong {
         /// The ping's number.
@@ -178,6 +193,7 @@ mod tests {
             local: "198.18.2.1:30000".parse().unwrap(),
             partner: "198.18.1.1:30002".parse().unwrap(),
             peer: Some("198.18.2.10:6000".parse().unwrap()),
+            latched: None,
             strict: true,
             clock_rates: vec![(0, 8000)],
         };

@@ -120,6 +120,8 @@ pub struct Table {
     /// Whether a kernel fast path exists to hand confirmed flows to.
     kernel: bool,
     kernel_changes: Vec<KernelChange>,
+    /// Events of the data plane (latches) for the signalling side; drained with [`Table::poll_event`].
+    events: std::collections::VecDeque<Event>,
 }
 
 impl Table {
@@ -131,7 +133,13 @@ impl Table {
             rtp_timeout,
             kernel: false,
             kernel_changes: Vec::new(),
+            events: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The next event for the signalling side (a peer latched), after [`Table::on_packet`].
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// Hands confirmed flows to a kernel fast path from now on; drain [`Table::poll_kernel`] after every call.
@@ -246,7 +254,9 @@ impl Table {
                 // A new address from the peer's SDP (re-INVITE): what was latched belonged to the old one.
                 let changed = e.spec.peer != spec.peer;
                 if changed {
-                    e.latched = None;
+                    e.latched = spec.latched;
+                } else if e.latched.is_none() {
+                    e.latched = spec.latched;
                 }
                 e.spec = spec;
                 let reason = if changed { "peer_changed" } else { "reconfigured" };
@@ -256,11 +266,12 @@ impl Table {
             None => {
                 session.locals.push(spec.local);
                 sockets.push(SocketChange::Open(spec.local));
+                let latched = spec.latched;
                 self.endpoints.insert(
                     spec.local,
                     Endpoint {
                         spec,
-                        latched: None,
+                        latched,
                         stats: FlowStats::default(),
                         sent: 0,
                         dropped_foreign: 0,
@@ -297,6 +308,7 @@ impl Table {
             // strictness the latch follows the peer.
             _ => {
                 e.latched = Some(src);
+                self.events.push_back(Event::Latched { session: e.spec.session, local, peer: src });
                 let partner = e.spec.partner;
                 // Confirmed: this flow may go to the kernel, and the partner's (which sends here) must follow.
                 self.reconsider(local, "peer_changed");
@@ -411,6 +423,7 @@ mod tests {
             local: sa(local),
             partner: sa(partner),
             peer: peer.map(sa),
+            latched: None,
             strict,
             clock_rates: vec![(0, 8000)],
         }
@@ -543,6 +556,49 @@ mod tests {
         assert_eq!(socks.len(), 2);
         assert!(matches!(&ev[..], [Event::Stats(s)] if s.legs[0].received.packets == 1));
         assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn latched_peers_from_a_takeover_go_to_the_kernel_before_any_packet() {
+        let now = Instant::now();
+        let mut t = Table::new(Duration::from_secs(10));
+        t.enable_kernel();
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        let nat = sa("198.18.1.10:41234");
+        let mut a = spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:6000"), true);
+        a.latched = Some(nat);
+        let mut b = spec(Leg::B, B_SOCK, A_SOCK, Some("198.18.2.10:6000"), true);
+        b.latched = Some(sa("198.18.2.10:6000"));
+        t.apply(now, Command::Upsert(a), &mut socks, &mut ev);
+        t.apply(now, Command::Upsert(b), &mut socks, &mut ev);
+        let changes: Vec<_> = t.poll_kernel().collect();
+        assert!(changes.contains(&KernelChange::Install {
+            local: sa(A_SOCK),
+            expect: nat,
+            from: sa(B_SOCK),
+            to: sa("198.18.2.10:6000"),
+        }));
+        assert!(changes.contains(&KernelChange::Install {
+            local: sa(B_SOCK),
+            expect: sa("198.18.2.10:6000"),
+            from: sa(A_SOCK),
+            to: nat,
+        }));
+        assert_eq!(t.poll_event(), None, "no latch event: nothing arrived here yet");
+        // Strict: a packet from elsewhere is still foreign.
+        assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.66:1"), &rtp(1)), Err(Drop::ForeignSource));
+    }
+
+    #[test]
+    fn a_first_packet_latches_and_says_so() {
+        let (mut t, now) = call(true);
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(1)).unwrap();
+        assert_eq!(
+            t.poll_event(),
+            Some(Event::Latched { session: SessionId(1), local: sa(A_SOCK), peer: sa("198.18.1.10:41234") })
+        );
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(2)).unwrap();
+        assert_eq!(t.poll_event(), None, "once");
     }
 
     #[test]

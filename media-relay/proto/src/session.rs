@@ -63,6 +63,14 @@ pub struct Side {
     pub peer_rtcp: Option<SocketAddr>,
     /// RTP clock rates by payload type.
     pub clock_rates: Vec<(u8, u32)>,
+    /// Where the peer's RTP came from, as the relay latched it (a NAT's mapping, or the SDP address confirmed):
+    /// replicated, so that a standby's relay trusts it at once after a takeover and hands the flow to the kernel
+    /// before its first packet there. Cleared when the peer's SDP address changes.
+    #[serde(default)]
+    pub latched_rtp: Option<SocketAddr>,
+    /// The same for RTCP.
+    #[serde(default)]
+    pub latched_rtcp: Option<SocketAddr>,
 }
 
 /// One leg's media.
@@ -163,14 +171,22 @@ impl Sessions {
             if let Some(side) = s.legs[from.index()].streams[i].as_mut() {
                 let held = line.hold_address || line.port == 0;
                 // 0.0.0.0 is hold (RFC 2543) or, with ICE, "no address yet": either way nowhere to send.
-                side.peer_rtp = match line.address {
+                let rtp = match line.address {
                     Some(ip) if !held && !ip.is_unspecified() => Some(SocketAddr::new(ip, line.port)),
                     _ => None,
                 };
-                side.peer_rtcp = match line.rtcp_address.or(line.address) {
+                let rtcp = match line.rtcp_address.or(line.address) {
                     Some(ip) if !held && !ip.is_unspecified() => Some(SocketAddr::new(ip, line.rtcp_port)),
                     _ => None,
                 };
+                // A new address from the peer: what was latched belonged to the old one (the relay drops it too).
+                if rtp != side.peer_rtp {
+                    side.latched_rtp = None;
+                }
+                if rtcp != side.peer_rtcp {
+                    side.latched_rtcp = None;
+                }
+                (side.peer_rtp, side.peer_rtcp) = (rtp, rtcp);
                 side.clock_rates.clone_from(&line.clock_rates);
             }
         }
@@ -208,6 +224,7 @@ impl Sessions {
                         local: SocketAddr::new(addr(leg), side.port + off),
                         partner: SocketAddr::new(addr(other), theirs.port + off),
                         peer: if rtcp { side.peer_rtcp } else { side.peer_rtp },
+                        latched: if rtcp { side.latched_rtcp } else { side.latched_rtp },
                         strict: self.config.strict,
                         clock_rates: side.clock_rates.clone(),
                     }));
@@ -260,6 +277,31 @@ impl Sessions {
         self.sessions.insert(session, record);
         self.emit(session);
         true
+    }
+
+    /// The relay latched `peer` on its socket `local` of `session`: kept for the replication records. Returns
+    /// whether that changed what the session records (the call then replicates a new version).
+    pub fn latched(&mut self, session: SessionId, local: SocketAddr, peer: SocketAddr) -> bool {
+        let Some(s) = self.sessions.get_mut(&session) else { return false };
+        for leg in &mut s.legs {
+            let Some(iface) = self.config.interfaces.get(leg.iface.unwrap_or(0)) else { continue };
+            if iface.address != local.ip() {
+                continue;
+            }
+            for side in leg.streams.iter_mut().flatten() {
+                let slot = if local.port() == side.port {
+                    &mut side.latched_rtp
+                } else if local.port() == side.port.wrapping_add(1) {
+                    &mut side.latched_rtcp
+                } else {
+                    continue;
+                };
+                let changed = *slot != Some(peer);
+                *slot = Some(peer);
+                return changed;
+            }
+        }
+        false
     }
 
     /// Whether `session` has media.
@@ -348,6 +390,31 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         let last_b_rtcp = specs.iter().rev().find(|e| e.leg == Leg::B && e.rtcp).unwrap();
         assert_eq!(last_b_rtcp.peer, Some("198.18.2.10:7001".parse().unwrap()));
         assert_eq!(s.counts(), (1, 2));
+    }
+
+    #[test]
+    fn latches_are_recorded_replicated_and_handed_to_the_adopting_relay() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals()).unwrap();
+        drain(&mut s);
+        let nat: SocketAddr = "198.18.1.10:41234".parse().unwrap();
+        assert!(s.latched(SessionId(1), "198.18.1.1:30000".parse().unwrap(), nat), "a new latch");
+        assert!(!s.latched(SessionId(1), "198.18.1.1:30000".parse().unwrap(), nat), "the same one again");
+        assert!(!s.latched(SessionId(2), "198.18.1.1:30000".parse().unwrap(), nat), "no such session");
+        let record = s.export(SessionId(1)).unwrap();
+        assert_eq!(record.legs[0].streams[0].as_ref().unwrap().latched_rtp, Some(nat));
+        // A standby adopts the record: its relay is told the latched peer, not only the SDP's.
+        let mut standby = sessions(30000, 30099);
+        assert!(standby.adopt(now, SessionId(1), record));
+        let a_rtp = drain(&mut standby).into_iter().find(|e| e.leg == Leg::A && !e.rtcp).unwrap();
+        assert_eq!((a_rtp.peer, a_rtp.latched), (Some("198.18.1.10:6000".parse().unwrap()), Some(nat)));
+        // A new SDP address forgets the latch.
+        let moved = OFFER.replace("m=audio 6000", "m=audio 6100");
+        s.rewrite(now, SessionId(1), Leg::A, moved.as_bytes(), locals()).unwrap();
+        let a_rtp = drain(&mut s).into_iter().find(|e| e.leg == Leg::A && !e.rtcp).unwrap();
+        assert_eq!(a_rtp.latched, None);
     }
 
     #[test]

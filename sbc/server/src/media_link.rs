@@ -71,11 +71,24 @@ impl MediaLink {
     /// Starts the embedded relay thread, or the task that keeps a connection to the remote one. The embedded
     /// relay's XDP program goes on the devices of the media interfaces and of `signalling` (the SIP listen
     /// addresses), where it also drops the packets of banned sources.
-    pub fn start(settings: &MediaSettings, signalling: &[std::net::IpAddr]) -> std::io::Result<Self> {
+    ///
+    /// `devices` are more devices to attach to by name: those a pair's service addresses move to (`[ha] vips`),
+    /// which a standby does not hold at start.
+    pub fn start(
+        settings: &MediaSettings,
+        signalling: &[std::net::IpAddr],
+        devices: &[String],
+    ) -> std::io::Result<Self> {
         match settings.relay {
             RelayMode::Embedded => {
                 let mut addresses: Vec<std::net::IpAddr> = settings.core.interfaces.iter().map(|i| i.address).collect();
                 addresses.extend(signalling.iter().filter(|a| !a.is_unspecified()));
+                let mut xdp_interfaces = devices_for(&addresses);
+                for d in devices {
+                    if !xdp_interfaces.contains(d) {
+                        xdp_interfaces.push(d.clone());
+                    }
+                }
                 let config = RelayConfig {
                     rtp_timeout: settings.rtp_timeout,
                     xdp: match settings.xdp {
@@ -84,7 +97,7 @@ impl MediaLink {
                         XdpSetting::Off => XdpMode::Off,
                         XdpSetting::Auto => XdpMode::Auto,
                     },
-                    xdp_interfaces: devices_for(&addresses),
+                    xdp_interfaces,
                     ..RelayConfig::default()
                 };
                 let (relay, events) = Relay::start(config)?;

@@ -77,7 +77,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let media = match &config.media {
         Some(m) => {
             let signalling: Vec<std::net::IpAddr> = config.sip.listen.iter().map(|l| l.addr.ip()).collect();
-            let link = crate::media_link::MediaLink::start(m, &signalling).context("starting the media relay")?;
+            let vip_devices: Vec<String> =
+                config.ha.iter().flat_map(|h| h.vips.iter().map(|v| v.dev.clone())).collect();
+            let link = crate::media_link::MediaLink::start(m, &signalling, &vip_devices)
+                .context("starting the media relay")?;
             let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();
             tracing::info!(relay = ?m.relay, interfaces = ?ifaces, ports = %format!("{}-{}", m.core.first_port, m.core.last_port), "media anchored");
             if m.relay == crate::config::RelayMode::Embedded {

@@ -337,6 +337,14 @@ impl Calls {
                 self.end_call(ctx, id, None);
             }
             MediaEvent::BindFailed { .. } => ctx.observe(Observation::MediaError { reason: "bind_failed" }),
+            MediaEvent::Latched { session, local, peer } => {
+                // Kept in the call's media record; an answered call replicates it, so that a standby's relay
+                // forwards the flow in the kernel from the first packet after a takeover.
+                let changed = self.media.as_mut().is_some_and(|m| m.latched(*session, *local, *peer));
+                if changed {
+                    self.replicate_call(ctx, CallRef(session.0));
+                }
+            }
             MediaEvent::Stats(_) | MediaEvent::Pong { .. } => {}
         }
     }
