@@ -253,9 +253,9 @@ impl Table {
             Some(e) => {
                 // A new address from the peer's SDP (re-INVITE): what was latched belonged to the old one.
                 let changed = e.spec.peer != spec.peer;
-                if changed {
-                    e.latched = spec.latched;
-                } else if e.latched.is_none() {
+                // A new address drops the latch (unless a latch for it comes along); a latch from elsewhere (a
+                // takeover) fills an empty one.
+                if changed || e.latched.is_none() {
                     e.latched = spec.latched;
                 }
                 e.spec = spec;
