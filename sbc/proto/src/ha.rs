@@ -18,6 +18,58 @@ use std::time::{Duration, Instant};
 /// How far above the last replicated CSeq a standby starts each leg's requests after a takeover.
 pub const CSEQ_MARGIN: u32 = 1000;
 
+/// The format of the records this build writes, bumped with every change to them:
+/// 1: answered calls (the first pair); 2: bans, the latched peers of a call's media, the [`Hello`] line;
+/// 3 (only in a build with the `format-next` feature, which stands in for the next release in the rolling-upgrade
+/// test): a new optional field in call records.
+///
+/// Changes from [`MIN_FORMAT`] on are additive: new optional fields (absent ones take their defaults) and new
+/// records (which an older reader logs and skips), so two builds of neighbouring formats replicate both ways
+/// during a rolling upgrade. An incompatible change raises [`MIN_FORMAT`] to its format: a box that cannot read
+/// what its peer writes refuses the link and says so, rather than applying records it misreads.
+#[cfg(not(feature = "format-next"))]
+pub const FORMAT: u32 = 2;
+#[cfg(feature = "format-next")]
+pub const FORMAT: u32 = 3;
+/// The oldest format a reader must understand to read what this build writes.
+pub const MIN_FORMAT: u32 = 1;
+
+/// The first line the active writes on a replication link (format 2 on; a link without one is format 1): who
+/// writes, and in which format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`FORMAT`] of the writer.
+    pub format: u32,
+    /// [`MIN_FORMAT`] of the writer: readers of this format and newer can read its records.
+    pub min_format: u32,
+    /// The writer's software version, for `/ha` and the log.
+    pub software: String,
+    /// The writer's node name.
+    pub node: String,
+}
+
+/// The line that carries a [`Hello`] (`{"hello": {...}}`): an older reader sees a record it does not know and
+/// skips it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloLine {
+    /// The hello.
+    pub hello: Hello,
+}
+
+impl Hello {
+    /// Whether this build can read what the writer of `self` writes; the error says what to do.
+    pub fn readable(&self) -> Result<(), String> {
+        if self.min_format > FORMAT {
+            return Err(format!(
+                "{} ({}) writes replication records of format {} that readers of format {} and newer understand; \
+                 this build reads up to format {FORMAT}: upgrade this box before it pairs with that one",
+                self.node, self.software, self.format, self.min_format
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One leg's dialog as replicated (RFC 3261 §12 state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DialogRecord {
@@ -101,6 +153,11 @@ pub struct CallRecord {
     pub session_expires_in_ms: Option<u64>,
     /// The call's media session, when media is anchored.
     pub media: Option<relay_proto::session::SessionRecord>,
+    /// A field only the `format-next` build writes and reads: what a newer release adds to a record (an older
+    /// reader ignores it).
+    #[cfg(feature = "format-next")]
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// What the active sends to the standby.
@@ -498,6 +555,46 @@ mod tests {
         assert_eq!(log[1].1, "b Active peer_demoted", "{log:?}");
         assert!(log[1].0 <= 1, "{log:?}");
         assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active), "no flapping back: {log:?}");
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_refuses_only_what_it_cannot_read() {
+        let hello = |format, min_format| Hello { format, min_format, software: "x".into(), node: "sbc1".into() };
+        assert!(hello(FORMAT, MIN_FORMAT).readable().is_ok());
+        assert!(hello(FORMAT + 1, MIN_FORMAT).readable().is_ok(), "a newer writer with additive changes");
+        let e = hello(FORMAT + 5, FORMAT + 1).readable().expect_err("an incompatible newer writer");
+        assert!(e.contains("upgrade this box"), "{e}");
+    }
+
+    #[test]
+    fn an_older_reader_skips_the_hello_and_new_records() {
+        // Format 1 readers know only calls and ends: the hello line and a ban are not records to them.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "record", rename_all = "snake_case")]
+        #[allow(dead_code)]
+        enum Format1 {
+            Call(serde_json::Value),
+            Ended { id: u64, version: u64 },
+        }
+        let hello = serde_json::to_string(&HelloLine {
+            hello: Hello { format: FORMAT, min_format: MIN_FORMAT, software: "y".into(), node: "sbc2".into() },
+        })
+        .unwrap();
+        assert!(serde_json::from_str::<Format1>(&hello).is_err());
+        let ban = serde_json::to_string(&Record::Ban {
+            addr: "198.18.2.66".parse().unwrap(),
+            reason: "rate".into(),
+            remaining_ms: 5,
+        })
+        .unwrap();
+        assert!(serde_json::from_str::<Format1>(&ban).is_err());
+        let ended = serde_json::to_string(&Record::Ended { id: 3, version: 4 }).unwrap();
+        assert!(serde_json::from_str::<Format1>(&ended).is_ok(), "what it knows still reads");
     }
 }
 

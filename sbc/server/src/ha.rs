@@ -6,13 +6,20 @@
 //! The driver owns the calls; it hears from here through [`HaEvent`]s and answers through [`HaHandle`].
 
 use crate::config::{HaMode, HaSettings, Vip};
-use sbc_proto::ha::{Heartbeat, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
+use sbc_proto::ha::{Heartbeat, Hello, HelloLine, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// This build's version as the pair shows it (the `format-next` build, which stands in for the next release in the
+/// rolling-upgrade test, says so).
+#[cfg(not(feature = "format-next"))]
+const SOFTWARE: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "format-next")]
+const SOFTWARE: &str = concat!(env!("CARGO_PKG_VERSION"), "+format-next");
 
 /// What `/ha` shows.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -37,6 +44,15 @@ pub struct HaStatus {
     pub last_change: &'static str,
     /// Replication lag on the active: records queued for the standby and not yet written to the link.
     pub lag_records: usize,
+    /// The record format this build writes (`sbc_proto::ha::FORMAT`) and its software version.
+    pub format: u32,
+    /// This build's version.
+    pub software: &'static str,
+    /// What the active said of itself on the last replication link to this box (format and software; format 1:
+    /// no hello, a build from before formats were announced).
+    pub peer_format: Option<u32>,
+    /// The active's software version, from its hello.
+    pub peer_software: Option<String>,
 }
 
 /// From the pair to the driver.
@@ -114,6 +130,8 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
         node: settings.node.clone(),
         role: "standby",
         last_change: "start",
+        format: sbc_proto::ha::FORMAT,
+        software: SOFTWARE,
         ..HaStatus::default()
     }));
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Standby);
@@ -132,7 +150,7 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
         tokio::spawn(pair_task(settings.clone(), sockets, ev_tx.clone(), demote_rx, status.clone(), role_tx));
     }
     tokio::spawn(listen_task(settings.listen, ev_tx.clone(), status.clone()));
-    tokio::spawn(send_task(settings.peer, out_rx, ev_tx, role_rx, status.clone()));
+    tokio::spawn(send_task(settings.peer, settings.node.clone(), out_rx, ev_tx, role_rx, status.clone()));
     Ok(HaHandle { events: ev_rx, out: out_tx, status, demote: demote_tx, set_role })
 }
 
@@ -296,7 +314,26 @@ async fn listen_task(
                 return;
             }
             let mut lines = BufReader::new(stream).lines();
+            let mut first = true;
             while let Ok(Some(line)) = lines.next_line().await {
+                if std::mem::take(&mut first) {
+                    // The writer's format: a link without a hello is format 1.
+                    let hello = serde_json::from_str::<HelloLine>(&line).ok().map(|h| h.hello);
+                    let (format, software) = hello.as_ref().map_or((1, None), |h| (h.format, Some(h.software.clone())));
+                    {
+                        let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        (s.peer_format, s.peer_software) = (Some(format), software.clone());
+                    }
+                    if let Some(h) = &hello {
+                        if let Err(why) = h.readable() {
+                            metrics::counter!("sbc_ha_link_refused_total").increment(1);
+                            tracing::error!(%peer, "replication link refused: {why}");
+                            return;
+                        }
+                        tracing::info!(%peer, format, software = %h.software, "replication link: the active's records");
+                        continue;
+                    }
+                }
                 match serde_json::from_str::<Record>(&line) {
                     Ok(r) => {
                         metrics::counter!("sbc_ha_records_received_total").increment(1);
@@ -325,6 +362,7 @@ async fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListene
 /// The active's side: while active, keep a connection to the standby, snapshot first, then live records.
 async fn send_task(
     peer: std::net::SocketAddr,
+    node: String,
     mut out: mpsc::Receiver<Outgoing>,
     events: mpsc::UnboundedSender<HaEvent>,
     mut role: tokio::sync::watch::Receiver<Role>,
@@ -346,6 +384,17 @@ async fn send_task(
         };
         let _ = stream.set_nodelay(true);
         tracing::info!(%peer, "replication link to the standby up: sending the snapshot");
+        let hello = Hello {
+            format: sbc_proto::ha::FORMAT,
+            min_format: sbc_proto::ha::MIN_FORMAT,
+            software: SOFTWARE.to_owned(),
+            node: node.clone(),
+        };
+        let mut line = serde_json::to_string(&HelloLine { hello }).expect("a hello serializes");
+        line.push('\n');
+        if stream.write_all(line.as_bytes()).await.is_err() {
+            continue;
+        }
         // Records queued before the snapshot are in it (or ended): drop them, then ask for the snapshot.
         while out.try_recv().is_ok() {}
         if events.send(HaEvent::NeedSnapshot).is_err() {

@@ -111,6 +111,8 @@ impl Calls {
             answer_ms_ago: ago(call.answer?),
             session_expires_in_ms: call.session_expiry.map(|t| ms(t.saturating_duration_since(now))),
             media: self.media.as_ref().and_then(|m| m.export(SessionId(id.0))),
+            #[cfg(feature = "format-next")]
+            next: Some(format!("written by a format-{} build", crate::ha::FORMAT)),
         })
     }
 
