@@ -13,7 +13,7 @@
 
 use crate::control::{Command, EndpointSpec, Event, Leg, LegStats, SessionId, SessionStats};
 use crate::rtcp::{self, Outcome};
-use crate::stats::{classify, FlowStats, Packet};
+use crate::stats::FlowStats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -335,7 +335,7 @@ impl Table {
             return Err(Drop::NoTarget);
         };
         let mut rewritten = false;
-        if let Some(key) = key.filter(|_| classify(bytes) == Packet::Rtcp) {
+        if let Some(key) = key.filter(|_| rtcp::is_rtcp(bytes)) {
             match rtcp::hide_sdes(bytes, |cname| key.token(leg, cname), out) {
                 Ok(Outcome::Unchanged) => {}
                 Ok(Outcome::Rewritten { .. }) => rewritten = true,

@@ -84,6 +84,13 @@ pub enum Outcome {
     },
 }
 
+/// Whether `datagram` is RTCP by RFC 5761 §4 (the test [`crate::stats::classify`] and the XDP program make too):
+/// version 2 and a second byte in 192..=223, which no RTP payload type used with multiplexing gives. Three
+/// comparisons: it runs for every RTP packet of a stream whose RTCP is rewritten.
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.len() >= 4 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
+}
+
 /// One sub-packet of a compound packet: where it starts and its size in bytes (length field + 1, times 4).
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -365,6 +372,15 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 8]);
         expected[2..4].copy_from_slice(&8u16.to_be_bytes());
         assert_eq!(out, [rr(9), expected].concat());
+    }
+
+    #[test]
+    fn rtcp_is_told_from_rtp_as_rfc_5761_says() {
+        assert!(is_rtcp(&rr(1)) && is_rtcp(&sr(1)) && is_rtcp(&bye(1)));
+        assert!(is_rtcp(&[0x80, 192, 0, 0]) && is_rtcp(&[0x80, 223, 0, 0]));
+        for not in [&[0x80, 0, 0, 1][..], &[0x80, 224, 0, 0], &[0x80, 191, 0, 0], &[0x40, 200, 0, 0], &[0x80, 200, 0]] {
+            assert!(!is_rtcp(not), "{not:02x?}");
+        }
     }
 
     #[test]
