@@ -5,8 +5,9 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 CONFIG ?= config/sbc.toml
-# Debian packages the tests need: SIPp as a real SIP peer, iproute2 for network namespaces, clang/libbpf for eBPF.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious
+# Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
+# namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures.
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark
 FUZZ_SECONDS ?= 60
 
 .PHONY: help run build deps test unit lint fmt bench bench-parse fuzz ebpf clean

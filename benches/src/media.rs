@@ -432,6 +432,8 @@ fn relay_step(
                     latched: None,
                     strict: true,
                     clock_rates: vec![(0, 8000)],
+                    // As the SBC sends plain RTP streams: RTCP hidden (each datagram is classified; RTP untouched).
+                    cname_key: Some(relay_proto::cname::CnameKey::default()),
                 }))?;
             }
         }

@@ -51,8 +51,12 @@ pub struct TestRun {
 pub fn test_run_main() -> Result<()> {
     let mut xdp = Xdp::load_unattached(&["a0".to_owned(), "b0".to_owned()]).context("loading relay_xdp")?;
     let sa = |s: &str| -> SocketAddr { s.parse().expect("literal address") };
+    // As the relay installs plain RTP flows: strict, and RTCP passed up for its SDES rewrite.
     let flow = |key: &str, expect: &str, from: &str, to: &str| {
-        (FlowKey { local: sa(key) }, FlowTarget { expect: sa(expect), from: sa(from), to: sa(to), strict: true })
+        (
+            FlowKey { local: sa(key) },
+            FlowTarget { expect: sa(expect), from: sa(from), to: sa(to), strict: true, pass_rtcp: true },
+        )
     };
     for (k, t) in [
         // The relayed stream as in the bench: peer A -> relay a-side ==> relay b-side -> peer B.

@@ -56,6 +56,8 @@
 
 /* relay_target.flags */
 #define RELAY_F_STRICT (1U << 0) /* forward only packets whose source is relay_target.expect (strict latching) */
+#define RELAY_F_PASS_RTCP (1U << 1) /* pass RTCP (RFC 5761 §4: version 2, second byte 192..223) to user space, which
+                                     * rewrites its SDES items (topology hiding); only RTP is forwarded here */
 
 /* An address and UDP port: the key of relay_flows (the relay's own address:port a packet arrives at), and the
  * three endpoints of a relay_target. 20 bytes. */
@@ -102,7 +104,8 @@ enum relay_action {
 	                            * an XDP program or GRO on) */
 	RELAY_ACT_PASS_CSUM = 9,   /* the UDP checksum is partial (CHECKSUM_PARTIAL: sent by a socket on this host
 	                            * through a veth with tx checksum offload); only the kernel can complete it */
-	RELAY_ACT_MAX = 10,
+	RELAY_ACT_PASS_RTCP = 10,  /* RTCP multiplexed on a RELAY_F_PASS_RTCP flow: user space rewrites it */
+	RELAY_ACT_MAX = 11,
 };
 
 /* The value of relay_drops (per CPU; key: the ifindex of an interface relay_xdp is attached to, inserted by user

@@ -8,6 +8,10 @@
  * checksums updated incrementally), its MACs set from bpf_fib_lookup, and sent: XDP_TX when the egress
  * interface is the ingress one, else bpf_redirect_map into relay_devmap.
  *
+ * On a flow marked RELAY_F_PASS_RTCP, RTCP multiplexed on the RTP port (RFC 5761 §4: version 2 and a second
+ * byte in 192..223, which no RTP payload type used with multiplexing gives) is passed: user space rewrites its
+ * SDES items before forwarding (topology hiding), which this program cannot do. RTP is forwarded here as usual.
+ *
  * Everything else is XDP_PASS, untouched: every check (flow, source, TTL, partial checksum, route, neighbour,
  * devmap) is done BEFORE the first write to the packet, so a passed packet is always the original. The program
  * drops only the packets of banned sources (relay_bans, written by user space from the signalling side's edge
@@ -176,6 +180,15 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	/* Same family in and out only. */
 	if (t->from.family != p->family || t->to.family != p->family)
 		goto other;
+	if (t->flags & RELAY_F_PASS_RTCP) {
+		__u8 *rtp = (__u8 *)(udp + 1);
+
+		if ((void *)(rtp + 2) <= (void *)(long)ctx->data_end && bpf_ntohs(udp->len) >= sizeof(*udp) + 2 &&
+		    (rtp[0] >> 6) == 2 && rtp[1] >= 192 && rtp[1] <= 223) {
+			*act = RELAY_ACT_PASS_RTCP;
+			return XDP_PASS;
+		}
+	}
 
 	fib.ifindex = ingress;
 	fib.l4_protocol = IPPROTO_UDP;

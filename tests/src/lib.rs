@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod baresip;
+pub mod capture;
 pub mod fleet;
 pub mod netns;
 pub mod procfs;

@@ -3,7 +3,10 @@
 //! the sender; events go back the same way.
 //!
 //! Each socket is read in batches (quinn-udp: recvmmsg, and GRO where the kernel coalesces); a batch that all
-//! goes to one peer leaves in one GSO send. Payloads are forwarded untouched.
+//! goes to one peer leaves in one GSO send. Payloads are forwarded untouched, except RTCP of plain RTP streams,
+//! whose SDES items the table rewrites (topology hiding, `relay_proto::rtcp`): such a datagram leaves on its own,
+//! from the rewritten copy. RTCP endpoints are never handed to XDP, and kernelized RTP flows pass RTCP
+//! multiplexed on them up to here, so every RTCP packet is rewritten.
 
 use crate::xdp::{egress::FeatureWatch, AttachedMode, FlowKey, FlowTarget, KernelCounters, Xdp, XdpMode, DROP_REASONS};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
@@ -64,6 +67,10 @@ pub struct Counters {
     pub dropped_no_target: AtomicU64,
     /// Dropped: the socket's session is gone.
     pub dropped_unknown: AtomicU64,
+    /// Dropped: RTCP whose SDES had to be rewritten but did not parse.
+    pub dropped_malformed_rtcp: AtomicU64,
+    /// RTCP packets forwarded with their SDES rewritten (CNAME replaced, other items removed).
+    pub rtcp_rewritten: AtomicU64,
     /// Sends that failed (full send buffer, unreachable network).
     pub send_errors: AtomicU64,
     /// Sessions held now.
@@ -79,7 +86,7 @@ pub struct Counters {
     /// Flow installs and removals the kernel refused.
     pub kernel_errors: AtomicU64,
     /// Packets the XDP program passed to user space, by reason (in the order of [`crate::xdp::PASS_REASONS`]).
-    pub kernel_passed: [AtomicU64; 8],
+    pub kernel_passed: [AtomicU64; 9],
     /// Frames the kernel failed to send after the XDP program forwarded them, by reason (in the order of
     /// [`DROP_REASONS`]): lost media, which must never go unseen.
     pub kernel_dropped: [AtomicU64; 4],
@@ -101,6 +108,8 @@ pub struct CounterSnapshot {
     pub dropped_foreign: u64,
     pub dropped_no_target: u64,
     pub dropped_unknown: u64,
+    pub dropped_malformed_rtcp: u64,
+    pub rtcp_rewritten: u64,
     pub send_errors: u64,
     pub sessions: u64,
     pub sockets: u64,
@@ -108,7 +117,7 @@ pub struct CounterSnapshot {
     pub kernel_forwarded: u64,
     pub kernelized: u64,
     pub kernel_errors: u64,
-    pub kernel_passed: [u64; 8],
+    pub kernel_passed: [u64; 9],
     pub kernel_dropped: [u64; 4],
     pub xdp_egress_blocked: u64,
     pub ban_drops: [u64; 8],
@@ -126,6 +135,8 @@ impl Counters {
             dropped_foreign: l(&self.dropped_foreign),
             dropped_no_target: l(&self.dropped_no_target),
             dropped_unknown: l(&self.dropped_unknown),
+            dropped_malformed_rtcp: l(&self.dropped_malformed_rtcp),
+            rtcp_rewritten: l(&self.rtcp_rewritten),
             send_errors: l(&self.send_errors),
             sessions: l(&self.sessions),
             sockets: l(&self.sockets),
@@ -402,8 +413,8 @@ fn apply_kernel(shared: &Shared) {
     let Some(x) = xdp.as_mut() else { return };
     for change in changes {
         let result = match change {
-            KernelChange::Install { local, expect, from, to } => {
-                x.install(FlowKey { local }, FlowTarget { expect, from, to, strict: true }).map(|()| None)
+            KernelChange::Install { local, expect, from, to, pass_rtcp } => {
+                x.install(FlowKey { local }, FlowTarget { expect, from, to, strict: true, pass_rtcp }).map(|()| None)
             }
             KernelChange::Remove { local, reason } => {
                 tracing::debug!(%local, reason, "flow back to user space");
@@ -544,26 +555,30 @@ fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvM
     let mut common: Option<Forward> = None;
     let mut all_same = true;
     let mut verdicts = Vec::with_capacity(if segments > 1 { segments } else { 0 });
+    // Rewritten RTCP (about one datagram in a hundred) needs a buffer of its own; RTP never touches it.
+    let mut rewritten = Vec::new();
     for seg in data.chunks(stride) {
-        let v = table.on_packet(now, local, m.addr, seg);
+        let v = table.on_packet(now, local, m.addr, seg, &mut rewritten);
         match (&v, common) {
+            (Ok(f), _) if f.rewritten => all_same = false,
             (Ok(f), None) => common = Some(*f),
             (Ok(f), Some(c)) if *f == c => {}
             _ => all_same = false,
         }
         if segments == 1 {
             drop(table);
-            return send_one(shared, v, data);
+            return send_one(shared, v, data, &rewritten);
         }
-        verdicts.push(v);
+        let copy = if v.as_ref().is_ok_and(|f| f.rewritten) { std::mem::take(&mut rewritten) } else { Vec::new() };
+        verdicts.push((v, copy));
     }
     drop(table);
     match common {
         // The whole batch goes to one peer: one GSO send, untouched, as it came in.
         Some(f) if all_same && gso_ok(shared, f.from, segments) => send(shared, f, data, Some(stride)),
         _ => {
-            for (v, seg) in verdicts.into_iter().zip(data.chunks(stride)) {
-                send_one(shared, v, seg);
+            for ((v, copy), seg) in verdicts.into_iter().zip(data.chunks(stride)) {
+                send_one(shared, v, seg, &copy);
             }
         }
     }
@@ -573,11 +588,17 @@ fn gso_ok(shared: &Shared, from: SocketAddr, segments: usize) -> bool {
     segments > 1 && shared.socks.borrow().get(&from).is_some_and(|s| s.state.max_gso_segments() >= segments)
 }
 
-fn send_one(shared: &Shared, v: Result<Forward, DropReason>, seg: &[u8]) {
+/// Sends one datagram as the table decided: `seg` as received, or `rewritten` when the table rewrote it.
+fn send_one(shared: &Shared, v: Result<Forward, DropReason>, seg: &[u8], rewritten: &[u8]) {
     match v {
+        Ok(f) if f.rewritten => {
+            add(&shared.counters.rtcp_rewritten, 1);
+            send(shared, f, rewritten, None);
+        }
         Ok(f) => send(shared, f, seg, None),
         Err(DropReason::ForeignSource) => add(&shared.counters.dropped_foreign, 1),
         Err(DropReason::NoTarget) => add(&shared.counters.dropped_no_target, 1),
+        Err(DropReason::MalformedRtcp) => add(&shared.counters.dropped_malformed_rtcp, 1),
         Err(_) => add(&shared.counters.dropped_unknown, 1),
     }
 }

@@ -302,14 +302,20 @@ fn verify_checksums(frame: &[u8]) {
 }
 
 fn target(expect: &str, from: &str, to: &str, strict: bool) -> FlowTarget {
-    FlowTarget { expect: expect.parse().unwrap(), from: from.parse().unwrap(), to: to.parse().unwrap(), strict }
+    FlowTarget {
+        expect: expect.parse().unwrap(),
+        from: from.parse().unwrap(),
+        to: to.parse().unwrap(),
+        strict,
+        pass_rtcp: false,
+    }
 }
 
 fn key(local: &str) -> FlowKey {
     FlowKey { local: local.parse().unwrap() }
 }
 
-fn delta(after: ActionCounters, before: ActionCounters) -> [u64; 10] {
+fn delta(after: ActionCounters, before: ActionCounters) -> [u64; 11] {
     let a = |c: ActionCounters| {
         [
             c.redirect,
@@ -322,6 +328,7 @@ fn delta(after: ActionCounters, before: ActionCounters) -> [u64; 10] {
             c.pass_other,
             c.pass_egress,
             c.pass_csum,
+            c.pass_rtcp,
         ]
     };
     let (x, y) = (a(after), a(before));
@@ -340,6 +347,7 @@ enum Why {
     Other = 7,
     Egress = 8,
     Csum = 9,
+    Rtcp = 10,
 }
 
 struct Case {
@@ -367,6 +375,12 @@ fn loaded_on(devmap: &[&str]) -> Xdp {
         .unwrap();
     // Non-strict: any source.
     xdp.install(key("198.18.0.1:40020"), target("198.18.0.9:1", "198.18.1.1:40022", "198.18.1.2:6020", false)).unwrap();
+    // A plain RTP flow whose RTCP user space rewrites: RTCP muxed on it goes up, RTP is forwarded.
+    xdp.install(
+        key("198.18.0.1:40030"),
+        FlowTarget { pass_rtcp: true, ..target("198.18.0.2:5000", "198.18.1.1:40032", "198.18.1.2:6030", true) },
+    )
+    .unwrap();
     // IPv6
     xdp.install(
         key("[2001:db8:a::1]:40000"),
@@ -491,6 +505,42 @@ fn cases() -> Vec<Case> {
     ] {
         cases.push(Case { what, input: frame.build(), action: XDP_PASS, why, output: None });
     }
+    // RFC 5761 §4: RTCP is version 2 with a second byte in 192..=223; RTP's marker + payload type never is
+    // when multiplexed. 0x80 0x00 is RTP (PCMU); 0x80 0xc8 an SR; 0x81 0xc9 an RR; 0x81 0xca an SDES.
+    let with_payload = |dst: &str, head: &[u8]| {
+        let mut u = Udp::new("198.18.0.2:5000", dst);
+        u.payload[..head.len()].copy_from_slice(head);
+        u
+    };
+    for (what, head, why) in [
+        ("RTP on a pass-RTCP flow is forwarded", &[0x80, 0x00][..], Why::Redirect),
+        ("RTP with marker, PT 96 on a pass-RTCP flow is forwarded", &[0x80, 0xe0][..], Why::Redirect),
+        ("RTCP SR (200) on a pass-RTCP flow is passed", &[0x80, 200][..], Why::Rtcp),
+        ("RTCP RR (201) on a pass-RTCP flow is passed", &[0x81, 201][..], Why::Rtcp),
+        ("RTCP SDES (202) on a pass-RTCP flow is passed", &[0x81, 202][..], Why::Rtcp),
+        ("second byte 192 on a pass-RTCP flow is passed", &[0x80, 192][..], Why::Rtcp),
+        ("second byte 223 on a pass-RTCP flow is passed", &[0x80, 223][..], Why::Rtcp),
+        ("second byte 224 is RTP, forwarded", &[0x80, 224][..], Why::Redirect),
+        ("second byte 191 is RTP, forwarded", &[0x80, 191][..], Why::Redirect),
+        ("version 1 with byte 200 is not RTCP, forwarded", &[0x40, 200][..], Why::Redirect),
+    ] {
+        let u = with_payload("198.18.0.1:40030", head);
+        let (action, output) = match why {
+            Why::Redirect => {
+                (XDP_REDIRECT, Some(u.relayed("198.18.1.1:40032", "198.18.1.2:6030", MAC_B0, MAC_PB).build()))
+            }
+            _ => (XDP_PASS, None),
+        };
+        cases.push(Case { what, input: u.build(), action, why, output });
+    }
+    let sr = with_payload("198.18.0.1:40000", &[0x80, 200]);
+    cases.push(Case {
+        what: "RTCP on a flow without pass-RTCP is forwarded (SRTP streams keep SRTCP in the kernel)",
+        input: sr.build(),
+        action: XDP_REDIRECT,
+        why: Why::Redirect,
+        output: Some(sr.relayed("198.18.1.1:40002", "198.18.1.2:6000", MAC_B0, MAC_PB).build()),
+    });
     let mut arp = v4.build();
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     cases.push(Case { what: "ARP", input: arp, action: XDP_PASS, why: Why::Other, output: None });
@@ -511,9 +561,9 @@ fn run_case(xdp: &Xdp, ingress: u32, c: &Case) {
     let out = xdp.test_run(&c.input, ingress, 1).unwrap_or_else(|e| panic!("{}: test_run: {e}", c.what));
     let d = delta(xdp.actions().unwrap(), before);
     assert_eq!(out.action, c.action, "{}: action", c.what);
-    let mut want = [0u64; 10];
+    let mut want = [0u64; 11];
     want[c.why as usize] = 1;
-    assert_eq!(d, want, "{}: action counters (redirect tx miss source fib ttl frag other egress csum)", c.what);
+    assert_eq!(d, want, "{}: action counters (redirect tx miss source fib ttl frag other egress csum rtcp)", c.what);
     match &c.output {
         Some(expected) => {
             verify_checksums(&out.frame);
@@ -537,9 +587,13 @@ fn packet_cases() {
     for c in cases() {
         run_case(&xdp, a0, &c);
     }
-    // The IPv4 hit was counted in its flow: 4 hits on 198.18.0.1:40000 (plain, zero checksum, options, padding).
+    // The IPv4 hit was counted in its flow: 5 hits on 198.18.0.1:40000 (plain, zero checksum, options, padding,
+    // RTCP on a flow without pass-RTCP).
     let k = xdp.counters(&key("198.18.0.1:40000")).unwrap().expect("installed");
-    assert_eq!((k.packets, k.bytes), (4, 4 * 172));
+    assert_eq!((k.packets, k.bytes), (5, 5 * 172));
+    // The pass-RTCP flow counted only what it forwarded: the 5 RTP-looking packets, not the 5 RTCP ones.
+    let r = xdp.counters(&key("198.18.0.1:40030")).unwrap().expect("installed");
+    assert_eq!((r.packets, r.bytes), (5, 5 * 172));
     assert!(k.last_seen_ns > 0);
     let k6 = xdp.counters(&key("[2001:db8:a::1]:40000")).unwrap().expect("installed");
     assert_eq!((k6.packets, k6.bytes), (1, 172));

@@ -5,6 +5,7 @@
 //! The signalling side allocates ports and writes SDP itself ([`crate::session`]), so a slow or dead remote relay
 //! never holds up a call's signalling: commands are fire-and-forget, and liveness is tracked with [`Command::Ping`].
 
+use crate::cname::CnameKey;
 use crate::stats::FlowSummary;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -71,6 +72,13 @@ pub struct EndpointSpec {
     pub strict: bool,
     /// RTP clock rates by payload type from this peer's SDP, for jitter.
     pub clock_rates: Vec<(u8, u32)>,
+    /// The call's CNAME key, when the RTCP this peer sends here is rewritten before it crosses (topology hiding:
+    /// SDES CNAME becomes the token the other leg's SDP shows, every other SDES item goes; see [`crate::rtcp`]).
+    /// Set for plain RTP streams (`RTP/AVP`, `RTP/AVPF`), on the RTCP socket and on the RTP socket alike (RTCP
+    /// may be multiplexed there, RFC 5761). `None`: RTCP crosses untouched (SRTP, whose SRTCP is authenticated
+    /// end to end, or no RTP at all). Absent in JSON from an older signalling side: `None`.
+    #[serde(default)]
+    pub cname_key: Option<CnameKey>,
 }
 
 /// From the signalling side to the relay.
@@ -196,6 +204,7 @@ mod tests {
             latched: None,
             strict: true,
             clock_rates: vec![(0, 8000)],
+            cname_key: Some(CnameKey([9; 16])),
         };
         for cmd in [Command::Upsert(spec), Command::Remove { session: SessionId(7) }, Command::Ping { seq: 3 }] {
             let line = encode(&cmd);
@@ -203,5 +212,12 @@ mod tests {
             assert_eq!(decode::<Command>(&line).unwrap(), cmd);
         }
         assert!(decode::<Command>(r#"{"cmd":"explode"}"#).is_err());
+    }
+
+    #[test]
+    fn upsert_without_cname_key_from_an_older_sender_decodes_as_none() {
+        let line = r#"{"cmd":"upsert","session":1,"leg":"a","stream":0,"rtcp":true,"local":"198.18.1.1:30001","partner":"198.18.2.1:30001","peer":null,"strict":true,"clock_rates":[]}"#;
+        let Command::Upsert(spec) = decode::<Command>(line).unwrap() else { panic!("an upsert") };
+        assert_eq!(spec.cname_key, None);
     }
 }

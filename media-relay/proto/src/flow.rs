@@ -1,11 +1,18 @@
 //! The relay's data plane, without its sockets: the table of relay endpoints, latching, the strict source check,
 //! forward-or-drop for every packet, per-leg figures and the idle check (`rtp_timeout`).
 //!
-//! The daemon owns one socket per endpoint; for each datagram it calls [`Table::on_packet`] and sends the bytes,
-//! untouched, from the socket and to the address the answer names. Commands from the signalling side come in
-//! through [`Table::apply`], which says which sockets to open and close.
+//! The daemon owns one socket per endpoint; for each datagram it calls [`Table::on_packet`] and sends the bytes
+//! from the socket and to the address the answer names: untouched, except RTCP of plain RTP streams, whose SDES
+//! items the table rewrites first so that nothing a peer writes about itself reaches the other side (see
+//! [`crate::rtcp`]; [`Forward::rewritten`] says to send the rewritten bytes). Commands from the signalling side
+//! come in through [`Table::apply`], which says which sockets to open and close.
+//!
+//! Kernel fast path: RTP endpoints go to the kernel once confirmed; RTCP endpoints never do (RTCP is about one
+//! packet in a hundred, and the kernel could not rewrite it), and a kernelized RTP endpoint whose RTCP is rewritten
+//! has the kernel pass RTCP multiplexed on it (RFC 5761) up to user space ([`KernelChange::Install::pass_rtcp`]).
 
 use crate::control::{Command, EndpointSpec, Event, Leg, LegStats, SessionId, SessionStats};
+use crate::rtcp::{self, Outcome};
 use crate::stats::FlowStats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +28,9 @@ pub enum Drop {
     ForeignSource,
     /// The other leg's peer is not known yet, or is on hold.
     NoTarget,
+    /// RTCP whose SDES had to be rewritten but could not be parsed ([`crate::rtcp::RtcpError`]): dropped rather
+    /// than let text through that could not be read.
+    MalformedRtcp,
 }
 
 impl Drop {
@@ -30,6 +40,7 @@ impl Drop {
             Self::UnknownSocket => "unknown_socket",
             Self::ForeignSource => "foreign_source",
             Self::NoTarget => "no_target",
+            Self::MalformedRtcp => "malformed_rtcp",
         }
     }
 }
@@ -41,6 +52,9 @@ pub struct Forward {
     pub from: SocketAddr,
     /// The peer on the other leg.
     pub to: SocketAddr,
+    /// Send what [`Table::on_packet`] wrote into its `out` buffer (RTCP with its SDES rewritten), not the
+    /// datagram as it came.
+    pub rewritten: bool,
 }
 
 /// What the kernel fast path should hold for one endpoint (DESIGN.md "Media fast path"): user space holds the
@@ -58,6 +72,9 @@ pub enum KernelChange {
         from: SocketAddr,
         /// The other leg's peer (the new destination).
         to: SocketAddr,
+        /// Pass RTCP arriving here (RFC 5761 §4: version 2, second byte 192..=223) up to user space, which
+        /// rewrites its SDES before forwarding it; only RTP goes on in the kernel.
+        pass_rtcp: bool,
     },
     /// Stop forwarding `local` in the kernel, and why (`peer_changed`, `target_changed`, `teardown`, ...).
     Remove {
@@ -164,6 +181,8 @@ impl Table {
         let Some(e) = self.endpoints.get(&local) else { return };
         let partner = e.spec.partner;
         let want = match (e.latched, self.endpoints.get(&partner).and_then(Endpoint::target)) {
+            // RTCP stays in user space: its SDES is rewritten there (and it is ~1% of the packets).
+            _ if e.spec.rtcp => None,
             (Some(expect), Some(to)) if expect.is_ipv4() == local.is_ipv4() && to.is_ipv4() == partner.is_ipv4() => {
                 Some((expect, to))
             }
@@ -178,7 +197,8 @@ impl Table {
         }
         e.kernel = want;
         if let Some((expect, to)) = want {
-            self.kernel_changes.push(KernelChange::Install { local, expect, from: partner, to });
+            let pass_rtcp = e.spec.cname_key.is_some();
+            self.kernel_changes.push(KernelChange::Install { local, expect, from: partner, to, pass_rtcp });
         }
     }
 
@@ -289,13 +309,16 @@ impl Table {
         }
     }
 
-    /// One datagram arrived on socket `local` from `src`: where to send it, or why not.
+    /// One datagram arrived on socket `local` from `src`: where to send it, or why not. When the endpoint hides
+    /// RTCP ([`EndpointSpec::cname_key`]) and the datagram is RTCP with SDES, the rewritten datagram is written
+    /// into `out` (cleared first) and [`Forward::rewritten`] is set; otherwise `out` is left alone.
     pub fn on_packet(
         &mut self,
         now: Instant,
         local: SocketAddr,
         src: SocketAddr,
         bytes: &[u8],
+        out: &mut Vec<u8>,
     ) -> Result<Forward, Drop> {
         let Some(e) = self.endpoints.get_mut(&local) else { return Err(Drop::UnknownSocket) };
         match e.latched {
@@ -313,27 +336,30 @@ impl Table {
                 // Confirmed: this flow may go to the kernel, and the partner's (which sends here) must follow.
                 self.reconsider(local, "peer_changed");
                 self.reconsider(partner, "target_changed");
-                return self.on_packet(now, local, src, bytes);
+                return self.on_packet(now, local, src, bytes, out);
             }
         }
         let rates = &e.spec.clock_rates;
         e.stats.on_packet(now, bytes, |pt| rates.iter().find(|(p, _)| *p == pt).map_or(8000, |(_, r)| *r));
-        let partner = e.spec.partner;
-        let Some(p) = self.endpoints.get_mut(&partner) else {
+        let (partner, leg, key) = (e.spec.partner, e.spec.leg, e.spec.cname_key);
+        let Some(to) = self.endpoints.get(&partner).and_then(Endpoint::target) else {
+            if let Some(e) = self.endpoints.get_mut(&local) {
+                e.dropped_no_target += 1;
+            }
             return Err(Drop::NoTarget);
         };
-        match p.target() {
-            Some(to) => {
-                p.sent += 1;
-                Ok(Forward { from: partner, to })
-            }
-            None => {
-                if let Some(e) = self.endpoints.get_mut(&local) {
-                    e.dropped_no_target += 1;
-                }
-                Err(Drop::NoTarget)
+        let mut rewritten = false;
+        if let Some(key) = key.filter(|_| rtcp::is_rtcp(bytes)) {
+            match rtcp::hide_sdes(bytes, |cname| key.token(leg, cname), out) {
+                Ok(Outcome::Unchanged) => {}
+                Ok(Outcome::Rewritten { .. }) => rewritten = true,
+                Err(_) => return Err(Drop::MalformedRtcp),
             }
         }
+        if let Some(p) = self.endpoints.get_mut(&partner) {
+            p.sent += 1;
+        }
+        Ok(Forward { from: partner, to, rewritten })
     }
 
     /// A socket of `session` could not be opened: forget the endpoint and tell the signalling side.
@@ -426,6 +452,7 @@ mod tests {
             latched: None,
             strict,
             clock_rates: vec![(0, 8000)],
+            cname_key: None,
         }
     }
 
@@ -463,10 +490,10 @@ mod tests {
     #[test]
     fn packets_cross_to_the_other_legs_peer_from_the_partner_socket() {
         let (mut t, now) = call(true);
-        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
-        assert_eq!(f, Forward { from: sa(B_SOCK), to: sa("198.18.2.10:6000") });
-        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(9)).unwrap();
-        assert_eq!(back, Forward { from: sa(A_SOCK), to: sa("198.18.1.10:6000") });
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
+        assert_eq!(f, Forward { from: sa(B_SOCK), to: sa("198.18.2.10:6000"), rewritten: false });
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(9), &mut Vec::new()).unwrap();
+        assert_eq!(back, Forward { from: sa(A_SOCK), to: sa("198.18.1.10:6000"), rewritten: false });
         let st = t.session_stats(SessionId(1));
         assert_eq!((st.legs[0].received.packets, st.legs[0].sent), (1, 1));
         assert_eq!((st.legs[1].received.packets, st.legs[1].sent), (1, 1));
@@ -476,8 +503,8 @@ mod tests {
     fn nat_peer_is_latched_to_where_its_packets_come_from() {
         let (mut t, now) = call(true);
         // A's SDP said :6000, its packets come from the NAT's :41234; B's media must go back there.
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(1)).unwrap();
-        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(1), &mut Vec::new()).unwrap();
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
         assert_eq!(back.to, sa("198.18.1.10:41234"));
         assert_eq!(t.session_stats(SessionId(1)).legs[0].latched, Some(sa("198.18.1.10:41234")));
     }
@@ -485,9 +512,12 @@ mod tests {
     #[test]
     fn strict_mode_drops_a_third_host_after_latching() {
         let (mut t, now) = call(true);
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
         for i in 0..5 {
-            assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.66:6000"), &rtp(i)), Err(Drop::ForeignSource));
+            assert_eq!(
+                t.on_packet(now, sa(A_SOCK), sa("198.18.1.66:6000"), &rtp(i), &mut Vec::new()),
+                Err(Drop::ForeignSource)
+            );
         }
         assert_eq!(t.session_stats(SessionId(1)).legs[0].dropped_foreign, 5);
         assert_eq!(t.session_stats(SessionId(1)).legs[1].sent, 1);
@@ -496,15 +526,15 @@ mod tests {
     #[test]
     fn without_strictness_the_latch_follows_the_peer() {
         let (mut t, now) = call(false);
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:7000"), &rtp(2)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:7000"), &rtp(2), &mut Vec::new()).unwrap();
         assert_eq!(t.session_stats(SessionId(1)).legs[0].latched, Some(sa("198.18.1.10:7000")));
     }
 
     #[test]
     fn a_new_peer_address_by_reinvite_drops_the_latch() {
         let (mut t, now) = call(true);
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
         let (mut socks, mut ev) = (Vec::new(), Vec::new());
         t.apply(
             now,
@@ -513,8 +543,8 @@ mod tests {
             &mut ev,
         );
         assert!(socks.is_empty(), "an existing socket is reconfigured, not reopened");
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:7000"), &rtp(2)).unwrap();
-        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:7000"), &rtp(2), &mut Vec::new()).unwrap();
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
         assert_eq!(back.to, sa("198.18.1.10:7000"));
     }
 
@@ -530,8 +560,11 @@ mod tests {
             &mut ev,
         );
         t.apply(now, Command::Upsert(spec(Leg::B, B_SOCK, A_SOCK, None, true)), &mut socks, &mut ev);
-        assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)), Err(Drop::NoTarget));
-        assert_eq!(t.on_packet(now, sa("198.18.9.9:1"), sa("198.18.1.10:6000"), &rtp(1)), Err(Drop::UnknownSocket));
+        assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()), Err(Drop::NoTarget));
+        assert_eq!(
+            t.on_packet(now, sa("198.18.9.9:1"), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()),
+            Err(Drop::UnknownSocket)
+        );
         assert_eq!(t.session_stats(SessionId(1)).legs[0].dropped_no_target, 1);
     }
 
@@ -539,7 +572,8 @@ mod tests {
     fn idle_session_is_reported_once_after_the_timeout() {
         let (mut t, now) = call(true);
         let mut ev = Vec::new();
-        t.on_packet(now + Duration::from_secs(5), sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now + Duration::from_secs(5), sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new())
+            .unwrap();
         t.poll_idle(now + Duration::from_secs(14), &mut ev);
         assert!(ev.is_empty(), "a packet at 5 s keeps it alive until 15 s");
         t.poll_idle(now + Duration::from_secs(15), &mut ev);
@@ -550,7 +584,7 @@ mod tests {
     #[test]
     fn removal_closes_every_socket_and_reports_final_stats() {
         let (mut t, now) = call(true);
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
         let (mut socks, mut ev) = (Vec::new(), Vec::new());
         t.apply(now, Command::Remove { session: SessionId(1) }, &mut socks, &mut ev);
         assert_eq!(socks.len(), 2);
@@ -577,27 +611,32 @@ mod tests {
             expect: nat,
             from: sa(B_SOCK),
             to: sa("198.18.2.10:6000"),
+            pass_rtcp: false,
         }));
         assert!(changes.contains(&KernelChange::Install {
             local: sa(B_SOCK),
             expect: sa("198.18.2.10:6000"),
             from: sa(A_SOCK),
             to: nat,
+            pass_rtcp: false,
         }));
         assert_eq!(t.poll_event(), None, "no latch event: nothing arrived here yet");
         // Strict: a packet from elsewhere is still foreign.
-        assert_eq!(t.on_packet(now, sa(A_SOCK), sa("198.18.1.66:1"), &rtp(1)), Err(Drop::ForeignSource));
+        assert_eq!(
+            t.on_packet(now, sa(A_SOCK), sa("198.18.1.66:1"), &rtp(1), &mut Vec::new()),
+            Err(Drop::ForeignSource)
+        );
     }
 
     #[test]
     fn a_first_packet_latches_and_says_so() {
         let (mut t, now) = call(true);
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(1), &mut Vec::new()).unwrap();
         assert_eq!(
             t.poll_event(),
             Some(Event::Latched { session: SessionId(1), local: sa(A_SOCK), peer: sa("198.18.1.10:41234") })
         );
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(2)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:41234"), &rtp(2), &mut Vec::new()).unwrap();
         assert_eq!(t.poll_event(), None, "once");
     }
 
@@ -606,16 +645,17 @@ mod tests {
         let (mut t, now) = call(true);
         t.enable_kernel();
         assert_eq!(t.poll_kernel().count(), 0, "nothing is confirmed before a packet");
-        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
         let a_in = KernelChange::Install {
             local: sa(A_SOCK),
             expect: sa("198.18.1.10:6000"),
             from: sa(B_SOCK),
             to: sa("198.18.2.10:6000"),
+            pass_rtcp: false,
         };
         assert_eq!(t.poll_kernel().collect::<Vec<_>>(), vec![a_in]);
         // B latches behind a NAT: its own flow goes in, and A's flow now sends to where B really is.
-        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:40000"), &rtp(1)).unwrap();
+        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:40000"), &rtp(1), &mut Vec::new()).unwrap();
         let changes: Vec<_> = t.poll_kernel().collect();
         assert!(changes.contains(&KernelChange::Remove { local: sa(A_SOCK), reason: "target_changed" }), "{changes:?}");
         assert!(changes.contains(&KernelChange::Install {
@@ -623,6 +663,7 @@ mod tests {
             expect: sa("198.18.1.10:6000"),
             from: sa(B_SOCK),
             to: sa("198.18.2.10:40000"),
+            pass_rtcp: false,
         }));
         assert_eq!(t.kernelized().count(), 2);
         // A re-INVITE moves A: its flow leaves the kernel until a packet confirms the new address.
@@ -647,5 +688,112 @@ mod tests {
         let changes: Vec<_> = t.poll_kernel().collect();
         assert!(changes.iter().all(|c| matches!(c, KernelChange::Remove { reason: "teardown", .. })), "{changes:?}");
         assert_eq!(changes.len(), 1, "only B was still in the kernel: {changes:?}");
+    }
+
+    const KEY: crate::cname::CnameKey = crate::cname::CnameKey([3; 16]);
+
+    /// A call's RTCP endpoints (`rtcp`) or RTP endpoints, hiding RTCP with `key`, both peers known.
+    fn hiding_call(rtcp: bool, key: Option<crate::cname::CnameKey>) -> (Table, Instant) {
+        let now = Instant::now();
+        let mut t = Table::new(Duration::from_secs(10));
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        for (leg, local, partner, peer) in
+            [(Leg::A, A_SOCK, B_SOCK, "198.18.1.10:6001"), (Leg::B, B_SOCK, A_SOCK, "198.18.2.10:6001")]
+        {
+            let s = EndpointSpec { rtcp, cname_key: key, ..spec(leg, local, partner, Some(peer), true) };
+            t.apply(now, Command::Upsert(s), &mut socks, &mut ev);
+        }
+        (t, now)
+    }
+
+    /// RR + SDES(CNAME, TOOL) as baresip sends it, from `cname`.
+    fn rr_sdes(cname: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1, 0x85, 0x90, 0x39, 0xff];
+        let mut chunk = vec![0x85, 0x90, 0x39, 0xff, 1, cname.len() as u8];
+        chunk.extend_from_slice(cname);
+        chunk.extend_from_slice(&[6, 7]);
+        chunk.extend_from_slice(b"baresip");
+        chunk.push(0);
+        while !chunk.len().is_multiple_of(4) {
+            chunk.push(0);
+        }
+        p.extend_from_slice(&[0x81, 202]);
+        p.extend_from_slice(&((chunk.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(&chunk);
+        p
+    }
+
+    const ALICE: &[u8] = b"sip:alice@198.18.1.10";
+
+    #[test]
+    fn rtcp_sdes_of_a_plain_rtp_stream_crosses_with_the_token_instead_of_the_cname() {
+        let (mut t, now) = hiding_call(true, Some(KEY));
+        let mut out = Vec::new();
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &rr_sdes(ALICE), &mut out).unwrap();
+        assert_eq!(f, Forward { from: sa(B_SOCK), to: sa("198.18.2.10:6001"), rewritten: true });
+        let token = KEY.token(Leg::A, ALICE);
+        assert!(out.windows(16).any(|w| w == token.as_bytes()), "{out:02x?}");
+        assert!(!out.windows(ALICE.len()).any(|w| w == ALICE));
+        assert!(!out.windows(7).any(|w| w == b"baresip"), "TOOL is dropped");
+        assert_eq!(&out[..8], &rr_sdes(ALICE)[..8], "the RR before the SDES is untouched");
+        // The other way, B's CNAME gets B's token, from B's leg.
+        let carrier = b"sip:+4930123456@198.18.2.10";
+        let back = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6001"), &rr_sdes(carrier), &mut out).unwrap();
+        assert!(back.rewritten);
+        assert!(out.windows(16).any(|w| w == KEY.token(Leg::B, carrier).as_bytes()));
+        // RTCP without SDES, and RTP (muxed on the same socket), go as they came.
+        let mut out = vec![0xee];
+        let bye = [0x81, 203, 0, 1, 0x85, 0x90, 0x39, 0xff];
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &bye, &mut out).unwrap();
+        assert!(!f.rewritten);
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &rtp(1), &mut out).unwrap();
+        assert!(!f.rewritten);
+        assert_eq!(out, [0xee], "out is not touched when nothing is rewritten");
+        assert_eq!(t.session_stats(SessionId(1)).legs[1].sent, 3, "every packet from A went towards B");
+    }
+
+    #[test]
+    fn malformed_rtcp_is_dropped_where_it_must_be_rewritten_and_forwarded_where_not() {
+        let mut cut = rr_sdes(ALICE);
+        cut.truncate(cut.len() - 6);
+        let (mut t, now) = hiding_call(true, Some(KEY));
+        assert_eq!(
+            t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &cut, &mut Vec::new()),
+            Err(Drop::MalformedRtcp)
+        );
+        assert_eq!(t.session_stats(SessionId(1)).legs[1].sent, 0);
+        assert_eq!(Drop::MalformedRtcp.label(), "malformed_rtcp");
+        // No key (an SRTP stream): RTCP is not looked at.
+        let (mut t, now) = hiding_call(true, None);
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &cut, &mut Vec::new()).unwrap();
+        assert!(!f.rewritten);
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &rr_sdes(ALICE), &mut Vec::new()).unwrap();
+        assert!(!f.rewritten);
+    }
+
+    #[test]
+    fn rtcp_endpoints_stay_in_user_space_and_rtp_ones_pass_muxed_rtcp_up() {
+        let (mut t, now) = hiding_call(true, Some(KEY));
+        t.enable_kernel();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &rr_sdes(ALICE), &mut Vec::new()).unwrap();
+        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6001"), &rr_sdes(ALICE), &mut Vec::new()).unwrap();
+        assert_eq!(t.poll_kernel().count(), 0, "both RTCP peers confirmed, nothing goes to the kernel");
+        assert_eq!(t.kernelized().count(), 0);
+        for (key, pass_rtcp) in [(Some(KEY), true), (None, false)] {
+            let (mut t, now) = hiding_call(false, key);
+            t.enable_kernel();
+            t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6001"), &rtp(1), &mut Vec::new()).unwrap();
+            let changes: Vec<_> = t.poll_kernel().collect();
+            assert_eq!(
+                changes,
+                vec![KernelChange::Install {
+                    local: sa(A_SOCK),
+                    expect: sa("198.18.1.10:6001"),
+                    from: sa(B_SOCK),
+                    to: sa("198.18.2.10:6001"),
+                    pass_rtcp,
+                }]
+            );
+        }
     }
 }

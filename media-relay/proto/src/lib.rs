@@ -7,11 +7,15 @@
 //!   commands out.
 //! - [`flow`]: one relay endpoint in the data plane: latching, the strict source check, forward or drop.
 //! - [`stats`]: RTP/RTCP counters, per-SSRC loss and interarrival jitter (RFC 3550 A.3, A.8).
+//! - [`cname`] and [`rtcp`]: topology hiding inside payloads: the token that replaces a peer's CNAME in SDP
+//!   `a=ssrc` and RTCP SDES, and the rewriting of SDES in compound RTCP packets.
 //! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
 
+pub mod cname;
 pub mod control;
 pub mod flow;
 pub mod ports;
+pub mod rtcp;
 pub mod sdp;
 pub mod session;
 pub mod stats;

@@ -7,7 +7,10 @@
 //!   peer receives RTP and RTCP, its direction and the clock rate of each payload type (for jitter statistics).
 //! - [`rewrite`] produces the SDP that goes to the other leg: every address of the peer (the `o=` line, every
 //!   `c=` line, `a=rtcp`) becomes the relay's, every anchored `m=` port becomes the relay port, and, toward plain
-//!   RTP, the ICE attributes are removed. Everything else (codecs, `a=fmtp`, `a=ptime`, `b=`, crypto, unknown
+//!   RTP, the ICE attributes are removed. What the peer says about itself inside attributes goes too: each
+//!   `a=ssrc:<id> cname:` (RFC 5576) gets a token in place of the CNAME (phones build it from their address:
+//!   baresip's is `sip:alice@198.18.1.10`), the other `a=ssrc` attributes are removed, and so are the
+//!   originator's `u=`, `e=` and `p=` lines. Everything else (codecs, `a=fmtp`, `a=ptime`, `b=`, crypto, unknown
 //!   attributes) is kept, in its order. This is topology hiding: no address of one side reaches the other.
 //!
 //! Parsing and printing are done by [`rtc_sdp`] (the webrtc-rs sans-IO line, chosen in DESIGN.md): it keeps the
@@ -201,15 +204,31 @@ pub fn parse(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
 ///   ice-options, ice-lite, ice-mismatch, end-of-candidates, remote-candidates, ice-pacing). With `strip_ice`
 ///   false they are kept verbatim, and `a=candidate` / `a=remote-candidates` carry the peer's addresses: the
 ///   caller must then terminate or replace ICE itself, or topology hiding is lost.
-/// - Everything else (rtcp-mux, direction, rtpmap/fmtp/ptime, crypto, fingerprint, b=, unknown attributes) is
-///   kept, in its order. Other attributes that could carry an address (`a=source-filter`, MSRP `a=path`) are not
-///   touched.
+/// - `a=ssrc:<id> cname:<cname>` (RFC 5576 §6.1) becomes `a=ssrc:<id> cname:<cname(cname)>`: the caller's
+///   `cname` gives the token that stands for it on this leg ([`crate::cname`]), the same the relay puts into
+///   this source's RTCP SDES. Every other `a=ssrc` attribute (`msid`, `mslabel`, `label`, `fmtp`,
+///   `previous-ssrc`, unknown ones) is removed: their values are free text chosen by the peer, and dropping
+///   them costs nothing to SIP peers (WebRTC legs, which use `msid`, are terminated by the relay, not passed
+///   through). An `a=ssrc:<id>` without attribute and `a=ssrc-group` (only SSRC numbers) are kept. A token
+///   rather than no `a=ssrc` line at all keeps RFC 5576's binding of SSRC to participant, which receivers use
+///   before the first RTCP arrives, and matches what RTCP then says.
+/// - The session-level `u=`, `e=` and `p=` lines (the originator's URI, e-mail address and phone number,
+///   RFC 4566 §5.5, §5.6) are removed: they identify the other side and are optional.
+/// - Everything else (rtcp-mux, direction, rtpmap/fmtp/ptime, crypto, fingerprint, b=, `s=`, `i=`, `a=tool`,
+///   `a=msid`, unknown attributes) is kept, in its order. Other attributes that could carry an address
+///   (`a=source-filter`, MSRP `a=path`) are not touched.
 ///
 /// The caller owns the `o=` version rule of RFC 3264 §8: the peer's version is copied, so when the relay
 /// changes what it puts in (new ports) for an unchanged peer SDP, the caller must bump the version itself.
 ///
 /// Errors: [`SdpError::NotUtf8`], [`SdpError::Parse`], [`SdpError::AnchorCount`].
-pub fn rewrite(sdp: &[u8], address: IpAddr, anchors: &[Option<Anchor>], strip_ice: bool) -> Result<String, SdpError> {
+pub fn rewrite(
+    sdp: &[u8],
+    address: IpAddr,
+    anchors: &[Option<Anchor>],
+    strip_ice: bool,
+    cname: &dyn Fn(&str) -> String,
+) -> Result<String, SdpError> {
     let mut desc = unmarshal(sdp)?;
     if anchors.len() != desc.media_descriptions.len() {
         return Err(SdpError::AnchorCount { media: desc.media_descriptions.len(), anchors: anchors.len() });
@@ -219,6 +238,9 @@ pub fn rewrite(sdp: &[u8], address: IpAddr, anchors: &[Option<Anchor>], strip_ic
 
     desc.origin.unicast_address = address.to_string();
     desc.origin.address_type = address_type.to_owned();
+    desc.uri = None;
+    desc.email_address = None;
+    desc.phone_number = None;
 
     match desc.connection_information.as_mut() {
         Some(c) => rewrite_connection(c, address, ice),
@@ -231,7 +253,7 @@ pub fn rewrite(sdp: &[u8], address: IpAddr, anchors: &[Option<Anchor>], strip_ic
         }
         None => {}
     }
-    rewrite_attributes(&mut desc.attributes, address, None, strip_ice);
+    rewrite_attributes(&mut desc.attributes, address, None, strip_ice, cname);
 
     for (md, anchor) in desc.media_descriptions.iter_mut().zip(anchors) {
         if let Some(c) = md.connection_information.as_mut() {
@@ -241,7 +263,7 @@ pub fn rewrite(sdp: &[u8], address: IpAddr, anchors: &[Option<Anchor>], strip_ic
         if let Some(anchor) = anchor {
             md.media_name.port = RangedPort { value: anchor.port as isize, range: None };
         }
-        rewrite_attributes(&mut md.attributes, address, anchor, strip_ice);
+        rewrite_attributes(&mut md.attributes, address, anchor, strip_ice, cname);
     }
 
     Ok(desc.marshal())
@@ -369,15 +391,43 @@ fn rewrite_connection(c: &mut ConnectionInformation, address: IpAddr, ice: bool)
     c.address = Some(relay_address(address));
 }
 
-/// ICE removal and a=rtcp rewriting on one attribute list; `anchor` is the anchor applied to the line, if any.
-fn rewrite_attributes(attributes: &mut Vec<Attribute>, address: IpAddr, anchor: Option<Anchor>, strip_ice: bool) {
+/// ICE removal, a=ssrc and a=rtcp rewriting on one attribute list; `anchor` is the anchor applied to the line, if
+/// any.
+fn rewrite_attributes(
+    attributes: &mut Vec<Attribute>,
+    address: IpAddr,
+    anchor: Option<Anchor>,
+    strip_ice: bool,
+    cname: &dyn Fn(&str) -> String,
+) {
     if strip_ice {
         attributes.retain(|a| !ICE_ATTRIBUTES.iter().any(|k| a.key.eq_ignore_ascii_case(k)));
     }
+    attributes.retain_mut(|a| {
+        if !a.key.eq_ignore_ascii_case("ssrc") {
+            return true;
+        }
+        match rewrite_ssrc(a.value.as_deref().unwrap_or(""), cname) {
+            Some(value) => {
+                a.value = Some(value);
+                true
+            }
+            None => false,
+        }
+    });
     for a in attributes.iter_mut().filter(|a| a.key == "rtcp") {
         let value = a.value.as_deref().unwrap_or("");
         a.value = Some(rewrite_rtcp(value, address, anchor));
     }
+}
+
+/// `<ssrc-id> <attribute>[:<value>]` (RFC 5576 §4.1) as it goes to the other leg: `cname` with its token, no
+/// attribute as it is, anything else `None` (removed).
+fn rewrite_ssrc(value: &str, cname: &dyn Fn(&str) -> String) -> Option<String> {
+    let Some((id, attribute)) = value.trim().split_once(' ') else { return Some(value.to_owned()) };
+    let attribute = attribute.trim_start();
+    let (name, text) = attribute.split_once(':').unwrap_or((attribute, ""));
+    name.eq_ignore_ascii_case("cname").then(|| format!("{id} cname:{}", cname(text)))
 }
 
 fn rewrite_rtcp(value: &str, address: IpAddr, anchor: Option<Anchor>) -> String {
@@ -396,7 +446,20 @@ fn rewrite_rtcp(value: &str, address: IpAddr, anchor: Option<Anchor>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cname::CnameKey;
+    use crate::control::{Leg, SessionId};
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The CNAME token of these tests: leg A's of call 1 under seed 7, as the session layer makes it.
+    fn token(cname: &str) -> String {
+        CnameKey::derive(7, SessionId(1)).token(Leg::A, cname.as_bytes()).to_string()
+    }
+
+    /// [`super::rewrite`] with the tests' CNAME tokens; it shadows the glob import, so every test below that
+    /// does not care about `a=ssrc` reads as before.
+    fn rewrite(sdp: &[u8], address: IpAddr, anchors: &[Option<Anchor>], strip_ice: bool) -> Result<String, SdpError> {
+        super::rewrite(sdp, address, anchors, strip_ice, &token)
+    }
 
     const RELAY: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
     const RELAY6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100));
@@ -1016,13 +1079,14 @@ mod tests {
 
     #[test]
     fn original_peer_address_absent_after_rewrite() {
-        let cases: [LeakCase; 6] = [
+        let cases: [LeakCase; 7] = [
             (SIPP, &["198.18.1.10"], vec![anchor(20000)]),
             (FREESWITCH, &["198.51.100.5"], vec![anchor(20000)]),
             (CISCO, &["10.20.30.40"], vec![None]),
             (AUDIO_VIDEO, &["192.0.2.101", "192.0.2.102"], vec![anchor(20000), anchor(20010)]),
             (IPV6, &["2001:db8::55", "2001:db8::56"], vec![anchor(20000)]),
             (WEBRTC, &["198.51.100.7", "10.0.0.5", "127.0.0.1"], vec![anchor(20000)]),
+            (include_str!("../tests/sdp/baresip.in.sdp"), &["198.18.1.10", "alice"], vec![anchor(20000)]),
         ];
         for (sdp, peer, anchors) in cases {
             for relay in [RELAY, RELAY6] {
@@ -1034,6 +1098,25 @@ mod tests {
                     assert_eq!(m.address, Some(relay));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn ssrc_cname_gets_the_callers_token_and_nothing_else_of_the_ssrc_lines_survives() {
+        let sdp = include_str!("../tests/sdp/ssrc-attributes.in.sdp");
+        let seen = std::cell::RefCell::new(Vec::new());
+        let out = super::rewrite(sdp.as_bytes(), RELAY, &[anchor(20000)], true, &|c| {
+            seen.borrow_mut().push(c.to_owned());
+            format!("T{}", seen.borrow().len())
+        })
+        .unwrap();
+        assert_eq!(*seen.borrow(), ["alice@pbx.example.com", "alice@pbx.example.com"], "each CNAME, as written");
+        assert!(out.contains("a=ssrc:11111 cname:T1\r\na=ssrc:22222 cname:T2\r\na=ssrc:44444\r\n"), "{out}");
+        for gone in ["192.0.2.33", "pbx.example.com", "msid:stream-", "mslabel", "label:track", "previous-ssrc"] {
+            assert!(!out.contains(gone), "{gone} left in\n{out}");
+        }
+        for gone in ["u=", "e=", "p="] {
+            assert!(!out.lines().any(|l| l.starts_with(gone)), "{gone} left in\n{out}");
         }
     }
 
@@ -1056,6 +1139,20 @@ mod tests {
                 include_str!("../tests/sdp/webrtc.in.sdp"),
                 include_str!("../tests/sdp/webrtc.out.sdp"),
                 vec![anchor(40000)],
+                true,
+            ),
+            // baresip's offer as it sent it: its CNAME is its SIP address.
+            (
+                include_str!("../tests/sdp/baresip.in.sdp"),
+                include_str!("../tests/sdp/baresip.out.sdp"),
+                vec![anchor(20000)],
+                true,
+            ),
+            // Every kind of a=ssrc attribute, and the originator's u=, e=, p=.
+            (
+                include_str!("../tests/sdp/ssrc-attributes.in.sdp"),
+                include_str!("../tests/sdp/ssrc-attributes.out.sdp"),
+                vec![anchor(20000)],
                 true,
             ),
         ];

@@ -5,7 +5,12 @@
 //! addresses are recorded for its leg, ports are allocated for both legs on first sight of a stream, and the SDP
 //! comes back carrying only the relay's address and ports on the other leg. The data plane learns the result as
 //! [`Command`]s, drained with [`Sessions::poll_command`].
+//!
+//! Each call has a [`CnameKey`] (from [`MediaConfig::cname_seed`] and the call's id, kept in its
+//! [`SessionRecord`]): the SDP rewrite replaces every `a=ssrc` CNAME with the key's token for it, and every
+//! endpoint of a plain RTP stream carries the key to the relay, which puts the same tokens into RTCP SDES.
 
+use crate::cname::CnameKey;
 use crate::control::{Command, EndpointSpec, Leg, SessionId};
 use crate::ports::{PortPool, PortRangeError};
 use crate::sdp::{self, Anchor, SdpError};
@@ -35,6 +40,10 @@ pub struct MediaConfig {
     pub quarantine: Duration,
     /// Drop packets from anything but the latched peer.
     pub strict: bool,
+    /// Secret randomness that keys the calls' CNAME tokens ([`CnameKey::derive`]), so that a peer can neither
+    /// read nor check a guess of what a token stands for. The server draws it from the OS when it loads the
+    /// configuration; it must not come from a generator whose output peers see (SIP tags, Call-IDs).
+    pub cname_seed: u64,
 }
 
 /// Why an SDP could not be anchored; the B2BUA maps each to a SIP status (488, 503).
@@ -71,6 +80,11 @@ pub struct Side {
     /// The same for RTCP.
     #[serde(default)]
     pub latched_rtcp: Option<SocketAddr>,
+    /// The stream is plain RTP (`RTP/AVP`, `RTP/AVPF`) as the last SDP of either leg says (offer and answer
+    /// share the transport, RFC 3264 §6): its RTCP is readable, and rewritten. False for SRTP and non-RTP
+    /// streams, and in records from a version without it.
+    #[serde(default)]
+    pub plain_rtp: bool,
 }
 
 /// One leg's media.
@@ -87,6 +101,9 @@ pub struct LegMedia {
 pub struct SessionRecord {
     /// Leg A, then leg B.
     pub legs: [LegMedia; 2],
+    /// The call's CNAME key: replicated, so the peers see the same tokens after a takeover.
+    #[serde(default)]
+    pub cname_key: CnameKey,
 }
 
 type Session = SessionRecord;
@@ -145,7 +162,11 @@ impl Sessions {
     ) -> Result<String, MediaError> {
         let lines = sdp::parse(body)?;
         let to = from.other();
-        let s = self.sessions.entry(session).or_default();
+        let seed = self.config.cname_seed;
+        let s = self.sessions.entry(session).or_insert_with(|| SessionRecord {
+            cname_key: CnameKey::derive(seed, session),
+            ..SessionRecord::default()
+        });
         for leg in [Leg::A, Leg::B] {
             let l = &mut s.legs[leg.index()];
             if l.iface.is_none() {
@@ -189,6 +210,12 @@ impl Sessions {
                 (side.peer_rtp, side.peer_rtcp) = (rtp, rtcp);
                 side.clock_rates.clone_from(&line.clock_rates);
             }
+            let plain_rtp = ["RTP/AVP", "RTP/AVPF"].iter().any(|p| line.proto.eq_ignore_ascii_case(p));
+            for leg in &mut s.legs {
+                if let Some(side) = leg.streams[i].as_mut() {
+                    side.plain_rtp = plain_rtp;
+                }
+            }
         }
         let to_leg = &s.legs[to.index()];
         let address = self.config.interfaces[to_leg.iface.unwrap_or(0)].address;
@@ -200,7 +227,8 @@ impl Sessions {
                 Some(Anchor { port: side.port, rtcp_port: side.port + 1 })
             })
             .collect();
-        let out = sdp::rewrite(body, address, &anchors, true)?;
+        let key = s.cname_key;
+        let out = sdp::rewrite(body, address, &anchors, true, &|cname| key.token(from, cname.as_bytes()).to_string())?;
         self.emit(session);
         Ok(out)
     }
@@ -227,6 +255,7 @@ impl Sessions {
                         latched: if rtcp { side.latched_rtcp } else { side.latched_rtp },
                         strict: self.config.strict,
                         clock_rates: side.clock_rates.clone(),
+                        cname_key: side.plain_rtp.then_some(s.cname_key),
                     }));
                 }
             }
@@ -352,6 +381,7 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
             last_port: last,
             quarantine: Duration::from_secs(5),
             strict: true,
+            cname_seed: 7,
         })
         .unwrap()
     }
@@ -452,5 +482,49 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     fn garbage_body_is_an_sdp_error() {
         let mut s = sessions(30000, 30099);
         assert!(matches!(s.rewrite(Instant::now(), SessionId(1), Leg::A, b"hello", locals()), Err(MediaError::Sdp(_))));
+    }
+
+    #[test]
+    fn ssrc_cnames_become_the_calls_tokens_and_plain_rtp_endpoints_carry_its_key() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let offer = format!("{OFFER}a=ssrc:42 cname:sip:pbx@198.18.1.10\r\n");
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals()).unwrap();
+        let key = CnameKey::derive(7, SessionId(1));
+        let token_a = key.token(Leg::A, b"sip:pbx@198.18.1.10");
+        assert!(to_b.contains(&format!("a=ssrc:42 cname:{token_a}\r\n")), "{to_b}");
+        let specs = drain(&mut s);
+        assert_eq!(specs.len(), 4, "RTP and RTCP on both legs");
+        assert!(specs.iter().all(|e| e.cname_key == Some(key)), "B's RTCP is hidden before its answer too: {specs:?}");
+        let answer = format!("{ANSWER}a=ssrc:7 cname:sip:+4930123456@198.18.2.10\r\n");
+        let to_a = s.rewrite(now, SessionId(1), Leg::B, answer.as_bytes(), locals()).unwrap();
+        let token_b = key.token(Leg::B, b"sip:+4930123456@198.18.2.10");
+        assert!(to_a.contains(&format!("a=ssrc:7 cname:{token_b}\r\n")), "{to_a}");
+        assert_eq!(s.export(SessionId(1)).unwrap().cname_key, key, "the key is replicated with the call");
+        // Another call, another key.
+        s.rewrite(now, SessionId(2), Leg::A, offer.as_bytes(), locals()).unwrap();
+        assert_ne!(s.export(SessionId(2)).unwrap().cname_key, key);
+    }
+
+    #[test]
+    fn srtp_and_non_rtp_streams_leave_rtcp_untouched() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let savp = OFFER.replace("RTP/AVP", "RTP/SAVP");
+        s.rewrite(now, SessionId(1), Leg::A, savp.as_bytes(), locals()).unwrap();
+        let udptl = "v=0\r\no=pbx 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\n\
+                     m=image 6000 udptl t38\r\n";
+        s.rewrite(now, SessionId(2), Leg::A, udptl.as_bytes(), locals()).unwrap();
+        let specs = drain(&mut s);
+        assert_eq!(specs.len(), 8);
+        assert!(specs.iter().all(|e| e.cname_key.is_none()), "{specs:?}");
+    }
+
+    #[test]
+    fn a_record_without_cname_fields_from_an_older_peer_still_reads() {
+        let old = r#"{"legs":[{"iface":0,"streams":[{"port":30000,"peer_rtp":null,"peer_rtcp":null,"clock_rates":[]}]},{"iface":1,"streams":[null]}]}"#;
+        let record: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.cname_key, CnameKey::default());
+        assert!(!record.legs[0].streams[0].as_ref().unwrap().plain_rtp);
     }
 }

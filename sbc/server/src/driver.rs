@@ -434,9 +434,11 @@ fn export_relay_counters(records: &Records) {
         ("foreign_source", c.dropped_foreign),
         ("no_target", c.dropped_no_target),
         ("unknown_socket", c.dropped_unknown),
+        ("malformed_rtcp", c.dropped_malformed_rtcp),
     ] {
         metrics::counter!("sbc_media_packets_dropped_total", "reason" => reason).absolute(n);
     }
+    metrics::counter!("sbc_media_rtcp_rewritten_total").absolute(c.rtcp_rewritten);
 }
 
 async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {

@@ -36,6 +36,8 @@ pub const AF_INET: u8 = 4;
 pub const AF_INET6: u8 = 6;
 /// `RELAY_F_STRICT`: forward only packets whose source is `expect`.
 pub const F_STRICT: u32 = 1;
+/// `RELAY_F_PASS_RTCP`: pass RTCP (RFC 5761 §4) to user space, which rewrites its SDES.
+pub const F_PASS_RTCP: u32 = 2;
 
 /// `enum relay_action`: indices into `relay_actions`.
 pub const ACT_REDIRECT: u32 = 0;
@@ -48,7 +50,8 @@ pub const ACT_PASS_FRAG: u32 = 6;
 pub const ACT_PASS_OTHER: u32 = 7;
 pub const ACT_PASS_EGRESS: u32 = 8;
 pub const ACT_PASS_CSUM: u32 = 9;
-pub const ACT_MAX: u32 = 10;
+pub const ACT_PASS_RTCP: u32 = 10;
+pub const ACT_MAX: u32 = 11;
 
 /// `struct relay_addr`: address (IPv4 in the first 4 bytes) and port, both in network order, and family.
 #[repr(C)]

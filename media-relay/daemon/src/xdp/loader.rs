@@ -259,8 +259,8 @@ impl Xdp {
                 slot
             }
         };
-        let value =
-            RelayTarget { expect, from, to, flags: if target.strict { abi::F_STRICT } else { 0 }, stats_index: slot };
+        let flags = if target.strict { abi::F_STRICT } else { 0 } | if target.pass_rtcp { abi::F_PASS_RTCP } else { 0 };
+        let value = RelayTarget { expect, from, to, flags, stats_index: slot };
         if let Err(source) = inner.flows.insert(kaddr, value, 0) {
             if !inner.slots.contains_key(&key) {
                 inner.free.push(slot);
@@ -317,6 +317,7 @@ impl Xdp {
             pass_other: get(abi::ACT_PASS_OTHER)?,
             pass_egress: get(abi::ACT_PASS_EGRESS)?,
             pass_csum: get(abi::ACT_PASS_CSUM)?,
+            pass_rtcp: get(abi::ACT_PASS_RTCP)?,
         })
     }
 

@@ -114,6 +114,8 @@ pub struct FlowTarget {
     /// New destination: the other peer.
     pub to: SocketAddr,
     pub strict: bool,
+    /// Pass RTCP (RFC 5761 §4) to user space, which rewrites its SDES items; RTP is still forwarded here.
+    pub pass_rtcp: bool,
 }
 
 /// A flow's counters, summed over CPUs.
@@ -149,14 +151,16 @@ pub struct ActionCounters {
     pub pass_egress: u64,
     /// A partial UDP checksum (a sender on this host with checksum offload): only the kernel can complete it.
     pub pass_csum: u64,
+    /// RTCP multiplexed on an RTP flow whose RTCP user space rewrites (topology hiding).
+    pub pass_rtcp: u64,
 }
 
 /// Why the program passed packets to user space, as metrics label it: the order of [`ActionCounters::passed`].
-pub const PASS_REASONS: [&str; 8] = ["miss", "source", "fib", "ttl", "fragment", "other", "egress", "checksum"];
+pub const PASS_REASONS: [&str; 9] = ["miss", "source", "fib", "ttl", "fragment", "other", "egress", "checksum", "rtcp"];
 
 impl ActionCounters {
     /// The passed packets by reason, in the order of [`PASS_REASONS`].
-    pub fn passed(&self) -> [u64; 8] {
+    pub fn passed(&self) -> [u64; 9] {
         [
             self.pass_miss,
             self.pass_source,
@@ -166,6 +170,7 @@ impl ActionCounters {
             self.pass_other,
             self.pass_egress,
             self.pass_csum,
+            self.pass_rtcp,
         ]
     }
 }

@@ -98,6 +98,7 @@ fn world_with_media() -> World {
         last_port: 40099,
         quarantine: Duration::from_secs(5),
         strict: true,
+        cname_seed: 7,
     });
     world_full(|_| {}, |_| {}, media)
 }

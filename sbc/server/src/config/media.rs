@@ -122,10 +122,23 @@ impl Validator<'_> {
                 return Err(self.invalid(span, "media.xdp", "expected \"auto\", \"native\", \"generic\" or \"off\""))
             }
         };
-        let core =
-            MediaConfig { interfaces, first_port, last_port, quarantine, strict: m.strict_source.unwrap_or(true) };
+        let core = MediaConfig {
+            interfaces,
+            first_port,
+            last_port,
+            quarantine,
+            strict: m.strict_source.unwrap_or(true),
+            cname_seed: cname_seed(),
+        };
         Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp }))
     }
+}
+
+/// Secret randomness for the CNAME tokens of calls (relay-proto's `cname`), drawn from the OS through std's
+/// hasher keys; apart from the core's identifier seed, whose generator's output (tags, Call-IDs) peers see.
+fn cname_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one("cname seed")
 }
 
 /// `ports` when not given: 8 192 port pairs below Linux's default ephemeral range (32768-60999), from which the
