@@ -83,6 +83,62 @@ fn workspace_binary(env: &str, package: &'static str, bin: &'static str) -> Resu
     result.map_err(anyhow::Error::msg)
 }
 
+/// An `sbc` that stands in for the next release in the rolling-upgrade test: this tree built with the `format-next`
+/// feature (replication record format 3, a new optional record field, software version `…+format-next`), once per
+/// test process, unless `SBC_NEXT_BINARY` names another build (a real newer or older release, for the same test by
+/// hand). It is kept as `target/format-next/sbc`; the ordinary build is made again afterwards, so
+/// `target/debug/sbc` stays the ordinary one.
+pub fn sbc_next_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SBC_NEXT_BINARY") {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("SBC_NEXT_BINARY={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    static BUILT: std::sync::Mutex<Option<Result<PathBuf, String>>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(r) = built.as_ref() {
+        return r.clone().map_err(anyhow::Error::msg);
+    }
+    let cargo = |extra: &[&str]| {
+        Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "sbc", "--bin", "sbc"])
+            .args(extra)
+            .current_dir(repo_root())
+            .stderr(Stdio::inherit())
+            .output()
+    };
+    let result = cargo(&["--features", "format-next", "--message-format=json"])
+        .map_err(|e| format!("running cargo build --features format-next: {e}"))
+        .and_then(|out| {
+            if !out.status.success() {
+                return Err("cargo build -p sbc --features format-next failed".to_owned());
+            }
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "sbc")
+                .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+                .ok_or_else(|| "cargo named no sbc executable for the format-next build".to_owned())
+        })
+        .and_then(|built| {
+            // Cargo puts every build of `sbc` at the same path: keep this one aside before the ordinary build
+            // takes the path back.
+            let dir = built.parent().and_then(Path::parent).unwrap_or(Path::new(".")).join("format-next");
+            std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            let kept = dir.join("sbc");
+            std::fs::copy(&built, &kept).map_err(|e| format!("copying {}: {e}", built.display()))?;
+            Ok(kept)
+        })
+        .and_then(|next| match cargo(&[]) {
+            Ok(o) if o.status.success() => Ok(next),
+            _ => Err("rebuilding the ordinary sbc after the format-next build failed".to_owned()),
+        });
+    *built = Some(result.clone());
+    result.map_err(anyhow::Error::msg)
+}
+
 /// Writes `text` to `path` through a rename, so a process polling for the file never reads half of it.
 pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");

@@ -401,8 +401,13 @@ async fn send_task(
             return;
         }
         let mut got_snapshot = false;
+        // The standby never writes: a read that returns is the link closing (the standby restarted), which must
+        // be noticed even when no record is waiting, so that the new standby gets its snapshot at once.
+        let (mut rd, mut stream) = stream.into_split();
+        let mut scratch = [0u8; 64];
         loop {
             tokio::select! {
+                _ = tokio::io::AsyncReadExt::read(&mut rd, &mut scratch) => break,
                 o = out.recv() => {
                     let Some(o) = o else { return };
                     let records = match o {
