@@ -44,6 +44,7 @@ fn table(key: Option<CnameKey>) -> Table {
             strict: true,
             clock_rates: vec![(0, 8000)],
             cname_key: key,
+            srtp: None,
         };
         t.apply(now, Command::Upsert(spec), &mut socks, &mut ev);
     }

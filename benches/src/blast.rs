@@ -5,9 +5,14 @@
 //! packets go at once (in batches), without a catch-up limit, like `rtpgen`. It writes an `rtpgen`-compatible
 //! report (`tests::rtp::Report`, only the sender's fields filled) after waiting `idle_ms` (as an `rtpgen` sender
 //! does before exiting), so the bench reads both alike.
+//!
+//! With `--srtp-key` it sends SRTP (AES_CM_128_HMAC_SHA1_80, the key and salt in base64 as SDES writes them),
+//! encrypted with relay-proto's own SRTP code (rtc-srtp): the `srtp` path of `media`, where the relay decrypts.
 
 use anyhow::{Context, Result};
 use nix::sys::socket::{sendmmsg, MsgFlags, MultiHeaders, SockaddrIn};
+use relay_proto::sdes::{KeyMaterial, SrtpKeys, Suite};
+use relay_proto::srtp::EndpointCrypto;
 use std::io::IoSlice;
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -45,6 +50,9 @@ pub struct BlastArgs {
     /// Write the report here (also printed on stdout).
     #[arg(long)]
     report: PathBuf,
+    /// Send SRTP with this key (AES_CM_128_HMAC_SHA1_80; 30 bytes of key and salt in base64).
+    #[arg(long)]
+    srtp_key: Option<String>,
 }
 
 fn unix_ns() -> u64 {
@@ -62,6 +70,16 @@ pub fn main(args: BlastArgs) -> Result<()> {
     let (mut sent, mut errors, mut next) = (0u64, 0u64, 0u64);
     let mut last_error = None;
     let per = Duration::from_secs_f64(1.0 / f64::from(args.pps.max(1)));
+    let mut srtp = match &args.srtp_key {
+        Some(text) => {
+            let suite = Suite::AesCm128HmacSha1_80;
+            let key = KeyMaterial::from_base64(text)
+                .filter(|k| k.bytes().len() == suite.material_len())
+                .context("--srtp-key: base64 of 30 bytes")?;
+            Some(EndpointCrypto::new(&SrtpKeys { suite, ours: key.clone(), theirs: key }))
+        }
+        None => None,
+    };
     while next < args.count {
         let elapsed = started.elapsed();
         let due = ((elapsed.as_secs_f64() * f64::from(args.pps)) as u64 + 1).min(args.count);
@@ -78,6 +96,11 @@ pub fn main(args: BlastArgs) -> Result<()> {
             buf.clear();
             buf.extend_from_slice(&header.to_bytes());
             buf.extend_from_slice(&payload);
+            if let Some(c) = srtp.as_mut() {
+                let protected = c.protect(buf, false).map_err(|f| anyhow::anyhow!("SRTP: {}", f.label()))?;
+                buf.clear();
+                buf.extend_from_slice(&protected);
+            }
         }
         let slices: Vec<[IoSlice<'_>; 1]> = bufs[..n].iter().map(|b| [IoSlice::new(b)]).collect();
         let addrs = vec![Some(to); n];

@@ -12,6 +12,11 @@
 //!   (198.18.2.10:7000+i). The relay's CPU is its process's utime + stime over the step.
 //! - `xdp`: the same with `media-relay --xdp native --interface a0 --interface b0`; B is latched with 3 packets
 //!   per stream before the load, so the XDP program carries all but A's first packet.
+//! - `srtp`: the `relay` path with leg A on SDES-SRTP: the senders (`blast --srtp-key`, whatever `--generator`
+//!   says: rtpgen cannot encrypt) send SRTP (AES_CM_128_HMAC_SHA1_80, a fresh key per step), the relay
+//!   authenticates and decrypts it with leg A's keys from its EndpointSpec and sends plain RTP to the sinks in B,
+//!   which check every packet as on the other paths. Its ceiling and CPU per packet next to `relay`'s, in the
+//!   same run, are the cost of terminating SRTP.
 //! - `bare`: `sbc-bench xdp-bare a0 b0` redirects every frame from a0 to b0 untouched; B's kernel drops them (not
 //!   its address), so they are counted at B's veth (rx_packets of B's eth0).
 //! - `kernel`: `net.ipv4.ip_forward=1` in the SBC namespace only, a route to 198.18.2.0/24 via 198.18.1.1 in A and
@@ -37,6 +42,7 @@ use ::tests::netns::{Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
 use ::tests::rtp::{self, Report, Rtpgen};
 use anyhow::{bail, Context, Result};
 use relay_proto::control::{self, Command, EndpointSpec, Event, Leg, SessionId};
+use relay_proto::sdes::{KeyMaterial, OsKeys, SrtpKeys, Suite};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4};
@@ -134,6 +140,8 @@ pub enum Target {
     Xdp,
     /// A → a bare XDP redirect a0 → b0 (no lookup, no rewrite: the ceiling) → B's veth, counted there.
     Bare,
+    /// A (SRTP) → `media-relay` (user space) decrypting leg A's SRTP → B (plain RTP).
+    Srtp,
     /// A → kernel IP forwarding in the SBC namespace → B.
     Kernel,
 }
@@ -145,6 +153,7 @@ impl Target {
             Target::Relay => "relay",
             Target::Xdp => "xdp",
             Target::Bare => "bare",
+            Target::Srtp => "srtp",
             Target::Kernel => "kernel",
         }
     }
@@ -335,8 +344,7 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
         for &target in &opts.paths {
             let mut ladder = Ladder::new(run, target);
             let result = match target {
-                Target::Relay => relay_ladder(&topo, opts, pin, &mut ladder, false),
-                Target::Xdp => relay_ladder(&topo, opts, pin, &mut ladder, true),
+                Target::Relay | Target::Xdp | Target::Srtp => relay_ladder(&topo, opts, pin, &mut ladder, target),
                 Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
                 Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
             };
@@ -360,9 +368,10 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
     Ok((ladders, test_runs))
 }
 
-/// The relay path (or with `xdp`, the XDP path): a fresh `media-relay` (pinned) for the ladder, one session per
-/// step.
-fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder, xdp: bool) -> Result<()> {
+/// The relay path (`target` relay, srtp; or the XDP path, xdp): a fresh `media-relay` (pinned) for the ladder, one
+/// session per step.
+fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder, target: Target) -> Result<()> {
+    let xdp = target == Target::Xdp;
     // The XDP program's own run time per step (restored on return, also on error).
     let _bpf_stats =
         if xdp { Some(crate::xdp::BpfStats::enable().context("enabling BPF run-time statistics")?) } else { None };
@@ -386,7 +395,7 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder,
     for (i, &rate) in opts.rates.iter().enumerate() {
         check_stop()?;
         let session = SessionId(i as u64 + 1);
-        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate, xdp);
+        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate, target);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
         if relay.try_wait()?.is_some() {
@@ -410,11 +419,21 @@ fn relay_step(
     relay: &Process,
     session: SessionId,
     rate: u32,
-    xdp: bool,
+    target: Target,
 ) -> Step {
-    let target = if xdp { Target::Xdp } else { Target::Relay };
+    let xdp = target == Target::Xdp;
     let mut step = Step { rate, ..Step::default() };
+    // The srtp path: leg A's peer (the senders) and the relay share a fresh key for what A sends; the relay's own
+    // key for A protects nothing here (nothing goes back to A).
+    let suite = Suite::AesCm128HmacSha1_80;
+    let srtp = (target == Target::Srtp)
+        .then(|| -> Result<SrtpKeys> {
+            let draw = || KeyMaterial::generate(suite, &mut OsKeys).map_err(|e| anyhow::anyhow!("{e}"));
+            Ok(SrtpKeys { suite, ours: draw()?, theirs: draw()? })
+        })
+        .transpose();
     let result = (|| -> Result<()> {
+        let srtp = srtp?;
         for i in 0..opts.streams {
             let port = RELAY_PORT + 2 * i;
             for (leg, local, partner, peer) in [
@@ -434,6 +453,7 @@ fn relay_step(
                     clock_rates: vec![(0, 8000)],
                     // As the SBC sends plain RTP streams: RTCP hidden (each datagram is classified; RTP untouched).
                     cname_key: Some(relay_proto::cname::CnameKey::default()),
+                    srtp: srtp.clone().filter(|_| leg == Leg::A).map(Box::new),
                 }))?;
             }
         }
@@ -445,7 +465,9 @@ fn relay_step(
                 prime_b(topo, opts)?;
             }
             let targets: Vec<SocketAddr> = (0..opts.streams).map(|i| sock(SBC_A, RELAY_PORT + 2 * i)).collect();
-            measure(topo, opts, pin, &targets, Some(relay.id()), true, sink_core(target), xdp, &mut step)
+            let key = srtp.as_ref().map(|k| k.theirs.to_base64());
+            let sinks = sink_core(target);
+            measure(topo, opts, pin, &targets, Some(relay.id()), true, sinks, xdp, key.as_deref(), &mut step)
         })();
         // Close the session whatever happened (also when its sockets were late: else they would block the next
         // step's ports); its final figures say what the relay itself saw.
@@ -455,7 +477,14 @@ fn relay_step(
         let b = &stats.legs[Leg::B.index()];
         step.relay_received = Some(a.received.packets);
         step.relay_sent = Some(b.sent);
-        step.relay_dropped = Some(a.dropped_foreign + a.dropped_no_target + b.dropped_foreign + b.dropped_no_target);
+        step.relay_dropped = Some(
+            a.dropped_foreign
+                + a.dropped_no_target
+                + a.dropped_srtp
+                + b.dropped_foreign
+                + b.dropped_no_target
+                + b.dropped_srtp,
+        );
         step.kernel_packets = Some(a.kernel_packets);
         measured
     })();
@@ -514,7 +543,7 @@ fn bare_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) 
     for &rate in &opts.rates {
         check_stop()?;
         let mut step = Step { rate, ..Step::default() };
-        let result = measure(topo, opts, pin, &targets, Some(helper.id()), false, SINK_CORE, true, &mut step);
+        let result = measure(topo, opts, pin, &targets, Some(helper.id()), false, SINK_CORE, true, None, &mut step);
         finish_step(&mut step, result);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
@@ -534,7 +563,7 @@ fn kernel_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder
     for &rate in &opts.rates {
         check_stop()?;
         let mut step = Step { rate, ..Step::default() };
-        let result = measure(topo, opts, pin, &targets, None, true, sink_core(Target::Kernel), false, &mut step);
+        let result = measure(topo, opts, pin, &targets, None, true, sink_core(Target::Kernel), false, None, &mut step);
         finish_step(&mut step, result);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
@@ -604,7 +633,8 @@ impl Drop for Forwarding<'_> {
 /// One step of traffic: a sink per stream in B (with `sinks`), then a sender per stream in A towards
 /// `targets[i]`; waits for all, and fills in the step's figures. `relay_pid`: the process whose CPU time is the
 /// forwarder's; `programs`: it holds XDP programs whose run time (kernel statistics, which the caller enabled)
-/// is the forwarder's too. Without sinks (the bare redirect), what arrived is B's veth's rx counter.
+/// is the forwarder's too. Without sinks (the bare redirect), what arrived is B's veth's rx counter. With
+/// `srtp_key` the senders send SRTP with that key (`blast`, whatever the generator option says).
 #[allow(clippy::too_many_arguments)]
 fn measure(
     topo: &Topology,
@@ -615,6 +645,7 @@ fn measure(
     sinks_wanted: bool,
     sinks_core: usize,
     programs: bool,
+    srtp_key: Option<&str>,
     step: &mut Step,
 ) -> Result<()> {
     let streams = u64::from(opts.streams);
@@ -664,7 +695,8 @@ fn measure(
         let report = dir.join(format!("sender{i}.json"));
         let _ = std::fs::remove_file(&report);
         let name = format!("sender{i}");
-        let sender = match opts.generator {
+        let generator = if srtp_key.is_some() { Generator::Blast } else { opts.generator };
+        let sender = match generator {
             Generator::Rtpgen => {
                 let args = Rtpgen::new(sock(CALLER, GEN_PORT + i as u16))
                     .to(to)
@@ -697,6 +729,9 @@ fn measure(
                     format!("--idle-ms={SENDER_IDLE_MS}"),
                     format!("--report={}", report.display()),
                 ]);
+                if let Some(key) = srtp_key {
+                    args.push(format!("--srtp-key={key}"));
+                }
                 topo.spawn(Host::A, &name, program, &args)?
             }
         };
@@ -1069,6 +1104,14 @@ pub struct Summary {
     pub xdp_vs_bare_best_wire: Option<f64>,
     /// Median ceiling relay / kernel.
     pub relay_vs_kernel_ceiling: Option<f64>,
+    /// Median ceiling srtp / relay: the share of the plain user-space relay's packet rate left when it decrypts
+    /// SRTP on one leg.
+    pub srtp_vs_relay_ceiling: Option<f64>,
+    /// Median best delivered pps srtp / relay.
+    pub srtp_vs_relay_best_delivered: Option<f64>,
+    /// Relay CPU-s per Mpkt at the reference rate, srtp / relay: what decrypting SRTP costs per packet, as a
+    /// multiple of plain forwarding.
+    pub srtp_vs_relay_cpu_per_packet: Option<f64>,
 }
 
 /// The XDP issue's targets.
@@ -1122,7 +1165,7 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
     let of = |t: Target| ladders.iter().filter(move |l| l.target == t);
     let median_ceiling = |t: Target| median(&of(t).map(|l| f64::from(l.ceiling.unwrap_or(0))).collect::<Vec<_>>());
     let mut basis: Vec<Target> =
-        paths.iter().copied().filter(|t| matches!(t, Target::Relay | Target::Xdp)).collect::<Vec<_>>();
+        paths.iter().copied().filter(|t| matches!(t, Target::Relay | Target::Xdp | Target::Srtp)).collect::<Vec<_>>();
     if basis.is_empty() {
         basis = paths.to_vec();
     }
@@ -1178,6 +1221,7 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
     let get = |t: Target| targets.iter().find(|s| s.target == t);
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|&(_, b)| b > 0.0).map(|(a, b)| a / b);
     let (relay, xdp, bare, kernel) = (get(Target::Relay), get(Target::Xdp), get(Target::Bare), get(Target::Kernel));
+    let srtp = get(Target::Srtp);
     let f = |s: Option<&TargetSummary>, g: fn(&TargetSummary) -> Option<f64>| s.and_then(g);
     let tr = |g: fn(&crate::xdp::TestRun) -> f64| median(&test_runs.iter().map(g).collect::<Vec<_>>());
     Summary {
@@ -1224,6 +1268,15 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
         xdp_vs_bare_ceiling: ratio(f(xdp, |s| s.median_wire_ceiling), f(bare, |s| s.median_wire_ceiling)),
         xdp_vs_bare_best_wire: ratio(f(xdp, |s| s.median_best_wire_pps), f(bare, |s| s.median_best_wire_pps)),
         relay_vs_kernel_ceiling: ratio(f(relay, |s| s.median_ceiling), f(kernel, |s| s.median_ceiling)),
+        srtp_vs_relay_ceiling: ratio(f(srtp, |s| s.median_ceiling), f(relay, |s| s.median_ceiling)),
+        srtp_vs_relay_best_delivered: ratio(
+            f(srtp, |s| s.median_best_delivered_pps),
+            f(relay, |s| s.median_best_delivered_pps),
+        ),
+        srtp_vs_relay_cpu_per_packet: ratio(
+            f(srtp, |s| s.reference_relay_cpu_s_per_mpkt),
+            f(relay, |s| s.reference_relay_cpu_s_per_mpkt),
+        ),
         targets,
     }
 }
@@ -1301,7 +1354,7 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         if summary.reference_fallback {
             "no step of relay/xdp passed in the median run: the ladder's first rate"
         } else {
-            "highest ladder rate within the median ceilings of relay and xdp"
+            "highest ladder rate within the median ceilings of relay, xdp and srtp (those measured)"
         }
     ));
     out.push_str(&format!(
@@ -1359,6 +1412,16 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
             f(summary.test_run_hit_repeat_ns, 0),
             f(summary.test_run_miss_ns, 0),
             f(summary.targets.iter().find(|t| t.target == Target::Xdp).and_then(|t| t.reference_prog_ns_per_pkt), 0)
+        ));
+    }
+    if summary.targets.iter().any(|t| t.target == Target::Srtp) {
+        out.push_str(&format!(
+            "\nSRTP-to-RTP (srtp: leg A's SRTP decrypted in user space) against the plain user-space relay (relay), \
+             same run: median ceiling srtp / relay {}, best delivered srtp / relay {}, relay CPU per packet at the \
+             reference rate srtp / relay {}\n",
+            f(summary.srtp_vs_relay_ceiling, 2),
+            f(summary.srtp_vs_relay_best_delivered, 2),
+            f(summary.srtp_vs_relay_cpu_per_packet, 2)
         ));
     }
     let verdict = |v: Option<f64>, goal: f64| match v {
@@ -1537,6 +1600,38 @@ mod tests {
         let s = summarize(&[Target::Relay, Target::Xdp], &[100], &ladders, &[]);
         assert_eq!(s.xdp_vs_relay_pkts_per_cpu_s, Some(20.0));
         assert_eq!(s.xdp_vs_relay_pkts_per_cpu_s_process_softirq, Some(2.5));
+    }
+
+    #[test]
+    fn srtp_is_compared_with_the_plain_relay() {
+        let with = |target: Target, ceiling: u32, relay_cpu: f64| {
+            let mut l = ladder(1, target, &[(100, true), (200, ceiling >= 200), (400, ceiling >= 400)], relay_cpu);
+            for s in &mut l.steps {
+                s.relay_cpu_s_per_mpkt = Some(relay_cpu);
+            }
+            l.finish(400);
+            l
+        };
+        let ladders = vec![with(Target::Relay, 400, 20.0), with(Target::Srtp, 200, 30.0)];
+        let s = summarize(&[Target::Relay, Target::Srtp], &[100, 200, 400], &ladders, &[]);
+        assert_eq!(s.reference_rate, Some(200), "within srtp's ceiling too");
+        assert_eq!(s.srtp_vs_relay_ceiling, Some(0.5));
+        assert_eq!(s.srtp_vs_relay_cpu_per_packet, Some(1.5));
+        assert!(table(&options(), &s, true).contains("srtp / relay 1.50"));
+    }
+
+    fn options() -> Options {
+        Options {
+            runs: 1,
+            step_secs: 1,
+            rates: vec![100, 200, 400],
+            streams: 1,
+            payload: 160,
+            relay_binary: PathBuf::new(),
+            rtpgen_binary: PathBuf::new(),
+            paths: vec![Target::Relay, Target::Srtp],
+            generator: Generator::Blast,
+        }
     }
 
     #[test]

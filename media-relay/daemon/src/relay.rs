@@ -3,15 +3,16 @@
 //! the sender; events go back the same way.
 //!
 //! Each socket is read in batches (quinn-udp: recvmmsg, and GRO where the kernel coalesces); a batch that all
-//! goes to one peer leaves in one GSO send. Payloads are forwarded untouched, except RTCP of plain RTP streams,
-//! whose SDES items the table rewrites (topology hiding, `relay_proto::rtcp`): such a datagram leaves on its own,
-//! from the rewritten copy. RTCP endpoints are never handed to XDP, and kernelized RTP flows pass RTCP
+//! goes to one peer leaves in one GSO send. Payloads are forwarded untouched, except RTCP of readable RTP streams,
+//! whose SDES items the table rewrites (topology hiding, `relay_proto::rtcp`), and media of SRTP legs, which the
+//! table decrypts and encrypts (`relay_proto::srtp`): such a datagram leaves from the rewritten copy. RTCP endpoints are never handed to XDP, and kernelized RTP flows pass RTCP
 //! multiplexed on them up to here, so every RTCP packet is rewritten.
 
 use crate::xdp::{egress::FeatureWatch, AttachedMode, FlowKey, FlowTarget, KernelCounters, Xdp, XdpMode, DROP_REASONS};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use relay_proto::control::{Command, Event};
 use relay_proto::flow::{Drop as DropReason, Forward, KernelChange, SocketChange, Table};
+use relay_proto::srtp::Failure as SrtpFailure;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
@@ -71,6 +72,16 @@ pub struct Counters {
     pub dropped_malformed_rtcp: AtomicU64,
     /// RTCP packets forwarded with their SDES rewritten (CNAME replaced, other items removed).
     pub rtcp_rewritten: AtomicU64,
+    /// SRTP/SRTCP packets from SRTP legs, authenticated and decrypted.
+    pub srtp_unprotected: AtomicU64,
+    /// Packets encrypted for SRTP legs.
+    pub srtp_protected: AtomicU64,
+    /// Dropped: SRTP/SRTCP that failed authentication (wrong key, forged, corrupted, too short).
+    pub srtp_auth_failures: AtomicU64,
+    /// Dropped: SRTP/SRTCP replayed (or older than the replay window).
+    pub srtp_replay_failures: AtomicU64,
+    /// Dropped: packets that could not be protected for an SRTP leg (SSRC limit, key exhausted).
+    pub srtp_protect_failures: AtomicU64,
     /// Sends that failed (full send buffer, unreachable network).
     pub send_errors: AtomicU64,
     /// Sessions held now.
@@ -110,6 +121,11 @@ pub struct CounterSnapshot {
     pub dropped_unknown: u64,
     pub dropped_malformed_rtcp: u64,
     pub rtcp_rewritten: u64,
+    pub srtp_unprotected: u64,
+    pub srtp_protected: u64,
+    pub srtp_auth_failures: u64,
+    pub srtp_replay_failures: u64,
+    pub srtp_protect_failures: u64,
     pub send_errors: u64,
     pub sessions: u64,
     pub sockets: u64,
@@ -137,6 +153,11 @@ impl Counters {
             dropped_unknown: l(&self.dropped_unknown),
             dropped_malformed_rtcp: l(&self.dropped_malformed_rtcp),
             rtcp_rewritten: l(&self.rtcp_rewritten),
+            srtp_unprotected: l(&self.srtp_unprotected),
+            srtp_protected: l(&self.srtp_protected),
+            srtp_auth_failures: l(&self.srtp_auth_failures),
+            srtp_replay_failures: l(&self.srtp_replay_failures),
+            srtp_protect_failures: l(&self.srtp_protect_failures),
             send_errors: l(&self.send_errors),
             sessions: l(&self.sessions),
             sockets: l(&self.sockets),
@@ -536,6 +557,7 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
                 forward_datagrams(&shared, now, local, m, &buf[..m.len]);
             }
+            store_totals(&shared);
             // A first packet may have confirmed a peer: hand the flow to the kernel now, and tell the signalling
             // side (it replicates latches to the standby of a pair).
             apply_kernel(&shared);
@@ -544,6 +566,15 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             }
         }
     }
+}
+
+/// What the table did to packets' contents (RTCP hidden, SRTP decrypted and encrypted), into [`Counters`].
+fn store_totals(shared: &Shared) {
+    let t = shared.table.borrow().totals();
+    let c = &shared.counters;
+    c.rtcp_rewritten.store(t.rtcp_rewritten, Ordering::Relaxed);
+    c.srtp_unprotected.store(t.srtp_unprotected, Ordering::Relaxed);
+    c.srtp_protected.store(t.srtp_protected, Ordering::Relaxed);
 }
 
 /// Forwards the datagrams of one receive (several when GRO coalesced them, `stride` bytes each).
@@ -555,12 +586,12 @@ fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvM
     let mut common: Option<Forward> = None;
     let mut all_same = true;
     let mut verdicts = Vec::with_capacity(if segments > 1 { segments } else { 0 });
-    // Rewritten RTCP (about one datagram in a hundred) needs a buffer of its own; RTP never touches it.
+    // A rewritten datagram (RTCP, about one in a hundred; every packet of an SRTP leg) needs a buffer of its own;
+    // plain RTP never touches it.
     let mut rewritten = Vec::new();
     for seg in data.chunks(stride) {
         let v = table.on_packet(now, local, m.addr, seg, &mut rewritten);
         match (&v, common) {
-            (Ok(f), _) if f.rewritten => all_same = false,
             (Ok(f), None) => common = Some(*f),
             (Ok(f), Some(c)) if *f == c => {}
             _ => all_same = false,
@@ -575,7 +606,13 @@ fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvM
     drop(table);
     match common {
         // The whole batch goes to one peer: one GSO send, untouched, as it came in.
-        Some(f) if all_same && gso_ok(shared, f.from, segments) => send(shared, f, data, Some(stride)),
+        Some(f) if all_same && !f.rewritten && gso_ok(shared, f.from, segments) => send(shared, f, data, Some(stride)),
+        // The same, rewritten alike (SRTP): one GSO send when every datagram but the last has the first's size.
+        Some(f) if all_same && gso_ok(shared, f.from, segments) && uniform(&verdicts) => {
+            let size = verdicts[0].1.len();
+            let joined: Vec<u8> = verdicts.iter().flat_map(|(_, copy)| copy.iter().copied()).collect();
+            send(shared, f, &joined, Some(size))
+        }
         _ => {
             for ((v, copy), seg) in verdicts.into_iter().zip(data.chunks(stride)) {
                 send_one(shared, v, seg, &copy);
@@ -584,22 +621,30 @@ fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvM
     }
 }
 
+/// Whether the rewritten datagrams can be one GSO send: all of the first's size (not empty), the last no larger.
+fn uniform(verdicts: &[(Result<Forward, DropReason>, Vec<u8>)]) -> bool {
+    let size = verdicts.first().map_or(0, |(_, c)| c.len());
+    let Some(((_, last), rest)) = verdicts.split_last() else { return false };
+    size > 0 && last.len() <= size && !last.is_empty() && rest.iter().all(|(_, c)| c.len() == size)
+}
+
 fn gso_ok(shared: &Shared, from: SocketAddr, segments: usize) -> bool {
     segments > 1 && shared.socks.borrow().get(&from).is_some_and(|s| s.state.max_gso_segments() >= segments)
 }
 
 /// Sends one datagram as the table decided: `seg` as received, or `rewritten` when the table rewrote it.
 fn send_one(shared: &Shared, v: Result<Forward, DropReason>, seg: &[u8], rewritten: &[u8]) {
+    let c = &shared.counters;
     match v {
-        Ok(f) if f.rewritten => {
-            add(&shared.counters.rtcp_rewritten, 1);
-            send(shared, f, rewritten, None);
-        }
+        Ok(f) if f.rewritten => send(shared, f, rewritten, None),
         Ok(f) => send(shared, f, seg, None),
-        Err(DropReason::ForeignSource) => add(&shared.counters.dropped_foreign, 1),
-        Err(DropReason::NoTarget) => add(&shared.counters.dropped_no_target, 1),
-        Err(DropReason::MalformedRtcp) => add(&shared.counters.dropped_malformed_rtcp, 1),
-        Err(_) => add(&shared.counters.dropped_unknown, 1),
+        Err(DropReason::ForeignSource) => add(&c.dropped_foreign, 1),
+        Err(DropReason::NoTarget) => add(&c.dropped_no_target, 1),
+        Err(DropReason::MalformedRtcp) => add(&c.dropped_malformed_rtcp, 1),
+        Err(DropReason::Srtp(SrtpFailure::Auth)) => add(&c.srtp_auth_failures, 1),
+        Err(DropReason::Srtp(SrtpFailure::Replay)) => add(&c.srtp_replay_failures, 1),
+        Err(DropReason::Srtp(SrtpFailure::Protect)) => add(&c.srtp_protect_failures, 1),
+        Err(_) => add(&c.dropped_unknown, 1),
     }
 }
 

@@ -6,6 +6,7 @@
 //! never holds up a call's signalling: commands are fire-and-forget, and liveness is tracked with [`Command::Ping`].
 
 use crate::cname::CnameKey;
+use crate::sdes::SrtpKeys;
 use crate::stats::FlowSummary;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -38,6 +39,14 @@ impl Leg {
         match self {
             Self::A => 0,
             Self::B => 1,
+        }
+    }
+
+    /// `a` or `b`, for messages and labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::A => "a",
+            Self::B => "b",
         }
     }
 }
@@ -79,6 +88,12 @@ pub struct EndpointSpec {
     /// end to end, or no RTP at all). Absent in JSON from an older signalling side: `None`.
     #[serde(default)]
     pub cname_key: Option<CnameKey>,
+    /// This leg's SDES-SRTP keys, when the leg is SRTP ([`crate::negotiate`]): what arrives here from the peer is
+    /// unprotected with `theirs`, what leaves here towards it is protected with `ours` (set on the RTP and the
+    /// RTCP socket alike). `None`: plain RTP. An endpoint with keys, or whose partner has keys, never goes to
+    /// the kernel. Absent in JSON from an older signalling side: `None`.
+    #[serde(default)]
+    pub srtp: Option<Box<SrtpKeys>>,
 }
 
 /// From the signalling side to the relay.
@@ -124,6 +139,10 @@ pub struct LegStats {
     pub dropped_foreign: u64,
     /// Packets that had nowhere to go yet (the other leg's peer unknown, or on hold).
     pub dropped_no_target: u64,
+    /// Packets dropped by SRTP on this leg: failed authentication or replay checks on arrival, or could not be
+    /// protected for the other leg. Absent in JSON from an older relay: 0.
+    #[serde(default)]
+    pub dropped_srtp: u64,
     /// The peer's RTP address as latched from its packets.
     pub latched: Option<SocketAddr>,
     /// Of `received.packets`, those the kernel fast path forwarded (user space saw the rest). Loss and jitter
@@ -141,6 +160,8 @@ pub struct SessionStats {
 }
 
 /// From the relay to the signalling side.
+// Stats is the largest by far, and there is one per call: boxing it would only move the allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -205,6 +226,11 @@ mod tests {
             strict: true,
             clock_rates: vec![(0, 8000)],
             cname_key: Some(CnameKey([9; 16])),
+            srtp: Some(Box::new(SrtpKeys {
+                suite: crate::sdes::Suite::AesCm128HmacSha1_80,
+                ours: crate::sdes::KeyMaterial::new(vec![1; 30]),
+                theirs: crate::sdes::KeyMaterial::new(vec![2; 30]),
+            })),
         };
         for cmd in [Command::Upsert(spec), Command::Remove { session: SessionId(7) }, Command::Ping { seq: 3 }] {
             let line = encode(&cmd);
@@ -219,5 +245,6 @@ mod tests {
         let line = r#"{"cmd":"upsert","session":1,"leg":"a","stream":0,"rtcp":true,"local":"198.18.1.1:30001","partner":"198.18.2.1:30001","peer":null,"strict":true,"clock_rates":[]}"#;
         let Command::Upsert(spec) = decode::<Command>(line).unwrap() else { panic!("an upsert") };
         assert_eq!(spec.cname_key, None);
+        assert_eq!(spec.srtp, None);
     }
 }

@@ -13,6 +13,7 @@
 
 use crate::control::{Command, EndpointSpec, Event, Leg, LegStats, SessionId, SessionStats};
 use crate::rtcp::{self, Outcome};
+use crate::srtp::{EndpointCrypto, Failure};
 use crate::stats::FlowStats;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub enum Drop {
     /// RTCP whose SDES had to be rewritten but could not be parsed ([`crate::rtcp::RtcpError`]): dropped rather
     /// than let text through that could not be read.
     MalformedRtcp,
+    /// SRTP or SRTCP that failed authentication or replay checks on an SRTP leg, or that could not be protected
+    /// for the other leg ([`crate::srtp::Failure`]).
+    Srtp(Failure),
 }
 
 impl Drop {
@@ -41,6 +45,7 @@ impl Drop {
             Self::ForeignSource => "foreign_source",
             Self::NoTarget => "no_target",
             Self::MalformedRtcp => "malformed_rtcp",
+            Self::Srtp(f) => f.label(),
         }
     }
 }
@@ -52,9 +57,20 @@ pub struct Forward {
     pub from: SocketAddr,
     /// The peer on the other leg.
     pub to: SocketAddr,
-    /// Send what [`Table::on_packet`] wrote into its `out` buffer (RTCP with its SDES rewritten), not the
-    /// datagram as it came.
+    /// Send what [`Table::on_packet`] wrote into its `out` buffer (RTCP with its SDES rewritten, SRTP decrypted
+    /// or encrypted), not the datagram as it came.
     pub rewritten: bool,
+}
+
+/// What the table did to packets' contents since it was made, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// RTCP compound packets forwarded with their SDES rewritten.
+    pub rtcp_rewritten: u64,
+    /// SRTP and SRTCP packets from an SRTP leg, authenticated and decrypted.
+    pub srtp_unprotected: u64,
+    /// Packets encrypted for an SRTP leg.
+    pub srtp_protected: u64,
 }
 
 /// What the kernel fast path should hold for one endpoint (DESIGN.md "Media fast path"): user space holds the
@@ -103,6 +119,10 @@ struct Endpoint {
     sent: u64,
     dropped_foreign: u64,
     dropped_no_target: u64,
+    /// Packets dropped by SRTP: failed authentication or replay here, or not protected for the other leg.
+    dropped_srtp: u64,
+    /// The SRTP contexts when this endpoint's leg is SRTP ([`EndpointSpec::srtp`]).
+    crypto: Option<EndpointCrypto>,
     /// What the kernel forwards for this endpoint: (expect, to), if installed.
     kernel: Option<(SocketAddr, SocketAddr)>,
     /// Packets and bytes the kernel forwarded for this endpoint: of entries already removed, plus the current
@@ -139,6 +159,7 @@ pub struct Table {
     kernel_changes: Vec<KernelChange>,
     /// Events of the data plane (latches) for the signalling side; drained with [`Table::poll_event`].
     events: std::collections::VecDeque<Event>,
+    totals: Totals,
 }
 
 impl Table {
@@ -151,7 +172,13 @@ impl Table {
             kernel: false,
             kernel_changes: Vec::new(),
             events: std::collections::VecDeque::new(),
+            totals: Totals::default(),
         }
+    }
+
+    /// What the table did to packets' contents so far.
+    pub fn totals(&self) -> Totals {
+        self.totals
     }
 
     /// The next event for the signalling side (a peer latched), after [`Table::on_packet`].
@@ -180,7 +207,12 @@ impl Table {
         }
         let Some(e) = self.endpoints.get(&local) else { return };
         let partner = e.spec.partner;
+        // SRTP on either leg: the payload changes (decrypted, encrypted with the other leg's key), which only user
+        // space does. Only plain-to-plain flows go to the kernel.
+        let srtp = e.spec.srtp.is_some() || self.endpoints.get(&partner).is_some_and(|p| p.spec.srtp.is_some());
+        let reason = if srtp { "srtp" } else { reason };
         let want = match (e.latched, self.endpoints.get(&partner).and_then(Endpoint::target)) {
+            _ if srtp => None,
             // RTCP stays in user space: its SDES is rewritten there (and it is ~1% of the packets).
             _ if e.spec.rtcp => None,
             (Some(expect), Some(to)) if expect.is_ipv4() == local.is_ipv4() && to.is_ipv4() == partner.is_ipv4() => {
@@ -278,6 +310,11 @@ impl Table {
                 if changed || e.latched.is_none() {
                     e.latched = spec.latched;
                 }
+                // New keys (a re-INVITE) get new contexts; the same keys keep theirs, with their rollover counters.
+                match (e.crypto.as_mut(), spec.srtp.as_deref()) {
+                    (Some(c), Some(keys)) => c.update(now, keys),
+                    (_, keys) => e.crypto = keys.map(EndpointCrypto::new),
+                }
                 e.spec = spec;
                 let reason = if changed { "peer_changed" } else { "reconfigured" };
                 self.reconsider(local, reason);
@@ -287,6 +324,7 @@ impl Table {
                 session.locals.push(spec.local);
                 sockets.push(SocketChange::Open(spec.local));
                 let latched = spec.latched;
+                let crypto = spec.srtp.as_deref().map(EndpointCrypto::new);
                 self.endpoints.insert(
                     spec.local,
                     Endpoint {
@@ -296,6 +334,8 @@ impl Table {
                         sent: 0,
                         dropped_foreign: 0,
                         dropped_no_target: 0,
+                        dropped_srtp: 0,
+                        crypto,
                         kernel: None,
                         kernel_done: (0, 0),
                         kernel_packets: 0,
@@ -309,9 +349,10 @@ impl Table {
         }
     }
 
-    /// One datagram arrived on socket `local` from `src`: where to send it, or why not. When the endpoint hides
-    /// RTCP ([`EndpointSpec::cname_key`]) and the datagram is RTCP with SDES, the rewritten datagram is written
-    /// into `out` (cleared first) and [`Forward::rewritten`] is set; otherwise `out` is left alone.
+    /// One datagram arrived on socket `local` from `src`: where to send it, or why not. When the payload changes
+    /// (RTCP whose SDES is hidden, [`EndpointSpec::cname_key`]; SRTP decrypted on arrival from an SRTP leg or
+    /// encrypted for the other leg, [`EndpointSpec::srtp`]), the datagram to send is written into `out` (cleared
+    /// first) and [`Forward::rewritten`] is set; otherwise `out` is left alone.
     pub fn on_packet(
         &mut self,
         now: Instant,
@@ -321,26 +362,38 @@ impl Table {
         out: &mut Vec<u8>,
     ) -> Result<Forward, Drop> {
         let Some(e) = self.endpoints.get_mut(&local) else { return Err(Drop::UnknownSocket) };
-        match e.latched {
-            Some(l) if l == src => {}
-            Some(_) if e.spec.strict => {
-                e.dropped_foreign += 1;
-                return Err(Drop::ForeignSource);
+        let known = e.latched == Some(src);
+        if !known && e.latched.is_some() && e.spec.strict {
+            e.dropped_foreign += 1;
+            return Err(Drop::ForeignSource);
+        }
+        let is_rtcp = rtcp::is_rtcp(bytes);
+        // An SRTP leg's packets are authenticated first: a forged one neither latches nor counts.
+        let clear = match e.crypto.as_mut().map(|c| c.unprotect(now, bytes, is_rtcp)) {
+            None => None,
+            Some(Ok(clear)) => Some(clear),
+            Some(Err(f)) => {
+                e.dropped_srtp += 1;
+                return Err(Drop::Srtp(f));
             }
+        };
+        if !known {
             // The first packet confirms the SDP's address or corrects it (symmetric RTP through NAT); without
             // strictness the latch follows the peer.
-            _ => {
-                e.latched = Some(src);
-                self.events.push_back(Event::Latched { session: e.spec.session, local, peer: src });
-                let partner = e.spec.partner;
-                // Confirmed: this flow may go to the kernel, and the partner's (which sends here) must follow.
-                self.reconsider(local, "peer_changed");
-                self.reconsider(partner, "target_changed");
-                return self.on_packet(now, local, src, bytes, out);
-            }
+            e.latched = Some(src);
+            self.events.push_back(Event::Latched { session: e.spec.session, local, peer: src });
+            let partner = e.spec.partner;
+            // Confirmed: this flow may go to the kernel, and the partner's (which sends here) must follow.
+            self.reconsider(local, "peer_changed");
+            self.reconsider(partner, "target_changed");
         }
+        let Some(e) = self.endpoints.get_mut(&local) else { return Err(Drop::UnknownSocket) };
+        if clear.is_some() {
+            self.totals.srtp_unprotected += 1;
+        }
+        let plain: &[u8] = clear.as_deref().unwrap_or(bytes);
         let rates = &e.spec.clock_rates;
-        e.stats.on_packet(now, bytes, |pt| rates.iter().find(|(p, _)| *p == pt).map_or(8000, |(_, r)| *r));
+        e.stats.on_packet(now, plain, |pt| rates.iter().find(|(p, _)| *p == pt).map_or(8000, |(_, r)| *r));
         let (partner, leg, key) = (e.spec.partner, e.spec.leg, e.spec.cname_key);
         let Some(to) = self.endpoints.get(&partner).and_then(Endpoint::target) else {
             if let Some(e) = self.endpoints.get_mut(&local) {
@@ -348,17 +401,40 @@ impl Table {
             }
             return Err(Drop::NoTarget);
         };
-        let mut rewritten = false;
-        if let Some(key) = key.filter(|_| rtcp::is_rtcp(bytes)) {
-            match rtcp::hide_sdes(bytes, |cname| key.token(leg, cname), out) {
+        let mut hidden = false;
+        if let Some(key) = key.filter(|_| is_rtcp) {
+            match rtcp::hide_sdes(plain, |cname| key.token(leg, cname), out) {
                 Ok(Outcome::Unchanged) => {}
-                Ok(Outcome::Rewritten { .. }) => rewritten = true,
+                Ok(Outcome::Rewritten { .. }) => hidden = true,
                 Err(_) => return Err(Drop::MalformedRtcp),
             }
         }
-        if let Some(p) = self.endpoints.get_mut(&partner) {
-            p.sent += 1;
+        let Some(p) = self.endpoints.get_mut(&partner) else { return Err(Drop::NoTarget) };
+        let rewritten = match p.crypto.as_mut() {
+            Some(c) => {
+                let protected = match c.protect(if hidden { &out[..] } else { plain }, is_rtcp) {
+                    Ok(p) => p,
+                    Err(f) => {
+                        p.dropped_srtp += 1;
+                        return Err(Drop::Srtp(f));
+                    }
+                };
+                out.clear();
+                out.extend_from_slice(&protected);
+                self.totals.srtp_protected += 1;
+                true
+            }
+            None if clear.is_some() && !hidden => {
+                out.clear();
+                out.extend_from_slice(plain);
+                true
+            }
+            None => hidden,
+        };
+        if hidden {
+            self.totals.rtcp_rewritten += 1;
         }
+        p.sent += 1;
         Ok(Forward { from: partner, to, rewritten })
     }
 
@@ -408,6 +484,7 @@ impl Table {
                 leg.sent += e.sent;
                 leg.dropped_foreign += e.dropped_foreign;
                 leg.dropped_no_target += e.dropped_no_target;
+                leg.dropped_srtp += e.dropped_srtp;
                 if !e.spec.rtcp && e.spec.stream == 0 {
                     leg.latched = e.latched;
                 }
@@ -453,6 +530,7 @@ mod tests {
             strict,
             clock_rates: vec![(0, 8000)],
             cname_key: None,
+            srtp: None,
         }
     }
 
@@ -795,5 +873,161 @@ mod tests {
                 }]
             );
         }
+    }
+
+    // ---- SRTP legs ----
+
+    use crate::sdes::{KeyMaterial, OsKeys, SrtpKeys, Suite};
+    use crate::srtp::EndpointCrypto;
+
+    /// Keys of an SRTP leg: the relay endpoint's, and its peer's view of the same two keys.
+    fn leg_keys(suite: Suite) -> (SrtpKeys, EndpointCrypto) {
+        let ours = KeyMaterial::generate(suite, &mut OsKeys).unwrap();
+        let theirs = KeyMaterial::generate(suite, &mut OsKeys).unwrap();
+        let peer = EndpointCrypto::new(&SrtpKeys { suite, ours: theirs.clone(), theirs: ours.clone() });
+        (SrtpKeys { suite, ours, theirs }, peer)
+    }
+
+    /// A call with leg A on SRTP (keys `a`) and leg B on `b` (SRTP or plain); RTCP endpoints when `rtcp`.
+    fn srtp_call(a: &SrtpKeys, b: Option<&SrtpKeys>, rtcp: bool) -> (Table, Instant) {
+        let now = Instant::now();
+        let mut t = Table::new(Duration::from_secs(10));
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        for (leg, local, partner, peer, keys) in
+            [(Leg::A, A_SOCK, B_SOCK, "198.18.1.10:6000", Some(a)), (Leg::B, B_SOCK, A_SOCK, "198.18.2.10:6000", b)]
+        {
+            let s = EndpointSpec {
+                rtcp,
+                cname_key: Some(KEY),
+                srtp: keys.cloned().map(Box::new),
+                ..spec(leg, local, partner, Some(peer), true)
+            };
+            t.apply(now, Command::Upsert(s), &mut socks, &mut ev);
+        }
+        (t, now)
+    }
+
+    #[test]
+    fn srtp_from_the_caller_leaves_as_plain_rtp_and_the_carriers_rtp_leaves_encrypted() {
+        for suite in [Suite::AesCm128HmacSha1_80, Suite::AesCm128HmacSha1_32, Suite::AeadAes128Gcm] {
+            let (a, mut phone) = leg_keys(suite);
+            let (mut t, now) = srtp_call(&a, None, false);
+            let mut out = Vec::new();
+            let wire = phone.protect(&rtp(1), false).unwrap();
+            let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &wire, &mut out).unwrap();
+            assert_eq!(f, Forward { from: sa(B_SOCK), to: sa("198.18.2.10:6000"), rewritten: true });
+            assert_eq!(out, rtp(1), "{suite}: the carrier gets the clear packet");
+            let f = t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(9), &mut out).unwrap();
+            assert!(f.rewritten);
+            assert_ne!(out, rtp(9), "{suite}: encrypted for the caller");
+            assert_eq!(&phone.unprotect(now, &out, false).unwrap()[..], &rtp(9)[..], "{suite}: with our key");
+            assert_eq!(t.totals(), Totals { rtcp_rewritten: 0, srtp_unprotected: 1, srtp_protected: 1 });
+            let st = t.session_stats(SessionId(1));
+            assert_eq!((st.legs[0].received.packets, st.legs[1].sent), (1, 1));
+        }
+    }
+
+    #[test]
+    fn srtp_on_both_legs_is_decrypted_with_one_legs_keys_and_encrypted_with_the_others() {
+        let (a, mut phone_a) = leg_keys(Suite::AesCm128HmacSha1_80);
+        let (b, mut phone_b) = leg_keys(Suite::AeadAes256Gcm);
+        let (mut t, now) = srtp_call(&a, Some(&b), false);
+        let mut out = Vec::new();
+        let wire = phone_a.protect(&rtp(5), false).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &wire, &mut out).unwrap();
+        assert_ne!(out[..], wire[..], "not the caller's bytes: re-encrypted");
+        assert_eq!(&phone_b.unprotect(now, &out, false).unwrap()[..], &rtp(5)[..]);
+        let wire = phone_b.protect(&rtp(6), false).unwrap();
+        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &wire, &mut out).unwrap();
+        assert_eq!(&phone_a.unprotect(now, &out, false).unwrap()[..], &rtp(6)[..]);
+    }
+
+    #[test]
+    fn forged_and_replayed_srtp_is_dropped_counted_and_latches_nothing() {
+        let (a, mut phone) = leg_keys(Suite::AesCm128HmacSha1_80);
+        let (mut t, now) = srtp_call(&a, None, false);
+        let mut out = Vec::new();
+        let attacker = sa("198.18.1.66:6000");
+        for seq in 0..3 {
+            let (_, mut stranger) = leg_keys(Suite::AesCm128HmacSha1_80);
+            let forged = stranger.protect(&rtp(seq), false).unwrap();
+            assert_eq!(
+                t.on_packet(now, sa(A_SOCK), attacker, &forged, &mut out),
+                Err(Drop::Srtp(crate::srtp::Failure::Auth))
+            );
+        }
+        assert_eq!(
+            t.on_packet(now, sa(A_SOCK), attacker, &rtp(3), &mut out),
+            Err(Drop::Srtp(crate::srtp::Failure::Auth)),
+            "plain RTP on an SRTP leg"
+        );
+        assert_eq!(t.poll_event(), None, "no latch from a packet that did not authenticate");
+        let wire = phone.protect(&rtp(4), false).unwrap();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &wire, &mut out).unwrap();
+        assert_eq!(
+            t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &wire, &mut out),
+            Err(Drop::Srtp(crate::srtp::Failure::Replay))
+        );
+        let st = t.session_stats(SessionId(1));
+        assert_eq!(st.legs[0].dropped_srtp, 5);
+        assert_eq!(st.legs[0].latched, Some(sa("198.18.1.10:6000")), "the real peer latched");
+        assert_eq!(st.legs[1].sent, 1);
+        assert_eq!(Drop::Srtp(crate::srtp::Failure::Replay).label(), "srtp_replay");
+    }
+
+    #[test]
+    fn srtcp_is_decrypted_hidden_and_encrypted_again() {
+        let (a, mut phone) = leg_keys(Suite::AesCm128HmacSha1_80);
+        let (mut t, now) = srtp_call(&a, None, true);
+        let mut out = Vec::new();
+        let wire = phone.protect(&rr_sdes(ALICE), true).unwrap();
+        let f = t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &wire, &mut out).unwrap();
+        assert!(f.rewritten);
+        assert!(out.windows(16).any(|w| w == KEY.token(Leg::A, ALICE).as_bytes()), "the token, in clear RTCP");
+        assert!(!out.windows(ALICE.len()).any(|w| w == ALICE));
+        // The carrier's plain RTCP: hidden, then encrypted for the caller.
+        let carrier = b"sip:+4930123456@198.18.2.10";
+        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rr_sdes(carrier), &mut out).unwrap();
+        let clear = phone.unprotect(now, &out, true).unwrap();
+        assert!(clear.windows(16).any(|w| w == KEY.token(Leg::B, carrier).as_bytes()));
+        assert!(!clear.windows(carrier.len()).any(|w| w == carrier));
+        assert_eq!(t.totals(), Totals { rtcp_rewritten: 2, srtp_unprotected: 1, srtp_protected: 1 });
+    }
+
+    #[test]
+    fn srtp_flows_never_go_to_the_kernel_and_leave_it_when_a_leg_turns_srtp() {
+        let (a, mut phone) = leg_keys(Suite::AesCm128HmacSha1_80);
+        for b in [None, Some(leg_keys(Suite::AesCm128HmacSha1_80).0)] {
+            let (mut t, now) = srtp_call(&a, b.as_ref(), false);
+            t.enable_kernel();
+            let wire = phone.protect(&rtp(1), false).unwrap();
+            t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &wire, &mut Vec::new()).unwrap();
+            if b.is_none() {
+                t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
+            }
+            assert_eq!(t.poll_kernel().count(), 0, "both peers latched, still nothing in the kernel");
+            assert_eq!(t.kernelized().count(), 0);
+        }
+        // A plain call in the kernel; a re-INVITE makes leg A SRTP: both directions come back to user space.
+        let (mut t, now) = call(true);
+        t.enable_kernel();
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
+        t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
+        assert_eq!(t.kernelized().count(), 2);
+        t.poll_kernel().count();
+        let srtp = EndpointSpec {
+            srtp: Some(Box::new(a.clone())),
+            ..spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:6000"), true)
+        };
+        t.apply(now, Command::Upsert(srtp), &mut Vec::new(), &mut Vec::new());
+        let changes: Vec<_> = t.poll_kernel().collect();
+        assert_eq!(
+            changes,
+            vec![
+                KernelChange::Remove { local: sa(A_SOCK), reason: "srtp" },
+                KernelChange::Remove { local: sa(B_SOCK), reason: "srtp" }
+            ]
+        );
+        assert_eq!(t.kernelized().count(), 0);
     }
 }

@@ -9,13 +9,18 @@
 //! - [`stats`]: RTP/RTCP counters, per-SSRC loss and interarrival jitter (RFC 3550 A.3, A.8).
 //! - [`cname`] and [`rtcp`]: topology hiding inside payloads: the token that replaces a peer's CNAME in SDP
 //!   `a=ssrc` and RTCP SDES, and the rewriting of SDES in compound RTCP packets.
+//! - [`sdes`], [`negotiate`] and [`srtp`]: SDES-SRTP terminated per leg: suites, keys and `a=crypto`; what each
+//!   leg's offer and answer say (each leg gets keys of its own); the SRTP/SRTCP contexts of the data plane.
 //! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
 
 pub mod cname;
 pub mod control;
 pub mod flow;
+pub mod negotiate;
 pub mod ports;
 pub mod rtcp;
+pub mod sdes;
 pub mod sdp;
 pub mod session;
+pub mod srtp;
 pub mod stats;

@@ -89,6 +89,19 @@ pub struct MediaLine {
     /// 18 G729 8000, 13 CN 8000, ...). A dynamic type without a usable a=rtpmap is left out, and so is an
     /// a=rtpmap for a type the m= line does not list. Empty for non-RTP transports (udptl, TCP/MSRP, ...).
     pub clock_rates: Vec<(u8, u32)>,
+    /// The values of the line's `a=crypto` attributes (SDES keys, RFC 4568 §9.1), in their order; read by
+    /// [`crate::sdes::CryptoAttr::parse`].
+    pub crypto: Vec<String>,
+}
+
+/// What [`rewrite`] puts in place of a media line's transport and SDES keys: the relay terminates SRTP, so the
+/// other leg gets its own (see [`crate::negotiate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transport {
+    /// The transport of the `m=` line (`RTP/SAVP`, `RTP/AVP`, ...).
+    pub proto: String,
+    /// The values of the `a=crypto` attributes the line carries instead of the peer's; empty: none.
+    pub crypto: Vec<String>,
 }
 
 /// What the relay puts into one m= line.
@@ -182,6 +195,12 @@ pub fn parse(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
                 rtcp_mux: md.attributes.iter().any(|a| a.key == "rtcp-mux"),
                 direction: direction_of(&md.attributes).or(session_direction).unwrap_or(Direction::SendRecv),
                 clock_rates: clock_rates(md),
+                crypto: md
+                    .attributes
+                    .iter()
+                    .filter(|a| a.key.eq_ignore_ascii_case("crypto"))
+                    .map(|a| a.value.clone().unwrap_or_default())
+                    .collect(),
             })
         })
         .collect()
@@ -214,9 +233,15 @@ pub fn parse(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
 ///   before the first RTCP arrives, and matches what RTCP then says.
 /// - The session-level `u=`, `e=` and `p=` lines (the originator's URI, e-mail address and phone number,
 ///   RFC 4566 §5.5, §5.6) are removed: they identify the other side and are optional.
-/// - Everything else (rtcp-mux, direction, rtpmap/fmtp/ptime, crypto, fingerprint, b=, `s=`, `i=`, `a=tool`,
-///   `a=msid`, unknown attributes) is kept, in its order. Other attributes that could carry an address
-///   (`a=source-filter`, MSRP `a=path`) are not touched.
+/// - `transports[i]` (when given; a shorter slice leaves the rest as they are): the i-th `m=` line's transport
+///   becomes its `proto`, every `a=crypto` and `k=` of the line goes, and its `crypto` values take the place of the
+///   first `a=crypto` (at the end of the line's attributes when it had none). This is how the relay terminates
+///   SDES-SRTP: each leg sees only its own keys ([`crate::negotiate`]).
+/// - Session-level `a=crypto` (which RFC 4568 §9.1 does not allow) and `k=` (RFC 4566 §5.12, keys in the clear)
+///   are removed: keys never cross.
+/// - Everything else (rtcp-mux, direction, rtpmap/fmtp/ptime, fingerprint, b=, `s=`, `i=`, `a=tool`, `a=msid`,
+///   unknown attributes, and `a=crypto` of a line without a transport) is kept, in its order. Other attributes
+///   that could carry an address (`a=source-filter`, MSRP `a=path`) are not touched.
 ///
 /// The caller owns the `o=` version rule of RFC 3264 §8: the peer's version is copied, so when the relay
 /// changes what it puts in (new ports) for an unchanged peer SDP, the caller must bump the version itself.
@@ -226,6 +251,7 @@ pub fn rewrite(
     sdp: &[u8],
     address: IpAddr,
     anchors: &[Option<Anchor>],
+    transports: &[Option<Transport>],
     strip_ice: bool,
     cname: &dyn Fn(&str) -> String,
 ) -> Result<String, SdpError> {
@@ -241,6 +267,8 @@ pub fn rewrite(
     desc.uri = None;
     desc.email_address = None;
     desc.phone_number = None;
+    desc.encryption_key = None;
+    desc.attributes.retain(|a| !a.key.eq_ignore_ascii_case("crypto"));
 
     match desc.connection_information.as_mut() {
         Some(c) => rewrite_connection(c, address, ice),
@@ -255,7 +283,7 @@ pub fn rewrite(
     }
     rewrite_attributes(&mut desc.attributes, address, None, strip_ice, cname);
 
-    for (md, anchor) in desc.media_descriptions.iter_mut().zip(anchors) {
+    for (i, (md, anchor)) in desc.media_descriptions.iter_mut().zip(anchors).enumerate() {
         if let Some(c) = md.connection_information.as_mut() {
             rewrite_connection(c, address, ice);
         }
@@ -264,9 +292,24 @@ pub fn rewrite(
             md.media_name.port = RangedPort { value: anchor.port as isize, range: None };
         }
         rewrite_attributes(&mut md.attributes, address, anchor, strip_ice, cname);
+        if let Some(t) = transports.get(i).and_then(Option::as_ref) {
+            set_transport(md, t);
+        }
     }
 
     Ok(desc.marshal())
+}
+
+/// `t`'s transport and keys in place of the line's own.
+fn set_transport(md: &mut MediaDescription, t: &Transport) {
+    md.media_name.protos = t.proto.split('/').map(str::to_owned).collect();
+    md.encryption_key = None;
+    let is_crypto = |a: &Attribute| a.key.eq_ignore_ascii_case("crypto");
+    let at = md.attributes.iter().position(is_crypto).unwrap_or(md.attributes.len());
+    md.attributes.retain(|a| !is_crypto(a));
+    let ours = t.crypto.iter().map(|v| Attribute { key: "crypto".to_owned(), value: Some(v.clone()) });
+    let at = at.min(md.attributes.len());
+    md.attributes.splice(at..at, ours);
 }
 
 fn unmarshal(sdp: &[u8]) -> Result<SessionDescription, SdpError> {
@@ -458,7 +501,7 @@ mod tests {
     /// [`super::rewrite`] with the tests' CNAME tokens; it shadows the glob import, so every test below that
     /// does not care about `a=ssrc` reads as before.
     fn rewrite(sdp: &[u8], address: IpAddr, anchors: &[Option<Anchor>], strip_ice: bool) -> Result<String, SdpError> {
-        super::rewrite(sdp, address, anchors, strip_ice, &token)
+        super::rewrite(sdp, address, anchors, &[], strip_ice, &token)
     }
 
     const RELAY: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
@@ -610,7 +653,68 @@ mod tests {
                 rtcp_mux: false,
                 direction: Direction::SendRecv,
                 clock_rates: vec![(0, 8000)],
+                crypto: vec![],
             }
+        );
+    }
+
+    const SAVP: &str = "v=0\r\no=alice 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\n\
+        t=0 0\r\nk=clear:secret\r\na=crypto:9 AES_CM_128_HMAC_SHA1_80 inline:c2Vzc2lvbiBsZXZlbCBrZXkgaXMgbm90IGFsbG93ZWQ\r\n\
+        m=audio 6000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20\r\n\
+        a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj\r\na=sendrecv\r\n\
+        m=image 6002 udptl t38\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+
+    #[test]
+    fn crypto_lines_are_read_in_order() {
+        let media = parse(SAVP.as_bytes()).unwrap();
+        assert_eq!(media[0].proto, "RTP/SAVP");
+        assert_eq!(
+            media[0].crypto,
+            [
+                "1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20",
+                "2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj"
+            ]
+        );
+        assert_eq!(one(SIPP).crypto, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_transport_replaces_the_lines_keys_in_place_and_no_key_crosses_at_session_level() {
+        let ours = Transport { proto: "RTP/AVP".into(), crypto: vec!["1 AEAD_AES_128_GCM inline:OURS".into()] };
+        let strip = Transport { proto: "udptl".into(), crypto: vec![] };
+        let out = super::rewrite(
+            SAVP.as_bytes(),
+            RELAY,
+            &[anchor(20000), anchor(20002)],
+            &[Some(ours), Some(strip)],
+            true,
+            &token,
+        )
+        .unwrap();
+        assert!(
+            out.contains(
+                "m=audio 20000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AEAD_AES_128_GCM inline:OURS\r\n\
+                 a=sendrecv\r\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("m=image 20002 udptl t38\r\n") && out.ends_with("udptl t38\r\n"), "{out}");
+        for gone in ["PS1uQCVe", "NzB4d1BI", "c2Vzc2lv", "k=clear"] {
+            assert!(!out.contains(gone), "{gone} crossed:\n{out}");
+        }
+        // A line without a transport keeps what it has (the session layer gives every line with keys one).
+        let kept = super::rewrite(SAVP.as_bytes(), RELAY, &[anchor(20000), anchor(20002)], &[], true, &token).unwrap();
+        assert!(kept.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32"), "{kept}");
+        assert!(!kept.contains("c2Vzc2lv") && !kept.contains("k=clear"), "session level never: {kept}");
+        // Keys where the line had none go at the end of its attributes.
+        let t = Transport { proto: "RTP/SAVP".into(), crypto: vec!["1 AES_CM_128_HMAC_SHA1_80 inline:X".into()] };
+        let out = super::rewrite(SIPP.as_bytes(), RELAY, &[anchor(20000)], &[Some(t)], true, &token).unwrap();
+        assert!(
+            out.ends_with(
+                "m=audio 20000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:X\r\n"
+            ),
+            "{out}"
         );
     }
 
@@ -1105,7 +1209,7 @@ mod tests {
     fn ssrc_cname_gets_the_callers_token_and_nothing_else_of_the_ssrc_lines_survives() {
         let sdp = include_str!("../tests/sdp/ssrc-attributes.in.sdp");
         let seen = std::cell::RefCell::new(Vec::new());
-        let out = super::rewrite(sdp.as_bytes(), RELAY, &[anchor(20000)], true, &|c| {
+        let out = super::rewrite(sdp.as_bytes(), RELAY, &[anchor(20000)], &[], true, &|c| {
             seen.borrow_mut().push(c.to_owned());
             format!("T{}", seen.borrow().len())
         })

@@ -12,8 +12,10 @@
 
 use crate::cname::CnameKey;
 use crate::control::{Command, EndpointSpec, Leg, SessionId};
+use crate::negotiate::{self, Exchange, SdpKind, SrtpError, StreamCrypto};
 use crate::ports::{PortPool, PortRangeError};
-use crate::sdp::{self, Anchor, SdpError};
+use crate::sdes::{KeySource, OsKeys};
+use crate::sdp::{self, Anchor, SdpError, Transport};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -59,6 +61,9 @@ pub enum MediaError {
     /// No interface is configured.
     #[error("no media interface configured")]
     NoInterface,
+    /// SDES-SRTP negotiation refused the SDP (a leg's policy, unusable keys): answer 488.
+    #[error(transparent)]
+    Srtp(#[from] SrtpError),
 }
 
 /// A stream's relay port and peer on one leg.
@@ -80,11 +85,16 @@ pub struct Side {
     /// The same for RTCP.
     #[serde(default)]
     pub latched_rtcp: Option<SocketAddr>,
-    /// The stream is plain RTP (`RTP/AVP`, `RTP/AVPF`) as the last SDP of either leg says (offer and answer
-    /// share the transport, RFC 3264 §6): its RTCP is readable, and rewritten. False for SRTP and non-RTP
-    /// streams, and in records from a version without it.
+    /// The stream's RTP and RTCP are readable by the relay, as the last SDP of either leg says: plain RTP
+    /// (`RTP/AVP`, `RTP/AVPF`) or SDES-SRTP that the relay terminates (`RTP/SAVP`, `RTP/SAVPF`); its RTCP is
+    /// rewritten. False for DTLS-SRTP and non-RTP streams, and in records from a version without it.
     #[serde(default)]
     pub plain_rtp: bool,
+    /// SDES-SRTP of this leg's stream: our keys for the leg, the exchange in progress, and the keys in use
+    /// (replicated, so that a standby's relay decrypts and encrypts with the same keys after a takeover; the
+    /// contexts' rollover counters are not replicated: see config/README.md).
+    #[serde(default)]
+    pub crypto: StreamCrypto,
 }
 
 /// One leg's media.
@@ -115,6 +125,8 @@ pub struct Sessions {
     pools: Vec<PortPool>,
     sessions: HashMap<SessionId, Session>,
     out: VecDeque<Command>,
+    /// Where SRTP keys come from: the OS's CSPRNG ([`OsKeys`]) outside tests.
+    keys: Box<dyn KeySource>,
 }
 
 impl Sessions {
@@ -125,11 +137,19 @@ impl Sessions {
             .iter()
             .map(|_| PortPool::new(config.first_port, config.last_port, config.quarantine))
             .collect::<Result<_, _>>()?;
-        Ok(Self { config, pools, sessions: HashMap::new(), out: VecDeque::new() })
+        Ok(Self { config, pools, sessions: HashMap::new(), out: VecDeque::new(), keys: Box::new(OsKeys) })
     }
 
-    /// Anchors `sdp`, which came from leg `from` (offer or answer), for sending on the other leg. `sip_local` is our
-    /// SIP address facing each leg (A, B), to put each leg's media on the interface of the same address.
+    /// The same with SRTP keys from `keys` (tests: deterministic keys for golden SDP).
+    pub fn with_key_source(mut self, keys: Box<dyn KeySource>) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Anchors `sdp`, which came from leg `from`, for sending on the other leg. `exchange` says whether it is an
+    /// offer or an answer and each leg's SRTP policy ([`crate::negotiate`]): every RTP stream's transport and
+    /// keys towards the other leg follow that leg's policy, with our own keys. `sip_local` is our SIP address
+    /// facing each leg (A, B), to put each leg's media on the interface of the same address.
     pub fn rewrite(
         &mut self,
         now: Instant,
@@ -137,12 +157,13 @@ impl Sessions {
         from: Leg,
         body: &[u8],
         sip_local: [IpAddr; 2],
+        exchange: Exchange,
     ) -> Result<String, MediaError> {
         if self.config.interfaces.is_empty() {
             return Err(MediaError::NoInterface);
         }
         let fresh = !self.sessions.contains_key(&session);
-        let result = self.anchor(now, session, from, body, sip_local);
+        let result = self.anchor(now, session, from, body, sip_local, exchange);
         if result.is_err() && fresh {
             // Nothing was sent to the relay for a session that failed at its first SDP: only give the ports back.
             if let Some(s) = self.sessions.remove(&session) {
@@ -159,6 +180,7 @@ impl Sessions {
         from: Leg,
         body: &[u8],
         sip_local: [IpAddr; 2],
+        exchange: Exchange,
     ) -> Result<String, MediaError> {
         let lines = sdp::parse(body)?;
         let to = from.other();
@@ -210,12 +232,50 @@ impl Sessions {
                 (side.peer_rtp, side.peer_rtcp) = (rtp, rtcp);
                 side.clock_rates.clone_from(&line.clock_rates);
             }
-            let plain_rtp = ["RTP/AVP", "RTP/AVPF"].iter().any(|p| line.proto.eq_ignore_ascii_case(p));
+            let readable = negotiate::terminated(&line.proto);
             for leg in &mut s.legs {
                 if let Some(side) = leg.streams[i].as_mut() {
-                    side.plain_rtp = plain_rtp;
+                    side.plain_rtp = readable;
                 }
             }
+        }
+        if exchange.kind == SdpKind::OfferToNewPeer {
+            for side in s.legs[to.index()].streams.iter_mut().flatten() {
+                side.crypto.reset();
+            }
+        }
+        let mut transports: Vec<Option<Transport>> = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            let [a, b] = &mut s.legs;
+            let (mine, theirs) = if from == Leg::A { (a, b) } else { (b, a) };
+            let f = mine.streams.get_mut(i).and_then(Option::as_mut);
+            let t = theirs.streams.get_mut(i).and_then(Option::as_mut);
+            let negotiated = line.port != 0 && negotiate::terminated(&line.proto);
+            let (Some(f), Some(t), true) = (f, t, negotiated) else {
+                // No media here (a rejected stream), or not RTP whose keys are in SDP: no key crosses, none is used.
+                if line.port == 0 {
+                    for leg in [&mut *mine, &mut *theirs] {
+                        if let Some(side) = leg.streams.get_mut(i).and_then(Option::as_mut) {
+                            side.crypto.active = None;
+                        }
+                    }
+                }
+                let strip = !line.crypto.is_empty();
+                transports.push(strip.then(|| Transport { proto: line.proto.clone(), crypto: Vec::new() }));
+                continue;
+            };
+            let (mode_f, mode_t) = (exchange.srtp[from.index()], exchange.srtp[to.index()]);
+            let transport = match exchange.kind {
+                SdpKind::Offer | SdpKind::OfferToNewPeer => {
+                    f.crypto.take_offer(line, mode_f, from)?;
+                    t.crypto.make_offer(&line.proto, mode_t, self.keys.as_mut())?
+                }
+                SdpKind::Answer => {
+                    f.crypto.take_answer(line, mode_f, from)?;
+                    t.crypto.make_answer(&line.proto, self.keys.as_mut())?
+                }
+            };
+            transports.push(Some(transport));
         }
         let to_leg = &s.legs[to.index()];
         let address = self.config.interfaces[to_leg.iface.unwrap_or(0)].address;
@@ -228,7 +288,9 @@ impl Sessions {
             })
             .collect();
         let key = s.cname_key;
-        let out = sdp::rewrite(body, address, &anchors, true, &|cname| key.token(from, cname.as_bytes()).to_string())?;
+        let out = sdp::rewrite(body, address, &anchors, &transports, true, &|cname| {
+            key.token(from, cname.as_bytes()).to_string()
+        })?;
         self.emit(session);
         Ok(out)
     }
@@ -256,6 +318,7 @@ impl Sessions {
                         strict: self.config.strict,
                         clock_rates: side.clock_rates.clone(),
                         cname_key: side.plain_rtp.then_some(s.cname_key),
+                        srtp: side.crypto.active.clone().map(Box::new),
                     }));
                 }
             }
@@ -360,6 +423,10 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sdes::SrtpMode;
+
+    const OFFERING: Exchange = Exchange { kind: SdpKind::Offer, srtp: [SrtpMode::Off; 2] };
+    const ANSWERING: Exchange = Exchange { kind: SdpKind::Answer, srtp: [SrtpMode::Off; 2] };
 
     const OFFER: &str = "v=0\r\no=pbx 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\n\
 m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
@@ -405,11 +472,11 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     fn offer_and_answer_carry_only_the_relays_addresses() {
         let mut s = sessions(30000, 30099);
         let now = Instant::now();
-        let to_b = s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), OFFERING).unwrap();
         assert!(!to_b.contains("198.18.1.10"), "{to_b}");
         assert!(to_b.contains("c=IN IP4 198.18.2.1\r\n") && to_b.contains("m=audio 30000 "), "{to_b}");
         assert!(!to_b.contains("candidate"), "ICE toward plain RTP is removed: {to_b}");
-        let to_a = s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals()).unwrap();
+        let to_a = s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals(), ANSWERING).unwrap();
         assert!(!to_a.contains("198.18.2.10"), "{to_a}");
         assert!(to_a.contains("c=IN IP4 198.18.1.1\r\n") && to_a.contains("m=audio 30000 "), "{to_a}");
         let specs = drain(&mut s);
@@ -426,8 +493,8 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     fn latches_are_recorded_replicated_and_handed_to_the_adopting_relay() {
         let mut s = sessions(30000, 30099);
         let now = Instant::now();
-        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
-        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), OFFERING).unwrap();
+        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals(), ANSWERING).unwrap();
         drain(&mut s);
         let nat: SocketAddr = "198.18.1.10:41234".parse().unwrap();
         assert!(s.latched(SessionId(1), "198.18.1.1:30000".parse().unwrap(), nat), "a new latch");
@@ -442,7 +509,7 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         assert_eq!((a_rtp.peer, a_rtp.latched), (Some("198.18.1.10:6000".parse().unwrap()), Some(nat)));
         // A new SDP address forgets the latch.
         let moved = OFFER.replace("m=audio 6000", "m=audio 6100");
-        s.rewrite(now, SessionId(1), Leg::A, moved.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(1), Leg::A, moved.as_bytes(), locals(), OFFERING).unwrap();
         let a_rtp = drain(&mut s).into_iter().find(|e| e.leg == Leg::A && !e.rtcp).unwrap();
         assert_eq!(a_rtp.latched, None);
     }
@@ -451,11 +518,11 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     fn reoffer_keeps_ports_and_hold_clears_the_peer() {
         let mut s = sessions(30000, 30099);
         let now = Instant::now();
-        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
-        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), OFFERING).unwrap();
+        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals(), ANSWERING).unwrap();
         drain(&mut s);
         let hold = OFFER.replace("c=IN IP4 198.18.1.10", "c=IN IP4 0.0.0.0").replace("a=sendrecv", "a=sendonly");
-        let to_b = s.rewrite(now, SessionId(1), Leg::A, hold.as_bytes(), locals()).unwrap();
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, hold.as_bytes(), locals(), OFFERING).unwrap();
         assert!(to_b.contains("m=audio 30000 ") && to_b.contains("a=sendonly"), "{to_b}");
         let a_rtp = drain(&mut s).into_iter().find(|e| e.leg == Leg::A && !e.rtcp).unwrap();
         assert_eq!(a_rtp.peer, None, "no media is sent to a peer that holds with 0.0.0.0");
@@ -466,22 +533,27 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     fn exhausted_pool_is_an_error_and_removal_quarantines() {
         let mut s = sessions(30000, 30003);
         let now = Instant::now();
-        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals()).unwrap();
-        s.rewrite(now, SessionId(2), Leg::A, OFFER.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), OFFERING).unwrap();
+        s.rewrite(now, SessionId(2), Leg::A, OFFER.as_bytes(), locals(), OFFERING).unwrap();
         assert!(matches!(
-            s.rewrite(now, SessionId(3), Leg::A, OFFER.as_bytes(), locals()),
+            s.rewrite(now, SessionId(3), Leg::A, OFFER.as_bytes(), locals(), OFFERING),
             Err(MediaError::NoPorts(_))
         ));
         s.remove(now, SessionId(1));
-        assert!(s.rewrite(now, SessionId(4), Leg::A, OFFER.as_bytes(), locals()).is_err(), "quarantined");
-        assert!(s.rewrite(now + Duration::from_secs(5), SessionId(4), Leg::A, OFFER.as_bytes(), locals()).is_ok());
+        assert!(s.rewrite(now, SessionId(4), Leg::A, OFFER.as_bytes(), locals(), OFFERING).is_err(), "quarantined");
+        assert!(s
+            .rewrite(now + Duration::from_secs(5), SessionId(4), Leg::A, OFFER.as_bytes(), locals(), OFFERING)
+            .is_ok());
         assert!(std::iter::from_fn(|| s.poll_command()).any(|c| c == Command::Remove { session: SessionId(1) }));
     }
 
     #[test]
     fn garbage_body_is_an_sdp_error() {
         let mut s = sessions(30000, 30099);
-        assert!(matches!(s.rewrite(Instant::now(), SessionId(1), Leg::A, b"hello", locals()), Err(MediaError::Sdp(_))));
+        assert!(matches!(
+            s.rewrite(Instant::now(), SessionId(1), Leg::A, b"hello", locals(), OFFERING),
+            Err(MediaError::Sdp(_))
+        ));
     }
 
     #[test]
@@ -489,7 +561,7 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         let mut s = sessions(30000, 30099);
         let now = Instant::now();
         let offer = format!("{OFFER}a=ssrc:42 cname:sip:pbx@198.18.1.10\r\n");
-        let to_b = s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals()).unwrap();
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), OFFERING).unwrap();
         let key = CnameKey::derive(7, SessionId(1));
         let token_a = key.token(Leg::A, b"sip:pbx@198.18.1.10");
         assert!(to_b.contains(&format!("a=ssrc:42 cname:{token_a}\r\n")), "{to_b}");
@@ -497,27 +569,205 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         assert_eq!(specs.len(), 4, "RTP and RTCP on both legs");
         assert!(specs.iter().all(|e| e.cname_key == Some(key)), "B's RTCP is hidden before its answer too: {specs:?}");
         let answer = format!("{ANSWER}a=ssrc:7 cname:sip:+4930123456@198.18.2.10\r\n");
-        let to_a = s.rewrite(now, SessionId(1), Leg::B, answer.as_bytes(), locals()).unwrap();
+        let to_a = s.rewrite(now, SessionId(1), Leg::B, answer.as_bytes(), locals(), ANSWERING).unwrap();
         let token_b = key.token(Leg::B, b"sip:+4930123456@198.18.2.10");
         assert!(to_a.contains(&format!("a=ssrc:7 cname:{token_b}\r\n")), "{to_a}");
         assert_eq!(s.export(SessionId(1)).unwrap().cname_key, key, "the key is replicated with the call");
         // Another call, another key.
-        s.rewrite(now, SessionId(2), Leg::A, offer.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(2), Leg::A, offer.as_bytes(), locals(), OFFERING).unwrap();
         assert_ne!(s.export(SessionId(2)).unwrap().cname_key, key);
     }
 
     #[test]
-    fn srtp_and_non_rtp_streams_leave_rtcp_untouched() {
+    fn dtls_srtp_and_non_rtp_streams_leave_rtcp_untouched_and_sdes_srtp_is_read() {
         let mut s = sessions(30000, 30099);
         let now = Instant::now();
-        let savp = OFFER.replace("RTP/AVP", "RTP/SAVP");
-        s.rewrite(now, SessionId(1), Leg::A, savp.as_bytes(), locals()).unwrap();
+        // DTLS-SRTP keys are not in the SDP: the relay cannot read such a stream, whatever the policy.
+        let dtls = OFFER.replace("RTP/AVP", "UDP/TLS/RTP/SAVPF");
+        s.rewrite(now, SessionId(1), Leg::A, dtls.as_bytes(), locals(), OFFERING).unwrap();
         let udptl = "v=0\r\no=pbx 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\n\
                      m=image 6000 udptl t38\r\n";
-        s.rewrite(now, SessionId(2), Leg::A, udptl.as_bytes(), locals()).unwrap();
+        s.rewrite(now, SessionId(2), Leg::A, udptl.as_bytes(), locals(), OFFERING).unwrap();
         let specs = drain(&mut s);
         assert_eq!(specs.len(), 8);
-        assert!(specs.iter().all(|e| e.cname_key.is_none()), "{specs:?}");
+        assert!(specs.iter().all(|e| e.cname_key.is_none() && e.srtp.is_none()), "{specs:?}");
+        // SDES-SRTP is terminated here: its RTCP is readable once decrypted, and hidden like plain RTCP.
+        let baresip = include_str!("../tests/sdp/baresip-srtp.in.sdp");
+        s.rewrite(now, SessionId(3), Leg::A, baresip.as_bytes(), locals(), offering(Required, Off)).unwrap();
+        let specs = drain(&mut s);
+        assert_eq!(specs.len(), 4);
+        assert!(specs.iter().all(|e| e.cname_key.is_some()), "{specs:?}");
+    }
+
+    use crate::sdes::tests::CountingKeys;
+    use crate::sdes::{CryptoAttr, SrtpKeys, Suite};
+    use SrtpMode::{Off, Optional, Required};
+
+    fn offering(a: SrtpMode, b: SrtpMode) -> Exchange {
+        Exchange { kind: SdpKind::Offer, srtp: [a, b] }
+    }
+
+    fn answering(a: SrtpMode, b: SrtpMode) -> Exchange {
+        Exchange { kind: SdpKind::Answer, srtp: [a, b] }
+    }
+
+    /// Sessions whose keys are 1, 2, 3, ... (byte i of the n-th key is n + i), for golden SDP.
+    fn counting_sessions() -> Sessions {
+        sessions(30000, 30099).with_key_source(Box::new(CountingKeys::default()))
+    }
+
+    fn assert_golden(out: &str, expected: &str) {
+        assert_eq!(out.replace("\r\n", "\n"), expected.replace("\r\n", "\n"), "got:\n{out}");
+    }
+
+    /// The keys of one leg's RTP endpoint, as last sent to the relay.
+    fn keys_of(specs: &[EndpointSpec], leg: Leg) -> Option<SrtpKeys> {
+        specs.iter().rev().find(|e| e.leg == leg && !e.rtcp).and_then(|e| e.srtp.as_deref().cloned())
+    }
+
+    fn crypto_lines(sdp: &str) -> Vec<CryptoAttr> {
+        sdp.lines().filter_map(|l| l.strip_prefix("a=crypto:")).map(|v| CryptoAttr::parse(v).unwrap()).collect()
+    }
+
+    const CARRIER_SAVP_ANSWER: &str = "v=0\r\no=carrier 5 5 IN IP4 198.18.2.10\r\ns=-\r\nc=IN IP4 198.18.2.10\r\n\
+        t=0 0\r\nm=audio 7000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj\r\n";
+
+    #[test]
+    fn baresip_with_mandatory_srtp_to_a_plain_carrier_golden() {
+        let mut s = counting_sessions();
+        let now = Instant::now();
+        let offer = include_str!("../tests/sdp/baresip-srtp.in.sdp");
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), offering(Required, Off)).unwrap();
+        assert_golden(&to_b, include_str!("../tests/sdp/baresip-srtp.to-plain.out.sdp"));
+        assert!(drain(&mut s).iter().all(|e| e.srtp.is_none()), "no keys in use before the answer");
+        let answer = include_str!("../tests/sdp/sipp.in.sdp").replace("198.18.1.10", "198.18.2.10");
+        let to_a = s.rewrite(now, SessionId(1), Leg::B, answer.as_bytes(), locals(), answering(Required, Off)).unwrap();
+        assert_golden(&to_a, include_str!("../tests/sdp/baresip-srtp.answer.out.sdp"));
+        let specs = drain(&mut s);
+        let theirs = crypto_lines(offer).remove(0).key;
+        let ours = crypto_lines(&to_a).remove(0).key;
+        assert_eq!(keys_of(&specs, Leg::A), Some(SrtpKeys { suite: Suite::AesCm128HmacSha1_80, ours, theirs }));
+        assert_eq!(keys_of(&specs, Leg::B), None, "the carrier's leg is plain RTP");
+        assert_eq!(specs.iter().filter(|e| e.leg == Leg::A && e.srtp.is_some()).count(), 2, "RTP and RTCP sockets");
+    }
+
+    #[test]
+    fn plain_caller_to_a_carrier_that_requires_srtp_golden() {
+        let mut s = counting_sessions();
+        let now = Instant::now();
+        let offer = include_str!("../tests/sdp/sipp.in.sdp");
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), offering(Off, Required)).unwrap();
+        assert_golden(&to_b, include_str!("../tests/sdp/sipp.to-srtp.out.sdp"));
+        let to_a = s
+            .rewrite(now, SessionId(1), Leg::B, CARRIER_SAVP_ANSWER.as_bytes(), locals(), answering(Off, Required))
+            .unwrap();
+        assert_golden(&to_a, include_str!("../tests/sdp/carrier-srtp.answer.out.sdp"));
+        let specs = drain(&mut s);
+        let offered = crypto_lines(&to_b);
+        let b = keys_of(&specs, Leg::B).unwrap();
+        assert_eq!(b.suite, Suite::AesCm128HmacSha1_32, "the carrier picked tag 2");
+        assert_eq!(b.ours, offered[1].key, "our key of tag 2");
+        assert_eq!(b.theirs, crypto_lines(CARRIER_SAVP_ANSWER)[0].key);
+        assert_eq!(keys_of(&specs, Leg::A), None);
+    }
+
+    #[test]
+    fn srtp_on_both_legs_gives_each_leg_keys_of_its_own() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let offer = include_str!("../tests/sdp/baresip-srtp.in.sdp");
+        let to_b =
+            s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), offering(Required, Required)).unwrap();
+        let to_a = s
+            .rewrite(now, SessionId(1), Leg::B, CARRIER_SAVP_ANSWER.as_bytes(), locals(), answering(Required, Required))
+            .unwrap();
+        let specs = drain(&mut s);
+        let (a, b) = (keys_of(&specs, Leg::A).unwrap(), keys_of(&specs, Leg::B).unwrap());
+        let all = [&a.ours, &a.theirs, &b.ours, &b.theirs];
+        for (i, x) in all.iter().enumerate() {
+            for y in &all[i + 1..] {
+                assert_ne!(x, y, "four different keys");
+            }
+        }
+        assert!(to_b.contains("RTP/SAVP") && to_a.contains("RTP/SAVP"));
+        for key in [&a.theirs, &a.ours] {
+            assert!(!to_b.contains(&key.to_base64()), "a key of leg A reached leg B:\n{to_b}");
+        }
+        for key in [&b.theirs, &b.ours] {
+            assert!(!to_a.contains(&key.to_base64()), "a key of leg B reached leg A:\n{to_a}");
+        }
+        assert_eq!((a.suite, b.suite), (Suite::AesCm128HmacSha1_80, Suite::AesCm128HmacSha1_32));
+    }
+
+    #[test]
+    fn a_reinvite_with_a_new_key_changes_only_the_peers_key() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let offer = include_str!("../tests/sdp/baresip-srtp.in.sdp");
+        let answer = ANSWER;
+        s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), offering(Required, Off)).unwrap();
+        s.rewrite(now, SessionId(1), Leg::B, answer.as_bytes(), locals(), answering(Required, Off)).unwrap();
+        let before = keys_of(&drain(&mut s), Leg::A).unwrap();
+        let new_key = "inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj";
+        let reoffer = offer.replace("inline:hgj4ee1bpfbap+YK9q31tcCaN5Qdmh0QGw4nBDg5", new_key);
+        s.rewrite(now, SessionId(1), Leg::A, reoffer.as_bytes(), locals(), offering(Required, Off)).unwrap();
+        assert_eq!(keys_of(&drain(&mut s), Leg::A), Some(before.clone()), "nothing changes before the answer");
+        let to_a = s.rewrite(now, SessionId(1), Leg::B, answer.as_bytes(), locals(), answering(Required, Off)).unwrap();
+        let after = keys_of(&drain(&mut s), Leg::A).unwrap();
+        assert_eq!(after.ours, before.ours, "our key for the leg stays");
+        assert_ne!(after.theirs, before.theirs, "the peer's new key is used");
+        assert_eq!(crypto_lines(&to_a)[0].key, before.ours);
+    }
+
+    #[test]
+    fn offers_a_legs_policy_refuses_are_errors_and_leave_nothing_behind() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let baresip = include_str!("../tests/sdp/baresip-srtp.in.sdp");
+        for (body, exchange) in [(baresip, offering(Off, Off)), (OFFER, offering(Required, Off))] {
+            let r = s.rewrite(now, SessionId(1), Leg::A, body.as_bytes(), locals(), exchange);
+            assert!(matches!(r, Err(MediaError::Srtp(_))), "{r:?}");
+            assert_eq!(s.counts(), (0, 0), "no session, no ports");
+        }
+        // A carrier that answers plain RTP where SRTP is required: an error (the call ends).
+        s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), offering(Off, Required)).unwrap();
+        let r = s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals(), answering(Off, Required));
+        assert!(matches!(r, Err(MediaError::Srtp(SrtpError::Required(Leg::B)))), "{r:?}");
+        // Optional: plain answers are fine.
+        s.rewrite(now, SessionId(2), Leg::A, OFFER.as_bytes(), locals(), offering(Off, Optional)).unwrap();
+        s.rewrite(now, SessionId(2), Leg::B, ANSWER.as_bytes(), locals(), answering(Off, Optional)).unwrap();
+        assert!(drain(&mut s).iter().filter(|e| e.session == SessionId(2)).all(|e| e.srtp.is_none()));
+    }
+
+    #[test]
+    fn the_next_carrier_gets_new_keys() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let first = s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), offering(Off, Required)).unwrap();
+        let again = s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), offering(Off, Required)).unwrap();
+        assert_eq!(first, again, "the same carrier, the same keys");
+        let next = Exchange { kind: SdpKind::OfferToNewPeer, srtp: [Off, Required] };
+        let second = s.rewrite(now, SessionId(1), Leg::A, OFFER.as_bytes(), locals(), next).unwrap();
+        let (k1, k2) = (crypto_lines(&first), crypto_lines(&second));
+        assert_eq!(k1.len(), 3);
+        assert!(k1.iter().all(|a| k2.iter().all(|b| a.key != b.key)), "{first}\n{second}");
+    }
+
+    #[test]
+    fn srtp_keys_are_replicated_and_the_adopting_relay_gets_them() {
+        let mut s = sessions(30000, 30099);
+        let now = Instant::now();
+        let offer = include_str!("../tests/sdp/baresip-srtp.in.sdp");
+        s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), offering(Required, Off)).unwrap();
+        s.rewrite(now, SessionId(1), Leg::B, ANSWER.as_bytes(), locals(), answering(Required, Off)).unwrap();
+        let keys = keys_of(&drain(&mut s), Leg::A).unwrap();
+        let json = serde_json::to_string(&s.export(SessionId(1)).unwrap()).unwrap();
+        assert!(!json.contains("KeyMaterial"), "keys are base64 in records: {json}");
+        let record: SessionRecord = serde_json::from_str(&json).unwrap();
+        let mut standby = sessions(30000, 30099);
+        assert!(standby.adopt(now, SessionId(1), record));
+        assert_eq!(keys_of(&drain(&mut standby), Leg::A), Some(keys));
     }
 
     #[test]

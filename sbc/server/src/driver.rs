@@ -435,10 +435,19 @@ fn export_relay_counters(records: &Records) {
         ("no_target", c.dropped_no_target),
         ("unknown_socket", c.dropped_unknown),
         ("malformed_rtcp", c.dropped_malformed_rtcp),
+        ("srtp_auth", c.srtp_auth_failures),
+        ("srtp_replay", c.srtp_replay_failures),
+        ("srtp_protect", c.srtp_protect_failures),
     ] {
         metrics::counter!("sbc_media_packets_dropped_total", "reason" => reason).absolute(n);
     }
     metrics::counter!("sbc_media_rtcp_rewritten_total").absolute(c.rtcp_rewritten);
+    // SDES-SRTP terminated by the relay: what it decrypted from SRTP legs and encrypted for them, and what failed
+    // authentication or replay checks (also in sbc_media_packets_dropped_total, by reason).
+    metrics::counter!("sbc_media_srtp_unprotected_total").absolute(c.srtp_unprotected);
+    metrics::counter!("sbc_media_srtp_protected_total").absolute(c.srtp_protected);
+    metrics::counter!("sbc_media_srtp_auth_failures_total").absolute(c.srtp_auth_failures);
+    metrics::counter!("sbc_media_srtp_replay_failures_total").absolute(c.srtp_replay_failures);
 }
 
 async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {

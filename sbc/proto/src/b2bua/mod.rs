@@ -32,6 +32,8 @@ use crate::transport::{Peer, Transport};
 use crate::txn::{TransactionKey, Transactions};
 use bytes::Bytes;
 use relay_proto::control::{Event as MediaEvent, Leg as MediaLeg, SessionId};
+use relay_proto::negotiate::{Exchange, SdpKind};
+use relay_proto::sdes::SrtpMode;
 use relay_proto::session::{MediaError, Sessions};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -278,12 +280,15 @@ impl Calls {
     }
 
     /// Rewrites `body` (from `from`'s peer) for the other leg of call `id` when it is SDP and media is anchored;
-    /// otherwise returns it as is. The relay's commands go out at once, ahead of the message that carries the SDP.
+    /// otherwise returns it as is. `exchange`: offer or answer, and each leg's trunk's SRTP policy
+    /// (`Calls::exchange`). The relay's commands go out at once, ahead of the message that carries the SDP.
+    #[allow(clippy::too_many_arguments)]
     fn anchor(
         &mut self,
         ctx: &mut Ctx,
         id: CallRef,
         from: Leg,
+        exchange: Exchange,
         headers: &crate::msg::Headers,
         body: &Bytes,
         sip_local: [std::net::IpAddr; 2],
@@ -296,16 +301,25 @@ impl Calls {
             Leg::A => MediaLeg::A,
             Leg::B => MediaLeg::B,
         };
-        let result = media.rewrite(ctx.now, SessionId(id.0), leg, body, sip_local);
+        let result = media.rewrite(ctx.now, SessionId(id.0), leg, body, sip_local, exchange);
         while let Some(cmd) = media.poll_command() {
             ctx.out.push_back(Output::Media(cmd));
         }
         match &result {
             Err(MediaError::NoPorts(_)) => ctx.observe(Observation::MediaError { reason: "no_ports" }),
+            Err(MediaError::Srtp(_)) => ctx.observe(Observation::MediaError { reason: "srtp" }),
             Err(_) => ctx.observe(Observation::MediaError { reason: "sdp" }),
             Ok(_) => {}
         }
         result.map(Bytes::from)
+    }
+
+    /// `kind` in call `call` between its legs' trunks' SRTP policies (leg B's: `b_trunk` when given, the carrier now
+    /// tried; else the call's leg B, plain RTP before one is tried).
+    fn exchange(plan: &Plan, call: &Call, kind: SdpKind, b_trunk: Option<TrunkId>) -> Exchange {
+        let b = b_trunk.or(call.b.as_ref().map(|b| b.trunk));
+        let srtp = [plan.trunk(call.a_trunk).srtp, b.map_or(SrtpMode::Off, |t| plan.trunk(t).srtp)];
+        Exchange { kind, srtp }
     }
 
     /// The SIP addresses facing leg A and leg B of a call (leg B's is A's until a carrier is tried).
@@ -317,7 +331,7 @@ impl Calls {
     /// The status for an SDP we could not anchor.
     fn media_status(e: &MediaError) -> (u16, &'static str) {
         match e {
-            MediaError::Sdp(_) => (488, "Not Acceptable Here"),
+            MediaError::Sdp(_) | MediaError::Srtp(_) => (488, "Not Acceptable Here"),
             _ => (503, "Service Unavailable"),
         }
     }
@@ -648,7 +662,9 @@ impl Calls {
         } else {
             // The INVITE lives in the call, which `anchor` may not borrow alongside: copies only when anchoring.
             let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
-            self.anchor(ctx, id, Leg::A, &a_headers, &a_body, [a_local, local.ip()])
+            // A new carrier is a new peer on leg B: our keys for it are drawn afresh.
+            let exchange = Self::exchange(&self.plan, call, SdpKind::OfferToNewPeer, Some(trunk_id));
+            self.anchor(ctx, id, Leg::A, exchange, &a_headers, &a_body, [a_local, local.ip()])
         };
         let body = match body {
             Ok(b) => b,
@@ -757,7 +773,10 @@ impl Calls {
                 return;
             };
             let locals = Self::sip_locals(call);
-            match self.anchor(ctx, id, Leg::B, &resp.headers, &resp.body, locals) {
+            // An answer to A's offer; after an INVITE without SDP, B's offer.
+            let kind = if call.a_invite.body.is_empty() { SdpKind::Offer } else { SdpKind::Answer };
+            let exchange = Self::exchange(&self.plan, call, kind, None);
+            match self.anchor(ctx, id, Leg::B, exchange, &resp.headers, &resp.body, locals) {
                 Ok(body) => resp.body = body,
                 Err(e) => {
                     // Never relay the carrier's addresses: an 18x goes on without its SDP, a 2xx ends the call.
@@ -994,8 +1013,11 @@ impl Calls {
         }
         // An offer or answer in the request (re-INVITE, UPDATE; hold, resume, a new address) is anchored first.
         let locals = Self::sip_locals(call);
+        // A PRACK answers an offer in a reliable 18x (RFC 3262 §5); re-INVITE and UPDATE carry offers.
+        let kind = if req.method == Method::Prack { SdpKind::Answer } else { SdpKind::Offer };
+        let exchange = Self::exchange(&self.plan, call, kind, None);
         let mut req = req;
-        match self.anchor(ctx, id, leg, &req.headers, &req.body, locals) {
+        match self.anchor(ctx, id, leg, exchange, &req.headers, &req.body, locals) {
             Ok(body) => req.body = body,
             Err(e) => {
                 let Some(call) = self.calls.get(&id) else { return };
@@ -1049,7 +1071,11 @@ impl Calls {
         let locals = Self::sip_locals(call);
         let mut anchored = None;
         if (101..300).contains(&resp.status) && !resp.body.is_empty() {
-            let body = self.anchor(ctx, id, req_leg.other(), &resp.headers, &resp.body, locals).unwrap_or_default();
+            // The answer to the request's offer; to a request without one, an offer.
+            let kind = if request.body.is_empty() { SdpKind::Offer } else { SdpKind::Answer };
+            let exchange = Self::exchange(&self.plan, call, kind, None);
+            let body =
+                self.anchor(ctx, id, req_leg.other(), exchange, &resp.headers, &resp.body, locals).unwrap_or_default();
             let mut r = resp.clone();
             r.body = body;
             anchored = Some(r);
@@ -1100,7 +1126,8 @@ impl Calls {
                     if !req.body.is_empty() {
                         // An answer in the ACK (the offer came in our 2xx): the relay learns A's media address.
                         let locals = Self::sip_locals(call);
-                        let _ = self.anchor(ctx, id, Leg::A, &req.headers, &req.body, locals);
+                        let exchange = Self::exchange(&self.plan, call, SdpKind::Answer, None);
+                        let _ = self.anchor(ctx, id, Leg::A, exchange, &req.headers, &req.body, locals);
                     }
                 }
                 true

@@ -89,6 +89,10 @@ fn world_full(
 
 /// The DESIGN topology with media anchored on the relay's interfaces a (198.18.1.1) and b (198.18.2.1).
 fn world_with_media() -> World {
+    world_with_media_tweaked(|_| {})
+}
+
+fn world_with_media_tweaked(tweak: impl FnOnce(&mut Vec<Trunk>)) -> World {
     let media = Some(relay_proto::session::MediaConfig {
         interfaces: vec![
             relay_proto::session::Interface { name: "a".into(), address: "198.18.1.1".parse().unwrap() },
@@ -100,7 +104,7 @@ fn world_with_media() -> World {
         strict: true,
         cname_seed: 7,
     });
-    world_full(|_| {}, |_| {}, media)
+    world_full(tweak, |_| {}, media)
 }
 
 struct World {
@@ -876,4 +880,93 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
     standby.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
     assert_eq!(standby.cdrs.len(), 1);
     assert_eq!(standby.cdrs[0].released_by, "b");
+}
+
+/// Media anchored, the customer's trunk with `srtp = a`, carrier b's and c's with `b`.
+fn world_with_srtp(a: relay_proto::sdes::SrtpMode, b: relay_proto::sdes::SrtpMode) -> World {
+    world_with_media_tweaked(|t| {
+        t[0].srtp = a;
+        t[1].srtp = b;
+        t[2].srtp = b;
+    })
+}
+
+/// baresip's offer with mandatory SRTP (`mediaenc=srtp-mand`), its key `A_KEY`.
+const A_KEY: &str = "hgj4ee1bpfbap+YK9q31tcCaN5Qdmh0QGw4nBDg5";
+
+fn srtp_invite_from_a(call_id: &str) -> String {
+    let plain = invite_from_a(call_id);
+    let sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\nm=audio 30000 RTP/SAVP 0\r\n\
+         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{A_KEY}\r\n"
+    );
+    let (head, _) = plain.split_once("Content-Length:").expect("a Content-Length");
+    format!("{head}Content-Length: {}\r\n\r\n{sdp}", sdp.len())
+}
+
+fn inline_keys(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| l.split_once("inline:").map(|(_, k)| k.split('|').next().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[test]
+fn srtp_caller_to_a_plain_carrier_gets_a_key_of_the_sbcs_own_and_the_carrier_no_key() {
+    use relay_proto::sdes::SrtpMode::{Off, Required};
+    let mut w = world_with_srtp(Required, Off);
+    let sent = w.send(A, SBC_A, srtp_invite_from_a("call-s1"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let offer = String::from_utf8_lossy(&inv_b.body).into_owned();
+    assert!(offer.contains("m=audio 40000 RTP/AVP 0\r\n"), "plain RTP towards the carrier: {offer}");
+    assert!(!offer.contains("a=crypto") && !offer.contains(A_KEY), "no key crosses: {offer}");
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    let ok = response(&sent, A, 200);
+    let to_a = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(to_a.contains("m=audio 40000 RTP/SAVP 0\r\n"), "{to_a}");
+    let keys = inline_keys(&ok.body);
+    assert_eq!(keys.len(), 1, "{to_a}");
+    assert_ne!(keys[0], A_KEY, "our own key, never the caller's");
+    let srtp_a = w.media.iter().rev().find_map(|c| match c {
+        relay_proto::control::Command::Upsert(e) if e.leg == relay_proto::control::Leg::A => Some(e.srtp.clone()),
+        _ => None,
+    });
+    let srtp_a = srtp_a.flatten().expect("leg A's endpoints carry keys");
+    assert_eq!((srtp_a.theirs.to_base64(), srtp_a.ours.to_base64()), (A_KEY.to_owned(), keys[0].clone()));
+}
+
+#[test]
+fn plain_offer_from_a_trunk_that_requires_srtp_is_refused_488() {
+    use relay_proto::sdes::SrtpMode::{Off, Required};
+    let mut w = world_with_srtp(Required, Off);
+    let sent = w.send(A, SBC_A, invite_from_a("call-s2"));
+    response(&sent, A, 488);
+    assert!(sent.iter().all(|(to, _)| *to != addr(B)), "nothing reaches the carrier");
+    // And the reverse: SRTP offered on a trunk with srtp = off.
+    let mut w = world_with_srtp(Off, Off);
+    let sent = w.send(A, SBC_A, srtp_invite_from_a("call-s3"));
+    response(&sent, A, 488);
+    assert_eq!(w.ep.calls().media_counts(), Some((0, 0)), "no ports kept");
+}
+
+#[test]
+fn carrier_that_answers_plain_where_srtp_is_required_fails_the_call_and_the_next_carrier_gets_new_keys() {
+    use relay_proto::sdes::SrtpMode::{Off, Required};
+    let mut w = world_with_srtp(Off, Required);
+    let sent = w.send(A, SBC_A, invite_from_a("call-s4"));
+    let inv_b = request(&sent, B, Method::Invite);
+    assert!(String::from_utf8_lossy(&inv_b.body).contains("RTP/SAVP"), "required: SAVP to the carrier");
+    let keys_b = inline_keys(&inv_b.body);
+    assert_eq!(keys_b.len(), 3, "three suites, a key each");
+    // Carrier b fails over; carrier c gets keys of its own.
+    let sent = w.send(B, SBC_B, answer(&inv_b, 503, "b1", B, ""));
+    let inv_c = request(&sent, C, Method::Invite);
+    let keys_c = inline_keys(&inv_c.body);
+    assert_eq!(keys_c.len(), 3);
+    assert!(keys_b.iter().all(|k| !keys_c.contains(k)), "{keys_b:?} {keys_c:?}");
+    // Carrier c answers plain RTP: the caller gets 488, the carrier a BYE.
+    let sdp_c = SDP_B.replace("198.18.2.10", "198.18.2.11");
+    let sent = w.send(C, SBC_B, answer(&inv_c, 200, "c1", C, &sdp_c));
+    response(&sent, A, 488);
+    request(&sent, C, Method::Bye);
 }

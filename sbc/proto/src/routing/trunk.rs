@@ -6,6 +6,7 @@ use crate::policy::digest::Secret;
 use crate::policy::{IdentityIn, IdentityOut, NumberRules};
 use crate::transport::Transport;
 use ipnet::IpNet;
+use relay_proto::sdes::SrtpMode;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,6 +51,9 @@ pub struct Trunk {
     /// Identity policy for calls to this trunk: whether it receives P-Asserted-Identity, what its From user is.
     /// Default: untrusted (no PAI sent), From user as presented.
     pub identity_out: IdentityOut,
+    /// SDES-SRTP on this trunk's leg (`off`, `optional`, `required`), terminated by the relay with keys of its own
+    /// for the leg (relay-proto's `negotiate`). Default: off (plain RTP; an `RTP/SAVP` offer is refused with 488).
+    pub srtp: SrtpMode,
 }
 
 impl Trunk {
@@ -72,6 +76,7 @@ impl Trunk {
             numbers_out: NumberRules::default(),
             identity_in: IdentityIn::default(),
             identity_out: IdentityOut::default(),
+            srtp: SrtpMode::Off,
         }
     }
 }

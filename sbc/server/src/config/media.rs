@@ -226,4 +226,24 @@ mod tests {
             assert!(e.contains(key), "{text}: {e}");
         }
     }
+
+    #[test]
+    fn trunk_srtp_policies_are_read_and_need_media() {
+        use relay_proto::sdes::SrtpMode;
+        let media = "[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\n";
+        let trunks = "[[trunk]]\nname = \"pbx\"\nmatch = { source = [\"198.18.1.10\"] }\nsrtp = \"required\"\n\
+                      [[trunk]]\nname = \"carrier\"\ngateways = [\"udp:198.18.2.10:5060\"]\nsrtp = \"optional\"\n\
+                      [[trunk]]\nname = \"plain\"\ngateways = [\"udp:198.18.2.11:5060\"]\n";
+        let c = parse(&format!("{media}{trunks}")).unwrap();
+        let modes: Vec<SrtpMode> = c.plan.trunks.iter().map(|t| t.srtp).collect();
+        assert_eq!(modes, [SrtpMode::Required, SrtpMode::Optional, SrtpMode::Off]);
+        let e = parse(trunks).expect_err("srtp without [media]").to_string();
+        assert!(e.contains("test.toml:4: trunk[0].srtp") && e.contains("needs [media]"), "{e}");
+        assert!(e.contains("trunk[1].srtp"), "every such trunk is named: {e}");
+        let bad =
+            format!("{media}[[trunk]]\nname = \"pbx\"\nmatch = {{ source = [\"198.18.1.10\"] }}\nsrtp = \"sdes\"\n");
+        let e = parse(&bad).expect_err("a bad value").to_string();
+        assert!(e.contains("trunk[0].srtp") && e.contains("\"off\", \"optional\" or \"required\""), "{e}");
+        assert!(parse("[[trunk]]\nname = \"p\"\ngateways = [\"udp:198.18.2.11:5060\"]\nsrtp = \"off\"\n").is_ok());
+    }
 }

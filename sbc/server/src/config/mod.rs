@@ -289,6 +289,15 @@ impl Config {
         })?;
         let v = Validator::new(text, path);
         let mut errors = Vec::new();
+        if raw.media.is_none() {
+            // SRTP is terminated by the relay: without anchoring there is no one to hold the keys.
+            for (i, t) in raw.trunk.iter().enumerate() {
+                if let Some(s) = t.srtp.as_ref().filter(|s| s.get_ref() != "off") {
+                    let message = "needs [media]: the relay terminates SRTP (without it, SDP crosses untouched)";
+                    errors.push(v.invalid(s.span(), &format!("trunk[{i}].srtp"), message));
+                }
+            }
+        }
         let sip = keep(v.sip(raw.sip), &mut errors);
         let log = keep(v.log(raw.log), &mut errors);
         let api = keep(v.api(raw.api), &mut errors);

@@ -7,6 +7,7 @@ use super::parse_listen;
 use super::routing::Check;
 use ipnet::IpNet;
 use numbers::{RawCli, RawIdentity, RawNumbers};
+use relay_proto::sdes::SrtpMode;
 use sbc_proto::policy::digest::Secret;
 use sbc_proto::routing::{
     Credentials, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, SourceMatch, StatusSet, Trunk,
@@ -42,6 +43,7 @@ pub(super) struct RawTrunk {
     trusted: Option<bool>,
     verified_number: Option<Spanned<String>>,
     cli: Option<RawCli>,
+    pub(super) srtp: Option<Spanned<String>>,
 }
 
 impl RawTrunk {
@@ -146,6 +148,13 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
     let numbers_out = numbers::number_rules(c, i, "numbers_out", raw.numbers_out.as_ref());
     let identity = RawIdentity { trusted: raw.trusted, verified_number: raw.verified_number.as_ref(), cli: raw.cli };
     let (identity_in, identity_out) = numbers::identity(c, i, identity);
+    let srtp = raw.srtp.as_ref().map_or(SrtpMode::Off, |s| {
+        SrtpMode::from_name(s.get_ref()).unwrap_or_else(|| {
+            let message = format!("\"{}\": expected \"off\", \"optional\" or \"required\"", s.get_ref());
+            c.error(s.span(), &format!("trunk[{i}].srtp"), &message);
+            SrtpMode::Off
+        })
+    });
     Trunk {
         name: name.clone(),
         sources,
@@ -162,6 +171,7 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
         numbers_out,
         identity_in,
         identity_out,
+        srtp,
     }
 }
 
