@@ -45,6 +45,7 @@ fn table(key: Option<CnameKey>) -> Table {
             clock_rates: vec![(0, 8000)],
             cname_key: key,
             srtp: None,
+            srtp_pending: false,
         };
         t.apply(now, Command::Upsert(spec), &mut socks, &mut ev);
     }

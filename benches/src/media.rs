@@ -454,6 +454,7 @@ fn relay_step(
                     // As the SBC sends plain RTP streams: RTCP hidden (each datagram is classified; RTP untouched).
                     cname_key: Some(relay_proto::cname::CnameKey::default()),
                     srtp: srtp.clone().filter(|_| leg == Leg::A).map(Box::new),
+                    srtp_pending: false,
                 }))?;
             }
         }

@@ -3,7 +3,8 @@
 //! from the network recorded by `sndfile` (`*-dec.wav`, one per call) so a test can tell that audio arrived.
 //!
 //! Each phone gets its own configuration directory (`baresip -f DIR`) with one account and no registration;
-//! the caller dials with `-e /dial URI` and hangs up by quitting after `-t SECONDS` (which sends BYE).
+//! the caller dials with `-e /dial URI` and hangs up by quitting after `-t SECONDS` (which sends BYE). With
+//! [`Phone::mediaenc`] its account encrypts media (`srtp.so`: `srtp-mand` is SDES-SRTP, RTP/SAVP, required).
 
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
@@ -26,6 +27,9 @@ pub struct Phone {
     pub rtcp_mux: bool,
     /// The WAV file (8 kHz, 16-bit mono) it sends as its microphone.
     pub source: PathBuf,
+    /// The account's media encryption (`mediaenc=`): `srtp-mand` (SDES, RTP/SAVP, mandatory), `srtp` (best
+    /// effort, RTP/AVP with keys), `srtp-mandf` (RTP/SAVPF); `None`: plain RTP.
+    pub mediaenc: Option<String>,
 }
 
 impl Phone {
@@ -46,6 +50,7 @@ impl Phone {
              module aufile.so\n\
              module aubridge.so\n\
              module sndfile.so\n\
+             module srtp.so\n\
              module_app account.so\n\
              module_app menu.so\n\
              snd_path {rec}\n",
@@ -56,7 +61,8 @@ impl Phone {
         );
         std::fs::write(dir.join("config"), config)?;
         let answer = if self.auto_answer { ";answermode=auto" } else { "" };
-        std::fs::write(dir.join("accounts"), format!("<sip:{}@{}>;regint=0{answer}\n", self.user, self.ip))?;
+        let mediaenc = self.mediaenc.as_ref().map(|m| format!(";mediaenc={m}")).unwrap_or_default();
+        std::fs::write(dir.join("accounts"), format!("<sip:{}@{}>;regint=0{answer}{mediaenc}\n", self.user, self.ip))?;
         Ok(())
     }
 
@@ -139,6 +145,58 @@ pub fn read_samples(path: &Path) -> Result<Vec<i16>> {
     bail!("{} has no data chunk", path.display())
 }
 
+/// The linear sample of a G.711 μ-law byte (ITU-T G.711; PCMU, RTP payload type 0).
+pub fn ulaw_to_linear(byte: u8) -> i16 {
+    let u = !byte;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = i32::from(u & 0x0f);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if u & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// The linear sample of a G.711 A-law byte (PCMA, RTP payload type 8).
+pub fn alaw_to_linear(byte: u8) -> i16 {
+    let a = byte ^ 0x55;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i32::from(a & 0x0f);
+    let magnitude = match exponent {
+        0 => (mantissa << 4) + 8,
+        e => ((mantissa << 4) + 0x108) << (e - 1),
+    };
+    (if a & 0x80 != 0 { magnitude } else { -magnitude }) as i16
+}
+
+/// Power of `samples` at `hz` (Goertzel's algorithm), for a sample rate of `rate` Hz.
+pub fn goertzel(samples: &[i16], rate: f64, hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+/// The frequency with the most power in `samples` (sampled at `rate` Hz) between 50 Hz and `rate` / 2: a 5 Hz
+/// scan, then 0.25 Hz steps around the best. A small DFT is all a test needs to name a tone.
+pub fn dominant_frequency(samples: &[i16], rate: f64) -> f64 {
+    let best = |from: f64, to: f64, step: f64| {
+        let mut f = from;
+        let (mut best, mut power) = (from, f64::MIN);
+        while f <= to {
+            let p = goertzel(samples, rate, f);
+            if p > power {
+                (best, power) = (f, p);
+            }
+            f += step;
+        }
+        best
+    };
+    let coarse = best(50.0, rate / 2.0 - 50.0, 5.0);
+    best(coarse - 5.0, coarse + 5.0, 0.25)
+}
+
 /// Root mean square of `samples` (0 for none).
 pub fn rms(samples: &[i16]) -> f64 {
     if samples.is_empty() {
@@ -162,5 +220,19 @@ mod tests {
         let r = rms(&samples);
         assert!((r - 8000.0 / 2f64.sqrt()).abs() < 50.0, "{r}");
         assert_eq!(rms(&[]), 0.0);
+    }
+
+    #[test]
+    fn g711_decodes_to_the_tone_it_encodes_and_the_tone_is_found() {
+        // μ-law: 0xff and 0x7f are the two zeros, 0x00 the largest negative sample; A-law 0xd5 is +8.
+        assert_eq!((ulaw_to_linear(0xff), ulaw_to_linear(0x7f), ulaw_to_linear(0x00)), (0, 0, -32124));
+        assert_eq!((alaw_to_linear(0xd5), alaw_to_linear(0x55), alaw_to_linear(0xaa)), (8, -8, 32256));
+        let tone: Vec<i16> = (0..8000)
+            .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(i) / 8000.0).sin()) as i16)
+            .collect();
+        let f = dominant_frequency(&tone, 8000.0);
+        assert!((f - 1000.0).abs() < 1.0, "{f}");
+        let f = dominant_frequency(&tone[..4000].iter().map(|s| s / 2).collect::<Vec<_>>(), 8000.0);
+        assert!((f - 1000.0).abs() < 2.0, "{f}");
     }
 }

@@ -80,6 +80,7 @@ fn baresip_call(name: &str, xdp: bool, rtcp_mux: bool) -> Call {
         auto_answer,
         rtcp_mux,
         source: tone.clone(),
+        mediaenc: None,
     };
     let cap_a = Capture::start(&topo, Host::A, "eth0", "side-a", CAPTURE_LIMIT).expect("capture at side a");
     let cap_b = Capture::start(&topo, Host::B, "eth0", "side-b", CAPTURE_LIMIT).expect("capture at side b");

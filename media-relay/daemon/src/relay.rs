@@ -82,6 +82,8 @@ pub struct Counters {
     pub srtp_replay_failures: AtomicU64,
     /// Dropped: packets that could not be protected for an SRTP leg (SSRC limit, key exhausted).
     pub srtp_protect_failures: AtomicU64,
+    /// Dropped: packets from or for an SRTP leg whose keys were not agreed yet.
+    pub srtp_no_keys: AtomicU64,
     /// Sends that failed (full send buffer, unreachable network).
     pub send_errors: AtomicU64,
     /// Sessions held now.
@@ -126,6 +128,7 @@ pub struct CounterSnapshot {
     pub srtp_auth_failures: u64,
     pub srtp_replay_failures: u64,
     pub srtp_protect_failures: u64,
+    pub srtp_no_keys: u64,
     pub send_errors: u64,
     pub sessions: u64,
     pub sockets: u64,
@@ -158,6 +161,7 @@ impl Counters {
             srtp_auth_failures: l(&self.srtp_auth_failures),
             srtp_replay_failures: l(&self.srtp_replay_failures),
             srtp_protect_failures: l(&self.srtp_protect_failures),
+            srtp_no_keys: l(&self.srtp_no_keys),
             send_errors: l(&self.send_errors),
             sessions: l(&self.sessions),
             sockets: l(&self.sockets),
@@ -294,7 +298,12 @@ struct Shared {
     counters: Arc<Counters>,
     events: mpsc::UnboundedSender<Event>,
     socket_buffer: usize,
+    /// When an SRTP failure was last logged: at most one line per [`SRTP_LOG_EVERY`] (they are counted anyway).
+    srtp_logged: std::cell::Cell<Option<Instant>>,
 }
+
+/// How often an SRTP authentication or replay failure may be logged.
+const SRTP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Large enough for a GRO batch of datagrams.
 const BUF_SIZE: usize = 64 * 1024;
@@ -319,6 +328,7 @@ async fn run(
         counters,
         events,
         socket_buffer: config.socket_buffer,
+        srtp_logged: std::cell::Cell::new(None),
     });
     let watch = shared.xdp.borrow().as_ref().and_then(Xdp::feature_watch);
     sync_egress(&shared);
@@ -591,6 +601,9 @@ fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvM
     let mut rewritten = Vec::new();
     for seg in data.chunks(stride) {
         let v = table.on_packet(now, local, m.addr, seg, &mut rewritten);
+        if let Err(DropReason::Srtp(f @ (SrtpFailure::Auth | SrtpFailure::Replay))) = v {
+            log_srtp_failure(shared, now, local, m.addr, seg, f);
+        }
         match (&v, common) {
             (Ok(f), None) => common = Some(*f),
             (Ok(f), Some(c)) if *f == c => {}
@@ -621,6 +634,16 @@ fn forward_datagrams(shared: &Shared, now: Instant, local: SocketAddr, m: &RecvM
     }
 }
 
+/// Logs an SRTP failure (a wrong key, a forgery, a replay), at most once per [`SRTP_LOG_EVERY`].
+fn log_srtp_failure(shared: &Shared, now: Instant, local: SocketAddr, src: SocketAddr, seg: &[u8], f: SrtpFailure) {
+    if shared.srtp_logged.get().is_some_and(|t| now.saturating_duration_since(t) < SRTP_LOG_EVERY) {
+        return;
+    }
+    shared.srtp_logged.set(Some(now));
+    let rtcp = relay_proto::rtcp::is_rtcp(seg);
+    tracing::warn!(%local, %src, len = seg.len(), rtcp, reason = f.label(), "srtp packet dropped (logged once per 10 s)");
+}
+
 /// Whether the rewritten datagrams can be one GSO send: all of the first's size (not empty), the last no larger.
 fn uniform(verdicts: &[(Result<Forward, DropReason>, Vec<u8>)]) -> bool {
     let size = verdicts.first().map_or(0, |(_, c)| c.len());
@@ -644,6 +667,7 @@ fn send_one(shared: &Shared, v: Result<Forward, DropReason>, seg: &[u8], rewritt
         Err(DropReason::Srtp(SrtpFailure::Auth)) => add(&c.srtp_auth_failures, 1),
         Err(DropReason::Srtp(SrtpFailure::Replay)) => add(&c.srtp_replay_failures, 1),
         Err(DropReason::Srtp(SrtpFailure::Protect)) => add(&c.srtp_protect_failures, 1),
+        Err(DropReason::Srtp(SrtpFailure::NoKeys)) => add(&c.srtp_no_keys, 1),
         Err(_) => add(&c.dropped_unknown, 1),
     }
 }

@@ -94,6 +94,11 @@ pub struct EndpointSpec {
     /// the kernel. Absent in JSON from an older signalling side: `None`.
     #[serde(default)]
     pub srtp: Option<Box<SrtpKeys>>,
+    /// The leg is to be SRTP but its keys are not agreed yet (`srtp` is `None`): drop what arrives here and what
+    /// would leave here, so that no clear media crosses to or from an SRTP leg before its answer. Absent in JSON
+    /// from an older signalling side: false.
+    #[serde(default)]
+    pub srtp_pending: bool,
 }
 
 /// From the signalling side to the relay.
@@ -231,6 +236,7 @@ mod tests {
                 ours: crate::sdes::KeyMaterial::new(vec![1; 30]),
                 theirs: crate::sdes::KeyMaterial::new(vec![2; 30]),
             })),
+            srtp_pending: false,
         };
         for cmd in [Command::Upsert(spec), Command::Remove { session: SessionId(7) }, Command::Ping { seq: 3 }] {
             let line = encode(&cmd);
@@ -245,6 +251,6 @@ mod tests {
         let line = r#"{"cmd":"upsert","session":1,"leg":"a","stream":0,"rtcp":true,"local":"198.18.1.1:30001","partner":"198.18.2.1:30001","peer":null,"strict":true,"clock_rates":[]}"#;
         let Command::Upsert(spec) = decode::<Command>(line).unwrap() else { panic!("an upsert") };
         assert_eq!(spec.cname_key, None);
-        assert_eq!(spec.srtp, None);
+        assert_eq!((spec.srtp, spec.srtp_pending), (None, false));
     }
 }

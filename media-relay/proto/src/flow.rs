@@ -209,7 +209,8 @@ impl Table {
         let partner = e.spec.partner;
         // SRTP on either leg: the payload changes (decrypted, encrypted with the other leg's key), which only user
         // space does. Only plain-to-plain flows go to the kernel.
-        let srtp = e.spec.srtp.is_some() || self.endpoints.get(&partner).is_some_and(|p| p.spec.srtp.is_some());
+        let srtp = |s: &EndpointSpec| s.srtp.is_some() || s.srtp_pending;
+        let srtp = srtp(&e.spec) || self.endpoints.get(&partner).is_some_and(|p| srtp(&p.spec));
         let reason = if srtp { "srtp" } else { reason };
         let want = match (e.latched, self.endpoints.get(&partner).and_then(Endpoint::target)) {
             _ if srtp => None,
@@ -370,6 +371,11 @@ impl Table {
         let is_rtcp = rtcp::is_rtcp(bytes);
         // An SRTP leg's packets are authenticated first: a forged one neither latches nor counts.
         let clear = match e.crypto.as_mut().map(|c| c.unprotect(now, bytes, is_rtcp)) {
+            // Keys not agreed yet on a leg that is to be SRTP: nothing can be authenticated.
+            None if e.spec.srtp_pending => {
+                e.dropped_srtp += 1;
+                return Err(Drop::Srtp(Failure::NoKeys));
+            }
             None => None,
             Some(Ok(clear)) => Some(clear),
             Some(Err(f)) => {
@@ -410,19 +416,25 @@ impl Table {
             }
         }
         let Some(p) = self.endpoints.get_mut(&partner) else { return Err(Drop::NoTarget) };
-        let rewritten = match p.crypto.as_mut() {
-            Some(c) => {
-                let protected = match c.protect(if hidden { &out[..] } else { plain }, is_rtcp) {
-                    Ok(p) => p,
-                    Err(f) => {
-                        p.dropped_srtp += 1;
-                        return Err(Drop::Srtp(f));
-                    }
-                };
+        let protected = match p.crypto.as_mut() {
+            Some(c) => Some(c.protect(if hidden { &out[..] } else { plain }, is_rtcp)),
+            // The other leg is to be SRTP and has no keys yet: nothing leaves there in the clear.
+            None if p.spec.srtp_pending => Some(Err(Failure::NoKeys)),
+            None => None,
+        };
+        let rewritten = match protected {
+            Some(Ok(protected)) => {
                 out.clear();
                 out.extend_from_slice(&protected);
                 self.totals.srtp_protected += 1;
                 true
+            }
+            Some(Err(f)) => {
+                // Counted with the leg the packet came from, like every other drop of it.
+                if let Some(e) = self.endpoints.get_mut(&local) {
+                    e.dropped_srtp += 1;
+                }
+                return Err(Drop::Srtp(f));
             }
             None if clear.is_some() && !hidden => {
                 out.clear();
@@ -434,7 +446,9 @@ impl Table {
         if hidden {
             self.totals.rtcp_rewritten += 1;
         }
-        p.sent += 1;
+        if let Some(p) = self.endpoints.get_mut(&partner) {
+            p.sent += 1;
+        }
         Ok(Forward { from: partner, to, rewritten })
     }
 
@@ -531,6 +545,7 @@ mod tests {
             clock_rates: vec![(0, 8000)],
             cname_key: None,
             srtp: None,
+            srtp_pending: false,
         }
     }
 
@@ -1029,5 +1044,39 @@ mod tests {
             ]
         );
         assert_eq!(t.kernelized().count(), 0);
+    }
+
+    #[test]
+    fn a_leg_waiting_for_its_keys_lets_nothing_in_or_out() {
+        let now = Instant::now();
+        let mut t = Table::new(Duration::from_secs(10));
+        t.enable_kernel();
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        let a = EndpointSpec { srtp_pending: true, ..spec(Leg::A, A_SOCK, B_SOCK, Some("198.18.1.10:6000"), true) };
+        t.apply(now, Command::Upsert(a), &mut socks, &mut ev);
+        t.apply(
+            now,
+            Command::Upsert(spec(Leg::B, B_SOCK, A_SOCK, Some("198.18.2.10:6000"), true)),
+            &mut socks,
+            &mut ev,
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut out),
+            Err(Drop::Srtp(crate::srtp::Failure::NoKeys)),
+            "nothing from the SRTP leg can be authenticated yet"
+        );
+        assert_eq!(
+            t.on_packet(now, sa(B_SOCK), sa("198.18.2.10:6000"), &rtp(1), &mut out),
+            Err(Drop::Srtp(crate::srtp::Failure::NoKeys)),
+            "no clear RTP towards the SRTP leg"
+        );
+        assert_eq!(
+            t.poll_event(),
+            Some(Event::Latched { session: SessionId(1), local: sa(B_SOCK), peer: sa("198.18.2.10:6000") })
+        );
+        assert_eq!(t.poll_kernel().count(), 0, "and nothing of it in the kernel");
+        let st = t.session_stats(SessionId(1));
+        assert_eq!((st.legs[0].dropped_srtp, st.legs[1].dropped_srtp, st.legs[0].sent), (1, 1, 0));
     }
 }

@@ -108,6 +108,9 @@ pub struct StreamCrypto {
     /// What the relay uses on this leg now; `None`: plain RTP.
     #[serde(default)]
     pub active: Option<SrtpKeys>,
+    /// The leg's policy as of the last exchange.
+    #[serde(default)]
+    pub mode: SrtpMode,
 }
 
 /// Whether `proto` is an RTP profile whose SDES the relay terminates: `RTP/AVP`, `RTP/AVPF`, `RTP/SAVP`,
@@ -124,6 +127,13 @@ impl StreamCrypto {
     /// The leg now faces a new peer: forget our keys and every exchange.
     pub fn reset(&mut self) {
         *self = Self::default();
+    }
+
+    /// The leg is to be SRTP (its policy is `required`, or its peer offered a key we took) and its keys are not
+    /// agreed yet: the relay then lets no packet in or out on it, so that nothing crosses in the clear and nothing
+    /// unauthenticated gets through before the answer.
+    pub fn pending(&self) -> bool {
+        self.active.is_none() && (self.mode == SrtpMode::Required || self.peer_offer.is_some())
     }
 
     /// Our key for `suite`, drawn now if this leg has none for it.
@@ -155,6 +165,7 @@ impl StreamCrypto {
         }
         self.peer_offer_proto = Some(line.proto.clone());
         self.peer_offer = pick;
+        self.mode = mode;
         Ok(())
     }
 
@@ -174,6 +185,7 @@ impl StreamCrypto {
         };
         let mut crypto = Vec::new();
         self.offered.clear();
+        self.mode = mode;
         if mode != SrtpMode::Off {
             for (i, suite) in Suite::OFFERED.into_iter().enumerate() {
                 let tag = i as u32 + 1;
@@ -187,6 +199,7 @@ impl StreamCrypto {
 
     /// Step 3: the leg's peer (with `mode`) answers our offer with `line`.
     pub fn take_answer(&mut self, line: &MediaLine, mode: SrtpMode, leg: Leg) -> Result<(), SrtpError> {
+        self.mode = mode;
         if line.port == 0 {
             // The stream is rejected: no media either way.
             self.active = None;
@@ -262,7 +275,9 @@ mod tests {
         let mut a = StreamCrypto::default();
         a.take_offer(&line("RTP/SAVP", &[&unusable, &gcm]), SrtpMode::Required, Leg::A).unwrap();
         let mut keys = CountingKeys::default();
+        assert!(a.pending(), "keys offered, none agreed yet");
         let t = a.make_answer("RTP/AVP", &mut keys).unwrap();
+        assert!(!a.pending());
         assert_eq!(t.proto, "RTP/SAVP", "the answer keeps the offer's transport");
         assert_eq!(t.crypto.len(), 1);
         let ours = CryptoAttr::parse(&t.crypto[0]).unwrap();
@@ -344,7 +359,9 @@ mod tests {
     fn plain_answers_to_keyed_offers() {
         let mut b = StreamCrypto::default();
         b.make_offer("RTP/AVP", SrtpMode::Optional, &mut OsKeys).unwrap();
+        assert!(!b.pending(), "optional: it may well stay plain");
         b.take_answer(&line("RTP/AVP", &[]), SrtpMode::Optional, Leg::B).unwrap();
+        assert!(!b.pending());
         assert_eq!(b.active, None, "best effort: the peer did not want SRTP");
         b.make_offer("RTP/AVP", SrtpMode::Required, &mut OsKeys).unwrap();
         assert!(matches!(
@@ -365,6 +382,7 @@ mod tests {
     fn a_new_peer_gets_new_keys() {
         let mut b = StreamCrypto::default();
         let first = b.make_offer("RTP/AVP", SrtpMode::Required, &mut OsKeys).unwrap();
+        assert!(b.pending(), "required, no answer yet: no packet in or out");
         b.reset();
         let second = b.make_offer("RTP/AVP", SrtpMode::Required, &mut OsKeys).unwrap();
         assert!(first.crypto.iter().all(|l| !second.crypto.contains(l)), "{first:?} {second:?}");

@@ -319,6 +319,7 @@ impl Sessions {
                         clock_rates: side.clock_rates.clone(),
                         cname_key: side.plain_rtp.then_some(s.cname_key),
                         srtp: side.crypto.active.clone().map(Box::new),
+                        srtp_pending: side.crypto.pending(),
                     }));
                 }
             }
@@ -659,6 +660,8 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         let offer = include_str!("../tests/sdp/sipp.in.sdp");
         let to_b = s.rewrite(now, SessionId(1), Leg::A, offer.as_bytes(), locals(), offering(Off, Required)).unwrap();
         assert_golden(&to_b, include_str!("../tests/sdp/sipp.to-srtp.out.sdp"));
+        let pending = drain(&mut s);
+        assert!(pending.iter().all(|e| e.srtp_pending == (e.leg == Leg::B)), "the carrier's leg waits: {pending:?}");
         let to_a = s
             .rewrite(now, SessionId(1), Leg::B, CARRIER_SAVP_ANSWER.as_bytes(), locals(), answering(Off, Required))
             .unwrap();
@@ -670,6 +673,7 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         assert_eq!(b.ours, offered[1].key, "our key of tag 2");
         assert_eq!(b.theirs, crypto_lines(CARRIER_SAVP_ANSWER)[0].key);
         assert_eq!(keys_of(&specs, Leg::A), None);
+        assert!(specs.iter().all(|e| !e.srtp_pending), "keys agreed: {specs:?}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum Failure {
     /// Our side could not protect: the keys do not fit the suite, the SSRC limit, or the key's packet limit
     /// (2^48 SRTP packets, RFC 3711 §9.2).
     Protect,
+    /// The packet arrived on, or was bound for, a leg that is to be SRTP before its keys were agreed (a callee's
+    /// first packets can beat its answer through the SBC).
+    NoKeys,
 }
 
 impl Failure {
@@ -52,6 +55,7 @@ impl Failure {
             Self::Auth => "srtp_auth",
             Self::Replay => "srtp_replay",
             Self::Protect => "srtp_protect",
+            Self::NoKeys => "srtp_no_keys",
         }
     }
 }

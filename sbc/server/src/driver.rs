@@ -438,6 +438,7 @@ fn export_relay_counters(records: &Records) {
         ("srtp_auth", c.srtp_auth_failures),
         ("srtp_replay", c.srtp_replay_failures),
         ("srtp_protect", c.srtp_protect_failures),
+        ("srtp_no_keys", c.srtp_no_keys),
     ] {
         metrics::counter!("sbc_media_packets_dropped_total", "reason" => reason).absolute(n);
     }
