@@ -10,7 +10,10 @@
 //! - Both legs SRTP (both trunks `required`, both phones `srtp-mand`): audio both ways, and the `a=crypto` keys
 //!   seen at side a and at side b have nothing in common: each leg has keys of its own.
 //!
-//! In both, the XDP program forwards none of it (a flow whose legs differ in crypto, or are both SRTP, stays in
+//! And `config/examples/carrier-srtp.toml` (a customer on optional SRTP, a carrier that requires it) passes
+//! `sbc check-config` as shipped, while a copy with a wrong `srtp` value, or without `[media]`, fails naming the key.
+//!
+//! In both calls, the XDP program forwards none of it (a flow whose legs differ in crypto, or are both SRTP, stays in
 //! user space), every SRTP and SRTCP packet the phones sent is decrypted, and the only packets that fail
 //! authentication are the plain RTCP APP "PING" that baresip (libre) sends on its RTCP port before SRTP is up
 //! (dropped and counted; one sent before the relay's socket was open is lost without a count).
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use tests::baresip::{dominant_frequency, read_samples, received_audio, rms, ulaw_to_linear, write_tone, Phone};
 use tests::capture::{udp, Capture};
 use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
-use tests::{media_relay_binary, Sbc};
+use tests::{media_relay_binary, repo_root, sbc_binary, Sbc};
 
 /// How long the caller stays in the call (it hangs up by quitting, which sends BYE).
 const CALL_SECS: u64 = 8;
@@ -324,4 +327,37 @@ fn srtp_on_both_legs_carries_audio_both_ways_with_different_keys_on_each_leg() {
     // Every packet is decrypted on one leg and encrypted on the other: both counts cover both directions.
     let (a, b) = (media_sent(&c.at_a, CALLER, SBC_A), media_sent(&c.at_b, CARRIER_B, SBC_B));
     assert_terminated_in_user_space(&c, (a.0 + b.0, a.1 + b.1), 600.0);
+}
+
+#[test]
+fn the_shipped_srtp_carrier_example_passes_check_config_and_a_bad_srtp_value_names_its_key() {
+    let check = |path: &Path| {
+        let out = std::process::Command::new(sbc_binary().expect("sbc built"))
+            .args(["check-config", path.to_str().expect("utf8")])
+            .current_dir(repo_root())
+            .output()
+            .expect("sbc runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let shipped = repo_root().join("config/examples/carrier-srtp.toml");
+    let text = std::fs::read_to_string(&shipped).expect("config/examples/carrier-srtp.toml");
+    assert_eq!(text.matches("srtp = ").count(), 2, "both trunks say what their leg uses");
+    let (code, out) = check(&shipped);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("carrier-srtp.toml: OK"), "{out}");
+
+    let dir = std::env::temp_dir().join(format!("sbc-srtp-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, text.replace("srtp = \"required\"", "srtp = \"mandatory\"")).expect("write");
+    let (code, out) = check(&bad);
+    let line = text.lines().position(|l| l == "srtp = \"required\"").expect("the carrier's srtp line") + 1;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("bad.toml:{line}: trunk[1].srtp")), "{out}");
+    let no_media = &text[..text.find("\n[media]\n").expect("a [media] section")];
+    std::fs::write(&bad, no_media).expect("write");
+    let (code, out) = check(&bad);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("trunk[0].srtp") && out.contains("trunk[1].srtp") && out.contains("needs [media]"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
