@@ -2,8 +2,8 @@
 //!
 //! - `cps`: a target's call-rate ceiling and post-dial delay, next to SIPp direct or a second target ([`cps`]).
 //! - `concurrent`: ramp to N calls with RTP both ways and hold them ([`concurrent`]).
-//! - `media --local`: the media relay's packet-rate ceiling, CPU per packet and latency, user space vs its XDP fast
-//!   path, next to a bare XDP redirect and kernel IP forwarding ([`media`]).
+//! - `media --local`: the media relay's packet-rate ceiling, CPU per packet and latency, user space (plain and
+//!   decrypting SRTP) vs its XDP fast path, next to a bare XDP redirect and kernel IP forwarding ([`media`]).
 //! - `failover --local`: fire drills on a hot-standby pair ([`failover`]).
 //! - `soak`: a light constant load for hours, exported as Prometheus metrics ([`soak`]).
 //!
@@ -173,9 +173,10 @@ struct MediaArgs {
     /// RTP payload bytes per packet (160: G.711, 20 ms).
     #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u16).range(16..=1400))]
     payload: u16,
-    /// The paths to measure, comma-separated, in this order in every run: relay (user space), xdp (media-relay
-    /// with its XDP fast path), bare (a bare XDP redirect a0 -> b0, the ceiling), kernel (IP forwarding).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "relay,xdp,bare,kernel")]
+    /// The paths to measure, comma-separated, in this order in every run: relay (user space), srtp (user space,
+    /// leg A's SRTP decrypted to plain RTP), xdp (media-relay with its XDP fast path), bare (a bare XDP redirect
+    /// a0 -> b0, the ceiling), kernel (IP forwarding).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "relay,srtp,xdp,bare,kernel")]
     paths: Vec<media::Target>,
     /// The sender: blast (sbc-bench's own sendmmsg sender, batches of 32, no per-stream limit) or rtpgen (one
     /// send and sleep per packet, at most 100 000 pps per stream). The sinks are rtpgen either way.

@@ -61,14 +61,14 @@ pub const RELAY_CORE: usize = 1;
 pub const GEN_CORE: usize = 0;
 /// The core the sinks run on in the paths without a busy user-space forwarder (xdp, kernel; bare has none): the
 /// relay's core, idle there, so that the generator's core is left to the senders and the softirqs (on the
-/// generator's core the sinks held the XDP path to about half the generator's rate). In the `relay` path they
-/// run on [`GEN_CORE`] instead, leaving core 1 to the relay (sharing it, they made the relay lose packets at
-/// 40 000 pps).
+/// generator's core the sinks held the XDP path to about half the generator's rate). In the `relay` and `srtp`
+/// paths they run on [`GEN_CORE`] instead, leaving core 1 to the relay (sharing it, they made the relay lose
+/// packets at 40 000 pps).
 pub const SINK_CORE: usize = 1;
 
 /// The core of the sinks of `target`.
 pub fn sink_core(target: Target) -> usize {
-    if target == Target::Relay {
+    if matches!(target, Target::Relay | Target::Srtp) {
         GEN_CORE
     } else {
         SINK_CORE

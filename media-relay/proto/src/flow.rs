@@ -2,14 +2,18 @@
 //! forward-or-drop for every packet, per-leg figures and the idle check (`rtp_timeout`).
 //!
 //! The daemon owns one socket per endpoint; for each datagram it calls [`Table::on_packet`] and sends the bytes
-//! from the socket and to the address the answer names: untouched, except RTCP of plain RTP streams, whose SDES
+//! from the socket and to the address the answer names: untouched, except RTCP of readable RTP streams, whose SDES
 //! items the table rewrites first so that nothing a peer writes about itself reaches the other side (see
-//! [`crate::rtcp`]; [`Forward::rewritten`] says to send the rewritten bytes). Commands from the signalling side
-//! come in through [`Table::apply`], which says which sockets to open and close.
+//! [`crate::rtcp`]), and media of SRTP legs, which the table authenticates and decrypts on arrival and encrypts
+//! for the other leg with that leg's own key ([`crate::srtp`]); [`Forward::rewritten`] says to send the rewritten
+//! bytes. Commands from the signalling side come in through [`Table::apply`], which says which sockets to open and
+//! close.
 //!
 //! Kernel fast path: RTP endpoints go to the kernel once confirmed; RTCP endpoints never do (RTCP is about one
 //! packet in a hundred, and the kernel could not rewrite it), and a kernelized RTP endpoint whose RTCP is rewritten
 //! has the kernel pass RTCP multiplexed on it (RFC 5761) up to user space ([`KernelChange::Install::pass_rtcp`]).
+//! A flow with SRTP on either leg (or waiting for its keys) never goes to the kernel: only plain-to-plain flows
+//! do.
 
 use crate::control::{Command, EndpointSpec, Event, Leg, LegStats, SessionId, SessionStats};
 use crate::rtcp::{self, Outcome};
