@@ -942,3 +942,26 @@ fn rolling_upgrade_to_the_next_build_loses_no_call() {
     one_cdr_per_call(&cdrs, CALLS as usize);
     eprintln!("rolling upgrade with {CALLS} calls up: media gap at most {gap_ab:?} (A->B), {gap_ba:?} (B->A)");
 }
+
+/// A ban made by the active's edge guard reaches the standby (and holds there after a takeover): sipvicious's
+/// svmap from carrier c's host (a scanner's User-Agent) is banned by sbc1 and the ban shows on sbc2 as one from its
+/// peer.
+#[test]
+fn a_ban_on_the_active_reaches_the_standby() {
+    let svmap = tests::require_tool("svmap", "sipvicious");
+    let pair = Pair::new();
+    let (sbc1, sbc2) = pair.start_both();
+    pair.wait_vips(1, true, Instant::now(), Duration::from_secs(5));
+    let cmd = format!("{} -p 5060 -t 0.1 {VIP_B} 2>&1", svmap.display());
+    let out = pair.topo.exec(Host::C, "sh", &["-c", &cmd]).expect("svmap runs");
+    assert!(out.contains("found nothing"), "svmap found nothing:\n{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let local = "sbc_edge_bans_total{reason=\"scanner\",origin=\"local\"}";
+    let peer = "sbc_edge_bans_total{reason=\"scanner\",origin=\"peer\"}";
+    while sbc2.metric(peer).unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the ban did not reach sbc2:\n{}", sbc2.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sbc1.metric(local).ok(), Some(1.0), "sbc1 banned the scanner");
+    assert!(sbc2.metric("sbc_edge_bans_active").unwrap_or(0.0) >= 1.0, "and the ban holds on sbc2");
+}
