@@ -29,8 +29,9 @@ pub const TARGET_GOODPUT_SHARE: f64 = 0.9;
 pub const TARGET_PDD_P99_MS: f64 = 200.0;
 /// The caller offered less than this share of the rate asked: the generator, not the target, was the limit.
 pub const GENERATOR_SHORTFALL: f64 = 0.95;
-/// SIPp's core busier than this (percent) during a step: the generator was at its limit.
-pub const GENERATOR_BUSY_PCT: f64 = 95.0;
+/// SIPp (UAC and UAS together, on one core) busier than this (percent of a core) during the offer: the generator
+/// was at its limit.
+pub const GENERATOR_BUSY_PCT: f64 = 90.0;
 /// How often a local `sbc`'s metrics are read during a step (its admission gauge is refreshed every second).
 const METRICS_EVERY: Duration = Duration::from_millis(500);
 /// The scenario the caller runs.
@@ -81,8 +82,8 @@ pub struct Step {
     pub achieved_cps: Option<f64>,
     /// SIPp's own average call rate over its run (`CallRate(C)`, the tail included).
     pub sipp_call_rate: Option<f64>,
-    /// The busy share of SIPp's core during the step, percent (UAC and UAS share it).
-    pub sipp_core_busy_pct: Option<f64>,
+    /// The CPU of SIPp (UAC and UAS, which share a core) while the calls were offered, percent of one core.
+    pub sipp_cpu_pct: Option<f64>,
     /// The caller could not offer the rate asked (below [`GENERATOR_SHORTFALL`], or its core above
     /// [`GENERATOR_BUSY_PCT`]): the step measures the generator as much as the target.
     pub generator_limited: bool,
@@ -104,10 +105,13 @@ pub struct Step {
     pub refused_p99_ms: Option<f64>,
     /// SIPp's retransmissions (of INVITEs and BYEs): they rise when answers are late.
     pub retransmissions: Option<u64>,
-    /// The target's CPU during the step, percent of one core (a local `sbc`).
+    /// The target's CPU while the calls were offered, percent of one core (a local `sbc`).
     pub sbc_cpu_pct: Option<f64>,
     /// The least `sbc_overload_admission` read during the step (1: every new call admitted).
     pub admission_min: Option<f64>,
+    /// The most `sbc_sip_queue_delay_max_seconds` read during the step, ms: the longest wait of a new request in
+    /// the sbc's queue (per second).
+    pub queue_delay_max_ms: Option<f64>,
     /// What the `sbc` counted during the step: 503s of overload control (`sbc_overload_rejected_total`) and new
     /// requests dropped at its full queue (`sbc_messages_dropped_total{reason="queue_full"}`).
     pub sbc_overload_rejected: Option<f64>,
@@ -261,7 +265,7 @@ fn step(
         calls,
         achieved_cps: None,
         sipp_call_rate: None,
-        sipp_core_busy_pct: None,
+        sipp_cpu_pct: None,
         generator_limited: false,
         offer_secs: f64::from(calls) / f64::from(rate),
         accepted: 0,
@@ -277,6 +281,7 @@ fn step(
         retransmissions: None,
         sbc_cpu_pct: None,
         admission_min: None,
+        queue_delay_max_ms: None,
         sbc_overload_rejected: None,
         sbc_queue_full_drops: None,
         wall_secs: 0.0,
@@ -317,36 +322,20 @@ fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, sbc: Opt
     uas.wait_listening(path.uas.ns.as_deref(), path.uas.port, Duration::from_secs(5))?;
     let uac = uac(path, step.calls, step.rate, limit, core);
     let counters_before = sbc.and_then(sbc_counters);
-    let sbc_pid = sbc.map(Sbc::id);
-    let cpu_before = sbc_pid.and_then(cpu_ticks);
-    let core_before = core.and_then(core_ticks);
+    let offer = Duration::from_secs_f64(f64::from(step.calls) / f64::from(step.rate));
     let started = Instant::now();
     let done = AtomicBool::new(false);
-    let (result, admission_min) = std::thread::scope(|scope| {
-        let watcher = scope.spawn(|| {
-            let mut least: Option<f64> = None;
-            while let Some(sbc) = sbc.filter(|_| !done.load(Ordering::SeqCst)) {
-                if let Some(a) = sbc.http_get("/metrics").ok().and_then(|t| sample(&t, "sbc_overload_admission")) {
-                    least = Some(least.map_or(a, |l: f64| l.min(a)));
-                }
-                std::thread::sleep(METRICS_EVERY);
-            }
-            least
-        });
+    let (result, watched) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| watch(sbc, offer, &done));
         let result = uac.run();
         done.store(true, Ordering::SeqCst);
-        (result, watcher.join().unwrap_or(None))
+        (result, watcher.join().unwrap_or_default())
     });
     step.wall_secs = started.elapsed().as_secs_f64();
-    if let (Some(before), Some(after)) = (cpu_before, sbc_pid.and_then(cpu_ticks)) {
-        step.sbc_cpu_pct = Some(100.0 * (after - before) as f64 / CLOCK_TICKS_PER_SEC / step.wall_secs);
-    }
-    if let (Some(c), Some((busy0, total0))) = (core, core_before) {
-        if let Some((busy1, total1)) = core_ticks(c) {
-            step.sipp_core_busy_pct = Some(100.0 * (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64);
-        }
-    }
-    step.admission_min = admission_min;
+    step.sbc_cpu_pct = watched.sbc_cpu_pct;
+    step.sipp_cpu_pct = watched.sipp_cpu_pct;
+    step.admission_min = watched.admission_min;
+    step.queue_delay_max_ms = watched.queue_delay_max.map(|s| s * 1000.0);
     if let (Some(before), Some(after)) = (counters_before, sbc.and_then(sbc_counters)) {
         step.sbc_overload_rejected = Some(after.0 - before.0);
         step.sbc_queue_full_drops = Some(after.1 - before.1);
@@ -360,21 +349,77 @@ fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, sbc: Opt
     figures
 }
 
+/// What is read while a step runs.
+#[derive(Debug, Default)]
+struct Watched {
+    sbc_cpu_pct: Option<f64>,
+    sipp_cpu_pct: Option<f64>,
+    admission_min: Option<f64>,
+    queue_delay_max: Option<f64>,
+}
+
+/// Until `done`: the sbc's admission and queue delay every [`METRICS_EVERY`]; the CPU of the sbc and of this
+/// process's SIPp children over the `offer` (from the start to its end, or to `done` if that comes first).
+fn watch(sbc: Option<&Sbc>, offer: Duration, done: &AtomicBool) -> Watched {
+    let mut w = Watched::default();
+    let started = Instant::now();
+    let sbc_at_start = sbc.and_then(|s| cpu_ticks(s.id()));
+    let sipp_at_start = sipp_ticks();
+    let mut cpu_taken = false;
+    let take_cpu = |w: &mut Watched| {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let pct = |ticks: u64| 100.0 * ticks as f64 / CLOCK_TICKS_PER_SEC / secs;
+        if let (Some(before), Some(after)) = (sbc_at_start, sbc.and_then(|s| cpu_ticks(s.id()))) {
+            w.sbc_cpu_pct = Some(pct(after.saturating_sub(before)));
+        }
+        // A SIPp that started after the first reading (the UAC) counts from zero.
+        let used: u64 = sipp_ticks()
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(sipp_at_start.iter().find(|(p, _)| p == pid).map_or(0, |(_, t0)| *t0)))
+            .sum();
+        w.sipp_cpu_pct = Some(pct(used));
+    };
+    while !done.load(Ordering::SeqCst) {
+        if !cpu_taken && started.elapsed() >= offer {
+            take_cpu(&mut w);
+            cpu_taken = true;
+        }
+        if let Some(text) = sbc.and_then(|s| s.http_get("/metrics").ok()) {
+            if let Some(a) = sample(&text, "sbc_overload_admission") {
+                w.admission_min = Some(w.admission_min.map_or(a, |l| l.min(a)));
+            }
+            if let Some(d) = sample(&text, "sbc_sip_queue_delay_max_seconds") {
+                w.queue_delay_max = Some(w.queue_delay_max.map_or(d, |m| m.max(d)));
+            }
+        }
+        let nap = if cpu_taken { METRICS_EVERY } else { METRICS_EVERY.min(offer.saturating_sub(started.elapsed())) };
+        std::thread::sleep(nap.max(Duration::from_millis(10)));
+    }
+    if !cpu_taken {
+        take_cpu(&mut w);
+    }
+    w
+}
+
+/// CPU ticks of every `sipp` process that is a child of this one (the UAS and UAC of the step: `ip netns exec`
+/// and `taskset` exec SIPp, so it is the direct child), by pid.
+fn sipp_ticks() -> Vec<(u32, u64)> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == me && head.ends_with("(sipp")).then_some(())?;
+            Some((pid, cpu_ticks(pid)?))
+        })
+        .collect()
+}
+
 /// The overload caller: as [`calls::uac`], with the scenario for which a 503 is an answer.
 fn uac(path: &CallPath, calls: u32, rate: u32, limit: Duration, core: Option<usize>) -> Sipp {
     calls::uac_running(UAC_SCENARIO, path, calls, rate, Duration::ZERO, limit, core)
-}
-
-/// Busy and total ticks of CPU `core` since boot (/proc/stat: user nice system idle iowait irq softirq steal).
-fn core_ticks(core: usize) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(&format!("cpu{core}")))?;
-    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
-    if v.len() < 8 {
-        return None;
-    }
-    let total: u64 = v.iter().sum();
-    Some((total - v[3] - v[4], total))
 }
 
 /// One line of a `-trace_rtt` file: when SIPp took the measurement (ms on its own clock), the time measured (ms),
@@ -461,7 +506,7 @@ fn read_figures(step: &mut Step, run: &Run) -> Result<()> {
     step.refused_cps = step.refused as f64 / step.offer_secs;
     step.failed_cps = step.failed as f64 / step.offer_secs;
     step.generator_limited = step.achieved_cps.is_some_and(|r| r < GENERATOR_SHORTFALL * f64::from(step.rate))
-        || step.sipp_core_busy_pct.is_some_and(|b| b > GENERATOR_BUSY_PCT);
+        || step.sipp_cpu_pct.is_some_and(|b| b > GENERATOR_BUSY_PCT);
     step.pdd_samples = a.pdd.len();
     step.pdd_p50_ms = percentile(&a.pdd, 50.0);
     step.pdd_p99_ms = percentile(&a.pdd, 99.0);
@@ -473,7 +518,7 @@ fn progress(runs: u32, run: u32, label: &str, s: &Step) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
     let mut line = format!(
-        "[run {run}/{runs}] {label:<8} {:>5} {:>5}/s: offered {:>7}/s, goodput {:>7.1}/s, 503 {:>7.1}/s, failed {:>6.1}/s, pdd p50 {:>4} ms, p99 {:>5} ms, retrans {:>5}, sbc cpu {:>4}, sipp core {:>4}, admission min {:>5}, queue_full {:>5}{}",
+        "[run {run}/{runs}] {label:<8} {:>5} {:>5}/s: offered {:>7}/s, goodput {:>7.1}/s, 503 {:>7.1}/s, failed {:>6.1}/s, pdd p50 {:>4} ms, p99 {:>5} ms, retrans {:>5}, sbc cpu {:>4}, sipp cpu {:>4}, admission min {:>5}, queue delay max {:>5} ms, queue_full {:>5}{}",
         if s.recovery { "recov".to_owned() } else { format!("{}x", s.factor) },
         s.rate,
         opt(s.achieved_cps, 1),
@@ -484,8 +529,9 @@ fn progress(runs: u32, run: u32, label: &str, s: &Step) -> String {
         ms(s.pdd_p99_ms),
         s.retransmissions.map_or("-".to_owned(), |v| v.to_string()),
         s.sbc_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
-        s.sipp_core_busy_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
+        s.sipp_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
         opt(s.admission_min, 2),
+        opt(s.queue_delay_max_ms, 0),
         opt(s.sbc_queue_full_drops, 0),
         if s.generator_limited { " (generator-limited)" } else { "" }
     );
@@ -509,8 +555,9 @@ pub struct Point {
     pub pdd_p50_ms: Option<f64>,
     pub pdd_p99_ms: Option<f64>,
     pub sbc_cpu_pct: Option<f64>,
-    pub sipp_core_busy_pct: Option<f64>,
+    pub sipp_cpu_pct: Option<f64>,
     pub admission_min: Option<f64>,
+    pub queue_delay_max_ms: Option<f64>,
     pub sbc_queue_full_drops: Option<f64>,
     /// In how many runs the generator was the limit.
     pub generator_limited_runs: usize,
@@ -570,8 +617,9 @@ pub fn summarize(opts: &Options, ceiling: u32, series: &[Series]) -> Summary {
                         pdd_p50_ms: med(|s| s.pdd_p50_ms),
                         pdd_p99_ms: med(|s| s.pdd_p99_ms),
                         sbc_cpu_pct: med(|s| s.sbc_cpu_pct),
-                        sipp_core_busy_pct: med(|s| s.sipp_core_busy_pct),
+                        sipp_cpu_pct: med(|s| s.sipp_cpu_pct),
                         admission_min: med(|s| s.admission_min),
+                        queue_delay_max_ms: med(|s| s.queue_delay_max_ms),
                         sbc_queue_full_drops: med(|s| s.sbc_queue_full_drops),
                         generator_limited_runs: steps.iter().filter(|s| s.generator_limited).count(),
                     })
@@ -619,7 +667,7 @@ pub fn table(opts: &Options, outcome: &Outcome, summary: &Summary) -> String {
     for t in &summary.targets {
         out.push_str(&format!("{}\n", t.target));
         out.push_str(&format!(
-            "  {:>6} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}\n",
+            "  {:>6} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}\n",
             "factor",
             "rate/s",
             "offered/s",
@@ -631,11 +679,12 @@ pub fn table(opts: &Options, outcome: &Outcome, summary: &Summary) -> String {
             "sbc cpu",
             "sipp cpu",
             "admit min",
+            "qdelay max",
             "queue_full"
         ));
         for p in &t.points {
             out.push_str(&format!(
-                "  {:>6} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}{}\n",
+                "  {:>6} {:>7} {:>9} {:>9} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}{}\n",
                 if p.recovery { format!("{}x r", p.factor) } else { format!("{}x", p.factor) },
                 p.rate,
                 ms(p.achieved_cps, 0),
@@ -645,8 +694,9 @@ pub fn table(opts: &Options, outcome: &Outcome, summary: &Summary) -> String {
                 ms(p.pdd_p50_ms, 0),
                 ms(p.pdd_p99_ms, 0),
                 p.sbc_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
-                p.sipp_core_busy_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
+                p.sipp_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
                 ms(p.admission_min, 2),
+                p.queue_delay_max_ms.map_or("-".to_owned(), |v| format!("{v:.0} ms")),
                 ms(p.sbc_queue_full_drops, 0),
                 if p.generator_limited_runs > 0 {
                     format!("  generator-limited in {}/{} run(s)", p.generator_limited_runs, p.runs)
@@ -677,8 +727,9 @@ pub fn table(opts: &Options, outcome: &Outcome, summary: &Summary) -> String {
         }
         out.push('\n');
     }
-    out.push_str("(offered: the rate SIPp really offered; sipp cpu: the busy share of SIPp's core; admit min: the least\n");
-    out.push_str(" sbc_overload_admission read during the step; queue_full: new requests the sbc dropped at its full queue)\n");
+    out.push_str("(offered: the rate SIPp really offered; sbc cpu and sipp cpu (UAC and UAS): percent of one core while the\n");
+    out.push_str(" calls were offered; admit min: the least sbc_overload_admission read during the step; queue_full: new\n");
+    out.push_str(" requests the sbc dropped at its full queue)\n");
     out
 }
 
@@ -756,7 +807,7 @@ mod tests {
             calls: 0,
             achieved_cps: Some(1000.0 * factor),
             sipp_call_rate: None,
-            sipp_core_busy_pct: Some(50.0),
+            sipp_cpu_pct: Some(50.0),
             generator_limited: false,
             offer_secs: 3.0,
             accepted: 0,
@@ -772,6 +823,7 @@ mod tests {
             retransmissions: None,
             sbc_cpu_pct: None,
             admission_min: None,
+            queue_delay_max_ms: None,
             sbc_overload_rejected: None,
             sbc_queue_full_drops: None,
             wall_secs: 3.0,
