@@ -77,8 +77,8 @@ pub struct Step {
     pub rate: u32,
     /// Calls placed: rate × step length, bounded by [`cps::MAX_CALLS_PER_STEP`].
     pub calls: u32,
-    /// The rate the caller really offered: calls with a first answer over the time their INVITEs took to leave
-    /// (from SIPp's `-trace_rtt` timestamps).
+    /// The rate the caller really offered: calls over the time their INVITEs took to leave (from SIPp's
+    /// `-trace_rtt` time stamps).
     pub achieved_cps: Option<f64>,
     /// SIPp's own average call rate over its run (`CallRate(C)`, the tail included).
     pub sipp_call_rate: Option<f64>,
@@ -217,7 +217,11 @@ pub fn run(opts: &Options, harness: &Harness) -> Result<Outcome> {
                 s.steps.push(step);
                 if let Some(sbc) = sbc.as_mut() {
                     if !sbc.is_running() {
-                        bail!("sbc exited during run {run} at {rate}/s; log ({}):\n{}", sbc.log.display(), sbc.log_tail());
+                        bail!(
+                            "sbc exited during run {run} at {rate}/s; log ({}):\n{}",
+                            sbc.log.display(),
+                            sbc.log_tail()
+                        );
                     }
                 }
             }
@@ -248,15 +252,7 @@ fn measure_ceiling(opts: &Options, harness: &Harness) -> Result<cps::Ladder> {
 }
 
 /// One step: a UAS for this step's calls, the overload caller at `rate`, and a reader of the sbc's metrics.
-fn step(
-    path: &CallPath,
-    factor: f64,
-    recovery: bool,
-    rate: u32,
-    step_secs: u32,
-    pin: bool,
-    sbc: Option<&Sbc>,
-) -> Step {
+fn step(path: &CallPath, factor: f64, recovery: bool, rate: u32, step_secs: u32, pin: bool, sbc: Option<&Sbc>) -> Step {
     let calls = rate.saturating_mul(step_secs).clamp(1, cps::MAX_CALLS_PER_STEP);
     let mut step = Step {
         factor,
@@ -444,11 +440,12 @@ pub fn parse_rtt(text: &str) -> Vec<Rtt> {
         .collect()
 }
 
-/// What the caller's response times say about a step: accepted calls (one `setup` each), refused ones (one
-/// `refused` each), the post-dial delays of accepted calls, and the span of INVITE send times of the calls that got
-/// a final answer (a measurement's time less the time measured).
+/// What the caller's response times say about a step: calls offered (one `offered` each, dated when the INVITE
+/// left), accepted calls (one `setup` each), refused ones (one `refused` each), the post-dial delays of accepted
+/// calls.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answers {
+    pub offered: usize,
     pub answered: usize,
     pub refused: Vec<f64>,
     pub pdd: Vec<f64>,
@@ -464,11 +461,12 @@ pub fn answers(rtts: &[Rtt]) -> Answers {
             "pdd" => a.pdd.push(r.ms),
             "setup" => a.answered += 1,
             "refused" => a.refused.push(r.ms),
-            _ => continue,
-        }
-        if r.name != "pdd" {
-            let sent = r.at_ms - r.ms;
-            a.invites = Some(a.invites.map_or((sent, sent), |(lo, hi)| (lo.min(sent), hi.max(sent))));
+            "offered" => {
+                a.offered += 1;
+                let sent = r.at_ms - r.ms;
+                a.invites = Some(a.invites.map_or((sent, sent), |(lo, hi)| (lo.min(sent), hi.max(sent))));
+            }
+            _ => {}
         }
     }
     a
@@ -493,11 +491,10 @@ fn read_figures(step: &mut Step, run: &Run) -> Result<()> {
     // SIPp counts a refused call (503, ACK, end) as successful: the accepted ones are the rest.
     step.accepted = successful.saturating_sub(step.refused);
     step.failed = u64::from(step.calls).saturating_sub(successful);
-    let with_answer = a.answered + a.refused.len();
-    if let Some((first, last)) = a.invites.filter(|_| with_answer >= 2) {
+    if let Some((first, last)) = a.invites.filter(|_| a.offered >= 2) {
         // n INVITEs at rate r leave over (n - 1) / r: one interval more is the offer's length.
         let span = (last - first) / 1000.0;
-        let achieved = (with_answer - 1) as f64 / span.max(1e-3);
+        let achieved = (a.offered - 1) as f64 / span.max(1e-3);
         step.achieved_cps = Some(achieved);
         step.offer_secs = span + 1.0 / achieved;
     }
@@ -604,7 +601,8 @@ pub fn summarize(opts: &Options, ceiling: u32, series: &[Series]) -> Summary {
                     if steps.is_empty() {
                         return None;
                     }
-                    let med = |f: fn(&Step) -> Option<f64>| median(&steps.iter().filter_map(|s| f(s)).collect::<Vec<_>>());
+                    let med =
+                        |f: fn(&Step) -> Option<f64>| median(&steps.iter().filter_map(|s| f(s)).collect::<Vec<_>>());
                     Some(Point {
                         factor,
                         recovery,
@@ -727,8 +725,12 @@ pub fn table(opts: &Options, outcome: &Outcome, summary: &Summary) -> String {
         }
         out.push('\n');
     }
-    out.push_str("(offered: the rate SIPp really offered; sbc cpu and sipp cpu (UAC and UAS): percent of one core while the\n");
-    out.push_str(" calls were offered; admit min: the least sbc_overload_admission read during the step; queue_full: new\n");
+    out.push_str(
+        "(offered: the rate SIPp really offered; sbc cpu and sipp cpu (UAC and UAS): percent of one core while the\n",
+    );
+    out.push_str(
+        " calls were offered; admit min: the least sbc_overload_admission read during the step; queue_full: new\n",
+    );
     out.push_str(" requests the sbc dropped at its full queue)\n");
     out
 }
@@ -786,15 +788,16 @@ mod tests {
     #[test]
     fn rtt_lines_sort_accepted_from_refused_calls_and_give_the_offer_span() {
         let text = "Date_ms;response_time_ms;rtd_no\n\
-                    104.001;0;pdd\n108.001;4;setup\n\
-                    204.001;4;refused\n\
-                    1100.001;0;pdd\n1104.001;4;setup\n\
+                    104.001;0;offered\n104.001;0;pdd\n108.001;4;setup\n\
+                    200.001;0;offered\n204.001;4;refused\n\
+                    600.001;0;offered\n\
+                    1100.001;0;offered\n1100.001;0;pdd\n1104.001;4;setup\n\
                     ;x;pdd\n";
         let rtts = parse_rtt(text);
-        assert_eq!(rtts.len(), 5);
+        assert_eq!(rtts.len(), 9);
         let a = answers(&rtts);
-        assert_eq!((a.answered, a.refused.clone(), a.pdd.clone()), (2, vec![4.0], vec![0.0, 0.0]));
-        // INVITEs at 104, 200 and 1100 ms.
+        assert_eq!((a.offered, a.answered, a.refused.clone(), a.pdd.clone()), (4, 2, vec![4.0], vec![0.0, 0.0]));
+        // INVITEs from 104 to 1100 ms, the unanswered one at 600 included.
         let (lo, hi) = a.invites.unwrap();
         assert!((lo - 104.0).abs() < 0.01 && (hi - 1100.0).abs() < 0.01, "{lo} {hi}");
     }
@@ -851,17 +854,31 @@ mod tests {
             .map(|(i, &(g, p99))| Series {
                 run: i as u32 + 1,
                 target: "local".into(),
-                steps: vec![step(1.0, false, 1000.0, 0.0, 4.0), step(3.0, false, g, 2000.0, p99), step(0.5, true, 500.0, 0.0, 4.0)],
+                steps: vec![
+                    step(1.0, false, 1000.0, 0.0, 4.0),
+                    step(3.0, false, g, 2000.0, p99),
+                    step(0.5, true, 500.0, 0.0, 4.0),
+                ],
             })
             .collect();
         let s = summarize(&opts, 1000, &series);
         let t = &s.targets[0];
         assert_eq!(t.points.len(), 3);
-        assert_eq!((t.points[1].rate, t.points[1].goodput_cps, t.points[1].pdd_p99_ms), (3000, Some(930.0), Some(190.0)));
+        assert_eq!(
+            (t.points[1].rate, t.points[1].goodput_cps, t.points[1].pdd_p99_ms),
+            (3000, Some(930.0), Some(190.0))
+        );
         assert_eq!((t.top_goodput_share, t.target_met), (Some(0.93), Some(true)));
         assert_eq!(t.recovery_refused_cps, Some(0.0));
-        let table = table(&opts, &Outcome { ceiling: 1000, ceiling_measured: false, ceiling_ladder: None, series, interrupted: false }, &s);
-        assert!(table.contains("93.0 %") && table.contains(": met") && table.contains("recovered by itself"), "{table}");
+        let table = table(
+            &opts,
+            &Outcome { ceiling: 1000, ceiling_measured: false, ceiling_ladder: None, series, interrupted: false },
+            &s,
+        );
+        assert!(
+            table.contains("93.0 %") && table.contains(": met") && table.contains("recovered by itself"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -92,7 +92,8 @@ impl Target {
     /// A short name for tables and plots: `local`, `local:<file name>`, `local-unguarded[:<file name>]`, `direct`,
     /// `ADDR:PORT`.
     pub fn label(&self) -> String {
-        let file = |path: &Path| path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+        let file =
+            |path: &Path| path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
         match self {
             Target::Local(Some(path)) => format!("local:{}", file(path)),
             Target::LocalUnguarded(Some(path)) => format!("local-unguarded:{}", file(path)),
@@ -352,7 +353,10 @@ mod tests {
         assert_eq!("direct".parse::<Target>().unwrap(), Target::Direct);
         assert_eq!("local-unguarded".parse::<Target>().unwrap(), Target::LocalUnguarded(None));
         let u: Target = "local-unguarded:/opt/sbc".parse().unwrap();
-        assert_eq!((u.to_string(), u.label(), u.is_local()), ("local-unguarded:/opt/sbc".into(), "local-unguarded:sbc".into(), true));
+        assert_eq!(
+            (u.to_string(), u.label(), u.is_local()),
+            ("local-unguarded:/opt/sbc".into(), "local-unguarded:sbc".into(), true)
+        );
         let config = u.local_config("[sip]\n");
         assert!(config.ends_with("[edge]\nenabled = false\n\n[overload]\nenabled = false\n"), "{config}");
         assert_eq!(Target::Local(None).local_config("[sip]\n"), "[sip]\n");
