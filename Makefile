@@ -16,7 +16,7 @@ help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   the load-test suite as root: cps, concurrent, media (user space, XDP, bare), failover (target/bench/)"
+	@echo "make bench   the load-test suite as root: cps, overload, concurrent, media (user space, XDP, bare), failover (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
 	@echo "make fuzz    run the SIP parser fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
@@ -48,17 +48,18 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The default bench suite (as root, about 5 minutes on 2 cores plus the release build): short runs of every load scenario against our own
+# The default bench suite (as root, about 7-8 minutes on 2 cores plus the release build): short runs of every load scenario against our own
 # SBC in network namespaces, each next to its baseline in the same run; JSON, SVG plots and tables under
 # target/bench/. The soak is not in it (it is meant to run for hours: see benches/README.md).
 bench: deps
 	$(CARGO) build --release -p sbc-bench -p sbc -p media-relay -p tests --bins
 	mkdir -p target/bench
 	target/release/sbc-bench cps --target local --compare direct --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json | tee target/bench/cps.txt
+	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,xdp,bare --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
-	@echo "results in target/bench/: cps, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
+	@echo "results in target/bench/: cps, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:

@@ -53,7 +53,20 @@ pub fn uas(path: &CallPath, calls: u32, limit: Duration, core: Option<usize>) ->
 /// post-dial delay and setup time recorded (`-trace_rtt`, read by [`response_times`]). Files are kept: the caller
 /// removes the run's directory.
 pub fn uac(path: &CallPath, calls: u32, rate: u32, hold: Duration, limit: Duration, core: Option<usize>) -> Sipp {
-    let s = on(&path.uac, Sipp::new(&scenario("uac.xml")))
+    uac_running("uac.xml", path, calls, rate, hold, limit, core)
+}
+
+/// [`uac`] with another caller scenario of benches/sipp/ (`file`), which records the same response times.
+pub fn uac_running(
+    file: &str,
+    path: &CallPath,
+    calls: u32,
+    rate: u32,
+    hold: Duration,
+    limit: Duration,
+    core: Option<usize>,
+) -> Sipp {
+    let s = on(&path.uac, Sipp::new(&scenario(file)))
         .media_port(sipp_media_port(&path.uac, 26_000))
         .key("rtp_ip", &path.uac.ip.to_string())
         .key("rtp_port", &UAC_RTP_PORT.to_string())

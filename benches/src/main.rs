@@ -6,6 +6,8 @@
 //!   path, next to a bare XDP redirect and kernel IP forwarding ([`media`]).
 //! - `failover --local`: fire drills on a hot-standby pair ([`failover`]).
 //! - `soak`: a light constant load for hours, exported as Prometheus metrics ([`soak`]).
+//! - `overload`: 0.5x to 3x a target's call-rate ceiling: goodput, 503s and the post-dial delay of accepted calls
+//!   ([`overload`]).
 //!
 //! Targets (our SBC in namespaces the harness builds, SIPp direct, or any SBC by address) and the guard that keeps
 //! load on loopback unless told otherwise are in [`target`]. The criterion micro-benches live under benches/benches
@@ -18,6 +20,7 @@ mod concurrent;
 mod cps;
 mod failover;
 mod media;
+mod overload;
 mod plot;
 mod soak;
 mod stats;
@@ -46,6 +49,9 @@ enum Scenario {
     Concurrent(ConcurrentArgs),
     /// Fire drills on a hot-standby pair: media gap, takeover time, calls surviving, CDRs lost or doubled.
     Failover(FailoverArgs),
+    /// Offers 0.5x to 3x the call-rate ceiling: accepted calls per second (goodput), 503s, failed calls and the
+    /// post-dial delay of accepted calls per offered rate, then a recovery step at a normal rate.
+    Overload(OverloadArgs),
     /// Packet-rate ceiling (loss < 0.1 %), CPU per packet and latency of media-relay (user space and XDP), a bare
     /// XDP redirect and kernel IP forwarding.
     Media(MediaArgs),
@@ -76,8 +82,9 @@ struct TargetArgs {
     #[arg(long)]
     local: bool,
     /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
-    /// sbc build, the same way), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an SBC's
-    /// `IP:PORT` (literal address; it must route every number to --uas). Default: local.
+    /// sbc build, the same way), `local-unguarded[:PATH]` (the same with [edge] and [overload] switched off: the
+    /// baseline of what the checks cost), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an
+    /// SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.
     #[arg(long)]
     target: Option<target::Target>,
     /// A second target, measured in the same invocation, interleaved with the first (run by run), with ratios.
@@ -231,6 +238,42 @@ struct CpsArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct OverloadArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The call-rate ceiling (calls/s) the factors multiply. Default: measured first, on the first target, with a
+    /// short cps ladder (--ceiling-rates, --ceiling-step-secs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20000))]
+    ceiling: Option<u32>,
+    /// Offered load as multiples of the ceiling, comma-separated, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5,2,3")]
+    factors: Vec<f64>,
+    /// Seconds of traffic per step (each step places rate x step-secs calls, at most 50 000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=60))]
+    step_secs: u32,
+    /// Complete runs; the summary takes the median over them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// After the ladder (and a pause of 3 s), one step at this multiple of the ceiling, which should see no 503s:
+    /// the target recovered by itself. 0: no recovery step.
+    #[arg(long, default_value_t = 0.5)]
+    recovery_factor: f64,
+    /// The cps ladder that measures the ceiling when --ceiling is not given, calls/s, ascending.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500,1000,1250,1500,1750,2000,2250,2500,2750,3000,3500,4000,5000,6000"
+    )]
+    ceiling_rates: Vec<u32>,
+    /// Seconds per step of that ladder.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    ceiling_step_secs: u32,
+    /// Where the JSON with every step's figures goes (the plot goes next to it, as .svg).
+    #[arg(long, default_value = "target/bench/overload.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct SoakArgs {
     #[command(flatten)]
     target: TargetArgs,
@@ -293,6 +336,7 @@ fn main() -> Result<()> {
         Scenario::Failover(args) => failover_main(args),
         Scenario::Media(args) => media_main(args),
         Scenario::Soak(args) => soak_main(args),
+        Scenario::Overload(args) => overload_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
         Scenario::XdpTestRun => xdp::test_run_main(),
@@ -580,5 +624,78 @@ fn soak_main(args: SoakArgs) -> Result<()> {
         eprintln!("soak FAILED: {}", report.why.join("; "));
         std::process::exit(1);
     }
+    Ok(())
+}
+
+fn overload_main(args: OverloadArgs) -> Result<()> {
+    if args.factors.is_empty()
+        || args.factors.iter().any(|f| !f.is_finite() || *f <= 0.0 || *f > 20.0)
+        || !args.factors.is_sorted_by(|a, b| a < b)
+    {
+        bail!("--factors must be positive (at most 20), strictly ascending, e.g. 0.5,1,1.5,2,3");
+    }
+    if !(0.0..=20.0).contains(&args.recovery_factor) {
+        bail!("--recovery-factor must be between 0 (no recovery step) and 20");
+    }
+    if args.ceiling.is_none()
+        && (args.ceiling_rates.is_empty()
+            || args.ceiling_rates.contains(&0)
+            || !args.ceiling_rates.is_sorted_by(|a, b| a < b))
+    {
+        bail!("--ceiling-rates must be positive and strictly ascending, e.g. 500,1000,1500");
+    }
+    let targets = args.target.targets(None)?;
+    if targets.contains(&target::Target::Direct) {
+        bail!("`overload` measures an SBC's overload control; `direct` (SIPp to SIPp) has none");
+    }
+    args.target.prepare(&targets, "overload")?;
+    watch_interrupts();
+    let opts = overload::Options {
+        runs: args.runs,
+        step_secs: args.step_secs,
+        factors: args.factors,
+        recovery_factor: Some(args.recovery_factor).filter(|&f| f > 0.0),
+        ceiling_given: args.ceiling,
+        ceiling_rates: args.ceiling_rates,
+        ceiling_step_secs: args.ceiling_step_secs,
+        labels: target::labels(&targets),
+        targets,
+    };
+    let pinned = cps::pinning_possible();
+    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
+    let started = std::time::Instant::now();
+    let result = overload::run(&opts, &harness);
+    harness.remove()?;
+    let outcome = result?;
+    if outcome.series.is_empty() {
+        bail!("interrupted before a step was measured");
+    }
+    let summary = overload::summarize(&opts, outcome.ceiling, &outcome.series);
+    let json = serde_json::json!({
+        "scenario": "overload",
+        "options": opts,
+        "here": args.target.here(),
+        "pinning": if pinned {
+            serde_json::json!({ "sbc_core": cps::SBC_CORE, "sipp_core": cps::SIPP_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "targets": {
+            "goodput_share_at_top_factor_min": overload::TARGET_GOODPUT_SHARE,
+            "pdd_p99_ms_max": overload::TARGET_PDD_P99_MS,
+        },
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "interrupted": outcome.interrupted,
+        "outcome": outcome,
+        "summary": summary,
+    });
+    write_json(&args.out, &json)?;
+    let svg = args.out.with_extension("svg");
+    overload::plot(&svg, &opts, &summary)?;
+    println!("{}", overload::table(&opts, &outcome, &summary));
+    if outcome.interrupted {
+        println!("INTERRUPTED: the figures above are of the steps measured before Ctrl-C/SIGTERM");
+    }
+    println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }

@@ -5,6 +5,9 @@
 //! - `local` (or `local:PATH`, another `sbc` build): our `sbc`, started by the harness in the single-SBC netns
 //!   topology of DESIGN.md. Caller (SIPp UAC, RTP) in A 198.18.1.10 → the SBC at 198.18.1.1:5060 → carrier B
 //!   198.18.2.10:5060 (SIPp UAS, RTP).
+//! - `local-unguarded` (or `local-unguarded:PATH`): the same `sbc` with the public edge's checks switched off
+//!   (`[edge] enabled = false`, `[overload] enabled = false` appended to its configuration), so that `cps --target
+//!   local --compare local-unguarded` measures what the checks cost in one run.
 //! - `direct`: SIPp UAC straight to SIPp UAS, no SBC: the harness's own ceiling, so that a result can say which side
 //!   was the bottleneck. In the netns topology when one is built (UAC in C 198.18.2.11 → B), else on this host
 //!   (`--uac-ip` → `--uas`).
@@ -30,6 +33,9 @@ pub enum Target {
     /// `local` / `local:PATH`: our `sbc` (the workspace's release build, or the binary at PATH) in the harness's
     /// own namespaces.
     Local(Option<PathBuf>),
+    /// `local-unguarded` / `local-unguarded:PATH`: as [`Target::Local`], with the edge guard and overload control
+    /// switched off ([`UNGUARDED_CONFIG`]): the baseline of what the checks cost.
+    LocalUnguarded(Option<PathBuf>),
     /// `direct`: SIPp to SIPp, no SBC.
     Direct,
     /// `ADDR:PORT`: an SBC already running there.
@@ -42,14 +48,19 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "local" => Ok(Target::Local(None)),
+            "local-unguarded" => Ok(Target::LocalUnguarded(None)),
             "direct" => Ok(Target::Direct),
             _ => {
                 if let Some(path) = s.strip_prefix("local:") {
                     return Ok(Target::Local(Some(PathBuf::from(path))));
                 }
+                if let Some(path) = s.strip_prefix("local-unguarded:") {
+                    return Ok(Target::LocalUnguarded(Some(PathBuf::from(path))));
+                }
                 s.parse::<SocketAddr>().map(Target::Remote).map_err(|_| {
                     format!(
-                        "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `direct` or an SBC's IP:PORT \
+                        "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `local-unguarded`, \
+                         `local-unguarded:PATH-TO-SBC`, `direct` or an SBC's IP:PORT \
                          (a literal address: names are not resolved, so the address checked is the one loaded)"
                     )
                 })
@@ -63,6 +74,8 @@ impl std::fmt::Display for Target {
         match self {
             Target::Local(None) => f.write_str("local"),
             Target::Local(Some(path)) => write!(f, "local:{}", path.display()),
+            Target::LocalUnguarded(None) => f.write_str("local-unguarded"),
+            Target::LocalUnguarded(Some(path)) => write!(f, "local-unguarded:{}", path.display()),
             Target::Direct => f.write_str("direct"),
             Target::Remote(addr) => write!(f, "{addr}"),
         }
@@ -76,22 +89,44 @@ impl Serialize for Target {
 }
 
 impl Target {
-    /// A short name for tables and plots: `local`, `local:<file name>`, `direct`, `ADDR:PORT`.
+    /// A short name for tables and plots: `local`, `local:<file name>`, `local-unguarded[:<file name>]`, `direct`,
+    /// `ADDR:PORT`.
     pub fn label(&self) -> String {
+        let file =
+            |path: &Path| path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
         match self {
-            Target::Local(Some(path)) => {
-                format!(
-                    "local:{}",
-                    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
-                )
-            }
+            Target::Local(Some(path)) => format!("local:{}", file(path)),
+            Target::LocalUnguarded(Some(path)) => format!("local-unguarded:{}", file(path)),
             other => other.to_string(),
         }
     }
 
     /// Whether the harness starts this target's SBC itself.
     pub fn is_local(&self) -> bool {
-        matches!(self, Target::Local(_))
+        matches!(self, Target::Local(_) | Target::LocalUnguarded(_))
+    }
+
+    /// The `sbc` binary of a local target, if it names its own.
+    fn binary(&self) -> Option<&Path> {
+        match self {
+            Target::Local(b) | Target::LocalUnguarded(b) => b.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What `local-unguarded` appends to a local target's configuration: the edge guard and overload control off (the
+/// keys are documented for measuring their cost, never for a public address).
+pub const UNGUARDED_CONFIG: &str = "\n[edge]\nenabled = false\n\n[overload]\nenabled = false\n";
+
+impl Target {
+    /// A local target's whole configuration: `config` (from [`local_config`]), plus [`UNGUARDED_CONFIG`] for
+    /// `local-unguarded`.
+    pub fn local_config(&self, config: &str) -> String {
+        match self {
+            Target::LocalUnguarded(_) => format!("{config}{UNGUARDED_CONFIG}"),
+            _ => config.to_owned(),
+        }
     }
 }
 
@@ -205,7 +240,7 @@ impl Harness {
             in_own_namespaces: false,
         };
         match (target, &self.topo) {
-            (Target::Local(_), Some(topo)) => CallPath {
+            (Target::Local(_) | Target::LocalUnguarded(_), Some(topo)) => CallPath {
                 uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
                 to: addr(SBC_A, 5060),
                 uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
@@ -219,19 +254,21 @@ impl Harness {
             },
             (Target::Remote(to), _) => CallPath { to: *to, ..here() },
             // `Harness::new` builds the topology whenever a target is local.
-            (Target::Local(_) | Target::Direct, _) => here(),
+            (Target::Local(_) | Target::LocalUnguarded(_) | Target::Direct, _) => here(),
         }
     }
 
-    /// Starts a local target's `sbc` in the SBC namespace with `config` (from [`local_config`]), all its threads
-    /// pinned to `core` if given. `sbc` is the workspace's build (see `prepare_binaries` in main.rs) unless the
-    /// target names its own.
+    /// Starts a local target's `sbc` in the SBC namespace with `config` (from [`local_config`]; `local-unguarded`
+    /// appends [`UNGUARDED_CONFIG`]), all its threads pinned to `core` if given. `sbc` is the workspace's build (see
+    /// `prepare_binaries` in main.rs) unless the target names its own.
     pub fn start_local(&self, target: &Target, name: &str, config: &str, core: Option<usize>) -> Result<Sbc> {
-        let (Target::Local(binary), Some(topo)) = (target, &self.topo) else {
+        let (true, Some(topo)) = (target.is_local(), &self.topo) else {
             bail!("{target} is not a local target");
         };
-        let binary = match binary {
-            Some(path) => path.clone(),
+        let config = target.local_config(config);
+        let config = config.as_str();
+        let binary = match target.binary() {
+            Some(path) => path.to_owned(),
             None => ::tests::sbc_binary()?,
         };
         let binary = std::fs::canonicalize(&binary).with_context(|| format!("sbc binary {}", binary.display()))?;
@@ -314,6 +351,15 @@ mod tests {
         assert_eq!("local".parse::<Target>().unwrap(), Target::Local(None));
         assert_eq!("local:/opt/sbc".parse::<Target>().unwrap(), Target::Local(Some("/opt/sbc".into())));
         assert_eq!("direct".parse::<Target>().unwrap(), Target::Direct);
+        assert_eq!("local-unguarded".parse::<Target>().unwrap(), Target::LocalUnguarded(None));
+        let u: Target = "local-unguarded:/opt/sbc".parse().unwrap();
+        assert_eq!(
+            (u.to_string(), u.label(), u.is_local()),
+            ("local-unguarded:/opt/sbc".into(), "local-unguarded:sbc".into(), true)
+        );
+        let config = u.local_config("[sip]\n");
+        assert!(config.ends_with("[edge]\nenabled = false\n\n[overload]\nenabled = false\n"), "{config}");
+        assert_eq!(Target::Local(None).local_config("[sip]\n"), "[sip]\n");
         assert_eq!("127.0.0.1:5060".parse::<Target>().unwrap(), Target::Remote("127.0.0.1:5060".parse().unwrap()));
         assert_eq!("[::1]:5060".parse::<Target>().unwrap().to_string(), "[::1]:5060");
         let e = "sbc.example.net:5060".parse::<Target>().unwrap_err();

@@ -209,15 +209,50 @@ fn try_inbound(rx: &mut Receivers) -> Option<(Inbound, bool)> {
 }
 
 /// One message to the core; a new request's wait in the queue is the overload signal.
-fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, worst_delay: &mut std::time::Duration) {
+fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
     if !high {
         let now = Instant::now();
         let delay = now.saturating_duration_since(msg.at);
-        *worst_delay = (*worst_delay).max(delay);
+        load.worst_delay = load.worst_delay.max(delay);
+        load.low_served = now;
         endpoint.observe_queue_delay(now.into_std(), delay);
     }
     let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
     endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
+}
+
+/// What the driver measures of its own load besides each new request's wait.
+struct Load {
+    /// The longest wait of a new request since the metric was last set.
+    worst_delay: std::time::Duration,
+    /// When the low queue was last served (a new request taken) or seen empty.
+    low_served: Instant,
+    /// The low queue was empty after the last batch.
+    low_empty: bool,
+}
+
+impl Load {
+    /// The driver woke for a message: a new request queued since the last batch found the queue empty arrived after
+    /// the driver began to wait, and cannot have waited longer than that.
+    fn woke(&mut self) {
+        if self.low_empty {
+            self.low_served = Instant::now();
+        }
+    }
+
+    /// After a batch: new requests dropped at the full queue, or a queue left unserved because responses and
+    /// in-dialog requests took all the time, are a backlog that no request's wait shows (none got through).
+    fn check_backlog(&mut self, endpoint: &mut Endpoint, rx: &Receivers) {
+        let now = Instant::now();
+        self.low_empty = rx.low.is_empty();
+        if rx.take_dropped() > 0 {
+            endpoint.observe_queue_backlog(now.into_std(), std::time::Duration::MAX);
+        } else if self.low_empty {
+            self.low_served = now;
+        } else {
+            endpoint.observe_queue_backlog(now.into_std(), now.saturating_duration_since(self.low_served));
+        }
+    }
 }
 
 /// CPU used by this process (user + system), for overload control.
@@ -255,7 +290,7 @@ pub async fn run(
     // The edge guard's expiries and the overload's CPU sample.
     let mut edge_tick = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut cpu_at = (Instant::now(), process_cpu());
-    let mut worst_delay = std::time::Duration::ZERO;
+    let mut load = Load { worst_delay: std::time::Duration::ZERO, low_served: Instant::now(), low_empty: true };
     loop {
         if let Some(since) = stopping {
             if endpoint.calls().is_empty() || since.elapsed() >= SHUTDOWN_GRACE {
@@ -275,12 +310,14 @@ pub async fn run(
             _ = sleep_until(grace_end), if stopping.is_some() => {}
             msg = next_inbound(&mut rx) => {
                 let Some((msg, high)) = msg else { break };
-                deliver(&mut endpoint, msg, high, &mut worst_delay);
+                load.woke();
+                deliver(&mut endpoint, msg, high, &mut load);
                 // Take whatever else is already queued before flushing: batches under load.
                 for _ in 0..64 {
                     let Some((msg, high)) = try_inbound(&mut rx) else { break };
-                    deliver(&mut endpoint, msg, high, &mut worst_delay);
+                    deliver(&mut endpoint, msg, high, &mut load);
                 }
+                load.check_backlog(&mut endpoint, &rx);
             }
             _ = edge_tick.tick() => {
                 let now = Instant::now();
@@ -298,8 +335,8 @@ pub async fn run(
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);
                 metrics::gauge!("sbc_overload_admission").set(endpoint.admission());
-                metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(worst_delay.as_secs_f64());
-                worst_delay = std::time::Duration::ZERO;
+                metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(load.worst_delay.as_secs_f64());
+                load.worst_delay = std::time::Duration::ZERO;
             }
             _ = sleep_until(deadline) => {
                 endpoint.handle_timeout(Instant::now().into_std());

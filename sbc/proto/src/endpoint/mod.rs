@@ -198,6 +198,12 @@ impl Endpoint {
         self.overload.on_delay(now, delay);
     }
 
+    /// At `now`, new requests were dropped at the driver's full queue, or the oldest queued one has waited `waited`
+    /// without being served (responses and in-dialog requests go first): a backlog no delay sample shows.
+    pub fn observe_queue_backlog(&mut self, now: Instant, waited: std::time::Duration) {
+        self.overload.on_backlog(now, waited);
+    }
+
     /// The process used `cpu` cores' worth of CPU lately (the driver samples it).
     pub fn observe_cpu(&mut self, now: Instant, cpu: f64) {
         self.overload.on_cpu(cpu);

@@ -5,7 +5,11 @@
 //! measures it for every message of the low-priority queue and feeds it in with [`Overload::on_delay`]), and
 //! optionally the process's CPU ([`Overload::on_cpu`]). As in CoDel (RFC 8289), it is the *least* wait of an
 //! interval that counts: a burst or a scheduling hiccup makes some messages wait, a standing queue makes every one
-//! of them wait, and only the latter is overload. Every [`Overload::interval`] the admission fraction is adjusted:
+//! of them wait, and only the latter is overload. A queue that no new request leaves is overloaded too, though no
+//! wait is measured: when responses and in-dialog requests (which go first) take all the time, or the queue is full
+//! and drops new requests, the driver says so with [`Overload::on_backlog`]; without it the least wait of such an
+//! interval would be that of no request at all, and admissions would rise just when the SBC falls furthest behind
+//! (congestion collapse). Every [`Overload::interval`] the admission fraction is adjusted:
 //! cut by a fifth while the least wait of the interval is over the target (or the CPU over its limit), raised by
 //! a tenth of the whole while it is not (additive increase, multiplicative decrease: it settles just under the
 //! capacity instead of oscillating between all and nothing). [`Overload::admit`] spreads the admitted fraction
@@ -55,6 +59,8 @@ pub struct Overload {
     credit: f64,
     /// The least wait seen this interval (`None`: no new request came).
     least_delay: Option<Duration>,
+    /// New requests were dropped at the full queue, or left waiting in it, this interval.
+    backlog: bool,
     cpu: f64,
     next_adjust: Option<Instant>,
 }
@@ -62,7 +68,7 @@ pub struct Overload {
 impl Overload {
     /// Not overloaded: every call admitted.
     pub fn new(config: OverloadConfig) -> Self {
-        Self { config, fraction: 1.0, credit: 0.0, least_delay: None, cpu: 0.0, next_adjust: None }
+        Self { config, fraction: 1.0, credit: 0.0, least_delay: None, backlog: false, cpu: 0.0, next_adjust: None }
     }
 
     /// The settings.
@@ -79,6 +85,15 @@ impl Overload {
     pub fn on_delay(&mut self, now: Instant, delay: Duration) {
         self.adjust(now);
         self.least_delay = Some(self.least_delay.map_or(delay, |d| d.min(delay)));
+    }
+
+    /// At `now`, new requests were dropped because the queue was full, or the oldest one has waited in it for
+    /// `waited` without being served: overload, whatever the delays of the requests that did get through.
+    pub fn on_backlog(&mut self, now: Instant, waited: Duration) {
+        self.adjust(now);
+        if waited > self.config.queue_delay {
+            self.backlog = true;
+        }
     }
 
     /// The process used `cpu` cores' worth of CPU over the last sampling period.
@@ -98,10 +113,11 @@ impl Overload {
         if now < due {
             return;
         }
-        let queued = self.least_delay.is_some_and(|d| d > self.config.queue_delay);
+        let queued = self.backlog || self.least_delay.is_some_and(|d| d > self.config.queue_delay);
         let hot = queued || self.config.cpu.is_some_and(|c| self.cpu > c);
         self.fraction = if hot { (self.fraction * 0.8).max(self.config.floor) } else { (self.fraction + 0.1).min(1.0) };
         self.least_delay = None;
+        self.backlog = false;
         self.next_adjust = Some(now + self.config.interval);
     }
 
@@ -170,6 +186,42 @@ mod tests {
             o.on_delay(t0 + ms(10 * i), if i % 5 == 0 { ms(1) } else { ms(80) });
         }
         assert!(!o.overloaded(), "admission {}", o.fraction());
+    }
+
+    #[test]
+    fn a_queue_left_unserved_or_full_is_overload_though_no_wait_was_measured() {
+        let mut o = Overload::new(OverloadConfig::default());
+        let t0 = Instant::now();
+        o.on_delay(t0, ms(1));
+        // Five intervals in which no new request got through (responses took all the time) while the oldest one
+        // waited 30 ms and more, or requests were dropped at the full queue (reported as an infinite wait).
+        for i in 1..=5 {
+            o.on_backlog(t0 + ms(100 * i), if i % 2 == 0 { Duration::MAX } else { ms(30 + 10 * i) });
+        }
+        o.adjust(t0 + ms(600));
+        let f = o.fraction();
+        assert!((f - 0.8f64.powi(5)).abs() < 1e-9, "cut by a fifth five times: {f}");
+        // A short wait behind a burst is not a backlog; an interval with neither is calm.
+        o.on_backlog(t0 + ms(650), ms(10));
+        o.adjust(t0 + ms(700));
+        assert!((o.fraction() - (0.8f64.powi(5) + 0.1)).abs() < 1e-9, "raised by a tenth: {}", o.fraction());
+    }
+
+    #[test]
+    fn an_interval_without_new_requests_is_calm() {
+        let mut o = Overload::new(OverloadConfig::default());
+        let t0 = Instant::now();
+        for i in 0..5 {
+            o.on_delay(t0 + ms(100 * i), ms(60));
+        }
+        let cut = o.fraction();
+        assert!(cut < 1.0);
+        // Idle: only the driver's periodic adjustments, no request, no backlog.
+        o.adjust(t0 + ms(500));
+        for i in 6..=8 {
+            o.adjust(t0 + ms(100 * i));
+        }
+        assert!(o.fraction() > cut + 0.1, "{} after {cut}", o.fraction());
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod udp;
 use bytes::Bytes;
 use sbc_proto::msg::peek::{urgency, Urgency};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -30,6 +32,8 @@ pub const LOW_QUEUE: usize = 1024;
 pub struct Queues {
     high: mpsc::Sender<Inbound>,
     low: mpsc::Sender<Inbound>,
+    /// New requests dropped at the full low queue, for overload control (the driver takes them).
+    dropped: Arc<AtomicU64>,
 }
 
 /// The driver's ends of the [`Queues`].
@@ -39,13 +43,22 @@ pub struct Receivers {
     pub high: mpsc::Receiver<Inbound>,
     /// New requests.
     pub low: mpsc::Receiver<Inbound>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Receivers {
+    /// How many new requests the transports dropped at the full low queue since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// Both queues, empty.
 pub fn queues() -> (Queues, Receivers) {
     let (high, high_rx) = mpsc::channel(HIGH_QUEUE);
     let (low, low_rx) = mpsc::channel(LOW_QUEUE);
-    (Queues { high, low }, Receivers { high: high_rx, low: low_rx })
+    let dropped = Arc::new(AtomicU64::new(0));
+    (Queues { high, low, dropped: dropped.clone() }, Receivers { high: high_rx, low: low_rx, dropped })
 }
 
 /// The driver is gone.
@@ -62,6 +75,7 @@ impl Queues {
             Urgency::Low => match self.low.try_send(msg) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::dropped("queue_full");
                     Ok(())
                 }
