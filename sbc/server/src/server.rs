@@ -12,6 +12,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
     let (tx, rx) = crate::transport::queues();
     let guard = crate::edge::EdgeGuard::new(config.edge.guard.clone(), config.plan.clone());
+    let admission = std::sync::Arc::new(sbc_proto::policy::AdmissionGate::new());
+    let shed = std::sync::Arc::new(crate::transport::Shedder::new(
+        admission.clone(),
+        config.sip.user_agent.clone(),
+        config.edge.overload.retry_after,
+    ));
     let mut sockets = Sockets::default();
     let limits = config.sip.stream_limits();
     let trunks = crate::transport::stream::TrunkSources::from_plan(&config.plan);
@@ -24,7 +30,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 let sock = udp::bind(l.addr).with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
                 sockets.udp.insert(sock.local_addr()?, sock.clone());
                 locals.push((sbc_proto::transport::Transport::Udp, sock.local_addr()?));
-                tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, guard.clone(), tx.clone())));
+                tasks.push(tokio::spawn(udp::receive(
+                    sock,
+                    config.sip.max_message_size,
+                    guard.clone(),
+                    shed.clone(),
+                    tx.clone(),
+                )));
             }
             Transport::Tcp => {
                 let listener = tcp::bind(l.addr).with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
@@ -72,6 +84,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         media: config.media.as_ref().map(|m| m.core.clone()),
         scanners: config.edge.scanners.clone(),
         overload: config.edge.overload,
+        admission,
         ..Default::default()
     };
     let media = match &config.media {

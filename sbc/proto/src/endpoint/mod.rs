@@ -55,6 +55,9 @@ pub struct Config {
     pub scanners: crate::policy::Scanners,
     /// Overload control of new calls.
     pub overload: crate::policy::OverloadConfig,
+    /// Where the admitted share of new calls is published for the transports, which refuse what is not admitted
+    /// before it is queued (the same answer per Call-ID as here).
+    pub admission: std::sync::Arc<crate::policy::AdmissionGate>,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             media: None,
             scanners: crate::policy::Scanners::default(),
             overload: crate::policy::OverloadConfig::default(),
+            admission: std::sync::Arc::default(),
         }
     }
 }
@@ -196,18 +200,25 @@ impl Endpoint {
     /// A new request waited `delay` in the driver's queue before it reached us, at `now`: the overload signal.
     pub fn observe_queue_delay(&mut self, now: Instant, delay: std::time::Duration) {
         self.overload.on_delay(now, delay);
+        self.publish_admission();
+    }
+
+    fn publish_admission(&self) {
+        self.config.admission.publish(self.overload.fraction());
     }
 
     /// At `now`, new requests were dropped at the driver's full queue, or the oldest queued one has waited `waited`
     /// without being served (responses and in-dialog requests go first): a backlog no delay sample shows.
     pub fn observe_queue_backlog(&mut self, now: Instant, waited: std::time::Duration) {
         self.overload.on_backlog(now, waited);
+        self.publish_admission();
     }
 
     /// The process used `cpu` cores' worth of CPU lately (the driver samples it).
     pub fn observe_cpu(&mut self, now: Instant, cpu: f64) {
         self.overload.on_cpu(cpu);
         self.overload.adjust(now);
+        self.publish_admission();
     }
 
     /// The fraction of new calls admitted now (1.0: not overloaded).
@@ -392,10 +403,11 @@ impl Endpoint {
             return;
         }
         self.overload.adjust(now);
+        self.publish_admission();
         if req.method == Method::Invite
             && self.overload.overloaded()
             && self.is_new_call(&req)
-            && !self.overload.admit()
+            && !req.headers.get(&HeaderName::CallId).is_some_and(|id| self.overload.admit(id))
         {
             return self.refuse_overloaded(peer, &req);
         }
@@ -413,10 +425,8 @@ impl Endpoint {
     /// 503 with Retry-After, statelessly (RFC 3261 §8.2.7): no transaction, no call; a retransmitted INVITE gets
     /// the same answer again, and the ACK is absorbed as one for a transaction long gone.
     fn refuse_overloaded(&mut self, peer: Peer, req: &Request) {
-        let mut r = Response::to_request(req, 503, "Service Unavailable");
-        r.headers.push(HeaderName::RetryAfter, self.config.overload.retry_after.to_string());
-        r.headers.push(HeaderName::Server, self.config.server.clone());
-        let r = self.with_to_tag(r);
+        let tag = self.ids.tag();
+        let r = reject::overloaded(req, &self.config.server, self.config.overload.retry_after, tag.as_bytes());
         self.observe(Observation::OverloadRejected);
         self.observe(Observation::CallRejected { status: 503 });
         self.observe(Observation::ResponseOut { method: "INVITE", status: 503 });

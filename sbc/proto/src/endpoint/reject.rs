@@ -1,7 +1,7 @@
 //! Answering malformed requests (RFC 3261 §8.2, §21.4.1; RFC 4475 §3.1.2): a 400 (or 505, 513) that says what is
 //! wrong, built from whatever header lines can be salvaged from the raw bytes.
 
-use crate::msg::{ParseError, ParseErrorKind};
+use crate::msg::{HeaderName, ParseError, ParseErrorKind, Request, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The header lines a response must echo (RFC 3261 §8.2.6.2), in long and compact form.
@@ -73,6 +73,19 @@ fn trim(s: &[u8]) -> &[u8] {
     let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
     let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
     &s[start..end]
+}
+
+/// The stateless `503 Service Unavailable` of overload control to a new INVITE (RFC 3261 §8.2.7, RFC 6357):
+/// Retry-After, our Server header and To tag `tag`. Built by the core, or by the UDP transport before the request
+/// is queued at all.
+pub fn overloaded(req: &Request, server: &str, retry_after: u32, tag: &[u8]) -> Response {
+    let mut r = Response::to_request(req, 503, "Service Unavailable");
+    r.headers.push(HeaderName::RetryAfter, retry_after.to_string());
+    r.headers.push(HeaderName::Server, server.to_owned());
+    if let Some(to) = r.headers.get(&HeaderName::To) {
+        r.headers.set(HeaderName::To, crate::dialog::with_tag(to, Some(tag)));
+    }
+    r
 }
 
 #[cfg(test)]

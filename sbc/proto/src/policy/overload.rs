@@ -15,10 +15,65 @@
 //! capacity instead of oscillating between all and nothing). [`Overload::admit`] spreads the admitted fraction
 //! evenly over the new calls, deterministically.
 //!
-//! Refused calls get 503 with Retry-After from the core, stateless and cheap, while responses and in-dialog
-//! requests travel the driver's high-priority queue and are never refused here: calls already up keep working.
+//! Refused calls get 503 with Retry-After, stateless and cheap, while responses and in-dialog requests travel the
+//! driver's high-priority queue and are never refused here: calls already up keep working. Whether a call is
+//! admitted depends only on the fraction and its Call-ID ([`admits`]), so the UDP transport can refuse it before it
+//! is queued at all (through the [`AdmissionGate`] the driver publishes the fraction to, off the driver's core)
+//! and the core gives the same answer to what gets through, and to a retransmission of the same INVITE.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether a new call with this Call-ID is admitted while the admitted share is `fraction`: a hash of the Call-ID
+/// against the share, so every copy of the call's INVITE gets the same answer wherever it is asked.
+pub fn admits(fraction: f64, call_id: &[u8]) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    // FNV-1a, then a SplitMix64 finish so that Call-IDs that differ in their last bytes spread over the whole range.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in call_id {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
+/// The admitted share, published by the driver for the transports (lock-free: read for every new INVITE).
+#[derive(Debug)]
+pub struct AdmissionGate(AtomicU32);
+
+impl Default for AdmissionGate {
+    fn default() -> Self {
+        Self(AtomicU32::new(PPM))
+    }
+}
+
+const PPM: u32 = 1_000_000;
+
+impl AdmissionGate {
+    /// Everything admitted.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The share admitted from now on.
+    pub fn publish(&self, fraction: f64) {
+        self.0.store((fraction.clamp(0.0, 1.0) * f64::from(PPM)) as u32, Ordering::Relaxed);
+    }
+
+    /// The share admitted now.
+    pub fn fraction(&self) -> f64 {
+        f64::from(self.0.load(Ordering::Relaxed)) / f64::from(PPM)
+    }
+
+    /// Whether a new call with this Call-ID is admitted now ([`admits`]).
+    pub fn admits(&self, call_id: &[u8]) -> bool {
+        admits(self.fraction(), call_id)
+    }
+}
 
 /// Settings (`[overload]` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,7 +111,6 @@ impl Default for OverloadConfig {
 pub struct Overload {
     config: OverloadConfig,
     fraction: f64,
-    credit: f64,
     /// The least wait seen this interval (`None`: no new request came).
     least_delay: Option<Duration>,
     /// New requests were dropped at the full queue, or left waiting in it, this interval.
@@ -68,7 +122,7 @@ pub struct Overload {
 impl Overload {
     /// Not overloaded: every call admitted.
     pub fn new(config: OverloadConfig) -> Self {
-        Self { config, fraction: 1.0, credit: 0.0, least_delay: None, backlog: false, cpu: 0.0, next_adjust: None }
+        Self { config, fraction: 1.0, least_delay: None, backlog: false, cpu: 0.0, next_adjust: None }
     }
 
     /// The settings.
@@ -121,18 +175,9 @@ impl Overload {
         self.next_adjust = Some(now + self.config.interval);
     }
 
-    /// Whether to take this new call.
-    pub fn admit(&mut self) -> bool {
-        if self.fraction >= 1.0 {
-            return true;
-        }
-        self.credit += self.fraction;
-        if self.credit >= 1.0 {
-            self.credit -= 1.0;
-            true
-        } else {
-            false
-        }
+    /// Whether to take the new call with this Call-ID ([`admits`]).
+    pub fn admit(&self, call_id: &[u8]) -> bool {
+        admits(self.fraction, call_id)
     }
 
     /// The fraction of new calls admitted now (1.0: not overloaded).
@@ -149,6 +194,17 @@ impl Overload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gate_carries_the_share_to_the_transports() {
+        let g = AdmissionGate::new();
+        assert!(g.admits(b"anything"));
+        g.publish(0.0);
+        assert!(!g.admits(b"anything"));
+        g.publish(0.5);
+        let admitted = (0..10_000).filter(|i| g.admits(format!("{i}").as_bytes())).count();
+        assert!((4500..=5500).contains(&admitted), "{admitted}");
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -167,14 +223,20 @@ mod tests {
         }
         let f = o.fraction();
         assert!(f < 0.2 && f > 0.05, "after 1 s of overload: {f}");
-        let admitted = (0..1000).filter(|_| o.admit()).count();
-        assert!((admitted as f64 - 1000.0 * f).abs() <= 1.0, "admissions follow the fraction: {admitted} vs {f}");
+        let admitted = (0..10_000).filter(|i| o.admit(format!("{i}@198.18.1.10").as_bytes())).count();
+        let want = 10_000.0 * f;
+        assert!((admitted as f64 - want).abs() <= want * 0.1, "admissions follow the fraction: {admitted} vs {f}");
+        // The same call, asked again (a retransmitted INVITE, or the core after the transport), gets the same answer.
+        assert!((0..1000).all(|i| {
+            let id = format!("{i}@198.18.1.10");
+            o.admit(id.as_bytes()) == admits(o.fraction(), id.as_bytes())
+        }));
         // Calm again: back to all within a second.
         for i in 11..=21 {
             o.on_delay(t0 + ms(100 * i), ms(2));
         }
         assert!(!o.overloaded(), "recovered: {}", o.fraction());
-        assert!((0..100).all(|_| o.admit()));
+        assert!((0..100).all(|i| o.admit(format!("{i}").as_bytes())));
     }
 
     #[test]
@@ -232,7 +294,8 @@ mod tests {
             o.on_delay(t0 + ms(100 * i), ms(500));
         }
         assert_eq!(o.fraction(), 0.02);
-        assert_eq!((0..1000).filter(|_| o.admit()).count(), 20);
+        let admitted = (0..10_000).filter(|i| o.admit(format!("c{i}").as_bytes())).count();
+        assert!((150..=250).contains(&admitted), "about 2% of 10,000: {admitted}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod udp;
 
 use bytes::Bytes;
 use sbc_proto::msg::peek::{urgency, Urgency};
+use sbc_proto::msg::{parse_datagram, HeaderName, Message};
+use sbc_proto::policy::AdmissionGate;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,6 +61,52 @@ pub fn queues() -> (Queues, Receivers) {
     let (low, low_rx) = mpsc::channel(LOW_QUEUE);
     let dropped = Arc::new(AtomicU64::new(0));
     (Queues { high, low, dropped: dropped.clone() }, Receivers { high: high_rx, low: low_rx, dropped })
+}
+
+/// Refuses, right after the read, the new INVITEs that overload control does not admit now: a stateless 503 with
+/// Retry-After built from the datagram, sent from the receiving task, so the refused calls never take a place in
+/// the driver's queue nor its time. The admitted share comes from the core ([`AdmissionGate`], published as it
+/// changes) and the decision per Call-ID is the core's own ([`sbc_proto::policy::admits`]), so a call is answered
+/// the same here and there. Only datagrams: a stream's messages go to the core, which refuses them itself.
+#[derive(Debug)]
+pub struct Shedder {
+    gate: std::sync::Arc<AdmissionGate>,
+    server: String,
+    retry_after: u32,
+    /// To tags of the 503s: a random prefix per process and a counter.
+    tag_prefix: u64,
+    next_tag: AtomicU64,
+}
+
+impl Shedder {
+    /// Refusals answering with `server` and Retry-After `retry_after`, as the core would.
+    pub fn new(gate: std::sync::Arc<AdmissionGate>, server: String, retry_after: u32) -> Self {
+        use std::hash::BuildHasher;
+        let tag_prefix = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        Self { gate, server, retry_after, tag_prefix, next_tag: AtomicU64::new(0) }
+    }
+
+    /// The 503 for `datagram` if it is a new INVITE that is not admitted now; `None` lets it through.
+    pub fn refuse(&self, datagram: &[u8]) -> Option<Bytes> {
+        if self.gate.fraction() >= 1.0 || !datagram.starts_with(b"INVITE ") {
+            return None;
+        }
+        let Ok(Message::Request(req)) = parse_datagram(Bytes::copy_from_slice(datagram)) else { return None };
+        if req.headers.to().map_or(true, |to| to.tag().is_some()) {
+            return None;
+        }
+        if self.gate.admits(req.headers.get(&HeaderName::CallId)?) {
+            return None;
+        }
+        let n = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("ov{:x}{n:x}", self.tag_prefix);
+        let resp = sbc_proto::endpoint::reject::overloaded(&req, &self.server, self.retry_after, tag.as_bytes());
+        metrics::counter!("sbc_overload_rejected_total").increment(1);
+        metrics::counter!(crate::metrics::CALLS_REJECTED, "status" => "503").increment(1);
+        crate::metrics::message_in("INVITE", None);
+        crate::metrics::message_out("INVITE", Some(503));
+        Some(Message::Response(resp).to_bytes())
+    }
 }
 
 /// The driver is gone.

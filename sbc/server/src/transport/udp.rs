@@ -1,6 +1,6 @@
 //! SIP over UDP: one socket per listen address; each datagram is one message (RFC 3261 §18.1.1, §18.2.1).
 
-use super::{Inbound, Queues, Transport};
+use super::{Inbound, Queues, Shedder, Transport};
 use crate::edge::EdgeGuard;
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -38,7 +38,13 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
 /// Reads datagrams until the driver is gone. First thing after the read, the edge guard decides (banned or
 /// over-rate sources are dropped there); a datagram longer than `max_message_size` is dropped and counted: it was
 /// truncated by the receive buffer, so its framing cannot be trusted. The rest is queued by its urgency.
-pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, guard: EdgeGuard, queues: Queues) {
+pub async fn receive(
+    sock: Arc<UdpSocket>,
+    max_message_size: usize,
+    guard: EdgeGuard,
+    shed: Arc<Shedder>,
+    queues: Queues,
+) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -66,6 +72,13 @@ pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, guard: EdgeG
         }
         if buf[..n].iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
             // Keep-alives (RFC 5626 §4.4.1 CRLF, or NAT pinholes with zero bytes): nothing to do.
+            continue;
+        }
+        // Overload: a new INVITE not admitted is refused here, never queued.
+        if let Some(resp) = shed.refuse(&buf[..n]) {
+            if let Err(e) = sock.send_to(&resp, remote).await {
+                tracing::debug!(%remote, error = %e, "udp send of a 503 failed");
+            }
             continue;
         }
         let msg = Inbound {
