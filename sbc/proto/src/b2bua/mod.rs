@@ -348,6 +348,17 @@ impl Calls {
         self.calls.is_empty()
     }
 
+    /// Whether no call, dialog, transaction of a call or timer is left: what the call-logic fuzzer expects once
+    /// every timer fired.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+            && self.by_dialog.is_empty()
+            && self.by_client.is_empty()
+            && self.by_invite.is_empty()
+            && self.timers.is_empty()
+    }
+
     /// Active calls on `trunk` (both directions).
     pub fn active_on(&self, trunk: TrunkId) -> u32 {
         self.counters.get(trunk.0 as usize).map_or(0, |c| c.active)
@@ -949,6 +960,11 @@ impl Calls {
                 // BYE on an early dialog of B: treat as a failure of that carrier.
                 return;
             }
+            if call.state == State::Routing {
+                // The caller left its early dialog (RFC 3261 §15.1.2): its INVITE still needs a final answer
+                // (487), and the carrier its CANCEL, as for a CANCEL.
+                return self.abort_setup(ctx, id, 487, "Request Terminated", ("bye", "a"));
+            }
             call.release.get_or_insert(("bye", leg.label(), 200));
             return self.end_call(ctx, id, Some(leg));
         }
@@ -1017,14 +1033,24 @@ impl Calls {
             Ok(k) => {
                 self.by_client.insert(k, (id, Purpose::Relay { back: key, request: Box::new(req) }));
             }
-            Err(_) => ctx.observe(Observation::Dropped { reason: "relay_failed" }),
+            Err(_) => {
+                ctx.observe(Observation::Dropped { reason: "relay_failed" });
+                ctx.respond(&key, Response::to_request(&req, 500, "Server Internal Error"));
+            }
         }
     }
 
     fn relay_back(&mut self, ctx: &mut Ctx, id: CallRef, back: &TransactionKey, request: &Request, resp: &Response) {
         // The requester's leg is the one whose dialog the request matched.
         let req_leg = dialog_key(request).and_then(|k| self.by_dialog.get(&k).map(|(_, l)| *l)).unwrap_or(Leg::A);
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(call) = self.calls.get(&id) else {
+            // The call ended while the request was relayed: its dialog is gone, and the requester's transaction
+            // still needs its final answer (left open, it would never end).
+            if resp.status >= 200 {
+                ctx.respond(back, Response::to_request(request, 481, "Call/Transaction Does Not Exist"));
+            }
+            return;
+        };
         let locals = Self::sip_locals(call);
         let mut anchored = None;
         if (101..300).contains(&resp.status) && !resp.body.is_empty() {

@@ -1,7 +1,7 @@
 //! Calls through the whole core (endpoint, transactions, B2BUA) in simulated time, against scripted peers.
 
 use crate::cdr::Cdr;
-use crate::endpoint::{Config, Endpoint, Output};
+use crate::endpoint::{Config, Endpoint, Observation, Output};
 use crate::msg::{parse_datagram, HeaderName, Message, Method, Request, Response};
 use crate::routing::{Candidate, Gateway, Limits, Plan, PrefixTable, SourceMatch, Trunk, TrunkId, UnknownSource};
 use crate::transport::{Peer, Transport};
@@ -325,6 +325,122 @@ fn busy_486_goes_back_to_a_without_failover() {
     assert_eq!(&busy.reason[..], b"Whatever", "the carrier's reason phrase is relayed");
     assert_eq!(w.cdrs.len(), 1);
     assert_eq!((w.cdrs[0].status, w.cdrs[0].released_by), (486, "b"));
+}
+
+/// Delivers `raw` from `from` to our `to`; returns what we sent (parsed, with its destination) and what we counted.
+fn send_counted(w: &mut World, from: &str, to: &str, raw: Vec<u8>) -> (Vec<(SocketAddr, Message)>, Vec<Observation>) {
+    let peer = Peer { transport: Transport::Udp, local: addr(to), remote: addr(from), conn: None };
+    w.ep.handle_message(w.now, peer, Bytes::from(raw));
+    let (mut sent, mut seen) = (Vec::new(), Vec::new());
+    while let Some(o) = w.ep.poll_output() {
+        match o {
+            Output::Transmit { peer, bytes } => sent.push((peer.remote, parse_datagram(bytes).expect("valid SIP"))),
+            Output::Observe(ob) => seen.push(ob),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (sent, seen)
+}
+
+#[test]
+fn invite_with_a_control_character_gets_400_and_never_reaches_a_carrier() {
+    let mut w = world(Limits::default());
+    for (i, (bad, reason)) in [
+        (&b"Subject: hi\0there\r\n"[..], "control_character"),
+        (b"X-Account: \x1b]0;pwned\x07\r\n", "control_character"),
+        (b"Subject: M\xfcller\r\n", "not_utf8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let invite = invite_from_a(&format!("strict-{i}")).replace("X-Internal: secret-topology\r\n", "@BAD@");
+        let (head, tail) = invite.split_once("@BAD@").expect("marker");
+        let raw = [head.as_bytes(), bad, tail.as_bytes()].concat();
+        let (sent, seen) = send_counted(&mut w, A, SBC_A, raw);
+        assert_eq!(sent.len(), 1, "only the answer to A: {sent:?}");
+        let r = response(&sent, A, 400);
+        let warning = rv(&r, HeaderName::Warning);
+        assert!(warning.contains("X-Account header") || warning.contains("Subject header"), "{warning}");
+        assert!(seen.contains(&Observation::ParseError { transport: Transport::Udp, reason }), "{seen:?}");
+        assert!(!seen.iter().any(|o| matches!(o, Observation::CallStarted { .. })));
+    }
+    let invite = invite_from_a("strict-body").replace("Content-Type: application/sdp\r\n", "");
+    let (sent, seen) = send_counted(&mut w, A, SBC_A, invite.into_bytes());
+    assert!(rv(&response(&sent, A, 400), HeaderName::Warning).contains("body without Content-Type"));
+    assert!(seen.contains(&Observation::ParseError { transport: Transport::Udp, reason: "body_without_content_type" }));
+    assert!(w.ep.calls().is_empty() && w.cdrs.is_empty(), "no call was started");
+}
+
+#[test]
+fn carrier_responses_with_control_characters_or_untyped_bodies_are_dropped_and_counted() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("strict-resp"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let ringing = answer(&inv_b, 180, "b1", B, "").replace("Whatever", "Ringing\u{7}");
+    let untyped_ok = answer(&inv_b, 200, "b1", B, "v=0\r\n").replace("Content-Type: application/sdp\r\n", "");
+    for (raw, reason) in [(ringing, "control_character"), (untyped_ok, "body_without_content_type")] {
+        let (sent, seen) = send_counted(&mut w, B, SBC_B, raw.into_bytes());
+        assert!(sent.is_empty(), "nothing reaches A, nothing answers B: {sent:?}");
+        assert!(seen.contains(&Observation::ParseError { transport: Transport::Udp, reason }), "{seen:?}");
+    }
+    // The carrier's clean 200 still connects the call: the dropped ones changed nothing.
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    response(&sent, A, 200);
+}
+
+#[test]
+fn request_relayed_when_the_call_ends_still_gets_its_final_answer() {
+    // Found by the call-logic fuzzer: an UPDATE from the carrier's early dialog was relayed to A; the call ended
+    // (A cancelled) before A answered; when the relayed UPDATE timed out, the carrier's UPDATE transaction was
+    // never answered and stayed forever.
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("relay-end");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 183, "b1", B, ""));
+    let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+    let call_id_b = inv_b.headers.get(&HeaderName::CallId).expect("call-id");
+    let update = in_dialog("UPDATE", SBC_B, &from, &hv(&inv_b, HeaderName::From), call_id_b, 2, B);
+    let sent = w.send(B, SBC_B, update);
+    request(&sent, A, Method::Update);
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    let sent = w.send(A, SBC_A, cancel);
+    let cancel_b = request(&sent, B, Method::Cancel);
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    assert_eq!(w.cdrs.len(), 1, "the call ended");
+    // A never answers the UPDATE: timer F ends it, and the carrier's UPDATE is answered: its dialog is gone.
+    let sent = w.advance(Duration::from_secs(33));
+    let r = response(&sent, B, 481);
+    assert_eq!(r.headers.cseq().expect("cseq").method, Method::Update);
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.ep.transaction_count(), 0, "no transaction left");
+    assert!(w.ep.calls().is_idle());
+}
+
+#[test]
+fn bye_from_a_on_its_early_dialog_answers_the_invite_487_and_cancels_the_carrier() {
+    // Found by the call-logic fuzzer: the call was dropped at once, leaving A's INVITE transaction without a
+    // final response for ever and the carrier ringing.
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("early-bye"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    let ringing = response(&sent, A, 180);
+    let bye =
+        in_dialog("BYE", SBC_A, &rv(&ringing, HeaderName::From), &rv(&ringing, HeaderName::To), b"early-bye", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    response(&sent, A, 200);
+    assert_eq!(response(&sent, A, 487).headers.cseq().expect("cseq").method, Method::Invite);
+    let cancel_b = request(&sent, B, Method::Cancel);
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    let sent = w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    request(&sent, B, Method::Ack);
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by, w.cdrs[0].status), ("bye", "a", 487));
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.ep.transaction_count(), 0, "A's INVITE transaction ended too");
 }
 
 #[test]
