@@ -160,14 +160,31 @@ fn generated_scenarios_keep_the_invariants() {
 }
 
 #[test]
-fn fuzz_corpus_replays_keep_the_invariants() {
-    // The corpus libFuzzer grew (git-ignored): present after `make fuzz`, absent in a fresh clone.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/endpoint_calls");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
-    for entry in entries.flatten() {
-        let data = std::fs::read(entry.path()).expect("read corpus file");
+fn committed_seeds_and_the_grown_fuzz_corpus_keep_the_invariants() {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let seeds = fuzz.join("seeds/endpoint_calls");
+    let listing = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+    };
+    let mut files = listing(&seeds);
+    assert!(files.len() >= 10, "the seed scenarios are missing from {}", seeds.display());
+    let mut seeded = Report::default();
+    for path in &files {
+        let data = std::fs::read(path).expect("read a seed");
+        let s = Scenario::arbitrary_take_rest(Unstructured::new(&data)).expect("seeds decode");
+        let r = check(&path.display().to_string(), &s);
+        seeded.calls += r.calls;
+        seeded.answered += r.answered;
+    }
+    assert!(seeded.answered >= 5, "the seeds reach answered calls: {seeded:?}");
+    // The corpus libFuzzer grew (git-ignored): there after `make fuzz`, replayed then too (its first 2000 files by
+    // name, which keeps this test to seconds however long the fuzzer ran).
+    files = listing(&fuzz.join("corpus/endpoint_calls"));
+    files.sort();
+    for path in files.iter().take(2000) {
+        let data = std::fs::read(path).expect("read a corpus file");
         if let Ok(s) = Scenario::arbitrary_take_rest(Unstructured::new(&data)) {
-            check(&entry.path().display().to_string(), &s);
+            check(&path.display().to_string(), &s);
         }
     }
 }
