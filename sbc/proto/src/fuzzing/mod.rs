@@ -6,6 +6,7 @@
 //!
 //! Invariants, checked by [`run`] (a violation panics, which the fuzzer reports as a crash):
 //! - nothing panics, and every message the endpoint sends parses;
+//! - topology hiding: the header section of a message to one side names no address of the other;
 //! - at every step, the calls in progress are exactly those started (`CallStarted`) and not yet recorded
 //!   (`Output::Cdr`), so no call has two CDRs or none;
 //! - timers make progress: firing what [`Endpoint::poll_timeout`] names never loops in place;
@@ -67,6 +68,24 @@ fn play(scenario: &Scenario, trace: bool) -> Report {
     w.fire_all();
     w.check_idle();
     w.report
+}
+
+/// Topology hiding: the header section of a message to one side (198.18.1.0/24: the customer, the stranger;
+/// 198.18.2.0/24: the carriers) names no address of the other side, ours included.
+fn check_topology(peer: &Peer, bytes: &[u8]) {
+    let other_side: &[u8] = match peer.remote.ip() {
+        std::net::IpAddr::V4(ip) if ip.octets()[..3] == [198, 18, 1] => b"198.18.2.",
+        std::net::IpAddr::V4(ip) if ip.octets()[..3] == [198, 18, 2] => b"198.18.1.",
+        _ => return,
+    };
+    let head = memchr::memmem::find(bytes, b"\r\n\r\n").map_or(bytes, |end| &bytes[..end]);
+    assert!(
+        memchr::memmem::find(head, other_side).is_none(),
+        "a message to {} names the other side ({}): {}",
+        peer.remote,
+        String::from_utf8_lossy(other_side),
+        String::from_utf8_lossy(head)
+    );
 }
 
 /// The endpoint under test, the simulated clock, and what the peers remember.
@@ -195,6 +214,7 @@ impl World {
                         .unwrap_or_else(|e| panic!("the endpoint sent a message that does not parse ({e}): {bytes:?}"));
                     self.report.sent += 1;
                     self.show("out", peer.remote, &bytes);
+                    check_topology(&peer, &bytes);
                     match &m {
                         Message::Request(r) => remember(&mut self.requests, (peer, r.clone())),
                         Message::Response(r) => remember(&mut self.responses, (peer, r.clone())),

@@ -130,6 +130,14 @@ fn a_call_answered_and_hung_up_has_one_cdr_and_leaves_nothing() {
 }
 
 #[test]
+fn the_topology_check_catches_an_address_of_the_other_side() {
+    let to_b = Peer { transport: Transport::Udp, local: addr(wire::SBC_B), remote: addr(wire::CARRIER_B), conn: None };
+    check_topology(&to_b, b"BYE sip:x@198.18.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.1\r\n\r\nc=IN IP4 198.18.1.10");
+    let leak = b"BYE sip:x@198.18.2.10 SIP/2.0\r\nContact: <sip:198.18.1.10>\r\n\r\n";
+    assert!(std::panic::catch_unwind(|| check_topology(&to_b, leak)).is_err(), "the customer's address leaked");
+}
+
+#[test]
 fn generated_scenarios_keep_the_invariants() {
     let cases: u64 = std::env::var("SBC_FUZZ_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
     let mut total = Report::default();
