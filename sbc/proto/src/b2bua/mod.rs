@@ -130,6 +130,8 @@ struct LegB {
     invite_key: TransactionKey,
     provisional: bool,
     cancel_wanted: bool,
+    /// Whether the CANCEL went out: one per INVITE, however many provisionals follow it.
+    cancel_sent: bool,
     /// Whether the INVITE was already resent with credentials (one try per challenge, no loops).
     authed: bool,
     /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
@@ -679,6 +681,7 @@ impl Calls {
             invite_key: key,
             provisional: false,
             cancel_wanted: false,
+            cancel_sent: false,
             authed: false,
             ack: None,
         });
@@ -721,7 +724,18 @@ impl Calls {
     pub fn on_txn_timeout(&mut self, ctx: &mut Ctx, key: TransactionKey) {
         let Some((id, purpose)) = self.by_client.remove(&key) else { return };
         match purpose {
-            Purpose::InviteB => self.b_failed(ctx, id, &key, Outcome::Timeout, None),
+            Purpose::InviteB => {
+                // Timer C after a provisional (RFC 3261 §16.8): the carrier rang on without an answer; it is given
+                // up, and CANCELled so that it stops ringing.
+                let b = self.calls.get(&id).and_then(|c| c.b.as_ref());
+                if let Some(b) = b.filter(|b| b.invite_key == key && b.provisional && !b.cancel_sent) {
+                    let cancel = build::cancel_for(&b.invite);
+                    if let Ok(k) = ctx.txns.send_request(ctx.now, b.dialog.peer, cancel) {
+                        self.by_client.insert(k, (id, Purpose::Cancel));
+                    }
+                }
+                self.b_failed(ctx, id, &key, Outcome::Timeout, None)
+            }
             Purpose::Cancel => {}
             Purpose::Bye => self.bye_done(ctx, id),
             Purpose::Relay { back, request } => {
@@ -922,13 +936,14 @@ impl Calls {
     /// Sends the CANCEL leg B is waiting to send, once B has answered provisionally (§9.1).
     fn maybe_cancel_b(&mut self, ctx: &mut Ctx, id: CallRef) {
         let Some(b) = self.calls.get_mut(&id).and_then(|c| c.b.as_mut()) else { return };
-        if !(b.cancel_wanted && b.provisional) {
+        if !(b.cancel_wanted && b.provisional) || b.cancel_sent {
             return;
         }
         let cancel = build::cancel_for(&b.invite);
-        b.provisional = false; // one CANCEL
-        b.cancel_wanted = true;
+        b.cancel_sent = true;
         let peer = b.dialog.peer;
+        // The INVITE waits 64*T1 for its final response, then ends as timed out, and the call with it.
+        ctx.txns.cancel_sent(ctx.now, &b.invite_key);
         if let Ok(k) = ctx.txns.send_request(ctx.now, peer, cancel) {
             self.by_client.insert(k, (id, Purpose::Cancel));
         }
@@ -958,6 +973,11 @@ impl Calls {
             ctx.respond(&key, ok);
             if call.state == State::Routing && leg == Leg::B {
                 // BYE on an early dialog of B: treat as a failure of that carrier.
+                return;
+            }
+            if call.state == State::Ending {
+                // The call is ending already (our BYEs crossed this one, or the carrier's INVITE is being
+                // cancelled): it ends when those do; ending it again would drop a carrier still ringing.
                 return;
             }
             if call.state == State::Routing {

@@ -444,6 +444,111 @@ fn bye_from_a_on_its_early_dialog_answers_the_invite_487_and_cancels_the_carrier
 }
 
 #[test]
+fn carrier_ringing_longer_than_timer_b_is_neither_failed_over_nor_left_ringing() {
+    // Timer B (32 s) used to keep running after the 180: the carrier was given up while it rang (never
+    // cancelled) and the call sent to the next one.
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("ring-long"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    let sent = w.advance(Duration::from_secs(45));
+    assert!(sent.is_empty(), "nothing happens while b rings: {sent:?}");
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    response(&sent, A, 200);
+    assert!(w.cdrs.is_empty());
+}
+
+#[test]
+fn carrier_ringing_past_timer_c_is_cancelled_and_the_call_fails_over() {
+    let mut w = world_planned(|_| {}, |p| p.max_post_dial = Duration::from_secs(600));
+    let sent = w.send(A, SBC_A, invite_from_a("timer-c"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    assert!(w.advance(Duration::from_secs(180)).is_empty(), "b rings for 3 minutes");
+    let sent = w.advance(Duration::from_secs(2));
+    let cancel_b = request(&sent, B, Method::Cancel);
+    assert_eq!(cancel_b.headers.top_via().unwrap().branch(), inv_b.headers.top_via().unwrap().branch());
+    request(&sent, C, Method::Invite);
+}
+
+#[test]
+fn carrier_silent_after_our_cancel_ends_the_call_64_t1_later() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("cancel-silent"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    // The post-dial limit (60 s here) cancels the carrier, which then never answers anything.
+    let sent = w.advance(Duration::from_secs(61));
+    response(&sent, A, 408);
+    request(&sent, B, Method::Cancel);
+    assert!(w.cdrs.is_empty(), "the call waits for the INVITE's end");
+    w.advance(Duration::from_secs(33));
+    assert_eq!(w.cdrs.len(), 1, "64*T1 after the CANCEL the INVITE is given up, and the call ends");
+    assert_eq!(w.cdrs[0].release_cause, "post_dial_timeout");
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.ep.transaction_count(), 0);
+    assert!(w.ep.calls().is_idle());
+}
+
+#[test]
+fn bye_from_a_while_the_call_is_ending_neither_drops_a_ringing_carrier_nor_byes_twice() {
+    // Found by the call-logic fuzzer: A cancelled before the carrier had answered anything, then sent BYE; the
+    // call was dropped at once, so the carrier's 183 that followed was never cancelled and it rang for ever.
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("ending-bye");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    let sent = w.send(A, SBC_A, cancel);
+    let terminated = response(&sent, A, 487);
+    let from = rv(&terminated, HeaderName::From);
+    let bye = in_dialog("BYE", SBC_A, &from, &rv(&terminated, HeaderName::To), b"ending-bye", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    response(&sent, A, 200);
+    assert!(w.cdrs.is_empty(), "the call still waits for the carrier's INVITE to end");
+    // The carrier answers provisionally at last: it gets its CANCEL, and its 487 ends the call.
+    let sent = w.send(B, SBC_B, answer(&inv_b, 183, "b1", B, ""));
+    let cancel_b = request(&sent, B, Method::Cancel);
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by), ("cancel", "a"));
+
+    // Glare: both sides hang up at once; B gets one BYE, not two.
+    let mut w = world(Limits::default());
+    let (inv_b, ok) = connected(&mut w, "glare");
+    let from_b = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+    let call_id_b = inv_b.headers.get(&HeaderName::CallId).expect("call-id");
+    let sent = w.send(B, SBC_B, in_dialog("BYE", SBC_B, &from_b, &hv(&inv_b, HeaderName::From), call_id_b, 5, B));
+    let bye_a = request(&sent, A, Method::Bye);
+    let bye = in_dialog("BYE", SBC_A, &rv(&ok, HeaderName::From), &rv(&ok, HeaderName::To), b"glare", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    response(&sent, A, 200);
+    assert!(!sent.iter().any(|(a, m)| *a == addr(B) && matches!(m, Message::Request(_))), "{sent:?}");
+    w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
+    assert_eq!(w.cdrs.len(), 1);
+}
+
+#[test]
+fn one_cancel_however_many_provisionals_follow_it() {
+    // Found by the call-logic fuzzer: every 18x after the caller's CANCEL sent another CANCEL with the same
+    // branch, which replaced the first in the transaction table unseen (the active-transactions gauge drifted up).
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("one-cancel");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    w.send(A, SBC_A, cancel);
+    let cancels = (0..3)
+        .flat_map(|_| w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, "")))
+        .filter(|(a, m)| *a == addr(B) && matches!(m, Message::Request(r) if r.method == Method::Cancel))
+        .count();
+    assert_eq!(cancels, 1);
+}
+
+#[test]
 fn timeout_of_first_carrier_fails_over_then_all_fail_gives_408() {
     let mut w = world(Limits::default());
     let sent = w.send(A, SBC_A, invite_from_a("call-5"));

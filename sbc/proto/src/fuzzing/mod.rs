@@ -8,7 +8,8 @@
 //! - nothing panics, and every message the endpoint sends parses;
 //! - topology hiding: the header section of a message to one side names no address of the other;
 //! - at every step, the calls in progress are exactly those started (`CallStarted`) and not yet recorded
-//!   (`Output::Cdr`), so no call has two CDRs or none;
+//!   (`Output::Cdr`), so no call has two CDRs or none; and the transactions alive are those started and not
+//!   ended by the observations the metrics count;
 //! - timers make progress: firing what [`Endpoint::poll_timeout`] names never loops in place;
 //! - once every timer has fired to exhaustion (the peers gone silent): every call that started has exactly one
 //!   CDR, no call, dialog, transaction or timer is left, and every media port is back in its pool.
@@ -97,6 +98,8 @@ struct World {
     trace: bool,
     start: Instant,
     report: Report,
+    /// Transactions started less those ended, as the driver's `sbc_sip_transactions_active` gauge counts them.
+    txns_counted: i64,
     /// Requests the endpoint sent, newest first, with where they went.
     requests: VecDeque<(Peer, Request)>,
     /// Responses the endpoint sent, newest first.
@@ -183,6 +186,7 @@ impl World {
             trace,
             start: now,
             report: Report::default(),
+            txns_counted: 0,
             requests: VecDeque::new(),
             responses: VecDeque::new(),
             sent: VecDeque::new(),
@@ -224,6 +228,8 @@ impl World {
                 Output::Observe(Observation::CallStarted { .. }) => self.report.calls += 1,
                 Output::Observe(Observation::CallAnswered { .. }) => self.report.answered += 1,
                 Output::Observe(Observation::ParseError { .. }) => self.report.parse_errors += 1,
+                Output::Observe(Observation::TransactionStarted { .. }) => self.txns_counted += 1,
+                Output::Observe(Observation::TransactionEnded { .. }) => self.txns_counted -= 1,
                 Output::Observe(_) | Output::Media(_) => {}
                 Output::Cdr(_) => self.report.cdrs += 1,
                 Output::Replicate(r) => panic!("replication is off, yet a record came out: {r:?}"),
@@ -324,6 +330,11 @@ impl World {
         let Report { calls, cdrs, .. } = self.report;
         assert!(cdrs <= calls, "{cdrs} CDRs for {calls} calls started");
         assert_eq!(self.ep.calls().len(), calls - cdrs, "calls in progress: {calls} started, {cdrs} recorded");
+        assert_eq!(
+            self.txns_counted,
+            self.ep.transaction_count() as i64,
+            "transactions started less ended (the metrics gauge) differ from those alive"
+        );
     }
 
     /// Nothing is left once every timer has fired.
