@@ -9,8 +9,13 @@ CONFIG ?= config/sbc.toml
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures.
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark
 FUZZ_SECONDS ?= 60
+# `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
+FUZZ_TEST_SECONDS ?= 20
+FUZZ_TARGETS := parse_message endpoint_calls
+# A call-logic scenario needs many steps to reach deep call states: long inputs from the start.
+FUZZ_ARGS_endpoint_calls := -len_control=0 -max_len=2048
 
-.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz ebpf clean
+.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
 
 help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
@@ -18,7 +23,7 @@ help:
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
 	@echo "make bench   the load-test suite as root: cps, overload, concurrent, media (user space, XDP, bare), failover (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
-	@echo "make fuzz    run the SIP parser fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
 run:
 	$(CARGO) build --release -p sbc --bin sbc
@@ -37,6 +42,7 @@ deps:
 
 test: deps lint
 	$(CARGO) test --workspace --all-targets
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
 
 unit:
 	$(CARGO) test --workspace --lib
@@ -67,11 +73,18 @@ bench-parse:
 
 # cargo-fuzz passes nightly-only -Z flags; RUSTC_BOOTSTRAP=1 lets the stable compiler accept them. That is fine
 # for a test-only build of the fuzzer and never used for release builds.
-fuzz:
+# Each target runs FUZZ_SECONDS from its corpus (seeded with the RFC 4475 messages and the committed seeds of the
+# call-logic target); a crash stops make with the input in sbc/proto/fuzz/artifacts/.
+fuzz: fuzz-setup
+	cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build
+	$(foreach t,$(FUZZ_TARGETS),(cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(t) corpus/$(t) -- \
+	  -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_ARGS_$(t))) &&) true
+
+fuzz-setup:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p sbc/proto/fuzz/corpus/parse_message
+	mkdir -p $(addprefix sbc/proto/fuzz/corpus/,$(FUZZ_TARGETS))
 	if [ -d ../shared/corpus/rfc4475 ]; then find ../shared/corpus/rfc4475 -name '*.sip' -exec cp {} sbc/proto/fuzz/corpus/parse_message/ \; ; fi
-	cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_message corpus/parse_message -- -max_total_time=$(FUZZ_SECONDS)
+	cp sbc/proto/fuzz/seeds/endpoint_calls/* sbc/proto/fuzz/corpus/endpoint_calls/
 
 # The XDP programs (ebpf/src/*.bpf.c) are compiled by media-relay's build.rs with clang into its OUT_DIR and
 # embedded in the binary; this builds them (and shows where the objects are).

@@ -138,6 +138,8 @@ struct LegB {
     invite_key: TransactionKey,
     provisional: bool,
     cancel_wanted: bool,
+    /// Whether the CANCEL went out: one per INVITE, however many provisionals follow it.
+    cancel_sent: bool,
     /// Whether the INVITE was already resent with credentials (one try per challenge, no loops).
     authed: bool,
     /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
@@ -362,6 +364,17 @@ impl Calls {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// Whether no call, dialog, transaction of a call or timer is left: what the call-logic fuzzer expects once
+    /// every timer fired.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+            && self.by_dialog.is_empty()
+            && self.by_client.is_empty()
+            && self.by_invite.is_empty()
+            && self.timers.is_empty()
     }
 
     /// Active calls on `trunk` (both directions).
@@ -689,6 +702,7 @@ impl Calls {
             invite_key: key,
             provisional: false,
             cancel_wanted: false,
+            cancel_sent: false,
             authed: false,
             ack: None,
         });
@@ -731,7 +745,18 @@ impl Calls {
     pub fn on_txn_timeout(&mut self, ctx: &mut Ctx, key: TransactionKey) {
         let Some((id, purpose)) = self.by_client.remove(&key) else { return };
         match purpose {
-            Purpose::InviteB => self.b_failed(ctx, id, &key, Outcome::Timeout, None),
+            Purpose::InviteB => {
+                // Timer C after a provisional (RFC 3261 §16.8): the carrier rang on without an answer; it is given
+                // up, and CANCELled so that it stops ringing.
+                let b = self.calls.get(&id).and_then(|c| c.b.as_ref());
+                if let Some(b) = b.filter(|b| b.invite_key == key && b.provisional && !b.cancel_sent) {
+                    let cancel = build::cancel_for(&b.invite);
+                    if let Ok(k) = ctx.txns.send_request(ctx.now, b.dialog.peer, cancel) {
+                        self.by_client.insert(k, (id, Purpose::Cancel));
+                    }
+                }
+                self.b_failed(ctx, id, &key, Outcome::Timeout, None)
+            }
             Purpose::Cancel => {}
             Purpose::Bye => self.bye_done(ctx, id),
             Purpose::Relay { back, request } => {
@@ -932,13 +957,14 @@ impl Calls {
     /// Sends the CANCEL leg B is waiting to send, once B has answered provisionally (§9.1).
     fn maybe_cancel_b(&mut self, ctx: &mut Ctx, id: CallRef) {
         let Some(b) = self.calls.get_mut(&id).and_then(|c| c.b.as_mut()) else { return };
-        if !(b.cancel_wanted && b.provisional) {
+        if !(b.cancel_wanted && b.provisional) || b.cancel_sent {
             return;
         }
         let cancel = build::cancel_for(&b.invite);
-        b.provisional = false; // one CANCEL
-        b.cancel_wanted = true;
+        b.cancel_sent = true;
         let peer = b.dialog.peer;
+        // The INVITE waits 64*T1 for its final response, then ends as timed out, and the call with it.
+        ctx.txns.cancel_sent(ctx.now, &b.invite_key);
         if let Ok(k) = ctx.txns.send_request(ctx.now, peer, cancel) {
             self.by_client.insert(k, (id, Purpose::Cancel));
         }
@@ -969,6 +995,16 @@ impl Calls {
             if call.state == State::Routing && leg == Leg::B {
                 // BYE on an early dialog of B: treat as a failure of that carrier.
                 return;
+            }
+            if call.state == State::Ending {
+                // The call is ending already (our BYEs crossed this one, or the carrier's INVITE is being
+                // cancelled): it ends when those do; ending it again would drop a carrier still ringing.
+                return;
+            }
+            if call.state == State::Routing {
+                // The caller left its early dialog (RFC 3261 §15.1.2): its INVITE still needs a final answer
+                // (487), and the carrier its CANCEL, as for a CANCEL.
+                return self.abort_setup(ctx, id, 487, "Request Terminated", ("bye", "a"));
             }
             call.release.get_or_insert(("bye", leg.label(), 200));
             return self.end_call(ctx, id, Some(leg));
@@ -1038,14 +1074,24 @@ impl Calls {
             Ok(k) => {
                 self.by_client.insert(k, (id, Purpose::Relay { back: key, request: Box::new(req) }));
             }
-            Err(_) => ctx.observe(Observation::Dropped { reason: "relay_failed" }),
+            Err(_) => {
+                ctx.observe(Observation::Dropped { reason: "relay_failed" });
+                ctx.respond(&key, Response::to_request(&req, 500, "Server Internal Error"));
+            }
         }
     }
 
     fn relay_back(&mut self, ctx: &mut Ctx, id: CallRef, back: &TransactionKey, request: &Request, resp: &Response) {
         // The requester's leg is the one whose dialog the request matched.
         let req_leg = dialog_key(request).and_then(|k| self.by_dialog.get(&k).map(|(_, l)| *l)).unwrap_or(Leg::A);
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(call) = self.calls.get(&id) else {
+            // The call ended while the request was relayed: its dialog is gone, and the requester's transaction
+            // still needs its final answer (left open, it would never end).
+            if resp.status >= 200 {
+                ctx.respond(back, Response::to_request(request, 481, "Call/Transaction Does Not Exist"));
+            }
+            return;
+        };
         let locals = Self::sip_locals(call);
         let mut anchored = None;
         if (101..300).contains(&resp.status) && !resp.body.is_empty() {

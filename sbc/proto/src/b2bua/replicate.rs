@@ -260,6 +260,7 @@ impl Calls {
                 invite_key: TransactionKey::for_request(&request_of(&r.b_invite)?)?,
                 provisional: true,
                 cancel_wanted: false,
+                cancel_sent: false,
                 authed: true,
                 ack: r.b_ack.as_deref().and_then(request_of),
             }),

@@ -231,6 +231,12 @@ impl Endpoint {
         &self.calls
     }
 
+    /// Transactions alive (the call-logic fuzzer checks none is left once every timer fired).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn transaction_count(&self) -> usize {
+        self.txns.len()
+    }
+
     /// Marks a trunk usable or not, from its OPTIONS probes.
     pub fn set_trunk_up(&mut self, trunk: crate::routing::TrunkId, up: bool) {
         self.calls.set_trunk_up(trunk, up);

@@ -163,6 +163,16 @@ impl Transactions {
         self.events.push_back(Event::Transmit { peer, message: Message::Request(ack) });
     }
 
+    /// The core sent a CANCEL for client INVITE transaction `key` (RFC 3261 §9.1): without a final response
+    /// within 64*T1 it ends with [`Event::Timeout`].
+    pub fn cancel_sent(&mut self, now: Instant, key: &TransactionKey) {
+        let out = std::mem::take(&mut self.scratch);
+        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key) {
+            t.cancel_sent(now, &self.cfg);
+        }
+        self.finish(key.clone(), out);
+    }
+
     /// The transport could not deliver to the peer of client transaction `key` (§17.1.4).
     pub fn transport_error(&mut self, key: &TransactionKey) {
         let mut out = std::mem::take(&mut self.scratch);

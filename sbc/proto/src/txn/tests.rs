@@ -98,6 +98,53 @@ fn timer_b_reports_a_timeout_after_64_t1() {
 }
 
 #[test]
+fn invite_client_in_proceeding_has_no_timer_b_until_cancelled() {
+    // §17.1.1.2: timer B runs only while Calling; a callee rings for minutes (timer C, 181 s, bounds silence).
+    // After a CANCEL (§9.1) the INVITE waits 64*T1 for its final response, then ends as timed out.
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict9");
+    let key = t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
+    t.handle_response(t0 + Duration::from_secs(1), peer(Transport::Udp), response(&inv, 180));
+    drain(&mut t);
+    assert!(run_until(&mut t, t0, Duration::from_secs(100)).is_empty());
+    assert!(t.contains(&key), "still ringing after 100 s");
+    t.handle_response(t0 + Duration::from_secs(100), peer(Transport::Udp), response(&inv, 183));
+    t.cancel_sent(t0 + Duration::from_secs(100), &key);
+    // A provisional after the CANCEL does not take the limit away.
+    t.handle_response(t0 + Duration::from_secs(101), peer(Transport::Udp), response(&inv, 180));
+    drain(&mut t);
+    let mut timeout_at = None;
+    while let Some(at) = t.poll_timeout() {
+        t.handle_timeout(at);
+        if drain(&mut t).1.iter().any(|e| matches!(e, Event::Timeout { key: k } if *k == key)) {
+            timeout_at = Some(at - t0);
+        }
+    }
+    assert_eq!(timeout_at, Some(Duration::from_secs(132)), "64*T1 after the CANCEL");
+    assert!(t.is_empty());
+}
+
+#[test]
+fn invite_client_gives_up_timer_c_after_the_last_provisional() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKictc");
+    let key = t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
+    t.handle_response(t0 + Duration::from_secs(1), peer(Transport::Udp), response(&inv, 180));
+    t.handle_response(t0 + Duration::from_secs(60), peer(Transport::Udp), response(&inv, 183));
+    drain(&mut t);
+    let mut timeout_at = None;
+    while let Some(at) = t.poll_timeout() {
+        t.handle_timeout(at);
+        if drain(&mut t).1.iter().any(|e| matches!(e, Event::Timeout { key: k } if *k == key)) {
+            timeout_at = Some(at - t0);
+        }
+    }
+    assert_eq!(timeout_at, Some(Duration::from_secs(60 + 181)), "timer C runs from the latest provisional");
+}
+
+#[test]
 fn non_2xx_final_is_acked_once_per_received_final() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
