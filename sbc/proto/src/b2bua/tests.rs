@@ -340,6 +340,8 @@ fn send_counted(w: &mut World, from: &str, to: &str, raw: Vec<u8>) -> (Vec<(Sock
         match o {
             Output::Transmit { peer, bytes } => sent.push((peer.remote, parse_datagram(bytes).expect("valid SIP"))),
             Output::Observe(ob) => seen.push(ob),
+            // A malformed message is an offence of its source (the edge guard counts towards a ban).
+            Output::Offence { source, offence } => w.offences.push((source, offence)),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -166,6 +166,7 @@ fn endpoint(setup: Setup) -> Endpoint {
         last_port: 40015,
         quarantine: Duration::from_secs(5),
         strict: true,
+        cname_seed: 7,
     });
     let config = Config {
         plan: Arc::new(plan),
@@ -230,7 +231,7 @@ impl World {
                 Output::Observe(Observation::ParseError { .. }) => self.report.parse_errors += 1,
                 Output::Observe(Observation::TransactionStarted { .. }) => self.txns_counted += 1,
                 Output::Observe(Observation::TransactionEnded { .. }) => self.txns_counted -= 1,
-                Output::Observe(_) | Output::Media(_) => {}
+                Output::Observe(_) | Output::Media(_) | Output::Offence { .. } => {}
                 Output::Cdr(_) => self.report.cdrs += 1,
                 Output::Replicate(r) => panic!("replication is off, yet a record came out: {r:?}"),
             }
