@@ -53,6 +53,31 @@ impl ClientTxn {
         }
     }
 
+    /// A client INVITE transaction taken over from another box (hot standby), nothing sent now: in Calling
+    /// (`proceeding` false) its retransmissions resume from T1, in Proceeding (a provisional came) there are none;
+    /// either way it times out at `timeout_at` (timer B of the original send).
+    pub(super) fn resumed_invite(
+        now: Instant,
+        peer: Peer,
+        request: Request,
+        proceeding: bool,
+        timeout_at: Instant,
+        cfg: &TimerConfig,
+    ) -> Self {
+        let reliable = peer.transport.is_reliable();
+        Self {
+            kind: Kind::Ict,
+            state: if proceeding { State::Proceeding } else { State::Calling },
+            reliable,
+            peer,
+            request,
+            ack: None,
+            interval: cfg.t1,
+            resend_at: (!reliable && !proceeding).then(|| now + cfg.t1),
+            end_at: Some(timeout_at.max(now)),
+        }
+    }
+
     pub(super) fn kind(&self) -> Kind {
         self.kind
     }
