@@ -650,7 +650,8 @@ fn killing_the_active_with_calls_in_setup_lets_them_complete_on_the_standby() {
         "sbc2 active {took:?} after the kill ({:?} into setup): resumed {resumed}, adopted {adopted}",
         killed_at - started
     );
-    assert!(took <= TAKEOVER_LIMIT, "sbc2 took over after {took:?}");
+    // The takeover time itself is `killing_the_active_keeps_calls_media_and_cdrs`'s to judge; here it only has to
+    // come before the calls' answers and PRACKs (8 s and more after their start), which the outcomes below show.
     assert_eq!((resumed, adopted), (f64::from(IN_SETUP), f64::from(ANSWERED)), "every call taken over in its state");
 
     // The early media went on through the takeover.
