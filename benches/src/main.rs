@@ -434,10 +434,11 @@ fn failover_setup_main(opts: &failover::Options, out: &Path) -> Result<()> {
     )?;
     let per_kind: Vec<String> = s.kinds.iter().map(|k| format!("{} {}/{}", k.kind, k.completed, k.calls)).collect();
     println!(
-        "{} setup drills (kill -9 with {} calls being set up each): completed {}/{} ({}); takeover p50 {:.0} ms; \
-         CDRs lost {}, doubled {}",
+        "{} setup drills (kill -9 with {} calls being set up each, {} replicated in all): completed {}/{} ({}); \
+         takeover p50 {:.0} ms; CDRs lost {}, doubled {}",
         s.drills,
         opts.setup_calls,
+        s.replicated,
         s.completed,
         s.calls,
         per_kind.join(", "),
