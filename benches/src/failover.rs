@@ -5,7 +5,11 @@
 //! how long the takeover took, whether the call survived to its BYE on both sides, and whether it got exactly one
 //! CDR across both boxes.
 //!
+//! `--kind setup` catches calls while they are being set up instead ([`setup`]).
+//!
 //! One pair topology ([`Topology::pair`]) serves the whole invocation; every wait is bounded.
+
+pub mod setup;
 
 use crate::stats::median;
 use ::tests::netns::{addr, http_request, pair_sbc_config, Host, Topology, CALLER, CARRIER_B, VIP_A, VIP_B};
@@ -25,6 +29,9 @@ pub enum DrillKind {
     Demote,
     /// `kill -9` of the active box (it restarts as standby before the next drill).
     Kill,
+    /// `kill -9` of the active box while calls are being set up (trying, ringing, early media, waiting for a
+    /// PRACK): how many of them complete on the other box ([`setup`]).
+    Setup,
 }
 
 /// What one drill measured.
@@ -55,6 +62,8 @@ pub struct Options {
     pub drills: u32,
     /// Demote or kill.
     pub kind: DrillKind,
+    /// `--kind setup`: calls caught in setup per drill, split among the setup states.
+    pub setup_calls: u32,
 }
 
 const RTP_PORT: u16 = 7078;
@@ -73,12 +82,29 @@ struct Pair {
     topo: Topology,
     boxes: [Option<Sbc>; 2],
     cdr: [PathBuf; 2],
+    /// Appended to each box's config (keys of `[ha]`, then tables of its own).
+    extra: String,
 }
 
 impl Pair {
+    /// The pair topology with both boxes started, one active and the other standby.
+    fn up(extra: String) -> Result<Self> {
+        let topo = Topology::pair().context("building the pair topology (needs root)")?;
+        let dir = topo.dir().to_owned();
+        let cdr = [dir.join("cdr-sbc1.jsonl"), dir.join("cdr-sbc2.jsonl")];
+        let mut pair = Pair { topo, boxes: [None, None], cdr, extra };
+        pair.start(1)?;
+        pair.start(2)?;
+        pair.wait("a box active and the other standby", Duration::from_secs(10), |p| {
+            let (r1, r2) = (p.role(1), p.role(2));
+            (r1 == "active" && r2 == "standby") || (r1 == "standby" && r2 == "active")
+        })?;
+        Ok(pair)
+    }
+
     fn start(&mut self, node: u8) -> Result<()> {
         let priority = if node == 1 { 200 } else { 100 };
-        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
+        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]) + &self.extra;
         let sbc = Sbc::start_in(
             &self.topo.ns(Host::pair_box(node)),
             &format!("bench-ha-sbc{node}"),
@@ -124,6 +150,16 @@ impl Pair {
         Ok(start.elapsed())
     }
 
+    /// `kill -9` of box `node`.
+    fn kill(&self, node: u8) -> Result<()> {
+        let pid = self.boxes[usize::from(node - 1)].as_ref().map(Sbc::id).context("no process")?;
+        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -KILL {pid}: {status}");
+        }
+        Ok(())
+    }
+
     fn cdrs_with(&self, call_id_part: &str) -> usize {
         self.cdr
             .iter()
@@ -136,16 +172,11 @@ impl Pair {
 
 /// Runs the drills; the namespaces and processes are gone when this returns, also on error.
 pub fn run(opts: &Options) -> Result<Vec<Drill>> {
-    let topo = Topology::pair().context("building the pair topology (needs root)")?;
-    let dir = topo.dir().to_owned();
-    let cdr = [dir.join("cdr-sbc1.jsonl"), dir.join("cdr-sbc2.jsonl")];
-    let mut pair = Pair { topo, boxes: [None, None], cdr };
-    pair.start(1)?;
-    pair.start(2)?;
-    pair.wait("a box active and the other standby", Duration::from_secs(10), |p| {
-        let (r1, r2) = (p.role(1), p.role(2));
-        (r1 == "active" && r2 == "standby") || (r1 == "standby" && r2 == "active")
-    })?;
+    if opts.kind == DrillKind::Setup {
+        bail!("--kind setup drills are run by failover::setup::run");
+    }
+    let mut pair = Pair::up(String::new())?;
+    let dir = pair.topo.dir().to_owned();
     let rtpgen = rtpgen_binary()?;
     let mut drills = Vec::new();
     for i in 1..=opts.drills {
@@ -253,14 +284,11 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
                 bail!("POST /ha/demote: {status} {body}");
             }
         }
-        DrillKind::Kill => {
-            let pid = pair.boxes[usize::from(from - 1)].as_ref().map(Sbc::id).context("no process")?;
-            std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
-        }
+        DrillKind::Kill | DrillKind::Setup => pair.kill(from)?,
     }
     pair.wait("the other box active", Duration::from_secs(5), |p| p.role(other) == "active")?;
     let takeover = at.elapsed();
-    if kind == DrillKind::Kill {
+    if kind != DrillKind::Demote {
         pair.boxes[usize::from(from - 1)] = None;
         pair.start(from)?;
     }

@@ -204,9 +204,14 @@ struct FailoverArgs {
     /// How many drills (one call with RTP both ways each).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     drills: u32,
-    /// `demote` (POST /ha/demote on the active) or `kill` (kill -9 of the active, which restarts as standby).
+    /// `demote` (POST /ha/demote on the active), `kill` (kill -9 of the active, which restarts as standby), or
+    /// `setup` (kill -9 of the active while calls are being set up: how many complete on the other box).
     #[arg(long, value_enum, default_value = "demote")]
     kind: failover::DrillKind,
+    /// `--kind setup`: calls caught in setup per drill, split among trying, ringing, early media and waiting for
+    /// a PRACK.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(4..=200))]
+    setup_calls: u32,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/failover.json")]
     out: PathBuf,
@@ -443,7 +448,10 @@ fn failover_main(args: FailoverArgs) -> Result<()> {
         );
     }
     prepare_binaries(args.sbc.as_deref())?;
-    let opts = failover::Options { drills: args.drills, kind: args.kind };
+    let opts = failover::Options { drills: args.drills, kind: args.kind, setup_calls: args.setup_calls };
+    if args.kind == failover::DrillKind::Setup {
+        return failover_setup_main(&opts, &args.out);
+    }
     let drills = failover::run(&opts)?;
     let s = failover::summarize(&drills);
     write_json(
@@ -458,6 +466,33 @@ fn failover_main(args: FailoverArgs) -> Result<()> {
     let svg = args.out.with_extension("svg");
     failover::plot(&svg, args.kind, &drills)?;
     println!("every drill: {}; plot: {}", args.out.display(), svg.display());
+    Ok(())
+}
+
+fn failover_setup_main(opts: &failover::Options, out: &Path) -> Result<()> {
+    let drills = failover::setup::run(opts)?;
+    let s = failover::setup::summarize(&drills);
+    write_json(
+        out,
+        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": opts.kind, "drills": drills, "summary": s }),
+    )?;
+    let per_kind: Vec<String> = s.kinds.iter().map(|k| format!("{} {}/{}", k.kind, k.completed, k.calls)).collect();
+    println!(
+        "{} setup drills (kill -9 with {} calls being set up each, {} replicated in all): completed {}/{} ({}); \
+         takeover p50 {:.0} ms; CDRs lost {}, doubled {}",
+        s.drills,
+        opts.setup_calls,
+        s.replicated,
+        s.completed,
+        s.calls,
+        per_kind.join(", "),
+        s.takeover_p50_ms,
+        s.cdrs_lost,
+        s.cdrs_doubled
+    );
+    let svg = out.with_extension("svg");
+    failover::setup::plot(&svg, &drills)?;
+    println!("every drill: {}; plot: {}", out.display(), svg.display());
     Ok(())
 }
 

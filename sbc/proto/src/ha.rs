@@ -1,15 +1,23 @@
 //! Replication records for a hot-standby pair (DESIGN.md "Hot standby"): one record per call covers both legs'
 //! dialogs, the numbers and times its CDR needs, and its media session. The active core emits a record at the few
-//! transitions that matter (answered; a refresh or media change by re-INVITE/UPDATE; ended), each with a higher
-//! version; the standby core keeps the newest version of each call as *foreign* and owns them when it takes over.
+//! transitions that matter, each with a higher version; the standby core keeps the newest version of each call as
+//! *foreign* and owns them when it takes over. The transitions (Kamailio's dlg_dmq is the model):
+//! - while the call is set up ([`CallRecord::setup`] present): each carrier attempt (the first one is sent in the
+//!   same step as the caller's INVITE is accepted, so one record covers both), each provisional relayed to the
+//!   caller (18x, early media), a PRACK or UPDATE answered on the early dialog;
+//! - answered; a refresh or media change by re-INVITE/UPDATE;
+//! - ended ([`Record::Ended`]).
 //!
 //! Times cross as "milliseconds before the record was made", from the core's own `now`: no clock is read, and two
 //! boxes' `Instant`s never need to agree (the error is the replication delay). In-dialog CSeq numbers are not
 //! replicated at every request: a standby that takes over starts each leg's CSeq [`CSEQ_MARGIN`] above the last
 //! replicated one, which RFC 3261 allows (CSeq must increase, not be contiguous).
 //!
-//! Only answered calls are replicated; a call still being set up when the active dies is lost (its caller gets no
-//! answer and retries).
+//! A call still being set up is resumed by the standby where the active left it: both INVITE transactions are
+//! re-created from the messages in the record (leg A's in Proceeding with the last provisional, leg B's in Calling
+//! or Proceeding with timer B of the original send), then the post-dial timer and failover go on as before. What
+//! happened between the last record and the failure (a provisional, a PRACK) is learnt again from the peers'
+//! retransmissions.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -110,7 +118,54 @@ pub struct AttemptRecord {
     pub status: u16,
 }
 
-/// An answered call.
+/// A carrier left to try, by trunk name (trunk numbers may differ between the boxes' configs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    /// Trunk name.
+    pub trunk: String,
+    /// Its priority in the route.
+    pub priority: u32,
+    /// Its weight in the route.
+    pub weight: u32,
+}
+
+/// The reliable provisional (RFC 3262) last relayed to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReliableRecord {
+    /// Its RSeq (the same on both legs: it is relayed unchanged).
+    pub rseq: u32,
+    /// Whether the caller's PRACK for it was answered 2xx by the carrier. Then a PRACK retransmitted by the caller
+    /// after a takeover is answered by the standby itself; otherwise it is relayed to the carrier.
+    pub pracked: bool,
+}
+
+/// What a call still being set up needs on top of [`CallRecord`] to be resumed by the standby: the state of both
+/// INVITE transactions (their requests are [`CallRecord::a_invite`] and [`CallRecord::b_invite`], and their keys
+/// follow from those requests' top Via), failover, and the reliable-provisional state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupRecord {
+    /// The last provisional response sent to the caller (raw SIP: our 100 Trying, or the last 18x relayed with our
+    /// To tag, its SDP anchored). Leg A's INVITE transaction is re-created in Proceeding with it.
+    pub a_provisional: String,
+    /// Leg B's INVITE went out this long before the record was made (timer B counts from there).
+    pub b_sent_ms_ago: u64,
+    /// The carrier answered provisionally (leg B's transaction is in Proceeding, and a CANCEL may be sent).
+    pub b_provisional: bool,
+    /// Leg B's INVITE already carries credentials (a second challenge is not answered).
+    pub b_authed: bool,
+    /// Carriers tried for this call so far, the current one included (towards `max_tries`).
+    pub tries: u32,
+    /// The current carrier's priority and weight in the route (its trunk is [`CallRecord::b_trunk`]).
+    pub current: CandidateRecord,
+    /// The carriers still to try if the current one fails, in order.
+    pub remaining: Vec<CandidateRecord>,
+    /// When the post-dial timer runs out, in ms from the record (the caller then gets 408).
+    pub post_dial_in_ms: u64,
+    /// The last reliable provisional relayed to the caller, if any.
+    pub reliable: Option<ReliableRecord>,
+}
+
+/// A call: answered, or being set up (then [`CallRecord::setup`] is present).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     /// The call's number (also its media session id).
@@ -129,7 +184,7 @@ pub struct CallRecord {
     pub b: DialogRecord,
     /// Leg B's trunk, by name.
     pub b_trunk: String,
-    /// The ACK we sent for B's 2xx (raw SIP), resent if B retransmits its 2xx.
+    /// The ACK we sent for B's 2xx (raw SIP), resent if B retransmits its 2xx. `None` while set up.
     pub b_ack: Option<String>,
     /// CDR context.
     pub caller: String,
@@ -147,17 +202,21 @@ pub struct CallRecord {
     pub setup_ms_ago: u64,
     /// The first ringing, this long before.
     pub ringing_ms_ago: Option<u64>,
-    /// The answer, this long before.
+    /// The answer, this long before (0 while set up).
     pub answer_ms_ago: u64,
     /// When the negotiated session interval runs out, in ms from the record (RFC 4028).
     pub session_expires_in_ms: Option<u64>,
-    /// The call's media session, when media is anchored.
+    /// The call's media session, when media is anchored (early media included).
     pub media: Option<relay_proto::session::SessionRecord>,
     /// A field only the `format-next` build writes and reads: what a newer release adds to a record (an older
     /// reader ignores it).
     #[cfg(feature = "format-next")]
     #[serde(default)]
     pub next: Option<String>,
+    /// Present while the call is being set up (not answered yet): what resuming it needs. Absent on answered calls,
+    /// whose records are as they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<SetupRecord>,
 }
 
 /// What the active sends to the standby.

@@ -119,7 +119,9 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
                     | sbc_proto::ha::RoleChange::SplitBrain
                     | sbc_proto::ha::RoleChange::External
             ) {
-                let handed = endpoint.demote(now);
+                // After a split brain the peer never received this box's records: its calls being set up are
+                // refused here. On a handover the peer has them and resumes them.
+                let handed = endpoint.demote(now, why != sbc_proto::ha::RoleChange::SplitBrain);
                 tracing::warn!(handed, why = why.label(), "standby: calls handed to the peer");
             }
         }
@@ -551,6 +553,12 @@ fn observe(o: Observation, trunks: &[String]) {
         }
         Observation::MediaTimeout => metrics::counter!("sbc_media_timeouts_total").increment(1),
         Observation::CallAdopted { trunk_in, trunk_out } => {
+            metrics::counter!(m::HA_CALLS_TAKEN_OVER, "state" => "answered").increment(1);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_in)).increment(1.0);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
+        }
+        Observation::CallResumed { trunk_in, trunk_out } => {
+            metrics::counter!(m::HA_CALLS_TAKEN_OVER, "state" => "setup").increment(1);
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_in)).increment(1.0);
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
         }

@@ -132,9 +132,14 @@ pub const TRUNK_UP: &str = "sbc_trunk_up";
 /// INVITEs challenged (407) for missing, wrong or stale credentials, per trunk with `inbound_auth`.
 pub const AUTH_CHALLENGES: &str = "sbc_auth_challenges_total";
 
+/// Calls a standby took over from its failed or demoted peer, by `state`: `answered` (adopted) or `setup` (still
+/// being set up, resumed where the peer left it).
+pub const HA_CALLS_TAKEN_OVER: &str = "sbc_ha_calls_taken_over_total";
+
 /// Describes the call metrics and creates their zero series for every trunk.
 pub fn describe_calls(trunks: &[String]) {
     describe_gauge!(CALLS_ACTIVE, "calls in progress per trunk");
+    describe_counter!(HA_CALLS_TAKEN_OVER, "calls a standby took over from its peer, by state (answered, setup)");
     describe_counter!(CALLS_IN, "calls received per inbound trunk");
     describe_counter!(CALL_ATTEMPTS, "call attempts per carrier trunk");
     describe_counter!(CALLS_ANSWERED, "calls answered per carrier trunk");

@@ -59,6 +59,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Some(h) => {
             let handle = crate::ha::start(h).context("starting the HA pair (ha.paths, ha.listen)")?;
             tracing::info!(node = %h.node, priority = h.priority, peer = %h.peer, vips = h.vips.len(), "HA pair: starting as standby");
+            if h.secret.is_some() {
+                tracing::info!(
+                    "ha: digest nonces are made with the pair's shared secret: the peer accepts them after a takeover"
+                );
+            } else {
+                tracing::warn!("ha: no secret_env or secret_file: nothing is shared for digest nonces, so after a takeover the new active challenges callers again");
+            }
             Some(handle)
         }
         None => None,
@@ -85,6 +92,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         scanners: config.edge.scanners.clone(),
         overload: config.edge.overload,
         admission,
+        nonces: sbc_proto::policy::digest::NonceConfig {
+            secret: config.ha.as_ref().and_then(|h| h.secret.clone()),
+            // Nonces carry Unix seconds, so the two boxes of a pair agree on their age.
+            unix_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| (std::time::Instant::now(), d.as_secs())),
+        },
         ..Default::default()
     };
     let media = match &config.media {

@@ -83,6 +83,20 @@ pub(super) fn carry_reliable(src: &Response, dst: &mut Response) {
     }
 }
 
+/// The RSeq of a reliable provisional response (`Require: 100rel` and an RSeq that parses), else `None`.
+pub(super) fn rseq_of_reliable(r: &Response) -> Option<u32> {
+    if !r.headers.list(&HeaderName::Require).any(|t| t.eq_ignore_ascii_case(b"100rel")) {
+        return None;
+    }
+    std::str::from_utf8(r.headers.get(&HeaderName::RSeq)?).ok()?.trim().parse().ok()
+}
+
+/// The RSeq a PRACK acknowledges: the first number of its RAck (RFC 3262 §7.2).
+pub(super) fn rack_rseq(prack: &Request) -> Option<u32> {
+    let v = std::str::from_utf8(prack.headers.get(&HeaderName::RAck)?).ok()?;
+    v.split_whitespace().next()?.parse().ok()
+}
+
 /// The user part of `uri` for a new From/To on the other leg, kept as presented.
 pub(super) fn user_of(uri: &Uri) -> String {
     uri.user().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default()

@@ -14,6 +14,7 @@
 mod build;
 mod limits;
 mod replicate;
+mod resume;
 
 pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
@@ -22,7 +23,9 @@ use crate::cdr::{Cdr, CdrAttempt};
 use crate::dialog::Dialog;
 use crate::endpoint::{IdGenerator, Observation, Output};
 use crate::msg::{HeaderName, Method, Request, Response};
-use crate::policy::digest::{Algorithm, Credentials as DigestCredentials, NonceCheck, NonceIssuer, Secret};
+use crate::policy::digest::{
+    Algorithm, Credentials as DigestCredentials, NonceCheck, NonceConfig, NonceIssuer, Secret,
+};
 use crate::policy::identity::{self, Presented};
 use crate::routing::Credentials;
 use crate::routing::{
@@ -136,6 +139,8 @@ struct LegB {
     trunk: TrunkId,
     invite: Request,
     invite_key: TransactionKey,
+    /// When `invite` was sent (timer B of its transaction counts from there, also on a standby that takes over).
+    sent: Instant,
     provisional: bool,
     cancel_wanted: bool,
     /// Whether the CANCEL went out: one per INVITE, however many provisionals follow it.
@@ -144,6 +149,14 @@ struct LegB {
     authed: bool,
     /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
     ack: Option<Request>,
+}
+
+/// The reliable provisional (RFC 3262) last relayed to A.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reliable {
+    rseq: u32,
+    /// B answered A's PRACK for it with a 2xx.
+    pracked: bool,
 }
 
 /// Our 2xx on leg A, retransmitted until A's ACK (§13.3.1.4).
@@ -177,6 +190,11 @@ struct Call {
     ringing: Option<Instant>,
     answer: Option<Instant>,
     pending_2xx: Option<Pending2xx>,
+    /// The last provisional response sent to A while setting up (a standby that takes over sends it again to a
+    /// retransmitted INVITE).
+    a_provisional: Option<Response>,
+    /// The last reliable provisional relayed to A, while setting up.
+    reliable: Option<Reliable>,
     /// Why and by whom the call ended, once it did.
     release: Option<(&'static str, &'static str, u16)>,
     /// Outstanding BYEs while ending.
@@ -220,6 +238,7 @@ pub struct Calls {
     /// Nonces for challenging trunks that must authenticate, made on first use.
     nonces: Option<NonceIssuer>,
     nonce_epoch: Option<Instant>,
+    nonce_config: NonceConfig,
     /// Media anchoring, when configured: every SDP crossing a call is rewritten to relay addresses.
     media: Option<Sessions>,
     /// Whether the relay answers (a remote one may not).
@@ -236,8 +255,14 @@ const REALM: &str = "sbc";
 const NONCE_LIFETIME_SECS: u64 = 300;
 
 impl Calls {
-    /// Calls routed by `plan`, sending from `locals` (our listen addresses).
-    pub fn new(plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>, media: Option<Sessions>) -> Self {
+    /// Calls routed by `plan`, sending from `locals` (our listen addresses), challenging with nonces made as
+    /// `nonces` says.
+    pub fn new(
+        plan: Arc<Plan>,
+        locals: Vec<(Transport, SocketAddr)>,
+        media: Option<Sessions>,
+        nonces: NonceConfig,
+    ) -> Self {
         let n = plan.trunks.len();
         Self {
             plan,
@@ -252,6 +277,7 @@ impl Calls {
             trunk_up: vec![true; n],
             nonces: None,
             nonce_epoch: None,
+            nonce_config: nonces,
             media,
             media_up: true,
             replicate: false,
@@ -511,7 +537,8 @@ impl Calls {
             contact: Bytes::from(format!("<sip:{}{}>", peer.local, transport_param(peer.transport))),
         };
         // 100 at once: the caller's retransmissions stop while carriers are tried (§8.2.6.1).
-        ctx.respond(&key, build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server));
+        let trying = build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server);
+        ctx.respond(&key, trying.clone());
 
         let id = CallRef(self.next);
         self.next += 1;
@@ -539,6 +566,8 @@ impl Calls {
             ringing: None,
             answer: None,
             pending_2xx: None,
+            a_provisional: Some(trying),
+            reliable: None,
             release: None,
             byes: 0,
             ended: None,
@@ -549,15 +578,18 @@ impl Calls {
         self.proceed(ctx, id, next);
     }
 
-    /// Seconds on the nonce clock: since this table first challenged (nonces are checked against the same clock;
-    /// a restart invalidates them, which only costs the peer one more challenge).
+    /// Seconds on the nonce clock: Unix time when the driver gave it (a pair agrees on it), else since this table
+    /// first challenged (a restart then invalidates the nonces, which only costs the peer one more challenge).
     fn nonce_secs(&mut self, ctx: &mut Ctx) -> u64 {
         let epoch = *self.nonce_epoch.get_or_insert(ctx.now);
-        ctx.now.saturating_duration_since(epoch).as_secs() + 1
+        self.nonce_config.secs(ctx.now, epoch)
     }
 
     fn nonces(&mut self, ctx: &mut Ctx) -> &NonceIssuer {
-        self.nonces.get_or_insert_with(|| NonceIssuer::new(Secret::new(ctx.ids.call_id()), NONCE_LIFETIME_SECS))
+        let shared = self.nonce_config.secret.clone();
+        self.nonces.get_or_insert_with(|| {
+            NonceIssuer::new(shared.unwrap_or_else(|| Secret::new(ctx.ids.call_id())), NONCE_LIFETIME_SECS)
+        })
     }
 
     /// A Proxy-Authenticate value with a fresh nonce.
@@ -700,12 +732,15 @@ impl Calls {
             trunk: trunk_id,
             invite,
             invite_key: key,
+            sent: ctx.now,
             provisional: false,
             cancel_wanted: false,
             cancel_sent: false,
             authed: false,
             ack: None,
         });
+        // A carrier attempt (the first one is in the same step as accepting A's INVITE): the standby can resume.
+        self.replicate_call(ctx, id);
     }
 
     /// A response on one of our client transactions.
@@ -824,7 +859,17 @@ impl Calls {
                     ctx.server,
                 );
                 build::carry_reliable(&resp, &mut r);
-                ctx.respond(&call.a_invite_key, r);
+                ctx.respond(&call.a_invite_key, r.clone());
+                // A retransmitted 18x changes nothing the standby does not already have.
+                if call.a_provisional.as_ref() != Some(&r) {
+                    if let Some(rseq) = build::rseq_of_reliable(&r) {
+                        if call.reliable.is_none_or(|rel| rel.rseq != rseq) {
+                            call.reliable = Some(Reliable { rseq, pracked: false });
+                        }
+                    }
+                    call.a_provisional = Some(r);
+                    self.replicate_call(ctx, id);
+                }
             }
             return self.maybe_cancel_b(ctx, id);
         }
@@ -837,10 +882,12 @@ impl Calls {
                 b.authed = true;
                 b.provisional = false;
                 b.invite = retry.clone();
+                b.sent = ctx.now;
                 match ctx.txns.send_request(ctx.now, b.dialog.peer, retry) {
                     Ok(k) => {
                         b.invite_key = k.clone();
                         self.by_client.insert(k, (id, Purpose::InviteB));
+                        self.replicate_call(ctx, id);
                         return;
                     }
                     Err(_) => ctx.observe(Observation::Dropped { reason: "auth_retry_failed" }),
@@ -903,7 +950,10 @@ impl Calls {
         let mut rr: Vec<Bytes> = resp.headers.get_all_bytes(&HeaderName::RecordRoute).collect();
         rr.reverse();
         d.route_set = rr;
-        let ack = d.ack(d.local_cseq, &ctx.ids.branch());
+        // The ACK has the INVITE's CSeq (§13.2.2.4), whatever was sent on the early dialog since (PRACK, UPDATE)
+        // or how far a standby that took over moved the dialog's CSeq.
+        let invite_cseq = b.invite.headers.cseq().map_or(d.local_cseq, |c| c.seq);
+        let ack = d.ack(invite_cseq, &ctx.ids.branch());
         ctx.txns.send_ack(d.peer, ack.clone());
         b.ack = Some(ack);
         let trunk = b.trunk;
@@ -1013,6 +1063,16 @@ impl Calls {
         let early = call.state == State::Routing
             && matches!(req.method, Method::Prack | Method::Update)
             && call.b.as_ref().is_some_and(|b| b.dialog.remote_tag.is_some() && !b.cancel_wanted);
+        if early
+            && leg == Leg::A
+            && req.method == Method::Prack
+            && call.reliable.is_some_and(|r| r.pracked && build::rack_rseq(&req) == Some(r.rseq))
+        {
+            // A's PRACK again after a takeover (its 200 was lost with the other box): B has acknowledged it
+            // already, and a second PRACK would get a 481 there (RFC 3262 §3). Answered here.
+            let ok = build::response_to(&req, 200, Bytes::from_static(b"OK"), from, None, &[], ctx.server);
+            return ctx.respond(&key, ok);
+        }
         if call.state != State::Confirmed && !early {
             // Other mid-setup requests (INFO, or PRACK/UPDATE before B has an early dialog): 500 + Retry-After.
             let r = build::response_to(
@@ -1116,7 +1176,14 @@ impl Calls {
                 self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
             }
         }
-        let refreshed = resp.is_success() && matches!(request.method, Method::Invite | Method::Update);
+        let mut refreshed = resp.is_success() && matches!(request.method, Method::Invite | Method::Update);
+        if resp.is_success() && request.method == Method::Prack && call.state == State::Routing {
+            let rseq = build::rack_rseq(request);
+            if let Some(rel) = call.reliable.as_mut().filter(|r| Some(r.rseq) == rseq && !r.pracked) {
+                rel.pracked = true;
+                refreshed = true;
+            }
+        }
         if resp.is_success() && request.method == Method::Invite {
             // Our re-INVITE on the other leg was answered: ACK it there now; the requester ACKs ours to it.
             let there = match req_leg.other() {
@@ -1129,7 +1196,7 @@ impl Calls {
             }
         }
         if refreshed {
-            // New media addresses or a new session interval: the standby must know them.
+            // New media addresses, a new session interval, a PRACK answered: the standby must know them.
             self.replicate_call(ctx, id);
         }
     }
@@ -1251,6 +1318,8 @@ impl Calls {
         call.ended.get_or_insert(ctx.now);
         answer_a(ctx, call, status, Bytes::from_static(reason.as_bytes()));
         call.state = State::Ending;
+        self.replicate_setup_end(ctx, id);
+        let Some(call) = self.calls.get_mut(&id) else { return };
         match call.b.as_mut() {
             Some(b) => {
                 b.cancel_wanted = true;

@@ -53,6 +53,15 @@ fn world_full(
     plan_tweak: impl FnOnce(&mut Plan),
     media: Option<relay_proto::session::MediaConfig>,
 ) -> World {
+    world_configured(tweak, plan_tweak, media, |_| {})
+}
+
+fn world_configured(
+    tweak: impl FnOnce(&mut Vec<Trunk>),
+    plan_tweak: impl FnOnce(&mut Plan),
+    media: Option<relay_proto::session::MediaConfig>,
+    config_tweak: impl FnOnce(&mut Config),
+) -> World {
     let mut trunks = vec![
         trunk("customer-pbx", Some("198.18.1.10/32"), None),
         trunk("carrier-b", None, Some(B)),
@@ -71,12 +80,13 @@ fn world_full(
     };
     let mut plan = plan;
     plan_tweak(&mut plan);
-    let config = Config {
+    let mut config = Config {
         plan: Arc::new(plan),
         locals: vec![(Transport::Udp, addr(SBC_A)), (Transport::Udp, addr(SBC_B))],
         media,
         ..Config::default()
     };
+    config_tweak(&mut config);
     World {
         ep: Endpoint::new(config, 42),
         now: Instant::now(),
@@ -992,7 +1002,11 @@ fn standby_takes_over_an_answered_call_and_ends_it_with_one_cdr_of_its_true_dura
     let inv_b = request(&sent, B, Method::Invite);
     let sent = active.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
     let ok = response(&sent, A, 200);
-    assert_eq!(active.records.len(), 1, "one record when the call is answered");
+    assert_eq!(active.records.len(), 2, "one record at the carrier attempt, one when the call is answered");
+    assert!(
+        matches!(&active.records[1], crate::ha::Record::Call(c) if c.setup.is_none() && c.version == 2),
+        "the answered call's record has no setup section and the newer version"
+    );
     // The record crosses as JSON, as it does on the replication link.
     for r in active.records.drain(..) {
         let wire = serde_json::to_string(&r).expect("records serialize");
@@ -1056,7 +1070,7 @@ fn demoted_box_hands_its_answered_calls_back_as_foreign_without_bye_or_cdr() {
     let sent = w.send(A, SBC_A, invite_from_a("call-ha3"));
     let inv_b = request(&sent, B, Method::Invite);
     w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
-    assert_eq!(w.ep.demote(w.now), 1);
+    assert_eq!(w.ep.demote(w.now, true), 1);
     let sent = w.drain();
     assert!(sent.is_empty(), "no BYE: the peer owns the call now: {sent:?}");
     assert!(w.cdrs.is_empty(), "no CDR here");
@@ -1100,3 +1114,5 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
     assert_eq!(standby.cdrs.len(), 1);
     assert_eq!(standby.cdrs[0].released_by, "b");
 }
+
+mod setup_takeover;

@@ -58,6 +58,9 @@ pub struct Config {
     /// Where the admitted share of new calls is published for the transports, which refuse what is not admitted
     /// before it is queued (the same answer per Call-ID as here).
     pub admission: std::sync::Arc<crate::policy::AdmissionGate>,
+    /// How digest nonces are made: a pair's shared secret and the wall clock. Default: a secret of this core's own
+    /// and its own clock.
+    pub nonces: crate::policy::digest::NonceConfig,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             scanners: crate::policy::Scanners::default(),
             overload: crate::policy::OverloadConfig::default(),
             admission: std::sync::Arc::default(),
+            nonces: crate::policy::digest::NonceConfig::default(),
         }
     }
 }
@@ -155,6 +159,8 @@ pub enum Observation {
     MediaTimeout,
     /// A standby took over a replicated call between these trunks.
     CallAdopted { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
+    /// A standby took over a replicated call still being set up (leg B on `trunk_out`) and goes on with it.
+    CallResumed { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
     /// A new call was refused with 503 by overload control.
     OverloadRejected,
 }
@@ -182,7 +188,7 @@ impl Endpoint {
             .media
             .clone()
             .map(|m| relay_proto::session::Sessions::new(m).expect("media.ports validated at config load"));
-        let calls = Calls::new(config.plan.clone(), config.locals.clone(), media);
+        let calls = Calls::new(config.plan.clone(), config.locals.clone(), media, config.nonces.clone());
         let probes = probes::Probes::new(&config.plan, &config.locals);
         let overload = crate::policy::Overload::new(config.overload);
         Self {
@@ -257,12 +263,13 @@ impl Endpoint {
         self.calls.set_media_available(up);
     }
 
-    /// Emits replication records ([`Output::Replicate`]) for answered calls from now on (the active of a pair).
+    /// Emits replication records ([`Output::Replicate`]) for calls being set up and answered from now on (the active
+    /// of a pair).
     pub fn set_replication(&mut self, on: bool) {
         self.calls.set_replication(on);
     }
 
-    /// Every answered call as a record: the snapshot for a standby that (re)connects.
+    /// Every call being set up or answered, as a record: the snapshot for a standby that (re)connects.
     pub fn snapshot(&self, now: Instant) -> Vec<crate::ha::Record> {
         self.calls.snapshot(now)
     }
@@ -291,11 +298,13 @@ impl Endpoint {
         n
     }
 
-    /// This box gives its calls up to the peer (fire drill, split brain): see `Calls::demote`.
-    pub fn demote(&mut self, now: Instant) -> usize {
+    /// This box gives its calls up to the peer (fire drill, split brain): see `Calls::demote`. `peer_has_calls`:
+    /// the peer received this box's records until now (a handover, not a healed split brain), so it resumes the
+    /// calls being set up as well.
+    pub fn demote(&mut self, now: Instant, peer_has_calls: bool) -> usize {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
-        let n = calls.demote(&mut ctx);
+        let n = calls.demote(&mut ctx, peer_has_calls);
         self.drain_txns(now);
         n
     }

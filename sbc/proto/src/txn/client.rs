@@ -57,6 +57,33 @@ impl ClientTxn {
         }
     }
 
+    /// A client INVITE transaction taken over from another box (hot standby), nothing sent now: in Calling
+    /// (`proceeding` false) its retransmissions resume from T1 and it times out at `timeout_at` (timer B of the
+    /// original send); in Proceeding (a provisional came) there are none, and timer C runs again from now (the time
+    /// of the callee's last provisional is not replicated).
+    pub(super) fn resumed_invite(
+        now: Instant,
+        peer: Peer,
+        request: Request,
+        proceeding: bool,
+        timeout_at: Instant,
+        cfg: &TimerConfig,
+    ) -> Self {
+        let reliable = peer.transport.is_reliable();
+        Self {
+            kind: Kind::Ict,
+            state: if proceeding { State::Proceeding } else { State::Calling },
+            reliable,
+            peer,
+            request,
+            ack: None,
+            interval: cfg.t1,
+            resend_at: (!reliable && !proceeding).then(|| now + cfg.t1),
+            end_at: Some(if proceeding { now + cfg.timer_c } else { timeout_at.max(now) }),
+            cancelled: false,
+        }
+    }
+
     pub(super) fn kind(&self) -> Kind {
         self.kind
     }

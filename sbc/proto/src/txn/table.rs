@@ -158,6 +158,50 @@ impl Transactions {
         Ok(key)
     }
 
+    /// Re-creates the server INVITE transaction of `request` (received from `peer`) taken over from another box
+    /// (hot standby): in Proceeding, `last` being the provisional already sent. A retransmitted INVITE gets `last`
+    /// again, a CANCEL finds the transaction, and the core's final response goes out through [`Self::respond`] as
+    /// usual. Nothing is sent now. Replaces a transaction with the same key.
+    pub fn adopt_server_invite(
+        &mut self,
+        peer: Peer,
+        request: Request,
+        last: Response,
+    ) -> Result<TransactionKey, TxnError> {
+        if request.method != Method::Invite {
+            return Err(TxnError::Malformed("an INVITE"));
+        }
+        let key = TransactionKey::for_request(&request).ok_or(TxnError::Malformed("Via with branch"))?;
+        let t = ServerTxn::resumed_invite(peer, request, last, &self.cfg);
+        let out = vec![Event::Observe(Observation::TransactionStarted { kind: t.kind().label() })];
+        self.txns.insert(key.clone(), Entry { txn: Txn::Server(t), scheduled: None });
+        self.finish(key.clone(), out);
+        Ok(key)
+    }
+
+    /// Re-creates the client INVITE transaction of `request` (as we sent it to `peer`, on another box) at `now`:
+    /// in Proceeding when a provisional was already received, else in Calling with retransmissions resuming from
+    /// T1. It times out at `timeout_at` (timer B of the original send, reported as [`Event::Timeout`] as usual).
+    /// Nothing is sent now. Replaces a transaction with the same key.
+    pub fn adopt_client_invite(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        request: Request,
+        proceeding: bool,
+        timeout_at: Instant,
+    ) -> Result<TransactionKey, TxnError> {
+        if request.method != Method::Invite {
+            return Err(TxnError::Malformed("an INVITE"));
+        }
+        let key = TransactionKey::for_sent_request(&request).ok_or(TxnError::Malformed("Via with branch"))?;
+        let t = ClientTxn::resumed_invite(now, peer, request, proceeding, timeout_at, &self.cfg);
+        let out = vec![Event::Observe(Observation::TransactionStarted { kind: t.kind().label() })];
+        self.txns.insert(key.clone(), Entry { txn: Txn::Client(t), scheduled: None });
+        self.finish(key.clone(), out);
+        Ok(key)
+    }
+
     /// Sends an ACK for a 2xx: it is not a transaction (§17.1.1.3), the core retransmits it per 2xx it receives.
     pub fn send_ack(&mut self, peer: Peer, ack: Request) {
         self.events.push_back(Event::Transmit { peer, message: Message::Request(ack) });

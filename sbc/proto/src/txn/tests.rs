@@ -342,3 +342,56 @@ fn stray_responses_are_reported_not_panicked_on() {
     t.handle_response(Instant::now(), peer(Transport::Udp), r);
     assert!(matches!(&drain(&mut t).1[..], [Event::Stray { .. }]));
 }
+
+#[test]
+fn adopted_server_invite_answers_a_retransmission_with_the_last_provisional_then_takes_the_final() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKist-adopt");
+    let ringing = response(&inv, 180);
+    let key = t.adopt_server_invite(peer(Transport::Udp), inv.clone(), ringing).expect("an INVITE with a branch");
+    assert!(drain(&mut t).0.is_empty(), "nothing is sent when a transaction is taken over");
+    assert_eq!(t.poll_timeout(), None, "Proceeding with a provisional sent: no automatic 100 Trying");
+    t.handle_request(t0, peer(Transport::Udp), inv.clone());
+    let (sent, ev) = drain(&mut t);
+    assert!(ev.is_empty(), "a retransmission, not a new request: {ev:?}");
+    assert!(matches!(&sent[..], [Message::Response(r)] if r.status == 180), "{sent:?}");
+    t.respond(t0, &key, response(&inv, 200)).expect("the final response goes out as usual");
+    assert!(matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 200));
+}
+
+#[test]
+fn adopted_client_invite_in_calling_retransmits_then_times_out_at_the_original_timer_b() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict-adopt");
+    // Sent 10 s before the takeover on the other box: timer B fires 22 s after it here.
+    let timeout_at = t0 + Duration::from_secs(22);
+    let key = t.adopt_client_invite(t0, peer(Transport::Udp), inv.clone(), false, timeout_at).expect("adopted");
+    assert_eq!(key, TransactionKey::for_sent_request(&inv).expect("key"));
+    assert!(drain(&mut t).0.is_empty());
+    let resent: Vec<_> =
+        run_until(&mut t, t0, Duration::from_millis(3600)).into_iter().map(|(d, _)| d.as_millis()).collect();
+    assert_eq!(resent, vec![500, 1500, 3500], "timer A resumes from T1");
+    while let Some(at) = t.poll_timeout().filter(|at| *at <= timeout_at) {
+        t.handle_timeout(at);
+        let (_, ev) = drain(&mut t);
+        if let [Event::Timeout { key: k }] = &ev[..] {
+            assert_eq!((k, at), (&key, timeout_at), "timer B of the original send");
+            return;
+        }
+    }
+    panic!("no timeout by {timeout_at:?}");
+}
+
+#[test]
+fn adopted_client_invite_in_proceeding_stays_quiet_and_passes_the_answer() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict-adopt2");
+    t.adopt_client_invite(t0, peer(Transport::Udp), inv.clone(), true, t0 + Duration::from_secs(30)).expect("adopted");
+    assert!(run_until(&mut t, t0, Duration::from_secs(10)).is_empty(), "a provisional came: no retransmission");
+    t.handle_response(t0 + Duration::from_secs(10), peer(Transport::Udp), response(&inv, 200));
+    let (_, ev) = drain(&mut t);
+    assert!(matches!(&ev[..], [Event::Response { response, .. }] if response.status == 200), "{ev:?}");
+}

@@ -1,7 +1,8 @@
-//! `[ha]`: a hot-standby pair. Present, this box pairs with `peer`: the active replicates every answered call, the
-//! standby takes over the `vips` when the active falls silent on every heartbeat path.
+//! `[ha]`: a hot-standby pair. Present, this box pairs with `peer`: the active replicates every call (being set up
+//! and answered), the standby takes over the `vips` when the active falls silent on every heartbeat path.
 
 use super::{ConfigError, Validator};
+use sbc_proto::policy::digest::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -60,6 +61,11 @@ pub struct HaSettings {
     pub heartbeat: Duration,
     /// `dead_after`: the peer is dead when no path carried its heartbeat this long. Default 300 ms.
     pub dead_after: Duration,
+    /// `secret_env` / `secret_file`: the pair's shared secret, the same on both boxes, from an environment variable
+    /// or a file (never in the config itself, never logged). Digest nonces are made with it, so a caller's nonce
+    /// from one box is accepted by the other after a takeover. Default none: each box makes a secret of its own
+    /// and nothing is derived for the pair (callers are challenged again after a takeover).
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +82,8 @@ pub(super) struct RawHa {
     vips: Vec<Spanned<String>>,
     heartbeat: Option<Spanned<String>>,
     dead_after: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +146,17 @@ impl Validator<'_> {
             Some(("keepalived", _)) => HaMode::Keepalived,
             Some((_, span)) => return Err(self.invalid(span, "ha.mode", "expected \"builtin\" or \"keepalived\"")),
         };
+        let secret = match (&h.secret_env, &h.secret_file) {
+            (None, None) => None,
+            (env, file) => {
+                let whole = env.iter().chain(file).map(Spanned::span).min_by_key(|s| s.start).unwrap_or(0..0);
+                let base_dir = self.path.parent().unwrap_or(std::path::Path::new(""));
+                match super::secret::read("secret", env.as_ref(), file.as_ref(), "ha", whole, base_dir) {
+                    Ok(s) => Some(Secret::new(s)),
+                    Err((span, key, message)) => return Err(self.invalid(span, &key, &message)),
+                }
+            }
+        };
         Ok(Some(HaSettings {
             mode,
             node: h.node.into_inner(),
@@ -148,6 +167,7 @@ impl Validator<'_> {
             vips,
             heartbeat,
             dead_after,
+            secret,
         }))
     }
 }
@@ -169,6 +189,29 @@ paths = [{ local = \"198.18.1.2:7071\", peer = \"198.18.1.3:7071\" }]\nvips = [\
         assert_eq!(h.paths[0].peer, "198.18.3.2:7071".parse().unwrap());
         assert_eq!(h.vips[0].dev, "a0");
         assert_eq!(h.dead_after, std::time::Duration::from_millis(300));
+    }
+
+    #[test]
+    fn ha_secret_comes_from_a_file_or_the_environment_and_never_prints() {
+        let dir = std::env::temp_dir().join(format!("sbc-ha-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pair.secret"), "s3cret-of-the-pair\n").unwrap();
+        let text = format!("{HA}secret_file = \"pair.secret\"\n");
+        let h = Config::parse(&text, &dir.join("sbc.toml")).unwrap().ha.expect("ha");
+        let secret = h.secret.expect("a secret");
+        assert_eq!(secret, sbc_proto::policy::digest::Secret::new("s3cret-of-the-pair"), "the newline is the file's");
+        assert!(!format!("{secret:?}").contains("s3cret"), "never printed");
+        let none = Config::parse(HA, Path::new("t.toml")).unwrap().ha.expect("ha");
+        assert!(none.secret.is_none(), "no secret unless configured");
+        for (extra, key, says) in [
+            ("secret_env = \"SBC_TEST_UNSET_HA_SECRET\"\n", "ha.secret_env", "is not set"),
+            ("secret_file = \"missing.secret\"\n", "ha.secret_file", "cannot read"),
+            ("secret_env = \"X\"\nsecret_file = \"pair.secret\"\n", "ha", "not both"),
+        ] {
+            let e = Config::parse(&format!("{HA}{extra}"), &dir.join("sbc.toml")).expect_err(extra).to_string();
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod edge;
 mod ha;
 mod media;
 mod routing;
+mod secret;
 mod trunk;
 
 pub use edge::EdgeSettings;

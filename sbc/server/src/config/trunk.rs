@@ -225,48 +225,14 @@ fn credentials(
     if a.username.get_ref().is_empty() {
         c.error(a.username.span(), &format!("trunk[{i}].{field}.username"), "must not be empty");
     }
-    let password = match (&a.password_env, &a.password_file) {
-        (Some(var), None) => {
-            let key = format!("trunk[{i}].{field}.password_env");
-            match std::env::var(var.get_ref()) {
-                Ok(p) if !p.is_empty() => Ok(p),
-                Ok(_) => Err((var.span(), key, format!("environment variable {} is empty", var.get_ref()))),
-                Err(std::env::VarError::NotPresent) => {
-                    Err((var.span(), key, format!("environment variable {} is not set", var.get_ref())))
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    Err((var.span(), key, format!("environment variable {} is not valid UTF-8", var.get_ref())))
-                }
-            }
-        }
-        (None, Some(file)) => {
-            let key = format!("trunk[{i}].{field}.password_file");
-            let path = base_dir.join(file.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(p) => {
-                    // One trailing newline is the editor's or `echo`'s, not the password's.
-                    let p = p.strip_suffix('\n').map_or(&p[..], |p| p.strip_suffix('\r').unwrap_or(p));
-                    if p.is_empty() {
-                        Err((file.span(), key, format!("{} is empty", path.display())))
-                    } else {
-                        Ok(p.to_owned())
-                    }
-                }
-                // io::Error's text names the failure (not found, permission denied), never the content.
-                Err(e) => Err((file.span(), key, format!("cannot read {}: {e}", path.display()))),
-            }
-        }
-        (Some(_), Some(_)) => Err((
-            auth.span(),
-            format!("trunk[{i}].{field}"),
-            "give either password_env or password_file, not both".to_owned(),
-        )),
-        (None, None) => Err((
-            auth.span(),
-            format!("trunk[{i}].{field}"),
-            "needs password_env (an environment variable) or password_file (a file holding the password)".to_owned(),
-        )),
-    };
+    let password = super::secret::read(
+        "password",
+        a.password_env.as_ref(),
+        a.password_file.as_ref(),
+        &format!("trunk[{i}].{field}"),
+        auth.span(),
+        base_dir,
+    );
     match password {
         Ok(p) => Some(Credentials { username: a.username.get_ref().clone(), password: Secret::new(p) }),
         Err((span, key, message)) => {
