@@ -1157,3 +1157,192 @@ fn a_ban_on_the_active_reaches_the_standby() {
     assert_eq!(sbc1.metric(local).ok(), Some(1.0), "sbc1 banned the scanner");
     assert!(sbc2.metric("sbc_edge_bans_active").unwrap_or(0.0) >= 1.0, "and the ban holds on sbc2");
 }
+
+/// Group g2's service addresses in `config/examples/active-active-{1,2}.toml` (g1's are `VIP_A`, `VIP_B`).
+const VIP2_A: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 1, 4);
+const VIP2_B: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 2, 4);
+
+/// This box's role for a group of an active/active pair, from `/ha`.
+fn group_role(sbc: &Sbc, group: &str) -> String {
+    let s = ha(sbc);
+    let groups = s.as_ref().ok().and_then(|v| v["groups"].as_array().cloned()).unwrap_or_default();
+    groups.iter().find(|g| g["name"] == group).and_then(|g| g["role"].as_str()).unwrap_or("?").to_owned()
+}
+
+/// Waits until every `(box, group, role)` holds at once; fails after `timeout` with both boxes' `/ha` and logs.
+fn wait_group_roles(boxes: [&Sbc; 2], want: &[(usize, &str, &str)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if want.iter().all(|(b, g, r)| group_role(boxes[*b - 1], g) == *r) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {timeout:?}, want {want:?}; sbc1: {}; sbc2: {}\n--- sbc1 log ---\n{}\n--- sbc2 log ---\n{}",
+            shown(&ha(boxes[0])),
+            shown(&ha(boxes[1])),
+            boxes[0].log_tail(),
+            boxes[1].log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Active/active with `config/examples/active-active-{1,2}.toml` as shipped (only the CDR path moved into the test's
+/// directory and the carrier probes left out, as SIPp's UAS would count them as calls): each box is active for its
+/// home group and carries calls, with RTP both ways. Kill sbc1: sbc2 holds every call of both groups, their media
+/// resumes, their BYEs complete. sbc1 comes back: nothing moves while g1 still has calls on sbc2 (no preemption);
+/// once they ended, g1 goes home and new calls to it are sbc1's. Then kill sbc2 with calls on both groups: sbc1
+/// holds them all. One CDR per call throughout.
+#[test]
+fn active_active_pair_carries_calls_on_both_boxes_and_either_survives_the_others_death() {
+    const PER_GROUP: u32 = 8;
+    const HOLD: Duration = Duration::from_secs(20);
+    const MEDIA_SECONDS: u64 = 14;
+    const LIMIT: Duration = Duration::from_secs(90);
+    let pair = Pair::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+    let config = |node: u8| {
+        let shipped = std::fs::read_to_string(examples.join(format!("active-active-{node}.toml"))).expect("example");
+        let cdr = pair.cdr[usize::from(node - 1)].display().to_string();
+        let config: String = shipped
+            .replace(&format!("/var/lib/sbc/cdr-sbc{node}.jsonl"), &cdr)
+            .lines()
+            .filter(|l| !l.starts_with("probe = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(config.contains(&cdr) && config.contains("groups = ["), "the example changed: {config}");
+        config
+    };
+    let start = |node: u8| {
+        let ns = pair.topo.ns(Host::pair_box(node));
+        Sbc::start_in(&ns, &format!("aa-sbc{node}"), &config(node), addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("active-active-{node}.toml starts: {e:#}"))
+    };
+    let sbc1 = start(1);
+    let sbc2 = start(2);
+    wait_group_roles(
+        [&sbc1, &sbc2],
+        &[(1, "g1", "active"), (1, "g2", "standby"), (2, "g1", "standby"), (2, "g2", "active")],
+        Duration::from_secs(10),
+    );
+
+    // Calls on both groups, each with a stream each way: the caller dials g1 from port 5060 and g2 from 5061.
+    const NEW_PER_GROUP: u32 = 3;
+    let calls = 2 * PER_GROUP;
+    let uas = pair.carrier(calls + 2 * NEW_PER_GROUP, LIMIT);
+    let caller = |port: u16, vip: std::net::Ipv4Addr, n: u32, hold: Duration, rtp_port: u16| {
+        Sipp::new("uac_call_rtp.xml")
+            .netns(&pair.topo.ns(Host::A))
+            .local_ip(CALLER)
+            .local_port(port)
+            .target(addr(vip, 5060))
+            .service("+4930123456")
+            .key("rtp_port", &rtp_port.to_string())
+            .calls(n)
+            .rate(10)
+            .pause(hold)
+            .limit(LIMIT)
+            .trace_messages(true)
+            .spawn()
+            .expect("uac starts")
+    };
+    let mut fleet_a = fleet(&pair.topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), calls, MEDIA_SECONDS, SSRC_A);
+    let mut fleet_b = fleet(&pair.topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), calls, MEDIA_SECONDS, SSRC_B);
+    let uac1 = caller(5060, VIP_A, PER_GROUP, HOLD, RTP_PORT);
+    let uac2 = caller(5061, VIP2_A, PER_GROUP, HOLD, RTP_PORT);
+    // The relay ports each side was given, by group address.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let targets = loop {
+        let ports = |r: &Running, ip: std::net::Ipv4Addr| distinct_sdp_ports(&r.messages(), &ip.to_string());
+        let (a1, a2) = (ports(&uac1, VIP_A), ports(&uac2, VIP2_A));
+        let (b1, b2) = (ports(&uas, VIP_B), ports(&uas, VIP2_B));
+        let n = PER_GROUP as usize;
+        if [&a1, &a2, &b1, &b2].iter().all(|p| p.len() >= n) {
+            let list = |ip1, p1: &[u16], ip2, p2: &[u16]| -> String {
+                let one = p1[..n].iter().map(|p| format!("{ip1}:{p}\n"));
+                one.chain(p2[..n].iter().map(|p| format!("{ip2}:{p}\n"))).collect()
+            };
+            break (list(VIP_A, &a1, VIP2_A, &a2), list(VIP_B, &b1, VIP2_B, &b2));
+        }
+        assert!(Instant::now() < deadline, "relay ports: g1 {a1:?}/{b1:?}, g2 {a2:?}/{b2:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dir = pair.topo.dir().to_owned();
+    tests::write_atomically(&dir.join("fleet-a.targets"), &targets.0).expect("written");
+    tests::write_atomically(&dir.join("fleet-b.targets"), &targets.1).expect("written");
+    // Both boxes carry calls, and each holds the other's.
+    for (sbc, name) in [(&sbc1, "sbc1"), (&sbc2, "sbc2")] {
+        wait_ha_at_least(sbc, name, "calls", u64::from(PER_GROUP), Duration::from_secs(10));
+        wait_ha_at_least(sbc, name, "foreign_calls", u64::from(PER_GROUP), Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    // sbc1 dies: sbc2 takes g1 over with its calls, beside its own.
+    let killed = Instant::now();
+    kill9(&sbc1);
+    wait_group_roles([&sbc1, &sbc2], &[(2, "g1", "active"), (2, "g2", "active")], TAKEOVER_LIMIT + WAIT);
+    wait_ha_at_least(&sbc2, "sbc2", "calls", u64::from(calls), Duration::from_secs(2));
+    eprintln!("sbc2 holds both groups and {calls} calls {:?} after sbc1 was killed", killed.elapsed());
+
+    // sbc1 comes back: standby for both; g1 stays on sbc2 while it has calls there (no preemption).
+    let sbc1 = {
+        drop(sbc1);
+        start(1)
+    };
+    wait_group_roles([&sbc1, &sbc2], &[(1, "g1", "standby"), (1, "g2", "standby")], Duration::from_secs(10));
+    wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", u64::from(calls), Duration::from_secs(10));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(
+            group_role(&sbc2, "g1"),
+            "active",
+            "no preemption while g1 has calls on sbc2: {}",
+            shown(&ha(&sbc2))
+        );
+        assert_eq!(ha(&sbc2).ok().and_then(|v| v["calls"].as_u64()), Some(u64::from(calls)));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Media resumed on every call of both groups; every call ends normally through sbc2.
+    let a = fleet_report(&mut fleet_a, &dir.join("fleet-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("fleet-b.json"));
+    let gap_ab = assert_media_across_takeover("A -> B", &a, &b, calls);
+    let gap_ba = assert_media_across_takeover("B -> A", &b, &a, calls);
+    uac1.wait().expect("uac runs").assert_all_successful(PER_GROUP.into()).expect("g1's calls complete");
+    uac2.wait().expect("uac runs").assert_all_successful(PER_GROUP.into()).expect("g2's calls complete");
+    let cdrs = pair.wait_cdrs(calls as usize);
+    one_cdr_per_call(&cdrs, calls as usize);
+
+    // g1 is idle on sbc2 now: it goes home, and new calls to it are sbc1's.
+    let idle = Instant::now();
+    wait_group_roles(
+        [&sbc1, &sbc2],
+        &[(1, "g1", "active"), (1, "g2", "standby"), (2, "g1", "standby"), (2, "g2", "active")],
+        Duration::from_secs(10),
+    );
+    eprintln!("g1 went home to sbc1 {:?} after its last call on sbc2 ended", idle.elapsed());
+    let per_group = NEW_PER_GROUP;
+    let new_hold = Duration::from_secs(8);
+    let uac1 = caller(5062, VIP_A, per_group, new_hold, 7090);
+    let uac2 = caller(5063, VIP2_A, per_group, new_hold, 7092);
+    wait_ha_at_least(&sbc1, "sbc1", "calls", per_group.into(), Duration::from_secs(10));
+    wait_ha_at_least(&sbc2, "sbc2", "calls", per_group.into(), Duration::from_secs(10));
+    wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", per_group.into(), Duration::from_secs(10));
+
+    // Now sbc2 dies: sbc1 holds every call of both groups.
+    let killed = Instant::now();
+    kill9(&sbc2);
+    wait_group_roles([&sbc1, &sbc2], &[(1, "g1", "active"), (1, "g2", "active")], TAKEOVER_LIMIT + WAIT);
+    wait_ha_at_least(&sbc1, "sbc1", "calls", (2 * per_group).into(), Duration::from_secs(2));
+    eprintln!("sbc1 holds both groups {:?} after sbc2 was killed", killed.elapsed());
+    uac1.wait().expect("uac runs").assert_all_successful(per_group.into()).expect("g1's new calls complete");
+    uac2.wait().expect("uac runs").assert_all_successful(per_group.into()).expect("g2's new calls complete on sbc1");
+    let total = calls as usize + 2 * per_group as usize;
+    let cdrs = pair.wait_cdrs(total);
+    one_cdr_per_call(&cdrs, total);
+    let sbc1_cdrs = std::fs::read_to_string(&pair.cdr[0]).unwrap_or_default().lines().count();
+    assert_eq!(sbc1_cdrs, 2 * per_group as usize, "sbc1 billed the new calls of both groups (g1's as their home)");
+    drop(uas);
+    eprintln!("active/active: {calls} calls across a kill of sbc1 (media gap at most {gap_ab:?} / {gap_ba:?}), g1 home again once idle, {} calls across a kill of sbc2", 2 * per_group);
+}

@@ -290,6 +290,28 @@ pub struct Heartbeat {
     pub incarnation: u64,
     /// Counts up with every heartbeat of one incarnation.
     pub seq: u64,
+    /// The group of service addresses this heartbeat is about (active/active: each group has its own roles); empty
+    /// for a pair with one group (and in heartbeats of builds before groups).
+    #[serde(default)]
+    pub group: String,
+}
+
+/// Where an active/active box's call numbers start: from its name, so that both boxes of the pair number their
+/// calls in ranges of their own ([`crate::b2bua::ID_RANGE`] each) without talking. Two names share a range with a
+/// chance of 1 in 32,767; the link checks the peer's (`call_ranges_collide`) and the operator renames one box.
+pub fn call_id_base(node: &str) -> u64 {
+    // FNV-1a: stable across builds and platforms (the two boxes may run different releases).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 0x7fff + 1) * crate::b2bua::ID_RANGE
+}
+
+/// Whether two boxes' call numbers would collide in an active/active pair.
+pub fn call_ranges_collide(a: &str, b: &str) -> bool {
+    a != b && call_id_base(a) == call_id_base(b)
 }
 
 /// Settings of the pair's failure detection.
@@ -307,6 +329,8 @@ pub struct PairConfig {
     pub startup_wait: Duration,
     /// Distinguishes this run from earlier ones of the same box (the driver passes its start time in ms).
     pub incarnation: u64,
+    /// The group of service addresses these roles are for (empty: the pair's one group).
+    pub group: String,
 }
 
 /// Why the role changed, for logs and metrics.
@@ -372,6 +396,8 @@ pub struct Pair {
     seq: u64,
     /// The newest (incarnation, seq) heard from the peer.
     peer_seq: (u64, u64),
+    /// Active because the peer was absent (at start or dead), not because it was preferred or handed over.
+    holding_for_absent_peer: bool,
     out: std::collections::VecDeque<PairOutput>,
 }
 
@@ -388,6 +414,7 @@ impl Pair {
             demoting_until: None,
             seq: 0,
             peer_seq: (0, 0),
+            holding_for_absent_peer: false,
             out: std::collections::VecDeque::new(),
         }
     }
@@ -410,6 +437,7 @@ impl Pair {
     fn become_role(&mut self, role: Role, why: RoleChange) {
         if self.role != role {
             self.role = role;
+            self.holding_for_absent_peer = matches!(why, RoleChange::Alone | RoleChange::PeerDead);
             self.out.push_back(PairOutput::Role(role, why));
         }
     }
@@ -437,6 +465,16 @@ impl Pair {
         self.decide(now);
     }
 
+    /// Whether this box should give the group back to its home box (active/active), the group being idle: it
+    /// became active only because the peer was absent (at start, or dead), and the peer is back, standby, and
+    /// preferred for this group. Never after a handover the peer asked for (a fire drill stays where it was put).
+    pub fn holds_for_returned_peer(&self, now: Instant) -> bool {
+        self.role == Role::Active
+            && self.holding_for_absent_peer
+            && self.peer_alive(now)
+            && self.peer.as_ref().is_some_and(|(_, hb)| hb.role == Role::Standby && !self.preferred_over(hb))
+    }
+
     /// Gives up the active role on purpose (fire drill): the peer takes over; this box stays standby.
     pub fn demote(&mut self, now: Instant) {
         if self.role != Role::Active {
@@ -457,6 +495,7 @@ impl Pair {
             demoting,
             incarnation: self.config.incarnation,
             seq: self.seq,
+            group: self.config.group.clone(),
         }));
         self.seq += 1;
         self.next_heartbeat = now + self.config.heartbeat;
@@ -522,6 +561,7 @@ mod tests {
             dead_after: Duration::from_millis(300),
             startup_wait: Duration::from_secs(1),
             incarnation: 1,
+            group: String::new(),
         }
     }
 
@@ -614,6 +654,44 @@ mod tests {
         assert_eq!(log[1].1, "b Active peer_demoted", "{log:?}");
         assert!(log[1].0 <= 1, "{log:?}");
         assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active), "no flapping back: {log:?}");
+        assert!(!b.holds_for_returned_peer(t1 + Duration::from_millis(3000)), "a handover stays where it was put");
+    }
+
+    #[test]
+    fn a_box_that_holds_a_group_for_a_dead_peer_knows_when_its_home_box_is_back() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Pair::new(cfg("sbc1", 200), t0), Pair::new(cfg("sbc2", 100), t0));
+        run(&mut a, &mut b, t0, 300, |_| true);
+        assert!(!a.holds_for_returned_peer(t0 + Duration::from_millis(300)), "the home box holds nothing for anyone");
+        // a dies; b takes the group; a comes back (a new run of it) and stays standby: no preemption.
+        let t1 = t0 + Duration::from_millis(300);
+        let mut gone = Pair::new(cfg("gone", 0), t1);
+        run(&mut gone, &mut b, t1, 1000, |_| false);
+        assert_eq!(b.role(), Role::Active);
+        let t2 = t1 + Duration::from_millis(1000);
+        let mut a = Pair::new(PairConfig { incarnation: 2, ..cfg("sbc1", 200) }, t2);
+        run(&mut a, &mut b, t2, 500, |_| true);
+        assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active));
+        assert!(b.holds_for_returned_peer(t2 + Duration::from_millis(500)), "the group's home box is back");
+        // Given back (when the group is idle) by a handover.
+        b.demote(t2 + Duration::from_millis(500));
+        run(&mut a, &mut b, t2 + Duration::from_millis(500), 3000, |_| true);
+        assert_eq!((a.role(), b.role()), (Role::Active, Role::Standby));
+        assert!(!a.holds_for_returned_peer(t2 + Duration::from_millis(3500)));
+    }
+
+    #[test]
+    fn the_two_boxes_number_their_calls_apart() {
+        let (one, two) = (call_id_base("sbc1"), call_id_base("sbc2"));
+        assert_ne!(one, two);
+        for b in [one, two] {
+            assert!(
+                b >= crate::b2bua::ID_RANGE
+                    && b % crate::b2bua::ID_RANGE == 0
+                    && b.checked_add(crate::b2bua::ID_RANGE).is_some()
+            );
+        }
+        assert!(!call_ranges_collide("sbc1", "sbc2"));
     }
 }
 
@@ -671,10 +749,18 @@ mod stale_tests {
             dead_after: Duration::from_millis(300),
             startup_wait: Duration::from_secs(1),
             incarnation: 7,
+            group: String::new(),
         };
         let mut b = Pair::new(cfg("sbc2", 100), t0);
-        let hb =
-            |seq, role, demoting| Heartbeat { node: "sbc1".into(), priority: 200, role, demoting, incarnation: 7, seq };
+        let hb = |seq, role, demoting| Heartbeat {
+            node: "sbc1".into(),
+            priority: 200,
+            role,
+            demoting,
+            incarnation: 7,
+            seq,
+            group: String::new(),
+        };
         b.handle_heartbeat(t0, hb(1, Role::Active, false));
         b.handle_heartbeat(t0, hb(2, Role::Active, true));
         assert_eq!(b.role(), Role::Active, "handed over");

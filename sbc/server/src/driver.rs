@@ -104,15 +104,21 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
     let now = Instant::now().into_std();
     let Some(ha) = records.ha.as_ref() else { return };
     match ev {
-        HaEvent::Role(Role::Active, why) => {
-            let adopted = endpoint.take_over(now);
+        HaEvent::Role(group, Role::Active, why) => {
+            let which = ha.active_active.then_some(group);
+            let adopted = endpoint.take_over(now, which);
             endpoint.set_replication(true);
-            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "active";
-            tracing::warn!(adopted, why = why.label(), "active: the service addresses and the calls are ours");
+            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_group_role(group, Role::Active);
+            tracing::warn!(adopted, group, why = why.label(), "active: the service addresses and their calls are ours");
         }
-        HaEvent::Role(Role::Standby, why) => {
-            endpoint.set_replication(false);
-            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "standby";
+        HaEvent::Role(group, Role::Standby, why) => {
+            let still_active = {
+                let mut s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.set_group_role(group, Role::Standby);
+                s.role == "active"
+            };
+            // Active/active: the calls of the groups still ours go on being replicated.
+            endpoint.set_replication(still_active);
             if matches!(
                 why,
                 sbc_proto::ha::RoleChange::Demoted
@@ -121,19 +127,27 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             ) {
                 // After a split brain the peer never received this box's records: its calls being set up are
                 // refused here. On a handover the peer has them and resumes them.
-                let handed = endpoint.demote(now, why != sbc_proto::ha::RoleChange::SplitBrain);
-                tracing::warn!(handed, why = why.label(), "standby: calls handed to the peer");
+                let which = ha.active_active.then_some(group);
+                let handed = endpoint.demote(now, why != sbc_proto::ha::RoleChange::SplitBrain, which);
+                tracing::warn!(handed, group, why = why.label(), "standby: calls handed to the peer");
             }
         }
         HaEvent::Record(r) => {
-            let active = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role == "active";
             if let Record::Ban { addr, reason, remaining_ms } = &*r {
                 // The active's bans hold here too, so they survive a takeover.
                 records.edge.apply_replicated(*addr, reason, std::time::Duration::from_millis(*remaining_ms));
                 return carry_out_bans(records);
             }
-            if active {
-                // Two actives: the pair logic settles it; records from the other one are not applied meanwhile.
+            // A record about a call of a group this box is active for comes from a second active (a split brain
+            // the pair logic settles): not applied meanwhile. With one group, that is any record while active.
+            let ours = {
+                let s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match endpoint.record_group(&r) {
+                    Some(g) => s.group_active(g),
+                    None => !ha.active_active && s.role == "active",
+                }
+            };
+            if ours {
                 metrics::counter!("sbc_ha_records_ignored_total").increment(1);
             } else {
                 endpoint.apply_record(now, *r);
@@ -153,6 +167,16 @@ fn update_ha_status(endpoint: &Endpoint, records: &Records) {
     if let Some(ha) = &records.ha {
         let mut s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.calls = endpoint.calls().len();
+        if ha.active_active {
+            for (i, g) in s.groups.iter_mut().enumerate() {
+                g.calls = endpoint.calls_in_group(i);
+            }
+        } else {
+            let calls = s.calls;
+            if let Some(g) = s.groups.first_mut() {
+                g.calls = calls;
+            }
+        }
         s.foreign_calls = endpoint.foreign_calls();
         s.lag_records = ha.lag();
         metrics::gauge!("sbc_ha_lag_records").set(s.lag_records as f64);

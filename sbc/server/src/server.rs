@@ -58,7 +58,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let ha = match &config.ha {
         Some(h) => {
             let handle = crate::ha::start(h).context("starting the HA pair (ha.paths, ha.listen)")?;
-            tracing::info!(node = %h.node, priority = h.priority, peer = %h.peer, vips = h.vips.len(), "HA pair: starting as standby");
+            let groups: Vec<String> = h
+                .groups
+                .iter()
+                .map(|g| format!("{}(priority {}, {} addresses)", g.name, g.priority, g.vips.len()))
+                .collect();
+            tracing::info!(node = %h.node, peer = %h.peer, ?groups, "HA pair: starting as standby");
             if h.secret.is_some() {
                 tracing::info!(
                     "ha: digest nonces are made with the pair's shared secret: the peer accepts them after a takeover"
@@ -100,13 +105,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .ok()
                 .map(|d| (std::time::Instant::now(), d.as_secs())),
         },
+        groups: config
+            .ha
+            .iter()
+            .filter(|h| h.active_active())
+            .flat_map(|h| h.groups.iter().map(|g| g.vips.iter().map(|v| v.address).collect()))
+            .collect(),
+        call_id_base: config
+            .ha
+            .as_ref()
+            .filter(|h| h.active_active())
+            .map_or(0, |h| sbc_proto::ha::call_id_base(&h.node)),
         ..Default::default()
     };
     let media = match &config.media {
         Some(m) => {
             let signalling: Vec<std::net::IpAddr> = config.sip.listen.iter().map(|l| l.addr.ip()).collect();
-            let vip_devices: Vec<String> =
-                config.ha.iter().flat_map(|h| h.vips.iter().map(|v| v.dev.clone())).collect();
+            let vip_devices: Vec<String> = config.ha.iter().flat_map(|h| h.vips().map(|v| v.dev.clone())).collect();
             let link = crate::media_link::MediaLink::start(m, &signalling, &vip_devices)
                 .context("starting the media relay")?;
             let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();

@@ -247,7 +247,16 @@ pub struct Calls {
     replicate: bool,
     /// Calls of the active box, held by a standby until it takes over, by call number.
     foreign: HashMap<u64, (crate::ha::Record, Instant)>,
+    /// Active/active: the service addresses of each group (a call belongs to the group of its leg-A address); empty
+    /// for a box with one group.
+    groups: Vec<Vec<std::net::IpAddr>>,
+    /// This box's call numbers start here (the pair's two boxes number in ranges of their own, so a call adopted
+    /// from the peer never collides with one of ours); [`ID_RANGE`] numbers each.
+    id_base: u64,
 }
+
+/// Call numbers of one box: `[id_base, id_base + ID_RANGE)`.
+pub const ID_RANGE: u64 = 1 << 48;
 
 /// Our digest realm.
 const REALM: &str = "sbc";
@@ -282,7 +291,45 @@ impl Calls {
             media_up: true,
             replicate: false,
             foreign: HashMap::new(),
+            groups: Vec::new(),
+            id_base: 0,
         }
+    }
+
+    /// Active/active: the service addresses of each group of the pair.
+    pub fn set_groups(&mut self, groups: Vec<Vec<std::net::IpAddr>>) {
+        self.groups = groups;
+    }
+
+    /// Numbers this box's calls from `base` (a multiple of [`ID_RANGE`]).
+    pub fn set_id_base(&mut self, base: u64) {
+        self.id_base = base;
+        self.next = self.next.max(base.max(1));
+    }
+
+    /// Takes note of a call number adopted from the peer: ours go on from above it only when it is in our range.
+    pub(super) fn saw_id(&mut self, id: u64) {
+        if id >= self.id_base && id - self.id_base < ID_RANGE {
+            self.next = self.next.max(id + 1);
+        }
+    }
+
+    /// The group of a service address, if groups are configured.
+    pub fn group_of(&self, ip: std::net::IpAddr) -> Option<usize> {
+        self.groups.iter().position(|g| g.contains(&ip))
+    }
+
+    /// The group a record's call belongs to (by its leg-A address).
+    pub fn record_group(&self, record: &crate::ha::Record) -> Option<usize> {
+        match record {
+            crate::ha::Record::Call(c) => self.group_of(c.a.local.ip()),
+            _ => None,
+        }
+    }
+
+    /// How many of our calls (set up or answered) belong to `group`.
+    pub fn calls_in_group(&self, group: usize) -> usize {
+        self.calls.values().filter(|c| self.group_of(c.a.peer.local.ip()) == Some(group)).count()
     }
 
     /// Marks the media relay reachable or not.
@@ -390,6 +437,12 @@ impl Calls {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// The numbers of the calls in progress.
+    #[cfg(test)]
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        self.calls.keys().map(|c| c.0).collect()
     }
 
     /// Whether no call, dialog, transaction of a call or timer is left: what the call-logic fuzzer expects once
@@ -644,9 +697,15 @@ impl Calls {
     fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId) {
         let plan = Arc::clone(&self.plan);
         let trunk = plan.trunk(trunk_id);
-        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(a_local) = self.calls.get(&id).map(|c| c.a.peer.local.ip()) else { return };
+        // Active/active: leg B leaves from an address of leg A's group, which moves with it.
+        let group = self.group_of(a_local).map(|g| &self.groups[g]);
+        let in_group: Vec<(Transport, SocketAddr)> =
+            self.locals.iter().filter(|(_, a)| group.is_none_or(|g| g.contains(&a.ip()))).copied().collect();
+        let locals = if in_group.is_empty() { &self.locals } else { &in_group };
         let gw = trunk.gateways.first().copied();
-        let local = gw.and_then(|g| build::pick_local(&self.locals, g.transport, g.addr));
+        let local = gw.and_then(|g| build::pick_local(locals, g.transport, g.addr));
+        let Some(call) = self.calls.get_mut(&id) else { return };
         let (Some(gw), Some(local)) = (gw, local) else {
             // No way to reach this carrier from our listeners: a transport error, so the next one is tried.
             ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });

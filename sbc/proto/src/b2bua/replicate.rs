@@ -226,8 +226,15 @@ impl Calls {
 
     /// Takes over: every foreign call becomes ours, with its dialogs, timers, trunk counters and media. Returns how
     /// many calls were adopted; the rest (a record that no longer fits this box's config) are counted as dropped.
-    pub fn take_over(&mut self, ctx: &mut Ctx) -> usize {
-        let mut records: Vec<(Record, Instant)> = self.foreign.drain().map(|(_, r)| r).collect();
+    /// `group`: only the calls of that group, and those of none (active/active); `None`: all.
+    pub fn take_over(&mut self, ctx: &mut Ctx, group: Option<usize>) -> usize {
+        let ids: Vec<u64> = self
+            .foreign
+            .iter()
+            .filter(|(_, (r, _))| group.is_none() || self.record_group(r).is_none_or(|g| Some(g) == group))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut records: Vec<(Record, Instant)> = ids.iter().filter_map(|id| self.foreign.remove(id)).collect();
         records.sort_by_key(|(r, _)| r.id());
         let mut adopted = 0;
         for (r, received) in records {
@@ -250,8 +257,14 @@ impl Calls {
     /// the same way when `peer_has_calls` (a handover to a peer that received their records: it resumes them, and
     /// their transactions here are dropped without a word); otherwise (a split brain: the peer never heard of them)
     /// they are refused 503 and get their CDR. Their media sockets close. Returns how many calls were handed over.
-    pub fn demote(&mut self, ctx: &mut Ctx, peer_has_calls: bool) -> usize {
-        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+    /// `group`: only the calls of that group (active/active); `None`: all.
+    pub fn demote(&mut self, ctx: &mut Ctx, peer_has_calls: bool, group: Option<usize>) -> usize {
+        let ids: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| group.is_none() || self.group_of(c.a.peer.local.ip()) == group)
+            .map(|(id, _)| *id)
+            .collect();
         let mut handed = 0;
         for id in ids {
             let Some(call) = self.calls.get(&id) else { continue };
@@ -388,7 +401,7 @@ impl Calls {
         if let Some(at) = call.session_expiry {
             self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
         }
-        self.next = self.next.max(r.id + 1);
+        self.saw_id(r.id);
         self.calls.insert(id, call);
         Some(())
     }

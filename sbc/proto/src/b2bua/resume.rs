@@ -139,7 +139,7 @@ impl Calls {
         ctx.observe(Observation::CallResumed { trunk_in: a_trunk, trunk_out: b_trunk });
         let post_dial = received + Duration::from_millis(setup.post_dial_in_ms);
         self.timers.push(Reverse((post_dial.max(ctx.now), id, Timer::PostDial)));
-        self.next = self.next.max(r.id + 1);
+        self.saw_id(r.id);
         self.calls.insert(id, call);
         Some(())
     }

@@ -1015,7 +1015,7 @@ fn standby_takes_over_an_answered_call_and_ends_it_with_one_cdr_of_its_true_dura
     assert_eq!(standby.ep.foreign_calls(), 1);
     // Ten seconds of talk, then the active is gone and the standby takes over.
     standby.now += Duration::from_secs(10);
-    assert_eq!(standby.ep.take_over(standby.now), 1);
+    assert_eq!(standby.ep.take_over(standby.now, None), 1);
     standby.drain();
     assert!(
         standby.media.iter().any(|c| matches!(c, relay_proto::control::Command::Upsert(e) if e.local.port() == 40000)),
@@ -1060,7 +1060,7 @@ fn a_call_that_ends_on_the_active_is_forgotten_by_the_standby() {
         standby.ep.apply_record(standby.now, r);
     }
     assert_eq!(standby.ep.foreign_calls(), 0);
-    assert_eq!(standby.ep.take_over(standby.now), 0);
+    assert_eq!(standby.ep.take_over(standby.now, None), 0);
 }
 
 #[test]
@@ -1070,7 +1070,7 @@ fn demoted_box_hands_its_answered_calls_back_as_foreign_without_bye_or_cdr() {
     let sent = w.send(A, SBC_A, invite_from_a("call-ha3"));
     let inv_b = request(&sent, B, Method::Invite);
     w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
-    assert_eq!(w.ep.demote(w.now, true), 1);
+    assert_eq!(w.ep.demote(w.now, true, None), 1);
     let sent = w.drain();
     assert!(sent.is_empty(), "no BYE: the peer owns the call now: {sent:?}");
     assert!(w.cdrs.is_empty(), "no CDR here");
@@ -1092,7 +1092,7 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
         standby.ep.apply_record(standby.now, r);
     }
     standby.now += Duration::from_secs(4);
-    assert_eq!(standby.ep.take_over(standby.now), 1);
+    assert_eq!(standby.ep.take_over(standby.now, None), 1);
     standby.drain();
     // The carrier hangs up on its dialog (our tag is its To tag): the standby answers it and ends leg A.
     let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
@@ -1115,4 +1115,5 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
     assert_eq!(standby.cdrs[0].released_by, "b");
 }
 
+mod active_active;
 mod setup_takeover;

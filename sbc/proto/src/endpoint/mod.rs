@@ -61,6 +61,14 @@ pub struct Config {
     /// How digest nonces are made: a pair's shared secret and the wall clock. Default: a secret of this core's own
     /// and its own clock.
     pub nonces: crate::policy::digest::NonceConfig,
+    /// Active/active pair: the service addresses of each group. A call belongs to the group of its leg-A address:
+    /// its leg B leaves from an address of the same group, and it moves with the group ([`Endpoint::take_over`],
+    /// [`Endpoint::demote`]). Empty: one group.
+    pub groups: Vec<Vec<std::net::IpAddr>>,
+    /// Where this core's call numbers start (a multiple of [`crate::b2bua::ID_RANGE`]): the two boxes of an
+    /// active/active pair both create calls, and a call adopted from the peer must never share a number with one
+    /// of ours (the media relay knows sessions by it).
+    pub call_id_base: u64,
 }
 
 impl Default for Config {
@@ -75,6 +83,8 @@ impl Default for Config {
             overload: crate::policy::OverloadConfig::default(),
             admission: std::sync::Arc::default(),
             nonces: crate::policy::digest::NonceConfig::default(),
+            groups: Vec::new(),
+            call_id_base: 0,
         }
     }
 }
@@ -188,7 +198,9 @@ impl Endpoint {
             .media
             .clone()
             .map(|m| relay_proto::session::Sessions::new(m).expect("media.ports validated at config load"));
-        let calls = Calls::new(config.plan.clone(), config.locals.clone(), media, config.nonces.clone());
+        let mut calls = Calls::new(config.plan.clone(), config.locals.clone(), media, config.nonces.clone());
+        calls.set_groups(config.groups.clone());
+        calls.set_id_base(config.call_id_base);
         let probes = probes::Probes::new(&config.plan, &config.locals);
         let overload = crate::policy::Overload::new(config.overload);
         Self {
@@ -279,6 +291,16 @@ impl Endpoint {
         self.calls.apply_record(now, record);
     }
 
+    /// The group of a replicated record's call (by its leg-A address), if groups are configured and it is in one.
+    pub fn record_group(&self, record: &crate::ha::Record) -> Option<usize> {
+        self.calls.record_group(record)
+    }
+
+    /// How many of our calls (being set up or answered) belong to `group`.
+    pub fn calls_in_group(&self, group: usize) -> usize {
+        self.calls.calls_in_group(group)
+    }
+
     /// Calls held for the active.
     pub fn foreign_calls(&self) -> usize {
         self.calls.foreign_calls()
@@ -290,10 +312,12 @@ impl Endpoint {
     }
 
     /// The standby becomes active: every foreign call becomes ours (dialogs, timers, media). Returns how many.
-    pub fn take_over(&mut self, now: Instant) -> usize {
+    /// `group`: active/active, only the calls of that group (by index into [`Config::groups`]) and those of no
+    /// group; `None`: all.
+    pub fn take_over(&mut self, now: Instant, group: Option<usize>) -> usize {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
-        let n = calls.take_over(&mut ctx);
+        let n = calls.take_over(&mut ctx, group);
         self.drain_txns(now);
         n
     }
@@ -301,10 +325,11 @@ impl Endpoint {
     /// This box gives its calls up to the peer (fire drill, split brain): see `Calls::demote`. `peer_has_calls`:
     /// the peer received this box's records until now (a handover, not a healed split brain), so it resumes the
     /// calls being set up as well.
-    pub fn demote(&mut self, now: Instant, peer_has_calls: bool) -> usize {
+    /// `group`: active/active, only the calls of that group; `None`: all.
+    pub fn demote(&mut self, now: Instant, peer_has_calls: bool, group: Option<usize>) -> usize {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
-        let n = calls.demote(&mut ctx, peer_has_calls);
+        let n = calls.demote(&mut ctx, peer_has_calls, group);
         self.drain_txns(now);
         n
     }

@@ -12,7 +12,7 @@ mod secret;
 mod trunk;
 
 pub use edge::EdgeSettings;
-pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip};
+pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip, VipGroup};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 
 use crate::transport::stream::StreamLimits;
@@ -598,7 +598,29 @@ mod tests {
         for (file, node) in [("examples/pair-1.toml", "sbc1"), ("examples/pair-2.toml", "sbc2")] {
             let p = Config::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
             let ha = p.ha.unwrap_or_else(|| panic!("{file} has [ha]"));
-            assert_eq!((ha.node.as_str(), ha.paths.len(), ha.vips.len()), (node, 3, 2), "{file}");
+            assert_eq!((ha.node.as_str(), ha.paths.len(), ha.vips().count()), (node, 3, 2), "{file}");
+        }
+        for (file, node, home) in
+            [("examples/active-active-1.toml", "sbc1", "g1"), ("examples/active-active-2.toml", "sbc2", "g2")]
+        {
+            let p = Config::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+            let ha = p.ha.unwrap_or_else(|| panic!("{file} has [ha]"));
+            assert!(ha.active_active(), "{file}");
+            let top = ha.groups.iter().max_by_key(|g| g.priority).expect("groups");
+            assert_eq!((ha.node.as_str(), top.name.as_str(), ha.vips().count()), (node, home, 4), "{file}");
+            let media = p.media.expect("media");
+            for v in ha.vips() {
+                assert!(
+                    p.sip.listen.iter().any(|l| l.addr.ip() == v.address),
+                    "{file}: {} is a SIP listener",
+                    v.address
+                );
+                assert!(
+                    media.core.interfaces.iter().any(|i| i.address == v.address),
+                    "{file}: {} anchors media",
+                    v.address
+                );
+            }
         }
         let c = Config::load(&dir.join("examples/carriers.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sip.listen.len(), 4);

@@ -31,7 +31,7 @@ fn replicate(active: &mut World, standby: &mut World) {
 /// transactions go on with the peers' next message or the next timer.
 fn take_over(standby: &mut World, after: Duration, calls: usize) {
     standby.now += after;
-    assert_eq!(standby.ep.take_over(standby.now), calls, "every call in setup resumed");
+    assert_eq!(standby.ep.take_over(standby.now, None), calls, "every call in setup resumed");
     // As the driver does: the new active replicates to whichever box comes back.
     standby.ep.set_replication(true);
     let sent = standby.drain();
@@ -358,7 +358,7 @@ fn demotion_hands_calls_in_setup_to_the_peer_but_refuses_them_after_a_split_brai
         let sent = w.send(A, SBC_A, invite_from_a("call-s10"));
         let inv_b = request(&sent, B, Method::Invite);
         w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
-        let handed = w.ep.demote(w.now, peer_has_calls);
+        let handed = w.ep.demote(w.now, peer_has_calls, None);
         let sent = w.drain();
         if peer_has_calls {
             assert_eq!(handed, 1);
@@ -415,7 +415,7 @@ fn nonce_issued_by_the_active_is_accepted_by_the_standby_only_with_the_pairs_sha
         let challenge = Challenge::parse(&rv(&response(&sent, A, 407), HeaderName::ProxyAuthenticate)).expect("ours");
         // The active dies; the caller's next INVITE, with credentials on the active's nonce, reaches the standby.
         standby.now += Duration::from_secs(2);
-        assert_eq!(standby.ep.take_over(standby.now), 0);
+        assert_eq!(standby.ep.take_over(standby.now, None), 0);
         let auth =
             Client::new(challenge, "pbx", Secret::new("pw")).authorize("INVITE", "sip:+493012345@198.18.1.1", "c0ffee");
         let retry = invite_from_a("call-n1")
