@@ -179,9 +179,9 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
                 let pass = step.pass;
                 ladder.steps.push(step);
                 if let Some(sbc) = sbc.as_mut() {
-                    if !sbc.is_running() {
+                    if let Some(status) = sbc.exit_status() {
                         bail!(
-                            "sbc exited during run {run} at {rate}/s; log ({}):\n{}",
+                            "sbc exited ({status}) during run {run} at {rate}/s; log ({}, kept):\n{}",
                             sbc.log.display(),
                             sbc.log_tail()
                         );

@@ -107,11 +107,25 @@ struct TargetArgs {
     /// Allow targets (and the media addresses they name) outside loopback. Never point a load test at production.
     #[arg(long)]
     allow_remote: bool,
+    /// Limit a local `sbc` to this share of one core (0.05 to 1; a cgroup with a CFS quota, needs root): a smaller
+    /// deployment, whose ceiling the harness's SIPp can exceed several times on a small machine.
+    #[arg(long)]
+    sbc_cpu: Option<f64>,
 }
 
 impl TargetArgs {
     /// The targets in the order each run measures them: the target, then the comparison (`default_compare` when
     /// none is given and --no-compare is not).
+    /// The harness for `targets`, with the `--sbc-cpu` limit if any.
+    fn harness(&self, targets: &[target::Target]) -> Result<target::Harness> {
+        let mut harness = target::Harness::new(targets, self.here(), self.guard())?;
+        if let Some(share) = self.sbc_cpu {
+            harness.cpu_limit = Some(target::CpuLimit::new(share)?);
+            eprintln!("a local sbc is limited to {:.0} % of one core (--sbc-cpu {share})", share * 100.0);
+        }
+        Ok(harness)
+    }
+
     fn targets(&self, default_compare: Option<target::Target>) -> Result<Vec<target::Target>> {
         if self.local && self.target.as_ref().is_some_and(|t| !t.is_local()) {
             bail!(
@@ -196,6 +210,16 @@ struct MediaArgs {
     relay: Option<PathBuf>,
 }
 
+/// `failover --xdp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum FailoverXdp {
+    /// Media through the relays' user space.
+    Off,
+    /// Native XDP on both boxes.
+    Native,
+}
+
 #[derive(Debug, clap::Args)]
 struct FailoverArgs {
     /// Build the two-box netns topology on this machine and start our own pair in it (needs root). Required.
@@ -212,6 +236,15 @@ struct FailoverArgs {
     /// a PRACK.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(4..=200))]
     setup_calls: u32,
+    /// `native`: both boxes forward media with native XDP (the pair's veths get pass programs on their other
+    /// ends), and each drill reports how many packets the new active still handled in user space. `demote` and
+    /// `kill` drills only.
+    #[arg(long, value_enum, default_value = "off")]
+    xdp: FailoverXdp,
+    /// The pair's `[ha] dead_after` in ms (heartbeats at a third of it); default the configs' 300 ms. The media
+    /// gap of a kill drill is about this long plus the takeover's own work.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(60..=5000))]
+    dead_after_ms: Option<u64>,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/failover.json")]
     out: PathBuf,
@@ -448,7 +481,17 @@ fn failover_main(args: FailoverArgs) -> Result<()> {
         );
     }
     prepare_binaries(args.sbc.as_deref())?;
-    let opts = failover::Options { drills: args.drills, kind: args.kind, setup_calls: args.setup_calls };
+    let xdp = args.xdp == FailoverXdp::Native;
+    if xdp && args.kind == failover::DrillKind::Setup {
+        bail!("--xdp native goes with --kind demote or kill (the setup drill measures calls, not media)");
+    }
+    let opts = failover::Options {
+        drills: args.drills,
+        kind: args.kind,
+        setup_calls: args.setup_calls,
+        xdp,
+        dead_after: args.dead_after_ms.map(std::time::Duration::from_millis),
+    };
     if args.kind == failover::DrillKind::Setup {
         return failover_setup_main(&opts, &args.out);
     }
@@ -456,12 +499,13 @@ fn failover_main(args: FailoverArgs) -> Result<()> {
     let s = failover::summarize(&drills);
     write_json(
         &args.out,
-        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": args.kind, "drills": drills, "summary": s }),
+        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": args.kind, "xdp": args.xdp, "drills": drills, "summary": s }),
     )?;
     println!(
-        "{} {:?} drills: media gap p50 {:.0} ms, max {:.0} ms; takeover p50 {:.0} ms; calls surviving {}/{}; CDRs lost {}, \
-         doubled {}",
-        s.drills, args.kind, s.gap_p50_ms, s.gap_max_ms, s.takeover_p50_ms, s.survived, s.drills, s.cdrs_lost, s.cdrs_doubled
+        "{} {:?} drills (xdp {:?}): media gap p50 {:.0} ms, max {:.0} ms; takeover p50 {:.0} ms; calls surviving {}/{}; CDRs lost {}, \
+         doubled {}{}",
+        s.drills, args.kind, args.xdp, s.gap_p50_ms, s.gap_max_ms, s.takeover_p50_ms, s.survived, s.drills, s.cdrs_lost, s.cdrs_doubled,
+        s.user_packets_per_flow_max.map(|u| format!("; new active's user space: at most {u:.1} packets per flow")).unwrap_or_default()
     );
     let svg = args.out.with_extension("svg");
     failover::plot(&svg, args.kind, &drills)?;
@@ -510,7 +554,7 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     let labels = target::labels(&targets);
     let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, targets, labels };
     let pinned = cps::pinning_possible();
-    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&opts.targets)?;
     let started = std::time::Instant::now();
     let result = cps::run(&opts, &harness, args.target_pid);
     harness.remove()?;
@@ -562,7 +606,7 @@ fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
         pinned: cps::pinning_possible(),
         rtpfleet,
     };
-    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&opts.targets)?;
     let started = std::time::Instant::now();
     let result = concurrent::run(&harness, &opts);
     harness.remove()?;
@@ -641,7 +685,7 @@ fn soak_main(args: SoakArgs) -> Result<()> {
     )?;
     args.target.prepare(&targets, "soak")?;
     watch_interrupts();
-    let harness = target::Harness::new(&targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&targets)?;
     let report = soak::run(&harness, target, &opts);
     let removed = harness.remove();
     let report = report?;
@@ -697,7 +741,7 @@ fn overload_main(args: OverloadArgs) -> Result<()> {
         targets,
     };
     let pinned = cps::pinning_possible();
-    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&opts.targets)?;
     let started = std::time::Instant::now();
     let result = overload::run(&opts, &harness);
     harness.remove()?;

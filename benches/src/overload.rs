@@ -216,9 +216,9 @@ pub fn run(opts: &Options, harness: &Harness) -> Result<Outcome> {
                 eprintln!("{}", progress(opts.runs, run, label, &step));
                 s.steps.push(step);
                 if let Some(sbc) = sbc.as_mut() {
-                    if !sbc.is_running() {
+                    if let Some(status) = sbc.exit_status() {
                         bail!(
-                            "sbc exited during run {run} at {rate}/s; log ({}):\n{}",
+                            "sbc exited ({status}) during run {run} at {rate}/s; log ({}, kept):\n{}",
                             sbc.log.display(),
                             sbc.log_tail()
                         );

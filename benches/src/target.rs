@@ -26,6 +26,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// A target as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +207,8 @@ pub struct Harness {
     pub topo: Option<Topology>,
     pub here: Here,
     pub guard: Guard,
+    /// `--sbc-cpu`: every local `sbc` started runs in this group.
+    pub cpu_limit: Option<CpuLimit>,
 }
 
 impl Harness {
@@ -228,7 +231,7 @@ impl Harness {
         } else {
             None
         };
-        Ok(Self { topo, here, guard })
+        Ok(Self { topo, here, guard, cpu_limit: None })
     }
 
     /// Where `target`'s calls go.
@@ -284,6 +287,9 @@ impl Harness {
         if let Some(core) = core {
             pin(sbc.id(), core)?;
         }
+        if let Some(limit) = &self.cpu_limit {
+            limit.add(sbc.id())?;
+        }
         Ok(sbc)
     }
 
@@ -309,6 +315,68 @@ pub fn local_config(media: bool) -> String {
         ));
     }
     config
+}
+
+/// A CPU limit for the local `sbc` (`--sbc-cpu`): a cgroup whose CFS quota is a share of one core, with the
+/// kernel's least quota (1 ms) over the period that makes the share (4 ms for 25 %), so that the throttled process
+/// waits at most a few ms at a time rather than most of a 100 ms period, which would look like queueing to the
+/// SBC's own overload control. On a 2-core machine, where SIPp can
+/// offer at most about 3x what a whole core of `sbc` takes, this makes a smaller deployment whose ceiling SIPp
+/// can really exceed several times. cgroup v1 (`cpu` controller) or v2 (`cpu.max`); removed on drop.
+#[derive(Debug)]
+pub struct CpuLimit {
+    dir: PathBuf,
+}
+
+/// The CFS quota of [`CpuLimit`], microseconds: the least the kernel takes.
+const CPU_QUOTA_US: u64 = 1_000;
+
+impl CpuLimit {
+    /// A new cgroup limited to `share` of one core (0.05 to 1).
+    pub fn new(share: f64) -> Result<Self> {
+        if !(0.05..=1.0).contains(&share) {
+            bail!("--sbc-cpu must be between 0.05 and 1 (a share of one core)");
+        }
+        let (quota, period) = (CPU_QUOTA_US, (CPU_QUOTA_US as f64 / share).round() as u64);
+        let name = format!("sbc-bench-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let v2 = Path::new("/sys/fs/cgroup");
+        let dir = if v1.join("cpu.cfs_quota_us").exists() {
+            let dir = v1.join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating the cgroup {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string()).context("cpu.cfs_period_us")?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).context("cpu.cfs_quota_us")?;
+            dir
+        } else if std::fs::read_to_string(v2.join("cgroup.controllers")).is_ok_and(|c| c.contains("cpu")) {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            let dir = v2.join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating the cgroup {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota} {period}")).context("cpu.max")?;
+            dir
+        } else {
+            bail!("--sbc-cpu needs the cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 cpu.max) and root");
+        };
+        Ok(Self { dir })
+    }
+
+    /// Moves process `pid` (every thread) into the limited group.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", self.dir.display()))
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        // The group can go once its processes have exited: try for a while, never fail.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove the cgroup {}", self.dir.display());
+    }
 }
 
 /// Pins every thread of process `pid` to `core` (taskset, util-linux).

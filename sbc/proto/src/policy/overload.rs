@@ -10,9 +10,13 @@
 //! and drops new requests, the driver says so with [`Overload::on_backlog`]; without it the least wait of such an
 //! interval would be that of no request at all, and admissions would rise just when the SBC falls furthest behind
 //! (congestion collapse). Every [`Overload::interval`] the admission fraction is adjusted:
-//! cut by a fifth while the least wait of the interval is over the target (or the CPU over its limit), raised by
-//! a tenth of the whole while it is not (additive increase, multiplicative decrease: it settles just under the
-//! capacity instead of oscillating between all and nothing). [`Overload::admit`] spreads the admitted fraction
+//! cut while the least wait of the interval is over the target (or the CPU over its limit), raised while it is
+//! not (additive increase, multiplicative decrease: it settles just under the capacity instead of oscillating
+//! between all and nothing). The cut is as deep as the queue is long, target over least wait, between a fifth and
+//! a half: a sudden surge (3x the capacity) is brought under in a few intervals, before its queue costs the calls
+//! taken their post-dial delay, while a wait just over the target is trimmed gently. The raise is a tenth of the
+//! whole when the queue is clearly calm (the least wait under a quarter of the target, or no new request: the load
+//! fell, recover fast) and a fiftieth near the target (probing the capacity without overshooting it). [`Overload::admit`] spreads the admitted fraction
 //! evenly over the new calls, deterministically.
 //!
 //! Refused calls get 503 with Retry-After, stateless and cheap, while responses and in-dialog requests travel the
@@ -113,8 +117,8 @@ pub struct Overload {
     fraction: f64,
     /// The least wait seen this interval (`None`: no new request came).
     least_delay: Option<Duration>,
-    /// New requests were dropped at the full queue, or left waiting in it, this interval.
-    backlog: bool,
+    /// New requests were dropped at the full queue, or left waiting in it, this interval: the longest such wait.
+    backlog: Option<Duration>,
     cpu: f64,
     next_adjust: Option<Instant>,
 }
@@ -122,7 +126,7 @@ pub struct Overload {
 impl Overload {
     /// Not overloaded: every call admitted.
     pub fn new(config: OverloadConfig) -> Self {
-        Self { config, fraction: 1.0, least_delay: None, backlog: false, cpu: 0.0, next_adjust: None }
+        Self { config, fraction: 1.0, least_delay: None, backlog: None, cpu: 0.0, next_adjust: None }
     }
 
     /// The settings.
@@ -146,7 +150,7 @@ impl Overload {
     pub fn on_backlog(&mut self, now: Instant, waited: Duration) {
         self.adjust(now);
         if waited > self.config.queue_delay {
-            self.backlog = true;
+            self.backlog = Some(self.backlog.map_or(waited, |w| w.max(waited)));
         }
     }
 
@@ -167,11 +171,24 @@ impl Overload {
         if now < due {
             return;
         }
-        let queued = self.backlog || self.least_delay.is_some_and(|d| d > self.config.queue_delay);
-        let hot = queued || self.config.cpu.is_some_and(|c| self.cpu > c);
-        self.fraction = if hot { (self.fraction * 0.8).max(self.config.floor) } else { (self.fraction + 0.1).min(1.0) };
+        let target = self.config.queue_delay;
+        // How long the standing queue is: the least wait, or what waited unserved (the longer of the two).
+        let queue = match (self.backlog, self.least_delay.filter(|d| *d > target)) {
+            (Some(b), Some(d)) => Some(b.max(d)),
+            (b, d) => b.or(d),
+        };
+        let cut = match queue {
+            Some(q) => Some((target.as_secs_f64() / q.as_secs_f64().max(1e-9)).clamp(0.5, 0.8)),
+            None if self.config.cpu.is_some_and(|c| self.cpu > c) => Some(0.8),
+            None => None,
+        };
+        self.fraction = match cut {
+            Some(c) => (self.fraction * c).max(self.config.floor),
+            None if self.least_delay.is_none_or(|d| d < target / 4) => (self.fraction + 0.1).min(1.0),
+            None => (self.fraction + 0.02).min(1.0),
+        };
         self.least_delay = None;
-        self.backlog = false;
+        self.backlog = None;
         self.next_adjust = Some(now + self.config.interval);
     }
 
@@ -216,10 +233,10 @@ mod tests {
         let t0 = Instant::now();
         o.on_delay(t0, ms(1));
         assert!(!o.overloaded());
-        // One second of 50 ms queueing: ten cuts of a fifth.
+        // One second of 25 ms queueing, just over the target: ten gentle cuts (20/25 = a fifth each).
         for i in 1..=10 {
-            o.on_delay(t0 + ms(100 * i), ms(50));
-            o.on_delay(t0 + ms(100 * i + 1), ms(50));
+            o.on_delay(t0 + ms(100 * i), ms(25));
+            o.on_delay(t0 + ms(100 * i + 1), ms(25));
         }
         let f = o.fraction();
         assert!(f < 0.2 && f > 0.05, "after 1 s of overload: {f}");
@@ -262,11 +279,13 @@ mod tests {
         }
         o.adjust(t0 + ms(600));
         let f = o.fraction();
-        assert!((f - 0.8f64.powi(5)).abs() < 1e-9, "cut by a fifth five times: {f}");
+        // Waits of 40, 50 and 80 ms and two full queues: cut by target over wait, at most by half.
+        let want = 0.5 * 0.5 * 0.4f64.max(0.5) * 0.5 * 0.25f64.max(0.5);
+        assert!((f - want).abs() < 1e-9, "cut five times as deep as the queue: {f} vs {want}");
         // A short wait behind a burst is not a backlog; an interval with neither is calm.
         o.on_backlog(t0 + ms(650), ms(10));
         o.adjust(t0 + ms(700));
-        assert!((o.fraction() - (0.8f64.powi(5) + 0.1)).abs() < 1e-9, "raised by a tenth: {}", o.fraction());
+        assert!((o.fraction() - (want + 0.1)).abs() < 1e-9, "raised by a tenth: {}", o.fraction());
     }
 
     #[test]
@@ -296,6 +315,26 @@ mod tests {
         assert_eq!(o.fraction(), 0.02);
         let admitted = (0..10_000).filter(|i| o.admit(format!("c{i}").as_bytes())).count();
         assert!((150..=250).contains(&admitted), "about 2% of 10,000: {admitted}");
+    }
+
+    #[test]
+    fn a_surge_is_cut_fast_and_a_wait_near_the_target_is_probed_gently() {
+        let mut o = Overload::new(OverloadConfig::default());
+        let t0 = Instant::now();
+        o.on_delay(t0, ms(1));
+        // A surge to 3x: a standing queue of 200 ms halves the share every interval.
+        for i in 1..=2 {
+            o.on_delay(t0 + ms(100 * i), ms(200));
+        }
+        o.adjust(t0 + ms(300));
+        assert!((o.fraction() - 0.25).abs() < 1e-9, "{}", o.fraction());
+        // Near the target (10 ms of 20): raised by a fiftieth; well under it: by a tenth.
+        o.on_delay(t0 + ms(350), ms(10));
+        o.adjust(t0 + ms(400));
+        assert!((o.fraction() - 0.27).abs() < 1e-9, "{}", o.fraction());
+        o.on_delay(t0 + ms(450), ms(2));
+        o.adjust(t0 + ms(500));
+        assert!((o.fraction() - 0.37).abs() < 1e-9, "{}", o.fraction());
     }
 
     #[test]
