@@ -396,8 +396,16 @@ impl Calls {
         self.by_client.contains_key(key)
     }
 
-    /// A new INVITE (no To tag) on server transaction `key` from `peer`.
-    pub fn new_invite(&mut self, ctx: &mut Ctx, key: TransactionKey, peer: Peer, req: Request) {
+    /// A new INVITE (no To tag) on server transaction `key` from `peer`, whose TLS certificate named `identity`
+    /// (if it came over TLS with a verified client certificate).
+    pub fn new_invite(
+        &mut self,
+        ctx: &mut Ctx,
+        key: TransactionKey,
+        peer: Peer,
+        identity: Option<&crate::transport::TlsIdentity>,
+        req: Request,
+    ) {
         let reply = |ctx: &mut Ctx, status: u16, reason: &'static str, extra: Option<(HeaderName, String)>| {
             let mut r = Response::to_request(&req, status, reason);
             if let Some(v) = req.headers.get(&HeaderName::To) {
@@ -410,7 +418,7 @@ impl Calls {
             ctx.observe(Observation::CallRejected { status });
             ctx.respond(&key, r);
         };
-        let identified = self.plan.identify(peer.remote).or_else(|| {
+        let identified = self.plan.identify_peer(peer.remote, identity).or_else(|| {
             let username = proxy_credentials(&req).map(|c| c.username)?;
             self.plan.by_username(&username)
         });
@@ -495,7 +503,7 @@ impl Calls {
             route_set: req.headers.get_all_bytes(&HeaderName::RecordRoute).collect(),
             local_cseq: 0,
             peer,
-            contact: Bytes::from(format!("<sip:{}{}>", peer.local, transport_param(peer.transport))),
+            contact: Bytes::from(contact_for(peer.transport, peer.local, req.uri.as_bytes().starts_with(b"sips:"))),
         };
         // 100 at once: the caller's retransmissions stop while carriers are tried (§8.2.6.1).
         ctx.respond(&key, build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server));
@@ -609,6 +617,7 @@ impl Calls {
             return self.proceed(ctx, id, next);
         };
         let peer = build::peer(gw.transport, local, gw.addr);
+        let target = build::Target::of(trunk, gw);
         // Identity and numbers towards this carrier (policy::identity documents the order).
         let a_trunk = self.plan.trunk(call.a_trunk);
         let mut identity = identity::outbound(&call.presented, &a_trunk.identity_in, &trunk.identity_out);
@@ -635,12 +644,12 @@ impl Calls {
             local_tag: Bytes::from(ctx.ids.tag()),
             remote_tag: None,
             local_uri: Bytes::from(local_uri),
-            remote_uri: Bytes::from(format!("<{}>", build::sip_uri(&call.called_out, gw.addr.ip()))),
-            remote_target: Bytes::from(build::sip_uri(&call.called_out, gw.addr)),
+            remote_uri: Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
+            remote_target: Bytes::from(target.to_uri(&call.called_out, true)),
             route_set: Vec::new(),
             local_cseq: 1,
             peer,
-            contact: Bytes::from(format!("<sip:{local}{}>", transport_param(gw.transport))),
+            contact: Bytes::from(contact_for(gw.transport, local, target.sips)),
         };
         let a_local = call.a.peer.local.ip();
         let body = if self.media.is_none() {
@@ -663,7 +672,6 @@ impl Calls {
         let invite = build::InviteB {
             dialog: &dialog,
             branch: &branch,
-            called: &call.called_out,
             max_forwards,
             a_invite: &call.a_invite,
             body,
@@ -742,11 +750,17 @@ impl Calls {
         }
     }
 
-    /// The transport could not reach the peer of client transaction `key`.
+    /// The transport could not reach the peer of client transaction `key`: leg B's INVITE fails over as a
+    /// transport error; any other request is treated as unanswered.
     pub fn on_transport_error(&mut self, ctx: &mut Ctx, key: TransactionKey) {
-        if let Some((id, Purpose::InviteB)) = self.by_client.get(&key).cloned() {
-            self.by_client.remove(&key);
-            self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+        match self.by_client.get(&key) {
+            Some((id, Purpose::InviteB)) => {
+                let id = *id;
+                self.by_client.remove(&key);
+                self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+            }
+            Some(_) => self.on_txn_timeout(ctx, key),
+            None => {}
         }
     }
 
@@ -1470,12 +1484,13 @@ fn contact_of_response(resp: &Response) -> Option<Bytes> {
     }
 }
 
-fn transport_param(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
-        Transport::Tls => ";transport=tls",
-        Transport::Ws => ";transport=ws",
+/// Our Contact on a leg over `transport` from `local`: `sips:` when the leg uses SIPS URIs (RFC 5630 §3.1.1),
+/// else `sip:` with the transport parameter for anything but UDP (RFC 3261 §19.1.1).
+fn contact_for(transport: Transport, local: SocketAddr, sips: bool) -> String {
+    if sips && transport == Transport::Tls {
+        format!("<sips:{local}>")
+    } else {
+        format!("<sip:{local}{}>", build::transport_param(transport))
     }
 }
 

@@ -877,3 +877,5 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
     assert_eq!(standby.cdrs.len(), 1);
     assert_eq!(standby.cdrs[0].released_by, "b");
 }
+
+mod transports;

@@ -74,6 +74,7 @@ pub async fn receive(sock: Arc<UdpSocket>, max_message_size: usize, guard: EdgeG
             local,
             remote,
             conn: None,
+            identity: None,
             bytes: Bytes::copy_from_slice(&buf[..n]),
         };
         if queues.push(msg, false).await.is_err() {
