@@ -16,6 +16,7 @@ pub mod netns;
 pub mod procfs;
 pub mod rtp;
 pub mod sipp;
+pub mod tls;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
