@@ -76,7 +76,8 @@ struct TargetArgs {
     #[arg(long)]
     local: bool,
     /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
-    /// sbc build, the same way), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an SBC's
+    /// sbc build, the same way), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs, through
+    /// stunnel next to SIPp; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an SBC's
     /// `IP:PORT` (literal address; it must route every number to --uas). Default: local.
     #[arg(long)]
     target: Option<target::Target>,
@@ -130,6 +131,9 @@ impl TargetArgs {
             if let target::Target::Remote(a) = t {
                 guard.check("target", a.ip())?;
             }
+        }
+        if scenario != "cps" && targets.iter().any(|t| matches!(t, target::Target::LocalTls(_))) {
+            bail!("`--target local-tls` is a cps target: {scenario} runs over UDP only");
         }
         if targets.iter().any(target::Target::is_local) {
             target::require_root(&format!("`{scenario} --target local`"))?;

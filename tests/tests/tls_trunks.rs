@@ -212,7 +212,7 @@ fn calls_over_tls_fail_over_from_a_carrier_whose_certificate_has_the_wrong_name(
     assert_eq!(r.metric("sbc_tls_handshakes_total{direction=\"in\"}"), 1.0, "one connection from the caller");
     let log = std::fs::read_to_string(&r.sbc.log).expect("log");
     let lines = log.lines().filter(|l| l.contains("cannot open a connection to the gateway")).count();
-    assert!(lines >= 1 && lines <= 2, "{lines} log lines for {refused} failures (rate-limited)");
+    assert!((1..=2).contains(&lines), "{lines} log lines for {refused} failures (rate-limited)");
     assert!(log.contains("certificate_name"), "the reason is in the log");
 }
 
@@ -330,4 +330,44 @@ to = [{{ trunk = "carrier-b" }}]
     assert_eq!(sbc.metric(closed).expect("metric"), 1.0, "one connection to the gateway served all {CALLS} calls");
     assert_eq!(sbc.metric("sbc_tcp_connections_active").expect("metric"), 0.0);
     assert_eq!(sbc.metric("sbc_sip_connect_failures_total").expect("metric"), 0.0);
+}
+
+#[test]
+fn carrier_tls_example_passes_check_config() {
+    let example = tests::repo_root().join("config/examples/carrier-tls.toml");
+    let dir = std::env::temp_dir().join(format!("sbc-carrier-tls-example-{}", std::process::id()));
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("dir");
+    let copy = dir.join("carrier-tls.toml");
+    std::fs::copy(&example, &copy).expect("copy the example");
+    let check = |path: &Path| {
+        let out = std::process::Command::new(tests::sbc_binary().expect("sbc")).arg("check-config").arg(path).output();
+        let out = out.expect("check-config runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    // Without its certificate files the example is refused, naming the key and the file.
+    let (code, text) = check(&copy);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("sip.tls") && text.contains("sbc-chain.pem"), "{text}");
+    // With them it passes.
+    let ours = TestCa::new("our CA").expect("ca");
+    let customers = TestCa::new("customers CA").expect("ca");
+    let carrier = TestCa::new("carrier CA").expect("ca");
+    let server = ours.issue("sbc.example.net", &["sbc.example.net"], &[SBC_A.into(), SBC_B.into()]).expect("leaf");
+    server.write(&tls, "sbc").expect("write");
+    std::fs::rename(tls.join("sbc.pem"), tls.join("sbc-chain.pem")).expect("rename");
+    std::fs::rename(tls.join("sbc.key"), tls.join("sbc-key.pem")).expect("rename");
+    let client = ours.issue("sbc.example.net", &["sbc.example.net"], &[]).expect("leaf");
+    std::fs::write(tls.join("sbc-client-chain.pem"), &client.cert).expect("write");
+    std::fs::write(tls.join("sbc-client-key.pem"), &client.key).expect("write");
+    std::fs::write(tls.join("customers-ca.pem"), customers.pem()).expect("write");
+    std::fs::write(tls.join("carrier-ca.pem"), carrier.pem()).expect("write");
+    let (code, text) = check(&copy);
+    assert_eq!(code, Some(0), "{text}");
+    // A key that does not belong to the certificate is refused.
+    std::fs::write(tls.join("sbc-key.pem"), &client.key).expect("write");
+    let (code, text) = check(&copy);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("sip.tls") && text.contains("key"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
