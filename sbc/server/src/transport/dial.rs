@@ -3,7 +3,10 @@
 //! it and served like an accepted one, with RFC 5626 keep-alives; when it drops, the next message opens a new
 //! one. A connection that cannot be opened (refused, timed out, TLS handshake or certificate check failed) is
 //! reported to the driver, which tells the core: the transactions waiting on it fail at once and the call fails
-//! over to its next carrier. Each failure is counted by reason and logged at most once per interval per gateway.
+//! over to its next carrier. A connection we opened that ends (dropped by the gateway, refused after the handshake
+//! by a TLS alert, silent to keep-alives) is reported the same way: a transaction still waiting for its response
+//! on it would otherwise wait for timer B. Each failure is counted by reason and logged at most once per interval
+//! per gateway.
 
 use super::registry::{Connections, Queued, Remote};
 use super::serve::{serve, ConnInfo};
@@ -123,11 +126,7 @@ impl Dialer {
             metrics::counter!(super::tls::HANDSHAKE_FAILURES, "direction" => "out", "reason" => error.reason)
                 .increment(1);
         }
-        let allowed = {
-            let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            logs.entry(key).or_insert_with(|| LogThrottle::new(FAILURE_LOG_EVERY)).allow(Instant::now().into_std())
-        };
-        if let Some(suppressed) = allowed {
+        if let Some(suppressed) = self.log_allowed(key) {
             tracing::warn!(
                 trunk = %target.trunk, gateway = %format!("{transport}:{}", peer.remote), reason = error.reason,
                 error = %error.detail, messages_dropped = dropped, suppressed,
@@ -156,7 +155,7 @@ impl Dialer {
             detail: e.to_string(),
             handshake: false,
         })?;
-        let info = |identity| ConnInfo {
+        let info = move |identity| ConnInfo {
             transport: peer.transport,
             local,
             remote: peer.remote,
@@ -179,14 +178,49 @@ impl Dialer {
                 metrics::counter!(super::tls::HANDSHAKES, "direction" => "out").increment(1);
                 let identity = super::tls::peer_identity(tls.get_ref().1.peer_certificates());
                 let (rd, wr) = tokio::io::split(tls);
-                tokio::spawn(serve(rd, wr, info(identity), limits, keepalive, slot, guard, tx));
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let ended = serve(rd, wr, info(identity), limits, keepalive, slot, guard, tx).await;
+                    me.ended(peer, ended);
+                });
             }
             _ => {
                 let (rd, wr) = stream.into_split();
-                tokio::spawn(serve(rd, wr, info(None), limits, keepalive, slot, guard, tx));
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let ended = serve(rd, wr, info(None), limits, keepalive, slot, guard, tx).await;
+                    me.ended(peer, ended);
+                });
             }
         }
         Ok(())
+    }
+
+    /// A connection we opened to `peer` ended: transactions still waiting on it fail now (reported like a failed
+    /// dial; none waiting, nothing happens). A read error (a TLS alert: the gateway refused our certificate after
+    /// the handshake) is logged with the gateway, rate-limited like dial failures.
+    fn ended(&self, peer: Peer, ended: super::serve::Ended) {
+        if ended.reason == super::stream::CloseReason::Shutdown {
+            return;
+        }
+        if let Some(e) = &ended.error {
+            let key = (peer.transport, peer.remote);
+            if self.log_allowed(key).is_some() {
+                let trunk = self.targets.get(&key).map_or("", |t| t.trunk.as_str());
+                tracing::warn!(
+                    trunk, gateway = %format!("{}:{}", peer.transport, peer.remote), reason = ended.reason.label(),
+                    error = %e, "the connection to the gateway ended with an error"
+                );
+            }
+        }
+        if self.failures.try_send(peer).is_err() {
+            crate::metrics::dropped("transport_error_queue_full");
+        }
+    }
+
+    fn log_allowed(&self, key: Remote) -> Option<u64> {
+        let mut logs = self.logs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        logs.entry(key).or_insert_with(|| LogThrottle::new(FAILURE_LOG_EVERY)).allow(Instant::now().into_std())
     }
 }
 
@@ -214,4 +248,142 @@ async fn tcp_connect(local: SocketAddr, remote: SocketAddr) -> std::io::Result<t
     sock.set_nonblocking(true)?;
     let std_stream: std::net::TcpStream = sock.into();
     tokio::net::TcpSocket::from_std_stream(std_stream).connect(remote).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{ClientAuth, ClientSettings, ServerSettings};
+    use std::path::{Path, PathBuf};
+
+    /// A CA and two leaves it signs (the server's, named `server.example.net` and 127.0.0.1; a client's named
+    /// `client.example.net`), written under `dir`: ca.pem, server.pem (chain and key), client.pem.
+    fn certificates(dir: &Path) -> PathBuf {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        std::fs::create_dir_all(dir).expect("dir");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("ca");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        for (file, name) in [("server.pem", "server.example.net"), ("client.pem", "client.example.net")] {
+            let mut p = CertificateParams::new(vec![name.to_owned()]).expect("params");
+            p.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+            p.distinguished_name.push(DnType::CommonName, name);
+            let key = KeyPair::generate().expect("key");
+            let cert = p.signed_by(&key, &ca).expect("cert");
+            std::fs::write(dir.join(file), format!("{}{}", cert.pem(), key.serialize_pem())).expect("write");
+        }
+        dir.to_owned()
+    }
+
+    fn guard() -> EdgeGuard {
+        let plan = Arc::new(sbc_proto::routing::Plan::default());
+        EdgeGuard::new(sbc_proto::policy::EdgeConfig::default(), plan)
+    }
+
+    /// A TLS listener on 127.0.0.1 requiring client certificates from the CA in `dir`.
+    async fn tls_server(dir: &Path) -> (SocketAddr, crate::transport::Receivers) {
+        let settings = ServerSettings {
+            cert: dir.join("server.pem"),
+            key: dir.join("server.pem"),
+            ca: Some(dir.join("ca.pem")),
+            client_auth: ClientAuth::Required,
+            reload_every: Duration::from_secs(60),
+        };
+        let acceptor = crate::tls::Acceptor::start(&settings).expect("acceptor");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = crate::transport::queues();
+        let security = super::super::tcp::Security::Tls(acceptor);
+        let (limits, trunks, conns) = (StreamLimits::default(), Default::default(), Connections::default());
+        tokio::spawn(super::super::tcp::listen(listener, security, limits, trunks, conns, guard(), tx));
+        (addr, rx)
+    }
+
+    fn dialer(remote: SocketAddr, settings: ClientSettings) -> (Dialer, mpsc::Receiver<Peer>, Connections) {
+        let tls = Connector::start("carrier", &settings, Duration::from_secs(60)).expect("connector");
+        let targets =
+            HashMap::from([((Transport::Tls, remote), DialTarget { trunk: "carrier".into(), tls: Some(tls) })]);
+        let conns = Connections::default();
+        let settings = DialSettings {
+            limits: StreamLimits::default(),
+            connect_timeout: Duration::from_secs(5),
+            keepalive: Some(Duration::from_secs(30)),
+        };
+        let (tx, _rx) = crate::transport::queues();
+        let (d, failed) = Dialer::new(targets, conns.clone(), settings, guard(), tx);
+        (d, failed, conns)
+    }
+
+    fn peer(remote: SocketAddr) -> Peer {
+        Peer { transport: Transport::Tls, local: "127.0.0.1:0".parse().expect("addr"), remote, conn: None }
+    }
+
+    fn options(n: u32) -> Bytes {
+        Bytes::from(format!("OPTIONS sip:gw SIP/2.0\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"))
+    }
+
+    #[tokio::test]
+    async fn messages_sent_while_dialling_arrive_in_order_over_one_mutual_tls_connection() {
+        let dir = certificates(&std::env::temp_dir().join(format!("sbc-dial-ok-{}", std::process::id())));
+        let (addr, mut rx) = tls_server(&dir).await;
+        let settings = ClientSettings {
+            server_name: Some("server.example.net".into()),
+            ca: Some(dir.join("ca.pem")),
+            cert: Some(dir.join("client.pem")),
+            key: Some(dir.join("client.pem")),
+        };
+        let (d, _failed, conns) = dialer(addr, settings);
+        for n in 1..=3 {
+            d.send(peer(addr), options(n));
+        }
+        for n in 1..=3 {
+            let m = tokio::time::timeout(Duration::from_secs(5), rx.low.recv()).await.expect("in time").expect("msg");
+            assert_eq!(m.bytes, options(n), "message {n} in order");
+            assert_eq!(m.transport, Transport::Tls);
+            let names = m.identity.as_ref().map(|i| i.names().to_vec()).expect("the client's verified identity");
+            assert_eq!(names, ["client.example.net"]);
+        }
+        // The connection is registered: the next message goes straight over it.
+        conns.send(Transport::Tls, None, addr, options(4)).expect("sent on the open connection");
+        let m = tokio::time::timeout(Duration::from_secs(5), rx.low.recv()).await.expect("in time").expect("msg");
+        assert_eq!(m.bytes, options(4));
+        assert_eq!(conns.len(), 1, "one connection for everything");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_whose_certificate_lacks_the_expected_name_is_reported_and_its_messages_dropped() {
+        let dir = certificates(&std::env::temp_dir().join(format!("sbc-dial-name-{}", std::process::id())));
+        let (addr, mut rx) = tls_server(&dir).await;
+        let settings = ClientSettings {
+            server_name: Some("carrier.example.net".into()),
+            ca: Some(dir.join("ca.pem")),
+            cert: Some(dir.join("client.pem")),
+            key: Some(dir.join("client.pem")),
+        };
+        let (d, mut failed, conns) = dialer(addr, settings);
+        d.send(peer(addr), options(1));
+        d.send(peer(addr), options(2));
+        let p = tokio::time::timeout(Duration::from_secs(5), failed.recv()).await.expect("in time").expect("report");
+        assert_eq!((p.transport, p.remote), (Transport::Tls, addr));
+        assert!(rx.low.try_recv().is_err(), "nothing reached the server");
+        assert!(conns.is_empty(), "no connection kept");
+        assert_eq!(conns.fail_dial((Transport::Tls, addr)), 0, "the waiting messages were dropped");
+        // A client without a certificate is refused by the server; that, too, is reported.
+        let settings = ClientSettings {
+            server_name: Some("server.example.net".into()),
+            ca: Some(dir.join("ca.pem")),
+            ..ClientSettings::default()
+        };
+        let (d, mut failed, _) = dialer(addr, settings);
+        d.send(peer(addr), options(1));
+        // TLS 1.3: the client finishes its handshake before the server checks its certificate; the refusal then
+        // arrives as an alert that ends the connection, reported all the same.
+        let p = tokio::time::timeout(Duration::from_secs(5), failed.recv()).await.expect("in time").expect("report");
+        assert_eq!(p.remote, addr);
+        assert!(rx.low.try_recv().is_err(), "nothing reached the server without a client certificate");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -67,6 +67,15 @@ impl<S: AsyncRead + Send> ReadCapped for tokio::io::ReadHalf<S> {
     }
 }
 
+/// How a connection ended.
+#[derive(Debug)]
+pub(super) struct Ended {
+    /// Why.
+    pub reason: CloseReason,
+    /// The read error that ended it, if one did (a TLS alert from the peer, a reset).
+    pub error: Option<std::io::Error>,
+}
+
 /// Serves one admitted connection until it closes; `keepalive` pings a connection we opened at that interval.
 /// The slot is released when this returns, however it ends.
 #[allow(clippy::too_many_arguments)]
@@ -79,8 +88,9 @@ pub(super) async fn serve<R: ReadCapped, W: AsyncWrite + Unpin + Send>(
     mut slot: Slot,
     guard: EdgeGuard,
     tx: Queues,
-) {
+) -> Ended {
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let mut error = None;
     let ConnInfo { transport, local, remote, origin, identity } = info;
     let id = slot.register((transport, remote), out_tx);
     tracing::debug!(%remote, conn = id.0, %transport, "connection open");
@@ -97,9 +107,16 @@ pub(super) async fn serve<R: ReadCapped, W: AsyncWrite + Unpin + Send>(
             read = rd.read_capped(&mut buf, limits.max_message_size) => {
                 match read {
                     Ok(0) => break CloseReason::ClosedByPeer,
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break CloseReason::ClosedByPeer,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break CloseReason::ClosedByPeer,
-                    Err(_) => break CloseReason::ReadError,
+                    Err(e) => {
+                        let reason = match e.kind() {
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => {
+                                CloseReason::ClosedByPeer
+                            }
+                            _ => CloseReason::ReadError,
+                        };
+                        error = Some(e);
+                        break reason;
+                    }
                     Ok(_) => {}
                 }
                 if let Some(k) = alive.as_mut() {
@@ -176,6 +193,7 @@ pub(super) async fn serve<R: ReadCapped, W: AsyncWrite + Unpin + Send>(
     let _ = tokio::time::timeout(Duration::from_millis(200), wr.shutdown()).await;
     closed(remote, transport, Some(id), reason);
     drop(slot);
+    Ended { reason, error }
 }
 
 /// Writes `bytes` within `limit` (a peer that does not read must not hold the connection's task forever).

@@ -93,7 +93,9 @@ pub async fn listen(
                             identity: None,
                         };
                         let (guard, tx) = (guard.clone(), tx.clone());
-                        tokio::spawn(super::serve::serve(rd, wr, info, limits, None, slot, guard, tx));
+                        tokio::spawn(async move {
+                            super::serve::serve(rd, wr, info, limits, None, slot, guard, tx).await;
+                        });
                     }
                     Security::Tls(acceptor) => {
                         let start = super::tls::Accepted { stream, local, remote, limits, slot };
