@@ -136,3 +136,33 @@ fn a_trunk_is_recognised_by_its_tls_certificate_name_from_any_address() {
         assert!(refused, "{out:#?}");
     }
 }
+
+#[test]
+fn leg_a_over_tls_gets_a_tls_contact_and_a_sips_one_for_a_sips_request() {
+    for (uri, contact) in [
+        ("sip:+493012345@198.18.1.1:5061;transport=tls", "<sip:198.18.1.1:5061;transport=tls>"),
+        ("sips:+493012345@198.18.1.1:5061", "<sips:198.18.1.1:5061>"),
+    ] {
+        let mut w = tls_world(false, |_| {});
+        let invite = invite_from_a("a-tls").replace("sip:+493012345@198.18.1.1 SIP/2.0", &format!("{uri} SIP/2.0"));
+        let peer = Peer { transport: Transport::Tls, local: addr("198.18.1.1:5061"), remote: addr(A), conn: None };
+        w.ep.handle_message(w.now, peer, Bytes::from(invite));
+        let (_, invite_b) = invite_to(&sent(&mut w), B_TLS);
+        let ok = answer(&invite_b, 200, "b1", "198.18.2.10:5061;transport=tls", "");
+        w.ep.handle_message(
+            w.now,
+            Peer { transport: Transport::Tls, local: addr(SBC_B_TLS), remote: addr(B_TLS), conn: None },
+            Bytes::from(ok),
+        );
+        let out = sent(&mut w);
+        let ok_a = out
+            .iter()
+            .find_map(|(p, m)| match m {
+                Message::Response(r) if p.remote == addr(A) && r.status == 200 => Some((*p, r.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no 200 to A in {out:#?}"));
+        assert_eq!(ok_a.0.transport, Transport::Tls, "back over the connection it came on");
+        assert_eq!(String::from_utf8_lossy(ok_a.1.headers.get(&HeaderName::Contact).expect("contact")), contact);
+    }
+}
