@@ -134,6 +134,8 @@ enum State {
 struct LegB {
     dialog: Dialog,
     trunk: TrunkId,
+    /// Which of the trunk's gateways this attempt uses.
+    gateway: usize,
     invite: Request,
     invite_key: TransactionKey,
     provisional: bool,
@@ -595,7 +597,7 @@ impl Calls {
     /// Acts on what the attempts say next.
     fn proceed(&mut self, ctx: &mut Ctx, id: CallRef, next: Next) {
         match next {
-            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk),
+            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk, 0),
             Next::Connected => {}
             Next::GiveUp(g) => {
                 let status = if g.reason == GiveUpReason::NoCandidates { 503 } else { g.status };
@@ -604,12 +606,17 @@ impl Calls {
         }
     }
 
-    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId) {
+    /// Starts leg B on `trunk_id`'s gateway number `gateway`.
+    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId, gateway: usize) {
         let plan = Arc::clone(&self.plan);
         let trunk = plan.trunk(trunk_id);
         let Some(call) = self.calls.get_mut(&id) else { return };
-        let gw = trunk.gateways.first().copied();
+        let gw = trunk.gateways.get(gateway).copied();
         let local = gw.and_then(|g| build::pick_local(&self.locals, g.transport, g.addr));
+        if gw.is_some() && local.is_none() && gateway + 1 < trunk.gateways.len() {
+            ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
+            return self.start_leg_b(ctx, id, trunk_id, gateway + 1);
+        }
         let (Some(gw), Some(local)) = (gw, local) else {
             // No way to reach this carrier from our listeners: a transport error, so the next one is tried.
             ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
@@ -693,6 +700,7 @@ impl Calls {
         call.b = Some(LegB {
             dialog,
             trunk: trunk_id,
+            gateway,
             invite,
             invite_key: key,
             provisional: false,
@@ -868,6 +876,10 @@ impl Calls {
             return self.finish(ctx, id);
         }
         let trunk = self.plan.trunk(b.trunk);
+        if outcome == Outcome::TransportError && b.gateway + 1 < trunk.gateways.len() {
+            // The carrier never saw the call: its next gateway gets it, within the same attempt of the route.
+            return self.start_leg_b(ctx, id, b.trunk, b.gateway + 1);
+        }
         let next = call.attempts.on_outcome(outcome, &trunk.failover, ctx.now);
         match next {
             Next::GiveUp(g) if g.reason == GiveUpReason::NotRetryable => {

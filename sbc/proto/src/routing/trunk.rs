@@ -27,7 +27,8 @@ pub struct Trunk {
     /// Whether calls to this trunk use `sips:` URIs (RFC 5630; Request-URI, To and our Contact) over TLS, rather
     /// than `sip:` URIs with `;transport=tls`. Default false.
     pub sips: bool,
-    /// Where calls to this trunk go, tried in order when one fails at transport level. Empty: the trunk only
+    /// Where calls to this trunk go: the first, then the next when one fails at transport level (connection or TLS
+    /// handshake refused, no address of ours to send from), before the route's next carrier. Empty: the trunk only
     /// sends calls.
     pub gateways: Vec<Gateway>,
     /// What sends a call on to the next carrier when this trunk fails it.

@@ -166,3 +166,25 @@ fn leg_a_over_tls_gets_a_tls_contact_and_a_sips_one_for_a_sips_request() {
         assert_eq!(String::from_utf8_lossy(ok_a.1.headers.get(&HeaderName::Contact).expect("contact")), contact);
     }
 }
+
+#[test]
+fn a_transport_error_tries_the_trunks_next_gateway_before_the_next_carrier() {
+    const B2_TLS: &str = "198.18.2.12:5061";
+    let mut w = tls_world(false, |t| t[1].gateways.push(Gateway { transport: Transport::Tls, addr: addr(B2_TLS) }));
+    let peer = Peer { transport: Transport::Udp, local: addr(SBC_A), remote: addr(A), conn: None };
+    w.ep.handle_message(w.now, peer, Bytes::from(invite_from_a("gw-1")));
+    let (to_b1, _) = invite_to(&sent(&mut w), B_TLS);
+    w.ep.handle_transport_error(w.now, to_b1);
+    let out = sent(&mut w);
+    let (to_b2, invite_b2) = invite_to(&out, B2_TLS);
+    assert_eq!(to_b2.transport, Transport::Tls);
+    assert!(!out.iter().any(|(p, _)| p.remote == addr(C)), "carrier c is not tried while b has a gateway left");
+    // The second gateway fails too: now the call moves to carrier c.
+    w.ep.handle_transport_error(w.now, to_b2);
+    let (_, invite_c) = invite_to(&sent(&mut w), C);
+    let out = w.send(C, SBC_B, answer(&invite_c, 486, "c1", "198.18.2.11:5060", ""));
+    response(&out, A, 486);
+    let tried: Vec<(&str, u16)> = w.cdrs[0].attempts.iter().map(|a| (a.trunk.as_str(), a.status)).collect();
+    assert_eq!(tried, [("carrier-b", 503), ("carrier-b", 503), ("carrier-c", 486)]);
+    drop(invite_b2);
+}
