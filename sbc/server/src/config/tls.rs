@@ -112,3 +112,79 @@ pub(super) fn trunk_tls(c: &mut Check<'_, '_>, i: usize, raw: &Spanned<RawTrunkT
     }
     Some((settings, t.sips.unwrap_or(false)))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use sbc_proto::transport::Transport;
+    use std::path::{Path, PathBuf};
+
+    /// A directory with ca.pem and leaf.pem (a certificate and its key) made by rcgen.
+    fn files(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sbc-config-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(dir.join("ca.pem"), ca.self_signed(&key).expect("ca").pem()).expect("write");
+        let leaf_key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["sbc.example.net".to_owned()]).expect("params");
+        let leaf = leaf.self_signed(&leaf_key).expect("leaf");
+        std::fs::write(dir.join("leaf.pem"), format!("{}{}", leaf.pem(), leaf_key.serialize_pem())).expect("write");
+        dir
+    }
+
+    fn parse(dir: &Path, text: &str) -> Result<Config, String> {
+        Config::parse(text, &dir.join("test.toml")).map_err(|e| e.to_string())
+    }
+
+    const CARRIER: &str =
+        "[[trunk]]\nname = \"carrier\"\ngateways = [\"tls:198.18.2.10:5061\", \"tcp:198.18.2.11:5060\"]\n";
+
+    #[test]
+    fn tls_listeners_and_trunks_load_with_paths_relative_to_the_file() {
+        let dir = files("ok");
+        let c = parse(
+            &dir,
+            &format!(
+                "[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\nconnection_keepalive = \"off\"\n\
+                 tls = {{ cert = \"leaf.pem\", key = \"leaf.pem\", ca = \"ca.pem\", client_auth = \"optional\" }}\n\
+                 [[trunk]]\nname = \"pbx\"\nmatch = {{ tls = [\"PBX.Example.net\"] }}\n{CARRIER}\
+                 tls = {{ server_name = \"Carrier.Example.net\", ca = \"ca.pem\", cert = \"leaf.pem\", key = \"leaf.pem\", sips = true }}\n"
+            ),
+        )
+        .expect("valid");
+        let tls = c.sip.tls.as_ref().expect("[sip.tls]");
+        assert_eq!((tls.cert.clone(), tls.client_auth), (dir.join("leaf.pem"), crate::tls::ClientAuth::Optional));
+        assert_eq!(c.sip.connection_keepalive, None);
+        assert_eq!(c.plan.trunks[0].tls_identities, ["pbx.example.net"]);
+        let carrier = &c.plan.trunks[1];
+        assert_eq!((carrier.uri_host.as_deref(), carrier.sips), (Some("carrier.example.net"), true));
+        let dial: Vec<(Transport, bool)> = c.dial.iter().map(|d| (d.transport, d.tls.is_some())).collect();
+        assert_eq!(dial, [(Transport::Tls, true), (Transport::Tcp, false)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_tls_settings_name_their_key() {
+        let dir = files("bad");
+        for (text, expect) in [
+            ("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\ntls = { cert = \"missing.pem\", key = \"leaf.pem\" }\n", "sip.tls: cannot read"),
+            ("[sip]\ntls = { cert = \"leaf.pem\", key = \"ca.pem\" }\n", "sip.tls:"),
+            ("[sip]\ntls = { cert = \"leaf.pem\", key = \"leaf.pem\", client_auth = \"optional\" }\n", "sip.tls.client_auth"),
+            ("[sip]\nconnection_keepalive = \"sometimes\"\n", "sip.connection_keepalive"),
+            (&format!("{CARRIER}tls = {{ cert = \"leaf.pem\" }}\n"), "trunk[0].tls: cert and key go together"),
+            (&format!("{CARRIER}tls = {{ server_name = \"not a name\" }}\n"), "trunk[0].tls.server_name"),
+            ("[[trunk]]\nname = \"c\"\ngateways = [\"udp:198.18.2.10:5060\"]\ntls = { ca = \"ca.pem\" }\n", "no tls: gateways"),
+            ("[[trunk]]\nname = \"p\"\nmatch = { tls = [\"a b\"] }\n", "trunk[0].match.tls[0]"),
+            (
+                &format!("{CARRIER}tls = {{ ca = \"ca.pem\" }}\n[[trunk]]\nname = \"other\"\ngateways = [\"tls:198.18.2.10:5061\"]\ntls = {{ ca = \"leaf.pem\" }}\n"),
+                "trunk[1].gateways[0]: trunk carrier reaches this gateway with other tls settings",
+            ),
+        ] {
+            let e = parse(&dir, text).expect_err(text);
+            assert!(e.contains(expect), "{text}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -173,6 +173,14 @@ pub(super) fn trunk(
         }
         super::tls::trunk_tls(c, i, t)
     });
+    let first_tls = raw_gateways.iter().position(|g| g.get_ref().to_ascii_lowercase().starts_with("tls:"));
+    if let (None, Some(j)) = (&raw.tls, first_tls) {
+        // No `tls`: the gateways are checked against the system's CA store, which must then have something in it.
+        if let Err(e) = crate::tls::ClientSettings::default().build() {
+            let span = raw_gateways.get(j).map_or(0..0, |s| s.span());
+            c.error(span, &format!("trunk[{i}].gateways[{j}]"), &format!("{e} (trunk[{i}].tls.ca)"));
+        }
+    }
     let trunk = Trunk {
         name: name.clone(),
         sources,
