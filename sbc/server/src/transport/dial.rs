@@ -386,4 +386,52 @@ mod tests {
         assert!(rx.low.try_recv().is_err(), "nothing reached the server without a client certificate");
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[tokio::test]
+    async fn a_tcp_gateway_gets_keepalive_pings_and_a_new_connection_after_it_dropped_one() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = gateway.local_addr().expect("addr");
+        let targets = HashMap::from([((Transport::Tcp, addr), DialTarget { trunk: "carrier".into(), tls: None })]);
+        let settings = DialSettings {
+            limits: StreamLimits::default(),
+            connect_timeout: Duration::from_secs(5),
+            keepalive: Some(Duration::from_millis(100)),
+        };
+        let (tx, _rx) = crate::transport::queues();
+        let (d, mut failed) = Dialer::new(targets, Connections::default(), settings, guard(), tx);
+        let tcp = Peer { transport: Transport::Tcp, ..peer(addr) };
+        let read_until = |wanted: &'static [u8]| {
+            move |mut s: tokio::net::TcpStream| async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.windows(wanted.len()).any(|w| w == wanted) {
+                    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("in time");
+                    let n = n.expect("read");
+                    assert!(n > 0, "closed after {got:?}");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                (s, got)
+            }
+        };
+        d.send(tcp, options(1));
+        let (first, _) = gateway.accept().await.expect("the first message opens a connection");
+        let (mut first, got) = read_until(b"CSeq: 1 OPTIONS")(first).await;
+        assert!(got.starts_with(b"OPTIONS sip:gw"), "{got:?}");
+        let (first, got) = read_until(b"\r\n\r\n\r\n")({
+            first.write_all(b"\r\n").await.expect("pong");
+            first
+        })
+        .await;
+        assert!(got.ends_with(b"\r\n\r\n"), "a keep-alive ping: {got:?}");
+        // The gateway drops the connection: reported (nothing was waiting on it), and the next message opens a
+        // new one.
+        drop(first);
+        let p = tokio::time::timeout(Duration::from_secs(5), failed.recv()).await.expect("in time").expect("report");
+        assert_eq!(p.remote, addr);
+        d.send(tcp, options(2));
+        let (second, _) = gateway.accept().await.expect("reconnected");
+        let (_, got) = read_until(b"CSeq: 2 OPTIONS")(second).await;
+        assert!(got.starts_with(b"OPTIONS sip:gw"), "{got:?}");
+    }
 }
