@@ -213,6 +213,7 @@ fn calls_over_tls_fail_over_from_a_carrier_whose_certificate_has_the_wrong_name(
     let log = std::fs::read_to_string(&r.sbc.log).expect("log");
     let lines = log.lines().filter(|l| l.contains("cannot open a connection to the gateway")).count();
     assert!((1..=2).contains(&lines), "{lines} log lines for {refused} failures (rate-limited)");
+    eprintln!("carrier b: {refused} handshakes refused (certificate_name) for {CALLS} calls, {lines} log line(s)");
     assert!(log.contains("certificate_name"), "the reason is in the log");
 }
 
