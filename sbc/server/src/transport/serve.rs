@@ -154,7 +154,7 @@ pub(super) async fn serve<R: ReadCapped, W: AsyncWrite + Unpin + Send>(
                     }
                 }
                 for bytes in msgs {
-                    if !guard.admit(remote) {
+                    if !guard.admit_from(remote, identity.as_deref()) {
                         break 'conn CloseReason::Banned;
                     }
                     let m = Inbound { at: now, transport, local, remote, conn: Some(id), identity: identity.clone(), bytes };
