@@ -27,8 +27,8 @@ pub const DIALLED: &str = "+4930123456";
 /// `USER_HZ`: the unit of utime and stime in /proc/PID/stat (100 on every Linux architecture in practice).
 pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
-fn on(side: &Side, s: Sipp) -> Sipp {
-    let s = s.local_ip(side.ip).local_port(side.port);
+fn on(path: &CallPath, side: &Side, s: Sipp) -> Sipp {
+    let s = s.local_ip(side.ip).local_port(side.port).transport(path.transport);
     match &side.ns {
         Some(ns) => s.netns(ns),
         None => s,
@@ -37,7 +37,7 @@ fn on(side: &Side, s: Sipp) -> Sipp {
 
 /// The callee of `path`: answers at once (180, 200 with SDP naming its RTP endpoint), room for `calls` calls.
 pub fn uas(path: &CallPath, calls: u32, limit: Duration, core: Option<usize>) -> Sipp {
-    let s = on(&path.uas, Sipp::new(&scenario("uas.xml")))
+    let s = on(path, &path.uas, Sipp::new(&scenario("uas.xml")))
         .media_port(sipp_media_port(&path.uas, 27_000))
         .key("rtp_ip", &path.uas.ip.to_string())
         .key("rtp_port", &UAS_RTP_PORT.to_string())
@@ -66,7 +66,7 @@ pub fn uac_running(
     limit: Duration,
     core: Option<usize>,
 ) -> Sipp {
-    let s = on(&path.uac, Sipp::new(&scenario(file)))
+    let s = on(path, &path.uac, Sipp::new(&scenario(file)))
         .media_port(sipp_media_port(&path.uac, 26_000))
         .key("rtp_ip", &path.uac.ip.to_string())
         .key("rtp_port", &UAC_RTP_PORT.to_string())

@@ -157,7 +157,7 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
                 break 'runs;
             }
             let mut sbc = if target.is_local() {
-                let config = crate::target::local_config(false);
+                let config = harness.config(target, false);
                 Some(harness.start_local(target, &format!("bench-cps-run{run}"), &config, pin.then_some(SBC_CORE))?)
             } else {
                 None

@@ -83,8 +83,9 @@ struct TargetArgs {
     local: bool,
     /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
     /// sbc build, the same way), `local-unguarded[:PATH]` (the same with [edge] and [overload] switched off: the
-    /// baseline of what the checks cost), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an
-    /// SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.
+    /// baseline of what the checks cost), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs,
+    /// through stunnel next to SIPp; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
+    /// or an SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.
     #[arg(long)]
     target: Option<target::Target>,
     /// A second target, measured in the same invocation, interleaved with the first (run by run), with ratios.
@@ -151,6 +152,9 @@ impl TargetArgs {
             if let target::Target::Remote(a) = t {
                 guard.check("target", a.ip())?;
             }
+        }
+        if scenario != "cps" && targets.iter().any(|t| matches!(t, target::Target::LocalTls(_))) {
+            bail!("`--target local-tls` is a cps target: {scenario} runs over UDP only");
         }
         if targets.iter().any(target::Target::is_local) {
             target::require_root(&format!("`{scenario} --target local`"))?;

@@ -17,6 +17,7 @@ pub mod procfs;
 pub mod rtp;
 pub mod setup_drill;
 pub mod sipp;
+pub mod tls;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -8,7 +8,9 @@ use crate::edge::EdgeGuard;
 use crate::ha::{HaEvent, HaHandle};
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
-use crate::transport::{tcp, Inbound, Receivers, Transport};
+use crate::transport::dial::Dialer;
+use crate::transport::registry::{Connections, SendError};
+use crate::transport::{Inbound, Receivers, Transport};
 use media_relay::xdp::{DROP_REASONS, PASS_REASONS};
 use relay_proto::control::{Event as MediaEvent, SessionId};
 use sbc_proto::cdr::Cdr;
@@ -27,8 +29,12 @@ use tokio::time::Instant;
 pub struct Sockets {
     /// UDP sockets by local address.
     pub udp: HashMap<SocketAddr, Arc<UdpSocket>>,
-    /// Open TCP connections.
-    pub tcp: tcp::Connections,
+    /// Open TCP and TLS connections.
+    pub streams: Connections,
+    /// Opens connections to `tcp:` and `tls:` gateways that have none.
+    pub dialer: Option<Dialer>,
+    /// Gateways the dialer could not reach, for the core.
+    pub dial_failures: Option<tokio::sync::mpsc::Receiver<Peer>>,
 }
 
 /// What the driver writes besides packets: CDRs, and the trunk names that label call metrics.
@@ -234,6 +240,15 @@ fn try_inbound(rx: &mut Receivers) -> Option<(Inbound, bool)> {
     rx.high.try_recv().map(|m| (m, true)).or_else(|_| rx.low.try_recv().map(|m| (m, false))).ok()
 }
 
+async fn dial_failure(failures: &mut Option<tokio::sync::mpsc::Receiver<Peer>>) -> Peer {
+    if let Some(f) = failures.as_mut() {
+        if let Some(p) = f.recv().await {
+            return p;
+        }
+    }
+    std::future::pending().await
+}
+
 /// One message to the core; a new request's wait in the queue is the overload signal.
 fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
     if !high {
@@ -244,7 +259,7 @@ fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
         endpoint.observe_queue_delay(now.into_std(), delay);
     }
     let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
-    endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
+    endpoint.handle_message_from(msg.at.into_std(), peer, msg.identity, msg.bytes);
 }
 
 /// What the driver measures of its own load besides each new request's wait.
@@ -299,7 +314,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// confirmed calls, 503 to those being set up) and writes every CDR.
 pub async fn run(
     mut endpoint: Endpoint,
-    sockets: Sockets,
+    mut sockets: Sockets,
     mut rx: Receivers,
     shutdown: impl std::future::Future<Output = ()>,
     mut records: Records,
@@ -354,6 +369,9 @@ pub async fn run(
                 }
                 cpu_at = (now, cpu);
                 carry_out_bans(&mut records);
+            }
+            peer = dial_failure(&mut sockets.dial_failures) => {
+                endpoint.handle_transport_error(Instant::now().into_std(), peer);
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
@@ -517,9 +535,19 @@ async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {
             }
         }
         Transport::Tcp | Transport::Tls | Transport::Ws => {
-            if let Err(e) = sockets.tcp.send(peer.conn, peer.remote, bytes) {
-                m::dropped("tcp_send_error");
-                tracing::debug!(remote = %peer.remote, error = %e, "tcp send failed");
+            match sockets.streams.send(peer.transport, peer.conn, peer.remote, bytes.clone()) {
+                Ok(()) => {}
+                Err(SendError::NoConnection(..))
+                    if sockets.dialer.as_ref().is_some_and(|d| d.can_dial(&(peer.transport, peer.remote))) =>
+                {
+                    if let Some(d) = &sockets.dialer {
+                        d.send(peer, bytes);
+                    }
+                }
+                Err(e) => {
+                    m::dropped("tcp_send_error");
+                    tracing::debug!(remote = %peer.remote, error = %e, "stream send failed");
+                }
             }
         }
     }

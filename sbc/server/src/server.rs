@@ -24,6 +24,22 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let mut tasks = Vec::new();
     // Bound addresses (a configured port 0 becomes the real one), for leg B's Via and Contact.
     let mut locals = Vec::new();
+    let acceptor = match &config.sip.tls {
+        Some(s) => Some(crate::tls::Acceptor::start(s).context("sip.tls")?),
+        None => None,
+    };
+    let reload_every = config.sip.tls.as_ref().map_or(crate::config::DEFAULT_TLS_RELOAD_EVERY, |t| t.reload_every);
+    let mut targets = std::collections::HashMap::new();
+    for d in &config.dial {
+        let tls = match &d.tls {
+            Some(s) => Some(
+                crate::tls::Connector::start(&d.trunk, s, reload_every)
+                    .with_context(|| format!("trunk {}: tls", d.trunk))?,
+            ),
+            None => None,
+        };
+        targets.insert((d.transport, d.addr), crate::transport::dial::DialTarget { trunk: d.trunk.clone(), tls });
+    }
     for l in &config.sip.listen {
         match l.transport {
             Transport::Udp => {
@@ -38,13 +54,21 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                     tx.clone(),
                 )));
             }
-            Transport::Tcp => {
-                let listener = tcp::bind(l.addr).with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
+            Transport::Tcp | Transport::Tls => {
+                let listener =
+                    tcp::bind(l.addr).with_context(|| format!("binding sip.listen {}:{}", l.transport, l.addr))?;
+                locals.push((l.transport, listener.local_addr()?));
+                let security = match (l.transport, &acceptor) {
+                    (Transport::Tls, Some(a)) => tcp::Security::Tls(a.clone()),
+                    (Transport::Tls, None) => anyhow::bail!("sip.listen tls:{}: no [sip.tls]", l.addr),
+                    _ => tcp::Security::Plain,
+                };
                 tasks.push(tokio::spawn(tcp::listen(
                     listener,
+                    security,
                     limits,
                     trunks.clone(),
-                    sockets.tcp.clone(),
+                    sockets.streams.clone(),
                     guard.clone(),
                     tx.clone(),
                 )));
@@ -52,6 +76,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             other => anyhow::bail!("sip.listen: transport {other} is not implemented yet"),
         }
         tracing::info!(listen = %format!("{}:{}", l.transport, l.addr), "SIP listening");
+    }
+    if !targets.is_empty() {
+        let settings = crate::transport::dial::DialSettings {
+            limits,
+            connect_timeout: config.sip.connect_timeout,
+            keepalive: config.sip.connection_keepalive,
+        };
+        let (dialer, failed) =
+            crate::transport::dial::Dialer::new(targets, sockets.streams.clone(), settings, guard.clone(), tx.clone());
+        sockets.dialer = Some(dialer);
+        sockets.dial_failures = Some(failed);
     }
     drop(tx);
 

@@ -137,6 +137,8 @@ enum State {
 struct LegB {
     dialog: Dialog,
     trunk: TrunkId,
+    /// Which of the trunk's gateways this attempt uses.
+    gateway: usize,
     invite: Request,
     invite_key: TransactionKey,
     /// When `invite` was sent (timer B of its transaction counts from there, also on a standby that takes over).
@@ -488,8 +490,16 @@ impl Calls {
         self.by_client.contains_key(key)
     }
 
-    /// A new INVITE (no To tag) on server transaction `key` from `peer`.
-    pub fn new_invite(&mut self, ctx: &mut Ctx, key: TransactionKey, peer: Peer, req: Request) {
+    /// A new INVITE (no To tag) on server transaction `key` from `peer`, whose TLS certificate named `identity`
+    /// (if it came over TLS with a verified client certificate).
+    pub fn new_invite(
+        &mut self,
+        ctx: &mut Ctx,
+        key: TransactionKey,
+        peer: Peer,
+        identity: Option<&crate::transport::TlsIdentity>,
+        req: Request,
+    ) {
         let reply = |ctx: &mut Ctx, status: u16, reason: &'static str, extra: Option<(HeaderName, String)>| {
             let mut r = Response::to_request(&req, status, reason);
             if let Some(v) = req.headers.get(&HeaderName::To) {
@@ -502,7 +512,7 @@ impl Calls {
             ctx.observe(Observation::CallRejected { status });
             ctx.respond(&key, r);
         };
-        let identified = self.plan.identify(peer.remote).or_else(|| {
+        let identified = self.plan.identify_peer(peer.remote, identity).or_else(|| {
             let username = proxy_credentials(&req).map(|c| c.username)?;
             self.plan.by_username(&username)
         });
@@ -587,7 +597,7 @@ impl Calls {
             route_set: req.headers.get_all_bytes(&HeaderName::RecordRoute).collect(),
             local_cseq: 0,
             peer,
-            contact: Bytes::from(format!("<sip:{}{}>", peer.local, transport_param(peer.transport))),
+            contact: Bytes::from(contact_for(peer.transport, peer.local, req.uri.as_bytes().starts_with(b"sips:"))),
         };
         // 100 at once: the caller's retransmissions stop while carriers are tried (§8.2.6.1).
         let trying = build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server);
@@ -685,7 +695,7 @@ impl Calls {
     /// Acts on what the attempts say next.
     fn proceed(&mut self, ctx: &mut Ctx, id: CallRef, next: Next) {
         match next {
-            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk),
+            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk, 0),
             Next::Connected => {}
             Next::GiveUp(g) => {
                 let status = if g.reason == GiveUpReason::NoCandidates { 503 } else { g.status };
@@ -694,7 +704,8 @@ impl Calls {
         }
     }
 
-    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId) {
+    /// Starts leg B on `trunk_id`'s gateway number `gateway`.
+    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId, gateway: usize) {
         let plan = Arc::clone(&self.plan);
         let trunk = plan.trunk(trunk_id);
         let Some(a_local) = self.calls.get(&id).map(|c| c.a.peer.local.ip()) else { return };
@@ -703,8 +714,12 @@ impl Calls {
         let in_group: Vec<(Transport, SocketAddr)> =
             self.locals.iter().filter(|(_, a)| group.is_none_or(|g| g.contains(&a.ip()))).copied().collect();
         let locals = if in_group.is_empty() { &self.locals } else { &in_group };
-        let gw = trunk.gateways.first().copied();
+        let gw = trunk.gateways.get(gateway).copied();
         let local = gw.and_then(|g| build::pick_local(locals, g.transport, g.addr));
+        if gw.is_some() && local.is_none() && gateway + 1 < trunk.gateways.len() {
+            ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
+            return self.start_leg_b(ctx, id, trunk_id, gateway + 1);
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
         let (Some(gw), Some(local)) = (gw, local) else {
             // No way to reach this carrier from our listeners: a transport error, so the next one is tried.
@@ -713,6 +728,7 @@ impl Calls {
             return self.proceed(ctx, id, next);
         };
         let peer = build::peer(gw.transport, local, gw.addr);
+        let target = build::Target::of(trunk, gw);
         // Identity and numbers towards this carrier (policy::identity documents the order).
         let a_trunk = self.plan.trunk(call.a_trunk);
         let mut identity = identity::outbound(&call.presented, &a_trunk.identity_in, &trunk.identity_out);
@@ -739,12 +755,12 @@ impl Calls {
             local_tag: Bytes::from(ctx.ids.tag()),
             remote_tag: None,
             local_uri: Bytes::from(local_uri),
-            remote_uri: Bytes::from(format!("<{}>", build::sip_uri(&call.called_out, gw.addr.ip()))),
-            remote_target: Bytes::from(build::sip_uri(&call.called_out, gw.addr)),
+            remote_uri: Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
+            remote_target: Bytes::from(target.to_uri(&call.called_out, true)),
             route_set: Vec::new(),
             local_cseq: 1,
             peer,
-            contact: Bytes::from(format!("<sip:{local}{}>", transport_param(gw.transport))),
+            contact: Bytes::from(contact_for(gw.transport, local, target.sips)),
         };
         let a_local = call.a.peer.local.ip();
         let body = if self.media.is_none() {
@@ -767,7 +783,6 @@ impl Calls {
         let invite = build::InviteB {
             dialog: &dialog,
             branch: &branch,
-            called: &call.called_out,
             max_forwards,
             a_invite: &call.a_invite,
             body,
@@ -789,6 +804,7 @@ impl Calls {
         call.b = Some(LegB {
             dialog,
             trunk: trunk_id,
+            gateway,
             invite,
             invite_key: key,
             sent: ctx.now,
@@ -861,11 +877,17 @@ impl Calls {
         }
     }
 
-    /// The transport could not reach the peer of client transaction `key`.
+    /// The transport could not reach the peer of client transaction `key`: leg B's INVITE fails over as a
+    /// transport error; any other request is treated as unanswered.
     pub fn on_transport_error(&mut self, ctx: &mut Ctx, key: TransactionKey) {
-        if let Some((id, Purpose::InviteB)) = self.by_client.get(&key).cloned() {
-            self.by_client.remove(&key);
-            self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+        match self.by_client.get(&key) {
+            Some((id, Purpose::InviteB)) => {
+                let id = *id;
+                self.by_client.remove(&key);
+                self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+            }
+            Some(_) => self.on_txn_timeout(ctx, key),
+            None => {}
         }
     }
 
@@ -985,6 +1007,10 @@ impl Calls {
             return self.finish(ctx, id);
         }
         let trunk = self.plan.trunk(b.trunk);
+        if outcome == Outcome::TransportError && b.gateway + 1 < trunk.gateways.len() {
+            // The carrier never saw the call: its next gateway gets it, within the same attempt of the route.
+            return self.start_leg_b(ctx, id, b.trunk, b.gateway + 1);
+        }
         let next = call.attempts.on_outcome(outcome, &trunk.failover, ctx.now);
         match next {
             Next::GiveUp(g) if g.reason == GiveUpReason::NotRetryable => {
@@ -1644,12 +1670,13 @@ fn contact_of_response(resp: &Response) -> Option<Bytes> {
     }
 }
 
-fn transport_param(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
-        Transport::Tls => ";transport=tls",
-        Transport::Ws => ";transport=ws",
+/// Our Contact on a leg over `transport` from `local`: `sips:` when the leg uses SIPS URIs (RFC 5630 §3.1.1),
+/// else `sip:` with the transport parameter for anything but UDP (RFC 3261 §19.1.1).
+fn contact_for(transport: Transport, local: SocketAddr, sips: bool) -> String {
+    if sips && transport == Transport::Tls {
+        format!("<sips:{local}>")
+    } else {
+        format!("<sip:{local}{}>", build::transport_param(transport))
     }
 }
 

@@ -340,6 +340,8 @@ impl Calls {
             b: Some(LegB {
                 dialog: b,
                 trunk: b_trunk,
+                // An answered call fails over no more: which gateway it was set up through does not matter.
+                gateway: 0,
                 invite: b_invite,
                 invite_key: TransactionKey::for_request(&request_of(&r.b_invite)?)?,
                 sent: at(r.setup_ms_ago),

@@ -89,6 +89,14 @@ impl Calls {
             a_invite,
             a_invite_key: a_invite_key.clone(),
             b: Some(LegB {
+                // The record names the carrier's address, not the gateway's index: the one it matches, so that a
+                // transport error after the takeover tries the trunk's next gateway.
+                gateway: plan
+                    .trunk(b_trunk)
+                    .gateways
+                    .iter()
+                    .position(|g| g.addr == b.peer.remote && g.transport == b.peer.transport)
+                    .unwrap_or(0),
                 dialog: b,
                 trunk: b_trunk,
                 invite: b_invite,

@@ -1117,3 +1117,4 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
 
 mod active_active;
 mod setup_takeover;
+mod transports;

@@ -29,7 +29,7 @@ pub use ids::IdGenerator;
 use crate::b2bua::{Calls, Ctx};
 use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Method, Request, Response};
 use crate::routing::Plan;
-use crate::transport::{Peer, Transport};
+use crate::transport::{Peer, TlsIdentity, Transport};
 use crate::txn::{self, Transactions};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -186,6 +186,8 @@ pub struct Endpoint {
     overload: crate::policy::Overload,
     /// The latest time given to us, for deadlines that are "at once".
     last_now: Option<Instant>,
+    /// The TLS identity of the message being handled, while it is handled ([`Endpoint::handle_message_from`]).
+    identity: Option<Arc<TlsIdentity>>,
     out: VecDeque<Output>,
 }
 
@@ -211,6 +213,7 @@ impl Endpoint {
             probes,
             overload,
             last_now: None,
+            identity: None,
             out: VecDeque::new(),
         }
     }
@@ -371,6 +374,29 @@ impl Endpoint {
 
     /// Handles one datagram or one framed stream message received at `now` from `peer`.
     pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
+        self.handle_message_from(now, peer, None, bytes);
+    }
+
+    /// [`Endpoint::handle_message`] for a message that came on a TLS connection whose peer presented a verified
+    /// certificate: `identity` holds its names, and a new call from it is identified by them first (a trunk's
+    /// `match.tls`), before its source address.
+    pub fn handle_message_from(&mut self, now: Instant, peer: Peer, identity: Option<Arc<TlsIdentity>>, bytes: Bytes) {
+        self.identity = identity;
+        self.handle_one(now, peer, bytes);
+        self.identity = None;
+    }
+
+    /// The transport could not reach `peer` (its remote address over its transport): a connection could not be
+    /// opened, or its TLS handshake failed. Every client transaction towards it that still waits for a final
+    /// response ends at once as a transport error, so a call fails over to its next carrier without waiting for
+    /// timer B. The driver reports each failed attempt once.
+    pub fn handle_transport_error(&mut self, now: Instant, peer: Peer) {
+        self.last_now = Some(now);
+        self.txns.transport_error_to(peer.transport, peer.remote);
+        self.drain_txns(now);
+    }
+
+    fn handle_one(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
         self.last_now = Some(now);
         let parsed =
             if peer.transport.is_reliable() { parse_stream(bytes.clone()) } else { parse_datagram(bytes.clone()) };
@@ -513,6 +539,14 @@ impl Endpoint {
                     let (mut ctx, calls) = self.ctx(now);
                     calls.on_txn_timeout(&mut ctx, key);
                 }
+                txn::Event::TransportError { key } if self.probes.owns(&key) => {
+                    let changes = self.probes.on_result(&key, None);
+                    self.apply_trunk_changes(changes);
+                }
+                txn::Event::TransportError { key } => {
+                    let (mut ctx, calls) = self.ctx(now);
+                    calls.on_transport_error(&mut ctx, key);
+                }
                 txn::Event::AckTimeout { .. } => self.observe(Observation::Dropped { reason: "ack_timeout" }),
             }
         }
@@ -532,8 +566,9 @@ impl Endpoint {
             let (mut ctx, calls) = self.ctx(now);
             return calls.on_in_dialog(&mut ctx, key, req);
         }
+        let identity = self.identity.clone();
         if self.calls.plan().unknown_source == crate::routing::UnknownSource::Drop
-            && !self.calls.plan().is_known(peer.remote)
+            && !self.calls.plan().is_known_peer(peer.remote, identity.as_deref())
             && !(req.method == Method::Invite && self.calls.plan().has_credential_trunks())
         {
             // Nothing for strangers: no answer at all, no transaction kept. (An INVITE still reaches the B2BUA
@@ -553,7 +588,7 @@ impl Endpoint {
             }
             answer::Disposition::NewCall => {
                 let (mut ctx, calls) = self.ctx(now);
-                return calls.new_invite(&mut ctx, key, peer, req);
+                return calls.new_invite(&mut ctx, key, peer, identity.as_deref(), req);
             }
         };
         let resp = self.with_to_tag(resp);

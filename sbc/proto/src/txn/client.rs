@@ -191,10 +191,20 @@ impl ClientTxn {
         }
     }
 
-    /// A transport error on this transaction's destination: it ends as if timed out (§17.1.4).
+    /// Where this transaction's request goes.
+    pub(super) fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Whether no final response came yet (a transport error still matters).
+    pub(super) fn is_pending(&self) -> bool {
+        matches!(self.state, State::Calling | State::Proceeding)
+    }
+
+    /// A transport error on this transaction's destination: it ends at once (§17.1.4).
     pub(super) fn on_transport_error(&mut self, key: &TransactionKey, out: &mut Vec<Event>) {
-        if matches!(self.state, State::Calling | State::Proceeding) {
-            out.push(Event::Timeout { key: key.clone() });
+        if self.is_pending() {
+            out.push(Event::TransportError { key: key.clone() });
         }
         self.state = State::Terminated;
         self.resend_at = None;

@@ -112,6 +112,12 @@ pub enum Event {
         /// The transaction.
         key: TransactionKey,
     },
+    /// The transport could not deliver this client transaction's request (connection refused or timed out, TLS
+    /// handshake failed, §17.1.4): the core acts as if a 503 had arrived (§8.1.3.1) and may fail over at once.
+    TransportError {
+        /// The transaction.
+        key: TransactionKey,
+    },
     /// A server INVITE transaction's final non-2xx was never acknowledged (timer H).
     AckTimeout {
         /// The transaction.

@@ -226,6 +226,30 @@ impl Transactions {
         self.finish(key.clone(), out);
     }
 
+    /// The transport could not deliver to `remote` over `transport` (a connection that could not be opened):
+    /// every client transaction towards it still waiting for a final response ends with
+    /// [`Event::TransportError`]. Returns how many.
+    pub fn transport_error_to(
+        &mut self,
+        transport: crate::transport::Transport,
+        remote: std::net::SocketAddr,
+    ) -> usize {
+        let keys: Vec<TransactionKey> = self
+            .txns
+            .iter()
+            .filter_map(|(k, e)| match &e.txn {
+                Txn::Client(t) if t.is_pending() && t.peer().transport == transport && t.peer().remote == remote => {
+                    Some(k.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for k in &keys {
+            self.transport_error(k);
+        }
+        keys.len()
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse((at, seq))) = self.heap.peek().copied() {

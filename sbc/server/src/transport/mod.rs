@@ -1,12 +1,17 @@
 //! The SIP transports: they move bytes between sockets and the driver, and nothing else.
 //!
 //! Each transport turns what it receives into [`Inbound`] messages on one channel to the driver (UDP: one datagram;
-//! TCP: one message cut out of the stream by `sbc_proto::msg::frame`), and sends what the driver hands it. Parsing
+//! TCP and TLS: one message cut out of the stream by [`stream::Framer`]), and sends what the driver hands it;
+//! [`dial`] opens the connections to gateways that have none. Parsing
 //! and every SIP decision happen in `sbc-proto`, driven by [`crate::driver`]. The limits of connection-oriented
 //! transports (per-source caps, deadlines, message size) are decided in [`stream`], which has no I/O.
 
+pub mod dial;
+pub mod registry;
+mod serve;
 pub mod stream;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use bytes::Bytes;
@@ -151,6 +156,8 @@ pub struct Inbound {
     pub remote: SocketAddr,
     /// The connection it arrived on, for connection-oriented transports.
     pub conn: Option<ConnId>,
+    /// The verified names of the TLS peer's certificate, when it presented one.
+    pub identity: Option<std::sync::Arc<sbc_proto::transport::TlsIdentity>>,
     /// The bytes: a whole datagram, or one framed message.
     pub bytes: Bytes,
 }

@@ -132,6 +132,7 @@ pub async fn receive(
             local,
             remote,
             conn: None,
+            identity: None,
             bytes: Bytes::copy_from_slice(&buf[..n]),
         };
         if queues.push(msg, false).await.is_err() {
