@@ -6,19 +6,25 @@ SHELL := /bin/bash
 CARGO ?= cargo
 CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
-# namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark
+# namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
+# (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates.
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl
 FUZZ_SECONDS ?= 60
+# `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
+FUZZ_TEST_SECONDS ?= 20
+FUZZ_TARGETS := parse_message endpoint_calls
+# A call-logic scenario needs many steps to reach deep call states: long inputs from the start.
+FUZZ_ARGS_endpoint_calls := -len_control=0 -max_len=2048
 
-.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz ebpf clean
+.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
 
 help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   the load-test suite as root: cps, concurrent, media (user space, SRTP, XDP, bare), failover (target/bench/)"
+	@echo "make bench   the load-test suite as root: cps, overload, concurrent, media (user space, SRTP, XDP, bare), failover (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
-	@echo "make fuzz    run the SIP parser fuzzer for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
+	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
 run:
 	$(CARGO) build --release -p sbc --bin sbc
@@ -37,6 +43,7 @@ deps:
 
 test: deps lint
 	$(CARGO) test --workspace --all-targets
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
 
 unit:
 	$(CARGO) test --workspace --lib
@@ -48,17 +55,18 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The default bench suite (as root, about 5 minutes on 2 cores plus the release build): short runs of every load scenario against our own
+# The default bench suite (as root, about 7-8 minutes on 2 cores plus the release build): short runs of every load scenario against our own
 # SBC in network namespaces, each next to its baseline in the same run; JSON, SVG plots and tables under
 # target/bench/. The soak is not in it (it is meant to run for hours: see benches/README.md).
 bench: deps
 	$(CARGO) build --release -p sbc-bench -p sbc -p media-relay -p tests --bins
 	mkdir -p target/bench
 	target/release/sbc-bench cps --target local --compare direct --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json | tee target/bench/cps.txt
+	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
-	@echo "results in target/bench/: cps, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
+	@echo "results in target/bench/: cps, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:
@@ -66,11 +74,18 @@ bench-parse:
 
 # cargo-fuzz passes nightly-only -Z flags; RUSTC_BOOTSTRAP=1 lets the stable compiler accept them. That is fine
 # for a test-only build of the fuzzer and never used for release builds.
-fuzz:
+# Each target runs FUZZ_SECONDS from its corpus (seeded with the RFC 4475 messages and the committed seeds of the
+# call-logic target); a crash stops make with the input in sbc/proto/fuzz/artifacts/.
+fuzz: fuzz-setup
+	cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build
+	$(foreach t,$(FUZZ_TARGETS),(cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(t) corpus/$(t) -- \
+	  -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_ARGS_$(t))) &&) true
+
+fuzz-setup:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p sbc/proto/fuzz/corpus/parse_message
+	mkdir -p $(addprefix sbc/proto/fuzz/corpus/,$(FUZZ_TARGETS))
 	if [ -d ../shared/corpus/rfc4475 ]; then find ../shared/corpus/rfc4475 -name '*.sip' -exec cp {} sbc/proto/fuzz/corpus/parse_message/ \; ; fi
-	cd sbc/proto/fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_message corpus/parse_message -- -max_total_time=$(FUZZ_SECONDS)
+	cp sbc/proto/fuzz/seeds/endpoint_calls/* sbc/proto/fuzz/corpus/endpoint_calls/
 
 # The XDP programs (ebpf/src/*.bpf.c) are compiled by media-relay's build.rs with clang into its OUT_DIR and
 # embedded in the binary; this builds them (and shows where the objects are).

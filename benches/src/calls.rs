@@ -27,8 +27,8 @@ pub const DIALLED: &str = "+4930123456";
 /// `USER_HZ`: the unit of utime and stime in /proc/PID/stat (100 on every Linux architecture in practice).
 pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
-fn on(side: &Side, s: Sipp) -> Sipp {
-    let s = s.local_ip(side.ip).local_port(side.port);
+fn on(path: &CallPath, side: &Side, s: Sipp) -> Sipp {
+    let s = s.local_ip(side.ip).local_port(side.port).transport(path.transport);
     match &side.ns {
         Some(ns) => s.netns(ns),
         None => s,
@@ -37,7 +37,7 @@ fn on(side: &Side, s: Sipp) -> Sipp {
 
 /// The callee of `path`: answers at once (180, 200 with SDP naming its RTP endpoint), room for `calls` calls.
 pub fn uas(path: &CallPath, calls: u32, limit: Duration, core: Option<usize>) -> Sipp {
-    let s = on(&path.uas, Sipp::new(&scenario("uas.xml")))
+    let s = on(path, &path.uas, Sipp::new(&scenario("uas.xml")))
         .media_port(sipp_media_port(&path.uas, 27_000))
         .key("rtp_ip", &path.uas.ip.to_string())
         .key("rtp_port", &UAS_RTP_PORT.to_string())
@@ -53,7 +53,20 @@ pub fn uas(path: &CallPath, calls: u32, limit: Duration, core: Option<usize>) ->
 /// post-dial delay and setup time recorded (`-trace_rtt`, read by [`response_times`]). Files are kept: the caller
 /// removes the run's directory.
 pub fn uac(path: &CallPath, calls: u32, rate: u32, hold: Duration, limit: Duration, core: Option<usize>) -> Sipp {
-    let s = on(&path.uac, Sipp::new(&scenario("uac.xml")))
+    uac_running("uac.xml", path, calls, rate, hold, limit, core)
+}
+
+/// [`uac`] with another caller scenario of benches/sipp/ (`file`), which records the same response times.
+pub fn uac_running(
+    file: &str,
+    path: &CallPath,
+    calls: u32,
+    rate: u32,
+    hold: Duration,
+    limit: Duration,
+    core: Option<usize>,
+) -> Sipp {
+    let s = on(path, &path.uac, Sipp::new(&scenario(file)))
         .media_port(sipp_media_port(&path.uac, 26_000))
         .key("rtp_ip", &path.uac.ip.to_string())
         .key("rtp_port", &UAC_RTP_PORT.to_string())

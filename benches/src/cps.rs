@@ -157,7 +157,7 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
                 break 'runs;
             }
             let mut sbc = if target.is_local() {
-                let config = crate::target::local_config(false);
+                let config = harness.config(target, false);
                 Some(harness.start_local(target, &format!("bench-cps-run{run}"), &config, pin.then_some(SBC_CORE))?)
             } else {
                 None
@@ -179,9 +179,9 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
                 let pass = step.pass;
                 ladder.steps.push(step);
                 if let Some(sbc) = sbc.as_mut() {
-                    if !sbc.is_running() {
+                    if let Some(status) = sbc.exit_status() {
                         bail!(
-                            "sbc exited during run {run} at {rate}/s; log ({}):\n{}",
+                            "sbc exited ({status}) during run {run} at {rate}/s; log ({}, kept):\n{}",
                             sbc.log.display(),
                             sbc.log_tail()
                         );

@@ -5,7 +5,11 @@
 //! how long the takeover took, whether the call survived to its BYE on both sides, and whether it got exactly one
 //! CDR across both boxes.
 //!
+//! `--kind setup` catches calls while they are being set up instead ([`setup`]).
+//!
 //! One pair topology ([`Topology::pair`]) serves the whole invocation; every wait is bounded.
+
+pub mod setup;
 
 use crate::stats::median;
 use ::tests::netns::{addr, http_request, pair_sbc_config, Host, Topology, CALLER, CARRIER_B, VIP_A, VIP_B};
@@ -25,6 +29,9 @@ pub enum DrillKind {
     Demote,
     /// `kill -9` of the active box (it restarts as standby before the next drill).
     Kill,
+    /// `kill -9` of the active box while calls are being set up (trying, ringing, early media, waiting for a
+    /// PRACK): how many of them complete on the other box ([`setup`]).
+    Setup,
 }
 
 /// What one drill measured.
@@ -44,6 +51,11 @@ pub struct Drill {
     pub survived: bool,
     /// CDRs of this call across both boxes (1 is right).
     pub cdrs: usize,
+    /// `--xdp native`: packets the new active's relay handled in user space from the drill to the end of the
+    /// call, per flow (the bound: at most 2; the rest is forwarded by the XDP program).
+    pub user_packets_per_flow: Option<f64>,
+    /// `--xdp native`: packets the new active's XDP program forwarded over the same time.
+    pub kernel_packets: Option<f64>,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -55,6 +67,12 @@ pub struct Options {
     pub drills: u32,
     /// Demote or kill.
     pub kind: DrillKind,
+    /// `--kind setup`: calls caught in setup per drill, split among the setup states.
+    pub setup_calls: u32,
+    /// `--xdp native`: both boxes' relays forward in the kernel (native XDP on the pair's veths).
+    pub xdp: bool,
+    /// `--dead-after`: the pair's `dead_after` (heartbeats at a third of it); default the configs' 300 ms.
+    pub dead_after: Option<Duration>,
 }
 
 const RTP_PORT: u16 = 7078;
@@ -73,12 +91,55 @@ struct Pair {
     topo: Topology,
     boxes: [Option<Sbc>; 2],
     cdr: [PathBuf; 2],
+    /// Appended to each box's config (keys of `[ha]`, then tables of its own).
+    extra: String,
+    /// `[media] xdp`.
+    xdp: &'static str,
+    /// `[ha] heartbeat` and `dead_after`, if not the configs' own.
+    detection: Option<(Duration, Duration)>,
+    /// `--xdp native`: the pass programs on the switch's ends of the veths (native XDP needs one on each end).
+    _xdp_helpers: Vec<::tests::netns::Process>,
 }
 
 impl Pair {
+    /// The pair topology with both boxes started, one active and the other standby.
+    fn up(extra: String) -> Result<Self> {
+        Self::up_with(extra, false, None)
+    }
+
+    /// [`Pair::up`] with native XDP on both boxes when `xdp`, and `dead_after` (heartbeats at a third of it).
+    fn up_with(extra: String, xdp: bool, dead_after: Option<Duration>) -> Result<Self> {
+        let topo = Topology::pair().context("building the pair topology (needs root)")?;
+        let dir = topo.dir().to_owned();
+        let cdr = [dir.join("cdr-sbc1.jsonl"), dir.join("cdr-sbc2.jsonl")];
+        let helpers = if xdp {
+            let relay = crate::binaries::binary(crate::binaries::release_dir(), "media-relay")?;
+            topo.prepare_xdp_pair(&relay).context("native XDP on the pair topology")?
+        } else {
+            Vec::new()
+        };
+        let xdp = if xdp { "native" } else { "off" };
+        let detection = dead_after.map(|d| (d / 3, d));
+        let mut pair = Pair { topo, boxes: [None, None], cdr, extra, xdp, detection, _xdp_helpers: helpers };
+        pair.start(1)?;
+        pair.start(2)?;
+        pair.wait("a box active and the other standby", Duration::from_secs(10), |p| {
+            let (r1, r2) = (p.role(1), p.role(2));
+            (r1 == "active" && r2 == "standby") || (r1 == "standby" && r2 == "active")
+        })?;
+        Ok(pair)
+    }
+
     fn start(&mut self, node: u8) -> Result<()> {
         let priority = if node == 1 { 200 } else { 100 };
-        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
+        let mut config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)])
+            .replace("xdp = \"off\"", &format!("xdp = \"{}\"", self.xdp));
+        if let Some((heartbeat, dead_after)) = self.detection {
+            config = config
+                .replace("heartbeat = \"100ms\"", &format!("heartbeat = \"{}ms\"", heartbeat.as_millis()))
+                .replace("dead_after = \"300ms\"", &format!("dead_after = \"{}ms\"", dead_after.as_millis()));
+        }
+        config += &self.extra;
         let sbc = Sbc::start_in(
             &self.topo.ns(Host::pair_box(node)),
             &format!("bench-ha-sbc{node}"),
@@ -124,6 +185,21 @@ impl Pair {
         Ok(start.elapsed())
     }
 
+    /// `kill -9` of box `node`.
+    fn kill(&self, node: u8) -> Result<()> {
+        let pid = self.boxes[usize::from(node - 1)].as_ref().map(Sbc::id).context("no process")?;
+        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -KILL {pid}: {status}");
+        }
+        Ok(())
+    }
+
+    /// A metric of box `node` (0 when it cannot be read).
+    fn metric(&self, node: u8, name: &str) -> f64 {
+        self.boxes[usize::from(node - 1)].as_ref().and_then(|s| s.metric(name).ok()).unwrap_or(0.0)
+    }
+
     fn cdrs_with(&self, call_id_part: &str) -> usize {
         self.cdr
             .iter()
@@ -136,20 +212,15 @@ impl Pair {
 
 /// Runs the drills; the namespaces and processes are gone when this returns, also on error.
 pub fn run(opts: &Options) -> Result<Vec<Drill>> {
-    let topo = Topology::pair().context("building the pair topology (needs root)")?;
-    let dir = topo.dir().to_owned();
-    let cdr = [dir.join("cdr-sbc1.jsonl"), dir.join("cdr-sbc2.jsonl")];
-    let mut pair = Pair { topo, boxes: [None, None], cdr };
-    pair.start(1)?;
-    pair.start(2)?;
-    pair.wait("a box active and the other standby", Duration::from_secs(10), |p| {
-        let (r1, r2) = (p.role(1), p.role(2));
-        (r1 == "active" && r2 == "standby") || (r1 == "standby" && r2 == "active")
-    })?;
+    if opts.kind == DrillKind::Setup {
+        bail!("--kind setup drills are run by failover::setup::run");
+    }
+    let mut pair = Pair::up_with(String::new(), opts.xdp, opts.dead_after)?;
+    let dir = pair.topo.dir().to_owned();
     let rtpgen = rtpgen_binary()?;
     let mut drills = Vec::new();
     for i in 1..=opts.drills {
-        let d = drill(&mut pair, &rtpgen, i, opts.kind, &dir).unwrap_or_else(|e| Drill {
+        let d = drill(&mut pair, &rtpgen, i, opts, &dir).unwrap_or_else(|e| Drill {
             index: i,
             from: 0,
             takeover_ms: f64::NAN,
@@ -157,10 +228,12 @@ pub fn run(opts: &Options) -> Result<Vec<Drill>> {
             gap_b_ms: f64::NAN,
             survived: false,
             cdrs: 0,
+            user_packets_per_flow: None,
+            kernel_packets: None,
             error: Some(format!("{e:#}")),
         });
         eprintln!(
-            "[drill {i}/{}] {:?} of sbc{}: takeover {:.0} ms, media gap A {:.0} ms / B {:.0} ms, survived {}, CDRs {}{}",
+            "[drill {i}/{}] {:?} of sbc{}: takeover {:.0} ms, media gap A {:.0} ms / B {:.0} ms, survived {}, CDRs {}{}{}",
             opts.drills,
             opts.kind,
             d.from,
@@ -169,6 +242,9 @@ pub fn run(opts: &Options) -> Result<Vec<Drill>> {
             d.gap_b_ms,
             d.survived,
             d.cdrs,
+            d.user_packets_per_flow
+                .map(|u| format!(", new active: {u:.1} packets per flow in user space, {:.0} in XDP", d.kernel_packets.unwrap_or(0.0)))
+                .unwrap_or_default(),
             d.error.as_deref().map(|e| format!(", error: {e}")).unwrap_or_default()
         );
         drills.push(d);
@@ -176,7 +252,8 @@ pub fn run(opts: &Options) -> Result<Vec<Drill>> {
     Ok(drills)
 }
 
-fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) -> Result<Drill> {
+fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, opts: &Options, dir: &Path) -> Result<Drill> {
+    let kind = opts.kind;
     let from = pair.active().context("no active box before the drill")?;
     let other = 3 - from;
     // The standby must hold the calls before it can take them: wait until it has resynced.
@@ -245,6 +322,11 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
     pair.wait("the call replicated", Duration::from_secs(5), |p| p.field(other, "foreign_calls") >= 1)?;
     std::thread::sleep(DRILL_AT.saturating_sub(started.elapsed()));
 
+    // The relay counters of the box about to take over (cumulative over earlier drills, where it may have been
+    // active): what it does from here on is this drill's.
+    const USER: &str = "sbc_media_packets_received_total";
+    const KERNEL: &str = "sbc_media_kernel_packets_total";
+    let before = (pair.metric(other, USER), pair.metric(other, KERNEL));
     let at = Instant::now();
     match kind {
         DrillKind::Demote => {
@@ -253,14 +335,11 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
                 bail!("POST /ha/demote: {status} {body}");
             }
         }
-        DrillKind::Kill => {
-            let pid = pair.boxes[usize::from(from - 1)].as_ref().map(Sbc::id).context("no process")?;
-            std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status()?;
-        }
+        DrillKind::Kill | DrillKind::Setup => pair.kill(from)?,
     }
     pair.wait("the other box active", Duration::from_secs(5), |p| p.role(other) == "active")?;
     let takeover = at.elapsed();
-    if kind == DrillKind::Kill {
+    if kind != DrillKind::Demote {
         pair.boxes[usize::from(from - 1)] = None;
         pair.start(from)?;
     }
@@ -268,6 +347,14 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
     for p in [&mut rtp_a, &mut rtp_b] {
         p.wait_timeout(LIMIT)?;
     }
+    let (user_packets_per_flow, kernel_packets) = if opts.xdp {
+        // The relay's counters reach the metrics every second.
+        std::thread::sleep(Duration::from_millis(1500));
+        let user = pair.metric(other, USER) - before.0;
+        (Some(user / 2.0), Some(pair.metric(other, KERNEL) - before.1))
+    } else {
+        (None, None)
+    };
     let (ra, rb): (Report, Report) = (read_report(&a_report)?, read_report(&b_report)?);
     let call_id = uac.messages().lines().find_map(|l| l.trim().strip_prefix("Call-ID:").map(|v| v.trim().to_owned()));
     let sipp_ok = uac.wait().and_then(|r| r.assert_all_successful(1)).is_ok()
@@ -295,6 +382,8 @@ fn drill(pair: &mut Pair, rtpgen: &Path, i: u32, kind: DrillKind, dir: &Path) ->
         gap_b_ms: rb.max_gap_ms,
         survived: sipp_ok && resumed(&ra) && resumed(&rb),
         cdrs,
+        user_packets_per_flow,
+        kernel_packets,
         error: None,
     })
 }
@@ -316,6 +405,8 @@ pub struct Summary {
     pub cdrs_lost: usize,
     /// See `cdrs_lost`.
     pub cdrs_doubled: usize,
+    /// `--xdp native`: the most packets per flow the new active handled in user space, over all drills.
+    pub user_packets_per_flow_max: Option<f64>,
 }
 
 /// Sums the drills up.
@@ -332,6 +423,7 @@ pub fn summarize(drills: &[Drill]) -> Summary {
         survived: drills.iter().filter(|d| d.survived).count(),
         cdrs_lost: drills.iter().filter(|d| d.cdrs == 0).count(),
         cdrs_doubled: drills.iter().filter(|d| d.cdrs > 1).count(),
+        user_packets_per_flow_max: drills.iter().filter_map(|d| d.user_packets_per_flow).reduce(f64::max),
     }
 }
 /// The figure of a run: per drill, the media gap each way and the takeover time.

@@ -6,6 +6,8 @@
 //!   decrypting SRTP) vs its XDP fast path, next to a bare XDP redirect and kernel IP forwarding ([`media`]).
 //! - `failover --local`: fire drills on a hot-standby pair ([`failover`]).
 //! - `soak`: a light constant load for hours, exported as Prometheus metrics ([`soak`]).
+//! - `overload`: 0.5x to 3x a target's call-rate ceiling: goodput, 503s and the post-dial delay of accepted calls
+//!   ([`overload`]).
 //!
 //! Targets (our SBC in namespaces the harness builds, SIPp direct, or any SBC by address) and the guard that keeps
 //! load on loopback unless told otherwise are in [`target`]. The criterion micro-benches live under benches/benches
@@ -18,6 +20,7 @@ mod concurrent;
 mod cps;
 mod failover;
 mod media;
+mod overload;
 mod plot;
 mod soak;
 mod stats;
@@ -46,6 +49,9 @@ enum Scenario {
     Concurrent(ConcurrentArgs),
     /// Fire drills on a hot-standby pair: media gap, takeover time, calls surviving, CDRs lost or doubled.
     Failover(FailoverArgs),
+    /// Offers 0.5x to 3x the call-rate ceiling: accepted calls per second (goodput), 503s, failed calls and the
+    /// post-dial delay of accepted calls per offered rate, then a recovery step at a normal rate.
+    Overload(OverloadArgs),
     /// Packet-rate ceiling (loss < 0.1 %), CPU per packet and latency of media-relay (user space and XDP), a bare
     /// XDP redirect and kernel IP forwarding.
     Media(MediaArgs),
@@ -76,8 +82,10 @@ struct TargetArgs {
     #[arg(long)]
     local: bool,
     /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
-    /// sbc build, the same way), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling) or an SBC's
-    /// `IP:PORT` (literal address; it must route every number to --uas). Default: local.
+    /// sbc build, the same way), `local-unguarded[:PATH]` (the same with [edge] and [overload] switched off: the
+    /// baseline of what the checks cost), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs,
+    /// through stunnel next to SIPp; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
+    /// or an SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.
     #[arg(long)]
     target: Option<target::Target>,
     /// A second target, measured in the same invocation, interleaved with the first (run by run), with ratios.
@@ -100,11 +108,25 @@ struct TargetArgs {
     /// Allow targets (and the media addresses they name) outside loopback. Never point a load test at production.
     #[arg(long)]
     allow_remote: bool,
+    /// Limit a local `sbc` to this share of one core (0.05 to 1; a cgroup with a CFS quota, needs root): a smaller
+    /// deployment, whose ceiling the harness's SIPp can exceed several times on a small machine.
+    #[arg(long)]
+    sbc_cpu: Option<f64>,
 }
 
 impl TargetArgs {
     /// The targets in the order each run measures them: the target, then the comparison (`default_compare` when
     /// none is given and --no-compare is not).
+    /// The harness for `targets`, with the `--sbc-cpu` limit if any.
+    fn harness(&self, targets: &[target::Target]) -> Result<target::Harness> {
+        let mut harness = target::Harness::new(targets, self.here(), self.guard())?;
+        if let Some(share) = self.sbc_cpu {
+            harness.cpu_limit = Some(target::CpuLimit::new(share)?);
+            eprintln!("a local sbc is limited to {:.0} % of one core (--sbc-cpu {share})", share * 100.0);
+        }
+        Ok(harness)
+    }
+
     fn targets(&self, default_compare: Option<target::Target>) -> Result<Vec<target::Target>> {
         if self.local && self.target.as_ref().is_some_and(|t| !t.is_local()) {
             bail!(
@@ -130,6 +152,9 @@ impl TargetArgs {
             if let target::Target::Remote(a) = t {
                 guard.check("target", a.ip())?;
             }
+        }
+        if scenario != "cps" && targets.iter().any(|t| matches!(t, target::Target::LocalTls(_))) {
+            bail!("`--target local-tls` is a cps target: {scenario} runs over UDP only");
         }
         if targets.iter().any(target::Target::is_local) {
             target::require_root(&format!("`{scenario} --target local`"))?;
@@ -190,6 +215,16 @@ struct MediaArgs {
     relay: Option<PathBuf>,
 }
 
+/// `failover --xdp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum FailoverXdp {
+    /// Media through the relays' user space.
+    Off,
+    /// Native XDP on both boxes.
+    Native,
+}
+
 #[derive(Debug, clap::Args)]
 struct FailoverArgs {
     /// Build the two-box netns topology on this machine and start our own pair in it (needs root). Required.
@@ -198,9 +233,23 @@ struct FailoverArgs {
     /// How many drills (one call with RTP both ways each).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     drills: u32,
-    /// `demote` (POST /ha/demote on the active) or `kill` (kill -9 of the active, which restarts as standby).
+    /// `demote` (POST /ha/demote on the active), `kill` (kill -9 of the active, which restarts as standby), or
+    /// `setup` (kill -9 of the active while calls are being set up: how many complete on the other box).
     #[arg(long, value_enum, default_value = "demote")]
     kind: failover::DrillKind,
+    /// `--kind setup`: calls caught in setup per drill, split among trying, ringing, early media and waiting for
+    /// a PRACK.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(4..=200))]
+    setup_calls: u32,
+    /// `native`: both boxes forward media with native XDP (the pair's veths get pass programs on their other
+    /// ends), and each drill reports how many packets the new active still handled in user space. `demote` and
+    /// `kill` drills only.
+    #[arg(long, value_enum, default_value = "off")]
+    xdp: FailoverXdp,
+    /// The pair's `[ha] dead_after` in ms (heartbeats at a third of it); default the configs' 300 ms. The media
+    /// gap of a kill drill is about this long plus the takeover's own work.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(60..=5000))]
+    dead_after_ms: Option<u64>,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/failover.json")]
     out: PathBuf,
@@ -229,6 +278,42 @@ struct CpsArgs {
     /// the `sbc cpu` column for an SBC by address running here.
     #[arg(long)]
     target_pid: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+struct OverloadArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The call-rate ceiling (calls/s) the factors multiply. Default: measured first, on the first target, with a
+    /// short cps ladder (--ceiling-rates, --ceiling-step-secs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20000))]
+    ceiling: Option<u32>,
+    /// Offered load as multiples of the ceiling, comma-separated, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5,2,3")]
+    factors: Vec<f64>,
+    /// Seconds of traffic per step (each step places rate x step-secs calls, at most 50 000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=60))]
+    step_secs: u32,
+    /// Complete runs; the summary takes the median over them.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// After the ladder (and a pause of 3 s), one step at this multiple of the ceiling, which should see no 503s:
+    /// the target recovered by itself. 0: no recovery step.
+    #[arg(long, default_value_t = 0.5)]
+    recovery_factor: f64,
+    /// The cps ladder that measures the ceiling when --ceiling is not given, calls/s, ascending.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500,1000,1250,1500,1750,2000,2250,2500,2750,3000,3500,4000,5000,6000"
+    )]
+    ceiling_rates: Vec<u32>,
+    /// Seconds per step of that ladder.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    ceiling_step_secs: u32,
+    /// Where the JSON with every step's figures goes (the plot goes next to it, as .svg).
+    #[arg(long, default_value = "target/bench/overload.json")]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -294,6 +379,7 @@ fn main() -> Result<()> {
         Scenario::Failover(args) => failover_main(args),
         Scenario::Media(args) => media_main(args),
         Scenario::Soak(args) => soak_main(args),
+        Scenario::Overload(args) => overload_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
         Scenario::XdpTestRun => xdp::test_run_main(),
@@ -400,21 +486,62 @@ fn failover_main(args: FailoverArgs) -> Result<()> {
         );
     }
     prepare_binaries(args.sbc.as_deref())?;
-    let opts = failover::Options { drills: args.drills, kind: args.kind };
+    let xdp = args.xdp == FailoverXdp::Native;
+    if xdp && args.kind == failover::DrillKind::Setup {
+        bail!("--xdp native goes with --kind demote or kill (the setup drill measures calls, not media)");
+    }
+    let opts = failover::Options {
+        drills: args.drills,
+        kind: args.kind,
+        setup_calls: args.setup_calls,
+        xdp,
+        dead_after: args.dead_after_ms.map(std::time::Duration::from_millis),
+    };
+    if args.kind == failover::DrillKind::Setup {
+        return failover_setup_main(&opts, &args.out);
+    }
     let drills = failover::run(&opts)?;
     let s = failover::summarize(&drills);
     write_json(
         &args.out,
-        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": args.kind, "drills": drills, "summary": s }),
+        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": args.kind, "xdp": args.xdp, "drills": drills, "summary": s }),
     )?;
     println!(
-        "{} {:?} drills: media gap p50 {:.0} ms, max {:.0} ms; takeover p50 {:.0} ms; calls surviving {}/{}; CDRs lost {}, \
-         doubled {}",
-        s.drills, args.kind, s.gap_p50_ms, s.gap_max_ms, s.takeover_p50_ms, s.survived, s.drills, s.cdrs_lost, s.cdrs_doubled
+        "{} {:?} drills (xdp {:?}): media gap p50 {:.0} ms, max {:.0} ms; takeover p50 {:.0} ms; calls surviving {}/{}; CDRs lost {}, \
+         doubled {}{}",
+        s.drills, args.kind, args.xdp, s.gap_p50_ms, s.gap_max_ms, s.takeover_p50_ms, s.survived, s.drills, s.cdrs_lost, s.cdrs_doubled,
+        s.user_packets_per_flow_max.map(|u| format!("; new active's user space: at most {u:.1} packets per flow")).unwrap_or_default()
     );
     let svg = args.out.with_extension("svg");
     failover::plot(&svg, args.kind, &drills)?;
     println!("every drill: {}; plot: {}", args.out.display(), svg.display());
+    Ok(())
+}
+
+fn failover_setup_main(opts: &failover::Options, out: &Path) -> Result<()> {
+    let drills = failover::setup::run(opts)?;
+    let s = failover::setup::summarize(&drills);
+    write_json(
+        out,
+        &serde_json::json!({ "scenario": "failover", "mode": "local", "kind": opts.kind, "drills": drills, "summary": s }),
+    )?;
+    let per_kind: Vec<String> = s.kinds.iter().map(|k| format!("{} {}/{}", k.kind, k.completed, k.calls)).collect();
+    println!(
+        "{} setup drills (kill -9 with {} calls being set up each, {} replicated in all): completed {}/{} ({}); \
+         takeover p50 {:.0} ms; CDRs lost {}, doubled {}",
+        s.drills,
+        opts.setup_calls,
+        s.replicated,
+        s.completed,
+        s.calls,
+        per_kind.join(", "),
+        s.takeover_p50_ms,
+        s.cdrs_lost,
+        s.cdrs_doubled
+    );
+    let svg = out.with_extension("svg");
+    failover::setup::plot(&svg, &drills)?;
+    println!("every drill: {}; plot: {}", out.display(), svg.display());
     Ok(())
 }
 
@@ -432,7 +559,7 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     let labels = target::labels(&targets);
     let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, targets, labels };
     let pinned = cps::pinning_possible();
-    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&opts.targets)?;
     let started = std::time::Instant::now();
     let result = cps::run(&opts, &harness, args.target_pid);
     harness.remove()?;
@@ -484,7 +611,7 @@ fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
         pinned: cps::pinning_possible(),
         rtpfleet,
     };
-    let harness = target::Harness::new(&opts.targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&opts.targets)?;
     let started = std::time::Instant::now();
     let result = concurrent::run(&harness, &opts);
     harness.remove()?;
@@ -563,7 +690,7 @@ fn soak_main(args: SoakArgs) -> Result<()> {
     )?;
     args.target.prepare(&targets, "soak")?;
     watch_interrupts();
-    let harness = target::Harness::new(&targets, args.target.here(), args.target.guard())?;
+    let harness = args.target.harness(&targets)?;
     let report = soak::run(&harness, target, &opts);
     let removed = harness.remove();
     let report = report?;
@@ -581,5 +708,78 @@ fn soak_main(args: SoakArgs) -> Result<()> {
         eprintln!("soak FAILED: {}", report.why.join("; "));
         std::process::exit(1);
     }
+    Ok(())
+}
+
+fn overload_main(args: OverloadArgs) -> Result<()> {
+    if args.factors.is_empty()
+        || args.factors.iter().any(|f| !f.is_finite() || *f <= 0.0 || *f > 20.0)
+        || !args.factors.is_sorted_by(|a, b| a < b)
+    {
+        bail!("--factors must be positive (at most 20), strictly ascending, e.g. 0.5,1,1.5,2,3");
+    }
+    if !(0.0..=20.0).contains(&args.recovery_factor) {
+        bail!("--recovery-factor must be between 0 (no recovery step) and 20");
+    }
+    if args.ceiling.is_none()
+        && (args.ceiling_rates.is_empty()
+            || args.ceiling_rates.contains(&0)
+            || !args.ceiling_rates.is_sorted_by(|a, b| a < b))
+    {
+        bail!("--ceiling-rates must be positive and strictly ascending, e.g. 500,1000,1500");
+    }
+    let targets = args.target.targets(None)?;
+    if targets.contains(&target::Target::Direct) {
+        bail!("`overload` measures an SBC's overload control; `direct` (SIPp to SIPp) has none");
+    }
+    args.target.prepare(&targets, "overload")?;
+    watch_interrupts();
+    let opts = overload::Options {
+        runs: args.runs,
+        step_secs: args.step_secs,
+        factors: args.factors,
+        recovery_factor: Some(args.recovery_factor).filter(|&f| f > 0.0),
+        ceiling_given: args.ceiling,
+        ceiling_rates: args.ceiling_rates,
+        ceiling_step_secs: args.ceiling_step_secs,
+        labels: target::labels(&targets),
+        targets,
+    };
+    let pinned = cps::pinning_possible();
+    let harness = args.target.harness(&opts.targets)?;
+    let started = std::time::Instant::now();
+    let result = overload::run(&opts, &harness);
+    harness.remove()?;
+    let outcome = result?;
+    if outcome.series.is_empty() {
+        bail!("interrupted before a step was measured");
+    }
+    let summary = overload::summarize(&opts, outcome.ceiling, &outcome.series);
+    let json = serde_json::json!({
+        "scenario": "overload",
+        "options": opts,
+        "here": args.target.here(),
+        "pinning": if pinned {
+            serde_json::json!({ "sbc_core": cps::SBC_CORE, "sipp_core": cps::SIPP_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "targets": {
+            "goodput_share_at_top_factor_min": overload::TARGET_GOODPUT_SHARE,
+            "pdd_p99_ms_max": overload::TARGET_PDD_P99_MS,
+        },
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "interrupted": outcome.interrupted,
+        "outcome": outcome,
+        "summary": summary,
+    });
+    write_json(&args.out, &json)?;
+    let svg = args.out.with_extension("svg");
+    overload::plot(&svg, &opts, &summary)?;
+    println!("{}", overload::table(&opts, &outcome, &summary));
+    if outcome.interrupted {
+        println!("INTERRUPTED: the figures above are of the steps measured before Ctrl-C/SIGTERM");
+    }
+    println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }

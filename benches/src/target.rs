@@ -5,6 +5,16 @@
 //! - `local` (or `local:PATH`, another `sbc` build): our `sbc`, started by the harness in the single-SBC netns
 //!   topology of DESIGN.md. Caller (SIPp UAC, RTP) in A 198.18.1.10 → the SBC at 198.18.1.1:5060 → carrier B
 //!   198.18.2.10:5060 (SIPp UAS, RTP).
+//! - `local-unguarded` (or `local-unguarded:PATH`): the same `sbc` with the public edge's checks switched off
+//!   (`[edge] enabled = false`, `[overload] enabled = false` appended to its configuration), so that `cps --target
+//!   local --compare local-unguarded` measures what the checks cost in one run.
+//! - `local-tls` (or `local-tls:PATH`): the same SBC with SIP over TLS on both legs: the caller's SIPp talks TCP to a
+//!   stunnel client in A (198.18.1.10:5070), which talks TLS to the SBC at 198.18.1.1:5061; the SBC opens a TLS
+//!   connection to carrier B's stunnel server at 198.18.2.10:5061 (certificate checked against a CA the harness
+//!   makes, name `carrier-b.example.net`), which hands TCP to SIPp at 198.18.2.10:5060. Debian's SIPp has no TLS
+//!   of its own; the stunnels run next to SIPp (on its core when pinned), so their TLS work is on the harness's
+//!   side of the ledger. Next to `local` in the same run (`--target local-tls --compare local`) it gives the cost
+//!   of TLS signalling as a ratio of ceilings.
 //! - `direct`: SIPp UAC straight to SIPp UAS, no SBC: the harness's own ceiling, so that a result can say which side
 //!   was the bottleneck. In the netns topology when one is built (UAC in C 198.18.2.11 → B), else on this host
 //!   (`--uac-ip` → `--uas`).
@@ -23,6 +33,7 @@ use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// A target as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +41,11 @@ pub enum Target {
     /// `local` / `local:PATH`: our `sbc` (the workspace's release build, or the binary at PATH) in the harness's
     /// own namespaces.
     Local(Option<PathBuf>),
+    /// `local-unguarded` / `local-unguarded:PATH`: as [`Target::Local`], with the edge guard and overload control
+    /// switched off ([`UNGUARDED_CONFIG`]): the baseline of what the checks cost.
+    LocalUnguarded(Option<PathBuf>),
+    /// `local-tls` / `local-tls:PATH`: our `sbc` like [`Target::Local`], with SIP over TLS on both legs.
+    LocalTls(Option<PathBuf>),
     /// `direct`: SIPp to SIPp, no SBC.
     Direct,
     /// `ADDR:PORT`: an SBC already running there.
@@ -42,14 +58,23 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "local" => Ok(Target::Local(None)),
+            "local-unguarded" => Ok(Target::LocalUnguarded(None)),
+            "local-tls" => Ok(Target::LocalTls(None)),
             "direct" => Ok(Target::Direct),
             _ => {
                 if let Some(path) = s.strip_prefix("local:") {
                     return Ok(Target::Local(Some(PathBuf::from(path))));
                 }
+                if let Some(path) = s.strip_prefix("local-unguarded:") {
+                    return Ok(Target::LocalUnguarded(Some(PathBuf::from(path))));
+                }
+                if let Some(path) = s.strip_prefix("local-tls:") {
+                    return Ok(Target::LocalTls(Some(PathBuf::from(path))));
+                }
                 s.parse::<SocketAddr>().map(Target::Remote).map_err(|_| {
                     format!(
-                        "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `direct` or an SBC's IP:PORT \
+                        "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `local-unguarded`, \
+                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `direct` or an SBC's IP:PORT \
                          (a literal address: names are not resolved, so the address checked is the one loaded)"
                     )
                 })
@@ -63,6 +88,10 @@ impl std::fmt::Display for Target {
         match self {
             Target::Local(None) => f.write_str("local"),
             Target::Local(Some(path)) => write!(f, "local:{}", path.display()),
+            Target::LocalUnguarded(None) => f.write_str("local-unguarded"),
+            Target::LocalUnguarded(Some(path)) => write!(f, "local-unguarded:{}", path.display()),
+            Target::LocalTls(None) => f.write_str("local-tls"),
+            Target::LocalTls(Some(path)) => write!(f, "local-tls:{}", path.display()),
             Target::Direct => f.write_str("direct"),
             Target::Remote(addr) => write!(f, "{addr}"),
         }
@@ -76,22 +105,46 @@ impl Serialize for Target {
 }
 
 impl Target {
-    /// A short name for tables and plots: `local`, `local:<file name>`, `direct`, `ADDR:PORT`.
+    /// A short name for tables and plots: `local`, `local:<file name>`, `local-unguarded[:<file name>]`, `direct`,
+    /// `ADDR:PORT`.
     pub fn label(&self) -> String {
+        let file = |path: &Path| {
+            path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+        };
         match self {
-            Target::Local(Some(path)) => {
-                format!(
-                    "local:{}",
-                    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into())
-                )
-            }
+            Target::Local(Some(path)) => format!("local:{}", file(path)),
+            Target::LocalUnguarded(Some(path)) => format!("local-unguarded:{}", file(path)),
+            Target::LocalTls(Some(path)) => format!("local-tls:{}", file(path)),
             other => other.to_string(),
         }
     }
 
     /// Whether the harness starts this target's SBC itself.
     pub fn is_local(&self) -> bool {
-        matches!(self, Target::Local(_))
+        matches!(self, Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_))
+    }
+
+    /// The `sbc` binary of a local target, if it names its own.
+    fn binary(&self) -> Option<&Path> {
+        match self {
+            Target::Local(b) | Target::LocalUnguarded(b) | Target::LocalTls(b) => b.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// What `local-unguarded` appends to a local target's configuration: the edge guard and overload control off (the
+/// keys are documented for measuring their cost, never for a public address).
+pub const UNGUARDED_CONFIG: &str = "\n[edge]\nenabled = false\n\n[overload]\nenabled = false\n";
+
+impl Target {
+    /// A local target's whole configuration: `config` (from [`local_config`]), plus [`UNGUARDED_CONFIG`] for
+    /// `local-unguarded`.
+    pub fn local_config(&self, config: &str) -> String {
+        match self {
+            Target::LocalUnguarded(_) => format!("{config}{UNGUARDED_CONFIG}"),
+            _ => config.to_owned(),
+        }
     }
 }
 
@@ -163,6 +216,8 @@ pub struct CallPath {
     /// The address the caller's media goes to is the target's to choose (its SDP); in the netns topology it is
     /// one of ours, elsewhere it is checked by the [`Guard`].
     pub in_own_namespaces: bool,
+    /// SIPp's transport: `u1` (UDP), or `t1` (TCP to the stunnels of `local-tls`).
+    pub transport: &'static str,
 }
 
 /// What the targets of one invocation share: the netns topology (when any target is local), the endpoints here,
@@ -171,6 +226,61 @@ pub struct Harness {
     pub topo: Option<Topology>,
     pub here: Here,
     pub guard: Guard,
+    /// `--sbc-cpu`: every local `sbc` started runs in this group.
+    pub cpu_limit: Option<CpuLimit>,
+    /// With a `local-tls` target: the stunnels in front of the caller's and the callee's SIPp, and the directory
+    /// holding the certificates.
+    pub tls: Option<TlsRig>,
+}
+
+/// The TLS side of a `local-tls` target, alive as long as the harness.
+pub struct TlsRig {
+    /// Where the CA, the SBC's and the carrier's certificates are.
+    pub dir: PathBuf,
+    /// The stunnel client in A and server in B, stopped when dropped.
+    pub _tunnels: Vec<::tests::netns::Process>,
+}
+
+/// Where the caller's stunnel accepts SIPp's TCP for `local-tls`.
+const TLS_TUNNEL_PORT: u16 = 5070;
+
+impl TlsRig {
+    /// Certificates (a CA, the SBC's for sbc.example.net and its addresses, carrier B's for carrier-b.example.net)
+    /// and the two stunnels, pinned to `core` if given.
+    fn start(topo: &Topology, core: Option<usize>) -> Result<Self> {
+        use ::tests::tls::{stunnel, TestCa, Tunnel};
+        let dir = topo.dir().join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let ca = TestCa::new("sbc-bench CA")?;
+        std::fs::write(dir.join("ca.pem"), ca.pem())?;
+        let sbc = ca.issue("sbc.example.net", &["sbc.example.net"], &[SBC_A.into(), ::tests::netns::SBC_B.into()])?;
+        std::fs::write(dir.join("sbc.pem"), sbc.combined())?;
+        let carrier = ca.issue("carrier-b.example.net", &["carrier-b.example.net"], &[])?.write(&dir, "carrier-b")?;
+        let caller = Tunnel {
+            client: true,
+            accept: addr(CALLER, TLS_TUNNEL_PORT),
+            connect: addr(SBC_A, 5061),
+            cert: None,
+            verify: Some((dir.join("ca.pem"), "sbc.example.net".into())),
+        };
+        let callee = Tunnel {
+            client: false,
+            accept: addr(CARRIER_B, 5061),
+            connect: addr(CARRIER_B, 5060),
+            cert: Some(carrier),
+            verify: None,
+        };
+        let tunnels = vec![
+            stunnel(topo, Host::A, "bench-tls-caller", &caller)?,
+            stunnel(topo, Host::B, "bench-tls-callee", &callee)?,
+        ];
+        if let Some(core) = core {
+            for t in &tunnels {
+                pin(t.id(), core)?;
+            }
+        }
+        Ok(Self { dir, _tunnels: tunnels })
+    }
 }
 
 impl Harness {
@@ -193,7 +303,14 @@ impl Harness {
         } else {
             None
         };
-        Ok(Self { topo, here, guard })
+        let tls = match (&topo, targets.iter().any(|t| matches!(t, Target::LocalTls(_)))) {
+            (Some(topo), true) => {
+                let core = crate::cps::pinning_possible().then_some(crate::cps::SIPP_CORE);
+                Some(TlsRig::start(topo, core).context("starting the stunnels of local-tls (Debian: stunnel4)")?)
+            }
+            _ => None,
+        };
+        Ok(Self { topo, here, guard, cpu_limit: None, tls })
     }
 
     /// Where `target`'s calls go.
@@ -203,35 +320,47 @@ impl Harness {
             to: self.here.uas,
             uas: Side { ns: None, ip: self.here.uas.ip(), port: self.here.uas.port() },
             in_own_namespaces: false,
+            transport: "u1",
         };
         match (target, &self.topo) {
-            (Target::Local(_), Some(topo)) => CallPath {
+            (Target::Local(_) | Target::LocalUnguarded(_), Some(topo)) => CallPath {
                 uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
                 to: addr(SBC_A, 5060),
                 uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
                 in_own_namespaces: true,
+                transport: "u1",
+            },
+            (Target::LocalTls(_), Some(topo)) => CallPath {
+                uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
+                to: addr(CALLER, TLS_TUNNEL_PORT),
+                uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
+                in_own_namespaces: true,
+                transport: "t1",
             },
             (Target::Direct, Some(topo)) => CallPath {
                 uac: Side { ns: Some(topo.ns(Host::C)), ip: CARRIER_C.into(), port: 5060 },
                 to: addr(CARRIER_B, 5060),
                 uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
                 in_own_namespaces: true,
+                transport: "u1",
             },
             (Target::Remote(to), _) => CallPath { to: *to, ..here() },
             // `Harness::new` builds the topology whenever a target is local.
-            (Target::Local(_) | Target::Direct, _) => here(),
+            (Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_) | Target::Direct, _) => here(),
         }
     }
 
-    /// Starts a local target's `sbc` in the SBC namespace with `config` (from [`local_config`]), all its threads
-    /// pinned to `core` if given. `sbc` is the workspace's build (see `prepare_binaries` in main.rs) unless the
-    /// target names its own.
+    /// Starts a local target's `sbc` in the SBC namespace with `config` (from [`local_config`]; `local-unguarded`
+    /// appends [`UNGUARDED_CONFIG`]), all its threads pinned to `core` if given. `sbc` is the workspace's build (see
+    /// `prepare_binaries` in main.rs) unless the target names its own.
     pub fn start_local(&self, target: &Target, name: &str, config: &str, core: Option<usize>) -> Result<Sbc> {
-        let (Target::Local(binary), Some(topo)) = (target, &self.topo) else {
+        let (true, Some(topo)) = (target.is_local(), &self.topo) else {
             bail!("{target} is not a local target");
         };
-        let binary = match binary {
-            Some(path) => path.clone(),
+        let config = target.local_config(config);
+        let config = config.as_str();
+        let binary = match target.binary() {
+            Some(path) => path.to_owned(),
             None => ::tests::sbc_binary()?,
         };
         let binary = std::fs::canonicalize(&binary).with_context(|| format!("sbc binary {}", binary.display()))?;
@@ -247,11 +376,23 @@ impl Harness {
         if let Some(core) = core {
             pin(sbc.id(), core)?;
         }
+        if let Some(limit) = &self.cpu_limit {
+            limit.add(sbc.id())?;
+        }
         Ok(sbc)
     }
 
-    /// Removes the namespaces, if any.
-    pub fn remove(self) -> Result<()> {
+    /// The configuration of local target `target` ([`local_config`]; for `local-tls`, [`local_tls_config`]).
+    pub fn config(&self, target: &Target, media: bool) -> String {
+        match (target, &self.tls) {
+            (Target::LocalTls(_), Some(tls)) => local_tls_config(&tls.dir, media),
+            _ => local_config(media),
+        }
+    }
+
+    /// Removes the namespaces, if any (the stunnels first).
+    pub fn remove(mut self) -> Result<()> {
+        drop(self.tls.take());
         match self.topo {
             Some(topo) => topo.remove(),
             None => Ok(()),
@@ -272,6 +413,88 @@ pub fn local_config(media: bool) -> String {
         ));
     }
     config
+}
+
+/// A CPU limit for the local `sbc` (`--sbc-cpu`): a cgroup whose CFS quota is a share of one core, with the
+/// kernel's least quota (1 ms) over the period that makes the share (4 ms for 25 %), so that the throttled process
+/// waits at most a few ms at a time rather than most of a 100 ms period, which would look like queueing to the
+/// SBC's own overload control. On a 2-core machine, where SIPp can
+/// offer at most about 3x what a whole core of `sbc` takes, this makes a smaller deployment whose ceiling SIPp
+/// can really exceed several times. cgroup v1 (`cpu` controller) or v2 (`cpu.max`); removed on drop.
+#[derive(Debug)]
+pub struct CpuLimit {
+    dir: PathBuf,
+}
+
+/// The CFS quota of [`CpuLimit`], microseconds: the least the kernel takes.
+const CPU_QUOTA_US: u64 = 1_000;
+
+impl CpuLimit {
+    /// A new cgroup limited to `share` of one core (0.05 to 1).
+    pub fn new(share: f64) -> Result<Self> {
+        if !(0.05..=1.0).contains(&share) {
+            bail!("--sbc-cpu must be between 0.05 and 1 (a share of one core)");
+        }
+        let (quota, period) = (CPU_QUOTA_US, (CPU_QUOTA_US as f64 / share).round() as u64);
+        let name = format!("sbc-bench-{}", std::process::id());
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        let v2 = Path::new("/sys/fs/cgroup");
+        let dir = if v1.join("cpu.cfs_quota_us").exists() {
+            let dir = v1.join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating the cgroup {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string()).context("cpu.cfs_period_us")?;
+            std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string()).context("cpu.cfs_quota_us")?;
+            dir
+        } else if std::fs::read_to_string(v2.join("cgroup.controllers")).is_ok_and(|c| c.contains("cpu")) {
+            let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
+            let dir = v2.join(&name);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating the cgroup {}", dir.display()))?;
+            std::fs::write(dir.join("cpu.max"), format!("{quota} {period}")).context("cpu.max")?;
+            dir
+        } else {
+            bail!("--sbc-cpu needs the cgroup cpu controller (v1 /sys/fs/cgroup/cpu or v2 cpu.max) and root");
+        };
+        Ok(Self { dir })
+    }
+
+    /// Moves process `pid` (every thread) into the limited group.
+    pub fn add(&self, pid: u32) -> Result<()> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", self.dir.display()))
+    }
+}
+
+impl Drop for CpuLimit {
+    fn drop(&mut self) {
+        // The group can go once its processes have exited: try for a while, never fail.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove the cgroup {}", self.dir.display());
+    }
+}
+
+/// [`local_config`] with SIP over TLS on both legs: TLS listeners on 198.18.1.1:5061 and 198.18.2.1:5061 with the
+/// certificate in `dir` (made by the harness), the customer still known by its address, carrier B reached at
+/// `tls:198.18.2.10:5061` and checked for `carrier-b.example.net` against the harness's CA.
+pub fn local_tls_config(dir: &Path, media: bool) -> String {
+    let plain = local_config(media);
+    let sbc = dir.join("sbc.pem");
+    let tls = format!(
+        "listen = [\"tls:{SBC_A}:5061\", \"tls:{b}:5061\"]\ntls = {{ cert = \"{sbc}\", key = \"{sbc}\" }}",
+        b = ::tests::netns::SBC_B,
+        sbc = sbc.display()
+    );
+    let gateway = format!(
+        "gateways = [\"tls:{CARRIER_B}:5061\"]\ntls = {{ server_name = \"carrier-b.example.net\", ca = \"{}\" }}",
+        dir.join("ca.pem").display()
+    );
+    plain
+        .replacen(&format!("listen = [\"udp:{SBC_A}:5060\", \"udp:{}:5060\"]", ::tests::netns::SBC_B), &tls, 1)
+        .replacen(&format!("gateways = [\"udp:{CARRIER_B}:5060\"]"), &gateway, 1)
 }
 
 /// Pins every thread of process `pid` to `core` (taskset, util-linux).
@@ -314,6 +537,18 @@ mod tests {
         assert_eq!("local".parse::<Target>().unwrap(), Target::Local(None));
         assert_eq!("local:/opt/sbc".parse::<Target>().unwrap(), Target::Local(Some("/opt/sbc".into())));
         assert_eq!("direct".parse::<Target>().unwrap(), Target::Direct);
+        assert_eq!("local-unguarded".parse::<Target>().unwrap(), Target::LocalUnguarded(None));
+        let u: Target = "local-unguarded:/opt/sbc".parse().unwrap();
+        assert_eq!(
+            (u.to_string(), u.label(), u.is_local()),
+            ("local-unguarded:/opt/sbc".into(), "local-unguarded:sbc".into(), true)
+        );
+        let config = u.local_config("[sip]\n");
+        assert!(config.ends_with("[edge]\nenabled = false\n\n[overload]\nenabled = false\n"), "{config}");
+        assert_eq!(Target::Local(None).local_config("[sip]\n"), "[sip]\n");
+        assert_eq!("local-tls".parse::<Target>().unwrap(), Target::LocalTls(None));
+        assert_eq!("local-tls:/opt/sbc".parse::<Target>().unwrap().label(), "local-tls:sbc");
+        assert!(Target::LocalTls(None).is_local());
         assert_eq!("127.0.0.1:5060".parse::<Target>().unwrap(), Target::Remote("127.0.0.1:5060".parse().unwrap()));
         assert_eq!("[::1]:5060".parse::<Target>().unwrap().to_string(), "[::1]:5060");
         let e = "sbc.example.net:5060".parse::<Target>().unwrap_err();
@@ -322,6 +557,17 @@ mod tests {
             labels(&["local:/a/sbc".parse().unwrap(), "local:/b/sbc".parse().unwrap()]),
             ["local:sbc", "local:sbc #2"]
         );
+    }
+
+    #[test]
+    fn the_tls_config_has_tls_on_both_legs() {
+        let dir = std::env::temp_dir().join(format!("sbc-bench-tls-config-{}", std::process::id()));
+        let text = local_tls_config(&dir, false);
+        assert!(text.contains("listen = [\"tls:198.18.1.1:5061\", \"tls:198.18.2.1:5061\"]"), "{text}");
+        assert!(text.contains("gateways = [\"tls:198.18.2.10:5061\"]"), "{text}");
+        for udp in ["udp:198.18.1.1:5060", "udp:198.18.2.1:5060", "udp:198.18.2.10:5060"] {
+            assert!(!text.contains(udp), "no UDP signalling left on the call path ({udp}): {text}");
+        }
     }
 
     #[test]

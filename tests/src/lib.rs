@@ -15,7 +15,9 @@ pub mod fleet;
 pub mod netns;
 pub mod procfs;
 pub mod rtp;
+pub mod setup_drill;
 pub mod sipp;
+pub mod tls;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -217,6 +219,8 @@ pub struct Sbc {
     dir: PathBuf,
     /// The network namespace it runs in, if any (the admin API is then reached from inside it).
     netns: Option<String>,
+    /// Keep `dir` (log, config) when dropped: the process ended on its own.
+    keep: bool,
 }
 
 impl Sbc {
@@ -254,6 +258,7 @@ impl Sbc {
             log,
             dir,
             netns: None,
+            keep: false,
         };
         sbc.wait_healthy()?;
         Ok(sbc)
@@ -290,7 +295,7 @@ impl Sbc {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("spawning sbc in {netns}"))?;
-        let mut sbc = Self { child, sip, api, log, dir, netns: Some(netns.to_owned()) };
+        let mut sbc = Self { child, sip, api, log, dir, netns: Some(netns.to_owned()), keep: false };
         sbc.wait_healthy()?;
         Ok(sbc)
     }
@@ -360,6 +365,15 @@ impl Sbc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How the process ended (exit code or signal), once it has; and its files are kept for a post-mortem.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.try_wait().ok().flatten();
+        if status.is_some() {
+            self.keep = true;
+        }
+        status
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for a clean exit; returns whether it exited with status 0.
     pub fn terminate(&mut self, timeout: Duration) -> Result<bool> {
         let pid = self.child.id().to_string();
@@ -379,7 +393,7 @@ impl Drop for Sbc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.keep {
             eprintln!("--- sbc log ({}) ---\n{}", self.log.display(), self.log_tail());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);

@@ -371,7 +371,8 @@ impl Running {
         &self.dir
     }
 
-    /// Waits until something listens on UDP `port` in `ns` (a UAS ready for calls), failing early if SIPp exits.
+    /// Waits until something listens on UDP or TCP `port` in `ns` (a UAS ready for calls over `u1` or `t1`),
+    /// failing early if SIPp exits.
     pub fn wait_listening(&mut self, ns: Option<&str>, port: u16, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -379,12 +380,12 @@ impl Running {
                 bail!("sipp exited early with {status}: {}\n{}", self.read("stderr.log"), self.diagnostics());
             }
             let out =
-                crate::netns::run(crate::netns::command(ns, "ss").args(["-Hlun", "sport", "=", &format!(":{port}")]))?;
+                crate::netns::run(crate::netns::command(ns, "ss").args(["-Hltun", "sport", "=", &format!(":{port}")]))?;
             if !out.trim().is_empty() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("sipp does not listen on UDP port {port} after {timeout:?}: {}", self.command);
+                bail!("sipp does not listen on port {port} after {timeout:?}: {}", self.command);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

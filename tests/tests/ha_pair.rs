@@ -6,6 +6,8 @@
 //! - killing the active box (SIGKILL) with calls up: the standby takes over within about a second, the calls' media
 //!   resumes, their BYEs complete, every call has exactly one CDR with its true duration, new calls work, and the
 //!   killed box comes back as standby (no preemption) holding the calls as foreign calls again;
+//! - killing the active box with calls still being set up (trying, ringing, early media with RTP, waiting for a
+//!   PRACK) and answered calls: the standby resumes the calls in setup, which complete with their original times;
 //! - a fire drill (`POST /ha/demote`) moves a call with its media to the other box;
 //! - cutting the replication link alone (the service networks still carry heartbeats) never leaves both active.
 
@@ -20,6 +22,7 @@ use tests::netns::{
     SBC1_R, SBC2_A, SBC2_B, SBC2_R, VIP_A, VIP_B,
 };
 use tests::rtp::{read_report, rtpfleet_binary, rtpgen_binary, wait_report, Report, Rtpfleet, Rtpgen};
+use tests::setup_drill::{self, cdr_secs_between, SetupKind, SetupTiming};
 use tests::sipp::{distinct_sdp_ports, Running, Sipp};
 use tests::Sbc;
 
@@ -59,7 +62,12 @@ impl Pair {
 
     /// Starts box `node` (1 or 2) with its config; waits for `/health`.
     fn start(&self, node: u8) -> Sbc {
-        self.start_xdp(node, "off")
+        self.start_with(node, "")
+    }
+
+    /// [`Pair::start`] with `extra` appended to the config (keys of `[ha]`, then tables of its own).
+    fn start_with(&self, node: u8, extra: &str) -> Sbc {
+        self.start_xdp_with(node, "off", extra)
     }
 
     /// [`Pair::start`] with the `sbc` at `binary` (another build).
@@ -73,9 +81,15 @@ impl Pair {
 
     /// [`Pair::start`] with `[media] xdp = xdp`.
     fn start_xdp(&self, node: u8, xdp: &str) -> Sbc {
+        self.start_xdp_with(node, xdp, "")
+    }
+
+    /// [`Pair::start`] with `[media] xdp = xdp` and `extra` appended.
+    fn start_xdp_with(&self, node: u8, xdp: &str, extra: &str) -> Sbc {
         let priority = if node == 1 { PRIORITY_1 } else { PRIORITY_2 };
         let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)])
-            .replace("xdp = \"off\"", &format!("xdp = \"{xdp}\""));
+            .replace("xdp = \"off\"", &format!("xdp = \"{xdp}\""))
+            + extra;
         Sbc::start_in(&self.topo.ns(Host::pair_box(node)), &format!("ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
             .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
     }
@@ -83,8 +97,13 @@ impl Pair {
     /// Starts both boxes and waits until sbc1 (the higher priority) is active and sbc2 standby, each seeing the
     /// other.
     fn start_both(&self) -> (Sbc, Sbc) {
-        let sbc1 = self.start(1);
-        let sbc2 = self.start(2);
+        self.start_both_with("")
+    }
+
+    /// [`Pair::start_both`] with `extra` appended to both configs.
+    fn start_both_with(&self, extra: &str) -> (Sbc, Sbc) {
+        let sbc1 = self.start_with(1, extra);
+        let sbc2 = self.start_with(2, extra);
         wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
         (sbc1, sbc2)
     }
@@ -551,6 +570,179 @@ fn killing_the_active_keeps_calls_media_and_cdrs() {
     );
 }
 
+/// Polls until the records sbc1 sent are all applied on sbc2 (their counters agree); fails after `timeout`.
+fn wait_replicated(sbc1: &Sbc, sbc2: &Sbc, timeout: Duration) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let sent = sbc1.metric("sbc_ha_records_sent_total").unwrap_or(-1.0);
+        let received = sbc2.metric("sbc_ha_records_received_total").unwrap_or(-2.0);
+        if sent == received {
+            return sent;
+        }
+        assert!(Instant::now() < deadline, "replication behind after {timeout:?}: sent {sent}, received {received}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 19 point 1: the active dies (`kill -9`) with 50 calls being set up, in the states of
+/// [`tests::setup_drill`] (the carrier trying and answering late; ringing; early media with RTP both ways; a reliable
+/// 183 waiting for the caller's PRACK), and 50 answered calls. The standby resumes the calls in setup: at least 49 of
+/// them complete and all 50 answered ones survive; every call has exactly one CDR across both boxes, and a resumed
+/// call's CDR has its original times (answered the carrier's delay after the caller's INVITE, ringing when it
+/// first rang), not times restarted at the takeover. The early media resumes within `MAX_MEDIA_GAP`.
+#[test]
+fn killing_the_active_with_calls_in_setup_lets_them_complete_on_the_standby() {
+    const ANSWERED: u32 = 50;
+    const IN_SETUP: u32 = 50;
+    const ANSWERED_HOLD: Duration = Duration::from_secs(30);
+    const EARLY_RTP_PORT: u16 = 7080;
+    const EARLY_MEDIA_SECONDS: u64 = 8;
+    const LIMIT: Duration = Duration::from_secs(90);
+    // Calls in setup are answered 12 s after their INVITE (8 s after the 183 for those waiting for a PRACK): the
+    // kill comes about 3 s in, the takeover within a second of it.
+    let timing = SetupTiming {
+        answer_after: Duration::from_secs(12),
+        prack_after: Duration::from_secs(8),
+        hold: Duration::from_secs(3),
+        rate: 10,
+        limit: LIMIT,
+        early_rtp_port: EARLY_RTP_PORT,
+        quiet_rtp_port: RTP_PORT,
+    };
+    let pair = Pair::new();
+    let secret = pair.topo.dir().join("pair.secret");
+    std::fs::write(&secret, "a secret both boxes share\n").expect("secret written");
+    let extra = format!("secret_file = \"{}\"\n{}", secret.display(), setup_drill::config_tables());
+    let (sbc1, sbc2) = pair.start_both_with(&extra);
+    assert!(
+        std::fs::read_to_string(&sbc1.log).unwrap_or_default().contains("shared secret"),
+        "the log says the nonces are shared: {}",
+        sbc1.log_tail()
+    );
+
+    // 50 answered calls first, held across the whole drill.
+    let uas = pair.carrier(ANSWERED, LIMIT);
+    let uac = pair.caller(5060, ANSWERED, 25, ANSWERED_HOLD, RTP_PORT, LIMIT);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while setup_drill::call_ids_of(&uas.messages(), "ACK ").len() < ANSWERED as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the answered calls are not all up after 20 s; uas in {}",
+            uas.dir().display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Early media both ways on the early-media calls, from senders bound before those calls start.
+    let early_calls = setup_drill::split(IN_SETUP)
+        .into_iter()
+        .find_map(|(k, n)| (k == SetupKind::EarlyMedia).then_some(n))
+        .expect("early media calls");
+    let (a_rtp, b_rtp) = (addr(CALLER, EARLY_RTP_PORT), addr(CARRIER_B, EARLY_RTP_PORT));
+    let mut fleet_a = fleet(&pair.topo, Host::A, "early-a", a_rtp, early_calls, EARLY_MEDIA_SECONDS, SSRC_A);
+    let mut fleet_b = fleet(&pair.topo, Host::B, "early-b", b_rtp, early_calls, EARLY_MEDIA_SECONDS, SSRC_B);
+    let started = Instant::now();
+    let kinds = setup_drill::start(&pair.topo, IN_SETUP, &timing).expect("callers and carriers of the calls in setup");
+    setup_drill::wait_in_setup(&kinds, Duration::from_secs(20)).expect("every call in its setup state");
+    let early = kinds.iter().find(|k| k.kind == SetupKind::EarlyMedia).expect("early media calls");
+    let (ports_a, ports_b) = wait_relay_ports(&early.uac, &early.uas, early_calls as usize, Duration::from_secs(10));
+    let dir = pair.topo.dir().to_owned();
+    for (name, ip, ports) in [("early-a", VIP_A, &ports_a), ("early-b", VIP_B, &ports_b)] {
+        let text: String = ports.iter().map(|p| format!("{ip}:{p}\n")).collect();
+        tests::write_atomically(&dir.join(format!("{name}.targets")), &text).expect("written");
+    }
+    let total = u64::from(ANSWERED + IN_SETUP);
+    wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", total, Duration::from_secs(5));
+    let records = wait_replicated(&sbc1, &sbc2, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!(
+        "{IN_SETUP} calls in setup {:?} after their start ({records} records replicated), early media flowing; killing \
+         the active",
+        started.elapsed()
+    );
+
+    let killed_at = Instant::now();
+    kill9(&sbc1);
+    let took = wait_role(&sbc2, "sbc2", "active", killed_at, TAKEOVER_LIMIT);
+    wait_ha_at_least(&sbc2, "sbc2", "calls", total, Duration::from_secs(2));
+    let resumed = sbc2.metric("sbc_ha_calls_taken_over_total{state=\"setup\"}").unwrap_or(0.0);
+    let adopted = sbc2.metric("sbc_ha_calls_taken_over_total{state=\"answered\"}").unwrap_or(0.0);
+    eprintln!(
+        "sbc2 active {took:?} after the kill ({:?} into setup): resumed {resumed}, adopted {adopted}",
+        killed_at - started
+    );
+    // The takeover time itself is `killing_the_active_keeps_calls_media_and_cdrs`'s to judge; here it only has to
+    // come before the calls' answers and PRACKs (8 s and more after their start), which the outcomes below show.
+    assert_eq!((resumed, adopted), (f64::from(IN_SETUP), f64::from(ANSWERED)), "every call taken over in its state");
+
+    // The early media went on through the takeover.
+    let a = fleet_report(&mut fleet_a, &dir.join("early-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("early-b.json"));
+    let gap_ab = assert_media_across_takeover("early media A -> B", &a, &b, early_calls);
+    let gap_ba = assert_media_across_takeover("early media B -> A", &b, &a, early_calls);
+
+    let outcomes: Vec<_> = kinds.into_iter().map(|k| k.finish().expect("sipp runs")).collect();
+    let completed: u64 = outcomes.iter().map(|o| o.completed).sum();
+    for o in &outcomes {
+        eprintln!("{}: {} of {} completed (carrier: {})", o.kind.label(), o.completed, o.calls, o.carrier_completed);
+    }
+    assert!(completed >= u64::from(IN_SETUP) - 1, "at least 49 of the 50 calls in setup complete: {outcomes:?}");
+    uac.wait().expect("uac runs").assert_all_successful(ANSWERED.into()).expect("every answered call survives");
+    uas.wait().expect("uas runs").assert_all_successful(ANSWERED.into()).expect("the carrier's side of them");
+
+    // One CDR per call across both boxes, none doubled; the resumed calls' with their original times.
+    let cdrs = pair.wait_cdrs((u64::from(ANSWERED) + completed) as usize);
+    let mut by_id: HashMap<String, Value> = HashMap::new();
+    for c in &cdrs {
+        let id = c["a_call_id"].as_str().unwrap_or_else(|| panic!("CDR without a_call_id: {c}")).to_owned();
+        if let Some(earlier) = by_id.insert(id.clone(), c.clone()) {
+            panic!("call {id} has two CDRs:\n{earlier}\n{c}");
+        }
+    }
+    let answered: Vec<&Value> = by_id.values().filter(|c| SetupKind::of_cdr(c).is_none()).collect();
+    assert_eq!(answered.len(), ANSWERED as usize, "one CDR per answered call");
+    for c in &answered {
+        let d = c["duration_s"].as_f64().unwrap_or(-1.0);
+        assert!((d - ANSWERED_HOLD.as_secs_f64()).abs() <= 1.5, "an answered call's true duration: {c}");
+    }
+    let mut good = 0;
+    for c in by_id.values() {
+        let Some(kind) = SetupKind::of_cdr(c) else { continue };
+        if c["status"].as_u64() != Some(200) {
+            eprintln!("a {} call did not complete: {c}", kind.label());
+            continue;
+        }
+        let post_dial = cdr_secs_between(c, "setup", "answer").unwrap_or(-1.0);
+        let want = kind.answer_after(&timing).as_secs_f64();
+        assert!(
+            (post_dial - want).abs() <= 1.5,
+            "{}: answered {post_dial} s after its INVITE, want {want}: {c}",
+            kind.label()
+        );
+        assert_eq!(c["ringing"].is_string(), kind.rings(), "{}: ringing time: {c}", kind.label());
+        if kind.rings() {
+            let rang = cdr_secs_between(c, "setup", "ringing").unwrap_or(-1.0);
+            assert!(
+                (0.0..1.0).contains(&rang),
+                "{}: rang {rang} s after its INVITE, before the takeover: {c}",
+                kind.label()
+            );
+        }
+        let d = c["duration_s"].as_f64().unwrap_or(-1.0);
+        assert!((d - timing.hold.as_secs_f64()).abs() <= 1.5, "{}: duration {d}: {c}", kind.label());
+        good += 1;
+    }
+    assert!(good >= IN_SETUP - 1, "at least 49 answered CDRs of calls in setup, got {good}");
+    eprintln!(
+        "calls in setup: {completed} of {IN_SETUP} completed after the takeover ({took:?}); {ANSWERED} answered calls \
+         survived; early media gap at most {gap_ab:?} (A->B), {gap_ba:?} (B->A); {} CDRs, none doubled ({} from sbc1, \
+         {} from sbc2)",
+        by_id.len(),
+        std::fs::read_to_string(&pair.cdr[0]).unwrap_or_default().lines().count(),
+        std::fs::read_to_string(&pair.cdr[1]).unwrap_or_default().lines().count()
+    );
+}
+
 #[test]
 fn fire_drill_demotion_moves_the_calls() {
     const HOLD: Duration = Duration::from_secs(16);
@@ -941,4 +1133,216 @@ fn rolling_upgrade_to_the_next_build_loses_no_call() {
     let cdrs = pair.wait_cdrs(CALLS as usize);
     one_cdr_per_call(&cdrs, CALLS as usize);
     eprintln!("rolling upgrade with {CALLS} calls up: media gap at most {gap_ab:?} (A->B), {gap_ba:?} (B->A)");
+}
+
+/// A ban made by the active's edge guard reaches the standby (and holds there after a takeover): sipvicious's
+/// svmap from carrier c's host (a scanner's User-Agent) is banned by sbc1 and the ban shows on sbc2 as one from its
+/// peer.
+#[test]
+fn a_ban_on_the_active_reaches_the_standby() {
+    let svmap = tests::require_tool("svmap", "sipvicious");
+    let pair = Pair::new();
+    let (sbc1, sbc2) = pair.start_both();
+    pair.wait_vips(1, true, Instant::now(), Duration::from_secs(5));
+    let cmd = format!("{} -p 5060 -t 0.1 {VIP_B} 2>&1", svmap.display());
+    let out = pair.topo.exec(Host::C, "sh", &["-c", &cmd]).expect("svmap runs");
+    assert!(out.contains("found nothing"), "svmap found nothing:\n{out}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let local = "sbc_edge_bans_total{reason=\"scanner\",origin=\"local\"}";
+    let peer = "sbc_edge_bans_total{reason=\"scanner\",origin=\"peer\"}";
+    while sbc2.metric(peer).unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the ban did not reach sbc2:\n{}", sbc2.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sbc1.metric(local).ok(), Some(1.0), "sbc1 banned the scanner");
+    assert!(sbc2.metric("sbc_edge_bans_active").unwrap_or(0.0) >= 1.0, "and the ban holds on sbc2");
+}
+
+/// Group g2's service addresses in `config/examples/active-active-{1,2}.toml` (g1's are `VIP_A`, `VIP_B`).
+const VIP2_A: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 1, 4);
+const VIP2_B: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 2, 4);
+
+/// This box's role for a group of an active/active pair, from `/ha`.
+fn group_role(sbc: &Sbc, group: &str) -> String {
+    let s = ha(sbc);
+    let groups = s.as_ref().ok().and_then(|v| v["groups"].as_array().cloned()).unwrap_or_default();
+    groups.iter().find(|g| g["name"] == group).and_then(|g| g["role"].as_str()).unwrap_or("?").to_owned()
+}
+
+/// Waits until every `(box, group, role)` holds at once; fails after `timeout` with both boxes' `/ha` and logs.
+fn wait_group_roles(boxes: [&Sbc; 2], want: &[(usize, &str, &str)], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if want.iter().all(|(b, g, r)| group_role(boxes[*b - 1], g) == *r) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {timeout:?}, want {want:?}; sbc1: {}; sbc2: {}\n--- sbc1 log ---\n{}\n--- sbc2 log ---\n{}",
+            shown(&ha(boxes[0])),
+            shown(&ha(boxes[1])),
+            boxes[0].log_tail(),
+            boxes[1].log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Active/active with `config/examples/active-active-{1,2}.toml` as shipped (only the CDR path moved into the test's
+/// directory and the carrier probes left out, as SIPp's UAS would count them as calls): each box is active for its
+/// home group and carries calls, with RTP both ways. Kill sbc1: sbc2 holds every call of both groups, their media
+/// resumes, their BYEs complete. sbc1 comes back: nothing moves while g1 still has calls on sbc2 (no preemption);
+/// once they ended, g1 goes home and new calls to it are sbc1's. Then kill sbc2 with calls on both groups: sbc1
+/// holds them all. One CDR per call throughout.
+#[test]
+fn active_active_pair_carries_calls_on_both_boxes_and_either_survives_the_others_death() {
+    const PER_GROUP: u32 = 8;
+    const HOLD: Duration = Duration::from_secs(20);
+    const MEDIA_SECONDS: u64 = 14;
+    const LIMIT: Duration = Duration::from_secs(90);
+    let pair = Pair::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
+    let config = |node: u8| {
+        let shipped = std::fs::read_to_string(examples.join(format!("active-active-{node}.toml"))).expect("example");
+        let cdr = pair.cdr[usize::from(node - 1)].display().to_string();
+        let config: String = shipped
+            .replace(&format!("/var/lib/sbc/cdr-sbc{node}.jsonl"), &cdr)
+            .lines()
+            .filter(|l| !l.starts_with("probe = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(config.contains(&cdr) && config.contains("groups = ["), "the example changed: {config}");
+        config
+    };
+    let start = |node: u8| {
+        let ns = pair.topo.ns(Host::pair_box(node));
+        Sbc::start_in(&ns, &format!("aa-sbc{node}"), &config(node), addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("active-active-{node}.toml starts: {e:#}"))
+    };
+    let sbc1 = start(1);
+    let sbc2 = start(2);
+    wait_group_roles(
+        [&sbc1, &sbc2],
+        &[(1, "g1", "active"), (1, "g2", "standby"), (2, "g1", "standby"), (2, "g2", "active")],
+        Duration::from_secs(10),
+    );
+
+    // Calls on both groups, each with a stream each way: the caller dials g1 from port 5060 and g2 from 5061.
+    const NEW_PER_GROUP: u32 = 3;
+    let calls = 2 * PER_GROUP;
+    let uas = pair.carrier(calls + 2 * NEW_PER_GROUP, LIMIT);
+    let caller = |port: u16, vip: std::net::Ipv4Addr, n: u32, hold: Duration, rtp_port: u16| {
+        Sipp::new("uac_call_rtp.xml")
+            .netns(&pair.topo.ns(Host::A))
+            .local_ip(CALLER)
+            .local_port(port)
+            .target(addr(vip, 5060))
+            .service("+4930123456")
+            .key("rtp_port", &rtp_port.to_string())
+            .calls(n)
+            .rate(10)
+            .pause(hold)
+            .limit(LIMIT)
+            .trace_messages(true)
+            .spawn()
+            .expect("uac starts")
+    };
+    let mut fleet_a = fleet(&pair.topo, Host::A, "fleet-a", addr(CALLER, RTP_PORT), calls, MEDIA_SECONDS, SSRC_A);
+    let mut fleet_b = fleet(&pair.topo, Host::B, "fleet-b", addr(CARRIER_B, RTP_PORT), calls, MEDIA_SECONDS, SSRC_B);
+    let uac1 = caller(5060, VIP_A, PER_GROUP, HOLD, RTP_PORT);
+    let uac2 = caller(5061, VIP2_A, PER_GROUP, HOLD, RTP_PORT);
+    // The relay ports each side was given, by group address.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let targets = loop {
+        let ports = |r: &Running, ip: std::net::Ipv4Addr| distinct_sdp_ports(&r.messages(), &ip.to_string());
+        let (a1, a2) = (ports(&uac1, VIP_A), ports(&uac2, VIP2_A));
+        let (b1, b2) = (ports(&uas, VIP_B), ports(&uas, VIP2_B));
+        let n = PER_GROUP as usize;
+        if [&a1, &a2, &b1, &b2].iter().all(|p| p.len() >= n) {
+            let list = |ip1, p1: &[u16], ip2, p2: &[u16]| -> String {
+                let one = p1[..n].iter().map(|p| format!("{ip1}:{p}\n"));
+                one.chain(p2[..n].iter().map(|p| format!("{ip2}:{p}\n"))).collect()
+            };
+            break (list(VIP_A, &a1, VIP2_A, &a2), list(VIP_B, &b1, VIP2_B, &b2));
+        }
+        assert!(Instant::now() < deadline, "relay ports: g1 {a1:?}/{b1:?}, g2 {a2:?}/{b2:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let dir = pair.topo.dir().to_owned();
+    tests::write_atomically(&dir.join("fleet-a.targets"), &targets.0).expect("written");
+    tests::write_atomically(&dir.join("fleet-b.targets"), &targets.1).expect("written");
+    // Both boxes carry calls, and each holds the other's.
+    for (sbc, name) in [(&sbc1, "sbc1"), (&sbc2, "sbc2")] {
+        wait_ha_at_least(sbc, name, "calls", u64::from(PER_GROUP), Duration::from_secs(10));
+        wait_ha_at_least(sbc, name, "foreign_calls", u64::from(PER_GROUP), Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+
+    // sbc1 dies: sbc2 takes g1 over with its calls, beside its own.
+    let killed = Instant::now();
+    kill9(&sbc1);
+    wait_group_roles([&sbc1, &sbc2], &[(2, "g1", "active"), (2, "g2", "active")], TAKEOVER_LIMIT + WAIT);
+    wait_ha_at_least(&sbc2, "sbc2", "calls", u64::from(calls), Duration::from_secs(2));
+    eprintln!("sbc2 holds both groups and {calls} calls {:?} after sbc1 was killed", killed.elapsed());
+
+    // sbc1 comes back: standby for both; g1 stays on sbc2 while it has calls there (no preemption).
+    let sbc1 = {
+        drop(sbc1);
+        start(1)
+    };
+    wait_group_roles([&sbc1, &sbc2], &[(1, "g1", "standby"), (1, "g2", "standby")], Duration::from_secs(10));
+    wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", u64::from(calls), Duration::from_secs(10));
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert_eq!(
+            group_role(&sbc2, "g1"),
+            "active",
+            "no preemption while g1 has calls on sbc2: {}",
+            shown(&ha(&sbc2))
+        );
+        assert_eq!(ha(&sbc2).ok().and_then(|v| v["calls"].as_u64()), Some(u64::from(calls)));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Media resumed on every call of both groups; every call ends normally through sbc2.
+    let a = fleet_report(&mut fleet_a, &dir.join("fleet-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("fleet-b.json"));
+    let gap_ab = assert_media_across_takeover("A -> B", &a, &b, calls);
+    let gap_ba = assert_media_across_takeover("B -> A", &b, &a, calls);
+    uac1.wait().expect("uac runs").assert_all_successful(PER_GROUP.into()).expect("g1's calls complete");
+    uac2.wait().expect("uac runs").assert_all_successful(PER_GROUP.into()).expect("g2's calls complete");
+    let cdrs = pair.wait_cdrs(calls as usize);
+    one_cdr_per_call(&cdrs, calls as usize);
+
+    // g1 is idle on sbc2 now: it goes home, and new calls to it are sbc1's.
+    let idle = Instant::now();
+    wait_group_roles(
+        [&sbc1, &sbc2],
+        &[(1, "g1", "active"), (1, "g2", "standby"), (2, "g1", "standby"), (2, "g2", "active")],
+        Duration::from_secs(10),
+    );
+    eprintln!("g1 went home to sbc1 {:?} after its last call on sbc2 ended", idle.elapsed());
+    let per_group = NEW_PER_GROUP;
+    let new_hold = Duration::from_secs(8);
+    let uac1 = caller(5062, VIP_A, per_group, new_hold, 7090);
+    let uac2 = caller(5063, VIP2_A, per_group, new_hold, 7092);
+    wait_ha_at_least(&sbc1, "sbc1", "calls", per_group.into(), Duration::from_secs(10));
+    wait_ha_at_least(&sbc2, "sbc2", "calls", per_group.into(), Duration::from_secs(10));
+    wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", per_group.into(), Duration::from_secs(10));
+
+    // Now sbc2 dies: sbc1 holds every call of both groups.
+    let killed = Instant::now();
+    kill9(&sbc2);
+    wait_group_roles([&sbc1, &sbc2], &[(1, "g1", "active"), (1, "g2", "active")], TAKEOVER_LIMIT + WAIT);
+    wait_ha_at_least(&sbc1, "sbc1", "calls", (2 * per_group).into(), Duration::from_secs(2));
+    eprintln!("sbc1 holds both groups {:?} after sbc2 was killed", killed.elapsed());
+    uac1.wait().expect("uac runs").assert_all_successful(per_group.into()).expect("g1's new calls complete");
+    uac2.wait().expect("uac runs").assert_all_successful(per_group.into()).expect("g2's new calls complete on sbc1");
+    let total = calls as usize + 2 * per_group as usize;
+    let cdrs = pair.wait_cdrs(total);
+    one_cdr_per_call(&cdrs, total);
+    let sbc1_cdrs = std::fs::read_to_string(&pair.cdr[0]).unwrap_or_default().lines().count();
+    assert_eq!(sbc1_cdrs, 2 * per_group as usize, "sbc1 billed the new calls of both groups (g1's as their home)");
+    drop(uas);
+    eprintln!("active/active: {calls} calls across a kill of sbc1 (media gap at most {gap_ab:?} / {gap_ba:?}), g1 home again once idle, {} calls across a kill of sbc2", 2 * per_group);
 }

@@ -71,6 +71,56 @@ fn malformed_request_over_udp_gets_400_with_a_warning_and_is_counted() {
 }
 
 #[test]
+fn control_characters_bad_utf8_and_untyped_bodies_get_400_naming_them_and_are_counted_by_reason() {
+    let sbc = Sbc::start("strict", "").expect("sbc starts");
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let local = sock.local_addr().expect("addr");
+    let head = |call: &str| {
+        format!(
+            "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{call};rport\r\n\
+             From: <sip:t@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: {call}\r\nCSeq: 1 OPTIONS\r\n"
+        )
+        .into_bytes()
+    };
+    let cases: [(&str, &[u8], &str, &str); 3] = [
+        (
+            "nul",
+            b"Subject: a\0b\r\nContent-Length: 0\r\n\r\n",
+            "control character 0x00 in the Subject header",
+            "control_character",
+        ),
+        (
+            "latin1",
+            b"User-Agent: Caf\xe9\r\nContent-Length: 0\r\n\r\n",
+            "User-Agent header is not valid UTF-8",
+            "not_utf8",
+        ),
+        (
+            "untyped",
+            b"Content-Length: 5\r\n\r\nv=0\r\n",
+            "non-empty body without Content-Type",
+            "body_without_content_type",
+        ),
+    ];
+    for (call, tail, warning, reason) in cases {
+        sock.send_to(&[head(call), tail.to_vec()].concat(), sbc.sip).expect("send");
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer within 5 s");
+        let resp = String::from_utf8_lossy(&buf[..n]);
+        assert!(resp.starts_with("SIP/2.0 400 Bad Request\r\n"), "{resp}");
+        assert!(resp.contains(&format!("Call-ID: {call}\r\n")) && resp.contains(warning), "{resp}");
+        let metric = format!("sbc_sip_parse_errors_total{{transport=\"udp\",reason=\"{reason}\"}}");
+        assert_eq!(sbc.metric(&metric).expect("metrics"), 1.0, "{metric}");
+    }
+    // A clean OPTIONS still gets its 200: nothing was left in a bad state.
+    sock.send_to(&[head("clean"), b"Content-Length: 0\r\n\r\n".to_vec()].concat(), sbc.sip).expect("send");
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer within 5 s");
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"), "{}", String::from_utf8_lossy(&buf[..n]));
+}
+
+#[test]
 fn tcp_connection_sending_an_oversized_message_is_closed_and_others_carry_on() {
     let sbc = Sbc::start("tcp-oversize", "").expect("sbc starts");
     let mut s = TcpStream::connect(sbc.sip).expect("connect");
@@ -87,9 +137,16 @@ fn tcp_connection_sending_an_oversized_message_is_closed_and_others_carry_on() {
     s.write_all(format!(
         "\r\n\r\nOPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp1\r\nFrom: <sip:t@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: tcp1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     ).as_bytes()).expect("write");
-    let mut resp = vec![0u8; 4096];
-    let n = s.read(&mut resp).expect("answer");
-    assert!(String::from_utf8_lossy(&resp[..n]).starts_with("SIP/2.0 200 OK"));
+    // The keep-alive ping before the request is answered with its pong (RFC 5626 §4.4.1), then comes the answer.
+    let mut resp = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    while !resp.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).expect("answer");
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&resp));
+        resp.extend_from_slice(&chunk[..n]);
+    }
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("\r\nSIP/2.0 200 OK"), "{resp:?}");
 }
 
 #[test]

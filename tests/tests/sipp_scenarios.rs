@@ -59,6 +59,29 @@ fn uac_call_with_uas_early_media() {
 }
 
 #[test]
+fn uac_call_rtp_with_the_carriers_of_the_setup_drill() {
+    // The carriers of tests::setup_drill: late answer after a 100, ringing then answer, early media then answer.
+    for uas in ["uas_answer_late.xml", "uas_ring_then_answer.xml", "uas_early_media_rtp.xml"] {
+        pair(
+            Sipp::new(uas).key("rtp_port", "7078").pause(Duration::from_millis(300)),
+            Sipp::new("uac_call_rtp.xml").key("rtp_port", "7078").pause(Duration::from_millis(300)),
+        );
+    }
+}
+
+#[test]
+fn uac_call_prack_late_with_uas_answer_prack() {
+    // The caller waits 1.2 s before its PRACK: the carrier's 183 retransmissions meanwhile are absorbed.
+    pair(
+        Sipp::new("uas_answer_prack.xml"),
+        Sipp::new("uac_call_prack_late.xml")
+            .key("rtp_port", "7078")
+            .set("prack_delay_ms", "1200")
+            .pause(Duration::from_millis(300)),
+    );
+}
+
+#[test]
 fn uac_cancel_with_uas_ring_forever() {
     pair(Sipp::new("uas_ring_forever.xml"), Sipp::new("uac_cancel.xml").pause(Duration::from_millis(300)));
 }

@@ -282,7 +282,7 @@ fn measure(
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     files.push(scratch.clone());
     let mut sbc = match target {
-        Target::Local(_) => Some(h.start_local(
+        _ if target.is_local() => Some(h.start_local(
             target,
             &format!("bench-concurrent-run{}", m.run),
             &target::local_config(true),

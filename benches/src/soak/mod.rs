@@ -287,7 +287,7 @@ pub fn run(harness: &Harness, target: &Target, opts: &Options) -> Result<Report>
         eprintln!("soak: metrics on http://{addr}/metrics");
     }
     let mut sbc = match target {
-        Target::Local(_) => Some(harness.start_local(target, "bench-soak", &local_config(false), None)?),
+        _ if target.is_local() => Some(harness.start_local(target, "bench-soak", &local_config(false), None)?),
         _ => None,
     };
     let path = harness.path(target);

@@ -1,15 +1,23 @@
 //! Replication records for a hot-standby pair (DESIGN.md "Hot standby"): one record per call covers both legs'
 //! dialogs, the numbers and times its CDR needs, and its media session. The active core emits a record at the few
-//! transitions that matter (answered; a refresh or media change by re-INVITE/UPDATE; ended), each with a higher
-//! version; the standby core keeps the newest version of each call as *foreign* and owns them when it takes over.
+//! transitions that matter, each with a higher version; the standby core keeps the newest version of each call as
+//! *foreign* and owns them when it takes over. The transitions (Kamailio's dlg_dmq is the model):
+//! - while the call is set up ([`CallRecord::setup`] present): each carrier attempt (the first one is sent in the
+//!   same step as the caller's INVITE is accepted, so one record covers both), each provisional relayed to the
+//!   caller (18x, early media), a PRACK or UPDATE answered on the early dialog;
+//! - answered; a refresh or media change by re-INVITE/UPDATE;
+//! - ended ([`Record::Ended`]).
 //!
 //! Times cross as "milliseconds before the record was made", from the core's own `now`: no clock is read, and two
 //! boxes' `Instant`s never need to agree (the error is the replication delay). In-dialog CSeq numbers are not
 //! replicated at every request: a standby that takes over starts each leg's CSeq [`CSEQ_MARGIN`] above the last
 //! replicated one, which RFC 3261 allows (CSeq must increase, not be contiguous).
 //!
-//! Only answered calls are replicated; a call still being set up when the active dies is lost (its caller gets no
-//! answer and retries).
+//! A call still being set up is resumed by the standby where the active left it: both INVITE transactions are
+//! re-created from the messages in the record (leg A's in Proceeding with the last provisional, leg B's in Calling
+//! or Proceeding with timer B of the original send), then the post-dial timer and failover go on as before. What
+//! happened between the last record and the failure (a provisional, a PRACK) is learnt again from the peers'
+//! retransmissions.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -110,7 +118,54 @@ pub struct AttemptRecord {
     pub status: u16,
 }
 
-/// An answered call.
+/// A carrier left to try, by trunk name (trunk numbers may differ between the boxes' configs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    /// Trunk name.
+    pub trunk: String,
+    /// Its priority in the route.
+    pub priority: u32,
+    /// Its weight in the route.
+    pub weight: u32,
+}
+
+/// The reliable provisional (RFC 3262) last relayed to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReliableRecord {
+    /// Its RSeq (the same on both legs: it is relayed unchanged).
+    pub rseq: u32,
+    /// Whether the caller's PRACK for it was answered 2xx by the carrier. Then a PRACK retransmitted by the caller
+    /// after a takeover is answered by the standby itself; otherwise it is relayed to the carrier.
+    pub pracked: bool,
+}
+
+/// What a call still being set up needs on top of [`CallRecord`] to be resumed by the standby: the state of both
+/// INVITE transactions (their requests are [`CallRecord::a_invite`] and [`CallRecord::b_invite`], and their keys
+/// follow from those requests' top Via), failover, and the reliable-provisional state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupRecord {
+    /// The last provisional response sent to the caller (raw SIP: our 100 Trying, or the last 18x relayed with our
+    /// To tag, its SDP anchored). Leg A's INVITE transaction is re-created in Proceeding with it.
+    pub a_provisional: String,
+    /// Leg B's INVITE went out this long before the record was made (timer B counts from there).
+    pub b_sent_ms_ago: u64,
+    /// The carrier answered provisionally (leg B's transaction is in Proceeding, and a CANCEL may be sent).
+    pub b_provisional: bool,
+    /// Leg B's INVITE already carries credentials (a second challenge is not answered).
+    pub b_authed: bool,
+    /// Carriers tried for this call so far, the current one included (towards `max_tries`).
+    pub tries: u32,
+    /// The current carrier's priority and weight in the route (its trunk is [`CallRecord::b_trunk`]).
+    pub current: CandidateRecord,
+    /// The carriers still to try if the current one fails, in order.
+    pub remaining: Vec<CandidateRecord>,
+    /// When the post-dial timer runs out, in ms from the record (the caller then gets 408).
+    pub post_dial_in_ms: u64,
+    /// The last reliable provisional relayed to the caller, if any.
+    pub reliable: Option<ReliableRecord>,
+}
+
+/// A call: answered, or being set up (then [`CallRecord::setup`] is present).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     /// The call's number (also its media session id).
@@ -129,7 +184,7 @@ pub struct CallRecord {
     pub b: DialogRecord,
     /// Leg B's trunk, by name.
     pub b_trunk: String,
-    /// The ACK we sent for B's 2xx (raw SIP), resent if B retransmits its 2xx.
+    /// The ACK we sent for B's 2xx (raw SIP), resent if B retransmits its 2xx. `None` while set up.
     pub b_ack: Option<String>,
     /// CDR context.
     pub caller: String,
@@ -147,17 +202,21 @@ pub struct CallRecord {
     pub setup_ms_ago: u64,
     /// The first ringing, this long before.
     pub ringing_ms_ago: Option<u64>,
-    /// The answer, this long before.
+    /// The answer, this long before (0 while set up).
     pub answer_ms_ago: u64,
     /// When the negotiated session interval runs out, in ms from the record (RFC 4028).
     pub session_expires_in_ms: Option<u64>,
-    /// The call's media session, when media is anchored.
+    /// The call's media session, when media is anchored (early media included).
     pub media: Option<relay_proto::session::SessionRecord>,
     /// A field only the `format-next` build writes and reads: what a newer release adds to a record (an older
     /// reader ignores it).
     #[cfg(feature = "format-next")]
     #[serde(default)]
     pub next: Option<String>,
+    /// Present while the call is being set up (not answered yet): what resuming it needs. Absent on answered calls,
+    /// whose records are as they always were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<SetupRecord>,
 }
 
 /// What the active sends to the standby.
@@ -231,6 +290,28 @@ pub struct Heartbeat {
     pub incarnation: u64,
     /// Counts up with every heartbeat of one incarnation.
     pub seq: u64,
+    /// The group of service addresses this heartbeat is about (active/active: each group has its own roles); empty
+    /// for a pair with one group (and in heartbeats of builds before groups).
+    #[serde(default)]
+    pub group: String,
+}
+
+/// Where an active/active box's call numbers start: from its name, so that both boxes of the pair number their
+/// calls in ranges of their own ([`crate::b2bua::ID_RANGE`] each) without talking. Two names share a range with a
+/// chance of 1 in 32,767; the link checks the peer's (`call_ranges_collide`) and the operator renames one box.
+pub fn call_id_base(node: &str) -> u64 {
+    // FNV-1a: stable across builds and platforms (the two boxes may run different releases).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % 0x7fff + 1) * crate::b2bua::ID_RANGE
+}
+
+/// Whether two boxes' call numbers would collide in an active/active pair.
+pub fn call_ranges_collide(a: &str, b: &str) -> bool {
+    a != b && call_id_base(a) == call_id_base(b)
 }
 
 /// Settings of the pair's failure detection.
@@ -248,6 +329,8 @@ pub struct PairConfig {
     pub startup_wait: Duration,
     /// Distinguishes this run from earlier ones of the same box (the driver passes its start time in ms).
     pub incarnation: u64,
+    /// The group of service addresses these roles are for (empty: the pair's one group).
+    pub group: String,
 }
 
 /// Why the role changed, for logs and metrics.
@@ -313,6 +396,8 @@ pub struct Pair {
     seq: u64,
     /// The newest (incarnation, seq) heard from the peer.
     peer_seq: (u64, u64),
+    /// Active because the peer was absent (at start or dead), not because it was preferred or handed over.
+    holding_for_absent_peer: bool,
     out: std::collections::VecDeque<PairOutput>,
 }
 
@@ -329,6 +414,7 @@ impl Pair {
             demoting_until: None,
             seq: 0,
             peer_seq: (0, 0),
+            holding_for_absent_peer: false,
             out: std::collections::VecDeque::new(),
         }
     }
@@ -351,6 +437,7 @@ impl Pair {
     fn become_role(&mut self, role: Role, why: RoleChange) {
         if self.role != role {
             self.role = role;
+            self.holding_for_absent_peer = matches!(why, RoleChange::Alone | RoleChange::PeerDead);
             self.out.push_back(PairOutput::Role(role, why));
         }
     }
@@ -378,6 +465,16 @@ impl Pair {
         self.decide(now);
     }
 
+    /// Whether this box should give the group back to its home box (active/active), the group being idle: it
+    /// became active only because the peer was absent (at start, or dead), and the peer is back, standby, and
+    /// preferred for this group. Never after a handover the peer asked for (a fire drill stays where it was put).
+    pub fn holds_for_returned_peer(&self, now: Instant) -> bool {
+        self.role == Role::Active
+            && self.holding_for_absent_peer
+            && self.peer_alive(now)
+            && self.peer.as_ref().is_some_and(|(_, hb)| hb.role == Role::Standby && !self.preferred_over(hb))
+    }
+
     /// Gives up the active role on purpose (fire drill): the peer takes over; this box stays standby.
     pub fn demote(&mut self, now: Instant) {
         if self.role != Role::Active {
@@ -398,6 +495,7 @@ impl Pair {
             demoting,
             incarnation: self.config.incarnation,
             seq: self.seq,
+            group: self.config.group.clone(),
         }));
         self.seq += 1;
         self.next_heartbeat = now + self.config.heartbeat;
@@ -463,6 +561,7 @@ mod tests {
             dead_after: Duration::from_millis(300),
             startup_wait: Duration::from_secs(1),
             incarnation: 1,
+            group: String::new(),
         }
     }
 
@@ -555,6 +654,44 @@ mod tests {
         assert_eq!(log[1].1, "b Active peer_demoted", "{log:?}");
         assert!(log[1].0 <= 1, "{log:?}");
         assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active), "no flapping back: {log:?}");
+        assert!(!b.holds_for_returned_peer(t1 + Duration::from_millis(3000)), "a handover stays where it was put");
+    }
+
+    #[test]
+    fn a_box_that_holds_a_group_for_a_dead_peer_knows_when_its_home_box_is_back() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Pair::new(cfg("sbc1", 200), t0), Pair::new(cfg("sbc2", 100), t0));
+        run(&mut a, &mut b, t0, 300, |_| true);
+        assert!(!a.holds_for_returned_peer(t0 + Duration::from_millis(300)), "the home box holds nothing for anyone");
+        // a dies; b takes the group; a comes back (a new run of it) and stays standby: no preemption.
+        let t1 = t0 + Duration::from_millis(300);
+        let mut gone = Pair::new(cfg("gone", 0), t1);
+        run(&mut gone, &mut b, t1, 1000, |_| false);
+        assert_eq!(b.role(), Role::Active);
+        let t2 = t1 + Duration::from_millis(1000);
+        let mut a = Pair::new(PairConfig { incarnation: 2, ..cfg("sbc1", 200) }, t2);
+        run(&mut a, &mut b, t2, 500, |_| true);
+        assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active));
+        assert!(b.holds_for_returned_peer(t2 + Duration::from_millis(500)), "the group's home box is back");
+        // Given back (when the group is idle) by a handover.
+        b.demote(t2 + Duration::from_millis(500));
+        run(&mut a, &mut b, t2 + Duration::from_millis(500), 3000, |_| true);
+        assert_eq!((a.role(), b.role()), (Role::Active, Role::Standby));
+        assert!(!a.holds_for_returned_peer(t2 + Duration::from_millis(3500)));
+    }
+
+    #[test]
+    fn the_two_boxes_number_their_calls_apart() {
+        let (one, two) = (call_id_base("sbc1"), call_id_base("sbc2"));
+        assert_ne!(one, two);
+        for b in [one, two] {
+            assert!(
+                b >= crate::b2bua::ID_RANGE
+                    && b % crate::b2bua::ID_RANGE == 0
+                    && b.checked_add(crate::b2bua::ID_RANGE).is_some()
+            );
+        }
+        assert!(!call_ranges_collide("sbc1", "sbc2"));
     }
 }
 
@@ -612,10 +749,18 @@ mod stale_tests {
             dead_after: Duration::from_millis(300),
             startup_wait: Duration::from_secs(1),
             incarnation: 7,
+            group: String::new(),
         };
         let mut b = Pair::new(cfg("sbc2", 100), t0);
-        let hb =
-            |seq, role, demoting| Heartbeat { node: "sbc1".into(), priority: 200, role, demoting, incarnation: 7, seq };
+        let hb = |seq, role, demoting| Heartbeat {
+            node: "sbc1".into(),
+            priority: 200,
+            role,
+            demoting,
+            incarnation: 7,
+            seq,
+            group: String::new(),
+        };
         b.handle_heartbeat(t0, hb(1, Role::Active, false));
         b.handle_heartbeat(t0, hb(2, Role::Active, true));
         assert_eq!(b.role(), Role::Active, "handed over");

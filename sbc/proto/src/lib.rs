@@ -12,6 +12,8 @@ pub mod b2bua;
 pub mod cdr;
 pub mod dialog;
 pub mod endpoint;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ha;
 pub mod msg;
 pub mod policy;

@@ -55,6 +55,38 @@ impl fmt::Display for Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
+/// The verified identity of a TLS peer that presented a certificate: the subject's common name and the DNS names
+/// of its subjectAltName, lower-cased, without duplicates. The transport fills it in only after the certificate
+/// was verified against the configured CA; the core matches it against trunks' `match.tls` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsIdentity {
+    names: Vec<String>,
+}
+
+impl TlsIdentity {
+    /// An identity holding `names` (lower-cased, duplicates removed, order kept).
+    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            let n = n.to_ascii_lowercase();
+            if !n.is_empty() && !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        Self { names: out }
+    }
+
+    /// The names, lower-case.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether `name` is one of the names (ASCII case-insensitive; no wildcards: a trunk names its peer exactly).
+    pub fn has(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
 /// The two ends of a message on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Peer {

@@ -62,6 +62,7 @@ const OUTCOMES: &[(&str, Outcome)] = &[
     ("valid/esc01.sip", Accept),
     ("valid/esc02.sip", Accept),
     ("valid/escnull.sip", Accept),
+    // Its To display name escapes BEL, NUL and DEL as quoted-pairs: legal, unlike a raw control character.
     ("valid/intmeth.sip", Accept),
     ("valid/longreq.sip", Accept),
     ("valid/lwsdisp.sip", Accept),
@@ -208,6 +209,10 @@ fn accepted_messages_mean_what_the_rfc_says() {
             Message::Request(_) => panic!("{name}: expected a response"),
         }
     }
+
+    // §3.1.1.2: control characters escaped inside a quoted display name are text, kept as received.
+    let to = request("valid/intmeth.sip").headers.to().expect("to");
+    assert_eq!(to.display(), Some(&b"\"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f\""[..]));
 
     // §3.4.1: RFC 2543 request: no branch, no From tag, no Max-Forwards.
     let old = request("semantic/inv2543.sip");

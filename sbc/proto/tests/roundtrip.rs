@@ -616,6 +616,15 @@ fn spec() -> BoxedStrategy<Spec> {
                 (routes, record_routes, content_type),
                 (opaque, order, body),
             )| {
+                // RFC 3261 §20.15: a body needs its Content-Type (the parser refuses one without).
+                let content_type = match content_type {
+                    None if !body.is_empty() => Some(ContentTypeSpec {
+                        kind: "application".into(),
+                        subtype: "octet-stream".into(),
+                        params: Vec::new(),
+                    }),
+                    ct => ct,
+                };
                 Spec {
                     start,
                     vias,

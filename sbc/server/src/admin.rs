@@ -1,6 +1,7 @@
 //! The admin HTTP API: `/health`, Prometheus `/metrics`, and for a pair `GET /ha` and `POST /ha/demote`. Bound to
 //! loopback by default (`[api] listen`); it has no authentication.
 
+use axum::extract::RawQuery;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -12,8 +13,8 @@ use std::sync::{Arc, Mutex};
 pub struct HaApi {
     /// The status `/ha` shows.
     pub status: Arc<Mutex<crate::ha::HaStatus>>,
-    /// Where `/ha/demote` asks for a demotion.
-    pub demote: tokio::sync::mpsc::Sender<()>,
+    /// Where `/ha/demote` asks for a demotion (of one group by name, or of every group this box is active for).
+    pub demote: tokio::sync::mpsc::Sender<Option<String>>,
     /// keepalived mode: where `/ha/active` and `/ha/standby` set the role.
     pub set_role: Option<tokio::sync::mpsc::Sender<sbc_proto::ha::Role>>,
 }
@@ -60,13 +61,16 @@ pub async fn serve(
             )
             .route(
                 "/ha/demote",
-                post(move || {
+                post(move |RawQuery(query): RawQuery| {
                     let demote = demote.clone();
                     async move {
                         if external {
                             return "keepalived mode: keepalived decides; demote through it (or POST /ha/standby)\n";
                         }
-                        match demote.try_send(()) {
+                        // `?group=NAME`: one group of an active/active pair; without it, every group.
+                        let group =
+                            query.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("group=")));
+                        match demote.try_send(group.map(str::to_owned)) {
                             Ok(()) => "demoting: the peer takes over\n",
                             Err(_) => "a demotion is already under way\n",
                         }

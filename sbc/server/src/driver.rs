@@ -8,7 +8,9 @@ use crate::edge::EdgeGuard;
 use crate::ha::{HaEvent, HaHandle};
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
-use crate::transport::{tcp, Inbound, Receivers, Transport};
+use crate::transport::dial::Dialer;
+use crate::transport::registry::{Connections, SendError};
+use crate::transport::{Inbound, Receivers, Transport};
 use media_relay::xdp::{DROP_REASONS, PASS_REASONS};
 use relay_proto::control::{Event as MediaEvent, SessionId};
 use sbc_proto::cdr::Cdr;
@@ -27,8 +29,12 @@ use tokio::time::Instant;
 pub struct Sockets {
     /// UDP sockets by local address.
     pub udp: HashMap<SocketAddr, Arc<UdpSocket>>,
-    /// Open TCP connections.
-    pub tcp: tcp::Connections,
+    /// Open TCP and TLS connections.
+    pub streams: Connections,
+    /// Opens connections to `tcp:` and `tls:` gateways that have none.
+    pub dialer: Option<Dialer>,
+    /// Gateways the dialer could not reach, for the core.
+    pub dial_failures: Option<tokio::sync::mpsc::Receiver<Peer>>,
 }
 
 /// What the driver writes besides packets: CDRs, and the trunk names that label call metrics.
@@ -104,34 +110,50 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
     let now = Instant::now().into_std();
     let Some(ha) = records.ha.as_ref() else { return };
     match ev {
-        HaEvent::Role(Role::Active, why) => {
-            let adopted = endpoint.take_over(now);
+        HaEvent::Role(group, Role::Active, why) => {
+            let which = ha.active_active.then_some(group);
+            let adopted = endpoint.take_over(now, which);
             endpoint.set_replication(true);
-            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "active";
-            tracing::warn!(adopted, why = why.label(), "active: the service addresses and the calls are ours");
+            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_group_role(group, Role::Active);
+            tracing::warn!(adopted, group, why = why.label(), "active: the service addresses and their calls are ours");
         }
-        HaEvent::Role(Role::Standby, why) => {
-            endpoint.set_replication(false);
-            ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role = "standby";
+        HaEvent::Role(group, Role::Standby, why) => {
+            let still_active = {
+                let mut s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                s.set_group_role(group, Role::Standby);
+                s.role == "active"
+            };
+            // Active/active: the calls of the groups still ours go on being replicated.
+            endpoint.set_replication(still_active);
             if matches!(
                 why,
                 sbc_proto::ha::RoleChange::Demoted
                     | sbc_proto::ha::RoleChange::SplitBrain
                     | sbc_proto::ha::RoleChange::External
             ) {
-                let handed = endpoint.demote(now);
-                tracing::warn!(handed, why = why.label(), "standby: calls handed to the peer");
+                // After a split brain the peer never received this box's records: its calls being set up are
+                // refused here. On a handover the peer has them and resumes them.
+                let which = ha.active_active.then_some(group);
+                let handed = endpoint.demote(now, why != sbc_proto::ha::RoleChange::SplitBrain, which);
+                tracing::warn!(handed, group, why = why.label(), "standby: calls handed to the peer");
             }
         }
         HaEvent::Record(r) => {
-            let active = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role == "active";
             if let Record::Ban { addr, reason, remaining_ms } = &*r {
                 // The active's bans hold here too, so they survive a takeover.
                 records.edge.apply_replicated(*addr, reason, std::time::Duration::from_millis(*remaining_ms));
                 return carry_out_bans(records);
             }
-            if active {
-                // Two actives: the pair logic settles it; records from the other one are not applied meanwhile.
+            // A record about a call of a group this box is active for comes from a second active (a split brain
+            // the pair logic settles): not applied meanwhile. With one group, that is any record while active.
+            let ours = {
+                let s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match endpoint.record_group(&r) {
+                    Some(g) => s.group_active(g),
+                    None => !ha.active_active && s.role == "active",
+                }
+            };
+            if ours {
                 metrics::counter!("sbc_ha_records_ignored_total").increment(1);
             } else {
                 endpoint.apply_record(now, *r);
@@ -151,6 +173,16 @@ fn update_ha_status(endpoint: &Endpoint, records: &Records) {
     if let Some(ha) = &records.ha {
         let mut s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.calls = endpoint.calls().len();
+        if ha.active_active {
+            for (i, g) in s.groups.iter_mut().enumerate() {
+                g.calls = endpoint.calls_in_group(i);
+            }
+        } else {
+            let calls = s.calls;
+            if let Some(g) = s.groups.first_mut() {
+                g.calls = calls;
+            }
+        }
         s.foreign_calls = endpoint.foreign_calls();
         s.lag_records = ha.lag();
         metrics::gauge!("sbc_ha_lag_records").set(s.lag_records as f64);
@@ -208,16 +240,60 @@ fn try_inbound(rx: &mut Receivers) -> Option<(Inbound, bool)> {
     rx.high.try_recv().map(|m| (m, true)).or_else(|_| rx.low.try_recv().map(|m| (m, false))).ok()
 }
 
+async fn dial_failure(failures: &mut Option<tokio::sync::mpsc::Receiver<Peer>>) -> Peer {
+    if let Some(f) = failures.as_mut() {
+        if let Some(p) = f.recv().await {
+            return p;
+        }
+    }
+    std::future::pending().await
+}
+
 /// One message to the core; a new request's wait in the queue is the overload signal.
-fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, worst_delay: &mut std::time::Duration) {
+fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
     if !high {
         let now = Instant::now();
         let delay = now.saturating_duration_since(msg.at);
-        *worst_delay = (*worst_delay).max(delay);
+        load.worst_delay = load.worst_delay.max(delay);
+        load.low_served = now;
         endpoint.observe_queue_delay(now.into_std(), delay);
     }
     let peer = Peer { transport: msg.transport, local: msg.local, remote: msg.remote, conn: msg.conn };
-    endpoint.handle_message(msg.at.into_std(), peer, msg.bytes);
+    endpoint.handle_message_from(msg.at.into_std(), peer, msg.identity, msg.bytes);
+}
+
+/// What the driver measures of its own load besides each new request's wait.
+struct Load {
+    /// The longest wait of a new request since the metric was last set.
+    worst_delay: std::time::Duration,
+    /// When the low queue was last served (a new request taken) or seen empty.
+    low_served: Instant,
+    /// The low queue was empty after the last batch.
+    low_empty: bool,
+}
+
+impl Load {
+    /// The driver woke for a message: a new request queued since the last batch found the queue empty arrived after
+    /// the driver began to wait, and cannot have waited longer than that.
+    fn woke(&mut self) {
+        if self.low_empty {
+            self.low_served = Instant::now();
+        }
+    }
+
+    /// After a batch: new requests dropped at the full queue, or a queue left unserved because responses and
+    /// in-dialog requests took all the time, are a backlog that no request's wait shows (none got through).
+    fn check_backlog(&mut self, endpoint: &mut Endpoint, rx: &Receivers) {
+        let now = Instant::now();
+        self.low_empty = rx.low.is_empty();
+        if rx.take_dropped() > 0 {
+            endpoint.observe_queue_backlog(now.into_std(), std::time::Duration::MAX);
+        } else if self.low_empty {
+            self.low_served = now;
+        } else {
+            endpoint.observe_queue_backlog(now.into_std(), now.saturating_duration_since(self.low_served));
+        }
+    }
 }
 
 /// CPU used by this process (user + system), for overload control.
@@ -238,7 +314,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// confirmed calls, 503 to those being set up) and writes every CDR.
 pub async fn run(
     mut endpoint: Endpoint,
-    sockets: Sockets,
+    mut sockets: Sockets,
     mut rx: Receivers,
     shutdown: impl std::future::Future<Output = ()>,
     mut records: Records,
@@ -255,7 +331,7 @@ pub async fn run(
     // The edge guard's expiries and the overload's CPU sample.
     let mut edge_tick = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut cpu_at = (Instant::now(), process_cpu());
-    let mut worst_delay = std::time::Duration::ZERO;
+    let mut load = Load { worst_delay: std::time::Duration::ZERO, low_served: Instant::now(), low_empty: true };
     loop {
         if let Some(since) = stopping {
             if endpoint.calls().is_empty() || since.elapsed() >= SHUTDOWN_GRACE {
@@ -275,12 +351,14 @@ pub async fn run(
             _ = sleep_until(grace_end), if stopping.is_some() => {}
             msg = next_inbound(&mut rx) => {
                 let Some((msg, high)) = msg else { break };
-                deliver(&mut endpoint, msg, high, &mut worst_delay);
+                load.woke();
+                deliver(&mut endpoint, msg, high, &mut load);
                 // Take whatever else is already queued before flushing: batches under load.
                 for _ in 0..64 {
                     let Some((msg, high)) = try_inbound(&mut rx) else { break };
-                    deliver(&mut endpoint, msg, high, &mut worst_delay);
+                    deliver(&mut endpoint, msg, high, &mut load);
                 }
+                load.check_backlog(&mut endpoint, &rx);
             }
             _ = edge_tick.tick() => {
                 let now = Instant::now();
@@ -292,14 +370,17 @@ pub async fn run(
                 cpu_at = (now, cpu);
                 carry_out_bans(&mut records);
             }
+            peer = dial_failure(&mut sockets.dial_failures) => {
+                endpoint.handle_transport_error(Instant::now().into_std(), peer);
+            }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);
                 metrics::gauge!("sbc_overload_admission").set(endpoint.admission());
-                metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(worst_delay.as_secs_f64());
-                worst_delay = std::time::Duration::ZERO;
+                metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(load.worst_delay.as_secs_f64());
+                load.worst_delay = std::time::Duration::ZERO;
             }
             _ = sleep_until(deadline) => {
                 endpoint.handle_timeout(Instant::now().into_std());
@@ -464,9 +545,19 @@ async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {
             }
         }
         Transport::Tcp | Transport::Tls | Transport::Ws => {
-            if let Err(e) = sockets.tcp.send(peer.conn, peer.remote, bytes) {
-                m::dropped("tcp_send_error");
-                tracing::debug!(remote = %peer.remote, error = %e, "tcp send failed");
+            match sockets.streams.send(peer.transport, peer.conn, peer.remote, bytes.clone()) {
+                Ok(()) => {}
+                Err(SendError::NoConnection(..))
+                    if sockets.dialer.as_ref().is_some_and(|d| d.can_dial(&(peer.transport, peer.remote))) =>
+                {
+                    if let Some(d) = &sockets.dialer {
+                        d.send(peer, bytes);
+                    }
+                }
+                Err(e) => {
+                    m::dropped("tcp_send_error");
+                    tracing::debug!(remote = %peer.remote, error = %e, "stream send failed");
+                }
             }
         }
     }
@@ -524,6 +615,12 @@ fn observe(o: Observation, trunks: &[String]) {
         }
         Observation::MediaTimeout => metrics::counter!("sbc_media_timeouts_total").increment(1),
         Observation::CallAdopted { trunk_in, trunk_out } => {
+            metrics::counter!(m::HA_CALLS_TAKEN_OVER, "state" => "answered").increment(1);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_in)).increment(1.0);
+            metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
+        }
+        Observation::CallResumed { trunk_in, trunk_out } => {
+            metrics::counter!(m::HA_CALLS_TAKEN_OVER, "state" => "setup").increment(1);
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_in)).increment(1.0);
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
         }

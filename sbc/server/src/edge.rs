@@ -50,7 +50,14 @@ impl EdgeGuard {
 
     /// Whether a message from `remote` may go on (false: drop it; counted here).
     pub fn admit(&self, remote: SocketAddr) -> bool {
-        let trusted = self.plan.is_known(remote);
+        self.admit_from(remote, None)
+    }
+
+    /// [`EdgeGuard::admit`] for a message on a TLS connection whose client certificate named `identity`: a
+    /// certificate that names a trunk (`match.tls`) makes the source that trunk's, whatever its address, so its
+    /// rate is `rate_trusted`.
+    pub fn admit_from(&self, remote: SocketAddr, identity: Option<&sbc_proto::transport::TlsIdentity>) -> bool {
+        let trusted = self.plan.is_known_peer(remote, identity);
         let verdict = self.lock().check(Instant::now(), remote.ip(), trusted);
         let reason = match verdict {
             Verdict::Pass => return true,
@@ -100,5 +107,26 @@ impl EdgeGuard {
     /// Every ban in force, with what is left of it.
     pub fn bans(&self) -> Vec<(IpAddr, sbc_proto::policy::BanReason, std::time::Duration)> {
         self.lock().bans(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sbc_proto::transport::TlsIdentity;
+
+    #[test]
+    fn a_certificate_that_names_a_trunk_gets_the_trunks_rate_from_any_address() {
+        let mut trunk = sbc_proto::routing::Trunk::new("pbx");
+        trunk.tls_identities = vec!["pbx.example.net".into()];
+        let plan = Arc::new(Plan { trunks: vec![trunk], ..Plan::default() });
+        let config = EdgeConfig { rate_unknown: Some(5), ..EdgeConfig::default() };
+        let guard = EdgeGuard::new(config, plan);
+        let id = TlsIdentity::new(["pbx.example.net".to_owned()]);
+        let (pbx, stranger) = ("203.0.113.7:40000".parse().expect("addr"), "203.0.113.8:40000".parse().expect("addr"));
+        let passed = (0..50).filter(|_| guard.admit_from(pbx, Some(&id))).count();
+        assert_eq!(passed, 50, "the trunk's rate (unlimited) applies");
+        let passed = (0..50).filter(|_| guard.admit(stranger)).count();
+        assert!(passed <= 6, "{passed} of 50 passed at a rate_unknown of 5/s");
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The driver owns the calls; it hears from here through [`HaEvent`]s and answers through [`HaHandle`].
 
-use crate::config::{HaMode, HaSettings, Vip};
+use crate::config::{HaMode, HaSettings, Vip, VipGroup};
 use sbc_proto::ha::{Heartbeat, Hello, HelloLine, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,13 +53,50 @@ pub struct HaStatus {
     pub peer_format: Option<u32>,
     /// The active's software version, from its hello.
     pub peer_software: Option<String>,
+    /// Each group of service addresses and this box's role for it (one group, named "", unless active/active).
+    pub groups: Vec<GroupStatus>,
+}
+
+/// One group of service addresses in `/ha`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GroupStatus {
+    /// `[ha] groups` name ("" for a pair with one group).
+    pub name: String,
+    /// `active` or `standby` for this group.
+    pub role: &'static str,
+    /// Calls of this group this box owns (updated every second by the driver).
+    pub calls: usize,
+    /// The group's service addresses.
+    pub vips: Vec<String>,
+}
+
+impl HaStatus {
+    /// Sets a group's role and the box's (`active` while any group is).
+    pub fn set_group_role(&mut self, group: usize, role: Role) {
+        if let Some(g) = self.groups.get_mut(group) {
+            g.role = role_name(role);
+        }
+        self.role = if self.groups.iter().any(|g| g.role == "active") { "active" } else { "standby" };
+    }
+
+    /// Whether this box is active for `group`.
+    pub fn group_active(&self, group: usize) -> bool {
+        self.groups.get(group).is_some_and(|g| g.role == "active")
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Active => "active",
+        Role::Standby => "standby",
+    }
 }
 
 /// From the pair to the driver.
 #[derive(Debug)]
 pub enum HaEvent {
-    /// This box's role changed.
-    Role(Role, RoleChange),
+    /// This box's role for a group (an index into `[ha] groups`; 0 for a pair with one) changed.
+    Role(usize, Role, RoleChange),
     /// A record from the active.
     Record(Box<Record>),
     /// The active (re)connected: a full snapshot follows; forget the foreign calls held so far.
@@ -83,8 +120,10 @@ pub struct HaHandle {
     out: mpsc::Sender<Outgoing>,
     /// Shared with `/ha`.
     pub status: Arc<Mutex<HaStatus>>,
-    /// Fire drills: `/ha/demote` sends here.
-    pub demote: mpsc::Sender<()>,
+    /// Fire drills: `/ha/demote` sends here (a group's name, or `None` for every group this box is active for).
+    pub demote: mpsc::Sender<Option<String>>,
+    /// Active/active: calls belong to groups ([`sbc_proto::endpoint::Config::groups`]) and move with them.
+    pub active_active: bool,
     /// keepalived mode: the notify scripts' `POST /ha/active` and `/ha/standby` send here.
     pub set_role: Option<mpsc::Sender<Role>>,
 }
@@ -119,7 +158,7 @@ impl HaHandle {
 /// earlier run are removed first, so a restarted box never answers on them as a standby.
 pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
     if settings.mode == HaMode::Builtin {
-        for vip in &settings.vips {
+        for vip in settings.vips() {
             remove_vip(vip);
         }
     }
@@ -132,6 +171,16 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
         last_change: "start",
         format: sbc_proto::ha::FORMAT,
         software: SOFTWARE,
+        groups: settings
+            .groups
+            .iter()
+            .map(|g| GroupStatus {
+                name: g.name.clone(),
+                role: "standby",
+                calls: 0,
+                vips: g.vips.iter().map(|v| v.cidr.clone()).collect(),
+            })
+            .collect(),
         ..HaStatus::default()
     }));
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Standby);
@@ -149,33 +198,64 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
         }
         tokio::spawn(pair_task(settings.clone(), sockets, ev_tx.clone(), demote_rx, status.clone(), role_tx));
     }
-    tokio::spawn(listen_task(settings.listen, ev_tx.clone(), status.clone()));
+    tokio::spawn(listen_task(settings.listen, settings.node.clone(), ev_tx.clone(), status.clone()));
     tokio::spawn(send_task(settings.peer, settings.node.clone(), out_rx, ev_tx, role_rx, status.clone()));
-    Ok(HaHandle { events: ev_rx, out: out_tx, status, demote: demote_tx, set_role })
+    Ok(HaHandle {
+        events: ev_rx,
+        out: out_tx,
+        status,
+        demote: demote_tx,
+        set_role,
+        active_active: settings.active_active(),
+    })
 }
+
+/// One group's roles at run time.
+struct GroupRun {
+    group: VipGroup,
+    pair: Pair,
+    /// While active, the service addresses are renewed well within their lifetime (see `add_vip`).
+    renewed: Instant,
+    active_since: Instant,
+}
+
+/// How long a box holds a group it took for an absent peer before it may give it back, however idle: the
+/// driver's per-group call count is fresh by then.
+const HAND_BACK_SETTLE: Duration = Duration::from_secs(2);
 
 async fn pair_task(
     settings: HaSettings,
     sockets: Vec<(Arc<UdpSocket>, std::net::SocketAddr)>,
     events: mpsc::UnboundedSender<HaEvent>,
-    mut demote: mpsc::Receiver<()>,
+    mut demote: mpsc::Receiver<Option<String>>,
     status: Arc<Mutex<HaStatus>>,
     role_tx: tokio::sync::watch::Sender<Role>,
 ) {
-    let config = PairConfig {
-        node: settings.node.clone(),
-        priority: settings.priority,
-        heartbeat: settings.heartbeat,
-        dead_after: settings.dead_after,
-        startup_wait: Duration::from_secs(1),
-        incarnation: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    };
-    let mut pair = Pair::new(config, Instant::now().into_std());
-    // While active, the service addresses are renewed well within their lifetime (see `add_vip`).
-    let mut active = false;
-    let mut renewed = Instant::now();
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let active_active = settings.active_active();
+    let mut groups: Vec<GroupRun> = settings
+        .groups
+        .iter()
+        .map(|g| GroupRun {
+            pair: Pair::new(
+                PairConfig {
+                    node: settings.node.clone(),
+                    priority: g.priority,
+                    heartbeat: settings.heartbeat,
+                    dead_after: settings.dead_after,
+                    startup_wait: Duration::from_secs(1),
+                    incarnation,
+                    group: g.name.clone(),
+                },
+                Instant::now().into_std(),
+            ),
+            group: g.clone(),
+            renewed: Instant::now(),
+            active_since: Instant::now(),
+        })
+        .collect();
     let (hb_tx, mut hb_rx) = mpsc::unbounded_channel::<Heartbeat>();
     for (sock, _) in &sockets {
         let (sock, tx) = (sock.clone(), hb_tx.clone());
@@ -191,71 +271,115 @@ async fn pair_task(
             }
         });
     }
+    let mut unknown_groups: Vec<String> = Vec::new();
     loop {
-        let deadline = Instant::from_std(pair.poll_timeout());
+        let deadline =
+            groups.iter().map(|g| Instant::from_std(g.pair.poll_timeout())).min().unwrap_or_else(Instant::now);
         tokio::select! {
             hb = hb_rx.recv() => {
                 let Some(hb) = hb else { return };
-                pair.handle_heartbeat(Instant::now().into_std(), hb);
+                match groups.iter_mut().find(|g| g.group.name == hb.group) {
+                    Some(g) => g.pair.handle_heartbeat(Instant::now().into_std(), hb),
+                    None => {
+                        // The peer's [ha] groups differ from ours: a config error the operator must hear of once.
+                        metrics::counter!("sbc_ha_heartbeats_ignored_total").increment(1);
+                        if !unknown_groups.contains(&hb.group) {
+                            tracing::error!(peer = %hb.node, group = %hb.group, "ha: the peer has a group of service addresses this box does not (ha.groups must name the same groups on both boxes)");
+                            unknown_groups.push(hb.group);
+                        }
+                    }
+                }
             }
             d = demote.recv() => {
-                if d.is_none() { return }
-                pair.demote(Instant::now().into_std());
-            }
-            _ = tokio::time::sleep_until(deadline) => pair.handle_timeout(Instant::now().into_std()),
-        }
-        while let Some(o) = pair.poll_output() {
-            match o {
-                PairOutput::Heartbeat(hb) => {
-                    let bytes = serde_json::to_vec(&hb).expect("heartbeats serialize");
-                    for (sock, peer) in &sockets {
-                        // A path that is down just loses its heartbeat; the others carry on.
-                        let _ = sock.try_send_to(&bytes, *peer);
-                    }
+                let Some(which) = d else { return };
+                let now = Instant::now().into_std();
+                for g in groups.iter_mut().filter(|g| which.as_ref().is_none_or(|n| *n == g.group.name)) {
+                    g.pair.demote(now);
                 }
-                PairOutput::Role(role, why) => {
-                    tracing::warn!(node = %settings.node, ?role, why = why.label(), "HA role change");
-                    metrics::gauge!("sbc_ha_role").set(if role == Role::Active { 1.0 } else { 0.0 });
-                    if role == Role::Active {
-                        metrics::counter!("sbc_ha_takeovers_total").increment(1);
-                    }
-                    {
-                        let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        // `role` is set by the driver once the calls are adopted or handed over.
-                        s.last_change = why.label();
-                        if role == Role::Active {
-                            s.takeovers += 1;
-                        }
-                    }
-                    active = role == Role::Active;
-                    renewed = Instant::now();
-                    let vips = settings.vips.clone();
-                    tokio::task::spawn_blocking(move || {
-                        if role == Role::Active {
-                            // Every address first, then the announcements, which take a second each.
-                            for v in &vips {
-                                add_vip(v);
-                            }
-                            for v in &vips {
-                                announce_vip(v);
-                            }
-                        } else {
-                            for v in &vips {
-                                remove_vip(v);
-                            }
-                        }
-                    });
-                    let _ = role_tx.send(role);
-                    let _ = events.send(HaEvent::Role(role, why));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now().into_std();
+                for g in &mut groups {
+                    g.pair.handle_timeout(now);
                 }
             }
         }
-        if active && renewed.elapsed() >= VIP_RENEW_EVERY {
-            renewed = Instant::now();
-            let vips = settings.vips.clone();
-            tokio::task::spawn_blocking(move || vips.iter().for_each(renew_vip));
+        // Active/active: a group held for a peer that is back goes home once this box has no call left in it
+        // (established calls are never moved for it; new ones keep arriving here until then).
+        if active_active {
+            let now = Instant::now();
+            for (i, g) in groups.iter_mut().enumerate() {
+                let idle = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).groups[i].calls == 0;
+                if idle && now - g.active_since >= HAND_BACK_SETTLE && g.pair.holds_for_returned_peer(now.into_std()) {
+                    tracing::warn!(group = %g.group.name, "ha: the group's home box is back and the group is idle: handing it back");
+                    metrics::counter!("sbc_ha_hand_backs_total").increment(1);
+                    g.pair.demote(now.into_std());
+                }
+            }
         }
-        let alive = pair.peer_alive(Instant::now().into_std());
+        for (i, g) in groups.iter_mut().enumerate() {
+            while let Some(o) = g.pair.poll_output() {
+                match o {
+                    PairOutput::Heartbeat(hb) => {
+                        let bytes = serde_json::to_vec(&hb).expect("heartbeats serialize");
+                        for (sock, peer) in &sockets {
+                            // A path that is down just loses its heartbeat; the others carry on.
+                            let _ = sock.try_send_to(&bytes, *peer);
+                        }
+                    }
+                    PairOutput::Role(role, why) => {
+                        tracing::warn!(node = %settings.node, group = %g.group.name, ?role, why = why.label(), "HA role change");
+                        metrics::gauge!("sbc_ha_group_role", "group" => g.group.name.clone())
+                            .set(if role == Role::Active { 1.0 } else { 0.0 });
+                        if role == Role::Active {
+                            metrics::counter!("sbc_ha_takeovers_total").increment(1);
+                        }
+                        {
+                            let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            // The roles are set by the driver once the calls are adopted or handed over.
+                            s.last_change = why.label();
+                            if role == Role::Active {
+                                s.takeovers += 1;
+                            }
+                        }
+                        g.renewed = Instant::now();
+                        g.active_since = Instant::now();
+                        let vips = g.group.vips.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if role == Role::Active {
+                                // Every address first, then the announcements, which take a second each.
+                                for v in &vips {
+                                    add_vip(v);
+                                }
+                                for v in &vips {
+                                    announce_vip(v);
+                                }
+                            } else {
+                                for v in &vips {
+                                    remove_vip(v);
+                                }
+                            }
+                        });
+                        let _ = events.send(HaEvent::Role(i, role, why));
+                    }
+                }
+            }
+        }
+        let any_active = groups.iter().any(|g| g.pair.role() == Role::Active);
+        metrics::gauge!("sbc_ha_role").set(if any_active { 1.0 } else { 0.0 });
+        role_tx.send_if_modified(|r| {
+            let new = if any_active { Role::Active } else { Role::Standby };
+            std::mem::replace(r, new) != new
+        });
+        for g in groups.iter_mut().filter(|g| g.pair.role() == Role::Active) {
+            if g.renewed.elapsed() >= VIP_RENEW_EVERY {
+                g.renewed = Instant::now();
+                let vips = g.group.vips.clone();
+                tokio::task::spawn_blocking(move || vips.iter().for_each(renew_vip));
+            }
+        }
+        let now = Instant::now().into_std();
+        let alive = groups.iter().any(|g| g.pair.peer_alive(now));
         status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).peer_alive = alive;
         metrics::gauge!("sbc_ha_peer_alive").set(if alive { 1.0 } else { 0.0 });
     }
@@ -285,7 +409,7 @@ async fn external_task(
             }
         }
         let _ = role_tx.send(role);
-        if events.send(HaEvent::Role(role, RoleChange::External)).is_err() {
+        if events.send(HaEvent::Role(0, role, RoleChange::External)).is_err() {
             return;
         }
     }
@@ -294,6 +418,7 @@ async fn external_task(
 /// The standby's side of the link: every connection from the active starts a resync.
 async fn listen_task(
     listen: std::net::SocketAddr,
+    node: String,
     events: mpsc::UnboundedSender<HaEvent>,
     status: Arc<Mutex<HaStatus>>,
 ) {
@@ -308,7 +433,7 @@ async fn listen_task(
         let Ok((stream, peer)) = listener.accept().await else { continue };
         tracing::info!(%peer, "replication link from the active: resync");
         let _ = stream.set_nodelay(true);
-        let (events, status) = (events.clone(), status.clone());
+        let (events, status, node) = (events.clone(), status.clone(), node.clone());
         tokio::spawn(async move {
             if events.send(HaEvent::ResyncStart).is_err() {
                 return;
@@ -329,6 +454,9 @@ async fn listen_task(
                             metrics::counter!("sbc_ha_link_refused_total").increment(1);
                             tracing::error!(%peer, "replication link refused: {why}");
                             return;
+                        }
+                        if sbc_proto::ha::call_ranges_collide(&h.node, &node) {
+                            tracing::error!(peer = %h.node, node = %node, "ha.node: the two names give the same range of call numbers (active/active needs them apart): rename one box");
                         }
                         tracing::info!(%peer, format, software = %h.software, "replication link: the active's records");
                         continue;

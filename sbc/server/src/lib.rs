@@ -11,4 +11,5 @@ pub mod logging;
 pub mod media_link;
 pub mod metrics;
 pub mod server;
+pub mod tls;
 pub mod transport;

@@ -60,7 +60,36 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     for class in [SourceClass::Trunk, SourceClass::Other] {
         gauge!(TCP_SOURCE_PEAK, "class" => class.label()).set(0.0);
     }
+    describe_tls();
     Ok(handle)
+}
+
+/// The TLS and outbound-connection series, zero-valued from the start.
+fn describe_tls() {
+    use crate::tls::failure::REASONS;
+    use crate::tls::reload::RELOADS;
+    use crate::transport::dial::CONNECT_FAILURES;
+    use crate::transport::tls::{HANDSHAKES, HANDSHAKE_FAILURES};
+    describe_counter!(HANDSHAKES, "TLS handshakes completed, by direction (in: clients, out: gateways)");
+    describe_counter!(HANDSHAKE_FAILURES, "TLS handshakes failed, by direction and reason");
+    describe_counter!(CONNECT_FAILURES, "connections to tcp: and tls: gateways that could not be opened, by reason");
+    describe_counter!(RELOADS, "TLS configurations rebuilt after their files changed, by result (ok, error)");
+    for direction in ["in", "out"] {
+        counter!(HANDSHAKES, "direction" => direction).absolute(0);
+    }
+    for reason in ["certificate_name", "certificate_untrusted", "no_client_certificate", "timeout"] {
+        for direction in ["in", "out"] {
+            counter!(HANDSHAKE_FAILURES, "direction" => direction, "reason" => reason).absolute(0);
+        }
+    }
+    for transport in ["tcp", "tls"] {
+        for reason in REASONS.into_iter().take(4) {
+            counter!(CONNECT_FAILURES, "transport" => transport, "reason" => reason).absolute(0);
+        }
+    }
+    for result in ["ok", "error"] {
+        counter!(RELOADS, "result" => result).absolute(0);
+    }
 }
 
 /// A message received.
@@ -132,9 +161,14 @@ pub const TRUNK_UP: &str = "sbc_trunk_up";
 /// INVITEs challenged (407) for missing, wrong or stale credentials, per trunk with `inbound_auth`.
 pub const AUTH_CHALLENGES: &str = "sbc_auth_challenges_total";
 
+/// Calls a standby took over from its failed or demoted peer, by `state`: `answered` (adopted) or `setup` (still
+/// being set up, resumed where the peer left it).
+pub const HA_CALLS_TAKEN_OVER: &str = "sbc_ha_calls_taken_over_total";
+
 /// Describes the call metrics and creates their zero series for every trunk.
 pub fn describe_calls(trunks: &[String]) {
     describe_gauge!(CALLS_ACTIVE, "calls in progress per trunk");
+    describe_counter!(HA_CALLS_TAKEN_OVER, "calls a standby took over from its peer, by state (answered, setup)");
     describe_counter!(CALLS_IN, "calls received per inbound trunk");
     describe_counter!(CALL_ATTEMPTS, "call attempts per carrier trunk");
     describe_counter!(CALLS_ANSWERED, "calls answered per carrier trunk");

@@ -12,27 +12,63 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
     let (tx, rx) = crate::transport::queues();
     let guard = crate::edge::EdgeGuard::new(config.edge.guard.clone(), config.plan.clone());
+    let admission = std::sync::Arc::new(sbc_proto::policy::AdmissionGate::new());
+    let shed = std::sync::Arc::new(crate::transport::Shedder::new(
+        admission.clone(),
+        config.sip.user_agent.clone(),
+        config.edge.overload.retry_after,
+    ));
     let mut sockets = Sockets::default();
     let limits = config.sip.stream_limits();
     let trunks = crate::transport::stream::TrunkSources::from_plan(&config.plan);
     let mut tasks = Vec::new();
     // Bound addresses (a configured port 0 becomes the real one), for leg B's Via and Contact.
     let mut locals = Vec::new();
+    let acceptor = match &config.sip.tls {
+        Some(s) => Some(crate::tls::Acceptor::start(s).context("sip.tls")?),
+        None => None,
+    };
+    let reload_every = config.sip.tls.as_ref().map_or(crate::config::DEFAULT_TLS_RELOAD_EVERY, |t| t.reload_every);
+    let mut targets = std::collections::HashMap::new();
+    for d in &config.dial {
+        let tls = match &d.tls {
+            Some(s) => Some(
+                crate::tls::Connector::start(&d.trunk, s, reload_every)
+                    .with_context(|| format!("trunk {}: tls", d.trunk))?,
+            ),
+            None => None,
+        };
+        targets.insert((d.transport, d.addr), crate::transport::dial::DialTarget { trunk: d.trunk.clone(), tls });
+    }
     for l in &config.sip.listen {
         match l.transport {
             Transport::Udp => {
                 let sock = udp::bind(l.addr).with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
                 sockets.udp.insert(sock.local_addr()?, sock.clone());
                 locals.push((sbc_proto::transport::Transport::Udp, sock.local_addr()?));
-                tasks.push(tokio::spawn(udp::receive(sock, config.sip.max_message_size, guard.clone(), tx.clone())));
+                tasks.push(tokio::spawn(udp::receive(
+                    sock,
+                    config.sip.max_message_size,
+                    guard.clone(),
+                    shed.clone(),
+                    tx.clone(),
+                )));
             }
-            Transport::Tcp => {
-                let listener = tcp::bind(l.addr).with_context(|| format!("binding sip.listen tcp:{}", l.addr))?;
+            Transport::Tcp | Transport::Tls => {
+                let listener =
+                    tcp::bind(l.addr).with_context(|| format!("binding sip.listen {}:{}", l.transport, l.addr))?;
+                locals.push((l.transport, listener.local_addr()?));
+                let security = match (l.transport, &acceptor) {
+                    (Transport::Tls, Some(a)) => tcp::Security::Tls(a.clone()),
+                    (Transport::Tls, None) => anyhow::bail!("sip.listen tls:{}: no [sip.tls]", l.addr),
+                    _ => tcp::Security::Plain,
+                };
                 tasks.push(tokio::spawn(tcp::listen(
                     listener,
+                    security,
                     limits,
                     trunks.clone(),
-                    sockets.tcp.clone(),
+                    sockets.streams.clone(),
                     guard.clone(),
                     tx.clone(),
                 )));
@@ -41,12 +77,35 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         tracing::info!(listen = %format!("{}:{}", l.transport, l.addr), "SIP listening");
     }
+    if !targets.is_empty() {
+        let settings = crate::transport::dial::DialSettings {
+            limits,
+            connect_timeout: config.sip.connect_timeout,
+            keepalive: config.sip.connection_keepalive,
+        };
+        let (dialer, failed) =
+            crate::transport::dial::Dialer::new(targets, sockets.streams.clone(), settings, guard.clone(), tx.clone());
+        sockets.dialer = Some(dialer);
+        sockets.dial_failures = Some(failed);
+    }
     drop(tx);
 
     let ha = match &config.ha {
         Some(h) => {
             let handle = crate::ha::start(h).context("starting the HA pair (ha.paths, ha.listen)")?;
-            tracing::info!(node = %h.node, priority = h.priority, peer = %h.peer, vips = h.vips.len(), "HA pair: starting as standby");
+            let groups: Vec<String> = h
+                .groups
+                .iter()
+                .map(|g| format!("{}(priority {}, {} addresses)", g.name, g.priority, g.vips.len()))
+                .collect();
+            tracing::info!(node = %h.node, peer = %h.peer, ?groups, "HA pair: starting as standby");
+            if h.secret.is_some() {
+                tracing::info!(
+                    "ha: digest nonces are made with the pair's shared secret: the peer accepts them after a takeover"
+                );
+            } else {
+                tracing::warn!("ha: no secret_env or secret_file: nothing is shared for digest nonces, so after a takeover the new active challenges callers again");
+            }
             Some(handle)
         }
         None => None,
@@ -72,13 +131,32 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         media: config.media.as_ref().map(|m| m.core.clone()),
         scanners: config.edge.scanners.clone(),
         overload: config.edge.overload,
+        admission,
+        nonces: sbc_proto::policy::digest::NonceConfig {
+            secret: config.ha.as_ref().and_then(|h| h.secret.clone()),
+            // Nonces carry Unix seconds, so the two boxes of a pair agree on their age.
+            unix_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| (std::time::Instant::now(), d.as_secs())),
+        },
+        groups: config
+            .ha
+            .iter()
+            .filter(|h| h.active_active())
+            .flat_map(|h| h.groups.iter().map(|g| g.vips.iter().map(|v| v.address).collect()))
+            .collect(),
+        call_id_base: config
+            .ha
+            .as_ref()
+            .filter(|h| h.active_active())
+            .map_or(0, |h| sbc_proto::ha::call_id_base(&h.node)),
         ..Default::default()
     };
     let media = match &config.media {
         Some(m) => {
             let signalling: Vec<std::net::IpAddr> = config.sip.listen.iter().map(|l| l.addr.ip()).collect();
-            let vip_devices: Vec<String> =
-                config.ha.iter().flat_map(|h| h.vips.iter().map(|v| v.dev.clone())).collect();
+            let vip_devices: Vec<String> = config.ha.iter().flat_map(|h| h.vips().map(|v| v.dev.clone())).collect();
             let link = crate::media_link::MediaLink::start(m, &signalling, &vip_devices)
                 .context("starting the media relay")?;
             let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();

@@ -83,6 +83,20 @@ pub(super) fn carry_reliable(src: &Response, dst: &mut Response) {
     }
 }
 
+/// The RSeq of a reliable provisional response (`Require: 100rel` and an RSeq that parses), else `None`.
+pub(super) fn rseq_of_reliable(r: &Response) -> Option<u32> {
+    if !r.headers.list(&HeaderName::Require).any(|t| t.eq_ignore_ascii_case(b"100rel")) {
+        return None;
+    }
+    std::str::from_utf8(r.headers.get(&HeaderName::RSeq)?).ok()?.trim().parse().ok()
+}
+
+/// The RSeq a PRACK acknowledges: the first number of its RAck (RFC 3262 §7.2).
+pub(super) fn rack_rseq(prack: &Request) -> Option<u32> {
+    let v = std::str::from_utf8(prack.headers.get(&HeaderName::RAck)?).ok()?;
+    v.split_whitespace().next()?.parse().ok()
+}
+
 /// The user part of `uri` for a new From/To on the other leg, kept as presented.
 pub(super) fn user_of(uri: &Uri) -> String {
     uri.user().map(|u| String::from_utf8_lossy(u).into_owned()).unwrap_or_default()
@@ -97,12 +111,56 @@ pub(super) fn sip_uri(user: &str, host: impl std::fmt::Display) -> String {
     }
 }
 
+/// The `;transport=` parameter of a `sip:` URI for `t` (none for UDP, the default, RFC 3261 §19.1.1).
+pub(super) fn transport_param(t: crate::transport::Transport) -> &'static str {
+    use crate::transport::Transport;
+    match t {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+        Transport::Tls => ";transport=tls",
+        Transport::Ws => ";transport=ws",
+    }
+}
+
+/// How leg B addresses its carrier: the URI scheme, the host (the trunk's certificate name or the gateway's
+/// address) and the transport.
+pub(super) struct Target {
+    /// `sips:` URIs (TLS gateways of a trunk with `tls.sips`).
+    pub sips: bool,
+    host: String,
+    host_port: String,
+    transport: crate::transport::Transport,
+}
+
+impl Target {
+    /// The target of `trunk`'s gateway `gw`.
+    pub(super) fn of(trunk: &crate::routing::Trunk, gw: crate::routing::Gateway) -> Self {
+        let (host, host_port) = match &trunk.uri_host {
+            Some(h) => (h.clone(), format!("{h}:{}", gw.addr.port())),
+            None => (gw.addr.ip().to_string(), gw.addr.to_string()),
+        };
+        let host = if gw.addr.is_ipv6() && trunk.uri_host.is_none() { format!("[{host}]") } else { host };
+        let sips = trunk.sips && gw.transport == crate::transport::Transport::Tls;
+        Self { sips, host, host_port, transport: gw.transport }
+    }
+
+    /// `user` at the target: with port and transport for the Request-URI (`request`), bare for To.
+    pub(super) fn to_uri(&self, user: &str, request: bool) -> String {
+        let scheme = if self.sips { "sips" } else { "sip" };
+        let at = if user.is_empty() { String::new() } else { format!("{user}@") };
+        if !request {
+            return format!("{scheme}:{at}{}", self.host);
+        }
+        let param = if self.sips { "" } else { transport_param(self.transport) };
+        format!("{scheme}:{at}{}{param}", self.host_port)
+    }
+}
+
 /// Leg B's initial INVITE: everything fresh (Call-ID, tags, Via, Contact), the called number towards the
 /// gateway, the calling number as presented from our address.
 pub(super) struct InviteB<'a> {
     pub dialog: &'a Dialog,
     pub branch: &'a str,
-    pub called: &'a str,
     pub max_forwards: u32,
     pub a_invite: &'a Request,
     /// A's body as it goes to B (its SDP anchored at the relay).
@@ -114,7 +172,9 @@ pub(super) struct InviteB<'a> {
 impl InviteB<'_> {
     pub(super) fn build(self) -> Request {
         let d = self.dialog;
-        let uri = Uri::parse(Bytes::from(sip_uri(self.called, d.peer.remote)))
+        // The target was built by [`Target::to_uri`]; a called number that makes it unparseable falls back to the
+        // gateway's address.
+        let uri = Uri::parse(d.remote_target.clone())
             .unwrap_or_else(|_| Uri::parse(Bytes::from(format!("sip:{}", d.peer.remote))).expect("an IP URI parses"));
         let mut r = Request::new(Method::Invite, uri);
         r.headers.push(HeaderName::Via, dialog::via(&d.peer, self.branch));

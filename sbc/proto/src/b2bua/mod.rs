@@ -14,6 +14,7 @@
 mod build;
 mod limits;
 mod replicate;
+mod resume;
 
 pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
@@ -22,7 +23,9 @@ use crate::cdr::{Cdr, CdrAttempt};
 use crate::dialog::Dialog;
 use crate::endpoint::{IdGenerator, Observation, Output};
 use crate::msg::{HeaderName, Method, Request, Response};
-use crate::policy::digest::{Algorithm, Credentials as DigestCredentials, NonceCheck, NonceIssuer, Secret};
+use crate::policy::digest::{
+    Algorithm, Credentials as DigestCredentials, NonceCheck, NonceConfig, NonceIssuer, Secret,
+};
 use crate::policy::identity::{self, Presented};
 use crate::routing::Credentials;
 use crate::routing::{
@@ -136,14 +139,28 @@ enum State {
 struct LegB {
     dialog: Dialog,
     trunk: TrunkId,
+    /// Which of the trunk's gateways this attempt uses.
+    gateway: usize,
     invite: Request,
     invite_key: TransactionKey,
+    /// When `invite` was sent (timer B of its transaction counts from there, also on a standby that takes over).
+    sent: Instant,
     provisional: bool,
     cancel_wanted: bool,
+    /// Whether the CANCEL went out: one per INVITE, however many provisionals follow it.
+    cancel_sent: bool,
     /// Whether the INVITE was already resent with credentials (one try per challenge, no loops).
     authed: bool,
     /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
     ack: Option<Request>,
+}
+
+/// The reliable provisional (RFC 3262) last relayed to A.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reliable {
+    rseq: u32,
+    /// B answered A's PRACK for it with a 2xx.
+    pracked: bool,
 }
 
 /// Our 2xx on leg A, retransmitted until A's ACK (§13.3.1.4).
@@ -177,6 +194,11 @@ struct Call {
     ringing: Option<Instant>,
     answer: Option<Instant>,
     pending_2xx: Option<Pending2xx>,
+    /// The last provisional response sent to A while setting up (a standby that takes over sends it again to a
+    /// retransmitted INVITE).
+    a_provisional: Option<Response>,
+    /// The last reliable provisional relayed to A, while setting up.
+    reliable: Option<Reliable>,
     /// Why and by whom the call ended, once it did.
     release: Option<(&'static str, &'static str, u16)>,
     /// Outstanding BYEs while ending.
@@ -220,6 +242,7 @@ pub struct Calls {
     /// Nonces for challenging trunks that must authenticate, made on first use.
     nonces: Option<NonceIssuer>,
     nonce_epoch: Option<Instant>,
+    nonce_config: NonceConfig,
     /// Media anchoring, when configured: every SDP crossing a call is rewritten to relay addresses.
     media: Option<Sessions>,
     /// Whether the relay answers (a remote one may not).
@@ -228,7 +251,16 @@ pub struct Calls {
     replicate: bool,
     /// Calls of the active box, held by a standby until it takes over, by call number.
     foreign: HashMap<u64, (crate::ha::Record, Instant)>,
+    /// Active/active: the service addresses of each group (a call belongs to the group of its leg-A address); empty
+    /// for a box with one group.
+    groups: Vec<Vec<std::net::IpAddr>>,
+    /// This box's call numbers start here (the pair's two boxes number in ranges of their own, so a call adopted
+    /// from the peer never collides with one of ours); [`ID_RANGE`] numbers each.
+    id_base: u64,
 }
+
+/// Call numbers of one box: `[id_base, id_base + ID_RANGE)`.
+pub const ID_RANGE: u64 = 1 << 48;
 
 /// Our digest realm.
 const REALM: &str = "sbc";
@@ -236,8 +268,14 @@ const REALM: &str = "sbc";
 const NONCE_LIFETIME_SECS: u64 = 300;
 
 impl Calls {
-    /// Calls routed by `plan`, sending from `locals` (our listen addresses).
-    pub fn new(plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>, media: Option<Sessions>) -> Self {
+    /// Calls routed by `plan`, sending from `locals` (our listen addresses), challenging with nonces made as
+    /// `nonces` says.
+    pub fn new(
+        plan: Arc<Plan>,
+        locals: Vec<(Transport, SocketAddr)>,
+        media: Option<Sessions>,
+        nonces: NonceConfig,
+    ) -> Self {
         let n = plan.trunks.len();
         Self {
             plan,
@@ -252,11 +290,50 @@ impl Calls {
             trunk_up: vec![true; n],
             nonces: None,
             nonce_epoch: None,
+            nonce_config: nonces,
             media,
             media_up: true,
             replicate: false,
             foreign: HashMap::new(),
+            groups: Vec::new(),
+            id_base: 0,
         }
+    }
+
+    /// Active/active: the service addresses of each group of the pair.
+    pub fn set_groups(&mut self, groups: Vec<Vec<std::net::IpAddr>>) {
+        self.groups = groups;
+    }
+
+    /// Numbers this box's calls from `base` (a multiple of [`ID_RANGE`]).
+    pub fn set_id_base(&mut self, base: u64) {
+        self.id_base = base;
+        self.next = self.next.max(base.max(1));
+    }
+
+    /// Takes note of a call number adopted from the peer: ours go on from above it only when it is in our range.
+    pub(super) fn saw_id(&mut self, id: u64) {
+        if id >= self.id_base && id - self.id_base < ID_RANGE {
+            self.next = self.next.max(id + 1);
+        }
+    }
+
+    /// The group of a service address, if groups are configured.
+    pub fn group_of(&self, ip: std::net::IpAddr) -> Option<usize> {
+        self.groups.iter().position(|g| g.contains(&ip))
+    }
+
+    /// The group a record's call belongs to (by its leg-A address).
+    pub fn record_group(&self, record: &crate::ha::Record) -> Option<usize> {
+        match record {
+            crate::ha::Record::Call(c) => self.group_of(c.a.local.ip()),
+            _ => None,
+        }
+    }
+
+    /// How many of our calls (set up or answered) belong to `group`.
+    pub fn calls_in_group(&self, group: usize) -> usize {
+        self.calls.values().filter(|c| self.group_of(c.a.peer.local.ip()) == Some(group)).count()
     }
 
     /// Marks the media relay reachable or not.
@@ -378,6 +455,23 @@ impl Calls {
         self.calls.is_empty()
     }
 
+    /// The numbers of the calls in progress.
+    #[cfg(test)]
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        self.calls.keys().map(|c| c.0).collect()
+    }
+
+    /// Whether no call, dialog, transaction of a call or timer is left: what the call-logic fuzzer expects once
+    /// every timer fired.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.calls.is_empty()
+            && self.by_dialog.is_empty()
+            && self.by_client.is_empty()
+            && self.by_invite.is_empty()
+            && self.timers.is_empty()
+    }
+
     /// Active calls on `trunk` (both directions).
     pub fn active_on(&self, trunk: TrunkId) -> u32 {
         self.counters.get(trunk.0 as usize).map_or(0, |c| c.active)
@@ -410,8 +504,16 @@ impl Calls {
         self.by_client.contains_key(key)
     }
 
-    /// A new INVITE (no To tag) on server transaction `key` from `peer`.
-    pub fn new_invite(&mut self, ctx: &mut Ctx, key: TransactionKey, peer: Peer, req: Request) {
+    /// A new INVITE (no To tag) on server transaction `key` from `peer`, whose TLS certificate named `identity`
+    /// (if it came over TLS with a verified client certificate).
+    pub fn new_invite(
+        &mut self,
+        ctx: &mut Ctx,
+        key: TransactionKey,
+        peer: Peer,
+        identity: Option<&crate::transport::TlsIdentity>,
+        req: Request,
+    ) {
         let reply = |ctx: &mut Ctx, status: u16, reason: &'static str, extra: Option<(HeaderName, String)>| {
             let mut r = Response::to_request(&req, status, reason);
             if let Some(v) = req.headers.get(&HeaderName::To) {
@@ -424,7 +526,7 @@ impl Calls {
             ctx.observe(Observation::CallRejected { status });
             ctx.respond(&key, r);
         };
-        let identified = self.plan.identify(peer.remote).or_else(|| {
+        let identified = self.plan.identify_peer(peer.remote, identity).or_else(|| {
             let username = proxy_credentials(&req).map(|c| c.username)?;
             self.plan.by_username(&username)
         });
@@ -509,10 +611,11 @@ impl Calls {
             route_set: req.headers.get_all_bytes(&HeaderName::RecordRoute).collect(),
             local_cseq: 0,
             peer,
-            contact: Bytes::from(format!("<sip:{}{}>", peer.local, transport_param(peer.transport))),
+            contact: Bytes::from(contact_for(peer.transport, peer.local, req.uri.as_bytes().starts_with(b"sips:"))),
         };
         // 100 at once: the caller's retransmissions stop while carriers are tried (§8.2.6.1).
-        ctx.respond(&key, build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server));
+        let trying = build::response_to(&req, 100, Bytes::from_static(b"Trying"), &a, None, &[], ctx.server);
+        ctx.respond(&key, trying.clone());
 
         let id = CallRef(self.next);
         self.next += 1;
@@ -540,6 +643,8 @@ impl Calls {
             ringing: None,
             answer: None,
             pending_2xx: None,
+            a_provisional: Some(trying),
+            reliable: None,
             release: None,
             byes: 0,
             ended: None,
@@ -550,15 +655,18 @@ impl Calls {
         self.proceed(ctx, id, next);
     }
 
-    /// Seconds on the nonce clock: since this table first challenged (nonces are checked against the same clock;
-    /// a restart invalidates them, which only costs the peer one more challenge).
+    /// Seconds on the nonce clock: Unix time when the driver gave it (a pair agrees on it), else since this table
+    /// first challenged (a restart then invalidates the nonces, which only costs the peer one more challenge).
     fn nonce_secs(&mut self, ctx: &mut Ctx) -> u64 {
         let epoch = *self.nonce_epoch.get_or_insert(ctx.now);
-        ctx.now.saturating_duration_since(epoch).as_secs() + 1
+        self.nonce_config.secs(ctx.now, epoch)
     }
 
     fn nonces(&mut self, ctx: &mut Ctx) -> &NonceIssuer {
-        self.nonces.get_or_insert_with(|| NonceIssuer::new(Secret::new(ctx.ids.call_id()), NONCE_LIFETIME_SECS))
+        let shared = self.nonce_config.secret.clone();
+        self.nonces.get_or_insert_with(|| {
+            NonceIssuer::new(shared.unwrap_or_else(|| Secret::new(ctx.ids.call_id())), NONCE_LIFETIME_SECS)
+        })
     }
 
     /// A Proxy-Authenticate value with a fresh nonce.
@@ -601,7 +709,7 @@ impl Calls {
     /// Acts on what the attempts say next.
     fn proceed(&mut self, ctx: &mut Ctx, id: CallRef, next: Next) {
         match next {
-            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk),
+            Next::Try(c) => self.start_leg_b(ctx, id, c.trunk, 0),
             Next::Connected => {}
             Next::GiveUp(g) => {
                 let status = if g.reason == GiveUpReason::NoCandidates { 503 } else { g.status };
@@ -610,12 +718,23 @@ impl Calls {
         }
     }
 
-    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId) {
+    /// Starts leg B on `trunk_id`'s gateway number `gateway`.
+    fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId, gateway: usize) {
         let plan = Arc::clone(&self.plan);
         let trunk = plan.trunk(trunk_id);
+        let Some(a_local) = self.calls.get(&id).map(|c| c.a.peer.local.ip()) else { return };
+        // Active/active: leg B leaves from an address of leg A's group, which moves with it.
+        let group = self.group_of(a_local).map(|g| &self.groups[g]);
+        let in_group: Vec<(Transport, SocketAddr)> =
+            self.locals.iter().filter(|(_, a)| group.is_none_or(|g| g.contains(&a.ip()))).copied().collect();
+        let locals = if in_group.is_empty() { &self.locals } else { &in_group };
+        let gw = trunk.gateways.get(gateway).copied();
+        let local = gw.and_then(|g| build::pick_local(locals, g.transport, g.addr));
+        if gw.is_some() && local.is_none() && gateway + 1 < trunk.gateways.len() {
+            ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
+            return self.start_leg_b(ctx, id, trunk_id, gateway + 1);
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
-        let gw = trunk.gateways.first().copied();
-        let local = gw.and_then(|g| build::pick_local(&self.locals, g.transport, g.addr));
         let (Some(gw), Some(local)) = (gw, local) else {
             // No way to reach this carrier from our listeners: a transport error, so the next one is tried.
             ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
@@ -623,6 +742,7 @@ impl Calls {
             return self.proceed(ctx, id, next);
         };
         let peer = build::peer(gw.transport, local, gw.addr);
+        let target = build::Target::of(trunk, gw);
         // Identity and numbers towards this carrier (policy::identity documents the order).
         let a_trunk = self.plan.trunk(call.a_trunk);
         let mut identity = identity::outbound(&call.presented, &a_trunk.identity_in, &trunk.identity_out);
@@ -649,12 +769,12 @@ impl Calls {
             local_tag: Bytes::from(ctx.ids.tag()),
             remote_tag: None,
             local_uri: Bytes::from(local_uri),
-            remote_uri: Bytes::from(format!("<{}>", build::sip_uri(&call.called_out, gw.addr.ip()))),
-            remote_target: Bytes::from(build::sip_uri(&call.called_out, gw.addr)),
+            remote_uri: Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
+            remote_target: Bytes::from(target.to_uri(&call.called_out, true)),
             route_set: Vec::new(),
             local_cseq: 1,
             peer,
-            contact: Bytes::from(format!("<sip:{local}{}>", transport_param(gw.transport))),
+            contact: Bytes::from(contact_for(gw.transport, local, target.sips)),
         };
         let a_local = call.a.peer.local.ip();
         let body = if self.media.is_none() {
@@ -679,7 +799,6 @@ impl Calls {
         let invite = build::InviteB {
             dialog: &dialog,
             branch: &branch,
-            called: &call.called_out,
             max_forwards,
             a_invite: &call.a_invite,
             body,
@@ -701,13 +820,18 @@ impl Calls {
         call.b = Some(LegB {
             dialog,
             trunk: trunk_id,
+            gateway,
             invite,
             invite_key: key,
+            sent: ctx.now,
             provisional: false,
             cancel_wanted: false,
+            cancel_sent: false,
             authed: false,
             ack: None,
         });
+        // A carrier attempt (the first one is in the same step as accepting A's INVITE): the standby can resume.
+        self.replicate_call(ctx, id);
     }
 
     /// A response on one of our client transactions.
@@ -747,7 +871,18 @@ impl Calls {
     pub fn on_txn_timeout(&mut self, ctx: &mut Ctx, key: TransactionKey) {
         let Some((id, purpose)) = self.by_client.remove(&key) else { return };
         match purpose {
-            Purpose::InviteB => self.b_failed(ctx, id, &key, Outcome::Timeout, None),
+            Purpose::InviteB => {
+                // Timer C after a provisional (RFC 3261 §16.8): the carrier rang on without an answer; it is given
+                // up, and CANCELled so that it stops ringing.
+                let b = self.calls.get(&id).and_then(|c| c.b.as_ref());
+                if let Some(b) = b.filter(|b| b.invite_key == key && b.provisional && !b.cancel_sent) {
+                    let cancel = build::cancel_for(&b.invite);
+                    if let Ok(k) = ctx.txns.send_request(ctx.now, b.dialog.peer, cancel) {
+                        self.by_client.insert(k, (id, Purpose::Cancel));
+                    }
+                }
+                self.b_failed(ctx, id, &key, Outcome::Timeout, None)
+            }
             Purpose::Cancel => {}
             Purpose::Bye => self.bye_done(ctx, id),
             Purpose::Relay { back, request } => {
@@ -758,11 +893,17 @@ impl Calls {
         }
     }
 
-    /// The transport could not reach the peer of client transaction `key`.
+    /// The transport could not reach the peer of client transaction `key`: leg B's INVITE fails over as a
+    /// transport error; any other request is treated as unanswered.
     pub fn on_transport_error(&mut self, ctx: &mut Ctx, key: TransactionKey) {
-        if let Some((id, Purpose::InviteB)) = self.by_client.get(&key).cloned() {
-            self.by_client.remove(&key);
-            self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+        match self.by_client.get(&key) {
+            Some((id, Purpose::InviteB)) => {
+                let id = *id;
+                self.by_client.remove(&key);
+                self.b_failed(ctx, id, &key, Outcome::TransportError, None);
+            }
+            Some(_) => self.on_txn_timeout(ctx, key),
+            None => {}
         }
     }
 
@@ -818,7 +959,17 @@ impl Calls {
                     ctx.server,
                 );
                 build::carry_reliable(&resp, &mut r);
-                ctx.respond(&call.a_invite_key, r);
+                ctx.respond(&call.a_invite_key, r.clone());
+                // A retransmitted 18x changes nothing the standby does not already have.
+                if call.a_provisional.as_ref() != Some(&r) {
+                    if let Some(rseq) = build::rseq_of_reliable(&r) {
+                        if call.reliable.is_none_or(|rel| rel.rseq != rseq) {
+                            call.reliable = Some(Reliable { rseq, pracked: false });
+                        }
+                    }
+                    call.a_provisional = Some(r);
+                    self.replicate_call(ctx, id);
+                }
             }
             return self.maybe_cancel_b(ctx, id);
         }
@@ -831,10 +982,12 @@ impl Calls {
                 b.authed = true;
                 b.provisional = false;
                 b.invite = retry.clone();
+                b.sent = ctx.now;
                 match ctx.txns.send_request(ctx.now, b.dialog.peer, retry) {
                     Ok(k) => {
                         b.invite_key = k.clone();
                         self.by_client.insert(k, (id, Purpose::InviteB));
+                        self.replicate_call(ctx, id);
                         return;
                     }
                     Err(_) => ctx.observe(Observation::Dropped { reason: "auth_retry_failed" }),
@@ -873,6 +1026,10 @@ impl Calls {
             return self.finish(ctx, id);
         }
         let trunk = self.plan.trunk(b.trunk);
+        if outcome == Outcome::TransportError && b.gateway + 1 < trunk.gateways.len() {
+            // The carrier never saw the call: its next gateway gets it, within the same attempt of the route.
+            return self.start_leg_b(ctx, id, b.trunk, b.gateway + 1);
+        }
         let next = call.attempts.on_outcome(outcome, &trunk.failover, ctx.now);
         match next {
             Next::GiveUp(g) if g.reason == GiveUpReason::NotRetryable => {
@@ -897,7 +1054,10 @@ impl Calls {
         let mut rr: Vec<Bytes> = resp.headers.get_all_bytes(&HeaderName::RecordRoute).collect();
         rr.reverse();
         d.route_set = rr;
-        let ack = d.ack(d.local_cseq, &ctx.ids.branch());
+        // The ACK has the INVITE's CSeq (§13.2.2.4), whatever was sent on the early dialog since (PRACK, UPDATE)
+        // or how far a standby that took over moved the dialog's CSeq.
+        let invite_cseq = b.invite.headers.cseq().map_or(d.local_cseq, |c| c.seq);
+        let ack = d.ack(invite_cseq, &ctx.ids.branch());
         ctx.txns.send_ack(d.peer, ack.clone());
         b.ack = Some(ack);
         let trunk = b.trunk;
@@ -951,13 +1111,14 @@ impl Calls {
     /// Sends the CANCEL leg B is waiting to send, once B has answered provisionally (§9.1).
     fn maybe_cancel_b(&mut self, ctx: &mut Ctx, id: CallRef) {
         let Some(b) = self.calls.get_mut(&id).and_then(|c| c.b.as_mut()) else { return };
-        if !(b.cancel_wanted && b.provisional) {
+        if !(b.cancel_wanted && b.provisional) || b.cancel_sent {
             return;
         }
         let cancel = build::cancel_for(&b.invite);
-        b.provisional = false; // one CANCEL
-        b.cancel_wanted = true;
+        b.cancel_sent = true;
         let peer = b.dialog.peer;
+        // The INVITE waits 64*T1 for its final response, then ends as timed out, and the call with it.
+        ctx.txns.cancel_sent(ctx.now, &b.invite_key);
         if let Ok(k) = ctx.txns.send_request(ctx.now, peer, cancel) {
             self.by_client.insert(k, (id, Purpose::Cancel));
         }
@@ -989,6 +1150,16 @@ impl Calls {
                 // BYE on an early dialog of B: treat as a failure of that carrier.
                 return;
             }
+            if call.state == State::Ending {
+                // The call is ending already (our BYEs crossed this one, or the carrier's INVITE is being
+                // cancelled): it ends when those do; ending it again would drop a carrier still ringing.
+                return;
+            }
+            if call.state == State::Routing {
+                // The caller left its early dialog (RFC 3261 §15.1.2): its INVITE still needs a final answer
+                // (487), and the carrier its CANCEL, as for a CANCEL.
+                return self.abort_setup(ctx, id, 487, "Request Terminated", ("bye", "a"));
+            }
             call.release.get_or_insert(("bye", leg.label(), 200));
             return self.end_call(ctx, id, Some(leg));
         }
@@ -996,6 +1167,16 @@ impl Calls {
         let early = call.state == State::Routing
             && matches!(req.method, Method::Prack | Method::Update)
             && call.b.as_ref().is_some_and(|b| b.dialog.remote_tag.is_some() && !b.cancel_wanted);
+        if early
+            && leg == Leg::A
+            && req.method == Method::Prack
+            && call.reliable.is_some_and(|r| r.pracked && build::rack_rseq(&req) == Some(r.rseq))
+        {
+            // A's PRACK again after a takeover (its 200 was lost with the other box): B has acknowledged it
+            // already, and a second PRACK would get a 481 there (RFC 3262 §3). Answered here.
+            let ok = build::response_to(&req, 200, Bytes::from_static(b"OK"), from, None, &[], ctx.server);
+            return ctx.respond(&key, ok);
+        }
         if call.state != State::Confirmed && !early {
             // Other mid-setup requests (INFO, or PRACK/UPDATE before B has an early dialog): 500 + Retry-After.
             let r = build::response_to(
@@ -1060,14 +1241,24 @@ impl Calls {
             Ok(k) => {
                 self.by_client.insert(k, (id, Purpose::Relay { back: key, request: Box::new(req) }));
             }
-            Err(_) => ctx.observe(Observation::Dropped { reason: "relay_failed" }),
+            Err(_) => {
+                ctx.observe(Observation::Dropped { reason: "relay_failed" });
+                ctx.respond(&key, Response::to_request(&req, 500, "Server Internal Error"));
+            }
         }
     }
 
     fn relay_back(&mut self, ctx: &mut Ctx, id: CallRef, back: &TransactionKey, request: &Request, resp: &Response) {
         // The requester's leg is the one whose dialog the request matched.
         let req_leg = dialog_key(request).and_then(|k| self.by_dialog.get(&k).map(|(_, l)| *l)).unwrap_or(Leg::A);
-        let Some(call) = self.calls.get(&id) else { return };
+        let Some(call) = self.calls.get(&id) else {
+            // The call ended while the request was relayed: its dialog is gone, and the requester's transaction
+            // still needs its final answer (left open, it would never end).
+            if resp.status >= 200 {
+                ctx.respond(back, Response::to_request(request, 481, "Call/Transaction Does Not Exist"));
+            }
+            return;
+        };
         let locals = Self::sip_locals(call);
         let mut anchored = None;
         if (101..300).contains(&resp.status) && !resp.body.is_empty() {
@@ -1096,7 +1287,14 @@ impl Calls {
                 self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
             }
         }
-        let refreshed = resp.is_success() && matches!(request.method, Method::Invite | Method::Update);
+        let mut refreshed = resp.is_success() && matches!(request.method, Method::Invite | Method::Update);
+        if resp.is_success() && request.method == Method::Prack && call.state == State::Routing {
+            let rseq = build::rack_rseq(request);
+            if let Some(rel) = call.reliable.as_mut().filter(|r| Some(r.rseq) == rseq && !r.pracked) {
+                rel.pracked = true;
+                refreshed = true;
+            }
+        }
         if resp.is_success() && request.method == Method::Invite {
             // Our re-INVITE on the other leg was answered: ACK it there now; the requester ACKs ours to it.
             let there = match req_leg.other() {
@@ -1109,7 +1307,7 @@ impl Calls {
             }
         }
         if refreshed {
-            // New media addresses or a new session interval: the standby must know them.
+            // New media addresses, a new session interval, a PRACK answered: the standby must know them.
             self.replicate_call(ctx, id);
         }
     }
@@ -1232,6 +1430,8 @@ impl Calls {
         call.ended.get_or_insert(ctx.now);
         answer_a(ctx, call, status, Bytes::from_static(reason.as_bytes()));
         call.state = State::Ending;
+        self.replicate_setup_end(ctx, id);
+        let Some(call) = self.calls.get_mut(&id) else { return };
         match call.b.as_mut() {
             Some(b) => {
                 b.cancel_wanted = true;
@@ -1497,12 +1697,13 @@ fn contact_of_response(resp: &Response) -> Option<Bytes> {
     }
 }
 
-fn transport_param(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
-        Transport::Tls => ";transport=tls",
-        Transport::Ws => ";transport=ws",
+/// Our Contact on a leg over `transport` from `local`: `sips:` when the leg uses SIPS URIs (RFC 5630 §3.1.1),
+/// else `sip:` with the transport parameter for anything but UDP (RFC 3261 §19.1.1).
+fn contact_for(transport: Transport, local: SocketAddr, sips: bool) -> String {
+    if sips && transport == Transport::Tls {
+        format!("<sips:{local}>")
+    } else {
+        format!("<sip:{local}{}>", build::transport_param(transport))
     }
 }
 

@@ -1,10 +1,13 @@
 //! Hot standby, the calls' side: records out of the active core at a call's transitions, foreign calls held by
-//! the standby core, and the takeover that makes them its own (see [`crate::ha`]).
+//! the standby core, and the takeover that makes them its own (see [`crate::ha`]). Answered calls are adopted
+//! here; calls still being set up are resumed by [`super::resume`].
 
 use super::{Call, CallRef, Calls, Ctx, Leg, LegB, State, Timer};
 use crate::dialog::Dialog;
 use crate::endpoint::{Observation, Output};
-use crate::ha::{AttemptRecord, CallRecord, DialogRecord, Record, CSEQ_MARGIN};
+use crate::ha::{
+    AttemptRecord, CallRecord, CandidateRecord, DialogRecord, Record, ReliableRecord, SetupRecord, CSEQ_MARGIN,
+};
 use crate::msg::{parse_datagram, Message, Request};
 use crate::transport::{Peer, Transport};
 use crate::txn::TransactionKey;
@@ -13,15 +16,15 @@ use relay_proto::control::SessionId;
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-fn text(b: &Bytes) -> Option<String> {
+pub(super) fn text(b: &Bytes) -> Option<String> {
     String::from_utf8(b.to_vec()).ok()
 }
 
-fn ms(d: Duration) -> u64 {
+pub(super) fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn dialog_record(d: &Dialog) -> Option<DialogRecord> {
+pub(super) fn dialog_record(d: &Dialog) -> Option<DialogRecord> {
     Some(DialogRecord {
         call_id: text(&d.call_id)?,
         local_tag: text(&d.local_tag)?,
@@ -41,7 +44,7 @@ fn dialog_record(d: &Dialog) -> Option<DialogRecord> {
     })
 }
 
-fn dialog_of(r: &DialogRecord) -> Option<Dialog> {
+pub(super) fn dialog_of(r: &DialogRecord) -> Option<Dialog> {
     let transport = match r.transport.as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
@@ -65,7 +68,7 @@ fn dialog_of(r: &DialogRecord) -> Option<Dialog> {
     })
 }
 
-fn request_of(raw: &str) -> Option<Request> {
+pub(super) fn request_of(raw: &str) -> Option<Request> {
     match parse_datagram(Bytes::from(raw.to_owned())).ok()? {
         Message::Request(r) => Some(r),
         Message::Response(_) => None,
@@ -73,16 +76,45 @@ fn request_of(raw: &str) -> Option<Request> {
 }
 
 impl Calls {
-    /// Turns replication records on: answered calls, their changes and their ends come out as
+    /// Turns replication records on: calls being set up, answered calls, their changes and their ends come out as
     /// [`Output::Replicate`].
     pub fn set_replication(&mut self, on: bool) {
         self.replicate = on;
     }
 
-    /// The record of call `id` now, if it is answered and its identifiers are text.
+    /// What resuming call `id`, being set up, needs beyond its answered record; `None` once answered or ending.
+    fn setup_record(&self, call: &Call, b: &LegB, now: Instant) -> Option<SetupRecord> {
+        if call.state != State::Routing {
+            return None;
+        }
+        let candidate = |c: &crate::routing::Candidate| CandidateRecord {
+            trunk: self.plan.trunk(c.trunk).name.clone(),
+            priority: c.priority,
+            weight: c.weight,
+        };
+        let current = call.attempts.current().filter(|c| c.trunk == b.trunk)?;
+        Some(SetupRecord {
+            a_provisional: text(&call.a_provisional.as_ref()?.to_bytes())?,
+            b_sent_ms_ago: ms(now.saturating_duration_since(b.sent)),
+            b_provisional: b.provisional,
+            b_authed: b.authed,
+            tries: call.attempts.tries(),
+            current: candidate(current),
+            remaining: call.attempts.remaining().iter().map(candidate).collect(),
+            post_dial_in_ms: ms(call.attempts.post_dial_deadline().saturating_duration_since(now)),
+            reliable: call.reliable.map(|r| ReliableRecord { rseq: r.rseq, pracked: r.pracked }),
+        })
+    }
+
+    /// The record of call `id` now, if it has a leg B (answered, or being set up) and its identifiers are text.
     fn record(&self, id: CallRef, call: &Call, now: Instant) -> Option<CallRecord> {
         let b = call.b.as_ref()?;
         let ago = |t: Instant| ms(now.saturating_duration_since(t));
+        let setup = match call.state {
+            State::Routing => Some(self.setup_record(call, b, now)?),
+            State::Confirmed => None,
+            State::Ending => return None,
+        };
         Some(CallRecord {
             id: id.0,
             version: call.ha_version,
@@ -108,21 +140,26 @@ impl Calls {
                 .collect(),
             setup_ms_ago: ago(call.setup),
             ringing_ms_ago: call.ringing.map(ago),
-            answer_ms_ago: ago(call.answer?),
+            answer_ms_ago: match (&setup, call.answer) {
+                (None, Some(at)) => ago(at),
+                (None, None) => return None,
+                (Some(_), _) => 0,
+            },
             session_expires_in_ms: call.session_expiry.map(|t| ms(t.saturating_duration_since(now))),
             media: self.media.as_ref().and_then(|m| m.export(SessionId(id.0))),
             #[cfg(feature = "format-next")]
             next: Some(format!("written by a format-{} build", crate::ha::FORMAT)),
+            setup,
         })
     }
 
-    /// Emits the current record of an answered call (a new version).
+    /// Emits the current record of a call being set up or answered (a new version).
     pub(super) fn replicate_call(&mut self, ctx: &mut Ctx, id: CallRef) {
         if !self.replicate {
             return;
         }
         let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.state != State::Confirmed {
+        if !matches!(call.state, State::Routing | State::Confirmed) {
             return;
         }
         call.ha_version += 1;
@@ -133,6 +170,18 @@ impl Calls {
         }
     }
 
+    /// A call being set up began to end here (the caller cancelled, the post-dial timer, a shutdown): the
+    /// standby forgets it now, as resuming it would try the next carrier once the cancelled one answers 487. Its
+    /// CDR comes from this box when the carrier's INVITE ends.
+    pub(super) fn replicate_setup_end(&mut self, ctx: &mut Ctx, id: CallRef) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if self.replicate && call.ha_version > 0 {
+            ctx.out.push_back(Output::Replicate(Record::Ended { id: id.0, version: call.ha_version + 1 }));
+            // Said once: `finish` has nothing left to tell the standby.
+            call.ha_version = 0;
+        }
+    }
+
     /// Emits the end of a call that was replicated.
     pub(super) fn replicate_end(&mut self, ctx: &mut Ctx, id: CallRef, version: u64) {
         if self.replicate && version > 0 {
@@ -140,13 +189,13 @@ impl Calls {
         }
     }
 
-    /// Every answered call, as records: the snapshot a standby gets when it (re)connects.
+    /// Every call being set up or answered, as records: the snapshot a standby gets when it (re)connects.
     pub fn snapshot(&self, now: Instant) -> Vec<Record> {
         let mut ids: Vec<&CallRef> = self.calls.keys().collect();
         ids.sort();
         ids.into_iter()
             .filter_map(|id| {
-                let call = self.calls.get(id).filter(|c| c.state == State::Confirmed)?;
+                let call = self.calls.get(id).filter(|c| matches!(c.state, State::Routing | State::Confirmed))?;
                 self.record(*id, call, now).map(|r| Record::Call(Box::new(r)))
             })
             .collect()
@@ -177,13 +226,24 @@ impl Calls {
 
     /// Takes over: every foreign call becomes ours, with its dialogs, timers, trunk counters and media. Returns how
     /// many calls were adopted; the rest (a record that no longer fits this box's config) are counted as dropped.
-    pub fn take_over(&mut self, ctx: &mut Ctx) -> usize {
-        let mut records: Vec<(Record, Instant)> = self.foreign.drain().map(|(_, r)| r).collect();
+    /// `group`: only the calls of that group, and those of none (active/active); `None`: all.
+    pub fn take_over(&mut self, ctx: &mut Ctx, group: Option<usize>) -> usize {
+        let ids: Vec<u64> = self
+            .foreign
+            .iter()
+            .filter(|(_, (r, _))| group.is_none() || self.record_group(r).is_none_or(|g| Some(g) == group))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut records: Vec<(Record, Instant)> = ids.iter().filter_map(|id| self.foreign.remove(id)).collect();
         records.sort_by_key(|(r, _)| r.id());
         let mut adopted = 0;
         for (r, received) in records {
             let Record::Call(r) = r else { continue };
-            if self.adopt(ctx, &r, received).is_some() {
+            let taken = match r.setup {
+                Some(_) => self.resume(ctx, &r, received),
+                None => self.adopt(ctx, &r, received),
+            };
+            if taken.is_some() {
                 adopted += 1;
             } else {
                 ctx.observe(Observation::Dropped { reason: "foreign_call_not_adoptable" });
@@ -193,24 +253,48 @@ impl Calls {
     }
 
     /// Gives the calls up (fire drill, or yielding after a split brain): answered calls become foreign again, as
-    /// the peer now owns them (no BYE, no CDR here; the peer writes it); calls still being set up are refused 503
-    /// and get their CDR. Their media sockets close. Returns how many answered calls were handed over.
-    pub fn demote(&mut self, ctx: &mut Ctx) -> usize {
-        let ids: Vec<CallRef> = self.calls.keys().copied().collect();
+    /// the peer now owns them (no BYE, no CDR here; the peer writes it). Calls still being set up are handed over
+    /// the same way when `peer_has_calls` (a handover to a peer that received their records: it resumes them, and
+    /// their transactions here are dropped without a word); otherwise (a split brain: the peer never heard of them)
+    /// they are refused 503 and get their CDR. Their media sockets close. Returns how many calls were handed over.
+    /// `group`: only the calls of that group (active/active); `None`: all.
+    pub fn demote(&mut self, ctx: &mut Ctx, peer_has_calls: bool, group: Option<usize>) -> usize {
+        let ids: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| group.is_none() || self.group_of(c.a.peer.local.ip()) == group)
+            .map(|(id, _)| *id)
+            .collect();
         let mut handed = 0;
         for id in ids {
             let Some(call) = self.calls.get(&id) else { continue };
-            if call.state != State::Confirmed {
+            match call.state {
+                State::Confirmed => {}
+                State::Routing if peer_has_calls => {}
+                State::Routing => {
+                    self.abort_setup(ctx, id, 503, "Service Unavailable", ("demoted", "sbc"));
+                    continue;
+                }
+                State::Ending => continue,
+            }
+            let Some(record) = self.record(id, call, ctx.now) else {
                 if call.state == State::Routing {
                     self.abort_setup(ctx, id, 503, "Service Unavailable", ("demoted", "sbc"));
                 }
                 continue;
-            }
-            let Some(record) = self.record(id, call, ctx.now) else { continue };
+            };
             let Some(call) = self.calls.remove(&id) else { continue };
             self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
             self.by_invite.remove(&call.a_invite_key);
             self.counters[call.a_trunk.0 as usize].end();
+            if call.state == State::Routing {
+                // The peer answers A and hears B from now on; these would only retransmit from an address gone.
+                ctx.txns.abandon(&call.a_invite_key);
+                if let Some(b) = &call.b {
+                    ctx.txns.abandon(&b.invite_key);
+                    self.by_client.remove(&b.invite_key);
+                }
+            }
             if let Some(b) = &call.b {
                 self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
                 self.counters[b.trunk.0 as usize].end();
@@ -256,10 +340,14 @@ impl Calls {
             b: Some(LegB {
                 dialog: b,
                 trunk: b_trunk,
+                // An answered call fails over no more: which gateway it was set up through does not matter.
+                gateway: 0,
                 invite: b_invite,
                 invite_key: TransactionKey::for_request(&request_of(&r.b_invite)?)?,
+                sent: at(r.setup_ms_ago),
                 provisional: true,
                 cancel_wanted: false,
+                cancel_sent: false,
                 authed: true,
                 ack: r.b_ack.as_deref().and_then(request_of),
             }),
@@ -283,6 +371,8 @@ impl Calls {
             ringing: r.ringing_ms_ago.map(at),
             answer: Some(answer),
             pending_2xx: None,
+            a_provisional: None,
+            reliable: None,
             release: None,
             byes: 0,
             ended: None,
@@ -313,7 +403,7 @@ impl Calls {
         if let Some(at) = call.session_expiry {
             self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
         }
-        self.next = self.next.max(r.id + 1);
+        self.saw_id(r.id);
         self.calls.insert(id, call);
         Some(())
     }

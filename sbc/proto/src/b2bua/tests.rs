@@ -1,7 +1,7 @@
 //! Calls through the whole core (endpoint, transactions, B2BUA) in simulated time, against scripted peers.
 
 use crate::cdr::Cdr;
-use crate::endpoint::{Config, Endpoint, Output};
+use crate::endpoint::{Config, Endpoint, Observation, Output};
 use crate::msg::{parse_datagram, HeaderName, Message, Method, Request, Response};
 use crate::routing::{Candidate, Gateway, Limits, Plan, PrefixTable, SourceMatch, Trunk, TrunkId, UnknownSource};
 use crate::transport::{Peer, Transport};
@@ -53,6 +53,15 @@ fn world_full(
     plan_tweak: impl FnOnce(&mut Plan),
     media: Option<relay_proto::session::MediaConfig>,
 ) -> World {
+    world_configured(tweak, plan_tweak, media, |_| {})
+}
+
+fn world_configured(
+    tweak: impl FnOnce(&mut Vec<Trunk>),
+    plan_tweak: impl FnOnce(&mut Plan),
+    media: Option<relay_proto::session::MediaConfig>,
+    config_tweak: impl FnOnce(&mut Config),
+) -> World {
     let mut trunks = vec![
         trunk("customer-pbx", Some("198.18.1.10/32"), None),
         trunk("carrier-b", None, Some(B)),
@@ -71,12 +80,13 @@ fn world_full(
     };
     let mut plan = plan;
     plan_tweak(&mut plan);
-    let config = Config {
+    let mut config = Config {
         plan: Arc::new(plan),
         locals: vec![(Transport::Udp, addr(SBC_A)), (Transport::Udp, addr(SBC_B))],
         media,
         ..Config::default()
     };
+    config_tweak(&mut config);
     World {
         ep: Endpoint::new(config, 42),
         now: Instant::now(),
@@ -333,6 +343,229 @@ fn busy_486_goes_back_to_a_without_failover() {
     assert_eq!(&busy.reason[..], b"Whatever", "the carrier's reason phrase is relayed");
     assert_eq!(w.cdrs.len(), 1);
     assert_eq!((w.cdrs[0].status, w.cdrs[0].released_by), (486, "b"));
+}
+
+/// Delivers `raw` from `from` to our `to`; returns what we sent (parsed, with its destination) and what we counted.
+fn send_counted(w: &mut World, from: &str, to: &str, raw: Vec<u8>) -> (Vec<(SocketAddr, Message)>, Vec<Observation>) {
+    let peer = Peer { transport: Transport::Udp, local: addr(to), remote: addr(from), conn: None };
+    w.ep.handle_message(w.now, peer, Bytes::from(raw));
+    let (mut sent, mut seen) = (Vec::new(), Vec::new());
+    while let Some(o) = w.ep.poll_output() {
+        match o {
+            Output::Transmit { peer, bytes } => sent.push((peer.remote, parse_datagram(bytes).expect("valid SIP"))),
+            Output::Observe(ob) => seen.push(ob),
+            // A malformed message is an offence of its source (the edge guard counts towards a ban).
+            Output::Offence { source, offence } => w.offences.push((source, offence)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (sent, seen)
+}
+
+#[test]
+fn invite_with_a_control_character_gets_400_and_never_reaches_a_carrier() {
+    let mut w = world(Limits::default());
+    for (i, (bad, reason)) in [
+        (&b"Subject: hi\0there\r\n"[..], "control_character"),
+        (b"X-Account: \x1b]0;pwned\x07\r\n", "control_character"),
+        (b"Subject: M\xfcller\r\n", "not_utf8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let invite = invite_from_a(&format!("strict-{i}")).replace("X-Internal: secret-topology\r\n", "@BAD@");
+        let (head, tail) = invite.split_once("@BAD@").expect("marker");
+        let raw = [head.as_bytes(), bad, tail.as_bytes()].concat();
+        let (sent, seen) = send_counted(&mut w, A, SBC_A, raw);
+        assert_eq!(sent.len(), 1, "only the answer to A: {sent:?}");
+        let r = response(&sent, A, 400);
+        let warning = rv(&r, HeaderName::Warning);
+        assert!(warning.contains("X-Account header") || warning.contains("Subject header"), "{warning}");
+        assert!(seen.contains(&Observation::ParseError { transport: Transport::Udp, reason }), "{seen:?}");
+        assert!(!seen.iter().any(|o| matches!(o, Observation::CallStarted { .. })));
+    }
+    let invite = invite_from_a("strict-body").replace("Content-Type: application/sdp\r\n", "");
+    let (sent, seen) = send_counted(&mut w, A, SBC_A, invite.into_bytes());
+    assert!(rv(&response(&sent, A, 400), HeaderName::Warning).contains("body without Content-Type"));
+    assert!(seen.contains(&Observation::ParseError { transport: Transport::Udp, reason: "body_without_content_type" }));
+    assert!(w.ep.calls().is_empty() && w.cdrs.is_empty(), "no call was started");
+}
+
+#[test]
+fn carrier_responses_with_control_characters_or_untyped_bodies_are_dropped_and_counted() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("strict-resp"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let ringing = answer(&inv_b, 180, "b1", B, "").replace("Whatever", "Ringing\u{7}");
+    let untyped_ok = answer(&inv_b, 200, "b1", B, "v=0\r\n").replace("Content-Type: application/sdp\r\n", "");
+    for (raw, reason) in [(ringing, "control_character"), (untyped_ok, "body_without_content_type")] {
+        let (sent, seen) = send_counted(&mut w, B, SBC_B, raw.into_bytes());
+        assert!(sent.is_empty(), "nothing reaches A, nothing answers B: {sent:?}");
+        assert!(seen.contains(&Observation::ParseError { transport: Transport::Udp, reason }), "{seen:?}");
+    }
+    // The carrier's clean 200 still connects the call: the dropped ones changed nothing.
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    response(&sent, A, 200);
+}
+
+#[test]
+fn request_relayed_when_the_call_ends_still_gets_its_final_answer() {
+    // Found by the call-logic fuzzer: an UPDATE from the carrier's early dialog was relayed to A; the call ended
+    // (A cancelled) before A answered; when the relayed UPDATE timed out, the carrier's UPDATE transaction was
+    // never answered and stayed forever.
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("relay-end");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 183, "b1", B, ""));
+    let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+    let call_id_b = inv_b.headers.get(&HeaderName::CallId).expect("call-id");
+    let update = in_dialog("UPDATE", SBC_B, &from, &hv(&inv_b, HeaderName::From), call_id_b, 2, B);
+    let sent = w.send(B, SBC_B, update);
+    request(&sent, A, Method::Update);
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    let sent = w.send(A, SBC_A, cancel);
+    let cancel_b = request(&sent, B, Method::Cancel);
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    assert_eq!(w.cdrs.len(), 1, "the call ended");
+    // A never answers the UPDATE: timer F ends it, and the carrier's UPDATE is answered: its dialog is gone.
+    let sent = w.advance(Duration::from_secs(33));
+    let r = response(&sent, B, 481);
+    assert_eq!(r.headers.cseq().expect("cseq").method, Method::Update);
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.ep.transaction_count(), 0, "no transaction left");
+    assert!(w.ep.calls().is_idle());
+}
+
+#[test]
+fn bye_from_a_on_its_early_dialog_answers_the_invite_487_and_cancels_the_carrier() {
+    // Found by the call-logic fuzzer: the call was dropped at once, leaving A's INVITE transaction without a
+    // final response for ever and the carrier ringing.
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("early-bye"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    let ringing = response(&sent, A, 180);
+    let bye =
+        in_dialog("BYE", SBC_A, &rv(&ringing, HeaderName::From), &rv(&ringing, HeaderName::To), b"early-bye", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    response(&sent, A, 200);
+    assert_eq!(response(&sent, A, 487).headers.cseq().expect("cseq").method, Method::Invite);
+    let cancel_b = request(&sent, B, Method::Cancel);
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    let sent = w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    request(&sent, B, Method::Ack);
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by, w.cdrs[0].status), ("bye", "a", 487));
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.ep.transaction_count(), 0, "A's INVITE transaction ended too");
+}
+
+#[test]
+fn carrier_ringing_longer_than_timer_b_is_neither_failed_over_nor_left_ringing() {
+    // Timer B (32 s) used to keep running after the 180: the carrier was given up while it rang (never
+    // cancelled) and the call sent to the next one.
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("ring-long"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    let sent = w.advance(Duration::from_secs(45));
+    assert!(sent.is_empty(), "nothing happens while b rings: {sent:?}");
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, "v=0\r\n"));
+    response(&sent, A, 200);
+    assert!(w.cdrs.is_empty());
+}
+
+#[test]
+fn carrier_ringing_past_timer_c_is_cancelled_and_the_call_fails_over() {
+    let mut w = world_planned(|_| {}, |p| p.max_post_dial = Duration::from_secs(600));
+    let sent = w.send(A, SBC_A, invite_from_a("timer-c"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    assert!(w.advance(Duration::from_secs(180)).is_empty(), "b rings for 3 minutes");
+    let sent = w.advance(Duration::from_secs(2));
+    let cancel_b = request(&sent, B, Method::Cancel);
+    assert_eq!(cancel_b.headers.top_via().unwrap().branch(), inv_b.headers.top_via().unwrap().branch());
+    request(&sent, C, Method::Invite);
+}
+
+#[test]
+fn carrier_silent_after_our_cancel_ends_the_call_64_t1_later() {
+    let mut w = world(Limits::default());
+    let sent = w.send(A, SBC_A, invite_from_a("cancel-silent"));
+    let inv_b = request(&sent, B, Method::Invite);
+    w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, ""));
+    // The post-dial limit (60 s here) cancels the carrier, which then never answers anything.
+    let sent = w.advance(Duration::from_secs(61));
+    response(&sent, A, 408);
+    request(&sent, B, Method::Cancel);
+    assert!(w.cdrs.is_empty(), "the call waits for the INVITE's end");
+    w.advance(Duration::from_secs(33));
+    assert_eq!(w.cdrs.len(), 1, "64*T1 after the CANCEL the INVITE is given up, and the call ends");
+    assert_eq!(w.cdrs[0].release_cause, "post_dial_timeout");
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.ep.transaction_count(), 0);
+    assert!(w.ep.calls().is_idle());
+}
+
+#[test]
+fn bye_from_a_while_the_call_is_ending_neither_drops_a_ringing_carrier_nor_byes_twice() {
+    // Found by the call-logic fuzzer: A cancelled before the carrier had answered anything, then sent BYE; the
+    // call was dropped at once, so the carrier's 183 that followed was never cancelled and it rang for ever.
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("ending-bye");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    let sent = w.send(A, SBC_A, cancel);
+    let terminated = response(&sent, A, 487);
+    let from = rv(&terminated, HeaderName::From);
+    let bye = in_dialog("BYE", SBC_A, &from, &rv(&terminated, HeaderName::To), b"ending-bye", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    response(&sent, A, 200);
+    assert!(w.cdrs.is_empty(), "the call still waits for the carrier's INVITE to end");
+    // The carrier answers provisionally at last: it gets its CANCEL, and its 487 ends the call.
+    let sent = w.send(B, SBC_B, answer(&inv_b, 183, "b1", B, ""));
+    let cancel_b = request(&sent, B, Method::Cancel);
+    w.send(B, SBC_B, answer(&cancel_b, 200, "b1", B, ""));
+    w.send(B, SBC_B, answer(&inv_b, 487, "b1", B, ""));
+    assert_eq!(w.cdrs.len(), 1);
+    assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by), ("cancel", "a"));
+
+    // Glare: both sides hang up at once; B gets one BYE, not two.
+    let mut w = world(Limits::default());
+    let (inv_b, ok) = connected(&mut w, "glare");
+    let from_b = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
+    let call_id_b = inv_b.headers.get(&HeaderName::CallId).expect("call-id");
+    let sent = w.send(B, SBC_B, in_dialog("BYE", SBC_B, &from_b, &hv(&inv_b, HeaderName::From), call_id_b, 5, B));
+    let bye_a = request(&sent, A, Method::Bye);
+    let bye = in_dialog("BYE", SBC_A, &rv(&ok, HeaderName::From), &rv(&ok, HeaderName::To), b"glare", 2, A);
+    let sent = w.send(A, SBC_A, bye);
+    response(&sent, A, 200);
+    assert!(!sent.iter().any(|(a, m)| *a == addr(B) && matches!(m, Message::Request(_))), "{sent:?}");
+    w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
+    assert_eq!(w.cdrs.len(), 1);
+}
+
+#[test]
+fn one_cancel_however_many_provisionals_follow_it() {
+    // Found by the call-logic fuzzer: every 18x after the caller's CANCEL sent another CANCEL with the same
+    // branch, which replaced the first in the transaction table unseen (the active-transactions gauge drifted up).
+    let mut w = world(Limits::default());
+    let invite = invite_from_a("one-cancel");
+    let sent = w.send(A, SBC_A, invite.clone());
+    let inv_b = request(&sent, B, Method::Invite);
+    let cancel = invite.replace("INVITE sip", "CANCEL sip").replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel.split("Content-Type").next().unwrap().to_owned() + "Content-Length: 0\r\n\r\n";
+    w.send(A, SBC_A, cancel);
+    let cancels = (0..3)
+        .flat_map(|_| w.send(B, SBC_B, answer(&inv_b, 180, "b1", B, "")))
+        .filter(|(a, m)| *a == addr(B) && matches!(m, Message::Request(r) if r.method == Method::Cancel))
+        .count();
+    assert_eq!(cancels, 1);
 }
 
 #[test]
@@ -773,7 +1006,11 @@ fn standby_takes_over_an_answered_call_and_ends_it_with_one_cdr_of_its_true_dura
     let inv_b = request(&sent, B, Method::Invite);
     let sent = active.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
     let ok = response(&sent, A, 200);
-    assert_eq!(active.records.len(), 1, "one record when the call is answered");
+    assert_eq!(active.records.len(), 2, "one record at the carrier attempt, one when the call is answered");
+    assert!(
+        matches!(&active.records[1], crate::ha::Record::Call(c) if c.setup.is_none() && c.version == 2),
+        "the answered call's record has no setup section and the newer version"
+    );
     // The record crosses as JSON, as it does on the replication link.
     for r in active.records.drain(..) {
         let wire = serde_json::to_string(&r).expect("records serialize");
@@ -782,7 +1019,7 @@ fn standby_takes_over_an_answered_call_and_ends_it_with_one_cdr_of_its_true_dura
     assert_eq!(standby.ep.foreign_calls(), 1);
     // Ten seconds of talk, then the active is gone and the standby takes over.
     standby.now += Duration::from_secs(10);
-    assert_eq!(standby.ep.take_over(standby.now), 1);
+    assert_eq!(standby.ep.take_over(standby.now, None), 1);
     standby.drain();
     assert!(
         standby.media.iter().any(|c| matches!(c, relay_proto::control::Command::Upsert(e) if e.local.port() == 40000)),
@@ -827,7 +1064,7 @@ fn a_call_that_ends_on_the_active_is_forgotten_by_the_standby() {
         standby.ep.apply_record(standby.now, r);
     }
     assert_eq!(standby.ep.foreign_calls(), 0);
-    assert_eq!(standby.ep.take_over(standby.now), 0);
+    assert_eq!(standby.ep.take_over(standby.now, None), 0);
 }
 
 #[test]
@@ -837,7 +1074,7 @@ fn demoted_box_hands_its_answered_calls_back_as_foreign_without_bye_or_cdr() {
     let sent = w.send(A, SBC_A, invite_from_a("call-ha3"));
     let inv_b = request(&sent, B, Method::Invite);
     w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
-    assert_eq!(w.ep.demote(w.now), 1);
+    assert_eq!(w.ep.demote(w.now, true, None), 1);
     let sent = w.drain();
     assert!(sent.is_empty(), "no BYE: the peer owns the call now: {sent:?}");
     assert!(w.cdrs.is_empty(), "no CDR here");
@@ -859,7 +1096,7 @@ fn after_a_takeover_a_bye_from_the_carrier_ends_both_legs_too() {
         standby.ep.apply_record(standby.now, r);
     }
     standby.now += Duration::from_secs(4);
-    assert_eq!(standby.ep.take_over(standby.now), 1);
+    assert_eq!(standby.ep.take_over(standby.now, None), 1);
     standby.drain();
     // The carrier hangs up on its dialog (our tag is its To tag): the standby answers it and ends leg A.
     let from = format!("{};tag=b1", hv(&inv_b, HeaderName::To));
@@ -970,3 +1207,7 @@ fn carrier_that_answers_plain_where_srtp_is_required_fails_the_call_and_the_next
     response(&sent, A, 488);
     request(&sent, C, Method::Bye);
 }
+
+mod active_active;
+mod setup_takeover;
+mod transports;

@@ -29,7 +29,7 @@ pub use ids::IdGenerator;
 use crate::b2bua::{Calls, Ctx};
 use crate::msg::{parse_datagram, parse_stream, HeaderName, Message, Method, Request, Response};
 use crate::routing::Plan;
-use crate::transport::{Peer, Transport};
+use crate::transport::{Peer, TlsIdentity, Transport};
 use crate::txn::{self, Transactions};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -55,6 +55,20 @@ pub struct Config {
     pub scanners: crate::policy::Scanners,
     /// Overload control of new calls.
     pub overload: crate::policy::OverloadConfig,
+    /// Where the admitted share of new calls is published for the transports, which refuse what is not admitted
+    /// before it is queued (the same answer per Call-ID as here).
+    pub admission: std::sync::Arc<crate::policy::AdmissionGate>,
+    /// How digest nonces are made: a pair's shared secret and the wall clock. Default: a secret of this core's own
+    /// and its own clock.
+    pub nonces: crate::policy::digest::NonceConfig,
+    /// Active/active pair: the service addresses of each group. A call belongs to the group of its leg-A address:
+    /// its leg B leaves from an address of the same group, and it moves with the group ([`Endpoint::take_over`],
+    /// [`Endpoint::demote`]). Empty: one group.
+    pub groups: Vec<Vec<std::net::IpAddr>>,
+    /// Where this core's call numbers start (a multiple of [`crate::b2bua::ID_RANGE`]): the two boxes of an
+    /// active/active pair both create calls, and a call adopted from the peer must never share a number with one
+    /// of ours (the media relay knows sessions by it).
+    pub call_id_base: u64,
 }
 
 impl Default for Config {
@@ -67,6 +81,10 @@ impl Default for Config {
             media: None,
             scanners: crate::policy::Scanners::default(),
             overload: crate::policy::OverloadConfig::default(),
+            admission: std::sync::Arc::default(),
+            nonces: crate::policy::digest::NonceConfig::default(),
+            groups: Vec::new(),
+            call_id_base: 0,
         }
     }
 }
@@ -151,6 +169,8 @@ pub enum Observation {
     MediaTimeout,
     /// A standby took over a replicated call between these trunks.
     CallAdopted { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
+    /// A standby took over a replicated call still being set up (leg B on `trunk_out`) and goes on with it.
+    CallResumed { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
     /// A new call was refused with 503 by overload control.
     OverloadRejected,
 }
@@ -166,6 +186,8 @@ pub struct Endpoint {
     overload: crate::policy::Overload,
     /// The latest time given to us, for deadlines that are "at once".
     last_now: Option<Instant>,
+    /// The TLS identity of the message being handled, while it is handled ([`Endpoint::handle_message_from`]).
+    identity: Option<Arc<TlsIdentity>>,
     out: VecDeque<Output>,
 }
 
@@ -178,7 +200,9 @@ impl Endpoint {
             .media
             .clone()
             .map(|m| relay_proto::session::Sessions::new(m).expect("media.ports validated at config load"));
-        let calls = Calls::new(config.plan.clone(), config.locals.clone(), media);
+        let mut calls = Calls::new(config.plan.clone(), config.locals.clone(), media, config.nonces.clone());
+        calls.set_groups(config.groups.clone());
+        calls.set_id_base(config.call_id_base);
         let probes = probes::Probes::new(&config.plan, &config.locals);
         let overload = crate::policy::Overload::new(config.overload);
         Self {
@@ -189,6 +213,7 @@ impl Endpoint {
             probes,
             overload,
             last_now: None,
+            identity: None,
             out: VecDeque::new(),
         }
     }
@@ -196,12 +221,25 @@ impl Endpoint {
     /// A new request waited `delay` in the driver's queue before it reached us, at `now`: the overload signal.
     pub fn observe_queue_delay(&mut self, now: Instant, delay: std::time::Duration) {
         self.overload.on_delay(now, delay);
+        self.publish_admission();
+    }
+
+    fn publish_admission(&self) {
+        self.config.admission.publish(self.overload.fraction());
+    }
+
+    /// At `now`, new requests were dropped at the driver's full queue, or the oldest queued one has waited `waited`
+    /// without being served (responses and in-dialog requests go first): a backlog no delay sample shows.
+    pub fn observe_queue_backlog(&mut self, now: Instant, waited: std::time::Duration) {
+        self.overload.on_backlog(now, waited);
+        self.publish_admission();
     }
 
     /// The process used `cpu` cores' worth of CPU lately (the driver samples it).
     pub fn observe_cpu(&mut self, now: Instant, cpu: f64) {
         self.overload.on_cpu(cpu);
         self.overload.adjust(now);
+        self.publish_admission();
     }
 
     /// The fraction of new calls admitted now (1.0: not overloaded).
@@ -212,6 +250,12 @@ impl Endpoint {
     /// The calls in progress.
     pub fn calls(&self) -> &Calls {
         &self.calls
+    }
+
+    /// Transactions alive (the call-logic fuzzer checks none is left once every timer fired).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn transaction_count(&self) -> usize {
+        self.txns.len()
     }
 
     /// Marks a trunk usable or not, from its OPTIONS probes.
@@ -234,12 +278,13 @@ impl Endpoint {
         self.calls.set_media_available(up);
     }
 
-    /// Emits replication records ([`Output::Replicate`]) for answered calls from now on (the active of a pair).
+    /// Emits replication records ([`Output::Replicate`]) for calls being set up and answered from now on (the active
+    /// of a pair).
     pub fn set_replication(&mut self, on: bool) {
         self.calls.set_replication(on);
     }
 
-    /// Every answered call as a record: the snapshot for a standby that (re)connects.
+    /// Every call being set up or answered, as a record: the snapshot for a standby that (re)connects.
     pub fn snapshot(&self, now: Instant) -> Vec<crate::ha::Record> {
         self.calls.snapshot(now)
     }
@@ -247,6 +292,16 @@ impl Endpoint {
     /// A record from the active, received at `now` (the standby's side): kept until [`Endpoint::take_over`].
     pub fn apply_record(&mut self, now: Instant, record: crate::ha::Record) {
         self.calls.apply_record(now, record);
+    }
+
+    /// The group of a replicated record's call (by its leg-A address), if groups are configured and it is in one.
+    pub fn record_group(&self, record: &crate::ha::Record) -> Option<usize> {
+        self.calls.record_group(record)
+    }
+
+    /// How many of our calls (being set up or answered) belong to `group`.
+    pub fn calls_in_group(&self, group: usize) -> usize {
+        self.calls.calls_in_group(group)
     }
 
     /// Calls held for the active.
@@ -260,19 +315,24 @@ impl Endpoint {
     }
 
     /// The standby becomes active: every foreign call becomes ours (dialogs, timers, media). Returns how many.
-    pub fn take_over(&mut self, now: Instant) -> usize {
+    /// `group`: active/active, only the calls of that group (by index into [`Config::groups`]) and those of no
+    /// group; `None`: all.
+    pub fn take_over(&mut self, now: Instant, group: Option<usize>) -> usize {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
-        let n = calls.take_over(&mut ctx);
+        let n = calls.take_over(&mut ctx, group);
         self.drain_txns(now);
         n
     }
 
-    /// This box gives its calls up to the peer (fire drill, split brain): see `Calls::demote`.
-    pub fn demote(&mut self, now: Instant) -> usize {
+    /// This box gives its calls up to the peer (fire drill, split brain): see `Calls::demote`. `peer_has_calls`:
+    /// the peer received this box's records until now (a handover, not a healed split brain), so it resumes the
+    /// calls being set up as well.
+    /// `group`: active/active, only the calls of that group; `None`: all.
+    pub fn demote(&mut self, now: Instant, peer_has_calls: bool, group: Option<usize>) -> usize {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
-        let n = calls.demote(&mut ctx);
+        let n = calls.demote(&mut ctx, peer_has_calls, group);
         self.drain_txns(now);
         n
     }
@@ -314,6 +374,29 @@ impl Endpoint {
 
     /// Handles one datagram or one framed stream message received at `now` from `peer`.
     pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
+        self.handle_message_from(now, peer, None, bytes);
+    }
+
+    /// [`Endpoint::handle_message`] for a message that came on a TLS connection whose peer presented a verified
+    /// certificate: `identity` holds its names, and a new call from it is identified by them first (a trunk's
+    /// `match.tls`), before its source address.
+    pub fn handle_message_from(&mut self, now: Instant, peer: Peer, identity: Option<Arc<TlsIdentity>>, bytes: Bytes) {
+        self.identity = identity;
+        self.handle_one(now, peer, bytes);
+        self.identity = None;
+    }
+
+    /// The transport could not reach `peer` (its remote address over its transport): a connection could not be
+    /// opened, or its TLS handshake failed. Every client transaction towards it that still waits for a final
+    /// response ends at once as a transport error, so a call fails over to its next carrier without waiting for
+    /// timer B. The driver reports each failed attempt once.
+    pub fn handle_transport_error(&mut self, now: Instant, peer: Peer) {
+        self.last_now = Some(now);
+        self.txns.transport_error_to(peer.transport, peer.remote);
+        self.drain_txns(now);
+    }
+
+    fn handle_one(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
         self.last_now = Some(now);
         let parsed =
             if peer.transport.is_reliable() { parse_stream(bytes.clone()) } else { parse_datagram(bytes.clone()) };
@@ -386,10 +469,11 @@ impl Endpoint {
             return;
         }
         self.overload.adjust(now);
+        self.publish_admission();
         if req.method == Method::Invite
             && self.overload.overloaded()
             && self.is_new_call(&req)
-            && !self.overload.admit()
+            && !req.headers.get(&HeaderName::CallId).is_some_and(|id| self.overload.admit(id))
         {
             return self.refuse_overloaded(peer, &req);
         }
@@ -407,10 +491,8 @@ impl Endpoint {
     /// 503 with Retry-After, statelessly (RFC 3261 §8.2.7): no transaction, no call; a retransmitted INVITE gets
     /// the same answer again, and the ACK is absorbed as one for a transaction long gone.
     fn refuse_overloaded(&mut self, peer: Peer, req: &Request) {
-        let mut r = Response::to_request(req, 503, "Service Unavailable");
-        r.headers.push(HeaderName::RetryAfter, self.config.overload.retry_after.to_string());
-        r.headers.push(HeaderName::Server, self.config.server.clone());
-        let r = self.with_to_tag(r);
+        let tag = self.ids.tag();
+        let r = reject::overloaded(req, &self.config.server, self.config.overload.retry_after, tag.as_bytes());
         self.observe(Observation::OverloadRejected);
         self.observe(Observation::CallRejected { status: 503 });
         self.observe(Observation::ResponseOut { method: "INVITE", status: 503 });
@@ -457,6 +539,14 @@ impl Endpoint {
                     let (mut ctx, calls) = self.ctx(now);
                     calls.on_txn_timeout(&mut ctx, key);
                 }
+                txn::Event::TransportError { key } if self.probes.owns(&key) => {
+                    let changes = self.probes.on_result(&key, None);
+                    self.apply_trunk_changes(changes);
+                }
+                txn::Event::TransportError { key } => {
+                    let (mut ctx, calls) = self.ctx(now);
+                    calls.on_transport_error(&mut ctx, key);
+                }
                 txn::Event::AckTimeout { .. } => self.observe(Observation::Dropped { reason: "ack_timeout" }),
             }
         }
@@ -476,8 +566,9 @@ impl Endpoint {
             let (mut ctx, calls) = self.ctx(now);
             return calls.on_in_dialog(&mut ctx, key, req);
         }
+        let identity = self.identity.clone();
         if self.calls.plan().unknown_source == crate::routing::UnknownSource::Drop
-            && !self.calls.plan().is_known(peer.remote)
+            && !self.calls.plan().is_known_peer(peer.remote, identity.as_deref())
             && !(req.method == Method::Invite && self.calls.plan().has_credential_trunks())
         {
             // Nothing for strangers: no answer at all, no transaction kept. (An INVITE still reaches the B2BUA
@@ -497,7 +588,7 @@ impl Endpoint {
             }
             answer::Disposition::NewCall => {
                 let (mut ctx, calls) = self.ctx(now);
-                return calls.new_invite(&mut ctx, key, peer, req);
+                return calls.new_invite(&mut ctx, key, peer, identity.as_deref(), req);
             }
         };
         let resp = self.with_to_tag(resp);

@@ -1,7 +1,7 @@
 //! Answering malformed requests (RFC 3261 §8.2, §21.4.1; RFC 4475 §3.1.2): a 400 (or 505, 513) that says what is
 //! wrong, built from whatever header lines can be salvaged from the raw bytes.
 
-use crate::msg::{ParseError, ParseErrorKind};
+use crate::msg::{HeaderName, ParseError, ParseErrorKind, Request, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The header lines a response must echo (RFC 3261 §8.2.6.2), in long and compact form.
@@ -32,7 +32,8 @@ pub fn error_response(raw: &[u8], err: &ParseError, server: &str) -> Option<Byte
             continue;
         };
         let value = trim(&line[colon + 1..]);
-        if value.is_empty() || value.iter().any(|&b| b < 0x20 && b != b'\t') {
+        // A value the parser would refuse (a control character, not UTF-8) is not echoed: see the end.
+        if value.is_empty() || crate::msg::scan::check_text(value, true).is_err() {
             continue;
         }
         found.push((canon, value));
@@ -75,10 +76,23 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+/// The stateless `503 Service Unavailable` of overload control to a new INVITE (RFC 3261 §8.2.7, RFC 6357):
+/// Retry-After, our Server header and To tag `tag`. Built by the core, or by the UDP transport before the request
+/// is queued at all.
+pub fn overloaded(req: &Request, server: &str, retry_after: u32, tag: &[u8]) -> Response {
+    let mut r = Response::to_request(req, 503, "Service Unavailable");
+    r.headers.push(HeaderName::RetryAfter, retry_after.to_string());
+    r.headers.push(HeaderName::Server, server.to_owned());
+    if let Some(to) = r.headers.get(&HeaderName::To) {
+        r.headers.set(HeaderName::To, crate::dialog::with_tag(to, Some(tag)));
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::{parse_datagram, Message};
+    use crate::msg::{parse_datagram, Message, Response};
 
     #[test]
     fn answers_a_cseq_mismatch_with_400_and_says_why() {
@@ -90,6 +104,53 @@ mod tests {
         assert_eq!(r.headers.call_id().expect("call-id"), b"c1");
         let warning = r.headers.get(&crate::msg::HeaderName::Warning).expect("warning");
         assert!(String::from_utf8_lossy(warning).contains("CSeq method"), "{warning:?}");
+    }
+
+    /// The 400 the endpoint sends for `raw`, and its Warning text.
+    fn answer_400(raw: &[u8]) -> (Response, String) {
+        let err = parse_datagram(Bytes::copy_from_slice(raw)).expect_err("malformed");
+        let resp = error_response(raw, &err, "sbc").expect("answerable");
+        let Ok(Message::Response(r)) = parse_datagram(resp) else { panic!("our 400 must parse") };
+        let warning = String::from_utf8(r.headers.get(&crate::msg::HeaderName::Warning).expect("warning").to_vec());
+        (r, warning.expect("UTF-8 warning"))
+    }
+
+    const HEAD: &str = "INVITE sip:+4930123@198.18.1.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10;branch=z9hG4bKs1\r\n\
+        From: <sip:a@198.18.1.10>;tag=1\r\nTo: <sip:+4930123@198.18.1.1>\r\nCall-ID: strict-1\r\nCSeq: 1 INVITE\r\n";
+
+    #[test]
+    fn control_character_in_a_request_gets_400_naming_the_header_and_byte() {
+        let raw = format!("{HEAD}Subject: hello\0world\r\nContent-Length: 0\r\n\r\n");
+        let (r, warning) = answer_400(raw.as_bytes());
+        assert_eq!((r.status, &r.reason[..]), (400, &b"Bad Request"[..]));
+        assert_eq!(r.headers.call_id().expect("call-id"), b"strict-1");
+        assert_eq!(warning, "399 sbc \"line 7 (byte 186): control character 0x00 in the Subject header\"");
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_request_gets_400_naming_the_header() {
+        let mut raw = HEAD.as_bytes().to_vec();
+        raw.extend_from_slice(b"X-Caller-Name: M\xfcller\r\nContent-Length: 0\r\n\r\n");
+        let (r, warning) = answer_400(&raw);
+        assert_eq!(r.status, 400);
+        assert!(warning.ends_with("X-Caller-Name header is not valid UTF-8\""), "{warning}");
+    }
+
+    #[test]
+    fn body_without_content_type_gets_400_saying_so() {
+        let raw = format!("{HEAD}Content-Length: 5\r\n\r\nv=0\r\n");
+        let (r, warning) = answer_400(raw.as_bytes());
+        assert_eq!(r.status, 400);
+        assert!(warning.ends_with("non-empty body without Content-Type\""), "{warning}");
+    }
+
+    #[test]
+    fn control_character_in_a_header_we_must_echo_gets_no_answer() {
+        // Echoing the From would carry the NUL back; the peer could not match a repaired one to its request.
+        let raw = HEAD.replace(";tag=1", ";tag=1\0") + "Content-Length: 0\r\n\r\n";
+        let err = parse_datagram(Bytes::from(raw.clone())).expect_err("NUL in From");
+        assert!(matches!(err.kind, ParseErrorKind::ControlCharacter { byte: 0, .. }), "{err:?}");
+        assert!(error_response(raw.as_bytes(), &err, "sbc").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What went wrong while parsing a SIP message, and where.
 
+use super::HeaderName;
 use std::fmt;
 
 /// A malformed SIP message: what is wrong ([`ParseErrorKind`]) and where (1-based line, 0-based byte offset into
@@ -89,6 +90,42 @@ pub enum ParseErrorKind {
     MissingContentLength,
     /// A request URI or a URI in a header that does not follow RFC 3261 §25.1 (or RFC 3966 for tel).
     BadUri(&'static str),
+    /// A raw control character (0x00-0x1F but HTAB, or 0x7F) in a header value or the reason phrase: RFC 3261
+    /// §25.1 allows none there (only escaped, as a quoted-pair inside a quoted string). Refused rather than passed
+    /// on, because a NUL or a bare CR means different things to the parsers behind the other leg.
+    ControlCharacter {
+        /// Where it is.
+        field: Field,
+        /// The offending byte.
+        byte: u8,
+    },
+    /// Text that is not valid UTF-8 (RFC 3629) in a header value or the reason phrase: RFC 3261 §25.1 allows
+    /// octets above 0x7F only as UTF-8 (TEXT-UTF8char, UTF8-NONASCII in quoted strings and comments).
+    NotUtf8 {
+        /// Where it is.
+        field: Field,
+    },
+    /// A non-empty body without Content-Type (RFC 3261 §20.15: it MUST be present then): what the body is would
+    /// be left to each receiver to guess.
+    BodyWithoutContentType,
+}
+
+/// Where in a message a text problem ([`ParseErrorKind::ControlCharacter`], [`ParseErrorKind::NotUtf8`]) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    /// The reason phrase of a status line.
+    ReasonPhrase,
+    /// The value of this header (an unknown header keeps its name as received).
+    Header(HeaderName),
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReasonPhrase => f.write_str("reason phrase"),
+            Self::Header(h) => write!(f, "{h} header"),
+        }
+    }
 }
 
 impl ParseErrorKind {
@@ -108,6 +145,9 @@ impl ParseErrorKind {
             Self::ContentLength(_) => "content_length",
             Self::MissingContentLength => "missing_content_length",
             Self::BadUri(_) => "bad_uri",
+            Self::ControlCharacter { .. } => "control_character",
+            Self::NotUtf8 { .. } => "not_utf8",
+            Self::BodyWithoutContentType => "body_without_content_type",
         }
     }
 }
@@ -129,6 +169,9 @@ impl fmt::Display for ParseErrorKind {
             Self::ContentLength(what) => write!(f, "bad Content-Length: {what}"),
             Self::MissingContentLength => f.write_str("Content-Length is required on stream transports"),
             Self::BadUri(what) => write!(f, "malformed URI: {what}"),
+            Self::ControlCharacter { field, byte } => write!(f, "control character 0x{byte:02X} in the {field}"),
+            Self::NotUtf8 { field } => write!(f, "{field} is not valid UTF-8"),
+            Self::BodyWithoutContentType => f.write_str("non-empty body without Content-Type"),
         }
     }
 }

@@ -181,6 +181,42 @@ impl HeaderName {
                 | Self::PPreferredIdentity
         )
     }
+
+    /// Whether this header's grammar (RFC 3261 §25.1 and its extensions') has quoted strings, whose quoted-pairs
+    /// may escape a control character. Free text (Subject, Organization, Server, User-Agent), numbers and token
+    /// lists have none, and neither has an unknown header: its `header-value` is TEXT-UTF8 and LWS only.
+    pub(crate) fn has_quoted_strings(&self) -> bool {
+        !matches!(
+            self,
+            Self::CallId
+                | Self::CSeq
+                | Self::MaxForwards
+                | Self::ContentLength
+                | Self::Allow
+                | Self::Supported
+                | Self::Require
+                | Self::ProxyRequire
+                | Self::Unsupported
+                | Self::UserAgent
+                | Self::Server
+                | Self::Subject
+                | Self::Organization
+                | Self::Expires
+                | Self::MinExpires
+                | Self::Date
+                | Self::Timestamp
+                | Self::RSeq
+                | Self::RAck
+                | Self::MimeVersion
+                | Self::Priority
+                | Self::InReplyTo
+                | Self::ContentEncoding
+                | Self::ContentLanguage
+                | Self::AllowEvents
+                | Self::Privacy
+                | Self::Other(_)
+        )
+    }
 }
 
 impl PartialEq for HeaderName {

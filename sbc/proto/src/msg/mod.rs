@@ -5,6 +5,10 @@
 //! Route, Record-Route, Content-Type); every other header stays opaque bytes. Header values are views into the
 //! received buffer, copied only when a header was folded over several lines. Typed accessors on [`Headers`] parse a
 //! value when asked. Malformed input gives a [`ParseError`] that says what and where, never a panic.
+//!
+//! Strict where leniency is an attack: a raw control character in a header value or the reason phrase, text that
+//! is not UTF-8 there, and a non-empty body without Content-Type are errors, so that nothing the next parser
+//! might read differently is ever passed on.
 
 mod addr;
 mod error;
@@ -21,7 +25,7 @@ mod via;
 mod write;
 
 pub use addr::NameAddr;
-pub use error::{HeaderError, ParseError, ParseErrorKind};
+pub use error::{Field, HeaderError, ParseError, ParseErrorKind};
 pub use header::{HeaderName, Headers};
 pub use message::{Message, Request, Response};
 pub use method::Method;

@@ -1,11 +1,11 @@
 //! Parsing whole messages from datagrams and from framed stream data (RFC 3261 §7, §18.3).
 
 use super::addr;
-use super::error::{ParseError, ParseErrorKind as K};
+use super::error::{Field, ParseError, ParseErrorKind as K};
 use super::header::{HeaderName, Headers, Lexed};
 use super::message::{Message, Request, Response};
 use super::method::Method;
-use super::scan::{class, has_list_comma, parse_u64, trim_range, ListElements};
+use super::scan::{check_text, class, has_list_comma, parse_u64, trim_range, ListElements, TextFault};
 use super::uri::Uri;
 use super::values::{check_call_id, lex_cseq, lex_media_type};
 use super::via;
@@ -228,7 +228,17 @@ fn parse(input: Bytes, framing: Framing) -> Result<Message, ParseError> {
         (None, Framing::Datagram) => input.slice(body_start..),
         (None, Framing::Stream) => return Err(err(K::MissingContentLength, start)),
     };
+    if !body.is_empty() && !seen.content_type {
+        return Err(err(K::BodyWithoutContentType, body_start));
+    }
     start_line.take_message(headers, body)
+}
+
+fn text_error(fault: TextFault, field: Field) -> K {
+    match fault {
+        TextFault::Control(byte) => K::ControlCharacter { field, byte },
+        TextFault::NotUtf8 => K::NotUtf8 { field },
+    }
 }
 
 fn missing(seen: &Seen) -> &'static str {
@@ -302,9 +312,8 @@ fn parse_start_line(input: &Bytes, at: usize, end: usize) -> Result<StartLine, P
             [b' ', ..] => input.slice(at + sp + 5..end),
             _ => return Err(err(K::StatusCode, at + sp + 1)),
         };
-        if reason.contains(&b'\r') {
-            return Err(err(K::StartLine("CR in reason phrase"), at));
-        }
+        // §25.1 Reason-Phrase: no control character but HTAB, UTF-8 text.
+        check_text(&reason, false).map_err(|f| err(text_error(f, Field::ReasonPhrase), at + sp + 5))?;
         return Ok(StartLine::Response(status as u16, reason));
     }
     let sp1 = memchr::memchr(b' ', line).ok_or_else(|| err(K::StartLine("request line without Request-URI"), at))?;
@@ -357,6 +366,7 @@ fn finish_header(
         Some(u) => headers.push(name, u.slice(r)),
     };
     let value = &src[range.clone()];
+    check_text(value, name.has_quoted_strings()).map_err(|f| err(text_error(f, Field::Header(name.clone()))))?;
     let bad = |what| err(K::BadHeader { header: name.canonical(), what });
     let once = |flag: &mut bool, n: &'static str| {
         if std::mem::replace(flag, true) {
@@ -553,12 +563,123 @@ Route: <sip:p1;lr>, <sip:p2;lr>\r\nContact:\r\n <sip:folded@h>\r\n\r\n";
         );
         let m = format!("{head}Subject: x\r\n l: 5\r\n\r\nhello");
         assert!(matches!(frame(m.as_bytes(), 1000), Err(ParseError { kind: K::MissingContentLength, .. })));
-        // A folded Content-Length has its value on the continuation line.
-        let m = format!("{head}Content-Length:\r\n 5\r\n\r\nhello");
+        // A folded Content-Length has its value on the continuation line (and a body needs its Content-Type).
+        let m = format!("{head}Content-Type: text/plain\r\nContent-Length:\r\n 5\r\n\r\nhello");
         assert_eq!(frame(m.as_bytes(), 1000), Ok(Framed::Message(m.len())));
         assert_eq!(&parse_stream(Bytes::from(m)).expect("valid").body()[..], b"hello");
         let m = format!("{head}Content-Length: 1\r\n 5\r\n\r\nhello");
         assert!(matches!(frame(m.as_bytes(), 1000), Err(ParseError { kind: K::ContentLength(_), .. })));
+    }
+
+    /// An OPTIONS with `lines` (CRLF-terminated header lines, From among them) after its mandatory headers.
+    fn options_with(lines: &[u8], body: &[u8]) -> Bytes {
+        let mut m = b"OPTIONS sip:a@198.18.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.10;branch=z9hG4bK1\r\n\
+To: <sip:a@198.18.2.10>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n"
+            .to_vec();
+        m.extend_from_slice(lines);
+        m.extend_from_slice(b"\r\n");
+        m.extend_from_slice(body);
+        Bytes::from(m)
+    }
+
+    const FROM: &[u8] = b"From: <sip:x@198.18.1.10>;tag=1\r\n";
+
+    fn with_from(line: &[u8]) -> Bytes {
+        options_with(&[FROM, line].concat(), b"")
+    }
+
+    #[test]
+    fn control_characters_in_header_values_are_refused_naming_the_header() {
+        let x_note = HeaderName::Other(Bytes::from_static(b"X-Note"));
+        for (line, header, byte) in [
+            (&b"Subject: a\0b\r\n"[..], HeaderName::Subject, 0u8),
+            (b"Subject: bare\rCR\r\n", HeaderName::Subject, b'\r'),
+            (b"X-Note: \x1b[2J\r\n", x_note.clone(), 0x1b),
+            (b"X-Note: ok\r\n  folded \x07 line\r\n", x_note, 0x07),
+            (b"User-Agent: del\x7f\r\n", HeaderName::UserAgent, 0x7f),
+            (b"Contact: \"A\x01\" <sip:x@198.18.1.10>\r\n", HeaderName::Contact, 0x01),
+            // Subject has no quoted strings: a backslash there escapes nothing.
+            (b"Subject: \"\\\0\"\r\n", HeaderName::Subject, 0),
+        ] {
+            let e = parse_datagram(with_from(line)).expect_err("control character");
+            assert_eq!(e.kind, K::ControlCharacter { field: Field::Header(header), byte }, "{line:?}");
+            assert_eq!((e.line, e.status(), e.reason()), (7, 400, "control_character"), "{line:?}");
+        }
+        let e = parse_datagram(with_from(b"Subject: a\0b\r\n")).expect_err("NUL");
+        assert_eq!(e.to_string(), "line 7 (byte 169): control character 0x00 in the Subject header");
+        let e = parse_datagram(options_with(b"From: <sip:x@198.18.1.10>;tag=1\0\r\n", b"")).expect_err("NUL in From");
+        assert_eq!(e.kind, K::ControlCharacter { field: Field::Header(HeaderName::From), byte: 0 });
+    }
+
+    #[test]
+    fn htab_and_escaped_controls_in_quoted_strings_are_text() {
+        let m = parse_datagram(with_from(b"Subject: a\tb\r\nContact: \"NUL:\\\0 BEL:\\\x07\" <sip:x@198.18.1.10>\r\n"))
+            .expect("HTAB and quoted-pairs are legal");
+        assert_eq!(m.headers().get(&HeaderName::Subject), Some(&b"a\tb"[..]));
+        // An unterminated quoted string is no quoted string: its backslash escapes nothing.
+        let e = parse_datagram(with_from(b"Contact: \"\\\0 <sip:x@198.18.1.10>\r\n")).expect_err("unterminated");
+        assert!(matches!(e.kind, K::ControlCharacter { byte: 0, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_and_utf8_accepted() {
+        for (line, header) in [
+            (&b"Subject: caf\xe9\r\n"[..], HeaderName::Subject),
+            (b"Organization: \xff\xfe\r\n", HeaderName::Organization),
+            (b"Contact: \"Bj\xf6rn\" <sip:x@198.18.1.10>\r\n", HeaderName::Contact),
+            (b"Warning: 399 h \"\xc3\"\r\n", HeaderName::Warning),
+            (b"X-Note: lone \x80\r\n", HeaderName::Other(Bytes::from_static(b"X-Note"))),
+        ] {
+            let e = parse_datagram(with_from(line)).expect_err("not UTF-8");
+            assert_eq!(e.kind, K::NotUtf8 { field: Field::Header(header) }, "{line:?}");
+            assert_eq!((e.line, e.status(), e.reason()), (7, 400, "not_utf8"));
+        }
+        let utf8 = "Subject: Grüße ☎\r\nContact: \"Björn\" <sip:x@198.18.1.10>\r\n";
+        let m = parse_datagram(with_from(utf8.as_bytes())).expect("UTF-8 text");
+        assert_eq!(m.headers().get(&HeaderName::Subject), Some("Grüße ☎".as_bytes()));
+    }
+
+    #[test]
+    fn reason_phrase_must_be_utf8_text_without_controls() {
+        let resp = |reason: &[u8]| {
+            let mut m = b"SIP/2.0 486 ".to_vec();
+            m.extend_from_slice(reason);
+            m.extend_from_slice(
+                b"\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\n\
+Call-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+            );
+            parse_datagram(Bytes::from(m))
+        };
+        let e = resp(b"Busy\0Here").expect_err("NUL");
+        assert_eq!(e.kind, K::ControlCharacter { field: Field::ReasonPhrase, byte: 0 });
+        assert_eq!(
+            resp(b"Busy\rHere").expect_err("CR").kind,
+            K::ControlCharacter { field: Field::ReasonPhrase, byte: b'\r' }
+        );
+        assert_eq!(resp(b"Besetzt \xfc").expect_err("Latin-1").kind, K::NotUtf8 { field: Field::ReasonPhrase });
+        assert!(resp("Besetzt\tü".as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn non_empty_body_without_content_type_is_refused() {
+        let e = parse_datagram(options_with(&[FROM, b"Content-Length: 5\r\n"].concat(), b"hello"))
+            .expect_err("body without Content-Type");
+        assert_eq!(
+            (e.kind.clone(), e.status(), e.reason()),
+            (K::BodyWithoutContentType, 400, "body_without_content_type")
+        );
+        assert_eq!(e.offset, 190, "the error points at the body");
+        // Over UDP without Content-Length, the rest of the datagram is the body.
+        let e = parse_datagram(options_with(FROM, b"v=0\r\n")).expect_err("unframed body");
+        assert_eq!(e.kind, K::BodyWithoutContentType);
+        let e = parse_stream(options_with(&[FROM, b"l: 2\r\n"].concat(), b"hi")).expect_err("stream too");
+        assert_eq!(e.kind, K::BodyWithoutContentType);
+        // An empty body needs none, and octets beyond Content-Length are no body (RFC 3261 §18.3).
+        parse_datagram(options_with(&[FROM, b"Content-Length: 0\r\n"].concat(), b"")).expect("no body");
+        parse_datagram(options_with(&[FROM, b"Content-Length: 0\r\n"].concat(), b"junk")).expect("trailing octets");
+        let m = parse_datagram(options_with(&[FROM, b"c: text/plain\r\nContent-Length: 5\r\n"].concat(), b"hello"))
+            .expect("typed body");
+        assert_eq!(&m.body()[..], b"hello");
     }
 
     #[test]

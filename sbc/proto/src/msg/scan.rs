@@ -223,6 +223,66 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// What is wrong with the text of a header value or a reason phrase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextFault {
+    /// A raw control character: 0x00-0x1F but HTAB, or 0x7F.
+    Control(u8),
+    /// Octets that are not UTF-8 (RFC 3629).
+    NotUtf8,
+}
+
+/// Checks the text of a header value or reason phrase against RFC 3261 §25.1: no control character but HTAB
+/// (TEXT-UTF8char, qdtext, ctext and LWS hold none), except as a quoted-pair inside a closed quoted string when
+/// `quoted_pairs` (the header's grammar has quoted strings: `"BEL:\<0x07>"` is legal, RFC 4475 §3.1.1.2), and
+/// octets above 0x7F only as UTF-8. The grammar's UTF8-NONASCII still has RFC 2279's five- and six-octet forms
+/// and lets a header-value hold a lone UTF8-CONT; neither is UTF-8 since RFC 3629, and both are refused.
+///
+/// Every other production of §25.1 is ASCII, so this is one rule for every value: UTF-8 where text may be, and
+/// nowhere else any octet above 0x7F, which the grammar has no room for either.
+#[inline]
+pub(crate) fn check_text(v: &[u8], quoted_pairs: bool) -> Result<(), TextFault> {
+    // Runs over every header value: a fold without early exit, which the compiler vectorises. Nearly every value
+    // is printable ASCII and ends here.
+    let unusual = v.iter().fold(false, |acc, &b| acc | (b.wrapping_sub(0x20) > 0x5e));
+    if !unusual {
+        return Ok(());
+    }
+    text_fault(v, quoted_pairs)
+}
+
+#[cold]
+fn text_fault(v: &[u8], quoted_pairs: bool) -> Result<(), TextFault> {
+    let is_control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    let mut i = 0;
+    while i < v.len() {
+        let b = v[i];
+        if b == b'"' && quoted_pairs {
+            let mut cur = Cursor::new(v);
+            cur.set_pos(i);
+            if let Some(q) = cur.quoted_string() {
+                let mut j = q.start + 1;
+                while j < q.end - 1 {
+                    match v[j] {
+                        // quoted-pair: `\` and any of %x00-09 / %x0B-0C / %x0E-7F (CR and LF end the string).
+                        b'\\' => j += 1,
+                        c if is_control(c) => return Err(TextFault::Control(c)),
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                i = q.end;
+                continue;
+            }
+        }
+        if is_control(b) {
+            return Err(TextFault::Control(b));
+        }
+        i += 1;
+    }
+    std::str::from_utf8(v).map(|_| ()).map_err(|_| TextFault::NotUtf8)
+}
+
 /// `[start, end)` of `s` without leading and trailing SP/HTAB.
 pub(crate) fn trim_range(s: &[u8], mut start: usize, mut end: usize) -> Range<usize> {
     while start < end && class::is_ws(s[start]) {
@@ -373,6 +433,48 @@ mod tests {
     #[test]
     fn unterminated_quote_is_none() {
         assert!(Cursor::new(b"\"Mr. J. User <sip:j@x>").quoted_string().is_none());
+    }
+
+    #[test]
+    fn text_without_controls_and_in_utf8_passes() {
+        for ok in [&b""[..], b"plain ASCII value;p=1", b"tab\there", "Bj\u{f6}rn \u{1f4de}".as_bytes(), b"\"a\\\"b\""] {
+            assert_eq!(check_text(ok, true), Ok(()), "{ok:?}");
+            assert_eq!(check_text(ok, false), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn raw_controls_are_faults_wherever_they_are() {
+        for (v, byte) in [
+            (&b"a\0b"[..], 0u8),
+            (b"a\rb", b'\r'),
+            (b"\x1b[31m", 0x1b),
+            (b"del\x7f", 0x7f),
+            (b"\"in \x01 quotes\"", 0x01),
+            (b"\"unterminated \\\0", 0),
+            (b"outside \\\0 quotes", 0),
+        ] {
+            assert_eq!(check_text(v, true), Err(TextFault::Control(byte)), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_controls_pass_only_in_closed_quoted_strings_of_headers_that_have_them() {
+        // RFC 4475 §3.1.1.2: `"BEL:\<07> NUL:\<00> DEL:\<7F>"` is a legal display name.
+        let v = b"\"BEL:\\\x07 NUL:\\\0 DEL:\\\x7f\" <sip:x@y>";
+        assert_eq!(check_text(v, true), Ok(()));
+        assert_eq!(check_text(v, false), Err(TextFault::Control(0x07)));
+        assert_eq!(check_text(b"\"\\\r\"", true), Err(TextFault::Control(b'\r')), "CR is no quoted-pair");
+    }
+
+    #[test]
+    fn octets_above_0x7f_must_be_utf8() {
+        for bad in
+            [&b"\xff"[..], b"caf\xe9", b"\xc3", b"lone \x80 continuation", b"\xf8\x88\x80\x80\x80", b"\xed\xa0\x80"]
+        {
+            assert_eq!(check_text(bad, true), Err(TextFault::NotUtf8), "{bad:?}");
+        }
+        assert_eq!(check_text(b"\"\xe9\"", true), Err(TextFault::NotUtf8), "in quotes too");
     }
 
     #[test]

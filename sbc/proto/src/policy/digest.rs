@@ -316,6 +316,31 @@ pub struct NonceIssuer {
     lifetime_secs: u64,
 }
 
+/// How a core makes the nonces of its digest challenges.
+#[derive(Debug, Clone, Default)]
+pub struct NonceConfig {
+    /// The secret nonces are made with. A hot-standby pair shares one (`[ha] secret_env` / `secret_file`), so a
+    /// nonce issued by one box verifies on the other. `None`: a random secret of the core's own, made at its first
+    /// challenge, so its nonces die with the process or a takeover (the client is challenged again).
+    pub secret: Option<Secret>,
+    /// Unix time in seconds at an instant, given by the driver (the core reads no clock): nonces then carry
+    /// wall-clock seconds and two boxes agree on a nonce's age. `None`: seconds since the core's first challenge,
+    /// which only that core can read.
+    pub unix_at: Option<(std::time::Instant, u64)>,
+}
+
+impl NonceConfig {
+    /// Seconds on the nonce clock at `now`; `epoch` is the core's first challenge, used without `unix_at`.
+    pub fn secs(&self, now: std::time::Instant, epoch: std::time::Instant) -> u64 {
+        match self.unix_at {
+            Some((at, unix)) if now >= at => unix + now.duration_since(at).as_secs(),
+            Some((at, unix)) => unix.saturating_sub(at.duration_since(now).as_secs()),
+            // + 1: a nonce issued in the first second is not 0 (never "from before the epoch").
+            None => now.saturating_duration_since(epoch).as_secs() + 1,
+        }
+    }
+}
+
 /// Whether a nonce is ours and fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceCheck {
@@ -410,6 +435,22 @@ mod tests {
         assert_eq!(issuer.check(&creds.nonce, 1100), NonceCheck::Fresh);
         assert_eq!(issuer.check(&creds.nonce, 1400), NonceCheck::Stale);
         assert_eq!(issuer.check("1000:forged", 1000), NonceCheck::Invalid);
+    }
+
+    #[test]
+    fn a_nonce_issued_by_one_box_of_a_pair_verifies_on_the_other_only_with_the_shared_secret() {
+        let (t1, t2) = (std::time::Instant::now(), std::time::Instant::now() + std::time::Duration::from_secs(77));
+        // Both boxes give the same Unix time for their own (unrelated) instants: wall clocks agree.
+        let pair =
+            |at, secret: &str| NonceConfig { secret: Some(Secret::new(secret)), unix_at: Some((at, 1_700_000_000)) };
+        let (c1, c2) = (pair(t1, "shared"), pair(t2, "shared"));
+        let issued = NonceIssuer::new(c1.secret.clone().unwrap(), 300)
+            .issue(c1.secs(t1 + std::time::Duration::from_secs(10), t1));
+        let other = NonceIssuer::new(c2.secret.clone().unwrap(), 300);
+        assert_eq!(other.check(&issued, c2.secs(t2 + std::time::Duration::from_secs(40), t2)), NonceCheck::Fresh);
+        assert_eq!(other.check(&issued, c2.secs(t2 + std::time::Duration::from_secs(400), t2)), NonceCheck::Stale);
+        let stranger = NonceIssuer::new(Secret::new("another"), 300);
+        assert_eq!(stranger.check(&issued, c2.secs(t2, t2)), NonceCheck::Invalid);
     }
 
     #[test]

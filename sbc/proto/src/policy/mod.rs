@@ -21,4 +21,4 @@ pub mod overload;
 pub use edge::{BanEvent, BanReason, Edge, EdgeConfig, Offence, Scanners, Threshold, Verdict};
 pub use identity::{Cli, IdentityIn, IdentityOut, Outbound, Presented};
 pub use numbers::{Affix, DiallingPlan, NumberRuleError, NumberRules, Rewrite};
-pub use overload::{Overload, OverloadConfig};
+pub use overload::{admits, AdmissionGate, Overload, OverloadConfig};

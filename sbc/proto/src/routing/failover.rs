@@ -236,19 +236,52 @@ pub struct Attempts {
     started_at: Instant,
     current: Option<(Candidate, Instant)>,
     tried: Vec<Attempt>,
+    /// Carriers tried on another box before a takeover ([`Attempts::resume`]): they count towards `max_tries`.
+    tried_elsewhere: u32,
     end: Option<Next>,
 }
 
 impl Attempts {
     /// Starts a call's attempts at `now` (when the call arrived) over `candidates`, in order.
     pub fn start(candidates: Vec<Candidate>, limits: FailoverLimits, now: Instant) -> (Self, Next) {
-        let mut attempts =
-            Self { candidates, next: 0, limits, started_at: now, current: None, tried: Vec::new(), end: None };
+        let mut attempts = Self {
+            candidates,
+            next: 0,
+            limits,
+            started_at: now,
+            current: None,
+            tried: Vec::new(),
+            tried_elsewhere: 0,
+            end: None,
+        };
         let next = match attempts.candidates.first() {
             Some(_) => attempts.try_next(now),
             None => attempts.finish(Next::GiveUp(GiveUp { status: 503, reason: GiveUpReason::NoCandidates })),
         };
         (attempts, next)
+    }
+
+    /// Attempts taken over from another box (hot standby) in the middle of a call that arrived at `started_at`:
+    /// `tried_before` carriers ended there, `current` is being tried since `current_since`, and `remaining` are left,
+    /// in order. The next [`Attempts::on_outcome`] goes on exactly as it would have there.
+    pub fn resume(
+        remaining: Vec<Candidate>,
+        limits: FailoverLimits,
+        started_at: Instant,
+        tried_before: u32,
+        current: Candidate,
+        current_since: Instant,
+    ) -> Self {
+        Self {
+            candidates: remaining,
+            next: 0,
+            limits,
+            started_at,
+            current: Some((current, current_since)),
+            tried: Vec::new(),
+            tried_elsewhere: tried_before,
+            end: None,
+        }
     }
 
     /// Records how the current attempt ended, at `now`, and says what to do next. `triggers` are those of the
@@ -265,7 +298,9 @@ impl Attempts {
             Outcome::Cancelled => give_up(GiveUpReason::CallerCancelled),
             _ if !triggers.fails_over(outcome) => give_up(GiveUpReason::NotRetryable),
             _ if self.next >= self.candidates.len() => give_up(GiveUpReason::Exhausted),
-            _ if self.tried.len() >= self.limits.max_tries.max(1) as usize => give_up(GiveUpReason::MaxTries),
+            _ if self.tried.len() + self.tried_elsewhere as usize >= self.limits.max_tries.max(1) as usize => {
+                give_up(GiveUpReason::MaxTries)
+            }
             _ if now.saturating_duration_since(self.started_at) >= self.limits.max_post_dial => {
                 give_up(GiveUpReason::PostDialTime)
             }
@@ -297,9 +332,25 @@ impl Attempts {
         self.current.as_ref().map(|(c, _)| c)
     }
 
-    /// The carriers tried so far, in order, with their outcomes.
+    /// The carriers tried so far on this box, in order, with their outcomes.
     pub fn tried(&self) -> &[Attempt] {
         &self.tried
+    }
+
+    /// When the current attempt started, if one is under way.
+    pub fn current_since(&self) -> Option<Instant> {
+        self.current.as_ref().map(|(_, at)| *at)
+    }
+
+    /// The candidates not tried yet, in order (what a standby needs to go on after a takeover).
+    pub fn remaining(&self) -> &[Candidate] {
+        self.candidates.get(self.next..).unwrap_or_default()
+    }
+
+    /// How many carriers ended without an answer or are being tried, on this box and before a takeover.
+    pub fn tries(&self) -> u32 {
+        let ended = u32::try_from(self.tried.len()).unwrap_or(u32::MAX).saturating_add(self.tried_elsewhere);
+        ended + u32::from(self.current.is_some())
     }
 
     /// How the attempts ended, once they have.
@@ -429,6 +480,25 @@ mod tests {
         assert_eq!(tries(a.on_outcome(Outcome::Rejected(503), &only_503, t0)), 2);
         let next = a.on_outcome(Outcome::Timeout, &only_503, t0);
         assert_eq!(next, Next::GiveUp(GiveUp { status: 408, reason: GiveUpReason::NotRetryable }));
+    }
+
+    #[test]
+    fn resumed_attempts_go_on_with_the_remaining_carriers_and_count_earlier_tries() {
+        let t0 = Instant::now();
+        let triggers = FailoverTriggers::default();
+        let limits = FailoverLimits { max_tries: 3, ..FailoverLimits::default() };
+        let (mut a, _) = Attempts::start(route(4), limits, t0);
+        a.on_outcome(Outcome::Rejected(503), &triggers, t0 + Duration::from_secs(1));
+        assert_eq!((a.tries(), a.remaining().len()), (2, 2), "1 failed, 2 under way, 3 and 4 left");
+        // The other box goes on from here: 2 times out, 3 is tried, and its failure is the third and last try.
+        let current = *a.current().expect("carrier 2");
+        let mut r =
+            Attempts::resume(a.remaining().to_vec(), limits, t0, a.tries() - 1, current, t0 + Duration::from_secs(1));
+        assert_eq!(r.tries(), 2);
+        assert_eq!(r.current_since(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(tries(r.on_outcome(Outcome::Timeout, &triggers, t0 + Duration::from_secs(5))), 3);
+        let next = r.on_outcome(Outcome::Rejected(500), &triggers, t0 + Duration::from_secs(6));
+        assert_eq!(next, Next::GiveUp(GiveUp { status: 500, reason: GiveUpReason::MaxTries }));
     }
 
     #[test]

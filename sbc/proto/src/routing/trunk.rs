@@ -4,7 +4,7 @@
 use super::{Candidate, FailoverTriggers, PrefixTable, ProbeConfig, TrunkId};
 use crate::policy::digest::Secret;
 use crate::policy::{IdentityIn, IdentityOut, NumberRules};
-use crate::transport::Transport;
+use crate::transport::{TlsIdentity, Transport};
 use ipnet::IpNet;
 use relay_proto::sdes::SrtpMode;
 use std::net::SocketAddr;
@@ -15,9 +15,21 @@ use std::time::Duration;
 pub struct Trunk {
     /// Its name in the configuration, for logs, metrics and CDRs.
     pub name: String,
-    /// Source addresses recognised as this trunk for inbound calls. Empty: the trunk only receives calls.
+    /// Source addresses recognised as this trunk for inbound calls. Empty: the trunk only receives calls (unless
+    /// it is recognised by `tls_identities` or credentials).
     pub sources: Vec<SourceMatch>,
-    /// Where calls to this trunk go, tried in order when one fails at transport level. Empty: the trunk only
+    /// Names (lower-case) of the verified TLS client certificates recognised as this trunk, from any address:
+    /// a message on a TLS connection whose certificate has one of these as its subject CN or a DNS SAN belongs to
+    /// this trunk (`match.tls`). Checked before `sources`. Default empty.
+    pub tls_identities: Vec<String>,
+    /// The host of the Request-URI and To of calls to this trunk (its certificate name, `tls.server_name`).
+    /// Default `None`: the gateway's address.
+    pub uri_host: Option<String>,
+    /// Whether calls to this trunk use `sips:` URIs (RFC 5630; Request-URI, To and our Contact) over TLS, rather
+    /// than `sip:` URIs with `;transport=tls`. Default false.
+    pub sips: bool,
+    /// Where calls to this trunk go: the first, then the next when one fails at transport level (connection or TLS
+    /// handshake refused, no address of ours to send from), before the route's next carrier. Empty: the trunk only
     /// sends calls.
     pub gateways: Vec<Gateway>,
     /// What sends a call on to the next carrier when this trunk fails it.
@@ -63,6 +75,9 @@ impl Trunk {
         Self {
             name: name.into(),
             sources: Vec::new(),
+            tls_identities: Vec::new(),
+            uri_host: None,
+            sips: false,
             gateways: Vec::new(),
             failover: FailoverTriggers::default(),
             limits: Limits::default(),
@@ -189,8 +204,22 @@ impl Plan {
         best.map(|(id, _)| id)
     }
 
-    /// The trunk whose inbound credentials carry `username` and that has no source addresses (recognised by its
-    /// credentials alone).
+    /// The trunk of a message from `remote` that came with the verified TLS `identity` (if any): the first trunk
+    /// whose `tls_identities` holds one of the identity's names, else the trunk of the source address
+    /// ([`Plan::identify`]). A certificate is a stronger proof than an address, so it ranks first.
+    pub fn identify_peer(&self, remote: SocketAddr, identity: Option<&TlsIdentity>) -> Option<TrunkId> {
+        identity
+            .and_then(|id| {
+                self.trunks.iter().position(|t| t.tls_identities.iter().any(|n| id.has(n))).map(|i| TrunkId(i as u32))
+            })
+            .or_else(|| self.identify(remote))
+    }
+
+    /// [`Plan::is_known`], or a peer whose TLS identity names a trunk.
+    pub fn is_known_peer(&self, remote: SocketAddr, identity: Option<&TlsIdentity>) -> bool {
+        self.identify_peer(remote, identity).is_some() || self.is_known(remote)
+    }
+
     /// Whether `remote` is a peer of ours: a trunk's source (by [`Plan::identify`]), or the address of a carrier
     /// gateway, any port (a carrier's requests may come from another port than the one we send to). Every other
     /// source is unknown: `calls.unknown_source` and the edge's `rate_unknown` apply to it.
@@ -199,16 +228,22 @@ impl Plan {
             || self.trunks.iter().any(|t| t.gateways.iter().any(|g| g.addr.ip() == remote.ip()))
     }
 
+    /// The trunk whose inbound credentials carry `username` and that has no source addresses (recognised by its
+    /// credentials alone).
     pub fn by_username(&self, username: &str) -> Option<TrunkId> {
         self.trunks
             .iter()
-            .position(|t| t.sources.is_empty() && t.inbound_auth.as_ref().is_some_and(|c| c.username == username))
+            .position(|t| {
+                t.sources.is_empty()
+                    && t.tls_identities.is_empty()
+                    && t.inbound_auth.as_ref().is_some_and(|c| c.username == username)
+            })
             .map(|i| TrunkId(i as u32))
     }
 
     /// Whether some trunk is recognised by credentials alone: then INVITEs from unknown sources are challenged.
     pub fn has_credential_trunks(&self) -> bool {
-        self.trunks.iter().any(|t| t.sources.is_empty() && t.inbound_auth.is_some())
+        self.trunks.iter().any(|t| t.sources.is_empty() && t.tls_identities.is_empty() && t.inbound_auth.is_some())
     }
 
     /// The candidates for a normalised called number: the longest matching prefix's, else the catch-all route's.
@@ -268,5 +303,21 @@ mod tests {
         assert_eq!(plan.identify("198.18.1.11:5060".parse().unwrap()), Some(TrunkId(0)));
         assert_eq!(plan.identify("198.18.2.10:5060".parse().unwrap()), None);
         assert_eq!(plan.by_name("pbx"), Some(TrunkId(1)));
+    }
+
+    #[test]
+    fn a_tls_identity_names_its_trunk_from_any_address_and_ranks_before_the_source() {
+        let mut by_cert = trunk("by-cert", &[]);
+        by_cert.tls_identities = vec!["pbx.customer.example.net".into()];
+        let plan = Plan { trunks: vec![trunk("wide", &["198.18.1.0/24"]), by_cert], ..Plan::default() };
+        let id = TlsIdentity::new(["PBX.Customer.example.net".to_owned(), "other.example.net".to_owned()]);
+        let stranger = TlsIdentity::new(["someone.example.org".to_owned()]);
+        let (inside, outside) = ("198.18.1.10:5061".parse().unwrap(), "203.0.113.9:40000".parse().unwrap());
+        assert_eq!(plan.identify_peer(inside, Some(&id)), Some(TrunkId(1)));
+        assert_eq!(plan.identify_peer(outside, Some(&id)), Some(TrunkId(1)));
+        assert_eq!(plan.identify_peer(inside, Some(&stranger)), Some(TrunkId(0)), "falls back to the source");
+        assert_eq!(plan.identify_peer(outside, Some(&stranger)), None);
+        assert_eq!(plan.identify_peer(outside, None), None);
+        assert!(plan.is_known_peer(outside, Some(&id)) && !plan.is_known_peer(outside, None));
     }
 }

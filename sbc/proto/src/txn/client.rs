@@ -31,8 +31,11 @@ pub(super) struct ClientTxn {
     interval: Duration,
     /// Timer A or E.
     resend_at: Option<Instant>,
-    /// Timer B or F (timeout), then D, K or M (end of Completed/Accepted).
+    /// Timer B or F (timeout), the end of a cancelled INVITE's wait (§9.1), then D, K or M (end of
+    /// Completed/Accepted).
     end_at: Option<Instant>,
+    /// ICT: the TU sent a CANCEL for it.
+    cancelled: bool,
 }
 
 impl ClientTxn {
@@ -50,6 +53,34 @@ impl ClientTxn {
             interval: cfg.t1,
             resend_at: (!reliable).then(|| now + cfg.t1),
             end_at: Some(now + 64 * cfg.t1),
+            cancelled: false,
+        }
+    }
+
+    /// A client INVITE transaction taken over from another box (hot standby), nothing sent now: in Calling
+    /// (`proceeding` false) its retransmissions resume from T1 and it times out at `timeout_at` (timer B of the
+    /// original send); in Proceeding (a provisional came) there are none, and timer C runs again from now (the time
+    /// of the callee's last provisional is not replicated).
+    pub(super) fn resumed_invite(
+        now: Instant,
+        peer: Peer,
+        request: Request,
+        proceeding: bool,
+        timeout_at: Instant,
+        cfg: &TimerConfig,
+    ) -> Self {
+        let reliable = peer.transport.is_reliable();
+        Self {
+            kind: Kind::Ict,
+            state: if proceeding { State::Proceeding } else { State::Calling },
+            reliable,
+            peer,
+            request,
+            ack: None,
+            interval: cfg.t1,
+            resend_at: (!reliable && !proceeding).then(|| now + cfg.t1),
+            end_at: Some(if proceeding { now + cfg.timer_c } else { timeout_at.max(now) }),
+            cancelled: false,
         }
     }
 
@@ -86,6 +117,11 @@ impl ClientTxn {
             |resp: Response, out: &mut Vec<Event>| out.push(Event::Response { key: key.clone(), response: resp });
         match (self.state, resp.status) {
             (State::Calling | State::Proceeding, 100..=199) => {
+                if self.kind == Kind::Ict && !self.cancelled {
+                    // §17.1.1.2: timer B runs only while Calling. A callee may ring for minutes; the TU ends
+                    // that with a CANCEL (`cancel_sent`), and timer C bounds a callee that falls silent.
+                    self.end_at = Some(now + cfg.timer_c);
+                }
                 self.state = State::Proceeding;
                 match self.kind {
                     // §17.1.1.2: a provisional stops INVITE retransmissions.
@@ -145,10 +181,30 @@ impl ClientTxn {
         }
     }
 
-    /// A transport error on this transaction's destination: it ends as if timed out (§17.1.4).
+    /// The TU sent a CANCEL for this INVITE: without a final response within 64*T1 the transaction ends as timed
+    /// out (§9.1: "the client SHOULD consider the INVITE transaction cancelled and destroy it").
+    pub(super) fn cancel_sent(&mut self, now: Instant, cfg: &TimerConfig) {
+        if self.kind == Kind::Ict && matches!(self.state, State::Calling | State::Proceeding) {
+            self.cancelled = true;
+            let give_up = now + 64 * cfg.t1;
+            self.end_at = Some(self.end_at.map_or(give_up, |t| t.min(give_up)));
+        }
+    }
+
+    /// Where this transaction's request goes.
+    pub(super) fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Whether no final response came yet (a transport error still matters).
+    pub(super) fn is_pending(&self) -> bool {
+        matches!(self.state, State::Calling | State::Proceeding)
+    }
+
+    /// A transport error on this transaction's destination: it ends at once (§17.1.4).
     pub(super) fn on_transport_error(&mut self, key: &TransactionKey, out: &mut Vec<Event>) {
-        if matches!(self.state, State::Calling | State::Proceeding) {
-            out.push(Event::Timeout { key: key.clone() });
+        if self.is_pending() {
+            out.push(Event::TransportError { key: key.clone() });
         }
         self.state = State::Terminated;
         self.resend_at = None;

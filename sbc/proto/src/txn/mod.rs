@@ -36,6 +36,10 @@ pub struct TimerConfig {
     /// A server INVITE transaction sends 100 Trying itself when the core has not answered within this time
     /// (§17.2.1). Default 200 ms.
     pub trying_after: Duration,
+    /// How long a client INVITE transaction waits for a final response after its latest provisional: then it
+    /// ends as timed out (a B2BUA's use of the proxy's timer C, §16.6 and §16.8; timer B stops at the first
+    /// provisional). Default 181 s (the RFC: more than 3 minutes).
+    pub timer_c: Duration,
 }
 
 impl Default for TimerConfig {
@@ -46,6 +50,7 @@ impl Default for TimerConfig {
             t4: Duration::from_secs(5),
             timer_d: Duration::from_secs(32),
             trying_after: Duration::from_millis(200),
+            timer_c: Duration::from_secs(181),
         }
     }
 }
@@ -104,6 +109,12 @@ pub enum Event {
     },
     /// Timer B or F fired: no final response. The core acts as if a 408 had arrived (§8.1.3.1).
     Timeout {
+        /// The transaction.
+        key: TransactionKey,
+    },
+    /// The transport could not deliver this client transaction's request (connection refused or timed out, TLS
+    /// handshake failed, §17.1.4): the core acts as if a 503 had arrived (§8.1.3.1) and may fail over at once.
+    TransportError {
         /// The transaction.
         key: TransactionKey,
     },

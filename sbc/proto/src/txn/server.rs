@@ -67,6 +67,24 @@ impl ServerTxn {
         Self { kind, state, reliable, peer, request, last: None, g_interval: cfg.t1, resend_at, end_at: None }
     }
 
+    /// A server INVITE transaction taken over from another box (hot standby): in Proceeding with `last`, the
+    /// provisional already sent, so a retransmitted INVITE gets it again; no automatic 100 Trying.
+    pub(super) fn resumed_invite(peer: Peer, request: Request, last: Response, cfg: &TimerConfig) -> Self {
+        let reliable = peer.transport.is_reliable();
+        let peer = response_peer(peer, &request);
+        Self {
+            kind: Kind::Ist,
+            state: State::Proceeding,
+            reliable,
+            peer,
+            request,
+            last: Some(last),
+            g_interval: cfg.t1,
+            resend_at: None,
+            end_at: None,
+        }
+    }
+
     pub(super) fn kind(&self) -> Kind {
         self.kind
     }

@@ -158,9 +158,63 @@ impl Transactions {
         Ok(key)
     }
 
+    /// Re-creates the server INVITE transaction of `request` (received from `peer`) taken over from another box
+    /// (hot standby): in Proceeding, `last` being the provisional already sent. A retransmitted INVITE gets `last`
+    /// again, a CANCEL finds the transaction, and the core's final response goes out through [`Self::respond`] as
+    /// usual. Nothing is sent now. Replaces a transaction with the same key.
+    pub fn adopt_server_invite(
+        &mut self,
+        peer: Peer,
+        request: Request,
+        last: Response,
+    ) -> Result<TransactionKey, TxnError> {
+        if request.method != Method::Invite {
+            return Err(TxnError::Malformed("an INVITE"));
+        }
+        let key = TransactionKey::for_request(&request).ok_or(TxnError::Malformed("Via with branch"))?;
+        let t = ServerTxn::resumed_invite(peer, request, last, &self.cfg);
+        let out = vec![Event::Observe(Observation::TransactionStarted { kind: t.kind().label() })];
+        self.txns.insert(key.clone(), Entry { txn: Txn::Server(t), scheduled: None });
+        self.finish(key.clone(), out);
+        Ok(key)
+    }
+
+    /// Re-creates the client INVITE transaction of `request` (as we sent it to `peer`, on another box) at `now`:
+    /// in Proceeding when a provisional was already received, else in Calling with retransmissions resuming from
+    /// T1. It times out at `timeout_at` (timer B of the original send, reported as [`Event::Timeout`] as usual).
+    /// Nothing is sent now. Replaces a transaction with the same key.
+    pub fn adopt_client_invite(
+        &mut self,
+        now: Instant,
+        peer: Peer,
+        request: Request,
+        proceeding: bool,
+        timeout_at: Instant,
+    ) -> Result<TransactionKey, TxnError> {
+        if request.method != Method::Invite {
+            return Err(TxnError::Malformed("an INVITE"));
+        }
+        let key = TransactionKey::for_sent_request(&request).ok_or(TxnError::Malformed("Via with branch"))?;
+        let t = ClientTxn::resumed_invite(now, peer, request, proceeding, timeout_at, &self.cfg);
+        let out = vec![Event::Observe(Observation::TransactionStarted { kind: t.kind().label() })];
+        self.txns.insert(key.clone(), Entry { txn: Txn::Client(t), scheduled: None });
+        self.finish(key.clone(), out);
+        Ok(key)
+    }
+
     /// Sends an ACK for a 2xx: it is not a transaction (§17.1.1.3), the core retransmits it per 2xx it receives.
     pub fn send_ack(&mut self, peer: Peer, ack: Request) {
         self.events.push_back(Event::Transmit { peer, message: Message::Request(ack) });
+    }
+
+    /// The core sent a CANCEL for client INVITE transaction `key` (RFC 3261 §9.1): without a final response
+    /// within 64*T1 it ends with [`Event::Timeout`].
+    pub fn cancel_sent(&mut self, now: Instant, key: &TransactionKey) {
+        let out = std::mem::take(&mut self.scratch);
+        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key) {
+            t.cancel_sent(now, &self.cfg);
+        }
+        self.finish(key.clone(), out);
     }
 
     /// The transport could not deliver to the peer of client transaction `key` (§17.1.4).
@@ -170,6 +224,30 @@ impl Transactions {
             t.on_transport_error(key, &mut out);
         }
         self.finish(key.clone(), out);
+    }
+
+    /// The transport could not deliver to `remote` over `transport` (a connection that could not be opened):
+    /// every client transaction towards it still waiting for a final response ends with
+    /// [`Event::TransportError`]. Returns how many.
+    pub fn transport_error_to(
+        &mut self,
+        transport: crate::transport::Transport,
+        remote: std::net::SocketAddr,
+    ) -> usize {
+        let keys: Vec<TransactionKey> = self
+            .txns
+            .iter()
+            .filter_map(|(k, e)| match &e.txn {
+                Txn::Client(t) if t.is_pending() && t.peer().transport == transport && t.peer().remote == remote => {
+                    Some(k.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        for k in &keys {
+            self.transport_error(k);
+        }
+        keys.len()
     }
 
     /// Fires every timer due at `now`.

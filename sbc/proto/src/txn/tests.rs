@@ -98,6 +98,53 @@ fn timer_b_reports_a_timeout_after_64_t1() {
 }
 
 #[test]
+fn invite_client_in_proceeding_has_no_timer_b_until_cancelled() {
+    // §17.1.1.2: timer B runs only while Calling; a callee rings for minutes (timer C, 181 s, bounds silence).
+    // After a CANCEL (§9.1) the INVITE waits 64*T1 for its final response, then ends as timed out.
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict9");
+    let key = t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
+    t.handle_response(t0 + Duration::from_secs(1), peer(Transport::Udp), response(&inv, 180));
+    drain(&mut t);
+    assert!(run_until(&mut t, t0, Duration::from_secs(100)).is_empty());
+    assert!(t.contains(&key), "still ringing after 100 s");
+    t.handle_response(t0 + Duration::from_secs(100), peer(Transport::Udp), response(&inv, 183));
+    t.cancel_sent(t0 + Duration::from_secs(100), &key);
+    // A provisional after the CANCEL does not take the limit away.
+    t.handle_response(t0 + Duration::from_secs(101), peer(Transport::Udp), response(&inv, 180));
+    drain(&mut t);
+    let mut timeout_at = None;
+    while let Some(at) = t.poll_timeout() {
+        t.handle_timeout(at);
+        if drain(&mut t).1.iter().any(|e| matches!(e, Event::Timeout { key: k } if *k == key)) {
+            timeout_at = Some(at - t0);
+        }
+    }
+    assert_eq!(timeout_at, Some(Duration::from_secs(132)), "64*T1 after the CANCEL");
+    assert!(t.is_empty());
+}
+
+#[test]
+fn invite_client_gives_up_timer_c_after_the_last_provisional() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKictc");
+    let key = t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
+    t.handle_response(t0 + Duration::from_secs(1), peer(Transport::Udp), response(&inv, 180));
+    t.handle_response(t0 + Duration::from_secs(60), peer(Transport::Udp), response(&inv, 183));
+    drain(&mut t);
+    let mut timeout_at = None;
+    while let Some(at) = t.poll_timeout() {
+        t.handle_timeout(at);
+        if drain(&mut t).1.iter().any(|e| matches!(e, Event::Timeout { key: k } if *k == key)) {
+            timeout_at = Some(at - t0);
+        }
+    }
+    assert_eq!(timeout_at, Some(Duration::from_secs(60 + 181)), "timer C runs from the latest provisional");
+}
+
+#[test]
 fn non_2xx_final_is_acked_once_per_received_final() {
     let mut t = Transactions::new(TimerConfig::default());
     let t0 = Instant::now();
@@ -294,4 +341,57 @@ fn stray_responses_are_reported_not_panicked_on() {
     let r = response(&request("INVITE", "z9hG4bKnobody"), 200);
     t.handle_response(Instant::now(), peer(Transport::Udp), r);
     assert!(matches!(&drain(&mut t).1[..], [Event::Stray { .. }]));
+}
+
+#[test]
+fn adopted_server_invite_answers_a_retransmission_with_the_last_provisional_then_takes_the_final() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKist-adopt");
+    let ringing = response(&inv, 180);
+    let key = t.adopt_server_invite(peer(Transport::Udp), inv.clone(), ringing).expect("an INVITE with a branch");
+    assert!(drain(&mut t).0.is_empty(), "nothing is sent when a transaction is taken over");
+    assert_eq!(t.poll_timeout(), None, "Proceeding with a provisional sent: no automatic 100 Trying");
+    t.handle_request(t0, peer(Transport::Udp), inv.clone());
+    let (sent, ev) = drain(&mut t);
+    assert!(ev.is_empty(), "a retransmission, not a new request: {ev:?}");
+    assert!(matches!(&sent[..], [Message::Response(r)] if r.status == 180), "{sent:?}");
+    t.respond(t0, &key, response(&inv, 200)).expect("the final response goes out as usual");
+    assert!(matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 200));
+}
+
+#[test]
+fn adopted_client_invite_in_calling_retransmits_then_times_out_at_the_original_timer_b() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict-adopt");
+    // Sent 10 s before the takeover on the other box: timer B fires 22 s after it here.
+    let timeout_at = t0 + Duration::from_secs(22);
+    let key = t.adopt_client_invite(t0, peer(Transport::Udp), inv.clone(), false, timeout_at).expect("adopted");
+    assert_eq!(key, TransactionKey::for_sent_request(&inv).expect("key"));
+    assert!(drain(&mut t).0.is_empty());
+    let resent: Vec<_> =
+        run_until(&mut t, t0, Duration::from_millis(3600)).into_iter().map(|(d, _)| d.as_millis()).collect();
+    assert_eq!(resent, vec![500, 1500, 3500], "timer A resumes from T1");
+    while let Some(at) = t.poll_timeout().filter(|at| *at <= timeout_at) {
+        t.handle_timeout(at);
+        let (_, ev) = drain(&mut t);
+        if let [Event::Timeout { key: k }] = &ev[..] {
+            assert_eq!((k, at), (&key, timeout_at), "timer B of the original send");
+            return;
+        }
+    }
+    panic!("no timeout by {timeout_at:?}");
+}
+
+#[test]
+fn adopted_client_invite_in_proceeding_stays_quiet_and_passes_the_answer() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict-adopt2");
+    t.adopt_client_invite(t0, peer(Transport::Udp), inv.clone(), true, t0 + Duration::from_secs(30)).expect("adopted");
+    assert!(run_until(&mut t, t0, Duration::from_secs(10)).is_empty(), "a provisional came: no retransmission");
+    t.handle_response(t0 + Duration::from_secs(10), peer(Transport::Udp), response(&inv, 200));
+    let (_, ev) = drain(&mut t);
+    assert!(matches!(&ev[..], [Event::Response { response, .. }] if response.status == 200), "{ev:?}");
 }

@@ -1,7 +1,8 @@
-//! `[ha]`: a hot-standby pair. Present, this box pairs with `peer`: the active replicates every answered call, the
-//! standby takes over the `vips` when the active falls silent on every heartbeat path.
+//! `[ha]`: a hot-standby pair. Present, this box pairs with `peer`: the active replicates every call (being set up
+//! and answered), the standby takes over the `vips` when the active falls silent on every heartbeat path.
 
 use super::{ConfigError, Validator};
+use sbc_proto::policy::digest::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +17,19 @@ pub struct Vip {
     pub address: std::net::IpAddr,
     /// The network device.
     pub dev: String,
+}
+
+/// A group of service addresses with roles of its own (active/active: each box is active for its home group and
+/// the standby of the other's). A pair without `groups` has one group, named "", of `vips` and `priority`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipGroup {
+    /// `name`: in logs, `/ha` and heartbeats; the same on both boxes.
+    pub name: String,
+    /// `priority`: this box's for the group; the box with the higher one is the group's home (active when both
+    /// are up from the start, and given the group back when it returns and the group has no calls left).
+    pub priority: u32,
+    /// `vips`: the group's service addresses.
+    pub vips: Vec<Vip>,
 }
 
 /// A heartbeat path: UDP from `local` to `peer`.
@@ -45,7 +59,7 @@ pub struct HaSettings {
     /// `node`: this box's name (logs, `/ha`, the tie-break on equal priority: the lower name wins).
     pub node: String,
     /// `priority`: higher is preferred as active when both boxes start together. Default 100. A returning box
-    /// never preempts an active peer.
+    /// never preempts an active peer. With `groups`, each group has its own.
     pub priority: u32,
     /// `listen`: where the peer's replication link connects (TCP).
     pub listen: SocketAddr,
@@ -54,12 +68,30 @@ pub struct HaSettings {
     /// `paths`: heartbeat paths, one per network (the replication link and each service network), so that a cut
     /// replication link alone never looks like a dead peer.
     pub paths: Vec<HeartbeatPath>,
-    /// `vips`: the service addresses the active holds.
-    pub vips: Vec<Vip>,
+    /// `vips` / `groups`: the service addresses, by group. Without `groups`, one group (named "") of `vips`
+    /// and `priority`: the classic pair, one box active for everything.
+    pub groups: Vec<VipGroup>,
     /// `heartbeat`: interval. Default 100 ms.
     pub heartbeat: Duration,
     /// `dead_after`: the peer is dead when no path carried its heartbeat this long. Default 300 ms.
     pub dead_after: Duration,
+    /// `secret_env` / `secret_file`: the pair's shared secret, the same on both boxes, from an environment variable
+    /// or a file (never in the config itself, never logged). Digest nonces are made with it, so a caller's nonce
+    /// from one box is accepted by the other after a takeover. Default none: each box makes a secret of its own
+    /// and nothing is derived for the pair (callers are challenged again after a takeover).
+    pub secret: Option<Secret>,
+}
+
+impl HaSettings {
+    /// Every service address of every group.
+    pub fn vips(&self) -> impl Iterator<Item = &Vip> {
+        self.groups.iter().flat_map(|g| g.vips.iter())
+    }
+
+    /// Active/active: more than one group, or groups by name.
+    pub fn active_active(&self) -> bool {
+        self.groups.len() > 1 || self.groups.iter().any(|g| !g.name.is_empty())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,8 +106,19 @@ pub(super) struct RawHa {
     paths: Vec<RawPath>,
     #[serde(default)]
     vips: Vec<Spanned<String>>,
+    groups: Option<Spanned<Vec<RawGroup>>>,
     heartbeat: Option<Spanned<String>>,
     dead_after: Option<Spanned<String>>,
+    secret_env: Option<Spanned<String>>,
+    secret_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    priority: Option<u32>,
+    vips: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +131,21 @@ struct RawPath {
 impl Validator<'_> {
     fn socket(&self, s: &Spanned<String>, key: &str) -> Result<SocketAddr, ConfigError> {
         s.get_ref().parse().map_err(|_| self.invalid(s.span(), key, "expected ADDRESS:PORT"))
+    }
+
+    fn vips(&self, raw: &[Spanned<String>], key: &str) -> Result<Vec<Vip>, ConfigError> {
+        let mut vips = Vec::new();
+        for (i, v) in raw.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            let bad = || {
+                self.invalid(v.span(), &key, "expected \"ADDRESS/PREFIX dev DEVICE\", e.g. \"198.18.1.1/24 dev a0\"")
+            };
+            let parts: Vec<&str> = v.get_ref().split_whitespace().collect();
+            let [cidr, "dev", dev] = parts[..] else { return Err(bad()) };
+            let net: ipnet::IpNet = cidr.parse().map_err(|_| bad())?;
+            vips.push(Vip { cidr: cidr.to_owned(), address: net.addr(), dev: dev.to_owned() });
+        }
+        Ok(vips)
     }
 
     pub(super) fn ha(&self, raw: Option<RawHa>) -> Result<Option<HaSettings>, ConfigError> {
@@ -110,17 +168,42 @@ impl Validator<'_> {
                 paths.push(path);
             }
         }
-        let mut vips = Vec::new();
-        for (i, v) in h.vips.iter().enumerate() {
-            let key = format!("ha.vips[{i}]");
-            let bad = || {
-                self.invalid(v.span(), &key, "expected \"ADDRESS/PREFIX dev DEVICE\", e.g. \"198.18.1.1/24 dev a0\"")
-            };
-            let parts: Vec<&str> = v.get_ref().split_whitespace().collect();
-            let [cidr, "dev", dev] = parts[..] else { return Err(bad()) };
-            let net: ipnet::IpNet = cidr.parse().map_err(|_| bad())?;
-            vips.push(Vip { cidr: cidr.to_owned(), address: net.addr(), dev: dev.to_owned() });
-        }
+        let groups = match &h.groups {
+            None => vec![VipGroup {
+                name: String::new(),
+                priority: h.priority.unwrap_or(100),
+                vips: self.vips(&h.vips, "ha.vips")?,
+            }],
+            Some(g) => {
+                if !h.vips.is_empty() {
+                    return Err(self.invalid(g.span(), "ha.groups", "give either ha.vips or ha.groups, not both"));
+                }
+                if g.get_ref().is_empty() {
+                    return Err(self.invalid(g.span(), "ha.groups", "must name at least one group"));
+                }
+                let mut groups: Vec<VipGroup> = Vec::new();
+                for (i, raw) in g.get_ref().iter().enumerate() {
+                    let name = raw.name.get_ref().clone();
+                    if name.is_empty() || groups.iter().any(|g| g.name == name) {
+                        let why = "must be a name of its own, not empty";
+                        return Err(self.invalid(raw.name.span(), &format!("ha.groups[{i}].name"), why));
+                    }
+                    let vips = self.vips(&raw.vips, &format!("ha.groups[{i}].vips"))?;
+                    if vips.is_empty() {
+                        let why = "a group needs at least one service address";
+                        return Err(self.invalid(raw.name.span(), &format!("ha.groups[{i}].vips"), why));
+                    }
+                    if let Some(v) =
+                        vips.iter().find(|v| groups.iter().any(|g| g.vips.iter().any(|o| o.address == v.address)))
+                    {
+                        let why = format!("{} is in two groups", v.address);
+                        return Err(self.invalid(raw.name.span(), &format!("ha.groups[{i}].vips"), &why));
+                    }
+                    groups.push(VipGroup { name, priority: raw.priority.unwrap_or(100), vips });
+                }
+                groups
+            }
+        };
         let heartbeat = match &h.heartbeat {
             None => Duration::from_millis(100),
             Some(s) => self.duration(s, "ha.heartbeat")?,
@@ -138,6 +221,21 @@ impl Validator<'_> {
             Some(("keepalived", _)) => HaMode::Keepalived,
             Some((_, span)) => return Err(self.invalid(span, "ha.mode", "expected \"builtin\" or \"keepalived\"")),
         };
+        if let (HaMode::Keepalived, Some(g)) = (mode, &h.groups) {
+            let why = "keepalived moves the addresses itself: give each group its own VRRP instance there instead";
+            return Err(self.invalid(g.span(), "ha.groups", why));
+        }
+        let secret = match (&h.secret_env, &h.secret_file) {
+            (None, None) => None,
+            (env, file) => {
+                let whole = env.iter().chain(file).map(Spanned::span).min_by_key(|s| s.start).unwrap_or(0..0);
+                let base_dir = self.path.parent().unwrap_or(std::path::Path::new(""));
+                match super::secret::read("secret", env.as_ref(), file.as_ref(), "ha", whole, base_dir) {
+                    Ok(s) => Some(Secret::new(s)),
+                    Err((span, key, message)) => return Err(self.invalid(span, &key, &message)),
+                }
+            }
+        };
         Ok(Some(HaSettings {
             mode,
             node: h.node.into_inner(),
@@ -145,9 +243,10 @@ impl Validator<'_> {
             listen,
             peer,
             paths,
-            vips,
+            groups,
             heartbeat,
             dead_after,
+            secret,
         }))
     }
 }
@@ -167,8 +266,61 @@ paths = [{ local = \"198.18.1.2:7071\", peer = \"198.18.1.3:7071\" }]\nvips = [\
         let h = c.ha.expect("ha");
         assert_eq!(h.paths.len(), 2, "the replication network is always a path (port + 1)");
         assert_eq!(h.paths[0].peer, "198.18.3.2:7071".parse().unwrap());
-        assert_eq!(h.vips[0].dev, "a0");
+        assert_eq!(h.groups[0].vips[0].dev, "a0");
+        assert!(!h.active_active());
         assert_eq!(h.dead_after, std::time::Duration::from_millis(300));
+    }
+
+    #[test]
+    fn ha_secret_comes_from_a_file_or_the_environment_and_never_prints() {
+        let dir = std::env::temp_dir().join(format!("sbc-ha-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pair.secret"), "s3cret-of-the-pair\n").unwrap();
+        let text = format!("{HA}secret_file = \"pair.secret\"\n");
+        let h = Config::parse(&text, &dir.join("sbc.toml")).unwrap().ha.expect("ha");
+        let secret = h.secret.expect("a secret");
+        assert_eq!(secret, sbc_proto::policy::digest::Secret::new("s3cret-of-the-pair"), "the newline is the file's");
+        assert!(!format!("{secret:?}").contains("s3cret"), "never printed");
+        let none = Config::parse(HA, Path::new("t.toml")).unwrap().ha.expect("ha");
+        assert!(none.secret.is_none(), "no secret unless configured");
+        for (extra, key, says) in [
+            ("secret_env = \"SBC_TEST_UNSET_HA_SECRET\"\n", "ha.secret_env", "is not set"),
+            ("secret_file = \"missing.secret\"\n", "ha.secret_file", "cannot read"),
+            ("secret_env = \"X\"\nsecret_file = \"pair.secret\"\n", "ha", "not both"),
+        ] {
+            let e = Config::parse(&format!("{HA}{extra}"), &dir.join("sbc.toml")).expect_err(extra).to_string();
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn active_active_groups_and_their_mistakes() {
+        let groups = "groups = [\n  { name = \"g1\", priority = 200, vips = [\"198.18.1.1/24 dev a0\"] },\n  \
+{ name = \"g2\", vips = [\"198.18.1.4/24 dev a0\"] },\n]\n";
+        let text = HA.replace("vips = [\"198.18.1.1/24 dev a0\"]\n", groups);
+        let h = Config::parse(&text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}")).ha.expect("ha");
+        assert!(h.active_active());
+        assert_eq!(
+            h.groups.iter().map(|g| (g.name.as_str(), g.priority)).collect::<Vec<_>>(),
+            [("g1", 200), ("g2", 100)]
+        );
+        assert_eq!(h.vips().count(), 2);
+        for (bad, good, says) in [
+            ("name = \"g2\"", "name = \"g1\"", "ha.groups[1].name"),
+            ("198.18.1.4/24", "198.18.1.1/24", "two groups"),
+            ("198.18.1.4/24 dev a0", "198.18.1.4", "ha.groups[1].vips[0]"),
+            ("vips = [\"198.18.1.4/24 dev a0\"]", "vips = []", "at least one service address"),
+        ] {
+            let e = Config::parse(&text.replace(bad, good), Path::new("t.toml")).expect_err(good).to_string();
+            assert!(e.contains(says), "{good}: {e}");
+        }
+        let both = text.replace("groups = [", "vips = [\"198.18.1.9/24 dev a0\"]\ngroups = [");
+        let e = Config::parse(&both, Path::new("t.toml")).expect_err("vips and groups").to_string();
+        assert!(e.contains("not both"), "{e}");
+        let keepalived = format!("{text}mode = \"keepalived\"\n");
+        let e = Config::parse(&keepalived, Path::new("t.toml")).expect_err("keepalived with groups").to_string();
+        assert!(e.contains("ha.groups") && e.contains("keepalived"), "{e}");
     }
 
     #[test]

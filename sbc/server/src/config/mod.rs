@@ -8,11 +8,14 @@ mod edge;
 mod ha;
 mod media;
 mod routing;
+mod secret;
+mod tls;
 mod trunk;
 
 pub use edge::EdgeSettings;
-pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip};
+pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip, VipGroup};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
+pub use tls::DEFAULT_RELOAD_EVERY as DEFAULT_TLS_RELOAD_EVERY;
 
 use crate::transport::stream::StreamLimits;
 use sbc_proto::routing::Plan;
@@ -130,6 +133,21 @@ pub struct Config {
     pub ha: Option<HaSettings>,
     /// `[edge]` and `[overload]`: per-source limits and bans, scanners, overload control.
     pub edge: EdgeSettings,
+    /// The `tcp:` and `tls:` gateways of every trunk, which the SBC opens connections to.
+    pub dial: Vec<DialSpec>,
+}
+
+/// A gateway reached over a connection we open (`tcp:` or `tls:` in a trunk's `gateways`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialSpec {
+    /// The trunk's name.
+    pub trunk: String,
+    /// TCP or TLS.
+    pub transport: Transport,
+    /// The gateway's address.
+    pub addr: SocketAddr,
+    /// For TLS: how its certificate is checked, and our client certificate (the trunk's `tls`).
+    pub tls: Option<crate::tls::ClientSettings>,
 }
 
 /// `[sip]`.
@@ -163,6 +181,15 @@ pub struct SipConfig {
     pub tcp_message_timeout: Duration,
     /// Our Server header. Default `sbc/<version>`.
     pub user_agent: String,
+    /// `[sip.tls]`: the TLS listeners' certificate, key and client CA. Required with a `tls:` listener.
+    pub tls: Option<crate::tls::ServerSettings>,
+    /// Opening a connection to a `tcp:` or `tls:` gateway (connect and TLS handshake) takes at most this long;
+    /// then it is a transport error and the call fails over. Default 5 s.
+    pub connect_timeout: Duration,
+    /// RFC 5626 keep-alive pings (CRLF CRLF) on the connections we open, at this interval; a gateway that sends
+    /// nothing back within 10 s of a ping is dropped, and the next message opens a new connection. Default 30 s;
+    /// `None` (`"off"`): no pings.
+    pub connection_keepalive: Option<Duration>,
 }
 
 impl SipConfig {
@@ -254,6 +281,9 @@ struct RawSip {
     tcp_first_message_timeout: Option<Spanned<String>>,
     tcp_message_timeout: Option<Spanned<String>>,
     user_agent: Option<String>,
+    tls: Option<Spanned<tls::RawSipTls>>,
+    connect_timeout: Option<Spanned<String>>,
+    connection_keepalive: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,12 +334,13 @@ impl Config {
         let media = keep(v.media(raw.media), &mut errors);
         let ha = keep(v.ha(raw.ha), &mut errors);
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
-        let plan = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
+        let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
+        let (plan, dial) = planned.map_or((None, Vec::new()), |(p, d)| (Some(p), d));
         match (sip, log, api, plan, media, ha, edge) {
             (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge)) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge })
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial })
             }
             _ => Err(ConfigError::from_list(errors)),
         }
@@ -334,7 +365,12 @@ impl Validator<'_> {
             tcp_first_message_timeout: None,
             tcp_message_timeout: None,
             user_agent: None,
+            tls: None,
+            connect_timeout: None,
+            connection_keepalive: None,
         });
+        let listen_spans: Vec<Range<usize>> =
+            sip.listen.as_ref().map(|l| l.iter().map(|s| s.span()).collect()).unwrap_or_default();
         let listen = match sip.listen {
             None => vec![
                 ListenAddr { transport: Transport::Udp, addr: SocketAddr::from(([127, 0, 0, 1], 5060)) },
@@ -394,7 +430,31 @@ impl Validator<'_> {
             None => Duration::from_secs(5),
             Some(s) => v.duration(&s, "sip.tcp_message_timeout")?,
         };
+        let tls = match &sip.tls {
+            Some(t) => Some(v.sip_tls(t)?),
+            None => None,
+        };
+        if let (None, Some(i)) = (&tls, listen.iter().position(|l: &ListenAddr| l.transport == Transport::Tls)) {
+            let span = listen_spans.get(i).cloned().unwrap_or(0..0);
+            return Err(v.invalid(
+                span,
+                &format!("sip.listen[{i}]"),
+                "a tls: listener needs [sip.tls] with cert and key (PEM files)",
+            ));
+        }
+        let connect_timeout = match &sip.connect_timeout {
+            None => Duration::from_secs(5),
+            Some(s) => v.duration(s, "sip.connect_timeout")?,
+        };
+        let connection_keepalive = match &sip.connection_keepalive {
+            None => Some(Duration::from_secs(30)),
+            Some(s) if s.get_ref() == "off" => None,
+            Some(s) => Some(v.duration(s, "sip.connection_keepalive")?),
+        };
         Ok(SipConfig {
+            tls,
+            connect_timeout,
+            connection_keepalive,
             listen,
             max_message_size,
             tcp_idle_timeout,
@@ -480,7 +540,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+/// `udp:127.0.0.1:5060`, `tcp:[::1]:5060`, `tls:198.18.1.1:5061`.
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     let (t, addr) = s
         .split_once(':')
@@ -488,8 +548,9 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     let transport = match t.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
-        "tls" | "ws" | "wss" => return Err(format!("\"{s}\": transport {t} is not implemented yet (udp and tcp are)")),
-        _ => return Err(format!("\"{s}\": unknown transport {t} (udp, tcp)")),
+        "tls" => Transport::Tls,
+        "ws" | "wss" => return Err(format!("\"{s}\": transport {t} is not implemented yet (udp, tcp and tls are)")),
+        _ => return Err(format!("\"{s}\": unknown transport {t} (udp, tcp, tls)")),
     };
     let addr = addr.parse().map_err(|_| format!("\"{s}\": \"{addr}\" is not ADDRESS:PORT (IPv6 as [::1]:5060)"))?;
     Ok(ListenAddr { transport, addr })
@@ -583,7 +644,9 @@ mod tests {
         let e = parse("[sip]\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  \"udp:127.0.0.1\",\n]\n").expect_err("no port");
         let s = e.to_string();
         assert!(s.starts_with("test.toml:4: sip.listen[1]:"), "{s}");
-        let e = parse("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n").expect_err("tls");
+        let e = parse("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n").expect_err("tls without [sip.tls]");
+        assert!(e.to_string().contains("test.toml:2: sip.listen[0]: a tls: listener needs [sip.tls]"), "{e}");
+        let e = parse("[sip]\nlisten = [\"ws:127.0.0.1:5062\"]\n").expect_err("ws");
         assert!(e.to_string().contains("not implemented yet"), "{e}");
     }
 
@@ -606,7 +669,29 @@ mod tests {
         for (file, node) in [("examples/pair-1.toml", "sbc1"), ("examples/pair-2.toml", "sbc2")] {
             let p = Config::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
             let ha = p.ha.unwrap_or_else(|| panic!("{file} has [ha]"));
-            assert_eq!((ha.node.as_str(), ha.paths.len(), ha.vips.len()), (node, 3, 2), "{file}");
+            assert_eq!((ha.node.as_str(), ha.paths.len(), ha.vips().count()), (node, 3, 2), "{file}");
+        }
+        for (file, node, home) in
+            [("examples/active-active-1.toml", "sbc1", "g1"), ("examples/active-active-2.toml", "sbc2", "g2")]
+        {
+            let p = Config::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
+            let ha = p.ha.unwrap_or_else(|| panic!("{file} has [ha]"));
+            assert!(ha.active_active(), "{file}");
+            let top = ha.groups.iter().max_by_key(|g| g.priority).expect("groups");
+            assert_eq!((ha.node.as_str(), top.name.as_str(), ha.vips().count()), (node, home, 4), "{file}");
+            let media = p.media.expect("media");
+            for v in ha.vips() {
+                assert!(
+                    p.sip.listen.iter().any(|l| l.addr.ip() == v.address),
+                    "{file}: {} is a SIP listener",
+                    v.address
+                );
+                assert!(
+                    media.core.interfaces.iter().any(|i| i.address == v.address),
+                    "{file}: {} anchors media",
+                    v.address
+                );
+            }
         }
         let c = Config::load(&dir.join("examples/carriers.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.sip.listen.len(), 4);

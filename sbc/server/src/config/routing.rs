@@ -72,11 +72,12 @@ pub(super) fn plan(
     routes: &[RawRoute],
     calls: Option<RawCalls>,
     errors: &mut Vec<ConfigError>,
-) -> Option<Plan> {
+) -> Option<(Plan, Vec<super::DialSpec>)> {
     let mut c = Check { v, errors };
     let base_dir = v.path.parent().unwrap_or(Path::new(""));
     let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(trunks.len());
     let mut built = Vec::with_capacity(trunks.len());
+    let mut dial: Vec<super::DialSpec> = Vec::new();
     for (i, raw) in trunks.iter().enumerate() {
         let name = raw.name.get_ref();
         match by_name.entry(name.as_str()) {
@@ -92,7 +93,9 @@ pub(super) fn plan(
                 e.insert(i);
             }
         }
-        built.push(trunk(&mut c, i, raw, base_dir));
+        let (t, tls) = trunk(&mut c, i, raw, base_dir);
+        super::trunk::dial_specs(&mut c, i, raw, &t, tls, &mut dial);
+        built.push(t);
     }
     let routes = route_table(&mut c, routes, trunks, &by_name);
     let (max_duration, keepalive) = call_timers(&mut c, calls.as_ref());
@@ -101,7 +104,9 @@ pub(super) fn plan(
     if !c.errors.is_empty() {
         return None;
     }
-    Some(Plan { trunks: built, routes, catch_all, unknown_source, max_tries, max_post_dial, max_duration, keepalive })
+    let plan =
+        Plan { trunks: built, routes, catch_all, unknown_source, max_tries, max_post_dial, max_duration, keepalive };
+    Some((plan, dial))
 }
 
 type Routes = (PrefixTable<Vec<Candidate>>, Option<Vec<Candidate>>);

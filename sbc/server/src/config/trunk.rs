@@ -12,6 +12,7 @@ use sbc_proto::policy::digest::Secret;
 use sbc_proto::routing::{
     Credentials, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, SourceMatch, StatusSet, Trunk,
 };
+use sbc_proto::transport::Transport;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -44,6 +45,7 @@ pub(super) struct RawTrunk {
     verified_number: Option<Spanned<String>>,
     cli: Option<RawCli>,
     pub(super) srtp: Option<Spanned<String>>,
+    tls: Option<Spanned<super::tls::RawTrunkTls>>,
 }
 
 impl RawTrunk {
@@ -56,7 +58,8 @@ impl RawTrunk {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMatch {
-    source: Vec<Spanned<String>>,
+    source: Option<Vec<Spanned<String>>>,
+    tls: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,7 +85,13 @@ struct RawAuth {
     password_file: Option<Spanned<String>>,
 }
 
-pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &Path) -> Trunk {
+/// The trunk, and its `tls` (client settings and whether it uses `sips:` URIs) when it has one.
+pub(super) fn trunk(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    raw: &RawTrunk,
+    base_dir: &Path,
+) -> (Trunk, Option<(crate::tls::ClientSettings, bool)>) {
     let name = raw.name.get_ref();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         c.error(
@@ -91,7 +100,18 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
             &format!("\"{name}\": use letters, digits, '-', '_' and '.' (the name appears in metrics and the API)"),
         );
     }
-    let sources = raw.source_match.as_ref().map_or(&[][..], |m| &m.source[..]);
+    let sources = raw.source_match.as_ref().and_then(|m| m.source.as_deref()).unwrap_or_default();
+    let tls_identities: Vec<String> = raw
+        .source_match
+        .as_ref()
+        .and_then(|m| m.tls.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, n)| {
+            tls_name(n.get_ref()).map_err(|m| c.error(n.span(), &format!("trunk[{i}].match.tls[{j}]"), &m)).ok()
+        })
+        .collect();
     let sources = sources
         .iter()
         .enumerate()
@@ -155,9 +175,27 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
             SrtpMode::Off
         })
     });
-    Trunk {
+    let tls = raw.tls.as_ref().and_then(|t| {
+        if !gateways.iter().any(|g| g.transport == Transport::Tls) {
+            c.error(t.span(), &format!("trunk[{i}].tls"), "the trunk has no tls: gateways");
+            return None;
+        }
+        super::tls::trunk_tls(c, i, t)
+    });
+    let first_tls = raw_gateways.iter().position(|g| g.get_ref().to_ascii_lowercase().starts_with("tls:"));
+    if let (None, Some(j)) = (&raw.tls, first_tls) {
+        // No `tls`: the gateways are checked against the system's CA store, which must then have something in it.
+        if let Err(e) = crate::tls::ClientSettings::default().build() {
+            let span = raw_gateways.get(j).map_or(0..0, |s| s.span());
+            c.error(span, &format!("trunk[{i}].gateways[{j}]"), &format!("{e} (trunk[{i}].tls.ca)"));
+        }
+    }
+    let trunk = Trunk {
         name: name.clone(),
         sources,
+        tls_identities,
+        uri_host: tls.as_ref().and_then(|(s, _)| s.server_name.clone()),
+        sips: tls.as_ref().is_some_and(|(_, sips)| *sips),
         gateways,
         failover,
         limits,
@@ -172,6 +210,53 @@ pub(super) fn trunk(c: &mut Check<'_, '_>, i: usize, raw: &RawTrunk, base_dir: &
         identity_in,
         identity_out,
         srtp,
+    };
+    (trunk, tls)
+}
+
+/// The `tcp:` and `tls:` gateways of trunk `t` (entry `i`), added to `out`. A gateway two trunks share must be
+/// reached the same way by both (one connection serves it).
+pub(super) fn dial_specs(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    raw: &RawTrunk,
+    t: &Trunk,
+    tls: Option<(crate::tls::ClientSettings, bool)>,
+    out: &mut Vec<super::DialSpec>,
+) {
+    let settings = tls.map(|(s, _)| s).unwrap_or_default();
+    for (j, g) in t.gateways.iter().enumerate().filter(|(_, g)| g.transport != Transport::Udp) {
+        let spec = super::DialSpec {
+            trunk: t.name.clone(),
+            transport: g.transport,
+            addr: g.addr,
+            tls: (g.transport == Transport::Tls).then(|| settings.clone()),
+        };
+        match out.iter().find(|d| d.transport == g.transport && d.addr == g.addr) {
+            Some(d) if d.tls != spec.tls => {
+                let span = raw.gateways.as_ref().and_then(|l| l.get(j)).map_or(0..0, |s| s.span());
+                c.error(
+                    span,
+                    &format!("trunk[{i}].gateways[{j}]"),
+                    &format!(
+                        "trunk {} reaches this gateway with other tls settings; one connection serves both",
+                        d.trunk
+                    ),
+                );
+            }
+            Some(_) => {}
+            None => out.push(spec),
+        }
+    }
+}
+
+/// A `match.tls` name: a DNS name (letters, digits, '-', '.'), compared without case.
+fn tls_name(n: &str) -> Result<String, String> {
+    let ok = !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(n.to_ascii_lowercase())
+    } else {
+        Err(format!("\"{n}\" is not a certificate name (a DNS name as in the certificate's CN or subjectAltName)"))
     }
 }
 
@@ -235,48 +320,14 @@ fn credentials(
     if a.username.get_ref().is_empty() {
         c.error(a.username.span(), &format!("trunk[{i}].{field}.username"), "must not be empty");
     }
-    let password = match (&a.password_env, &a.password_file) {
-        (Some(var), None) => {
-            let key = format!("trunk[{i}].{field}.password_env");
-            match std::env::var(var.get_ref()) {
-                Ok(p) if !p.is_empty() => Ok(p),
-                Ok(_) => Err((var.span(), key, format!("environment variable {} is empty", var.get_ref()))),
-                Err(std::env::VarError::NotPresent) => {
-                    Err((var.span(), key, format!("environment variable {} is not set", var.get_ref())))
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    Err((var.span(), key, format!("environment variable {} is not valid UTF-8", var.get_ref())))
-                }
-            }
-        }
-        (None, Some(file)) => {
-            let key = format!("trunk[{i}].{field}.password_file");
-            let path = base_dir.join(file.get_ref());
-            match std::fs::read_to_string(&path) {
-                Ok(p) => {
-                    // One trailing newline is the editor's or `echo`'s, not the password's.
-                    let p = p.strip_suffix('\n').map_or(&p[..], |p| p.strip_suffix('\r').unwrap_or(p));
-                    if p.is_empty() {
-                        Err((file.span(), key, format!("{} is empty", path.display())))
-                    } else {
-                        Ok(p.to_owned())
-                    }
-                }
-                // io::Error's text names the failure (not found, permission denied), never the content.
-                Err(e) => Err((file.span(), key, format!("cannot read {}: {e}", path.display()))),
-            }
-        }
-        (Some(_), Some(_)) => Err((
-            auth.span(),
-            format!("trunk[{i}].{field}"),
-            "give either password_env or password_file, not both".to_owned(),
-        )),
-        (None, None) => Err((
-            auth.span(),
-            format!("trunk[{i}].{field}"),
-            "needs password_env (an environment variable) or password_file (a file holding the password)".to_owned(),
-        )),
-    };
+    let password = super::secret::read(
+        "password",
+        a.password_env.as_ref(),
+        a.password_file.as_ref(),
+        &format!("trunk[{i}].{field}"),
+        auth.span(),
+        base_dir,
+    );
     match password {
         Ok(p) => Some(Credentials { username: a.username.get_ref().clone(), password: Secret::new(p) }),
         Err((span, key, message)) => {

@@ -101,6 +101,63 @@ impl ConnClock {
     }
 }
 
+/// How long a connection we opened waits for anything after a keep-alive ping (RFC 5626 §4.4.1: 10 s).
+pub const PONG_WITHIN: Duration = Duration::from_secs(10);
+
+/// What a connection's keep-alive wants done now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveAction {
+    /// Send a ping (`\r\n\r\n`).
+    Ping,
+    /// Nothing came back within [`PONG_WITHIN`] of a ping: close the connection.
+    Dead,
+    /// Nothing to do yet.
+    Wait,
+}
+
+/// RFC 5626 §4.4.1 keep-alives on a connection we opened: a CRLF ping every interval; any byte received (the pong,
+/// or a message) proves the peer alive, and nothing within [`PONG_WITHIN`] of a ping ends the connection, so the
+/// next message to the gateway opens a fresh one instead of vanishing into a dead one.
+#[derive(Debug, Clone)]
+pub struct KeepAlive {
+    every: Duration,
+    next_ping: Instant,
+    waiting_since: Option<Instant>,
+}
+
+impl KeepAlive {
+    /// Pings every `every`, the first one `every` after `now`.
+    pub fn new(now: Instant, every: Duration) -> Self {
+        Self { every, next_ping: now + every, waiting_since: None }
+    }
+
+    /// When to call [`KeepAlive::poll`] next.
+    pub fn next_deadline(&self) -> Instant {
+        match self.waiting_since {
+            Some(t) => (t + PONG_WITHIN).min(self.next_ping),
+            None => self.next_ping,
+        }
+    }
+
+    /// Bytes arrived.
+    pub fn on_read(&mut self) {
+        self.waiting_since = None;
+    }
+
+    /// What to do at `now`.
+    pub fn poll(&mut self, now: Instant) -> KeepAliveAction {
+        if self.waiting_since.is_some_and(|t| now >= t + PONG_WITHIN) {
+            return KeepAliveAction::Dead;
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.every;
+            self.waiting_since.get_or_insert(now);
+            return KeepAliveAction::Ping;
+        }
+        KeepAliveAction::Wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +219,20 @@ mod tests {
         c.on_write(t0 + 100 * S);
         assert_eq!(c.expired(t0 + 399 * S), None);
         assert_eq!(c.expired(t0 + 400 * S), Some(CloseReason::Idle));
+    }
+
+    #[test]
+    fn keepalives_ping_every_interval_and_a_silent_peer_is_dead_ten_seconds_after_a_ping() {
+        let t0 = Instant::now();
+        let mut k = KeepAlive::new(t0, 30 * S);
+        assert_eq!((k.next_deadline(), k.poll(t0 + 29 * S)), (t0 + 30 * S, KeepAliveAction::Wait));
+        assert_eq!(k.poll(t0 + 30 * S), KeepAliveAction::Ping);
+        assert_eq!(k.next_deadline(), t0 + 40 * S, "the pong is due 10 s after the ping");
+        k.on_read();
+        assert_eq!(k.next_deadline(), t0 + 60 * S);
+        assert_eq!(k.poll(t0 + 60 * S), KeepAliveAction::Ping);
+        assert_eq!(k.poll(t0 + 69 * S), KeepAliveAction::Wait);
+        assert_eq!(k.poll(t0 + 70 * S), KeepAliveAction::Dead);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Framer {
     searched: usize,
     /// The length of the message being received, once its head is complete.
     extent: Option<usize>,
+    /// Keep-alive pings (`\r\n\r\n` between messages) seen since [`Framer::take_pings`].
+    pings: usize,
 }
 
 impl Framer {
@@ -30,12 +32,14 @@ impl Framer {
                     return Ok(out);
                 }
                 out.push(buf.split_to(total).freeze());
-                *self = Self::default();
+                *self = Self { pings: self.pings, ..Self::default() };
                 continue;
             }
             // `\r\n\r\n` is a keep-alive ping, a lone `\r\n` its pong (RFC 5626 §3.5.1).
             let crlf = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
             if crlf > 0 {
+                // A ping comes in one piece; pongs (a lone CRLF each) are never four bytes in one read.
+                self.pings += crlf / 4;
                 drop(buf.split_to(crlf));
                 self.searched = 0;
                 continue;
@@ -57,6 +61,13 @@ impl Framer {
                 }
             }
         }
+    }
+}
+
+impl Framer {
+    /// The keep-alive pings seen since the last call: each is owed a pong (`\r\n`, RFC 5626 §4.4.1).
+    pub fn take_pings(&mut self) -> usize {
+        std::mem::take(&mut self.pings)
     }
 }
 
@@ -102,6 +113,20 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(&got[0][..], &msg[..]);
         assert_eq!(&buf[..], &msg[..10]);
+    }
+
+    #[test]
+    fn double_crlf_pings_are_counted_and_single_crlf_pongs_are_not() {
+        let mut f = Framer::default();
+        let mut buf = BytesMut::from(&b"\r\n\r\n"[..]);
+        assert!(f.drain(&mut buf, 1000).expect("ok").is_empty());
+        assert_eq!(f.take_pings(), 1);
+        buf.extend_from_slice(b"\r\n");
+        f.drain(&mut buf, 1000).expect("ok");
+        buf.extend_from_slice(MSG);
+        buf.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(f.drain(&mut buf, 1000).expect("ok").len(), 1);
+        assert_eq!((f.take_pings(), f.take_pings()), (1, 0));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The hygiene of stream transports (TCP now; TLS and WebSocket ride on TCP connections and reuse it): who may
+//! The hygiene of stream transports (TCP and TLS; WebSocket will ride on the same): who may
 //! connect, how long a connection may take to say something, how large a message may grow, and why a connection
 //! was closed.
 //!
@@ -12,7 +12,7 @@ pub mod deadlines;
 pub mod framer;
 
 pub use admission::{Admitted, Refusal, SourceClass, SourceKey, SourceTable, TrunkSources};
-pub use deadlines::{ConnClock, Origin, Timeouts};
+pub use deadlines::{ConnClock, KeepAlive, KeepAliveAction, Origin, Timeouts, PONG_WITHIN};
 pub use framer::Framer;
 
 use std::time::{Duration, Instant};
@@ -83,11 +83,13 @@ pub enum CloseReason {
     Shutdown,
     /// The edge guard dropped a message of the source (banned, or over its rate): the connection goes with it.
     Banned,
+    /// A connection we opened got nothing back within [`PONG_WITHIN`] of a keep-alive ping (RFC 5626 §4.4.1).
+    KeepaliveTimeout,
 }
 
 impl CloseReason {
     /// Every reason, for zero-valued metric series.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         Self::ClosedByPeer,
         Self::Idle,
         Self::FirstMessageTimeout,
@@ -100,6 +102,7 @@ impl CloseReason {
         Self::WriteQueueFull,
         Self::Shutdown,
         Self::Banned,
+        Self::KeepaliveTimeout,
     ];
 
     /// Label value for metrics and logs.
@@ -117,6 +120,7 @@ impl CloseReason {
             Self::WriteQueueFull => "write_queue_full",
             Self::Shutdown => "shutdown",
             Self::Banned => "banned",
+            Self::KeepaliveTimeout => "keepalive_timeout",
         }
     }
 }
