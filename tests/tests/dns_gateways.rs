@@ -21,7 +21,7 @@ struct Rig {
     topo: Topology,
     sbc: Sbc,
     cdr: PathBuf,
-    _dns: Process,
+    dns: Process,
 }
 
 /// dnsmasq's configuration: only the records of this test, served on b's address.
@@ -99,7 +99,7 @@ fn rig(name: &str, gateway: &str) -> Rig {
         assert!(Instant::now() < deadline, "{gateway} never resolved:\n{}", sbc.log_tail());
         std::thread::sleep(Duration::from_millis(100));
     }
-    Rig { topo, sbc, cdr, _dns: dns }
+    Rig { topo, sbc, cdr, dns }
 }
 
 impl Rig {
@@ -159,6 +159,56 @@ fn naptr_then_srv_sends_calls_to_the_preferred_target() {
     assert_eq!(cdrs.len(), 5);
     assert!(cdrs.iter().all(|c| attempts(c) == [200]), "one attempt each, at b: {cdrs:?}");
     assert_eq!(r.sbc.metric("sbc_dns_lookups_total{result=\"error\"}").expect("metrics"), 0.0, "{}", r.sbc.log_tail());
+}
+
+#[test]
+fn a_resolver_that_stops_answering_leaves_the_last_answer_in_force() {
+    let mut r = rig("dns-silent", "sip:carrier.test");
+    let b = r.carrier(Host::B, Sipp::new("uas_answer.xml"), "t1", 4, LIMIT);
+    r.call(2, 10, Duration::from_millis(200), 5060).assert_all_successful(2).expect("calls with the resolver up");
+    r.dns.kill();
+    // The SBC's refreshes (every second here) now time out: counted, and the answer stays.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while r.sbc.metric("sbc_dns_lookups_total{result=\"error\"}").expect("metrics") < 1.0 {
+        assert!(Instant::now() < deadline, "no failed lookup counted:\n{}", r.sbc.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    r.call(2, 10, Duration::from_millis(200), 5062).assert_all_successful(2).expect("calls with the resolver gone");
+    let took = started.elapsed();
+    b.wait().expect("b finishes").assert_all_successful(4).expect("b took all four calls");
+    let cdrs = r.cdrs(4);
+    assert!(cdrs.iter().all(|c| attempts(c) == [200]), "{cdrs:?}");
+    assert!(took < Duration::from_secs(5), "no call waited on the silent resolver: {took:?}");
+    assert!(r.sbc.log_tail().contains("the last answer stays in force"), "{}", r.sbc.log_tail());
+}
+
+/// `config/examples/carrier-dns.toml` passes `sbc check-config` as shipped (no DNS needed), and a bad gateway name
+/// in it is an error naming the key and its line.
+#[test]
+fn carrier_dns_example_passes_check_config() {
+    let check = |path: &std::path::Path| {
+        let out = std::process::Command::new(tests::sbc_binary().expect("sbc built"))
+            .args(["check-config", path.to_str().expect("utf8")])
+            .output()
+            .expect("sbc runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let shipped = tests::repo_root().join("config/examples/carrier-dns.toml");
+    let text = std::fs::read_to_string(&shipped).expect("config/examples/carrier-dns.toml");
+    let (code, out) = check(&shipped);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("carrier-dns.toml: OK"), "{out}");
+    let dir = std::env::temp_dir().join(format!("sbc-dns-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bad = dir.join("bad.toml");
+    let line = text.lines().position(|l| l.contains("\"sip:carrier.example.net\"")).expect("the gateway line") + 1;
+    std::fs::write(&bad, text.replace("sip:carrier.example.net", "sip:carrier_example.net")).expect("write");
+    let (code, out) = check(&bad);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&format!("bad.toml:{line}: trunk[1].gateways[0]")), "{out}");
+    assert!(out.contains("not a host name"), "{out}");
 }
 
 #[test]
