@@ -37,16 +37,28 @@ fn dnsmasq_conf() -> String {
          srv-host=_sip._udp.udp-priority.test,b.carrier.test,5060,10,100\n\
          srv-host=_sip._udp.udp-priority.test,c.carrier.test,5060,20,100\n\
          srv-host=_sip._udp.weighted.test,b.carrier.test,5060,10,80\n\
+         srv-host=_sips._tcp.secure.test,b.carrier.test,5061,10,100\n\
+         srv-host=_sips._tcp.secure.test,c.carrier.test,5061,20,100\n\
          srv-host=_sip._udp.weighted.test,c.carrier.test,5060,10,20\n\
          host-record=b.carrier.test,{CARRIER_B}\nhost-record=c.carrier.test,{CARRIER_C}\n"
     )
 }
 
+/// Extra configuration of one test: listeners (`, "tls:…"`), keys of `[sip]`, keys of the carrier trunk.
+#[derive(Default)]
+struct Extra {
+    listen: String,
+    sip: String,
+    trunk: String,
+}
+
 /// The SBC with one carrier trunk whose only gateway is `gateway` (a name), every number routed to it.
-fn sbc_config(gateway: &str, cdr: &std::path::Path) -> String {
+fn sbc_config(gateway: &str, cdr: &std::path::Path, extra: &Extra) -> String {
+    let Extra { listen, sip, trunk } = extra;
     format!(
         r#"[sip]
-listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060", "tcp:{SBC_B}:5060"]
+listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060", "tcp:{SBC_B}:5060"{listen}]
+{sip}
 
 [api]
 listen = "127.0.0.1:8080"
@@ -64,6 +76,7 @@ match = {{ source = ["{CALLER}/32"] }}
 [[trunk]]
 name = "carrier"
 gateways = ["{gateway}"]
+{trunk}
 
 [[route]]
 prefix = ""
@@ -77,6 +90,11 @@ path = "{}"
 }
 
 fn rig(name: &str, gateway: &str) -> Rig {
+    rig_with(name, gateway, |_| Extra::default())
+}
+
+/// [`rig`] with extra keys for `[sip]` and the carrier trunk, made from the topology's directory.
+fn rig_with(name: &str, gateway: &str, extra: impl FnOnce(&std::path::Path) -> Extra) -> Rig {
     let dnsmasq = tests::require_tool("dnsmasq", "dnsmasq-base");
     let topo = Topology::single_sbc().expect("topology");
     let conf = topo.dir().join("dnsmasq.conf");
@@ -85,10 +103,11 @@ fn rig(name: &str, gateway: &str) -> Rig {
     let dns = topo.spawn(Host::B, "dnsmasq", &dnsmasq, &args).expect("dnsmasq starts");
     topo.wait_udp_listening(Host::B, 53, Duration::from_secs(5)).expect("dnsmasq listens");
     let cdr = topo.dir().join("cdr.jsonl");
+    let extra = extra(topo.dir());
     let sbc = Sbc::start_in(
         &topo.ns(Host::Sbc),
         name,
-        &sbc_config(gateway, &cdr),
+        &sbc_config(gateway, &cdr, &extra),
         addr(SBC_A, 5060),
         addr([127, 0, 0, 1].into(), 8080),
     )
@@ -265,4 +284,67 @@ fn equal_priority_weights_80_20_split_1000_calls_within_5_points() {
         (1.0 - share_b) * 100.0
     );
     assert!((0.75..=0.85).contains(&share_b), "b's share {share_b:.3} is not within 5 points of 0.80");
+}
+
+/// `sips:secure.test`: SRV `_sips._tcp` names b (priority 10) and c (priority 20), both behind stunnel. RFC 5922: a
+/// target's certificate must carry the domain looked up, not the SRV target's host name. b's names only
+/// `b.carrier.test`: its handshake is refused and every call completes on c, whose certificate says `secure.test`.
+#[test]
+fn a_tls_target_must_present_the_looked_up_domain_and_calls_fail_over_to_one_that_does() {
+    use tests::tls::{stunnel, TestCa, Tunnel};
+    let loopback = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    let ca = TestCa::new("dns test CA").expect("CA");
+    let mut files = None;
+    let r = rig_with("dns-tls", "sips:secure.test", |dir| {
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("write CA");
+        let sbc = ca.issue("sbc.example.net", &["sbc.example.net"], &[SBC_B.into()]).expect("sbc certificate");
+        let sbc = sbc.write(dir, "sbc").expect("write");
+        let b = ca.issue("b.carrier.test", &["b.carrier.test"], &[]).expect("leaf").write(dir, "b").expect("write");
+        let c = ca.issue("secure.test", &["secure.test"], &[]).expect("leaf").write(dir, "c").expect("write");
+        files = Some((b, c));
+        Extra {
+            listen: format!(", \"tls:{SBC_B}:5061\""),
+            sip: format!("tls = {{ cert = \"{}\", key = \"{}\" }}", sbc.0.display(), sbc.1.display()),
+            trunk: format!("tls = {{ ca = \"{}\" }}", ca_file.display()),
+        }
+    });
+    let (b_cert, c_cert) = files.expect("certificates");
+    let mut tunnels = Vec::new();
+    for (host, ip, cert) in [(Host::B, CARRIER_B, b_cert), (Host::C, CARRIER_C, c_cert)] {
+        let t = Tunnel {
+            client: false,
+            accept: addr(ip, 5061),
+            connect: std::net::SocketAddr::new(loopback, 5060),
+            cert: Some(cert),
+            verify: None,
+        };
+        tunnels.push(stunnel(&r.topo, host, &format!("tls-{}", host.suffix()), &t).expect("carrier stunnel"));
+    }
+    let uas = |host: Host| {
+        let mut u = Sipp::new("uas_answer.xml")
+            .netns(&r.topo.ns(host))
+            .local_ip(loopback)
+            .local_port(5060)
+            .transport("t1")
+            .calls(3)
+            .limit(LIMIT)
+            .trace_messages(true)
+            .spawn()
+            .expect("uas starts");
+        tests::tls::wait_tcp_listening(&r.topo, host, 5060, Duration::from_secs(5)).expect("uas listens");
+        u.try_wait().expect("uas runs");
+        u
+    };
+    let (b, c) = (uas(Host::B), uas(Host::C));
+    r.call(3, 10, Duration::from_millis(200), 5060).assert_all_successful(3).expect("caller side");
+    c.wait().expect("c finishes").assert_all_successful(3).expect("c answered every call");
+    drop(b);
+    let cdrs = r.cdrs(3);
+    assert!(cdrs.iter().all(|c| attempts(c) == [503, 200]), "b refused at the handshake, then c: {cdrs:?}");
+    let refused = r.sbc.metric("sbc_tls_handshake_failures_total{direction=\"out\",reason=\"certificate_name\"}");
+    let refused = refused.expect("metrics");
+    assert!((1.0..=3.0).contains(&refused), "{refused} handshakes with b refused for its name");
+    assert_eq!(r.sbc.metric("sbc_tls_handshakes_total{direction=\"out\"}").expect("metrics"), 1.0, "one to c, reused");
+    eprintln!("sips:secure.test: b's certificate (b.carrier.test) refused {refused} time(s), 3 calls completed on c");
 }
