@@ -28,6 +28,7 @@ struct Rig {
 fn dnsmasq_conf() -> String {
     format!(
         "no-resolv\nno-hosts\nno-negcache\nbind-interfaces\nlisten-address={CARRIER_B}\nport=53\nlocal-ttl=1\n\
+         local=/test/\n\
          log-queries\nlog-facility=-\n\
          naptr-record=carrier.test,10,10,S,SIP+D2T,,_sip._tcp.carrier.test\n\
          naptr-record=carrier.test,20,10,S,SIP+D2U,,_sip._udp.carrier.test\n\
@@ -114,7 +115,11 @@ fn rig_with(name: &str, gateway: &str, extra: impl FnOnce(&std::path::Path) -> E
     .expect("sbc starts");
     // Calls only once the name is resolved: a call never waits on a lookup, it would fail over instead.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sbc.metric("sbc_dns_lookups_total{result=\"ok\"}").expect("metrics") < 1.0 {
+    let answered = |s: &Sbc| {
+        let n = |r: &str| s.metric(&format!("sbc_dns_lookups_total{{result=\"{r}\"}}")).expect("metrics");
+        n("ok") + n("empty")
+    };
+    while answered(&sbc) < 1.0 {
         assert!(Instant::now() < deadline, "{gateway} never resolved:\n{}", sbc.log_tail());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -159,6 +164,48 @@ impl Rig {
     fn cdrs(&self, n: usize) -> Vec<serde_json::Value> {
         tests::wait_cdrs(&[&self.cdr], n, Duration::from_secs(5))
     }
+}
+
+/// Each form of RFC 3263 §4 finds its target: a port given (A only), no NAPTR (SRV of each transport), neither
+/// NAPTR nor SRV (A on the default port).
+#[test]
+fn every_rfc_3263_form_reaches_its_target() {
+    for (i, (gateway, host)) in
+        [("sip:b.carrier.test:5060", Host::B), ("sip:udp-priority.test", Host::B), ("sip:c.carrier.test", Host::C)]
+            .into_iter()
+            .enumerate()
+    {
+        let r = rig(&format!("dns-form-{i}"), gateway);
+        let uas = r.carrier(host, Sipp::new("uas_answer.xml"), "u1", 2, LIMIT);
+        r.call(2, 10, Duration::from_millis(100), 5060).assert_all_successful(2).expect(gateway);
+        uas.wait().expect("uas finishes").assert_all_successful(2).expect(gateway);
+        eprintln!("{gateway}: 2 calls answered at {}", host.ip().expect("address"));
+    }
+}
+
+/// A name that does not exist has no target: calls are refused at once (no carrier left), never held.
+#[test]
+fn a_name_without_records_fails_calls_at_once() {
+    let r = rig("dns-nxdomain", "sip:nowhere.test");
+    assert!(r.sbc.metric("sbc_dns_lookups_total{result=\"empty\"}").expect("metrics") >= 1.0);
+    let started = Instant::now();
+    let run = Sipp::new("uac_expect_status.xml")
+        .set("expected", "503")
+        .netns(&r.topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5060)
+        .target(addr(SBC_A, 5060))
+        .service("+4930123456")
+        .calls(3)
+        .rate(10)
+        .limit(LIMIT)
+        .trace_messages(true)
+        .run()
+        .expect("uac runs");
+    run.assert_all_successful(3).expect("every call refused with 503");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "refused at once: {took:?}");
+    assert!(r.sbc.log_tail().contains("has no target"), "{}", r.sbc.log_tail());
 }
 
 /// The statuses each CDR's attempts ended with.
