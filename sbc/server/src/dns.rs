@@ -70,12 +70,12 @@ pub fn start(
     for name in &settings.names {
         // TLS targets are checked against the domain: one connector per name, built now so that a bad CA file is
         // an error at start rather than at the first call.
-        let connector = match may_use(&name.gateway, Transport::Tls) {
-            true => Some(
-                crate::tls::Connector::start(&name.trunk_name, &name.tls, reload_every)
-                    .map_err(|e| anyhow::anyhow!("trunk {}: tls for {}: {e}", name.trunk_name, name.gateway.host))?,
-            ),
-            false => None,
+        let connector = if may_use(&name.gateway, Transport::Tls) {
+            let c = crate::tls::Connector::start(&name.trunk_name, &name.tls, reload_every)
+                .map_err(|e| anyhow::anyhow!("trunk {}: tls for {}: {e}", name.trunk_name, name.gateway.host))?;
+            Some(c)
+        } else {
+            None
         };
         let task = Task {
             name: name.clone(),

@@ -22,6 +22,8 @@ fn dns_world(probe: Option<ProbeConfig>) -> World {
             transport: Some(Transport::Udp),
         }];
         t[1].probe = probe;
+        // As the configuration makes it for a trunk known only by its name.
+        t[1].uri_host = Some("carrier-b.test".into());
     })
 }
 
@@ -43,6 +45,7 @@ fn the_lower_priority_target_first_then_503_and_timeout_move_to_the_next_target_
     w.ep.set_targets(TrunkId(1), 0, vec![target(20, 0, B2), target(10, 0, B)]);
     let sent = w.send(A, SBC_A, invite_from_a("dns-2"));
     let inv_b = request(&sent, B, Method::Invite);
+    assert_eq!(inv_b.uri.as_bytes(), &b"sip:+493012345@carrier-b.test"[..], "addressed by its name, no SRV port");
     let sent = w.send(B, SBC_B, answer(&inv_b, 503, "b1", B, ""));
     request(&sent, B2, Method::Invite);
     assert!(!sent.iter().any(|(a, _)| *a == addr(C)), "carrier c waits for b's last target");
