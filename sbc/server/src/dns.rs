@@ -1,6 +1,6 @@
 //! Gateways named by DNS (RFC 3263), resolved off the call path: one task per name looks it up at start and again
-//! before its TTL runs out (within `dns.min_refresh`..`dns.max_refresh`), and hands each answer to the driver, which
-//! gives it to the core (`Endpoint::set_targets`). A lookup that fails leaves the last good answer in force (the
+//! when the answer's TTL runs out (bounded by `dns.min_refresh` and `dns.max_refresh`; the answer stays in force
+//! until the next one replaces it), and hands each answer to the driver, which gives it to the core (`Endpoint::set_targets`). A lookup that fails leaves the last good answer in force (the
 //! core keeps it) and is retried after `min_refresh`; a name that does not exist, or has no usable record, is
 //! published as no target, so its calls go on to the next gateway or carrier at once. No call ever waits on a
 //! lookup.
