@@ -1,0 +1,195 @@
+//! Registration of the SBC with a carrier (a registration-based trunk), with real SIPp peers in the single-SBC
+//! topology of DESIGN.md: the carrier's registrar is a SIPp UAS at carrier b (198.18.2.10:5060,
+//! `uas_registrar.xml`) that challenges with a digest, grants 4 s, accepts one refresh and refuses the next with
+//! 403, challenges the retry again and grants 60 s, and finally takes the un-REGISTER of a clean stop. Meanwhile
+//! the carrier calls the registered contact from 198.18.2.10:5070 (the call reaches the customer's SIPp UAS), and
+//! while carrier b is down a call from the customer fails over to carrier c.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, CARRIER_C, SBC_A, SBC_B};
+use tests::sipp::{Running, Sipp};
+use tests::Sbc;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const PASSWORD: &str = "reg-s3cret";
+const STATE: &str = r#"sbc_registration_state{trunk="carrier-b"}"#;
+
+/// The customer PBX (calls to +4930555... go to it), carrier b registering as `acct` (contact user `sbc-acct`),
+/// carrier c; every other number goes to b, then c.
+fn config(password_file: &Path, cdr: &Path) -> String {
+    format!(
+        r#"[sip]
+listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060"]
+
+[api]
+listen = "127.0.0.1:8080"
+
+[log]
+level = "info"
+
+[cdr]
+path = "{cdr}"
+
+[[trunk]]
+name = "customer-pbx"
+match = {{ source = ["{CALLER}/32"] }}
+gateways = ["udp:{CALLER}:5060"]
+
+[[trunk]]
+name = "carrier-b"
+gateways = ["udp:{CARRIER_B}:5060"]
+register = {{ username = "acct", password_file = "{pw}", domain = "carrier.example", expires = 60, contact_user = "sbc-acct" }}
+
+[[trunk]]
+name = "carrier-c"
+gateways = ["udp:{CARRIER_C}:5060"]
+
+[[route]]
+prefix = "+4930555"
+to = [{{ trunk = "customer-pbx" }}]
+
+[[route]]
+prefix = ""
+to = [{{ trunk = "carrier-b", priority = 1 }}, {{ trunk = "carrier-c", priority = 2 }}]
+"#,
+        cdr = cdr.display(),
+        pw = password_file.display(),
+    )
+}
+
+/// A SIPp UAS in `host`'s namespace on `ip`:5060, listening before this returns.
+fn uas(topo: &Topology, host: Host, sipp: Sipp) -> Running {
+    let (ns, ip) = (topo.ns(host), host.ip().expect("host address"));
+    let mut r = sipp
+        .netns(&ns)
+        .local_ip(ip)
+        .local_port(5060)
+        .calls(1)
+        .limit(LIMIT)
+        .trace_messages(true)
+        .spawn()
+        .expect("uas starts");
+    r.wait_listening(Some(&ns), 5060, Duration::from_secs(5)).expect("uas listens");
+    r
+}
+
+/// Waits until the metric line starting with `name` reads `want`; returns how long that took.
+fn wait_metric(sbc: &Sbc, name: &str, want: f64, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = sbc.metric(name).expect("metrics");
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{name} is {got}, not {want}, after {within:?}; log:\n{}", sbc.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `[clock_tick]` (ms since SIPp started) logged with `label` by `uas_registrar.xml`.
+fn tick(log: &str, label: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.trim().strip_prefix(label)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {label:?} in the registrar's log:\n{log}"))
+}
+
+#[test]
+fn registers_with_digest_refreshes_before_expiry_is_down_on_403_routes_calls_to_its_contact_and_unregisters() {
+    let topo = Topology::single_sbc().expect("topology");
+    let password_file = topo.dir().join("carrier-b.password");
+    std::fs::write(&password_file, PASSWORD).expect("password file");
+    let cdr = topo.dir().join("cdr.jsonl");
+
+    let registrar = uas(&topo, Host::B, Sipp::new("uas_registrar.xml").set("password", PASSWORD).keep_files(true));
+    let customer = uas(&topo, Host::A, Sipp::new("uas_answer.xml"));
+    let carrier_c = uas(&topo, Host::C, Sipp::new("uas_answer.xml"));
+    let mut sbc = Sbc::start_in(
+        &topo.ns(Host::Sbc),
+        "registration",
+        &config(&password_file, &cdr),
+        addr(SBC_A, 5060),
+        addr([127, 0, 0, 1].into(), 8080),
+    )
+    .expect("sbc starts");
+
+    let took = wait_metric(&sbc, STATE, 1.0, Duration::from_secs(5));
+    println!("registered {took:?} after /health answered");
+
+    // The carrier calls the contact it holds for us, from another port of its address; the number is in To.
+    let call_in = Sipp::new("uac_call_to_contact.xml")
+        .netns(&topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5070)
+        .target(addr(SBC_B, 5060))
+        .service("sbc-acct")
+        .key("called", "+4930555123")
+        .calls(1)
+        .rate(1)
+        .pause(Duration::from_millis(300))
+        .limit(Duration::from_secs(20))
+        .trace_messages(true)
+        .run()
+        .expect("the carrier's call runs");
+    call_in.assert_all_successful(1).expect("the carrier's call to the registered contact is answered");
+    customer.wait().expect("customer uas ends").assert_all_successful(1).expect("the customer answered it");
+
+    // The second refresh is refused with 403: the trunk is down.
+    wait_metric(&sbc, STATE, 0.0, Duration::from_secs(10));
+    let forbidden = sbc.metric(r#"sbc_registrations_total{trunk="carrier-b",result="forbidden"}"#).expect("metrics");
+    assert_eq!(forbidden, 1.0, "one 403 counted");
+
+    // While b is down a call from the customer goes to c (the back-off before the retry is 5 to 6 s).
+    let call_out = Sipp::new("uac_call.xml")
+        .netns(&topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5061)
+        .target(addr(SBC_A, 5060))
+        .service("+4940999")
+        .calls(1)
+        .rate(1)
+        .pause(Duration::from_millis(200))
+        .limit(Duration::from_secs(10))
+        .trace_messages(true)
+        .run()
+        .expect("the customer's call runs");
+    call_out.assert_all_successful(1).expect("the customer's call is answered");
+    carrier_c.wait().expect("carrier c ends").assert_all_successful(1).expect("carrier c answered it");
+    let skipped = sbc.metric(r#"sbc_trunk_skipped_total{trunk="carrier-b",reason="down"}"#).expect("metrics");
+    assert_eq!(skipped, 1.0, "carrier b left out once, as down");
+
+    // The retry after the back-off registers again; a clean stop un-registers.
+    wait_metric(&sbc, STATE, 1.0, Duration::from_secs(10));
+    assert!(sbc.terminate(Duration::from_secs(5)).expect("sbc stops"), "clean exit on SIGTERM");
+    let reg = registrar.wait().expect("registrar ends");
+    reg.assert_all_successful(1).expect("the registrar saw every REGISTER it expects, in time, with valid digests");
+
+    let log = std::fs::read_to_string(reg.dir.join("logs.log")).expect("registrar log");
+    let _ = std::fs::remove_dir_all(&reg.dir);
+    let at = |label| tick(&log, label);
+    let (authorized, refresh1, refresh2, retry) = (at("authorized"), at("refresh1"), at("refresh2"), at("retry"));
+    let (reauthorized, unregister) = (at("reauthorized"), at("unregister"));
+    println!(
+        "registrar: first REGISTER {} ms, 200 after challenge {authorized} ms, refreshes {refresh1} and {refresh2} ms, \
+         retry after 403 {retry} ms, registered again {reauthorized} ms, un-REGISTER {unregister} ms",
+        at("register")
+    );
+    // Granted 4 s: each refresh falls between half and 85 % of it (a little slack for scheduling).
+    for (from, to) in [(authorized, refresh1), (refresh1, refresh2)] {
+        let gap = to - from;
+        assert!((1_950..=3_500).contains(&gap), "a refresh {gap} ms after a 4 s grant");
+    }
+    let backoff = retry - refresh2;
+    assert!((4_950..=6_100).contains(&backoff), "retry {backoff} ms after the 403 (5 s back-off, up to a fifth more)");
+
+    let cdrs = tests::wait_cdrs(&[&cdr], 2, Duration::from_secs(5));
+    let legs: Vec<(String, String)> = cdrs
+        .iter()
+        .map(|c| (c["trunk_in"].as_str().unwrap_or("").to_owned(), c["trunk_out"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    assert_eq!(
+        legs,
+        [("carrier-b".to_owned(), "customer-pbx".to_owned()), ("customer-pbx".to_owned(), "carrier-c".to_owned())],
+        "{cdrs:?}"
+    );
+}
