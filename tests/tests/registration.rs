@@ -193,3 +193,44 @@ fn registers_with_digest_refreshes_before_expiry_is_down_on_403_routes_calls_to_
         "{cdrs:?}"
     );
 }
+
+#[test]
+fn the_shipped_registering_carrier_example_passes_check_config_and_bad_register_keys_are_named() {
+    let check = |path: &Path| {
+        let out = std::process::Command::new(tests::sbc_binary().expect("sbc built"))
+            .args(["check-config", path.to_str().expect("utf8")])
+            .env("CARRIER_B_PASSWORD", "example-password")
+            .current_dir(tests::repo_root())
+            .output()
+            .expect("sbc runs");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let shipped = tests::repo_root().join("config/examples/carrier-register.toml");
+    let text = std::fs::read_to_string(&shipped).expect("config/examples/carrier-register.toml");
+    let (code, out) = check(&shipped);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("carrier-register.toml: OK"), "{out}");
+    assert!(!out.contains("example-password"), "the password is never printed: {out}");
+
+    let dir = std::env::temp_dir().join(format!("sbc-register-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bad = dir.join("bad.toml");
+    let line = text.lines().position(|l| l.starts_with("register = ")).expect("the register line") + 1;
+    for (from, to, key) in [
+        ("expires = 600", "expires = 5", "trunk[1].register.expires"),
+        ("contact_user = \"sbc-acct\"", "contact_user = \"sbc acct\"", "trunk[1].register.contact_user"),
+        ("register = {", "register = { registrar = \"tcp:198.18.2.99:5060\",", "trunk[1].register.registrar"),
+    ] {
+        std::fs::write(&bad, text.replace(from, to)).expect("write");
+        let (code, out) = check(&bad);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(out.contains(&format!("bad.toml:{line}: {key}")), "{key}: {out}");
+    }
+    // Without `auth`, `register` needs its own account.
+    std::fs::write(&bad, text.replace("auth = { username = \"acct\", password_env = \"CARRIER_B_PASSWORD\" }\n", ""))
+        .expect("write");
+    let (code, out) = check(&bad);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("trunk[1].register.username") && out.contains("trunk[1].register.password_env"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
