@@ -4,6 +4,9 @@
 //! 403, challenges the retry again and grants 60 s, and finally takes the un-REGISTER of a clean stop. Meanwhile
 //! the carrier calls the registered contact from 198.18.2.10:5070 (the call reaches the customer's SIPp UAS), and
 //! while carrier b is down a call from the customer fails over to carrier c.
+//!
+//! In the hot-standby pair ([`Topology::pair`]) only the active box registers, and after a fire drill the new active
+//! registers at once (`uas_registrar_once.xml`, one registration per box); the shipped example passes check-config.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -58,14 +61,14 @@ to = [{{ trunk = "carrier-b", priority = 1 }}, {{ trunk = "carrier-c", priority 
     )
 }
 
-/// A SIPp UAS in `host`'s namespace on `ip`:5060, listening before this returns.
-fn uas(topo: &Topology, host: Host, sipp: Sipp) -> Running {
+/// A SIPp UAS in `host`'s namespace on `ip`:5060 for `calls` calls, listening before this returns.
+fn uas(topo: &Topology, host: Host, sipp: Sipp, calls: u32) -> Running {
     let (ns, ip) = (topo.ns(host), host.ip().expect("host address"));
     let mut r = sipp
         .netns(&ns)
         .local_ip(ip)
         .local_port(5060)
-        .calls(1)
+        .calls(calls)
         .limit(LIMIT)
         .trace_messages(true)
         .spawn()
@@ -82,7 +85,18 @@ fn wait_metric(sbc: &Sbc, name: &str, want: f64, within: Duration) -> Duration {
         if got == want {
             return start.elapsed();
         }
-        assert!(start.elapsed() < within, "{name} is {got}, not {want}, after {within:?}; log:\n{}", sbc.log_tail());
+        if start.elapsed() >= within {
+            let metrics = sbc.http_get("/metrics").unwrap_or_default();
+            let related: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.contains("regist") || l.contains("REGISTER") || l.contains("dropped"))
+                .collect();
+            panic!(
+                "{name} is {got}, not {want}, after {within:?}; metrics:\n{}\nlog:\n{}",
+                related.join("\n"),
+                sbc.log_tail()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -101,9 +115,9 @@ fn registers_with_digest_refreshes_before_expiry_is_down_on_403_routes_calls_to_
     std::fs::write(&password_file, PASSWORD).expect("password file");
     let cdr = topo.dir().join("cdr.jsonl");
 
-    let registrar = uas(&topo, Host::B, Sipp::new("uas_registrar.xml").set("password", PASSWORD).keep_files(true));
-    let customer = uas(&topo, Host::A, Sipp::new("uas_answer.xml"));
-    let carrier_c = uas(&topo, Host::C, Sipp::new("uas_answer.xml"));
+    let registrar = uas(&topo, Host::B, Sipp::new("uas_registrar.xml").set("password", PASSWORD).keep_files(true), 1);
+    let customer = uas(&topo, Host::A, Sipp::new("uas_answer.xml"), 1);
+    let carrier_c = uas(&topo, Host::C, Sipp::new("uas_answer.xml"), 1);
     let mut sbc = Sbc::start_in(
         &topo.ns(Host::Sbc),
         "registration",
@@ -233,4 +247,74 @@ fn the_shipped_registering_carrier_example_passes_check_config_and_bad_register_
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("trunk[1].register.username") && out.contains("trunk[1].register.password_env"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The role a box of the pair reports on `GET /ha`.
+fn ha_role(sbc: &Sbc) -> String {
+    let body = sbc.http_get("/ha").unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["role"].as_str().unwrap_or("unknown").to_owned()
+}
+
+#[test]
+fn in_a_pair_only_the_active_registers_and_the_new_active_registers_at_once_after_a_fire_drill() {
+    use tests::netns::{pair_sbc_config, VIP_A};
+    let topo = Topology::pair().expect("pair topology");
+    let password_file = topo.dir().join("carrier-b.password");
+    std::fs::write(&password_file, PASSWORD).expect("password file");
+    let register = format!(
+        "gateways = [\"udp:{CARRIER_B}:5060\"]\nregister = {{ username = \"acct\", password_file = \"{}\", \
+         contact_user = \"sbc-acct\" }}\n",
+        password_file.display()
+    );
+    // One registration from each box in turn: sbc1 while it is active, sbc2 after it took over.
+    let registrar =
+        uas(&topo, Host::B, Sipp::new("uas_registrar_once.xml").set("password", PASSWORD).keep_files(true), 2);
+    let start = |node: u8, priority: u32| {
+        let cdr = topo.dir().join(format!("cdr-{node}.jsonl"));
+        let config = pair_sbc_config(node, priority, &cdr).replacen(
+            &format!("gateways = [\"udp:{CARRIER_B}:5060\"]\n"),
+            &register,
+            1,
+        );
+        assert!(config.contains("register = "), "carrier-b registers");
+        let api = addr([127, 0, 0, 1].into(), 8080);
+        Sbc::start_in(&topo.ns(Host::pair_box(node)), &format!("reg-sbc{node}"), &config, addr(VIP_A, 5060), api)
+            .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
+    };
+    let sbc1 = start(1, 200);
+    let sbc2 = start(2, 100);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (ha_role(&sbc1), ha_role(&sbc2)) != ("active".to_owned(), "standby".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "sbc1 active, sbc2 standby after 10 s:\n{}\n{}",
+            sbc1.log_tail(),
+            sbc2.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_metric(&sbc1, STATE, 1.0, Duration::from_secs(5));
+    // The standby has sent nothing in a while.
+    std::thread::sleep(Duration::from_secs(1));
+    let sent_by_standby = sbc2.metric("sbc_registrations_total").expect("metrics");
+    assert_eq!((sbc2.metric(STATE).expect("metrics"), sent_by_standby), (0.0, 0.0), "the standby does not register");
+
+    let demoted_at = Instant::now();
+    let (status, body) =
+        tests::netns::http_request(&topo.ns(Host::Sbc1), "POST", addr([127, 0, 0, 1].into(), 8080), "/ha/demote")
+            .expect("POST reaches");
+    assert!((200..300).contains(&status), "POST /ha/demote: {status} {body}");
+    let took = wait_metric(&sbc2, STATE, 1.0, Duration::from_secs(5));
+    println!("sbc2 registered {took:?} after the demotion of sbc1");
+    assert!(took <= Duration::from_secs(3), "the new active registered {took:?} after the fire drill");
+    assert_eq!(ha_role(&sbc2), "active");
+    wait_metric(&sbc1, STATE, 0.0, Duration::from_secs(2));
+    let elapsed = demoted_at.elapsed();
+    let reg = registrar.wait().expect("registrar ends");
+    reg.assert_all_successful(2).expect("two registrations, one per box, each through a digest challenge");
+    let log = std::fs::read_to_string(reg.dir.join("logs.log")).expect("registrar log");
+    let _ = std::fs::remove_dir_all(&reg.dir);
+    assert_eq!(log.matches("register ").count(), 2, "exactly two REGISTERs without credentials: {log}");
+    println!("checked {elapsed:?} after the demotion");
 }
