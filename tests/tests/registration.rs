@@ -206,6 +206,7 @@ fn registers_with_digest_refreshes_before_expiry_is_down_on_403_routes_calls_to_
         [("carrier-b".to_owned(), "customer-pbx".to_owned()), ("customer-pbx".to_owned(), "carrier-c".to_owned())],
         "{cdrs:?}"
     );
+    assert_eq!(cdrs[0]["called_in"], "+4930555123", "the number called is the To user, not the account: {cdrs:?}");
 }
 
 #[test]
