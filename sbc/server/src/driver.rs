@@ -645,7 +645,7 @@ fn observe(o: Observation, trunks: &[String]) {
         Observation::RegistrationResult { trunk, result } => {
             metrics::counter!(m::REGISTRATIONS, "trunk" => name(trunk), "result" => result).increment(1);
             if !matches!(result, "ok" | "challenged" | "unregistered") {
-                tracing::warn!(trunk = %name(trunk), result, "REGISTER failed; retrying after a back-off");
+                tracing::warn!(trunk = %name(trunk), result, "REGISTER failed");
             }
         }
         other => tracing::debug!(?other, "observation without a metric"),
