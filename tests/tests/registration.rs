@@ -308,7 +308,11 @@ fn in_a_pair_only_the_active_registers_and_the_new_active_registers_at_once_afte
     assert!((200..300).contains(&status), "POST /ha/demote: {status} {body}");
     let took = wait_metric(&sbc2, STATE, 1.0, Duration::from_secs(5));
     println!("sbc2 registered {took:?} after the demotion of sbc1");
-    assert!(took <= Duration::from_secs(3), "the new active registered {took:?} after the fire drill");
+    assert!(took <= Duration::from_millis(1500), "the new active registered {took:?} after the fire drill");
+    // Its first REGISTER may leave before the service address is up (and fail); it is sent again as soon as the
+    // address is, not at its 500 ms retransmission: at most that one, its resend and the answer to the challenge.
+    let sent = sbc2.metric(r#"sbc_sip_messages_out_total{kind="request",method="REGISTER"}"#).expect("metrics");
+    assert!((2.0..=3.0).contains(&sent), "sbc2 sent {sent} REGISTERs");
     assert_eq!(ha_role(&sbc2), "active");
     wait_metric(&sbc1, STATE, 0.0, Duration::from_secs(2));
     let elapsed = demoted_at.elapsed();

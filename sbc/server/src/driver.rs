@@ -164,6 +164,9 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             }
         }
         HaEvent::ResyncStart => endpoint.clear_foreign(),
+        // The REGISTERs of a takeover left before the service addresses were up: send them again now rather
+        // than at their first retransmission.
+        HaEvent::AddressesUp(_) => endpoint.resend_registrations(now),
         HaEvent::NeedSnapshot => {
             let mut all = endpoint.snapshot(now);
             all.extend(records.edge.bans().into_iter().map(|(addr, reason, left)| ban_record(addr, reason, left)));

@@ -291,6 +291,21 @@ impl Endpoint {
         self.drain_txns(now);
     }
 
+    /// Sends again at once every REGISTER still waiting for its first answer, as a new transaction: the driver
+    /// knows they could not leave (a takeover's REGISTERs go out before the service addresses are up).
+    pub fn resend_registrations(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        let changes = self.registrations.resend_unanswered(
+            now,
+            &mut self.txns,
+            &mut self.ids,
+            &self.config.server,
+            &mut self.out,
+        );
+        self.apply_registration_changes(changes);
+        self.drain_txns(now);
+    }
+
     /// Whether un-REGISTERs sent at [`Endpoint::shutdown`] still wait for their answers.
     pub fn unregistering(&self) -> bool {
         self.registrations.unregistering()

@@ -202,6 +202,32 @@ impl Registrations {
         (sent, changes)
     }
 
+    /// Abandons every REGISTER (not un-REGISTER) still waiting for an answer while not registered, and sends it
+    /// again as a new transaction. Returns trunks whose state changed (none unless a send fails).
+    pub(super) fn resend_unanswered(
+        &mut self,
+        now: Instant,
+        txns: &mut Transactions,
+        ids: &mut IdGenerator,
+        server: &str,
+        out: &mut VecDeque<Output>,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for i in 0..self.regs.len() {
+            let r = &mut self.regs[i];
+            if r.registered_until.is_some() || r.inflight.as_ref().is_none_or(|f| f.expires == 0) {
+                continue;
+            }
+            let Some(f) = r.inflight.take() else { continue };
+            self.by_key.remove(&f.key);
+            txns.abandon(&f.key);
+            if !self.send(i, now, f.expires, f.challenges, txns, ids, server) {
+                changes.extend(self.failed(i, now, "no_route", out));
+            }
+        }
+        changes
+    }
+
     /// Whether un-REGISTERs still wait for their answers.
     pub(super) fn unregistering(&self) -> bool {
         self.regs.iter().any(|r| r.inflight.as_ref().is_some_and(|f| f.expires == 0))

@@ -261,3 +261,27 @@ fn five_hundred_trunks_refresh_spread_over_the_window() {
     assert!(busiest <= 10, "{busiest} trunks refresh in one second");
     assert!(per_second.len() >= 150, "only {} distinct seconds", per_second.len());
 }
+
+#[test]
+fn a_register_that_could_not_leave_is_sent_again_as_a_new_transaction() {
+    let mut ep = endpoint(600);
+    let t0 = Instant::now();
+    ep.set_registering(t0, true);
+    let lost = one(drain(&mut ep).0);
+    let t1 = t0 + Duration::from_millis(3);
+    ep.resend_registrations(t1);
+    let again = one(drain(&mut ep).0);
+    assert_ne!(header(&again, HeaderName::Via), header(&lost, HeaderName::Via), "a new branch");
+    assert_eq!(header(&again, HeaderName::CallId), header(&lost, HeaderName::CallId));
+    assert_eq!(header(&again, HeaderName::CSeq), "2 REGISTER");
+    // A late answer to the abandoned one changes nothing; the new one goes on through its challenge.
+    answer(&mut ep, t1, &lost, "401 Unauthorized", CHALLENGE);
+    assert!(drain(&mut ep).0.is_empty());
+    answer(&mut ep, t1, &again, "401 Unauthorized", CHALLENGE);
+    let authorized = one(drain(&mut ep).0);
+    answer(&mut ep, t1, &authorized, "200 OK", "Expires: 600\r\n");
+    assert!(drain(&mut ep).1.contains(&Observation::RegistrationState { trunk: CARRIER, registered: true }));
+    // Nothing is resent once registered.
+    ep.resend_registrations(t1);
+    assert!(drain(&mut ep).0.is_empty());
+}
