@@ -8,7 +8,7 @@ CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20

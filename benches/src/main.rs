@@ -115,8 +115,6 @@ struct TargetArgs {
 }
 
 impl TargetArgs {
-    /// The targets in the order each run measures them: the target, then the comparison (`default_compare` when
-    /// none is given and --no-compare is not).
     /// The harness for `targets`, with the `--sbc-cpu` limit if any.
     fn harness(&self, targets: &[target::Target]) -> Result<target::Harness> {
         let mut harness = target::Harness::new(targets, self.here(), self.guard())?;
@@ -127,6 +125,8 @@ impl TargetArgs {
         Ok(harness)
     }
 
+    /// The targets in the order each run measures them: the target, then the comparison (`default_compare` when
+    /// none is given and --no-compare is not).
     fn targets(&self, default_compare: Option<target::Target>) -> Result<Vec<target::Target>> {
         if self.local && self.target.as_ref().is_some_and(|t| !t.is_local()) {
             bail!(

@@ -22,7 +22,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tests::baresip::{dominant_frequency, read_samples, received_audio, rms, ulaw_to_linear, write_tone, Phone};
+use tests::baresip::{
+    dominant_frequency, goertzel, read_samples, received_audio, rms, ulaw_to_linear, write_tone, Phone,
+};
 use tests::capture::{udp, Capture};
 use tests::netns::{addr, sbc_config, Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
 use tests::{media_relay_binary, repo_root, sbc_binary, Sbc};
@@ -213,11 +215,35 @@ fn tone_of(samples: &[i16]) -> f64 {
     dominant_frequency(window, 8000.0)
 }
 
+/// How strongly the tone at `hz` (within 2 %) stands out of a second of `samples` from half a second in: its
+/// Goertzel power over what white noise of the same energy gives at one frequency. A clear tone gives about half
+/// the number of samples (4000 here); noise (what encrypted payloads decode to) about 1, and more than 50 with a
+/// chance of about 1e-20. The dominant frequency alone is no test of encryption: noise has one too, and it falls
+/// within 2 % of the tone about once in a hundred times.
+fn tone_strength(samples: &[i16], hz: f64) -> f64 {
+    let window = samples.get(4000..12000).unwrap_or(samples);
+    let n = window.len() as f64;
+    let mean_square = window.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / n.max(1.0);
+    if mean_square == 0.0 {
+        return 0.0;
+    }
+    let (low, high) = ((hz * 0.98) as u32, (hz * 1.02) as u32);
+    let peak = (low..=high).map(|f| goertzel(window, 8000.0, f64::from(f))).fold(0.0, f64::max);
+    peak / (n * mean_square)
+}
+
+/// Below this [`tone_strength`], a tone is not readable.
+const UNREADABLE: f64 = 50.0;
+
 fn assert_tone(what: &str, samples: &[i16], hz: f64) {
     assert!(samples.len() >= 12000, "{what}: {} samples, at least 1.5 s of audio expected", samples.len());
     let f = tone_of(samples);
     assert!((f - hz).abs() <= 0.02 * hz, "{what}: dominant frequency {f:.1} Hz, expected {hz} Hz within 2 %");
     assert!(rms(samples) > 2000.0, "{what}: not silent (RMS {:.0})", rms(samples));
+    // The measure that says "unreadable" of the encrypted side says "readable" here (printed for the margin).
+    let strength = tone_strength(samples, hz);
+    eprintln!("{what}: tone strength {strength:.0}");
+    assert!(strength > UNREADABLE, "{what}: tone strength {strength:.0}, a tone gives far more than {UNREADABLE}");
 }
 
 /// What both tests check: media went both ways through user space only; of `sent` (the SRTP and SRTCP packets
@@ -278,9 +304,11 @@ fn baresip_with_mandatory_srtp_calls_a_plain_rtp_carrier_and_the_tones_cross_bot
     assert!(to_caller.len() >= 300 && from_caller.len() >= 300, "{} / {}", to_caller.len(), from_caller.len());
     for (what, packets, hz) in [("to the caller", &to_caller, CARRIER_HZ), ("from the caller", &from_caller, CALLER_HZ)]
     {
-        let samples = pcmu_samples(packets);
-        let f = tone_of(&samples);
-        assert!((f - hz).abs() > 0.02 * hz, "side a {what}: the tone is readable ({f:.1} Hz): not encrypted");
+        let strength = tone_strength(&pcmu_samples(packets), hz);
+        assert!(
+            strength < UNREADABLE,
+            "side a {what}: the {hz} Hz tone is readable (strength {strength:.0}): not encrypted"
+        );
     }
     let sdp_a = sdp_bodies(&c.at_a);
     let caller_keys: BTreeSet<String> =
@@ -319,8 +347,11 @@ fn srtp_on_both_legs_carries_audio_both_ways_with_different_keys_on_each_leg() {
     {
         let packets = rtp_payloads(frames, relay, phone);
         assert!(packets.len() >= 300, "side {side}: {} packets from the relay", packets.len());
-        let f = tone_of(&pcmu_samples(&packets));
-        assert!((f - hz).abs() > 0.02 * hz, "side {side}: the tone is readable on the wire ({f:.1} Hz)");
+        let strength = tone_strength(&pcmu_samples(&packets), hz);
+        assert!(
+            strength < UNREADABLE,
+            "side {side}: the {hz} Hz tone is readable on the wire (strength {strength:.0})"
+        );
     }
     assert_tone("baresip b's recording", &c.b_heard, CALLER_HZ);
     assert_tone("baresip a's recording", &c.a_heard, CARRIER_HZ);

@@ -35,6 +35,8 @@ pub struct Sockets {
     pub dialer: Option<Dialer>,
     /// Gateways the dialer could not reach, for the core.
     pub dial_failures: Option<tokio::sync::mpsc::Receiver<Peer>>,
+    /// What DNS-named gateways resolve to, from their resolving tasks ([`crate::dns`]), for the core.
+    pub dns: Option<tokio::sync::mpsc::Receiver<crate::dns::Update>>,
 }
 
 /// What the driver writes besides packets: CDRs, and the trunk names that label call metrics.
@@ -256,6 +258,15 @@ async fn dial_failure(failures: &mut Option<tokio::sync::mpsc::Receiver<Peer>>) 
     std::future::pending().await
 }
 
+async fn dns_update(
+    updates: &mut Option<tokio::sync::mpsc::Receiver<crate::dns::Update>>,
+) -> Option<crate::dns::Update> {
+    match updates.as_mut() {
+        Some(u) => u.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One message to the core; a new request's wait in the queue is the overload signal.
 fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
     if !high {
@@ -381,6 +392,9 @@ pub async fn run(
                 }
                 cpu_at = (now, cpu);
                 carry_out_bans(&mut records);
+            }
+            Some(u) = dns_update(&mut sockets.dns) => {
+                endpoint.set_targets(u.trunk, u.index, u.targets);
             }
             peer = dial_failure(&mut sockets.dial_failures) => {
                 endpoint.handle_transport_error(Instant::now().into_std(), peer);

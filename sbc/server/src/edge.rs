@@ -8,8 +8,9 @@
 
 use sbc_proto::policy::{BanEvent, Edge, EdgeConfig, Offence, Verdict};
 use sbc_proto::routing::Plan;
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 /// Messages dropped by the guard, by `reason` (banned, rate, table_full).
@@ -28,6 +29,8 @@ pub const SOURCES: &str = "sbc_edge_sources_tracked";
 pub struct EdgeGuard {
     edge: Arc<Mutex<Edge>>,
     plan: Arc<Plan>,
+    /// Addresses DNS-named gateways resolved to: carriers as much as the plan's own gateways.
+    resolved: Arc<RwLock<HashSet<IpAddr>>>,
 }
 
 impl EdgeGuard {
@@ -40,7 +43,7 @@ impl EdgeGuard {
             metrics::counter!(DROPPED, "reason" => reason).absolute(0);
         }
         metrics::gauge!(BANS_ACTIVE).set(0.0);
-        Self { edge: Arc::new(Mutex::new(Edge::new(config))), plan }
+        Self { edge: Arc::new(Mutex::new(Edge::new(config))), plan, resolved: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Edge> {
@@ -57,7 +60,7 @@ impl EdgeGuard {
     /// certificate that names a trunk (`match.tls`) makes the source that trunk's, whatever its address, so its
     /// rate is `rate_trusted`.
     pub fn admit_from(&self, remote: SocketAddr, identity: Option<&sbc_proto::transport::TlsIdentity>) -> bool {
-        let trusted = self.plan.is_known_peer(remote, identity);
+        let trusted = self.plan.is_known_peer(remote, identity) || self.is_resolved(remote.ip());
         let verdict = self.lock().check(Instant::now(), remote.ip(), trusted);
         let reason = match verdict {
             Verdict::Pass => return true,
@@ -67,6 +70,18 @@ impl EdgeGuard {
         };
         metrics::counter!(DROPPED, "reason" => reason).increment(1);
         false
+    }
+
+    /// Makes `ip` a carrier's address (a DNS-named gateway resolved to it): its messages get `rate_trusted`. Kept
+    /// for the process's life: a carrier's old address may still answer calls it was given.
+    pub fn add_known(&self, ip: IpAddr) {
+        if !self.is_resolved(ip) {
+            self.resolved.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ip);
+        }
+    }
+
+    fn is_resolved(&self, ip: IpAddr) -> bool {
+        self.resolved.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&ip)
     }
 
     /// Whether `addr` is banned now (a TCP connection from it is refused at accept).

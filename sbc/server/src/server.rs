@@ -77,7 +77,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         tracing::info!(listen = %format!("{}:{}", l.transport, l.addr), "SIP listening");
     }
-    if !targets.is_empty() {
+    if !targets.is_empty() || !config.dns.names.is_empty() {
         let settings = crate::transport::dial::DialSettings {
             limits,
             connect_timeout: config.sip.connect_timeout,
@@ -89,6 +89,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         sockets.dial_failures = Some(failed);
     }
     drop(tx);
+    sockets.dns = crate::dns::start(&config.dns, sockets.dialer.clone(), guard.clone(), reload_every)
+        .context("starting the resolver of gateway names ([dns])")?;
 
     let ha = match &config.ha {
         Some(h) => {

@@ -135,9 +135,13 @@ pub(super) struct Target {
 impl Target {
     /// The target of `trunk`'s gateway `gw`.
     pub(super) fn of(trunk: &crate::routing::Trunk, gw: crate::routing::Gateway) -> Self {
-        let (host, host_port) = match &trunk.uri_host {
-            Some(h) => (h.clone(), format!("{h}:{}", gw.addr.port())),
-            None => (gw.addr.ip().to_string(), gw.addr.to_string()),
+        // A carrier addressed by its DNS name keeps the URI it was configured with (RFC 3263: the port a target got
+        // from SRV is not the URI's).
+        let named = trunk.uri_host.as_ref().and_then(|h| trunk.dns_gateways.iter().find(|d| &d.host == h));
+        let (host, host_port) = match (&trunk.uri_host, named) {
+            (Some(h), Some(d)) => (h.clone(), d.port.map_or_else(|| h.clone(), |p| format!("{h}:{p}"))),
+            (Some(h), None) => (h.clone(), format!("{h}:{}", gw.addr.port())),
+            (None, _) => (gw.addr.ip().to_string(), gw.addr.to_string()),
         };
         let host = if gw.addr.is_ipv6() && trunk.uri_host.is_none() { format!("[{host}]") } else { host };
         let sips = trunk.sips && gw.transport == crate::transport::Transport::Tls;

@@ -30,7 +30,8 @@ use crate::policy::digest::{
 use crate::policy::identity::{self, Presented};
 use crate::routing::Credentials;
 use crate::routing::{
-    select, Attempts, FailoverLimits, GiveUpReason, Next, Outcome, Plan, SkipReason, TrunkId, UnknownSource,
+    select, targets, Attempts, FailoverLimits, Gateway, GiveUpReason, Next, Outcome, Plan, SkipReason, Target, TrunkId,
+    UnknownSource,
 };
 use crate::transport::{Peer, Transport};
 use crate::txn::{TransactionKey, Transactions};
@@ -40,7 +41,7 @@ use relay_proto::negotiate::{Exchange, SdpKind};
 use relay_proto::sdes::SrtpMode;
 use relay_proto::session::{MediaError, Sessions};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,6 +211,10 @@ struct Call {
     session_expiry: Option<Instant>,
     /// Version of the last replication record of this call; 0 if never replicated.
     ha_version: u64,
+    /// The gateways of leg B's current carrier in the order this call tries them, with whether each was resolved
+    /// by DNS (RFC 3263: such a target also gives way to the next on timeout and 503): set when the carrier's
+    /// first gateway is tried, so that a new DNS answer never reorders an attempt under way.
+    b_gateways: Vec<(Gateway, bool)>,
 }
 
 /// Timers of calls.
@@ -240,6 +245,10 @@ pub struct Calls {
     counters: Vec<TrunkCounters>,
     /// Whether each trunk is usable by its probes (all true until the driver says otherwise).
     trunk_up: Vec<bool>,
+    /// What each DNS-named gateway (trunk, index into its `dns_gateways`) resolved to last.
+    resolved: HashMap<(TrunkId, usize), Vec<Target>>,
+    /// Gateways their probes say are down: a call skips them while the trunk has others.
+    gateways_down: HashSet<Gateway>,
     /// Nonces for challenging trunks that must authenticate, made on first use.
     nonces: Option<NonceIssuer>,
     nonce_epoch: Option<Instant>,
@@ -289,6 +298,8 @@ impl Calls {
             timers: BinaryHeap::new(),
             counters: (0..n).map(|_| TrunkCounters::default()).collect(),
             trunk_up: vec![true; n],
+            resolved: HashMap::new(),
+            gateways_down: HashSet::new(),
             nonces: None,
             nonce_epoch: None,
             nonce_config: nonces,
@@ -483,6 +494,37 @@ impl Calls {
         self.trunk_up.get(trunk.0 as usize).copied().unwrap_or(false)
     }
 
+    /// What DNS-named gateway `gateway` of `trunk` resolved to now (see `Endpoint::set_targets`).
+    pub fn set_targets(&mut self, trunk: TrunkId, gateway: usize, targets: Vec<Target>) {
+        self.resolved.insert((trunk, gateway), targets);
+    }
+
+    /// The gateways that probes say are down now.
+    pub fn set_gateways_down(&mut self, down: HashSet<Gateway>) {
+        self.gateways_down = down;
+    }
+
+    /// The gateways of `trunk` in the order the call with leg-A Call-ID `call_id` tries them: configured ones in
+    /// their place, each DNS name replaced by its targets ([`targets::order`]), without those probed down.
+    fn gateways_for(&self, trunk: TrunkId, call_id: &[u8]) -> Vec<(Gateway, bool)> {
+        let t = self.plan.trunk(trunk);
+        let seed = targets::seed_of(call_id);
+        let mut out: Vec<(Gateway, bool)> = Vec::with_capacity(t.gateways.len());
+        let mut statics = t.gateways.iter();
+        let mut names = t.dns_gateways.iter().enumerate().peekable();
+        for position in 0..t.gateways.len() + t.dns_gateways.len() {
+            match names.next_if(|(_, d)| d.position == position) {
+                Some((i, _)) => {
+                    let resolved = self.resolved.get(&(trunk, i)).map_or(&[][..], Vec::as_slice);
+                    out.extend(targets::order(resolved, seed).into_iter().map(|g| (g, true)));
+                }
+                None => out.extend(statics.next().map(|&g| (g, false))),
+            }
+        }
+        out.retain(|(g, _)| !self.gateways_down.contains(g));
+        out
+    }
+
     /// Marks a trunk usable or not (from its probes).
     pub fn set_trunk_up(&mut self, trunk: TrunkId, up: bool) {
         if let Some(u) = self.trunk_up.get_mut(trunk.0 as usize) {
@@ -668,6 +710,7 @@ impl Calls {
             ended: None,
             session_expiry: None,
             ha_version: 0,
+            b_gateways: Vec::new(),
         };
         self.calls.insert(id, call);
         self.proceed(ctx, id, next);
@@ -746,16 +789,26 @@ impl Calls {
         let in_group: Vec<(Transport, SocketAddr)> =
             self.locals.iter().filter(|(_, a)| group.is_none_or(|g| g.contains(&a.ip()))).copied().collect();
         let locals = if in_group.is_empty() { &self.locals } else { &in_group };
-        let gw = trunk.gateways.get(gateway).copied();
+        if gateway == 0 {
+            let call_id = self.calls.get(&id).map(|c| c.a.call_id.clone()).unwrap_or_default();
+            let list = self.gateways_for(trunk_id, &call_id);
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.b_gateways = list;
+            }
+        }
+        let Some(call) = self.calls.get(&id) else { return };
+        let gw = call.b_gateways.get(gateway).map(|&(g, _)| g);
         let local = gw.and_then(|g| build::pick_local(locals, g.transport, g.addr));
-        if gw.is_some() && local.is_none() && gateway + 1 < trunk.gateways.len() {
+        if gw.is_some() && local.is_none() && gateway + 1 < call.b_gateways.len() {
             ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
             return self.start_leg_b(ctx, id, trunk_id, gateway + 1);
         }
         let Some(call) = self.calls.get_mut(&id) else { return };
         let (Some(gw), Some(local)) = (gw, local) else {
-            // No way to reach this carrier from our listeners: a transport error, so the next one is tried.
-            ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
+            // No way to reach this carrier from our listeners (or a DNS name with no target yet): a transport
+            // error, so the next one is tried.
+            let reason = if gw.is_none() { "no_gateway_target" } else { "no_local_address_for_gateway" };
+            ctx.observe(Observation::Dropped { reason });
             let next = call.attempts.on_outcome(Outcome::TransportError, &trunk.failover, ctx.now);
             return self.proceed(ctx, id, next);
         };
@@ -1044,7 +1097,11 @@ impl Calls {
             return self.finish(ctx, id);
         }
         let trunk = self.plan.trunk(b.trunk);
-        if outcome == Outcome::TransportError && b.gateway + 1 < trunk.gateways.len() {
+        let from_dns = call.b_gateways.get(b.gateway).is_some_and(|&(_, dns)| dns);
+        // RFC 3263 §4.3: a DNS target that times out or answers 503 gives way to the next target as well.
+        let next_target = outcome == Outcome::TransportError
+            || (from_dns && matches!(outcome, Outcome::Timeout | Outcome::Rejected(503)));
+        if next_target && b.gateway + 1 < call.b_gateways.len() {
             // The carrier never saw the call: its next gateway gets it, within the same attempt of the route.
             return self.start_leg_b(ctx, id, b.trunk, b.gateway + 1);
         }

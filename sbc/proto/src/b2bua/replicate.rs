@@ -378,6 +378,7 @@ impl Calls {
             ended: None,
             session_expiry: r.session_expires_in_ms.map(|ms| received + Duration::from_millis(ms)),
             ha_version: r.version,
+            b_gateways: Vec::new(),
         };
         if let Some(media) = &r.media {
             let m = self.media.as_mut()?;

@@ -135,6 +135,9 @@ impl Calls {
             ended: None,
             session_expiry: None,
             ha_version: r.version,
+            // The configured gateways, as the index above counts them (a DNS target is not recorded: a transport
+            // error after the takeover goes on to the next carrier).
+            b_gateways: plan.trunk(b_trunk).gateways.iter().map(|&g| (g, false)).collect(),
         };
         self.by_dialog.insert((call.a.call_id.clone(), call.a.local_tag.clone()), (id, Leg::A));
         if let Some(b) = &call.b {

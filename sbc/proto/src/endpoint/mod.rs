@@ -517,6 +517,25 @@ impl Endpoint {
             self.calls.set_trunk_up(trunk, up && self.registrations.trunk_ok(trunk));
         }
         probes::Probes::observe(&mut self.out, changes);
+        if let Some(down) = self.probes.take_down_changed() {
+            self.calls.set_gateways_down(down);
+        }
+    }
+
+    /// What DNS-named gateway `gateway` (an index into the trunk's `dns_gateways`) of `trunk` resolves to now (RFC
+    /// 3263), from the server's resolver. Calls from now on try these targets in its place (lowest priority first,
+    /// weighted within a priority by the Call-ID), and probes, if the trunk has them, cover each. The server keeps
+    /// the last good answer while lookups fail; an empty list means the name has no target, and a call reaching it
+    /// goes on to the next gateway or carrier at once, as on a transport error.
+    pub fn set_targets(
+        &mut self,
+        trunk: crate::routing::TrunkId,
+        gateway: usize,
+        targets: Vec<crate::routing::Target>,
+    ) {
+        let changes = self.probes.set_targets(&self.config.plan, &self.config.locals, trunk, gateway, &targets);
+        self.calls.set_targets(trunk, gateway, targets);
+        self.apply_trunk_changes(changes);
     }
 
     /// Registrations held or lost (already reported by `registrations`).

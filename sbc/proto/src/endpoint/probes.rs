@@ -1,14 +1,15 @@
 //! OPTIONS probes of carrier gateways (trunk health): one probe per gateway per interval; a probe still
 //! unanswered when the next one is due counts as failed, so a dead gateway is found after `down_after`
-//! intervals rather than after `down_after` expiries of timer F (32 s each).
+//! intervals rather than after `down_after` expiries of timer F (32 s each). Gateways named by DNS are probed at
+//! every target they resolved to, and the set follows each new answer ([`Probes::set_targets`]).
 
 use super::{IdGenerator, Observation, Output};
 use crate::msg::{HeaderName, Method, Request, Response, Uri};
-use crate::routing::{GatewayHealth, Plan, TrunkId};
+use crate::routing::{Gateway, GatewayHealth, Plan, Target, TrunkId};
 use crate::transport::{Peer, Transport};
 use crate::txn::{TransactionKey, Transactions};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -18,6 +19,9 @@ struct Gw {
     peer: Peer,
     health: GatewayHealth,
     inflight: Option<TransactionKey>,
+    /// The trunk's DNS-named gateway (index into `dns_gateways`) this target was resolved from; `None`: configured
+    /// by address.
+    dns: Option<usize>,
 }
 
 /// Every probed gateway.
@@ -25,6 +29,8 @@ struct Gw {
 pub(super) struct Probes {
     gws: Vec<Gw>,
     by_key: HashMap<TransactionKey, usize>,
+    /// Whether a gateway went up or down since [`Probes::take_down_changed`] last looked.
+    down_changed: bool,
 }
 
 impl Probes {
@@ -40,10 +46,72 @@ impl Probes {
                     peer: Peer { transport: g.transport, local, remote: g.addr, conn: None },
                     health: GatewayHealth::new(cfg),
                     inflight: None,
+                    dns: None,
                 });
             }
         }
-        Self { gws, by_key: HashMap::new() }
+        Self { gws, by_key: HashMap::new(), down_changed: false }
+    }
+
+    /// The targets DNS-named gateway `dns` of `trunk` resolved to now: each is probed (a target kept from the last
+    /// answer keeps its health), those no longer named are not. Returns trunk state changes.
+    pub(super) fn set_targets(
+        &mut self,
+        plan: &Plan,
+        locals: &[(Transport, SocketAddr)],
+        trunk: TrunkId,
+        dns: usize,
+        targets: &[Target],
+    ) -> Vec<(TrunkId, bool)> {
+        let Some(cfg) = plan.trunks.get(trunk.0 as usize).and_then(|t| t.probe) else { return Vec::new() };
+        let before = self.trunk_up(trunk);
+        let mut old: Vec<Gw> = Vec::new();
+        let mut kept = Vec::with_capacity(self.gws.len());
+        for g in self.gws.drain(..) {
+            if g.trunk == trunk && g.dns == Some(dns) {
+                old.push(g);
+            } else {
+                kept.push(g);
+            }
+        }
+        for t in targets {
+            let g = t.gateway;
+            let Some(local) = crate::b2bua::pick_local(locals, g.transport, g.addr) else { continue };
+            let peer = Peer { transport: g.transport, local, remote: g.addr, conn: None };
+            let same = |o: &Gw| o.peer.remote == peer.remote && o.peer.transport == peer.transport;
+            if kept.iter().any(|k| k.trunk == trunk && same(k)) {
+                continue;
+            }
+            let gw = match old.iter().position(same) {
+                Some(i) => old.swap_remove(i),
+                None => Gw { trunk, peer, health: GatewayHealth::new(cfg), inflight: None, dns: Some(dns) },
+            };
+            kept.push(gw);
+        }
+        self.gws = kept;
+        // Indexes moved: a probe still out for a target that stays is found again; the others are forgotten.
+        self.by_key.clear();
+        for (i, g) in self.gws.iter().enumerate() {
+            if let Some(k) = &g.inflight {
+                self.by_key.insert(k.clone(), i);
+            }
+        }
+        self.down_changed = true;
+        let after = self.trunk_up(trunk);
+        if before == after {
+            Vec::new()
+        } else {
+            vec![(trunk, after)]
+        }
+    }
+
+    /// The gateways their probes say are down, if that set changed since the last call.
+    pub(super) fn take_down_changed(&mut self) -> Option<HashSet<Gateway>> {
+        if !std::mem::take(&mut self.down_changed) {
+            return None;
+        }
+        let down = self.gws.iter().filter(|g| !g.health.is_up());
+        Some(down.map(|g| Gateway { transport: g.peer.transport, addr: g.peer.remote }).collect())
     }
 
     /// The next probe due. Gateways never probed are probed at the endpoint's first timeout, which the driver
@@ -106,6 +174,7 @@ impl Probes {
         let trunk = self.gws[i].trunk;
         let before = self.trunk_up(trunk);
         self.gws[i].health.on_probe_result(ok)?;
+        self.down_changed = true;
         let after = self.trunk_up(trunk);
         (before != after).then_some((trunk, after))
     }

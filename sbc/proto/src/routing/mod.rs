@@ -23,6 +23,7 @@ mod failover;
 mod health;
 mod prefix;
 mod select;
+pub mod targets;
 mod trunk;
 
 pub use failover::{
@@ -32,6 +33,7 @@ pub use failover::{
 pub use health::{Change, GatewayHealth, HealthState, ProbeConfig};
 pub use prefix::{PrefixError, PrefixMatch, PrefixTable, PrefixTableBuilder};
 pub use select::{select, Candidate, Selection, SkipReason, Skipped, DEFAULT_WEIGHT};
+pub use targets::{DnsGateway, Target};
 pub use trunk::{Credentials, Gateway, Limits, Plan, Registration, SourceMatch, Trunk, UnknownSource};
 
 use std::fmt;

@@ -32,6 +32,9 @@ pub struct Trunk {
     /// handshake refused, no address of ours to send from), before the route's next carrier. Empty: the trunk only
     /// sends calls.
     pub gateways: Vec<Gateway>,
+    /// Gateways named by DNS (RFC 3263), each tried in its place among `gateways` ([`DnsGateway::position`]) with
+    /// the targets the server last resolved for it. Default empty.
+    pub dns_gateways: Vec<super::DnsGateway>,
     /// What sends a call on to the next carrier when this trunk fails it.
     pub failover: FailoverTriggers,
     /// Concurrent-call and call-rate limits, in both directions together.
@@ -98,6 +101,7 @@ impl Trunk {
             uri_host: None,
             sips: false,
             gateways: Vec::new(),
+            dns_gateways: Vec::new(),
             failover: FailoverTriggers::default(),
             limits: Limits::default(),
             probe: None,
@@ -133,7 +137,7 @@ impl SourceMatch {
 }
 
 /// A gateway of a trunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Gateway {
     /// The transport to use.
     pub transport: Transport,

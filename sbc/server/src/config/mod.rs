@@ -4,6 +4,7 @@
 //! This file holds the top level, `[sip]`, `[log]` and `[api]`. `trunk` validates each `[[trunk]]`; `routing`
 //! validates `[[route]]` and `[calls]` and builds the [`Plan`] from all three.
 
+mod dns;
 mod edge;
 mod ha;
 mod media;
@@ -12,6 +13,7 @@ mod secret;
 mod tls;
 mod trunk;
 
+pub use dns::{DnsName, DnsSettings};
 pub use edge::EdgeSettings;
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip, VipGroup};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
@@ -135,6 +137,8 @@ pub struct Config {
     pub edge: EdgeSettings,
     /// The `tcp:` and `tls:` gateways of every trunk, which the SBC opens connections to.
     pub dial: Vec<DialSpec>,
+    /// `[dns]` and the gateways named by DNS, which the SBC resolves (RFC 3263).
+    pub dns: DnsSettings,
 }
 
 /// A gateway reached over a connection we open (`tcp:` or `tls:` in a trunk's `gateways`).
@@ -260,6 +264,7 @@ struct RawConfig {
     ha: Option<ha::RawHa>,
     edge: Option<edge::RawEdge>,
     overload: Option<edge::RawOverload>,
+    dns: Option<dns::RawDns>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,13 +339,17 @@ impl Config {
         let media = keep(v.media(raw.media), &mut errors);
         let ha = keep(v.ha(raw.ha), &mut errors);
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
+        let dns = keep(v.dns(raw.dns), &mut errors);
         let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
-        let (plan, dial) = planned.map_or((None, Vec::new()), |(p, d)| (Some(p), d));
-        match (sip, log, api, plan, media, ha, edge) {
-            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge)) if errors.is_empty() => {
+        let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
+        match (sip, log, api, plan, media, ha, edge, dns) {
+            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge), Some(mut dns))
+                if errors.is_empty() =>
+            {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial })
+                dns.names = names;
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial, dns })
             }
             _ => Err(ConfigError::from_list(errors)),
         }

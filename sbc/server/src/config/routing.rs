@@ -72,12 +72,13 @@ pub(super) fn plan(
     routes: &[RawRoute],
     calls: Option<RawCalls>,
     errors: &mut Vec<ConfigError>,
-) -> Option<(Plan, Vec<super::DialSpec>)> {
+) -> Option<(Plan, Vec<super::DialSpec>, Vec<super::DnsName>)> {
     let mut c = Check { v, errors };
     let base_dir = v.path.parent().unwrap_or(Path::new(""));
     let mut by_name: HashMap<&str, usize> = HashMap::with_capacity(trunks.len());
     let mut built = Vec::with_capacity(trunks.len());
     let mut dial: Vec<super::DialSpec> = Vec::new();
+    let mut names: Vec<super::DnsName> = Vec::new();
     for (i, raw) in trunks.iter().enumerate() {
         let name = raw.name.get_ref();
         match by_name.entry(name.as_str()) {
@@ -94,7 +95,7 @@ pub(super) fn plan(
             }
         }
         let (t, tls) = trunk(&mut c, i, raw, base_dir);
-        super::trunk::dial_specs(&mut c, i, raw, &t, tls, &mut dial);
+        super::trunk::dial_specs(&mut c, i, raw, &t, tls, &mut dial, &mut names);
         built.push(t);
     }
     let routes = route_table(&mut c, routes, trunks, &by_name);
@@ -106,7 +107,7 @@ pub(super) fn plan(
     }
     let plan =
         Plan { trunks: built, routes, catch_all, unknown_source, max_tries, max_post_dial, max_duration, keepalive };
-    Some((plan, dial))
+    Some((plan, dial, names))
 }
 
 type Routes = (PrefixTable<Vec<Candidate>>, Option<Vec<Candidate>>);

@@ -1,6 +1,7 @@
 //! One `[[trunk]]`: sources, gateways, limits, probing, credentials, failover triggers, number rules and identity
 //! policy, validated into [`sbc_proto::routing::Trunk`]. `numbers` holds the number and identity keys.
 
+mod gateway;
 mod numbers;
 
 use super::parse_listen;
@@ -10,8 +11,8 @@ use numbers::{RawCli, RawIdentity, RawNumbers};
 use relay_proto::sdes::SrtpMode;
 use sbc_proto::policy::digest::Secret;
 use sbc_proto::routing::{
-    Credentials, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, Registration, SourceMatch,
-    StatusSet, Trunk,
+    Credentials, DnsGateway, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, Registration,
+    SourceMatch, StatusSet, Trunk,
 };
 use sbc_proto::transport::Transport;
 use serde::Deserialize;
@@ -139,13 +140,21 @@ pub(super) fn trunk(
         })
         .collect();
     let raw_gateways = raw.gateways.as_deref().unwrap_or_default();
-    let gateways: Vec<Gateway> = raw_gateways
-        .iter()
-        .enumerate()
-        .filter_map(|(j, s)| {
-            parse_gateway(s.get_ref()).map_err(|m| c.error(s.span(), &format!("trunk[{i}].gateways[{j}]"), &m)).ok()
-        })
-        .collect();
+    let mut gateways: Vec<Gateway> = Vec::new();
+    let mut dns_gateways: Vec<DnsGateway> = Vec::new();
+    for (j, s) in raw_gateways.iter().enumerate() {
+        match gateway::parse(s.get_ref(), j) {
+            Ok(gateway::Entry::Addr(g)) => gateways.push(g),
+            // Positions count the valid entries only, as the core merges the two lists by them.
+            Ok(gateway::Entry::Name(d)) => {
+                dns_gateways.push(DnsGateway { position: gateways.len() + dns_gateways.len(), ..d })
+            }
+            Err(m) => c.error(s.span(), &format!("trunk[{i}].gateways[{j}]"), &m),
+        }
+    }
+    // A name without transport may resolve to TLS targets (NAPTR), so `tls` applies to it as well.
+    let may_use_tls = gateways.iter().any(|g| g.transport == Transport::Tls)
+        || dns_gateways.iter().any(|d| d.transport.is_none_or(|t| t == Transport::Tls));
     let limits = raw.limits.as_ref().map_or(Limits::default(), |l| {
         let mut at_least_one = |v: &Option<Spanned<u32>>, key: &str| match v {
             Some(n) if *n.get_ref() == 0 => {
@@ -196,13 +205,16 @@ pub(super) fn trunk(
         })
     });
     let tls = raw.tls.as_ref().and_then(|t| {
-        if !gateways.iter().any(|g| g.transport == Transport::Tls) {
+        if !may_use_tls {
             c.error(t.span(), &format!("trunk[{i}].tls"), "the trunk has no tls: gateways");
             return None;
         }
         super::tls::trunk_tls(c, i, t)
     });
-    let first_tls = raw_gateways.iter().position(|g| g.get_ref().to_ascii_lowercase().starts_with("tls:"));
+    let first_tls = raw_gateways.iter().position(|g| {
+        let g = g.get_ref().to_ascii_lowercase();
+        g.starts_with("tls:") || g.starts_with("sips:") || g.contains(";transport=tls")
+    });
     if let (None, Some(j)) = (&raw.tls, first_tls) {
         // No `tls`: the gateways are checked against the system's CA store, which must then have something in it.
         if let Err(e) = crate::tls::ClientSettings::default().build() {
@@ -214,9 +226,14 @@ pub(super) fn trunk(
         name: name.clone(),
         sources,
         tls_identities,
-        uri_host: tls.as_ref().and_then(|(s, _)| s.server_name.clone()),
+        // RFC 3263: a carrier known only by its name is addressed by it (its certificate name, when set, wins).
+        uri_host: tls
+            .as_ref()
+            .and_then(|(s, _)| s.server_name.clone())
+            .or_else(|| gateways.is_empty().then(|| dns_gateways.first().map(|d| d.host.clone())).flatten()),
         sips: tls.as_ref().is_some_and(|(_, sips)| *sips),
         gateways,
+        dns_gateways,
         failover,
         limits,
         probe,
@@ -235,8 +252,8 @@ pub(super) fn trunk(
     (trunk, tls)
 }
 
-/// The `tcp:` and `tls:` gateways of trunk `t` (entry `i`), added to `out`. A gateway two trunks share must be
-/// reached the same way by both (one connection serves it).
+/// The `tcp:` and `tls:` gateways of trunk `t` (entry `i`), added to `out`, and its DNS-named gateways, added to
+/// `names`. A gateway two trunks share must be reached the same way by both (one connection serves it).
 pub(super) fn dial_specs(
     c: &mut Check<'_, '_>,
     i: usize,
@@ -244,8 +261,22 @@ pub(super) fn dial_specs(
     t: &Trunk,
     tls: Option<(crate::tls::ClientSettings, bool)>,
     out: &mut Vec<super::DialSpec>,
+    names: &mut Vec<super::DnsName>,
 ) {
     let settings = tls.map(|(s, _)| s).unwrap_or_default();
+    for (index, d) in t.dns_gateways.iter().enumerate() {
+        // RFC 5922: a TLS target found through DNS must present the domain that was looked up, unless the trunk
+        // names the certificate itself.
+        let mut tls = settings.clone();
+        tls.server_name.get_or_insert_with(|| d.host.clone());
+        names.push(super::DnsName {
+            trunk: sbc_proto::routing::TrunkId(i as u32),
+            trunk_name: t.name.clone(),
+            index,
+            gateway: d.clone(),
+            tls,
+        });
+    }
     for (j, g) in t.gateways.iter().enumerate().filter(|(_, g)| g.transport != Transport::Udp) {
         let spec = super::DialSpec {
             trunk: t.name.clone(),
@@ -414,7 +445,7 @@ fn registration(
             }
         },
         None => gateways.first().copied().or_else(|| {
-            c.error(raw.span(), &key("registrar"), "needed: the trunk has no gateways to register with");
+            c.error(raw.span(), &key("registrar"), "needed: the trunk has no gateway given by its address to register with (a registrar by DNS name is not supported: give its address here)");
             None
         }),
     };

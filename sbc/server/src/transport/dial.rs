@@ -18,7 +18,7 @@ use bytes::Bytes;
 use sbc_proto::transport::Peer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,7 +42,8 @@ pub struct DialTarget {
 /// Opens connections to gateways on demand.
 #[derive(Debug, Clone)]
 pub struct Dialer {
-    targets: Arc<HashMap<Remote, DialTarget>>,
+    /// Configured gateways, and the targets DNS names resolved to since ([`Dialer::add_target`]).
+    targets: Arc<RwLock<HashMap<Remote, DialTarget>>>,
     conns: Connections,
     limits: StreamLimits,
     connect_timeout: Duration,
@@ -76,7 +77,7 @@ impl Dialer {
     ) -> (Self, mpsc::Receiver<Peer>) {
         let (failures, failed) = mpsc::channel(FAILURE_QUEUE);
         let dialer = Self {
-            targets: Arc::new(targets),
+            targets: Arc::new(RwLock::new(targets)),
             conns,
             limits: settings.limits,
             connect_timeout: settings.connect_timeout,
@@ -91,7 +92,18 @@ impl Dialer {
 
     /// Whether `remote` is a gateway we may open a connection to.
     pub fn can_dial(&self, remote: &Remote) -> bool {
-        self.targets.contains_key(remote)
+        self.targets().contains_key(remote)
+    }
+
+    /// Makes `remote` a gateway we may open connections to (a target a DNS name resolved to). A remote already
+    /// known keeps how it was reached: one connection serves it, whichever trunk or name led to it.
+    pub fn add_target(&self, remote: Remote, target: DialTarget) {
+        self.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner).entry(remote).or_insert(target);
+    }
+
+    fn targets(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Remote, DialTarget>> {
+        // The map stays consistent between calls; a panic elsewhere must not stop the dialer.
+        self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sends `bytes` to the gateway `peer` on a connection about to be opened (the driver found none open).
@@ -108,7 +120,7 @@ impl Dialer {
 
     async fn open(self, peer: Peer) {
         let key = (peer.transport, peer.remote);
-        let Some(target) = self.targets.get(&key).cloned() else { return };
+        let Some(target) = self.targets().get(&key).cloned() else { return };
         let connected = tokio::time::timeout(self.connect_timeout, self.connect(peer, &target)).await;
         let error = match connected {
             Ok(Ok(())) => return,
@@ -206,9 +218,9 @@ impl Dialer {
         if let Some(e) = &ended.error {
             let key = (peer.transport, peer.remote);
             if self.log_allowed(key).is_some() {
-                let trunk = self.targets.get(&key).map_or("", |t| t.trunk.as_str());
+                let trunk = self.targets().get(&key).map_or(String::new(), |t| t.trunk.clone());
                 tracing::warn!(
-                    trunk, gateway = %format!("{}:{}", peer.transport, peer.remote), reason = ended.reason.label(),
+                    trunk = %trunk, gateway = %format!("{}:{}", peer.transport, peer.remote), reason = ended.reason.label(),
                     error = %e, "the connection to the gateway ended with an error"
                 );
             }
