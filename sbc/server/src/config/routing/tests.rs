@@ -349,7 +349,7 @@ register = {{}}
     std::fs::remove_file(&file).expect("remove password file");
 
     let e = error("[[trunk]]\nname = \"b\"\nregister = { username = \"acct\", password_env = \"X\" }\n");
-    assert!(e.contains("trunk[0].register.registrar: needed: the trunk has no gateways"), "{e}");
+    assert!(e.contains("trunk[0].register.registrar: needed: the trunk has no gateway given by its address"), "{e}");
     let e = error("[[trunk]]\nname = \"b\"\ngateways = [\"udp:198.18.2.10:5060\"]\nregister = { expires = 10 }\n");
     assert!(
         e.contains("trunk[0].register.username: needed")
