@@ -116,6 +116,8 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             let which = ha.active_active.then_some(group);
             let adopted = endpoint.take_over(now, which);
             endpoint.set_replication(true);
+            // The new active registers at once (a no-op if it already was active for another group).
+            endpoint.set_registering(now, true);
             ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_group_role(group, Role::Active);
             tracing::warn!(adopted, group, why = why.label(), "active: the service addresses and their calls are ours");
         }
@@ -127,6 +129,8 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             };
             // Active/active: the calls of the groups still ours go on being replicated.
             endpoint.set_replication(still_active);
+            // A box active for no group leaves the registrations to its peer.
+            endpoint.set_registering(now, still_active);
             if matches!(
                 why,
                 sbc_proto::ha::RoleChange::Demoted
@@ -162,6 +166,9 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             }
         }
         HaEvent::ResyncStart => endpoint.clear_foreign(),
+        // The REGISTERs of a takeover left before the service addresses were up: send them again now rather
+        // than at their first retransmission.
+        HaEvent::AddressesUp(_) => endpoint.resend_registrations(now),
         HaEvent::NeedSnapshot => {
             let mut all = endpoint.snapshot(now);
             all.extend(records.edge.bans().into_iter().map(|(addr, reason, left)| ban_record(addr, reason, left)));
@@ -335,6 +342,10 @@ pub async fn run(
     let mut stopping: Option<Instant> = None;
     // Starts what runs on its own (gateway probes).
     endpoint.handle_timeout(Instant::now().into_std());
+    // A box alone registers with its carriers now; in a pair, the active does (`on_ha`).
+    if records.ha.is_none() {
+        endpoint.set_registering(Instant::now().into_std(), true);
+    }
     if let Some(m) = &records.media {
         endpoint.set_media_available(m.initially_up());
     }
@@ -345,7 +356,8 @@ pub async fn run(
     let mut load = Load { worst_delay: std::time::Duration::ZERO, low_served: Instant::now(), low_empty: true };
     loop {
         if let Some(since) = stopping {
-            if endpoint.calls().is_empty() || since.elapsed() >= SHUTDOWN_GRACE {
+            let done = endpoint.calls().is_empty() && !endpoint.unregistering();
+            if done || since.elapsed() >= SHUTDOWN_GRACE {
                 break;
             }
         }
@@ -639,6 +651,20 @@ fn observe(o: Observation, trunks: &[String]) {
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
         }
         Observation::OverloadRejected => metrics::counter!("sbc_overload_rejected_total").increment(1),
+        Observation::RegistrationState { trunk, registered } => {
+            metrics::gauge!(m::REGISTRATION_STATE, "trunk" => name(trunk)).set(if registered { 1.0 } else { 0.0 });
+            if registered {
+                tracing::info!(trunk = %name(trunk), "trunk up: registered with its carrier");
+            } else {
+                tracing::warn!(trunk = %name(trunk), "trunk down: not registered with its carrier");
+            }
+        }
+        Observation::RegistrationResult { trunk, result } => {
+            metrics::counter!(m::REGISTRATIONS, "trunk" => name(trunk), "result" => result).increment(1);
+            if !matches!(result, "ok" | "challenged" | "unregistered") {
+                tracing::warn!(trunk = %name(trunk), result, "REGISTER failed");
+            }
+        }
         other => tracing::debug!(?other, "observation without a metric"),
     }
 }

@@ -103,6 +103,9 @@ pub enum HaEvent {
     ResyncStart,
     /// Our link to the standby is up: send the snapshot now ([`HaHandle::snapshot`]).
     NeedSnapshot,
+    /// The service addresses of a group just became active here are configured: what was sent from them before
+    /// (and failed, the address not being ours yet) can go again.
+    AddressesUp(usize),
 }
 
 /// What the link task sends: records in order, a snapshot as one batch.
@@ -345,12 +348,14 @@ async fn pair_task(
                         g.renewed = Instant::now();
                         g.active_since = Instant::now();
                         let vips = g.group.vips.clone();
+                        let up = events.clone();
                         tokio::task::spawn_blocking(move || {
                             if role == Role::Active {
                                 // Every address first, then the announcements, which take a second each.
                                 for v in &vips {
                                     add_vip(v);
                                 }
+                                let _ = up.send(HaEvent::AddressesUp(i));
                                 for v in &vips {
                                     announce_vip(v);
                                 }

@@ -187,3 +187,21 @@ pub fn describe_calls(trunks: &[String]) {
         counter!(CALLS_ANSWERED, "trunk" => t.clone()).absolute(0);
     }
 }
+
+/// 1 while a trunk's registration with its carrier is held, else 0 (the trunk is down), per registering trunk.
+pub const REGISTRATION_STATE: &str = "sbc_registration_state";
+/// REGISTERs ended, per trunk and `result` (`ok`, `challenged`, `forbidden`, `auth_failed`, `client_error`,
+/// `server_error`, `rejected`, `timeout`, `expired`, `no_route`, `unregistered`).
+pub const REGISTRATIONS: &str = "sbc_registrations_total";
+
+/// Describes the registration metrics and creates their series for every registering trunk: not registered yet.
+pub fn describe_registrations(trunks: &[String]) {
+    describe_gauge!(REGISTRATION_STATE, "1 while the trunk is registered with its carrier");
+    describe_counter!(REGISTRATIONS, "REGISTERs ended, by trunk and result");
+    for t in trunks {
+        gauge!(REGISTRATION_STATE, "trunk" => t.clone()).set(0.0);
+        for result in ["ok", "forbidden", "timeout"] {
+            counter!(REGISTRATIONS, "trunk" => t.clone(), "result" => result).absolute(0);
+        }
+    }
+}

@@ -112,7 +112,7 @@ pub(super) fn sip_uri(user: &str, host: impl std::fmt::Display) -> String {
 }
 
 /// The `;transport=` parameter of a `sip:` URI for `t` (none for UDP, the default, RFC 3261 §19.1.1).
-pub(super) fn transport_param(t: crate::transport::Transport) -> &'static str {
+pub(crate) fn transport_param(t: crate::transport::Transport) -> &'static str {
     use crate::transport::Transport;
     match t {
         Transport::Udp => "",

@@ -16,6 +16,7 @@ mod limits;
 mod replicate;
 mod resume;
 
+pub(crate) use build::transport_param;
 pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
 
@@ -488,6 +489,11 @@ impl Calls {
         self.counters.get(trunk.0 as usize).map_or(0, |c| c.active)
     }
 
+    /// Whether a trunk is up (its probes, its registration).
+    pub fn trunk_usable(&self, trunk: TrunkId) -> bool {
+        self.trunk_up.get(trunk.0 as usize).copied().unwrap_or(false)
+    }
+
     /// What DNS-named gateway `gateway` of `trunk` resolved to now (see `Endpoint::set_targets`).
     pub fn set_targets(&mut self, trunk: TrunkId, gateway: usize, targets: Vec<Target>) {
         self.resolved.insert((trunk, gateway), targets);
@@ -568,7 +574,9 @@ impl Calls {
             ctx.observe(Observation::CallRejected { status });
             ctx.respond(&key, r);
         };
-        let identified = self.plan.identify_peer(peer.remote, identity).or_else(|| {
+        // A call to the contact we registered with a carrier, from that carrier, is that carrier's.
+        let registered = self.plan.identify_registered(peer.remote, &build::user_of(&req.uri));
+        let identified = registered.or_else(|| self.plan.identify_peer(peer.remote, identity)).or_else(|| {
             let username = proxy_credentials(&req).map(|c| c.username)?;
             self.plan.by_username(&username)
         });
@@ -624,7 +632,17 @@ impl Calls {
             ctx.observe(Observation::MediaError { reason: "relay_down" });
             return reply(ctx, 503, "Media Relay Unavailable", Some((HeaderName::RetryAfter, "5".into())));
         }
-        let called_in = build::user_of(&req.uri);
+        // Sent to our registered contact, the Request-URI names the account; the number called is in To.
+        let called_in = match registered {
+            Some(_) => req
+                .headers
+                .to()
+                .map(|t| build::user_of(&t.uri()))
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| build::user_of(&req.uri)),
+            None => build::user_of(&req.uri),
+        };
         let called_routed = trunk.numbers_in.apply(&normalise(&called_in));
         let Some((prefix, candidates)) = self.plan.route(&called_routed) else {
             return reply(ctx, 404, "Not Found", None);

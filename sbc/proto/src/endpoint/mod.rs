@@ -22,6 +22,7 @@
 pub mod answer;
 mod ids;
 mod probes;
+mod registrations;
 pub mod reject;
 
 pub use ids::IdGenerator;
@@ -173,6 +174,11 @@ pub enum Observation {
     CallResumed { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
     /// A new call was refused with 503 by overload control.
     OverloadRejected,
+    /// This trunk's registration with its carrier is now held (the trunk may take calls) or not (it is down).
+    RegistrationState { trunk: crate::routing::TrunkId, registered: bool },
+    /// A REGISTER of this trunk ended: `ok`, `challenged`, `forbidden`, `auth_failed`, `client_error`,
+    /// `server_error`, `rejected`, `timeout`, `expired`, `no_route`, `unregistered`.
+    RegistrationResult { trunk: crate::routing::TrunkId, result: &'static str },
 }
 
 /// The signalling core.
@@ -183,6 +189,7 @@ pub struct Endpoint {
     txns: Transactions,
     calls: Calls,
     probes: probes::Probes,
+    registrations: registrations::Registrations,
     overload: crate::policy::Overload,
     /// The latest time given to us, for deadlines that are "at once".
     last_now: Option<Instant>,
@@ -204,6 +211,11 @@ impl Endpoint {
         calls.set_groups(config.groups.clone());
         calls.set_id_base(config.call_id_base);
         let probes = probes::Probes::new(&config.plan, &config.locals);
+        let registrations = registrations::Registrations::new(&config.plan, &config.locals);
+        // A registering trunk is down until its registrar accepts us.
+        for t in registrations.trunks() {
+            calls.set_trunk_up(t, false);
+        }
         let overload = crate::policy::Overload::new(config.overload);
         Self {
             config,
@@ -211,6 +223,7 @@ impl Endpoint {
             txns,
             calls,
             probes,
+            registrations,
             overload,
             last_now: None,
             identity: None,
@@ -256,6 +269,46 @@ impl Endpoint {
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn transaction_count(&self) -> usize {
         self.txns.len()
+    }
+
+    /// Starts (`on`) or stops registering with the carriers of registering trunks. A box alone starts at once; in
+    /// a pair, the active does, at once after a takeover, and a box that becomes standby stops (refreshing no more,
+    /// un-registering nothing: the peer holds the binding now).
+    pub fn set_registering(&mut self, now: Instant, on: bool) {
+        self.last_now = Some(now);
+        if on == self.registrations.is_active() {
+            return;
+        }
+        if on {
+            self.registrations.start(now);
+            let changes =
+                self.registrations.send_due(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
+            self.apply_registration_changes(changes);
+        } else {
+            let changes = self.registrations.stop(&mut self.out);
+            self.apply_registration_changes(changes);
+        }
+        self.drain_txns(now);
+    }
+
+    /// Sends again at once every REGISTER still waiting for its first answer, as a new transaction: the driver
+    /// knows they could not leave (a takeover's REGISTERs go out before the service addresses are up).
+    pub fn resend_registrations(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        let changes = self.registrations.resend_unanswered(
+            now,
+            &mut self.txns,
+            &mut self.ids,
+            &self.config.server,
+            &mut self.out,
+        );
+        self.apply_registration_changes(changes);
+        self.drain_txns(now);
+    }
+
+    /// Whether un-REGISTERs sent at [`Endpoint::shutdown`] still wait for their answers.
+    pub fn unregistering(&self) -> bool {
+        self.registrations.unregistering()
     }
 
     /// Marks a trunk usable or not, from its OPTIONS probes.
@@ -343,10 +396,16 @@ impl Endpoint {
     }
 
     /// Ends every call (BYE to confirmed ones, 503 to those being set up), for a clean shutdown; their CDRs come
-    /// out of [`Endpoint::poll_output`].
+    /// out of [`Endpoint::poll_output`]. Every registration held is removed with an un-REGISTER (Expires: 0);
+    /// [`Endpoint::unregistering`] says while their answers are awaited.
     pub fn shutdown(&mut self, now: Instant) {
+        self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.shutdown(&mut ctx);
+        self.drain_txns(now);
+        let (_, changes) =
+            self.registrations.unregister(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
+        self.apply_registration_changes(changes);
         self.drain_txns(now);
     }
 
@@ -435,6 +494,10 @@ impl Endpoint {
         let changes = self.probes.send_due(now, &mut self.txns, &mut self.ids, &self.config.server);
         self.apply_trunk_changes(changes);
         self.drain_txns(now);
+        let changes =
+            self.registrations.send_due(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
+        self.apply_registration_changes(changes);
+        self.drain_txns(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.handle_timeout(&mut ctx);
         self.drain_txns(now);
@@ -443,12 +506,15 @@ impl Endpoint {
     /// The next instant [`Endpoint::handle_timeout`] must be called, if any timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let probes = self.last_now.and_then(|now| self.probes.poll_timeout(now));
-        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes].into_iter().flatten().min()
+        let registrations = self.registrations.poll_timeout();
+        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes, registrations].into_iter().flatten().min()
     }
 
+    /// Probe results: a trunk takes calls while a gateway answers its probes and, if it registers, while it is
+    /// registered.
     fn apply_trunk_changes(&mut self, changes: Vec<(crate::routing::TrunkId, bool)>) {
         for &(trunk, up) in &changes {
-            self.calls.set_trunk_up(trunk, up);
+            self.calls.set_trunk_up(trunk, up && self.registrations.trunk_ok(trunk));
         }
         probes::Probes::observe(&mut self.out, changes);
         if let Some(down) = self.probes.take_down_changed() {
@@ -470,6 +536,27 @@ impl Endpoint {
         let changes = self.probes.set_targets(&self.config.plan, &self.config.locals, trunk, gateway, &targets);
         self.calls.set_targets(trunk, gateway, targets);
         self.apply_trunk_changes(changes);
+    }
+
+    /// Registrations held or lost (already reported by `registrations`).
+    fn apply_registration_changes(&mut self, changes: Vec<(crate::routing::TrunkId, bool)>) {
+        for (trunk, registered) in changes {
+            self.calls.set_trunk_up(trunk, registered && self.probes.trunk_up(trunk));
+        }
+    }
+
+    /// The answer to a REGISTER (`None`: no answer).
+    fn on_registration_result(&mut self, now: Instant, key: &txn::TransactionKey, resp: Option<&Response>) {
+        let changes = self.registrations.on_result(
+            now,
+            key,
+            resp,
+            &mut self.txns,
+            &mut self.ids,
+            &self.config.server,
+            &mut self.out,
+        );
+        self.apply_registration_changes(changes);
     }
 
     /// The next thing to do.
@@ -541,6 +628,12 @@ impl Endpoint {
                 }
                 txn::Event::Stray { message: Message::Response(_), .. } => {
                     self.observe(Observation::Dropped { reason: "stray_response" })
+                }
+                txn::Event::Response { key, response } if self.registrations.owns(&key) => {
+                    self.on_registration_result(now, &key, Some(&response))
+                }
+                txn::Event::Timeout { key } | txn::Event::TransportError { key } if self.registrations.owns(&key) => {
+                    self.on_registration_result(now, &key, None)
                 }
                 txn::Event::Response { key, response } if self.probes.owns(&key) => {
                     let changes = self.probes.on_result(&key, Some(&response));

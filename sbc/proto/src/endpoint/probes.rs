@@ -121,7 +121,7 @@ impl Probes {
     }
 
     /// Whether `trunk` has a gateway up (trunks without probes are always up).
-    fn trunk_up(&self, trunk: TrunkId) -> bool {
+    pub(super) fn trunk_up(&self, trunk: TrunkId) -> bool {
         let mut probed = self.gws.iter().filter(|g| g.trunk == trunk).peekable();
         probed.peek().is_none() || probed.any(|g| g.health.is_up())
     }

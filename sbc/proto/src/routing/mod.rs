@@ -34,7 +34,7 @@ pub use health::{Change, GatewayHealth, HealthState, ProbeConfig};
 pub use prefix::{PrefixError, PrefixMatch, PrefixTable, PrefixTableBuilder};
 pub use select::{select, Candidate, Selection, SkipReason, Skipped, DEFAULT_WEIGHT};
 pub use targets::{DnsGateway, Target};
-pub use trunk::{Credentials, Gateway, Limits, Plan, SourceMatch, Trunk, UnknownSource};
+pub use trunk::{Credentials, Gateway, Limits, Plan, Registration, SourceMatch, Trunk, UnknownSource};
 
 use std::fmt;
 

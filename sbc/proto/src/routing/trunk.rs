@@ -69,6 +69,25 @@ pub struct Trunk {
     /// SDES-SRTP on this trunk's leg (`off`, `optional`, `required`), terminated by the relay with keys of its own
     /// for the leg (relay-proto's `negotiate`). Default: off (plain RTP; an `RTP/SAVP` offer is refused with 488).
     pub srtp: SrtpMode,
+    /// Registration of the SBC with this carrier (a registration-based trunk): while not registered the trunk is
+    /// down, and INVITEs from the carrier to the registered contact belong to this trunk. Default `None`.
+    pub register: Option<Registration>,
+}
+
+/// How the SBC registers with a carrier (RFC 3261 §10): the binding of `sip:{username}@{domain}` to our contact
+/// `sip:{contact_user}@{our address}`.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The account: the user of the address-of-record, and the digest credentials for the registrar's challenges.
+    pub credentials: Credentials,
+    /// Where REGISTERs go.
+    pub registrar: Gateway,
+    /// The host of the address-of-record and of the REGISTER's Request-URI.
+    pub domain: String,
+    /// The expiry asked for; the registrar's answer decides.
+    pub expires: Duration,
+    /// The user part of our Contact: the carrier sends its calls to it.
+    pub contact_user: String,
 }
 
 impl Trunk {
@@ -96,6 +115,7 @@ impl Trunk {
             identity_in: IdentityIn::default(),
             identity_out: IdentityOut::default(),
             srtp: SrtpMode::Off,
+            register: None,
         }
     }
 }
@@ -219,6 +239,22 @@ impl Plan {
             .or_else(|| self.identify(remote))
     }
 
+    /// The registering trunk a request from `remote` to Request-URI user `user` is for: the trunk whose
+    /// `contact_user` is `user` and whose registrar or a gateway has `remote`'s address (any port). A registration
+    /// names the trunk more precisely than an address, so it is asked before [`Plan::identify_peer`].
+    pub fn identify_registered(&self, remote: SocketAddr, user: &str) -> Option<TrunkId> {
+        self.trunks
+            .iter()
+            .position(|t| {
+                t.register.as_ref().is_some_and(|r| {
+                    r.contact_user == user
+                        && (r.registrar.addr.ip() == remote.ip()
+                            || t.gateways.iter().any(|g| g.addr.ip() == remote.ip()))
+                })
+            })
+            .map(|i| TrunkId(i as u32))
+    }
+
     /// [`Plan::is_known`], or a peer whose TLS identity names a trunk.
     pub fn is_known_peer(&self, remote: SocketAddr, identity: Option<&TlsIdentity>) -> bool {
         self.identify_peer(remote, identity).is_some() || self.is_known(remote)
@@ -229,7 +265,10 @@ impl Plan {
     /// source is unknown: `calls.unknown_source` and the edge's `rate_unknown` apply to it.
     pub fn is_known(&self, remote: SocketAddr) -> bool {
         self.identify(remote).is_some()
-            || self.trunks.iter().any(|t| t.gateways.iter().any(|g| g.addr.ip() == remote.ip()))
+            || self.trunks.iter().any(|t| {
+                t.gateways.iter().any(|g| g.addr.ip() == remote.ip())
+                    || t.register.as_ref().is_some_and(|r| r.registrar.addr.ip() == remote.ip())
+            })
     }
 
     /// The trunk whose inbound credentials carry `username` and that has no source addresses (recognised by its
@@ -323,5 +362,24 @@ mod tests {
         assert_eq!(plan.identify_peer(outside, Some(&stranger)), None);
         assert_eq!(plan.identify_peer(outside, None), None);
         assert!(plan.is_known_peer(outside, Some(&id)) && !plan.is_known_peer(outside, None));
+    }
+
+    #[test]
+    fn a_call_to_the_registered_contact_from_the_carrier_belongs_to_the_registering_trunk() {
+        let carrier = Gateway { transport: Transport::Udp, addr: "198.18.2.10:5060".parse().unwrap() };
+        let mut reg = trunk("reg", &[]);
+        reg.gateways = vec![carrier];
+        reg.register = Some(crate::routing::Registration {
+            credentials: Credentials { username: "acct".into(), password: Secret::new("x") },
+            registrar: carrier,
+            domain: "carrier.example".into(),
+            expires: Duration::from_secs(600),
+            contact_user: "sbc-acct".into(),
+        });
+        let plan = Plan { trunks: vec![trunk("wide", &["198.18.2.0/24"]), reg], ..Plan::default() };
+        let other_port = "198.18.2.10:5070".parse().unwrap();
+        assert_eq!(plan.identify_registered(other_port, "sbc-acct"), Some(TrunkId(1)));
+        assert_eq!(plan.identify_registered(other_port, "someone"), None, "another user is not our contact");
+        assert_eq!(plan.identify_registered("198.18.2.11:5060".parse().unwrap(), "sbc-acct"), None, "another host");
     }
 }

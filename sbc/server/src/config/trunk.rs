@@ -11,13 +11,14 @@ use numbers::{RawCli, RawIdentity, RawNumbers};
 use relay_proto::sdes::SrtpMode;
 use sbc_proto::policy::digest::Secret;
 use sbc_proto::routing::{
-    Credentials, DnsGateway, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, SourceMatch,
-    StatusSet, Trunk,
+    Credentials, DnsGateway, FailoverConfigError, FailoverTriggers, Gateway, Limits, ProbeConfig, Registration,
+    SourceMatch, StatusSet, Trunk,
 };
 use sbc_proto::transport::Transport;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 use toml::Spanned;
 
 // Headers the B2BUA builds for each leg itself (the one list lives next to the code that builds them): copying
@@ -48,6 +49,7 @@ pub(super) struct RawTrunk {
     cli: Option<RawCli>,
     pub(super) srtp: Option<Spanned<String>>,
     tls: Option<Spanned<super::tls::RawTrunkTls>>,
+    register: Option<Spanned<RawRegister>>,
 }
 
 impl RawTrunk {
@@ -86,6 +88,22 @@ struct RawAuth {
     password_env: Option<Spanned<String>>,
     password_file: Option<Spanned<String>>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegister {
+    username: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    registrar: Option<Spanned<String>>,
+    domain: Option<Spanned<String>>,
+    expires: Option<Spanned<i64>>,
+    contact_user: Option<Spanned<String>>,
+}
+
+/// The shortest and longest `register.expires` accepted, in seconds: shorter would keep the registrar busy,
+/// longer would leave a dead binding for days.
+const EXPIRES_RANGE: std::ops::RangeInclusive<i64> = 30..=86_400;
 
 /// The trunk, and its `tls` (client settings and whether it uses `sips:` URIs) when it has one.
 pub(super) fn trunk(
@@ -159,6 +177,7 @@ pub(super) fn trunk(
     });
     let auth = raw.auth.as_ref().and_then(|a| credentials(c, i, "auth", a, base_dir));
     let inbound_auth = raw.inbound_auth.as_ref().and_then(|a| credentials(c, i, "inbound_auth", a, base_dir));
+    let register = raw.register.as_ref().and_then(|r| registration(c, i, r, auth.as_ref(), &gateways, base_dir));
     let failover = FailoverTriggers {
         codes: raw.failover_on.as_ref().map_or_else(default_codes, |list| failover_codes(c, i, list)),
         timeout: raw.failover_on_timeout.unwrap_or(true),
@@ -228,6 +247,7 @@ pub(super) fn trunk(
         identity_in,
         identity_out,
         srtp,
+        register,
     };
     (trunk, tls)
 }
@@ -367,6 +387,113 @@ fn credentials(
             None
         }
     }
+}
+
+/// `trunk[i].register`: the account (its own `username` and password, else the trunk's `auth`), the registrar
+/// (else the first gateway), the domain (else the registrar's address), `expires` and `contact_user`.
+fn registration(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    raw: &Spanned<RawRegister>,
+    auth: Option<&Credentials>,
+    gateways: &[Gateway],
+    base_dir: &Path,
+) -> Option<Registration> {
+    let key = |k: &str| format!("trunk[{i}].register.{k}");
+    let r = raw.get_ref();
+    let username = match (&r.username, auth) {
+        (Some(u), _) if u.get_ref().is_empty() || !u.get_ref().bytes().all(is_user_char) => {
+            c.error(u.span(), &key("username"), &format!("\"{}\" is not a SIP user name", u.get_ref()));
+            None
+        }
+        (Some(u), _) => Some(u.get_ref().clone()),
+        (None, Some(a)) => Some(a.username.clone()),
+        (None, None) => {
+            c.error(raw.span(), &key("username"), "needed (or the trunk's auth.username)");
+            None
+        }
+    };
+    let password = if r.password_env.is_some() || r.password_file.is_some() {
+        let read = super::secret::read(
+            "password",
+            r.password_env.as_ref(),
+            r.password_file.as_ref(),
+            &format!("trunk[{i}].register"),
+            raw.span(),
+            base_dir,
+        );
+        read.map(Secret::new).map_err(|(span, key, message)| c.error(span, &key, &message)).ok()
+    } else if let Some(a) = auth {
+        Some(a.password.clone())
+    } else {
+        c.error(raw.span(), &key("password_env"), "needs password_env or password_file (or the trunk's auth)");
+        None
+    };
+    let registrar = match &r.registrar {
+        Some(g) => match parse_gateway(g.get_ref()) {
+            // A tcp: or tls: registrar is reached over the connection the trunk's gateway has.
+            Ok(reg) if reg.transport != Transport::Udp && !gateways.contains(&reg) => {
+                let message =
+                    format!("\"{}\": a tcp: or tls: registrar must be one of the trunk's gateways", g.get_ref());
+                c.error(g.span(), &key("registrar"), &message);
+                None
+            }
+            Ok(reg) => Some(reg),
+            Err(m) => {
+                c.error(g.span(), &key("registrar"), &m);
+                None
+            }
+        },
+        None => gateways.first().copied().or_else(|| {
+            c.error(raw.span(), &key("registrar"), "needed: the trunk has no gateway given by its address to register with (a registrar by DNS name is not supported: give its address here)");
+            None
+        }),
+    };
+    let domain = match &r.domain {
+        Some(d)
+            if d.get_ref().is_empty()
+                || !d.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) =>
+        {
+            c.error(d.span(), &key("domain"), &format!("\"{}\" is not a host name or address", d.get_ref()));
+            None
+        }
+        Some(d) => Some(d.get_ref().clone()),
+        None => registrar.map(|g| match g.addr {
+            a if a.port() == 5060 && a.is_ipv4() => a.ip().to_string(),
+            a if a.port() == 5060 => format!("[{}]", a.ip()),
+            a => a.to_string(),
+        }),
+    };
+    let expires = match &r.expires {
+        Some(e) if !EXPIRES_RANGE.contains(e.get_ref()) => {
+            let message =
+                format!("{} s is out of range: {} to {} s", e.get_ref(), EXPIRES_RANGE.start(), EXPIRES_RANGE.end());
+            c.error(e.span(), &key("expires"), &message);
+            None
+        }
+        Some(e) => Some(Duration::from_secs(*e.get_ref() as u64)),
+        None => Some(Duration::from_secs(600)),
+    };
+    let contact_user = match &r.contact_user {
+        Some(u) if u.get_ref().is_empty() || !u.get_ref().bytes().all(is_user_char) => {
+            c.error(u.span(), &key("contact_user"), &format!("\"{}\" is not a SIP user name", u.get_ref()));
+            None
+        }
+        Some(u) => Some(u.get_ref().clone()),
+        None => username.clone(),
+    };
+    Some(Registration {
+        credentials: Credentials { username: username?, password: password? },
+        registrar: registrar?,
+        domain: domain?,
+        expires: expires?,
+        contact_user: contact_user?,
+    })
+}
+
+/// A character a SIP user part may hold unescaped (RFC 3261 §25.1: unreserved and user-unreserved).
+fn is_user_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/".contains(&b)
 }
 
 /// A `match.source` entry: an address or network, optionally with a port.

@@ -306,3 +306,54 @@ fn twenty_thousand_routes_load_in_one_pass() {
     let (prefix, to) = c.plan.route("+4912345678").expect("route");
     assert_eq!((prefix, to.len()), ("+4912345", 2));
 }
+
+#[test]
+fn register_takes_the_account_from_auth_and_the_registrar_from_the_first_gateway() {
+    let secret = "reg-secret-do-not-print";
+    let file = std::env::temp_dir().join(format!("sbc-config-test-{}-register", std::process::id()));
+    std::fs::write(&file, secret).expect("write password file");
+    let text = format!(
+        r#"[[trunk]]
+name = "b"
+gateways = ["udp:198.18.2.10:5070", "udp:198.18.2.11:5060"]
+auth = {{ username = "acct", password_file = {file:?} }}
+register = {{}}
+"#
+    );
+    let c = parse(&text).expect("valid");
+    let r = c.plan.trunks[0].register.as_ref().expect("register");
+    assert_eq!((r.credentials.username.as_str(), &r.credentials.password), ("acct", &Secret::new(secret)));
+    assert_eq!((r.registrar.transport, r.registrar.addr.to_string()), (Transport::Udp, "198.18.2.10:5070".into()));
+    assert_eq!(
+        (r.domain.as_str(), r.expires, r.contact_user.as_str()),
+        ("198.18.2.10:5070", Duration::from_secs(600), "acct")
+    );
+    assert!(!format!("{c:?}").contains(secret), "the password never shows");
+
+    let own = parse(&text.replace(
+        "register = {}",
+        r#"register = { username = "other", password_file = "/nonexistent/reg-pw", registrar = "udp:198.18.2.12:5060" }"#,
+    ));
+    let e = own.expect_err("unreadable file").to_string();
+    assert!(e.starts_with("test.toml:5: trunk[0].register.password_file: cannot read /nonexistent/reg-pw"), "{e}");
+    let c = parse(&text.replace(
+        "register = {}",
+        r#"register = { registrar = "udp:198.18.2.12:5060", expires = 3600, contact_user = "sbc-1" }"#,
+    ))
+    .expect("valid");
+    let r = c.plan.trunks[0].register.as_ref().expect("register");
+    assert_eq!(
+        (r.domain.as_str(), r.expires, r.contact_user.as_str()),
+        ("198.18.2.12", Duration::from_secs(3600), "sbc-1")
+    );
+    std::fs::remove_file(&file).expect("remove password file");
+
+    let e = error("[[trunk]]\nname = \"b\"\nregister = { username = \"acct\", password_env = \"X\" }\n");
+    assert!(e.contains("trunk[0].register.registrar: needed: the trunk has no gateway given by its address"), "{e}");
+    let e = error("[[trunk]]\nname = \"b\"\ngateways = [\"udp:198.18.2.10:5060\"]\nregister = { expires = 10 }\n");
+    assert!(
+        e.contains("trunk[0].register.username: needed")
+            && e.contains("trunk[0].register.expires: 10 s is out of range"),
+        "{e}"
+    );
+}
