@@ -5,8 +5,14 @@
  * A UDP packet whose destination address:port is a relay endpoint with a flow in relay_flows (and, for a
  * strict flow, whose source is the latched peer) is rewritten as the user-space relay would send it (new
  * source = the relay's endpoint on the other side, new destination = the other peer, TTL/hop limit - 1,
- * checksums updated incrementally), its MACs set from bpf_fib_lookup, and sent: XDP_TX when the egress
+ * checksums updated incrementally), its MACs set from the flow's next hop, and sent: XDP_TX when the egress
  * interface is the ingress one, else bpf_redirect_map into relay_devmap.
+ *
+ * The next hop (egress interface, MACs) is bpf_fib_lookup's answer, cached in the flow's entry (struct
+ * relay_target nh_*) and valid while relay_nh_gen[0] is what it was at the lookup: user space bumps it on every
+ * neighbour, route, address or link change the kernel announces, and the flow's next packet looks up again. So
+ * a hit costs one lookup per change instead of one per packet (bpf_fib_lookup is most of a hit's cost), and a
+ * changed neighbour or route still reaches every flow at its next packet.
  *
  * On a flow marked RELAY_F_PASS_RTCP, RTCP multiplexed on the RTP port (RFC 5761 §4: version 2 and a second
  * byte in 192..223, which no RTP payload type used with multiplexing gives) is passed: user space rewrites its
@@ -83,6 +89,15 @@ struct {
 	__uint(max_entries, RELAY_MAX_IFACES);
 } relay_devmap SEC(".maps");
 
+/* relay_nh_gen: slot 0 = generation of the routing state (neighbours, routes, addresses, links), bumped by user
+ * space on every change the kernel announces; never 0 once user space set it up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} relay_nh_gen SEC(".maps");
+
 /* relay_bans: source address (port 0) -> ban reason code; its packets are dropped (written only by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -151,16 +166,59 @@ static __always_inline int relay_addr_eq6(const __u8 *a, const struct in6_addr *
 	       x[2] == b->in6_u.u6_addr32[2] && x[3] == b->in6_u.u6_addr32[3];
 }
 
+/* Looks the next hop of flow t up with bpf_fib_lookup (as the kernel would route the rewritten packet, received on
+ * ingress, tot_len bytes long) and caches it in t under generation gen; nonzero when there is none (no route, no
+ * neighbour, forwarding off, MTU exceeded): the packet is then passed. Another CPU may fill the same entry at the
+ * same time; both write the same answer, and nh_gen is written last, after a compiler barrier (x86 keeps the store
+ * order), so a reader that sees the generation sees the hop. */
+static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *p, struct relay_target *t,
+					  __u32 ingress, __u32 tot_len, __u32 gen)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.ifindex = ingress;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = t->from.port;
+	fib.dport = t->to.port;
+	fib.tot_len = tot_len;
+	if (p->ip4) {
+		fib.family = RELAY_SYS_AF_INET;
+		fib.tos = p->ip4->tos;
+		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
+	} else if (p->ip6) {
+		fib.family = RELAY_SYS_AF_INET6;
+		fib.flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0FFFFFFF);
+		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
+		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
+	} else {
+		return -1;
+	}
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	/* Within one generation the largest length that passed is kept (RTP sizes vary a little). */
+	if (t->nh_gen == gen && t->nh_iif == ingress && t->nh_oif == fib.ifindex && t->nh_len > tot_len)
+		tot_len = t->nh_len;
+	t->nh_iif = ingress;
+	t->nh_oif = fib.ifindex;
+	t->nh_len = tot_len;
+	__builtin_memcpy(t->nh_smac, fib.smac, ETH_ALEN);
+	__builtin_memcpy(t->nh_dmac, fib.dmac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	t->nh_gen = gen;
+	return 0;
+}
+
 /* Decides what to do with a parsed UDP packet; on a hit rewrites it and returns XDP_TX/XDP_REDIRECT with
  * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). */
 static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
 {
-	struct bpf_fib_lookup fib = {};
 	struct relay_addr key = {};
 	struct relay_target *t;
 	struct udphdr *udp = p->udp;
 	__u32 ingress = ctx->ingress_ifindex;
-	__u32 egress, acc, slot;
+	__u32 egress, acc, slot, tot_len, gen, zero = 0;
+	__u32 *genp;
 	__u16 check;
 
 	if (p->ip4)
@@ -190,11 +248,6 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 		}
 	}
 
-	fib.ifindex = ingress;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = t->from.port;
-	fib.dport = t->to.port;
-
 	if (p->ip4) {
 		struct iphdr *ip = p->ip4;
 
@@ -213,11 +266,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 			*act = RELAY_ACT_PASS_CSUM;
 			return XDP_PASS;
 		}
-		fib.family = RELAY_SYS_AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
-		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
+		tot_len = bpf_ntohs(ip->tot_len);
 	} else {
 		struct ipv6hdr *ip6 = p->ip6;
 
@@ -240,18 +289,19 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 			*act = RELAY_ACT_PASS_CSUM;
 			return XDP_PASS;
 		}
-		fib.family = RELAY_SYS_AF_INET6;
-		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
-		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
-		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
+		tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
 	}
 
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
-		*act = RELAY_ACT_PASS_FIB;
-		return XDP_PASS;
+	/* Read before a lookup, so that a change announced meanwhile makes the next packet look up again. */
+	genp = bpf_map_lookup_elem(&relay_nh_gen, &zero);
+	gen = genp ? *genp : 0;
+	if (!gen || t->nh_gen != gen || t->nh_iif != ingress || tot_len > t->nh_len) {
+		if (!gen || relay_next_hop(ctx, p, t, ingress, tot_len, gen)) {
+			*act = RELAY_ACT_PASS_FIB;
+			return XDP_PASS;
+		}
 	}
-	egress = fib.ifindex;
+	egress = t->nh_oif;
 	/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
 	if (p->vlan && egress != ingress)
 		goto other;
@@ -302,8 +352,8 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	}
 	udp->source = t->from.port;
 	udp->dest = t->to.port;
-	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, t->nh_dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, t->nh_smac, ETH_ALEN);
 
 	slot = t->stats_index;
 	{

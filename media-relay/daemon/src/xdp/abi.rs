@@ -18,6 +18,7 @@ pub const MAP_DROPS: &str = "relay_drops";
 pub const MAP_BANS: &str = "relay_bans";
 pub const MAP_BAN_COUNT: &str = "relay_ban_count";
 pub const MAP_BAN_DROPS: &str = "relay_ban_drops";
+pub const MAP_NH_GEN: &str = "relay_nh_gen";
 /// `RELAY_BAN_REASONS`: slots of `relay_ban_drops` (ban reason codes; a larger code counts in slot 0).
 pub const BAN_REASONS: u32 = 8;
 pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";
@@ -63,7 +64,8 @@ pub struct RelayAddr {
     pub pad: u8,
 }
 
-/// `struct relay_target`: the value of `relay_flows`.
+/// `struct relay_target`: the value of `relay_flows`. The `nh_*` fields are the program's cache of the next hop:
+/// user space writes them zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RelayTarget {
@@ -72,6 +74,13 @@ pub struct RelayTarget {
     pub to: RelayAddr,
     pub flags: u32,
     pub stats_index: u32,
+    pub nh_gen: u32,
+    pub nh_iif: u32,
+    pub nh_oif: u32,
+    pub nh_len: u16,
+    pub nh_smac: [u8; 6],
+    pub nh_dmac: [u8; 6],
+    pub nh_pad: [u8; 2],
 }
 
 /// `struct relay_flow_stats`: the per-CPU value of `relay_stats`.
@@ -99,7 +108,11 @@ const DEVMAP_VAL_SIZE: usize = 8;
 const _: () = assert!(size_of::<RelayAddr>() == 20);
 const _: () = assert!(offset_of!(RelayAddr, port) == 16);
 const _: () = assert!(offset_of!(RelayAddr, family) == 18);
-const _: () = assert!(size_of::<RelayTarget>() == 68);
+const _: () = assert!(size_of::<RelayTarget>() == 96);
+const _: () = assert!(offset_of!(RelayTarget, nh_gen) == 68);
+const _: () = assert!(offset_of!(RelayTarget, nh_len) == 80);
+const _: () = assert!(offset_of!(RelayTarget, nh_smac) == 82);
+const _: () = assert!(offset_of!(RelayTarget, nh_dmac) == 88);
 const _: () = assert!(offset_of!(RelayTarget, expect) == 0);
 const _: () = assert!(offset_of!(RelayTarget, from) == 20);
 const _: () = assert!(offset_of!(RelayTarget, to) == 40);

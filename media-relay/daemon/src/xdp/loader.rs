@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 use super::{
     abi::{self, RelayAddr, RelayFlowStats, RelayIfaceDrops, RelayTarget},
     egress::{FeatureWatch, NetdevFeatures},
-    objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters, XdpError,
-    XdpMode,
+    next_hop, objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters,
+    XdpError, XdpMode,
 };
 
 /// The loaded relay program and its maps. See the [module docs](super).
@@ -55,6 +55,8 @@ struct Inner {
     capacity: u32,
     cpus: usize,
     attached: Vec<(String, XdpLinkId)>,
+    /// Bumps `relay_nh_gen` on routing changes (the program's next-hop cache); stopped on drop.
+    _next_hop: next_hop::NextHopWatch,
 }
 
 #[derive(Debug)]
@@ -260,7 +262,7 @@ impl Xdp {
             }
         };
         let flags = if target.strict { abi::F_STRICT } else { 0 } | if target.pass_rtcp { abi::F_PASS_RTCP } else { 0 };
-        let value = RelayTarget { expect, from, to, flags, stats_index: slot };
+        let value = RelayTarget { expect, from, to, flags, stats_index: slot, ..RelayTarget::default() };
         if let Err(source) = inner.flows.insert(kaddr, value, 0) {
             if !inner.slots.contains_key(&key) {
                 inner.free.push(slot);
@@ -325,22 +327,7 @@ impl Xdp {
     /// `frame` through `BPF_PROG_TEST_RUN`, as if received on `ingress_ifindex` (0 = none: then
     /// `bpf_fib_lookup` fails and hits are passed). Counters and maps are the real ones.
     pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32, repeat: u32) -> Result<TestRunOutput, XdpError> {
-        let inner = self.inner()?;
-        let prog = inner.program()?;
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let ctx: Vec<u8> =
-            [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: repeat.max(1),
-            ..TestRunOptions::default()
-        };
-        let res = prog.test_run(opts).map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
-        out.truncate(res.data_size_out as usize);
-        Ok(TestRunOutput { action: res.return_value, frame: out, duration: res.duration })
+        test_run_prog(self.inner()?.program()?, abi::PROG_XDP, frame, ingress_ifindex, repeat)
     }
 }
 
@@ -384,6 +371,7 @@ impl Inner {
         let bans = HashMap::try_from(take(abi::MAP_BANS)?).map_err(map_err(abi::MAP_BANS))?;
         let ban_count = Array::try_from(take(abi::MAP_BAN_COUNT)?).map_err(map_err(abi::MAP_BAN_COUNT))?;
         let ban_drops = PerCpuArray::try_from(take(abi::MAP_BAN_DROPS)?).map_err(map_err(abi::MAP_BAN_DROPS))?;
+        let next_hop = next_hop::start(take(abi::MAP_NH_GEN)?)?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let capacity = stats.len();
         let ifaces = interfaces
@@ -411,6 +399,7 @@ impl Inner {
             capacity,
             cpus,
             attached: Vec::new(),
+            _next_hop: next_hop,
         })
     }
 
@@ -583,6 +572,29 @@ impl Inner {
             last_seen_ns: acc.last_seen_ns.max(v.last_seen_ns),
         }))
     }
+}
+
+/// `BPF_PROG_TEST_RUN` of a loaded XDP program: see [`Xdp::test_run`].
+pub(super) fn test_run_prog(
+    prog: &XdpProgram,
+    name: &'static str,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+) -> Result<TestRunOutput, XdpError> {
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+    let ctx: Vec<u8> = [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat: repeat.max(1),
+        ..TestRunOptions::default()
+    };
+    let res = prog.test_run(opts).map_err(|source| XdpError::Program { name, source })?;
+    out.truncate(res.data_size_out as usize);
+    Ok(TestRunOutput { action: res.return_value, frame: out, duration: res.duration })
 }
 
 fn attach_one(prog: &mut XdpProgram, iface: &str, mode: AttachedMode) -> Result<XdpLinkId, XdpError> {

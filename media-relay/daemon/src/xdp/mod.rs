@@ -28,6 +28,8 @@
 pub mod abi;
 pub mod egress;
 mod loader;
+mod next_hop;
+pub mod reference;
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -39,6 +41,8 @@ pub mod objects {
     pub static RELAY_XDP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay_xdp.bpf.o"));
     /// `pass.bpf.c`: `relay_pass` (XDP_PASS) and `relay_bare_redirect` (everything to `relay_bench_devmap[0]`).
     pub static PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pass.bpf.o"));
+    /// `reference_relay.bpf.c`: the reference relay program (a yardstick for benchmarks, never attached).
+    pub static REFERENCE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reference_relay.bpf.o"));
 }
 
 /// How to attach (the `xdp` setting).
@@ -249,6 +253,8 @@ pub enum XdpError {
          send with BTF tracing programs and is not attached without them (a kernel with CONFIG_DEBUG_INFO_BTF)"
     )]
     Btf(String),
+    #[error("keep the XDP next hops fresh (neighbour and route changes): {0}")]
+    NextHop(String),
     #[error("cannot learn which interfaces take XDP frames in native mode: {0}")]
     Features(String),
     #[error(
