@@ -94,11 +94,12 @@ struct relay_target {
 	__u8 nh_pad[2];           /* zero (offset 94) */
 };
 
-/* The value of relay_stats (per CPU; user space sums the CPUs). 24 bytes. */
+/* The value of relay_stats (per CPU; user space sums the CPUs). 16 bytes. No time of the last packet: a clock
+ * read (bpf_ktime_get_ns) would cost a hit as much again as the rest of the counting; user space tells when a
+ * flow was last seen from its packet count growing between two reads. */
 struct relay_flow_stats {
 	__u64 packets;      /* packets forwarded */
 	__u64 bytes;        /* UDP payload bytes forwarded (as the user-space relay counts) */
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last forwarded packet, 0 = never */
 };
 
 /* Index into relay_actions (per-CPU __u64 packet counters): what the program did and why. */

@@ -220,6 +220,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	__u32 egress, acc, slot, tot_len, gen, zero = 0;
 	__u32 *genp;
 	__u16 check;
+	long ret;
 
 	if (p->ip4)
 		__builtin_memcpy(key.addr, &p->ip4->daddr, 4);
@@ -305,12 +306,21 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
 	if (p->vlan && egress != ingress)
 		goto other;
-	/* XDP_TX needs of the ingress what a redirect needs of the egress (a veth sends both to its peer). */
-	if (!bpf_map_lookup_elem(&relay_devmap, &egress)) {
+	/* XDP_TX needs of the ingress what a redirect needs of the egress (a veth sends both to its peer).
+	 * bpf_redirect_map looks the egress up in relay_devmap (XDP_PASS when it is not there) and only records
+	 * the target: the frame goes after the program returns, so the rewrite below still goes with it, and
+	 * the one lookup serves as check and redirect. For XDP_TX the recorded target is not used. */
+	ret = bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
+	if (ret != XDP_REDIRECT) {
 		*act = RELAY_ACT_PASS_EGRESS;
 		return XDP_PASS;
 	}
-	*act = egress == ingress ? RELAY_ACT_TX : RELAY_ACT_REDIRECT;
+	if (egress == ingress) {
+		*act = RELAY_ACT_TX;
+		ret = XDP_TX;
+	} else {
+		*act = RELAY_ACT_REDIRECT;
+	}
 
 	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
 	if (p->ip4) {
@@ -364,12 +374,9 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 
 			s->packets += 1;
 			s->bytes += ulen > sizeof(struct udphdr) ? ulen - sizeof(struct udphdr) : 0;
-			s->last_seen_ns = bpf_ktime_get_ns();
 		}
 	}
-	if (*act == RELAY_ACT_TX)
-		return XDP_TX;
-	return bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
+	return ret;
 
 other:
 	*act = RELAY_ACT_PASS_OTHER;

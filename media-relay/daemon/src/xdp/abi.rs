@@ -89,7 +89,6 @@ pub struct RelayTarget {
 pub struct RelayFlowStats {
     pub packets: u64,
     pub bytes: u64,
-    pub last_seen_ns: u64,
 }
 
 /// `struct relay_iface_drops`: the per-CPU value of `relay_drops`.
@@ -118,9 +117,8 @@ const _: () = assert!(offset_of!(RelayTarget, from) == 20);
 const _: () = assert!(offset_of!(RelayTarget, to) == 40);
 const _: () = assert!(offset_of!(RelayTarget, flags) == 60);
 const _: () = assert!(offset_of!(RelayTarget, stats_index) == 64);
-const _: () = assert!(size_of::<RelayFlowStats>() == 24);
+const _: () = assert!(size_of::<RelayFlowStats>() == 16);
 const _: () = assert!(offset_of!(RelayFlowStats, bytes) == 8);
-const _: () = assert!(offset_of!(RelayFlowStats, last_seen_ns) == 16);
 const _: () = assert!(size_of::<RelayIfaceDrops>() == 32);
 const _: () = assert!(offset_of!(RelayIfaceDrops, xmit_drops) == 8);
 const _: () = assert!(offset_of!(RelayIfaceDrops, tx_drops) == 16);

@@ -48,6 +48,9 @@ struct Inner {
     /// stack, which every device takes).
     features: Option<NetdevFeatures>,
     watch: Option<FeatureWatch>,
+    /// Per counter slot: the packet count at the last read and when (CLOCK_MONOTONIC ns) it was last seen to
+    /// grow, which stands for the time of the last packet (see [`KernelCounters::last_seen_ns`]).
+    seen: std::cell::RefCell<StdHashMap<u32, (u64, u64)>>,
     /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows`).
     slots: StdHashMap<FlowKey, u32>,
     free: Vec<u32>,
@@ -393,6 +396,7 @@ impl Inner {
             ifaces,
             features: None,
             watch: None,
+            seen: std::cell::RefCell::new(StdHashMap::new()),
             slots: StdHashMap::new(),
             free: Vec::new(),
             next_slot: 0,
@@ -561,16 +565,25 @@ impl Inner {
     fn zero_slot(&mut self, slot: u32) -> Result<(), XdpError> {
         let zeros = PerCpuValues::try_from(vec![RelayFlowStats::default(); self.cpus])
             .map_err(|e| XdpError::Cpus(e.to_string()))?;
-        self.stats.set(slot, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })
+        self.stats.set(slot, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })?;
+        self.seen.borrow_mut().remove(&slot);
+        Ok(())
     }
 
     fn read_slot(&self, slot: u32) -> Result<KernelCounters, XdpError> {
         let values = self.stats.get(&slot, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })?;
-        Ok(values.iter().fold(KernelCounters::default(), |acc, v| KernelCounters {
+        let mut c = values.iter().fold(KernelCounters::default(), |acc, v| KernelCounters {
             packets: acc.packets.wrapping_add(v.packets),
             bytes: acc.bytes.wrapping_add(v.bytes),
-            last_seen_ns: acc.last_seen_ns.max(v.last_seen_ns),
-        }))
+            last_seen_ns: 0,
+        });
+        let mut seen = self.seen.borrow_mut();
+        let entry = seen.entry(slot).or_insert((0, 0));
+        if c.packets != entry.0 {
+            *entry = (c.packets, monotonic_ns());
+        }
+        c.last_seen_ns = entry.1;
+        Ok(c)
     }
 }
 
@@ -603,6 +616,14 @@ fn attach_one(prog: &mut XdpProgram, iface: &str, mode: AttachedMode) -> Result<
         _ => (AyaMode::Skb, "is another XDP program attached (`ip link show`)? or set xdp = \"off\""),
     };
     prog.attach(iface, aya_mode).map_err(|source| XdpError::Attach { mode, iface: iface.to_owned(), source, hint })
+}
+
+/// CLOCK_MONOTONIC in ns (what `Instant` reads on Linux), never 0 (0 means "never seen").
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn ifindex(name: &str) -> Result<u32, XdpError> {

@@ -129,7 +129,9 @@ pub struct KernelCounters {
     pub packets: u64,
     /// UDP payload bytes forwarded (as the user-space relay counts them).
     pub bytes: u64,
-    /// `CLOCK_MONOTONIC` (ns) of the last packet forwarded, latest over CPUs; 0 = none yet.
+    /// `CLOCK_MONOTONIC` (ns) of the first read of these counters that found the packet count grown (the
+    /// program reads no clock: see `struct relay_flow_stats`): the last packet came at most one read interval
+    /// before; 0 = none yet.
     pub last_seen_ns: u64,
 }
 
