@@ -16,6 +16,7 @@
 
 /* Map names (the ELF symbol names the loader looks up). */
 #define RELAY_MAP_FLOWS "relay_flows"
+#define RELAY_MAP_FLOWS4 "relay_flows4"
 #define RELAY_MAP_STATS "relay_stats"
 #define RELAY_MAP_ACTIONS "relay_actions"
 #define RELAY_MAP_DEVMAP "relay_devmap"
@@ -39,7 +40,7 @@
 /* Limits: max_entries of the maps. Override with -D at build time; the loader reads the real sizes from the
  * object. */
 #ifndef RELAY_MAX_FLOWS
-#define RELAY_MAX_FLOWS 65536 /* relay_flows entries, and relay_stats slots (one per flow) */
+#define RELAY_MAX_FLOWS 65536 /* relay_flows4 and relay_flows entries each, and relay_stats slots (one per flow) */
 #endif
 #ifndef RELAY_MAX_IFACES
 #define RELAY_MAX_IFACES 64 /* relay_devmap entries: interfaces the program may redirect to */
@@ -60,7 +61,14 @@
 #define RELAY_F_PASS_RTCP (1U << 1) /* pass RTCP (RFC 5761 §4: version 2, second byte 192..223) to user space, which
                                      * rewrites its SDES items (topology hiding); only RTP is forwarded here */
 
-/* An address and UDP port: the key of relay_flows (the relay's own address:port a packet arrives at), and the
+/* The key of relay_flows4 (IPv4 flows): the relay's own IPv4 address and UDP port a packet arrives at. 8 bytes. */
+struct relay_addr4 {
+	__be32 addr;    /* network order */
+	__be16 port;    /* network order */
+	__u8 pad[2];    /* zero */
+};
+
+/* An address and UDP port: the key of relay_flows (IPv6 flows: the relay's own address:port a packet arrives at), and the
  * three endpoints of a relay_target. 20 bytes. */
 struct relay_addr {
 	__u8 addr[16];  /* IPv4: addr[0..4], addr[4..16] zero */

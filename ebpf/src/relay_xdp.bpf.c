@@ -56,7 +56,17 @@
 #define RELAY_SYS_AF_INET 2
 #define RELAY_SYS_AF_INET6 10
 
-/* relay_flows: relay address:port a packet arrives at -> where to send it (written only by user space). */
+/* relay_flows4: relay IPv4 address:port a packet arrives at -> where to send it (written only by user space). A
+ * map of its own with an 8-byte key: hashing and comparing the 20-byte key of relay_flows was a tenth of an IPv4
+ * hit's cost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct relay_addr4);
+	__type(value, struct relay_target);
+	__uint(max_entries, RELAY_MAX_FLOWS);
+} relay_flows4 SEC(".maps");
+
+/* relay_flows: relay IPv6 address:port a packet arrives at -> where to send it (written only by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct relay_addr);
@@ -222,16 +232,18 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	__u16 check;
 	long ret;
 
-	if (p->ip4)
-		__builtin_memcpy(key.addr, &p->ip4->daddr, 4);
-	else if (p->ip6)
-		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
-	else
-		goto other;
-	key.port = udp->dest;
-	key.family = p->family;
+	if (p->ip4) {
+		struct relay_addr4 key4 = { .addr = p->ip4->daddr, .port = udp->dest };
 
-	t = bpf_map_lookup_elem(&relay_flows, &key);
+		t = bpf_map_lookup_elem(&relay_flows4, &key4);
+	} else if (p->ip6) {
+		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
+		key.port = udp->dest;
+		key.family = p->family;
+		t = bpf_map_lookup_elem(&relay_flows, &key);
+	} else {
+		goto other;
+	}
 	if (!t) {
 		*act = RELAY_ACT_PASS_MISS;
 		return XDP_PASS;

@@ -11,6 +11,7 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 pub const MAP_FLOWS: &str = "relay_flows";
+pub const MAP_FLOWS4: &str = "relay_flows4";
 pub const MAP_STATS: &str = "relay_stats";
 pub const MAP_ACTIONS: &str = "relay_actions";
 pub const MAP_DEVMAP: &str = "relay_devmap";
@@ -64,6 +65,15 @@ pub struct RelayAddr {
     pub pad: u8,
 }
 
+/// `struct relay_addr4`: the key of `relay_flows4` (IPv4 flows), address and port in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RelayAddr4 {
+    pub addr: [u8; 4],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
 /// `struct relay_target`: the value of `relay_flows`. The `nh_*` fields are the program's cache of the next hop:
 /// user space writes them zero.
 #[repr(C)]
@@ -104,6 +114,8 @@ pub struct RelayIfaceDrops {
 /// `struct bpf_devmap_val` (linux/bpf.h): the value of `relay_devmap` (aya writes it; mirrored for the size check).
 const DEVMAP_VAL_SIZE: usize = 8;
 
+const _: () = assert!(size_of::<RelayAddr4>() == 8);
+const _: () = assert!(offset_of!(RelayAddr4, port) == 4);
 const _: () = assert!(size_of::<RelayAddr>() == 20);
 const _: () = assert!(offset_of!(RelayAddr, port) == 16);
 const _: () = assert!(offset_of!(RelayAddr, family) == 18);
@@ -127,6 +139,8 @@ const _: () = assert!(DEVMAP_VAL_SIZE == 2 * size_of::<u32>());
 
 // SAFETY: see the module comment: repr(C), Copy, integer fields only, no padding.
 unsafe impl aya::Pod for RelayAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayAddr4 {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RelayTarget {}
 // SAFETY: as above.
@@ -165,6 +179,15 @@ impl From<SocketAddr> for RelayAddr {
 }
 
 impl RelayAddr {
+    /// The `relay_flows4` key of an IPv4 address (`None` for IPv6).
+    pub fn v4_key(&self) -> Option<RelayAddr4> {
+        (self.family == AF_INET).then(|| RelayAddr4 {
+            addr: [self.addr[0], self.addr[1], self.addr[2], self.addr[3]],
+            port: self.port,
+            pad: [0; 2],
+        })
+    }
+
     /// Back to a socket address; `None` for an unknown family.
     pub fn to_socket_addr(&self) -> Option<SocketAddr> {
         let port = u16::from_be_bytes(self.port);

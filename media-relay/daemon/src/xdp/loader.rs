@@ -13,7 +13,7 @@ use aya::{
 use tracing::{debug, info, warn};
 
 use super::{
-    abi::{self, RelayAddr, RelayFlowStats, RelayIfaceDrops, RelayTarget},
+    abi::{self, RelayAddr, RelayAddr4, RelayFlowStats, RelayIfaceDrops, RelayTarget},
     egress::{FeatureWatch, NetdevFeatures},
     next_hop, objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters,
     XdpError, XdpMode,
@@ -29,6 +29,8 @@ pub struct Xdp {
 struct Inner {
     // Field order = drop order: the links (inside `ebpf`'s program) go first, detaching the program.
     ebpf: Ebpf,
+    /// IPv4 flows (8-byte key) and IPv6 flows.
+    flows4: HashMap<MapData, RelayAddr4, RelayTarget>,
     flows: HashMap<MapData, RelayAddr, RelayTarget>,
     stats: PerCpuArray<MapData, RelayFlowStats>,
     actions: PerCpuArray<MapData, u64>,
@@ -51,7 +53,7 @@ struct Inner {
     /// Per counter slot: the packet count at the last read and when (CLOCK_MONOTONIC ns) it was last seen to
     /// grow, which stands for the time of the last packet (see [`KernelCounters::last_seen_ns`]).
     seen: std::cell::RefCell<StdHashMap<u32, (u64, u64)>>,
-    /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows`).
+    /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows4` and `relay_flows`).
     slots: StdHashMap<FlowKey, u32>,
     free: Vec<u32>,
     next_slot: u32,
@@ -266,11 +268,17 @@ impl Xdp {
         };
         let flags = if target.strict { abi::F_STRICT } else { 0 } | if target.pass_rtcp { abi::F_PASS_RTCP } else { 0 };
         let value = RelayTarget { expect, from, to, flags, stats_index: slot, ..RelayTarget::default() };
-        if let Err(source) = inner.flows.insert(kaddr, value, 0) {
+        let inserted = match kaddr.v4_key() {
+            Some(k4) => {
+                inner.flows4.insert(k4, value, 0).map_err(|source| XdpError::Map { map: abi::MAP_FLOWS4, source })
+            }
+            None => inner.flows.insert(kaddr, value, 0).map_err(|source| XdpError::Map { map: abi::MAP_FLOWS, source }),
+        };
+        if let Err(e) = inserted {
             if !inner.slots.contains_key(&key) {
                 inner.free.push(slot);
             }
-            return Err(XdpError::Map { map: abi::MAP_FLOWS, source });
+            return Err(e);
         }
         inner.slots.insert(key, slot);
         debug!(local = %key.local, ?target, slot, "xdp: flow installed");
@@ -282,9 +290,14 @@ impl Xdp {
         let Some(inner) = self.inner.as_mut() else { return Ok(None) };
         let key = FlowKey { local: abi::canonical(key.local) };
         let Some(&slot) = inner.slots.get(&key) else { return Ok(None) };
-        match inner.flows.remove(&RelayAddr::from(key.local)) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(XdpError::Map { map: abi::MAP_FLOWS, source }),
+        let kaddr = RelayAddr::from(key.local);
+        let removed = match kaddr.v4_key() {
+            Some(k4) => inner.flows4.remove(&k4).map_err(|e| (abi::MAP_FLOWS4, e)),
+            None => inner.flows.remove(&kaddr).map_err(|e| (abi::MAP_FLOWS, e)),
+        };
+        match removed {
+            Ok(()) | Err((_, MapError::KeyNotFound)) => {}
+            Err((map, source)) => return Err(XdpError::Map { map, source }),
         }
         // Read after the delete: a packet in flight on another CPU may still count, which is what we want.
         let counters = inner.read_slot(slot)?;
@@ -362,6 +375,7 @@ impl Inner {
         prog.load().map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(XdpError::Missing(name));
         let map_err = |map: &'static str| move |source| XdpError::Map { map, source };
+        let flows4 = HashMap::try_from(take(abi::MAP_FLOWS4)?).map_err(map_err(abi::MAP_FLOWS4))?;
         let flows = HashMap::try_from(take(abi::MAP_FLOWS)?).map_err(map_err(abi::MAP_FLOWS))?;
         let stats: PerCpuArray<MapData, RelayFlowStats> =
             PerCpuArray::try_from(take(abi::MAP_STATS)?).map_err(map_err(abi::MAP_STATS))?;
@@ -384,6 +398,7 @@ impl Inner {
             .collect();
         Ok(Self {
             ebpf,
+            flows4,
             flows,
             stats,
             actions,
