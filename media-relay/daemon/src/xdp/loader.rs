@@ -52,7 +52,7 @@ struct Inner {
     watch: Option<FeatureWatch>,
     /// Per counter slot: the packet count at the last read and when (CLOCK_MONOTONIC ns) it was last seen to
     /// grow, which stands for the time of the last packet (see [`KernelCounters::last_seen_ns`]).
-    seen: std::cell::RefCell<StdHashMap<u32, (u64, u64)>>,
+    seen: std::sync::Mutex<StdHashMap<u32, (u64, u64)>>,
     /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows4` and `relay_flows`).
     slots: StdHashMap<FlowKey, u32>,
     free: Vec<u32>,
@@ -411,7 +411,7 @@ impl Inner {
             ifaces,
             features: None,
             watch: None,
-            seen: std::cell::RefCell::new(StdHashMap::new()),
+            seen: std::sync::Mutex::new(StdHashMap::new()),
             slots: StdHashMap::new(),
             free: Vec::new(),
             next_slot: 0,
@@ -581,7 +581,7 @@ impl Inner {
         let zeros = PerCpuValues::try_from(vec![RelayFlowStats::default(); self.cpus])
             .map_err(|e| XdpError::Cpus(e.to_string()))?;
         self.stats.set(slot, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })?;
-        self.seen.borrow_mut().remove(&slot);
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&slot);
         Ok(())
     }
 
@@ -592,7 +592,7 @@ impl Inner {
             bytes: acc.bytes.wrapping_add(v.bytes),
             last_seen_ns: 0,
         });
-        let mut seen = self.seen.borrow_mut();
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = seen.entry(slot).or_insert((0, 0));
         if c.packets != entry.0 {
             *entry = (c.packets, monotonic_ns());
