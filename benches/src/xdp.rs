@@ -154,10 +154,12 @@ fn sum16(chunks: &[&[u8]]) -> u16 {
     sum as u16
 }
 
-/// An Ethernet/IPv4/UDP frame (peer A's MAC to a0's) with an RTP-sized payload and full checksums.
+/// An Ethernet/IPv4/UDP frame (peer A's MAC to a0's) with an RTP-sized payload (RTP v2, PT 0) and full checksums.
 fn frame(src: SocketAddr, dst: SocketAddr, ttl: u8) -> Vec<u8> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else { unreachable!("IPv4 only") };
-    let payload: Vec<u8> = (0..172u8).collect();
+    // An RTP header's first bytes (version 2, payload type 0), so the program's RTCP test sees what it sees live.
+    let mut payload: Vec<u8> = (0..172u8).collect();
+    payload[..2].copy_from_slice(&[0x80, 0x00]);
     let ulen = (8 + payload.len()) as u16;
     let mut udp = Vec::new();
     udp.extend_from_slice(&src.port().to_be_bytes());

@@ -254,8 +254,9 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	if (t->flags & RELAY_F_PASS_RTCP) {
 		__u8 *rtp = (__u8 *)(udp + 1);
 
-		if ((void *)(rtp + 2) <= (void *)(long)ctx->data_end && bpf_ntohs(udp->len) >= sizeof(*udp) + 2 &&
-		    (rtp[0] >> 6) == 2 && rtp[1] >= 192 && rtp[1] <= 223) {
+		/* The second byte first: RTP's (marker and payload type: outside 192..223, RFC 5761) ends the test. */
+		if ((void *)(rtp + 2) <= (void *)(long)ctx->data_end && (__u8)(rtp[1] - 192) < 32 &&
+		    (rtp[0] >> 6) == 2 && bpf_ntohs(udp->len) >= sizeof(*udp) + 2) {
 			*act = RELAY_ACT_PASS_RTCP;
 			return XDP_PASS;
 		}
