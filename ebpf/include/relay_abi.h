@@ -68,8 +68,8 @@ struct relay_addr4 {
 	__u8 pad[2];    /* zero */
 };
 
-/* An address and UDP port: the key of relay_flows (IPv6 flows: the relay's own address:port a packet arrives at), and the
- * three endpoints of a relay_target. 20 bytes. */
+/* An address and UDP port: the key of relay_flows (IPv6 flows: the relay's own address:port a packet arrives
+ * at), and the three endpoints of a relay_target. 20 bytes. */
 struct relay_addr {
 	__u8 addr[16];  /* IPv4: addr[0..4], addr[4..16] zero */
 	__be16 port;    /* network order */
