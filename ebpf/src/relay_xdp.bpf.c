@@ -223,7 +223,6 @@ static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *
  * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). */
 static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
 {
-	struct relay_addr key = {};
 	struct relay_target *t;
 	struct udphdr *udp = p->udp;
 	__u32 ingress = ctx->ingress_ifindex;
@@ -237,9 +236,9 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 
 		t = bpf_map_lookup_elem(&relay_flows4, &key4);
 	} else if (p->ip6) {
+		struct relay_addr key = { .port = udp->dest, .family = RELAY_AF_INET6 };
+
 		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
-		key.port = udp->dest;
-		key.family = p->family;
 		t = bpf_map_lookup_elem(&relay_flows, &key);
 	} else {
 		goto other;
