@@ -24,7 +24,7 @@
 #define RELAY_MAP_BANS "relay_bans"
 #define RELAY_MAP_BAN_COUNT "relay_ban_count"
 #define RELAY_MAP_BAN_DROPS "relay_ban_drops"
-#define RELAY_MAP_NH_GEN "relay_nh_gen"
+#define RELAY_MAP_NH_GEN ".bss" /* holds only the global relay_nh_gen (u32) */
 /* Program names (the C function names). */
 #define RELAY_PROG_XDP "relay_xdp"
 #define RELAY_PROG_PASS "relay_pass"
@@ -83,7 +83,7 @@ struct relay_addr {
 /* The value of relay_flows: what to do with a packet that arrives at the key. 96 bytes.
  *
  * The nh_* fields are the flow's next hop as bpf_fib_lookup last answered it, cached by the PROGRAM (user space
- * writes them zero): valid while nh_gen equals relay_nh_gen[0], which user space bumps whenever the kernel
+ * writes them zero): valid while nh_gen equals the global relay_nh_gen, which user space bumps whenever the kernel
  * announces a neighbour, route, address or link change (so a change reaches the flows at their next packet),
  * and only for packets from ingress interface nh_iif no longer than nh_len (the lookup checked the MTU for that
  * length). A flow pays one bpf_fib_lookup per change instead of one per packet. */
@@ -93,7 +93,7 @@ struct relay_target {
 	struct relay_addr to;     /* new destination: the peer (offset 40) */
 	__u32 flags;              /* RELAY_F_* (offset 60) */
 	__u32 stats_index;        /* slot in relay_stats, < RELAY_MAX_FLOWS (offset 64) */
-	__u32 nh_gen;             /* relay_nh_gen[0] when the next hop was cached; 0 = none (offset 68) */
+	__u32 nh_gen;             /* relay_nh_gen when the next hop was cached; 0 = none (offset 68) */
 	__u32 nh_iif;             /* ingress ifindex of the lookup (offset 72) */
 	__u32 nh_oif;             /* egress ifindex (offset 76) */
 	__u16 nh_len;             /* the largest IP length the lookup's MTU check passed (offset 80) */

@@ -9,7 +9,7 @@
  * interface is the ingress one, else bpf_redirect_map into relay_devmap.
  *
  * The next hop (egress interface, MACs) is bpf_fib_lookup's answer, cached in the flow's entry (struct
- * relay_target nh_*) and valid while relay_nh_gen[0] is what it was at the lookup: user space bumps it on every
+ * relay_target nh_*) and valid while relay_nh_gen is what it was at the lookup: user space bumps it on every
  * neighbour, route, address or link change the kernel announces, and the flow's next packet looks up again. So
  * a hit costs one lookup per change instead of one per packet (bpf_fib_lookup is most of a hit's cost), and a
  * changed neighbour or route still reaches every flow at its next packet.
@@ -99,14 +99,11 @@ struct {
 	__uint(max_entries, RELAY_MAX_IFACES);
 } relay_devmap SEC(".maps");
 
-/* relay_nh_gen: slot 0 = generation of the routing state (neighbours, routes, addresses, links), bumped by user
- * space on every change the kernel announces; never 0 once user space set it up. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, 1);
-} relay_nh_gen SEC(".maps");
+/* relay_nh_gen: generation of the routing state (neighbours, routes, addresses, links), bumped by user space on
+ * every change the kernel announces; never 0 once user space set it up. A global (the object's only .bss, an
+ * array map of one slot to user space) rather than a map of its own: the program reads it with one load, no
+ * helper call, which would clobber registers the hit path keeps live. */
+volatile __u32 relay_nh_gen;
 
 /* relay_bans: source address (port 0) -> ban reason code; its packets are dropped (written only by user space). */
 struct {
@@ -226,8 +223,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	struct relay_target *t;
 	struct udphdr *udp = p->udp;
 	__u32 ingress = ctx->ingress_ifindex;
-	__u32 egress, acc, slot, tot_len, gen, zero = 0;
-	__u32 *genp;
+	__u32 egress, acc, slot, tot_len, gen;
 	__u16 check;
 	long ret;
 
@@ -306,8 +302,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	}
 
 	/* Read before a lookup, so that a change announced meanwhile makes the next packet look up again. */
-	genp = bpf_map_lookup_elem(&relay_nh_gen, &zero);
-	gen = genp ? *genp : 0;
+	gen = relay_nh_gen;
 	if (!gen || t->nh_gen != gen || t->nh_iif != ingress || tot_len > t->nh_len) {
 		if (!gen || relay_next_hop(ctx, p, t, ingress, tot_len, gen)) {
 			*act = RELAY_ACT_PASS_FIB;

@@ -19,7 +19,8 @@ pub const MAP_DROPS: &str = "relay_drops";
 pub const MAP_BANS: &str = "relay_bans";
 pub const MAP_BAN_COUNT: &str = "relay_ban_count";
 pub const MAP_BAN_DROPS: &str = "relay_ban_drops";
-pub const MAP_NH_GEN: &str = "relay_nh_gen";
+/// The object's `.bss`: only the global `relay_nh_gen` (u32), seen from user space as an array of one slot.
+pub const MAP_NH_GEN: &str = ".bss";
 /// `RELAY_BAN_REASONS`: slots of `relay_ban_drops` (ban reason codes; a larger code counts in slot 0).
 pub const BAN_REASONS: u32 = 8;
 pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";

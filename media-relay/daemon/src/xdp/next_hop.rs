@@ -1,4 +1,4 @@
-//! Keeps the program's cached next hops fresh: a thread that bumps `relay_nh_gen[0]` whenever the kernel
+//! Keeps the program's cached next hops fresh: a thread that bumps `relay_nh_gen` whenever the kernel
 //! announces a neighbour, route, address or link change (rtnetlink multicast), so that every flow looks its next
 //! hop up again at its next packet (see `struct relay_target` in `ebpf/include/relay_abi.h`).
 //!
