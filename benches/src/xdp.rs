@@ -38,7 +38,7 @@ pub fn bare_main(ingress: &str, egress: &str) -> Result<()> {
 /// What `xdp-test-run` measured, ns per packet.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestRun {
-    /// IPv4 hit (parse, lookup, fib, rewrite, redirect): mean of [`SINGLE_RUNS`] single runs.
+    /// IPv4 hit (parse, lookup, cached next hop, rewrite, redirect): mean of [`SINGLE_RUNS`] single runs.
     pub hit_single_ns: f64,
     /// IPv4 hit, repeat = [`LOOP_REPEAT`] on a frame two flows rewrite into each other.
     pub hit_repeat_ns: f64,
