@@ -19,6 +19,11 @@
 //! (a full ring, a device that changed in between) are counted per interface by tracing programs
 //! ([`Xdp::drops`]): no loss after the program is invisible.
 //!
+//! The program caches each flow's next hop (egress interface, MACs) from `bpf_fib_lookup` in the flow's entry;
+//! [`next_hop`] bumps a generation on every neighbour, route, address or link change the kernel announces, and
+//! the flow's next packet looks up again. A flow's last-seen time is taken in user space, when a read of its
+//! counters finds them grown (the program reads no clock).
+//!
 //! A frame sent by a local socket over veth (another namespace or container on this host) is
 //! `CHECKSUM_PARTIAL`: its UDP checksum field holds only the pseudo-header sum, to be completed by "hardware".
 //! The program recognises it (the field equals the pseudo-header sum) and passes it (`pass_csum`): the kernel
