@@ -20,8 +20,8 @@
 //! ([`Xdp::drops`]): no loss after the program is invisible.
 //!
 //! The program caches each flow's next hop (egress interface, MACs) from `bpf_fib_lookup` in the flow's entry;
-//! a thread (`next_hop.rs`) bumps a generation on every neighbour, route, address or link change the kernel announces, and
-//! the flow's next packet looks up again. A flow's last-seen time is taken in user space, when a read of its
+//! a thread (`next_hop.rs`) bumps a generation on every neighbour, route, address or link change the kernel
+//! announces, and the flow's next packet looks up again. A flow's last-seen time is taken in user space, when a read of its
 //! counters finds them grown (the program reads no clock).
 //!
 //! A frame sent by a local socket over veth (another namespace or container on this host) is
