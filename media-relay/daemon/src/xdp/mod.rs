@@ -21,8 +21,8 @@
 //!
 //! The program caches each flow's next hop (egress interface, MACs) from `bpf_fib_lookup` in the flow's entry;
 //! a thread (`next_hop.rs`) bumps a generation on every neighbour, route, address or link change the kernel
-//! announces, and the flow's next packet looks up again. A flow's last-seen time is taken in user space, when a read of its
-//! counters finds them grown (the program reads no clock).
+//! announces, and the flow's next packet looks up again. A flow's last-seen time is taken in user space, when a
+//! read of its counters finds them grown (the program reads no clock).
 //!
 //! A frame sent by a local socket over veth (another namespace or container on this host) is
 //! `CHECKSUM_PARTIAL`: its UDP checksum field holds only the pseudo-header sum, to be completed by "hardware".
