@@ -70,6 +70,12 @@ enum Scenario {
     /// Internal: run in a scratch namespace by `media`, times the relay's XDP program with BPF_PROG_TEST_RUN.
     #[command(hide = true)]
     XdpTestRun,
+    /// The XDP program's cost per hit in BPF_PROG_TEST_RUN with repeat, next to a reference relay program and an
+    /// empty one (gross, net of the empty one, ratio ours/reference; medians of several rounds).
+    XdpCost(xdp::CostArgs),
+    /// Internal: run in a scratch namespace by `xdp-cost`: ROUNDS CALLS REPEAT, one JSON line per round.
+    #[command(hide = true)]
+    XdpCostRun { rounds: u32, calls: u32, repeat: u32 },
     /// Internal: run in A by `media`, the sendmmsg RTP sender (`--generator blast`).
     #[command(hide = true)]
     Blast(blast::BlastArgs),
@@ -383,6 +389,8 @@ fn main() -> Result<()> {
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
         Scenario::XdpTestRun => xdp::test_run_main(),
+        Scenario::XdpCost(args) => xdp::cost_main(&args),
+        Scenario::XdpCostRun { rounds, calls, repeat } => xdp::cost_run_main(rounds, calls, repeat),
         Scenario::Blast(args) => blast::main(args),
     }
 }

@@ -38,7 +38,7 @@ pub fn bare_main(ingress: &str, egress: &str) -> Result<()> {
 /// What `xdp-test-run` measured, ns per packet.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestRun {
-    /// IPv4 hit (parse, lookup, fib, rewrite, redirect): mean of [`SINGLE_RUNS`] single runs.
+    /// IPv4 hit (parse, lookup, cached next hop, rewrite, redirect): mean of [`SINGLE_RUNS`] single runs.
     pub hit_single_ns: f64,
     /// IPv4 hit, repeat = [`LOOP_REPEAT`] on a frame two flows rewrite into each other.
     pub hit_repeat_ns: f64,
@@ -99,7 +99,15 @@ pub fn test_run_main() -> Result<()> {
 /// 198.18.0.1/24 on a0, 198.18.1.1/24 on b0, static neighbours, forwarding on), runs `sbc-bench xdp-test-run`
 /// in it and removes it again.
 pub fn test_run(tag: &str) -> Result<TestRun> {
-    let ns = format!("{tag}-xdptr");
+    let out = in_scratch_ns(&format!("{tag}-xdptr"), &["xdp-test-run"]).context("running xdp-test-run")?;
+    let line = out.lines().rev().find(|l| l.starts_with('{')).context("no figures from xdp-test-run")?;
+    serde_json::from_str(line).context("parsing xdp-test-run's figures")
+}
+
+/// Builds the scratch namespace `ns` (see [`test_run`]), runs this binary with `args` in it, returns its stdout
+/// and removes the namespace again (also on failure).
+fn in_scratch_ns(ns: &str, args: &[&str]) -> Result<String> {
+    let ns = ns.to_owned();
     struct Guard(String);
     impl Drop for Guard {
         fn drop(&mut self) {
@@ -129,10 +137,7 @@ pub fn test_run(tag: &str) -> Result<TestRun> {
     }
     ::tests::netns::run(::tests::netns::command(Some(&ns), "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]))?;
     let exe = std::env::current_exe().context("current_exe")?;
-    let out = ::tests::netns::run(::tests::netns::command(Some(&ns), exe).arg("xdp-test-run"))
-        .context("running xdp-test-run")?;
-    let line = out.lines().rev().find(|l| l.starts_with('{')).context("no figures from xdp-test-run")?;
-    serde_json::from_str(line).context("parsing xdp-test-run's figures")
+    ::tests::netns::run(::tests::netns::command(Some(&ns), exe).args(args))
 }
 
 /// RFC 1071 one's-complement sum, folded, not inverted.
@@ -149,10 +154,12 @@ fn sum16(chunks: &[&[u8]]) -> u16 {
     sum as u16
 }
 
-/// An Ethernet/IPv4/UDP frame (peer A's MAC to a0's) with an RTP-sized payload and full checksums.
+/// An Ethernet/IPv4/UDP frame (peer A's MAC to a0's) with an RTP-sized payload (RTP v2, PT 0) and full checksums.
 fn frame(src: SocketAddr, dst: SocketAddr, ttl: u8) -> Vec<u8> {
     let (IpAddr::V4(s), IpAddr::V4(d)) = (src.ip(), dst.ip()) else { unreachable!("IPv4 only") };
-    let payload: Vec<u8> = (0..172u8).collect();
+    // An RTP header's first bytes (version 2, payload type 0), so the program's RTCP test sees what it sees live.
+    let mut payload: Vec<u8> = (0..172u8).collect();
+    payload[..2].copy_from_slice(&[0x80, 0x00]);
     let ulen = (8 + payload.len()) as u16;
     let mut udp = Vec::new();
     udp.extend_from_slice(&src.port().to_be_bytes());
@@ -286,4 +293,180 @@ mod tests {
         let map = "pos:\t0\nflags:\t02000002\nmap_type:\t1\nkey_size:\t8\nvalue_size:\t8\nmax_entries:\t1\n";
         assert_eq!(parse_prog_fdinfo(map), None);
     }
+}
+
+/// `sbc-bench xdp-cost`: what one hit costs in `BPF_PROG_TEST_RUN`, ours next to the reference relay and the empty
+/// program, in one run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CostArgs {
+    /// Rounds; the figures are their medians.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: u32,
+    /// Test runs per program per round, each of `--repeat` repetitions on a fresh copy of the hit frame (each
+    /// takes some 20 ms of wall time, not measured: the kernel switches XDP dispatch for a run with repeat).
+    #[arg(long, default_value_t = 200)]
+    pub calls: u32,
+    /// Repetitions per test run (at most 250: relay_xdp takes one off the TTL of 255 per pass, as a router does,
+    /// and passes the frame once it reaches 1).
+    #[arg(long, default_value_t = LOOP_REPEAT)]
+    pub repeat: u32,
+    /// Where the JSON with every round's figures goes.
+    #[arg(long, default_value = "target/bench/xdp-cost.json")]
+    pub out: std::path::PathBuf,
+}
+
+/// One round's ns per run of each program (the kernel's mean over `calls` x `repeat` runs).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct CostRound {
+    pub empty_ns: f64,
+    pub reference_ns: f64,
+    pub ours_ns: f64,
+}
+
+/// `sbc-bench xdp-cost`: builds the scratch namespace, runs `xdp-cost-run` in it, prints the table and writes the
+/// JSON.
+pub fn cost_main(args: &CostArgs) -> Result<()> {
+    if args.rounds == 0 || args.calls == 0 || args.repeat == 0 || args.repeat > LOOP_REPEAT {
+        bail!("--rounds and --calls must be positive, --repeat within 1..={LOOP_REPEAT}");
+    }
+    let (rounds, calls, repeat) = (args.rounds.to_string(), args.calls.to_string(), args.repeat.to_string());
+    let ns = format!("xc{}-xdptr", std::process::id());
+    let out = in_scratch_ns(&ns, &["xdp-cost-run", &rounds, &calls, &repeat]).context("running xdp-cost-run")?;
+    let rounds: Vec<CostRound> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .context("parsing xdp-cost-run's rounds")?;
+    if rounds.is_empty() {
+        bail!("xdp-cost-run printed no rounds");
+    }
+    let median =
+        |f: fn(&CostRound) -> f64| crate::stats::median(&rounds.iter().map(f).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+    let empty = median(|r| r.empty_ns);
+    let reference = median(|r| r.reference_ns);
+    let ours = median(|r| r.ours_ns);
+    let ref_net = median(|r| r.reference_ns - r.empty_ns);
+    let ours_net = median(|r| r.ours_ns - r.empty_ns);
+    let gross_ratio = median(|r| r.ours_ns / r.reference_ns);
+    let net_ratio = median(|r| (r.ours_ns - r.empty_ns) / (r.reference_ns - r.empty_ns));
+    println!(
+        "BPF_PROG_TEST_RUN, IPv4 hit frame, repeat={} x {} test runs per program per round, medians of {} rounds:",
+        args.repeat,
+        args.calls,
+        rounds.len()
+    );
+    println!("  program     gross ns/run   net of empty");
+    println!("  empty       {empty:>12.1}   {:>12}", "-");
+    println!("  reference   {reference:>12.1}   {ref_net:>12.1}");
+    println!("  ours        {ours:>12.1}   {ours_net:>12.1}");
+    println!("  ours/reference: gross {gross_ratio:.2}x, net {net_ratio:.2}x (target <= 1.25x)");
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::json!({
+        "scenario": "xdp-cost",
+        "repeat": args.repeat,
+        "calls": args.calls,
+        "rounds": rounds,
+        "median": {
+            "empty_ns": empty, "reference_ns": reference, "ours_ns": ours,
+            "reference_net_ns": ref_net, "ours_net_ns": ours_net,
+            "ratio_gross": gross_ratio, "ratio_net": net_ratio,
+        },
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("figures: {}", args.out.display());
+    Ok(())
+}
+
+/// Mean ns per run of `calls` test runs of `repeat` repetitions each, failing unless every one ends in `want`.
+fn time_runs(
+    mut run: impl FnMut(u32) -> Result<media_relay::xdp::TestRunOutput>,
+    calls: u32,
+    repeat: u32,
+    want: u32,
+    what: &str,
+) -> Result<f64> {
+    let mut total = Duration::ZERO;
+    for _ in 0..calls {
+        let out = run(repeat)?;
+        if out.action != want {
+            bail!("{what}: action {} instead of {want}", out.action);
+        }
+        total += out.duration;
+    }
+    Ok(total.as_nanos() as f64 / f64::from(calls))
+}
+
+/// `sbc-bench xdp-cost-run ROUNDS CALLS REPEAT`, inside the namespace of [`cost_main`]: loads the three programs
+/// unattached, gives ours and the reference the same two flows that rewrite a frame into each other (so that
+/// every repetition is a hit) and prints one JSON line ([`CostRound`]) per round. The programs take turns within
+/// a round, in a rotating order, so that a slower stretch of the machine is shared out.
+pub fn cost_run_main(rounds: u32, calls: u32, repeat: u32) -> Result<()> {
+    use media_relay::xdp::reference::{EmptyProgram, Reference, ReferenceFlow};
+    let sa = |s: &str| -> SocketAddr { s.parse().expect("literal address") };
+    let v4 = |s: &str| -> std::net::SocketAddrV4 { s.parse().expect("literal address") };
+    let index = |dev: &str| -> Result<u32> {
+        Ok(std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))?.trim().parse()?)
+    };
+    let (a0, b0, b1) = (index("a0")?, index("b0")?, index("b1")?);
+    let mut ours = Xdp::load_unattached(&["a0".to_owned(), "b0".to_owned()]).context("loading relay_xdp")?;
+    // As the relay installs plain RTP flows: strict, and RTCP passed up for its SDES rewrite.
+    let target = |expect: &str, from: &str, to: &str| FlowTarget {
+        expect: sa(expect),
+        from: sa(from),
+        to: sa(to),
+        strict: true,
+        pass_rtcp: true,
+    };
+    // 198.18.1.1:40002 -> 198.18.0.2:5000  ==>  198.18.0.1:40000 -> 198.18.1.2:6000  ==>  back again.
+    ours.install(
+        FlowKey { local: sa("198.18.0.2:5000") },
+        target("198.18.1.1:40002", "198.18.0.1:40000", "198.18.1.2:6000"),
+    )?;
+    ours.install(
+        FlowKey { local: sa("198.18.1.2:6000") },
+        target("198.18.0.1:40000", "198.18.1.1:40002", "198.18.0.2:5000"),
+    )?;
+    let mut reference = Reference::load().context("loading reference_relay")?;
+    for flow in [
+        ReferenceFlow {
+            key: v4("198.18.0.2:5000"),
+            from: v4("198.18.0.1:40000"),
+            to: v4("198.18.1.2:6000"),
+            ifindex: b0,
+            smac: MAC_B0,
+            dmac: MAC_PB,
+        },
+        ReferenceFlow {
+            key: v4("198.18.1.2:6000"),
+            from: v4("198.18.1.1:40002"),
+            to: v4("198.18.0.2:5000"),
+            ifindex: a0,
+            smac: MAC_A0,
+            dmac: MAC_PA,
+        },
+    ] {
+        reference.install(&flow)?;
+    }
+    let mut empty = EmptyProgram::load().context("loading relay_pass")?;
+    let hit = frame(sa("198.18.1.1:40002"), sa("198.18.0.2:5000"), 255);
+    // An ingress that is neither egress: every hit redirects.
+    for round in 0..rounds {
+        let mut r = CostRound { empty_ns: 0.0, reference_ns: 0.0, ours_ns: 0.0 };
+        for turn in 0..3 {
+            match (round + turn) % 3 {
+                0 => r.empty_ns = time_runs(|n| Ok(empty.test_run(&hit, b1, n)?), calls, repeat, XDP_PASS, "empty")?,
+                1 => {
+                    r.reference_ns =
+                        time_runs(|n| Ok(reference.test_run(&hit, b1, n)?), calls, repeat, XDP_REDIRECT, "reference")?
+                }
+                _ => r.ours_ns = time_runs(|n| Ok(ours.test_run(&hit, b1, n)?), calls, repeat, XDP_REDIRECT, "ours")?,
+            }
+        }
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@
 
 /* Map names (the ELF symbol names the loader looks up). */
 #define RELAY_MAP_FLOWS "relay_flows"
+#define RELAY_MAP_FLOWS4 "relay_flows4"
 #define RELAY_MAP_STATS "relay_stats"
 #define RELAY_MAP_ACTIONS "relay_actions"
 #define RELAY_MAP_DEVMAP "relay_devmap"
@@ -23,6 +24,7 @@
 #define RELAY_MAP_BANS "relay_bans"
 #define RELAY_MAP_BAN_COUNT "relay_ban_count"
 #define RELAY_MAP_BAN_DROPS "relay_ban_drops"
+#define RELAY_MAP_NH_GEN ".bss" /* holds only the global relay_nh_gen (u32) */
 /* Program names (the C function names). */
 #define RELAY_PROG_XDP "relay_xdp"
 #define RELAY_PROG_PASS "relay_pass"
@@ -38,7 +40,7 @@
 /* Limits: max_entries of the maps. Override with -D at build time; the loader reads the real sizes from the
  * object. */
 #ifndef RELAY_MAX_FLOWS
-#define RELAY_MAX_FLOWS 65536 /* relay_flows entries, and relay_stats slots (one per flow) */
+#define RELAY_MAX_FLOWS 65536 /* relay_flows4 and relay_flows entries each, and relay_stats slots (one per flow) */
 #endif
 #ifndef RELAY_MAX_IFACES
 #define RELAY_MAX_IFACES 64 /* relay_devmap entries: interfaces the program may redirect to */
@@ -59,8 +61,15 @@
 #define RELAY_F_PASS_RTCP (1U << 1) /* pass RTCP (RFC 5761 §4: version 2, second byte 192..223) to user space, which
                                      * rewrites its SDES items (topology hiding); only RTP is forwarded here */
 
-/* An address and UDP port: the key of relay_flows (the relay's own address:port a packet arrives at), and the
- * three endpoints of a relay_target. 20 bytes. */
+/* The key of relay_flows4 (IPv4 flows): the relay's own IPv4 address and UDP port a packet arrives at. 8 bytes. */
+struct relay_addr4 {
+	__be32 addr;    /* network order */
+	__be16 port;    /* network order */
+	__u8 pad[2];    /* zero */
+};
+
+/* An address and UDP port: the key of relay_flows (IPv6 flows: the relay's own address:port a packet arrives
+ * at), and the three endpoints of a relay_target. 20 bytes. */
 struct relay_addr {
 	__u8 addr[16];  /* IPv4: addr[0..4], addr[4..16] zero */
 	__be16 port;    /* network order */
@@ -71,20 +80,34 @@ struct relay_addr {
 /* relay_bans is keyed by a struct relay_addr with port 0: every packet from that address is dropped (value: the
  * ban's reason code, __u32). */
 
-/* The value of relay_flows: what to do with a packet that arrives at the key. 68 bytes. */
+/* The value of relay_flows: what to do with a packet that arrives at the key. 96 bytes.
+ *
+ * The nh_* fields are the flow's next hop as bpf_fib_lookup last answered it, cached by the PROGRAM (user space
+ * writes them zero): valid while nh_gen equals the global relay_nh_gen, which user space bumps whenever the kernel
+ * announces a neighbour, route, address or link change (so a change reaches the flows at their next packet),
+ * and only for packets from ingress interface nh_iif no longer than nh_len (the lookup checked the MTU for that
+ * length). A flow pays one bpf_fib_lookup per change instead of one per packet. */
 struct relay_target {
 	struct relay_addr expect; /* the only source accepted when RELAY_F_STRICT (offset 0) */
 	struct relay_addr from;   /* new source: the relay's address:port on the other side (offset 20) */
 	struct relay_addr to;     /* new destination: the peer (offset 40) */
 	__u32 flags;              /* RELAY_F_* (offset 60) */
 	__u32 stats_index;        /* slot in relay_stats, < RELAY_MAX_FLOWS (offset 64) */
+	__u32 nh_gen;             /* relay_nh_gen when the next hop was cached; 0 = none (offset 68) */
+	__u32 nh_iif;             /* ingress ifindex of the lookup (offset 72) */
+	__u32 nh_oif;             /* egress ifindex (offset 76) */
+	__u16 nh_len;             /* the largest IP length the lookup's MTU check passed (offset 80) */
+	__u8 nh_smac[6];          /* egress interface's MAC (offset 82) */
+	__u8 nh_dmac[6];          /* next hop's MAC (offset 88) */
+	__u8 nh_pad[2];           /* zero (offset 94) */
 };
 
-/* The value of relay_stats (per CPU; user space sums the CPUs). 24 bytes. */
+/* The value of relay_stats (per CPU; user space sums the CPUs). 16 bytes. No time of the last packet: a clock
+ * read (bpf_ktime_get_ns) would cost a hit as much again as the rest of the counting; user space tells when a
+ * flow was last seen from its packet count growing between two reads. */
 struct relay_flow_stats {
 	__u64 packets;      /* packets forwarded */
 	__u64 bytes;        /* UDP payload bytes forwarded (as the user-space relay counts) */
-	__u64 last_seen_ns; /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last forwarded packet, 0 = never */
 };
 
 /* Index into relay_actions (per-CPU __u64 packet counters): what the program did and why. */

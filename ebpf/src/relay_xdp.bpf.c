@@ -5,8 +5,14 @@
  * A UDP packet whose destination address:port is a relay endpoint with a flow in relay_flows (and, for a
  * strict flow, whose source is the latched peer) is rewritten as the user-space relay would send it (new
  * source = the relay's endpoint on the other side, new destination = the other peer, TTL/hop limit - 1,
- * checksums updated incrementally), its MACs set from bpf_fib_lookup, and sent: XDP_TX when the egress
+ * checksums updated incrementally), its MACs set from the flow's next hop, and sent: XDP_TX when the egress
  * interface is the ingress one, else bpf_redirect_map into relay_devmap.
+ *
+ * The next hop (egress interface, MACs) is bpf_fib_lookup's answer, cached in the flow's entry (struct
+ * relay_target nh_*) and valid while relay_nh_gen is what it was at the lookup: user space bumps it on every
+ * neighbour, route, address or link change the kernel announces, and the flow's next packet looks up again. So
+ * a hit costs one lookup per change instead of one per packet (bpf_fib_lookup is most of a hit's cost), and a
+ * changed neighbour or route still reaches every flow at its next packet.
  *
  * On a flow marked RELAY_F_PASS_RTCP, RTCP multiplexed on the RTP port (RFC 5761 §4: version 2 and a second
  * byte in 192..223, which no RTP payload type used with multiplexing gives) is passed: user space rewrites its
@@ -50,7 +56,17 @@
 #define RELAY_SYS_AF_INET 2
 #define RELAY_SYS_AF_INET6 10
 
-/* relay_flows: relay address:port a packet arrives at -> where to send it (written only by user space). */
+/* relay_flows4: relay IPv4 address:port a packet arrives at -> where to send it (written only by user space). A
+ * map of its own with an 8-byte key: hashing and comparing the 20-byte key of relay_flows was a tenth of an IPv4
+ * hit's cost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct relay_addr4);
+	__type(value, struct relay_target);
+	__uint(max_entries, RELAY_MAX_FLOWS);
+} relay_flows4 SEC(".maps");
+
+/* relay_flows: relay IPv6 address:port a packet arrives at -> where to send it (written only by user space). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct relay_addr);
@@ -82,6 +98,12 @@ struct {
 	__type(value, struct bpf_devmap_val);
 	__uint(max_entries, RELAY_MAX_IFACES);
 } relay_devmap SEC(".maps");
+
+/* relay_nh_gen: generation of the routing state (neighbours, routes, addresses, links), bumped by user space on
+ * every change the kernel announces; never 0 once user space set it up. A global (the object's only .bss, an
+ * array map of one slot to user space) rather than a map of its own: the program reads it with one load, no
+ * helper call, which would clobber registers the hit path keeps live. */
+volatile __u32 relay_nh_gen;
 
 /* relay_bans: source address (port 0) -> ban reason code; its packets are dropped (written only by user space). */
 struct {
@@ -151,28 +173,72 @@ static __always_inline int relay_addr_eq6(const __u8 *a, const struct in6_addr *
 	       x[2] == b->in6_u.u6_addr32[2] && x[3] == b->in6_u.u6_addr32[3];
 }
 
+/* Looks the next hop of flow t up with bpf_fib_lookup (as the kernel would route the rewritten packet, received on
+ * ingress, tot_len bytes long) and caches it in t under generation gen; nonzero when there is none (no route, no
+ * neighbour, forwarding off, MTU exceeded): the packet is then passed. Another CPU may fill the same entry at the
+ * same time; both write the same answer, and nh_gen is written last, after a compiler barrier (x86 keeps the store
+ * order), so a reader that sees the generation sees the hop. */
+static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *p, struct relay_target *t,
+					  __u32 ingress, __u32 tot_len, __u32 gen)
+{
+	struct bpf_fib_lookup fib = {};
+
+	fib.ifindex = ingress;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = t->from.port;
+	fib.dport = t->to.port;
+	fib.tot_len = tot_len;
+	if (p->ip4) {
+		fib.family = RELAY_SYS_AF_INET;
+		fib.tos = p->ip4->tos;
+		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
+		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
+	} else if (p->ip6) {
+		fib.family = RELAY_SYS_AF_INET6;
+		fib.flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0FFFFFFF);
+		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
+		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
+	} else {
+		return -1;
+	}
+	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	/* Within one generation the largest length that passed is kept (RTP sizes vary a little). */
+	if (t->nh_gen == gen && t->nh_iif == ingress && t->nh_oif == fib.ifindex && t->nh_len > tot_len)
+		tot_len = t->nh_len;
+	t->nh_iif = ingress;
+	t->nh_oif = fib.ifindex;
+	t->nh_len = tot_len;
+	__builtin_memcpy(t->nh_smac, fib.smac, ETH_ALEN);
+	__builtin_memcpy(t->nh_dmac, fib.dmac, ETH_ALEN);
+	asm volatile("" ::: "memory");
+	t->nh_gen = gen;
+	return 0;
+}
+
 /* Decides what to do with a parsed UDP packet; on a hit rewrites it and returns XDP_TX/XDP_REDIRECT with
  * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). */
 static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
 {
-	struct bpf_fib_lookup fib = {};
-	struct relay_addr key = {};
 	struct relay_target *t;
 	struct udphdr *udp = p->udp;
 	__u32 ingress = ctx->ingress_ifindex;
-	__u32 egress, acc, slot;
+	__u32 egress, acc, slot, tot_len, gen;
 	__u16 check;
+	long ret;
 
-	if (p->ip4)
-		__builtin_memcpy(key.addr, &p->ip4->daddr, 4);
-	else if (p->ip6)
+	if (p->ip4) {
+		struct relay_addr4 key4 = { .addr = p->ip4->daddr, .port = udp->dest };
+
+		t = bpf_map_lookup_elem(&relay_flows4, &key4);
+	} else if (p->ip6) {
+		struct relay_addr key = { .port = udp->dest, .family = RELAY_AF_INET6 };
+
 		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
-	else
+		t = bpf_map_lookup_elem(&relay_flows, &key);
+	} else {
 		goto other;
-	key.port = udp->dest;
-	key.family = p->family;
-
-	t = bpf_map_lookup_elem(&relay_flows, &key);
+	}
 	if (!t) {
 		*act = RELAY_ACT_PASS_MISS;
 		return XDP_PASS;
@@ -183,17 +249,13 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	if (t->flags & RELAY_F_PASS_RTCP) {
 		__u8 *rtp = (__u8 *)(udp + 1);
 
-		if ((void *)(rtp + 2) <= (void *)(long)ctx->data_end && bpf_ntohs(udp->len) >= sizeof(*udp) + 2 &&
-		    (rtp[0] >> 6) == 2 && rtp[1] >= 192 && rtp[1] <= 223) {
+		/* The second byte first: RTP's (marker and payload type: outside 192..223, RFC 5761) ends the test. */
+		if ((void *)(rtp + 2) <= (void *)(long)ctx->data_end && (__u8)(rtp[1] - 192) < 32 &&
+		    (rtp[0] >> 6) == 2 && bpf_ntohs(udp->len) >= sizeof(*udp) + 2) {
 			*act = RELAY_ACT_PASS_RTCP;
 			return XDP_PASS;
 		}
 	}
-
-	fib.ifindex = ingress;
-	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = t->from.port;
-	fib.dport = t->to.port;
 
 	if (p->ip4) {
 		struct iphdr *ip = p->ip4;
@@ -213,11 +275,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 			*act = RELAY_ACT_PASS_CSUM;
 			return XDP_PASS;
 		}
-		fib.family = RELAY_SYS_AF_INET;
-		fib.tos = ip->tos;
-		fib.tot_len = bpf_ntohs(ip->tot_len);
-		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
-		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
+		tot_len = bpf_ntohs(ip->tot_len);
 	} else {
 		struct ipv6hdr *ip6 = p->ip6;
 
@@ -240,27 +298,36 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 			*act = RELAY_ACT_PASS_CSUM;
 			return XDP_PASS;
 		}
-		fib.family = RELAY_SYS_AF_INET6;
-		fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0FFFFFFF);
-		fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
-		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
-		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
+		tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
 	}
 
-	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
-		*act = RELAY_ACT_PASS_FIB;
-		return XDP_PASS;
+	/* Read before a lookup, so that a change announced meanwhile makes the next packet look up again. */
+	gen = relay_nh_gen;
+	if (!gen || t->nh_gen != gen || t->nh_iif != ingress || tot_len > t->nh_len) {
+		if (!gen || relay_next_hop(ctx, p, t, ingress, tot_len, gen)) {
+			*act = RELAY_ACT_PASS_FIB;
+			return XDP_PASS;
+		}
 	}
-	egress = fib.ifindex;
+	egress = t->nh_oif;
 	/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
 	if (p->vlan && egress != ingress)
 		goto other;
-	/* XDP_TX needs of the ingress what a redirect needs of the egress (a veth sends both to its peer). */
-	if (!bpf_map_lookup_elem(&relay_devmap, &egress)) {
+	/* XDP_TX needs of the ingress what a redirect needs of the egress (a veth sends both to its peer).
+	 * bpf_redirect_map looks the egress up in relay_devmap (XDP_PASS when it is not there) and only records
+	 * the target: the frame goes after the program returns, so the rewrite below still goes with it, and
+	 * the one lookup serves as check and redirect. For XDP_TX the recorded target is not used. */
+	ret = bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
+	if (ret != XDP_REDIRECT) {
 		*act = RELAY_ACT_PASS_EGRESS;
 		return XDP_PASS;
 	}
-	*act = egress == ingress ? RELAY_ACT_TX : RELAY_ACT_REDIRECT;
+	if (egress == ingress) {
+		*act = RELAY_ACT_TX;
+		ret = XDP_TX;
+	} else {
+		*act = RELAY_ACT_REDIRECT;
+	}
 
 	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
 	if (p->ip4) {
@@ -302,8 +369,8 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	}
 	udp->source = t->from.port;
 	udp->dest = t->to.port;
-	__builtin_memcpy(p->eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, fib.smac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_dest, t->nh_dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, t->nh_smac, ETH_ALEN);
 
 	slot = t->stats_index;
 	{
@@ -314,12 +381,9 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 
 			s->packets += 1;
 			s->bytes += ulen > sizeof(struct udphdr) ? ulen - sizeof(struct udphdr) : 0;
-			s->last_seen_ns = bpf_ktime_get_ns();
 		}
 	}
-	if (*act == RELAY_ACT_TX)
-		return XDP_TX;
-	return bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
+	return ret;
 
 other:
 	*act = RELAY_ACT_PASS_OTHER;

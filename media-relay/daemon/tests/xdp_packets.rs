@@ -796,6 +796,96 @@ fn install_remove_counters() {
     assert!("fast".parse::<XdpMode>().unwrap_err().to_string().contains("\"generic\""));
 }
 
+/// The program caches a flow's next hop; a neighbour change announced by the kernel must reach the flow at its
+/// next packet, within a second: the peer's MAC changes (its frames then carry the new one), the neighbour goes
+/// away (its packets are passed to user space, counted as `fib`, never dropped) and comes back.
+#[test]
+fn neighbour_change_reaches_a_flow_within_a_second() {
+    if !in_relay_ns("neighbour_change_reaches_a_flow_within_a_second") {
+        return;
+    }
+    const MAC_PB_NEW: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x09];
+    let xdp = loaded();
+    let a0 = ifindex("a0");
+    let frame = Udp::new("198.18.0.2:5000", "198.18.0.1:40000").build();
+    let dmac = |out: &media_relay::xdp::TestRunOutput| -> [u8; 6] { out.frame[..6].try_into().unwrap() };
+    // Many packets first, so the cached hop is the one in use when the change comes.
+    for _ in 0..100 {
+        let out = xdp.test_run(&frame, a0, 1).unwrap();
+        assert_eq!((out.action, dmac(&out)), (XDP_REDIRECT, MAC_PB));
+    }
+    // Polls the flow until `done` holds for a packet's outcome; returns how long that took (at most 1 s).
+    let until = |what: &str, done: &dyn Fn(&media_relay::xdp::TestRunOutput) -> bool| -> Duration {
+        let start = Instant::now();
+        loop {
+            let out = xdp.test_run(&frame, a0, 1).unwrap();
+            if done(&out) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(1), "{what}: not seen by the flow within 1 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    sh(&["ip", "neigh", "replace", "198.18.1.2", "lladdr", &mac(MAC_PB_NEW), "dev", "b0", "nud", "permanent"]);
+    let took = until("the peer's new MAC", &|o| o.action == XDP_REDIRECT && dmac(o) == MAC_PB_NEW);
+    eprintln!("new MAC in use after {took:?}");
+    let before = xdp.actions().unwrap();
+    sh(&["ip", "neigh", "del", "198.18.1.2", "dev", "b0"]);
+    let took = until("the neighbour's removal", &|o| o.action == XDP_PASS);
+    eprintln!("neighbour gone: passed after {took:?}");
+    let out = xdp.test_run(&frame, a0, 1).unwrap();
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &frame), "passed untouched while there is no neighbour");
+    let d = delta(xdp.actions().unwrap(), before);
+    assert!(d[4] >= 2, "passed as `fib` (next hop unknown): {d:?}");
+    assert_eq!(d[4] + d[0], d.iter().sum::<u64>(), "nothing else happened to the packets: {d:?}");
+    sh(&["ip", "neigh", "replace", "198.18.1.2", "lladdr", &mac(MAC_PB), "dev", "b0", "nud", "permanent"]);
+    let took = until("the neighbour's return", &|o| o.action == XDP_REDIRECT && dmac(o) == MAC_PB);
+    eprintln!("neighbour back after {took:?}");
+    // The other flows' hops were looked up again too, and are still right.
+    let v6 = xdp.test_run(&Udp::new("[2001:db8:a::2]:5000", "[2001:db8:a::1]:40000").build(), a0, 1).unwrap();
+    assert_eq!((v6.action, dmac(&v6)), (XDP_REDIRECT, MAC_PB));
+}
+
+/// The per-CPU counters summed by user space are exact: N packets (runs spread over threads, so over both CPUs
+/// when the scheduler likes) count N packets and N payloads in their flows and N forwarded actions.
+#[test]
+fn counters_are_exact_over_many_packets() {
+    if !in_relay_ns("counters_are_exact_over_many_packets") {
+        return;
+    }
+    let mut xdp = loaded();
+    // Two flows that rewrite into each other (as in test_run_timing): every repetition is a hit.
+    xdp.install(key("198.18.0.2:5000"), target("198.18.1.1:40002", "198.18.0.1:40000", "198.18.1.2:6000", true))
+        .unwrap();
+    xdp.install(key("198.18.1.2:6000"), target("198.18.0.1:40000", "198.18.1.1:40002", "198.18.0.2:5000", true))
+        .unwrap();
+    let c = ifindex("b1");
+    let looped = Udp { ttl: 255, ..Udp::new("198.18.1.1:40002", "198.18.0.2:5000") }.build();
+    let before = xdp.actions().unwrap();
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 50;
+    const REPEAT: u32 = 250;
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                for _ in 0..CALLS {
+                    assert_eq!(xdp.test_run(&looped, c, REPEAT).unwrap().action, XDP_REDIRECT);
+                }
+            });
+        }
+    });
+    let n = THREADS * CALLS * u64::from(REPEAT);
+    let d = delta(xdp.actions().unwrap(), before);
+    assert_eq!(d[0], n, "every run redirected and counted");
+    let x = xdp.counters(&key("198.18.0.2:5000")).unwrap().unwrap();
+    let y = xdp.counters(&key("198.18.1.2:6000")).unwrap().unwrap();
+    assert_eq!((x.packets, y.packets), (n / 2, n / 2), "the two flows take turns");
+    assert_eq!((x.bytes, y.bytes), (n / 2 * 172, n / 2 * 172));
+    assert!(x.last_seen_ns > 0 && y.last_seen_ns > 0, "seen");
+    // A read that finds no new packet keeps the time of the last one that did.
+    assert_eq!(xdp.counters(&key("198.18.0.2:5000")).unwrap().unwrap().last_seen_ns, x.last_seen_ns);
+}
+
 /// ns per packet from BPF_PROG_TEST_RUN's own timing. With `repeat` the kernel feeds the rewritten frame back
 /// in (and the TTL goes down each time), so the hit path is timed two ways: (1) the mean of the kernel-reported
 /// duration of 100,000 single runs; (2) repeat=250 on a TTL-255 frame and two flows that rewrite into each other.

@@ -11,6 +11,7 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 pub const MAP_FLOWS: &str = "relay_flows";
+pub const MAP_FLOWS4: &str = "relay_flows4";
 pub const MAP_STATS: &str = "relay_stats";
 pub const MAP_ACTIONS: &str = "relay_actions";
 pub const MAP_DEVMAP: &str = "relay_devmap";
@@ -18,6 +19,8 @@ pub const MAP_DROPS: &str = "relay_drops";
 pub const MAP_BANS: &str = "relay_bans";
 pub const MAP_BAN_COUNT: &str = "relay_ban_count";
 pub const MAP_BAN_DROPS: &str = "relay_ban_drops";
+/// The object's `.bss`: only the global `relay_nh_gen` (u32), seen from user space as an array of one slot.
+pub const MAP_NH_GEN: &str = ".bss";
 /// `RELAY_BAN_REASONS`: slots of `relay_ban_drops` (ban reason codes; a larger code counts in slot 0).
 pub const BAN_REASONS: u32 = 8;
 pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";
@@ -63,7 +66,17 @@ pub struct RelayAddr {
     pub pad: u8,
 }
 
-/// `struct relay_target`: the value of `relay_flows`.
+/// `struct relay_addr4`: the key of `relay_flows4` (IPv4 flows), address and port in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RelayAddr4 {
+    pub addr: [u8; 4],
+    pub port: [u8; 2],
+    pub pad: [u8; 2],
+}
+
+/// `struct relay_target`: the value of `relay_flows`. The `nh_*` fields are the program's cache of the next hop:
+/// user space writes them zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RelayTarget {
@@ -72,6 +85,13 @@ pub struct RelayTarget {
     pub to: RelayAddr,
     pub flags: u32,
     pub stats_index: u32,
+    pub nh_gen: u32,
+    pub nh_iif: u32,
+    pub nh_oif: u32,
+    pub nh_len: u16,
+    pub nh_smac: [u8; 6],
+    pub nh_dmac: [u8; 6],
+    pub nh_pad: [u8; 2],
 }
 
 /// `struct relay_flow_stats`: the per-CPU value of `relay_stats`.
@@ -80,7 +100,6 @@ pub struct RelayTarget {
 pub struct RelayFlowStats {
     pub packets: u64,
     pub bytes: u64,
-    pub last_seen_ns: u64,
 }
 
 /// `struct relay_iface_drops`: the per-CPU value of `relay_drops`.
@@ -96,18 +115,23 @@ pub struct RelayIfaceDrops {
 /// `struct bpf_devmap_val` (linux/bpf.h): the value of `relay_devmap` (aya writes it; mirrored for the size check).
 const DEVMAP_VAL_SIZE: usize = 8;
 
+const _: () = assert!(size_of::<RelayAddr4>() == 8);
+const _: () = assert!(offset_of!(RelayAddr4, port) == 4);
 const _: () = assert!(size_of::<RelayAddr>() == 20);
 const _: () = assert!(offset_of!(RelayAddr, port) == 16);
 const _: () = assert!(offset_of!(RelayAddr, family) == 18);
-const _: () = assert!(size_of::<RelayTarget>() == 68);
+const _: () = assert!(size_of::<RelayTarget>() == 96);
+const _: () = assert!(offset_of!(RelayTarget, nh_gen) == 68);
+const _: () = assert!(offset_of!(RelayTarget, nh_len) == 80);
+const _: () = assert!(offset_of!(RelayTarget, nh_smac) == 82);
+const _: () = assert!(offset_of!(RelayTarget, nh_dmac) == 88);
 const _: () = assert!(offset_of!(RelayTarget, expect) == 0);
 const _: () = assert!(offset_of!(RelayTarget, from) == 20);
 const _: () = assert!(offset_of!(RelayTarget, to) == 40);
 const _: () = assert!(offset_of!(RelayTarget, flags) == 60);
 const _: () = assert!(offset_of!(RelayTarget, stats_index) == 64);
-const _: () = assert!(size_of::<RelayFlowStats>() == 24);
+const _: () = assert!(size_of::<RelayFlowStats>() == 16);
 const _: () = assert!(offset_of!(RelayFlowStats, bytes) == 8);
-const _: () = assert!(offset_of!(RelayFlowStats, last_seen_ns) == 16);
 const _: () = assert!(size_of::<RelayIfaceDrops>() == 32);
 const _: () = assert!(offset_of!(RelayIfaceDrops, xmit_drops) == 8);
 const _: () = assert!(offset_of!(RelayIfaceDrops, tx_drops) == 16);
@@ -116,6 +140,8 @@ const _: () = assert!(DEVMAP_VAL_SIZE == 2 * size_of::<u32>());
 
 // SAFETY: see the module comment: repr(C), Copy, integer fields only, no padding.
 unsafe impl aya::Pod for RelayAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayAddr4 {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RelayTarget {}
 // SAFETY: as above.
@@ -154,6 +180,15 @@ impl From<SocketAddr> for RelayAddr {
 }
 
 impl RelayAddr {
+    /// The `relay_flows4` key of an IPv4 address (`None` for IPv6).
+    pub fn v4_key(&self) -> Option<RelayAddr4> {
+        (self.family == AF_INET).then(|| RelayAddr4 {
+            addr: [self.addr[0], self.addr[1], self.addr[2], self.addr[3]],
+            port: self.port,
+            pad: [0; 2],
+        })
+    }
+
     /// Back to a socket address; `None` for an unknown family.
     pub fn to_socket_addr(&self) -> Option<SocketAddr> {
         let port = u16::from_be_bytes(self.port);

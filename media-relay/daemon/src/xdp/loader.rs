@@ -13,10 +13,10 @@ use aya::{
 use tracing::{debug, info, warn};
 
 use super::{
-    abi::{self, RelayAddr, RelayFlowStats, RelayIfaceDrops, RelayTarget},
+    abi::{self, RelayAddr, RelayAddr4, RelayFlowStats, RelayIfaceDrops, RelayTarget},
     egress::{FeatureWatch, NetdevFeatures},
-    objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters, XdpError,
-    XdpMode,
+    next_hop, objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters,
+    XdpError, XdpMode,
 };
 
 /// The loaded relay program and its maps. See the [module docs](super).
@@ -29,6 +29,8 @@ pub struct Xdp {
 struct Inner {
     // Field order = drop order: the links (inside `ebpf`'s program) go first, detaching the program.
     ebpf: Ebpf,
+    /// IPv4 flows (8-byte key) and IPv6 flows.
+    flows4: HashMap<MapData, RelayAddr4, RelayTarget>,
     flows: HashMap<MapData, RelayAddr, RelayTarget>,
     stats: PerCpuArray<MapData, RelayFlowStats>,
     actions: PerCpuArray<MapData, u64>,
@@ -48,13 +50,18 @@ struct Inner {
     /// stack, which every device takes).
     features: Option<NetdevFeatures>,
     watch: Option<FeatureWatch>,
-    /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows`).
+    /// Per counter slot: the packet count at the last read and when (CLOCK_MONOTONIC ns) it was last seen to
+    /// grow, which stands for the time of the last packet (see [`KernelCounters::last_seen_ns`]).
+    seen: std::sync::Mutex<StdHashMap<u32, (u64, u64)>>,
+    /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows4` and `relay_flows`).
     slots: StdHashMap<FlowKey, u32>,
     free: Vec<u32>,
     next_slot: u32,
     capacity: u32,
     cpus: usize,
     attached: Vec<(String, XdpLinkId)>,
+    /// Bumps `relay_nh_gen` on routing changes (the program's next-hop cache); stopped on drop.
+    _next_hop: next_hop::NextHopWatch,
 }
 
 #[derive(Debug)]
@@ -260,12 +267,18 @@ impl Xdp {
             }
         };
         let flags = if target.strict { abi::F_STRICT } else { 0 } | if target.pass_rtcp { abi::F_PASS_RTCP } else { 0 };
-        let value = RelayTarget { expect, from, to, flags, stats_index: slot };
-        if let Err(source) = inner.flows.insert(kaddr, value, 0) {
+        let value = RelayTarget { expect, from, to, flags, stats_index: slot, ..RelayTarget::default() };
+        let inserted = match kaddr.v4_key() {
+            Some(k4) => {
+                inner.flows4.insert(k4, value, 0).map_err(|source| XdpError::Map { map: abi::MAP_FLOWS4, source })
+            }
+            None => inner.flows.insert(kaddr, value, 0).map_err(|source| XdpError::Map { map: abi::MAP_FLOWS, source }),
+        };
+        if let Err(e) = inserted {
             if !inner.slots.contains_key(&key) {
                 inner.free.push(slot);
             }
-            return Err(XdpError::Map { map: abi::MAP_FLOWS, source });
+            return Err(e);
         }
         inner.slots.insert(key, slot);
         debug!(local = %key.local, ?target, slot, "xdp: flow installed");
@@ -277,9 +290,14 @@ impl Xdp {
         let Some(inner) = self.inner.as_mut() else { return Ok(None) };
         let key = FlowKey { local: abi::canonical(key.local) };
         let Some(&slot) = inner.slots.get(&key) else { return Ok(None) };
-        match inner.flows.remove(&RelayAddr::from(key.local)) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(XdpError::Map { map: abi::MAP_FLOWS, source }),
+        let kaddr = RelayAddr::from(key.local);
+        let removed = match kaddr.v4_key() {
+            Some(k4) => inner.flows4.remove(&k4).map_err(|e| (abi::MAP_FLOWS4, e)),
+            None => inner.flows.remove(&kaddr).map_err(|e| (abi::MAP_FLOWS, e)),
+        };
+        match removed {
+            Ok(()) | Err((_, MapError::KeyNotFound)) => {}
+            Err((map, source)) => return Err(XdpError::Map { map, source }),
         }
         // Read after the delete: a packet in flight on another CPU may still count, which is what we want.
         let counters = inner.read_slot(slot)?;
@@ -325,22 +343,7 @@ impl Xdp {
     /// `frame` through `BPF_PROG_TEST_RUN`, as if received on `ingress_ifindex` (0 = none: then
     /// `bpf_fib_lookup` fails and hits are passed). Counters and maps are the real ones.
     pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32, repeat: u32) -> Result<TestRunOutput, XdpError> {
-        let inner = self.inner()?;
-        let prog = inner.program()?;
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let ctx: Vec<u8> =
-            [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let mut out = vec![0u8; frame.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            repeat: repeat.max(1),
-            ..TestRunOptions::default()
-        };
-        let res = prog.test_run(opts).map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
-        out.truncate(res.data_size_out as usize);
-        Ok(TestRunOutput { action: res.return_value, frame: out, duration: res.duration })
+        test_run_prog(self.inner()?.program()?, abi::PROG_XDP, frame, ingress_ifindex, repeat)
     }
 }
 
@@ -372,6 +375,7 @@ impl Inner {
         prog.load().map_err(|source| XdpError::Program { name: abi::PROG_XDP, source })?;
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(XdpError::Missing(name));
         let map_err = |map: &'static str| move |source| XdpError::Map { map, source };
+        let flows4 = HashMap::try_from(take(abi::MAP_FLOWS4)?).map_err(map_err(abi::MAP_FLOWS4))?;
         let flows = HashMap::try_from(take(abi::MAP_FLOWS)?).map_err(map_err(abi::MAP_FLOWS))?;
         let stats: PerCpuArray<MapData, RelayFlowStats> =
             PerCpuArray::try_from(take(abi::MAP_STATS)?).map_err(map_err(abi::MAP_STATS))?;
@@ -384,6 +388,7 @@ impl Inner {
         let bans = HashMap::try_from(take(abi::MAP_BANS)?).map_err(map_err(abi::MAP_BANS))?;
         let ban_count = Array::try_from(take(abi::MAP_BAN_COUNT)?).map_err(map_err(abi::MAP_BAN_COUNT))?;
         let ban_drops = PerCpuArray::try_from(take(abi::MAP_BAN_DROPS)?).map_err(map_err(abi::MAP_BAN_DROPS))?;
+        let next_hop = next_hop::start(take(abi::MAP_NH_GEN)?)?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| XdpError::Cpus(format!("{what}: {e}")))?;
         let capacity = stats.len();
         let ifaces = interfaces
@@ -393,6 +398,7 @@ impl Inner {
             .collect();
         Ok(Self {
             ebpf,
+            flows4,
             flows,
             stats,
             actions,
@@ -405,12 +411,14 @@ impl Inner {
             ifaces,
             features: None,
             watch: None,
+            seen: std::sync::Mutex::new(StdHashMap::new()),
             slots: StdHashMap::new(),
             free: Vec::new(),
             next_slot: 0,
             capacity,
             cpus,
             attached: Vec::new(),
+            _next_hop: next_hop,
         })
     }
 
@@ -572,17 +580,49 @@ impl Inner {
     fn zero_slot(&mut self, slot: u32) -> Result<(), XdpError> {
         let zeros = PerCpuValues::try_from(vec![RelayFlowStats::default(); self.cpus])
             .map_err(|e| XdpError::Cpus(e.to_string()))?;
-        self.stats.set(slot, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })
+        self.stats.set(slot, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })?;
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&slot);
+        Ok(())
     }
 
     fn read_slot(&self, slot: u32) -> Result<KernelCounters, XdpError> {
         let values = self.stats.get(&slot, 0).map_err(|source| XdpError::Map { map: abi::MAP_STATS, source })?;
-        Ok(values.iter().fold(KernelCounters::default(), |acc, v| KernelCounters {
+        let mut c = values.iter().fold(KernelCounters::default(), |acc, v| KernelCounters {
             packets: acc.packets.wrapping_add(v.packets),
             bytes: acc.bytes.wrapping_add(v.bytes),
-            last_seen_ns: acc.last_seen_ns.max(v.last_seen_ns),
-        }))
+            last_seen_ns: 0,
+        });
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = seen.entry(slot).or_insert((0, 0));
+        if c.packets != entry.0 {
+            *entry = (c.packets, monotonic_ns());
+        }
+        c.last_seen_ns = entry.1;
+        Ok(c)
     }
+}
+
+/// `BPF_PROG_TEST_RUN` of a loaded XDP program: see [`Xdp::test_run`].
+pub(super) fn test_run_prog(
+    prog: &XdpProgram,
+    name: &'static str,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+) -> Result<TestRunOutput, XdpError> {
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
+    let ctx: Vec<u8> = [0, frame.len() as u32, 0, ingress_ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    let mut out = vec![0u8; frame.len() + 256];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx),
+        repeat: repeat.max(1),
+        ..TestRunOptions::default()
+    };
+    let res = prog.test_run(opts).map_err(|source| XdpError::Program { name, source })?;
+    out.truncate(res.data_size_out as usize);
+    Ok(TestRunOutput { action: res.return_value, frame: out, duration: res.duration })
 }
 
 fn attach_one(prog: &mut XdpProgram, iface: &str, mode: AttachedMode) -> Result<XdpLinkId, XdpError> {
@@ -591,6 +631,14 @@ fn attach_one(prog: &mut XdpProgram, iface: &str, mode: AttachedMode) -> Result<
         _ => (AyaMode::Skb, "is another XDP program attached (`ip link show`)? or set xdp = \"off\""),
     };
     prog.attach(iface, aya_mode).map_err(|source| XdpError::Attach { mode, iface: iface.to_owned(), source, hint })
+}
+
+/// CLOCK_MONOTONIC in ns (what `Instant` reads on Linux), never 0 (0 means "never seen").
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn ifindex(name: &str) -> Result<u32, XdpError> {

@@ -19,6 +19,11 @@
 //! (a full ring, a device that changed in between) are counted per interface by tracing programs
 //! ([`Xdp::drops`]): no loss after the program is invisible.
 //!
+//! The program caches each flow's next hop (egress interface, MACs) from `bpf_fib_lookup` in the flow's entry;
+//! a thread (`next_hop.rs`) bumps a generation on every neighbour, route, address or link change the kernel
+//! announces, and the flow's next packet looks up again. A flow's last-seen time is taken in user space, when a
+//! read of its counters finds them grown (the program reads no clock).
+//!
 //! A frame sent by a local socket over veth (another namespace or container on this host) is
 //! `CHECKSUM_PARTIAL`: its UDP checksum field holds only the pseudo-header sum, to be completed by "hardware".
 //! The program recognises it (the field equals the pseudo-header sum) and passes it (`pass_csum`): the kernel
@@ -28,6 +33,8 @@
 pub mod abi;
 pub mod egress;
 mod loader;
+mod next_hop;
+pub mod reference;
 
 use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -39,6 +46,8 @@ pub mod objects {
     pub static RELAY_XDP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay_xdp.bpf.o"));
     /// `pass.bpf.c`: `relay_pass` (XDP_PASS) and `relay_bare_redirect` (everything to `relay_bench_devmap[0]`).
     pub static PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pass.bpf.o"));
+    /// `reference_relay.bpf.c`: the reference relay program (a yardstick for benchmarks, never attached).
+    pub static REFERENCE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reference_relay.bpf.o"));
 }
 
 /// How to attach (the `xdp` setting).
@@ -125,7 +134,9 @@ pub struct KernelCounters {
     pub packets: u64,
     /// UDP payload bytes forwarded (as the user-space relay counts them).
     pub bytes: u64,
-    /// `CLOCK_MONOTONIC` (ns) of the last packet forwarded, latest over CPUs; 0 = none yet.
+    /// `CLOCK_MONOTONIC` (ns) of the first read of these counters that found the packet count grown (the
+    /// program reads no clock: see `struct relay_flow_stats`): the last packet came at most one read interval
+    /// before; 0 = none yet.
     pub last_seen_ns: u64,
 }
 
@@ -249,6 +260,8 @@ pub enum XdpError {
          send with BTF tracing programs and is not attached without them (a kernel with CONFIG_DEBUG_INFO_BTF)"
     )]
     Btf(String),
+    #[error("keep the XDP next hops fresh (neighbour and route changes): {0}")]
+    NextHop(String),
     #[error("cannot learn which interfaces take XDP frames in native mode: {0}")]
     Features(String),
     #[error(
