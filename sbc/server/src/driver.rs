@@ -651,6 +651,7 @@ fn observe(o: Observation, trunks: &[String]) {
             metrics::gauge!(m::CALLS_ACTIVE, "trunk" => name(trunk_out)).increment(1.0);
         }
         Observation::OverloadRejected => metrics::counter!("sbc_overload_rejected_total").increment(1),
+        Observation::OverloadTooLate => metrics::counter!("sbc_overload_too_late_total").increment(1),
         Observation::RegistrationState { trunk, registered } => {
             metrics::gauge!(m::REGISTRATION_STATE, "trunk" => name(trunk)).set(if registered { 1.0 } else { 0.0 });
             if registered {

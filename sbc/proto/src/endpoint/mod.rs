@@ -174,6 +174,8 @@ pub enum Observation {
     CallResumed { trunk_in: crate::routing::TrunkId, trunk_out: crate::routing::TrunkId },
     /// A new call was refused with 503 by overload control.
     OverloadRejected,
+    /// Of those, one whose INVITE had waited longer than `[overload] max_wait` before the core got it.
+    OverloadTooLate,
     /// This trunk's registration with its carrier is now held (the trunk may take calls) or not (it is down).
     RegistrationState { trunk: crate::routing::TrunkId, registered: bool },
     /// A REGISTER of this trunk ended: `ok`, `challenged`, `forbidden`, `auth_failed`, `client_error`,
@@ -195,6 +197,10 @@ pub struct Endpoint {
     last_now: Option<Instant>,
     /// The TLS identity of the message being handled, while it is handled ([`Endpoint::handle_message_from`]).
     identity: Option<Arc<TlsIdentity>>,
+    /// How long the request being handled waited before the driver gave it to us (new requests only), and the wait
+    /// the driver announced for the next one ([`Endpoint::observe_queue_delay`]).
+    waited: Option<std::time::Duration>,
+    queued_wait: Option<std::time::Duration>,
     out: VecDeque<Output>,
 }
 
@@ -227,12 +233,17 @@ impl Endpoint {
             overload,
             last_now: None,
             identity: None,
+            waited: None,
+            queued_wait: None,
             out: VecDeque::new(),
         }
     }
 
     /// A new request waited `delay` in the driver's queue before it reached us, at `now`: the overload signal.
+    /// The next message handled ([`Endpoint::handle_message_from`]) is that request: a new call whose INVITE waited
+    /// longer than `[overload] max_wait` is refused.
     pub fn observe_queue_delay(&mut self, now: Instant, delay: std::time::Duration) {
+        self.queued_wait = Some(delay);
         self.overload.on_delay(now, delay);
         self.publish_admission();
     }
@@ -441,8 +452,10 @@ impl Endpoint {
     /// `match.tls`), before its source address.
     pub fn handle_message_from(&mut self, now: Instant, peer: Peer, identity: Option<Arc<TlsIdentity>>, bytes: Bytes) {
         self.identity = identity;
+        self.waited = self.queued_wait.take();
         self.handle_one(now, peer, bytes);
         self.identity = None;
+        self.waited = None;
     }
 
     /// The transport could not reach `peer` (its remote address over its transport): a connection could not be
@@ -576,12 +589,18 @@ impl Endpoint {
         }
         self.overload.adjust(now);
         self.publish_admission();
-        if req.method == Method::Invite
-            && self.overload.overloaded()
-            && self.is_new_call(&req)
-            && !req.headers.get(&HeaderName::CallId).is_some_and(|id| self.overload.admit(id))
-        {
-            return self.refuse_overloaded(peer, &req);
+        if req.method == Method::Invite {
+            let too_late = self.waited.is_some_and(|w| self.overload.too_late(w));
+            let not_admitted = || {
+                self.overload.overloaded()
+                    && !req.headers.get(&HeaderName::CallId).is_some_and(|id| self.overload.admit(id))
+            };
+            if (too_late || not_admitted()) && self.is_new_call(&req) {
+                if too_late {
+                    self.observe(Observation::OverloadTooLate);
+                }
+                return self.refuse_overloaded(peer, &req);
+            }
         }
         stamp_via(&mut req, &peer);
         self.txns.handle_request(now, peer, req);

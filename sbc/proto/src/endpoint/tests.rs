@@ -234,3 +234,28 @@ fn overload_refuses_new_calls_statelessly_and_keeps_answering_the_rest() {
     ep.handle_message(now, peer(), request("OPTIONS", "z9hG4bKovopt", None));
     assert_eq!(only_response(&drain(&mut ep).0).status, 200);
 }
+
+#[test]
+fn a_new_invite_that_waited_past_max_wait_is_refused_and_the_wait_belongs_to_that_message_only() {
+    let mut ep = Endpoint::new(Config::default(), 1);
+    let now = Instant::now();
+    ep.observe_queue_delay(now, Duration::from_millis(150));
+    ep.handle_message(now, peer(), request("INVITE", "z9hG4bKlate", None));
+    let (sent, seen) = drain(&mut ep);
+    let r = only_response(&sent);
+    assert_eq!(r.status, 503, "too late: refused");
+    assert_eq!(r.headers.get(&HeaderName::RetryAfter), Some(&b"2"[..]));
+    assert!(seen.contains(&Observation::OverloadTooLate) && seen.contains(&Observation::OverloadRejected));
+    assert!(ep.txns.is_empty(), "no transaction kept");
+    assert_eq!(ep.admission(), 1.0, "one late INVITE does not cut the admitted share");
+    // The next message was not announced as waiting: taken (and refused further on for its unknown source).
+    ep.handle_message(now, peer(), request("INVITE", "z9hG4bKnext", None));
+    assert_eq!(only_response(&drain(&mut ep).0).status, 403);
+    ep.observe_queue_delay(now, Duration::from_millis(30));
+    ep.handle_message(now, peer(), request("INVITE", "z9hG4bKquick", None));
+    assert_eq!(only_response(&drain(&mut ep).0).status, 403, "a short wait: taken");
+    // Only new calls are refused for their wait.
+    ep.observe_queue_delay(now, Duration::from_millis(500));
+    ep.handle_message(now, peer(), request("OPTIONS", "z9hG4bKslowopt", None));
+    assert_eq!(only_response(&drain(&mut ep).0).status, 200);
+}

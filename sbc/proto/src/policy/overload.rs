@@ -19,6 +19,11 @@
 //! fell, recover fast) and a fiftieth near the target (probing the capacity without overshooting it). [`Overload::admit`] spreads the admitted fraction
 //! evenly over the new calls, deterministically.
 //!
+//! The admitted share works on the rate; a call that still waited longer than [`OverloadConfig::max_wait`] (a
+//! burst that came before the share was cut, a backlog being drained) is refused when it reaches the core
+//! ([`Overload::too_late`]), so the calls taken are taken quickly: the post-dial delay of an accepted call is bounded
+//! by that wait plus its own handling, whatever the queue behind it.
+//!
 //! Refused calls get 503 with Retry-After, stateless and cheap, while responses and in-dialog requests travel the
 //! driver's high-priority queue and are never refused here: calls already up keep working. Whether a call is
 //! admitted depends only on the fraction and its Call-ID ([`admits`]), so the UDP transport can refuse it before it
@@ -89,6 +94,9 @@ pub struct OverloadConfig {
     pub queue_delay: Duration,
     /// Process CPU (1.0 = one core) above which the SBC counts as overloaded; `None`: not used.
     pub cpu: Option<f64>,
+    /// The longest a new call's INVITE may have waited (socket buffer and driver queue) and still be taken: one
+    /// that waited longer is refused with 503 when it reaches the core, whatever the admitted share.
+    pub max_wait: Duration,
     /// Seconds in the Retry-After of the 503s.
     pub retry_after: u32,
     /// How often the admission fraction is adjusted.
@@ -103,6 +111,7 @@ impl Default for OverloadConfig {
             enabled: true,
             queue_delay: Duration::from_millis(20),
             cpu: None,
+            max_wait: Duration::from_millis(100),
             retry_after: 2,
             interval: Duration::from_millis(100),
             floor: 0.02,
@@ -206,11 +215,26 @@ impl Overload {
     pub fn overloaded(&self) -> bool {
         self.fraction < 1.0
     }
+
+    /// Whether a new call whose INVITE waited `waited` before the core got it comes too late to be taken: it
+    /// would start with most of its caller's patience spent, and taking it would make every call behind it wait
+    /// as long (CoDel's drop at the head of a standing queue, RFC 8289 §4.2).
+    pub fn too_late(&self, waited: Duration) -> bool {
+        self.config.enabled && waited > self.config.max_wait
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invite_that_waited_past_max_wait_is_too_late_unless_overload_control_is_off() {
+        let o = Overload::new(OverloadConfig::default());
+        assert!(!o.too_late(Duration::from_millis(100)) && o.too_late(Duration::from_millis(101)));
+        let off = Overload::new(OverloadConfig { enabled: false, ..OverloadConfig::default() });
+        assert!(!off.too_late(Duration::from_secs(10)));
+    }
 
     #[test]
     fn the_gate_carries_the_share_to_the_transports() {

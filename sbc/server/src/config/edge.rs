@@ -40,6 +40,7 @@ pub(super) struct RawOverload {
     enabled: Option<bool>,
     queue_delay: Option<Spanned<String>>,
     cpu: Option<Spanned<f64>>,
+    max_wait: Option<Spanned<String>>,
     retry_after: Option<Spanned<u32>>,
 }
 
@@ -117,6 +118,20 @@ impl Validator<'_> {
                 }
                 c.cpu = Some(v);
             }
+            if let Some(s) = &o.max_wait {
+                let w = self.duration(s, "overload.max_wait")?;
+                if w < c.queue_delay || w > std::time::Duration::from_secs(30) {
+                    return Err(self.invalid(
+                        s.span(),
+                        "overload.max_wait",
+                        "must be at least overload.queue_delay and at most 30s",
+                    ));
+                }
+                c.max_wait = w;
+            } else {
+                // A longer queue_delay given alone keeps its room: five times it, the default's proportion.
+                c.max_wait = c.max_wait.max(c.queue_delay * 5);
+            }
             if let Some(s) = &o.retry_after {
                 if !(1..=3600).contains(s.get_ref()) {
                     return Err(self.invalid(s.span(), "overload.retry_after", "seconds, between 1 and 3600"));
@@ -160,7 +175,8 @@ mod tests {
         let c = parse(
             "[edge]\nallow = [\"198.18.3.0/24\", \"2001:db8::1\"]\nrate_trusted = 2000\nrate_unknown = 0\n\
              ban_time = \"10m\"\nauth_failures = 3\nauth_window = \"5m\"\nmalformed = 20\nmalformed_window = \"10s\"\n\
-             scanners = [\"evil\"]\nmax_sources = 1000\n[overload]\nqueue_delay = \"50ms\"\ncpu = 0.9\nretry_after = 5\n",
+             scanners = [\"evil\"]\nmax_sources = 1000\n[overload]\nqueue_delay = \"50ms\"\ncpu = 0.9\nretry_after = 5\n\
+             max_wait = \"250ms\"\n",
         )
         .expect("valid");
         let g = &c.edge.guard;
@@ -174,6 +190,7 @@ mod tests {
         assert_eq!(c.edge.overload.queue_delay, Duration::from_millis(50));
         assert_eq!(c.edge.overload.cpu, Some(0.9));
         assert_eq!(c.edge.overload.retry_after, 5);
+        assert_eq!(c.edge.overload.max_wait, Duration::from_millis(250));
     }
 
     #[test]
@@ -183,6 +200,7 @@ mod tests {
             ("[edge]\nban_time = \"forever\"\n", "edge.ban_time"),
             ("[edge]\nmax_sources = 1\n", "edge.max_sources"),
             ("[overload]\ncpu = -1.0\n", "overload.cpu"),
+            ("[overload]\nmax_wait = \"5ms\"\n", "overload.max_wait"),
             ("[overload]\nretry_after = 0\n", "overload.retry_after"),
         ] {
             let e = parse(text).expect_err(text);

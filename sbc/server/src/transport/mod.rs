@@ -93,14 +93,27 @@ impl Shedder {
 
     /// The 503 for `datagram` if it is a new INVITE that is not admitted now; `None` lets it through.
     pub fn refuse(&self, datagram: &[u8]) -> Option<Bytes> {
-        if self.gate.fraction() >= 1.0 || !datagram.starts_with(b"INVITE ") {
+        if self.gate.fraction() >= 1.0 {
+            return None;
+        }
+        self.refusal(datagram, false)
+    }
+
+    /// The 503 for `datagram` if it is a new INVITE, admitted or not: the driver's queue had no room for it. Silence
+    /// would have its caller retransmit into the same full queue and give up half a second later at best.
+    pub fn refuse_full(&self, datagram: &[u8]) -> Option<Bytes> {
+        self.refusal(datagram, true)
+    }
+
+    fn refusal(&self, datagram: &[u8], whatever_admitted: bool) -> Option<Bytes> {
+        if !datagram.starts_with(b"INVITE ") {
             return None;
         }
         let Ok(Message::Request(req)) = parse_datagram(Bytes::copy_from_slice(datagram)) else { return None };
         if req.headers.to().map_or(true, |to| to.tag().is_some()) {
             return None;
         }
-        if self.gate.admits(req.headers.get(&HeaderName::CallId)?) {
+        if !whatever_admitted && self.gate.admits(req.headers.get(&HeaderName::CallId)?) {
             return None;
         }
         let n = self.next_tag.fetch_add(1, Ordering::Relaxed);
@@ -121,16 +134,18 @@ pub struct Closed;
 impl Queues {
     /// Queues `msg` by its [`urgency`]. The high queue waits for room; the low one waits only when `wait_low`
     /// (a stream transport: back-pressure to the peer), else a full low queue drops the message, counted.
-    pub async fn push(&self, msg: Inbound, wait_low: bool) -> Result<(), Closed> {
+    /// `Ok(Some(msg))`: a new request that found the low queue full (without `wait_low`), counted and handed back
+    /// for the transport to refuse.
+    pub async fn push(&self, msg: Inbound, wait_low: bool) -> Result<Option<Inbound>, Closed> {
         match urgency(&msg.bytes) {
-            Urgency::High => self.high.send(msg).await.map_err(|_| Closed),
-            Urgency::Low if wait_low => self.low.send(msg).await.map_err(|_| Closed),
+            Urgency::High => self.high.send(msg).await.map(|()| None).map_err(|_| Closed),
+            Urgency::Low if wait_low => self.low.send(msg).await.map(|()| None).map_err(|_| Closed),
             Urgency::Low => match self.low.try_send(msg) {
-                Ok(()) => Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(msg)) => {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::dropped("queue_full");
-                    Ok(())
+                    Ok(Some(msg))
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
             },

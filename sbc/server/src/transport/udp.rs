@@ -135,8 +135,18 @@ pub async fn receive(
             identity: None,
             bytes: Bytes::copy_from_slice(&buf[..n]),
         };
-        if queues.push(msg, false).await.is_err() {
-            return;
+        match queues.push(msg, false).await {
+            Ok(None) => {}
+            Ok(Some(unqueued)) => {
+                // The driver's queue is full: a new INVITE is refused now (a 503 costs less than the silence that
+                // would bring its retransmissions), anything else is dropped as counted.
+                if let Some(resp) = shed.refuse_full(&unqueued.bytes) {
+                    if let Err(e) = sock.send_to(&resp, remote).await {
+                        tracing::debug!(%remote, error = %e, "udp send of a 503 failed");
+                    }
+                }
+            }
+            Err(_) => return,
         }
     }
 }
