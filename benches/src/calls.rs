@@ -27,8 +27,14 @@ pub const DIALLED: &str = "+4930123456";
 /// `USER_HZ`: the unit of utime and stime in /proc/PID/stat (100 on every Linux architecture in practice).
 pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
+/// SIPp's socket buffers: its default (`-buff_size` 65535) holds a few tens of milliseconds of responses at a few
+/// thousand calls a second, and a generator that drops its own answers (its namespace's `RcvbufErrors`) measures
+/// its own retransmissions, 500 ms each, as the target's post-dial delay.
+const SIPP_SOCKET_BUFFER: &str = "4194304";
+
 fn on(path: &CallPath, side: &Side, s: Sipp) -> Sipp {
-    let s = s.local_ip(side.ip).local_port(side.port).transport(path.transport);
+    let s =
+        s.local_ip(side.ip).local_port(side.port).transport(path.transport).arg("-buff_size").arg(SIPP_SOCKET_BUFFER);
     match &side.ns {
         Some(ns) => s.netns(ns),
         None => s,
