@@ -179,7 +179,7 @@ static __always_inline int relay_addr_eq6(const __u8 *a, const struct in6_addr *
  * same time; both write the same answer, and nh_gen is written last, after a compiler barrier (x86 keeps the store
  * order), so a reader that sees the generation sees the hop. */
 static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *p, struct relay_target *t,
-					  __u32 ingress, __u32 tot_len, __u32 gen)
+					  __u32 ingress, __u32 tot_len, __u32 gen, const int v4)
 {
 	struct bpf_fib_lookup fib = {};
 
@@ -188,18 +188,16 @@ static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *
 	fib.sport = t->from.port;
 	fib.dport = t->to.port;
 	fib.tot_len = tot_len;
-	if (p->ip4) {
+	if (v4) {
 		fib.family = RELAY_SYS_AF_INET;
 		fib.tos = p->ip4->tos;
 		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
 		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
-	} else if (p->ip6) {
+	} else {
 		fib.family = RELAY_SYS_AF_INET6;
 		fib.flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0FFFFFFF);
 		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
 		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
-	} else {
-		return -1;
 	}
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
@@ -217,8 +215,10 @@ static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *
 }
 
 /* Decides what to do with a parsed UDP packet; on a hit rewrites it and returns XDP_TX/XDP_REDIRECT with
- * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). */
-static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
+ * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). v4 is a constant at each call
+ * site (the packet's family), so the compiler builds one copy per family and drops the other family's branches
+ * from the IPv4 hit path. */
+static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act, const int v4)
 {
 	struct relay_target *t;
 	struct udphdr *udp = p->udp;
@@ -227,24 +227,23 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	__u16 check;
 	long ret;
 
-	if (p->ip4) {
+	if (v4) {
 		struct relay_addr4 key4 = { .addr = p->ip4->daddr, .port = udp->dest };
 
 		t = bpf_map_lookup_elem(&relay_flows4, &key4);
-	} else if (p->ip6) {
+	} else {
 		struct relay_addr key = { .port = udp->dest, .family = RELAY_AF_INET6 };
 
 		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
 		t = bpf_map_lookup_elem(&relay_flows, &key);
-	} else {
-		goto other;
 	}
 	if (!t) {
 		*act = RELAY_ACT_PASS_MISS;
 		return XDP_PASS;
 	}
 	/* Same family in and out only. */
-	if (t->from.family != p->family || t->to.family != p->family)
+	if (t->from.family != (v4 ? RELAY_AF_INET : RELAY_AF_INET6) ||
+	    t->to.family != (v4 ? RELAY_AF_INET : RELAY_AF_INET6))
 		goto other;
 	if (t->flags & RELAY_F_PASS_RTCP) {
 		__u8 *rtp = (__u8 *)(udp + 1);
@@ -257,7 +256,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 		}
 	}
 
-	if (p->ip4) {
+	if (v4) {
 		struct iphdr *ip = p->ip4;
 
 		if ((t->flags & RELAY_F_STRICT) &&
@@ -304,7 +303,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	/* Read before a lookup, so that a change announced meanwhile makes the next packet look up again. */
 	gen = relay_nh_gen;
 	if (!gen || t->nh_gen != gen || t->nh_iif != ingress || tot_len > t->nh_len) {
-		if (!gen || relay_next_hop(ctx, p, t, ingress, tot_len, gen)) {
+		if (!gen || relay_next_hop(ctx, p, t, ingress, tot_len, gen, v4)) {
 			*act = RELAY_ACT_PASS_FIB;
 			return XDP_PASS;
 		}
@@ -330,7 +329,7 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	}
 
 	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
-	if (p->ip4) {
+	if (v4) {
 		struct iphdr *ip = p->ip4;
 		__u16 old_ttl_word = *(__u16 *)&ip->ttl;
 
@@ -401,7 +400,7 @@ int relay_xdp(struct xdp_md *ctx)
 
 	act = relay_parse(data, data_end, &p);
 	if (!act) {
-		ret = relay_forward(ctx, &p, &act);
+		ret = p.ip4 ? relay_forward(ctx, &p, &act, 1) : relay_forward(ctx, &p, &act, 0);
 		if (ret != XDP_PASS) {
 			relay_count(act);
 			return ret;
