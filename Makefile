@@ -7,8 +7,10 @@ CARGO ?= cargo
 CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
-# (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base
+# (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates; rtpengine-daemon
+# (10.5) is the reference relay of `sbc-bench media --paths rtpengine` and its test (the binary only: its service is never
+# started).
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base rtpengine-daemon
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
