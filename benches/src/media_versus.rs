@@ -127,9 +127,10 @@ pub fn table(v: &Versus) -> String {
         ));
     }
     out.push_str(
-        "  (ceiling: median over runs, + = the ladder's top passed; CPU s/Mpkt at the reference rate: the \
-         forwarder's own CPU (process; xdp, bare: + XDP program run time; kernel: the machine's softirq time); \
-         latency: one-way, one step at half the path's ceiling after its ladder, worst stream, medians over runs)\n",
+        "  (ceiling: median over runs, + = the ladder's top passed; CPU s/Mpkt at the reference rate: the\n   \
+         forwarder's own CPU (process; xdp, bare: + XDP program run time; kernel: the machine's softirq time);\n   \
+         latency: one-way, one step at half the path's own ceiling after its ladder (lat. rate), worst stream,\n   \
+         medians over runs; paths are compared each at half its own ceiling, so at different rates)\n",
     );
     let verdict = |v: Option<f64>, ok: &dyn Fn(f64) -> bool| match v {
         Some(v) if ok(v) => "met",
