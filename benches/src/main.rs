@@ -427,6 +427,10 @@ fn media_main(args: MediaArgs) -> Result<()> {
     if Command::new("ip").arg("-V").output().is_err() {
         bail!("`media --local` needs `ip` (iproute2) for network namespaces: run `make deps` as root");
     }
+    if args.paths.contains(&media::Target::Rtpengine) {
+        // Before any ladder: the rtpengine path comes last by default and would fail after minutes of others.
+        ::tests::rtpengine::binary()?;
+    }
     let (relay_binary, rtpgen_binary) = media::prepare_binaries(args.relay.as_deref())?;
     watch_interrupts();
     let opts = media::Options {
