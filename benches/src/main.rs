@@ -20,8 +20,10 @@ mod concurrent;
 mod cps;
 mod failover;
 mod media;
+mod media_versus;
 mod overload;
 mod plot;
+mod rtpengine;
 mod soak;
 mod stats;
 mod target;
@@ -206,7 +208,8 @@ struct MediaArgs {
     payload: u16,
     /// The paths to measure, comma-separated, in this order in every run: relay (user space), srtp (user space,
     /// leg A's SRTP decrypted to plain RTP), xdp (media-relay with its XDP fast path), bare (a bare XDP redirect
-    /// a0 -> b0, the ceiling), kernel (IP forwarding).
+    /// a0 -> b0, the ceiling), kernel (IP forwarding), rtpengine (rtpengine 10.5 in user space, steered over NG: the
+    /// reference relay; needs Debian's rtpengine-daemon).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "relay,srtp,xdp,bare,kernel")]
     paths: Vec<media::Target>,
     /// The sender: blast (sbc-bench's own sendmmsg sender, batches of 32, no per-stream limit) or rtpgen (one
@@ -424,6 +427,10 @@ fn media_main(args: MediaArgs) -> Result<()> {
     if Command::new("ip").arg("-V").output().is_err() {
         bail!("`media --local` needs `ip` (iproute2) for network namespaces: run `make deps` as root");
     }
+    if args.paths.contains(&media::Target::Rtpengine) {
+        // Before any ladder: the rtpengine path comes last by default and would fail after minutes of others.
+        ::tests::rtpengine::binary()?;
+    }
     let (relay_binary, rtpgen_binary) = media::prepare_binaries(args.relay.as_deref())?;
     watch_interrupts();
     let opts = media::Options {
@@ -460,10 +467,14 @@ fn media_main(args: MediaArgs) -> Result<()> {
             "xdp": "media-relay utime+stime (/proc/PID/stat) over the step; total adds the machine's softirq time",
             "bare": "the helper holding the program (utime+stime); total adds the machine's softirq time",
             "kernel": "softirq time of the whole machine (si, /proc/stat) over the step",
+            "rtpengine": "rtpengine utime+stime (/proc/PID/stat, all threads) over the step",
         },
         "targets": {
             "xdp_vs_relay_pkts_per_cpu_s_min": media::TARGET_CPU_RATIO,
             "xdp_vs_bare_ceiling_min": media::TARGET_CEILING_SHARE,
+            "relay_vs_rtpengine_pkts_per_cpu_s_min": media_versus::TARGET_RELAY_VS_RTPENGINE,
+            "xdp_vs_rtpengine_pkts_per_cpu_s_min": media_versus::TARGET_XDP_VS_RTPENGINE,
+            "xdp_minus_kernel_latency_p99_us_max": media_versus::TARGET_XDP_MINUS_KERNEL_P99_US,
         },
         "test_runs": test_runs,
         "wall_secs": started.elapsed().as_secs_f64(),

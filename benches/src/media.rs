@@ -19,6 +19,9 @@
 //!   same run, are the cost of terminating SRTP.
 //! - `bare`: `sbc-bench xdp-bare a0 b0` redirects every frame from a0 to b0 untouched; B's kernel drops them (not
 //!   its address), so they are counted at B's veth (rx_packets of B's eth0).
+//! - `rtpengine`: the `relay` path with rtpengine 10.5 (user space, `--table=-1`) in place of `media-relay`, steered
+//!   over its NG protocol (one call per step, one audio stream per `--streams`; [`crate::rtpengine`]); its CPU is
+//!   its process's utime + stime (all threads).
 //! - `kernel`: `net.ipv4.ip_forward=1` in the SBC namespace only, a route to 198.18.2.0/24 via 198.18.1.1 in A and
 //!   one to 198.18.1.0/24 via 198.18.2.1 in B (added for this ladder and removed after it); senders in A send
 //!   straight to the sinks in B.
@@ -36,6 +39,9 @@
 //! ceiling of a ladder is its highest passing step; a ladder stops after three steps in a row failing both. The
 //! senders run on core 0, the relay on core 1, the sinks on core 1 except in the `relay` path (core 0)
 //! (`taskset`). Once per run, the XDP program's own ns/packet comes from `BPF_PROG_TEST_RUN` ([`crate::xdp`]).
+//!
+//! After each ladder with sinks, one more step at half its ceiling ([`Ladder::latency_step`]) gives the path's
+//! one-way latency at 50 % load; [`crate::media_versus`] compares the paths (rtpengine, kernel) from it.
 
 use crate::stats::median;
 use ::tests::netns::{Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
@@ -68,7 +74,7 @@ pub const SINK_CORE: usize = 1;
 
 /// The core of the sinks of `target`.
 pub fn sink_core(target: Target) -> usize {
-    if matches!(target, Target::Relay | Target::Srtp) {
+    if matches!(target, Target::Relay | Target::Srtp | Target::Rtpengine) {
         GEN_CORE
     } else {
         SINK_CORE
@@ -86,7 +92,7 @@ pub const MIN_ACHIEVED_SHARE: f64 = 0.9;
 /// The relay's control socket, inside the SBC namespace.
 const CONTROL: &str = "127.0.0.1:2223";
 /// The senders' (A) and sinks' (B) first port; stream i uses this + i.
-const GEN_PORT: u16 = 7000;
+pub(crate) const GEN_PORT: u16 = 7000;
 /// The relay's first port; stream i uses this + 2i on both sides.
 const RELAY_PORT: u16 = 30000;
 /// A sender exits this long after its last packet (nothing comes back to it).
@@ -144,6 +150,8 @@ pub enum Target {
     Srtp,
     /// A → kernel IP forwarding in the SBC namespace → B.
     Kernel,
+    /// A → rtpengine 10.5 (user space, steered over NG) in the SBC namespace → B: the reference relay.
+    Rtpengine,
 }
 
 impl Target {
@@ -155,6 +163,7 @@ impl Target {
             Target::Bare => "bare",
             Target::Srtp => "srtp",
             Target::Kernel => "kernel",
+            Target::Rtpengine => "rtpengine",
         }
     }
 }
@@ -269,10 +278,13 @@ pub struct Ladder {
     pub wire_ceiling: Option<u32>,
     /// The highest B-veth rate of any measured step with wire loss < 0.1 %.
     pub best_wire_pps: Option<f64>,
+    /// One step after the ladder at half its highest passing rate: the path's latency at 50 % load (`None`: no
+    /// step passed, or the path has no sinks).
+    pub latency_step: Option<Step>,
 }
 
 impl Ladder {
-    fn new(run: u32, target: Target) -> Self {
+    pub(crate) fn new(run: u32, target: Target) -> Self {
         Self {
             run,
             target,
@@ -282,10 +294,16 @@ impl Ladder {
             best_delivered_pps: None,
             wire_ceiling: None,
             best_wire_pps: None,
+            latency_step: None,
         }
     }
 
-    fn finish(&mut self, top: u32) {
+    /// Half the highest passing rate so far (the rate of [`Ladder::latency_step`]).
+    pub(crate) fn half_ceiling_rate(&self) -> Option<u32> {
+        self.steps.iter().filter(|s| s.pass).map(|s| s.rate).max().map(|c| (c / 2).max(1))
+    }
+
+    pub(crate) fn finish(&mut self, top: u32) {
         self.ceiling = self.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         self.capped_by_ladder = self.ceiling == Some(top);
         self.best_delivered_pps = self
@@ -304,13 +322,13 @@ impl Ladder {
     }
 
     /// Whether the last [`FAILS_TO_STOP`] steps failed.
-    fn should_stop(&self) -> bool {
+    pub(crate) fn should_stop(&self) -> bool {
         self.steps.len() >= FAILS_TO_STOP
             && self.steps.iter().rev().take(FAILS_TO_STOP).all(|s| !s.pass && !s.wire_pass)
     }
 }
 
-fn check_stop() -> Result<()> {
+pub(crate) fn check_stop() -> Result<()> {
     if crate::cps::STOP.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
@@ -347,6 +365,7 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
                 Target::Relay | Target::Xdp | Target::Srtp => relay_ladder(&topo, opts, pin, &mut ladder, target),
                 Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
                 Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
+                Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder),
             };
             ladder.finish(top);
             ladders.push(ladder);
@@ -404,6 +423,13 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder,
         if ladder.should_stop() {
             break;
         }
+    }
+    if let Some(rate) = ladder.half_ceiling_rate() {
+        check_stop()?;
+        let session = SessionId(opts.rates.len() as u64 + 1);
+        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate, target);
+        eprintln!("{} (latency at half the ceiling)", progress(opts.runs, ladder, &step));
+        ladder.latency_step = Some(step);
     }
     drop(ctl);
     let _ = relay.terminate(Duration::from_secs(5));
@@ -572,10 +598,18 @@ fn kernel_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder
             break;
         }
     }
+    if let Some(rate) = ladder.half_ceiling_rate() {
+        check_stop()?;
+        let mut step = Step { rate, ..Step::default() };
+        let result = measure(topo, opts, pin, &targets, None, true, sink_core(Target::Kernel), false, None, &mut step);
+        finish_step(&mut step, result);
+        eprintln!("{} (latency at half the ceiling)", progress(opts.runs, ladder, &step));
+        ladder.latency_step = Some(step);
+    }
     Ok(())
 }
 
-fn finish_step(step: &mut Step, result: Result<()>) {
+pub(crate) fn finish_step(step: &mut Step, result: Result<()>) {
     if let Err(e) = result {
         step.error = Some(format!("{e:#}"));
     }
@@ -591,7 +625,7 @@ fn finish_step(step: &mut Step, result: Result<()>) {
         && !step.generator_limited;
 }
 
-fn sock(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
+pub(crate) fn sock(ip: std::net::Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(ip, port))
 }
 
@@ -637,7 +671,7 @@ impl Drop for Forwarding<'_> {
 /// is the forwarder's too. Without sinks (the bare redirect), what arrived is B's veth's rx counter. With
 /// `srtp_key` the senders send SRTP with that key (`blast`, whatever the generator option says).
 #[allow(clippy::too_many_arguments)]
-fn measure(
+pub(crate) fn measure(
     topo: &Topology,
     opts: &Options,
     pin: bool,
@@ -1022,7 +1056,7 @@ pub fn prepare_binaries(relay: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
     Ok((relay, binary(release_dir(), "rtpgen")?))
 }
 
-fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
+pub(crate) fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let f0 = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     let f2 = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
     let n = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
@@ -1072,8 +1106,8 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub targets: Vec<TargetSummary>,
-    /// The highest ladder rate at or below the median ceilings of `relay` and `xdp` (of every path measured when
-    /// neither is): where CPU per packet and latency are compared.
+    /// The highest ladder rate at or below the median ceilings of `relay`, `xdp`, `srtp` and `rtpengine` (of every
+    /// path measured when none is): where CPU per packet and latency are compared.
     pub reference_rate: Option<u32>,
     /// No step passed in a median run: the reference rate is the ladder's first rate instead.
     pub reference_fallback: bool,
@@ -1113,6 +1147,8 @@ pub struct Summary {
     /// Relay CPU-s per Mpkt at the reference rate, srtp / relay: what decrypting SRTP costs per packet, as a
     /// multiple of plain forwarding.
     pub srtp_vs_relay_cpu_per_packet: Option<f64>,
+    /// Every path against rtpengine and kernel forwarding: packets per CPU-second, latency at half the ceiling.
+    pub versus: crate::media_versus::Versus,
 }
 
 /// The XDP issue's targets.
@@ -1165,8 +1201,11 @@ pub struct TargetSummary {
 pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs: &[crate::xdp::TestRun]) -> Summary {
     let of = |t: Target| ladders.iter().filter(move |l| l.target == t);
     let median_ceiling = |t: Target| median(&of(t).map(|l| f64::from(l.ceiling.unwrap_or(0))).collect::<Vec<_>>());
-    let mut basis: Vec<Target> =
-        paths.iter().copied().filter(|t| matches!(t, Target::Relay | Target::Xdp | Target::Srtp)).collect::<Vec<_>>();
+    let mut basis: Vec<Target> = paths
+        .iter()
+        .copied()
+        .filter(|t| matches!(t, Target::Relay | Target::Xdp | Target::Srtp | Target::Rtpengine))
+        .collect::<Vec<_>>();
     if basis.is_empty() {
         basis = paths.to_vec();
     }
@@ -1225,6 +1264,7 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
     let srtp = get(Target::Srtp);
     let f = |s: Option<&TargetSummary>, g: fn(&TargetSummary) -> Option<f64>| s.and_then(g);
     let tr = |g: fn(&crate::xdp::TestRun) -> f64| median(&test_runs.iter().map(g).collect::<Vec<_>>());
+    let versus = crate::media_versus::compare(&targets, ladders);
     Summary {
         reference_rate,
         reference_fallback,
@@ -1278,6 +1318,7 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
             f(srtp, |s| s.reference_relay_cpu_s_per_mpkt),
             f(relay, |s| s.reference_relay_cpu_s_per_mpkt),
         ),
+        versus,
         targets,
     }
 }
@@ -1355,7 +1396,7 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         if summary.reference_fallback {
             "no step of relay/xdp passed in the median run: the ladder's first rate"
         } else {
-            "highest ladder rate within the median ceilings of relay, xdp and srtp (those measured)"
+            "highest ladder rate within the median ceilings of relay, xdp, srtp and rtpengine (those measured)"
         }
     ));
     out.push_str(&format!(
@@ -1477,6 +1518,7 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
             ));
         }
     }
+    out.push_str(&crate::media_versus::table(&summary.versus));
     out
 }
 

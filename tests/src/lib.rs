@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod netns;
 pub mod procfs;
 pub mod rtp;
+pub mod rtpengine;
 pub mod setup_drill;
 pub mod sipp;
 pub mod tls;

@@ -12,11 +12,15 @@
 //! - [`sdes`], [`negotiate`] and [`srtp`]: SDES-SRTP terminated per leg: suites, keys and `a=crypto`; what each
 //!   leg's offer and answer say (each leg gets keys of its own); the SRTP/SRTCP contexts of the data plane.
 //! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
+//! - [`bencode`] and [`ng`]: rtpengine's NG control protocol (bencoded dictionaries over UDP): the codec and the
+//!   messages, for the benches' rtpengine client and, later, the relay answering NG itself.
 
+pub mod bencode;
 pub mod cname;
 pub mod control;
 pub mod flow;
 pub mod negotiate;
+pub mod ng;
 pub mod ports;
 pub mod rtcp;
 pub mod sdes;
