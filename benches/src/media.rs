@@ -127,6 +127,8 @@ pub enum Generator {
     Blast,
     /// `rtpgen`: one send_to and one sleep per packet.
     Rtpgen,
+    /// The live-frames XDP generator with an XDP sink (`crate::live`; its own ladders, not this module's).
+    Xdp,
 }
 
 /// The forwarding path measured.
@@ -144,6 +146,9 @@ pub enum Target {
     Srtp,
     /// A → kernel IP forwarding in the SBC namespace → B.
     Kernel,
+    /// A → the reference relay program (`reference_relay`, one flow per generator flow) on a0 → B; with
+    /// `--generator xdp` only (`crate::live`).
+    Reference,
 }
 
 impl Target {
@@ -155,6 +160,7 @@ impl Target {
             Target::Bare => "bare",
             Target::Srtp => "srtp",
             Target::Kernel => "kernel",
+            Target::Reference => "reference",
         }
     }
 }
@@ -347,6 +353,7 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
                 Target::Relay | Target::Xdp | Target::Srtp => relay_ladder(&topo, opts, pin, &mut ladder, target),
                 Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
                 Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
+                Target::Reference => Err(anyhow::anyhow!("the reference path needs --generator xdp")),
             };
             ladder.finish(top);
             ladders.push(ladder);
@@ -698,6 +705,7 @@ fn measure(
         let name = format!("sender{i}");
         let generator = if srtp_key.is_some() { Generator::Blast } else { opts.generator };
         let sender = match generator {
+            Generator::Xdp => bail!("--generator xdp runs its own ladders (crate::live)"),
             Generator::Rtpgen => {
                 let args = Rtpgen::new(sock(CALLER, GEN_PORT + i as u16))
                     .to(to)
