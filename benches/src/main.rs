@@ -428,10 +428,16 @@ fn live_main(args: MediaArgs) -> Result<()> {
             media::Target::Bare => paths.push(live::Path::Bare),
             media::Target::Reference => paths.push(live::Path::Reference),
             media::Target::Kernel => paths.push(live::Path::Kernel),
+            media::Target::Xdp => paths.push(live::Path::Xdp),
             other => eprintln!("note: path {} is not measured with --generator xdp (not done yet)", other.name()),
         }
     }
     paths.dedup();
+    let relay_binary = match (&args.relay, paths.contains(&live::Path::Xdp)) {
+        (_, false) => None,
+        (Some(path), true) => Some(std::fs::canonicalize(path).with_context(|| format!("--relay {}", path.display()))?),
+        (None, true) => Some(media::prepare_binaries(None)?.0),
+    };
     watch_interrupts();
     let opts = live::Options {
         runs: args.runs,
@@ -440,6 +446,7 @@ fn live_main(args: MediaArgs) -> Result<()> {
         flows: args.flows,
         paths,
         payload: args.payload,
+        relay_binary,
     };
     let started = std::time::Instant::now();
     let ladders = live::ladder::run(&opts)?;

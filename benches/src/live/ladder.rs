@@ -41,6 +41,9 @@ pub enum Path {
     Reference,
     /// Kernel IP forwarding in the SBC namespace (`relay_pass` on a0 so that it takes XDP frames).
     Kernel,
+    /// `media-relay --xdp native` on a0/b0 with one relayed stream per flow, latched before the load
+    /// ([`super::relay`]).
+    Xdp,
 }
 
 impl Path {
@@ -51,6 +54,7 @@ impl Path {
             Path::Bare => "bare",
             Path::Reference => "reference",
             Path::Kernel => "kernel",
+            Path::Xdp => "xdp",
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct Options {
     pub paths: Vec<Path>,
     /// RTP payload bytes.
     pub payload: u16,
+    /// The `media-relay` binary (the `xdp` path).
+    pub relay_binary: Option<std::path::PathBuf>,
 }
 
 /// One step.
@@ -105,6 +111,8 @@ pub struct Ladder {
     pub capped: bool,
     /// The highest delivered rate of a step with loss < 0.1 % (generator-limited ones included).
     pub best_delivered_pps: Option<f64>,
+    /// `xdp`: of the packets the relay's leg A received over the ladder, the share its XDP program forwarded.
+    pub xdp_share: Option<f64>,
 }
 
 impl Ladder {
@@ -153,6 +161,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     ceiling: None,
                     capped: false,
                     best_delivered_pps: None,
+                    xdp_share: None,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
                 ladder.finish(top);
@@ -192,8 +201,44 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         Path::Drop => (Host::Sbc, "a0"),
         _ => (Host::Switch, "p-sbc"),
     };
+    let mut relay_control: Option<super::relay::RelayControl> = None;
     let result = (|| -> Result<()> {
+        // The sink first: a veth takes XDP frames only when its peer has an XDP program (the relay checks).
+        let mut sink = SinkClient::start(topo, sink_host, sink_dev, layout.flows, layout.ssrc_base)?;
         match ladder.path {
+            Path::Xdp => {
+                let relay = opts.relay_binary.as_ref().context("the xdp path needs the media-relay binary")?;
+                // The flows' addresses beyond a0's and b0's own (more than one address's ports).
+                for k in 1..layout.addresses() {
+                    for (dev, base) in [("a0", SBC_A), ("b0", SBC_B)] {
+                        let a = format!("{}/32", Ipv4Addr::from(u32::from(base) + k));
+                        topo.exec(Host::Sbc, "ip", &["addr", "add", &a, "dev", dev])?;
+                        undo.push((Host::Sbc, ["ip", "addr", "del", &a, "dev", dev].map(str::to_owned).to_vec()));
+                    }
+                }
+                let m = mac(Host::B, "eth0")?;
+                let a = CARRIER_B.to_string();
+                topo.exec(Host::Sbc, "ip", &["neigh", "replace", &a, "lladdr", &m, "dev", "b0", "nud", "permanent"])?;
+                undo.push((Host::Sbc, ["ip", "neigh", "del", &a, "dev", "b0"].map(str::to_owned).to_vec()));
+                let args = [
+                    "--control",
+                    super::relay::CONTROL,
+                    "--rtp-timeout",
+                    "3600s",
+                    "--xdp",
+                    "native",
+                    "--interface",
+                    "a0",
+                    "--interface",
+                    "b0",
+                ];
+                // a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program of its own.
+                helpers.push(attached(topo, Host::A, "xdp-pass-a", &exe, &["xdp-pass", "eth0"])?);
+                helpers.push(topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?);
+                let mut c = super::relay::RelayControl::open(topo)?;
+                c.install(&layout)?;
+                relay_control = Some(c);
+            }
             Path::Drop => {}
             Path::Bare => helpers.push(attached(topo, Host::Sbc, "xdp-bare", &exe, &["xdp-bare", "a0", "b0"])?),
             Path::Reference => {
@@ -228,7 +273,6 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                 }
             }
         }
-        let mut sink = SinkClient::start(topo, sink_host, sink_dev, layout.flows, layout.ssrc_base)?;
         let dst_mac = mac(Host::Sbc, "a0")?;
         for &rate in &opts.rates {
             check_stop()?;
@@ -244,6 +288,18 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         }
         Ok(())
     })();
+    if let Some(mut c) = relay_control.take() {
+        match c.remove(&layout) {
+            Ok((received, kernel)) => {
+                ladder.xdp_share = (received > 0).then(|| kernel as f64 / received as f64);
+                eprintln!(
+                    "[run {}] xdp: the relay received {received} packets on leg A, {kernel} through XDP",
+                    ladder.run
+                );
+            }
+            Err(e) => eprintln!("the relay's figures: {e:#}"),
+        }
+    }
     for mut h in helpers {
         let _ = h.terminate(Duration::from_secs(5));
     }

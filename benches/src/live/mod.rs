@@ -22,6 +22,7 @@ pub mod afxdp;
 pub mod helpers;
 pub mod ladder;
 pub mod progs;
+pub mod relay;
 
 pub use ladder::{Ladder, Options, Path};
 
@@ -53,7 +54,14 @@ pub struct Summary {
     pub cells: Vec<Cell>,
     /// Per flow count: median ceiling reference / bare.
     pub reference_vs_bare: Vec<(u32, Option<f64>)>,
+    /// Per flow count: median ceiling xdp / reference (issue 15's target: at least 0.9).
+    pub xdp_vs_reference: Vec<(u32, Option<f64>)>,
+    /// Per flow count: median best delivered rate xdp / reference (independent of the ladder's spacing).
+    pub xdp_vs_reference_best: Vec<(u32, Option<f64>)>,
 }
+
+/// Issue 15: our XDP path's live ceiling is at least this share of the reference relay's.
+pub const TARGET_XDP_VS_REFERENCE: f64 = 0.9;
 
 /// Medians per flow count and path.
 pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
@@ -75,12 +83,25 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
             });
         }
     }
-    let ratio = |flows: u32, a: Path, b: Path| {
-        let get = |p| cells.iter().find(|c: &&Cell| c.flows == flows && c.path == p).and_then(|c| c.median_ceiling);
+    let ratio = |flows: u32, a: Path, b: Path, best: bool| {
+        let get = |p| {
+            cells.iter().find(|c: &&Cell| c.flows == flows && c.path == p).and_then(|c| {
+                if best {
+                    c.median_best_delivered
+                } else {
+                    c.median_ceiling
+                }
+            })
+        };
         get(a).zip(get(b)).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
     };
-    let reference_vs_bare = opts.flows.iter().map(|&f| (f, ratio(f, Path::Reference, Path::Bare))).collect();
-    Summary { cells, reference_vs_bare }
+    let per_flows = |a, b, best| opts.flows.iter().map(|&f| (f, ratio(f, a, b, best))).collect();
+    Summary {
+        reference_vs_bare: per_flows(Path::Reference, Path::Bare, false),
+        xdp_vs_reference: per_flows(Path::Xdp, Path::Reference, false),
+        xdp_vs_reference_best: per_flows(Path::Xdp, Path::Reference, true),
+        cells,
+    }
 }
 
 fn ceiling_of(ladders: &[Ladder], flows: u32, path: Path) -> (Option<f64>, Vec<Option<u32>>, Option<f64>, bool) {
@@ -135,10 +156,90 @@ pub fn table(opts: &Options, s: &Summary) -> String {
         }
         out.push('\n');
     }
+    if opts.paths.contains(&Path::Xdp) && opts.paths.contains(&Path::Reference) {
+        for (label, ratios) in [("xdp/ref", &s.xdp_vs_reference), ("xdp/ref best", &s.xdp_vs_reference_best)] {
+            out.push_str(&format!("  {label:<11}"));
+            for (_, r) in ratios {
+                out.push_str(&format!("{:>12}", r.map_or("-".to_owned(), |r| format!("{r:.2}"))));
+            }
+            out.push('\n');
+        }
+        let verdicts: Vec<String> = s
+            .xdp_vs_reference
+            .iter()
+            .map(|(f, r)| {
+                let bound = s.cells.iter().any(|c| c.flows == *f && c.generator_bound);
+                let v = match r {
+                    Some(r) if *r >= TARGET_XDP_VS_REFERENCE => "met",
+                    Some(_) => "NOT met",
+                    None => "not measured",
+                };
+                format!("{f} flows {v}{}", if bound { " (a ceiling is the generator's)" } else { "" })
+            })
+            .collect();
+        out.push_str(&format!(
+            "  target xdp >= {TARGET_XDP_VS_REFERENCE} x reference (median ceilings): {}\n",
+            verdicts.join(", ")
+        ));
+    }
     out.push_str(
         "  (drop: the generator into a sink on its own veth peer; every path's frames are generated, forwarded and\n   \
          counted on the generator's core, so a ceiling is what one core carries of generator + path; +: the top of\n   \
          the ladder passed, raise --rates)\n",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ladder::Step;
+
+    fn ladder(flows: u32, path: Path, passes: &[(u32, bool)]) -> Ladder {
+        let steps = passes
+            .iter()
+            .map(|&(rate, pass)| Step { rate, pass, sent: 1, delivered_pps: Some(f64::from(rate)), ..Step::default() })
+            .collect();
+        let mut l = Ladder {
+            run: 1,
+            flows,
+            path,
+            steps,
+            ceiling: None,
+            capped: false,
+            best_delivered_pps: None,
+            xdp_share: None,
+        };
+        l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
+        l.best_delivered_pps = l.steps.iter().filter_map(|s| s.delivered_pps).reduce(f64::max);
+        l
+    }
+
+    #[test]
+    fn ratios_per_flow_count_and_generator_bound_ceilings() {
+        let opts = Options {
+            runs: 1,
+            step_secs: 1,
+            rates: vec![100, 200, 400],
+            flows: vec![1, 1000],
+            paths: vec![Path::Reference, Path::Xdp],
+            payload: 160,
+            relay_binary: None,
+        };
+        let ladders = vec![
+            ladder(1, Path::Drop, &[(100, true), (200, true), (400, false)]),
+            ladder(1, Path::Reference, &[(100, true), (200, true), (400, false)]),
+            ladder(1, Path::Xdp, &[(100, true), (200, false)]),
+            ladder(1000, Path::Drop, &[(100, true), (200, true), (400, true)]),
+            ladder(1000, Path::Reference, &[(100, true), (200, true), (400, false)]),
+            ladder(1000, Path::Xdp, &[(100, true), (200, true), (400, false)]),
+        ];
+        let s = summarize(&opts, &ladders);
+        assert_eq!(s.xdp_vs_reference, vec![(1, Some(0.5)), (1000, Some(1.0))]);
+        let cell = |f, p| s.cells.iter().find(|c| c.flows == f && c.path == p).expect("cell");
+        assert!(cell(1, Path::Reference).generator_bound, "200 of the generator's 200");
+        assert!(!cell(1000, Path::Reference).generator_bound, "200 of the generator's 400");
+        let t = table(&opts, &s);
+        assert!(t.contains("1 flows NOT met (a ceiling is the generator's), 1000 flows met"), "{t}");
+    }
 }
