@@ -23,6 +23,14 @@ pub const FAILS_TO_STOP: usize = 2;
 /// The core the generator (and, in live-frames mode, everything its frames set off: the path's XDP program, the
 /// veths, the sink) runs on.
 pub const GEN_CORE: usize = 0;
+/// `RELAY_MAX_FLOWS` of ebpf/include/relay_abi.h: the relay's XDP flow maps' size.
+pub const RELAY_MAX_KERNEL_FLOWS: u32 = 65_536;
+/// Packets per second of the warm-up (two packets per flow) before a ladder.
+const WARM_UP_RATE: u32 = 50_000;
+/// The warm-up gives up (and the ladder starts anyway) after this long.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(60);
+/// Open files the relay needs besides its sockets.
+const FD_SPARE: u64 = 512;
 /// The C side's address (a second destination when the kernel path needs more than one address's ports).
 const CARRIER_C: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
 /// The sender's first source port and the relay side's first port (stride 2, as the relay allocates them).
@@ -113,6 +121,8 @@ pub struct Ladder {
     pub best_delivered_pps: Option<f64>,
     /// `xdp`: of the packets the relay's leg A received over the ladder, the share its XDP program forwarded.
     pub xdp_share: Option<f64>,
+    /// Warm-up rounds (two packets per flow each) until one arrived whole, before the first step.
+    pub warm_up_rounds: u32,
 }
 
 impl Ladder {
@@ -145,6 +155,18 @@ pub fn layout(path: Path, flows: u32, payload: u16) -> FlowLayout {
 
 /// Runs every ladder: per run, per flow count, `drop` then the paths.
 pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
+    // The relay holds two sockets per flow; its children inherit this limit (raised as far as the hard limit
+    // allows: raising that needs CAP_SYS_RESOURCE).
+    let mut fd_limit = u64::MAX;
+    if opts.paths.contains(&Path::Xdp) {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let want = u64::from(*opts.flows.iter().max().unwrap_or(&1)) * 2 + FD_SPARE;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+        fd_limit = want.min(hard).max(soft);
+        if soft < fd_limit {
+            setrlimit(Resource::RLIMIT_NOFILE, fd_limit, hard).context("raising the open-file limit")?;
+        }
+    }
     let topo = Topology::single_sbc().context("building the netns topology (needs root)")?;
     topo.enable_forwarding()?;
     let pin = crate::cps::pinning_possible();
@@ -153,6 +175,26 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
     for run in 1..=opts.runs {
         for &flows in &opts.flows {
             for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
+                if path == Path::Xdp {
+                    let why = if 2 * flows > RELAY_MAX_KERNEL_FLOWS {
+                        Some(format!(
+                            "the relay puts both directions of a stream into its XDP maps, {} entries, more than \
+                             RELAY_MAX_FLOWS ({RELAY_MAX_KERNEL_FLOWS})",
+                            2 * flows
+                        ))
+                    } else if u64::from(flows) * 2 + FD_SPARE > fd_limit {
+                        Some(format!(
+                            "the relay needs two sockets per flow and the open-file limit is {fd_limit} (its hard \
+                             limit; raising it needs CAP_SYS_RESOURCE)"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why {
+                        eprintln!("[run {run}/{}] xdp at {flows} flows: not measured: {why}", opts.runs);
+                        continue;
+                    }
+                }
                 let mut ladder = Ladder {
                     run,
                     flows,
@@ -162,6 +204,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     capped: false,
                     best_delivered_pps: None,
                     xdp_share: None,
+                    warm_up_rounds: 0,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
                 ladder.finish(top);
@@ -274,10 +317,39 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             }
         }
         let dst_mac = mac(Host::Sbc, "a0")?;
+        // Two packets per flow first, not measured, until a round arrives whole: a flow's first packets may take
+        // a slow path by design (the relay hands a flow to its XDP program only with its next hop resolved, in
+        // the background), and the ladder measures flows in their steady state.
+        let started = Instant::now();
+        loop {
+            let mut warm = Step { rate: WARM_UP_RATE, ..Step::default() };
+            let count = Some(2 * u64::from(layout.flows));
+            measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut warm, layout.flows, count)
+                .context("warming the flows up")?;
+            ladder.warm_up_rounds += 1;
+            if warm.sent > 0 && warm.received == warm.sent {
+                break;
+            }
+            if started.elapsed() > WARM_UP_LIMIT {
+                eprintln!(
+                    "[run {}] {} at {} flows: still losing packets after {:?} of warm-up ({} of {} arrived)",
+                    ladder.run,
+                    ladder.path.name(),
+                    ladder.flows,
+                    WARM_UP_LIMIT,
+                    warm.received,
+                    warm.sent
+                );
+                break;
+            }
+            check_stop()?;
+        }
         for &rate in &opts.rates {
             check_stop()?;
             let mut step = Step { rate, ..Step::default() };
-            if let Err(e) = measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut step, layout.flows) {
+            if let Err(e) =
+                measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut step, layout.flows, None)
+            {
                 step.error = Some(format!("{e:#}"));
             }
             eprintln!("{}", progress(opts.runs, ladder, &step));
@@ -300,7 +372,11 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             Err(e) => eprintln!("the relay's figures: {e:#}"),
         }
     }
+    let failed = ladder.steps.iter().any(|s| !s.pass && !s.generator_limited);
     for mut h in helpers {
+        if failed {
+            eprintln!("{}", h.output_tail());
+        }
         let _ = h.terminate(Duration::from_secs(5));
     }
     for (host, cmd) in undo.iter().rev() {
@@ -325,9 +401,10 @@ fn measure(
     sink: &mut SinkClient,
     step: &mut Step,
     flows: u32,
+    count: Option<u64>,
 ) -> Result<()> {
     sink.command("reset")?;
-    let count = u64::from(step.rate) * u64::from(opts.step_secs);
+    let count = count.unwrap_or(u64::from(step.rate) * u64::from(opts.step_secs));
     let mut args: Vec<String> = Vec::new();
     let program = if pin {
         args.extend(["-c".to_owned(), GEN_CORE.to_string(), exe.display().to_string()]);

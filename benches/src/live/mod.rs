@@ -209,6 +209,7 @@ mod tests {
             capped: false,
             best_delivered_pps: None,
             xdp_share: None,
+            warm_up_rounds: 0,
         };
         l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         l.best_delivered_pps = l.steps.iter().filter_map(|s| s.delivered_pps).reduce(f64::max);
