@@ -220,7 +220,8 @@ struct MediaArgs {
     payload: u16,
     /// The paths to measure, comma-separated, in this order in every run: relay (user space), srtp (user space,
     /// leg A's SRTP decrypted to plain RTP), xdp (media-relay with its XDP fast path), bare (a bare XDP redirect
-    /// a0 -> b0, the ceiling), kernel (IP forwarding).
+    /// a0 -> b0, the ceiling), kernel (IP forwarding); with --generator xdp also reference (the reference relay
+    /// program, one flow per generator flow).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "relay,srtp,xdp,bare,kernel")]
     paths: Vec<media::Target>,
     /// The sender: blast (sbc-bench's own sendmmsg sender, batches of 32, no per-stream limit) or rtpgen (one
@@ -493,6 +494,9 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
     }
     if args.flows != [1] {
         bail!("--flows needs --generator xdp (the socket generators use --streams)");
+    }
+    if args.paths.contains(&media::Target::Reference) {
+        bail!("the reference path needs --generator xdp");
     }
     if args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
         bail!("--rates must be positive and strictly ascending, e.g. 10000,20000,40000");

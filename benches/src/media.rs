@@ -127,7 +127,8 @@ pub enum Generator {
     Blast,
     /// `rtpgen`: one send_to and one sleep per packet.
     Rtpgen,
-    /// The live-frames XDP generator with an XDP sink (`crate::live`; its own ladders, not this module's).
+    /// The XDP generator (live frames, or AF_XDP where the kernel refuses them) with an XDP sink (`crate::live`;
+    /// its own ladders, not this module's).
     Xdp,
 }
 

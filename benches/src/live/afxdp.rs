@@ -233,16 +233,26 @@ impl XskSender {
             let fq = Ring::map(&fd, &off.fr, XDP_UMEM_PGOFF_FILL_RING, 64, 8)?;
             let sa =
                 SockaddrXdp { family: libc::AF_XDP as u16, flags: XDP_COPY, ifindex, queue_id: 0, shared_umem_fd: 0 };
-            // SAFETY: sa is a live sockaddr_xdp of the size given.
-            let rc = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    (&sa as *const SockaddrXdp).cast(),
-                    std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                bail!("bind(AF_XDP, ifindex {ifindex}, queue 0, copy mode): {}", std::io::Error::last_os_error());
+            // The previous step's socket on the same queue may still be going away (its release is deferred):
+            // EBUSY for a moment.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                // SAFETY: sa is a live sockaddr_xdp of the size given.
+                let rc = unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        (&sa as *const SockaddrXdp).cast(),
+                        std::mem::size_of::<SockaddrXdp>() as libc::socklen_t,
+                    )
+                };
+                if rc == 0 {
+                    break;
+                }
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EBUSY) || std::time::Instant::now() > deadline {
+                    bail!("bind(AF_XDP, ifindex {ifindex}, queue 0, copy mode): {e}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Ok((tx, cq, fq))
         })();

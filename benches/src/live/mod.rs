@@ -44,8 +44,12 @@ pub struct Cell {
     pub median_best_delivered: Option<f64>,
     /// The top of the ladder passed in some run.
     pub capped: bool,
-    /// The median ceiling is within [`GENERATOR_BOUND_SHARE`] of `drop`'s at this flow count.
+    /// The median ceiling is within [`GENERATOR_BOUND_SHARE`] of `drop`'s at this flow count, or no step of any
+    /// run lost a packet (every failing step was generator-limited): the generator's core, not the path, was
+    /// the limit.
     pub generator_bound: bool,
+    /// Some step lost packets (>= 0.1 %) or missed a flow: the path itself failed somewhere on the ladder.
+    pub path_lost: bool,
 }
 
 /// The whole invocation's summary.
@@ -70,8 +74,13 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
         let drop = ceiling_of(ladders, flows, Path::Drop).0;
         for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
             let (median_ceiling, ceilings, best, capped) = ceiling_of(ladders, flows, path);
-            let generator_bound =
-                path != Path::Drop && median_ceiling.zip(drop).is_some_and(|(c, d)| c >= GENERATOR_BOUND_SHARE * d);
+            let path_lost = ladders
+                .iter()
+                .filter(|l| l.flows == flows && l.path == path)
+                .flat_map(|l| &l.steps)
+                .any(|s| s.error.is_none() && !s.pass && !s.generator_limited);
+            let generator_bound = path != Path::Drop
+                && (median_ceiling.zip(drop).is_some_and(|(c, d)| c >= GENERATOR_BOUND_SHARE * d) || !path_lost);
             cells.push(Cell {
                 flows,
                 path,
@@ -80,6 +89,7 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
                 median_best_delivered: best,
                 capped,
                 generator_bound,
+                path_lost,
             });
         }
     }
@@ -117,7 +127,7 @@ fn ceiling_of(ladders: &[Ladder], flows: u32, path: Path) -> (Option<f64>, Vec<O
 pub fn table(opts: &Options, s: &Summary) -> String {
     let mpps = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{:.2}", v / 1e6));
     let mut out = String::from(
-        "ceiling, Mpps (median over runs; * = within 15 % of the generator's own ceiling, i.e. the generator's)\n",
+        "ceiling, Mpps (median over runs; * = the generator's: within 15 % of drop's, or no step lost a packet)\n",
     );
     out.push_str(&format!("  {:<11}", "flows"));
     for f in &opts.flows {
