@@ -212,6 +212,10 @@ struct MediaArgs {
     /// With `--generator xdp`: the flow counts, comma-separated (1 to 100000), each measured on every path.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     flows: Vec<u32>,
+    /// With `--generator xdp`: leave a0's NAPI (the path) on the generator's core instead of a thread of its own
+    /// on the other core.
+    #[arg(long)]
+    shared_core: bool,
     /// Parallel streams (one rtpgen sender and sink each, one relayed stream each); the rate is split evenly.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     streams: u16,
@@ -448,6 +452,7 @@ fn live_main(args: MediaArgs) -> Result<()> {
         paths,
         payload: args.payload,
         relay_binary,
+        path_core: !args.shared_core,
     };
     let started = std::time::Instant::now();
     let ladders = live::ladder::run(&opts)?;

@@ -27,6 +27,36 @@ pub const GEN_CORE: usize = 0;
 pub const RELAY_MAX_KERNEL_FLOWS: u32 = 65_536;
 /// Packets per second of the warm-up (two packets per flow) before a ladder.
 const WARM_UP_RATE: u32 = 50_000;
+/// The core a0's threaded NAPI (the path) is pinned to.
+pub const PATH_CORE: usize = 1;
+
+/// Whether the path gets a core of its own (`--path-core`, and two cores at least).
+fn pin_path_core(opts: &Options) -> bool {
+    opts.path_core && crate::cps::pinning_possible()
+}
+
+/// Pins the NAPI kernel threads of `dev` (named `napi/DEV-ID`; a veth's exist while an XDP program is attached)
+/// to `core`; returns how many. Any namespace's `dev` matches: the threads carry no namespace, and threaded NAPI
+/// is off by default, so only this run's are found in practice.
+fn pin_napi_threads(dev: &str, core: usize) -> Result<u32> {
+    let prefix = format!("napi/{dev}-");
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
+        if comm.trim().starts_with(&prefix) {
+            ::tests::netns::run(std::process::Command::new("taskset").args([
+                "-pc",
+                &core.to_string(),
+                &pid.to_string(),
+            ]))
+            .with_context(|| format!("pinning {} to core {core}", comm.trim()))?;
+            pinned += 1;
+        }
+    }
+    Ok(pinned)
+}
+
 /// The warm-up gives up (and the ladder starts anyway) after this long.
 const WARM_UP_LIMIT: Duration = Duration::from_secs(60);
 /// Open files the relay needs besides its sockets.
@@ -82,6 +112,8 @@ pub struct Options {
     pub payload: u16,
     /// The `media-relay` binary (the `xdp` path).
     pub relay_binary: Option<std::path::PathBuf>,
+    /// a0's NAPI on a core of its own ([`PATH_CORE`]), away from the generator's.
+    pub path_core: bool,
 }
 
 /// One step.
@@ -123,6 +155,8 @@ pub struct Ladder {
     pub xdp_share: Option<f64>,
     /// Warm-up rounds (two packets per flow each) until one arrived whole, before the first step.
     pub warm_up_rounds: u32,
+    /// a0's NAPI kernel threads pinned to [`PATH_CORE`] for this ladder (0: the path ran on the generator's core).
+    pub napi_threads_pinned: u32,
 }
 
 impl Ladder {
@@ -205,6 +239,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     best_delivered_pps: None,
                     xdp_share: None,
                     warm_up_rounds: 0,
+                    napi_threads_pinned: 0,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
                 ladder.finish(top);
@@ -317,6 +352,17 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             }
         }
         let dst_mac = mac(Host::Sbc, "a0")?;
+        if pin_path_core(opts) {
+            // a0's NAPI (the path's XDP program, the redirect, the sink's softirq behind it) in a kernel thread of
+            // its own on the other core: the generator's core then only sends. The veth has NAPI (and the switch
+            // takes) only while an XDP program is attached, so this follows the attach, every ladder.
+            topo.exec(Host::Sbc, "sh", &["-c", "echo 1 > /sys/class/net/a0/threaded"])
+                .context("threaded NAPI on a0")?;
+            ladder.napi_threads_pinned = pin_napi_threads("a0", PATH_CORE)?;
+            if ladder.napi_threads_pinned == 0 {
+                eprintln!("no NAPI thread of a0 found: the path runs on the generator's core");
+            }
+        }
         // Two packets per flow first, not measured, until a round arrives whole: a flow's first packets may take
         // a slow path by design (the relay hands a flow to its XDP program only with its next hop resolved, in
         // the background), and the ladder measures flows in their steady state.

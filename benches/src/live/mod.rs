@@ -220,6 +220,7 @@ mod tests {
             best_delivered_pps: None,
             xdp_share: None,
             warm_up_rounds: 0,
+            napi_threads_pinned: 0,
         };
         l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         l.best_delivered_pps = l.steps.iter().filter_map(|s| s.delivered_pps).reduce(f64::max);
@@ -236,6 +237,7 @@ mod tests {
             paths: vec![Path::Reference, Path::Xdp],
             payload: 160,
             relay_binary: None,
+            path_core: true,
         };
         let ladders = vec![
             ladder(1, Path::Drop, &[(100, true), (200, true), (400, false)]),
