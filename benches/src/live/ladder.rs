@@ -157,6 +157,8 @@ pub struct Ladder {
     pub warm_up_rounds: u32,
     /// a0's NAPI kernel threads pinned to [`PATH_CORE`] for this ladder (0: the path ran on the generator's core).
     pub napi_threads_pinned: u32,
+    /// Why the ladder stopped early (its set-up or warm-up failed), if it did.
+    pub error: Option<String>,
 }
 
 impl Ladder {
@@ -240,6 +242,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     xdp_share: None,
                     warm_up_rounds: 0,
                     napi_threads_pinned: 0,
+                    error: None,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
                 ladder.finish(top);
@@ -249,8 +252,14 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     path.name(),
                     ladder.ceiling.map_or("none".to_owned(), |c| format!("{c} pps"))
                 );
+                if let Err(e) = result {
+                    // One path's failure (its set-up, its warm-up) does not end the invocation: the others are
+                    // still measured, and the error is in the ladder.
+                    check_stop()?;
+                    eprintln!("[run {run}/{}] {} at {flows} flows failed: {e:#}", opts.runs, path.name());
+                    ladder.error = Some(format!("{e:#}"));
+                }
                 ladders.push(ladder);
-                result?;
             }
         }
     }
@@ -469,11 +478,11 @@ fn measure(
     let mut generator = topo.spawn(Host::A, "xdp-gen", program, &args)?;
     let status = generator.wait_timeout(Duration::from_secs(u64::from(opts.step_secs) * 20 + 30))?;
     let out = std::fs::read_to_string(&generator.stdout)?;
-    let report: GenReport = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .with_context(|| format!("xdp-gen ({status}) printed no report: {}", generator.output_tail()))?;
+    let report: GenReport = out.lines().rev().find_map(|l| serde_json::from_str(l).ok()).with_context(|| {
+        // The error is the first line of its stderr (a backtrace follows).
+        let err = std::fs::read_to_string(&generator.stderr).unwrap_or_default();
+        format!("xdp-gen ({status}) printed no report: {}", err.lines().take(3).collect::<Vec<_>>().join(" / "))
+    })?;
     // Frames still in the veths' rings arrive within microseconds.
     std::thread::sleep(Duration::from_millis(50));
     let counts: SinkCounts = serde_json::from_str(&sink.command("read")?).context("the sink's counts")?;

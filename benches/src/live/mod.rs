@@ -221,6 +221,7 @@ mod tests {
             xdp_share: None,
             warm_up_rounds: 0,
             napi_threads_pinned: 0,
+            error: None,
         };
         l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         l.best_delivered_pps = l.steps.iter().filter_map(|s| s.delivered_pps).reduce(f64::max);
