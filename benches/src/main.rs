@@ -212,10 +212,11 @@ struct MediaArgs {
     /// With `--generator xdp`: the flow counts, comma-separated (1 to 100000), each measured on every path.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     flows: Vec<u32>,
-    /// With `--generator xdp`: leave a0's NAPI (the path) on the generator's core instead of a thread of its own
-    /// on the other core.
+    /// With `--generator xdp`: a0's NAPI (the path, its redirect and the sink behind it) in a kernel thread of its
+    /// own pinned to the other core, instead of in the generator's softirq on the generator's core (the default,
+    /// as with live frames).
     #[arg(long)]
-    shared_core: bool,
+    path_core: bool,
     /// Parallel streams (one rtpgen sender and sink each, one relayed stream each); the rate is split evenly.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     streams: u16,
@@ -452,7 +453,7 @@ fn live_main(args: MediaArgs) -> Result<()> {
         paths,
         payload: args.payload,
         relay_binary,
-        path_core: !args.shared_core,
+        path_core: args.path_core,
     };
     let started = std::time::Instant::now();
     let ladders = live::ladder::run(&opts)?;
