@@ -133,6 +133,9 @@ pub enum Generator {
     Blast,
     /// `rtpgen`: one send_to and one sleep per packet.
     Rtpgen,
+    /// The XDP generator (live frames, or AF_XDP where the kernel refuses them) with an XDP sink (`crate::live`;
+    /// its own ladders, not this module's).
+    Xdp,
 }
 
 /// The forwarding path measured.
@@ -152,6 +155,9 @@ pub enum Target {
     Kernel,
     /// A → rtpengine 10.5 (user space, steered over NG) in the SBC namespace → B: the reference relay.
     Rtpengine,
+    /// A → the reference relay program (`reference_relay`, one flow per generator flow) on a0 → B; with
+    /// `--generator xdp` only (`crate::live`).
+    Reference,
 }
 
 impl Target {
@@ -164,6 +170,7 @@ impl Target {
             Target::Srtp => "srtp",
             Target::Kernel => "kernel",
             Target::Rtpengine => "rtpengine",
+            Target::Reference => "reference",
         }
     }
 }
@@ -366,6 +373,7 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
                 Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
                 Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
                 Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder),
+                Target::Reference => Err(anyhow::anyhow!("the reference path needs --generator xdp")),
             };
             ladder.finish(top);
             ladders.push(ladder);
@@ -732,6 +740,7 @@ pub(crate) fn measure(
         let name = format!("sender{i}");
         let generator = if srtp_key.is_some() { Generator::Blast } else { opts.generator };
         let sender = match generator {
+            Generator::Xdp => bail!("--generator xdp runs its own ladders (crate::live)"),
             Generator::Rtpgen => {
                 let args = Rtpgen::new(sock(CALLER, GEN_PORT + i as u16))
                     .to(to)

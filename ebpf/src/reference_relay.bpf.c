@@ -18,6 +18,10 @@
 #include "csum.h"
 #include "parse.h"
 
+#ifndef REF_MAX_FLOWS
+#define REF_MAX_FLOWS 131072 /* ref_flows entries: the live benchmark installs up to 100,000 flows */
+#endif
+
 /* Key of ref_flows: destination address and port as on the wire. 8 bytes. */
 struct ref_key {
 	__be32 addr;
@@ -45,7 +49,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct ref_key);
 	__type(value, struct ref_target);
-	__uint(max_entries, RELAY_MAX_FLOWS);
+	__uint(max_entries, REF_MAX_FLOWS);
 } ref_flows SEC(".maps");
 
 struct {

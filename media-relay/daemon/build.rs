@@ -7,7 +7,7 @@ use std::{
     process::Command,
 };
 
-const PROGRAMS: &[&str] = &["relay_xdp", "pass", "reference_relay"];
+const PROGRAMS: &[&str] = &["relay_xdp", "pass", "reference_relay", "gen", "sink"];
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

@@ -48,6 +48,10 @@ pub mod objects {
     pub static PASS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pass.bpf.o"));
     /// `reference_relay.bpf.c`: the reference relay program (a yardstick for benchmarks, never attached).
     pub static REFERENCE: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/reference_relay.bpf.o"));
+    /// `gen.bpf.c`: the benchmark's live-frames RTP generator `gen_rtp` (never attached; run by `sbc-bench`).
+    pub static GEN: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
+    /// `sink.bpf.c`: the benchmark's counting RTP sink `sink_rtp` (attached by `sbc-bench`, never by the relay).
+    pub static SINK: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sink.bpf.o"));
 }
 
 /// How to attach (the `xdp` setting).

@@ -115,6 +115,19 @@ impl Reference {
     pub fn test_run(&mut self, frame: &[u8], ingress_ifindex: u32, repeat: u32) -> Result<TestRunOutput, XdpError> {
         test_run_prog(prog(&mut self.ebpf, PROG)?, PROG, frame, ingress_ifindex, repeat)
     }
+
+    /// Attaches the program to `iface` in native mode, for the live benchmark's `reference` path (detached when
+    /// this is dropped).
+    pub fn attach_native(&mut self, iface: &str) -> Result<(), XdpError> {
+        prog(&mut self.ebpf, PROG)?.attach(iface, aya::programs::XdpMode::Driver).map(drop).map_err(|source| {
+            XdpError::Attach {
+                mode: super::AttachedMode::Native,
+                iface: iface.to_owned(),
+                source,
+                hint: "is another XDP program attached (`ip link show`)?",
+            }
+        })
+    }
 }
 
 /// The empty XDP program (`relay_pass`: returns XDP_PASS), loaded and not attached: the floor of a test run.

@@ -1,0 +1,259 @@
+//! `sbc-bench media --generator xdp`: the forwarding paths' ceilings at millions of packets per second, over 1 to
+//! 100,000 flows, with a generator and a sink that run at XDP speed (issue 15).
+//!
+//! The generator is an XDP program ([`progs::Generator`], ebpf/src/gen.bpf.c) that `xdp-gen` runs in A with
+//! `BPF_PROG_RUN` in live-frames mode on A's eth0, pinned to core [`ladder::GEN_CORE`]: each run writes a whole
+//! RTP frame (valid IPv4 and UDP checksums, per-flow SSRC, sequence number and timestamp) and returns XDP_TX, which
+//! sends it to a0 in the SBC namespace. Rates are paced in batches of about a millisecond of frames per call. The
+//! sink ([`progs::Sink`], ebpf/src/sink.bpf.c) counts RTP v2 packets per flow (by SSRC) and checks sequence numbers
+//! and IPv4 checksums, then drops them; it sits on p-sbc (b0's veth peer in the switch namespace, before the
+//! bridge, which would otherwise be the limit), or on a0 itself for the `drop` path.
+//!
+//! Paths: `drop` (the generator alone: its ceiling, measured first at every flow count of every run), `bare`
+//! (`relay_bare_redirect` a0 -> b0), `reference` (`reference_relay` on a0 with one flow per generator flow) and
+//! `kernel` (IP forwarding; `relay_pass` on a0 so that the veth takes the XDP frames). In live-frames mode the
+//! frames' whole journey (the path's XDP program, the veths, the sink) runs in the softirq of the generator's core:
+//! the ceiling of a path is the rate at which one core carries generator plus path, and `drop`'s ceiling is what
+//! the generator alone costs on that core. A step passes when less than 0.1 % of the frames sent were not
+//! counted, every flow was seen, no IPv4 checksum was wrong and the generator achieved 90 % of the rate; below
+//! that the step is marked generator-limited (the core was full: a ceiling near `drop`'s is the generator's).
+
+pub mod afxdp;
+pub mod helpers;
+pub mod ladder;
+pub mod progs;
+pub mod relay;
+
+pub use ladder::{Ladder, Options, Path};
+
+use crate::stats::median;
+use serde::Serialize;
+
+/// Default ladder (packets per second over all flows).
+pub const DEFAULT_RATES: &[u32] = &[250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000];
+/// A path's ceiling within this share of the generator's own (`drop`) is the generator's, not the path's.
+pub const GENERATOR_BOUND_SHARE: f64 = 0.85;
+
+/// Per flow count and path: the median ceiling and best delivered rate over the runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub flows: u32,
+    pub path: Path,
+    pub ceilings: Vec<Option<u32>>,
+    pub median_ceiling: Option<f64>,
+    pub median_best_delivered: Option<f64>,
+    /// The top of the ladder passed in some run.
+    pub capped: bool,
+    /// The median ceiling is within [`GENERATOR_BOUND_SHARE`] of `drop`'s at this flow count, or no step of any
+    /// run lost a packet (every failing step was generator-limited): the generator's core, not the path, was
+    /// the limit.
+    pub generator_bound: bool,
+    /// Some step lost packets (>= 0.1 %) or missed a flow: the path itself failed somewhere on the ladder.
+    pub path_lost: bool,
+}
+
+/// The whole invocation's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub cells: Vec<Cell>,
+    /// Per flow count: median ceiling reference / bare.
+    pub reference_vs_bare: Vec<(u32, Option<f64>)>,
+    /// Per flow count: median ceiling xdp / reference (issue 15's target: at least 0.9).
+    pub xdp_vs_reference: Vec<(u32, Option<f64>)>,
+    /// Per flow count: median best delivered rate xdp / reference (independent of the ladder's spacing).
+    pub xdp_vs_reference_best: Vec<(u32, Option<f64>)>,
+}
+
+/// Issue 15: our XDP path's live ceiling is at least this share of the reference relay's.
+pub const TARGET_XDP_VS_REFERENCE: f64 = 0.9;
+
+/// Medians per flow count and path.
+pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
+    let mut cells = Vec::new();
+    for &flows in &opts.flows {
+        let drop = ceiling_of(ladders, flows, Path::Drop).0;
+        for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
+            let (median_ceiling, ceilings, best, capped) = ceiling_of(ladders, flows, path);
+            let path_lost = ladders
+                .iter()
+                .filter(|l| l.flows == flows && l.path == path)
+                .flat_map(|l| &l.steps)
+                .any(|s| s.error.is_none() && !s.pass && !s.generator_limited);
+            let generator_bound = path != Path::Drop
+                && (median_ceiling.zip(drop).is_some_and(|(c, d)| c >= GENERATOR_BOUND_SHARE * d) || !path_lost);
+            cells.push(Cell {
+                flows,
+                path,
+                ceilings,
+                median_ceiling,
+                median_best_delivered: best,
+                capped,
+                generator_bound,
+                path_lost,
+            });
+        }
+    }
+    let ratio = |flows: u32, a: Path, b: Path, best: bool| {
+        let get = |p| {
+            cells.iter().find(|c: &&Cell| c.flows == flows && c.path == p).and_then(|c| {
+                if best {
+                    c.median_best_delivered
+                } else {
+                    c.median_ceiling
+                }
+            })
+        };
+        get(a).zip(get(b)).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
+    };
+    let per_flows = |a, b, best| opts.flows.iter().map(|&f| (f, ratio(f, a, b, best))).collect();
+    Summary {
+        reference_vs_bare: per_flows(Path::Reference, Path::Bare, false),
+        xdp_vs_reference: per_flows(Path::Xdp, Path::Reference, false),
+        xdp_vs_reference_best: per_flows(Path::Xdp, Path::Reference, true),
+        cells,
+    }
+}
+
+fn ceiling_of(ladders: &[Ladder], flows: u32, path: Path) -> (Option<f64>, Vec<Option<u32>>, Option<f64>, bool) {
+    let mine: Vec<&Ladder> = ladders.iter().filter(|l| l.flows == flows && l.path == path).collect();
+    let ceilings: Vec<Option<u32>> = mine.iter().map(|l| l.ceiling).collect();
+    // A run without a passing step counts as 0 in the median.
+    let values: Vec<f64> = ceilings.iter().map(|c| f64::from(c.unwrap_or(0))).collect();
+    let best: Vec<f64> = mine.iter().filter_map(|l| l.best_delivered_pps).collect();
+    (median(&values).filter(|&m| m > 0.0), ceilings, median(&best), mine.iter().any(|l| l.capped))
+}
+
+/// The table: ceiling (Mpps) per path and flow count, then the ratios.
+pub fn table(opts: &Options, s: &Summary) -> String {
+    let mpps = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{:.2}", v / 1e6));
+    let mut out = String::from(
+        "ceiling, Mpps (median over runs; * = the generator's: within 15 % of drop's, or no step lost a packet)\n",
+    );
+    out.push_str(&format!("  {:<11}", "flows"));
+    for f in &opts.flows {
+        out.push_str(&format!("{f:>12}"));
+    }
+    out.push('\n');
+    for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
+        out.push_str(&format!("  {:<11}", path.name()));
+        for &f in &opts.flows {
+            let c = s.cells.iter().find(|c| c.flows == f && c.path == path);
+            let cell = c.map_or("-".to_owned(), |c| {
+                format!(
+                    "{}{}{}",
+                    mpps(c.median_ceiling),
+                    if c.generator_bound { "*" } else { "" },
+                    if c.capped { "+" } else { "" }
+                )
+            });
+            out.push_str(&format!("{cell:>12}"));
+        }
+        out.push('\n');
+    }
+    out.push_str("best delivered with loss < 0.1 %, Mpps (generator-limited steps included)\n");
+    for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
+        out.push_str(&format!("  {:<11}", path.name()));
+        for &f in &opts.flows {
+            let c = s.cells.iter().find(|c| c.flows == f && c.path == path);
+            out.push_str(&format!("{:>12}", mpps(c.and_then(|c| c.median_best_delivered))));
+        }
+        out.push('\n');
+    }
+    if opts.paths.contains(&Path::Reference) && opts.paths.contains(&Path::Bare) {
+        out.push_str(&format!("  {:<11}", "ref/bare"));
+        for (_, r) in &s.reference_vs_bare {
+            out.push_str(&format!("{:>12}", r.map_or("-".to_owned(), |r| format!("{r:.2}"))));
+        }
+        out.push('\n');
+    }
+    if opts.paths.contains(&Path::Xdp) && opts.paths.contains(&Path::Reference) {
+        for (label, ratios) in [("xdp/ref", &s.xdp_vs_reference), ("xdp/ref best", &s.xdp_vs_reference_best)] {
+            out.push_str(&format!("  {label:<11}"));
+            for (_, r) in ratios {
+                out.push_str(&format!("{:>12}", r.map_or("-".to_owned(), |r| format!("{r:.2}"))));
+            }
+            out.push('\n');
+        }
+        let verdicts: Vec<String> = s
+            .xdp_vs_reference
+            .iter()
+            .map(|(f, r)| {
+                let bound = s.cells.iter().any(|c| c.flows == *f && c.generator_bound);
+                let v = match r {
+                    Some(r) if *r >= TARGET_XDP_VS_REFERENCE => "met",
+                    Some(_) => "NOT met",
+                    None => "not measured",
+                };
+                format!("{f} flows {v}{}", if bound { " (a ceiling is the generator's)" } else { "" })
+            })
+            .collect();
+        out.push_str(&format!(
+            "  target xdp >= {TARGET_XDP_VS_REFERENCE} x reference (median ceilings): {}\n",
+            verdicts.join(", ")
+        ));
+    }
+    out.push_str(
+        "  (drop: the generator into a sink on its own veth peer; every path's frames are generated, forwarded and\n   \
+         counted on the generator's core, so a ceiling is what one core carries of generator + path; +: the top of\n   \
+         the ladder passed, raise --rates)\n",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ladder::Step;
+
+    fn ladder(flows: u32, path: Path, passes: &[(u32, bool)]) -> Ladder {
+        let steps = passes
+            .iter()
+            .map(|&(rate, pass)| Step { rate, pass, sent: 1, delivered_pps: Some(f64::from(rate)), ..Step::default() })
+            .collect();
+        let mut l = Ladder {
+            run: 1,
+            flows,
+            path,
+            steps,
+            ceiling: None,
+            capped: false,
+            best_delivered_pps: None,
+            xdp_share: None,
+            warm_up_rounds: 0,
+            napi_threads_pinned: 0,
+            error: None,
+        };
+        l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
+        l.best_delivered_pps = l.steps.iter().filter_map(|s| s.delivered_pps).reduce(f64::max);
+        l
+    }
+
+    #[test]
+    fn ratios_per_flow_count_and_generator_bound_ceilings() {
+        let opts = Options {
+            runs: 1,
+            step_secs: 1,
+            rates: vec![100, 200, 400],
+            flows: vec![1, 1000],
+            paths: vec![Path::Reference, Path::Xdp],
+            payload: 160,
+            relay_binary: None,
+            path_core: true,
+        };
+        let ladders = vec![
+            ladder(1, Path::Drop, &[(100, true), (200, true), (400, false)]),
+            ladder(1, Path::Reference, &[(100, true), (200, true), (400, false)]),
+            ladder(1, Path::Xdp, &[(100, true), (200, false)]),
+            ladder(1000, Path::Drop, &[(100, true), (200, true), (400, true)]),
+            ladder(1000, Path::Reference, &[(100, true), (200, true), (400, false)]),
+            ladder(1000, Path::Xdp, &[(100, true), (200, true), (400, false)]),
+        ];
+        let s = summarize(&opts, &ladders);
+        assert_eq!(s.xdp_vs_reference, vec![(1, Some(0.5)), (1000, Some(1.0))]);
+        let cell = |f, p| s.cells.iter().find(|c| c.flows == f && c.path == p).expect("cell");
+        assert!(cell(1, Path::Reference).generator_bound, "200 of the generator's 200");
+        assert!(!cell(1000, Path::Reference).generator_bound, "200 of the generator's 400");
+        let t = table(&opts, &s);
+        assert!(t.contains("1 flows NOT met (a ceiling is the generator's), 1000 flows met"), "{t}");
+    }
+}
