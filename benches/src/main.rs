@@ -380,7 +380,7 @@ struct ConcurrentArgs {
     #[command(flatten)]
     target: TargetArgs,
     /// Calls placed and then held together, each with one RTP stream each way.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     calls: u32,
     /// Calls placed per second during the ramp.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5000))]
@@ -719,6 +719,10 @@ fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
     let targets = args.target.targets(None)?;
     args.target.prepare(&targets, "concurrent")?;
     let rtpfleet = concurrent::prepare_rtpfleet()?;
+    if targets.iter().any(target::Target::is_local) {
+        // A local sbc holds four relay sockets per call (RTP and RTCP on each leg) and inherits this limit.
+        raise_fd_limit(args.calls)?;
+    }
     watch_interrupts();
     let opts = concurrent::Options {
         labels: target::labels(&targets),
@@ -759,6 +763,29 @@ fn concurrent_main(args: ConcurrentArgs) -> Result<()> {
     println!("{}", concurrent::table(&opts, &summary));
     println!("every run's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
+}
+
+/// Open files a local `sbc` needs besides its relay sockets (SIP sockets, timers, the runtime, logs).
+const SBC_FILES_BESIDES_CALLS: u64 = 1024;
+
+/// Raises the open-file limit of this process, and so of the `sbc` it starts, to what `calls` calls with media
+/// anchored need: four relay sockets each. Raising the hard limit needs CAP_SYS_RESOURCE; without it the error
+/// says how many calls fit.
+fn raise_fd_limit(calls: u32) -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = u64::from(calls) * 4 + SBC_FILES_BESIDES_CALLS;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit(RLIMIT_NOFILE)")?;
+    if soft >= want {
+        return Ok(());
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard.max(want)).map_err(|e| {
+        anyhow::anyhow!(
+            "--calls {calls} needs {want} open files in the sbc (four relay sockets per call); the limit is {soft} \
+             (hard {hard}) and could not be raised ({e}; raising the hard limit needs root with CAP_SYS_RESOURCE): \
+             at most {} calls here",
+            hard.saturating_sub(SBC_FILES_BESIDES_CALLS) / 4
+        )
+    })
 }
 
 /// SIGINT/SIGTERM set [`cps::STOP`]: the run stops after the current step and tears everything down (a SIGINT

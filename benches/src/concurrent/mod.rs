@@ -33,6 +33,7 @@ use crate::calls::{self, CLOCK_TICKS_PER_SEC};
 use crate::cps::STOP;
 use crate::stats::percentile;
 use crate::target::{self, Harness, Target};
+use ::tests::procfs::rss_kib;
 use anyhow::{bail, Context, Result};
 use fleet::{media_of, FleetReport, Fleets, Media, FLEET_IDLE_MS};
 use report::{fail_reasons, outcome, pinning};
@@ -63,6 +64,8 @@ const MEDIA_MARGIN: Duration = Duration::from_secs(3);
 const STAT_STALE: Duration = Duration::from_secs(5);
 /// How often the logs are read and the fleets checked.
 const POLL: Duration = Duration::from_millis(200);
+/// How long `sbc` is left alone before its idle memory is read (and, four times this, after the last call ended).
+const RSS_SETTLE: Duration = Duration::from_millis(500);
 /// Without a terminal, a progress line this often.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -187,6 +190,14 @@ pub struct Measurement {
     pub media: Option<Media>,
     /// CPU time of `sbc` over the media, in percent of one core (local targets).
     pub sbc_cpu_pct: Option<f64>,
+    /// Resident memory of `sbc` (VmRSS) before the first call, KiB (local targets).
+    pub sbc_rss_idle_kib: Option<u64>,
+    /// The most resident memory of `sbc` seen while the calls were placed and held, KiB.
+    pub sbc_rss_peak_kib: Option<u64>,
+    /// Resident memory of `sbc` once every call had ended, KiB.
+    pub sbc_rss_after_kib: Option<u64>,
+    /// `(peak - idle) / peak_calls_up`: what an established call with media anchored costs, KiB.
+    pub sbc_rss_per_call_kib: Option<f64>,
     /// Wall time of the measurement, seconds.
     pub wall_secs: f64,
     /// Calls up and failed, once a second from the caller's start.
@@ -290,6 +301,11 @@ fn measure(
         )?),
         _ => None,
     };
+    if let Some(sbc) = &sbc {
+        // The relay and the driver have started (start_local waited for the SIP socket); let start-up settle.
+        std::thread::sleep(RSS_SETTLE);
+        m.sbc_rss_idle_kib = rss_kib(sbc.id());
+    }
 
     // Headroom: stray retransmissions after a call ended count as calls too; the UAS is killed after the UAC ends.
     let uas_calls = opts.calls.saturating_mul(2).saturating_add(1000);
@@ -328,6 +344,9 @@ fn measure(
         let failed = stat.as_ref().map_or(0, |s| s.failed);
         let up = caller_log.up();
         m.peak_calls_up = m.peak_calls_up.max(up);
+        if let Some(rss) = sbc.as_ref().and_then(|s| rss_kib(s.id())) {
+            m.sbc_rss_peak_kib = Some(m.sbc_rss_peak_kib.map_or(rss, |p| p.max(rss)));
+        }
         let now = Instant::now();
         let stale = stat_age(&uac_dir).is_some_and(|age| age > STAT_STALE);
         match phase {
@@ -441,8 +460,18 @@ fn measure(
         if !sbc.is_running() {
             bail!("sbc exited during the run; log ({}):\n{}", sbc.log.display(), sbc.log_tail());
         }
+        // The last BYE's call is torn down (relay session, CDR after its media figures, at most a second later).
+        std::thread::sleep(RSS_SETTLE * 4);
+        m.sbc_rss_after_kib = rss_kib(sbc.id());
+        m.sbc_rss_per_call_kib = rss_per_call(m.sbc_rss_idle_kib, m.sbc_rss_peak_kib, m.peak_calls_up);
     }
     Ok(())
+}
+
+/// `(peak - idle) / calls` in KiB, when both were read and a call was up.
+fn rss_per_call(idle: Option<u64>, peak: Option<u64>, calls: u64) -> Option<f64> {
+    let (idle, peak) = (idle?, peak?);
+    (calls > 0).then(|| peak.saturating_sub(idle) as f64 / calls as f64)
 }
 
 /// The progress display on stderr: rewritten in place on a terminal, a line every few seconds otherwise.
@@ -517,5 +546,13 @@ mod tests {
         assert_eq!(o.ramp_allowance(), Duration::from_millis(3250));
         // 3.25 + 3 + 1 + 1 + 3 s, rounded up.
         assert_eq!(o.hold(), Duration::from_secs(12));
+    }
+
+    #[test]
+    fn rss_per_call_is_the_growth_over_idle_shared_by_the_calls_up() {
+        assert_eq!(rss_per_call(Some(9_000), Some(209_000), 5_000), Some(40.0));
+        assert_eq!(rss_per_call(Some(9_000), Some(8_000), 10), Some(0.0), "shrinking counts as nothing");
+        assert_eq!(rss_per_call(Some(9_000), Some(10_000), 0), None);
+        assert_eq!(rss_per_call(None, Some(10_000), 10), None);
     }
 }

@@ -54,6 +54,15 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
 }
 
+/// KiB as MiB, one decimal.
+fn mib(kib: Option<f64>) -> String {
+    kib.map_or_else(|| "-".to_owned(), |v| format!("{:.1}", v / 1024.0))
+}
+
+fn kib(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
 fn us(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
 }
@@ -88,6 +97,15 @@ pub(super) fn outcome(runs: u32, m: &Measurement) -> String {
     }
     if let Some(cpu) = m.sbc_cpu_pct {
         line.push_str(&format!("; sbc cpu {cpu:.0} %"));
+    }
+    if let (Some(idle), Some(peak)) = (m.sbc_rss_idle_kib, m.sbc_rss_peak_kib) {
+        line.push_str(&format!(
+            "; sbc rss idle/peak/after {}/{}/{} MiB, {} KiB per call",
+            mib(Some(idle as f64)),
+            mib(Some(peak as f64)),
+            mib(m.sbc_rss_after_kib.map(|k| k as f64)),
+            kib(m.sbc_rss_per_call_kib)
+        ));
     }
     line.push_str(if m.pass { " -> pass" } else { " -> FAIL" });
     if !m.fail_reasons.is_empty() {
@@ -124,6 +142,12 @@ pub struct TargetSummary {
     pub a_to_b: DirectionSummary,
     pub b_to_a: DirectionSummary,
     pub sbc_cpu_pct: Option<f64>,
+    /// Resident memory of `sbc` before the calls, at their peak and after they ended, KiB.
+    pub sbc_rss_idle_kib: Option<f64>,
+    pub sbc_rss_peak_kib: Option<f64>,
+    pub sbc_rss_after_kib: Option<f64>,
+    /// `(peak - idle) / peak calls up`, KiB.
+    pub sbc_rss_per_call_kib: Option<f64>,
 }
 
 /// The first target's figures over the second's (`None` where the second's is zero, or for PDD below SIPp's 1 ms
@@ -181,6 +205,10 @@ pub fn summarize(labels: &[String], measurements: &[Measurement]) -> Summary {
                 a_to_b: dir(|x| &x.a_to_b),
                 b_to_a: dir(|x| &x.b_to_a),
                 sbc_cpu_pct: med(&|m| m.sbc_cpu_pct),
+                sbc_rss_idle_kib: med(&|m| m.sbc_rss_idle_kib.map(|k| k as f64)),
+                sbc_rss_peak_kib: med(&|m| m.sbc_rss_peak_kib.map(|k| k as f64)),
+                sbc_rss_after_kib: med(&|m| m.sbc_rss_after_kib.map(|k| k as f64)),
+                sbc_rss_per_call_kib: med(&|m| m.sbc_rss_per_call_kib),
             }
         })
         .collect();
@@ -320,6 +348,30 @@ pub fn table(opts: &Options, summary: &Summary) -> String {
             "  (n/a: the comparison's figure is 0, or for PDD below SIPp's resolution of 1 ms; PDD has no p95 ratio)\n",
         );
     }
+    if summary.targets.iter().any(|t| t.sbc_rss_peak_kib.is_some()) {
+        out.push('\n');
+        out.push_str(&format!(
+            "{:<w$}  {:>12} {:>12} {:>12}  {:>13}\n",
+            "sbc memory",
+            "rss idle MiB",
+            "peak MiB",
+            "after MiB",
+            "per call KiB",
+            w = width + 2
+        ));
+        for t in summary.targets.iter().filter(|t| t.sbc_rss_peak_kib.is_some()) {
+            out.push_str(&format!(
+                "  {:<w$}  {:>12} {:>12} {:>12}  {:>13}\n",
+                t.target,
+                mib(t.sbc_rss_idle_kib),
+                mib(t.sbc_rss_peak_kib),
+                mib(t.sbc_rss_after_kib),
+                kib(t.sbc_rss_per_call_kib),
+                w = width
+            ));
+        }
+        out.push_str("  (VmRSS of sbc; per call: (peak - idle) / the most calls up at once)\n");
+    }
     out
 }
 
@@ -422,6 +474,10 @@ mod tests {
             setup_p50_ms: Some(pdd),
             setup_p99_ms: Some(pdd * 3.0),
             peak_calls_up: 200 - failed,
+            sbc_rss_idle_kib: (target == "local").then_some(9_216),
+            sbc_rss_peak_kib: (target == "local").then_some(9_216 + 200 * 8 * u64::from(run)),
+            sbc_rss_after_kib: (target == "local").then_some(10_240),
+            sbc_rss_per_call_kib: (target == "local").then_some(8.0 * f64::from(run)),
             media: Some(Media {
                 streams: 200,
                 seconds: 20,
@@ -496,5 +552,9 @@ mod tests {
         );
         assert!(table.contains("local/direct"), "{table}");
         assert!(table.contains("3 / 6 / 9"), "{table}");
+        assert_eq!(local.sbc_rss_per_call_kib, Some(16.0), "the median of 8, 16 and 24 KiB");
+        assert!(table.contains("sbc memory"), "{table}");
+        assert!(table.contains("        9.0         12.1         10.0           16.0"), "{table}");
+        assert_eq!(s.targets[1].sbc_rss_peak_kib, None, "direct has no sbc");
     }
 }

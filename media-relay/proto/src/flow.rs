@@ -125,8 +125,9 @@ struct Endpoint {
     dropped_no_target: u64,
     /// Packets dropped by SRTP: failed authentication or replay here, or not protected for the other leg.
     dropped_srtp: u64,
-    /// The SRTP contexts when this endpoint's leg is SRTP ([`EndpointSpec::srtp`]).
-    crypto: Option<EndpointCrypto>,
+    /// The SRTP contexts when this endpoint's leg is SRTP ([`EndpointSpec::srtp`]): boxed, as most legs are
+    /// plain RTP and the contexts would double every endpoint's size.
+    crypto: Option<Box<EndpointCrypto>>,
     /// What the kernel forwards for this endpoint: (expect, to), if installed.
     kernel: Option<(SocketAddr, SocketAddr)>,
     /// Packets and bytes the kernel forwarded for this endpoint: of entries already removed, plus the current
@@ -155,7 +156,9 @@ struct Session {
 /// Every relay endpoint, by its socket address.
 #[derive(Debug)]
 pub struct Table {
-    endpoints: HashMap<SocketAddr, Endpoint>,
+    /// Boxed: a map keeps room for up to twice its entries, and an endpoint is a few hundred bytes (four per
+    /// call), so the room costs a pointer rather than a whole endpoint.
+    endpoints: HashMap<SocketAddr, Box<Endpoint>>,
     sessions: HashMap<SessionId, Session>,
     rtp_timeout: Duration,
     /// Whether a kernel fast path exists to hand confirmed flows to.
@@ -216,7 +219,7 @@ impl Table {
         let srtp = |s: &EndpointSpec| s.srtp.is_some() || s.srtp_pending;
         let srtp = srtp(&e.spec) || self.endpoints.get(&partner).is_some_and(|p| srtp(&p.spec));
         let reason = if srtp { "srtp" } else { reason };
-        let want = match (e.latched, self.endpoints.get(&partner).and_then(Endpoint::target)) {
+        let want = match (e.latched, self.endpoints.get(&partner).and_then(|p| p.target())) {
             _ if srtp => None,
             // RTCP stays in user space: its SDES is rewritten there (and it is ~1% of the packets).
             _ if e.spec.rtcp => None,
@@ -318,7 +321,7 @@ impl Table {
                 // New keys (a re-INVITE) get new contexts; the same keys keep theirs, with their rollover counters.
                 match (e.crypto.as_mut(), spec.srtp.as_deref()) {
                     (Some(c), Some(keys)) => c.update(now, keys),
-                    (_, keys) => e.crypto = keys.map(EndpointCrypto::new),
+                    (_, keys) => e.crypto = keys.map(|k| Box::new(EndpointCrypto::new(k))),
                 }
                 e.spec = spec;
                 let reason = if changed { "peer_changed" } else { "reconfigured" };
@@ -329,10 +332,10 @@ impl Table {
                 session.locals.push(spec.local);
                 sockets.push(SocketChange::Open(spec.local));
                 let latched = spec.latched;
-                let crypto = spec.srtp.as_deref().map(EndpointCrypto::new);
+                let crypto = spec.srtp.as_deref().map(|k| Box::new(EndpointCrypto::new(k)));
                 self.endpoints.insert(
                     spec.local,
-                    Endpoint {
+                    Box::new(Endpoint {
                         spec,
                         latched,
                         stats: FlowStats::default(),
@@ -346,7 +349,7 @@ impl Table {
                         kernel_packets: 0,
                         kernel_bytes: 0,
                         kernel_last: None,
-                    },
+                    }),
                 );
                 self.reconsider(local, "reconfigured");
                 self.reconsider(partner, "target_changed");
@@ -405,7 +408,7 @@ impl Table {
         let rates = &e.spec.clock_rates;
         e.stats.on_packet(now, plain, |pt| rates.iter().find(|(p, _)| *p == pt).map_or(8000, |(_, r)| *r));
         let (partner, leg, key) = (e.spec.partner, e.spec.leg, e.spec.cname_key);
-        let Some(to) = self.endpoints.get(&partner).and_then(Endpoint::target) else {
+        let Some(to) = self.endpoints.get(&partner).and_then(|p| p.target()) else {
             if let Some(e) = self.endpoints.get_mut(&local) {
                 e.dropped_no_target += 1;
             }

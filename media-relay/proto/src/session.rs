@@ -201,6 +201,9 @@ impl Sessions {
             for leg in [Leg::A, Leg::B] {
                 let l = &mut s.legs[leg.index()];
                 if l.streams.len() <= i {
+                    // Exactly: a Vec grows to four at first, three unused streams of a few hundred bytes per leg of
+                    // every call (nearly all calls have one m= line).
+                    l.streams.reserve_exact(i + 1 - l.streams.len());
                     l.streams.resize(i + 1, None);
                 }
                 if line.port != 0 && l.streams[i].is_none() {

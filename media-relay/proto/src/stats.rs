@@ -9,8 +9,9 @@
 //! - [`FlowStats`] counts every datagram of a flow and keeps an [`SsrcStats`] for each of its first
 //!   [`MAX_SSRCS`] sources; [`FlowSummary`] is what goes into metrics and CDRs.
 //!
-//! [`FlowStats::on_packet`] runs for every packet relayed in user space: it does not allocate (the table of
-//! sources is allocated once, on the first RTP packet) and looks sources up in a table of at most eight.
+//! [`FlowStats::on_packet`] runs for every packet relayed in user space: it allocates only when a new source
+//! appears (the table of sources starts with room for one, as nearly every stream has one source) and looks
+//! sources up in a table of at most eight.
 
 use std::time::Instant;
 
@@ -299,8 +300,8 @@ impl FlowStats {
 
     /// Counts one received datagram at `now`: RTP, RTCP or anything else (see [`classify`]). `clock_rate(pt)`
     /// gives the RTP clock of a payload type in Hz (from the SDP); callers pass e.g. `|_| 8000`. It is called
-    /// once per RTP packet; a clock rate of 0 (unknown payload type) skips the jitter update. Does not
-    /// allocate, except once for the table of sources on the first RTP packet.
+    /// once per RTP packet; a clock rate of 0 (unknown payload type) skips the jitter update. Allocates only for
+    /// a new source.
     pub fn on_packet(&mut self, now: Instant, bytes: &[u8], clock_rate: impl Fn(u8) -> u32) {
         self.packets += 1;
         self.bytes += bytes.len() as u64;
@@ -319,9 +320,9 @@ impl FlowStats {
         let source = match self.ssrcs.iter().position(|s| s.ssrc == header.ssrc) {
             Some(i) => &mut self.ssrcs[i],
             None if self.ssrcs.len() < MAX_SSRCS => {
-                if self.ssrcs.capacity() == 0 {
-                    self.ssrcs.reserve_exact(MAX_SSRCS);
-                }
+                // Room for one source first: eight would be 800 bytes for every stream of every call, nearly all
+                // of which have one source; a stream with more grows its table once per new source.
+                self.ssrcs.reserve_exact(1);
                 self.ssrcs.push(SsrcStats::new(header.ssrc, header.seq, now));
                 self.ssrcs.last_mut().expect("just pushed")
             }
@@ -749,6 +750,17 @@ mod tests {
         assert_eq!(s.rtcp_packets, 1);
         assert_eq!(s.other_packets, 1);
         assert_eq!(flow.last_packet(), Some(t0 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_stream_of_one_source_keeps_room_for_one() {
+        let t0 = Instant::now();
+        let mut flow = FlowStats::new();
+        for seq in 0..50u16 {
+            flow.on_packet(t0 + Duration::from_millis(20 * u64::from(seq)), &rtp(seq, 0, 7), |_| 8000);
+        }
+        assert_eq!(flow.ssrcs().len(), 1);
+        assert_eq!(flow.ssrcs.capacity(), 1, "not the eight of MAX_SSRCS: memory per call");
     }
 
     #[test]

@@ -405,7 +405,7 @@ impl Calls {
             self.timers.push(Reverse((at, id, Timer::SessionExpiry)));
         }
         self.saw_id(r.id);
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         Some(())
     }
 }

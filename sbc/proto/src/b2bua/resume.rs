@@ -151,7 +151,7 @@ impl Calls {
         let post_dial = received + Duration::from_millis(setup.post_dial_in_ms);
         self.timers.push(Reverse((post_dial.max(ctx.now), id, Timer::PostDial)));
         self.saw_id(r.id);
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         Some(())
     }
 }
