@@ -8,7 +8,10 @@ CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base
+# Kamailio (with the dialog, topos and rtpengine modules; topos keeps its state in Redis) and rtpengine are the
+# `kamailio-rtpengine` target of `sbc-bench cps` (make bench); their packaged services are never started.
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
+	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -22,7 +25,7 @@ help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   the load-test suite as root: cps, overload, concurrent, media (user space, SRTP, XDP, bare), failover (target/bench/)"
+	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), overload, concurrent, media (user space, SRTP, XDP, bare), failover (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
 	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
@@ -62,11 +65,12 @@ bench: deps
 	$(CARGO) build --release -p sbc-bench -p sbc -p media-relay -p tests --bins
 	mkdir -p target/bench
 	target/release/sbc-bench cps --target local --compare direct --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json | tee target/bench/cps.txt
+	target/release/sbc-bench cps --target local --compare kamailio-rtpengine --runs 1 --step-secs 3 --rates 200,400,600,800,1000,1500,2000,2500 --out target/bench/cps-kamailio.json | tee target/bench/cps-kamailio.txt
 	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
-	@echo "results in target/bench/: cps, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
+	@echo "results in target/bench/: cps, cps-kamailio, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:
