@@ -65,7 +65,7 @@ bench: deps
 	$(CARGO) build --release -p sbc-bench -p sbc -p media-relay -p tests --bins
 	mkdir -p target/bench
 	target/release/sbc-bench cps --target local --compare direct --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json | tee target/bench/cps.txt
-	target/release/sbc-bench cps --target local --compare kamailio-rtpengine --runs 1 --step-secs 3 --rates 200,400,600,800,1000,1500,2000,2500 --out target/bench/cps-kamailio.json | tee target/bench/cps-kamailio.txt
+	target/release/sbc-bench cps --target local --compare kamailio-rtpengine --runs 1 --step-secs 3 --rates 200,400,600,800,1000,1500,2000,2500,3000 --out target/bench/cps-kamailio.json | tee target/bench/cps-kamailio.txt
 	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
