@@ -146,9 +146,10 @@ impl Drop for KamailioRig {
     }
 }
 
-/// benches/kamailio/sbc.cfg, found from the working directory (the repository root, as for the SIPp scenarios).
+/// benches/kamailio/sbc.cfg in the repository, from any working directory.
 fn config_path() -> Result<PathBuf> {
-    std::fs::canonicalize(CONFIG).with_context(|| format!("{CONFIG} not found: run sbc-bench from the repository root"))
+    let path = ::tests::repo_root().join(CONFIG);
+    std::fs::canonicalize(&path).with_context(|| format!("{} not found", path.display()))
 }
 
 fn require_programs() -> Result<()> {
