@@ -9,7 +9,8 @@ CONFIG ?= config/sbc.toml
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates.
 # Kamailio (with the dialog, topos and rtpengine modules; topos keeps its state in Redis) and rtpengine are the
-# `kamailio-rtpengine` target of `sbc-bench cps` (make bench); their packaged services are never started.
+# `kamailio-rtpengine` target of `sbc-bench cps` (make bench), started by the harness in its own namespaces; it
+# uses none of their packaged services (which a host with systemd would start, harmlessly, outside those namespaces).
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
 	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon
 FUZZ_SECONDS ?= 60
