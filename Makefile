@@ -10,7 +10,8 @@ CONFIG ?= config/sbc.toml
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates.
 # Kamailio (with the dialog, topos and rtpengine modules; topos keeps its state in Redis) and rtpengine are the
 # `kamailio-rtpengine` target of `sbc-bench cps` (make bench), started by the harness in its own namespaces; it
-# uses none of their packaged services (which a host with systemd would start, harmlessly, outside those namespaces).
+# uses none of their packaged services (a host with systemd starts them on install, outside the namespaces: stop them
+# there if they hold ports other tests use, such as 5060 on loopback).
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
 	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon
 FUZZ_SECONDS ?= 60
