@@ -8,9 +8,13 @@ CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates; rtpengine-daemon
-# (10.5) is the reference relay of `sbc-bench media --paths rtpengine` and its test (the binary only: its service is never
-# started).
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base rtpengine-daemon
+# (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test.
+# Kamailio (with the dialog, topos and rtpengine modules; topos keeps its state in Redis) and rtpengine are the
+# `kamailio-rtpengine` target of `sbc-bench cps` (make bench), started by the harness in its own namespaces; it
+# uses none of their packaged services: `make deps` installs with a policy-rc.d that keeps Debian from starting them
+# (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
+	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -24,7 +28,7 @@ help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   the load-test suite as root: cps, overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
+	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
 	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
@@ -40,6 +44,7 @@ deps:
 	if [ $${#missing[@]} -gt 0 ]; then \
 	  if [ "$$(id -u)" -ne 0 ]; then echo "missing Debian packages: $${missing[*]}; run 'make deps' as root" >&2; exit 1; fi; \
 	  echo "installing: $${missing[*]}"; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
 
@@ -57,18 +62,19 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The default bench suite (as root, about 7-8 minutes on 2 cores plus the release build): short runs of every load scenario against our own
+# The default bench suite (as root, about 9 minutes on 2 cores plus the release build; the Kamailio + rtpengine cps comparison is about 75 s of it): short runs of every load scenario against our own
 # SBC in network namespaces, each next to its baseline in the same run; JSON, SVG plots and tables under
 # target/bench/. The soak is not in it (it is meant to run for hours: see benches/README.md).
 bench: deps
 	$(CARGO) build --release -p sbc-bench -p sbc -p media-relay -p tests --bins
 	mkdir -p target/bench
 	target/release/sbc-bench cps --target local --compare direct --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json | tee target/bench/cps.txt
+	target/release/sbc-bench cps --target local --compare kamailio-rtpengine --runs 1 --step-secs 3 --rates 200,400,600,800,1000,1500,2000,2500,3000 --out target/bench/cps-kamailio.json | tee target/bench/cps-kamailio.txt
 	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare,kernel,rtpengine --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
-	@echo "results in target/bench/: cps, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
+	@echo "results in target/bench/: cps, cps-kamailio, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:

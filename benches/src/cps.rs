@@ -49,6 +49,9 @@ pub struct Options {
     pub targets: Vec<Target>,
     /// Their names in output, JSON and plots.
     pub labels: Vec<String>,
+    /// A local `sbc` anchors every call's media (its embedded relay, user space): always when `kamailio-rtpengine`
+    /// (whose rtpengine does) is in the run, so that both do the same work.
+    pub media: bool,
 }
 
 /// The figures of one step.
@@ -84,6 +87,8 @@ pub struct Step {
     /// CPU time the target used during the UAC run, in percent of one core (local targets: their `sbc`; targets by
     /// address: the process given as `--target-pid`, if any): near 100 means the target's core was the limit.
     pub sbc_cpu_pct: Option<f64>,
+    /// That CPU time per completed call, milliseconds (utime + stime; clock ticks of 10 ms over the step).
+    pub cpu_ms_per_call: Option<f64>,
     /// Wall time of the UAC run, seconds.
     pub wall_secs: f64,
     /// SIPp's exit code (0: every call succeeded).
@@ -142,9 +147,11 @@ pub struct Outcome {
 /// an address target's (local targets: their `sbc`).
 pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result<Outcome> {
     let pin = pinning_possible();
-    let any_local = opts.targets.iter().any(Target::is_local);
+    let any_local = opts.targets.iter().any(Target::started_here);
     match (pin, any_local) {
-        (true, true) => eprintln!("pinning: the local sbc on core {SBC_CORE}, SIPp (UAC and UAS) on core {SIPP_CORE}"),
+        (true, true) => eprintln!(
+            "pinning: the local target (sbc, or kamailio and rtpengine) on core {SBC_CORE}, SIPp (UAC and UAS) on core {SIPP_CORE}"
+        ),
         (true, false) => eprintln!("pinning: SIPp (UAC and UAS) on core {SIPP_CORE}; targets by address as they run"),
         (false, _) => eprintln!("pinning: off (fewer than 2 cores); figures are less comparable"),
     }
@@ -156,13 +163,21 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
             if stopped() {
                 break 'runs;
             }
-            let mut sbc = if target.is_local() {
-                let config = harness.config(target, false);
-                Some(harness.start_local(target, &format!("bench-cps-run{run}"), &config, pin.then_some(SBC_CORE))?)
-            } else {
-                None
+            let name = format!("bench-cps-run{run}");
+            let core = pin.then_some(SBC_CORE);
+            let mut running = match target {
+                Target::KamailioRtpengine => Running::Kamailio(Box::new(harness.start_kamailio(&name, core)?)),
+                t if t.is_local() => {
+                    let config = media_config(harness.config(target, opts.media));
+                    Running::Sbc(harness.start_local(target, &name, &config, core)?)
+                }
+                _ => Running::Elsewhere,
             };
-            let pid = sbc.as_ref().map(Sbc::id).or(target_pid.filter(|_| matches!(target, Target::Remote(_))));
+            let pids: Vec<u32> = match &running {
+                Running::Sbc(sbc) => vec![sbc.id()],
+                Running::Kamailio(rig) => rig.pids(),
+                Running::Elsewhere => target_pid.filter(|_| matches!(target, Target::Remote(_))).into_iter().collect(),
+            };
             let path = harness.path(target);
             let mut ladder = Ladder::new(run, label);
             for &rate in &opts.rates {
@@ -170,7 +185,7 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
                 if stopped() {
                     break;
                 }
-                let step = step(&path, rate, opts.step_secs, pin, pid);
+                let step = step(&path, rate, opts.step_secs, pin, &pids);
                 if stopped() {
                     eprintln!("[run {run}/{}] {label} {rate}/s: interrupted, step discarded", opts.runs);
                     break;
@@ -178,20 +193,14 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
                 eprintln!("{}", progress(opts.runs, &ladder, &step));
                 let pass = step.pass;
                 ladder.steps.push(step);
-                if let Some(sbc) = sbc.as_mut() {
-                    if let Some(status) = sbc.exit_status() {
-                        bail!(
-                            "sbc exited ({status}) during run {run} at {rate}/s; log ({}, kept):\n{}",
-                            sbc.log.display(),
-                            sbc.log_tail()
-                        );
-                    }
+                if let Some(why) = running.exited() {
+                    bail!("{label} during run {run} at {rate}/s: {why}");
                 }
                 if !pass {
                     break;
                 }
             }
-            drop(sbc);
+            drop(running);
             ladder.finish(top);
             if !ladder.steps.is_empty() {
                 ladders.push(ladder);
@@ -199,6 +208,44 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
         }
     }
     Ok(Outcome { ladders, interrupted: stopped() })
+}
+
+/// How long a released port pair of a local sbc rests before reuse in `cps` (the shipped default is 5 s). Each call
+/// takes one pair per interface; with hold time 0 and 8192 pairs per interface, 5 s carry about 1600 calls/s, and
+/// a step at 2500/s failed 15 % of its calls with the core half idle: the pool's limit, not the sbc's. rtpengine in
+/// `kamailio-rtpengine` frees its ports at once (`--delete-delay=0`).
+pub const MEDIA_QUARANTINE: &str = "1s";
+
+/// A local sbc's configuration for `cps`: with a `[media]` section, its quarantine set to [`MEDIA_QUARANTINE`].
+fn media_config(config: String) -> String {
+    match config.find("\n[media]\n") {
+        Some(at) => {
+            let (head, tail) = config.split_at(at + "\n[media]\n".len());
+            format!("{head}quarantine = \"{MEDIA_QUARANTINE}\"\n{tail}")
+        }
+        None => config,
+    }
+}
+
+/// What the harness started for a target's ladder; stopped when dropped.
+enum Running {
+    Sbc(Sbc),
+    Kamailio(Box<crate::kamailio::KamailioRig>),
+    /// Direct, or a target by address: nothing of the target's runs under the harness.
+    Elsewhere,
+}
+
+impl Running {
+    /// Why the target is gone, if it exited.
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Running::Sbc(sbc) => sbc
+                .exit_status()
+                .map(|status| format!("sbc exited ({status}); log ({}, kept):\n{}", sbc.log.display(), sbc.log_tail())),
+            Running::Kamailio(rig) => rig.exited(),
+            Running::Elsewhere => None,
+        }
+    }
 }
 
 fn stopped() -> bool {
@@ -211,7 +258,7 @@ pub fn pinning_possible() -> bool {
 }
 
 /// One step: a UAS for exactly this step's calls, then the UAC at `rate`; the UAS is killed afterwards.
-fn step(path: &CallPath, rate: u32, step_secs: u32, pin: bool, sbc_pid: Option<u32>) -> Step {
+fn step(path: &CallPath, rate: u32, step_secs: u32, pin: bool, pids: &[u32]) -> Step {
     let calls = rate.saturating_mul(step_secs).clamp(1, MAX_CALLS_PER_STEP);
     let mut step = Step {
         rate,
@@ -230,12 +277,13 @@ fn step(path: &CallPath, rate: u32, step_secs: u32, pin: bool, sbc_pid: Option<u
         setup_p50_ms: None,
         setup_p99_ms: None,
         sbc_cpu_pct: None,
+        cpu_ms_per_call: None,
         wall_secs: 0.0,
         sipp_exit: None,
         error: None,
         pass: false,
     };
-    if let Err(e) = measure(path, &mut step, step_secs, pin, sbc_pid) {
+    if let Err(e) = measure(path, &mut step, step_secs, pin, pids) {
         step.error = Some(format!("{e:#}"));
     }
     step.pass =
@@ -243,7 +291,7 @@ fn step(path: &CallPath, rate: u32, step_secs: u32, pin: bool, sbc_pid: Option<u
     step
 }
 
-fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, sbc_pid: Option<u32>) -> Result<()> {
+fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, pids: &[u32]) -> Result<()> {
     // SIPp gives up 20 s after the step should have ended (then the Sipp helper kills it 10 s later).
     let limit = Duration::from_secs(u64::from(step_secs) + 20);
     let core = pin.then_some(SIPP_CORE);
@@ -255,20 +303,33 @@ fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, sbc_pid:
             .context("starting the UAS")?;
     uas.wait_listening(path.uas.ns.as_deref(), path.uas.port, Duration::from_secs(5))?;
     let uac = calls::uac(path, step.calls, step.rate, Duration::ZERO, limit, core);
-    let cpu_before = sbc_pid.and_then(cpu_ticks);
+    let cpu_before = ticks(pids);
     let started = Instant::now();
     let result = uac.run();
     step.wall_secs = started.elapsed().as_secs_f64();
-    if let (Some(before), Some(after)) = (cpu_before, sbc_pid.and_then(cpu_ticks)) {
-        step.sbc_cpu_pct = Some(100.0 * (after - before) as f64 / CLOCK_TICKS_PER_SEC / step.wall_secs);
-    }
+    let cpu_secs = match (cpu_before, ticks(pids)) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_SEC),
+        _ => None,
+    };
+    step.sbc_cpu_pct = cpu_secs.map(|s| 100.0 * s / step.wall_secs);
     let uas_dir = uas.dir().to_owned();
     drop(uas);
     let _ = std::fs::remove_dir_all(uas_dir);
     let run = result.context("running the UAC")?;
     let figures = read_figures(step, &run);
     let _ = std::fs::remove_dir_all(&run.dir);
+    if let Some(secs) = cpu_secs.filter(|_| step.successful > 0) {
+        step.cpu_ms_per_call = Some(1000.0 * secs / step.successful as f64);
+    }
     figures
+}
+
+/// The CPU time of every process in `pids` together (none: not measured), clock ticks.
+fn ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_ticks(p)).sum()
 }
 
 fn read_figures(step: &mut Step, run: &Run) -> Result<()> {
@@ -329,6 +390,8 @@ pub struct Summary {
     pub ratio_p50: Option<f64>,
     pub ratio_p99: Option<f64>,
     pub ratio_mean: Option<f64>,
+    /// The first's CPU per call over the second's at the reference rate.
+    pub ratio_cpu_per_call: Option<f64>,
     /// First − second at the reference rate, ms: the delay the first adds.
     pub added_p50_ms: Option<f64>,
     pub added_p99_ms: Option<f64>,
@@ -353,6 +416,13 @@ pub struct TargetSummary {
     pub reference_setup_p99_ms: Option<f64>,
     /// How many runs measured the reference rate.
     pub reference_runs: usize,
+    /// The target's CPU time per completed call at the reference rate, ms, median over runs (targets the harness
+    /// started, or given by `--target-pid`).
+    pub reference_cpu_ms_per_call: Option<f64>,
+    /// The highest ladder rate at or below 80 % of this target's median ceiling, and its post-dial delay p99 there
+    /// (median over runs): the delay of a target run near, not at, its limit.
+    pub rate_at_80pct: Option<u32>,
+    pub p99_at_80pct_ms: Option<f64>,
 }
 
 /// Builds the summary of `ladders` for the targets labelled `labels` (see [`Summary`]).
@@ -361,14 +431,15 @@ pub fn summarize(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Summar
     let median_ceiling = |t: &str| median(&of(t).iter().map(|l| f64::from(l.ceiling.unwrap_or(0))).collect::<Vec<_>>());
     let floor = labels.iter().map(|t| median_ceiling(t).unwrap_or(0.0)).fold(f64::INFINITY, f64::min);
     let reference_rate = rates.iter().copied().filter(|&r| f64::from(r) <= floor).max();
-    let at_ref = |t: &str, f: fn(&Step) -> Option<f64>| -> (Option<f64>, usize) {
+    let at = |t: &str, rate: Option<u32>, f: fn(&Step) -> Option<f64>| -> (Option<f64>, usize) {
         let values: Vec<f64> = of(t)
             .iter()
-            .filter_map(|l| l.steps.iter().find(|s| Some(s.rate) == reference_rate && s.error.is_none()))
+            .filter_map(|l| l.steps.iter().find(|s| Some(s.rate) == rate && s.error.is_none()))
             .filter_map(f)
             .collect();
         (median(&values), values.len())
     };
+    let at_ref = |t: &str, f: fn(&Step) -> Option<f64>| at(t, reference_rate, f);
     let targets: Vec<TargetSummary> = labels
         .iter()
         .map(|t| {
@@ -383,6 +454,9 @@ pub fn summarize(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Summar
                 reference_mean_ms: at_ref(t, |s| s.mean_ms).0,
                 reference_setup_p99_ms: at_ref(t, |s| s.setup_p99_ms).0,
                 reference_runs: n,
+                reference_cpu_ms_per_call: at_ref(t, |s| s.cpu_ms_per_call).0,
+                rate_at_80pct: rate_at_80pct(rates, median_ceiling(t)),
+                p99_at_80pct_ms: at(t, rate_at_80pct(rates, median_ceiling(t)), |s| s.p99_ms).0,
             }
         })
         .collect();
@@ -400,6 +474,10 @@ pub fn summarize(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Summar
         ratio_p50: ratio(|t| t.reference_p50_ms),
         ratio_p99: ratio(|t| t.reference_p99_ms),
         ratio_mean: ratio(|t| t.reference_mean_ms),
+        ratio_cpu_per_call: targets.get(1).and_then(|b| {
+            let (a, b) = (targets[0].reference_cpu_ms_per_call?, b.reference_cpu_ms_per_call?);
+            (b > 0.0).then(|| a / b)
+        }),
         added_p50_ms: added(|t| t.reference_p50_ms),
         added_p99_ms: added(|t| t.reference_p99_ms),
         added_mean_ms: added(|t| t.reference_mean_ms),
@@ -407,8 +485,51 @@ pub fn summarize(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Summar
     }
 }
 
-/// The table printed at the end.
+/// The highest of `rates` at or below 80 % of `ceiling`.
+fn rate_at_80pct(rates: &[u32], ceiling: Option<f64>) -> Option<u32> {
+    let limit = 0.8 * ceiling?;
+    rates.iter().copied().filter(|&r| f64::from(r) <= limit).max()
+}
+
+/// The table printed at the end: ceilings, post-dial delay at the reference rate, CPU per call.
 pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
+    let mut out = delay_table(opts, summary, pinned);
+    out.push_str(&cost_table(summary));
+    out
+}
+
+/// CPU per call at the reference rate and the delay at 80 % of each target's own ceiling.
+fn cost_table(summary: &Summary) -> String {
+    let mut out = String::from("\n");
+    let cpu = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    let rate = summary.reference_rate.map_or("-".to_owned(), |r| format!("{r}/s"));
+    out.push_str(&format!(
+        "{:<32}{:>18}{:>14}{:>14}\n",
+        "cpu per call, delay at 80 %",
+        format!("cpu ms/call @{rate}"),
+        "80 % ceiling",
+        "pdd p99 ms"
+    ));
+    for t in &summary.targets {
+        out.push_str(&format!(
+            "  {:<30}{:>18}{:>14}{:>14}\n",
+            t.target,
+            cpu(t.reference_cpu_ms_per_call),
+            t.rate_at_80pct.map_or("-".to_owned(), |r| format!("{r}/s")),
+            ms(t.p99_at_80pct_ms)
+        ));
+    }
+    if let (Some(b), Some(r)) = (summary.targets.get(1), summary.ratio_cpu_per_call) {
+        out.push_str(&format!("  {:<30}{r:>18.2}\n", format!("{}/{}", summary.targets[0].target, b.target)));
+    }
+    out.push_str(
+        "  (CPU: utime+stime of the target's processes during the step, per completed call; clock ticks of 10 ms)\n",
+    );
+    out
+}
+
+fn delay_table(opts: &Options, summary: &Summary, pinned: bool) -> String {
     let mut out = String::new();
     let runs = opts.runs as usize;
     out.push_str(&format!(
@@ -418,9 +539,11 @@ pub fn table(opts: &Options, summary: &Summary, pinned: bool) -> String {
         opts.step_secs,
         opts.rates
     ));
-    let any_local = opts.targets.iter().any(Target::is_local);
+    let any_local = opts.targets.iter().any(Target::started_here);
     out.push_str(&match (pinned, any_local) {
-        (true, true) => format!("pinning: the local sbc on core {SBC_CORE}, SIPp UAC and UAS on core {SIPP_CORE}\n"),
+        (true, true) => format!(
+            "pinning: the local target (sbc, or kamailio and rtpengine) on core {SBC_CORE}, SIPp UAC and UAS on core {SIPP_CORE}\n"
+        ),
         (true, false) => format!("pinning: SIPp UAC and UAS on core {SIPP_CORE}; targets by address as they run\n"),
         (false, _) => "pinning: off (fewer than 2 cores)\n".to_owned(),
     });
@@ -566,6 +689,7 @@ mod tests {
             setup_p50_ms: Some(p50),
             setup_p99_ms: Some(p50 * 2.0),
             sbc_cpu_pct: None,
+            cpu_ms_per_call: Some(p50 / 10.0),
             wall_secs: 5.0,
             sipp_exit: Some(0),
             error: None,
@@ -603,6 +727,13 @@ mod tests {
         assert_eq!(s.targets[0].reference_p50_ms, Some(3.0));
         assert_eq!((s.ratio_p50, s.added_p50_ms), (Some(3.0), Some(2.0)));
         assert_eq!(s.ratio_ceiling, Some(0.5));
+        // CPU per call at the reference rate: medians 0.3 and 0.1 ms.
+        let cpu = (s.targets[0].reference_cpu_ms_per_call.unwrap(), s.ratio_cpu_per_call.unwrap());
+        assert!((cpu.0 - 0.3).abs() < 1e-9 && (cpu.1 - 3.0).abs() < 1e-9, "{cpu:?}");
+        // 80 % of each target's own ceiling: 160/s -> the 100/s step, 320/s -> the 300/s step (p99 = 2 x p50).
+        assert_eq!((s.targets[0].rate_at_80pct, s.targets[1].rate_at_80pct), (Some(100), Some(300)));
+        assert_eq!((s.targets[0].p99_at_80pct_ms, s.targets[1].p99_at_80pct_ms), (Some(6.0), Some(2.0)));
+        assert!(table(&opts(&rates, &labels), &s, true).contains("cpu ms/call @200/s"));
         // One target alone: no ratios.
         let one = summarize(&rates, &labels[..1], &ladders);
         assert_eq!((one.targets.len(), one.ratio_p50, one.ratio_ceiling), (1, None, None));
@@ -620,6 +751,26 @@ mod tests {
             .collect();
         let s = summarize(&rates, &labels, &fast);
         assert_eq!((s.ratio_p50, s.added_p50_ms), (None, Some(3.0)));
+    }
+
+    fn opts(rates: &[u32], labels: &[String]) -> Options {
+        Options {
+            runs: 3,
+            step_secs: 5,
+            rates: rates.to_vec(),
+            targets: vec![Target::Local(None), Target::KamailioRtpengine],
+            labels: labels.to_vec(),
+            media: true,
+        }
+    }
+
+    #[test]
+    fn media_quarantine_is_shortened_only_with_media() {
+        let media = media_config(crate::target::local_config(true));
+        assert!(media.contains("[media]\nquarantine = \"1s\"\ninterfaces"), "{media}");
+        assert_eq!(media.matches("quarantine").count(), 1);
+        let plain = crate::target::local_config(false);
+        assert_eq!(media_config(plain.clone()), plain);
     }
 
     #[test]

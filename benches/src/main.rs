@@ -19,6 +19,7 @@ mod calls;
 mod concurrent;
 mod cps;
 mod failover;
+mod kamailio;
 mod live;
 mod media;
 mod media_versus;
@@ -105,7 +106,8 @@ struct TargetArgs {
     /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
     /// sbc build, the same way), `local-unguarded[:PATH]` (the same with [edge] and [overload] switched off: the
     /// baseline of what the checks cost), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs,
-    /// through stunnel next to SIPp; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
+    /// through stunnel next to SIPp; cps only), `kamailio-rtpengine` (Kamailio 5.6 with tm, dialog, topos and
+    /// rtpengine anchoring media, started by the harness where our sbc runs; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
     /// or an SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.
     #[arg(long)]
     target: Option<target::Target>,
@@ -176,6 +178,12 @@ impl TargetArgs {
         }
         if scenario != "cps" && targets.iter().any(|t| matches!(t, target::Target::LocalTls(_))) {
             bail!("`--target local-tls` is a cps target: {scenario} runs over UDP only");
+        }
+        if scenario != "cps" && targets.contains(&target::Target::KamailioRtpengine) {
+            bail!("`kamailio-rtpengine` is a cps target: {scenario} does not start it");
+        }
+        if targets.contains(&target::Target::KamailioRtpengine) {
+            target::require_root(&format!("`{scenario} --target kamailio-rtpengine`"))?;
         }
         if targets.iter().any(target::Target::is_local) {
             target::require_root(&format!("`{scenario} --target local`"))?;
@@ -308,6 +316,10 @@ struct CpsArgs {
     /// the `sbc cpu` column for an SBC by address running here.
     #[arg(long)]
     target_pid: Option<u32>,
+    /// A local sbc anchors every call's media (its embedded relay on 198.18.1.1 / 198.18.2.1, user space): on
+    /// whenever `kamailio-rtpengine` is a target, whose rtpengine anchors every call.
+    #[arg(long)]
+    media: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -672,13 +684,17 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     }
     // The harness's own ceiling is the baseline unless told otherwise.
     let targets = args.target.targets(Some(target::Target::Direct))?;
-    if targets.len() == 2 && targets[0] == targets[1] && !targets[0].is_local() {
+    if targets.len() == 2 && targets[0] == targets[1] && !targets[0].started_here() {
         bail!("--target and --compare are the same ({}): nothing to compare", targets[0]);
     }
     args.target.prepare(&targets, "cps")?;
     watch_interrupts();
     let labels = target::labels(&targets);
-    let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, targets, labels };
+    let media = args.media || targets.contains(&target::Target::KamailioRtpengine);
+    if media {
+        eprintln!("media: a local sbc anchors every call's media (its embedded relay, user space)");
+    }
+    let opts = cps::Options { runs: args.runs, step_secs: args.step_secs, rates: args.rates, targets, labels, media };
     let pinned = cps::pinning_possible();
     let harness = args.target.harness(&opts.targets)?;
     let started = std::time::Instant::now();

@@ -243,6 +243,7 @@ fn measure_ceiling(opts: &Options, harness: &Harness) -> Result<cps::Ladder> {
         rates: opts.ceiling_rates.clone(),
         targets: vec![opts.targets[0].clone()],
         labels: vec![opts.labels[0].clone()],
+        media: false,
     };
     let out = cps::run(&cps_opts, harness, None)?;
     if out.interrupted {

@@ -15,6 +15,9 @@
 //!   of its own; the stunnels run next to SIPp (on its core when pinned), so their TLS work is on the harness's
 //!   side of the ledger. Next to `local` in the same run (`--target local-tls --compare local`) it gives the cost
 //!   of TLS signalling as a ratio of ceilings.
+//! - `kamailio-rtpengine`: another vendor's SBC, Kamailio 5.6 (tm, dialog, topos) with rtpengine anchoring every
+//!   call's media, started by the harness in the SBC namespace with our `sbc`'s addresses and core
+//!   ([`crate::kamailio`], benches/kamailio/sbc.cfg): `cps --target local --compare kamailio-rtpengine`.
 //! - `direct`: SIPp UAC straight to SIPp UAS, no SBC: the harness's own ceiling, so that a result can say which side
 //!   was the bottleneck. In the netns topology when one is built (UAC in C 198.18.2.11 → B), else on this host
 //!   (`--uac-ip` → `--uas`).
@@ -46,6 +49,8 @@ pub enum Target {
     LocalUnguarded(Option<PathBuf>),
     /// `local-tls` / `local-tls:PATH`: our `sbc` like [`Target::Local`], with SIP over TLS on both legs.
     LocalTls(Option<PathBuf>),
+    /// `kamailio-rtpengine`: Kamailio with rtpengine in the harness's own namespaces ([`crate::kamailio`]).
+    KamailioRtpengine,
     /// `direct`: SIPp to SIPp, no SBC.
     Direct,
     /// `ADDR:PORT`: an SBC already running there.
@@ -61,6 +66,7 @@ impl std::str::FromStr for Target {
             "local-unguarded" => Ok(Target::LocalUnguarded(None)),
             "local-tls" => Ok(Target::LocalTls(None)),
             "direct" => Ok(Target::Direct),
+            "kamailio-rtpengine" => Ok(Target::KamailioRtpengine),
             _ => {
                 if let Some(path) = s.strip_prefix("local:") {
                     return Ok(Target::Local(Some(PathBuf::from(path))));
@@ -74,7 +80,7 @@ impl std::str::FromStr for Target {
                 s.parse::<SocketAddr>().map(Target::Remote).map_err(|_| {
                     format!(
                         "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `local-unguarded`, \
-                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `direct` or an SBC's IP:PORT \
+                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `kamailio-rtpengine`, `direct` or an SBC's IP:PORT \
                          (a literal address: names are not resolved, so the address checked is the one loaded)"
                     )
                 })
@@ -92,6 +98,7 @@ impl std::fmt::Display for Target {
             Target::LocalUnguarded(Some(path)) => write!(f, "local-unguarded:{}", path.display()),
             Target::LocalTls(None) => f.write_str("local-tls"),
             Target::LocalTls(Some(path)) => write!(f, "local-tls:{}", path.display()),
+            Target::KamailioRtpengine => f.write_str("kamailio-rtpengine"),
             Target::Direct => f.write_str("direct"),
             Target::Remote(addr) => write!(f, "{addr}"),
         }
@@ -122,6 +129,11 @@ impl Target {
     /// Whether the harness starts this target's SBC itself.
     pub fn is_local(&self) -> bool {
         matches!(self, Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_))
+    }
+
+    /// Whether the harness starts this target itself in its netns topology (our `sbc` or Kamailio + rtpengine).
+    pub fn started_here(&self) -> bool {
+        self.is_local() || matches!(self, Target::KamailioRtpengine)
     }
 
     /// The `sbc` binary of a local target, if it names its own.
@@ -292,12 +304,12 @@ impl Harness {
             }
         }
         let remote_or_direct_here =
-            targets.iter().any(|t| matches!(t, Target::Remote(_))) || !targets.iter().any(Target::is_local);
+            targets.iter().any(|t| matches!(t, Target::Remote(_))) || !targets.iter().any(Target::started_here);
         if remote_or_direct_here {
             guard.check("--uas", here.uas.ip())?;
             guard.check("--uac-ip", here.uac_ip)?;
         }
-        let topo = if targets.iter().any(Target::is_local) {
+        let topo = if targets.iter().any(Target::started_here) {
             require_root("a local target")?;
             Some(Topology::single_sbc().context("building the netns topology (needs root)")?)
         } else {
@@ -323,7 +335,7 @@ impl Harness {
             transport: "u1",
         };
         match (target, &self.topo) {
-            (Target::Local(_) | Target::LocalUnguarded(_), Some(topo)) => CallPath {
+            (Target::Local(_) | Target::LocalUnguarded(_) | Target::KamailioRtpengine, Some(topo)) => CallPath {
                 uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
                 to: addr(SBC_A, 5060),
                 uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
@@ -346,7 +358,14 @@ impl Harness {
             },
             (Target::Remote(to), _) => CallPath { to: *to, ..here() },
             // `Harness::new` builds the topology whenever a target is local.
-            (Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_) | Target::Direct, _) => here(),
+            (
+                Target::Local(_)
+                | Target::LocalUnguarded(_)
+                | Target::LocalTls(_)
+                | Target::KamailioRtpengine
+                | Target::Direct,
+                _,
+            ) => here(),
         }
     }
 
@@ -380,6 +399,21 @@ impl Harness {
             limit.add(sbc.id())?;
         }
         Ok(sbc)
+    }
+
+    /// Starts Kamailio and rtpengine (the `kamailio-rtpengine` target) in the SBC namespace, pinned to `core` if
+    /// given, in the `--sbc-cpu` group if any.
+    pub fn start_kamailio(&self, name: &str, core: Option<usize>) -> Result<crate::kamailio::KamailioRig> {
+        let Some(topo) = &self.topo else {
+            bail!("kamailio-rtpengine needs the netns topology");
+        };
+        let rig = crate::kamailio::KamailioRig::start(topo, name, core).context("starting Kamailio and rtpengine")?;
+        if let Some(limit) = &self.cpu_limit {
+            for pid in rig.pids() {
+                limit.add(pid)?;
+            }
+        }
+        Ok(rig)
     }
 
     /// The configuration of local target `target` ([`local_config`]; for `local-tls`, [`local_tls_config`]).
@@ -538,6 +572,8 @@ mod tests {
         assert_eq!("local".parse::<Target>().unwrap(), Target::Local(None));
         assert_eq!("local:/opt/sbc".parse::<Target>().unwrap(), Target::Local(Some("/opt/sbc".into())));
         assert_eq!("direct".parse::<Target>().unwrap(), Target::Direct);
+        let k: Target = "kamailio-rtpengine".parse().unwrap();
+        assert_eq!((k.to_string(), k.is_local(), k.started_here()), ("kamailio-rtpengine".into(), false, true));
         assert_eq!("local-unguarded".parse::<Target>().unwrap(), Target::LocalUnguarded(None));
         let u: Target = "local-unguarded:/opt/sbc".parse().unwrap();
         assert_eq!(

@@ -112,3 +112,44 @@ to = [{{ trunk = "bench-callee", priority = 1 }}]
     assert!(svg.starts_with("<svg") && svg.contains("post-dial delay") && svg.contains("direct p99"), "{svg:.300}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The `kamailio-rtpengine` target end to end: the harness starts Kamailio, rtpengine and Redis in its namespaces
+/// (root, `make deps`), every call completes through them, and their CPU per call is measured.
+#[test]
+fn kamailio_rtpengine_started_by_the_harness_completes_every_call() {
+    let dir = scratch("kamailio");
+    let out = dir.join("cps.json");
+    let o = bench(&[
+        "cps",
+        "--target",
+        "kamailio-rtpengine",
+        "--no-compare",
+        "--runs",
+        "1",
+        "--step-secs",
+        "2",
+        "--rates",
+        "20,50",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "sbc-bench failed (needs root and `make deps`):\n{stdout}\n{stderr}");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("json written")).expect("json");
+    let ladder = &json["ladders"][0];
+    assert_eq!(ladder["target"], "kamailio-rtpengine");
+    let steps = ladder["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{ladder:#}");
+    for (step, calls) in steps.iter().zip([40, 100]) {
+        assert_eq!(step["successful"], calls, "{step:#}");
+        assert_eq!(step["pass"], true, "{step:#}");
+        // Kamailio, rtpengine and Redis together: some CPU per call, and less than a whole step's worth.
+        let cpu = step["cpu_ms_per_call"].as_f64().expect("CPU per call measured");
+        assert!(cpu > 0.0 && cpu < 2000.0 / f64::from(calls), "{step:#}");
+    }
+    assert_eq!(ladder["ceiling"], 50);
+    assert!(json["summary"]["targets"][0]["reference_cpu_ms_per_call"].as_f64().is_some_and(|c| c > 0.0), "{json:#}");
+    assert!(stdout.contains("cpu ms/call @50/s"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
