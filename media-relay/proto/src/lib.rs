@@ -12,6 +12,7 @@
 //! - [`sdes`], [`negotiate`] and [`srtp`]: SDES-SRTP terminated per leg: suites, keys and `a=crypto`; what each
 //!   leg's offer and answer say (each leg gets keys of its own); the SRTP/SRTCP contexts of the data plane.
 //! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
+//! - [`threads`]: which of the relay's forwarding threads holds a session (and takes its commands).
 
 pub mod cname;
 pub mod control;
@@ -24,3 +25,4 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 pub mod stats;
+pub mod threads;
