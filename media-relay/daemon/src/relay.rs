@@ -578,6 +578,7 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
         read_kernel(shared, &locals);
     }
     let (mut changes, mut events) = (Vec::new(), Vec::new());
+    let mut closing = Vec::new();
     shared.table.borrow_mut().apply(Instant::now(), cmd, &mut changes, &mut events);
     for change in changes {
         match change {
@@ -597,6 +598,7 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
             SocketChange::Close(local) => {
                 if let Some(s) = shared.socks.borrow_mut().remove(&local) {
                     s.task.abort();
+                    closing.push(s.task);
                 }
             }
         }
@@ -605,9 +607,24 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
     let (sessions, _) = shared.table.borrow().counts();
     shared.counters.sessions.store(sessions as u64, Ordering::Relaxed);
     shared.counters.sockets.store(shared.socks.borrow().len() as u64, Ordering::Relaxed);
-    for e in events {
-        let _ = shared.events.send(e);
+    if closing.is_empty() {
+        for e in events {
+            let _ = shared.events.send(e);
+        }
+        return;
     }
+    // An aborted receive task still holds its socket until the runtime drops it: the events (a removed session's
+    // Stats) go out once the ports are free, so that a controller that reuses them at once (on another thread,
+    // which knows nothing of this one's sockets) can bind them.
+    let events_tx = shared.events.clone();
+    tokio::task::spawn_local(async move {
+        for task in closing {
+            let _ = task.await;
+        }
+        for e in events {
+            let _ = events_tx.send(e);
+        }
+    });
 }
 
 /// Bans `addr` in the kernel (`Some(reason)`) or lifts its ban (`None`).

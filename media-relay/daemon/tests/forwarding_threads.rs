@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 const PACKETS: u16 = 200;
 
-/// A port on 127.0.0.1 free a moment ago (the relay binds it next).
-fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// `n` distinct ports on 127.0.0.1, free a moment ago (the relay binds them next): held together while chosen, so
+/// that none is handed out twice, and after every peer socket of the test is bound.
+fn free_ports(n: usize) -> Vec<SocketAddr> {
+    let held: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|s| s.local_addr().unwrap()).collect()
 }
 
 fn spec(session: SessionId, leg: Leg, local: SocketAddr, partner: SocketAddr, peer: SocketAddr) -> EndpointSpec {
@@ -48,17 +50,23 @@ struct Call {
     session: SessionId,
     caller: UdpSocket,
     relay_a: SocketAddr,
+    relay_b: SocketAddr,
     callee: UdpSocket,
 }
 
-fn call(relay: &Relay, session: SessionId) -> Call {
+/// The peers of a call, bound before any relay port is chosen.
+fn peers() -> (UdpSocket, UdpSocket) {
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     let callee = UdpSocket::bind("127.0.0.1:0").unwrap();
     callee.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let (relay_a, relay_b) = (free_port(), free_port());
+    (caller, callee)
+}
+
+fn call(relay: &Relay, session: SessionId, (caller, callee): (UdpSocket, UdpSocket), ports: &[SocketAddr]) -> Call {
+    let (relay_a, relay_b) = (ports[0], ports[1]);
     assert!(relay.send(Command::Upsert(spec(session, Leg::A, relay_a, relay_b, caller.local_addr().unwrap()))));
     assert!(relay.send(Command::Upsert(spec(session, Leg::B, relay_b, relay_a, callee.local_addr().unwrap()))));
-    Call { session, caller, relay_a, callee }
+    Call { session, caller, relay_a, relay_b, callee }
 }
 
 /// Sends `PACKETS` from the caller and returns how many reached the callee (bounded: 10 s).
@@ -93,7 +101,9 @@ fn two_sessions_on_different_threads_both_forward() {
     assert_eq!(relay.threads(), 2);
     let on = |t: usize| (1..).map(SessionId).find(|&s| thread_of(s, threads) == t).unwrap();
     let (s0, s1) = (on(0), on(1));
-    let calls = [call(&relay, s0), call(&relay, s1)];
+    let (p0, p1) = (peers(), peers());
+    let ports = free_ports(4);
+    let calls = [call(&relay, s0, p0, &ports[..2]), call(&relay, s1, p1, &ports[2..])];
     for c in &calls {
         let got = carry(c);
         assert!(got >= PACKETS - 1, "session {:?}: {got} of {PACKETS} packets arrived", c.session);
@@ -105,9 +115,7 @@ fn two_sessions_on_different_threads_both_forward() {
         assert_eq!((snap.sessions, snap.sockets), (1, 2), "thread {t}: {snap:?}");
         assert!(snap.forwarded >= u64::from(PACKETS - 1), "thread {t} forwarded {}", snap.forwarded);
     }
-    let total = relay.snapshot();
-    assert_eq!(total.forwarded, per_thread[0].forwarded + per_thread[1].forwarded);
-    assert_eq!((total.sessions, total.sockets), (2, 4));
+    assert_eq!((relay.snapshot().sessions, relay.snapshot().sockets), (2, 4));
 
     for c in &calls {
         assert!(relay.send(Command::Remove { session: c.session }));
@@ -129,6 +137,16 @@ fn two_sessions_on_different_threads_both_forward() {
         assert!(s.legs[Leg::A.index()].received.packets >= u64::from(PACKETS - 1), "{s:?}");
         assert!(s.legs[Leg::B.index()].sent >= u64::from(PACKETS - 1), "{s:?}");
     }
-    assert_eq!(relay.snapshot().sessions, 0);
+    // Nothing moves any more: the relay's counters are its threads' added up.
+    let (total, per_thread) = (relay.snapshot(), relay.thread_snapshots());
+    assert_eq!(total.forwarded, per_thread[0].forwarded + per_thread[1].forwarded);
+    assert_eq!(total.received, per_thread[0].received + per_thread[1].received);
+    assert_eq!((total.sessions, total.sockets), (0, 0));
+    // A session's Stats come once its sockets are closed: a controller may hand the ports out again at once.
+    for c in &calls {
+        for port in [c.relay_a, c.relay_b] {
+            UdpSocket::bind(port).unwrap_or_else(|e| panic!("{port} still taken after the session's Stats: {e}"));
+        }
+    }
     relay.stop();
 }
