@@ -22,6 +22,7 @@ mod failover;
 mod kamailio;
 mod live;
 mod media;
+mod media_threads;
 mod media_versus;
 mod overload;
 mod plot;
@@ -251,6 +252,10 @@ struct MediaArgs {
     /// The `media-relay` binary to measure; default: `cargo build --release -p media-relay`.
     #[arg(long)]
     relay: Option<PathBuf>,
+    /// Measure the `relay` path once per thread count given (comma-separated, e.g. 1,2), with `media-relay
+    /// --threads N` and one session per stream spread over the threads, and compare them (ratios to the first).
+    #[arg(long, value_delimiter = ',')]
+    relay_threads: Vec<usize>,
 }
 
 /// `failover --xdp`.
@@ -545,6 +550,17 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
         // Before any ladder: the rtpengine path comes last by default and would fail after minutes of others.
         ::tests::rtpengine::binary()?;
     }
+    if args.relay_threads.contains(&0) {
+        bail!("--relay-threads: thread counts start at 1");
+    }
+    if !args.relay_threads.is_empty() && !args.paths.contains(&media::Target::Relay) {
+        bail!("--relay-threads measures the relay path: add relay to --paths");
+    }
+    if let Some(&most) = args.relay_threads.iter().max() {
+        if usize::from(args.streams) < most {
+            bail!("--relay-threads {most} needs at least {most} streams (one session per stream): raise --streams");
+        }
+    }
     let (relay_binary, rtpgen_binary) = media::prepare_binaries(args.relay.as_deref())?;
     watch_interrupts();
     let opts = media::Options {
@@ -556,6 +572,7 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
         relay_binary,
         rtpgen_binary,
         generator: args.generator,
+        relay_threads: args.relay_threads,
         paths: {
             let mut p = args.paths;
             p.dedup();
@@ -565,7 +582,13 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
     let pinned = cps::pinning_possible();
     let started = std::time::Instant::now();
     let (ladders, test_runs) = media::run(&opts)?;
-    let summary = media::summarize(&opts.paths, &opts.rates, &ladders, &test_runs);
+    // With --relay-threads, the common summary sees the relay ladders of the first thread count only (its figures
+    // are the plain relay path's); the comparison sees them all.
+    let first = opts.relay_threads.first().copied();
+    let plain: Vec<media::Ladder> =
+        ladders.iter().filter(|l| l.target != media::Target::Relay || l.threads == first).cloned().collect();
+    let summary = media::summarize(&opts.paths, &opts.rates, &plain, &test_runs);
+    let threads = media_threads::compare(&opts, &ladders);
     let json = serde_json::json!({
         "scenario": "media",
         "mode": "local",
@@ -594,11 +617,15 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
         "wall_secs": started.elapsed().as_secs_f64(),
         "ladders": ladders,
         "summary": summary,
+        "relay_threads": threads,
     });
     write_json(&args.out, &json)?;
     let svg = args.out.with_extension("svg");
-    media::plot(&svg, &opts, &ladders)?;
+    media::plot(&svg, &opts, &plain)?;
     println!("{}", media::table(&opts, &summary, pinned));
+    if let Some(t) = &threads {
+        println!("{}", media_threads::table(t));
+    }
     println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }

@@ -123,6 +123,10 @@ pub struct Options {
     pub paths: Vec<Target>,
     /// The sender used.
     pub generator: Generator,
+    /// `--relay-threads`: the `relay` path is measured once per entry, with `media-relay --threads N`, one session
+    /// per stream spread over the threads ([`crate::media_threads`]). Empty: once, with one session and the relay's
+    /// default threads.
+    pub relay_threads: Vec<usize>,
 }
 
 /// The sender of every step (the sinks are always `rtpgen`).
@@ -273,6 +277,8 @@ pub struct Ladder {
     /// 1-based.
     pub run: u32,
     pub target: Target,
+    /// `media-relay --threads` of this ladder (`--relay-threads`); `None`: the relay's default.
+    pub threads: Option<usize>,
     pub steps: Vec<Step>,
     /// The highest passing rate; `None` when no step passed.
     pub ceiling: Option<u32>,
@@ -295,6 +301,7 @@ impl Ladder {
         Self {
             run,
             target,
+            threads: None,
             steps: Vec::new(),
             ceiling: None,
             capped_by_ladder: false,
@@ -367,17 +374,27 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
     let mut test_runs = Vec::new();
     for run in 1..=opts.runs {
         for &target in &opts.paths {
-            let mut ladder = Ladder::new(run, target);
-            let result = match target {
-                Target::Relay | Target::Xdp | Target::Srtp => relay_ladder(&topo, opts, pin, &mut ladder, target),
-                Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
-                Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
-                Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder),
-                Target::Reference => Err(anyhow::anyhow!("the reference path needs --generator xdp")),
+            // The relay path once per `--relay-threads` entry, interleaved within the run (so noise hits all).
+            let threads: Vec<Option<usize>> = match target {
+                Target::Relay if !opts.relay_threads.is_empty() => {
+                    opts.relay_threads.iter().copied().map(Some).collect()
+                }
+                _ => vec![None],
             };
-            ladder.finish(top);
-            ladders.push(ladder);
-            result?;
+            for threads in threads {
+                let mut ladder = Ladder::new(run, target);
+                ladder.threads = threads;
+                let result = match target {
+                    Target::Relay | Target::Xdp | Target::Srtp => relay_ladder(&topo, opts, pin, &mut ladder, target),
+                    Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
+                    Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
+                    Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder),
+                    Target::Reference => Err(anyhow::anyhow!("the reference path needs --generator xdp")),
+                };
+                ladder.finish(top);
+                ladders.push(ladder);
+                result?;
+            }
         }
         if opts.paths.contains(&Target::Xdp) {
             check_stop()?;
@@ -404,12 +421,16 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder,
         if xdp { Some(crate::xdp::BpfStats::enable().context("enabling BPF run-time statistics")?) } else { None };
     let mut args: Vec<String> = Vec::new();
     let program = if pin {
-        args.extend(["-c".to_owned(), RELAY_CORE.to_string(), opts.relay_binary.display().to_string()]);
+        let cores = crate::media_threads::relay_cores(ladder.threads);
+        args.extend(["-c".to_owned(), cores, opts.relay_binary.display().to_string()]);
         PathBuf::from("taskset")
     } else {
         opts.relay_binary.clone()
     };
     args.extend(["--control".to_owned(), CONTROL.to_owned(), "--rtp-timeout".to_owned(), "60s".to_owned()]);
+    if let Some(n) = ladder.threads {
+        args.extend(["--threads".to_owned(), n.to_string()]);
+    }
     if xdp {
         args.extend(["--xdp", "native", "--interface", "a0", "--interface", "b0"].map(str::to_owned));
     }
@@ -419,10 +440,11 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder,
     let mut ctl = Control::open(topo).context("connecting to media-relay's control socket")?;
     ctl.ping(Duration::from_secs(10))
         .with_context(|| format!("media-relay did not answer: {}", relay.output_tail()))?;
-    for (i, &rate) in opts.rates.iter().enumerate() {
+    let mut next_session = 1;
+    for &rate in &opts.rates {
         check_stop()?;
-        let session = SessionId(i as u64 + 1);
-        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate, target);
+        let sessions = crate::media_threads::step_sessions(&mut next_session, opts.streams, ladder.threads);
+        let step = relay_step(topo, opts, pin, &mut ctl, &relay, &sessions, rate, target);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
         if relay.try_wait()?.is_some() {
@@ -434,8 +456,8 @@ fn relay_ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder,
     }
     if let Some(rate) = ladder.half_ceiling_rate() {
         check_stop()?;
-        let session = SessionId(opts.rates.len() as u64 + 1);
-        let step = relay_step(topo, opts, pin, &mut ctl, &relay, session, rate, target);
+        let sessions = crate::media_threads::step_sessions(&mut next_session, opts.streams, ladder.threads);
+        let step = relay_step(topo, opts, pin, &mut ctl, &relay, &sessions, rate, target);
         eprintln!("{} (latency at half the ceiling)", progress(opts.runs, ladder, &step));
         ladder.latency_step = Some(step);
     }
@@ -451,7 +473,7 @@ fn relay_step(
     pin: bool,
     ctl: &mut Control,
     relay: &Process,
-    session: SessionId,
+    sessions: &[SessionId],
     rate: u32,
     target: Target,
 ) -> Step {
@@ -475,7 +497,7 @@ fn relay_step(
                 (Leg::B, SBC_B, SBC_A, sock(CARRIER_B, GEN_PORT + i)),
             ] {
                 ctl.send(&Command::Upsert(EndpointSpec {
-                    session,
+                    session: sessions[usize::from(i)],
                     leg,
                     stream: i,
                     rtcp: false,
@@ -506,21 +528,28 @@ fn relay_step(
         })();
         // Close the session whatever happened (also when its sockets were late: else they would block the next
         // step's ports); its final figures say what the relay itself saw.
-        ctl.send(&Command::Remove { session })?;
-        let stats = ctl.wait_stats(session, Duration::from_secs(5))?;
-        let a = &stats.legs[Leg::A.index()];
-        let b = &stats.legs[Leg::B.index()];
-        step.relay_received = Some(a.received.packets);
-        step.relay_sent = Some(b.sent);
-        step.relay_dropped = Some(
-            a.dropped_foreign
+        let mut distinct = sessions.to_vec();
+        distinct.dedup();
+        let (mut received, mut sent, mut dropped, mut kernel) = (0, 0, 0, 0);
+        for &session in &distinct {
+            ctl.send(&Command::Remove { session })?;
+            let stats = ctl.wait_stats(session, Duration::from_secs(5))?;
+            let a = &stats.legs[Leg::A.index()];
+            let b = &stats.legs[Leg::B.index()];
+            received += a.received.packets;
+            sent += b.sent;
+            dropped += a.dropped_foreign
                 + a.dropped_no_target
                 + a.dropped_srtp
                 + b.dropped_foreign
                 + b.dropped_no_target
-                + b.dropped_srtp,
-        );
-        step.kernel_packets = Some(a.kernel_packets);
+                + b.dropped_srtp;
+            kernel += a.kernel_packets;
+        }
+        step.relay_received = Some(received);
+        step.relay_sent = Some(sent);
+        step.relay_dropped = Some(dropped);
+        step.kernel_packets = Some(kernel);
         measured
     })();
     finish_step(&mut step, result);
@@ -1683,6 +1712,7 @@ mod tests {
             rtpgen_binary: PathBuf::new(),
             paths: vec![Target::Relay, Target::Srtp],
             generator: Generator::Blast,
+            relay_threads: Vec::new(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The media relay daemon: drives `relay-proto`'s data plane ([`relay_proto::flow::Table`]) with real sockets.
 //!
-//! - [`relay`]: the forwarding thread: one UDP socket per relay endpoint, batched receive (recvmmsg, GRO) and
-//!   send (GSO when a batch goes to one peer), the idle check, counters.
+//! - [`relay`]: the forwarding threads (sessions spread over them, one per core by default): one UDP socket per
+//!   relay endpoint, batched receive (recvmmsg, GRO) and send (GSO when a batch goes to one peer), the idle
+//!   check, counters per thread.
 //! - [`control`]: the control socket of a standalone relay: the same [`relay_proto::control`] commands and
 //!   events as JSON lines over TCP.
 //!

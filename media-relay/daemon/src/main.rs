@@ -27,6 +27,9 @@ struct Args {
     /// relay's interfaces need one for XDP redirects into them to arrive (containers, test namespaces).
     #[arg(long)]
     pass_only: bool,
+    /// Forwarding threads (sessions are spread over them). Default: the cores this process may run on.
+    #[arg(long, value_parser = clap::value_parser!(std::num::NonZeroUsize))]
+    threads: Option<std::num::NonZeroUsize>,
 }
 
 fn main() -> Result<()> {
@@ -41,9 +44,10 @@ fn main() -> Result<()> {
         rtp_timeout: args.rtp_timeout,
         xdp: args.xdp,
         xdp_interfaces: args.interfaces.clone(),
+        threads: args.threads.unwrap_or_else(media_relay::relay::default_threads),
         ..RelayConfig::default()
     };
-    let (relay, events) = Relay::start(config).context("starting the relay thread")?;
+    let (relay, events) = Relay::start(config).context("starting the relay threads")?;
     let relay = Arc::new(relay);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {

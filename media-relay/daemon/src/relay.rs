@@ -1,6 +1,10 @@
-//! The forwarding thread. It owns the data-plane table and every relay socket, on one thread of its own so
-//! that media never waits behind signalling (and the reverse). Commands come in over a channel and never block
-//! the sender; events go back the same way.
+//! The forwarding threads. Each owns a data-plane table and the relay sockets of its sessions, on a thread of its
+//! own so that media never waits behind signalling (and the reverse); sessions are spread over the threads
+//! ([`RelayConfig::threads`], [`relay_proto::threads`]), so a packet never crosses a thread or takes a lock.
+//! Commands come in over a channel per thread and never block the sender; events of every thread go back over
+//! one channel. The XDP program is one for the relay: its map writer sits behind a lock that only flow changes,
+//! bans and the periodic counter reads take, and the owner thread ([`relay_proto::threads::OWNER`]) does its
+//! relay-wide work (egress sync, action and ban counters, bans).
 //!
 //! Each socket is read in batches (quinn-udp: recvmmsg, and GRO where the kernel coalesces); a batch that all
 //! goes to one peer leaves in one GSO send. Payloads are forwarded untouched, except RTCP of readable RTP streams,
@@ -17,9 +21,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -39,6 +44,14 @@ pub struct RelayConfig {
     pub xdp: XdpMode,
     /// The network devices the XDP program attaches to (those holding the relay's addresses).
     pub xdp_interfaces: Vec<String>,
+    /// Forwarding threads; sessions are spread over them. Default: the cores this process may run on
+    /// ([`default_threads`]).
+    pub threads: NonZeroUsize,
+}
+
+/// The cores this process may run on (its CPU affinity, which a cpuset or `taskset` narrows), at least 1.
+pub fn default_threads() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
 impl Default for RelayConfig {
@@ -49,11 +62,13 @@ impl Default for RelayConfig {
             socket_buffer: 4 * 1024 * 1024,
             xdp: XdpMode::Off,
             xdp_interfaces: Vec::new(),
+            threads: default_threads(),
         }
     }
 }
 
-/// What the relay has done, for metrics. Read with [`Counters::snapshot`].
+/// What one forwarding thread has done, for metrics: each thread writes its own (no cache line shared between
+/// threads per packet); [`Relay::snapshot`] adds them up.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Datagrams received on relay sockets.
@@ -111,7 +126,7 @@ pub struct Counters {
     pub xdp_mode: AtomicU64,
 }
 
-/// A copy of the counters at one instant.
+/// A copy of the counters at one instant (of one thread, or of the relay: the sum of its threads').
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct CounterSnapshot {
@@ -141,6 +156,42 @@ pub struct CounterSnapshot {
     pub xdp_egress_blocked: u64,
     pub ban_drops: [u64; 8],
     pub xdp_mode: u64,
+}
+
+impl std::ops::AddAssign for CounterSnapshot {
+    /// Adds another thread's counters. Relay-wide figures (the XDP program's, `xdp_mode`) are written by the owner
+    /// thread only, so adding leaves them as they are.
+    fn add_assign(&mut self, o: Self) {
+        fn each<const N: usize>(a: &mut [u64; N], b: [u64; N]) {
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        }
+        self.received += o.received;
+        self.forwarded += o.forwarded;
+        self.forwarded_bytes += o.forwarded_bytes;
+        self.dropped_foreign += o.dropped_foreign;
+        self.dropped_no_target += o.dropped_no_target;
+        self.dropped_unknown += o.dropped_unknown;
+        self.dropped_malformed_rtcp += o.dropped_malformed_rtcp;
+        self.rtcp_rewritten += o.rtcp_rewritten;
+        self.srtp_unprotected += o.srtp_unprotected;
+        self.srtp_protected += o.srtp_protected;
+        self.srtp_auth_failures += o.srtp_auth_failures;
+        self.srtp_replay_failures += o.srtp_replay_failures;
+        self.srtp_protect_failures += o.srtp_protect_failures;
+        self.srtp_no_keys += o.srtp_no_keys;
+        self.send_errors += o.send_errors;
+        self.sessions += o.sessions;
+        self.sockets += o.sockets;
+        self.receive_calls += o.receive_calls;
+        self.kernel_forwarded += o.kernel_forwarded;
+        self.kernelized += o.kernelized;
+        self.kernel_errors += o.kernel_errors;
+        each(&mut self.kernel_passed, o.kernel_passed);
+        each(&mut self.kernel_dropped, o.kernel_dropped);
+        self.xdp_egress_blocked += o.xdp_egress_blocked;
+        each(&mut self.ban_drops, o.ban_drops);
+        self.xdp_mode += o.xdp_mode;
+    }
 }
 
 impl Counters {
@@ -185,64 +236,85 @@ fn add(c: &AtomicU64, n: u64) {
 /// A running relay: send it commands; its events come out of the receiver [`Relay::start`] returned.
 #[derive(Debug)]
 pub struct Relay {
+    workers: Vec<Worker>,
+}
+
+/// One forwarding thread, as the relay's handle sees it.
+#[derive(Debug)]
+struct Worker {
     tx: mpsc::UnboundedSender<Command>,
     counters: Arc<Counters>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The XDP program, shared by the forwarding threads: one map writer, locked for flow changes, bans and counter
+/// reads (never per packet).
+type SharedXdp = Arc<Mutex<Option<Xdp>>>;
+
 impl Relay {
-    /// Starts the forwarding thread, with the XDP program attached as `config.xdp` says. An explicit `native` or
-    /// `generic` that cannot attach is an error; `auto` falls back and says so in the log and in
+    /// Attaches the XDP program as `config.xdp` says and starts `config.threads` forwarding threads. An explicit
+    /// `native` or `generic` that cannot attach is an error; `auto` falls back and says so in the log and in
     /// [`Counters::xdp_mode`].
     pub fn start(config: RelayConfig) -> io::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let xdp: SharedXdp = Arc::new(Mutex::new(attach(&config).map_err(io::Error::other)?));
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let counters = Arc::new(Counters::default());
-        let c = counters.clone();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-        let thread = std::thread::Builder::new().name("media-relay".into()).spawn(move || {
-            let xdp = match attach(&config) {
-                Ok(x) => x,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(config, xdp, rx, ev_tx, c));
-        })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok((Self { tx, counters, thread: Some(thread) }, ev_rx)),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(io::Error::other(e))
-            }
-            Err(_) => Err(io::Error::other("the relay thread ended before it was ready")),
+        let mut relay = Self { workers: Vec::with_capacity(config.threads.get()) };
+        for index in 0..config.threads.get() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let counters = Arc::new(Counters::default());
+            let (c, x, ev, cfg) = (counters.clone(), xdp.clone(), ev_tx.clone(), config.clone());
+            // On failure, `relay` drops here and stops the threads already started.
+            let thread = std::thread::Builder::new().name(format!("media-relay-{index}")).spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, run(cfg, index, x, rx, ev, c));
+            })?;
+            relay.workers.push(Worker { tx, counters, thread: Some(thread) });
         }
+        tracing::info!(threads = config.threads.get(), "media relay forwarding threads started");
+        Ok((relay, ev_rx))
     }
 
-    /// Queues a command (never blocks). False if the relay thread has stopped.
+    /// Queues a command for the thread that holds its session (never blocks). False if that thread has stopped.
     pub fn send(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).is_ok()
+        let n = NonZeroUsize::new(self.workers.len()).expect("a relay has at least one thread");
+        self.workers[relay_proto::threads::thread_for(&cmd, n)].tx.send(cmd).is_ok()
     }
 
-    /// The relay's counters.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
+    /// The relay's counters now: the sum of its threads'.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let mut sum = CounterSnapshot::default();
+        for w in &self.workers {
+            sum += w.counters.snapshot();
+        }
+        sum
     }
 
-    /// Stops the thread, closing every socket.
+    /// Each forwarding thread's counters, in thread order (which thread carried what).
+    pub fn thread_snapshots(&self) -> Vec<CounterSnapshot> {
+        self.workers.iter().map(|w| w.counters.snapshot()).collect()
+    }
+
+    /// How many forwarding threads run.
+    pub fn threads(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Stops the threads, closing every socket.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        let (tx, _) = mpsc::unbounded_channel();
-        drop(std::mem::replace(&mut self.tx, tx));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // Closing every channel first lets the threads wind down together.
+        for w in &mut self.workers {
+            let (tx, _) = mpsc::unbounded_channel();
+            drop(std::mem::replace(&mut w.tx, tx));
+        }
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -290,8 +362,10 @@ fn attach(config: &RelayConfig) -> Result<Option<Xdp>, String> {
 
 struct Shared {
     table: RefCell<Table>,
-    /// The kernel fast path, when attached: written only from this thread (the one map writer).
-    xdp: RefCell<Option<Xdp>>,
+    /// The kernel fast path, when attached: one map writer for every thread, behind its lock.
+    xdp: SharedXdp,
+    /// Whether this is the owner thread ([`relay_proto::threads::OWNER`]), which does the relay-wide work.
+    owner: bool,
     socks: RefCell<HashMap<SocketAddr, Sock>>,
     /// One set of receive buffers for every socket: the thread reads one socket at a time.
     bufs: RefCell<Vec<Vec<u8>>>,
@@ -312,21 +386,35 @@ const SRTP_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Large enough for a GRO batch of datagrams.
 const BUF_SIZE: usize = 64 * 1024;
 
+impl Shared {
+    /// The XDP program, locked. A thread that panicked holding it left no half-written map entry that matters (the
+    /// user-space table still holds the truth), so a poisoned lock is taken over.
+    fn xdp(&self) -> MutexGuard<'_, Option<Xdp>> {
+        self.xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 async fn run(
     config: RelayConfig,
-    xdp: Option<Xdp>,
+    index: usize,
+    xdp: SharedXdp,
     mut rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
 ) {
+    let owner = index == relay_proto::threads::OWNER;
     let mut table = Table::new(config.rtp_timeout);
-    if let Some(x) = &xdp {
+    let mode = xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Xdp::mode);
+    if let Some(mode) = mode {
         table.enable_kernel();
-        counters.xdp_mode.store(if x.mode() == AttachedMode::Native { 2 } else { 1 }, Ordering::Relaxed);
+        if owner {
+            counters.xdp_mode.store(if mode == AttachedMode::Native { 2 } else { 1 }, Ordering::Relaxed);
+        }
     }
     let shared = Rc::new(Shared {
         table: RefCell::new(table),
-        xdp: RefCell::new(xdp),
+        xdp,
+        owner,
         socks: RefCell::new(HashMap::new()),
         bufs: RefCell::new((0..BATCH_SIZE).map(|_| vec![0u8; BUF_SIZE]).collect()),
         meta: RefCell::new([RecvMeta::default(); BATCH_SIZE]),
@@ -335,7 +423,7 @@ async fn run(
         socket_buffer: config.socket_buffer,
         srtp_logged: std::cell::Cell::new(None),
     });
-    let watch = shared.xdp.borrow().as_ref().and_then(Xdp::feature_watch);
+    let watch = if owner { shared.xdp().as_ref().and_then(Xdp::feature_watch) } else { None };
     sync_egress(&shared);
     let mut tick = tokio::time::interval(config.idle_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -366,8 +454,11 @@ async fn run(
     for (_, s) in shared.socks.borrow_mut().drain() {
         s.task.abort();
     }
-    // Dropping the program detaches it (bpf_link): nothing forwards to sessions that no longer exist.
-    shared.xdp.borrow_mut().take();
+    // Dropping the program detaches it (bpf_link): nothing forwards to sessions that no longer exist. The other
+    // threads are stopping too (their channels closed together); they find it gone.
+    if owner {
+        shared.xdp().take();
+    }
 }
 
 /// A device changed (native XDP only); never resolves without a watch.
@@ -380,7 +471,10 @@ async fn feature_change(watch: Option<&FeatureWatch>) {
 
 /// Keeps `relay_devmap` to the interfaces that take XDP frames now ([`Xdp::sync_egress`], which logs changes).
 fn sync_egress(shared: &Shared) {
-    let mut xdp = shared.xdp.borrow_mut();
+    if !shared.owner {
+        return;
+    }
+    let mut xdp = shared.xdp();
     let Some(x) = xdp.as_mut() else { return };
     x.sync_egress();
     shared.counters.xdp_egress_blocked.store(x.blocked_egress().len() as u64, Ordering::Relaxed);
@@ -388,7 +482,10 @@ fn sync_egress(shared: &Shared) {
 
 /// The program's action counters and the frames lost after it, into [`Counters`].
 fn read_xdp_counters(shared: &Shared) {
-    let xdp = shared.xdp.borrow();
+    if !shared.owner {
+        return;
+    }
+    let xdp = shared.xdp();
     let Some(x) = xdp.as_ref() else { return };
     let c = &shared.counters;
     if let Ok(a) = x.actions() {
@@ -421,7 +518,10 @@ fn read_xdp_counters(shared: &Shared) {
 
 /// Reads the kernel's counters of `locals` into the table, so figures and the idle check count every packet.
 fn read_kernel(shared: &Shared, locals: &[SocketAddr]) {
-    let xdp = shared.xdp.borrow();
+    if locals.is_empty() {
+        return;
+    }
+    let xdp = shared.xdp();
     let Some(x) = xdp.as_ref() else { return };
     let mut table = shared.table.borrow_mut();
     for &local in locals {
@@ -445,7 +545,7 @@ fn apply_kernel(shared: &Shared) {
     if changes.is_empty() {
         return;
     }
-    let mut xdp = shared.xdp.borrow_mut();
+    let mut xdp = shared.xdp();
     let Some(x) = xdp.as_mut() else { return };
     for change in changes {
         let result = match change {
@@ -483,6 +583,7 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
         read_kernel(shared, &locals);
     }
     let (mut changes, mut events) = (Vec::new(), Vec::new());
+    let mut closing = Vec::new();
     shared.table.borrow_mut().apply(Instant::now(), cmd, &mut changes, &mut events);
     for change in changes {
         match change {
@@ -502,6 +603,7 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
             SocketChange::Close(local) => {
                 if let Some(s) = shared.socks.borrow_mut().remove(&local) {
                     s.task.abort();
+                    closing.push(s.task);
                 }
             }
         }
@@ -510,14 +612,29 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
     let (sessions, _) = shared.table.borrow().counts();
     shared.counters.sessions.store(sessions as u64, Ordering::Relaxed);
     shared.counters.sockets.store(shared.socks.borrow().len() as u64, Ordering::Relaxed);
-    for e in events {
-        let _ = shared.events.send(e);
+    if closing.is_empty() {
+        for e in events {
+            let _ = shared.events.send(e);
+        }
+        return;
     }
+    // An aborted receive task still holds its socket until the runtime drops it: the events (a removed session's
+    // Stats) go out once the ports are free, so that a controller that reuses them at once (on another thread,
+    // which knows nothing of this one's sockets) can bind them.
+    let events_tx = shared.events.clone();
+    tokio::task::spawn_local(async move {
+        for task in closing {
+            let _ = task.await;
+        }
+        for e in events {
+            let _ = events_tx.send(e);
+        }
+    });
 }
 
 /// Bans `addr` in the kernel (`Some(reason)`) or lifts its ban (`None`).
 fn ban(shared: &Shared, addr: std::net::IpAddr, reason: Option<u32>) {
-    let mut xdp = shared.xdp.borrow_mut();
+    let mut xdp = shared.xdp();
     let Some(x) = xdp.as_mut() else { return };
     let result = match reason {
         Some(r) => x.ban(addr, r),

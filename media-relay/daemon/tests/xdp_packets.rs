@@ -1223,3 +1223,186 @@ fn killed_process_leaves_no_xdp() {
     }
     assert!(!show().contains("xdp"), "still attached after SIGKILL: {}", show());
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Every receive queue: a veth with one or two queues, two senders in A pinned to different CPUs. veth delivers a
+// frame on the peer's receive queue of the same number as the transmit queue it left by, which XPS picks by the
+// sender's CPU (tx-K: CPU K here): with two queues the two senders' frames arrive on rx queues 0 and 1 of a0, with
+// one both on queue 0. veth counts XDP actions per receive queue (`ethtool -S`: rx_queue_K_xdp_redirect).
+
+/// Frames each sender sends (one flow per sender).
+const QUEUE_FRAMES: u64 = 200;
+
+/// `ethtool -S DEV` in `ns`: every `name: number` line.
+fn ethtool_stats(ns: &str, dev: &str) -> std::collections::HashMap<String, u64> {
+    let out = Command::new("ip").args(["netns", "exec", ns, "ethtool", "-S", dev]).output().expect("ethtool -S");
+    assert!(out.status.success(), "ethtool -S {dev}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter_map(|(k, v)| Some((k.trim().to_owned(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+/// Runs the two-sender setup on veths of `queues` queues and returns a0's `rx_queue_K_xdp_redirect` for each
+/// queue, after asserting that every frame reached B rewritten.
+fn forward_over_queues(test: &str, queues: u32) -> Vec<u64> {
+    // The two flows: sender K sends from 198.18.0.2:5000+2K to 198.18.0.1:40000+4K, out to 198.18.1.2:6000 from
+    // 198.18.1.1:40002+4K.
+    let flow = |k: u16| {
+        (
+            format!("198.18.0.2:{}", 5000 + 2 * k),
+            format!("198.18.0.1:{}", 40000 + 4 * k),
+            format!("198.18.1.1:{}", 40002 + 4 * k),
+        )
+    };
+    match role().as_deref() {
+        Some("relay") => {
+            let ifs = ["a0".to_owned(), "b0".to_owned()];
+            let (mut xdp, mode) = Xdp::attach(XdpMode::Native, &ifs).expect("attach native");
+            assert_eq!(mode, media_relay::xdp::AttachedMode::Native);
+            for k in 0..2 {
+                let (src, local, from) = flow(k);
+                xdp.install(key(&local), target(&src, &from, "198.18.1.2:6000", true)).unwrap();
+            }
+            println!("ready");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let count = |k: u16| xdp.counters(&key(&flow(k).1)).unwrap().map_or(0, |c| c.packets);
+            while (count(0) < QUEUE_FRAMES || count(1) < QUEUE_FRAMES) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("flow packets {} {}", count(0), count(1));
+            println!("lost after the program: {}", xdp.drops().unwrap().total());
+            return Vec::new();
+        }
+        Some("recv") => {
+            let _pass = PassProgram::attach(&["b1".to_owned()], false).expect("pass on b1");
+            let s = UdpSocket::bind("198.18.1.2:6000").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            println!("ready");
+            let mut buf = [0u8; 2048];
+            let mut from_flow = [0u64; 2];
+            while from_flow.iter().sum::<u64>() < 2 * QUEUE_FRAMES {
+                let Ok((_, from)) = s.recv_from(&mut buf) else { break };
+                for k in 0..2 {
+                    if from.to_string() == flow(k).2 {
+                        from_flow[k as usize] += 1;
+                    }
+                }
+            }
+            println!("received {} {}", from_flow[0], from_flow[1]);
+            return Vec::new();
+        }
+        Some(r) if r.starts_with("send") => {
+            use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+            let k: u16 = r["send".len()..].parse().unwrap();
+            let (src, local, _) = flow(k);
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)).unwrap();
+            let dst: SocketAddr = local.parse().unwrap();
+            for i in 0..QUEUE_FRAMES {
+                let mut u = Udp::new(&src, &local);
+                u.payload = format!("rtp {i}").into_bytes();
+                s.send_to(&u.build()[14 + 20..], &SockAddr::from(dst)).unwrap();
+                // Paced: the receiving socket's buffer and the rings never overflow, so every loss is a finding.
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            return Vec::new();
+        }
+        _ => {}
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "this test pins two senders to CPUs 0 and 1: it needs 2 CPUs, this process may use {cpus}");
+    let nss = Namespaces::new(&["a", "r", "b"]);
+    let (a, r, b) = (nss.name(0), nss.name(1), nss.name(2));
+    for ns in [a, r, b] {
+        ip(ns, "link set lo up");
+    }
+    let q = format!("numtxqueues {queues} numrxqueues {queues}");
+    ip(r, &format!("link add a0 {q} type veth peer name a1 {q} netns {a}"));
+    ip(r, &format!("link add b0 {q} type veth peer name b1 {q} netns {b}"));
+    ip(r, &format!("link set a0 address {} up", mac(MAC_A0)));
+    ip(r, &format!("link set b0 address {} up", mac(MAC_B0)));
+    ip(a, &format!("link set a1 address {} up", mac(MAC_PA)));
+    ip(b, &format!("link set b1 address {} up", mac(MAC_PB)));
+    ip(r, "addr add 198.18.0.1/24 dev a0");
+    ip(r, "addr add 198.18.1.1/24 dev b0");
+    ip(a, "addr add 198.18.0.2/24 dev a1");
+    ip(b, "addr add 198.18.1.2/24 dev b1");
+    ip(r, &format!("neigh add 198.18.1.2 lladdr {} dev b0 nud permanent", mac(MAC_PB)));
+    ip(a, &format!("neigh add 198.18.0.1 lladdr {} dev a1 nud permanent", mac(MAC_A0)));
+    sh(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    sh(&["ip", "netns", "exec", a, "ethtool", "-K", "a1", "gro", "on"]);
+    let channels = Command::new("ip").args(["netns", "exec", r, "ethtool", "-l", "a0"]).output().unwrap();
+    let channels = String::from_utf8_lossy(&channels.stdout).into_owned();
+    let current = channels.split("Current hardware settings:").nth(1).unwrap_or_default();
+    assert!(current.contains(&format!("RX:\t\t{queues}")), "a0 should have {queues} rx queue(s): {channels}");
+    // XPS: a frame sent on CPU K leaves a1 by tx queue K. With one queue there is nothing to map (the kernel
+    // refuses it): every frame leaves by queue 0.
+    for k in (0..queues).filter(|_| queues > 1) {
+        let path = format!("/sys/class/net/a1/queues/tx-{k}/xps_cpus");
+        sh(&["ip", "netns", "exec", a, "sh", "-c", &format!("echo {:x} > {path}", 1u32 << k)]);
+    }
+
+    let spawn = |ns: &str, role: &str| reexec(ns, test, role).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let mut recv = spawn(b, "recv").unwrap();
+    wait_line(&mut recv, "ready");
+    let mut relay = spawn(r, "relay").unwrap();
+    wait_line(&mut relay, "ready");
+    let before = ethtool_stats(r, "a0");
+    let senders: Vec<Child> = (0..2u32)
+        .map(|k| {
+            let inner = reexec(a, test, &format!("send{k}"));
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &k.to_string()]).arg(inner.get_program()).args(inner.get_args());
+            cmd.envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("taskset (util-linux)")
+        })
+        .collect();
+    for s in senders {
+        let out = s.wait_with_output().unwrap();
+        assert!(out.status.success(), "sender: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let recv_out = recv.wait_with_output().unwrap();
+    let relay_out = relay.wait_with_output().unwrap();
+    let after = ethtool_stats(r, "a0");
+    let recv_text = String::from_utf8_lossy(&recv_out.stdout);
+    let relay_text = String::from_utf8_lossy(&relay_out.stdout);
+    let per_queue: Vec<u64> = (0..queues)
+        .map(|k| {
+            let name = format!("rx_queue_{k}_xdp_redirect");
+            let v = |m: &std::collections::HashMap<String, u64>| *m.get(&name).unwrap_or_else(|| panic!("{name}"));
+            v(&after) - v(&before)
+        })
+        .collect();
+    eprintln!(
+        "{queues} queue(s): a0 rx_queue_K_xdp_redirect {per_queue:?}\nreceiver:\n{recv_text}relay:\n{relay_text}"
+    );
+    assert!(recv_out.status.success() && relay_out.status.success());
+    let n = QUEUE_FRAMES;
+    assert!(recv_text.contains(&format!("received {n} {n}")), "every frame of both flows reached B: {recv_text}");
+    assert!(relay_text.contains(&format!("flow packets {n} {n}")), "the program forwarded both flows: {relay_text}");
+    assert!(relay_text.contains("lost after the program: 0"), "nothing lost: {relay_text}");
+    assert_eq!(per_queue.iter().sum::<u64>(), 2 * n, "every frame redirected by the program on a0: {per_queue:?}");
+    per_queue
+}
+
+#[test]
+fn xdp_forwards_on_a_one_queue_veth_all_on_queue_0() {
+    const TEST: &str = "xdp_forwards_on_a_one_queue_veth_all_on_queue_0";
+    if role().is_some() {
+        forward_over_queues(TEST, 1);
+        return;
+    }
+    assert_eq!(forward_over_queues(TEST, 1), [2 * QUEUE_FRAMES]);
+}
+
+#[test]
+fn xdp_forwards_on_both_rx_queues_of_a_two_queue_veth() {
+    const TEST: &str = "xdp_forwards_on_both_rx_queues_of_a_two_queue_veth";
+    if role().is_some() {
+        forward_over_queues(TEST, 2);
+        return;
+    }
+    // Sender K's frames arrive on queue K: each queue's program run redirected one flow's frames.
+    assert_eq!(forward_over_queues(TEST, 2), [QUEUE_FRAMES, QUEUE_FRAMES]);
+}

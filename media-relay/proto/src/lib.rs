@@ -14,6 +14,7 @@
 //! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
 //! - [`bencode`] and [`ng`]: rtpengine's NG control protocol (bencoded dictionaries over UDP): the codec and the
 //!   messages, for the benches' rtpengine client and, later, the relay answering NG itself.
+//! - [`threads`]: which of the relay's forwarding threads holds a session (and takes its commands).
 
 pub mod bencode;
 pub mod cname;
@@ -28,3 +29,4 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 pub mod stats;
+pub mod threads;

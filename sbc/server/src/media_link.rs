@@ -98,6 +98,7 @@ impl MediaLink {
                         XdpSetting::Auto => XdpMode::Auto,
                     },
                     xdp_interfaces,
+                    threads: settings.threads.unwrap_or_else(media_relay::relay::default_threads),
                     ..RelayConfig::default()
                 };
                 let (relay, events) = Relay::start(config)?;
@@ -146,7 +147,7 @@ impl MediaLink {
     /// The embedded relay's counters.
     pub fn counters(&self) -> Option<CounterSnapshot> {
         match &self.kind {
-            Kind::Embedded(r) => Some(r.counters().snapshot()),
+            Kind::Embedded(r) => Some(r.snapshot()),
             Kind::Remote(_) => None,
         }
     }

@@ -11,7 +11,7 @@ use toml::Spanned;
 /// Where the relay runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
-    /// In the `sbc` process, on a thread of its own (the default).
+    /// In the `sbc` process, on forwarding threads of its own (the default).
     Embedded,
     /// A standalone `media-relay` at this control address.
     Remote(SocketAddr),
@@ -43,6 +43,9 @@ pub struct MediaSettings {
     /// `xdp`: `"auto"` (default), `"native"`, `"generic"` or `"off"`. The program attaches to the network devices
     /// that hold the `interfaces` addresses (embedded relay only).
     pub xdp: XdpSetting,
+    /// `threads`: the embedded relay's forwarding threads, sessions spread over them. `None` (default): one per
+    /// core this process may run on.
+    pub threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +58,7 @@ pub(super) struct RawMedia {
     rtp_timeout: Option<Spanned<String>>,
     strict_source: Option<bool>,
     xdp: Option<Spanned<String>>,
+    threads: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +126,29 @@ impl Validator<'_> {
                 return Err(self.invalid(span, "media.xdp", "expected \"auto\", \"native\", \"generic\" or \"off\""))
             }
         };
+        let threads = match &m.threads {
+            None => None,
+            Some(t) if matches!(relay, RelayMode::Remote(_)) => {
+                return Err(self.invalid(
+                    t.span(),
+                    "media.threads",
+                    "sets the embedded relay's threads: give a standalone media-relay `--threads` instead",
+                ))
+            }
+            Some(t) => Some(
+                usize::try_from(*t.get_ref())
+                    .ok()
+                    .and_then(std::num::NonZeroUsize::new)
+                    .filter(|n| n.get() <= MAX_THREADS)
+                    .ok_or_else(|| {
+                        self.invalid(
+                            t.span(),
+                            "media.threads",
+                            &format!("expected a number of forwarding threads from 1 to {MAX_THREADS}"),
+                        )
+                    })?,
+            ),
+        };
         let core = MediaConfig {
             interfaces,
             first_port,
@@ -130,7 +157,7 @@ impl Validator<'_> {
             strict: m.strict_source.unwrap_or(true),
             cname_seed: cname_seed(),
         };
-        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp }))
+        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp, threads }))
     }
 }
 
@@ -140,6 +167,10 @@ fn cname_seed() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one("cname seed")
 }
+
+/// The most forwarding threads `threads` takes: far above any core count the relay was measured on; a larger
+/// number is a typo.
+pub const MAX_THREADS: usize = 1024;
 
 /// `ports` when not given: 8 192 port pairs below Linux's default ephemeral range (32768-60999), from which the
 /// host's client sockets take their ports: a pool inside it finds some of its ports taken (`bind_failed`).
@@ -202,6 +233,9 @@ mod tests {
         assert_eq!(m.relay, super::RelayMode::Embedded);
         assert!(m.core.strict);
         assert_eq!(m.rtp_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(m.threads, None, "one per core, decided at start");
+        let c = parse("[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\nthreads = 2\n").unwrap();
+        assert_eq!(c.media.expect("media on").threads.map(|n| n.get()), Some(2));
     }
 
     #[test]
@@ -221,6 +255,13 @@ mod tests {
             ),
             ("[media]\nports = \"30000-30010\"\n", "media.interfaces"),
             ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nxdp = \"fast\"\n", "media.xdp"),
+            ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nthreads = 0\n", "media.threads"),
+            ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nthreads = -2\n", "media.threads"),
+            (
+                "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nrelay = \"tcp:127.0.0.1:2223\"\n\
+                 threads = 2\n",
+                "media.threads",
+            ),
         ] {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(key), "{text}: {e}");
