@@ -1247,6 +1247,11 @@ fn ethtool_stats(ns: &str, dev: &str) -> std::collections::HashMap<String, u64> 
 /// Runs the two-sender setup on veths of `queues` queues and returns a0's `rx_queue_K_xdp_redirect` for each
 /// queue, after asserting that every frame reached B rewritten.
 fn forward_over_queues(test: &str, queues: u32) -> Vec<u64> {
+    // The two tests pin their senders to the same two CPUs: run side by side (cargo's test threads), each starved
+    // the other's receiving NAPI, and once a frame was lost after the program (a full veth ring, most likely).
+    // One at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // The two flows: sender K sends from 198.18.0.2:5000+2K to 198.18.0.1:40000+4K, out to 198.18.1.2:6000 from
     // 198.18.1.1:40002+4K.
     let flow = |k: u16| {
