@@ -405,11 +405,8 @@ async fn run(
     let owner = index == relay_proto::threads::OWNER;
     let mut table = Table::new(config.rtp_timeout);
     let mode = xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Xdp::mode);
-    if let Some(mode) = mode {
+    if mode.is_some() {
         table.enable_kernel();
-        if owner {
-            counters.xdp_mode.store(if mode == AttachedMode::Native { 2 } else { 1 }, Ordering::Relaxed);
-        }
     }
     let shared = Rc::new(Shared {
         table: RefCell::new(table),
@@ -425,6 +422,10 @@ async fn run(
     });
     let watch = if owner { shared.xdp().as_ref().and_then(Xdp::feature_watch) } else { None };
     sync_egress(&shared);
+    // The mode last, after the first egress check: a reader that sees XDP attached sees which egresses it blocked.
+    if let (true, Some(mode)) = (owner, mode) {
+        shared.counters.xdp_mode.store(if mode == AttachedMode::Native { 2 } else { 1 }, Ordering::Relaxed);
+    }
     let mut tick = tokio::time::interval(config.idle_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
