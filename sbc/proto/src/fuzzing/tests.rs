@@ -132,9 +132,19 @@ fn a_call_answered_and_hung_up_has_one_cdr_and_leaves_nothing() {
 #[test]
 fn the_topology_check_catches_an_address_of_the_other_side() {
     let to_b = Peer { transport: Transport::Udp, local: addr(wire::SBC_B), remote: addr(wire::CARRIER_B), conn: None };
-    check_topology(&to_b, b"BYE sip:x@198.18.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.1\r\n\r\nc=IN IP4 198.18.1.10");
+    let never = |_: &[u8]| false;
+    check_topology(
+        &to_b,
+        b"BYE sip:x@198.18.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.1\r\n\r\nc=IN IP4 198.18.1.10",
+        never,
+    );
     let leak = b"BYE sip:x@198.18.2.10 SIP/2.0\r\nContact: <sip:198.18.1.10>\r\n\r\n";
-    assert!(std::panic::catch_unwind(|| check_topology(&to_b, leak)).is_err(), "the customer's address leaked");
+    assert!(std::panic::catch_unwind(|| check_topology(&to_b, leak, never)).is_err(), "the customer's address leaked");
+    // What the carrier sent us itself, echoed back in a response, is not a leak; the same line unsent is.
+    let echo = b"SIP/2.0 481 Call/Transaction Does Not Exist\r\nFrom: <sip:+4940111@198.18.1.10>;tag=f0\r\n\r\n";
+    let sent = |line: &[u8]| line == b"From: <sip:+4940111@198.18.1.10>;tag=f0";
+    check_topology(&to_b, echo, sent);
+    assert!(std::panic::catch_unwind(|| check_topology(&to_b, echo, never)).is_err(), "not sent by the carrier");
 }
 
 #[test]
