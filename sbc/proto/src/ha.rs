@@ -429,6 +429,12 @@ impl Pair {
         self.peer.as_ref().is_some_and(|(at, _)| now.saturating_duration_since(*at) < self.config.dead_after)
     }
 
+    /// Whether the peer was heard within `dead_after` saying it is active for this group (and not giving it up):
+    /// after [`Pair::demote`], the handover is done once this holds.
+    pub fn peer_active(&self, now: Instant) -> bool {
+        self.peer_alive(now) && self.peer.as_ref().is_some_and(|(_, hb)| hb.role == Role::Active && !hb.demoting)
+    }
+
     fn preferred_over(&self, hb: &Heartbeat) -> bool {
         (self.config.priority, std::cmp::Reverse(self.config.node.as_str()))
             > (hb.priority, std::cmp::Reverse(hb.node.as_str()))
@@ -655,6 +661,21 @@ mod tests {
         assert!(log[1].0 <= 1, "{log:?}");
         assert_eq!((a.role(), b.role()), (Role::Standby, Role::Active), "no flapping back: {log:?}");
         assert!(!b.holds_for_returned_peer(t1 + Duration::from_millis(3000)), "a handover stays where it was put");
+    }
+
+    #[test]
+    fn a_demoted_box_sees_its_peer_active_once_the_peer_has_taken_over() {
+        let t0 = Instant::now();
+        let (mut a, mut b) = (Pair::new(cfg("sbc1", 200), t0), Pair::new(cfg("sbc2", 100), t0));
+        run(&mut a, &mut b, t0, 300, |_| true);
+        let t1 = t0 + Duration::from_millis(300);
+        assert!(!a.peer_active(t1) && b.peer_active(t1), "a active, b standby");
+        a.demote(t1);
+        assert!(!a.peer_active(t1), "the peer has not said it took over yet");
+        run(&mut a, &mut b, t1, 300, |_| true);
+        let t2 = t1 + Duration::from_millis(300);
+        assert!(a.peer_active(t2), "b said it is active");
+        assert!(!a.peer_active(t2 + Duration::from_millis(400)), "and is not once silent for dead_after");
     }
 
     #[test]

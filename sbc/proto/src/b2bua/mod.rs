@@ -1641,14 +1641,19 @@ impl Calls {
 
     /// Ends every call (shutdown): BYE to both sides of confirmed calls, 503 to calls being set up. CDRs follow.
     pub fn shutdown(&mut self, ctx: &mut Ctx) {
+        self.end_all(ctx, "shutdown");
+    }
+
+    /// [`Calls::shutdown`] with the release cause `cause` in the CDRs (`shutdown`, `drain_deadline`).
+    pub fn end_all(&mut self, ctx: &mut Ctx, cause: &'static str) {
         let ids: Vec<CallRef> = self.calls.keys().copied().collect();
         for id in ids {
             let Some(call) = self.calls.get_mut(&id) else { continue };
             match call.state {
                 // The carrier gets its CANCEL (and an ACK + BYE should its 200 cross it) within the grace time.
-                State::Routing => self.abort_setup(ctx, id, 503, "Service Unavailable", ("shutdown", "sbc")),
+                State::Routing => self.abort_setup(ctx, id, 503, "Service Unavailable", (cause, "sbc")),
                 State::Confirmed => {
-                    call.release = Some(("shutdown", "sbc", 200));
+                    call.release = Some((cause, "sbc", 200));
                     self.end_call(ctx, id, None);
                 }
                 State::Ending => self.finish(ctx, id),

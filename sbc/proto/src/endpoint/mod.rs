@@ -12,11 +12,13 @@
 //! 2. a request whose User-Agent is a scanner's is dropped, an offence that bans its source;
 //! 3. a new call (INVITE without To tag, no transaction yet) while overloaded may be refused at once with a
 //!    stateless 503 and Retry-After (`policy::overload`): refused calls cost a parse and a response, nothing
-//!    more, and responses and in-dialog requests are never refused here;
+//!    more, and responses and in-dialog requests are never refused here; while draining
+//!    ([`Endpoint::set_draining`]) every new call is refused the same way;
 //! 4. the transaction layer (`txn`) absorbs retransmissions and matches responses;
 //! 5. what no transaction claimed is disposed of: requests in a dialog go to its call; with
 //!    `calls.unknown_source = "drop"` a request from a source that is no trunk gets no answer at all; the rest
-//!    is answered here ([`answer`]: OPTIONS, 501, 481, 405) or is a new call for the B2BUA, which identifies
+//!    is answered here ([`answer`]: OPTIONS, 501, 481, 405; OPTIONS 503 while draining) or is a new call for the
+//!    B2BUA, which identifies
 //!    the trunk, authenticates (a wrong credential is an offence), applies the trunk's limits and routes.
 
 pub mod answer;
@@ -176,6 +178,9 @@ pub enum Observation {
     OverloadRejected,
     /// Of those, one whose INVITE had waited longer than `[overload] max_wait` before the core got it.
     OverloadTooLate,
+    /// A new call (`INVITE`) or an OPTIONS ping outside a dialog (`OPTIONS`) was answered 503 because the SBC is
+    /// draining ([`Endpoint::set_draining`]).
+    DrainRejected { method: &'static str },
     /// This trunk's registration with its carrier is now held (the trunk may take calls) or not (it is down).
     RegistrationState { trunk: crate::routing::TrunkId, registered: bool },
     /// A REGISTER of this trunk ended: `ok`, `challenged`, `forbidden`, `auth_failed`, `client_error`,
@@ -201,6 +206,8 @@ pub struct Endpoint {
     /// the driver announced for the next one ([`Endpoint::observe_queue_delay`]).
     waited: Option<std::time::Duration>,
     queued_wait: Option<std::time::Duration>,
+    /// Draining: new calls and OPTIONS pings are refused with 503 and this Retry-After (seconds).
+    draining: Option<u32>,
     out: VecDeque<Output>,
 }
 
@@ -235,6 +242,7 @@ impl Endpoint {
             identity: None,
             waited: None,
             queued_wait: None,
+            draining: None,
             out: VecDeque::new(),
         }
     }
@@ -269,6 +277,19 @@ impl Endpoint {
     /// The fraction of new calls admitted now (1.0: not overloaded).
     pub fn admission(&self) -> f64 {
         self.overload.fraction()
+    }
+
+    /// Starts (`Some(retry_after)`, in seconds) or stops (`None`) draining: while draining, every new call is
+    /// refused statelessly with 503 and that Retry-After, and OPTIONS outside a dialog are answered 503 too, so
+    /// upstream proxies and carriers send their calls elsewhere. Calls in progress, those being set up included,
+    /// and every in-dialog request go on as before.
+    pub fn set_draining(&mut self, retry_after: Option<u32>) {
+        self.draining = retry_after;
+    }
+
+    /// Whether new calls are being refused for a drain.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
     }
 
     /// The calls in progress.
@@ -410,9 +431,19 @@ impl Endpoint {
     /// out of [`Endpoint::poll_output`]. Every registration held is removed with an un-REGISTER (Expires: 0);
     /// [`Endpoint::unregistering`] says while their answers are awaited.
     pub fn shutdown(&mut self, now: Instant) {
+        self.stop(now, "shutdown");
+    }
+
+    /// [`Endpoint::shutdown`] at the end of a drain's deadline: the calls still up are ended the same way, and
+    /// their CDRs say `drain_deadline`.
+    pub fn drain_deadline_reached(&mut self, now: Instant) {
+        self.stop(now, "drain_deadline");
+    }
+
+    fn stop(&mut self, now: Instant, cause: &'static str) {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
-        calls.shutdown(&mut ctx);
+        calls.end_all(&mut ctx, cause);
         self.drain_txns(now);
         let (_, changes) =
             self.registrations.unregister(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
@@ -589,6 +620,11 @@ impl Endpoint {
         }
         self.overload.adjust(now);
         self.publish_admission();
+        if let (Some(retry_after), Method::Invite) = (self.draining, &req.method) {
+            if self.is_new_call(&req) {
+                return self.refuse_draining(peer, &req, retry_after);
+            }
+        }
         if req.method == Method::Invite {
             let too_late = self.waited.is_some_and(|w| self.overload.too_late(w));
             let not_admitted = || {
@@ -619,6 +655,16 @@ impl Endpoint {
         let tag = self.ids.tag();
         let r = reject::overloaded(req, &self.config.server, self.config.overload.retry_after, tag.as_bytes());
         self.observe(Observation::OverloadRejected);
+        self.observe(Observation::CallRejected { status: 503 });
+        self.observe(Observation::ResponseOut { method: "INVITE", status: 503 });
+        self.out.push_back(Output::Transmit { peer, bytes: Message::Response(r).to_bytes() });
+    }
+
+    /// The 503 of a drain to a new call: the overload answer (stateless, Retry-After), counted apart.
+    fn refuse_draining(&mut self, peer: Peer, req: &Request, retry_after: u32) {
+        let tag = self.ids.tag();
+        let r = reject::overloaded(req, &self.config.server, retry_after, tag.as_bytes());
+        self.observe(Observation::DrainRejected { method: "INVITE" });
         self.observe(Observation::CallRejected { status: 503 });
         self.observe(Observation::ResponseOut { method: "INVITE", status: 503 });
         self.out.push_back(Output::Transmit { peer, bytes: Message::Response(r).to_bytes() });
@@ -712,6 +758,15 @@ impl Endpoint {
             return;
         }
         let resp = match answer::out_of_dialog(&req, &self.config.server) {
+            answer::Disposition::Respond(_) if req.method == Method::Options && self.draining.is_some() => {
+                // A 503 to a ping takes this box out of the pinger's rotation (RFC 3263 §4.3 and common proxy
+                // practice: dispatcher, carriers' SBCs), before any of its calls are refused.
+                self.observe(Observation::DrainRejected { method: "OPTIONS" });
+                let mut r = Response::to_request(&req, 503, "Service Unavailable");
+                r.headers.push(HeaderName::RetryAfter, self.draining.unwrap_or_default().to_string());
+                r.headers.push(HeaderName::Server, self.config.server.clone());
+                r
+            }
             answer::Disposition::Respond(r) => r,
             answer::Disposition::Absorb => {
                 self.observe(Observation::Dropped { reason: "ack_without_dialog" });
