@@ -1,4 +1,5 @@
-//! The admin HTTP API: `/health`, Prometheus `/metrics`, and for a pair `GET /ha` and `POST /ha/demote`. Bound to
+//! The admin HTTP API: `/health`, Prometheus `/metrics`, `POST /drain` and `GET /drain` ([`crate::drain`]), and
+//! for a pair `GET /ha` and `POST /ha/demote`. Bound to
 //! loopback by default (`[api] listen`); it has no authentication.
 
 use axum::extract::RawQuery;
@@ -24,11 +25,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     prometheus: PrometheusHandle,
     ha: Option<HaApi>,
+    drain: tokio::sync::mpsc::Sender<crate::drain::Request>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || std::future::ready(prometheus.render())));
+        .route("/metrics", get(move || std::future::ready(prometheus.render())))
+        .merge(crate::drain::routes(drain));
     if let Some(ha) = ha {
         if let Some(set) = ha.set_role.clone() {
             for (path, role) in

@@ -54,6 +54,8 @@ pub struct Records {
     pub ha: Option<HaHandle>,
     /// The edge guard: told of offences, its ban events carried out here.
     pub edge: EdgeGuard,
+    /// Drain requests (admin API, SIGTERM) and the configured deadline; `None`: no drains.
+    pub drain: Option<crate::drain::DrainLink>,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -68,7 +70,7 @@ impl Records {
         ha: Option<HaHandle>,
         edge: EdgeGuard,
     ) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge }
+        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, drain: None }
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -196,6 +198,62 @@ fn update_ha_status(endpoint: &Endpoint, records: &Records) {
         s.lag_records = ha.lag();
         metrics::gauge!("sbc_ha_lag_records").set(s.lag_records as f64);
     }
+}
+
+async fn drain_request(drain: &mut Option<crate::drain::DrainLink>) -> crate::drain::Request {
+    if let Some(d) = drain.as_mut() {
+        if let Some(r) = d.requests.recv().await {
+            return r;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Starts a drain, or moves the deadline of the one under way; replies with the state after.
+fn start_drain(
+    endpoint: &mut Endpoint,
+    records: &Records,
+    draining: &mut Option<crate::drain::Draining>,
+    deadline: Option<std::time::Duration>,
+) -> crate::drain::Status {
+    let configured = records.drain.as_ref().map_or(crate::config::DEFAULT_DRAIN_DEADLINE, |d| d.deadline);
+    let deadline = deadline.unwrap_or(configured);
+    let at = Instant::now() + deadline;
+    let calls = endpoint.calls().len();
+    if let Some(d) = draining.as_mut() {
+        d.deadline = at;
+        tracing::info!(calls, deadline_secs = deadline.as_secs(), "draining: deadline moved");
+        return d.status(calls);
+    }
+    // The active of a pair whose peer is there hands its calls over (the fire drill's demotion) instead of
+    // refusing new ones: the peer takes the service addresses, so no call is refused at all. keepalived owns the
+    // addresses in its mode, and a box alone or standby drains here.
+    let handover = records.ha.as_ref().is_some_and(|ha| {
+        let (active, alive) = {
+            let s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (s.role == "active", s.peer_alive)
+        };
+        active && alive && ha.set_role.is_none() && ha.demote.try_send(None).is_ok()
+    });
+    if !handover {
+        endpoint.set_draining(Some(u32::try_from(deadline.as_secs()).unwrap_or(u32::MAX)));
+    }
+    let d = crate::drain::Draining::new(at, handover, calls);
+    let status = d.status(calls);
+    *draining = Some(d);
+    status
+}
+
+/// Whether a drain has nothing left to wait for: no call up here and, on a handover, the peer has taken over.
+fn drained(endpoint: &Endpoint, records: &Records, d: &crate::drain::Draining) -> bool {
+    if !endpoint.calls().is_empty() {
+        return false;
+    }
+    !d.handover
+        || records.ha.as_ref().is_none_or(|ha| {
+            let s = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.role == "standby" && s.peer_active
+        })
 }
 
 async fn media_event(media: &mut Option<MediaLink>) -> LinkEvent {
@@ -340,6 +398,7 @@ pub async fn run(
     // Instants in the core are std; tokio's Instant converts losslessly.
     tokio::pin!(shutdown);
     let mut stopping: Option<Instant> = None;
+    let mut draining: Option<crate::drain::Draining> = None;
     // Starts what runs on its own (gateway probes).
     endpoint.handle_timeout(Instant::now().into_std());
     // A box alone registers with its carriers now; in a pair, the active does (`on_ha`).
@@ -360,7 +419,16 @@ pub async fn run(
             if done || since.elapsed() >= SHUTDOWN_GRACE {
                 break;
             }
+        } else if let Some(d) = draining.as_ref().filter(|d| drained(&endpoint, &records, d)) {
+            let how = if d.handover { "the peer has the calls" } else { "the last call has ended" };
+            tracing::info!(calls = 0, "drained: {how}; stopping");
+            // No call is left; this un-registers, and the loop ends once the registrars answered.
+            endpoint.shutdown(Instant::now().into_std());
+            stopping = Some(Instant::now());
+            flush(&mut endpoint, &sockets, &mut records).await;
+            continue;
         }
+        let drain_end = draining.as_ref().filter(|_| stopping.is_none()).map(|d| d.deadline);
         let deadline =
             [endpoint.poll_timeout().map(Instant::from_std), records.next_pending()].into_iter().flatten().min();
         let grace_end = stopping.map(|s| s + SHUTDOWN_GRACE);
@@ -372,6 +440,37 @@ pub async fn run(
                 stopping = Some(Instant::now());
             }
             _ = sleep_until(grace_end), if stopping.is_some() => {}
+            _ = sleep_until(drain_end) => {
+                tracing::warn!(calls = endpoint.calls().len(), "drain deadline reached: ending the calls left with BYE");
+                endpoint.drain_deadline_reached(Instant::now().into_std());
+                stopping = Some(Instant::now());
+            }
+            request = drain_request(&mut records.drain) => match request {
+                crate::drain::Request::Status { reply } => {
+                    let calls = endpoint.calls().len();
+                    let configured = records.drain.as_ref().map_or(crate::config::DEFAULT_DRAIN_DEADLINE, |d| d.deadline);
+                    let _ = reply.send(draining.as_ref().map_or_else(
+                        || crate::drain::idle_status(configured, calls),
+                        |d| d.status(calls),
+                    ));
+                }
+                crate::drain::Request::Start { deadline, reply } => {
+                    let status = if stopping.is_some() {
+                        crate::drain::Status { draining: true, deadline_secs: 0, calls: endpoint.calls().len(), mode: None }
+                    } else {
+                        start_drain(&mut endpoint, &records, &mut draining, deadline)
+                    };
+                    if let Some(reply) = reply {
+                        let _ = reply.send(status);
+                    }
+                }
+                crate::drain::Request::StopNow if stopping.is_none() => {
+                    tracing::info!(calls = endpoint.calls().len(), "stopping: ending calls");
+                    endpoint.shutdown(Instant::now().into_std());
+                    stopping = Some(Instant::now());
+                }
+                crate::drain::Request::StopNow => {}
+            },
             msg = next_inbound(&mut rx) => {
                 let Some((msg, high)) = msg else { break };
                 load.woke();
@@ -405,6 +504,9 @@ pub async fn run(
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);
                 metrics::gauge!("sbc_overload_admission").set(endpoint.admission());
+                if let Some(d) = draining.as_mut().filter(|_| stopping.is_none()) {
+                    d.report(endpoint.calls().len());
+                }
                 metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(load.worst_delay.as_secs_f64());
                 load.worst_delay = std::time::Duration::ZERO;
             }
@@ -652,6 +754,9 @@ fn observe(o: Observation, trunks: &[String]) {
         }
         Observation::OverloadRejected => metrics::counter!("sbc_overload_rejected_total").increment(1),
         Observation::OverloadTooLate => metrics::counter!("sbc_overload_too_late_total").increment(1),
+        Observation::DrainRejected { method } => {
+            metrics::counter!(crate::drain::REJECTED, "method" => method).increment(1)
+        }
         Observation::RegistrationState { trunk, registered } => {
             metrics::gauge!(m::REGISTRATION_STATE, "trunk" => name(trunk)).set(if registered { 1.0 } else { 0.0 });
             if registered {

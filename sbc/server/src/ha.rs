@@ -30,6 +30,9 @@ pub struct HaStatus {
     pub role: &'static str,
     /// Whether the peer was heard within `dead_after` on any path.
     pub peer_alive: bool,
+    /// Whether the peer was heard saying it is active (and not handing over) for every group: after a demotion
+    /// (a drain of the active), the handover is done once this holds.
+    pub peer_active: bool,
     /// Calls this box owns.
     pub calls: usize,
     /// Calls held for the peer.
@@ -385,7 +388,12 @@ async fn pair_task(
         }
         let now = Instant::now().into_std();
         let alive = groups.iter().any(|g| g.pair.peer_alive(now));
-        status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).peer_alive = alive;
+        let peer_active = groups.iter().all(|g| g.pair.peer_active(now));
+        {
+            let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.peer_alive = alive;
+            s.peer_active = peer_active;
+        }
         metrics::gauge!("sbc_ha_peer_alive").set(if alive { 1.0 } else { 0.0 });
     }
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cdr_sink;
 pub mod config;
 pub mod dns;
+pub mod drain;
 pub mod driver;
 pub mod edge;
 pub mod ha;

@@ -86,24 +86,9 @@ fn run(config: sbc::config::Config) -> Result<()> {
     rt.block_on(sbc::server::serve(config, shutdown_signal()))
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+/// Resolves on Ctrl-C (SIGINT): the quick stop (calls ended with BYE at once). SIGTERM drains instead
+/// (`sbc::drain::on_sigterm`, set up by the server).
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested");
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("SIGINT: stopping at once");
 }

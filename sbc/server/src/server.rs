@@ -10,6 +10,10 @@ use std::future::Future;
 /// Runs the SBC until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
+    crate::drain::describe();
+    // SIGTERM drains from the start; the first is caught even before the driver runs (it waits in the queue).
+    let (drain_tx, drain_rx) = crate::drain::channel();
+    crate::drain::on_sigterm(drain_tx.clone());
     let (tx, rx) = crate::transport::queues();
     let guard = crate::edge::EdgeGuard::new(config.edge.guard.clone(), config.plan.clone());
     let admission = std::sync::Arc::new(sbc_proto::policy::AdmissionGate::new());
@@ -185,7 +189,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
             tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, async {
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, drain_tx, async {
                 let _ = admin_stop_rx.await;
             })))
         }
@@ -193,7 +197,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha, guard)).await;
+    let mut records = driver::Records::new(cdr, trunks, media, ha, guard);
+    records.drain = Some(crate::drain::DrainLink { requests: drain_rx, deadline: config.drain_deadline });
+    driver::run(endpoint, sockets, rx, shutdown, records).await;
 
     for t in &tasks {
         t.abort();

@@ -139,7 +139,17 @@ pub struct Config {
     pub dial: Vec<DialSpec>,
     /// `[dns]` and the gateways named by DNS, which the SBC resolves (RFC 3263).
     pub dns: DnsSettings,
+    /// `drain_deadline` (top level): how long a drain (SIGTERM, `POST /drain` without `deadline`) lets the calls
+    /// up end by themselves before it ends the rest with BYE. Default [`DEFAULT_DRAIN_DEADLINE`]. Top level, not
+    /// `[api]`: SIGTERM drains also without an API.
+    pub drain_deadline: Duration,
 }
+
+/// How long a drain waits for calls by default: 5 minutes, long enough for most calls to end, short enough for a
+/// maintenance window (systemd's `TimeoutStopSec` must be longer).
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(300);
+/// The longest `drain_deadline` accepted: a day.
+pub const MAX_DRAIN_DEADLINE: Duration = Duration::from_secs(86_400);
 
 /// A gateway reached over a connection we open (`tcp:` or `tls:` in a trunk's `gateways`).
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +261,7 @@ pub struct ApiConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    drain_deadline: Option<Spanned<String>>,
     sip: Option<RawSip>,
     log: Option<RawLog>,
     api: Option<RawApi>,
@@ -340,16 +351,25 @@ impl Config {
         let ha = keep(v.ha(raw.ha), &mut errors);
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
         let dns = keep(v.dns(raw.dns), &mut errors);
+        let drain_deadline = keep(v.drain_deadline(raw.drain_deadline.as_ref()), &mut errors);
         let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
         let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
-        match (sip, log, api, plan, media, ha, edge, dns) {
-            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge), Some(mut dns))
-                if errors.is_empty() =>
-            {
+        match (sip, log, api, plan, media, ha, edge, dns, drain_deadline) {
+            (
+                Some(sip),
+                Some(log),
+                Some(api),
+                Some(plan),
+                Some(media),
+                Some(ha),
+                Some(edge),
+                Some(mut dns),
+                Some(drain_deadline),
+            ) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
                 dns.names = names;
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial, dns })
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial, dns, drain_deadline })
             }
             _ => Err(ConfigError::from_list(errors)),
         }
@@ -534,6 +554,16 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// `drain_deadline`: a duration from 1 s to a day.
+    fn drain_deadline(&self, s: Option<&Spanned<String>>) -> Result<Duration, ConfigError> {
+        let Some(s) = s else { return Ok(DEFAULT_DRAIN_DEADLINE) };
+        let d = self.duration(s, "drain_deadline")?;
+        if d < Duration::from_secs(1) || d > MAX_DRAIN_DEADLINE {
+            return Err(self.invalid(s.span(), "drain_deadline", "must be from 1s to 24h (SIGINT stops at once)"));
+        }
+        Ok(d)
+    }
+
     /// A non-zero duration in the file's syntax (`"30s"`).
     fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
         parse_duration(s.get_ref())
@@ -594,6 +624,17 @@ mod tests {
         assert_eq!(c.sip.max_message_size, 65535);
         assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(300));
         assert!(c.api.is_none());
+        assert_eq!(c.drain_deadline, DEFAULT_DRAIN_DEADLINE);
+    }
+
+    #[test]
+    fn drain_deadline_is_a_top_level_duration_and_bad_values_name_the_key_and_line() {
+        let c = parse("drain_deadline = \"90s\"\n[api]\nlisten = \"127.0.0.1:9090\"\n").expect("valid");
+        assert_eq!(c.drain_deadline, Duration::from_secs(90));
+        for bad in ["\"0s\"", "\"500ms\"", "\"25h\"", "\"soon\""] {
+            let e = parse(&format!("\ndrain_deadline = {bad}\n")).expect_err(bad).to_string();
+            assert!(e.starts_with("test.toml:2: drain_deadline:"), "{bad}: {e}");
+        }
     }
 
     #[test]
