@@ -191,12 +191,17 @@ impl Draining {
     /// A drain started now, ending calls at `deadline`, with `calls` up.
     pub fn new(deadline: tokio::time::Instant, handover: bool, calls: usize) -> Self {
         let now = tokio::time::Instant::now();
-        tracing::info!(
-            calls,
-            deadline_secs = deadline.saturating_duration_since(now).as_secs(),
-            mode = mode(handover),
-            "draining: new calls are refused with 503; calls remain"
-        );
+        let deadline_secs = deadline.saturating_duration_since(now).as_secs();
+        if handover {
+            tracing::info!(calls, deadline_secs, mode = mode(handover), "draining: handing the calls to the peer");
+        } else {
+            tracing::info!(
+                calls,
+                deadline_secs,
+                mode = mode(handover),
+                "draining: new calls refused with 503; calls remain"
+            );
+        }
         metrics::gauge!(DRAINING).set(1.0);
         Self { deadline, handover, logged: (calls, now) }
     }
