@@ -5,6 +5,7 @@
 //!   exits with status 0 once the last has ended, not before;
 //! - `POST /drain?deadline=2` with calls held longer: at the deadline they get BYE on both legs (the peers count
 //!   them successful), their CDRs say `drain_deadline`, and the process exits 0;
+//! - a second SIGTERM during a drain stops at once (BYE to every call, CDR cause `shutdown`), exit 0;
 //! - the active of a pair with 50 calls up is drained: it hands the calls to its peer, no call is lost (SIPp counts,
 //!   one CDR per call, all on the peer), and the drained box exits 0.
 
@@ -194,6 +195,32 @@ fn drain_deadline_ends_the_calls_left_with_bye_and_cdr_cause_drain_deadline_then
     assert_eq!(written.len(), HELD as usize, "one CDR per call");
     for (cause, by) in causes(&written) {
         assert_eq!((cause.as_str(), by.as_str()), ("drain_deadline", "sbc"), "{written:?}");
+    }
+}
+
+#[test]
+fn a_second_sigterm_during_a_drain_stops_at_once_with_bye_and_cdr_cause_shutdown() {
+    const HELD: u32 = 5;
+    let (topo, mut sbc, cdr) = single_sbc("drain-twice", "300s");
+    let uas = carrier(&topo, HELD);
+    let uac = caller(&topo, "uac_call_remote_bye.xml", 5060, SBC_A, HELD).spawn().expect("uac starts");
+    wait_drain_field(&sbc, "calls", &Value::from(HELD), Duration::from_secs(8));
+    let pid = sbc.id().to_string();
+    let term = || assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    term();
+    wait_drain_field(&sbc, "draining", &Value::Bool(true), Duration::from_secs(3));
+    let second = Instant::now();
+    term();
+    let (status, after) = wait_exit(&mut sbc, second, Duration::from_secs(10));
+    eprintln!("second SIGTERM: exited {after:?} after it");
+    assert!(status.success(), "exit status 0: {status}\n{}", sbc.log_tail());
+    assert!(after < Duration::from_secs(5), "at once, not at the 300 s deadline: {after:?}");
+    uac.wait().expect("uac finishes").assert_all_successful(u64::from(HELD)).expect("callers got their BYE");
+    uas.wait().expect("uas finishes").assert_all_successful(u64::from(HELD)).expect("the carrier got its BYE");
+    let written = cdrs(&cdr);
+    assert_eq!(written.len(), HELD as usize, "one CDR per call");
+    for (cause, by) in causes(&written) {
+        assert_eq!((cause.as_str(), by.as_str()), ("shutdown", "sbc"), "{written:?}");
     }
 }
 
