@@ -2,6 +2,9 @@
 //!
 //! `sbc --config FILE` runs it; `sbc check-config FILE` validates a config; `sbc lint-sip FILE...` parses captured
 //! SIP messages and says what is wrong with them.
+//!
+//! Signals: SIGTERM drains (new calls refused, calls up left to end until `drain_deadline`, then exit 0; see
+//! `sbc::drain`), a second SIGTERM or SIGINT stops at once.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
