@@ -22,10 +22,11 @@ FUZZ_TARGETS := parse_message endpoint_calls
 # A call-logic scenario needs many steps to reach deep call states: long inputs from the start.
 FUZZ_ARGS_endpoint_calls := -len_control=0 -max_len=2048
 
-.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
+.PHONY: help run call build deps test unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
 
 help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
+	@echo "make call    with \`make run\` up: one call with RTP both ways through it (SIPp caller and carrier), its CDR"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
 	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
@@ -35,6 +36,11 @@ help:
 run:
 	$(CARGO) build --release -p sbc --bin sbc
 	exec target/release/sbc --config $(CONFIG)
+
+# The demo call against `make run`'s default config (scripts/demo-call says what it does; tests/tests/demo_call.rs
+# runs both in a namespace).
+call:
+	scripts/demo-call
 
 build:
 	$(CARGO) build --workspace --all-targets
