@@ -8,13 +8,14 @@ CONFIG ?= config/sbc.toml
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates; rtpengine-daemon
-# (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test.
+# (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test. prometheus brings promtool,
+# which checks and unit-tests the alert rules (`make ops-check`); its service is kept from starting like the others.
 # Kamailio (with the dialog, topos and rtpengine modules; topos keeps its state in Redis) and rtpengine are the
 # `kamailio-rtpengine` target of `sbc-bench cps` (make bench), started by the harness in its own namespaces; it
 # uses none of their packaged services: `make deps` installs with a policy-rc.d that keeps Debian from starting them
 # (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
-	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon
+	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -22,7 +23,7 @@ FUZZ_TARGETS := parse_message endpoint_calls
 # A call-logic scenario needs many steps to reach deep call states: long inputs from the start.
 FUZZ_ARGS_endpoint_calls := -len_control=0 -max_len=2048
 
-.PHONY: help run call build deps test unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
+.PHONY: help run call build deps test ops-check unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
 
 help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
@@ -54,9 +55,15 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
 
-test: deps lint
+test: deps lint ops-check
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
+
+# The operations files: the Prometheus alert rules checked and unit-tested (ops/prometheus/alerts_test.yml). The
+# dashboard's JSON and the metric names in both are checked by tests/tests/ops_files.rs (part of `cargo test`).
+ops-check:
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
 
 unit:
 	$(CARGO) test --workspace --lib

@@ -88,6 +88,15 @@ fn make_call_completes_a_call_with_rtp_both_ways_through_the_default_config() {
     };
     assert_eq!(sample("sbc_calls_in_total{trunk=\"demo-caller\""), 1.0, "{metrics}");
     assert_eq!(sample("sbc_calls_answered_total{trunk=\"demo-carrier\""), 1.0, "{metrics}");
+    // The call-end figures the dashboard's ACD and loss panels read.
+    assert_eq!(sample("sbc_call_duration_seconds_count{trunk=\"demo-carrier\""), 1.0, "{metrics}");
+    let seconds = sample("sbc_call_duration_seconds_sum{trunk=\"demo-carrier\"");
+    assert!((7.5..12.0).contains(&seconds), "an 8 s call lasted {seconds} s: {metrics}");
+    for trunk in ["demo-caller", "demo-carrier"] {
+        let expected = sample(&format!("sbc_media_expected_packets_total{{trunk=\"{trunk}\""));
+        assert_eq!(expected, CAPTURE_PACKETS as f64, "{trunk}: {metrics}");
+        assert_eq!(sample(&format!("sbc_media_lost_packets_total{{trunk=\"{trunk}\"")), 0.0, "{trunk}: {metrics}");
+    }
 
     let status = sbc.terminate(Duration::from_secs(10)).expect("sbc stops");
     assert!(status.success(), "sbc exited with {status}: {}", sbc.output_tail());

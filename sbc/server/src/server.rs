@@ -119,6 +119,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     });
     let trunks: Vec<String> = config.plan.trunks.iter().map(|t| t.name.clone()).collect();
     crate::metrics::describe_calls(&trunks);
+    crate::metrics::describe_call_ends(&trunks);
     let registering: Vec<String> =
         config.plan.trunks.iter().filter(|t| t.register.is_some()).map(|t| t.name.clone()).collect();
     crate::metrics::describe_registrations(&registering);
