@@ -194,6 +194,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
+    // Every listener is bound and the relay started: systemd may consider the start done.
+    crate::service::ready();
+    let shutdown = async {
+        shutdown.await;
+        crate::service::stopping();
+    };
     driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha, guard)).await;
 
     for t in &tasks {
