@@ -5,16 +5,27 @@ SHELL := /bin/bash
 
 CARGO ?= cargo
 CONFIG ?= config/sbc.toml
+# Where cargo puts its builds (CARGO_TARGET_DIR when set).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+# `make install`: PREFIX and DESTDIR as usual (DESTDIR stages a package: no user is created then).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR ?= /etc/systemd/system
+STATEDIR ?= /var/lib/sbc
 # Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates; rtpengine-daemon
-# (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test.
+# (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test. prometheus brings promtool,
+# which checks and unit-tests the alert rules (`make ops-check`); its service is kept from starting like the others;
+# systemd brings systemd-analyze, which verifies the units in ops/systemd/ (a container image may lack it).
 # Kamailio (with the dialog, topos and rtpengine modules; topos keeps its state in Redis) and rtpengine are the
 # `kamailio-rtpengine` target of `sbc-bench cps` (make bench), started by the harness in its own namespaces; it
 # uses none of their packaged services: `make deps` installs with a policy-rc.d that keeps Debian from starting them
 # (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
-	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon
+	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus systemd
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -22,10 +33,12 @@ FUZZ_TARGETS := parse_message endpoint_calls
 # A call-logic scenario needs many steps to reach deep call states: long inputs from the start.
 FUZZ_ARGS_endpoint_calls := -len_control=0 -max_len=2048
 
-.PHONY: help run build deps test unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
+.PHONY: help run call install build deps test ops-check unit lint fmt bench bench-parse fuzz fuzz-setup ebpf clean
 
 help:
 	@echo "make run     build and start the SBC on $(CONFIG) (Ctrl-C stops it)"
+	@echo "make call    with \`make run\` up: one call with RTP both ways through it (SIPp caller and carrier), its CDR"
+	@echo "make install release binaries, systemd units (ops/systemd), /etc/sbc/sbc.toml, /var/lib/sbc, user sbc (as root; PREFIX, DESTDIR)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
 	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
@@ -34,7 +47,34 @@ help:
 
 run:
 	$(CARGO) build --release -p sbc --bin sbc
-	exec target/release/sbc --config $(CONFIG)
+	exec $(TARGET_DIR)/release/sbc --config $(CONFIG)
+
+# The demo call against `make run`'s default config (scripts/demo-call says what it does; tests/tests/demo_call.rs
+# runs both in a namespace).
+call:
+	scripts/demo-call
+
+# The service install (README, "Installing as a service"). The config is the demo's with CDRs in $(STATEDIR); an
+# existing /etc/sbc/sbc.toml is never overwritten. The units name $(BINDIR). sbcctl goes along once it is built.
+install:
+	$(CARGO) build --release -p sbc -p media-relay --bins
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/sbc
+	install -m 0755 $(TARGET_DIR)/release/sbc $(TARGET_DIR)/release/media-relay $(DESTDIR)$(BINDIR)/
+	if [ -x $(TARGET_DIR)/release/sbcctl ]; then install -m 0755 $(TARGET_DIR)/release/sbcctl $(DESTDIR)$(BINDIR)/; fi
+	for unit in sbc media-relay; do \
+	  sed 's|/usr/local/bin/|$(BINDIR)/|g' ops/systemd/$$unit.service >$(DESTDIR)$(UNITDIR)/$$unit.service; \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$$unit.service; \
+	done
+	if [ -e $(DESTDIR)$(SYSCONFDIR)/sbc/sbc.toml ]; then echo "keeping the existing $(DESTDIR)$(SYSCONFDIR)/sbc/sbc.toml"; \
+	else sed 's|^path = "../target/demo/cdr.jsonl"|path = "$(STATEDIR)/cdr.jsonl"|' config/sbc.toml >$(DESTDIR)$(SYSCONFDIR)/sbc/sbc.toml; \
+	  chmod 0640 $(DESTDIR)$(SYSCONFDIR)/sbc/sbc.toml; fi
+	install -d -m 0750 $(DESTDIR)$(STATEDIR)
+	if [ -z "$(DESTDIR)" ]; then \
+	  getent passwd sbc >/dev/null || useradd --system --user-group --home-dir $(STATEDIR) --shell /usr/sbin/nologin sbc; \
+	  chown sbc:sbc $(STATEDIR); chgrp sbc $(SYSCONFDIR)/sbc $(SYSCONFDIR)/sbc/sbc.toml; \
+	  if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+	  echo "installed: systemctl enable --now sbc"; \
+	fi
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -48,9 +88,25 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
 
-test: deps lint
+test: deps lint ops-check
 	$(CARGO) test --workspace --all-targets
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS)
+
+# The operations files: the Prometheus alert rules checked and unit-tested (ops/prometheus/alerts_test.yml). The
+# dashboard's JSON and the metric names in both are checked by tests/tests/ops_files.rs (part of `cargo test`).
+# systemd-analyze verify wants the commands the units name to exist: it checks copies whose paths point at
+# stand-ins (the binaries are tested by cargo test), and fails on any complaint about our units, which it only
+# warns about (an unknown key, say).
+ops-check:
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
+	dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; mkdir "$$dir/bin"; \
+	for unit in sbc media-relay; do \
+	  ln -s /bin/true "$$dir/bin/$$unit"; sed "s|/usr/local/bin/|$$dir/bin/|g" ops/systemd/$$unit.service >"$$dir/$$unit.service"; \
+	done; \
+	out=$$(systemd-analyze verify "$$dir/sbc.service" "$$dir/media-relay.service" 2>&1) || { echo "$$out"; exit 1; }; \
+	if grep -E '(sbc|media-relay)\.service' <<<"$$out"; then echo "systemd-analyze verify: the units above have problems"; exit 1; fi; \
+	echo "systemd-analyze verify: ops/systemd/sbc.service and media-relay.service OK"
 
 unit:
 	$(CARGO) test --workspace --lib

@@ -242,6 +242,12 @@ impl Topology {
         Self::create(Self::build_pair)
     }
 
+    /// One namespace, `<tag>-sbc` ([`Host::Sbc`]), with only its loopback: for what runs on 127.0.0.1 as on a
+    /// user's host (the `make run` demo), without meeting anything else on the machine's own loopback.
+    pub fn loopback_only() -> Result<Self> {
+        Self::create(|t| t.add_namespaces(&[Host::Sbc]))
+    }
+
     /// A fresh tag and scratch directory, then `build`; removes whatever was created if that fails.
     fn create(build: fn(&mut Self) -> Result<()>) -> Result<Self> {
         require_netns();

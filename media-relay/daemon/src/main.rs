@@ -55,6 +55,8 @@ fn main() -> Result<()> {
             .await
             .with_context(|| format!("binding --control {}", args.control))?;
         tracing::info!(control = %args.control, rtp_timeout = ?args.rtp_timeout, "media relay ready");
+        // systemd's Type=notify (ops/systemd/media-relay.service); a no-op when not started by systemd.
+        notify(sd_notify::NotifyState::Ready);
         let stop = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
@@ -68,10 +70,18 @@ fn main() -> Result<()> {
             r = stop => r?,
         }
         tracing::info!("media relay stopping");
+        notify(sd_notify::NotifyState::Stopping);
         anyhow::Ok(())
     })?;
     drop(relay);
     Ok(())
+}
+
+/// Tells the service manager `state`; one that does not hear us only costs a log line.
+fn notify(state: sd_notify::NotifyState) {
+    if let Err(error) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(%error, "could not notify the service manager");
+    }
 }
 
 fn pass_only(interfaces: &[String]) -> Result<()> {

@@ -203,6 +203,8 @@ impl Draining {
             );
         }
         metrics::gauge!(DRAINING).set(1.0);
+        // systemd shows the unit as deactivating while the calls drain.
+        crate::service::stopping();
         Self { deadline, handover, logged: (calls, now) }
     }
 

@@ -78,6 +78,7 @@ impl Records {
             a_call_id = %cdr.a_call_id, trunk_in = %cdr.trunk_in, trunk_out = ?cdr.trunk_out,
             status = cdr.status, cause = cdr.release_cause, by = cdr.released_by, "call ended"
         );
+        m::call_ended(cdr);
         if let Some(sink) = self.cdr.as_mut() {
             sink.record(cdr);
         }

@@ -13,5 +13,6 @@ pub mod logging;
 pub mod media_link;
 pub mod metrics;
 pub mod server;
+pub mod service;
 pub mod tls;
 pub mod transport;

@@ -3,7 +3,7 @@
 //! Label values are bounded: methods outside the known set are `other`, reasons are static strings.
 
 use crate::transport::stream::{CloseReason, Refusal, SourceClass};
-use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// SIP messages received: `kind` = request|response, `method`, `status` (responses only).
@@ -203,5 +203,48 @@ pub fn describe_registrations(trunks: &[String]) {
         for result in ["ok", "forbidden", "timeout"] {
             counter!(REGISTRATIONS, "trunk" => t.clone(), "result" => result).absolute(0);
         }
+    }
+}
+
+/// Duration of each answered call that ended, per carrier trunk: a summary (quantiles, `_sum`, `_count`); ACD =
+/// `_sum` / `_count` over a window.
+pub const CALL_DURATION: &str = "sbc_call_duration_seconds";
+/// RTP packets expected from a leg's peer (RFC 3550 A.3) in calls that ended, per `trunk` of that leg.
+pub const MEDIA_EXPECTED: &str = "sbc_media_expected_packets_total";
+/// RTP packets lost from a leg's peer (expected minus received, RFC 3550 A.3) in calls that ended, per `trunk`.
+/// Loss share = this / [`MEDIA_EXPECTED`].
+pub const MEDIA_LOST: &str = "sbc_media_lost_packets_total";
+/// Interarrival jitter (RFC 3550 A.8) of each leg's peer at the end of its call, per `trunk` of that leg: a
+/// summary (quantiles, `_sum`, `_count`).
+pub const MEDIA_JITTER: &str = "sbc_media_jitter_seconds";
+
+/// Describes the call-end series (ACD, loss, jitter) and creates their zero series for every trunk.
+pub fn describe_call_ends(trunks: &[String]) {
+    describe_histogram!(CALL_DURATION, "duration of answered calls that ended, per carrier trunk");
+    describe_counter!(MEDIA_EXPECTED, "RTP packets expected from the trunk's peers in calls that ended");
+    describe_counter!(MEDIA_LOST, "RTP packets lost from the trunk's peers in calls that ended");
+    describe_histogram!(MEDIA_JITTER, "RTP interarrival jitter of the trunk's peers at the end of their calls");
+    for t in trunks {
+        for name in [MEDIA_EXPECTED, MEDIA_LOST] {
+            counter!(name, "trunk" => t.clone()).absolute(0);
+        }
+    }
+}
+
+/// The figures of a call that ended, from its CDR: its duration for ACD, and per leg the RTP loss and jitter the
+/// relay measured (the only place they exist: the relay summarises a flow when its session ends).
+pub fn call_ended(cdr: &sbc_proto::cdr::Cdr) {
+    if let (Some(seconds), Some(trunk)) = (cdr.duration(), &cdr.trunk_out) {
+        histogram!(CALL_DURATION, "trunk" => trunk.clone()).record(seconds);
+    }
+    let Some(media) = &cdr.media else { return };
+    for (leg, trunk) in media.legs.iter().zip([Some(&cdr.trunk_in), cdr.trunk_out.as_ref()]) {
+        let (Some(trunk), received) = (trunk, &leg.received) else { continue };
+        if received.expected == 0 {
+            continue;
+        }
+        counter!(MEDIA_EXPECTED, "trunk" => trunk.clone()).increment(received.expected);
+        counter!(MEDIA_LOST, "trunk" => trunk.clone()).increment(received.lost.max(0) as u64);
+        histogram!(MEDIA_JITTER, "trunk" => trunk.clone()).record(received.jitter_ms / 1000.0);
     }
 }

@@ -123,6 +123,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     });
     let trunks: Vec<String> = config.plan.trunks.iter().map(|t| t.name.clone()).collect();
     crate::metrics::describe_calls(&trunks);
+    crate::metrics::describe_call_ends(&trunks);
     let registering: Vec<String> =
         config.plan.trunks.iter().filter(|t| t.register.is_some()).map(|t| t.name.clone()).collect();
     crate::metrics::describe_registrations(&registering);
@@ -197,6 +198,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
+    // Every listener is bound and the relay started: systemd may consider the start done.
+    crate::service::ready();
+    let shutdown = async {
+        shutdown.await;
+        crate::service::stopping();
+    };
     let mut records = driver::Records::new(cdr, trunks, media, ha, guard);
     records.drain = Some(crate::drain::DrainLink { requests: drain_rx, deadline: config.drain_deadline });
     driver::run(endpoint, sockets, rx, shutdown, records).await;

@@ -715,7 +715,9 @@ mod tests {
     fn shipped_configs_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let default = Config::load(&dir.join("sbc.toml")).unwrap_or_else(|e| panic!("{e}"));
-        assert!(default.plan.trunks.is_empty());
+        // The `make run` / `make call` demo: a caller and a carrier on loopback (scripts/demo-call).
+        let trunks: Vec<&str> = default.plan.trunks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(trunks, ["demo-caller", "demo-carrier"]);
         for (file, node) in [("examples/pair-1.toml", "sbc1"), ("examples/pair-2.toml", "sbc2")] {
             let p = Config::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
             let ha = p.ha.unwrap_or_else(|| panic!("{file} has [ha]"));
