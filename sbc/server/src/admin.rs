@@ -24,11 +24,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     prometheus: PrometheusHandle,
     ha: Option<HaApi>,
+    reload: Option<crate::reload::Reloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(move || std::future::ready(prometheus.render())));
+    if let Some(r) = reload {
+        app = app.merge(crate::reload::routes(r));
+    }
     if let Some(ha) = ha {
         if let Some(set) = ha.set_role.clone() {
             for (path, role) in

@@ -11,6 +11,7 @@ pub mod lint;
 pub mod logging;
 pub mod media_link;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod tls;
 pub mod transport;

@@ -7,8 +7,13 @@ use anyhow::{Context, Result};
 use sbc_proto::endpoint::{self, Endpoint};
 use std::future::Future;
 
-/// Runs the SBC until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// Runs the SBC until `shutdown` resolves. With `source` (the file `config` was loaded from), SIGHUP and `POST
+/// /config/reload` reload it.
+pub async fn serve(
+    config: Config,
+    source: Option<crate::reload::Source>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
     let (tx, rx) = crate::transport::queues();
     let guard = crate::edge::EdgeGuard::new(config.edge.guard.clone(), config.plan.clone());
@@ -176,6 +181,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             None
         }
     };
+    let (reloader, reload_rx) = match source {
+        Some(s) => {
+            let (r, rx) = crate::reload::Reloader::new(s, config.clone());
+            (Some(r), Some(rx))
+        }
+        None => (None, None),
+    };
+    let sighup = match &reloader {
+        Some(r) => Some(r.on_sighup().context("listening for SIGHUP (reload)")?),
+        None => None,
+    };
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Last of the start: /health answers once everything above runs (a relay that fails to start must not
     // have been reported healthy first).
@@ -185,7 +201,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
             tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, async {
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, reloader.clone(), async {
                 let _ = admin_stop_rx.await;
             })))
         }
@@ -193,7 +209,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha, guard)).await;
+    let mut records = driver::Records::new(cdr, trunks, media, ha, guard);
+    records.reload = reload_rx;
+    driver::run(endpoint, sockets, rx, shutdown, records).await;
+    if let Some(h) = sighup {
+        h.abort();
+    }
 
     for t in &tasks {
         t.abort();

@@ -64,8 +64,9 @@ impl Probes {
         locals: &[(Transport, SocketAddr)],
     ) -> Vec<(TrunkId, bool)> {
         let before: Vec<bool> = (0..plan.trunks.len()).map(|i| self.trunk_up(TrunkId(i as u32))).collect();
-        let same_probe =
-            |t: TrunkId| old.trunks.get(t.0 as usize).map(|o| o.probe) == plan.trunks.get(t.0 as usize).map(|n| n.probe);
+        let same_probe = |t: TrunkId| {
+            old.trunks.get(t.0 as usize).map(|o| o.probe) == plan.trunks.get(t.0 as usize).map(|n| n.probe)
+        };
         let mut old_gws: Vec<Gw> = std::mem::take(&mut self.gws).into_iter().filter(|g| same_probe(g.trunk)).collect();
         let fresh = Self::new(plan, locals);
         for g in fresh.gws {

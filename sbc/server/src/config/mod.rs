@@ -318,6 +318,13 @@ impl Config {
     /// Each section is validated even when an earlier one has errors, and `[[trunk]]` / `[[route]]` check every
     /// entry, so the error lists all it can find (TOML syntax and schema errors stop at the first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_after(text, path, None)
+    }
+
+    /// [`Config::parse`] for a reload: the plan keeps the trunk ids of `previous` (see the `routing` module: a trunk
+    /// keeps its id by name, a removed one leaves a tombstone, new ones are appended), so calls in progress, probes
+    /// and metric labels that hold ids stay right.
+    pub fn parse_after(text: &str, path: &Path, previous: Option<&Plan>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
             ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().to_owned() }
@@ -340,7 +347,7 @@ impl Config {
         let ha = keep(v.ha(raw.ha), &mut errors);
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
         let dns = keep(v.dns(raw.dns), &mut errors);
-        let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
+        let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, previous, &mut errors);
         let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
         match (sip, log, api, plan, media, ha, edge, dns) {
             (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge), Some(mut dns))
