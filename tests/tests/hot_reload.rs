@@ -81,8 +81,13 @@ fn uas(topo: &Topology, host: Host, ip: std::net::Ipv4Addr, port: u16) -> Runnin
 
 /// `POST path` on the SBC's API from inside its namespace: (HTTP status, body).
 fn post(topo: &Topology, path: &str) -> (u16, String) {
+    post_body(topo, path, "")
+}
+
+fn post_body(topo: &Topology, path: &str, body: &str) -> (u16, String) {
     let out = tests::netns::command(Some(&topo.ns(Host::Sbc)), tests::require_tool("curl", "curl"))
         .args(["-s", "-m", "10", "-X", "POST", "-w", "\n%{http_code}", &format!("http://127.0.0.1:8080{path}")])
+        .args(if body.is_empty() { vec![] } else { vec!["-d", body] })
         .stdin(Stdio::null())
         .output()
         .expect("curl runs");
@@ -226,4 +231,81 @@ fn reload_under_100_cps_adds_changes_and_removes_trunks_without_failing_a_call()
     assert_eq!(sbc.metric("sbc_config_reloads_total{result=\"ok\"}").expect("metric"), 2.0);
     assert_eq!(sbc.metric("sbc_config_reloads_total{result=\"invalid\"}").expect("metric"), 3.0);
     assert!(sbc.terminate(Duration::from_secs(10)).expect("terminates"), "sbc stops cleanly");
+}
+
+/// The UDP ports bound in the SBC's namespace (`ss -uln`).
+fn udp_ports(topo: &Topology) -> Vec<u16> {
+    let out = tests::netns::run(tests::netns::command(Some(&topo.ns(Host::Sbc)), "ss").args(["-H", "-uln"]))
+        .expect("ss runs");
+    out.lines().filter_map(|l| l.split_whitespace().nth(3)?.rsplit_once(':')?.1.parse().ok()).collect()
+}
+
+fn calls_to(topo: &Topology, port: u16, calls: u32) -> tests::sipp::Run {
+    Sipp::new("uac_call.xml")
+        .netns(&topo.ns(Host::A))
+        .local_ip(CALLER)
+        .local_port(5070)
+        .target(addr(SBC_A, port))
+        .service("+4930123456")
+        .calls(calls)
+        .rate(10)
+        .limit(Duration::from_secs(30))
+        .run()
+        .expect("caller runs")
+}
+
+#[test]
+fn reload_adds_and_removes_a_listener_and_validate_checks_another_file() {
+    let topo = Topology::single_sbc().expect("topology");
+    let cdr = topo.dir().join("cdr.jsonl");
+    let one = first(&cdr);
+    let sbc =
+        Sbc::start_in(&topo.ns(Host::Sbc), "reload-listen", &one, addr(SBC_A, 5060), addr([127, 0, 0, 1].into(), 8080))
+            .expect("sbc starts");
+    let file = sbc.dir().join("sbc.toml");
+    let b = uas(&topo, Host::B, CARRIER_B, 5060);
+    let c = uas(&topo, Host::C, CARRIER_C, 5060);
+    assert!(!udp_ports(&topo).contains(&5080), "5080 is not bound before the reload");
+
+    // Validate another file without applying it: a listener added is listed, nothing changes.
+    let with_5080 =
+        one.replace(&format!("\"udp:{SBC_B}:5060\"]"), &format!("\"udp:{SBC_B}:5060\", \"udp:{SBC_A}:5080\"]"));
+    let other = sbc.dir().join("other.toml");
+    std::fs::write(&other, &with_5080).expect("write");
+    let v1 = version(&sbc);
+    let (status, body) = post_body(&topo, "/config/validate", &format!("{{\"path\": \"{}\"}}", other.display()));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sip.listen changed"), "{body}");
+    assert_eq!(version(&sbc), v1, "validate applies nothing");
+    assert!(!udp_ports(&topo).contains(&5080));
+
+    // Reload with the listener added: calls come in on it.
+    tests::write_atomically(&file, &with_5080).expect("rewrite");
+    let (status, body) = post(&topo, "/config/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("listener udp:{SBC_A}:5080 added")), "{body}");
+    assert!(udp_ports(&topo).contains(&5080), "5080 bound after the reload");
+    calls_to(&topo, 5080, 10).assert_all_successful(10).expect("10 calls through the added listener");
+
+    // Reload with it removed: the port is closed, the other listeners go on.
+    tests::write_atomically(&file, &one).expect("rewrite");
+    let (status, body) = post(&topo, "/config/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("listener udp:{SBC_A}:5080 removed")), "{body}");
+    assert!(!udp_ports(&topo).contains(&5080), "5080 closed after the reload");
+    calls_to(&topo, 5060, 10).assert_all_successful(10).expect("10 calls through the listener kept");
+
+    // A listener that cannot be bound (the admin API's own TCP port) refuses the whole reload.
+    let foreign =
+        one.replace(&format!("\"udp:{SBC_B}:5060\"]"), &format!("\"udp:{SBC_B}:5060\", \"tcp:127.0.0.1:8080\"]"));
+    tests::write_atomically(&file, &foreign).expect("rewrite");
+    let v2 = version(&sbc);
+    let (status, body) = post(&topo, "/config/reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(&format!("{}:2: sip.listen[2]: cannot bind tcp:127.0.0.1:8080", file.display())), "{body}");
+    assert_eq!(version(&sbc), v2, "nothing changed");
+    for r in [b, c] {
+        r.signal("TERM");
+        let _ = r.wait();
+    }
 }

@@ -8,6 +8,7 @@ pub mod driver;
 pub mod edge;
 pub mod ha;
 pub mod lint;
+pub mod listeners;
 pub mod logging;
 pub mod media_link;
 pub mod metrics;

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 
 /// Top-level sections set up once at start, and why each needs a restart to change.
 const AT_START: &[(&str, &str)] = &[
-    ("sip", "listeners, TLS and transport limits are set up at start"),
+    ("sip", "TLS and transport limits are set up at start; only sip.listen changes live"),
     ("log", "the logger is set up at start"),
     ("api", "the admin API is bound at start"),
     ("cdr", "the CDR file is opened at start"),
@@ -30,7 +30,9 @@ pub struct Diff {
 /// Compares the running file (`old_text`, loaded as `old`) with the new one (`new_text`, valid as `new`).
 pub fn diff(path: &Path, old_text: &str, old: &Config, new_text: &str, new: &Config) -> Diff {
     let parse = |t: &str| t.parse::<Table>().unwrap_or_default();
-    let (a, b) = (parse(old_text), parse(new_text));
+    let (mut a, mut b) = (parse(old_text), parse(new_text));
+    // Listeners are added and removed live (`crate::listeners`); the rest of [sip] is set up at start.
+    let listen = (take_listen(&mut a), take_listen(&mut b));
     let mut d = Diff::default();
     let refuse = |key: String, line: usize, why: &str| {
         format!("{}:{line}: {key}: requires a restart ({why}); nothing was changed", path.display())
@@ -64,6 +66,9 @@ pub fn diff(path: &Path, old_text: &str, old: &Config, new_text: &str, new: &Con
             d.changes.push(format!("trunk \"{name}\" removed (its calls in progress keep it until they end)"));
         }
     }
+    if listen.0 != listen.1 {
+        d.changes.push("sip.listen changed".to_owned());
+    }
     if a.get("route") != b.get("route") {
         d.changes.push("routes changed (new calls only)".to_owned());
     }
@@ -71,6 +76,10 @@ pub fn diff(path: &Path, old_text: &str, old: &Config, new_text: &str, new: &Con
         d.changes.push("[calls] changed (new calls only)".to_owned());
     }
     d
+}
+
+fn take_listen(t: &mut Table) -> Option<Value> {
+    t.get_mut("sip").and_then(Value::as_table_mut).and_then(|s| s.remove("listen"))
 }
 
 /// The dotted key of the first difference under `key` (`media.xdp`), or `None` when equal.
@@ -100,7 +109,7 @@ fn connections(c: &Config, name: &str) -> (Vec<String>, Vec<String>) {
 }
 
 /// The 1-based line of a dotted key (`media.xdp`): its `key =` line inside its `[table]`, else the table's header.
-fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
+pub(super) fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
     let (table, key) = dotted.split_once('.').unwrap_or((dotted, ""));
     let leaf = key.split('.').next().unwrap_or("");
     let mut current = String::new();
@@ -170,9 +179,13 @@ mod tests {
     }
 
     #[test]
-    fn listener_change_is_refused() {
-        let new = BASE.replace("5060\"]", "5062\"]");
+    fn listener_change_applies_live_but_another_sip_key_needs_a_restart() {
+        let new = BASE.replace("127.0.0.1:5060\"]", "127.0.0.1:5062\"]");
         let d = diff(Path::new("sbc.toml"), BASE, &load(BASE), &new, &load(&new));
-        assert!(d.restart.expect("refused").starts_with("sbc.toml:2: sip.listen: requires a restart"));
+        assert_eq!((d.restart, d.changes), (None, vec!["sip.listen changed".to_owned()]));
+        let new = new.replace("5062\"]", "5062\"]\nmax_message_size = 4096");
+        let d = diff(Path::new("sbc.toml"), BASE, &load(BASE), &new, &load(&new));
+        let why = d.restart.expect("refused");
+        assert!(why.starts_with("sbc.toml:3: sip.max_message_size: requires a restart"), "{why}");
     }
 }

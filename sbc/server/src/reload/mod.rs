@@ -14,7 +14,8 @@ pub use diff::{diff, Diff};
 pub use routes::routes;
 
 use crate::config::{Config, ConfigError};
-use crate::driver::Records;
+use crate::driver::{Records, Sockets};
+use crate::listeners::Listeners;
 use sbc_proto::endpoint::Endpoint;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -58,6 +59,12 @@ pub struct Loaded {
 pub struct Apply {
     /// The new configuration, valid and with nothing that needs a restart.
     pub config: Arc<Config>,
+    /// UDP sockets of listeners added, by local address: the driver sends on them from now on.
+    pub udp_added: Vec<(std::net::SocketAddr, Arc<tokio::net::UdpSocket>)>,
+    /// Local addresses of UDP listeners removed.
+    pub udp_removed: Vec<std::net::SocketAddr>,
+    /// Every listener's local address after the reload, for the core.
+    pub locals: Vec<(sbc_proto::transport::Transport, std::net::SocketAddr)>,
     /// Answered with the number of calls in progress at the swap.
     pub reply: oneshot::Sender<usize>,
 }
@@ -91,6 +98,8 @@ pub struct Reloader {
     driver: mpsc::Sender<Apply>,
     /// One reload at a time: each is validated against the one before it.
     serial: Arc<tokio::sync::Mutex<()>>,
+    /// The SIP listeners, which a reload adds and removes.
+    listeners: Arc<Mutex<Listeners>>,
 }
 
 fn version_of(text: &str) -> String {
@@ -114,7 +123,7 @@ fn invalid(e: &ConfigError) -> ReloadError {
 impl Reloader {
     /// A reloader of `source`, running as `config`; the driver takes what the receiver yields
     /// ([`Records::reload`]).
-    pub fn new(source: Source, config: Config) -> (Self, mpsc::Receiver<Apply>) {
+    pub fn new(source: Source, config: Config, listeners: Arc<Mutex<Listeners>>) -> (Self, mpsc::Receiver<Apply>) {
         metrics::describe_counter!(RELOADS, "configuration reloads, by result (ok, invalid, restart_required)");
         metrics::describe_gauge!(LOADED_AT, "when the running configuration was loaded, Unix seconds");
         for result in ["ok", "invalid", "restart_required", "unavailable"] {
@@ -130,7 +139,7 @@ impl Reloader {
             config: Arc::new(config),
         };
         let (tx, rx) = mpsc::channel(1);
-        (Self { loaded: Arc::new(Mutex::new(loaded)), driver: tx, serial: Arc::default() }, rx)
+        (Self { loaded: Arc::new(Mutex::new(loaded)), driver: tx, serial: Arc::default(), listeners }, rx)
     }
 
     /// The running configuration's file, version and load time.
@@ -167,12 +176,37 @@ impl Reloader {
                 return Err(e);
             }
         };
+        // Listeners added are bound before anything changes: one that cannot be bound refuses the reload.
+        let prepared = {
+            let l = self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            l.prepare(&config.sip.listen).map(|c| {
+                let (locals, udp_removed) = (l.locals_after(&c), l.udp_removed(&c));
+                (c, locals, udp_removed)
+            })
+        };
+        let (change, locals, udp_removed) = match prepared {
+            Ok(p) => p,
+            Err((i, why)) => {
+                let line = diff::line_of_key(&text, "sip.listen").unwrap_or(1);
+                let path = self.loaded().path;
+                let e = ReloadError::Invalid(format!(
+                    "{}:{line}: sip.listen[{i}]: {why}; nothing was changed",
+                    path.display()
+                ));
+                metrics::counter!(RELOADS, "result" => "invalid").increment(1);
+                tracing::warn!(by, error = %e, "configuration reload refused: nothing changed");
+                return Err(e);
+            }
+        };
+        changes.extend(change.describe());
         let (reply, answer) = oneshot::channel();
-        let sent = self.driver.send(Apply { config: config.clone(), reply }).await;
+        let apply = Apply { config: config.clone(), udp_added: change.udp_added(), udp_removed, locals, reply };
+        let sent = self.driver.send(apply).await;
         let Some(calls_kept) = sent.ok().and(answer.await.ok()) else {
             metrics::counter!(RELOADS, "result" => "unavailable").increment(1);
             return Err(ReloadError::Unavailable);
         };
+        self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).commit(change);
         let version = version_of(&text);
         let now = SystemTime::now();
         {
@@ -204,12 +238,16 @@ impl Reloader {
     }
 }
 
-/// In the driver: swaps the plan of the core and of what labels its metrics and guards its edge. Returns the calls
-/// in progress, which keep the plan they started with.
-pub fn apply(endpoint: &mut Endpoint, records: &mut Records, config: &Config) -> usize {
+/// In the driver: swaps the plan of the core and of what labels its metrics and guards its edge, and the sockets it
+/// sends on. Returns the calls in progress, which keep the plan they started with.
+pub fn apply(endpoint: &mut Endpoint, records: &mut Records, sockets: &mut Sockets, apply: &Apply) -> usize {
     let now = std::time::Instant::now();
-    let locals = endpoint.locals().to_vec();
-    endpoint.reload(now, config.plan.clone(), locals);
+    let config = &apply.config;
+    for local in &apply.udp_removed {
+        sockets.udp.remove(local);
+    }
+    sockets.udp.extend(apply.udp_added.iter().cloned());
+    endpoint.reload(now, config.plan.clone(), apply.locals.clone());
     let names: Vec<String> = config.plan.trunks.iter().map(|t| t.name.clone()).collect();
     for added in names.iter().skip(records.trunks.len()) {
         crate::metrics::trunk_series(added);
