@@ -188,6 +188,11 @@ impl Listeners {
         removed.map(|o| o.local).collect()
     }
 
+    /// Tells trunk sources from others at accept by `plan` from now on (a reload).
+    pub fn set_plan(&self, plan: &sbc_proto::routing::Plan) {
+        self.ctx.trunks.set_plan(plan);
+    }
+
     /// Carries out `change` once the driver has taken it: starts the added listeners, stops the removed ones.
     pub fn commit(&mut self, change: Change) {
         for l in &change.removed {

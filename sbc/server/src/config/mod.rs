@@ -394,7 +394,7 @@ impl Validator<'_> {
             ],
             Some(list) => {
                 if list.is_empty() {
-                    return Err(v.invalid(0..0, "sip.listen", "needs at least one address"));
+                    return Err(v.invalid(v.key_span("sip", "listen"), "sip.listen", "needs at least one address"));
                 }
                 list.iter()
                     .enumerate()
@@ -522,6 +522,28 @@ struct Validator<'a> {
 impl<'a> Validator<'a> {
     fn new(text: &'a str, path: &'a Path) -> Self {
         Self { text, path, line_starts: OnceCell::new() }
+    }
+
+    /// Where `key` of `[table]` is written, else the table's header, for an error about a value with no span of its
+    /// own (a missing key, an empty list), so it still names a line; `0..0` when neither is in the text.
+    fn key_span(&self, table: &str, key: &str) -> Range<usize> {
+        let mut offset = 0;
+        let mut current = "";
+        let mut header = None;
+        for line in self.text.split_inclusive('\n') {
+            let l = line.trim();
+            let span = offset..offset + line.trim_end().len();
+            offset += line.len();
+            if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+                current = h.trim_start_matches('[').trim();
+                if current == table && header.is_none() {
+                    header = Some(span);
+                }
+            } else if current == table && l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+                return span;
+            }
+        }
+        header.unwrap_or(0..0)
     }
 
     /// 1-based line of a byte offset.

@@ -61,9 +61,15 @@ pub fn diff(path: &Path, old_text: &str, old: &Config, new_text: &str, new: &Con
             d.restart.get_or_insert_with(|| refuse(format!("trunk[{i}].gateways"), line, why));
         }
     }
-    for (name, _) in &old_trunks {
+    for (name, t) in &old_trunks {
         if !new_trunks.iter().any(|(n, _)| n == name) {
             d.changes.push(format!("trunk \"{name}\" removed (its calls in progress keep it until they end)"));
+            if t.contains_key("register") {
+                // Nothing of the trunk is left in the new file to point at: the first trunk's line, else the top.
+                let line = new_text.lines().position(|l| l.trim() == "[[trunk]]").map_or(1, |n| n + 1);
+                let why = "registrations with carriers are set up at start";
+                d.restart.get_or_insert_with(|| refuse(format!("trunk \"{name}\" (removed).register"), line, why));
+            }
         }
     }
     if listen.0 != listen.1 {

@@ -115,9 +115,11 @@ fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// A [`ConfigError`] as one line per error, the first line `FILE:LINE: ...`.
+/// A [`ConfigError`] on one line (the API's errors are one line): each error `FILE:LINE: ...`, joined by "; ".
 fn invalid(e: &ConfigError) -> ReloadError {
-    ReloadError::Invalid(e.to_string())
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    ReloadError::Invalid(lines.join("; "))
 }
 
 impl Reloader {
@@ -206,7 +208,11 @@ impl Reloader {
             metrics::counter!(RELOADS, "result" => "unavailable").increment(1);
             return Err(ReloadError::Unavailable);
         };
-        self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).commit(change);
+        {
+            let mut l = self.listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            l.commit(change);
+            l.set_plan(&config.plan);
+        }
         let version = version_of(&text);
         let now = SystemTime::now();
         {
