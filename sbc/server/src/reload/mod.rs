@@ -83,9 +83,12 @@ pub struct Applied {
 /// Why a reload or a check did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// The file has errors, or changes something that needs a restart: the message names FILE:LINE.
+    /// The file has errors (or a listener cannot be bound): the message names FILE:LINE.
     #[error("{0}")]
     Invalid(String),
+    /// The file changes something that cannot change live: the message names FILE:LINE and the key.
+    #[error("{0}")]
+    RestartRequired(String),
     /// The driver has stopped (shutting down).
     #[error("the SBC is stopping: no reload")]
     Unavailable,
@@ -159,7 +162,7 @@ impl Reloader {
         let new = Config::parse_after(&text, path, Some(&running.config.plan)).map_err(|e| invalid(&e))?;
         let Diff { changes, restart } = diff(path, &running.text, &running.config, &text, &new);
         if let Some(why) = restart {
-            return Err(ReloadError::Invalid(why));
+            return Err(ReloadError::RestartRequired(why));
         }
         Ok((Arc::new(new), text, changes))
     }
@@ -172,7 +175,10 @@ impl Reloader {
         let (config, text, mut changes) = match checked {
             Ok(c) => c,
             Err(e) => {
-                let result = if e.to_string().contains("requires a restart") { "restart_required" } else { "invalid" };
+                let result = match e {
+                    ReloadError::RestartRequired(_) => "restart_required",
+                    _ => "invalid",
+                };
                 metrics::counter!(RELOADS, "result" => result).increment(1);
                 tracing::warn!(by, error = %e, "configuration reload refused: nothing changed");
                 return Err(e);

@@ -24,7 +24,7 @@ struct ValidateBody {
 
 fn error(e: &ReloadError) -> Response {
     let status = match e {
-        ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadError::Invalid(_) | ReloadError::RestartRequired(_) => StatusCode::UNPROCESSABLE_ENTITY,
         ReloadError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     };
     json_response(status, &json!({ "error": e.to_string() }))

@@ -90,3 +90,33 @@ fn call_being_set_up_across_a_reload_fails_over_by_the_plan_it_started_with() {
     request(&sent, D, Method::Invite);
     assert!(!sent.iter().any(|(a, _)| *a == addr(B) || *a == addr(C)), "{sent:?}");
 }
+
+#[test]
+fn carrier_down_by_probe_stays_down_across_a_reload_that_keeps_it() {
+    let probe = crate::routing::ProbeConfig {
+        interval: Duration::from_secs(1),
+        down_after: 2,
+        up_after: 1,
+        ..Default::default()
+    };
+    let mut w = world_with(Limits::default(), Some(probe));
+    w.ep.handle_timeout(w.now);
+    w.drain();
+    // b never answers its probes: down.
+    w.advance(Duration::from_millis(2500));
+    // A reload that keeps b as it is (and changes c's gateway) must not make b usable again.
+    let plan = Arc::new(Plan {
+        trunks: vec![
+            trunk("customer-pbx", Some("198.18.1.10/32"), None),
+            Trunk { probe: Some(probe), ..trunk("carrier-b", None, Some(B)) },
+            trunk("carrier-c", None, Some(D)),
+        ],
+        catch_all: Some(vec![Candidate::new(TrunkId(1), 1), Candidate::new(TrunkId(2), 2)]),
+        max_post_dial: Duration::from_secs(60),
+        ..Plan::default()
+    });
+    reload(&mut w, plan);
+    let sent = w.send(A, SBC_A, invite_from_a("call-r5"));
+    request(&sent, D, Method::Invite);
+    assert!(!sent.iter().any(|(a, m)| *a == addr(B) && matches!(m, Message::Request(r) if r.method == Method::Invite)));
+}
