@@ -175,6 +175,9 @@ fn reload_under_100_cps_adds_changes_and_removes_trunks_without_failing_a_call()
     assert_eq!(answer["changes"][0], "trunk \"carrier-d\" changed (new calls only)", "{body}");
     let v3 = version(&sbc);
     assert_eq!(answer["version"], v3.as_str());
+    // About RATE x HOLD calls are up at any time: the reload happened under them.
+    let kept = answer["calls_kept"].as_u64().expect("calls_kept");
+    assert!(kept >= 100, "calls in progress at the API reload: {kept}");
 
     let uac = caller.wait().expect("caller finishes");
     let elapsed = start.elapsed();
@@ -190,6 +193,10 @@ fn reload_under_100_cps_adds_changes_and_removes_trunks_without_failing_a_call()
         uac.count("SuccessfulCall(C)"),
         uac.count("FailedCall(C)")
     );
+    let log = std::fs::read_to_string(&sbc.log).unwrap_or_default();
+    for l in log.lines().filter(|l| l.contains("configuration reloaded")) {
+        eprintln!("{l}");
+    }
     uac.assert_all_successful(u64::from(CALLS)).expect("no call failed across the reloads");
     let answered: u64 = carriers.iter().map(|c| c.1).sum();
     assert_eq!(answered, u64::from(CALLS), "every call answered by one carrier: {carriers:?}");

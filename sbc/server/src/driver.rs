@@ -415,8 +415,8 @@ pub async fn run(
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
             apply = reload_request(&mut records.reload), if stopping.is_none() => {
-                let calls = crate::reload::apply(&mut endpoint, &mut records, &mut sockets, &apply);
-                let _ = apply.reply.send(calls);
+                let done = crate::reload::apply(&mut endpoint, &mut records, &mut sockets, &apply);
+                let _ = apply.reply.send(done);
             }
             _ = media_tick.tick() => {
                 export_relay_counters(&records);

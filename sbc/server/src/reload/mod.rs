@@ -65,8 +65,8 @@ pub struct Apply {
     pub udp_removed: Vec<std::net::SocketAddr>,
     /// Every listener's local address after the reload, for the core.
     pub locals: Vec<(sbc_proto::transport::Transport, std::net::SocketAddr)>,
-    /// Answered with the number of calls in progress at the swap.
-    pub reply: oneshot::Sender<usize>,
+    /// Answered with the number of calls in progress at the swap, and how long the swap held the driver (µs).
+    pub reply: oneshot::Sender<(usize, u64)>,
 }
 
 /// A reload applied.
@@ -171,6 +171,7 @@ impl Reloader {
     /// once in the driver. Logged and counted either way.
     pub async fn reload(&self, by: &'static str) -> Result<Applied, ReloadError> {
         let _one = self.serial.lock().await;
+        let began = std::time::Instant::now();
         let checked = self.check(None);
         let (config, text, mut changes) = match checked {
             Ok(c) => c,
@@ -210,7 +211,7 @@ impl Reloader {
         let (reply, answer) = oneshot::channel();
         let apply = Apply { config: config.clone(), udp_added: change.udp_added(), udp_removed, locals, reply };
         let sent = self.driver.send(apply).await;
-        let Some(calls_kept) = sent.ok().and(answer.await.ok()) else {
+        let Some((calls_kept, swap_us)) = sent.ok().and(answer.await.ok()) else {
             metrics::counter!(RELOADS, "result" => "unavailable").increment(1);
             return Err(ReloadError::Unavailable);
         };
@@ -233,7 +234,9 @@ impl Reloader {
         if changes.is_empty() {
             changes.push("no change".to_owned());
         }
-        tracing::info!(by, %version, calls_kept, changes = %changes.join("; "), "configuration reloaded");
+        // Read, validate, bind and swap; of this, the driver (the call path) spends only `swap_us`.
+        let took_ms = began.elapsed().as_millis() as u64;
+        tracing::info!(by, %version, calls_kept, took_ms, swap_us, changes = %changes.join("; "), "configuration reloaded");
         Ok(Applied { version, changes, calls_kept })
     }
 
@@ -251,8 +254,8 @@ impl Reloader {
 }
 
 /// In the driver: swaps the plan of the core and of what labels its metrics and guards its edge, and the sockets it
-/// sends on. Returns the calls in progress, which keep the plan they started with.
-pub fn apply(endpoint: &mut Endpoint, records: &mut Records, sockets: &mut Sockets, apply: &Apply) -> usize {
+/// sends on. Returns the calls in progress, which keep the plan they started with, and how long this took (µs).
+pub fn apply(endpoint: &mut Endpoint, records: &mut Records, sockets: &mut Sockets, apply: &Apply) -> (usize, u64) {
     let now = std::time::Instant::now();
     let config = &apply.config;
     for local in &apply.udp_removed {
@@ -268,5 +271,5 @@ pub fn apply(endpoint: &mut Endpoint, records: &mut Records, sockets: &mut Socke
     records.edge.set_plan(config.plan.clone());
     // New gateways are probed from the next timeout on: run it now rather than at the next deadline.
     endpoint.handle_timeout(now);
-    endpoint.calls().len()
+    (endpoint.calls().len(), now.elapsed().as_micros() as u64)
 }
