@@ -24,7 +24,7 @@ STATEDIR ?= /var/lib/sbc
 # `kamailio-rtpengine` target of `sbc-bench cps` (make bench), started by the harness in its own namespaces; it
 # uses none of their packaged services: `make deps` installs with a policy-rc.d that keeps Debian from starting them
 # (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
-DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base \
+DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base curl \
 	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus systemd
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).

@@ -26,12 +26,16 @@ pub async fn serve(
     prometheus: PrometheusHandle,
     ha: Option<HaApi>,
     drain: tokio::sync::mpsc::Sender<crate::drain::Request>,
+    reload: Option<crate::reload::Reloader>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(move || std::future::ready(prometheus.render())))
         .merge(crate::drain::routes(drain));
+    if let Some(r) = reload {
+        app = app.merge(crate::reload::routes(r));
+    }
     if let Some(ha) = ha {
         if let Some(set) = ha.set_role.clone() {
             for (path, role) in

@@ -56,6 +56,8 @@ pub struct Records {
     pub edge: EdgeGuard,
     /// Drain requests (admin API, SIGTERM) and the configured deadline; `None`: no drains.
     pub drain: Option<crate::drain::DrainLink>,
+    /// Reloads of the configuration to apply ([`crate::reload`]); `None`: none come.
+    pub reload: Option<tokio::sync::mpsc::Receiver<crate::reload::Apply>>,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -70,7 +72,7 @@ impl Records {
         ha: Option<HaHandle>,
         edge: EdgeGuard,
     ) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, drain: None }
+        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, drain: None, reload: None }
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -99,6 +101,17 @@ impl Records {
     fn next_pending(&self) -> Option<Instant> {
         self.pending.values().map(|(_, at)| *at).min()
     }
+}
+
+async fn reload_request(
+    reload: &mut Option<tokio::sync::mpsc::Receiver<crate::reload::Apply>>,
+) -> crate::reload::Apply {
+    if let Some(r) = reload.as_mut() {
+        if let Some(a) = r.recv().await {
+            return a;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn ha_event(ha: &mut Option<HaHandle>) -> HaEvent {
@@ -501,6 +514,10 @@ pub async fn run(
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
+            apply = reload_request(&mut records.reload), if stopping.is_none() => {
+                let done = crate::reload::apply(&mut endpoint, &mut records, &mut sockets, &apply);
+                let _ = apply.reply.send(done);
+            }
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);

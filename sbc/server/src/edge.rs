@@ -28,7 +28,8 @@ pub const SOURCES: &str = "sbc_edge_sources_tracked";
 #[derive(Debug, Clone)]
 pub struct EdgeGuard {
     edge: Arc<Mutex<Edge>>,
-    plan: Arc<Plan>,
+    /// Shared by every clone, so a reload ([`EdgeGuard::set_plan`]) reaches every transport task at once.
+    plan: Arc<RwLock<Arc<Plan>>>,
     /// Addresses DNS-named gateways resolved to: carriers as much as the plan's own gateways.
     resolved: Arc<RwLock<HashSet<IpAddr>>>,
 }
@@ -43,7 +44,16 @@ impl EdgeGuard {
             metrics::counter!(DROPPED, "reason" => reason).absolute(0);
         }
         metrics::gauge!(BANS_ACTIVE).set(0.0);
-        Self { edge: Arc::new(Mutex::new(Edge::new(config))), plan, resolved: Arc::default() }
+        Self {
+            edge: Arc::new(Mutex::new(Edge::new(config))),
+            plan: Arc::new(RwLock::new(plan)),
+            resolved: Arc::default(),
+        }
+    }
+
+    /// Tells trunks from unknown sources by `plan` from now on (a reload).
+    pub fn set_plan(&self, plan: Arc<Plan>) {
+        *self.plan.write().unwrap_or_else(std::sync::PoisonError::into_inner) = plan;
     }
 
     fn lock(&self) -> MutexGuard<'_, Edge> {
@@ -60,7 +70,8 @@ impl EdgeGuard {
     /// certificate that names a trunk (`match.tls`) makes the source that trunk's, whatever its address, so its
     /// rate is `rate_trusted`.
     pub fn admit_from(&self, remote: SocketAddr, identity: Option<&sbc_proto::transport::TlsIdentity>) -> bool {
-        let trusted = self.plan.is_known_peer(remote, identity) || self.is_resolved(remote.ip());
+        let plan = Arc::clone(&self.plan.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let trusted = plan.is_known_peer(remote, identity) || self.is_resolved(remote.ip());
         let verdict = self.lock().check(Instant::now(), remote.ip(), trusted);
         let reason = match verdict {
             Verdict::Pass => return true,

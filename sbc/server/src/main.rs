@@ -60,14 +60,22 @@ fn main() -> ExitCode {
             }
         },
         None | Some(Command::Run) => {
-            let config = match sbc::config::Config::load(&cli.config) {
+            let text = match std::fs::read_to_string(&cli.config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: cannot read: {e}", cli.config.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let config = match sbc::config::Config::parse(&text, &cli.config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            match run(config) {
+            let source = sbc::reload::Source { path: cli.config.clone(), text };
+            match run(config, source) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sbc: {e:#}");
@@ -78,7 +86,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: sbc::config::Config) -> Result<()> {
+fn run(config: sbc::config::Config, source: sbc::reload::Source) -> Result<()> {
     sbc::logging::init(&config.log).context("setting up logging")?;
     // Two worker threads: the machines this runs on are small, and the driver is one task anyway.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +94,7 @@ fn run(config: sbc::config::Config) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(sbc::server::serve(config, shutdown_signal()))
+    rt.block_on(sbc::server::serve(config, Some(source), shutdown_signal()))
 }
 
 /// Resolves on Ctrl-C (SIGINT): the quick stop (calls ended with BYE at once). SIGTERM drains instead

@@ -181,11 +181,16 @@ pub fn describe_calls(trunks: &[String]) {
     describe_gauge!(TRUNK_UP, "1 while a trunk answers its probes");
     describe_counter!(AUTH_CHALLENGES, "INVITEs challenged for credentials");
     for t in trunks {
-        gauge!(TRUNK_UP, "trunk" => t.clone()).set(1.0);
-        gauge!(CALLS_ACTIVE, "trunk" => t.clone()).set(0.0);
-        counter!(CALL_ATTEMPTS, "trunk" => t.clone()).absolute(0);
-        counter!(CALLS_ANSWERED, "trunk" => t.clone()).absolute(0);
+        trunk_series(t);
     }
+}
+
+/// Creates the zero series of trunk `t` (at start, and for a trunk a reload adds).
+pub fn trunk_series(t: &str) {
+    gauge!(TRUNK_UP, "trunk" => t.to_owned()).set(1.0);
+    gauge!(CALLS_ACTIVE, "trunk" => t.to_owned()).set(0.0);
+    counter!(CALL_ATTEMPTS, "trunk" => t.to_owned()).absolute(0);
+    counter!(CALLS_ANSWERED, "trunk" => t.to_owned()).absolute(0);
 }
 
 /// 1 while a trunk's registration with its carrier is held, else 0 (the trunk is down), per registering trunk.

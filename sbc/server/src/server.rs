@@ -2,13 +2,17 @@
 
 use crate::config::Config;
 use crate::driver::{self, Sockets};
-use crate::transport::{tcp, udp, Transport};
 use anyhow::{Context, Result};
 use sbc_proto::endpoint::{self, Endpoint};
 use std::future::Future;
 
-/// Runs the SBC until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// Runs the SBC until `shutdown` resolves. With `source` (the file `config` was loaded from), SIGHUP and `POST
+/// /config/reload` reload it.
+pub async fn serve(
+    config: Config,
+    source: Option<crate::reload::Source>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let prometheus = crate::metrics::install().context("installing the metrics recorder")?;
     crate::drain::describe();
     // SIGTERM drains from the start; the first is caught even before the driver runs (it waits in the queue).
@@ -25,7 +29,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let mut sockets = Sockets::default();
     let limits = config.sip.stream_limits();
     let trunks = crate::transport::stream::TrunkSources::from_plan(&config.plan);
-    let mut tasks = Vec::new();
     // Bound addresses (a configured port 0 becomes the real one), for leg B's Via and Contact.
     let mut locals = Vec::new();
     let acceptor = match &config.sip.tls {
@@ -44,43 +47,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         };
         targets.insert((d.transport, d.addr), crate::transport::dial::DialTarget { trunk: d.trunk.clone(), tls });
     }
+    let mut listeners = crate::listeners::Listeners::new(crate::listeners::Context {
+        queues: tx.clone(),
+        guard: guard.clone(),
+        shed: shed.clone(),
+        max_message_size: config.sip.max_message_size,
+        limits,
+        trunks: trunks.clone(),
+        streams: sockets.streams.clone(),
+        acceptor: acceptor.clone(),
+    });
     for l in &config.sip.listen {
-        match l.transport {
-            Transport::Udp => {
-                let sock = udp::bind(l.addr).with_context(|| format!("binding sip.listen udp:{}", l.addr))?;
-                sockets.udp.insert(sock.local_addr()?, sock.clone());
-                locals.push((sbc_proto::transport::Transport::Udp, sock.local_addr()?));
-                tasks.push(tokio::spawn(udp::receive(
-                    sock,
-                    config.sip.max_message_size,
-                    guard.clone(),
-                    shed.clone(),
-                    tx.clone(),
-                )));
-            }
-            Transport::Tcp | Transport::Tls => {
-                let listener =
-                    tcp::bind(l.addr).with_context(|| format!("binding sip.listen {}:{}", l.transport, l.addr))?;
-                locals.push((l.transport, listener.local_addr()?));
-                let security = match (l.transport, &acceptor) {
-                    (Transport::Tls, Some(a)) => tcp::Security::Tls(a.clone()),
-                    (Transport::Tls, None) => anyhow::bail!("sip.listen tls:{}: no [sip.tls]", l.addr),
-                    _ => tcp::Security::Plain,
-                };
-                tasks.push(tokio::spawn(tcp::listen(
-                    listener,
-                    security,
-                    limits,
-                    trunks.clone(),
-                    sockets.streams.clone(),
-                    guard.clone(),
-                    tx.clone(),
-                )));
-            }
-            other => anyhow::bail!("sip.listen: transport {other} is not implemented yet"),
-        }
-        tracing::info!(listen = %format!("{}:{}", l.transport, l.addr), "SIP listening");
+        let bound = listeners.bind(l).with_context(|| format!("binding sip.listen {}:{}", l.transport, l.addr))?;
+        listeners.start(bound);
     }
+    sockets.udp.extend(listeners.udp_sockets());
+    locals.extend(listeners.locals());
+    let listeners = std::sync::Arc::new(std::sync::Mutex::new(listeners));
     if !targets.is_empty() || !config.dns.names.is_empty() {
         let settings = crate::transport::dial::DialSettings {
             limits,
@@ -181,6 +164,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             None
         }
     };
+    let (reloader, reload_rx) = match source {
+        Some(s) => {
+            let (r, rx) = crate::reload::Reloader::new(s, config.clone(), listeners.clone());
+            (Some(r), Some(rx))
+        }
+        None => (None, None),
+    };
+    let sighup = match &reloader {
+        Some(r) => Some(r.on_sighup().context("listening for SIGHUP (reload)")?),
+        None => None,
+    };
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
     // Last of the start: /health answers once everything above runs (a relay that fails to start must not
     // have been reported healthy first).
@@ -190,7 +184,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
             tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, drain_tx, async {
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, drain_tx, reloader.clone(), async {
                 let _ = admin_stop_rx.await;
             })))
         }
@@ -206,11 +200,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
     let mut records = driver::Records::new(cdr, trunks, media, ha, guard);
     records.drain = Some(crate::drain::DrainLink { requests: drain_rx, deadline: config.drain_deadline });
+    records.reload = reload_rx;
     driver::run(endpoint, sockets, rx, shutdown, records).await;
-
-    for t in &tasks {
-        t.abort();
+    if let Some(h) = sighup {
+        h.abort();
     }
+
+    listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stop();
     let _ = admin_stop_tx.send(());
     if let Some(a) = admin {
         let _ = a.await;

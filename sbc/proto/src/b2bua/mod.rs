@@ -176,6 +176,12 @@ struct Pending2xx {
 
 #[derive(Debug)]
 struct Call {
+    /// The plan this call was set up under: its trunks' settings (gateways, failover codes, SRTP, number rules,
+    /// pass-through headers) and the call timers stay those of its start when a reload swaps the plan, and a trunk
+    /// removed by a reload lives on here until the call ends. Trunk ids stay valid across plans (the loader keeps
+    /// each trunk's id by name and leaves a removed one's slot to a tombstone), so the per-trunk counters, probes
+    /// and metric labels indexed by id need no translation.
+    plan: Arc<Plan>,
     state: State,
     a: Dialog,
     a_trunk: TrunkId,
@@ -314,6 +320,18 @@ impl Calls {
         }
     }
 
+    /// Routes new calls by `plan` from now on, sending from `locals` (a reload). Calls in progress keep the plan
+    /// they started with. `plan` must keep the trunk ids of the current one (the config loader does: a trunk keeps
+    /// its id by name, a removed one leaves a tombstone in its slot, new ones are appended), so the per-trunk
+    /// counters carry over and the calls of a removed trunk still count against its slot until they end.
+    pub fn set_plan(&mut self, plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>) {
+        let n = plan.trunks.len().max(self.counters.len());
+        self.counters.resize_with(n, TrunkCounters::default);
+        self.trunk_up.resize(n, true);
+        self.plan = plan;
+        self.locals = locals;
+    }
+
     /// Active/active: the service addresses of each group of the pair.
     pub fn set_groups(&mut self, groups: Vec<Vec<std::net::IpAddr>>) {
         self.groups = groups;
@@ -407,8 +425,9 @@ impl Calls {
 
     /// `kind` in call `call` between its legs' trunks' SRTP policies (leg B's: `b_trunk` when given, the carrier now
     /// tried; else the call's leg B, plain RTP before one is tried).
-    fn exchange(plan: &Plan, call: &Call, kind: SdpKind, b_trunk: Option<TrunkId>) -> Exchange {
+    fn exchange(call: &Call, kind: SdpKind, b_trunk: Option<TrunkId>) -> Exchange {
         let b = b_trunk.or(call.b.as_ref().map(|b| b.trunk));
+        let plan = &call.plan;
         let srtp = [plan.trunk(call.a_trunk).srtp, b.map_or(SrtpMode::Off, |t| plan.trunk(t).srtp)];
         Exchange { kind, srtp }
     }
@@ -508,8 +527,8 @@ impl Calls {
 
     /// The gateways of `trunk` in the order the call with leg-A Call-ID `call_id` tries them: configured ones in
     /// their place, each DNS name replaced by its targets ([`targets::order`]), without those probed down.
-    fn gateways_for(&self, trunk: TrunkId, call_id: &[u8]) -> Vec<(Gateway, bool)> {
-        let t = self.plan.trunk(trunk);
+    fn gateways_for(&self, plan: &Plan, trunk: TrunkId, call_id: &[u8]) -> Vec<(Gateway, bool)> {
+        let t = plan.trunk(trunk);
         let seed = targets::seed_of(call_id);
         let mut out: Vec<(Gateway, bool)> = Vec::with_capacity(t.gateways.len());
         let mut statics = t.gateways.iter();
@@ -687,6 +706,7 @@ impl Calls {
         ctx.observe(Observation::CallStarted { trunk: a_trunk });
         self.timers.push(Reverse((attempts.post_dial_deadline(), id, Timer::PostDial)));
         let call = Call {
+            plan: Arc::clone(&plan),
             state: State::Routing,
             a,
             a_trunk,
@@ -783,7 +803,7 @@ impl Calls {
 
     /// Starts leg B on `trunk_id`'s gateway number `gateway`.
     fn start_leg_b(&mut self, ctx: &mut Ctx, id: CallRef, trunk_id: TrunkId, gateway: usize) {
-        let plan = Arc::clone(&self.plan);
+        let Some(plan) = self.calls.get(&id).map(|c| Arc::clone(&c.plan)) else { return };
         let trunk = plan.trunk(trunk_id);
         let Some(a_local) = self.calls.get(&id).map(|c| c.a.peer.local.ip()) else { return };
         // Active/active: leg B leaves from an address of leg A's group, which moves with it.
@@ -793,7 +813,7 @@ impl Calls {
         let locals = if in_group.is_empty() { &self.locals } else { &in_group };
         if gateway == 0 {
             let call_id = self.calls.get(&id).map(|c| c.a.call_id.clone()).unwrap_or_default();
-            let list = self.gateways_for(trunk_id, &call_id);
+            let list = self.gateways_for(&plan, trunk_id, &call_id);
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_gateways = list;
             }
@@ -817,7 +837,7 @@ impl Calls {
         let peer = build::peer(gw.transport, local, gw.addr);
         let target = build::Target::of(trunk, gw);
         // Identity and numbers towards this carrier (policy::identity documents the order).
-        let a_trunk = self.plan.trunk(call.a_trunk);
+        let a_trunk = plan.trunk(call.a_trunk);
         let mut identity = identity::outbound(&call.presented, &a_trunk.identity_in, &trunk.identity_out);
         identity.rewrite(&trunk.numbers_out);
         call.called_out = trunk.numbers_out.apply(&call.called_routed);
@@ -856,7 +876,7 @@ impl Calls {
             // The INVITE lives in the call, which `anchor` may not borrow alongside: copies only when anchoring.
             let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
             // A new carrier is a new peer on leg B: our keys for it are drawn afresh.
-            let exchange = Self::exchange(&self.plan, call, SdpKind::OfferToNewPeer, Some(trunk_id));
+            let exchange = Self::exchange(call, SdpKind::OfferToNewPeer, Some(trunk_id));
             self.anchor(ctx, id, Leg::A, exchange, &a_headers, &a_body, [a_local, local.ip()])
         };
         let body = match body {
@@ -989,7 +1009,7 @@ impl Calls {
             let locals = Self::sip_locals(call);
             // An answer to A's offer; after an INVITE without SDP, B's offer.
             let kind = if call.a_invite.body.is_empty() { SdpKind::Offer } else { SdpKind::Answer };
-            let exchange = Self::exchange(&self.plan, call, kind, None);
+            let exchange = Self::exchange(call, kind, None);
             match self.anchor(ctx, id, Leg::B, exchange, &resp.headers, &resp.body, locals) {
                 Ok(body) => resp.body = body,
                 Err(e) => {
@@ -1021,7 +1041,7 @@ impl Calls {
                 if matches!(resp.status, 180 | 183) && call.ringing.is_none() {
                     call.ringing = Some(ctx.now);
                 }
-                let pass = &self.plan.trunk(call.a_trunk).pass_headers;
+                let pass = &call.plan.trunk(call.a_trunk).pass_headers;
                 let mut r = build::response_to(
                     &call.a_invite,
                     resp.status,
@@ -1049,7 +1069,7 @@ impl Calls {
         if resp.is_success() {
             return self.b_answered(ctx, id, resp, media_failed);
         }
-        let trunk = self.plan.trunk(b.trunk);
+        let trunk = call.plan.trunk(b.trunk);
         if matches!(resp.status, 401 | 407) && !b.authed && !b.cancel_wanted {
             if let Some(retry) = authorized_retry(ctx, b, &resp, trunk) {
                 b.authed = true;
@@ -1089,16 +1109,16 @@ impl Calls {
         let status = resp.as_ref().map_or(outcome.status(), |r| r.status);
         ctx.observe(Observation::CallFailed { trunk: b.trunk, status });
         call.cdr_attempts.push(CdrAttempt {
-            trunk: self.plan.trunk(b.trunk).name.clone(),
+            trunk: call.plan.trunk(b.trunk).name.clone(),
             call_id: String::from_utf8_lossy(&b.dialog.call_id).into_owned(),
             status,
         });
         if b.cancel_wanted {
             // The caller cancelled: A has its 487 already; the call ends here.
-            call.attempts.on_outcome(Outcome::Cancelled, &self.plan.trunk(b.trunk).failover, ctx.now);
+            call.attempts.on_outcome(Outcome::Cancelled, &call.plan.trunk(b.trunk).failover, ctx.now);
             return self.finish(ctx, id);
         }
-        let trunk = self.plan.trunk(b.trunk);
+        let trunk = call.plan.trunk(b.trunk);
         let from_dns = call.b_gateways.get(b.gateway).is_some_and(|&(_, dns)| dns);
         // RFC 3263 §4.3: a DNS target that times out or answers 503 gives way to the next target as well.
         let next_target = outcome == Outcome::TransportError
@@ -1138,9 +1158,9 @@ impl Calls {
         ctx.txns.send_ack(d.peer, ack.clone());
         b.ack = Some(ack);
         let trunk = b.trunk;
-        call.attempts.on_outcome(Outcome::Answered, &self.plan.trunk(trunk).failover, ctx.now);
+        call.attempts.on_outcome(Outcome::Answered, &call.plan.trunk(trunk).failover, ctx.now);
         call.cdr_attempts.push(CdrAttempt {
-            trunk: self.plan.trunk(trunk).name.clone(),
+            trunk: call.plan.trunk(trunk).name.clone(),
             call_id: String::from_utf8_lossy(&b.dialog.call_id).into_owned(),
             status: resp.status,
         });
@@ -1158,7 +1178,7 @@ impl Calls {
         ctx.observe(Observation::CallAnswered { trunk });
         call.state = State::Confirmed;
         call.answer = Some(ctx.now);
-        let pass = &self.plan.trunk(call.a_trunk).pass_headers;
+        let pass = &call.plan.trunk(call.a_trunk).pass_headers;
         let ok = build::response_to(
             &call.a_invite,
             resp.status,
@@ -1172,10 +1192,10 @@ impl Calls {
         call.pending_2xx =
             Some(Pending2xx { resp: ok, interval: ctx.t1, next: ctx.now + ctx.t1, give_up: ctx.now + 64 * ctx.t1 });
         self.timers.push(Reverse((ctx.now + ctx.t1, id, Timer::Retransmit2xx)));
-        if let Some(max) = self.plan.max_duration {
+        if let Some(max) = call.plan.max_duration {
             self.timers.push(Reverse((ctx.now + max, id, Timer::MaxDuration)));
         }
-        if let Some(every) = self.plan.keepalive {
+        if let Some(every) = call.plan.keepalive {
             self.timers.push(Reverse((ctx.now + every, id, Timer::Keepalive)));
         }
         if let Some(at) = session_expiry(&resp, ctx.now) {
@@ -1273,7 +1293,7 @@ impl Calls {
         let locals = Self::sip_locals(call);
         // A PRACK answers an offer in a reliable 18x (RFC 3262 §5); re-INVITE and UPDATE carry offers.
         let kind = if req.method == Method::Prack { SdpKind::Answer } else { SdpKind::Offer };
-        let exchange = Self::exchange(&self.plan, call, kind, None);
+        let exchange = Self::exchange(call, kind, None);
         let mut req = req;
         match self.anchor(ctx, id, leg, exchange, &req.headers, &req.body, locals) {
             Ok(body) => req.body = body,
@@ -1296,8 +1316,8 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&id) else { return };
         // Relay across: a new request on the other leg's dialog, its answer back on this transaction.
         let pass_to = match leg.other() {
-            Leg::A => self.plan.trunk(call.a_trunk).pass_headers.clone(),
-            Leg::B => call.b.as_ref().map(|b| self.plan.trunk(b.trunk).pass_headers.clone()).unwrap_or_default(),
+            Leg::A => call.plan.trunk(call.a_trunk).pass_headers.clone(),
+            Leg::B => call.b.as_ref().map(|b| call.plan.trunk(b.trunk).pass_headers.clone()).unwrap_or_default(),
         };
         let branch = ctx.ids.branch();
         let b_invite_cseq = call.b.as_ref().and_then(|b| b.invite.headers.cseq().ok()).map_or(1, |c| c.seq);
@@ -1341,7 +1361,7 @@ impl Calls {
         if (101..300).contains(&resp.status) && !resp.body.is_empty() {
             // The answer to the request's offer; to a request without one, an offer.
             let kind = if request.body.is_empty() { SdpKind::Offer } else { SdpKind::Answer };
-            let exchange = Self::exchange(&self.plan, call, kind, None);
+            let exchange = Self::exchange(call, kind, None);
             let body =
                 self.anchor(ctx, id, req_leg.other(), exchange, &resp.headers, &resp.body, locals).unwrap_or_default();
             let mut r = resp.clone();
@@ -1354,7 +1374,7 @@ impl Calls {
             Leg::A => (&call.a, call.a_trunk),
             Leg::B => (&call.b.as_ref().expect("b").dialog, call.b.as_ref().expect("b").trunk),
         };
-        let pass = &self.plan.trunk(there_trunk).pass_headers;
+        let pass = &call.plan.trunk(there_trunk).pass_headers;
         let r = build::response_to(request, resp.status, resp.reason.clone(), here, Some(resp), pass, ctx.server);
         ctx.respond(back, r);
         if resp.is_success() && matches!(request.method, Method::Invite | Method::Update) {
@@ -1401,7 +1421,7 @@ impl Calls {
                     if !req.body.is_empty() {
                         // An answer in the ACK (the offer came in our 2xx): the relay learns A's media address.
                         let locals = Self::sip_locals(call);
-                        let exchange = Self::exchange(&self.plan, call, SdpKind::Answer, None);
+                        let exchange = Self::exchange(call, SdpKind::Answer, None);
                         let _ = self.anchor(ctx, id, Leg::A, exchange, &req.headers, &req.body, locals);
                     }
                 }
@@ -1477,7 +1497,7 @@ impl Calls {
                             self.by_client.insert(k, (id, Purpose::Keepalive(leg)));
                         }
                     }
-                    if let Some(every) = self.plan.keepalive {
+                    if let Some(every) = call.plan.keepalive {
                         self.timers.push(Reverse((ctx.now + every, id, Timer::Keepalive)));
                     }
                 }
@@ -1585,7 +1605,7 @@ impl Calls {
             self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
             self.counters[b.trunk.0 as usize].end();
             b_call_id = Some(String::from_utf8_lossy(&b.dialog.call_id).into_owned());
-            trunk_out = Some(self.plan.trunk(b.trunk).name.clone());
+            trunk_out = Some(call.plan.trunk(b.trunk).name.clone());
             ctx.observe(Observation::CallEnded { trunk: b.trunk });
         }
         if trunk_out.is_none() {
@@ -1608,7 +1628,7 @@ impl Calls {
         ctx.out.push_back(Output::Cdr(Box::new(Cdr {
             a_call_id: String::from_utf8_lossy(&call.a.call_id).into_owned(),
             b_call_id,
-            trunk_in: self.plan.trunk(call.a_trunk).name.clone(),
+            trunk_in: call.plan.trunk(call.a_trunk).name.clone(),
             trunk_out,
             caller: call.caller,
             called_in: call.called_in,

@@ -88,7 +88,7 @@ impl Calls {
             return None;
         }
         let candidate = |c: &crate::routing::Candidate| CandidateRecord {
-            trunk: self.plan.trunk(c.trunk).name.clone(),
+            trunk: call.plan.trunk(c.trunk).name.clone(),
             priority: c.priority,
             weight: c.weight,
         };
@@ -120,10 +120,10 @@ impl Calls {
             version: call.ha_version,
             a_invite: text(&call.a_invite.to_bytes())?,
             a: dialog_record(&call.a)?,
-            a_trunk: self.plan.trunk(call.a_trunk).name.clone(),
+            a_trunk: call.plan.trunk(call.a_trunk).name.clone(),
             b_invite: text(&b.invite.to_bytes())?,
             b: dialog_record(&b.dialog)?,
-            b_trunk: self.plan.trunk(b.trunk).name.clone(),
+            b_trunk: call.plan.trunk(b.trunk).name.clone(),
             b_ack: match &b.ack {
                 Some(a) => Some(text(&a.to_bytes())?),
                 None => None,
@@ -332,6 +332,7 @@ impl Calls {
         let (mut attempts, _) = crate::routing::Attempts::start(Vec::new(), limits, at(r.setup_ms_ago));
         attempts.on_outcome(crate::routing::Outcome::Answered, &plan.trunk(b_trunk).failover, ctx.now);
         let call = Call {
+            plan: std::sync::Arc::clone(&plan),
             state: State::Confirmed,
             a,
             a_trunk,

@@ -83,6 +83,7 @@ impl Calls {
         let mut presented = presented_by(&a_invite);
         presented.rewrite(&plan.trunk(a_trunk).numbers_in);
         let call = Call {
+            plan: Arc::clone(&plan),
             state: State::Routing,
             a,
             a_trunk,

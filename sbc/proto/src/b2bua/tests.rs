@@ -1211,5 +1211,6 @@ fn carrier_that_answers_plain_where_srtp_is_required_fails_the_call_and_the_next
 mod active_active;
 mod dns_targets;
 mod drain;
+mod reload;
 mod setup_takeover;
 mod transports;

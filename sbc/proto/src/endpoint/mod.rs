@@ -247,6 +247,24 @@ impl Endpoint {
         }
     }
 
+    /// Our listen addresses, as the core knows them.
+    pub fn locals(&self) -> &[(Transport, SocketAddr)] {
+        &self.config.locals
+    }
+
+    /// A reload: new calls are routed by `plan` and leave from `locals` (the listen addresses now bound); calls in
+    /// progress keep the plan they started with, a trunk removed while its calls are up lives on in theirs. Probes
+    /// follow the new gateways (a gateway kept keeps its health). `plan` must keep the current plan's trunk ids (see
+    /// [`Calls::set_plan`]); registrations are not changed here (the server refuses a reload that changes them).
+    pub fn reload(&mut self, now: Instant, plan: Arc<Plan>, locals: Vec<(Transport, SocketAddr)>) {
+        self.last_now = Some(now);
+        let changes = self.probes.reload(&self.config.plan, &plan, &locals);
+        self.calls.set_plan(plan.clone(), locals.clone());
+        self.config.plan = plan;
+        self.config.locals = locals;
+        self.apply_trunk_changes(changes);
+    }
+
     /// A new request waited `delay` in the driver's queue before it reached us, at `now`: the overload signal.
     /// The next message handled ([`Endpoint::handle_message_from`]) is that request: a new call whose INVITE waited
     /// longer than `[overload] max_wait` is refused.

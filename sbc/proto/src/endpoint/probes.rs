@@ -53,6 +53,47 @@ impl Probes {
         Self { gws, by_key: HashMap::new(), down_changed: false }
     }
 
+    /// The probes of a reloaded `plan` (trunk ids kept from `old`, see [`crate::routing::Plan::trunk`]): a gateway
+    /// still probed with the same settings keeps its health and any probe in flight, so a reload does not make a
+    /// down carrier usable again; new gateways start fresh, those no longer listed are dropped. Returns the trunks
+    /// whose state changed.
+    pub(super) fn reload(
+        &mut self,
+        old: &Plan,
+        plan: &Plan,
+        locals: &[(Transport, SocketAddr)],
+    ) -> Vec<(TrunkId, bool)> {
+        let before: Vec<bool> = (0..plan.trunks.len()).map(|i| self.trunk_up(TrunkId(i as u32))).collect();
+        let same_probe = |t: TrunkId| {
+            old.trunks.get(t.0 as usize).map(|o| o.probe) == plan.trunks.get(t.0 as usize).map(|n| n.probe)
+        };
+        let mut old_gws: Vec<Gw> = std::mem::take(&mut self.gws).into_iter().filter(|g| same_probe(g.trunk)).collect();
+        let fresh = Self::new(plan, locals);
+        for g in fresh.gws {
+            let same = |o: &Gw| o.trunk == g.trunk && o.dns.is_none() && o.peer == g.peer;
+            let gw = match old_gws.iter().position(same) {
+                Some(i) => old_gws.swap_remove(i),
+                None => g,
+            };
+            self.gws.push(gw);
+        }
+        // DNS-named gateways are the same names across a reload (the server refuses to change them): their
+        // resolved targets stay probed.
+        self.gws.extend(old_gws.into_iter().filter(|g| g.dns.is_some()));
+        self.by_key.clear();
+        for (i, g) in self.gws.iter().enumerate() {
+            if let Some(k) = &g.inflight {
+                self.by_key.insert(k.clone(), i);
+            }
+        }
+        self.down_changed = true;
+        (0..plan.trunks.len())
+            .map(|i| TrunkId(i as u32))
+            .filter(|&t| before.get(t.0 as usize).copied() != Some(self.trunk_up(t)))
+            .map(|t| (t, self.trunk_up(t)))
+            .collect()
+    }
+
     /// The targets DNS-named gateway `dns` of `trunk` resolved to now: each is probed (a target kept from the last
     /// answer keeps its health), those no longer named are not. Returns trunk state changes.
     pub(super) fn set_targets(

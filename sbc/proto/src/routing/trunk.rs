@@ -120,6 +120,16 @@ impl Trunk {
     }
 }
 
+impl Trunk {
+    /// What a reload leaves in the slot of a trunk the new configuration no longer has: its name (for the metric
+    /// labels and CDRs of the calls still up on it, which keep the full trunk in their own plan), disabled, with no
+    /// source, credential, gateway, probe or registration, so no new call comes from it or goes to it. Keeping the
+    /// slot keeps every other trunk's id, which calls, probes, counters and metric labels index by.
+    pub fn tombstone(name: impl Into<String>) -> Self {
+        Self { disabled: true, ..Self::new(name) }
+    }
+}
+
 /// A source address or network, optionally with a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceMatch {

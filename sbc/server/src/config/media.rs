@@ -86,7 +86,8 @@ impl Validator<'_> {
             },
         };
         let Some(list) = m.interfaces else {
-            return Err(self.invalid(0..0, "media.interfaces", "required: the relay's address on each side"));
+            let at = self.key_span("media", "interfaces");
+            return Err(self.invalid(at, "media.interfaces", "required: the relay's address on each side"));
         };
         if list.get_ref().is_empty() {
             return Err(self.invalid(list.span(), "media.interfaces", "needs at least one interface"));

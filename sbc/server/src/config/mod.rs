@@ -329,6 +329,13 @@ impl Config {
     /// Each section is validated even when an earlier one has errors, and `[[trunk]]` / `[[route]]` check every
     /// entry, so the error lists all it can find (TOML syntax and schema errors stop at the first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_after(text, path, None)
+    }
+
+    /// [`Config::parse`] for a reload: the plan keeps the trunk ids of `previous` (see the `routing` module: a trunk
+    /// keeps its id by name, a removed one leaves a tombstone, new ones are appended), so calls in progress, probes
+    /// and metric labels that hold ids stay right.
+    pub fn parse_after(text: &str, path: &Path, previous: Option<&Plan>) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
             ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().to_owned() }
@@ -352,7 +359,7 @@ impl Config {
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
         let dns = keep(v.dns(raw.dns), &mut errors);
         let drain_deadline = keep(v.drain_deadline(raw.drain_deadline.as_ref()), &mut errors);
-        let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
+        let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, previous, &mut errors);
         let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
         match (sip, log, api, plan, media, ha, edge, dns, drain_deadline) {
             (
@@ -407,7 +414,7 @@ impl Validator<'_> {
             ],
             Some(list) => {
                 if list.is_empty() {
-                    return Err(v.invalid(0..0, "sip.listen", "needs at least one address"));
+                    return Err(v.invalid(v.key_span("sip", "listen"), "sip.listen", "needs at least one address"));
                 }
                 list.iter()
                     .enumerate()
@@ -535,6 +542,28 @@ struct Validator<'a> {
 impl<'a> Validator<'a> {
     fn new(text: &'a str, path: &'a Path) -> Self {
         Self { text, path, line_starts: OnceCell::new() }
+    }
+
+    /// Where `key` of `[table]` is written, else the table's header, for an error about a value with no span of its
+    /// own (a missing key, an empty list), so it still names a line; `0..0` when neither is in the text.
+    fn key_span(&self, table: &str, key: &str) -> Range<usize> {
+        let mut offset = 0;
+        let mut current = "";
+        let mut header = None;
+        for line in self.text.split_inclusive('\n') {
+            let l = line.trim();
+            let span = offset..offset + line.trim_end().len();
+            offset += line.len();
+            if let Some(h) = l.strip_prefix('[').and_then(|h| h.split(']').next()) {
+                current = h.trim_start_matches('[').trim();
+                if current == table && header.is_none() {
+                    header = Some(span);
+                }
+            } else if current == table && l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with('=')) {
+                return span;
+            }
+        }
+        header.unwrap_or(0..0)
     }
 
     /// 1-based line of a byte offset.

@@ -7,7 +7,7 @@
 use super::trunk::{trunk, RawTrunk};
 use super::{ConfigError, Validator};
 use sbc_proto::routing::{
-    Candidate, FailoverLimits, Plan, PrefixError, PrefixTable, PrefixTableBuilder, TrunkId, UnknownSource,
+    Candidate, FailoverLimits, Plan, PrefixError, PrefixTable, PrefixTableBuilder, Trunk, TrunkId, UnknownSource,
     DEFAULT_WEIGHT,
 };
 use serde::Deserialize;
@@ -71,6 +71,7 @@ pub(super) fn plan(
     trunks: &[RawTrunk],
     routes: &[RawRoute],
     calls: Option<RawCalls>,
+    previous: Option<&Plan>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<(Plan, Vec<super::DialSpec>, Vec<super::DnsName>)> {
     let mut c = Check { v, errors };
@@ -98,7 +99,11 @@ pub(super) fn plan(
         super::trunk::dial_specs(&mut c, i, raw, &t, tls, &mut dial, &mut names);
         built.push(t);
     }
-    let routes = route_table(&mut c, routes, trunks, &by_name);
+    let (slots, built) = keep_ids(built, previous);
+    for n in &mut names {
+        n.trunk = TrunkId(slots[n.trunk.0 as usize]);
+    }
+    let routes = route_table(&mut c, routes, trunks, &by_name, &slots);
     let (max_duration, keepalive) = call_timers(&mut c, calls.as_ref());
     let (unknown_source, max_tries, max_post_dial) = call_limits(&mut c, calls);
     let (routes, catch_all) = routes?;
@@ -110,6 +115,42 @@ pub(super) fn plan(
     Some((plan, dial, names))
 }
 
+/// The trunks in id order, and the id of each `[[trunk]]` by its place in the file.
+///
+/// Trunk ids are indexes into `plan.trunks`, and calls, probes, per-trunk counters and metric labels hold them. A
+/// reload therefore keeps them: a trunk of the `previous` plan keeps its id by name, a removed one leaves a
+/// [`Trunk::tombstone`] in its slot (its calls in progress hold the full trunk in their own plan), and new trunks
+/// are appended. Slots are never reused by another name, so an id means one trunk for the life of the process.
+fn keep_ids(built: Vec<Trunk>, previous: Option<&Plan>) -> (Vec<u32>, Vec<Trunk>) {
+    let Some(prev) = previous else {
+        return ((0..built.len() as u32).collect(), built);
+    };
+    let by_name: HashMap<&str, usize> = prev.trunks.iter().enumerate().map(|(i, t)| (t.name.as_str(), i)).collect();
+    let mut kept: Vec<Option<Trunk>> = prev.trunks.iter().map(|_| None).collect();
+    let mut slots = vec![0u32; built.len()];
+    let mut added = Vec::new();
+    for (i, t) in built.into_iter().enumerate() {
+        match by_name.get(t.name.as_str()) {
+            // A name given twice is an error reported by the caller; the second one is appended meanwhile.
+            Some(&k) if kept[k].is_none() => {
+                slots[i] = k as u32;
+                kept[k] = Some(t);
+            }
+            _ => added.push((i, t)),
+        }
+    }
+    let mut trunks: Vec<Trunk> = kept
+        .into_iter()
+        .zip(&prev.trunks)
+        .map(|(t, p)| t.unwrap_or_else(|| Trunk::tombstone(p.name.clone())))
+        .collect();
+    for (i, t) in added {
+        slots[i] = trunks.len() as u32;
+        trunks.push(t);
+    }
+    (slots, trunks)
+}
+
 type Routes = (PrefixTable<Vec<Candidate>>, Option<Vec<Candidate>>);
 
 /// The prefix table and the catch-all route. Duplicates are found here, with a hash map, so that the error can
@@ -119,12 +160,13 @@ fn route_table(
     routes: &[RawRoute],
     trunks: &[RawTrunk],
     by_name: &HashMap<&str, usize>,
+    slots: &[u32],
 ) -> Option<Routes> {
     let mut builder = PrefixTableBuilder::with_capacity(routes.len());
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(routes.len());
     let mut catch_all = None;
     for (i, r) in routes.iter().enumerate() {
-        let candidates = candidates(c, i, r, trunks, by_name);
+        let candidates = candidates(c, i, r, trunks, by_name, slots);
         let prefix = r.prefix.get_ref().as_str();
         let key = || format!("route[{i}].prefix");
         match seen.entry(prefix) {
@@ -180,6 +222,7 @@ fn candidates(
     r: &RawRoute,
     trunks: &[RawTrunk],
     by_name: &HashMap<&str, usize>,
+    slots: &[u32],
 ) -> Vec<Candidate> {
     let to = r.to.get_ref();
     if to.is_empty() {
@@ -197,7 +240,7 @@ fn candidates(
             c.error(t.trunk.span(), &key(), &format!("trunk \"{name}\" has no gateways to send calls to"));
             continue;
         }
-        let id = TrunkId(k as u32);
+        let id = TrunkId(slots[k]);
         // Lists are a handful of carriers: a linear scan is cheaper than a set.
         if out.iter().any(|o| o.trunk == id) {
             c.error(t.trunk.span(), &key(), &format!("trunk \"{name}\" is listed twice in this route"));

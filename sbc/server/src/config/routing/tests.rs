@@ -357,3 +357,28 @@ register = {{}}
         "{e}"
     );
 }
+
+#[test]
+fn reload_keeps_trunk_ids_by_name_leaves_a_tombstone_and_appends_new_trunks() {
+    let path = std::path::Path::new("sbc.toml");
+    let old = "[[trunk]]\nname = \"pbx\"\nmatch = { source = [\"198.18.1.10/32\"] }\n\n\
+               [[trunk]]\nname = \"b\"\ngateways = [\"udp:198.18.2.10:5060\"]\n\n\
+               [[trunk]]\nname = \"c\"\ngateways = [\"udp:198.18.2.11:5060\"]\n\n\
+               [[route]]\nprefix = \"\"\nto = [{ trunk = \"b\" }]\n";
+    // b removed, c moved to the top of the file, d added.
+    let new = "[[trunk]]\nname = \"c\"\ngateways = [\"udp:198.18.2.12:5060\"]\n\n\
+               [[trunk]]\nname = \"d\"\ngateways = [\"udp:198.18.2.13:5060\"]\n\n\
+               [[trunk]]\nname = \"pbx\"\nmatch = { source = [\"198.18.1.10/32\"] }\n\n\
+               [[route]]\nprefix = \"\"\nto = [{ trunk = \"d\" }, { trunk = \"c\", priority = 2 }]\n";
+    let old = crate::config::Config::parse(old, path).expect("valid");
+    let new = crate::config::Config::parse_after(new, path, Some(&old.plan)).expect("valid");
+    let names: Vec<&str> = new.plan.trunks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["pbx", "b", "c", "d"]);
+    let b = &new.plan.trunks[1];
+    assert!(b.disabled && b.gateways.is_empty() && b.sources.is_empty(), "b is a tombstone: {b:?}");
+    assert_eq!(new.plan.trunks[2].gateways[0].addr.port(), 5060);
+    assert_eq!(new.plan.trunks[2].gateways[0].addr.ip().to_string(), "198.18.2.12", "c has its new gateway");
+    let route: Vec<u32> = new.plan.catch_all.as_ref().expect("catch-all").iter().map(|c| c.trunk.0).collect();
+    assert_eq!(route, [3, 2], "the route names d and c by their kept ids");
+    assert_eq!(new.plan.identify("198.18.1.10:5060".parse().unwrap()), Some(sbc_proto::routing::TrunkId(0)));
+}

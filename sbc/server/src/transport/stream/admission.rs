@@ -53,14 +53,23 @@ impl SourceClass {
 
 /// The trunk source networks of a routing plan, for [`SourceClass`] at accept.
 #[derive(Debug, Clone, Default)]
-pub struct TrunkSources(Vec<IpNet>);
+pub struct TrunkSources(std::sync::Arc<std::sync::RwLock<Vec<IpNet>>>);
 
 impl TrunkSources {
     /// Every `match.source` network of every trunk. A source narrowed to a port still marks its address as a
     /// trunk's: a TCP client connects from an ephemeral port, so only the address can be judged at accept
     /// (`Plan::identify` still checks the port of each message).
     pub fn from_plan(plan: &Plan) -> Self {
-        Self(plan.trunks.iter().flat_map(|t| t.sources.iter().map(|s| s.net)).collect())
+        Self(std::sync::Arc::new(std::sync::RwLock::new(Self::nets(plan))))
+    }
+
+    fn nets(plan: &Plan) -> Vec<IpNet> {
+        plan.trunks.iter().flat_map(|t| t.sources.iter().map(|s| s.net)).collect()
+    }
+
+    /// The sources of `plan` from now on (a reload), for every listener sharing these.
+    pub fn set_plan(&self, plan: &Plan) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Self::nets(plan);
     }
 
     /// The class of a connection from `ip` (accepted, not ours).
@@ -69,7 +78,7 @@ impl TrunkSources {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if self.0.iter().any(|n| n.contains(&ip)) {
+        if self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|n| n.contains(&ip)) {
             SourceClass::Trunk
         } else {
             SourceClass::Other
