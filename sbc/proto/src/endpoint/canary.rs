@@ -176,9 +176,9 @@ impl Canaries {
         Self { canaries, by_key: HashMap::new() }
     }
 
-    /// The trunks with a canary, and the local address each sends its signalling from (`None`: it cannot run).
-    pub(super) fn trunks(&self) -> impl Iterator<Item = (TrunkId, Option<IpAddr>)> + '_ {
-        self.canaries.iter().map(|c| (c.trunk, c.peer.map(|p| p.local.ip())))
+    /// The trunks with a canary, and where each sends its signalling from and to (`None`: it cannot run).
+    pub(super) fn trunks(&self) -> impl Iterator<Item = (TrunkId, Option<Peer>)> + '_ {
+        self.canaries.iter().map(|c| (c.trunk, c.peer))
     }
 
     /// The driver's RTP socket for `trunk`'s canary.

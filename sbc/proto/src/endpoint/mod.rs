@@ -332,10 +332,10 @@ impl Endpoint {
         self.registrations.unregistering()
     }
 
-    /// The trunks with a canary call, and the local address each sends its INVITE from (`None`: no gateway of the
-    /// trunk is reachable from our addresses, so it never runs): the driver opens an RTP socket on that address
-    /// for each and says where with [`Endpoint::set_canary_media`].
-    pub fn canary_trunks(&self) -> Vec<(crate::routing::TrunkId, Option<std::net::IpAddr>)> {
+    /// The trunks with a canary call, and the gateway each calls with the local address it calls from (`None`: no
+    /// gateway of the trunk is reachable from our addresses, so it never runs): the driver opens an RTP socket on
+    /// that address for each and says where with [`Endpoint::set_canary_media`].
+    pub fn canary_trunks(&self) -> Vec<(crate::routing::TrunkId, Option<Peer>)> {
         self.canaries.trunks().collect()
     }
 

@@ -31,7 +31,7 @@ fn endpoint(media: CanaryMedia) -> Endpoint {
     let config =
         Config { plan: Arc::new(plan), locals: vec![(Transport::Udp, LOCAL.parse().unwrap())], ..Config::default() };
     let mut ep = Endpoint::new(config, 7);
-    assert_eq!(ep.canary_trunks(), vec![(TrunkId(0), Some("198.18.2.1".parse().unwrap()))]);
+    assert_eq!(ep.canary_trunks(), vec![(TrunkId(0), Some(from_gw()))]);
     ep.set_canary_media(TrunkId(0), RTP.parse().unwrap());
     ep
 }
