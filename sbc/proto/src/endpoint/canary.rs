@@ -307,8 +307,8 @@ impl Canaries {
         if !matches!(&c.state, State::Inviting { key: ours, .. } if ours == key) {
             // A BYE's answer, or a late answer to an INVITE given up: a late 2xx is acknowledged and hung up.
             let late = resp.filter(|r| r.is_success() && r.headers.cseq().is_ok_and(|s| s.method == Method::Invite));
-            if let Some(r) = late {
-                late_answer(r, c.peer, txns, ids, now);
+            if let Some(k) = late.and_then(|r| late_answer(r, c.peer, txns, ids, now)) {
+                self.by_key.insert(k, i);
             }
             return;
         }
@@ -456,8 +456,9 @@ impl Canaries {
         let State::Inviting { key, invite, provisional, .. } = &c.state else { return };
         let (result, why) = if *provisional {
             let cancel = crate::b2bua::cancel_for(invite);
-            if let Some(peer) = c.peer {
-                let _ = txns.send_request(now, peer, cancel);
+            // Its answer is matched here and dropped.
+            if let Some(k) = c.peer.and_then(|peer| txns.send_request(now, peer, cancel).ok()) {
+                self.by_key.insert(k, i);
             }
             txns.cancel_sent(now, key);
             (CanaryResult::NoAnswer, "no answer")
@@ -623,10 +624,16 @@ fn confirm(dialog: &mut Dialog, r: &Response) {
 }
 
 /// A 2xx that came after the canary gave up: acknowledged and hung up at once, so no call stays up at the far end.
-fn late_answer(r: &Response, peer: Option<Peer>, txns: &mut Transactions, ids: &mut IdGenerator, now: Instant) {
-    let Some(peer) = peer else { return };
-    let Ok(from) = r.headers.from() else { return };
-    let Some(local_tag) = from.tag().map(Bytes::copy_from_slice) else { return };
+/// Returns the BYE's transaction.
+fn late_answer(
+    r: &Response,
+    peer: Option<Peer>,
+    txns: &mut Transactions,
+    ids: &mut IdGenerator,
+    now: Instant,
+) -> Option<TransactionKey> {
+    let peer = peer?;
+    let local_tag = r.headers.from().ok()?.tag().map(Bytes::copy_from_slice)?;
     let strip = |v: &[u8]| -> Bytes {
         let s = String::from_utf8_lossy(v);
         Bytes::from(s.split(";tag=").next().unwrap_or_default().to_owned())
@@ -647,7 +654,7 @@ fn late_answer(r: &Response, peer: Option<Peer>, txns: &mut Transactions, ids: &
     let ack = dialog.ack(dialog.local_cseq, &ids.branch());
     txns.send_ack(peer, ack);
     let bye = dialog.request(Method::Bye, &ids.branch());
-    let _ = txns.send_request(now, peer, bye);
+    txns.send_request(now, peer, bye).ok()
 }
 
 /// An address as the host part of a URI (IPv6 in brackets).

@@ -250,3 +250,16 @@ fn answer_media_reads_media_level_connection_first() {
     assert_eq!(answer_media(b"v=0\r\nc=IN IP4 198.18.2.10\r\nm=audio 0 RTP/AVP 0\r\n"), None, "port 0: refused");
     assert_eq!(answer_media(b""), None);
 }
+
+#[test]
+fn answer_after_the_canary_gave_up_is_acknowledged_and_hung_up() {
+    let mut ep = endpoint(CanaryMedia::Echo);
+    let t0 = Instant::now();
+    let inv = invite(&mut ep, t0);
+    ep.handle_timeout(t0 + Duration::from_secs(15));
+    assert_eq!(drain(&mut ep).results[0].result, CanaryResult::Failed);
+    ep.handle_message(t0 + Duration::from_secs(16), from_gw(), response(&inv, 200, ANSWER));
+    let s = drain(&mut ep);
+    assert_eq!((requests(&s, Method::Ack).len(), requests(&s, Method::Bye).len()), (1, 1), "{:?}", s.sent);
+    assert!(s.media.is_empty() && s.results.is_empty(), "no media and no second result for a call given up");
+}

@@ -84,3 +84,57 @@ fn user_part(s: &str) -> Result<(), String> {
         Err(format!("\"{s}\": use digits, letters and + - _ . * # (it goes into the Request-URI as is)"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use sbc_proto::routing::{CanaryConfig, CanaryMedia};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn canary_of(table: &str) -> Result<Option<CanaryConfig>, String> {
+        let text = format!("[[trunk]]\nname = \"carrier-b\"\ngateways = [\"udp:198.18.2.10:5060\"]\n{table}\n");
+        Config::parse(&text, Path::new("test.toml")).map(|c| c.plan.trunks[0].canary.clone()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn canary_keys_build_the_config_with_defaults_for_the_rest() {
+        let c = canary_of(r#"canary = { number = "+4930999", every = "1m", media = "echo" }"#).unwrap().unwrap();
+        assert_eq!(c.number, "+4930999");
+        assert_eq!(c.every, Duration::from_secs(60));
+        assert_eq!((c.hold, c.answer_timeout), (super::DEFAULT_HOLD, super::DEFAULT_ANSWER_TIMEOUT));
+        assert_eq!((c.media, c.from.as_str()), (CanaryMedia::Echo, "canary"));
+        let c =
+            canary_of("[trunk.canary]\nnumber = \"echo\"\nhold = \"2s\"\nanswer_timeout = \"5s\"\nfrom = \"probe-1\"")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (c.every, c.hold, c.media, c.from.as_str()),
+            (super::DEFAULT_EVERY, Duration::from_secs(2), CanaryMedia::None, "probe-1")
+        );
+        assert_eq!(canary_of("").unwrap(), None, "no canary unless configured");
+    }
+
+    #[test]
+    fn bad_canary_keys_are_refused_with_key_and_line() {
+        let e = canary_of("canary = { number = \"echo\", media = \"loud\" }").unwrap_err();
+        assert!(e.contains("test.toml:4") && e.contains("trunk[0].canary.media") && e.contains("\"echo\""), "{e}");
+        let e = canary_of("canary = { number = \"sip:x@y\" }").unwrap_err();
+        assert!(e.contains("trunk[0].canary.number"), "{e}");
+        let e = canary_of("canary = { number = \"echo\", every = \"5s\", hold = \"3s\", answer_timeout = \"2s\" }")
+            .unwrap_err();
+        assert!(e.contains("trunk[0].canary.every") && e.contains("hold + answer_timeout"), "{e}");
+        let e = canary_of("canary = { number = \"echo\", hold = \"0s\" }").unwrap_err();
+        assert!(e.contains("trunk[0].canary.hold"), "{e}");
+        let e = canary_of("canary = { numbre = \"echo\" }").unwrap_err();
+        assert!(e.contains("numbre"), "unknown keys are refused: {e}");
+    }
+
+    #[test]
+    fn canary_needs_a_gateway_by_address() {
+        let text =
+            "[[trunk]]\nname = \"pbx\"\nmatch = { source = [\"198.18.1.10\"] }\ncanary = { number = \"echo\" }\n";
+        let e = Config::parse(text, Path::new("test.toml")).unwrap_err().to_string();
+        assert!(e.contains("trunk[0].canary") && e.contains("no gateway"), "{e}");
+    }
+}
