@@ -13,15 +13,18 @@
 //! A canary that fails before it is answered goes back to `Idle` at once. Results come out as
 //! [`Observation::CanaryResult`].
 
+mod sip;
+
 use super::{IdGenerator, Observation, Output};
 use crate::dialog::Dialog;
-use crate::msg::{HeaderName, Message, Method, Request, Response, Uri};
+use crate::msg::{HeaderName, Message, Method, Request, Response};
 use crate::routing::{CanaryConfig, Plan, TrunkId};
 use crate::transport::{Peer, Transport};
 use crate::txn::{TransactionKey, Transactions};
 use bytes::Bytes;
+use sip::{answer_media, confirm, host_of, invite, late_answer, offer, peer_host};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How long the driver gets to report a canary's media counts after it was told to stop: it answers at once, so
@@ -143,6 +146,9 @@ pub(super) struct Canaries {
     canaries: Vec<Canary>,
     /// INVITE and BYE transactions, by the canary (index) that sent them.
     by_key: HashMap<TransactionKey, usize>,
+    /// Whether this box places canaries: alone, or the active of a pair (a standby's calls would leave from
+    /// addresses it does not hold, and the pair would call the carrier twice).
+    active: bool,
 }
 
 impl Canaries {
@@ -173,7 +179,7 @@ impl Canaries {
                 })
             })
             .collect();
-        Self { canaries, by_key: HashMap::new() }
+        Self { canaries, by_key: HashMap::new(), active: false }
     }
 
     /// The trunks with a canary, and where each sends its signalling from and to (`None`: it cannot run).
@@ -186,6 +192,11 @@ impl Canaries {
         if let Some(c) = self.canaries.iter_mut().find(|c| c.trunk == trunk) {
             c.media = Some(addr);
         }
+    }
+
+    /// Starts (`on`) or stops placing canaries; a canary running goes on to its result.
+    pub(super) fn set_active(&mut self, on: bool) {
+        self.active = on;
     }
 
     pub(super) fn owns(&self, key: &TransactionKey) -> bool {
@@ -238,7 +249,7 @@ impl Canaries {
             let c = &mut self.canaries[i];
             if next <= now {
                 c.next_at = Some(now + c.cfg.every);
-                if matches!(c.state, State::Idle) {
+                if self.active && matches!(c.state, State::Idle) {
                     self.start(i, now, txns, ids, server);
                 }
                 // A canary still running when the next is due: that one is skipped, the running one reports.
@@ -546,128 +557,6 @@ impl Canaries {
             self.hang_up(i, now, txns, ids, "far end hung up", out);
         }
     }
-}
-
-/// Our INVITE for `dialog` with the SDP `body`.
-fn invite(dialog: &Dialog, branch: &str, server: &str, body: &str) -> Request {
-    let uri = Uri::parse(dialog.remote_target.clone())
-        .unwrap_or_else(|_| Uri::parse(Bytes::from(format!("sip:{}", dialog.peer.remote))).expect("an IP URI parses"));
-    let mut r = Request::new(Method::Invite, uri);
-    r.headers.push(HeaderName::Via, crate::dialog::via(&dialog.peer, branch));
-    r.headers.push(HeaderName::MaxForwards, "70");
-    r.headers.push(HeaderName::From, dialog.local_with_tag());
-    r.headers.push(HeaderName::To, dialog.remote_uri.clone());
-    r.headers.push(HeaderName::CallId, dialog.call_id.clone());
-    r.headers.push(HeaderName::CSeq, format!("{} INVITE", dialog.local_cseq));
-    r.headers.push(HeaderName::Contact, dialog.contact.clone());
-    r.headers.push(HeaderName::Allow, super::answer::ALLOW);
-    r.headers.push(HeaderName::UserAgent, server.to_owned());
-    r.headers.push(HeaderName::ContentType, "application/sdp");
-    r.body = Bytes::from(body.to_owned());
-    r
-}
-
-/// An SDP offer of one PCMU stream at `media` (RFC 4566; PCMU is the codec every carrier takes).
-fn offer(media: SocketAddr, ids: &mut IdGenerator) -> String {
-    let family = if media.is_ipv4() { "IP4" } else { "IP6" };
-    let ip = media.ip();
-    let session: String = ids.tag().chars().filter(char::is_ascii_digit).take(9).collect();
-    let session = if session.is_empty() { "1".to_owned() } else { session };
-    format!(
-        "v=0\r\no=- {session} 1 IN {family} {ip}\r\ns=canary\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=ptime:20\r\na=sendrecv\r\n",
-        media.port()
-    )
-}
-
-/// The RTP address of the first audio stream of an SDP answer: its connection address (media-level `c=` over
-/// session-level) and port. Hand-written: the canary reads two lines, the relay's SDP module rewrites whole
-/// bodies and wants a session of its own.
-fn answer_media(body: &[u8]) -> Option<SocketAddr> {
-    let text = std::str::from_utf8(body).ok()?;
-    let mut session_c: Option<IpAddr> = None;
-    let mut port: Option<u16> = None;
-    let mut media_c: Option<IpAddr> = None;
-    let conn = |l: &str| l.split_whitespace().nth(2).and_then(|a| a.split('/').next()?.parse::<IpAddr>().ok());
-    for line in text.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            if port.is_some() {
-                break;
-            }
-            let mut f = m.split_whitespace();
-            if f.next() == Some("audio") {
-                port = f.next().and_then(|p| p.parse().ok());
-            }
-        } else if let Some(c) = line.strip_prefix("c=") {
-            if port.is_some() {
-                media_c = conn(c);
-            } else {
-                session_c = conn(c);
-            }
-        }
-    }
-    let port = port.filter(|p| *p != 0)?;
-    Some(SocketAddr::new(media_c.or(session_c)?, port))
-}
-
-/// The dialog confirmed by 2xx `r` (§12.1.2): the far end's tag, target and route set.
-fn confirm(dialog: &mut Dialog, r: &Response) {
-    dialog.remote_tag = r.headers.to().ok().and_then(|t| t.tag().map(Bytes::copy_from_slice));
-    if let Ok(crate::msg::Contacts::Addrs(a)) = r.headers.contacts() {
-        if let Some(c) = a.first() {
-            dialog.remote_target = Bytes::copy_from_slice(c.uri_bytes());
-        }
-    }
-    let mut rr: Vec<Bytes> = r.headers.get_all_bytes(&HeaderName::RecordRoute).collect();
-    rr.reverse();
-    dialog.route_set = rr;
-}
-
-/// A 2xx that came after the canary gave up: acknowledged and hung up at once, so no call stays up at the far end.
-/// Returns the BYE's transaction.
-fn late_answer(
-    r: &Response,
-    peer: Option<Peer>,
-    txns: &mut Transactions,
-    ids: &mut IdGenerator,
-    now: Instant,
-) -> Option<TransactionKey> {
-    let peer = peer?;
-    let local_tag = r.headers.from().ok()?.tag().map(Bytes::copy_from_slice)?;
-    let strip = |v: &[u8]| -> Bytes {
-        let s = String::from_utf8_lossy(v);
-        Bytes::from(s.split(";tag=").next().unwrap_or_default().to_owned())
-    };
-    let mut dialog = Dialog {
-        call_id: r.headers.get_bytes(&HeaderName::CallId).unwrap_or_default(),
-        local_tag,
-        remote_tag: None,
-        local_uri: strip(r.headers.get(&HeaderName::From).unwrap_or_default()),
-        remote_uri: strip(r.headers.get(&HeaderName::To).unwrap_or_default()),
-        remote_target: Bytes::from(format!("sip:{}", peer.remote)),
-        route_set: Vec::new(),
-        local_cseq: r.headers.cseq().map(|c| c.seq).unwrap_or(1),
-        peer,
-        contact: Bytes::new(),
-    };
-    confirm(&mut dialog, r);
-    let ack = dialog.ack(dialog.local_cseq, &ids.branch());
-    txns.send_ack(peer, ack);
-    let bye = dialog.request(Method::Bye, &ids.branch());
-    txns.send_request(now, peer, bye).ok()
-}
-
-/// An address as the host part of a URI (IPv6 in brackets).
-fn host_of(a: SocketAddr) -> String {
-    match a.ip() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
-}
-
-/// An address with its port as the host part of a URI.
-fn peer_host(a: SocketAddr) -> String {
-    a.to_string()
 }
 
 #[cfg(test)]

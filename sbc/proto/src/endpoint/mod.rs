@@ -294,9 +294,11 @@ impl Endpoint {
 
     /// Starts (`on`) or stops registering with the carriers of registering trunks. A box alone starts at once; in
     /// a pair, the active does, at once after a takeover, and a box that becomes standby stops (refreshing no more,
-    /// un-registering nothing: the peer holds the binding now).
+    /// un-registering nothing: the peer holds the binding now). Canary calls follow the same rule: only the box
+    /// that registers places them.
     pub fn set_registering(&mut self, now: Instant, on: bool) {
         self.last_now = Some(now);
+        self.canaries.set_active(on);
         if on == self.registrations.is_active() {
             return;
         }

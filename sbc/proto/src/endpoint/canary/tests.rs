@@ -90,6 +90,7 @@ const ANSWER: &str =
 
 /// Runs the endpoint to the canary's INVITE, the first one `every` after the start.
 fn invite(ep: &mut Endpoint, t0: Instant) -> Request {
+    ep.set_registering(t0, true);
     ep.handle_timeout(t0);
     assert!(drain(ep).sent.is_empty(), "no canary at the start");
     assert_eq!(ep.poll_timeout(), Some(t0 + Duration::from_secs(10)), "the first canary is due one interval in");
@@ -262,4 +263,16 @@ fn answer_after_the_canary_gave_up_is_acknowledged_and_hung_up() {
     let s = drain(&mut ep);
     assert_eq!((requests(&s, Method::Ack).len(), requests(&s, Method::Bye).len()), (1, 1), "{:?}", s.sent);
     assert!(s.media.is_empty() && s.results.is_empty(), "no media and no second result for a call given up");
+}
+
+#[test]
+fn standby_of_a_pair_places_no_canary_until_it_is_active() {
+    let mut ep = endpoint(CanaryMedia::Echo);
+    let t0 = Instant::now();
+    ep.handle_timeout(t0);
+    ep.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(drain(&mut ep).sent.is_empty(), "a box that does not register (a standby) places no canary");
+    ep.set_registering(t0 + Duration::from_secs(12), true);
+    ep.handle_timeout(t0 + Duration::from_secs(20));
+    assert_eq!(requests(&drain(&mut ep), Method::Invite).len(), 1, "the new active places the next one");
 }
