@@ -130,9 +130,12 @@ enum State {
 struct Canary {
     trunk: TrunkId,
     cfg: CanaryConfig,
-    /// Where the canary goes and from where; `None`: no gateway reachable from our addresses (never runs).
+    /// The trunk's gateways reachable from our addresses, in order, each with its Request-URI host (the trunk's
+    /// `uri_host` or the gateway's address) and transport parameter. Empty: the canary never runs.
+    gateways: Vec<(Peer, String)>,
+    /// The gateway of the last canary (the first gateway before any).
     peer: Option<Peer>,
-    /// The Request-URI host (the trunk's `uri_host` or the gateway's address) and its transport parameter.
+    /// Its Request-URI host.
     target: String,
     /// Our RTP address for the offer, from the driver.
     media: Option<SocketAddr>,
@@ -160,19 +163,23 @@ impl Canaries {
             .enumerate()
             .filter_map(|(i, t)| {
                 let cfg = t.canary.clone()?;
-                let found = t.gateways.iter().find_map(|g| {
-                    let local = crate::b2bua::pick_local(locals, g.transport, g.addr)?;
-                    Some((*g, Peer { transport: g.transport, local, remote: g.addr, conn: None }))
-                });
-                let target = found.map_or_else(String::new, |(g, _)| {
-                    let host = t.uri_host.clone().unwrap_or_else(|| g.addr.to_string());
-                    format!("{host}{}", crate::b2bua::transport_param(g.transport))
-                });
+                let gateways: Vec<(Peer, String)> = t
+                    .gateways
+                    .iter()
+                    .filter_map(|g| {
+                        let local = crate::b2bua::pick_local(locals, g.transport, g.addr)?;
+                        let host = t.uri_host.clone().unwrap_or_else(|| g.addr.to_string());
+                        let target = format!("{host}{}", crate::b2bua::transport_param(g.transport));
+                        Some((Peer { transport: g.transport, local, remote: g.addr, conn: None }, target))
+                    })
+                    .collect();
+                let (peer, target) = gateways.first().cloned().unzip();
                 Some(Canary {
                     trunk: TrunkId(i as u32),
                     cfg,
-                    peer: found.map(|(_, p)| p),
-                    target,
+                    gateways,
+                    peer,
+                    target: target.unwrap_or_default(),
                     media: None,
                     next_at: None,
                     state: State::Idle,
@@ -222,13 +229,16 @@ impl Canaries {
             .min()
     }
 
-    /// Starts the canaries due at `now` and ends those whose answer timeout or hold ran out.
+    /// Starts the canaries due at `now` and ends those whose answer timeout or hold ran out. A canary goes to the
+    /// first of its trunk's gateways that `gateway_down` (the probes) does not say is down, as a call would; to the
+    /// first when all are.
     pub(super) fn handle_timeout(
         &mut self,
         now: Instant,
         txns: &mut Transactions,
         ids: &mut IdGenerator,
         server: &str,
+        gateway_down: impl Fn(&Peer) -> bool,
         out: &mut VecDeque<Output>,
     ) {
         for i in 0..self.canaries.len() {
@@ -250,6 +260,10 @@ impl Canaries {
             if next <= now {
                 c.next_at = Some(now + c.cfg.every);
                 if self.active && matches!(c.state, State::Idle) {
+                    let pick = c.gateways.iter().find(|(p, _)| !gateway_down(p)).or(c.gateways.first());
+                    if let Some((p, t)) = pick {
+                        (c.peer, c.target) = (Some(*p), t.clone());
+                    }
                     self.start(i, now, txns, ids, server);
                 }
                 // A canary still running when the next is due: that one is skipped, the running one reports.

@@ -542,7 +542,9 @@ impl Endpoint {
             self.registrations.send_due(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
         self.apply_registration_changes(changes);
         self.drain_txns(now);
-        self.canaries.handle_timeout(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
+        let probes = &self.probes;
+        let down = |p: &Peer| probes.gateway_down(p);
+        self.canaries.handle_timeout(now, &mut self.txns, &mut self.ids, &self.config.server, down, &mut self.out);
         self.drain_txns(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.handle_timeout(&mut ctx);

@@ -276,3 +276,45 @@ fn standby_of_a_pair_places_no_canary_until_it_is_active() {
     ep.handle_timeout(t0 + Duration::from_secs(20));
     assert_eq!(requests(&drain(&mut ep), Method::Invite).len(), 1, "the new active places the next one");
 }
+
+#[test]
+fn canary_skips_a_gateway_its_probes_say_is_down_as_calls_do() {
+    const GW2: &str = "198.18.2.11:5060";
+    let trunk = Trunk {
+        gateways: [GW, GW2].map(|g| Gateway { transport: Transport::Udp, addr: g.parse().unwrap() }).to_vec(),
+        probe: Some(crate::routing::ProbeConfig {
+            interval: Duration::from_secs(1),
+            down_after: 1,
+            up_after: 1,
+            ..Default::default()
+        }),
+        canary: Some(canary(CanaryMedia::Echo)),
+        ..Trunk::new("carrier-b")
+    };
+    let config = Config {
+        plan: Arc::new(Plan { trunks: vec![trunk], ..Plan::default() }),
+        locals: vec![(Transport::Udp, LOCAL.parse().unwrap())],
+        ..Config::default()
+    };
+    let mut ep = Endpoint::new(config, 7);
+    let t0 = Instant::now();
+    ep.set_registering(t0, true);
+    let mut invites = Vec::new();
+    for s in 0..=10 {
+        let now = t0 + Duration::from_secs(s);
+        ep.handle_timeout(now);
+        while let Some(o) = ep.poll_output() {
+            let Output::Transmit { peer, bytes } = o else { continue };
+            let Ok(Message::Request(r)) = parse_datagram(bytes) else { continue };
+            // Only the second gateway answers its probes.
+            if r.method == Method::Options && peer.remote == GW2.parse().unwrap() {
+                let ok = Response::to_request(&r, 200, "OK");
+                ep.handle_message(now, peer, Message::Response(ok).to_bytes());
+            }
+            if r.method == Method::Invite {
+                invites.push(peer.remote);
+            }
+        }
+    }
+    assert_eq!(invites, vec![GW2.parse::<SocketAddr>().unwrap()], "the canary went to the gateway that is up");
+}
