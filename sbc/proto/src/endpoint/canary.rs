@@ -27,6 +27,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Why of a canary the far end hung up (with a BYE of its own) before its hold was over.
+const FAR_END_HUNG_UP: &str = "far end hung up";
+
 /// How long the driver gets to report a canary's media counts after it was told to stop: it answers at once, so
 /// this only guards against a lost report.
 pub const MEDIA_REPORT_WAIT: Duration = Duration::from_secs(2);
@@ -405,7 +408,8 @@ impl Canaries {
         c.state = State::Up { dialog, ack, pdd, until: now + c.cfg.hold, media: remote.is_some() };
     }
 
-    /// The hold is over (`why` = `held`) or the far end hung up (`why` = `far end hung up`): BYE, stop the media.
+    /// The hold is over (`why` = `held`), the SBC stops (`stopping`), or the far end hung up (`why` = `far end
+    /// hung up`, the only case without our BYE): stop the media.
     fn hang_up(
         &mut self,
         i: usize,
@@ -417,7 +421,7 @@ impl Canaries {
     ) {
         let c = &mut self.canaries[i];
         let State::Up { mut dialog, pdd, media, .. } = std::mem::replace(&mut c.state, State::Idle) else { return };
-        if why == "held" {
+        if why != FAR_END_HUNG_UP {
             let bye = dialog.request(Method::Bye, &ids.branch());
             if let Ok(k) = txns.send_request(now, dialog.peer, bye) {
                 self.by_key.insert(k, i);
@@ -472,6 +476,25 @@ impl Canaries {
         c.state = State::Idle;
         let report = CanaryReport { trunk: c.trunk, result, why, status, post_dial_delay: pdd, sent: 0, received: 0 };
         out.push_back(Output::Observe(Observation::CanaryResult(report)));
+    }
+
+    /// The SBC stops: no canary starts any more, an answered one is hung up (BYE) and one ringing is cancelled, so
+    /// that none stays up at the carrier.
+    pub(super) fn shutdown(
+        &mut self,
+        now: Instant,
+        txns: &mut Transactions,
+        ids: &mut IdGenerator,
+        out: &mut VecDeque<Output>,
+    ) {
+        self.active = false;
+        for i in 0..self.canaries.len() {
+            match &self.canaries[i].state {
+                State::Up { .. } => self.hang_up(i, now, txns, ids, "stopping", out),
+                State::Inviting { .. } => self.answer_timeout(i, now, txns, out),
+                _ => {}
+            }
+        }
     }
 
     /// No final answer within the answer timeout: CANCEL after a provisional (§9.1 allows none before); without
@@ -568,7 +591,7 @@ impl Canaries {
             let _ = txns.respond(now, key, Response::to_request(req, status, ""));
         }
         if req.method == Method::Bye {
-            self.hang_up(i, now, txns, ids, "far end hung up", out);
+            self.hang_up(i, now, txns, ids, FAR_END_HUNG_UP, out);
         }
     }
 }

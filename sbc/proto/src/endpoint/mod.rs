@@ -437,13 +437,15 @@ impl Endpoint {
         self.calls.media_replay(&mut self.out);
     }
 
-    /// Ends every call (BYE to confirmed ones, 503 to those being set up), for a clean shutdown; their CDRs come
-    /// out of [`Endpoint::poll_output`]. Every registration held is removed with an un-REGISTER (Expires: 0);
+    /// Ends every call (BYE to confirmed ones, 503 to those being set up), and a canary call in progress, for a
+    /// clean shutdown; their CDRs come out of [`Endpoint::poll_output`]. Every registration held is removed with an un-REGISTER (Expires: 0);
     /// [`Endpoint::unregistering`] says while their answers are awaited.
     pub fn shutdown(&mut self, now: Instant) {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.shutdown(&mut ctx);
+        self.drain_txns(now);
+        self.canaries.shutdown(now, &mut self.txns, &mut self.ids, &mut self.out);
         self.drain_txns(now);
         let (_, changes) =
             self.registrations.unregister(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);

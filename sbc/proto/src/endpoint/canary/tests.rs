@@ -318,3 +318,19 @@ fn canary_skips_a_gateway_its_probes_say_is_down_as_calls_do() {
     }
     assert_eq!(invites, vec![GW2.parse::<SocketAddr>().unwrap()], "the canary went to the gateway that is up");
 }
+
+#[test]
+fn shutdown_hangs_up_an_answered_canary_and_starts_no_more() {
+    let mut ep = endpoint(CanaryMedia::Echo);
+    let t0 = Instant::now();
+    let inv = invite(&mut ep, t0);
+    let t = t0 + Duration::from_secs(10);
+    ep.handle_message(t, from_gw(), response(&inv, 200, ANSWER));
+    drain(&mut ep);
+    ep.shutdown(t + Duration::from_millis(500));
+    let s = drain(&mut ep);
+    assert_eq!(requests(&s, Method::Bye).len(), 1, "the answered canary is hung up at once");
+    assert_eq!(s.media, vec![CanaryMediaCommand::Stop { trunk: TrunkId(0) }]);
+    ep.handle_timeout(t0 + Duration::from_secs(20));
+    assert!(requests(&drain(&mut ep), Method::Invite).is_empty(), "no canary after the stop");
+}
