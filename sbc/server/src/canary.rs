@@ -185,7 +185,7 @@ pub fn observe(r: &CanaryReport, trunk: &str) {
     for (direction, n) in [("sent", r.sent), ("received", r.received)] {
         metrics::gauge!(m::CANARY_MEDIA_PACKETS, "trunk" => trunk.to_owned(), "direction" => direction).set(n as f64);
     }
-    let pdd_ms = r.post_dial_delay.map(|d| d.as_millis() as u64);
+    let pdd_ms = r.post_dial_delay.map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0);
     let (result, why) = (r.result.label(), r.why);
     if ok {
         tracing::info!(
