@@ -58,6 +58,8 @@ pub struct Records {
     pub drain: Option<crate::drain::DrainLink>,
     /// Reloads of the configuration to apply ([`crate::reload`]); `None`: none come.
     pub reload: Option<tokio::sync::mpsc::Receiver<crate::reload::Apply>>,
+    /// The media of canary calls, started by [`run`].
+    pub canary: Option<crate::canary::CanaryMedia>,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -72,7 +74,7 @@ impl Records {
         ha: Option<HaHandle>,
         edge: EdgeGuard,
     ) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, drain: None, reload: None }
+        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, drain: None, reload: None, canary: None }
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -321,6 +323,13 @@ fn try_inbound(rx: &mut Receivers) -> Option<(Inbound, bool)> {
     rx.high.try_recv().map(|m| (m, true)).or_else(|_| rx.low.try_recv().map(|m| (m, false))).ok()
 }
 
+async fn canary_report(canary: &mut Option<crate::canary::CanaryMedia>) -> crate::canary::Report {
+    match canary.as_mut() {
+        Some(c) => c.report().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn dial_failure(failures: &mut Option<tokio::sync::mpsc::Receiver<Peer>>) -> Peer {
     if let Some(f) = failures.as_mut() {
         if let Some(p) = f.recv().await {
@@ -413,7 +422,8 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut stopping: Option<Instant> = None;
     let mut draining: Option<crate::drain::Draining> = None;
-    // Starts what runs on its own (gateway probes).
+    records.canary = Some(crate::canary::CanaryMedia::start(&mut endpoint));
+    // Starts what runs on its own (gateway probes, canary timers).
     endpoint.handle_timeout(Instant::now().into_std());
     // A box alone registers with its carriers now; in a pair, the active does (`on_ha`).
     if records.ha.is_none() {
@@ -513,6 +523,9 @@ pub async fn run(
                 endpoint.handle_transport_error(Instant::now().into_std(), peer);
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
+            r = canary_report(&mut records.canary) => {
+                endpoint.handle_canary_media(Instant::now().into_std(), r.trunk, r.sent, r.received);
+            }
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
             apply = reload_request(&mut records.reload), if stopping.is_none() => {
                 let done = crate::reload::apply(&mut endpoint, &mut records, &mut sockets, &apply);
@@ -583,6 +596,11 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
             Output::Offence { source, offence } => {
                 records.edge.report(source, &offence);
                 banned = true;
+            }
+            Output::Canary(cmd) => {
+                if let Some(c) = &records.canary {
+                    c.command(cmd);
+                }
             }
         }
     }
@@ -789,6 +807,7 @@ fn observe(o: Observation, trunks: &[String]) {
                 tracing::warn!(trunk = %name(trunk), result, "REGISTER failed");
             }
         }
+        Observation::CanaryResult(r) => crate::canary::observe(&r, &name(r.trunk)),
         other => tracing::debug!(?other, "observation without a metric"),
     }
 }

@@ -253,3 +253,27 @@ pub fn call_ended(cdr: &sbc_proto::cdr::Cdr) {
         histogram!(MEDIA_JITTER, "trunk" => trunk.clone()).record(received.jitter_ms / 1000.0);
     }
 }
+
+/// Canary calls ended, per trunk and `result` (`success`, `no_answer`, `failed`, `media_failed`). Canary calls
+/// count nowhere else: not in the call counters above (ASR stays the customers'), not in CDRs.
+pub const CANARY_RESULTS: &str = "sbc_canary_result_total";
+/// 1 when the trunk's last canary call succeeded, 0 when it did not; absent before its first canary ends.
+pub const CANARY_UP: &str = "sbc_canary_up";
+/// Post-dial delay of the trunk's last canary call that got a ringing or an answer: INVITE to the first 18x, or to
+/// the 2xx when none came before it.
+pub const CANARY_POST_DIAL_DELAY: &str = "sbc_canary_post_dial_delay_seconds";
+/// RTP packets of the trunk's last canary call, by `direction` (`sent`, `received`).
+pub const CANARY_MEDIA_PACKETS: &str = "sbc_canary_media_packets";
+
+/// Describes the canary metrics and creates the zero result series of every trunk with a canary.
+pub fn describe_canaries(trunks: &[String]) {
+    describe_counter!(CANARY_RESULTS, "canary calls ended per trunk, by result");
+    describe_gauge!(CANARY_UP, "1 when the trunk's last canary call succeeded");
+    describe_gauge!(CANARY_POST_DIAL_DELAY, "post-dial delay of the trunk's last canary call, seconds");
+    describe_gauge!(CANARY_MEDIA_PACKETS, "RTP packets of the trunk's last canary call, by direction");
+    for t in trunks {
+        for r in sbc_proto::endpoint::CanaryResult::ALL {
+            counter!(CANARY_RESULTS, "trunk" => t.clone(), "result" => r.label()).absolute(0);
+        }
+    }
+}

@@ -110,6 +110,9 @@ pub async fn serve(
     let registering: Vec<String> =
         config.plan.trunks.iter().filter(|t| t.register.is_some()).map(|t| t.name.clone()).collect();
     crate::metrics::describe_registrations(&registering);
+    let canaries: Vec<String> =
+        config.plan.trunks.iter().filter(|t| t.canary.is_some()).map(|t| t.name.clone()).collect();
+    crate::metrics::describe_canaries(&canaries);
     let cdr = match &config.cdr_path {
         Some(path) => {
             Some(crate::cdr_sink::CdrSink::open(path).with_context(|| format!("opening cdr.path {}", path.display()))?)

@@ -235,7 +235,7 @@ pub(super) fn relay_request(src: &Request, to: &mut Dialog, branch: &str, pass: 
 }
 
 /// A CANCEL for our INVITE `invite` (§9.1): same Request-URI, top Via, Call-ID, From, To, CSeq number.
-pub(super) fn cancel_for(invite: &Request) -> Request {
+pub(crate) fn cancel_for(invite: &Request) -> Request {
     let mut r = Request::new(Method::Cancel, invite.uri.clone());
     let keep = |n: &HeaderName| {
         matches!(

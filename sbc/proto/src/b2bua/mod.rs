@@ -16,7 +16,7 @@ mod limits;
 mod replicate;
 mod resume;
 
-pub(crate) use build::transport_param;
+pub(crate) use build::{cancel_for, transport_param};
 pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
 

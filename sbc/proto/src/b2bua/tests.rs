@@ -146,6 +146,7 @@ impl World {
                 Output::Media(m) => self.media.push(m),
                 Output::Replicate(r) => self.records.push(r),
                 Output::Offence { source, offence } => self.offences.push((source, offence)),
+                Output::Canary(c) => panic!("no canary in these tests: {c:?}"),
             }
         }
         sent

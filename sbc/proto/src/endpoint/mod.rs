@@ -22,11 +22,13 @@
 //!    the trunk, authenticates (a wrong credential is an offence), applies the trunk's limits and routes.
 
 pub mod answer;
+pub mod canary;
 mod ids;
 mod probes;
 mod registrations;
 pub mod reject;
 
+pub use canary::{CanaryMediaCommand, CanaryReport, CanaryResult};
 pub use ids::IdGenerator;
 
 use crate::b2bua::{Calls, Ctx};
@@ -119,6 +121,8 @@ pub enum Output {
         /// What.
         offence: crate::policy::Offence,
     },
+    /// Start or stop a canary call's media ([`canary`]).
+    Canary(CanaryMediaCommand),
 }
 
 /// Countable events, for metrics. Label values are all `'static` and bounded.
@@ -186,6 +190,9 @@ pub enum Observation {
     /// A REGISTER of this trunk ended: `ok`, `challenged`, `forbidden`, `auth_failed`, `client_error`,
     /// `server_error`, `rejected`, `timeout`, `expired`, `no_route`, `unregistered`.
     RegistrationResult { trunk: crate::routing::TrunkId, result: &'static str },
+    /// A canary call of a trunk ended: how, and its figures. Canary calls count nowhere else (not in the trunk's
+    /// call counters, not in CDRs).
+    CanaryResult(CanaryReport),
 }
 
 /// The signalling core.
@@ -197,6 +204,7 @@ pub struct Endpoint {
     calls: Calls,
     probes: probes::Probes,
     registrations: registrations::Registrations,
+    canaries: canary::Canaries,
     overload: crate::policy::Overload,
     /// The latest time given to us, for deadlines that are "at once".
     last_now: Option<Instant>,
@@ -225,6 +233,7 @@ impl Endpoint {
         calls.set_id_base(config.call_id_base);
         let probes = probes::Probes::new(&config.plan, &config.locals);
         let registrations = registrations::Registrations::new(&config.plan, &config.locals);
+        let canaries = canary::Canaries::new(&config.plan, &config.locals);
         // A registering trunk is down until its registrar accepts us.
         for t in registrations.trunks() {
             calls.set_trunk_up(t, false);
@@ -237,6 +246,7 @@ impl Endpoint {
             calls,
             probes,
             registrations,
+            canaries,
             overload,
             last_now: None,
             identity: None,
@@ -323,9 +333,11 @@ impl Endpoint {
 
     /// Starts (`on`) or stops registering with the carriers of registering trunks. A box alone starts at once; in
     /// a pair, the active does, at once after a takeover, and a box that becomes standby stops (refreshing no more,
-    /// un-registering nothing: the peer holds the binding now).
+    /// un-registering nothing: the peer holds the binding now). Canary calls follow the same rule: only the box
+    /// that registers places them.
     pub fn set_registering(&mut self, now: Instant, on: bool) {
         self.last_now = Some(now);
+        self.canaries.set_active(on);
         if on == self.registrations.is_active() {
             return;
         }
@@ -359,6 +371,25 @@ impl Endpoint {
     /// Whether un-REGISTERs sent at [`Endpoint::shutdown`] still wait for their answers.
     pub fn unregistering(&self) -> bool {
         self.registrations.unregistering()
+    }
+
+    /// The trunks with a canary call, and the gateway each calls with the local address it calls from (`None`: no
+    /// gateway of the trunk is reachable from our addresses, so it never runs): the driver opens an RTP socket on
+    /// that address for each and says where with [`Endpoint::set_canary_media`].
+    pub fn canary_trunks(&self) -> Vec<(crate::routing::TrunkId, Option<Peer>)> {
+        self.canaries.trunks().collect()
+    }
+
+    /// The driver's RTP socket for `trunk`'s canary calls: offered in their SDP.
+    pub fn set_canary_media(&mut self, trunk: crate::routing::TrunkId, addr: SocketAddr) {
+        self.canaries.set_media(trunk, addr);
+    }
+
+    /// What `trunk`'s canary media sent and received, after [`CanaryMediaCommand::Stop`]: the canary's result
+    /// comes out of [`Endpoint::poll_output`].
+    pub fn handle_canary_media(&mut self, now: Instant, trunk: crate::routing::TrunkId, sent: u64, received: u64) {
+        self.last_now = Some(now);
+        self.canaries.on_media_report(trunk, sent, received, &mut self.out);
     }
 
     /// Marks a trunk usable or not, from its OPTIONS probes.
@@ -445,8 +476,8 @@ impl Endpoint {
         self.calls.media_replay(&mut self.out);
     }
 
-    /// Ends every call (BYE to confirmed ones, 503 to those being set up), for a clean shutdown; their CDRs come
-    /// out of [`Endpoint::poll_output`]. Every registration held is removed with an un-REGISTER (Expires: 0);
+    /// Ends every call (BYE to confirmed ones, 503 to those being set up), and a canary call in progress, for a
+    /// clean shutdown; their CDRs come out of [`Endpoint::poll_output`]. Every registration held is removed with an un-REGISTER (Expires: 0);
     /// [`Endpoint::unregistering`] says while their answers are awaited.
     pub fn shutdown(&mut self, now: Instant) {
         self.stop(now, "shutdown");
@@ -462,6 +493,8 @@ impl Endpoint {
         self.last_now = Some(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.end_all(&mut ctx, cause);
+        self.drain_txns(now);
+        self.canaries.shutdown(now, &mut self.txns, &mut self.ids, &mut self.out);
         self.drain_txns(now);
         let (_, changes) =
             self.registrations.unregister(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
@@ -560,6 +593,10 @@ impl Endpoint {
             self.registrations.send_due(now, &mut self.txns, &mut self.ids, &self.config.server, &mut self.out);
         self.apply_registration_changes(changes);
         self.drain_txns(now);
+        let probes = &self.probes;
+        let down = |p: &Peer| probes.gateway_down(p);
+        self.canaries.handle_timeout(now, &mut self.txns, &mut self.ids, &self.config.server, down, &mut self.out);
+        self.drain_txns(now);
         let (mut ctx, calls) = self.ctx(now);
         calls.handle_timeout(&mut ctx);
         self.drain_txns(now);
@@ -569,7 +606,11 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let probes = self.last_now.and_then(|now| self.probes.poll_timeout(now));
         let registrations = self.registrations.poll_timeout();
-        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes, registrations].into_iter().flatten().min()
+        let canaries = self.last_now.and_then(|now| self.canaries.poll_timeout(now));
+        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes, registrations, canaries]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Probe results: a trunk takes calls while a gateway answers its probes and, if it registers, while it is
@@ -705,6 +746,7 @@ impl Endpoint {
                     self.out.push_back(Output::Transmit { peer, bytes: message.to_bytes() });
                 }
                 txn::Event::Observe(o) => self.observe(o),
+                txn::Event::Stray { message, .. } if self.canaries.on_stray(&message, &mut self.txns) => {}
                 txn::Event::Stray { message, .. } if self.calls_take_stray(now, &message) => {}
                 txn::Event::Stray { message: Message::Request(_), .. } => {
                     self.observe(Observation::Dropped { reason: "ack_without_dialog" })
@@ -718,6 +760,18 @@ impl Endpoint {
                 txn::Event::Timeout { key } | txn::Event::TransportError { key } if self.registrations.owns(&key) => {
                     self.on_registration_result(now, &key, None)
                 }
+                txn::Event::Response { key, response } if self.canaries.owns(&key) => self.canaries.on_result(
+                    now,
+                    &key,
+                    Some(&response),
+                    &self.config.plan,
+                    &mut self.txns,
+                    &mut self.ids,
+                    &mut self.out,
+                ),
+                txn::Event::Timeout { key } | txn::Event::TransportError { key } if self.canaries.owns(&key) => self
+                    .canaries
+                    .on_result(now, &key, None, &self.config.plan, &mut self.txns, &mut self.ids, &mut self.out),
                 txn::Event::Response { key, response } if self.probes.owns(&key) => {
                     let changes = self.probes.on_result(&key, Some(&response));
                     self.apply_trunk_changes(changes);
@@ -760,6 +814,9 @@ impl Endpoint {
         if self.calls.owns_dialog(&req) {
             let (mut ctx, calls) = self.ctx(now);
             return calls.on_in_dialog(&mut ctx, key, req);
+        }
+        if self.canaries.owns_dialog(&req) {
+            return self.canaries.on_in_dialog(now, &key, &req, &mut self.txns, &mut self.ids, &mut self.out);
         }
         let identity = self.identity.clone();
         if self.calls.plan().unknown_source == crate::routing::UnknownSource::Drop

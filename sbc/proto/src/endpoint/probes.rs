@@ -167,6 +167,11 @@ impl Probes {
         probed.peek().is_none() || probed.any(|g| g.health.is_up())
     }
 
+    /// Whether the probes of the gateway at `peer` (its transport and address) say it is down.
+    pub(super) fn gateway_down(&self, peer: &Peer) -> bool {
+        self.gws.iter().any(|g| g.peer.remote == peer.remote && g.peer.transport == peer.transport && !g.health.is_up())
+    }
+
     /// Sends the probes due at `now`; returns trunks whose state changed, with their new state.
     pub(super) fn send_due(
         &mut self,

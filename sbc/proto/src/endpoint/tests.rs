@@ -41,6 +41,7 @@ fn drain_all(ep: &mut Endpoint) -> (Vec<(Peer, Message)>, Vec<Observation>, Vec<
             Output::Cdr(cdr) => panic!("no calls in these tests: {cdr:?}"),
             Output::Media(cmd) => panic!("no media in these tests: {cmd:?}"),
             Output::Replicate(r) => panic!("no replication in these tests: {r:?}"),
+            Output::Canary(c) => panic!("no canary in these tests: {c:?}"),
         }
     }
     (sent, seen, offences)

@@ -241,7 +241,7 @@ impl World {
                 Output::Observe(Observation::ParseError { .. }) => self.report.parse_errors += 1,
                 Output::Observe(Observation::TransactionStarted { .. }) => self.txns_counted += 1,
                 Output::Observe(Observation::TransactionEnded { .. }) => self.txns_counted -= 1,
-                Output::Observe(_) | Output::Media(_) | Output::Offence { .. } => {}
+                Output::Observe(_) | Output::Media(_) | Output::Offence { .. } | Output::Canary(_) => {}
                 Output::Cdr(_) => self.report.cdrs += 1,
                 Output::Replicate(r) => panic!("replication is off, yet a record came out: {r:?}"),
             }

@@ -19,6 +19,7 @@
 //!
 //! Everything here is sans-IO: time comes in as `Instant`s and randomness as a closure yielding `u64`s.
 
+mod canary;
 mod failover;
 mod health;
 mod prefix;
@@ -26,6 +27,7 @@ mod select;
 pub mod targets;
 mod trunk;
 
+pub use canary::{CanaryConfig, CanaryMedia};
 pub use failover::{
     Attempt, Attempts, FailoverConfigError, FailoverLimits, FailoverTriggers, GiveUp, GiveUpReason, Next, Outcome,
     StatusSet, DEFAULT_FAILOVER_CODES,

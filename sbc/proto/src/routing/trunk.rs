@@ -72,6 +72,9 @@ pub struct Trunk {
     /// Registration of the SBC with this carrier (a registration-based trunk): while not registered the trunk is
     /// down, and INVITEs from the carrier to the registered contact belong to this trunk. Default `None`.
     pub register: Option<Registration>,
+    /// A synthetic call placed to this trunk on a timer, to check that it answers and carries media. Default
+    /// `None`.
+    pub canary: Option<super::CanaryConfig>,
 }
 
 /// How the SBC registers with a carrier (RFC 3261 §10): the binding of `sip:{username}@{domain}` to our contact
@@ -116,6 +119,7 @@ impl Trunk {
             identity_out: IdentityOut::default(),
             srtp: SrtpMode::Off,
             register: None,
+            canary: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One `[[trunk]]`: sources, gateways, limits, probing, credentials, failover triggers, number rules and identity
 //! policy, validated into [`sbc_proto::routing::Trunk`]. `numbers` holds the number and identity keys.
 
+mod canary;
 mod gateway;
 mod numbers;
 
@@ -50,6 +51,7 @@ pub(super) struct RawTrunk {
     pub(super) srtp: Option<Spanned<String>>,
     tls: Option<Spanned<super::tls::RawTrunkTls>>,
     register: Option<Spanned<RawRegister>>,
+    canary: Option<Spanned<canary::RawCanary>>,
 }
 
 impl RawTrunk {
@@ -222,6 +224,7 @@ pub(super) fn trunk(
             c.error(span, &format!("trunk[{i}].gateways[{j}]"), &format!("{e} (trunk[{i}].tls.ca)"));
         }
     }
+    let canary = raw.canary.as_ref().and_then(|k| canary::canary(c, i, k, gateways.len()));
     let trunk = Trunk {
         name: name.clone(),
         sources,
@@ -248,6 +251,7 @@ pub(super) fn trunk(
         identity_out,
         srtp,
         register,
+        canary,
     };
     (trunk, tls)
 }

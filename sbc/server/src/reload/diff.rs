@@ -56,6 +56,11 @@ pub fn diff(path: &Path, old_text: &str, old: &Config, new_text: &str, new: &Con
             let why = "registrations with carriers are set up at start";
             d.restart.get_or_insert_with(|| refuse(format!("trunk[{i}].register"), line, why));
         }
+        // Canary calls are built with the core and their RTP sockets opened when the driver starts (crate::canary).
+        if old_t.and_then(|t| t.get("canary")) != t.get("canary") {
+            let why = "canary calls and their media sockets are set up at start";
+            d.restart.get_or_insert_with(|| refuse(format!("trunk[{i}].canary"), line, why));
+        }
         if connections(old, name) != connections(new, name) {
             let why = "connections to tcp:/tls: gateways and the resolvers of DNS-named ones are set up at start";
             d.restart.get_or_insert_with(|| refuse(format!("trunk[{i}].gateways"), line, why));
@@ -64,11 +69,12 @@ pub fn diff(path: &Path, old_text: &str, old: &Config, new_text: &str, new: &Con
     for (name, t) in &old_trunks {
         if !new_trunks.iter().any(|(n, _)| n == name) {
             d.changes.push(format!("trunk \"{name}\" removed (its calls in progress keep it until they end)"));
-            if t.contains_key("register") {
+            if t.contains_key("register") || t.contains_key("canary") {
                 // Nothing of the trunk is left in the new file to point at: the first trunk's line, else the top.
                 let line = new_text.lines().position(|l| l.trim() == "[[trunk]]").map_or(1, |n| n + 1);
-                let why = "registrations with carriers are set up at start";
-                d.restart.get_or_insert_with(|| refuse(format!("trunk \"{name}\" (removed).register"), line, why));
+                let why = "registrations and canary calls are set up at start";
+                let key = if t.contains_key("register") { "register" } else { "canary" };
+                d.restart.get_or_insert_with(|| refuse(format!("trunk \"{name}\" (removed).{key}"), line, why));
             }
         }
     }
@@ -193,5 +199,16 @@ mod tests {
         let d = diff(Path::new("sbc.toml"), BASE, &load(BASE), &new, &load(&new));
         let why = d.restart.expect("refused");
         assert!(why.starts_with("sbc.toml:3: sip.max_message_size: requires a restart"), "{why}");
+    }
+
+    #[test]
+    fn canary_added_to_a_trunk_is_refused_as_needing_a_restart() {
+        let new = BASE.replace(
+            "gateways = [\"udp:198.18.2.10:5060\"]\n",
+            "gateways = [\"udp:198.18.2.10:5060\"]\ncanary = { number = \"100\", every = \"1m\" }\n",
+        );
+        let d = diff(Path::new("sbc.toml"), BASE, &load(BASE), &new, &load(&new));
+        let why = d.restart.expect("refused");
+        assert!(why.starts_with("sbc.toml:12: trunk[1].canary: requires a restart"), "{why}");
     }
 }
