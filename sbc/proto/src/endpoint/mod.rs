@@ -19,6 +19,7 @@
 //!    is answered here ([`answer`]: OPTIONS, 501, 481, 405) or is a new call for the B2BUA, which identifies
 //!    the trunk, authenticates (a wrong credential is an offence), applies the trunk's limits and routes.
 
+pub mod admin;
 pub mod answer;
 mod ids;
 mod probes;
