@@ -1,5 +1,6 @@
-//! The admin HTTP API: `/health`, Prometheus `/metrics`, and for a pair `GET /ha` and `POST /ha/demote`. Bound to
-//! loopback by default (`[api] listen`); it has no authentication.
+//! The admin HTTP API: `/health`, Prometheus `/metrics`, for a pair `GET /ha` and `POST /ha/demote`, and the
+//! operator's routes of [`crate::api`] (calls, trunks, route lookup). Bound to loopback by default (`[api]
+//! listen`); off loopback every request but `/health` needs the bearer token (docs/admin-api.md).
 
 use axum::extract::RawQuery;
 use axum::routing::{get, post};
@@ -24,6 +25,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     prometheus: PrometheusHandle,
     ha: Option<HaApi>,
+    operator: axum::Router,
+    token: Option<crate::config::ApiToken>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut app = Router::new()
@@ -78,5 +81,6 @@ pub async fn serve(
                 }),
             );
     }
+    let app = crate::api::require_token(app.merge(operator).fallback(crate::api::not_found), token);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

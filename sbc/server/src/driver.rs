@@ -54,6 +54,10 @@ pub struct Records {
     pub ha: Option<HaHandle>,
     /// The edge guard: told of offences, its ban events carried out here.
     pub edge: EdgeGuard,
+    /// Requests of the admin API ([`crate::api`]), when it runs.
+    pub admin: Option<tokio::sync::mpsc::Receiver<crate::api::Request>>,
+    /// Admin requests waiting for the relay's figures of a call.
+    pub figures: crate::api::FigureWaiters,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -68,7 +72,22 @@ impl Records {
         ha: Option<HaHandle>,
         edge: EdgeGuard,
     ) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge }
+        Self {
+            cdr,
+            trunks,
+            media,
+            pending: HashMap::new(),
+            ha,
+            edge,
+            admin: None,
+            figures: crate::api::FigureWaiters::default(),
+        }
+    }
+
+    /// These records, answering the admin API's requests from `requests`.
+    pub fn with_admin(mut self, requests: tokio::sync::mpsc::Receiver<crate::api::Request>) -> Self {
+        self.admin = Some(requests);
+        self
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -196,6 +215,15 @@ fn update_ha_status(endpoint: &Endpoint, records: &Records) {
         s.lag_records = ha.lag();
         metrics::gauge!("sbc_ha_lag_records").set(s.lag_records as f64);
     }
+}
+
+async fn admin_request(admin: &mut Option<tokio::sync::mpsc::Receiver<crate::api::Request>>) -> crate::api::Request {
+    if let Some(rx) = admin.as_mut() {
+        if let Some(r) = rx.recv().await {
+            return r;
+        }
+    }
+    std::future::pending().await
 }
 
 async fn media_event(media: &mut Option<MediaLink>) -> LinkEvent {
@@ -401,6 +429,9 @@ pub async fn run(
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
+            req = admin_request(&mut records.admin) => {
+                crate::api::driver_side::handle(&mut endpoint, records.media.as_ref(), &mut records.figures, req);
+            }
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);
@@ -477,6 +508,11 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
 fn on_media(endpoint: &mut Endpoint, records: &mut Records, ev: LinkEvent) {
     let now = Instant::now();
     match ev {
+        LinkEvent::Relay(e) if matches!(*e, MediaEvent::Figures(_)) => {
+            if let MediaEvent::Figures(stats) = *e {
+                records.figures.answer(stats);
+            }
+        }
         LinkEvent::Relay(e) if matches!(*e, MediaEvent::Stats(_)) => {
             let MediaEvent::Stats(stats) = *e else { return };
             if let Some((mut cdr, _)) = records.pending.remove(&stats.session) {

@@ -177,6 +177,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     };
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (admin_driver, admin_requests) = crate::api::DriverHandle::channel();
     // Last of the start: /health answers once everything above runs (a relay that fails to start must not
     // have been reported healthy first).
     let admin = match &config.api {
@@ -184,8 +185,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             let listener = tokio::net::TcpListener::bind(api.listen)
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
-            tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, async {
+            let auth = if api.token.is_some() { "bearer token" } else { "none (loopback)" };
+            tracing::info!(listen = %api.listen, auth, "admin API listening (docs/admin-api.md)");
+            let operator = crate::api::routes(admin_driver.clone());
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, operator, api.token.clone(), async {
                 let _ = admin_stop_rx.await;
             })))
         }
@@ -193,7 +196,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha, guard)).await;
+    let records = driver::Records::new(cdr, trunks, media, ha, guard).with_admin(admin_requests);
+    driver::run(endpoint, sockets, rx, shutdown, records).await;
 
     for t in &tasks {
         t.abort();

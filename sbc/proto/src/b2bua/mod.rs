@@ -455,7 +455,7 @@ impl Calls {
                     self.replicate_call(ctx, CallRef(session.0));
                 }
             }
-            MediaEvent::Stats(_) | MediaEvent::Pong { .. } => {}
+            MediaEvent::Stats(_) | MediaEvent::Figures(_) | MediaEvent::Pong { .. } => {}
         }
     }
 
