@@ -33,7 +33,7 @@ help:
 	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
 run:
-	$(CARGO) build --release -p sbc --bin sbc
+	$(CARGO) build --release -p sbc --bin sbc --bin sbcctl
 	exec target/release/sbc --config $(CONFIG)
 
 build:
