@@ -400,6 +400,10 @@ pub async fn run(
                 stopping = Some(Instant::now());
             }
             _ = sleep_until(grace_end), if stopping.is_some() => {}
+            // Before the messages: an operator's question is rare and must not starve behind a busy queue.
+            req = admin_request(&mut records.admin) => {
+                crate::api::driver_side::handle(&mut endpoint, records.media.as_ref(), &mut records.figures, req);
+            }
             msg = next_inbound(&mut rx) => {
                 let Some((msg, high)) = msg else { break };
                 load.woke();
@@ -429,9 +433,6 @@ pub async fn run(
             }
             ev = media_event(&mut records.media) => on_media(&mut endpoint, &mut records, ev),
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
-            req = admin_request(&mut records.admin) => {
-                crate::api::driver_side::handle(&mut endpoint, records.media.as_ref(), &mut records.figures, req);
-            }
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
                 update_ha_status(&endpoint, &records);
