@@ -195,11 +195,18 @@ impl Calls {
         self.admin_disabled.get(trunk.0 as usize).copied().unwrap_or(false)
     }
 
-    /// Calls being set up or answered on `trunk` in each direction: (from it, to it).
-    pub fn calls_on(&self, trunk: TrunkId) -> (usize, usize) {
-        let from = self.calls.values().filter(|c| c.a_trunk == trunk).count();
-        let to = self.calls.values().filter(|c| c.b.as_ref().is_some_and(|b| b.trunk == trunk)).count();
-        (from, to)
+    /// Calls in progress per trunk (by `TrunkId`), in each direction: (from it, to it). One pass over the calls.
+    pub fn calls_per_trunk(&self) -> Vec<(usize, usize)> {
+        let mut per = vec![(0, 0); self.plan.trunks.len()];
+        for c in self.calls.values() {
+            if let Some(p) = per.get_mut(c.a_trunk.0 as usize) {
+                p.0 += 1;
+            }
+            if let Some(p) = c.b.as_ref().and_then(|b| per.get_mut(b.trunk.0 as usize)) {
+                p.1 += 1;
+            }
+        }
+        per
     }
 
     /// The route of `number` (as routes see it) and its carriers ordered for one call at `now`: the one selection

@@ -86,6 +86,7 @@ impl Endpoint {
     /// Every trunk as it stands at `now`, in configuration order.
     pub fn trunk_status(&self, now: Instant) -> Vec<TrunkStatus> {
         let plan = self.calls.plan();
+        let per_trunk = self.calls.calls_per_trunk();
         (0..plan.trunks.len() as u32)
             .map(TrunkId)
             .map(|id| {
@@ -102,7 +103,7 @@ impl Endpoint {
                         gateways.push(GatewayStatus { gateway: *g, from_dns: true, probe: Some(*s) });
                     }
                 }
-                let (calls_from, calls_to) = self.calls.calls_on(id);
+                let (calls_from, calls_to) = per_trunk.get(id.0 as usize).copied().unwrap_or_default();
                 TrunkStatus {
                     id,
                     name: t.name.clone(),
