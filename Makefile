@@ -46,7 +46,7 @@ help:
 	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
 run:
-	$(CARGO) build --release -p sbc --bin sbc
+	$(CARGO) build --release -p sbc --bin sbc --bin sbcctl
 	exec $(TARGET_DIR)/release/sbc --config $(CONFIG)
 
 # The demo call against `make run`'s default config (scripts/demo-call says what it does; tests/tests/demo_call.rs

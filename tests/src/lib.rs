@@ -49,6 +49,11 @@ pub fn sbc_binary() -> Result<PathBuf> {
     workspace_binary("SBC_BINARY", "sbc", "sbc")
 }
 
+/// The `sbcctl` binary (the admin API's command line), built like [`sbc_binary`] (`SBCCTL_BINARY` overrides).
+pub fn sbcctl_binary() -> Result<PathBuf> {
+    workspace_binary("SBCCTL_BINARY", "sbc", "sbcctl")
+}
+
 /// The standalone `media-relay` binary, built like [`sbc_binary`] (`MEDIA_RELAY_BINARY` overrides).
 pub fn media_relay_binary() -> Result<PathBuf> {
     workspace_binary("MEDIA_RELAY_BINARY", "media-relay", "media-relay")
@@ -66,7 +71,8 @@ fn workspace_binary(env: &str, package: &'static str, bin: &'static str) -> Resu
     }
     static BUILT: std::sync::Mutex<Vec<(&'static str, Result<PathBuf, String>)>> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, r)) = built.iter().find(|(p, _)| *p == package) {
+    // Keyed by binary: one package (sbc) has several (sbc, sbcctl).
+    if let Some((_, r)) = built.iter().find(|(b, _)| *b == bin) {
         return r.clone().map_err(anyhow::Error::msg);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
@@ -82,7 +88,7 @@ fn workspace_binary(env: &str, package: &'static str, bin: &'static str) -> Resu
                 Err(format!("cargo build -p {package} failed"))
             }
         });
-    built.push((package, result.clone()));
+    built.push((bin, result.clone()));
     result.map_err(anyhow::Error::msg)
 }
 

@@ -578,8 +578,8 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
         Command::Unban { addr } => return ban(shared, *addr, None),
         _ => {}
     }
-    if let Command::Remove { session } = &cmd {
-        // The kernel's last counts join the session's figures before they are final.
+    if let Command::Remove { session } | Command::Query { session } = &cmd {
+        // The kernel's counts join the session's figures before they are read (final ones on removal).
         let locals = shared.table.borrow().locals_of(*session);
         read_kernel(shared, &locals);
     }

@@ -112,6 +112,12 @@ pub enum Command {
         /// The call.
         session: SessionId,
     },
+    /// The session's figures so far, leaving it as it is: answered with [`Event::Figures`] (what the admin API
+    /// shows of a call in progress).
+    Query {
+        /// The call.
+        session: SessionId,
+    },
     /// Are you there? Answered with [`Event::Pong`].
     Ping {
         /// Echoed back.
@@ -177,6 +183,9 @@ pub enum Event {
     },
     /// Final figures of a removed session.
     Stats(SessionStats),
+    /// Figures so far of a session in progress, answering [`Command::Query`] (all zero for a session the relay does
+    /// not hold).
+    Figures(SessionStats),
     /// A socket could not be opened (port taken by another program, address gone); that stream has no media.
     BindFailed {
         /// The call.

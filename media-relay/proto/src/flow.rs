@@ -296,6 +296,7 @@ impl Table {
                 }
                 self.sessions.remove(&session);
             }
+            Command::Query { session } => events.push(Event::Figures(self.session_stats(session))),
             Command::Ping { seq } => events.push(Event::Pong { seq }),
             // The kernel's business (the daemon's XDP map writer), not the table's.
             Command::Ban { .. } | Command::Unban { .. } => {}
@@ -690,6 +691,17 @@ mod tests {
         assert_eq!(socks.len(), 2);
         assert!(matches!(&ev[..], [Event::Stats(s)] if s.legs[0].received.packets == 1));
         assert_eq!(t.counts(), (0, 0));
+    }
+
+    #[test]
+    fn query_reports_figures_so_far_and_leaves_the_session_open() {
+        let (mut t, now) = call(true);
+        t.on_packet(now, sa(A_SOCK), sa("198.18.1.10:6000"), &rtp(1), &mut Vec::new()).unwrap();
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        t.apply(now, Command::Query { session: SessionId(1) }, &mut socks, &mut ev);
+        assert!(socks.is_empty(), "no socket opened or closed");
+        assert!(matches!(&ev[..], [Event::Figures(s)] if s.legs[0].received.packets == 1), "{ev:?}");
+        assert_eq!(t.counts().0, 1, "the session stays");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The admin HTTP API: `/health`, Prometheus `/metrics`, `POST /drain` and `GET /drain` ([`crate::drain`]), and
-//! for a pair `GET /ha` and `POST /ha/demote`. Bound to
-//! loopback by default (`[api] listen`); it has no authentication.
+//! The admin HTTP API: `/health`, Prometheus `/metrics`, `POST /drain` and `GET /drain` ([`crate::drain`]), the
+//! configuration's routes of [`crate::reload`], for a pair `GET /ha` and `POST /ha/demote`, and the operator's
+//! routes of [`crate::api`] (calls, trunks, route lookup). Bound to loopback by default (`[api] listen`); off
+//! loopback every request but `/health` needs the bearer token (docs/admin-api.md).
 
 use axum::extract::RawQuery;
 use axum::routing::{get, post};
@@ -25,17 +26,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     prometheus: PrometheusHandle,
     ha: Option<HaApi>,
-    drain: tokio::sync::mpsc::Sender<crate::drain::Request>,
-    reload: Option<crate::reload::Reloader>,
+    operator: axum::Router,
+    token: Option<crate::config::ApiToken>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
-        .route("/metrics", get(move || std::future::ready(prometheus.render())))
-        .merge(crate::drain::routes(drain));
-    if let Some(r) = reload {
-        app = app.merge(crate::reload::routes(r));
-    }
+        .route("/metrics", get(move || std::future::ready(prometheus.render())));
     if let Some(ha) = ha {
         if let Some(set) = ha.set_role.clone() {
             for (path, role) in
@@ -85,5 +82,6 @@ pub async fn serve(
                 }),
             );
     }
+    let app = crate::api::require_token(app.merge(operator).fallback(crate::api::not_found), token);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -60,6 +60,10 @@ pub struct Records {
     pub reload: Option<tokio::sync::mpsc::Receiver<crate::reload::Apply>>,
     /// The media of canary calls, started by [`run`].
     pub canary: Option<crate::canary::CanaryMedia>,
+    /// Requests of the admin API ([`crate::api`]), when it runs.
+    pub admin: Option<tokio::sync::mpsc::Receiver<crate::api::Request>>,
+    /// Admin requests waiting for the relay's figures of a call.
+    pub figures: crate::api::FigureWaiters,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -74,7 +78,25 @@ impl Records {
         ha: Option<HaHandle>,
         edge: EdgeGuard,
     ) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, drain: None, reload: None, canary: None }
+        Self {
+            cdr,
+            trunks,
+            media,
+            pending: HashMap::new(),
+            ha,
+            edge,
+            drain: None,
+            reload: None,
+            canary: None,
+            admin: None,
+            figures: crate::api::FigureWaiters::default(),
+        }
+    }
+
+    /// These records, answering the admin API's requests from `requests`.
+    pub fn with_admin(mut self, requests: tokio::sync::mpsc::Receiver<crate::api::Request>) -> Self {
+        self.admin = Some(requests);
+        self
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -219,6 +241,15 @@ fn update_ha_status(endpoint: &Endpoint, records: &Records) {
 async fn drain_request(drain: &mut Option<crate::drain::DrainLink>) -> crate::drain::Request {
     if let Some(d) = drain.as_mut() {
         if let Some(r) = d.requests.recv().await {
+            return r;
+        }
+    }
+    std::future::pending().await
+}
+
+async fn admin_request(admin: &mut Option<tokio::sync::mpsc::Receiver<crate::api::Request>>) -> crate::api::Request {
+    if let Some(rx) = admin.as_mut() {
+        if let Some(r) = rx.recv().await {
             return r;
         }
     }
@@ -464,6 +495,10 @@ pub async fn run(
                 stopping = Some(Instant::now());
             }
             _ = sleep_until(grace_end), if stopping.is_some() => {}
+            // Before the messages: an operator's question is rare and must not starve behind a busy queue.
+            req = admin_request(&mut records.admin) => {
+                crate::api::driver_side::handle(&mut endpoint, records.media.as_ref(), &mut records.figures, req);
+            }
             _ = sleep_until(drain_end) => {
                 tracing::warn!(calls = endpoint.calls().len(), "drain deadline reached: ending the calls left with BYE");
                 endpoint.drain_deadline_reached(Instant::now().into_std());
@@ -615,6 +650,11 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
 fn on_media(endpoint: &mut Endpoint, records: &mut Records, ev: LinkEvent) {
     let now = Instant::now();
     match ev {
+        LinkEvent::Relay(e) if matches!(*e, MediaEvent::Figures(_)) => {
+            if let MediaEvent::Figures(stats) = *e {
+                records.figures.answer(stats);
+            }
+        }
         LinkEvent::Relay(e) if matches!(*e, MediaEvent::Stats(_)) => {
             let MediaEvent::Stats(stats) = *e else { return };
             if let Some((mut cdr, _)) = records.pending.remove(&stats.session) {

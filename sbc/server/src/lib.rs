@@ -1,6 +1,7 @@
 //! The `sbc` server: transports, the driver loop around `sbc-proto`, configuration, the admin API and metrics.
 
 pub mod admin;
+pub mod api;
 pub mod canary;
 pub mod cdr_sink;
 pub mod config;

@@ -165,6 +165,12 @@ pub const AUTH_CHALLENGES: &str = "sbc_auth_challenges_total";
 /// being set up, resumed where the peer left it).
 pub const HA_CALLS_TAKEN_OVER: &str = "sbc_ha_calls_taken_over_total";
 
+/// Admin API requests answered with an error, by HTTP `status` (401: no or a wrong bearer token).
+pub const API_ERRORS: &str = "sbc_api_errors_total";
+
+/// 1 while the admin API has taken a trunk out of routing (`POST /trunks/{name}/disable`), else 0.
+pub const TRUNK_ADMIN_DISABLED: &str = "sbc_trunk_admin_disabled";
+
 /// Describes the call metrics and creates their zero series for every trunk.
 pub fn describe_calls(trunks: &[String]) {
     describe_gauge!(CALLS_ACTIVE, "calls in progress per trunk");
@@ -180,6 +186,8 @@ pub fn describe_calls(trunks: &[String]) {
     counter!(UNKNOWN_SOURCE).absolute(0);
     describe_gauge!(TRUNK_UP, "1 while a trunk answers its probes");
     describe_counter!(AUTH_CHALLENGES, "INVITEs challenged for credentials");
+    describe_counter!(API_ERRORS, "admin API requests answered with an error, by status");
+    describe_gauge!(TRUNK_ADMIN_DISABLED, "1 while the admin API has taken the trunk out of routing");
     for t in trunks {
         trunk_series(t);
     }
@@ -187,6 +195,7 @@ pub fn describe_calls(trunks: &[String]) {
 
 /// Creates the zero series of trunk `t` (at start, and for a trunk a reload adds).
 pub fn trunk_series(t: &str) {
+    gauge!(TRUNK_ADMIN_DISABLED, "trunk" => t.to_owned()).set(0.0);
     gauge!(TRUNK_UP, "trunk" => t.to_owned()).set(1.0);
     gauge!(CALLS_ACTIVE, "trunk" => t.to_owned()).set(0.0);
     counter!(CALL_ATTEMPTS, "trunk" => t.to_owned()).absolute(0);

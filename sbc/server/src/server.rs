@@ -179,6 +179,7 @@ pub async fn serve(
         None => None,
     };
     let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (admin_driver, admin_requests) = crate::api::DriverHandle::channel();
     // Last of the start: /health answers once everything above runs (a relay that fails to start must not
     // have been reported healthy first).
     let admin = match &config.api {
@@ -186,8 +187,14 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(api.listen)
                 .await
                 .with_context(|| format!("binding api.listen {}", api.listen))?;
-            tracing::info!(listen = %api.listen, "admin API listening (/health, /metrics)");
-            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, drain_tx, reloader.clone(), async {
+            let auth = if api.token.is_some() { "bearer token" } else { "none (loopback)" };
+            tracing::info!(listen = %api.listen, auth, "admin API listening (docs/admin-api.md)");
+            // The operator's routes: calls and trunks, drain, and the configuration when it can be reloaded.
+            let mut operator = crate::api::routes(admin_driver.clone()).merge(crate::drain::routes(drain_tx));
+            if let Some(r) = reloader.clone() {
+                operator = operator.merge(crate::reload::routes(r));
+            }
+            Some(tokio::spawn(crate::admin::serve(listener, prometheus, ha_api, operator, api.token.clone(), async {
                 let _ = admin_stop_rx.await;
             })))
         }
@@ -201,7 +208,7 @@ pub async fn serve(
         shutdown.await;
         crate::service::stopping();
     };
-    let mut records = driver::Records::new(cdr, trunks, media, ha, guard);
+    let mut records = driver::Records::new(cdr, trunks, media, ha, guard).with_admin(admin_requests);
     records.drain = Some(crate::drain::DrainLink { requests: drain_rx, deadline: config.drain_deadline });
     records.reload = reload_rx;
     driver::run(endpoint, sockets, rx, shutdown, records).await;

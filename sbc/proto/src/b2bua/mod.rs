@@ -11,11 +11,13 @@
 //! retransmitted until A's ACK), and fails over on the trunk's failover codes, on timeouts and transport errors;
 //! BYE from either side ends both legs; a CDR comes out when the call ends.
 
+mod admin;
 mod build;
 mod limits;
 mod replicate;
 mod resume;
 
+pub use admin::{CallSnapshot, CallState, HangupError, LegSnapshot, RouteLookup, UnknownTrunk};
 pub(crate) use build::{cancel_for, transport_param};
 pub use build::{pick_local, BUILT_HEADERS};
 pub use limits::TrunkCounters;
@@ -30,7 +32,7 @@ use crate::policy::digest::{
 use crate::policy::identity::{self, Presented};
 use crate::routing::Credentials;
 use crate::routing::{
-    select, targets, Attempts, FailoverLimits, Gateway, GiveUpReason, Next, Outcome, Plan, SkipReason, Target, TrunkId,
+    targets, Attempts, FailoverLimits, Gateway, GiveUpReason, Next, Outcome, Plan, SkipReason, Target, TrunkId,
     UnknownSource,
 };
 use crate::transport::{Peer, Transport};
@@ -253,6 +255,8 @@ pub struct Calls {
     counters: Vec<TrunkCounters>,
     /// Whether each trunk is usable by its probes (all true until the driver says otherwise).
     trunk_up: Vec<bool>,
+    /// Trunks the admin API took out of routing (`admin::set_trunk_disabled`).
+    admin_disabled: Vec<bool>,
     /// What each DNS-named gateway (trunk, index into its `dns_gateways`) resolved to last.
     resolved: HashMap<(TrunkId, usize), Vec<Target>>,
     /// Gateways their probes say are down: a call skips them while the trunk has others.
@@ -306,6 +310,7 @@ impl Calls {
             timers: BinaryHeap::new(),
             counters: (0..n).map(|_| TrunkCounters::default()).collect(),
             trunk_up: vec![true; n],
+            admin_disabled: vec![false; n],
             resolved: HashMap::new(),
             gateways_down: HashSet::new(),
             nonces: None,
@@ -328,6 +333,8 @@ impl Calls {
         let n = plan.trunks.len().max(self.counters.len());
         self.counters.resize_with(n, TrunkCounters::default);
         self.trunk_up.resize(n, true);
+        // Trunk ids are stable across reloads (new trunks appended): an operator's disable outlives a reload.
+        self.admin_disabled.resize(n, false);
         self.plan = plan;
         self.locals = locals;
     }
@@ -469,7 +476,7 @@ impl Calls {
                     self.replicate_call(ctx, CallRef(session.0));
                 }
             }
-            MediaEvent::Stats(_) | MediaEvent::Pong { .. } => {}
+            MediaEvent::Stats(_) | MediaEvent::Figures(_) | MediaEvent::Pong { .. } => {}
         }
     }
 
@@ -665,12 +672,10 @@ impl Calls {
             None => build::user_of(&req.uri),
         };
         let called_routed = trunk.numbers_in.apply(&normalise(&called_in));
-        let Some((prefix, candidates)) = self.plan.route(&called_routed) else {
+        let (now, ids) = (ctx.now, &mut *ctx.ids);
+        let Some((prefix, selection)) = self.route_for(&called_routed, now, &mut || ids.random()) else {
             return reply(ctx, 404, "Not Found", None);
         };
-        let prefix = prefix.to_owned();
-        let mut draws = || ctx.ids.random();
-        let selection = select(candidates, |t| self.usable(t, ctx.now), &mut draws);
         for s in &selection.skipped {
             ctx.observe(Observation::TrunkSkipped { trunk: s.candidate.trunk, reason: s.reason.label() });
         }
@@ -780,7 +785,7 @@ impl Calls {
 
     fn usable(&self, t: TrunkId, now: Instant) -> Result<(), SkipReason> {
         let trunk = self.plan.trunk(t);
-        if trunk.disabled {
+        if trunk.disabled || self.trunk_disabled_by_admin(t) {
             return Err(SkipReason::Disabled);
         }
         if !self.trunk_up[t.0 as usize] {

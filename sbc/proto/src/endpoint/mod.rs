@@ -21,6 +21,7 @@
 //!    B2BUA, which identifies
 //!    the trunk, authenticates (a wrong credential is an offence), applies the trunk's limits and routes.
 
+pub mod admin;
 pub mod answer;
 pub mod canary;
 mod ids;

@@ -204,6 +204,12 @@ impl Probes {
         self.by_key.contains_key(key)
     }
 
+    /// The probed gateways of `trunk` (DNS targets included) and the state their probes give each.
+    pub(super) fn gateways_of(&self, trunk: TrunkId) -> Vec<(Gateway, crate::routing::HealthState)> {
+        let of = self.gws.iter().filter(|g| g.trunk == trunk);
+        of.map(|g| (Gateway { transport: g.peer.transport, addr: g.peer.remote }, g.health.state())).collect()
+    }
+
     /// The answer (or `None`: timer F) to probe `key`.
     pub(super) fn on_result(&mut self, key: &TransactionKey, resp: Option<&Response>) -> Vec<(TrunkId, bool)> {
         if resp.is_some_and(Response::is_provisional) {

@@ -228,6 +228,19 @@ impl Registrations {
         changes
     }
 
+    /// The registration of `trunk` at `now`, if it registers.
+    pub(super) fn status_of(&self, trunk: TrunkId, now: Instant) -> Option<super::admin::RegistrationStatus> {
+        let r = self.regs.iter().find(|r| r.trunk == trunk)?;
+        Some(super::admin::RegistrationStatus {
+            registrar: r.cfg.registrar,
+            aor: r.aor(),
+            registered: r.reported,
+            expires_in: r.registered_until.map(|u| u.saturating_duration_since(now)),
+            failures: r.failures,
+            running: self.active,
+        })
+    }
+
     /// Whether un-REGISTERs still wait for their answers.
     pub(super) fn unregistering(&self) -> bool {
         self.regs.iter().any(|r| r.inflight.as_ref().is_some_and(|f| f.expires == 0))

@@ -253,9 +253,33 @@ pub enum LogFormat {
 /// `[api]`.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Admin API address. Default 127.0.0.1:8080. It has no authentication: keep it on loopback or a management
-    /// network.
+    /// Admin API address. Default 127.0.0.1:8080. On loopback a token is optional; anywhere else one is required.
     pub listen: SocketAddr,
+    /// The bearer token every request but `/health` must carry (`Authorization: Bearer TOKEN`), read at load from
+    /// `token_env` or `token_file`. `None` (loopback only): no authentication.
+    pub token: Option<ApiToken>,
+}
+
+/// The admin API's bearer token. Its `Debug` hides it, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// A token (tests and the config loader).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for comparing with what a request presents.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(<hidden>)")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,6 +337,8 @@ struct RawLog {
 #[serde(deny_unknown_fields)]
 struct RawApi {
     listen: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -519,14 +545,36 @@ impl Validator<'_> {
 
     fn api(&self, api: Option<RawApi>) -> Result<Option<ApiConfig>, ConfigError> {
         let Some(a) = api else { return Ok(None) };
-        let listen = match a.listen {
+        let listen = match &a.listen {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(s) => s
                 .get_ref()
                 .parse()
                 .map_err(|_| self.invalid(s.span(), "api.listen", "expected ADDRESS:PORT, e.g. 127.0.0.1:8080"))?,
         };
-        Ok(Some(ApiConfig { listen }))
+        let token = match (&a.token_env, &a.token_file) {
+            (None, None) if listen.ip().is_loopback() => None,
+            (None, None) => {
+                let span = a.listen.as_ref().map_or(0..0, Spanned::span);
+                return Err(self.invalid(
+                    span,
+                    "api.token_env",
+                    &format!(
+                        "api.listen {listen} is not loopback: give api.token_env or api.token_file, the bearer \
+                         token every API request must carry"
+                    ),
+                ));
+            }
+            (env, file) => {
+                let whole = env.iter().chain(file).map(Spanned::span).min_by_key(|s| s.start).unwrap_or(0..0);
+                let base_dir = self.path.parent().unwrap_or(Path::new(""));
+                match secret::read("token", env.as_ref(), file.as_ref(), "api", whole, base_dir) {
+                    Ok(t) => Some(ApiToken(t)),
+                    Err((span, key, message)) => return Err(self.invalid(span, &key, &message)),
+                }
+            }
+        };
+        Ok(Some(ApiConfig { listen, token }))
     }
 }
 
@@ -708,6 +756,32 @@ mod tests {
         assert_eq!(c.sip.listen[1].addr, "[::1]:5061".parse().expect("addr"));
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.api.expect("api").listen.port(), 9090);
+    }
+
+    #[test]
+    fn api_off_loopback_without_a_token_is_refused_naming_the_key() {
+        let e = parse("[api]\nlisten = \"198.18.1.2:8080\"\n").expect_err("no token").to_string();
+        assert!(e.contains("test.toml:2: api.token_env"), "{e}");
+        let c = parse("[api]\nlisten = \"[::1]:8080\"\n").expect("loopback needs no token");
+        assert!(c.api.expect("api").token.is_none());
+    }
+
+    #[test]
+    fn api_token_is_read_from_its_file_and_never_shown_by_debug() {
+        let dir = std::env::temp_dir().join(format!("sbc-api-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("token"), "s3cret-token\n").expect("write");
+        let text = "[api]\nlisten = \"198.18.1.2:8080\"\ntoken_file = \"token\"\n";
+        let c = Config::parse(text, &dir.join("sbc.toml")).expect("valid");
+        let api = c.api.expect("api");
+        assert_eq!(api.token.as_ref().map(ApiToken::expose), Some("s3cret-token"));
+        assert!(!format!("{api:?}").contains("s3cret"), "{api:?}");
+        let e = parse("[api]\ntoken_env = \"SBC_TEST_NO_SUCH_VARIABLE\"\n").expect_err("unset").to_string();
+        assert!(
+            e.contains("test.toml:2: api.token_env: environment variable SBC_TEST_NO_SUCH_VARIABLE is not set"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
