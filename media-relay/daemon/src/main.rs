@@ -54,14 +54,16 @@ fn main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(args.control)
             .await
             .with_context(|| format!("binding --control {}", args.control))?;
+        // The handlers are in place before READY=1: a stop sent the moment the start is reported must be caught.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
         tracing::info!(control = %args.control, rtp_timeout = ?args.rtp_timeout, "media relay ready");
         // systemd's Type=notify (ops/systemd/media-relay.service); a no-op when not started by systemd.
         notify(sd_notify::NotifyState::Ready);
         let stop = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
             }
             anyhow::Ok(())
         };
