@@ -12,6 +12,7 @@
 //! BYE from either side ends both legs; a CDR comes out when the call ends.
 
 mod build;
+mod correlate;
 mod limits;
 mod replicate;
 mod resume;

@@ -1209,6 +1209,7 @@ fn carrier_that_answers_plain_where_srtp_is_required_fails_the_call_and_the_next
 }
 
 mod active_active;
+mod correlation;
 mod dns_targets;
 mod setup_takeover;
 mod transports;

@@ -442,6 +442,15 @@ impl Endpoint {
         )
     }
 
+    /// The id that links the messages of both legs of a call in captures (HEP chunk 0x0011): leg A's Call-ID, for
+    /// a message of either leg of a call in progress; a message of no call has its own Call-ID. `None` when
+    /// `bytes` is no SIP message with a Call-ID. A message of leg B whose call has ended is no longer known here:
+    /// the driver remembers what it learnt while the call was up.
+    pub fn correlation_id(&self, bytes: &Bytes) -> Option<Bytes> {
+        let msg = parse_datagram(bytes.clone()).ok()?;
+        self.calls.leg_a_call_id(&msg).or_else(|| msg.headers().get_bytes(&HeaderName::CallId))
+    }
+
     /// Handles one datagram or one framed stream message received at `now` from `peer`.
     pub fn handle_message(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
         self.handle_message_from(now, peer, None, bytes);
