@@ -6,6 +6,7 @@
 use crate::cdr_sink::CdrSink;
 use crate::edge::EdgeGuard;
 use crate::ha::{HaEvent, HaHandle};
+use crate::hep::HepExport;
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
 use crate::transport::dial::Dialer;
@@ -54,6 +55,8 @@ pub struct Records {
     pub ha: Option<HaHandle>,
     /// The edge guard: told of offences, its ban events carried out here.
     pub edge: EdgeGuard,
+    /// Copies of every SIP message and media reports to a HEP collector, when `[hep]` is configured.
+    pub hep: Option<crate::hep::HepExport>,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -68,7 +71,7 @@ impl Records {
         ha: Option<HaHandle>,
         edge: EdgeGuard,
     ) -> Self {
-        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge }
+        Self { cdr, trunks, media, pending: HashMap::new(), ha, edge, hep: None }
     }
 
     fn write(&mut self, cdr: &Cdr) {
@@ -268,7 +271,11 @@ async fn dns_update(
 }
 
 /// One message to the core; a new request's wait in the queue is the overload signal.
-fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
+fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load, hep: Option<&mut HepExport>) {
+    if let Some(hep) = hep {
+        // Before the core sees it: a leg B's last message may end its call, and with it the correlation.
+        hep.inbound(endpoint, msg.transport, msg.local, msg.remote, msg.at, &msg.bytes);
+    }
     if !high {
         let now = Instant::now();
         let delay = now.saturating_duration_since(msg.at);
@@ -375,11 +382,11 @@ pub async fn run(
             msg = next_inbound(&mut rx) => {
                 let Some((msg, high)) = msg else { break };
                 load.woke();
-                deliver(&mut endpoint, msg, high, &mut load);
+                deliver(&mut endpoint, msg, high, &mut load, records.hep.as_mut());
                 // Take whatever else is already queued before flushing: batches under load.
                 for _ in 0..64 {
                     let Some((msg, high)) = try_inbound(&mut rx) else { break };
-                    deliver(&mut endpoint, msg, high, &mut load);
+                    deliver(&mut endpoint, msg, high, &mut load, records.hep.as_mut());
                 }
                 load.check_backlog(&mut endpoint, &rx);
             }
@@ -403,6 +410,9 @@ pub async fn run(
             ev = ha_event(&mut records.ha) => on_ha(&mut endpoint, &mut records, ev),
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
+                if let Some(hep) = records.hep.as_mut() {
+                    hep.expire();
+                }
                 update_ha_status(&endpoint, &records);
                 metrics::gauge!("sbc_overload_admission").set(endpoint.admission());
                 metrics::gauge!("sbc_sip_queue_delay_max_seconds").set(load.worst_delay.as_secs_f64());
@@ -429,7 +439,13 @@ pub async fn run(
     if let Some(sink) = records.cdr.take() {
         sink.close();
     }
+    if let Some(hep) = records.hep.take() {
+        hep.close(HEP_CLOSE_WAIT).await;
+    }
 }
+
+/// How long the captures still queued at shutdown (the last calls' BYEs) get to reach the collector.
+const HEP_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -442,7 +458,12 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
     let mut banned = false;
     while let Some(out) = endpoint.poll_output() {
         match out {
-            Output::Transmit { peer, bytes } => transmit(sockets, peer, bytes).await,
+            Output::Transmit { peer, bytes } => {
+                if let Some(hep) = records.hep.as_mut() {
+                    hep.outbound(endpoint, &peer, &bytes);
+                }
+                transmit(sockets, peer, bytes).await
+            }
             Output::Observe(o) => observe(o, &records.trunks),
             Output::Cdr(cdr) => match cdr.media_session.filter(|_| records.media.is_some()) {
                 Some(session) => {
@@ -480,6 +501,9 @@ fn on_media(endpoint: &mut Endpoint, records: &mut Records, ev: LinkEvent) {
         LinkEvent::Relay(e) if matches!(*e, MediaEvent::Stats(_)) => {
             let MediaEvent::Stats(stats) = *e else { return };
             if let Some((mut cdr, _)) = records.pending.remove(&stats.session) {
+                if let Some(hep) = records.hep.as_mut() {
+                    hep.media_report(&cdr.a_call_id, &stats);
+                }
                 cdr.media = Some(stats);
                 records.write(&cdr);
             }

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod driver;
 pub mod edge;
 pub mod ha;
+pub mod hep;
 pub mod lint;
 pub mod logging;
 pub mod media_link;

@@ -193,7 +193,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
 
     let endpoint = Endpoint::new(core, seed());
-    driver::run(endpoint, sockets, rx, shutdown, driver::Records::new(cdr, trunks, media, ha, guard)).await;
+    let mut records = driver::Records::new(cdr, trunks, media, ha, guard);
+    records.hep = config.hep.as_ref().map(crate::hep::HepExport::start);
+    driver::run(endpoint, sockets, rx, shutdown, records).await;
 
     for t in &tasks {
         t.abort();

@@ -7,6 +7,7 @@
 mod dns;
 mod edge;
 mod ha;
+mod hep;
 mod media;
 mod routing;
 mod secret;
@@ -16,6 +17,7 @@ mod trunk;
 pub use dns::{DnsName, DnsSettings};
 pub use edge::EdgeSettings;
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip, VipGroup};
+pub use hep::{HepCollector, HepPassword, HepSettings};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 pub use tls::DEFAULT_RELOAD_EVERY as DEFAULT_TLS_RELOAD_EVERY;
 
@@ -139,6 +141,8 @@ pub struct Config {
     pub dial: Vec<DialSpec>,
     /// `[dns]` and the gateways named by DNS, which the SBC resolves (RFC 3263).
     pub dns: DnsSettings,
+    /// `[hep]`: every SIP message and per-call media reports to a Homer/SIP3 collector; absent, nothing is sent.
+    pub hep: Option<HepSettings>,
 }
 
 /// A gateway reached over a connection we open (`tcp:` or `tls:` in a trunk's `gateways`).
@@ -265,6 +269,7 @@ struct RawConfig {
     edge: Option<edge::RawEdge>,
     overload: Option<edge::RawOverload>,
     dns: Option<dns::RawDns>,
+    hep: Option<Spanned<hep::RawHep>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,16 +345,25 @@ impl Config {
         let ha = keep(v.ha(raw.ha), &mut errors);
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
         let dns = keep(v.dns(raw.dns), &mut errors);
+        let hep = keep(v.hep(raw.hep), &mut errors);
         let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, &mut errors);
         let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
-        match (sip, log, api, plan, media, ha, edge, dns) {
-            (Some(sip), Some(log), Some(api), Some(plan), Some(media), Some(ha), Some(edge), Some(mut dns))
-                if errors.is_empty() =>
-            {
+        match (sip, log, api, plan, media, ha, edge, dns, hep) {
+            (
+                Some(sip),
+                Some(log),
+                Some(api),
+                Some(plan),
+                Some(media),
+                Some(ha),
+                Some(edge),
+                Some(mut dns),
+                Some(hep),
+            ) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
                 dns.names = names;
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial, dns })
+                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial, dns, hep })
             }
             _ => Err(ConfigError::from_list(errors)),
         }
