@@ -60,6 +60,9 @@ impl HepExport {
     /// Starts the sender task for `settings` (on the current tokio runtime).
     pub fn start(settings: &HepSettings) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue);
+        metrics::describe_counter!(SENT, "captures sent to the HEP collector");
+        metrics::describe_counter!(DROPPED, "captures not sent to the HEP collector, by reason");
+        metrics::describe_gauge!(CONNECTED, "1 while the TCP connection to the HEP collector is up");
         for reason in ["queue_full", "send_error", "not_connected", "encode"] {
             metrics::counter!(DROPPED, "reason" => reason).absolute(0);
         }
