@@ -13,7 +13,7 @@ use sbc_proto::transport::{Peer, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -279,8 +279,23 @@ impl Sender {
             let _ = stream.set_nodelay(true);
             metrics::gauge!(CONNECTED).set(1.0);
             tracing::info!(collector = %self.collector, "HEP collector connected");
+            let (mut reader, mut stream) = stream.into_split();
+            let mut scratch = [0u8; 512];
             loop {
-                let Some(item) = rx.recv().await else {
+                // A collector sends nothing back: a read that returns is the connection closing, noticed at once
+                // rather than at the second write after it.
+                let item = tokio::select! {
+                    item = rx.recv() => item,
+                    r = reader.read(&mut scratch) => {
+                        if matches!(r, Ok(0) | Err(_)) {
+                            metrics::gauge!(CONNECTED).set(0.0);
+                            tracing::warn!(collector = %self.collector, "HEP collector closed the connection");
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let Some(item) = item else {
                     let _ = stream.shutdown().await;
                     return;
                 };
@@ -299,5 +314,99 @@ impl Sender {
                 metrics::counter!(SENT).increment(n);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HepCollector, HepPassword};
+    use relay_proto::control::{LegStats, SessionId};
+
+    fn settings(tcp: bool, addr: SocketAddr) -> HepSettings {
+        HepSettings {
+            collector: HepCollector { tcp, addr },
+            agent_id: 77,
+            password: Some(HepPassword("pw".into())),
+            queue: 16,
+        }
+    }
+
+    fn stats() -> SessionStats {
+        let mut a = LegStats { sent: 90, latched: Some("198.18.1.10:7078".parse().unwrap()), ..LegStats::default() };
+        a.received.packets = 100;
+        a.received.expected = 101;
+        a.received.lost = 1;
+        a.received.jitter_ms = 2.5;
+        SessionStats { session: SessionId(1), legs: [a, LegStats::default()] }
+    }
+
+    /// The value of chunk `kind` in HEP packet `p`.
+    fn chunk(p: &[u8], kind: u16) -> Option<&[u8]> {
+        let mut at = 6;
+        while at + 6 <= p.len() {
+            let t = u16::from_be_bytes([p[at + 2], p[at + 3]]);
+            let len = usize::from(u16::from_be_bytes([p[at + 4], p[at + 5]]));
+            if t == kind {
+                return Some(&p[at + 6..at + len]);
+            }
+            at += len;
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn media_reports_reach_a_udp_collector_one_per_leg_with_the_calls_correlation_id() {
+        let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut hep = HepExport::start(&settings(false, collector.local_addr().unwrap()));
+        hep.media_report("call-a@pbx", &stats());
+        let mut buf = [0u8; 4096];
+        let mut reports = Vec::new();
+        for _ in 0..2 {
+            let n = tokio::time::timeout(Duration::from_secs(5), collector.recv(&mut buf)).await.unwrap().unwrap();
+            let p = &buf[..n];
+            assert_eq!(sbc_proto::hep::packet_len(p), Some(n));
+            assert_eq!(chunk(p, 0x0011), Some(&b"call-a@pbx"[..]));
+            assert_eq!(chunk(p, 0x000b), Some(&[34u8][..]));
+            assert_eq!(chunk(p, 0x000c), Some(&77u32.to_be_bytes()[..]));
+            assert_eq!(chunk(p, 0x000e), Some(&b"pw"[..]));
+            reports.push(serde_json::from_slice::<serde_json::Value>(chunk(p, 0x000f).unwrap()).unwrap());
+        }
+        let a = &reports[0];
+        assert_eq!((a["REPORT_NAME"].as_str(), a["TOTAL_PK"].as_u64()), (Some("leg_a"), Some(100)));
+        assert_eq!(
+            (a["EXPECTED_PK"].as_u64(), a["PACKET_LOSS"].as_u64(), a["SENT_PK"].as_u64()),
+            (Some(101), Some(1), Some(90))
+        );
+        assert_eq!(
+            (a["JITTER"].as_f64(), a["SRC_IP"].as_str(), a["SRC_PORT"].as_u64()),
+            (Some(2.5), Some("198.18.1.10"), Some(7078))
+        );
+        assert_eq!(reports[1]["REPORT_NAME"], "leg_b");
+        hep.close(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn tcp_sender_reconnects_after_the_collector_drops_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut hep = HepExport::start(&settings(true, listener.local_addr().unwrap()));
+        let mut got = Vec::new();
+        for round in 0..2 {
+            let (mut conn, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await.unwrap().unwrap();
+            // Reports offered before the connection was up were dropped as not connected: offer until one arrives.
+            let mut buf = vec![0u8; 4096];
+            let n = loop {
+                hep.media_report(&format!("round-{round}"), &stats());
+                match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => break n,
+                    _ => continue,
+                }
+            };
+            let len = sbc_proto::hep::packet_len(&buf[..n]).unwrap();
+            got.push(chunk(&buf[..len], 0x0011).unwrap().to_vec());
+            drop(conn);
+        }
+        assert_eq!(got, [b"round-0".to_vec(), b"round-1".to_vec()]);
+        hep.close(Duration::from_secs(1)).await;
     }
 }
