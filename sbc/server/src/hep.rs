@@ -254,7 +254,7 @@ impl Sender {
         let mut buf = Vec::with_capacity(TCP_BATCH);
         loop {
             let connect = tokio::net::TcpStream::connect(self.collector);
-            let mut stream = match tokio::time::timeout(RECONNECT_EVERY, connect).await {
+            let stream = match tokio::time::timeout(RECONNECT_EVERY, connect).await {
                 Ok(Ok(s)) => s,
                 failed => {
                     let error = match failed {
