@@ -196,9 +196,11 @@ fn one_call(rig: &Rig, rtp: bool) -> CallSides {
     let mut gens: Vec<(Process, PathBuf)> = Vec::new();
     if rtp {
         let dir = rig.topo.dir().to_owned();
+        let mut targets = Vec::new();
+        // Carrier side first, as in media_rtp.rs: B's first packets latch its side before A starts sending.
         for (host, bind, sipp, relay_ip, ssrc) in [
-            (Host::A, addr(CALLER, RTP_PORT), &uac, "198.18.1.1", 0xA0A0_0001u32),
-            (Host::B, addr(CARRIER_B, RTP_PORT), &uas, "198.18.2.1", 0xB0B0_0002),
+            (Host::B, addr(CARRIER_B, RTP_PORT), &uas, "198.18.2.1", 0xB0B0_0002u32),
+            (Host::A, addr(CALLER, RTP_PORT), &uac, "198.18.1.1", 0xA0A0_0001),
         ] {
             let name = format!("rtp-{}", if host == Host::A { "a" } else { "b" });
             let (target, report) = (dir.join(format!("{name}.target")), dir.join(format!("{name}.json")));
@@ -211,9 +213,12 @@ fn one_call(rig: &Rig, rtp: bool) -> CallSides {
                 .idle_exit(Duration::from_secs(2))
                 .report(&report);
             let p = rig.topo.spawn(host, &name, rtpgen_binary().expect("rtpgen built"), &gen.args()).expect("rtpgen");
+            targets.push((target, sipp, relay_ip));
+            gens.push((p, report));
+        }
+        for (target, sipp, relay_ip) in targets {
             let relay = relay_address_in(sipp, relay_ip);
             tests::write_atomically(&target, &format!("{relay}\n")).expect("target written");
-            gens.push((p, report));
         }
     }
     let (uac, uas) = (uac.wait().expect("uac runs"), uas.wait().expect("uas runs"));
