@@ -54,7 +54,15 @@ Content-Length: 0\r\n\
 \r\n";
 
 const BATCH: u32 = 200;
-const ROUNDS: usize = 400;
+/// Pairs of batches under `cargo bench` (which passes `--bench`); `cargo test --all-targets` only checks that it
+/// runs, with a few.
+fn rounds() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        400
+    } else {
+        4
+    }
+}
 
 fn time(f: &dyn Fn()) -> f64 {
     let t = std::time::Instant::now();
@@ -104,13 +112,13 @@ fn main() {
             capture.encode(&mut out).expect("fits");
             black_box(out.len());
         };
-        for _ in 0..20 {
+        for _ in 0..rounds().min(20) {
             time(&parse);
             time(&correlate);
             time(&encode);
         }
         let (mut p, mut c, mut e, mut rc, mut re) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..rounds() {
             let (tp, tc, te) = if round % 2 == 0 {
                 (time(&parse), time(&correlate), time(&encode))
             } else {
