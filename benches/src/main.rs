@@ -106,7 +106,7 @@ struct TargetArgs {
     local: bool,
     /// The target: `local` (our sbc, started by the harness in its netns topology; needs root), `local:PATH` (another
     /// sbc build, the same way), `local-unguarded[:PATH]` (the same with [edge] and [overload] switched off: the
-    /// baseline of what the checks cost), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs,
+    /// baseline of what the checks cost), `local-hep[:PATH]` (the same exporting every SIP message over HEP: the cost of HEP), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs,
     /// through stunnel next to SIPp; cps only), `kamailio-rtpengine` (Kamailio 5.6 with tm, dialog, topos and
     /// rtpengine anchoring media, started by the harness where our sbc runs; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
     /// or an SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.

@@ -8,6 +8,9 @@
 //! - `local-unguarded` (or `local-unguarded:PATH`): the same `sbc` with the public edge's checks switched off
 //!   (`[edge] enabled = false`, `[overload] enabled = false` appended to its configuration), so that `cps --target
 //!   local --compare local-unguarded` measures what the checks cost in one run.
+//! - `local-hep` (or `local-hep:PATH`): the same `sbc` exporting every SIP message over HEP to a collector
+//!   address on host C (`[hep] collector = "udp:198.18.2.11:9060"` appended, [`HEP_CONFIG`]), so that `cps --target
+//!   local-hep --compare local` measures what HEP export costs in one run.
 //! - `local-tls` (or `local-tls:PATH`): the same SBC with SIP over TLS on both legs: the caller's SIPp talks TCP to a
 //!   stunnel client in A (198.18.1.10:5070), which talks TLS to the SBC at 198.18.1.1:5061; the SBC opens a TLS
 //!   connection to carrier B's stunnel server at 198.18.2.10:5061 (certificate checked against a CA the harness
@@ -47,6 +50,8 @@ pub enum Target {
     /// `local-unguarded` / `local-unguarded:PATH`: as [`Target::Local`], with the edge guard and overload control
     /// switched off ([`UNGUARDED_CONFIG`]): the baseline of what the checks cost.
     LocalUnguarded(Option<PathBuf>),
+    /// `local-hep` / `local-hep:PATH`: as [`Target::Local`], exporting HEP ([`HEP_CONFIG`]).
+    LocalHep(Option<PathBuf>),
     /// `local-tls` / `local-tls:PATH`: our `sbc` like [`Target::Local`], with SIP over TLS on both legs.
     LocalTls(Option<PathBuf>),
     /// `kamailio-rtpengine`: Kamailio with rtpengine in the harness's own namespaces ([`crate::kamailio`]).
@@ -65,6 +70,7 @@ impl std::str::FromStr for Target {
             "local" => Ok(Target::Local(None)),
             "local-unguarded" => Ok(Target::LocalUnguarded(None)),
             "local-tls" => Ok(Target::LocalTls(None)),
+            "local-hep" => Ok(Target::LocalHep(None)),
             "direct" => Ok(Target::Direct),
             "kamailio-rtpengine" => Ok(Target::KamailioRtpengine),
             _ => {
@@ -74,13 +80,16 @@ impl std::str::FromStr for Target {
                 if let Some(path) = s.strip_prefix("local-unguarded:") {
                     return Ok(Target::LocalUnguarded(Some(PathBuf::from(path))));
                 }
+                if let Some(path) = s.strip_prefix("local-hep:") {
+                    return Ok(Target::LocalHep(Some(PathBuf::from(path))));
+                }
                 if let Some(path) = s.strip_prefix("local-tls:") {
                     return Ok(Target::LocalTls(Some(PathBuf::from(path))));
                 }
                 s.parse::<SocketAddr>().map(Target::Remote).map_err(|_| {
                     format!(
                         "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `local-unguarded`, \
-                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `kamailio-rtpengine`, `direct` or an SBC's IP:PORT \
+                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `local-hep`, `local-hep:PATH`, `kamailio-rtpengine`, `direct` or an SBC's IP:PORT \
                          (a literal address: names are not resolved, so the address checked is the one loaded)"
                     )
                 })
@@ -96,6 +105,8 @@ impl std::fmt::Display for Target {
             Target::Local(Some(path)) => write!(f, "local:{}", path.display()),
             Target::LocalUnguarded(None) => f.write_str("local-unguarded"),
             Target::LocalUnguarded(Some(path)) => write!(f, "local-unguarded:{}", path.display()),
+            Target::LocalHep(None) => f.write_str("local-hep"),
+            Target::LocalHep(Some(path)) => write!(f, "local-hep:{}", path.display()),
             Target::LocalTls(None) => f.write_str("local-tls"),
             Target::LocalTls(Some(path)) => write!(f, "local-tls:{}", path.display()),
             Target::KamailioRtpengine => f.write_str("kamailio-rtpengine"),
@@ -122,13 +133,14 @@ impl Target {
             Target::Local(Some(path)) => format!("local:{}", file(path)),
             Target::LocalUnguarded(Some(path)) => format!("local-unguarded:{}", file(path)),
             Target::LocalTls(Some(path)) => format!("local-tls:{}", file(path)),
+            Target::LocalHep(Some(path)) => format!("local-hep:{}", file(path)),
             other => other.to_string(),
         }
     }
 
     /// Whether the harness starts this target's SBC itself.
     pub fn is_local(&self) -> bool {
-        matches!(self, Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_))
+        matches!(self, Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_) | Target::LocalHep(_))
     }
 
     /// Whether the harness starts this target itself in its netns topology (our `sbc` or Kamailio + rtpengine).
@@ -139,7 +151,7 @@ impl Target {
     /// The `sbc` binary of a local target, if it names its own.
     fn binary(&self) -> Option<&Path> {
         match self {
-            Target::Local(b) | Target::LocalUnguarded(b) | Target::LocalTls(b) => b.as_deref(),
+            Target::Local(b) | Target::LocalUnguarded(b) | Target::LocalTls(b) | Target::LocalHep(b) => b.as_deref(),
             _ => None,
         }
     }
@@ -149,12 +161,18 @@ impl Target {
 /// keys are documented for measuring their cost, never for a public address).
 pub const UNGUARDED_CONFIG: &str = "\n[edge]\nenabled = false\n\n[overload]\nenabled = false\n";
 
+/// What `local-hep` appends to a local target's configuration: every SIP message to a HEP collector address on host
+/// C, idle in a comparison with `local` (nothing listens there: the datagrams cost the SBC what they would with a
+/// real collector; host C's kernel answers a few with ICMP, rate-limited).
+pub const HEP_CONFIG: &str = "\n[hep]\ncollector = \"udp:198.18.2.11:9060\"\n";
+
 impl Target {
     /// A local target's whole configuration: `config` (from [`local_config`]), plus [`UNGUARDED_CONFIG`] for
-    /// `local-unguarded`.
+    /// `local-unguarded` and [`HEP_CONFIG`] for `local-hep`.
     pub fn local_config(&self, config: &str) -> String {
         match self {
             Target::LocalUnguarded(_) => format!("{config}{UNGUARDED_CONFIG}"),
+            Target::LocalHep(_) => format!("{config}{HEP_CONFIG}"),
             _ => config.to_owned(),
         }
     }
@@ -335,7 +353,10 @@ impl Harness {
             transport: "u1",
         };
         match (target, &self.topo) {
-            (Target::Local(_) | Target::LocalUnguarded(_) | Target::KamailioRtpengine, Some(topo)) => CallPath {
+            (
+                Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalHep(_) | Target::KamailioRtpengine,
+                Some(topo),
+            ) => CallPath {
                 uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
                 to: addr(SBC_A, 5060),
                 uas: Side { ns: Some(topo.ns(Host::B)), ip: CARRIER_B.into(), port: 5060 },
@@ -361,6 +382,7 @@ impl Harness {
             (
                 Target::Local(_)
                 | Target::LocalUnguarded(_)
+                | Target::LocalHep(_)
                 | Target::LocalTls(_)
                 | Target::KamailioRtpengine
                 | Target::Direct,
@@ -586,6 +608,13 @@ mod tests {
         assert_eq!("local-tls".parse::<Target>().unwrap(), Target::LocalTls(None));
         assert_eq!("local-tls:/opt/sbc".parse::<Target>().unwrap().label(), "local-tls:sbc");
         assert!(Target::LocalTls(None).is_local());
+        let h: Target = "local-hep:/opt/sbc".parse().unwrap();
+        assert_eq!(
+            (h.to_string(), h.label(), h.is_local()),
+            ("local-hep:/opt/sbc".into(), "local-hep:sbc".into(), true)
+        );
+        let config = Target::LocalHep(None).local_config("[sip]\n");
+        assert!(config.ends_with("[hep]\ncollector = \"udp:198.18.2.11:9060\"\n"), "{config}");
         assert_eq!("127.0.0.1:5060".parse::<Target>().unwrap(), Target::Remote("127.0.0.1:5060".parse().unwrap()));
         assert_eq!("[::1]:5060".parse::<Target>().unwrap().to_string(), "[::1]:5060");
         let e = "sbc.example.net:5060".parse::<Target>().unwrap_err();

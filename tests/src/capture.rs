@@ -46,6 +46,13 @@ impl Capture {
         }
     }
 
+    /// Stops the capture (SIGTERM: dumpcap writes what it has and exits) and returns the pcap file, for a reader
+    /// of its own (tshark).
+    pub fn stop(mut self) -> Result<PathBuf> {
+        self.process.terminate(Duration::from_secs(10))?;
+        Ok(self.file.clone())
+    }
+
     /// Stops the capture (SIGTERM: dumpcap writes what it has and exits) and reads every frame it wrote.
     pub fn finish(mut self) -> Result<Vec<Vec<u8>>> {
         self.process.terminate(Duration::from_secs(10))?;

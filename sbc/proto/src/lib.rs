@@ -15,6 +15,7 @@ pub mod endpoint;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ha;
+pub mod hep;
 pub mod msg;
 pub mod policy;
 pub mod routing;

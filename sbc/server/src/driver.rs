@@ -6,6 +6,7 @@
 use crate::cdr_sink::CdrSink;
 use crate::edge::EdgeGuard;
 use crate::ha::{HaEvent, HaHandle};
+use crate::hep::HepExport;
 use crate::media_link::{LinkEvent, MediaLink};
 use crate::metrics as m;
 use crate::transport::dial::Dialer;
@@ -64,6 +65,8 @@ pub struct Records {
     pub admin: Option<tokio::sync::mpsc::Receiver<crate::api::Request>>,
     /// Admin requests waiting for the relay's figures of a call.
     pub figures: crate::api::FigureWaiters,
+    /// Copies of every SIP message and media reports to a HEP collector, when `[hep]` is configured.
+    pub hep: Option<crate::hep::HepExport>,
 }
 
 /// How long a CDR waits for its media figures; after that it is written without them, and counted.
@@ -90,6 +93,7 @@ impl Records {
             canary: None,
             admin: None,
             figures: crate::api::FigureWaiters::default(),
+            hep: None,
         }
     }
 
@@ -380,7 +384,11 @@ async fn dns_update(
 }
 
 /// One message to the core; a new request's wait in the queue is the overload signal.
-fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load) {
+fn deliver(endpoint: &mut Endpoint, msg: Inbound, high: bool, load: &mut Load, hep: Option<&mut HepExport>) {
+    if let Some(hep) = hep {
+        // Before the core sees it: a leg B's last message may end its call, and with it the correlation.
+        hep.inbound(endpoint, msg.transport, msg.local, msg.remote, msg.at, &msg.bytes);
+    }
     if !high {
         let now = Instant::now();
         let delay = now.saturating_duration_since(msg.at);
@@ -533,11 +541,11 @@ pub async fn run(
             msg = next_inbound(&mut rx) => {
                 let Some((msg, high)) = msg else { break };
                 load.woke();
-                deliver(&mut endpoint, msg, high, &mut load);
+                deliver(&mut endpoint, msg, high, &mut load, records.hep.as_mut());
                 // Take whatever else is already queued before flushing: batches under load.
                 for _ in 0..64 {
                     let Some((msg, high)) = try_inbound(&mut rx) else { break };
-                    deliver(&mut endpoint, msg, high, &mut load);
+                    deliver(&mut endpoint, msg, high, &mut load, records.hep.as_mut());
                 }
                 load.check_backlog(&mut endpoint, &rx);
             }
@@ -568,6 +576,9 @@ pub async fn run(
             }
             _ = media_tick.tick() => {
                 export_relay_counters(&records);
+                if let Some(hep) = records.hep.as_mut() {
+                    hep.expire();
+                }
                 update_ha_status(&endpoint, &records);
                 metrics::gauge!("sbc_overload_admission").set(endpoint.admission());
                 if let Some(d) = draining.as_mut().filter(|_| stopping.is_none()) {
@@ -597,7 +608,13 @@ pub async fn run(
     if let Some(sink) = records.cdr.take() {
         sink.close();
     }
+    if let Some(hep) = records.hep.take() {
+        hep.close(HEP_CLOSE_WAIT).await;
+    }
 }
+
+/// How long the captures still queued at shutdown (the last calls' BYEs) get to reach the collector.
+const HEP_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -610,7 +627,12 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
     let mut banned = false;
     while let Some(out) = endpoint.poll_output() {
         match out {
-            Output::Transmit { peer, bytes } => transmit(sockets, peer, bytes).await,
+            Output::Transmit { peer, bytes } => {
+                if let Some(hep) = records.hep.as_mut() {
+                    hep.outbound(endpoint, &peer, &bytes);
+                }
+                transmit(sockets, peer, bytes).await
+            }
             Output::Observe(o) => observe(o, &records.trunks),
             Output::Cdr(cdr) => match cdr.media_session.filter(|_| records.media.is_some()) {
                 Some(session) => {
@@ -658,6 +680,9 @@ fn on_media(endpoint: &mut Endpoint, records: &mut Records, ev: LinkEvent) {
         LinkEvent::Relay(e) if matches!(*e, MediaEvent::Stats(_)) => {
             let MediaEvent::Stats(stats) = *e else { return };
             if let Some((mut cdr, _)) = records.pending.remove(&stats.session) {
+                if let Some(hep) = records.hep.as_mut() {
+                    hep.media_report(&cdr.a_call_id, &stats);
+                }
                 cdr.media = Some(stats);
                 records.write(&cdr);
             }

@@ -10,6 +10,7 @@ pub mod drain;
 pub mod driver;
 pub mod edge;
 pub mod ha;
+pub mod hep;
 pub mod lint;
 pub mod listeners;
 pub mod logging;

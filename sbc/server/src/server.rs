@@ -211,6 +211,7 @@ pub async fn serve(
     let mut records = driver::Records::new(cdr, trunks, media, ha, guard).with_admin(admin_requests);
     records.drain = Some(crate::drain::DrainLink { requests: drain_rx, deadline: config.drain_deadline });
     records.reload = reload_rx;
+    records.hep = config.hep.as_ref().map(crate::hep::HepExport::start);
     driver::run(endpoint, sockets, rx, shutdown, records).await;
     if let Some(h) = sighup {
         h.abort();

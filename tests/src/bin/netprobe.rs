@@ -6,6 +6,10 @@
 //! - `netprobe udp-ping LOCAL_IP TARGET TIMEOUT_MS`: from LOCAL_IP, sends a datagram to TARGET every 100 ms until the
 //!   same bytes come back from TARGET; prints `reply from TARGET` and exits 0, or exits 1 after TIMEOUT_MS.
 //! - `netprobe http-get ADDR PATH`: HTTP/1.0 GET; prints the body and exits 0 on status 200, else 1.
+//! - `netprobe tcp-sink ADDR DURATION_MS`: accepts TCP connections on ADDR and reads whatever they send, for
+//!   DURATION_MS; prints the bytes read and exits 0.
+//! - `netprobe udp-sink ADDR DURATION_MS`: binds ADDR and reads datagrams for DURATION_MS (so senders get no ICMP
+//!   port unreachable); prints how many and exits 0.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -18,7 +22,13 @@ fn main() -> ExitCode {
         ["udp-echo", addr, ms] => udp_echo(addr, ms),
         ["udp-ping", local, target, ms] => udp_ping(local, target, ms),
         ["http-get", addr, path] => http_get(addr, path),
-        _ => Err("usage: netprobe udp-echo ADDR MS | udp-ping LOCAL_IP TARGET MS | http-get ADDR PATH".to_owned()),
+        ["tcp-sink", addr, ms] => tcp_sink(addr, ms),
+        ["udp-sink", addr, ms] => udp_sink(addr, ms),
+        _ => Err(
+            "usage: netprobe udp-echo ADDR MS | udp-ping LOCAL_IP TARGET MS | http-get ADDR PATH | tcp-sink ADDR MS \
+             | udp-sink ADDR MS"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -86,5 +96,51 @@ fn http_get(addr: &str, path: &str) -> Result<(), String> {
         return Err(format!("GET {path}: {}", head.lines().next().unwrap_or("")));
     }
     print!("{body}");
+    Ok(())
+}
+
+/// Accepts TCP connections on `addr` and reads them to the end, for `ms` milliseconds: a collector that takes what
+/// it is sent (a capture beside it records the bytes). Prints the bytes read.
+fn tcp_sink(addr: &str, ms: &str) -> Result<(), String> {
+    let addr: SocketAddr = parse("address", addr)?;
+    let deadline = Instant::now() + Duration::from_millis(parse("duration", ms)?);
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut conns: Vec<TcpStream> = Vec::new();
+    let mut total = 0usize;
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        if let Ok((c, _)) = listener.accept() {
+            c.set_nonblocking(true).map_err(|e| e.to_string())?;
+            conns.push(c);
+        }
+        conns.retain_mut(|c| loop {
+            match c.read(&mut buf) {
+                Ok(0) => break false,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(_) => break false,
+            }
+        });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("read {total} bytes");
+    Ok(())
+}
+
+/// Receives datagrams on `addr` for `ms` milliseconds and prints how many arrived.
+fn udp_sink(addr: &str, ms: &str) -> Result<(), String> {
+    let addr: SocketAddr = parse("address", addr)?;
+    let deadline = Instant::now() + Duration::from_millis(parse("duration", ms)?);
+    let sock = UdpSocket::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_millis(100))).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 65536];
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        if sock.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    println!("received {n} datagrams");
     Ok(())
 }

@@ -13,6 +13,7 @@
 
 mod admin;
 mod build;
+mod correlate;
 mod limits;
 mod replicate;
 mod resume;

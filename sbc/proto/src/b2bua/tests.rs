@@ -1211,6 +1211,7 @@ fn carrier_that_answers_plain_where_srtp_is_required_fails_the_call_and_the_next
 
 mod active_active;
 mod admin;
+mod correlation;
 mod dns_targets;
 mod drain;
 mod reload;

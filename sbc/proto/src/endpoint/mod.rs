@@ -196,6 +196,22 @@ pub enum Observation {
     CanaryResult(CanaryReport),
 }
 
+/// The Call-IDs of a message, for captures ([`Endpoint::correlation`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correlation {
+    /// The message's own Call-ID.
+    pub call_id: Bytes,
+    /// Leg A's Call-ID when the message is of leg B of a call in progress.
+    pub leg_a: Option<Bytes>,
+}
+
+impl Correlation {
+    /// The id both legs of a call share: leg A's Call-ID.
+    pub fn id(&self) -> &Bytes {
+        self.leg_a.as_ref().unwrap_or(&self.call_id)
+    }
+}
+
 /// The signalling core.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -523,6 +539,16 @@ impl Endpoint {
             },
             &mut self.calls,
         )
+    }
+
+    /// What links the messages of both legs of a call in captures (HEP chunk 0x0011): the message's Call-ID, and
+    /// leg A's when the message is of leg B of a call in progress. `None` when `bytes` is no SIP message with a
+    /// Call-ID. A message of leg B whose call has ended is no longer known here: the driver remembers what it
+    /// learnt while the call was up.
+    pub fn correlation(&self, bytes: &Bytes) -> Option<Correlation> {
+        let msg = parse_datagram(bytes.clone()).ok()?;
+        let call_id = msg.headers().get_bytes(&HeaderName::CallId)?;
+        Some(Correlation { leg_a: self.calls.leg_a_call_id(&msg), call_id })
     }
 
     /// Handles one datagram or one framed stream message received at `now` from `peer`.

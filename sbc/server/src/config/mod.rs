@@ -7,6 +7,7 @@
 mod dns;
 mod edge;
 mod ha;
+mod hep;
 mod media;
 mod routing;
 mod secret;
@@ -16,6 +17,7 @@ mod trunk;
 pub use dns::{DnsName, DnsSettings};
 pub use edge::EdgeSettings;
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip, VipGroup};
+pub use hep::{HepCollector, HepPassword, HepSettings};
 pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 pub use tls::DEFAULT_RELOAD_EVERY as DEFAULT_TLS_RELOAD_EVERY;
 
@@ -143,6 +145,8 @@ pub struct Config {
     /// up end by themselves before it ends the rest with BYE. Default [`DEFAULT_DRAIN_DEADLINE`]. Top level, not
     /// `[api]`: SIGTERM drains also without an API.
     pub drain_deadline: Duration,
+    /// `[hep]`: every SIP message and per-call media reports to a Homer/SIP3 collector; absent, nothing is sent.
+    pub hep: Option<HepSettings>,
 }
 
 /// How long a drain waits for calls by default: 5 minutes, long enough for most calls to end, short enough for a
@@ -300,6 +304,7 @@ struct RawConfig {
     edge: Option<edge::RawEdge>,
     overload: Option<edge::RawOverload>,
     dns: Option<dns::RawDns>,
+    hep: Option<Spanned<hep::RawHep>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,10 +389,11 @@ impl Config {
         let ha = keep(v.ha(raw.ha), &mut errors);
         let edge = keep(v.edge(raw.edge, raw.overload), &mut errors);
         let dns = keep(v.dns(raw.dns), &mut errors);
+        let hep = keep(v.hep(raw.hep), &mut errors);
         let drain_deadline = keep(v.drain_deadline(raw.drain_deadline.as_ref()), &mut errors);
         let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, previous, &mut errors);
         let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
-        match (sip, log, api, plan, media, ha, edge, dns, drain_deadline) {
+        match (sip, log, api, plan, media, ha, edge, dns, drain_deadline, hep) {
             (
                 Some(sip),
                 Some(log),
@@ -398,11 +404,25 @@ impl Config {
                 Some(edge),
                 Some(mut dns),
                 Some(drain_deadline),
+                Some(hep),
             ) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
                 dns.names = names;
-                Ok(Config { sip, log, api, plan: Arc::new(plan), cdr_path, media, ha, edge, dial, dns, drain_deadline })
+                Ok(Config {
+                    sip,
+                    log,
+                    api,
+                    plan: Arc::new(plan),
+                    cdr_path,
+                    media,
+                    ha,
+                    edge,
+                    dial,
+                    dns,
+                    drain_deadline,
+                    hep,
+                })
             }
             _ => Err(ConfigError::from_list(errors)),
         }

@@ -16,6 +16,7 @@ const AT_START: &[(&str, &str)] = &[
     ("edge", "the edge guard is set up at start"),
     ("overload", "overload control is set up at start"),
     ("dns", "the gateway resolvers are started at start"),
+    ("hep", "the HEP sender and its collector connection are set up at start"),
 ];
 
 /// What a new file changes.

@@ -272,6 +272,10 @@ pub fn apply(endpoint: &mut Endpoint, records: &mut Records, sockets: &mut Socke
     }
     records.trunks = names;
     records.edge.set_plan(config.plan.clone());
+    // The next drain (SIGTERM, POST /drain without a deadline) takes the new deadline; one under way keeps its own.
+    if let Some(d) = records.drain.as_mut() {
+        d.deadline = config.drain_deadline;
+    }
     // New gateways are probed from the next timeout on: run it now rather than at the next deadline.
     endpoint.handle_timeout(now);
     (endpoint.calls().len(), now.elapsed().as_micros() as u64)
