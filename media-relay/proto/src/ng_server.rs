@@ -7,8 +7,14 @@
 //! `error-reason`. A cookie seen within [`CACHE_TTL`] gets the reply it got the first time, byte for byte, and
 //! nothing is done again (a client's retransmission after a lost reply must not allocate twice).
 //!
-//! Call order: [`NgServer::handle_datagram`] for each datagram, then drain [`NgServer::poll_command`] into the
-//! relay; feed the relay's events to [`NgServer::handle_event`] and drain again (an idle session is deleted).
+//! `delete` answers with the call's final figures (`totals`, `tags`), as rtpengine does: those come from the relay
+//! ([`Event::Stats`] after the removal), so that reply waits for them, at most [`DELETE_WAIT`], and leaves through
+//! [`NgServer::poll_transmit`].
+//!
+//! Call order: [`NgServer::handle_datagram`] for each datagram (send what it returns), then drain
+//! [`NgServer::poll_command`] into the relay; feed the relay's events to [`NgServer::handle_event`]; call
+//! [`NgServer::handle_timeout`] at [`NgServer::poll_timeout`]; after each, drain [`NgServer::poll_command`] and
+//! [`NgServer::poll_transmit`].
 
 use crate::bencode::Value;
 use crate::control::{Command, Event, Leg, SessionId, SessionStats};
@@ -17,7 +23,7 @@ use crate::ng;
 use crate::ng_options::{self, OptionError, Options};
 use crate::ports::PortRangeError;
 use crate::sdes::SrtpMode;
-use crate::session::{MediaConfig, Sessions};
+use crate::session::{MediaConfig, SessionRecord, Sessions};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -26,6 +32,8 @@ use std::time::{Duration, Instant};
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 /// At most this many replies are cached; the oldest goes first (a flood of cookies cannot grow memory).
 pub const CACHE_CAPACITY: usize = 8192;
+/// How long a `delete` reply waits for the relay's final figures before it goes without them.
+pub const DELETE_WAIT: Duration = Duration::from_secs(1);
 /// NG sessions are numbered from here, so that they never meet the ids of a controller sharing the relay.
 pub const NG_SESSION_BASE: u64 = 1 << 62;
 
@@ -60,6 +68,16 @@ struct NgCall {
     srtp: [SrtpMode; 2],
     /// The relay's figures, when it reported them.
     stats: Option<SessionStats>,
+}
+
+/// A `delete` whose reply waits for the relay's final figures.
+#[derive(Debug)]
+struct PendingDelete {
+    cookie: String,
+    source: SocketAddr,
+    deadline: Instant,
+    call: NgCall,
+    record: SessionRecord,
 }
 
 /// Replies by cookie, bounded and time-limited.
@@ -124,6 +142,8 @@ pub struct NgServer {
     next_session: u64,
     cache: ReplyCache,
     counters: NgCounters,
+    pending: Vec<PendingDelete>,
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl NgServer {
@@ -137,6 +157,8 @@ impl NgServer {
             next_session: NG_SESSION_BASE,
             cache: ReplyCache::default(),
             counters: NgCounters::default(),
+            pending: Vec::new(),
+            transmits: VecDeque::new(),
         })
     }
 
@@ -144,7 +166,7 @@ impl NgServer {
     /// (no cookie).
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
         match ng::decode(datagram) {
-            Ok((cookie, dict)) => Some(self.handle_request(now, source, cookie, &dict)),
+            Ok((cookie, dict)) => self.handle_request(now, source, cookie, &dict),
             Err(ng::NgError::NoCookie) => {
                 self.counters.malformed += 1;
                 None
@@ -159,12 +181,35 @@ impl NgServer {
     }
 
     /// Handles one request `dict` framed with `cookie`: the cached reply for a known cookie, else the command's.
-    pub fn handle_request(&mut self, now: Instant, _source: SocketAddr, cookie: String, dict: &Value) -> Vec<u8> {
+    /// `None`: the reply comes later from [`NgServer::poll_transmit`] (a `delete` waiting for the final figures).
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        cookie: String,
+        dict: &Value,
+    ) -> Option<Vec<u8>> {
         if let Some(reply) = self.cache.get(now, &cookie) {
             self.counters.retransmissions += 1;
-            return reply.clone();
+            return Some(reply.clone());
+        }
+        if self.pending.iter().any(|p| p.cookie == cookie) {
+            self.counters.retransmissions += 1;
+            return None;
         }
         self.counters.requests += 1;
+        if dict.get("command").and_then(Value::as_str) == Some("delete") {
+            if let Ok(call_id) = ng_options::required(dict, "call-id") {
+                if let Some(call) = self.calls.remove(&call_id) {
+                    self.by_session.remove(&call.session);
+                    let record = self.sessions.export(call.session).unwrap_or_default();
+                    self.sessions.remove(now, call.session);
+                    let deadline = now + DELETE_WAIT;
+                    self.pending.push(PendingDelete { cookie, source, deadline, call, record });
+                    return None;
+                }
+            }
+        }
         let body = match self.command(now, dict) {
             Ok(body) => body,
             Err(refusal) => {
@@ -174,7 +219,7 @@ impl NgServer {
         };
         let reply = ng::encode(&cookie, &body);
         self.cache.put(now, cookie, reply.clone());
-        reply
+        Some(reply)
     }
 
     /// An event of the relay: final figures are kept for `query`; an idle session's call is deleted.
@@ -190,12 +235,41 @@ impl NgServer {
                 if let Some(call) = self.by_session.get(&stats.session).and_then(|id| self.calls.get_mut(id)) {
                     call.stats = Some(*stats);
                 }
+                if let Some(i) = self.pending.iter().position(|p| p.call.session == stats.session) {
+                    let mut p = self.pending.swap_remove(i);
+                    p.call.stats = Some(*stats);
+                    self.answer_delete(now, p);
+                }
             }
             Event::Latched { session, local, peer } => {
                 self.sessions.latched(*session, *local, *peer);
             }
             _ => {}
         }
+    }
+
+    /// Time passed: `delete` replies whose figures did not come go without them.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(i) = self.pending.iter().position(|p| p.deadline <= now) {
+            let p = self.pending.swap_remove(i);
+            self.answer_delete(now, p);
+        }
+    }
+
+    /// When [`NgServer::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.deadline).min()
+    }
+
+    /// The next reply that was not ready when its request came: to whom, and its bytes.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    fn answer_delete(&mut self, now: Instant, p: PendingDelete) {
+        let reply = ng::encode(&p.cookie, &report(&p.call, &p.record));
+        self.cache.put(now, p.cookie, reply.clone());
+        self.transmits.push_back((p.source, reply));
     }
 
     /// Whether `session` is one of this server's (events of other sessions belong to another controller).
@@ -225,16 +299,15 @@ impl NgServer {
             "offer" => self.offer_or_answer(now, dict, true),
             "answer" => self.offer_or_answer(now, dict, false),
             "delete" => {
-                let call_id = ng_options::required(dict, "call-id")?;
-                if !self.calls.contains_key(&call_id) {
-                    return Err(Refusal::UnknownCall);
-                }
-                self.delete(now, &call_id);
-                Ok(ok([]))
+                // A known call was deleted before (its reply waits for figures); rtpengine answers an unknown
+                // one `ok` with this warning (a BYE after a timeout is no error).
+                ng_options::required(dict, "call-id")?;
+                Ok(ok([("warning", Value::str("Call-ID not found or tags didn't match"))]))
             }
             "query" => {
                 let call_id = ng_options::required(dict, "call-id")?;
-                self.query(&call_id)
+                let call = self.calls.get(&call_id).ok_or(Refusal::UnknownCall)?;
+                Ok(report(call, &self.sessions.export(call.session).unwrap_or_default()))
             }
             "list" => {
                 let limit = dict.get("limit").and_then(Value::as_int).map_or(32, |l| l.max(0) as usize);
@@ -340,72 +413,6 @@ impl NgServer {
         }
     }
 
-    /// rtpengine's `query` reply: per tag, its media with the relay's port, the peer's endpoint and packet
-    /// figures; `totals` over the call.
-    fn query(&self, call_id: &str) -> Result<Value, Refusal> {
-        let call = self.calls.get(call_id).ok_or(Refusal::UnknownCall)?;
-        let record = self.sessions.export(call.session).unwrap_or_default();
-        let mut tags = Vec::new();
-        let mut totals = [(0u64, 0u64), (0u64, 0u64)]; // (packets, bytes) for RTP, RTCP
-        for leg in [Leg::A, Leg::B] {
-            let tag = match leg {
-                Leg::A => Some(call.from_tag.clone()),
-                Leg::B => call.to_tag.clone(),
-            };
-            let stats = call.stats.map(|s| s.legs[leg.index()]);
-            if let Some(s) = stats {
-                let rtcp = s.received.rtcp_packets;
-                totals[0].0 += s.received.packets.saturating_sub(rtcp);
-                totals[0].1 += s.received.bytes;
-                totals[1].0 += rtcp;
-            }
-            let streams = record.legs[leg.index()]
-                .streams
-                .iter()
-                .enumerate()
-                .filter_map(|(i, side)| {
-                    let side = side.as_ref()?;
-                    let endpoint = side.latched_rtp.or(side.peer_rtp);
-                    let mut fields =
-                        vec![("index", Value::Int(i as i64 + 1)), ("local port", Value::Int(i64::from(side.port)))];
-                    if let Some(e) = endpoint {
-                        fields.push(("endpoint", endpoint_value(e)));
-                    }
-                    if let Some(e) = side.peer_rtp {
-                        fields.push(("advertised endpoint", endpoint_value(e)));
-                    }
-                    if let Some(s) = stats {
-                        fields.push((
-                            "stats",
-                            Value::dict([
-                                ("packets", Value::Int(s.received.packets as i64)),
-                                ("bytes", Value::Int(s.received.bytes as i64)),
-                                ("errors", Value::Int((s.dropped_foreign + s.dropped_srtp) as i64)),
-                                ("packets lost", Value::Int(s.received.lost)),
-                                ("jitter", Value::Int(s.received.jitter_ms.round() as i64)),
-                                ("kernel packets", Value::Int(s.kernel_packets as i64)),
-                            ]),
-                        ));
-                    }
-                    Some(Value::dict(fields))
-                })
-                .collect();
-            let mut fields = vec![("medias", Value::List(vec![Value::dict([("streams", Value::List(streams))])]))];
-            if let Some(t) = &tag {
-                fields.push(("tag", Value::str(t)));
-            }
-            if let Some(l) = &call.labels[leg.index()] {
-                fields.push(("label", Value::str(l)));
-            }
-            tags.push((tag.unwrap_or_default(), Value::dict(fields)));
-        }
-        let figures = |(p, b): (u64, u64)| {
-            Value::dict([("packets", Value::Int(p as i64)), ("bytes", Value::Int(b as i64)), ("errors", Value::Int(0))])
-        };
-        let tags = Value::Dict(tags.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect());
-        Ok(ok([("tags", tags), ("totals", Value::dict([("RTP", figures(totals[0])), ("RTCP", figures(totals[1]))]))]))
-    }
-
     fn statistics(&self) -> Value {
         let c = self.counters;
         let own = self.calls.len() as i64;
@@ -431,6 +438,70 @@ impl NgServer {
             ),
         ])
     }
+}
+
+/// rtpengine's `query` (and `delete`) reply: per tag, its media with the relay's port, the peer's endpoint and packet
+/// figures; `totals` over the call.
+fn report(call: &NgCall, record: &SessionRecord) -> Value {
+    let mut tags = Vec::new();
+    let mut totals = [(0u64, 0u64), (0u64, 0u64)]; // (packets, bytes) for RTP, RTCP
+    for leg in [Leg::A, Leg::B] {
+        let tag = match leg {
+            Leg::A => Some(call.from_tag.clone()),
+            Leg::B => call.to_tag.clone(),
+        };
+        let stats = call.stats.map(|s| s.legs[leg.index()]);
+        if let Some(s) = stats {
+            let rtcp = s.received.rtcp_packets;
+            totals[0].0 += s.received.packets.saturating_sub(rtcp);
+            totals[0].1 += s.received.bytes;
+            totals[1].0 += rtcp;
+        }
+        let streams = record.legs[leg.index()]
+            .streams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, side)| {
+                let side = side.as_ref()?;
+                let endpoint = side.latched_rtp.or(side.peer_rtp);
+                let mut fields =
+                    vec![("index", Value::Int(i as i64 + 1)), ("local port", Value::Int(i64::from(side.port)))];
+                if let Some(e) = endpoint {
+                    fields.push(("endpoint", endpoint_value(e)));
+                }
+                if let Some(e) = side.peer_rtp {
+                    fields.push(("advertised endpoint", endpoint_value(e)));
+                }
+                if let Some(s) = stats {
+                    fields.push((
+                        "stats",
+                        Value::dict([
+                            ("packets", Value::Int(s.received.packets as i64)),
+                            ("bytes", Value::Int(s.received.bytes as i64)),
+                            ("errors", Value::Int((s.dropped_foreign + s.dropped_srtp) as i64)),
+                            ("packets lost", Value::Int(s.received.lost)),
+                            ("jitter", Value::Int(s.received.jitter_ms.round() as i64)),
+                            ("kernel packets", Value::Int(s.kernel_packets as i64)),
+                        ]),
+                    ));
+                }
+                Some(Value::dict(fields))
+            })
+            .collect();
+        let mut fields = vec![("medias", Value::List(vec![Value::dict([("streams", Value::List(streams))])]))];
+        if let Some(t) = &tag {
+            fields.push(("tag", Value::str(t)));
+        }
+        if let Some(l) = &call.labels[leg.index()] {
+            fields.push(("label", Value::str(l)));
+        }
+        tags.push((tag.unwrap_or_default(), Value::dict(fields)));
+    }
+    let figures = |(p, b): (u64, u64)| {
+        Value::dict([("packets", Value::Int(p as i64)), ("bytes", Value::Int(b as i64)), ("errors", Value::Int(0))])
+    };
+    let tags = Value::Dict(tags.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect());
+    ok([("tags", tags), ("totals", Value::dict([("RTP", figures(totals[0])), ("RTCP", figures(totals[1]))]))])
 }
 
 fn ok<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Value {

@@ -187,8 +187,28 @@ fn answer_for_an_unknown_call_is_refused() {
     assert_eq!(reason(&ask(&mut s, Instant::now(), "1", answer("nope"))), "Unknown call-id");
 }
 
+fn delete(call: &str) -> Vec<u8> {
+    ng::encode(
+        &format!("del-{call}"),
+        &Value::dict([
+            ("command", Value::str("delete")),
+            ("call-id", Value::str(call)),
+            ("from-tag", Value::str("ft")),
+        ]),
+    )
+}
+
+fn stats(session: SessionId, packets: [u64; 2]) -> Event {
+    let mut legs = [LegStats::default(); 2];
+    for (l, p) in legs.iter_mut().zip(packets) {
+        l.received.packets = p;
+        l.received.bytes = p * 172;
+    }
+    Event::Stats(SessionStats { session, legs })
+}
+
 #[test]
-fn delete_removes_the_session_and_list_is_empty() {
+fn delete_answers_with_the_relays_final_figures_and_list_is_empty() {
     let mut s = server();
     let now = Instant::now();
     ask(&mut s, now, "1", offer("c1"));
@@ -197,19 +217,32 @@ fn delete_removes_the_session_and_list_is_empty() {
     commands(&mut s);
     let l = ask(&mut s, now, "4", vec![("command", Value::str("list"))]);
     assert_eq!(l.get("calls"), Some(&Value::str_list(&["c1", "c2"])));
-    let d = ask(
-        &mut s,
-        now,
-        "5",
-        vec![("command", Value::str("delete")), ("call-id", Value::str("c1")), ("from-tag", Value::str("ft"))],
-    );
-    assert_eq!(result(&d), "ok");
-    let removes = commands(&mut s).into_iter().filter(|c| matches!(c, Command::Remove { .. })).count();
-    assert_eq!(removes, 1);
-    let d = ask(&mut s, now, "6", vec![("command", Value::str("delete")), ("call-id", Value::str("c1"))]);
-    assert_eq!(reason(&d), "Unknown call-id");
-    ask(&mut s, now, "7", vec![("command", Value::str("delete")), ("call-id", Value::str("c2"))]);
-    let l = ask(&mut s, now, "8", vec![("command", Value::str("list"))]);
+    assert_eq!(s.handle_datagram(now, src(), &delete("c1")), None, "the reply waits for the figures");
+    assert_eq!(s.handle_datagram(now, src(), &delete("c1")), None, "a retransmission while it waits");
+    let session = SessionId(NG_SESSION_BASE);
+    assert_eq!(commands(&mut s), vec![Command::Remove { session }]);
+    assert_eq!(s.poll_timeout(), Some(now + DELETE_WAIT));
+    s.handle_event(now, &stats(session, [200, 300]));
+    let (to, reply) = s.poll_transmit().expect("the delete's reply");
+    assert_eq!(to, src());
+    let (cookie, body) = ng::decode(&reply).unwrap();
+    assert_eq!((cookie.as_str(), result(&body)), ("del-c1", "ok"));
+    let rtp = body.get("totals").and_then(|t| t.get("RTP")).unwrap();
+    assert_eq!(rtp.get("packets"), Some(&Value::Int(500)));
+    assert_eq!(s.handle_datagram(now, src(), &delete("c1")), Some(reply), "now from the cache");
+    // The second call's relay never reports: the reply goes without figures at the deadline.
+    assert_eq!(s.handle_datagram(now, src(), &delete("c2")), None);
+    s.handle_timeout(now + DELETE_WAIT - Duration::from_millis(1));
+    assert!(s.poll_transmit().is_none());
+    s.handle_timeout(now + DELETE_WAIT);
+    let (_, reply) = s.poll_transmit().expect("the delete's reply at its deadline");
+    assert_eq!(result(&ng::decode(&reply).unwrap().1), "ok");
+    assert_eq!(s.poll_timeout(), None);
+    // rtpengine's answer to a delete of an unknown call: ok with a warning.
+    let again = ask(&mut s, now, "5", vec![("command", Value::str("delete")), ("call-id", Value::str("c1"))]);
+    assert_eq!(result(&again), "ok");
+    assert_eq!(again.get("warning"), Some(&Value::str("Call-ID not found or tags didn't match")));
+    let l = ask(&mut s, now, "6", vec![("command", Value::str("list"))]);
     assert_eq!(l.get("calls"), Some(&Value::List(vec![])));
 }
 
