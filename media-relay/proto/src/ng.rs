@@ -65,6 +65,8 @@ pub enum Command {
     Delete,
     /// The call's state and counters.
     Query,
+    /// The Call-IDs of the calls held.
+    List,
 }
 
 impl Command {
@@ -76,6 +78,7 @@ impl Command {
             Command::Answer => "answer",
             Command::Delete => "delete",
             Command::Query => "query",
+            Command::List => "list",
         }
     }
 }
@@ -126,7 +129,7 @@ impl Request {
     /// The request's dictionary.
     pub fn to_value(&self) -> Value {
         let mut pairs = vec![("command", Value::str(self.command.name()))];
-        if self.command != Command::Ping {
+        if !matches!(self.command, Command::Ping | Command::List) {
             pairs.push(("call-id", Value::str(&self.call_id)));
             pairs.push(("from-tag", Value::str(&self.from_tag)));
         }

@@ -440,55 +440,57 @@ impl NgServer {
     }
 }
 
-/// rtpengine's `query` (and `delete`) reply: per tag, its media with the relay's port, the peer's endpoint and packet
-/// figures; `totals` over the call.
+/// rtpengine's `query` (and `delete`) reply: per tag, a media per m= line with the relay's port and the peer's
+/// endpoint, and the leg's figures (the relay counts per leg, not per stream: they sit on the tag); `totals` over
+/// the call, with `kernel packets` (of the RTP packets, those XDP forwarded) beside rtpengine's fields.
 fn report(call: &NgCall, record: &SessionRecord) -> Value {
     let mut tags = Vec::new();
-    let mut totals = [(0u64, 0u64), (0u64, 0u64)]; // (packets, bytes) for RTP, RTCP
+    let (mut rtp, mut rtp_bytes, mut rtcp, mut kernel, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for leg in [Leg::A, Leg::B] {
         let tag = match leg {
             Leg::A => Some(call.from_tag.clone()),
             Leg::B => call.to_tag.clone(),
         };
         let stats = call.stats.map(|s| s.legs[leg.index()]);
-        if let Some(s) = stats {
-            let rtcp = s.received.rtcp_packets;
-            totals[0].0 += s.received.packets.saturating_sub(rtcp);
-            totals[0].1 += s.received.bytes;
-            totals[1].0 += rtcp;
-        }
-        let streams = record.legs[leg.index()]
+        let medias = record.legs[leg.index()]
             .streams
             .iter()
             .enumerate()
             .filter_map(|(i, side)| {
                 let side = side.as_ref()?;
-                let endpoint = side.latched_rtp.or(side.peer_rtp);
-                let mut fields =
-                    vec![("index", Value::Int(i as i64 + 1)), ("local port", Value::Int(i64::from(side.port)))];
-                if let Some(e) = endpoint {
-                    fields.push(("endpoint", endpoint_value(e)));
+                let mut stream = vec![("local port", Value::Int(i64::from(side.port)))];
+                if let Some(e) = side.latched_rtp.or(side.peer_rtp) {
+                    stream.push(("endpoint", endpoint_value(e)));
                 }
                 if let Some(e) = side.peer_rtp {
-                    fields.push(("advertised endpoint", endpoint_value(e)));
+                    stream.push(("advertised endpoint", endpoint_value(e)));
                 }
-                if let Some(s) = stats {
-                    fields.push((
-                        "stats",
-                        Value::dict([
-                            ("packets", Value::Int(s.received.packets as i64)),
-                            ("bytes", Value::Int(s.received.bytes as i64)),
-                            ("errors", Value::Int((s.dropped_foreign + s.dropped_srtp) as i64)),
-                            ("packets lost", Value::Int(s.received.lost)),
-                            ("jitter", Value::Int(s.received.jitter_ms.round() as i64)),
-                            ("kernel packets", Value::Int(s.kernel_packets as i64)),
-                        ]),
-                    ));
-                }
-                Some(Value::dict(fields))
+                Some(Value::dict([
+                    ("index", Value::Int(i as i64 + 1)),
+                    ("streams", Value::List(vec![Value::dict(stream)])),
+                ]))
             })
             .collect();
-        let mut fields = vec![("medias", Value::List(vec![Value::dict([("streams", Value::List(streams))])]))];
+        let mut fields = vec![("medias", Value::List(medias))];
+        if let Some(s) = stats {
+            let leg_errors = s.dropped_foreign + s.dropped_srtp;
+            rtcp += s.received.rtcp_packets;
+            rtp += s.received.packets.saturating_sub(s.received.rtcp_packets);
+            rtp_bytes += s.received.bytes;
+            kernel += s.kernel_packets;
+            errors += leg_errors;
+            fields.push((
+                "stats",
+                Value::dict([
+                    ("packets", Value::Int(s.received.packets as i64)),
+                    ("bytes", Value::Int(s.received.bytes as i64)),
+                    ("errors", Value::Int(leg_errors as i64)),
+                    ("packets lost", Value::Int(s.received.lost)),
+                    ("jitter", Value::Int(s.received.jitter_ms.round() as i64)),
+                    ("kernel packets", Value::Int(s.kernel_packets as i64)),
+                ]),
+            ));
+        }
         if let Some(t) = &tag {
             fields.push(("tag", Value::str(t)));
         }
@@ -497,11 +499,21 @@ fn report(call: &NgCall, record: &SessionRecord) -> Value {
         }
         tags.push((tag.unwrap_or_default(), Value::dict(fields)));
     }
-    let figures = |(p, b): (u64, u64)| {
-        Value::dict([("packets", Value::Int(p as i64)), ("bytes", Value::Int(b as i64)), ("errors", Value::Int(0))])
-    };
+    let int = |n: u64| Value::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let totals = Value::dict([
+        (
+            "RTP",
+            Value::dict([
+                ("packets", int(rtp)),
+                ("bytes", int(rtp_bytes)),
+                ("errors", int(errors)),
+                ("kernel packets", int(kernel)),
+            ]),
+        ),
+        ("RTCP", Value::dict([("packets", int(rtcp)), ("bytes", int(0)), ("errors", int(0))])),
+    ]);
     let tags = Value::Dict(tags.into_iter().map(|(k, v)| (k.into_bytes(), v)).collect());
-    ok([("tags", tags), ("totals", Value::dict([("RTP", figures(totals[0])), ("RTCP", figures(totals[1]))]))])
+    ok([("tags", tags), ("totals", totals)])
 }
 
 fn ok<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Value {

@@ -274,11 +274,12 @@ fn query_shows_tags_ports_peers_and_the_relays_figures() {
     assert_eq!(streams[0].get("local port"), Some(&Value::Int(30000)));
     let endpoint = streams[0].get("endpoint").unwrap();
     assert_eq!(endpoint.get("address"), Some(&Value::str("198.18.1.10")));
-    assert_eq!(streams[0].get("stats").and_then(|s| s.get("packets")), Some(&Value::Int(110)));
+    assert_eq!(ft.get("stats").and_then(|s| s.get("packets")), Some(&Value::Int(110)));
     assert!(q.get("tags").and_then(|t| t.get("tt")).is_some(), "{q:?}");
     let totals = q.get("totals").unwrap();
     assert_eq!(totals.get("RTP").and_then(|r| r.get("packets")), Some(&Value::Int(100)));
     assert_eq!(totals.get("RTCP").and_then(|r| r.get("packets")), Some(&Value::Int(10)));
+    assert_eq!(totals.get("RTP").and_then(|r| r.get("kernel packets")), Some(&Value::Int(99)));
 }
 
 #[test]
