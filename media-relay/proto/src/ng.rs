@@ -67,6 +67,8 @@ pub enum Command {
     Query,
     /// The Call-IDs of the calls held.
     List,
+    /// The relay's counters.
+    Statistics,
 }
 
 impl Command {
@@ -79,6 +81,7 @@ impl Command {
             Command::Delete => "delete",
             Command::Query => "query",
             Command::List => "list",
+            Command::Statistics => "statistics",
         }
     }
 }
@@ -129,7 +132,7 @@ impl Request {
     /// The request's dictionary.
     pub fn to_value(&self) -> Value {
         let mut pairs = vec![("command", Value::str(self.command.name()))];
-        if !matches!(self.command, Command::Ping | Command::List) {
+        if !matches!(self.command, Command::Ping | Command::List | Command::Statistics) {
             pairs.push(("call-id", Value::str(&self.call_id)));
             pairs.push(("from-tag", Value::str(&self.from_tag)));
         }

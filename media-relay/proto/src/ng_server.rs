@@ -52,6 +52,10 @@ pub struct NgCounters {
     pub calls_created: u64,
     /// Calls deleted because no packet arrived for the relay's timeout.
     pub calls_timed_out: u64,
+    /// Packets the relay received for calls that ended (final figures), both legs.
+    pub packets: u64,
+    /// Of [`packets`](Self::packets), those the kernel fast path (XDP) forwarded.
+    pub kernel_packets: u64,
 }
 
 /// One call made over NG.
@@ -231,7 +235,11 @@ impl NgServer {
                     self.delete(now, &call_id);
                 }
             }
-            Event::Stats(stats) => {
+            Event::Stats(stats) if Self::owns(stats.session) => {
+                for leg in &stats.legs {
+                    self.counters.packets += leg.received.packets;
+                    self.counters.kernel_packets += leg.kernel_packets;
+                }
                 if let Some(call) = self.by_session.get(&stats.session).and_then(|id| self.calls.get_mut(id)) {
                     call.stats = Some(*stats);
                 }
@@ -434,6 +442,8 @@ impl NgServer {
                     ("retransmissions", Value::Int(c.retransmissions as i64)),
                     ("errors", Value::Int(c.errors as i64)),
                     ("malformed", Value::Int(c.malformed as i64)),
+                    ("packets", Value::Int(c.packets as i64)),
+                    ("kernel packets", Value::Int(c.kernel_packets as i64)),
                 ]),
             ),
         ])

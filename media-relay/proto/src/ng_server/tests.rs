@@ -229,6 +229,7 @@ fn delete_answers_with_the_relays_final_figures_and_list_is_empty() {
     assert_eq!((cookie.as_str(), result(&body)), ("del-c1", "ok"));
     let rtp = body.get("totals").and_then(|t| t.get("RTP")).unwrap();
     assert_eq!(rtp.get("packets"), Some(&Value::Int(500)));
+    assert_eq!(s.counters().packets, 500, "ended calls' packets are counted for `statistics`");
     assert_eq!(s.handle_datagram(now, src(), &delete("c1")), Some(reply), "now from the cache");
     // The second call's relay never reports: the reply goes without figures at the deadline.
     assert_eq!(s.handle_datagram(now, src(), &delete("c2")), None);
