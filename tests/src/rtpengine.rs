@@ -179,19 +179,28 @@ impl RtpEngine {
         Self::wait_for_ping(topo, host, process, "rtpengine")
     }
 
-    /// Starts our `media-relay` answering NG instead, with rtpengine's interfaces (`a`, `b`), NG address and
-    /// port range; `xdp` is `--xdp`'s value (`off`, `native`, ...), attached to the SBC's `a0` and `b0` when not
+    /// Starts our `media-relay` answering NG instead, with rtpengine's interfaces (`a`, `b` on `[a_ip, b_ip]`), NG address and
+    /// port range, from `binary` ([`crate::media_relay_binary`] in tests), pinned to `core` with `taskset` when given; `xdp` is `--xdp`'s value (`off`, `native`, ...), attached to the SBC's `a0` and `b0` when not
     /// `off`. Waits (up to 10 s) until it answers `ping`.
     pub fn start_media_relay(
         topo: &Topology,
         host: Host,
         name: &str,
-        a_ip: IpAddr,
-        b_ip: IpAddr,
+        [a_ip, b_ip]: [IpAddr; 2],
         xdp: &str,
+        core: Option<usize>,
+        binary: &std::path::Path,
     ) -> Result<Self> {
-        let binary = crate::media_relay_binary()?;
-        let mut args: Vec<String> = vec![
+        let binary = binary.to_path_buf();
+        let mut args: Vec<String> = Vec::new();
+        let program = match core {
+            Some(c) => {
+                args.extend(["-c".to_owned(), c.to_string(), binary.display().to_string()]);
+                PathBuf::from("taskset")
+            }
+            None => binary,
+        };
+        args.extend([
             // Its JSON control socket is unused here; kept off NG's port for clarity.
             "--control=127.0.0.1:2224".to_owned(),
             format!("--ng={NG_ADDR}"),
@@ -199,11 +208,11 @@ impl RtpEngine {
             format!("--ng-interface={IFACE_B}/{b_ip}"),
             format!("--ng-ports={PORT_MIN}-{PORT_MAX}"),
             format!("--xdp={xdp}"),
-        ];
+        ]);
         if xdp != "off" {
             args.extend(["--interface=a0".to_owned(), "--interface=b0".to_owned()]);
         }
-        let process = topo.spawn(host, name, binary, &args).context("starting media-relay")?;
+        let process = topo.spawn(host, name, program, &args).context("starting media-relay")?;
         Self::wait_for_ping(topo, host, process, "media-relay")
     }
 

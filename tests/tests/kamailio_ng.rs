@@ -54,10 +54,16 @@ fn kamailio_call(relay: Relay) {
             assert!(binary.is_ok(), "{:#}", binary.unwrap_err());
             RtpEngine::start(&topo, Host::Sbc, "rtpengine", SBC_A.into(), SBC_B.into(), None).expect("rtpengine")
         }
-        Relay::MediaRelay(xdp) => {
-            RtpEngine::start_media_relay(&topo, Host::Sbc, "media-relay", SBC_A.into(), SBC_B.into(), xdp)
-                .expect("media-relay --ng starts")
-        }
+        Relay::MediaRelay(xdp) => RtpEngine::start_media_relay(
+            &topo,
+            Host::Sbc,
+            "media-relay",
+            [SBC_A.into(), SBC_B.into()],
+            xdp,
+            None,
+            &tests::media_relay_binary().expect("media-relay built"),
+        )
+        .expect("media-relay --ng starts"),
     };
     let mut proxy = start_kamailio(&topo, &kamailio.unwrap());
 

@@ -31,10 +31,16 @@ fn start(topo: &Topology, relay: Relay) -> RtpEngine {
             assert!(binary.is_ok(), "{:#}", binary.unwrap_err());
             RtpEngine::start(topo, Host::Sbc, "rtpengine", SBC_A.into(), SBC_B.into(), None).expect("rtpengine starts")
         }
-        Relay::MediaRelay(xdp) => {
-            RtpEngine::start_media_relay(topo, Host::Sbc, "media-relay", SBC_A.into(), SBC_B.into(), xdp)
-                .expect("media-relay --ng starts")
-        }
+        Relay::MediaRelay(xdp) => RtpEngine::start_media_relay(
+            topo,
+            Host::Sbc,
+            "media-relay",
+            [SBC_A.into(), SBC_B.into()],
+            xdp,
+            None,
+            &tests::media_relay_binary().expect("media-relay built"),
+        )
+        .expect("media-relay --ng starts"),
     }
 }
 
