@@ -237,7 +237,8 @@ struct MediaArgs {
     /// The paths to measure, comma-separated, in this order in every run: relay (user space), srtp (user space,
     /// leg A's SRTP decrypted to plain RTP), xdp (media-relay with its XDP fast path), bare (a bare XDP redirect
     /// a0 -> b0, the ceiling), kernel (IP forwarding), rtpengine (rtpengine 10.5 in user space, steered over NG: the
-    /// reference relay; needs Debian's rtpengine-daemon); with --generator xdp also reference (the reference
+    /// reference relay; needs Debian's rtpengine-daemon), ng (our media-relay --ng in user space, steered over NG as
+    /// rtpengine is); with --generator xdp also reference (the reference
     /// relay program, one flow per generator flow).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "relay,srtp,xdp,bare,kernel")]
     paths: Vec<media::Target>,

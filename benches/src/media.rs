@@ -74,7 +74,7 @@ pub const SINK_CORE: usize = 1;
 
 /// The core of the sinks of `target`.
 pub fn sink_core(target: Target) -> usize {
-    if matches!(target, Target::Relay | Target::Srtp | Target::Rtpengine) {
+    if matches!(target, Target::Relay | Target::Srtp | Target::Rtpengine | Target::Ng) {
         GEN_CORE
     } else {
         SINK_CORE
@@ -159,6 +159,9 @@ pub enum Target {
     Kernel,
     /// A → rtpengine 10.5 (user space, steered over NG) in the SBC namespace → B: the reference relay.
     Rtpengine,
+    /// A → `media-relay --ng` (user space) in the SBC namespace → B, steered over NG exactly as the `rtpengine`
+    /// path is (issue 17: the same client, the same calls).
+    Ng,
     /// A → the reference relay program (`reference_relay`, one flow per generator flow) on a0 → B; with
     /// `--generator xdp` only (`crate::live`).
     Reference,
@@ -174,6 +177,7 @@ impl Target {
             Target::Srtp => "srtp",
             Target::Kernel => "kernel",
             Target::Rtpengine => "rtpengine",
+            Target::Ng => "ng",
             Target::Reference => "reference",
         }
     }
@@ -388,7 +392,8 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
                     Target::Relay | Target::Xdp | Target::Srtp => relay_ladder(&topo, opts, pin, &mut ladder, target),
                     Target::Bare => bare_ladder(&topo, opts, pin, &mut ladder),
                     Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
-                    Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder),
+                    Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder, false),
+                    Target::Ng => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder, true),
                     Target::Reference => Err(anyhow::anyhow!("the reference path needs --generator xdp")),
                 };
                 ladder.finish(top);
@@ -1242,7 +1247,7 @@ pub fn summarize(paths: &[Target], rates: &[u32], ladders: &[Ladder], test_runs:
     let mut basis: Vec<Target> = paths
         .iter()
         .copied()
-        .filter(|t| matches!(t, Target::Relay | Target::Xdp | Target::Srtp | Target::Rtpengine))
+        .filter(|t| matches!(t, Target::Relay | Target::Xdp | Target::Srtp | Target::Rtpengine | Target::Ng))
         .collect::<Vec<_>>();
     if basis.is_empty() {
         basis = paths.to_vec();

@@ -48,6 +48,9 @@ pub struct Versus {
     pub xdp_vs_rtpengine_pkts_per_cpu_s: Option<f64>,
     /// The same, srtp / rtpengine (ours decrypting SRTP on one leg against rtpengine relaying plain RTP).
     pub srtp_vs_rtpengine_pkts_per_cpu_s: Option<f64>,
+    /// Packets per CPU-second of `media-relay --ng` (user space) over rtpengine's: both steered over NG by the same
+    /// client (issue 17).
+    pub ng_vs_rtpengine_pkts_per_cpu_s: Option<f64>,
     /// Latency at half the ceiling, xdp - kernel, µs (p99: target <= 50).
     pub xdp_minus_kernel_p50_us: Option<f64>,
     pub xdp_minus_kernel_p99_us: Option<f64>,
@@ -94,6 +97,7 @@ pub fn compare(targets: &[TargetSummary], ladders: &[Ladder]) -> Versus {
         relay_vs_rtpengine_pkts_per_cpu_s: ratio(per_cpu(Target::Relay), per_cpu(Target::Rtpengine)),
         xdp_vs_rtpengine_pkts_per_cpu_s: ratio(per_cpu(Target::Xdp), per_cpu(Target::Rtpengine)),
         srtp_vs_rtpengine_pkts_per_cpu_s: ratio(per_cpu(Target::Srtp), per_cpu(Target::Rtpengine)),
+        ng_vs_rtpengine_pkts_per_cpu_s: ratio(per_cpu(Target::Ng), per_cpu(Target::Rtpengine)),
         xdp_minus_kernel_p50_us: diff(|p| p.latency_p50_us),
         xdp_minus_kernel_p99_us: diff(|p| p.latency_p99_us),
         relay_vs_rtpengine_latency_p50: ratio(
@@ -151,6 +155,12 @@ pub fn table(v: &Versus) -> String {
         out.push_str(&format!(
             "  packets per CPU-second, srtp / rtpengine (ours decrypting SRTP, rtpengine plain): {}\n",
             f(v.srtp_vs_rtpengine_pkts_per_cpu_s, 2)
+        ));
+    }
+    if v.ng_vs_rtpengine_pkts_per_cpu_s.is_some() {
+        out.push_str(&format!(
+            "  packets per CPU-second, ng (media-relay --ng, user space) / rtpengine, both over NG: {}\n",
+            f(v.ng_vs_rtpengine_pkts_per_cpu_s, 2)
         ));
     }
     out.push_str(&format!(

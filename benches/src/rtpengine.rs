@@ -16,19 +16,33 @@ use anyhow::{bail, Context, Result};
 use tests::netns::{Host, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
 use tests::rtpengine::{RtpEngine, StreamPeers};
 
-/// Climbs the ladder with a fresh rtpengine, then measures latency at half its ceiling.
-pub fn ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Result<()> {
-    let name = format!("rtpengine-run{}", ladder.run);
+/// Climbs the ladder with a fresh rtpengine (or, `ours`, a fresh `media-relay --ng` in user space: the `ng` path),
+/// then measures latency at half its ceiling.
+pub fn ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder, ours: bool) -> Result<()> {
     let core = pin.then_some(RELAY_CORE);
-    let mut engine =
-        RtpEngine::start(topo, Host::Sbc, &name, SBC_A.into(), SBC_B.into(), core).context("starting rtpengine")?;
+    let mut engine = if ours {
+        let name = format!("media-relay-ng-run{}", ladder.run);
+        RtpEngine::start_media_relay(
+            topo,
+            Host::Sbc,
+            &name,
+            [SBC_A.into(), SBC_B.into()],
+            "off",
+            core,
+            &opts.relay_binary,
+        )
+        .context("starting media-relay --ng")?
+    } else {
+        let name = format!("rtpengine-run{}", ladder.run);
+        RtpEngine::start(topo, Host::Sbc, &name, SBC_A.into(), SBC_B.into(), core).context("starting rtpengine")?
+    };
     for (i, &rate) in opts.rates.iter().enumerate() {
         check_stop()?;
-        let step = step(topo, opts, pin, &mut engine, &format!("run{}-step{i}", ladder.run), rate);
+        let step = step(topo, opts, pin, &mut engine, &format!("run{}-step{i}", ladder.run), rate, ours);
         eprintln!("{}", progress(opts.runs, ladder, &step));
         ladder.steps.push(step);
         if engine.process.try_wait()?.is_some() {
-            bail!("rtpengine exited during run {} at {rate} pps:\n{}", ladder.run, engine.process.output_tail());
+            bail!("the NG relay exited during run {} at {rate} pps:\n{}", ladder.run, engine.process.output_tail());
         }
         if ladder.should_stop() {
             break;
@@ -36,7 +50,7 @@ pub fn ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -
     }
     if let Some(rate) = ladder.half_ceiling_rate() {
         check_stop()?;
-        let step = step(topo, opts, pin, &mut engine, &format!("run{}-latency", ladder.run), rate);
+        let step = step(topo, opts, pin, &mut engine, &format!("run{}-latency", ladder.run), rate, ours);
         eprintln!("{} (latency at half the ceiling)", progress(opts.runs, ladder, &step));
         ladder.latency_step = Some(step);
     }
@@ -44,7 +58,15 @@ pub fn ladder(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -
 }
 
 /// One step: a call with one stream per `--streams`, the traffic, the delete.
-fn step(topo: &Topology, opts: &Options, pin: bool, engine: &mut RtpEngine, call_id: &str, rate: u32) -> Step {
+fn step(
+    topo: &Topology,
+    opts: &Options,
+    pin: bool,
+    engine: &mut RtpEngine,
+    call_id: &str,
+    rate: u32,
+    ours: bool,
+) -> Step {
     let mut step = Step { rate, ..Step::default() };
     let result = (|| -> Result<()> {
         let peers: Vec<StreamPeers> = (0..opts.streams)
@@ -53,7 +75,7 @@ fn step(topo: &Topology, opts: &Options, pin: bool, engine: &mut RtpEngine, call
         let ports = engine.call(call_id, &peers).context("offer/answer over NG")?;
         let targets: Vec<_> = ports.iter().map(|p| p.a_side).collect();
         let pid = Some(engine.process.id());
-        let sinks = sink_core(Target::Rtpengine);
+        let sinks = sink_core(if ours { Target::Ng } else { Target::Rtpengine });
         let measured = measure(topo, opts, pin, &targets, pid, true, sinks, false, None, &mut step);
         // Delete whatever happened; its totals say what rtpengine itself received.
         let deleted = engine.delete(call_id).context("delete over NG")?;

@@ -6,6 +6,9 @@
 //! namespace), NG on 127.0.0.1 there, `--table=-1` (no kernel forwarding), logging to stderr (its `.err` file),
 //! and waits until it answers `ping`. [`RtpEngine::call`] creates a call with one audio stream per pair of
 //! addresses (offer naming the caller's, answer naming the callee's) and returns the ports rtpengine allocated.
+//!
+//! [`RtpEngine::start_media_relay`] starts our `media-relay --ng` in its place, with the same interface names, NG
+//! address and port range, so that one test body proves both speak the same protocol (issue 17).
 
 use crate::netns::{Host, Process, Topology};
 use anyhow::{bail, Context, Result};
@@ -60,6 +63,18 @@ impl NgClient {
             .map_err(|_| anyhow::anyhow!("the setns thread panicked"))?
         })?;
         Ok(Self { socket, server, next: 0 })
+    }
+
+    /// Sends `datagram` as it is (a chosen cookie, a malformed body) and returns the first datagram that comes
+    /// back within `timeout`.
+    pub fn exchange_raw(&mut self, datagram: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        self.socket.send_to(datagram, self.server).context("sending an NG datagram")?;
+        self.socket.set_read_timeout(Some(timeout))?;
+        let mut buf = vec![0u8; 65536];
+        let n =
+            self.socket.recv(&mut buf).with_context(|| format!("no reply from {} within {timeout:?}", self.server))?;
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// Sends `req` and waits for its reply, sending it again every 500 ms (same cookie: rtpengine treats that as a
@@ -160,18 +175,59 @@ impl RtpEngine {
             "--delete-delay=0".to_owned(),
             "--timeout=60".to_owned(),
         ]);
-        let mut process = topo.spawn(host, name, program, &args).context("starting rtpengine")?;
+        let process = topo.spawn(host, name, program, &args).context("starting rtpengine")?;
+        Self::wait_for_ping(topo, host, process, "rtpengine")
+    }
+
+    /// Starts our `media-relay` answering NG instead, with rtpengine's interfaces (`a`, `b` on `[a_ip, b_ip]`), NG address and
+    /// port range, from `binary` ([`crate::media_relay_binary`] in tests), pinned to `core` with `taskset` when given; `xdp` is `--xdp`'s value (`off`, `native`, ...), attached to the SBC's `a0` and `b0` when not
+    /// `off`. Waits (up to 10 s) until it answers `ping`.
+    pub fn start_media_relay(
+        topo: &Topology,
+        host: Host,
+        name: &str,
+        [a_ip, b_ip]: [IpAddr; 2],
+        xdp: &str,
+        core: Option<usize>,
+        binary: &std::path::Path,
+    ) -> Result<Self> {
+        let binary = binary.to_path_buf();
+        let mut args: Vec<String> = Vec::new();
+        let program = match core {
+            Some(c) => {
+                args.extend(["-c".to_owned(), c.to_string(), binary.display().to_string()]);
+                PathBuf::from("taskset")
+            }
+            None => binary,
+        };
+        args.extend([
+            // Its JSON control socket is unused here; kept off NG's port for clarity.
+            "--control=127.0.0.1:2224".to_owned(),
+            format!("--ng={NG_ADDR}"),
+            format!("--ng-interface={IFACE_A}/{a_ip}"),
+            format!("--ng-interface={IFACE_B}/{b_ip}"),
+            format!("--ng-ports={PORT_MIN}-{PORT_MAX}"),
+            format!("--xdp={xdp}"),
+        ]);
+        if xdp != "off" {
+            args.extend(["--interface=a0".to_owned(), "--interface=b0".to_owned()]);
+        }
+        let process = topo.spawn(host, name, program, &args).context("starting media-relay")?;
+        Self::wait_for_ping(topo, host, process, "media-relay")
+    }
+
+    fn wait_for_ping(topo: &Topology, host: Host, mut process: Process, what: &str) -> Result<Self> {
         let mut ng = NgClient::open_in(&topo.ns(host), NG_ADDR.parse()?)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = process.try_wait()? {
-                bail!("rtpengine exited at start ({status}):\n{}", process.output_tail());
+                bail!("{what} exited at start ({status}):\n{}", process.output_tail());
             }
             match ng.request(&Request::ping(), Duration::from_millis(500)) {
                 Ok(r) if r.result == "pong" => break,
-                Ok(r) => bail!("rtpengine answered ping with {}", r.result),
+                Ok(r) => bail!("{what} answered ping with {}", r.result),
                 Err(e) if Instant::now() > deadline => {
-                    return Err(e).with_context(|| format!("rtpengine did not answer ping:\n{}", process.output_tail()))
+                    return Err(e).with_context(|| format!("{what} did not answer ping:\n{}", process.output_tail()))
                 }
                 Err(_) => {}
             }

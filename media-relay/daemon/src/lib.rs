@@ -6,8 +6,11 @@
 //! - [`control`]: the control socket of a standalone relay: the same [`relay_proto::control`] commands and
 //!   events as JSON lines over TCP.
 //!
+//! - [`ng`]: the NG listener of a standalone relay (rtpengine's control protocol, for Kamailio and OpenSIPS).
+//!
 //! `sbc` runs [`relay::Relay`] in-process by default; `media-relay` is the same relay as its own program.
 
 pub mod control;
+pub mod ng;
 pub mod relay;
 pub mod xdp;

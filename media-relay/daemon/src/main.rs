@@ -3,6 +3,8 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use media_relay::relay::{Relay, RelayConfig};
+use relay_proto::ng_server::NgServer;
+use relay_proto::session::{Interface, MediaConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,6 +32,44 @@ struct Args {
     /// Forwarding threads (sessions are spread over them). Default: the cores this process may run on.
     #[arg(long, value_parser = clap::value_parser!(std::num::NonZeroUsize))]
     threads: Option<std::num::NonZeroUsize>,
+    /// Also answer rtpengine's NG control protocol (bencode over UDP) here, for Kamailio's and OpenSIPS's
+    /// rtpengine modules. Like `--control`, it has no authentication: keep it on loopback or a management network.
+    #[arg(long)]
+    ng: Option<SocketAddr>,
+    /// A logical interface of NG calls, as rtpengine's `--interface`: NAME/ADDRESS (repeat for each; NG's
+    /// `direction` names them; without `direction` a call uses the first).
+    #[arg(long = "ng-interface", value_parser = parse_ng_interface)]
+    ng_interfaces: Vec<Interface>,
+    /// The port range of NG calls (RTP even, RTCP the next), FIRST-LAST.
+    #[arg(long, default_value = "30000-39999", value_parser = parse_port_range)]
+    ng_ports: (u16, u16),
+}
+
+fn parse_ng_interface(s: &str) -> Result<Interface, String> {
+    let (name, address) = s.split_once('/').ok_or("expected NAME/ADDRESS")?;
+    let address = address.parse().map_err(|e| format!("address '{address}': {e}"))?;
+    Ok(Interface { name: name.to_owned(), address })
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST")?;
+    let port = |p: &str| p.trim().parse::<u16>().map_err(|e| format!("port '{p}': {e}"));
+    Ok((port(a)?, port(b)?))
+}
+
+/// The NG core over the `--ng-interface` list and `--ng-ports`.
+fn ng_server(args: &Args) -> Result<NgServer> {
+    anyhow::ensure!(!args.ng_interfaces.is_empty(), "--ng needs at least one --ng-interface NAME/ADDRESS");
+    let config = MediaConfig {
+        interfaces: args.ng_interfaces.clone(),
+        first_port: args.ng_ports.0,
+        last_port: args.ng_ports.1,
+        quarantine: std::time::Duration::from_secs(5),
+        strict: true,
+        // Keys the calls' CNAME tokens; RandomState is seeded from the OS's randomness.
+        cname_seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+    };
+    NgServer::new(config).map_err(|e| anyhow::anyhow!("--ng-ports: {e}"))
 }
 
 fn main() -> Result<()> {
@@ -47,6 +87,7 @@ fn main() -> Result<()> {
         threads: args.threads.unwrap_or_else(media_relay::relay::default_threads),
         ..RelayConfig::default()
     };
+    let ng = args.ng.map(|_| ng_server(&args)).transpose()?.map(|s| Arc::new(std::sync::Mutex::new(s)));
     let (relay, events) = Relay::start(config).context("starting the relay threads")?;
     let relay = Arc::new(relay);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -54,6 +95,30 @@ fn main() -> Result<()> {
         let listener = tokio::net::TcpListener::bind(args.control)
             .await
             .with_context(|| format!("binding --control {}", args.control))?;
+        let events = match (&ng, args.ng) {
+            (Some(core), Some(addr)) => {
+                let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("binding --ng {addr}"))?;
+                let socket = Arc::new(socket);
+                let (others_tx, others_rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(media_relay::ng::route_events(
+                    events,
+                    core.clone(),
+                    relay.clone(),
+                    socket.clone(),
+                    others_tx,
+                ));
+                tokio::spawn(media_relay::ng::tick(socket.clone(), core.clone(), relay.clone()));
+                let (core, relay) = (core.clone(), relay.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = media_relay::ng::serve(socket, core, relay).await {
+                        tracing::error!(error = %e, "NG socket failed");
+                    }
+                });
+                tracing::info!(ng = %addr, interfaces = ?args.ng_interfaces, "NG listener ready");
+                others_rx
+            }
+            _ => events,
+        };
         // The handlers are in place before READY=1: a stop sent the moment the start is reported must be caught.
         use tokio::signal::unix::{signal, SignalKind};
         let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);

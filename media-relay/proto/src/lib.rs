@@ -13,7 +13,8 @@
 //!   leg's offer and answer say (each leg gets keys of its own); the SRTP/SRTCP contexts of the data plane.
 //! - [`control`]: the commands and events between the signalling side and the relay (embedded or remote).
 //! - [`bencode`] and [`ng`]: rtpengine's NG control protocol (bencoded dictionaries over UDP): the codec and the
-//!   messages, for the benches' rtpengine client and, later, the relay answering NG itself.
+//!   messages, for the benches' rtpengine client; [`ng_server`] and [`ng_options`]: the relay answering NG itself
+//!   (commands, the reply cache, the options and flags Kamailio and OpenSIPS send).
 //! - [`threads`]: which of the relay's forwarding threads holds a session (and takes its commands).
 
 pub mod bencode;
@@ -22,6 +23,8 @@ pub mod control;
 pub mod flow;
 pub mod negotiate;
 pub mod ng;
+pub mod ng_options;
+pub mod ng_server;
 pub mod ports;
 pub mod rtcp;
 pub mod sdes;

@@ -65,6 +65,10 @@ pub enum Command {
     Delete,
     /// The call's state and counters.
     Query,
+    /// The Call-IDs of the calls held.
+    List,
+    /// The relay's counters.
+    Statistics,
 }
 
 impl Command {
@@ -76,6 +80,8 @@ impl Command {
             Command::Answer => "answer",
             Command::Delete => "delete",
             Command::Query => "query",
+            Command::List => "list",
+            Command::Statistics => "statistics",
         }
     }
 }
@@ -126,7 +132,7 @@ impl Request {
     /// The request's dictionary.
     pub fn to_value(&self) -> Value {
         let mut pairs = vec![("command", Value::str(self.command.name()))];
-        if self.command != Command::Ping {
+        if !matches!(self.command, Command::Ping | Command::List | Command::Statistics) {
             pairs.push(("call-id", Value::str(&self.call_id)));
             pairs.push(("from-tag", Value::str(&self.from_tag)));
         }
