@@ -81,7 +81,7 @@ pub async fn route_events(
             Event::Idle { session } | Event::BindFailed { session, .. } | Event::Latched { session, .. } => {
                 Some(*session)
             }
-            Event::Stats(s) => Some(s.session),
+            Event::Stats(s) | Event::Figures(s) => Some(s.session),
             Event::Pong { .. } => None,
         };
         if session.is_some_and(NgServer::owns) {
