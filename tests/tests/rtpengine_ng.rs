@@ -107,6 +107,11 @@ fn relays_rtp_both_ways(relay: Relay) {
 
     let listed = engine.ng.request(&Request { command: Command::List, ..Request::ping() }, T).expect("list");
     assert_eq!(listed.body.get("calls"), Some(&Value::str_list(&["ng-test-1"])), "{listed:?}");
+    // The live call's figures, before the delete: every packet of the four streams counted.
+    let queried = engine.ng.request(&Request::new(Command::Query, "ng-test-1", "caller"), T).expect("query");
+    assert_eq!(queried.result, "ok", "{queried:?}");
+    let live = queried.body.get("totals").and_then(|t| t.get("RTP")).and_then(|r| r.get("packets"));
+    assert_eq!(live.and_then(|p| p.as_int()), Some(4 * PACKETS as i64), "live count: {queried:?}");
     let deleted = engine.delete("ng-test-1").expect("delete");
     assert_eq!(deleted.result, "ok");
     let rtp = deleted.body.get("totals").and_then(|t| t.get("RTP"));

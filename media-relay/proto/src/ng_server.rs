@@ -147,7 +147,20 @@ pub struct NgServer {
     cache: ReplyCache,
     counters: NgCounters,
     pending: Vec<PendingDelete>,
+    /// `query`s of live calls waiting for the relay's figures so far ([`Command::Query`]).
+    queries: Vec<PendingQuery>,
+    /// Commands of this server's own for the relay (figure queries), before the sessions' commands.
+    commands: VecDeque<Command>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+/// A `query` whose reply waits for the relay's figures of a live call, at most [`DELETE_WAIT`].
+#[derive(Debug)]
+struct PendingQuery {
+    cookie: String,
+    source: SocketAddr,
+    deadline: Instant,
+    call_id: String,
 }
 
 impl NgServer {
@@ -162,6 +175,8 @@ impl NgServer {
             cache: ReplyCache::default(),
             counters: NgCounters::default(),
             pending: Vec::new(),
+            queries: Vec::new(),
+            commands: VecDeque::new(),
             transmits: VecDeque::new(),
         })
     }
@@ -197,7 +212,7 @@ impl NgServer {
             self.counters.retransmissions += 1;
             return Some(reply.clone());
         }
-        if self.pending.iter().any(|p| p.cookie == cookie) {
+        if self.pending.iter().any(|p| p.cookie == cookie) || self.queries.iter().any(|q| q.cookie == cookie) {
             self.counters.retransmissions += 1;
             return None;
         }
@@ -210,6 +225,17 @@ impl NgServer {
                     self.sessions.remove(now, call.session);
                     let deadline = now + DELETE_WAIT;
                     self.pending.push(PendingDelete { cookie, source, deadline, call, record });
+                    return None;
+                }
+            }
+        }
+        // A live call's figures are the relay's: ask it (Command::Query) and answer when Event::Figures comes.
+        if dict.get("command").and_then(Value::as_str) == Some("query") {
+            if let Ok(call_id) = ng_options::required(dict, "call-id") {
+                if let Some(call) = self.calls.get(&call_id) {
+                    self.commands.push_back(Command::Query { session: call.session });
+                    let deadline = now + DELETE_WAIT;
+                    self.queries.push(PendingQuery { cookie, source, deadline, call_id });
                     return None;
                 }
             }
@@ -249,6 +275,19 @@ impl NgServer {
                     self.answer_delete(now, p);
                 }
             }
+            Event::Figures(figures) if Self::owns(figures.session) => {
+                if let Some(call) = self.by_session.get(&figures.session).and_then(|id| self.calls.get_mut(id)) {
+                    call.stats = Some(*figures);
+                }
+                while let Some(i) = self
+                    .queries
+                    .iter()
+                    .position(|q| self.calls.get(&q.call_id).is_none_or(|c| c.session == figures.session))
+                {
+                    let q = self.queries.swap_remove(i);
+                    self.answer_query(now, q);
+                }
+            }
             Event::Latched { session, local, peer } => {
                 self.sessions.latched(*session, *local, *peer);
             }
@@ -262,11 +301,27 @@ impl NgServer {
             let p = self.pending.swap_remove(i);
             self.answer_delete(now, p);
         }
+        // A relay that did not answer the figure query: the reply goes with the figures last known.
+        while let Some(i) = self.queries.iter().position(|q| q.deadline <= now) {
+            let q = self.queries.swap_remove(i);
+            self.answer_query(now, q);
+        }
     }
 
     /// When [`NgServer::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.deadline).min()
+        self.pending.iter().map(|p| p.deadline).chain(self.queries.iter().map(|q| q.deadline)).min()
+    }
+
+    fn answer_query(&mut self, now: Instant, q: PendingQuery) {
+        let body = match self.calls.get(&q.call_id) {
+            Some(call) => report(call, &self.sessions.export(call.session).unwrap_or_default()),
+            // Deleted meanwhile (a delete or an idle timeout), as rtpengine answers for a call it does not know.
+            None => error(&Refusal::UnknownCall.to_string()),
+        };
+        let reply = ng::encode(&q.cookie, &body);
+        self.cache.put(now, q.cookie, reply.clone());
+        self.transmits.push_back((q.source, reply));
     }
 
     /// The next reply that was not ready when its request came: to whom, and its bytes.
@@ -287,7 +342,7 @@ impl NgServer {
 
     /// The next command for the relay's data plane.
     pub fn poll_command(&mut self) -> Option<Command> {
-        self.sessions.poll_command()
+        self.commands.pop_front().or_else(|| self.sessions.poll_command())
     }
 
     /// What the server has done so far.

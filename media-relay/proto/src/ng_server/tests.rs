@@ -247,8 +247,12 @@ fn delete_answers_with_the_relays_final_figures_and_list_is_empty() {
     assert_eq!(l.get("calls"), Some(&Value::List(vec![])));
 }
 
+fn query(call: &str, cookie: &str) -> Vec<u8> {
+    ng::encode(cookie, &Value::dict([("command", Value::str("query")), ("call-id", Value::str(call))]))
+}
+
 #[test]
-fn query_shows_tags_ports_peers_and_the_relays_figures() {
+fn query_asks_the_relay_for_live_figures_and_shows_tags_ports_peers_and_them() {
     let mut s = server();
     let now = Instant::now();
     ask(&mut s, now, "1", offer("c1"));
@@ -260,14 +264,19 @@ fn query_shows_tags_ports_peers_and_the_relays_figures() {
             _ => None,
         })
         .unwrap();
+    assert_eq!(s.handle_datagram(now, src(), &query("c1", "3")), None, "the reply waits for the relay's figures");
+    assert_eq!(s.handle_datagram(now, src(), &query("c1", "3")), None, "a retransmission while it waits");
+    assert_eq!(commands(&mut s), vec![Command::Query { session }]);
     let mut legs = [LegStats::default(); 2];
     legs[0].received.packets = 110;
     legs[0].received.rtcp_packets = 10;
     legs[0].received.bytes = 17200;
     legs[0].kernel_packets = 99;
-    s.handle_event(now, &Event::Stats(SessionStats { session, legs }));
-    let q = ask(&mut s, now, "3", vec![("command", Value::str("query")), ("call-id", Value::str("c1"))]);
-    assert_eq!(result(&q), "ok");
+    s.handle_event(now, &Event::Figures(SessionStats { session, legs }));
+    let (to, reply) = s.poll_transmit().expect("the query's reply");
+    assert_eq!(to, src());
+    let (cookie, q) = ng::decode(&reply).unwrap();
+    assert_eq!((cookie.as_str(), result(&q)), ("3", "ok"));
     let ft = q.get("tags").and_then(|t| t.get("ft")).unwrap();
     assert_eq!(ft.get("label"), Some(&Value::str("caller")));
     let Some(Value::List(medias)) = ft.get("medias") else { panic!("{q:?}") };
@@ -281,6 +290,28 @@ fn query_shows_tags_ports_peers_and_the_relays_figures() {
     assert_eq!(totals.get("RTP").and_then(|r| r.get("packets")), Some(&Value::Int(100)));
     assert_eq!(totals.get("RTCP").and_then(|r| r.get("packets")), Some(&Value::Int(10)));
     assert_eq!(totals.get("RTP").and_then(|r| r.get("kernel packets")), Some(&Value::Int(99)));
+    assert_eq!(s.handle_datagram(now, src(), &query("c1", "3")), Some(reply), "now from the cache");
+    assert_eq!(s.counters().packets, 0, "live figures are not counted as ended calls' packets");
+}
+
+#[test]
+fn query_without_an_answer_from_the_relay_is_answered_at_its_deadline_and_an_unknown_call_at_once() {
+    let mut s = server();
+    let now = Instant::now();
+    ask(&mut s, now, "1", offer("c1"));
+    commands(&mut s);
+    assert_eq!(s.handle_datagram(now, src(), &query("c1", "2")), None);
+    assert_eq!(s.poll_timeout(), Some(now + DELETE_WAIT));
+    s.handle_timeout(now + DELETE_WAIT - Duration::from_millis(1));
+    assert!(s.poll_transmit().is_none());
+    s.handle_timeout(now + DELETE_WAIT);
+    let (_, reply) = s.poll_transmit().expect("the query's reply at its deadline");
+    let body = ng::decode(&reply).unwrap().1;
+    assert_eq!(result(&body), "ok");
+    assert!(body.get("tags").and_then(|t| t.get("ft")).is_some(), "{body:?}");
+    assert_eq!(s.poll_timeout(), None);
+    let unknown = ask(&mut s, now, "3", vec![("command", Value::str("query")), ("call-id", Value::str("nope"))]);
+    assert_eq!(reason(&unknown), "Unknown call-id");
 }
 
 #[test]
