@@ -156,14 +156,25 @@ fn sbc_runs_with_native_xdp_as_an_unprivileged_user_with_its_units_capabilities(
     assert!(wait_log(&mut p, "admin API listening"), "sbc did not start with {caps:?}:\n{}", plain(&p));
 
     let probe = tests::netprobe_binary().expect("netprobe");
-    let metrics =
-        netns::run(netns::command(Some(&topo.ns(Host::Sbc)), probe).args(["http-get", "127.0.0.1:8080", "/metrics"]))
-            .expect("GET /metrics");
-    let mode = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sbc_media_xdp_mode "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no sbc_media_xdp_mode: {metrics}"));
+    // The driver exports the relay's gauges once a second: the first scrape may come before the first export.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mode = loop {
+        let metrics = netns::run(netns::command(Some(&topo.ns(Host::Sbc)), probe.clone()).args([
+            "http-get",
+            "127.0.0.1:8080",
+            "/metrics",
+        ]))
+        .expect("GET /metrics");
+        let mode = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sbc_media_xdp_mode "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if mode != 0.0 || std::time::Instant::now() >= deadline {
+            break mode;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(mode, 2.0, "XDP mode (2 native) as an unprivileged user with {caps:?}:\n{}", plain(&p));
     let status = p.terminate(Duration::from_secs(10)).expect("sbc stops");
     assert!(status.success(), "sbc exited with {status}:\n{}", plain(&p));
