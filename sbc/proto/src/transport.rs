@@ -15,6 +15,8 @@ pub enum Transport {
     Tls,
     /// WebSocket (RFC 7118).
     Ws,
+    /// WebSocket over TLS (RFC 7118 §5: Via token `WSS`; URIs still say `transport=ws`).
+    Wss,
 }
 
 impl Transport {
@@ -30,17 +32,27 @@ impl Transport {
             Self::Tcp => "TCP",
             Self::Tls => "TLS",
             Self::Ws => "WS",
+            Self::Wss => "WSS",
         }
     }
 
-    /// Lower-case name for logs, metrics and config (`udp`, `tcp`, `tls`, `ws`).
+    /// Lower-case name for logs, metrics and config (`udp`, `tcp`, `tls`, `ws`, `wss`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
             Self::Tls => "tls",
             Self::Ws => "ws",
+            Self::Wss => "wss",
         }
+    }
+
+    /// Whether a peer over this transport can be reached only over the connection it opened: a WebSocket client
+    /// (a browser) listens on nothing, and its Via and Contact hosts are `.invalid` (RFC 7118 §5). Requests to it
+    /// go over its connection ([`Peer::conn`]); once that connection closes it is gone, and its calls end
+    /// (`Endpoint::handle_connection_closed`). A TCP or TLS peer may reconnect or be dialled, so its calls live on.
+    pub fn is_flow_bound(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
     }
 }
 

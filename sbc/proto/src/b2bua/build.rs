@@ -118,7 +118,8 @@ pub(crate) fn transport_param(t: crate::transport::Transport) -> &'static str {
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
         Transport::Tls => ";transport=tls",
-        Transport::Ws => ";transport=ws",
+        // RFC 7118 §5.2: `ws` for both; a secure WebSocket is told by the `sips:` scheme, not the parameter.
+        Transport::Ws | Transport::Wss => ";transport=ws",
     }
 }
 

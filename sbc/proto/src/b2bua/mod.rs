@@ -14,6 +14,7 @@
 mod admin;
 mod build;
 mod correlate;
+mod flows;
 mod limits;
 mod replicate;
 mod resume;
@@ -21,6 +22,7 @@ mod resume;
 pub use admin::{CallSnapshot, CallState, HangupError, LegSnapshot, RouteLookup, UnknownTrunk};
 pub(crate) use build::{cancel_for, transport_param};
 pub use build::{pick_local, BUILT_HEADERS};
+pub use flows::CONNECTION_CLOSED;
 pub use limits::TrunkCounters;
 
 use crate::cdr::{Cdr, CdrAttempt};

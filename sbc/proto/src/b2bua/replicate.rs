@@ -50,6 +50,7 @@ pub(super) fn dialog_of(r: &DialogRecord) -> Option<Dialog> {
         "tcp" => Transport::Tcp,
         "tls" => Transport::Tls,
         "ws" => Transport::Ws,
+        "wss" => Transport::Wss,
         _ => return None,
     };
     Some(Dialog {

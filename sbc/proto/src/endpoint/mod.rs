@@ -423,6 +423,19 @@ impl Endpoint {
         self.drain_txns(now);
     }
 
+    /// The connection `peer.conn` over `peer.transport` closed, at `now`. Over a flow-bound transport (WS, WSS: see
+    /// [`Transport::is_flow_bound`]) its peer is unreachable from now on: its calls end (BYE to the other leg, CDR
+    /// release cause [`crate::b2bua::CONNECTION_CLOSED`]). Over TCP and TLS nothing happens: the peer reconnects,
+    /// or we dial it. Returns how many calls were ended.
+    pub fn handle_connection_closed(&mut self, now: Instant, peer: Peer) -> usize {
+        self.last_now = Some(now);
+        let Some(conn) = peer.conn.filter(|_| peer.transport.is_flow_bound()) else { return 0 };
+        let (mut ctx, calls) = self.ctx(now);
+        let n = calls.connection_closed(&mut ctx, conn);
+        self.drain_txns(now);
+        n
+    }
+
     /// Whether the media relay answers. While it does not, calls that need media are refused with 503 at once
     /// instead of being set up without it.
     pub fn set_media_available(&mut self, up: bool) {
