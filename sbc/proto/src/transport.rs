@@ -47,6 +47,12 @@ impl Transport {
         }
     }
 
+    /// Whether each message arrives whole, framed by the transport (a UDP datagram; a WebSocket message, RFC 7118
+    /// §5), so Content-Length may be absent; over TCP and TLS it is mandatory, as it frames the stream.
+    pub fn is_message_framed(self) -> bool {
+        matches!(self, Self::Udp | Self::Ws | Self::Wss)
+    }
+
     /// Whether a peer over this transport can be reached only over the connection it opened: a WebSocket client
     /// (a browser) listens on nothing, and its Via and Contact hosts are `.invalid` (RFC 7118 §5). Requests to it
     /// go over its connection ([`Peer::conn`]); once that connection closes it is gone, and its calls end

@@ -30,8 +30,10 @@ use tokio::time::Instant;
 pub struct Sockets {
     /// UDP sockets by local address.
     pub udp: HashMap<SocketAddr, Arc<UdpSocket>>,
-    /// Open TCP and TLS connections.
+    /// Open TCP, TLS and WebSocket connections.
     pub streams: Connections,
+    /// WebSocket connections that closed (their calls end: `Endpoint::handle_connection_closed`).
+    pub flows_closed: Option<tokio::sync::mpsc::Receiver<Peer>>,
     /// Opens connections to `tcp:` and `tls:` gateways that have none.
     pub dialer: Option<Dialer>,
     /// Gateways the dialer could not reach, for the core.
@@ -365,6 +367,15 @@ async fn canary_report(canary: &mut Option<crate::canary::CanaryMedia>) -> crate
     }
 }
 
+async fn flow_closed(closed: &mut Option<tokio::sync::mpsc::Receiver<Peer>>) -> Peer {
+    if let Some(c) = closed.as_mut() {
+        if let Some(p) = c.recv().await {
+            return p;
+        }
+    }
+    std::future::pending().await
+}
+
 async fn dial_failure(failures: &mut Option<tokio::sync::mpsc::Receiver<Peer>>) -> Peer {
     if let Some(f) = failures.as_mut() {
         if let Some(p) = f.recv().await {
@@ -561,6 +572,15 @@ pub async fn run(
             }
             Some(u) = dns_update(&mut sockets.dns) => {
                 endpoint.set_targets(u.trunk, u.index, u.targets);
+            }
+            peer = flow_closed(&mut sockets.flows_closed) => {
+                let ended = endpoint.handle_connection_closed(Instant::now().into_std(), peer);
+                if ended > 0 {
+                    tracing::info!(
+                        transport = %peer.transport, remote = %peer.remote, conn = peer.conn.map(|c| c.0), ended,
+                        "websocket closed: its calls end"
+                    );
+                }
             }
             peer = dial_failure(&mut sockets.dial_failures) => {
                 endpoint.handle_transport_error(Instant::now().into_std(), peer);
@@ -773,7 +793,7 @@ async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {
                 tracing::debug!(remote = %peer.remote, error = %e, "udp send failed");
             }
         }
-        Transport::Tcp | Transport::Tls | Transport::Ws => {
+        Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
             match sockets.streams.send(peer.transport, peer.conn, peer.remote, bytes.clone()) {
                 Ok(()) => {}
                 Err(SendError::NoConnection(..))

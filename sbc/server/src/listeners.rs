@@ -2,8 +2,8 @@
 //!
 //! A reload binds the listeners it adds before anything changes ([`Listeners::prepare`]), so an address that cannot
 //! be bound refuses the whole reload; once the driver has the new sockets and local addresses, the receiving tasks
-//! start and those of removed listeners stop ([`Listeners::commit`]). Connections accepted on a removed TCP listener
-//! stay open: their calls go on.
+//! start and those of removed listeners stop ([`Listeners::commit`]). Connections accepted on a removed TCP, TLS or
+//! WebSocket listener stay open: their calls go on.
 
 use crate::config::ListenAddr;
 use crate::edge::EdgeGuard;
@@ -30,8 +30,12 @@ pub struct Context {
     pub trunks: TrunkSources,
     /// The open connections.
     pub streams: Connections,
-    /// The TLS listeners' configuration, if `[sip.tls]` is set.
+    /// The TLS listeners' configuration, if `[sip.tls]` is set (also that of `wss:` listeners).
     pub acceptor: Option<crate::tls::Acceptor>,
+    /// How `ws:` and `wss:` listeners judge upgrades (`[sip.ws]`).
+    pub ws_policy: Arc<crate::transport::stream::UpgradePolicy>,
+    /// Where WebSocket connections report that they closed, for the driver (their calls end).
+    pub ws_closed: tokio::sync::mpsc::Sender<sbc_proto::transport::Peer>,
 }
 
 /// A bound listener, its task not started yet.
@@ -107,7 +111,9 @@ impl Listeners {
             Transport::Tcp => Socket::Tcp(tcp::bind(l.addr)?),
             Transport::Tls if self.ctx.acceptor.is_some() => Socket::Tcp(tcp::bind(l.addr)?),
             Transport::Tls => anyhow::bail!("no [sip.tls]: a TLS listener needs its certificate"),
-            other => anyhow::bail!("transport {other} is not implemented yet"),
+            Transport::Ws => Socket::Tcp(tcp::bind(l.addr)?),
+            Transport::Wss if self.ctx.acceptor.is_some() => Socket::Tcp(tcp::bind(l.addr)?),
+            Transport::Wss => anyhow::bail!("no [sip.tls]: a wss: listener needs its certificate"),
         };
         let local = match &socket {
             Socket::Udp(s) => s.local_addr()?,
@@ -131,8 +137,17 @@ impl Listeners {
                 (Some(sock), task)
             }
             Socket::Tcp(listener) => {
+                let ws = |tls: Option<&crate::tls::Acceptor>| {
+                    tcp::Security::WebSocket(crate::transport::ws::WsListener {
+                        tls: tls.cloned(),
+                        policy: c.ws_policy.clone(),
+                        closed: c.ws_closed.clone(),
+                    })
+                };
                 let security = match (&c.acceptor, b.spec.transport) {
                     (Some(a), Transport::Tls) => tcp::Security::Tls(a.clone()),
+                    (Some(a), Transport::Wss) => ws(Some(a)),
+                    (_, Transport::Ws) => ws(None),
                     _ => tcp::Security::Plain,
                 };
                 let task = tokio::spawn(tcp::listen(

@@ -61,7 +61,24 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         gauge!(TCP_SOURCE_PEAK, "class" => class.label()).set(0.0);
     }
     describe_tls();
+    describe_ws();
     Ok(handle)
+}
+
+/// The WebSocket series (RFC 7118 listeners), zero-valued from the start.
+fn describe_ws() {
+    use crate::transport::stream::UpgradeRefusal;
+    use crate::transport::ws::{TOO_LARGE, UPGRADES, UPGRADES_REFUSED};
+    describe_counter!(UPGRADES, "WebSocket upgrades that became SIP connections, by transport");
+    describe_counter!(UPGRADES_REFUSED, "WebSocket upgrades refused, by reason");
+    describe_counter!(TOO_LARGE, "WebSocket messages over sip.max_message_size (connection closed), by transport");
+    for r in UpgradeRefusal::ALL {
+        counter!(UPGRADES_REFUSED, "reason" => r.label()).absolute(0);
+    }
+    for t in ["ws", "wss"] {
+        counter!(UPGRADES, "transport" => t).absolute(0);
+        counter!(TOO_LARGE, "transport" => t).absolute(0);
+    }
 }
 
 /// The TLS and outbound-connection series, zero-valued from the start.

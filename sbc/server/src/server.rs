@@ -47,6 +47,9 @@ pub async fn serve(
         };
         targets.insert((d.transport, d.addr), crate::transport::dial::DialTarget { trunk: d.trunk.clone(), tls });
     }
+    // One report per WebSocket connection that closes; bounded by the connection cap, so it never waits long.
+    let (ws_closed, flows_closed) = tokio::sync::mpsc::channel(limits.max_connections.max(1));
+    sockets.flows_closed = Some(flows_closed);
     let mut listeners = crate::listeners::Listeners::new(crate::listeners::Context {
         queues: tx.clone(),
         guard: guard.clone(),
@@ -56,6 +59,8 @@ pub async fn serve(
         trunks: trunks.clone(),
         streams: sockets.streams.clone(),
         acceptor: acceptor.clone(),
+        ws_policy: std::sync::Arc::new(config.sip.ws.clone()),
+        ws_closed,
     });
     for l in &config.sip.listen {
         let bound = listeners.bind(l).with_context(|| format!("binding sip.listen {}:{}", l.transport, l.addr))?;

@@ -592,8 +592,11 @@ impl Endpoint {
 
     fn handle_one(&mut self, now: Instant, peer: Peer, bytes: Bytes) {
         self.last_now = Some(now);
-        let parsed =
-            if peer.transport.is_reliable() { parse_stream(bytes.clone()) } else { parse_datagram(bytes.clone()) };
+        let parsed = if peer.transport.is_message_framed() {
+            parse_datagram(bytes.clone())
+        } else {
+            parse_stream(bytes.clone())
+        };
         let msg = match parsed {
             Ok(m) => m,
             Err(e) => {

@@ -13,6 +13,7 @@ mod routing;
 mod secret;
 mod tls;
 mod trunk;
+mod ws;
 
 pub use dns::{DnsName, DnsSettings};
 pub use edge::EdgeSettings;
@@ -199,8 +200,10 @@ pub struct SipConfig {
     pub tcp_message_timeout: Duration,
     /// Our Server header. Default `sbc/<version>`.
     pub user_agent: String,
-    /// `[sip.tls]`: the TLS listeners' certificate, key and client CA. Required with a `tls:` listener.
+    /// `[sip.tls]`: the TLS listeners' certificate, key and client CA. Required with a `tls:` or `wss:` listener.
     pub tls: Option<crate::tls::ServerSettings>,
+    /// `[sip.ws]`: which WebSocket upgrades the `ws:` and `wss:` listeners accept (the Origin allowlist).
+    pub ws: crate::transport::stream::UpgradePolicy,
     /// Opening a connection to a `tcp:` or `tls:` gateway (connect and TLS handshake) takes at most this long;
     /// then it is a transport error and the call fails over. Default 5 s.
     pub connect_timeout: Duration,
@@ -327,6 +330,7 @@ struct RawSip {
     tcp_message_timeout: Option<Spanned<String>>,
     user_agent: Option<String>,
     tls: Option<Spanned<tls::RawSipTls>>,
+    ws: Option<Spanned<ws::RawSipWs>>,
     connect_timeout: Option<Spanned<String>>,
     connection_keepalive: Option<Spanned<String>>,
 }
@@ -448,6 +452,7 @@ impl Validator<'_> {
             tcp_message_timeout: None,
             user_agent: None,
             tls: None,
+            ws: None,
             connect_timeout: None,
             connection_keepalive: None,
         });
@@ -524,6 +529,22 @@ impl Validator<'_> {
                 "a tls: listener needs [sip.tls] with cert and key (PEM files)",
             ));
         }
+        if let Some(i) = listen.iter().position(|l: &ListenAddr| l.transport == Transport::Wss) {
+            let span = listen_spans.get(i).cloned().unwrap_or(0..0);
+            let message = match &tls {
+                None => Some("a wss: listener needs [sip.tls] with cert and key (PEM files)"),
+                // Browsers present no client certificate.
+                Some(t) if t.ca.is_some() && t.client_auth == crate::tls::ClientAuth::Required => Some(
+                    "a wss: listener shares [sip.tls], whose client_auth = \"required\" would refuse every browser: \
+                     set sip.tls.client_auth = \"optional\"",
+                ),
+                Some(_) => None,
+            };
+            if let Some(m) = message {
+                return Err(v.invalid(span, &format!("sip.listen[{i}]"), m));
+            }
+        }
+        let ws = v.sip_ws(sip.ws.as_ref())?;
         let connect_timeout = match &sip.connect_timeout {
             None => Duration::from_secs(5),
             Some(s) => v.duration(s, "sip.connect_timeout")?,
@@ -535,6 +556,7 @@ impl Validator<'_> {
         };
         Ok(SipConfig {
             tls,
+            ws,
             connect_timeout,
             connection_keepalive,
             listen,
@@ -685,8 +707,9 @@ fn parse_listen(s: &str) -> Result<ListenAddr, String> {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
         "tls" => Transport::Tls,
-        "ws" | "wss" => return Err(format!("\"{s}\": transport {t} is not implemented yet (udp, tcp and tls are)")),
-        _ => return Err(format!("\"{s}\": unknown transport {t} (udp, tcp, tls)")),
+        "ws" => Transport::Ws,
+        "wss" => Transport::Wss,
+        _ => return Err(format!("\"{s}\": unknown transport {t} (udp, tcp, tls, ws, wss)")),
     };
     let addr = addr.parse().map_err(|_| format!("\"{s}\": \"{addr}\" is not ADDRESS:PORT (IPv6 as [::1]:5060)"))?;
     Ok(ListenAddr { transport, addr })
@@ -819,8 +842,40 @@ mod tests {
         assert!(s.starts_with("test.toml:4: sip.listen[1]:"), "{s}");
         let e = parse("[sip]\nlisten = [\"tls:127.0.0.1:5061\"]\n").expect_err("tls without [sip.tls]");
         assert!(e.to_string().contains("test.toml:2: sip.listen[0]: a tls: listener needs [sip.tls]"), "{e}");
-        let e = parse("[sip]\nlisten = [\"ws:127.0.0.1:5062\"]\n").expect_err("ws");
-        assert!(e.to_string().contains("not implemented yet"), "{e}");
+        let e = parse("[sip]\nlisten = [\"wss:127.0.0.1:5063\"]\n").expect_err("wss without [sip.tls]");
+        assert!(e.to_string().contains("test.toml:2: sip.listen[0]: a wss: listener needs [sip.tls]"), "{e}");
+        let e = parse("[sip]\nlisten = [\"sctp:127.0.0.1:5062\"]\n").expect_err("sctp");
+        assert!(e.to_string().contains("unknown transport sctp"), "{e}");
+    }
+
+    #[test]
+    fn ws_listeners_and_the_origin_allowlist() {
+        use crate::transport::stream::Origins;
+        let c = parse("[sip]\nlisten = [\"ws:127.0.0.1:5062\"]\n").expect("ws needs nothing more");
+        assert_eq!(c.sip.listen[0].transport, Transport::Ws);
+        assert_eq!(c.sip.ws.origins, Origins::NoBrowsers, "no allowlist: browsers refused");
+        let c = parse(
+            "[sip]\nlisten = [\"ws:127.0.0.1:5062\"]\n[sip.ws]\nallowed_origins = [\"https://Phone.example.com/\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.sip.ws.origins, Origins::Only(vec!["https://phone.example.com".into()]));
+        let c = parse("[sip.ws]\nallowed_origins = [\"*\"]\n").expect("valid");
+        assert_eq!(c.sip.ws.origins, Origins::Any);
+        for (bad, says) in [
+            ("[sip.ws]\nallowed_origins = []\n", "test.toml:2: sip.ws.allowed_origins: is empty"),
+            (
+                "[sip.ws]\nallowed_origins = [\"phone.example.com\"]\n",
+                "sip.ws.allowed_origins[0]: \"phone.example.com\" is not a web origin",
+            ),
+            (
+                "[sip.ws]\nallowed_origins = [\"*\", \"https://a.example\"]\n",
+                "sip.ws.allowed_origins[0]: \"*\" allows every origin",
+            ),
+            ("[sip.ws]\norigins = [\"*\"]\n", "origins"),
+        ] {
+            let e = parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The SIP transports: they move bytes between sockets and the driver, and nothing else.
 //!
 //! Each transport turns what it receives into [`Inbound`] messages on one channel to the driver (UDP: one datagram;
-//! TCP and TLS: one message cut out of the stream by [`stream::Framer`]), and sends what the driver hands it;
+//! TCP and TLS: one message cut out of the stream by [`stream::Framer`]; WS and WSS: one WebSocket message, [`ws`]), and sends what the driver hands it;
 //! [`dial`] opens the connections to gateways that have none. Parsing
 //! and every SIP decision happen in `sbc-proto`, driven by [`crate::driver`]. The limits of connection-oriented
 //! transports (per-source caps, deadlines, message size) are decided in [`stream`], which has no I/O.
@@ -13,6 +13,7 @@ pub mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+pub mod ws;
 
 use bytes::Bytes;
 use sbc_proto::msg::peek::{urgency, Urgency};

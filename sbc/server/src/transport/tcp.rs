@@ -26,6 +26,8 @@ pub enum Security {
     Plain,
     /// SIP over TLS with the listeners' configuration in force at accept.
     Tls(crate::tls::Acceptor),
+    /// SIP over WebSocket (RFC 7118), over TLS for `wss:`.
+    WebSocket(super::ws::WsListener),
 }
 
 /// A listening socket for SIP over TCP or TLS. `IP_FREEBIND` lets a standby bind a service address it does not
@@ -100,6 +102,10 @@ pub async fn listen(
                     Security::Tls(acceptor) => {
                         let start = super::tls::Accepted { stream, local, remote, limits, slot };
                         tokio::spawn(super::tls::accept(start, acceptor.acceptor(), guard.clone(), tx.clone()));
+                    }
+                    Security::WebSocket(ws) => {
+                        let start = super::ws::Accepted { stream, local, remote, limits, slot };
+                        tokio::spawn(super::ws::accept(start, ws.clone(), guard.clone(), tx.clone()));
                     }
                 }
             }

@@ -1,19 +1,21 @@
-//! The hygiene of stream transports (TCP and TLS; WebSocket will ride on the same): who may
-//! connect, how long a connection may take to say something, how large a message may grow, and why a connection
-//! was closed.
+//! The hygiene of stream transports (TCP, TLS, WS and WSS): who may connect, how long a connection may take to
+//! say something, how large a message may grow, and why a connection was closed.
 //!
 //! Everything here is sans-IO, with time passed in: [`admission`] decides at accept ([`SourceTable`]),
 //! [`deadlines`] decides when a connection is over ([`ConnClock`]), [`framer`] cuts messages out of the stream
-//! with work in proportion to what arrives ([`Framer`]), [`LogThrottle`] keeps a flood of refusals from flooding the
-//! log. The transports only apply the decisions.
+//! with work in proportion to what arrives ([`Framer`]), [`upgrade`] judges WebSocket upgrade requests
+//! ([`UpgradePolicy`]), [`LogThrottle`] keeps a flood of refusals from flooding the log. The transports only apply
+//! the decisions.
 
 pub mod admission;
 pub mod deadlines;
 pub mod framer;
+pub mod upgrade;
 
 pub use admission::{Admitted, Refusal, SourceClass, SourceKey, SourceTable, TrunkSources};
 pub use deadlines::{ConnClock, KeepAlive, KeepAliveAction, Origin, Timeouts, PONG_WITHIN};
 pub use framer::Framer;
+pub use upgrade::{Origins, UpgradePolicy, UpgradeRefusal};
 
 use std::time::{Duration, Instant};
 
