@@ -19,6 +19,7 @@ pub mod rtpengine;
 pub mod setup_drill;
 pub mod sipp;
 pub mod tls;
+pub mod ws;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
