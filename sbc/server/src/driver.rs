@@ -643,15 +643,49 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Rounds of transport errors reported back to the core in one flush (each may make it send again, e.g. a
+/// failover); the few a closed WebSocket causes need one or two.
+const UNREACHABLE_ROUNDS: usize = 4;
+
 async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records) {
     let mut banned = false;
+    let mut unreachable: Vec<Peer> = Vec::new();
+    for round in 0..=UNREACHABLE_ROUNDS {
+        // A flow-bound peer (WebSocket) whose connection is gone is unreachable for good: its transactions fail
+        // now as transport errors instead of waiting for timer B/F.
+        for peer in unreachable.drain(..) {
+            endpoint.handle_transport_error(Instant::now().into_std(), peer);
+        }
+        flush_outputs(endpoint, sockets, records, &mut banned, &mut unreachable).await;
+        if unreachable.is_empty() || round == UNREACHABLE_ROUNDS {
+            break;
+        }
+    }
+    if banned {
+        carry_out_bans(records);
+    }
+    if let Some(sink) = records.cdr.as_mut().filter(|s| s.spilled() > 0) {
+        sink.offer();
+    }
+}
+
+async fn flush_outputs(
+    endpoint: &mut Endpoint,
+    sockets: &Sockets,
+    records: &mut Records,
+    banned: &mut bool,
+    unreachable: &mut Vec<Peer>,
+) {
     while let Some(out) = endpoint.poll_output() {
         match out {
             Output::Transmit { peer, bytes } => {
                 if let Some(hep) = records.hep.as_mut() {
                     hep.outbound(endpoint, &peer, &bytes);
                 }
-                transmit(sockets, peer, bytes).await
+                let sent = transmit(sockets, peer, bytes).await;
+                if !sent && peer.transport.is_flow_bound() && !unreachable.contains(&peer) {
+                    unreachable.push(peer);
+                }
             }
             Output::Observe(o) => observe(o, &records.trunks),
             Output::Cdr(cdr) => match cdr.media_session.filter(|_| records.media.is_some()) {
@@ -672,7 +706,7 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
             }
             Output::Offence { source, offence } => {
                 records.edge.report(source, &offence);
-                banned = true;
+                *banned = true;
             }
             Output::Canary(cmd) => {
                 if let Some(c) = &records.canary {
@@ -680,12 +714,6 @@ async fn flush(endpoint: &mut Endpoint, sockets: &Sockets, records: &mut Records
                 }
             }
         }
-    }
-    if banned {
-        carry_out_bans(records);
-    }
-    if let Some(sink) = records.cdr.as_mut().filter(|s| s.spilled() > 0) {
-        sink.offer();
     }
 }
 
@@ -781,31 +809,36 @@ fn export_relay_counters(records: &Records) {
     metrics::counter!("sbc_media_srtp_replay_failures_total").absolute(c.srtp_replay_failures);
 }
 
-async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) {
+/// Sends `bytes` to `peer`; `false` when they were dropped (no socket, no connection and none to dial).
+async fn transmit(sockets: &Sockets, peer: Peer, bytes: bytes::Bytes) -> bool {
     match peer.transport {
         Transport::Udp => {
             let Some(sock) = sockets.udp.get(&peer.local).or_else(|| sockets.udp.values().next()) else {
                 m::dropped("no_udp_socket");
-                return;
+                return false;
             };
             if let Err(e) = sock.send_to(&bytes, peer.remote).await {
                 m::dropped("udp_send_error");
                 tracing::debug!(remote = %peer.remote, error = %e, "udp send failed");
+                return false;
             }
+            true
         }
         Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
             match sockets.streams.send(peer.transport, peer.conn, peer.remote, bytes.clone()) {
-                Ok(()) => {}
+                Ok(()) => true,
                 Err(SendError::NoConnection(..))
                     if sockets.dialer.as_ref().is_some_and(|d| d.can_dial(&(peer.transport, peer.remote))) =>
                 {
                     if let Some(d) = &sockets.dialer {
                         d.send(peer, bytes);
                     }
+                    true
                 }
                 Err(e) => {
                     m::dropped("tcp_send_error");
                     tracing::debug!(remote = %peer.remote, error = %e, "stream send failed");
+                    false
                 }
             }
         }

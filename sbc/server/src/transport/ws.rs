@@ -114,6 +114,8 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     // The callback's verdict, for counting: tungstenite reports a refusal as an HTTP error only.
     let verdict: Arc<Mutex<Option<UpgradeRefusal>>> = Arc::default();
     let seen = verdict.clone();
+    // The Err type is tungstenite's (an HTTP response), once per upgrade: its size does not matter here.
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &server::Request, mut resp: server::Response| {
         let protocols = req.headers().get_all(http::header::SEC_WEBSOCKET_PROTOCOL).iter().map(|v| v.as_bytes());
         let origin = req.headers().get(http::header::ORIGIN).map(|v| v.as_bytes());
