@@ -14,7 +14,8 @@ BINDIR ?= $(PREFIX)/bin
 SYSCONFDIR ?= /etc
 UNITDIR ?= /etc/systemd/system
 STATEDIR ?= /var/lib/sbc
-# Debian packages the tests need: SIPp and baresip as real SIP peers, sipvicious (scans), iproute2 for network
+# Debian packages the tests need: SIPp and baresip as real SIP peers, nodejs and npm for JsSIP (a real SIP-over-
+# WebSocket peer, installed into tests/js by `make deps`), sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates; rtpengine-daemon
 # (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test. prometheus brings promtool,
@@ -25,7 +26,8 @@ STATEDIR ?= /var/lib/sbc
 # uses none of their packaged services: `make deps` installs with a policy-rc.d that keeps Debian from starting them
 # (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base curl \
-	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus systemd
+	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus systemd \
+	nodejs npm
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -87,6 +89,8 @@ deps:
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
+	@# JsSIP (and ws, its WebSocket in Node) for the SIP-over-WebSocket tests, at the versions of tests/js/package-lock.json.
+	@if [ ! -f tests/js/node_modules/jssip/package.json ]; then npm ci --prefix tests/js --no-audit --no-fund; fi
 
 test: deps lint ops-check
 	$(CARGO) test --workspace --all-targets

@@ -307,3 +307,37 @@ fn connections_over_the_per_source_limit_and_silent_ones_are_refused_and_counted
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "closed after {took:?}");
     assert_eq!(r.metric("sbc_ws_upgrades_refused_total{reason=\"timeout\"}"), 1.0);
 }
+
+/// JsSIP 3.13 (the stack of browser softphones) in Node, `ws` as its WebSocket, as a real peer over `wss:`.
+#[test]
+fn jssip_in_node_sends_options_over_wss_and_every_one_is_answered_200() {
+    const COUNT: usize = 3;
+    let node = tests::require_tool("node", "nodejs");
+    let js = tests::repo_root().join("tests/js");
+    assert!(
+        js.join("node_modules/jssip/package.json").is_file() && js.join("node_modules/ws/package.json").is_file(),
+        "JsSIP and ws are not installed in {}: run `make deps` (npm ci there)",
+        js.display()
+    );
+    let r = rig("ws-jssip", "");
+    let ca = r.topo.dir().join("ca.pem");
+    std::fs::write(&ca, &r.ca).expect("write CA");
+    let out = tests::netns::command(Some(&r.topo.ns(Host::A)), &node)
+        .arg(js.join("jssip_options.js"))
+        .env("SBC_URL", format!("wss://{SBC_A}:{WSS_PORT}"))
+        .env("TARGET", format!("sip:{SBC_A}:{WSS_PORT};transport=ws"))
+        .env("COUNT", COUNT.to_string())
+        .env("NODE_EXTRA_CA_CERTS", &ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout.lines().last().unwrap_or_default();
+    let result: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("no result line ({e}): stdout {stdout}\nstderr {stderr}\n{}", r.sbc.log_tail()));
+    assert!(out.status.success(), "{result}\nstderr {stderr}\n{}", r.sbc.log_tail());
+    assert_eq!(result["statuses"], serde_json::json!([200, 200, 200]), "{result}");
+    assert_eq!(r.metric("sbc_ws_upgrades_total{transport=\"wss\"}"), 1.0, "the three went over one connection");
+    assert_eq!(r.metric("sbc_sip_messages_in_total{kind=\"request\",method=\"OPTIONS\""), COUNT as f64);
+}
