@@ -245,6 +245,7 @@ fn a_websocket_closed_mid_call_sends_a_bye_to_the_carrier_and_writes_a_cdr() {
         "{cdr}"
     );
     assert!(took < Duration::from_secs(5), "the call ended {took:?} after the websocket closed");
+    eprintln!("websocket closed -> carrier's call done and CDR written: {took:?}");
 }
 
 #[test]
@@ -287,7 +288,16 @@ fn connections_over_the_per_source_limit_and_silent_ones_are_refused_and_counted
     let r = rig("ws-limits", "tcp_max_connections_per_trunk_source = 2\ntcp_first_message_timeout = \"1s\"");
     let ns = r.topo.ns(Host::A);
     let server = addr(SBC_A, WS_PORT);
-    let held: Vec<WsClient> = (0..2).map(|_| r.browser(false)).collect();
+    // Two that speak SIP (so they are past the first-message deadline), and hold their connections.
+    let held: Vec<WsClient> = (0..2)
+        .map(|i| {
+            let mut c = r.browser(false);
+            c.send(&options(&format!("held-{i}"))).expect("OPTIONS sent");
+            let answer = c.recv(WAIT).expect("an answer to OPTIONS");
+            assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+            c
+        })
+        .collect();
     let e = WsClient::connect(&ns, server, &WsOptions::default()).expect_err("a third connection is refused");
     assert!(!e.to_string().starts_with("HTTP"), "reset at accept, before any HTTP: {e}");
     assert_eq!(r.metric("sbc_tcp_connections_rejected_total{reason=\"per_source\"}"), 1.0);
@@ -306,6 +316,19 @@ fn connections_over_the_per_source_limit_and_silent_ones_are_refused_and_counted
     assert_eq!(n, 0, "closed without an answer");
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "closed after {took:?}");
     assert_eq!(r.metric("sbc_ws_upgrades_refused_total{reason=\"timeout\"}"), 1.0);
+    // Upgraded, then silent: closed at the same deadline, counted with TCP's.
+    let mut quiet = WsClient::connect(&ns, server, &WsOptions::default()).expect("upgrade");
+    assert_eq!(quiet.closed_by_server(WAIT).expect("closed"), Some(1001), "closed as going away");
+    assert_eq!(r.metric("sbc_tcp_connections_closed_total{reason=\"first_message_timeout\"}"), 1.0);
+}
+
+/// An OPTIONS outside any dialog, as a phone pings its server.
+fn options(call_id: &str) -> String {
+    format!(
+        "OPTIONS sip:{SBC_A} SIP/2.0\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK{call_id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:webphone@{SBC_A}>;tag={call_id}\r\nTo: <sip:{SBC_A}>\r\nCall-ID: {call_id}\r\n\
+         CSeq: 1 OPTIONS\r\n\r\n"
+    )
 }
 
 /// JsSIP 3.13 (the stack of browser softphones) in Node, `ws` as its WebSocket, as a real peer over `wss:`.

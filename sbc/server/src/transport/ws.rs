@@ -65,6 +65,7 @@ pub(super) struct Accepted {
 /// Runs the TLS handshake (`wss:`) and the upgrade of `a` within the first-message deadline, then serves it.
 pub(super) async fn accept(a: Accepted, ws: WsListener, guard: EdgeGuard, tx: Queues) {
     let Accepted { stream, local, remote, limits, slot } = a;
+    let at = Instant::now();
     let deadline = tokio::time::sleep(limits.first_message_timeout);
     tokio::pin!(deadline);
     match ws.tls.as_ref().map(|t| t.acceptor()) {
@@ -74,7 +75,7 @@ pub(super) async fn accept(a: Accepted, ws: WsListener, guard: EdgeGuard, tx: Qu
                 () = &mut deadline => Err(UpgradeRefusal::Timeout),
             };
             match up {
-                Ok(s) => serve(s, Transport::Ws, local, remote, None, limits, slot, guard, tx, ws.closed).await,
+                Ok(s) => serve(s, Transport::Ws, at, (local, remote), None, limits, slot, guard, tx, ws.closed).await,
                 Err(r) => refused(remote, r),
             }
         }
@@ -88,7 +89,9 @@ pub(super) async fn accept(a: Accepted, ws: WsListener, guard: EdgeGuard, tx: Qu
                 () = &mut deadline => Err(UpgradeRefusal::Timeout),
             };
             match up {
-                Ok((s, id)) => serve(s, Transport::Wss, local, remote, id, limits, slot, guard, tx, ws.closed).await,
+                Ok((s, id)) => {
+                    serve(s, Transport::Wss, at, (local, remote), id, limits, slot, guard, tx, ws.closed).await
+                }
                 Err(r) => refused(remote, r),
             }
         }
@@ -156,8 +159,8 @@ fn refused(remote: SocketAddr, r: UpgradeRefusal) {
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut ws: WebSocketStream<S>,
     transport: Transport,
-    local: SocketAddr,
-    remote: SocketAddr,
+    accepted: Instant,
+    (local, remote): (SocketAddr, SocketAddr),
     identity: Option<Arc<TlsIdentity>>,
     limits: StreamLimits,
     mut slot: Slot,
@@ -169,9 +172,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let id = slot.register((transport, remote), out_tx);
     tracing::debug!(%remote, conn = id.0, %transport, "websocket connection open");
-    let now = Instant::now().into_std();
-    // The upgrade took the first-message deadline already; a client then has the idle timeout to say something.
-    let mut clock = ConnClock::new(Origin::Connected, now, Timeouts::from(&limits));
+    // The first SIP message is due within the first-message deadline of the accept, as over TCP: an upgraded
+    // connection that says nothing holds no slot for long (pings it answers do not count).
+    let mut clock = ConnClock::new(Origin::Accepted, accepted.into_std(), Timeouts::from(&limits));
     let ping_every = (limits.idle_timeout / PINGS_PER_IDLE_TIMEOUT).max(Duration::from_secs(1));
     let mut next_ping = Instant::now() + ping_every;
     let limit = limits.message_timeout;
