@@ -1217,3 +1217,4 @@ mod drain;
 mod reload;
 mod setup_takeover;
 mod transports;
+mod users;

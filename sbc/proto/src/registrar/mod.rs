@@ -16,6 +16,7 @@
 //! driver's wall clock ([`NonceConfig`]), so a binding and a nonce made on the active are good on the standby.
 
 mod register;
+mod replicate;
 #[cfg(test)]
 mod tests;
 

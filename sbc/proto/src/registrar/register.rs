@@ -59,9 +59,9 @@ impl Registrar {
         let now_secs = self.nonce_secs(now);
         match self.issuer(fresh_secret).check(&creds.nonce, now_secs) {
             NonceCheck::Fresh => {}
-            NonceCheck::Stale => return self.challenge(now, req, true, || String::new()),
+            NonceCheck::Stale => return self.challenge(now, req, true, String::new),
             // Not ours (a restart without a shared secret): no offence, just a new challenge.
-            NonceCheck::Invalid => return self.challenge(now, req, false, || String::new()),
+            NonceCheck::Invalid => return self.challenge(now, req, false, String::new),
         }
         let aor = req.headers.to().ok().and_then(|t| t.uri().user().map(|u| String::from_utf8_lossy(u).into_owned()));
         let user = self.config.user(&creds.username);
@@ -176,6 +176,6 @@ impl Registrar {
 fn same(b: &Binding, contact: &Bytes, instance: Option<&Bytes>) -> bool {
     match (instance, &b.instance) {
         (Some(i), Some(bi)) => i == bi,
-        _ => &b.contact == contact,
+        _ => b.contact == *contact,
     }
 }

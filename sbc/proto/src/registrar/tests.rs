@@ -247,3 +247,17 @@ fn a_standby_applies_the_actives_bindings_without_its_connection() {
     standby.apply(BindingChange { user: "1001".into(), binding: None, contact: Bytes::from_static(b"sip:1001@a") });
     assert_eq!(standby.active(), 0);
 }
+
+#[test]
+fn a_binding_crosses_as_a_record_and_back_with_its_time_left() {
+    let mut reg = registrar();
+    let t0 = Instant::now();
+    let ok = register_with(&mut reg, t0, "pw1001", 1, &["<sip:1001@a>"], "Expires: 300\r\n");
+    let record = ok.changes[0].record(t0 + Duration::from_secs(100));
+    let crate::ha::Record::Binding(r) = &record else { panic!("a binding record") };
+    assert_eq!((r.expires_in_ms, r.transport.as_str()), (Some(200_000), "udp"));
+    let t1 = t0 + Duration::from_secs(5000);
+    let back = BindingChange::from_record(r, t1).expect("known transport");
+    assert_eq!(back.binding.as_ref().map(|b| b.expires), Some(t1 + Duration::from_secs(200)));
+    assert_eq!(back.binding.as_ref().map(|b| b.flow.remote), Some(SocketAddr::from(ALICE_NAT)));
+}
