@@ -902,7 +902,11 @@ impl Calls {
             local_tag: Bytes::from(ctx.ids.tag()),
             remote_tag: None,
             local_uri: Bytes::from(local_uri),
-            remote_uri: Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
+            remote_uri: match (&user_flow, self.users.as_ref().and_then(|u| u.domains.first())) {
+                // The user's address-of-record, not the address it registered from.
+                (Some(_), Some(domain)) => Bytes::from(format!("<{}>", build::sip_uri(&call.called_out, domain))),
+                _ => Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
+            },
             remote_target: match &user_flow {
                 // A registered user's Request-URI is its Contact (RFC 3261 §16.5), whatever its host says.
                 Some((_, contact)) => contact.clone(),

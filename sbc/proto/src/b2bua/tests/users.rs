@@ -65,6 +65,7 @@ fn a_trunk_call_to_a_registered_user_goes_to_its_flow_with_its_contact_as_reques
     response(&sent, A, 100);
     let inv = request(&sent, USER, Method::Invite);
     assert_eq!(inv.uri.as_bytes(), &b"sip:1001@10.0.0.5:5060"[..], "the Contact, sent to the NAT's address");
+    assert_eq!(hv(&inv, HeaderName::To), "<sip:1001@198.18.1.1>", "To: the user's address-of-record");
     let sent = w.send(USER, SBC_A, answer(&inv, 200, "u9", USER, "v=0\r\n"));
     request(&sent, USER, Method::Ack);
     response(&sent, A, 200);
