@@ -2,12 +2,15 @@
 //! registers over UDP with a digest (`uac_register.xml`) from the caller's host (198.18.1.10:5062), then a SIPp UAS
 //! on that same address answers the call carrier b (198.18.2.10) makes to 1001 through the SBC; 1001 calls out to
 //! carrier b with a 407 digest (`uac_auth.xml`); after an un-REGISTER a call to 1001 gets 480, a call to an unknown
-//! user 404; a wrong password gets 403 and is counted.
+//! user 404; a wrong password gets 403 and is counted. With media anchored, a registered user answers a carrier call
+//! and RTP flows both ways through the relay (`rtpgen` on each side).
 
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
-use tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
-use tests::sipp::{Running, Sipp};
+use std::time::{Duration, Instant};
+use tests::netns::{addr, Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
+use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
+use tests::sipp::{sdp_ports, Running, Sipp};
 use tests::Sbc;
 
 const PASSWORD: &str = "u1001-s3cret";
@@ -17,6 +20,17 @@ const USER_PORT: u16 = 5062;
 /// Users 1001 and 1002 on the pseudo-trunk `users` (numbers 100x); carrier b, known by its address, takes every
 /// other number.
 fn config(password_file: &Path, cdr: &Path) -> String {
+    signalling_config(password_file, cdr)
+}
+
+/// [`config`] with media anchored on the relay's interfaces a (198.18.1.1) and b (198.18.2.1).
+fn config_with_media(password_file: &Path, cdr: &Path) -> String {
+    signalling_config(password_file, cdr)
+        + "\n[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }, { name = \"b\", address = \"198.18.2.1\" }]\n\
+           ports = \"30000-30999\"\n"
+}
+
+fn signalling_config(password_file: &Path, cdr: &Path) -> String {
     format!(
         r#"[sip]
 listen = ["udp:{SBC_A}:5060", "udp:{SBC_B}:5060"]
@@ -201,4 +215,116 @@ fn user_registers_with_digest_receives_a_carrier_call_calls_out_with_407_and_is_
         [("carrier-b", "users", 200), ("users", "carrier-b", 200), ("carrier-b", "", 480), ("carrier-b", "", 404)],
         "{cdrs:?}"
     );
+}
+
+/// The port each side's SDP names for RTP (SIPp's own -mp port stays 6000).
+const RTP_PORT: u16 = 7078;
+const PACKETS: u64 = 250;
+
+/// The relay's address in the SDP a SIPp side received, waited for in SIPp's message log.
+fn relay_address_in(sipp: &Running, relay_ip: &str, timeout: Duration) -> SocketAddr {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = sipp.messages();
+        if let Some(port) = sdp_ports(&text, relay_ip).first() {
+            return format!("{relay_ip}:{port}").parse().expect("an address");
+        }
+        assert!(Instant::now() < deadline, "no SDP naming {relay_ip} in {}:\n{text}", sipp.dir().display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rtp_report(p: &mut Process, path: &Path) -> Report {
+    let status = p.wait_timeout(Duration::from_secs(40)).expect("rtpgen ends");
+    assert!(status.success(), "rtpgen failed: {}", p.output_tail());
+    read_report(path).expect("rtpgen report")
+}
+
+#[test]
+fn registered_user_answers_a_carrier_call_with_rtp_both_ways_through_the_relay() {
+    let topo = Topology::single_sbc().expect("topology");
+    let password_file = topo.dir().join("users.password");
+    std::fs::write(&password_file, PASSWORD).expect("password file");
+    let cdr = topo.dir().join("cdr.jsonl");
+    let sbc = Sbc::start_in(
+        &topo.ns(Host::Sbc),
+        "registrar-users-rtp",
+        &config_with_media(&password_file, &cdr),
+        addr(SBC_A, 5060),
+        addr([127, 0, 0, 1].into(), 8080),
+    )
+    .expect("sbc starts");
+    register(&topo, "1001", PASSWORD, 300, 200).assert_all_successful(1).expect("1001 registers");
+    assert_eq!(sbc.metric("sbc_registrar_bindings").ok(), Some(1.0));
+
+    let ns_a = topo.ns(Host::A);
+    let mut user = Sipp::new("uas_answer_rtp.xml")
+        .netns(&ns_a)
+        .local_ip(CALLER)
+        .local_port(USER_PORT)
+        .key("rtp_port", &RTP_PORT.to_string())
+        .calls(1)
+        .limit(Duration::from_secs(40))
+        .trace_messages(true)
+        .spawn()
+        .expect("user uas starts");
+    user.wait_listening(Some(&ns_a), USER_PORT, Duration::from_secs(5)).expect("user uas listens");
+
+    let dir = topo.dir().to_owned();
+    let (user_target, carrier_target) = (dir.join("user.target"), dir.join("carrier.target"));
+    let (user_report, carrier_report) = (dir.join("user.json"), dir.join("carrier.json"));
+    let stream = |bind, to: &Path, ssrc, expect, report: &Path| {
+        Rtpgen::new(bind)
+            .to_file(to)
+            .count(PACKETS)
+            .pps(50)
+            .ssrc(ssrc)
+            .expect_ssrc(expect)
+            .duration(Duration::from_secs(30))
+            .idle_exit(Duration::from_secs(2))
+            .report(report)
+    };
+    let spawn = |host, name, gen: Rtpgen| {
+        topo.spawn(host, name, rtpgen_binary().expect("rtpgen built"), &gen.args()).expect("rtpgen starts")
+    };
+    let mut rtp_user =
+        spawn(Host::A, "rtp-user", stream(addr(CALLER, RTP_PORT), &user_target, 0x1001, 0xB0B0, &user_report));
+    let mut rtp_carrier = spawn(
+        Host::B,
+        "rtp-carrier",
+        stream(addr(CARRIER_B, RTP_PORT), &carrier_target, 0xB0B0, 0x1001, &carrier_report),
+    );
+    let carrier = Sipp::new("uac_call_rtp.xml")
+        .netns(&topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5061)
+        .target(addr(SBC_B, 5060))
+        .service("1001")
+        .key("rtp_port", &RTP_PORT.to_string())
+        .pause(Duration::from_secs(9))
+        .limit(Duration::from_secs(40))
+        .trace_messages(true)
+        .spawn()
+        .expect("carrier uac starts");
+    // Each side sends where the SDP it received points: the user to the relay's a side, the carrier to its b side.
+    tests::write_atomically(
+        &user_target,
+        &format!("{}\n", relay_address_in(&user, "198.18.1.1", Duration::from_secs(10))),
+    )
+    .expect("target written");
+    tests::write_atomically(
+        &carrier_target,
+        &format!("{}\n", relay_address_in(&carrier, "198.18.2.1", Duration::from_secs(10))),
+    )
+    .expect("target written");
+    let (ru, rc) = (rtp_report(&mut rtp_user, &user_report), rtp_report(&mut rtp_carrier, &carrier_report));
+    carrier.wait().expect("carrier uac ends").assert_all_successful(1).expect("the carrier's call to 1001 completes");
+    user.wait().expect("user uas ends").assert_all_successful(1).expect("1001 answered");
+    for (side, r) in [("user", &ru), ("carrier", &rc)] {
+        assert_eq!(r.sent, PACKETS, "{side} sent: {r:?}");
+        assert_eq!(r.received, PACKETS, "{side} received every packet: {r:?}");
+        assert_eq!((r.corrupt, r.lost), (0, 0), "{side}: {r:?}");
+    }
+    let cdrs = tests::wait_cdrs(&[&cdr], 1, Duration::from_secs(5));
+    assert_eq!((cdrs[0]["trunk_in"].as_str(), cdrs[0]["trunk_out"].as_str()), (Some("carrier-b"), Some("users")));
 }

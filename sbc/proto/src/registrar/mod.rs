@@ -12,6 +12,15 @@
 //! ([`RegistrarConfig::trunk`]) named in routes and CDRs. A route to that trunk reaches the user named by the called
 //! number ([`Registrar::lookup`]): 404 for no such user, 480 when it has no binding.
 //!
+//! What the transports must do (the interface for TCP, TLS and WebSocket): a REGISTER comes in through
+//! `Endpoint::handle_message` with the [`Peer`] it arrived on, its `conn` set for a connection; a request to that
+//! user later comes out as `Output::Transmit` with that same `Peer`, `conn` included, and must be written to that
+//! connection (never dialled at the Contact, whose host may be `.invalid`). When a connection closes, the driver calls
+//! `Endpoint::flow_closed(now, conn)`: the bindings made over it are removed (and the removal replicated). A standby
+//! holds the active's bindings without their connection (`conn: None`): after a takeover a request to a UDP user goes
+//! to its address, to a TCP/TLS user over a new connection to its address, and a WebSocket user (which cannot be
+//! dialled) must register again on the new active.
+//!
 //! Everything here is sans-IO: the time comes in as `Instant`s, nonces are made from the pair's shared secret and the
 //! driver's wall clock ([`NonceConfig`]), so a binding and a nonce made on the active are good on the standby.
 
@@ -22,10 +31,9 @@ mod tests;
 
 use crate::policy::digest::{NonceConfig, NonceIssuer, Secret};
 use crate::routing::TrunkId;
-use crate::transport::{ConnId, Peer, Transport};
+use crate::transport::{ConnId, Peer};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -244,22 +252,9 @@ impl Registrar {
     }
 }
 
-/// A binding's flow as the address a call to the user is sent to, for logs and the admin API.
-pub fn flow_label(flow: &Peer) -> String {
-    match (flow.transport, flow.conn) {
-        (Transport::Udp, _) | (_, None) => format!("{}:{}", flow.transport, flow.remote),
-        (t, Some(c)) => format!("{t}:{}#{}", flow.remote, c.0),
-    }
-}
-
 /// Seconds left of a binding at `now`, as a Contact's `expires` parameter (at least 1 while it lives).
 pub fn seconds_left(b: &Binding, now: Instant) -> u64 {
     b.expires.saturating_duration_since(now).as_secs().max(1)
-}
-
-/// `remote` as a socket address of a flow, for tests and records.
-pub fn udp_flow(local: SocketAddr, remote: SocketAddr) -> Peer {
-    Peer { transport: Transport::Udp, local, remote, conn: None }
 }
 
 /// How long `secs` is.

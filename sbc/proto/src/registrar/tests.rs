@@ -3,6 +3,7 @@
 use super::*;
 use crate::msg::{parse_datagram, HeaderName, Message, Request, Response};
 use crate::policy::digest::{Challenge, Client};
+use crate::transport::Transport;
 use std::net::SocketAddr;
 
 const US: ([u8; 4], u16) = ([198, 18, 1, 1], 5060);
@@ -23,7 +24,7 @@ fn registrar() -> Registrar {
 }
 
 fn flow() -> Peer {
-    udp_flow(SocketAddr::from(US), SocketAddr::from(ALICE_NAT))
+    Peer { transport: Transport::Udp, local: SocketAddr::from(US), remote: SocketAddr::from(ALICE_NAT), conn: None }
 }
 
 /// A REGISTER of `user` with `contact` lines and extra headers.
