@@ -328,3 +328,19 @@ fn registered_user_answers_a_carrier_call_with_rtp_both_ways_through_the_relay()
     let cdrs = tests::wait_cdrs(&[&cdr], 1, Duration::from_secs(5));
     assert_eq!((cdrs[0]["trunk_in"].as_str(), cdrs[0]["trunk_out"].as_str()), (Some("carrier-b"), Some("users")));
 }
+
+#[test]
+fn the_shipped_registrar_example_passes_check_config_without_printing_passwords() {
+    let shipped = tests::repo_root().join("config/examples/registrar-users.toml");
+    let out = std::process::Command::new(tests::sbc_binary().expect("sbc built"))
+        .args(["check-config", shipped.to_str().expect("utf8")])
+        .env("USER_1001_PASSWORD", "example-pw-1001")
+        .env("USER_1002_PASSWORD", "example-pw-1002")
+        .current_dir(tests::repo_root())
+        .output()
+        .expect("sbc runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("registrar-users.toml: OK"), "{text}");
+    assert!(!text.contains("example-pw"), "passwords are never printed: {text}");
+}

@@ -134,3 +134,28 @@ fn a_standby_given_the_actives_binding_routes_the_call_to_the_user() {
     standby.advance(Duration::from_secs(301));
     assert_eq!(standby.ep.user_bindings(), 0);
 }
+
+#[test]
+fn with_unknown_sources_dropped_users_still_register_and_their_calls_are_still_challenged() {
+    let mut w = world_configured(
+        |t| t.push(Trunk::new("users")),
+        |p| p.unknown_source = UnknownSource::Drop,
+        None,
+        |c| {
+            c.registrar = Some(Arc::new(RegistrarConfig {
+                users: vec![User { name: "1001".into(), password: Secret::new("pw1001") }],
+                trunk: USERS,
+                ..RegistrarConfig::default()
+            }))
+        },
+    );
+    assert_eq!(register(&mut w, "1001", "pw1001", 300, 1), 200, "users are known by credentials, not addresses");
+    let invite = invite_from_a("dropped-src").replace("198.18.1.10:5060;branch", "198.18.1.10:5060;rport;branch");
+    let sent = w.send(USER, SBC_A, invite);
+    response(&sent, USER, 407);
+    // Anything else from that stranger is still dropped without an answer.
+    let options = "OPTIONS sip:198.18.1.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.50:40000;rport;branch=z9hG4bK-o1\r\n\
+                   Max-Forwards: 70\r\nFrom: <sip:x@198.18.1.50>;tag=o\r\nTo: <sip:198.18.1.1>\r\nCall-ID: opt-1\r\n\
+                   CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    assert!(w.send(USER, SBC_A, options.to_owned()).is_empty(), "no answer to a stranger's OPTIONS");
+}
