@@ -1068,8 +1068,8 @@ fn xdp_pair_forwards_media_in_the_kernel_from_the_first_packets_after_a_takeover
     uas.wait().expect("uas runs").assert_all_successful(CALLS.into()).expect("every call completes at the carrier");
 }
 
-/// The rolling upgrade of config/README.md ("[ha]", rolling upgrade) with calls up, from this build (format 2) to
-/// the next (the `format-next` build: format 3, a new record field; `SBC_NEXT_BINARY` may name another): upgrade
+/// The rolling upgrade of config/README.md ("[ha]", rolling upgrade) with calls up, from this build (format 3) to
+/// the next (the `format-next` build: format 4, a new record field; `SBC_NEXT_BINARY` may name another): upgrade
 /// the standby, hand the calls to it with a demotion, upgrade the other box. The boxes replicate both ways across
 /// the formats, and no call is lost: media resumes on every stream after the handover, every call ends with BYE,
 /// one CDR each.
@@ -1101,7 +1101,7 @@ fn rolling_upgrade_to_the_next_build_loses_no_call() {
     wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
     wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", u64::from(CALLS), Duration::from_secs(10));
     let s2 = ha(&sbc2).expect("sbc2 /ha");
-    assert_eq!((s2["format"].as_u64(), s2["peer_format"].as_u64()), (Some(3), Some(2)), "{s2}");
+    assert_eq!((s2["format"].as_u64(), s2["peer_format"].as_u64()), (Some(4), Some(3)), "{s2}");
     eprintln!("step 1: sbc2 upgraded ({}) and holding every call {:?} in", s2["software"], started.elapsed());
 
     // 2. The calls move to the upgraded box.
@@ -1114,7 +1114,7 @@ fn rolling_upgrade_to_the_next_build_loses_no_call() {
     wait_ha_at_least(&sbc1, "sbc1", "records_received", u64::from(CALLS), Duration::from_secs(10));
     wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", u64::from(CALLS), Duration::from_secs(10));
     let s1 = ha(&sbc1).expect("sbc1 /ha");
-    assert_eq!((s1["format"].as_u64(), s1["peer_format"].as_u64()), (Some(2), Some(3)), "{s1}");
+    assert_eq!((s1["format"].as_u64(), s1["peer_format"].as_u64()), (Some(3), Some(4)), "{s1}");
     eprintln!("step 2: sbc2 active with every call, sbc1 standby holding them {:?} in", started.elapsed());
 
     // 3. The other box is upgraded and rejoins as standby.

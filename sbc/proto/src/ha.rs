@@ -28,17 +28,17 @@ pub const CSEQ_MARGIN: u32 = 1000;
 
 /// The format of the records this build writes, bumped with every change to them:
 /// 1: answered calls (the first pair); 2: bans, the latched peers of a call's media, the [`Hello`] line;
-/// 3 (only in a build with the `format-next` feature, which stands in for the next release in the rolling-upgrade
-/// test): a new optional field in call records.
+/// 3: registrar bindings ([`Record::Binding`]); 4 (only in a build with the `format-next` feature, which stands in
+/// for the next release in the rolling-upgrade test): a new optional field in call records.
 ///
 /// Changes from [`MIN_FORMAT`] on are additive: new optional fields (absent ones take their defaults) and new
 /// records (which an older reader logs and skips), so two builds of neighbouring formats replicate both ways
 /// during a rolling upgrade. An incompatible change raises [`MIN_FORMAT`] to its format: a box that cannot read
 /// what its peer writes refuses the link and says so, rather than applying records it misreads.
 #[cfg(not(feature = "format-next"))]
-pub const FORMAT: u32 = 2;
-#[cfg(feature = "format-next")]
 pub const FORMAT: u32 = 3;
+#[cfg(feature = "format-next")]
+pub const FORMAT: u32 = 4;
 /// The oldest format a reader must understand to read what this build writes.
 pub const MIN_FORMAT: u32 = 1;
 
@@ -242,6 +242,33 @@ pub enum Record {
         /// Milliseconds left.
         remaining_ms: u64,
     },
+    /// A registered user's binding made, refreshed or removed (format 3 on; an older standby skips it). Not a
+    /// call: the standby's registrar holds it at once, so after a takeover calls to the user still reach it.
+    Binding(Box<BindingRecord>),
+}
+
+/// One binding of the registrar ([`crate::registrar`]) as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// The user (the AOR's user part).
+    pub user: String,
+    /// The Contact URI.
+    pub contact: String,
+    /// RFC 5626 `+sip.instance`, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// `udp`, `tcp`, `tls`, `ws`: the transport of the flow the user registered on.
+    pub transport: String,
+    /// Our address on that flow (a service address, which moves with the active role).
+    pub local: SocketAddr,
+    /// The user's address on it (after NAT).
+    pub remote: SocketAddr,
+    /// Milliseconds the binding has left from the record; `None`: the binding was removed.
+    pub expires_in_ms: Option<u64>,
+    /// Call-ID of the REGISTER that made it.
+    pub call_id: String,
+    /// CSeq of that REGISTER.
+    pub cseq: u32,
 }
 
 impl Record {
@@ -250,7 +277,7 @@ impl Record {
         match self {
             Self::Call(c) => c.id,
             Self::Ended { id, .. } => *id,
-            Self::Ban { .. } => 0,
+            Self::Ban { .. } | Self::Binding(_) => 0,
         }
     }
 
@@ -259,7 +286,7 @@ impl Record {
         match self {
             Self::Call(c) => c.version,
             Self::Ended { version, .. } => *version,
-            Self::Ban { .. } => 0,
+            Self::Ban { .. } | Self::Binding(_) => 0,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod ha;
 pub mod hep;
 pub mod msg;
 pub mod policy;
+pub mod registrar;
 pub mod routing;
 pub mod transport;
 pub mod txn;

@@ -926,6 +926,10 @@ fn observe(o: Observation, trunks: &[String]) {
             }
         }
         Observation::CanaryResult(r) => crate::canary::observe(&r, &name(r.trunk)),
+        Observation::UserRegister { result } => {
+            metrics::counter!(m::REGISTRAR_REGISTERS, "result" => result).increment(1);
+        }
+        Observation::UserBindings { active } => metrics::gauge!(m::REGISTRAR_BINDINGS).set(active as f64),
         other => tracing::debug!(?other, "observation without a metric"),
     }
 }

@@ -237,6 +237,22 @@ pub fn describe_registrations(trunks: &[String]) {
     }
 }
 
+/// Bindings our registrar holds now (`[registrar]`), over all users.
+pub const REGISTRAR_BINDINGS: &str = "sbc_registrar_bindings";
+/// REGISTERs to our registrar, by `result` (`ok`, `challenged`, `stale`, `forbidden`, `wrong_domain`,
+/// `interval_too_brief`, `bad_request`, `out_of_order`).
+pub const REGISTRAR_REGISTERS: &str = "sbc_registrar_registers_total";
+
+/// Describes the registrar's metrics and creates their series at zero (with `[registrar]` only).
+pub fn describe_registrar() {
+    describe_gauge!(REGISTRAR_BINDINGS, "bindings of registered users held by our registrar");
+    describe_counter!(REGISTRAR_REGISTERS, "REGISTERs to our registrar, by result");
+    gauge!(REGISTRAR_BINDINGS).set(0.0);
+    for result in ["ok", "challenged", "stale", "forbidden"] {
+        counter!(REGISTRAR_REGISTERS, "result" => result).absolute(0);
+    }
+}
+
 /// Duration of each answered call that ended, per carrier trunk: a summary (quantiles, `_sum`, `_count`); ACD =
 /// `_sum` / `_count` over a window.
 pub const CALL_DURATION: &str = "sbc_call_duration_seconds";

@@ -115,6 +115,10 @@ pub async fn serve(
     let registering: Vec<String> =
         config.plan.trunks.iter().filter(|t| t.register.is_some()).map(|t| t.name.clone()).collect();
     crate::metrics::describe_registrations(&registering);
+    if let Some(r) = &config.registrar {
+        crate::metrics::describe_registrar();
+        tracing::info!(users = r.users.len(), domains = ?r.domains, trunk = %config.plan.trunk(r.trunk).name, "registrar");
+    }
     let canaries: Vec<String> =
         config.plan.trunks.iter().filter(|t| t.canary.is_some()).map(|t| t.name.clone()).collect();
     crate::metrics::describe_canaries(&canaries);
@@ -152,6 +156,7 @@ pub async fn serve(
             .as_ref()
             .filter(|h| h.active_active())
             .map_or(0, |h| sbc_proto::ha::call_id_base(&h.node)),
+        registrar: config.registrar.clone(),
         ..Default::default()
     };
     let media = match &config.media {

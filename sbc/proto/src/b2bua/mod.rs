@@ -18,6 +18,7 @@ mod flows;
 mod limits;
 mod replicate;
 mod resume;
+mod users;
 
 pub use admin::{CallSnapshot, CallState, HangupError, LegSnapshot, RouteLookup, UnknownTrunk};
 pub(crate) use build::{cancel_for, transport_param};
@@ -68,6 +69,8 @@ pub struct Ctx<'a> {
     pub t1: Duration,
     /// Timer T2.
     pub t2: Duration,
+    /// The registrar's bindings, when users are configured: where a call routed to the users' trunk goes.
+    pub users: Option<&'a crate::registrar::Registrar>,
 }
 
 impl Ctx<'_> {
@@ -282,6 +285,9 @@ pub struct Calls {
     /// This box's call numbers start here (the pair's two boxes number in ranges of their own, so a call adopted
     /// from the peer never collides with one of ours); [`ID_RANGE`] numbers each.
     id_base: u64,
+    /// Registered users ([`crate::registrar`]): their calls come in on their pseudo-trunk, authenticated by their
+    /// own credentials; calls routed to that trunk go to the called user's binding.
+    users: Option<Arc<crate::registrar::RegistrarConfig>>,
 }
 
 /// Call numbers of one box: `[id_base, id_base + ID_RANGE)`.
@@ -325,6 +331,7 @@ impl Calls {
             foreign: HashMap::new(),
             groups: Vec::new(),
             id_base: 0,
+            users: None,
         }
     }
 
@@ -609,10 +616,10 @@ impl Calls {
         let registered = self.plan.identify_registered(peer.remote, &build::user_of(&req.uri));
         let identified = registered.or_else(|| self.plan.identify_peer(peer.remote, identity)).or_else(|| {
             let username = proxy_credentials(&req).map(|c| c.username)?;
-            self.plan.by_username(&username)
+            self.plan.by_username(&username).or_else(|| self.user_trunk(&username))
         });
         let Some(a_trunk) = identified else {
-            if self.plan.has_credential_trunks() {
+            if self.plan.has_credential_trunks() || self.has_users() {
                 // Perhaps a trunk that is known by its credentials: ask for them (credentials for a username we do
                 // not know were a wrong guess).
                 ctx.auth_failed(peer.remote, &req);
@@ -633,8 +640,17 @@ impl Calls {
         };
         let plan = Arc::clone(&self.plan);
         let trunk = plan.trunk(a_trunk);
-        if let Some(expected) = &trunk.inbound_auth {
-            if let Err(stale) = self.check_credentials(ctx, &req, expected) {
+        // The users' trunk always authenticates, each user with its own credentials.
+        let expected = match self.is_users_trunk(a_trunk) {
+            true => Some(self.user_credentials(a_trunk, &req)),
+            false => trunk.inbound_auth.clone().map(Some),
+        };
+        if let Some(expected) = &expected {
+            let checked = match expected {
+                Some(e) => self.check_credentials(ctx, &req, e),
+                None => Err(false),
+            };
+            if let Err(stale) = checked {
                 ctx.observe(Observation::AuthFailed { trunk: a_trunk });
                 if !stale {
                     ctx.auth_failed(peer.remote, &req);
@@ -821,14 +837,28 @@ impl Calls {
         let locals = if in_group.is_empty() { &self.locals } else { &in_group };
         if gateway == 0 {
             let call_id = self.calls.get(&id).map(|c| c.a.call_id.clone()).unwrap_or_default();
-            let list = self.gateways_for(&plan, trunk_id, &call_id);
+            let list = match self.user_gateway(ctx, id, trunk_id) {
+                Ok(None) => self.gateways_for(&plan, trunk_id, &call_id),
+                Ok(Some(g)) => vec![(g, false)],
+                Err(status) => {
+                    // No such user (404) or not registered now (480): the answer of this "carrier".
+                    let Some(call) = self.calls.get_mut(&id) else { return };
+                    let next = call.attempts.on_outcome(Outcome::Rejected(status), &trunk.failover, ctx.now);
+                    return self.proceed(ctx, id, next);
+                }
+            };
             if let Some(call) = self.calls.get_mut(&id) {
                 call.b_gateways = list;
             }
         }
         let Some(call) = self.calls.get(&id) else { return };
         let gw = call.b_gateways.get(gateway).map(|&(g, _)| g);
-        let local = gw.and_then(|g| build::pick_local(locals, g.transport, g.addr));
+        let called = trunk.numbers_out.apply(&call.called_routed);
+        let user_flow = Self::user_flow(ctx, self.users.as_deref(), trunk_id, &called);
+        let local = match &user_flow {
+            Some((flow, _)) => Some(flow.local),
+            None => gw.and_then(|g| build::pick_local(locals, g.transport, g.addr)),
+        };
         if gw.is_some() && local.is_none() && gateway + 1 < call.b_gateways.len() {
             ctx.observe(Observation::Dropped { reason: "no_local_address_for_gateway" });
             return self.start_leg_b(ctx, id, trunk_id, gateway + 1);
@@ -842,7 +872,11 @@ impl Calls {
             let next = call.attempts.on_outcome(Outcome::TransportError, &trunk.failover, ctx.now);
             return self.proceed(ctx, id, next);
         };
-        let peer = build::peer(gw.transport, local, gw.addr);
+        let peer = match &user_flow {
+            // Back on the flow the user registered on (RFC 5626 §5.3), its connection included.
+            Some((flow, _)) => *flow,
+            None => build::peer(gw.transport, local, gw.addr),
+        };
         let target = build::Target::of(trunk, gw);
         // Identity and numbers towards this carrier (policy::identity documents the order).
         let a_trunk = plan.trunk(call.a_trunk);
@@ -870,8 +904,16 @@ impl Calls {
             local_tag: Bytes::from(ctx.ids.tag()),
             remote_tag: None,
             local_uri: Bytes::from(local_uri),
-            remote_uri: Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
-            remote_target: Bytes::from(target.to_uri(&call.called_out, true)),
+            remote_uri: match (&user_flow, self.users.as_ref().and_then(|u| u.domains.first())) {
+                // The user's address-of-record, not the address it registered from.
+                (Some(_), Some(domain)) => Bytes::from(format!("<{}>", build::sip_uri(&call.called_out, domain))),
+                _ => Bytes::from(format!("<{}>", target.to_uri(&call.called_out, false))),
+            },
+            remote_target: match &user_flow {
+                // A registered user's Request-URI is its Contact (RFC 3261 §16.5), whatever its host says.
+                Some((_, contact)) => contact.clone(),
+                None => Bytes::from(target.to_uri(&call.called_out, true)),
+            },
             route_set: Vec::new(),
             local_cseq: 1,
             peer,

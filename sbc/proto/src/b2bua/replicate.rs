@@ -83,6 +83,11 @@ impl Calls {
         self.replicate = on;
     }
 
+    /// Whether replication records are made (this box is the active of a pair).
+    pub fn replicates(&self) -> bool {
+        self.replicate
+    }
+
     /// What resuming call `id`, being set up, needs beyond its answered record; `None` once answered or ending.
     fn setup_record(&self, call: &Call, b: &LegB, now: Instant) -> Option<SetupRecord> {
         if call.state != State::Routing {

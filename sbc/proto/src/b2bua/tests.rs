@@ -1217,4 +1217,5 @@ mod drain;
 mod reload;
 mod setup_takeover;
 mod transports;
+mod users;
 mod websocket;

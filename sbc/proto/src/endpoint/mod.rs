@@ -28,6 +28,7 @@ mod ids;
 mod probes;
 mod registrations;
 pub mod reject;
+mod users;
 
 pub use canary::{CanaryMediaCommand, CanaryReport, CanaryResult};
 pub use ids::IdGenerator;
@@ -75,6 +76,8 @@ pub struct Config {
     /// active/active pair both create calls, and a call adopted from the peer must never share a number with one
     /// of ours (the media relay knows sessions by it).
     pub call_id_base: u64,
+    /// The SBC as registrar for a configured set of users (`[registrar]`). `None`: REGISTER is answered 405.
+    pub registrar: Option<Arc<crate::registrar::RegistrarConfig>>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             nonces: crate::policy::digest::NonceConfig::default(),
             groups: Vec::new(),
             call_id_base: 0,
+            registrar: None,
         }
     }
 }
@@ -194,6 +198,11 @@ pub enum Observation {
     /// A canary call of a trunk ended: how, and its figures. Canary calls count nowhere else (not in the trunk's
     /// call counters, not in CDRs).
     CanaryResult(CanaryReport),
+    /// A REGISTER to our registrar was answered: `ok`, `challenged`, `stale`, `forbidden`, `wrong_domain`,
+    /// `interval_too_brief`, `bad_request`, `out_of_order` ([`crate::registrar::Registered::result`]).
+    UserRegister { result: &'static str },
+    /// Registered users' bindings held now (after a change: a REGISTER, an expiry, a closed flow, a replicated one).
+    UserBindings { active: usize },
 }
 
 /// The Call-IDs of a message, for captures ([`Endpoint::correlation`]).
@@ -222,6 +231,8 @@ pub struct Endpoint {
     probes: probes::Probes,
     registrations: registrations::Registrations,
     canaries: canary::Canaries,
+    /// Our registrar, when users are configured.
+    registrar: Option<crate::registrar::Registrar>,
     overload: crate::policy::Overload,
     /// The latest time given to us, for deadlines that are "at once".
     last_now: Option<Instant>,
@@ -248,6 +259,8 @@ impl Endpoint {
         let mut calls = Calls::new(config.plan.clone(), config.locals.clone(), media, config.nonces.clone());
         calls.set_groups(config.groups.clone());
         calls.set_id_base(config.call_id_base);
+        calls.set_users(config.registrar.clone());
+        let registrar = config.registrar.clone().map(|r| crate::registrar::Registrar::new(r, config.nonces.clone()));
         let probes = probes::Probes::new(&config.plan, &config.locals);
         let registrations = registrations::Registrations::new(&config.plan, &config.locals);
         let canaries = canary::Canaries::new(&config.plan, &config.locals);
@@ -264,6 +277,7 @@ impl Endpoint {
             probes,
             registrations,
             canaries,
+            registrar,
             overload,
             last_now: None,
             identity: None,
@@ -450,11 +464,16 @@ impl Endpoint {
 
     /// Every call being set up or answered, as a record: the snapshot for a standby that (re)connects.
     pub fn snapshot(&self, now: Instant) -> Vec<crate::ha::Record> {
-        self.calls.snapshot(now)
+        let mut all = self.calls.snapshot(now);
+        all.extend(self.binding_records(now));
+        all
     }
 
     /// A record from the active, received at `now` (the standby's side): kept until [`Endpoint::take_over`].
     pub fn apply_record(&mut self, now: Instant, record: crate::ha::Record) {
+        if let crate::ha::Record::Binding(b) = &record {
+            return self.apply_binding(now, b);
+        }
         self.calls.apply_record(now, record);
     }
 
@@ -549,6 +568,7 @@ impl Endpoint {
                 server: &self.config.server,
                 t1: self.config.timers.t1,
                 t2: self.config.timers.t2,
+                users: self.registrar.as_ref(),
             },
             &mut self.calls,
         )
@@ -643,6 +663,7 @@ impl Endpoint {
         let (mut ctx, calls) = self.ctx(now);
         calls.handle_timeout(&mut ctx);
         self.drain_txns(now);
+        self.expire_bindings(now);
     }
 
     /// The next instant [`Endpoint::handle_timeout`] must be called, if any timer runs.
@@ -650,7 +671,8 @@ impl Endpoint {
         let probes = self.last_now.and_then(|now| self.probes.poll_timeout(now));
         let registrations = self.registrations.poll_timeout();
         let canaries = self.last_now.and_then(|now| self.canaries.poll_timeout(now));
-        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes, registrations, canaries]
+        let bindings = self.registrar.as_ref().and_then(|r| r.poll_timeout());
+        [self.txns.poll_timeout(), self.calls.poll_timeout(), probes, registrations, canaries, bindings]
             .into_iter()
             .flatten()
             .min()
@@ -861,10 +883,14 @@ impl Endpoint {
         if self.canaries.owns_dialog(&req) {
             return self.canaries.on_in_dialog(now, &key, &req, &mut self.txns, &mut self.ids, &mut self.out);
         }
+        if req.method == Method::Register && self.registrar.is_some() {
+            // Users register from anywhere: they are known by their credentials, not by their address.
+            return self.on_register(now, key, peer, &req);
+        }
         let identity = self.identity.clone();
         if self.calls.plan().unknown_source == crate::routing::UnknownSource::Drop
             && !self.calls.plan().is_known_peer(peer.remote, identity.as_deref())
-            && !(req.method == Method::Invite && self.calls.plan().has_credential_trunks())
+            && !(req.method == Method::Invite && (self.calls.plan().has_credential_trunks() || self.calls.has_users()))
         {
             // Nothing for strangers: no answer at all, no transaction kept. (An INVITE still reaches the B2BUA
             // when trunks are known by their credentials only: it must be challenged to be identified.)

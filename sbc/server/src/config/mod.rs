@@ -9,6 +9,7 @@ mod edge;
 mod ha;
 mod hep;
 mod media;
+mod registrar;
 mod routing;
 mod secret;
 mod tls;
@@ -148,6 +149,8 @@ pub struct Config {
     pub drain_deadline: Duration,
     /// `[hep]`: every SIP message and per-call media reports to a Homer/SIP3 collector; absent, nothing is sent.
     pub hep: Option<HepSettings>,
+    /// `[registrar]`: the SBC as registrar for the users listed there; absent, REGISTER is answered 405.
+    pub registrar: Option<Arc<sbc_proto::registrar::RegistrarConfig>>,
 }
 
 /// How long a drain waits for calls by default: 5 minutes, long enough for most calls to end, short enough for a
@@ -308,6 +311,7 @@ struct RawConfig {
     overload: Option<edge::RawOverload>,
     dns: Option<dns::RawDns>,
     hep: Option<Spanned<hep::RawHep>>,
+    registrar: Option<Spanned<registrar::RawRegistrar>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,7 +379,8 @@ impl Config {
             let (line, column) = e.span().map_or((1, 1), |s| line_col(text, s.start));
             ConfigError::Syntax { path: path.to_owned(), line, column, message: e.message().to_owned() }
         })?;
-        let v = Validator::new(text, path);
+        let mut v = Validator::new(text, path);
+        v.users_trunk = raw.registrar.as_ref().map(|r| r.get_ref().trunk.get_ref().clone());
         let mut errors = Vec::new();
         if raw.media.is_none() {
             // SRTP is terminated by the relay: without anchoring there is no one to hold the keys.
@@ -397,7 +402,8 @@ impl Config {
         let drain_deadline = keep(v.drain_deadline(raw.drain_deadline.as_ref()), &mut errors);
         let planned = routing::plan(&v, &raw.trunk, &raw.route, raw.calls, previous, &mut errors);
         let (plan, dial, names) = planned.map_or((None, Vec::new(), Vec::new()), |(p, d, n)| (Some(p), d, n));
-        match (sip, log, api, plan, media, ha, edge, dns, drain_deadline, hep) {
+        let registrar = keep(v.registrar(raw.registrar, &raw.trunk, plan.as_ref()), &mut errors);
+        match (sip, log, api, plan, media, ha, edge, dns, drain_deadline, hep, registrar) {
             (
                 Some(sip),
                 Some(log),
@@ -409,6 +415,7 @@ impl Config {
                 Some(mut dns),
                 Some(drain_deadline),
                 Some(hep),
+                Some(registrar),
             ) if errors.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
@@ -426,6 +433,7 @@ impl Config {
                     dns,
                     drain_deadline,
                     hep,
+                    registrar: registrar.map(Arc::new),
                 })
             }
             _ => Err(ConfigError::from_list(errors)),
@@ -627,11 +635,13 @@ struct Validator<'a> {
     /// Byte offset of the start of each line, computed at the first error: a file with a million routes and a
     /// thousand bad ones must not scan the text a thousand times.
     line_starts: OnceCell<Vec<usize>>,
+    /// `[registrar] trunk`: the users' pseudo-trunk, which routes may name although it has no gateways.
+    users_trunk: Option<String>,
 }
 
 impl<'a> Validator<'a> {
     fn new(text: &'a str, path: &'a Path) -> Self {
-        Self { text, path, line_starts: OnceCell::new() }
+        Self { text, path, line_starts: OnceCell::new(), users_trunk: None }
     }
 
     /// Where `key` of `[table]` is written, else the table's header, for an error about a value with no span of its

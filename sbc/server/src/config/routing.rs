@@ -236,7 +236,7 @@ fn candidates(
             c.error(t.trunk.span(), &key(), &format!("no [[trunk]] is named \"{name}\""));
             continue;
         };
-        if !trunks[k].has_gateways() {
+        if !trunks[k].has_gateways() && c.v.users_trunk.as_deref() != Some(name.as_str()) {
             c.error(t.trunk.span(), &key(), &format!("trunk \"{name}\" has no gateways to send calls to"));
             continue;
         }

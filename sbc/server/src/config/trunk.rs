@@ -59,6 +59,12 @@ impl RawTrunk {
     pub(super) fn has_gateways(&self) -> bool {
         self.gateways.as_ref().is_some_and(|g| !g.is_empty())
     }
+
+    /// Whether the trunk stands for no peer of its own (no gateways, `match`, `inbound_auth` or `register`): only
+    /// such a trunk can be the registered users' (`[registrar] trunk`).
+    pub(super) fn is_pseudo(&self) -> bool {
+        !self.has_gateways() && self.source_match.is_none() && self.inbound_auth.is_none() && self.register.is_none()
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@ const AT_START: &[(&str, &str)] = &[
     ("overload", "overload control is set up at start"),
     ("dns", "the gateway resolvers are started at start"),
     ("hep", "the HEP sender and its collector connection are set up at start"),
+    ("registrar", "the registrar's users and bindings are set up at start"),
 ];
 
 /// What a new file changes.
