@@ -439,7 +439,7 @@ impl Endpoint {
 
     /// The connection `peer.conn` over `peer.transport` closed, at `now`. Over a flow-bound transport (WS, WSS: see
     /// [`Transport::is_flow_bound`]) its peer is unreachable from now on: its calls end (BYE to the other leg, CDR
-    /// release cause [`crate::b2bua::CONNECTION_CLOSED`]). Over TCP and TLS nothing happens: the peer reconnects,
+    /// release cause [`crate::b2bua::CONNECTION_CLOSED`]) and the registrar's bindings made over it are dropped. Over TCP and TLS nothing happens: the peer reconnects,
     /// or we dial it. Returns how many calls were ended.
     pub fn handle_connection_closed(&mut self, now: Instant, peer: Peer) -> usize {
         self.last_now = Some(now);
@@ -447,6 +447,8 @@ impl Endpoint {
         let (mut ctx, calls) = self.ctx(now);
         let n = calls.connection_closed(&mut ctx, conn);
         self.drain_txns(now);
+        // A user registered over this socket can be reached over nothing else: its bindings go with it.
+        self.flow_closed(now, conn);
         n
     }
 
