@@ -41,7 +41,7 @@
  * object. */
 #ifndef RELAY_MAX_FLOWS
 /* relay_flows4 and relay_flows entries each, and relay_stats slots (one per flow): the object's default; the loader
- * sizes the three to the relay's flow capacity at load (EbpfLoader::set_max_entries; abi.rs DEFAULT_MAX_FLOWS). */
+ * sizes the three to the relay's flow capacity at load (aya EbpfLoader::map_max_entries; abi.rs DEFAULT_MAX_FLOWS). */
 #define RELAY_MAX_FLOWS 65536
 #endif
 #ifndef RELAY_MAX_IFACES
