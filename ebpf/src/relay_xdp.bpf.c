@@ -472,8 +472,8 @@ static __always_inline int relay_fast4(struct xdp_md *ctx, void *data, void *dat
 	ip->daddr = *(const __u32 *)t->to.addr;
 	udp->source = t->from.port;
 	udp->dest = t->to.port;
-	/* Word copies: nh_dmac is 8-aligned in the map value, nh_smac 2-aligned (byte copies took twice the
-	 * instructions). */
+	/* Word reads: nh_dmac is 8-aligned in the map value, nh_smac 2-aligned (struct ethhdr is packed, so clang still
+	 * splits some stores into bytes: 16 instructions here against the 24 of a byte-wise copy). */
 	*(__u32 *)eth->h_dest = *(const __u32 *)t->nh_dmac;
 	*(__u16 *)(eth->h_dest + 4) = *(const __u16 *)(t->nh_dmac + 4);
 	*(__u16 *)eth->h_source = *(const __u16 *)t->nh_smac;
