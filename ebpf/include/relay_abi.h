@@ -40,7 +40,9 @@
 /* Limits: max_entries of the maps. Override with -D at build time; the loader reads the real sizes from the
  * object. */
 #ifndef RELAY_MAX_FLOWS
-#define RELAY_MAX_FLOWS 65536 /* relay_flows4 and relay_flows entries each, and relay_stats slots (one per flow) */
+/* relay_flows4 and relay_flows entries each, and relay_stats slots (one per flow): the object's default; the loader
+ * sizes the three to the relay's flow capacity at load (aya EbpfLoader::map_max_entries; abi.rs DEFAULT_MAX_FLOWS). */
+#define RELAY_MAX_FLOWS 65536
 #endif
 #ifndef RELAY_MAX_IFACES
 #define RELAY_MAX_IFACES 64 /* relay_devmap entries: interfaces the program may redirect to */
@@ -92,7 +94,7 @@ struct relay_target {
 	struct relay_addr from;   /* new source: the relay's address:port on the other side (offset 20) */
 	struct relay_addr to;     /* new destination: the peer (offset 40) */
 	__u32 flags;              /* RELAY_F_* (offset 60) */
-	__u32 stats_index;        /* slot in relay_stats, < RELAY_MAX_FLOWS (offset 64) */
+	__u32 stats_index;        /* slot in relay_stats, < its max_entries (offset 64) */
 	__u32 nh_gen;             /* relay_nh_gen when the next hop was cached; 0 = none (offset 68) */
 	__u32 nh_iif;             /* ingress ifindex of the lookup (offset 72) */
 	__u32 nh_oif;             /* egress ifindex (offset 76) */
@@ -112,7 +114,9 @@ struct relay_flow_stats {
 
 /* Index into relay_actions (per-CPU __u64 packet counters): what the program did and why. */
 enum relay_action {
-	RELAY_ACT_REDIRECT = 0, /* rewritten and redirected to another interface (bpf_redirect_map) */
+	RELAY_ACT_REDIRECT = 0, /* rewritten and redirected to another interface (bpf_redirect_map): NOT counted by
+	                         * the program (a second per-CPU counter on every hit); user space derives it exactly
+	                         * as every forwarded packet (the relay_stats of the flows, live and removed) less TX */
 	RELAY_ACT_TX = 1,       /* rewritten and sent back out of the ingress interface (XDP_TX) */
 	RELAY_ACT_PASS_MISS = 2,   /* UDP packet to an address:port with no flow */
 	RELAY_ACT_PASS_SOURCE = 3, /* strict flow, packet from another source than expect */

@@ -23,8 +23,9 @@ pub const FAILS_TO_STOP: usize = 2;
 /// The core the generator (and, in live-frames mode, everything its frames set off: the path's XDP program, the
 /// veths, the sink) runs on.
 pub const GEN_CORE: usize = 0;
-/// `RELAY_MAX_FLOWS` of ebpf/include/relay_abi.h: the relay's XDP flow maps' size.
-pub const RELAY_MAX_KERNEL_FLOWS: u32 = 65_536;
+/// The most flows the relay's XDP maps can be sized to (`media-relay --xdp-max-flows`; the ladder sizes them to
+/// its streams, both directions of each).
+pub const RELAY_MAX_KERNEL_FLOWS: u32 = media_relay::xdp::abi::LIMIT_MAX_FLOWS;
 /// Packets per second of the warm-up (two packets per flow) before a ladder.
 const WARM_UP_RATE: u32 = 50_000;
 /// The core a0's threaded NAPI (the path) is pinned to.
@@ -215,7 +216,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     let why = if 2 * flows > RELAY_MAX_KERNEL_FLOWS {
                         Some(format!(
                             "the relay puts both directions of a stream into its XDP maps, {} entries, more than \
-                             RELAY_MAX_FLOWS ({RELAY_MAX_KERNEL_FLOWS})",
+                             the relay's largest XDP flow capacity ({RELAY_MAX_KERNEL_FLOWS})",
                             2 * flows
                         ))
                     } else if u64::from(flows) * 2 + FD_SPARE > fd_limit {
@@ -307,11 +308,15 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                 let a = CARRIER_B.to_string();
                 topo.exec(Host::Sbc, "ip", &["neigh", "replace", &a, "lladdr", &m, "dev", "b0", "nud", "permanent"])?;
                 undo.push((Host::Sbc, ["ip", "neigh", "del", &a, "dev", "b0"].map(str::to_owned).to_vec()));
+                // Both directions of every stream in the XDP maps, sized to them (the default holds 65,536).
+                let max_flows = (2 * layout.flows).max(media_relay::xdp::abi::DEFAULT_MAX_FLOWS).to_string();
                 let args = [
                     "--control",
                     super::relay::CONTROL,
                     "--rtp-timeout",
                     "3600s",
+                    "--xdp-max-flows",
+                    &max_flows,
                     "--xdp",
                     "native",
                     "--interface",

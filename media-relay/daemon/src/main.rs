@@ -25,6 +25,14 @@ struct Args {
     /// A network device to attach the XDP program to (repeat for each side).
     #[arg(long = "interface")]
     interfaces: Vec<String>,
+    /// Flows the XDP fast path holds per address family (its maps are sized to it at start): at least the relay
+    /// ports in use at once, 1 to 1048576.
+    #[arg(
+        long,
+        default_value_t = media_relay::xdp::abi::DEFAULT_MAX_FLOWS,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(media_relay::xdp::abi::LIMIT_MAX_FLOWS))
+    )]
+    xdp_max_flows: u32,
     /// Only attach an XDP_PASS program to the `--interface` devices and wait for SIGTERM: the veth peers of the
     /// relay's interfaces need one for XDP redirects into them to arrive (containers, test namespaces).
     #[arg(long)]
@@ -84,6 +92,7 @@ fn main() -> Result<()> {
         rtp_timeout: args.rtp_timeout,
         xdp: args.xdp,
         xdp_interfaces: args.interfaces.clone(),
+        xdp_max_flows: args.xdp_max_flows,
         threads: args.threads.unwrap_or_else(media_relay::relay::default_threads),
         ..RelayConfig::default()
     };

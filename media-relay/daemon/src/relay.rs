@@ -44,6 +44,8 @@ pub struct RelayConfig {
     pub xdp: XdpMode,
     /// The network devices the XDP program attaches to (those holding the relay's addresses).
     pub xdp_interfaces: Vec<String>,
+    /// Flows the XDP maps hold per address family (sized at load): at least the relay ports in use at once.
+    pub xdp_max_flows: u32,
     /// Forwarding threads; sessions are spread over them. Default: the cores this process may run on
     /// ([`default_threads`]).
     pub threads: NonZeroUsize,
@@ -62,6 +64,7 @@ impl Default for RelayConfig {
             socket_buffer: 4 * 1024 * 1024,
             xdp: XdpMode::Off,
             xdp_interfaces: Vec::new(),
+            xdp_max_flows: crate::xdp::abi::DEFAULT_MAX_FLOWS,
             threads: default_threads(),
         }
     }
@@ -343,7 +346,7 @@ fn attach(config: &RelayConfig) -> Result<Option<Xdp>, String> {
         );
         return Ok(None);
     }
-    match Xdp::attach(config.xdp, &config.xdp_interfaces) {
+    match Xdp::attach_sized(config.xdp, &config.xdp_interfaces, config.xdp_max_flows) {
         Ok((_, AttachedMode::Off)) => {
             tracing::warn!(interfaces = ?config.xdp_interfaces, "xdp: could not attach; user space forwards all media");
             Ok(None)

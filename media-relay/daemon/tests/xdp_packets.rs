@@ -796,6 +796,38 @@ fn install_remove_counters() {
     assert!("fast".parse::<XdpMode>().unwrap_err().to_string().contains("\"generic\""));
 }
 
+/// The flow maps are sized at load from the relay's capacity: 100,000 IPv4 flows (more than the object's default
+/// of 65,536) all fit, the last one installed forwards its packet (and so does the first), one more is refused as
+/// full, and the redirect total derived from the flows' counters sees both packets.
+#[test]
+fn hundred_thousand_flows_fit_and_the_last_one_forwards() {
+    if !in_relay_ns("hundred_thousand_flows_fit_and_the_last_one_forwards") {
+        return;
+    }
+    const FLOWS: u32 = 100_000;
+    let ifs = ["a0".to_owned(), "b0".to_owned()];
+    let mut xdp = Xdp::load_unattached_sized(&ifs, FLOWS).expect("load relay_xdp sized for 100,000 flows");
+    assert_eq!(xdp.capacity(), FLOWS);
+    // Keys 198.19.0.0 .. 198.19.255.255 on port 40000, then on port 40001 (a key need not be an address of the
+    // host for a test run).
+    let local = |i: u32| format!("198.19.{}.{}:{}", (i >> 8) & 0xff, i & 0xff, 40000 + (i >> 16));
+    let flow = target("198.18.0.2:5000", "198.18.1.1:40002", "198.18.1.2:6000", true);
+    for i in 0..FLOWS {
+        xdp.install(key(&local(i)), flow).unwrap_or_else(|e| panic!("flow {i} of {FLOWS}: {e}"));
+    }
+    let err = xdp.install(key("198.18.0.1:1"), flow).expect_err("one flow more than the capacity");
+    assert!(err.to_string().contains("full"), "{err}");
+    let a0 = ifindex("a0");
+    for i in [FLOWS - 1, 0] {
+        let out = xdp.test_run(&Udp::new("198.18.0.2:5000", &local(i)).build(), a0, 1).unwrap();
+        assert_eq!(out.action, XDP_REDIRECT, "flow {i}");
+        assert_eq!(xdp.counters(&key(&local(i))).unwrap().unwrap().packets, 1, "flow {i}");
+    }
+    assert_eq!(xdp.counters(&key(&local(FLOWS / 2))).unwrap().unwrap().packets, 0);
+    assert_eq!(xdp.actions().unwrap().redirect, 2, "redirects derived from 100,000 flows' counters");
+    assert!(Xdp::load_unattached_sized(&ifs, 0).is_err(), "a capacity of 0 is refused");
+}
+
 /// The program caches a flow's next hop; a neighbour change announced by the kernel must reach the flow at its
 /// next packet, within a second: the peer's MAC changes (its frames then carry the new one), the neighbour goes
 /// away (its packets are passed to user space, counted as `fib`, never dropped) and comes back.

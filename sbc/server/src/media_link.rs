@@ -98,6 +98,11 @@ impl MediaLink {
                         XdpSetting::Auto => XdpMode::Auto,
                     },
                     xdp_interfaces,
+                    // Every relay socket is a port of `media.ports` on a media interface: size the XDP flow maps
+                    // to that (never below their default).
+                    xdp_max_flows: (u32::from(settings.core.last_port.saturating_sub(settings.core.first_port)) + 1)
+                        .saturating_mul(settings.core.interfaces.len().max(1) as u32)
+                        .clamp(media_relay::xdp::abi::DEFAULT_MAX_FLOWS, media_relay::xdp::abi::LIMIT_MAX_FLOWS),
                     threads: settings.threads.unwrap_or_else(media_relay::relay::default_threads),
                     ..RelayConfig::default()
                 };

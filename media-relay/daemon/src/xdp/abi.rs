@@ -21,6 +21,12 @@ pub const MAP_BAN_COUNT: &str = "relay_ban_count";
 pub const MAP_BAN_DROPS: &str = "relay_ban_drops";
 /// The object's `.bss`: only the global `relay_nh_gen` (u32), seen from user space as an array of one slot.
 pub const MAP_NH_GEN: &str = ".bss";
+/// Flows per address family when no capacity is given (`RELAY_MAX_FLOWS`, the object's own size of
+/// `relay_flows4`, `relay_flows` and `relay_stats`); the loader sizes the three to the relay's capacity.
+pub const DEFAULT_MAX_FLOWS: u32 = 65_536;
+/// The largest flow capacity the loader takes: a bound on the kernel memory a mistyped setting can pin (each
+/// flow costs some 150 bytes of hash entry per family and 16 bytes of counters per CPU).
+pub const LIMIT_MAX_FLOWS: u32 = 1 << 20;
 /// `RELAY_BAN_REASONS`: slots of `relay_ban_drops` (ban reason codes; a larger code counts in slot 0).
 pub const BAN_REASONS: u32 = 8;
 pub const MAP_BENCH_DEVMAP: &str = "relay_bench_devmap";

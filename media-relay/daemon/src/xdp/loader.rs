@@ -55,6 +55,9 @@ struct Inner {
     seen: std::sync::Mutex<StdHashMap<u32, (u64, u64)>>,
     /// Counter slot of every installed flow (we are the only writer, so this mirrors `relay_flows4` and `relay_flows`).
     slots: StdHashMap<FlowKey, u32>,
+    /// Packets forwarded by the flows removed so far (their last read): with the live flows' counters, every
+    /// packet the program forwarded, from which [`Xdp::actions`] derives the redirects it does not count.
+    retired_packets: u64,
     free: Vec<u32>,
     next_slot: u32,
     capacity: u32,
@@ -98,6 +101,16 @@ impl Xdp {
     /// Nothing is pinned: bpffs is not needed and not mounted. Attaching uses `bpf_link` (aya falls back to
     /// netlink only on kernels without XDP links, before 5.9).
     pub fn attach(mode: XdpMode, interfaces: &[String]) -> Result<(Self, AttachedMode), XdpError> {
+        Self::attach_sized(mode, interfaces, abi::DEFAULT_MAX_FLOWS)
+    }
+
+    /// As [`Xdp::attach`], with room for `max_flows` flows of each address family (the flow maps and the
+    /// counter slots are sized at load; 1 to [`abi::LIMIT_MAX_FLOWS`]).
+    pub fn attach_sized(
+        mode: XdpMode,
+        interfaces: &[String],
+        max_flows: u32,
+    ) -> Result<(Self, AttachedMode), XdpError> {
         if mode == XdpMode::Off {
             info!("xdp: off (configured); the user-space relay forwards everything");
             return Ok((Self { inner: None, mode: AttachedMode::Off }, AttachedMode::Off));
@@ -110,7 +123,7 @@ impl Xdp {
             XdpMode::Generic => &[AttachedMode::Generic],
             XdpMode::Auto | XdpMode::Off => &[AttachedMode::Native, AttachedMode::Generic],
         };
-        let mut inner = Inner::load(interfaces)?;
+        let mut inner = Inner::load(interfaces, max_flows)?;
         // Without the drop counters a loss after the program would be invisible: no attach without them.
         inner.attach_drop_counters()?;
         let mut last_err = None;
@@ -143,7 +156,17 @@ impl Xdp {
     /// Loads the program and fills `relay_devmap` with `interfaces`, attaching nothing: for
     /// [`Xdp::test_run`] (packet tests, benchmarks). [`Xdp::mode`] is `Off`, but flows can be installed.
     pub fn load_unattached(interfaces: &[String]) -> Result<Self, XdpError> {
-        Ok(Self { inner: Some(Inner::load(interfaces)?), mode: AttachedMode::Off })
+        Self::load_unattached_sized(interfaces, abi::DEFAULT_MAX_FLOWS)
+    }
+
+    /// As [`Xdp::load_unattached`], with room for `max_flows` flows (see [`Xdp::attach_sized`]).
+    pub fn load_unattached_sized(interfaces: &[String], max_flows: u32) -> Result<Self, XdpError> {
+        Ok(Self { inner: Some(Inner::load(interfaces, max_flows)?), mode: AttachedMode::Off })
+    }
+
+    /// How many flows the maps hold (per address family; also the counter slots).
+    pub fn capacity(&self) -> u32 {
+        self.inner.as_ref().map_or(0, |i| i.capacity)
     }
 
     /// How the program is attached.
@@ -301,6 +324,7 @@ impl Xdp {
         }
         // Read after the delete: a packet in flight on another CPU may still count, which is what we want.
         let counters = inner.read_slot(slot)?;
+        inner.retired_packets = inner.retired_packets.wrapping_add(counters.packets);
         inner.slots.remove(&key);
         inner.free.push(slot);
         debug!(local = %key.local, ?counters, "xdp: flow removed");
@@ -318,15 +342,24 @@ impl Xdp {
     }
 
     /// The program's action counters, summed over CPUs (all zero when off).
+    ///
+    /// The program does not count redirects (a second per-CPU counter on every hit): `redirect` is every packet
+    /// the flows forwarded (a fresh read of every installed flow's counters, plus the removed flows' last read)
+    /// less `tx`, exact as long as no slot's counters wrap. So this reads one counter slot per installed flow.
     pub fn actions(&self) -> Result<ActionCounters, XdpError> {
         let Some(inner) = self.inner.as_ref() else { return Ok(ActionCounters::default()) };
         let get = |i: u32| -> Result<u64, XdpError> {
             let values = inner.actions.get(&i, 0).map_err(|source| XdpError::Map { map: abi::MAP_ACTIONS, source })?;
             Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
         };
+        let tx = get(abi::ACT_TX)?;
+        let mut forwarded = inner.retired_packets;
+        for &slot in inner.slots.values() {
+            forwarded = forwarded.wrapping_add(inner.read_slot(slot)?.packets);
+        }
         Ok(ActionCounters {
-            redirect: get(abi::ACT_REDIRECT)?,
-            tx: get(abi::ACT_TX)?,
+            redirect: forwarded.wrapping_sub(tx),
+            tx,
             pass_miss: get(abi::ACT_PASS_MISS)?,
             pass_source: get(abi::ACT_PASS_SOURCE)?,
             pass_fib: get(abi::ACT_PASS_FIB)?,
@@ -364,9 +397,17 @@ impl Drop for Xdp {
 }
 
 impl Inner {
-    fn load(interfaces: &[String]) -> Result<Self, XdpError> {
+    fn load(interfaces: &[String], max_flows: u32) -> Result<Self, XdpError> {
+        if max_flows == 0 || max_flows > abi::LIMIT_MAX_FLOWS {
+            return Err(XdpError::Capacity(max_flows));
+        }
         let ifindexes = interfaces.iter().map(|name| ifindex(name)).collect::<Result<Vec<_>, _>>()?;
-        let mut ebpf = EbpfLoader::new().load(objects::RELAY_XDP).map_err(XdpError::Load)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(abi::MAP_FLOWS4, max_flows)
+            .map_max_entries(abi::MAP_FLOWS, max_flows)
+            .map_max_entries(abi::MAP_STATS, max_flows)
+            .load(objects::RELAY_XDP)
+            .map_err(XdpError::Load)?;
         let prog: &mut XdpProgram = ebpf
             .program_mut(abi::PROG_XDP)
             .ok_or(XdpError::Missing("program relay_xdp"))?
@@ -413,6 +454,7 @@ impl Inner {
             watch: None,
             seen: std::sync::Mutex::new(StdHashMap::new()),
             slots: StdHashMap::new(),
+            retired_packets: 0,
             free: Vec::new(),
             next_slot: 0,
             capacity,

@@ -253,8 +253,13 @@ pub enum XdpError {
     Map { map: &'static str, source: aya::maps::MapError },
     #[error("add {iface} to relay_devmap: {source}")]
     Devmap { iface: String, source: aya::maps::xdp::XdpMapError },
-    #[error("the XDP flow table is full ({0} flows): raise RELAY_MAX_FLOWS in ebpf/include/relay_abi.h")]
+    #[error(
+        "the XDP flow table is full ({0} flows): raise the relay's XDP flow capacity (media-relay --xdp-max-flows; \
+         the embedded relay's is media.ports x interfaces)"
+    )]
     Full(u32),
+    #[error("XDP flow capacity (--xdp-max-flows) {0}: must be 1 to {max}", max = abi::LIMIT_MAX_FLOWS)]
+    Capacity(u32),
     #[error("flow {key} -> {to}: address families differ; the fast path only relays IPv4->IPv4 and IPv6->IPv6")]
     CrossFamily { key: SocketAddr, to: SocketAddr },
     #[error("count the CPUs: {0}")]
