@@ -1,0 +1,99 @@
+//! `[media] ng`: rtpengine's NG control protocol answered by the embedded relay, for Kamailio's and OpenSIPS's
+//! rtpengine modules. The decisions are relay-proto's [`NgServer`]; the socket loop, its timer and the routing of
+//! the relay's events are the standalone relay's ([`media_relay::ng`]), run here on the SBC's runtime against
+//! the same relay threads as the SBC's own calls.
+//!
+//! Session ids cannot collide: NG sessions are numbered from [`relay_proto::ng_server::NG_SESSION_BASE`] (2^62),
+//! the SBC's calls from their call numbers, far below; ports cannot either: NG calls take `ng_ports`, which the
+//! configuration keeps apart from `ports`.
+
+use crate::config::NgSettings;
+use media_relay::ng::SharedNg;
+use media_relay::relay::Relay;
+use relay_proto::control::Event;
+use relay_proto::ng_server::NgServer;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// How often the NG core's counters go to the metrics.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// The running NG listener; its tasks stop when it is dropped.
+#[derive(Debug)]
+pub struct NgLink {
+    core: SharedNg,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NgLink {
+    /// Binds `settings.listen` and answers NG there with `relay`. The relay's `events` are split: those of NG
+    /// sessions go to the NG core, every other comes out of the returned receiver (for the driver).
+    pub fn start(
+        settings: &NgSettings,
+        relay: Arc<Relay>,
+        events: mpsc::UnboundedReceiver<Event>,
+    ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
+        let core =
+            NgServer::new(settings.core.clone()).map_err(|e| std::io::Error::other(format!("media.ng_ports: {e}")))?;
+        let core: SharedNg = Arc::new(Mutex::new(core));
+        let socket = std::net::UdpSocket::bind(settings.listen)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("binding media.ng {}: {e}", settings.listen)))?;
+        socket.set_nonblocking(true)?;
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
+        let (others_tx, others_rx) = mpsc::unbounded_channel();
+        let route = media_relay::ng::route_events(events, core.clone(), relay.clone(), socket.clone(), others_tx);
+        let tick = media_relay::ng::tick(socket.clone(), core.clone(), relay.clone());
+        let serve = {
+            let (socket, core) = (socket, core.clone());
+            async move {
+                if let Err(e) = media_relay::ng::serve(socket, core, relay).await {
+                    tracing::error!(error = %e, "NG socket failed: NG requests are no longer answered");
+                }
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(route),
+            tokio::spawn(tick),
+            tokio::spawn(serve),
+            tokio::spawn(export_metrics(core.clone())),
+        ];
+        tracing::info!(ng = %settings.listen, ports = %format!("{}-{}", settings.core.first_port, settings.core.last_port), "NG listener ready (embedded relay)");
+        Ok((Self { core, tasks }, others_rx))
+    }
+
+    /// The NG core (its calls, for replication to a standby).
+    pub fn core(&self) -> &SharedNg {
+        &self.core
+    }
+}
+
+impl Drop for NgLink {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The NG core's counters as metrics, every [`METRICS_EVERY`]: requests by command and result, retransmissions
+/// answered from the cache, malformed datagrams, calls held, created and timed out.
+async fn export_metrics(core: SharedNg) {
+    let mut every = tokio::time::interval(METRICS_EVERY);
+    loop {
+        every.tick().await;
+        let (outcomes, counters, calls) = {
+            let core = core.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (core.outcomes().collect::<Vec<_>>(), core.counters(), core.calls())
+        };
+        for (command, result, n) in outcomes {
+            metrics::counter!("sbc_ng_requests_total", "command" => command, "result" => result).absolute(n);
+        }
+        metrics::counter!("sbc_ng_retransmissions_total").absolute(counters.retransmissions);
+        metrics::counter!("sbc_ng_malformed_total").absolute(counters.malformed);
+        metrics::counter!("sbc_ng_calls_created_total").absolute(counters.calls_created);
+        metrics::counter!("sbc_ng_calls_timed_out_total").absolute(counters.calls_timed_out);
+        metrics::gauge!("sbc_ng_calls").set(calls as f64);
+    }
+}
