@@ -28,7 +28,8 @@ pub const CSEQ_MARGIN: u32 = 1000;
 
 /// The format of the records this build writes, bumped with every change to them:
 /// 1: answered calls (the first pair); 2: bans, the latched peers of a call's media, the [`Hello`] line;
-/// 3 (only in a build with the `format-next` feature, which stands in for the next release in the rolling-upgrade
+/// 3: the calls of the NG listener ([`Record::NgCall`], [`Record::NgEnded`]);
+/// 4 (only in a build with the `format-next` feature, which stands in for the next release in the rolling-upgrade
 /// test): a new optional field in call records.
 ///
 /// Changes from [`MIN_FORMAT`] on are additive: new optional fields (absent ones take their defaults) and new
@@ -36,9 +37,9 @@ pub const CSEQ_MARGIN: u32 = 1000;
 /// during a rolling upgrade. An incompatible change raises [`MIN_FORMAT`] to its format: a box that cannot read
 /// what its peer writes refuses the link and says so, rather than applying records it misreads.
 #[cfg(not(feature = "format-next"))]
-pub const FORMAT: u32 = 2;
-#[cfg(feature = "format-next")]
 pub const FORMAT: u32 = 3;
+#[cfg(feature = "format-next")]
+pub const FORMAT: u32 = 4;
 /// The oldest format a reader must understand to read what this build writes.
 pub const MIN_FORMAT: u32 = 1;
 
@@ -242,15 +243,34 @@ pub enum Record {
         /// Milliseconds left.
         remaining_ms: u64,
     },
+    /// A call of the NG listener (`[media] ng`), new or changed (format 3). Not an SBC call: the standby's driver
+    /// gives it to its own NG core, which adopts it at a takeover.
+    NgCall(Box<relay_proto::ng_server::NgCallRecord>),
+    /// An NG call was deleted (format 3).
+    NgEnded {
+        /// Its NG `call-id`.
+        call_id: String,
+        /// Its last version + 1.
+        version: u64,
+    },
+}
+
+impl From<relay_proto::ng_server::NgRecord> for Record {
+    fn from(r: relay_proto::ng_server::NgRecord) -> Self {
+        match r {
+            relay_proto::ng_server::NgRecord::Call(c) => Self::NgCall(c),
+            relay_proto::ng_server::NgRecord::Ended { call_id, version } => Self::NgEnded { call_id, version },
+        }
+    }
 }
 
 impl Record {
-    /// The call the record is about (0 for a [`Record::Ban`], which is about no call).
+    /// The call the record is about (0 for a [`Record::Ban`] and the NG records, which are about no SBC call).
     pub fn id(&self) -> u64 {
         match self {
             Self::Call(c) => c.id,
             Self::Ended { id, .. } => *id,
-            Self::Ban { .. } => 0,
+            Self::Ban { .. } | Self::NgCall(_) | Self::NgEnded { .. } => 0,
         }
     }
 
@@ -258,8 +278,18 @@ impl Record {
     pub fn version(&self) -> u64 {
         match self {
             Self::Call(c) => c.version,
-            Self::Ended { version, .. } => *version,
+            Self::Ended { version, .. } | Self::NgEnded { version, .. } => *version,
+            Self::NgCall(c) => c.version,
             Self::Ban { .. } => 0,
+        }
+    }
+
+    /// The NG core's record this is, if it is one (the standby hands it to its NG core, not to the calls).
+    pub fn into_ng(self) -> Result<relay_proto::ng_server::NgRecord, Self> {
+        match self {
+            Self::NgCall(c) => Ok(relay_proto::ng_server::NgRecord::Call(c)),
+            Self::NgEnded { call_id, version } => Ok(relay_proto::ng_server::NgRecord::Ended { call_id, version }),
+            other => Err(other),
         }
     }
 }
@@ -751,6 +781,8 @@ mod format_tests {
         })
         .unwrap();
         assert!(serde_json::from_str::<Format1>(&ban).is_err());
+        let ng = serde_json::to_string(&Record::NgEnded { call_id: "c1".into(), version: 2 }).unwrap();
+        assert!(serde_json::from_str::<Format1>(&ng).is_err(), "an NG record is none of format 1's: {ng}");
         let ended = serde_json::to_string(&Record::Ended { id: 3, version: 4 }).unwrap();
         assert!(serde_json::from_str::<Format1>(&ended).is_ok(), "what it knows still reads");
     }

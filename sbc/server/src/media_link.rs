@@ -76,10 +76,13 @@ impl MediaLink {
     ///
     /// `devices` are more devices to attach to by name: those a pair's service addresses move to (`[ha] vips`),
     /// which a standby does not hold at start.
+    ///
+    /// `pair`: where the NG listener's calls are replicated, in a pair.
     pub fn start(
         settings: &MediaSettings,
         signalling: &[std::net::IpAddr],
         devices: &[String],
+        pair: Option<crate::ha::Replicator>,
     ) -> std::io::Result<Self> {
         match settings.relay {
             RelayMode::Embedded => {
@@ -108,7 +111,7 @@ impl MediaLink {
                 // NG sessions' events go to the NG core; the driver sees only its own calls'.
                 let (ng, events) = match &settings.ng {
                     Some(ng) => {
-                        let (link, others) = crate::ng_link::NgLink::start(ng, relay.clone(), events)?;
+                        let (link, others) = crate::ng_link::NgLink::start(ng, relay.clone(), events, pair)?;
                         (Some(link), others)
                     }
                     None => (None, events),

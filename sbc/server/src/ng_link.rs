@@ -6,12 +6,15 @@
 //! Session ids cannot collide: NG sessions are numbered from [`relay_proto::ng_server::NG_SESSION_BASE`] (2^62),
 //! the SBC's calls from their call numbers, far below; ports cannot either: NG calls take `ng_ports`, which the
 //! configuration keeps apart from `ports`.
+//!
+//! In a pair the active's NG core emits a record per change of a call, which goes to the standby on the
+//! replication link beside the SBC's own calls; the driver tells the core its role ([`NgLink::with_core`]).
 
 use crate::config::NgSettings;
-use media_relay::ng::SharedNg;
+use media_relay::ng::{Outputs, SharedNg};
 use media_relay::relay::Relay;
 use relay_proto::control::Event;
-use relay_proto::ng_server::NgServer;
+use relay_proto::ng_server::{NgRecord, NgServer};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -24,6 +27,7 @@ const METRICS_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct NgLink {
     core: SharedNg,
+    out: Outputs,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -34,6 +38,7 @@ impl NgLink {
         settings: &NgSettings,
         relay: Arc<Relay>,
         events: mpsc::UnboundedReceiver<Event>,
+        pair: Option<crate::ha::Replicator>,
     ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let core =
             NgServer::new(settings.core.clone()).map_err(|e| std::io::Error::other(format!("media.ng_ports: {e}")))?;
@@ -43,29 +48,40 @@ impl NgLink {
         socket.set_nonblocking(true)?;
         let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
         let (others_tx, others_rx) = mpsc::unbounded_channel();
-        let route = media_relay::ng::route_events(events, core.clone(), relay.clone(), socket.clone(), others_tx);
-        let tick = media_relay::ng::tick(socket.clone(), core.clone(), relay.clone());
+        let mut tasks = Vec::new();
+        let records = pair.map(|pair| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<NgRecord>();
+            tasks.push(tokio::spawn(async move {
+                while let Some(r) = rx.recv().await {
+                    pair.replicate(r.into());
+                }
+            }));
+            tx
+        });
+        let out = Outputs { socket, relay, records };
+        tasks.push(tokio::spawn(media_relay::ng::route_events(events, core.clone(), out.clone(), others_tx)));
+        tasks.push(tokio::spawn(media_relay::ng::tick(core.clone(), out.clone())));
         let serve = {
-            let (socket, core) = (socket, core.clone());
+            let (core, out) = (core.clone(), out.clone());
             async move {
-                if let Err(e) = media_relay::ng::serve(socket, core, relay).await {
+                if let Err(e) = media_relay::ng::serve(core, out).await {
                     tracing::error!(error = %e, "NG socket failed: NG requests are no longer answered");
                 }
             }
         };
-        let tasks = vec![
-            tokio::spawn(route),
-            tokio::spawn(tick),
-            tokio::spawn(serve),
-            tokio::spawn(export_metrics(core.clone())),
-        ];
+        tasks.push(tokio::spawn(serve));
+        tasks.push(tokio::spawn(export_metrics(core.clone())));
         tracing::info!(ng = %settings.listen, ports = %format!("{}-{}", settings.core.first_port, settings.core.last_port), "NG listener ready (embedded relay)");
-        Ok((Self { core, tasks }, others_rx))
+        Ok((Self { core, out, tasks }, others_rx))
     }
 
-    /// The NG core (its calls, for replication to a standby).
-    pub fn core(&self) -> &SharedNg {
-        &self.core
+    /// Runs `f` on the NG core (the pair's transitions: replication on or off, records from the active, takeover,
+    /// demotion, snapshot), then carries out what it asked for.
+    pub fn with_core<R>(&self, f: impl FnOnce(&mut NgServer) -> R) -> R {
+        let mut core = self.core.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = f(&mut core);
+        media_relay::ng::drain(&mut core, &self.out);
+        r
     }
 }
 
