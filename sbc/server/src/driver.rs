@@ -163,10 +163,10 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
     match ev {
         HaEvent::Role(group, Role::Active, why) => {
             let which = ha.active_active.then_some(group);
-            // NG calls belong to no group: the box active for any takes them all.
+            // NG calls belong to no group: active/active (both boxes active) does not replicate them.
             if let Some(ng) = ng(records) {
                 let adopted = ng.with_core(|core| {
-                    core.set_replication(true);
+                    core.set_replication(!ha.active_active);
                     core.take_over(now)
                 });
                 if adopted > 0 {

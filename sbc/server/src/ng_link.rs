@@ -43,10 +43,9 @@ impl NgLink {
         let core =
             NgServer::new(settings.core.clone()).map_err(|e| std::io::Error::other(format!("media.ng_ports: {e}")))?;
         let core: SharedNg = Arc::new(Mutex::new(core));
-        let socket = std::net::UdpSocket::bind(settings.listen)
+        // As SIP's: IP_FREEBIND, so that both boxes of a pair may name a service address the standby does not hold.
+        let socket = crate::transport::udp::bind(settings.listen)
             .map_err(|e| std::io::Error::new(e.kind(), format!("binding media.ng {}: {e}", settings.listen)))?;
-        socket.set_nonblocking(true)?;
-        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
         let (others_tx, others_rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         let records = pair.map(|pair| {
