@@ -163,15 +163,8 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
     match ev {
         HaEvent::Role(group, Role::Active, why) => {
             let which = ha.active_active.then_some(group);
-            // NG calls belong to no group: active/active (both boxes active) does not replicate them.
             if let Some(ng) = ng(records) {
-                let adopted = ng.with_core(|core| {
-                    core.set_replication(!ha.active_active);
-                    core.take_over(now)
-                });
-                if adopted > 0 {
-                    tracing::warn!(adopted, "active: the NG calls are ours");
-                }
+                ng.on_active(now, !ha.active_active);
             }
             let adopted = endpoint.take_over(now, which);
             endpoint.set_replication(true);
@@ -195,26 +188,11 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
                     | sbc_proto::ha::RoleChange::External
             );
             if let Some(ng) = ng(records).filter(|_| !still_active) {
-                let handed = ng.with_core(|core| {
-                    core.set_replication(false);
-                    if handover {
-                        core.demote(now)
-                    } else {
-                        0
-                    }
-                });
-                if handed > 0 {
-                    tracing::warn!(handed, "standby: NG calls handed to the peer");
-                }
+                ng.on_standby(now, handover);
             }
             // A box active for no group leaves the registrations to its peer.
             endpoint.set_registering(now, still_active);
-            if matches!(
-                why,
-                sbc_proto::ha::RoleChange::Demoted
-                    | sbc_proto::ha::RoleChange::SplitBrain
-                    | sbc_proto::ha::RoleChange::External
-            ) {
+            if handover {
                 // After a split brain the peer never received this box's records: its calls being set up are
                 // refused here. On a handover the peer has them and resumes them.
                 let which = ha.active_active.then_some(group);
@@ -265,9 +243,7 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
         HaEvent::NeedSnapshot => {
             let mut all = endpoint.snapshot(now);
             all.extend(records.edge.bans().into_iter().map(|(addr, reason, left)| ban_record(addr, reason, left)));
-            if let Some(ng) = ng(records) {
-                all.extend(ng.with_core(|core| core.snapshot()).into_iter().map(Record::from));
-            }
+            all.extend(ng(records).map(crate::ng_link::NgLink::snapshot).unwrap_or_default());
             ha.snapshot(all)
         }
     }

@@ -74,6 +74,38 @@ impl NgLink {
         Ok((Self { core, out, tasks }, others_rx))
     }
 
+    /// This box became active: the peer's NG calls become ours, and ours are replicated from now on (`replicate`:
+    /// false in active/active, where NG calls belong to no group).
+    pub fn on_active(&self, now: std::time::Instant, replicate: bool) {
+        let adopted = self.with_core(|core| {
+            core.set_replication(replicate);
+            core.take_over(now)
+        });
+        if adopted > 0 {
+            tracing::warn!(adopted, "active: the NG calls are ours");
+        }
+    }
+
+    /// This box became standby; on a `handover` (demotion, split brain, keepalived) its NG calls go to the peer.
+    pub fn on_standby(&self, now: std::time::Instant, handover: bool) {
+        let handed = self.with_core(|core| {
+            core.set_replication(false);
+            if handover {
+                core.demote(now)
+            } else {
+                0
+            }
+        });
+        if handed > 0 {
+            tracing::warn!(handed, "standby: NG calls handed to the peer");
+        }
+    }
+
+    /// Every NG call as a record, for the snapshot of a standby that (re)connects.
+    pub fn snapshot(&self) -> Vec<sbc_proto::ha::Record> {
+        self.with_core(|core| core.snapshot()).into_iter().map(sbc_proto::ha::Record::from).collect()
+    }
+
     /// Runs `f` on the NG core (the pair's transitions: replication on or off, records from the active, takeover,
     /// demotion, snapshot), then carries out what it asked for.
     pub fn with_core<R>(&self, f: impl FnOnce(&mut NgServer) -> R) -> R {
