@@ -94,7 +94,7 @@ fn workspace_binary(env: &str, package: &'static str, bin: &'static str) -> Resu
 }
 
 /// An `sbc` that stands in for the next release in the rolling-upgrade test: this tree built with the `format-next`
-/// feature (replication record format 3, a new optional record field, software version `…+format-next`), once per
+/// feature (replication record format 4, a new optional record field, software version `…+format-next`), once per
 /// test process, unless `SBC_NEXT_BINARY` names another build (a real newer or older release, for the same test by
 /// hand). It is kept as `target/format-next/sbc`; the ordinary build is made again afterwards, so
 /// `target/debug/sbc` stays the ordinary one.

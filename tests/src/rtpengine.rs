@@ -109,6 +109,56 @@ impl NgClient {
             }
         }
     }
+
+    /// Creates call `call_id` with one audio stream (PCMU) per entry of `streams`: an offer with the callers'
+    /// addresses (A on interface `a`, B on `b`), an answer with the callees', `trust-address` (the SDP's addresses
+    /// are the peers', the NG client being elsewhere). Returns rtpengine's ports per stream, in order.
+    pub fn call(&mut self, call_id: &str, streams: &[StreamPeers]) -> Result<Vec<StreamPorts>> {
+        if streams.is_empty() {
+            bail!("a call needs at least one stream");
+        }
+        let sdp_of = |side: &dyn Fn(&StreamPeers) -> SocketAddr| {
+            let first = side(&streams[0]);
+            let mut s = format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n", ip = first.ip());
+            for p in streams {
+                let a = side(p);
+                // a=rtcp away from the other streams' RTP ports (stream i's port + 1 is stream i+1's RTP).
+                s.push_str(&format!(
+                    "m=audio {} RTP/AVP 0\r\nc=IN IP4 {}\r\na=rtpmap:0 PCMU/8000\r\na=rtcp:{}\r\na=sendrecv\r\n",
+                    a.port(),
+                    a.ip(),
+                    a.port().wrapping_add(10000)
+                ));
+            }
+            s
+        };
+        let timeout = Duration::from_secs(5);
+        let mut offer = Request::new(Command::Offer, call_id, "caller");
+        offer.sdp = Some(sdp_of(&|p| p.a));
+        offer.flags = vec!["trust-address".to_owned()];
+        offer.direction = Some([IFACE_A.to_owned(), IFACE_B.to_owned()]);
+        let offered = self.request(&offer, timeout)?;
+        let mut answer = Request::new(Command::Answer, call_id, "caller");
+        answer.to_tag = Some("callee".to_owned());
+        answer.sdp = Some(sdp_of(&|p| p.b));
+        answer.flags = vec!["trust-address".to_owned()];
+        answer.direction = Some([IFACE_B.to_owned(), IFACE_A.to_owned()]);
+        let answered = self.request(&answer, timeout)?;
+        let media = |reply: &Reply, what: &str| -> Result<Vec<SocketAddr>> {
+            let sdp = reply.sdp.as_deref().with_context(|| format!("rtpengine's {what} reply has no SDP"))?;
+            let lines = relay_proto::sdp::parse(sdp.as_bytes()).with_context(|| format!("rtpengine's {what} SDP"))?;
+            lines
+                .iter()
+                .map(|m| Ok(SocketAddr::new(m.address.context("no c= line")?, m.port)))
+                .collect::<Result<Vec<_>>>()
+        };
+        let b_sides = media(&offered, "offer")?;
+        let a_sides = media(&answered, "answer")?;
+        if a_sides.len() != streams.len() || b_sides.len() != streams.len() {
+            bail!("rtpengine returned {}/{} media lines for {} streams", b_sides.len(), a_sides.len(), streams.len());
+        }
+        Ok(a_sides.into_iter().zip(b_sides).map(|(a_side, b_side)| StreamPorts { a_side, b_side }).collect())
+    }
 }
 
 /// One stream of a call: where the caller (leg A) and the callee (leg B) send and receive RTP.
@@ -235,54 +285,9 @@ impl RtpEngine {
         Ok(Self { process, ng })
     }
 
-    /// Creates call `call_id` with one audio stream (PCMU) per entry of `streams`: an offer with the callers'
-    /// addresses (A on interface `a`, B on `b`), an answer with the callees', `trust-address` (the SDP's addresses
-    /// are the peers', the NG client being elsewhere). Returns rtpengine's ports per stream, in order.
+    /// Creates call `call_id` with one audio stream per entry of `streams` ([`NgClient::call`]).
     pub fn call(&mut self, call_id: &str, streams: &[StreamPeers]) -> Result<Vec<StreamPorts>> {
-        if streams.is_empty() {
-            bail!("a call needs at least one stream");
-        }
-        let sdp_of = |side: &dyn Fn(&StreamPeers) -> SocketAddr| {
-            let first = side(&streams[0]);
-            let mut s = format!("v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n", ip = first.ip());
-            for p in streams {
-                let a = side(p);
-                // a=rtcp away from the other streams' RTP ports (stream i's port + 1 is stream i+1's RTP).
-                s.push_str(&format!(
-                    "m=audio {} RTP/AVP 0\r\nc=IN IP4 {}\r\na=rtpmap:0 PCMU/8000\r\na=rtcp:{}\r\na=sendrecv\r\n",
-                    a.port(),
-                    a.ip(),
-                    a.port().wrapping_add(10000)
-                ));
-            }
-            s
-        };
-        let timeout = Duration::from_secs(5);
-        let mut offer = Request::new(Command::Offer, call_id, "caller");
-        offer.sdp = Some(sdp_of(&|p| p.a));
-        offer.flags = vec!["trust-address".to_owned()];
-        offer.direction = Some([IFACE_A.to_owned(), IFACE_B.to_owned()]);
-        let offered = self.ng.request(&offer, timeout)?;
-        let mut answer = Request::new(Command::Answer, call_id, "caller");
-        answer.to_tag = Some("callee".to_owned());
-        answer.sdp = Some(sdp_of(&|p| p.b));
-        answer.flags = vec!["trust-address".to_owned()];
-        answer.direction = Some([IFACE_B.to_owned(), IFACE_A.to_owned()]);
-        let answered = self.ng.request(&answer, timeout)?;
-        let media = |reply: &Reply, what: &str| -> Result<Vec<SocketAddr>> {
-            let sdp = reply.sdp.as_deref().with_context(|| format!("rtpengine's {what} reply has no SDP"))?;
-            let lines = relay_proto::sdp::parse(sdp.as_bytes()).with_context(|| format!("rtpengine's {what} SDP"))?;
-            lines
-                .iter()
-                .map(|m| Ok(SocketAddr::new(m.address.context("no c= line")?, m.port)))
-                .collect::<Result<Vec<_>>>()
-        };
-        let b_sides = media(&offered, "offer")?;
-        let a_sides = media(&answered, "answer")?;
-        if a_sides.len() != streams.len() || b_sides.len() != streams.len() {
-            bail!("rtpengine returned {}/{} media lines for {} streams", b_sides.len(), a_sides.len(), streams.len());
-        }
-        Ok(a_sides.into_iter().zip(b_sides).map(|(a_side, b_side)| StreamPorts { a_side, b_side }).collect())
+        self.ng.call(call_id, streams)
     }
 
     /// Deletes call `call_id`; returns rtpengine's final statistics (the reply's `totals`, if any).

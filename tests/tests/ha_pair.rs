@@ -9,7 +9,9 @@
 //! - killing the active box with calls still being set up (trying, ringing, early media with RTP, waiting for a
 //!   PRACK) and answered calls: the standby resumes the calls in setup, which complete with their original times;
 //! - a fire drill (`POST /ha/demote`) moves a call with its media to the other box;
-//! - cutting the replication link alone (the service networks still carry heartbeats) never leaves both active.
+//! - cutting the replication link alone (the service networks still carry heartbeats) never leaves both active;
+//! - a call made over NG (`[media] ng`) on the active is replicated: after the active's death the standby's relay
+//!   carries its RTP, and `query`/`delete` on the standby find it.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use tests::netns::{
     SBC1_R, SBC2_A, SBC2_B, SBC2_R, VIP_A, VIP_B,
 };
 use tests::rtp::{read_report, rtpfleet_binary, rtpgen_binary, wait_report, Report, Rtpfleet, Rtpgen};
+use tests::rtpengine::{NgClient, StreamPeers, NG_ADDR, PORT_MAX as NG_PORT_MAX, PORT_MIN as NG_PORT_MIN};
 use tests::setup_drill::{self, cdr_secs_between, SetupKind, SetupTiming};
 use tests::sipp::{distinct_sdp_ports, Running, Sipp};
 use tests::Sbc;
@@ -92,6 +95,24 @@ impl Pair {
             + extra;
         Sbc::start_in(&self.topo.ns(Host::pair_box(node)), &format!("ha-sbc{node}"), &config, addr(VIP_A, 5060), api())
             .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
+    }
+
+    /// [`Pair::start`] with `[media] ng` on 127.0.0.1:2223 of the box's namespace (NG calls on ports 40000-44999).
+    fn start_ng(&self, node: u8) -> Sbc {
+        let priority = if node == 1 { PRIORITY_1 } else { PRIORITY_2 };
+        let config = pair_sbc_config(node, priority, &self.cdr[usize::from(node - 1)]);
+        let with_ng = config.replace(
+            "xdp = \"off\"\n",
+            &format!("xdp = \"off\"\nng = \"{NG_ADDR}\"\nng_ports = \"{NG_PORT_MIN}-{NG_PORT_MAX}\"\n"),
+        );
+        assert_ne!(config, with_ng, "pair_sbc_config's [media] has `xdp = \"off\"`");
+        Sbc::start_in(&self.topo.ns(Host::pair_box(node)), &format!("ng-sbc{node}"), &with_ng, addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("sbc{node} starts: {e:#}"))
+    }
+
+    /// An NG client in box `node`'s namespace, for its `[media] ng`.
+    fn ng_client(&self, node: u8) -> NgClient {
+        NgClient::open_in(&self.topo.ns(Host::pair_box(node)), NG_ADDR.parse().unwrap()).expect("NG client")
     }
 
     /// Starts both boxes and waits until sbc1 (the higher priority) is active and sbc2 standby, each seeing the
@@ -1345,4 +1366,74 @@ fn active_active_pair_carries_calls_on_both_boxes_and_either_survives_the_others
     assert_eq!(sbc1_cdrs, 2 * per_group as usize, "sbc1 billed the new calls of both groups (g1's as their home)");
     drop(uas);
     eprintln!("active/active: {calls} calls across a kill of sbc1 (media gap at most {gap_ab:?} / {gap_ba:?}), g1 home again once idle, {} calls across a kill of sbc2", 2 * per_group);
+}
+
+/// The NG `statistics` of a box: its `currentstatistics`.
+fn ng_current(ng: &mut NgClient) -> Value {
+    let req =
+        relay_proto::ng::Request { command: relay_proto::ng::Command::Statistics, ..relay_proto::ng::Request::ping() };
+    let reply = ng.request(&req, WAIT).expect("statistics");
+    let current = reply.body.get("statistics").and_then(|s| s.get("currentstatistics")).cloned();
+    let int = |k: &str| current.as_ref().and_then(|c| c.get(k)).and_then(|v| v.as_int()).unwrap_or(-1);
+    serde_json::json!({ "own": int("sessionsown"), "foreign": int("sessionsforeign") })
+}
+
+#[test]
+fn a_call_made_over_ng_survives_the_actives_death_and_the_standby_deletes_it() {
+    const SECONDS: u64 = 10;
+    let pair = Pair::new();
+    let sbc1 = pair.start_ng(1);
+    let sbc2 = pair.start_ng(2);
+    wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
+    pair.wait_vips(1, true, Instant::now(), Duration::from_secs(5));
+
+    // Offer and answer over NG to the active, as Kamailio's rtpengine module would send them.
+    let (mut ng1, mut ng2) = (pair.ng_client(1), pair.ng_client(2));
+    let peers = StreamPeers { a: addr(CALLER, RTP_PORT), b: addr(CARRIER_B, RTP_PORT) };
+    let ports = ng1.call("ng-ha-1", &[peers]).expect("offer and answer on the active");
+    let (a_side, b_side) = (ports[0].a_side, ports[0].b_side);
+    assert_eq!((a_side.ip(), b_side.ip()), (VIP_A.into(), VIP_B.into()), "the relay's service addresses in SDP");
+    let dir = pair.topo.dir().to_owned();
+    let mut fleet_a = fleet(&pair.topo, Host::A, "ng-a", addr(CALLER, RTP_PORT), 1, SECONDS, SSRC_A);
+    let mut fleet_b = fleet(&pair.topo, Host::B, "ng-b", addr(CARRIER_B, RTP_PORT), 1, SECONDS, SSRC_B);
+    tests::write_atomically(&dir.join("ng-a.targets"), &format!("{a_side}\n")).expect("written");
+    tests::write_atomically(&dir.join("ng-b.targets"), &format!("{b_side}\n")).expect("written");
+
+    // The standby holds the call (and its latches) before the active dies.
+    let deadline = Instant::now() + WAIT;
+    while ng_current(&mut ng2)["foreign"] != 1 {
+        assert!(Instant::now() < deadline, "sbc2 holds no NG call: {}\n{}", ng_current(&mut ng2), sbc2.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ng_current(&mut ng1)["own"], 1);
+    std::thread::sleep(Duration::from_secs(3));
+    let relayed1 = sbc1.metric("sbc_media_packets_received_total").unwrap_or(0.0);
+    assert!(relayed1 > 0.0, "the active relays the NG call: {}", sbc1.log_tail());
+    assert_eq!(sbc2.metric("sbc_media_packets_received_total").ok(), Some(0.0), "the standby relays nothing");
+
+    let killed = Instant::now();
+    kill9(&sbc1);
+    let took = wait_role(&sbc2, "sbc2", "active", killed, TAKEOVER_LIMIT);
+    assert_eq!(ng_current(&mut ng2), serde_json::json!({ "own": 1, "foreign": 0 }), "{}", sbc2.log_tail());
+    let a = fleet_report(&mut fleet_a, &dir.join("ng-a.json"));
+    let b = fleet_report(&mut fleet_b, &dir.join("ng-b.json"));
+    let gap_ab = assert_media_across_takeover("NG A -> B", &a, &b, 1);
+    let gap_ba = assert_media_across_takeover("NG B -> A", &b, &a, 1);
+    eprintln!("sbc2 active {took:?} after the kill; NG call's media gap at most {gap_ab:?} A->B, {gap_ba:?} B->A");
+
+    // The new active answers for the call with its tags, and deletes it with its own relay's figures.
+    let query = ng2.request(&relay_proto::ng::Request::new(relay_proto::ng::Command::Query, "ng-ha-1", "caller"), WAIT);
+    let query = query.unwrap_or_else(|e| panic!("query on sbc2: {e:#}\n{}", sbc2.log_tail()));
+    let tags = query.body.get("tags").unwrap_or_else(|| panic!("{query:?}"));
+    assert!(tags.get("caller").is_some() && tags.get("callee").is_some(), "both tags after the takeover: {query:?}");
+    let deleted = ng2
+        .request(&relay_proto::ng::Request::new(relay_proto::ng::Command::Delete, "ng-ha-1", "caller"), WAIT)
+        .expect("delete on sbc2");
+    assert_eq!((deleted.result.as_str(), deleted.warning.as_deref()), ("ok", None), "a known call: {deleted:?}");
+    let rtp =
+        deleted.body.get("totals").and_then(|t| t.get("RTP")).and_then(|r| r.get("packets")).and_then(|p| p.as_int());
+    // Both directions for the part of the 10 s after the takeover, at 50 packets per second each.
+    assert!(rtp.is_some_and(|p| p >= 2 * 50 * 3), "sbc2's relay carried the call after the takeover: {deleted:?}");
+    assert_eq!(ng_current(&mut ng2), serde_json::json!({ "own": 0, "foreign": 0 }));
+    eprintln!("delete on sbc2: {} RTP packets relayed by sbc2", rtp.unwrap_or(0));
 }

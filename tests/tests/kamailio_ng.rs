@@ -1,9 +1,9 @@
 //! Issue 17's acceptance: Kamailio 5.6 with its `rtpengine` module, running config/examples/kamailio-ng.cfg as it
 //! ships (`rtpengine_manage()` with `direction=a direction=b`), anchors a SIPp call through a relay over NG; an
 //! `rtpgen` on each side sends and checks RTP on the port its SDP names, towards the relay address the SDP it
-//! received gives. The same test runs against our `media-relay --ng` (user space, and native XDP) and against
-//! rtpengine 10.5, changing nothing but which relay answers on 127.0.0.1:2223: it proves compatibility, not a
-//! dialect of ours.
+//! received gives. The same test runs against our `media-relay --ng` (user space, and native XDP), against the
+//! relay embedded in `sbc` (`[media] ng`, user space and native XDP) and against rtpengine 10.5, changing nothing
+//! but which relay answers on 127.0.0.1:2223: it proves compatibility, not a dialect of ours.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use tests::netns::{addr, Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_
 use tests::rtp::{read_report, rtpgen_binary, Report, Rtpgen};
 use tests::rtpengine::{RtpEngine, NG_ADDR};
 use tests::sipp::{sdp_ports, Running, Sipp};
+use tests::Sbc;
 
 const LIMIT: Duration = Duration::from_secs(40);
 const RTP_PORT: u16 = 7078;
@@ -21,49 +22,117 @@ const PACKETS: u64 = 250;
 const T: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Relay {
+enum Target {
     RtpEngine,
     /// Ours, with this `--xdp` mode.
     MediaRelay(&'static str),
+    /// The relay embedded in `sbc`, answering NG on `[media] ng`, with this `[media] xdp` mode.
+    SbcEmbedded(&'static str),
+}
+
+impl Target {
+    /// Ours (its `statistics` carry the XDP share), with this XDP mode.
+    fn ours(self) -> Option<&'static str> {
+        match self {
+            Self::MediaRelay(xdp) | Self::SbcEmbedded(xdp) => Some(xdp),
+            Self::RtpEngine => None,
+        }
+    }
+}
+
+/// What answers NG in the test: a relay process, or `sbc` with `[media] ng`.
+enum Anchor {
+    Relay(RtpEngine),
+    Sbc(Box<Sbc>, tests::rtpengine::NgClient),
+}
+
+impl Anchor {
+    fn ng(&mut self) -> &mut tests::rtpengine::NgClient {
+        match self {
+            Self::Relay(r) => &mut r.ng,
+            Self::Sbc(_, ng) => ng,
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Self::Relay(r) => r.stop().expect("the relay stops"),
+            Self::Sbc(mut sbc, _) => assert!(sbc.terminate(Duration::from_secs(5)).expect("sbc stops"), "sbc exits"),
+        }
+    }
+}
+
+/// `sbc` in the SBC namespace with its SIP on loopback (Kamailio holds 5060 on the service addresses), its own
+/// calls' ports at 20000-20999 and NG calls' at rtpengine's range, answering NG on [`NG_ADDR`]; waits until it
+/// answers `ping` there.
+fn start_sbc_ng(topo: &Topology, xdp: &str) -> Anchor {
+    let (lo, api) = (std::net::Ipv4Addr::LOCALHOST, 8080);
+    let config = format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:5070\"]\n\n[api]\nlisten = \"127.0.0.1:{api}\"\n\n[log]\nlevel = \"info\"\n\n\
+         [media]\ninterfaces = [{{ name = \"a\", address = \"{SBC_A}\" }}, {{ name = \"b\", address = \"{SBC_B}\" }}]\n\
+         ports = \"20000-20999\"\nxdp = \"{xdp}\"\nng = \"{NG_ADDR}\"\nng_ports = \"{}-{}\"\n",
+        tests::rtpengine::PORT_MIN,
+        tests::rtpengine::PORT_MAX,
+    );
+    let sbc = Sbc::start_in(&topo.ns(Host::Sbc), "sbc-ng", &config, addr(lo, 5070), addr(lo, api)).expect("sbc starts");
+    let mut ng = tests::rtpengine::NgClient::open_in(&topo.ns(Host::Sbc), NG_ADDR.parse().unwrap()).expect("NG client");
+    let pong = ng.request(&relay_proto::ng::Request::ping(), T);
+    assert!(pong.as_ref().is_ok_and(|r| r.result == "pong"), "sbc's [media] ng: {pong:?}\n{}", sbc.log_tail());
+    Anchor::Sbc(Box::new(sbc), ng)
 }
 
 #[test]
 fn kamailio_with_media_relay_ng_relays_a_sipp_call_with_rtp_both_ways() {
-    kamailio_call(Relay::MediaRelay("off"));
+    kamailio_call(Target::MediaRelay("off"));
 }
 
 #[test]
 fn kamailio_with_media_relay_ng_and_native_xdp_forwards_99_percent_in_the_kernel() {
-    kamailio_call(Relay::MediaRelay("native"));
+    kamailio_call(Target::MediaRelay("native"));
+}
+
+#[test]
+fn kamailio_with_sbc_embedded_ng_relays_a_sipp_call_with_rtp_both_ways() {
+    kamailio_call(Target::SbcEmbedded("off"));
+}
+
+#[test]
+fn kamailio_with_sbc_embedded_ng_and_native_xdp_forwards_99_percent_in_the_kernel() {
+    kamailio_call(Target::SbcEmbedded("native"));
 }
 
 #[test]
 fn kamailio_with_rtpengine_relays_the_same_sipp_call_with_rtp_both_ways() {
-    kamailio_call(Relay::RtpEngine);
+    kamailio_call(Target::RtpEngine);
 }
 
-fn kamailio_call(relay: Relay) {
+fn kamailio_call(relay: Target) {
     let kamailio = which("kamailio");
     assert!(kamailio.is_some(), "kamailio is not installed (Debian kamailio): run `make deps` as root");
     let topo = Topology::single_sbc().expect("topology (needs root)");
-    let _helpers = (relay == Relay::MediaRelay("native"))
+    let _helpers = (relay.ours() == Some("native"))
         .then(|| topo.prepare_xdp(&tests::media_relay_binary().expect("media-relay built")).expect("xdp path"));
     let mut engine = match relay {
-        Relay::RtpEngine => {
+        Target::RtpEngine => {
             let binary = tests::rtpengine::binary();
             assert!(binary.is_ok(), "{:#}", binary.unwrap_err());
-            RtpEngine::start(&topo, Host::Sbc, "rtpengine", SBC_A.into(), SBC_B.into(), None).expect("rtpengine")
+            Anchor::Relay(
+                RtpEngine::start(&topo, Host::Sbc, "rtpengine", SBC_A.into(), SBC_B.into(), None).expect("rtpengine"),
+            )
         }
-        Relay::MediaRelay(xdp) => RtpEngine::start_media_relay(
-            &topo,
-            Host::Sbc,
-            "media-relay",
-            [SBC_A.into(), SBC_B.into()],
-            xdp,
-            None,
-            &tests::media_relay_binary().expect("media-relay built"),
-        )
-        .expect("media-relay --ng starts"),
+        Target::SbcEmbedded(xdp) => start_sbc_ng(&topo, xdp),
+        Target::MediaRelay(xdp) => Anchor::Relay(
+            RtpEngine::start_media_relay(
+                &topo,
+                Host::Sbc,
+                "media-relay",
+                [SBC_A.into(), SBC_B.into()],
+                xdp,
+                None,
+                &tests::media_relay_binary().expect("media-relay built"),
+            )
+            .expect("media-relay --ng starts"),
+        ),
     };
     let mut proxy = start_kamailio(&topo, &kamailio.unwrap());
 
@@ -111,7 +180,7 @@ fn kamailio_call(relay: Relay) {
     let list = relay_proto::ng::Request { command: relay_proto::ng::Command::List, ..relay_proto::ng::Request::ping() };
     let deadline = Instant::now() + T;
     let listed = loop {
-        let listed = engine.ng.request(&list, T).expect("list");
+        let listed = engine.ng().request(&list, T).expect("list");
         let empty = listed.body.get("calls") == Some(&relay_proto::bencode::Value::List(vec![]));
         if empty || Instant::now() > deadline {
             break listed;
@@ -119,9 +188,9 @@ fn kamailio_call(relay: Relay) {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(listed.body.get("calls"), Some(&relay_proto::bencode::Value::List(vec![])), "{listed:?}");
-    if let Relay::MediaRelay(xdp) = relay {
+    if let Some(xdp) = relay.ours() {
         let stats = engine
-            .ng
+            .ng()
             .request(
                 &relay_proto::ng::Request {
                     command: relay_proto::ng::Command::Statistics,
@@ -145,8 +214,22 @@ fn kamailio_call(relay: Relay) {
             assert!(kernel * 100 >= packets * 99, "XDP forwarded {kernel} of {packets}: {total:?}");
         }
     }
+    if let Anchor::Sbc(sbc, _) = &engine {
+        // The SBC's metrics count NG's commands by name and result (exported once a second).
+        let deadline = Instant::now() + T;
+        let metric = |m: &str| sbc.metric(m).unwrap_or(0.0);
+        while metric("sbc_ng_requests_total{command=\"delete\",result=\"ok\"}") < 1.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for command in ["offer", "answer", "delete"] {
+            let n = metric(&format!("sbc_ng_requests_total{{command=\"{command}\",result=\"ok\"}}"));
+            assert!(n >= 1.0, "{command}: {n}\n{}", sbc.log_tail());
+        }
+        assert_eq!(metric("sbc_ng_requests_total{command=\"offer\",result=\"error\"}"), 0.0);
+        assert_eq!(metric("sbc_ng_calls "), 0.0, "no NG call left");
+    }
     assert!(proxy.try_wait().expect("kamailio").is_none(), "kamailio still runs: {}", proxy.output_tail());
-    engine.stop().expect("the relay stops");
+    engine.stop();
     topo.remove().expect("topology removed");
 }
 

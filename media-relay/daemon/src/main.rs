@@ -109,17 +109,12 @@ fn main() -> Result<()> {
                 let socket = tokio::net::UdpSocket::bind(addr).await.with_context(|| format!("binding --ng {addr}"))?;
                 let socket = Arc::new(socket);
                 let (others_tx, others_rx) = tokio::sync::mpsc::unbounded_channel();
-                tokio::spawn(media_relay::ng::route_events(
-                    events,
-                    core.clone(),
-                    relay.clone(),
-                    socket.clone(),
-                    others_tx,
-                ));
-                tokio::spawn(media_relay::ng::tick(socket.clone(), core.clone(), relay.clone()));
-                let (core, relay) = (core.clone(), relay.clone());
+                let out = media_relay::ng::Outputs { socket, relay: relay.clone(), records: None };
+                tokio::spawn(media_relay::ng::route_events(events, core.clone(), out.clone(), others_tx));
+                tokio::spawn(media_relay::ng::tick(core.clone(), out.clone()));
+                let core = core.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = media_relay::ng::serve(socket, core, relay).await {
+                    if let Err(e) = media_relay::ng::serve(core, out).await {
                         tracing::error!(error = %e, "NG socket failed");
                     }
                 });

@@ -4,7 +4,7 @@
 
 use crate::relay::Relay;
 use relay_proto::control::Event;
-use relay_proto::ng_server::NgServer;
+use relay_proto::ng_server::{NgRecord, NgServer};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -19,43 +19,61 @@ pub type SharedNg = Arc<Mutex<NgServer>>;
 /// How often the core's timeouts are checked (its only timer: a `delete` reply's wait for figures, 1 s).
 const TICK: Duration = Duration::from_millis(50);
 
-/// Answers NG datagrams on `socket` until it fails.
-pub async fn serve(socket: Arc<UdpSocket>, ng: SharedNg, relay: Arc<Relay>) -> std::io::Result<()> {
+/// Where the core's outputs go: commands to the relay, late replies to their clients through the socket, and,
+/// in a pair (`sbc`'s embedded relay), replication records to the standby.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// The NG socket.
+    pub socket: Arc<UdpSocket>,
+    /// The relay the sessions live on.
+    pub relay: Arc<Relay>,
+    /// Replication records ([`NgServer::poll_record`]); `None`: a relay alone replicates nothing.
+    pub records: Option<mpsc::UnboundedSender<NgRecord>>,
+}
+
+/// Answers NG datagrams on the socket until it fails.
+pub async fn serve(ng: SharedNg, out: Outputs) -> std::io::Result<()> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, source) = socket.recv_from(&mut buf).await?;
+        let (n, source) = out.socket.recv_from(&mut buf).await?;
         let reply = {
             let mut core = ng.lock().unwrap_or_else(|p| p.into_inner());
             let reply = core.handle_datagram(Instant::now(), source, &buf[..n]);
-            drain(&mut core, &relay, &socket);
+            drain(&mut core, &out);
             reply
         };
         if let Some(reply) = reply {
-            send(&socket, source, &reply);
+            send(&out.socket, source, &reply);
         }
     }
 }
 
 /// Fires the core's timeouts until the task is dropped.
-pub async fn tick(socket: Arc<UdpSocket>, ng: SharedNg, relay: Arc<Relay>) {
+pub async fn tick(ng: SharedNg, out: Outputs) {
     let mut every = tokio::time::interval(TICK);
     loop {
         every.tick().await;
         let mut core = ng.lock().unwrap_or_else(|p| p.into_inner());
         if core.poll_timeout().is_some_and(|t| t <= Instant::now()) {
             core.handle_timeout(Instant::now());
-            drain(&mut core, &relay, &socket);
+            drain(&mut core, &out);
         }
     }
 }
 
-/// The core's commands to the relay, its late replies to their clients.
-fn drain(core: &mut NgServer, relay: &Relay, socket: &UdpSocket) {
+/// The core's commands to the relay, its late replies to their clients, its records to the standby: to be called
+/// after every call into the core.
+pub fn drain(core: &mut NgServer, out: &Outputs) {
     while let Some(cmd) = core.poll_command() {
-        relay.send(cmd);
+        out.relay.send(cmd);
     }
     while let Some((to, reply)) = core.poll_transmit() {
-        send(socket, to, &reply);
+        send(&out.socket, to, &reply);
+    }
+    while let Some(record) = core.poll_record() {
+        if let Some(tx) = &out.records {
+            let _ = tx.send(record);
+        }
     }
 }
 
@@ -72,8 +90,7 @@ fn send(socket: &UdpSocket, to: std::net::SocketAddr, reply: &[u8]) {
 pub async fn route_events(
     mut events: mpsc::UnboundedReceiver<Event>,
     ng: SharedNg,
-    relay: Arc<Relay>,
-    socket: Arc<UdpSocket>,
+    out: Outputs,
     others: mpsc::UnboundedSender<Event>,
 ) {
     while let Some(event) = events.recv().await {
@@ -90,7 +107,7 @@ pub async fn route_events(
             }
             let mut core = ng.lock().unwrap_or_else(|p| p.into_inner());
             core.handle_event(Instant::now(), &event);
-            drain(&mut core, &relay, &socket);
+            drain(&mut core, &out);
         } else {
             let _ = others.send(event);
         }

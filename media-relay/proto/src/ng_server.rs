@@ -9,7 +9,7 @@
 //!
 //! `delete` answers with the call's final figures (`totals`, `tags`), as rtpengine does: those come from the relay
 //! ([`Event::Stats`] after the removal), so that reply waits for them, at most [`DELETE_WAIT`], and leaves through
-//! [`NgServer::poll_transmit`].
+//! [`NgServer::poll_transmit`] (and [`NgServer::poll_record`] in a pair: see [`replication`]).
 //!
 //! Call order: [`NgServer::handle_datagram`] for each datagram (send what it returns), then drain
 //! [`NgServer::poll_command`] into the relay; feed the relay's events to [`NgServer::handle_event`]; call
@@ -56,6 +56,8 @@ pub struct NgCounters {
     pub packets: u64,
     /// Of [`packets`](Self::packets), those the kernel fast path (XDP) forwarded.
     pub kernel_packets: u64,
+    /// Replicated calls a takeover could not adopt (their ports taken here, or their Call-ID already ours).
+    pub adopt_failed: u64,
 }
 
 /// One call made over NG.
@@ -72,6 +74,8 @@ struct NgCall {
     srtp: [SrtpMode; 2],
     /// The relay's figures, when it reported them.
     stats: Option<SessionStats>,
+    /// The version of the call's last replication record (0: none sent).
+    version: u64,
 }
 
 /// A `delete` whose reply waits for the relay's final figures.
@@ -152,6 +156,30 @@ pub struct NgServer {
     /// Commands of this server's own for the relay (figure queries), before the sessions' commands.
     commands: VecDeque<Command>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    outcomes: BTreeMap<(&'static str, &'static str), u64>,
+    /// Whether calls are replicated ([`NgServer::set_replication`]): records wait in `records`.
+    replicate: bool,
+    records: VecDeque<NgRecord>,
+    /// The peer's calls, held while this box is the standby ([`NgServer::apply_record`]), by Call-ID.
+    foreign: BTreeMap<String, NgCallRecord>,
+}
+
+/// The command names counted apart in [`NgServer::outcomes`]; any other is `other` (a metric label per name a
+/// client makes up would grow without bound).
+pub const COMMANDS: [&str; 7] = ["ping", "offer", "answer", "delete", "query", "list", "statistics"];
+
+/// `dict`'s command as a metric label: one of [`COMMANDS`], else `other`.
+fn command_label(dict: &Value) -> &'static str {
+    let name = dict.get("command").and_then(Value::as_str).unwrap_or_default();
+    COMMANDS.into_iter().find(|c| *c == name).unwrap_or("other")
+}
+
+/// A reply body's `result` as a metric label: `ok` (`pong` too) or `error`.
+fn result_label(body: &Value) -> &'static str {
+    match body.get("result").and_then(Value::as_str) {
+        Some("error") => "error",
+        _ => "ok",
+    }
 }
 
 /// A `query` whose reply waits for the relay's figures of a live call, at most [`DELETE_WAIT`].
@@ -178,6 +206,10 @@ impl NgServer {
             queries: Vec::new(),
             commands: VecDeque::new(),
             transmits: VecDeque::new(),
+            outcomes: BTreeMap::new(),
+            replicate: false,
+            records: VecDeque::new(),
+            foreign: BTreeMap::new(),
         })
     }
 
@@ -221,6 +253,7 @@ impl NgServer {
             if let Ok(call_id) = ng_options::required(dict, "call-id") {
                 if let Some(call) = self.calls.remove(&call_id) {
                     self.by_session.remove(&call.session);
+                    self.replicate_end(&call_id, &call);
                     let record = self.sessions.export(call.session).unwrap_or_default();
                     self.sessions.remove(now, call.session);
                     let deadline = now + DELETE_WAIT;
@@ -247,6 +280,7 @@ impl NgServer {
                 error(&refusal.to_string())
             }
         };
+        self.tally(command_label(dict), &body);
         let reply = ng::encode(&cookie, &body);
         self.cache.put(now, cookie, reply.clone());
         Some(reply)
@@ -288,8 +322,11 @@ impl NgServer {
                     self.answer_query(now, q);
                 }
             }
-            Event::Latched { session, local, peer } => {
-                self.sessions.latched(*session, *local, *peer);
+            // A new latch changes what the standby must open after a takeover.
+            Event::Latched { session, local, peer } if self.sessions.latched(*session, *local, *peer) => {
+                if let Some(call_id) = self.by_session.get(session).cloned() {
+                    self.replicate_call(&call_id);
+                }
             }
             _ => {}
         }
@@ -319,6 +356,7 @@ impl NgServer {
             // Deleted meanwhile (a delete or an idle timeout), as rtpengine answers for a call it does not know.
             None => error(&Refusal::UnknownCall.to_string()),
         };
+        self.tally("query", &body);
         let reply = ng::encode(&q.cookie, &body);
         self.cache.put(now, q.cookie, reply.clone());
         self.transmits.push_back((q.source, reply));
@@ -330,7 +368,9 @@ impl NgServer {
     }
 
     fn answer_delete(&mut self, now: Instant, p: PendingDelete) {
-        let reply = ng::encode(&p.cookie, &report(&p.call, &p.record));
+        let body = report(&p.call, &p.record);
+        self.tally("delete", &body);
+        let reply = ng::encode(&p.cookie, &body);
         self.cache.put(now, p.cookie, reply.clone());
         self.transmits.push_back((p.source, reply));
     }
@@ -348,6 +388,16 @@ impl NgServer {
     /// What the server has done so far.
     pub fn counters(&self) -> NgCounters {
         self.counters
+    }
+
+    /// Requests answered so far (retransmissions and malformed datagrams apart), by command ([`COMMANDS`] or
+    /// `other`) and result (`ok` or `error`).
+    pub fn outcomes(&self) -> impl Iterator<Item = (&'static str, &'static str, u64)> + '_ {
+        self.outcomes.iter().map(|(&(c, r), &n)| (c, r, n))
+    }
+
+    fn tally(&mut self, command: &'static str, body: &Value) {
+        *self.outcomes.entry((command, result_label(body))).or_default() += 1;
     }
 
     /// Calls held.
@@ -407,6 +457,7 @@ impl NgServer {
                     labels: [None, None],
                     srtp: [SrtpMode::Off; 2],
                     stats: None,
+                    version: 0,
                 },
             );
             self.by_session.insert(SessionId(self.next_session), call_id.clone());
@@ -442,6 +493,7 @@ impl NgServer {
                 if fresh {
                     self.counters.calls_created += 1;
                 }
+                self.replicate_call(&call_id);
                 Ok(ok([("sdp", Value::str(&out))]))
             }
             Err(e) => {
@@ -472,6 +524,7 @@ impl NgServer {
     fn delete(&mut self, now: Instant, call_id: &str) {
         if let Some(call) = self.calls.remove(call_id) {
             self.by_session.remove(&call.session);
+            self.replicate_end(call_id, &call);
             self.sessions.remove(now, call.session);
         }
     }
@@ -484,8 +537,8 @@ impl NgServer {
                 "currentstatistics",
                 Value::dict([
                     ("sessionsown", Value::Int(own)),
-                    ("sessionsforeign", Value::Int(0)),
-                    ("sessionstotal", Value::Int(own)),
+                    ("sessionsforeign", Value::Int(self.foreign.len() as i64)),
+                    ("sessionstotal", Value::Int(own + self.foreign.len() as i64)),
                 ]),
             ),
             (
@@ -601,6 +654,9 @@ fn endpoint_value(e: SocketAddr) -> Value {
         ("port", Value::Int(i64::from(e.port()))),
     ])
 }
+
+mod replication;
+pub use replication::{NgCallRecord, NgRecord};
 
 #[cfg(test)]
 mod tests;

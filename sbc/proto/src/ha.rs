@@ -28,8 +28,9 @@ pub const CSEQ_MARGIN: u32 = 1000;
 
 /// The format of the records this build writes, bumped with every change to them:
 /// 1: answered calls (the first pair); 2: bans, the latched peers of a call's media, the [`Hello`] line;
-/// 3: registrar bindings ([`Record::Binding`]); 4 (only in a build with the `format-next` feature, which stands in
-/// for the next release in the rolling-upgrade test): a new optional field in call records.
+/// 3: registrar bindings ([`Record::Binding`]) and the calls of the NG listener ([`Record::NgCall`],
+/// [`Record::NgEnded`]); 4 (only in a build with the `format-next` feature, which stands in for the next release in
+/// the rolling-upgrade test): a new optional field in call records.
 ///
 /// Changes from [`MIN_FORMAT`] on are additive: new optional fields (absent ones take their defaults) and new
 /// records (which an older reader logs and skips), so two builds of neighbouring formats replicate both ways
@@ -245,6 +246,25 @@ pub enum Record {
     /// A registered user's binding made, refreshed or removed (format 3 on; an older standby skips it). Not a
     /// call: the standby's registrar holds it at once, so after a takeover calls to the user still reach it.
     Binding(Box<BindingRecord>),
+    /// A call of the NG listener (`[media] ng`), new or changed (format 3). Not an SBC call: the standby's driver
+    /// gives it to its own NG core, which adopts it at a takeover.
+    NgCall(Box<relay_proto::ng_server::NgCallRecord>),
+    /// An NG call was deleted (format 3).
+    NgEnded {
+        /// Its NG `call-id`.
+        call_id: String,
+        /// Its last version + 1.
+        version: u64,
+    },
+}
+
+impl From<relay_proto::ng_server::NgRecord> for Record {
+    fn from(r: relay_proto::ng_server::NgRecord) -> Self {
+        match r {
+            relay_proto::ng_server::NgRecord::Call(c) => Self::NgCall(c),
+            relay_proto::ng_server::NgRecord::Ended { call_id, version } => Self::NgEnded { call_id, version },
+        }
+    }
 }
 
 /// One binding of the registrar ([`crate::registrar`]) as replicated.
@@ -272,12 +292,12 @@ pub struct BindingRecord {
 }
 
 impl Record {
-    /// The call the record is about (0 for a [`Record::Ban`], which is about no call).
+    /// The call the record is about (0 for a [`Record::Ban`] and the NG records, which are about no SBC call).
     pub fn id(&self) -> u64 {
         match self {
             Self::Call(c) => c.id,
             Self::Ended { id, .. } => *id,
-            Self::Ban { .. } | Self::Binding(_) => 0,
+            Self::Ban { .. } | Self::Binding(_) | Self::NgCall(_) | Self::NgEnded { .. } => 0,
         }
     }
 
@@ -285,8 +305,18 @@ impl Record {
     pub fn version(&self) -> u64 {
         match self {
             Self::Call(c) => c.version,
-            Self::Ended { version, .. } => *version,
+            Self::Ended { version, .. } | Self::NgEnded { version, .. } => *version,
+            Self::NgCall(c) => c.version,
             Self::Ban { .. } | Self::Binding(_) => 0,
+        }
+    }
+
+    /// The NG core's record this is, if it is one (the standby hands it to its NG core, not to the calls).
+    pub fn into_ng(self) -> Result<relay_proto::ng_server::NgRecord, Self> {
+        match self {
+            Self::NgCall(c) => Ok(relay_proto::ng_server::NgRecord::Call(c)),
+            Self::NgEnded { call_id, version } => Ok(relay_proto::ng_server::NgRecord::Ended { call_id, version }),
+            other => Err(other),
         }
     }
 }
@@ -778,6 +808,8 @@ mod format_tests {
         })
         .unwrap();
         assert!(serde_json::from_str::<Format1>(&ban).is_err());
+        let ng = serde_json::to_string(&Record::NgEnded { call_id: "c1".into(), version: 2 }).unwrap();
+        assert!(serde_json::from_str::<Format1>(&ng).is_err(), "an NG record is none of format 1's: {ng}");
         let ended = serde_json::to_string(&Record::Ended { id: 3, version: 4 }).unwrap();
         assert!(serde_json::from_str::<Format1>(&ended).is_ok(), "what it knows still reads");
     }

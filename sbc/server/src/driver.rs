@@ -153,6 +153,11 @@ async fn ha_event(ha: &mut Option<HaHandle>) -> HaEvent {
     std::future::pending().await
 }
 
+/// The NG listener (`[media] ng`), when there is one.
+fn ng(records: &Records) -> Option<&crate::ng_link::NgLink> {
+    records.media.as_ref().and_then(MediaLink::ng)
+}
+
 /// Carries out what the pair decided or received.
 fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
     let now = Instant::now().into_std();
@@ -160,6 +165,9 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
     match ev {
         HaEvent::Role(group, Role::Active, why) => {
             let which = ha.active_active.then_some(group);
+            if let Some(ng) = ng(records) {
+                ng.on_active(now, !ha.active_active);
+            }
             let adopted = endpoint.take_over(now, which);
             endpoint.set_replication(true);
             // The new active registers at once (a no-op if it already was active for another group).
@@ -175,19 +183,33 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
             };
             // Active/active: the calls of the groups still ours go on being replicated.
             endpoint.set_replication(still_active);
-            // A box active for no group leaves the registrations to its peer.
-            endpoint.set_registering(now, still_active);
-            if matches!(
+            let handover = matches!(
                 why,
                 sbc_proto::ha::RoleChange::Demoted
                     | sbc_proto::ha::RoleChange::SplitBrain
                     | sbc_proto::ha::RoleChange::External
-            ) {
+            );
+            if let Some(ng) = ng(records).filter(|_| !still_active) {
+                ng.on_standby(now, handover);
+            }
+            // A box active for no group leaves the registrations to its peer.
+            endpoint.set_registering(now, still_active);
+            if handover {
                 // After a split brain the peer never received this box's records: its calls being set up are
                 // refused here. On a handover the peer has them and resumes them.
                 let which = ha.active_active.then_some(group);
                 let handed = endpoint.demote(now, why != sbc_proto::ha::RoleChange::SplitBrain, which);
                 tracing::warn!(handed, group, why = why.label(), "standby: calls handed to the peer");
+            }
+        }
+        HaEvent::Record(r) if matches!(*r, Record::NgCall(_) | Record::NgEnded { .. }) => {
+            let active = ha.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).role == "active";
+            match (r.into_ng(), ng(records)) {
+                // A second active's record (a split brain the pair logic settles) is not applied meanwhile.
+                (Ok(_), _) if active => metrics::counter!("sbc_ha_records_ignored_total").increment(1),
+                (Ok(record), Some(ng)) => ng.with_core(|core| core.apply_record(record)),
+                // This box has no `[media] ng`: it cannot take these calls over.
+                _ => metrics::counter!("sbc_ha_records_ignored_total").increment(1),
             }
         }
         HaEvent::Record(r) => {
@@ -211,13 +233,19 @@ fn on_ha(endpoint: &mut Endpoint, records: &mut Records, ev: HaEvent) {
                 endpoint.apply_record(now, *r);
             }
         }
-        HaEvent::ResyncStart => endpoint.clear_foreign(),
+        HaEvent::ResyncStart => {
+            endpoint.clear_foreign();
+            if let Some(ng) = ng(records) {
+                ng.with_core(|core| core.clear_foreign());
+            }
+        }
         // The REGISTERs of a takeover left before the service addresses were up: send them again now rather
         // than at their first retransmission.
         HaEvent::AddressesUp(_) => endpoint.resend_registrations(now),
         HaEvent::NeedSnapshot => {
             let mut all = endpoint.snapshot(now);
             all.extend(records.edge.bans().into_iter().map(|(addr, reason, left)| ban_record(addr, reason, left)));
+            all.extend(ng(records).map(crate::ng_link::NgLink::snapshot).unwrap_or_default());
             ha.snapshot(all)
         }
     }

@@ -137,6 +137,22 @@ pub struct HaHandle {
 /// Records queued for the link; beyond this the link is dropped and the standby resyncs from a new snapshot.
 const OUT_QUEUE: usize = 16_384;
 
+/// Queues records for the standby from outside the driver (the NG listener's calls), on the same link and in the
+/// same order as the driver's own.
+#[derive(Debug, Clone)]
+pub struct Replicator {
+    out: mpsc::Sender<Outgoing>,
+}
+
+impl Replicator {
+    /// As [`HaHandle::replicate`].
+    pub fn replicate(&self, record: Record) {
+        if self.out.try_send(Outgoing::Record(Box::new(record))).is_err() {
+            metrics::counter!("sbc_ha_records_dropped_total").increment(1);
+        }
+    }
+}
+
 impl HaHandle {
     /// Queues a record for the standby (never blocks). Dropped when no standby is connected; on a full queue the
     /// link is restarted, so the standby resyncs.
@@ -145,6 +161,11 @@ impl HaHandle {
             Ok(()) => {}
             Err(_) => metrics::counter!("sbc_ha_records_dropped_total").increment(1),
         }
+    }
+
+    /// A sender of records for a task other than the driver's.
+    pub fn replicator(&self) -> Replicator {
+        Replicator { out: self.out.clone() }
     }
 
     /// Records queued and not yet written to the link.

@@ -16,6 +16,7 @@ pub mod listeners;
 pub mod logging;
 pub mod media_link;
 pub mod metrics;
+pub mod ng_link;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -55,7 +55,7 @@ const DEAD_AFTER: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 enum Kind {
-    Embedded(Relay),
+    Embedded(std::sync::Arc<Relay>),
     Remote(mpsc::UnboundedSender<Command>),
 }
 
@@ -65,6 +65,8 @@ pub struct MediaLink {
     kind: Kind,
     relay_events: Option<mpsc::UnboundedReceiver<Event>>,
     link_events: Option<mpsc::UnboundedReceiver<LinkEvent>>,
+    /// `[media] ng`: the NG listener on the embedded relay.
+    ng: Option<crate::ng_link::NgLink>,
 }
 
 impl MediaLink {
@@ -74,10 +76,13 @@ impl MediaLink {
     ///
     /// `devices` are more devices to attach to by name: those a pair's service addresses move to (`[ha] vips`),
     /// which a standby does not hold at start.
+    ///
+    /// `pair`: where the NG listener's calls are replicated, in a pair.
     pub fn start(
         settings: &MediaSettings,
         signalling: &[std::net::IpAddr],
         devices: &[String],
+        pair: Option<crate::ha::Replicator>,
     ) -> std::io::Result<Self> {
         match settings.relay {
             RelayMode::Embedded => {
@@ -107,13 +112,22 @@ impl MediaLink {
                     ..RelayConfig::default()
                 };
                 let (relay, events) = Relay::start(config)?;
-                Ok(Self { kind: Kind::Embedded(relay), relay_events: Some(events), link_events: None })
+                let relay = std::sync::Arc::new(relay);
+                // NG sessions' events go to the NG core; the driver sees only its own calls'.
+                let (ng, events) = match &settings.ng {
+                    Some(ng) => {
+                        let (link, others) = crate::ng_link::NgLink::start(ng, relay.clone(), events, pair)?;
+                        (Some(link), others)
+                    }
+                    None => (None, events),
+                };
+                Ok(Self { kind: Kind::Embedded(relay), relay_events: Some(events), link_events: None, ng })
             }
             RelayMode::Remote(addr) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let (ev_tx, ev_rx) = mpsc::unbounded_channel();
                 tokio::spawn(remote(addr, rx, ev_tx));
-                Ok(Self { kind: Kind::Remote(tx), relay_events: None, link_events: Some(ev_rx) })
+                Ok(Self { kind: Kind::Remote(tx), relay_events: None, link_events: Some(ev_rx), ng: None })
             }
         }
     }
@@ -147,6 +161,11 @@ impl MediaLink {
             }
         }
         std::future::pending().await
+    }
+
+    /// The NG listener, when `[media] ng` is set.
+    pub fn ng(&self) -> Option<&crate::ng_link::NgLink> {
+        self.ng.as_ref()
     }
 
     /// The embedded relay's counters.

@@ -163,7 +163,8 @@ pub async fn serve(
         Some(m) => {
             let signalling: Vec<std::net::IpAddr> = config.sip.listen.iter().map(|l| l.addr.ip()).collect();
             let vip_devices: Vec<String> = config.ha.iter().flat_map(|h| h.vips().map(|v| v.dev.clone())).collect();
-            let link = crate::media_link::MediaLink::start(m, &signalling, &vip_devices)
+            let pair = ha.as_ref().map(crate::ha::HaHandle::replicator);
+            let link = crate::media_link::MediaLink::start(m, &signalling, &vip_devices, pair)
                 .context("starting the media relay")?;
             let ifaces: Vec<String> = m.core.interfaces.iter().map(|i| format!("{}={}", i.name, i.address)).collect();
             tracing::info!(relay = ?m.relay, interfaces = ?ifaces, ports = %format!("{}-{}", m.core.first_port, m.core.last_port), "media anchored");

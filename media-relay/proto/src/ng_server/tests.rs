@@ -360,3 +360,131 @@ fn a_reoffer_from_the_callee_comes_from_leg_b() {
         .unwrap();
     assert_eq!(b_rtp.peer, Some("198.18.2.10:7100".parse().unwrap()));
 }
+
+#[test]
+fn outcomes_count_commands_by_name_and_result() {
+    let mut s = server();
+    let now = Instant::now();
+    ask(&mut s, now, "1", vec![("command", Value::str("ping"))]);
+    ask(&mut s, now, "2", offer("c1"));
+    ask(&mut s, now, "2", offer("c1"));
+    ask(&mut s, now, "3", answer("nope"));
+    ask(&mut s, now, "4", vec![("command", Value::str("play DTMF")), ("call-id", Value::str("c1"))]);
+    assert!(s.handle_datagram(now, src(), &delete("c1")).is_none(), "waits for the relay's figures");
+    s.handle_timeout(now + DELETE_WAIT);
+    let got: Vec<_> = s.outcomes().collect();
+    assert_eq!(
+        got,
+        [("answer", "error", 1), ("delete", "ok", 1), ("offer", "ok", 1), ("other", "error", 1), ("ping", "ok", 1)],
+        "the retransmitted offer is not counted again"
+    );
+}
+
+fn records(s: &mut NgServer) -> Vec<NgRecord> {
+    std::iter::from_fn(|| s.poll_record()).collect()
+}
+
+fn upserted_ports(cmds: &[Command]) -> Vec<(SocketAddr, Option<SocketAddr>)> {
+    let mut ports: Vec<_> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::Upsert(e) => Some((e.local, e.peer)),
+            _ => None,
+        })
+        .collect();
+    ports.sort();
+    ports.dedup_by_key(|(local, _)| *local);
+    ports
+}
+
+#[test]
+fn a_standby_adopts_the_replicated_calls_with_their_ports_tags_and_latches_and_deletes_them() {
+    let (mut active, mut standby) = (server(), server());
+    let now = Instant::now();
+    ask(&mut active, now, "0", offer("before"));
+    assert!(records(&mut active).is_empty(), "a box alone replicates nothing");
+    active.set_replication(true);
+    ask(&mut active, now, "1", offer("c1"));
+    ask(&mut active, now, "2", answer("c1"));
+    let cmds = commands(&mut active);
+    let session = match &cmds[cmds.len() - 1] {
+        Command::Upsert(e) => e.session,
+        other => panic!("{other:?}"),
+    };
+    let cmds: Vec<Command> =
+        cmds.into_iter().filter(|c| matches!(c, Command::Upsert(e) if e.session == session)).collect();
+    let a_rtp = upserted_ports(&cmds).into_iter().find(|(l, _)| l.ip() == "198.18.1.1".parse::<IpAddr>().unwrap());
+    let nat: SocketAddr = "203.0.113.7:9000".parse().unwrap();
+    active.handle_event(now, &Event::Latched { session, local: a_rtp.unwrap().0, peer: nat });
+    let sent = records(&mut active);
+    let versions: Vec<u64> = sent
+        .iter()
+        .filter_map(|r| match r {
+            NgRecord::Call(c) if c.call_id == "c1" => Some(c.version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(versions, [1, 2, 3], "offer, answer, latch");
+    // Out of order and twice: the newest version holds.
+    for r in sent.iter().rev().chain(sent.iter()) {
+        standby.apply_record(r.clone());
+    }
+    for r in active.snapshot() {
+        standby.apply_record(r);
+    }
+    assert_eq!((standby.foreign_calls(), standby.calls()), (2, 0), "c1 and the call from before (snapshot)");
+    assert!(commands(&mut standby).is_empty(), "nothing opened before the takeover");
+
+    assert_eq!(standby.take_over(now), 2);
+    let adopted = commands(&mut standby);
+    let c1_ports: Vec<_> = upserted_ports(&cmds);
+    for (local, _) in &c1_ports {
+        assert!(upserted_ports(&adopted).iter().any(|(l, _)| l == local), "{local} opened on the standby");
+    }
+    let latched = adopted.iter().any(|c| matches!(c, Command::Upsert(e) if e.latched == Some(nat)));
+    assert!(latched, "the latched peer goes on: {adopted:?}");
+    let query = Value::dict([("command", Value::str("query")), ("call-id", Value::str("c1"))]);
+    assert!(standby.handle_datagram(now, src(), &ng::encode("q", &query)).is_none(), "waits for the figures");
+    assert!(matches!(commands(&mut standby).as_slice(), [Command::Query { .. }]), "asks the relay");
+    standby.handle_timeout(now + DELETE_WAIT);
+    let (_, reply) = standby.poll_transmit().expect("query answered at its deadline");
+    let body = ng::decode(&reply).unwrap().1;
+    let tags = body.get("tags").unwrap_or_else(|| panic!("{body:?}"));
+    assert!(tags.get("ft").is_some() && tags.get("tt").is_some(), "both tags known after the takeover: {body:?}");
+
+    // The new active numbers its own calls past the adopted sessions.
+    standby.set_replication(true);
+    ask(&mut standby, now, "3", offer("c2"));
+    let ids: Vec<u64> = records(&mut standby)
+        .iter()
+        .filter_map(|r| match r {
+            NgRecord::Call(c) => Some(c.session),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert!(ids[0] > session.0, "{ids:?} after {session:?}");
+
+    assert!(standby.handle_datagram(now, src(), &delete("c1")).is_none(), "waits for the relay's figures");
+    assert!(matches!(commands(&mut standby).last(), Some(Command::Remove { session: s }) if *s == session));
+    assert!(matches!(records(&mut standby).as_slice(), [NgRecord::Ended { call_id, version: 4 }] if call_id == "c1"));
+    assert_eq!(standby.calls(), 2);
+}
+
+#[test]
+fn a_demoted_active_closes_its_calls_media_and_holds_them_as_foreign() {
+    let mut s = server();
+    let now = Instant::now();
+    s.set_replication(true);
+    ask(&mut s, now, "1", offer("c1"));
+    commands(&mut s);
+    assert_eq!(s.demote(now), 1);
+    assert!(matches!(commands(&mut s).as_slice(), [Command::Remove { .. }]));
+    assert_eq!((s.calls(), s.foreign_calls()), (0, 1));
+    let r = ask(&mut s, now, "2", vec![("command", Value::str("statistics"))]);
+    let current = r.get("statistics").and_then(|s| s.get("currentstatistics")).unwrap();
+    assert_eq!(current.get("sessionsforeign").and_then(Value::as_int), Some(1), "{r:?}");
+    // An end replicated by the peer (after it took over) forgets it.
+    s.apply_record(NgRecord::Ended { call_id: "c1".into(), version: 9 });
+    assert_eq!(s.foreign_calls(), 0);
+}

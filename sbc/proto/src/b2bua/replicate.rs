@@ -210,7 +210,8 @@ impl Calls {
     /// A record from the active, received at `now`: kept as a foreign call if newer than what we hold. Its
     /// "ago" times are taken from `now`, so the time until a takeover still counts.
     pub fn apply_record(&mut self, now: Instant, record: Record) {
-        if matches!(record, Record::Ban { .. }) {
+        // Not calls of the B2BUA: bans go to the edge guard, NG records to the NG core (the driver's).
+        if matches!(record, Record::Ban { .. } | Record::NgCall(_) | Record::NgEnded { .. }) {
             return;
         }
         let id = record.id();

@@ -46,6 +46,19 @@ pub struct MediaSettings {
     /// `threads`: the embedded relay's forwarding threads, sessions spread over them. `None` (default): one per
     /// core this process may run on.
     pub threads: Option<std::num::NonZeroUsize>,
+    /// `ng`, `ng_ports`: rtpengine's NG control protocol answered by the embedded relay; `None` (default): off.
+    pub ng: Option<NgSettings>,
+}
+
+/// `[media] ng`: Kamailio or OpenSIPS anchor their calls' media at the embedded relay over rtpengine's NG protocol.
+#[derive(Debug, Clone)]
+pub struct NgSettings {
+    /// `ng`: the UDP address answering NG. No authentication (as rtpengine's): loopback or a management network.
+    pub listen: SocketAddr,
+    /// The NG calls' media: `interfaces` (NG's `direction` names them), `quarantine`, `strict_source` as the SBC's
+    /// own calls, over `ng_ports`, a range apart from `ports` (checked at load), so that an NG call and an SBC call
+    /// never take the same port of an interface.
+    pub core: MediaConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +72,8 @@ pub(super) struct RawMedia {
     strict_source: Option<bool>,
     xdp: Option<Spanned<String>>,
     threads: Option<Spanned<i64>>,
+    ng: Option<Spanned<String>>,
+    ng_ports: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,7 +173,62 @@ impl Validator<'_> {
             strict: m.strict_source.unwrap_or(true),
             cname_seed: cname_seed(),
         };
-        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp, threads }))
+        let ng = self.ng(m.ng.as_ref(), m.ng_ports.as_ref(), relay, &core)?;
+        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp, threads, ng }))
+    }
+
+    /// `ng` and `ng_ports`: both or neither, the embedded relay only, ports apart from `ports`.
+    fn ng(
+        &self,
+        listen: Option<&Spanned<String>>,
+        ports: Option<&Spanned<String>>,
+        relay: RelayMode,
+        core: &MediaConfig,
+    ) -> Result<Option<NgSettings>, ConfigError> {
+        let Some(listen) = listen else {
+            if let Some(p) = ports {
+                return Err(self.invalid(
+                    p.span(),
+                    "media.ng_ports",
+                    "is the port range of `media.ng`, which is not set",
+                ));
+            }
+            return Ok(None);
+        };
+        if let RelayMode::Remote(_) = relay {
+            return Err(self.invalid(
+                listen.span(),
+                "media.ng",
+                "answers NG with the embedded relay: a standalone media-relay takes `--ng ADDR` instead \
+                 (media.relay is remote)",
+            ));
+        }
+        let addr: SocketAddr = listen
+            .get_ref()
+            .parse()
+            .map_err(|_| self.invalid(listen.span(), "media.ng", "expected ADDRESS:PORT, e.g. \"127.0.0.1:2223\""))?;
+        let Some(ports) = ports else {
+            let at = listen.span();
+            return Err(self.invalid(
+                at,
+                "media.ng_ports",
+                "required with media.ng: the NG calls' port range, apart from media.ports",
+            ));
+        };
+        let (first, last) =
+            parse_ports(ports.get_ref()).map_err(|e| self.invalid(ports.span(), "media.ng_ports", &e))?;
+        if first <= core.last_port && core.first_port <= last {
+            return Err(self.invalid(
+                ports.span(),
+                "media.ng_ports",
+                &format!(
+                    "{first}-{last} overlaps media.ports ({}-{}): NG calls and the SBC's own calls need ranges apart",
+                    core.first_port, core.last_port
+                ),
+            ));
+        }
+        let core = MediaConfig { first_port: first, last_port: last, cname_seed: cname_seed(), ..core.clone() };
+        Ok(Some(NgSettings { listen: addr, core }))
     }
 }
 
@@ -266,6 +336,31 @@ mod tests {
         ] {
             let e = parse(text).expect_err(text).to_string();
             assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn ng_listener_takes_a_port_range_apart_from_the_sbc_calls() {
+        let media = "[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\nports = \"20000-20999\"\n";
+        let c = parse(&format!("{media}ng = \"127.0.0.1:2223\"\nng_ports = \"30000-39999\"\n")).unwrap();
+        let ng = c.media.expect("media on").ng.expect("ng on");
+        assert_eq!(ng.listen, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!((ng.core.first_port, ng.core.last_port), (30000, 39999));
+        assert_eq!(ng.core.interfaces[0].name, "a", "NG's direction names the [media] interfaces");
+        assert!(parse(media).unwrap().media.expect("media on").ng.is_none(), "off by default");
+        for (extra, key, says) in [
+            ("ng = \"127.0.0.1:2223\"\nng_ports = \"20998-21999\"\n", "media.ng_ports", "overlaps media.ports"),
+            ("ng = \"127.0.0.1:2223\"\n", "media.ng_ports", "required"),
+            ("ng_ports = \"30000-39999\"\n", "media.ng_ports", "not set"),
+            ("ng = \"localhost\"\nng_ports = \"30000-39999\"\n", "media.ng", "ADDRESS:PORT"),
+            (
+                "relay = \"tcp:127.0.0.1:2224\"\nng = \"127.0.0.1:2223\"\nng_ports = \"30000-39999\"\n",
+                "media.ng",
+                "remote",
+            ),
+        ] {
+            let e = parse(&format!("{media}{extra}")).expect_err(extra).to_string();
+            assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
         }
     }
 

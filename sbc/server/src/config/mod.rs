@@ -20,7 +20,7 @@ pub use dns::{DnsName, DnsSettings};
 pub use edge::EdgeSettings;
 pub use ha::{HaMode, HaSettings, HeartbeatPath, Vip, VipGroup};
 pub use hep::{HepCollector, HepPassword, HepSettings};
-pub use media::{ephemeral_overlap, MediaSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
+pub use media::{ephemeral_overlap, MediaSettings, NgSettings, RelayMode, XdpSetting, DEFAULT_PORTS};
 pub use tls::DEFAULT_RELOAD_EVERY as DEFAULT_TLS_RELOAD_EVERY;
 
 use crate::transport::stream::StreamLimits;
