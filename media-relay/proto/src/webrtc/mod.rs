@@ -7,9 +7,13 @@
 //! with its retransmit timer, the peer's certificate checked against its SDP fingerprint, and the exported SRTP keys
 //! that [`crate::srtp::EndpointCrypto`] uses from then on, exactly as for an SDES leg.
 //!
+//! [`sdp`] writes each side of a call between a browser and a SIP peer an SDP of its own kind: ICE-lite, DTLS
+//! and rtcp-mux towards the browser, small plain `RTP/AVP` towards the peer.
+//!
 //! Everything here is sans-IO: datagrams in as byte slices with the address they came from, datagrams out as
 //! values, time as `Instant` arguments, timers as `poll_timeout`/`handle_timeout` pairs.
 
 pub mod demux;
 pub mod dtls;
 pub mod ice;
+pub mod sdp;
