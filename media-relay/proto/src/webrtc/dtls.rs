@@ -26,7 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a handshake may take from the leg's start (ICE included: as DTLS client we start on the first
-/// authenticated check). rtc-dtls gives up by itself after 7 retransmissions of a flight.
+/// authenticated check). rtc-dtls gives up by itself earlier when a flight went unanswered through 7
+/// retransmissions, 1 s apart (about 8 s after the flight): both end as [`DtlsError::Timeout`].
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The exporter label of RFC 5764 §4.2.
 const EXPORTER_LABEL: &str = "EXTRACTOR-dtls_srtp";
@@ -54,8 +55,9 @@ pub enum DtlsError {
     /// The handshake failed (a fatal alert, a malformed record, retransmissions exhausted).
     #[error("DTLS handshake: {0}")]
     Handshake(String),
-    /// No handshake within [`HANDSHAKE_TIMEOUT`].
-    #[error("no DTLS handshake within {0:?}")]
+    /// No handshake within [`HANDSHAKE_TIMEOUT`], or a flight unanswered through its retransmissions: the
+    /// time since the leg's start.
+    #[error("no DTLS handshake after {0:?}")]
     Timeout(Duration),
     /// The handshake agreed on a profile whose keys we cannot use.
     #[error("DTLS-SRTP profile {0:?} is not one we terminate")]
@@ -76,9 +78,24 @@ impl DtlsError {
     }
 }
 
-/// A SHA-256 certificate fingerprint, as `a=fingerprint:sha-256 AB:CD:...` carries it (RFC 8122 §5).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// A SHA-256 certificate fingerprint, as `a=fingerprint:sha-256 AB:CD:...` carries it (RFC 8122 §5); in control
+/// messages as that text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Fingerprint(pub [u8; 32]);
+
+impl From<Fingerprint> for String {
+    fn from(f: Fingerprint) -> Self {
+        f.to_string()
+    }
+}
+
+impl TryFrom<String> for Fingerprint {
+    type Error = FingerprintError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
 
 impl Fingerprint {
     /// The fingerprint of a DER certificate.
@@ -173,7 +190,8 @@ impl Setup {
 }
 
 /// The relay's side of a leg's handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DtlsRole {
     /// We send the ClientHello (`a=setup:active` from us).
     Client,
@@ -268,6 +286,7 @@ pub struct DtlsLeg {
     mismatch: Arc<AtomicBool>,
     phase: Phase,
     started: bool,
+    created: Instant,
     deadline: Instant,
 }
 
@@ -320,6 +339,7 @@ impl DtlsLeg {
             mismatch,
             phase: Phase::Handshaking,
             started: false,
+            created: now,
             deadline: now + HANDSHAKE_TIMEOUT,
         })
     }
@@ -400,7 +420,8 @@ impl DtlsLeg {
             Ok(()) => Ok(()),
             // No association yet (a server waiting for its ClientHello, a client not started): nothing to resend.
             Err(_) if self.endpoint.get_connection_state(ASSOCIATION).is_none() => Ok(()),
-            Err(e) => Err(self.handshake_error(e)),
+            // The only failure of a timer: a flight's retransmissions are exhausted.
+            Err(_) => Err(self.failed(DtlsError::Timeout(now.saturating_duration_since(self.created)))),
         }
     }
 
@@ -448,7 +469,7 @@ impl DtlsLeg {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::srtp::EndpointCrypto;
     use rtc_srtp::context::Context;
@@ -460,15 +481,15 @@ mod tests {
 
     /// A browser's DTLS side, played by rtc-dtls itself: its own certificate, checking ours against the
     /// fingerprint of our SDP.
-    struct Browser {
-        endpoint: Endpoint,
-        certificate: DtlsCertificate,
-        config: Arc<HandshakeConfig>,
-        connected: bool,
+    pub(crate) struct Browser {
+        pub(crate) endpoint: Endpoint,
+        pub(crate) certificate: DtlsCertificate,
+        pub(crate) config: Arc<HandshakeConfig>,
+        pub(crate) connected: bool,
     }
 
     impl Browser {
-        fn new(is_client: bool, expected_relay: Fingerprint, profiles: Vec<SrtpProtectionProfile>) -> Self {
+        pub(crate) fn new(is_client: bool, expected_relay: Fingerprint, profiles: Vec<SrtpProtectionProfile>) -> Self {
             let certificate = DtlsCertificate::generate().unwrap();
             let config = ConfigBuilder::default()
                 .with_crypto_provider(crate::srtp::provider().clone())
@@ -491,6 +512,18 @@ mod tests {
             Self { endpoint, certificate, config, connected: false }
         }
 
+        /// One datagram from the relay.
+        pub(crate) fn feed(&mut self, now: Instant, datagram: &[u8]) {
+            if let Ok(events) = self.endpoint.read(now, ASSOCIATION, None, BytesMut::from(datagram)) {
+                self.connected |= events.iter().any(|e| matches!(e, EndpointEvent::HandshakeComplete));
+            }
+        }
+
+        /// What the browser sends next.
+        pub(crate) fn drain(&mut self) -> Vec<BytesMut> {
+            std::iter::from_fn(|| self.endpoint.poll_transmit().map(|t| t.message)).collect()
+        }
+
         /// Feeds the relay's datagrams to the browser; true when the browser's handshake completed.
         fn receive(&mut self, now: Instant, relay: &mut DtlsLeg) {
             while let Some(d) = relay.poll_transmit() {
@@ -510,7 +543,7 @@ mod tests {
         }
 
         /// The browser's SRTP contexts as a WebRTC stack builds them (rtc-srtp's own key split).
-        fn srtp(&self, is_client: bool) -> (Context, Context) {
+        pub(crate) fn srtp(&self, is_client: bool) -> (Context, Context) {
             let state = self.endpoint.get_connection_state(ASSOCIATION).unwrap();
             let profile = match state.srtp_protection_profile() {
                 SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
@@ -541,7 +574,7 @@ mod tests {
         events
     }
 
-    fn rtp(seq: u16) -> Vec<u8> {
+    pub(crate) fn rtp(seq: u16) -> Vec<u8> {
         let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
         p[2..4].copy_from_slice(&seq.to_be_bytes());
         p.extend((0..160u8).map(|i| i ^ seq as u8));

@@ -38,7 +38,7 @@ const UFRAG_LEN: usize = 8;
 const PWD_LEN: usize = 24;
 
 /// One side's ICE credentials (`a=ice-ufrag`, `a=ice-pwd`). The password is not printed by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IceCredentials {
     /// The username fragment.
     pub ufrag: String,
@@ -222,7 +222,7 @@ impl IceLite {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::sdes::tests::CountingKeys;
     use rtc_stun::attributes::RawAttribute;
@@ -240,7 +240,7 @@ mod tests {
 
     /// A binding request as Chromium sends it: USERNAME, ICE-CONTROLLING, PRIORITY-like attributes,
     /// MESSAGE-INTEGRITY with `pwd`, FINGERPRINT.
-    fn request(username: &str, pwd: &str, use_candidate: bool) -> (Vec<u8>, TransactionId) {
+    pub(crate) fn request(username: &str, pwd: &str, use_candidate: bool) -> (Vec<u8>, TransactionId) {
         let crypto = crate::srtp::provider().crypto();
         let id = TransactionId([7; 12]);
         let mut m = Message::new();

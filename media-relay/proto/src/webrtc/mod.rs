@@ -7,6 +7,8 @@
 //! with its retransmit timer, the peer's certificate checked against its SDP fingerprint, and the exported SRTP keys
 //! that [`crate::srtp::EndpointCrypto`] uses from then on, exactly as for an SDES leg.
 //!
+//! [`leg`] puts the two together for one relay socket, as the flow table drives it.
+//!
 //! [`sdp`] writes each side of a call between a browser and a SIP peer an SDP of its own kind: ICE-lite, DTLS
 //! and rtcp-mux towards the browser, small plain `RTP/AVP` towards the peer.
 //!
@@ -16,4 +18,5 @@
 pub mod demux;
 pub mod dtls;
 pub mod ice;
+pub mod leg;
 pub mod sdp;
