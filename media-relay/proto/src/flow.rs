@@ -356,10 +356,15 @@ impl Table {
                 }
                 // New keys (a re-INVITE) get new contexts; the same keys keep theirs, with their rollover counters.
                 match (e.crypto.as_mut(), spec.srtp.as_deref()) {
+                    // A WebRTC leg's keys come from its DTLS handshake, not from the signalling side.
+                    _ if e.webrtc.is_some() => {}
                     (Some(c), Some(keys)) => c.update(now, keys),
                     (_, keys) => e.crypto = keys.map(|k| Box::new(EndpointCrypto::new(k))),
                 }
+                let webrtc = e.webrtc.is_some();
                 e.spec = spec;
+                e.spec.srtp_pending |= webrtc;
+                e.spec.strict |= webrtc;
                 let reason = if changed { "peer_changed" } else { "reconfigured" };
                 self.reconsider(local, reason);
                 self.reconsider(partner, reason);

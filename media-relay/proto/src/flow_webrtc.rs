@@ -257,7 +257,20 @@ mod tests {
             t.on_packet(now, sa(BROWSER_SOCK), sa("198.18.1.66:4000"), &wire, &mut out),
             Err(Drop::Webrtc("srtp_unlatched_source"))
         );
-        assert_eq!(t.totals().srtp_unprotected, 3);
+        // The signalling side upserts the leg again (the answer came, a re-INVITE): the handshake's keys stay.
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        let again =
+            EndpointSpec { srtp_pending: false, strict: false, ..spec(Leg::A, BROWSER_SOCK, CARRIER_SOCK, None) };
+        t.apply(now, Command::Upsert(again), &mut socks, &mut ev);
+        let wire = b_out.encrypt_rtp(&rtp(5)).unwrap();
+        let f = t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+        assert_eq!((f.to, &out), (sa(CARRIER), &rtp(5)), "still decrypted after the upsert");
+        assert_eq!(
+            t.on_packet(now, sa(BROWSER_SOCK), sa("198.18.1.66:4000"), &wire, &mut out),
+            Err(Drop::Webrtc("srtp_unlatched_source")),
+            "still strict"
+        );
+        assert_eq!(t.totals().srtp_unprotected, 4);
         assert_eq!(t.totals().srtp_protected, 3);
         assert_eq!(t.poll_kernel().count(), 0, "a WebRTC flow never goes to the kernel");
     }
