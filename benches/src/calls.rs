@@ -179,7 +179,10 @@ mod tests {
                    ----\nv=0\nc=IN IP4 198.18.1.1\nm=audio 30000 RTP/AVP 0\nv=0\nc=IN IP4 127.0.0.1\nm=audio 30002 RTP/AVP 0\n";
         assert_eq!(
             sdp_audio_endpoints(log),
-            vec!["198.18.1.1:30000".parse().unwrap(), "127.0.0.1:30002".parse().unwrap()]
+            vec![
+                "198.18.1.1:30000".parse::<std::net::SocketAddr>().unwrap(),
+                "127.0.0.1:30002".parse::<std::net::SocketAddr>().unwrap()
+            ]
         );
     }
 }

@@ -674,6 +674,9 @@ mod tests {
         assert!(h.topo.is_none());
         let p = h.path(&Target::Direct);
         assert_eq!((p.to, p.uac.port), ("127.0.0.1:5070".parse().unwrap(), 5061));
-        assert_eq!(h.path(&"127.0.0.1:5060".parse().unwrap()).to, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(
+            h.path(&"127.0.0.1:5060".parse().unwrap()).to,
+            "127.0.0.1:5060".parse::<std::net::SocketAddr>().unwrap()
+        );
     }
 }

@@ -171,8 +171,8 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert_eq!(read, frames);
         let u = udp(&read[0]).unwrap();
-        assert_eq!(u.src, "198.18.2.1:30000".parse().unwrap());
-        assert_eq!(u.dst, "198.18.2.10:10000".parse().unwrap());
+        assert_eq!(u.src, "198.18.2.1:30000".parse::<std::net::SocketAddrV4>().unwrap());
+        assert_eq!(u.dst, "198.18.2.10:10000".parse::<std::net::SocketAddrV4>().unwrap());
         assert_eq!(u.payload, b"hello");
         assert!(contains(&read[1], &[198, 18, 2, 10]));
         assert!(!contains(u.payload, &[198, 18, 2, 10]));

@@ -292,7 +292,7 @@ mod tests {
         // The callee counts INVITEs it received, with the caller-side address the target's SDP names.
         let mut callee = MessageLog::new(PathBuf::new(), Role::Callee);
         callee.feed(&log.replace("message sent (", "message received ("));
-        assert_eq!(callee.endpoints, vec!["198.18.1.10:7078".parse().unwrap()]);
+        assert_eq!(callee.endpoints, vec!["198.18.1.10:7078".parse::<std::net::SocketAddr>().unwrap()]);
     }
 
     #[test]

@@ -95,9 +95,10 @@ pub async fn route_events(
 ) {
     while let Some(event) = events.recv().await {
         let session = match &event {
-            Event::Idle { session } | Event::BindFailed { session, .. } | Event::Latched { session, .. } => {
-                Some(*session)
-            }
+            Event::Idle { session }
+            | Event::BindFailed { session, .. }
+            | Event::Latched { session, .. }
+            | Event::WebrtcEnded { session, .. } => Some(*session),
             Event::Stats(s) | Event::Figures(s) => Some(s.session),
             Event::Pong { .. } => None,
         };

@@ -30,6 +30,9 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+#[path = "relay_webrtc.rs"]
+mod webrtc_io;
+
 /// Settings of the relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -240,6 +243,8 @@ fn add(c: &AtomicU64, n: u64) {
 #[derive(Debug)]
 pub struct Relay {
     workers: Vec<Worker>,
+    /// The fingerprint of the relay's DTLS certificate, for `a=fingerprint` towards browsers.
+    dtls_fingerprint: relay_proto::webrtc::dtls::Fingerprint,
 }
 
 /// One forwarding thread, as the relay's handle sees it.
@@ -261,16 +266,20 @@ impl Relay {
     pub fn start(config: RelayConfig) -> io::Result<(Self, mpsc::UnboundedReceiver<Event>)> {
         let xdp: SharedXdp = Arc::new(Mutex::new(attach(&config).map_err(io::Error::other)?));
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let mut relay = Self { workers: Vec::with_capacity(config.threads.get()) };
+        // One certificate for every WebRTC leg of the relay, made at start (browsers check its fingerprint).
+        let certificate = relay_proto::webrtc::dtls::DtlsCertificate::generate().map_err(io::Error::other)?;
+        let dtls_fingerprint = certificate.fingerprint();
+        let mut relay = Self { workers: Vec::with_capacity(config.threads.get()), dtls_fingerprint };
         for index in 0..config.threads.get() {
             let (tx, rx) = mpsc::unbounded_channel();
             let counters = Arc::new(Counters::default());
             let (c, x, ev, cfg) = (counters.clone(), xdp.clone(), ev_tx.clone(), config.clone());
+            let cert = certificate.clone();
             // On failure, `relay` drops here and stops the threads already started.
             let thread = std::thread::Builder::new().name(format!("media-relay-{index}")).spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, run(cfg, index, x, rx, ev, c));
+                local.block_on(&rt, run(cfg, index, x, rx, ev, c, cert));
             })?;
             relay.workers.push(Worker { tx, counters, thread: Some(thread) });
         }
@@ -296,6 +305,11 @@ impl Relay {
     /// Each forwarding thread's counters, in thread order (which thread carried what).
     pub fn thread_snapshots(&self) -> Vec<CounterSnapshot> {
         self.workers.iter().map(|w| w.counters.snapshot()).collect()
+    }
+
+    /// The fingerprint of the relay's DTLS certificate: what SDP towards a browser says in `a=fingerprint`.
+    pub fn dtls_fingerprint(&self) -> relay_proto::webrtc::dtls::Fingerprint {
+        self.dtls_fingerprint
     }
 
     /// How many forwarding threads run.
@@ -404,9 +418,11 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
+    certificate: relay_proto::webrtc::dtls::DtlsCertificate,
 ) {
     let owner = index == relay_proto::threads::OWNER;
     let mut table = Table::new(config.rtp_timeout);
+    table.set_dtls_certificate(certificate);
     let mode = xdp.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Xdp::mode);
     if mode.is_some() {
         table.enable_kernel();
@@ -432,7 +448,9 @@ async fn run(
     let mut tick = tokio::time::interval(config.idle_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let webrtc_due = webrtc_io::next_timer(&shared);
         tokio::select! {
+            () = webrtc_io::sleep_until(webrtc_due) => webrtc_io::fire_timers(&shared),
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
                 apply(&shared, cmd);
@@ -697,6 +715,7 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             // A first packet may have confirmed a peer: hand the flow to the kernel now, and tell the signalling
             // side (it replicates latches to the standby of a pair).
             apply_kernel(&shared);
+            webrtc_io::send_transmits(&shared);
             while let Some(ev) = shared.table.borrow_mut().poll_event() {
                 let _ = shared.events.send(ev);
             }
@@ -794,6 +813,10 @@ fn send_one(shared: &Shared, v: Result<Forward, DropReason>, seg: &[u8], rewritt
         Err(DropReason::Srtp(SrtpFailure::Replay)) => add(&c.srtp_replay_failures, 1),
         Err(DropReason::Srtp(SrtpFailure::Protect)) => add(&c.srtp_protect_failures, 1),
         Err(DropReason::Srtp(SrtpFailure::NoKeys)) => add(&c.srtp_no_keys, 1),
+        // A WebRTC leg's STUN or DTLS, consumed by the table (counted in `received`).
+        Err(DropReason::Control) => {}
+        // Unauthenticated STUN, DTLS or media from an address ICE did not latch.
+        Err(DropReason::Webrtc(_)) => add(&c.dropped_foreign, 1),
         Err(_) => add(&c.dropped_unknown, 1),
     }
 }

@@ -137,6 +137,11 @@ pub enum Command {
         /// The source.
         addr: std::net::IpAddr,
     },
+    /// The socket `spec.local` (already upserted, with `srtp_pending` and `strict`) faces a browser: ICE-lite and
+    /// DTLS-SRTP run there ([`crate::webrtc::leg`]); the relay answers with [`Event::Latched`] when the browser's
+    /// checks latch it and [`Event::WebrtcEnded`] when the leg dies. Sent again with new values after a
+    /// re-INVITE that changed the browser's credentials or fingerprint (a new association).
+    Webrtc(Box<crate::webrtc::leg::WebrtcSpec>),
 }
 
 /// Per-leg media figures: what the relay received from that leg's peer and sent to it.
@@ -204,6 +209,16 @@ pub enum Event {
         local: SocketAddr,
         /// Where the peer's packets come from.
         peer: SocketAddr,
+    },
+    /// A WebRTC leg's media ended: no consent for 30 s (the browser vanished), the DTLS handshake failed or timed
+    /// out, or the browser closed the association. The signalling side ends the call (BYE on both legs).
+    WebrtcEnded {
+        /// The call.
+        session: SessionId,
+        /// The relay socket of the leg.
+        local: SocketAddr,
+        /// Why, as a metric label ([`crate::webrtc::leg::WebrtcEnd::label`]).
+        reason: String,
     },
     /// Answer to [`Command::Ping`].
     Pong {

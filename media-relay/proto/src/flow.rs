@@ -19,6 +19,11 @@ use crate::control::{Command, EndpointSpec, Event, Leg, LegStats, SessionId, Ses
 use crate::rtcp::{self, Outcome};
 use crate::srtp::{EndpointCrypto, Failure};
 use crate::stats::FlowStats;
+use crate::webrtc::dtls::DtlsCertificate;
+use crate::webrtc::leg::WebrtcLeg;
+
+#[path = "flow_webrtc.rs"]
+mod webrtc_legs;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -39,6 +44,11 @@ pub enum Drop {
     /// SRTP or SRTCP that failed authentication or replay checks on an SRTP leg, or that could not be protected
     /// for the other leg ([`crate::srtp::Failure`]).
     Srtp(Failure),
+    /// Not media: a STUN or DTLS datagram of a WebRTC leg, consumed by the table (its replies wait in
+    /// [`Table::poll_transmit`]).
+    Control,
+    /// Refused on a WebRTC leg ([`crate::webrtc::leg::Handled::Refused`]), with its label.
+    Webrtc(&'static str),
 }
 
 impl Drop {
@@ -50,6 +60,8 @@ impl Drop {
             Self::NoTarget => "no_target",
             Self::MalformedRtcp => "malformed_rtcp",
             Self::Srtp(f) => f.label(),
+            Self::Control => "webrtc_control",
+            Self::Webrtc(label) => label,
         }
     }
 }
@@ -128,6 +140,8 @@ struct Endpoint {
     /// The SRTP contexts when this endpoint's leg is SRTP ([`EndpointSpec::srtp`]): boxed, as most legs are
     /// plain RTP and the contexts would double every endpoint's size.
     crypto: Option<Box<EndpointCrypto>>,
+    /// ICE-lite and DTLS when the endpoint faces a browser ([`Command::Webrtc`]).
+    webrtc: Option<Box<WebrtcLeg>>,
     /// What the kernel forwards for this endpoint: (expect, to), if installed.
     kernel: Option<(SocketAddr, SocketAddr)>,
     /// Packets and bytes the kernel forwarded for this endpoint: of entries already removed, plus the current
@@ -167,6 +181,23 @@ pub struct Table {
     /// Events of the data plane (latches) for the signalling side; drained with [`Table::poll_event`].
     events: std::collections::VecDeque<Event>,
     totals: Totals,
+    /// The relay's DTLS certificate, for WebRTC legs ([`Table::set_dtls_certificate`]).
+    certificate: Option<DtlsCertificate>,
+    /// Endpoints with a WebRTC leg (for the timers); pruned as they go.
+    webrtc_locals: Vec<SocketAddr>,
+    /// Datagrams the table itself sends (STUN answers, DTLS flights), drained with [`Table::poll_transmit`].
+    transmits: std::collections::VecDeque<Transmit>,
+}
+
+/// A datagram the table sends of its own accord (not a forwarded packet): out of socket `from`, to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The relay socket to send from.
+    pub from: SocketAddr,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
 }
 
 impl Table {
@@ -180,6 +211,9 @@ impl Table {
             kernel_changes: Vec::new(),
             events: std::collections::VecDeque::new(),
             totals: Totals::default(),
+            certificate: None,
+            webrtc_locals: Vec::new(),
+            transmits: std::collections::VecDeque::new(),
         }
     }
 
@@ -283,6 +317,7 @@ impl Table {
     pub fn apply(&mut self, now: Instant, cmd: Command, sockets: &mut Vec<SocketChange>, events: &mut Vec<Event>) {
         match cmd {
             Command::Upsert(spec) => self.upsert(now, spec, sockets),
+            Command::Webrtc(spec) => self.attach_webrtc(now, *spec, events),
             Command::Remove { session } => {
                 let Some(s) = self.sessions.get(&session) else { return };
                 events.push(Event::Stats(self.session_stats(session)));
@@ -321,10 +356,15 @@ impl Table {
                 }
                 // New keys (a re-INVITE) get new contexts; the same keys keep theirs, with their rollover counters.
                 match (e.crypto.as_mut(), spec.srtp.as_deref()) {
+                    // A WebRTC leg's keys come from its DTLS handshake, not from the signalling side.
+                    _ if e.webrtc.is_some() => {}
                     (Some(c), Some(keys)) => c.update(now, keys),
                     (_, keys) => e.crypto = keys.map(|k| Box::new(EndpointCrypto::new(k))),
                 }
+                let webrtc = e.webrtc.is_some();
                 e.spec = spec;
+                e.spec.srtp_pending |= webrtc;
+                e.spec.strict |= webrtc;
                 let reason = if changed { "peer_changed" } else { "reconfigured" };
                 self.reconsider(local, reason);
                 self.reconsider(partner, reason);
@@ -345,6 +385,7 @@ impl Table {
                         dropped_no_target: 0,
                         dropped_srtp: 0,
                         crypto,
+                        webrtc: None,
                         kernel: None,
                         kernel_done: (0, 0),
                         kernel_packets: 0,
@@ -370,7 +411,14 @@ impl Table {
         bytes: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Forward, Drop> {
-        let Some(e) = self.endpoints.get_mut(&local) else { return Err(Drop::UnknownSocket) };
+        let Some(mut e) = self.endpoints.get_mut(&local) else { return Err(Drop::UnknownSocket) };
+        if e.webrtc.is_some() {
+            // STUN and DTLS stop here (ICE answers checks from any candidate pair, before the strict check).
+            if let Some(done) = self.on_webrtc(now, local, src, bytes) {
+                return done;
+            }
+            e = self.endpoints.get_mut(&local).ok_or(Drop::UnknownSocket)?;
+        }
         let known = e.latched == Some(src);
         if !known && e.latched.is_some() && e.spec.strict {
             e.dropped_foreign += 1;

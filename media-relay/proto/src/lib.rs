@@ -15,6 +15,8 @@
 //! - [`bencode`] and [`ng`]: rtpengine's NG control protocol (bencoded dictionaries over UDP): the codec and the
 //!   messages, for the benches' rtpengine client; [`ng_server`] and [`ng_options`]: the relay answering NG itself
 //!   (commands, the reply cache, the options and flags Kamailio and OpenSIPS send).
+//! - [`webrtc`]: WebRTC legs: demultiplexing by first byte (RFC 7983), ICE-lite (STUN binding answers, latching,
+//!   consent freshness) and DTLS-SRTP (the relay's certificate, the handshake, SRTP keys for [`srtp`]).
 //! - [`threads`]: which of the relay's forwarding threads holds a session (and takes its commands).
 
 pub mod bencode;
@@ -33,3 +35,4 @@ pub mod session;
 pub mod srtp;
 pub mod stats;
 pub mod threads;
+pub mod webrtc;

@@ -60,7 +60,7 @@ impl Failure {
     }
 }
 
-fn provider() -> &'static Arc<dyn RTCCryptoProvider> {
+pub(crate) fn provider() -> &'static Arc<dyn RTCCryptoProvider> {
     static PROVIDER: OnceLock<Arc<dyn RTCCryptoProvider>> = OnceLock::new();
     PROVIDER.get_or_init(|| rtc_srtp::crypto::default_provider().expect("rtc-srtp built with its ring provider"))
 }

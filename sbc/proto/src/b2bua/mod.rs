@@ -477,6 +477,16 @@ impl Calls {
                 call.release = Some(("rtp_timeout", "sbc", 200));
                 self.end_call(ctx, id, None);
             }
+            MediaEvent::WebrtcEnded { session, .. } => {
+                // A browser leg's media died (no ICE consent for 30 s, DTLS failed or closed): the call is over.
+                let id = CallRef(session.0);
+                let Some(call) = self.calls.get_mut(&id) else { return };
+                if call.state != State::Confirmed {
+                    return;
+                }
+                call.release = Some(("webrtc_media_ended", "sbc", 200));
+                self.end_call(ctx, id, None);
+            }
             MediaEvent::BindFailed { .. } => ctx.observe(Observation::MediaError { reason: "bind_failed" }),
             MediaEvent::Latched { session, local, peer } => {
                 // Kept in the call's media record; an answered call replicates it, so that a standby's relay

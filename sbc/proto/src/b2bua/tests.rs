@@ -958,6 +958,28 @@ fn unreadable_offer_is_refused_488_and_a_silent_call_is_ended_by_rtp_timeout() {
 }
 
 #[test]
+fn a_webrtc_leg_whose_media_ended_gets_the_call_hung_up_on_both_legs() {
+    let mut w = world_with_media();
+    let sent = w.send(A, SBC_A, invite_from_a("call-w1"));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    response(&sent, A, 200);
+    let (session, local) = w
+        .media
+        .iter()
+        .find_map(|c| match c {
+            relay_proto::control::Command::Upsert(e) => Some((e.session, e.local)),
+            _ => None,
+        })
+        .expect("a session");
+    let ended = relay_proto::control::Event::WebrtcEnded { session, local, reason: "consent_expired".into() };
+    w.ep.handle_media_event(w.now, &ended);
+    let sent = w.drain();
+    request(&sent, A, Method::Bye);
+    request(&sent, B, Method::Bye);
+}
+
+#[test]
 fn relay_down_refuses_new_calls_with_503() {
     let mut w = world_with_media();
     w.ep.set_media_available(false);

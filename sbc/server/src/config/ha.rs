@@ -265,7 +265,7 @@ paths = [{ local = \"198.18.1.2:7071\", peer = \"198.18.1.3:7071\" }]\nvips = [\
         let c = Config::parse(HA, Path::new("t.toml")).unwrap();
         let h = c.ha.expect("ha");
         assert_eq!(h.paths.len(), 2, "the replication network is always a path (port + 1)");
-        assert_eq!(h.paths[0].peer, "198.18.3.2:7071".parse().unwrap());
+        assert_eq!(h.paths[0].peer, "198.18.3.2:7071".parse::<std::net::SocketAddr>().unwrap());
         assert_eq!(h.groups[0].vips[0].dev, "a0");
         assert!(!h.active_active());
         assert_eq!(h.dead_after, std::time::Duration::from_millis(300));

@@ -806,7 +806,7 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c.sip.listen[1].transport, Transport::Tcp);
-        assert_eq!(c.sip.listen[1].addr, "[::1]:5061".parse().expect("addr"));
+        assert_eq!(c.sip.listen[1].addr, "[::1]:5061".parse::<std::net::SocketAddr>().expect("addr"));
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.api.expect("api").listen.port(), 9090);
     }

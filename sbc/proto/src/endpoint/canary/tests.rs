@@ -48,7 +48,7 @@ fn drain(ep: &mut Endpoint) -> Seen {
     while let Some(o) = ep.poll_output() {
         match o {
             Output::Transmit { peer, bytes } => {
-                assert_eq!(peer.remote, GW.parse().unwrap(), "everything goes to the gateway");
+                assert_eq!(peer.remote, GW.parse::<std::net::SocketAddr>().unwrap(), "everything goes to the gateway");
                 s.sent.push(parse_datagram(bytes).expect("we send valid SIP"));
             }
             Output::Observe(Observation::CanaryResult(r)) => s.results.push(r),
@@ -307,7 +307,7 @@ fn canary_skips_a_gateway_its_probes_say_is_down_as_calls_do() {
             let Output::Transmit { peer, bytes } = o else { continue };
             let Ok(Message::Request(r)) = parse_datagram(bytes) else { continue };
             // Only the second gateway answers its probes.
-            if r.method == Method::Options && peer.remote == GW2.parse().unwrap() {
+            if r.method == Method::Options && peer.remote == GW2.parse::<std::net::SocketAddr>().unwrap() {
                 let ok = Response::to_request(&r, 200, "OK");
                 ep.handle_message(now, peer, Message::Response(ok).to_bytes());
             }

@@ -75,7 +75,7 @@ max_post_dial = "20s"
     let b = plan.trunk(TrunkId(1));
     assert_eq!(b.gateways.len(), 2);
     assert_eq!(b.gateways[1].transport, Transport::Tcp);
-    assert_eq!(b.gateways[1].addr, "198.18.2.11:5060".parse().expect("addr"));
+    assert_eq!(b.gateways[1].addr, "198.18.2.11:5060".parse::<std::net::SocketAddr>().expect("addr"));
     let probe = b.probe.expect("probe");
     assert_eq!((probe.interval, probe.down_after, probe.up_after), (Duration::from_secs(10), 4, 1));
     assert_eq!(b.failover.codes.iter().collect::<Vec<_>>(), [408, 503]);
