@@ -344,7 +344,7 @@ mod tests {
         let media = "[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\nports = \"20000-20999\"\n";
         let c = parse(&format!("{media}ng = \"127.0.0.1:2223\"\nng_ports = \"30000-39999\"\n")).unwrap();
         let ng = c.media.expect("media on").ng.expect("ng on");
-        assert_eq!(ng.listen, "127.0.0.1:2223".parse().unwrap());
+        assert_eq!(ng.listen, "127.0.0.1:2223".parse::<std::net::SocketAddr>().unwrap());
         assert_eq!((ng.core.first_port, ng.core.last_port), (30000, 39999));
         assert_eq!(ng.core.interfaces[0].name, "a", "NG's direction names the [media] interfaces");
         assert!(parse(media).unwrap().media.expect("media on").ng.is_none(), "off by default");
