@@ -26,8 +26,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// Settings of the relay.
@@ -325,8 +325,12 @@ impl Drop for Relay {
     }
 }
 
+/// A relay socket: registered for readability only. Sends never wait (a full buffer loses the packet, as the wire
+/// would), and an edge-triggered registration for writability too would wake the thread once per packet sent.
+type Io = Rc<AsyncFd<std::net::UdpSocket>>;
+
 struct Sock {
-    io: Rc<UdpSocket>,
+    io: Io,
     state: Rc<UdpSocketState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -649,7 +653,7 @@ fn ban(shared: &Shared, addr: std::net::IpAddr, reason: Option<u32>) {
 
 /// A non-blocking UDP socket on `local`. IP_FREEBIND lets a standby bind the service addresses it does not hold
 /// yet.
-fn open(local: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, UdpSocketState)> {
+fn open(local: SocketAddr, buffer: usize) -> io::Result<(AsyncFd<std::net::UdpSocket>, UdpSocketState)> {
     let s =
         socket2::Socket::new(socket2::Domain::for_address(local), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.set_nonblocking(true)?;
@@ -660,14 +664,16 @@ fn open(local: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, UdpSocketSta
     s.bind(&local.into())?;
     let std: std::net::UdpSocket = s.into();
     let state = UdpSocketState::new((&std).into())?;
-    Ok((UdpSocket::from_std(std)?, state))
+    // Deprecated because a caller could hand it a borrowed descriptor; this one owns its socket, and the safe
+    // constructor keeps the crate free of `unsafe`.
+    #[allow(deprecated)]
+    let io = AsyncFd::with_interest(std, Interest::READABLE)?;
+    Ok((io, state))
 }
 
-async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state: Rc<UdpSocketState>) {
+async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSocketState>) {
     loop {
-        if io.readable().await.is_err() {
-            return;
-        }
+        let Ok(mut ready) = io.readable().await else { return };
         // Drain the socket, a batch at a time, without awaiting while the shared buffers are borrowed.
         loop {
             let mut bufs = shared.bufs.borrow_mut();
@@ -676,9 +682,12 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
                 let mut it = bufs.iter_mut();
                 let mut iov: [IoSliceMut<'_>; BATCH_SIZE] =
                     std::array::from_fn(|_| IoSliceMut::new(it.next().expect("BATCH_SIZE buffers")));
-                match io.try_io(Interest::READABLE, || state.recv((&*io).into(), &mut iov, &mut *meta)) {
+                match state.recv(io.get_ref().into(), &mut iov, &mut *meta) {
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready.clear_ready();
+                        break;
+                    }
                     Err(e) => {
                         tracing::debug!(%local, error = %e, "media receive error");
                         break;
@@ -696,6 +705,13 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             apply_kernel(&shared);
             while let Some(ev) = shared.table.borrow_mut().poll_event() {
                 let _ = shared.events.send(ev);
+            }
+            // Fewer datagrams than there was room for: the kernel found the queue empty, so the socket is drained
+            // (edge-triggered epoll reports the next arrival). At media rates most wakeups find one datagram, and
+            // this saves the recvmmsg that would only say EAGAIN.
+            if n < BATCH_SIZE {
+                ready.clear_ready();
+                break;
             }
         }
     }
@@ -803,7 +819,7 @@ fn send(shared: &Shared, f: Forward, contents: &[u8], segment_size: Option<usize
     };
     let n = segment_size.map_or(1, |s| contents.len().div_ceil(s)) as u64;
     let t = Transmit { destination: f.to, ecn: None, contents, segment_size, src_ip: None };
-    match s.state.try_send((&*s.io).into(), &t) {
+    match s.state.try_send(s.io.get_ref().into(), &t) {
         Ok(()) => {
             add(&shared.counters.forwarded, n);
             add(&shared.counters.forwarded_bytes, contents.len() as u64);
