@@ -382,6 +382,8 @@ struct Shared {
     socket_buffer: usize,
     /// When an SRTP failure was last logged: at most one line per [`SRTP_LOG_EVERY`] (they are counted anyway).
     srtp_logged: std::cell::Cell<Option<Instant>>,
+    /// The datagrams of a [`Run`], back to back, for its GSO send.
+    joined: RefCell<Vec<u8>>,
 }
 
 /// How often an SRTP authentication or replay failure may be logged.
@@ -423,6 +425,7 @@ async fn run(
         events,
         socket_buffer: config.socket_buffer,
         srtp_logged: std::cell::Cell::new(None),
+        joined: RefCell::new(Vec::with_capacity(BATCH_SIZE * JOIN_MAX)),
     });
     let watch = if owner { shared.xdp().as_ref().and_then(Xdp::feature_watch) } else { None };
     sync_egress(&shared);
@@ -696,9 +699,17 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSoc
             };
             add(&shared.counters.receive_calls, 1);
             let now = Instant::now();
+            let mut run = Run::default();
             for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
-                forward_datagrams(&shared, now, local, m, &buf[..m.len]);
+                let data = &buf[..m.len];
+                if m.stride == 0 || m.stride >= data.len() {
+                    forward_one(&shared, now, local, m.addr, data, &mut run);
+                } else {
+                    run.flush(&shared);
+                    forward_datagrams(&shared, now, local, m, data);
+                }
             }
+            run.flush(&shared);
             store_totals(&shared);
             // A first packet may have confirmed a peer: hand the flow to the kernel now, and tell the signalling
             // side (it replicates latches to the standby of a pair).
@@ -714,6 +725,94 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSoc
                 break;
             }
         }
+    }
+}
+
+/// The largest datagram joined into a [`Run`]: a GSO segment must fit the egress path's MTU (or the send fails),
+/// and 1 200 bytes fits any IPv6 path (1 280 minus headers). Voice RTP is far smaller; larger datagrams go alone.
+const JOIN_MAX: usize = 1200;
+
+/// Consecutive datagrams of one receive that go out of the same socket to the same peer untouched, all of the
+/// first's size but the last (no larger): they leave in one GSO send instead of one sendmsg each. Most of the
+/// kernel's cost is per send (route, veth, the peer's wakeup), and at media rates a receive often holds several
+/// datagrams of one stream (a sender's burst) but never GRO-coalesced ones on veth.
+#[derive(Default)]
+struct Run<'a> {
+    open: Option<Open<'a>>,
+}
+
+/// A run being gathered.
+struct Open<'a> {
+    to: Forward,
+    /// The segment size: the first datagram's.
+    size: usize,
+    /// The first datagram, copied into [`Shared::joined`] only once a second one joins it.
+    first: &'a [u8],
+    count: usize,
+    /// The socket's GSO limit.
+    max: usize,
+    /// A shorter datagram ended the run (GSO allows one, last).
+    closed: bool,
+}
+
+impl<'a> Run<'a> {
+    /// Adds a datagram the table forwards untouched, or sends the run so far and starts a new one with it.
+    fn push(&mut self, shared: &Shared, f: Forward, data: &'a [u8]) {
+        if let Some(o) = &mut self.open {
+            if o.to == f && !o.closed && o.count < o.max && data.len() <= o.size {
+                let mut joined = shared.joined.borrow_mut();
+                if o.count == 1 {
+                    joined.clear();
+                    joined.extend_from_slice(o.first);
+                }
+                joined.extend_from_slice(data);
+                o.count += 1;
+                o.closed = data.len() < o.size;
+                return;
+            }
+        }
+        self.flush(shared);
+        if data.is_empty() || data.len() > JOIN_MAX {
+            return send(shared, f, data, None);
+        }
+        let max = shared.socks.borrow().get(&f.from).map_or(1, |s| s.state.max_gso_segments());
+        self.open = Some(Open { to: f, size: data.len(), first: data, count: 1, max, closed: false });
+    }
+
+    /// Sends the run: alone as it came, or joined in one GSO send.
+    fn flush(&mut self, shared: &Shared) {
+        match self.open.take() {
+            Some(o) if o.count == 1 => send(shared, o.to, o.first, None),
+            Some(o) => send(shared, o.to, &shared.joined.borrow(), Some(o.size)),
+            None => {}
+        }
+    }
+}
+
+/// Forwards one datagram (not GRO-coalesced): untouched ones join `run`, anything else goes after it.
+fn forward_one<'a>(
+    shared: &Shared,
+    now: Instant,
+    local: SocketAddr,
+    src: SocketAddr,
+    data: &'a [u8],
+    run: &mut Run<'a>,
+) {
+    add(&shared.counters.received, 1);
+    // A rewritten datagram (RTCP, about one in a hundred; every packet of an SRTP leg) needs a buffer of its own;
+    // plain RTP never touches it.
+    let mut rewritten = Vec::new();
+    let v = shared.table.borrow_mut().on_packet(now, local, src, data, &mut rewritten);
+    if let Err(DropReason::Srtp(f @ (SrtpFailure::Auth | SrtpFailure::Replay))) = v {
+        log_srtp_failure(shared, now, local, src, data, f);
+    }
+    match v {
+        Ok(f) if !f.rewritten => run.push(shared, f, data),
+        Ok(_) => {
+            run.flush(shared);
+            send_one(shared, v, data, &rewritten);
+        }
+        Err(_) => send_one(shared, v, data, &rewritten),
     }
 }
 
