@@ -210,8 +210,9 @@ pub struct Step {
     /// RFC 3550 interarrival jitter at the end of the step (from the send timestamps in the payload), worst
     /// stream, microseconds.
     pub jitter_us: Option<f64>,
-    /// Packets B's veth (eth0) received during the step (its rx_packets counter): what reached B's interface,
-    /// whether or not a socket took it (the only delivery figure of `bare`).
+    /// Packets B's veth (eth0) received during the step (its rx_packets counter, or B's UDP layer's count when
+    /// larger: the veth counts a GSO send of the relay once): what reached B's interface, whether or not a socket
+    /// took it (the only delivery figure of `bare`).
     pub wire_rx: Option<u64>,
     /// `wire_rx` over the senders' sending time.
     pub wire_pps: Option<f64>,
@@ -839,7 +840,9 @@ pub(crate) fn measure(
     let snmp_after = (udp_rcvbuf_errors(topo, Host::Sbc), udp_rcvbuf_errors(topo, Host::B));
 
     fill(step, &sent_reports, &sink_reports);
-    step.wire_rx = wire_before.zip(wire_after).map(|(a, b)| b.saturating_sub(a));
+    // The larger of the two counts: the veth counts a GSO datagram (the relay joins a batch to one peer) once, the
+    // UDP layer counts its segments; a bare redirect's frames never reach B's UDP layer.
+    step.wire_rx = wire_before.zip(wire_after).map(|(a, b)| b.0.saturating_sub(a.0).max(b.1.saturating_sub(a.1)));
     let send_secs = step.achieved_pps.filter(|&a| a > 0.0).map(|a| step.sent as f64 / a);
     step.wire_pps = step.wire_rx.zip(send_secs).map(|(n, s)| n as f64 / s);
     if !sinks_wanted {
@@ -912,9 +915,13 @@ fn fill(step: &mut Step, senders: &[Report], sinks: &[Report]) {
     step.jitter_us = sinks.iter().filter_map(|r| r.jitter_us).reduce(f64::max);
 }
 
-/// rx_packets of B's eth0 (inside B's namespace).
-fn wire_rx(topo: &Topology) -> Option<u64> {
-    topo.exec(Host::B, "cat", &["/sys/class/net/eth0/statistics/rx_packets"]).ok()?.trim().parse().ok()
+/// rx_packets of B's eth0 and the datagrams B's UDP layer took in (delivered, dropped, or for no socket), inside
+/// B's namespace.
+fn wire_rx(topo: &Topology) -> Option<(u64, u64)> {
+    let rx = topo.exec(Host::B, "cat", &["/sys/class/net/eth0/statistics/rx_packets"]).ok()?.trim().parse().ok()?;
+    let snmp = topo.exec(Host::B, "cat", &["/proc/net/snmp"]).ok()?;
+    let udp: Option<u64> = ["InDatagrams", "InErrors", "NoPorts"].iter().map(|c| parse_udp(&snmp, c)).sum();
+    Some((rx, udp?))
 }
 
 /// The whole machine's softirq time (`si`, the 7th value of the `cpu` line of /proc/stat), in clock ticks.
@@ -947,9 +954,14 @@ fn udp_rcvbuf_errors(topo: &Topology, host: Host) -> Option<u64> {
 }
 
 fn parse_rcvbuf_errors(snmp: &str) -> Option<u64> {
+    parse_udp(snmp, "RcvbufErrors")
+}
+
+/// One counter of the `Udp:` lines of /proc/net/snmp.
+fn parse_udp(snmp: &str, counter: &str) -> Option<u64> {
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (udp.next()?, udp.next()?);
-    let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    let column = names.split_whitespace().position(|n| n == counter)?;
     values.split_whitespace().nth(column)?.parse().ok()
 }
 

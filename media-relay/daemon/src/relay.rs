@@ -26,8 +26,8 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 #[path = "relay_webrtc.rs"]
@@ -342,8 +342,12 @@ impl Drop for Relay {
     }
 }
 
+/// A relay socket: registered for readability only. Sends never wait (a full buffer loses the packet, as the wire
+/// would), and an edge-triggered registration for writability too would wake the thread once per packet sent.
+type Io = Rc<AsyncFd<std::net::UdpSocket>>;
+
 struct Sock {
-    io: Rc<UdpSocket>,
+    io: Io,
     state: Rc<UdpSocketState>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -395,6 +399,8 @@ struct Shared {
     socket_buffer: usize,
     /// When an SRTP failure was last logged: at most one line per [`SRTP_LOG_EVERY`] (they are counted anyway).
     srtp_logged: std::cell::Cell<Option<Instant>>,
+    /// The datagrams of a [`Run`], back to back, for its GSO send.
+    joined: RefCell<Vec<u8>>,
 }
 
 /// How often an SRTP authentication or replay failure may be logged.
@@ -438,6 +444,7 @@ async fn run(
         events,
         socket_buffer: config.socket_buffer,
         srtp_logged: std::cell::Cell::new(None),
+        joined: RefCell::new(Vec::with_capacity(BATCH_SIZE * JOIN_MAX)),
     });
     let watch = if owner { shared.xdp().as_ref().and_then(Xdp::feature_watch) } else { None };
     sync_egress(&shared);
@@ -670,7 +677,7 @@ fn ban(shared: &Shared, addr: std::net::IpAddr, reason: Option<u32>) {
 
 /// A non-blocking UDP socket on `local`. IP_FREEBIND lets a standby bind the service addresses it does not hold
 /// yet.
-fn open(local: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, UdpSocketState)> {
+fn open(local: SocketAddr, buffer: usize) -> io::Result<(AsyncFd<std::net::UdpSocket>, UdpSocketState)> {
     let s =
         socket2::Socket::new(socket2::Domain::for_address(local), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.set_nonblocking(true)?;
@@ -681,14 +688,16 @@ fn open(local: SocketAddr, buffer: usize) -> io::Result<(UdpSocket, UdpSocketSta
     s.bind(&local.into())?;
     let std: std::net::UdpSocket = s.into();
     let state = UdpSocketState::new((&std).into())?;
-    Ok((UdpSocket::from_std(std)?, state))
+    // Deprecated because a caller could hand it a borrowed descriptor; this one owns its socket, and the safe
+    // constructor keeps the crate free of `unsafe`.
+    #[allow(deprecated)]
+    let io = AsyncFd::with_interest(std, Interest::READABLE)?;
+    Ok((io, state))
 }
 
-async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state: Rc<UdpSocketState>) {
+async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSocketState>) {
     loop {
-        if io.readable().await.is_err() {
-            return;
-        }
+        let Ok(mut ready) = io.readable().await else { return };
         // Drain the socket, a batch at a time, without awaiting while the shared buffers are borrowed.
         loop {
             let mut bufs = shared.bufs.borrow_mut();
@@ -697,9 +706,12 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
                 let mut it = bufs.iter_mut();
                 let mut iov: [IoSliceMut<'_>; BATCH_SIZE] =
                     std::array::from_fn(|_| IoSliceMut::new(it.next().expect("BATCH_SIZE buffers")));
-                match io.try_io(Interest::READABLE, || state.recv((&*io).into(), &mut iov, &mut *meta)) {
+                match state.recv(io.get_ref().into(), &mut iov, &mut *meta) {
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        ready.clear_ready();
+                        break;
+                    }
                     Err(e) => {
                         tracing::debug!(%local, error = %e, "media receive error");
                         break;
@@ -708,9 +720,17 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             };
             add(&shared.counters.receive_calls, 1);
             let now = Instant::now();
+            let mut run = Run::default();
             for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
-                forward_datagrams(&shared, now, local, m, &buf[..m.len]);
+                let data = &buf[..m.len];
+                if m.stride == 0 || m.stride >= data.len() {
+                    forward_one(&shared, now, local, m.addr, data, &mut run);
+                } else {
+                    run.flush(&shared);
+                    forward_datagrams(&shared, now, local, m, data);
+                }
             }
+            run.flush(&shared);
             store_totals(&shared);
             // A first packet may have confirmed a peer: hand the flow to the kernel now, and tell the signalling
             // side (it replicates latches to the standby of a pair).
@@ -719,7 +739,102 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Rc<UdpSocket>, state
             while let Some(ev) = shared.table.borrow_mut().poll_event() {
                 let _ = shared.events.send(ev);
             }
+            // Fewer datagrams than there was room for: the kernel found the queue empty, so the socket is drained
+            // (edge-triggered epoll reports the next arrival). At media rates most wakeups find one datagram, and
+            // this saves the recvmmsg that would only say EAGAIN.
+            if n < BATCH_SIZE {
+                ready.clear_ready();
+                break;
+            }
         }
+    }
+}
+
+/// The largest datagram joined into a [`Run`]: a GSO segment must fit the egress path's MTU (or the send fails),
+/// and 1 200 bytes fits any IPv6 path (1 280 minus headers). Voice RTP is far smaller; larger datagrams go alone.
+const JOIN_MAX: usize = 1200;
+
+/// Consecutive datagrams of one receive that go out of the same socket to the same peer untouched, all of the
+/// first's size but the last (no larger): they leave in one GSO send instead of one sendmsg each. Most of the
+/// kernel's cost is per send (route, veth, the peer's wakeup), and at media rates a receive often holds several
+/// datagrams of one stream (a sender's burst) but never GRO-coalesced ones on veth.
+#[derive(Default)]
+struct Run<'a> {
+    open: Option<Open<'a>>,
+}
+
+/// A run being gathered.
+struct Open<'a> {
+    to: Forward,
+    /// The segment size: the first datagram's.
+    size: usize,
+    /// The first datagram, copied into [`Shared::joined`] only once a second one joins it.
+    first: &'a [u8],
+    count: usize,
+    /// The socket's GSO limit.
+    max: usize,
+    /// A shorter datagram ended the run (GSO allows one, last).
+    closed: bool,
+}
+
+impl<'a> Run<'a> {
+    /// Adds a datagram the table forwards untouched, or sends the run so far and starts a new one with it.
+    fn push(&mut self, shared: &Shared, f: Forward, data: &'a [u8]) {
+        if let Some(o) = &mut self.open {
+            if o.to == f && !o.closed && o.count < o.max && data.len() <= o.size {
+                let mut joined = shared.joined.borrow_mut();
+                if o.count == 1 {
+                    joined.clear();
+                    joined.extend_from_slice(o.first);
+                }
+                joined.extend_from_slice(data);
+                o.count += 1;
+                o.closed = data.len() < o.size;
+                return;
+            }
+        }
+        self.flush(shared);
+        if data.is_empty() || data.len() > JOIN_MAX {
+            return send(shared, f, data, None);
+        }
+        let max = shared.socks.borrow().get(&f.from).map_or(1, |s| s.state.max_gso_segments());
+        self.open = Some(Open { to: f, size: data.len(), first: data, count: 1, max, closed: false });
+    }
+
+    /// Sends the run: alone as it came, or joined in one GSO send.
+    fn flush(&mut self, shared: &Shared) {
+        match self.open.take() {
+            Some(o) if o.count == 1 => send(shared, o.to, o.first, None),
+            Some(o) => send(shared, o.to, &shared.joined.borrow(), Some(o.size)),
+            None => {}
+        }
+    }
+}
+
+/// Forwards one datagram (not GRO-coalesced): untouched ones join `run`, anything else goes after it.
+fn forward_one<'a>(
+    shared: &Shared,
+    now: Instant,
+    local: SocketAddr,
+    src: SocketAddr,
+    data: &'a [u8],
+    run: &mut Run<'a>,
+) {
+    add(&shared.counters.received, 1);
+    // A rewritten datagram (RTCP, about one in a hundred; every packet of an SRTP leg) needs a buffer of its own;
+    // plain RTP never touches it.
+    let mut rewritten = Vec::new();
+    let v = shared.table.borrow_mut().on_packet(now, local, src, data, &mut rewritten);
+    if let Err(DropReason::Srtp(f @ (SrtpFailure::Auth | SrtpFailure::Replay))) = v {
+        log_srtp_failure(shared, now, local, src, data, f);
+    }
+    match v {
+        Ok(f) if !f.rewritten => run.push(shared, f, data),
+        Ok(_) => {
+            run.flush(shared);
+            send_one(shared, v, data, &rewritten);
+        }
+        Err(_) => send_one(shared, v, data, &rewritten),
     }
 }
 
@@ -829,7 +944,7 @@ fn send(shared: &Shared, f: Forward, contents: &[u8], segment_size: Option<usize
     };
     let n = segment_size.map_or(1, |s| contents.len().div_ceil(s)) as u64;
     let t = Transmit { destination: f.to, ecn: None, contents, segment_size, src_ip: None };
-    match s.state.try_send((&*s.io).into(), &t) {
+    match s.state.try_send(s.io.get_ref().into(), &t) {
         Ok(()) => {
             add(&shared.counters.forwarded, n);
             add(&shared.counters.forwarded_bytes, contents.len() as u64);
