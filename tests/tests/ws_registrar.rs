@@ -8,7 +8,8 @@
 //! - a SIPp carrier calls 1001: the INVITE arrives over that WebSocket with the registered Contact as Request-URI,
 //!   the client answers, the ACK and then the carrier's BYE reach it over the same connection;
 //! - 1001 calls out over WSS (407 answered) to a SIPp UAS on carrier b and hangs up;
-//! - the client closes the WebSocket: the binding is gone (gauge 0) and the next carrier call to 1001 gets 480.
+//! - the client closes the WebSocket: the binding is gone (gauge 0) and the next carrier call to 1001 gets 480;
+//! - JsSIP in Node (tests/js/jssip_register.js) registers over WSS with its own digest answer: gauge 1, then 0.
 
 use sbc_proto::policy::digest::{Challenge, Client, Secret};
 use std::net::SocketAddr;
@@ -382,4 +383,51 @@ fn a_user_registered_over_wss_is_called_over_its_websocket_calls_out_and_is_480_
         })
         .collect();
     assert_eq!(legs, [("carrier-b", "users", 200), ("users", "carrier-b", 200), ("carrier-b", "", 480)], "{cdrs:?}");
+}
+
+/// JsSIP 3.13 (the stack of browser softphones) in Node registers over WSS, answering the 401 itself: `registered`
+/// fires, the binding gauge reads 1 while it holds, 0 after its un-REGISTER.
+#[test]
+fn jssip_in_node_registers_over_wss_with_digest_and_the_binding_gauge_reads_1() {
+    use std::io::BufRead;
+    let node = tests::require_tool("node", "nodejs");
+    let js = tests::repo_root().join("tests/js");
+    assert!(
+        js.join("node_modules/jssip/package.json").is_file() && js.join("node_modules/ws/package.json").is_file(),
+        "JsSIP and ws are not installed in {}: run `make deps` (npm ci there)",
+        js.display()
+    );
+    let r = rig("ws-registrar-jssip");
+    let ca = r.topo.dir().join("ca.pem");
+    std::fs::write(&ca, &r.ca).expect("write CA");
+    let mut child = tests::netns::command(Some(&r.topo.ns(Host::A)), &node)
+        .arg(js.join("jssip_register.js"))
+        .env("SBC_URL", format!("wss://{SBC_A}:{WSS_PORT}"))
+        .env("URI", format!("sip:1001@{SBC_A}"))
+        .env("PASSWORD", PASSWORD)
+        .env("HOLD_MS", "3000")
+        .env("NODE_EXTRA_CA_CERTS", &ca)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("node runs");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // The script gives up after 20 s, so these reads end.
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let registered: serde_json::Value = serde_json::from_str(&first)
+        .unwrap_or_else(|e| panic!("no `registered` line ({e}): {first:?}\n{}", r.sbc.log_tail()));
+    assert_eq!(registered["registered"], true, "{registered}");
+    assert_eq!(registered["status"], 200, "{registered}");
+    assert_eq!(r.metric("sbc_registrar_bindings"), 1.0, "JsSIP's binding is held");
+    assert_eq!(r.metric(r#"sbc_registrar_registers_total{result="challenged"}"#), 1.0);
+    assert_eq!(r.metric(r#"sbc_registrar_registers_total{result="ok"}"#), 1.0);
+
+    let last = lines.next().and_then(Result::ok).unwrap_or_default();
+    let status = child.wait().expect("node ends");
+    let done: serde_json::Value =
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("no final line ({e}): {last:?}\n{}", r.sbc.log_tail()));
+    assert!(status.success(), "{done}\n{}", r.sbc.log_tail());
+    assert_eq!(done["unregistered"], true, "{done}");
+    r.wait_metric("sbc_registrar_bindings", 0.0);
 }
