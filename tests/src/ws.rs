@@ -190,6 +190,28 @@ impl WsClient {
         bail!("the server kept the connection open for {timeout:?}")
     }
 
+    /// Ends the WebSocket with a closing handshake (code 1000), as a tab that logs out does, and waits up to
+    /// `timeout` for the server's close frame.
+    pub fn close(mut self, timeout: Duration) -> Result<()> {
+        self.ws.close(None).context("sending the close frame")?;
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            self.ws.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(200)))?;
+            match self.ws.read() {
+                Ok(Message::Close(_)) => return Ok(()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                // The SBC drops the TCP connection after its close frame without a TLS close_notify; the
+                // WebSocket closing handshake is what counts here.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(()),
+                Err(e) => bail!("websocket close: {e}"),
+            }
+        }
+        bail!("the server did not answer our close frame within {timeout:?}")
+    }
+
     /// Drops the TCP connection without a closing handshake, as a crashed tab or a lost network does.
     pub fn vanish(self) {
         let _ = self.ws.get_ref().tcp().shutdown(std::net::Shutdown::Both);
