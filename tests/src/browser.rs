@@ -57,7 +57,12 @@ pub struct BrowserOptions {
 
 impl Default for BrowserOptions {
     fn default() -> Self {
-        Self { origin: "https://phone.example.test".into(), wav: None, spki: Vec::new(), limit: Duration::from_secs(120) }
+        Self {
+            origin: "https://phone.example.test".into(),
+            wav: None,
+            spki: Vec::new(),
+            limit: Duration::from_secs(120),
+        }
     }
 }
 
@@ -139,7 +144,8 @@ impl Browser {
     fn next_line(&mut self, left: Duration) -> Result<Option<Value>> {
         match self.lines.recv_timeout(left) {
             Ok(line) => Ok(Some(
-                serde_json::from_str(&line).with_context(|| format!("browser.js printed a line that is not JSON: {line}"))?,
+                serde_json::from_str(&line)
+                    .with_context(|| format!("browser.js printed a line that is not JSON: {line}"))?,
             )),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => bail!("browser.js exited\n{}", self.stderr_tail()),

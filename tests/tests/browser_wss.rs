@@ -75,8 +75,12 @@ impl Rig {
     fn browser(&self, origin: &str) -> Browser {
         let wav = self.topo.dir().join("tone-1k.wav");
         tests::baresip::write_tone(&wav, 48_000, TONE_HZ, 8000.0, 5).expect("write the tone");
-        let opts =
-            BrowserOptions { origin: origin.into(), wav: Some(wav), spki: vec![self.spki.clone()], ..Default::default() };
+        let opts = BrowserOptions {
+            origin: origin.into(),
+            wav: Some(wav),
+            spki: vec![self.spki.clone()],
+            ..Default::default()
+        };
         let dir = self.topo.dir().join("browser");
         Browser::launch(&self.topo.ns(Host::A), &dir, &opts).unwrap_or_else(|e| panic!("Chromium: {e:#}"))
     }
