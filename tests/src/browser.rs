@@ -79,6 +79,20 @@ pub struct Browser {
     stderr: PathBuf,
     /// Chromium's version string, as it reports it.
     pub version: String,
+    /// Chromium's user data dir (its command line names it: [`processes_naming`] finds what is left of it).
+    pub profile: PathBuf,
+}
+
+/// The ids of the processes whose command line contains `needle` (from /proc).
+pub fn processes_naming(needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+        })
+        .collect()
 }
 
 impl Browser {
@@ -97,11 +111,12 @@ impl Browser {
         }
         std::fs::create_dir_all(dir)?;
         let stderr = dir.join("browser.err");
+        let profile = dir.join("chromium-profile");
         let mut cmd = crate::netns::command(Some(netns), node);
         cmd.arg(js.join("browser.js"))
             .env("CHROMIUM", CHROMIUM)
             .env("ORIGIN", &opts.origin)
-            .env("PROFILE", dir.join("chromium-profile"))
+            .env("PROFILE", &profile)
             .env("LIMIT_S", opts.limit.as_secs().max(1).to_string())
             .env("SPKI", opts.spki.join(","))
             .stdin(Stdio::piped())
@@ -132,6 +147,7 @@ impl Browser {
             next_id: 1,
             stderr,
             version: String::new(),
+            profile,
         };
         let ready = b.event("ready", START_LIMIT).context("Chromium did not load the test page")?;
         b.chromium_pid = ready["chromium_pid"].as_i64().and_then(|p| i32::try_from(p).ok());

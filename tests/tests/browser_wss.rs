@@ -7,11 +7,12 @@
 //!   upgrade and one OPTIONS; then a call towards a SIPp carrier is attempted and its outcome printed, not
 //!   asserted: WebRTC media (DTLS-SRTP, ICE-lite) is not in the relay yet, the full browser acceptance of issue 18
 //!   builds on this rig when it is;
-//! - a page from an origin not in `[sip.ws] allowed_origins` is refused at the upgrade, counted by reason.
+//! - a page from an origin not in `[sip.ws] allowed_origins` is refused at the upgrade, counted by reason; the
+//!   browser dropped without closing (a failing test) leaves no Chromium process behind.
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use tests::browser::{spki_hash, Browser, BrowserOptions};
+use tests::browser::{processes_naming, spki_hash, Browser, BrowserOptions};
 use tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
 use tests::sipp::Sipp;
 use tests::tls::TestCa;
@@ -155,5 +156,13 @@ fn a_page_from_an_origin_not_allowed_is_refused_at_the_wss_upgrade() {
     assert!(refused.is_err(), "an origin not allowed must not connect");
     assert_eq!(r.metric("sbc_ws_upgrades_refused_total{reason=\"origin\"}"), 1.0, "{}", r.sbc.log_tail());
     assert_eq!(r.metric("sbc_ws_upgrades_total{transport=\"wss\"}"), 0.0);
-    b.close().expect("the browser closes");
+    // Dropped without close, as when a test fails: Node and every Chromium process go with it.
+    let profile = b.profile.display().to_string();
+    assert!(!processes_naming(&profile).is_empty(), "Chromium runs with {profile}");
+    drop(b);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !processes_naming(&profile).is_empty() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(processes_naming(&profile), Vec::<u32>::new(), "processes left after drop");
 }
