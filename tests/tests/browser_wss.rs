@@ -141,10 +141,18 @@ fn chromium_with_jssip_gets_the_fake_microphone_and_its_options_over_wss_are_ans
         eprintln!("page's offer: {} bytes", sdp["local"].as_str().map_or(0, str::len));
     }
     let at_carrier = carrier.messages();
-    let first = |m: &str| m.lines().find(|l| l.starts_with("INVITE ") || l.starts_with("SIP/2.0 ")).map(str::to_owned);
-    eprintln!("carrier saw: {:?}; its log: {}", first(&at_carrier), carrier.dir().display());
+    let seen: Vec<&str> = at_carrier
+        .lines()
+        .filter(|l| {
+            l.starts_with("INVITE ") || l.starts_with("SIP/2.0 ") || l.starts_with("m=") || l.starts_with("BYE ")
+        })
+        .collect();
+    eprintln!("carrier saw: {seen:?}");
     let _ = b.hangup();
+    // Killed on purpose: its files go too.
+    let sipp_dir = carrier.dir().to_owned();
     drop(carrier);
+    let _ = std::fs::remove_dir_all(sipp_dir);
     b.close().expect("the browser closes");
 }
 
