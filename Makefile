@@ -15,7 +15,8 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= /etc/systemd/system
 STATEDIR ?= /var/lib/sbc
 # Debian packages the tests need: SIPp and baresip as real SIP peers, nodejs and npm for JsSIP (a real SIP-over-
-# WebSocket peer, installed into tests/js by `make deps`), sipvicious (scans), iproute2 for network
+# WebSocket peer, installed into tests/js by `make deps`), chromium as the browser of tests/js/browser.js
+# (driven by puppeteer-core, JsSIP in the page), sipvicious (scans), iproute2 for network
 # namespaces, clang/libbpf for eBPF, tshark (its dumpcap) for packet captures; stunnel4 puts TLS in front of SIPp
 # (Debian builds SIPp without OpenSSL, so its -t l1 is not there) and openssl checks served certificates; rtpengine-daemon
 # (10.5) is also the reference relay of `sbc-bench media --paths rtpengine` and its test. prometheus brings promtool,
@@ -27,7 +28,7 @@ STATEDIR ?= /var/lib/sbc
 # (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base curl \
 	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus systemd \
-	nodejs npm
+	nodejs npm chromium
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -89,8 +90,10 @@ deps:
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
-	@# JsSIP (and ws, its WebSocket in Node) for the SIP-over-WebSocket tests, at the versions of tests/js/package-lock.json.
-	@if [ ! -f tests/js/node_modules/jssip/package.json ]; then npm ci --prefix tests/js --no-audit --no-fund; fi
+	@# JsSIP (and ws, its WebSocket in Node) for the SIP-over-WebSocket tests, puppeteer-core (drives Chromium) and
+	@# esbuild (bundles JsSIP for the page) for the browser tests, at the versions of tests/js/package-lock.json.
+	@if [ ! -f tests/js/node_modules/jssip/package.json ] || [ ! -f tests/js/node_modules/puppeteer-core/package.json ] \
+	  || [ ! -f tests/js/node_modules/esbuild/package.json ]; then npm ci --prefix tests/js --no-audit --no-fund; fi
 
 test: deps lint ops-check
 	$(CARGO) test --workspace --all-targets

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod baresip;
+pub mod browser;
 pub mod capture;
 pub mod fleet;
 pub mod netns;
@@ -19,6 +20,7 @@ pub mod rtpengine;
 pub mod setup_drill;
 pub mod sipp;
 pub mod tls;
+pub mod tone;
 pub mod ws;
 
 /// The repository root.
