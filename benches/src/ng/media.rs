@@ -170,8 +170,8 @@ fn window(harness: &Harness, opts: &Options, target: &Target, m: &mut Measuremen
     // The relay's ports of every call: side a in the 200s the caller got, side b in the INVITEs the callee got.
     let deadline = Instant::now() + ramp;
     let (to_b, to_a) = loop {
-        let a = ::tests::sipp::distinct_sdp_ports(&uac.messages(), &SBC_A.to_string());
-        let b = ::tests::sipp::distinct_sdp_ports(&uas.messages(), &SBC_B.to_string());
+        let a = relay_ports(&uac.messages(), SBC_A);
+        let b = relay_ports(&uas.messages(), SBC_B);
         if a.len() >= opts.calls as usize && b.len() >= opts.calls as usize {
             break (a, b);
         }
@@ -261,6 +261,16 @@ fn window(harness: &Harness, opts: &Options, target: &Target, m: &mut Measuremen
         let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
+}
+
+/// The relay's ports (one per call) in the SDPs of a SIPp message log naming `relay`. A relay that added a
+/// media-level `c=` line would make [`::tests::sipp::sdp_ports`] read the next message's port too, which may be
+/// SIPp's own: those are left out.
+fn relay_ports(log: &str, relay: std::net::Ipv4Addr) -> Vec<u16> {
+    ::tests::sipp::distinct_sdp_ports(log, &relay.to_string())
+        .into_iter()
+        .filter(|&p| p != UAC_RTP_PORT && p != UAS_RTP_PORT)
+        .collect()
 }
 
 fn num(v: &serde_json::Value, key: &str) -> u64 {
