@@ -54,7 +54,8 @@ pub struct Summary {
     pub machine_rtpengine_vs_ng_xdp: Option<f64>,
 }
 
-/// What ended a ladder: the top of the ladder, the target's core, or (core not saturated) the generator or delay.
+/// What ended a ladder: the top of the ladder, the target's core, or (core not saturated) SIPp falling behind (the
+/// generator, or calls stalling in the target) or failures and delay.
 pub fn limit_of(ladder: &Ladder) -> String {
     if ladder.capped_by_ladder {
         return "ladder top (raise --rates)".into();
@@ -67,8 +68,10 @@ pub fn limit_of(ladder: &Ladder) -> String {
     let why = why_failed(failed);
     match (failed.sbc_cpu_pct, behind) {
         (Some(c), _) if c >= SATURATED_PCT => format!("target core ({cpu}) at {}/s: {why}", failed.rate),
+        // SIPp falls behind both when its own core is the limit and when calls stall in the target (Kamailio
+        // waiting on a late NG reply): without a `direct` ladder in the same run the two look alike.
         (_, true) => format!(
-            "generator: SIPp achieved {:.0}/s of {}/s, target core {cpu}: {why}",
+            "SIPp behind (generator or a stall in the call path): achieved {:.0}/s of {}/s, target core {cpu}: {why}",
             failed.achieved_cps.unwrap_or(0.0),
             failed.rate
         ),
@@ -332,7 +335,12 @@ mod tests {
         assert_eq!(s.machine_rtpengine_vs_ng, Some(3.0));
         assert_eq!((s.targets[1].media_windows, s.targets[1].media_passed), (2, 1), "the failed window is not used");
         assert!(s.targets[0].limits[0].starts_with("target core (99 %)"), "{:?}", s.targets[0].limits);
-        assert!(s.targets[1].limits[0].starts_with("generator: SIPp achieved 700/s of 1200/s"), "{:?}", s.targets[1]);
+        assert!(
+            s.targets[1].limits[0]
+                .contains("SIPp behind (generator or a stall in the call path): achieved 700/s of 1200/s"),
+            "{:?}",
+            s.targets[1]
+        );
         assert!(s.targets[2].limits[0].contains("not saturated"), "{:?}", s.targets[2].limits);
     }
 }
