@@ -44,7 +44,7 @@ help:
 	@echo "make install release binaries, systemd units (ops/systemd), /etc/sbc/sbc.toml, /var/lib/sbc, user sbc (as root; PREFIX, DESTDIR)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
+	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), ng (Kamailio + rtpengine vs Kamailio + our relay), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
 	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
@@ -125,7 +125,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The default bench suite (as root, about 9 minutes on 2 cores plus the release build; the Kamailio + rtpengine cps comparison is about 75 s of it): short runs of every load scenario against our own
+# The default bench suite (as root, about 11-12 minutes on 2 cores plus the release build; the Kamailio + rtpengine cps comparison is about 75 s of it, the ng line (Kamailio + rtpengine vs Kamailio + our relay) about 150 s): short runs of every load scenario against our own
 # SBC in network namespaces, each next to its baseline in the same run; JSON, SVG plots and tables under
 # target/bench/. The soak is not in it (it is meant to run for hours: see benches/README.md).
 bench: deps
@@ -133,11 +133,12 @@ bench: deps
 	mkdir -p target/bench
 	target/release/sbc-bench cps --target local --compare direct --runs 1 --step-secs 3 --rates 100,500,1000,1500,2000 --out target/bench/cps.json | tee target/bench/cps.txt
 	target/release/sbc-bench cps --target local --compare kamailio-rtpengine --runs 1 --step-secs 3 --rates 200,400,600,800,1000,1500,2000,2500,3000 --out target/bench/cps-kamailio.json | tee target/bench/cps-kamailio.txt
+	target/release/sbc-bench ng --runs 1 --rates 200,400,600,800,1000,1200,1500 --calls 50 --media-secs 5 --out target/bench/ng.json | tee target/bench/ng.txt
 	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare,kernel,rtpengine --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
-	@echo "results in target/bench/: cps, cps-kamailio, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
+	@echo "results in target/bench/: cps, cps-kamailio, ng, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:

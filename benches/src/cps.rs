@@ -166,7 +166,7 @@ pub fn run(opts: &Options, harness: &Harness, target_pid: Option<u32>) -> Result
             let name = format!("bench-cps-run{run}");
             let core = pin.then_some(SBC_CORE);
             let mut running = match target {
-                Target::KamailioRtpengine => Running::Kamailio(Box::new(harness.start_kamailio(&name, core)?)),
+                t if t.is_kamailio() => Running::Kamailio(Box::new(harness.start_kamailio(t, &name, core)?)),
                 t if t.is_local() => {
                     let config = media_config(harness.config(target, opts.media));
                     Running::Sbc(harness.start_local(target, &name, &config, core)?)

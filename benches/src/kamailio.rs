@@ -4,6 +4,10 @@
 //! caller, 198.18.2.1 facing carrier B). The configuration is benches/kamailio/sbc.cfg; the three daemons run on the
 //! core our `sbc` gets, and their CPU time (every Kamailio process, every rtpengine and Redis thread) counts as the
 //! target's.
+//!
+//! The `kamailio-ng` and `kamailio-ng-xdp` targets (issue 17) run the same configuration with our `media-relay
+//! --ng` in rtpengine's place ([`Relay`]): nothing differs but the NG address Kamailio is given (`RTPENGINE_SOCK`),
+//! the relay's interfaces, port range and core being rtpengine's.
 
 use ::tests::netns::{Host, Process, Topology};
 use anyhow::{bail, Context, Result};
@@ -14,6 +18,22 @@ use std::time::{Duration, Instant};
 pub const CONFIG: &str = "benches/kamailio/sbc.cfg";
 /// Where rtpengine listens for Kamailio's NG commands, in the SBC namespace.
 const NG_SOCKET: &str = "127.0.0.1:2223";
+/// Where our `media-relay --ng` listens for them instead: the one line of Kamailio's configuration that differs.
+const OUR_NG_SOCKET: &str = "127.0.0.1:2225";
+/// Our relay's own control socket (unused here; away from both NG ports).
+const OUR_CONTROL_SOCKET: &str = "127.0.0.1:2224";
+/// The relay's media ports, both relays alike.
+const PORT_RANGE: (u16, u16) = (16384, 32767);
+
+/// The media relay Kamailio steers over NG.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relay {
+    /// rtpengine 10.5, user space (`--table=-1`).
+    Rtpengine,
+    /// Our `media-relay --ng` (this binary), user space only (`xdp: false`, `--xdp off`) or with its XDP fast path
+    /// native on the SBC namespace's a0 and b0 (the topology prepared for it by the harness).
+    Ours { binary: PathBuf, xdp: bool },
+}
 /// Where Redis (topos's storage) listens, in the SBC namespace.
 const REDIS_PORT: u16 = 6379;
 /// Kamailio's shared memory, MB: tm keeps each finished transaction 5 s, dialog each finished dialog a while.
@@ -23,7 +43,8 @@ const SHM_MB: &str = "1024";
 pub struct KamailioRig {
     // Kamailio first: it stops its children on SIGTERM.
     kamailio: Option<Process>,
-    rtpengine: Process,
+    /// rtpengine or our media-relay ([`Relay`]).
+    relay: Process,
     redis: Process,
     /// Kamailio's child processes at start (receivers, timers, ...): fixed for its lifetime.
     children: Vec<u32>,
@@ -32,9 +53,9 @@ pub struct KamailioRig {
 }
 
 impl KamailioRig {
-    /// Starts Redis and rtpengine, then Kamailio, in `topo`'s SBC namespace, all pinned to `core` if given
-    /// (`name` names the logs in the topology's directory).
-    pub fn start(topo: &Topology, name: &str, core: Option<usize>) -> Result<Self> {
+    /// Starts Redis and the media relay, then Kamailio pointed at the relay's NG address, in `topo`'s SBC
+    /// namespace, all pinned to `core` if given (`name` names the logs in the topology's directory).
+    pub fn start(topo: &Topology, name: &str, core: Option<usize>, relay: &Relay) -> Result<Self> {
         require_programs()?;
         let dir = topo.dir().join(format!("{name}-kamailio"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -56,8 +77,8 @@ impl KamailioRig {
                 "--interface=a/198.18.1.1",
                 "--interface=b/198.18.2.1",
                 &format!("--listen-ng={NG_SOCKET}"),
-                "--port-min=16384",
-                "--port-max=32767",
+                &format!("--port-min={}", PORT_RANGE.0),
+                &format!("--port-max={}", PORT_RANGE.1),
                 // Sessions go when the BYE deletes them, as our sbc frees its ports at once.
                 "--delete-delay=0",
             ]
@@ -73,8 +94,31 @@ impl KamailioRig {
         );
         let mut redis = topo.spawn(Host::Sbc, &format!("{name}-redis"), &redis_program, &redis_args)?;
         wait_tcp(topo, &mut redis, REDIS_PORT)?;
-        let mut rtpengine = topo.spawn(Host::Sbc, &format!("{name}-rtpengine"), &program, &args)?;
-        wait_udp(topo, &mut rtpengine, 2223)?;
+        let (relay, ng_socket) = match relay {
+            Relay::Rtpengine => {
+                let mut p = topo.spawn(Host::Sbc, &format!("{name}-rtpengine"), &program, &args)?;
+                wait_udp(topo, &mut p, port_of(NG_SOCKET))?;
+                (p, NG_SOCKET)
+            }
+            Relay::Ours { binary, xdp } => {
+                let mut args: Vec<String> = [
+                    format!("--control={OUR_CONTROL_SOCKET}"),
+                    format!("--ng={OUR_NG_SOCKET}"),
+                    "--ng-interface=a/198.18.1.1".into(),
+                    "--ng-interface=b/198.18.2.1".into(),
+                    format!("--ng-ports={}-{}", PORT_RANGE.0, PORT_RANGE.1),
+                    format!("--xdp={}", if *xdp { "native" } else { "off" }),
+                ]
+                .to_vec();
+                if *xdp {
+                    args.extend(["--interface=a0".into(), "--interface=b0".into()]);
+                }
+                let (program, args) = pin(&binary.display().to_string(), args);
+                let mut p = topo.spawn(Host::Sbc, &format!("{name}-media-relay"), &program, &args)?;
+                wait_udp(topo, &mut p, port_of(OUR_NG_SOCKET))?;
+                (p, OUR_NG_SOCKET)
+            }
+        };
         let (program, args) = pin(
             "kamailio",
             vec![
@@ -94,7 +138,7 @@ impl KamailioRig {
                 "-A".into(),
                 format!("REDIS_ADDR=\"name=tps;addr=127.0.0.1;port={REDIS_PORT}\""),
                 "-A".into(),
-                format!("RTPENGINE_SOCK=\"udp:{NG_SOCKET}\""),
+                format!("RTPENGINE_SOCK=\"udp:{ng_socket}\""),
             ],
         );
         let mut kamailio = topo.spawn(Host::Sbc, &format!("{name}-kamailio"), &program, &args)?;
@@ -105,21 +149,26 @@ impl KamailioRig {
         if children.is_empty() {
             bail!("kamailio runs without child processes: {}", kamailio.output_tail());
         }
-        Ok(Self { kamailio: Some(kamailio), rtpengine, redis, children, dir })
+        Ok(Self { kamailio: Some(kamailio), relay, redis, children, dir })
     }
 
-    /// Every process whose CPU time is the target's: Kamailio and its children, rtpengine and Redis (all their
+    /// Every process whose CPU time is the target's: Kamailio and its children, the relay and Redis (all their
     /// threads).
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.kamailio.iter().map(Process::id).collect();
         pids.extend(&self.children);
-        pids.extend([self.rtpengine.id(), self.redis.id()]);
+        pids.extend([self.relay.id(), self.redis.id()]);
         pids
+    }
+
+    /// The media relay's process (rtpengine or media-relay: `taskset` and `ip netns exec` exec it).
+    pub fn relay_pid(&self) -> u32 {
+        self.relay.id()
     }
 
     /// Why the rig is no longer whole, if it is not: a daemon exited (with its log).
     pub fn exited(&mut self) -> Option<String> {
-        for p in self.kamailio.iter_mut().chain([&mut self.rtpengine, &mut self.redis]) {
+        for p in self.kamailio.iter_mut().chain([&mut self.relay, &mut self.redis]) {
             if let Ok(Some(status)) = p.try_wait() {
                 return Some(format!("exited ({status}): {}", p.output_tail()));
             }
@@ -140,10 +189,15 @@ impl Drop for KamailioRig {
                 .stderr(std::process::Stdio::null())
                 .status();
         }
-        self.rtpengine.kill();
+        self.relay.kill();
         self.redis.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The port of a literal `IP:PORT`.
+fn port_of(socket: &str) -> u16 {
+    socket.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
 /// benches/kamailio/sbc.cfg in the repository, from any working directory.

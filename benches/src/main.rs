@@ -8,6 +8,8 @@
 //! - `soak`: a light constant load for hours, exported as Prometheus metrics ([`soak`]).
 //! - `overload`: 0.5x to 3x a target's call-rate ceiling: goodput, 503s and the post-dial delay of accepted calls
 //!   ([`overload`]).
+//! - `ng`: the same Kamailio against rtpengine and against our `media-relay --ng` (user space and XDP): calls/s
+//!   ceilings and media CPU per million packets, with issue 17's ratios ([`ng`]).
 //!
 //! Targets (our SBC in namespaces the harness builds, SIPp direct, or any SBC by address) and the guard that keeps
 //! load on loopback unless told otherwise are in [`target`]. The criterion micro-benches live under benches/benches
@@ -24,6 +26,7 @@ mod live;
 mod media;
 mod media_threads;
 mod media_versus;
+mod ng;
 mod overload;
 mod plot;
 mod rtpengine;
@@ -60,6 +63,9 @@ enum Scenario {
     /// Packet-rate ceiling (loss < 0.1 %), CPU per packet and latency of media-relay (user space and XDP), a bare
     /// XDP redirect and kernel IP forwarding.
     Media(MediaArgs),
+    /// Kamailio with rtpengine against the same Kamailio with our media-relay --ng (user space and XDP), in one
+    /// run: calls/s ceilings and media CPU per million packets, ratios against rtpengine (issue 17).
+    Ng(NgArgs),
     /// A light constant call load for hours against one target (a canary): every interval's calls, failures and
     /// post-dial delay as Prometheus metrics; exit status 1 when an interval failed.
     Soak(SoakArgs),
@@ -108,7 +114,9 @@ struct TargetArgs {
     /// sbc build, the same way), `local-unguarded[:PATH]` (the same with [edge] and [overload] switched off: the
     /// baseline of what the checks cost), `local-hep[:PATH]` (the same exporting every SIP message over HEP: the cost of HEP), `local-tls` / `local-tls:PATH` (the same with SIP over TLS on both legs,
     /// through stunnel next to SIPp; cps only), `kamailio-rtpengine` (Kamailio 5.6 with tm, dialog, topos and
-    /// rtpengine anchoring media, started by the harness where our sbc runs; cps only), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
+    /// rtpengine anchoring media, started by the harness where our sbc runs; cps only), `kamailio-ng` and
+    /// `kamailio-ng-xdp` (the same Kamailio with our media-relay --ng in rtpengine's place, user space or native XDP;
+    /// cps only; `sbc-bench ng` runs all three), `direct` (SIPp UAC straight to SIPp UAS: the harness's own ceiling)
     /// or an SBC's `IP:PORT` (literal address; it must route every number to --uas). Default: local.
     #[arg(long)]
     target: Option<target::Target>,
@@ -180,11 +188,14 @@ impl TargetArgs {
         if scenario != "cps" && targets.iter().any(|t| matches!(t, target::Target::LocalTls(_))) {
             bail!("`--target local-tls` is a cps target: {scenario} runs over UDP only");
         }
-        if scenario != "cps" && targets.contains(&target::Target::KamailioRtpengine) {
-            bail!("`kamailio-rtpengine` is a cps target: {scenario} does not start it");
+        if let Some(k) = targets.iter().find(|t| t.is_kamailio()) {
+            if scenario != "cps" {
+                bail!("`{k}` is a cps target (and of `sbc-bench ng`): {scenario} does not start it");
+            }
+            target::require_root(&format!("`{scenario} --target {k}`"))?;
         }
-        if targets.contains(&target::Target::KamailioRtpengine) {
-            target::require_root(&format!("`{scenario} --target kamailio-rtpengine`"))?;
+        if targets.iter().any(|t| matches!(t, target::Target::KamailioNg | target::Target::KamailioNgXdp)) {
+            prepare_binaries(None)?;
         }
         if targets.iter().any(target::Target::is_local) {
             target::require_root(&format!("`{scenario} --target local`"))?;
@@ -394,6 +405,47 @@ struct SoakArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct NgArgs {
+    /// The targets, comma-separated, from kamailio-rtpengine (the baseline of every ratio), kamailio-ng and
+    /// kamailio-ng-xdp.
+    #[arg(long, value_delimiter = ',', default_value = "kamailio-rtpengine,kamailio-ng,kamailio-ng-xdp")]
+    targets: Vec<target::Target>,
+    /// Complete runs (each: every target's cps ladder and media window); the summary takes medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// Seconds of traffic per cps step.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    step_secs: u32,
+    /// The cps rate ladder in calls per second, comma-separated, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "200,400,600,800,1000,1200,1500,2000,2500,3000")]
+    rates: Vec<u32>,
+    /// Skip the cps ladders: media windows only.
+    #[arg(long)]
+    no_cps: bool,
+    /// Calls held with RTP both ways in the media window.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    calls: u32,
+    /// The rate those calls are placed at, calls/s.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    call_rate: u32,
+    /// RTP packets per second per call and direction (50: G.711 at 20 ms). calls x pps x 2 go through the relay.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pps: u32,
+    /// RTP payload bytes per packet.
+    #[arg(long, default_value_t = 160, value_parser = clap::value_parser!(u16).range(16..=1400))]
+    payload: u16,
+    /// Seconds of media.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=300))]
+    media_secs: u32,
+    /// Seconds of the idle window (calls up, no media) before the media: the machine's baseline.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=60))]
+    idle_secs: u32,
+    /// Where the JSON with every figure goes (the plot goes next to it, as .svg).
+    #[arg(long, default_value = "target/bench/ng.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct ConcurrentArgs {
     #[command(flatten)]
     target: TargetArgs,
@@ -428,6 +480,7 @@ fn main() -> Result<()> {
         Scenario::Media(args) => media_main(args),
         Scenario::Soak(args) => soak_main(args),
         Scenario::Overload(args) => overload_main(args),
+        Scenario::Ng(args) => ng_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
         Scenario::XdpTestRun => xdp::test_run_main(),
@@ -718,7 +771,7 @@ fn cps_main(args: CpsArgs) -> Result<()> {
     args.target.prepare(&targets, "cps")?;
     watch_interrupts();
     let labels = target::labels(&targets);
-    let media = args.media || targets.contains(&target::Target::KamailioRtpengine);
+    let media = args.media || targets.iter().any(target::Target::is_kamailio);
     if media {
         eprintln!("media: a local sbc anchors every call's media (its embedded relay, user space)");
     }
@@ -756,6 +809,70 @@ fn cps_main(args: CpsArgs) -> Result<()> {
         println!("INTERRUPTED: the figures above are of the steps measured before Ctrl-C/SIGTERM");
     }
     println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
+    Ok(())
+}
+
+fn ng_main(args: NgArgs) -> Result<()> {
+    if !args.no_cps && (args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b)) {
+        bail!("--rates must be positive and strictly ascending, e.g. 200,400,800");
+    }
+    if args.targets.is_empty() || args.targets.iter().any(|t| !ng::TARGETS.contains(t)) {
+        bail!("--targets takes kamailio-rtpengine, kamailio-ng and kamailio-ng-xdp");
+    }
+    let mut targets = args.targets.clone();
+    targets.dedup();
+    target::require_root("`ng`")?;
+    prepare_binaries(None)?;
+    let rtpfleet = concurrent::prepare_rtpfleet()?;
+    watch_interrupts();
+    let opts = ng::Options {
+        labels: target::labels(&targets),
+        targets,
+        runs: args.runs,
+        step_secs: args.step_secs,
+        rates: if args.no_cps { Vec::new() } else { args.rates.clone() },
+        calls: args.calls,
+        call_rate: args.call_rate,
+        pps: args.pps,
+        payload: args.payload,
+        media_secs: args.media_secs,
+        idle_secs: args.idle_secs,
+        pinned: cps::pinning_possible(),
+        rtpfleet,
+    };
+    let here = target::Here { uac_ip: "127.0.0.1".parse()?, uac_port: 5061, uas: "127.0.0.1:5070".parse()? };
+    let harness = target::Harness::new(&opts.targets, here, target::Guard { allow_remote: false })?;
+    let started = std::time::Instant::now();
+    let result = ng::run(&opts, &harness);
+    harness.remove()?;
+    let outcome = result?;
+    let summary = ng::report::summarize(&opts.labels, &outcome.ladders, &outcome.media);
+    let json = serde_json::json!({
+        "scenario": "ng",
+        "options": opts,
+        "pinning": if opts.pinned {
+            serde_json::json!({ "kamailio_and_relay_core": cps::SBC_CORE, "sipp_and_rtpfleet_core": cps::SIPP_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "criterion": {
+            "cps": { "max_failed_pct": cps::MAX_FAILED_PCT, "max_pdd_p99_ms": cps::MAX_P99_MS },
+            "media": { "max_loss_pct": ng::media::MAX_LOSS_PCT, "max_send_lag_ms": ng::media::MAX_SEND_LAG_MS },
+        },
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "interrupted": outcome.interrupted,
+        "ladders": outcome.ladders,
+        "media": outcome.media,
+        "summary": summary,
+    });
+    write_json(&args.out, &json)?;
+    let svg = args.out.with_extension("svg");
+    ng::report::plot(&svg, &opts, &outcome.ladders, &outcome.media)?;
+    println!("{}", ng::report::table(&opts, &summary));
+    if outcome.interrupted {
+        println!("INTERRUPTED: the figures above are of what was measured before Ctrl-C/SIGTERM");
+    }
+    println!("every figure: {}; plot: {}", args.out.display(), svg.display());
     Ok(())
 }
 

@@ -21,6 +21,9 @@
 //! - `kamailio-rtpengine`: another vendor's SBC, Kamailio 5.6 (tm, dialog, topos) with rtpengine anchoring every
 //!   call's media, started by the harness in the SBC namespace with our `sbc`'s addresses and core
 //!   ([`crate::kamailio`], benches/kamailio/sbc.cfg): `cps --target local --compare kamailio-rtpengine`.
+//! - `kamailio-ng`, `kamailio-ng-xdp`: the same Kamailio with the same configuration, its NG address pointed at our
+//!   `media-relay --ng` in rtpengine's place, user space only (`--xdp off`) or with the XDP fast path native on the
+//!   SBC's veths (issue 17; `sbc-bench ng` measures all three in one run).
 //! - `direct`: SIPp UAC straight to SIPp UAS, no SBC: the harness's own ceiling, so that a result can say which side
 //!   was the bottleneck. In the netns topology when one is built (UAC in C 198.18.2.11 → B), else on this host
 //!   (`--uac-ip` → `--uas`).
@@ -56,6 +59,10 @@ pub enum Target {
     LocalTls(Option<PathBuf>),
     /// `kamailio-rtpengine`: Kamailio with rtpengine in the harness's own namespaces ([`crate::kamailio`]).
     KamailioRtpengine,
+    /// `kamailio-ng`: the same Kamailio steering our `media-relay --ng` (user space) over NG.
+    KamailioNg,
+    /// `kamailio-ng-xdp`: the same with the relay's XDP fast path native on a0 and b0.
+    KamailioNgXdp,
     /// `direct`: SIPp to SIPp, no SBC.
     Direct,
     /// `ADDR:PORT`: an SBC already running there.
@@ -73,6 +80,8 @@ impl std::str::FromStr for Target {
             "local-hep" => Ok(Target::LocalHep(None)),
             "direct" => Ok(Target::Direct),
             "kamailio-rtpengine" => Ok(Target::KamailioRtpengine),
+            "kamailio-ng" => Ok(Target::KamailioNg),
+            "kamailio-ng-xdp" => Ok(Target::KamailioNgXdp),
             _ => {
                 if let Some(path) = s.strip_prefix("local:") {
                     return Ok(Target::Local(Some(PathBuf::from(path))));
@@ -89,7 +98,7 @@ impl std::str::FromStr for Target {
                 s.parse::<SocketAddr>().map(Target::Remote).map_err(|_| {
                     format!(
                         "`{s}` is not a target: give `local`, `local:PATH-TO-SBC`, `local-unguarded`, \
-                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `local-hep`, `local-hep:PATH`, `kamailio-rtpengine`, `direct` or an SBC's IP:PORT \
+                         `local-unguarded:PATH-TO-SBC`, `local-tls`, `local-tls:PATH`, `local-hep`, `local-hep:PATH`, `kamailio-rtpengine`, `kamailio-ng`, `kamailio-ng-xdp`, `direct` or an SBC's IP:PORT \
                          (a literal address: names are not resolved, so the address checked is the one loaded)"
                     )
                 })
@@ -110,6 +119,8 @@ impl std::fmt::Display for Target {
             Target::LocalTls(None) => f.write_str("local-tls"),
             Target::LocalTls(Some(path)) => write!(f, "local-tls:{}", path.display()),
             Target::KamailioRtpengine => f.write_str("kamailio-rtpengine"),
+            Target::KamailioNg => f.write_str("kamailio-ng"),
+            Target::KamailioNgXdp => f.write_str("kamailio-ng-xdp"),
             Target::Direct => f.write_str("direct"),
             Target::Remote(addr) => write!(f, "{addr}"),
         }
@@ -143,9 +154,14 @@ impl Target {
         matches!(self, Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalTls(_) | Target::LocalHep(_))
     }
 
-    /// Whether the harness starts this target itself in its netns topology (our `sbc` or Kamailio + rtpengine).
+    /// Whether the harness starts this target itself in its netns topology (our `sbc` or Kamailio + a relay).
     pub fn started_here(&self) -> bool {
-        self.is_local() || matches!(self, Target::KamailioRtpengine)
+        self.is_local() || self.is_kamailio()
+    }
+
+    /// Whether this target is Kamailio with a media relay over NG (rtpengine or ours).
+    pub fn is_kamailio(&self) -> bool {
+        matches!(self, Target::KamailioRtpengine | Target::KamailioNg | Target::KamailioNgXdp)
     }
 
     /// The `sbc` binary of a local target, if it names its own.
@@ -261,6 +277,10 @@ pub struct Harness {
     /// With a `local-tls` target: the stunnels in front of the caller's and the callee's SIPp, and the directory
     /// holding the certificates.
     pub tls: Option<TlsRig>,
+    /// With a `kamailio-ng-xdp` target: the topology prepared for XDP (forwarding on a0/b0, checksum offload off
+    /// at the peers, XDP_PASS on the veth peers), for every target of the invocation alike; the helpers holding
+    /// the peers' programs, stopped before the namespaces go.
+    pub xdp_helpers: Vec<::tests::netns::Process>,
 }
 
 /// The TLS side of a `local-tls` target, alive as long as the harness.
@@ -340,7 +360,16 @@ impl Harness {
             }
             _ => None,
         };
-        Ok(Self { topo, here, guard, cpu_limit: None, tls })
+        let xdp_helpers = match (&topo, targets.contains(&Target::KamailioNgXdp)) {
+            (Some(topo), true) => {
+                eprintln!(
+                    "preparing the topology for XDP (forwarding on a0/b0, checksum offload off, XDP_PASS on peers)"
+                );
+                topo.prepare_xdp(&media_relay_binary()?).context("preparing the topology for XDP")?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Self { topo, here, guard, cpu_limit: None, tls, xdp_helpers })
     }
 
     /// Where `target`'s calls go.
@@ -354,7 +383,12 @@ impl Harness {
         };
         match (target, &self.topo) {
             (
-                Target::Local(_) | Target::LocalUnguarded(_) | Target::LocalHep(_) | Target::KamailioRtpengine,
+                Target::Local(_)
+                | Target::LocalUnguarded(_)
+                | Target::LocalHep(_)
+                | Target::KamailioRtpengine
+                | Target::KamailioNg
+                | Target::KamailioNgXdp,
                 Some(topo),
             ) => CallPath {
                 uac: Side { ns: Some(topo.ns(Host::A)), ip: CALLER.into(), port: 5060 },
@@ -385,6 +419,8 @@ impl Harness {
                 | Target::LocalHep(_)
                 | Target::LocalTls(_)
                 | Target::KamailioRtpengine
+                | Target::KamailioNg
+                | Target::KamailioNgXdp
                 | Target::Direct,
                 _,
             ) => here(),
@@ -423,13 +459,26 @@ impl Harness {
         Ok(sbc)
     }
 
-    /// Starts Kamailio and rtpengine (the `kamailio-rtpengine` target) in the SBC namespace, pinned to `core` if
-    /// given, in the `--sbc-cpu` group if any.
-    pub fn start_kamailio(&self, name: &str, core: Option<usize>) -> Result<crate::kamailio::KamailioRig> {
+    /// Starts Kamailio and its relay (target `kamailio-rtpengine`, `kamailio-ng` or `kamailio-ng-xdp`) in the SBC
+    /// namespace, pinned to `core` if given, in the `--sbc-cpu` group if any.
+    pub fn start_kamailio(
+        &self,
+        target: &Target,
+        name: &str,
+        core: Option<usize>,
+    ) -> Result<crate::kamailio::KamailioRig> {
+        use crate::kamailio::Relay;
         let Some(topo) = &self.topo else {
-            bail!("kamailio-rtpengine needs the netns topology");
+            bail!("{target} needs the netns topology");
         };
-        let rig = crate::kamailio::KamailioRig::start(topo, name, core).context("starting Kamailio and rtpengine")?;
+        let relay = match target {
+            Target::KamailioRtpengine => Relay::Rtpengine,
+            Target::KamailioNg => Relay::Ours { binary: media_relay_binary()?, xdp: false },
+            Target::KamailioNgXdp => Relay::Ours { binary: media_relay_binary()?, xdp: true },
+            other => bail!("{other} is not a Kamailio target"),
+        };
+        let rig = crate::kamailio::KamailioRig::start(topo, name, core, &relay)
+            .with_context(|| format!("starting Kamailio and its relay ({target})"))?;
         if let Some(limit) = &self.cpu_limit {
             for pid in rig.pids() {
                 limit.add(pid)?;
@@ -446,14 +495,22 @@ impl Harness {
         }
     }
 
-    /// Removes the namespaces, if any (the stunnels first).
+    /// Removes the namespaces, if any (the stunnels and XDP helpers first).
     pub fn remove(mut self) -> Result<()> {
         drop(self.tls.take());
+        for mut helper in self.xdp_helpers.drain(..) {
+            helper.kill();
+        }
         match self.topo {
             Some(topo) => topo.remove(),
             None => Ok(()),
         }
     }
+}
+
+/// The release build of `media-relay` (what is measured is always the release build; see binaries.rs).
+pub fn media_relay_binary() -> Result<PathBuf> {
+    crate::binaries::binary(crate::binaries::release_dir(), "media-relay")
 }
 
 /// The configuration of a local target: every number to carrier B, log level `info` as shipped, no CDR file;
@@ -596,6 +653,13 @@ mod tests {
         assert_eq!("direct".parse::<Target>().unwrap(), Target::Direct);
         let k: Target = "kamailio-rtpengine".parse().unwrap();
         assert_eq!((k.to_string(), k.is_local(), k.started_here()), ("kamailio-rtpengine".into(), false, true));
+        for (name, t) in [("kamailio-ng", Target::KamailioNg), ("kamailio-ng-xdp", Target::KamailioNgXdp)] {
+            let parsed: Target = name.parse().unwrap();
+            assert_eq!(parsed, t);
+            assert_eq!((parsed.to_string(), parsed.is_local(), parsed.started_here()), (name.into(), false, true));
+            assert!(parsed.is_kamailio());
+        }
+        assert!(!Target::Local(None).is_kamailio() && !Target::Direct.is_kamailio());
         assert_eq!("local-unguarded".parse::<Target>().unwrap(), Target::LocalUnguarded(None));
         let u: Target = "local-unguarded:/opt/sbc".parse().unwrap();
         assert_eq!(
