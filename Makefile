@@ -28,7 +28,7 @@ STATEDIR ?= /var/lib/sbc
 # (Kamailio's would take 5060, Redis's 6379 on this host), unless the host already has a policy-rc.d of its own.
 DEB_PACKAGES := clang llvm libbpf-dev sip-tester iproute2 ethtool iputils-arping sipvicious baresip tshark stunnel4 openssl dnsmasq-base curl \
 	kamailio kamailio-extra-modules kamailio-redis-modules redis-server rtpengine-daemon prometheus systemd \
-	nodejs npm chromium
+	chromium
 FUZZ_SECONDS ?= 60
 # `make test` runs every fuzz target this long (CI exercises them; `make fuzz` is the real run).
 FUZZ_TEST_SECONDS ?= 20
@@ -90,6 +90,11 @@ deps:
 	  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
 	fi
+	@# Node.js and npm: this kind of machine ships them (nodesource's nodejs, npm included); Debian's own are
+	@# installed only where there is none (Debian's npm package conflicts with nodesource's nodejs).
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "npm is missing; run 'make deps' as root" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; fi
 	@# JsSIP (and ws, its WebSocket in Node) for the SIP-over-WebSocket tests, puppeteer-core (drives Chromium) and
 	@# esbuild (bundles JsSIP for the page) for the browser tests, at the versions of tests/js/package-lock.json.
 	@if [ ! -f tests/js/node_modules/jssip/package.json ] || [ ! -f tests/js/node_modules/puppeteer-core/package.json ] \
