@@ -434,6 +434,7 @@ impl Calls {
         match &result {
             Err(MediaError::NoPorts(_)) => ctx.observe(Observation::MediaError { reason: "no_ports" }),
             Err(MediaError::Srtp(_)) => ctx.observe(Observation::MediaError { reason: "srtp" }),
+            Err(MediaError::Webrtc(_)) => ctx.observe(Observation::MediaError { reason: "webrtc" }),
             Err(_) => ctx.observe(Observation::MediaError { reason: "sdp" }),
             Ok(_) => {}
         }
@@ -459,6 +460,8 @@ impl Calls {
     fn media_status(e: &MediaError) -> (u16, &'static str) {
         match e {
             MediaError::Sdp(_) | MediaError::Srtp(_) => (488, "Not Acceptable Here"),
+            MediaError::Webrtc(e) if e.sip_status() == 400 => (400, "Bad Request"),
+            MediaError::Webrtc(_) => (488, "Not Acceptable Here"),
             _ => (503, "Service Unavailable"),
         }
     }
