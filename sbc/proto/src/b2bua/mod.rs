@@ -789,17 +789,26 @@ impl Calls {
         })
     }
 
+    /// The digest realm of our 407s: the registrar's when users are configured, else [`REALM`]. One realm for
+    /// users and trunks alike, because a 407 to a request without credentials cannot know which it is, and JsSIP
+    /// keeps only the HA1 of its REGISTER's realm once registered (it drops the password): a user's INVITE
+    /// challenged in another realm fails in the browser with "Authentication Error".
+    fn realm(&self) -> String {
+        self.users.as_ref().filter(|u| !u.users.is_empty()).map_or_else(|| REALM.to_owned(), |u| u.realm.clone())
+    }
+
     /// A Proxy-Authenticate value with a fresh nonce.
     fn challenge(&mut self, ctx: &mut Ctx, stale: bool) -> String {
         let now = self.nonce_secs(ctx);
-        self.nonces(ctx).challenge(REALM, Algorithm::Md5, now, stale)
+        let realm = self.realm();
+        self.nonces(ctx).challenge(&realm, Algorithm::Md5, now, stale)
     }
 
     /// Checks the Proxy-Authorization of `req` against `expected`: `Err(true)` for a stale nonce (challenge again
     /// with `stale=true`, the client retries without asking its user), `Err(false)` for anything else wrong.
     fn check_credentials(&mut self, ctx: &mut Ctx, req: &Request, expected: &Credentials) -> Result<(), bool> {
         let creds = proxy_credentials(req).ok_or(false)?;
-        if creds.username != expected.username || creds.realm != REALM {
+        if creds.username != expected.username || creds.realm != self.realm() {
             return Err(false);
         }
         let now = self.nonce_secs(ctx);
