@@ -66,11 +66,14 @@ function track(s) {
   for (const name of ['progress', 'accepted', 'confirmed', 'failed', 'ended']) {
     s.on(name, (e) => note(name, status(e)));
   }
-  s.on('peerconnection', (e) => {
-    e.peerconnection.addEventListener('track', (t) => {
+  const play = (pc) => {
+    pc.addEventListener('track', (t) => {
       document.getElementById('remote').srcObject = t.streams[0] || new MediaStream([t.track]);
     });
-  });
+  };
+  s.on('peerconnection', (e) => play(e.peerconnection));
+  // An outgoing call's 'peerconnection' event fires inside ua.call(), before this runs: listen on its connection.
+  if (s.connection) play(s.connection);
 }
 phone.connect = (a) => new Promise((resolve, reject) => {
   const ua = new JsSIP.UA({ sockets: [new JsSIP.WebSocketInterface(a.url)], uri: a.uri, password: a.password,
@@ -132,6 +135,9 @@ async function main() {
     '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-dev-shm-usage',
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     '--autoplay-policy=no-user-gesture-required',
+    // No sound card in a test namespace: a fake output stream still pulls the remote audio in real time, so that
+    // Chromium decodes it and getStats() reports its audioLevel.
+    '--disable-audio-output',
   ];
   if (process.env.WAV) args.push(`--use-file-for-fake-audio-capture=${process.env.WAV}`);
   if (process.env.SPKI) args.push(`--ignore-certificate-errors-spki-list=${process.env.SPKI}`);

@@ -1,0 +1,220 @@
+//! Issue 18's browser acceptance, first case: a real browser calls a carrier through the SBC with WebRTC media.
+//! Headless Chromium with JsSIP 3.13 (tests/src/browser.rs) in namespace a registers over `wss:` as user 1001 of
+//! `[registrar]` and calls a SIPp carrier in namespace b that answers plain RTP/AVP PCMA and plays SIPp's own
+//! speech recording (`uas_answer_play_pcma.xml`). The relay terminates the browser's ICE-lite/DTLS-SRTP leg and bridges it to RTP
+//! (docs/webrtc-media.md):
+//! - the call is confirmed in the browser; the RTP the carrier received decodes to the page's 1 kHz WAV tone
+//!   (dominant frequency within 2%); the carrier's audio reaches the page (`getStats()`: inbound packetsReceived > 0
+//!   and audioLevel > 0);
+//! - the page hangs up: the carrier gets a BYE, a CDR is written.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+use tests::browser::{spki_hash, Browser, BrowserOptions};
+use tests::capture::{udp, Capture};
+use tests::netns::{addr, Host, Topology, CARRIER_B, SBC_A, SBC_B};
+use tests::sipp::Sipp;
+use tests::tls::TestCa;
+use tests::Sbc;
+
+const WSS_PORT: u16 = 5063;
+const API: &str = "127.0.0.1:8080";
+const ORIGIN: &str = "https://phone.example.test";
+const TONE_HZ: f64 = 1000.0;
+const PASSWORD: &str = "browser-secret-1001";
+const CARRIER_MEDIA_PORT: u16 = 6000;
+
+struct Rig {
+    topo: Topology,
+    sbc: Sbc,
+    spki: String,
+    cdr: std::path::PathBuf,
+}
+
+/// The SBC with `wss:` on side a (the page's origin allowed), UDP on side b, media anchored on both sides (XDP
+/// off: WebRTC flows never go to the kernel), user 1001 registering, every other number to carrier b.
+fn rig(name: &str) -> Rig {
+    let topo = Topology::single_sbc().expect("topology");
+    let authority = TestCa::new("sbc browser call test CA").expect("CA");
+    let leaf = authority.issue("sbc.example.test", &["sbc.example.test"], &[SBC_A.into()]).expect("certificate");
+    let pem = topo.dir().join("sbc.pem");
+    std::fs::write(&pem, leaf.combined()).expect("write certificate");
+    let password_file = topo.dir().join("users.password");
+    std::fs::write(&password_file, PASSWORD).expect("password file");
+    let cdr = topo.dir().join("cdr.jsonl");
+    let config = format!(
+        r#"[sip]
+listen = ["wss:{SBC_A}:{WSS_PORT}", "udp:{SBC_B}:5060"]
+tls = {{ cert = "{pem}", key = "{pem}" }}
+
+[sip.ws]
+allowed_origins = ["{ORIGIN}"]
+
+[api]
+listen = "{API}"
+
+[log]
+level = "debug"
+
+[cdr]
+path = "{cdr}"
+
+[media]
+interfaces = [{{ name = "a", address = "{SBC_A}" }}, {{ name = "b", address = "{SBC_B}" }}]
+ports = "30000-30999"
+xdp = "off"
+
+[[trunk]]
+name = "users"
+
+[[trunk]]
+name = "carrier-b"
+match = {{ source = ["{CARRIER_B}/32"] }}
+gateways = ["udp:{CARRIER_B}:5060"]
+
+[[route]]
+prefix = "100"
+to = [{{ trunk = "users" }}]
+
+[[route]]
+prefix = ""
+to = [{{ trunk = "carrier-b" }}]
+
+[registrar]
+trunk = "users"
+domains = ["{SBC_A}"]
+min_expires = 30
+
+[[registrar.user]]
+name = "1001"
+password_file = "{pw}"
+"#,
+        pem = pem.display(),
+        cdr = cdr.display(),
+        pw = password_file.display(),
+    );
+    let api: SocketAddr = API.parse().expect("api");
+    let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, WSS_PORT), api).expect("sbc");
+    let spki = spki_hash(&leaf.key).expect("SPKI hash of the SBC certificate");
+    Rig { topo, sbc, spki, cdr }
+}
+
+impl Rig {
+    /// Chromium in namespace a with the test page, the 1 kHz tone as its microphone.
+    fn browser(&self) -> Browser {
+        let wav = self.topo.dir().join("tone-1k.wav");
+        tests::baresip::write_tone(&wav, 48_000, TONE_HZ, 8000.0, 30).expect("write the tone");
+        let opts = BrowserOptions {
+            origin: ORIGIN.into(),
+            wav: Some(wav),
+            spki: vec![self.spki.clone()],
+            ..Default::default()
+        };
+        let dir = self.topo.dir().join("browser");
+        Browser::launch(&self.topo.ns(Host::A), &dir, &opts).unwrap_or_else(|e| panic!("Chromium: {e:#}"))
+    }
+
+    fn metric(&self, prefix: &str) -> f64 {
+        self.sbc.metric(prefix).expect("metrics")
+    }
+}
+
+/// Polls the page's `getStats()` until 3 s of audio (150 packets of 20 ms) came in and its level is above 0, for at
+/// most `limit`; the last stats either way. The call lasts that long, so the carrier gets seconds of the tone too.
+fn inbound_audio(b: &mut Browser, limit: Duration) -> serde_json::Value {
+    let end = Instant::now() + limit;
+    loop {
+        let stats = b.stats().expect("getStats() of the call");
+        let inbound = &stats["inbound"];
+        let packets = inbound["packetsReceived"].as_u64().unwrap_or(0);
+        let level = inbound["audioLevel"].as_f64().unwrap_or(0.0);
+        if (packets >= 150 && level > 0.0) || Instant::now() > end {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn chromium_registered_over_wss_calls_a_sipp_carrier_and_the_tone_crosses_dtls_srtp_to_rtp_and_back() {
+    let r = rig("browser-call-out");
+    let capture = Capture::start(&r.topo, Host::B, "eth0", "carrier", Duration::from_secs(90)).expect("capture at b");
+    let mut carrier = Sipp::new("uas_answer_play_pcma.xml")
+        .netns(&r.topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .media_port(CARRIER_MEDIA_PORT)
+        .calls(1)
+        .limit(Duration::from_secs(90))
+        .trace_messages(true)
+        .spawn()
+        .expect("carrier starts");
+    carrier.wait_listening(Some(&r.topo.ns(Host::B)), 5060, Duration::from_secs(10)).expect("carrier listens");
+
+    let mut b = r.browser();
+    eprintln!("browser: {}", b.version);
+    b.get_user_media().expect("getUserMedia with the fake WAV microphone");
+    let uri = format!("sip:1001@{SBC_A}");
+    b.connect(&format!("wss://{SBC_A}:{WSS_PORT}"), &uri, Some(PASSWORD), true)
+        .unwrap_or_else(|e| panic!("JsSIP could not connect: {e:#}\n{}\n{}", b.stderr_tail(), r.sbc.log_tail()));
+    let registered = b.first_event(&["registered", "registrationFailed"], Duration::from_secs(20));
+    assert_eq!(
+        registered.as_ref().ok().and_then(|e| e["event"].as_str()),
+        Some("registered"),
+        "JsSIP registers as 1001: {registered:?}\n{}",
+        r.sbc.log_tail()
+    );
+    assert_eq!(r.metric("sbc_registrar_bindings"), 1.0, "the browser's binding is held");
+
+    b.call(&format!("sip:+4930123456@{SBC_A}")).expect("the page starts a call");
+    let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(40));
+    let confirmed = outcome.as_ref().ok().and_then(|e| e["event"].as_str()) == Some("confirmed");
+    assert!(
+        confirmed,
+        "the call is confirmed in the browser: {outcome:?}\npage SDP: {:?}\ncarrier saw:\n{}\nSBC log:\n{}",
+        b.sdp().ok(),
+        carrier.messages(),
+        r.sbc.log_tail()
+    );
+    let sdp = b.sdp().expect("the page's SDP");
+    let remote = sdp["remote"].as_str().unwrap_or_default().to_owned();
+    assert!(remote.contains("a=setup:active") && remote.contains("a=rtcp-mux"), "the SBC's answer:\n{remote}");
+    let at_carrier = carrier.messages();
+    assert!(!at_carrier.contains("a=fingerprint") && !at_carrier.contains("UDP/TLS"), "plain RTP to the carrier");
+
+    // The carrier's speech reaches the page.
+    let stats = inbound_audio(&mut b, Duration::from_secs(20));
+    let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+    let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
+    let offer_len = sdp["local"].as_str().map_or(0, str::len);
+    eprintln!("page stats: {stats}; the page's offer: {offer_len} bytes");
+
+    b.hangup().expect("the page hangs up");
+    let ended = b.first_event(&["ended"], Duration::from_secs(10));
+    assert!(ended.is_ok(), "the call ends in the page: {ended:?}");
+    let run = carrier.wait().expect("the carrier's scenario ends");
+    run.assert_all_successful(1).expect("the carrier got its BYE and answered it");
+    let cdrs = tests::wait_cdrs(&[r.cdr.as_path()], 1, Duration::from_secs(10));
+    assert_eq!(cdrs.len(), 1, "one CDR");
+    assert_eq!(cdrs[0]["trunk_in"], "users", "{}", cdrs[0]);
+    assert_eq!(cdrs[0]["trunk_out"], "carrier-b", "{}", cdrs[0]);
+
+    // What the carrier received: RTP (PCMA, as it answered) from the relay's side-b address, the page's tone.
+    let frames = capture.finish().expect("the capture");
+    let carrier_media = SocketAddrV4::new(CARRIER_B, CARRIER_MEDIA_PORT);
+    let payloads: Vec<&[u8]> = frames
+        .iter()
+        .filter_map(|f| udp(f))
+        .filter(|d| d.dst == carrier_media && *d.src.ip() == SBC_B && d.payload.len() > 12)
+        .filter(|d| d.payload[0] >> 6 == 2 && d.payload[1] & 0x7f == 8)
+        .map(|d| &d.payload[12..])
+        .collect();
+    assert!(payloads.len() > 50, "RTP packets at the carrier from the relay: {}", payloads.len());
+    // Skip the first second: the fake microphone and the codec start.
+    let samples = tests::tone::decode_g711(&payloads[payloads.len().min(50)..], 8).expect("PCMA");
+    let tone = tests::tone::check_tone(&samples, 8000.0, TONE_HZ, 0.02)
+        .unwrap_or_else(|e| panic!("the carrier's audio is not the page's tone: {e:#}"));
+    eprintln!("carrier received {} RTP packets: {tone:?}", payloads.len());
+    assert!(packets > 0 && level > 0.0, "audio from the carrier reaches the browser: {stats}\n{}", r.sbc.log_tail());
+    b.close().expect("the browser closes");
+}
