@@ -114,6 +114,25 @@ impl Rig {
         Browser::launch(&self.topo.ns(Host::A), &dir, &opts).unwrap_or_else(|e| panic!("Chromium: {e:#}"))
     }
 
+    /// [`Rig::browser`] registered over `wss:` as user 1001.
+    fn registered_browser(&self) -> Browser {
+        let mut b = self.browser();
+        eprintln!("browser: {}", b.version);
+        b.get_user_media().expect("getUserMedia with the fake WAV microphone");
+        let uri = format!("sip:1001@{SBC_A}");
+        b.connect(&format!("wss://{SBC_A}:{WSS_PORT}"), &uri, Some(PASSWORD), true)
+            .unwrap_or_else(|e| panic!("JsSIP could not connect: {e:#}\n{}\n{}", b.stderr_tail(), self.sbc.log_tail()));
+        let registered = b.first_event(&["registered", "registrationFailed"], Duration::from_secs(20));
+        assert_eq!(
+            registered.as_ref().ok().and_then(|e| e["event"].as_str()),
+            Some("registered"),
+            "JsSIP registers as 1001: {registered:?}\n{}",
+            self.sbc.log_tail()
+        );
+        assert_eq!(self.metric("sbc_registrar_bindings"), 1.0, "the browser's binding is held");
+        b
+    }
+
     fn metric(&self, prefix: &str) -> f64 {
         self.sbc.metric(prefix).expect("metrics")
     }
@@ -135,6 +154,25 @@ fn inbound_audio(b: &mut Browser, limit: Duration) -> serde_json::Value {
     }
 }
 
+/// The PCMA RTP the relay sent the carrier (from side b to the carrier's media port), as the capture at b saw it:
+/// how many packets, and the tone check of their audio after its first second (the fake microphone starting).
+fn tone_at_carrier(capture: Capture) -> (usize, tests::tone::ToneCheck) {
+    let frames = capture.finish().expect("the capture");
+    let carrier_media = SocketAddrV4::new(CARRIER_B, CARRIER_MEDIA_PORT);
+    let payloads: Vec<&[u8]> = frames
+        .iter()
+        .filter_map(|f| udp(f))
+        .filter(|d| d.dst == carrier_media && *d.src.ip() == SBC_B && d.payload.len() > 12)
+        .filter(|d| d.payload[0] >> 6 == 2 && d.payload[1] & 0x7f == 8)
+        .map(|d| &d.payload[12..])
+        .collect();
+    assert!(payloads.len() > 100, "RTP packets at the carrier from the relay: {}", payloads.len());
+    let samples = tests::tone::decode_g711(&payloads[50..], 8).expect("PCMA");
+    let tone = tests::tone::check_tone(&samples, 8000.0, TONE_HZ, 0.02)
+        .unwrap_or_else(|e| panic!("the carrier's audio is not the page's tone: {e:#}"));
+    (payloads.len(), tone)
+}
+
 #[test]
 fn chromium_registered_over_wss_calls_a_sipp_carrier_and_the_tone_crosses_dtls_srtp_to_rtp_and_back() {
     let r = rig("browser-call-out");
@@ -151,20 +189,7 @@ fn chromium_registered_over_wss_calls_a_sipp_carrier_and_the_tone_crosses_dtls_s
         .expect("carrier starts");
     carrier.wait_listening(Some(&r.topo.ns(Host::B)), 5060, Duration::from_secs(10)).expect("carrier listens");
 
-    let mut b = r.browser();
-    eprintln!("browser: {}", b.version);
-    b.get_user_media().expect("getUserMedia with the fake WAV microphone");
-    let uri = format!("sip:1001@{SBC_A}");
-    b.connect(&format!("wss://{SBC_A}:{WSS_PORT}"), &uri, Some(PASSWORD), true)
-        .unwrap_or_else(|e| panic!("JsSIP could not connect: {e:#}\n{}\n{}", b.stderr_tail(), r.sbc.log_tail()));
-    let registered = b.first_event(&["registered", "registrationFailed"], Duration::from_secs(20));
-    assert_eq!(
-        registered.as_ref().ok().and_then(|e| e["event"].as_str()),
-        Some("registered"),
-        "JsSIP registers as 1001: {registered:?}\n{}",
-        r.sbc.log_tail()
-    );
-    assert_eq!(r.metric("sbc_registrar_bindings"), 1.0, "the browser's binding is held");
+    let mut b = r.registered_browser();
 
     b.call(&format!("sip:+4930123456@{SBC_A}")).expect("the page starts a call");
     let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(40));
@@ -200,21 +225,61 @@ fn chromium_registered_over_wss_calls_a_sipp_carrier_and_the_tone_crosses_dtls_s
     assert_eq!(cdrs[0]["trunk_out"], "carrier-b", "{}", cdrs[0]);
 
     // What the carrier received: RTP (PCMA, as it answered) from the relay's side-b address, the page's tone.
-    let frames = capture.finish().expect("the capture");
-    let carrier_media = SocketAddrV4::new(CARRIER_B, CARRIER_MEDIA_PORT);
-    let payloads: Vec<&[u8]> = frames
-        .iter()
-        .filter_map(|f| udp(f))
-        .filter(|d| d.dst == carrier_media && *d.src.ip() == SBC_B && d.payload.len() > 12)
-        .filter(|d| d.payload[0] >> 6 == 2 && d.payload[1] & 0x7f == 8)
-        .map(|d| &d.payload[12..])
-        .collect();
-    assert!(payloads.len() > 50, "RTP packets at the carrier from the relay: {}", payloads.len());
-    // Skip the first second: the fake microphone and the codec start.
-    let samples = tests::tone::decode_g711(&payloads[payloads.len().min(50)..], 8).expect("PCMA");
-    let tone = tests::tone::check_tone(&samples, 8000.0, TONE_HZ, 0.02)
-        .unwrap_or_else(|e| panic!("the carrier's audio is not the page's tone: {e:#}"));
-    eprintln!("carrier received {} RTP packets: {tone:?}", payloads.len());
+    let (packets_at_carrier, tone) = tone_at_carrier(capture);
+    eprintln!("carrier received {packets_at_carrier} RTP packets: {tone:?}");
     assert!(packets > 0 && level > 0.0, "audio from the carrier reaches the browser: {stats}\n{}", r.sbc.log_tail());
+    b.close().expect("the browser closes");
+}
+
+#[test]
+fn a_sipp_carrier_calls_the_registered_chromium_user_which_answers_with_media_both_ways() {
+    let r = rig("browser-call-in");
+    let capture = Capture::start(&r.topo, Host::B, "eth0", "carrier", Duration::from_secs(90)).expect("capture at b");
+    let mut b = r.registered_browser();
+    let carrier = Sipp::new("uac_call_play_pcma.xml")
+        .netns(&r.topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5061)
+        .media_port(CARRIER_MEDIA_PORT)
+        .target(addr(SBC_B, 5060))
+        .service("1001")
+        .pause(Duration::from_secs(8))
+        .limit(Duration::from_secs(60))
+        .trace_messages(true)
+        .spawn()
+        .expect("carrier starts");
+    let incoming = b.event("newRTCSession", Duration::from_secs(20));
+    assert!(
+        incoming.as_ref().is_ok_and(|e| e["originator"] == "remote"),
+        "the carrier's call reaches the page: {incoming:?}\ncarrier saw:\n{}\n{}",
+        carrier.messages(),
+        r.sbc.log_tail()
+    );
+    b.answer().expect("the page answers");
+    let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(30));
+    assert!(
+        outcome.as_ref().ok().and_then(|e| e["event"].as_str()) == Some("confirmed"),
+        "the call is confirmed in the browser: {outcome:?}\npage SDP: {:?}\ncarrier saw:\n{}\n{}",
+        b.sdp().ok(),
+        carrier.messages(),
+        r.sbc.log_tail()
+    );
+    let sdp = b.sdp().expect("the page's SDP");
+    let offer = sdp["remote"].as_str().unwrap_or_default().to_owned();
+    assert!(offer.contains("a=setup:actpass") && offer.contains("a=ice-lite"), "the SBC's offer:\n{offer}");
+    let stats = inbound_audio(&mut b, Duration::from_secs(20));
+    let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+    let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
+    eprintln!("page stats: {stats}");
+    // The carrier hangs up after its hold time: the page's call ends.
+    let ended = b.first_event(&["ended"], Duration::from_secs(20));
+    assert!(ended.is_ok(), "the carrier's BYE ends the call in the page: {ended:?}");
+    carrier.wait().expect("the carrier's scenario ends").assert_all_successful(1).expect("the call completes");
+    let cdrs = tests::wait_cdrs(&[r.cdr.as_path()], 1, Duration::from_secs(10));
+    assert_eq!(cdrs.len(), 1, "one CDR");
+    assert_eq!((cdrs[0]["trunk_in"].as_str(), cdrs[0]["trunk_out"].as_str()), (Some("carrier-b"), Some("users")));
+    let (packets_at_carrier, tone) = tone_at_carrier(capture);
+    eprintln!("carrier received {packets_at_carrier} RTP packets: {tone:?}");
+    assert!(packets >= 150 && level > 0.0, "audio from the carrier reaches the browser: {stats}\n{}", r.sbc.log_tail());
     b.close().expect("the browser closes");
 }

@@ -949,7 +949,15 @@ impl Calls {
             let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
             // A new carrier is a new peer on leg B: our keys for it are drawn afresh.
             let exchange = Self::exchange(call, SdpKind::OfferToNewPeer, Some(trunk_id));
-            self.anchor(ctx, id, Leg::A, exchange, &a_headers, &a_body, [a_local, local.ip()])
+            // A user reached over WebSocket is a browser: the relay terminates its WebRTC leg
+            // (docs/webrtc-media.md), so the offer towards it is a WebRTC one.
+            let browser =
+                user_flow.as_ref().is_some_and(|(flow, _)| matches!(flow.transport, Transport::Ws | Transport::Wss));
+            match self.media.as_mut().filter(|_| browser) {
+                Some(media) => media.expect_browser(SessionId(id.0), MediaLeg::B),
+                None => Ok(()),
+            }
+            .and_then(|()| self.anchor(ctx, id, Leg::A, exchange, &a_headers, &a_body, [a_local, local.ip()]))
         };
         let body = match body {
             Ok(b) => b,
