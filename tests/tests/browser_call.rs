@@ -283,3 +283,40 @@ fn a_sipp_carrier_calls_the_registered_chromium_user_which_answers_with_media_bo
     assert!(packets >= 150 && level > 0.0, "audio from the carrier reaches the browser: {stats}\n{}", r.sbc.log_tail());
     b.close().expect("the browser closes");
 }
+
+#[test]
+fn a_browser_closed_mid_call_gets_the_carrier_a_bye_within_30_s_and_a_cdr() {
+    let r = rig("browser-call-closed");
+    let mut carrier = Sipp::new("uas_answer_play_pcma.xml")
+        .netns(&r.topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .media_port(CARRIER_MEDIA_PORT)
+        .calls(1)
+        .limit(Duration::from_secs(90))
+        .trace_messages(true)
+        .spawn()
+        .expect("carrier starts");
+    carrier.wait_listening(Some(&r.topo.ns(Host::B)), 5060, Duration::from_secs(10)).expect("carrier listens");
+    let mut b = r.registered_browser();
+    b.call(&format!("sip:+4930123456@{SBC_A}")).expect("the page starts a call");
+    let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(40));
+    assert!(
+        outcome.as_ref().ok().and_then(|e| e["event"].as_str()) == Some("confirmed"),
+        "the call is confirmed in the browser: {outcome:?}\n{}",
+        r.sbc.log_tail()
+    );
+    let stats = inbound_audio(&mut b, Duration::from_secs(20));
+    assert!(stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0) > 0, "media flows before the close: {stats}");
+    // The tab goes away without hanging up (Chromium and its page end).
+    let closed = Instant::now();
+    b.close().expect("the browser closes");
+    let run = carrier.wait().expect("the carrier's scenario ends");
+    let after = closed.elapsed();
+    run.assert_all_successful(1).expect("the carrier got a BYE and answered it");
+    assert!(after < Duration::from_secs(30), "the BYE came {after:?} after the browser closed");
+    let cdrs = tests::wait_cdrs(&[r.cdr.as_path()], 1, Duration::from_secs(10));
+    assert_eq!(cdrs.len(), 1, "one CDR");
+    eprintln!("BYE at the carrier {after:?} after the close; CDR: {}", cdrs[0]);
+    assert_eq!(cdrs[0]["trunk_out"], "carrier-b", "{}", cdrs[0]);
+}
