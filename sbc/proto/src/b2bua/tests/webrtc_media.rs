@@ -147,3 +147,103 @@ fn a_browser_offer_without_a_codec_the_relay_passes_is_refused_488_before_any_ca
     assert!(sent.iter().all(|(to, _)| *to != addr(B)), "nothing reaches the carrier");
     assert_eq!(w.ep.calls().media_counts(), Some((0, 0)), "no ports kept");
 }
+
+/// A call to a user registered over WSS: the relay terminates the browser's leg, so the user gets a WebRTC offer
+/// and the caller a plain answer.
+mod to_a_browser {
+    use super::*;
+    use crate::policy::digest::{Challenge, Client, Secret};
+    use crate::registrar::{RegistrarConfig, User};
+    use crate::transport::{ConnId, Peer};
+
+    const SBC_A_WSS: &str = "198.18.1.1:8443";
+    const BROWSER: &str = "198.18.1.60:51234";
+    const USERS: TrunkId = TrunkId(3);
+
+    fn browser() -> Peer {
+        Peer { transport: Transport::Wss, local: addr(SBC_A_WSS), remote: addr(BROWSER), conn: Some(ConnId(7)) }
+    }
+
+    fn world() -> World {
+        let media = relay_proto::session::MediaConfig {
+            interfaces: vec![
+                relay_proto::session::Interface { name: "a".into(), address: "198.18.1.1".parse().unwrap() },
+                relay_proto::session::Interface { name: "b".into(), address: "198.18.2.1".parse().unwrap() },
+            ],
+            first_port: 40000,
+            last_port: 40099,
+            quarantine: Duration::from_secs(5),
+            strict: true,
+            cname_seed: 7,
+            dtls_fingerprint: Some(relay_proto::webrtc::dtls::Fingerprint([0xAB; 32])),
+        };
+        world_configured(
+            |t| t.push(Trunk::new("users")),
+            |p| p.routes = PrefixTable::from_entries([("100", vec![Candidate::new(USERS, 1)])]).expect("prefixes"),
+            Some(media),
+            |c| {
+                c.locals.push((Transport::Wss, addr(SBC_A_WSS)));
+                c.registrar = Some(Arc::new(RegistrarConfig {
+                    domains: vec!["198.18.1.1".into()],
+                    realm: "198.18.1.1".into(),
+                    users: vec![User { name: "1001".into(), password: Secret::new("pw1001") }],
+                    trunk: USERS,
+                    ..RegistrarConfig::default()
+                }));
+            },
+        )
+    }
+
+    fn from_browser(w: &mut World, text: String) -> Vec<(SocketAddr, Message)> {
+        w.ep.handle_message(w.now, browser(), Bytes::from(text));
+        w.drain()
+    }
+
+    fn register(w: &mut World) {
+        let text = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER sip:198.18.1.1 SIP/2.0\r\nVia: SIP/2.0/WSS x7.invalid;branch=z9hG4bK-r{cseq}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:1001@198.18.1.1>;tag=u1\r\nTo: <sip:1001@198.18.1.1>\r\n\
+                 Call-ID: reg-1001\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:k3@x7.invalid;transport=ws>\r\n\
+                 Expires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let sent = from_browser(w, text(1, ""));
+        let ch = Challenge::parse(&rv(&response(&sent, BROWSER, 401), HeaderName::WwwAuthenticate)).expect("401");
+        let auth = Client::new(ch, "1001", Secret::new("pw1001")).authorize("REGISTER", "sip:198.18.1.1", "cn");
+        let sent = from_browser(w, text(2, &format!("Authorization: {auth}\r\n")));
+        response(&sent, BROWSER, 200);
+    }
+
+    #[test]
+    fn a_call_to_a_user_registered_over_wss_offers_webrtc_and_answers_the_caller_plain_rtp() {
+        let mut w = world();
+        register(&mut w);
+        let sent = w.send(A, SBC_A, invite_from_a("call-wr3").replace("+493012345", "1001"));
+        let inv = request(&sent, BROWSER, Method::Invite);
+        let offer = String::from_utf8_lossy(&inv.body).into_owned();
+        for needed in ["UDP/TLS/RTP/SAVPF 0", "a=setup:actpass", "a=ice-lite", "a=rtcp-mux", "a=fingerprint:sha-256"] {
+            assert!(offer.contains(needed), "no {needed:?} in the offer to the browser:\n{offer}");
+        }
+        let answer_sdp = CHROMIUM_OFFER
+            .replace("UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126", "UDP/TLS/RTP/SAVPF 0")
+            .replace("a=setup:actpass", "a=setup:active");
+        let ok = answer(&inv, 200, "u1", BROWSER, &answer_sdp);
+        let sent = from_browser(&mut w, ok);
+        let ok_a = response(&sent, A, 200);
+        let to_caller = String::from_utf8_lossy(&ok_a.body).into_owned();
+        assert!(to_caller.contains("m=audio 40000 RTP/AVP 0\r\n"), "{to_caller}");
+        assert!(!to_caller.contains("ice") && !to_caller.contains("fingerprint"), "{to_caller}");
+        let spec = w
+            .media
+            .iter()
+            .find_map(|c| match c {
+                Command::Webrtc(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("the browser leg's WebRTC spec");
+        // The browser answered active: it is the DTLS client, the relay the server.
+        assert_eq!(spec.role, relay_proto::webrtc::dtls::DtlsRole::Server);
+        assert_eq!(spec.local.ip().to_string(), "198.18.1.1", "the browser leg is on interface a");
+    }
+}
