@@ -22,6 +22,7 @@ const API: &str = "127.0.0.1:8080";
 const ORIGIN: &str = "https://phone.example.test";
 const TONE_HZ: f64 = 1000.0;
 const PASSWORD: &str = "browser-secret-1001";
+const PASSWORD_1002: &str = "browser-secret-1002";
 const CARRIER_MEDIA_PORT: u16 = 6000;
 
 struct Rig {
@@ -41,6 +42,8 @@ fn rig(name: &str) -> Rig {
     std::fs::write(&pem, leaf.combined()).expect("write certificate");
     let password_file = topo.dir().join("users.password");
     std::fs::write(&password_file, PASSWORD).expect("password file");
+    let password_file_2 = topo.dir().join("user-1002.password");
+    std::fs::write(&password_file_2, PASSWORD_1002).expect("password file");
     let cdr = topo.dir().join("cdr.jsonl");
     let config = format!(
         r#"[sip]
@@ -88,10 +91,15 @@ min_expires = 30
 [[registrar.user]]
 name = "1001"
 password_file = "{pw}"
+
+[[registrar.user]]
+name = "1002"
+password_file = "{pw2}"
 "#,
         pem = pem.display(),
         cdr = cdr.display(),
         pw = password_file.display(),
+        pw2 = password_file_2.display(),
     );
     let api: SocketAddr = API.parse().expect("api");
     let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, WSS_PORT), api).expect("sbc");
@@ -100,8 +108,9 @@ password_file = "{pw}"
 }
 
 impl Rig {
-    /// Chromium in namespace a with the test page, the 1 kHz tone as its microphone.
-    fn browser(&self) -> Browser {
+    /// Chromium in namespace a with the test page, the 1 kHz tone as its microphone, its profile and files in `name`
+    /// under the topology's directory.
+    fn browser_in(&self, name: &str) -> Browser {
         let wav = self.topo.dir().join("tone-1k.wav");
         tests::baresip::write_tone(&wav, 48_000, TONE_HZ, 8000.0, 30).expect("write the tone");
         let opts = BrowserOptions {
@@ -110,26 +119,31 @@ impl Rig {
             spki: vec![self.spki.clone()],
             ..Default::default()
         };
-        let dir = self.topo.dir().join("browser");
+        let dir = self.topo.dir().join(name);
         Browser::launch(&self.topo.ns(Host::A), &dir, &opts).unwrap_or_else(|e| panic!("Chromium: {e:#}"))
     }
 
-    /// [`Rig::browser`] registered over `wss:` as user 1001.
+    /// A browser registered over `wss:` as user 1001.
     fn registered_browser(&self) -> Browser {
-        let mut b = self.browser();
+        self.registered_as("1001", PASSWORD, 1.0)
+    }
+
+    /// A browser registered as `user`, the `bindings`-th binding held.
+    fn registered_as(&self, user: &str, password: &str, bindings: f64) -> Browser {
+        let mut b = self.browser_in(&format!("browser-{user}"));
         eprintln!("browser: {}", b.version);
         b.get_user_media().expect("getUserMedia with the fake WAV microphone");
-        let uri = format!("sip:1001@{SBC_A}");
-        b.connect(&format!("wss://{SBC_A}:{WSS_PORT}"), &uri, Some(PASSWORD), true)
+        let uri = format!("sip:{user}@{SBC_A}");
+        b.connect(&format!("wss://{SBC_A}:{WSS_PORT}"), &uri, Some(password), true)
             .unwrap_or_else(|e| panic!("JsSIP could not connect: {e:#}\n{}\n{}", b.stderr_tail(), self.sbc.log_tail()));
         let registered = b.first_event(&["registered", "registrationFailed"], Duration::from_secs(20));
         assert_eq!(
             registered.as_ref().ok().and_then(|e| e["event"].as_str()),
             Some("registered"),
-            "JsSIP registers as 1001: {registered:?}\n{}",
+            "JsSIP registers as {user}: {registered:?}\n{}",
             self.sbc.log_tail()
         );
-        assert_eq!(self.metric("sbc_registrar_bindings"), 1.0, "the browser's binding is held");
+        assert_eq!(self.metric("sbc_registrar_bindings"), bindings, "the browser's binding is held");
         b
     }
 
@@ -319,4 +333,43 @@ fn a_browser_closed_mid_call_gets_the_carrier_a_bye_within_30_s_and_a_cdr() {
     assert_eq!(cdrs.len(), 1, "one CDR");
     eprintln!("BYE at the carrier {after:?} after the close; CDR: {}", cdrs[0]);
     assert_eq!(cdrs[0]["trunk_out"], "carrier-b", "{}", cdrs[0]);
+}
+
+#[test]
+fn two_registered_chromium_users_call_each_other_with_media_both_ways() {
+    let r = rig("browser-call-browser");
+    let mut caller = r.registered_as("1001", PASSWORD, 1.0);
+    let mut callee = r.registered_as("1002", PASSWORD_1002, 2.0);
+    caller.call(&format!("sip:1002@{SBC_A}")).expect("1001 calls 1002");
+    let incoming = callee.event("newRTCSession", Duration::from_secs(20));
+    assert!(
+        incoming.as_ref().is_ok_and(|e| e["originator"] == "remote"),
+        "1001's call reaches 1002's page: {incoming:?}\n{}",
+        r.sbc.log_tail()
+    );
+    callee.answer().expect("1002 answers");
+    for (name, b) in [("caller", &mut caller), ("callee", &mut callee)] {
+        let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(30));
+        assert!(
+            outcome.as_ref().ok().and_then(|e| e["event"].as_str()) == Some("confirmed"),
+            "the call is confirmed at the {name}: {outcome:?}\npage SDP: {:?}\n{}",
+            b.sdp().ok(),
+            r.sbc.log_tail()
+        );
+    }
+    for (name, b) in [("caller", &mut caller), ("callee", &mut callee)] {
+        let stats = inbound_audio(b, Duration::from_secs(20));
+        eprintln!("{name} stats: {stats}");
+        let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+        let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
+        assert!(packets >= 150 && level > 0.0, "audio reaches the {name}: {stats}\n{}", r.sbc.log_tail());
+    }
+    caller.hangup().expect("1001 hangs up");
+    let ended = callee.first_event(&["ended"], Duration::from_secs(10));
+    assert!(ended.is_ok(), "the BYE reaches 1002's page: {ended:?}");
+    let cdrs = tests::wait_cdrs(&[r.cdr.as_path()], 1, Duration::from_secs(10));
+    assert_eq!(cdrs.len(), 1, "one CDR");
+    assert_eq!((cdrs[0]["trunk_in"].as_str(), cdrs[0]["trunk_out"].as_str()), (Some("users"), Some("users")));
+    caller.close().expect("the caller's browser closes");
+    callee.close().expect("the callee's browser closes");
 }

@@ -22,34 +22,57 @@ use std::time::Instant;
 /// certificate and no DTLS association: the browser would need an ICE restart, which is not built).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcMedia {
-    /// The leg that faces the browser.
-    pub browser: Leg,
-    /// Our ICE credentials on that leg (the same for the whole call: a new ufrag would be an ICE restart).
-    pub ice: IceCredentials,
+    /// Per leg (A, B): the browser facing it, if one does (both in a call between two browsers).
+    legs: [Option<BrowserLeg>; 2],
     /// The last offer and the leg it came from: answers (a 183 and its 200 alike) are read against it.
     offer: Option<(Leg, AudioLine)>,
-    /// The browser's ufrag and fingerprint and our DTLS role, once an answer settled them.
-    remote: Option<(String, Fingerprint, DtlsRole)>,
-    /// The spec last sent to the relay: sent again only when it changes (a new association).
-    sent: Option<WebrtcSpec>,
     /// Per leg: the `o=` version and the last SDP we sent there (the version goes up when the SDP changes).
     origin: [(u64, Option<String>); 2],
 }
 
+/// One browser leg of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BrowserLeg {
+    /// Our ICE credentials on the leg (the same for the whole call: a new ufrag would be an ICE restart).
+    ice: IceCredentials,
+    /// The browser's ufrag and fingerprint and our DTLS role, once an offer/answer settled them.
+    remote: Option<(String, Fingerprint, DtlsRole)>,
+    /// The spec last sent to the relay: sent again only when it changes (a new association).
+    sent: Option<WebrtcSpec>,
+}
+
+impl WebrtcMedia {
+    /// Whether leg `leg` faces a browser.
+    pub fn is_browser(&self, leg: Leg) -> bool {
+        self.legs[leg.index()].is_some()
+    }
+
+    /// Forgets what the relay was told: the next emit sends the WebRTC specs again (a relay that restarted).
+    pub(super) fn resend(&mut self) {
+        for b in self.legs.iter_mut().flatten() {
+            b.sent = None;
+        }
+    }
+}
+
 impl Sessions {
-    /// Announces that leg `leg` of `session` faces a browser before its first SDP (a call to a registered user
-    /// reached over WebSocket): the next offer from the other leg is turned into an offer to a browser.
-    /// Errors only when the OS's random source fails (no ICE credentials).
+    /// Announces that leg `leg` of `session` faces a browser before its first SDP there (a call to a registered
+    /// user reached over WebSocket): offers towards it become WebRTC offers. Errors only when the OS's random
+    /// source fails (no ICE credentials).
     pub fn expect_browser(&mut self, session: SessionId, leg: Leg) -> Result<(), MediaError> {
-        let ice = IceCredentials::generate(self.keys.as_mut()).map_err(|e| MediaError::Keys(e.to_string()))?;
         let seed = self.config.cname_seed;
+        if self.sessions.get(&session).and_then(|s| s.webrtc.as_ref()).is_some_and(|w| w.is_browser(leg)) {
+            return Ok(());
+        }
+        let ice = IceCredentials::generate(self.keys.as_mut()).map_err(|e| MediaError::Keys(e.to_string()))?;
         let s = self.sessions.entry(session).or_insert_with(|| SessionRecord {
             cname_key: CnameKey::derive(seed, session),
             ..SessionRecord::default()
         });
-        if s.webrtc.is_none() {
-            s.webrtc = Some(Box::new(WebrtcMedia::new(leg, ice)));
-        }
+        let w = s.webrtc.get_or_insert_with(|| {
+            Box::new(WebrtcMedia { legs: [None, None], offer: None, origin: [(1, None), (1, None)] })
+        });
+        w.legs[leg.index()] = Some(BrowserLeg { ice, remote: None, sent: None });
         Ok(())
     }
 
@@ -65,7 +88,7 @@ impl Sessions {
         }
     }
 
-    /// [`Sessions::rewrite`] for a call with a browser leg: `line` is `body` as [`webrtc_call`] read it.
+    /// [`Sessions::rewrite`] for a call with a browser leg: `line` is `body` as [`Sessions::webrtc_call`] read it.
     pub(super) fn anchor_webrtc(
         &mut self,
         now: Instant,
@@ -76,7 +99,8 @@ impl Sessions {
         kind: SdpKind,
     ) -> Result<String, MediaError> {
         let fingerprint = self.config.dtls_fingerprint.ok_or(MediaError::NoInterface)?;
-        if self.sessions.get(&session).is_none_or(|s| s.webrtc.is_none()) {
+        if kind != SdpKind::Answer && line.is_webrtc() {
+            // The offerer is a browser (a call from one; both legs when one browser calls another).
             self.expect_browser(session, from)?;
         }
         let Some(s) = self.sessions.get_mut(&session) else { return Err(MediaError::NoInterface) };
@@ -97,16 +121,16 @@ impl Sessions {
                 l.streams[0] = Some(Side { port, ..Side::default() });
             }
         }
+        let to = from.other();
         let address = |leg: Leg| self.config.interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
         let port = |leg: Leg| s.legs[leg.index()].streams[0].as_ref().map_or(0, |side| side.port);
-        let to = from.other();
         let (to_address, to_port) = (address(to), port(to));
         let Some(w) = s.webrtc.as_deref_mut() else { return Err(MediaError::NoInterface) };
-        let browser = w.browser;
-        let plain = browser.other();
-        // The plain peer's address is in its SDP; the browser's comes from ICE only (mDNS names are never resolved).
-        if from == plain {
-            if let Some(Some(side)) = s.legs[plain.index()].streams.first_mut() {
+        let (from_browser, to_browser) = (w.is_browser(from), w.is_browser(to));
+        if !from_browser {
+            // The plain peer's address is in its SDP; a browser's comes from ICE only (mDNS names are never
+            // resolved).
+            if let Some(Some(side)) = s.legs[from.index()].streams.first_mut() {
                 let rtp = line
                     .address
                     .filter(|(ip, port)| !ip.is_unspecified() && *port != 0)
@@ -121,24 +145,31 @@ impl Sessions {
             side.clock_rates = line.codecs.iter().map(|c| (c.pt, c.clock)).collect();
         }
         let write = |w: &WebrtcMedia, version: u64| -> Result<String, WebrtcSdpError> {
-            let ice = (to == browser).then_some((&w.ice, fingerprint));
+            let ice = w.legs[to.index()].as_ref().map(|b| (&b.ice, fingerprint));
             let side = RelaySide { address: to_address, port: to_port, origin: (session.0, version), webrtc: ice };
             match kind {
-                SdpKind::Offer | SdpKind::OfferToNewPeer if from == browser => {
-                    line.webrtc_params()?;
-                    wsdp::offer_to_plain(&line, &side)
+                SdpKind::Offer | SdpKind::OfferToNewPeer => {
+                    if from_browser {
+                        line.webrtc_params()?;
+                    }
+                    if to_browser {
+                        wsdp::offer_to_browser(&line, &side)
+                    } else {
+                        wsdp::offer_to_plain(&line, &side)
+                    }
                 }
-                SdpKind::Offer | SdpKind::OfferToNewPeer => wsdp::offer_to_browser(&line, &side),
                 SdpKind::Answer => {
                     let Some((_, offer)) = w.offer.as_ref().filter(|(offerer, _)| *offerer != from) else {
                         return Err(WebrtcSdpError::NoAudio);
                     };
-                    if from == plain {
+                    if from_browser {
+                        line.webrtc_params()?;
+                    }
+                    if to_browser {
                         let params = offer.webrtc_params()?;
                         let (_, setup) = DtlsRole::answering(params.setup).ok_or(WebrtcSdpError::Setup("holdconn"))?;
                         wsdp::answer_to_browser(offer, &line, &side, setup)
                     } else {
-                        line.webrtc_params()?;
                         wsdp::answer_to_plain(offer, &line, &side)
                     }
                 }
@@ -151,86 +182,78 @@ impl Sessions {
             w.origin[to.index()].0 += 1;
         }
         w.origin[to.index()].1 = Some(out.clone());
-        // The browser's parameters and our role: from its offer once answered, or from its answer.
-        let remote = match kind {
-            SdpKind::Answer => {
-                let (params, role) = if from == plain {
-                    let offer = w.offer.as_ref().map(|(_, o)| o).ok_or(WebrtcSdpError::NoAudio)?;
-                    let params = offer.webrtc_params()?;
-                    (params, DtlsRole::answering(params.setup).map(|(role, _)| role))
-                } else {
-                    let params = line.webrtc_params()?;
-                    (params, DtlsRole::from_answer(params.setup))
-                };
-                let role = role.ok_or(WebrtcSdpError::Setup("actpass"))?;
-                Some((params.ice_ufrag.clone(), params.fingerprint, role))
+        if kind == SdpKind::Answer {
+            // The offerer's parameters (its role answered by us) and the answerer's (its role from its setup).
+            if let Some(offer) = w.offer.as_ref().map(|(_, o)| o).filter(|_| to_browser) {
+                let params = offer.webrtc_params()?;
+                let role = DtlsRole::answering(params.setup).map(|(role, _)| role);
+                let role = role.ok_or(WebrtcSdpError::Setup("holdconn"))?;
+                let remote = (params.ice_ufrag.clone(), params.fingerprint, role);
+                if let Some(b) = w.legs[to.index()].as_mut() {
+                    b.remote = Some(remote);
+                }
             }
-            _ => None,
-        };
-        if let Some(r) = remote {
-            w.remote = Some(r);
-        }
-        if kind != SdpKind::Answer {
+            if from_browser {
+                let params = line.webrtc_params()?;
+                let role = DtlsRole::from_answer(params.setup).ok_or(WebrtcSdpError::Setup("actpass"))?;
+                let remote = (params.ice_ufrag.clone(), params.fingerprint, role);
+                if let Some(b) = w.legs[from.index()].as_mut() {
+                    b.remote = Some(remote);
+                }
+            }
+        } else {
             w.offer = Some((from, line));
         }
         self.emit(session);
         Ok(out)
     }
 
-    /// Upserts the two RTP sockets of a call with a browser leg, then gives the browser's socket its WebRTC spec
-    /// when the offer/answer has settled it. No RTCP sockets: the browser muxes RTCP (its leg has none), and the
-    /// plain peer's RTCP would have nowhere to go but the browser's socket, where the relay sends only SRTP.
+    /// Upserts the two RTP sockets of a call with a browser leg, then gives each browser's socket its WebRTC spec
+    /// once the offer/answer has settled it. No RTCP sockets: a browser muxes RTCP (its leg has none), and a plain
+    /// peer's RTCP would have nowhere to go but a browser's socket, where the relay sends only SRTP.
     pub(super) fn emit_webrtc(&mut self, session: SessionId) {
         let Some(s) = self.sessions.get_mut(&session) else { return };
-        let Some(browser) = s.webrtc.as_ref().map(|w| w.browser) else { return };
+        let Some(browsers) = s.webrtc.as_ref().map(|w| [w.is_browser(Leg::A), w.is_browser(Leg::B)]) else { return };
         let interfaces = &self.config.interfaces;
         let addr = |leg: Leg| interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
         let side = |leg: Leg| s.legs[leg.index()].streams.first().cloned().flatten();
-        let (Some(b), Some(p)) = (side(browser), side(browser.other())) else { return };
-        let browser_sock = SocketAddr::new(addr(browser), b.port);
-        let plain_sock = SocketAddr::new(addr(browser.other()), p.port);
-        let endpoint = |leg: Leg, side: &Side, local: SocketAddr, partner: SocketAddr, webrtc: bool| EndpointSpec {
-            session,
-            leg,
-            stream: 0,
-            rtcp: false,
-            local,
-            partner,
-            peer: if webrtc { None } else { side.peer_rtp },
-            latched: side.latched_rtp,
-            strict: webrtc || self.config.strict,
-            clock_rates: side.clock_rates.clone(),
-            cname_key: None,
-            srtp: None,
-            srtp_pending: webrtc,
-        };
-        self.out.push_back(Command::Upsert(endpoint(browser, &b, browser_sock, plain_sock, true)));
-        self.out.push_back(Command::Upsert(endpoint(browser.other(), &p, plain_sock, browser_sock, false)));
-        let Some(w) = s.webrtc.as_deref_mut() else { return };
-        let Some((ufrag, fingerprint, role)) = w.remote.clone() else { return };
-        let spec = WebrtcSpec {
-            session,
-            local: browser_sock,
-            ice: w.ice.clone(),
-            remote_ufrag: ufrag,
-            remote_fingerprint: fingerprint,
-            role,
-        };
-        if w.sent.as_ref() != Some(&spec) {
-            w.sent = Some(spec.clone());
-            self.out.push_back(Command::Webrtc(Box::new(spec)));
+        let (Some(a), Some(b)) = (side(Leg::A), side(Leg::B)) else { return };
+        let socks = [SocketAddr::new(addr(Leg::A), a.port), SocketAddr::new(addr(Leg::B), b.port)];
+        for (leg, side) in [(Leg::A, &a), (Leg::B, &b)] {
+            let webrtc = browsers[leg.index()];
+            self.out.push_back(Command::Upsert(EndpointSpec {
+                session,
+                leg,
+                stream: 0,
+                rtcp: false,
+                local: socks[leg.index()],
+                partner: socks[leg.other().index()],
+                peer: if webrtc { None } else { side.peer_rtp },
+                latched: side.latched_rtp,
+                strict: webrtc || self.config.strict,
+                clock_rates: side.clock_rates.clone(),
+                cname_key: None,
+                srtp: None,
+                srtp_pending: webrtc,
+            }));
         }
-    }
-}
-
-impl WebrtcMedia {
-    fn new(browser: Leg, ice: IceCredentials) -> Self {
-        Self { browser, ice, offer: None, remote: None, sent: None, origin: [(1, None), (1, None)] }
-    }
-
-    /// Forgets what the relay was told: the next emit sends the WebRTC spec again (a relay that restarted).
-    pub(super) fn resend(&mut self) {
-        self.sent = None;
+        let Some(w) = s.webrtc.as_deref_mut() else { return };
+        for leg in [Leg::A, Leg::B] {
+            let Some(b) = w.legs[leg.index()].as_mut() else { continue };
+            let Some((ufrag, fingerprint, role)) = b.remote.clone() else { continue };
+            let spec = WebrtcSpec {
+                session,
+                local: socks[leg.index()],
+                ice: b.ice.clone(),
+                remote_ufrag: ufrag,
+                remote_fingerprint: fingerprint,
+                role,
+            };
+            if b.sent.as_ref() != Some(&spec) {
+                b.sent = Some(spec.clone());
+                self.out.push_back(Command::Webrtc(Box::new(spec)));
+            }
+        }
     }
 }
 
@@ -353,5 +376,29 @@ mod tests {
         let r = s.rewrite(now, SessionId(2), Leg::A, g722.as_bytes(), LOCALS, exchange(SdpKind::Offer));
         assert!(matches!(r, Err(MediaError::Webrtc(WebrtcSdpError::NoSharedCodec))), "{r:?}");
         assert_eq!(s.counts(), (0, 0), "no session, no ports");
+    }
+
+    #[test]
+    fn two_browsers_get_one_webrtc_leg_each_and_the_relay_a_spec_for_both() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(4);
+        s.expect_browser(id, Leg::B).unwrap();
+        let to_b = s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        assert!(to_b.contains("UDP/TLS/RTP/SAVPF") && to_b.contains("a=setup:actpass"), "{to_b}");
+        let answer = BROWSER
+            .replace("a=setup:actpass", "a=setup:active")
+            .replace("a=ice-ufrag:Xk3R", "a=ice-ufrag:Bb22")
+            .replace("111 0 8 126", "111 126");
+        let to_a = s.rewrite(now, id, Leg::B, answer.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        assert!(to_a.contains("m=audio 30000 UDP/TLS/RTP/SAVPF 111\r\n"), "{to_a}");
+        assert!(to_a.contains("a=setup:active"), "{to_a}");
+        let commands = drain(&mut s);
+        let mut sent: Vec<(String, DtlsRole)> =
+            specs(&commands).iter().map(|w| (w.remote_ufrag.clone(), w.role)).collect();
+        sent.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(sent, vec![("Bb22".into(), DtlsRole::Server), ("Xk3R".into(), DtlsRole::Client)]);
+        let upserts = commands.iter().filter(|c| matches!(c, Command::Upsert(e) if e.srtp_pending && e.peer.is_none()));
+        assert_eq!(upserts.count(), 4, "both legs are browser legs, upserted at the offer and at the answer");
     }
 }
