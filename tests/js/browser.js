@@ -135,9 +135,6 @@ async function main() {
     '--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-dev-shm-usage',
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     '--autoplay-policy=no-user-gesture-required',
-    // No sound card in a test namespace: a fake output stream still pulls the remote audio in real time, so that
-    // Chromium decodes it and getStats() reports its audioLevel.
-    '--disable-audio-output',
   ];
   if (process.env.WAV) args.push(`--use-file-for-fake-audio-capture=${process.env.WAV}`);
   if (process.env.SPKI) args.push(`--ignore-certificate-errors-spki-list=${process.env.SPKI}`);
