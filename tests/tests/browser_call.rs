@@ -373,3 +373,43 @@ fn two_registered_chromium_users_call_each_other_with_media_both_ways() {
     caller.close().expect("the caller's browser closes");
     callee.close().expect("the callee's browser closes");
 }
+
+#[test]
+fn a_browser_whose_media_dies_without_a_bye_gets_its_call_ended_on_both_legs_with_a_cdr() {
+    let r = rig("browser-call-media-dies");
+    let mut carrier = Sipp::new("uas_answer_play_pcma.xml")
+        .netns(&r.topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .media_port(CARRIER_MEDIA_PORT)
+        .calls(1)
+        .limit(Duration::from_secs(90))
+        .trace_messages(true)
+        .spawn()
+        .expect("carrier starts");
+    carrier.wait_listening(Some(&r.topo.ns(Host::B)), 5060, Duration::from_secs(10)).expect("carrier listens");
+    let mut b = r.registered_browser();
+    b.call(&format!("sip:+4930123456@{SBC_A}")).expect("the page starts a call");
+    let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(40));
+    assert!(
+        outcome.as_ref().ok().and_then(|e| e["event"].as_str()) == Some("confirmed"),
+        "the call is confirmed in the browser: {outcome:?}\n{}",
+        r.sbc.log_tail()
+    );
+    let stats = inbound_audio(&mut b, Duration::from_secs(20));
+    assert!(stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0) > 0, "media flows first: {stats}");
+    // The page's peer connection closes (DTLS close_notify, then no more consent checks); its WebSocket stays.
+    let dropped = Instant::now();
+    b.request("dropMedia", serde_json::json!({}), Duration::from_secs(5)).expect("the page closes its media");
+    let run = carrier.wait().expect("the carrier's scenario ends");
+    let after = dropped.elapsed();
+    run.assert_all_successful(1).expect("the carrier got a BYE and answered it");
+    assert!(after < Duration::from_secs(30), "the BYE came {after:?} after the media died");
+    let cdrs = tests::wait_cdrs(&[r.cdr.as_path()], 1, Duration::from_secs(10));
+    assert_eq!(cdrs.len(), 1, "one CDR");
+    eprintln!("BYE at the carrier {after:?} after the media died; release cause {}", cdrs[0]["release_cause"]);
+    assert_eq!(cdrs[0]["release_cause"], "webrtc_media_ended", "{}", cdrs[0]);
+    let ended = b.first_event(&["ended"], Duration::from_secs(10));
+    assert!(ended.is_ok(), "the SBC's BYE ends the call in the page too: {ended:?}");
+    b.close().expect("the browser closes");
+}
