@@ -413,3 +413,49 @@ fn a_browser_whose_media_dies_without_a_bye_gets_its_call_ended_on_both_legs_wit
     assert!(ended.is_ok(), "the SBC's BYE ends the call in the page too: {ended:?}");
     b.close().expect("the browser closes");
 }
+
+#[test]
+fn a_browser_that_vanishes_from_the_network_loses_consent_and_its_call_ends_within_35_s() {
+    let r = rig("browser-call-vanishes");
+    let mut carrier = Sipp::new("uas_answer_play_pcma.xml")
+        .netns(&r.topo.ns(Host::B))
+        .local_ip(CARRIER_B)
+        .local_port(5060)
+        .media_port(CARRIER_MEDIA_PORT)
+        .calls(1)
+        .limit(Duration::from_secs(120))
+        .trace_messages(true)
+        .spawn()
+        .expect("carrier starts");
+    carrier.wait_listening(Some(&r.topo.ns(Host::B)), 5060, Duration::from_secs(10)).expect("carrier listens");
+    let mut b = r.registered_browser();
+    b.call(&format!("sip:+4930123456@{SBC_A}")).expect("the page starts a call");
+    let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(40));
+    assert!(
+        outcome.as_ref().ok().and_then(|e| e["event"].as_str()) == Some("confirmed"),
+        "the call is confirmed in the browser: {outcome:?}\n{}",
+        r.sbc.log_tail()
+    );
+    let stats = inbound_audio(&mut b, Duration::from_secs(20));
+    assert!(stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0) > 0, "media flows first: {stats}");
+    // The browser's host loses its route to the SBC: no consent checks arrive any more, and the WebSocket stalls
+    // without closing (no FIN, no RST): only consent freshness (RFC 7675, 30 s) can tell.
+    let ns = r.topo.ns(Host::A);
+    let status = std::process::Command::new("ip")
+        .args(["-n", &ns, "route", "add", "blackhole", &format!("{SBC_A}/32")])
+        .status()
+        .expect("ip route");
+    assert!(status.success(), "blackhole route to the SBC in {ns}");
+    let vanished = Instant::now();
+    let run = carrier.wait().expect("the carrier's scenario ends");
+    let after = vanished.elapsed();
+    run.assert_all_successful(1).expect("the carrier got a BYE and answered it");
+    eprintln!("BYE at the carrier {after:?} after the browser vanished");
+    // 30 s without an authenticated check, counted from the last one (up to a few seconds before the route went).
+    assert!(after < Duration::from_secs(35), "the BYE came {after:?} after the browser vanished");
+    // Written once the BYE towards the vanished browser gave up too (its transaction's 32 s).
+    let cdrs = tests::wait_cdrs(&[r.cdr.as_path()], 1, Duration::from_secs(45));
+    assert_eq!(cdrs.len(), 1, "one CDR");
+    assert_eq!(cdrs[0]["release_cause"], "webrtc_media_ended", "{}", cdrs[0]);
+    drop(b);
+}
