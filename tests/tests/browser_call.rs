@@ -1,12 +1,17 @@
-//! Issue 18's browser acceptance, first case: a real browser calls a carrier through the SBC with WebRTC media.
-//! Headless Chromium with JsSIP 3.13 (tests/src/browser.rs) in namespace a registers over `wss:` as user 1001 of
-//! `[registrar]` and calls a SIPp carrier in namespace b that answers plain RTP/AVP PCMA and plays SIPp's own
-//! speech recording (`uas_answer_play_pcma.xml`). The relay terminates the browser's ICE-lite/DTLS-SRTP leg and bridges it to RTP
-//! (docs/webrtc-media.md):
-//! - the call is confirmed in the browser; the RTP the carrier received decodes to the page's 1 kHz WAV tone
-//!   (dominant frequency within 2%); the carrier's audio reaches the page (`getStats()`: inbound packetsReceived > 0
-//!   and audioLevel > 0);
-//! - the page hangs up: the carrier gets a BYE, a CDR is written.
+//! Issue 18's browser acceptance: real browsers call through the SBC with WebRTC media. Headless Chromium with
+//! JsSIP 3.13 (tests/src/browser.rs) in namespace a registers over `wss:` as a user of `[registrar]`; its
+//! microphone is a 1 kHz WAV tone. SIPp carriers in namespace b speak plain RTP/AVP PCMA and play SIPp's own speech
+//! recording (`uas_answer_play_pcma.xml`, `uac_call_play_pcma.xml`). The relay terminates each browser's
+//! ICE-lite/DTLS-SRTP leg and bridges it to RTP or to the other browser's leg (docs/webrtc-media.md).
+//!
+//! - a browser calls the carrier: confirmed in the page; the RTP the carrier received decodes to the page's tone
+//!   (dominant frequency within 2%, from a capture at b); the carrier's audio reaches the page (`getStats()`:
+//!   inbound packetsReceived and audioLevel > 0); the page hangs up: the carrier gets its BYE, a CDR is written;
+//! - the carrier calls the registered browser user: the page answers, media both ways, the carrier's BYE ends it;
+//! - two registered browser users call each other: media both ways, one CDR;
+//! - a browser closed mid-call (its WebSocket closes), a browser whose media dies without a BYE (its peer
+//!   connection closed, DTLS close_notify) and a browser that vanishes from the network (route blackholed: only
+//!   ICE consent freshness can tell): each time the carrier gets a BYE within 35 s and a CDR is written.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
