@@ -7,7 +7,8 @@
 //   says something (connected, disconnected, registered, registrationFailed, newRTCSession, progress, confirmed,
 //   failed, ended, console). The first line is {"event": "ready", "chromium_pid": P, "origin": ORIGIN}.
 // - commands: media (getUserMedia, the fake WAV), connect {url, uri, password?, register?}, options {target},
-//   register, call {target}, answer, hangup, stats (getStats() of the call), sdp (local and remote SDP), close.
+//   register, call {target}, answer, hangup, dropMedia (close the call's RTCPeerConnection, no BYE), stats
+//   (getStats() of the call), sdp (local and remote SDP), close.
 //
 // The page is https://ORIGIN/ served by request interception (no server socket: the test's Origin is whatever the
 // SBC's allowlist says, and an https page is a secure context, which getUserMedia needs). The JsSIP bundle is built
@@ -66,11 +67,14 @@ function track(s) {
   for (const name of ['progress', 'accepted', 'confirmed', 'failed', 'ended']) {
     s.on(name, (e) => note(name, status(e)));
   }
-  s.on('peerconnection', (e) => {
-    e.peerconnection.addEventListener('track', (t) => {
+  const play = (pc) => {
+    pc.addEventListener('track', (t) => {
       document.getElementById('remote').srcObject = t.streams[0] || new MediaStream([t.track]);
     });
-  });
+  };
+  s.on('peerconnection', (e) => play(e.peerconnection));
+  // An outgoing call's 'peerconnection' event fires inside ua.call(), before this runs: listen on its connection.
+  if (s.connection) play(s.connection);
 }
 phone.connect = (a) => new Promise((resolve, reject) => {
   const ua = new JsSIP.UA({ sockets: [new JsSIP.WebSocketInterface(a.url)], uri: a.uri, password: a.password,
@@ -106,6 +110,9 @@ phone.answer = () => {
                          pcConfig: { iceServers: [] } });
   return true;
 };
+// The call's media goes (its RTCPeerConnection closed) while JsSIP and its WebSocket stay: what the SBC sees of a
+// browser whose media path died without a BYE.
+phone.dropMedia = () => { phone.session.connection.close(); return true; };
 phone.hangup = () => { if (phone.session && !phone.session.isEnded()) phone.session.terminate(); return true; };
 phone.sdp = () => {
   const pc = phone.session && phone.session.connection;

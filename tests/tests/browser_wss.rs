@@ -5,8 +5,8 @@
 //! - the page gets an audio track from the fake microphone; JsSIP upgrades over `wss:` to 198.18.1.1 (the SBC's
 //!   test certificate trusted by its SPKI hash) and its OPTIONS is answered 200 by the SBC, counted as one `wss`
 //!   upgrade and one OPTIONS; then a call towards a SIPp carrier is attempted and its outcome printed, not
-//!   asserted: WebRTC media (DTLS-SRTP, ICE-lite) is not in the relay yet, the full browser acceptance of issue 18
-//!   builds on this rig when it is;
+//!   asserted: this SBC anchors no media, so the browser's SAVPF offer reaches the carrier as it is (calls with
+//!   WebRTC media through the relay: tests/tests/browser_call.rs);
 //! - a page from an origin not in `[sip.ws] allowed_origins` is refused at the upgrade, counted by reason; the
 //!   browser dropped without closing (a failing test) leaves no Chromium process behind.
 
@@ -122,7 +122,7 @@ fn chromium_with_jssip_gets_the_fake_microphone_and_its_options_over_wss_are_ans
     assert_eq!(r.metric("sbc_ws_upgrades_total{transport=\"wss\"}"), 1.0, "one upgrade over wss");
     assert_eq!(r.metric("sbc_sip_messages_in_total{kind=\"request\",method=\"OPTIONS\""), 1.0);
 
-    // A WebRTC call towards the carrier: recorded, not asserted (the relay has no DTLS-SRTP yet).
+    // A WebRTC call towards the carrier: recorded, not asserted (no [media] here: see browser_call.rs).
     let carrier = Sipp::new("uas_answer.xml")
         .netns(&r.topo.ns(Host::B))
         .local_ip(CARRIER_B)

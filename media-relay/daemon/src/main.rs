@@ -76,6 +76,7 @@ fn ng_server(args: &Args) -> Result<NgServer> {
         strict: true,
         // Keys the calls' CNAME tokens; RandomState is seeded from the OS's randomness.
         cname_seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8),
+        dtls_fingerprint: None,
     };
     NgServer::new(config).map_err(|e| anyhow::anyhow!("--ng-ports: {e}"))
 }

@@ -20,6 +20,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+#[path = "session_webrtc.rs"]
+mod webrtc;
+pub use webrtc::WebrtcMedia;
+
 /// A relay interface: where one side's media is anchored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
@@ -46,6 +50,10 @@ pub struct MediaConfig {
     /// read nor check a guess of what a token stands for. The server draws it from the OS when it loads the
     /// configuration; it must not come from a generator whose output peers see (SIP tags, Call-IDs).
     pub cname_seed: u64,
+    /// The fingerprint of the relay's DTLS certificate (`Relay::dtls_fingerprint` of the embedded relay): with
+    /// it, a call whose offer is WebRTC gets a browser leg terminated by the relay ([`WebrtcMedia`]); without
+    /// it (a relay in its own process) such an offer is rewritten as any other SDP.
+    pub dtls_fingerprint: Option<crate::webrtc::dtls::Fingerprint>,
 }
 
 /// Why an SDP could not be anchored; the B2BUA maps each to a SIP status (488, 503).
@@ -64,6 +72,13 @@ pub enum MediaError {
     /// SDES-SRTP negotiation refused the SDP (a leg's policy, unusable keys): answer 488.
     #[error(transparent)]
     Srtp(#[from] SrtpError),
+    /// A call with a browser leg whose SDP cannot be bridged (no shared codec, missing ICE or DTLS attributes):
+    /// answer [`crate::webrtc::sdp::WebrtcSdpError::sip_status`] (488, 400).
+    #[error(transparent)]
+    Webrtc(#[from] crate::webrtc::sdp::WebrtcSdpError),
+    /// The OS's random source failed (no ICE credentials): answer 503.
+    #[error("no random bytes for ICE credentials: {0}")]
+    Keys(String),
 }
 
 /// A stream's relay port and peer on one leg.
@@ -114,6 +129,9 @@ pub struct SessionRecord {
     /// The call's CNAME key: replicated, so the peers see the same tokens after a takeover.
     #[serde(default)]
     pub cname_key: CnameKey,
+    /// The browser leg's ICE and DTLS state, for a call with one: not replicated ([`WebrtcMedia`]).
+    #[serde(skip)]
+    pub webrtc: Option<Box<WebrtcMedia>>,
 }
 
 type Session = SessionRecord;
@@ -162,8 +180,11 @@ impl Sessions {
         if self.config.interfaces.is_empty() {
             return Err(MediaError::NoInterface);
         }
-        let fresh = !self.sessions.contains_key(&session);
-        let result = self.anchor(now, session, from, body, sip_local, exchange);
+        let fresh = !self.sessions.contains_key(&session) || self.sessions[&session].legs[0].streams.is_empty();
+        let result = match self.webrtc_call(session, exchange.kind, body) {
+            Some(line) => self.anchor_webrtc(now, session, from, line, sip_local, exchange.kind),
+            None => self.anchor(now, session, from, body, sip_local, exchange),
+        };
         if result.is_err() && fresh {
             // Nothing was sent to the relay for a session that failed at its first SDP: only give the ports back.
             if let Some(s) = self.sessions.remove(&session) {
@@ -301,6 +322,9 @@ impl Sessions {
     /// Upserts every endpoint of `session` (idempotent on the relay's side; a changed peer drops its latch).
     fn emit(&mut self, session: SessionId) {
         let Some(s) = self.sessions.get(&session) else { return };
+        if s.webrtc.is_some() {
+            return self.emit_webrtc(session);
+        }
         let addr = |leg: Leg| self.config.interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
         for leg in [Leg::A, Leg::B] {
             let other = leg.other();
@@ -408,6 +432,9 @@ impl Sessions {
     /// Upserts every endpoint of every session again: for a relay that restarted or reconnected.
     pub fn replay(&mut self) {
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for w in self.sessions.values_mut().filter_map(|s| s.webrtc.as_deref_mut()) {
+            w.resend();
+        }
         for id in ids {
             self.emit(id);
         }
@@ -453,6 +480,7 @@ m=audio 7000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
             quarantine: Duration::from_secs(5),
             strict: true,
             cname_seed: 7,
+            dtls_fingerprint: Some(crate::webrtc::dtls::Fingerprint([0xAB; 32])),
         })
         .unwrap()
     }

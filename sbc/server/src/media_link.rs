@@ -137,6 +137,15 @@ impl MediaLink {
         matches!(self.kind, Kind::Embedded(_))
     }
 
+    /// The fingerprint of the embedded relay's DTLS certificate, for SDP towards browsers; `None` for a relay in
+    /// its own process (its certificate is not known here: calls from browsers then get no WebRTC leg).
+    pub fn dtls_fingerprint(&self) -> Option<relay_proto::webrtc::dtls::Fingerprint> {
+        match &self.kind {
+            Kind::Embedded(r) => Some(r.dtls_fingerprint()),
+            Kind::Remote(_) => None,
+        }
+    }
+
     /// Queues a command for the relay.
     pub fn send(&self, cmd: Command) {
         let ok = match &self.kind {

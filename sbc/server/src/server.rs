@@ -129,7 +129,7 @@ pub async fn serve(
         None => None,
     };
     tracing::info!(trunks = trunks.len(), cdr = ?config.cdr_path, "routing plan loaded");
-    let core = endpoint::Config {
+    let mut core = endpoint::Config {
         server: config.sip.user_agent.clone(),
         plan: config.plan.clone(),
         locals,
@@ -178,6 +178,11 @@ pub async fn serve(
             None
         }
     };
+    // The relay's certificate exists once it started: its fingerprint goes into the core as a value, for the SDP
+    // of browser legs (docs/webrtc-media.md).
+    if let (Some(link), Some(m)) = (&media, core.media.as_mut()) {
+        m.dtls_fingerprint = link.dtls_fingerprint();
+    }
     let (reloader, reload_rx) = match source {
         Some(s) => {
             let (r, rx) = crate::reload::Reloader::new(s, config.clone(), listeners.clone());

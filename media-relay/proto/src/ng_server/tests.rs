@@ -18,6 +18,7 @@ fn server() -> NgServer {
         quarantine: Duration::from_secs(5),
         strict: true,
         cname_seed: 1,
+        dtls_fingerprint: None,
     })
     .unwrap()
 }

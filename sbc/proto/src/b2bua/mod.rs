@@ -434,6 +434,7 @@ impl Calls {
         match &result {
             Err(MediaError::NoPorts(_)) => ctx.observe(Observation::MediaError { reason: "no_ports" }),
             Err(MediaError::Srtp(_)) => ctx.observe(Observation::MediaError { reason: "srtp" }),
+            Err(MediaError::Webrtc(_)) => ctx.observe(Observation::MediaError { reason: "webrtc" }),
             Err(_) => ctx.observe(Observation::MediaError { reason: "sdp" }),
             Ok(_) => {}
         }
@@ -459,6 +460,8 @@ impl Calls {
     fn media_status(e: &MediaError) -> (u16, &'static str) {
         match e {
             MediaError::Sdp(_) | MediaError::Srtp(_) => (488, "Not Acceptable Here"),
+            MediaError::Webrtc(e) if e.sip_status() == 400 => (400, "Bad Request"),
+            MediaError::Webrtc(_) => (488, "Not Acceptable Here"),
             _ => (503, "Service Unavailable"),
         }
     }
@@ -786,17 +789,26 @@ impl Calls {
         })
     }
 
+    /// The digest realm of our 407s: the registrar's when users are configured, else [`REALM`]. One realm for
+    /// users and trunks alike, because a 407 to a request without credentials cannot know which it is, and JsSIP
+    /// keeps only the HA1 of its REGISTER's realm once registered (it drops the password): a user's INVITE
+    /// challenged in another realm fails in the browser with "Authentication Error".
+    fn realm(&self) -> String {
+        self.users.as_ref().filter(|u| !u.users.is_empty()).map_or_else(|| REALM.to_owned(), |u| u.realm.clone())
+    }
+
     /// A Proxy-Authenticate value with a fresh nonce.
     fn challenge(&mut self, ctx: &mut Ctx, stale: bool) -> String {
         let now = self.nonce_secs(ctx);
-        self.nonces(ctx).challenge(REALM, Algorithm::Md5, now, stale)
+        let realm = self.realm();
+        self.nonces(ctx).challenge(&realm, Algorithm::Md5, now, stale)
     }
 
     /// Checks the Proxy-Authorization of `req` against `expected`: `Err(true)` for a stale nonce (challenge again
     /// with `stale=true`, the client retries without asking its user), `Err(false)` for anything else wrong.
     fn check_credentials(&mut self, ctx: &mut Ctx, req: &Request, expected: &Credentials) -> Result<(), bool> {
         let creds = proxy_credentials(req).ok_or(false)?;
-        if creds.username != expected.username || creds.realm != REALM {
+        if creds.username != expected.username || creds.realm != self.realm() {
             return Err(false);
         }
         let now = self.nonce_secs(ctx);
@@ -937,7 +949,15 @@ impl Calls {
             let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
             // A new carrier is a new peer on leg B: our keys for it are drawn afresh.
             let exchange = Self::exchange(call, SdpKind::OfferToNewPeer, Some(trunk_id));
-            self.anchor(ctx, id, Leg::A, exchange, &a_headers, &a_body, [a_local, local.ip()])
+            // A user reached over WebSocket is a browser: the relay terminates its WebRTC leg
+            // (docs/webrtc-media.md), so the offer towards it is a WebRTC one.
+            let browser =
+                user_flow.as_ref().is_some_and(|(flow, _)| matches!(flow.transport, Transport::Ws | Transport::Wss));
+            match self.media.as_mut().filter(|_| browser) {
+                Some(media) => media.expect_browser(SessionId(id.0), MediaLeg::B),
+                None => Ok(()),
+            }
+            .and_then(|()| self.anchor(ctx, id, Leg::A, exchange, &a_headers, &a_body, [a_local, local.ip()]))
         };
         let body = match body {
             Ok(b) => b,

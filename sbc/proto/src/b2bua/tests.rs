@@ -113,6 +113,7 @@ fn world_with_media_tweaked(tweak: impl FnOnce(&mut Vec<Trunk>)) -> World {
         quarantine: Duration::from_secs(5),
         strict: true,
         cname_seed: 7,
+        dtls_fingerprint: Some(relay_proto::webrtc::dtls::Fingerprint([0xAB; 32])),
     });
     world_full(tweak, |_| {}, media)
 }
@@ -1240,4 +1241,5 @@ mod reload;
 mod setup_takeover;
 mod transports;
 mod users;
+mod webrtc_media;
 mod websocket;

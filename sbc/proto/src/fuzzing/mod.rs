@@ -174,6 +174,7 @@ fn endpoint(setup: Setup) -> Endpoint {
         quarantine: Duration::from_secs(5),
         strict: true,
         cname_seed: 7,
+        dtls_fingerprint: None,
     });
     let config = Config {
         plan: Arc::new(plan),

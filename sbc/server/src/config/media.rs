@@ -172,6 +172,7 @@ impl Validator<'_> {
             quarantine,
             strict: m.strict_source.unwrap_or(true),
             cname_seed: cname_seed(),
+            dtls_fingerprint: None,
         };
         let ng = self.ng(m.ng.as_ref(), m.ng_ports.as_ref(), relay, &core)?;
         Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp, threads, ng }))

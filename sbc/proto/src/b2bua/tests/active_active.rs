@@ -22,6 +22,7 @@ fn pair_box(n: u64) -> World {
         quarantine: Duration::from_secs(5),
         strict: true,
         cname_seed: 7,
+        dtls_fingerprint: None,
     });
     let mut w = world_configured(
         |_| {},

@@ -9,6 +9,11 @@ const USER: &str = "198.18.1.50:40000";
 const USERS: TrunkId = TrunkId(3);
 
 fn users_world() -> World {
+    users_world_in("sbc")
+}
+
+/// [`users_world`] with the registrar's digest realm `realm`.
+fn users_world_in(realm: &str) -> World {
     world_configured(
         |t| t.push(Trunk::new("users")),
         |p| {
@@ -18,7 +23,7 @@ fn users_world() -> World {
         |c| {
             c.registrar = Some(Arc::new(RegistrarConfig {
                 domains: vec!["198.18.1.1".into()],
-                realm: "sbc".into(),
+                realm: realm.into(),
                 users: vec![
                     User { name: "1001".into(), password: Secret::new("pw1001") },
                     User { name: "1002".into(), password: Secret::new("pw1002") },
@@ -111,6 +116,26 @@ fn a_user_call_is_challenged_then_routed_to_the_carrier_on_the_users_trunk() {
     response(&sent, USER, 486);
     assert_eq!(w.cdrs.len(), 1);
     assert_eq!(w.cdrs[0].trunk_in, "users");
+}
+
+#[test]
+fn a_users_invite_is_challenged_in_the_registrars_realm_as_jssip_needs_once_registered() {
+    // JsSIP drops the password after REGISTER and keeps the HA1 of the 401's realm: the 407 must use the same.
+    let mut w = users_world_in("198.18.1.1");
+    let invite = |auth: &str, cseq: u32| {
+        invite_from_a("realm-user")
+            .replace("CSeq: 1", &format!("CSeq: {cseq}"))
+            .replace("branch=z9hG4bK-realm-user", &format!("branch=z9hG4bK-ru{cseq}"))
+            .replace("X-Internal: secret-topology\r\n", auth)
+            .replace("198.18.1.10:5060;branch", "198.18.1.10:5060;rport;branch")
+    };
+    let sent = w.send(USER, SBC_A, invite("", 1));
+    let challenge = response(&sent, USER, 407);
+    let ch = Challenge::parse(&rv(&challenge, HeaderName::ProxyAuthenticate)).expect("parses");
+    assert_eq!(ch.realm, "198.18.1.1");
+    let good = Client::new(ch, "1001", Secret::new("pw1001")).authorize("INVITE", "sip:+493012345@198.18.1.1", "c");
+    let sent = w.send(USER, SBC_A, invite(&format!("Proxy-Authorization: {good}\r\n"), 2));
+    request(&sent, B, Method::Invite);
 }
 
 #[test]

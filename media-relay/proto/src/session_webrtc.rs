@@ -1,0 +1,404 @@
+//! The media of a call with a browser leg: the relay terminates ICE-lite and DTLS-SRTP there and bridges it to
+//! plain RTP on the other leg ([`crate::webrtc`]). Such a call does not go through the line-by-line rewrite of
+//! [`crate::sdp::rewrite`]: each side gets an SDP of its own kind from [`crate::webrtc::sdp`] (a browser's offer
+//! is too large and too WebRTC-specific for a carrier), and the browser leg's socket gets a
+//! [`Command::Webrtc`] once the offer/answer has given both sides' ICE and DTLS parameters.
+//!
+//! One audio stream per call (BUNDLE, rtcp-mux): stream 0 of each leg; the browser's other m= lines are answered
+//! with port 0. The plain leg is plain RTP: an SDES-SRTP trunk towards a browser is not bridged yet.
+
+use super::{MediaError, SessionRecord, Sessions, Side};
+use crate::cname::CnameKey;
+use crate::control::{Command, EndpointSpec, Leg, SessionId};
+use crate::negotiate::SdpKind;
+use crate::webrtc::dtls::{DtlsRole, Fingerprint};
+use crate::webrtc::ice::IceCredentials;
+use crate::webrtc::leg::WebrtcSpec;
+use crate::webrtc::sdp::{self as wsdp, AudioLine, RelaySide, WebrtcSdpError};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// What a call with a browser leg keeps besides its ports: not replicated (a standby's relay has another
+/// certificate and no DTLS association: the browser would need an ICE restart, which is not built).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebrtcMedia {
+    /// Per leg (A, B): the browser facing it, if one does (both in a call between two browsers).
+    legs: [Option<BrowserLeg>; 2],
+    /// The last offer and the leg it came from: answers (a 183 and its 200 alike) are read against it.
+    offer: Option<(Leg, AudioLine)>,
+    /// Per leg: the `o=` version and the last SDP we sent there (the version goes up when the SDP changes).
+    origin: [(u64, Option<String>); 2],
+}
+
+/// One browser leg of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BrowserLeg {
+    /// Our ICE credentials on the leg (the same for the whole call: a new ufrag would be an ICE restart).
+    ice: IceCredentials,
+    /// The browser's ufrag and fingerprint and our DTLS role, once an offer/answer settled them.
+    remote: Option<(String, Fingerprint, DtlsRole)>,
+    /// The spec last sent to the relay: sent again only when it changes (a new association).
+    sent: Option<WebrtcSpec>,
+}
+
+impl WebrtcMedia {
+    /// Whether leg `leg` faces a browser.
+    pub fn is_browser(&self, leg: Leg) -> bool {
+        self.legs[leg.index()].is_some()
+    }
+
+    /// Forgets what the relay was told: the next emit sends the WebRTC specs again (a relay that restarted).
+    pub(super) fn resend(&mut self) {
+        for b in self.legs.iter_mut().flatten() {
+            b.sent = None;
+        }
+    }
+}
+
+impl Sessions {
+    /// Announces that leg `leg` of `session` faces a browser before its first SDP there (a call to a registered
+    /// user reached over WebSocket): offers towards it become WebRTC offers. Errors only when the OS's random
+    /// source fails (no ICE credentials).
+    pub fn expect_browser(&mut self, session: SessionId, leg: Leg) -> Result<(), MediaError> {
+        let seed = self.config.cname_seed;
+        if self.sessions.get(&session).and_then(|s| s.webrtc.as_ref()).is_some_and(|w| w.is_browser(leg)) {
+            return Ok(());
+        }
+        let ice = IceCredentials::generate(self.keys.as_mut()).map_err(|e| MediaError::Keys(e.to_string()))?;
+        let s = self.sessions.entry(session).or_insert_with(|| SessionRecord {
+            cname_key: CnameKey::derive(seed, session),
+            ..SessionRecord::default()
+        });
+        let w = s.webrtc.get_or_insert_with(|| {
+            Box::new(WebrtcMedia { legs: [None, None], offer: None, origin: [(1, None), (1, None)] })
+        });
+        w.legs[leg.index()] = Some(BrowserLeg { ice, remote: None, sent: None });
+        Ok(())
+    }
+
+    /// Whether `body` from `from` opens or continues a call with a browser leg that this relay can terminate:
+    /// the session already has one, or this is a first offer whose audio line is WebRTC.
+    pub(super) fn webrtc_call(&self, session: SessionId, kind: SdpKind, body: &[u8]) -> Option<AudioLine> {
+        self.config.dtls_fingerprint?;
+        let line = AudioLine::parse(body).ok();
+        match self.sessions.get(&session) {
+            Some(s) if s.webrtc.is_some() => line,
+            Some(_) => None,
+            None => line.filter(|l| kind != SdpKind::Answer && l.is_webrtc()),
+        }
+    }
+
+    /// [`Sessions::rewrite`] for a call with a browser leg: `line` is `body` as [`Sessions::webrtc_call`] read it.
+    pub(super) fn anchor_webrtc(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        from: Leg,
+        line: AudioLine,
+        sip_local: [IpAddr; 2],
+        kind: SdpKind,
+    ) -> Result<String, MediaError> {
+        let fingerprint = self.config.dtls_fingerprint.ok_or(MediaError::NoInterface)?;
+        if kind != SdpKind::Answer && line.is_webrtc() {
+            // The offerer is a browser (a call from one; both legs when one browser calls another).
+            self.expect_browser(session, from)?;
+        }
+        let Some(s) = self.sessions.get_mut(&session) else { return Err(MediaError::NoInterface) };
+        for leg in [Leg::A, Leg::B] {
+            let l = &mut s.legs[leg.index()];
+            if l.iface.is_none() {
+                let ip = sip_local[leg.index()];
+                l.iface = Some(self.config.interfaces.iter().position(|i| i.address == ip).unwrap_or(0));
+            }
+            if l.streams.is_empty() {
+                l.streams.push(None);
+            }
+            if l.streams[0].is_none() {
+                let iface = l.iface.unwrap_or(0);
+                let Some(port) = self.pools[iface].allocate(now) else {
+                    return Err(MediaError::NoPorts(self.config.interfaces[iface].name.clone()));
+                };
+                l.streams[0] = Some(Side { port, ..Side::default() });
+            }
+        }
+        let to = from.other();
+        let address = |leg: Leg| self.config.interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
+        let port = |leg: Leg| s.legs[leg.index()].streams[0].as_ref().map_or(0, |side| side.port);
+        let (to_address, to_port) = (address(to), port(to));
+        let Some(w) = s.webrtc.as_deref_mut() else { return Err(MediaError::NoInterface) };
+        let (from_browser, to_browser) = (w.is_browser(from), w.is_browser(to));
+        if !from_browser {
+            // The plain peer's address is in its SDP; a browser's comes from ICE only (mDNS names are never
+            // resolved).
+            if let Some(Some(side)) = s.legs[from.index()].streams.first_mut() {
+                let rtp = line
+                    .address
+                    .filter(|(ip, port)| !ip.is_unspecified() && *port != 0)
+                    .map(|(ip, port)| SocketAddr::new(ip, port));
+                if rtp != side.peer_rtp {
+                    side.latched_rtp = None;
+                }
+                side.peer_rtp = rtp;
+            }
+        }
+        if let Some(Some(side)) = s.legs[from.index()].streams.first_mut() {
+            side.clock_rates = line.codecs.iter().map(|c| (c.pt, c.clock)).collect();
+        }
+        let write = |w: &WebrtcMedia, version: u64| -> Result<String, WebrtcSdpError> {
+            let ice = w.legs[to.index()].as_ref().map(|b| (&b.ice, fingerprint));
+            let side = RelaySide { address: to_address, port: to_port, origin: (session.0, version), webrtc: ice };
+            match kind {
+                SdpKind::Offer | SdpKind::OfferToNewPeer => {
+                    if from_browser {
+                        line.webrtc_params()?;
+                    }
+                    if to_browser {
+                        wsdp::offer_to_browser(&line, &side)
+                    } else {
+                        wsdp::offer_to_plain(&line, &side)
+                    }
+                }
+                SdpKind::Answer => {
+                    let Some((_, offer)) = w.offer.as_ref().filter(|(offerer, _)| *offerer != from) else {
+                        return Err(WebrtcSdpError::NoAudio);
+                    };
+                    if from_browser {
+                        line.webrtc_params()?;
+                    }
+                    if to_browser {
+                        let params = offer.webrtc_params()?;
+                        let (_, setup) = DtlsRole::answering(params.setup).ok_or(WebrtcSdpError::Setup("holdconn"))?;
+                        wsdp::answer_to_browser(offer, &line, &side, setup)
+                    } else {
+                        wsdp::answer_to_plain(offer, &line, &side)
+                    }
+                }
+            }
+        };
+        let (version, last) = &w.origin[to.index()];
+        let mut out = write(w, *version)?;
+        if last.as_ref().is_some_and(|l| *l != out) {
+            out = write(w, version + 1)?;
+            w.origin[to.index()].0 += 1;
+        }
+        w.origin[to.index()].1 = Some(out.clone());
+        if kind == SdpKind::Answer {
+            // The offerer's parameters (its role answered by us) and the answerer's (its role from its setup).
+            if let Some(offer) = w.offer.as_ref().map(|(_, o)| o).filter(|_| to_browser) {
+                let params = offer.webrtc_params()?;
+                let role = DtlsRole::answering(params.setup).map(|(role, _)| role);
+                let role = role.ok_or(WebrtcSdpError::Setup("holdconn"))?;
+                let remote = (params.ice_ufrag.clone(), params.fingerprint, role);
+                if let Some(b) = w.legs[to.index()].as_mut() {
+                    b.remote = Some(remote);
+                }
+            }
+            if from_browser {
+                let params = line.webrtc_params()?;
+                let role = DtlsRole::from_answer(params.setup).ok_or(WebrtcSdpError::Setup("actpass"))?;
+                let remote = (params.ice_ufrag.clone(), params.fingerprint, role);
+                if let Some(b) = w.legs[from.index()].as_mut() {
+                    b.remote = Some(remote);
+                }
+            }
+        } else {
+            w.offer = Some((from, line));
+        }
+        self.emit(session);
+        Ok(out)
+    }
+
+    /// Upserts the two RTP sockets of a call with a browser leg, then gives each browser's socket its WebRTC spec
+    /// once the offer/answer has settled it. No RTCP sockets: a browser muxes RTCP (its leg has none), and a plain
+    /// peer's RTCP would have nowhere to go but a browser's socket, where the relay sends only SRTP.
+    pub(super) fn emit_webrtc(&mut self, session: SessionId) {
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let Some(browsers) = s.webrtc.as_ref().map(|w| [w.is_browser(Leg::A), w.is_browser(Leg::B)]) else { return };
+        let interfaces = &self.config.interfaces;
+        let addr = |leg: Leg| interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
+        let side = |leg: Leg| s.legs[leg.index()].streams.first().cloned().flatten();
+        let (Some(a), Some(b)) = (side(Leg::A), side(Leg::B)) else { return };
+        let socks = [SocketAddr::new(addr(Leg::A), a.port), SocketAddr::new(addr(Leg::B), b.port)];
+        for (leg, side) in [(Leg::A, &a), (Leg::B, &b)] {
+            let webrtc = browsers[leg.index()];
+            self.out.push_back(Command::Upsert(EndpointSpec {
+                session,
+                leg,
+                stream: 0,
+                rtcp: false,
+                local: socks[leg.index()],
+                partner: socks[leg.other().index()],
+                peer: if webrtc { None } else { side.peer_rtp },
+                latched: side.latched_rtp,
+                strict: webrtc || self.config.strict,
+                clock_rates: side.clock_rates.clone(),
+                cname_key: None,
+                srtp: None,
+                srtp_pending: webrtc,
+            }));
+        }
+        let Some(w) = s.webrtc.as_deref_mut() else { return };
+        for leg in [Leg::A, Leg::B] {
+            let Some(b) = w.legs[leg.index()].as_mut() else { continue };
+            let Some((ufrag, fingerprint, role)) = b.remote.clone() else { continue };
+            let spec = WebrtcSpec {
+                session,
+                local: socks[leg.index()],
+                ice: b.ice.clone(),
+                remote_ufrag: ufrag,
+                remote_fingerprint: fingerprint,
+                role,
+            };
+            if b.sent.as_ref() != Some(&spec) {
+                b.sent = Some(spec.clone());
+                self.out.push_back(Command::Webrtc(Box::new(spec)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Interface, MediaConfig};
+    use super::*;
+    use crate::negotiate::Exchange;
+    use crate::sdes::SrtpMode;
+    use std::time::Duration;
+
+    const FP: Fingerprint = Fingerprint([0xAB; 32]);
+    const LOCALS: [IpAddr; 2] =
+        [IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 1, 1)), IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 2, 1))];
+    const BROWSER: &str = "v=0\r\no=- 6307837442470342391 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        m=audio 54321 UDP/TLS/RTP/SAVPF 111 0 8 126\r\nc=IN IP4 198.18.1.10\r\n\
+        a=candidate:1 1 udp 2122260223 6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b.local 54321 typ host\r\n\
+        a=ice-ufrag:Xk3R\r\na=ice-pwd:q8FhR1pTqK5bH0yVb9mZc2Lw\r\n\
+        a=fingerprint:sha-256 4F:1A:9C:E2:77:0B:5D:63:A8:10:C4:3E:92:58:F1:0D:B6:27:4A:E9:13:7C:D5:82:60:FF:3B:A1:4E:C9:08:75\r\n\
+        a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n\
+        a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\n";
+    const CARRIER: &str = "v=0\r\no=carrier 5 5 IN IP4 198.18.2.10\r\ns=-\r\nc=IN IP4 198.18.2.10\r\nt=0 0\r\n\
+        m=audio 7000 RTP/AVP 0 126\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\n";
+
+    fn exchange(kind: SdpKind) -> Exchange {
+        Exchange { kind, srtp: [SrtpMode::Off; 2] }
+    }
+
+    fn sessions(fingerprint: Option<Fingerprint>) -> Sessions {
+        Sessions::new(MediaConfig {
+            interfaces: vec![
+                Interface { name: "a".into(), address: LOCALS[0] },
+                Interface { name: "b".into(), address: LOCALS[1] },
+            ],
+            first_port: 30000,
+            last_port: 30099,
+            quarantine: Duration::from_secs(5),
+            strict: false,
+            cname_seed: 7,
+            dtls_fingerprint: fingerprint,
+        })
+        .unwrap()
+    }
+
+    fn drain(s: &mut Sessions) -> Vec<Command> {
+        std::iter::from_fn(|| s.poll_command()).collect()
+    }
+
+    fn specs(commands: &[Command]) -> Vec<&WebrtcSpec> {
+        commands.iter().filter_map(|c| if let Command::Webrtc(w) = c { Some(&**w) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_browser_offer_gets_a_plain_offer_then_an_ice_lite_answer_and_one_webrtc_spec() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(9);
+        let to_b = s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        assert!(to_b.contains("m=audio 30000 RTP/AVP 111 0 8 126\r\n") && !to_b.contains("ice"), "{to_b}");
+        let offered = drain(&mut s);
+        assert!(specs(&offered).is_empty(), "no spec before the answer");
+        let upserts: Vec<&EndpointSpec> =
+            offered.iter().filter_map(|c| if let Command::Upsert(e) = c { Some(e) } else { None }).collect();
+        assert_eq!(upserts.len(), 2, "one RTP socket per leg, no RTCP sockets: {upserts:?}");
+        let a = upserts.iter().find(|e| e.leg == Leg::A).unwrap();
+        assert_eq!((a.peer, a.strict, a.srtp_pending, a.cname_key), (None, true, true, None));
+
+        // A 183 and a 200 with the same answer: the same SDP to the browser, one spec.
+        let first = s.rewrite(now, id, Leg::B, CARRIER.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        let again = s.rewrite(now, id, Leg::B, CARRIER.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        assert_eq!(first, again, "a repeated answer is the same SDP, the same o= version");
+        assert!(first.contains("a=setup:active\r\n") && first.contains("a=rtcp-mux\r\n"), "{first}");
+        assert!(first.contains("a=fingerprint:sha-256 AB:AB:AB:AB:"), "{first}");
+        let answered = drain(&mut s);
+        let sent = specs(&answered);
+        assert_eq!(sent.len(), 1, "the spec goes once: {answered:?}");
+        assert_eq!((sent[0].remote_ufrag.as_str(), sent[0].role), ("Xk3R", DtlsRole::Client));
+        assert_eq!(sent[0].local, SocketAddr::new(LOCALS[0], 30000));
+        let b = answered.iter().rev().find_map(|c| match c {
+            Command::Upsert(e) if e.leg == Leg::B => Some(e),
+            _ => None,
+        });
+        assert_eq!(b.and_then(|e| e.peer), Some("198.18.2.10:7000".parse().unwrap()));
+        // A relay that restarted gets the spec again.
+        s.replay();
+        assert_eq!(specs(&drain(&mut s)).len(), 1);
+        s.remove(now, id);
+        assert_eq!(s.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_carrier_offer_to_an_expected_browser_gets_actpass_and_the_browsers_answer_sets_the_role() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(3);
+        s.expect_browser(id, Leg::B).unwrap();
+        let to_browser = s.rewrite(now, id, Leg::A, CARRIER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        assert!(to_browser.contains("UDP/TLS/RTP/SAVPF") && to_browser.contains("a=setup:actpass"), "{to_browser}");
+        let answer = BROWSER.replace("a=setup:actpass", "a=setup:active").replace("111 0 8 126", "0 126");
+        let to_carrier = s.rewrite(now, id, Leg::B, answer.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        assert!(to_carrier.contains("m=audio 30000 RTP/AVP 0 126\r\n"), "{to_carrier}");
+        let commands = drain(&mut s);
+        let sent = specs(&commands);
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].role, sent[0].local), (DtlsRole::Server, SocketAddr::new(LOCALS[1], 30000)));
+    }
+
+    #[test]
+    fn without_the_relays_fingerprint_or_a_shared_codec_there_is_no_webrtc_leg() {
+        // A relay in its own process: the browser's SDP is rewritten as any SDP (no WebRTC leg).
+        let mut s = sessions(None);
+        let now = Instant::now();
+        let to_b = s.rewrite(now, SessionId(1), Leg::A, BROWSER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        assert!(to_b.contains("UDP/TLS/RTP/SAVPF"), "{to_b}");
+        let mut s = sessions(Some(FP));
+        let g722 = BROWSER
+            .replace("111 0 8 126", "9")
+            .replace("a=rtpmap:111 opus/48000/2\r\n", "a=rtpmap:9 G722/8000\r\n")
+            .replace("a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\n", "");
+        let r = s.rewrite(now, SessionId(2), Leg::A, g722.as_bytes(), LOCALS, exchange(SdpKind::Offer));
+        assert!(matches!(r, Err(MediaError::Webrtc(WebrtcSdpError::NoSharedCodec))), "{r:?}");
+        assert_eq!(s.counts(), (0, 0), "no session, no ports");
+    }
+
+    #[test]
+    fn two_browsers_get_one_webrtc_leg_each_and_the_relay_a_spec_for_both() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(4);
+        s.expect_browser(id, Leg::B).unwrap();
+        let to_b = s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        assert!(to_b.contains("UDP/TLS/RTP/SAVPF") && to_b.contains("a=setup:actpass"), "{to_b}");
+        let answer = BROWSER
+            .replace("a=setup:actpass", "a=setup:active")
+            .replace("a=ice-ufrag:Xk3R", "a=ice-ufrag:Bb22")
+            .replace("111 0 8 126", "111 126");
+        let to_a = s.rewrite(now, id, Leg::B, answer.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        assert!(to_a.contains("m=audio 30000 UDP/TLS/RTP/SAVPF 111\r\n"), "{to_a}");
+        assert!(to_a.contains("a=setup:active"), "{to_a}");
+        let commands = drain(&mut s);
+        let mut sent: Vec<(String, DtlsRole)> =
+            specs(&commands).iter().map(|w| (w.remote_ufrag.clone(), w.role)).collect();
+        sent.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(sent, vec![("Bb22".into(), DtlsRole::Server), ("Xk3R".into(), DtlsRole::Client)]);
+        let upserts = commands.iter().filter(|c| matches!(c, Command::Upsert(e) if e.srtp_pending && e.peer.is_none()));
+        assert_eq!(upserts.count(), 4, "both legs are browser legs, upserted at the offer and at the answer");
+    }
+}
