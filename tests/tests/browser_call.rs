@@ -35,11 +35,17 @@ struct Rig {
     sbc: Sbc,
     spki: String,
     cdr: std::path::PathBuf,
+    /// Held for the whole test (dropped last): one Chromium call at a time, since six browsers started at once on
+    /// a 2-core machine miss their deadlines.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The SBC with `wss:` on side a (the page's origin allowed), UDP on side b, media anchored on both sides (XDP
 /// off: WebRTC flows never go to the kernel), user 1001 registering, every other number to carrier b.
 fn rig(name: &str) -> Rig {
+    let serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let topo = Topology::single_sbc().expect("topology");
     let authority = TestCa::new("sbc browser call test CA").expect("CA");
     let leaf = authority.issue("sbc.example.test", &["sbc.example.test"], &[SBC_A.into()]).expect("certificate");
@@ -109,7 +115,7 @@ password_file = "{pw2}"
     let api: SocketAddr = API.parse().expect("api");
     let sbc = Sbc::start_in(&topo.ns(Host::Sbc), name, &config, addr(SBC_A, WSS_PORT), api).expect("sbc");
     let spki = spki_hash(&leaf.key).expect("SPKI hash of the SBC certificate");
-    Rig { topo, sbc, spki, cdr }
+    Rig { topo, sbc, spki, cdr, _serial: serial }
 }
 
 impl Rig {
