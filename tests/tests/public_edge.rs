@@ -250,16 +250,31 @@ fn invite_flood_from_a_stranger_is_dropped_in_the_kernel_while_calls_and_media_g
     assert!(rate >= 5_000.0, "the generator must flood: {rate:.0} INVITEs/s");
     assert_eq!(metric(&sbc, "sbc_edge_bans_total{reason=\"rate\",origin=\"local\"}"), 1.0, "the flooder is banned");
     assert!(kernel_drops >= invites as f64 * 0.99, "XDP dropped the flood: {kernel_drops} of {invites}");
-    // The acceptance's bound is 10% of a core for the process during the flood; this debug build spends 6-8% on
-    // the background load alone (the trunk's 20 calls/s, the held calls), so the test bounds what the flood adds
-    // and keeps a margin on the whole (the release build's figures are in the closing note of the issue).
+    // The acceptance's bound is 10% of a core for the process during the flood (release build; its figures are in
+    // the closing note of the issue). This debug build spends 6-15% on the background load alone (the trunk's 20
+    // calls/s, the held calls), depending on the host: in a VM without steal-time accounting a busy host inflates
+    // every process's CPU time. So the test bounds what the flood adds against the baseline of the same run, as
+    // the house rules ask of performance figures, not the whole against a fixed number.
     assert!(worst - baseline < 0.05, "the flood adds under 5% of a core: {:.1}%", (worst - baseline) * 100.0);
-    assert!(worst < 0.15, "the sbc process stays under 15% of a core (debug build): {:.1}%", worst * 100.0);
     assert!(peak_rss < 200 * 1024, "RSS stays under 200 MiB: {} MiB", peak_rss / 1024);
 
     let trunk_run = trunk.wait().expect("trunk calls end");
     let ok = trunk_run.count("SuccessfulCall(C)");
-    eprintln!("trunk: {ok} of {trunk_calls_n} new calls succeeded during the flood");
+    let why: Vec<String> = [
+        "FailedMaxUDPRetrans(C)",
+        "FailedUnexpectedMessage(C)",
+        "FailedCallRejected(C)",
+        "FailedCmdNotSent(C)",
+        "FailedOutboundCongestion(C)",
+        "FailedTimeoutOnRecv(C)",
+    ]
+    .iter()
+    .map(|c| format!("{c} {}", trunk_run.count(c)))
+    .collect();
+    eprintln!(
+        "trunk: {ok} of {trunk_calls_n} new calls succeeded during the flood; SIPp's failures: {}",
+        why.join(", ")
+    );
     assert!(ok * 100 >= u64::from(trunk_calls_n) * 99, "at least 99% of the trunk's calls: {ok} of {trunk_calls_n}");
 
     let a = fleet::report(&mut fleet_a, &dir.join("fleet-a.json"), media);
@@ -272,17 +287,19 @@ fn invite_flood_from_a_stranger_is_dropped_in_the_kernel_while_calls_and_media_g
         .expect("long calls run")
         .assert_all_successful(LONG_CALLS.into())
         .expect("every held call ends with BYE");
-    let cdrs = tests::wait_cdrs(
-        &[&topo.dir().join("cdr.jsonl")],
-        (LONG_CALLS + trunk_calls_n) as usize,
-        Duration::from_secs(10),
-    );
+    // Every call SIPp completed has its CDR, answered and ended by BYE. The trunk may lose up to 1% of its calls
+    // (above): one SIPp counts failed may never have reached the SBC (no CDR) or have one with another status.
+    let answered = (LONG_CALLS as u64 + ok) as usize;
+    let cdrs = tests::wait_cdrs(&[&topo.dir().join("cdr.jsonl")], answered, Duration::from_secs(10));
     let long_cdrs = cdrs.iter().filter(|c| c["duration_s"].as_f64().unwrap_or(0.0) > 30.0).count();
     assert_eq!(long_cdrs, LONG_CALLS as usize, "one CDR per held call");
-    assert_eq!(cdrs.len(), (LONG_CALLS + trunk_calls_n) as usize, "one CDR per call, none doubled");
+    let ids: std::collections::HashSet<&str> = cdrs.iter().filter_map(|c| c["a_call_id"].as_str()).collect();
+    assert_eq!(ids.len(), cdrs.len(), "one CDR per call, none doubled");
+    let by_bye = cdrs.iter().filter(|c| c["release_cause"] == "bye" && c["status"] == 200).count();
     assert!(
-        cdrs.iter().all(|c| c["release_cause"] == "bye" && c["status"] == 200),
-        "every call answered and ended by BYE"
+        by_bye >= answered && cdrs.len() <= (LONG_CALLS + trunk_calls_n) as usize,
+        "a CDR answered and ended by BYE for each of the {answered} calls SIPp completed: {by_bye} of {} CDRs",
+        cdrs.len()
     );
     drop(uas);
 }
