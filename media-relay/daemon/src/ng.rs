@@ -98,7 +98,8 @@ pub async fn route_events(
             Event::Idle { session }
             | Event::BindFailed { session, .. }
             | Event::Latched { session, .. }
-            | Event::WebrtcEnded { session, .. } => Some(*session),
+            | Event::WebrtcEnded { session, .. }
+            | Event::WebrtcKeyed { session, .. } => Some(*session),
             Event::Stats(s) | Event::Figures(s) => Some(s.session),
             Event::Pong { .. } => None,
         };

@@ -318,6 +318,7 @@ impl Table {
         match cmd {
             Command::Upsert(spec) => self.upsert(now, spec, sockets),
             Command::Webrtc(spec) => self.attach_webrtc(now, *spec, events),
+            Command::WebrtcResume { spec, resume } => self.resume_webrtc(now, *spec, resume),
             Command::Remove { session } => {
                 let Some(s) = self.sessions.get(&session) else { return };
                 events.push(Event::Stats(self.session_stats(session)));

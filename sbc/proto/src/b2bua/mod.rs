@@ -499,6 +499,14 @@ impl Calls {
                     self.replicate_call(ctx, CallRef(session.0));
                 }
             }
+            MediaEvent::WebrtcKeyed { session, local, keys } => {
+                // A browser leg's handshake keys, kept in the call's media record: a standby's relay carries the
+                // leg on with them after a takeover (the browser does not redo its handshake).
+                let changed = self.media.as_mut().is_some_and(|m| m.webrtc_keyed(*session, *local, keys));
+                if changed {
+                    self.replicate_call(ctx, CallRef(session.0));
+                }
+            }
             MediaEvent::Stats(_) | MediaEvent::Figures(_) | MediaEvent::Pong { .. } => {}
         }
     }
