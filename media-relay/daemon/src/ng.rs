@@ -99,7 +99,8 @@ pub async fn route_events(
             | Event::BindFailed { session, .. }
             | Event::Latched { session, .. }
             | Event::WebrtcEnded { session, .. }
-            | Event::WebrtcKeyed { session, .. } => Some(*session),
+            | Event::WebrtcKeyed { session, .. }
+            | Event::SrtpRollover { session, .. } => Some(*session),
             Event::Stats(s) | Event::Figures(s) => Some(s.session),
             Event::Pong { .. } => None,
         };

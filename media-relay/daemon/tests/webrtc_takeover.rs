@@ -1,10 +1,11 @@
 //! A browser's WebRTC leg survives the loss of its relay, as in a hot-standby pair's takeover: the handshake is
 //! made with one relay (the active's), which reports the leg's keys ([`Event::WebrtcKeyed`]); that relay stops, and
 //! a second one, with a certificate of its own, opens the same sockets and gets [`Command::WebrtcResume`] (what the
-//! standby's SBC sends its relay from the replicated record). With no new handshake, the browser's SRTP reaches
-//! the carrier as RTP, the carrier's RTP reaches the browser as SRTP that the browser's contexts from the first
-//! handshake decrypt (the sequence numbers going on), and the browser's consent checks are answered with the same
-//! credentials. Loopback only, no XDP, no root needed; every wait is bounded.
+//! standby's SBC sends its relay from the replicated record, with the rollovers the first relay reported: both
+//! streams wrapped their sequence numbers there). With no new handshake, the browser's SRTP reaches the carrier as
+//! RTP, the carrier's RTP reaches the browser as SRTP that the browser's contexts from the first handshake decrypt
+//! (the sequence numbers going on, at rollover counter 1), and the browser's consent checks are answered with the
+//! same credentials. Loopback only, no XDP, no root needed; every wait is bounded.
 
 use media_relay::relay::{Relay, RelayConfig};
 use relay_proto::control::{Command, EndpointSpec, Event, Leg, SessionId};
@@ -202,13 +203,13 @@ fn media(
     let deadline = Instant::now() + Duration::from_secs(10);
     while to_carrier < PACKETS && Instant::now() < deadline {
         browser.socket.send_to(&contexts.0.encrypt_rtp(&rtp(seq)).unwrap(), relay_a).unwrap();
-        seq += 1;
+        seq = seq.wrapping_add(1);
         if let Some(clear) = recv(carrier, Instant::now() + Duration::from_millis(100)) {
             assert_eq!(clear, rtp(u16::from_be_bytes([clear[2], clear[3]])), "plain RTP at the carrier");
             to_carrier += 1;
         }
     }
-    for seq in first..first + PACKETS {
+    for seq in (0..PACKETS).map(|i| first.wrapping_add(i)) {
         carrier.send_to(&rtp(seq), relay_b).unwrap();
         let deadline = Instant::now() + Duration::from_millis(500);
         while let Some(wire) = recv(&browser.socket, deadline) {
@@ -254,7 +255,8 @@ fn a_browser_leg_resumed_by_a_second_relay_carries_srtp_both_ways_and_answers_ch
     let (answered, connected) = browser.connect(relay_a);
     assert!(answered && connected, "on the active: ICE answered {answered}, DTLS connected {connected}");
     let mut contexts = browser.srtp(relay_a);
-    let before = media(&browser, &mut contexts, &carrier, relay_a, relay_b, 1);
+    // Both streams cross a wrap of their sequence numbers on the active: rollover counter 1 from then on.
+    let before = media(&browser, &mut contexts, &carrier, relay_a, relay_b, 65_520);
     assert_eq!(
         before,
         (PACKETS, PACKETS, 0),
@@ -265,6 +267,16 @@ fn a_browser_leg_resumed_by_a_second_relay_carries_srtp_both_ways_and_answers_ch
         _ => None,
     })
     .expect("the active's relay reports the handshake's keys");
+    let mut rollovers = Vec::new();
+    while rollovers.len() < 2 {
+        let next = wait_event(&mut active_events, |ev| match ev {
+            Event::SrtpRollover { local, rollover, .. } if local == relay_a => Some(rollover),
+            _ => None,
+        });
+        rollovers.push(next.expect("the active's relay reports each stream's rollover"));
+    }
+    rollovers.sort_by_key(|r| r.outbound);
+    assert_eq!(rollovers.iter().map(|r| (r.outbound, r.roc)).collect::<Vec<_>>(), vec![(false, 1), (true, 1)]);
 
     // The active is gone; the standby's relay (another certificate) opens the same sockets from the record.
     active.stop();
@@ -273,7 +285,7 @@ fn a_browser_leg_resumed_by_a_second_relay_carries_srtp_both_ways_and_answers_ch
     let browser_leg = EndpointSpec { latched: Some(browser.addr()), ..spec(Leg::A, relay_a, relay_b, None) };
     assert!(standby.send(Command::Upsert(browser_leg)));
     assert!(standby.send(Command::Upsert(carrier_leg)));
-    let resume = WebrtcResume { peer: browser.addr(), keys };
+    let resume = WebrtcResume { peer: browser.addr(), keys, rollovers };
     assert!(standby.send(Command::WebrtcResume { spec: Box::new(leg), resume }));
 
     let after = media(&browser, &mut contexts, &carrier, relay_a, relay_b, 1000);

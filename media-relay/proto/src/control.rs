@@ -240,6 +240,17 @@ pub enum Event {
         /// The keys (`ours` protects towards the browser).
         keys: crate::sdes::SrtpKeys,
     },
+    /// The rollover counter of a WebRTC leg's SRTP stream went up (once per 65,536 packets of an SSRC): the
+    /// signalling side keeps it in the call's replication record, so that a standby's relay protects and
+    /// unprotects at the same counter after a takeover ([`crate::webrtc::leg::WebrtcResume::rollovers`]).
+    SrtpRollover {
+        /// The call.
+        session: SessionId,
+        /// The relay socket of the leg.
+        local: SocketAddr,
+        /// The stream and its new counter.
+        rollover: crate::srtp_roc::Rollover,
+    },
     /// Answer to [`Command::Ping`].
     Pong {
         /// The ping's number.

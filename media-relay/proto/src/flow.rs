@@ -440,6 +440,9 @@ impl Table {
                 return Err(Drop::Srtp(f));
             }
         };
+        if let Some(c) = e.crypto.as_mut() {
+            webrtc_legs::rollovers(&mut self.events, e.spec.session, local, e.webrtc.is_some(), c);
+        }
         if !known {
             // The first packet confirms the SDP's address or corrects it (symmetric RTP through NAT); without
             // strictness the latch follows the peer.
@@ -479,6 +482,9 @@ impl Table {
             None if p.spec.srtp_pending => Some(Err(Failure::NoKeys)),
             None => None,
         };
+        if let Some(c) = p.crypto.as_mut() {
+            webrtc_legs::rollovers(&mut self.events, p.spec.session, partner, p.webrtc.is_some(), c);
+        }
         let rewritten = match protected {
             Some(Ok(protected)) => {
                 out.clear();

@@ -7,12 +7,29 @@
 //! latched.
 
 use super::{Drop, Forward, Table, Transmit};
-use crate::control::Event;
+use crate::control::{Event, SessionId};
 use crate::srtp::EndpointCrypto;
 use crate::webrtc::dtls::DtlsCertificate;
 use crate::webrtc::leg::{Handled, WebrtcLeg, WebrtcResume, WebrtcSpec};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// The rollovers `crypto` counted, as [`Event::SrtpRollover`] for a WebRTC leg (replicated for a standby); dropped
+/// for an SDES leg, whose counters are not replicated.
+pub(super) fn rollovers(
+    events: &mut VecDeque<Event>,
+    session: SessionId,
+    local: SocketAddr,
+    webrtc: bool,
+    crypto: &mut EndpointCrypto,
+) {
+    while let Some(rollover) = crypto.poll_rollover() {
+        if webrtc {
+            events.push_back(Event::SrtpRollover { session, local, rollover });
+        }
+    }
+}
 
 impl Table {
     /// The relay's DTLS certificate (its fingerprint is in every SDP towards a browser): generated once at start
@@ -90,7 +107,7 @@ impl Table {
         let Some(e) = self.endpoints.get_mut(&spec.local) else { return };
         e.webrtc = Some(Box::new(WebrtcLeg::resume(now, &spec, &resume)));
         e.latched = Some(resume.peer);
-        e.crypto = Some(Box::new(EndpointCrypto::new(&resume.keys)));
+        e.crypto = Some(Box::new(EndpointCrypto::resume(&resume.keys, &resume.rollovers)));
         e.spec.srtp_pending = true;
         e.spec.strict = true;
         let partner = e.spec.partner;
@@ -145,6 +162,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::control::{Command, EndpointSpec, Leg, SessionId};
+    use crate::srtp_roc::Rollover;
     use crate::webrtc::dtls::tests::{rtp, Browser};
     use crate::webrtc::dtls::DtlsRole;
     use crate::webrtc::ice::tests::request;
@@ -396,6 +414,30 @@ mod tests {
     }
 
     #[test]
+    fn a_rollover_of_either_direction_of_a_webrtc_leg_is_reported_for_replication() {
+        let now = Instant::now();
+        let (mut t, mut browser) = call(now);
+        handshake(&mut t, now, &mut browser);
+        while t.poll_event().is_some() {}
+        let (mut b_out, mut b_in) = browser.srtp(false);
+        let mut out = Vec::new();
+        for seq in [65_534, 65_535, 0, 1] {
+            let wire = b_out.encrypt_rtp(&rtp(seq)).unwrap();
+            t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+            t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &rtp(seq), &mut out).unwrap();
+            assert_eq!(&b_in.decrypt_rtp(&out).unwrap()[..], &rtp(seq)[..]);
+        }
+        let rolled: Vec<_> = std::iter::from_fn(|| t.poll_event())
+            .filter_map(|e| match e {
+                Event::SrtpRollover { session, local, rollover } => Some((session, local, rollover)),
+                _ => None,
+            })
+            .collect();
+        let of = |outbound| (SessionId(9), sa(BROWSER_SOCK), Rollover { ssrc: 0x1234, outbound, roc: 1 });
+        assert_eq!(rolled, vec![of(false), of(true)], "the browser's stream, then ours towards it; once each");
+    }
+
+    #[test]
     fn a_standby_table_resumes_a_keyed_leg_srtp_both_ways_and_consent_checks_answered_without_a_handshake() {
         let t0 = Instant::now();
         let (mut active, mut browser) = call(t0);
@@ -428,7 +470,7 @@ mod tests {
         standby.apply(t1, Command::Upsert(a), &mut socks, &mut ev);
         let b = spec(Leg::B, CARRIER_SOCK, BROWSER_SOCK, Some(CARRIER));
         standby.apply(t1, Command::Upsert(b), &mut socks, &mut ev);
-        let resume = WebrtcResume { peer: sa(BROWSER), keys };
+        let resume = WebrtcResume { peer: sa(BROWSER), keys, rollovers: Vec::new() };
         let cmd = Command::WebrtcResume { spec: Box::new(leg_spec(&browser)), resume };
         let cmd: Command = crate::control::decode(&crate::control::encode(&cmd)).unwrap();
         standby.apply(t1, cmd, &mut socks, &mut ev);

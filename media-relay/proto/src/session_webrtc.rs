@@ -12,6 +12,7 @@ use crate::cname::CnameKey;
 use crate::control::{Command, EndpointSpec, Leg, SessionId};
 use crate::negotiate::SdpKind;
 use crate::sdes::SrtpKeys;
+use crate::srtp_roc::Rollover;
 use crate::webrtc::dtls::{DtlsRole, Fingerprint};
 use crate::webrtc::ice::IceCredentials;
 use crate::webrtc::leg::{WebrtcResume, WebrtcSpec};
@@ -49,6 +50,9 @@ struct BrowserLeg {
     /// The SRTP keys of the leg's handshake ([`crate::control::Event::WebrtcKeyed`]), for a standby's relay.
     #[serde(default)]
     keys: Option<SrtpKeys>,
+    /// The last rollover counter of each stream that rolled over ([`crate::control::Event::SrtpRollover`]).
+    #[serde(default)]
+    rollovers: Vec<Rollover>,
     /// The spec last sent to the relay: sent again only when it changes (a new association). Not replicated, so
     /// that the adopting box sends it to its relay.
     #[serde(skip)]
@@ -61,6 +65,7 @@ impl BrowserLeg {
     fn settle(&mut self, remote: (String, Fingerprint, DtlsRole)) {
         if self.remote.as_ref() != Some(&remote) {
             self.keys = None;
+            self.rollovers.clear();
         }
         self.remote = Some(remote);
     }
@@ -85,23 +90,43 @@ impl Sessions {
     /// The relay's handshake on `local` of `session` gave `keys` ([`crate::control::Event::WebrtcKeyed`]): kept for
     /// the replication record. Returns whether that changed the record (the call then replicates a new version).
     pub fn webrtc_keyed(&mut self, session: SessionId, local: SocketAddr, keys: &SrtpKeys) -> bool {
-        let Some(s) = self.sessions.get_mut(&session) else { return false };
-        let Some(w) = s.webrtc.as_deref_mut() else { return false };
-        for leg in [Leg::A, Leg::B] {
-            let l = &s.legs[leg.index()];
-            let Some(iface) = self.config.interfaces.get(l.iface.unwrap_or(0)) else { continue };
-            let port = l.streams.first().cloned().flatten().map(|side| side.port);
-            if SocketAddr::new(iface.address, port.unwrap_or(0)) != local {
-                continue;
-            }
-            let Some(b) = w.legs[leg.index()].as_mut() else { return false };
-            if b.keys.as_ref() == Some(keys) {
-                return false;
-            }
-            b.keys = Some(keys.clone());
-            return true;
+        let Some(b) = self.browser_leg(session, local) else { return false };
+        if b.keys.as_ref() == Some(keys) {
+            return false;
         }
-        false
+        b.keys = Some(keys.clone());
+        true
+    }
+
+    /// A stream of the browser leg on `local` of `session` rolled over ([`crate::control::Event::SrtpRollover`]):
+    /// kept for the replication record. Returns whether that changed the record.
+    pub fn webrtc_rollover(&mut self, session: SessionId, local: SocketAddr, rollover: Rollover) -> bool {
+        let Some(b) = self.browser_leg(session, local) else { return false };
+        let same = |r: &&mut Rollover| r.ssrc == rollover.ssrc && r.outbound == rollover.outbound;
+        if let Some(r) = b.rollovers.iter_mut().find(same) {
+            let changed = r.roc != rollover.roc;
+            r.roc = rollover.roc;
+            return changed;
+        }
+        // As many as the relay keeps SSRCs of an endpoint, both ways.
+        if b.rollovers.len() >= 2 * crate::srtp::MAX_SSRCS {
+            return false;
+        }
+        b.rollovers.push(rollover);
+        true
+    }
+
+    /// The browser leg whose relay socket is `local`.
+    fn browser_leg(&mut self, session: SessionId, local: SocketAddr) -> Option<&mut BrowserLeg> {
+        let s = self.sessions.get_mut(&session)?;
+        let w = s.webrtc.as_deref_mut()?;
+        let leg = [Leg::A, Leg::B].into_iter().find(|leg| {
+            let l = &s.legs[leg.index()];
+            let address = self.config.interfaces.get(l.iface.unwrap_or(0)).map(|i| i.address);
+            let port = l.streams.first().cloned().flatten().map(|side| side.port);
+            address.zip(port).is_some_and(|(a, p)| SocketAddr::new(a, p) == local)
+        })?;
+        w.legs[leg.index()].as_mut()
     }
 
     /// Announces that leg `leg` of `session` faces a browser before its first SDP there (a call to a registered
@@ -121,7 +146,7 @@ impl Sessions {
             Box::new(WebrtcMedia { legs: [None, None], offer: None, origin: [(1, None), (1, None)], fingerprint: None })
         });
         w.fingerprint = w.fingerprint.or(self.config.dtls_fingerprint);
-        w.legs[leg.index()] = Some(BrowserLeg { ice, remote: None, keys: None, sent: None });
+        w.legs[leg.index()] = Some(BrowserLeg { ice, remote: None, keys: None, rollovers: Vec::new(), sent: None });
         Ok(())
     }
 
@@ -307,7 +332,8 @@ impl Sessions {
             let peer = [&a, &b_side][leg.index()].latched_rtp;
             let cmd = match (peer, b.keys.clone()) {
                 (Some(peer), Some(keys)) => {
-                    Command::WebrtcResume { spec: Box::new(spec), resume: WebrtcResume { peer, keys } }
+                    let rollovers = b.rollovers.clone();
+                    Command::WebrtcResume { spec: Box::new(spec), resume: WebrtcResume { peer, keys, rollovers } }
                 }
                 _ => Command::Webrtc(Box::new(spec)),
             };
@@ -481,6 +507,11 @@ mod tests {
         assert!(active.webrtc_keyed(id, spec.local, &keys), "a change: the call replicates");
         assert!(!active.webrtc_keyed(id, spec.local, &keys), "the same keys again: no new version");
         assert!(drain(&mut active).is_empty(), "the active's relay, which made the keys, is told nothing");
+        let rolled = Rollover { ssrc: 0x1234, outbound: false, roc: 1 };
+        assert!(active.webrtc_rollover(id, spec.local, rolled), "a rollover: the call replicates");
+        assert!(!active.webrtc_rollover(id, spec.local, rolled), "the same one again: no new version");
+        let rolled = Rollover { roc: 2, ..rolled };
+        assert!(active.webrtc_rollover(id, spec.local, rolled), "the next one replaces it");
 
         // The record on the wire: a round trip changes nothing of it.
         let json = serde_json::to_string(&active.export(id).unwrap()).unwrap();
@@ -500,7 +531,8 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(resumed, vec![(&spec, &WebrtcResume { peer: browser, keys: keys.clone() })]);
+        let resume = WebrtcResume { peer: browser, keys: keys.clone(), rollovers: vec![rolled] };
+        assert_eq!(resumed, vec![(&spec, &resume)]);
         let a = commands.iter().find_map(|c| match c {
             Command::Upsert(e) if e.leg == Leg::A => Some(e),
             _ => None,

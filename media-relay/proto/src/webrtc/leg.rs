@@ -45,6 +45,10 @@ pub struct WebrtcResume {
     pub peer: SocketAddr,
     /// The SRTP profile and keys of both directions.
     pub keys: SrtpKeys,
+    /// The last rollover counter of each stream that rolled over on the other relay (none for a call younger
+    /// than 65,536 packets per SSRC). Absent in messages from a version without it.
+    #[serde(default)]
+    pub rollovers: Vec<crate::srtp_roc::Rollover>,
 }
 
 /// Why a leg ended; its [`WebrtcEnd::label`] goes to metrics and to [`crate::control::Event::WebrtcEnded`].

@@ -1287,8 +1287,15 @@ fn a_browser_call_taken_over_by_the_standby_resumes_its_webrtc_leg_with_the_repl
     let keyed = Event::WebrtcKeyed { session: spec.session, local: spec.local, keys: keys.clone() };
     active.ep.handle_media_event(active.now, &keyed);
     active.ep.handle_media_event(active.now, &keyed);
+    let rollover = relay_proto::srtp_roc::Rollover { ssrc: 0x1234, outbound: true, roc: 3 };
+    let rolled = Event::SrtpRollover { session: spec.session, local: spec.local, rollover };
+    active.ep.handle_media_event(active.now, &rolled);
     active.drain();
-    assert_eq!(active.records.len(), before + 2, "one record for the latch, one for the keys, none for a repeat");
+    assert_eq!(
+        active.records.len(),
+        before + 3,
+        "a record for the latch, the keys and the rollover; none for a repeat"
+    );
     for r in active.records.drain(..) {
         let wire = serde_json::to_string(&r).expect("records serialize");
         standby.ep.apply_record(standby.now, serde_json::from_str(&wire).expect("records parse"));
@@ -1300,10 +1307,13 @@ fn a_browser_call_taken_over_by_the_standby_resumes_its_webrtc_leg_with_the_repl
         .media
         .iter()
         .filter_map(|c| match c {
-            Command::WebrtcResume { spec, resume } => Some(((**spec).clone(), resume.peer, resume.keys.clone())),
+            Command::WebrtcResume { spec, resume } => {
+                Some(((**spec).clone(), resume.peer, resume.keys.clone(), resume.rollovers.clone()))
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(resumed, vec![(spec, browser, keys)], "the leg resumed with the active's keys: {:?}", standby.media);
+    let expected = vec![(spec, browser, keys, vec![rollover])];
+    assert_eq!(resumed, expected, "the leg resumed with the active's keys and counters: {:?}", standby.media);
     assert!(!standby.media.iter().any(|c| matches!(c, Command::Webrtc(_))), "no new handshake");
 }
