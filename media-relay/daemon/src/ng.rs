@@ -98,7 +98,9 @@ pub async fn route_events(
             Event::Idle { session }
             | Event::BindFailed { session, .. }
             | Event::Latched { session, .. }
-            | Event::WebrtcEnded { session, .. } => Some(*session),
+            | Event::WebrtcEnded { session, .. }
+            | Event::WebrtcKeyed { session, .. }
+            | Event::SrtpRollover { session, .. } => Some(*session),
             Event::Stats(s) | Event::Figures(s) => Some(s.session),
             Event::Pong { .. } => None,
         };

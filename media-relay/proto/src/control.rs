@@ -142,6 +142,15 @@ pub enum Command {
     /// checks latch it and [`Event::WebrtcEnded`] when the leg dies. Sent again with new values after a
     /// re-INVITE that changed the browser's credentials or fingerprint (a new association).
     Webrtc(Box<crate::webrtc::leg::WebrtcSpec>),
+    /// [`Command::Webrtc`] for a leg whose handshake another relay made (a takeover in a pair): the leg starts
+    /// latched on `resume.peer` and keyed with `resume.keys`, with no handshake; its checks are answered with
+    /// `spec.ice` as before. Sent instead of [`Command::Webrtc`] once the call's record has both.
+    WebrtcResume {
+        /// The leg, as for [`Command::Webrtc`].
+        spec: Box<crate::webrtc::leg::WebrtcSpec>,
+        /// Where the browser is and the keys of its association.
+        resume: crate::webrtc::leg::WebrtcResume,
+    },
 }
 
 /// Per-leg media figures: what the relay received from that leg's peer and sent to it.
@@ -219,6 +228,28 @@ pub enum Event {
         local: SocketAddr,
         /// Why, as a metric label ([`crate::webrtc::leg::WebrtcEnd::label`]).
         reason: String,
+    },
+    /// A WebRTC leg's DTLS handshake completed: its SRTP profile and keys, which the signalling side keeps in the
+    /// call's replication record so that a standby's relay carries the leg on after a takeover
+    /// ([`Command::WebrtcResume`]). Once per association.
+    WebrtcKeyed {
+        /// The call.
+        session: SessionId,
+        /// The relay socket of the leg.
+        local: SocketAddr,
+        /// The keys (`ours` protects towards the browser).
+        keys: crate::sdes::SrtpKeys,
+    },
+    /// The rollover counter of a WebRTC leg's SRTP stream went up (once per 65,536 packets of an SSRC): the
+    /// signalling side keeps it in the call's replication record, so that a standby's relay protects and
+    /// unprotects at the same counter after a takeover ([`crate::webrtc::leg::WebrtcResume::rollovers`]).
+    SrtpRollover {
+        /// The call.
+        session: SessionId,
+        /// The relay socket of the leg.
+        local: SocketAddr,
+        /// The stream and its new counter.
+        rollover: crate::srtp_roc::Rollover,
     },
     /// Answer to [`Command::Ping`].
     Pong {

@@ -318,6 +318,7 @@ impl Table {
         match cmd {
             Command::Upsert(spec) => self.upsert(now, spec, sockets),
             Command::Webrtc(spec) => self.attach_webrtc(now, *spec, events),
+            Command::WebrtcResume { spec, resume } => self.resume_webrtc(now, *spec, resume),
             Command::Remove { session } => {
                 let Some(s) = self.sessions.get(&session) else { return };
                 events.push(Event::Stats(self.session_stats(session)));
@@ -439,6 +440,9 @@ impl Table {
                 return Err(Drop::Srtp(f));
             }
         };
+        if let Some(c) = e.crypto.as_mut() {
+            webrtc_legs::rollovers(&mut self.events, e.spec.session, local, e.webrtc.is_some(), c);
+        }
         if !known {
             // The first packet confirms the SDP's address or corrects it (symmetric RTP through NAT); without
             // strictness the latch follows the peer.
@@ -478,6 +482,9 @@ impl Table {
             None if p.spec.srtp_pending => Some(Err(Failure::NoKeys)),
             None => None,
         };
+        if let Some(c) = p.crypto.as_mut() {
+            webrtc_legs::rollovers(&mut self.events, p.spec.session, partner, p.webrtc.is_some(), c);
+        }
         let rewritten = match protected {
             Some(Ok(protected)) => {
                 out.clear();

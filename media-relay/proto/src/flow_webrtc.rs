@@ -7,12 +7,29 @@
 //! latched.
 
 use super::{Drop, Forward, Table, Transmit};
-use crate::control::Event;
+use crate::control::{Event, SessionId};
 use crate::srtp::EndpointCrypto;
 use crate::webrtc::dtls::DtlsCertificate;
-use crate::webrtc::leg::{Handled, WebrtcLeg, WebrtcSpec};
+use crate::webrtc::leg::{Handled, WebrtcLeg, WebrtcResume, WebrtcSpec};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// The rollovers `crypto` counted, as [`Event::SrtpRollover`] for a WebRTC leg (replicated for a standby); dropped
+/// for an SDES leg, whose counters are not replicated.
+pub(super) fn rollovers(
+    events: &mut VecDeque<Event>,
+    session: SessionId,
+    local: SocketAddr,
+    webrtc: bool,
+    crypto: &mut EndpointCrypto,
+) {
+    while let Some(rollover) = crypto.poll_rollover() {
+        if webrtc {
+            events.push_back(Event::SrtpRollover { session, local, rollover });
+        }
+    }
+}
 
 impl Table {
     /// The relay's DTLS certificate (its fingerprint is in every SDP towards a browser): generated once at start
@@ -84,6 +101,23 @@ impl Table {
         }
     }
 
+    /// The leg of `spec` as another relay left it: latched and keyed at once, no handshake, no certificate needed
+    /// (this relay's is never shown to the browser on this leg).
+    pub(super) fn resume_webrtc(&mut self, now: Instant, spec: WebrtcSpec, resume: WebrtcResume) {
+        let Some(e) = self.endpoints.get_mut(&spec.local) else { return };
+        e.webrtc = Some(Box::new(WebrtcLeg::resume(now, &spec, &resume)));
+        e.latched = Some(resume.peer);
+        e.crypto = Some(Box::new(EndpointCrypto::resume(&resume.keys, &resume.rollovers)));
+        e.spec.srtp_pending = true;
+        e.spec.strict = true;
+        let partner = e.spec.partner;
+        if !self.webrtc_locals.contains(&spec.local) {
+            self.webrtc_locals.push(spec.local);
+        }
+        self.reconsider(spec.local, "srtp");
+        self.reconsider(partner, "srtp");
+    }
+
     /// A datagram on an endpoint with a WebRTC leg: `None` when it is media for the ordinary path (SRTP from the
     /// latched browser), else what became of it.
     pub(super) fn on_webrtc(
@@ -112,6 +146,7 @@ impl Table {
                 }
                 if let Some(keys) = keys {
                     e.crypto = Some(Box::new(EndpointCrypto::new(&keys)));
+                    self.events.push_back(Event::WebrtcKeyed { session: e.spec.session, local, keys });
                 }
                 if let Some(end) = ended {
                     let reason = end.label().to_owned();
@@ -127,6 +162,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::control::{Command, EndpointSpec, Leg, SessionId};
+    use crate::srtp_roc::Rollover;
     use crate::webrtc::dtls::tests::{rtp, Browser};
     use crate::webrtc::dtls::DtlsRole;
     use crate::webrtc::ice::tests::request;
@@ -173,17 +209,40 @@ mod tests {
         let (mut socks, mut ev) = (Vec::new(), Vec::new());
         t.apply(now, Command::Upsert(spec(Leg::A, BROWSER_SOCK, CARRIER_SOCK, None)), &mut socks, &mut ev);
         t.apply(now, Command::Upsert(spec(Leg::B, CARRIER_SOCK, BROWSER_SOCK, Some(CARRIER))), &mut socks, &mut ev);
-        let webrtc = WebrtcSpec {
+        t.apply(now, Command::Webrtc(Box::new(leg_spec(&browser))), &mut socks, &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
+        (t, browser)
+    }
+
+    /// The WebRTC spec of the browser's leg in [`call`].
+    fn leg_spec(browser: &Browser) -> WebrtcSpec {
+        WebrtcSpec {
             session: SessionId(9),
             local: sa(BROWSER_SOCK),
             ice: IceCredentials { ufrag: "relayUfr".into(), pwd: RELAY_PWD.into() },
             remote_ufrag: "brws".into(),
             remote_fingerprint: browser.certificate.fingerprint(),
             role: DtlsRole::Client,
-        };
-        t.apply(now, Command::Webrtc(Box::new(webrtc)), &mut socks, &mut ev);
-        assert!(ev.is_empty(), "{ev:?}");
-        (t, browser)
+        }
+    }
+
+    /// The browser's first check and the handshake, both ways, until the browser has nothing more to say.
+    fn handshake(t: &mut Table, now: Instant, browser: &mut Browser) {
+        let mut out = Vec::new();
+        let (check, _) = request("relayUfr:brws", RELAY_PWD, true);
+        assert_eq!(t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &check, &mut out), Err(Drop::Control));
+        to_browser(t, now, browser);
+        for _ in 0..8 {
+            let flights = browser.drain();
+            if flights.is_empty() {
+                break;
+            }
+            for d in flights {
+                assert_eq!(t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &d, &mut out), Err(Drop::Control));
+            }
+            to_browser(t, now, browser);
+        }
+        assert!(browser.connected, "the browser's DTLS completed");
     }
 
     /// Everything the table sends the browser goes into its DTLS stack (STUN answers aside); returns the count.
@@ -352,5 +411,114 @@ mod tests {
                 reason: "dtls_certificate".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_rollover_of_either_direction_of_a_webrtc_leg_is_reported_for_replication() {
+        let now = Instant::now();
+        let (mut t, mut browser) = call(now);
+        handshake(&mut t, now, &mut browser);
+        while t.poll_event().is_some() {}
+        let (mut b_out, mut b_in) = browser.srtp(false);
+        let mut out = Vec::new();
+        for seq in [65_534, 65_535, 0, 1] {
+            let wire = b_out.encrypt_rtp(&rtp(seq)).unwrap();
+            t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+            t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &rtp(seq), &mut out).unwrap();
+            assert_eq!(&b_in.decrypt_rtp(&out).unwrap()[..], &rtp(seq)[..]);
+        }
+        let rolled: Vec<_> = std::iter::from_fn(|| t.poll_event())
+            .filter_map(|e| match e {
+                Event::SrtpRollover { session, local, rollover } => Some((session, local, rollover)),
+                _ => None,
+            })
+            .collect();
+        let of = |outbound| (SessionId(9), sa(BROWSER_SOCK), Rollover { ssrc: 0x1234, outbound, roc: 1 });
+        assert_eq!(rolled, vec![of(false), of(true)], "the browser's stream, then ours towards it; once each");
+    }
+
+    #[test]
+    fn a_standby_table_resumes_a_keyed_leg_srtp_both_ways_and_consent_checks_answered_without_a_handshake() {
+        let t0 = Instant::now();
+        let (mut active, mut browser) = call(t0);
+        handshake(&mut active, t0, &mut browser);
+        let keyed: Vec<_> = std::iter::from_fn(|| active.poll_event())
+            .filter_map(|e| match e {
+                Event::WebrtcKeyed { session, local, keys } => Some((session, local, keys)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keyed.len(), 1, "one WebrtcKeyed per handshake");
+        let (session, local, keys) = keyed.into_iter().next().unwrap();
+        assert_eq!((session, local), (SessionId(9), sa(BROWSER_SOCK)));
+        let (mut b_out, mut b_in) = browser.srtp(false);
+        let mut out = Vec::new();
+        for seq in 1..=3u16 {
+            let wire = b_out.encrypt_rtp(&rtp(seq)).unwrap();
+            active.on_packet(t0, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+            active.on_packet(t0, sa(CARRIER_SOCK), sa(CARRIER), &rtp(seq), &mut out).unwrap();
+            assert_eq!(&b_in.decrypt_rtp(&out).unwrap()[..], &rtp(seq)[..]);
+        }
+
+        // The takeover: another relay, with a certificate of its own, gets the record's spec, latch and keys.
+        let t1 = t0 + Duration::from_secs(2);
+        let mut standby = Table::new(Duration::from_secs(60));
+        standby.enable_kernel();
+        standby.set_dtls_certificate(DtlsCertificate::generate().unwrap());
+        let (mut socks, mut ev) = (Vec::new(), Vec::new());
+        let a = EndpointSpec { latched: Some(sa(BROWSER)), ..spec(Leg::A, BROWSER_SOCK, CARRIER_SOCK, None) };
+        standby.apply(t1, Command::Upsert(a), &mut socks, &mut ev);
+        let b = spec(Leg::B, CARRIER_SOCK, BROWSER_SOCK, Some(CARRIER));
+        standby.apply(t1, Command::Upsert(b), &mut socks, &mut ev);
+        let resume = WebrtcResume { peer: sa(BROWSER), keys, rollovers: Vec::new() };
+        let cmd = Command::WebrtcResume { spec: Box::new(leg_spec(&browser)), resume };
+        let cmd: Command = crate::control::decode(&crate::control::encode(&cmd)).unwrap();
+        standby.apply(t1, cmd, &mut socks, &mut ev);
+        assert!(ev.is_empty(), "{ev:?}");
+        assert!(standby.poll_transmit().is_none(), "no ClientHello: no new handshake");
+
+        // The browser's next SRTP decrypts; the carrier's next RTP reaches the browser encrypted, continuing.
+        for seq in 4..=6u16 {
+            let wire = b_out.encrypt_rtp(&rtp(seq)).unwrap();
+            let f = standby.on_packet(t1, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+            assert_eq!((f.from, f.to, &out), (sa(CARRIER_SOCK), sa(CARRIER), &rtp(seq)), "decrypted for the carrier");
+            let f = standby.on_packet(t1, sa(CARRIER_SOCK), sa(CARRIER), &rtp(seq), &mut out).unwrap();
+            assert_eq!((f.from, f.to), (sa(BROWSER_SOCK), sa(BROWSER)));
+            assert_eq!(&b_in.decrypt_rtp(&out).unwrap()[..], &rtp(seq)[..], "the browser decrypts seq {seq}");
+        }
+        assert_eq!((standby.totals().srtp_unprotected, standby.totals().srtp_protected), (3, 3));
+
+        // Consent checks: answered with our replicated credentials; a wrong password is not.
+        let (check, id) = request("relayUfr:brws", RELAY_PWD, false);
+        assert_eq!(standby.on_packet(t1, sa(BROWSER_SOCK), sa(BROWSER), &check, &mut out), Err(Drop::Control));
+        let tx = standby.poll_transmit().expect("the check is answered");
+        assert_eq!((tx.from, tx.to), (sa(BROWSER_SOCK), sa(BROWSER)));
+        let mut answer = rtc_stun::message::Message::new();
+        answer.unmarshal_binary(&tx.bytes).unwrap();
+        assert_eq!((answer.typ, answer.transaction_id), (rtc_stun::message::BINDING_SUCCESS, id));
+        let crypto = crate::srtp::provider().crypto();
+        rtc_stun::integrity::MessageIntegrity::check(&mut answer, RELAY_PWD.as_bytes(), crypto)
+            .expect("signed with the replicated password");
+        assert!(standby.poll_transmit().is_none(), "an answer, no handshake flight");
+        let (forged, _) = request("relayUfr:brws", "notTheRelayPassword00000", false);
+        assert_eq!(
+            standby.on_packet(t1, sa(BROWSER_SOCK), sa(BROWSER), &forged, &mut out),
+            Err(Drop::Webrtc("stun_bad_integrity"))
+        );
+        // DTLS has no association here: refused, counted.
+        assert_eq!(
+            standby.on_packet(t1, sa(BROWSER_SOCK), sa(BROWSER), &[23, 0xfe, 0xfd, 0, 0], &mut out),
+            Err(Drop::Webrtc("dtls_resumed"))
+        );
+        let events: Vec<_> = std::iter::from_fn(|| standby.poll_event()).collect();
+        assert!(
+            !events.iter().any(|e| matches!(e, Event::Latched { local, .. } if *local == sa(BROWSER_SOCK))),
+            "no browser latch event: the latch came with the record: {events:?}"
+        );
+        assert_eq!(standby.poll_kernel().count(), 0, "a WebRTC flow never goes to the kernel");
+        // Consent from the last check on this relay: it ends the leg 30 s later, as on the active.
+        assert_eq!(standby.poll_timeout(), Some(t1 + CONSENT_TIMEOUT));
+        standby.handle_timeout(t1 + CONSENT_TIMEOUT);
+        assert!(matches!(standby.poll_event(), Some(Event::WebrtcEnded { reason, .. }) if reason == "consent_expired"));
     }
 }

@@ -33,6 +33,7 @@ pub mod sdes;
 pub mod sdp;
 pub mod session;
 pub mod srtp;
+pub mod srtp_roc;
 pub mod stats;
 pub mod threads;
 pub mod webrtc;

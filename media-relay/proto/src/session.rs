@@ -129,8 +129,10 @@ pub struct SessionRecord {
     /// The call's CNAME key: replicated, so the peers see the same tokens after a takeover.
     #[serde(default)]
     pub cname_key: CnameKey,
-    /// The browser leg's ICE and DTLS state, for a call with one: not replicated ([`WebrtcMedia`]).
-    #[serde(skip)]
+    /// The browser legs' ICE and DTLS state, for a call with one: replicated, so that a standby's relay carries
+    /// the legs on after a takeover without a new handshake ([`WebrtcMedia`]). Absent in records from a version
+    /// without it (and in those of calls with no browser leg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webrtc: Option<Box<WebrtcMedia>>,
 }
 

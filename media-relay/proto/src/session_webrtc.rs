@@ -11,34 +11,64 @@ use super::{MediaError, SessionRecord, Sessions, Side};
 use crate::cname::CnameKey;
 use crate::control::{Command, EndpointSpec, Leg, SessionId};
 use crate::negotiate::SdpKind;
+use crate::sdes::SrtpKeys;
+use crate::srtp_roc::Rollover;
 use crate::webrtc::dtls::{DtlsRole, Fingerprint};
 use crate::webrtc::ice::IceCredentials;
-use crate::webrtc::leg::WebrtcSpec;
+use crate::webrtc::leg::{WebrtcResume, WebrtcSpec};
 use crate::webrtc::sdp::{self as wsdp, AudioLine, RelaySide, WebrtcSdpError};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// What a call with a browser leg keeps besides its ports: not replicated (a standby's relay has another
-/// certificate and no DTLS association: the browser would need an ICE restart, which is not built).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a call with a browser leg keeps besides its ports. Replicated with the call (docs/webrtc-media.md, "A
+/// pair"): a standby's relay answers the browser's checks with the same credentials and carries SRTP on with the
+/// handshake's keys ([`Command::WebrtcResume`]), and its SDP towards the browser names the same fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WebrtcMedia {
     /// Per leg (A, B): the browser facing it, if one does (both in a call between two browsers).
     legs: [Option<BrowserLeg>; 2],
-    /// The last offer and the leg it came from: answers (a 183 and its 200 alike) are read against it.
+    /// The last offer and the leg it came from: answers (a 183 and its 200 alike) are read against it. Not
+    /// replicated: a call resumed before its answer gets a new offer read anyway.
+    #[serde(skip)]
     offer: Option<(Leg, AudioLine)>,
     /// Per leg: the `o=` version and the last SDP we sent there (the version goes up when the SDP changes).
     origin: [(u64, Option<String>); 2],
+    /// The relay fingerprint our SDP named for this call: a standby that takes the call over names it too (its own
+    /// certificate's would be a new association to the browser). `None` in records of a version without it: the
+    /// relay's own.
+    #[serde(default)]
+    fingerprint: Option<Fingerprint>,
 }
 
 /// One browser leg of a call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct BrowserLeg {
     /// Our ICE credentials on the leg (the same for the whole call: a new ufrag would be an ICE restart).
     ice: IceCredentials,
     /// The browser's ufrag and fingerprint and our DTLS role, once an offer/answer settled them.
     remote: Option<(String, Fingerprint, DtlsRole)>,
-    /// The spec last sent to the relay: sent again only when it changes (a new association).
+    /// The SRTP keys of the leg's handshake ([`crate::control::Event::WebrtcKeyed`]), for a standby's relay.
+    #[serde(default)]
+    keys: Option<SrtpKeys>,
+    /// The last rollover counter of each stream that rolled over ([`crate::control::Event::SrtpRollover`]).
+    #[serde(default)]
+    rollovers: Vec<Rollover>,
+    /// The spec last sent to the relay: sent again only when it changes (a new association). Not replicated, so
+    /// that the adopting box sends it to its relay.
+    #[serde(skip)]
     sent: Option<WebrtcSpec>,
+}
+
+impl BrowserLeg {
+    /// The browser's parameters as an offer/answer settled them: new ones are a new association, whose keys are
+    /// not the old handshake's.
+    fn settle(&mut self, remote: (String, Fingerprint, DtlsRole)) {
+        if self.remote.as_ref() != Some(&remote) {
+            self.keys = None;
+            self.rollovers.clear();
+        }
+        self.remote = Some(remote);
+    }
 }
 
 impl WebrtcMedia {
@@ -47,7 +77,8 @@ impl WebrtcMedia {
         self.legs[leg.index()].is_some()
     }
 
-    /// Forgets what the relay was told: the next emit sends the WebRTC specs again (a relay that restarted).
+    /// Forgets what the relay was told: the next emit sends the WebRTC specs again (a relay that restarted; with
+    /// the keys of the handshake it made before, as [`Command::WebrtcResume`]).
     pub(super) fn resend(&mut self) {
         for b in self.legs.iter_mut().flatten() {
             b.sent = None;
@@ -56,6 +87,48 @@ impl WebrtcMedia {
 }
 
 impl Sessions {
+    /// The relay's handshake on `local` of `session` gave `keys` ([`crate::control::Event::WebrtcKeyed`]): kept for
+    /// the replication record. Returns whether that changed the record (the call then replicates a new version).
+    pub fn webrtc_keyed(&mut self, session: SessionId, local: SocketAddr, keys: &SrtpKeys) -> bool {
+        let Some(b) = self.browser_leg(session, local) else { return false };
+        if b.keys.as_ref() == Some(keys) {
+            return false;
+        }
+        b.keys = Some(keys.clone());
+        true
+    }
+
+    /// A stream of the browser leg on `local` of `session` rolled over ([`crate::control::Event::SrtpRollover`]):
+    /// kept for the replication record. Returns whether that changed the record.
+    pub fn webrtc_rollover(&mut self, session: SessionId, local: SocketAddr, rollover: Rollover) -> bool {
+        let Some(b) = self.browser_leg(session, local) else { return false };
+        let same = |r: &&mut Rollover| r.ssrc == rollover.ssrc && r.outbound == rollover.outbound;
+        if let Some(r) = b.rollovers.iter_mut().find(same) {
+            let changed = r.roc != rollover.roc;
+            r.roc = rollover.roc;
+            return changed;
+        }
+        // As many as the relay keeps SSRCs of an endpoint, both ways.
+        if b.rollovers.len() >= 2 * crate::srtp::MAX_SSRCS {
+            return false;
+        }
+        b.rollovers.push(rollover);
+        true
+    }
+
+    /// The browser leg whose relay socket is `local`.
+    fn browser_leg(&mut self, session: SessionId, local: SocketAddr) -> Option<&mut BrowserLeg> {
+        let s = self.sessions.get_mut(&session)?;
+        let w = s.webrtc.as_deref_mut()?;
+        let leg = [Leg::A, Leg::B].into_iter().find(|leg| {
+            let l = &s.legs[leg.index()];
+            let address = self.config.interfaces.get(l.iface.unwrap_or(0)).map(|i| i.address);
+            let port = l.streams.first().cloned().flatten().map(|side| side.port);
+            address.zip(port).is_some_and(|(a, p)| SocketAddr::new(a, p) == local)
+        })?;
+        w.legs[leg.index()].as_mut()
+    }
+
     /// Announces that leg `leg` of `session` faces a browser before its first SDP there (a call to a registered
     /// user reached over WebSocket): offers towards it become WebRTC offers. Errors only when the OS's random
     /// source fails (no ICE credentials).
@@ -70,9 +143,10 @@ impl Sessions {
             ..SessionRecord::default()
         });
         let w = s.webrtc.get_or_insert_with(|| {
-            Box::new(WebrtcMedia { legs: [None, None], offer: None, origin: [(1, None), (1, None)] })
+            Box::new(WebrtcMedia { legs: [None, None], offer: None, origin: [(1, None), (1, None)], fingerprint: None })
         });
-        w.legs[leg.index()] = Some(BrowserLeg { ice, remote: None, sent: None });
+        w.fingerprint = w.fingerprint.or(self.config.dtls_fingerprint);
+        w.legs[leg.index()] = Some(BrowserLeg { ice, remote: None, keys: None, rollovers: Vec::new(), sent: None });
         Ok(())
     }
 
@@ -98,7 +172,7 @@ impl Sessions {
         sip_local: [IpAddr; 2],
         kind: SdpKind,
     ) -> Result<String, MediaError> {
-        let fingerprint = self.config.dtls_fingerprint.ok_or(MediaError::NoInterface)?;
+        let ours = self.config.dtls_fingerprint.ok_or(MediaError::NoInterface)?;
         if kind != SdpKind::Answer && line.is_webrtc() {
             // The offerer is a browser (a call from one; both legs when one browser calls another).
             self.expect_browser(session, from)?;
@@ -126,6 +200,7 @@ impl Sessions {
         let port = |leg: Leg| s.legs[leg.index()].streams[0].as_ref().map_or(0, |side| side.port);
         let (to_address, to_port) = (address(to), port(to));
         let Some(w) = s.webrtc.as_deref_mut() else { return Err(MediaError::NoInterface) };
+        let fingerprint = w.fingerprint.unwrap_or(ours);
         let (from_browser, to_browser) = (w.is_browser(from), w.is_browser(to));
         if !from_browser {
             // The plain peer's address is in its SDP; a browser's comes from ICE only (mDNS names are never
@@ -190,7 +265,7 @@ impl Sessions {
                 let role = role.ok_or(WebrtcSdpError::Setup("holdconn"))?;
                 let remote = (params.ice_ufrag.clone(), params.fingerprint, role);
                 if let Some(b) = w.legs[to.index()].as_mut() {
-                    b.remote = Some(remote);
+                    b.settle(remote);
                 }
             }
             if from_browser {
@@ -198,7 +273,7 @@ impl Sessions {
                 let role = DtlsRole::from_answer(params.setup).ok_or(WebrtcSdpError::Setup("actpass"))?;
                 let remote = (params.ice_ufrag.clone(), params.fingerprint, role);
                 if let Some(b) = w.legs[from.index()].as_mut() {
-                    b.remote = Some(remote);
+                    b.settle(remote);
                 }
             }
         } else {
@@ -217,9 +292,9 @@ impl Sessions {
         let interfaces = &self.config.interfaces;
         let addr = |leg: Leg| interfaces[s.legs[leg.index()].iface.unwrap_or(0)].address;
         let side = |leg: Leg| s.legs[leg.index()].streams.first().cloned().flatten();
-        let (Some(a), Some(b)) = (side(Leg::A), side(Leg::B)) else { return };
-        let socks = [SocketAddr::new(addr(Leg::A), a.port), SocketAddr::new(addr(Leg::B), b.port)];
-        for (leg, side) in [(Leg::A, &a), (Leg::B, &b)] {
+        let (Some(a), Some(b_side)) = (side(Leg::A), side(Leg::B)) else { return };
+        let socks = [SocketAddr::new(addr(Leg::A), a.port), SocketAddr::new(addr(Leg::B), b_side.port)];
+        for (leg, side) in [(Leg::A, &a), (Leg::B, &b_side)] {
             let webrtc = browsers[leg.index()];
             self.out.push_back(Command::Upsert(EndpointSpec {
                 session,
@@ -249,10 +324,20 @@ impl Sessions {
                 remote_fingerprint: fingerprint,
                 role,
             };
-            if b.sent.as_ref() != Some(&spec) {
-                b.sent = Some(spec.clone());
-                self.out.push_back(Command::Webrtc(Box::new(spec)));
+            if b.sent.as_ref() == Some(&spec) {
+                continue;
             }
+            b.sent = Some(spec.clone());
+            // Keys and a latch in the record: the handshake was made by the relay of the box that replicated it.
+            let peer = [&a, &b_side][leg.index()].latched_rtp;
+            let cmd = match (peer, b.keys.clone()) {
+                (Some(peer), Some(keys)) => {
+                    let rollovers = b.rollovers.clone();
+                    Command::WebrtcResume { spec: Box::new(spec), resume: WebrtcResume { peer, keys, rollovers } }
+                }
+                _ => Command::Webrtc(Box::new(spec)),
+            };
+            self.out.push_back(cmd);
         }
     }
 }
@@ -400,5 +485,95 @@ mod tests {
         assert_eq!(sent, vec![("Bb22".into(), DtlsRole::Server), ("Xk3R".into(), DtlsRole::Client)]);
         let upserts = commands.iter().filter(|c| matches!(c, Command::Upsert(e) if e.srtp_pending && e.peer.is_none()));
         assert_eq!(upserts.count(), 4, "both legs are browser legs, upserted at the offer and at the answer");
+    }
+
+    #[test]
+    fn a_keyed_browser_leg_is_replicated_and_the_adopting_box_resumes_it_with_the_same_fingerprint() {
+        use crate::sdes::{KeyMaterial, Suite};
+        let mut active = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(9);
+        active.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        active.rewrite(now, id, Leg::B, CARRIER.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        let spec = specs(&drain(&mut active))[0].clone();
+        let browser: SocketAddr = "198.18.1.10:54321".parse().unwrap();
+        assert!(active.latched(id, spec.local, browser));
+        let keys = SrtpKeys {
+            suite: Suite::AesCm128HmacSha1_80,
+            ours: KeyMaterial::new(vec![1; 30]),
+            theirs: KeyMaterial::new(vec![2; 30]),
+        };
+        assert!(!active.webrtc_keyed(id, SocketAddr::new(LOCALS[1], 30000), &keys), "the carrier's socket");
+        assert!(active.webrtc_keyed(id, spec.local, &keys), "a change: the call replicates");
+        assert!(!active.webrtc_keyed(id, spec.local, &keys), "the same keys again: no new version");
+        assert!(drain(&mut active).is_empty(), "the active's relay, which made the keys, is told nothing");
+        let rolled = Rollover { ssrc: 0x1234, outbound: false, roc: 1 };
+        assert!(active.webrtc_rollover(id, spec.local, rolled), "a rollover: the call replicates");
+        assert!(!active.webrtc_rollover(id, spec.local, rolled), "the same one again: no new version");
+        let rolled = Rollover { roc: 2, ..rolled };
+        assert!(active.webrtc_rollover(id, spec.local, rolled), "the next one replaces it");
+
+        // The record on the wire: a round trip changes nothing of it.
+        let json = serde_json::to_string(&active.export(id).unwrap()).unwrap();
+        assert!(json.contains(&spec.ice.pwd) && json.contains(&keys.ours.to_base64()), "{json}");
+        let record: SessionRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&record).unwrap(), json);
+
+        // The standby's relay has a certificate of its own; it resumes the leg, no handshake.
+        let mut standby = sessions(Some(Fingerprint([0xCD; 32])));
+        assert!(standby.adopt(now, id, record));
+        let commands = drain(&mut standby);
+        assert!(specs(&commands).is_empty(), "no Webrtc command: no new handshake");
+        let resumed: Vec<_> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::WebrtcResume { spec, resume } => Some((&**spec, resume)),
+                _ => None,
+            })
+            .collect();
+        let resume = WebrtcResume { peer: browser, keys: keys.clone(), rollovers: vec![rolled] };
+        assert_eq!(resumed, vec![(&spec, &resume)]);
+        let a = commands.iter().find_map(|c| match c {
+            Command::Upsert(e) if e.leg == Leg::A => Some(e),
+            _ => None,
+        });
+        assert_eq!(a.map(|e| (e.latched, e.srtp_pending, e.strict)), Some((Some(browser), true, true)));
+
+        // A re-INVITE from the carrier after the takeover: towards the browser, the active's fingerprint and our
+        // ICE credentials, as before; the browser's answer (same ufrag, fingerprint, role) changes no association.
+        let reoffer = CARRIER.replace("o=carrier 5 5", "o=carrier 5 6");
+        let to_browser =
+            standby.rewrite(now, id, Leg::B, reoffer.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        assert!(to_browser.contains("a=fingerprint:sha-256 AB:AB:AB:AB:"), "{to_browser}");
+        assert!(!to_browser.contains("CD:CD"), "{to_browser}");
+        assert!(to_browser.contains(&format!("a=ice-ufrag:{}\r\n", spec.ice.ufrag)), "{to_browser}");
+        let reanswer = BROWSER.replace("a=setup:actpass", "a=setup:passive").replace("111 0 8 126", "0 126");
+        standby.rewrite(now, id, Leg::A, reanswer.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        let commands = drain(&mut standby);
+        assert!(
+            !commands.iter().any(|c| matches!(c, Command::Webrtc(_) | Command::WebrtcResume { .. })),
+            "the resumed leg stays: {commands:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_of_a_browser_call_from_an_older_box_reads_and_its_leg_is_set_up_afresh() {
+        let mut active = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(5);
+        active.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, exchange(SdpKind::Offer)).unwrap();
+        active.rewrite(now, id, Leg::B, CARRIER.as_bytes(), LOCALS, exchange(SdpKind::Answer)).unwrap();
+        let mut record = serde_json::to_value(active.export(id).unwrap()).unwrap();
+        // Before this change, `webrtc` was never written.
+        record.as_object_mut().unwrap().remove("webrtc");
+        let record: SessionRecord = serde_json::from_value(record).unwrap();
+        assert!(record.webrtc.is_none());
+        // A leg replicated before its handshake completed (no keys): a Webrtc command, a new handshake.
+        let json = serde_json::to_string(&active.export(id).unwrap()).unwrap();
+        let mut standby = sessions(Some(FP));
+        assert!(standby.adopt(now, id, serde_json::from_str(&json).unwrap()));
+        let commands = drain(&mut standby);
+        assert_eq!(specs(&commands).len(), 1);
+        assert!(!commands.iter().any(|c| matches!(c, Command::WebrtcResume { .. })));
     }
 }

@@ -15,6 +15,7 @@
 //! [`REKEY_GRACE`] for packets sent before the switch. Our own key for a leg only changes with the suite.
 
 use crate::sdes::{KeyMaterial, SrtpKeys, Suite};
+use crate::srtp_roc::{priming_indexes, priming_packet, Index, Rollover};
 use bytes::BytesMut;
 use rtc_srtp::context::Context;
 use rtc_srtp::crypto::RTCCryptoProvider;
@@ -83,6 +84,30 @@ fn ssrc(packet: &[u8], rtcp: bool) -> Option<u32> {
     Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// The sequence number of an RTP packet.
+fn seq(packet: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]))
+}
+
+/// Brings `c`'s state for `ssrc` to `roc` before a first real packet of sequence number `seq`
+/// ([`crate::srtp_roc`]): encrypting when `c` is outbound; else decrypting packets `forger` (a context of the
+/// same key) encrypts. Returns the SSRC's [`Index`] as `c` now has it.
+fn prime(c: &mut Context, forger: Option<&mut Context>, ssrc: u32, roc: u32, seq: u16) -> Index {
+    let mut index = Index::default();
+    let mut forger = forger;
+    for i in priming_indexes(roc, seq) {
+        let p = priming_packet(ssrc, i);
+        let ok = match forger.as_deref_mut() {
+            Some(f) => f.encrypt_rtp(&p).is_ok_and(|wire| c.decrypt_rtp(&wire).is_ok()),
+            None => c.encrypt_rtp(&p).is_ok(),
+        };
+        if ok {
+            index.advance(i as u16);
+        }
+    }
+    index
+}
+
 fn decrypt(c: &mut Context, suite: Suite, packet: &[u8], rtcp: bool) -> Result<BytesMut, Failure> {
     if rtcp {
         // SRTCP's E flag (RFC 3711 §3.4) must be set: we never agree to unencrypted SRTCP, and rtc-srtp 0.21
@@ -105,31 +130,60 @@ fn decrypt(c: &mut Context, suite: Suite, packet: &[u8], rtcp: bool) -> Result<B
 struct Inbound {
     suite: Suite,
     key: KeyMaterial,
-    /// (SSRC, its context, last use) for SSRCs that authenticated.
-    known: Vec<(u32, Context, u64)>,
+    /// (SSRC, its context, last use, its index) for SSRCs that authenticated.
+    known: Vec<(u32, Context, u64, Index)>,
     probe: Option<Context>,
     probe_failures: u32,
     uses: u64,
+    /// Replicated rollover counters of SSRCs not seen yet here (a resumed leg), applied at their first packet.
+    resumed: Vec<(u32, u32)>,
+    /// Rollovers since the last [`EndpointCrypto::poll_rollover`].
+    rollovers: Vec<Rollover>,
 }
 
 impl Inbound {
     fn new(suite: Suite, key: &KeyMaterial) -> Self {
-        Self { suite, key: key.clone(), known: Vec::new(), probe: None, probe_failures: 0, uses: 0 }
+        Self {
+            suite,
+            key: key.clone(),
+            known: Vec::new(),
+            probe: None,
+            probe_failures: 0,
+            uses: 0,
+            resumed: Vec::new(),
+            rollovers: Vec::new(),
+        }
     }
 
     fn unprotect(&mut self, packet: &[u8], rtcp: bool) -> Result<BytesMut, Failure> {
         let ssrc = ssrc(packet, rtcp).ok_or(Failure::Auth)?;
         self.uses += 1;
-        if let Some((_, c, used)) = self.known.iter_mut().find(|(s, _, _)| *s == ssrc) {
+        if let Some((_, c, used, index)) = self.known.iter_mut().find(|(s, ..)| *s == ssrc) {
             *used = self.uses;
-            return decrypt(c, self.suite, packet, rtcp);
+            let clear = decrypt(c, self.suite, packet, rtcp)?;
+            if !rtcp && seq(packet).is_some_and(|q| index.advance(q)) {
+                self.rollovers.push(Rollover { ssrc, outbound: false, roc: index.roc() });
+            }
+            return Ok(clear);
         }
         let probe = match self.probe.as_mut() {
             Some(p) => p,
             None => self.probe.insert(context(self.suite, &self.key, true).ok_or(Failure::Auth)?),
         };
+        // A resumed leg's stream: the probe's state for it brought to the replicated ROC first (once).
+        let mut index = Index::default();
+        if let (false, Some(q)) = (rtcp, seq(packet)) {
+            if let Some(at) = self.resumed.iter().position(|(s, _)| *s == ssrc) {
+                let (_, roc) = self.resumed.swap_remove(at);
+                let mut forger = context(self.suite, &self.key, false);
+                index = prime(probe, forger.as_mut(), ssrc, roc, q);
+            }
+        }
         match decrypt(probe, self.suite, packet, rtcp) {
             Ok(clear) => {
+                if let (false, Some(q)) = (rtcp, seq(packet)) {
+                    index.advance(q);
+                }
                 // Authentic: the probe becomes this SSRC's context (its state for the SSRC is in it).
                 let c = self.probe.take().expect("the probe just used");
                 self.probe_failures = 0;
@@ -139,7 +193,7 @@ impl Inbound {
                         self.known.swap_remove(i);
                     }
                 }
-                self.known.push((ssrc, c, self.uses));
+                self.known.push((ssrc, c, self.uses, index));
                 Ok(clear)
             }
             Err(f) => {
@@ -157,25 +211,45 @@ impl Inbound {
 /// Our key for the leg: one context, for at most [`MAX_SSRCS`] SSRCs.
 struct Outbound {
     context: Option<Context>,
-    ssrcs: Vec<u32>,
+    /// The SSRCs protected so far, each with its index.
+    ssrcs: Vec<(u32, Index)>,
+    /// Replicated rollover counters of SSRCs not protected here yet (a resumed leg), applied at their first packet.
+    resumed: Vec<(u32, u32)>,
+    /// Rollovers since the last [`EndpointCrypto::poll_rollover`].
+    rollovers: Vec<Rollover>,
 }
 
 impl Outbound {
     fn new(suite: Suite, key: &KeyMaterial) -> Self {
-        Self { context: context(suite, key, false), ssrcs: Vec::new() }
+        Self { context: context(suite, key, false), ssrcs: Vec::new(), resumed: Vec::new(), rollovers: Vec::new() }
     }
 
     fn protect(&mut self, packet: &[u8], rtcp: bool) -> Result<BytesMut, Failure> {
         let c = self.context.as_mut().ok_or(Failure::Protect)?;
         let ssrc = ssrc(packet, rtcp).ok_or(Failure::Protect)?;
-        if !self.ssrcs.contains(&ssrc) {
-            if self.ssrcs.len() >= MAX_SSRCS {
-                return Err(Failure::Protect);
+        let known = self.ssrcs.iter().position(|(s, _)| *s == ssrc);
+        let at = match known {
+            Some(at) => at,
+            None if self.ssrcs.len() >= MAX_SSRCS => return Err(Failure::Protect),
+            None => {
+                let mut index = Index::default();
+                let resumed = self.resumed.iter().position(|(s, _)| *s == ssrc);
+                if let (false, Some(q), Some(r)) = (rtcp, seq(packet), resumed) {
+                    let (_, roc) = self.resumed.swap_remove(r);
+                    index = prime(c, None, ssrc, roc, q);
+                }
+                self.ssrcs.push((ssrc, index));
+                self.ssrcs.len() - 1
             }
-            self.ssrcs.push(ssrc);
-        }
+        };
         let r = if rtcp { c.encrypt_rtcp(packet) } else { c.encrypt_rtp(packet) };
-        r.map_err(|_| Failure::Protect)
+        let wire = r.map_err(|_| Failure::Protect)?;
+        let index = &mut self.ssrcs[at].1;
+        // A first packet is no rollover: at most the replicated counter this relay was brought to.
+        if !rtcp && seq(packet).is_some_and(|q| index.advance(q)) && known.is_some() {
+            self.rollovers.push(Rollover { ssrc, outbound: true, roc: index.roc() });
+        }
+        Ok(wire)
     }
 }
 
@@ -250,6 +324,26 @@ impl EndpointCrypto {
     /// `packet` (RTP, or RTCP when `rtcp`) protected for the leg's peer with our key.
     pub fn protect(&mut self, packet: &[u8], rtcp: bool) -> Result<BytesMut, Failure> {
         self.outbound.protect(packet, rtcp)
+    }
+
+    /// Contexts for `keys` that another relay used up to the `rollovers` it reported (a resumed WebRTC leg): each
+    /// SSRC's first packet here is protected or unprotected at its replicated rollover counter ([`crate::srtp_roc`]).
+    pub fn resume(keys: &SrtpKeys, rollovers: &[Rollover]) -> Self {
+        let mut c = Self::new(keys);
+        for r in rollovers {
+            let to = if r.outbound { &mut c.outbound.resumed } else { &mut c.inbound.resumed };
+            match to.iter_mut().find(|(s, _)| *s == r.ssrc) {
+                Some((_, roc)) => *roc = (*roc).max(r.roc),
+                None => to.push((r.ssrc, r.roc)),
+            }
+        }
+        c
+    }
+
+    /// The next rollover of a stream of this endpoint (RTP only: SRTCP's index is sent in each packet), for
+    /// replication: drain after packets.
+    pub fn poll_rollover(&mut self) -> Option<Rollover> {
+        self.inbound.rollovers.pop().or_else(|| self.outbound.rollovers.pop())
     }
 }
 
@@ -357,6 +451,51 @@ mod tests {
         // The same keys again (a repeated answer): nothing changes, the contexts stay.
         relay.update(now, &rekeyed);
         assert_eq!(relay.inbound.known.len(), 1);
+    }
+
+    #[test]
+    fn a_resumed_endpoint_carries_both_directions_on_past_the_rollovers_another_relay_reported() {
+        let now = Instant::now();
+        let (relay_keys, browser_keys) = keys(Suite::AesCm128HmacSha1_80);
+        let (mut active, mut browser) = (EndpointCrypto::new(&relay_keys), EndpointCrypto::new(&browser_keys));
+        // The browser's stream (SSRC 7) and the carrier's towards it (SSRC 9) both cross a wrap on the active.
+        for seq in (65_500..=65_535).chain(0..100) {
+            let wire = browser.protect(&rtp(7, seq), false).unwrap();
+            assert!(active.unprotect(now, &wire, false).is_ok(), "seq {seq}");
+            let wire = active.protect(&rtp(9, seq), false).unwrap();
+            assert!(browser.unprotect(now, &wire, false).is_ok(), "seq {seq}");
+        }
+        let mut reported: Vec<Rollover> = std::iter::from_fn(|| active.poll_rollover()).collect();
+        reported.sort_by_key(|r| r.ssrc);
+        let expected =
+            vec![Rollover { ssrc: 7, outbound: false, roc: 1 }, Rollover { ssrc: 9, outbound: true, roc: 1 }];
+        assert_eq!(reported, expected, "each stream's rollover, once");
+
+        // A relay with the keys alone starts at ROC 0: the browser's next packet fails there.
+        let wire = browser.protect(&rtp(7, 100), false).unwrap();
+        assert_eq!(EndpointCrypto::new(&relay_keys).unprotect(now, &wire, false), Err(Failure::Auth));
+        // With the reported rollovers it goes on, both ways, and keeps counting.
+        let mut standby = EndpointCrypto::resume(&relay_keys, &reported);
+        assert_eq!(&standby.unprotect(now, &wire, false).unwrap()[..], &rtp(7, 100)[..], "the browser's next");
+        for seq in 100..110 {
+            let wire = standby.protect(&rtp(9, seq), false).unwrap();
+            assert_eq!(&browser.unprotect(now, &wire, false).unwrap()[..], &rtp(9, seq)[..], "to the browser {seq}");
+        }
+        assert_eq!(standby.poll_rollover(), None, "no rollover of its own yet");
+
+        // Many rollovers (a long call): the same, with the browser's side brought there the same way.
+        let rolled = [Rollover { ssrc: 7, outbound: true, roc: 9 }, Rollover { ssrc: 9, outbound: false, roc: 9 }];
+        let mut browser = EndpointCrypto::resume(&browser_keys, &rolled);
+        let rolled = [Rollover { ssrc: 7, outbound: false, roc: 9 }, Rollover { ssrc: 9, outbound: true, roc: 9 }];
+        let mut standby = EndpointCrypto::resume(&relay_keys, &rolled);
+        for seq in [40_000u16, 40_001, 40_003] {
+            let wire = browser.protect(&rtp(7, seq), false).unwrap();
+            assert_eq!(&standby.unprotect(now, &wire, false).unwrap()[..], &rtp(7, seq)[..], "ROC 9, {seq}");
+            let wire = standby.protect(&rtp(9, seq), false).unwrap();
+            assert_eq!(&browser.unprotect(now, &wire, false).unwrap()[..], &rtp(9, seq)[..], "ROC 9 back, {seq}");
+        }
+        let wire = browser.protect(&rtp(7, 40_004), false).unwrap();
+        assert_eq!(EndpointCrypto::resume(&relay_keys, &[]).unprotect(now, &wire, false), Err(Failure::Auth));
     }
 
     #[test]

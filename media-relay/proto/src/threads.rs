@@ -28,7 +28,7 @@ pub fn thread_of(session: SessionId, threads: NonZeroUsize) -> usize {
 pub fn thread_for(cmd: &Command, threads: NonZeroUsize) -> usize {
     match cmd {
         Command::Upsert(spec) => thread_of(spec.session, threads),
-        Command::Webrtc(spec) => thread_of(spec.session, threads),
+        Command::Webrtc(spec) | Command::WebrtcResume { spec, .. } => thread_of(spec.session, threads),
         Command::Remove { session } | Command::Query { session } => thread_of(*session, threads),
         Command::Ping { .. } | Command::Ban { .. } | Command::Unban { .. } => OWNER,
     }

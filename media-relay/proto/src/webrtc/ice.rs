@@ -143,6 +143,12 @@ impl IceLite {
         }
     }
 
+    /// The agent of a leg that another relay latched on `peer` (a takeover): checks from `peer` keep consent,
+    /// counted from `now`, as if this agent had latched it.
+    pub fn resume(now: Instant, local: IceCredentials, remote_ufrag: &str, peer: SocketAddr) -> Self {
+        Self { peer: Some(peer), ..Self::new(now, local, remote_ufrag) }
+    }
+
     /// Our credentials (for SDP).
     pub fn local(&self) -> &IceCredentials {
         &self.local

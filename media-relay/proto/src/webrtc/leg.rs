@@ -36,6 +36,21 @@ pub struct WebrtcSpec {
     pub role: DtlsRole,
 }
 
+/// What a relay needs to carry on a WebRTC leg whose handshake another relay made (a takeover in a pair): the
+/// browser's address and the SRTP keys exported from that handshake (RFC 5764 §4.2), `ours` protecting towards
+/// the browser. Sent with [`crate::control::Command::WebrtcResume`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebrtcResume {
+    /// The latched browser address.
+    pub peer: SocketAddr,
+    /// The SRTP profile and keys of both directions.
+    pub keys: SrtpKeys,
+    /// The last rollover counter of each stream that rolled over on the other relay (none for a call younger
+    /// than 65,536 packets per SSRC). Absent in messages from a version without it.
+    #[serde(default)]
+    pub rollovers: Vec<crate::srtp_roc::Rollover>,
+}
+
 /// Why a leg ended; its [`WebrtcEnd::label`] goes to metrics and to [`crate::control::Event::WebrtcEnded`].
 #[derive(Debug)]
 pub enum WebrtcEnd {
@@ -81,7 +96,8 @@ pub enum Handled {
 #[derive(Debug)]
 pub struct WebrtcLeg {
     ice: IceLite,
-    dtls: DtlsLeg,
+    /// `None` on a resumed leg: its association lives on the relay that made it, only its keys came here.
+    dtls: Option<DtlsLeg>,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     ended: bool,
 }
@@ -91,10 +107,22 @@ impl WebrtcLeg {
     pub fn new(now: Instant, certificate: &DtlsCertificate, spec: &WebrtcSpec) -> Result<Self, DtlsError> {
         Ok(Self {
             ice: IceLite::new(now, spec.ice.clone(), &spec.remote_ufrag),
-            dtls: DtlsLeg::new(now, certificate, spec.role, spec.remote_fingerprint)?,
+            dtls: Some(DtlsLeg::new(now, certificate, spec.role, spec.remote_fingerprint)?),
             transmits: VecDeque::new(),
             ended: false,
         })
+    }
+
+    /// The leg of `spec` carried on from `resume` at `now`: latched on `resume.peer`, consent counted from `now`,
+    /// no handshake. The caller keys the endpoint's SRTP with `resume.keys`. DTLS from the browser is refused
+    /// (`dtls_resumed`): a browser sends none after its handshake but `close_notify`, which consent replaces.
+    pub fn resume(now: Instant, spec: &WebrtcSpec, resume: &WebrtcResume) -> Self {
+        Self {
+            ice: IceLite::resume(now, spec.ice.clone(), &spec.remote_ufrag, resume.peer),
+            dtls: None,
+            transmits: VecDeque::new(),
+            ended: false,
+        }
     }
 
     /// The browser's address, once latched by an authenticated check.
@@ -114,7 +142,7 @@ impl WebrtcLeg {
                     let mut ended = None;
                     if reply.latched.is_some() {
                         // As client we start the handshake once there is somewhere to send it.
-                        if let Err(e) = self.dtls.start(now) {
+                        if let Some(Err(e)) = self.dtls.as_mut().map(|d| d.start(now)) {
                             ended = Some(self.end(WebrtcEnd::Dtls(e)));
                         }
                         self.collect();
@@ -124,7 +152,8 @@ impl WebrtcLeg {
                 Err(refusal) => Handled::Refused(refusal.label()),
             },
             Demuxed::Dtls if self.ice.peer() == Some(src) => {
-                let (keys, ended) = match self.dtls.handle_datagram(now, bytes) {
+                let Some(dtls) = self.dtls.as_mut() else { return Handled::Refused("dtls_resumed") };
+                let (keys, ended) = match dtls.handle_datagram(now, bytes) {
                     Ok(Some(DtlsEvent::Connected(keys))) => (Some(keys), None),
                     Ok(Some(DtlsEvent::Closed)) => (None, Some(self.end(WebrtcEnd::Closed))),
                     Ok(None) => (None, None),
@@ -150,7 +179,7 @@ impl WebrtcLeg {
         if self.ended {
             return None;
         }
-        match (self.ice.poll_timeout(), self.dtls.poll_timeout()) {
+        match (self.ice.poll_timeout(), self.dtls.as_ref().and_then(DtlsLeg::poll_timeout)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -164,7 +193,7 @@ impl WebrtcLeg {
         if self.ice.handle_timeout(now) == Some(IceEvent::ConsentExpired) {
             return Some(self.end(WebrtcEnd::ConsentExpired));
         }
-        if let Err(e) = self.dtls.handle_timeout(now) {
+        if let Some(Err(e)) = self.dtls.as_mut().map(|d| d.handle_timeout(now)) {
             return Some(self.end(WebrtcEnd::Dtls(e)));
         }
         self.collect();
@@ -179,8 +208,8 @@ impl WebrtcLeg {
 
     /// Moves the handshake's datagrams into the queue, addressed to the latched browser.
     fn collect(&mut self) {
-        let Some(peer) = self.ice.peer() else { return };
-        while let Some(d) = self.dtls.poll_transmit() {
+        let (Some(peer), Some(dtls)) = (self.ice.peer(), self.dtls.as_mut()) else { return };
+        while let Some(d) = dtls.poll_transmit() {
             self.transmits.push_back((peer, d.to_vec()));
         }
     }

@@ -499,6 +499,21 @@ impl Calls {
                     self.replicate_call(ctx, CallRef(session.0));
                 }
             }
+            MediaEvent::WebrtcKeyed { session, local, keys } => {
+                // A browser leg's handshake keys, kept in the call's media record: a standby's relay carries the
+                // leg on with them after a takeover (the browser does not redo its handshake).
+                let changed = self.media.as_mut().is_some_and(|m| m.webrtc_keyed(*session, *local, keys));
+                if changed {
+                    self.replicate_call(ctx, CallRef(session.0));
+                }
+            }
+            MediaEvent::SrtpRollover { session, local, rollover } => {
+                // Once per 65,536 packets of a browser leg's stream: a standby's relay needs the counter too.
+                let changed = self.media.as_mut().is_some_and(|m| m.webrtc_rollover(*session, *local, *rollover));
+                if changed {
+                    self.replicate_call(ctx, CallRef(session.0));
+                }
+            }
             MediaEvent::Stats(_) | MediaEvent::Figures(_) | MediaEvent::Pong { .. } => {}
         }
     }

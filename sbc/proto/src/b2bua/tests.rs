@@ -1243,3 +1243,77 @@ mod transports;
 mod users;
 mod webrtc_media;
 mod websocket;
+
+#[test]
+fn a_browser_call_taken_over_by_the_standby_resumes_its_webrtc_leg_with_the_replicated_keys() {
+    use relay_proto::control::{Command, Event};
+    use relay_proto::sdes::{KeyMaterial, SrtpKeys, Suite};
+    let browser_sdp = "v=0\r\no=- 63078 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        m=audio 54321 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 198.18.1.10\r\na=ice-ufrag:Xk3R\r\n\
+        a=ice-pwd:q8FhR1pTqK5bH0yVb9mZc2Lw\r\na=fingerprint:sha-256 4F:1A:9C:E2:77:0B:5D:63:A8:10:C4:3E:92:58:F1:0D:\
+        B6:27:4A:E9:13:7C:D5:82:60:FF:3B:A1:4E:C9:08:75\r\na=setup:actpass\r\na=mid:0\r\na=rtcp-mux\r\n\
+        a=rtpmap:0 PCMU/8000\r\n";
+    let plain =
+        "v=0\r\no=- 1 1 IN IP4 198.18.1.10\r\ns=-\r\nc=IN IP4 198.18.1.10\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n";
+    let invite = invite_from_a("call-hw1")
+        .replace(&format!("Content-Length: {}", plain.len()), &format!("Content-Length: {}", browser_sdp.len()))
+        .replace(plain, browser_sdp);
+    let mut active = world_with_media();
+    let mut standby = world_with_media();
+    active.ep.set_replication(true);
+    standby.now = active.now;
+    let sent = active.send(A, SBC_A, invite);
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = active.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    response(&sent, A, 200);
+    let spec = active
+        .media
+        .iter()
+        .find_map(|c| match c {
+            Command::Webrtc(w) => Some((**w).clone()),
+            _ => None,
+        })
+        .expect("the browser leg's spec");
+    // The relay latches the browser and completes the handshake: each a new version of the call's record.
+    let browser: SocketAddr = "198.18.1.10:54321".parse().unwrap();
+    let keys = SrtpKeys {
+        suite: Suite::AesCm128HmacSha1_80,
+        ours: KeyMaterial::new(vec![3; 30]),
+        theirs: KeyMaterial::new(vec![4; 30]),
+    };
+    let before = active.records.len();
+    let latched = Event::Latched { session: spec.session, local: spec.local, peer: browser };
+    active.ep.handle_media_event(active.now, &latched);
+    let keyed = Event::WebrtcKeyed { session: spec.session, local: spec.local, keys: keys.clone() };
+    active.ep.handle_media_event(active.now, &keyed);
+    active.ep.handle_media_event(active.now, &keyed);
+    let rollover = relay_proto::srtp_roc::Rollover { ssrc: 0x1234, outbound: true, roc: 3 };
+    let rolled = Event::SrtpRollover { session: spec.session, local: spec.local, rollover };
+    active.ep.handle_media_event(active.now, &rolled);
+    active.drain();
+    assert_eq!(
+        active.records.len(),
+        before + 3,
+        "a record for the latch, the keys and the rollover; none for a repeat"
+    );
+    for r in active.records.drain(..) {
+        let wire = serde_json::to_string(&r).expect("records serialize");
+        standby.ep.apply_record(standby.now, serde_json::from_str(&wire).expect("records parse"));
+    }
+    standby.now += Duration::from_secs(5);
+    assert_eq!(standby.ep.take_over(standby.now, None), 1);
+    standby.drain();
+    let resumed: Vec<_> = standby
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::WebrtcResume { spec, resume } => {
+                Some(((**spec).clone(), resume.peer, resume.keys.clone(), resume.rollovers.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let expected = vec![(spec, browser, keys, vec![rollover])];
+    assert_eq!(resumed, expected, "the leg resumed with the active's keys and counters: {:?}", standby.media);
+    assert!(!standby.media.iter().any(|c| matches!(c, Command::Webrtc(_))), "no new handshake");
+}
