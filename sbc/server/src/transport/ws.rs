@@ -257,6 +257,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
+    // Counted when decided: the closing handshake below may wait for the client.
+    closed(remote, transport, Some(id), reason);
     let handshake = if peer_sent_close { Some(None) } else { close_code(reason).map(Some) };
     if let Some(code) = handshake {
         let frame = code.map(|code| CloseFrame { code, reason: reason.label().into() });
@@ -264,7 +266,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         metrics::counter!(CLOSES, "transport" => transport.as_str(), "clean" => if ok { "yes" } else { "no" })
             .increment(1);
     }
-    closed(remote, transport, Some(id), reason);
     drop(slot);
     let _ = closed_tx.send(Peer { transport, local, remote, conn: Some(id) }).await;
 }
