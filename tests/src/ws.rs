@@ -71,6 +71,16 @@ impl Stream {
     }
 }
 
+/// How the server answered our closing handshake ([`WsClient::close_handshake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseAnswer {
+    /// The code of the server's close frame (1005 for a frame without one); `None`: no close frame came.
+    pub code: Option<u16>,
+    /// The connection then ended cleanly: for `wss:` a TLS close_notify before the end of the TCP stream, for
+    /// `ws:` the end of the TCP stream.
+    pub clean_end: bool,
+}
+
 /// A connected SIP-over-WebSocket client.
 #[derive(Debug)]
 pub struct WsClient {
@@ -202,14 +212,41 @@ impl WsClient {
                 Ok(_) => {}
                 Err(tungstenite::Error::Io(e))
                     if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                // The SBC drops the TCP connection after its close frame without a TLS close_notify; the
-                // WebSocket closing handshake is what counts here.
+                // The WebSocket closing handshake is what counts here (`close_handshake` checks the TLS end).
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(()),
                 Err(e) => bail!("websocket close: {e}"),
             }
         }
         bail!("the server did not answer our close frame within {timeout:?}")
+    }
+
+    /// Sends a close frame with code 1000, as a tab that logs out does, and reports within `timeout` the server's
+    /// close frame and how the connection ended after it.
+    pub fn close_handshake(mut self, timeout: Duration) -> Result<CloseAnswer> {
+        let frame = tungstenite::protocol::CloseFrame {
+            code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+            reason: "logged out".into(),
+        };
+        self.ws.close(Some(frame)).context("sending the close frame")?;
+        let end = Instant::now() + timeout;
+        let mut code = None;
+        while Instant::now() < end {
+            self.ws.get_ref().tcp().set_read_timeout(Some(Duration::from_millis(200)))?;
+            match self.ws.read() {
+                Ok(Message::Close(f)) => code = Some(f.map_or(1005, |f| u16::from(f.code))),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                // rustls reports the end of a TLS stream without close_notify as UnexpectedEof.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Ok(CloseAnswer { code, clean_end: false })
+                }
+                Err(tungstenite::Error::ConnectionClosed) => return Ok(CloseAnswer { code, clean_end: true }),
+                Err(e) => bail!("websocket close: {e} (close frame so far: {code:?})"),
+            }
+        }
+        bail!("the server did not end the connection within {timeout:?} (close frame: {code:?})")
     }
 
     /// Drops the TCP connection without a closing handshake, as a crashed tab or a lost network does.

@@ -7,6 +7,8 @@
 //!   over it, addressed to its `.invalid` Contact;
 //! - over `wss:` (the `[sip.tls]` certificate, from a test CA) the client hangs up with its own BYE;
 //! - a WebSocket closed mid-call ends the call: BYE to the carrier, CDR `connection_closed` by leg a;
+//! - a double-CRLF keep-alive in a WebSocket message gets its CRLF pong; a client's close frame is answered with a
+//!   close frame, then (over `wss:`) a TLS close_notify and the end of the TCP stream;
 //! - upgrades without the `sip` subprotocol, or from an Origin not allowed, are refused and counted; an oversized
 //!   message closes the connection with 1009 and is counted; connections over the per-source limit are reset and
 //!   a connection that never upgrades is closed at the first-message deadline, both counted.
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use tests::netns::{addr, Host, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
 use tests::sipp::{Running, Sipp};
 use tests::tls::TestCa;
-use tests::ws::{WsClient, WsOptions};
+use tests::ws::{CloseAnswer, WsClient, WsOptions};
 use tests::Sbc;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -113,6 +115,16 @@ impl Rig {
 
     fn metric(&self, prefix: &str) -> f64 {
         self.sbc.metric(prefix).expect("metrics")
+    }
+
+    /// The metric once it reached `value`, or as it is after [`WAIT`] (the SBC counts a closing connection just
+    /// after the client saw it end).
+    fn metric_reaching(&self, prefix: &str, value: f64) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        while self.metric(prefix) < value && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.metric(prefix)
     }
 
     fn cdrs(&self, n: usize) -> Vec<serde_json::Value> {
@@ -246,6 +258,26 @@ fn a_websocket_closed_mid_call_sends_a_bye_to_the_carrier_and_writes_a_cdr() {
     );
     assert!(took < Duration::from_secs(5), "the call ended {took:?} after the websocket closed");
     eprintln!("websocket closed -> carrier's call done and CDR written: {took:?}");
+}
+
+#[test]
+fn crlf_keepalives_get_their_pong_and_a_close_frame_is_answered_with_a_close_frame_then_close_notify() {
+    let r = rig("ws-close", "");
+    for secure in [false, true] {
+        let mut c = r.browser(secure);
+        c.send("\r\n\r\n").expect("keep-alive ping");
+        assert_eq!(c.recv(WAIT).expect("pong"), "\r\n", "RFC 5626 §4.4.1: a single CRLF answers a double one");
+        let answer = c.close_handshake(WAIT).expect("closing handshake");
+        let clean = CloseAnswer { code: Some(1000), clean_end: true };
+        assert_eq!(answer, clean, "secure={secure}: the close frame echoed, then a clean end\n{}", r.sbc.log_tail());
+    }
+    for transport in ["ws", "wss"] {
+        let pongs = format!("sbc_ws_crlf_pongs_total{{transport=\"{transport}\"}}");
+        assert_eq!(r.metric(&pongs), 1.0, "{pongs}");
+        let clean = format!("sbc_ws_closing_handshakes_total{{transport=\"{transport}\",clean=\"yes\"}}");
+        assert_eq!(r.metric_reaching(&clean, 1.0), 1.0, "{clean}");
+    }
+    assert_eq!(r.metric_reaching("sbc_tcp_connections_closed_total{reason=\"closed_by_peer\"}", 2.0), 2.0);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! Contact `<sip:…@….invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance=…`, plain RTP/AVP SDP: WebRTC media is
 //! another piece):
 //!
-//! - its REGISTER is challenged (401) and accepted with the digest answer; the 200 lists the binding;
+//! - its REGISTER is challenged (401) and accepted with the digest answer; the 200 lists the binding and, as the
+//!   REGISTER is an RFC 5626 outbound one, says `Require: outbound` and `Flow-Timer`;
 //! - a SIPp carrier calls 1001: the INVITE arrives over that WebSocket with the registered Contact as Request-URI,
 //!   the client answers, the ACK and then the carrier's BYE reach it over the same connection;
 //! - 1001 calls out over WSS (407 answered) to a SIPp UAS on carrier b and hangs up;
@@ -322,6 +323,9 @@ fn a_user_registered_over_wss_is_called_over_its_websocket_calls_out_and_is_480_
     let listed = headers(&ok, "Contact").join(", ");
     assert!(listed.contains(CONTACT), "the 200 lists the binding: {ok}");
     assert!(listed.contains("expires="), "with its expiry: {ok}");
+    // RFC 5626 §6: Supported: outbound, +sip.instance and reg-id over a connection make an outbound registration.
+    assert_eq!(try_header(&ok, "Require"), Some("outbound"), "{ok}");
+    assert_eq!(try_header(&ok, "Flow-Timer"), Some("270"), "90 % of the default 300 s idle timeout: {ok}");
     assert_eq!(r.metric("sbc_registrar_bindings"), 1.0);
     assert_eq!(r.metric(r#"sbc_registrar_registers_total{result="challenged"}"#), 1.0);
     assert_eq!(r.metric(r#"sbc_registrar_registers_total{result="ok"}"#), 1.0);

@@ -277,7 +277,11 @@ pub struct BindingRecord {
     /// RFC 5626 `+sip.instance`, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
-    /// `udp`, `tcp`, `tls`, `ws`: the transport of the flow the user registered on.
+    /// RFC 5626 `reg-id` of an outbound binding (with `instance`, also in a removal): the standby keys such a
+    /// binding by instance and reg-id, not by the Contact. Absent in older records (keyed by the Contact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg_id: Option<u32>,
+    /// `udp`, `tcp`, `tls`, `ws`, `wss`: the transport of the flow the user registered on.
     pub transport: String,
     /// Our address on that flow (a service address, which moves with the active role).
     pub local: SocketAddr,

@@ -68,8 +68,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 /// The WebSocket series (RFC 7118 listeners), zero-valued from the start.
 fn describe_ws() {
     use crate::transport::stream::UpgradeRefusal;
-    use crate::transport::ws::{TOO_LARGE, UPGRADES, UPGRADES_REFUSED};
+    use crate::transport::ws::{CLOSES, CRLF_PONGS, TOO_LARGE, UPGRADES, UPGRADES_REFUSED};
     describe_counter!(UPGRADES, "WebSocket upgrades that became SIP connections, by transport");
+    describe_counter!(CRLF_PONGS, "Double-CRLF keep-alives in WebSocket messages answered with a CRLF, by transport");
+    describe_counter!(CLOSES, "WebSocket closing handshakes, by transport and whether they completed in time");
     describe_counter!(UPGRADES_REFUSED, "WebSocket upgrades refused, by reason");
     describe_counter!(TOO_LARGE, "WebSocket messages over sip.max_message_size (connection closed), by transport");
     for r in UpgradeRefusal::ALL {
@@ -78,6 +80,10 @@ fn describe_ws() {
     for t in ["ws", "wss"] {
         counter!(UPGRADES, "transport" => t).absolute(0);
         counter!(TOO_LARGE, "transport" => t).absolute(0);
+        counter!(CRLF_PONGS, "transport" => t).absolute(0);
+        for clean in ["yes", "no"] {
+            counter!(CLOSES, "transport" => t, "clean" => clean).absolute(0);
+        }
     }
 }
 

@@ -480,7 +480,7 @@ impl Calls {
                 call.release = Some(("rtp_timeout", "sbc", 200));
                 self.end_call(ctx, id, None);
             }
-            MediaEvent::WebrtcEnded { session, .. } => {
+            MediaEvent::WebrtcEnded { session, local, .. } => {
                 // A browser leg's media died (no ICE consent for 30 s, DTLS failed or closed): the call is over.
                 let id = CallRef(session.0);
                 let Some(call) = self.calls.get_mut(&id) else { return };
@@ -488,7 +488,10 @@ impl Calls {
                     return;
                 }
                 call.release = Some(("webrtc_media_ended", "sbc", 200));
-                self.end_call(ctx, id, None);
+                // The browser is most likely gone with its media: its BYE is sent, but the CDR does not wait for
+                // it (32 s of timer F), only for the other leg's.
+                let gone = self.media_leg_of(*session, *local);
+                self.end_call_gone(ctx, id, None, gone);
             }
             MediaEvent::BindFailed { .. } => ctx.observe(Observation::MediaError { reason: "bind_failed" }),
             MediaEvent::Latched { session, local, peer } => {
@@ -515,6 +518,22 @@ impl Calls {
                 }
             }
             MediaEvent::Stats(_) | MediaEvent::Figures(_) | MediaEvent::Pong { .. } => {}
+        }
+    }
+
+    /// The browser leg of `session` whose relay socket is `local`: the only browser leg, or of two (a browser
+    /// calling a browser) the one with that port; `None` when that does not decide it (two interfaces may hand out
+    /// the same port number).
+    fn media_leg_of(&self, session: SessionId, local: SocketAddr) -> Option<Leg> {
+        // A copy of the session's record, made only when a browser's media ends.
+        let record = self.media.as_ref()?.export(session)?;
+        let browser = |leg| record.webrtc.as_ref().is_some_and(|w| w.is_browser(leg));
+        let owns = |i: usize| record.legs[i].streams.iter().flatten().any(|s| s.port == local.port());
+        let candidate = |i: usize, leg| browser(leg) && (!browser(MediaLeg::A) || !browser(MediaLeg::B) || owns(i));
+        match (candidate(0, MediaLeg::A), candidate(1, MediaLeg::B)) {
+            (true, false) => Some(Leg::A),
+            (false, true) => Some(Leg::B),
+            _ => None,
         }
     }
 
@@ -1052,7 +1071,7 @@ impl Calls {
             return;
         }
         call.release = Some(("peer_gone", leg.label(), 200));
-        self.end_call(ctx, id, None);
+        self.end_call_gone(ctx, id, None, Some(leg));
     }
 
     /// Timer B/F of one of our client transactions: no final response.
@@ -1649,6 +1668,14 @@ impl Calls {
 
     /// Ends a confirmed call: BYE on every leg but `from` (which sent one).
     fn end_call(&mut self, ctx: &mut Ctx, id: CallRef, from: Option<Leg>) {
+        self.end_call_gone(ctx, id, from, None);
+    }
+
+    /// Ends call `id` with BYE to each leg but `from` (the leg that sent its own BYE). A leg known to be `gone`
+    /// (its media or keepalives died) still gets its BYE, in case only its media was lost, but the call is not
+    /// kept for its answer: the CDR comes out once the live leg's BYE is answered or times out, not 32 s later
+    /// when the dead leg's does (its transaction then finds no call and ends quietly).
+    fn end_call_gone(&mut self, ctx: &mut Ctx, id: CallRef, from: Option<Leg>, gone: Option<Leg>) {
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.state = State::Ending;
         call.pending_2xx = None;
@@ -1656,19 +1683,21 @@ impl Calls {
         let mut byes = Vec::new();
         if from != Some(Leg::A) && call.answer.is_some() {
             let branch = ctx.ids.branch();
-            byes.push((call.a.peer, call.a.request(Method::Bye, &branch)));
+            byes.push((call.a.peer, call.a.request(Method::Bye, &branch), gone != Some(Leg::A)));
         }
         if from != Some(Leg::B) {
             if let Some(b) = call.b.as_mut().filter(|b| b.dialog.remote_tag.is_some() && b.ack.is_some()) {
                 let branch = ctx.ids.branch();
-                byes.push((b.dialog.peer, b.dialog.request(Method::Bye, &branch)));
+                byes.push((b.dialog.peer, b.dialog.request(Method::Bye, &branch), gone != Some(Leg::B)));
             }
         }
         call.byes = 0;
-        for (peer, bye) in byes {
+        for (peer, bye, awaited) in byes {
             if let Ok(k) = ctx.txns.send_request(ctx.now, peer, bye) {
-                self.by_client.insert(k, (id, Purpose::Bye));
-                call.byes += 1;
+                if awaited {
+                    self.by_client.insert(k, (id, Purpose::Bye));
+                    call.byes += 1;
+                }
             }
         }
         if call.byes == 0 {

@@ -822,7 +822,10 @@ fn dead_peer_found_by_keepalive_ends_the_call_with_bye_both_sides() {
     let bye_a = request(&sent, A, Method::Bye);
     request(&sent, B, Method::Bye);
     w.send(A, SBC_A, answer(&bye_a, 200, "x", A, ""));
-    w.advance(Duration::from_secs(40)); // B never answers its BYE: timer F ends it
+    // B is gone: the CDR is written once A answered its BYE, not when B's BYE times out 32 s later.
+    assert_eq!(w.cdrs.len(), 1, "the CDR does not wait for the dead leg's BYE");
+    assert_eq!(w.ep.calls().len(), 0);
+    w.advance(Duration::from_secs(40)); // B never answers its BYE: timer F ends the transaction, nothing more
     assert_eq!(w.cdrs.len(), 1);
     assert_eq!((w.cdrs[0].release_cause, w.cdrs[0].released_by), ("peer_gone", "b"));
 }

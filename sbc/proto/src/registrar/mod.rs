@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use register::Registered;
+pub use register::{Registered, OUTBOUND};
 
 /// How long a nonce of a REGISTER challenge stays good: clients reuse it (with nc) for refreshes.
 const NONCE_LIFETIME_SECS: u64 = 300;
@@ -71,6 +71,11 @@ pub struct RegistrarConfig {
     pub max_contacts: usize,
     /// The pseudo-trunk of the users: calls from users come in on it, routes to it reach users.
     pub trunk: TrunkId,
+    /// Seconds sent as `Flow-Timer` in the 200 to an outbound registration (RFC 5626 §6): how long the flow may
+    /// stay without a keep-alive before we may take it for dead. The server derives it from the stream idle
+    /// timeout (`sip.tcp_idle_timeout`) so that a client's keep-alive, sent at 80–100 % of it (§4.4.1), comes
+    /// before the idle close.
+    pub flow_timer: u32,
 }
 
 impl Default for RegistrarConfig {
@@ -84,6 +89,7 @@ impl Default for RegistrarConfig {
             default_expires: 600,
             max_contacts: 5,
             trunk: TrunkId(0),
+            flow_timer: 270,
         }
     }
 }
@@ -100,8 +106,12 @@ impl RegistrarConfig {
 pub struct Binding {
     /// The Contact URI as registered: the Request-URI of requests to the user.
     pub contact: Bytes,
-    /// RFC 5626 `+sip.instance`, if the client gave one: a new REGISTER of the same instance replaces this binding.
+    /// RFC 5626 `+sip.instance`, if the client gave one: a new REGISTER of the same instance (and `reg_id`)
+    /// replaces this binding.
     pub instance: Option<Bytes>,
+    /// RFC 5626 `reg-id`, kept only together with `instance`: such a binding is an outbound registration, keyed by
+    /// (AOR, instance, reg-id) (§6), so one instance may hold one binding per flow (per reg-id) side by side.
+    pub reg_id: Option<u32>,
     /// The flow the REGISTER came in on: requests to the user go back on it.
     pub flow: Peer,
     /// When the binding lapses.
@@ -110,6 +120,22 @@ pub struct Binding {
     pub call_id: Bytes,
     /// See `call_id`.
     pub cseq: u32,
+}
+
+impl Binding {
+    /// The RFC 5626 key of an outbound registration's binding; `None` for any other.
+    pub fn flow_key(&self) -> Option<FlowKey> {
+        Some(FlowKey { instance: self.instance.clone()?, reg_id: self.reg_id? })
+    }
+}
+
+/// What identifies an outbound registration's binding within its AOR (RFC 5626 §6): the instance and reg-id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// `+sip.instance`, as the client sent it (quotes and angle brackets included).
+    pub instance: Bytes,
+    /// `reg-id`.
+    pub reg_id: u32,
 }
 
 /// What a lookup of a called user found.
@@ -132,6 +158,24 @@ pub struct BindingChange {
     pub binding: Option<Binding>,
     /// The Contact URI, also for a removal.
     pub contact: Bytes,
+    /// The binding's [`FlowKey`] for an outbound registration, also for a removal: the standby matches such a
+    /// change by it, not by the Contact (two flows of one instance may register the same Contact URI).
+    pub flow_key: Option<FlowKey>,
+}
+
+impl BindingChange {
+    /// The removal of `b` of `user`.
+    pub fn removal(user: &str, b: &Binding) -> Self {
+        Self { user: user.to_owned(), binding: None, contact: b.contact.clone(), flow_key: b.flow_key() }
+    }
+
+    /// Whether this change is about binding `b`: the same [`FlowKey`] for an outbound one, else the same Contact.
+    fn concerns(&self, b: &Binding) -> bool {
+        match &self.flow_key {
+            Some(k) => b.flow_key().as_ref() == Some(k),
+            None => b.contact == self.contact,
+        }
+    }
 }
 
 /// The bindings of all users, and the nonces of REGISTER challenges.
@@ -199,7 +243,7 @@ impl Registrar {
             list.retain(|b| {
                 let keep = !gone(b);
                 if !keep {
-                    out.push(BindingChange { user: user.clone(), binding: None, contact: b.contact.clone() });
+                    out.push(BindingChange::removal(user, b));
                 }
                 keep
             });
@@ -213,7 +257,7 @@ impl Registrar {
     /// dials it anew).
     pub fn apply(&mut self, change: BindingChange) {
         let list = self.bindings.entry(change.user.clone()).or_default();
-        list.retain(|b| b.contact != change.contact);
+        list.retain(|b| !change.concerns(b));
         if let Some(mut b) = change.binding {
             b.flow.conn = None;
             list.push(b);
@@ -231,10 +275,17 @@ impl Registrar {
                     user: user.clone(),
                     binding: Some(b.clone()),
                     contact: b.contact.clone(),
+                    flow_key: b.flow_key(),
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.user, &a.contact).cmp(&(&b.user, &b.contact)));
+        out.sort_by(|a, b| {
+            (&a.user, &a.contact, a.flow_key.as_ref().map(|k| k.reg_id)).cmp(&(
+                &b.user,
+                &b.contact,
+                b.flow_key.as_ref().map(|k| k.reg_id),
+            ))
+        });
         out
     }
 

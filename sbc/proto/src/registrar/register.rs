@@ -1,12 +1,24 @@
 //! One REGISTER, processed in the order of RFC 3261 §10.3: domain, authentication, the To AOR, Contacts and their
 //! expiry, Call-ID/CSeq order, then the 200 listing every binding.
+//!
+//! Outbound (RFC 5626 §6, registrar side): a Contact with both `+sip.instance` and `reg-id` makes an outbound
+//! binding, keyed by (AOR, instance, reg-id): a new flow with the same reg-id replaces the old binding, another
+//! reg-id is kept beside it. A `reg-id` without an instance is ignored (§5.2: not an outbound registration). When
+//! the REGISTER also says `Supported: outbound` and came over a connection (TCP, TLS, WS, WSS: where our
+//! keep-alive answers run, CRLFCRLF and WebSocket pings), the 200 says `Require: outbound` and `Flow-Timer`. Over
+//! UDP it does not: we answer no STUN keep-alives on SIP ports (§4.4.2), so the client would find its flow broken.
+//! We are the edge proxy and the registrar in one, so no Path or flow token is involved: the binding holds the
+//! flow itself ([`Binding::flow`]).
 
-use super::{seconds_left, secs, Binding, BindingChange, Registrar};
+use super::{seconds_left, secs, Binding, BindingChange, FlowKey, Registrar};
 use crate::msg::{Contacts, HeaderName, Request, Response};
 use crate::policy::digest::{Algorithm, Credentials, NonceCheck};
 use crate::transport::Peer;
 use bytes::Bytes;
 use std::time::Instant;
+
+/// The option tag of SIP outbound (RFC 5626 §11.1).
+pub const OUTBOUND: &str = "outbound";
 
 /// The outcome of a REGISTER.
 #[derive(Debug, Clone)]
@@ -98,13 +110,13 @@ impl Registrar {
         };
         let call_id = req.headers.get_bytes(&HeaderName::CallId).unwrap_or_default();
         let cseq = req.headers.cseq().map(|c| c.seq).unwrap_or(0);
-        let wanted: Vec<(Bytes, Option<Bytes>, u32)> = match contacts {
+        let wanted: Vec<(Bytes, Option<Bytes>, Option<u32>, u32)> = match contacts {
             Contacts::Star => {
                 // `*` removes every binding, and only with Expires: 0 (§10.2.2).
                 if expires_header != Some(0) || req.headers.count(&HeaderName::Contact) != 1 {
                     return Registered::answer(req, 400, "Invalid Wildcard", "bad_request");
                 }
-                self.bindings(&user).iter().map(|b| (b.contact.clone(), b.instance.clone(), 0)).collect()
+                self.bindings(&user).iter().map(|b| (b.contact.clone(), b.instance.clone(), b.reg_id, 0)).collect()
             }
             Contacts::Addrs(addrs) => {
                 let mut out = Vec::with_capacity(addrs.len());
@@ -122,45 +134,67 @@ impl Registrar {
                         return r;
                     }
                     let instance = a.param("+sip.instance").flatten().map(Bytes::copy_from_slice);
-                    out.push((Bytes::copy_from_slice(a.uri_bytes()), instance, granted.min(self.config.max_expires)));
+                    let reg_id = match a.param("reg-id") {
+                        None => None,
+                        // §5.2: reg-id means nothing without an instance.
+                        Some(_) if instance.is_none() => None,
+                        Some(v) => match v.and_then(|v| std::str::from_utf8(v).ok()?.parse::<u32>().ok()) {
+                            Some(n) if n > 0 => Some(n),
+                            _ => return Registered::answer(req, 400, "Bad reg-id", "bad_request"),
+                        },
+                    };
+                    let granted = granted.min(self.config.max_expires);
+                    out.push((Bytes::copy_from_slice(a.uri_bytes()), instance, reg_id, granted));
                 }
                 out
             }
         };
         let list = self.bindings.entry(user.clone()).or_default();
         // §10.3 step 7: a request older than what made a binding is refused as a whole, before anything changes.
-        let stale = wanted.iter().any(|(contact, instance, _)| {
-            list.iter().any(|b| same(b, contact, instance.as_ref()) && b.call_id == call_id && b.cseq >= cseq)
+        let stale = wanted.iter().any(|(contact, instance, reg_id, _)| {
+            list.iter().any(|b| same(b, contact, instance.as_ref(), *reg_id) && b.call_id == call_id && b.cseq >= cseq)
         });
         if stale {
             return Registered::answer(req, 500, "Out of Order", "out_of_order");
         }
         let mut changes = Vec::new();
-        for (contact, instance, granted) in wanted {
+        let mut outbound = false;
+        for (contact, instance, reg_id, granted) in wanted {
+            let flow_key = instance.clone().zip(reg_id).map(|(instance, reg_id)| FlowKey { instance, reg_id });
             let before = list.len();
-            list.retain(|b| !same(b, &contact, instance.as_ref()));
+            list.retain(|b| !same(b, &contact, instance.as_ref(), reg_id));
             if granted == 0 {
                 if list.len() != before {
-                    changes.push(BindingChange { user: user.clone(), binding: None, contact });
+                    changes.push(BindingChange { user: user.clone(), binding: None, contact, flow_key });
                 }
                 continue;
             }
             if list.len() >= self.config.max_contacts.max(1) {
                 let oldest = list.remove(0);
-                changes.push(BindingChange { user: user.clone(), binding: None, contact: oldest.contact });
+                changes.push(BindingChange::removal(&user, &oldest));
             }
+            outbound |= flow_key.is_some();
             let b = Binding {
                 contact: contact.clone(),
                 instance,
+                reg_id,
                 flow,
                 expires: now + secs(granted),
                 call_id: call_id.clone(),
                 cseq,
             };
             list.push(b.clone());
-            changes.push(BindingChange { user: user.clone(), binding: Some(b), contact });
+            changes.push(BindingChange { user: user.clone(), binding: Some(b), contact, flow_key });
         }
         let mut r = Registered::answer(req, 200, "OK", "ok");
+        let supported =
+            req.headers.list(&HeaderName::Supported).any(|t| t.trim_ascii().eq_ignore_ascii_case(b"outbound"));
+        if outbound && supported && flow.conn.is_some() {
+            r.response.headers.push(HeaderName::Require, OUTBOUND);
+            r.response
+                .headers
+                .push(HeaderName::Other(Bytes::from_static(b"Flow-Timer")), self.config.flow_timer.to_string());
+        }
         for b in self.bindings(&user) {
             let contact = format!("<{}>;expires={}", String::from_utf8_lossy(&b.contact), seconds_left(b, now));
             r.response.headers.push(HeaderName::Contact, contact);
@@ -171,9 +205,14 @@ impl Registrar {
     }
 }
 
-/// Whether binding `b` is the one a Contact names: the same instance (RFC 5626), else the same URI (byte for
-/// byte: clients re-register the Contact they registered; §10.3's URI comparison is not needed for that).
-fn same(b: &Binding, contact: &Bytes, instance: Option<&Bytes>) -> bool {
+/// Whether binding `b` is the one a Contact names: for an outbound registration the same instance and reg-id
+/// (RFC 5626 §6); otherwise, among the bindings that are not outbound, the same instance (RFC 5627 §3.1 in spirit)
+/// or else the same URI (byte for byte: clients re-register the Contact they registered; §10.3's URI comparison is
+/// not needed for that).
+fn same(b: &Binding, contact: &Bytes, instance: Option<&Bytes>, reg_id: Option<u32>) -> bool {
+    if reg_id.is_some() || b.reg_id.is_some() {
+        return reg_id == b.reg_id && instance == b.instance.as_ref();
+    }
     match (instance, &b.instance) {
         (Some(i), Some(bi)) => i == bi,
         _ => b.contact == *contact,

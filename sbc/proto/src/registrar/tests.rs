@@ -6,6 +6,8 @@ use crate::policy::digest::{Challenge, Client};
 use crate::transport::Transport;
 use std::net::SocketAddr;
 
+mod outbound;
+
 const US: ([u8; 4], u16) = ([198, 18, 1, 1], 5060);
 const ALICE_NAT: ([u8; 4], u16) = ([198, 18, 1, 50], 40000);
 
@@ -19,6 +21,7 @@ fn registrar() -> Registrar {
         default_expires: 600,
         max_contacts: 2,
         trunk: TrunkId(3),
+        flow_timer: 270,
     };
     Registrar::new(Arc::new(config), NonceConfig::default())
 }
@@ -58,13 +61,26 @@ fn register_with(
     contacts: &[&str],
     extra: &str,
 ) -> Registered {
-    let first = reg.handle_register(now, flow(), &register("1001", cseq, contacts, extra), || "secret".into());
+    register_on(reg, now, flow(), password, cseq, contacts, extra)
+}
+
+/// [`register_with`] over `flow`.
+fn register_on(
+    reg: &mut Registrar,
+    now: Instant,
+    flow: Peer,
+    password: &str,
+    cseq: u32,
+    contacts: &[&str],
+    extra: &str,
+) -> Registered {
+    let first = reg.handle_register(now, flow, &register("1001", cseq, contacts, extra), || "secret".into());
     assert_eq!((first.response.status, first.result), (401, "challenged"));
     let ch = Challenge::parse(&header(&first.response, HeaderName::WwwAuthenticate)).expect("our challenge parses");
     assert!(ch.qop_auth, "qop=auth offered");
     let mut client = Client::new(ch, "1001", Secret::new(password));
     let auth = format!("Authorization: {}\r\n", client.authorize("REGISTER", "sip:sbc.example", "cn1"));
-    reg.handle_register(now, flow(), &register("1001", cseq + 1, contacts, &format!("{extra}{auth}")), || {
+    reg.handle_register(now, flow, &register("1001", cseq + 1, contacts, &format!("{extra}{auth}")), || {
         unreachable!("secret made once")
     })
 }
@@ -245,7 +261,12 @@ fn a_standby_applies_the_actives_bindings_without_its_connection() {
     }
     let Lookup::Bound(b) = standby.lookup("1001") else { panic!("replicated") };
     assert_eq!(b.flow.remote, SocketAddr::from(ALICE_NAT));
-    standby.apply(BindingChange { user: "1001".into(), binding: None, contact: Bytes::from_static(b"sip:1001@a") });
+    standby.apply(BindingChange {
+        user: "1001".into(),
+        binding: None,
+        contact: Bytes::from_static(b"sip:1001@a"),
+        flow_key: None,
+    });
     assert_eq!(standby.active(), 0);
 }
 

@@ -420,6 +420,7 @@ impl Config {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let cdr_path = raw.cdr.and_then(|c| c.path).map(|p| if p.is_relative() { base.join(p) } else { p });
                 dns.names = names;
+                let idle = sip.tcp_idle_timeout;
                 Ok(Config {
                     sip,
                     log,
@@ -433,12 +434,23 @@ impl Config {
                     dns,
                     drain_deadline,
                     hep,
-                    registrar: registrar.map(Arc::new),
+                    registrar: registrar.map(|r| Arc::new(with_flow_timer(r, idle))),
                 })
             }
             _ => Err(ConfigError::from_list(errors)),
         }
     }
+}
+
+/// The registrar's `Flow-Timer` (RFC 5626 §6) from the stream idle timeout: 90 % of it, in whole seconds (at least
+/// 1), so that a client's keep-alive, which comes at 80–100 % of the Flow-Timer (§4.4.1), arrives before the idle
+/// close with a margin for its transit.
+fn with_flow_timer(
+    mut r: sbc_proto::registrar::RegistrarConfig,
+    idle: std::time::Duration,
+) -> sbc_proto::registrar::RegistrarConfig {
+    r.flow_timer = u32::try_from(idle.as_secs() * 9 / 10).unwrap_or(u32::MAX).max(1);
+    r
 }
 
 fn keep<T>(result: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {

@@ -155,6 +155,8 @@ impl Validator<'_> {
             default_expires: default,
             max_contacts,
             trunk,
+            // Set from `[sip] tcp_idle_timeout` once the whole configuration is read (`with_flow_timer`).
+            flow_timer: RegistrarConfig::default().flow_timer,
         }))
     }
 }

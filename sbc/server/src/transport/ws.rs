@@ -18,7 +18,7 @@ use sbc_proto::transport::{Peer, TlsIdentity};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -33,6 +33,13 @@ pub const UPGRADES: &str = "sbc_ws_upgrades_total";
 pub const UPGRADES_REFUSED: &str = "sbc_ws_upgrades_refused_total";
 /// WebSocket messages refused for their size (the connection is closed with 1009).
 pub const TOO_LARGE: &str = "sbc_ws_messages_too_large_total";
+/// Double-CRLF keep-alive pings in WebSocket messages answered with a CRLF pong, by `transport`.
+pub const CRLF_PONGS: &str = "sbc_ws_crlf_pongs_total";
+/// Closing handshakes run, by `transport` and `clean` (`yes`: close frames exchanged, close_notify and FIN sent
+/// within [`CLOSE_GRACE`]; `no`: the peer did not answer in time or the write failed).
+pub const CLOSES: &str = "sbc_ws_closing_handshakes_total";
+/// How long a closing handshake may take before the connection is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// At most one log line per interval for refused upgrades.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// WebSocket pings on an otherwise quiet connection, at this fraction of the idle timeout: a browser answers them
@@ -178,6 +185,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let ping_every = (limits.idle_timeout / PINGS_PER_IDLE_TIMEOUT).max(Duration::from_secs(1));
     let mut next_ping = Instant::now() + ping_every;
     let limit = limits.message_timeout;
+    let mut peer_sent_close = false;
     let reason = loop {
         let (deadline, _) = clock.next_deadline();
         tokio::select! {
@@ -192,12 +200,25 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let bytes = match msg {
                     Message::Text(t) => Bytes::from(t),
                     Message::Binary(b) => b,
-                    // Tungstenite answers pings and close frames itself.
-                    Message::Close(_) => break CloseReason::ClosedByPeer,
+                    // Tungstenite queues the close reply; `close` below sends it.
+                    Message::Close(_) => {
+                        peer_sent_close = true;
+                        break CloseReason::ClosedByPeer;
+                    }
+                    // Tungstenite answers pings itself.
                     Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 };
-                // CRLF keep-alives inside WebSocket messages (some clients send them) carry no SIP.
+                // CRLF keep-alives inside WebSocket messages (SIP.js sends them) carry no SIP; a double CRLF is a
+                // ping owed a single CRLF pong (RFC 5626 §4.4.1), as over TCP.
                 if bytes.iter().all(|&b| b == b'\r' || b == b'\n') {
+                    if bytes.windows(4).any(|w| w == b"\r\n\r\n") {
+                        metrics::counter!(CRLF_PONGS, "transport" => transport.as_str()).increment(1);
+                        match tokio::time::timeout(limit, ws.send(Message::text("\r\n"))).await {
+                            Err(_) => break CloseReason::WriteTimeout,
+                            Ok(Err(_)) => break CloseReason::WriteError,
+                            Ok(Ok(())) => clock.on_write(Instant::now().into_std()),
+                        }
+                    }
                     continue;
                 }
                 clock.on_read(now.into_std(), 1, false);
@@ -236,19 +257,50 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     };
-    let code = match reason {
-        CloseReason::TooLarge => CloseCode::Size,
-        CloseReason::ClosedByPeer | CloseReason::ReadError => CloseCode::Normal,
-        CloseReason::Framing => CloseCode::Protocol,
-        _ => CloseCode::Away,
-    };
-    if !matches!(reason, CloseReason::ClosedByPeer | CloseReason::ReadError | CloseReason::WriteError) {
-        let frame = CloseFrame { code, reason: reason.label().into() };
-        let _ = tokio::time::timeout(Duration::from_millis(200), ws.close(Some(frame))).await;
-    }
+    // Counted when decided: the closing handshake below may wait for the client.
     closed(remote, transport, Some(id), reason);
+    let handshake = if peer_sent_close { Some(None) } else { close_code(reason).map(Some) };
+    if let Some(code) = handshake {
+        let frame = code.map(|code| CloseFrame { code, reason: reason.label().into() });
+        let ok = tokio::time::timeout(CLOSE_GRACE, close(&mut ws, frame)).await.is_ok_and(|done| done);
+        metrics::counter!(CLOSES, "transport" => transport.as_str(), "clean" => if ok { "yes" } else { "no" })
+            .increment(1);
+    }
     drop(slot);
     let _ = closed_tx.send(Peer { transport, local, remote, conn: Some(id) }).await;
+}
+
+/// The close code we send when we end a connection for `reason` (RFC 6455 §7.4.1); `None` when no closing
+/// handshake is possible or due (the peer reset the connection, or writing to it failed).
+fn close_code(reason: CloseReason) -> Option<CloseCode> {
+    match reason {
+        CloseReason::ClosedByPeer | CloseReason::ReadError | CloseReason::WriteError => None,
+        CloseReason::TooLarge => Some(CloseCode::Size),
+        CloseReason::Banned => Some(CloseCode::Policy),
+        CloseReason::Framing => Some(CloseCode::Protocol),
+        _ => Some(CloseCode::Away),
+    }
+}
+
+/// The closing handshake (RFC 6455 §7.1): our close frame (`frame`), or the reply tungstenite queued to the
+/// peer's (`None`), flushed; for our own close, the peer's reply awaited; then the TLS close_notify of `wss:` and
+/// the TCP FIN (the server closes the TCP connection first, §7.1.1). Returns whether every step succeeded.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, frame: Option<CloseFrame>) -> bool {
+    let ours = frame.is_some();
+    // After the peer's close frame tungstenite refuses a new one (SendAfterClosing): a flush sends its reply.
+    let sent = if ours { ws.close(frame).await } else { SinkExt::flush(ws).await };
+    if sent.is_err() {
+        return false;
+    }
+    if ours {
+        // Messages still in flight before the peer's reply are dropped: the connection is ending.
+        while let Some(Ok(m)) = ws.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    }
+    ws.get_mut().shutdown().await.is_ok()
 }
 
 /// Why a read ended the connection; an oversized message is counted.
@@ -265,5 +317,24 @@ fn read_error(e: tungstenite::Error, transport: Transport) -> CloseReason {
         E::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionReset => CloseReason::ClosedByPeer,
         E::Io(_) => CloseReason::ReadError,
         _ => CloseReason::Framing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_close_codes_say_why_and_a_dead_peer_gets_no_closing_handshake() {
+        let code = |r| close_code(r).map(u16::from);
+        assert_eq!(code(CloseReason::TooLarge), Some(1009));
+        assert_eq!(code(CloseReason::Banned), Some(1008));
+        assert_eq!(code(CloseReason::Framing), Some(1002));
+        for going_away in [CloseReason::Idle, CloseReason::FirstMessageTimeout, CloseReason::Shutdown] {
+            assert_eq!(code(going_away), Some(1001), "{going_away:?}");
+        }
+        for dead in [CloseReason::ClosedByPeer, CloseReason::ReadError, CloseReason::WriteError] {
+            assert_eq!(code(dead), None, "{dead:?}");
+        }
     }
 }

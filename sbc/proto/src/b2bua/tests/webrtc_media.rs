@@ -135,6 +135,43 @@ fn chromium_offer_reaches_the_carrier_as_small_plain_rtp_and_the_browser_gets_an
 }
 
 #[test]
+fn a_vanished_browser_gets_its_cdr_once_the_carrier_answers_the_bye_not_after_the_browsers_bye_times_out() {
+    let mut w = world_with_media();
+    let sent = w.send(A, SBC_A, invite_from_browser("call-wr3", CHROMIUM_OFFER));
+    let inv_b = request(&sent, B, Method::Invite);
+    let sent = w.send(B, SBC_B, answer(&inv_b, 200, "b1", B, SDP_B));
+    response(&sent, A, 200);
+    let spec = w
+        .media
+        .iter()
+        .find_map(|c| match c {
+            Command::Webrtc(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the browser leg's WebRTC spec");
+    let ended = relay_proto::control::Event::WebrtcEnded {
+        session: spec.session,
+        local: spec.local,
+        reason: "consent_expired".into(),
+    };
+    let decided = w.now;
+    w.ep.handle_media_event(w.now, &ended);
+    let sent = w.drain();
+    request(&sent, A, Method::Bye);
+    let bye_b = request(&sent, B, Method::Bye);
+    assert!(w.cdrs.is_empty(), "the carrier's BYE is still open");
+    w.advance(Duration::from_millis(40));
+    w.send(B, SBC_B, answer(&bye_b, 200, "b1", B, ""));
+    // The browser never answers; its BYE would time out 32 s later. The CDR is out now, with the end as decided.
+    assert_eq!(w.cdrs.len(), 1, "written when the carrier answered its BYE");
+    let cdr = &w.cdrs[0];
+    assert_eq!((cdr.release_cause, cdr.released_by, cdr.end), ("webrtc_media_ended", "sbc", decided));
+    assert_eq!(w.ep.calls().len(), 0);
+    w.advance(Duration::from_secs(40));
+    assert_eq!(w.cdrs.len(), 1, "the browser's BYE timing out writes nothing more");
+}
+
+#[test]
 fn a_browser_offer_without_a_codec_the_relay_passes_is_refused_488_before_any_carrier() {
     let mut w = world_with_media();
     let g722_only = CHROMIUM_OFFER
