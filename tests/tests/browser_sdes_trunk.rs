@@ -4,13 +4,16 @@
 //! relay decrypts the browser's DTLS-SRTP and encrypts for the carrier with the carrier leg's own SDES keys, and
 //! back (docs/webrtc-media.md).
 //!
-//! One call: the carrier's INVITE is `RTP/SAVP` with the SBC's `a=crypto` keys and nothing of WebRTC; the RTP the
-//! relay sends the carrier is encrypted (its payloads do not decode to the tone); baresip decrypts it and its
-//! recording is the page's tone (dominant frequency within 2 %); the carrier's audio reaches the page (`getStats()`
-//! inbound packetsReceived and audioLevel > 0); the SBC counts no SRTP authentication failure.
+//! - The page calls the carrier: the carrier's INVITE is `RTP/SAVP` with the SBC's `a=crypto` keys and nothing of
+//!   WebRTC; the RTP the relay sends the carrier is encrypted (its payloads do not decode to the tone); baresip
+//!   decrypts it and its recording is the page's tone (dominant frequency within 2 %); the carrier's audio reaches
+//!   the page (`getStats()` inbound packetsReceived and audioLevel > 0); the SBC counts no SRTP authentication
+//!   failure.
+//! - The carrier calls the registered page with an SDES offer: the page is offered DTLS-SRTP (no `a=crypto`), the
+//!   carrier gets an answer with a key of the SBC's own, media both ways as above.
 //!
-//! Kept in its own file so that it needs nothing of browser_call.rs; cargo runs test files one after another, so
-//! there is still one Chromium at a time.
+//! Kept in its own file so that it needs nothing of browser_call.rs; cargo runs test files one after another, and
+//! the two tests here take turns ([`SERIAL`]), so there is one Chromium at a time.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -31,6 +34,9 @@ const PAGE_HZ: f64 = 1000.0;
 const CARRIER_HZ: f64 = 440.0;
 /// How long baresip stays up (it quits by itself after this; the page hangs up well before).
 const CARRIER_SECS: u64 = 45;
+
+/// One test at a time: a Chromium each at once on 2 cores miss their deadlines (as in browser_call.rs).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The SBC with `wss:` for user 1001 on side a and carrier-b (`srtp = "required"`) on side b, media anchored.
 fn start_sbc(topo: &Topology) -> (Sbc, String) {
@@ -130,26 +136,27 @@ fn wait_for_text(path: &Path, text: &str, limit: Duration) -> anyhow::Result<()>
     anyhow::bail!("no {text:?} in {} within {limit:?}", path.display())
 }
 
-#[test]
-fn chromium_calls_a_carrier_that_requires_sdes_srtp_and_the_tones_cross_dtls_srtp_to_sdes_srtp_and_back() {
-    let topo = Topology::single_sbc().expect("topology");
-    let (sbc, spki) = start_sbc(&topo);
-    let capture = Capture::start(&topo, Host::B, "eth0", "carrier", Duration::from_secs(60)).expect("capture at b");
-
+/// baresip on side b as the carrier with mandatory SDES-SRTP, playing 440 Hz: answering calls at once as
+/// `CALLED`, or calling `dial`. Returns it and its directory (its recording is there).
+fn carrier_phone(topo: &Topology, dial: Option<&str>) -> (tests::netns::Process, std::path::PathBuf) {
     let carrier_wav = topo.dir().join("carrier.wav");
     write_tone(&carrier_wav, 8000, CARRIER_HZ, 8000.0, CARRIER_SECS as u32 + 5).expect("carrier tone");
     let phone = Phone {
         name: "carrier".into(),
         ip: CARRIER_B,
         user: CALLED.into(),
-        auto_answer: true,
+        auto_answer: dial.is_none(),
         rtcp_mux: false,
         source: carrier_wav,
         mediaenc: Some("srtp-mand".into()),
     };
-    let (mut carrier, carrier_dir) = phone.spawn(&topo, Host::B, CARRIER_SECS, None).expect("baresip starts");
+    let (carrier, dir) = phone.spawn(topo, Host::B, CARRIER_SECS, dial).expect("baresip starts");
     topo.wait_udp_listening(Host::B, 5060, Duration::from_secs(10)).expect("baresip listens");
+    (carrier, dir)
+}
 
+/// Chromium in namespace a with the 1 kHz tone as its microphone, registered over `wss:` as user 1001.
+fn registered_browser(topo: &Topology, sbc: &Sbc, spki: String) -> Browser {
     let page_wav = topo.dir().join("tone-1k.wav");
     write_tone(&page_wav, 48_000, PAGE_HZ, 8000.0, 30).expect("the page's tone");
     let opts = BrowserOptions { origin: ORIGIN.into(), wav: Some(page_wav), spki: vec![spki], ..Default::default() };
@@ -160,6 +167,63 @@ fn chromium_calls_a_carrier_that_requires_sdes_srtp_and_the_tones_cross_dtls_srt
         .unwrap_or_else(|e| panic!("JsSIP could not connect: {e:#}\n{}\n{}", b.stderr_tail(), sbc.log_tail()));
     let registered = b.first_event(&["registered", "registrationFailed"], Duration::from_secs(20));
     assert_eq!(registered.as_ref().ok().and_then(|e| e["event"].as_str()), Some("registered"), "{registered:?}");
+    b
+}
+
+/// Polls the page's `getStats()` until 5 s of audio (250 packets of 20 ms) came in with a level above 0, for at
+/// most 20 s; the last stats either way. The call lasts that long, so the carrier gets seconds of the tone too.
+fn inbound_audio(b: &mut Browser) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = b.stats().expect("getStats() of the call");
+        let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+        let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
+        if (packets >= 250 && level > 0.0) || Instant::now() > end {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The SRTP counters of the SBC: (decrypted, encrypted, authentication failures, dropped before the keys).
+fn srtp_counters(sbc: &Sbc) -> (f64, f64, f64, f64) {
+    let metric = |m: &str| sbc.metric(m).unwrap_or_else(|e| panic!("{m}: {e}"));
+    let counters = (
+        metric("sbc_media_srtp_unprotected_total"),
+        metric("sbc_media_srtp_protected_total"),
+        metric("sbc_media_srtp_auth_failures_total"),
+        metric("sbc_media_packets_dropped_total{reason=\"srtp_no_keys\"}"),
+    );
+    eprintln!("srtp: decrypted, encrypted, auth failures, no keys: {counters:?}");
+    counters
+}
+
+/// baresip's recording of the call (in `dir`) is the page's tone, from its second second on.
+fn assert_carrier_heard_the_page(dir: &Path) {
+    let heard = read_samples(&received_audio(dir).expect("baresip's recording")).expect("samples");
+    let window = heard.get(8000..24000).unwrap_or(&heard);
+    let tone = tests::tone::check_tone(window, 8000.0, PAGE_HZ, 0.02)
+        .unwrap_or_else(|e| panic!("baresip's recording ({} samples) is not the page's tone: {e:#}", heard.len()));
+    eprintln!("baresip heard: {tone:?}");
+}
+
+/// The `inline:` keys of the `a=crypto` lines of the SDP bodies `from` sent.
+fn inline_keys(sdp: &[(Ipv4Addr, String)], from: Ipv4Addr) -> Vec<String> {
+    sdp.iter()
+        .filter(|(f, _)| *f == from)
+        .flat_map(|(_, s)| s.lines().filter(|l| l.starts_with("a=crypto:")))
+        .filter_map(|l| l.split_once("inline:").map(|(_, k)| k.split(['|', ' ']).next().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[test]
+fn chromium_calls_a_carrier_that_requires_sdes_srtp_and_the_tones_cross_dtls_srtp_to_sdes_srtp_and_back() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let topo = Topology::single_sbc().expect("topology");
+    let (sbc, spki) = start_sbc(&topo);
+    let capture = Capture::start(&topo, Host::B, "eth0", "carrier", Duration::from_secs(60)).expect("capture at b");
+    let (mut carrier, carrier_dir) = carrier_phone(&topo, None);
+    let mut b = registered_browser(&topo, &sbc, spki);
 
     b.call(&format!("sip:{CALLED}@{SBC_A}")).expect("the page starts a call");
     let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(40));
@@ -171,18 +235,7 @@ fn chromium_calls_a_carrier_that_requires_sdes_srtp_and_the_tones_cross_dtls_srt
         sbc.log_tail()
     );
 
-    // 5 s of the carrier's audio in the page (250 packets of 20 ms), for at most 20 s; the call lasts that long, so
-    // the carrier gets seconds of the page's tone too.
-    let end = Instant::now() + Duration::from_secs(20);
-    let stats = loop {
-        let stats = b.stats().expect("getStats() of the call");
-        let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
-        let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
-        if (packets >= 250 && level > 0.0) || Instant::now() > end {
-            break stats;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let stats = inbound_audio(&mut b);
     eprintln!("page stats: {stats}");
     b.hangup().expect("the page hangs up");
     let ended = b.first_event(&["ended"], Duration::from_secs(10));
@@ -190,16 +243,7 @@ fn chromium_calls_a_carrier_that_requires_sdes_srtp_and_the_tones_cross_dtls_srt
     wait_for_text(&carrier.stdout, "terminated", Duration::from_secs(10))
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", carrier.output_tail(), sbc.log_tail()));
     carrier.terminate(Duration::from_secs(5)).expect("baresip stops");
-    let metric = |m: &str| sbc.metric(m).unwrap_or_else(|e| panic!("{m}: {e}"));
-    let (unprotected, protected) =
-        (metric("sbc_media_srtp_unprotected_total"), metric("sbc_media_srtp_protected_total"));
-    let (auth_failures, no_keys) = (
-        metric("sbc_media_srtp_auth_failures_total"),
-        metric("sbc_media_packets_dropped_total{reason=\"srtp_no_keys\"}"),
-    );
-    eprintln!(
-        "srtp: unprotected {unprotected}, protected {protected}, auth failures {auth_failures}, no keys {no_keys}"
-    );
+    let (unprotected, protected, auth_failures, _) = srtp_counters(&sbc);
     b.close().expect("the browser closes");
 
     // Side b: RTP/SAVP with the SBC's keys and nothing of WebRTC in the INVITE; baresip answered with a key.
@@ -229,13 +273,66 @@ fn chromium_calls_a_carrier_that_requires_sdes_srtp_and_the_tones_cross_dtls_srt
     assert!(readable < 2, "the page's tone is readable in {readable} of 3 s on the wire to the carrier: not encrypted");
 
     // baresip decrypted it: its recording is the page's tone.
-    let heard = read_samples(&received_audio(&carrier_dir).expect("baresip's recording")).expect("samples");
-    let window = heard.get(8000..24000).unwrap_or(&heard);
-    let tone = tests::tone::check_tone(window, 8000.0, PAGE_HZ, 0.02)
-        .unwrap_or_else(|e| panic!("baresip's recording ({} samples) is not the page's tone: {e:#}", heard.len()));
-    eprintln!("baresip heard: {tone:?}");
+    assert_carrier_heard_the_page(&carrier_dir);
 
     // The carrier's audio reached the page, and every SRTP packet authenticated on both legs.
+    let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
+    let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
+    assert!(packets >= 250 && level > 0.0, "audio from the carrier reaches the browser: {stats}");
+    assert_eq!(auth_failures, 0.0, "no SRTP authentication failure");
+    assert!(unprotected >= 300.0 && protected >= 300.0, "SRTP both ways: {unprotected} / {protected}");
+}
+
+#[test]
+fn a_carrier_that_requires_sdes_srtp_calls_the_registered_chromium_user_and_media_crosses_both_ways() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let topo = Topology::single_sbc().expect("topology");
+    let (sbc, spki) = start_sbc(&topo);
+    let capture = Capture::start(&topo, Host::B, "eth0", "carrier", Duration::from_secs(60)).expect("capture at b");
+    let mut b = registered_browser(&topo, &sbc, spki);
+    let (mut carrier, carrier_dir) = carrier_phone(&topo, Some(&format!("sip:1001@{SBC_B}")));
+
+    let incoming = b.event("newRTCSession", Duration::from_secs(20));
+    assert!(
+        incoming.as_ref().is_ok_and(|e| e["originator"] == "remote"),
+        "the carrier's call reaches the page: {incoming:?}\ncarrier:\n{}\n{}",
+        carrier.output_tail(),
+        sbc.log_tail()
+    );
+    b.answer().expect("the page answers");
+    let outcome = b.first_event(&["confirmed", "failed"], Duration::from_secs(30));
+    assert_eq!(
+        outcome.as_ref().ok().and_then(|e| e["event"].as_str()),
+        Some("confirmed"),
+        "the call is confirmed in the browser: {outcome:?}\ncarrier:\n{}\nSBC log:\n{}",
+        carrier.output_tail(),
+        sbc.log_tail()
+    );
+    let offer = b.sdp().expect("the page's SDP")["remote"].as_str().unwrap_or_default().to_owned();
+    assert!(offer.contains("UDP/TLS/RTP/SAVPF") && offer.contains("a=setup:actpass"), "the SBC's offer:\n{offer}");
+    assert!(!offer.contains("a=crypto"), "no SDES key towards the browser:\n{offer}");
+
+    let stats = inbound_audio(&mut b);
+    eprintln!("page stats: {stats}");
+    b.hangup().expect("the page hangs up");
+    let ended = b.first_event(&["ended"], Duration::from_secs(10));
+    assert!(ended.is_ok(), "the call ends in the page: {ended:?}");
+    wait_for_text(&carrier.stdout, "terminated", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", carrier.output_tail(), sbc.log_tail()));
+    carrier.terminate(Duration::from_secs(5)).expect("baresip stops");
+    let (unprotected, protected, auth_failures, _) = srtp_counters(&sbc);
+    b.close().expect("the browser closes");
+
+    // Side b: the carrier's keyed offer was answered RTP/SAVP with one key, of the SBC's own.
+    let sdp = sdp_bodies(&capture.finish().expect("the capture"));
+    let (theirs, ours) = (inline_keys(&sdp, CARRIER_B), inline_keys(&sdp, SBC_B));
+    eprintln!("side b: the carrier's keys {theirs:?}, the SBC's {ours:?}");
+    let answer = sdp.iter().find(|(from, _)| *from == SBC_B).map(|(_, s)| s.clone()).unwrap_or_default();
+    assert!(answer.contains("RTP/SAVP") && !answer.contains("fingerprint"), "the SBC's answer:\n{answer}");
+    assert!(!theirs.is_empty() && !ours.is_empty(), "keys both ways at side b: {sdp:?}");
+    assert!(ours.iter().all(|k| !theirs.contains(k)), "the SBC answered with a key of its own");
+
+    assert_carrier_heard_the_page(&carrier_dir);
     let packets = stats["inbound"]["packetsReceived"].as_u64().unwrap_or(0);
     let level = stats["inbound"]["audioLevel"].as_f64().unwrap_or(0.0);
     assert!(packets >= 250 && level > 0.0, "audio from the carrier reaches the browser: {stats}");
