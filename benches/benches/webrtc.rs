@@ -4,12 +4,14 @@
 //!   baseline of generating the relay's certificate (one ECDSA P-256 key). Handshakes per second = 1 / time.
 //! - `webrtc/packet`: `Table::on_packet` for one 172-byte RTP packet: plain RTP to plain RTP (the baseline, the
 //!   path of every SIP call), SRTP from a browser decrypted to RTP for the carrier (after ICE and the handshake
-//!   through the table itself), and the carrier's RTP encrypted to SRTP for the browser. CPU per million packets
-//!   = time per packet × 10^6.
+//!   through the table itself), and the carrier's RTP encrypted to SRTP for the browser; then the same two with
+//!   the carrier's leg on SDES-SRTP (a trunk with `srtp = "required"`): decrypted with one leg's keys and
+//!   encrypted with the other's. CPU per million packets = time per packet × 10^6.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use relay_proto::control::{Command, EndpointSpec, Leg, SessionId};
 use relay_proto::flow::Table;
+use relay_proto::sdes::{KeyMaterial, OsKeys, SrtpKeys, Suite};
 use relay_proto::srtp::EndpointCrypto;
 use relay_proto::webrtc::dtls::{DtlsCertificate, DtlsEvent, DtlsLeg, DtlsRole};
 use relay_proto::webrtc::ice::IceCredentials;
@@ -89,8 +91,9 @@ fn plain_table(now: Instant) -> Table {
     t
 }
 
-/// A browser call through the table: ICE check, DTLS through `on_packet`; the browser's SRTP contexts.
-fn webrtc_table(now: Instant) -> (Table, EndpointCrypto) {
+/// A browser call through the table: ICE check, DTLS through `on_packet`; the browser's SRTP contexts. With
+/// `carrier`, the carrier's leg is SDES-SRTP with those keys (the relay's view).
+fn webrtc_table(now: Instant, carrier: Option<&SrtpKeys>) -> (Table, EndpointCrypto) {
     let relay_cert = DtlsCertificate::generate().expect("certificate");
     let browser_cert = DtlsCertificate::generate().expect("certificate");
     let mut browser = DtlsLeg::new(now, &browser_cert, DtlsRole::Server, relay_cert.fingerprint()).expect("leg");
@@ -98,7 +101,11 @@ fn webrtc_table(now: Instant) -> (Table, EndpointCrypto) {
     t.set_dtls_certificate(relay_cert);
     let (mut socks, mut ev) = (Vec::new(), Vec::new());
     t.apply(now, Command::Upsert(spec(Leg::A, A_SOCK, B_SOCK, None, true)), &mut socks, &mut ev);
-    t.apply(now, Command::Upsert(spec(Leg::B, B_SOCK, A_SOCK, Some(CARRIER), false)), &mut socks, &mut ev);
+    let b = EndpointSpec {
+        srtp: carrier.cloned().map(Box::new),
+        ..spec(Leg::B, B_SOCK, A_SOCK, Some(CARRIER), carrier.is_some())
+    };
+    t.apply(now, Command::Upsert(b), &mut socks, &mut ev);
     let webrtc = WebrtcSpec {
         session: SessionId(1),
         local: sa(A_SOCK),
@@ -139,7 +146,15 @@ fn webrtc_table(now: Instant) -> (Table, EndpointCrypto) {
         }
     }
     let keys = keys.expect("the browser completed the handshake");
-    t.on_packet(now, sa(B_SOCK), sa(CARRIER), &rtp(0), &mut out).expect("the carrier latches");
+    let first = match carrier {
+        // The carrier's own view of its leg's keys: what it sends is encrypted with the relay's `theirs`.
+        Some(k) => EndpointCrypto::new(&SrtpKeys { suite: k.suite, ours: k.theirs.clone(), theirs: k.ours.clone() })
+            .protect(&rtp(0), false)
+            .expect("protect")
+            .to_vec(),
+        None => rtp(0),
+    };
+    t.on_packet(now, sa(B_SOCK), sa(CARRIER), &first, &mut out).expect("the carrier latches");
     (t, EndpointCrypto::new(&keys))
 }
 
@@ -172,7 +187,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("rtp to rtp (baseline)", |b| {
         b.iter(|| black_box(plain.on_packet(now, sa(A_SOCK), sa(BROWSER), black_box(&packet), &mut out)))
     });
-    let (mut t, mut browser) = webrtc_table(now);
+    let (mut t, mut browser) = webrtc_table(now, None);
     let mut seq = 0u16;
     g.bench_function("srtp from browser to rtp", |b| {
         b.iter_batched(
@@ -190,6 +205,46 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("rtp to srtp for browser", |b| {
         b.iter(|| black_box(t.on_packet(now, sa(B_SOCK), sa(CARRIER), black_box(&packet), &mut out)))
+    });
+
+    // The carrier's leg on SDES-SRTP: one more SRTP context per direction.
+    let suite = Suite::AesCm128HmacSha1_80;
+    let carrier_keys = SrtpKeys {
+        suite,
+        ours: KeyMaterial::generate(suite, &mut OsKeys).expect("key"),
+        theirs: KeyMaterial::generate(suite, &mut OsKeys).expect("key"),
+    };
+    let (mut t, mut browser) = webrtc_table(now, Some(&carrier_keys));
+    let mut carrier =
+        EndpointCrypto::new(&SrtpKeys { suite, ours: carrier_keys.theirs.clone(), theirs: carrier_keys.ours.clone() });
+    g.bench_function("srtp from browser to sdes-srtp", |b| {
+        b.iter_batched(
+            || {
+                seq = seq.wrapping_add(1);
+                browser.protect(&rtp(seq), false).expect("protect").to_vec()
+            },
+            |wire| {
+                let f = t.on_packet(now, sa(A_SOCK), sa(BROWSER), &wire, &mut out);
+                assert!(f.is_ok(), "{f:?}");
+                black_box(f)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let mut carrier_seq = 0u16;
+    g.bench_function("sdes-srtp to srtp for browser", |b| {
+        b.iter_batched(
+            || {
+                carrier_seq = carrier_seq.wrapping_add(1);
+                carrier.protect(&rtp(carrier_seq), false).expect("protect").to_vec()
+            },
+            |wire| {
+                let f = t.on_packet(now, sa(B_SOCK), sa(CARRIER), &wire, &mut out);
+                assert!(f.is_ok(), "{f:?}");
+                black_box(f)
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

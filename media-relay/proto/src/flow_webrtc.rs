@@ -162,6 +162,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::control::{Command, EndpointSpec, Leg, SessionId};
+    use crate::sdes::SrtpKeys;
     use crate::srtp_roc::Rollover;
     use crate::webrtc::dtls::tests::{rtp, Browser};
     use crate::webrtc::dtls::DtlsRole;
@@ -200,6 +201,11 @@ mod tests {
 
     /// A call from a browser (leg A, WebRTC) to a carrier (leg B, plain RTP) up to the WebRTC command.
     fn call(now: Instant) -> (Table, Browser) {
+        call_to(now, None)
+    }
+
+    /// The same to a carrier whose leg is SDES-SRTP with `carrier_keys` (plain RTP with `None`).
+    fn call_to(now: Instant, carrier_keys: Option<SrtpKeys>) -> (Table, Browser) {
         let relay_cert = DtlsCertificate::generate().unwrap();
         let browser =
             Browser::new(false, relay_cert.fingerprint(), vec![SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80]);
@@ -208,7 +214,12 @@ mod tests {
         t.set_dtls_certificate(relay_cert);
         let (mut socks, mut ev) = (Vec::new(), Vec::new());
         t.apply(now, Command::Upsert(spec(Leg::A, BROWSER_SOCK, CARRIER_SOCK, None)), &mut socks, &mut ev);
-        t.apply(now, Command::Upsert(spec(Leg::B, CARRIER_SOCK, BROWSER_SOCK, Some(CARRIER))), &mut socks, &mut ev);
+        let carrier = EndpointSpec {
+            srtp_pending: carrier_keys.is_some(),
+            srtp: carrier_keys.map(Box::new),
+            ..spec(Leg::B, CARRIER_SOCK, BROWSER_SOCK, Some(CARRIER))
+        };
+        t.apply(now, Command::Upsert(carrier), &mut socks, &mut ev);
         t.apply(now, Command::Webrtc(Box::new(leg_spec(&browser))), &mut socks, &mut ev);
         assert!(ev.is_empty(), "{ev:?}");
         (t, browser)
@@ -331,6 +342,73 @@ mod tests {
         );
         assert_eq!(t.totals().srtp_unprotected, 4);
         assert_eq!(t.totals().srtp_protected, 3);
+        assert_eq!(t.poll_kernel().count(), 0, "a WebRTC flow never goes to the kernel");
+    }
+
+    /// An RTCP receiver report without report blocks from `ssrc`.
+    fn receiver_report(ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, 201, 0, 1];
+        p.extend(ssrc.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn browser_dtls_srtp_is_bridged_to_a_carriers_sdes_srtp_each_leg_with_its_own_keys_rtp_and_rtcp() {
+        use crate::sdes::{KeyMaterial, OsKeys, Suite};
+        use crate::srtp::Failure;
+        let now = Instant::now();
+        // The carrier leg's SDES keys as the relay holds them, and the carrier's own view of the same two keys.
+        let suite = Suite::AesCm128HmacSha1_80;
+        let ours = KeyMaterial::generate(suite, &mut OsKeys).unwrap();
+        let theirs = KeyMaterial::generate(suite, &mut OsKeys).unwrap();
+        let mut carrier = EndpointCrypto::new(&SrtpKeys { suite, ours: theirs.clone(), theirs: ours.clone() });
+        let (mut t, mut browser) = call_to(now, Some(SrtpKeys { suite, ours, theirs }));
+        let mut out = Vec::new();
+
+        // Before ICE and DTLS the browser is neither latched nor keyed: the carrier's SRTP goes nowhere.
+        let early = carrier.protect(&rtp(100), false).unwrap();
+        assert_eq!(t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &early, &mut out), Err(Drop::NoTarget));
+        handshake(&mut t, now, &mut browser);
+        let (mut b_out, mut b_in) = browser.srtp(false);
+
+        // Browser SRTP (DTLS keys) → SRTP with the carrier leg's SDES keys, never the clear packet.
+        for seq in 1..=3u16 {
+            let wire = b_out.encrypt_rtp(&rtp(seq)).unwrap();
+            let f = t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+            assert_eq!((f.from, f.to, f.rewritten), (sa(CARRIER_SOCK), sa(CARRIER), true));
+            assert_ne!(out, rtp(seq), "not in the clear towards the carrier");
+            assert_ne!(out[..], wire[..], "not the browser's SRTP either");
+            assert_eq!(&carrier.unprotect(now, &out, false).unwrap()[..], &rtp(seq)[..], "the carrier decrypts it");
+        }
+        // Carrier SRTP (SDES keys) → SRTP with the DTLS keys to the latched browser.
+        for seq in 1..=3u16 {
+            let wire = carrier.protect(&rtp(seq), false).unwrap();
+            let f = t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &wire, &mut out).unwrap();
+            assert_eq!((f.from, f.to, f.rewritten), (sa(BROWSER_SOCK), sa(BROWSER), true));
+            assert_eq!(&b_in.decrypt_rtp(&out).unwrap()[..], &rtp(seq)[..], "the browser decrypts it");
+        }
+        // Plain RTP, or SRTP under the browser's keys, on the carrier's leg does not authenticate.
+        assert_eq!(t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &rtp(7), &mut out), Err(Drop::Srtp(Failure::Auth)));
+        let wrong = b_out.encrypt_rtp(&rtp(8)).unwrap();
+        assert_eq!(t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &wrong, &mut out), Err(Drop::Srtp(Failure::Auth)));
+
+        // SRTCP: the browser's (muxed) goes out as SRTCP under the carrier's keys to the carrier's RTP port (the
+        // carrier leg is not told to mux: see docs/webrtc-media.md); the carrier's, on the RTP port, goes to the
+        // browser under the DTLS keys.
+        let wire = b_out.encrypt_rtcp(&receiver_report(0x1234)).unwrap();
+        let f = t.on_packet(now, sa(BROWSER_SOCK), sa(BROWSER), &wire, &mut out).unwrap();
+        assert_eq!((f.to, f.rewritten), (sa(CARRIER), true));
+        assert_eq!(&carrier.unprotect(now, &out, true).unwrap()[..], &receiver_report(0x1234)[..]);
+        let wire = carrier.protect(&receiver_report(0x5678), true).unwrap();
+        let f = t.on_packet(now, sa(CARRIER_SOCK), sa(CARRIER), &wire, &mut out).unwrap();
+        assert_eq!((f.to, f.rewritten), (sa(BROWSER), true));
+        assert_eq!(&b_in.decrypt_rtcp(&out).unwrap()[..], &receiver_report(0x5678)[..]);
+
+        // Decrypted: the early packet, 3 + 3 RTP, 2 RTCP; encrypted: all but the early one.
+        assert_eq!((t.totals().srtp_unprotected, t.totals().srtp_protected), (9, 8));
+        let st = t.session_stats(SessionId(9));
+        assert_eq!((st.legs[1].dropped_srtp, st.legs[1].dropped_no_target), (2, 1));
+        assert_eq!(st.legs[1].latched, Some(sa(CARRIER)));
         assert_eq!(t.poll_kernel().count(), 0, "a WebRTC flow never goes to the kernel");
     }
 

@@ -184,7 +184,7 @@ impl Sessions {
         }
         let fresh = !self.sessions.contains_key(&session) || self.sessions[&session].legs[0].streams.is_empty();
         let result = match self.webrtc_call(session, exchange.kind, body) {
-            Some(line) => self.anchor_webrtc(now, session, from, line, sip_local, exchange.kind),
+            Some(line) => self.anchor_webrtc(now, session, from, line, sip_local, exchange),
             None => self.anchor(now, session, from, body, sip_local, exchange),
         };
         if result.is_err() && fresh {

@@ -5,13 +5,18 @@
 //! [`Command::Webrtc`] once the offer/answer has given both sides' ICE and DTLS parameters.
 //!
 //! One audio stream per call (BUNDLE, rtcp-mux): stream 0 of each leg; the browser's other m= lines are answered
-//! with port 0. The plain leg is plain RTP: an SDES-SRTP trunk towards a browser is not bridged yet.
+//! with port 0. The SIP peer's leg follows its trunk's `srtp` mode exactly as in any call ([`crate::negotiate`]):
+//! `RTP/SAVP` with our own `a=crypto` keys for `required`, the same keys on `RTP/AVP` for `optional`, none for
+//! `off`; its agreed keys go to its endpoint ([`EndpointSpec::srtp`]). So the relay decrypts the browser's
+//! DTLS-SRTP with the handshake's keys and encrypts for the carrier with the SDES keys of the carrier's leg (and
+//! back): each leg has its own keys, and no key of one leg is ever written on the other.
 
 use super::{MediaError, SessionRecord, Sessions, Side};
 use crate::cname::CnameKey;
 use crate::control::{Command, EndpointSpec, Leg, SessionId};
-use crate::negotiate::SdpKind;
+use crate::negotiate::{Exchange, SdpKind};
 use crate::sdes::SrtpKeys;
+use crate::sdp::{MediaLine, Transport};
 use crate::srtp_roc::Rollover;
 use crate::webrtc::dtls::{DtlsRole, Fingerprint};
 use crate::webrtc::ice::IceCredentials;
@@ -163,6 +168,7 @@ impl Sessions {
     }
 
     /// [`Sessions::rewrite`] for a call with a browser leg: `line` is `body` as [`Sessions::webrtc_call`] read it.
+    /// `exchange.srtp` applies to the SIP peer's leg only (a browser's leg is DTLS-SRTP whatever its trunk says).
     pub(super) fn anchor_webrtc(
         &mut self,
         now: Instant,
@@ -170,8 +176,9 @@ impl Sessions {
         from: Leg,
         line: AudioLine,
         sip_local: [IpAddr; 2],
-        kind: SdpKind,
+        exchange: Exchange,
     ) -> Result<String, MediaError> {
+        let kind = exchange.kind;
         let ours = self.config.dtls_fingerprint.ok_or(MediaError::NoInterface)?;
         if kind != SdpKind::Answer && line.is_webrtc() {
             // The offerer is a browser (a call from one; both legs when one browser calls another).
@@ -219,6 +226,38 @@ impl Sessions {
         if let Some(Some(side)) = s.legs[from.index()].streams.first_mut() {
             side.clock_rates = line.codecs.iter().map(|c| (c.pt, c.clock)).collect();
         }
+        // SDES on the SIP peer's leg, as in `Sessions::anchor` (steps 1 to 4 of `crate::negotiate`): what the peer
+        // says is read on its side; what we say to the peer is our own keys for its side. `None`: towards a browser.
+        let offerer_proto = w.offer.as_ref().map(|(_, o)| o.proto.clone());
+        let mut sdes: Option<Transport> = None;
+        if !from_browser {
+            if let Some(Some(side)) = s.legs[from.index()].streams.first_mut() {
+                let peer = sdes_line(&line);
+                match kind {
+                    SdpKind::Offer | SdpKind::OfferToNewPeer => {
+                        side.crypto.take_offer(&peer, exchange.srtp[from.index()], from)?
+                    }
+                    SdpKind::Answer => side.crypto.take_answer(&peer, exchange.srtp[from.index()], from)?,
+                }
+            }
+        }
+        if !to_browser {
+            if let Some(Some(side)) = s.legs[to.index()].streams.first_mut() {
+                let keys = self.keys.as_mut();
+                sdes = Some(match kind {
+                    SdpKind::Offer | SdpKind::OfferToNewPeer => {
+                        if kind == SdpKind::OfferToNewPeer {
+                            side.crypto.reset();
+                        }
+                        side.crypto.make_offer(wsdp::PLAIN_PROTO, exchange.srtp[to.index()], keys)?
+                    }
+                    SdpKind::Answer => {
+                        side.crypto.make_answer(offerer_proto.as_deref().unwrap_or(wsdp::PLAIN_PROTO), keys)?
+                    }
+                });
+            }
+        }
+        let sdes = sdes.as_ref();
         let write = |w: &WebrtcMedia, version: u64| -> Result<String, WebrtcSdpError> {
             let ice = w.legs[to.index()].as_ref().map(|b| (&b.ice, fingerprint));
             let side = RelaySide { address: to_address, port: to_port, origin: (session.0, version), webrtc: ice };
@@ -227,10 +266,10 @@ impl Sessions {
                     if from_browser {
                         line.webrtc_params()?;
                     }
-                    if to_browser {
-                        wsdp::offer_to_browser(&line, &side)
-                    } else {
-                        wsdp::offer_to_plain(&line, &side)
+                    match (to_browser, sdes) {
+                        (true, _) => wsdp::offer_to_browser(&line, &side),
+                        (false, Some(t)) => wsdp::offer_to_sip(&line, &side, t),
+                        (false, None) => wsdp::offer_to_plain(&line, &side),
                     }
                 }
                 SdpKind::Answer => {
@@ -244,6 +283,8 @@ impl Sessions {
                         let params = offer.webrtc_params()?;
                         let (_, setup) = DtlsRole::answering(params.setup).ok_or(WebrtcSdpError::Setup("holdconn"))?;
                         wsdp::answer_to_browser(offer, &line, &side, setup)
+                    } else if let Some(t) = sdes {
+                        wsdp::answer_to_sip(offer, &line, &side, t)
                     } else {
                         wsdp::answer_to_plain(offer, &line, &side)
                     }
@@ -284,8 +325,10 @@ impl Sessions {
     }
 
     /// Upserts the two RTP sockets of a call with a browser leg, then gives each browser's socket its WebRTC spec
-    /// once the offer/answer has settled it. No RTCP sockets: a browser muxes RTCP (its leg has none), and a plain
-    /// peer's RTCP would have nowhere to go but a browser's socket, where the relay sends only SRTP.
+    /// once the offer/answer has settled it. A SIP peer's socket carries its leg's SDES keys once agreed (and waits
+    /// for them, `srtp_pending`, while its leg is to be SRTP). No RTCP sockets: a browser muxes RTCP (its leg has
+    /// none), and a plain peer's RTCP would have nowhere to go but a browser's socket, where the relay sends only
+    /// SRTP.
     pub(super) fn emit_webrtc(&mut self, session: SessionId) {
         let Some(s) = self.sessions.get_mut(&session) else { return };
         let Some(browsers) = s.webrtc.as_ref().map(|w| [w.is_browser(Leg::A), w.is_browser(Leg::B)]) else { return };
@@ -308,8 +351,8 @@ impl Sessions {
                 strict: webrtc || self.config.strict,
                 clock_rates: side.clock_rates.clone(),
                 cname_key: None,
-                srtp: None,
-                srtp_pending: webrtc,
+                srtp: if webrtc { None } else { side.crypto.active.clone().map(Box::new) },
+                srtp_pending: webrtc || side.crypto.pending(),
             }));
         }
         let Some(w) = s.webrtc.as_deref_mut() else { return };
@@ -339,6 +382,25 @@ impl Sessions {
             };
             self.out.push_back(cmd);
         }
+    }
+}
+
+/// The SIP peer's audio line as [`crate::negotiate`] reads SDES from it: its transport and `a=crypto` values (the
+/// rest of a [`MediaLine`] is not looked at there).
+fn sdes_line(line: &AudioLine) -> MediaLine {
+    MediaLine {
+        kind: "audio".into(),
+        proto: line.proto.clone(),
+        // The line `AudioLine` picked is an active one (port != 0) even when it has no `c=`.
+        port: line.address.map_or(u16::MAX, |(_, port)| port.max(1)),
+        address: line.address.map(|(ip, _)| ip),
+        hold_address: false,
+        rtcp_port: 0,
+        rtcp_address: None,
+        rtcp_mux: line.rtcp_mux,
+        direction: line.direction,
+        clock_rates: line.codecs.iter().map(|c| (c.pt, c.clock)).collect(),
+        crypto: line.crypto.clone(),
     }
 }
 
@@ -461,6 +523,131 @@ mod tests {
         let r = s.rewrite(now, SessionId(2), Leg::A, g722.as_bytes(), LOCALS, exchange(SdpKind::Offer));
         assert!(matches!(r, Err(MediaError::Webrtc(WebrtcSdpError::NoSharedCodec))), "{r:?}");
         assert_eq!(s.counts(), (0, 0), "no session, no ports");
+    }
+
+    use crate::sdes::{CryptoAttr, SrtpKeys, Suite};
+    use SrtpMode::{Off, Optional, Required};
+
+    /// The carrier's answer with SDES-SRTP: our tag 1 (AES_CM_128_HMAC_SHA1_80) with a key of its own.
+    const CARRIER_KEY: &str = "NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj";
+
+    fn sdes_exchange(kind: SdpKind, a: SrtpMode, b: SrtpMode) -> Exchange {
+        Exchange { kind, srtp: [a, b] }
+    }
+
+    fn crypto_lines(sdp: &str) -> Vec<CryptoAttr> {
+        sdp.lines().filter_map(|l| l.strip_prefix("a=crypto:")).map(|v| CryptoAttr::parse(v).unwrap()).collect()
+    }
+
+    /// The last upsert of `leg`'s socket.
+    fn upsert_of(commands: &[Command], leg: Leg) -> &EndpointSpec {
+        let found = commands.iter().rev().find_map(|c| match c {
+            Command::Upsert(e) if e.leg == leg => Some(e),
+            _ => None,
+        });
+        found.unwrap_or_else(|| panic!("no upsert of leg {leg:?}: {commands:?}"))
+    }
+
+    #[test]
+    fn a_chromium_offer_to_a_trunk_that_requires_srtp_gets_rtp_savp_with_our_keys_and_the_answer_keys_the_carrier() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(11);
+        let offer = sdes_exchange(SdpKind::Offer, Off, Required);
+        let to_b = s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, offer).unwrap();
+        assert!(to_b.contains("m=audio 30000 RTP/SAVP 111 0 8 126\r\n") && !to_b.contains("ice"), "{to_b}");
+        let offered = crypto_lines(&to_b);
+        let suites: Vec<Suite> = offered.iter().map(|c| c.suite).collect();
+        assert_eq!(suites, Suite::OFFERED.to_vec(), "one key of ours per suite, tags 1 to 3: {to_b}");
+        let pending = drain(&mut s);
+        let b = upsert_of(&pending, Leg::B);
+        assert_eq!((b.srtp.is_none(), b.srtp_pending), (true, true), "the carrier leg waits for its keys");
+
+        let answer = CARRIER.replace("RTP/AVP 0 126", "RTP/SAVP 0 126")
+            + &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{CARRIER_KEY}\r\n");
+        let answering = sdes_exchange(SdpKind::Answer, Off, Required);
+        let to_a = s.rewrite(now, id, Leg::B, answer.as_bytes(), LOCALS, answering).unwrap();
+        assert!(to_a.contains("UDP/TLS/RTP/SAVPF") && !to_a.contains("a=crypto"), "DTLS-SRTP to the browser: {to_a}");
+        let commands = drain(&mut s);
+        let b = upsert_of(&commands, Leg::B);
+        let expected = SrtpKeys {
+            suite: Suite::AesCm128HmacSha1_80,
+            ours: offered[0].key.clone(),
+            theirs: crypto_lines(&answer)[0].key.clone(),
+        };
+        assert_eq!((b.srtp.as_deref(), b.srtp_pending), (Some(&expected), false), "the carrier's endpoint is keyed");
+        assert_eq!(b.peer, Some("198.18.2.10:7000".parse().unwrap()));
+        let a = upsert_of(&commands, Leg::A);
+        assert_eq!((a.srtp.is_none(), a.srtp_pending), (true, true), "the browser's keys come from DTLS only");
+        assert_eq!(specs(&commands).len(), 1);
+        for key in [&expected.ours, &expected.theirs] {
+            assert!(!to_a.contains(&key.to_base64()), "a key of the carrier leg reached the browser:\n{to_a}");
+        }
+        // A carrier that answers plain RTP where SRTP is required: an error (the call ends, as for any call).
+        let mut s = sessions(Some(FP));
+        s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, offer).unwrap();
+        let r = s.rewrite(now, id, Leg::B, CARRIER.as_bytes(), LOCALS, answering);
+        assert!(matches!(r, Err(MediaError::Srtp(crate::negotiate::SrtpError::Required(Leg::B)))), "{r:?}");
+    }
+
+    #[test]
+    fn optional_srtp_offers_keys_on_rtp_avp_and_a_plain_answer_leaves_the_carrier_plain_and_failover_redraws() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(12);
+        let first =
+            s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, sdes_exchange(SdpKind::Offer, Off, Optional));
+        let first = first.unwrap();
+        assert!(first.contains("m=audio 30000 RTP/AVP ") && crypto_lines(&first).len() == 3, "{first}");
+        let next = sdes_exchange(SdpKind::OfferToNewPeer, Off, Optional);
+        let second = s.rewrite(now, id, Leg::A, BROWSER.as_bytes(), LOCALS, next).unwrap();
+        let (k1, k2) = (crypto_lines(&first), crypto_lines(&second));
+        assert!(k1.iter().all(|a| k2.iter().all(|b| a.key != b.key)), "the next carrier gets keys of its own");
+        let to_a =
+            s.rewrite(now, id, Leg::B, CARRIER.as_bytes(), LOCALS, sdes_exchange(SdpKind::Answer, Off, Optional));
+        assert!(to_a.is_ok(), "{to_a:?}");
+        let b = upsert_of(&drain(&mut s), Leg::B).clone();
+        assert_eq!((b.srtp, b.srtp_pending), (None, false), "plain RTP towards a carrier that ignored the keys");
+    }
+
+    #[test]
+    fn a_carriers_sdes_offer_to_a_browser_is_answered_with_our_key_and_the_browser_offered_dtls_srtp() {
+        let mut s = sessions(Some(FP));
+        let now = Instant::now();
+        let id = SessionId(13);
+        s.expect_browser(id, Leg::B).unwrap();
+        let offer = CARRIER.replace("RTP/AVP 0 126", "RTP/SAVP 0 126")
+            + &format!("a=crypto:5 AES_CM_128_HMAC_SHA1_80 inline:{CARRIER_KEY}\r\n");
+        let offering = sdes_exchange(SdpKind::Offer, Required, Off);
+        let to_browser = s.rewrite(now, id, Leg::A, offer.as_bytes(), LOCALS, offering).unwrap();
+        assert!(to_browser.contains("UDP/TLS/RTP/SAVPF") && to_browser.contains("a=setup:actpass"), "{to_browser}");
+        assert!(!to_browser.contains("a=crypto") && !to_browser.contains(CARRIER_KEY), "{to_browser}");
+        let a = upsert_of(&drain(&mut s), Leg::A).clone();
+        assert_eq!((a.srtp, a.srtp_pending), (None, true), "nothing crosses before our answer");
+
+        let answer = BROWSER.replace("a=setup:actpass", "a=setup:active").replace("111 0 8 126", "0 126");
+        let to_carrier =
+            s.rewrite(now, id, Leg::B, answer.as_bytes(), LOCALS, sdes_exchange(SdpKind::Answer, Required, Off));
+        let to_carrier = to_carrier.unwrap();
+        assert!(to_carrier.contains("m=audio 30000 RTP/SAVP 0 126\r\n"), "{to_carrier}");
+        let ours = crypto_lines(&to_carrier);
+        assert_eq!(ours.len(), 1, "{to_carrier}");
+        assert_eq!((ours[0].tag, ours[0].suite), (5, Suite::AesCm128HmacSha1_80), "the carrier's tag and suite");
+        assert!(!to_carrier.contains(CARRIER_KEY), "our own key, not the carrier's: {to_carrier}");
+        let commands = drain(&mut s);
+        let a = upsert_of(&commands, Leg::A);
+        let theirs = crypto_lines(&offer)[0].key.clone();
+        let expected = SrtpKeys { suite: Suite::AesCm128HmacSha1_80, ours: ours[0].key.clone(), theirs };
+        assert_eq!((a.srtp.as_deref(), a.srtp_pending), (Some(&expected), false));
+        let sent = specs(&commands);
+        assert_eq!((sent.len(), sent[0].role), (1, DtlsRole::Server), "the browser's leg gets its DTLS spec");
+
+        // A plain offer from a trunk that requires SRTP is refused (488) and leaves nothing behind.
+        let mut s = sessions(Some(FP));
+        s.expect_browser(id, Leg::B).unwrap();
+        let r = s.rewrite(now, id, Leg::A, CARRIER.as_bytes(), LOCALS, offering);
+        assert!(matches!(r, Err(MediaError::Srtp(_))), "{r:?}");
+        assert_eq!(s.counts().1, 0, "no ports");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! rewrite it line by line as [`crate::sdp::rewrite`] does for SIP peers: it reads what matters into an
 //! [`AudioLine`] and writes each side a fresh SDP of its own kind:
 //!
-//! - towards the plain peer ([`offer_to_plain`], [`answer_to_plain`]): `RTP/AVP`, the relay's address, no ICE,
+//! - towards the SIP peer ([`offer_to_sip`], [`answer_to_sip`]; [`offer_to_plain`], [`answer_to_plain`] for plain
+//!   RTP): `RTP/AVP`, or `RTP/SAVP` with the relay's own `a=crypto` keys when the peer's trunk wants SDES-SRTP
+//!   (the [`Transport`] the caller drew with [`crate::negotiate::StreamCrypto`]), the relay's address, no ICE,
 //!   fingerprint, setup, mid, extmap, msid, ssrc or rtcp-fb, only the codecs the relay can pass through unchanged
 //!   (PCMU, PCMA, Opus, and telephone-event at a kept codec's clock rate). No transcoding: a call without such a
 //!   codec in common fails with [`WebrtcSdpError::NoSharedCodec`] (a 488).
@@ -24,7 +26,7 @@
 
 use super::dtls::{Fingerprint, FingerprintError, Setup};
 use super::ice::IceCredentials;
-use crate::sdp::Direction;
+use crate::sdp::{Direction, Transport};
 use rtc_sdp::description::common::Attribute;
 use rtc_sdp::description::media::MediaDescription;
 use rtc_sdp::description::session::SessionDescription;
@@ -171,6 +173,8 @@ pub struct AudioLine {
     /// Where the side receives RTP according to its SDP (`c=` and port), for a plain side; browsers' addresses
     /// come from ICE instead (their `c=` is a placeholder or an mDNS name).
     pub address: Option<(IpAddr, u16)>,
+    /// The values of the line's `a=crypto` attributes (SDES keys of a SIP peer, RFC 4568), in their order.
+    pub crypto: Vec<String>,
     index: usize,
     others: Vec<(usize, OtherLine)>,
 }
@@ -224,6 +228,7 @@ impl AudioLine {
             rtcp_mux: md.attributes.iter().any(|a| a.key == "rtcp-mux"),
             webrtc,
             address: ip.map(|ip| (ip, port)),
+            crypto: md.attributes.iter().filter(|a| a.key == "crypto").filter_map(|a| a.value.clone()).collect(),
             index,
             others,
         })
@@ -258,12 +263,28 @@ pub struct RelaySide<'a> {
     pub webrtc: Option<(&'a IceCredentials, Fingerprint)>,
 }
 
-/// The offer towards the plain peer for a browser's offer: `RTP/AVP` with the codecs the relay can pass.
-/// [`WebrtcSdpError::NoSharedCodec`] when the browser offered none of PCMU, PCMA, Opus.
+/// The plain transport towards a SIP peer: `RTP/AVP`, no keys.
+fn plain() -> Transport {
+    Transport { proto: PLAIN_PROTO.to_owned(), crypto: Vec::new() }
+}
+
+/// The offer towards the plain peer for a browser's offer: `RTP/AVP` with the codecs the relay can pass
+/// ([`offer_to_sip`] with no keys).
 pub fn offer_to_plain(browser_offer: &AudioLine, relay: &RelaySide<'_>) -> Result<String, WebrtcSdpError> {
+    offer_to_sip(browser_offer, relay, &plain())
+}
+
+/// The offer towards the SIP peer for a browser's offer, in `transport` (its proto, `RTP/AVP` or `RTP/SAVP`, and
+/// the relay's own `a=crypto` values for that leg, from [`crate::negotiate::StreamCrypto::make_offer`]), with the
+/// codecs the relay can pass. [`WebrtcSdpError::NoSharedCodec`] when the browser offered none of PCMU, PCMA, Opus.
+pub fn offer_to_sip(
+    browser_offer: &AudioLine,
+    relay: &RelaySide<'_>,
+    transport: &Transport,
+) -> Result<String, WebrtcSdpError> {
     let kept = passable(&browser_offer.codecs)?;
     let mut out = header(relay, None);
-    media(&mut out, relay, PLAIN_PROTO, &kept, browser_offer.direction, browser_offer.ptime.as_deref());
+    media(&mut out, relay, transport, &kept, browser_offer.direction, browser_offer.ptime.as_deref());
     Ok(out)
 }
 
@@ -300,12 +321,27 @@ pub fn offer_to_browser(plain_offer: &AudioLine, relay: &RelaySide<'_>) -> Resul
     Ok(webrtc_sdp(&template, relay, &kept, plain_offer.direction, Setup::ActPass, plain_offer.ptime.as_deref()))
 }
 
-/// The answer to the plain peer from the browser's answer to [`offer_to_browser`]: `RTP/AVP` with the codecs the
-/// browser chose (among those offered), the plain offer's other m= lines rejected.
+/// The answer to the plain peer from the browser's answer to [`offer_to_browser`]: in the plain offer's transport
+/// without keys, with the codecs the browser chose (among those offered), the plain offer's other m= lines
+/// rejected ([`answer_to_sip`] with no keys).
 pub fn answer_to_plain(
     plain_offer: &AudioLine,
     browser_answer: &AudioLine,
     relay: &RelaySide<'_>,
+) -> Result<String, WebrtcSdpError> {
+    let transport = Transport { proto: plain_offer.proto.clone(), crypto: Vec::new() };
+    answer_to_sip(plain_offer, browser_answer, relay, &transport)
+}
+
+/// The answer to the SIP peer from the browser's answer to [`offer_to_browser`], in `transport` (the peer's
+/// offered proto and the relay's own `a=crypto` answer for that leg, from
+/// [`crate::negotiate::StreamCrypto::make_answer`]), with the codecs the browser chose (among those offered), the
+/// plain offer's other m= lines rejected.
+pub fn answer_to_sip(
+    plain_offer: &AudioLine,
+    browser_answer: &AudioLine,
+    relay: &RelaySide<'_>,
+    transport: &Transport,
 ) -> Result<String, WebrtcSdpError> {
     let chosen: Vec<Codec> = browser_answer
         .codecs
@@ -320,7 +356,7 @@ pub fn answer_to_plain(
     for i in 0..=plain_offer.others.len() {
         if i == plain_offer.index {
             let ptime = browser_answer.ptime.as_deref().or(plain_offer.ptime.as_deref());
-            media(&mut out, relay, &plain_offer.proto, &chosen, browser_answer.direction, ptime);
+            media(&mut out, relay, transport, &chosen, browser_answer.direction, ptime);
         } else if let Some((_, other)) = plain_offer.others.iter().find(|(j, _)| *j == i) {
             rejected(&mut out, other);
         }
@@ -367,15 +403,25 @@ fn header(relay: &RelaySide<'_>, bundle: Option<&str>) -> String {
     out
 }
 
-/// An `m=` line with its codecs, direction and (for WebRTC) nothing else: the caller adds the rest.
-fn media(out: &mut String, relay: &RelaySide<'_>, proto: &str, codecs: &[Codec], dir: Direction, ptime: Option<&str>) {
+/// An `m=` line with its codecs, SDES keys, direction and (for WebRTC) nothing else: the caller adds the rest.
+fn media(
+    out: &mut String,
+    relay: &RelaySide<'_>,
+    t: &Transport,
+    codecs: &[Codec],
+    dir: Direction,
+    ptime: Option<&str>,
+) {
     let pts: Vec<String> = codecs.iter().map(|c| c.pt.to_string()).collect();
-    let _ = write!(out, "m=audio {} {proto} {}\r\n", relay.port, pts.join(" "));
+    let _ = write!(out, "m=audio {} {} {}\r\n", relay.port, t.proto, pts.join(" "));
     for c in codecs {
         let _ = write!(out, "a=rtpmap:{}\r\n", c.rtpmap());
         if let Some(f) = &c.fmtp {
             let _ = write!(out, "a=fmtp:{} {f}\r\n", c.pt);
         }
+    }
+    for crypto in &t.crypto {
+        let _ = write!(out, "a=crypto:{crypto}\r\n");
     }
     if let Some(p) = ptime {
         let _ = write!(out, "a=ptime:{p}\r\n");
@@ -408,7 +454,8 @@ fn webrtc_sdp(
             }
             continue;
         }
-        media(&mut out, relay, WEBRTC_PROTO, codecs, dir, ptime);
+        let transport = Transport { proto: WEBRTC_PROTO.to_owned(), crypto: Vec::new() };
+        media(&mut out, relay, &transport, codecs, dir, ptime);
         if let Some(mid) = mid {
             let _ = write!(out, "a=mid:{mid}\r\n");
         }
