@@ -250,7 +250,8 @@ mod tests {
             let _ = tx.send(CanaryMediaCommand::Stop { trunk: TrunkId(0) }).await;
         });
         let (sent, received) = stream(&sock, echo_addr, 7, &mut rx).await;
-        assert!((10..=20).contains(&sent), "about 15 packets in 300 ms: {sent}");
+        // 15 at the 20 ms pace; a loaded host fires the timer late (fewer), never early (more).
+        assert!((5..=20).contains(&sent), "about 15 packets in 300 ms, never more than the pace allows: {sent}");
         assert!(received + 2 >= sent, "an echo on loopback returns all but those in flight: {received} of {sent}");
     }
 }
