@@ -39,11 +39,13 @@ target/release/sbc-bench cps --target "local:$SBC" --no-compare --media --runs 1
   --step-secs "$step" --out "$work/cps.json" >"$work/cps.txt" 2>"$work/cps.err" &
 bench_pid=$!
 
-# The sbc the harness started: a child of `ip netns exec` ... exec'd, so its name is `sbc`.
+# The sbc the harness started: a child of `ip netns exec` ... exec'd, so its name is the binary's file name (as the
+# kernel keeps it: at most 15 characters), `sbc` unless SBC names another build.
 # sbc-bench first brings the release build up to date (cargo), which may take minutes.
 sbc_pid=
+sbc_name=$(basename "$SBC" | cut -c1-15)
 while kill -0 "$bench_pid" 2>/dev/null; do
-  sbc_pid=$(pgrep -n -x sbc -P "$bench_pid" || true)
+  sbc_pid=$(pgrep -n -x "$sbc_name" -P "$bench_pid" || true)
   [[ -n $sbc_pid ]] && break
   sleep 0.1
 done

@@ -37,6 +37,8 @@
 use std::io::Cursor;
 use std::net::IpAddr;
 
+mod in_place;
+
 use rtc_sdp::description::common::{Address, Attribute, ConnectionInformation};
 use rtc_sdp::description::media::{MediaDescription, RangedPort};
 use rtc_sdp::description::session::SessionDescription;
@@ -159,13 +161,26 @@ const ICE_ATTRIBUTES: [&str; 9] = [
 /// choice). Errors: [`SdpError::NotUtf8`], [`SdpError::Parse`], [`SdpError::Address`] for a c= or a=rtcp address
 /// that is not an IP literal, [`SdpError::Rtcp`] for a malformed a=rtcp.
 pub fn parse(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
+    let fast = std::str::from_utf8(sdp).ok().and_then(in_place::scan).and_then(|c| in_place::parse(&c));
+    #[cfg(test)]
+    if let Some(fast) = &fast {
+        assert_eq!(Ok(fast), parse_with_rtc_sdp(sdp).as_ref().map_err(ToString::to_string), "fast path differs");
+    }
+    match fast {
+        Some(lines) => Ok(lines),
+        None => parse_with_rtc_sdp(sdp),
+    }
+}
+
+/// [`parse`] through rtc-sdp's `SessionDescription`: every body the fast path ([`in_place`]) does not take.
+fn parse_with_rtc_sdp(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
     let desc = unmarshal(sdp)?;
     let ice = uses_ice(&desc);
     let session_address = match &desc.connection_information {
         Some(c) => connection_ip(c)?,
         None => None,
     };
-    let session_direction = direction_of(&desc.attributes);
+    let session_direction = direction_of(pairs(&desc.attributes));
 
     desc.media_descriptions
         .iter()
@@ -193,7 +208,7 @@ pub fn parse(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
                 rtcp_port,
                 rtcp_address,
                 rtcp_mux: md.attributes.iter().any(|a| a.key == "rtcp-mux"),
-                direction: direction_of(&md.attributes).or(session_direction).unwrap_or(Direction::SendRecv),
+                direction: direction_of(pairs(&md.attributes)).or(session_direction).unwrap_or(Direction::SendRecv),
                 clock_rates: clock_rates(md),
                 crypto: md
                     .attributes
@@ -248,6 +263,30 @@ pub fn parse(sdp: &[u8]) -> Result<Vec<MediaLine>, SdpError> {
 ///
 /// Errors: [`SdpError::NotUtf8`], [`SdpError::Parse`], [`SdpError::AnchorCount`].
 pub fn rewrite(
+    sdp: &[u8],
+    address: IpAddr,
+    anchors: &[Option<Anchor>],
+    transports: &[Option<Transport>],
+    strip_ice: bool,
+    cname: &dyn Fn(&str) -> String,
+) -> Result<String, SdpError> {
+    let fast = std::str::from_utf8(sdp)
+        .ok()
+        .and_then(in_place::scan)
+        .and_then(|c| in_place::rewrite(&c, address, anchors, transports, strip_ice, cname));
+    #[cfg(test)]
+    if let Some(fast) = &fast {
+        let slow = rewrite_with_rtc_sdp(sdp, address, anchors, transports, strip_ice, cname);
+        assert_eq!(Ok(fast), slow.as_ref().map_err(ToString::to_string), "fast path differs");
+    }
+    match fast {
+        Some(out) => Ok(out),
+        None => rewrite_with_rtc_sdp(sdp, address, anchors, transports, strip_ice, cname),
+    }
+}
+
+/// [`rewrite`] through rtc-sdp's parse, edit and print: every body the fast path ([`in_place`]) does not take.
+fn rewrite_with_rtc_sdp(
     sdp: &[u8],
     address: IpAddr,
     anchors: &[Option<Anchor>],
@@ -355,9 +394,14 @@ fn attribute_value<'a>(attributes: &'a [Attribute], key: &str) -> Option<&'a str
     attributes.iter().find(|a| a.key == key).map(|a| a.value.as_deref().unwrap_or(""))
 }
 
-/// The first direction attribute in `attributes`.
-fn direction_of(attributes: &[Attribute]) -> Option<Direction> {
-    attributes.iter().find_map(|a| match a.key.as_str() {
+/// rtc-sdp's attributes as (key, value) pairs, the form the fast path reads them in.
+fn pairs(attributes: &[Attribute]) -> impl Iterator<Item = (&str, Option<&str>)> {
+    attributes.iter().map(|a| (a.key.as_str(), a.value.as_deref()))
+}
+
+/// The first direction attribute among `attributes` (key, value).
+fn direction_of<'a>(mut attributes: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Option<Direction> {
+    attributes.find_map(|(key, _)| match key {
         "sendrecv" => Some(Direction::SendRecv),
         "sendonly" => Some(Direction::SendOnly),
         "recvonly" => Some(Direction::RecvOnly),
@@ -403,18 +447,25 @@ fn parse_rtpmap(value: &str) -> Option<(u8, u32)> {
 }
 
 fn clock_rates(md: &MediaDescription) -> Vec<(u8, u32)> {
-    if !md.media_name.protos.iter().any(|p| p.eq_ignore_ascii_case("RTP")) {
+    let rtpmaps = md.attributes.iter().filter(|a| a.key == "rtpmap").filter_map(|a| a.value.as_deref());
+    select_clock_rates(
+        md.media_name.protos.iter().map(String::as_str),
+        md.media_name.formats.iter().map(String::as_str),
+        rtpmaps,
+    )
+}
+
+/// [`MediaLine::clock_rates`] of a line with transport `protos`, `m=` `formats` and `a=rtpmap` values `rtpmaps`.
+fn select_clock_rates<'a>(
+    mut protos: impl Iterator<Item = &'a str>,
+    formats: impl Iterator<Item = &'a str>,
+    rtpmaps: impl Iterator<Item = &'a str>,
+) -> Vec<(u8, u32)> {
+    if !protos.any(|p| p.eq_ignore_ascii_case("RTP")) {
         return Vec::new();
     }
-    let rtpmaps: Vec<(u8, u32)> = md
-        .attributes
-        .iter()
-        .filter(|a| a.key == "rtpmap")
-        .filter_map(|a| a.value.as_deref().and_then(parse_rtpmap))
-        .collect();
-    md.media_name
-        .formats
-        .iter()
+    let rtpmaps: Vec<(u8, u32)> = rtpmaps.filter_map(parse_rtpmap).collect();
+    formats
         .filter_map(|f| f.parse::<u8>().ok())
         .filter(|pt| *pt < 128)
         .filter_map(|pt| {
@@ -1352,5 +1403,34 @@ mod tests {
                 let _ = rewrite(&mutated, RELAY, &vec![anchor(20000); count], true);
             }
         }
+    }
+
+    /// The bodies of ordinary equipment take the fast path; what it does not take (LF line ends, `k=`, a port
+    /// written with a leading zero, lines out of rtc-sdp's order) goes through rtc-sdp. In these tests every call
+    /// of `parse` and `rewrite` that took the fast path was also compared with rtc-sdp's result.
+    #[test]
+    fn bodies_in_printed_form_are_rewritten_in_place_and_the_rest_by_rtc_sdp() {
+        for sdp in [SIPP, ASTERISK, FREESWITCH, CISCO, WEBRTC, AUDIO_VIDEO, T38, IPV6] {
+            let canonical = in_place::scan(sdp).unwrap_or_else(|| panic!("not on the fast path:\n{sdp}"));
+            let count = parse(sdp.as_bytes()).unwrap().len();
+            let anchors = vec![anchor(20000); count];
+            let ours =
+                Transport { proto: "RTP/SAVP".into(), crypto: vec!["1 AES_CM_128_HMAC_SHA1_80 inline:K".into()] };
+            for transports in [vec![], vec![Some(ours); count]] {
+                for strip_ice in [true, false] {
+                    let fast = in_place::rewrite(&canonical, RELAY, &anchors, &transports, strip_ice, &token).unwrap();
+                    let slow = rewrite_with_rtc_sdp(sdp.as_bytes(), RELAY, &anchors, &transports, strip_ice, &token);
+                    assert_eq!(fast, slow.unwrap());
+                }
+            }
+        }
+        let lf = SIPP.replace("\r\n", "\n");
+        let leading_zero = SIPP.replace("audio 6000", "audio 06000");
+        let out_of_order = ASTERISK.replace("c=IN IP4 192.0.2.20\r\nt=0 0\r\n", "t=0 0\r\nc=IN IP4 192.0.2.20\r\n");
+        for sdp in [lf.as_str(), SAVP, leading_zero.as_str(), out_of_order.as_str()] {
+            assert!(in_place::scan(sdp).is_none(), "{sdp}");
+        }
+        // rtc-sdp reads the leading zero and prints the port without it.
+        assert!(rewrite(leading_zero.as_bytes(), RELAY, &[None], true).unwrap().contains("m=audio 6000 "));
     }
 }
