@@ -389,9 +389,9 @@ mod tests {
         let plain = Media::new("plain", 100, 20_000, &counts((50_000, 50_000), (50_000, 50_000), 5.0), 0.5, 0.3, 0);
         assert_eq!(plain.relay_cpu_s_per_mpkt, Some(5.0));
         assert!((cpu_ratio(&webrtc, &plain).unwrap() - 15.0 / 0.9995 / 5.0).abs() < 1e-9);
-        let slow = Media::new("plain", 100, 20_000, &counts((40_000, 40_000), (40_000, 40_000), 5.0), 0.5, 4.9, 0);
+        let slow = Media::new("plain", 100, 20_000, &counts((40_000, 40_000), (40_000, 40_000), 5.0), 0.5, 5.2, 0);
         assert!(slow.generator_limited, "16 000 of 20 000 pps");
-        assert!(slow.clients_saturated, "4.9 s of CPU in 5.5 s");
+        assert!(slow.clients_saturated, "5.2 s of CPU in 5.5 s");
         let none = Media::new("plain", 1, 100, &counts((0, 0), (0, 0), 0.0), 0.0, 0.0, 0);
         assert_eq!((none.up_loss_pct, none.relay_cpu_s_per_mpkt), (100.0, None));
         assert_eq!(cpu_ratio(&webrtc, &none), None);
