@@ -102,7 +102,7 @@ pub fn run(calls: &mut [Call], rate: u32, secs: u32) -> Result<Counts> {
             let due = ((elapsed.as_secs_f64() * f64::from(rate)) as u64).min(planned);
             while sent < due {
                 let stream = (sent % streams as u64) as usize;
-                let (i, up) = (stream / 2, stream % 2 == 0);
+                let (i, up) = (stream / 2, stream.is_multiple_of(2));
                 seqs[stream] = seqs[stream].wrapping_add(1);
                 let packet = rtp(seqs[stream], ssrc(i, up));
                 let call = &mut calls[i];
@@ -142,7 +142,7 @@ pub fn run(calls: &mut [Call], rate: u32, secs: u32) -> Result<Counts> {
             fds.iter().enumerate().filter(|(_, fd)| fd.any().unwrap_or(false)).map(|(k, _)| k).collect()
         };
         for k in ready {
-            let (i, at_browser) = (k / 2, k % 2 == 0);
+            let (i, at_browser) = (k / 2, k.is_multiple_of(2));
             let call = &mut calls[i];
             let socket = if at_browser { &call.browser } else { &call.carrier };
             while let Ok((n, _)) = socket.recv_from(&mut buf) {
