@@ -44,7 +44,7 @@ help:
 	@echo "make install release binaries, systemd units (ops/systemd), /etc/sbc/sbc.toml, /var/lib/sbc, user sbc (as root; PREFIX, DESTDIR)"
 	@echo "make test    install test dependencies (Debian, as root) and run every test"
 	@echo "make lint    rustfmt check and clippy with warnings as errors"
-	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), ng (Kamailio + rtpengine vs Kamailio + our relay), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover (target/bench/)"
+	@echo "make bench   the load-test suite as root: cps (vs SIPp direct, vs Kamailio+rtpengine), ng (Kamailio + rtpengine vs Kamailio + our relay), overload, concurrent, media (user space, SRTP, XDP, bare, kernel, rtpengine), failover, webrtc (DTLS handshakes/s, DTLS-SRTP vs plain relay CPU) (target/bench/)"
 	@echo "make bench-parse  criterion: the SIP parser against ezk-sip-types"
 	@echo "make fuzz    run each fuzzer ($(FUZZ_TARGETS)) for FUZZ_SECONDS (default $(FUZZ_SECONDS))"
 
@@ -143,7 +143,8 @@ bench: deps
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare,kernel,rtpengine --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
-	@echo "results in target/bench/: cps, cps-kamailio, ng, overload, concurrent, media, failover (.json every figure, .svg plots, .txt the tables)"
+	target/release/sbc-bench webrtc --runs 1 --legs 100 --calls 50 --rate 10000 --media-secs 2 --out target/bench/webrtc.json | tee target/bench/webrtc.txt
+	@echo "results in target/bench/: cps, cps-kamailio, ng, overload, concurrent, media, failover, webrtc (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:

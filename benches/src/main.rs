@@ -8,6 +8,8 @@
 //! - `soak`: a light constant load for hours, exported as Prometheus metrics ([`soak`]).
 //! - `overload`: 0.5x to 3x a target's call-rate ceiling: goodput, 503s and the post-dial delay of accepted calls
 //!   ([`overload`]).
+//! - `webrtc`: the relay's DTLS handshakes per second and CPU per handshake, and its CPU per million packets
+//!   bridging DTLS-SRTP to RTP next to plain RTP, against a real `media-relay` process (issue 18; [`webrtc`]).
 //! - `ng`: the same Kamailio against rtpengine and against our `media-relay --ng` (user space and XDP): calls/s
 //!   ceilings and media CPU per million packets, with issue 17's ratios ([`ng`]).
 //!
@@ -33,6 +35,7 @@ mod rtpengine;
 mod soak;
 mod stats;
 mod target;
+mod webrtc;
 mod xdp;
 
 use anyhow::{bail, Context, Result};
@@ -66,6 +69,9 @@ enum Scenario {
     /// Kamailio with rtpengine against the same Kamailio with our media-relay --ng (user space and XDP), in one
     /// run: calls/s ceilings and media CPU per million packets, ratios against rtpengine (issue 17).
     Ng(NgArgs),
+    /// WebRTC legs through a real media-relay: DTLS handshakes per second (relay CPU per handshake, p50/p99), then
+    /// the relay's CPU per million packets bridging DTLS-SRTP to RTP next to plain RTP to RTP, in the same run.
+    Webrtc(WebrtcArgs),
     /// A light constant call load for hours against one target (a canary): every interval's calls, failures and
     /// post-dial delay as Prometheus metrics; exit status 1 when an interval failed.
     Soak(SoakArgs),
@@ -446,6 +452,35 @@ struct NgArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct WebrtcArgs {
+    /// Complete runs (each with a fresh relay: the handshake phase, then both media windows); the summary takes
+    /// medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// WebRTC legs of the handshake phase (each created, handshaken and removed).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=webrtc::MAX_LEGS as u64))]
+    legs: u64,
+    /// Handshakes in flight at most (also when connecting the media window's WebRTC calls).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    concurrency: u64,
+    /// Calls of each media window (WebRTC, then plain).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=webrtc::MAX_CALLS as u64))]
+    calls: u64,
+    /// Packets per second through the relay in all, both directions together (half browser -> carrier).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(100..=200_000))]
+    rate: u32,
+    /// Seconds of media per window (at most 20: the relay's consent timer is 30 s).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    media_secs: u32,
+    /// Measure this media-relay binary instead of target/release/media-relay.
+    #[arg(long)]
+    relay: Option<PathBuf>,
+    /// Where the JSON with every run's figures goes (the plot goes next to it as .svg, the relay's log as .log).
+    #[arg(long, default_value = "target/bench/webrtc.json")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
 struct ConcurrentArgs {
     #[command(flatten)]
     target: TargetArgs,
@@ -481,6 +516,7 @@ fn main() -> Result<()> {
         Scenario::Soak(args) => soak_main(args),
         Scenario::Overload(args) => overload_main(args),
         Scenario::Ng(args) => ng_main(args),
+        Scenario::Webrtc(args) => webrtc_main(args),
         Scenario::ControlProxy { addr } => media::control_proxy(addr),
         Scenario::XdpBare { ingress, egress } => xdp::bare_main(&ingress, &egress),
         Scenario::XdpTestRun => xdp::test_run_main(),
@@ -681,6 +717,60 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
         println!("{}", media_threads::table(t));
     }
     println!("every step's figures: {}; plot: {}", args.out.display(), svg.display());
+    Ok(())
+}
+
+fn webrtc_main(args: WebrtcArgs) -> Result<()> {
+    let (relay_binary, _) = media::prepare_binaries(args.relay.as_deref())?;
+    let out = std::path::absolute(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Before any thread: the namespace and the pinning are the calling thread's, inherited by what it starts.
+    webrtc::enter_private_namespace()?;
+    let pinned = cps::pinning_possible();
+    if pinned {
+        webrtc::pin_to(webrtc::CLIENT_CORE)?;
+        eprintln!(
+            "pinning: media-relay on core {}, the bench's browsers and carriers on core {}",
+            webrtc::RELAY_CORE,
+            webrtc::CLIENT_CORE
+        );
+    } else {
+        eprintln!("pinning: off (fewer than 2 cores); figures are less comparable");
+    }
+    watch_interrupts();
+    let opts = webrtc::Options {
+        runs: args.runs,
+        legs: args.legs as usize,
+        concurrency: args.concurrency as usize,
+        calls: args.calls as usize,
+        rate: args.rate,
+        media_secs: args.media_secs,
+        relay_binary,
+    };
+    let started = std::time::Instant::now();
+    let log = out.with_extension("log");
+    let runs = webrtc::run(&opts, pinned, &log)?;
+    let summary = webrtc::report::summarize(&runs);
+    let json = serde_json::json!({
+        "scenario": "webrtc",
+        "options": opts,
+        "pinning": if pinned {
+            serde_json::json!({ "relay_core": webrtc::RELAY_CORE, "client_core": webrtc::CLIENT_CORE })
+        } else {
+            serde_json::Value::Null
+        },
+        "cpu": "media-relay utime+stime (/proc/PID/stat) over the phase or window; clients: this process's",
+        "wall_secs": started.elapsed().as_secs_f64(),
+        "runs": runs,
+        "summary": summary,
+    });
+    write_json(&out, &json)?;
+    let svg = out.with_extension("svg");
+    webrtc::report::plot(&svg, &runs)?;
+    println!("{}", webrtc::report::table(&opts, &runs, &summary, pinned));
+    println!("every run's figures: {}; plot: {}; relay log: {}", out.display(), svg.display(), log.display());
     Ok(())
 }
 
