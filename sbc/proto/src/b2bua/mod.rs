@@ -781,7 +781,11 @@ impl Calls {
             state: State::Routing,
             a,
             a_trunk,
-            a_invite: req,
+            a_invite: {
+                let mut req = req;
+                req.headers.shrink_to_fit();
+                req
+            },
             a_invite_key: key,
             b: None,
             attempts,
@@ -1003,7 +1007,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&id) else { return };
         let branch = ctx.ids.branch();
         let max_forwards = call.a_invite.headers.max_forwards().ok().flatten().map_or(69, |n| n.min(70) - 1);
-        let invite = build::InviteB {
+        let mut invite = build::InviteB {
             dialog: &dialog,
             branch: &branch,
             max_forwards,
@@ -1013,6 +1017,7 @@ impl Calls {
             extra,
         }
         .build();
+        invite.headers.shrink_to_fit();
         let key = match ctx.txns.send_request(ctx.now, peer, invite.clone()) {
             Ok(k) => k,
             Err(_) => {
@@ -1268,7 +1273,8 @@ impl Calls {
         // The ACK has the INVITE's CSeq (§13.2.2.4), whatever was sent on the early dialog since (PRACK, UPDATE)
         // or how far a standby that took over moved the dialog's CSeq.
         let invite_cseq = b.invite.headers.cseq().map_or(d.local_cseq, |c| c.seq);
-        let ack = d.ack(invite_cseq, &ctx.ids.branch());
+        let mut ack = d.ack(invite_cseq, &ctx.ids.branch());
+        ack.headers.shrink_to_fit();
         ctx.txns.send_ack(d.peer, ack.clone());
         b.ack = Some(ack);
         let trunk = b.trunk;
@@ -1303,6 +1309,8 @@ impl Calls {
             ctx.server,
         );
         ctx.respond(&call.a_invite_key, ok.clone());
+        // Only a standby taking over a call being set up resends it; an answered call's record has none.
+        call.a_provisional = None;
         call.pending_2xx =
             Some(Pending2xx { resp: ok, interval: ctx.t1, next: ctx.now + ctx.t1, give_up: ctx.now + 64 * ctx.t1 });
         self.timers.push(Reverse((ctx.now + ctx.t1, id, Timer::Retransmit2xx)));

@@ -449,6 +449,13 @@ impl Headers {
         }
     }
 
+    /// Gives back the room the list keeps for more headers: the parser makes room for 32 (2 KiB), and a message
+    /// a call keeps for its whole life should not keep that room too.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.lexed.shrink_to_fit();
+    }
+
     /// Number of header entries (list elements split at parse time count separately).
     pub fn len(&self) -> usize {
         self.entries.len()

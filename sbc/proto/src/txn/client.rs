@@ -26,8 +26,11 @@ pub(super) struct ClientTxn {
     state: State,
     reliable: bool,
     peer: Peer,
-    request: Request,
-    ack: Option<Request>,
+    /// The request, retransmitted until a response stops it, and the INVITE an ACK for a non-2xx copies; dropped
+    /// with the final response (an INVITE transaction lives 32 s after a 2xx, timer M, and so would its copy).
+    /// Boxed so that a transaction without it takes little room in the table.
+    request: Option<Box<Request>>,
+    ack: Option<Box<Request>>,
     interval: Duration,
     /// Timer A or E.
     resend_at: Option<Instant>,
@@ -48,7 +51,7 @@ impl ClientTxn {
             state: State::Calling,
             reliable,
             peer,
-            request,
+            request: Some(Box::new(request)),
             ack: None,
             interval: cfg.t1,
             resend_at: (!reliable).then(|| now + cfg.t1),
@@ -75,7 +78,7 @@ impl ClientTxn {
             state: if proceeding { State::Proceeding } else { State::Calling },
             reliable,
             peer,
-            request,
+            request: Some(Box::new(request)),
             ack: None,
             interval: cfg.t1,
             resend_at: (!reliable && !proceeding).then(|| now + cfg.t1),
@@ -134,6 +137,7 @@ impl ClientTxn {
             (State::Calling | State::Proceeding, 200..=299) if self.kind == Kind::Ict => {
                 self.state = State::Accepted;
                 self.resend_at = None;
+                self.request = None;
                 self.end_at = Some(now + 64 * cfg.t1);
                 pass(resp, out);
             }
@@ -141,10 +145,10 @@ impl ClientTxn {
                 self.state = State::Completed;
                 self.resend_at = None;
                 self.end_at = Some(now + self.linger(cfg));
-                if self.kind == Kind::Ict {
-                    let ack = ack_for(&self.request, &resp);
+                if let Some(request) = self.request.take().filter(|_| self.kind == Kind::Ict) {
+                    let ack = ack_for(&request, &resp);
                     out.push(Event::Transmit { peer: self.peer, message: Message::Request(ack.clone()) });
-                    self.ack = Some(ack);
+                    self.ack = Some(Box::new(ack));
                 }
                 pass(resp, out);
             }
@@ -153,7 +157,7 @@ impl ClientTxn {
             (State::Completed, 300..=699) => {
                 out.push(Event::Observe(Observation::Retransmission { direction: "in" }));
                 if let Some(ack) = &self.ack {
-                    out.push(Event::Transmit { peer: self.peer, message: Message::Request(ack.clone()) });
+                    out.push(Event::Transmit { peer: self.peer, message: Message::Request(Request::clone(ack)) });
                 }
             }
             _ => out.push(Event::Observe(Observation::Retransmission { direction: "in" })),
@@ -161,9 +165,9 @@ impl ClientTxn {
     }
 
     pub(super) fn on_timer(&mut self, now: Instant, key: &TransactionKey, cfg: &TimerConfig, out: &mut Vec<Event>) {
-        if self.resend_at.is_some_and(|t| t <= now) {
+        if let Some(request) = self.request.as_deref().filter(|_| self.resend_at.is_some_and(|t| t <= now)) {
             out.push(Event::Observe(Observation::Retransmission { direction: "out" }));
-            out.push(Event::Transmit { peer: self.peer, message: Message::Request(self.request.clone()) });
+            out.push(Event::Transmit { peer: self.peer, message: Message::Request(request.clone()) });
             self.interval = match self.kind {
                 Kind::Ict => self.interval * 2,
                 _ if self.state == State::Proceeding => cfg.t2,

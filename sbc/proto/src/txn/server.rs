@@ -29,9 +29,13 @@ pub(super) struct ServerTxn {
     reliable: bool,
     /// Where responses go (§18.2.2, RFC 3581).
     peer: Peer,
-    /// The request, kept to build the automatic 100 Trying.
-    request: Request,
-    last: Option<Response>,
+    /// IST: the request, kept to build the automatic 100 Trying and dropped with the first response (an INVITE
+    /// transaction lives 32 s after the answer, timer L, and so would its copy of every INVITE). Boxed so that a
+    /// transaction without it takes little room in the table.
+    request: Option<Box<Request>>,
+    /// The response a retransmitted request gets again. Not kept in Accepted: there the core retransmits its 2xx
+    /// itself and a retransmitted INVITE is absorbed (RFC 6026 §8.7).
+    last: Option<Box<Response>>,
     /// Timer G's current interval.
     g_interval: Duration,
     /// Retransmission (G) or 100 Trying timer.
@@ -56,14 +60,15 @@ pub(super) fn response_peer(peer: Peer, req: &Request) -> Peer {
 }
 
 impl ServerTxn {
-    pub(super) fn new(now: Instant, peer: Peer, request: Request, cfg: &TimerConfig) -> Self {
+    pub(super) fn new(now: Instant, peer: Peer, request: &Request, cfg: &TimerConfig) -> Self {
         let kind = if request.method == Method::Invite { Kind::Ist } else { Kind::Nist };
         let reliable = peer.transport.is_reliable();
-        let peer = response_peer(peer, &request);
+        let peer = response_peer(peer, request);
         let (state, resend_at) = match kind {
             Kind::Ist => (State::Proceeding, Some(now + cfg.trying_after)),
             _ => (State::Trying, None),
         };
+        let request = (kind == Kind::Ist).then(|| Box::new(request.clone()));
         Self { kind, state, reliable, peer, request, last: None, g_interval: cfg.t1, resend_at, end_at: None }
     }
 
@@ -77,8 +82,8 @@ impl ServerTxn {
             state: State::Proceeding,
             reliable,
             peer,
-            request,
-            last: Some(last),
+            request: None,
+            last: Some(Box::new(last)),
             g_interval: cfg.t1,
             resend_at: None,
             end_at: None,
@@ -104,7 +109,7 @@ impl ServerTxn {
     fn resend_last(&self, out: &mut Vec<Event>) {
         if let Some(r) = &self.last {
             out.push(Event::Observe(Observation::Retransmission { direction: "out" }));
-            self.send(r.clone(), out);
+            self.send(Response::clone(r), out);
         }
     }
 
@@ -161,7 +166,8 @@ impl ServerTxn {
             (Kind::Ist, State::Accepted) if resp.is_success() => {}
             _ => return Err(TxnError::State),
         }
-        self.last = Some(resp.clone());
+        self.request = None;
+        self.last = (self.state != State::Accepted).then(|| Box::new(resp.clone()));
         self.send(resp, out);
         Ok(())
     }
@@ -178,9 +184,11 @@ impl ServerTxn {
                 // The core did not answer within 200 ms: say we are working on it (§17.2.1).
                 State::Proceeding => {
                     self.resend_at = None;
-                    let trying = Response::to_request(&self.request, 100, "Trying");
-                    self.last = Some(trying.clone());
-                    self.send(trying, out);
+                    if let Some(request) = self.request.take() {
+                        let trying = Response::to_request(&request, 100, "Trying");
+                        self.last = Some(Box::new(trying.clone()));
+                        self.send(trying, out);
+                    }
                 }
                 // Timer G.
                 State::Completed => {

@@ -102,7 +102,7 @@ impl Transactions {
                 out.push(Event::Stray { peer, message: Message::Request(req) });
             }
             _ => {
-                let t = ServerTxn::new(now, peer, req.clone(), &self.cfg);
+                let t = ServerTxn::new(now, peer, &req, &self.cfg);
                 out.push(Event::Observe(Observation::TransactionStarted { kind: t.kind().label() }));
                 out.push(Event::Request { key: key.clone(), peer, request: req });
                 self.txns.insert(key.clone(), Entry { txn: Txn::Server(t), scheduled: None });

@@ -395,3 +395,41 @@ fn adopted_client_invite_in_proceeding_stays_quiet_and_passes_the_answer() {
     let (_, ev) = drain(&mut t);
     assert!(matches!(&ev[..], [Event::Response { response, .. }] if response.status == 200), "{ev:?}");
 }
+
+/// A server INVITE transaction keeps neither the INVITE nor the 2xx once answered (it lives 32 s more): a
+/// retransmitted INVITE is absorbed, the core's own 2xx retransmissions pass, and timer L ends it at 64*T1.
+#[test]
+fn answered_server_invite_absorbs_retransmissions_and_passes_the_cores_2xx_until_timer_l() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKist2");
+    t.handle_request(t0, peer(Transport::Udp), inv.clone());
+    let Some(Event::Request { key, .. }) = drain(&mut t).1.into_iter().next() else { panic!("new request") };
+    t.respond(t0, &key, response(&inv, 200)).expect("200");
+    assert!(matches!(&drain(&mut t).0[..], [Message::Response(r)] if r.status == 200));
+    t.handle_request(t0 + Duration::from_millis(100), peer(Transport::Udp), inv.clone());
+    assert_eq!(drain(&mut t).0.len(), 0, "a retransmitted INVITE in Accepted gets nothing from the transaction");
+    t.respond(t0 + Duration::from_millis(500), &key, response(&inv, 200)).expect("the core's 2xx retransmission");
+    assert_eq!(drain(&mut t).0.len(), 1, "the core's 2xx retransmission goes out");
+    assert!(run_until(&mut t, t0, Duration::from_secs(31)).is_empty(), "nothing sent by the transaction itself");
+    assert_eq!(t.len(), 1, "alive until timer L");
+    run_until(&mut t, t0, Duration::from_secs(33));
+    assert!(t.is_empty(), "timer L (64*T1 = 32 s) ended it");
+}
+
+/// A client INVITE transaction answered 2xx drops its request: no retransmission follows, and timer M ends it.
+#[test]
+fn answered_client_invite_sends_nothing_more_and_ends_at_timer_m() {
+    let mut t = Transactions::new(TimerConfig::default());
+    let t0 = Instant::now();
+    let inv = request("INVITE", "z9hG4bKict9");
+    let key = t.send_request(t0, peer(Transport::Udp), inv.clone()).expect("sent");
+    assert_eq!(drain(&mut t).0.len(), 1, "the INVITE");
+    t.handle_response(t0 + Duration::from_millis(100), peer(Transport::Udp), response(&inv, 200));
+    let (sent, ev) = drain(&mut t);
+    assert!(sent.is_empty(), "no ACK from the transaction for a 2xx: {sent:?}");
+    assert!(matches!(&ev[..], [Event::Response { key: k, response }] if *k == key && response.status == 200));
+    assert!(run_until(&mut t, t0, Duration::from_secs(31)).is_empty(), "no INVITE retransmission after the 2xx");
+    run_until(&mut t, t0, Duration::from_secs(33));
+    assert!(t.is_empty(), "timer M (64*T1) ended it");
+}
