@@ -677,13 +677,19 @@ to = [{{ trunk = "carrier-b", priority = 1 }}{route_c}]
     )
 }
 
+/// The pair's shared secret in [`pair_sbc_config`] (the file's trailing newline is the editor's, not the secret's).
+pub const PAIR_SECRET: &str = "a secret both boxes share\n";
+
 /// The `sbc` configuration of box `node` (1 or 2) of [`Topology::pair`] with HA `priority` (higher is preferred as
 /// active) and CDR file `cdr`: the trunks and route of [`sbc_config`] (carrier b only), SIP listeners and media
 /// interfaces on the VIPs (bound with IP_FREEBIND, so the standby binds them too), the API on 127.0.0.1:8080 in the
 /// box's namespace, relay ports 30000-31999 without XDP, and the `[ha]` section: the replication link on `r0`
 /// (TCP port 7070), UDP heartbeats every 100 ms on port 7071 of each path (replication link, side a, side b), the
-/// peer dead after 300 ms of silence on all paths, and the VIPs the active box adds.
+/// peer dead after 300 ms of silence on all paths, the VIPs the active box adds, and the pair's shared secret
+/// ([`PAIR_SECRET`], in `pair.secret` next to `cdr`), so that the pair's links are the secured ones.
 pub fn pair_sbc_config(node: u8, priority: u32, cdr: &Path) -> String {
+    let secret = cdr.with_file_name("pair.secret");
+    std::fs::write(&secret, PAIR_SECRET).unwrap_or_else(|e| panic!("{}: {e}", secret.display()));
     let (me, peer) = match node {
         1 => ([SBC1_R, SBC1_A, SBC1_B], [SBC2_R, SBC2_A, SBC2_B]),
         2 => ([SBC2_R, SBC2_A, SBC2_B], [SBC1_R, SBC1_A, SBC1_B]),
@@ -712,8 +718,11 @@ paths = [
 vips = ["{VIP_A}/24 dev a0", "{VIP_B}/24 dev b0"]
 heartbeat = "100ms"
 dead_after = "300ms"
+secret_file = "{}"
 "#,
-        me[0], peer[0]
+        me[0],
+        peer[0],
+        secret.display()
     ));
     config
 }

@@ -631,10 +631,8 @@ fn killing_the_active_with_calls_in_setup_lets_them_complete_on_the_standby() {
         quiet_rtp_port: RTP_PORT,
     };
     let pair = Pair::new();
-    let secret = pair.topo.dir().join("pair.secret");
-    std::fs::write(&secret, "a secret both boxes share\n").expect("secret written");
-    let extra = format!("secret_file = \"{}\"\n{}", secret.display(), setup_drill::config_tables());
-    let (sbc1, sbc2) = pair.start_both_with(&extra);
+    // pair_sbc_config gives both boxes the same secret_file.
+    let (sbc1, sbc2) = pair.start_both_with(&setup_drill::config_tables());
     assert!(
         std::fs::read_to_string(&sbc1.log).unwrap_or_default().contains("shared secret"),
         "the log says the nonces are shared: {}",
@@ -1436,4 +1434,147 @@ fn a_call_made_over_ng_survives_the_actives_death_and_the_standby_deletes_it() {
     assert!(rtp.is_some_and(|p| p >= 2 * 50 * 3), "sbc2's relay carried the call after the takeover: {deleted:?}");
     assert_eq!(ng_current(&mut ng2), serde_json::json!({ "own": 0, "foreign": 0 }));
     eprintln!("delete on sbc2: {} RTP packets relayed by sbc2", rtp.unwrap_or(0));
+}
+
+/// A standby whose `[ha]` secret is not the active's: the active's replication link is refused (counted on both
+/// boxes with reason `secret_differs`, logged on both), no record reaches the standby while calls go through the
+/// active, and the heartbeats each box gets from the other are refused (`bad_mac`), so neither takes the other for
+/// its peer. Box 2 has no service address here: hearing no peer it goes active too (a pair that does not pair),
+/// and must not take sbc1's addresses from under the calls.
+#[test]
+fn a_standby_with_another_secret_refuses_the_actives_link_and_heartbeats() {
+    const CALLS: u32 = 3;
+    const LIMIT: Duration = Duration::from_secs(15);
+    let pair = Pair::new();
+    let sbc1 = pair.start(1);
+    wait_role(&sbc1, "sbc1", "active", Instant::now(), Duration::from_secs(5));
+    let other = pair.topo.dir().join("other.secret");
+    std::fs::write(&other, "not the pair's secret\n").expect("other secret written");
+    let pair_secret = format!("secret_file = \"{}\"", pair.topo.dir().join("pair.secret").display());
+    let config = pair_sbc_config(2, PRIORITY_2, &pair.cdr[1])
+        .replace(&pair_secret, &format!("secret_file = \"{}\"", other.display()))
+        .replace(&format!("vips = [\"{VIP_A}/24 dev a0\", \"{VIP_B}/24 dev b0\"]"), "vips = []");
+    assert!(config.contains("other.secret") && config.contains("vips = []"), "box 2's config: {config}");
+    let sbc2 =
+        Sbc::start_in(&pair.topo.ns(Host::pair_box(2)), "ha-sbc2-other-secret", &config, addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("sbc2 starts: {e:#}"));
+
+    let uas = pair.carrier(CALLS, LIMIT);
+    let uac = pair.caller(5060, CALLS, CALLS, Duration::from_secs(1), RTP_PORT, LIMIT);
+    uac.wait().expect("uac ran").assert_all_successful(CALLS.into()).expect("the calls go through the active");
+    uas.wait().expect("uas ran").assert_all_successful(CALLS.into()).expect("the carrier answered every call");
+
+    let metric = |sbc: &Sbc, name: &str| sbc.metric(name).unwrap_or(-1.0);
+    let refused = |sbc: &Sbc| metric(sbc, "sbc_ha_link_refused_total{reason=\"secret_differs\"}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (refused(&sbc2) < 1.0 || refused(&sbc1) < 1.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s1, s2) = (ha(&sbc1), ha(&sbc2));
+    let field = |s: &anyhow::Result<Value>, f: &str| s.as_ref().ok().map_or(Value::Null, |v| v[f].clone());
+    eprintln!(
+        "link refused: sbc1 {}, sbc2 {}; heartbeats refused (bad MAC): sbc1 {}, sbc2 {}; sbc1 {}, sbc2 {}",
+        refused(&sbc1),
+        refused(&sbc2),
+        metric(&sbc1, "sbc_ha_heartbeats_refused_total{reason=\"bad_mac\"}"),
+        metric(&sbc2, "sbc_ha_heartbeats_refused_total{reason=\"bad_mac\"}"),
+        shown(&s1),
+        shown(&s2)
+    );
+    let logs = format!("--- sbc1 log ---\n{}\n--- sbc2 log ---\n{}", sbc1.log_tail(), sbc2.log_tail());
+    assert!(refused(&sbc2) >= 1.0 && refused(&sbc1) >= 1.0, "the link is refused on both sides\n{logs}");
+    for (name, sbc) in [("sbc1", &sbc1), ("sbc2", &sbc2)] {
+        let bad_mac = metric(sbc, "sbc_ha_heartbeats_refused_total{reason=\"bad_mac\"}");
+        assert!(bad_mac >= 1.0, "{name} refused the other's heartbeats: {bad_mac}\n{logs}");
+    }
+    assert_eq!(field(&s2, "records_received"), Value::from(0), "no record reached sbc2\n{logs}");
+    assert_eq!(field(&s2, "foreign_calls"), Value::from(0), "sbc2 holds no replicated call\n{logs}");
+    assert_eq!(field(&s1, "records_sent"), Value::from(0), "sbc1 sent no record\n{logs}");
+    assert!(metric(&sbc2, "sbc_ha_records_received_total") <= 0.0, "no record counted on sbc2\n{logs}");
+    for s in [&s1, &s2] {
+        assert_eq!(field(s, "peer_alive"), Value::Bool(false), "neither sees a peer: {}", shown(s));
+        assert_eq!(field(s, "links_secured"), Value::Bool(true), "both have a secret: {}", shown(s));
+    }
+    let (log1, log2) = (
+        std::fs::read_to_string(&sbc1.log).unwrap_or_default(),
+        std::fs::read_to_string(&sbc2.log).unwrap_or_default(),
+    );
+    assert!(log2.contains("replication link from the active refused: the peer's secret differs"), "{logs}");
+    assert!(log1.contains("replication link to the standby refused: the peer's secret differs"), "{logs}");
+    for secret in [tests::netns::PAIR_SECRET.trim(), "not the pair's secret"] {
+        assert!(!log1.contains(secret) && !log2.contains(secret), "a secret in a log\n{logs}");
+        assert!(!shown(&s1).contains(secret) && !shown(&s2).contains(secret), "a secret in /ha");
+    }
+}
+
+/// The rolling upgrade onto the secured links: sbc1 without a secret stands in for a build from before them (its
+/// wire format is the old one: plain JSON heartbeats, a hello line and JSON records); sbc2 has the secret and
+/// `accept_plain_peer`. sbc2 pairs with it plain and takes its calls at `POST /ha/demote`; sbc1 restarted with the
+/// secret and the setting (the upgraded old box) makes the pair secured, calls up.
+#[test]
+fn a_box_accepting_plain_peers_upgrades_a_pair_onto_the_secured_links_without_losing_calls() {
+    const CALLS: u32 = 5;
+    const HOLD: Duration = Duration::from_secs(12);
+    const LIMIT: Duration = Duration::from_secs(25);
+    let pair = Pair::new();
+    let secured_config = pair_sbc_config(1, PRIORITY_1, &pair.cdr[0]);
+    let plain_config: String =
+        secured_config.lines().filter(|l| !l.starts_with("secret_file")).map(|l| l.to_owned() + "\n").collect();
+    assert!(!plain_config.contains("secret"), "box 1's config has no secret: {plain_config}");
+    let sbc1 =
+        Sbc::start_in(&pair.topo.ns(Host::pair_box(1)), "ha-sbc1-plain", &plain_config, addr(VIP_A, 5060), api())
+            .unwrap_or_else(|e| panic!("sbc1 (plain) starts: {e:#}"));
+    wait_role(&sbc1, "sbc1", "active", Instant::now(), Duration::from_secs(5));
+    let sbc2 = pair.start_with(2, "accept_plain_peer = true\n");
+    wait_roles(&sbc1, "active", &sbc2, "standby", Duration::from_secs(10));
+
+    let uas = pair.carrier(CALLS, LIMIT);
+    let uac = pair.caller(5060, CALLS, CALLS, HOLD, RTP_PORT, LIMIT);
+    wait_ha_at_least(&sbc2, "sbc2", "foreign_calls", u64::from(CALLS), Duration::from_secs(5));
+    let metric = |sbc: &Sbc, name: &str| sbc.metric(name).unwrap_or(-1.0);
+    let plain = |sbc: &Sbc, what: &str| metric(sbc, &format!("sbc_ha_plain_peer_total{{what=\"{what}\"}}"));
+    let s2 = ha(&sbc2);
+    let logs = |a: &Sbc, b: &Sbc| format!("--- sbc1 log ---\n{}\n--- sbc2 log ---\n{}", a.log_tail(), b.log_tail());
+    assert_eq!(s2.as_ref().ok().map(|v| v["links_secured"].clone()), Some(Value::Bool(false)), "{}", shown(&s2));
+    assert!(plain(&sbc2, "link") >= 1.0 && plain(&sbc2, "heartbeat") >= 1.0, "counted\n{}", logs(&sbc1, &sbc2));
+    let log2 = std::fs::read_to_string(&sbc2.log).unwrap_or_default();
+    assert!(log2.contains("ha.accept_plain_peer: the link to"), "logged loudly\n{}", logs(&sbc1, &sbc2));
+    eprintln!("step 1: sbc2 (secret, accept_plain_peer) holds {CALLS} calls of the plain sbc1: {}", shown(&s2));
+
+    // 2. The calls move to the box with the secret, which now speaks plain to the old one as the active.
+    let (status, body) = http_request(&pair.topo.ns(Host::Sbc1), "POST", api(), "/ha/demote").expect("POST reaches");
+    assert!((200..300).contains(&status), "POST /ha/demote: {status} {body}");
+    let demoted = Instant::now();
+    let took = wait_role(&sbc2, "sbc2", "active", demoted, TAKEOVER_LIMIT);
+    wait_ha_at_least(&sbc2, "sbc2", "calls", u64::from(CALLS), Duration::from_secs(5));
+    wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", u64::from(CALLS), Duration::from_secs(5));
+    eprintln!("step 2: sbc2 active {took:?} after the demotion; the plain sbc1 holds its calls");
+
+    // 3. The old box is upgraded (here: given the secret, and the setting too, the harder case: two boxes that may
+    // hear each other plain first) and rejoins as standby: the pair goes secured.
+    drop(sbc1);
+    let upgraded = Instant::now();
+    let config = secured_config + "accept_plain_peer = true\n";
+    let sbc1 = Sbc::start_in(&pair.topo.ns(Host::pair_box(1)), "ha-sbc1", &config, addr(VIP_A, 5060), api())
+        .unwrap_or_else(|e| panic!("sbc1 (secured) starts: {e:#}"));
+    wait_roles(&sbc1, "standby", &sbc2, "active", Duration::from_secs(5));
+    wait_ha_at_least(&sbc1, "sbc1", "foreign_calls", u64::from(CALLS), Duration::from_secs(6));
+    let secured = |sbc: &Sbc| ha(sbc).ok().is_some_and(|v| v["links_secured"] == Value::Bool(true));
+    while !(secured(&sbc1) && secured(&sbc2)) && upgraded.elapsed() < Duration::from_secs(6) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s1, s2) = (ha(&sbc1), ha(&sbc2));
+    assert!(
+        secured(&sbc1) && secured(&sbc2),
+        "secured: sbc1 {} sbc2 {}\n{}",
+        shown(&s1),
+        shown(&s2),
+        logs(&sbc1, &sbc2)
+    );
+    eprintln!("step 3: secured on both {:?} after sbc1's restart with the secret", upgraded.elapsed());
+
+    uac.wait().expect("uac runs").assert_all_successful(CALLS.into()).expect("every call completes for the caller");
+    uas.wait().expect("uas runs").assert_all_successful(CALLS.into()).expect("every call completes for the carrier");
+    let cdrs = pair.wait_cdrs(CALLS as usize);
+    one_cdr_per_call(&cdrs, CALLS as usize);
 }

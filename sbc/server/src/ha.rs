@@ -4,13 +4,28 @@
 //! demotion and at start).
 //!
 //! The driver owns the calls; it hears from here through [`HaEvent`]s and answers through [`HaHandle`].
+//!
+//! With the pair's secret both links are secured: the replication link ([`replication_link`]) by Noise
+//! ([`secure_link`]), each heartbeat by a MAC with a replay guard ([`heartbeat_seal`]); the keys come from the
+//! secret ([`PairKeys`]).
+
+mod heartbeat_seal;
+mod keys;
+mod plain_peer;
+mod replication_link;
+mod secure_link;
+
+pub use keys::PairKeys;
 
 use crate::config::{HaMode, HaSettings, Vip, VipGroup};
-use sbc_proto::ha::{Heartbeat, Hello, HelloLine, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
+use heartbeat_seal::{HeartbeatRefusal, Opener, Sealer};
+use plain_peer::{PeerSpeaks, PlainPeer};
+use replication_link::{listen_task, send_task, ActiveLink, StandbyLink};
+use sbc_proto::ha::{Heartbeat, Pair, PairConfig, PairOutput, Record, Role, RoleChange};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -58,6 +73,18 @@ pub struct HaStatus {
     pub peer_software: Option<String>,
     /// Each group of service addresses and this box's role for it (one group, named "", unless active/active).
     pub groups: Vec<GroupStatus>,
+    /// Whether the pair's links (replication and heartbeats) are authenticated and encrypted with the pair's
+    /// secret; false without `[ha] secret_env` / `secret_file`: then anyone who reaches them can play the peer.
+    pub links_secured: bool,
+    /// Whether this box has the pair's secret.
+    #[serde(skip)]
+    has_keys: bool,
+    /// `accept_plain_peer`: the peer's heartbeats are taken plain.
+    #[serde(skip)]
+    plain_heartbeats: bool,
+    /// `accept_plain_peer`: the last replication link was plain.
+    #[serde(skip)]
+    plain_link: bool,
 }
 
 /// One group of service addresses in `/ha`.
@@ -80,6 +107,18 @@ impl HaStatus {
             g.role = role_name(role);
         }
         self.role = if self.groups.iter().any(|g| g.role == "active") { "active" } else { "standby" };
+    }
+
+    /// `accept_plain_peer`: the peer's heartbeats are (or are no longer) taken plain.
+    fn set_plain_heartbeats(&mut self, plain: bool) {
+        self.plain_heartbeats = plain;
+        self.links_secured = self.has_keys && !self.plain_heartbeats && !self.plain_link;
+    }
+
+    /// `accept_plain_peer`: the replication link just up is plain (or secured).
+    fn set_plain_link(&mut self, plain: bool) {
+        self.plain_link = plain;
+        self.links_secured = self.has_keys && !self.plain_heartbeats && !self.plain_link;
     }
 
     /// Whether this box is active for `group`.
@@ -184,6 +223,23 @@ impl HaHandle {
 /// Starts the pair: heartbeats, the role logic, the replication link. Service addresses left over from an
 /// earlier run are removed first, so a restarted box never answers on them as a standby.
 pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
+    if settings.keys.is_none() {
+        tracing::error!(
+            "ha: NO [ha] secret_env or secret_file: the pair's replication link and heartbeats are neither \
+             authenticated nor encrypted (anyone who reaches ha.listen can inject calls and read SRTP keys; anyone \
+             who reaches a heartbeat port can play the peer): give both boxes the same secret"
+        );
+    } else if settings.accept_plain_peer {
+        tracing::error!(
+            peer = %settings.peer,
+            "ha.accept_plain_peer: this box also pairs with a peer that speaks the plain link and plain heartbeats \
+             (neither authenticated nor encrypted): remove the setting once both boxes run this build"
+        );
+    } else {
+        tracing::info!(
+            "ha: the replication link and heartbeats are authenticated and encrypted with the pair's secret"
+        );
+    }
     if settings.mode == HaMode::Builtin {
         for vip in settings.vips() {
             remove_vip(vip);
@@ -208,9 +264,13 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
                 vips: g.vips.iter().map(|v| v.cidr.clone()).collect(),
             })
             .collect(),
+        links_secured: settings.keys.is_some(),
+        has_keys: settings.keys.is_some(),
         ..HaStatus::default()
     }));
     let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Standby);
+    // How the peer's heartbeats speak, for the link tasks (`accept_plain_peer`).
+    let (speaks_tx, speaks_rx) = tokio::sync::watch::channel(PeerSpeaks::Unknown);
     let mut set_role = None;
     if settings.mode == HaMode::Keepalived {
         let (tx, rx) = mpsc::channel(4);
@@ -223,10 +283,17 @@ pub fn start(settings: &HaSettings) -> std::io::Result<HaHandle> {
             s.set_nonblocking(true)?;
             sockets.push((Arc::new(UdpSocket::from_std(s)?), p.peer));
         }
-        tokio::spawn(pair_task(settings.clone(), sockets, ev_tx.clone(), demote_rx, status.clone(), role_tx));
+        let run =
+            PairRun { settings: settings.clone(), sockets, events: ev_tx.clone(), status: status.clone(), speaks_tx };
+        tokio::spawn(pair_task(run, demote_rx, role_tx));
     }
-    tokio::spawn(listen_task(settings.listen, settings.node.clone(), ev_tx.clone(), status.clone()));
-    tokio::spawn(send_task(settings.peer, settings.node.clone(), out_rx, ev_tx, role_rx, status.clone()));
+    let keys = settings.keys.clone();
+    let plain = settings.accept_plain_peer.then(|| speaks_rx.clone());
+    let standby = StandbyLink { listen: settings.listen, node: settings.node.clone(), keys: keys.clone(), plain };
+    tokio::spawn(listen_task(standby, ev_tx.clone(), status.clone()));
+    let plain = settings.accept_plain_peer.then_some(speaks_rx);
+    let link = ActiveLink { peer: settings.peer, node: settings.node.clone(), keys, plain };
+    tokio::spawn(send_task(link, out_rx, ev_tx, role_rx, status.clone()));
     Ok(HaHandle {
         events: ev_rx,
         out: out_tx,
@@ -246,18 +313,29 @@ struct GroupRun {
     active_since: Instant,
 }
 
+/// Datagrams from the heartbeat ports waiting for the pair's task (a few seconds of heartbeats on every path).
+const HEARTBEAT_QUEUE: usize = 1024;
+
 /// How long a box holds a group it took for an absent peer before it may give it back, however idle: the
 /// driver's per-group call count is fresh by then.
 const HAND_BACK_SETTLE: Duration = Duration::from_secs(2);
 
-async fn pair_task(
+/// What the pair's task works with.
+struct PairRun {
     settings: HaSettings,
     sockets: Vec<(Arc<UdpSocket>, std::net::SocketAddr)>,
     events: mpsc::UnboundedSender<HaEvent>,
-    mut demote: mpsc::Receiver<Option<String>>,
     status: Arc<Mutex<HaStatus>>,
+    /// How the peer's heartbeats speak, published for the link tasks.
+    speaks_tx: tokio::sync::watch::Sender<PeerSpeaks>,
+}
+
+async fn pair_task(
+    run: PairRun,
+    mut demote: mpsc::Receiver<Option<String>>,
     role_tx: tokio::sync::watch::Sender<Role>,
 ) {
+    let PairRun { settings, sockets, events, status, speaks_tx } = run;
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -283,28 +361,70 @@ async fn pair_task(
             active_since: Instant::now(),
         })
         .collect();
-    let (hb_tx, mut hb_rx) = mpsc::unbounded_channel::<Heartbeat>();
+    // Datagrams go to this task whole: the MAC and replay checks need one view of what was taken. Bounded, so
+    // that a flood of forged datagrams costs a count, not memory.
+    let (hb_tx, mut hb_rx) = mpsc::channel::<(Vec<u8>, std::net::SocketAddr)>(HEARTBEAT_QUEUE);
     for (sock, _) in &sockets {
         let (sock, tx) = (sock.clone(), hb_tx.clone());
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
-            while let Ok((n, _)) = sock.recv_from(&mut buf).await {
-                // Anything that is not a heartbeat is ignored (and never trusted).
-                if let Ok(hb) = serde_json::from_slice::<Heartbeat>(&buf[..n]) {
-                    if tx.send(hb).is_err() {
-                        return;
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                match tx.try_send((buf[..n].to_vec(), from)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        metrics::counter!("sbc_ha_heartbeats_refused_total", "reason" => "overload").increment(1);
                     }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
         });
     }
+    let mut sealer = settings.keys.as_ref().map(|k| Sealer::new(k.heartbeat()));
+    let mut opener = settings.keys.as_ref().map(|k| Opener::new(k.heartbeat()));
+    let mut plain_peer = PlainPeer::new(settings.accept_plain_peer);
+    let mut refusal_log = LogLimit::default();
     let mut unknown_groups: Vec<String> = Vec::new();
     loop {
         let deadline =
             groups.iter().map(|g| Instant::from_std(g.pair.poll_timeout())).min().unwrap_or_else(Instant::now);
         tokio::select! {
-            hb = hb_rx.recv() => {
-                let Some(hb) = hb else { return };
+            datagram = hb_rx.recv() => {
+                let Some((datagram, from)) = datagram else { return };
+                let body = match &mut opener {
+                    // A plain heartbeat to a box with a secret: only with accept_plain_peer, and never from a
+                    // peer heard sealed.
+                    Some(_) if datagram.first() == Some(&b'{') => plain_peer.heard_plain().map(|news| {
+                        metrics::counter!("sbc_ha_plain_peer_total", "what" => "heartbeat").increment(1);
+                        if news {
+                            tracing::error!(%from, "ha.accept_plain_peer: the link to {from} is not secured (plain heartbeats); remove the setting once both boxes run this build");
+                            status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_plain_heartbeats(true);
+                            speaks_tx.send_replace(plain_peer.speaks());
+                        }
+                        &datagram[..]
+                    }),
+                    Some(o) => o.open(unix_micros(), &datagram).inspect(|_| {
+                        if plain_peer.heard_sealed() {
+                            if settings.accept_plain_peer {
+                                tracing::warn!(%from, "ha.accept_plain_peer: the peer's heartbeats are sealed with the pair's secret: speaking secured to it from now on");
+                            }
+                            status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_plain_heartbeats(false);
+                            speaks_tx.send_replace(plain_peer.speaks());
+                        }
+                    }),
+                    None => heartbeat_seal::open_plain(&datagram),
+                };
+                let body = match body {
+                    Ok(b) => b,
+                    Err(why) => {
+                        refuse_heartbeat(why, from, &mut refusal_log);
+                        continue;
+                    }
+                };
+                // Anything that is not a heartbeat is refused (and never trusted).
+                let Ok(hb) = serde_json::from_slice::<Heartbeat>(body) else {
+                    refuse_heartbeat(HeartbeatRefusal::NotAHeartbeat, from, &mut refusal_log);
+                    continue;
+                };
                 match groups.iter_mut().find(|g| g.group.name == hb.group) {
                     Some(g) => g.pair.handle_heartbeat(Instant::now().into_std(), hb),
                     None => {
@@ -350,8 +470,17 @@ async fn pair_task(
                     PairOutput::Heartbeat(hb) => {
                         let bytes = serde_json::to_vec(&hb).expect("heartbeats serialize");
                         for (sock, peer) in &sockets {
+                            // Each path's copy is sealed on its own: copies are then never replays of each other.
+                            let datagram = match &mut sealer {
+                                Some(s) => s.seal(unix_micros(), &bytes),
+                                None => bytes.clone(),
+                            };
                             // A path that is down just loses its heartbeat; the others carry on.
-                            let _ = sock.try_send_to(&bytes, *peer);
+                            let _ = sock.try_send_to(&datagram, *peer);
+                            if sealer.is_some() && plain_peer.send_plain() {
+                                // accept_plain_peer: a plain copy for a plain peer (see plain_peer.rs for why both).
+                                let _ = sock.try_send_to(&bytes, *peer);
+                            }
                         }
                     }
                     PairOutput::Role(role, why) => {
@@ -419,6 +548,43 @@ async fn pair_task(
     }
 }
 
+/// The wall clock in µs since the epoch, for the heartbeats' replay guard.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// How often one kind of refusal is logged: a flood of forged datagrams or reconnects must not flood the log.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs each kind of refusal at most once per [`REFUSAL_LOG_EVERY`].
+#[derive(Debug, Default)]
+struct LogLimit {
+    last: HashMap<&'static str, Instant>,
+}
+
+impl LogLimit {
+    /// Whether `kind` may be logged now (then it is muted for a while).
+    fn allow(&mut self, kind: &'static str) -> bool {
+        let now = Instant::now();
+        match self.last.get(kind) {
+            Some(t) if now - *t < REFUSAL_LOG_EVERY => false,
+            _ => {
+                self.last.insert(kind, now);
+                true
+            }
+        }
+    }
+}
+
+fn refuse_heartbeat(why: HeartbeatRefusal, from: std::net::SocketAddr, log: &mut LogLimit) {
+    metrics::counter!("sbc_ha_heartbeats_refused_total", "reason" => why.label()).increment(1);
+    if log.allow(why.label()) {
+        tracing::error!(%from, reason = why.label(), "ha: heartbeat refused: {why} (logged once per 10 s)");
+    }
+}
+
 /// keepalived mode: roles come from its notify scripts; keepalived itself moves the addresses.
 async fn external_task(
     mut rx: mpsc::Receiver<Role>,
@@ -446,154 +612,6 @@ async fn external_task(
         if events.send(HaEvent::Role(0, role, RoleChange::External)).is_err() {
             return;
         }
-    }
-}
-
-/// The standby's side of the link: every connection from the active starts a resync.
-async fn listen_task(
-    listen: std::net::SocketAddr,
-    node: String,
-    events: mpsc::UnboundedSender<HaEvent>,
-    status: Arc<Mutex<HaStatus>>,
-) {
-    let listener = match bind_listener(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%listen, error = %e, "ha.listen: cannot listen; this box can never be a standby");
-            return;
-        }
-    };
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
-        tracing::info!(%peer, "replication link from the active: resync");
-        let _ = stream.set_nodelay(true);
-        let (events, status, node) = (events.clone(), status.clone(), node.clone());
-        tokio::spawn(async move {
-            if events.send(HaEvent::ResyncStart).is_err() {
-                return;
-            }
-            let mut lines = BufReader::new(stream).lines();
-            let mut first = true;
-            while let Ok(Some(line)) = lines.next_line().await {
-                if std::mem::take(&mut first) {
-                    // The writer's format: a link without a hello is format 1.
-                    let hello = serde_json::from_str::<HelloLine>(&line).ok().map(|h| h.hello);
-                    let (format, software) = hello.as_ref().map_or((1, None), |h| (h.format, Some(h.software.clone())));
-                    {
-                        let mut s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        (s.peer_format, s.peer_software) = (Some(format), software.clone());
-                    }
-                    if let Some(h) = &hello {
-                        if let Err(why) = h.readable() {
-                            metrics::counter!("sbc_ha_link_refused_total").increment(1);
-                            tracing::error!(%peer, "replication link refused: {why}");
-                            return;
-                        }
-                        if sbc_proto::ha::call_ranges_collide(&h.node, &node) {
-                            tracing::error!(peer = %h.node, node = %node, "ha.node: the two names give the same range of call numbers (active/active needs them apart): rename one box");
-                        }
-                        tracing::info!(%peer, format, software = %h.software, "replication link: the active's records");
-                        continue;
-                    }
-                }
-                match serde_json::from_str::<Record>(&line) {
-                    Ok(r) => {
-                        metrics::counter!("sbc_ha_records_received_total").increment(1);
-                        status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records_received += 1;
-                        if events.send(HaEvent::Record(Box::new(r))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "bad replication record ignored"),
-                }
-            }
-            tracing::info!(%peer, "replication link from the active closed");
-        });
-    }
-}
-
-async fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.bind(&addr.into())?;
-    s.listen(16)?;
-    s.set_nonblocking(true)?;
-    TcpListener::from_std(s.into())
-}
-
-/// The active's side: while active, keep a connection to the standby, snapshot first, then live records.
-async fn send_task(
-    peer: std::net::SocketAddr,
-    node: String,
-    mut out: mpsc::Receiver<Outgoing>,
-    events: mpsc::UnboundedSender<HaEvent>,
-    mut role: tokio::sync::watch::Receiver<Role>,
-    status: Arc<Mutex<HaStatus>>,
-) {
-    loop {
-        // Standby: nothing to send; what queues meanwhile is covered by the next snapshot.
-        while *role.borrow() != Role::Active {
-            while out.try_recv().is_ok() {}
-            if role.changed().await.is_err() {
-                return;
-            }
-        }
-        let conn = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(peer)).await;
-        let Ok(Ok(mut stream)) = conn else {
-            while out.try_recv().is_ok() {}
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        tracing::info!(%peer, "replication link to the standby up: sending the snapshot");
-        let hello = Hello {
-            format: sbc_proto::ha::FORMAT,
-            min_format: sbc_proto::ha::MIN_FORMAT,
-            software: SOFTWARE.to_owned(),
-            node: node.clone(),
-        };
-        let mut line = serde_json::to_string(&HelloLine { hello }).expect("a hello serializes");
-        line.push('\n');
-        if stream.write_all(line.as_bytes()).await.is_err() {
-            continue;
-        }
-        // Records queued before the snapshot are in it (or ended): drop them, then ask for the snapshot.
-        while out.try_recv().is_ok() {}
-        if events.send(HaEvent::NeedSnapshot).is_err() {
-            return;
-        }
-        let mut got_snapshot = false;
-        // The standby never writes: a read that returns is the link closing (the standby restarted), which must
-        // be noticed even when no record is waiting, so that the new standby gets its snapshot at once.
-        let (mut rd, mut stream) = stream.into_split();
-        let mut scratch = [0u8; 64];
-        loop {
-            tokio::select! {
-                _ = tokio::io::AsyncReadExt::read(&mut rd, &mut scratch) => break,
-                o = out.recv() => {
-                    let Some(o) = o else { return };
-                    let records = match o {
-                        Outgoing::Snapshot(r) => { got_snapshot = true; r }
-                        Outgoing::Record(_) if !got_snapshot => continue,
-                        Outgoing::Record(r) => vec![*r],
-                    };
-                    let mut text = String::new();
-                    for r in &records {
-                        text.push_str(&serde_json::to_string(r).expect("records serialize"));
-                        text.push('\n');
-                    }
-                    if stream.write_all(text.as_bytes()).await.is_err() {
-                        break;
-                    }
-                    metrics::counter!("sbc_ha_records_sent_total").increment(records.len() as u64);
-                    status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).records_sent += records.len() as u64;
-                }
-                r = role.changed() => {
-                    if r.is_err() || *role.borrow() != Role::Active { break }
-                }
-            }
-        }
-        tracing::info!(%peer, "replication link to the standby down");
     }
 }
 

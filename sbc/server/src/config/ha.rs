@@ -80,6 +80,13 @@ pub struct HaSettings {
     /// from one box is accepted by the other after a takeover. Default none: each box makes a secret of its own
     /// and nothing is derived for the pair (callers are challenged again after a takeover).
     pub secret: Option<Secret>,
+    /// The keys derived from the secret: the replication link's (Noise PSK) and the heartbeats' (HMAC). `None`
+    /// without a secret: then the pair's links are neither authenticated nor encrypted.
+    pub keys: Option<crate::ha::PairKeys>,
+    /// `accept_plain_peer`: for a rolling upgrade from a build without the secured links only. A box with a
+    /// secret also pairs with a peer that speaks the plain link and plain heartbeats, and speaks to it as it
+    /// speaks (a peer once heard sealed is never taken plain again). Default false; an error without a secret.
+    pub accept_plain_peer: bool,
 }
 
 impl HaSettings {
@@ -111,6 +118,7 @@ pub(super) struct RawHa {
     dead_after: Option<Spanned<String>>,
     secret_env: Option<Spanned<String>>,
     secret_file: Option<Spanned<String>>,
+    accept_plain_peer: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,16 +233,29 @@ impl Validator<'_> {
             let why = "keepalived moves the addresses itself: give each group its own VRRP instance there instead";
             return Err(self.invalid(g.span(), "ha.groups", why));
         }
+        let mut keys = None;
         let secret = match (&h.secret_env, &h.secret_file) {
             (None, None) => None,
             (env, file) => {
                 let whole = env.iter().chain(file).map(Spanned::span).min_by_key(|s| s.start).unwrap_or(0..0);
                 let base_dir = self.path.parent().unwrap_or(std::path::Path::new(""));
                 match super::secret::read("secret", env.as_ref(), file.as_ref(), "ha", whole, base_dir) {
-                    Ok(s) => Some(Secret::new(s)),
+                    Ok(s) => {
+                        keys = Some(crate::ha::PairKeys::derive(s.as_bytes()));
+                        Some(Secret::new(s))
+                    }
                     Err((span, key, message)) => return Err(self.invalid(span, &key, &message)),
                 }
             }
+        };
+        let accept_plain_peer = match &h.accept_plain_peer {
+            Some(a) if *a.get_ref() && keys.is_none() => {
+                let why = "only means something with ha.secret_env or ha.secret_file (a box without a secret \
+                           speaks the plain link anyway)";
+                return Err(self.invalid(a.span(), "ha.accept_plain_peer", why));
+            }
+            Some(a) => *a.get_ref(),
+            None => false,
         };
         Ok(Some(HaSettings {
             mode,
@@ -247,6 +268,8 @@ impl Validator<'_> {
             heartbeat,
             dead_after,
             secret,
+            keys,
+            accept_plain_peer,
         }))
     }
 }
@@ -281,8 +304,10 @@ paths = [{ local = \"198.18.1.2:7071\", peer = \"198.18.1.3:7071\" }]\nvips = [\
         let secret = h.secret.expect("a secret");
         assert_eq!(secret, sbc_proto::policy::digest::Secret::new("s3cret-of-the-pair"), "the newline is the file's");
         assert!(!format!("{secret:?}").contains("s3cret"), "never printed");
+        assert_eq!(h.keys, Some(crate::ha::PairKeys::derive(b"s3cret-of-the-pair")), "the link's keys come from it");
+        assert!(!format!("{:?}", h.keys).contains("s3cret"), "never printed");
         let none = Config::parse(HA, Path::new("t.toml")).unwrap().ha.expect("ha");
-        assert!(none.secret.is_none(), "no secret unless configured");
+        assert!(none.secret.is_none() && none.keys.is_none(), "no secret unless configured");
         for (extra, key, says) in [
             ("secret_env = \"SBC_TEST_UNSET_HA_SECRET\"\n", "ha.secret_env", "is not set"),
             ("secret_file = \"missing.secret\"\n", "ha.secret_file", "cannot read"),
@@ -292,6 +317,20 @@ paths = [{ local = \"198.18.1.2:7071\", peer = \"198.18.1.3:7071\" }]\nvips = [\
             assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn accept_plain_peer_needs_a_secret_and_is_off_by_default() {
+        std::env::set_var("SBC_TEST_HA_SECRET_PLAIN_PEER", "s3cret");
+        let with_secret = format!("{HA}secret_env = \"SBC_TEST_HA_SECRET_PLAIN_PEER\"\n");
+        let h = Config::parse(&with_secret, Path::new("t.toml")).unwrap().ha.expect("ha");
+        assert!(!h.accept_plain_peer, "off unless configured");
+        let on = format!("{with_secret}accept_plain_peer = true\n");
+        assert!(Config::parse(&on, Path::new("t.toml")).unwrap().ha.expect("ha").accept_plain_peer);
+        let e = Config::parse(&format!("{HA}accept_plain_peer = true\n"), Path::new("t.toml"))
+            .expect_err("without a secret")
+            .to_string();
+        assert!(e.contains("ha.accept_plain_peer") && e.contains("secret"), "{e}");
     }
 
     #[test]
