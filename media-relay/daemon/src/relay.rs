@@ -12,6 +12,7 @@
 //! table decrypts and encrypts (`relay_proto::srtp`): such a datagram leaves from the rewritten copy. RTCP endpoints are never handed to XDP, and kernelized RTP flows pass RTCP
 //! multiplexed on them up to here, so every RTCP packet is rewritten.
 
+use crate::poller::Poller;
 use crate::xdp::{egress::FeatureWatch, AttachedMode, FlowKey, FlowTarget, KernelCounters, Xdp, XdpMode, DROP_REASONS};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use relay_proto::control::{Command, Event};
@@ -22,12 +23,11 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 #[path = "relay_webrtc.rs"]
@@ -52,6 +52,9 @@ pub struct RelayConfig {
     /// Forwarding threads; sessions are spread over them. Default: the cores this process may run on
     /// ([`default_threads`]).
     pub threads: NonZeroUsize,
+    /// Wake-up coalescing ([`crate::coalesce`]): under load a forwarding thread reads its sockets at most once per
+    /// this interval, adding at most this to a packet's latency. Zero: every arrival is served at once.
+    pub coalesce: Duration,
 }
 
 /// The cores this process may run on (its CPU affinity, which a cpuset or `taskset` narrows), at least 1.
@@ -69,6 +72,7 @@ impl Default for RelayConfig {
             xdp_interfaces: Vec::new(),
             xdp_max_flows: crate::xdp::abi::DEFAULT_MAX_FLOWS,
             threads: default_threads(),
+            coalesce: crate::coalesce::DEFAULT,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct Counters {
     pub ban_drops: [AtomicU64; 8],
     /// The XDP mode attached: 0 off, 1 generic, 2 native.
     pub xdp_mode: AtomicU64,
+    /// Times the thread was held back before waiting, to coalesce wake-ups under load ([`crate::coalesce`]).
+    pub coalesce_holds: Arc<AtomicU64>,
 }
 
 /// A copy of the counters at one instant (of one thread, or of the relay: the sum of its threads').
@@ -162,6 +168,7 @@ pub struct CounterSnapshot {
     pub xdp_egress_blocked: u64,
     pub ban_drops: [u64; 8],
     pub xdp_mode: u64,
+    pub coalesce_holds: u64,
 }
 
 impl std::ops::AddAssign for CounterSnapshot {
@@ -197,6 +204,7 @@ impl std::ops::AddAssign for CounterSnapshot {
         self.xdp_egress_blocked += o.xdp_egress_blocked;
         each(&mut self.ban_drops, o.ban_drops);
         self.xdp_mode += o.xdp_mode;
+        self.coalesce_holds += o.coalesce_holds;
     }
 }
 
@@ -231,6 +239,7 @@ impl Counters {
             xdp_egress_blocked: l(&self.xdp_egress_blocked),
             ban_drops: self.ban_drops.each_ref().map(l),
             xdp_mode: l(&self.xdp_mode),
+            coalesce_holds: l(&self.coalesce_holds),
         }
     }
 }
@@ -270,20 +279,42 @@ impl Relay {
         let certificate = relay_proto::webrtc::dtls::DtlsCertificate::generate().map_err(io::Error::other)?;
         let dtls_fingerprint = certificate.fingerprint();
         let mut relay = Self { workers: Vec::with_capacity(config.threads.get()), dtls_fingerprint };
+        // Each thread says when it is set up, so that a caller that sees `start` return sees the relay as it runs
+        // (its `xdp_mode` above all: a reader that found 0 there would think the fast path off).
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         for index in 0..config.threads.get() {
             let (tx, rx) = mpsc::unbounded_channel();
             let counters = Arc::new(Counters::default());
             let (c, x, ev, cfg) = (counters.clone(), xdp.clone(), ev_tx.clone(), config.clone());
             let cert = certificate.clone();
+            let ready = ready_tx.clone();
             // On failure, `relay` drops here and stops the threads already started.
             let thread = std::thread::Builder::new().name(format!("media-relay-{index}")).spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+                let mut rt = tokio::runtime::Builder::new_current_thread();
+                rt.enable_all();
+                if !cfg.coalesce.is_zero() {
+                    let pacer = Arc::new(crate::coalesce::Pacer::new(cfg.coalesce, c.coalesce_holds.clone()));
+                    let p = pacer.clone();
+                    rt.on_thread_unpark(move || p.unparked()).on_thread_park(move || pacer.parking());
+                }
+                let rt = rt.build().expect("a tokio runtime");
                 let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, run(cfg, index, x, rx, ev, c, cert));
+                local.block_on(&rt, run(cfg, index, x, rx, ev, c, cert, ready));
             })?;
             relay.workers.push(Worker { tx, counters, thread: Some(thread) });
         }
-        tracing::info!(threads = config.threads.get(), "media relay forwarding threads started");
+        drop(ready_tx);
+        for _ in 0..config.threads.get() {
+            // A thread that died in its setup dropped its sender without a word.
+            ready_rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| io::Error::other("a media relay forwarding thread did not start"))?;
+        }
+        tracing::info!(
+            threads = config.threads.get(),
+            coalesce_us = config.coalesce.as_micros() as u64,
+            "media relay forwarding threads started"
+        );
         Ok((relay, ev_rx))
     }
 
@@ -342,14 +373,11 @@ impl Drop for Relay {
     }
 }
 
-/// A relay socket: registered for readability only. Sends never wait (a full buffer loses the packet, as the wire
-/// would), and an edge-triggered registration for writability too would wake the thread once per packet sent.
-type Io = Rc<AsyncFd<std::net::UdpSocket>>;
-
+/// A relay socket, watched by the thread's [`Poller`] for readability only. Sends never wait (a full buffer loses
+/// the packet, as the wire would), and watching for writability too would wake the thread once per packet sent.
 struct Sock {
-    io: Io,
-    state: Rc<UdpSocketState>,
-    task: tokio::task::JoinHandle<()>,
+    io: std::net::UdpSocket,
+    state: UdpSocketState,
 }
 
 /// Loads and attaches the XDP program as configured; `None` when the fast path is off or fell back to off.
@@ -388,11 +416,13 @@ struct Shared {
     /// Whether this is the owner thread ([`relay_proto::threads::OWNER`]), which does the relay-wide work.
     owner: bool,
     socks: RefCell<HashMap<SocketAddr, Sock>>,
+    /// IPv6 sockets by their descriptor, their `poller` token ([`token_of`]).
+    v6_by_fd: RefCell<HashMap<RawFd, SocketAddr>>,
+    /// Readiness of every socket of the thread, read by its one receive task ([`receive`]).
+    poller: Poller,
     /// One set of receive buffers for every socket: the thread reads one socket at a time.
     bufs: RefCell<Vec<Vec<u8>>>,
-    /// The receive metadata that goes with `bufs`, shared for the same reason: a socket's receive task holds
-    /// nothing of its own across its await, so it costs a few hundred bytes per socket, not the 2.5 KiB of a
-    /// batch of [`RecvMeta`] (four sockets per call).
+    /// The receive metadata that goes with `bufs`, shared for the same reason.
     meta: RefCell<[RecvMeta; BATCH_SIZE]>,
     counters: Arc<Counters>,
     events: mpsc::UnboundedSender<Event>,
@@ -417,6 +447,7 @@ impl Shared {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // a thread's whole equipment, handed over once
 async fn run(
     config: RelayConfig,
     index: usize,
@@ -425,6 +456,7 @@ async fn run(
     events: mpsc::UnboundedSender<Event>,
     counters: Arc<Counters>,
     certificate: relay_proto::webrtc::dtls::DtlsCertificate,
+    ready: std::sync::mpsc::Sender<()>,
 ) {
     let owner = index == relay_proto::threads::OWNER;
     let mut table = Table::new(config.rtp_timeout);
@@ -433,11 +465,21 @@ async fn run(
     if mode.is_some() {
         table.enable_kernel();
     }
+    let poller = match Poller::new() {
+        Ok(p) => p,
+        Err(e) => {
+            // `start` sees this thread's ready signal never come, and fails.
+            tracing::error!(thread = index, error = %e, "media relay thread: no epoll instance");
+            return;
+        }
+    };
     let shared = Rc::new(Shared {
         table: RefCell::new(table),
         xdp,
         owner,
         socks: RefCell::new(HashMap::new()),
+        v6_by_fd: RefCell::new(HashMap::new()),
+        poller,
         bufs: RefCell::new((0..BATCH_SIZE).map(|_| vec![0u8; BUF_SIZE]).collect()),
         meta: RefCell::new([RecvMeta::default(); BATCH_SIZE]),
         counters,
@@ -452,6 +494,8 @@ async fn run(
     if let (true, Some(mode)) = (owner, mode) {
         shared.counters.xdp_mode.store(if mode == AttachedMode::Native { 2 } else { 1 }, Ordering::Relaxed);
     }
+    tokio::task::spawn_local(receive(shared.clone()));
+    let _ = ready.send(());
     let mut tick = tokio::time::interval(config.idle_check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -480,9 +524,8 @@ async fn run(
             }
         }
     }
-    for (_, s) in shared.socks.borrow_mut().drain() {
-        s.task.abort();
-    }
+    shared.v6_by_fd.borrow_mut().clear();
+    shared.socks.borrow_mut().clear();
     // Dropping the program detaches it (bpf_link): nothing forwards to sessions that no longer exist. The other
     // threads are stopping too (their channels closed together); they find it gone.
     if owner {
@@ -612,15 +655,15 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
         read_kernel(shared, &locals);
     }
     let (mut changes, mut events) = (Vec::new(), Vec::new());
-    let mut closing = Vec::new();
     shared.table.borrow_mut().apply(Instant::now(), cmd, &mut changes, &mut events);
     for change in changes {
         match change {
-            SocketChange::Open(local) => match open(local, shared.socket_buffer) {
-                Ok((io, state)) => {
-                    let (io, state) = (Rc::new(io), Rc::new(state));
-                    let task = tokio::task::spawn_local(receive(shared.clone(), local, io.clone(), state.clone()));
-                    shared.socks.borrow_mut().insert(local, Sock { io, state, task });
+            SocketChange::Open(local) => match open(local, shared.socket_buffer, &shared.poller) {
+                Ok(sock) => {
+                    if local.is_ipv6() {
+                        shared.v6_by_fd.borrow_mut().insert(sock.io.as_raw_fd(), local);
+                    }
+                    shared.socks.borrow_mut().insert(local, sock);
                 }
                 Err(e) => {
                     tracing::warn!(%local, error = %e, "media socket could not be opened");
@@ -629,10 +672,12 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
                     }
                 }
             },
+            // Closed here and now: the port is free before the events below go out, so a controller that reuses
+            // it at once (on another thread, which knows nothing of this one's sockets) can bind it.
             SocketChange::Close(local) => {
                 if let Some(s) = shared.socks.borrow_mut().remove(&local) {
-                    s.task.abort();
-                    closing.push(s.task);
+                    shared.v6_by_fd.borrow_mut().remove(&s.io.as_raw_fd());
+                    shared.poller.remove(&s.io);
                 }
             }
         }
@@ -641,24 +686,9 @@ fn apply(shared: &Rc<Shared>, cmd: Command) {
     let (sessions, _) = shared.table.borrow().counts();
     shared.counters.sessions.store(sessions as u64, Ordering::Relaxed);
     shared.counters.sockets.store(shared.socks.borrow().len() as u64, Ordering::Relaxed);
-    if closing.is_empty() {
-        for e in events {
-            let _ = shared.events.send(e);
-        }
-        return;
+    for e in events {
+        let _ = shared.events.send(e);
     }
-    // An aborted receive task still holds its socket until the runtime drops it: the events (a removed session's
-    // Stats) go out once the ports are free, so that a controller that reuses them at once (on another thread,
-    // which knows nothing of this one's sockets) can bind them.
-    let events_tx = shared.events.clone();
-    tokio::task::spawn_local(async move {
-        for task in closing {
-            let _ = task.await;
-        }
-        for e in events {
-            let _ = events_tx.send(e);
-        }
-    });
 }
 
 /// Bans `addr` in the kernel (`Some(reason)`) or lifts its ban (`None`).
@@ -675,9 +705,9 @@ fn ban(shared: &Shared, addr: std::net::IpAddr, reason: Option<u32>) {
     }
 }
 
-/// A non-blocking UDP socket on `local`. IP_FREEBIND lets a standby bind the service addresses it does not hold
-/// yet.
-fn open(local: SocketAddr, buffer: usize) -> io::Result<(AsyncFd<std::net::UdpSocket>, UdpSocketState)> {
+/// A non-blocking UDP socket on `local`, watched by `poller`. IP_FREEBIND lets a standby bind the service addresses
+/// it does not hold yet.
+fn open(local: SocketAddr, buffer: usize, poller: &Poller) -> io::Result<Sock> {
     let s =
         socket2::Socket::new(socket2::Domain::for_address(local), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     s.set_nonblocking(true)?;
@@ -688,33 +718,68 @@ fn open(local: SocketAddr, buffer: usize) -> io::Result<(AsyncFd<std::net::UdpSo
     s.bind(&local.into())?;
     let std: std::net::UdpSocket = s.into();
     let state = UdpSocketState::new((&std).into())?;
-    // Deprecated because a caller could hand it a borrowed descriptor; this one owns its socket, and the safe
-    // constructor keeps the crate free of `unsafe`.
-    #[allow(deprecated)]
-    let io = AsyncFd::with_interest(std, Interest::READABLE)?;
-    Ok((io, state))
+    poller.add(&std, token_of(local, std.as_raw_fd()))?;
+    Ok(Sock { io: std, state })
 }
 
-async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSocketState>) {
+/// The thread's one receive task: every socket the poller reports readable is drained in turn.
+async fn receive(shared: Rc<Shared>) {
+    let mut ready: Vec<u64> = Vec::new();
     loop {
-        let Ok(mut ready) = io.readable().await else { return };
-        // Drain the socket, a batch at a time, without awaiting while the shared buffers are borrowed.
-        loop {
+        ready.clear();
+        if let Err(e) = shared.poller.ready(&mut ready).await {
+            tracing::error!(error = %e, "media relay: epoll failed; this thread forwards nothing more");
+            return;
+        }
+        for &token in &ready {
+            if let Some(local) = local_of(&shared, token) {
+                drain(&shared, local);
+            }
+        }
+    }
+}
+
+/// Marks a token that holds an IPv4 socket address itself.
+const V4_TOKEN: u64 = 1 << 63;
+
+/// The poller token of the socket on `local` (descriptor `fd`): an IPv4 address and port fit in it whole, so the
+/// common socket needs no map entry to be found from its readiness (an entry per socket was 40 bytes of map, and
+/// more in the room a map keeps); an IPv6 socket's token is its descriptor, looked up in `Shared::v6_by_fd`.
+fn token_of(local: SocketAddr, fd: RawFd) -> u64 {
+    match local {
+        SocketAddr::V4(a) => V4_TOKEN | u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()),
+        SocketAddr::V6(_) => fd as u64,
+    }
+}
+
+/// The socket a poller token names (see [`token_of`]).
+fn local_of(shared: &Shared, token: u64) -> Option<SocketAddr> {
+    v4_of(token).or_else(|| shared.v6_by_fd.borrow().get(&(token as RawFd)).copied())
+}
+
+fn v4_of(token: u64) -> Option<SocketAddr> {
+    let ip = std::net::Ipv4Addr::from_bits((token >> 16) as u32);
+    (token & V4_TOKEN != 0).then(|| SocketAddr::from((ip, token as u16)))
+}
+
+/// Reads `local` until the kernel has nothing more for it (its registration is edge-triggered), a batch at a time.
+fn drain(shared: &Shared, local: SocketAddr) {
+    loop {
+        {
             let mut bufs = shared.bufs.borrow_mut();
             let mut meta = shared.meta.borrow_mut();
             let n = {
+                let socks = shared.socks.borrow();
+                let Some(s) = socks.get(&local) else { return };
                 let mut it = bufs.iter_mut();
                 let mut iov: [IoSliceMut<'_>; BATCH_SIZE] =
                     std::array::from_fn(|_| IoSliceMut::new(it.next().expect("BATCH_SIZE buffers")));
-                match state.recv(io.get_ref().into(), &mut iov, &mut *meta) {
+                match s.state.recv((&s.io).into(), &mut iov, &mut *meta) {
                     Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready.clear_ready();
-                        break;
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                     Err(e) => {
                         tracing::debug!(%local, error = %e, "media receive error");
-                        break;
+                        return;
                     }
                 }
             };
@@ -724,18 +789,18 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSoc
             for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
                 let data = &buf[..m.len];
                 if m.stride == 0 || m.stride >= data.len() {
-                    forward_one(&shared, now, local, m.addr, data, &mut run);
+                    forward_one(shared, now, local, m.addr, data, &mut run);
                 } else {
-                    run.flush(&shared);
-                    forward_datagrams(&shared, now, local, m, data);
+                    run.flush(shared);
+                    forward_datagrams(shared, now, local, m, data);
                 }
             }
-            run.flush(&shared);
-            store_totals(&shared);
+            run.flush(shared);
+            store_totals(shared);
             // A first packet may have confirmed a peer: hand the flow to the kernel now, and tell the signalling
             // side (it replicates latches to the standby of a pair).
-            apply_kernel(&shared);
-            webrtc_io::send_transmits(&shared);
+            apply_kernel(shared);
+            webrtc_io::send_transmits(shared);
             while let Some(ev) = shared.table.borrow_mut().poll_event() {
                 let _ = shared.events.send(ev);
             }
@@ -743,8 +808,7 @@ async fn receive(shared: Rc<Shared>, local: SocketAddr, io: Io, state: Rc<UdpSoc
             // (edge-triggered epoll reports the next arrival). At media rates most wakeups find one datagram, and
             // this saves the recvmmsg that would only say EAGAIN.
             if n < BATCH_SIZE {
-                ready.clear_ready();
-                break;
+                return;
             }
         }
     }
@@ -944,12 +1008,28 @@ fn send(shared: &Shared, f: Forward, contents: &[u8], segment_size: Option<usize
     };
     let n = segment_size.map_or(1, |s| contents.len().div_ceil(s)) as u64;
     let t = Transmit { destination: f.to, ecn: None, contents, segment_size, src_ip: None };
-    match s.state.try_send(s.io.get_ref().into(), &t) {
+    match s.state.try_send((&s.io).into(), &t) {
         Ok(()) => {
             add(&shared.counters.forwarded, n);
             add(&shared.counters.forwarded_bytes, contents.len() as u64);
         }
         // A full send buffer: the packet is lost, as it would be on the wire; counted.
         Err(_) => add(&shared.counters.send_errors, n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv4_socket_is_its_own_token_and_an_ipv6_one_its_descriptor() {
+        for a in ["198.18.1.1:30000", "0.0.0.0:1", "255.255.255.255:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(v4_of(token_of(a, 7)), Some(a));
+        }
+        let v6: SocketAddr = "[2001:db8::1]:30000".parse().unwrap();
+        assert_eq!(token_of(v6, 7), 7);
+        assert_eq!(v4_of(7), None);
     }
 }

@@ -39,7 +39,7 @@ pub(super) fn send_transmits(shared: &Shared) {
     while let Some(t) = table.poll_transmit() {
         let Some(s) = socks.get(&t.from) else { continue };
         let datagram = Transmit { destination: t.to, ecn: None, contents: &t.bytes, segment_size: None, src_ip: None };
-        if s.state.try_send((&*s.io).into(), &datagram).is_err() {
+        if s.state.try_send((&s.io).into(), &datagram).is_err() {
             add(&shared.counters.send_errors, 1);
         }
     }

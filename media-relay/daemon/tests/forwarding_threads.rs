@@ -150,3 +150,37 @@ fn two_sessions_on_different_threads_both_forward() {
     }
     relay.stop();
 }
+
+/// IPv6 sockets are found from their readiness by their descriptor (IPv4 ones carry their address in the poller's
+/// token): a session on ::1 forwards, and once its final Stats are out its ports are free to bind again at once.
+#[test]
+fn an_ipv6_session_forwards_and_its_ports_are_free_when_its_stats_arrive() {
+    let config = RelayConfig { threads: NonZeroUsize::MIN, xdp: XdpMode::Off, ..RelayConfig::default() };
+    let (relay, mut events) = Relay::start(config).expect("relay starts");
+    let caller = UdpSocket::bind("[::1]:0").unwrap();
+    let callee = UdpSocket::bind("[::1]:0").unwrap();
+    callee.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let held: Vec<UdpSocket> = (0..2).map(|_| UdpSocket::bind("[::1]:0").unwrap()).collect();
+    let ports: Vec<SocketAddr> = held.iter().map(|s| s.local_addr().unwrap()).collect();
+    drop(held);
+    let c = call(&relay, SessionId(1), (caller, callee), &ports);
+    let got = carry(&c);
+    assert!(got >= PACKETS - 1, "{got} of {PACKETS} packets arrived over IPv6");
+
+    assert!(relay.send(Command::Remove { session: c.session }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match events.try_recv() {
+            Ok(Event::Stats(s)) => {
+                assert_eq!(s.session, c.session);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => panic!("no final Stats within 5 s"),
+        }
+    }
+    for p in &ports {
+        UdpSocket::bind(p).unwrap_or_else(|e| panic!("{p} still held after the session's Stats: {e}"));
+    }
+}

@@ -799,6 +799,7 @@ fn export_relay_counters(records: &Records) {
     metrics::counter!("sbc_media_packets_forwarded_total").absolute(c.forwarded);
     metrics::counter!("sbc_media_bytes_forwarded_total").absolute(c.forwarded_bytes);
     metrics::counter!("sbc_media_receive_calls_total").absolute(c.receive_calls);
+    metrics::counter!("sbc_media_coalesce_holds_total").absolute(c.coalesce_holds);
     metrics::counter!("sbc_media_send_errors_total").absolute(c.send_errors);
     metrics::counter!("sbc_media_kernel_packets_total").absolute(c.kernel_forwarded);
     metrics::gauge!("sbc_media_kernel_flows").set(c.kernelized as f64);

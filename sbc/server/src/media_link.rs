@@ -109,6 +109,7 @@ impl MediaLink {
                         .saturating_mul(settings.core.interfaces.len().max(1) as u32)
                         .clamp(media_relay::xdp::abi::DEFAULT_MAX_FLOWS, media_relay::xdp::abi::LIMIT_MAX_FLOWS),
                     threads: settings.threads.unwrap_or_else(media_relay::relay::default_threads),
+                    coalesce: settings.coalesce,
                     ..RelayConfig::default()
                 };
                 let (relay, events) = Relay::start(config)?;

@@ -46,6 +46,8 @@ pub struct MediaSettings {
     /// `threads`: the embedded relay's forwarding threads, sessions spread over them. `None` (default): one per
     /// core this process may run on.
     pub threads: Option<std::num::NonZeroUsize>,
+    /// `coalesce`: the embedded relay's wake-up coalescing under load (`media_relay::coalesce`); zero turns it off.
+    pub coalesce: Duration,
     /// `ng`, `ng_ports`: rtpengine's NG control protocol answered by the embedded relay; `None` (default): off.
     pub ng: Option<NgSettings>,
 }
@@ -72,6 +74,7 @@ pub(super) struct RawMedia {
     strict_source: Option<bool>,
     xdp: Option<Spanned<String>>,
     threads: Option<Spanned<i64>>,
+    coalesce: Option<Spanned<String>>,
     ng: Option<Spanned<String>>,
     ng_ports: Option<Spanned<String>>,
 }
@@ -165,6 +168,25 @@ impl Validator<'_> {
                     })?,
             ),
         };
+        let coalesce = match &m.coalesce {
+            None => media_relay::coalesce::DEFAULT,
+            Some(s) if matches!(relay, RelayMode::Remote(_)) => {
+                return Err(self.invalid(
+                    s.span(),
+                    "media.coalesce",
+                    "sets the embedded relay's coalescing: give a standalone media-relay `--coalesce` instead",
+                ))
+            }
+            Some(s) => {
+                super::parse_duration(s.get_ref()).filter(|d| *d <= media_relay::coalesce::MAX).ok_or_else(|| {
+                    self.invalid(
+                        s.span(),
+                        "media.coalesce",
+                        "expected a duration from \"0s\" (off) to \"5ms\", like \"500us\"",
+                    )
+                })?
+            }
+        };
         let core = MediaConfig {
             interfaces,
             first_port,
@@ -175,7 +197,7 @@ impl Validator<'_> {
             dtls_fingerprint: None,
         };
         let ng = self.ng(m.ng.as_ref(), m.ng_ports.as_ref(), relay, &core)?;
-        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp, threads, ng }))
+        Ok(Some(MediaSettings { relay, core, rtp_timeout, xdp, threads, coalesce, ng }))
     }
 
     /// `ng` and `ng_ports`: both or neither, the embedded relay only, ports apart from `ports`.
@@ -311,6 +333,17 @@ mod tests {
     }
 
     #[test]
+    fn coalescing_defaults_on_and_zero_turns_it_off() {
+        let media = "[media]\ninterfaces = [{ name = \"a\", address = \"198.18.1.1\" }]\n";
+        let m = parse(media).unwrap().media.expect("media on");
+        assert_eq!(m.coalesce, media_relay::coalesce::DEFAULT);
+        for (value, us) in [("\"0s\"", 0), ("\"200us\"", 200), ("\"5ms\"", 5000)] {
+            let m = parse(&format!("{media}coalesce = {value}\n")).unwrap().media.expect("media on");
+            assert_eq!(m.coalesce, std::time::Duration::from_micros(us), "{value}");
+        }
+    }
+
+    #[test]
     fn bad_media_values_name_their_key_and_line() {
         for (text, key) in [
             ("[media]\ninterfaces = []\n", "media.interfaces"),
@@ -329,6 +362,19 @@ mod tests {
             ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nxdp = \"fast\"\n", "media.xdp"),
             ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nthreads = 0\n", "media.threads"),
             ("[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nthreads = -2\n", "media.threads"),
+            (
+                "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\ncoalesce = \"6ms\"\n",
+                "media.coalesce",
+            ),
+            (
+                "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\ncoalesce = \"fast\"\n",
+                "media.coalesce",
+            ),
+            (
+                "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nrelay = \"tcp:127.0.0.1:2223\"\n\
+                 coalesce = \"1ms\"\n",
+                "media.coalesce",
+            ),
             (
                 "[media]\ninterfaces = [{ name = \"a\", address = \"10.0.0.1\" }]\nrelay = \"tcp:127.0.0.1:2223\"\n\
                  threads = 2\n",
