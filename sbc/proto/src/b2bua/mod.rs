@@ -209,10 +209,12 @@ struct Call {
     setup: Instant,
     ringing: Option<Instant>,
     answer: Option<Instant>,
-    pending_2xx: Option<Pending2xx>,
+    /// Boxed, as `a_provisional`: each lives only while the call is set up (until A's ACK), and inline they would
+    /// add 350 bytes to every call for its whole life.
+    pending_2xx: Option<Box<Pending2xx>>,
     /// The last provisional response sent to A while setting up (a standby that takes over sends it again to a
     /// retransmitted INVITE).
-    a_provisional: Option<Response>,
+    a_provisional: Option<Box<Response>>,
     /// The last reliable provisional relayed to A, while setting up.
     reliable: Option<Reliable>,
     /// Why and by whom the call ended, once it did.
@@ -800,7 +802,7 @@ impl Calls {
             ringing: None,
             answer: None,
             pending_2xx: None,
-            a_provisional: Some(trying),
+            a_provisional: Some(Box::new(trying)),
             reliable: None,
             release: None,
             byes: 0,
@@ -1173,13 +1175,13 @@ impl Calls {
                 build::carry_reliable(&resp, &mut r);
                 ctx.respond(&call.a_invite_key, r.clone());
                 // A retransmitted 18x changes nothing the standby does not already have.
-                if call.a_provisional.as_ref() != Some(&r) {
+                if call.a_provisional.as_deref() != Some(&r) {
                     if let Some(rseq) = build::rseq_of_reliable(&r) {
                         if call.reliable.is_none_or(|rel| rel.rseq != rseq) {
                             call.reliable = Some(Reliable { rseq, pracked: false });
                         }
                     }
-                    call.a_provisional = Some(r);
+                    call.a_provisional = Some(Box::new(r));
                     self.replicate_call(ctx, id);
                 }
             }
@@ -1311,8 +1313,12 @@ impl Calls {
         ctx.respond(&call.a_invite_key, ok.clone());
         // Only a standby taking over a call being set up resends it; an answered call's record has none.
         call.a_provisional = None;
-        call.pending_2xx =
-            Some(Pending2xx { resp: ok, interval: ctx.t1, next: ctx.now + ctx.t1, give_up: ctx.now + 64 * ctx.t1 });
+        call.pending_2xx = Some(Box::new(Pending2xx {
+            resp: ok,
+            interval: ctx.t1,
+            next: ctx.now + ctx.t1,
+            give_up: ctx.now + 64 * ctx.t1,
+        }));
         self.timers.push(Reverse((ctx.now + ctx.t1, id, Timer::Retransmit2xx)));
         if let Some(max) = call.plan.max_duration {
             self.timers.push(Reverse((ctx.now + max, id, Timer::MaxDuration)));

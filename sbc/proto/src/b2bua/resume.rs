@@ -129,7 +129,7 @@ impl Calls {
             ringing: r.ringing_ms_ago.map(at),
             answer: None,
             pending_2xx: None,
-            a_provisional: Some(a_provisional),
+            a_provisional: Some(Box::new(a_provisional)),
             reliable: setup.reliable.map(|r| Reliable { rseq: r.rseq, pracked: r.pracked }),
             release: None,
             byes: 0,

@@ -51,7 +51,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Transactions {
     cfg: TimerConfig,
-    txns: HashMap<TransactionKey, Entry>,
+    /// Boxed: an entry is 184 bytes and the map keeps room for up to twice its entries (an INVITE's two
+    /// transactions live 32 s after the answer, so every call up holds two); the room then costs a pointer.
+    txns: HashMap<TransactionKey, Box<Entry>>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     heap_keys: HashMap<u64, TransactionKey>,
     next_seq: u64,
@@ -95,7 +97,7 @@ impl Transactions {
             return;
         };
         let mut out = std::mem::take(&mut self.scratch);
-        match self.txns.get_mut(&key) {
+        match self.txns.get_mut(&key).map(|e| &mut **e) {
             Some(Entry { txn: Txn::Server(t), .. }) => t.on_request(now, &req, &self.cfg, &mut out),
             _ if req.method == Method::Ack => {
                 // An ACK for a 2xx, or for a transaction long gone: the core's business (§17.2.3).
@@ -105,7 +107,7 @@ impl Transactions {
                 let t = ServerTxn::new(now, peer, &req, &self.cfg);
                 out.push(Event::Observe(Observation::TransactionStarted { kind: t.kind().label() }));
                 out.push(Event::Request { key: key.clone(), peer, request: req });
-                self.txns.insert(key.clone(), Entry { txn: Txn::Server(t), scheduled: None });
+                self.txns.insert(key.clone(), Box::new(Entry { txn: Txn::Server(t), scheduled: None }));
             }
         }
         self.finish(key, out);
@@ -118,7 +120,7 @@ impl Transactions {
             return;
         };
         let mut out = std::mem::take(&mut self.scratch);
-        match self.txns.get_mut(&key) {
+        match self.txns.get_mut(&key).map(|e| &mut **e) {
             Some(Entry { txn: Txn::Client(t), .. }) => t.on_response(now, &key, resp, &self.cfg, &mut out),
             _ => out.push(Event::Stray { peer, message: Message::Response(resp) }),
         }
@@ -128,7 +130,7 @@ impl Transactions {
     /// The core's response on server transaction `key`.
     pub fn respond(&mut self, now: Instant, key: &TransactionKey, resp: Response) -> Result<(), TxnError> {
         let mut out = std::mem::take(&mut self.scratch);
-        let r = match self.txns.get_mut(key) {
+        let r = match self.txns.get_mut(key).map(|e| &mut **e) {
             Some(Entry { txn: Txn::Server(t), .. }) => t.respond(now, resp, &self.cfg, &mut out),
             _ => Err(TxnError::Unknown),
         };
@@ -153,7 +155,7 @@ impl Transactions {
         let mut out = std::mem::take(&mut self.scratch);
         let t = ClientTxn::new(now, peer, req, &self.cfg, &mut out);
         out.push(Event::Observe(Observation::TransactionStarted { kind: t.kind().label() }));
-        self.txns.insert(key.clone(), Entry { txn: Txn::Client(t), scheduled: None });
+        self.txns.insert(key.clone(), Box::new(Entry { txn: Txn::Client(t), scheduled: None }));
         self.finish(key.clone(), out);
         Ok(key)
     }
@@ -174,7 +176,7 @@ impl Transactions {
         let key = TransactionKey::for_request(&request).ok_or(TxnError::Malformed("Via with branch"))?;
         let t = ServerTxn::resumed_invite(peer, request, last, &self.cfg);
         let out = vec![Event::Observe(Observation::TransactionStarted { kind: t.kind().label() })];
-        self.txns.insert(key.clone(), Entry { txn: Txn::Server(t), scheduled: None });
+        self.txns.insert(key.clone(), Box::new(Entry { txn: Txn::Server(t), scheduled: None }));
         self.finish(key.clone(), out);
         Ok(key)
     }
@@ -197,7 +199,7 @@ impl Transactions {
         let key = TransactionKey::for_sent_request(&request).ok_or(TxnError::Malformed("Via with branch"))?;
         let t = ClientTxn::resumed_invite(now, peer, request, proceeding, timeout_at, &self.cfg);
         let out = vec![Event::Observe(Observation::TransactionStarted { kind: t.kind().label() })];
-        self.txns.insert(key.clone(), Entry { txn: Txn::Client(t), scheduled: None });
+        self.txns.insert(key.clone(), Box::new(Entry { txn: Txn::Client(t), scheduled: None }));
         self.finish(key.clone(), out);
         Ok(key)
     }
@@ -211,7 +213,7 @@ impl Transactions {
     /// within 64*T1 it ends with [`Event::Timeout`].
     pub fn cancel_sent(&mut self, now: Instant, key: &TransactionKey) {
         let out = std::mem::take(&mut self.scratch);
-        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key) {
+        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key).map(|e| &mut **e) {
             t.cancel_sent(now, &self.cfg);
         }
         self.finish(key.clone(), out);
@@ -220,7 +222,7 @@ impl Transactions {
     /// The transport could not deliver to the peer of client transaction `key` (§17.1.4).
     pub fn transport_error(&mut self, key: &TransactionKey) {
         let mut out = std::mem::take(&mut self.scratch);
-        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key) {
+        if let Some(Entry { txn: Txn::Client(t), .. }) = self.txns.get_mut(key).map(|e| &mut **e) {
             t.on_transport_error(key, &mut out);
         }
         self.finish(key.clone(), out);
@@ -261,7 +263,7 @@ impl Transactions {
                 continue;
             };
             let mut out = std::mem::take(&mut self.scratch);
-            match self.txns.get_mut(&key) {
+            match self.txns.get_mut(&key).map(|e| &mut **e) {
                 Some(e) if e.scheduled == Some(at) => {
                     e.scheduled = None;
                     match &mut e.txn {
