@@ -84,9 +84,16 @@ pub struct Step {
     /// Setup time (INVITE → 200) median and 99th percentile, ms.
     pub setup_p50_ms: Option<f64>,
     pub setup_p99_ms: Option<f64>,
-    /// CPU time the target used during the UAC run, in percent of one core (local targets: their `sbc`; targets by
-    /// address: the process given as `--target-pid`, if any): near 100 means the target's core was the limit.
+    /// CPU time the target used while the load was offered (the step's first `step_secs` seconds), in percent of
+    /// one core (local targets: their `sbc`, or every process of the Kamailio rig; targets by address: the process
+    /// given as `--target-pid`, if any): near 100 means the target's core was the limit. Not over the whole UAC run:
+    /// after a failing step SIPp waits up to 20 s for its open calls, and a share over that wait made a saturated
+    /// target look two-thirds idle.
     pub sbc_cpu_pct: Option<f64>,
+    /// How busy the target's core was in the same window (every process on it, interrupts and softirq: the window
+    /// less the core's idle and iowait time in /proc/stat), percent; pinned runs only. Well above `sbc_cpu_pct`: something else shared the core (another
+    /// bench on the machine, or the kernel's packet work, which is charged to no process).
+    pub core_busy_pct: Option<f64>,
     /// That CPU time per completed call, milliseconds (utime + stime; clock ticks of 10 ms over the step).
     pub cpu_ms_per_call: Option<f64>,
     /// Wall time of the UAC run, seconds.
@@ -277,6 +284,7 @@ fn step(path: &CallPath, rate: u32, step_secs: u32, pin: bool, pids: &[u32]) -> 
         setup_p50_ms: None,
         setup_p99_ms: None,
         sbc_cpu_pct: None,
+        core_busy_pct: None,
         cpu_ms_per_call: None,
         wall_secs: 0.0,
         sipp_exit: None,
@@ -304,6 +312,7 @@ fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, pids: &[
     uas.wait_listening(path.uas.ns.as_deref(), path.uas.port, Duration::from_secs(5))?;
     let uac = calls::uac(path, step.calls, step.rate, Duration::ZERO, limit, core);
     let cpu_before = ticks(pids);
+    let load = LoadWindow::start(pids, pin.then_some(SBC_CORE), Duration::from_secs(u64::from(step_secs)));
     let started = Instant::now();
     let result = uac.run();
     step.wall_secs = started.elapsed().as_secs_f64();
@@ -311,7 +320,7 @@ fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, pids: &[
         (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / CLOCK_TICKS_PER_SEC),
         _ => None,
     };
-    step.sbc_cpu_pct = cpu_secs.map(|s| 100.0 * s / step.wall_secs);
+    (step.sbc_cpu_pct, step.core_busy_pct) = load.finish();
     let uas_dir = uas.dir().to_owned();
     drop(uas);
     let _ = std::fs::remove_dir_all(uas_dir);
@@ -322,6 +331,51 @@ fn measure(path: &CallPath, step: &mut Step, step_secs: u32, pin: bool, pids: &[
         step.cpu_ms_per_call = Some(1000.0 * secs / step.successful as f64);
     }
     figures
+}
+
+/// The target's CPU time and its core's busy time over the first seconds of a step, while SIPp offers the load:
+/// read by a thread of its own, as the UAC run it spans blocks.
+struct LoadWindow {
+    reader: std::thread::JoinHandle<(Option<f64>, Option<f64>)>,
+}
+
+impl LoadWindow {
+    fn start(pids: &[u32], core: Option<usize>, window: Duration) -> Self {
+        let pids = pids.to_vec();
+        let reader = std::thread::spawn(move || {
+            let read = || (ticks(&pids), core.and_then(core_idle_ticks));
+            let (cpu, idle) = read();
+            let started = Instant::now();
+            std::thread::sleep(window);
+            let (cpu_after, idle_after) = read();
+            let secs = started.elapsed().as_secs_f64();
+            let pct = |a: Option<u64>, b: Option<u64>| {
+                a.zip(b).map(|(a, b)| 100.0 * b.saturating_sub(a) as f64 / CLOCK_TICKS_PER_SEC / secs)
+            };
+            let busy = pct(idle, idle_after).map(|idle| (100.0 - idle).clamp(0.0, 100.0));
+            (pct(cpu, cpu_after), busy)
+        });
+        Self { reader }
+    }
+
+    /// The target's CPU and its core's busy time over the window, percent of one core (waits for the window's end).
+    fn finish(self) -> (Option<f64>, Option<f64>) {
+        self.reader.join().unwrap_or((None, None))
+    }
+}
+
+/// Idle and iowait ticks of core `core` (/proc/stat). Busy is the wall time less these: the kernel keeps idle time
+/// exactly across its tickless idle periods, while the busy fields are samples taken at ticks, which a core that
+/// runs in short bursts between idle periods can miss (the busy fields read below our sbc's own CPU time).
+fn core_idle_ticks(core: usize) -> Option<u64> {
+    parse_core_idle(&std::fs::read_to_string("/proc/stat").ok()?, core)
+}
+
+fn parse_core_idle(stat: &str, core: usize) -> Option<u64> {
+    let name = format!("cpu{core}");
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let mut v = line.split_whitespace().skip(4).map(|x| x.parse::<u64>().ok());
+    Some(v.next()?? + v.next()??)
 }
 
 /// The CPU time of every process in `pids` together (none: not measured), clock ticks.
@@ -355,7 +409,7 @@ fn read_figures(step: &mut Step, run: &Run) -> Result<()> {
 fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     let mut line = format!(
-        "[run {}/{runs}] {:<8} {:>5}/s: {:>5} calls, {:>5} failed ({:>6.2} %), pdd p50 {:>3} ms, p99 {:>4} ms, mean {:>6} ms, setup p99 {:>4} ms, achieved {:>7}/s, retrans {:>5}, sbc cpu {:>4} -> {}",
+        "[run {}/{runs}] {:<8} {:>5}/s: {:>5} calls, {:>5} failed ({:>6.2} %), pdd p50 {:>3} ms, p99 {:>4} ms, mean {:>6} ms, setup p99 {:>4} ms, achieved {:>7}/s, retrans {:>5}, sbc cpu {:>4}{} -> {}",
         ladder.run,
         ladder.target,
         s.rate,
@@ -369,6 +423,7 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
         s.achieved_cps.map_or("-".to_owned(), |v| format!("{v:.1}")),
         s.retransmissions.map_or("-".to_owned(), |v| v.to_string()),
         s.sbc_cpu_pct.map_or("-".to_owned(), |v| format!("{v:.0}%")),
+        s.core_busy_pct.map_or(String::new(), |v| format!(" (core {v:.0}%)")),
         if s.pass { "pass" } else { "FAIL" }
     );
     if let Some(e) = &s.error {
@@ -396,6 +451,22 @@ pub struct Summary {
     pub added_p50_ms: Option<f64>,
     pub added_p99_ms: Option<f64>,
     pub added_mean_ms: Option<f64>,
+    /// CPU per call at every ladder rate where every target completed every call of a step, in ladder order.
+    pub cpu_by_rate: Vec<CpuAtRate>,
+}
+
+/// CPU per completed call at one offered rate, per target: median over the runs whose step at that rate completed
+/// every call. A step counted here may have failed the delay criterion (a saturated target queues but completes):
+/// so CPU per call can be compared at a rate above a target's ceiling, where the reference rate cannot go.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuAtRate {
+    pub rate: u32,
+    /// In the order of [`Summary::targets`], ms.
+    pub cpu_ms_per_call: Vec<f64>,
+    /// How many runs each median is over.
+    pub runs: Vec<usize>,
+    /// With two targets: the first's over the second's.
+    pub ratio: Option<f64>,
 }
 
 /// One target over all runs.
@@ -481,8 +552,35 @@ pub fn summarize(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Summar
         added_p50_ms: added(|t| t.reference_p50_ms),
         added_p99_ms: added(|t| t.reference_p99_ms),
         added_mean_ms: added(|t| t.reference_mean_ms),
+        cpu_by_rate: cpu_by_rate(rates, labels, ladders),
         targets,
     }
+}
+
+/// See [`CpuAtRate`]: the rates at which every target has at least one step with every call completed.
+fn cpu_by_rate(rates: &[u32], labels: &[String], ladders: &[Ladder]) -> Vec<CpuAtRate> {
+    rates
+        .iter()
+        .filter_map(|&rate| {
+            let per_target: Vec<Vec<f64>> = labels
+                .iter()
+                .map(|t| {
+                    ladders
+                        .iter()
+                        .filter(|l| &l.target == t)
+                        .filter_map(|l| l.steps.iter().find(|s| s.rate == rate && s.error.is_none() && s.failed == 0))
+                        .filter_map(|s| s.cpu_ms_per_call)
+                        .collect()
+                })
+                .collect();
+            let medians: Vec<f64> = per_target.iter().map(|v| median(v)).collect::<Option<_>>()?;
+            let ratio = match medians[..] {
+                [a, b] if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            Some(CpuAtRate { rate, runs: per_target.iter().map(Vec::len).collect(), cpu_ms_per_call: medians, ratio })
+        })
+        .collect()
 }
 
 /// The highest of `rates` at or below 80 % of `ceiling`.
@@ -526,6 +624,24 @@ fn cost_table(summary: &Summary) -> String {
     out.push_str(
         "  (CPU: utime+stime of the target's processes during the step, per completed call; clock ticks of 10 ms)\n",
     );
+    if !summary.cpu_by_rate.is_empty() {
+        out.push_str(&format!(
+            "\n{:<32}{}\n",
+            "cpu ms/call where all completed",
+            summary.targets.iter().map(|t| format!("{:>20}", t.target)).collect::<String>()
+        ));
+        for r in &summary.cpu_by_rate {
+            let cells: String = r
+                .cpu_ms_per_call
+                .iter()
+                .zip(&r.runs)
+                .map(|(c, n)| format!("{:>20}", format!("{c:.3} ({n})")))
+                .collect();
+            let ratio = r.ratio.map_or(String::new(), |x| format!("{x:>10.2}"));
+            out.push_str(&format!("  {:<30}{cells}{ratio}\n", format!("{}/s", r.rate)));
+        }
+        out.push_str("  (median over the runs whose step completed every call, run count in brackets; the step may have failed the delay criterion; last column: ratio)\n");
+    }
     out
 }
 
@@ -689,6 +805,7 @@ mod tests {
             setup_p50_ms: Some(p50),
             setup_p99_ms: Some(p50 * 2.0),
             sbc_cpu_pct: None,
+            core_busy_pct: None,
             cpu_ms_per_call: Some(p50 / 10.0),
             wall_secs: 5.0,
             sipp_exit: Some(0),
@@ -702,6 +819,14 @@ mod tests {
         l.steps = passes.iter().map(|&(r, p)| step(r, p, p50)).collect();
         l.finish(400);
         l
+    }
+
+    #[test]
+    fn idle_ticks_of_one_core() {
+        let stat = "cpu  10 0 5 900 7 0 1 0 0 0\ncpu0 5 0 2 450 3 0 0 0 0 0\ncpu1 5 0 3 450 4 0 1 0 0 0\n";
+        assert_eq!(parse_core_idle(stat, 1), Some(454));
+        assert_eq!(parse_core_idle(stat, 0), Some(453));
+        assert_eq!(parse_core_idle(stat, 2), None);
     }
 
     #[test]
@@ -734,6 +859,16 @@ mod tests {
         assert_eq!((s.targets[0].rate_at_80pct, s.targets[1].rate_at_80pct), (Some(100), Some(300)));
         assert_eq!((s.targets[0].p99_at_80pct_ms, s.targets[1].p99_at_80pct_ms), (Some(6.0), Some(2.0)));
         assert!(table(&opts(&rates, &labels), &s, true).contains("cpu ms/call @200/s"));
+        // CPU per call wherever every target completed every call of a step, a step that failed the delay
+        // criterion too; a step with failed calls does not count (run 3's 400/s here: no row for 400/s).
+        let mut partial = ladders.clone();
+        partial[4].steps[3].failed = 5;
+        let s_partial = summarize(&rates, &labels, &partial);
+        let rows: Vec<(u32, Vec<usize>)> = s_partial.cpu_by_rate.iter().map(|r| (r.rate, r.runs.clone())).collect();
+        assert_eq!(rows, vec![(100, vec![3, 3]), (200, vec![3, 3]), (300, vec![2, 3])]);
+        let r300 = &s_partial.cpu_by_rate[2];
+        assert!((r300.cpu_ms_per_call[0] - 0.25).abs() < 1e-9 && (r300.ratio.unwrap() - 2.5).abs() < 1e-9, "{r300:?}");
+        assert!(table(&opts(&rates, &labels), &s_partial, true).contains("cpu ms/call where all completed"));
         // One target alone: no ratios.
         let one = summarize(&rates, &labels[..1], &ladders);
         assert_eq!((one.targets.len(), one.ratio_p50, one.ratio_ceiling), (1, None, None));

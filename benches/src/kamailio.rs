@@ -81,6 +81,9 @@ impl KamailioRig {
                 &format!("--port-max={}", PORT_RANGE.1),
                 // Sessions go when the BYE deletes them, as our sbc frees its ports at once.
                 "--delete-delay=0",
+                // As many workers as it has cores: one (its default is one per core of the machine, whose
+                // second core is SIPp's). Extra workers on a single core only add wake-ups and switches.
+                "--num-threads=1",
             ]
             .map(String::from)
             .to_vec(),

@@ -508,9 +508,14 @@ impl Harness {
     }
 }
 
-/// The release build of `media-relay` (what is measured is always the release build; see binaries.rs).
+/// The release build of `media-relay` (what is measured is always the release build; see binaries.rs), or the
+/// program `SBC_BENCH_MEDIA_RELAY` names: another build, or a wrapper that adds options (`exec media-relay
+/// --coalesce 0s "$@"`), for a before/after comparison of the targets that run our relay (`kamailio-ng*`).
 pub fn media_relay_binary() -> Result<PathBuf> {
-    crate::binaries::binary(crate::binaries::release_dir(), "media-relay")
+    match std::env::var_os("SBC_BENCH_MEDIA_RELAY") {
+        Some(p) => std::fs::canonicalize(&p).with_context(|| format!("SBC_BENCH_MEDIA_RELAY={}", p.to_string_lossy())),
+        None => crate::binaries::binary(crate::binaries::release_dir(), "media-relay"),
+    }
 }
 
 /// The configuration of a local target: every number to carrier B, log level `info` as shipped, no CDR file;

@@ -147,6 +147,11 @@ fn kamailio_rtpengine_started_by_the_harness_completes_every_call() {
         // Kamailio, rtpengine and Redis together: some CPU per call, and less than a whole step's worth.
         let cpu = step["cpu_ms_per_call"].as_f64().expect("CPU per call measured");
         assert!(cpu > 0.0 && cpu < 2000.0 / f64::from(calls), "{step:#}");
+        // Pinned (root, 2 cores): the rig's share of its core while the load was offered, and how busy that core
+        // was in all; the rig is on it, so the core was at least about as busy (clock ticks of 10 ms apart).
+        let share = step["sbc_cpu_pct"].as_f64().expect("the rig's CPU share");
+        let core = step["core_busy_pct"].as_f64().expect("the target core's busy share");
+        assert!(share > 0.0 && core <= 101.0 && share <= core + 10.0, "{step:#}");
     }
     assert_eq!(ladder["ceiling"], 50);
     assert!(json["summary"]["targets"][0]["reference_cpu_ms_per_call"].as_f64().is_some_and(|c| c > 0.0), "{json:#}");

@@ -91,15 +91,23 @@ pub fn gen_main(args: &GenArgs) -> Result<()> {
     let dst_mac = parse_mac(&args.dst_mac)?;
     let ifindex = nix::net::if_::if_nametoindex(args.iface.as_str())
         .with_context(|| format!("no interface {} here", args.iface))?;
+    // Frames already sent (and counted by the sink) before the paced loop: the live-frames probe's.
+    let mut probed = 0u64;
     let mut sender = match args.engine {
         Engine::Afxdp => Sender::Xsk(super::afxdp::XskSender::open(ifindex, &layout, src_mac, dst_mac)?),
         Engine::Live | Engine::Auto => {
-            let generator = Generator::load(&layout, src_mac, dst_mac)?;
+            let mut generator = Generator::load(&layout, src_mac, dst_mac)?;
             // One run not live first: it checks what the program writes (and that the syscall works at all).
             let first = generator.run_once(ifindex).context("a test run of gen_rtp")?;
             check_frame(&first, &layout, 0).context("gen_rtp's first frame")?;
+            // The test run used frame 0 up without sending it; the live probe below sends frame 0, and the loop
+            // goes on from frame 1, so that the sink sees every frame once (it counted one twice before).
+            generator.restart()?;
             match generator.send(ifindex, 1) {
-                Ok(()) => Sender::Live(generator, ifindex),
+                Ok(()) => {
+                    probed = 1;
+                    Sender::Live(generator, ifindex)
+                }
                 Err(e) if args.engine == Engine::Auto => {
                     eprintln!("live frames refused ({e:#}); sending with AF_XDP instead");
                     Sender::Xsk(super::afxdp::XskSender::open(ifindex, &layout, src_mac, dst_mac)?)
@@ -114,7 +122,7 @@ pub fn gen_main(args: &GenArgs) -> Result<()> {
     };
     let batch = batch_for(args.rate);
     let started = Instant::now();
-    let (mut sent, mut calls) = (0u64, 0u64);
+    let (mut sent, mut calls) = (probed, 0u64);
     while sent < args.count {
         let n = u64::from(batch).min(args.count - sent) as u32;
         sent += u64::from(sender.send(n)?);

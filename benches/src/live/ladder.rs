@@ -387,7 +387,9 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut warm, layout.flows, count)
                 .context("warming the flows up")?;
             ladder.warm_up_rounds += 1;
-            if warm.sent > 0 && warm.received == warm.sent {
+            // Nothing lost is warm. (Not `==`: with live frames on kernel 6.18.44 the sink counts one frame more
+            // than the generator sent, per generator run; see benches/README.md, "The extra frame of live frames".)
+            if warm.sent > 0 && warm.received >= warm.sent {
                 break;
             }
             if started.elapsed() > WARM_UP_LIMIT {

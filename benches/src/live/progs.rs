@@ -276,6 +276,16 @@ impl Generator {
         self.run(ifindex, repeat, BPF_F_TEST_XDP_LIVE_FRAMES, None).map(drop)
     }
 
+    /// Makes the next frame the first (frame 0): every run, live or not, takes the next frame number from the
+    /// program's counter, so a test run must not use one up.
+    pub fn restart(&mut self) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+        let mut count: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map_mut("gen_count").context("no gen_count map")?)?;
+        count.set(0, PerCpuValues::try_from(vec![0u64; cpus])?, 0).context("resetting gen_count")?;
+        Ok(())
+    }
+
     /// Runs the program once, not live, and returns the frame it wrote (for checks of what it sends).
     pub fn run_once(&self, ifindex: u32) -> Result<Vec<u8>> {
         let mut out = vec![0u8; self.frame.len() + 256];

@@ -288,6 +288,7 @@ mod tests {
             setup_p50_ms: None,
             setup_p99_ms: None,
             sbc_cpu_pct: Some(if pass { 50.0 } else { cpu_at_fail }),
+            core_busy_pct: None,
             cpu_ms_per_call: None,
             wall_secs: 1.0,
             sipp_exit: Some(0),
