@@ -130,7 +130,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The default bench suite (as root, about 11-12 minutes on 2 cores plus the release build; the Kamailio + rtpengine cps comparison is about 75 s of it, the ng line (Kamailio + rtpengine vs Kamailio + our relay) about 150 s): short runs of every load scenario against our own
+# The default bench suite (as root, about 13-14 minutes on 2 cores plus the release build; the Kamailio + rtpengine cps comparison is about 75 s of it, the ng line (Kamailio + rtpengine vs Kamailio + our relay) about 150 s, the line-rate ladder (XDP generator, 1 and 1,000 flows) about 90 s, xdp-cost about 35 s): short runs of every load scenario against our own
 # SBC in network namespaces, each next to its baseline in the same run; JSON, SVG plots and tables under
 # target/bench/. The soak is not in it (it is meant to run for hours: see benches/README.md).
 bench: deps
@@ -142,9 +142,11 @@ bench: deps
 	target/release/sbc-bench overload --target local --runs 1 --step-secs 3 --ceiling-rates 1000,2000,3000,4000,5000,6000 --ceiling-step-secs 2 --out target/bench/overload.json | tee target/bench/overload.txt
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare,kernel,rtpengine --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
+	target/release/sbc-bench media --local --generator xdp --paths bare,reference,xdp,kernel,relay --runs 1 --flows 1,1000 --step-secs 1 --rates 250000,500000,1000000,1500000,2000000,3000000 --path-core --relay target/release/media-relay --out target/bench/media-live.json | tee target/bench/media-live.txt
+	target/release/sbc-bench xdp-cost --rounds 3 --out target/bench/xdp-cost.json | tee target/bench/xdp-cost.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
 	target/release/sbc-bench webrtc --runs 1 --legs 100 --calls 50 --rate 10000 --media-secs 2 --out target/bench/webrtc.json | tee target/bench/webrtc.txt
-	@echo "results in target/bench/: cps, cps-kamailio, ng, overload, concurrent, media, failover, webrtc (.json every figure, .svg plots, .txt the tables)"
+	@echo "results in target/bench/: cps, cps-kamailio, ng, overload, concurrent, media, media-live, xdp-cost, failover, webrtc (.json every figure, .svg plots, .txt the tables)"
 
 # The parser micro-bench against ezk-sip-types (criterion, results under target/criterion).
 bench-parse:

@@ -545,11 +545,12 @@ fn live_main(args: MediaArgs) -> Result<()> {
             media::Target::Reference => paths.push(live::Path::Reference),
             media::Target::Kernel => paths.push(live::Path::Kernel),
             media::Target::Xdp => paths.push(live::Path::Xdp),
+            media::Target::Relay => paths.push(live::Path::Relay),
             other => eprintln!("note: path {} is not measured with --generator xdp (not done yet)", other.name()),
         }
     }
     paths.dedup();
-    let relay_binary = match (&args.relay, paths.contains(&live::Path::Xdp)) {
+    let relay_binary = match (&args.relay, paths.iter().any(|p| p.uses_relay())) {
         (_, false) => None,
         (Some(path), true) => Some(std::fs::canonicalize(path).with_context(|| format!("--relay {}", path.display()))?),
         (None, true) => Some(media::prepare_binaries(None)?.0),

@@ -100,7 +100,7 @@ const SENDER_IDLE_MS: u64 = 300;
 /// A sink exits this long after its last packet when not everything arrived.
 const SINK_IDLE_MS: u64 = 1000;
 /// `USER_HZ`: the unit of /proc/PID/stat and /proc/stat (100 on every Linux architecture in practice).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 /// What `media` was asked to do.
 #[derive(Debug, Clone, Serialize)]

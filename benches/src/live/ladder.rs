@@ -83,9 +83,17 @@ pub enum Path {
     /// `media-relay --xdp native` on a0/b0 with one relayed stream per flow, latched before the load
     /// ([`super::relay`]).
     Xdp,
+    /// The same relay with `--xdp off`: its user-space forwarding (one forwarding thread pinned to
+    /// [`PATH_CORE`]), at rates the socket generators cannot offer; `relay_pass` on a0 so that it takes XDP frames.
+    Relay,
 }
 
 impl Path {
+    /// Whether the path is our `media-relay` (two sockets per flow).
+    pub fn uses_relay(self) -> bool {
+        matches!(self, Path::Xdp | Path::Relay)
+    }
+
     /// The name used in output and JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -94,6 +102,7 @@ impl Path {
             Path::Reference => "reference",
             Path::Kernel => "kernel",
             Path::Xdp => "xdp",
+            Path::Relay => "relay",
         }
     }
 }
@@ -111,7 +120,7 @@ pub struct Options {
     pub paths: Vec<Path>,
     /// RTP payload bytes.
     pub payload: u16,
-    /// The `media-relay` binary (the `xdp` path).
+    /// The `media-relay` binary (the `xdp` and `relay` paths).
     pub relay_binary: Option<std::path::PathBuf>,
     /// a0's NAPI on a core of its own ([`PATH_CORE`]), away from the generator's.
     pub path_core: bool,
@@ -137,6 +146,14 @@ pub struct Step {
     /// Loss < 0.1 %, not generator-limited, every flow seen, no bad checksum.
     pub pass: bool,
     pub error: Option<String>,
+    /// How the generator sent the step's frames (live frames, or AF_XDP where the kernel refused them).
+    pub engine: Option<super::helpers::Engine>,
+    /// With `--path-core`: [`PATH_CORE`]'s busy time over the step (user, nice, system, irq, softirq from
+    /// /proc/stat), the path's whole cost there: a0's NAPI (its XDP program, the redirect or the kernel's
+    /// forwarding), the user-space relay, and the sink behind b0.
+    pub path_core_busy_s: Option<f64>,
+    /// `path_core_busy_s` per million packets received.
+    pub path_core_s_per_mpkt: Option<f64>,
 }
 
 /// One path's ladder at one flow count in one run.
@@ -158,6 +175,9 @@ pub struct Ladder {
     pub warm_up_rounds: u32,
     /// a0's NAPI kernel threads pinned to [`PATH_CORE`] for this ladder (0: the path ran on the generator's core).
     pub napi_threads_pinned: u32,
+    /// With `--path-core`: the path core's busy seconds per million packets at the ceiling (its highest passing
+    /// step).
+    pub path_core_s_per_mpkt: Option<f64>,
     /// Why the ladder stopped early (its set-up or warm-up failed), if it did.
     pub error: Option<String>,
 }
@@ -166,6 +186,8 @@ impl Ladder {
     fn finish(&mut self, top: u32) {
         self.ceiling = self.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         self.capped = self.ceiling == Some(top);
+        self.path_core_s_per_mpkt =
+            self.steps.iter().filter(|s| s.pass).max_by_key(|s| s.rate).and_then(|s| s.path_core_s_per_mpkt);
         self.best_delivered_pps = self
             .steps
             .iter()
@@ -195,7 +217,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
     // The relay holds two sockets per flow; its children inherit this limit (raised as far as the hard limit
     // allows: raising that needs CAP_SYS_RESOURCE).
     let mut fd_limit = u64::MAX;
-    if opts.paths.contains(&Path::Xdp) {
+    if opts.paths.iter().any(|p| p.uses_relay()) {
         use nix::sys::resource::{getrlimit, setrlimit, Resource};
         let want = u64::from(*opts.flows.iter().max().unwrap_or(&1)) * 2 + FD_SPARE;
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
@@ -212,8 +234,8 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
     for run in 1..=opts.runs {
         for &flows in &opts.flows {
             for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
-                if path == Path::Xdp {
-                    let why = if 2 * flows > RELAY_MAX_KERNEL_FLOWS {
+                if path.uses_relay() {
+                    let why = if path == Path::Xdp && 2 * flows > RELAY_MAX_KERNEL_FLOWS {
                         Some(format!(
                             "the relay puts both directions of a stream into its XDP maps, {} entries, more than \
                              the relay's largest XDP flow capacity ({RELAY_MAX_KERNEL_FLOWS})",
@@ -228,7 +250,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                         None
                     };
                     if let Some(why) = why {
-                        eprintln!("[run {run}/{}] xdp at {flows} flows: not measured: {why}", opts.runs);
+                        eprintln!("[run {run}/{}] {} at {flows} flows: not measured: {why}", opts.runs, path.name());
                         continue;
                     }
                 }
@@ -243,6 +265,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     xdp_share: None,
                     warm_up_rounds: 0,
                     napi_threads_pinned: 0,
+                    path_core_s_per_mpkt: None,
                     error: None,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
@@ -294,8 +317,8 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         // The sink first: a veth takes XDP frames only when its peer has an XDP program (the relay checks).
         let mut sink = SinkClient::start(topo, sink_host, sink_dev, layout.flows, layout.ssrc_base)?;
         match ladder.path {
-            Path::Xdp => {
-                let relay = opts.relay_binary.as_ref().context("the xdp path needs the media-relay binary")?;
+            Path::Xdp | Path::Relay => {
+                let relay = opts.relay_binary.as_ref().context("the relay paths need the media-relay binary")?;
                 // The flows' addresses beyond a0's and b0's own (more than one address's ports).
                 for k in 1..layout.addresses() {
                     for (dev, base) in [("a0", SBC_A), ("b0", SBC_B)] {
@@ -310,23 +333,25 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                 undo.push((Host::Sbc, ["ip", "neigh", "del", &a, "dev", "b0"].map(str::to_owned).to_vec()));
                 // Both directions of every stream in the XDP maps, sized to them (the default holds 65,536).
                 let max_flows = (2 * layout.flows).max(media_relay::xdp::abi::DEFAULT_MAX_FLOWS).to_string();
-                let args = [
-                    "--control",
-                    super::relay::CONTROL,
-                    "--rtp-timeout",
-                    "3600s",
-                    "--xdp-max-flows",
-                    &max_flows,
-                    "--xdp",
-                    "native",
-                    "--interface",
-                    "a0",
-                    "--interface",
-                    "b0",
-                ];
-                // a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program of its own.
-                helpers.push(attached(topo, Host::A, "xdp-pass-a", &exe, &["xdp-pass", "eth0"])?);
-                helpers.push(topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?);
+                let mut args: Vec<String> =
+                    ["--control", super::relay::CONTROL, "--rtp-timeout", "3600s"].map(str::to_owned).to_vec();
+                if ladder.path == Path::Xdp {
+                    args.extend(
+                        ["--xdp-max-flows", &max_flows, "--xdp", "native", "--interface", "a0", "--interface", "b0"]
+                            .map(str::to_owned),
+                    );
+                    // a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program of its own.
+                    helpers.push(attached(topo, Host::A, "xdp-pass-a", &exe, &["xdp-pass", "eth0"])?);
+                    helpers.push(topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?);
+                } else {
+                    // One forwarding thread on the path's core, as rtpengine and the relay are pinned in `media`;
+                    // the generator keeps core 0.
+                    args.extend(["--xdp", "off", "--threads", "1"].map(str::to_owned));
+                    helpers.push(attached(topo, Host::Sbc, "xdp-pass", &exe, &["xdp-pass", "a0"])?);
+                    let mut pinned = vec!["-c".to_owned(), PATH_CORE.to_string(), relay.display().to_string()];
+                    pinned.extend(args);
+                    helpers.push(topo.spawn(Host::Sbc, "media-relay-live", "taskset", &pinned)?);
+                }
                 let mut c = super::relay::RelayControl::open(topo)?;
                 c.install(&layout)?;
                 relay_control = Some(c);
@@ -427,8 +452,9 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             Ok((received, kernel)) => {
                 ladder.xdp_share = (received > 0).then(|| kernel as f64 / received as f64);
                 eprintln!(
-                    "[run {}] xdp: the relay received {received} packets on leg A, {kernel} through XDP",
-                    ladder.run
+                    "[run {}] {}: the relay received {received} packets on leg A, {kernel} through XDP",
+                    ladder.run,
+                    ladder.path.name()
                 );
             }
             Err(e) => eprintln!("the relay's figures: {e:#}"),
@@ -450,6 +476,20 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
     }
     result
 }
+
+/// The busy seconds of `core` so far (user, nice, system, irq, softirq in /proc/stat; idle, iowait and steal
+/// left out), at the kernel's tick resolution (USER_HZ, 100 per second).
+fn core_busy_secs(core: usize) -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let name = format!("cpu{core} ");
+    let line = stat.lines().find(|l| l.starts_with(&name)).with_context(|| format!("no {name}in /proc/stat"))?;
+    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let busy = [0, 1, 2, 5, 6].iter().map(|&i| f.get(i).copied().unwrap_or(0)).sum::<u64>();
+    Ok(busy as f64 / crate::media::CLOCK_TICKS_PER_SEC)
+}
+
+/// The AF_XDP fallback has been reported (once per invocation).
+static AFXDP_SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// One step: reset the sink, send `rate × step_secs` frames at `rate`, read the sink.
 #[allow(clippy::too_many_arguments)]
@@ -482,6 +522,7 @@ fn measure(
         format!("--rate={}", step.rate),
         format!("--count={count}"),
     ]);
+    let busy_before = pin_path_core(opts).then(|| core_busy_secs(PATH_CORE)).transpose()?;
     let mut generator = topo.spawn(Host::A, "xdp-gen", program, &args)?;
     let status = generator.wait_timeout(Duration::from_secs(u64::from(opts.step_secs) * 20 + 30))?;
     let out = std::fs::read_to_string(&generator.stdout)?;
@@ -493,6 +534,18 @@ fn measure(
     // Frames still in the veths' rings arrive within microseconds.
     std::thread::sleep(Duration::from_millis(50));
     let counts: SinkCounts = serde_json::from_str(&sink.command("read")?).context("the sink's counts")?;
+    if let Some(before) = busy_before {
+        let busy = core_busy_secs(PATH_CORE)? - before;
+        step.path_core_busy_s = Some(busy);
+        step.path_core_s_per_mpkt = (counts.packets > 0).then(|| busy * 1e6 / counts.packets as f64);
+    }
+    if report.engine != super::helpers::Engine::Live && !AFXDP_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        // Once per invocation: why the generator fell back (its stderr says), since the engine bounds the rates.
+        let err = std::fs::read_to_string(&generator.stderr).unwrap_or_default();
+        let why = err.lines().find(|l| l.contains("live frames refused")).unwrap_or("engine chosen by --engine");
+        eprintln!("generator engine: AF_XDP copy mode ({why})");
+    }
+    step.engine = Some(report.engine);
     step.sent = report.sent;
     step.achieved_pps = (report.secs > 0.0).then(|| report.sent as f64 / report.secs);
     step.received = counts.packets;
@@ -514,7 +567,7 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
     format!(
         "[run {}/{runs}] {:<9} {:>6} flows {:>8} pps: sent {:>9} achieved {:>8} received {:>9} loss {:>7.3} % flows \
-         seen {:>6} seq gaps {:>6}{}{}{}",
+         seen {:>6} seq gaps {:>6}{}{}{}{}",
         ladder.run,
         ladder.path.name(),
         ladder.flows,
@@ -527,6 +580,10 @@ fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
         s.sink.as_ref().map_or(0, |c| c.seq_gaps),
         if s.pass { "  PASS" } else { "  fail" },
         if s.generator_limited { " (generator-limited)" } else { "" },
+        match s.engine {
+            Some(super::helpers::Engine::Afxdp) => " [af_xdp]",
+            _ => "",
+        },
         s.error.as_ref().map_or(String::new(), |e| format!(" error: {e}"))
     )
 }

@@ -216,6 +216,8 @@ impl std::fmt::Debug for Generator {
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`: the program's XDP_TX and XDP_REDIRECT really send (kernel 5.18 or newer).
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+/// The largest `batch_size` of a live-frames run (net/bpf/test_run.c).
+const TEST_XDP_MAX_BATCH: u32 = 256;
 
 /// The `test` member of `union bpf_attr` (include/uapi/linux/bpf.h), up to `batch_size`.
 #[repr(C)]
@@ -314,6 +316,9 @@ impl Generator {
             ctx_size_in: std::mem::size_of_val(&ctx) as u32,
             ctx_in: ctx.as_ptr() as u64,
             flags,
+            // Frames per page-pool round and per redirect flush: the kernel's most (TEST_XDP_MAX_BATCH; 64, a NAPI
+            // poll's, when left 0), so that each flush hands the veth a full ring's worth.
+            batch_size: if flags & BPF_F_TEST_XDP_LIVE_FRAMES != 0 { TEST_XDP_MAX_BATCH } else { 0 },
             ..TestRunAttr::default()
         };
         // Hand-written because aya 0.14's test_run has no flags (live frames) field.
