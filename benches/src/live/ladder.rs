@@ -37,11 +37,11 @@ fn pin_path_core(opts: &Options) -> bool {
 }
 
 /// Pins the NAPI kernel threads of `dev` (named `napi/DEV-ID`; a veth's exist while an XDP program is attached)
-/// to `core`; returns how many. Any namespace's `dev` matches: the threads carry no namespace, and threaded NAPI
+/// to `core`; returns their pids. Any namespace's `dev` matches: the threads carry no namespace, and threaded NAPI
 /// is off by default, so only this run's are found in practice.
-fn pin_napi_threads(dev: &str, core: usize) -> Result<u32> {
+fn pin_napi_threads(dev: &str, core: usize) -> Result<Vec<u32>> {
     let prefix = format!("napi/{dev}-");
-    let mut pinned = 0;
+    let mut pinned = Vec::new();
     for entry in std::fs::read_dir("/proc")?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
         let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else { continue };
@@ -52,7 +52,7 @@ fn pin_napi_threads(dev: &str, core: usize) -> Result<u32> {
                 &pid.to_string(),
             ]))
             .with_context(|| format!("pinning {} to core {core}", comm.trim()))?;
-            pinned += 1;
+            pinned.push(pid);
         }
     }
     Ok(pinned)
@@ -148,12 +148,14 @@ pub struct Step {
     pub error: Option<String>,
     /// How the generator sent the step's frames (live frames, or AF_XDP where the kernel refused them).
     pub engine: Option<super::helpers::Engine>,
-    /// With `--path-core`: [`PATH_CORE`]'s busy time over the step (user, nice, system, irq, softirq from
-    /// /proc/stat), the path's whole cost there: a0's NAPI (its XDP program, the redirect or the kernel's
-    /// forwarding), the user-space relay, and the sink behind b0.
-    pub path_core_busy_s: Option<f64>,
-    /// `path_core_busy_s` per million packets received.
-    pub path_core_s_per_mpkt: Option<f64>,
+    /// With `--path-core`: the CPU time of the path's own tasks over the step, from the scheduler's clock
+    /// (/proc/PID/task/TID/schedstat, not the 100 Hz ticks of /proc/stat, which miss most of a core's short
+    /// bursts): a0's NAPI threads (the path's XDP program and redirect, or the kernel's forwarding) and, for
+    /// `xdp` and `relay`, the relay's threads. Softirq work raised from them (the sink behind b0) may be left
+    /// out where the kernel accounts IRQ time apart.
+    pub path_cpu_s: Option<f64>,
+    /// `path_cpu_s` per million packets received.
+    pub path_cpu_s_per_mpkt: Option<f64>,
 }
 
 /// One path's ladder at one flow count in one run.
@@ -175,9 +177,9 @@ pub struct Ladder {
     pub warm_up_rounds: u32,
     /// a0's NAPI kernel threads pinned to [`PATH_CORE`] for this ladder (0: the path ran on the generator's core).
     pub napi_threads_pinned: u32,
-    /// With `--path-core`: the path core's busy seconds per million packets at the ceiling (its highest passing
-    /// step).
-    pub path_core_s_per_mpkt: Option<f64>,
+    /// With `--path-core`: the path's CPU seconds per million packets ([`Step::path_cpu_s`]) at the ceiling
+    /// (its highest passing step).
+    pub path_cpu_s_per_mpkt: Option<f64>,
     /// Why the ladder stopped early (its set-up or warm-up failed), if it did.
     pub error: Option<String>,
 }
@@ -186,8 +188,8 @@ impl Ladder {
     fn finish(&mut self, top: u32) {
         self.ceiling = self.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         self.capped = self.ceiling == Some(top);
-        self.path_core_s_per_mpkt =
-            self.steps.iter().filter(|s| s.pass).max_by_key(|s| s.rate).and_then(|s| s.path_core_s_per_mpkt);
+        self.path_cpu_s_per_mpkt =
+            self.steps.iter().filter(|s| s.pass).max_by_key(|s| s.rate).and_then(|s| s.path_cpu_s_per_mpkt);
         self.best_delivered_pps = self
             .steps
             .iter()
@@ -265,7 +267,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     xdp_share: None,
                     warm_up_rounds: 0,
                     napi_threads_pinned: 0,
-                    path_core_s_per_mpkt: None,
+                    path_cpu_s_per_mpkt: None,
                     error: None,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
@@ -313,6 +315,8 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         _ => (Host::Switch, "p-sbc"),
     };
     let mut relay_control: Option<super::relay::RelayControl> = None;
+    // The path's own tasks, whose CPU time each step reads (with --path-core).
+    let mut path_pids: Vec<u32> = Vec::new();
     let result = (|| -> Result<()> {
         // The sink first: a veth takes XDP frames only when its peer has an XDP program (the relay checks).
         let mut sink = SinkClient::start(topo, sink_host, sink_dev, layout.flows, layout.ssrc_base)?;
@@ -342,7 +346,9 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                     );
                     // a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program of its own.
                     helpers.push(attached(topo, Host::A, "xdp-pass-a", &exe, &["xdp-pass", "eth0"])?);
-                    helpers.push(topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?);
+                    let p = topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?;
+                    path_pids.push(p.id());
+                    helpers.push(p);
                 } else {
                     // One forwarding thread on the path's core, as rtpengine and the relay are pinned in `media`;
                     // the generator keeps core 0.
@@ -350,7 +356,9 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                     helpers.push(attached(topo, Host::Sbc, "xdp-pass", &exe, &["xdp-pass", "a0"])?);
                     let mut pinned = vec!["-c".to_owned(), PATH_CORE.to_string(), relay.display().to_string()];
                     pinned.extend(args);
-                    helpers.push(topo.spawn(Host::Sbc, "media-relay-live", "taskset", &pinned)?);
+                    let p = topo.spawn(Host::Sbc, "media-relay-live", "taskset", &pinned)?;
+                    path_pids.push(p.id());
+                    helpers.push(p);
                 }
                 let mut c = super::relay::RelayControl::open(topo)?;
                 c.install(&layout)?;
@@ -397,7 +405,9 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             // takes) only while an XDP program is attached, so this follows the attach, every ladder.
             topo.exec(Host::Sbc, "sh", &["-c", "echo 1 > /sys/class/net/a0/threaded"])
                 .context("threaded NAPI on a0")?;
-            ladder.napi_threads_pinned = pin_napi_threads("a0", PATH_CORE)?;
+            let napi = pin_napi_threads("a0", PATH_CORE)?;
+            ladder.napi_threads_pinned = napi.len() as u32;
+            path_pids.extend(napi);
             if ladder.napi_threads_pinned == 0 {
                 eprintln!("no NAPI thread of a0 found: the path runs on the generator's core");
             }
@@ -409,7 +419,7 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         loop {
             let mut warm = Step { rate: WARM_UP_RATE, ..Step::default() };
             let count = Some(2 * u64::from(layout.flows));
-            measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut warm, layout.flows, count)
+            measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut warm, layout.flows, count, &[])
                 .context("warming the flows up")?;
             ladder.warm_up_rounds += 1;
             // Nothing lost is warm. (Not `==`: with live frames on kernel 6.18.44 the sink counts one frame more
@@ -434,9 +444,19 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         for &rate in &opts.rates {
             check_stop()?;
             let mut step = Step { rate, ..Step::default() };
-            if let Err(e) =
-                measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut step, layout.flows, None)
-            {
+            if let Err(e) = measure(
+                topo,
+                opts,
+                pin,
+                &exe,
+                &layout_json,
+                &dst_mac,
+                &mut sink,
+                &mut step,
+                layout.flows,
+                None,
+                &path_pids,
+            ) {
                 step.error = Some(format!("{e:#}"));
             }
             eprintln!("{}", progress(opts.runs, ladder, &step));
@@ -477,15 +497,20 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
     result
 }
 
-/// The busy seconds of `core` so far (user, nice, system, irq, softirq in /proc/stat; idle, iowait and steal
-/// left out), at the kernel's tick resolution (USER_HZ, 100 per second).
-fn core_busy_secs(core: usize) -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let name = format!("cpu{core} ");
-    let line = stat.lines().find(|l| l.starts_with(&name)).with_context(|| format!("no {name}in /proc/stat"))?;
-    let f: Vec<u64> = line.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let busy = [0, 1, 2, 5, 6].iter().map(|&i| f.get(i).copied().unwrap_or(0)).sum::<u64>();
-    Ok(busy as f64 / crate::media::CLOCK_TICKS_PER_SEC)
+/// The CPU seconds of every thread of `pids` so far: the first field of /proc/PID/task/TID/schedstat, the time
+/// on CPU in ns by the scheduler's clock. (/proc/stat's per-CPU figures come from 100 Hz ticks, which on this
+/// kind of VM missed nearly all of a core's short bursts: a relay step at 250,000 packets/s read 0.01 s.) A task
+/// gone since contributes nothing.
+fn tasks_cpu_secs(pids: &[u32]) -> f64 {
+    let mut ns = 0u64;
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+            ns += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
 }
 
 /// The AF_XDP fallback has been reported (once per invocation).
@@ -504,6 +529,7 @@ fn measure(
     step: &mut Step,
     flows: u32,
     count: Option<u64>,
+    path_pids: &[u32],
 ) -> Result<()> {
     sink.command("reset")?;
     let count = count.unwrap_or(u64::from(step.rate) * u64::from(opts.step_secs));
@@ -522,7 +548,7 @@ fn measure(
         format!("--rate={}", step.rate),
         format!("--count={count}"),
     ]);
-    let busy_before = pin_path_core(opts).then(|| core_busy_secs(PATH_CORE)).transpose()?;
+    let cpu_before = (pin_path_core(opts) && !path_pids.is_empty()).then(|| tasks_cpu_secs(path_pids));
     let mut generator = topo.spawn(Host::A, "xdp-gen", program, &args)?;
     let status = generator.wait_timeout(Duration::from_secs(u64::from(opts.step_secs) * 20 + 30))?;
     let out = std::fs::read_to_string(&generator.stdout)?;
@@ -534,10 +560,10 @@ fn measure(
     // Frames still in the veths' rings arrive within microseconds.
     std::thread::sleep(Duration::from_millis(50));
     let counts: SinkCounts = serde_json::from_str(&sink.command("read")?).context("the sink's counts")?;
-    if let Some(before) = busy_before {
-        let busy = core_busy_secs(PATH_CORE)? - before;
-        step.path_core_busy_s = Some(busy);
-        step.path_core_s_per_mpkt = (counts.packets > 0).then(|| busy * 1e6 / counts.packets as f64);
+    if let Some(before) = cpu_before {
+        let cpu = tasks_cpu_secs(path_pids) - before;
+        step.path_cpu_s = Some(cpu);
+        step.path_cpu_s_per_mpkt = (counts.packets > 0).then(|| cpu * 1e6 / counts.packets as f64);
     }
     if report.engine != super::helpers::Engine::Live && !AFXDP_SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
         // Once per invocation: why the generator fell back (its stderr says), since the engine bounds the rates.

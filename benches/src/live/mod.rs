@@ -53,8 +53,8 @@ pub struct Cell {
     pub generator_bound: bool,
     /// Some step lost packets (>= 0.1 %) or missed a flow: the path itself failed somewhere on the ladder.
     pub path_lost: bool,
-    /// With `--path-core`: median over runs of the path core's busy seconds per million packets at the ceiling.
-    pub median_path_core_s_per_mpkt: Option<f64>,
+    /// With `--path-core`: median over runs of the path's CPU seconds per million packets at the ceiling.
+    pub median_path_cpu_s_per_mpkt: Option<f64>,
 }
 
 /// The whole invocation's summary.
@@ -96,11 +96,11 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
                 capped,
                 generator_bound,
                 path_lost,
-                median_path_core_s_per_mpkt: median(
+                median_path_cpu_s_per_mpkt: median(
                     &ladders
                         .iter()
                         .filter(|l| l.flows == flows && l.path == path)
-                        .filter_map(|l| l.path_core_s_per_mpkt)
+                        .filter_map(|l| l.path_cpu_s_per_mpkt)
                         .collect::<Vec<_>>(),
                 ),
             });
@@ -173,13 +173,16 @@ pub fn table(opts: &Options, s: &Summary) -> String {
         }
         out.push('\n');
     }
-    if s.cells.iter().any(|c| c.median_path_core_s_per_mpkt.is_some()) {
-        out.push_str("path core (core 1) busy CPU-s per Mpkt at the ceiling (drop: a0's receive and the sink alone)\n");
+    if s.cells.iter().any(|c| c.median_path_cpu_s_per_mpkt.is_some()) {
+        out.push_str(
+            "path CPU-s per Mpkt at the ceiling (a0's NAPI thread on core 1, + the relay's threads; drop: a0's\n\
+             receive and the sink alone)\n",
+        );
         for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
             out.push_str(&format!("  {:<11}", path.name()));
             for &f in &opts.flows {
                 let c = s.cells.iter().find(|c| c.flows == f && c.path == path);
-                let v = c.and_then(|c| c.median_path_core_s_per_mpkt);
+                let v = c.and_then(|c| c.median_path_cpu_s_per_mpkt);
                 out.push_str(&format!("{:>12}", v.map_or("-".to_owned(), |v| format!("{v:.3}"))));
             }
             out.push('\n');
@@ -266,7 +269,7 @@ mod tests {
             xdp_share: None,
             warm_up_rounds: 0,
             napi_threads_pinned: 0,
-            path_core_s_per_mpkt: None,
+            path_cpu_s_per_mpkt: None,
             error: None,
         };
         l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
