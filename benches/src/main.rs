@@ -108,6 +108,10 @@ enum Scenario {
     /// Internal: run by `media --generator xdp`, XDP_PASS on IFACE (so that its veth takes XDP frames).
     #[command(hide = true)]
     XdpPass { iface: String },
+    /// Internal: run in the SBC namespace by `media --generator xdp`, our relay_xdp filled for the flows by the
+    /// relay's loader (the `xdp-maps` path).
+    #[command(hide = true)]
+    XdpMaps(live::helpers::MapsArgs),
 }
 
 /// Where the calls go (every call scenario: cps, concurrent, soak). See target.rs.
@@ -527,6 +531,7 @@ fn main() -> Result<()> {
         Scenario::XdpSink { iface, flows, ssrc_base } => live::helpers::sink_main(&iface, flows, ssrc_base),
         Scenario::XdpReference(args) => live::helpers::reference_main(&args),
         Scenario::XdpPass { iface } => live::helpers::pass_main(&iface),
+        Scenario::XdpMaps(args) => live::helpers::maps_main(&args),
     }
 }
 
@@ -546,6 +551,7 @@ fn live_main(args: MediaArgs) -> Result<()> {
             media::Target::Kernel => paths.push(live::Path::Kernel),
             media::Target::Xdp => paths.push(live::Path::Xdp),
             media::Target::Relay => paths.push(live::Path::Relay),
+            media::Target::XdpMaps => paths.push(live::Path::XdpMaps),
             other => eprintln!("note: path {} is not measured with --generator xdp (not done yet)", other.name()),
         }
     }
@@ -612,8 +618,8 @@ fn media_main(mut args: MediaArgs) -> Result<()> {
     if args.flows != [1] {
         bail!("--flows needs --generator xdp (the socket generators use --streams)");
     }
-    if args.paths.contains(&media::Target::Reference) {
-        bail!("the reference path needs --generator xdp");
+    if let Some(p) = args.paths.iter().find(|p| matches!(p, media::Target::Reference | media::Target::XdpMaps)) {
+        bail!("the {} path needs --generator xdp", p.name());
     }
     if args.rates.is_empty() || args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
         bail!("--rates must be positive and strictly ascending, e.g. 10000,20000,40000");

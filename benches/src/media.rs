@@ -165,6 +165,12 @@ pub enum Target {
     /// A → the reference relay program (`reference_relay`, one flow per generator flow) on a0 → B; with
     /// `--generator xdp` only (`crate::live`).
     Reference,
+    /// A → our `relay_xdp` on a0, attached and filled with the relay's flows by the relay's own loader
+    /// (`media_relay::xdp::Xdp`) in a helper, without the relay's process and sockets → B; with `--generator xdp`
+    /// only: the XDP path at flow counts whose two sockets per flow the open-file limit does not allow.
+    #[value(name = "xdp-maps")]
+    #[serde(rename = "xdp-maps")]
+    XdpMaps,
 }
 
 impl Target {
@@ -179,6 +185,7 @@ impl Target {
             Target::Rtpengine => "rtpengine",
             Target::Ng => "ng",
             Target::Reference => "reference",
+            Target::XdpMaps => "xdp-maps",
         }
     }
 }
@@ -395,7 +402,9 @@ pub fn run(opts: &Options) -> Result<(Vec<Ladder>, Vec<crate::xdp::TestRun>)> {
                     Target::Kernel => kernel_ladder(&topo, opts, pin, &mut ladder),
                     Target::Rtpengine => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder, false),
                     Target::Ng => crate::rtpengine::ladder(&topo, opts, pin, &mut ladder, true),
-                    Target::Reference => Err(anyhow::anyhow!("the reference path needs --generator xdp")),
+                    Target::Reference | Target::XdpMaps => {
+                        Err(anyhow::anyhow!("the {} path needs --generator xdp", target.name()))
+                    }
                 };
                 ladder.finish(top);
                 ladders.push(ladder);

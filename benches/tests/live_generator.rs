@@ -1,6 +1,7 @@
 //! `sbc-bench media --generator xdp` end to end, with the built binary (root: namespaces, XDP): the generator
-//! sends 40,000 RTP packets over 1,000 flows in one second through the bare redirect and through the reference
-//! relay (filled with the 1,000 flows), and the XDP sink must count them all, every flow, with valid sequence
+//! sends 40,000 RTP packets over 1,000 flows in one second through the bare redirect, through the reference relay
+//! (filled with the 1,000 flows) and through our relay_xdp filled by the relay's loader (`xdp-maps`: both
+//! directions of 1,000 latched streams), and the XDP sink must count them all, every flow, with valid sequence
 //! numbers and IPv4 checksums. The generator's own `drop` ladder runs first, as in every live run.
 
 use serde_json::Value;
@@ -11,14 +12,14 @@ const FLOWS: u64 = 1000;
 const RATE: u64 = 40_000;
 
 #[test]
-fn live_generator_and_sink_count_every_packet_of_1000_flows_through_bare_and_reference() {
+fn live_generator_and_sink_count_every_packet_of_1000_flows_through_bare_reference_and_ours() {
     let dir = std::env::temp_dir().join(format!("sbc-bench-live-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let out = dir.join("live.json");
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_sbc-bench"))
-        .args(["media", "--local", "--generator", "xdp", "--paths", "bare,reference", "--runs", "1"])
+        .args(["media", "--local", "--generator", "xdp", "--paths", "bare,reference,xdp-maps", "--runs", "1"])
         .args(["--step-secs", "1", "--flows", &FLOWS.to_string(), "--rates", &RATE.to_string()])
         .arg("--out")
         .arg(&out)
@@ -31,7 +32,7 @@ fn live_generator_and_sink_count_every_packet_of_1000_flows_through_bare_and_ref
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON written")).expect("JSON");
     let ladders = json["ladders"].as_array().expect("ladders");
     let paths: Vec<&str> = ladders.iter().filter_map(|l| l["path"].as_str()).collect();
-    assert_eq!(paths, ["drop", "bare", "reference"], "one ladder per path, the generator's own first");
+    assert_eq!(paths, ["drop", "bare", "reference", "xdp-maps"], "one ladder per path, the generator's own first");
     for ladder in ladders {
         let path = ladder["path"].as_str().unwrap_or_default();
         let step = &ladder["steps"][0];

@@ -9,7 +9,7 @@
  * interface is the ingress one, else bpf_redirect_map into relay_devmap.
  *
  * The next hop (egress interface, MACs) is bpf_fib_lookup's answer, cached in the flow's entry (struct
- * relay_target nh_*) and valid while relay_nh_gen is what it was at the lookup: user space bumps it on every
+ * relay_nh) and valid while relay_nh_gen is what it was at the lookup: user space bumps it on every
  * neighbour, route, address or link change the kernel announces, and the flow's next packet looks up again. So
  * a hit costs one lookup per change instead of one per packet (bpf_fib_lookup is most of a hit's cost), and a
  * changed neighbour or route still reaches every flow at its next packet.
@@ -57,12 +57,12 @@
 #define RELAY_SYS_AF_INET6 10
 
 /* relay_flows4: relay IPv4 address:port a packet arrives at -> where to send it (written only by user space). A
- * map of its own with an 8-byte key: hashing and comparing the 20-byte key of relay_flows was a tenth of an IPv4
- * hit's cost. */
+ * map of its own with an 8-byte key and a 56-byte value: hashing and comparing the 20-byte key of relay_flows was a
+ * tenth of an IPv4 hit's cost, and the smaller entry is a cache line less per hit (see struct relay_target4). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct relay_addr4);
-	__type(value, struct relay_target);
+	__type(value, struct relay_target4);
 	__uint(max_entries, RELAY_MAX_FLOWS);
 } relay_flows4 SEC(".maps");
 
@@ -160,11 +160,6 @@ static __always_inline void relay_count(__u32 act)
 		*c += 1;
 }
 
-static __always_inline int relay_addr_eq4(const __u8 *a, __be32 b)
-{
-	return *(const __u32 *)a == b;
-}
-
 static __always_inline int relay_addr_eq6(const __u8 *a, const struct in6_addr *b)
 {
 	const __u32 *x = (const __u32 *)a;
@@ -173,148 +168,87 @@ static __always_inline int relay_addr_eq6(const __u8 *a, const struct in6_addr *
 	       x[2] == b->in6_u.u6_addr32[2] && x[3] == b->in6_u.u6_addr32[3];
 }
 
-/* Looks the next hop of flow t up with bpf_fib_lookup (as the kernel would route the rewritten packet, received on
- * ingress, tot_len bytes long) and caches it in t under generation gen; nonzero when there is none (no route, no
- * neighbour, forwarding off, MTU exceeded): the packet is then passed. Another CPU may fill the same entry at the
- * same time; both write the same answer, and nh_gen is written last, after a compiler barrier (x86 keeps the store
- * order), so a reader that sees the generation sees the hop. */
-static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *p, struct relay_target *t,
+/* Looks the next hop of a flow up with bpf_fib_lookup (as the kernel would route the rewritten packet from
+ * from:sport to to:dport, received on ingress, tot_len bytes long) and caches it in nh under generation gen;
+ * nonzero when there is none (no route, no neighbour, forwarding off, MTU exceeded): the packet is then passed.
+ * from and to are 4 (v4) or 16 bytes. Another CPU may fill the same entry at the same time; both write the same
+ * answer, and nh->gen is written last, after a compiler barrier (x86 keeps the store order), so a reader that sees
+ * the generation sees the hop. */
+static __always_inline int relay_next_hop(struct xdp_md *ctx, struct relay_pkt *p, struct relay_nh *nh,
+					  const void *from, const void *to, __be16 sport, __be16 dport,
 					  __u32 ingress, __u32 tot_len, __u32 gen, const int v4)
 {
 	struct bpf_fib_lookup fib = {};
 
 	fib.ifindex = ingress;
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.sport = t->from.port;
-	fib.dport = t->to.port;
+	fib.sport = sport;
+	fib.dport = dport;
 	fib.tot_len = tot_len;
 	if (v4) {
 		fib.family = RELAY_SYS_AF_INET;
 		fib.tos = p->ip4->tos;
-		__builtin_memcpy(&fib.ipv4_src, t->from.addr, 4);
-		__builtin_memcpy(&fib.ipv4_dst, t->to.addr, 4);
+		__builtin_memcpy(&fib.ipv4_src, from, 4);
+		__builtin_memcpy(&fib.ipv4_dst, to, 4);
 	} else {
 		fib.family = RELAY_SYS_AF_INET6;
 		fib.flowinfo = *(__be32 *)p->ip6 & bpf_htonl(0x0FFFFFFF);
-		__builtin_memcpy(fib.ipv6_src, t->from.addr, 16);
-		__builtin_memcpy(fib.ipv6_dst, t->to.addr, 16);
+		__builtin_memcpy(fib.ipv6_src, from, 16);
+		__builtin_memcpy(fib.ipv6_dst, to, 16);
 	}
 	if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
 	/* Within one generation the largest length that passed is kept (RTP sizes vary a little). */
-	if (t->nh_gen == gen && t->nh_iif == ingress && t->nh_oif == fib.ifindex && t->nh_len > tot_len)
-		tot_len = t->nh_len;
-	t->nh_iif = ingress;
-	t->nh_oif = fib.ifindex;
-	t->nh_len = tot_len;
-	__builtin_memcpy(t->nh_smac, fib.smac, ETH_ALEN);
-	__builtin_memcpy(t->nh_dmac, fib.dmac, ETH_ALEN);
+	if (nh->gen == gen && nh->iif == ingress && nh->oif == fib.ifindex && nh->len > tot_len)
+		tot_len = nh->len;
+	nh->iif = ingress;
+	nh->oif = fib.ifindex;
+	nh->len = tot_len;
+	__builtin_memcpy(nh->smac, fib.smac, ETH_ALEN);
+	__builtin_memcpy(nh->dmac, fib.dmac, ETH_ALEN);
 	asm volatile("" ::: "memory");
-	t->nh_gen = gen;
+	nh->gen = gen;
 	return 0;
 }
 
-/* Decides what to do with a parsed UDP packet; on a hit rewrites it and returns XDP_TX/XDP_REDIRECT with
- * *act set, else returns XDP_PASS with *act the reason (and the packet untouched). v4 is a constant at each call
- * site (the packet's family), so the compiler builds one copy per family and drops the other family's branches
- * from the IPv4 hit path. */
-static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act, const int v4)
+/* Whether a packet on a RELAY_F_PASS_RTCP flow is RTCP multiplexed on the RTP port (RFC 5761 §4): the second byte
+ * first, since RTP's (marker and payload type: outside 192..223) ends the test. */
+static __always_inline int relay_is_rtcp(struct udphdr *udp, void *data_end)
 {
-	struct relay_target *t;
-	struct udphdr *udp = p->udp;
+	__u8 *rtp = (__u8 *)(udp + 1);
+
+	return (void *)(rtp + 2) <= data_end && (__u8)(rtp[1] - 192) < 32 && (rtp[0] >> 6) == 2 &&
+	       bpf_ntohs(udp->len) >= sizeof(*udp) + 2;
+}
+
+/* The part of a forward common to both families once the flow's checks passed: the next hop (cached, or looked up
+ * and cached), the VLAN rule and the redirect. Returns XDP_REDIRECT or XDP_TX with *act set, or XDP_PASS with *act
+ * the reason (the packet still untouched). */
+static __always_inline int relay_egress(struct xdp_md *ctx, struct relay_pkt *p, struct relay_nh *nh,
+					const void *from, const void *to, __be16 sport, __be16 dport,
+					__u32 tot_len, __u32 *act, const int v4)
+{
 	__u32 ingress = ctx->ingress_ifindex;
-	__u32 egress, acc, slot, tot_len, gen;
-	__u16 check;
+	__u32 egress, gen;
 	long ret;
-
-	if (v4) {
-		struct relay_addr4 key4 = { .addr = p->ip4->daddr, .port = udp->dest };
-
-		t = bpf_map_lookup_elem(&relay_flows4, &key4);
-	} else {
-		struct relay_addr key = { .port = udp->dest, .family = RELAY_AF_INET6 };
-
-		__builtin_memcpy(key.addr, &p->ip6->daddr, 16);
-		t = bpf_map_lookup_elem(&relay_flows, &key);
-	}
-	if (!t) {
-		*act = RELAY_ACT_PASS_MISS;
-		return XDP_PASS;
-	}
-	/* Same family in and out only. */
-	if (t->from.family != (v4 ? RELAY_AF_INET : RELAY_AF_INET6) ||
-	    t->to.family != (v4 ? RELAY_AF_INET : RELAY_AF_INET6))
-		goto other;
-	if (t->flags & RELAY_F_PASS_RTCP) {
-		__u8 *rtp = (__u8 *)(udp + 1);
-
-		/* The second byte first: RTP's (marker and payload type: outside 192..223, RFC 5761) ends the test. */
-		if ((void *)(rtp + 2) <= (void *)(long)ctx->data_end && (__u8)(rtp[1] - 192) < 32 &&
-		    (rtp[0] >> 6) == 2 && bpf_ntohs(udp->len) >= sizeof(*udp) + 2) {
-			*act = RELAY_ACT_PASS_RTCP;
-			return XDP_PASS;
-		}
-	}
-
-	if (v4) {
-		struct iphdr *ip = p->ip4;
-
-		if ((t->flags & RELAY_F_STRICT) &&
-		    (t->expect.family != RELAY_AF_INET || !relay_addr_eq4(t->expect.addr, ip->saddr) ||
-		     t->expect.port != udp->source)) {
-			*act = RELAY_ACT_PASS_SOURCE;
-			return XDP_PASS;
-		}
-		if (ip->ttl <= 1) {
-			*act = RELAY_ACT_PASS_TTL;
-			return XDP_PASS;
-		}
-		if (udp->check && udp->check == csum_pseudo4((const __u8 *)&ip->saddr, (const __u8 *)&ip->daddr,
-							      udp->len)) {
-			*act = RELAY_ACT_PASS_CSUM;
-			return XDP_PASS;
-		}
-		tot_len = bpf_ntohs(ip->tot_len);
-	} else {
-		struct ipv6hdr *ip6 = p->ip6;
-
-		if (!ip6)
-			goto other;
-		if ((t->flags & RELAY_F_STRICT) &&
-		    (t->expect.family != RELAY_AF_INET6 || !relay_addr_eq6(t->expect.addr, &ip6->saddr) ||
-		     t->expect.port != udp->source)) {
-			*act = RELAY_ACT_PASS_SOURCE;
-			return XDP_PASS;
-		}
-		if (ip6->hop_limit <= 1) {
-			*act = RELAY_ACT_PASS_TTL;
-			return XDP_PASS;
-		}
-		/* A zero UDP checksum is invalid over IPv6 and cannot be updated incrementally. */
-		if (udp->check == 0)
-			goto other;
-		if (udp->check == csum_pseudo6((const __u8 *)&ip6->saddr, (const __u8 *)&ip6->daddr, udp->len)) {
-			*act = RELAY_ACT_PASS_CSUM;
-			return XDP_PASS;
-		}
-		tot_len = bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr);
-	}
 
 	/* Read before a lookup, so that a change announced meanwhile makes the next packet look up again. */
 	gen = relay_nh_gen;
-	if (!gen || t->nh_gen != gen || t->nh_iif != ingress || tot_len > t->nh_len) {
-		if (!gen || relay_next_hop(ctx, p, t, ingress, tot_len, gen, v4)) {
+	if (!gen || nh->gen != gen || nh->iif != ingress || tot_len > nh->len) {
+		if (!gen || relay_next_hop(ctx, p, nh, from, to, sport, dport, ingress, tot_len, gen, v4)) {
 			*act = RELAY_ACT_PASS_FIB;
 			return XDP_PASS;
 		}
 	}
-	egress = t->nh_oif;
+	egress = nh->oif;
 	/* A tagged packet leaving by another interface would need another tag: let the kernel do it. */
-	if (p->vlan && egress != ingress)
-		goto other;
+	if (p->vlan && egress != ingress) {
+		*act = RELAY_ACT_PASS_OTHER;
+		return XDP_PASS;
+	}
 	/* XDP_TX needs of the ingress what a redirect needs of the egress (a veth sends both to its peer).
 	 * bpf_redirect_map looks the egress up in relay_devmap (XDP_PASS when it is not there) and only records
-	 * the target: the frame goes after the program returns, so the rewrite below still goes with it, and
+	 * the target: the frame goes after the program returns, so the rewrite that follows still goes with it, and
 	 * the one lookup serves as check and redirect. For XDP_TX the recorded target is not used. */
 	ret = bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
 	if (ret != XDP_REDIRECT) {
@@ -323,65 +257,156 @@ static __always_inline int relay_forward(struct xdp_md *ctx, struct relay_pkt *p
 	}
 	if (egress == ingress) {
 		*act = RELAY_ACT_TX;
-		ret = XDP_TX;
-	} else {
-		*act = RELAY_ACT_REDIRECT;
+		return XDP_TX;
 	}
+	*act = RELAY_ACT_REDIRECT;
+	return XDP_REDIRECT;
+}
+
+/* Sets the MACs of the next hop and counts the forwarded packet in the flow's slot. */
+static __always_inline void relay_finish(struct relay_pkt *p, struct relay_nh *nh, __u32 slot, __u16 ulen)
+{
+	struct relay_flow_stats *s;
+
+	__builtin_memcpy(p->eth->h_dest, nh->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, nh->smac, ETH_ALEN);
+	s = bpf_map_lookup_elem(&relay_stats, &slot);
+	if (s) {
+		s->packets += 1;
+		s->bytes += ulen > sizeof(struct udphdr) ? ulen - sizeof(struct udphdr) : 0;
+	}
+}
+
+/* Decides what to do with a parsed IPv4 UDP packet (the general path: a VLAN tag, XDP_TX, a next hop to look up,
+ * and every reason to pass); on a hit rewrites it and returns XDP_TX/XDP_REDIRECT with *act set, else returns
+ * XDP_PASS with *act the reason (and the packet untouched). */
+static __always_inline int relay_forward4(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
+{
+	struct relay_addr4 key = {};
+	struct relay_target4 *t;
+	struct udphdr *udp = p->udp;
+	struct iphdr *ip = p->ip4;
+	__u32 acc;
+	__u16 check, old_ttl_word;
+	int ret;
+
+	key.addr = ip->daddr;
+	key.port = udp->dest;
+	t = bpf_map_lookup_elem(&relay_flows4, &key);
+	if (!t) {
+		*act = RELAY_ACT_PASS_MISS;
+		return XDP_PASS;
+	}
+	/* relay_flows4 has IPv4 targets only (user space refuses others: Xdp::install, XdpError::CrossFamily). */
+	if ((t->flags & RELAY_F_PASS_RTCP) && relay_is_rtcp(udp, (void *)(long)ctx->data_end)) {
+		*act = RELAY_ACT_PASS_RTCP;
+		return XDP_PASS;
+	}
+	if ((t->flags & RELAY_F_STRICT) && (t->expect_addr != ip->saddr || t->expect_port != udp->source)) {
+		*act = RELAY_ACT_PASS_SOURCE;
+		return XDP_PASS;
+	}
+	if (ip->ttl <= 1) {
+		*act = RELAY_ACT_PASS_TTL;
+		return XDP_PASS;
+	}
+	if (udp->check && udp->check == csum_pseudo4((const __u8 *)&ip->saddr, (const __u8 *)&ip->daddr, udp->len)) {
+		*act = RELAY_ACT_PASS_CSUM;
+		return XDP_PASS;
+	}
+	ret = relay_egress(ctx, p, &t->nh, &t->from_addr, &t->to_addr, t->from_port, t->to_port,
+			   bpf_ntohs(ip->tot_len), act, 1);
+	if (ret == XDP_PASS)
+		return ret;
 
 	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
-	if (v4) {
-		struct iphdr *ip = p->ip4;
-		__u16 old_ttl_word = *(__u16 *)&ip->ttl;
-
-		if (udp->check) {
-			acc = csum_start(udp->check);
-			acc = csum_acc32(acc, (const __u8 *)&ip->saddr, t->from.addr);
-			acc = csum_acc32(acc, (const __u8 *)&ip->daddr, t->to.addr);
-			acc = csum_acc16(acc, udp->source, t->from.port);
-			acc = csum_acc16(acc, udp->dest, t->to.port);
-			check = csum_finish(acc);
-			udp->check = check ? check : 0xffff;
-		}
-		acc = csum_start(ip->check);
-		acc = csum_acc32(acc, (const __u8 *)&ip->saddr, t->from.addr);
-		acc = csum_acc32(acc, (const __u8 *)&ip->daddr, t->to.addr);
-		ip->ttl--;
-		acc = csum_acc16(acc, old_ttl_word, *(__u16 *)&ip->ttl);
-		ip->check = csum_finish(acc);
-		__builtin_memcpy(&ip->saddr, t->from.addr, 4);
-		__builtin_memcpy(&ip->daddr, t->to.addr, 4);
-	} else {
-		struct ipv6hdr *ip6 = p->ip6;
-
-		if (!ip6)
-			goto other;
+	old_ttl_word = *(__u16 *)&ip->ttl;
+	if (udp->check) {
 		acc = csum_start(udp->check);
-		acc = csum_acc128(acc, (const __u8 *)&ip6->saddr, t->from.addr);
-		acc = csum_acc128(acc, (const __u8 *)&ip6->daddr, t->to.addr);
-		acc = csum_acc16(acc, udp->source, t->from.port);
-		acc = csum_acc16(acc, udp->dest, t->to.port);
+		acc = csum_acc32(acc, (const __u8 *)&ip->saddr, (const __u8 *)&t->from_addr);
+		acc = csum_acc32(acc, (const __u8 *)&ip->daddr, (const __u8 *)&t->to_addr);
+		acc = csum_acc16(acc, udp->source, t->from_port);
+		acc = csum_acc16(acc, udp->dest, t->to_port);
 		check = csum_finish(acc);
 		udp->check = check ? check : 0xffff;
-		ip6->hop_limit--;
-		__builtin_memcpy(&ip6->saddr, t->from.addr, 16);
-		__builtin_memcpy(&ip6->daddr, t->to.addr, 16);
 	}
+	acc = csum_start(ip->check);
+	acc = csum_acc32(acc, (const __u8 *)&ip->saddr, (const __u8 *)&t->from_addr);
+	acc = csum_acc32(acc, (const __u8 *)&ip->daddr, (const __u8 *)&t->to_addr);
+	ip->ttl--;
+	acc = csum_acc16(acc, old_ttl_word, *(__u16 *)&ip->ttl);
+	ip->check = csum_finish(acc);
+	ip->saddr = t->from_addr;
+	ip->daddr = t->to_addr;
+	udp->source = t->from_port;
+	udp->dest = t->to_port;
+	relay_finish(p, &t->nh, t->stats_index, bpf_ntohs(udp->len));
+	return ret;
+}
+
+/* As relay_forward4, for IPv6 (relay_flows, struct relay_target). */
+static __always_inline int relay_forward6(struct xdp_md *ctx, struct relay_pkt *p, __u32 *act)
+{
+	struct relay_addr key = { .family = RELAY_AF_INET6 };
+	struct relay_target *t;
+	struct udphdr *udp = p->udp;
+	struct ipv6hdr *ip6 = p->ip6;
+	__u32 acc;
+	__u16 check;
+	int ret;
+
+	if (!ip6)
+		goto other;
+	key.port = udp->dest;
+	__builtin_memcpy(key.addr, &ip6->daddr, 16);
+	t = bpf_map_lookup_elem(&relay_flows, &key);
+	if (!t) {
+		*act = RELAY_ACT_PASS_MISS;
+		return XDP_PASS;
+	}
+	/* Same family in and out only. */
+	if (t->from.family != RELAY_AF_INET6 || t->to.family != RELAY_AF_INET6)
+		goto other;
+	if ((t->flags & RELAY_F_PASS_RTCP) && relay_is_rtcp(udp, (void *)(long)ctx->data_end)) {
+		*act = RELAY_ACT_PASS_RTCP;
+		return XDP_PASS;
+	}
+	if ((t->flags & RELAY_F_STRICT) &&
+	    (t->expect.family != RELAY_AF_INET6 || !relay_addr_eq6(t->expect.addr, &ip6->saddr) ||
+	     t->expect.port != udp->source)) {
+		*act = RELAY_ACT_PASS_SOURCE;
+		return XDP_PASS;
+	}
+	if (ip6->hop_limit <= 1) {
+		*act = RELAY_ACT_PASS_TTL;
+		return XDP_PASS;
+	}
+	/* A zero UDP checksum is invalid over IPv6 and cannot be updated incrementally. */
+	if (udp->check == 0)
+		goto other;
+	if (udp->check == csum_pseudo6((const __u8 *)&ip6->saddr, (const __u8 *)&ip6->daddr, udp->len)) {
+		*act = RELAY_ACT_PASS_CSUM;
+		return XDP_PASS;
+	}
+	ret = relay_egress(ctx, p, &t->nh, t->from.addr, t->to.addr, t->from.port, t->to.port,
+			   bpf_ntohs(ip6->payload_len) + sizeof(struct ipv6hdr), act, 0);
+	if (ret == XDP_PASS)
+		return ret;
+
+	/* Every check passed: rewrite. Checksums first (they read the old values from the packet). */
+	acc = csum_start(udp->check);
+	acc = csum_acc128(acc, (const __u8 *)&ip6->saddr, t->from.addr);
+	acc = csum_acc128(acc, (const __u8 *)&ip6->daddr, t->to.addr);
+	acc = csum_acc16(acc, udp->source, t->from.port);
+	acc = csum_acc16(acc, udp->dest, t->to.port);
+	check = csum_finish(acc);
+	udp->check = check ? check : 0xffff;
+	ip6->hop_limit--;
+	__builtin_memcpy(&ip6->saddr, t->from.addr, 16);
+	__builtin_memcpy(&ip6->daddr, t->to.addr, 16);
 	udp->source = t->from.port;
 	udp->dest = t->to.port;
-	__builtin_memcpy(p->eth->h_dest, t->nh_dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, t->nh_smac, ETH_ALEN);
-
-	slot = t->stats_index;
-	{
-		struct relay_flow_stats *s = bpf_map_lookup_elem(&relay_stats, &slot);
-
-		if (s) {
-			__u16 ulen = bpf_ntohs(udp->len);
-
-			s->packets += 1;
-			s->bytes += ulen > sizeof(struct udphdr) ? ulen - sizeof(struct udphdr) : 0;
-		}
-	}
+	relay_finish(p, &t->nh, t->stats_index, bpf_ntohs(udp->len));
 	return ret;
 
 other:
@@ -392,13 +417,11 @@ other:
 /* The IPv4 hit path, the common case written out on its own: an untagged Ethernet frame, IPv4 without options or
  * fragments, UDP, a flow in relay_flows4, every policy check passed and the next hop cached and valid. Returns
  * XDP_REDIRECT or XDP_TX with the packet rewritten and counted, or -1 with the packet untouched and nothing counted
- * when it is anything else: relay_forward then does everything again and counts why. Written apart so that the
+ * when it is anything else: relay_forward4 then does everything again and counts why. Written apart so that the
  * compiler keeps the hit in registers (the general path's act out-parameter, the VLAN and family branches and the
  * fib lookup's stack frame made it spill to the stack) and so that the two checksums share the address change.
  *
- * Not checked here (unlike relay_forward): the target's families. relay_flows4 is written only by user space, which
- * refuses a target of another family than the key (Xdp::install: XdpError::CrossFamily), so an IPv4 key has IPv4
- * targets. */
+ * relay_flows4's targets are IPv4 by their type (struct relay_target4). */
 static __always_inline int relay_fast4(struct xdp_md *ctx, void *data, void *data_end)
 {
 	struct ethhdr *eth = data;
@@ -406,7 +429,7 @@ static __always_inline int relay_fast4(struct xdp_md *ctx, void *data, void *dat
 	struct udphdr *udp = (void *)(ip + 1);
 	struct relay_addr4 key = {};
 	struct relay_flow_stats *s;
-	struct relay_target *t;
+	struct relay_target4 *t;
 	__u32 ingress, egress, gen, tot_len, ulen, flags, addr_acc, acc, slot;
 	__u16 check, old_ttl_word;
 	long ret;
@@ -431,13 +454,12 @@ static __always_inline int relay_fast4(struct xdp_md *ctx, void *data, void *dat
 	if (flags & RELAY_F_PASS_RTCP) {
 		__u8 *rtp = (__u8 *)(udp + 1);
 
-		/* As relay_forward: RTP's second byte (outside 192..223) ends the test. */
+		/* As relay_is_rtcp: RTP's second byte (outside 192..223) ends the test. */
 		if ((void *)(rtp + 2) <= data_end && (__u8)(rtp[1] - 192) < 32 && (rtp[0] >> 6) == 2 &&
 		    ulen >= sizeof(*udp) + 2)
 			return -1;
 	}
-	if ((flags & RELAY_F_STRICT) && (t->expect.family != RELAY_AF_INET ||
-					 !relay_addr_eq4(t->expect.addr, ip->saddr) || t->expect.port != udp->source))
+	if ((flags & RELAY_F_STRICT) && (t->expect_addr != ip->saddr || t->expect_port != udp->source))
 		return -1;
 	if (ip->ttl <= 1)
 		return -1;
@@ -445,21 +467,21 @@ static __always_inline int relay_fast4(struct xdp_md *ctx, void *data, void *dat
 		return -1;
 	ingress = ctx->ingress_ifindex;
 	gen = relay_nh_gen;
-	if (!gen || t->nh_gen != gen || t->nh_iif != ingress || tot_len > t->nh_len)
+	if (!gen || t->nh.gen != gen || t->nh.iif != ingress || tot_len > t->nh.len)
 		return -1;
-	egress = t->nh_oif;
-	/* As relay_forward: the redirect's devmap lookup is the check that the egress takes XDP frames. */
+	egress = t->nh.oif;
+	/* As relay_egress: the redirect's devmap lookup is the check that the egress takes XDP frames. */
 	ret = bpf_redirect_map(&relay_devmap, egress, XDP_PASS);
 	if (ret != XDP_REDIRECT)
 		return -1;
 
 	/* The address change is common to both checksums (the UDP pseudo-header has the same addresses). */
-	addr_acc = csum_acc32(0, (const __u8 *)&ip->saddr, t->from.addr);
-	addr_acc = csum_acc32(addr_acc, (const __u8 *)&ip->daddr, t->to.addr);
+	addr_acc = csum_acc32(0, (const __u8 *)&ip->saddr, (const __u8 *)&t->from_addr);
+	addr_acc = csum_acc32(addr_acc, (const __u8 *)&ip->daddr, (const __u8 *)&t->to_addr);
 	if (udp->check) {
 		acc = csum_start(udp->check) + addr_acc;
-		acc = csum_acc16(acc, udp->source, t->from.port);
-		acc = csum_acc16(acc, udp->dest, t->to.port);
+		acc = csum_acc16(acc, udp->source, t->from_port);
+		acc = csum_acc16(acc, udp->dest, t->to_port);
 		check = csum_finish(acc);
 		udp->check = check ? check : 0xffff;
 	}
@@ -468,16 +490,16 @@ static __always_inline int relay_fast4(struct xdp_md *ctx, void *data, void *dat
 	acc = csum_start(ip->check) + addr_acc;
 	acc = csum_acc16(acc, old_ttl_word, *(__u16 *)&ip->ttl);
 	ip->check = csum_finish(acc);
-	ip->saddr = *(const __u32 *)t->from.addr;
-	ip->daddr = *(const __u32 *)t->to.addr;
-	udp->source = t->from.port;
-	udp->dest = t->to.port;
-	/* Word reads: nh_dmac is 8-aligned in the map value, nh_smac 2-aligned (struct ethhdr is packed, so clang still
-	 * splits some stores into bytes: 16 instructions here against the 24 of a byte-wise copy). */
-	*(__u32 *)eth->h_dest = *(const __u32 *)t->nh_dmac;
-	*(__u16 *)(eth->h_dest + 4) = *(const __u16 *)(t->nh_dmac + 4);
-	*(__u16 *)eth->h_source = *(const __u16 *)t->nh_smac;
-	*(__u32 *)(eth->h_source + 2) = *(const __u32 *)(t->nh_smac + 2);
+	ip->saddr = t->from_addr;
+	ip->daddr = t->to_addr;
+	udp->source = t->from_port;
+	udp->dest = t->to_port;
+	/* Word reads: nh.smac is 2-aligned in the map value, nh.dmac 4-aligned (struct ethhdr is packed, so clang still
+	 * splits some stores into bytes). */
+	*(__u32 *)eth->h_dest = *(const __u32 *)t->nh.dmac;
+	*(__u16 *)(eth->h_dest + 4) = *(const __u16 *)(t->nh.dmac + 4);
+	*(__u16 *)eth->h_source = *(const __u16 *)t->nh.smac;
+	*(__u32 *)(eth->h_source + 2) = *(const __u32 *)(t->nh.smac + 2);
 
 	slot = t->stats_index;
 	s = bpf_map_lookup_elem(&relay_stats, &slot);
@@ -508,7 +530,7 @@ int relay_xdp(struct xdp_md *ctx)
 		return ret;
 	act = relay_parse(data, data_end, &p);
 	if (!act) {
-		ret = p.ip4 ? relay_forward(ctx, &p, &act, 1) : relay_forward(ctx, &p, &act, 0);
+		ret = p.ip4 ? relay_forward4(ctx, &p, &act) : relay_forward6(ctx, &p, &act);
 		if (ret != XDP_PASS) {
 			/* Forwarded, counted in relay_stats; REDIRECT is derived from those by user space. */
 			if (act == RELAY_ACT_TX)

@@ -1,7 +1,7 @@
 //! The processes of the live benchmark, each run inside a namespace by the harness: the generator (`xdp-gen`, in
 //! A), the sink (`xdp-sink`, where the forwarded frames land; driven over stdin/stdout), the reference relay
-//! (`xdp-reference`, in the SBC namespace) and the XDP_PASS program that lets a veth take XDP frames
-//! (`xdp-pass`).
+//! (`xdp-reference`, in the SBC namespace), our relay program filled by the relay's loader (`xdp-maps`, in the SBC
+//! namespace) and the XDP_PASS program that lets a veth take XDP frames (`xdp-pass`).
 
 use super::progs::{FlowLayout, Generator, Sink};
 use anyhow::{bail, Context, Result};
@@ -245,6 +245,45 @@ pub fn reference_main(args: &ReferenceArgs) -> Result<()> {
             .with_context(|| format!("installing flow {i}"))?;
     }
     reference.attach_native(&args.ingress)?;
+    println!("attached");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// `sbc-bench xdp-maps`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MapsArgs {
+    /// The generator's flows, as JSON ([`FlowLayout`]).
+    #[arg(long)]
+    pub layout: String,
+}
+
+/// `sbc-bench xdp-maps`: our `relay_xdp`, attached natively to a0 and b0 by the relay's own loader
+/// (`media_relay::xdp::Xdp`, with its next-hop generation thread and its egress check) and given exactly the flows
+/// the `xdp` path's relay installs for its latched streams (both directions of each, strict, RTCP passed up),
+/// without the relay's process: no sockets, so no open-file limit on the flow count. Prints `attached` and waits to
+/// be killed.
+pub fn maps_main(args: &MapsArgs) -> Result<()> {
+    use media_relay::xdp::{FlowKey, FlowTarget, XdpMode};
+    use std::net::SocketAddr;
+    let layout: FlowLayout = serde_json::from_str(&args.layout).context("--layout")?;
+    let max_flows = (2 * layout.flows).max(media_relay::xdp::abi::DEFAULT_MAX_FLOWS);
+    let (mut xdp, _) =
+        media_relay::xdp::Xdp::attach_sized(XdpMode::Native, &["a0".to_owned(), "b0".to_owned()], max_flows)
+            .context("attaching relay_xdp to a0 and b0")?;
+    let sa = |ip: Ipv4Addr, port: u16| SocketAddr::V4(SocketAddrV4::new(ip, port));
+    for i in 0..layout.flows {
+        let (daddr, dport) = layout.destination(i);
+        let a = sa(daddr, dport);
+        let b = sa(super::relay::b_side(&layout, i), dport);
+        let sport = layout.source_port(i);
+        let (caller, carrier) = (sa(::tests::netns::CALLER, sport), sa(::tests::netns::CARRIER_B, sport));
+        for (local, expect, from, to) in [(a, caller, b, carrier), (b, carrier, a, caller)] {
+            xdp.install(FlowKey { local }, FlowTarget { expect, from, to, strict: true, pass_rtcp: true })
+                .with_context(|| format!("installing flow {i}"))?;
+        }
+    }
     println!("attached");
     loop {
         std::thread::sleep(Duration::from_secs(3600));

@@ -70,7 +70,7 @@ const RELAY_PORT: u16 = 30000;
 
 /// A forwarding path measured with the live generator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Path {
     /// No forwarding: the sink on a0, A's veth peer. The generator's own ceiling, the baseline of every run.
     Drop,
@@ -83,6 +83,10 @@ pub enum Path {
     /// `media-relay --xdp native` on a0/b0 with one relayed stream per flow, latched before the load
     /// ([`super::relay`]).
     Xdp,
+    /// Our `relay_xdp` on a0/b0 with the same flows as `xdp`, attached and filled by the relay's loader in a helper
+    /// (`sbc-bench xdp-maps`) instead of the relay's process: the XDP path at flow counts whose two sockets per
+    /// flow the open-file limit does not allow (the relay's sockets play no part in a hit).
+    XdpMaps,
     /// The same relay with `--xdp off`: its user-space forwarding (one forwarding thread pinned to
     /// [`PATH_CORE`]), at rates the socket generators cannot offer; `relay_pass` on a0 so that it takes XDP frames.
     Relay,
@@ -102,6 +106,7 @@ impl Path {
             Path::Reference => "reference",
             Path::Kernel => "kernel",
             Path::Xdp => "xdp",
+            Path::XdpMaps => "xdp-maps",
             Path::Relay => "relay",
         }
     }
@@ -321,8 +326,7 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         // The sink first: a veth takes XDP frames only when its peer has an XDP program (the relay checks).
         let mut sink = SinkClient::start(topo, sink_host, sink_dev, layout.flows, layout.ssrc_base)?;
         match ladder.path {
-            Path::Xdp | Path::Relay => {
-                let relay = opts.relay_binary.as_ref().context("the relay paths need the media-relay binary")?;
+            Path::Xdp | Path::Relay | Path::XdpMaps => {
                 // The flows' addresses beyond a0's and b0's own (more than one address's ports).
                 for k in 1..layout.addresses() {
                     for (dev, base) in [("a0", SBC_A), ("b0", SBC_B)] {
@@ -335,34 +339,51 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                 let a = CARRIER_B.to_string();
                 topo.exec(Host::Sbc, "ip", &["neigh", "replace", &a, "lladdr", &m, "dev", "b0", "nud", "permanent"])?;
                 undo.push((Host::Sbc, ["ip", "neigh", "del", &a, "dev", "b0"].map(str::to_owned).to_vec()));
-                // Both directions of every stream in the XDP maps, sized to them (the default holds 65,536).
-                let max_flows = (2 * layout.flows).max(media_relay::xdp::abi::DEFAULT_MAX_FLOWS).to_string();
-                let mut args: Vec<String> =
-                    ["--control", super::relay::CONTROL, "--rtp-timeout", "3600s"].map(str::to_owned).to_vec();
-                if ladder.path == Path::Xdp {
-                    args.extend(
-                        ["--xdp-max-flows", &max_flows, "--xdp", "native", "--interface", "a0", "--interface", "b0"]
-                            .map(str::to_owned),
-                    );
-                    // a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program of its own.
+                if ladder.path == Path::XdpMaps {
+                    // As for `xdp`: a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program.
                     helpers.push(attached(topo, Host::A, "xdp-pass-a", &exe, &["xdp-pass", "eth0"])?);
-                    let p = topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?;
-                    path_pids.push(p.id());
-                    helpers.push(p);
+                    let args = ["xdp-maps".to_owned(), format!("--layout={layout_json}")];
+                    helpers.push(attached(topo, Host::Sbc, "xdp-maps", &exe, &args)?);
                 } else {
-                    // One forwarding thread on the path's core, as rtpengine and the relay are pinned in `media`;
-                    // the generator keeps core 0.
-                    args.extend(["--xdp", "off", "--threads", "1"].map(str::to_owned));
-                    helpers.push(attached(topo, Host::Sbc, "xdp-pass", &exe, &["xdp-pass", "a0"])?);
-                    let mut pinned = vec!["-c".to_owned(), PATH_CORE.to_string(), relay.display().to_string()];
-                    pinned.extend(args);
-                    let p = topo.spawn(Host::Sbc, "media-relay-live", "taskset", &pinned)?;
-                    path_pids.push(p.id());
-                    helpers.push(p);
+                    let relay = opts.relay_binary.as_ref().context("the relay paths need the media-relay binary")?;
+                    // Both directions of every stream in the XDP maps, sized to them (the default holds 65,536).
+                    let max_flows = (2 * layout.flows).max(media_relay::xdp::abi::DEFAULT_MAX_FLOWS).to_string();
+                    let mut args: Vec<String> =
+                        ["--control", super::relay::CONTROL, "--rtp-timeout", "3600s"].map(str::to_owned).to_vec();
+                    if ladder.path == Path::Xdp {
+                        args.extend(
+                            [
+                                "--xdp-max-flows",
+                                &max_flows,
+                                "--xdp",
+                                "native",
+                                "--interface",
+                                "a0",
+                                "--interface",
+                                "b0",
+                            ]
+                            .map(str::to_owned),
+                        );
+                        // a0 redirects (B -> A) into A's eth0, which takes XDP frames only with a program of its own.
+                        helpers.push(attached(topo, Host::A, "xdp-pass-a", &exe, &["xdp-pass", "eth0"])?);
+                        let p = topo.spawn(Host::Sbc, "media-relay-live", relay, &args)?;
+                        path_pids.push(p.id());
+                        helpers.push(p);
+                    } else {
+                        // One forwarding thread on the path's core, as rtpengine and the relay are pinned in `media`;
+                        // the generator keeps core 0.
+                        args.extend(["--xdp", "off", "--threads", "1"].map(str::to_owned));
+                        helpers.push(attached(topo, Host::Sbc, "xdp-pass", &exe, &["xdp-pass", "a0"])?);
+                        let mut pinned = vec!["-c".to_owned(), PATH_CORE.to_string(), relay.display().to_string()];
+                        pinned.extend(args);
+                        let p = topo.spawn(Host::Sbc, "media-relay-live", "taskset", &pinned)?;
+                        path_pids.push(p.id());
+                        helpers.push(p);
+                    }
+                    let mut c = super::relay::RelayControl::open(topo)?;
+                    c.install(&layout)?;
+                    relay_control = Some(c);
                 }
-                let mut c = super::relay::RelayControl::open(topo)?;
-                c.install(&layout)?;
-                relay_control = Some(c);
             }
             Path::Drop => {}
             Path::Bare => helpers.push(attached(topo, Host::Sbc, "xdp-bare", &exe, &["xdp-bare", "a0", "b0"])?),

@@ -81,8 +81,20 @@ pub struct RelayAddr4 {
     pub pad: [u8; 2],
 }
 
-/// `struct relay_target`: the value of `relay_flows`. The `nh_*` fields are the program's cache of the next hop:
-/// user space writes them zero.
+/// `struct relay_nh`: a flow's next hop, the program's cache (user space writes it zero).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayNextHop {
+    pub gen: u32,
+    pub iif: u32,
+    pub oif: u32,
+    pub len: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub pad: [u8; 2],
+}
+
+/// `struct relay_target`: the value of `relay_flows` (IPv6 flows).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RelayTarget {
@@ -91,13 +103,46 @@ pub struct RelayTarget {
     pub to: RelayAddr,
     pub flags: u32,
     pub stats_index: u32,
-    pub nh_gen: u32,
-    pub nh_iif: u32,
-    pub nh_oif: u32,
-    pub nh_len: u16,
-    pub nh_smac: [u8; 6],
-    pub nh_dmac: [u8; 6],
-    pub nh_pad: [u8; 2],
+    pub nh: RelayNextHop,
+}
+
+/// `struct relay_target4`: the value of `relay_flows4` (IPv4 flows); addresses and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayTarget4 {
+    pub expect_addr: [u8; 4],
+    pub from_addr: [u8; 4],
+    pub to_addr: [u8; 4],
+    pub expect_port: [u8; 2],
+    pub from_port: [u8; 2],
+    pub to_port: [u8; 2],
+    pub pad: [u8; 2],
+    pub flags: u32,
+    pub stats_index: u32,
+    pub nh: RelayNextHop,
+}
+
+impl RelayTarget4 {
+    /// The IPv4 form of `t`; `None` unless its `from` and `to` are IPv4. An `expect` of another family becomes
+    /// 0.0.0.0:0, which no packet comes from: a strict flow then passes every packet up, as the 96-byte form's
+    /// family check did.
+    pub fn from_target(t: &RelayTarget) -> Option<Self> {
+        let v4 = |a: &RelayAddr| (a.family == AF_INET).then(|| ([a.addr[0], a.addr[1], a.addr[2], a.addr[3]], a.port));
+        let ((from_addr, from_port), (to_addr, to_port)) = (v4(&t.from)?, v4(&t.to)?);
+        let (expect_addr, expect_port) = v4(&t.expect).unwrap_or_default();
+        Some(Self {
+            expect_addr,
+            from_addr,
+            to_addr,
+            expect_port,
+            from_port,
+            to_port,
+            pad: [0; 2],
+            flags: t.flags,
+            stats_index: t.stats_index,
+            nh: t.nh,
+        })
+    }
 }
 
 /// `struct relay_flow_stats`: the per-CPU value of `relay_stats`.
@@ -126,16 +171,23 @@ const _: () = assert!(offset_of!(RelayAddr4, port) == 4);
 const _: () = assert!(size_of::<RelayAddr>() == 20);
 const _: () = assert!(offset_of!(RelayAddr, port) == 16);
 const _: () = assert!(offset_of!(RelayAddr, family) == 18);
+const _: () = assert!(size_of::<RelayNextHop>() == 28);
+const _: () = assert!(offset_of!(RelayNextHop, len) == 12);
+const _: () = assert!(offset_of!(RelayNextHop, smac) == 14);
+const _: () = assert!(offset_of!(RelayNextHop, dmac) == 20);
 const _: () = assert!(size_of::<RelayTarget>() == 96);
-const _: () = assert!(offset_of!(RelayTarget, nh_gen) == 68);
-const _: () = assert!(offset_of!(RelayTarget, nh_len) == 80);
-const _: () = assert!(offset_of!(RelayTarget, nh_smac) == 82);
-const _: () = assert!(offset_of!(RelayTarget, nh_dmac) == 88);
 const _: () = assert!(offset_of!(RelayTarget, expect) == 0);
 const _: () = assert!(offset_of!(RelayTarget, from) == 20);
 const _: () = assert!(offset_of!(RelayTarget, to) == 40);
 const _: () = assert!(offset_of!(RelayTarget, flags) == 60);
 const _: () = assert!(offset_of!(RelayTarget, stats_index) == 64);
+const _: () = assert!(offset_of!(RelayTarget, nh) == 68);
+const _: () = assert!(size_of::<RelayTarget4>() == 56);
+const _: () = assert!(offset_of!(RelayTarget4, expect_port) == 12);
+const _: () = assert!(offset_of!(RelayTarget4, to_port) == 16);
+const _: () = assert!(offset_of!(RelayTarget4, flags) == 20);
+const _: () = assert!(offset_of!(RelayTarget4, stats_index) == 24);
+const _: () = assert!(offset_of!(RelayTarget4, nh) == 28);
 const _: () = assert!(size_of::<RelayFlowStats>() == 16);
 const _: () = assert!(offset_of!(RelayFlowStats, bytes) == 8);
 const _: () = assert!(size_of::<RelayIfaceDrops>() == 32);
@@ -150,6 +202,8 @@ unsafe impl aya::Pod for RelayAddr {}
 unsafe impl aya::Pod for RelayAddr4 {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RelayTarget {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayTarget4 {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RelayFlowStats {}
 // SAFETY: as above.
@@ -212,6 +266,28 @@ impl RelayAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_target_packs_into_the_56_byte_form() {
+        let a = |s: &str| RelayAddr::from(s.parse::<SocketAddr>().unwrap());
+        let t = RelayTarget {
+            expect: a("198.18.0.2:5000"),
+            from: a("198.18.1.1:40002"),
+            to: a("198.18.1.2:6000"),
+            flags: F_STRICT,
+            stats_index: 7,
+            ..RelayTarget::default()
+        };
+        let t4 = RelayTarget4::from_target(&t).expect("IPv4");
+        assert_eq!((t4.expect_addr, t4.expect_port), ([198, 18, 0, 2], 5000u16.to_be_bytes()));
+        assert_eq!((t4.from_addr, t4.from_port), ([198, 18, 1, 1], 40002u16.to_be_bytes()));
+        assert_eq!((t4.to_addr, t4.to_port), ([198, 18, 1, 2], 6000u16.to_be_bytes()));
+        assert_eq!((t4.flags, t4.stats_index, t4.nh), (F_STRICT, 7, RelayNextHop::default()));
+        let v6_expect = RelayTarget { expect: a("[2001:db8::1]:5000"), ..t };
+        let t4 = RelayTarget4::from_target(&v6_expect).expect("from and to are IPv4");
+        assert_eq!((t4.expect_addr, t4.expect_port), ([0; 4], [0; 2]), "no packet comes from 0.0.0.0:0");
+        assert_eq!(RelayTarget4::from_target(&RelayTarget { to: a("[2001:db8::2]:6000"), ..t }), None);
+    }
 
     #[test]
     fn addr_round_trip_and_mapped_v4() {

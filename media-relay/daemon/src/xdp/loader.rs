@@ -13,7 +13,7 @@ use aya::{
 use tracing::{debug, info, warn};
 
 use super::{
-    abi::{self, RelayAddr, RelayAddr4, RelayFlowStats, RelayIfaceDrops, RelayTarget},
+    abi::{self, RelayAddr, RelayAddr4, RelayFlowStats, RelayIfaceDrops, RelayTarget, RelayTarget4},
     egress::{FeatureWatch, NetdevFeatures},
     next_hop, objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters,
     XdpError, XdpMode,
@@ -30,7 +30,7 @@ struct Inner {
     // Field order = drop order: the links (inside `ebpf`'s program) go first, detaching the program.
     ebpf: Ebpf,
     /// IPv4 flows (8-byte key) and IPv6 flows.
-    flows4: HashMap<MapData, RelayAddr4, RelayTarget>,
+    flows4: HashMap<MapData, RelayAddr4, RelayTarget4>,
     flows: HashMap<MapData, RelayAddr, RelayTarget>,
     stats: PerCpuArray<MapData, RelayFlowStats>,
     actions: PerCpuArray<MapData, u64>,
@@ -293,6 +293,9 @@ impl Xdp {
         let value = RelayTarget { expect, from, to, flags, stats_index: slot, ..RelayTarget::default() };
         let inserted = match kaddr.v4_key() {
             Some(k4) => {
+                // Checked above: the key's family is the targets'.
+                let value =
+                    RelayTarget4::from_target(&value).ok_or(XdpError::CrossFamily { key: key.local, to: target.to })?;
                 inner.flows4.insert(k4, value, 0).map_err(|source| XdpError::Map { map: abi::MAP_FLOWS4, source })
             }
             None => inner.flows.insert(kaddr, value, 0).map_err(|source| XdpError::Map { map: abi::MAP_FLOWS, source }),
