@@ -15,6 +15,7 @@ mod admin;
 mod build;
 mod correlate;
 mod flows;
+mod kept;
 mod limits;
 mod replicate;
 mod resume;
@@ -42,6 +43,7 @@ use crate::routing::{
 use crate::transport::{Peer, Transport};
 use crate::txn::{TransactionKey, Transactions};
 use bytes::Bytes;
+use kept::Kept;
 use relay_proto::control::{Event as MediaEvent, Leg as MediaLeg, SessionId};
 use relay_proto::negotiate::{Exchange, SdpKind};
 use relay_proto::sdes::SrtpMode;
@@ -151,7 +153,8 @@ struct LegB {
     trunk: TrunkId,
     /// Which of the trunk's gateways this attempt uses.
     gateway: usize,
-    invite: Request,
+    /// Parsed while the call is set up, the wire form once answered ([`kept`]).
+    invite: Kept,
     invite_key: TransactionKey,
     /// When `invite` was sent (timer B of its transaction counts from there, also on a standby that takes over).
     sent: Instant,
@@ -161,8 +164,8 @@ struct LegB {
     cancel_sent: bool,
     /// Whether the INVITE was already resent with credentials (one try per challenge, no loops).
     authed: bool,
-    /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted.
-    ack: Option<Request>,
+    /// The ACK we sent for B's 2xx (its wire form), resent if the 2xx is retransmitted.
+    ack: Option<Bytes>,
 }
 
 /// The reliable provisional (RFC 3262) last relayed to A.
@@ -193,7 +196,8 @@ struct Call {
     state: State,
     a: Dialog,
     a_trunk: TrunkId,
-    a_invite: Request,
+    /// Parsed while the call is set up, the wire form once answered ([`kept`]).
+    a_invite: Kept,
     a_invite_key: TransactionKey,
     b: Option<LegB>,
     attempts: Attempts,
@@ -786,7 +790,7 @@ impl Calls {
             a_invite: {
                 let mut req = req;
                 req.headers.shrink_to_fit();
-                req
+                Kept::new(req)
             },
             a_invite_key: key,
             b: None,
@@ -982,11 +986,15 @@ impl Calls {
             contact: Bytes::from(contact_for(gw.transport, local, target.sips)),
         };
         let a_local = call.a.peer.local.ip();
+        // A's INVITE is parsed while the call is set up ([`kept`]); parsing it again cannot fail.
+        let Some(a_body) = call.a_invite.request().map(|r| r.body.clone()) else {
+            return self.fail_a(ctx, id, 500, "Server Internal Error", "sbc");
+        };
         let body = if self.media.is_none() {
-            Ok(call.a_invite.body.clone())
+            Ok(a_body)
         } else {
             // The INVITE lives in the call, which `anchor` may not borrow alongside: copies only when anchoring.
-            let (a_headers, a_body) = (call.a_invite.headers.clone(), call.a_invite.body.clone());
+            let a_headers = call.a_invite.request().map(|r| r.headers.clone()).unwrap_or_default();
             // A new carrier is a new peer on leg B: our keys for it are drawn afresh.
             let exchange = Self::exchange(call, SdpKind::OfferToNewPeer, Some(trunk_id));
             // A user reached over WebSocket is a browser: the relay terminates its WebRTC leg
@@ -1008,17 +1016,20 @@ impl Calls {
         };
         let Some(call) = self.calls.get_mut(&id) else { return };
         let branch = ctx.ids.branch();
-        let max_forwards = call.a_invite.headers.max_forwards().ok().flatten().map_or(69, |n| n.min(70) - 1);
-        let mut invite = build::InviteB {
-            dialog: &dialog,
-            branch: &branch,
-            max_forwards,
-            a_invite: &call.a_invite,
-            body,
-            pass: &trunk.pass_headers,
-            extra,
-        }
-        .build();
+        let mut invite = {
+            let Some(a_invite) = call.a_invite.request() else { return };
+            let max_forwards = a_invite.headers.max_forwards().ok().flatten().map_or(69, |n| n.min(70) - 1);
+            build::InviteB {
+                dialog: &dialog,
+                branch: &branch,
+                max_forwards,
+                a_invite: &a_invite,
+                body,
+                pass: &trunk.pass_headers,
+                extra,
+            }
+            .build()
+        };
         invite.headers.shrink_to_fit();
         let key = match ctx.txns.send_request(ctx.now, peer, invite.clone()) {
             Ok(k) => k,
@@ -1035,7 +1046,7 @@ impl Calls {
             dialog,
             trunk: trunk_id,
             gateway,
-            invite,
+            invite: Kept::new(invite),
             invite_key: key,
             sent: ctx.now,
             provisional: false,
@@ -1090,8 +1101,8 @@ impl Calls {
                 // up, and CANCELled so that it stops ringing.
                 let b = self.calls.get(&id).and_then(|c| c.b.as_ref());
                 if let Some(b) = b.filter(|b| b.invite_key == key && b.provisional && !b.cancel_sent) {
-                    let cancel = build::cancel_for(&b.invite);
-                    if let Ok(k) = ctx.txns.send_request(ctx.now, b.dialog.peer, cancel) {
+                    let cancel = b.invite.request().map(|invite| build::cancel_for(&invite));
+                    if let Some(Ok(k)) = cancel.map(|c| ctx.txns.send_request(ctx.now, b.dialog.peer, c)) {
                         self.by_client.insert(k, (id, Purpose::Cancel));
                     }
                 }
@@ -1129,7 +1140,11 @@ impl Calls {
             };
             let locals = Self::sip_locals(call);
             // An answer to A's offer; after an INVITE without SDP, B's offer.
-            let kind = if call.a_invite.body.is_empty() { SdpKind::Offer } else { SdpKind::Answer };
+            let kind = if call.a_invite.request().is_some_and(|r| r.body.is_empty()) {
+                SdpKind::Offer
+            } else {
+                SdpKind::Answer
+            };
             let exchange = Self::exchange(call, kind, None);
             match self.anchor(ctx, id, Leg::B, exchange, &resp.headers, &resp.body, locals) {
                 Ok(body) => resp.body = body,
@@ -1163,8 +1178,9 @@ impl Calls {
                     call.ringing = Some(ctx.now);
                 }
                 let pass = &call.plan.trunk(call.a_trunk).pass_headers;
+                let Some(a_invite) = call.a_invite.request() else { return };
                 let mut r = build::response_to(
-                    &call.a_invite,
+                    &a_invite,
                     resp.status,
                     resp.reason.clone(),
                     &call.a,
@@ -1195,7 +1211,7 @@ impl Calls {
             if let Some(retry) = authorized_retry(ctx, b, &resp, trunk) {
                 b.authed = true;
                 b.provisional = false;
-                b.invite = retry.clone();
+                b.invite = Kept::new(retry.clone());
                 b.sent = ctx.now;
                 match ctx.txns.send_request(ctx.now, b.dialog.peer, retry) {
                     Ok(k) => {
@@ -1274,11 +1290,11 @@ impl Calls {
         d.route_set = rr;
         // The ACK has the INVITE's CSeq (§13.2.2.4), whatever was sent on the early dialog since (PRACK, UPDATE)
         // or how far a standby that took over moved the dialog's CSeq.
-        let invite_cseq = b.invite.headers.cseq().map_or(d.local_cseq, |c| c.seq);
-        let mut ack = d.ack(invite_cseq, &ctx.ids.branch());
-        ack.headers.shrink_to_fit();
-        ctx.txns.send_ack(d.peer, ack.clone());
-        b.ack = Some(ack);
+        let invite_cseq = b.invite.request().and_then(|r| r.headers.cseq().ok().map(|c| c.seq)).unwrap_or(d.local_cseq);
+        let ack = d.ack(invite_cseq, &ctx.ids.branch());
+        // Kept as sent: only resent as is ([`kept`]).
+        b.ack = Some(kept::wire(&ack));
+        ctx.txns.send_ack(d.peer, ack);
         let trunk = b.trunk;
         call.attempts.on_outcome(Outcome::Answered, &call.plan.trunk(trunk).failover, ctx.now);
         call.cdr_attempts.push(CdrAttempt {
@@ -1301,16 +1317,16 @@ impl Calls {
         call.state = State::Confirmed;
         call.answer = Some(ctx.now);
         let pass = &call.plan.trunk(call.a_trunk).pass_headers;
-        let ok = build::response_to(
-            &call.a_invite,
-            resp.status,
-            resp.reason.clone(),
-            &call.a,
-            Some(&resp),
-            pass,
-            ctx.server,
-        );
+        let Some(a_invite) = call.a_invite.request() else { return };
+        let ok =
+            build::response_to(&a_invite, resp.status, resp.reason.clone(), &call.a, Some(&resp), pass, ctx.server);
+        drop(a_invite);
         ctx.respond(&call.a_invite_key, ok.clone());
+        // Answered: from now on the two INVITEs are needed only as the standby's record has them ([`kept`]).
+        call.a_invite.freeze();
+        if let Some(b) = call.b.as_mut() {
+            b.invite.freeze();
+        }
         // Only a standby taking over a call being set up resends it; an answered call's record has none.
         call.a_provisional = None;
         call.pending_2xx = Some(Box::new(Pending2xx {
@@ -1339,7 +1355,8 @@ impl Calls {
         if !(b.cancel_wanted && b.provisional) || b.cancel_sent {
             return;
         }
-        let cancel = build::cancel_for(&b.invite);
+        // B's INVITE is parsed until the call is answered ([`kept`]), and an answered call has nothing to cancel.
+        let Some(cancel) = b.invite.request().map(|invite| build::cancel_for(&invite)) else { return };
         b.cancel_sent = true;
         let peer = b.dialog.peer;
         // The INVITE waits 64*T1 for its final response, then ends as timed out, and the call with it.
@@ -1448,7 +1465,11 @@ impl Calls {
             Leg::B => call.b.as_ref().map(|b| call.plan.trunk(b.trunk).pass_headers.clone()).unwrap_or_default(),
         };
         let branch = ctx.ids.branch();
-        let b_invite_cseq = call.b.as_ref().and_then(|b| b.invite.headers.cseq().ok()).map_or(1, |c| c.seq);
+        // Only a PRACK needs it, and only while the call is set up, when B's INVITE is parsed ([`kept`]).
+        let b_invite_cseq = match (req.method == Method::Prack, call.b.as_ref()) {
+            (true, Some(b)) => b.invite.request().and_then(|r| r.headers.cseq().ok().map(|c| c.seq)).unwrap_or(1),
+            _ => 1,
+        };
         let to = match leg.other() {
             Leg::A => &mut call.a,
             Leg::B => &mut call.b.as_mut().expect("a confirmed or early call has leg b").dialog,
@@ -1562,8 +1583,8 @@ impl Calls {
                     resp.headers.from().ok().and_then(|f| f.tag().map(Bytes::copy_from_slice)).unwrap_or_default();
                 let Some((id, Leg::B)) = self.by_dialog.get(&(call_id, tag)).copied() else { return false };
                 if let Some(b) = self.calls.get(&id).and_then(|c| c.b.as_ref()) {
-                    if let Some(ack) = &b.ack {
-                        ctx.txns.send_ack(b.dialog.peer, ack.clone());
+                    if let Some(Ok(crate::msg::Message::Request(ack))) = b.ack.clone().map(crate::msg::parse_datagram) {
+                        ctx.txns.send_ack(b.dialog.peer, ack);
                     }
                 }
                 true
@@ -1826,8 +1847,10 @@ impl Calls {
 /// Leg A's INVITE gets the final failure `status`: the one place a call is refused towards the caller once it
 /// exists.
 fn answer_a(ctx: &mut Ctx, call: &Call, status: u16, reason: Bytes) {
-    let r = build::response_to(&call.a_invite, status, reason, &call.a, None, &[], ctx.server);
-    ctx.respond(&call.a_invite_key, r);
+    if let Some(a_invite) = call.a_invite.request() {
+        let r = build::response_to(&a_invite, status, reason, &call.a, None, &[], ctx.server);
+        ctx.respond(&call.a_invite_key, r);
+    }
     ctx.observe(Observation::CallRejected { status });
 }
 
@@ -1841,10 +1864,10 @@ fn authorized_retry(ctx: &mut Ctx, b: &mut LegB, resp: &Response, trunk: &crate:
     let challenge =
         resp.headers.get_all(&challenge_header).find_map(|v| Challenge::parse(std::str::from_utf8(v).ok()?).ok())?;
     let mut client = Client::new(challenge, cred.username.clone(), cred.password.clone());
-    let uri = String::from_utf8_lossy(b.invite.uri.as_bytes()).into_owned();
+    let mut r = b.invite.request()?.into_owned();
+    let uri = String::from_utf8_lossy(r.uri.as_bytes()).into_owned();
     let answer = client.authorize("INVITE", &uri, &ctx.ids.tag());
     b.dialog.local_cseq += 1;
-    let mut r = b.invite.clone();
     r.headers.remove(&HeaderName::Via);
     r.headers.push_front(HeaderName::Via, crate::dialog::via(&b.dialog.peer, &ctx.ids.branch()));
     r.headers.set(HeaderName::CSeq, format!("{} INVITE", b.dialog.local_cseq));

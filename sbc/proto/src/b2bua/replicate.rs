@@ -2,7 +2,7 @@
 //! the standby core, and the takeover that makes them its own (see [`crate::ha`]). Answered calls are adopted
 //! here; calls still being set up are resumed by [`super::resume`].
 
-use super::{Call, CallRef, Calls, Ctx, Leg, LegB, State, Timer};
+use super::{Call, CallRef, Calls, Ctx, Kept, Leg, LegB, State, Timer};
 use crate::dialog::Dialog;
 use crate::endpoint::{Observation, Output};
 use crate::ha::{
@@ -131,7 +131,7 @@ impl Calls {
             b: dialog_record(&b.dialog)?,
             b_trunk: call.plan.trunk(b.trunk).name.clone(),
             b_ack: match &b.ack {
-                Some(a) => Some(text(&a.to_bytes())?),
+                Some(a) => Some(text(a)?),
                 None => None,
             },
             caller: call.caller.clone(),
@@ -343,21 +343,22 @@ impl Calls {
             state: State::Confirmed,
             a,
             a_trunk,
-            a_invite,
+            // Answered: kept in their wire form, as the active box keeps them ([`super::kept`]).
+            a_invite: Kept::Wire(super::kept::wire(&a_invite)),
             a_invite_key,
             b: Some(LegB {
                 dialog: b,
                 trunk: b_trunk,
                 // An answered call fails over no more: which gateway it was set up through does not matter.
                 gateway: 0,
-                invite: b_invite,
-                invite_key: TransactionKey::for_request(&request_of(&r.b_invite)?)?,
+                invite_key: TransactionKey::for_request(&b_invite)?,
+                invite: Kept::Wire(super::kept::wire(&b_invite)),
                 sent: at(r.setup_ms_ago),
                 provisional: true,
                 cancel_wanted: false,
                 cancel_sent: false,
                 authed: true,
-                ack: r.b_ack.as_deref().and_then(request_of),
+                ack: r.b_ack.as_deref().and_then(request_of).map(|a| super::kept::wire(&a)),
             }),
             attempts,
             called_in: r.called_in.clone(),

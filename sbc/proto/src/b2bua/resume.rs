@@ -5,7 +5,7 @@
 //! with the original setup and ringing times in its CDR, a failure tries the next carrier.
 
 use super::replicate::{dialog_of, request_of};
-use super::{presented_by, Call, CallRef, Calls, Ctx, Leg, LegB, Purpose, Reliable, State, Timer};
+use super::{presented_by, Call, CallRef, Calls, Ctx, Kept, Leg, LegB, Purpose, Reliable, State, Timer};
 use crate::endpoint::{Observation, Output};
 use crate::ha::{CallRecord, CandidateRecord};
 use crate::msg::{parse_datagram, Message, Response};
@@ -87,7 +87,7 @@ impl Calls {
             state: State::Routing,
             a,
             a_trunk,
-            a_invite,
+            a_invite: Kept::new(a_invite),
             a_invite_key: a_invite_key.clone(),
             b: Some(LegB {
                 // The record names the carrier's address, not the gateway's index: the one it matches, so that a
@@ -100,7 +100,7 @@ impl Calls {
                     .unwrap_or(0),
                 dialog: b,
                 trunk: b_trunk,
-                invite: b_invite,
+                invite: Kept::new(b_invite),
                 invite_key: b_key.clone(),
                 sent: b_sent,
                 provisional: setup.b_provisional,

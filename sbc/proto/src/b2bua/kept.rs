@@ -1,0 +1,91 @@
+//! The requests a call keeps for its whole life (leg A's INVITE, leg B's INVITE and ACK): parsed while the call is
+//! set up, when responses, retries and B's INVITE are built from them; only their wire form once the call is
+//! answered, when nothing but a standby's record and rare resends (B's ACK, when B repeats its 2xx) need them.
+//!
+//! Why: a parsed request is its received or built bytes plus a list of header entries (80 bytes each) and, for a
+//! built one, a separate allocation per header value. Kept parsed for the life of every call, the three came to
+//! about 4 KB of the memory per call (benches/README.md, "Memory per call"); their wire form is one allocation of
+//! the message's size.
+
+use crate::msg::{parse_datagram, Message, Request};
+use bytes::Bytes;
+use std::borrow::Cow;
+
+/// A request a call keeps: see the module.
+#[derive(Debug, Clone)]
+pub(super) enum Kept {
+    /// While the call is set up. Boxed, so that the wire form does not carry the parsed form's size inline.
+    Parsed(Box<Request>),
+    /// Once it is answered: the request as it would be sent, in an allocation of its exact size.
+    Wire(Bytes),
+}
+
+impl Kept {
+    pub(super) fn new(request: Request) -> Self {
+        Self::Parsed(Box::new(request))
+    }
+
+    /// The request: borrowed while parsed, else parsed again from its wire form. `None` only if the wire form
+    /// does not parse, which our own serializer's output always does (tested below).
+    pub(super) fn request(&self) -> Option<Cow<'_, Request>> {
+        match self {
+            Self::Parsed(r) => Some(Cow::Borrowed(r)),
+            Self::Wire(b) => match parse_datagram(b.clone()).ok()? {
+                Message::Request(r) => Some(Cow::Owned(r)),
+                Message::Response(_) => None,
+            },
+        }
+    }
+
+    /// The request as it would be sent.
+    pub(super) fn to_bytes(&self) -> Bytes {
+        match self {
+            Self::Parsed(r) => r.to_bytes(),
+            Self::Wire(b) => b.clone(),
+        }
+    }
+
+    /// Keeps only the wire form from now on.
+    pub(super) fn freeze(&mut self) {
+        if let Self::Parsed(r) = self {
+            *self = Self::Wire(wire(r));
+        }
+    }
+}
+
+/// `request` as it would be sent, in an allocation of its exact size (the serializer's buffer reserves room
+/// beyond the message).
+pub(super) fn wire(request: &Request) -> Bytes {
+    Bytes::from(request.to_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:+15551234567@198.18.1.2 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK-1;rport\r\n\
+        Max-Forwards: 69\r\n\
+        From: <sip:alice@198.18.0.2>;tag=a1\r\n\
+        To: <sip:+15551234567@198.18.1.2>\r\n\
+        Call-ID: kept-1@198.18.0.2\r\n\
+        CSeq: 1 INVITE\r\n\
+        Contact: <sip:alice@198.18.0.2:5060>\r\n\
+        Content-Type: application/sdp\r\n\
+        Content-Length: 4\r\n\
+        \r\n\
+        v=0\n";
+
+    #[test]
+    fn a_frozen_request_is_the_same_request_and_the_same_bytes() {
+        let Ok(Message::Request(r)) = parse_datagram(Bytes::from_static(INVITE)) else { panic!("parses") };
+        let mut kept = Kept::new(r.clone());
+        let before = kept.to_bytes();
+        kept.freeze();
+        assert!(matches!(kept, Kept::Wire(_)));
+        assert_eq!(kept.to_bytes(), before, "the wire form is what the parsed form serialized to");
+        assert_eq!(*kept.request().expect("parses again"), r, "and parses back to the same request");
+        kept.freeze();
+        assert_eq!(kept.to_bytes(), before, "freezing twice changes nothing");
+    }
+}
