@@ -45,10 +45,15 @@ impl Kept {
         }
     }
 
-    /// Keeps only the wire form from now on.
+    /// Keeps only the wire form from now on: the message as received when it still parses to this request (leg
+    /// A's INVITE, untouched since: no copy at all, and the dialog's fields, which point into it, keep it anyway),
+    /// else as it would be sent.
     pub(super) fn freeze(&mut self) {
         if let Self::Parsed(r) = self {
-            *self = Self::Wire(wire(r));
+            let received = r.headers.source();
+            let unchanged = !received.is_empty()
+                && matches!(parse_datagram(received.clone()), Ok(Message::Request(again)) if again == **r);
+            *self = Self::Wire(if unchanged { received.clone() } else { wire(r) });
         }
     }
 }
@@ -87,5 +92,24 @@ mod tests {
         assert_eq!(*kept.request().expect("parses again"), r, "and parses back to the same request");
         kept.freeze();
         assert_eq!(kept.to_bytes(), before, "freezing twice changes nothing");
+    }
+
+    #[test]
+    fn a_received_request_freezes_to_its_datagram_unless_changed() {
+        let datagram = Bytes::from_static(INVITE);
+        let Ok(Message::Request(r)) = parse_datagram(datagram.clone()) else { panic!("parses") };
+        let mut kept = Kept::new(r.clone());
+        kept.freeze();
+        let Kept::Wire(w) = &kept else { panic!("frozen") };
+        assert_eq!(w.as_ptr(), datagram.as_ptr(), "the received bytes themselves, not a copy");
+        assert_eq!(*kept.request().expect("parses"), r);
+
+        let mut changed = r.clone();
+        changed.headers.set(crate::msg::HeaderName::MaxForwards, "68");
+        let mut kept = Kept::new(changed.clone());
+        kept.freeze();
+        let Kept::Wire(w) = &kept else { panic!("frozen") };
+        assert_ne!(w.as_ptr(), datagram.as_ptr(), "a changed request is written out");
+        assert_eq!(*kept.request().expect("parses"), changed);
     }
 }

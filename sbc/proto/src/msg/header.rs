@@ -449,6 +449,12 @@ impl Headers {
         }
     }
 
+    /// The received message these headers were parsed from (empty for a built list): what a parsed message's
+    /// values point into.
+    pub fn source(&self) -> &Bytes {
+        &self.buf
+    }
+
     /// Gives back the room the list keeps for more headers: the parser makes room for 32 (2 KiB), and a message
     /// a call keeps for its whole life should not keep that room too.
     pub fn shrink_to_fit(&mut self) {
