@@ -130,7 +130,7 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The default bench suite (as root, about 11-12 minutes on 2 cores plus the release build: 11 min 17 s measured on 2026-12-07; the Kamailio + rtpengine cps comparison is about 75 s of it, the ng line (Kamailio + rtpengine vs Kamailio + our relay) about 150 s, the line-rate ladder (XDP generator, 1 and 1,000 flows) about 90 s, our program against the reference at 10,000 and 100,000 flows (xdp-maps) about 105 s, xdp-cost about 35 s): short runs of every load scenario against our own
+# The default bench suite (as root, about 12-13 minutes on 2 cores plus the release build: 12 min 10 s measured on 2026-12-07; the Kamailio + rtpengine cps comparison is about 75 s of it, the ng line (Kamailio + rtpengine vs Kamailio + our relay) about 150 s, the line-rate ladder (XDP generator, 1 and 1,000 flows) about 90 s, our program against the reference at 10,000 and 100,000 flows (xdp-maps) about 105 s, xdp-cost about 35 s): short runs of every load scenario against our own
 # SBC in network namespaces, each next to its baseline in the same run; JSON, SVG plots and tables under
 # target/bench/. The soak is not in it (it is meant to run for hours: see benches/README.md).
 bench: deps
