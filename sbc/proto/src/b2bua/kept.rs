@@ -1,6 +1,7 @@
-//! The requests a call keeps for its whole life (leg A's INVITE, leg B's INVITE and ACK): parsed while the call is
-//! set up, when responses, retries and B's INVITE are built from them; only their wire form once the call is
-//! answered, when nothing but a standby's record and rare resends (B's ACK, when B repeats its 2xx) need them.
+//! The requests a call keeps (leg A's INVITE, leg B's INVITE and ACK): parsed while the call is set up, when
+//! responses, retries and B's INVITE are built from them; once the call is answered, only their wire form, and
+//! the INVITEs only on a box that replicates its calls: after the answer nothing but a standby's record needs
+//! them (the ACK is resent when B repeats its 2xx).
 //!
 //! Why: a parsed request is its received or built bytes plus a list of header entries (80 bytes each) and, for a
 //! built one, a separate allocation per header value. Kept parsed for the life of every call, the three came to
@@ -18,6 +19,8 @@ pub(super) enum Kept {
     Parsed(Box<Request>),
     /// Once it is answered: the request as it would be sent, in an allocation of its exact size.
     Wire(Bytes),
+    /// Once it is answered, on a box that makes no records for a standby: nothing needs it any more.
+    Dropped,
 }
 
 impl Kept {
@@ -25,8 +28,8 @@ impl Kept {
         Self::Parsed(Box::new(request))
     }
 
-    /// The request: borrowed while parsed, else parsed again from its wire form. `None` only if the wire form
-    /// does not parse, which our own serializer's output always does (tested below).
+    /// The request: borrowed while parsed, else parsed again from its wire form. `None` once dropped, or if the
+    /// wire form does not parse, which our own serializer's output always does (tested below).
     pub(super) fn request(&self) -> Option<Cow<'_, Request>> {
         match self {
             Self::Parsed(r) => Some(Cow::Borrowed(r)),
@@ -34,14 +37,26 @@ impl Kept {
                 Message::Request(r) => Some(Cow::Owned(r)),
                 Message::Response(_) => None,
             },
+            Self::Dropped => None,
         }
     }
 
-    /// The request as it would be sent.
-    pub(super) fn to_bytes(&self) -> Bytes {
+    /// The request as it would be sent; `None` once dropped.
+    pub(super) fn to_bytes(&self) -> Option<Bytes> {
         match self {
-            Self::Parsed(r) => r.to_bytes(),
-            Self::Wire(b) => b.clone(),
+            Self::Parsed(r) => Some(r.to_bytes()),
+            Self::Wire(b) => Some(b.clone()),
+            Self::Dropped => None,
+        }
+    }
+
+    /// The call was answered: keeps the wire form if a standby's record may need it (`for_records`), else
+    /// nothing.
+    pub(super) fn settle(&mut self, for_records: bool) {
+        if for_records {
+            self.freeze();
+        } else {
+            *self = Self::Dropped;
         }
     }
 
@@ -86,13 +101,25 @@ mod tests {
     fn a_frozen_request_is_the_same_request_and_the_same_bytes() {
         let Ok(Message::Request(r)) = parse_datagram(Bytes::from_static(INVITE)) else { panic!("parses") };
         let mut kept = Kept::new(r.clone());
-        let before = kept.to_bytes();
+        let before = kept.to_bytes().expect("kept");
         kept.freeze();
         assert!(matches!(kept, Kept::Wire(_)));
-        assert_eq!(kept.to_bytes(), before, "the wire form is what the parsed form serialized to");
+        assert_eq!(kept.to_bytes(), Some(before.clone()), "the wire form is what the parsed form serialized to");
         assert_eq!(*kept.request().expect("parses again"), r, "and parses back to the same request");
         kept.freeze();
-        assert_eq!(kept.to_bytes(), before, "freezing twice changes nothing");
+        assert_eq!(kept.to_bytes(), Some(before), "freezing twice changes nothing");
+    }
+
+    #[test]
+    fn settling_without_records_keeps_nothing() {
+        let Ok(Message::Request(r)) = parse_datagram(Bytes::from_static(INVITE)) else { panic!("parses") };
+        let mut kept = Kept::new(r.clone());
+        kept.settle(true);
+        assert!(matches!(kept, Kept::Wire(_)), "a box that replicates keeps the wire form");
+        let mut kept = Kept::new(r);
+        kept.settle(false);
+        assert!(matches!(kept, Kept::Dropped));
+        assert!(kept.request().is_none() && kept.to_bytes().is_none());
     }
 
     #[test]

@@ -1322,11 +1322,25 @@ impl Calls {
             build::response_to(&a_invite, resp.status, resp.reason.clone(), &call.a, Some(&resp), pass, ctx.server);
         drop(a_invite);
         ctx.respond(&call.a_invite_key, ok.clone());
-        // Answered: from now on the two INVITEs are needed only as the standby's record has them ([`kept`]).
-        call.a_invite.freeze();
+        // Answered: from now on the two INVITEs are needed only as a standby's record has them ([`kept`]), and
+        // the dialogs, which live as long as the call, go into an allocation each (which lets A's datagram go).
+        call.a_invite.settle(self.replicate);
+        let old_a = (call.a.call_id.clone(), call.a.local_tag.clone());
+        call.a.compact();
+        let mut rekey = vec![(old_a, (call.a.call_id.clone(), call.a.local_tag.clone()), Leg::A)];
         if let Some(b) = call.b.as_mut() {
-            b.invite.freeze();
+            b.invite.settle(self.replicate);
+            let old_b = (b.dialog.call_id.clone(), b.dialog.local_tag.clone());
+            b.dialog.compact();
+            rekey.push((old_b, (b.dialog.call_id.clone(), b.dialog.local_tag.clone()), Leg::B));
         }
+        for (old, new, leg) in rekey {
+            // The index's key must point into the compact text too, or it keeps the old allocations.
+            if self.by_dialog.remove(&old).is_some() {
+                self.by_dialog.insert(new, (id, leg));
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
         // Only a standby taking over a call being set up resends it; an answered call's record has none.
         call.a_provisional = None;
         call.pending_2xx = Some(Box::new(Pending2xx {

@@ -124,10 +124,10 @@ impl Calls {
         Some(CallRecord {
             id: id.0,
             version: call.ha_version,
-            a_invite: text(&call.a_invite.to_bytes())?,
+            a_invite: text(&call.a_invite.to_bytes()?)?,
             a: dialog_record(&call.a)?,
             a_trunk: call.plan.trunk(call.a_trunk).name.clone(),
-            b_invite: text(&b.invite.to_bytes())?,
+            b_invite: text(&b.invite.to_bytes()?)?,
             b: dialog_record(&b.dialog)?,
             b_trunk: call.plan.trunk(b.trunk).name.clone(),
             b_ack: match &b.ack {
@@ -331,7 +331,10 @@ impl Calls {
         let a_invite = request_of(&r.a_invite)?;
         let b_invite = request_of(&r.b_invite)?;
         let a_invite_key = TransactionKey::for_request(&a_invite)?;
-        let (a, b) = (dialog_of(&r.a)?, dialog_of(&r.b)?);
+        let (mut a, mut b) = (dialog_of(&r.a)?, dialog_of(&r.b)?);
+        // As the active box keeps an answered call's dialogs ([`Dialog::compact`]).
+        a.compact();
+        b.compact();
         let at = |ago: u64| received.checked_sub(Duration::from_millis(ago)).unwrap_or(received);
         let answer = at(r.answer_ms_ago);
         let plan = self.plan.clone();
