@@ -164,8 +164,38 @@ struct LegB {
     cancel_sent: bool,
     /// Whether the INVITE was already resent with credentials (one try per challenge, no loops).
     authed: bool,
-    /// The ACK we sent for B's 2xx (its wire form), resent if the 2xx is retransmitted.
-    ack: Option<Bytes>,
+    /// The ACK we sent for B's 2xx, resent if the 2xx is retransmitted; `None` until B answers.
+    ack: Option<AckB>,
+}
+
+/// The ACK to leg B's 2xx, as a call keeps it (the memory of [`kept`]).
+#[derive(Debug)]
+enum AckB {
+    /// As sent: on a box that replicates its calls, whose records carry it.
+    Wire(Bytes),
+    /// Built again from the dialog when B repeats its 2xx, with the CSeq number of the INVITE it answers: the
+    /// same request, as its branch is made from the INVITE's ([`ack_branch`]).
+    Rebuilt(u32),
+}
+
+impl LegB {
+    /// The ACK to B's 2xx, if B answered.
+    fn ack_request(&self) -> Option<Request> {
+        match self.ack.as_ref()? {
+            AckB::Wire(w) => match crate::msg::parse_datagram(w.clone()) {
+                Ok(crate::msg::Message::Request(ack)) => Some(ack),
+                _ => None,
+            },
+            AckB::Rebuilt(cseq) => Some(self.dialog.ack(*cseq, &ack_branch(&self.invite_key))),
+        }
+    }
+}
+
+/// The branch of the ACK to the 2xx of our INVITE `invite`: its branch with `-ack` (unique as the INVITE's is,
+/// and the same every time, so an ACK built again is the ACK sent).
+fn ack_branch(invite: &TransactionKey) -> String {
+    let branch = invite.branch().unwrap_or_default();
+    format!("{}-ack", String::from_utf8_lossy(branch))
 }
 
 /// The reliable provisional (RFC 3262) last relayed to A.
@@ -1061,7 +1091,12 @@ impl Calls {
 
     /// A response on one of our client transactions.
     pub fn on_response(&mut self, ctx: &mut Ctx, key: TransactionKey, resp: Response) {
-        let Some((id, purpose)) = self.by_client.get(&key).cloned() else { return };
+        let Some((id, purpose)) = self.by_client.get(&key).cloned() else {
+            if resp.is_success() {
+                self.ack_again(ctx, Some(&key), &resp);
+            }
+            return;
+        };
         if resp.status >= 200 {
             self.by_client.remove(&key);
         }
@@ -1291,9 +1326,9 @@ impl Calls {
         // The ACK has the INVITE's CSeq (§13.2.2.4), whatever was sent on the early dialog since (PRACK, UPDATE)
         // or how far a standby that took over moved the dialog's CSeq.
         let invite_cseq = b.invite.request().and_then(|r| r.headers.cseq().ok().map(|c| c.seq)).unwrap_or(d.local_cseq);
-        let ack = d.ack(invite_cseq, &ctx.ids.branch());
-        // Kept as sent: only resent as is ([`kept`]).
-        b.ack = Some(kept::wire(&ack));
+        let ack = d.ack(invite_cseq, &ack_branch(&b.invite_key));
+        // Kept as sent where a standby's record needs it, else built again in the rare case ([`kept`]).
+        b.ack = Some(if self.replicate { AckB::Wire(kept::wire(&ack)) } else { AckB::Rebuilt(invite_cseq) });
         ctx.txns.send_ack(d.peer, ack);
         let trunk = b.trunk;
         call.attempts.on_outcome(Outcome::Answered, &call.plan.trunk(trunk).failover, ctx.now);
@@ -1590,21 +1625,26 @@ impl Calls {
                 }
                 true
             }
-            crate::msg::Message::Response(resp) if resp.is_success() => {
-                // B retransmits its 2xx: our ACK was lost. Its dialog is keyed by its From tag (ours).
-                let call_id = resp.headers.get_bytes(&HeaderName::CallId).unwrap_or_default();
-                let tag =
-                    resp.headers.from().ok().and_then(|f| f.tag().map(Bytes::copy_from_slice)).unwrap_or_default();
-                let Some((id, Leg::B)) = self.by_dialog.get(&(call_id, tag)).copied() else { return false };
-                if let Some(b) = self.calls.get(&id).and_then(|c| c.b.as_ref()) {
-                    if let Some(Ok(crate::msg::Message::Request(ack))) = b.ack.clone().map(crate::msg::parse_datagram) {
-                        ctx.txns.send_ack(b.dialog.peer, ack);
-                    }
-                }
-                true
-            }
+            crate::msg::Message::Response(resp) if resp.is_success() => self.ack_again(ctx, None, resp),
             _ => false,
         }
+    }
+
+    /// B repeats its 2xx to our INVITE (`invite`, when its transaction passed it up in RFC 6026's Accepted
+    /// state): our ACK was lost, and is sent again (§13.2.2.4). Whether the 2xx belongs to a call of ours.
+    fn ack_again(&mut self, ctx: &mut Ctx, invite: Option<&TransactionKey>, resp: &Response) -> bool {
+        // Leg B's dialog is keyed by its From tag (ours).
+        let call_id = resp.headers.get_bytes(&HeaderName::CallId).unwrap_or_default();
+        let tag = resp.headers.from().ok().and_then(|f| f.tag().map(Bytes::copy_from_slice)).unwrap_or_default();
+        let Some((id, Leg::B)) = self.by_dialog.get(&(call_id, tag)).copied() else { return false };
+        let b = self.calls.get(&id).and_then(|c| c.b.as_ref());
+        if let Some(b) = b.filter(|b| invite.is_none_or(|k| *k == b.invite_key)) {
+            if let Some(ack) = b.ack_request() {
+                ctx.observe(Observation::Retransmission { direction: "out" });
+                ctx.txns.send_ack(b.dialog.peer, ack);
+            }
+        }
+        true
     }
 
     /// Fires call timers due at `now`.

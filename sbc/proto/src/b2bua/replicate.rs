@@ -2,7 +2,7 @@
 //! the standby core, and the takeover that makes them its own (see [`crate::ha`]). Answered calls are adopted
 //! here; calls still being set up are resumed by [`super::resume`].
 
-use super::{Call, CallRef, Calls, Ctx, Kept, Leg, LegB, State, Timer};
+use super::{kept, AckB, Call, CallRef, Calls, Ctx, Kept, Leg, LegB, State, Timer};
 use crate::dialog::Dialog;
 use crate::endpoint::{Observation, Output};
 use crate::ha::{
@@ -131,7 +131,7 @@ impl Calls {
             b: dialog_record(&b.dialog)?,
             b_trunk: call.plan.trunk(b.trunk).name.clone(),
             b_ack: match &b.ack {
-                Some(a) => Some(text(a)?),
+                Some(_) => Some(text(&kept::wire(&b.ack_request()?))?),
                 None => None,
             },
             caller: call.caller.clone(),
@@ -361,7 +361,7 @@ impl Calls {
                 cancel_wanted: false,
                 cancel_sent: false,
                 authed: true,
-                ack: r.b_ack.as_deref().and_then(request_of).map(|a| super::kept::wire(&a)),
+                ack: r.b_ack.as_deref().and_then(request_of).map(|a| AckB::Wire(super::kept::wire(&a))),
             }),
             attempts,
             called_in: r.called_in.clone(),

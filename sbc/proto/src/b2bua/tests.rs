@@ -1320,3 +1320,23 @@ fn a_browser_call_taken_over_by_the_standby_resumes_its_webrtc_leg_with_the_repl
     assert_eq!(resumed, expected, "the leg resumed with the active's keys and counters: {:?}", standby.media);
     assert!(!standby.media.iter().any(|c| matches!(c, Command::Webrtc(_))), "no new handshake");
 }
+
+#[test]
+fn carrier_repeating_its_2xx_gets_the_same_ack_whether_kept_or_built_again() {
+    for replicating in [false, true] {
+        let mut w = world(Limits::default());
+        w.ep.set_replication(replicating);
+        let sent = w.send(A, SBC_A, invite_from_a("ack-again"));
+        let inv_b = request(&sent, B, Method::Invite);
+        let ok = answer(&inv_b, 200, "b1", B, "v=0\r\n");
+        let first = request(&w.send(B, SBC_B, ok.clone()), B, Method::Ack);
+        w.advance(Duration::from_millis(500));
+        let again = request(&w.send(B, SBC_B, ok), B, Method::Ack);
+        assert_eq!(again.to_bytes(), first.to_bytes(), "the ACK as first sent (replicating: {replicating})");
+        assert_ne!(
+            first.headers.top_via().unwrap().branch(),
+            inv_b.headers.top_via().unwrap().branch(),
+            "a branch of its own"
+        );
+    }
+}

@@ -46,6 +46,12 @@ impl TransactionKey {
         self.side
     }
 
+    /// The branch of a client transaction's key (what our request's top Via carries); `None` for a server one.
+    pub fn branch(&self) -> Option<&[u8]> {
+        let end = self.id.iter().rposition(|c| *c == b' ')?;
+        (self.side == Side::Client).then(|| &self.id[..end])
+    }
+
     /// The method of the transaction (INVITE for an ACK's transaction).
     pub fn method(&self) -> Method {
         let token = self.id.rsplit(|c| *c == b' ').next().unwrap_or_default();
@@ -137,6 +143,10 @@ mod tests {
         assert_eq!(k.method(), Method::Invite);
         assert_eq!(TransactionKey::for_request(&cancel).expect("key").method(), Method::Cancel);
         assert_eq!(std::mem::size_of::<TransactionKey>(), 24, "see the type");
+        assert_eq!(k.branch(), None, "a server key's branch is the peer's business");
+        let mut ours = msg("INVITE", "SIP/2.0/UDP h:5060;branch=z9hG4bKours", "");
+        ours.method = Method::Invite;
+        assert_eq!(TransactionKey::for_sent_request(&ours).expect("key").branch(), Some(&b"z9hG4bKours"[..]));
     }
 
     #[test]
