@@ -143,7 +143,8 @@ type Session = SessionRecord;
 pub struct Sessions {
     config: MediaConfig,
     pools: Vec<PortPool>,
-    sessions: HashMap<SessionId, Session>,
+    /// Boxed: a record is over a hundred bytes and the map keeps room for up to twice its entries (one per call).
+    sessions: HashMap<SessionId, Box<Session>>,
     out: VecDeque<Command>,
     /// Where SRTP keys come from: the OS's CSPRNG ([`OsKeys`]) outside tests.
     keys: Box<dyn KeySource>,
@@ -208,9 +209,8 @@ impl Sessions {
         let lines = sdp::parse(body)?;
         let to = from.other();
         let seed = self.config.cname_seed;
-        let s = self.sessions.entry(session).or_insert_with(|| SessionRecord {
-            cname_key: CnameKey::derive(seed, session),
-            ..SessionRecord::default()
+        let s = self.sessions.entry(session).or_insert_with(|| {
+            Box::new(SessionRecord { cname_key: CnameKey::derive(seed, session), ..SessionRecord::default() })
         });
         for leg in [Leg::A, Leg::B] {
             let l = &mut s.legs[leg.index()];
@@ -373,7 +373,7 @@ impl Sessions {
 
     /// The media of `session`, for replication.
     pub fn export(&self, session: SessionId) -> Option<SessionRecord> {
-        self.sessions.get(&session).cloned()
+        self.sessions.get(&session).map(|s| (**s).clone())
     }
 
     /// Takes over a replicated session: its ports are reserved in this box's pools and the relay is told to open
@@ -396,7 +396,7 @@ impl Sessions {
                 taken.push((iface, side.port));
             }
         }
-        self.sessions.insert(session, record);
+        self.sessions.insert(session, Box::new(record));
         self.emit(session);
         true
     }

@@ -143,9 +143,8 @@ impl Sessions {
             return Ok(());
         }
         let ice = IceCredentials::generate(self.keys.as_mut()).map_err(|e| MediaError::Keys(e.to_string()))?;
-        let s = self.sessions.entry(session).or_insert_with(|| SessionRecord {
-            cname_key: CnameKey::derive(seed, session),
-            ..SessionRecord::default()
+        let s = self.sessions.entry(session).or_insert_with(|| {
+            Box::new(SessionRecord { cname_key: CnameKey::derive(seed, session), ..SessionRecord::default() })
         });
         let w = s.webrtc.get_or_insert_with(|| {
             Box::new(WebrtcMedia { legs: [None, None], offer: None, origin: [(1, None), (1, None)], fingerprint: None })
