@@ -12,11 +12,9 @@ impl Calls {
         let headers = msg.headers();
         let call_id = headers.get_bytes(&HeaderName::CallId)?;
         let tags = [headers.from().ok(), headers.to().ok()];
-        tags.iter().flatten().filter_map(|a| a.tag()).find_map(|tag| {
-            match self.by_dialog.get(&(call_id.clone(), Bytes::copy_from_slice(tag))) {
-                Some((id, Leg::B)) => self.calls.get(id).map(|c| c.a.call_id.clone()),
-                _ => None,
-            }
+        tags.iter().flatten().filter_map(|a| a.tag()).find_map(|tag| match self.find_dialog(&call_id, tag) {
+            Some((id, Leg::B)) => self.calls.get(&id).map(|c| c.a.call_id.clone()),
+            _ => None,
         })
     }
 }

@@ -14,6 +14,7 @@
 mod admin;
 mod build;
 mod correlate;
+mod dialogs;
 mod flows;
 mod kept;
 mod limits;
@@ -288,7 +289,7 @@ pub struct Calls {
     calls: HashMap<CallRef, Box<Call>>,
     next: u64,
     /// (Call-ID, our tag) of each leg's dialog.
-    by_dialog: HashMap<(Bytes, Bytes), (CallRef, Leg)>,
+    by_dialog: dialogs::DialogIndex,
     /// Our client transactions.
     by_client: HashMap<TransactionKey, (CallRef, Purpose)>,
     /// Leg A's INVITE server transaction, for CANCEL.
@@ -349,7 +350,7 @@ impl Calls {
             locals,
             calls: HashMap::new(),
             next: 1,
-            by_dialog: HashMap::new(),
+            by_dialog: dialogs::DialogIndex::default(),
             by_client: HashMap::new(),
             by_invite: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -658,9 +659,21 @@ impl Calls {
         self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// The call and leg whose dialog is (`call_id`, our `tag`).
+    fn find_dialog(&self, call_id: &[u8], tag: &[u8]) -> Option<(CallRef, Leg)> {
+        self.by_dialog.get(call_id, tag, |id, leg| {
+            let call = self.calls.get(&id);
+            let dialog = match leg {
+                Leg::A => call.map(|c| &c.a),
+                Leg::B => call.and_then(|c| c.b.as_ref()).map(|b| &b.dialog),
+            };
+            dialog.is_some_and(|d| d.call_id[..] == *call_id && d.local_tag[..] == *tag)
+        })
+    }
+
     /// Whether an in-dialog request (with a To tag) belongs to one of our dialogs.
     pub fn owns_dialog(&self, req: &Request) -> bool {
-        dialog_key(req).is_some_and(|k| self.by_dialog.contains_key(&k))
+        dialog_key(req).is_some_and(|(c, t)| self.find_dialog(&c, &t).is_some())
     }
 
     /// Whether a CANCEL targets one of our calls' INVITEs.
@@ -807,7 +820,7 @@ impl Calls {
 
         let id = CallRef(self.next);
         self.next += 1;
-        self.by_dialog.insert((a.call_id.clone(), a.local_tag.clone()), (id, Leg::A));
+        self.by_dialog.insert(&a.call_id, &a.local_tag, (id, Leg::A));
         self.by_invite.insert(key.clone(), id);
         self.counters[a_trunk.0 as usize].start(ctx.now);
         ctx.observe(Observation::CallStarted { trunk: a_trunk });
@@ -1070,7 +1083,7 @@ impl Calls {
         };
         self.counters[trunk_id.0 as usize].start(ctx.now);
         ctx.observe(Observation::CallAttempt { trunk: trunk_id });
-        self.by_dialog.insert((dialog.call_id.clone(), dialog.local_tag.clone()), (id, Leg::B));
+        self.by_dialog.insert(&dialog.call_id, &dialog.local_tag, (id, Leg::B));
         self.by_client.insert(key.clone(), (id, Purpose::InviteB));
         call.b = Some(LegB {
             dialog,
@@ -1276,7 +1289,7 @@ impl Calls {
             call.b = Some(b);
             return;
         }
-        self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+        self.by_dialog.remove(&b.dialog.call_id, &b.dialog.local_tag, (id, Leg::B));
         self.counters[b.trunk.0 as usize].end();
         let status = resp.as_ref().map_or(outcome.status(), |r| r.status);
         ctx.observe(Observation::CallFailed { trunk: b.trunk, status });
@@ -1370,10 +1383,9 @@ impl Calls {
             rekey.push((old_b, (b.dialog.call_id.clone(), b.dialog.local_tag.clone()), Leg::B));
         }
         for (old, new, leg) in rekey {
-            // The index's key must point into the compact text too, or it keeps the old allocations.
-            if self.by_dialog.remove(&old).is_some() {
-                self.by_dialog.insert(new, (id, leg));
-            }
+            // An exact entry's key must point into the compact text too, or it keeps the old allocations.
+            self.by_dialog.remove(&old.0, &old.1, (id, leg));
+            self.by_dialog.insert(&new.0, &new.1, (id, leg));
         }
         let Some(call) = self.calls.get_mut(&id) else { return };
         // Only a standby taking over a call being set up resends it; an answered call's record has none.
@@ -1431,7 +1443,7 @@ impl Calls {
 
     /// An in-dialog request on server transaction `key`.
     pub fn on_in_dialog(&mut self, ctx: &mut Ctx, key: TransactionKey, req: Request) {
-        let Some((id, leg)) = dialog_key(&req).and_then(|k| self.by_dialog.get(&k).copied()) else { return };
+        let Some((id, leg)) = dialog_key(&req).and_then(|(c, t)| self.find_dialog(&c, &t)) else { return };
         let Some(call) = self.calls.get_mut(&id) else { return };
         let from = if leg == Leg::A { &call.a } else { &call.b.as_ref().expect("leg b of a B dialog").dialog };
         if req.method == Method::Bye {
@@ -1545,7 +1557,7 @@ impl Calls {
 
     fn relay_back(&mut self, ctx: &mut Ctx, id: CallRef, back: &TransactionKey, request: &Request, resp: &Response) {
         // The requester's leg is the one whose dialog the request matched.
-        let req_leg = dialog_key(request).and_then(|k| self.by_dialog.get(&k).map(|(_, l)| *l)).unwrap_or(Leg::A);
+        let req_leg = dialog_key(request).and_then(|(c, t)| self.find_dialog(&c, &t)).map_or(Leg::A, |(_, l)| l);
         let Some(call) = self.calls.get(&id) else {
             // The call ended while the request was relayed: its dialog is gone, and the requester's transaction
             // still needs its final answer (left open, it would never end).
@@ -1611,9 +1623,8 @@ impl Calls {
     pub fn on_stray(&mut self, ctx: &mut Ctx, msg: &crate::msg::Message) -> bool {
         match msg {
             crate::msg::Message::Request(req) if req.method == Method::Ack => {
-                let Some((id, Leg::A)) = dialog_key(req).and_then(|k| self.by_dialog.get(&k).copied()) else {
-                    return dialog_key(req).is_some_and(|k| self.by_dialog.contains_key(&k));
-                };
+                let found = dialog_key(req).and_then(|(c, t)| self.find_dialog(&c, &t));
+                let Some((id, Leg::A)) = found else { return found.is_some() };
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.pending_2xx = None;
                     if !req.body.is_empty() {
@@ -1636,7 +1647,7 @@ impl Calls {
         // Leg B's dialog is keyed by its From tag (ours).
         let call_id = resp.headers.get_bytes(&HeaderName::CallId).unwrap_or_default();
         let tag = resp.headers.from().ok().and_then(|f| f.tag().map(Bytes::copy_from_slice)).unwrap_or_default();
-        let Some((id, Leg::B)) = self.by_dialog.get(&(call_id, tag)).copied() else { return false };
+        let Some((id, Leg::B)) = self.find_dialog(&call_id, &tag) else { return false };
         let b = self.calls.get(&id).and_then(|c| c.b.as_ref());
         if let Some(b) = b.filter(|b| invite.is_none_or(|k| *k == b.invite_key)) {
             if let Some(ack) = b.ack_request() {
@@ -1806,7 +1817,7 @@ impl Calls {
     fn finish(&mut self, ctx: &mut Ctx, id: CallRef) {
         let Some(call) = self.calls.remove(&id) else { return };
         self.replicate_end(ctx, id, call.ha_version);
-        self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+        self.by_dialog.remove(&call.a.call_id, &call.a.local_tag, (id, Leg::A));
         self.by_invite.remove(&call.a_invite_key);
         // Client transactions still open for this call stay in `by_client` until they end (final response or
         // timer B/F, at most 32 s): their events then find no call and do nothing. Call numbers are never reused,
@@ -1815,7 +1826,7 @@ impl Calls {
         let mut b_call_id = None;
         let mut trunk_out = None;
         if let Some(b) = &call.b {
-            self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+            self.by_dialog.remove(&b.dialog.call_id, &b.dialog.local_tag, (id, Leg::B));
             self.counters[b.trunk.0 as usize].end();
             b_call_id = Some(String::from_utf8_lossy(&b.dialog.call_id).into_owned());
             trunk_out = Some(call.plan.trunk(b.trunk).name.clone());

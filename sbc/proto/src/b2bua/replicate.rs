@@ -291,7 +291,7 @@ impl Calls {
                 continue;
             };
             let Some(call) = self.calls.remove(&id) else { continue };
-            self.by_dialog.remove(&(call.a.call_id.clone(), call.a.local_tag.clone()));
+            self.by_dialog.remove(&call.a.call_id, &call.a.local_tag, (id, Leg::A));
             self.by_invite.remove(&call.a_invite_key);
             self.counters[call.a_trunk.0 as usize].end();
             if call.state == State::Routing {
@@ -303,7 +303,7 @@ impl Calls {
                 }
             }
             if let Some(b) = &call.b {
-                self.by_dialog.remove(&(b.dialog.call_id.clone(), b.dialog.local_tag.clone()));
+                self.by_dialog.remove(&b.dialog.call_id, &b.dialog.local_tag, (id, Leg::B));
                 self.counters[b.trunk.0 as usize].end();
                 ctx.observe(Observation::CallEnded { trunk: b.trunk });
             }
@@ -401,9 +401,9 @@ impl Calls {
                 ctx.out.push_back(Output::Media(cmd));
             }
         }
-        self.by_dialog.insert((call.a.call_id.clone(), call.a.local_tag.clone()), (id, Leg::A));
+        self.by_dialog.insert(&call.a.call_id, &call.a.local_tag, (id, Leg::A));
         let b = call.b.as_ref()?;
-        self.by_dialog.insert((b.dialog.call_id.clone(), b.dialog.local_tag.clone()), (id, Leg::B));
+        self.by_dialog.insert(&b.dialog.call_id, &b.dialog.local_tag, (id, Leg::B));
         self.counters[a_trunk.0 as usize].start(ctx.now);
         self.counters[b_trunk.0 as usize].start(ctx.now);
         ctx.observe(Observation::CallAdopted { trunk_in: a_trunk, trunk_out: b_trunk });

@@ -140,9 +140,9 @@ impl Calls {
             // error after the takeover goes on to the next carrier).
             b_gateways: plan.trunk(b_trunk).gateways.iter().map(|&g| (g, false)).collect(),
         };
-        self.by_dialog.insert((call.a.call_id.clone(), call.a.local_tag.clone()), (id, Leg::A));
+        self.by_dialog.insert(&call.a.call_id, &call.a.local_tag, (id, Leg::A));
         if let Some(b) = &call.b {
-            self.by_dialog.insert((b.dialog.call_id.clone(), b.dialog.local_tag.clone()), (id, Leg::B));
+            self.by_dialog.insert(&b.dialog.call_id, &b.dialog.local_tag, (id, Leg::B));
         }
         self.by_invite.insert(a_invite_key, id);
         self.by_client.insert(b_key, (id, Purpose::InviteB));
