@@ -415,7 +415,7 @@ struct Shared {
     xdp: SharedXdp,
     /// Whether this is the owner thread ([`relay_proto::threads::OWNER`]), which does the relay-wide work.
     owner: bool,
-    socks: RefCell<HashMap<SocketAddr, Sock>>,
+    socks: RefCell<relay_proto::addr_map::AddrMap<Sock>>,
     /// IPv6 sockets by their descriptor, their `poller` token ([`token_of`]).
     v6_by_fd: RefCell<HashMap<RawFd, SocketAddr>>,
     /// Readiness of every socket of the thread, read by its one receive task ([`receive`]).
@@ -477,7 +477,7 @@ async fn run(
         table: RefCell::new(table),
         xdp,
         owner,
-        socks: RefCell::new(HashMap::new()),
+        socks: RefCell::new(relay_proto::addr_map::AddrMap::new()),
         v6_by_fd: RefCell::new(HashMap::new()),
         poller,
         bufs: RefCell::new((0..BATCH_SIZE).map(|_| vec![0u8; BUF_SIZE]).collect()),

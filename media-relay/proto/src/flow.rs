@@ -24,6 +24,7 @@ use crate::webrtc::leg::WebrtcLeg;
 
 #[path = "flow_webrtc.rs"]
 mod webrtc_legs;
+use crate::addr_map::AddrMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -186,7 +187,7 @@ struct Session {
 pub struct Table {
     /// Boxed: a map keeps room for up to twice its entries, and an endpoint is a few hundred bytes (four per
     /// call), so the room costs a pointer rather than a whole endpoint.
-    endpoints: HashMap<SocketAddr, Box<Endpoint>>,
+    endpoints: AddrMap<Box<Endpoint>>,
     sessions: HashMap<SessionId, Session>,
     rtp_timeout: Duration,
     /// Whether a kernel fast path exists to hand confirmed flows to.
@@ -218,7 +219,7 @@ impl Table {
     /// An empty table; a session with no packet on any of its sockets for `rtp_timeout` is reported idle.
     pub fn new(rtp_timeout: Duration) -> Self {
         Self {
-            endpoints: HashMap::new(),
+            endpoints: AddrMap::new(),
             sessions: HashMap::new(),
             rtp_timeout,
             kernel: false,
@@ -244,7 +245,7 @@ impl Table {
     /// Hands confirmed flows to a kernel fast path from now on; drain [`Table::poll_kernel`] after every call.
     pub fn enable_kernel(&mut self) {
         self.kernel = true;
-        let locals: Vec<SocketAddr> = self.endpoints.keys().copied().collect();
+        let locals: Vec<SocketAddr> = self.endpoints.keys().collect();
         for l in locals {
             self.reconsider(l, "target_changed");
         }
@@ -329,7 +330,7 @@ impl Table {
 
     /// Endpoints the kernel forwards now.
     pub fn kernelized(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.endpoints.iter().filter(|(_, e)| e.kernel_at().is_some()).map(|(l, _)| *l)
+        self.endpoints.iter().filter(|(_, e)| e.kernel_at().is_some()).map(|(l, _)| l)
     }
 
     /// Applies a command. Socket changes go into `sockets`; events (final stats, pongs) into `events`.

@@ -19,6 +19,7 @@
 //!   consent freshness) and DTLS-SRTP (the relay's certificate, the handshake, SRTP keys for [`srtp`]).
 //! - [`threads`]: which of the relay's forwarding threads holds a session (and takes its commands).
 
+pub mod addr_map;
 pub mod bencode;
 pub mod cname;
 pub mod control;
