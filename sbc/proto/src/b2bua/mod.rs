@@ -1364,6 +1364,9 @@ impl Calls {
         ctx.observe(Observation::CallAnswered { trunk });
         call.state = State::Confirmed;
         call.answer = Some(ctx.now);
+        // Only an attempt under way uses these; an answered call lives on for minutes.
+        call.attempts.settle();
+        call.b_gateways = Vec::new();
         let pass = &call.plan.trunk(call.a_trunk).pass_headers;
         let Some(a_invite) = call.a_invite.request() else { return };
         let ok =
