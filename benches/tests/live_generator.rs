@@ -2,7 +2,9 @@
 //! sends 40,000 RTP packets over 1,000 flows in one second through the bare redirect, through the reference relay
 //! (filled with the 1,000 flows) and through our relay_xdp filled by the relay's loader (`xdp-maps`: both
 //! directions of 1,000 latched streams), and the XDP sink must count them all, every flow, with valid sequence
-//! numbers and IPv4 checksums. The generator's own `drop` ladder runs first, as in every live run.
+//! numbers and IPv4 checksums. The generator's own `drop` ladder runs first, as in every live run. After each
+//! ladder a latency step at half its ceiling stamps every frame with its send time, and the sink's latency
+//! histogram must hold every packet it counted.
 
 use serde_json::Value;
 use std::process::Command;
@@ -60,7 +62,21 @@ fn live_generator_and_sink_count_every_packet_of_1000_flows_through_bare_referen
         assert!(sink["seq_gaps"].as_u64().is_some(), "{path}: the sink reports sequence gaps: {sink}");
         assert!(step["achieved_pps"].as_f64().unwrap_or(0.0) > 0.9 * RATE as f64, "{path}: rate kept: {step}");
         assert_eq!(step["pass"], true, "{path}: the step passes: {step}");
+
+        let lat_step = &ladder["latency_step"];
+        assert_eq!(lat_step["rate"], RATE / 2, "{path}: the latency step at half the ceiling: {lat_step}");
+        assert!(lat_step["error"].is_null(), "{path}: {lat_step}");
+        let received = lat_step["received"].as_u64().unwrap_or(0);
+        assert!(received >= RATE / 2 - RATE / 2000, "{path}: the latency step's packets arrived: {lat_step}");
+        let lat = &lat_step["sink"]["latency"];
+        let samples = lat["samples"].as_u64().unwrap_or(0);
+        assert!(samples + 1 >= received && samples <= received, "{path}: every packet stamped and timed: {lat}");
+        let (p50, p99, max) =
+            (lat["p50_us"].as_f64().unwrap_or(-1.0), lat["p99_us"].as_f64().unwrap_or(-1.0), lat["max_us"].as_f64());
+        assert!(p50 > 0.0 && p50 <= p99, "{path}: percentiles in order: {lat}");
+        assert!(max.is_some_and(|m| m >= p99 - 1.0), "{path}: the maximum bounds the p99: {lat}");
     }
     assert!(stdout.contains("ceiling, Mpps"), "the table: {stdout}");
+    assert!(stdout.contains("one-way latency at half the path's own ceiling"), "the latency table: {stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

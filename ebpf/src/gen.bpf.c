@@ -8,6 +8,8 @@
  * template, after whatever the path downstream wrote into them (a relay rewrites addresses, ports and MACs in
  * place): so the whole header is written on every run, from gen_cfg, and then the fields of the flow and packet.
  * Flow and packet numbering: see bench_abi.h. Checksums are updated incrementally from the template's (RFC 1624).
+ * With gen_cfg.stamp, each frame also carries its send time (bpf_ktime_get_ns) at BENCH_STAMP_OFF, where the
+ * template holds zeros, for the sink's latency histogram.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_endian.h>
@@ -56,7 +58,8 @@ int gen_rtp(struct xdp_md *ctx)
 	__be32 daddr, ts, ssrc;
 	__be16 sport, dport, seq;
 	__u16 check;
-	__u64 *count, n;
+	__u64 *count, n, stamp = 0;
+	const __u16 *sw = (const __u16 *)&stamp;
 
 	cfg = bpf_map_lookup_elem(&gen_cfg, &zero);
 	count = bpf_map_lookup_elem(&gen_count, &zero);
@@ -64,6 +67,11 @@ int gen_rtp(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	if (data + BENCH_HDR_LEN > data_end)
 		return XDP_ABORTED;
+	if (cfg->stamp) {
+		if (data + BENCH_STAMPED_LEN > data_end)
+			return XDP_ABORTED;
+		stamp = bpf_ktime_get_ns();
+	}
 	n = *count;
 	*count = n + 1;
 	flow = n % cfg->flows;
@@ -90,6 +98,8 @@ int gen_rtp(struct xdp_md *ctx)
 	acc = csum_acc16(acc, load16(data + OFF_SEQ), seq);
 	acc = csum_acc32(acc, data + OFF_TS, (const __u8 *)&ts);
 	acc = csum_acc32(acc, data + OFF_SSRC, (const __u8 *)&ssrc);
+	/* The template's stamp is zero: each word of the new one is added as it is. */
+	acc += sw[0] + sw[1] + sw[2] + sw[3];
 	check = csum_finish(acc);
 	*(__u16 *)(data + OFF_UDP_CHECK) = check ? check : 0xffff;
 
@@ -99,6 +109,8 @@ int gen_rtp(struct xdp_md *ctx)
 	__builtin_memcpy(data + OFF_SEQ, &seq, 2);
 	__builtin_memcpy(data + OFF_TS, &ts, 4);
 	__builtin_memcpy(data + OFF_SSRC, &ssrc, 4);
+	if (cfg->stamp && data + BENCH_STAMPED_LEN <= data_end)
+		__builtin_memcpy(data + BENCH_STAMP_OFF, &stamp, 8);
 	return XDP_TX;
 }
 

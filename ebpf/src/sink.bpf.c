@@ -4,7 +4,9 @@
  * forwarded frames land on. Counts every RTP v2 packet of a known SSRC (sink_cfg) per CPU and per flow (flow =
  * SSRC - ssrc_base), checks its sequence number against the flow's last one and its IPv4 header checksum, and
  * drops it: a socket sink cannot keep up with millions of packets per second, this counts at the rate XDP runs.
- * Anything else (ARP, other traffic) is passed untouched.
+ * Anything else (ARP, other traffic) is passed untouched. With latency on (sink_cfg.latency) a packet that carries
+ * its send time (bench_abi.h) adds its one-way latency to sink_lat: measured here, at XDP, it holds no socket
+ * wake-up or scheduling delay of a sink process, only the path's.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -42,6 +44,35 @@ struct {
 	__type(value, struct sink_stats);
 	__uint(max_entries, 1);
 } sink_stats SEC(".maps");
+
+/* sink_lat[bucket] (per CPU): stamped packets per latency bucket (bench_abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, BENCH_LAT_BUCKETS);
+} sink_lat SEC(".maps");
+
+static __always_inline void add_latency(struct sink_stats *st, __u64 stamp)
+{
+	__u64 now = bpf_ktime_get_ns(), ns = now > stamp ? now - stamp : 0, us = ns / 1000;
+	__u32 bucket;
+	__u64 *n;
+
+	if (us < BENCH_LAT_LINEAR)
+		bucket = us;
+	else if (us - BENCH_LAT_LINEAR < 16 * (BENCH_LAT_BUCKETS - BENCH_LAT_LINEAR - 1))
+		bucket = BENCH_LAT_LINEAR + (us - BENCH_LAT_LINEAR) / 16;
+	else
+		bucket = BENCH_LAT_BUCKETS - 1;
+	n = bpf_map_lookup_elem(&sink_lat, &bucket);
+	if (n)
+		*n += 1;
+	st->stamped += 1;
+	st->lat_sum_ns += ns;
+	if (ns > st->lat_max_ns)
+		st->lat_max_ns = ns;
+}
 
 /* The IPv4 header checksum over a 20-byte header is right when the folded sum of its words is 0xffff. */
 static __always_inline int ip_csum_ok(const struct iphdr *ip)
@@ -95,6 +126,13 @@ int sink_rtp(struct xdp_md *ctx)
 	st->bytes += bpf_ntohs(udp->len) - sizeof(*udp);
 	if (!ip_csum_ok(ip))
 		st->bad_ip_csum += 1;
+	if (cfg->latency && (void *)(rtp + RTP_HDR_LEN + 8) <= data_end) {
+		__u64 stamp;
+
+		__builtin_memcpy(&stamp, rtp + RTP_HDR_LEN, 8);
+		if (stamp)
+			add_latency(st, stamp);
+	}
 	return XDP_DROP;
 }
 

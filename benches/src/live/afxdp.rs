@@ -8,7 +8,7 @@
 //! (xsk-rs, libxdp bindings) need libbpf/libxdp built in C, and this needs only the TX side.
 #![allow(unsafe_code)]
 
-use super::progs::{FlowLayout, HDR_LEN};
+use super::progs::{FlowLayout, HDR_LEN, STAMP_OFF};
 use anyhow::{bail, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -301,8 +301,9 @@ impl XskSender {
     }
 
     /// Queues up to `n` frames (fewer when the ring or the free frames run out) and kicks the kernel until it
-    /// took them. Returns the number queued.
-    pub fn send(&mut self, n: u32) -> Result<u32> {
+    /// took them. Returns the number queued. `stamp`: the frames' send time (CLOCK_MONOTONIC ns, see
+    /// [`monotonic_ns`]), or 0 for none.
+    pub fn send(&mut self, n: u32, stamp: u64) -> Result<u32> {
         self.reap();
         let prod = self.tx.producer().load(Ordering::Relaxed);
         let room = FRAMES - prod.wrapping_sub(self.tx.consumer().load(Ordering::Acquire));
@@ -312,7 +313,7 @@ impl XskSender {
             // SAFETY: addr is a frame offset of the area (from `free`), frame_len <= FRAME_SIZE.
             let frame =
                 unsafe { std::slice::from_raw_parts_mut(self.umem.add(addr as usize), self.frame_len as usize) };
-            patch(frame, &self.template, &self.layout, self.next);
+            patch(frame, &self.template, &self.layout, self.next, stamp);
             self.next += 1;
             let slot = prod.wrapping_add(k) & self.tx.mask;
             // SAFETY: entry `slot` of the TX ring, within its mapping; not yet published to the kernel.
@@ -365,20 +366,33 @@ impl Drop for XskSender {
     }
 }
 
+/// CLOCK_MONOTONIC in ns: the clock of the sink's `bpf_ktime_get_ns()`, so a stamp from here and the sink's reading
+/// subtract. (`Instant` reads the same clock but does not expose its value.)
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a live timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Writes packet `n`'s fields into `frame` (a copy of `template`): as gen_rtp does, flow `n % N`, sequence
-/// number `n / N`, timestamp `(n / N) * payload`, SSRC `ssrc_base + flow`, checksums updated from the template's.
-pub fn patch(frame: &mut [u8], template: &[u8], layout: &FlowLayout, n: u64) {
+/// number `n / N`, timestamp `(n / N) * payload`, SSRC `ssrc_base + flow`, the send time `stamp` (0: none; the
+/// template's zeros) where the payload is long enough, checksums updated from the template's.
+pub fn patch(frame: &mut [u8], template: &[u8], layout: &FlowLayout, n: u64, stamp: u64) {
     let flow = (n % u64::from(layout.flows)) as u32;
     let round = (n / u64::from(layout.flows)) as u32;
     let (daddr, dport) = layout.destination(flow);
     let sport = layout.source_port(flow);
-    let fields: [(usize, &[u8]); 6] = [
+    let stamp = stamp.to_ne_bytes();
+    let stamped = frame.len() >= STAMP_OFF + 8;
+    let fields: [(usize, &[u8]); 7] = [
         (30, &daddr.octets()),
         (34, &sport.to_be_bytes()),
         (36, &dport.to_be_bytes()),
         (44, &(round as u16).to_be_bytes()),
         (46, &round.wrapping_mul(u32::from(layout.payload)).to_be_bytes()),
         (50, &(layout.ssrc_base.wrapping_add(flow)).to_be_bytes()),
+        (STAMP_OFF, if stamped { &stamp } else { &[] }),
     ];
     let word = |b: &[u8], i: usize| u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
     // RFC 1624: HC' = ~(~HC + ~m + m'), over the 16-bit words that change.
@@ -420,7 +434,9 @@ mod tests {
         let template = layout.template([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         let mut frame = template.clone();
         for n in [0u64, 1, 17_767, 17_768, 99_999, 100_000, 100_001, 12_345_678_901] {
-            patch(&mut frame, &template, &layout, n);
+            let stamp = if n % 2 == 0 { 0 } else { monotonic_ns() };
+            patch(&mut frame, &template, &layout, n, stamp);
+            assert_eq!(frame[STAMP_OFF..STAMP_OFF + 8], stamp.to_ne_bytes(), "send time of packet {n}");
             let flow = (n % 100_000) as u32;
             crate::live::helpers::check_frame(&frame, &layout, flow).unwrap_or_else(|e| panic!("packet {n}: {e:#}"));
             assert_eq!(u16::from_be_bytes([frame[44], frame[45]]), (n / 100_000) as u16, "sequence of packet {n}");

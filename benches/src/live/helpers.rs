@@ -32,6 +32,13 @@ pub struct GenArgs {
     /// How to send.
     #[arg(long, value_enum, default_value = "auto")]
     pub engine: Engine,
+    /// Write each frame's send time into its payload (for the sink's latency histogram).
+    #[arg(long)]
+    pub stamp: bool,
+    /// Frames per batch instead of about a millisecond's worth ([`batch_for`]): a latency step sends small
+    /// batches, so that a frame's time in the sender's own burst does not dominate what is measured.
+    #[arg(long)]
+    pub batch: Option<u32>,
 }
 
 /// What `xdp-gen` printed (one JSON line).
@@ -75,11 +82,12 @@ enum Sender {
 }
 
 impl Sender {
-    /// Sends up to `n` frames; returns how many were handed over.
-    fn send(&mut self, n: u32) -> Result<u32> {
+    /// Sends up to `n` frames; returns how many were handed over. `stamp`: write the send time (the live
+    /// generator reads the clock per frame itself; AF_XDP's frames of one batch share one reading).
+    fn send(&mut self, n: u32, stamp: bool) -> Result<u32> {
         match self {
             Sender::Live(g, ifindex) => g.send(*ifindex, n).map(|()| n),
-            Sender::Xsk(x) => x.send(n),
+            Sender::Xsk(x) => x.send(n, if stamp { super::afxdp::monotonic_ns() } else { 0 }),
         }
     }
 }
@@ -96,7 +104,7 @@ pub fn gen_main(args: &GenArgs) -> Result<()> {
     let mut sender = match args.engine {
         Engine::Afxdp => Sender::Xsk(super::afxdp::XskSender::open(ifindex, &layout, src_mac, dst_mac)?),
         Engine::Live | Engine::Auto => {
-            let mut generator = Generator::load(&layout, src_mac, dst_mac)?;
+            let mut generator = Generator::load(&layout, src_mac, dst_mac, args.stamp)?;
             // One run not live first: it checks what the program writes (and that the syscall works at all).
             let first = generator.run_once(ifindex).context("a test run of gen_rtp")?;
             check_frame(&first, &layout, 0).context("gen_rtp's first frame")?;
@@ -120,12 +128,12 @@ pub fn gen_main(args: &GenArgs) -> Result<()> {
         Sender::Live(..) => Engine::Live,
         Sender::Xsk(_) => Engine::Afxdp,
     };
-    let batch = batch_for(args.rate);
+    let batch = args.batch.unwrap_or_else(|| batch_for(args.rate)).max(1);
     let started = Instant::now();
     let (mut sent, mut calls) = (probed, 0u64);
     while sent < args.count {
         let n = u64::from(batch).min(args.count - sent) as u32;
-        sent += u64::from(sender.send(n)?);
+        sent += u64::from(sender.send(n, args.stamp)?);
         calls += 1;
         if args.rate > 0 {
             let due = started + Duration::from_secs_f64(sent as f64 / f64::from(args.rate));
@@ -178,16 +186,22 @@ pub fn check_frame(frame: &[u8], layout: &FlowLayout, flow: u32) -> Result<()> {
 }
 
 /// `sbc-bench xdp-sink IFACE FLOWS SSRC_BASE`: attaches the sink, prints `attached`, then answers each stdin line:
-/// `reset` (zero the counts; prints `ok`) or `read` (prints the counts as one JSON line). Detaches at EOF.
+/// `reset` (zero the counts; prints `ok`), `latency on` / `latency off` (the latency histogram; prints `ok`) or
+/// `read` (prints the counts as one JSON line). Detaches at EOF.
 pub fn sink_main(iface: &str, flows: u32, ssrc_base: u32) -> Result<()> {
     let mut sink = Sink::attach(iface, flows, ssrc_base)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "attached")?;
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
-        match line?.trim() {
+        let line = line?;
+        match line.trim() {
             "reset" => {
                 sink.reset()?;
+                writeln!(out, "ok")?;
+            }
+            "latency on" | "latency off" => {
+                sink.set_latency(line.trim() == "latency on")?;
                 writeln!(out, "ok")?;
             }
             "read" => writeln!(out, "{}", serde_json::to_string(&sink.read()?)?)?,

@@ -30,6 +30,9 @@ pub const RELAY_MAX_KERNEL_FLOWS: u32 = media_relay::xdp::abi::LIMIT_MAX_FLOWS;
 const WARM_UP_RATE: u32 = 50_000;
 /// The core a0's threaded NAPI (the path) is pinned to.
 pub const PATH_CORE: usize = 1;
+/// Frames per send of a latency step: the kernel's own batch in AF_XDP copy mode. A ceiling step's batches of a
+/// millisecond's frames would measure mostly how long a frame waits behind its own burst.
+pub const LATENCY_BATCH: u32 = 32;
 
 /// Whether the path gets a core of its own (`--path-core`, and two cores at least).
 fn pin_path_core(opts: &Options) -> bool {
@@ -187,6 +190,9 @@ pub struct Ladder {
     pub path_cpu_s_per_mpkt: Option<f64>,
     /// Why the ladder stopped early (its set-up or warm-up failed), if it did.
     pub error: Option<String>,
+    /// Issue 15 point 6: one more step at half the ceiling with every frame stamped with its send time and the
+    /// sink's latency histogram on (its `sink.latency`), sent in batches of [`LATENCY_BATCH`].
+    pub latency_step: Option<Step>,
 }
 
 impl Ladder {
@@ -274,6 +280,7 @@ pub fn run(opts: &Options) -> Result<Vec<Ladder>> {
                     napi_threads_pinned: 0,
                     path_cpu_s_per_mpkt: None,
                     error: None,
+                    latency_step: None,
                 };
                 let result = climb(&topo, opts, pin, &mut ladder);
                 ladder.finish(top);
@@ -440,8 +447,21 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         loop {
             let mut warm = Step { rate: WARM_UP_RATE, ..Step::default() };
             let count = Some(2 * u64::from(layout.flows));
-            measure(topo, opts, pin, &exe, &layout_json, &dst_mac, &mut sink, &mut warm, layout.flows, count, &[])
-                .context("warming the flows up")?;
+            measure(
+                topo,
+                opts,
+                pin,
+                &exe,
+                &layout_json,
+                &dst_mac,
+                &mut sink,
+                &mut warm,
+                layout.flows,
+                count,
+                &[],
+                false,
+            )
+            .context("warming the flows up")?;
             ladder.warm_up_rounds += 1;
             // Nothing lost is warm. (Not `==`: with live frames on kernel 6.18.44 the sink counts one frame more
             // than the generator sent, per generator run; see benches/README.md, "The extra frame of live frames".)
@@ -477,6 +497,7 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
                 layout.flows,
                 None,
                 &path_pids,
+                false,
             ) {
                 step.error = Some(format!("{e:#}"));
             }
@@ -485,6 +506,33 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
             if ladder.should_stop() {
                 break;
             }
+        }
+        // Latency at half the path's own ceiling (issue 15 point 6), measured in the sink's XDP program: no
+        // sink process's wake-up or scheduling in it, only the generator's send, the path and the veths.
+        if let Some(ceiling) = ladder.steps.iter().filter(|s| s.pass).map(|s| s.rate).max() {
+            check_stop()?;
+            let mut step = Step { rate: ceiling / 2, ..Step::default() };
+            sink.command("latency on")?;
+            let measured = measure(
+                topo,
+                opts,
+                pin,
+                &exe,
+                &layout_json,
+                &dst_mac,
+                &mut sink,
+                &mut step,
+                layout.flows,
+                None,
+                &path_pids,
+                true,
+            );
+            sink.command("latency off")?;
+            if let Err(e) = measured {
+                step.error = Some(format!("{e:#}"));
+            }
+            eprintln!("{} (latency step)", progress(opts.runs, ladder, &step));
+            ladder.latency_step = Some(step);
         }
         Ok(())
     })();
@@ -551,6 +599,7 @@ fn measure(
     flows: u32,
     count: Option<u64>,
     path_pids: &[u32],
+    latency: bool,
 ) -> Result<()> {
     sink.command("reset")?;
     let count = count.unwrap_or(u64::from(step.rate) * u64::from(opts.step_secs));
@@ -569,6 +618,9 @@ fn measure(
         format!("--rate={}", step.rate),
         format!("--count={count}"),
     ]);
+    if latency {
+        args.extend(["--stamp".to_owned(), format!("--batch={LATENCY_BATCH}")]);
+    }
     let cpu_before = (pin_path_core(opts) && !path_pids.is_empty()).then(|| tasks_cpu_secs(path_pids));
     let mut generator = topo.spawn(Host::A, "xdp-gen", program, &args)?;
     let status = generator.wait_timeout(Duration::from_secs(u64::from(opts.step_secs) * 20 + 30))?;
@@ -612,9 +664,15 @@ fn measure(
 
 fn progress(runs: u32, ladder: &Ladder, s: &Step) -> String {
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    let latency = s.sink.as_ref().and_then(|c| c.latency.as_ref()).map_or(String::new(), |l| {
+        format!(
+            " latency p50 {:.0} p99 {:.0} p99.9 {:.0} max {:.0} us ({} stamped)",
+            l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples
+        )
+    });
     format!(
         "[run {}/{runs}] {:<9} {:>6} flows {:>8} pps: sent {:>9} achieved {:>8} received {:>9} loss {:>7.3} % flows \
-         seen {:>6} seq gaps {:>6}{}{}{}{}",
+         seen {:>6} seq gaps {:>6}{latency}{}{}{}{}",
         ladder.run,
         ladder.path.name(),
         ladder.flows,

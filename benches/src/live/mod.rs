@@ -55,6 +55,12 @@ pub struct Cell {
     pub path_lost: bool,
     /// With `--path-core`: median over runs of the path's CPU seconds per million packets at the ceiling.
     pub median_path_cpu_s_per_mpkt: Option<f64>,
+    /// The latency steps (half of each run's ceiling): medians over runs of their rate and of the one-way
+    /// latency's p50 and p99 in µs (sink's XDP program), and the runs that measured it.
+    pub latency_rate: Option<f64>,
+    pub latency_p50_us: Option<f64>,
+    pub latency_p99_us: Option<f64>,
+    pub latency_runs: usize,
 }
 
 /// The whole invocation's summary.
@@ -70,7 +76,13 @@ pub struct Summary {
     /// Per flow count: median best delivered rate xdp-maps / reference (our program without the relay's process,
     /// at flow counts the `xdp` path cannot open sockets for).
     pub xdp_maps_vs_reference_best: Vec<(u32, Option<f64>)>,
+    /// Per flow count: median p99 latency at half its own ceiling of `xdp` (else `xdp-maps`) minus kernel
+    /// forwarding's, µs (issue 15's target: at most [`TARGET_XDP_P99_OVER_KERNEL_US`]).
+    pub xdp_p99_over_kernel_us: Vec<(u32, Option<f64>)>,
 }
+
+/// Issue 15: our XDP path's p99 one-way latency at half its ceiling at most this far above kernel forwarding's.
+pub const TARGET_XDP_P99_OVER_KERNEL_US: f64 = 50.0;
 
 /// Issue 15: our XDP path's live ceiling is at least this share of the reference relay's.
 pub const TARGET_XDP_VS_REFERENCE: f64 = 0.9;
@@ -90,9 +102,23 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
                 .any(|s| s.error.is_none() && s.sent > 0 && s.loss_pct >= MAX_LOSS_PCT);
             let generator_bound =
                 path != Path::Drop && best.zip(drop_best).is_some_and(|(b, d)| b >= GENERATOR_BOUND_SHARE * d);
+            let latencies: Vec<(f64, &progs::Latency)> = ladders
+                .iter()
+                .filter(|l| l.flows == flows && l.path == path)
+                .filter_map(|l| l.latency_step.as_ref())
+                .filter(|s| s.error.is_none())
+                .filter_map(|s| Some((f64::from(s.rate), s.sink.as_ref()?.latency.as_ref()?)))
+                .collect();
+            let lat_median = |f: fn(&progs::Latency) -> f64| {
+                median(&latencies.iter().map(|(_, l)| f(l)).collect::<Vec<_>>())
+            };
             cells.push(Cell {
                 flows,
                 path,
+                latency_rate: median(&latencies.iter().map(|(r, _)| *r).collect::<Vec<_>>()),
+                latency_p50_us: lat_median(|l| l.p50_us),
+                latency_p99_us: lat_median(|l| l.p99_us),
+                latency_runs: latencies.len(),
                 ceilings,
                 median_ceiling,
                 median_best_delivered: best,
@@ -122,7 +148,14 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
         get(a).zip(get(b)).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b)
     };
     let per_flows = |a, b, best| opts.flows.iter().map(|&f| (f, ratio(f, a, b, best))).collect();
+    let p99 = |f: u32, p: Path| cells.iter().find(|c| c.flows == f && c.path == p).and_then(|c| c.latency_p99_us);
+    let xdp_p99_over_kernel_us = opts
+        .flows
+        .iter()
+        .map(|&f| (f, p99(f, Path::Xdp).or_else(|| p99(f, Path::XdpMaps)).zip(p99(f, Path::Kernel)).map(|(x, k)| x - k)))
+        .collect();
     Summary {
+        xdp_p99_over_kernel_us,
         reference_vs_bare: per_flows(Path::Reference, Path::Bare, false),
         xdp_vs_reference: per_flows(Path::Xdp, Path::Reference, false),
         xdp_vs_reference_best: per_flows(Path::Xdp, Path::Reference, true),
@@ -226,6 +259,41 @@ pub fn table(opts: &Options, s: &Summary) -> String {
         }
         out.push('\n');
     }
+    if s.cells.iter().any(|c| c.latency_runs > 0) {
+        out.push_str(
+            "one-way latency at half the path's own ceiling, p50 / p99 us (median over runs; measured by the sink's\n\
+             XDP program from each frame's send time: generator, path and veths, no sink process)\n",
+        );
+        for path in std::iter::once(Path::Drop).chain(opts.paths.iter().copied()) {
+            out.push_str(&format!("  {:<11}", path.name()));
+            for &f in &opts.flows {
+                let c = s.cells.iter().find(|c| c.flows == f && c.path == path);
+                let v = c.and_then(|c| Some(format!("{:.0}/{:.0}", c.latency_p50_us?, c.latency_p99_us?)));
+                out.push_str(&format!("{:>12}", v.unwrap_or_else(|| "-".to_owned())));
+            }
+            out.push('\n');
+        }
+        if s.xdp_p99_over_kernel_us.iter().any(|(_, d)| d.is_some()) {
+            out.push_str(&format!("  {:<11}", "xdp-kernel"));
+            for (_, d) in &s.xdp_p99_over_kernel_us {
+                out.push_str(&format!("{:>12}", d.map_or("-".to_owned(), |d| format!("{d:+.0}"))));
+            }
+            out.push('\n');
+            let verdicts: Vec<String> = s
+                .xdp_p99_over_kernel_us
+                .iter()
+                .map(|(f, d)| match d {
+                    Some(d) if *d <= TARGET_XDP_P99_OVER_KERNEL_US => format!("{f} flows met"),
+                    Some(_) => format!("{f} flows NOT met"),
+                    None => format!("{f} flows not measured"),
+                })
+                .collect();
+            out.push_str(&format!(
+                "  target xdp p99 <= kernel p99 + {TARGET_XDP_P99_OVER_KERNEL_US} us: {}\n",
+                verdicts.join(", ")
+            ));
+        }
+    }
     out.push_str(if opts.path_core {
         "  (drop: the generator into a sink on its own veth peer; --path-core: the generator alone on core 0, a0's\n   \
          NAPI (the path's program, its redirect, the sink behind it) and the user-space relay on core 1)\n"
@@ -287,6 +355,7 @@ mod tests {
             napi_threads_pinned: 0,
             path_cpu_s_per_mpkt: None,
             error: None,
+            latency_step: None,
         };
         l.ceiling = l.steps.iter().filter(|s| s.pass).map(|s| s.rate).max();
         l.best_delivered_pps = l.steps.iter().filter(|s| s.pass).filter_map(|s| s.delivered_pps).reduce(f64::max);

@@ -17,6 +17,11 @@ pub const MAX_FLOWS: u32 = 131_072;
 /// `BENCH_HDR_LEN`: Ethernet + IPv4 + UDP + RTP header.
 pub const HDR_LEN: usize = 54;
 const RTP_HDR_LEN: usize = 12;
+/// `BENCH_STAMP_OFF`: where a stamping generator writes the send time (8 bytes, host order).
+pub const STAMP_OFF: usize = HDR_LEN;
+/// `BENCH_LAT_BUCKETS` and `BENCH_LAT_LINEAR`: the sink's latency histogram (1 us buckets, then 16 us).
+const LAT_BUCKETS: u32 = 2048;
+const LAT_LINEAR: u32 = 1024;
 
 /// `struct gen_cfg`.
 #[repr(C)]
@@ -30,7 +35,7 @@ struct GenCfg {
     sport_base: u16,
     dport_base: u16,
     dport_stride: u16,
-    pad: u16,
+    stamp: u16,
     hdr: [u8; HDR_LEN],
     pad2: [u8; 10],
 }
@@ -41,6 +46,8 @@ struct GenCfg {
 struct SinkCfg {
     flows: u32,
     ssrc_base: u32,
+    latency: u32,
+    pad: u32,
 }
 
 /// `struct sink_flow`.
@@ -61,13 +68,16 @@ struct SinkStats {
     bytes: u64,
     not_rtp: u64,
     bad_ip_csum: u64,
+    stamped: u64,
+    lat_sum_ns: u64,
+    lat_max_ns: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<GenCfg>() == 92);
 const _: () = assert!(std::mem::offset_of!(GenCfg, hdr) == 28);
-const _: () = assert!(std::mem::size_of::<SinkCfg>() == 8);
+const _: () = assert!(std::mem::size_of::<SinkCfg>() == 16);
 const _: () = assert!(std::mem::size_of::<SinkFlow>() == 16);
-const _: () = assert!(std::mem::size_of::<SinkStats>() == 32);
+const _: () = assert!(std::mem::size_of::<SinkStats>() == 56);
 
 // SAFETY (all four): repr(C), Copy, integer fields only, no implicit padding (sizes asserted above).
 unsafe impl aya::Pod for GenCfg {}
@@ -157,6 +167,11 @@ impl FlowLayout {
         for (i, b) in rtp[RTP_HDR_LEN..].iter_mut().enumerate() {
             *b = 0xd5 ^ i as u8; // G.711 A-law silence-ish, varied so checksums see real data
         }
+        // Where a stamping generator writes the send time: zero in the template, so that the checksum update
+        // adds the stamp's words as they are.
+        let stamp = STAMP_OFF - HDR_LEN + RTP_HDR_LEN;
+        let end = rtp.len().min(stamp + 8);
+        rtp[stamp..end].fill(0);
         let ulen = (8 + rtp.len()) as u16;
         let mut udp = Vec::with_capacity(usize::from(ulen));
         udp.extend_from_slice(&self.source_port(0).to_be_bytes());
@@ -244,10 +259,14 @@ const _: () = assert!(std::mem::offset_of!(TestRunAttr, flags) == 64);
 const _: () = assert!(std::mem::offset_of!(TestRunAttr, batch_size) == 72);
 
 impl Generator {
-    /// Loads `gen_rtp` with `layout`, frames from `src_mac` to `dst_mac`.
-    pub fn load(layout: &FlowLayout, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Result<Self> {
+    /// Loads `gen_rtp` with `layout`, frames from `src_mac` to `dst_mac`; with `stamp`, each frame carries its send
+    /// time (bench_abi.h).
+    pub fn load(layout: &FlowLayout, src_mac: [u8; 6], dst_mac: [u8; 6], stamp: bool) -> Result<Self> {
         if layout.flows == 0 || layout.flows > MAX_FLOWS || layout.span == 0 {
             bail!("flows must be 1..={MAX_FLOWS} (got {}, span {})", layout.flows, layout.span);
+        }
+        if stamp && usize::from(layout.payload) < 8 {
+            bail!("a stamped frame needs a payload of 8 bytes at least (got {})", layout.payload);
         }
         let frame = layout.template(src_mac, dst_mac);
         let mut hdr = [0u8; HDR_LEN];
@@ -261,7 +280,7 @@ impl Generator {
             sport_base: layout.sport_base,
             dport_base: layout.dport_base,
             dport_stride: layout.dport_stride,
-            pad: 0,
+            stamp: u16::from(stamp),
             hdr,
             pad2: [0; 10],
         };
@@ -344,7 +363,7 @@ impl Generator {
 }
 
 /// What the sink counted since its last reset.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SinkCounts {
     /// RTP v2 packets of the generator's SSRCs.
     pub packets: u64,
@@ -361,6 +380,61 @@ pub struct SinkCounts {
     pub max_flow_packets: u64,
     /// Packets whose RTP sequence number was not the flow's last plus one (each lost packet makes at most one).
     pub seq_gaps: u64,
+    /// With latency on: the one-way latency of the packets that carried their send time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// One-way latency from the generator's send time to the sink's XDP program, over a step's stamped packets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub samples: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Latency {
+    /// From the histogram (`buckets[i]`: packets in bucket i) and the exact sum and maximum. A percentile is the
+    /// upper edge of the bucket that holds it (1 us resolution below 1024 us, 16 us above).
+    fn from_histogram(buckets: &[u64], sum_ns: u64, max_ns: u64) -> Option<Self> {
+        let samples: u64 = buckets.iter().sum();
+        if samples == 0 {
+            return None;
+        }
+        let upper = |b: u32| -> f64 {
+            if b < LAT_LINEAR {
+                f64::from(b + 1)
+            } else {
+                f64::from(LAT_LINEAR + (b - LAT_LINEAR + 1) * 16)
+            }
+        };
+        let max_us = max_ns as f64 / 1000.0;
+        let pct = |q: f64| {
+            let want = ((samples as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (b, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    // The last bucket is open above: the maximum bounds it.
+                    return if b as u32 == LAT_BUCKETS - 1 { max_us } else { upper(b as u32).min(max_us.ceil()) };
+                }
+            }
+            max_us
+        };
+        Some(Self {
+            samples,
+            mean_us: sum_ns as f64 / samples as f64 / 1000.0,
+            p50_us: pct(0.5),
+            p90_us: pct(0.9),
+            p99_us: pct(0.99),
+            p999_us: pct(0.999),
+            max_us,
+        })
+    }
 }
 
 /// `sink_rtp` attached to an interface (detached on drop).
@@ -369,6 +443,10 @@ pub struct Sink {
     flows: u32,
     flow_map: PerCpuArray<MapData, SinkFlow>,
     stats: PerCpuArray<MapData, SinkStats>,
+    lat: PerCpuArray<MapData, u64>,
+    cfg: Array<MapData, SinkCfg>,
+    ssrc_base: u32,
+    latency: bool,
     cpus: usize,
 }
 
@@ -385,14 +463,24 @@ impl Sink {
             bail!("the sink counts 1..={MAX_FLOWS} flows (got {flows})");
         }
         let mut ebpf = EbpfLoader::new().load(objects::SINK).context("loading sink.bpf.o (needs root)")?;
-        let mut cfg: Array<_, SinkCfg> = Array::try_from(ebpf.map_mut("sink_cfg").context("no sink_cfg map")?)?;
-        cfg.set(0, SinkCfg { flows, ssrc_base }, 0).context("writing sink_cfg")?;
+        let mut cfg: Array<_, SinkCfg> = Array::try_from(ebpf.take_map("sink_cfg").context("no sink_cfg map")?)?;
+        cfg.set(0, SinkCfg { flows, ssrc_base, latency: 0, pad: 0 }, 0).context("writing sink_cfg")?;
         let flow_map = PerCpuArray::try_from(ebpf.take_map("sink_flows").context("no sink_flows map")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map("sink_stats").context("no sink_stats map")?)?;
+        let lat = PerCpuArray::try_from(ebpf.take_map("sink_lat").context("no sink_lat map")?)?;
         let prog = load_prog(&mut ebpf, "sink_rtp")?;
         prog.attach(iface, XdpMode::Driver).with_context(|| format!("attaching sink_rtp to {iface} (native)"))?;
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        Ok(Self { _ebpf: ebpf, flows, flow_map, stats, cpus })
+        Ok(Self { _ebpf: ebpf, flows, flow_map, stats, lat, cfg, ssrc_base, latency: false, cpus })
+    }
+
+    /// Turns the latency histogram on or off (it costs a clock read and a map update per packet, so the ceiling
+    /// steps run without it).
+    pub fn set_latency(&mut self, on: bool) -> Result<()> {
+        let cfg = SinkCfg { flows: self.flows, ssrc_base: self.ssrc_base, latency: u32::from(on), pad: 0 };
+        self.cfg.set(0, cfg, 0).context("writing sink_cfg")?;
+        self.latency = on;
+        Ok(())
     }
 
     /// Zeroes every count (between steps, while nothing is sent).
@@ -402,17 +490,31 @@ impl Sink {
             self.flow_map.set(i, zeros(self.cpus)?, 0)?;
         }
         self.stats.set(0, PerCpuValues::try_from(vec![SinkStats::default(); self.cpus])?, 0)?;
+        if self.latency {
+            for b in 0..LAT_BUCKETS {
+                self.lat.set(b, PerCpuValues::try_from(vec![0u64; self.cpus])?, 0)?;
+            }
+        }
         Ok(())
     }
 
     /// The counts since the last reset.
     pub fn read(&self) -> Result<SinkCounts> {
         let mut c = SinkCounts { min_flow_packets: u64::MAX, ..SinkCounts::default() };
+        let (mut lat_sum, mut lat_max) = (0u64, 0u64);
         for s in self.stats.get(&0, 0)?.iter() {
             c.packets += s.packets;
             c.bytes += s.bytes;
             c.not_rtp += s.not_rtp;
             c.bad_ip_csum += s.bad_ip_csum;
+            lat_sum += s.lat_sum_ns;
+            lat_max = lat_max.max(s.lat_max_ns);
+        }
+        if self.latency {
+            let buckets = (0..LAT_BUCKETS)
+                .map(|b| Ok(self.lat.get(&b, 0)?.iter().sum::<u64>()))
+                .collect::<Result<Vec<u64>>>()?;
+            c.latency = Latency::from_histogram(&buckets, lat_sum, lat_max);
         }
         for i in 0..self.flows {
             let per_cpu = self.flow_map.get(&i, 0)?;
@@ -423,5 +525,28 @@ impl Sink {
             c.max_flow_packets = c.max_flow_packets.max(packets);
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_are_upper_bucket_edges_bounded_by_the_maximum() {
+        let mut b = vec![0u64; LAT_BUCKETS as usize];
+        b[20] = 98; // 20-21 us
+        b[300] = 1; // 300-301 us
+        b[LAT_LINEAR as usize + 2] = 1; // 1056-1072 us
+        let l = Latency::from_histogram(&b, 100 * 30_000, 1_060_500).expect("samples");
+        assert_eq!(l.samples, 100);
+        assert_eq!((l.p50_us, l.p90_us), (21.0, 21.0));
+        assert_eq!(l.p99_us, 301.0);
+        assert_eq!(l.p999_us, 1061.0, "the bucket's edge (1072) bounded by the maximum, rounded up");
+        assert_eq!(l.mean_us, 30.0);
+        let mut open = vec![0u64; LAT_BUCKETS as usize];
+        open[LAT_BUCKETS as usize - 1] = 1;
+        assert_eq!(Latency::from_histogram(&open, 40_000_000, 40_000_000).unwrap().p50_us, 40_000.0);
+        assert!(Latency::from_histogram(&vec![0; 4], 0, 0).is_none());
     }
 }
