@@ -459,6 +459,8 @@ pub struct Pair {
     peer_seq: (u64, u64),
     /// Active because the peer was absent (at start or dead), not because it was preferred or handed over.
     holding_for_absent_peer: bool,
+    /// The latest `now` a decision was made at ([`Pair::poll_timeout`] never asks for a time before it).
+    decided_at: Instant,
     out: std::collections::VecDeque<PairOutput>,
 }
 
@@ -476,6 +478,7 @@ impl Pair {
             seq: 0,
             peer_seq: (0, 0),
             holding_for_absent_peer: false,
+            decided_at: now,
             out: std::collections::VecDeque::new(),
         }
     }
@@ -569,6 +572,7 @@ impl Pair {
     }
 
     fn decide(&mut self, now: Instant) {
+        self.decided_at = self.decided_at.max(now);
         if self.role == Role::Active {
             return;
         }
@@ -599,13 +603,21 @@ impl Pair {
         self.decide(now);
     }
 
-    /// When to call [`Pair::handle_timeout`] next.
+    /// When to call [`Pair::handle_timeout`] next: the next heartbeat, or sooner the moment a standby's decision
+    /// falls due (its peer dead, its startup wait over). Never a time already decided at: the driver sleeps until
+    /// this instant, and a deadline in the past would wake it at once, again and again, for as long as the peer
+    /// stayed away (a spinning core on the box that just took over the calls). A deadline that passed unanswered
+    /// (held standby after a demotion) is looked at again at every heartbeat, which [`Pair::handle_timeout`] runs.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_heartbeat;
-        if let Some((at, _)) = &self.peer {
-            t = t.min(*at + self.config.dead_after);
-        } else {
-            t = t.min(self.started + self.config.startup_wait);
+        if self.role == Role::Standby {
+            let due = match &self.peer {
+                Some((at, _)) => *at + self.config.dead_after,
+                None => self.started + self.config.startup_wait,
+            };
+            if due > self.decided_at {
+                t = t.min(due);
+            }
         }
         t
     }
@@ -678,6 +690,48 @@ mod tests {
         assert_eq!(log.len(), 1);
         assert_eq!((log[0].1, log[0].2), (Role::Active, RoleChange::PeerDead));
         assert!(log[0].0 <= 300, "taken over {} ms after the last heartbeat", log[0].0);
+    }
+
+    /// The driver sleeps until [`Pair::poll_timeout`]: a deadline already past wakes it at once, again and again.
+    /// A box alone (its peer never heard) or whose peer died must sleep until its next heartbeat, not spin a core
+    /// for as long as the peer stays away (it did: the startup wait's or the dead peer's deadline, long passed).
+    #[test]
+    fn a_box_whose_peer_is_absent_or_dead_sleeps_until_its_next_heartbeat() {
+        for peer_heard in [false, true] {
+            let t0 = Instant::now();
+            let mut b = Pair::new(cfg("sbc2", 100), t0);
+            let mut dead = Pair::new(cfg("sbc1", 200), t0);
+            let mut now = t0;
+            let mut wakeups = 0u32;
+            while now < t0 + Duration::from_secs(5) {
+                if peer_heard && now < t0 + Duration::from_millis(500) {
+                    dead.handle_timeout(now);
+                    while let Some(o) = dead.poll_output() {
+                        if let PairOutput::Heartbeat(hb) = o {
+                            b.handle_heartbeat(now, hb);
+                        }
+                    }
+                }
+                b.handle_timeout(now);
+                while b.poll_output().is_some() {}
+                let next = b.poll_timeout();
+                assert!(
+                    next > now,
+                    "peer heard {peer_heard}: at {:?} ({:?}) asked to be woken at {:?}",
+                    now - t0,
+                    b.role(),
+                    next.saturating_duration_since(t0)
+                );
+                now = if peer_heard && now < t0 + Duration::from_millis(500) {
+                    next.min(now + Duration::from_millis(10))
+                } else {
+                    next
+                };
+                wakeups += 1;
+            }
+            assert_eq!(b.role(), Role::Active, "peer heard {peer_heard}");
+            assert!(wakeups <= 110, "peer heard {peer_heard}: about one wake-up per heartbeat, got {wakeups}");
+        }
     }
 
     #[test]

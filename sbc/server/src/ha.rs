@@ -674,15 +674,23 @@ fn renew_vip(v: &Vip) {
     }
 }
 
-/// Gratuitous ARP, so the neighbours send to this box now rather than when their cache times out: two
-/// announcements a second apart, in the background (every address is announced at once).
+/// Gratuitous ARP announcements of a taken-over address, a second apart: enough of them that the last come after
+/// a dead active's copy of the address has run out (its lifetime, [`VIP_LIFETIME_SECS`], from its last renewal,
+/// plus the kernel's second of rounding). Until then the dead box's kernel still answers ARP for it, and a
+/// neighbour that asked in that window may have taken its answer over ours; with only two announcements, the last
+/// one came before the window closed and such a neighbour sent to the dead box until its cache entry failed (tens
+/// of seconds). keepalived repeats its announcements for the same reason (`vrrp_garp_master_delay`).
+const ANNOUNCEMENTS: &str = "4";
+
+/// Gratuitous ARP, so the neighbours send to this box now rather than when their cache times out:
+/// [`ANNOUNCEMENTS`] a second apart, in the background (every address is announced at once).
 fn announce_vip(v: &Vip) {
     if !v.address.is_ipv4() {
         return;
     }
     let addr = v.address.to_string();
     match std::process::Command::new("arping")
-        .args(["-U", "-c", "2", "-I", &v.dev, &addr])
+        .args(["-U", "-c", ANNOUNCEMENTS, "-I", &v.dev, &addr])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
