@@ -511,6 +511,10 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
         // sink process's wake-up or scheduling in it, only the generator's send, the path and the veths.
         if let Some(ceiling) = ladder.steps.iter().filter(|s| s.pass).map(|s| s.rate).max() {
             check_stop()?;
+            // A path that fell behind on the last steps (the user-space relay's socket buffers) may still be
+            // forwarding their packets: the latency step starts when nothing more arrives, or it would count
+            // them and time its own behind them.
+            settle(&mut sink)?;
             let mut step = Step { rate: ceiling / 2, ..Step::default() };
             sink.command("latency on")?;
             let measured = measure(
@@ -565,6 +569,23 @@ fn climb(topo: &Topology, opts: &Options, pin: bool, ladder: &mut Ladder) -> Res
     }
     result
 }
+
+/// Waits (up to [`SETTLE_LIMIT`]) until the sink counts nothing for [`SETTLE_QUIET`].
+fn settle(sink: &mut SinkClient) -> Result<()> {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    loop {
+        sink.command("reset")?;
+        std::thread::sleep(SETTLE_QUIET);
+        let counts: SinkCounts = serde_json::from_str(&sink.command("read")?).context("the sink's counts")?;
+        if counts.packets == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+    }
+}
+
+/// Before a latency step: quiet for this long, waited for at most [`SETTLE_LIMIT`].
+const SETTLE_QUIET: Duration = Duration::from_millis(200);
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The CPU seconds of every thread of `pids` so far: the first field of /proc/PID/task/TID/schedstat, the time
 /// on CPU in ns by the scheduler's clock. (/proc/stat's per-CPU figures come from 100 Hz ticks, which on this

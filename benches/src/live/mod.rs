@@ -109,9 +109,8 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
                 .filter(|s| s.error.is_none())
                 .filter_map(|s| Some((f64::from(s.rate), s.sink.as_ref()?.latency.as_ref()?)))
                 .collect();
-            let lat_median = |f: fn(&progs::Latency) -> f64| {
-                median(&latencies.iter().map(|(_, l)| f(l)).collect::<Vec<_>>())
-            };
+            let lat_median =
+                |f: fn(&progs::Latency) -> f64| median(&latencies.iter().map(|(_, l)| f(l)).collect::<Vec<_>>());
             cells.push(Cell {
                 flows,
                 path,
@@ -152,7 +151,9 @@ pub fn summarize(opts: &Options, ladders: &[Ladder]) -> Summary {
     let xdp_p99_over_kernel_us = opts
         .flows
         .iter()
-        .map(|&f| (f, p99(f, Path::Xdp).or_else(|| p99(f, Path::XdpMaps)).zip(p99(f, Path::Kernel)).map(|(x, k)| x - k)))
+        .map(|&f| {
+            (f, p99(f, Path::Xdp).or_else(|| p99(f, Path::XdpMaps)).zip(p99(f, Path::Kernel)).map(|(x, k)| x - k))
+        })
         .collect();
     Summary {
         xdp_p99_over_kernel_us,
@@ -269,7 +270,8 @@ pub fn table(opts: &Options, s: &Summary) -> String {
             for &f in &opts.flows {
                 let c = s.cells.iter().find(|c| c.flows == f && c.path == path);
                 let v = c.and_then(|c| Some(format!("{:.0}/{:.0}", c.latency_p50_us?, c.latency_p99_us?)));
-                out.push_str(&format!("{:>12}", v.unwrap_or_else(|| "-".to_owned())));
+                // A space before even the widest (a relay's in ms), so that cells never run together.
+                out.push_str(&format!(" {:>11}", v.unwrap_or_else(|| "-".to_owned())));
             }
             out.push('\n');
         }

@@ -511,9 +511,8 @@ impl Sink {
             lat_max = lat_max.max(s.lat_max_ns);
         }
         if self.latency {
-            let buckets = (0..LAT_BUCKETS)
-                .map(|b| Ok(self.lat.get(&b, 0)?.iter().sum::<u64>()))
-                .collect::<Result<Vec<u64>>>()?;
+            let buckets =
+                (0..LAT_BUCKETS).map(|b| Ok(self.lat.get(&b, 0)?.iter().sum::<u64>())).collect::<Result<Vec<u64>>>()?;
             c.latency = Latency::from_histogram(&buckets, lat_sum, lat_max);
         }
         for i in 0..self.flows {
