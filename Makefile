@@ -143,7 +143,7 @@ bench: deps
 	target/release/sbc-bench concurrent --target local --compare direct --calls 200 --rate 50 --hold-secs 20 --out target/bench/concurrent.json | tee target/bench/concurrent.txt
 	target/release/sbc-bench media --local --runs 1 --paths relay,srtp,xdp,bare,kernel,rtpengine --rates 10000,20000,40000,60000,80000 --out target/bench/media.json | tee target/bench/media.txt
 	target/release/sbc-bench media --local --generator xdp --paths bare,reference,xdp,kernel,relay --runs 1 --flows 1,1000 --step-secs 1 --rates 250000,500000,1000000,1500000,2000000,3000000 --path-core --relay target/release/media-relay --out target/bench/media-live.json | tee target/bench/media-live.txt
-	target/release/sbc-bench media --local --generator xdp --paths reference,xdp-maps --runs 1 --flows 10000,100000 --step-secs 1 --rates 500000,1000000,1500000,2000000 --path-core --out target/bench/media-live-flows.json | tee target/bench/media-live-flows.txt
+	target/release/sbc-bench media --local --generator xdp --paths reference,xdp-maps,kernel --runs 1 --flows 10000,100000 --step-secs 1 --rates 500000,1000000,1500000,2000000 --path-core --out target/bench/media-live-flows.json | tee target/bench/media-live-flows.txt
 	target/release/sbc-bench xdp-cost --rounds 3 --out target/bench/xdp-cost.json | tee target/bench/xdp-cost.txt
 	target/release/sbc-bench failover --local --drills 3 --kind kill --out target/bench/failover.json | tee target/bench/failover.txt
 	target/release/sbc-bench webrtc --runs 1 --legs 100 --calls 50 --rate 10000 --media-secs 2 --out target/bench/webrtc.json | tee target/bench/webrtc.txt

@@ -546,6 +546,6 @@ mod tests {
         let mut open = vec![0u64; LAT_BUCKETS as usize];
         open[LAT_BUCKETS as usize - 1] = 1;
         assert_eq!(Latency::from_histogram(&open, 40_000_000, 40_000_000).unwrap().p50_us, 40_000.0);
-        assert!(Latency::from_histogram(&vec![0; 4], 0, 0).is_none());
+        assert!(Latency::from_histogram(&[0; 4], 0, 0).is_none());
     }
 }
