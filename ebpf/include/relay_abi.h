@@ -155,10 +155,18 @@ enum relay_action {
 	RELAY_ACT_MAX = 11,
 };
 
-/* The value of relay_drops (per CPU; key: the ifindex of an interface relay_xdp is attached to, inserted by user
- * space, so events of other interfaces find no entry and are not counted). Frames relay_xdp handed to the kernel
- * (counted as REDIRECT or TX) that the kernel then failed to send: without these the loss would be invisible.
- * 32 bytes. */
+/* The key of relay_drops: an interface relay_xdp is attached to, by its network namespace (the inode number of
+ * /proc/self/ns/net) and ifindex. Both, because the xdp tracepoints fire for every namespace and ifindexes are
+ * numbered per namespace: keyed by ifindex alone, another namespace's device of the same number (a container's,
+ * another relay's) counted its losses as ours. 8 bytes. */
+struct relay_iface_key {
+	__u32 netns;
+	__u32 ifindex;
+};
+
+/* The value of relay_drops (per CPU; entries inserted by user space, so events of other interfaces find no entry
+ * and are not counted). Frames relay_xdp handed to the kernel (counted as REDIRECT or TX) that the kernel then
+ * failed to send: without these the loss would be invisible. 32 bytes. */
 struct relay_iface_drops {
 	__u64 redirect_errors; /* xdp_redirect_err: the redirect itself failed (e.g. the target cannot take frames) */
 	__u64 xmit_drops;      /* xdp_devmap_xmit: frames the egress driver refused (ndo_xdp_xmit), from here */

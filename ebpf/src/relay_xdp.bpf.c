@@ -548,25 +548,40 @@ int relay_xdp(struct xdp_md *ctx)
 /* The kernel's side of a redirect or XDP_TX, after relay_xdp returned: tp_btf programs on the xdp tracepoints
  * (arguments as in include/trace/events/xdp.h) count the frames it failed to send, per interface of ours. */
 
-/* Only the field we read; CO-RE (preserve_access_index) finds its offset in the running kernel's BTF. */
-struct net_device {
-	int ifindex;
+/* Only the fields we read; CO-RE (preserve_access_index) finds their offsets in the running kernel's BTF. */
+struct ns_common {
+	unsigned int inum;
 } __attribute__((preserve_access_index));
 
-/* relay_drops: ifindex of an interface relay_xdp is attached to -> frames lost after it (entries inserted only by
- * user space; the tracing programs only add to them). */
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+struct net_device {
+	int ifindex;
+	struct {
+		struct net *net;
+	} nd_net;
+} __attribute__((preserve_access_index));
+
+/* relay_drops: (netns, ifindex) of an interface relay_xdp is attached to -> frames lost after it (entries inserted
+ * only by user space; the tracing programs only add to them). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__type(key, __u32);
+	__type(key, struct relay_iface_key);
 	__type(value, struct relay_iface_drops);
 	__uint(max_entries, RELAY_MAX_IFACES);
 } relay_drops SEC(".maps");
 
 static __always_inline struct relay_iface_drops *relay_drops_of(const struct net_device *dev)
 {
-	__u32 ifindex = dev->ifindex;
+	struct relay_iface_key key = { .ifindex = dev->ifindex };
+	struct net *net = dev->nd_net.net;
 
-	return bpf_map_lookup_elem(&relay_drops, &ifindex);
+	if (!net)
+		return 0;
+	key.netns = net->ns.inum;
+	return bpf_map_lookup_elem(&relay_drops, &key);
 }
 
 /* xdp_redirect_err(dev, xdp, tgt, err, map_type, map_id, index): the redirect from dev failed, one frame. */

@@ -153,6 +153,15 @@ pub struct RelayFlowStats {
     pub bytes: u64,
 }
 
+/// `struct relay_iface_key`: the key of `relay_drops`, an interface by network namespace (inode number of
+/// /proc/self/ns/net) and ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayIfaceKey {
+    pub netns: u32,
+    pub ifindex: u32,
+}
+
 /// `struct relay_iface_drops`: the per-CPU value of `relay_drops`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -190,6 +199,7 @@ const _: () = assert!(offset_of!(RelayTarget4, stats_index) == 24);
 const _: () = assert!(offset_of!(RelayTarget4, nh) == 28);
 const _: () = assert!(size_of::<RelayFlowStats>() == 16);
 const _: () = assert!(offset_of!(RelayFlowStats, bytes) == 8);
+const _: () = assert!(size_of::<RelayIfaceKey>() == 8);
 const _: () = assert!(size_of::<RelayIfaceDrops>() == 32);
 const _: () = assert!(offset_of!(RelayIfaceDrops, xmit_drops) == 8);
 const _: () = assert!(offset_of!(RelayIfaceDrops, tx_drops) == 16);
@@ -208,6 +218,8 @@ unsafe impl aya::Pod for RelayTarget4 {}
 unsafe impl aya::Pod for RelayFlowStats {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RelayIfaceDrops {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RelayIfaceKey {}
 
 /// Canonical form of a socket address for the ABI: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, what a
 /// dual-stack socket reports) is the IPv4 address it maps, since that is what the packets carry.

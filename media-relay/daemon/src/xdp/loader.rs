@@ -13,7 +13,7 @@ use aya::{
 use tracing::{debug, info, warn};
 
 use super::{
-    abi::{self, RelayAddr, RelayAddr4, RelayFlowStats, RelayIfaceDrops, RelayTarget, RelayTarget4},
+    abi::{self, RelayAddr, RelayAddr4, RelayFlowStats, RelayIfaceDrops, RelayIfaceKey, RelayTarget, RelayTarget4},
     egress::{FeatureWatch, NetdevFeatures},
     next_hop, objects, ActionCounters, AttachedMode, DropCounters, EgressChange, FlowKey, FlowTarget, KernelCounters,
     XdpError, XdpMode,
@@ -36,8 +36,11 @@ struct Inner {
     actions: PerCpuArray<MapData, u64>,
     /// The interfaces that take XDP frames now (redirect and XDP_TX targets): see [`Xdp::sync_egress`].
     devmap: DevMapHash<MapData>,
-    /// Frames lost after the program, per interface (entries inserted here, counted by the tracing programs).
-    drops: PerCpuHashMap<MapData, u32, RelayIfaceDrops>,
+    /// Frames lost after the program, per interface (entries inserted here, counted by the tracing programs),
+    /// keyed by this process's network namespace and the ifindex.
+    drops: PerCpuHashMap<MapData, RelayIfaceKey, RelayIfaceDrops>,
+    /// The inode number of this process's network namespace, where its interfaces are.
+    netns: u32,
     /// Banned source addresses (port 0) and their reason codes; `ban_count` slot 0 is how many (the program
     /// skips the lookup while there are none); `ban_drops` counts what was dropped per reason.
     bans: HashMap<MapData, RelayAddr, u32>,
@@ -65,6 +68,14 @@ struct Inner {
     attached: Vec<(String, XdpLinkId)>,
     /// Bumps `relay_nh_gen` on routing changes (the program's next-hop cache); stopped on drop.
     _next_hop: next_hop::NextHopWatch,
+}
+
+/// The inode number of this process's network namespace: what the kernel's `net->ns.inum` holds, which the
+/// tracing programs read from the device of each event.
+fn own_netns() -> Result<u32, XdpError> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata("/proc/self/ns/net").map_err(|e| XdpError::Netns(e.to_string()))?.ino();
+    u32::try_from(ino).map_err(|_| XdpError::Netns(format!("inode {ino} beyond 32 bits")))
 }
 
 #[derive(Debug)]
@@ -241,7 +252,8 @@ impl Xdp {
         let Some(inner) = self.inner.as_ref() else { return Ok(DropCounters::default()) };
         let mut total = DropCounters::default();
         for iface in &inner.ifaces {
-            let values = match inner.drops.get(&iface.index, 0) {
+            let key = RelayIfaceKey { netns: inner.netns, ifindex: iface.index };
+            let values = match inner.drops.get(&key, 0) {
                 Ok(v) => v,
                 Err(MapError::KeyNotFound) => continue,
                 Err(source) => return Err(XdpError::Map { map: abi::MAP_DROPS, source }),
@@ -429,6 +441,7 @@ impl Inner {
             devmap.insert(index, index, None, 0).map_err(|source| XdpError::Devmap { iface: name.clone(), source })?;
         }
         let drops = PerCpuHashMap::try_from(take(abi::MAP_DROPS)?).map_err(map_err(abi::MAP_DROPS))?;
+        let netns = own_netns()?;
         let bans = HashMap::try_from(take(abi::MAP_BANS)?).map_err(map_err(abi::MAP_BANS))?;
         let ban_count = Array::try_from(take(abi::MAP_BAN_COUNT)?).map_err(map_err(abi::MAP_BAN_COUNT))?;
         let ban_drops = PerCpuArray::try_from(take(abi::MAP_BAN_DROPS)?).map_err(map_err(abi::MAP_BAN_DROPS))?;
@@ -448,6 +461,7 @@ impl Inner {
             actions,
             devmap,
             drops,
+            netns,
             bans,
             ban_count,
             ban_drops,
@@ -518,7 +532,8 @@ impl Inner {
         for iface in &self.ifaces {
             let zeros = PerCpuValues::try_from(vec![RelayIfaceDrops::default(); self.cpus])
                 .map_err(|e| XdpError::Cpus(e.to_string()))?;
-            self.drops.insert(iface.index, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_DROPS, source })?;
+            let key = RelayIfaceKey { netns: self.netns, ifindex: iface.index };
+            self.drops.insert(key, zeros, 0).map_err(|source| XdpError::Map { map: abi::MAP_DROPS, source })?;
         }
         for (name, tracepoint) in abi::PROGS_DROPS {
             let prog: &mut BtfTracePoint = self

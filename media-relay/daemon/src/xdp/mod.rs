@@ -271,6 +271,8 @@ pub enum XdpError {
     Btf(String),
     #[error("keep the XDP next hops fresh (neighbour and route changes): {0}")]
     NextHop(String),
+    #[error("read this process's network namespace (/proc/self/ns/net), which keys its drop counters: {0}")]
+    Netns(String),
     #[error("cannot learn which interfaces take XDP frames in native mode: {0}")]
     Features(String),
     #[error(
