@@ -274,6 +274,10 @@ struct MediaArgs {
     /// The `media-relay` binary to measure; default: `cargo build --release -p media-relay`.
     #[arg(long)]
     relay: Option<PathBuf>,
+    /// With `--generator xdp`: measure nothing, read the JSON of an earlier run and print its table and write its
+    /// plot again (next to it, `.svg`), with this build's summary.
+    #[arg(long)]
+    replot: Option<PathBuf>,
     /// Measure the `relay` path once per thread count given (comma-separated, e.g. 1,2), with `media-relay
     /// --threads N` and one session per stream spread over the threads, and compare them (ratios to the first).
     #[arg(long, value_delimiter = ',')]
@@ -535,6 +539,21 @@ fn main() -> Result<()> {
     }
 }
 
+/// `media --generator xdp --replot FILE`: the table and the plot of an earlier run, from its JSON.
+fn live_replot(file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let opts: live::Options = serde_json::from_value(json["options"].clone()).context("its options")?;
+    let ladders: Vec<live::Ladder> = serde_json::from_value(json["ladders"].clone()).context("its ladders")?;
+    let summary = live::summarize(&opts, &ladders);
+    let svg = file.with_extension("svg");
+    live::plot(&svg, &opts, &summary)?;
+    println!("{}", live::table(&opts, &summary));
+    println!("plot: {}", svg.display());
+    Ok(())
+}
+
 /// `media --generator xdp`: the live ladders (see live/mod.rs).
 fn live_main(args: MediaArgs) -> Result<()> {
     if args.rates.contains(&0) || !args.rates.is_sorted_by(|a, b| a < b) {
@@ -593,12 +612,20 @@ fn live_main(args: MediaArgs) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
+    let svg = out.with_extension("svg");
+    live::plot(&svg, &opts, &summary)?;
     println!("{}", live::table(&opts, &summary));
-    println!("figures: {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    println!("figures: {} ({:.0} s); plot: {}", out.display(), started.elapsed().as_secs_f64(), svg.display());
     Ok(())
 }
 
 fn media_main(mut args: MediaArgs) -> Result<()> {
+    if let Some(file) = &args.replot {
+        if args.generator != media::Generator::Xdp {
+            bail!("--replot reads the JSON of `media --generator xdp` only");
+        }
+        return live_replot(file);
+    }
     if !args.local {
         bail!(
             "`media` needs --local: it measures our media-relay (user space, XDP) through its control protocol in \

@@ -78,5 +78,7 @@ fn live_generator_and_sink_count_every_packet_of_1000_flows_through_bare_referen
     }
     assert!(stdout.contains("ceiling, Mpps"), "the table: {stdout}");
     assert!(stdout.contains("one-way latency at half the path's own ceiling"), "the latency table: {stdout}");
+    let svg = std::fs::read_to_string(out.with_extension("svg")).expect("the plot next to the JSON");
+    assert!(svg.contains("One-way latency at half the ceiling"), "the plot has its latency panel");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@ use super::helpers::GenReport;
 use super::progs::{FlowLayout, SinkCounts};
 use ::tests::netns::{Host, Process, Topology, CALLER, CARRIER_B, SBC_A, SBC_B};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::process::{Child, ChildStdin, Stdio};
@@ -72,7 +72,7 @@ const GEN_PORT: u16 = 7000;
 const RELAY_PORT: u16 = 30000;
 
 /// A forwarding path measured with the live generator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Path {
     /// No forwarding: the sink on a0, A's veth peer. The generator's own ceiling, the baseline of every run.
@@ -116,7 +116,7 @@ impl Path {
 }
 
 /// What the live ladder was asked to do.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Options {
     pub runs: u32,
     pub step_secs: u32,
@@ -135,7 +135,7 @@ pub struct Options {
 }
 
 /// One step.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Step {
     pub rate: u32,
     /// Frames the generator sent.
@@ -167,7 +167,7 @@ pub struct Step {
 }
 
 /// One path's ladder at one flow count in one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ladder {
     pub run: u32,
     pub flows: u32,

@@ -307,6 +307,58 @@ pub fn table(opts: &Options, s: &Summary) -> String {
     out
 }
 
+/// The figure next to the JSON: per path against the flow count (log scale), the best delivered rate, the path's
+/// CPU per packet (with `--path-core`) and the latency at half the ceiling (p50 solid, p99 dashed).
+pub fn plot(path: &std::path::Path, opts: &Options, s: &Summary) -> anyhow::Result<()> {
+    use crate::plot::{Panel, Series};
+    let x = |flows: u32| f64::from(flows.max(1)).log10();
+    let paths: Vec<Path> = std::iter::once(Path::Drop).chain(opts.paths.iter().copied()).collect();
+    let line = |p: Path, f: &dyn Fn(&Cell) -> Option<f64>| -> Vec<(f64, f64)> {
+        opts.flows
+            .iter()
+            .map(|&flows| {
+                let v = s.cells.iter().find(|c| c.flows == flows && c.path == p).and_then(f);
+                (x(flows), v.unwrap_or(f64::NAN))
+            })
+            .collect()
+    };
+    let x_label = "flows, log10 (0 = 1 flow, 3 = 1,000, 5 = 100,000)".to_owned();
+    let mut panels = vec![Panel {
+        title: "Ceiling: best delivered rate with loss < 0.1 % (median over runs)".into(),
+        x_label: x_label.clone(),
+        y_label: "Mpps".into(),
+        log_y: false,
+        series: paths
+            .iter()
+            .map(|&p| Series::new(p.name(), line(p, &|c| c.median_best_delivered.map(|v| v / 1e6))))
+            .collect(),
+    }];
+    if s.cells.iter().any(|c| c.median_path_cpu_s_per_mpkt.is_some()) {
+        panels.push(Panel {
+            title: "The path's CPU at its ceiling".into(),
+            x_label: x_label.clone(),
+            y_label: "CPU-s per Mpkt".into(),
+            log_y: true,
+            series: paths.iter().map(|&p| Series::new(p.name(), line(p, &|c| c.median_path_cpu_s_per_mpkt))).collect(),
+        });
+    }
+    if s.cells.iter().any(|c| c.latency_runs > 0) {
+        let mut series = Vec::new();
+        for &p in &paths {
+            series.push(Series::new(p.name(), line(p, &|c| c.latency_p50_us)));
+            series.push(Series { dashed: true, ..Series::new(p.name(), line(p, &|c| c.latency_p99_us)) });
+        }
+        panels.push(Panel {
+            title: "One-way latency at half the ceiling, in the sink's XDP: p50 solid, p99 dashed".into(),
+            x_label,
+            y_label: "µs".into(),
+            log_y: true,
+            series,
+        });
+    }
+    crate::plot::write_svg(path, "sbc-bench media --generator xdp", &panels)
+}
+
 /// The target line of one of our XDP paths against the reference, per flow count.
 fn verdict(s: &Summary, path: &str, ratios: &[(u32, Option<f64>)]) -> String {
     let verdicts: Vec<String> = ratios
@@ -395,5 +447,10 @@ mod tests {
         assert!(t.contains("1 flows NOT met (a ceiling is the generator's), 1000 flows met"), "{t}");
         assert_eq!(s.xdp_maps_vs_reference_best, vec![(1, None), (1000, Some(0.5))]);
         assert!(t.contains("target xdp-maps >= 0.9 x reference (median best delivered): 1 flows not measured"), "{t}");
+        let svg = std::env::temp_dir().join(format!("live-plot-test-{}.svg", std::process::id()));
+        plot(&svg, &opts, &s).expect("the plot");
+        let text = std::fs::read_to_string(&svg).expect("written");
+        let _ = std::fs::remove_file(&svg);
+        assert!(text.contains("<svg") && text.contains("Ceiling"), "an SVG with its panels");
     }
 }
